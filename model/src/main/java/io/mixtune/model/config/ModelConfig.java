@@ -1,0 +1,258 @@
+package io.mixtune.model.config;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.Locale;
+
+/**
+ * The architecture of a Mistral or Mixtral checkpoint, read from its Hugging Face {@code config.json}.
+ *
+ * <p>A Mixtral is a Mistral whose MLP is a sparse mixture of experts: {@code numLocalExperts > 0}.
+ *
+ * @param slidingWindow attention window W (query i sees key j iff i - W < j <= i), or null for full causal attention
+ */
+public record ModelConfig(
+        ModelType modelType,
+        int hiddenSize,
+        int intermediateSize,
+        int numHiddenLayers,
+        int numAttentionHeads,
+        int numKeyValueHeads,
+        int headDim,
+        int vocabSize,
+        double rmsNormEps,
+        double ropeTheta,
+        Integer slidingWindow,
+        int maxPositionEmbeddings,
+        boolean tieWordEmbeddings,
+        int numLocalExperts,
+        int numExpertsPerTok,
+        double routerAuxLossCoef,
+        int bosTokenId,
+        int eosTokenId) {
+
+    public enum ModelType {
+        MISTRAL, MIXTRAL;
+
+        public String hfName() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+    }
+
+    public ModelConfig {
+        requirePositive("hidden_size", hiddenSize);
+        requirePositive("intermediate_size", intermediateSize);
+        requirePositive("num_hidden_layers", numHiddenLayers);
+        requirePositive("num_attention_heads", numAttentionHeads);
+        requirePositive("num_key_value_heads", numKeyValueHeads);
+        requirePositive("head_dim", headDim);
+        requirePositive("vocab_size", vocabSize);
+        requirePositive("max_position_embeddings", maxPositionEmbeddings);
+        if (numAttentionHeads % numKeyValueHeads != 0) {
+            throw new IllegalArgumentException("num_attention_heads (" + numAttentionHeads
+                    + ") must be a multiple of num_key_value_heads (" + numKeyValueHeads + ")");
+        }
+        if (headDim % 2 != 0) {
+            throw new IllegalArgumentException("head_dim must be even for rotary embeddings, got " + headDim);
+        }
+        if (!(rmsNormEps > 0)) {
+            throw new IllegalArgumentException("rms_norm_eps must be > 0, got " + rmsNormEps);
+        }
+        if (!(ropeTheta > 0)) {
+            throw new IllegalArgumentException("rope_theta must be > 0, got " + ropeTheta);
+        }
+        if (slidingWindow != null && slidingWindow <= 0) {
+            throw new IllegalArgumentException("sliding_window must be a positive integer or null, got " + slidingWindow);
+        }
+        if (modelType == ModelType.MIXTRAL) {
+            requirePositive("num_local_experts", numLocalExperts);
+            requirePositive("num_experts_per_tok", numExpertsPerTok);
+            if (numExpertsPerTok > numLocalExperts) {
+                throw new IllegalArgumentException("num_experts_per_tok (" + numExpertsPerTok
+                        + ") must not exceed num_local_experts (" + numLocalExperts + ")");
+            }
+        } else if (numLocalExperts != 0) {
+            throw new IllegalArgumentException("a mistral model has no experts, got num_local_experts " + numLocalExperts);
+        }
+        if (bosTokenId < 0 || bosTokenId >= vocabSize || eosTokenId < 0 || eosTokenId >= vocabSize) {
+            throw new IllegalArgumentException("bos_token_id " + bosTokenId + " and eos_token_id " + eosTokenId
+                    + " must lie in [0, vocab_size=" + vocabSize + ")");
+        }
+    }
+
+    public boolean isMixtureOfExperts() {
+        return modelType == ModelType.MIXTRAL;
+    }
+
+    /** Query heads that share one key/value head (grouped-query attention). */
+    public int queriesPerKeyValueHead() {
+        return numAttentionHeads / numKeyValueHeads;
+    }
+
+    /** Parameters of the full-precision model, counted from the shapes (no weights needed). */
+    public long parameterCount() {
+        long h = hiddenSize;
+        long attention = h * numAttentionHeads * headDim * 2 + h * numKeyValueHeads * headDim * 2;
+        long mlp = 3 * h * intermediateSize;
+        long feedForward = isMixtureOfExperts() ? numLocalExperts * mlp + h * numLocalExperts : mlp;
+        long perLayer = attention + feedForward + 2 * h;
+        long embeddings = (long) vocabSize * h * (tieWordEmbeddings ? 1 : 2);
+        return numHiddenLayers * perLayer + embeddings + h;
+    }
+
+    /**
+     * The config.json transformers writes for this architecture (4.x key spellings, which 5.x also reads).
+     *
+     * @param torchDtype the dtype the weights are stored in: "float32", "float16" or "bfloat16"
+     */
+    public ObjectNode toJson(String torchDtype) {
+        ObjectNode json = new ObjectMapper().createObjectNode();
+        json.putArray("architectures").add(isMixtureOfExperts() ? "MixtralForCausalLM" : "MistralForCausalLM");
+        json.put("model_type", modelType.hfName());
+        json.put("hidden_size", hiddenSize);
+        json.put("intermediate_size", intermediateSize);
+        json.put("num_hidden_layers", numHiddenLayers);
+        json.put("num_attention_heads", numAttentionHeads);
+        json.put("num_key_value_heads", numKeyValueHeads);
+        json.put("head_dim", headDim);
+        json.put("vocab_size", vocabSize);
+        json.put("rms_norm_eps", rmsNormEps);
+        json.put("rope_theta", ropeTheta);
+        if (slidingWindow == null) {
+            json.putNull("sliding_window");
+        } else {
+            json.put("sliding_window", slidingWindow);
+        }
+        json.put("max_position_embeddings", maxPositionEmbeddings);
+        json.put("tie_word_embeddings", tieWordEmbeddings);
+        if (isMixtureOfExperts()) {
+            json.put("num_local_experts", numLocalExperts);
+            json.put("num_experts_per_tok", numExpertsPerTok);
+            json.put("router_aux_loss_coef", routerAuxLossCoef);
+            json.put("output_router_logits", false);
+            json.put("router_jitter_noise", 0.0);
+        }
+        json.put("hidden_act", "silu");
+        json.put("initializer_range", 0.02);
+        json.put("attention_dropout", 0.0);
+        json.put("bos_token_id", bosTokenId);
+        json.put("eos_token_id", eosTokenId);
+        json.put("torch_dtype", torchDtype);
+        json.put("use_cache", true);
+        return json;
+    }
+
+    public static ModelConfig read(Path configJson) {
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(Files.readString(configJson));
+        } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException(configJson + ": no config.json: a Hugging Face model directory needs one");
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(configJson + ": not valid JSON: " + e.getOriginalMessage());
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configJson + ": cannot be read: " + e.getMessage());
+        }
+        if (!(root instanceof ObjectNode)) {
+            throw new IllegalArgumentException(configJson + ": expected a JSON object");
+        }
+        try {
+            return fromJson(root);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(configJson + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Reads the keys transformers writes for {@code model_type} mistral and mixtral (4.x and 5.x spellings). */
+    public static ModelConfig fromJson(JsonNode root) {
+        String type = root.path("model_type").asText("");
+        ModelType modelType = switch (type) {
+            case "mistral" -> ModelType.MISTRAL;
+            case "mixtral" -> ModelType.MIXTRAL;
+            case "" -> throw new IllegalArgumentException("missing key model_type: expected \"mistral\" or \"mixtral\"");
+            default -> throw new IllegalArgumentException("model_type \"" + type
+                    + "\" is not supported: mixtune runs \"mistral\" and \"mixtral\"");
+        };
+        int hidden = requiredInt(root, "hidden_size");
+        int heads = requiredInt(root, "num_attention_heads");
+        int headDim = root.hasNonNull("head_dim") ? intValue(root, "head_dim") : hidden / heads;
+        boolean moe = modelType == ModelType.MIXTRAL;
+        return new ModelConfig(
+                modelType,
+                hidden,
+                requiredInt(root, "intermediate_size"),
+                requiredInt(root, "num_hidden_layers"),
+                heads,
+                root.hasNonNull("num_key_value_heads") ? intValue(root, "num_key_value_heads") : heads,
+                headDim,
+                requiredInt(root, "vocab_size"),
+                doubleOr(root, "rms_norm_eps", 1e-6),
+                ropeTheta(root),
+                root.hasNonNull("sliding_window") ? Integer.valueOf(intValue(root, "sliding_window")) : null,
+                root.hasNonNull("max_position_embeddings") ? intValue(root, "max_position_embeddings") : 32768,
+                root.path("tie_word_embeddings").asBoolean(false),
+                moe ? requiredInt(root, "num_local_experts") : 0,
+                moe ? requiredInt(root, "num_experts_per_tok") : 0,
+                moe ? doubleOr(root, "router_aux_loss_coef", 0.001) : 0.0,
+                root.hasNonNull("bos_token_id") ? intValue(root, "bos_token_id") : 1,
+                root.hasNonNull("eos_token_id") ? intValue(root, "eos_token_id") : 2);
+    }
+
+    /** transformers 4 writes {@code rope_theta}; transformers 5 writes {@code rope_parameters: {rope_type, rope_theta}}. */
+    private static double ropeTheta(JsonNode root) {
+        JsonNode parameters = root.path("rope_parameters");
+        if (parameters.isObject()) {
+            String ropeType = parameters.path("rope_type").asText("default");
+            if (!ropeType.equals("default")) {
+                throw new IllegalArgumentException("rope_parameters.rope_type \"" + ropeType
+                        + "\" is not supported: mixtune implements the default rotary embedding");
+            }
+            if (parameters.hasNonNull("rope_theta")) {
+                return doubleValue(parameters, "rope_theta", "rope_parameters.rope_theta");
+            }
+        }
+        JsonNode scaling = root.path("rope_scaling");
+        if (scaling.isObject() && !scaling.path("rope_type").asText(scaling.path("type").asText("default")).equals("default")) {
+            throw new IllegalArgumentException("rope_scaling " + scaling + " is not supported: mixtune implements the default rotary embedding");
+        }
+        return doubleOr(root, "rope_theta", 10000.0);
+    }
+
+    private static void requirePositive(String key, int value) {
+        if (value <= 0) {
+            throw new IllegalArgumentException(key + " must be a positive integer, got " + value);
+        }
+    }
+
+    private static int requiredInt(JsonNode root, String key) {
+        if (!root.hasNonNull(key)) {
+            throw new IllegalArgumentException("missing key " + key + ": expected an integer");
+        }
+        return intValue(root, key);
+    }
+
+    private static int intValue(JsonNode root, String key) {
+        JsonNode node = root.get(key);
+        if (!node.isIntegralNumber() || !node.canConvertToInt()) {
+            throw new IllegalArgumentException("key " + key + " must be an integer, got " + node);
+        }
+        return node.intValue();
+    }
+
+    private static double doubleOr(JsonNode root, String key, double fallback) {
+        return root.hasNonNull(key) ? doubleValue(root, key, key) : fallback;
+    }
+
+    private static double doubleValue(JsonNode root, String key, String label) {
+        JsonNode node = root.get(key);
+        if (!node.isNumber()) {
+            throw new IllegalArgumentException("key " + label + " must be a number, got " + node);
+        }
+        return node.doubleValue();
+    }
+}

@@ -1,0 +1,109 @@
+package io.mixtune.model.mistral;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.SparseFormat;
+import ai.djl.nn.core.Embedding;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.generate.KvCache;
+import io.mixtune.model.nn.DenseLinear;
+import io.mixtune.model.nn.Linear;
+import io.mixtune.model.nn.RmsNorm;
+import io.mixtune.model.nn.RotaryEmbedding;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A Mistral or Mixtral decoder with its language-model head: embed, the decoder layers, a final norm, logits.
+ * Owns the NDManager its weights live in.
+ */
+public final class CausalLm implements AutoCloseable {
+    private final ModelConfig config;
+    private final NDManager weights;
+    private final NDArray embedTokens;
+    private final List<DecoderLayer> layers;
+    private final RmsNorm norm;
+    private Linear lmHead;
+    private final RotaryEmbedding rotary;
+
+    public CausalLm(ModelConfig config, NDManager weights, NDArray embedTokens, List<DecoderLayer> layers, RmsNorm norm,
+            Linear lmHead) {
+        if (layers.size() != config.numHiddenLayers()) {
+            throw new IllegalArgumentException("config has " + config.numHiddenLayers() + " layers, got " + layers.size());
+        }
+        this.config = config;
+        this.weights = weights;
+        this.embedTokens = embedTokens;
+        this.layers = List.copyOf(layers);
+        this.norm = norm;
+        this.lmHead = config.tieWordEmbeddings() ? new DenseLinear(embedTokens) : lmHead;
+        this.rotary = new RotaryEmbedding(config.headDim(), config.ropeTheta());
+    }
+
+    public ModelConfig config() {
+        return config;
+    }
+
+    public NDManager manager() {
+        return weights;
+    }
+
+    public DataType computeType() {
+        return embedTokens.getDataType();
+    }
+
+    /** Final hidden states [B, T, hidden] and, for a Mixtral, each layer's router logits [B*T, experts]. */
+    public record Hidden(NDArray states, List<NDArray> routerLogits) {}
+
+    /**
+     * @param inputIds [B, T] int64
+     * @param positionIds [B, T] int64: rotary positions (they restart per packed sample)
+     * @param mask additive attention mask from {@link AttentionMask}
+     * @param cache the KV cache during generation, else null
+     */
+    public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache) {
+        NDArray h = Embedding.embedding(inputIds, embedTokens, SparseFormat.DENSE).singletonOrThrow();
+        RotaryEmbedding.Angles angles = rotary.anglesAt(positionIds, h.getDataType());
+        List<NDArray> routerLogits = new ArrayList<>();
+        for (int i = 0; i < layers.size(); i++) {
+            DecoderLayer.Output out = layers.get(i).forward(h, angles, mask, cache == null ? null : cache.layer(i));
+            h = out.hidden();
+            if (out.routerLogits() != null) {
+                routerLogits.add(out.routerLogits());
+            }
+        }
+        return new Hidden(norm.forward(h), routerLogits);
+    }
+
+    /** Logits [..., vocab] of final hidden states: callers pass only the positions they need logits for. */
+    public NDArray logits(NDArray hiddenStates) {
+        return lmHead.forward(hiddenStates);
+    }
+
+    /** Whole rows at once: logits [B, T, vocab] with the mask built from padding (may be null) and the window. */
+    public NDArray forward(NDArray inputIds, NDArray positionIds, NDArray paddingMask) {
+        long[] shape = inputIds.getShape().getShape();
+        NDArray mask = AttentionMask.forRows(inputIds.getManager(), shape[0], shape[1], paddingMask, null,
+                config.slidingWindow(), computeType());
+        return logits(hiddenStates(inputIds, positionIds, mask, null).states());
+    }
+
+    /**
+     * Visits every linear layer under its Hugging Face module name and puts the returned layer in its place: how
+     * quantized layers and LoRA adapters are attached. The lm_head is visited as {@code lm_head} unless tied.
+     */
+    public void replaceLinears(Linear.Replacer replacer) {
+        for (int i = 0; i < layers.size(); i++) {
+            layers.get(i).replaceLinears("model.layers." + i, replacer);
+        }
+        if (!config.tieWordEmbeddings()) {
+            lmHead = replacer.replace("lm_head", lmHead);
+        }
+    }
+
+    @Override
+    public void close() {
+        weights.close();
+    }
+}

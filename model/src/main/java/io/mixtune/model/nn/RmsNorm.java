@@ -1,0 +1,33 @@
+package io.mixtune.model.nn;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.types.DataType;
+
+/**
+ * Root-mean-square layer norm (Zhang and Sennrich 2019) as Mistral computes it: the statistics in float32 whatever
+ * the compute dtype, then the weight applied to the result cast back.
+ */
+public final class RmsNorm {
+    private final NDArray weight;
+    private final float eps;
+
+    public RmsNorm(NDArray weight, double eps) {
+        this.weight = weight;
+        this.eps = (float) eps;
+    }
+
+    public NDArray weight() {
+        return weight;
+    }
+
+    public NDArray forward(NDArray x) {
+        DataType inputType = x.getDataType();
+        NDArray x32 = inputType == DataType.FLOAT32 ? x : x.toType(DataType.FLOAT32, false);
+        NDArray variance = x32.square().mean(new int[] {-1}, true);
+        NDArray normalized = x32.div(variance.add(eps).sqrt());
+        if (inputType != DataType.FLOAT32) {
+            normalized = normalized.toType(inputType, false);
+        }
+        return normalized.mul(weight);
+    }
+}

@@ -1,0 +1,317 @@
+package io.mixtune.model.safetensors;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.ShortBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+/**
+ * A safetensors checkpoint opened for reading: one file, or a Hugging Face model directory with one file or shards.
+ *
+ * <p>Opening reads and validates only the headers, so a 90 GB Mixtral costs a few kilobytes and milliseconds.
+ * Tensor data is memory-mapped per tensor when asked for: one {@code FileChannel.map} covers at most 2 GiB, while a
+ * shard can be larger, and a mapping per tensor also lets the OS drop pages of tensors already copied to the GPU.
+ *
+ * <p>Everything wrong with the files on disk is reported as a {@link CheckpointException} naming the file and the
+ * tensor. Pickle checkpoints ({@code .bin}, {@code .pt}, ...) are refused, never parsed.
+ *
+ * <p>Thread-safe: {@link #bytes} and {@link #readFloats} may be called from several loader threads.
+ */
+public final class SafetensorsReader implements AutoCloseable {
+    private static final JsonMapper JSON = JsonMapper.builder().build();
+    private static final int MAX_ARRAY_LENGTH = Integer.MAX_VALUE - 8;
+
+    private final Path checkpoint;
+    private final Map<String, TensorInfo> tensors;
+    private final Map<Path, FileChannel> channels;
+    private final Map<String, String> metadata;
+    private volatile boolean closed;
+
+    private SafetensorsReader(Path checkpoint, Map<String, TensorInfo> tensors, Map<Path, FileChannel> channels,
+                              Map<String, String> metadata) {
+        this.checkpoint = checkpoint;
+        this.tensors = Collections.unmodifiableMap(tensors);
+        this.channels = Collections.unmodifiableMap(channels);
+        this.metadata = Collections.unmodifiableMap(metadata);
+    }
+
+    /**
+     * Opens a {@code .safetensors} file or a model directory. In a directory, {@code model.safetensors.index.json}
+     * decides the shards when present; otherwise {@code model.safetensors} alone; otherwise every
+     * {@code *.safetensors} file in it.
+     */
+    public static SafetensorsReader open(Path path) {
+        if (Files.isDirectory(path)) {
+            return openDirectory(path);
+        }
+        if (!Files.exists(path)) {
+            throw new CheckpointException(path, "no such file or directory: expected a .safetensors file or a"
+                    + " model directory");
+        }
+        if (CheckpointFileNames.isPickle(path)) {
+            throw new CheckpointException(path, CheckpointFileNames.pickleRefusal("this file"));
+        }
+        return openFiles(path, List.of(path), null, Map.of());
+    }
+
+    /** Names of all tensors, in file order and header order within a file. */
+    public Set<String> names() {
+        return tensors.keySet();
+    }
+
+    public boolean contains(String name) {
+        return tensors.containsKey(name);
+    }
+
+    /** Type, shape and location of one tensor. */
+    public TensorInfo info(String name) {
+        TensorInfo info = tensors.get(name);
+        if (info == null) {
+            throw new CheckpointException(checkpoint, name, "no such tensor in this checkpoint");
+        }
+        return info;
+    }
+
+    /**
+     * The tensor's raw bytes, memory-mapped read-only and little-endian as stored. The buffer stays valid after
+     * {@link #close()}; the mapping is released when the buffer is garbage collected.
+     */
+    public ByteBuffer bytes(String name) {
+        TensorInfo info = info(name);
+        if (info.byteLength() > Integer.MAX_VALUE) {
+            throw new CheckpointException(info.file(), name, "tensor is " + info.byteLength() + " bytes, more than"
+                    + " the 2 GiB one ByteBuffer can hold");
+        }
+        FileChannel channel = channel(info.file());
+        try {
+            // A file truncated after open would make reads of the mapping fault; check the size now instead.
+            long size = channel.size();
+            if (info.dataOffset() + info.byteLength() > size) {
+                throw new CheckpointException(info.file(), name, "file shrank to " + size + " bytes since it was"
+                        + " opened: expected at least " + (info.dataOffset() + info.byteLength()));
+            }
+            if (info.byteLength() == 0) {
+                return ByteBuffer.allocate(0).asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN);
+            }
+            return channel.map(FileChannel.MapMode.READ_ONLY, info.dataOffset(), info.byteLength())
+                    .order(ByteOrder.LITTLE_ENDIAN);
+        } catch (IOException e) {
+            throw new CheckpointException(info.file(), name, "could not map bytes [" + info.dataOffset() + ", "
+                    + (info.dataOffset() + info.byteLength()) + "): " + e.getMessage(), e);
+        }
+    }
+
+    /** The tensor as float32, widened from F32, F16 or BF16. */
+    public float[] readFloats(String name) {
+        TensorInfo info = info(name);
+        if (!info.dtype().isFloat32Convertible()) {
+            throw new CheckpointException(info.file(), name, "readFloats converts F32, F16 and BF16, but this tensor"
+                    + " is " + info.dtype() + "; read it with bytes()");
+        }
+        if (info.numel() > MAX_ARRAY_LENGTH) {
+            throw new CheckpointException(info.file(), name, info.numel() + " elements do not fit in a Java array");
+        }
+        ByteBuffer data = bytes(name);
+        float[] out = new float[(int) info.numel()];
+        switch (info.dtype()) {
+            case F32 -> data.asFloatBuffer().get(out);
+            case F16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < out.length; i++) {
+                    out[i] = Float16.toFloat(halves.get(i));
+                }
+            }
+            case BF16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < out.length; i++) {
+                    out[i] = BFloat16.toFloat(halves.get(i));
+                }
+            }
+            default -> throw new AssertionError(info.dtype());
+        }
+        return out;
+    }
+
+    /** The {@code __metadata__} of all files merged; where shards disagree on a key, the first file's value wins. */
+    public Map<String, String> metadata() {
+        return metadata;
+    }
+
+    /** The safetensors files this checkpoint consists of. */
+    public List<Path> files() {
+        return List.copyOf(channels.keySet());
+    }
+
+    /** Closes the files. Buffers already returned by {@link #bytes} stay readable. */
+    @Override
+    public void close() {
+        closed = true;
+        closeAll(channels.values());
+    }
+
+    private FileChannel channel(Path file) {
+        if (closed) {
+            throw new IllegalStateException("reader of " + checkpoint + " is closed");
+        }
+        return channels.get(file);
+    }
+
+    private static SafetensorsReader openDirectory(Path dir) {
+        Path index = dir.resolve(CheckpointFileNames.INDEX_FILE);
+        if (Files.isRegularFile(index)) {
+            return openIndexed(dir, index);
+        }
+        Path single = dir.resolve(CheckpointFileNames.SINGLE_FILE);
+        if (Files.isRegularFile(single)) {
+            return openFiles(dir, List.of(single), null, Map.of());
+        }
+        List<Path> entries;
+        try (Stream<Path> listing = Files.list(dir)) {
+            entries = listing.filter(Files::isRegularFile).sorted().collect(Collectors.toList());
+        } catch (IOException e) {
+            throw new CheckpointException(dir, null, "could not list the directory: " + e.getMessage(), e);
+        }
+        List<Path> safetensors = entries.stream().filter(CheckpointFileNames::isSafetensors).collect(Collectors.toList());
+        if (safetensors.isEmpty()) {
+            List<String> pickles = entries.stream().filter(CheckpointFileNames::isPickle)
+                    .map(p -> p.getFileName().toString()).collect(Collectors.toList());
+            if (!pickles.isEmpty()) {
+                throw new CheckpointException(dir, CheckpointFileNames.pickleRefusal(String.join(", ", pickles)));
+            }
+            throw new CheckpointException(dir, "no checkpoint found: expected " + CheckpointFileNames.INDEX_FILE + ", "
+                    + CheckpointFileNames.SINGLE_FILE + " or other *.safetensors files in the directory");
+        }
+        requireCompleteShardSets(dir, safetensors);
+        return openFiles(dir, safetensors, null, Map.of());
+    }
+
+    /**
+     * Without an index, shard names like {@code model-00002-of-00003} still say how many shards there must be: a
+     * save interrupted before its index was renamed into place must not load as a smaller model.
+     */
+    private static void requireCompleteShardSets(Path dir, List<Path> files) {
+        Map<String, Set<Integer>> present = new TreeMap<>();
+        for (Path file : files) {
+            CheckpointFileNames.ShardName shard = CheckpointFileNames.parseShardName(file);
+            if (shard != null) {
+                present.computeIfAbsent(shard.prefix() + "-of-" + shard.count(), k -> new TreeSet<>()).add(shard.number());
+            }
+        }
+        present.forEach((set, numbers) -> {
+            int count = Integer.parseInt(set.substring(set.lastIndexOf("-of-") + 4));
+            List<Integer> missing = new ArrayList<>();
+            for (int i = 1; i <= count && missing.size() < 10; i++) {
+                if (!numbers.contains(i)) {
+                    missing.add(i);
+                }
+            }
+            if (!missing.isEmpty()) {
+                throw new CheckpointException(dir, "incomplete sharded checkpoint: no " + CheckpointFileNames.INDEX_FILE
+                        + ", and of the " + count + " shards named " + set.substring(0, set.lastIndexOf("-of-"))
+                        + "-NNNNN-of-" + count + ".safetensors, number(s) " + missing + " are missing"
+                        + " (interrupted download or save?)");
+            }
+        });
+    }
+
+    private static SafetensorsReader openIndexed(Path dir, Path index) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(index.toFile());
+        } catch (IOException e) {
+            throw new CheckpointException(index, null, "index is not valid JSON: " + e.getMessage(), e);
+        }
+        JsonNode weightMap = root == null ? null : root.get("weight_map");
+        if (weightMap == null || !weightMap.isObject()) {
+            throw new CheckpointException(index, "index must be a JSON object with a \"weight_map\" object"
+                    + " {tensor name: shard file name}");
+        }
+        Map<String, Path> shardOf = new LinkedHashMap<>();
+        Map<Path, String> firstTensorOf = new TreeMap<>();
+        Path base = dir.toAbsolutePath().normalize();
+        for (Map.Entry<String, JsonNode> e : weightMap.properties()) {
+            if (!e.getValue().isTextual()) {
+                throw new CheckpointException(index, e.getKey(), "weight_map value must be a shard file name string,"
+                        + " found " + e.getValue().getNodeType());
+            }
+            Path shard = dir.resolve(e.getValue().textValue());
+            if (!shard.toAbsolutePath().normalize().getParent().equals(base)) {
+                throw new CheckpointException(index, e.getKey(), "weight_map names shard '" + e.getValue().textValue()
+                        + "', expected a file name inside " + dir);
+            }
+            shardOf.put(e.getKey(), shard);
+            firstTensorOf.putIfAbsent(shard, e.getKey());
+        }
+        for (Map.Entry<Path, String> e : firstTensorOf.entrySet()) {
+            if (!Files.isRegularFile(e.getKey())) {
+                throw new CheckpointException(index, e.getValue(), "index names shard " + e.getKey().getFileName()
+                        + " for this tensor, but " + e.getKey() + " does not exist (incomplete download?)");
+            }
+        }
+        return openFiles(dir, new ArrayList<>(firstTensorOf.keySet()), index, shardOf);
+    }
+
+    private static SafetensorsReader openFiles(Path checkpoint, List<Path> files, Path index, Map<String, Path> shardOf) {
+        Map<Path, FileChannel> channels = new LinkedHashMap<>();
+        Path current = checkpoint;
+        try {
+            Map<String, TensorInfo> tensors = new LinkedHashMap<>();
+            Map<String, String> metadata = new LinkedHashMap<>();
+            for (Path file : files) {
+                current = file;
+                FileChannel channel = FileChannel.open(file, StandardOpenOption.READ);
+                channels.put(file, channel);
+                SafetensorsHeader header = SafetensorsHeader.read(file, channel);
+                for (TensorInfo info : header.tensors()) {
+                    TensorInfo earlier = tensors.putIfAbsent(info.name(), info);
+                    if (earlier != null) {
+                        throw new CheckpointException(file, info.name(), "tensor also stored in " + earlier.file()
+                                + ": expected each tensor in exactly one shard");
+                    }
+                }
+                header.metadata().forEach(metadata::putIfAbsent);
+            }
+            for (Map.Entry<String, Path> e : shardOf.entrySet()) {
+                TensorInfo info = tensors.get(e.getKey());
+                if (info == null || !info.file().equals(e.getValue())) {
+                    throw new CheckpointException(e.getValue(), e.getKey(), "index " + index + " places this tensor"
+                            + " in this shard, but the shard's header does not contain it"
+                            + (info == null ? "" : " (it is in " + info.file() + ")"));
+                }
+            }
+            return new SafetensorsReader(checkpoint, tensors, channels, metadata);
+        } catch (IOException e) {
+            closeAll(channels.values());
+            throw new CheckpointException(current, null, "could not read: " + e, e);
+        } catch (RuntimeException e) {
+            closeAll(channels.values());
+            throw e;
+        }
+    }
+
+    private static void closeAll(Iterable<FileChannel> channels) {
+        for (FileChannel channel : channels) {
+            try {
+                channel.close();
+            } catch (IOException ignored) {
+                // Read-only channels have nothing to flush; a failing close loses nothing.
+            }
+        }
+    }
+}

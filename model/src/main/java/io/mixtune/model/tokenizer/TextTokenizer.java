@@ -1,0 +1,61 @@
+package io.mixtune.model.tokenizer;
+
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+
+/**
+ * A model's Hugging Face {@code tokenizer.json}, read by DJL's binding of the Rust tokenizers library (offline: the
+ * native library ships in the jar). Special tokens are never added implicitly: callers say whether they want BOS.
+ */
+public final class TextTokenizer implements AutoCloseable {
+    private final HuggingFaceTokenizer tokenizer;
+    private final long bosId;
+
+    private TextTokenizer(HuggingFaceTokenizer tokenizer, long bosId) {
+        this.tokenizer = tokenizer;
+        this.bosId = bosId;
+    }
+
+    /** @param tokenizerJson a tokenizer.json file, or a model directory holding one */
+    public static TextTokenizer open(Path tokenizerJson, long bosId) {
+        Path file = Files.isDirectory(tokenizerJson) ? tokenizerJson.resolve("tokenizer.json") : tokenizerJson;
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException(file + ": no tokenizer.json (give token ids with --prompt-ids, or add "
+                    + "the model's tokenizer.json)");
+        }
+        try {
+            // The tokenizer's own post-processor would add BOS; we add it explicitly so templates control it.
+            HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.newInstance(file,
+                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false"));
+            return new TextTokenizer(tokenizer, bosId);
+        } catch (IOException | RuntimeException e) {
+            throw new IllegalArgumentException(file + ": not a tokenizer.json the tokenizers library can read: "
+                    + e.getMessage(), e);
+        }
+    }
+
+    /** Token ids of {@code text}, with the BOS id in front when asked. */
+    public long[] encode(String text, boolean addBos) {
+        long[] ids = tokenizer.encode(text, false, false).getIds();
+        if (!addBos) {
+            return ids;
+        }
+        long[] withBos = new long[ids.length + 1];
+        withBos[0] = bosId;
+        System.arraycopy(ids, 0, withBos, 1, ids.length);
+        return withBos;
+    }
+
+    /** Text of the ids, special tokens left out. */
+    public String decode(long[] ids) {
+        return tokenizer.decode(ids, true);
+    }
+
+    @Override
+    public void close() {
+        tokenizer.close();
+    }
+}

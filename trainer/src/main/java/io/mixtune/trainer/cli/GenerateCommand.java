@@ -1,0 +1,147 @@
+package io.mixtune.trainer.cli;
+
+import ai.djl.ndarray.NDManager;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.generate.Generator;
+import io.mixtune.model.generate.TokenSampler;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.model.tokenizer.TextTokenizer;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Collectors;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.Options;
+
+/** `mixtune generate`: continue a prompt with a Hugging Face checkpoint. */
+final class GenerateCommand implements Command {
+
+    @Override
+    public String name() {
+        return "generate";
+    }
+
+    @Override
+    public String summary() {
+        return "continue a prompt with a model (greedy or sampled, KV-cached)";
+    }
+
+    @Override
+    public String usage() {
+        return "--model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]";
+    }
+
+    @Override
+    public Options options() {
+        return new Options()
+                .addOption(Mixtune.option("model", "DIR", "Hugging Face model directory (config.json + safetensors)"))
+                .addOption(Mixtune.option("prompt", "TEXT", "prompt text, tokenized with the model's tokenizer.json "
+                        + "(BOS added)"))
+                .addOption(Mixtune.option("prompt-ids", "IDS", "prompt as comma-separated token ids (no tokenizer needed)"))
+                .addOption(Mixtune.option("max-new-tokens", "N", "most tokens to generate (default 64)"))
+                .addOption(Mixtune.option("greedy", null, "always take the most likely token (the default)"))
+                .addOption(Mixtune.option("temperature", "T", "sample with this temperature instead of greedy"))
+                .addOption(Mixtune.option("top-p", "P", "nucleus sampling: keep the most likely tokens up to mass P "
+                        + "(default 1)"))
+                .addOption(Mixtune.option("seed", "S", "random seed for sampling (default 0)"))
+                .addOption(Mixtune.option("output-ids", null, "print the new token ids, comma-separated, as the last "
+                        + "line of stdout"))
+                .addOption(Mixtune.option("dump-logits", "FILE", "write the prompt's logits [prompt_len, vocab] "
+                        + "float32 to FILE as safetensors (tensor 'logits')"));
+    }
+
+    @Override
+    public int run(CommandLine line, PrintStream out) {
+        Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        if (line.hasOption("prompt") == line.hasOption("prompt-ids")) {
+            throw new UsageException("give exactly one of --prompt and --prompt-ids");
+        }
+        int maxNewTokens = Mixtune.intOption(line, "max-new-tokens", 64);
+        if (maxNewTokens < 0) {
+            throw new UsageException("--max-new-tokens must be >= 0, got " + maxNewTokens);
+        }
+        TokenSampler sampler = sampler(line);
+        if (!Files.isDirectory(modelDir)) {
+            throw new IllegalArgumentException(modelDir + ": no such model directory");
+        }
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+            long[] promptIds = line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
+                    : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
+            List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;
+            List<Integer> newIds = new Generator(model).generate(promptIds, maxNewTokens, sampler, promptLogits);
+            if (promptLogits != null) {
+                dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
+            }
+            if (Files.isRegularFile(modelDir.resolve("tokenizer.json"))) {
+                try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId())) {
+                    out.println(tokenizer.decode(newIds.stream().mapToLong(Integer::longValue).toArray()));
+                }
+            } else if (!line.hasOption("output-ids")) {
+                out.println(joinIds(newIds));
+            }
+            if (line.hasOption("output-ids")) {
+                out.println(joinIds(newIds));
+            }
+        }
+        return Mixtune.OK;
+    }
+
+    private static TokenSampler sampler(CommandLine line) {
+        boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
+        if (line.hasOption("greedy") && sampling) {
+            throw new UsageException("--greedy does not go with --temperature, --top-p or --seed");
+        }
+        if (!sampling) {
+            return TokenSampler.greedy();
+        }
+        double temperature = Mixtune.doubleOption(line, "temperature", 1.0);
+        double topP = Mixtune.doubleOption(line, "top-p", 1.0);
+        try {
+            return TokenSampler.sampling(temperature, topP, Mixtune.intOption(line, "seed", 0));
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+
+    private static long[] tokenize(Path modelDir, CausalLm model, String prompt) {
+        try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId())) {
+            return tokenizer.encode(prompt, true);
+        }
+    }
+
+    static long[] parseIds(String text, int vocabSize) {
+        String[] parts = text.split(",");
+        long[] ids = new long[parts.length];
+        for (int i = 0; i < parts.length; i++) {
+            try {
+                ids[i] = Long.parseLong(parts[i].trim());
+            } catch (NumberFormatException e) {
+                throw new UsageException("--prompt-ids expects comma-separated integers, got '" + parts[i].trim() + "'");
+            }
+            if (ids[i] < 0 || ids[i] >= vocabSize) {
+                throw new UsageException("--prompt-ids: token id " + ids[i] + " is outside the vocabulary [0, "
+                        + vocabSize + ")");
+            }
+        }
+        return ids;
+    }
+
+    private static String joinIds(List<Integer> ids) {
+        return ids.stream().map(String::valueOf).collect(Collectors.joining(","));
+    }
+
+    private static void dumpLogits(Path file, List<float[]> rows) {
+        int vocab = rows.get(0).length;
+        float[] flat = new float[rows.size() * vocab];
+        for (int r = 0; r < rows.size(); r++) {
+            System.arraycopy(rows.get(r), 0, flat, r * vocab, vocab);
+        }
+        TensorSpec spec = new TensorSpec("logits", DType.F32, new long[] {rows.size(), vocab});
+        SafetensorsWriter.writeFile(file, List.of(spec), s -> flat);
+    }
+}

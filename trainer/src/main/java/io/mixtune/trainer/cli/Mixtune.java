@@ -1,0 +1,139 @@
+package io.mixtune.trainer.cli;
+
+import java.io.PrintStream;
+import java.io.PrintWriter;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.DefaultParser;
+import org.apache.commons.cli.HelpFormatter;
+import org.apache.commons.cli.Option;
+import org.apache.commons.cli.Options;
+import org.apache.commons.cli.ParseException;
+
+/**
+ * The `mixtune` command line. Exit codes: 0 success, 2 usage error, 1 failure. Errors are one line on stderr; the
+ * stack trace only with --verbose.
+ */
+public final class Mixtune {
+    static final int OK = 0;
+    static final int FAILURE = 1;
+    static final int USAGE = 2;
+
+    private final Map<String, Command> commands = new LinkedHashMap<>();
+
+    Mixtune() {
+        for (Command command : List.of(new GenerateCommand(), new InitModelCommand())) {
+            commands.put(command.name(), command);
+        }
+    }
+
+    public static void main(String[] args) {
+        System.exit(new Mixtune().run(args, System.out, System.err));
+    }
+
+    int run(String[] args, PrintStream out, PrintStream err) {
+        boolean verbose = Arrays.asList(args).contains("--verbose");
+        String[] rest = Arrays.stream(args).filter(a -> !a.equals("--verbose")).toArray(String[]::new);
+        if (rest.length == 0 || rest[0].equals("--help") || rest[0].equals("-h") || rest[0].equals("help")) {
+            printOverview(rest.length == 0 ? err : out);
+            return rest.length == 0 ? USAGE : OK;
+        }
+        Command command = commands.get(rest[0]);
+        if (command == null) {
+            err.println("mixtune: unknown command '" + rest[0] + "': expected one of " + commands.keySet()
+                    + " (see mixtune --help)");
+            return USAGE;
+        }
+        String[] commandArgs = Arrays.copyOfRange(rest, 1, rest.length);
+        if (Arrays.asList(commandArgs).contains("--help") || Arrays.asList(commandArgs).contains("-h")) {
+            printCommandHelp(command, out);
+            return OK;
+        }
+        try {
+            CommandLine line = new DefaultParser().parse(command.options(), commandArgs);
+            if (!line.getArgList().isEmpty()) {
+                throw new UsageException("unexpected argument '" + line.getArgList().get(0) + "'");
+            }
+            return command.run(line, out);
+        } catch (ParseException | UsageException e) {
+            err.println("mixtune " + command.name() + ": " + e.getMessage() + " (see mixtune " + command.name()
+                    + " --help)");
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            return USAGE;
+        } catch (Exception | OutOfMemoryError e) {
+            err.println("mixtune " + command.name() + ": " + oneLine(e));
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            return FAILURE;
+        }
+    }
+
+    private static String oneLine(Throwable e) {
+        String message = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
+        return message.replace('\n', ' ');
+    }
+
+    private void printOverview(PrintStream out) {
+        out.println("mixtune: fine-tune Mistral and Mixtral models with QLoRA.");
+        out.println();
+        out.println("usage: mixtune <command> [options]   (mixtune <command> --help for its options)");
+        out.println();
+        out.println("commands:");
+        for (Command command : commands.values()) {
+            out.printf("  %-12s %s%n", command.name(), command.summary());
+        }
+        out.println();
+        out.println("global options:");
+        out.println("  --verbose    print stack traces with errors");
+    }
+
+    private static void printCommandHelp(Command command, PrintStream out) {
+        PrintWriter writer = new PrintWriter(out);
+        Options options = command.options();
+        new HelpFormatter().printHelp(writer, 100, "mixtune " + command.name() + " " + command.usage(),
+                command.summary(), options, 2, 2, "\nExit codes: 0 ok, 1 failure, 2 usage error.", false);
+        writer.flush();
+    }
+
+    static Option option(String longName, String argName, String description) {
+        return Option.builder().longOpt(longName).hasArg(argName != null).argName(argName).desc(description).build();
+    }
+
+    static int intOption(CommandLine line, String name, int fallback) {
+        String value = line.getOptionValue(name);
+        if (value == null) {
+            return fallback;
+        }
+        try {
+            return Integer.parseInt(value.trim());
+        } catch (NumberFormatException e) {
+            throw new UsageException("--" + name + " expects an integer, got '" + value + "'");
+        }
+    }
+
+    static double doubleOption(CommandLine line, String name, double fallback) {
+        String value = line.getOptionValue(name);
+        if (value == null) {
+            return fallback;
+        }
+        try {
+            return Double.parseDouble(value.trim());
+        } catch (NumberFormatException e) {
+            throw new UsageException("--" + name + " expects a number, got '" + value + "'");
+        }
+    }
+
+    static String requiredOption(CommandLine line, String name) {
+        String value = line.getOptionValue(name);
+        if (value == null) {
+            throw new UsageException("missing required option --" + name);
+        }
+        return value;
+    }
+}
