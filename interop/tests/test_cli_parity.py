@@ -1,0 +1,48 @@
+"""bin/mixtune generate against transformers, on checkpoints freshly built here (not the committed goldens).
+
+Contract: `mixtune generate --model DIR --prompt-ids 1,5,... --max-new-tokens N --greedy --output-ids
+--dump-logits OUT.safetensors` prints the new token ids comma-separated as the last line of stdout and writes one
+tensor `logits` [prompt_len, vocab] f32 (the prompt's forward pass) to OUT.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+import hf_models as hf
+
+MIXTUNE = hf.repo_root() / "bin" / "mixtune"
+ATOL = 1e-4
+
+
+def run_mixtune(model_dir: Path, prompt_ids: list[int], dump: Path) -> list[int]:
+    if not os.access(MIXTUNE, os.X_OK):
+        pytest.fail(f"{MIXTUNE} does not exist or is not executable")
+    cmd = [str(MIXTUNE), "generate", "--model", str(model_dir),
+           "--prompt-ids", ",".join(map(str, prompt_ids)), "--max-new-tokens", str(hf.MAX_NEW_TOKENS),
+           "--greedy", "--output-ids", "--dump-logits", str(dump)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"mixtune printed nothing on stdout\n{proc.stderr}"
+    return [int(tok) for tok in lines[-1].split(",")]
+
+
+@pytest.mark.parametrize("name", ["mistral-fp32", "mistral-bf16", "mixtral-sharded", "mixtral-fused"])
+def test_generate_matches_transformers(name, tmp_path):
+    spec = hf.build_checkpoint(name, tmp_path / "model")
+    if spec.sliding_window is not None:
+        assert spec.sliding_window < len(hf.PROMPT_20), "the window must bite inside the prompt"
+    ref = hf.reference(tmp_path / "model", hf.PROMPT_20)
+
+    new_ids = run_mixtune(tmp_path / "model", hf.PROMPT_20, tmp_path / "logits.safetensors")
+
+    logits = load_file(tmp_path / "logits.safetensors")["logits"]
+    expected = ref.tensors["logits"].numpy()
+    assert logits.dtype == expected.dtype and logits.shape == expected.shape
+    diff = abs(logits - expected).max()
+    assert diff <= ATOL, f"max |logit diff| {diff:.3g} > {ATOL}"
+    assert new_ids == ref.new_ids

@@ -1,0 +1,103 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.mixtune.model.safetensors.SafetensorsReader;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class MixtuneCliTest {
+
+    record Result(int code, String out, String err) {
+        String lastLine() {
+            String[] lines = out.strip().split("\n");
+            return lines[lines.length - 1];
+        }
+    }
+
+    static Result run(String... args) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int code = new Mixtune().run(args, new PrintStream(out, true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8));
+        return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void helpListsCommands() {
+        Result help = run("--help");
+        assertEquals(0, help.code());
+        assertTrue(help.out().contains("generate") && help.out().contains("init-model"), help.out());
+        Result generateHelp = run("generate", "--help");
+        assertEquals(0, generateHelp.code());
+        assertTrue(generateHelp.out().contains("--dump-logits"), generateHelp.out());
+    }
+
+    @Test
+    void usageErrorsExitWithTwoAndOneLine() {
+        Result unknown = run("frobnicate");
+        assertEquals(2, unknown.code());
+        assertTrue(unknown.err().contains("unknown command 'frobnicate'"), unknown.err());
+        Result badOption = run("generate", "--model", "x", "--bogus");
+        assertEquals(2, badOption.code());
+        assertEquals(1, badOption.err().strip().lines().count(), badOption.err());
+        Result noPrompt = run("generate", "--model", "x");
+        assertEquals(2, noPrompt.code());
+        assertTrue(noPrompt.err().contains("exactly one of --prompt and --prompt-ids"), noPrompt.err());
+        assertEquals(2, run("init-model", "--preset", "no-such", "--out", "x").code());
+    }
+
+    @Test
+    void failuresExitWithOneAndNoStackTraceUnlessVerbose(@TempDir Path dir) {
+        Result missing = run("generate", "--model", dir.resolve("absent").toString(), "--prompt-ids", "1,2");
+        assertEquals(1, missing.code());
+        assertEquals(1, missing.err().strip().lines().count(), missing.err());
+        assertFalse(missing.err().contains("\tat "), missing.err());
+        Result verbose = run("--verbose", "generate", "--model", dir.resolve("absent").toString(), "--prompt-ids", "1");
+        assertEquals(1, verbose.code());
+        assertTrue(verbose.err().contains("\tat "), verbose.err());
+        Result huge = run("init-model", "--preset", "mixtral-8x7b", "--out", dir.toString());
+        assertEquals(1, huge.code());
+        assertTrue(huge.err().contains("46.7B parameters"), huge.err());
+    }
+
+    @Test
+    void initModelThenGenerate(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny");
+        Result init = run("init-model", "--preset", "tiny-mistral", "--out", model.toString(), "--seed", "3");
+        assertEquals(0, init.code(), init.err());
+        assertTrue(Files.exists(model.resolve("tokenizer.json")));
+        assertEquals(1, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code(),
+                "an existing checkpoint is not overwritten without --force");
+
+        Path logits = dir.resolve("logits.safetensors");
+        Result byIds = run("generate", "--model", model.toString(), "--prompt-ids", "1,415,2936,9060",
+                "--max-new-tokens", "5", "--greedy", "--output-ids", "--dump-logits", logits.toString());
+        assertEquals(0, byIds.code(), byIds.err());
+        assertEquals(5, byIds.lastLine().split(",").length, byIds.out());
+        try (SafetensorsReader reader = SafetensorsReader.open(logits)) {
+            assertArrayEquals(new long[] {4, 32000}, reader.info("logits").shape());
+        }
+
+        // "The quick brown" is 1,415,2936,9060 in the Mistral v1 vocabulary: text and ids give the same tokens.
+        Result byText = run("generate", "--model", model.toString(), "--prompt", "The quick brown",
+                "--max-new-tokens", "5", "--output-ids");
+        assertEquals(0, byText.code(), byText.err());
+        assertEquals(byIds.lastLine(), byText.lastLine());
+
+        Result sampled = run("generate", "--model", model.toString(), "--prompt-ids", "1,415", "--temperature", "0.8",
+                "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "6", "--output-ids");
+        Result again = run("generate", "--model", model.toString(), "--prompt-ids", "1,415", "--temperature", "0.8",
+                "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "6", "--output-ids");
+        assertEquals(0, sampled.code(), sampled.err());
+        assertEquals(sampled.lastLine(), again.lastLine(), "the same seed gives the same sample");
+    }
+}
