@@ -129,17 +129,16 @@ public final class MistralCheckpoint {
             int e = config.numLocalExperts();
             int inter = config.intermediateSize();
             int hidden = config.hiddenSize();
-            float[] gateUp = reader.readFloats(prefix + ".mlp.experts.gate_up_proj");
-            float[] down = reader.readFloats(prefix + ".mlp.experts.down_proj");
-            long expertGateUp = 2L * inter * hidden;
-            long expertDown = (long) hidden * inter;
+            String gateUp = prefix + ".mlp.experts.gate_up_proj";
+            String down = prefix + ".mlp.experts.down_proj";
+            int expertMatrix = Math.toIntExact((long) inter * hidden);
+            // One expert's slices at a time: the fused tensors of a real Mixtral are gigabytes each.
             for (int j = 0; j < e; j++) {
                 String expertName = modulePrefix + ".experts." + j;
-                int base = Math.toIntExact(j * expertGateUp);
-                int half = Math.toIntExact((long) inter * hidden);
-                float[] w1 = Arrays.copyOfRange(gateUp, base, base + half);
-                float[] w3 = Arrays.copyOfRange(gateUp, base + half, base + 2 * half);
-                float[] w2 = Arrays.copyOfRange(down, Math.toIntExact(j * expertDown), Math.toIntExact((j + 1) * expertDown));
+                long gateUpStart = 2L * j * expertMatrix;
+                float[] w1 = reader.readFloats(gateUp, gateUpStart, expertMatrix);
+                float[] w3 = reader.readFloats(gateUp, gateUpStart + expertMatrix, expertMatrix);
+                float[] w2 = reader.readFloats(down, (long) j * expertMatrix, expertMatrix);
                 experts.add(SwiGluMlp.mixtralExpert(
                         linears.create(expertName + ".w1", w1, new Shape(inter, hidden), manager),
                         linears.create(expertName + ".w3", w3, new Shape(inter, hidden), manager),

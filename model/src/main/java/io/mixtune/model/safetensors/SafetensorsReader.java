@@ -94,11 +94,18 @@ public final class SafetensorsReader implements AutoCloseable {
      */
     public ByteBuffer bytes(String name) {
         TensorInfo info = info(name);
-        if (info.byteLength() > Integer.MAX_VALUE) {
-            throw new CheckpointException(info.file(), name, "tensor is " + info.byteLength() + " bytes, more than"
+        return map(info, 0, info.byteLength());
+    }
+
+    /** Maps bytes [offset, offset + length) of a tensor's data. */
+    private ByteBuffer map(TensorInfo info, long offset, long length) {
+        String name = info.name();
+        if (length > Integer.MAX_VALUE) {
+            throw new CheckpointException(info.file(), name, "a read of " + length + " bytes is more than"
                     + " the 2 GiB one ByteBuffer can hold");
         }
         FileChannel channel = channel(info.file());
+        long start = info.dataOffset() + offset;
         try {
             // A file truncated after open would make reads of the mapping fault; check the size now instead.
             long size = channel.size();
@@ -106,29 +113,42 @@ public final class SafetensorsReader implements AutoCloseable {
                 throw new CheckpointException(info.file(), name, "file shrank to " + size + " bytes since it was"
                         + " opened: expected at least " + (info.dataOffset() + info.byteLength()));
             }
-            if (info.byteLength() == 0) {
+            if (length == 0) {
                 return ByteBuffer.allocate(0).asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN);
             }
-            return channel.map(FileChannel.MapMode.READ_ONLY, info.dataOffset(), info.byteLength())
-                    .order(ByteOrder.LITTLE_ENDIAN);
+            return channel.map(FileChannel.MapMode.READ_ONLY, start, length).order(ByteOrder.LITTLE_ENDIAN);
         } catch (IOException e) {
-            throw new CheckpointException(info.file(), name, "could not map bytes [" + info.dataOffset() + ", "
-                    + (info.dataOffset() + info.byteLength()) + "): " + e.getMessage(), e);
+            throw new CheckpointException(info.file(), name, "could not map bytes [" + start + ", "
+                    + (start + length) + "): " + e.getMessage(), e);
         }
     }
 
     /** The tensor as float32, widened from F32, F16 or BF16. */
     public float[] readFloats(String name) {
         TensorInfo info = info(name);
+        if (info.numel() > MAX_ARRAY_LENGTH) {
+            throw new CheckpointException(info.file(), name, info.numel() + " elements do not fit in a Java array");
+        }
+        return readFloats(name, 0, (int) info.numel());
+    }
+
+    /**
+     * Elements [first, first + count) of the tensor in row-major order, as float32: one expert's slice of a fused
+     * expert tensor, say, without reading the others.
+     */
+    public float[] readFloats(String name, long first, int count) {
+        TensorInfo info = info(name);
         if (!info.dtype().isFloat32Convertible()) {
             throw new CheckpointException(info.file(), name, "readFloats converts F32, F16 and BF16, but this tensor"
                     + " is " + info.dtype() + "; read it with bytes()");
         }
-        if (info.numel() > MAX_ARRAY_LENGTH) {
-            throw new CheckpointException(info.file(), name, info.numel() + " elements do not fit in a Java array");
+        if (first < 0 || count < 0 || first + count > info.numel()) {
+            throw new IllegalArgumentException("elements [" + first + ", " + (first + count) + ") are outside tensor "
+                    + name + " of " + info.numel() + " elements");
         }
-        ByteBuffer data = bytes(name);
-        float[] out = new float[(int) info.numel()];
+        int width = info.dtype().byteSize();
+        ByteBuffer data = map(info, first * width, (long) count * width);
+        float[] out = new float[count];
         switch (info.dtype()) {
             case F32 -> data.asFloatBuffer().get(out);
             case F16 -> {

@@ -381,4 +381,29 @@ class SafetensorsRoundTripTest {
         assertEquals(5f, bytes.getFloat(0));
         assertThrows(IllegalStateException.class, () -> reader.bytes("w"));
     }
+
+    @Test
+    void rangedReadsReturnExactlyTheRequestedElements(@TempDir Path dir) {
+        float[] values = new float[24];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = i * 0.5f - 3f; // exact in bf16 and f16
+        }
+        for (DType dtype : List.of(DType.F32, DType.F16, DType.BF16)) {
+            Path file = dir.resolve(dtype + ".safetensors");
+            // Another tensor first, so the ranged read must add the tensor's own offset.
+            SafetensorsWriter.writeFile(file, List.of(new TensorSpec("before", dtype, new long[] {3}),
+                    new TensorSpec("experts", dtype, new long[] {2, 3, 4})),
+                    spec -> spec.name().equals("before") ? new float[] {9, 9, 9} : values);
+            try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+                assertArrayEquals(java.util.Arrays.copyOfRange(values, 12, 24), reader.readFloats("experts", 12, 12),
+                        dtype + ": the second expert");
+                assertArrayEquals(new float[] {values[5]}, reader.readFloats("experts", 5, 1), dtype.toString());
+                assertEquals(0, reader.readFloats("experts", 24, 0).length);
+                IllegalArgumentException outside = assertThrows(IllegalArgumentException.class,
+                        () -> reader.readFloats("experts", 20, 5));
+                assertTrue(outside.getMessage().contains("[20, 25)") && outside.getMessage().contains("experts"),
+                        outside.getMessage());
+            }
+        }
+    }
 }
