@@ -3,10 +3,12 @@ package io.mixtune.model.generate;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.AttentionMask;
 import io.mixtune.model.mistral.CausalLm;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -35,7 +37,7 @@ public final class Generator {
             int chunk = Math.min(cache.maxStepTokens(), promptIds.length);
             for (int start = 0; start < promptIds.length; start += chunk) {
                 int end = Math.min(promptIds.length, start + chunk);
-                float[][] rows = step(session, cache, java.util.Arrays.copyOfRange(promptIds, start, end), start,
+                float[][] rows = step(session, cache, Arrays.copyOfRange(promptIds, start, end), start,
                         promptLogits != null);
                 if (promptLogits != null) {
                     promptLogits.addAll(List.of(rows));
@@ -70,12 +72,12 @@ public final class Generator {
             NDArray hidden = model.hiddenStates(inputIds, positionIds, mask, cache).states();
             cache.endStep();
             NDArray wanted = allRows ? hidden.get(new NDIndex("0")) : hidden.get(new NDIndex("0, -1:"));
-            NDArray logits = model.logits(wanted).toType(ai.djl.ndarray.types.DataType.FLOAT32, false);
+            NDArray logits = model.logits(wanted).toType(DataType.FLOAT32, false);
             int vocab = (int) logits.getShape().get(1);
             float[] flat = logits.toFloatArray();
             float[][] rows = new float[flat.length / vocab][];
             for (int r = 0; r < rows.length; r++) {
-                rows[r] = java.util.Arrays.copyOfRange(flat, r * vocab, (r + 1) * vocab);
+                rows[r] = Arrays.copyOfRange(flat, r * vocab, (r + 1) * vocab);
             }
             return rows;
         }
