@@ -1,0 +1,97 @@
+package io.mixtune.lora.nf4;
+
+/**
+ * Blockwise absmax quantization onto a sorted codebook, as bitsandbytes' reference backend does it: per block of
+ * {@code blockSize} values, absmax = max |x|; x is scaled into [-1, 1] and replaced by the index of the nearest code
+ * value, where a value exactly halfway between two codes takes the lower one ({@code torch.bucketize}, right=False).
+ *
+ * <p>The float operations follow bitsandbytes exactly so the bytes are identical: full blocks are multiplied by the
+ * float32 reciprocal of their absmax, the last partial block is divided by its absmax, and absmax is clamped to at
+ * least 1e-38 so an all-zero block maps to the code nearest 0.
+ */
+final class BlockwiseCodebook {
+    private static final float MIN_ABSMAX = 1e-38f;
+
+    private final float[] code;
+    private final float[] bounds;
+    private final int blockSize;
+
+    /** @param code sorted ascending, as bitsandbytes requires of every codebook */
+    BlockwiseCodebook(float[] code, int blockSize) {
+        for (int i = 1; i < code.length; i++) {
+            if (!(code[i - 1] < code[i])) {
+                throw new IllegalArgumentException("a codebook must be sorted ascending, got " + code[i - 1] + " before "
+                        + code[i]);
+            }
+        }
+        this.code = code.clone();
+        this.bounds = new float[code.length - 1];
+        for (int i = 0; i < bounds.length; i++) {
+            bounds[i] = (code[i] + code[i + 1]) / 2f;
+        }
+        this.blockSize = blockSize;
+    }
+
+    int blockSize() {
+        return blockSize;
+    }
+
+    float code(int index) {
+        return code[index];
+    }
+
+    int blocks(long count) {
+        return Math.toIntExact((count + blockSize - 1) / blockSize);
+    }
+
+    /**
+     * Quantizes values[0, count) into codes (one code index per value) and returns the absmax of each block.
+     *
+     * @param codes receives the code index of each value, as an int in [0, code.length)
+     */
+    float[] quantize(float[] values, int count, int[] codes) {
+        int blocks = blocks(count);
+        float[] absmax = new float[blocks];
+        int fullBlocks = count / blockSize;
+        for (int b = 0; b < blocks; b++) {
+            int start = b * blockSize;
+            int end = Math.min(count, start + blockSize);
+            float max = 0f;
+            for (int i = start; i < end; i++) {
+                max = Math.max(max, Math.abs(values[i]));
+            }
+            absmax[b] = max;
+            float clamped = Math.max(max, MIN_ABSMAX);
+            if (b < fullBlocks) {
+                float reciprocal = 1f / clamped;
+                for (int i = start; i < end; i++) {
+                    codes[i] = nearest(clamp(values[i] * reciprocal));
+                }
+            } else {
+                for (int i = start; i < end; i++) {
+                    codes[i] = nearest(clamp(values[i] / clamped));
+                }
+            }
+        }
+        return absmax;
+    }
+
+    /** Index of the code nearest to x: the number of bounds strictly below x. */
+    int nearest(float x) {
+        int low = 0;
+        int high = bounds.length;
+        while (low < high) {
+            int mid = (low + high) >>> 1;
+            if (bounds[mid] < x) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        return low;
+    }
+
+    private static float clamp(float x) {
+        return Math.max(-1f, Math.min(1f, x));
+    }
+}
