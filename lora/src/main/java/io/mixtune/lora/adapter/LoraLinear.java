@@ -1,0 +1,100 @@
+package io.mixtune.lora.adapter;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.nn.norm.Dropout;
+import io.mixtune.model.nn.Linear;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * A linear layer with LoRA adapters (Hu et al. 2021) on top: y = base(x) + B(A(dropout(x))) * scale, as PEFT's
+ * LoraLayer. The base layer (dense or NF4) stays frozen; A [r, in] and B [out, r] are fp32 and trainable. Several
+ * named adapters can be loaded; at most one is active, and all can be switched off (DPO's reference model is the base
+ * with its adapter off).
+ */
+public final class LoraLinear implements Linear {
+    private final Linear base;
+    private final Map<String, Adapter> adapters = new LinkedHashMap<>();
+    private String active;
+    private boolean enabled = true;
+    private boolean training;
+
+    /** One adapter's weights. */
+    public record Adapter(NDArray a, NDArray b, double scale, double dropout) {
+        public int rank() {
+            return (int) a.getShape().get(0);
+        }
+    }
+
+    public LoraLinear(Linear base) {
+        this.base = base;
+    }
+
+    public Linear base() {
+        return base;
+    }
+
+    void add(String name, Adapter adapter) {
+        if (adapter.a().getShape().get(1) != base.inFeatures() || adapter.b().getShape().get(0) != base.outFeatures()
+                || adapter.b().getShape().get(1) != adapter.a().getShape().get(0)) {
+            throw new IllegalArgumentException("adapter " + name + ": A " + adapter.a().getShape() + " and B "
+                    + adapter.b().getShape() + " do not fit a layer of " + base.inFeatures() + " inputs and "
+                    + base.outFeatures() + " outputs (A is [r, in], B is [out, r])");
+        }
+        adapters.put(name, adapter);
+        if (active == null) {
+            active = name;
+        }
+    }
+
+    public Adapter adapter(String name) {
+        return adapters.get(name);
+    }
+
+    public Set<String> adapterNames() {
+        return adapters.keySet();
+    }
+
+    void setActive(String name) {
+        active = name;
+    }
+
+    void setEnabled(boolean enabled) {
+        this.enabled = enabled;
+    }
+
+    void setTraining(boolean training) {
+        this.training = training;
+    }
+
+    @Override
+    public NDArray forward(NDArray x) {
+        NDArray y = base.forward(x);
+        Adapter adapter = enabled && active != null ? adapters.get(active) : null;
+        if (adapter == null) {
+            return y;
+        }
+        NDArray input = training && adapter.dropout() > 0
+                ? Dropout.dropout(x, (float) adapter.dropout(), true).singletonOrThrow()
+                : x;
+        NDArray a = adapter.a();
+        NDArray b = adapter.b();
+        if (input.getDataType() != a.getDataType()) {
+            input = input.toType(a.getDataType(), false);
+        }
+        NDArray update = ai.djl.nn.core.Linear.linear(ai.djl.nn.core.Linear.linear(input, a).singletonOrThrow(), b)
+                .singletonOrThrow().mul(adapter.scale());
+        return y.add(update.getDataType() == y.getDataType() ? update : update.toType(y.getDataType(), false));
+    }
+
+    @Override
+    public long inFeatures() {
+        return base.inFeatures();
+    }
+
+    @Override
+    public long outFeatures() {
+        return base.outFeatures();
+    }
+}

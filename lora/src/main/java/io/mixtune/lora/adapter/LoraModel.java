@@ -1,0 +1,156 @@
+package io.mixtune.lora.adapter;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import io.mixtune.model.mistral.CausalLm;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+/**
+ * A model with LoRA adapters attached, PEFT's LoraModel: wraps the targeted linear layers of a {@link CausalLm} in
+ * {@link LoraLinear}s, remembers each adapter's config, and switches adapters on, off or between names.
+ */
+public final class LoraModel {
+    private final CausalLm model;
+    private final NDManager manager;
+    private final Map<String, LoraLinear> layers = new LinkedHashMap<>();
+    private final Map<String, LoraConfig> configs = new LinkedHashMap<>();
+
+    public LoraModel(CausalLm model) {
+        this.model = model;
+        this.manager = model.manager().newSubManager();
+        model.replaceLinears((name, linear) -> {
+            if (linear instanceof LoraLinear lora) {
+                layers.put(name, lora);
+                return lora;
+            }
+            return linear;
+        });
+    }
+
+    public CausalLm model() {
+        return model;
+    }
+
+    /** How A and B start. */
+    public enum Init {
+        /** PEFT's default: A Kaiming-uniform (a = sqrt(5), so U(-1/sqrt(in), 1/sqrt(in))), B zero: no change at first. */
+        PEFT_DEFAULT,
+        /** PEFT's init_lora_weights=False: B Kaiming-uniform too, so the adapter changes the output (for tests). */
+        RANDOM
+    }
+
+    /** Adds a new adapter to every layer the config targets; the first adapter added becomes active. */
+    public void addAdapter(String name, LoraConfig config, Init init, long seed) {
+        if (configs.containsKey(name)) {
+            throw new IllegalArgumentException("an adapter named \"" + name + "\" is already loaded");
+        }
+        List<String> targeted = new ArrayList<>();
+        model.replaceLinears((moduleName, linear) -> {
+            if (!config.targets(moduleName)) {
+                return linear;
+            }
+            targeted.add(moduleName);
+            LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
+            int rank = config.rankOf(moduleName);
+            SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
+            NDArray a = uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
+            NDArray b = init == Init.RANDOM
+                    ? uniform(random, new Shape(lora.outFeatures(), rank), 1.0 / Math.sqrt(rank))
+                    : manager.zeros(new Shape(lora.outFeatures(), rank));
+            lora.add(name, adapterOf(a, b, config, moduleName));
+            return lora;
+        });
+        if (targeted.isEmpty()) {
+            throw new IllegalArgumentException("adapter \"" + name + "\": target_modules " + config.targetModules()
+                    + " match no linear layer of this " + model.config().modelType().hfName() + " model");
+        }
+        configs.put(name, config);
+    }
+
+    /** Adds an adapter from given weights, module name to A [r, in] and B [out, r] (loading a saved adapter). */
+    void addAdapter(String name, LoraConfig config, Map<String, float[][]> weights) {
+        if (configs.containsKey(name)) {
+            throw new IllegalArgumentException("an adapter named \"" + name + "\" is already loaded");
+        }
+        Map<String, float[][]> remaining = new LinkedHashMap<>(weights);
+        model.replaceLinears((moduleName, linear) -> {
+            float[][] ab = remaining.remove(moduleName);
+            if (ab == null) {
+                return linear;
+            }
+            LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
+            int rank = config.rankOf(moduleName);
+            lora.add(name, adapterOf(manager.create(ab[0], new Shape(rank, lora.inFeatures())),
+                    manager.create(ab[1], new Shape(lora.outFeatures(), rank)), config, moduleName));
+            return lora;
+        });
+        if (!remaining.isEmpty()) {
+            throw new IllegalArgumentException("adapter \"" + name + "\" has weights for modules this model does not "
+                    + "have: " + remaining.keySet());
+        }
+        configs.put(name, config);
+    }
+
+    private LoraLinear.Adapter adapterOf(NDArray a, NDArray b, LoraConfig config, String moduleName) {
+        a.setRequiresGradient(true);
+        b.setRequiresGradient(true);
+        return new LoraLinear.Adapter(a, b, config.scaleOf(moduleName), config.dropout());
+    }
+
+    private NDArray uniform(SplittableRandom random, Shape shape, double bound) {
+        float[] values = new float[Math.toIntExact(shape.size())];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = (float) ((random.nextDouble() * 2 - 1) * bound);
+        }
+        return manager.create(values, shape);
+    }
+
+    public LoraConfig config(String adapterName) {
+        LoraConfig config = configs.get(adapterName);
+        if (config == null) {
+            throw new IllegalArgumentException("no adapter named \"" + adapterName + "\": loaded are " + configs.keySet());
+        }
+        return config;
+    }
+
+    /** Module name to layer, for every layer holding an adapter. */
+    public Map<String, LoraLinear> layers() {
+        return Collections.unmodifiableMap(layers);
+    }
+
+    public void setActiveAdapter(String adapterName) {
+        config(adapterName);
+        layers.values().forEach(layer -> layer.setActive(adapterName));
+    }
+
+    /** Adapters off: the model computes its base. */
+    public void setAdaptersEnabled(boolean enabled) {
+        layers.values().forEach(layer -> layer.setEnabled(enabled));
+    }
+
+    /** Dropout applies only in training. */
+    public void setTraining(boolean training) {
+        layers.values().forEach(layer -> layer.setTraining(training));
+    }
+
+    /** The trainable arrays of one adapter, A then B per module. */
+    public List<NDArray> parameters(String adapterName) {
+        config(adapterName);
+        List<NDArray> parameters = new ArrayList<>();
+        layers.values().forEach(layer -> {
+            LoraLinear.Adapter adapter = layer.adapter(adapterName);
+            if (adapter != null) {
+                parameters.add(adapter.a());
+                parameters.add(adapter.b());
+            }
+        });
+        return parameters;
+    }
+
+}

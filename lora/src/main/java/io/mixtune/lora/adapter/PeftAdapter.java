@@ -1,0 +1,295 @@
+package io.mixtune.lora.adapter;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.nn.Linear;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+
+/**
+ * LoRA adapters in Hugging Face PEFT's format, so that {@code PeftModel.from_pretrained} loads what mixtune trains and
+ * mixtune loads what PEFT trains: {@code adapter_config.json} and {@code adapter_model.safetensors} with keys
+ * {@code base_model.model.<module>.lora_A.weight} [r, in] and {@code ...lora_B.weight} [out, r]. Mixtral experts use
+ * the Hub's per-expert module names ({@code block_sparse_moe.experts.3.w1}).
+ */
+public final class PeftAdapter {
+    public static final String CONFIG_FILE = "adapter_config.json";
+    public static final String WEIGHTS_FILE = "adapter_model.safetensors";
+    private static final String KEY_PREFIX = "base_model.model.";
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private PeftAdapter() {}
+
+    /** Writes one adapter; the weights file and then the config are each written whole or not at all. */
+    public static void save(LoraModel model, String adapterName, Path dir, String baseModelNameOrPath) {
+        LoraConfig config = model.config(adapterName);
+        List<TensorSpec> specs = new ArrayList<>();
+        Map<String, float[]> data = new LinkedHashMap<>();
+        model.layers().forEach((module, layer) -> {
+            LoraLinear.Adapter adapter = layer.adapter(adapterName);
+            if (adapter != null) {
+                add(specs, data, KEY_PREFIX + module + ".lora_A.weight", adapter.a().toFloatArray(),
+                        adapter.a().getShape().getShape());
+                add(specs, data, KEY_PREFIX + module + ".lora_B.weight", adapter.b().toFloatArray(),
+                        adapter.b().getShape().getShape());
+            }
+        });
+        try {
+            Files.createDirectories(dir);
+            SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, spec -> data.get(spec.name()));
+            Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
+            JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(), configJson(config, baseModelNameOrPath));
+            Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
+                    StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write the adapter to " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void add(List<TensorSpec> specs, Map<String, float[]> data, String key, float[] values, long[] shape) {
+        specs.add(new TensorSpec(key, DType.F32, shape));
+        data.put(key, values);
+    }
+
+    static ObjectNode configJson(LoraConfig config, String baseModelNameOrPath) {
+        ObjectNode json = JSON.createObjectNode();
+        json.put("peft_type", "LORA");
+        json.put("task_type", "CAUSAL_LM");
+        json.put("base_model_name_or_path", baseModelNameOrPath);
+        json.put("r", config.r());
+        json.put("lora_alpha", config.alpha());
+        json.put("lora_dropout", config.dropout());
+        // The resolved names, never "all-linear": PEFT's all-linear would also take the Mixtral router.
+        config.resolvedTargets().forEach(json.putArray("target_modules")::add);
+        json.put("bias", "none");
+        json.put("use_rslora", config.useRslora());
+        json.put("use_dora", false);
+        json.put("fan_in_fan_out", false);
+        json.put("inference_mode", true);
+        json.put("init_lora_weights", true);
+        json.putNull("modules_to_save");
+        ObjectNode ranks = json.putObject("rank_pattern");
+        config.rankPattern().forEach(ranks::put);
+        ObjectNode alphas = json.putObject("alpha_pattern");
+        config.alphaPattern().forEach(alphas::put);
+        return json;
+    }
+
+    /** Loads a PEFT LoRA adapter under {@code adapterName}, checking every module and shape against the model. */
+    public static void load(LoraModel model, Path dir, String adapterName) {
+        Path configFile = dir.resolve(CONFIG_FILE);
+        LoraConfig config = readConfig(configFile);
+        Map<String, Linear> linears = new LinkedHashMap<>();
+        model.model().replaceLinears((name, linear) -> {
+            linears.put(name, linear);
+            return linear;
+        });
+        Map<String, float[][]> weights = new LinkedHashMap<>();
+        Path weightsFile = dir.resolve(WEIGHTS_FILE);
+        if (!Files.isRegularFile(weightsFile)) {
+            throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds "
+                    + CONFIG_FILE + " and " + WEIGHTS_FILE);
+        }
+        List<String> problems = new ArrayList<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(weightsFile)) {
+            for (String key : new TreeSet<>(reader.names())) {
+                String module = moduleOf(key);
+                if (module == null) {
+                    problems.add(key + " is not a LoRA weight (expected " + KEY_PREFIX + "<module>.lora_A.weight or "
+                            + ".lora_B.weight)");
+                    continue;
+                }
+                Linear linear = linears.get(module);
+                if (linear == null) {
+                    problems.add(key + ": the " + model.model().config().modelType().hfName()
+                            + " model has no linear layer " + module);
+                    continue;
+                }
+                boolean isA = key.endsWith(".lora_A.weight");
+                int rank = config.rankOf(module);
+                long[] expected = isA ? new long[] {rank, linear.inFeatures()} : new long[] {linear.outFeatures(), rank};
+                long[] shape = reader.info(key).shape();
+                if (!Arrays.equals(shape, expected)) {
+                    problems.add(key + " has shape " + Arrays.toString(shape) + ", expected " + Arrays.toString(expected)
+                            + " (rank " + rank + " from " + CONFIG_FILE + ")");
+                    continue;
+                }
+                weights.computeIfAbsent(module, m -> new float[2][])[isA ? 0 : 1] = reader.readFloats(key);
+            }
+        }
+        weights.forEach((module, ab) -> {
+            if (ab[0] == null || ab[1] == null) {
+                problems.add(module + " has lora_" + (ab[0] == null ? "B" : "A") + " but no lora_" + (ab[0] == null ? "A" : "B"));
+            }
+        });
+        for (String module : linears.keySet()) {
+            if (config.targets(module) && !weights.containsKey(module)) {
+                problems.add(module + " is targeted by target_modules " + config.targetModules() + " but has no weights");
+            }
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException(weightsFile + " does not fit the model: " + summarize(problems));
+        }
+        model.addAdapter(adapterName, config, weights);
+    }
+
+    private static String summarize(List<String> problems) {
+        int shown = Math.min(problems.size(), 10);
+        String list = String.join("; ", problems.subList(0, shown));
+        return problems.size() > shown ? list + "; ... and " + (problems.size() - shown) + " more" : list;
+    }
+
+    /** base_model.model.X.lora_A.weight to X, or null. */
+    private static String moduleOf(String key) {
+        if (!key.startsWith(KEY_PREFIX)) {
+            return null;
+        }
+        for (String suffix : List.of(".lora_A.weight", ".lora_B.weight")) {
+            if (key.endsWith(suffix)) {
+                return key.substring(KEY_PREFIX.length(), key.length() - suffix.length());
+            }
+        }
+        return null;
+    }
+
+    static LoraConfig readConfig(Path configFile) {
+        JsonNode json;
+        try {
+            json = JSON.readTree(Files.readString(configFile));
+        } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException(configFile + ": missing; a PEFT adapter directory holds " + CONFIG_FILE
+                    + " and " + WEIGHTS_FILE);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configFile + ": not valid JSON: " + e.getMessage());
+        }
+        if (!(json instanceof ObjectNode)) {
+            throw new IllegalArgumentException(configFile + ": expected a JSON object");
+        }
+        try {
+            return configFrom(json);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(configFile + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static LoraConfig configFrom(JsonNode json) {
+        String peftType = text(json, "peft_type", true);
+        if (!peftType.equals("LORA")) {
+            throw new IllegalArgumentException("peft_type is \"" + peftType + "\": mixtune loads LORA adapters");
+        }
+        requireValue(json, "bias", "none", "mixtune adapters train no biases");
+        requireFalse(json, "fan_in_fan_out", "mixtune expects A as [r, in] and B as [out, r]");
+        requireFalse(json, "use_dora", "DoRA adapters are not supported");
+        if (json.hasNonNull("modules_to_save") && json.get("modules_to_save").size() > 0) {
+            throw new IllegalArgumentException("modules_to_save " + json.get("modules_to_save")
+                    + " is not supported: mixtune adapters hold LoRA weights only");
+        }
+        JsonNode targets = json.get("target_modules");
+        List<String> targetModules = new ArrayList<>();
+        if (targets == null || targets.isNull()) {
+            throw new IllegalArgumentException("missing field target_modules: expected a list of module names");
+        } else if (targets.isTextual()) {
+            targetModules.add(targets.asText());
+        } else if (targets.isArray()) {
+            targets.forEach(t -> {
+                if (!t.isTextual()) {
+                    throw new IllegalArgumentException("target_modules must hold strings, got " + t);
+                }
+                targetModules.add(t.asText());
+            });
+        } else {
+            throw new IllegalArgumentException("target_modules must be a list of module names, got " + targets);
+        }
+        Map<String, Integer> rankPattern = new LinkedHashMap<>();
+        object(json, "rank_pattern").fields().forEachRemaining(e -> rankPattern.put(e.getKey(),
+                integer(e.getValue(), "rank_pattern." + e.getKey())));
+        Map<String, Double> alphaPattern = new LinkedHashMap<>();
+        object(json, "alpha_pattern").fields().forEachRemaining(e -> alphaPattern.put(e.getKey(),
+                number(e.getValue(), "alpha_pattern." + e.getKey())));
+        return new LoraConfig(integer(required(json, "r"), "r"), number(required(json, "lora_alpha"), "lora_alpha"),
+                json.hasNonNull("lora_dropout") ? number(json.get("lora_dropout"), "lora_dropout") : 0.0,
+                targetModules, bool(json, "use_rslora"), rankPattern, alphaPattern);
+    }
+
+    private static JsonNode required(JsonNode json, String field) {
+        if (!json.hasNonNull(field)) {
+            throw new IllegalArgumentException("missing field " + field);
+        }
+        return json.get(field);
+    }
+
+    private static String text(JsonNode json, String field, boolean required) {
+        JsonNode node = required ? required(json, field) : json.get(field);
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isTextual()) {
+            throw new IllegalArgumentException("field " + field + " must be a string, got " + node);
+        }
+        return node.asText();
+    }
+
+    private static int integer(JsonNode node, String field) {
+        if (!node.isIntegralNumber() || !node.canConvertToInt()) {
+            throw new IllegalArgumentException("field " + field + " must be an integer, got " + node);
+        }
+        return node.intValue();
+    }
+
+    private static double number(JsonNode node, String field) {
+        if (!node.isNumber()) {
+            throw new IllegalArgumentException("field " + field + " must be a number, got " + node);
+        }
+        return node.doubleValue();
+    }
+
+    private static boolean bool(JsonNode json, String field) {
+        JsonNode node = json.get(field);
+        if (node == null || node.isNull()) {
+            return false;
+        }
+        if (!node.isBoolean()) {
+            throw new IllegalArgumentException("field " + field + " must be true or false, got " + node);
+        }
+        return node.booleanValue();
+    }
+
+    private static void requireFalse(JsonNode json, String field, String why) {
+        if (bool(json, field)) {
+            throw new IllegalArgumentException(field + " is true: " + why);
+        }
+    }
+
+    private static void requireValue(JsonNode json, String field, String expected, String why) {
+        String value = text(json, field, false);
+        if (value != null && !value.equals(expected)) {
+            throw new IllegalArgumentException(field + " is \"" + value + "\", expected \"" + expected + "\": " + why);
+        }
+    }
+
+    private static JsonNode object(JsonNode json, String field) {
+        JsonNode node = json.get(field);
+        if (node == null || node.isNull()) {
+            return JSON.createObjectNode();
+        }
+        if (!node.isObject()) {
+            throw new IllegalArgumentException("field " + field + " must be an object, got " + node);
+        }
+        return node;
+    }
+}

@@ -1,0 +1,204 @@
+package io.mixtune.lora.adapter;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.checkpoint.RandomCheckpoint;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.DenseLinear;
+import io.mixtune.model.safetensors.DType;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class LoraAdapterTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    static ModelConfig mixtral() {
+        return new ModelConfig(ModelConfig.ModelType.MIXTRAL, 32, 48, 2, 4, 2, 8, 61, 1e-5, 1e4, null, 64, false,
+                3, 2, 0.02, 1, 2);
+    }
+
+    static ModelConfig mistral() {
+        return new ModelConfig(ModelConfig.ModelType.MISTRAL, 32, 48, 2, 4, 2, 8, 61, 1e-5, 1e4, 16, 64, false,
+                0, 0, 0.0, 1, 2);
+    }
+
+    @Test
+    void forwardIsBasePlusScaledBA() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            float[] w = new float[3 * 4];
+            float[] a = new float[2 * 4];
+            float[] b = new float[3 * 2];
+            for (int i = 0; i < w.length; i++) {
+                w[i] = i * 0.1f - 0.5f;
+            }
+            for (int i = 0; i < a.length; i++) {
+                a[i] = (i % 3) * 0.2f - 0.1f;
+            }
+            for (int i = 0; i < b.length; i++) {
+                b[i] = 0.3f - i * 0.05f;
+            }
+            float[] x = {1f, -2f, 0.5f, 3f};
+            LoraLinear lora = new LoraLinear(new DenseLinear(manager.create(w, new Shape(3, 4))));
+            lora.add("default", new LoraLinear.Adapter(manager.create(a, new Shape(2, 4)), manager.create(b, new Shape(3, 2)),
+                    2.5, 0.0));
+            float[] y = lora.forward(manager.create(x, new Shape(1, 4))).toFloatArray();
+            for (int o = 0; o < 3; o++) {
+                double expected = 0;
+                for (int i = 0; i < 4; i++) {
+                    expected += w[o * 4 + i] * x[i];
+                }
+                for (int k = 0; k < 2; k++) {
+                    double ax = 0;
+                    for (int i = 0; i < 4; i++) {
+                        ax += a[k * 4 + i] * x[i];
+                    }
+                    expected += 2.5 * b[o * 2 + k] * ax;
+                }
+                assertEquals(expected, y[o], 1e-5);
+            }
+            lora.setEnabled(false);
+            assertEquals(w[0] * 1f + w[1] * -2f + w[2] * 0.5f + w[3] * 3f, lora.forward(manager.create(x, new Shape(1, 4)))
+                    .toFloatArray()[0], 1e-5, "switched off, the layer is its base");
+        }
+    }
+
+    @Test
+    void allLinearTargetsEveryExpertButNotRouterOrHead(@TempDir Path dir) {
+        RandomCheckpoint.write(mixtral(), dir, 1, DType.F32, Long.MAX_VALUE);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(dir, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("all-linear")), LoraModel.Init.PEFT_DEFAULT, 0);
+            assertEquals(2 * (4 + 3 * 3), lora.layers().size());
+            assertTrue(lora.layers().containsKey("model.layers.1.block_sparse_moe.experts.2.w3"));
+            assertTrue(lora.layers().keySet().stream().noneMatch(n -> n.endsWith(".gate") || n.equals("lm_head")));
+            LoraLinear.Adapter q = lora.layers().get("model.layers.0.self_attn.q_proj").adapter("default");
+            float bound = (float) (1 / Math.sqrt(32));
+            for (float v : q.a().toFloatArray()) {
+                assertTrue(Math.abs(v) <= bound, "A is U(-1/sqrt(in), 1/sqrt(in))");
+            }
+            assertEquals(0f, q.b().abs().max().getFloat(), "B starts at zero");
+        }
+    }
+
+    @Test
+    void peftDefaultInitLeavesTheModelUnchangedAndSavedAdaptersReload(@TempDir Path dir) throws Exception {
+        Path modelDir = dir.resolve("model");
+        RandomCheckpoint.write(mixtral(), modelDir, 1, DType.F32, Long.MAX_VALUE, 0.3);
+        NDArray baseLogits;
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+            NDArray ids = manager.create(new long[][] {{1, 9, 33, 4, 58, 12}});
+            NDArray positions = manager.arange(0, 6, 1, DataType.INT64).reshape(1, 6);
+            float[] base = model.forward(ids, positions, null).toFloatArray();
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("all-linear")), LoraModel.Init.PEFT_DEFAULT, 3);
+            assertArrayClose(base, model.forward(ids, positions, null).toFloatArray(), 0, "B = 0 changes nothing");
+
+            LoraConfig config = new LoraConfig(4, 8, 0.05, List.of("q_proj", "v_proj", "w1", "w2"), true,
+                    Map.of("w2", 2), Map.of("v_proj", 3.0));
+            lora.addAdapter("trained", config, LoraModel.Init.RANDOM, 4);
+            lora.setActiveAdapter("trained");
+            float[] adapted = model.forward(ids, positions, null).toFloatArray();
+            assertTrue(maxDiff(base, adapted) > 1e-3, "a random B changes the logits");
+            assertEquals(2, lora.layers().get("model.layers.0.block_sparse_moe.experts.1.w2").adapter("trained").rank());
+            assertEquals(3 / Math.sqrt(4), lora.layers().get("model.layers.1.self_attn.v_proj").adapter("trained").scale(),
+                    1e-12, "alpha_pattern with rsLoRA: alpha / sqrt(r)");
+            lora.setAdaptersEnabled(false);
+            assertArrayClose(base, model.forward(ids, positions, null).toFloatArray(), 0, "adapters off");
+            lora.setAdaptersEnabled(true);
+
+            Path adapterDir = dir.resolve("adapter");
+            PeftAdapter.save(lora, "trained", adapterDir, "tiny-mixtral");
+            ObjectNode saved = (ObjectNode) JSON.readTree(adapterDir.resolve("adapter_config.json").toFile());
+            assertEquals("LORA", saved.get("peft_type").asText());
+            assertEquals("CAUSAL_LM", saved.get("task_type").asText());
+            assertEquals("[\"q_proj\",\"v_proj\",\"w1\",\"w2\"]", saved.get("target_modules").toString());
+            assertEquals(2, saved.get("rank_pattern").get("w2").asInt());
+            assertTrue(saved.get("use_rslora").asBoolean());
+
+            try (NDManager other = NDManager.newBaseManager(); CausalLm reloaded = MistralCheckpoint.load(modelDir, other)) {
+                LoraModel reloadedLora = new LoraModel(reloaded);
+                PeftAdapter.load(reloadedLora, adapterDir, "default");
+                float[] again = reloaded.forward(other.create(new long[][] {{1, 9, 33, 4, 58, 12}}),
+                        other.arange(0, 6, 1, DataType.INT64).reshape(1, 6), null).toFloatArray();
+                assertArrayClose(adapted, again, 1e-6, "saved and reloaded adapter");
+            }
+        }
+    }
+
+    @Test
+    void adaptersThatDoNotFitTheModelAreRefusedWithTheModuleNamed(@TempDir Path dir) throws Exception {
+        Path mistralDir = dir.resolve("mistral");
+        Path mixtralDir = dir.resolve("mixtral");
+        RandomCheckpoint.write(mistral(), mistralDir, 1, DType.F32, Long.MAX_VALUE);
+        RandomCheckpoint.write(mixtral(), mixtralDir, 1, DType.F32, Long.MAX_VALUE);
+        Path adapterDir = dir.resolve("adapter");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(mistralDir, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("all-linear")), LoraModel.Init.RANDOM, 0);
+            PeftAdapter.save(lora, "default", adapterDir, "mistral");
+        }
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(mixtralDir, manager)) {
+            IllegalArgumentException wrongArchitecture = assertThrows(IllegalArgumentException.class,
+                    () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default"));
+            assertTrue(wrongArchitecture.getMessage().contains("has no linear layer model.layers.0.mlp.down_proj"),
+                    wrongArchitecture.getMessage());
+        }
+        ObjectNode config = (ObjectNode) JSON.readTree(adapterDir.resolve("adapter_config.json").toFile());
+        config.put("r", 8);
+        JSON.writeValue(adapterDir.resolve("adapter_config.json").toFile(), config);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(mistralDir, manager)) {
+            IllegalArgumentException wrongRank = assertThrows(IllegalArgumentException.class,
+                    () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default"));
+            assertTrue(wrongRank.getMessage().contains("model.layers.0.mlp.down_proj.lora_A.weight has shape [4, 48], "
+                    + "expected [8, 48]"), wrongRank.getMessage());
+
+            config.put("r", "eight");
+            JSON.writeValue(adapterDir.resolve("adapter_config.json").toFile(), config);
+            IllegalArgumentException wrongType = assertThrows(IllegalArgumentException.class,
+                    () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default"));
+            assertTrue(wrongType.getMessage().contains("adapter_config.json: field r must be an integer, got \"eight\""),
+                    wrongType.getMessage());
+
+            config.remove("r");
+            JSON.writeValue(adapterDir.resolve("adapter_config.json").toFile(), config);
+            assertTrue(assertThrows(IllegalArgumentException.class,
+                    () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default")).getMessage()
+                    .contains("missing field r"));
+
+            Files.writeString(adapterDir.resolve("adapter_config.json"),
+                    "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"qproj\"]}");
+            IllegalArgumentException unknownTarget = assertThrows(IllegalArgumentException.class,
+                    () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default"));
+            assertTrue(unknownTarget.getMessage().contains("unknown lora target \"qproj\"")
+                    && unknownTarget.getMessage().contains("q_proj"), unknownTarget.getMessage());
+        }
+    }
+
+    static void assertArrayClose(float[] expected, float[] actual, double tolerance, String what) {
+        assertEquals(expected.length, actual.length);
+        double worst = maxDiff(expected, actual);
+        assertTrue(worst <= tolerance, what + ": differs by " + worst);
+    }
+
+    static double maxDiff(float[] a, float[] b) {
+        double worst = 0;
+        for (int i = 0; i < a.length; i++) {
+            worst = Math.max(worst, Math.abs(a[i] - b[i]));
+        }
+        return worst;
+    }
+}
