@@ -53,7 +53,14 @@ public final class PeftAdapter {
             Files.createDirectories(dir);
             SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, spec -> data.get(spec.name()));
             Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
-            JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(), configJson(config, baseModelNameOrPath));
+            TreeSet<String> adapted = new TreeSet<>();
+            model.layers().forEach((module, layer) -> {
+                if (layer.adapter(adapterName) != null) {
+                    adapted.add(module.substring(module.lastIndexOf('.') + 1));
+                }
+            });
+            JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(),
+                    configJson(config, List.copyOf(adapted), baseModelNameOrPath));
             Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
                     StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
@@ -66,7 +73,8 @@ public final class PeftAdapter {
         data.put(key, values);
     }
 
-    static ObjectNode configJson(LoraConfig config, String baseModelNameOrPath) {
+    /** @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those */
+    static ObjectNode configJson(LoraConfig config, List<String> targetModules, String baseModelNameOrPath) {
         ObjectNode json = JSON.createObjectNode();
         json.put("peft_type", "LORA");
         json.put("task_type", "CAUSAL_LM");
@@ -74,8 +82,8 @@ public final class PeftAdapter {
         json.put("r", config.r());
         json.put("lora_alpha", config.alpha());
         json.put("lora_dropout", config.dropout());
-        // The resolved names, never "all-linear": PEFT's all-linear would also take the Mixtral router.
-        config.resolvedTargets().forEach(json.putArray("target_modules")::add);
+        // The adapted names, never "all-linear": PEFT's all-linear would also take the Mixtral router.
+        targetModules.forEach(json.putArray("target_modules")::add);
         json.put("bias", "none");
         json.put("use_rslora", config.useRslora());
         json.put("use_dora", false);
@@ -167,7 +175,7 @@ public final class PeftAdapter {
         return null;
     }
 
-    static LoraConfig readConfig(Path configFile) {
+    public static LoraConfig readConfig(Path configFile) {
         JsonNode json;
         try {
             json = JSON.readTree(Files.readString(configFile));

@@ -1,6 +1,8 @@
 package io.mixtune.trainer.cli;
 
 import ai.djl.ndarray.NDManager;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
@@ -33,7 +35,7 @@ final class GenerateCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]";
+        return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT | --prompt-ids 1,2,3) [options]";
     }
 
     @Override
@@ -43,6 +45,9 @@ final class GenerateCommand implements Command {
                 .addOption(Mixtune.option("prompt", "TEXT", "prompt text, tokenized with the model's tokenizer.json "
                         + "(BOS added)"))
                 .addOption(Mixtune.option("prompt-ids", "IDS", "prompt as comma-separated token ids (no tokenizer needed)"))
+                .addOption(Mixtune.option("adapter", "DIR", "apply a LoRA adapter in Hugging Face PEFT format"))
+                .addOption(Mixtune.option("quantize", "TYPE", "load the linear layers in 4 bits: nf4 (QLoRA); "
+                        + "default none"))
                 .addOption(Mixtune.option("max-new-tokens", "N", "most tokens to generate (default 64)"))
                 .addOption(Mixtune.option("greedy", null, "always take the most likely token (the default)"))
                 .addOption(Mixtune.option("temperature", "T", "sample with this temperature instead of greedy"))
@@ -69,7 +74,12 @@ final class GenerateCommand implements Command {
         if (!Files.isDirectory(modelDir)) {
             throw new IllegalArgumentException(modelDir + ": no such model directory");
         }
-        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+        MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
+        try (NDManager manager = NDManager.newBaseManager();
+                CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
+            if (line.hasOption("adapter")) {
+                PeftAdapter.load(new LoraModel(model), Path.of(line.getOptionValue("adapter")), "default");
+            }
             long[] promptIds = line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
                     : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
             List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;

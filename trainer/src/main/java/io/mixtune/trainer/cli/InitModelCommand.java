@@ -53,12 +53,7 @@ final class InitModelCommand implements Command {
         String presetName = Mixtune.requiredOption(line, "preset");
         Path outDir = Path.of(Mixtune.requiredOption(line, "out"));
         long seed = Mixtune.intOption(line, "seed", 0);
-        DType dtype = switch (line.getOptionValue("dtype", "bf16").toLowerCase(Locale.ROOT)) {
-            case "bf16", "bfloat16" -> DType.BF16;
-            case "fp16", "f16", "float16" -> DType.F16;
-            case "fp32", "f32", "float32" -> DType.F32;
-            default -> throw new UsageException("--dtype expects bf16, fp16 or fp32, got '" + line.getOptionValue("dtype") + "'");
-        };
+        DType dtype = parseDtype(line.getOptionValue("dtype", "bf16"));
         ModelConfig config;
         try {
             config = ModelPreset.load(presetName);
@@ -82,6 +77,15 @@ final class InitModelCommand implements Command {
         out.printf(Locale.ROOT, "wrote %s (%s, %,d parameters, %s, seed %d) to %s%n", presetName,
                 config.modelType().hfName(), parameters, dtype, seed, outDir);
         return Mixtune.OK;
+    }
+
+    static DType parseDtype(String value) {
+        return switch (value.toLowerCase(Locale.ROOT)) {
+            case "bf16", "bfloat16" -> DType.BF16;
+            case "fp16", "f16", "float16" -> DType.F16;
+            case "fp32", "f32", "float32" -> DType.F32;
+            default -> throw new UsageException("--dtype expects bf16, fp16 or fp32, got '" + value + "'");
+        };
     }
 
     private static void copyMistralTokenizer(Path outDir) throws IOException {

@@ -1,0 +1,184 @@
+package io.mixtune.lora.adapter;
+
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+
+/**
+ * Folds a LoRA adapter into its base checkpoint, W' = W + scale * B A (PEFT's merge_and_unload), streaming: one base
+ * tensor is in memory at a time, plus the adapter. The result is a plain Hugging Face checkpoint.
+ */
+public final class AdapterMerge {
+    /** The files besides the weights that a model directory carries along. */
+    private static final List<String> COPIED_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model");
+
+    private AdapterMerge() {}
+
+    /** One adapter module's delta, and where it lands in a base tensor (a slice of a fused expert tensor, say). */
+    private record Delta(String module, float[] a, float[] b, int rank, double scale, long firstElement) {}
+
+    /**
+     * @param dtype the dtype of the merged weights, or null to keep each tensor's own
+     */
+    public static List<Path> merge(Path modelDir, Path adapterDir, Path outDir, DType dtype, long maxShardBytes) {
+        if (outDir.toAbsolutePath().normalize().equals(modelDir.toAbsolutePath().normalize())) {
+            throw new IllegalArgumentException("--out must differ from --model: merging never overwrites the base");
+        }
+        ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
+        LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
+        try (SafetensorsReader base = SafetensorsReader.open(modelDir);
+                SafetensorsReader adapter = SafetensorsReader.open(adapterDir.resolve(PeftAdapter.WEIGHTS_FILE))) {
+            Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir);
+            List<TensorSpec> specs = new ArrayList<>();
+            for (String name : new TreeSet<>(base.names())) {
+                DType source = base.info(name).dtype();
+                if (!source.isFloat32Convertible()) {
+                    throw new IllegalArgumentException(name + " in " + base.info(name).file() + " is " + source
+                            + ": merging handles F32, F16 and BF16 checkpoints");
+                }
+                specs.add(new TensorSpec(name, dtype == null ? source : dtype, base.info(name).shape()));
+            }
+            Files.createDirectories(outDir);
+            List<Path> files = SafetensorsWriter.writeCheckpoint(outDir, specs, maxShardBytes, spec -> {
+                float[] weight = base.readFloats(spec.name());
+                long columns = spec.shape()[spec.shape().length - 1];
+                for (Delta delta : deltasByTensor.getOrDefault(spec.name(), List.of())) {
+                    addDelta(weight, delta, (int) columns);
+                }
+                return weight;
+            });
+            for (String file : COPIED_FILES) {
+                if (Files.isRegularFile(modelDir.resolve(file))) {
+                    Files.copy(modelDir.resolve(file), outDir.resolve(file), StandardCopyOption.REPLACE_EXISTING);
+                }
+            }
+            if (dtype != null) {
+                recordDtype(outDir.resolve("config.json"), dtype);
+            }
+            return files;
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write the merged checkpoint to " + outDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** config.json names the weights' dtype (transformers 4 as torch_dtype, 5 as dtype). */
+    private static void recordDtype(Path configJson, DType dtype) throws IOException {
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode config =
+                (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(configJson.toFile());
+        String name = switch (dtype) {
+            case F32 -> "float32";
+            case F16 -> "float16";
+            default -> "bfloat16";
+        };
+        config.put(config.has("dtype") ? "dtype" : "torch_dtype", name);
+        json.writerWithDefaultPrettyPrinter().writeValue(configJson.toFile(), config);
+    }
+
+    /** Maps every adapter module onto its base tensor before anything is written, so a mismatch fails early. */
+    private static Map<String, List<Delta>> plan(ModelConfig config, LoraConfig loraConfig, SafetensorsReader base,
+            SafetensorsReader adapter, Path adapterDir) {
+        Map<String, List<Delta>> deltas = new HashMap<>();
+        List<String> problems = new ArrayList<>();
+        for (String key : new TreeSet<>(adapter.names())) {
+            if (!key.endsWith(".lora_A.weight")) {
+                continue;
+            }
+            String module = key.substring("base_model.model.".length(), key.length() - ".lora_A.weight".length());
+            String bKey = "base_model.model." + module + ".lora_B.weight";
+            if (!adapter.contains(bKey)) {
+                problems.add(module + " has lora_A but no lora_B");
+                continue;
+            }
+            int rank = (int) adapter.info(key).shape()[0];
+            long in = adapter.info(key).shape()[1];
+            long out = adapter.info(bKey).shape()[0];
+            Target target = target(config, module, base);
+            if (target == null) {
+                problems.add(module + ": the base checkpoint has no weight for it");
+                continue;
+            }
+            if (target.rows() != out || target.columns() != in || adapter.info(bKey).shape()[1] != rank) {
+                problems.add(module + ": A " + Arrays.toString(adapter.info(key).shape()) + " and B "
+                        + Arrays.toString(adapter.info(bKey).shape()) + " do not fit the base weight [" + target.rows()
+                        + ", " + target.columns() + "]");
+                continue;
+            }
+            deltas.computeIfAbsent(target.tensor(), t -> new ArrayList<>()).add(new Delta(module, adapter.readFloats(key),
+                    adapter.readFloats(bKey), rank, loraConfig.scaleOf(module), target.firstElement()));
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException(adapterDir + " does not fit " + config.modelType().hfName() + " model: "
+                    + String.join("; ", problems));
+        }
+        return deltas;
+    }
+
+    /** Where a module's [rows, columns] weight lies: a whole tensor, or a slice of a fused expert tensor. */
+    private record Target(String tensor, long firstElement, long rows, long columns) {}
+
+    private static Target target(ModelConfig config, String module, SafetensorsReader base) {
+        String weight = module + ".weight";
+        if (base.contains(weight)) {
+            long[] shape = base.info(weight).shape();
+            return shape.length == 2 ? new Target(weight, 0, shape[0], shape[1]) : null;
+        }
+        // transformers 5's fused Mixtral layout: experts.gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
+        java.util.regex.Matcher expert = java.util.regex.Pattern
+                .compile("(model\\.layers\\.\\d+)\\.block_sparse_moe\\.experts\\.(\\d+)\\.(w1|w2|w3)").matcher(module);
+        long inter = config.intermediateSize();
+        long hidden = config.hiddenSize();
+        if (expert.matches()) {
+            int j = Integer.parseInt(expert.group(2));
+            String prefix = expert.group(1) + ".mlp.experts.";
+            return switch (expert.group(3)) {
+                case "w1" -> new Target(prefix + "gate_up_proj", j * 2 * inter * hidden, inter, hidden);
+                case "w3" -> new Target(prefix + "gate_up_proj", (j * 2 + 1) * inter * hidden, inter, hidden);
+                default -> new Target(prefix + "down_proj", j * hidden * inter, hidden, inter);
+            };
+        }
+        if (module.endsWith(".block_sparse_moe.gate")) {
+            String fusedRouter = module.replace(".block_sparse_moe.gate", ".mlp.gate.weight");
+            if (base.contains(fusedRouter)) {
+                long[] shape = base.info(fusedRouter).shape();
+                return new Target(fusedRouter, 0, shape[0], shape[1]);
+            }
+        }
+        return null;
+    }
+
+    /** weight[first + o * columns + i] += scale * sum_k B[o, k] A[k, i]. */
+    private static void addDelta(float[] weight, Delta delta, int columns) {
+        int rows = delta.b().length / delta.rank();
+        int start = Math.toIntExact(delta.firstElement());
+        float[] row = new float[columns];
+        for (int o = 0; o < rows; o++) {
+            Arrays.fill(row, 0f);
+            for (int k = 0; k < delta.rank(); k++) {
+                float bk = delta.b()[o * delta.rank() + k];
+                int aRow = k * columns;
+                for (int i = 0; i < columns; i++) {
+                    row[i] += bk * delta.a()[aRow + i];
+                }
+            }
+            int offset = start + o * columns;
+            for (int i = 0; i < columns; i++) {
+                weight[offset + i] += (float) (row[i] * delta.scale());
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+package io.mixtune.lora.adapter;
+
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.checkpoint.RandomCheckpoint;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** A merged checkpoint computes what base + adapter computes. */
+class AdapterMergeTest {
+
+    @Test
+    void mergedLogitsEqualBasePlusAdapterForBothMixtralLayouts(@TempDir Path dir) throws Exception {
+        Path hub = dir.resolve("hub");
+        RandomCheckpoint.write(LoraAdapterTest.mixtral(), hub, 5, DType.F32, Long.MAX_VALUE, 0.3);
+        Path fused = dir.resolve("fused");
+        writeFusedCopy(hub, fused);
+        Path adapter = dir.resolve("adapter");
+        float[] adapted;
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(hub, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", new LoraConfig(4, 8, 0, List.of("q_proj", "o_proj", "w1", "w2", "w3", "gate"),
+                    false, Map.of(), Map.of()), LoraModel.Init.RANDOM, 9);
+            PeftAdapter.save(lora, "default", adapter, "hub");
+            adapted = logits(model, manager);
+        }
+        for (Path base : List.of(hub, fused)) {
+            Path merged = dir.resolve("merged-" + base.getFileName());
+            AdapterMerge.merge(base, adapter, merged, null, 20_000);
+            try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(merged, manager)) {
+                LoraAdapterTest.assertArrayClose(adapted, logits(model, manager), 2e-5, "merged " + base.getFileName());
+            }
+        }
+        IllegalArgumentException sameDir = assertThrows(IllegalArgumentException.class,
+                () -> AdapterMerge.merge(hub, adapter, hub, null, 20_000));
+        assertTrue(sameDir.getMessage().contains("never overwrites the base"), sameDir.getMessage());
+    }
+
+    @Test
+    void anAdapterForAnotherModelIsRefusedBeforeAnythingIsWritten(@TempDir Path dir) {
+        Path mistral = dir.resolve("mistral");
+        Path mixtral = dir.resolve("mixtral");
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), mistral, 1, DType.F32, Long.MAX_VALUE);
+        RandomCheckpoint.write(LoraAdapterTest.mixtral(), mixtral, 1, DType.F32, Long.MAX_VALUE);
+        Path adapter = dir.resolve("adapter");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(mistral, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("all-linear")), LoraModel.Init.RANDOM, 1);
+            PeftAdapter.save(lora, "default", adapter, "mistral");
+        }
+        Path out = dir.resolve("out");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> AdapterMerge.merge(mixtral, adapter, out, null, Long.MAX_VALUE));
+        assertTrue(e.getMessage().contains("model.layers.0.mlp.gate_proj: the base checkpoint has no weight for it"),
+                e.getMessage());
+        assertTrue(!Files.exists(out.resolve("model.safetensors")));
+    }
+
+    private static float[] logits(CausalLm model, NDManager manager) {
+        return model.forward(manager.create(new long[][] {{1, 17, 3, 44, 29, 60, 8}}),
+                manager.arange(0, 7, 1, DataType.INT64).reshape(1, 7), null).toFloatArray();
+    }
+
+    /** The same weights in transformers 5's fused expert layout. */
+    private static void writeFusedCopy(Path hub, Path fused) throws Exception {
+        Files.createDirectories(fused);
+        Files.copy(hub.resolve("config.json"), fused.resolve("config.json"));
+        List<TensorSpec> specs = new ArrayList<>();
+        Map<String, float[]> data = new HashMap<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(hub)) {
+            int experts = 3;
+            for (String name : reader.names()) {
+                if (name.contains(".block_sparse_moe.experts.")) {
+                    continue;
+                }
+                String target = name.replace(".block_sparse_moe.gate.weight", ".mlp.gate.weight");
+                specs.add(new TensorSpec(target, DType.F32, reader.info(name).shape()));
+                data.put(target, reader.readFloats(name));
+            }
+            for (int layer = 0; layer < 2; layer++) {
+                String p = "model.layers." + layer + ".block_sparse_moe.experts.";
+                float[] gateUp = new float[experts * 2 * 48 * 32];
+                float[] down = new float[experts * 32 * 48];
+                for (int j = 0; j < experts; j++) {
+                    System.arraycopy(reader.readFloats(p + j + ".w1.weight"), 0, gateUp, j * 2 * 48 * 32, 48 * 32);
+                    System.arraycopy(reader.readFloats(p + j + ".w3.weight"), 0, gateUp, (j * 2 + 1) * 48 * 32, 48 * 32);
+                    System.arraycopy(reader.readFloats(p + j + ".w2.weight"), 0, down, j * 32 * 48, 32 * 48);
+                }
+                String f = "model.layers." + layer + ".mlp.experts.";
+                specs.add(new TensorSpec(f + "gate_up_proj", DType.F32, new long[] {experts, 96, 32}));
+                specs.add(new TensorSpec(f + "down_proj", DType.F32, new long[] {experts, 32, 48}));
+                data.put(f + "gate_up_proj", gateUp);
+                data.put(f + "down_proj", down);
+            }
+        }
+        SafetensorsWriter.writeCheckpoint(fused, specs, Long.MAX_VALUE, spec -> data.get(spec.name()));
+    }
+}
