@@ -100,4 +100,53 @@ class MixtuneCliTest {
         assertEquals(0, sampled.code(), sampled.err());
         assertEquals(sampled.lastLine(), again.lastLine(), "the same seed gives the same sample");
     }
+
+    @Test
+    void adapterCommandsRoundTrip(@TempDir Path dir) {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny-mixtral", "--out", model.toString(), "--dtype", "fp32").code());
+        Path adapter = dir.resolve("adapter");
+        Result init = run("init-adapter", "--model", model.toString(), "--out", adapter.toString(), "--r", "4",
+                "--init", "random", "--seed", "2");
+        assertEquals(0, init.code(), init.err());
+        assertTrue(init.out().contains("on 32 layers (k_proj,o_proj,q_proj,v_proj,w1,w2,w3)"), init.out());
+        assertEquals(2, run("init-adapter", "--model", model.toString(), "--out", dir.resolve("x").toString(),
+                "--targets", "qproj").code(), "an unknown target is a usage error");
+
+        String prompt = "1,415,2936,9060,285";
+        Result base = run("generate", "--model", model.toString(), "--prompt-ids", prompt, "--max-new-tokens", "6",
+                "--output-ids", "--dump-logits", dir.resolve("base.safetensors").toString());
+        Result adapted = run("generate", "--model", model.toString(), "--adapter", adapter.toString(), "--prompt-ids",
+                prompt, "--max-new-tokens", "6", "--output-ids", "--dump-logits", dir.resolve("adapted.safetensors").toString());
+        assertEquals(0, adapted.code(), adapted.err());
+        Path merged = dir.resolve("merged");
+        Result merge = run("merge-adapter", "--model", model.toString(), "--adapter", adapter.toString(), "--out",
+                merged.toString());
+        assertEquals(0, merge.code(), merge.err());
+        Result fromMerged = run("generate", "--model", merged.toString(), "--prompt-ids", prompt, "--max-new-tokens", "6",
+                "--output-ids", "--dump-logits", dir.resolve("merged.safetensors").toString());
+        assertEquals(adapted.lastLine(), fromMerged.lastLine());
+        float[] adaptedLogits = read(dir.resolve("adapted.safetensors"));
+        float[] mergedLogits = read(dir.resolve("merged.safetensors"));
+        float[] baseLogits = read(dir.resolve("base.safetensors"));
+        double merging = 0;
+        double adapting = 0;
+        for (int i = 0; i < adaptedLogits.length; i++) {
+            merging = Math.max(merging, Math.abs(adaptedLogits[i] - mergedLogits[i]));
+            adapting = Math.max(adapting, Math.abs(adaptedLogits[i] - baseLogits[i]));
+        }
+        assertTrue(merging < 1e-5, "merged differs from base + adapter by " + merging);
+        assertTrue(adapting > 1e-3, "the random adapter should change the logits");
+
+        Result quantized = run("generate", "--model", model.toString(), "--adapter", adapter.toString(), "--quantize",
+                "nf4", "--prompt-ids", prompt, "--max-new-tokens", "3", "--output-ids");
+        assertEquals(0, quantized.code(), quantized.err());
+        assertEquals(2, run("generate", "--model", model.toString(), "--quantize", "int3", "--prompt-ids", "1").code());
+    }
+
+    private static float[] read(Path file) {
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            return reader.readFloats("logits");
+        }
+    }
 }
