@@ -60,8 +60,9 @@ final class BlockwiseCodebook {
             for (int i = start; i < end; i++) {
                 max = Math.max(max, Math.abs(values[i]));
             }
-            absmax[b] = max;
             float clamped = Math.max(max, MIN_ABSMAX);
+            // bitsandbytes keeps the clamped absmax for the last partial block only, and the raw one for full blocks.
+            absmax[b] = b < fullBlocks ? max : clamped;
             if (b < fullBlocks) {
                 float reciprocal = 1f / clamped;
                 for (int i = start; i < end; i++) {

@@ -8,7 +8,9 @@ import java.util.Arrays;
  * negative values whose exponent shrinks from 1 to 1e-6 while the fraction keeps fewer bits, plus 0 and 1.
  *
  * <p>Computed as {@code create_dynamic_map(signed=True)} computes it, in float32: for exponent step i in 0..6,
- * linspace(0.1, 1, 2^i + 1) (torch's two-sided formula), the midpoints of neighbours, times 10^(i - 6).
+ * linspace(0.1, 1, 2^i + 1), the midpoints of neighbours, times 10^(i - 6). bitsandbytes builds the map on the CPU
+ * with torch, whose x86 (AVX2) linspace is fused multiply-adds; so is this one, which makes all 256 values equal to
+ * bitsandbytes' own (checked against its goldens).
  */
 final class DynamicMap {
     private DynamicMap() {}
@@ -36,13 +38,13 @@ final class DynamicMap {
         return values;
     }
 
-    /** torch.linspace for float32 on CPU: start + step * i for the first half, end - step * (steps - 1 - i) after. */
+    /** torch.linspace for float32 on x86: fma(step, i, start) for the first half, fma(-step, steps - 1 - i, end) after. */
     private static float[] linspace(float start, float end, int steps) {
         float step = (end - start) / (steps - 1);
         float[] out = new float[steps];
         int halfway = steps / 2;
         for (int i = 0; i < steps; i++) {
-            out[i] = i < halfway ? start + step * i : end - step * (steps - 1 - i);
+            out[i] = i < halfway ? Math.fma(step, (float) i, start) : Math.fma(-step, (float) (steps - 1 - i), end);
         }
         return out;
     }

@@ -80,14 +80,8 @@ public final class Nf4Tensor {
         if (!doubleQuantize) {
             return new Nf4Tensor(shape, count, packed, absmax, null, null, 0f);
         }
-        // The offset is the mean of the absmax values; bitsandbytes takes it with torch.mean in fp32, whose
-        // summation order depends on the CPU's vector width. The mean in double rounded to fp32 is the exact value
-        // that torch approximates (see the golden test for how close bitsandbytes comes).
-        double sum = 0;
-        for (float a : absmax) {
-            sum += a;
-        }
-        float offset = (float) (sum / absmax.length);
+        // The offset is the mean of the absmax values as torch.mean takes it in fp32 (bitsandbytes' choice).
+        float offset = TorchFloatSum.mean(absmax);
         float[] centred = new float[absmax.length];
         for (int i = 0; i < absmax.length; i++) {
             centred[i] = absmax[i] - offset;
