@@ -122,6 +122,12 @@ public final class PeftAdapter {
                             + ".lora_B.weight)");
                     continue;
                 }
+                if (module.matches(".*\\.mlp\\.experts(\\.base_layer)?")) {
+                    throw new IllegalArgumentException(weightsFile + ": " + key + " is in the fused expert layout that "
+                            + "PEFT writes on transformers 5 (target_parameters on mlp.experts); mixtune reads expert "
+                            + "adapters in the Hub's per-expert layout (block_sparse_moe.experts.N.w1/w2/w3), as "
+                            + "transformers 4 and mixtune write them");
+                }
                 Linear linear = linears.get(module);
                 if (linear == null) {
                     problems.add(key + ": the " + model.model().config().modelType().hfName()
