@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
@@ -78,6 +82,9 @@ SPECS: dict[str, CheckpointSpec] = {
         arch="mixtral", seed=4567, sliding_window=None, rope_theta=1e6, moe_layout="fused"
     ),
 }
+
+# Base of the PEFT adapter goldens (lora/src/test/resources/golden/peft/base): Mixtral in the Hub layout, one file.
+PEFT_BASE = CheckpointSpec(arch="mixtral", seed=5678, sliding_window=8, moe_layout="hub")
 
 
 def make_config(spec: CheckpointSpec):
@@ -221,6 +228,63 @@ def reference(model_dir: Path, prompt_ids: list[int], max_new_tokens: int = MAX_
     routers = {k: v for k, v in tensors.items() if k.startswith("router_logits.")}
     rgap = min_router_gap(routers, model.config.num_experts_per_tok) if routers else None
     return Reference(tensors, new_ids, cached, gap, rgap)
+
+
+# ---- PEFT ----------------------------------------------------------------------------------------------------------
+
+# PEFT 0.21 on transformers 5 turns Mixtral w1/w3 targets into one LoRA on the fused gate_up_proj (rank and alpha
+# doubled through rank_pattern/alpha_pattern) and then warns that those very patterns matched no module. The warning
+# comes for every Mixtral adapter that targets experts, also when the load is correct.
+_FUSED_PATTERN_NOTICE = (
+    r"The following (rank|alpha)_pattern keys did not match any targeted module and were ignored: "
+    + re.escape(r"['.*\\.gate_up_proj']") + r"\.$"
+)
+
+
+def quiet_fused_pattern_notice() -> None:
+    """Inside a warnings.catch_warnings block: drop the notice above, keep every other warning."""
+    warnings.filterwarnings("ignore", message=_FUSED_PATTERN_NOTICE, category=RuntimeWarning)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def load_peft(model: torch.nn.Module, adapter_dir: Path) -> PeftModel:
+    """PeftModel.from_pretrained in eval mode that raises unless every tensor of the adapter found its LoRA weight.
+
+    from_pretrained only warns about missing adapter keys and says nothing about keys it could not place (it loads
+    with strict=False), so the adapter is loaded a second time through load_adapter, whose result lists both.
+    """
+    handler = _Records()
+    loggers = [logging.getLogger(name) for name in ("peft", "transformers")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_fused_pattern_notice()
+            peft_model = PeftModel.from_pretrained(model, adapter_dir)
+            probe = peft_model.load_adapter(adapter_dir, adapter_name="probe")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    peft_model.delete_adapter("probe")
+    problems = [f"{w.category.__name__}: {w.message}" for w in caught]
+    problems += [f"log {r.name}: {r.getMessage()}" for r in handler.records]
+    if probe.missing_keys:
+        problems.append(f"missing adapter keys: {probe.missing_keys}")
+    if probe.unexpected_keys:
+        problems.append(f"adapter keys that match no LoRA weight: {probe.unexpected_keys}")
+    if problems:
+        raise RuntimeError(f"PEFT did not load {adapter_dir} cleanly:\n" + "\n".join(problems))
+    assert peft_model.active_adapters == ["default"], peft_model.active_adapters
+    return peft_model.eval()
 
 
 # ---- safetensors layout of Mixtral experts ------------------------------------------------------------------------

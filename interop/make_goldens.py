@@ -1,7 +1,9 @@
-"""Regenerates the committed goldens under model/src/test/resources/golden/ (see interop/GOLDENS.md).
+"""Regenerates the committed goldens under model/src/test/resources/golden/ and lora/src/test/resources/golden/peft/
+(see interop/GOLDENS.md).
 
 Run: interop/.venv/bin/python interop/make_goldens.py [section ...]
-Sections: tokenizer, mistral-fp32, mistral-bf16, mixtral-sharded, mixtral-fused, mistral-batch (default: all).
+Sections: tokenizer, mistral-fp32, mistral-bf16, mixtral-sharded, mixtral-fused, mistral-batch, peft
+(default: all).
 Deterministic: the checkpoints come from hf_models.SPECS (fixed seeds), the tokenizer from configs/tokenizer/.
 """
 
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import sentencepiece
 import torch
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
@@ -22,6 +26,7 @@ import hf_models as hf
 REPO = hf.repo_root()
 GOLDEN = REPO / "model" / "src" / "test" / "resources" / "golden"
 TOKENIZER_DIR = REPO / "configs" / "tokenizer" / "mistral-v1"
+PEFT_GOLDEN = REPO / "lora" / "src" / "test" / "resources" / "golden" / "peft"
 
 # Smallest top-1/top-2 gap (logits) and k-th/(k+1)-th router gap we accept: far above the 1e-4 parity tolerance, so
 # that a correct port can never pick a different token or expert because of float rounding.
@@ -187,6 +192,141 @@ def batch_case() -> None:
     print(f"{name}: logits {list(logits.shape)} from ../{checkpoint}")
 
 
+# ---- PEFT adapters (lora/src/test/resources/golden/peft) -----------------------------------------------------------
+
+PEFT_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+PEFT_SEEDS = {"peft-attention": 101, "peft-experts": 202}
+
+
+def peft_lora(model, name: str, target_modules) -> torch.nn.Module:
+    """PEFT's own random LoRA, r 4, alpha 8 (init_lora_weights=False draws B too, so the adapter is not a no-op)."""
+    torch.manual_seed(PEFT_SEEDS[name])
+    # save_pretrained records the base's name_or_path; a path relative to the adapter keeps the golden portable.
+    model.name_or_path = "../base"
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules, init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        hf.quiet_fused_pattern_notice()
+        return get_peft_model(model, config)
+
+
+def sort_target_modules(adapter_dir: Path) -> None:
+    """PEFT keeps target_modules as a set and writes it in hash order; sorted, the file is the same on every run."""
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))  # as PeftConfig.save_pretrained writes it
+
+
+def save_peft_adapter(peft_model, out: Path) -> None:
+    # save_embedding_layers=False: "auto" would look the relative base path up on the Hub.
+    peft_model.save_pretrained(out, save_embedding_layers=False)
+    (out / "README.md").unlink()  # PEFT's model card template, with nothing in it about the adapter
+    sort_target_modules(out)
+
+
+@torch.no_grad()
+def split_fused_experts(peft_model, num_experts: int, intermediate: int) -> dict[str, torch.Tensor]:
+    """PEFT's LoRA on transformers 5's fused experts, cut into Hub per-expert w1/w3/w2 LoRAs; the router's LoRA dropped.
+
+    PEFT keeps an expert stack's LoRA as A [E*r, in] (row e*r + k) and B [out, r*E] (column k*E + e). On gate_up_proj
+    r is 2*4: ranks 0-3 feed w1 (the gate rows 0..I-1), ranks 4-7 w3 (the up rows). Loading per-expert files PEFT rebuilds
+    exactly this with B block-diagonal, so the blocks that mix w1 rows with w3 ranks are what the split leaves out.
+    """
+    out = {}
+    prefix = "base_model.model.model.layers"
+    for i, layer in enumerate(peft_model.base_model.model.model.layers):
+        attn = layer.self_attn
+        for proj in PEFT_ATTENTION:
+            lora = getattr(attn, proj)
+            out[f"{prefix}.{i}.self_attn.{proj}.lora_A.weight"] = lora.lora_A["default"].weight.clone()
+            out[f"{prefix}.{i}.self_attn.{proj}.lora_B.weight"] = lora.lora_B["default"].weight.clone()
+        down, gate_up = layer.mlp.experts, layer.mlp.experts.base_layer
+        assert (down.parameter_name, gate_up.parameter_name) == ("down_proj", "gate_up_proj")
+
+        def per_expert(wrapper):
+            a, b = wrapper.lora_A["default"].weight, wrapper.lora_B["default"].weight
+            return a.reshape(num_experts, -1, a.shape[-1]), b.reshape(b.shape[0], -1, num_experts).permute(2, 0, 1)
+
+        a_gu, b_gu = per_expert(gate_up)  # [E, 8, H], [E, 2I, 8]
+        a_dn, b_dn = per_expert(down)  # [E, 4, I], [E, H, 4]
+        r = a_dn.shape[1]
+        moe = f"{prefix}.{i}.block_sparse_moe.experts"
+        for j in range(num_experts):
+            pieces = {
+                "w1": (a_gu[j, :r], b_gu[j, :intermediate, :r]),
+                "w2": (a_dn[j], b_dn[j]),
+                "w3": (a_gu[j, r:], b_gu[j, intermediate:, r:]),
+            }
+            for w, (a, b) in pieces.items():
+                out[f"{moe}.{j}.{w}.lora_A.weight"] = a.contiguous().clone()
+                out[f"{moe}.{j}.{w}.lora_B.weight"] = b.contiguous().clone()
+    return dict(sorted(out.items()))
+
+
+@torch.no_grad()
+def check_fused_reload(made, loaded, intermediate: int) -> None:
+    """PEFT's conversion of the per-expert file rebuilt the fused LoRA we split: A as drawn, B block-diagonal."""
+    for made_layer, loaded_layer in zip(made.base_model.model.model.layers, loaded.base_model.model.model.layers):
+        for path in ("experts", "experts.base_layer"):
+            m, l_ = made_layer.mlp.get_submodule(path), loaded_layer.mlp.get_submodule(path)
+            a, b = m.lora_A["default"].weight, m.lora_B["default"].weight.clone()
+            if path == "experts.base_layer":
+                r2, experts = a.shape[0] // m.num_experts, m.num_experts
+                cols = torch.arange(b.shape[1]).reshape(r2, experts)  # column k*E + e
+                b[:intermediate, cols[r2 // 2:].flatten()] = 0  # gate rows see only w1's ranks
+                b[intermediate:, cols[:r2 // 2].flatten()] = 0  # up rows only w3's
+            assert torch.equal(l_.lora_A["default"].weight, a), f"{path} lora_A"
+            assert torch.equal(l_.lora_B["default"].weight, b), f"{path} lora_B"
+
+
+def peft_section(out: Path = PEFT_GOLDEN) -> None:
+    spec = hf.PEFT_BASE
+    if out.exists():
+        shutil.rmtree(out)
+    base_dir = out / "base"
+    hf.save_checkpoint(hf.build_model(spec), spec, base_dir)
+    config = hf.load_reference(base_dir).config
+    experts, inter = config.num_local_experts, config.intermediate_size
+
+    made_attention = peft_lora(hf.load_reference(base_dir), "peft-attention", PEFT_ATTENTION)
+    save_peft_adapter(made_attention, out / "peft-attention")
+
+    # PEFT on transformers 5.18 saves expert LoRAs fused (mlp.experts.base_layer.lora_A ...), a layout mixtune refuses.
+    # The Hub per-expert file is cut by hand from PEFT's own draw; PEFT reads it back below, and only that reading
+    # gives the expected logits.
+    made_experts = peft_lora(hf.load_reference(base_dir), "peft-experts", "all-linear")
+    experts_dir = out / "peft-experts"
+    experts_dir.mkdir()
+    save_file(split_fused_experts(made_experts, experts, inter), experts_dir / "adapter_model.safetensors",
+              metadata={"format": "pt"})
+    LoraConfig(r=4, lora_alpha=8, target_modules=PEFT_ATTENTION + ["w1", "w2", "w3"], init_lora_weights=False,
+               task_type="CAUSAL_LM", base_model_name_or_path="../base", inference_mode=True
+               ).save_pretrained(experts_dir)
+    sort_target_modules(experts_dir)
+
+    expected, gaps = {}, {}
+    for name in ["base", "peft-attention", "peft-experts"]:
+        model = hf.load_reference(base_dir)
+        if name != "base":
+            model = hf.load_peft(model, out / name)
+        if name == "peft-experts":
+            check_fused_reload(made_experts, model, inter)
+        tensors = hf.prompt_forward(model, hf.PROMPT_20)
+        routers = {k: v for k, v in tensors.items() if k.startswith("router_logits.")}
+        gaps[name] = hf.min_router_gap(routers, config.num_experts_per_tok)
+        if gaps[name] < MIN_GAP:
+            raise SystemExit(f"peft {name}: top-2 experts nearly tied ({gaps[name]}); change a seed")
+        expected[f"{name}.logits"] = tensors["logits"]
+    for name in ["peft-attention", "peft-experts"]:
+        effect = float((expected[f"{name}.logits"] - expected["base.logits"]).abs().max())
+        if effect < 100 * MIN_GAP:
+            raise SystemExit(f"peft {name}: the adapter barely moves the logits ({effect})")
+        print(f"peft {name}: max |logits - base| {effect:.3f}, min router gap {gaps[name]:.4f}")
+    write_json(out / "prompt.json", {"prompt_ids": hf.PROMPT_20})
+    save_file(expected, out / "expected.safetensors")
+
+
 SECTIONS = {
     "tokenizer": tokenizer_section,
     "mistral-fp32": lambda: (checkpoint_case("mistral-fp32"), check_window_matters("mistral-fp32")),
@@ -194,6 +334,7 @@ SECTIONS = {
     "mixtral-sharded": lambda: checkpoint_case("mixtral-sharded"),
     "mixtral-fused": lambda: checkpoint_case("mixtral-fused"),
     "mistral-batch": batch_case,
+    "peft": peft_section,
 }
 
 

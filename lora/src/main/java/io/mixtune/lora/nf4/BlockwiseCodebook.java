@@ -1,5 +1,7 @@
 package io.mixtune.lora.nf4;
 
+import java.util.stream.IntStream;
+
 /**
  * Blockwise absmax quantization onto a sorted codebook, as bitsandbytes' reference backend does it: per block of
  * {@code blockSize} values, absmax = max |x|; x is scaled into [-1, 1] and replaced by the index of the nearest code
@@ -15,6 +17,7 @@ final class BlockwiseCodebook {
     private final float[] code;
     private final float[] bounds;
     private final int blockSize;
+    private final int firstStep;
 
     /** @param code sorted ascending, as bitsandbytes requires of every codebook */
     BlockwiseCodebook(float[] code, int blockSize) {
@@ -30,6 +33,10 @@ final class BlockwiseCodebook {
             bounds[i] = (code[i] + code[i + 1]) / 2f;
         }
         this.blockSize = blockSize;
+        if (Integer.bitCount(code.length) != 1) {
+            throw new IllegalArgumentException("a codebook has a power-of-two number of values, got " + code.length);
+        }
+        this.firstStep = code.length / 2;
     }
 
     int blockSize() {
@@ -45,15 +52,14 @@ final class BlockwiseCodebook {
     }
 
     /**
-     * Quantizes values[0, count) into codes (one code index per value) and returns the absmax of each block.
-     *
-     * @param codes receives the code index of each value, as an int in [0, code.length)
+     * Quantizes values[0, count) into {@code codes} (one code index per value, unsigned) and returns the absmax of
+     * each block. Blocks are independent, so they are quantized in parallel.
      */
-    float[] quantize(float[] values, int count, int[] codes) {
+    float[] quantize(float[] values, int count, byte[] codes) {
         int blocks = blocks(count);
         float[] absmax = new float[blocks];
         int fullBlocks = count / blockSize;
-        for (int b = 0; b < blocks; b++) {
+        IntStream.range(0, blocks).parallel().forEach(b -> {
             int start = b * blockSize;
             int end = Math.min(count, start + blockSize);
             float max = 0f;
@@ -66,30 +72,28 @@ final class BlockwiseCodebook {
             if (b < fullBlocks) {
                 float reciprocal = 1f / clamped;
                 for (int i = start; i < end; i++) {
-                    codes[i] = nearest(clamp(values[i] * reciprocal));
+                    codes[i] = (byte) nearest(clamp(values[i] * reciprocal));
                 }
             } else {
                 for (int i = start; i < end; i++) {
-                    codes[i] = nearest(clamp(values[i] / clamped));
+                    codes[i] = (byte) nearest(clamp(values[i] / clamped));
                 }
             }
-        }
+        });
         return absmax;
     }
 
-    /** Index of the code nearest to x: the number of bounds strictly below x. */
+    /**
+     * Index of the code nearest to x: the number of bounds strictly below x. Codebooks have 2^k values, so 2^k - 1
+     * bounds, and a search with fixed steps 2^(k-1), ..., 1 needs no data-dependent branch (a mispredicted branch per
+     * step made the plain binary search the cost of quantizing).
+     */
     int nearest(float x) {
-        int low = 0;
-        int high = bounds.length;
-        while (low < high) {
-            int mid = (low + high) >>> 1;
-            if (bounds[mid] < x) {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
+        int index = 0;
+        for (int step = firstStep; step > 0; step >>= 1) {
+            index += bounds[index + step - 1] < x ? step : 0;
         }
-        return low;
+        return index;
     }
 
     private static float clamp(float x) {

@@ -68,10 +68,10 @@ public final class Nf4Tensor {
                     + values.length);
         }
         int count = Math.toIntExact(product);
-        int[] codes = new int[count + 1];
+        byte[] codes = new byte[count + 1];
         float[] absmax = NF4.quantize(values, count, codes);
         if (count % 2 == 1) {
-            codes[count] = NF4.nearest(0f); // bitsandbytes pads an odd count with a scaled zero
+            codes[count] = (byte) NF4.nearest(0f); // bitsandbytes pads an odd count with a scaled zero
         }
         byte[] packed = new byte[(count + 1) / 2];
         for (int i = 0; i < packed.length; i++) {
@@ -86,12 +86,8 @@ public final class Nf4Tensor {
         for (int i = 0; i < absmax.length; i++) {
             centred[i] = absmax[i] - offset;
         }
-        int[] absmaxCodes = new int[absmax.length];
-        float[] scales = ABSMAX.quantize(centred, centred.length, absmaxCodes);
         byte[] quantizedAbsmax = new byte[absmax.length];
-        for (int i = 0; i < absmax.length; i++) {
-            quantizedAbsmax[i] = (byte) absmaxCodes[i];
-        }
+        float[] scales = ABSMAX.quantize(centred, centred.length, quantizedAbsmax);
         return new Nf4Tensor(shape, count, packed, null, quantizedAbsmax, scales, offset);
     }
 

@@ -10,7 +10,7 @@ import java.util.List;
  * tests and the quickstart, real ones (mistral-7b, mixtral-8x7b) for memory plans.
  */
 public final class ModelPreset {
-    public static final List<String> NAMES = List.of("tiny-mistral", "tiny-mixtral", "mistral-7b", "mixtral-8x7b");
+    public static final List<String> NAMES = List.of("tiny-mistral", "tiny-mixtral", "mistral-1b", "mistral-7b", "mixtral-8x7b");
 
     /** The tokenizer shipped in {@code configs/tokenizer/mistral-v1/}: Mistral's and Mixtral's v1 vocabulary. */
     public static final String MISTRAL_V1_TOKENIZER = "configs/tokenizer/mistral-v1/tokenizer.json";

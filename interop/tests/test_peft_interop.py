@@ -1,0 +1,223 @@
+"""mixtune's LoRA adapters and Hugging Face PEFT 0.21 (on transformers 5.18) read each other's files to the same model.
+
+Export: an adapter from `mixtune init-adapter --init random` loads into PeftModel with every key placed, and PeftModel
+gives mixtune's logits and greedy ids. Import: an adapter from PEFT's save_pretrained gives PEFT's numbers in
+`mixtune generate --adapter`. Merge: `mixtune merge-adapter` writes a checkpoint that transformers loads cleanly into
+the adapted model. Mixtral experts travel in the Hub per-expert layout (block_sparse_moe.experts.{j}.w1/w2/w3), which
+PEFT converts to transformers 5's fused experts on load; PEFT's own fused save layout is refused by mixtune.
+"""
+
+import json
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.numpy import load_file
+
+import hf_models as hf
+import make_goldens
+
+MIXTUNE = hf.repo_root() / "bin" / "mixtune"
+ATOL = 1e-4
+# An adapter must move the logits by far more than the parity tolerance, or matching them would prove nothing.
+MIN_EFFECT = 1e-3
+PROMPT = hf.PROMPT_20
+# mistral-fp32: GQA, sliding window 8 inside the 20-token prompt. mixtral-sharded: 4 experts top-2, Hub layout, shards.
+CHECKPOINTS = {"mistral": "mistral-fp32", "mixtral": "mixtral-sharded"}
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def mixtune(*args, expect_rc: int = 0) -> subprocess.CompletedProcess:
+    if not os.access(MIXTUNE, os.X_OK):
+        pytest.fail(f"{MIXTUNE} does not exist or is not executable")
+    cmd = [str(MIXTUNE), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == expect_rc, f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def mixtune_generate(model_dir: Path, adapter_dir: Path | None, dump: Path) -> tuple[np.ndarray, list[int]]:
+    """Prompt logits [T, V] and the greedy continuation from `mixtune generate`."""
+    adapter = [] if adapter_dir is None else ["--adapter", adapter_dir]
+    proc = mixtune("generate", "--model", model_dir, *adapter, "--prompt-ids", ",".join(map(str, PROMPT)),
+                   "--max-new-tokens", hf.MAX_NEW_TOKENS, "--greedy", "--output-ids", "--dump-logits", dump)
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"mixtune printed nothing on stdout\n{proc.stderr}"
+    return load_file(dump)["logits"], [int(tok) for tok in lines[-1].split(",")]
+
+
+@dataclass
+class Expected:
+    """What a reference model (PEFT or transformers) does with PROMPT."""
+    logits: np.ndarray
+    new_ids: list[int]
+
+    @staticmethod
+    def of(model) -> "Expected":
+        logits = hf.prompt_forward(model, PROMPT)["logits"].numpy()
+        new_ids, gap = hf.greedy_recompute(model, PROMPT, hf.MAX_NEW_TOKENS)
+        assert gap > MIN_EFFECT, f"reference argmax nearly tied ({gap:.3g}): the greedy comparison would be luck"
+        return Expected(logits, new_ids)
+
+
+def assert_matches(logits: np.ndarray, new_ids: list[int], expected: Expected, base_logits: np.ndarray, label: str):
+    assert logits.dtype == expected.logits.dtype and logits.shape == expected.logits.shape
+    effect = float(np.abs(expected.logits - base_logits).max())
+    assert effect > MIN_EFFECT, f"{label}: the adapter moves the logits by only {effect:.3g}"
+    diff = float(np.abs(logits - expected.logits).max())
+    print(f"{label}: max |logit diff| {diff:.3g} (adapter effect {effect:.3g})")
+    assert diff <= ATOL, f"{label}: max |logit diff| {diff:.3g} > {ATOL}"
+    assert new_ids == expected.new_ids, f"{label}"
+
+
+@dataclass
+class MixtuneAdapter:
+    model_dir: Path
+    adapter_dir: Path
+    logits: np.ndarray  # mixtune generate --adapter
+    new_ids: list[int]
+
+
+class Workspace:
+    """Checkpoints and mixtune adapters built once per module: the JVM start makes every mixtune call cost seconds."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._bases: dict[str, Path] = {}
+        self._adapters: dict[tuple, MixtuneAdapter] = {}
+
+    def base(self, arch: str) -> Path:
+        if arch not in self._bases:
+            out = self.root / arch
+            spec = hf.build_checkpoint(CHECKPOINTS[arch], out)
+            assert spec.sliding_window is None or spec.sliding_window < len(PROMPT), "the window must bite"
+            self._bases[arch] = out
+        return self._bases[arch]
+
+    def base_logits(self, arch: str) -> np.ndarray:
+        return hf.prompt_forward(hf.load_reference(self.base(arch)), PROMPT)["logits"].numpy()
+
+    def mixtune_adapter(self, arch: str, rslora: bool) -> MixtuneAdapter:
+        key = (arch, rslora)
+        if key not in self._adapters:
+            name = f"{arch}-{'rslora' if rslora else 'lora'}"
+            model_dir, adapter_dir = self.base(arch), self.root / name
+            mixtune("init-adapter", "--model", model_dir, "--out", adapter_dir, "--r", 4, "--alpha", 8,
+                    "--targets", "all-linear", "--init", "random", "--seed", 11 if rslora else 7,
+                    *(["--rslora"] if rslora else []))
+            logits, new_ids = mixtune_generate(model_dir, adapter_dir, self.root / f"{name}.safetensors")
+            self._adapters[key] = MixtuneAdapter(model_dir, adapter_dir, logits, new_ids)
+        return self._adapters[key]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("peft"))
+
+
+def peft_model_for(model_dir: Path, seed: int, **lora) -> torch.nn.Module:
+    """PEFT's own random LoRA (init_lora_weights=False draws B too, so the adapter is not a no-op)."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM", **lora)
+    with warnings.catch_warnings():
+        hf.quiet_fused_pattern_notice()
+        return get_peft_model(hf.load_reference(model_dir), config).eval()
+
+
+# ---- mixtune -> PEFT -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch,rslora", [("mistral", False), ("mistral", True), ("mixtral", False)],
+                         ids=["mistral", "mistral-rslora", "mixtral"])
+def test_mixtune_adapter_in_peft(work, arch, rslora):
+    # No rslora on Mixtral: PEFT 0.21 scales the fused gate_up_proj by alpha'/sqrt(r') with both doubled, not alpha/sqrt(r).
+    case = work.mixtune_adapter(arch, rslora)
+    config = json.loads((case.adapter_dir / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (4, 8, rslora)
+    linears = ["gate_proj", "up_proj", "down_proj"] if arch == "mistral" else ["w1", "w2", "w3"]
+    assert sorted(config["target_modules"]) == sorted(ATTENTION + linears)
+
+    base_logits = work.base_logits(arch)
+    peft_model = hf.load_peft(hf.load_reference(case.model_dir), case.adapter_dir)
+    assert_matches(case.logits, case.new_ids, Expected.of(peft_model), base_logits, f"export {arch} rslora={rslora}")
+
+
+# ---- PEFT -> mixtune -----------------------------------------------------------------------------------------------
+
+
+# PEFT resolves "all-linear" to the full path of every linear it wraps and saves that as target_modules
+# ("model.layers.0.self_attn.o_proj", ...); PEFT matches a list entry against a module path by equality or by suffix.
+PEFT_ALL_LINEAR_PATHS = pytest.param(
+    "mistral", "all-linear", id="mistral-all-linear",
+    marks=pytest.mark.xfail(strict=True, reason="mixtune rejects target_modules given as module paths"))
+
+
+@pytest.mark.parametrize("arch,targets", [
+    pytest.param("mistral", ATTENTION + ["gate_proj", "up_proj", "down_proj"], id="mistral-every-linear"),
+    PEFT_ALL_LINEAR_PATHS,
+    pytest.param("mixtral", ATTENTION, id="mixtral-attention"),
+])
+def test_peft_adapter_in_mixtune(work, tmp_path, arch, targets):
+    # Mixtral only on attention: PEFT on transformers 5 saves expert LoRAs in its fused layout (see the next test).
+    model_dir = work.base(arch)
+    peft_model = peft_model_for(model_dir, seed=2024, target_modules=targets)
+    expected = Expected.of(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    logits, new_ids = mixtune_generate(model_dir, tmp_path / "adapter", tmp_path / "logits.safetensors")
+    assert_matches(logits, new_ids, expected, work.base_logits(arch), f"import {arch} {targets}")
+
+
+def test_peft_fused_expert_layout_is_refused(work, tmp_path):
+    model_dir = work.base("mixtral")
+    peft_model_for(model_dir, seed=2025, target_modules="all-linear").save_pretrained(tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any(".mlp.experts.base_layer.lora_A" in k for k in saved), "PEFT no longer saves fused experts?"
+
+    proc = mixtune("generate", "--model", model_dir, "--adapter", tmp_path / "adapter", "--prompt-ids", "1,5,9",
+                   "--max-new-tokens", 1, "--greedy", "--output-ids", expect_rc=1)
+    assert "fused expert layout" in proc.stderr, proc.stderr
+
+
+# ---- merge ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["mistral", "mixtral"])
+def test_merged_checkpoint_in_transformers(work, tmp_path, arch):
+    case = work.mixtune_adapter(arch, rslora=False)
+    mixtune("merge-adapter", "--model", case.model_dir, "--adapter", case.adapter_dir, "--out", tmp_path / "merged",
+            "--dtype", "fp32")
+    assert {t.dtype for t in hf.read_tensors(tmp_path / "merged").values()} == {torch.float32}
+
+    merged = hf.load_reference(tmp_path / "merged")  # raises on missing, unexpected or mismatched keys
+    expected = Expected(case.logits, case.new_ids)
+    got = Expected.of(merged)
+    assert_matches(got.logits, got.new_ids, expected, work.base_logits(arch), f"merge {arch}")
+
+
+# ---- committed goldens -------------------------------------------------------------------------------------------
+
+
+def test_committed_peft_golden_reproduces(tmp_path):
+    committed = make_goldens.PEFT_GOLDEN
+    make_goldens.peft_section(tmp_path)
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    for rel in files:
+        if rel.suffix == ".safetensors" and rel.name == "expected.safetensors":
+            fresh, old = load_file(tmp_path / rel), load_file(committed / rel)
+            assert fresh.keys() == old.keys()
+            for key in fresh:
+                np.testing.assert_allclose(fresh[key], old[key], atol=1e-6, rtol=0, err_msg=f"{rel}:{key}")
+        elif rel.suffix == ".safetensors":
+            fresh, old = load_file(tmp_path / rel), load_file(committed / rel)
+            assert fresh.keys() == old.keys()
+            assert all(np.array_equal(fresh[k], old[k]) for k in fresh), f"{rel} differs"
+        else:
+            assert (tmp_path / rel).read_text() == (committed / rel).read_text(), f"{rel} differs"
