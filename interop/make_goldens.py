@@ -230,8 +230,8 @@ def split_fused_experts(peft_model, num_experts: int, intermediate: int) -> dict
     """PEFT's LoRA on transformers 5's fused experts, cut into Hub per-expert w1/w3/w2 LoRAs; the router's LoRA dropped.
 
     PEFT keeps an expert stack's LoRA as A [E*r, in] (row e*r + k) and B [out, r*E] (column k*E + e). On gate_up_proj
-    r is 2*4: ranks 0-3 feed w1 (the gate rows 0..I-1), ranks 4-7 w3 (the up rows). Loading per-expert files PEFT rebuilds
-    exactly this with B block-diagonal, so the blocks that mix w1 rows with w3 ranks are what the split leaves out.
+    r is 2*4: ranks 0-3 feed w1 (the gate rows 0..I-1), ranks 4-7 w3 (the up rows). Loading per-expert files, PEFT
+    rebuilds exactly this with B block-diagonal, so the blocks that mix w1 rows with w3 ranks are what the split drops.
     """
     out = {}
     prefix = "base_model.model.model.layers"

@@ -1,6 +1,5 @@
 package io.mixtune.lora.adapter;
 
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -13,7 +12,8 @@ import java.util.regex.Pattern;
  * rsLoRA), {@code rankPattern} and {@code alphaPattern} override r and alpha for the modules whose name ends with a
  * match of the key (a regular expression over dotted module names).
  *
- * @param targetModules module names such as q_proj or w1, or the single entry {@value #ALL_LINEAR}
+ * @param targetModules module names such as q_proj or w1, dotted module paths ending in one (PEFT writes a resolved
+ *     all-linear that way: model.layers.0.self_attn.o_proj), or the single entry {@value #ALL_LINEAR}
  */
 public record LoraConfig(int r, double alpha, double dropout, List<String> targetModules, boolean useRslora,
         Map<String, Integer> rankPattern, Map<String, Double> alphaPattern) {
@@ -44,7 +44,8 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
         }
         targetModules = List.copyOf(targetModules);
         for (String target : targetModules) {
-            if (!MODULE_NAMES.contains(target) && !(target.equals(ALL_LINEAR) && targetModules.size() == 1)) {
+            String leaf = target.substring(target.lastIndexOf('.') + 1);
+            if (!MODULE_NAMES.contains(leaf) && !(target.equals(ALL_LINEAR) && targetModules.size() == 1)) {
                 throw new IllegalArgumentException("unknown lora target \"" + target + "\": expected " + ALL_LINEAR
                         + " alone, or some of " + new TreeSet<>(MODULE_NAMES));
             }
@@ -62,21 +63,23 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
         return new LoraConfig(r, alpha, 0.0, targetModules, false, Map.of(), Map.of());
     }
 
-    /** The module names (last path component) this config targets, resolved from all-linear when used. */
-    public List<String> resolvedTargets() {
-        if (targetModules.equals(List.of(ALL_LINEAR))) {
-            return new ArrayList<>(new TreeSet<>(ALL_LINEAR_NAMES));
-        }
-        return new ArrayList<>(new TreeSet<>(targetModules));
-    }
-
-    /** Whether a full module name such as model.layers.0.block_sparse_moe.experts.3.w1 gets an adapter. */
+    /**
+     * Whether a full module name such as model.layers.0.block_sparse_moe.experts.3.w1 gets an adapter: PEFT's rule,
+     * the name equals a target or ends with "." + target.
+     */
     public boolean targets(String moduleName) {
         if (moduleName.equals("lm_head")) {
             return false;
         }
-        String last = moduleName.substring(moduleName.lastIndexOf('.') + 1);
-        return resolvedTargets().contains(last);
+        if (targetModules.equals(List.of(ALL_LINEAR))) {
+            return ALL_LINEAR_NAMES.contains(moduleName.substring(moduleName.lastIndexOf('.') + 1));
+        }
+        for (String target : targetModules) {
+            if (moduleName.equals(target) || moduleName.endsWith("." + target)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     public int rankOf(String moduleName) {

@@ -188,6 +188,20 @@ class LoraAdapterTest {
         }
     }
 
+    @Test
+    void targetsMatchPeftStyleByNameOrDottedPathSuffix() {
+        LoraConfig paths = LoraConfig.of(4, 8, List.of("model.layers.0.self_attn.o_proj", "experts.1.w2", "w3"));
+        assertTrue(paths.targets("model.layers.0.self_attn.o_proj"));
+        assertTrue(!paths.targets("model.layers.1.self_attn.o_proj"));
+        assertTrue(paths.targets("model.layers.1.block_sparse_moe.experts.1.w2"));
+        assertTrue(!paths.targets("model.layers.1.block_sparse_moe.experts.11.w2"), "suffixes match at dots only");
+        assertTrue(paths.targets("model.layers.1.block_sparse_moe.experts.0.w3"));
+        assertTrue(!paths.targets("lm_head"));
+        IllegalArgumentException typo = assertThrows(IllegalArgumentException.class,
+                () -> LoraConfig.of(4, 8, List.of("model.layers.0.self_attn.oproj")));
+        assertTrue(typo.getMessage().contains("unknown lora target"), typo.getMessage());
+    }
+
     static void assertArrayClose(float[] expected, float[] actual, double tolerance, String what) {
         assertEquals(expected.length, actual.length);
         double worst = maxDiff(expected, actual);
