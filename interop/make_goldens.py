@@ -195,7 +195,7 @@ def batch_case() -> None:
 # ---- PEFT adapters (lora/src/test/resources/golden/peft) -----------------------------------------------------------
 
 PEFT_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-PEFT_SEEDS = {"peft-attention": 101, "peft-experts": 202}
+PEFT_SEEDS = {"peft-attention": 101, "peft-experts": 202, "peft-fused": 303}
 
 
 def peft_lora(model, name: str, target_modules) -> torch.nn.Module:
@@ -211,10 +211,12 @@ def peft_lora(model, name: str, target_modules) -> torch.nn.Module:
 
 
 def sort_target_modules(adapter_dir: Path) -> None:
-    """PEFT keeps target_modules as a set and writes it in hash order; sorted, the file is the same on every run."""
+    """PEFT keeps target_modules and target_parameters as sets, written in hash order; sorted, the file is stable."""
     path = adapter_dir / "adapter_config.json"
     config = json.loads(path.read_text())
     config["target_modules"] = sorted(config["target_modules"])
+    if config.get("target_parameters"):
+        config["target_parameters"] = sorted(config["target_parameters"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True))  # as PeftConfig.save_pretrained writes it
 
 
@@ -292,9 +294,12 @@ def peft_section(out: Path = PEFT_GOLDEN) -> None:
     made_attention = peft_lora(hf.load_reference(base_dir), "peft-attention", PEFT_ATTENTION)
     save_peft_adapter(made_attention, out / "peft-attention")
 
-    # PEFT on transformers 5.18 saves expert LoRAs fused (mlp.experts.base_layer.lora_A ...), a layout mixtune refuses.
-    # The Hub per-expert file is cut by hand from PEFT's own draw; PEFT reads it back below, and only that reading
-    # gives the expected logits.
+    # PEFT on transformers 5.18 saves expert LoRAs fused (mlp.experts.base_layer.lora_A ...): peft-fused is that file
+    # as PEFT writes it, router included. The Hub per-expert file (peft-experts) is cut by hand from PEFT's own draw;
+    # PEFT reads it back below, and only that reading gives the expected logits.
+    made_fused = peft_lora(hf.load_reference(base_dir), "peft-fused", "all-linear")
+    save_peft_adapter(made_fused, out / "peft-fused")
+
     made_experts = peft_lora(hf.load_reference(base_dir), "peft-experts", "all-linear")
     experts_dir = out / "peft-experts"
     experts_dir.mkdir()
@@ -306,7 +311,7 @@ def peft_section(out: Path = PEFT_GOLDEN) -> None:
     sort_target_modules(experts_dir)
 
     expected, gaps = {}, {}
-    for name in ["base", "peft-attention", "peft-experts"]:
+    for name in ["base", "peft-attention", "peft-experts", "peft-fused"]:
         model = hf.load_reference(base_dir)
         if name != "base":
             model = hf.load_peft(model, out / name)
@@ -318,7 +323,7 @@ def peft_section(out: Path = PEFT_GOLDEN) -> None:
         if gaps[name] < MIN_GAP:
             raise SystemExit(f"peft {name}: top-2 experts nearly tied ({gaps[name]}); change a seed")
         expected[f"{name}.logits"] = tensors["logits"]
-    for name in ["peft-attention", "peft-experts"]:
+    for name in ["peft-attention", "peft-experts", "peft-fused"]:
         effect = float((expected[f"{name}.logits"] - expected["base.logits"]).abs().max())
         if effect < 100 * MIN_GAP:
             raise SystemExit(f"peft {name}: the adapter barely moves the logits ({effect})")

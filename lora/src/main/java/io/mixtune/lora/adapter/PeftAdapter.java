@@ -102,55 +102,65 @@ public final class PeftAdapter {
     public static void load(LoraModel model, Path dir, String adapterName) {
         Path configFile = dir.resolve(CONFIG_FILE);
         LoraConfig config = readConfig(configFile);
-        Map<String, Linear> linears = new LinkedHashMap<>();
+        final Map<String, Linear> linears = new LinkedHashMap<>();
         model.model().replaceLinears((name, linear) -> {
             linears.put(name, linear);
             return linear;
         });
-        Map<String, float[][]> weights = new LinkedHashMap<>();
         Path weightsFile = dir.resolve(WEIGHTS_FILE);
         if (!Files.isRegularFile(weightsFile)) {
             throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds "
                     + CONFIG_FILE + " and " + WEIGHTS_FILE);
         }
         List<String> problems = new ArrayList<>();
+        Map<String, FusedExpertAdapter.Factors> factors = new LinkedHashMap<>();
         try (SafetensorsReader reader = SafetensorsReader.open(weightsFile)) {
             for (String key : new TreeSet<>(reader.names())) {
                 String module = moduleOf(key);
                 if (module == null) {
                     problems.add(key + " is not a LoRA weight (expected " + KEY_PREFIX + "<module>.lora_A.weight or "
                             + ".lora_B.weight)");
-                    continue;
+                } else if (key.endsWith(".lora_A.weight")) {
+                    String bKey = KEY_PREFIX + module + ".lora_B.weight";
+                    if (!reader.contains(bKey)) {
+                        problems.add(module + " has lora_A but no lora_B");
+                        continue;
+                    }
+                    factors.put(module, new FusedExpertAdapter.Factors(reader.info(key).shape(), reader.readFloats(key),
+                            reader.info(bKey).shape(), reader.readFloats(bKey)));
+                } else if (!reader.contains(KEY_PREFIX + module + ".lora_A.weight")) {
+                    problems.add(module + " has lora_B but no lora_A");
                 }
-                if (module.matches(".*\\.mlp\\.experts(\\.base_layer)?")) {
-                    throw new IllegalArgumentException(weightsFile + ": " + key + " is in the fused expert layout that "
-                            + "PEFT writes on transformers 5 (target_parameters on mlp.experts); mixtune reads expert "
-                            + "adapters in the Hub's per-expert layout (block_sparse_moe.experts.N.w1/w2/w3), as "
-                            + "transformers 4 and mixtune write them");
-                }
-                Linear linear = linears.get(module);
-                if (linear == null) {
-                    problems.add(key + ": the " + model.model().config().modelType().hfName()
-                            + " model has no linear layer " + module);
-                    continue;
-                }
-                boolean isA = key.endsWith(".lora_A.weight");
-                int rank = config.rankOf(module);
-                long[] expected = isA ? new long[] {rank, linear.inFeatures()} : new long[] {linear.outFeatures(), rank};
-                long[] shape = reader.info(key).shape();
-                if (!Arrays.equals(shape, expected)) {
-                    problems.add(key + " has shape " + Arrays.toString(shape) + ", expected " + Arrays.toString(expected)
-                            + " (rank " + rank + " from " + CONFIG_FILE + ")");
-                    continue;
-                }
-                weights.computeIfAbsent(module, m -> new float[2][])[isA ? 0 : 1] = reader.readFloats(key);
             }
         }
-        weights.forEach((module, ab) -> {
-            if (ab[0] == null || ab[1] == null) {
-                problems.add(module + " has lora_" + (ab[0] == null ? "B" : "A") + " but no lora_" + (ab[0] == null ? "A" : "B"));
+        if (factors.keySet().stream().anyMatch(FusedExpertAdapter::isFused)) {
+            try {
+                config = FusedExpertAdapter.toPerExpert(model.model().config(), config, factors);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(weightsFile + ": " + e.getMessage(), e);
             }
-        });
+        }
+        Map<String, float[][]> weights = new LinkedHashMap<>();
+        for (Map.Entry<String, FusedExpertAdapter.Factors> entry : factors.entrySet()) {
+            String module = entry.getKey();
+            FusedExpertAdapter.Factors f = entry.getValue();
+            Linear linear = linears.get(module);
+            if (linear == null) {
+                problems.add(module + ": the " + model.model().config().modelType().hfName()
+                        + " model has no linear layer " + module);
+                continue;
+            }
+            int rank = config.rankOf(module);
+            long[] expectedA = {rank, linear.inFeatures()};
+            long[] expectedB = {linear.outFeatures(), rank};
+            if (!Arrays.equals(f.aShape(), expectedA) || !Arrays.equals(f.bShape(), expectedB)) {
+                problems.add(module + ": lora_A " + Arrays.toString(f.aShape()) + " and lora_B "
+                        + Arrays.toString(f.bShape()) + ", expected " + Arrays.toString(expectedA) + " and "
+                        + Arrays.toString(expectedB) + " (rank " + rank + " from " + CONFIG_FILE + ")");
+                continue;
+            }
+            weights.put(module, new float[][] {f.a(), f.b()});
+        }
         for (String module : linears.keySet()) {
             if (config.targets(module) && !weights.containsKey(module)) {
                 problems.add(module + " is targeted by target_modules " + config.targetModules() + " but has no weights");

@@ -163,8 +163,8 @@ class LoraAdapterTest {
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(mistralDir, manager)) {
             IllegalArgumentException wrongRank = assertThrows(IllegalArgumentException.class,
                     () -> PeftAdapter.load(new LoraModel(model), adapterDir, "default"));
-            assertTrue(wrongRank.getMessage().contains("model.layers.0.mlp.down_proj.lora_A.weight has shape [4, 48], "
-                    + "expected [8, 48]"), wrongRank.getMessage());
+            assertTrue(wrongRank.getMessage().contains("model.layers.0.mlp.down_proj: lora_A [4, 48] and lora_B [32, 4], "
+                    + "expected [8, 48] and [32, 8] (rank 8"), wrongRank.getMessage());
 
             config.put("r", "eight");
             JSON.writeValue(adapterDir.resolve("adapter_config.json").toFile(), config);

@@ -12,7 +12,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-/** Adapters that PEFT made (interop/make_goldens.py) load into mixtune and give PEFT's logits. */
+/** Adapters that PEFT made (interop/make_goldens.py), per-expert and in its transformers-5 fused layout, load into mixtune and give PEFT's logits. */
 class PeftGoldenTest {
 
     static Path golden(String name) {
@@ -24,7 +24,7 @@ class PeftGoldenTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"base", "peft-attention", "peft-experts"})
+    @ValueSource(strings = {"base", "peft-attention", "peft-experts", "peft-fused"})
     void logitsEqualPeft(String name) throws Exception {
         JsonNode prompt = new ObjectMapper().readTree(golden("prompt.json").toFile()).get("prompt_ids");
         long[] ids = new long[prompt.size()];
