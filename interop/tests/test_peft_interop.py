@@ -135,13 +135,16 @@ def peft_model_for(model_dir: Path, seed: int, **lora) -> torch.nn.Module:
 # ---- mixtune -> PEFT -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,rslora", [("mistral", False), ("mistral", True), ("mixtral", False)],
-                         ids=["mistral", "mistral-rslora", "mixtral"])
+@pytest.mark.parametrize("arch,rslora", [("mistral", False), ("mistral", True), ("mixtral", False), ("mixtral", True)],
+                         ids=["mistral", "mistral-rslora", "mixtral", "mixtral-rslora"])
 def test_mixtune_adapter_in_peft(work, arch, rslora):
-    # No rslora on Mixtral: PEFT 0.21 scales the fused gate_up_proj by 2*alpha/sqrt(2*r), not alpha/sqrt(r).
+    # PEFT 0.21 would scale rsLoRA's fused gate_up_proj by 2*alpha/sqrt(2*r); mixtune writes a Mixtral rsLoRA adapter
+    # as plain LoRA with alpha*sqrt(r), which every reader scales right.
     case = work.mixtune_adapter(arch, rslora)
     config = json.loads((case.adapter_dir / "adapter_config.json").read_text())
-    assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (4, 8, rslora)
+    written_as_alpha = rslora and arch == "mixtral"  # alpha / sqrt(r) = (alpha * sqrt(r)) / r
+    expected_config = (4, 8 * 4 ** 0.5, False) if written_as_alpha else (4, 8, rslora)
+    assert (config["r"], config["lora_alpha"], config["use_rslora"]) == expected_config
     linears = ["gate_proj", "up_proj", "down_proj"] if arch == "mistral" else ["w1", "w2", "w3"]
     assert sorted(config["target_modules"]) == sorted(ATTENTION + linears)
 

@@ -80,12 +80,17 @@ public final class PeftAdapter {
         json.put("task_type", "CAUSAL_LM");
         json.put("base_model_name_or_path", baseModelNameOrPath);
         json.put("r", config.r());
-        json.put("lora_alpha", config.alpha());
+        // PEFT 0.21 on transformers 5 fuses expert adapters to rank 2r and alpha 2 alpha, and then scales rsLoRA's
+        // gate_up_proj by 2 alpha / sqrt(2r), not alpha / sqrt(r). Written as plain LoRA with alpha' = alpha sqrt(r),
+        // every reader computes alpha' / r = alpha / sqrt(r): PEFT on transformers 4 and 5, and mixtune.
+        boolean rsloraAsAlpha = config.useRslora() && config.rankPattern().isEmpty() && config.alphaPattern().isEmpty()
+                && targetModules.stream().anyMatch(t -> t.equals("w1") || t.equals("w3"));
+        json.put("lora_alpha", rsloraAsAlpha ? config.alpha() * Math.sqrt(config.r()) : config.alpha());
         json.put("lora_dropout", config.dropout());
         // The adapted names, never "all-linear": PEFT's all-linear would also take the Mixtral router.
         targetModules.forEach(json.putArray("target_modules")::add);
         json.put("bias", "none");
-        json.put("use_rslora", config.useRslora());
+        json.put("use_rslora", config.useRslora() && !rsloraAsAlpha);
         json.put("use_dora", false);
         json.put("fan_in_fan_out", false);
         json.put("inference_mode", true);

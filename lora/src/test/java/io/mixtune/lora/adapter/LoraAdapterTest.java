@@ -202,6 +202,25 @@ class LoraAdapterTest {
         assertTrue(typo.getMessage().contains("unknown lora target"), typo.getMessage());
     }
 
+    @Test
+    void mixtralRsloraIsWrittenAsPlainLoraWithTheSameScale(@TempDir Path dir) throws Exception {
+        Path modelDir = dir.resolve("model");
+        RandomCheckpoint.write(mixtral(), modelDir, 1, DType.F32, Long.MAX_VALUE);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", new LoraConfig(16, 8, 0, List.of("all-linear"), true, Map.of(), Map.of()),
+                    LoraModel.Init.RANDOM, 1);
+            PeftAdapter.save(lora, "default", dir.resolve("adapter"), "m");
+            ObjectNode saved = (ObjectNode) JSON.readTree(dir.resolve("adapter/adapter_config.json").toFile());
+            assertEquals(32.0, saved.get("lora_alpha").asDouble(), "alpha sqrt(r) = 8 x 4");
+            assertTrue(!saved.get("use_rslora").asBoolean());
+            LoraModel reloaded = new LoraModel(model);
+            PeftAdapter.load(reloaded, dir.resolve("adapter"), "again");
+            assertEquals(8 / Math.sqrt(16),
+                    reloaded.layers().get("model.layers.0.block_sparse_moe.experts.2.w1").adapter("again").scale(), 1e-12);
+        }
+    }
+
     static void assertArrayClose(float[] expected, float[] actual, double tolerance, String what) {
         assertEquals(expected.length, actual.length);
         double worst = maxDiff(expected, actual);
