@@ -1,0 +1,151 @@
+package io.mixtune.data.read;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+/** The chat record layouts mixtune reads, each turned into plain messages. */
+public enum ChatFormat {
+    /** OpenAI / Hugging Face messages, ultrachat_200k included: {"messages": [{"role", "content"}, ...]}. */
+    MESSAGES("messages"),
+    /** UltraChat's original layout: {"data": [user, assistant, user, assistant, ...]}. */
+    ULTRACHAT("ultrachat"),
+    /** ShareGPT: {"conversations": [{"from": "system" | "human" | "gpt", "value"}, ...]}. */
+    SHAREGPT("sharegpt"),
+    /** Firefly: {"system"?, "conversation": [{"human", "assistant"}, ...]}. */
+    FIREFLY("firefly"),
+    /** Alpaca: {"instruction", "input"?, "output"}: one turn, the input appended to the instruction. */
+    ALPACA("alpaca");
+
+    private final String key;
+
+    ChatFormat(String key) {
+        this.key = key;
+    }
+
+    /** The name a recipe uses. */
+    public String key() {
+        return key;
+    }
+
+    public static ChatFormat byKey(String key) {
+        for (ChatFormat format : values()) {
+            if (format.key.equals(key.toLowerCase(Locale.ROOT))) {
+                return format;
+            }
+        }
+        throw new IllegalArgumentException("unknown chat format \"" + key + "\": expected one of messages, ultrachat, "
+                + "sharegpt, firefly, alpaca");
+    }
+
+    /** The format a record is in, by its keys, or null when it is in none. */
+    public static ChatFormat detect(JsonNode record) {
+        if (record.has("messages")) {
+            return MESSAGES;
+        }
+        if (record.has("data")) {
+            return ULTRACHAT;
+        }
+        if (record.has("conversations")) {
+            return SHAREGPT;
+        }
+        if (record.has("conversation")) {
+            return FIREFLY;
+        }
+        if (record.has("instruction") && record.has("output")) {
+            return ALPACA;
+        }
+        return null;
+    }
+
+    /**
+     * The record's messages.
+     *
+     * @throws IllegalArgumentException naming the field that is missing or of the wrong type
+     */
+    public List<Message> messages(JsonNode record) {
+        List<Message> messages = new ArrayList<>();
+        switch (this) {
+            case MESSAGES -> {
+                for (JsonNode message : array(record, "messages")) {
+                    String role = text(message, "role", "messages[].role");
+                    messages.add(new Message(switch (role) {
+                        case "system" -> Role.SYSTEM;
+                        case "user" -> Role.USER;
+                        case "assistant" -> Role.ASSISTANT;
+                        default -> throw new IllegalArgumentException("unknown role \"" + role
+                                + "\": expected system, user or assistant");
+                    }, text(message, "content", "messages[].content")));
+                }
+            }
+            case ULTRACHAT -> {
+                int i = 0;
+                for (JsonNode text : array(record, "data")) {
+                    if (!text.isTextual()) {
+                        throw new IllegalArgumentException("data[" + i + "] is not a string: " + abbreviate(text));
+                    }
+                    messages.add(new Message(i++ % 2 == 0 ? Role.USER : Role.ASSISTANT, text.asText()));
+                }
+            }
+            case SHAREGPT -> {
+                for (JsonNode message : array(record, "conversations")) {
+                    String from = text(message, "from", "conversations[].from");
+                    messages.add(new Message(switch (from) {
+                        case "system" -> Role.SYSTEM;
+                        case "human", "user" -> Role.USER;
+                        case "gpt", "assistant" -> Role.ASSISTANT;
+                        default -> throw new IllegalArgumentException("unknown speaker \"" + from
+                                + "\" in conversations[].from: expected system, human or gpt");
+                    }, text(message, "value", "conversations[].value")));
+                }
+            }
+            case FIREFLY -> {
+                if (record.has("system") && !record.get("system").isNull()) {
+                    messages.add(new Message(Role.SYSTEM, text(record, "system", "system")));
+                }
+                for (JsonNode turn : array(record, "conversation")) {
+                    messages.add(new Message(Role.USER, text(turn, "human", "conversation[].human")));
+                    messages.add(new Message(Role.ASSISTANT, text(turn, "assistant", "conversation[].assistant")));
+                }
+            }
+            case ALPACA -> {
+                String instruction = text(record, "instruction", "instruction");
+                String input = record.hasNonNull("input") ? text(record, "input", "input") : "";
+                messages.add(new Message(Role.USER, input.isEmpty() ? instruction : instruction + "\n\n" + input));
+                messages.add(new Message(Role.ASSISTANT, text(record, "output", "output")));
+            }
+            default -> throw new AssertionError(this);
+        }
+        return messages;
+    }
+
+    private static JsonNode array(JsonNode record, String field) {
+        JsonNode node = record.get(field);
+        if (node == null || node.isNull()) {
+            throw new IllegalArgumentException("missing field " + field);
+        }
+        if (!node.isArray()) {
+            throw new IllegalArgumentException("field " + field + " is not a list: " + abbreviate(node));
+        }
+        return node;
+    }
+
+    private static String text(JsonNode node, String field, String label) {
+        JsonNode value = node.get(field);
+        if (value == null || value.isNull()) {
+            throw new IllegalArgumentException("missing field " + label);
+        }
+        if (!value.isTextual()) {
+            throw new IllegalArgumentException("field " + label + " is not a string: " + abbreviate(value));
+        }
+        return value.asText();
+    }
+
+    private static String abbreviate(JsonNode node) {
+        String text = node.toString();
+        return text.length() > 60 ? text.substring(0, 57) + "..." : text;
+    }
+}

@@ -1,0 +1,127 @@
+package io.mixtune.data.read;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.zip.GZIPOutputStream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ChatFileReaderTest {
+    @TempDir
+    Path dir;
+
+    record Result(ChatFormat format, List<Conversation> conversations, List<InvalidRecordException> invalid) {}
+
+    Result read(Path file) {
+        List<Conversation> conversations = new ArrayList<>();
+        List<InvalidRecordException> invalid = new ArrayList<>();
+        ChatFormat format = new ChatFileReader(file, null).read(conversations::add, invalid::add);
+        return new Result(format, conversations, invalid);
+    }
+
+    Path write(String name, String text) throws IOException {
+        Path file = dir.resolve(name);
+        Files.writeString(file, text);
+        return file;
+    }
+
+    static final List<Message> EXPECTED = List.of(new Message(Role.SYSTEM, "Be brief."), new Message(Role.USER, "Hi"),
+            new Message(Role.ASSISTANT, "Hello!"), new Message(Role.USER, "2+2?"), new Message(Role.ASSISTANT, "4"));
+
+    @Test
+    void everyFormatGivesTheSameMessages() throws IOException {
+        String messages = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+                + "\"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}, {\"role\": \"user\", "
+                + "\"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n";
+        String sharegpt = "{\"conversations\": [{\"from\": \"system\", \"value\": \"Be brief.\"}, {\"from\": \"human\", "
+                + "\"value\": \"Hi\"}, {\"from\": \"gpt\", \"value\": \"Hello!\"}, {\"from\": \"human\", \"value\": \"2+2?\"}, "
+                + "{\"from\": \"gpt\", \"value\": \"4\"}]}\n";
+        String firefly = "{\"system\": \"Be brief.\", \"conversation\": [{\"human\": \"Hi\", \"assistant\": \"Hello!\"}, "
+                + "{\"human\": \"2+2?\", \"assistant\": \"4\"}]}\n";
+        assertEquals(new Result(ChatFormat.MESSAGES, List.of(new Conversation(EXPECTED, dir.resolve("m.jsonl") + ":1")),
+                List.of()), read(write("m.jsonl", messages)));
+        assertEquals(EXPECTED, read(write("s.jsonl", sharegpt)).conversations().get(0).messages());
+        assertEquals(ChatFormat.FIREFLY, read(write("f.jsonl", firefly)).format());
+        assertEquals(EXPECTED, read(write("f.jsonl", firefly)).conversations().get(0).messages());
+        assertEquals(EXPECTED.subList(1, 5), read(write("u.jsonl", "{\"data\": [\"Hi\", \"Hello!\", \"2+2?\", \"4\"]}"))
+                .conversations().get(0).messages());
+        Result alpaca = read(write("a.jsonl", "{\"instruction\": \"Add.\", \"input\": \"2+2\", \"output\": \"4\"}\n"
+                + "{\"instruction\": \"Say hi.\", \"input\": \"\", \"output\": \"Hi\"}"));
+        assertEquals(List.of(new Message(Role.USER, "Add.\n\n2+2"), new Message(Role.ASSISTANT, "4")),
+                alpaca.conversations().get(0).messages());
+        assertEquals("Say hi.", alpaca.conversations().get(1).messages().get(0).content());
+    }
+
+    @Test
+    void jsonArraysAndGzipStreamToo() throws IOException {
+        Path array = write("a.json", "[\n  {\"data\": [\"a\", \"b\"]},\n  {\"data\": [\"c\", \"d\"]}\n]\n");
+        Result result = read(array);
+        assertEquals(2, result.conversations().size());
+        assertEquals(array + ":3", result.conversations().get(1).source());
+        Path gz = dir.resolve("m.jsonl.gz");
+        try (OutputStream out = new GZIPOutputStream(Files.newOutputStream(gz))) {
+            out.write("\n{\"data\": [\"x\", \"y\"]}\n".getBytes(StandardCharsets.UTF_8));
+        }
+        Result gzipped = read(gz);
+        assertEquals("y", gzipped.conversations().get(0).messages().get(1).content());
+        assertEquals(gz + ":2", gzipped.conversations().get(0).source(), "blank lines still count");
+    }
+
+    @Test
+    void badRecordsAreNamedByFileAndLineAndTheOthersStillRead() throws IOException {
+        Path file = dir.resolve("bad.jsonl");
+        byte[] invalidUtf8 = {'{', '"', 'd', 'a', 't', 'a', '"', ':', '[', '"', (byte) 0xC3, (byte) 0x28, '"', ']', '}'};
+        try (OutputStream out = Files.newOutputStream(file)) {
+            out.write(String.join("\n",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"ok\"}, {\"role\": \"assistant\", \"content\": \"ok\"}]}",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}",
+                    "{\"messages\": [{\"role\": \"assistant\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": 7}, {\"role\": \"assistant\", \"content\": \"b\"}]}",
+                    "{\"messages\": [{\"role\": \"user\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}",
+                    "").getBytes(StandardCharsets.UTF_8));
+            out.write(invalidUtf8);
+            out.write('\n');
+        }
+        Result result = read(file);
+        assertEquals(1, result.conversations().size());
+        List<String> problems = result.invalid().stream().map(InvalidRecordException::getMessage).toList();
+        assertEquals(8, problems.size(), problems.toString());
+        assertTrue(problems.get(0).startsWith(file + ":2: malformed JSON"), problems.get(0));
+        assertTrue(problems.get(1).equals(file + ":3: message 2 is from the user but the assistant should speak there: "
+                + "two user messages in a row"), problems.get(1));
+        assertTrue(problems.get(2).contains(":4: message 1 is from the assistant but the user should speak there: the "
+                + "assistant speaks first"), problems.get(2));
+        assertTrue(problems.get(3).contains(":5: message 1 (user) is empty"), problems.get(3));
+        assertTrue(problems.get(4).contains(":6: field messages[].content is not a string: 7"), problems.get(4));
+        assertTrue(problems.get(5).contains(":7: missing field messages[].content"), problems.get(5));
+        assertTrue(problems.get(6).contains(":8: the last message is from the user"), problems.get(6));
+        assertTrue(problems.get(7).equals(file + ":9: invalid UTF-8: the line is not UTF-8 text"), problems.get(7));
+        assertEquals("message N is from the user but the assistant should speak there",
+                result.invalid().get(1).reason(), "reasons group the counts");
+    }
+
+    @Test
+    void aMissingFileAndABrokenArrayStopWithTheirName() throws IOException {
+        assertTrue(assertThrows(RuntimeException.class, () -> read(dir.resolve("none.jsonl"))).getMessage()
+                .contains("none.jsonl: no such data file"));
+        Path array = write("broken.json", "[\n{\"data\": [\"a\", \"b\"]},\n{\"data\": [\"a\" \"b\"]}\n]");
+        InvalidRecordException e = assertThrows(InvalidRecordException.class, () -> read(array));
+        assertTrue(e.getMessage().startsWith(array + ":3: malformed JSON"), e.getMessage());
+    }
+}
