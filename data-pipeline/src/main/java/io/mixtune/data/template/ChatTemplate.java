@@ -1,0 +1,26 @@
+package io.mixtune.data.template;
+
+import io.mixtune.data.chat.Conversation;
+import io.mixtune.model.tokenizer.TextTokenizer;
+import java.util.List;
+
+/**
+ * Turns a conversation into tokens, piece by piece: each message is tokenized on its own and the pieces concatenated,
+ * so where the assistant's tokens begin and end is known exactly, never searched for in the token stream.
+ */
+public interface ChatTemplate {
+
+    /** The name a recipe uses. */
+    String name();
+
+    List<Segment> segments(Conversation conversation, TextTokenizer tokenizer);
+
+    static ChatTemplate byName(String name, long bosId, long eosId) {
+        return switch (name) {
+            case "mistral" -> new MistralTemplate(bosId, eosId);
+            case "chatml" -> new ChatMlTemplate();
+            default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\": expected mistral, "
+                    + "chatml, or a custom template with per-role prefix and suffix");
+        };
+    }
+}
