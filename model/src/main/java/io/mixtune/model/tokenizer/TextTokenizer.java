@@ -37,6 +37,19 @@ public final class TextTokenizer implements AutoCloseable {
         }
     }
 
+    /** A tokenizer.json shipped on the classpath, such as {@code ModelPreset.MISTRAL_V1_TOKENIZER}. */
+    public static TextTokenizer openResource(String resource, long bosId) {
+        try (java.io.InputStream in = TextTokenizer.class.getClassLoader().getResourceAsStream(resource)) {
+            if (in == null) {
+                throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
+            }
+            return new TextTokenizer(HuggingFaceTokenizer.newInstance(in,
+                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(resource + ": cannot be read: " + e.getMessage(), e);
+        }
+    }
+
     /** Token ids of {@code text}, with the BOS id in front when asked. */
     public long[] encode(String text, boolean addBos) {
         long[] ids = tokenizer.encode(text, false, false).getIds();
