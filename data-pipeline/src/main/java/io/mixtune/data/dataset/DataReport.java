@@ -1,0 +1,84 @@
+package io.mixtune.data.dataset;
+
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+
+/** What reading a dataset did: every record is counted somewhere, nothing is dropped silently. */
+public final class DataReport {
+    private long conversations;
+    private long samples;
+    private long tokens;
+    private long targetTokens;
+    private long trailingTurnsDropped;
+    private long targetsCut;
+    private final Map<String, Long> skipped = new TreeMap<>();
+
+    void conversation() {
+        conversations++;
+    }
+
+    void sample(int length, int targets, boolean trailingDropped, boolean targetCut) {
+        samples++;
+        tokens += length;
+        targetTokens += targets;
+        trailingTurnsDropped += trailingDropped ? 1 : 0;
+        targetsCut += targetCut ? 1 : 0;
+    }
+
+    void skipped(String reason) {
+        skipped.merge(reason, 1L, Long::sum);
+    }
+
+    /** Records read, valid or not. */
+    public long records() {
+        return conversations + skippedTotal() - skipped.getOrDefault(NO_TARGET, 0L);
+    }
+
+    static final String NO_TARGET = "no target left after truncation";
+
+    public long conversations() {
+        return conversations;
+    }
+
+    public long samples() {
+        return samples;
+    }
+
+    public long tokens() {
+        return tokens;
+    }
+
+    public long targetTokens() {
+        return targetTokens;
+    }
+
+    public long trailingTurnsDropped() {
+        return trailingTurnsDropped;
+    }
+
+    public long targetsCut() {
+        return targetsCut;
+    }
+
+    /** Skipped records by reason (invalid records, and samples with no target left after truncation). */
+    public Map<String, Long> skipped() {
+        return Map.copyOf(skipped);
+    }
+
+    public long skippedTotal() {
+        return skipped.values().stream().mapToLong(Long::longValue).sum();
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder text = new StringBuilder(String.format(Locale.ROOT,
+                "%,d samples (%,d tokens, %,d trained) from %,d records; %,d lost trailing turns to max_seq_len, %,d had "
+                        + "a target cut", samples, tokens, targetTokens, records(), trailingTurnsDropped, targetsCut));
+        if (!skipped.isEmpty()) {
+            text.append("; skipped ").append(skippedTotal()).append(':');
+            skipped.forEach((reason, count) -> text.append(String.format(Locale.ROOT, " %,d %s;", count, reason)));
+        }
+        return text.toString();
+    }
+}
