@@ -1,35 +1,16 @@
 package io.mixtune.data.read;
 
-import com.fasterxml.jackson.core.JsonParser;
-import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.core.JsonToken;
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.InvalidRecordException;
-import java.io.BufferedInputStream;
-import java.io.ByteArrayOutputStream;
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
-import java.nio.ByteBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CodingErrorAction;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.function.Consumer;
-import java.util.zip.GZIPInputStream;
 
 /**
- * Streams the conversations of a JSONL file or a JSON array file, plain or gzip ({@code .gz}): one record in memory
- * at a time, however big the file. Each record that cannot be used goes to the invalid-record handler with its
- * file:line and what is wrong; the handler decides whether the run stops (it throws) or skips and counts.
+ * Streams the conversations of a chat data file (see {@link JsonRecords} for the file layouts). Each record that
+ * cannot be used goes to the invalid-record handler with its file:line and what is wrong; the handler decides
+ * whether the run stops (it throws) or skips and counts.
  */
 public final class ChatFileReader {
-    private static final ObjectMapper JSON = new ObjectMapper();
-
     private final Path file;
     private final ChatFormat fixedFormat;
 
@@ -41,131 +22,28 @@ public final class ChatFileReader {
 
     /** Reads every record; returns the format the file is in (null for a file without records). */
     public ChatFormat read(Consumer<Conversation> conversations, Consumer<InvalidRecordException> invalid) {
-        try (InputStream in = open()) {
-            int first = firstNonBlank(in);
-            ChatFormat[] format = {fixedFormat};
-            RecordSink sink = (line, record) -> {
-                String source = file + ":" + line;
-                try {
-                    if (!record.isObject()) {
-                        throw new InvalidRecordException(source, "a record is a JSON object, got " + record.getNodeType());
-                    }
-                    ChatFormat recordFormat = ChatFormat.detect(record);
+        ChatFormat[] format = {fixedFormat};
+        new JsonRecords(file).read((line, record) -> {
+            String source = file + ":" + line;
+            try {
+                if (!record.isObject()) {
+                    throw new InvalidRecordException(source, "a record is a JSON object, got " + record.getNodeType());
+                }
+                if (format[0] == null) {
+                    format[0] = ChatFormat.detect(record);
                     if (format[0] == null) {
-                        if (recordFormat == null) {
-                            throw new InvalidRecordException(source, "unknown record layout: expected messages, data "
-                                    + "(UltraChat), conversations (ShareGPT), conversation (Firefly) or instruction and "
-                                    + "output (Alpaca)");
-                        }
-                        format[0] = recordFormat;
-                    }
-                    conversations.accept(new Conversation(format[0].messages(record), source));
-                } catch (IllegalArgumentException e) {
-                    invalid.accept(new InvalidRecordException(source, e.getMessage()));
-                } catch (InvalidRecordException e) {
-                    invalid.accept(e);
-                }
-            };
-            if (first == '[') {
-                readArray(in, sink, invalid);
-            } else {
-                readLines(in, sink, invalid);
-            }
-            return format[0];
-        } catch (NoSuchFileException e) {
-            throw new UncheckedIOException(file + ": no such data file", e);
-        } catch (IOException e) {
-            throw new UncheckedIOException(file + ": cannot be read: " + e.getMessage(), e);
-        }
-    }
-
-    private interface RecordSink {
-        void accept(long line, JsonNode record);
-    }
-
-    private InputStream open() throws IOException {
-        InputStream raw = new BufferedInputStream(Files.newInputStream(file), 1 << 16);
-        if (file.getFileName().toString().endsWith(".gz")) {
-            return new BufferedInputStream(new GZIPInputStream(raw, 1 << 16), 1 << 16);
-        }
-        return raw;
-    }
-
-    /** The first byte that is not white space or a byte-order mark (or -1), peeked: the stream is left as it was. */
-    private static int firstNonBlank(InputStream in) throws IOException {
-        int limit = 1 << 16;
-        in.mark(limit);
-        try {
-            for (int i = 0; i < limit; i++) {
-                int b = in.read();
-                if (b != ' ' && b != '\t' && b != '\r' && b != '\n' && b != 0xEF && b != 0xBB && b != 0xBF) {
-                    return b;
-                }
-            }
-            return -1;
-        } finally {
-            in.reset();
-        }
-    }
-
-    /** JSONL: each line decoded strictly as UTF-8 and parsed alone, so a bad line names itself and spoils no other. */
-    private void readLines(InputStream in, RecordSink sink, Consumer<InvalidRecordException> invalid) throws IOException {
-        ByteArrayOutputStream line = new ByteArrayOutputStream(4096);
-        long number = 0;
-        int b;
-        do {
-            b = in.read();
-            if (b != '\n' && b != -1) {
-                line.write(b);
-                continue;
-            }
-            number++;
-            if (line.size() > 0) {
-                String source = file + ":" + number;
-                String text;
-                try {
-                    text = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                            .onUnmappableCharacter(CodingErrorAction.REPORT)
-                            .decode(ByteBuffer.wrap(line.toByteArray())).toString();
-                } catch (CharacterCodingException e) {
-                    invalid.accept(new InvalidRecordException(source, "invalid UTF-8: the line is not UTF-8 text"));
-                    text = null;
-                }
-                if (text != null && number == 1 && text.startsWith("\uFEFF")) {
-                    text = text.substring(1); // a byte-order mark
-                }
-                if (text != null && !text.isBlank()) {
-                    JsonNode record = null;
-                    try {
-                        record = JSON.readTree(text);
-                    } catch (JsonProcessingException e) {
-                        invalid.accept(new InvalidRecordException(source, "malformed JSON: " + e.getOriginalMessage()));
-                    }
-                    if (record != null) {
-                        sink.accept(number, record);
+                        throw new InvalidRecordException(source, "unknown record layout: expected messages, data "
+                                + "(UltraChat), conversations (ShareGPT), conversation (Firefly) or instruction and "
+                                + "output (Alpaca)");
                     }
                 }
-                line.reset();
+                conversations.accept(new Conversation(format[0].messages(record), source));
+            } catch (IllegalArgumentException e) {
+                invalid.accept(new InvalidRecordException(source, e.getMessage()));
+            } catch (InvalidRecordException e) {
+                invalid.accept(e);
             }
-        } while (b != -1);
-    }
-
-    /** A JSON array of records, streamed element by element; a syntax error ends the file (nothing to resync to). */
-    private void readArray(InputStream in, RecordSink sink, Consumer<InvalidRecordException> invalid) throws IOException {
-        try (JsonParser parser = JSON.getFactory().createParser(in)) {
-            parser.nextToken(); // [
-            while (true) {
-                JsonToken token = parser.nextToken();
-                if (token == JsonToken.END_ARRAY || token == null) {
-                    break;
-                }
-                long line = parser.currentTokenLocation().getLineNr();
-                sink.accept(line, JSON.readTree(parser));
-            }
-        } catch (JsonProcessingException e) {
-            long line = e.getLocation() == null ? 0 : e.getLocation().getLineNr();
-            throw new InvalidRecordException(file + ":" + line, "malformed JSON: " + e.getOriginalMessage()
-                    + " (a JSON array cannot be read past a syntax error)");
-        }
+        }, invalid);
+        return format[0];
     }
 }
