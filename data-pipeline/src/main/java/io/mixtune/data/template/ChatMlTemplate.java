@@ -10,13 +10,19 @@ import java.util.Locale;
 
 /**
  * ChatML: {@code <|im_start|>role\ncontent<|im_end|>\n} per message, no BOS. The assistant's content and the
- * {@code <|im_end|>} that closes it are the targets.
+ * {@code <|im_end|>} that closes it are the targets. The first piece is encoded as the start of a text and every later
+ * one as a continuation, which gives the ids of tokenizing the whole rendered chat at once (as transformers'
+ * apply_chat_template does) while the target boundaries stay exact.
  */
 public final class ChatMlTemplate implements ChatTemplate {
 
     @Override
     public String name() {
         return "chatml";
+    }
+
+    private static long[] encode(String text, boolean first, TextTokenizer tokenizer) {
+        return first ? tokenizer.encode(text, false) : tokenizer.encodeContinuation(text);
     }
 
     @Override
@@ -31,12 +37,13 @@ public final class ChatMlTemplate implements ChatTemplate {
                 continue;
             }
             prompt.append("<|im_start|>assistant\n");
-            segments.add(new Segment(tokenizer.encode(prompt.toString(), false), false, turn));
-            segments.add(new Segment(tokenizer.encode(message.content() + "<|im_end|>", false), true, turn));
+            segments.add(new Segment(encode(prompt.toString(), segments.isEmpty(), tokenizer), false, turn));
+            segments.add(new Segment(tokenizer.encodeContinuation(message.content() + "<|im_end|>"), true, turn));
             prompt.setLength(0);
             prompt.append('\n');
             turn++;
         }
+        segments.add(new Segment(tokenizer.encodeContinuation(prompt.toString()), false, turn - 1));
         return segments;
     }
 }

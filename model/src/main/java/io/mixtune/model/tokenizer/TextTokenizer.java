@@ -62,6 +62,24 @@ public final class TextTokenizer implements AutoCloseable {
         return withBos;
     }
 
+    /**
+     * Token ids of {@code text} as it tokenizes in the middle of a longer text: without the word-start marker
+     * (SentencePiece's dummy prefix) that every separate encode puts in front. Encodes "\n" + text and drops the ids
+     * of the "\n" (a byte token that merges with nothing), so templates can tokenize piece by piece and still get the
+     * ids of the whole string.
+     */
+    public long[] encodeContinuation(String text) {
+        long[] newline = tokenizer.encode("\n", false, false).getIds();
+        long[] ids = tokenizer.encode("\n" + text, false, false).getIds();
+        for (int i = 0; i < newline.length; i++) {
+            if (i >= ids.length || ids[i] != newline[i]) {
+                throw new IllegalStateException("this tokenizer merges a newline with what follows it; continuation "
+                        + "encoding needs it to stand alone");
+            }
+        }
+        return java.util.Arrays.copyOfRange(ids, newline.length, ids.length);
+    }
+
     /** Text of the ids, special tokens left out. */
     public String decode(long[] ids) {
         return tokenizer.decode(ids, true);
