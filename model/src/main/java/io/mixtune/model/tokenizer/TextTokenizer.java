@@ -13,10 +13,13 @@ import java.util.Map;
 public final class TextTokenizer implements AutoCloseable {
     private final HuggingFaceTokenizer tokenizer;
     private final long bosId;
+    /** The ids of "\n" encoded alone, which a continuation encode strips from its front. */
+    private final long[] newlineIds;
 
     private TextTokenizer(HuggingFaceTokenizer tokenizer, long bosId) {
         this.tokenizer = tokenizer;
         this.bosId = bosId;
+        this.newlineIds = tokenizer.encode("\n", false, false).getIds();
     }
 
     /** @param tokenizerJson a tokenizer.json file, or a model directory holding one */
@@ -69,15 +72,14 @@ public final class TextTokenizer implements AutoCloseable {
      * ids of the whole string.
      */
     public long[] encodeContinuation(String text) {
-        long[] newline = tokenizer.encode("\n", false, false).getIds();
         long[] ids = tokenizer.encode("\n" + text, false, false).getIds();
-        for (int i = 0; i < newline.length; i++) {
-            if (i >= ids.length || ids[i] != newline[i]) {
+        for (int i = 0; i < newlineIds.length; i++) {
+            if (i >= ids.length || ids[i] != newlineIds[i]) {
                 throw new IllegalStateException("this tokenizer merges a newline with what follows it; continuation "
                         + "encoding needs it to stand alone");
             }
         }
-        return java.util.Arrays.copyOfRange(ids, newline.length, ids.length);
+        return java.util.Arrays.copyOfRange(ids, newlineIds.length, ids.length);
     }
 
     /** Text of the ids, special tokens left out. */
