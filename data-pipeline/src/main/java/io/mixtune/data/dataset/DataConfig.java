@@ -1,0 +1,52 @@
+package io.mixtune.data.dataset;
+
+import java.util.List;
+
+/**
+ * The {@code data:} section of a recipe: which files, how they become token rows. YAML keys are the snake_case of the
+ * component names. A constructor error starts with the key it is about ("max_seq_len: ..."), so the recipe reader can
+ * point at the line.
+ *
+ * @param files training files (JSONL or a JSON array, plain or gzip), relative to the working directory
+ * @param validationFiles files of the validation set; when empty, {@code validationRatio} of the training samples
+ * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
+ * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly, alpaca
+ * @param template {@code mistral}, {@code chatml} or {@code custom} (then {@code customTemplate} says how)
+ * @param customTemplate per-role prefixes and suffixes, used when template is custom, else null
+ * @param maxSeqLen longest sample, and the row length when packing
+ * @param packing pack samples into rows of maxSeqLen (attention stays inside a sample); otherwise length-grouped
+ *     padded batches
+ * @param lossOn {@code all_assistant_turns}, {@code last_turn} or {@code train_on_inputs}
+ * @param skipInvalid skip and count bad records instead of stopping at the first
+ */
+public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
+        String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
+        boolean skipInvalid) {
+
+    public DataConfig {
+        if (files == null || files.isEmpty()) {
+            throw new IllegalArgumentException("files: at least one training file is needed");
+        }
+        files = List.copyOf(files);
+        validationFiles = validationFiles == null ? List.of() : List.copyOf(validationFiles);
+        if (!(validationRatio >= 0 && validationRatio < 1)) {
+            throw new IllegalArgumentException("validation_ratio: must lie in [0, 1), got " + validationRatio);
+        }
+        if (maxSeqLen < 2) {
+            throw new IllegalArgumentException("max_seq_len: must be at least 2, got " + maxSeqLen);
+        }
+        if ("custom".equals(template) && customTemplate == null) {
+            throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
+        }
+    }
+
+    /**
+     * A template written in the recipe: each message becomes prefix + content + suffix of its role; only the
+     * assistant's content and suffix are trained (with the EOS when {@code eosAfterAssistant}).
+     *
+     * @param bos start every sample with the tokenizer's BOS
+     * @param eosAfterAssistant close every assistant turn with EOS (trained), as the mistral template does
+     */
+    public record CustomTemplateConfig(String systemPrefix, String systemSuffix, String userPrefix, String userSuffix,
+            String assistantPrefix, String assistantSuffix, boolean bos, boolean eosAfterAssistant) {}
+}
