@@ -1,5 +1,7 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.read.ChatFormat;
+import io.mixtune.data.template.LossPolicy;
 import java.util.List;
 
 /**
@@ -35,9 +37,41 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         if (maxSeqLen < 2) {
             throw new IllegalArgumentException("max_seq_len: must be at least 2, got " + maxSeqLen);
         }
+        if (!"auto".equals(format)) {
+            try {
+                ChatFormat.byKey(format == null ? "" : format);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("format: expected auto or one of messages, ultrachat, sharegpt, "
+                        + "firefly, alpaca, got \"" + format + "\"");
+            }
+        }
+        if (!List.of("mistral", "chatml", "custom").contains(template)) {
+            throw new IllegalArgumentException("template: expected mistral, chatml or custom, got \"" + template + "\"");
+        }
+        lossPolicy(lossOn);
         if ("custom".equals(template) && customTemplate == null) {
             throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
         }
+    }
+
+    /** The loss policy {@code lossOn} names. */
+    public LossPolicy lossPolicy() {
+        return lossPolicy(lossOn);
+    }
+
+    private static LossPolicy lossPolicy(String lossOn) {
+        return switch (lossOn == null ? "" : lossOn) {
+            case "all_assistant_turns" -> LossPolicy.ALL_ASSISTANT_TURNS;
+            case "last_turn" -> LossPolicy.LAST_TURN;
+            case "train_on_inputs" -> LossPolicy.TRAIN_ON_INPUTS;
+            default -> throw new IllegalArgumentException("loss_on: expected all_assistant_turns, last_turn or "
+                    + "train_on_inputs, got \"" + lossOn + "\"");
+        };
+    }
+
+    /** The chat format {@code format} names, or null to detect it per file. */
+    public ChatFormat chatFormat() {
+        return "auto".equals(format) ? null : ChatFormat.byKey(format);
     }
 
     /**
