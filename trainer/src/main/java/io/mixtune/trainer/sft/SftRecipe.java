@@ -131,22 +131,25 @@ public final class SftRecipe implements AutoCloseable {
 
     /** The micro-batches of one epoch, shuffled by the seed and the epoch number. */
     private List<TrainingBatch> epoch(int epoch) {
-        return epochs.computeIfAbsent(epoch, e -> {
-            Recipe.Train train = recipe.train();
-            DataConfig data = recipe.data();
-            List<TrainingBatch> batches = new ArrayList<>();
-            if (data.packing()) {
-                for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.maxSeqLen(),
-                        train.microBatchSize(), padId, train.seed(), e)) {
-                    batches.add(TrainingBatch.packed(rows));
-                }
-            } else {
-                EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.seed(), e)
-                        .forEach(b -> batches.add(TrainingBatch.padded(b)));
+        List<TrainingBatch> cached = epochs.get(epoch);
+        if (cached != null) {
+            return cached;
+        }
+        Recipe.Train train = recipe.train();
+        DataConfig data = recipe.data();
+        List<TrainingBatch> batches = new ArrayList<>();
+        if (data.packing()) {
+            for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.maxSeqLen(), train.microBatchSize(),
+                    padId, train.seed(), epoch)) {
+                batches.add(TrainingBatch.packed(rows));
             }
-            epochs.keySet().removeIf(k -> k < e - 1); // keep memory flat over long runs
-            return batches;
-        });
+        } else {
+            EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.seed(), epoch)
+                    .forEach(b -> batches.add(TrainingBatch.padded(b)));
+        }
+        epochs.keySet().removeIf(k -> k < epoch - 1); // keep memory flat over long runs
+        epochs.put(epoch, batches);
+        return batches;
     }
 
     private TrainingBatch microBatch(long index) {

@@ -1,0 +1,151 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.mixtune.trainer.sft.MetricsLog;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * `mixtune train` end to end on the tiny Mixtral: the outputs a run leaves, and resume after a kill -9 giving the
+ * very losses of a run never stopped.
+ */
+class TrainCommandTest {
+    @TempDir
+    static Path shared;
+
+    /** A short run: 12 optimizer steps of 2 x 2 rows of 128 tokens over 24 sample chats, dropout on. */
+    static Path recipe(Path dir) throws IOException {
+        Path chats = dir.resolve("chats.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/chats.jsonl"))) {
+            Files.write(chats, lines.limit(24).toList());
+        }
+        Path recipe = dir.resolve("recipe.yaml");
+        Files.writeString(recipe, """
+                model:
+                  preset: tiny-mixtral
+                lora:
+                  r: 4
+                  alpha: 8
+                  dropout: 0.1
+                  targets: [q_proj, v_proj, w1, w2, w3, lm_head]
+                data:
+                  files: [%s]
+                  validation_ratio: 0.25
+                  max_seq_len: 128
+                train:
+                  max_steps: 12
+                  micro_batch_size: 2
+                  gradient_accumulation: 2
+                  lr: 3.0e-3
+                  warmup_steps: 2
+                  weight_decay: 0.01
+                  save_every: 3
+                  keep_last: 2
+                  eval_every: 6
+                output_dir: %s
+                """.formatted(chats, dir.resolve("out")));
+        return recipe;
+    }
+
+    static List<Double> losses(Path metrics) {
+        List<Double> losses = new ArrayList<>();
+        for (JsonNode record : MetricsLog.read(metrics)) {
+            if (record.has("loss")) {
+                assertEquals(losses.size() + 1, record.get("step").asInt(), "one record per step, in order");
+                losses.add(record.get("loss").asDouble());
+            }
+        }
+        return losses;
+    }
+
+    @Test
+    void aRunWritesAdapterMetricsPlotRecipeAndPrunedCheckpoints() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("whole"));
+        MixtuneCliTest.Result run = MixtuneCliTest.run("train", "--recipe", recipe(dir).toString());
+        assertEquals(0, run.code(), run.err());
+        Path out = dir.resolve("out");
+        assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_config.json")));
+        assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_model.safetensors")));
+        assertTrue(Files.size(out.resolve("loss.png")) > 1000);
+        assertTrue(Files.readString(out.resolve("recipe.yaml")).contains("max_steps: 12"));
+        try (Stream<Path> checkpoints = Files.list(out.resolve("checkpoints"))) {
+            assertEquals(List.of("step-000009", "step-000012"),
+                    checkpoints.map(p -> p.getFileName().toString()).sorted().toList(), "keep_last 2");
+        }
+        List<Double> losses = losses(out.resolve("metrics.jsonl"));
+        assertEquals(12, losses.size());
+        List<JsonNode> evals = MetricsLog.read(out.resolve("metrics.jsonl")).stream()
+                .filter(r -> r.has("eval_loss")).toList();
+        assertEquals(List.of(0, 6, 12), evals.stream().map(r -> r.get("step").asInt()).toList());
+        assertTrue(run.out().contains("done: 12 steps"), run.out());
+    }
+
+    @Test
+    void resumingAfterAKillGivesTheLossesOfTheUninterruptedRun() throws Exception {
+        Path whole = Files.createDirectories(shared.resolve("reference"));
+        assertEquals(0, MixtuneCliTest.run("train", "--recipe", recipe(whole).toString()).code());
+        List<Double> expected = losses(whole.resolve("out/metrics.jsonl"));
+
+        Path killed = Files.createDirectories(shared.resolve("killed"));
+        Path recipe = recipe(killed);
+        Path checkpoint = killed.resolve("out/checkpoints/step-000003");
+        Process process = new ProcessBuilder(javaCommand(), "-Dai.djl.offline=true", "-cp",
+                System.getProperty("java.class.path"), Mixtune.class.getName(), "train", "--recipe", recipe.toString())
+                .redirectErrorStream(true).redirectOutput(killed.resolve("log.txt").toFile()).start();
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (!Files.exists(checkpoint) && process.isAlive() && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        process.destroyForcibly().waitFor(); // kill -9: no shutdown hook, no cleanup
+        assertFalse(Files.exists(killed.resolve("out/adapter")), "the run was killed before its end: "
+                + Files.readString(killed.resolve("log.txt")));
+
+        MixtuneCliTest.Result resumed = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--resume");
+        assertEquals(0, resumed.code(), resumed.err());
+        assertTrue(resumed.out().contains("resuming from"), resumed.out());
+        List<Double> actual = losses(killed.resolve("out/metrics.jsonl"));
+        assertEquals(expected.size(), actual.size());
+        for (int i = 0; i < expected.size(); i++) {
+            assertEquals(expected.get(i), actual.get(i), 1e-6, "loss of step " + (i + 1));
+        }
+    }
+
+    @Test
+    void aDamagedCheckpointIsNamedAndTheOneBeforeItUsed() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("damaged"));
+        Path recipe = recipe(dir);
+        assertEquals(0, MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--set", "train.max_steps=6",
+                "--set", "train.keep_last=3").code());
+        Path newest = dir.resolve("out/checkpoints/step-000006/trainer_state.safetensors");
+        try (RandomAccessFile file = new RandomAccessFile(newest.toFile(), "rw")) {
+            file.seek(file.length() - 5);
+            file.write(0x7f);
+        }
+        MixtuneCliTest.Result resumed = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--set",
+                "train.max_steps=6", "--set", "train.keep_last=3", "--resume");
+        assertEquals(0, resumed.code(), resumed.err());
+        assertTrue(resumed.err().contains("skipping checkpoint " + newest.getParent()
+                + ": trainer_state.safetensors does not match its SHA-256"), resumed.err());
+        assertTrue(resumed.out().contains("step-000003 at step 3"), resumed.out());
+
+        MixtuneCliTest.Result explicit = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--resume",
+                dir.resolve("out/checkpoints/nothing").toString());
+        assertEquals(1, explicit.code());
+        assertTrue(explicit.err().contains("is not a complete checkpoint"), explicit.err());
+    }
+
+    private static String javaCommand() {
+        return ProcessHandle.current().info().command().orElse("java");
+    }
+}
