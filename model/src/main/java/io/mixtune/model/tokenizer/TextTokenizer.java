@@ -46,10 +46,20 @@ public final class TextTokenizer implements AutoCloseable {
             if (in == null) {
                 throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
             }
-            return new TextTokenizer(HuggingFaceTokenizer.newInstance(in,
-                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId);
+            return read(in, resource, bosId);
         } catch (IOException e) {
             throw new IllegalArgumentException(resource + ": cannot be read: " + e.getMessage(), e);
+        }
+    }
+
+    /** A tokenizer.json from a stream (bytes already in memory, a resource); {@code name} says which in errors. */
+    public static TextTokenizer read(java.io.InputStream json, String name, long bosId) {
+        try {
+            return new TextTokenizer(HuggingFaceTokenizer.newInstance(json,
+                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId);
+        } catch (IOException | RuntimeException e) {
+            throw new IllegalArgumentException(name + ": not a tokenizer.json the tokenizers library can read: "
+                    + e.getMessage(), e);
         }
     }
 
