@@ -67,7 +67,7 @@ public final class SampleCache {
                 if (in == null) {
                     throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
                 }
-                return new TokenizerFile(resource, in.readAllBytes(), bosId, eosId);
+                return new TokenizerFile(resource + " (bundled)", in.readAllBytes(), bosId, eosId);
             } catch (IOException e) {
                 throw new UncheckedIOException(resource + ": cannot be read: " + e.getMessage(), e);
             }
