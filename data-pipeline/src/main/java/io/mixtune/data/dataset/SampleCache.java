@@ -114,8 +114,9 @@ public final class SampleCache {
 
     /** The samples of {@code config}, from the cache when it holds them, else tokenized and cached (atomically). */
     public Loaded load(DataConfig config, TokenizerFile tokenizer, long seed) {
-        byte[] key = key(config, tokenizer, seed);
-        Path file = directory.resolve(HexFormat.of().formatHex(key) + ".bin");
+        String hex = key(config, tokenizer, seed);
+        byte[] key = HexFormat.of().parseHex(hex);
+        Path file = directory.resolve(hex + ".bin");
         String note = null;
         if (Files.exists(file)) {
             try {
@@ -144,8 +145,11 @@ public final class SampleCache {
 
     // ---- key -----------------------------------------------------------------------------------------------------
 
-    /** SHA-256 over a line per component, so what the key covers can be read off this method. */
-    static byte[] key(DataConfig config, TokenizerFile tokenizer, long seed) {
+    /**
+     * The cache key, in hex: SHA-256 over a line per component, so what the key covers can be read off this method.
+     * Hashes every data file's bytes.
+     */
+    public static String key(DataConfig config, TokenizerFile tokenizer, long seed) {
         MessageDigest key = sha256();
         StringBuilder text = new StringBuilder();
         text.append("format_version=").append(FORMAT_VERSION).append('\n');
@@ -175,7 +179,7 @@ public final class SampleCache {
         text.append("skip_invalid=").append(config.skipInvalid()).append('\n');
         text.append("validation_ratio=").append(Double.toString(config.validationRatio())).append('\n');
         text.append("seed=").append(seed).append('\n');
-        return key.digest(text.toString().getBytes(StandardCharsets.UTF_8));
+        return HexFormat.of().formatHex(key.digest(text.toString().getBytes(StandardCharsets.UTF_8)));
     }
 
     /** "size sha256" of a file's bytes, read in 1 MiB blocks. */

@@ -137,7 +137,7 @@ class SampleCacheTest {
     }
 
     static String key(DataConfig config, TokenizerFile tokenizer, long seed) {
-        return java.util.HexFormat.of().formatHex(SampleCache.key(config, tokenizer, seed));
+        return SampleCache.key(config, tokenizer, seed);
     }
 
     static DataConfig with(DataConfig c, String key, Object value) {
