@@ -2,7 +2,8 @@
 
 Contract: `mixtune data preview --recipe R --n N --dump FILE --color never --cache-dir DIR` writes one JSON line per
 training sample, the first N in file order: {"source": "file:line", "input_ids", "labels" (-100 untrained),
-"position_ids"}. The recipes here hold no validation split, so every valid conversation is a sample.
+"position_ids"}, then the rows those samples pack into ({"packed_row", ..., "sample_ids"}). The recipes here hold
+no validation split (the default), so every valid conversation is a sample.
 
 References:
 - mistral: sentencepiece on the texts mistral-common's InstructTokenizerV1 builds per message (BOS, then per exchange
@@ -88,17 +89,30 @@ def run_preview(tmp: Path, template: str, max_len: int, extra: str = "") -> dict
     chats = tmp / "chats.jsonl"
     chats.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for _, m in CONVERSATIONS))
     recipe = tmp / "recipe.yaml"
-    recipe.write_text(f"data:\n  files: [{chats}]\n  template: {template}\n  max_seq_len: {max_len}\n{extra}")
+    recipe.write_text(f"model:\n  preset: tiny-mistral\noutput_dir: {tmp / 'out'}\n"
+                      f"data:\n  files: [{chats}]\n  template: {template}\n  max_seq_len: {max_len}\n{extra}")
     dump = tmp / "dump.jsonl"
     cmd = [str(MIXTUNE), "data", "preview", "--recipe", str(recipe), "--n", "1000", "--dump", str(dump),
            "--color", "never", "--cache-dir", str(tmp / "cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    rows = {}
+    rows, packed = {}, []
     for line in dump.read_text().splitlines():
         row = json.loads(line)
+        if "packed_row" in row:
+            packed.append(row)
+            continue
         assert row["position_ids"] == list(range(len(row["input_ids"])))
         rows[NAMES[int(row["source"].rsplit(":", 1)[1]) - 1]] = row
+    # packing is on (the default): the rows hold each sample once, positions restarting, its first label dropped.
+    in_rows = []
+    for row in packed:
+        assert len(row["input_ids"]) == max_len
+        for s in sorted(set(row["sample_ids"]) - {-1}):
+            at = [i for i, owner in enumerate(row["sample_ids"]) if owner == s]
+            assert [row["position_ids"][i] for i in at] == list(range(len(at)))
+            in_rows.append(([row["input_ids"][i] for i in at], [row["labels"][i] for i in at]))
+    assert sorted(in_rows) == sorted((r["input_ids"], [IGNORE] + r["labels"][1:]) for r in rows.values())
     return {"rows": rows, "stdout": proc.stdout}
 
 
@@ -111,7 +125,7 @@ def dumps(tmp_path_factory):
                                     "system_prefix": "<|im_start|>system\n", "system_suffix": "<|im_end|>\n",
                                     "user_prefix": "<|im_start|>user\n", "user_suffix": "<|im_end|>\n",
                                     "assistant_prefix": "<|im_start|>assistant\n", "assistant_suffix": "<|im_end|>",
-                                    "after_assistant": "\n"}.items()))]:
+                                    "after_assistant": "\n", "bos": False, "eos_after_assistant": False}.items()))]:
         for max_len in (4096, SHORT):
             out[template, max_len] = run_preview(tmp_path_factory.mktemp(f"{template}-{max_len}"), template, max_len,
                                                  extra)

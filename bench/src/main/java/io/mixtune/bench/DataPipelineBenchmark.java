@@ -116,8 +116,8 @@ public final class DataPipelineBenchmark {
     }
 
     static void cache(Path repeated, Path cacheDir) throws IOException {
-        DataConfig config = new DataConfig(List.of(repeated.toString()), null, 0.0, null, "mistral", null, MAX_SEQ_LEN,
-                false, null, false);
+        DataConfig config = new DataConfig(List.of(repeated.toString()), null, 0.0, "auto", "mistral", null,
+                MAX_SEQ_LEN, false, "all_assistant_turns", false);
         TokenizerFile tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
         SampleCache cache = new SampleCache(cacheDir);
         long start = System.nanoTime();
@@ -148,8 +148,8 @@ public final class DataPipelineBenchmark {
         }
         System.out.printf(Locale.ROOT, "generated %,d conversations, %.0f MB, in %.1f s%n", count,
                 Files.size(generated) / 1e6, (System.nanoTime() - start) / 1e9);
-        DataConfig config = new DataConfig(List.of(generated.toString()), null, 0.0, null, "mistral", null, MAX_SEQ_LEN,
-                false, null, false);
+        DataConfig config = new DataConfig(List.of(generated.toString()), null, 0.0, "auto", "mistral", null,
+                MAX_SEQ_LEN, false, "all_assistant_turns", false);
         TokenizerFile tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
         for (String when : List.of("first", "second")) {
             start = System.nanoTime();

@@ -5,31 +5,27 @@ import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.CustomTemplate;
 import io.mixtune.data.template.LossPolicy;
 import java.util.List;
-import java.util.Locale;
 
 /**
  * The {@code data:} section of a recipe: which files, how they become token rows. YAML keys are the snake_case of the
  * component names. A constructor error starts with the key it is about ("max_seq_len: ..."), so the recipe reader can
- * point at the line. Keys left out take the defaults below (null in the constructor means "left out").
+ * point at the line.
  *
  * @param files training files (JSONL or a JSON array, plain or gzip), relative to the working directory
  * @param validationFiles files of the validation set; when empty, {@code validationRatio} of the training samples
  * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
- * @param format {@code auto} (detect per file, the default) or a {@code ChatFormat} key: messages, ultrachat,
- *     sharegpt, firefly, alpaca
- * @param template {@code mistral} (the default), {@code chatml} or {@code custom} (then {@code customTemplate} says how)
+ * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly, alpaca
+ * @param template {@code mistral}, {@code chatml} or {@code custom} (then {@code customTemplate} says how)
  * @param customTemplate per-role prefixes and suffixes, used when template is custom, else null
  * @param maxSeqLen longest sample, and the row length when packing
  * @param packing pack samples into rows of maxSeqLen (attention stays inside a sample); otherwise length-grouped
  *     padded batches
- * @param lossOn {@code all_assistant_turns} (the default), {@code last_turn} or {@code train_on_inputs}
+ * @param lossOn {@code all_assistant_turns}, {@code last_turn} or {@code train_on_inputs}
  * @param skipInvalid skip and count bad records instead of stopping at the first
  */
 public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
         String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
         boolean skipInvalid) {
-
-    public static final List<String> TEMPLATES = List.of("mistral", "chatml", "custom");
 
     public DataConfig {
         if (files == null || files.isEmpty()) {
@@ -40,46 +36,44 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         if (!(validationRatio >= 0 && validationRatio < 1)) {
             throw new IllegalArgumentException("validation_ratio: must lie in [0, 1), got " + validationRatio);
         }
-        format = format == null ? "auto" : format.toLowerCase(Locale.ROOT);
-        if (!format.equals("auto")) {
-            try {
-                ChatFormat.byKey(format);
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("format: " + e.getMessage() + " or auto");
-            }
-        }
-        template = template == null ? "mistral" : template;
-        if (!TEMPLATES.contains(template)) {
-            throw new IllegalArgumentException("template: unknown chat template \"" + template + "\": expected one of "
-                    + TEMPLATES);
-        }
         if (maxSeqLen < 2) {
             throw new IllegalArgumentException("max_seq_len: must be at least 2, got " + maxSeqLen);
         }
+        if (!"auto".equals(format)) {
+            try {
+                ChatFormat.byKey(format == null ? "" : format);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("format: expected auto or one of messages, ultrachat, sharegpt, "
+                        + "firefly, alpaca, got \"" + format + "\"");
+            }
+        }
+        if (!List.of("mistral", "chatml", "custom").contains(template)) {
+            throw new IllegalArgumentException("template: expected mistral, chatml or custom, got \"" + template + "\"");
+        }
+        lossPolicy(lossOn);
         if ("custom".equals(template) && customTemplate == null) {
             throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
         }
-        lossOn = lossOn == null ? "all_assistant_turns" : lossOn;
-        lossPolicy(lossOn);
     }
 
-    /** The files' format, or null to detect it per file. */
-    public ChatFormat chatFormat() {
-        return format.equals("auto") ? null : ChatFormat.byKey(format);
-    }
-
+    /** The loss policy {@code lossOn} names. */
     public LossPolicy lossPolicy() {
         return lossPolicy(lossOn);
     }
 
     private static LossPolicy lossPolicy(String lossOn) {
-        return switch (lossOn) {
+        return switch (lossOn == null ? "" : lossOn) {
             case "all_assistant_turns" -> LossPolicy.ALL_ASSISTANT_TURNS;
             case "last_turn" -> LossPolicy.LAST_TURN;
             case "train_on_inputs" -> LossPolicy.TRAIN_ON_INPUTS;
-            default -> throw new IllegalArgumentException("loss_on: unknown \"" + lossOn
-                    + "\": expected all_assistant_turns, last_turn or train_on_inputs");
+            default -> throw new IllegalArgumentException("loss_on: expected all_assistant_turns, last_turn or "
+                    + "train_on_inputs, got \"" + lossOn + "\"");
         };
+    }
+
+    /** The chat format {@code format} names, or null to detect it per file. */
+    public ChatFormat chatFormat() {
+        return "auto".equals(format) ? null : ChatFormat.byKey(format);
     }
 
     /** The chat template named by {@code template}, the custom one built from {@code customTemplate}. */
@@ -94,7 +88,7 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
      * content and suffix, then its EOS when {@code eosAfterAssistant}; {@code afterAssistant} follows untrained.
      * ChatML, for example: {@code user_prefix: "<|im_start|>user\n"}, {@code user_suffix: "<|im_end|>\n"} (system
      * alike), {@code assistant_prefix: "<|im_start|>assistant\n"}, {@code assistant_suffix: "<|im_end|>"},
-     * {@code after_assistant: "\n"}. Strings left out are empty.
+     * {@code after_assistant: "\n"}. Strings left out are empty; bos and eos_after_assistant must be said.
      *
      * @param afterAssistant text after each assistant turn (and its EOS) that is not trained, such as ChatML's newline
      * @param bos start every sample with the tokenizer's BOS

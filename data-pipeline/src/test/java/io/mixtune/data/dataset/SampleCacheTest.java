@@ -54,7 +54,8 @@ class SampleCacheTest {
     }
 
     DataConfig config() {
-        return new DataConfig(List.of(train.toString()), null, 0.2, null, "mistral", null, 64, false, null, true);
+        return new DataConfig(List.of(train.toString()), null, 0.2, "auto", "mistral", null, 64, false,
+                "all_assistant_turns", true);
     }
 
     static void assertSameDataset(ChatDataset expected, ChatDataset actual) {

@@ -3,6 +3,7 @@ package io.mixtune.data.template;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.chat.Conversation;
@@ -106,24 +107,27 @@ class CustomTemplateTest {
         assertEquals(31, line, "all 30 golden conversations");
     }
 
+    static DataConfig config(String format, String template, CustomTemplateConfig custom, String lossOn) {
+        return new DataConfig(List.of("a.jsonl"), null, 0, format, template, custom, 64, false, lossOn, false);
+    }
+
     @Test
     void dataConfigPicksTheTemplateByName() {
-        DataConfig custom = new DataConfig(List.of("a.jsonl"), null, 0, null, "custom", PLAIN, 64, false, null, false);
-        assertEquals("custom", custom.chatTemplate(1, 2).name());
-        DataConfig defaults = new DataConfig(List.of("a.jsonl"), null, 0, null, null, null, 64, false, null, false);
-        assertEquals("mistral", defaults.chatTemplate(1, 2).name());
-        assertEquals("auto", defaults.format());
-        assertEquals(LossPolicy.ALL_ASSISTANT_TURNS, defaults.lossPolicy());
+        assertEquals("custom", config("auto", "custom", PLAIN, "all_assistant_turns").chatTemplate(1, 2).name());
+        assertEquals("chatml", config("auto", "chatml", null, "all_assistant_turns").chatTemplate(1, 2).name());
+        DataConfig mistral = config("auto", "mistral", null, "last_turn");
+        assertEquals("mistral", mistral.chatTemplate(1, 2).name());
+        assertEquals(LossPolicy.LAST_TURN, mistral.lossPolicy());
         IllegalArgumentException noStrings = assertThrows(IllegalArgumentException.class,
-                () -> new DataConfig(List.of("a.jsonl"), null, 0, null, "custom", null, 64, false, null, false));
+                () -> config("auto", "custom", null, "all_assistant_turns"));
         assertEquals("custom_template: template is custom but no custom_template is given", noStrings.getMessage());
         IllegalArgumentException unknown = assertThrows(IllegalArgumentException.class,
-                () -> new DataConfig(List.of("a.jsonl"), null, 0, null, "llama", null, 64, false, null, false));
-        assertEquals("template: unknown chat template \"llama\": expected one of [mistral, chatml, custom]",
-                unknown.getMessage());
-        assertThrows(IllegalArgumentException.class,
-                () -> new DataConfig(List.of("a.jsonl"), null, 0, "csv", null, null, 64, false, null, false));
-        assertThrows(IllegalArgumentException.class,
-                () -> new DataConfig(List.of("a.jsonl"), null, 0, null, null, null, 64, false, "everything", false));
+                () -> config("auto", "llama", null, "all_assistant_turns"));
+        assertTrue(unknown.getMessage().startsWith("template: "), unknown.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> config("csv", "mistral", null, "all_assistant_turns"));
+        assertThrows(IllegalArgumentException.class, () -> config("auto", "mistral", null, "everything"));
+        assertEquals(new CustomTemplateConfig("", "", "", "", "", "", "", true, false),
+                new CustomTemplateConfig(null, null, null, null, null, null, null, true, false),
+                "strings left out are empty");
     }
 }

@@ -22,7 +22,7 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
 
     /** Every linear layer name in Mistral and Mixtral; {@code gate} is the Mixtral router. */
     public static final Set<String> MODULE_NAMES = Set.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-            "down_proj", "w1", "w2", "w3", "gate");
+            "down_proj", "w1", "w2", "w3", "gate", "lm_head");
 
     /** What all-linear means here: every linear but the lm_head and the router (the router only on request). */
     static final Set<String> ALL_LINEAR_NAMES = Set.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -68,9 +68,6 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
      * the name equals a target or ends with "." + target.
      */
     public boolean targets(String moduleName) {
-        if (moduleName.equals("lm_head")) {
-            return false;
-        }
         if (targetModules.equals(List.of(ALL_LINEAR))) {
             return ALL_LINEAR_NAMES.contains(moduleName.substring(moduleName.lastIndexOf('.') + 1));
         }

@@ -25,8 +25,9 @@ public final class Mixtune {
     private final Map<String, Command> commands = new LinkedHashMap<>();
 
     Mixtune() {
-        for (Command command : List.of(new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
-                new MergeAdapterCommand(), new DataCommand.Prepare(), new DataCommand.Preview())) {
+        for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new GenerateCommand(),
+                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new DataCommand.Prepare(),
+                new DataCommand.Preview())) {
             commands.put(command.name(), command);
         }
     }

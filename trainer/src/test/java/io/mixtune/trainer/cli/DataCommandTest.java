@@ -37,13 +37,13 @@ class DataCommandTest {
                 {"role": "user", "content": "Three?"}, {"role": "assistant", "content": "3"}]}
                 """);
         return Files.writeString(dir.resolve("recipe.yaml"), "model:\n  preset: tiny-mistral\n"
-                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\n" + dataKeys + "train:\n  seed: 1\n");
+                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\n" + dataKeys
+                + "train:\n  seed: 1\noutput_dir: " + dir.resolve("out") + "\n");
     }
 
     Result data(String... args) {
         List<String> all = new ArrayList<>(List.of("data"));
         all.addAll(List.of(args));
-        all.addAll(List.of("--cache-dir", dir.resolve("cache").toString()));
         return MixtuneCliTest.run(all.toArray(String[]::new));
     }
 
@@ -52,19 +52,22 @@ class DataCommandTest {
         Path recipe = recipe("");
         Result first = data("prepare", "--recipe", recipe.toString());
         assertEquals(0, first.code(), first.err());
+        assertTrue(first.out().contains("data cache: " + dir.resolve("out").resolve("data-cache") + "/"), first.out());
         assertTrue(first.out().contains(": built (tokenized and written)"), first.out());
         assertTrue(first.out().contains("train: 2 samples, validation: 0 samples"), first.out());
         assertTrue(first.out().contains("tokenizer: configs/tokenizer/mistral-v1/tokenizer.json (bundled) (bos 1, eos 2)"),
                 first.out());
         Result second = data("prepare", "--recipe", recipe.toString());
         assertTrue(second.out().contains(": hit (nothing tokenized)"), second.out());
-        Files.writeString(recipe, Files.readString(recipe).replace("max_seq_len: 64", "max_seq_len: 65"));
-        assertTrue(data("prepare", "--recipe", recipe.toString()).out().contains(": built"));
+        assertTrue(data("prepare", "--recipe", recipe.toString(), "--set", "data.max_seq_len=65").out()
+                .contains(": built"), "another max_seq_len, another cache file");
+        Result elsewhere = data("prepare", "--recipe", recipe.toString(), "--cache-dir", dir.resolve("c").toString());
+        assertTrue(elsewhere.out().contains("data cache: " + dir.resolve("c") + "/"), elsewhere.out());
     }
 
     @Test
     void previewMarksTrainedTokensAndDumpsIdsLabelsPositions() throws IOException {
-        Path recipe = recipe(CUSTOM + "  packing: true\n");
+        Path recipe = recipe(CUSTOM); // packing: true, the default
         Path dump = dir.resolve("dump.jsonl");
         Result plain = data("preview", "--recipe", recipe.toString(), "--n", "5", "--color", "never", "--dump",
                 dump.toString());
@@ -108,15 +111,13 @@ class DataCommandTest {
         Path recipe = recipe("  max_seq: 12\n");
         Result unknown = data("prepare", "--recipe", recipe.toString());
         assertEquals(1, unknown.code());
-        assertEquals("mixtune data prepare: " + recipe + ":6: data.max_seq: unknown key; expected one of [files, "
-                + "validation_files, validation_ratio, format, template, custom_template, max_seq_len, packing, loss_on, "
-                + "skip_invalid]", unknown.err().strip());
+        assertTrue(unknown.err().startsWith("mixtune data prepare: " + recipe + ":6: data.max_seq: unknown key"),
+                unknown.err());
         Files.writeString(recipe, Files.readString(recipe).replace("max_seq: 12", "loss_on: everything"));
         Result bad = data("prepare", "--recipe", recipe.toString());
-        assertTrue(bad.err().contains(recipe + ":6: data.loss_on: unknown \"everything\""), bad.err());
-        Files.writeString(recipe, Files.readString(recipe).replace("max_seq_len: 64", "max_seq_len: many"));
-        Result type = data("prepare", "--recipe", recipe.toString());
-        assertTrue(type.err().contains(recipe + ":5: data.max_seq_len: Cannot deserialize"), type.err());
+        assertTrue(bad.err().startsWith("mixtune data prepare: " + recipe + ":6: data.loss_on: "), bad.err());
+        Result custom = data("preview", "--recipe", recipe(CUSTOM.replace("    bos: true\n", "")).toString());
+        assertTrue(custom.err().contains(": data.custom_template.bos: missing: expected true or false"), custom.err());
         Result missing = data("preview", "--recipe", dir.resolve("absent.yaml").toString());
         assertEquals(1, missing.code());
         assertTrue(missing.err().contains("absent.yaml: no such recipe file"), missing.err());

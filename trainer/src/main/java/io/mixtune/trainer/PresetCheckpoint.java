@@ -1,0 +1,58 @@
+package io.mixtune.trainer;
+
+import io.mixtune.model.checkpoint.RandomCheckpoint;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.safetensors.DType;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * A preset of configs/models/ written as a Hugging Face checkpoint with random weights and the bundled Mistral v1
+ * tokenizer, so transformers and PEFT load it as they would a Hub model. Only small presets: the big ones hold real
+ * shapes for memory plans.
+ */
+public final class PresetCheckpoint {
+    /** Above this the preset is a shape for memory plans, not something to write to disk with random weights. */
+    public static final long MAX_MATERIALISED_PARAMETERS = 2_000_000_000L;
+
+    private static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "tokenizer.model");
+
+    private PresetCheckpoint() {}
+
+    /** @return the preset's config */
+    public static ModelConfig write(String presetName, Path outDir, long seed, DType dtype) {
+        ModelConfig config = ModelPreset.load(presetName);
+        long parameters = config.parameterCount();
+        if (parameters > MAX_MATERIALISED_PARAMETERS) {
+            throw new IllegalArgumentException(String.format(Locale.ROOT,
+                    "preset %s has %.1fB parameters: it holds the real shapes for memory plans and is never written "
+                            + "with random weights; use tiny-mistral or tiny-mixtral", presetName, parameters / 1e9));
+        }
+        RandomCheckpoint.write(config, outDir, seed, dtype, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
+        if (config.vocabSize() == ModelPreset.MISTRAL_V1_VOCAB_SIZE) {
+            copyMistralTokenizer(outDir);
+        }
+        return config;
+    }
+
+    private static void copyMistralTokenizer(Path outDir) {
+        String folder = ModelPreset.MISTRAL_V1_TOKENIZER.substring(0, ModelPreset.MISTRAL_V1_TOKENIZER.lastIndexOf('/') + 1);
+        for (String file : TOKENIZER_FILES) {
+            try (InputStream in = PresetCheckpoint.class.getClassLoader().getResourceAsStream(folder + file)) {
+                if (in != null) {
+                    Files.copy(in, outDir.resolve(file), StandardCopyOption.REPLACE_EXISTING);
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write " + outDir.resolve(file) + ": " + e.getMessage(), e);
+            }
+        }
+    }
+}

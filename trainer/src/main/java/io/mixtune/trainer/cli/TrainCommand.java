@@ -1,0 +1,98 @@
+package io.mixtune.trainer.cli;
+
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.sft.SftRecipe;
+import io.mixtune.trainer.sft.TrainingCheckpoint;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.Option;
+import org.apache.commons.cli.Options;
+
+/** `mixtune train`: runs a recipe; with --resume, continues from its last (or a given) checkpoint. */
+final class TrainCommand implements Command {
+    @Override
+    public String name() {
+        return "train";
+    }
+
+    @Override
+    public String summary() {
+        return "fine-tune with a recipe (SFT with QLoRA); --resume continues a stopped run";
+    }
+
+    @Override
+    public String usage() {
+        return "--recipe R.yaml [--set key.path=value ...] [--resume [CHECKPOINT_DIR]]";
+    }
+
+    @Override
+    public Options options() {
+        return new Options()
+                .addOption(Mixtune.option("recipe", "FILE", "the recipe (see mixtune recipes list)"))
+                .addOption(setOption())
+                .addOption(Option.builder().longOpt("resume").hasArg().optionalArg(true).argName("DIR")
+                        .desc("continue from DIR, or from the newest checkpoint in output_dir/checkpoints").build());
+    }
+
+    static Option setOption() {
+        return Option.builder().longOpt("set").hasArg().argName("KEY=VALUE")
+                .desc("override a recipe value, e.g. --set train.lr=1e-4 (repeatable)").build();
+    }
+
+    static Recipe readRecipe(CommandLine line) {
+        Path file = Path.of(Mixtune.requiredOption(line, "recipe"));
+        String[] sets = line.getOptionValues("set");
+        return RecipeReader.read(file, sets == null ? List.of() : List.of(sets)).recipe();
+    }
+
+    @Override
+    public int run(CommandLine line, PrintStream out) {
+        Recipe recipe = readRecipe(line);
+        Path resume = null;
+        if (line.hasOption("resume")) {
+            resume = checkpointToResume(recipe, line.getOptionValue("resume"), out);
+        }
+        long start = System.nanoTime();
+        try (SftRecipe sft = SftRecipe.setup(recipe, out, System.console() != null)) {
+            SftRecipe.Result result = sft.train(resume);
+            out.printf(Locale.ROOT, "done: %d steps in %s, train loss %.4f -> %.4f%s%n", result.steps(),
+                    duration((System.nanoTime() - start) / 1e9), result.firstLoss(), result.lastLoss(),
+                    result.firstEvalLoss() == null || result.lastEvalLoss() == null ? ""
+                            : String.format(Locale.ROOT, ", eval loss %.4f -> %.4f", result.firstEvalLoss(),
+                                    result.lastEvalLoss()));
+            out.println("adapter (PEFT format): " + result.adapterDir());
+            out.println("metrics: " + Path.of(recipe.outputDir(), "metrics.jsonl") + ", plot: "
+                    + Path.of(recipe.outputDir(), "loss.png"));
+        }
+        return Mixtune.OK;
+    }
+
+    /** The given checkpoint, or the newest whole one; a damaged newest one is named and the one before it used. */
+    private static Path checkpointToResume(Recipe recipe, String given, PrintStream out) {
+        if (given != null) {
+            return Path.of(given);
+        }
+        Path checkpoints = Path.of(recipe.outputDir(), "checkpoints");
+        List<Path> all = TrainingCheckpoint.list(checkpoints);
+        if (all.isEmpty()) {
+            throw new IllegalArgumentException("--resume: no checkpoint in " + checkpoints + " to resume from");
+        }
+        for (int i = all.size() - 1; i >= 0; i--) {
+            String problem = TrainingCheckpoint.verify(all.get(i));
+            if (problem == null) {
+                return all.get(i);
+            }
+            System.err.println("mixtune train: skipping " + problem);
+        }
+        throw new IllegalArgumentException("--resume: every checkpoint in " + checkpoints + " is damaged");
+    }
+
+    static String duration(double seconds) {
+        long s = Math.round(seconds);
+        return s >= 60 ? String.format(Locale.ROOT, "%dm%02ds", s / 60, s % 60) : s + "s";
+    }
+}

@@ -1,0 +1,46 @@
+package io.mixtune.trainer.optim;
+
+import ai.djl.ndarray.NDArray;
+import java.util.List;
+
+/** Global-norm clipping as torch.nn.utils.clip_grad_norm_: one L2 norm over all gradients, scaled by max/(norm+1e-6). */
+public final class GradientClipping {
+    private GradientClipping() {}
+
+    /** The L2 norm of all the parameters' gradients together, computed in double from per-array sums of squares. */
+    public static double globalNorm(List<NDArray> parameters) {
+        double sum = 0;
+        for (NDArray parameter : parameters) {
+            // getGradient() hands out a new handle each call, and every result lands in the parameter's manager: close
+            // them all, or memory grows each step.
+            try (NDArray gradient = parameter.getGradient(); NDArray squares = gradient.square();
+                    NDArray total = squares.sum()) {
+                sum += total.getFloat();
+            }
+        }
+        return Math.sqrt(sum);
+    }
+
+    /** Sets every gradient to zero before a step accumulates into them. */
+    public static void zero(List<NDArray> parameters) {
+        for (NDArray parameter : parameters) {
+            try (NDArray gradient = parameter.getGradient()) {
+                gradient.muli(0);
+            }
+        }
+    }
+
+    /** Scales the gradients down when their global norm exceeds maxNorm; returns the norm before clipping. */
+    public static double clip(List<NDArray> parameters, double maxNorm) {
+        double norm = globalNorm(parameters);
+        double coefficient = maxNorm / (norm + 1e-6);
+        if (maxNorm > 0 && coefficient < 1) {
+            for (NDArray parameter : parameters) {
+                try (NDArray gradient = parameter.getGradient()) {
+                    gradient.muli(coefficient);
+                }
+            }
+        }
+        return norm;
+    }
+}

@@ -1,0 +1,63 @@
+package io.mixtune.trainer.sft;
+
+import java.io.PrintStream;
+import java.util.Locale;
+
+/**
+ * Training progress: on a terminal one line redrawn in place (bar, step/total, loss, lr, tokens/s, ETA); otherwise a
+ * plain log line per logged step, which is what log files and CI want.
+ */
+final class ProgressLine {
+    private static final int BAR_WIDTH = 24;
+    private final PrintStream out;
+    private final boolean terminal;
+    private final long totalSteps;
+    private final long startNanos = System.nanoTime();
+    private final long firstStep;
+    private boolean drawn;
+
+    ProgressLine(PrintStream out, boolean terminal, long firstStep, long totalSteps) {
+        this.out = out;
+        this.terminal = terminal;
+        this.firstStep = firstStep;
+        this.totalSteps = totalSteps;
+    }
+
+    void step(long step, double loss, double lr, double tokensPerSecond) {
+        double elapsed = (System.nanoTime() - startNanos) / 1e9;
+        double perStep = elapsed / Math.max(1, step - firstStep);
+        String eta = duration(perStep * (totalSteps - step));
+        String figures = String.format(Locale.ROOT, "step %d/%d  loss %.4f  lr %.2e  %,.0f tok/s  eta %s", step,
+                totalSteps, loss, lr, tokensPerSecond, eta);
+        if (terminal) {
+            int filled = (int) (BAR_WIDTH * step / Math.max(1, totalSteps));
+            out.print("\r[" + "#".repeat(filled) + " ".repeat(BAR_WIDTH - filled) + "] " + figures + "\u001b[K");
+            out.flush();
+            drawn = true;
+        } else {
+            out.println(figures);
+        }
+    }
+
+    /** A line that must stay (evaluation, checkpoint): printed above the bar. */
+    void message(String line) {
+        if (drawn) {
+            out.print("\r\u001b[K");
+        }
+        out.println(line);
+        drawn = false;
+    }
+
+    void finish() {
+        if (drawn) {
+            out.println();
+            drawn = false;
+        }
+    }
+
+    static String duration(double seconds) {
+        long s = Math.max(0, Math.round(seconds));
+        return s >= 3600 ? String.format(Locale.ROOT, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
+                : String.format(Locale.ROOT, "%d:%02d", s / 60, s % 60);
+    }
+}

@@ -1,0 +1,461 @@
+package io.mixtune.trainer.sft;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.data.batch.EpochBatches;
+import io.mixtune.data.batch.PackedRow;
+import io.mixtune.data.batch.SamplePacker;
+import io.mixtune.data.dataset.ChatDataset;
+import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.data.dataset.SampleCache;
+import io.mixtune.data.template.TokenizedSample;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.lora.nf4.Nf4Loading;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.trainer.PresetCheckpoint;
+import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.GradientClipping;
+import io.mixtune.trainer.optim.LearningRateSchedule;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeReader;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * Supervised fine-tuning with (Q)LoRA, read top to bottom: {@link #setup} loads the model, attaches the adapter and
+ * tokenizes the data; {@link #train} runs the optimizer steps, evaluating and checkpointing as the recipe says; the
+ * outputs are the PEFT adapter, metrics.jsonl, loss.png and the resolved recipe in output_dir.
+ *
+ * <p>One optimizer step takes gradient_accumulation micro-batches in a row of one endless, seeded stream (epoch after
+ * epoch), so where a run stands is its step number alone and a resumed run sees exactly the batches it would have.
+ */
+public final class SftRecipe implements AutoCloseable {
+    public static final String ADAPTER_NAME = "default";
+
+    private final Recipe recipe;
+    private final Path outputDir;
+    private final PrintStream out;
+    private final boolean terminal;
+    private final NDManager manager;
+    private final CausalLm model;
+    private final LoraModel lora;
+    private final Path baseModelDir;
+    private final ChatDataset dataset;
+    private final long padId;
+    private final List<NDArray> parameters;
+    private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
+    private final int microBatchesPerEpoch;
+    private final long totalSteps;
+
+    private SftRecipe(Recipe recipe, PrintStream out, boolean terminal) {
+        this.recipe = recipe;
+        this.out = out;
+        this.terminal = terminal;
+        this.outputDir = Path.of(recipe.outputDir());
+        Recipe.Train train = recipe.train();
+        try {
+            Files.createDirectories(outputDir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
+        }
+        if ("gpu".equals(recipe.model().device())) {
+            throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
+                    + "only (pytorch-native-cpu); use device: cpu or auto");
+        }
+
+        // The model: a checkpoint, or a tiny preset written once with random weights.
+        baseModelDir = TrainingData.baseModelDir(recipe);
+        if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
+            PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
+        }
+        manager = NDManager.newBaseManager();
+        MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
+                ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
+        model = MistralCheckpoint.load(baseModelDir, manager, linears);
+        ModelConfig config = model.config();
+
+        // The adapter: fresh (PEFT's init, seeded) or the one the recipe starts from.
+        lora = new LoraModel(model);
+        if (recipe.model().adapter() != null) {
+            PeftAdapter.load(lora, Path.of(recipe.model().adapter()), ADAPTER_NAME);
+        } else {
+            lora.addAdapter(ADAPTER_NAME, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, train.seed());
+        }
+        parameters = lora.parameters(ADAPTER_NAME);
+
+        // The data, tokenized turn by turn with the model's tokenizer (or the bundled Mistral v1 one), once: later runs
+        // and `mixtune data prepare` share output_dir/data-cache.
+        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
+        if (data.note() != null) {
+            out.println(data.note());
+        }
+        dataset = data.dataset();
+        if (dataset.train().isEmpty()) {
+            throw new IllegalArgumentException("data.files: no usable training sample (" + dataset.report()
+                    + ")");
+        }
+        padId = config.eosTokenId();
+        microBatchesPerEpoch = epoch(0).size();
+        long epochSteps = ceilDiv((long) microBatchesPerEpoch * (train.epochs() == null ? 1 : train.epochs()),
+                train.gradientAccumulation());
+        totalSteps = train.maxSteps() != null ? train.maxSteps() : epochSteps;
+    }
+
+    public static SftRecipe setup(Recipe recipe, PrintStream out, boolean terminal) {
+        return new SftRecipe(recipe, out, terminal);
+    }
+
+    /** The micro-batches of one epoch, shuffled by the seed and the epoch number. */
+    private List<TrainingBatch> epoch(int epoch) {
+        return epochs.computeIfAbsent(epoch, e -> {
+            Recipe.Train train = recipe.train();
+            DataConfig data = recipe.data();
+            List<TrainingBatch> batches = new ArrayList<>();
+            if (data.packing()) {
+                for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.maxSeqLen(),
+                        train.microBatchSize(), padId, train.seed(), e)) {
+                    batches.add(TrainingBatch.packed(rows));
+                }
+            } else {
+                EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.seed(), e)
+                        .forEach(b -> batches.add(TrainingBatch.padded(b)));
+            }
+            epochs.keySet().removeIf(k -> k < e - 1); // keep memory flat over long runs
+            return batches;
+        });
+    }
+
+    private TrainingBatch microBatch(long index) {
+        return epoch((int) (index / microBatchesPerEpoch)).get((int) (index % microBatchesPerEpoch));
+    }
+
+    public long totalSteps() {
+        return totalSteps;
+    }
+
+    public ChatDataset dataset() {
+        return dataset;
+    }
+
+    /** The training run's outcome. */
+    public record Result(long steps, double firstLoss, double lastLoss, Double firstEvalLoss, Double lastEvalLoss,
+            Path adapterDir) {}
+
+    /**
+     * Trains to the last step.
+     *
+     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
+     */
+    public Result train(Path resumeFrom) {
+        Recipe.Train train = recipe.train();
+        Path checkpoints = outputDir.resolve("checkpoints");
+        AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
+                train.weightDecay());
+        LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
+                (int) totalSteps);
+        long step = 0;
+        if (resumeFrom != null) {
+            TrainingCheckpoint.State state = TrainingCheckpoint.load(resumeFrom, shapes());
+            for (int i = 0; i < parameters.size(); i++) {
+                parameters.get(i).set(state.parameters().get(i));
+            }
+            optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
+            step = state.step();
+            out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
+        } else {
+            try {
+                TrainingCheckpoint.deleteRecursively(checkpoints);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+        writeResolvedRecipe();
+        printPlan();
+
+        double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()
+                ? model.config().routerAuxLossCoef() : 0;
+        int accumulation = train.gradientAccumulation();
+        long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
+                : (long) microBatchesPerEpoch * train.epochs();
+        Double firstLoss = null;
+        double lastLoss = Double.NaN;
+        Double firstEval = null;
+        Double lastEval = null;
+        try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
+            if (resumeFrom == null && !dataset.validation().isEmpty()) {
+                firstEval = evaluate(metrics, 0);
+            }
+            ProgressLine progress = new ProgressLine(out, terminal, step, totalSteps);
+            lora.setTraining(true);
+            while (step < totalSteps) {
+                long start = System.nanoTime();
+                long first = step * accumulation;
+                long last = Math.min(first + accumulation, availableMicroBatches);
+                List<TrainingBatch> batches = new ArrayList<>();
+                int targets = 0;
+                long tokens = 0;
+                for (long index = first; index < last; index++) {
+                    TrainingBatch batch = microBatch(index);
+                    batches.add(batch);
+                    targets += batch.targetCount();
+                    tokens += batch.realTokens();
+                }
+                GradientClipping.zero(parameters);
+                double crossEntropy = 0;
+                double loadBalancing = 0;
+                for (int j = 0; j < batches.size(); j++) {
+                    // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
+                    Engine.getInstance().setRandomSeed((int) (train.seed() * 1_000_003L + first + j));
+                    try (NDManager stepManager = manager.newSubManager();
+                            GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                        CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
+                        // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
+                        // load-balancing loss averaged over micro-batches.
+                        NDArray loss = terms.crossEntropySum().div((float) Math.max(1, targets));
+                        crossEntropy += terms.crossEntropySum().getFloat();
+                        if (coefficient > 0 && terms.loadBalancing() != null) {
+                            loss = loss.add(terms.loadBalancing().mul((float) (coefficient / batches.size())));
+                            loadBalancing += terms.loadBalancing().getFloat() / batches.size();
+                        }
+                        collector.backward(loss);
+                    }
+                }
+                double stepLoss = crossEntropy / Math.max(1, targets) + coefficient * loadBalancing;
+                double gradNorm = GradientClipping.clip(parameters, train.maxGradNorm());
+                if (!Double.isFinite(stepLoss) || !Double.isFinite(gradNorm)) {
+                    List<Path> saved = TrainingCheckpoint.list(checkpoints);
+                    throw new IllegalStateException(String.format(Locale.ROOT, "step %d: the loss is %s (grad norm %s%s)"
+                            + ": stopping; %s. Lower train.lr or raise warmup_steps.", step + 1, stepLoss, gradNorm,
+                            nonFiniteGradients(),
+                            saved.isEmpty() ? "no checkpoint was saved yet"
+                                    : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
+                }
+                double lr = schedule.at(step);
+                optimizer.step(lr);
+                step++;
+                double seconds = (System.nanoTime() - start) / 1e9;
+                if (firstLoss == null) {
+                    firstLoss = stepLoss;
+                }
+                lastLoss = stepLoss;
+                if (step % train.logEvery() == 0 || step == totalSteps) {
+                    ObjectNode record = metrics.record(step);
+                    record.put("loss", stepLoss);
+                    if (coefficient > 0) {
+                        record.put("aux_loss", loadBalancing);
+                    }
+                    record.put("lr", lr);
+                    record.put("grad_norm", gradNorm);
+                    record.put("tokens", tokens);
+                    record.put("target_tokens", targets);
+                    record.put("tokens_per_second", tokens / seconds);
+                    record.put("epoch", (double) last / microBatchesPerEpoch);
+                    record.put("memory_mb", residentMegabytes());
+                    metrics.write(record);
+                    progress.step(step, stepLoss, lr, tokens / seconds);
+                }
+                boolean end = step == totalSteps;
+                if (!dataset.validation().isEmpty() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
+                    lora.setTraining(false);
+                    lastEval = evaluate(metrics, step);
+                    lora.setTraining(true);
+                    progress.message(String.format(Locale.ROOT, "step %d: eval_loss %.4f  perplexity %.2f", step,
+                            lastEval, Math.exp(lastEval)));
+                }
+                if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
+                    Path saved = saveCheckpoint(checkpoints, step, optimizer);
+                    progress.message("step " + step + ": checkpoint " + saved);
+                }
+            }
+            progress.finish();
+        }
+        Path adapterDir = writeFinalAdapter();
+        LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
+        return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
+    }
+
+    /** Mean cross-entropy per target token of the validation set, adapters as they are, no dropout. */
+    private double evaluate(MetricsLog metrics, long step) {
+        boolean training = true;
+        lora.setTraining(false);
+        double sum = 0;
+        long targets = 0;
+        for (TrainingBatch batch : validationBatches()) {
+            try (NDManager evalManager = manager.newSubManager()) {
+                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batch, evalManager);
+                sum += terms.crossEntropySum().getFloat();
+                targets += terms.targets();
+            }
+        }
+        lora.setTraining(training);
+        double loss = sum / Math.max(1, targets);
+        ObjectNode record = metrics.record(step);
+        record.put("eval_loss", loss);
+        record.put("eval_perplexity", Math.exp(loss));
+        record.put("eval_target_tokens", targets);
+        metrics.write(record);
+        return loss;
+    }
+
+    private List<TrainingBatch> validationBatches() {
+        List<TrainingBatch> batches = new ArrayList<>();
+        DataConfig data = recipe.data();
+        int size = recipe.train().microBatchSize();
+        if (data.packing()) {
+            SamplePacker packer = new SamplePacker(data.maxSeqLen(), padId);
+            List<TokenizedSample> samples = dataset.validation();
+            List<PackedRow> rows = new ArrayList<>();
+            for (int[] assignment : packer.assign(samples)) {
+                List<TokenizedSample> inRow = new ArrayList<>();
+                for (int index : assignment) {
+                    inRow.add(samples.get(index));
+                }
+                rows.add(packer.row(inRow));
+            }
+            for (int i = 0; i < rows.size(); i += size) {
+                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + size))));
+            }
+        } else {
+            EpochBatches.lengthGrouped(dataset.validation(), size, padId, 0, 0)
+                    .forEach(b -> batches.add(TrainingBatch.padded(b)));
+        }
+        return batches;
+    }
+
+    /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */
+    private String nonFiniteGradients() {
+        List<String> names = parameterNames();
+        List<String> bad = new ArrayList<>();
+        for (int i = 0; i < parameters.size(); i++) {
+            float sum;
+            try (NDArray gradient = parameters.get(i).getGradient(); NDArray abs = gradient.abs();
+                    NDArray total = abs.sum()) {
+                sum = total.getFloat();
+            }
+            if (!Float.isFinite(sum)) {
+                bad.add(names.get(i));
+            }
+        }
+        return bad.isEmpty() ? "" : ", not finite in " + (bad.size() > 4 ? bad.subList(0, 4) + " and " + (bad.size() - 4)
+                + " more" : bad);
+    }
+
+    /** module.lora_A / module.lora_B, in the order of {@link LoraModel#parameters}. */
+    private List<String> parameterNames() {
+        List<String> names = new ArrayList<>();
+        lora.layers().forEach((module, layer) -> {
+            if (layer.adapter(ADAPTER_NAME) != null) {
+                names.add(module + ".lora_A");
+                names.add(module + ".lora_B");
+            }
+        });
+        return names;
+    }
+
+    private List<long[]> shapes() {
+        return parameters.stream().map(p -> p.getShape().getShape()).toList();
+    }
+
+    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer) {
+        TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), 1.0,
+                parameters.stream().map(NDArray::toFloatArray).toList(),
+                optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
+                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
+        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(),
+                dir -> PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString()));
+        TrainingCheckpoint.prune(checkpoints, recipe.train().keepLast());
+        return saved;
+    }
+
+    /** output_dir/adapter, replaced whole: written beside it, then renamed. */
+    private Path writeFinalAdapter() {
+        Path adapterDir = outputDir.resolve("adapter");
+        Path partial = outputDir.resolve("adapter.partial");
+        try {
+            TrainingCheckpoint.deleteRecursively(partial);
+            PeftAdapter.save(lora, ADAPTER_NAME, partial, baseModelDir.toAbsolutePath().toString());
+            TrainingCheckpoint.deleteRecursively(adapterDir);
+            Files.move(partial, adapterDir, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write " + adapterDir + ": " + e.getMessage(), e);
+        }
+        return adapterDir;
+    }
+
+    private void writeResolvedRecipe() {
+        try {
+            Files.writeString(outputDir.resolve("recipe.yaml"), RecipeReader.toYaml(recipe), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write " + outputDir.resolve("recipe.yaml") + ": " + e.getMessage(), e);
+        }
+    }
+
+    private void printPlan() {
+        ModelConfig config = model.config();
+        long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
+        String efficiency = recipe.data().packing()
+                ? String.format(Locale.ROOT, ", packing efficiency %.1f%%", 100 * packingEfficiency()) : "";
+        out.printf(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays%n", baseModelDir,
+                config.modelType().hfName(), config.numHiddenLayers(),
+                config.isMixtureOfExperts() ? ", " + config.numLocalExperts() + " experts" : "",
+                recipe.model().quantize().equals("nf4") ? "NF4 base" : "fp32 base", adapterParameters,
+                parameters.size());
+        out.printf(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an epoch%s%n",
+                dataset.report(), dataset.train().size(), dataset.validation().size(), microBatchesPerEpoch,
+                efficiency);
+        out.printf(Locale.ROOT, "training %d steps of %d x %d, lr %.2e %s, output %s%n", totalSteps,
+                recipe.train().microBatchSize(), recipe.train().gradientAccumulation(), recipe.train().lr(),
+                recipe.train().schedule(), outputDir);
+    }
+
+    private double packingEfficiency() {
+        long real = 0;
+        long total = 0;
+        for (TrainingBatch batch : epoch(0)) {
+            real += batch.realTokens();
+            total += (long) batch.rows() * batch.length();
+        }
+        return total == 0 ? 0 : (double) real / total;
+    }
+
+    /** Resident memory of this process (the JVM heap plus libtorch's native arrays), from /proc. */
+    static long residentMegabytes() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+                if (line.startsWith("VmRSS:")) {
+                    return Long.parseLong(line.replaceAll("\\D", "")) / 1024;
+                }
+            }
+        } catch (IOException | NumberFormatException e) {
+            // not Linux: no figure
+        }
+        return -1;
+    }
+
+    private static long ceilDiv(long a, long b) {
+        return (a + b - 1) / b;
+    }
+
+    @Override
+    public void close() {
+        model.close();
+        manager.close();
+    }
+}

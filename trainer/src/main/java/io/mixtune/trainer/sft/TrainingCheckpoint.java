@@ -1,0 +1,233 @@
+package io.mixtune.trainer.sft;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.function.Consumer;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * A resumable point of a run, {@code checkpoints/step-000040/}: {@code adapter/} (PEFT, for users),
+ * {@code trainer_state.safetensors} (the exact fp32 adapter weights and AdamW moments) and {@code trainer_state.json}
+ * (step, optimizer steps, the SHA-256 of every file). It is written into a {@code .partial} directory and renamed
+ * into place, so a kill at any moment leaves every earlier checkpoint whole; the hashes catch a file damaged later.
+ */
+public final class TrainingCheckpoint {
+    static final String STATE_JSON = "trainer_state.json";
+    static final String STATE_TENSORS = "trainer_state.safetensors";
+    static final String ADAPTER_DIR = "adapter";
+    private static final Pattern NAME = Pattern.compile("step-(\\d+)");
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** What a checkpoint restores. */
+    public record State(long step, long optimizerSteps, double lossScale, List<float[]> parameters,
+            List<float[]> firstMoments, List<float[]> secondMoments) {}
+
+    private TrainingCheckpoint() {}
+
+    public static Path directoryOf(Path checkpoints, long step) {
+        return checkpoints.resolve(String.format("step-%06d", step));
+    }
+
+    /**
+     * Writes a checkpoint for {@code step}.
+     *
+     * @param writeAdapter writes the PEFT adapter into the directory it is given
+     * @param shapes the parameters' shapes, in the order of the state's lists
+     */
+    public static Path save(Path checkpoints, State state, List<long[]> shapes, Consumer<Path> writeAdapter) {
+        Path target = directoryOf(checkpoints, state.step());
+        Path partial = checkpoints.resolve(target.getFileName() + ".partial");
+        try {
+            deleteRecursively(partial);
+            Files.createDirectories(partial);
+            writeAdapter.accept(partial.resolve(ADAPTER_DIR));
+            List<TensorSpec> specs = new ArrayList<>();
+            Map<String, float[]> data = new TreeMap<>();
+            for (int i = 0; i < shapes.size(); i++) {
+                put(specs, data, "parameter." + i, state.parameters().get(i), shapes.get(i));
+                put(specs, data, "exp_avg." + i, state.firstMoments().get(i), shapes.get(i));
+                put(specs, data, "exp_avg_sq." + i, state.secondMoments().get(i), shapes.get(i));
+            }
+            SafetensorsWriter.writeFile(partial.resolve(STATE_TENSORS), specs, spec -> data.get(spec.name()));
+            ObjectNode json = JSON.createObjectNode();
+            json.put("step", state.step());
+            json.put("optimizer_steps", state.optimizerSteps());
+            json.put("loss_scale", state.lossScale());
+            json.put("parameters", shapes.size());
+            ObjectNode hashes = json.putObject("sha256");
+            for (Path file : filesUnder(partial)) {
+                if (!file.getFileName().toString().equals(STATE_JSON)) {
+                    hashes.put(partial.relativize(file).toString(), sha256(file));
+                }
+            }
+            JSON.writerWithDefaultPrettyPrinter().writeValue(partial.resolve(STATE_JSON).toFile(), json);
+            if (Files.exists(target)) {
+                deleteRecursively(target); // the same step saved again after a resume: the new one is identical
+            }
+            Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE);
+            return target;
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write checkpoint " + target + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void put(List<TensorSpec> specs, Map<String, float[]> data, String name, float[] values, long[] shape) {
+        specs.add(new TensorSpec(name, DType.F32, shape));
+        data.put(name, values);
+    }
+
+    /** Reads and verifies a checkpoint; a missing or damaged file is named. */
+    public static State load(Path dir, List<long[]> shapes) {
+        Path stateJson = dir.resolve(STATE_JSON);
+        if (!Files.isRegularFile(stateJson)) {
+            throw new IllegalArgumentException(dir + " is not a complete checkpoint: " + STATE_JSON + " is missing"
+                    + (dir.getFileName().toString().endsWith(".partial") ? " (it was being written when the run stopped)"
+                    : ""));
+        }
+        try {
+            String problem = verify(dir);
+            if (problem != null) {
+                throw new IllegalArgumentException("cannot resume: " + problem);
+            }
+            JsonNode json = JSON.readTree(stateJson.toFile());
+            if (json.get("parameters").asInt() != shapes.size()) {
+                throw new IllegalArgumentException("checkpoint " + dir + " holds " + json.get("parameters").asInt()
+                        + " adapter arrays, this run has " + shapes.size() + ": was the lora section changed?");
+            }
+            List<float[]> parameters = new ArrayList<>();
+            List<float[]> first = new ArrayList<>();
+            List<float[]> second = new ArrayList<>();
+            try (SafetensorsReader reader = SafetensorsReader.open(dir.resolve(STATE_TENSORS))) {
+                for (int i = 0; i < shapes.size(); i++) {
+                    long[] saved = reader.info("parameter." + i).shape();
+                    if (!java.util.Arrays.equals(saved, shapes.get(i))) {
+                        throw new IllegalArgumentException("checkpoint " + dir + ": adapter array " + i + " has shape "
+                                + java.util.Arrays.toString(saved) + ", this run has "
+                                + java.util.Arrays.toString(shapes.get(i)) + ": was the lora section changed?");
+                    }
+                    parameters.add(reader.readFloats("parameter." + i));
+                    first.add(reader.readFloats("exp_avg." + i));
+                    second.add(reader.readFloats("exp_avg_sq." + i));
+                }
+            }
+            return new State(json.get("step").asLong(), json.get("optimizer_steps").asLong(),
+                    json.get("loss_scale").asDouble(), parameters, first, second);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Null when the checkpoint's files are all there and match their hashes, else what is wrong with it. */
+    public static String verify(Path dir) {
+        try {
+            JsonNode json = JSON.readTree(dir.resolve(STATE_JSON).toFile());
+            var names = json.get("sha256").fieldNames();
+            while (names.hasNext()) {
+                String name = names.next();
+                Path file = dir.resolve(name);
+                if (!Files.isRegularFile(file)) {
+                    return "checkpoint " + dir + ": " + name + " is missing";
+                }
+                if (!sha256(file).equals(json.get("sha256").get(name).asText())) {
+                    return "checkpoint " + dir + ": " + name + " does not match its SHA-256 in " + STATE_JSON;
+                }
+            }
+            return null;
+        } catch (IOException | RuntimeException e) {
+            return "checkpoint " + dir + ": " + STATE_JSON + " is missing or unreadable";
+        }
+    }
+
+    /** Complete checkpoint directories (no .partial), oldest first. */
+    public static List<Path> list(Path checkpoints) {
+        List<Path> found = new ArrayList<>();
+        if (!Files.isDirectory(checkpoints)) {
+            return found;
+        }
+        try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints)) {
+            for (Path entry : entries) {
+                if (Files.isDirectory(entry) && NAME.matcher(entry.getFileName().toString()).matches()) {
+                    found.add(entry);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        found.sort(Comparator.comparingLong(TrainingCheckpoint::stepOf));
+        return found;
+    }
+
+    static long stepOf(Path dir) {
+        Matcher matcher = NAME.matcher(dir.getFileName().toString());
+        return matcher.matches() ? Long.parseLong(matcher.group(1)) : -1;
+    }
+
+    /** Deletes all but the newest {@code keep} checkpoints, and any partial one a killed run left behind. */
+    public static void prune(Path checkpoints, int keep) {
+        List<Path> all = list(checkpoints);
+        try {
+            for (int i = 0; i < all.size() - keep; i++) {
+                deleteRecursively(all.get(i));
+            }
+            try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints, "*.partial")) {
+                for (Path partial : entries) {
+                    deleteRecursively(partial);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot prune " + checkpoints + ": " + e.getMessage(), e);
+        }
+    }
+
+    static void deleteRecursively(Path path) throws IOException {
+        if (!Files.exists(path)) {
+            return;
+        }
+        try (Stream<Path> walk = Files.walk(path)) {
+            for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) {
+                Files.delete(p);
+            }
+        }
+    }
+
+    private static List<Path> filesUnder(Path dir) throws IOException {
+        try (Stream<Path> walk = Files.walk(dir)) {
+            return walk.filter(Files::isRegularFile).sorted().toList();
+        }
+    }
+
+    static String sha256(Path file) throws IOException {
+        try (InputStream in = Files.newInputStream(file)) {
+            MessageDigest digest = MessageDigest.getInstance("SHA-256");
+            byte[] buffer = new byte[1 << 16];
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                digest.update(buffer, 0, n);
+            }
+            return HexFormat.of().formatHex(digest.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
