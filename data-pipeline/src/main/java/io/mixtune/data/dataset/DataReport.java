@@ -14,6 +14,20 @@ public final class DataReport {
     private long targetsCut;
     private final Map<String, Long> skipped = new TreeMap<>();
 
+    /** A report as the data cache stored it. */
+    static DataReport of(long conversations, long samples, long tokens, long targetTokens, long trailingTurnsDropped,
+            long targetsCut, Map<String, Long> skipped) {
+        DataReport report = new DataReport();
+        report.conversations = conversations;
+        report.samples = samples;
+        report.tokens = tokens;
+        report.targetTokens = targetTokens;
+        report.trailingTurnsDropped = trailingTurnsDropped;
+        report.targetsCut = targetsCut;
+        report.skipped.putAll(skipped);
+        return report;
+    }
+
     void conversation() {
         conversations++;
     }

@@ -21,7 +21,8 @@ public final class ChatMlTemplate implements ChatTemplate {
         return "chatml";
     }
 
-    private static long[] encode(String text, boolean first, TextTokenizer tokenizer) {
+    /** A piece of the rendered chat: the first as the start of a text, every later one as a continuation. */
+    static long[] encode(String text, boolean first, TextTokenizer tokenizer) {
         return first ? tokenizer.encode(text, false) : tokenizer.encodeContinuation(text);
     }
 

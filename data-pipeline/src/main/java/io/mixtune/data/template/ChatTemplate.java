@@ -15,10 +15,13 @@ public interface ChatTemplate {
 
     List<Segment> segments(Conversation conversation, TextTokenizer tokenizer);
 
+    /** The built-in templates; a custom one is built from its strings ({@code DataConfig.chatTemplate}). */
     static ChatTemplate byName(String name, long bosId, long eosId) {
         return switch (name) {
             case "mistral" -> new MistralTemplate(bosId, eosId);
             case "chatml" -> new ChatMlTemplate();
+            case "custom" -> throw new IllegalArgumentException("a custom template needs its strings: build it with "
+                    + "DataConfig.chatTemplate or new CustomTemplate");
             default -> throw new IllegalArgumentException("unknown chat template \"" + name + "\": expected mistral, "
                     + "chatml, or a custom template with per-role prefix and suffix");
         };

@@ -26,7 +26,8 @@ public final class Mixtune {
 
     Mixtune() {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new GenerateCommand(),
-                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand())) {
+                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new DataCommand.Prepare(),
+                new DataCommand.Preview())) {
             commands.put(command.name(), command);
         }
     }
@@ -42,13 +43,24 @@ public final class Mixtune {
             printOverview(rest.length == 0 ? err : out);
             return rest.length == 0 ? USAGE : OK;
         }
-        Command command = commands.get(rest[0]);
+        // A command with subcommands is registered once per subcommand, as "data prepare".
+        int words = rest.length > 1 && commands.containsKey(rest[0] + " " + rest[1]) ? 2 : 1;
+        Command command = commands.get(words == 2 ? rest[0] + " " + rest[1] : rest[0]);
         if (command == null) {
+            List<String> subcommands = commands.keySet().stream().filter(name -> name.startsWith(rest[0] + " "))
+                    .map(name -> name.substring(rest[0].length() + 1)).toList();
+            if (!subcommands.isEmpty()) {
+                boolean help = rest.length > 1 && (rest[1].equals("--help") || rest[1].equals("-h"));
+                (help ? out : err).println("mixtune " + rest[0] + ": " + (rest.length > 1 && !help ? "unknown "
+                        + "subcommand '" + rest[1] + "': " : "") + "expected one of " + subcommands
+                        + " (mixtune " + rest[0] + " <subcommand> --help for its options)");
+                return help ? OK : USAGE;
+            }
             err.println("mixtune: unknown command '" + rest[0] + "': expected one of " + commands.keySet()
                     + " (see mixtune --help)");
             return USAGE;
         }
-        String[] commandArgs = Arrays.copyOfRange(rest, 1, rest.length);
+        String[] commandArgs = Arrays.copyOfRange(rest, words, rest.length);
         if (Arrays.asList(commandArgs).contains("--help") || Arrays.asList(commandArgs).contains("-h")) {
             printCommandHelp(command, out);
             return OK;
@@ -87,7 +99,7 @@ public final class Mixtune {
         out.println();
         out.println("commands:");
         for (Command command : commands.values()) {
-            out.printf("  %-12s %s%n", command.name(), command.summary());
+            out.printf("  %-14s %s%n", command.name(), command.summary());
         }
         out.println();
         out.println("global options:");

@@ -10,18 +10,15 @@ import io.mixtune.data.batch.PackedRow;
 import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
-import io.mixtune.data.template.ChatTemplate;
-import io.mixtune.data.template.SampleBuilder;
+import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
-import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
@@ -84,7 +81,7 @@ public final class SftRecipe implements AutoCloseable {
         }
 
         // The model: a checkpoint, or a tiny preset written once with random weights.
-        baseModelDir = recipe.model().path() != null ? Path.of(recipe.model().path()) : outputDir.resolve("base-model");
+        baseModelDir = TrainingData.baseModelDir(recipe);
         if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
             PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
         }
@@ -103,17 +100,13 @@ public final class SftRecipe implements AutoCloseable {
         }
         parameters = lora.parameters(ADAPTER_NAME);
 
-        // The data, tokenized turn by turn with the model's tokenizer (or the bundled Mistral v1 one).
-        DataConfig data = recipe.data();
-        long bos = config.bosTokenId();
-        try (TextTokenizer tokenizer = Files.isRegularFile(baseModelDir.resolve("tokenizer.json"))
-                ? TextTokenizer.open(baseModelDir, bos) : TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, bos)) {
-            SampleBuilder builder = new SampleBuilder(ChatTemplate.byName(data.template(), bos, config.eosTokenId()),
-                    tokenizer, data.maxSeqLen(), data.lossPolicy());
-            dataset = ChatDataset.load(data.files().stream().map(Path::of).toList(),
-                    data.validationFiles().stream().map(Path::of).toList(), data.validationRatio(), train.seed(),
-                    data.chatFormat(), builder, data.skipInvalid());
+        // The data, tokenized turn by turn with the model's tokenizer (or the bundled Mistral v1 one), once: later runs
+        // and `mixtune data prepare` share output_dir/data-cache.
+        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
+        if (data.note() != null) {
+            out.println(data.note());
         }
+        dataset = data.dataset();
         if (dataset.train().isEmpty()) {
             throw new IllegalArgumentException("data.files: no usable training sample (" + dataset.report()
                     + ")");

@@ -1,0 +1,139 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.trainer.cli.MixtuneCliTest.Result;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class DataCommandTest {
+    @TempDir
+    Path dir;
+
+    static final String CUSTOM = """
+              template: custom
+              custom_template:
+                user_prefix: "User: "
+                user_suffix: "\\n"
+                assistant_prefix: "Bot:\\n"
+                after_assistant: "\\n"
+                bos: true
+                eos_after_assistant: true
+            """;
+
+    Path recipe(String dataKeys) throws IOException {
+        Path chats = dir.resolve("chats.jsonl");
+        Files.writeString(chats, """
+                {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+                {"messages": [{"role": "user", "content": "Two?"}, {"role": "assistant", "content": "2"}, \
+                {"role": "user", "content": "Three?"}, {"role": "assistant", "content": "3"}]}
+                """);
+        return Files.writeString(dir.resolve("recipe.yaml"), "model:\n  preset: tiny-mistral\n"
+                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\n" + dataKeys
+                + "train:\n  seed: 1\noutput_dir: " + dir.resolve("out") + "\n");
+    }
+
+    Result data(String... args) {
+        List<String> all = new ArrayList<>(List.of("data"));
+        all.addAll(List.of(args));
+        return MixtuneCliTest.run(all.toArray(String[]::new));
+    }
+
+    @Test
+    void prepareTokenizesOnceThenReadsTheCache() throws IOException {
+        Path recipe = recipe("");
+        Result first = data("prepare", "--recipe", recipe.toString());
+        assertEquals(0, first.code(), first.err());
+        assertTrue(first.out().contains("data cache: " + dir.resolve("out").resolve("data-cache") + "/"), first.out());
+        assertTrue(first.out().contains(": built (tokenized and written)"), first.out());
+        assertTrue(first.out().contains("train: 2 samples, validation: 0 samples"), first.out());
+        assertTrue(first.out().contains("tokenizer: configs/tokenizer/mistral-v1/tokenizer.json (bundled) (bos 1, eos 2)"),
+                first.out());
+        Result second = data("prepare", "--recipe", recipe.toString());
+        assertTrue(second.out().contains(": hit (nothing tokenized)"), second.out());
+        assertTrue(data("prepare", "--recipe", recipe.toString(), "--set", "data.max_seq_len=65").out()
+                .contains(": built"), "another max_seq_len, another cache file");
+        Result elsewhere = data("prepare", "--recipe", recipe.toString(), "--cache-dir", dir.resolve("c").toString());
+        assertTrue(elsewhere.out().contains("data cache: " + dir.resolve("c") + "/"), elsewhere.out());
+    }
+
+    @Test
+    void previewMarksTrainedTokensAndDumpsIdsLabelsPositions() throws IOException {
+        Path recipe = recipe(CUSTOM); // packing: true, the default
+        Path dump = dir.resolve("dump.jsonl");
+        Result plain = data("preview", "--recipe", recipe.toString(), "--n", "5", "--color", "never", "--dump",
+                dump.toString());
+        assertEquals(0, plain.code(), plain.err());
+        String out = plain.out();
+        assertTrue(out.contains("--- sample 1 of 2 (" + dir.resolve("chats.jsonl") + ":1): 12 tokens, 3 trained\n"
+                + "<s>User: Hi\nBot:\n⟦Hello!</s>⟧\n\n"), out);
+        assertTrue(out.contains("<s>User: Two?\nBot:\n⟦2</s>⟧\nUser: Three?\nBot:\n⟦3</s>⟧\n\n"), out);
+        assertTrue(out.contains("packing: 2 samples in 1 rows of 64 tokens"), out);
+        assertTrue(out.contains("wrote 2 samples and their packed rows to " + dump), out);
+
+        Result colour = data("preview", "--recipe", recipe.toString(), "--n", "1", "--color", "always");
+        assertTrue(colour.out().contains("\u001B[2m<s>\u001B[0mUser: Hi\nBot:\n\u001B[1;32mHello!</s>\u001B[0m\n"), colour.out());
+
+        ObjectMapper json = new ObjectMapper();
+        List<JsonNode> rows = Files.readAllLines(dump).stream().map(line -> {
+            try {
+                return json.readTree(line);
+            } catch (IOException e) {
+                throw new AssertionError(e);
+            }
+        }).toList();
+        assertEquals(3, rows.size(), "two samples, one packed row");
+        JsonNode first = rows.get(0);
+        assertEquals("[1,1247,28747,15359,13,25288,28747,13,16230,28808,2,13]", first.get("input_ids").toString());
+        assertEquals("[-100,-100,-100,-100,-100,-100,-100,-100,16230,28808,2,-100]", first.get("labels").toString());
+        assertEquals("[0,1,2,3,4,5,6,7,8,9,10,11]", first.get("position_ids").toString());
+        JsonNode packed = rows.get(2);
+        assertEquals(0, packed.get("packed_row").asInt());
+        assertEquals(64, packed.get("input_ids").size());
+        int second = rows.get(1).get("input_ids").size();
+        // Longest first: the two-turn sample, then the first, positions restarting, padding -1.
+        assertEquals(1, packed.get("sample_ids").get(second).asInt());
+        assertEquals(0, packed.get("position_ids").get(second).asInt());
+        assertEquals(-100, packed.get("labels").get(second).asInt(), "a sample's first token predicts nothing");
+        assertEquals(-1, packed.get("sample_ids").get(second + 12).asInt());
+    }
+
+    @Test
+    void recipeErrorsNameTheLine() throws IOException {
+        Path recipe = recipe("  max_seq: 12\n");
+        Result unknown = data("prepare", "--recipe", recipe.toString());
+        assertEquals(1, unknown.code());
+        assertTrue(unknown.err().startsWith("mixtune data prepare: " + recipe + ":6: data.max_seq: unknown key"),
+                unknown.err());
+        Files.writeString(recipe, Files.readString(recipe).replace("max_seq: 12", "loss_on: everything"));
+        Result bad = data("prepare", "--recipe", recipe.toString());
+        assertTrue(bad.err().startsWith("mixtune data prepare: " + recipe + ":6: data.loss_on: "), bad.err());
+        Result custom = data("preview", "--recipe", recipe(CUSTOM.replace("    bos: true\n", "")).toString());
+        assertTrue(custom.err().contains(": data.custom_template.bos: missing: expected true or false"), custom.err());
+        Result missing = data("preview", "--recipe", dir.resolve("absent.yaml").toString());
+        assertEquals(1, missing.code());
+        assertTrue(missing.err().contains("absent.yaml: no such recipe file"), missing.err());
+    }
+
+    @Test
+    void subcommandUsage() {
+        assertEquals(2, MixtuneCliTest.run("data").code());
+        Result unknown = MixtuneCliTest.run("data", "frob");
+        assertEquals(2, unknown.code());
+        assertTrue(unknown.err().contains("unknown subcommand 'frob': expected one of [prepare, preview]"), unknown.err());
+        assertEquals(0, MixtuneCliTest.run("data", "--help").code());
+        Result help = MixtuneCliTest.run("data", "preview", "--help");
+        assertEquals(0, help.code());
+        assertTrue(help.out().contains("--dump"), help.out());
+        assertEquals(2, MixtuneCliTest.run("data", "prepare").code(), "--recipe is required");
+        assertTrue(MixtuneCliTest.run("--help").out().contains("data prepare"));
+    }
+}
