@@ -65,6 +65,7 @@ class CheckpointSpec:
     num_local_experts: int = 4
     num_experts_per_tok: int = 2
     router_aux_loss_coef: float = 0.02
+    intermediate_size: int = TINY["intermediate_size"]
 
 
 PROMPT_20 = [1, 5, 9, 300, 17, 42, 255, 3, 77, 128, 64, 500, 11, 23, 314, 159, 26, 53, 58, 97]
@@ -90,6 +91,7 @@ PEFT_BASE = CheckpointSpec(arch="mixtral", seed=5678, sliding_window=8, moe_layo
 def make_config(spec: CheckpointSpec):
     common = dict(
         TINY,
+        intermediate_size=spec.intermediate_size,
         sliding_window=spec.sliding_window,
         rope_theta=spec.rope_theta,
         rms_norm_eps=spec.rms_norm_eps,

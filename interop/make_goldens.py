@@ -228,12 +228,14 @@ def save_peft_adapter(peft_model, out: Path) -> None:
 
 
 @torch.no_grad()
-def split_fused_experts(peft_model, num_experts: int, intermediate: int) -> dict[str, torch.Tensor]:
+def split_fused_experts(peft_model, num_experts: int, intermediate: int, of=lambda weight: weight
+                        ) -> dict[str, torch.Tensor]:
     """PEFT's LoRA on transformers 5's fused experts, cut into Hub per-expert w1/w3/w2 LoRAs; the router's LoRA dropped.
 
     PEFT keeps an expert stack's LoRA as A [E*r, in] (row e*r + k) and B [out, r*E] (column k*E + e). On gate_up_proj
     r is 2*4: ranks 0-3 feed w1 (the gate rows 0..I-1), ranks 4-7 w3 (the up rows). Loading per-expert files, PEFT
     rebuilds exactly this with B block-diagonal, so the blocks that mix w1 rows with w3 ranks are what the split drops.
+    `of` maps each LoRA weight to the tensor to cut (make_sft_goldens.py passes `lambda w: w.grad`).
     """
     out = {}
     prefix = "base_model.model.model.layers"
@@ -241,13 +243,13 @@ def split_fused_experts(peft_model, num_experts: int, intermediate: int) -> dict
         attn = layer.self_attn
         for proj in PEFT_ATTENTION:
             lora = getattr(attn, proj)
-            out[f"{prefix}.{i}.self_attn.{proj}.lora_A.weight"] = lora.lora_A["default"].weight.clone()
-            out[f"{prefix}.{i}.self_attn.{proj}.lora_B.weight"] = lora.lora_B["default"].weight.clone()
+            out[f"{prefix}.{i}.self_attn.{proj}.lora_A.weight"] = of(lora.lora_A["default"].weight).clone()
+            out[f"{prefix}.{i}.self_attn.{proj}.lora_B.weight"] = of(lora.lora_B["default"].weight).clone()
         down, gate_up = layer.mlp.experts, layer.mlp.experts.base_layer
         assert (down.parameter_name, gate_up.parameter_name) == ("down_proj", "gate_up_proj")
 
         def per_expert(wrapper):
-            a, b = wrapper.lora_A["default"].weight, wrapper.lora_B["default"].weight
+            a, b = of(wrapper.lora_A["default"].weight), of(wrapper.lora_B["default"].weight)
             return a.reshape(num_experts, -1, a.shape[-1]), b.reshape(b.shape[0], -1, num_experts).permute(2, 0, 1)
 
         a_gu, b_gu = per_expert(gate_up)  # [E, 8, H], [E, 2I, 8]
