@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 import hf_models as hf
+import tokenizer_texts
 
 REPO = hf.repo_root()
 GOLDEN = REPO / "model" / "src" / "test" / "resources" / "golden"
@@ -31,46 +32,6 @@ PEFT_GOLDEN = REPO / "lora" / "src" / "test" / "resources" / "golden" / "peft"
 # Smallest top-1/top-2 gap (logits) and k-th/(k+1)-th router gap we accept: far above the 1e-4 parity tolerance, so
 # that a correct port can never pick a different token or expert because of float rounding.
 MIN_GAP = 1e-3
-
-TOKENIZER_TEXTS = [
-    "Hello world!",
-    "The quick brown fox jumps over the lazy dog.",
-    "Mixtral routes each token to 2 of its 8 experts.",
-    "Wait... what?! (Really?) Yes; no: maybe -- \"quoted\" and 'single'.",
-    "E-mail: someone@example.com, URL: https://example.org/path?q=1&r=2#frag",
-    "Numbers: 0 1 12 123 1234 3.14159 -42 1e-5 1,000,000 and 50%.",
-    "Dates like 2024-03-15 and times like 12:34:56.",
-    "def add(a, b):\n    return a + b\n",
-    "for (int i = 0; i < n; i++) { sum += x[i]; }",
-    "x = [1, 2, 3]\nprint(sum(x))",
-    "if x:\n\tprint('tab indented')",
-    "SELECT name FROM users WHERE id = 7;",
-    "<html><body>Hi</body></html>",
-    "Café, naïve, résumé, façade, jalapeño, Ångström.",
-    "Die Größe des Straßenbahnwagens überrascht.",
-    "¿Dónde está la biblioteca? ¡Aquí!",
-    "Привет, как дела?",
-    "Γειά σου Κόσμε",
-    "中文分词测试：今天天气很好。",
-    "日本語のテキストとカタカナ、ひらがな。",
-    "한국어 문장입니다.",
-    "مرحبا بالعالم",
-    "Emoji: 😀🚀👍🏽 and symbols: © ® ™ € £ ¥ → ∑ √ ∞",
-    "Line one\nLine two\n\nLine four",
-    "Windows line\r\nending",
-    "trailing space ",
-    "trailing newline\n",
-    " leading space",
-    "  two leading spaces",
-    "\nleading newline",
-    "double  space inside",
-    "many     spaces     inside",
-    "ALL CAPS AND MiXeD CaSe",
-    "a",
-    "",
-    "<s> and </s> written as text",
-]
-
 
 def _dumps(obj, indent: str = "") -> str:
     """JSON with 2-space indents, but a list of numbers stays on one line."""
@@ -94,21 +55,23 @@ def write_id_lists(path: Path, entries: list[dict]) -> None:
 
 
 def tokenizer_section() -> None:
+    """sentencepiece's ids (with BOS) for tokenizer_texts.GOLDEN_TEXTS and a seeded sample of random texts; every one
+    must also be what the tokenizers library gives on tokenizer.json, which is what mixtune's Java runs."""
     if not (TOKENIZER_DIR / "tokenizer.json").exists():
         raise SystemExit(f"{TOKENIZER_DIR} is missing: run interop/convert_tokenizer.py first")
     sp = sentencepiece.SentencePieceProcessor(model_file=str(TOKENIZER_DIR / "tokenizer.model"))
     fast = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
-    agree, differ = [], []
-    for text in TOKENIZER_TEXTS:
-        ids = [sp.bos_id()] + sp.encode(text)
-        fast_ids = fast.encode(text).ids
-        (agree if fast_ids == ids else differ).append({"text": text, "ids": ids, "fast_ids": fast_ids})
+    texts = tokenizer_texts.GOLDEN_TEXTS + tokenizer_texts.random_texts(tokenizer_texts.GOLDEN_RANDOM,
+                                                                        tokenizer_texts.GOLDEN_SEED)
+    entries = [{"text": t, "ids": [sp.bos_id()] + sp.encode(t)} for t in texts]
+    differ = [(e["text"], e["ids"], got) for e in entries if (got := fast.encode(e["text"]).ids) != e["ids"]]
+    if differ:
+        raise SystemExit("tokenizer.json differs from sentencepiece (run interop/convert_tokenizer.py):\n"
+                         + "\n".join(f"  {t!r}\n    sentencepiece {a}\n    tokenizer.json {b}" for t, a, b in differ))
     out = GOLDEN / "tokenizer"
     out.mkdir(parents=True, exist_ok=True)
-    write_id_lists(out / "mistral-v1-ids.json", [{"text": e["text"], "ids": e["ids"]} for e in agree])
-    print(f"tokenizer: {len(agree)} texts agree with sentencepiece, {len(differ)} differ (left out):")
-    for e in differ:
-        print(f"  {e['text']!r}\n    sentencepiece {e['ids']}\n    tokenizer.json {e['fast_ids']}")
+    write_id_lists(out / "mistral-v1-ids.json", entries)
+    print(f"tokenizer: {len(entries)} texts, tokenizer.json equals sentencepiece on all")
 
 
 def check_reference(name: str, ref: hf.Reference) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import sentencepiece
-from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 import hf_models as hf
@@ -33,27 +32,6 @@ from test_template_goldens import trained_runs
 MIXTUNE = hf.repo_root() / "bin" / "mixtune"
 IGNORE = tg.IGNORE
 SHORT = 256
-
-# Where the tokenizers library on tokenizer.json and sentencepiece tokenize a text differently: leading spaces, runs
-# of spaces (code indentation, markdown), "</s>" typed as text. The tokenizer parity work (configs/tokenizer/mistral-v1
-# regenerated for exact sentencepiece parity) should make these pass; strict, so they fail loudly once it does.
-SENTENCEPIECE_PARITY = pytest.mark.xfail(
-    strict=True,
-    reason="tokenizer.json differs from sentencepiece on leading spaces / runs of spaces / literal </s>: waiting for "
-    "the tokenizer parity work on configs/tokenizer/mistral-v1/tokenizer.json; flip this mark when it is merged",
-)
-# transformers loads tokenizer.json with Metaspace prepend_scheme "first", the file says "always": they differ after a
-# special token matched inside the text ("</s>" typed in a message).
-TRANSFORMERS_PREPEND = pytest.mark.xfail(
-    strict=True,
-    reason="\"</s>\" typed as text: transformers uses Metaspace prepend_scheme 'first', tokenizer.json says 'always'; "
-    "waiting for the tokenizer parity work on configs/tokenizer/mistral-v1/tokenizer.json",
-)
-DIFFERS_FROM_SENTENCEPIECE = {
-    "python-code", "tabs-code", "indented-user-code", "leading-trailing-spaces", "double-spaces", "eos-literal",
-    "markdown", "system-with-spaces", "mixed-five-turns", "eos-and-spaces",
-}
-
 
 def _long(n: int) -> str:
     return " ".join(f"Step {i}: stir the sauce, taste it, and add salt if it needs some." for i in range(n))
@@ -136,9 +114,8 @@ def dumps(tmp_path_factory):
 def references():
     mistral = tg.MistralReference()
     sp = sentencepiece.SentencePieceProcessor(model_file=str(tg.TOKENIZER_DIR / "tokenizer.model"))
-    fast = Tokenizer.from_file(str(tg.TOKENIZER_DIR / "tokenizer.json"))
     transformers = AutoTokenizer.from_pretrained(tg.TOKENIZER_DIR)
-    out = {"sentencepiece": {}, "tokenizer.json": {}, "chatml": {}}
+    out = {"sentencepiece": {}, "chatml": {}}
     for name, messages in CONVERSATIONS:
         ids, labels = [tg.BOS], [IGNORE]
         for role, text in mistral.segments(messages):
@@ -146,7 +123,6 @@ def references():
             ids += piece
             labels += piece if role == "assistant" else [IGNORE] * len(piece)
         out["sentencepiece"][name] = {"input_ids": ids, "labels": labels}
-        out["tokenizer.json"][name] = tg.mistral_hf(fast, mistral.segments(messages))
         out["chatml"][name] = tg.chatml_reference(transformers, messages)
     # The turn-by-turn sentencepiece build is mistral-common's own encoding (here on the conversations that are new).
     for name, messages in CONVERSATIONS[len(tg.CONVERSATIONS):]:
@@ -173,18 +149,13 @@ def params(xfail_names, mark):
             for max_len in (4096, SHORT) for name in NAMES]
 
 
-@pytest.mark.parametrize("name,max_len", params(DIFFERS_FROM_SENTENCEPIECE, SENTENCEPIECE_PARITY))
+@pytest.mark.parametrize("name,max_len", params(set(), None))
 def test_mistral_equals_sentencepiece_turn_by_turn(dumps, references, name, max_len):
     check(dumps["mistral", max_len]["rows"], references["sentencepiece"][name], max_len, name)
 
 
-@pytest.mark.parametrize("name,max_len", params(set(), None))
-def test_mistral_equals_tokenizer_json_turn_by_turn(dumps, references, name, max_len):
-    check(dumps["mistral", max_len]["rows"], references["tokenizer.json"][name], max_len, name)
-
-
 @pytest.mark.parametrize("template", ["chatml", "custom"])
-@pytest.mark.parametrize("name,max_len", params({"eos-literal", "eos-and-spaces"}, TRANSFORMERS_PREPEND))
+@pytest.mark.parametrize("name,max_len", params(set(), None))
 def test_chatml_equals_apply_chat_template_and_its_assistant_mask(dumps, references, template, name, max_len):
     check(dumps[template, max_len]["rows"], references["chatml"][name], max_len, name)
 

@@ -1,10 +1,12 @@
 """The committed chat template goldens are what make_template_goldens.py builds today, and they keep the invariants the
-Java data pipeline relies on: labels align with input_ids, every assistant turn trains, nothing else does."""
+Java data pipeline relies on: labels align with input_ids, every assistant turn trains, nothing else does, and the
+recipes the Java follows on tokenizer.json give them on every conversation."""
 
 import json
 
 import pytest
 import sentencepiece
+from tokenizers import Tokenizer
 
 import make_template_goldens as tg
 
@@ -18,6 +20,11 @@ def read(directory, name):
 @pytest.fixture(scope="module")
 def golden():
     return {name: read(tg.OUT_DIR, name) for name in tg.FILES}
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return Tokenizer.from_file(str(tg.TOKENIZER_DIR / "tokenizer.json"))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +56,7 @@ def test_fresh_build_equals_committed_files(tmp_path):
 
 def test_conversation_set(golden):
     conversations = golden["conversations.jsonl"]
-    assert len(conversations) == len(tg.CONVERSATIONS) >= 30
+    assert len(conversations) == len(tg.CONVERSATIONS) >= 36
     assert all(len(read(tg.OUT_DIR, name)) == len(conversations) for name in tg.FILES)
     for c in conversations:
         roles = [m["role"] for m in c["messages"] if m["role"] != "system"]
@@ -59,25 +66,33 @@ def test_conversation_set(golden):
     assert max(len(m["content"]) for c in conversations for m in c["messages"]) >= 3000
 
 
-@pytest.mark.parametrize("name", ["mistral.jsonl", "chatml.jsonl", "mistral-hf.jsonl"])
+@pytest.mark.parametrize("name", ["mistral.jsonl", "chatml.jsonl"])
 def test_labels_align_with_input_ids(golden, name):
     for row in golden[name]:
         assert len(row["labels"]) == len(row["input_ids"])
         assert all(label in (IGNORE, token) for token, label in zip(row["input_ids"], row["labels"]))
 
 
-@pytest.mark.parametrize("name", ["mistral.jsonl", "mistral-hf.jsonl"])
-def test_mistral_every_assistant_turn_trains_content_and_eos(golden, name):
-    for conversation, row in zip(golden["conversations.jsonl"], golden[name]):
+def test_mistral_every_assistant_turn_trains_content_and_eos(golden):
+    for conversation, row in zip(golden["conversations.jsonl"], golden["mistral.jsonl"]):
         ids, labels = row["input_ids"], row["labels"]
         assert ids[0] == tg.BOS and labels[0] == IGNORE and ids[-1] == labels[-1] == tg.EOS
         runs = trained_runs(labels)
         assert len(runs) == len(assistants(conversation))
-        # Each run is one assistant turn, closed by its EOS; that EOS is the only id 2 that trains, except where
-        # tokenizer.json matches a "</s>" typed in an assistant message as the EOS token itself (line 22).
+        # Each run is one assistant turn, closed by its EOS. BOS and EOS come only from the template, never from a
+        # "<s>" or "</s>" typed in a message.
         assert all(ids[end - 1] == tg.EOS for _, end in runs)
-        if row.get("equals_sentencepiece", True):
-            assert [label for label in labels if label == tg.EOS] == [tg.EOS] * len(runs)
+        assert ids.count(tg.EOS) == len(runs) and ids.count(tg.BOS) == 1
+
+
+def test_special_tokens_typed_as_text_stay_text(golden):
+    typed = [line for line, c in enumerate(golden["conversations.jsonl"], start=1)
+             if any(s in m["content"] for m in c["messages"] for s in ("<s>", "</s>", "<unk>"))]
+    assert len(typed) >= 3
+    for line in typed:
+        for name in ("mistral.jsonl", "chatml.jsonl"):
+            ids = golden[name][line - 1]["input_ids"]
+            assert 0 not in ids and ids.count(tg.BOS) == (name == "mistral.jsonl"), (name, line)
 
 
 def test_mistral_is_sentencepiece_turn_by_turn(golden, sp):
@@ -110,20 +125,15 @@ def test_mistral_system_prompt_and_whitespace(golden):
     assert all("pirate" not in text for text in users[1:])
 
 
-def test_mistral_hf_flags_equality_with_sentencepiece(golden):
-    flags = []
-    for line, (ref, hf) in enumerate(zip(golden["mistral.jsonl"], golden["mistral-hf.jsonl"]), start=1):
-        assert hf["equals_sentencepiece"] == (hf["input_ids"] == ref["input_ids"])
-        if hf["equals_sentencepiece"]:
-            assert hf["labels"] == ref["labels"]
-        else:
-            flags.append(line)
-    # The README names these lines: leading spaces, runs of spaces, indented code, </s> and <s> typed as text.
-    assert flags == [13, 14, 15, 16, 18, 22, 24, 28, 29]
+def test_mistral_turn_by_turn_on_tokenizer_json_is_mistral_common(golden, fast):
+    """What MistralTemplate does in Java: one encode per segment with the tokenizers library, BOS/EOS by id."""
+    reference = tg.MistralReference()
+    for (_, messages), row in zip(tg.CONVERSATIONS, golden["mistral.jsonl"]):
+        assert tg.mistral_by_segments(fast, reference.segments(messages)) == row
 
 
-def test_chatml_trains_assistant_content_and_im_end(golden):
-    tokenizer = tg.transformers_pipeline()
+def test_chatml_trains_assistant_content_and_im_end(golden, fast):
+    tokenizer = fast
     im_end = tg.encode_continuation(tokenizer, "<|im_end|>")
     for conversation, row in zip(golden["conversations.jsonl"], golden["chatml.jsonl"]):
         ids, labels = row["input_ids"], row["labels"]
@@ -139,7 +149,12 @@ def test_chatml_trains_assistant_content_and_im_end(golden):
         assert sum(label != IGNORE for label in labels) == trained
 
 
-def test_chatml_segment_recipe_reproduces_apply_chat_template(golden):
-    tokenizer = tg.transformers_pipeline()
+def test_chatml_segment_recipe_reproduces_apply_chat_template(golden, fast):
     for conversation, row in zip(golden["conversations.jsonl"], golden["chatml.jsonl"]):
-        assert tg.chatml_by_segments(tokenizer, conversation["messages"]) == row
+        assert tg.chatml_by_segments(fast, conversation["messages"]) == row
+
+
+def test_chatml_is_sentencepiece_on_the_rendered_text(golden, sp):
+    for conversation, row in zip(golden["conversations.jsonl"], golden["chatml.jsonl"]):
+        rendered = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation["messages"])
+        assert row["input_ids"] == sp.encode(rendered)

@@ -84,7 +84,7 @@ public final class DataPipelineBenchmark {
     }
 
     static void throughput(Path chats, Path repeated, int copies) throws IOException {
-        try (TextTokenizer tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1)) {
+        try (TextTokenizer tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2)) {
             SampleBuilder builder = new SampleBuilder(new MistralTemplate(1, 2), tokenizer, MAX_SEQ_LEN,
                     LossPolicy.ALL_ASSISTANT_TURNS);
             for (int warmUp = 0; warmUp < 3; warmUp++) {

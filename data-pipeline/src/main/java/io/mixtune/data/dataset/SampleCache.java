@@ -74,7 +74,7 @@ public final class SampleCache {
         }
 
         public TextTokenizer open() {
-            return TextTokenizer.read(new ByteArrayInputStream(json), name, bosId);
+            return TextTokenizer.read(new ByteArrayInputStream(json), name, bosId, eosId);
         }
     }
 

@@ -27,7 +27,7 @@ class ChatDatasetTest {
 
     @BeforeAll
     static void open() {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1);
+        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
     }
 
     @AfterAll

@@ -31,7 +31,7 @@ class PreferenceTest {
 
     @BeforeAll
     static void open() {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1);
+        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
     }
 
     @AfterAll

@@ -34,7 +34,7 @@ class CustomTemplateTest {
 
     @BeforeAll
     static void open() {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1);
+        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
     }
 
     @AfterAll

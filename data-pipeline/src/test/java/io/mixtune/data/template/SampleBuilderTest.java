@@ -28,7 +28,7 @@ class SampleBuilderTest {
 
     @BeforeAll
     static void open() {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1);
+        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
     }
 
     @AfterAll

@@ -5,26 +5,34 @@ import ai.djl.huggingface.tokenizers.jni.TokenizersLibrary;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Map;
 
 /**
  * A model's Hugging Face {@code tokenizer.json}, read by DJL's binding of the Rust tokenizers library (offline: the
- * native library ships in the jar). Special tokens are never added implicitly: callers say whether they want BOS.
+ * native library ships in the jar). Special tokens are never added implicitly: callers say whether they want BOS, and
+ * templates add EOS by id.
+ *
+ * <p>BOS and EOS are known by id, not by text: mixtune's Mistral v1 tokenizer.json declares no added tokens, so that
+ * {@code "</s>"} typed in a message tokenizes as text, as sentencepiece does it (interop/convert_tokenizer.py), and the
+ * tokenizers library then no longer knows them as special.
  */
 public final class TextTokenizer implements AutoCloseable {
     private final HuggingFaceTokenizer tokenizer;
     private final long bosId;
+    private final long eosId;
     /** The ids of "\n" encoded alone, which a continuation encode strips from its front. */
     private final long[] newlineIds;
 
-    private TextTokenizer(HuggingFaceTokenizer tokenizer, long bosId) {
+    private TextTokenizer(HuggingFaceTokenizer tokenizer, long bosId, long eosId) {
         this.tokenizer = tokenizer;
         this.bosId = bosId;
+        this.eosId = eosId;
         this.newlineIds = ids("\n");
     }
 
     /** @param tokenizerJson a tokenizer.json file, or a model directory holding one */
-    public static TextTokenizer open(Path tokenizerJson, long bosId) {
+    public static TextTokenizer open(Path tokenizerJson, long bosId, long eosId) {
         Path file = Files.isDirectory(tokenizerJson) ? tokenizerJson.resolve("tokenizer.json") : tokenizerJson;
         if (!Files.isRegularFile(file)) {
             throw new IllegalArgumentException(file + ": no tokenizer.json (give token ids with --prompt-ids, or add "
@@ -34,7 +42,7 @@ public final class TextTokenizer implements AutoCloseable {
             // The tokenizer's own post-processor would add BOS; we add it explicitly so templates control it.
             HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.newInstance(file,
                     Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false"));
-            return new TextTokenizer(tokenizer, bosId);
+            return new TextTokenizer(tokenizer, bosId, eosId);
         } catch (IOException | RuntimeException e) {
             throw new IllegalArgumentException(file + ": not a tokenizer.json the tokenizers library can read: "
                     + e.getMessage(), e);
@@ -42,22 +50,22 @@ public final class TextTokenizer implements AutoCloseable {
     }
 
     /** A tokenizer.json shipped on the classpath, such as {@code ModelPreset.MISTRAL_V1_TOKENIZER}. */
-    public static TextTokenizer openResource(String resource, long bosId) {
+    public static TextTokenizer openResource(String resource, long bosId, long eosId) {
         try (java.io.InputStream in = TextTokenizer.class.getClassLoader().getResourceAsStream(resource)) {
             if (in == null) {
                 throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
             }
-            return read(in, resource, bosId);
+            return read(in, resource, bosId, eosId);
         } catch (IOException e) {
             throw new IllegalArgumentException(resource + ": cannot be read: " + e.getMessage(), e);
         }
     }
 
     /** A tokenizer.json from a stream (bytes already in memory, a resource); {@code name} says which in errors. */
-    public static TextTokenizer read(java.io.InputStream json, String name, long bosId) {
+    public static TextTokenizer read(java.io.InputStream json, String name, long bosId, long eosId) {
         try {
             return new TextTokenizer(HuggingFaceTokenizer.newInstance(json,
-                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId);
+                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId, eosId);
         } catch (IOException | RuntimeException e) {
             throw new IllegalArgumentException(name + ": not a tokenizer.json the tokenizers library can read: "
                     + e.getMessage(), e);
@@ -90,7 +98,7 @@ public final class TextTokenizer implements AutoCloseable {
                         + "encoding needs it to stand alone");
             }
         }
-        return java.util.Arrays.copyOfRange(ids, newlineIds.length, ids.length);
+        return Arrays.copyOfRange(ids, newlineIds.length, ids.length);
     }
 
     /**
@@ -106,9 +114,12 @@ public final class TextTokenizer implements AutoCloseable {
         }
     }
 
-    /** Text of the ids, special tokens left out. */
+    /**
+     * Text of the ids, BOS, EOS and the tokenizer's special tokens left out (sentencepiece's decode drops its control
+     * pieces the same way).
+     */
     public String decode(long[] ids) {
-        return tokenizer.decode(ids, true);
+        return tokenizer.decode(Arrays.stream(ids).filter(id -> id != bosId && id != eosId).toArray(), true);
     }
 
     @Override

@@ -88,7 +88,8 @@ final class GenerateCommand implements Command {
                 dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
             }
             if (Files.isRegularFile(modelDir.resolve("tokenizer.json"))) {
-                try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId())) {
+                try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId(),
+                        model.config().eosTokenId())) {
                     out.println(tokenizer.decode(newIds.stream().mapToLong(Integer::longValue).toArray()));
                 }
             } else if (!line.hasOption("output-ids")) {
@@ -119,7 +120,8 @@ final class GenerateCommand implements Command {
     }
 
     private static long[] tokenize(Path modelDir, CausalLm model, String prompt) {
-        try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId())) {
+        try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId(),
+                model.config().eosTokenId())) {
             return tokenizer.encode(prompt, true);
         }
     }
