@@ -212,37 +212,18 @@ public final class SftRecipe implements AutoCloseable {
                 long first = step * accumulation;
                 long last = Math.min(first + accumulation, availableMicroBatches);
                 List<TrainingBatch> batches = new ArrayList<>();
-                int targets = 0;
-                long tokens = 0;
                 for (long index = first; index < last; index++) {
-                    TrainingBatch batch = microBatch(index);
-                    batches.add(batch);
-                    targets += batch.targetCount();
-                    tokens += batch.realTokens();
+                    batches.add(microBatch(index));
                 }
-                GradientClipping.zero(parameters);
-                double crossEntropy = 0;
-                double loadBalancing = 0;
-                for (int j = 0; j < batches.size(); j++) {
-                    // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
-                    Engine.getInstance().setRandomSeed((int) (train.seed() * 1_000_003L + first + j));
-                    try (NDManager stepManager = manager.newSubManager();
-                            GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                        CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
-                        // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
-                        // load-balancing loss averaged over micro-batches.
-                        NDArray loss = terms.crossEntropySum().div((float) Math.max(1, targets));
-                        crossEntropy += terms.crossEntropySum().getFloat();
-                        if (coefficient > 0 && terms.loadBalancing() != null) {
-                            loss = loss.add(terms.loadBalancing().mul((float) (coefficient / batches.size())));
-                            loadBalancing += terms.loadBalancing().getFloat() / batches.size();
-                        }
-                        collector.backward(loss);
-                    }
-                }
-                double stepLoss = crossEntropy / Math.max(1, targets) + coefficient * loadBalancing;
-                double gradNorm = GradientClipping.clip(parameters, train.maxGradNorm());
-                if (!Double.isFinite(stepLoss) || !Double.isFinite(gradNorm)) {
+                double lr = schedule.at(step);
+                StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
+                        optimizer, lr, manager, train.seed() * 1_000_003L + first);
+                double stepLoss = result.loss();
+                double gradNorm = result.gradNorm();
+                double loadBalancing = result.loadBalancing();
+                int targets = result.targets();
+                long tokens = result.tokens();
+                if (!result.isFinite()) {
                     List<Path> saved = TrainingCheckpoint.list(checkpoints);
                     throw new IllegalStateException(String.format(Locale.ROOT, "step %d: the loss is %s (grad norm %s%s)"
                             + ": stopping; %s. Lower train.lr or raise warmup_steps.", step + 1, stepLoss, gradNorm,
@@ -250,8 +231,6 @@ public final class SftRecipe implements AutoCloseable {
                             saved.isEmpty() ? "no checkpoint was saved yet"
                                     : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
                 }
-                double lr = schedule.at(step);
-                optimizer.step(lr);
                 step++;
                 double seconds = (System.nanoTime() - start) / 1e9;
                 if (firstLoss == null) {
@@ -292,6 +271,72 @@ public final class SftRecipe implements AutoCloseable {
         Path adapterDir = writeFinalAdapter();
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
+    }
+
+    /**
+     * What one optimizer step measured, at the weights before its update.
+     *
+     * @param loss the step objective: summed cross-entropy / targets + coefficient x loadBalancing
+     * @param crossEntropy summed cross-entropy / targets (the mean over the step's target tokens)
+     * @param loadBalancing the router load-balancing loss averaged over micro-batches, before the coefficient (0 for a
+     *     dense model); reported even when the coefficient is 0
+     * @param gradNorm the global gradient norm before clipping
+     */
+    record StepResult(double loss, double crossEntropy, double loadBalancing, double gradNorm, int targets,
+            long tokens) {
+        boolean isFinite() {
+            return Double.isFinite(loss) && Double.isFinite(gradNorm);
+        }
+    }
+
+    /**
+     * One optimizer step over gradient_accumulation micro-batches, as HF's Trainer with num_items_in_batch: zero the
+     * gradients; per micro-batch, backward of its summed cross-entropy / the step's target count plus coefficient x
+     * its load-balancing loss / micro-batches; clip the global norm; AdamW at lr. When the loss or the norm is not
+     * finite the weights and the optimizer are left as they were, for the caller to stop.
+     *
+     * @param dropoutSeed micro-batch j seeds torch's generator (LoRA dropout) with dropoutSeed + j
+     */
+    static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
+            double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
+            long dropoutSeed) {
+        int targets = 0;
+        long tokens = 0;
+        for (TrainingBatch batch : batches) {
+            targets += batch.targetCount();
+            tokens += batch.realTokens();
+        }
+        GradientClipping.zero(parameters);
+        double crossEntropy = 0;
+        double loadBalancing = 0;
+        for (int j = 0; j < batches.size(); j++) {
+            // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
+            Engine.getInstance().setRandomSeed((int) (dropoutSeed + j));
+            try (NDManager stepManager = manager.newSubManager();
+                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
+                // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
+                // load-balancing loss averaged over micro-batches. Float scalars: a double would make DJL create a
+                // float64 one, and a 0-dim float32 times a 0-dim float64 is float64 in torch.
+                NDArray loss = terms.crossEntropySum().div((float) Math.max(1, targets));
+                crossEntropy += terms.crossEntropySum().getFloat();
+                if (terms.loadBalancing() != null) {
+                    loadBalancing += terms.loadBalancing().getFloat() / batches.size();
+                    if (auxCoefficient > 0) {
+                        loss = loss.add(terms.loadBalancing().mul((float) (auxCoefficient / batches.size())));
+                    }
+                }
+                collector.backward(loss);
+            }
+        }
+        double meanCrossEntropy = crossEntropy / Math.max(1, targets);
+        double stepLoss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
+        double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
+        StepResult result = new StepResult(stepLoss, meanCrossEntropy, loadBalancing, gradNorm, targets, tokens);
+        if (result.isFinite()) {
+            optimizer.step(lr);
+        }
+        return result;
     }
 
     /** Mean cross-entropy per target token of the validation set, adapters as they are, no dropout. */

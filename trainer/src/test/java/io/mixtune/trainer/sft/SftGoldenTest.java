@@ -1,0 +1,248 @@
+package io.mixtune.trainer.sft;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.LearningRateSchedule;
+import java.io.IOException;
+import java.net.URISyntaxException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * One SFT forward/backward and three optimizer steps against transformers + PEFT + torch.optim.AdamW
+ * (interop/make_sft_goldens.py; interop/GOLDENS.md, section "SFT steps", describes the files and the tolerances used
+ * here). The steps run through {@link SftRecipe#optimizerStep}, the code {@link SftRecipe#train} runs.
+ */
+class SftGoldenTest {
+    private static final double LOSS_RTOL = 1e-5;
+    private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|
+    private static final double GRAD_NORM_RTOL = 1e-4;
+    private static final double WEIGHT_ATOL = 1e-5;
+    private static final String PREFIX = "base_model.model.";
+
+    static Path golden(String name) {
+        try {
+            return Path.of(SftGoldenTest.class.getResource("/golden/sft/" + name).toURI());
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The model with the golden adapter loaded and training on; closed with the manager. */
+    private record Setup(CausalLm model, LoraModel lora, List<NDArray> parameters, List<TrainingBatch> batches,
+            JsonNode expected) {}
+
+    private static Setup setup(String name, NDManager manager) throws IOException {
+        Path dir = golden(name);
+        CausalLm model = MistralCheckpoint.load(dir.resolve("model"), manager, MistralCheckpoint.DENSE);
+        LoraModel lora = new LoraModel(model);
+        PeftAdapter.load(lora, dir.resolve("adapter"), SftRecipe.ADAPTER_NAME);
+        lora.setTraining(true);
+        ObjectMapper json = new ObjectMapper();
+        JsonNode batchJson = json.readTree(dir.resolve("batch.json").toFile());
+        List<TrainingBatch> batches = new ArrayList<>();
+        for (JsonNode mb : batchJson.get("micro_batches")) {
+            TrainingBatch batch = new TrainingBatch(longs(mb.get("input_ids")), longs(mb.get("labels")),
+                    longs(mb.get("position_ids")), longs(mb.get("sample_ids")), null);
+            assertEquals(mb.get("num_targets").intValue(), batch.targetCount(), "num_targets");
+            batches.add(batch);
+        }
+        return new Setup(model, lora, lora.parameters(SftRecipe.ADAPTER_NAME), batches,
+                json.readTree(dir.resolve("expected.json").toFile()));
+    }
+
+    private static long[][] longs(JsonNode rows) {
+        long[][] values = new long[rows.size()][];
+        for (int r = 0; r < values.length; r++) {
+            values[r] = new long[rows.get(r).size()];
+            for (int t = 0; t < values[r].length; t++) {
+                values[r][t] = rows.get(r).get(t).longValue();
+            }
+        }
+        return values;
+    }
+
+    /** The coefficient SftRecipe uses with router_aux_loss on: the config's for a Mixtral, 0 for a dense model. */
+    private static double auxCoefficient(CausalLm model) {
+        return model.config().isMixtureOfExperts() ? model.config().routerAuxLossCoef() : 0;
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"mixtral", "mistral"})
+    void firstMicroBatchLossAndGradientsEqualPeft(String name) throws IOException {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            Setup s = setup(name, manager);
+            JsonNode expected = s.expected().get("step0");
+            TrainingBatch batch = s.batches().get(expected.get("micro_batch").intValue());
+            double coefficient = auxCoefficient(s.model());
+            double crossEntropy;
+            double aux = Double.NaN;
+            double loss;
+            try (NDManager stepManager = manager.newSubManager();
+                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                CausalLmLoss.Terms terms = CausalLmLoss.of(s.model(), batch, stepManager);
+                assertEquals(expected.get("num_targets").intValue(), terms.targets(), "num_targets");
+                // HF's loss for one forward with labels: the mean cross-entropy plus coefficient x the aux loss.
+                NDArray objective = terms.crossEntropySum().div((float) terms.targets());
+                crossEntropy = objective.getFloat();
+                if (terms.loadBalancing() != null) {
+                    aux = terms.loadBalancing().getFloat();
+                    assertEquals(expected.get("aux_coef").doubleValue(), coefficient, 0, "aux_coef");
+                    objective = objective.add(terms.loadBalancing().mul((float) coefficient));
+                }
+                loss = objective.getFloat();
+                collector.backward(objective);
+            }
+            List<String> report = new ArrayList<>();
+            report.add(close(name + " step0 ce", expected.get("ce").doubleValue(), crossEntropy, LOSS_RTOL));
+            if (expected.has("aux")) {
+                report.add(close(name + " step0 aux", expected.get("aux").doubleValue(), aux, LOSS_RTOL));
+            }
+            report.add(close(name + " step0 loss", expected.get("loss").doubleValue(), loss, LOSS_RTOL));
+            Path gradsFile = golden(name).resolve(expected.get("grads").asText());
+            try (SafetensorsReader grads = SafetensorsReader.open(gradsFile)) {
+                report.add(compareTensors(name + " step0 gradients", s, grads, true, GRADIENT_RTOL, false));
+            }
+            report.forEach(System.out::println);
+        }
+    }
+
+    @ParameterizedTest
+    @CsvSource({"mixtral, train", "mixtral, train_no_aux", "mistral, train"})
+    void threeOptimizerStepsEqualTorchAdamW(String name, String variant) throws IOException {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            Setup s = setup(name, manager);
+            JsonNode expected = s.expected().get(variant);
+            JsonNode optim = s.expected().get("optimizer");
+            double coefficient = variant.equals("train_no_aux") ? 0 : auxCoefficient(s.model());
+            assertEquals(expected.get("aux_coef").doubleValue(), coefficient, 0, "aux_coef");
+            AdamW optimizer = new AdamW(s.parameters(), optim.get("betas").get(0).doubleValue(),
+                    optim.get("betas").get(1).doubleValue(), optim.get("eps").doubleValue(),
+                    optim.get("weight_decay").doubleValue());
+            LearningRateSchedule schedule = new LearningRateSchedule("linear", optim.get("lr").doubleValue(),
+                    optim.get("num_warmup_steps").intValue(), optim.get("num_training_steps").intValue());
+            List<String> report = new ArrayList<>();
+            for (int step = 0; step < optim.get("steps").intValue(); step++) {
+                JsonNode want = expected.get("steps").get(step);
+                String label = name + " " + variant + " step " + (step + 1);
+                double lr = schedule.at(step);
+                assertEquals(want.get("lr").doubleValue(), lr, 1e-15, label + " lr");
+                SftRecipe.StepResult result = SftRecipe.optimizerStep(s.model(), s.parameters(), s.batches(),
+                        coefficient, optim.get("max_grad_norm").doubleValue(), optimizer, lr, manager, step);
+                assertEquals(expected.get("num_targets_total").intValue(), result.targets(), label + " targets");
+                report.add(close(label + " loss", want.get("loss").doubleValue(), result.loss(), LOSS_RTOL));
+                report.add(close(label + " ce", want.get("ce").doubleValue(), result.crossEntropy(), LOSS_RTOL));
+                if (want.has("aux")) {
+                    report.add(close(label + " aux", want.get("aux").doubleValue(), result.loadBalancing(), LOSS_RTOL));
+                }
+                report.add(close(label + " grad_norm", want.get("grad_norm").doubleValue(), result.gradNorm(),
+                        GRAD_NORM_RTOL));
+            }
+            try (SafetensorsReader weights = SafetensorsReader.open(
+                    golden(name).resolve(expected.get("weights_after").asText()))) {
+                report.add(compareTensors(name + " " + variant + " weights after", s, weights, false, WEIGHT_ATOL,
+                        true));
+            }
+
+            // The loss at the final weights, no update.
+            JsonNode after = expected.get("loss_after");
+            double crossEntropySum = 0;
+            double aux = 0;
+            int targets = 0;
+            for (TrainingBatch batch : s.batches()) {
+                try (NDManager evalManager = manager.newSubManager()) {
+                    CausalLmLoss.Terms terms = CausalLmLoss.of(s.model(), batch, evalManager);
+                    crossEntropySum += terms.crossEntropySum().getFloat();
+                    targets += terms.targets();
+                    if (terms.loadBalancing() != null) {
+                        aux += terms.loadBalancing().getFloat() / s.batches().size();
+                    }
+                }
+            }
+            report.add(close(name + " " + variant + " loss_after ce", after.get("ce").doubleValue(),
+                    crossEntropySum / targets, LOSS_RTOL));
+            report.add(close(name + " " + variant + " loss_after loss", after.get("loss").doubleValue(),
+                    crossEntropySum / targets + coefficient * aux, LOSS_RTOL));
+            if (after.has("aux")) {
+                report.add(close(name + " " + variant + " loss_after aux", after.get("aux").doubleValue(), aux,
+                        LOSS_RTOL));
+            }
+            report.forEach(System.out::println);
+        }
+    }
+
+    /** Asserts |actual - expected| <= rtol |expected|; returns a line with the relative difference. */
+    private static String close(String what, double expected, double actual, double rtol) {
+        double diff = Math.abs(actual - expected);
+        double relative = diff / Math.abs(expected);
+        assertTrue(diff <= rtol * Math.abs(expected), String.format(Locale.ROOT,
+                "%s: expected %.9g, got %.9g (rel diff %.3g > %.1g)", what, expected, actual, relative, rtol));
+        return String.format(Locale.ROOT, "%s: rel diff %.3g", what, relative);
+    }
+
+    /**
+     * Compares every adapter array (or its gradient) with the golden file by PEFT key, and fails naming the worst key:
+     * absolute differences when {@code absolute}, else relative to the golden tensor's max |value|.
+     */
+    private static String compareTensors(String what, Setup s, SafetensorsReader golden, boolean gradients,
+            double tolerance, boolean absolute) {
+        String worstKey = null;
+        double worst = -1;
+        int compared = 0;
+        for (var entry : s.lora().layers().entrySet()) {
+            var adapter = entry.getValue().adapter(SftRecipe.ADAPTER_NAME);
+            if (adapter == null) {
+                continue;
+            }
+            for (String matrix : List.of("lora_A", "lora_B")) {
+                String key = PREFIX + entry.getKey() + "." + matrix + ".weight";
+                NDArray parameter = matrix.equals("lora_A") ? adapter.a() : adapter.b();
+                float[] actual;
+                if (gradients) {
+                    try (NDArray gradient = parameter.getGradient()) {
+                        actual = gradient.toFloatArray();
+                    }
+                } else {
+                    actual = parameter.toFloatArray();
+                }
+                float[] expected = golden.readFloats(key);
+                assertEquals(expected.length, actual.length, key + " size");
+                double scale = 0;
+                double maxDiff = 0;
+                for (int i = 0; i < expected.length; i++) {
+                    scale = Math.max(scale, Math.abs(expected[i]));
+                    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
+                }
+                double error = absolute ? maxDiff : maxDiff / scale;
+                if (error > worst) {
+                    worst = error;
+                    worstKey = key;
+                }
+                compared++;
+            }
+        }
+        assertEquals(golden.names().size(), compared, what + ": arrays compared vs in the golden file");
+        String line = String.format(Locale.ROOT, "%s: worst %s diff %.3g at %s (%d arrays)", what,
+                absolute ? "abs" : "rel-to-max", worst, worstKey, compared);
+        assertTrue(worst <= tolerance, line + " > " + tolerance);
+        return line;
+    }
+}
