@@ -86,7 +86,7 @@ final class TrainCommand implements Command {
             if (problem == null) {
                 return all.get(i);
             }
-            System.err.println("mixtune train: skipping " + problem);
+            out.println("warning: skipping " + problem);
         }
         throw new IllegalArgumentException("--resume: every checkpoint in " + checkpoints + " is damaged");
     }
