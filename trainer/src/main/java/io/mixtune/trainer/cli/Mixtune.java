@@ -26,7 +26,7 @@ public final class Mixtune {
 
     Mixtune() {
         for (Command command : List.of(new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
-                new MergeAdapterCommand())) {
+                new MergeAdapterCommand(), new MergeCommand())) {
             commands.put(command.name(), command);
         }
     }
