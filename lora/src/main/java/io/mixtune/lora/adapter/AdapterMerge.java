@@ -22,8 +22,8 @@ import java.util.TreeSet;
  * tensor is in memory at a time, plus the adapter. The result is a plain Hugging Face checkpoint.
  */
 public final class AdapterMerge {
-    /** The files besides the weights that a model directory carries along. */
-    private static final List<String> COPIED_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
+    /** The files besides the weights that a model directory carries along: config, generation config, tokenizer. */
+    public static final List<String> COPIED_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model");
 
     private AdapterMerge() {}
@@ -67,26 +67,12 @@ public final class AdapterMerge {
                 }
             }
             if (dtype != null) {
-                recordDtype(outDir.resolve("config.json"), dtype);
+                ModelConfig.recordDtype(outDir.resolve("config.json"), dtype);
             }
             return files;
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the merged checkpoint to " + outDir + ": " + e.getMessage(), e);
         }
-    }
-
-    /** config.json names the weights' dtype (transformers 4 as torch_dtype, 5 as dtype). */
-    private static void recordDtype(Path configJson, DType dtype) throws IOException {
-        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
-        com.fasterxml.jackson.databind.node.ObjectNode config =
-                (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(configJson.toFile());
-        String name = switch (dtype) {
-            case F32 -> "float32";
-            case F16 -> "float16";
-            default -> "bfloat16";
-        };
-        config.put(config.has("dtype") ? "dtype" : "torch_dtype", name);
-        json.writerWithDefaultPrettyPrinter().writeValue(configJson.toFile(), config);
     }
 
     /** Maps every adapter module onto its base tensor before anything is written, so a mismatch fails early. */

@@ -40,32 +40,47 @@ public final class PeftAdapter {
         LoraConfig config = model.config(adapterName);
         List<TensorSpec> specs = new ArrayList<>();
         Map<String, float[]> data = new LinkedHashMap<>();
+        TreeSet<String> adapted = new TreeSet<>();
         model.layers().forEach((module, layer) -> {
             LoraLinear.Adapter adapter = layer.adapter(adapterName);
             if (adapter != null) {
-                add(specs, data, KEY_PREFIX + module + ".lora_A.weight", adapter.a().toFloatArray(),
-                        adapter.a().getShape().getShape());
-                add(specs, data, KEY_PREFIX + module + ".lora_B.weight", adapter.b().toFloatArray(),
-                        adapter.b().getShape().getShape());
+                add(specs, data, aKey(module), adapter.a().toFloatArray(), adapter.a().getShape().getShape());
+                add(specs, data, bKey(module), adapter.b().toFloatArray(), adapter.b().getShape().getShape());
+                adapted.add(module.substring(module.lastIndexOf('.') + 1));
             }
         });
+        write(dir, config, List.copyOf(adapted), baseModelNameOrPath, specs, spec -> data.get(spec.name()));
+    }
+
+    /**
+     * Writes an adapter from its tensors ({@link #aKey} and {@link #bKey} names) and its config:
+     * {@value #WEIGHTS_FILE} first, then {@value #CONFIG_FILE}, each whole or not at all.
+     *
+     * @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those
+     */
+    public static void write(Path dir, LoraConfig config, List<String> targetModules, String baseModelNameOrPath,
+            List<TensorSpec> specs, SafetensorsWriter.TensorSource source) {
         try {
             Files.createDirectories(dir);
-            SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, spec -> data.get(spec.name()));
+            SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, source);
             Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
-            TreeSet<String> adapted = new TreeSet<>();
-            model.layers().forEach((module, layer) -> {
-                if (layer.adapter(adapterName) != null) {
-                    adapted.add(module.substring(module.lastIndexOf('.') + 1));
-                }
-            });
             JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(),
-                    configJson(config, List.copyOf(adapted), baseModelNameOrPath));
+                    configJson(config, targetModules, baseModelNameOrPath));
             Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
                     StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the adapter to " + dir + ": " + e.getMessage(), e);
         }
+    }
+
+    /** {@code base_model.model.<module>.lora_A.weight}, the key of A [r, in] in PEFT's file. */
+    public static String aKey(String module) {
+        return KEY_PREFIX + module + ".lora_A.weight";
+    }
+
+    /** {@code base_model.model.<module>.lora_B.weight}, the key of B [out, r] in PEFT's file. */
+    public static String bKey(String module) {
+        return KEY_PREFIX + module + ".lora_B.weight";
     }
 
     private static void add(List<TensorSpec> specs, Map<String, float[]> data, String key, float[] values, long[] shape) {
@@ -126,14 +141,14 @@ public final class PeftAdapter {
                     problems.add(key + " is not a LoRA weight (expected " + KEY_PREFIX + "<module>.lora_A.weight or "
                             + ".lora_B.weight)");
                 } else if (key.endsWith(".lora_A.weight")) {
-                    String bKey = KEY_PREFIX + module + ".lora_B.weight";
+                    String bKey = bKey(module);
                     if (!reader.contains(bKey)) {
                         problems.add(module + " has lora_A but no lora_B");
                         continue;
                     }
                     factors.put(module, new FusedExpertAdapter.Factors(reader.info(key).shape(), reader.readFloats(key),
                             reader.info(bKey).shape(), reader.readFloats(bKey)));
-                } else if (!reader.contains(KEY_PREFIX + module + ".lora_A.weight")) {
+                } else if (!reader.contains(aKey(module))) {
                     problems.add(module + " has lora_B but no lora_A");
                 }
             }
@@ -183,8 +198,8 @@ public final class PeftAdapter {
         return problems.size() > shown ? list + "; ... and " + (problems.size() - shown) + " more" : list;
     }
 
-    /** base_model.model.X.lora_A.weight to X, or null. */
-    private static String moduleOf(String key) {
+    /** base_model.model.X.lora_A.weight to X, or null for a key that is not a LoRA weight. */
+    public static String moduleOf(String key) {
         if (!key.startsWith(KEY_PREFIX)) {
             return null;
         }

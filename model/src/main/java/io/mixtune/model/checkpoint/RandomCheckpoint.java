@@ -44,12 +44,7 @@ public final class RandomCheckpoint {
         try {
             Files.createDirectories(outDir);
             List<Path> files = SafetensorsWriter.writeCheckpoint(outDir, specs, maxShardBytes, spec -> values(spec, seed, std));
-            String torchDtype = switch (dtype) {
-                case F32 -> "float32";
-                case F16 -> "float16";
-                case BF16 -> "bfloat16";
-                default -> throw new IllegalArgumentException("weights are stored as F32, F16 or BF16, not " + dtype);
-            };
+            String torchDtype = ModelConfig.torchDtypeName(dtype);
             new ObjectMapper().writerWithDefaultPrettyPrinter()
                     .writeValue(outDir.resolve("config.json").toFile(), config.toJson(torchDtype));
             return files;

@@ -3,6 +3,7 @@ package io.mixtune.model.config;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.safetensors.DType;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -145,6 +146,27 @@ public record ModelConfig(
         json.put("torch_dtype", torchDtype);
         json.put("use_cache", true);
         return json;
+    }
+
+    /**
+     * Rewrites the dtype a config.json names for the weights after they were converted (transformers 4 spells the
+     * key torch_dtype, 5 dtype; the spelling already in the file is kept).
+     */
+    public static void recordDtype(Path configJson, DType dtype) throws IOException {
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode config = (ObjectNode) json.readTree(configJson.toFile());
+        config.put(config.has("dtype") ? "dtype" : "torch_dtype", torchDtypeName(dtype));
+        json.writerWithDefaultPrettyPrinter().writeValue(configJson.toFile(), config);
+    }
+
+    /** The name config.json (and mergekit) give a weight dtype: float32, float16 or bfloat16. */
+    public static String torchDtypeName(DType dtype) {
+        return switch (dtype) {
+            case F32 -> "float32";
+            case F16 -> "float16";
+            case BF16 -> "bfloat16";
+            default -> throw new IllegalArgumentException("weights are stored as F32, F16 or BF16, not " + dtype);
+        };
     }
 
     public static ModelConfig read(Path configJson) {

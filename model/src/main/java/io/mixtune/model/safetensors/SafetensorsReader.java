@@ -25,8 +25,8 @@ import java.util.stream.Stream;
  * A safetensors checkpoint opened for reading: one file, or a Hugging Face model directory with one file or shards.
  *
  * <p>Opening reads and validates only the headers, so a 90 GB Mixtral costs a few kilobytes and milliseconds.
- * Tensor data is memory-mapped per tensor when asked for: one {@code FileChannel.map} covers at most 2 GiB, while a
- * shard can be larger, and a mapping per tensor also lets the OS drop pages of tensors already copied to the GPU.
+ * {@link #bytes} memory-maps one tensor when asked for (one {@code FileChannel.map} covers at most 2 GiB, while a
+ * shard can be larger); {@link #readFloats} reads and widens without a mapping, so nothing of the file stays resident.
  *
  * <p>Everything wrong with the files on disk is reported as a {@link CheckpointException} naming the file and the
  * tensor. Pickle checkpoints ({@code .bin}, {@code .pt}, ...) are refused, never parsed.
@@ -36,6 +36,9 @@ import java.util.stream.Stream;
 public final class SafetensorsReader implements AutoCloseable {
     private static final JsonMapper JSON = JsonMapper.builder().build();
     private static final int MAX_ARRAY_LENGTH = Integer.MAX_VALUE - 8;
+    /** Staging for {@link #readFloats}: one per loader thread, big enough that reads are not syscall-bound. */
+    private static final ThreadLocal<ByteBuffer> READ_BUFFER =
+            ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(1 << 22).order(ByteOrder.LITTLE_ENDIAN));
 
     private final Path checkpoint;
     private final Map<String, TensorInfo> tensors;
@@ -107,12 +110,7 @@ public final class SafetensorsReader implements AutoCloseable {
         FileChannel channel = channel(info.file());
         long start = info.dataOffset() + offset;
         try {
-            // A file truncated after open would make reads of the mapping fault; check the size now instead.
-            long size = channel.size();
-            if (info.dataOffset() + info.byteLength() > size) {
-                throw new CheckpointException(info.file(), name, "file shrank to " + size + " bytes since it was"
-                        + " opened: expected at least " + (info.dataOffset() + info.byteLength()));
-            }
+            requireUntruncated(info, channel);
             if (length == 0) {
                 return ByteBuffer.allocate(0).asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN);
             }
@@ -120,6 +118,15 @@ public final class SafetensorsReader implements AutoCloseable {
         } catch (IOException e) {
             throw new CheckpointException(info.file(), name, "could not map bytes [" + start + ", "
                     + (start + length) + "): " + e.getMessage(), e);
+        }
+    }
+
+    /** A file truncated after open would make reads of a mapping fault or come up short; check the size first. */
+    private static void requireUntruncated(TensorInfo info, FileChannel channel) throws IOException {
+        long size = channel.size();
+        if (info.dataOffset() + info.byteLength() > size) {
+            throw new CheckpointException(info.file(), info.name(), "file shrank to " + size + " bytes since it was"
+                    + " opened: expected at least " + (info.dataOffset() + info.byteLength()));
         }
     }
 
@@ -135,6 +142,10 @@ public final class SafetensorsReader implements AutoCloseable {
     /**
      * Elements [first, first + count) of the tensor in row-major order, as float32: one expert's slice of a fused
      * expert tensor, say, without reading the others.
+     *
+     * <p>Read with positional reads through a small per-thread buffer, not a mapping: the floats are a copy anyway,
+     * and a mapping's pages stay resident (and counted against the process) until the garbage collector happens to
+     * free the buffer object, which made streaming a model through memory cost a few tensors more than it needs.
      */
     public float[] readFloats(String name, long first, int count) {
         TensorInfo info = info(name);
@@ -147,25 +158,50 @@ public final class SafetensorsReader implements AutoCloseable {
                     + name + " of " + info.numel() + " elements");
         }
         int width = info.dtype().byteSize();
-        ByteBuffer data = map(info, first * width, (long) count * width);
+        FileChannel channel = channel(info.file());
+        long start = info.dataOffset() + first * width;
         float[] out = new float[count];
-        switch (info.dtype()) {
-            case F32 -> data.asFloatBuffer().get(out);
+        ByteBuffer chunk = READ_BUFFER.get();
+        try {
+            requireUntruncated(info, channel);
+            for (int done = 0; done < count; ) {
+                int n = Math.min(count - done, chunk.capacity() / width);
+                chunk.clear().limit(n * width);
+                long position = start + (long) done * width;
+                while (chunk.hasRemaining()) {
+                    if (channel.read(chunk, position + chunk.position()) < 0) {
+                        throw new CheckpointException(info.file(), name, "file ended at byte "
+                                + (position + chunk.position()) + " inside the tensor's data");
+                    }
+                }
+                chunk.flip();
+                widen(info.dtype(), chunk, out, done, n);
+                done += n;
+            }
+        } catch (IOException e) {
+            throw new CheckpointException(info.file(), name, "could not read bytes [" + start + ", "
+                    + (start + (long) count * width) + "): " + e.getMessage(), e);
+        }
+        return out;
+    }
+
+    private static void widen(DType dtype, ByteBuffer data, float[] out, int offset, int n) {
+        switch (dtype) {
+            case F32 -> data.asFloatBuffer().get(out, offset, n);
             case F16 -> {
                 ShortBuffer halves = data.asShortBuffer();
-                for (int i = 0; i < out.length; i++) {
-                    out[i] = Float16.toFloat(halves.get(i));
+                for (int i = 0; i < n; i++) {
+                    out[offset + i] = Float16.toFloat(halves.get(i));
                 }
             }
             case BF16 -> {
                 ShortBuffer halves = data.asShortBuffer();
-                for (int i = 0; i < out.length; i++) {
-                    out[i] = BFloat16.toFloat(halves.get(i));
+                for (int i = 0; i < n; i++) {
+                    out[offset + i] = BFloat16.toFloat(halves.get(i));
                 }
             }
-            default -> throw new AssertionError(info.dtype());
+            default -> throw new AssertionError(dtype);
         }
-        return out;
     }
 
     /** The {@code __metadata__} of all files merged; where shards disagree on a key, the first file's value wins. */

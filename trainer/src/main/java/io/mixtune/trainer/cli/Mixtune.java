@@ -26,8 +26,8 @@ public final class Mixtune {
 
     Mixtune() {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new GenerateCommand(),
-                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new DataCommand.Prepare(),
-                new DataCommand.Preview())) {
+                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new MergeCommand(),
+                new DataCommand.Prepare(), new DataCommand.Preview())) {
             commands.put(command.name(), command);
         }
     }

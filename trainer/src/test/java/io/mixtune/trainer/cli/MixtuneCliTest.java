@@ -144,6 +144,52 @@ class MixtuneCliTest {
         assertEquals(2, run("generate", "--model", model.toString(), "--quantize", "int3", "--prompt-ids", "1").code());
     }
 
+    @Test
+    void mergeCommand(@TempDir Path dir) throws Exception {
+        Path golden = Path.of("../merging/src/test/resources/golden/checkpoints").toAbsolutePath().normalize();
+        String inputs = golden.resolve("m0") + "," + golden.resolve("m1") + "," + golden.resolve("m2");
+        Path out = dir.resolve("ties");
+        Result ties = run("merge", "--method", "ties", "--base", golden.resolve("base").toString(), "--inputs", inputs,
+                "--weights", "1,0.8,0.6", "--density", "0.5", "--out", out.toString());
+        assertEquals(0, ties.code(), ties.err());
+        assertTrue(ties.out().startsWith("merged 3 checkpoints with ties (base " + golden.resolve("base") + ") into " + out
+                + ": 7 tensors"), ties.out());
+        assertTrue(Files.isRegularFile(out.resolve("model.safetensors")) && Files.isRegularFile(out.resolve("config.json")));
+        assertEquals(1, run("merge", "--method", "linear", "--inputs", inputs, "--out", out.toString()).code(),
+                "an existing output is not replaced without --force");
+        assertEquals(0, run("merge", "--method", "linear", "--inputs", inputs, "--out", out.toString(), "--force").code());
+
+        Result typo = run("merge", "--method", "tie", "--inputs", inputs, "--out", dir.resolve("x").toString());
+        assertEquals(2, typo.code());
+        assertTrue(typo.err().contains("unknown merge method 'tie' (did you mean 'ties'?)"), typo.err());
+        Result weights = run("merge", "--method", "linear", "--inputs", inputs, "--weights", "1,2",
+                "--out", dir.resolve("x").toString());
+        assertEquals(2, weights.code());
+        assertTrue(weights.err().contains("weights has 2 values for 3 models"), weights.err());
+        Result density = run("merge", "--method", "ties", "--base", golden.resolve("base").toString(), "--inputs", inputs,
+                "--density", "1.5", "--out", dir.resolve("x").toString());
+        assertEquals(2, density.code());
+        assertTrue(density.err().contains("density must lie in (0, 1]"), density.err());
+        Result missing = run("merge", "--method", "linear", "--inputs", golden.resolve("m0") + ",/nonexistent",
+                "--out", dir.resolve("x").toString());
+        assertEquals(1, missing.code());
+        assertTrue(missing.err().contains("/nonexistent: no such directory"), missing.err());
+        assertFalse(Files.exists(dir.resolve("x")));
+
+        Path yaml = Files.writeString(dir.resolve("merge.yaml"), "merge_method: ema\nmodels:\n  - model: "
+                + golden.resolve("m0") + "\n  - model: " + golden.resolve("m1") + "\nparameters:\n  decay: 0.9\n"
+                + "  deacy: 0.8\nout: " + dir.resolve("ema") + "\n");
+        Result badKey = run("merge", "--config", yaml.toString());
+        assertEquals(2, badKey.code());
+        assertTrue(badKey.err().contains(yaml + ":7:3: unknown key 'deacy' in parameters (did you mean 'decay'?)"),
+                badKey.err());
+        Files.writeString(yaml, Files.readString(yaml).replace("  deacy: 0.8\n", ""));
+        Result ema = run("merge", "--config", yaml.toString());
+        assertEquals(0, ema.code(), ema.err());
+        assertTrue(ema.out().contains("weights: 0.9 " + golden.resolve("m0") + ", 0.1 " + golden.resolve("m1")), ema.out());
+        assertEquals(2, run("merge", "--config", yaml.toString(), "--method", "linear").code());
+    }
+
     private static float[] read(Path file) {
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
             return reader.readFloats("logits");

@@ -1,0 +1,434 @@
+"""Regenerates merging/src/test/resources/golden/ (see interop/GOLDENS.md, section "Merging"): small random checkpoints and
+PEFT adapters, and what every merge method must make of them, computed here in numpy from the published formulas.
+
+Run: interop/.venv/bin/python interop/make_merge_goldens.py [out_dir]   (default: the committed golden directory)
+Deterministic: every array comes from numpy's default_rng with a fixed seed; DARE's drop masks from SplitMix64 as
+documented in io.mixtune.merging.DareMask, re-implemented below.
+
+The references follow the papers (and mergekit where they are silent), written independently of the Java code:
+task vectors are fp32 differences m_i - base (the dtype checkpoints are computed in), everything after that in float64,
+rounded to float32 once at the end. Expected tensors are stored as float32 before any rounding to the output dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "merging" / "src" / "test" / "resources" / "golden"
+
+HIDDEN, INTER, VOCAB = 8, 16, 12
+SHAPES = {
+    "model.embed_tokens.weight": (VOCAB, HIDDEN),
+    "model.layers.0.self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+    "model.layers.0.mlp.down_proj.weight": (HIDDEN, INTER),
+    "model.layers.0.mlp.up_proj.weight": (INTER, HIDDEN),
+    "model.norm.weight": (HIDDEN,),
+    "lm_head.weight": (VOCAB, HIDDEN),
+}
+# A non-float tensor that merging must carry over unchanged (every input has the same bytes).
+POSITION_IDS = "model.position_ids"
+CONFIG = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "hidden_size": HIDDEN,
+    "intermediate_size": INTER,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 4,
+    "vocab_size": VOCAB,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+}
+TOKENIZER = {"version": "1.0", "model": {"type": "WordLevel", "vocab": {f"t{i}": i for i in range(VOCAB)}}}
+
+ADAPTER_MODULES = {  # module -> (out, in)
+    "model.layers.0.self_attn.q_proj": (HIDDEN, HIDDEN),
+    "model.layers.0.mlp.down_proj": (HIDDEN, INTER),
+}
+# name -> (r, alpha, use_rslora, modules): ranks and scales differ, a2 adapts q_proj only.
+ADAPTERS = {
+    "a0": (2, 4.0, False, ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"]),
+    "a1": (3, 6.0, True, ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"]),
+    "a2": (4, 4.0, False, ["model.layers.0.self_attn.q_proj"]),
+}
+
+F32, BF16 = "float32", "bfloat16"
+
+
+# ---- DARE's generator: SplitMix64, exactly as io.mixtune.merging.DareMask documents it --------------------------------
+
+M64 = (1 << 64) - 1
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def mix64(z: int) -> int:
+    z &= M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def fnv1a64(text: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & M64
+    return h
+
+
+def dare_uniforms(seed: int, model_index: int, name: str, n: int) -> np.ndarray:
+    stream = mix64(mix64(mix64(seed) ^ fnv1a64(name)) + model_index)
+    z = np.uint64(stream) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+# ---- the reference formulas ------------------------------------------------------------------------------------------
+
+
+def linear(models: list[np.ndarray], weights: list[float], normalize: bool = True) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    c = w / w.sum() if normalize else w
+    out = np.zeros(models[0].shape, dtype=np.float64)
+    for ci, m in zip(c, models):
+        out += ci * m.astype(np.float64)
+    return out
+
+
+def ema(checkpoints: list[np.ndarray], decay: float) -> np.ndarray:
+    """ema = decay * ema + (1 - decay) * x_i, started at the oldest checkpoint."""
+    out = checkpoints[0].astype(np.float64)
+    for x in checkpoints[1:]:
+        out = decay * out + (1 - decay) * x.astype(np.float64)
+    return out
+
+
+def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:
+    """TIES's trim: keep the int(density * n) largest |d|, ties to the lower index (a stable descending sort)."""
+    if density >= 1:
+        return delta
+    flat = delta.ravel()
+    keep = np.argsort(-np.abs(flat), kind="stable")[: int(density * flat.size)]
+    out = np.zeros_like(flat)
+    out[keep] = flat[keep]
+    return out.reshape(delta.shape)
+
+
+def dare_drop(delta: np.ndarray, density: float, rescale: bool, seed: int, model_index: int, name: str) -> np.ndarray:
+    if density >= 1:
+        return delta
+    keep = dare_uniforms(seed, model_index, name, delta.size).reshape(delta.shape) < density
+    kept = delta.astype(np.float64) / density if rescale else delta.astype(np.float64)
+    return np.where(keep, kept, 0.0).astype(np.float32)
+
+
+def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
+                       densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool = True):
+    deltas = []
+    for i, m in enumerate(models):
+        d = (m.astype(np.float32) - base.astype(np.float32)).astype(np.float32)
+        if method == "ties":
+            d = magnitude_trim(d, densities[i])
+        elif method.startswith("dare"):
+            d = dare_drop(d, densities[i], rescale, seed, i, name)
+        deltas.append(d)
+    e = [w * d.astype(np.float64) for w, d in zip(weights, deltas)]
+    w = np.asarray(weights, dtype=np.float64)
+    if method in ("ties", "dare_ties"):
+        mass = np.zeros(base.shape)
+        for ei in e:
+            mass += ei
+        elected = np.where(mass >= 0, 1.0, -1.0)
+        mixed = np.zeros(base.shape)
+        divisor = np.zeros(base.shape)
+        for wi, ei in zip(w, e):
+            agree = np.sign(ei) == elected
+            mixed += np.where(agree, ei, 0.0)
+            divisor += np.where(agree, wi, 0.0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = np.zeros(base.shape)
+        for ei in e:
+            mixed += ei
+        divisor = w.sum() if abs(w.sum()) >= 1e-8 else 1.0
+    if normalize:
+        mixed = mixed / divisor
+    return base.astype(np.float64) + lam * mixed
+
+
+def slerp(t: float, v0: np.ndarray, v1: np.ndarray, threshold: float = 0.9995, eps: float = 1e-8) -> np.ndarray:
+    """Shoemake's slerp on the flattened tensors; lerp where they are nearly colinear (mergekit's rule)."""
+    a = v0.astype(np.float64).ravel()
+    b = v1.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    dot = float(np.sum((a / na if na > eps else a) * (b / nb if nb > eps else b)))
+    if abs(dot) > threshold:
+        out = (1 - t) * a + t * b
+    else:
+        theta = np.arccos(dot)
+        out = np.sin((1 - t) * theta) / np.sin(theta) * a + np.sin(t * theta) / np.sin(theta) * b
+    return out.reshape(v0.shape)
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------------------
+
+
+def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shards: int = 1) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    torch_dtype = torch.bfloat16 if dtype == BF16 else torch.float32
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch_dtype) for k, v in tensors.items()}
+    t[POSITION_IDS] = torch.arange(6, dtype=torch.int64)
+    meta = {"format": "pt"}
+    if shards == 1:
+        save_file(t, out / "model.safetensors", metadata=meta)
+    else:
+        names = sorted(t)
+        split = len(names) // 2
+        weight_map, total = {}, 0
+        for n, part in enumerate([names[:split], names[split:]], start=1):
+            fname = f"model-{n:05d}-of-00002.safetensors"
+            save_file({k: t[k] for k in part}, out / fname, metadata=meta)
+            for k in part:
+                weight_map[k] = fname
+                total += t[k].numel() * t[k].element_size()
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config = dict(CONFIG, torch_dtype=dtype)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "tokenizer.json").write_text(json.dumps(TOKENIZER) + "\n")
+
+
+def random_models(seed: int, count: int, dtype: str) -> tuple[dict, list[dict]]:
+    """A base and `count` fine-tunes of it: base + a task vector of std 0.05 (norms stay near 1)."""
+    rng = np.random.default_rng(seed)
+    base = {}
+    for name, shape in SHAPES.items():
+        base[name] = (1 + 0.1 * rng.standard_normal(shape) if name.endswith("norm.weight")
+                      else 0.2 * rng.standard_normal(shape)).astype(np.float32)
+    models = [{n: (v + 0.05 * rng.standard_normal(v.shape)).astype(np.float32) for n, v in base.items()}
+              for _ in range(count)]
+    if dtype == BF16:
+        def round_bf16(tensors):
+            return {n: torch.from_numpy(v).to(torch.bfloat16).to(torch.float32).numpy() for n, v in tensors.items()}
+        base, models = round_bf16(base), [round_bf16(m) for m in models]
+    return base, models
+
+
+def slerp_pair(seed: int) -> tuple[dict, dict]:
+    """Tensor pairs at chosen cosines: each side of the 0.9995 colinearity threshold, wide, opposite and zero."""
+    rng = np.random.default_rng(seed)
+    a, b = {}, {}
+
+    def at_cosine(name, cos, n=48):
+        x = rng.standard_normal(n)
+        y = rng.standard_normal(n)
+        y -= x * (x @ y) / (x @ x)
+        x /= np.linalg.norm(x)
+        y /= np.linalg.norm(y)
+        a[name] = (0.7 * x).astype(np.float32).reshape(6, 8)
+        b[name] = (1.3 * (cos * x + np.sqrt(1 - cos * cos) * y)).astype(np.float32).reshape(6, 8)
+
+    at_cosine("colinear.weight", 0.99990)
+    at_cosine("near.weight", 0.99800)
+    at_cosine("wide.weight", 0.3)
+    at_cosine("opposite.weight", -0.99995)
+    a["zero.weight"] = np.zeros((4, 4), dtype=np.float32)
+    b["zero.weight"] = rng.standard_normal((4, 4)).astype(np.float32)
+    return a, b
+
+
+def write_adapter(out: Path, r: int, alpha: float, rslora: bool, modules: list[str], rng) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    factors = {}
+    for module in modules:
+        o, i = ADAPTER_MODULES[module]
+        a = (0.3 * rng.standard_normal((r, i))).astype(np.float32)
+        b = (0.3 * rng.standard_normal((o, r))).astype(np.float32)
+        tensors[f"base_model.model.{module}.lora_A.weight"] = torch.from_numpy(a)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = torch.from_numpy(b)
+        factors[module] = (a, b)
+    save_file(tensors, out / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "../checkpoints/base",
+        "r": r, "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": sorted({m.split(".")[-1] for m in modules}),
+        "bias": "none", "use_rslora": rslora, "use_dora": False, "fan_in_fan_out": False, "inference_mode": True,
+        "init_lora_weights": True, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {},
+    }
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    scale = alpha / (np.sqrt(r) if rslora else r)
+    return {m: scale * b.astype(np.float64) @ a.astype(np.float64) for m, (a, b) in factors.items()}
+
+
+def truncated(delta: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    u, s, vt = np.linalg.svd(delta, full_matrices=False)
+    error = float(np.sqrt((s[k:] ** 2).sum() / (s ** 2).sum()))
+    return (u[:, :k] * s[:k]) @ vt[:k], error
+
+
+# ---- cases -------------------------------------------------------------------------------------------------------------
+
+
+def case(name, method, models, expected, **options):
+    return {"name": name, "method": method, "models": models, **options, "expected": f"expected/{name}.safetensors"}, expected
+
+
+def make(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    base, ms = random_models(1234, 3, F32)
+    write_checkpoint(out / "checkpoints" / "base", base, F32)
+    for i, m in enumerate(ms):
+        write_checkpoint(out / "checkpoints" / f"m{i}", m, F32, shards=2 if i == 2 else 1)
+    bbase, bms = random_models(99, 2, BF16)
+    write_checkpoint(out / "bf16" / "base", bbase, BF16)
+    for i, m in enumerate(bms):
+        write_checkpoint(out / "bf16" / f"m{i}", m, BF16)
+    sa, sb = slerp_pair(7)
+    for label, tensors in (("a", sa), ("b", sb)):
+        write_checkpoint(out / "slerp" / label, tensors, F32)
+
+    names = list(SHAPES)
+    M = [f"checkpoints/m{i}" for i in range(3)]
+    B = "checkpoints/base"
+
+    def per_tensor(fn):
+        return {n: fn(n) for n in names}
+
+    cases = [
+        case("linear", "linear", M, per_tensor(lambda n: linear([m[n] for m in ms], [1, 2, 0.5])), weights=[1, 2, 0.5]),
+        case("linear-unnormalized", "linear", M, per_tensor(lambda n: linear([m[n] for m in ms], [0.6, 0.3, 0.3], False)),
+             weights=[0.6, 0.3, 0.3], normalize=False),
+        case("swa", "swa", M, per_tensor(lambda n: linear([m[n] for m in ms], [1, 1, 1]))),
+        case("lawa-last2", "lawa", M, per_tensor(lambda n: linear([m[n] for m in ms[1:]], [1, 1])), last=2),
+        case("ema", "ema", M, per_tensor(lambda n: ema([m[n] for m in ms], 0.8)), decay=0.8),
+        case("warm", "warm", M, per_tensor(lambda n: linear([m[n] for m in ms], [1, 1, 1]))),
+        case("task_arithmetic", "task_arithmetic", M, per_tensor(lambda n: task_vectors_merge(
+            "task_arithmetic", n, base[n], [m[n] for m in ms], [1, 0.5, 0.7], [1, 1, 1], False, 0.8, 0)),
+             base=B, weights=[1, 0.5, 0.7], **{"lambda": 0.8}),
+        case("ties", "ties", M, per_tensor(lambda n: task_vectors_merge(
+            "ties", n, base[n], [m[n] for m in ms], [1, 0.8, 0.6], [0.6, 0.4, 0.5], True, 1.0, 0)),
+             base=B, weights=[1, 0.8, 0.6], densities=[0.6, 0.4, 0.5]),
+        case("ties-unnormalized", "ties", M, per_tensor(lambda n: task_vectors_merge(
+            "ties", n, base[n], [m[n] for m in ms], [0.5, 0.5, 0.5], [0.3] * 3, False, 1.0, 0)),
+             base=B, weights=[0.5, 0.5, 0.5], density=0.3, normalize=False),
+        case("dare_linear", "dare_linear", M, per_tensor(lambda n: task_vectors_merge(
+            "dare_linear", n, base[n], [m[n] for m in ms], [1, 1, 1], [0.6] * 3, False, 1.0, 7)),
+             base=B, density=0.6, seed=7),
+        case("dare_ties", "dare_ties", M, per_tensor(lambda n: task_vectors_merge(
+            "dare_ties", n, base[n], [m[n] for m in ms], [0.9, 0.6, 0.3], [0.5] * 3, False, 1.0, 11)),
+             base=B, weights=[0.9, 0.6, 0.3], density=0.5, seed=11),
+        case("dare_linear-norescale", "dare_linear", M, per_tensor(lambda n: task_vectors_merge(
+            "dare_linear", n, base[n], [m[n] for m in ms], [1, 1, 1], [0.4] * 3, False, 1.0, -3, rescale=False)),
+             base=B, density=0.4, seed=-3, rescale=False),
+        case("linear-to-bf16", "linear", M, per_tensor(lambda n: linear([m[n] for m in ms], [1, 1, 1])), dtype=BF16),
+        case("bf16-linear", "linear", ["bf16/m0", "bf16/m1"],
+             per_tensor(lambda n: linear([m[n] for m in bms], [3, 1])), weights=[3, 1]),
+        case("bf16-ties", "ties", ["bf16/m0", "bf16/m1"], per_tensor(lambda n: task_vectors_merge(
+            "ties", n, bbase[n], [m[n] for m in bms], [1, 1], [0.4, 0.4], True, 1.0, 0)),
+             base="bf16/base", density=0.4),
+        case("slerp", "slerp", ["slerp/a", "slerp/b"], {n: slerp(0.3, sa[n], sb[n]) for n in sa}, t=0.3),
+        case("slerp-base", "slerp", ["slerp/a", "slerp/b"], {n: slerp(0.7, sa[n], sb[n]) for n in sa},
+             base="slerp/a", t=0.7),
+    ]
+
+    rng = np.random.default_rng(4321)
+    deltas = {}
+    for label, (r, alpha, rslora, modules) in ADAPTERS.items():
+        deltas[label] = write_adapter(out / "adapters" / label, r, alpha, rslora, modules, rng)
+    A = [f"adapters/{label}" for label in ADAPTERS]
+
+    def adapter_sum(coefficients):
+        return {m: sum(c * deltas[label].get(m, 0.0) for c, label in zip(coefficients, ADAPTERS))
+                for m in sorted(ADAPTER_MODULES)}
+
+    w = np.array([1.0, 2.0, 1.0])
+    linear_sum = adapter_sum(w / w.sum())
+    cases += [
+        case("adapters-linear", "linear", A, linear_sum, weights=[1, 2, 1]),
+        case("adapters-ema", "ema", A, {m: ema([deltas[label].get(m, np.zeros(ADAPTER_MODULES[m])) for label in ADAPTERS],
+                                               0.5) for m in sorted(ADAPTER_MODULES)}, decay=0.5),
+        case("adapters-task_arithmetic", "task_arithmetic", A, adapter_sum([1.5, -0.75, 1.5]),
+             weights=[1, -0.5, 1], **{"lambda": 1.5}),
+    ]
+    compressed, errors = {}, []
+    for module, delta in linear_sum.items():
+        compressed[module], error = truncated(delta, 3)
+        errors.append(error)
+    compressed["errors"] = np.array(errors)
+    cases.append(case("adapters-linear-rank3", "linear", A, compressed, weights=[1, 2, 1], rank=3))
+
+    (out / "expected").mkdir()
+    listing = []
+    for spec, expected in cases:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).astype(np.float32))
+                   for k, v in expected.items()}
+        save_file(tensors, out / spec["expected"], metadata={"format": "pt"})
+        listing.append(spec)
+    (out / "cases.json").write_text(json.dumps(listing, indent=1) + "\n")
+    (out / "averaging.json").write_text(json.dumps(averaging_golden(), indent=1) + "\n")
+    check_margins(out, base, ms, bbase, bms, sa, sb)
+
+
+def averaging_golden() -> dict:
+    """torch.optim.swa_utils itself, for the in-training averagers: SWA (AveragedModel's default average), EMA
+    (AveragedModel with get_ema_multi_avg_fn) over five snapshots, and SWALR's learning rates."""
+    from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn
+
+    rng = np.random.default_rng(77)
+    snapshots = [rng.standard_normal(6).astype(np.float32) for _ in range(5)]
+    model = torch.nn.Linear(3, 2, bias=False)
+    swa = AveragedModel(model)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.75))
+    swa_after, ema_after = [], []
+    with torch.no_grad():
+        for snapshot in snapshots:
+            model.weight.copy_(torch.from_numpy(snapshot).reshape(2, 3))
+            swa.update_parameters(model)
+            ema.update_parameters(model)
+            swa_after.append(swa.module.weight.detach().reshape(-1).tolist())
+            ema_after.append(ema.module.weight.detach().reshape(-1).tolist())
+    schedules = []
+    for strategy, anneal in (("cos", 4), ("linear", 4), ("cos", 0)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = SWALR(optimizer, swa_lr=0.01, anneal_epochs=anneal, anneal_strategy=strategy)
+        lrs = [optimizer.param_groups[0]["lr"]]
+        for _ in range(7):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+        schedules.append({"strategy": strategy, "anneal_steps": anneal, "lr": 0.1, "swa_lr": 0.01, "lrs": lrs})
+    return {"snapshots": [s.tolist() for s in snapshots], "swa": swa_after, "ema_decay": 0.75, "ema": ema_after,
+            "swalr": schedules}
+
+
+def check_margins(out, base, ms, bbase, bms, sa, sb) -> None:
+    """Goldens that a 1-ulp difference could flip would test luck: sign elections and the slerp branch must be clear."""
+    for n in SHAPES:
+        for b, models, w in ((base, ms, [1, 0.8, 0.6]), (bbase, bms, [1, 1])):
+            mass = sum(wi * (m[n] - b[n]).astype(np.float64) for wi, m in zip(w, models))
+            near = np.abs(mass)[mass != 0]
+            assert near.size == 0 or near.min() > 1e-6, f"{n}: a summed task vector is {near.min():.2g} from 0"
+    for n in sa:
+        a, b = sa[n].astype(np.float64).ravel(), sb[n].astype(np.float64).ravel()
+        if np.linalg.norm(a) > 0:
+            cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+            assert abs(abs(cos) - 0.9995) > 5e-5, f"{n}: cosine {cos} too close to the colinearity threshold"
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    make(Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN)

@@ -1,0 +1,272 @@
+package io.mixtune.merging;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.model.safetensors.TensorInfo;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.TreeSet;
+
+/**
+ * Weighted sums of PEFT LoRA adapters, exact: sum_i c_i s_i B_i A_i = B' A' with the ranks concatenated,
+ * A' = [c_1 s_1 A_1; ...; c_n s_n A_n] (stacked rows) and B' = [B_1 ... B_n] (side by side), at scale 1. Averaging A and
+ * B separately would give (sum c_i B_i)(sum c_i A_i), which has cross terms B_i A_j and is not the average of the
+ * adapted models. The output rank is the sum of the ranks; {@link LowRankCompression} can cut it to a target rank by
+ * SVD, reporting the error. PEFT loads the result: lora_alpha equals r (scale 1), per module through rank_pattern and
+ * alpha_pattern where the summed ranks differ between modules.
+ */
+final class AdapterAverage implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** One input adapter, checked. */
+    private record Input(Path dir, LoraConfig config, String baseModel, SafetensorsReader reader, DType dtype,
+            Map<String, long[]> moduleShapes) {}
+
+    /** Per-module outcome of the SVD re-compression. */
+    record Compression(int modules, int compressed, double maxError, double meanError) {}
+
+    private final List<Input> inputs;
+    private final Map<String, long[]> modules;
+
+    private AdapterAverage(List<Input> inputs) {
+        this.inputs = inputs;
+        Map<String, long[]> all = new TreeMap<>();
+        inputs.forEach(input -> input.moduleShapes().forEach(all::putIfAbsent));
+        this.modules = all;
+    }
+
+    /** Opens and checks every adapter before anything is written. */
+    static AdapterAverage open(List<Path> dirs, boolean identicalConfigs) {
+        List<Input> inputs = new ArrayList<>();
+        try {
+            for (Path dir : dirs) {
+                inputs.add(read(dir));
+            }
+            for (int i = 1; i < inputs.size(); i++) {
+                requireCompatible(inputs.get(0), inputs.get(i), identicalConfigs);
+            }
+            CompanionFiles.requireSameTokenizer(dirs);
+            return new AdapterAverage(inputs);
+        } catch (RuntimeException e) {
+            inputs.forEach(input -> input.reader().close());
+            throw e;
+        }
+    }
+
+    int moduleCount() {
+        return modules.size();
+    }
+
+    /**
+     * Writes sum_i coefficients[i] * (adapter i's delta) into {@code dir} as a PEFT adapter.
+     *
+     * @param targetRank re-compress modules whose summed rank exceeds it, or null to keep the exact sum
+     * @param dtype the dtype of the written A and B, or null for the inputs'
+     */
+    Compression write(double[] coefficients, Integer targetRank, DType dtype, Path dir) {
+        Map<String, float[][]> factors = new LinkedHashMap<>();
+        Map<String, Integer> ranks = new LinkedHashMap<>();
+        int compressed = 0;
+        double maxError = 0;
+        double errorSum = 0;
+        for (Map.Entry<String, long[]> module : modules.entrySet()) {
+            int out = (int) module.getValue()[0];
+            int in = (int) module.getValue()[1];
+            float[][] concatenated = concatenate(module.getKey(), coefficients, out, in);
+            int rank = concatenated[1].length / in;
+            if (targetRank != null && rank > targetRank) {
+                LowRankCompression.Result cut = LowRankCompression.truncate(concatenated[0], concatenated[1], out, in,
+                        rank, targetRank);
+                concatenated = new float[][] {cut.b(), cut.a()};
+                rank = cut.rank();
+                compressed++;
+                maxError = Math.max(maxError, cut.relativeError());
+                errorSum += cut.relativeError();
+            }
+            factors.put(module.getKey(), concatenated);
+            ranks.put(module.getKey(), rank);
+        }
+        LoraConfig config = outputConfig(ranks);
+        DType written = dtype == null ? inputs.get(0).dtype() : dtype;
+        List<TensorSpec> specs = new ArrayList<>();
+        Map<String, float[]> data = new HashMap<>();
+        TreeSet<String> targets = new TreeSet<>();
+        factors.forEach((module, f) -> {
+            long[] shape = modules.get(module);
+            int rank = ranks.get(module);
+            specs.add(new TensorSpec(PeftAdapter.aKey(module), written, new long[] {rank, shape[1]}));
+            specs.add(new TensorSpec(PeftAdapter.bKey(module), written, new long[] {shape[0], rank}));
+            data.put(PeftAdapter.aKey(module), f[1]);
+            data.put(PeftAdapter.bKey(module), f[0]);
+            targets.add(module.substring(module.lastIndexOf('.') + 1));
+        });
+        PeftAdapter.write(dir, config, List.copyOf(targets), inputs.get(0).baseModel(), specs,
+                spec -> data.get(spec.name()));
+        return new Compression(factors.size(), compressed, maxError, compressed == 0 ? 0 : errorSum / compressed);
+    }
+
+    /** B' [out, R] = [B_1 ... B_n] and A' [R, in] = [c_1 s_1 A_1; ...] over the adapters that adapt the module. */
+    private float[][] concatenate(String module, double[] coefficients, int out, int in) {
+        List<float[]> as = new ArrayList<>();
+        List<float[]> bs = new ArrayList<>();
+        List<Integer> rs = new ArrayList<>();
+        for (int i = 0; i < inputs.size(); i++) {
+            Input input = inputs.get(i);
+            if (!input.moduleShapes().containsKey(module)) {
+                continue;
+            }
+            double factor = coefficients[i] * input.config().scaleOf(module);
+            float[] a = input.reader().readFloats(PeftAdapter.aKey(module));
+            for (int j = 0; j < a.length; j++) {
+                a[j] = (float) (factor * a[j]);
+            }
+            as.add(a);
+            bs.add(input.reader().readFloats(PeftAdapter.bKey(module)));
+            rs.add(a.length / in);
+        }
+        int total = rs.stream().mapToInt(Integer::intValue).sum();
+        float[] a = new float[total * in];
+        float[] b = new float[out * total];
+        int offset = 0;
+        for (int k = 0; k < as.size(); k++) {
+            int r = rs.get(k);
+            System.arraycopy(as.get(k), 0, a, offset * in, r * in);
+            for (int row = 0; row < out; row++) {
+                System.arraycopy(bs.get(k), row * r, b, row * total + offset, r);
+            }
+            offset += r;
+        }
+        return new float[][] {b, a};
+    }
+
+    /** Scale 1 everywhere: lora_alpha = r, and per module alpha = rank where the rank differs from the common one. */
+    private static LoraConfig outputConfig(Map<String, Integer> ranks) {
+        Map<Integer, Integer> frequency = new TreeMap<>();
+        ranks.values().forEach(rank -> frequency.merge(rank, 1, Integer::sum));
+        int common = frequency.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
+        Map<String, Integer> rankPattern = new TreeMap<>();
+        Map<String, Double> alphaPattern = new TreeMap<>();
+        ranks.forEach((module, rank) -> {
+            if (rank != common) {
+                // PEFT matches pattern keys as regexes against the end of the module name: escape the dots.
+                String key = module.replace(".", "\\.");
+                rankPattern.put(key, rank);
+                alphaPattern.put(key, (double) rank);
+            }
+        });
+        TreeSet<String> targets = new TreeSet<>();
+        ranks.keySet().forEach(module -> targets.add(module.substring(module.lastIndexOf('.') + 1)));
+        return new LoraConfig(common, common, 0.0, List.copyOf(targets), false, rankPattern, alphaPattern);
+    }
+
+    private static Input read(Path dir) {
+        Path configFile = dir.resolve(PeftAdapter.CONFIG_FILE);
+        Path weightsFile = dir.resolve(PeftAdapter.WEIGHTS_FILE);
+        if (!Files.isRegularFile(weightsFile)) {
+            throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds "
+                    + PeftAdapter.CONFIG_FILE + " and " + PeftAdapter.WEIGHTS_FILE);
+        }
+        LoraConfig config = PeftAdapter.readConfig(configFile);
+        JsonNode raw;
+        try {
+            raw = JSON.readTree(configFile.toFile());
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configFile + ": not valid JSON: " + e.getMessage());
+        }
+        if (raw.path("target_parameters").size() > 0) {
+            throw new IllegalArgumentException(configFile + ": target_parameters " + raw.get("target_parameters")
+                    + ": adapters on fused expert parameters cannot be concatenated by rank; load the adapter with"
+                    + " mixtune and save it again (per-expert layout) first");
+        }
+        String baseModel = raw.path("base_model_name_or_path").asText("");
+        SafetensorsReader reader = SafetensorsReader.open(weightsFile);
+        try {
+            Map<String, long[]> shapes = new TreeMap<>();
+            DType dtype = null;
+            for (String key : reader.names()) {
+                String module = PeftAdapter.moduleOf(key);
+                if (module == null) {
+                    throw new IllegalArgumentException(weightsFile + ": tensor '" + key + "' is not a LoRA weight"
+                            + " (expected base_model.model.<module>.lora_A.weight or .lora_B.weight)");
+                }
+                TensorInfo info = reader.info(key);
+                if (dtype != null && info.dtype() != dtype) {
+                    throw new IllegalArgumentException(weightsFile + ": tensor '" + key + "' is " + info.dtype()
+                            + " but others are " + dtype + ": expected one dtype");
+                }
+                dtype = info.dtype();
+                if (!key.endsWith(".lora_A.weight")) {
+                    continue;
+                }
+                if (!reader.contains(PeftAdapter.bKey(module))) {
+                    throw new IllegalArgumentException(weightsFile + ": module " + module + " has lora_A but no lora_B");
+                }
+                long[] a = info.shape();
+                long[] b = reader.info(PeftAdapter.bKey(module)).shape();
+                int rank = config.rankOf(module);
+                if (a.length != 2 || b.length != 2 || a[0] != rank || b[1] != rank) {
+                    throw new IllegalArgumentException(weightsFile + ": module " + module + ": lora_A "
+                            + Arrays.toString(a) + " and lora_B " + Arrays.toString(b) + ", expected [" + rank
+                            + ", in] and [out, " + rank + "] (rank " + rank + " from " + PeftAdapter.CONFIG_FILE + ")");
+                }
+                shapes.put(module, new long[] {b[0], a[1]});
+            }
+            for (String key : reader.names()) {
+                String module = PeftAdapter.moduleOf(key);
+                if (key.endsWith(".lora_B.weight") && !shapes.containsKey(module)) {
+                    throw new IllegalArgumentException(weightsFile + ": module " + module + " has lora_B but no lora_A");
+                }
+            }
+            if (shapes.isEmpty()) {
+                throw new IllegalArgumentException(weightsFile + ": holds no LoRA weights");
+            }
+            if (!dtype.isFloat32Convertible()) {
+                throw new IllegalArgumentException(weightsFile + ": LoRA weights are " + dtype
+                        + "; expected F32, F16 or BF16");
+            }
+            return new Input(dir, config, baseModel, reader, dtype, shapes);
+        } catch (RuntimeException e) {
+            reader.close();
+            throw e;
+        }
+    }
+
+    private static void requireCompatible(Input first, Input other, boolean identicalConfigs) {
+        if (identicalConfigs && !first.config().equals(other.config())) {
+            throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.CONFIG_FILE) + ": " + other.config()
+                    + " differs from " + first.config() + " in " + first.dir().resolve(PeftAdapter.CONFIG_FILE)
+                    + ": warm averages adapters trained from one initialisation with one config");
+        }
+        if (first.dtype() != other.dtype()) {
+            throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": LoRA weights are "
+                    + other.dtype() + " but " + first.dtype() + " in " + first.dir().resolve(PeftAdapter.WEIGHTS_FILE)
+                    + ": convert the inputs to one dtype first");
+        }
+        other.moduleShapes().forEach((module, shape) -> {
+            long[] expected = first.moduleShapes().get(module);
+            if (expected != null && !Arrays.equals(expected, shape)) {
+                throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": module " + module
+                        + " is [out, in] = " + Arrays.toString(shape) + " but " + Arrays.toString(expected) + " in "
+                        + first.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": the adapters are for different models");
+            }
+        });
+    }
+
+    @Override
+    public void close() {
+        inputs.forEach(input -> input.reader().close());
+    }
+}

@@ -1,0 +1,99 @@
+package io.mixtune.merging;
+
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * The merge methods of {@code mixtune merge}, named as in mergekit where mergekit has them. Where the issue is silent,
+ * mergekit's semantics hold: task vectors are taken relative to {@code base_model}; TIES normalises by the weights that
+ * agree with the elected sign, task arithmetic and DARE do not; the weighted averages normalise their weights.
+ */
+public enum MergeMethod {
+    /** Weighted mean of the models, weights normalised to sum 1 unless {@code normalize: false} (model soups). */
+    LINEAR("linear", Family.AVERAGE),
+    /** Uniform mean of checkpoints of one run, all of them or the latest {@code last} (SWA, offline). */
+    SWA("swa", Family.AVERAGE),
+    /** Uniform mean of the latest {@code last} checkpoints of one run (LaWA, Kaddour 2022). */
+    LAWA("lawa", Family.AVERAGE),
+    /** Exponential moving average over checkpoints ordered oldest first, with {@code decay}. */
+    EMA("ema", Family.AVERAGE),
+    /** Uniform mean of models fine-tuned from one initialisation (WARM, Ramé et al. 2024): configs must be equal. */
+    WARM("warm", Family.AVERAGE),
+    /** base + lambda * sum w_i (m_i - base) (Ilharco et al. 2023). */
+    TASK_ARITHMETIC("task_arithmetic", Family.TASK_VECTORS),
+    /** Trim each task vector to its largest-magnitude fraction {@code density}, elect signs, disjoint mean (Yadav et al. 2023). */
+    TIES("ties", Family.TASK_VECTORS),
+    /** Drop each task-vector entry with probability 1 - density, rescale survivors by 1/density, then add (Yu et al. 2024). */
+    DARE_LINEAR("dare_linear", Family.TASK_VECTORS),
+    /** DARE's drop and rescale, then TIES's sign election and disjoint sum. */
+    DARE_TIES("dare_ties", Family.TASK_VECTORS),
+    /** Spherical interpolation of two models, tensor by tensor, at {@code t} (0: the first model). */
+    SLERP("slerp", Family.INTERPOLATION);
+
+    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION }
+
+    /** How a task-vector method thins each task vector before adding it. */
+    enum Sparsification { NONE, MAGNITUDE, RANDOM }
+
+    private final String yamlName;
+    private final Family family;
+
+    MergeMethod(String yamlName, Family family) {
+        this.yamlName = yamlName;
+        this.family = family;
+    }
+
+    /** The name in a config file and on the command line: {@code ties}, {@code dare_linear}, ... */
+    public String yamlName() {
+        return yamlName;
+    }
+
+    Family family() {
+        return family;
+    }
+
+    /** Task-vector methods need the model the task vectors are measured from. */
+    public boolean needsBase() {
+        return family == Family.TASK_VECTORS;
+    }
+
+    Sparsification sparsification() {
+        return switch (this) {
+            case TIES -> Sparsification.MAGNITUDE;
+            case DARE_LINEAR, DARE_TIES -> Sparsification.RANDOM;
+            default -> Sparsification.NONE;
+        };
+    }
+
+    /** TIES's sign election: keep only the entries whose sign agrees with the sign of the summed mass. */
+    boolean electsSign() {
+        return this == TIES || this == DARE_TIES;
+    }
+
+    /** Whether the weights are given by the user (otherwise uniform, or the EMA's). */
+    boolean takesWeights() {
+        return this == LINEAR || family == Family.TASK_VECTORS;
+    }
+
+    /** mergekit's default for {@code normalize}: linear and ties divide by the (agreeing) weights. */
+    boolean normalizesByDefault() {
+        return this == LINEAR || this == TIES;
+    }
+
+    public static MergeMethod parse(String name) {
+        String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');
+        for (MergeMethod method : values()) {
+            if (method.yamlName.equals(wanted)) {
+                return method;
+            }
+        }
+        List<String> names = names();
+        throw new IllegalArgumentException("unknown merge method '" + name + "'" + NearestName.suggestion(name, names)
+                + ": expected one of " + String.join(", ", names));
+    }
+
+    public static List<String> names() {
+        return Arrays.stream(values()).map(MergeMethod::yamlName).toList();
+    }
+}

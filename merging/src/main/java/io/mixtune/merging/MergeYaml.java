@@ -1,0 +1,219 @@
+package io.mixtune.merging;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.JsonLocation;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.DeserializationContext;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonDeserializer;
+import com.fasterxml.jackson.databind.JsonMappingException;
+import com.fasterxml.jackson.databind.JsonSerializer;
+import com.fasterxml.jackson.databind.SerializerProvider;
+import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
+import com.fasterxml.jackson.databind.module.SimpleModule;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
+import com.fasterxml.jackson.dataformat.yaml.YAMLMapper;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.safetensors.DType;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.lang.reflect.ParameterizedType;
+import java.lang.reflect.RecordComponent;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Reads and writes {@link MergeConfig} as YAML. A mistake is reported as {@code file:line:column: key: problem}, an
+ * unknown key with the nearest valid one ("did you mean 'merge_method'?"), so a typo in a long config is one glance.
+ */
+public final class MergeYaml {
+    /** The resolved config written next to a merged model, as mergekit writes mergekit_config.yml. */
+    public static final String RESOLVED_FILE = "mixtune_merge.yaml";
+
+    private static final YAMLMapper MAPPER = mapper();
+
+    private MergeYaml() {}
+
+    public static MergeConfig read(Path file) {
+        String text;
+        try {
+            text = Files.readString(file);
+        } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException(file + ": no such merge config file");
+        } catch (IOException e) {
+            throw new UncheckedIOException(file + ": cannot be read: " + e.getMessage(), e);
+        }
+        try {
+            requireKnownKeys(file, text, MAPPER.readTree(text), MergeConfig.class, "");
+            MergeConfig config = MAPPER.readValue(text, MergeConfig.class);
+            if (config == null) {
+                throw new IllegalArgumentException(file + ": empty; expected merge_method, models and out");
+            }
+            return config;
+        } catch (JsonProcessingException e) {
+            throw new IllegalArgumentException(describe(file, text, e), e);
+        }
+    }
+
+    public static void write(MergeConfig config, Path file) throws IOException {
+        MAPPER.writeValue(file.toFile(), config);
+    }
+
+    static String toYaml(MergeConfig config) {
+        try {
+            return MAPPER.writeValueAsString(config);
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static String describe(Path file, String text, JsonProcessingException e) {
+        JsonLocation at = e.getLocation();
+        String where = file + (at == null ? "" : ":" + at.getLineNr() + ":" + at.getColumnNr());
+        if (e instanceof UnrecognizedPropertyException unknown) {
+            // Records are built once their mapping ends, so Jackson reports an unknown key there; point at the key.
+            String keyAt = uniqueKeyPosition(text, unknown.getPropertyName());
+            where = keyAt == null ? where : file + ":" + keyAt;
+        }
+        if (e instanceof UnrecognizedPropertyException unknown) {
+            Set<String> valid = new TreeSet<>();
+            unknown.getKnownPropertyIds().forEach(id -> valid.add(id.toString()));
+            String key = unknown.getPropertyName();
+            String path = path(unknown, true);
+            return where + ": unknown key '" + key + "'" + (path.isEmpty() ? "" : " in " + path)
+                    + NearestName.suggestion(key, valid) + "; valid keys here: " + String.join(", ", valid);
+        }
+        String problem = e.getCause() instanceof IllegalArgumentException invalid ? invalid.getMessage() : e.getOriginalMessage();
+        String path = e instanceof JsonMappingException mapping ? path(mapping, false) : "";
+        return where + ": " + (path.isEmpty() ? "" : path + ": ") + problem.replace('\n', ' ');
+    }
+
+    /**
+     * Unknown keys first: the records validate themselves as soon as their mapping ends, so a misspelt
+     * {@code merge_mehtod} would otherwise be reported as a missing merge_method.
+     */
+    private static void requireKnownKeys(Path file, String text, JsonNode node, Class<?> type, String path) {
+        if (node == null || !node.isObject() || !type.isRecord()) {
+            return;
+        }
+        Map<String, RecordComponent> components = new TreeMap<>();
+        for (RecordComponent component : type.getRecordComponents()) {
+            // @JsonProperty does not target record components; javac puts it on the accessor.
+            components.put(component.getAccessor().getAnnotation(JsonProperty.class).value(), component);
+        }
+        for (Map.Entry<String, JsonNode> entry : node.properties()) {
+            String key = entry.getKey();
+            RecordComponent component = components.get(key);
+            String keyPath = path.isEmpty() ? key : path + "." + key;
+            if (component == null) {
+                String keyAt = uniqueKeyPosition(text, key);
+                throw new IllegalArgumentException(file + (keyAt == null ? "" : ":" + keyAt) + ": unknown key '" + key
+                        + "'" + (path.isEmpty() ? "" : " in " + path) + NearestName.suggestion(key, components.keySet())
+                        + "; valid keys here: " + String.join(", ", components.keySet()));
+            }
+            if (component.getType() == List.class && entry.getValue().isArray()) {
+                Class<?> element = (Class<?>) ((ParameterizedType) component.getGenericType()).getActualTypeArguments()[0];
+                for (int i = 0; i < entry.getValue().size(); i++) {
+                    requireKnownKeys(file, text, entry.getValue().get(i), element, keyPath + "[" + i + "]");
+                }
+            } else {
+                requireKnownKeys(file, text, entry.getValue(), component.getType(), keyPath);
+            }
+        }
+    }
+
+    /** "line:column" of {@code key:} in the text if it occurs exactly once, else null. */
+    private static String uniqueKeyPosition(String text, String key) {
+        Matcher m = Pattern.compile("(?m)(^|[\\s{,-])(" + Pattern.quote(key) + ")\\s*:").matcher(text);
+        if (!m.find()) {
+            return null;
+        }
+        int start = m.start(2);
+        if (m.find()) {
+            return null;
+        }
+        int line = 1 + (int) text.substring(0, start).chars().filter(c -> c == '\n').count();
+        int column = start - text.lastIndexOf('\n', start - 1);
+        return line + ":" + column;
+    }
+
+    /** The key path of the problem, {@code models[1].parameters}; without the last key for an unknown key. */
+    private static String path(JsonMappingException e, boolean dropLast) {
+        List<JsonMappingException.Reference> references = new ArrayList<>(e.getPath());
+        if (dropLast && !references.isEmpty()) {
+            references.remove(references.size() - 1);
+        }
+        StringBuilder out = new StringBuilder();
+        for (JsonMappingException.Reference reference : references) {
+            if (reference.getFieldName() != null) {
+                out.append(out.length() == 0 ? "" : ".").append(reference.getFieldName());
+            } else if (reference.getIndex() >= 0) {
+                out.append('[').append(reference.getIndex()).append(']');
+            }
+        }
+        return out.toString();
+    }
+
+    private static YAMLMapper mapper() {
+        SimpleModule names = new SimpleModule("mixtune-merge-names");
+        names.addDeserializer(MergeMethod.class, text(MergeMethod::parse));
+        names.addSerializer(MergeMethod.class, written(MergeMethod::yamlName));
+        names.addDeserializer(DType.class, text(MergeConfig::parseDtype));
+        names.addSerializer(DType.class, written(ModelConfig::torchDtypeName));
+        // Jackson reads a path containing ':' as a URI; a merge config holds plain file paths.
+        names.addDeserializer(Path.class, text(Path::of));
+        names.addSerializer(Path.class, written(Path::toString));
+        return YAMLMapper.builder(YAMLFactory.builder().disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).build())
+                .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
+                .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+                .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+                .addModule(names)
+                .build();
+    }
+
+    private interface Parse<T> {
+        T parse(String text);
+    }
+
+    private interface Name<T> {
+        String of(T value);
+    }
+
+    private static <T> JsonDeserializer<T> text(Parse<T> parse) {
+        return new JsonDeserializer<>() {
+            @Override
+            public T deserialize(JsonParser parser, DeserializationContext context) throws IOException {
+                if (!parser.currentToken().isScalarValue()) {
+                    throw context.wrongTokenException(parser, String.class, parser.currentToken(), "expected a string");
+                }
+                try {
+                    return parse.parse(parser.getValueAsString());
+                } catch (IllegalArgumentException e) {
+                    throw JsonMappingException.from(parser, e.getMessage(), e);
+                }
+            }
+        };
+    }
+
+    private static <T> JsonSerializer<T> written(Name<T> name) {
+        return new JsonSerializer<>() {
+            @Override
+            public void serialize(T value, JsonGenerator generator, SerializerProvider provider) throws IOException {
+                generator.writeString(name.of(value));
+            }
+        };
+    }
+}

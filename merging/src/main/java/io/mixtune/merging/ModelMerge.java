@@ -1,0 +1,205 @@
+package io.mixtune.merging;
+
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.merging.MergeConfig.Model;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.stream.IntStream;
+
+/**
+ * {@code mixtune merge}: resolves the inputs of a {@link MergeConfig} (training runs to their latest checkpoints), checks
+ * every one, then merges full checkpoints ({@link CheckpointMerge}) or PEFT adapters ({@link AdapterAverage}) into a
+ * staging directory that becomes {@code out} only when complete ({@link StagedOutput}). Nothing is written until all
+ * inputs have passed their checks.
+ */
+public final class ModelMerge {
+    private ModelMerge() {}
+
+    /**
+     * @param force replace a non-empty {@code out}
+     * @param maxShardBytes shard size of a merged checkpoint (transformers' default is 5 GB)
+     */
+    public static MergeReport run(MergeConfig config, boolean force, long maxShardBytes) {
+        long start = System.nanoTime();
+        StagedOutput.requireWritable(config.out(), force);
+        MergeConfig resolved = resolveInputs(config);
+        List<Path> models = resolved.models().stream().map(Model::model).toList();
+        Path base = resolved.baseModel();
+        List<Path> all = new ArrayList<>(models);
+        if (base != null) {
+            all.add(0, base);
+        }
+        for (Path input : all) {
+            if (MergeConfig.samePath(input, config.out())) {
+                throw new IllegalArgumentException(input + ": is also out; merging never overwrites an input");
+            }
+        }
+        boolean adapters = isAdapter(all.get(0));
+        for (Path input : all) {
+            if (isAdapter(input) != adapters) {
+                throw new IllegalArgumentException(input + ": is a " + (adapters ? "model" : "PEFT adapter") + " but "
+                        + all.get(0) + " is a " + (adapters ? "PEFT adapter" : "model") + ": merge adapters with"
+                        + " adapters and models with models");
+            }
+        }
+        MergeMethod method = resolved.method();
+        boolean warm = method == MergeMethod.WARM;
+        double[] coefficients = coefficients(resolved);
+        if (adapters) {
+            return mergeAdapters(resolved, models, coefficients, force, start);
+        }
+        if (method.needsBase() && base == null) {
+            throw new IllegalArgumentException(method.yamlName() + " measures task vectors from base_model, which is"
+                    + " missing (only PEFT adapters, task vectors already, need none)");
+        }
+        if (resolved.rank() != null) {
+            throw new IllegalArgumentException("rank re-compresses PEFT adapters, but the inputs are full checkpoints");
+        }
+        TensorMerge merge;
+        Path tensorBase = base;
+        List<Path> tensorModels = models;
+        if (method == MergeMethod.SLERP) {
+            tensorModels = slerpEnds(base, models);
+            tensorBase = null;
+            merge = new Slerp(resolved.parameters().t());
+        } else if (method.needsBase()) {
+            merge = new TaskArithmetic(method, IntStream.range(0, models.size()).mapToDouble(resolved::weightOf).toArray(),
+                    IntStream.range(0, models.size()).mapToDouble(resolved::densityOf).toArray(), resolved.normalize(),
+                    resolved.lambda(), resolved.rescale(), resolved.seedOrDefault());
+        } else {
+            merge = new WeightedAverage(coefficients);
+        }
+        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype());
+                StagedOutput staged = StagedOutput.create(config.out(), force)) {
+            List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
+            List<Path> priority = new ArrayList<>(tensorModels);
+            if (tensorBase != null) {
+                priority.add(0, tensorBase);
+            }
+            CompanionFiles.copy(priority, staged.dir());
+            CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
+            writeResolved(resolved, staged.dir());
+            staged.commit();
+            return new MergeReport(method, false, tensorModels, tensorBase, config.out(), checkpoints.tensorCount(),
+                    coefficients,
+                    files.size(), seconds(start), 0, 0, 0);
+        }
+    }
+
+    private static MergeReport mergeAdapters(MergeConfig resolved, List<Path> models, double[] coefficients,
+            boolean force, long start) {
+        MergeMethod method = resolved.method();
+        if (method.family() != MergeMethod.Family.AVERAGE && method != MergeMethod.TASK_ARITHMETIC) {
+            throw new IllegalArgumentException(method.yamlName() + " on PEFT adapters is not supported: "
+                    + (method == MergeMethod.SLERP ? "interpolating on the sphere" : "trimming and sign election")
+                    + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
+                    + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
+        }
+        if (resolved.baseModel() != null) {
+            throw new IllegalArgumentException("adapters are task vectors already: give no base_model when merging"
+                    + " PEFT adapters");
+        }
+        try (AdapterAverage average = AdapterAverage.open(models, method == MergeMethod.WARM);
+                StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
+            AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.dtype(),
+                    staged.dir());
+            writeResolved(resolved, staged.dir());
+            staged.commit();
+            return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,
+                    seconds(start), compression.compressed(), compression.maxError(), compression.meanError());
+        }
+    }
+
+    /** Run directories become their checkpoints, oldest first; {@code last} keeps the latest k of all inputs. */
+    static MergeConfig resolveInputs(MergeConfig config) {
+        List<Model> expanded = new ArrayList<>();
+        for (Model model : config.models()) {
+            requireExists(model.model());
+            if (RunCheckpoints.isRun(model.model())) {
+                MergeMethod method = config.method();
+                if (method != MergeMethod.SWA && method != MergeMethod.LAWA && method != MergeMethod.EMA) {
+                    throw new IllegalArgumentException(model.model() + ": is a training run (checkpoints/step-N): only"
+                            + " swa, lawa and ema take one; " + method.yamlName() + " takes model directories");
+                }
+                RunCheckpoints.all(model.model()).forEach(c -> expanded.add(Model.of(c.dir())));
+            } else {
+                expanded.add(model);
+            }
+        }
+        if (config.baseModel() != null) {
+            requireExists(config.baseModel());
+        }
+        Integer last = config.last();
+        if (last != null && last > expanded.size()) {
+            throw new IllegalArgumentException("last is " + last + " but there are only " + expanded.size()
+                    + " checkpoints: " + expanded.stream().map(m -> m.model().toString()).toList());
+        }
+        List<Model> kept = last == null ? expanded : expanded.subList(expanded.size() - last, expanded.size());
+        MergeConfig resolved = config.withModels(kept);
+        if (resolved.method() == MergeMethod.SLERP) {
+            slerpEnds(resolved.baseModel(), kept.stream().map(Model::model).toList());
+        }
+        return resolved;
+    }
+
+    /** The weight of each input in the sum; empty for the methods that do not merge by fixed weights. */
+    static double[] coefficients(MergeConfig config) {
+        int n = config.models().size();
+        List<Double> weights = IntStream.range(0, n).mapToObj(config::weightOf).toList();
+        return switch (config.method()) {
+            case LINEAR -> WeightedAverage.coefficients(weights, config.normalize());
+            case SWA, LAWA, WARM -> WeightedAverage.coefficients(java.util.Collections.nCopies(n, 1.0), true);
+            case EMA -> WeightedAverage.emaCoefficients(n, config.parameters().decay());
+            case TASK_ARITHMETIC -> Arrays.stream(WeightedAverage.coefficients(weights, config.normalize()))
+                    .map(c -> c * config.lambda()).toArray();
+            default -> new double[0];
+        };
+    }
+
+    /** slerp's x0 and x1: base_model (if given) then the other model; else the two models in order. */
+    private static List<Path> slerpEnds(Path base, List<Path> models) {
+        if (base == null) {
+            return models;
+        }
+        List<Path> others = models.stream().filter(m -> !MergeConfig.samePath(m, base)).toList();
+        if (others.size() != 1) {
+            throw new IllegalArgumentException("slerp interpolates from base_model to one other model, got "
+                    + others.size() + " others: " + others);
+        }
+        return List.of(base, others.get(0));
+    }
+
+    private static boolean isAdapter(Path dir) {
+        if (Files.isRegularFile(dir.resolve(PeftAdapter.CONFIG_FILE))) {
+            return true;
+        }
+        if (Files.isRegularFile(dir.resolve(CheckpointMerge.CONFIG))) {
+            return false;
+        }
+        throw new IllegalArgumentException(dir + ": neither a model (" + CheckpointMerge.CONFIG + " and *.safetensors)"
+                + " nor a PEFT adapter (" + PeftAdapter.CONFIG_FILE + " and " + PeftAdapter.WEIGHTS_FILE + ")");
+    }
+
+    private static void requireExists(Path dir) {
+        if (!Files.isDirectory(dir)) {
+            throw new IllegalArgumentException(dir + ": no such directory");
+        }
+    }
+
+    private static void writeResolved(MergeConfig resolved, Path dir) {
+        try {
+            MergeYaml.write(resolved, dir.resolve(MergeYaml.RESOLVED_FILE));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write " + dir.resolve(MergeYaml.RESOLVED_FILE) + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static double seconds(long start) {
+        return (System.nanoTime() - start) / 1e9;
+    }
+}

@@ -1,0 +1,90 @@
+package io.mixtune.merging;
+
+import java.util.List;
+
+/**
+ * The task-vector methods, mergekit's "generalized task arithmetic": with task vectors d_i = m_i - base (in float32,
+ * as the checkpoints are computed in), each thinned by the method's sparsification and weighted, e_i = w_i d_i,
+ * <pre>
+ *   task_arithmetic, dare_linear:  out = base + lambda * sum_i e_i            / (sum_i w_i           if normalize)
+ *   ties, dare_ties:               s = sign(sum_i e_i) (0 counts as +), A = {i : sign(e_i) = s}
+ *                                  out = base + lambda * sum_{i in A} e_i    / (sum_{i in A} w_i    if normalize)
+ * </pre>
+ * per entry; an entry where a task vector is zero has sign 0 and so is in no A, and an empty A divides by 1. ties trims
+ * each d_i to its largest-magnitude fraction density ({@link MagnitudeTrim}); dare_* keep each entry with probability
+ * density and rescale by 1/density ({@link DareMask}). Sums run in double.
+ */
+final class TaskArithmetic implements TensorMerge {
+    private final MergeMethod method;
+    private final double[] weights;
+    private final double[] densities;
+    private final boolean normalize;
+    private final double lambda;
+    private final boolean rescale;
+    private final long seed;
+
+    TaskArithmetic(MergeMethod method, double[] weights, double[] densities, boolean normalize, double lambda,
+            boolean rescale, long seed) {
+        if (!method.needsBase()) {
+            throw new IllegalArgumentException(method.yamlName() + " is not a task-vector method");
+        }
+        this.method = method;
+        this.weights = weights.clone();
+        this.densities = densities.clone();
+        this.normalize = normalize;
+        this.lambda = lambda;
+        this.rescale = rescale;
+        this.seed = seed;
+    }
+
+    @Override
+    public float[] merge(String name, float[] base, List<float[]> models) {
+        for (int i = 0; i < models.size(); i++) {
+            float[] delta = models.get(i);
+            for (int j = 0; j < delta.length; j++) {
+                delta[j] -= base[j];
+            }
+            switch (method.sparsification()) {
+                case MAGNITUDE -> MagnitudeTrim.keepLargest(delta, densities[i]);
+                case RANDOM -> DareMask.dropAndRescale(delta, densities[i], rescale, seed, i, name);
+                case NONE -> { }
+            }
+        }
+        double allWeights = 0;
+        for (double w : weights) {
+            allWeights += w;
+        }
+        for (int j = 0; j < base.length; j++) {
+            double mixed = 0;
+            double divisor;
+            if (method.electsSign()) {
+                double mass = 0;
+                for (int i = 0; i < weights.length; i++) {
+                    mass += weights[i] * models.get(i)[j];
+                }
+                double elected = mass >= 0 ? 1 : -1;
+                divisor = 0;
+                for (int i = 0; i < weights.length; i++) {
+                    double e = weights[i] * models.get(i)[j];
+                    if (Math.signum(e) == elected) {
+                        mixed += e;
+                        divisor += weights[i];
+                    }
+                }
+                if (divisor == 0) {
+                    divisor = 1;
+                }
+            } else {
+                for (int i = 0; i < weights.length; i++) {
+                    mixed += weights[i] * models.get(i)[j];
+                }
+                divisor = Math.abs(allWeights) < 1e-8 ? 1 : allWeights;
+            }
+            if (normalize) {
+                mixed /= divisor;
+            }
+            base[j] = (float) (base[j] + lambda * mixed);
+        }
+        return base;
+    }
+}

@@ -1,0 +1,89 @@
+package io.mixtune.merging.averaging;
+
+import java.util.Map;
+
+/**
+ * Exponential moving average of the trainable weights, ema = decay * ema + (1 - decay) * w after each optimizer step,
+ * started as a copy of the weights. The decay schedule is timm's {@code ModelEmaV3.get_decay}: no averaging for the
+ * first {@code updateAfterStep + 1} steps (the EMA just follows the weights), then optionally a warmup
+ * {@code 1 - (1 + s / gamma)^-power} (with s the steps since then) capped at {@code decay} and floored at
+ * {@code minDecay}, so that early, still-random weights do not dominate a 0.9999 average for thousands of steps.
+ */
+public final class EmaAverager {
+
+    /**
+     * timm ModelEmaV3's arguments, same names and defaults.
+     *
+     * @param decay the decay once warmed up, in [0, 1)
+     * @param warmup whether the decay warms up as {@code 1 - (1 + s / warmupGamma)^-warmupPower}
+     * @param updateAfterStep steps during which the average only copies the weights
+     * @param minDecay lower bound of the warmed-up decay
+     */
+    public record Config(double decay, boolean warmup, double warmupGamma, double warmupPower, long updateAfterStep,
+            double minDecay) {
+        public Config {
+            if (!(decay >= 0 && decay < 1)) {
+                throw new IllegalArgumentException("ema decay must lie in [0, 1), got " + decay);
+            }
+            if (!(warmupGamma > 0) || !(warmupPower > 0)) {
+                throw new IllegalArgumentException("ema warmup gamma and power must be > 0, got " + warmupGamma
+                        + " and " + warmupPower);
+            }
+            if (updateAfterStep < 0) {
+                throw new IllegalArgumentException("ema update_after_step must be >= 0, got " + updateAfterStep);
+            }
+            if (!(minDecay >= 0 && minDecay <= decay)) {
+                throw new IllegalArgumentException("ema min_decay must lie in [0, decay=" + decay + "], got " + minDecay);
+            }
+        }
+
+        /** A constant decay from the second step on (timm's defaults: no warmup, gamma 1, power 2/3). */
+        public static Config constant(double decay) {
+            return new Config(decay, false, 1.0, 2.0 / 3.0, 0, 0.0);
+        }
+
+        /** timm's warmup with gamma 1 and the given power: 2/3 reaches 0.999 at 31.6K steps, 3/4 at 10K. */
+        public static Config warmingUp(double decay, double power) {
+            return new Config(decay, true, 1.0, power, 0, 0.0);
+        }
+    }
+
+    private final Config config;
+    private final TrainableWeights average;
+
+    /** Starts the average as a copy of {@code initial}. */
+    public EmaAverager(Config config, Map<String, float[]> initial) {
+        this.config = config;
+        this.average = TrainableWeights.copyOf(initial);
+    }
+
+    /** The decay applied by {@link #update} at optimizer step {@code step} (timm's get_decay). */
+    public double decayAt(long step) {
+        long s = Math.max(0, step - config.updateAfterStep() - 1);
+        if (s == 0) {
+            return 0.0;
+        }
+        if (!config.warmup()) {
+            return config.decay();
+        }
+        double warm = 1 - Math.pow(1 + s / config.warmupGamma(), -config.warmupPower());
+        return Math.max(Math.min(warm, config.decay()), config.minDecay());
+    }
+
+    /** Folds in the weights after optimizer step {@code step}. */
+    public void update(long step, Map<String, float[]> weights) {
+        average.requireSameLayout(weights);
+        double decay = decayAt(step);
+        average.tensors().forEach((name, ema) -> {
+            float[] w = weights.get(name);
+            for (int i = 0; i < ema.length; i++) {
+                ema[i] = (float) (decay * ema[i] + (1 - decay) * w[i]);
+            }
+        });
+    }
+
+    /** A copy of the current average. */
+    public Map<String, float[]> averaged() {
+        return average.snapshot();
+    }
+}

@@ -1,0 +1,73 @@
+package io.mixtune.merging.averaging;
+
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.Map;
+
+/**
+ * Latest weight averaging (LaWA, Kaddour 2022): the uniform average of the latest {@code k} checkpoints, one kept every
+ * {@code every} steps. Unlike SWA it forgets: a snapshot leaves the average once k newer ones exist. Holds k copies of
+ * the trainable weights, which for LoRA adapters is a few megabytes each.
+ */
+public final class LawaAverager {
+
+    /** @param k how many of the latest snapshots are averaged; @param every steps between two snapshots */
+    public record Config(int k, long every) {
+        public Config {
+            if (k <= 0) {
+                throw new IllegalArgumentException("lawa k must be a positive number of checkpoints, got " + k);
+            }
+            if (every <= 0) {
+                throw new IllegalArgumentException("lawa_every must be a positive number of steps, got " + every);
+            }
+        }
+    }
+
+    private final Config config;
+    private final Deque<TrainableWeights> latest = new ArrayDeque<>();
+
+    public LawaAverager(Config config) {
+        this.config = config;
+    }
+
+    /** Keeps a snapshot of the weights after step {@code step} if it is a multiple of {@code every}. */
+    public boolean update(long step, Map<String, float[]> weights) {
+        if (step % config.every() != 0) {
+            return false;
+        }
+        if (!latest.isEmpty()) {
+            latest.peekFirst().requireSameLayout(weights);
+        }
+        latest.addLast(TrainableWeights.copyOf(weights));
+        if (latest.size() > config.k()) {
+            latest.removeFirst();
+        }
+        return true;
+    }
+
+    /** How many snapshots the average holds now (at most k). */
+    public int count() {
+        return latest.size();
+    }
+
+    /** The uniform average of the kept snapshots, summed in double. */
+    public Map<String, float[]> averaged() {
+        if (latest.isEmpty()) {
+            throw new IllegalStateException("no LaWA snapshot yet: one is kept every " + config.every() + " steps");
+        }
+        TrainableWeights mean = TrainableWeights.zerosLike(latest.peekFirst().tensors());
+        mean.tensors().forEach((name, out) -> {
+            double[] sum = new double[out.length];
+            for (TrainableWeights snapshot : latest) {
+                float[] w = snapshot.tensors().get(name);
+                for (int i = 0; i < sum.length; i++) {
+                    sum[i] += w[i];
+                }
+            }
+            for (int i = 0; i < out.length; i++) {
+                out[i] = (float) (sum[i] / latest.size());
+            }
+        });
+        return mean.snapshot();
+    }
+}

@@ -1,0 +1,106 @@
+package io.mixtune.merging;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/** The per-tensor formulas on values small enough to check by hand. */
+class TensorMergeTest {
+
+    private static List<float[]> of(float[]... tensors) {
+        List<float[]> copies = new ArrayList<>();
+        for (float[] t : tensors) {
+            copies.add(t.clone());
+        }
+        return copies;
+    }
+
+    @Test
+    void weightedAverageAndTheEmaItsCoefficientsUnroll() {
+        double[] c = WeightedAverage.coefficients(List.of(1.0, 3.0), true);
+        assertArrayEquals(new double[] {0.25, 0.75}, c);
+        assertArrayEquals(new float[] {2.5f, 3.5f},
+                new WeightedAverage(c).merge("w", null, of(new float[] {1, 2}, new float[] {3, 4})));
+        // ema with decay 0.5 over 1, 2, 4: 1 -> 1.5 -> 2.75, i.e. 0.25 * 1 + 0.25 * 2 + 0.5 * 4.
+        assertArrayEquals(new double[] {0.25, 0.25, 0.5}, WeightedAverage.emaCoefficients(3, 0.5));
+        assertArrayEquals(new float[] {2.75f}, new WeightedAverage(WeightedAverage.emaCoefficients(3, 0.5))
+                .merge("w", null, of(new float[] {1}, new float[] {2}, new float[] {4})));
+    }
+
+    @Test
+    void tiesTrimsElectsTheSignOfTheMassAndAveragesTheAgreeingOnes() {
+        float[] base = {0, 0, 0, 0};
+        // Deltas: model 0 (+3, -1, +2, 0.5), model 1 (-1, -2, +2, -0.1); density 0.75 keeps 3 of 4 entries of each.
+        List<float[]> models = of(new float[] {3, -1, 2, 0.5f}, new float[] {-1, -2, 2, -0.1f});
+        float[] merged = new TaskArithmetic(MergeMethod.TIES, new double[] {1, 1}, new double[] {0.75, 0.75}, true, 1,
+                true, 0).merge("w", base, models);
+        // Trimmed: (3, -1, 2, 0) and (-1, -2, 2, 0). Mass (2, -3, 4, 0): signs +, -, +, + (0 counts as +).
+        // Entry 0: only model 0 agrees -> 3 / 1. Entry 1: both -> -3 / 2. Entry 2: both -> 4 / 2. Entry 3: none -> 0.
+        assertArrayEquals(new float[] {3, -1.5f, 2, 0}, merged);
+    }
+
+    @Test
+    void taskArithmeticAddsTheWeightedTaskVectorsScaledByLambda() {
+        float[] merged = new TaskArithmetic(MergeMethod.TASK_ARITHMETIC, new double[] {1, 0.5}, new double[] {1, 1},
+                false, 2, true, 0).merge("w", new float[] {1, 1}, of(new float[] {2, 0}, new float[] {3, 5}));
+        // base + 2 * (1 * (1, -1) + 0.5 * (2, 4)) = (1, 1) + 2 * (2, 1) = (5, 3).
+        assertArrayEquals(new float[] {5, 3}, merged);
+    }
+
+    @Test
+    void magnitudeTrimKeepsExactlyKAndBreaksTiesByIndex() {
+        float[] d = {0.5f, -0.5f, 0.1f, 0.5f, -0.9f, 0.0f};
+        MagnitudeTrim.keepLargest(d, 0.5);
+        // k = 3: -0.9, then two of the three 0.5s, the lower indices first.
+        assertArrayEquals(new float[] {0.5f, -0.5f, 0, 0, -0.9f, 0}, d);
+        float[] all = {1, 2};
+        MagnitudeTrim.keepLargest(all, 1.0);
+        assertArrayEquals(new float[] {1, 2}, all, "density 1 keeps everything");
+        float[] none = {1, 2, 3};
+        MagnitudeTrim.keepLargest(none, 0.2);
+        assertArrayEquals(new float[] {0, 0, 0}, none, "floor(0.2 * 3) = 0 keeps nothing");
+    }
+
+    @Test
+    void dareKeepsAboutDensityAndRescalesBySplitMix64() {
+        int n = 100_000;
+        float[] d = new float[n];
+        java.util.Arrays.fill(d, 1f);
+        DareMask.dropAndRescale(d, 0.3, true, 42, 1, "model.layers.0.mlp.up_proj.weight");
+        int kept = 0;
+        for (float x : d) {
+            assertTrue(x == 0f || x == (float) (1 / 0.3));
+            kept += x == 0f ? 0 : 1;
+        }
+        assertEquals(0.3, kept / (double) n, 0.005);
+        // The documented generator is SplittableRandom's: its stream from the same seed draws the same uniforms.
+        long stream = DareMask.stream(42, 1, "model.layers.0.mlp.up_proj.weight");
+        SplittableRandom random = new SplittableRandom(stream);
+        float[] again = new float[16];
+        java.util.Arrays.fill(again, 1f);
+        DareMask.dropAndRescale(again, 0.3, false, 42, 1, "model.layers.0.mlp.up_proj.weight");
+        for (float x : again) {
+            assertEquals(random.nextDouble() < 0.3, x == 1f);
+        }
+        assertTrue(DareMask.stream(42, 0, "a") != DareMask.stream(42, 1, "a") && DareMask.stream(42, 0, "a")
+                != DareMask.stream(42, 0, "b") && DareMask.stream(42, 0, "a") != DareMask.stream(43, 0, "a"));
+    }
+
+    @Test
+    void slerpFollowsTheArcAndFallsBackToLerpWhenColinear() {
+        float[] x0 = {1, 0};
+        float[] x1 = {0, 2};
+        // theta = 90 degrees; at t = 0.5 both weights are sin(45)/sin(90) = 0.7071.
+        float[] mid = new Slerp(0.5).merge("w", null, of(x0, x1));
+        assertArrayEquals(new float[] {0.70710677f, 1.4142135f}, mid, 1e-6f);
+        float[] colinear = new Slerp(0.25).merge("w", null, of(new float[] {1, 1}, new float[] {3, 3.001f}));
+        assertArrayEquals(new float[] {1.5f, 1.50025f}, colinear, 1e-6f);
+        assertArrayEquals(new float[] {1, 0}, new Slerp(0).merge("w", null, of(x0, x1)), 1e-7f);
+        assertArrayEquals(new float[] {0, 2}, new Slerp(1).merge("w", null, of(x0, x1)), 1e-6f);
+    }
+}

@@ -1,0 +1,144 @@
+package io.mixtune.trainer.cli;
+
+import io.mixtune.merging.MergeConfig;
+import io.mixtune.merging.MergeMethod;
+import io.mixtune.merging.MergeReport;
+import io.mixtune.merging.MergeYaml;
+import io.mixtune.merging.ModelMerge;
+import io.mixtune.model.checkpoint.RandomCheckpoint;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.Options;
+
+/** `mixtune merge`: average or merge checkpoints or PEFT adapters (mergekit's methods, plus swa, lawa, ema, warm). */
+final class MergeCommand implements Command {
+    /** The options that spell out a merge on the command line; --config replaces all of them. */
+    private static final List<String> INLINE = List.of("method", "inputs", "weights", "base", "density", "t", "seed",
+            "decay", "lambda", "normalize", "last", "rank", "dtype", "out");
+
+    @Override
+    public String name() {
+        return "merge";
+    }
+
+    @Override
+    public String summary() {
+        return "average or merge models or LoRA adapters (linear, swa, lawa, ema, warm, task_arithmetic, ties, dare, slerp)";
+    }
+
+    @Override
+    public String usage() {
+        return "--config merge.yaml | --method M --inputs A,B,... [--weights W1,W2,...] [--base DIR] [--density D]"
+                + " [--t T] [--seed S] --out DIR";
+    }
+
+    @Override
+    public Options options() {
+        return new Options()
+                .addOption(Mixtune.option("config", "FILE", "a mergekit-style YAML file (merge_method, base_model, models"
+                        + " with weight/density, parameters, dtype, out); replaces the options below"))
+                .addOption(Mixtune.option("method", "M", String.join(", ", MergeMethod.names())))
+                .addOption(Mixtune.option("inputs", "DIRS", "comma-separated model or PEFT adapter directories, or a"
+                        + " training run (RUN/checkpoints/step-N) for swa, lawa and ema"))
+                .addOption(Mixtune.option("weights", "W1,W2", "one weight per input (linear and task-vector methods;"
+                        + " default 1 each)"))
+                .addOption(Mixtune.option("base", "DIR", "base model: task vectors are measured from it (task_arithmetic,"
+                        + " ties, dare_*); slerp's first end"))
+                .addOption(Mixtune.option("density", "D", "fraction of each task vector kept, in (0, 1] (ties, dare_*)"))
+                .addOption(Mixtune.option("t", "T", "slerp position in [0, 1]: 0 the first model, 1 the second"))
+                .addOption(Mixtune.option("seed", "S", "seed of dare's drop masks (default 0)"))
+                .addOption(Mixtune.option("decay", "D", "ema decay in [0, 1), checkpoints ordered oldest first"))
+                .addOption(Mixtune.option("lambda", "L", "scales the merged task vector (default 1)"))
+                .addOption(Mixtune.option("normalize", "BOOL", "divide by the sum of the weights (default: true for"
+                        + " linear and ties, false otherwise)"))
+                .addOption(Mixtune.option("last", "K", "swa, lawa, ema: average the latest K checkpoints"))
+                .addOption(Mixtune.option("rank", "R", "adapters: re-compress the summed ranks to R by SVD and report"
+                        + " the error"))
+                .addOption(Mixtune.option("dtype", "TYPE", "bf16, fp16 or fp32 (default: the inputs')"))
+                .addOption(Mixtune.option("out", "DIR", "output directory, written as OUT.tmp-* and renamed when complete"))
+                .addOption(Mixtune.option("force", null, "replace a non-empty --out"));
+    }
+
+    @Override
+    public int run(CommandLine line, PrintStream out) {
+        MergeConfig config = line.hasOption("config") ? fromFile(line) : fromOptions(line);
+        MergeReport report = ModelMerge.run(config, line.hasOption("force"), RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
+        report.lines().forEach(out::println);
+        return Mixtune.OK;
+    }
+
+    private static MergeConfig fromFile(CommandLine line) {
+        for (String option : INLINE) {
+            if (line.hasOption(option)) {
+                throw new UsageException("--config and --" + option + " exclude each other: the file says everything"
+                        + " but --force");
+            }
+        }
+        try {
+            return MergeYaml.read(Path.of(line.getOptionValue("config")));
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+
+    private static MergeConfig fromOptions(CommandLine line) {
+        try {
+            List<Path> inputs = split(Mixtune.requiredOption(line, "inputs")).stream().map(Path::of).toList();
+            List<Double> weights = line.hasOption("weights")
+                    ? split(line.getOptionValue("weights")).stream().map(w -> number("weights", w)).toList()
+                    : null;
+            Double density = optionalNumber(line, "density");
+            MergeConfig.Parameters parameters = new MergeConfig.Parameters(null, density,
+                    line.hasOption("normalize") ? bool(line.getOptionValue("normalize")) : null,
+                    optionalNumber(line, "lambda"), optionalNumber(line, "t"), optionalNumber(line, "decay"), null, null);
+            return new MergeConfig(
+                    MergeMethod.parse(Mixtune.requiredOption(line, "method")),
+                    line.hasOption("base") ? Path.of(line.getOptionValue("base")) : null,
+                    MergeConfig.models(inputs, weights),
+                    parameters,
+                    line.hasOption("last") ? Mixtune.intOption(line, "last", 0) : null,
+                    line.hasOption("rank") ? Mixtune.intOption(line, "rank", 0) : null,
+                    line.hasOption("seed") ? seed(line.getOptionValue("seed")) : null,
+                    line.hasOption("dtype") ? MergeConfig.parseDtype(line.getOptionValue("dtype")) : null,
+                    Path.of(Mixtune.requiredOption(line, "out")));
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+
+    private static List<String> split(String list) {
+        return Arrays.stream(list.split(",")).map(String::trim).filter(s -> !s.isEmpty()).toList();
+    }
+
+    private static Double optionalNumber(CommandLine line, String name) {
+        return line.hasOption(name) ? Mixtune.doubleOption(line, name, 0) : null;
+    }
+
+    private static double number(String option, String value) {
+        try {
+            return Double.parseDouble(value);
+        } catch (NumberFormatException e) {
+            throw new UsageException("--" + option + " expects numbers, got '" + value + "'");
+        }
+    }
+
+    private static long seed(String value) {
+        try {
+            return Long.parseLong(value.trim());
+        } catch (NumberFormatException e) {
+            throw new UsageException("--seed expects an integer, got '" + value + "'");
+        }
+    }
+
+    private static boolean bool(String value) {
+        return switch (value.toLowerCase(Locale.ROOT)) {
+            case "true", "yes", "1" -> true;
+            case "false", "no", "0" -> false;
+            default -> throw new UsageException("--normalize expects true or false, got '" + value + "'");
+        };
+    }
+}
