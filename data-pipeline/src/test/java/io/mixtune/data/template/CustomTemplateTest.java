@@ -104,7 +104,7 @@ class CustomTemplateTest {
             assertArrayEquals(chatMl.labels(), custom.labels(), "labels, line " + line);
             line++;
         }
-        assertEquals(31, line, "all 30 golden conversations");
+        assertEquals(37, line, "all 36 golden conversations");
     }
 
     static DataConfig config(String format, String template, CustomTemplateConfig custom, String lossOn) {
