@@ -4,11 +4,17 @@ import java.util.Collection;
 import java.util.Locale;
 
 /** "did you mean ...?" for a misspelt key or name: the valid one at the smallest edit distance, if it is close. */
-final class NearestName {
+public final class NearestName {
     private NearestName() {}
 
     /** {@code " (did you mean 'x'?)"}, or "" when nothing is within a third of the word's length. */
     static String suggestion(String typed, Collection<String> valid) {
+        String best = nearest(typed, valid);
+        return best == null ? "" : " (did you mean '" + best + "'?)";
+    }
+
+    /** The valid name nearest to {@code typed}, or null when none is within a third of its length (at least 2). */
+    public static String nearest(String typed, Collection<String> valid) {
         String best = null;
         int bestDistance = Integer.MAX_VALUE;
         for (String candidate : valid) {
@@ -18,7 +24,7 @@ final class NearestName {
                 bestDistance = distance;
             }
         }
-        return best != null && bestDistance <= Math.max(2, typed.length() / 3) ? " (did you mean '" + best + "'?)" : "";
+        return best != null && bestDistance <= Math.max(2, typed.length() / 3) ? best : null;
     }
 
     /** Levenshtein distance, with a swap of two neighbours counted as one edit (Damerau's transposition). */

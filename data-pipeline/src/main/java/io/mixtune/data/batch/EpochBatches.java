@@ -22,15 +22,7 @@ public final class EpochBatches {
     /** Packed rows of {@code rowLength}, shuffled and grouped {@code batchSize} rows to a batch. */
     public static List<List<PackedRow>> packed(List<TokenizedSample> samples, int rowLength, int batchSize, long padId,
             long seed, int epoch) {
-        SamplePacker packer = new SamplePacker(rowLength, padId);
-        List<PackedRow> rows = new ArrayList<>();
-        for (int[] assignment : packer.assign(samples)) {
-            List<TokenizedSample> inRow = new ArrayList<>(assignment.length);
-            for (int index : assignment) {
-                inRow.add(samples.get(index));
-            }
-            rows.add(packer.row(inRow));
-        }
+        List<PackedRow> rows = new SamplePacker(rowLength, padId).pack(samples);
         Collections.shuffle(rows, random(seed, epoch));
         List<List<PackedRow>> batches = new ArrayList<>();
         for (int start = 0; start < rows.size(); start += batchSize) {

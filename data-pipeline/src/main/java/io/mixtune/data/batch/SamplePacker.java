@@ -49,6 +49,19 @@ public final class SamplePacker {
         return rows.stream().map(r -> r.stream().mapToInt(Integer::intValue).toArray()).toList();
     }
 
+    /** The samples packed into rows, first-fit decreasing, rows in placing order. */
+    public List<PackedRow> pack(List<TokenizedSample> samples) {
+        List<PackedRow> rows = new ArrayList<>();
+        for (int[] assignment : assign(samples)) {
+            List<TokenizedSample> inRow = new ArrayList<>(assignment.length);
+            for (int index : assignment) {
+                inRow.add(samples.get(index));
+            }
+            rows.add(row(inRow));
+        }
+        return rows;
+    }
+
     /**
      * Lays the given samples end to end. The first token of each sample never carries a label: with labels shifted
      * by one for next-token prediction, it would otherwise be predicted from the sample before it.

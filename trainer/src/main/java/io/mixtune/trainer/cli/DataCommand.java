@@ -251,14 +251,8 @@ final class DataCommand {
             if (!data.packing()) {
                 return;
             }
-            SamplePacker packer = new SamplePacker(data.maxSeqLen(), padId);
             int r = 0;
-            for (int[] assignment : packer.assign(samples)) {
-                List<TokenizedSample> members = new ArrayList<>();
-                for (int index : assignment) {
-                    members.add(samples.get(index));
-                }
-                PackedRow packed = packer.row(members);
+            for (PackedRow packed : new SamplePacker(data.maxSeqLen(), padId).pack(samples)) {
                 ObjectNode row = json.createObjectNode().put("packed_row", r++);
                 row.set("input_ids", json.valueToTree(packed.inputIds()));
                 row.set("labels", json.valueToTree(packed.labels()));

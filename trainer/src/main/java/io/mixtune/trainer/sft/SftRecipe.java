@@ -61,6 +61,7 @@ public final class SftRecipe implements AutoCloseable {
     private final long padId;
     private final List<NDArray> parameters;
     private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
+    private List<TrainingBatch> validationBatches;
     private final int microBatchesPerEpoch;
     private final long totalSteps;
 
@@ -255,9 +256,7 @@ public final class SftRecipe implements AutoCloseable {
                 }
                 boolean end = step == totalSteps;
                 if (!dataset.validation().isEmpty() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
-                    lora.setTraining(false);
                     lastEval = evaluate(metrics, step);
-                    lora.setTraining(true);
                     progress.message(String.format(Locale.ROOT, "step %d: eval_loss %.4f  perplexity %.2f", step,
                             lastEval, Math.exp(lastEval)));
                 }
@@ -339,9 +338,11 @@ public final class SftRecipe implements AutoCloseable {
         return result;
     }
 
-    /** Mean cross-entropy per target token of the validation set, adapters as they are, no dropout. */
+    /**
+     * Mean cross-entropy per target token of the validation set, adapters as they are, no dropout; the adapters are
+     * back in training mode afterwards.
+     */
     private double evaluate(MetricsLog metrics, long step) {
-        boolean training = true;
         lora.setTraining(false);
         double sum = 0;
         long targets = 0;
@@ -352,7 +353,7 @@ public final class SftRecipe implements AutoCloseable {
                 targets += terms.targets();
             }
         }
-        lora.setTraining(training);
+        lora.setTraining(true);
         double loss = sum / Math.max(1, targets);
         ObjectNode record = metrics.record(step);
         record.put("eval_loss", loss);
@@ -362,21 +363,16 @@ public final class SftRecipe implements AutoCloseable {
         return loss;
     }
 
+    /** The validation set's micro-batches, in a fixed order; built once, at the first evaluation. */
     private List<TrainingBatch> validationBatches() {
+        if (validationBatches != null) {
+            return validationBatches;
+        }
         List<TrainingBatch> batches = new ArrayList<>();
         DataConfig data = recipe.data();
         int size = recipe.train().microBatchSize();
         if (data.packing()) {
-            SamplePacker packer = new SamplePacker(data.maxSeqLen(), padId);
-            List<TokenizedSample> samples = dataset.validation();
-            List<PackedRow> rows = new ArrayList<>();
-            for (int[] assignment : packer.assign(samples)) {
-                List<TokenizedSample> inRow = new ArrayList<>();
-                for (int index : assignment) {
-                    inRow.add(samples.get(index));
-                }
-                rows.add(packer.row(inRow));
-            }
+            List<PackedRow> rows = new SamplePacker(data.maxSeqLen(), padId).pack(dataset.validation());
             for (int i = 0; i < rows.size(); i += size) {
                 batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + size))));
             }
@@ -384,6 +380,7 @@ public final class SftRecipe implements AutoCloseable {
             EpochBatches.lengthGrouped(dataset.validation(), size, padId, 0, 0)
                     .forEach(b -> batches.add(TrainingBatch.padded(b)));
         }
+        validationBatches = batches;
         return batches;
     }
 
