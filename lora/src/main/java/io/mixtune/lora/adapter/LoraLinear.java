@@ -3,6 +3,7 @@ package io.mixtune.lora.adapter;
 import ai.djl.ndarray.NDArray;
 import ai.djl.nn.norm.Dropout;
 import io.mixtune.model.nn.Linear;
+import io.mixtune.model.nn.Scalars;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
@@ -83,8 +84,8 @@ public final class LoraLinear implements Linear {
         if (input.getDataType() != a.getDataType()) {
             input = input.toType(a.getDataType(), false);
         }
-        NDArray update = ai.djl.nn.core.Linear.linear(ai.djl.nn.core.Linear.linear(input, a).singletonOrThrow(), b)
-                .singletonOrThrow().mul(adapter.scale());
+        NDArray update = Scalars.times(ai.djl.nn.core.Linear.linear(ai.djl.nn.core.Linear.linear(input, a)
+                .singletonOrThrow(), b).singletonOrThrow(), adapter.scale());
         return y.add(update.getDataType() == y.getDataType() ? update : update.toType(y.getDataType(), false));
     }
 

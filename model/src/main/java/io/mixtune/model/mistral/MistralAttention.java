@@ -6,6 +6,7 @@ import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.KvCache;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.RotaryEmbedding;
+import io.mixtune.model.nn.Scalars;
 
 /**
  * Grouped-query self-attention with rotary positions. DJL has no fused scaled-dot-product attention, so this is the
@@ -53,9 +54,8 @@ public final class MistralAttention {
         // Grouped-query attention without copying keys: the `group` query heads that share a key/value head are laid
         // side by side along the time axis, so one batched matmul per key/value head serves them all.
         NDArray groupedQ = q.reshape(batch, keyValueHeads, group * length, headDim);
-        NDArray scores = groupedQ.matMul(k.transpose(0, 1, 3, 2)).reshape(batch, heads, length, keys)
-                .mul(1.0 / Math.sqrt(headDim))
-                .add(mask);
+        NDArray scores = Scalars.times(groupedQ.matMul(k.transpose(0, 1, 3, 2)).reshape(batch, heads, length, keys),
+                1.0 / Math.sqrt(headDim)).add(mask);
         DataType computeType = x.getDataType();
         NDArray probabilities = computeType == DataType.FLOAT32
                 ? scores.softmax(-1)

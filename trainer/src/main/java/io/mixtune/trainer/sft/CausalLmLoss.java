@@ -10,6 +10,7 @@ import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.AttentionMask;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.Scalars;
 import java.util.List;
 
 /**
@@ -55,7 +56,7 @@ public final class CausalLmLoss {
         }
         NDArray crossEntropySum;
         if (targets == 0) {
-            crossEntropySum = hidden.states().sum().mul(0).toType(DataType.FLOAT32, false);
+            crossEntropySum = Scalars.times(hidden.states().sum(), 0).toType(DataType.FLOAT32, false);
         } else {
             NDArray states = hidden.states().reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
             NDArray logits = model.logits(states).toType(DataType.FLOAT32, false);
@@ -104,9 +105,9 @@ public final class CausalLmLoss {
         } else {
             NDArray weights = tokenMask.tile(routerLogits.size()); // layers are concatenated token-major per layer
             float count = weights.sum().getFloat();
-            tokensPerExpert = expertMask.mul(weights.reshape(-1, 1, 1)).sum(new int[] {0}).div(count);
-            probabilityPerExpert = probabilities.mul(weights.reshape(-1, 1)).sum(new int[] {0}).div(count);
+            tokensPerExpert = Scalars.dividedBy(expertMask.mul(weights.reshape(-1, 1, 1)).sum(new int[] {0}), count);
+            probabilityPerExpert = Scalars.dividedBy(probabilities.mul(weights.reshape(-1, 1)).sum(new int[] {0}), count);
         }
-        return tokensPerExpert.mul(probabilityPerExpert.expandDims(0)).sum().mul(experts);
+        return Scalars.times(tokensPerExpert.mul(probabilityPerExpert.expandDims(0)).sum(), experts);
     }
 }

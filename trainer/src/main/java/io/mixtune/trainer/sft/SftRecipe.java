@@ -18,6 +18,7 @@ import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
@@ -315,14 +316,13 @@ public final class SftRecipe implements AutoCloseable {
                     GradientCollector collector = Engine.getInstance().newGradientCollector()) {
                 CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
                 // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
-                // load-balancing loss averaged over micro-batches. Float scalars: a double would make DJL create a
-                // float64 one, and a 0-dim float32 times a 0-dim float64 is float64 in torch.
-                NDArray loss = terms.crossEntropySum().div((float) Math.max(1, targets));
+                // load-balancing loss averaged over micro-batches.
+                NDArray loss = Scalars.dividedBy(terms.crossEntropySum(), Math.max(1, targets));
                 crossEntropy += terms.crossEntropySum().getFloat();
                 if (terms.loadBalancing() != null) {
                     loadBalancing += terms.loadBalancing().getFloat() / batches.size();
                     if (auxCoefficient > 0) {
-                        loss = loss.add(terms.loadBalancing().mul((float) (auxCoefficient / batches.size())));
+                        loss = loss.add(Scalars.times(terms.loadBalancing(), auxCoefficient / batches.size()));
                     }
                 }
                 collector.backward(loss);

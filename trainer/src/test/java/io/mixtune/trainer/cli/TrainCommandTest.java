@@ -96,8 +96,6 @@ class TrainCommandTest {
     }
 
     @Test
-    @org.junit.jupiter.api.Disabled("two fresh runs of one recipe are not bit-identical (they part from step 3, single-"
-            + "threaded and without dropout too), so resumed losses cannot equal the reference yet: see the #5 note")
     void resumingAfterAKillGivesTheLossesOfTheUninterruptedRun() throws Exception {
         // Every run in a process of its own, as users run them: the reference, the killed run and its resumption.
         Path whole = Files.createDirectories(shared.resolve("reference"));
@@ -120,9 +118,8 @@ class TrainCommandTest {
         assertTrue(Files.readString(killed.resolve("log.txt")).contains("resuming from"));
         List<Double> actual = losses(killed.resolve("out/metrics.jsonl"));
         assertEquals(expected.size(), actual.size());
-        // Known gap: fresh runs are not bit-reproducible yet (see the @Disabled reason); the issue asks for 1e-6.
         for (int i = 0; i < expected.size(); i++) {
-            assertEquals(expected.get(i), actual.get(i), 2e-4, "loss of step " + (i + 1));
+            assertEquals(expected.get(i), actual.get(i), 1e-6, "loss of step " + (i + 1));
         }
     }
 

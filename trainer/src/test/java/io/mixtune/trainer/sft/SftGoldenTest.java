@@ -13,6 +13,7 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
@@ -101,12 +102,12 @@ class SftGoldenTest {
                 CausalLmLoss.Terms terms = CausalLmLoss.of(s.model(), batch, stepManager);
                 assertEquals(expected.get("num_targets").intValue(), terms.targets(), "num_targets");
                 // HF's loss for one forward with labels: the mean cross-entropy plus coefficient x the aux loss.
-                NDArray objective = terms.crossEntropySum().div((float) terms.targets());
+                NDArray objective = Scalars.dividedBy(terms.crossEntropySum(), terms.targets());
                 crossEntropy = objective.getFloat();
                 if (terms.loadBalancing() != null) {
                     aux = terms.loadBalancing().getFloat();
                     assertEquals(expected.get("aux_coef").doubleValue(), coefficient, 0, "aux_coef");
-                    objective = objective.add(terms.loadBalancing().mul((float) coefficient));
+                    objective = objective.add(Scalars.times(terms.loadBalancing(), coefficient));
                 }
                 loss = objective.getFloat();
                 collector.backward(objective);
