@@ -9,7 +9,7 @@ import java.util.Map;
  * A training recipe: plain data, one record per YAML section, keys the snake_case of the component names. Defaults
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
-public record Recipe(Model model, Lora lora, DataConfig data, Train train, String outputDir) {
+public record Recipe(Model model, Lora lora, DataConfig data, Train train, Dpo dpo, String outputDir) {
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -76,7 +76,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Strin
             double adamBeta2, double adamEps, long seed, boolean gradientCheckpointing, int evalEvery, int saveEvery,
             int keepLast, boolean routerAuxLoss, int logEvery) {
         public Train {
-            oneOf("method", method, "sft");
+            oneOf("method", method, "sft", "dpo");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 throw new IllegalArgumentException("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);
@@ -111,6 +111,68 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Strin
             nonNegative("save_every", saveEvery);
             positive("keep_last", keepLast);
             positive("log_every", logEvery);
+        }
+    }
+
+    /**
+     * Direct Preference Optimization (Rafailov et al. 2023) when train.method is dpo, with TRL's losses and metrics.
+     * Log-probabilities are sums over the completion tokens; d = (policy chosen - policy rejected) - (reference chosen
+     * - reference rejected).
+     *
+     * @param beta the strength of the pull towards the reference (IPO's tau)
+     * @param loss sigmoid (-log sigmoid(beta d)), ipo ((d / length - 1 / (2 beta))^2, log-probs divided by the
+     *     completion length) or hinge (relu(1 - beta d))
+     * @param labelSmoothing cDPO's eps, the assumed share of flipped labels: -(1 - eps) log sigmoid(beta d) - eps log
+     *     sigmoid(-beta d); sigmoid only
+     * @param referenceFree no reference model: its log-probabilities are taken as 0
+     * @param sftWeight weight of an added SFT term, the mean negative log-likelihood of the chosen completion tokens
+     *     (TRL's loss_type [sigmoid, sft] with loss_weights [1, sft_weight]); 0 leaves it out
+     * @param stages Stage-DPO: one number N (the training pairs split in N parts in file order), or one preference
+     *     file per stage; stage k trains against the policy that stage k-1 ended with
+     * @param precomputeReference compute the reference log-probabilities of a stage's pairs once, before its first
+     *     step, instead of in every step
+     */
+    public record Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
+            List<String> stages, boolean precomputeReference) {
+        public Dpo {
+            if (!(beta > 0)) {
+                throw new IllegalArgumentException("beta: must be > 0, got " + beta);
+            }
+            oneOf("loss", loss, "sigmoid", "ipo", "hinge");
+            if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
+                throw new IllegalArgumentException("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
+            }
+            if (labelSmoothing > 0 && !loss.equals("sigmoid")) {
+                throw new IllegalArgumentException("label_smoothing: cDPO smooths the sigmoid loss only, and loss is "
+                        + loss);
+            }
+            if (!(sftWeight >= 0)) {
+                throw new IllegalArgumentException("sft_weight: must be >= 0, got " + sftWeight);
+            }
+            stages = stages == null || stages.isEmpty() ? List.of("1") : List.copyOf(stages);
+            if (stageCount(stages) == null && stages.stream().anyMatch(s -> s.matches("-?\\d+"))) {
+                throw new IllegalArgumentException("stages: expected a positive number of stages or a list of "
+                        + "preference files, got " + stages);
+            }
+        }
+
+        /** The number of stages. */
+        public int stageCount() {
+            Integer count = stageCount(stages);
+            return count != null ? count : stages.size();
+        }
+
+        /** The preference file of each stage, or an empty list when the stages split data.files. */
+        public List<String> stageFiles() {
+            return stageCount(stages) != null ? List.of() : stages;
+        }
+
+        private static Integer stageCount(List<String> stages) {
+            if (stages.size() == 1 && stages.get(0).matches("\\d+")) {
+                int count = Integer.parseInt(stages.get(0));
+                return count >= 1 ? count : null;
+            }
+            return null;
         }
     }
 

@@ -118,6 +118,7 @@ public final class RecipeReader {
         }
         checkFilesExist(recipe.data().files(), "data.files", binder);
         checkFilesExist(recipe.data().validationFiles(), "data.validation_files", binder);
+        checkFilesExist(recipe.dpo().stageFiles(), "dpo.stages", binder);
     }
 
     private static void checkFilesExist(List<String> files, String key, RecordBinder binder) {

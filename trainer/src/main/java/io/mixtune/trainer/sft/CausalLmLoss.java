@@ -29,6 +29,19 @@ public final class CausalLmLoss {
     public record Terms(NDArray crossEntropySum, NDArray loadBalancing, int targets) {}
 
     public static Terms of(CausalLm model, TrainingBatch batch, NDManager manager) {
+        TargetLogProbs target = targetLogProbs(model, batch, manager);
+        return new Terms(target.logProbs().sum().neg(), target.loadBalancing(), target.targets());
+    }
+
+    /**
+     * @param logProbs log p(target) of every target token, float32 [targets], in the batch's row-major order (row by
+     *     row, left to right); when the batch has no target, one 0 tied to the graph, so that backward still runs
+     * @param loadBalancing as in {@link Terms}
+     */
+    public record TargetLogProbs(NDArray logProbs, NDArray loadBalancing, int targets) {}
+
+    /** The log-probability of each target token (DPO sums them per sequence), and the load-balancing loss. */
+    public static TargetLogProbs targetLogProbs(CausalLm model, TrainingBatch batch, NDManager manager) {
         long b = batch.rows();
         long t = batch.length();
         NDArray inputIds = manager.create(batch.inputIds());
@@ -54,19 +67,19 @@ public final class CausalLmLoss {
                 }
             }
         }
-        NDArray crossEntropySum;
+        NDArray logProbs;
         if (targets == 0) {
-            crossEntropySum = Scalars.times(hidden.states().sum(), 0).toType(DataType.FLOAT32, false);
+            logProbs = Scalars.times(hidden.states().sum(), 0).toType(DataType.FLOAT32, false).reshape(1);
         } else {
             NDArray states = hidden.states().reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
             NDArray logits = model.logits(states).toType(DataType.FLOAT32, false);
-            crossEntropySum = logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).sum().neg();
+            logProbs = logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).reshape(-1);
         }
         NDArray loadBalancing = null;
         if (config.isMixtureOfExperts() && !hidden.routerLogits().isEmpty()) {
             loadBalancing = loadBalancing(hidden.routerLogits(), config.numExpertsPerTok(), realTokenMask(batch, manager));
         }
-        return new Terms(crossEntropySum, loadBalancing, targets);
+        return new TargetLogProbs(logProbs, loadBalancing, targets);
     }
 
     /** 1 for real tokens, 0 for padding, flattened [B*T] float32; null when every token is real. */

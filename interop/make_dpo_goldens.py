@@ -1,0 +1,261 @@
+"""DPO goldens for the Java trainer: trainer/src/test/resources/golden/dpo/ (see interop/GOLDENS.md, "DPO").
+
+Run: interop/.venv/bin/python interop/make_dpo_goldens.py
+
+Two files of numbers, no model of their own:
+- losses.json: fixed sequence log-probs (policy and reference, chosen and rejected, with completion lengths) through
+  every loss mixtune offers (sigmoid, cDPO's label-smoothed sigmoid, ipo, hinge, reference-free sigmoid): per-pair
+  loss, the mean, its gradient with respect to the policy log-probs, and TRL's metrics. The formulas are TRL 1.13's
+  DPOTrainer._compute_loss, except where TRL 1.x has no equivalent: cDPO (its sigmoid ignores label_smoothing, so the
+  formula of Mitchell's note is used: -logsigmoid(beta d)(1 - eps) - logsigmoid(-beta d) eps) and reference_free
+  (reference log-probs taken as 0, as TRL 0.x did).
+- step/: one forward/backward of TRL's own DPOTrainer._compute_loss on the tiny Mixtral of the SFT golden
+  (golden/sft/mixtral: its checkpoint and random PEFT adapter) with three preference pairs, the reference being the
+  model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
+  and sigmoid plus TRL's "sft" term with weight 0.5, which is mixtune's dpo.sft_weight). The same per-pair log-probs
+  through the formulas of losses.json must give TRL's loss: the script asserts it, tying the two files together.
+Deterministic: fixed seeds, float32, one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import hf_models as hf
+import make_goldens as mg
+import make_sft_goldens as sft
+
+DPO_GOLDEN = hf.repo_root() / "trainer" / "src" / "test" / "resources" / "golden" / "dpo"
+SFT_CASE = "mixtral"
+PAD = hf.EOS_ID  # mixtune pads with EOS, as TRL does when the tokenizer has no pad token
+BETA = 0.1
+SFT_WEIGHT = 0.5
+
+# ---- the formulas --------------------------------------------------------------------------------------------------
+
+
+def per_pair_loss(loss: str, beta: float, label_smoothing: float, pc, pr, rc, rr, len_c, len_r) -> torch.Tensor:
+    """Per-pair loss from summed completion log-probs (policy pc/pr, reference rc/rr) as TRL computes it."""
+    if loss == "ipo":  # TRL: log-ratios divided by the completion length (the IPO authors' normalisation)
+        d = (pc - rc) / len_c.clamp(min=1) - (pr - rr) / len_r.clamp(min=1)
+        return (d - 1 / (2 * beta)) ** 2
+    d = (pc - rc) - (pr - rr)
+    if loss == "hinge":
+        return torch.relu(1 - beta * d)
+    assert loss == "sigmoid"
+    return -F.logsigmoid(beta * d) * (1 - label_smoothing) - F.logsigmoid(-beta * d) * label_smoothing
+
+
+def metrics(beta: float, pc, pr, rc, rr) -> dict[str, float]:
+    """TRL's logged metrics of one batch (means over its pairs)."""
+    chosen, rejected = beta * (pc - rc).detach(), beta * (pr - rr).detach()
+    return {"rewards/chosen": float(chosen.mean()), "rewards/rejected": float(rejected.mean()),
+            "rewards/accuracies": float((chosen > rejected).float().mean()),
+            "rewards/margins": float((chosen - rejected).mean()),
+            "logps/chosen": float(pc.detach().mean()), "logps/rejected": float(pr.detach().mean())}
+
+
+# ---- (a) fixed log-probs -------------------------------------------------------------------------------------------
+
+LOGPS = {  # four pairs: one the policy prefers clearly, one it gets wrong, one near a tie, one with long completions
+    "policy_chosen": [-12.5, -30.25, -7.0, -95.5],
+    "policy_rejected": [-20.0, -22.5, -7.125, -80.0],
+    "reference_chosen": [-14.0, -28.0, -7.5, -90.0],
+    "reference_rejected": [-18.5, -25.0, -7.0, -88.25],
+    "chosen_lengths": [5, 11, 3, 40],
+    "rejected_lengths": [7, 9, 3, 33],
+}
+
+VARIANTS = {
+    "sigmoid": dict(loss_type="sigmoid", beta=0.1, label_smoothing=0.0, reference_free=False),
+    "cdpo": dict(loss_type="sigmoid", beta=0.1, label_smoothing=0.2, reference_free=False),
+    "sigmoid_beta_0.5": dict(loss_type="sigmoid", beta=0.5, label_smoothing=0.0, reference_free=False),
+    "ipo": dict(loss_type="ipo", beta=0.1, label_smoothing=0.0, reference_free=False),
+    "hinge": dict(loss_type="hinge", beta=0.1, label_smoothing=0.0, reference_free=False),
+    "reference_free": dict(loss_type="sigmoid", beta=0.1, label_smoothing=0.0, reference_free=True),
+}
+
+
+def fixed_logps_cases() -> dict:
+    cases = {}
+    for name, v in VARIANTS.items():
+        pc = torch.tensor(LOGPS["policy_chosen"], dtype=torch.float64, requires_grad=True)
+        pr = torch.tensor(LOGPS["policy_rejected"], dtype=torch.float64, requires_grad=True)
+        zero = torch.zeros(4, dtype=torch.float64)
+        rc = zero if v["reference_free"] else torch.tensor(LOGPS["reference_chosen"], dtype=torch.float64)
+        rr = zero if v["reference_free"] else torch.tensor(LOGPS["reference_rejected"], dtype=torch.float64)
+        len_c = torch.tensor(LOGPS["chosen_lengths"], dtype=torch.float64)
+        len_r = torch.tensor(LOGPS["rejected_lengths"], dtype=torch.float64)
+        losses = per_pair_loss(v["loss_type"], v["beta"], v["label_smoothing"], pc, pr, rc, rr, len_c, len_r)
+        loss = losses.mean()
+        loss.backward()
+        cases[name] = {**v, "per_pair_loss": losses.tolist(), "loss": float(loss.detach()),
+                       "grad_policy_chosen": pc.grad.tolist(), "grad_policy_rejected": pr.grad.tolist(),
+                       "metrics": metrics(v["beta"], pc, pr, rc, rr)}
+    return {"logps": LOGPS, "cases": cases}
+
+
+# ---- (b) one step of TRL's DPOTrainer on the tiny Mixtral ----------------------------------------------------------
+
+# (prompt length, chosen length, rejected length) per pair; completions end with EOS. The second pair's answers share
+# their first three tokens; the third has a one-token rejected answer (just EOS).
+PAIRS = [(6, 5, 8), (3, 7, 4), (9, 4, 1)]
+TOKEN_SEED = 6301
+
+
+def make_pairs(vocab: int) -> list[dict[str, list[int]]]:
+    gen = torch.Generator().manual_seed(TOKEN_SEED)
+    draw = lambda n: torch.randint(3, vocab, (n,), generator=gen).tolist()  # noqa: E731  (no BOS/EOS/pad ids)
+    pairs = []
+    for i, (prompt, chosen, rejected) in enumerate(PAIRS):
+        chosen_ids = draw(chosen - 1) + [hf.EOS_ID]
+        rejected_ids = draw(rejected - 1) + [hf.EOS_ID]
+        if i == 1:
+            rejected_ids[:3] = chosen_ids[:3]
+        pairs.append({"prompt_ids": [1] + draw(prompt - 1), "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+    return pairs
+
+
+LOSS_TYPES = {  # golden name -> TRL's loss_type and loss_weights
+    "sigmoid": (["sigmoid"], [1.0]),
+    "ipo": (["ipo"], [1.0]),
+    "hinge": (["hinge"], [1.0]),
+    "sigmoid_sft": (["sigmoid", "sft"], [1.0, SFT_WEIGHT]),
+}
+
+
+def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path):
+    """TRL's DPOTrainer on the SFT golden's PEFT model. Given a PeftModel, TRL copies the adapter into a frozen "ref"
+    adapter (the reference for a pretrained adapter); deleting it makes TRL take the reference with adapters off, the
+    base model: the golden's reference, and mixtune's at stage 1 without model.adapter."""
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerFast
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(hf.repo_root() / "configs/tokenizer/mistral-v1/tokenizer.json"),
+                                        bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    trainable = sft.Trainable(sft.CASES[SFT_CASE], case_dir)
+    args = DPOConfig(output_dir=str(work), beta=BETA, loss_type=loss_type, loss_weights=loss_weights,
+                     per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, max_length=None,
+                     precompute_ref_log_probs=False, dataloader_num_workers=0,
+                     # TRL's own default is 0.001; mixtune, as transformers, takes the model config's coefficient.
+                     router_aux_loss_coef=trainable.config.router_aux_loss_coef)
+    dataset = Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = DPOTrainer(model=trainable.model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if "ref" in trainable.model.peft_config:
+        trainable.model.delete_adapter("ref")
+    trainable.model.set_adapter("default")
+    trainable.model.train()
+    return trainer, trainable
+
+
+def collate(trainer, pairs):
+    batch = trainer.data_collator(pairs)
+    assert int(trainer.processing_class.pad_token_id) == PAD
+    return batch
+
+
+def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
+    """Summed completion log-probs per row, computed here (not by TRL) to check the formulas against TRL's loss."""
+    with torch.no_grad():
+        if adapters:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        else:
+            with model.disable_adapter():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               use_cache=False).logits
+    per_token = torch.gather(logits[:, :-1].log_softmax(-1), 2, batch["input_ids"][:, 1:, None])[..., 0]
+    return (per_token * batch["completion_mask"][:, 1:]).sum(1)
+
+
+def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    loss_type, loss_weights = LOSS_TYPES[name]
+    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work)
+    batch = collate(trainer, pairs)
+    trainable.model.zero_grad(set_to_none=True)
+    loss = trainer._compute_loss(trainable.model, batch, return_outputs=False)
+    loss.backward()
+    trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    grads = trainable.adapter_tensors(of=lambda w: w.grad)
+    zero = [k for k, g in grads.items() if not torch.any(g)]
+    assert not zero, f"{name}: LoRA weights without gradient: {zero}"
+
+    # The formulas of losses.json on this batch's log-probs give TRL's loss and metrics.
+    n = len(pairs)
+    policy = sequence_logps(trainable.model, batch, adapters=True)
+    reference = sequence_logps(trainable.model, batch, adapters=False)
+    lengths = batch["completion_mask"].sum(1).double()
+    main = per_pair_loss(loss_type[0], BETA, 0.0, policy[:n].double(), policy[n:].double(), reference[:n].double(),
+                         reference[n:].double(), lengths[:n], lengths[n:]).mean()
+    nll = -policy[:n].sum() / batch["completion_mask"][:n, 1:].sum()
+    aux = trl_metrics.get("aux_loss", 0.0)
+    formula = float(main) + (SFT_WEIGHT * float(nll) if "sft" in loss_type else 0.0) \
+        + trainable.config.router_aux_loss_coef * aux
+    assert math.isclose(formula, float(loss.detach()), rel_tol=1e-5), (name, formula, float(loss.detach()))
+    mine = metrics(BETA, policy[:n], policy[n:], reference[:n], reference[n:])
+    for key, value in mine.items():
+        assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
+    record = {"loss_type": loss_type, "loss_weights": loss_weights, "loss": float(loss.detach()),
+              "dpo_loss": float(main), "nll": float(nll), "aux_loss": aux,
+              "aux_coef": trainable.config.router_aux_loss_coef,
+              "policy_logps": policy.tolist(), "reference_logps": reference.tolist(),
+              "metrics": {k: trl_metrics[k] for k in mine}, "grads": f"grads_{name}.safetensors"}
+    return record, grads
+
+
+def write_goldens(out: Path = DPO_GOLDEN) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _write_goldens(out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_goldens(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "step").mkdir(parents=True)
+    mg.write_json(out / "losses.json", fixed_logps_cases())
+
+    case_dir = sft.SFT_GOLDEN / SFT_CASE
+    pairs = make_pairs(hf.TINY["vocab_size"])
+    steps = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name in LOSS_TYPES:
+            record, grads = trl_step(name, case_dir, pairs, Path(work))
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            steps[name] = record
+            m = record["metrics"]
+            print(f"dpo step {name}: loss {record['loss']:.6f}, accuracies {m['rewards/accuracies']:.3f}, "
+                  f"margins {m['rewards/margins']:.5f}")
+        trainer, _ = trl_trainer(case_dir, ["sigmoid"], [1.0], Path(work))
+        collated = collate(trainer, pairs)
+    mg.write_json(out / "step" / "batch.json", {
+        "model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
+        "beta": BETA, "sft_weight": SFT_WEIGHT, "pairs": pairs,
+        "collated": {k: collated[k].tolist() for k in ("input_ids", "attention_mask", "completion_mask")}})
+    mg.write_json(out / "step" / "expected.json", steps)
+
+
+def main(argv: list[str]) -> None:
+    torch.use_deterministic_algorithms(True)
+    if argv:
+        raise SystemExit("make_dpo_goldens.py takes no arguments")
+    write_goldens()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

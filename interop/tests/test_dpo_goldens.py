@@ -1,0 +1,55 @@
+"""The committed DPO goldens (trainer/src/test/resources/golden/dpo) are what make_dpo_goldens.py produces today.
+
+Generating them also checks what they rest on (make_dpo_goldens.py asserts each): TRL's DPOTrainer loss on the step
+batch equals the formulas of losses.json applied to the batch's log-probs (plus the SFT and router terms), TRL's
+logged metrics equal the same formulas, every LoRA weight has a gradient.
+"""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file
+
+import make_dpo_goldens as dpo
+from test_sft_goldens import assert_same_goldens
+
+
+def test_committed_dpo_golden_reproduces(tmp_path):
+    dpo.write_goldens(tmp_path / "dpo")
+    step = {f"step/{name}" for name in ("expected.json", *(f"grads_{t}.safetensors" for t in dpo.LOSS_TYPES))}
+    assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", *step})
+
+
+def test_cdpo_is_the_label_smoothed_sigmoid_and_tends_to_dpo():
+    """cDPO at eps = 0 is the sigmoid loss; at eps = 0.5 it no longer depends on d's sign."""
+    d = torch.tensor([-3.0, 0.0, 2.5], dtype=torch.float64)
+    ones = torch.ones(3, dtype=torch.float64)
+    zero = torch.zeros(3, dtype=torch.float64)
+    plain = dpo.per_pair_loss("sigmoid", 0.1, 0.0, d, zero, zero, zero, ones, ones)
+    assert torch.allclose(plain, -F.logsigmoid(0.1 * d))
+    half = dpo.per_pair_loss("sigmoid", 0.1, 0.5, d, zero, zero, zero, ones, ones)
+    assert torch.allclose(half, dpo.per_pair_loss("sigmoid", 0.1, 0.5, -d, zero, zero, zero, ones, ones))
+
+
+def test_dpo_golden_conventions():
+    batch = json.loads((dpo.DPO_GOLDEN / "step" / "batch.json").read_text())
+    expected = json.loads((dpo.DPO_GOLDEN / "step" / "expected.json").read_text())
+    pairs, collated = batch["pairs"], batch["collated"]
+    n = len(pairs)
+    for i, pair in enumerate(pairs):
+        for side, key in enumerate(("chosen_ids", "rejected_ids")):
+            row = collated["input_ids"][side * n + i]
+            sequence = pair["prompt_ids"] + pair[key]
+            assert row[:len(sequence)] == sequence and set(row[len(sequence):]) <= {batch["pad_id"]}
+            completion = collated["completion_mask"][side * n + i]
+            assert sum(completion) == len(pair[key]) and completion[len(pair["prompt_ids"])] == 1
+            assert pair[key][-1] == dpo.hf.EOS_ID
+    adapter = load_file(dpo.sft.SFT_GOLDEN / dpo.SFT_CASE / "adapter" / "adapter_model.safetensors")
+    for name, record in expected.items():
+        grads = load_file(dpo.DPO_GOLDEN / "step" / record["grads"])
+        assert grads.keys() == adapter.keys(), name
+        assert 0 < record["metrics"]["rewards/accuracies"] < 1, "the batch should hold a pair the model gets wrong"
+    assert expected["sigmoid_sft"]["loss"] == pytest.approx(
+        expected["sigmoid"]["loss"] + batch["sft_weight"] * expected["sigmoid"]["nll"], rel=1e-6)

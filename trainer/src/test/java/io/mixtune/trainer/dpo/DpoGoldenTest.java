@@ -1,0 +1,283 @@
+package io.mixtune.trainer.dpo;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.data.template.TokenizedSample;
+import io.mixtune.lora.adapter.LoraLinear;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.sft.SftRecipe;
+import java.io.IOException;
+import java.net.URISyntaxException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * DPO against TRL 1.13 (interop/make_dpo_goldens.py; interop/GOLDENS.md, "DPO"): the losses and their gradients on
+ * fixed log-probs, and one forward/backward of TRL's DPOTrainer on the tiny Mixtral of the SFT golden, whose reference
+ * is the model with its adapter off.
+ */
+class DpoGoldenTest {
+    private static final double LOSS_RTOL = 1e-5;
+    private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|, as SftGoldenTest
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    static Path golden(String name) {
+        try {
+            return Path.of(DpoGoldenTest.class.getResource("/golden/dpo/" + name).toURI());
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static Recipe.Dpo dpo(String loss, double beta, double labelSmoothing, boolean referenceFree,
+            double sftWeight) {
+        return new Recipe.Dpo(beta, loss, labelSmoothing, referenceFree, sftWeight, List.of("1"), false);
+    }
+
+    @Test
+    void lossesOnFixedLogProbsEqualTrlFormulas() throws IOException {
+        JsonNode golden = JSON.readTree(golden("losses.json").toFile());
+        JsonNode logps = golden.get("logps");
+        List<String> report = new ArrayList<>();
+        for (Map.Entry<String, JsonNode> entry : iterable(golden.get("cases"))) {
+            String name = entry.getKey();
+            JsonNode want = entry.getValue();
+            Recipe.Dpo dpo = dpo(want.get("loss_type").asText(), want.get("beta").doubleValue(),
+                    want.get("label_smoothing").doubleValue(), want.get("reference_free").booleanValue(), 0);
+            try (NDManager manager = NDManager.newBaseManager()) {
+                NDArray policyChosen = manager.create(floats(logps.get("policy_chosen")));
+                NDArray policyRejected = manager.create(floats(logps.get("policy_rejected")));
+                policyChosen.setRequiresGradient(true);
+                policyRejected.setRequiresGradient(true);
+                float[] referenceChosen = dpo.referenceFree() ? new float[4] : floats(logps.get("reference_chosen"));
+                float[] referenceRejected = dpo.referenceFree() ? new float[4]
+                        : floats(logps.get("reference_rejected"));
+                float[] perPair;
+                float loss;
+                try (GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                    NDArray losses = DpoLoss.perPair(dpo, policyChosen, policyRejected, manager.create(referenceChosen),
+                            manager.create(referenceRejected), manager.create(floats(logps.get("chosen_lengths"))),
+                            manager.create(floats(logps.get("rejected_lengths"))));
+                    NDArray mean = losses.mean();
+                    perPair = losses.toFloatArray();
+                    loss = mean.getFloat();
+                    collector.backward(mean);
+                }
+                report.add(close(name + " loss", want.get("loss").doubleValue(), loss, LOSS_RTOL));
+                for (int i = 0; i < perPair.length; i++) {
+                    close(name + " pair " + i, want.get("per_pair_loss").get(i).doubleValue(), perPair[i], LOSS_RTOL);
+                }
+                try (NDArray chosenGradient = policyChosen.getGradient();
+                        NDArray rejectedGradient = policyRejected.getGradient()) {
+                    float[] chosen = chosenGradient.toFloatArray();
+                    float[] rejected = rejectedGradient.toFloatArray();
+                    for (int i = 0; i < chosen.length; i++) {
+                        closeOrZero(name + " d/d chosen " + i, want.get("grad_policy_chosen").get(i).doubleValue(),
+                                chosen[i]);
+                        closeOrZero(name + " d/d rejected " + i, want.get("grad_policy_rejected").get(i).doubleValue(),
+                                rejected[i]);
+                    }
+                }
+                float[] policy = concat(floats(logps.get("policy_chosen")), floats(logps.get("policy_rejected")));
+                DpoMetrics metrics = new DpoMetrics(dpo.beta());
+                metrics.add(policy, concat(referenceChosen, referenceRejected), loss, 0);
+                compareMetrics(name, want.get("metrics"), metrics.values(), report);
+            }
+        }
+        report.forEach(System.out::println);
+    }
+
+    @Test
+    void preferenceBatchIsTrlCollatorLayout() throws IOException {
+        JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
+        PreferenceBatch batch = batch(batchJson);
+        JsonNode collated = batchJson.get("collated");
+        long[][] ids = longs(collated.get("input_ids"));
+        long[][] attention = longs(collated.get("attention_mask"));
+        long[][] completion = longs(collated.get("completion_mask"));
+        for (int r = 0; r < ids.length; r++) {
+            assertArrayEquals(ids[r], batch.rows().inputIds()[r], "input_ids row " + r);
+            assertArrayEquals(attention[r], batch.rows().paddingMask()[r], "attention_mask row " + r);
+            for (int t = 0; t < ids[r].length; t++) {
+                assertEquals(completion[r][t] == 1, batch.rows().labels()[r][t] != TokenizedSample.IGNORE,
+                        "completion_mask row " + r + " position " + t);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"sigmoid", "ipo", "hinge", "sigmoid_sft"})
+    void oneStepEqualsTrlDpoTrainer(String name) throws IOException {
+        JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
+        JsonNode want = JSON.readTree(golden("step/expected.json").toFile()).get(name);
+        PreferenceBatch batch = batch(batchJson);
+        Path stepDir = golden("step");
+        try (NDManager manager = NDManager.newBaseManager()) {
+            CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(),
+                    manager, MistralCheckpoint.DENSE);
+            LoraModel lora = new LoraModel(model);
+            PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(),
+                    SftRecipe.ADAPTER_NAME);
+            lora.setTraining(true);
+            List<String> report = new ArrayList<>();
+
+            lora.setAdaptersEnabled(false);
+            float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+            lora.setAdaptersEnabled(true);
+            for (int r = 0; r < reference.length; r++) {
+                report.add(close(name + " reference logps row " + r, want.get("reference_logps").get(r).doubleValue(),
+                        reference[r], LOSS_RTOL));
+            }
+
+            boolean sft = want.get("loss_type").size() > 1;
+            Recipe.Dpo dpo = dpo(want.get("loss_type").get(0).asText(), batchJson.get("beta").doubleValue(), 0, false,
+                    sft ? batchJson.get("sft_weight").doubleValue() : 0);
+            DpoMetrics metrics = new DpoMetrics(dpo.beta());
+            try (NDManager stepManager = manager.newSubManager();
+                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                DpoStep.Terms terms = DpoStep.of(model, dpo, batch, reference, model.config().routerAuxLossCoef(),
+                        stepManager);
+                report.add(close(name + " loss", want.get("loss").doubleValue(), terms.objective().getFloat(),
+                        LOSS_RTOL));
+                report.add(close(name + " aux", want.get("aux_loss").doubleValue(), terms.loadBalancing(), LOSS_RTOL));
+                report.add(close(name + " nll", want.get("nll").doubleValue(), terms.nll(), LOSS_RTOL));
+                for (int r = 0; r < terms.policy().length; r++) {
+                    close(name + " policy logps row " + r, want.get("policy_logps").get(r).doubleValue(),
+                            terms.policy()[r], LOSS_RTOL);
+                }
+                metrics.add(terms, reference);
+                collector.backward(terms.objective());
+            }
+            compareMetrics(name, want.get("metrics"), metrics.values(), report);
+            try (SafetensorsReader grads = SafetensorsReader.open(stepDir.resolve(want.get("grads").asText()))) {
+                report.add(compareGradients(name + " gradients", lora, grads));
+            }
+            report.forEach(System.out::println);
+        }
+    }
+
+    static PreferenceBatch batch(JsonNode batchJson) {
+        List<PreferenceSample> samples = new ArrayList<>();
+        for (JsonNode pair : batchJson.get("pairs")) {
+            samples.add(new PreferenceSample(longs1(pair.get("prompt_ids")), longs1(pair.get("chosen_ids")),
+                    longs1(pair.get("rejected_ids")), null, "golden"));
+        }
+        return PreferenceBatch.of(samples, new int[samples.size()], batchJson.get("pad_id").longValue());
+    }
+
+    private static void compareMetrics(String name, JsonNode want, Map<String, Double> actual, List<String> report) {
+        for (Map.Entry<String, JsonNode> metric : iterable(want)) {
+            double expected = metric.getValue().doubleValue();
+            double value = actual.get(metric.getKey());
+            if (expected == 0) {
+                assertEquals(0, value, 1e-7, name + " " + metric.getKey());
+            } else {
+                report.add(close(name + " " + metric.getKey(), expected, value, LOSS_RTOL));
+            }
+        }
+    }
+
+    /** Every LoRA gradient against TRL's, relative to the golden tensor's max |value|; the worst is reported. */
+    private static String compareGradients(String what, LoraModel lora, SafetensorsReader golden) {
+        double worst = 0;
+        String worstKey = null;
+        int compared = 0;
+        for (Map.Entry<String, LoraLinear> entry : lora.layers().entrySet()) {
+            LoraLinear.Adapter adapter = entry.getValue().adapter(SftRecipe.ADAPTER_NAME);
+            for (String matrix : List.of("lora_A", "lora_B")) {
+                String key = "base_model.model." + entry.getKey() + "." + matrix + ".weight";
+                float[] actual;
+                try (NDArray gradient = (matrix.equals("lora_A") ? adapter.a() : adapter.b()).getGradient()) {
+                    actual = gradient.toFloatArray();
+                }
+                float[] expected = golden.readFloats(key);
+                double scale = 0;
+                double diff = 0;
+                for (int i = 0; i < expected.length; i++) {
+                    scale = Math.max(scale, Math.abs(expected[i]));
+                    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
+                }
+                if (diff / scale > worst) {
+                    worst = diff / scale;
+                    worstKey = key;
+                }
+                compared++;
+            }
+        }
+        assertEquals(golden.names().size(), compared, what + ": arrays compared vs in the golden file");
+        String line = String.format(Locale.ROOT, "%s: worst rel-to-max diff %.3g at %s (%d arrays)", what, worst,
+                worstKey, compared);
+        assertTrue(worst <= GRADIENT_RTOL, line);
+        return line;
+    }
+
+    private static String close(String what, double expected, double actual, double rtol) {
+        double relative = Math.abs(actual - expected) / Math.abs(expected);
+        assertTrue(relative <= rtol, String.format(Locale.ROOT, "%s: expected %.9g, got %.9g (rel diff %.3g > %.1g)",
+                what, expected, actual, relative, rtol));
+        return String.format(Locale.ROOT, "%s: rel diff %.3g", what, relative);
+    }
+
+    /** Hinge has zero gradient on pairs past the margin: compare those absolutely. */
+    private static void closeOrZero(String what, double expected, double actual) {
+        if (expected == 0) {
+            assertEquals(0, actual, 1e-9, what);
+        } else {
+            close(what, expected, actual, LOSS_RTOL);
+        }
+    }
+
+    private static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
+        return object::fields;
+    }
+
+    private static float[] floats(JsonNode values) {
+        float[] out = new float[values.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = values.get(i).floatValue();
+        }
+        return out;
+    }
+
+    private static float[] concat(float[] a, float[] b) {
+        float[] out = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, out, a.length, b.length);
+        return out;
+    }
+
+    private static long[] longs1(JsonNode values) {
+        long[] out = new long[values.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = values.get(i).longValue();
+        }
+        return out;
+    }
+
+    private static long[][] longs(JsonNode rows) {
+        long[][] out = new long[rows.size()][];
+        for (int r = 0; r < out.length; r++) {
+            out[r] = longs1(rows.get(r));
+        }
+        return out;
+    }
+}
