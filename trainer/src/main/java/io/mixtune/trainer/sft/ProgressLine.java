@@ -7,7 +7,7 @@ import java.util.Locale;
  * Training progress: on a terminal one line redrawn in place (bar, step/total, loss, lr, tokens/s, ETA); otherwise a
  * plain log line per logged step, which is what log files and CI want.
  */
-final class ProgressLine {
+public final class ProgressLine {
     private static final int BAR_WIDTH = 24;
     private final PrintStream out;
     private final boolean terminal;
@@ -16,31 +16,36 @@ final class ProgressLine {
     private final long firstStep;
     private boolean drawn;
 
-    ProgressLine(PrintStream out, boolean terminal, long firstStep, long totalSteps) {
+    public ProgressLine(PrintStream out, boolean terminal, long firstStep, long totalSteps) {
         this.out = out;
         this.terminal = terminal;
         this.firstStep = firstStep;
         this.totalSteps = totalSteps;
     }
 
-    void step(long step, double loss, double lr, double tokensPerSecond) {
+    public void step(long step, double loss, double lr, double tokensPerSecond) {
+        step(step, loss, lr, tokensPerSecond, "");
+    }
+
+    /** @param figures more figures shown after the loss, such as DPO's reward accuracy, or "" */
+    public void step(long step, double loss, double lr, double tokensPerSecond, String figures) {
         double elapsed = (System.nanoTime() - startNanos) / 1e9;
         double perStep = elapsed / Math.max(1, step - firstStep);
         String eta = duration(perStep * (totalSteps - step));
-        String figures = String.format(Locale.ROOT, "step %d/%d  loss %.4f  lr %.2e  %,.0f tok/s  eta %s", step,
-                totalSteps, loss, lr, tokensPerSecond, eta);
+        String line = String.format(Locale.ROOT, "step %d/%d  loss %.4f%s  lr %.2e  %,.0f tok/s  eta %s", step,
+                totalSteps, loss, figures, lr, tokensPerSecond, eta);
         if (terminal) {
             int filled = (int) (BAR_WIDTH * step / Math.max(1, totalSteps));
-            out.print("\r[" + "#".repeat(filled) + " ".repeat(BAR_WIDTH - filled) + "] " + figures + "\u001b[K");
+            out.print("\r[" + "#".repeat(filled) + " ".repeat(BAR_WIDTH - filled) + "] " + line + "\u001b[K");
             out.flush();
             drawn = true;
         } else {
-            out.println(figures);
+            out.println(line);
         }
     }
 
     /** A line that must stay (evaluation, checkpoint): printed above the bar. */
-    void message(String line) {
+    public void message(String line) {
         if (drawn) {
             out.print("\r\u001b[K");
         }
@@ -48,7 +53,7 @@ final class ProgressLine {
         drawn = false;
     }
 
-    void finish() {
+    public void finish() {
         if (drawn) {
             out.println();
             drawn = false;

@@ -13,26 +13,18 @@ import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
-import io.mixtune.lora.adapter.PeftAdapter;
-import io.mixtune.lora.nf4.Nf4Loading;
-import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
-import io.mixtune.model.safetensors.DType;
-import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.recipe.Recipe;
-import io.mixtune.trainer.recipe.RecipeReader;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -77,29 +69,12 @@ public final class SftRecipe implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
         }
-        if ("gpu".equals(recipe.model().device())) {
-            throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
-                    + "only (pytorch-native-cpu); use device: cpu or auto");
-        }
-
-        // The model: a checkpoint, or a tiny preset written once with random weights.
-        baseModelDir = TrainingData.baseModelDir(recipe);
-        if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
-            PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
-        }
-        manager = NDManager.newBaseManager();
-        MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
-                ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
-        model = MistralCheckpoint.load(baseModelDir, manager, linears);
+        TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME);
+        manager = loaded.manager();
+        model = loaded.model();
+        lora = loaded.lora();
+        baseModelDir = loaded.baseModelDir();
         ModelConfig config = model.config();
-
-        // The adapter: fresh (PEFT's init, seeded) or the one the recipe starts from.
-        lora = new LoraModel(model);
-        if (recipe.model().adapter() != null) {
-            PeftAdapter.load(lora, Path.of(recipe.model().adapter()), ADAPTER_NAME);
-        } else {
-            lora.addAdapter(ADAPTER_NAME, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, train.seed());
-        }
         parameters = lora.parameters(ADAPTER_NAME);
 
         // The data, tokenized turn by turn with the model's tokenizer (or the bundled Mistral v1 one), once: later runs
@@ -177,12 +152,7 @@ public final class SftRecipe implements AutoCloseable {
                 (int) totalSteps);
         long step = 0;
         if (resumeFrom != null) {
-            TrainingCheckpoint.State state = TrainingCheckpoint.load(resumeFrom, shapes());
-            for (int i = 0; i < parameters.size(); i++) {
-                parameters.get(i).set(state.parameters().get(i));
-            }
-            optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
-            step = state.step();
+            step = TrainingCheckpoint.restore(resumeFrom, parameters, optimizer);
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
         } else {
             try {
@@ -191,7 +161,7 @@ public final class SftRecipe implements AutoCloseable {
                 throw new UncheckedIOException(e);
             }
         }
-        writeResolvedRecipe();
+        TrainingOutputs.writeResolvedRecipe(recipe, outputDir);
         printPlan();
 
         double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()
@@ -226,12 +196,7 @@ public final class SftRecipe implements AutoCloseable {
                 int targets = result.targets();
                 long tokens = result.tokens();
                 if (!result.isFinite()) {
-                    List<Path> saved = TrainingCheckpoint.list(checkpoints);
-                    throw new IllegalStateException(String.format(Locale.ROOT, "step %d: the loss is %s (grad norm %s%s)"
-                            + ": stopping; %s. Lower train.lr or raise warmup_steps.", step + 1, stepLoss, gradNorm,
-                            nonFiniteGradients(),
-                            saved.isEmpty() ? "no checkpoint was saved yet"
-                                    : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
+                    throw NonFiniteStep.error(step + 1, stepLoss, gradNorm, lora, ADAPTER_NAME, parameters, checkpoints);
                 }
                 step++;
                 double seconds = (System.nanoTime() - start) / 1e9;
@@ -251,7 +216,7 @@ public final class SftRecipe implements AutoCloseable {
                     record.put("target_tokens", targets);
                     record.put("tokens_per_second", tokens / seconds);
                     record.put("epoch", (double) last / microBatchesPerEpoch);
-                    record.put("memory_mb", residentMegabytes());
+                    record.put("memory_mb", TrainingOutputs.residentMegabytes());
                     metrics.write(record);
                     progress.step(step, stepLoss, lr, tokens / seconds);
                 }
@@ -262,13 +227,14 @@ public final class SftRecipe implements AutoCloseable {
                             lastEval, Math.exp(lastEval)));
                 }
                 if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    Path saved = saveCheckpoint(checkpoints, step, optimizer);
+                    Path saved = TrainingCheckpoint.save(checkpoints, step, optimizer, parameters, lora, ADAPTER_NAME,
+                            baseModelDir, train.keepLast());
                     progress.message("step " + step + ": checkpoint " + saved);
                 }
             }
             progress.finish();
         }
-        Path adapterDir = writeFinalAdapter();
+        Path adapterDir = TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve("adapter"), baseModelDir);
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
     }
@@ -384,74 +350,6 @@ public final class SftRecipe implements AutoCloseable {
         return batches;
     }
 
-    /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */
-    private String nonFiniteGradients() {
-        List<String> names = parameterNames();
-        List<String> bad = new ArrayList<>();
-        for (int i = 0; i < parameters.size(); i++) {
-            float sum;
-            try (NDArray gradient = parameters.get(i).getGradient(); NDArray abs = gradient.abs();
-                    NDArray total = abs.sum()) {
-                sum = total.getFloat();
-            }
-            if (!Float.isFinite(sum)) {
-                bad.add(names.get(i));
-            }
-        }
-        return bad.isEmpty() ? "" : ", not finite in " + (bad.size() > 4 ? bad.subList(0, 4) + " and " + (bad.size() - 4)
-                + " more" : bad);
-    }
-
-    /** module.lora_A / module.lora_B, in the order of {@link LoraModel#parameters}. */
-    private List<String> parameterNames() {
-        List<String> names = new ArrayList<>();
-        lora.layers().forEach((module, layer) -> {
-            if (layer.adapter(ADAPTER_NAME) != null) {
-                names.add(module + ".lora_A");
-                names.add(module + ".lora_B");
-            }
-        });
-        return names;
-    }
-
-    private List<long[]> shapes() {
-        return parameters.stream().map(p -> p.getShape().getShape()).toList();
-    }
-
-    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer) {
-        TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), 1.0,
-                parameters.stream().map(NDArray::toFloatArray).toList(),
-                optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
-        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(),
-                dir -> PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString()));
-        TrainingCheckpoint.prune(checkpoints, recipe.train().keepLast());
-        return saved;
-    }
-
-    /** output_dir/adapter, replaced whole: written beside it, then renamed. */
-    private Path writeFinalAdapter() {
-        Path adapterDir = outputDir.resolve("adapter");
-        Path partial = outputDir.resolve("adapter.partial");
-        try {
-            TrainingCheckpoint.deleteRecursively(partial);
-            PeftAdapter.save(lora, ADAPTER_NAME, partial, baseModelDir.toAbsolutePath().toString());
-            TrainingCheckpoint.deleteRecursively(adapterDir);
-            Files.move(partial, adapterDir, StandardCopyOption.ATOMIC_MOVE);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + adapterDir + ": " + e.getMessage(), e);
-        }
-        return adapterDir;
-    }
-
-    private void writeResolvedRecipe() {
-        try {
-            Files.writeString(outputDir.resolve("recipe.yaml"), RecipeReader.toYaml(recipe), StandardCharsets.UTF_8);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + outputDir.resolve("recipe.yaml") + ": " + e.getMessage(), e);
-        }
-    }
-
     private void printPlan() {
         ModelConfig config = model.config();
         long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
@@ -478,20 +376,6 @@ public final class SftRecipe implements AutoCloseable {
             total += (long) batch.rows() * batch.length();
         }
         return total == 0 ? 0 : (double) real / total;
-    }
-
-    /** Resident memory of this process (the JVM heap plus libtorch's native arrays), from /proc. */
-    static long residentMegabytes() {
-        try {
-            for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-                if (line.startsWith("VmRSS:")) {
-                    return Long.parseLong(line.replaceAll("\\D", "")) / 1024;
-                }
-            }
-        } catch (IOException | NumberFormatException e) {
-            // not Linux: no figure
-        }
-        return -1;
     }
 
     private static long ceilDiv(long a, long b) {

@@ -1,12 +1,16 @@
 package io.mixtune.trainer.sft;
 
+import ai.djl.ndarray.NDArray;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.trainer.optim.AdamW;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -199,6 +203,36 @@ public final class TrainingCheckpoint {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot prune " + checkpoints + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Checkpoints an adapter being trained at {@code step}: its exact fp32 arrays, AdamW's moments and the PEFT
+     * adapter; then prunes all but the newest keepLast checkpoints.
+     */
+    public static Path save(Path checkpoints, long step, AdamW optimizer, List<NDArray> parameters, LoraModel lora,
+            String adapterName, Path baseModelDir, int keepLast) {
+        State state = new State(step, optimizer.stepCount(), 1.0,
+                parameters.stream().map(NDArray::toFloatArray).toList(),
+                optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
+                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
+        Path saved = save(checkpoints, state, shapesOf(parameters),
+                dir -> PeftAdapter.save(lora, adapterName, dir, baseModelDir.toAbsolutePath().toString()));
+        prune(checkpoints, keepLast);
+        return saved;
+    }
+
+    /** Puts a checkpoint's adapter arrays and AdamW state back in place; returns the step it was saved at. */
+    public static long restore(Path dir, List<NDArray> parameters, AdamW optimizer) {
+        State state = load(dir, shapesOf(parameters));
+        for (int i = 0; i < parameters.size(); i++) {
+            parameters.get(i).set(state.parameters().get(i));
+        }
+        optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
+        return state.step();
+    }
+
+    public static List<long[]> shapesOf(List<NDArray> parameters) {
+        return parameters.stream().map(p -> p.getShape().getShape()).toList();
     }
 
     static void deleteRecursively(Path path) throws IOException {

@@ -1,0 +1,50 @@
+package io.mixtune.trainer.sft;
+
+import ai.djl.ndarray.NDManager;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.lora.nf4.Nf4Loading;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.trainer.PresetCheckpoint;
+import io.mixtune.trainer.recipe.Recipe;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * The model a recipe trains: the base (a checkpoint, or a tiny preset written once with random weights; NF4 for
+ * QLoRA) with the trainable adapter attached under {@code adapterName}, fresh (PEFT's init, seeded) or the one
+ * model.adapter names. Closing it frees the weights.
+ */
+public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir)
+        implements AutoCloseable {
+
+    public static TrainingModel load(Recipe recipe, String adapterName) {
+        if ("gpu".equals(recipe.model().device())) {
+            throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
+                    + "only (pytorch-native-cpu); use device: cpu or auto");
+        }
+        Path baseModelDir = TrainingData.baseModelDir(recipe);
+        if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
+            PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
+        }
+        NDManager manager = NDManager.newBaseManager();
+        MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
+                ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
+        CausalLm model = MistralCheckpoint.load(baseModelDir, manager, linears);
+        LoraModel lora = new LoraModel(model);
+        if (recipe.model().adapter() != null) {
+            PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName);
+        } else {
+            lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
+        }
+        return new TrainingModel(manager, model, lora, baseModelDir);
+    }
+
+    @Override
+    public void close() {
+        model.close();
+        manager.close();
+    }
+}
