@@ -69,6 +69,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Strin
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
+     * @param gradientCheckpointing keep only each decoder layer's input in the forward pass and recompute the layer in
+     *     backward (same gradients, activation memory layers x tokens x hidden)
      * @param routerAuxLoss add Mixtral's load-balancing loss times the config's router_aux_loss_coef
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,

@@ -1,9 +1,7 @@
 package io.mixtune.trainer.sft;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
@@ -18,7 +16,6 @@ import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
@@ -219,7 +216,7 @@ public final class SftRecipe implements AutoCloseable {
                 }
                 double lr = schedule.at(step);
                 StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
-                        optimizer, lr, manager, train.seed() * 1_000_003L + first);
+                        optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first);
                 double stepLoss = result.loss();
                 double gradNorm = result.gradNorm();
                 double loadBalancing = result.loadBalancing();
@@ -295,11 +292,12 @@ public final class SftRecipe implements AutoCloseable {
      * its load-balancing loss / micro-batches; clip the global norm; AdamW at lr. When the loss or the norm is not
      * finite the weights and the optimizer are left as they were, for the caller to stop.
      *
-     * @param dropoutSeed micro-batch j seeds torch's generator (LoRA dropout) with dropoutSeed + j
+     * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
+     * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j
      */
     static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
             double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
-            long dropoutSeed) {
+            boolean gradientCheckpointing, long dropoutSeed) {
         int targets = 0;
         long tokens = 0;
         for (TrainingBatch batch : batches) {
@@ -310,22 +308,14 @@ public final class SftRecipe implements AutoCloseable {
         double crossEntropy = 0;
         double loadBalancing = 0;
         for (int j = 0; j < batches.size(); j++) {
-            // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
-            Engine.getInstance().setRandomSeed((int) (dropoutSeed + j));
-            try (NDManager stepManager = manager.newSubManager();
-                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
-                // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
-                // load-balancing loss averaged over micro-batches.
-                NDArray loss = Scalars.dividedBy(terms.crossEntropySum(), Math.max(1, targets));
-                crossEntropy += terms.crossEntropySum().getFloat();
-                if (terms.loadBalancing() != null) {
-                    loadBalancing += terms.loadBalancing().getFloat() / batches.size();
-                    if (auxCoefficient > 0) {
-                        loss = loss.add(Scalars.times(terms.loadBalancing(), auxCoefficient / batches.size()));
-                    }
-                }
-                collector.backward(loss);
+            // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the load-balancing
+            // loss averaged over micro-batches. Dropout is seeded per micro-batch (and layer), so a resumed run draws
+            // the same masks.
+            CausalLmLoss.Values values = CausalLmLoss.backward(model, batches.get(j), Math.max(1, targets),
+                    auxCoefficient / batches.size(), gradientCheckpointing, dropoutSeed + j, manager);
+            crossEntropy += values.crossEntropySum();
+            if (!Double.isNaN(values.loadBalancing())) {
+                loadBalancing += values.loadBalancing() / batches.size();
             }
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
