@@ -173,8 +173,10 @@ public final class SftRecipe implements AutoCloseable {
         LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
                 (int) totalSteps);
         long step = 0;
+        TrainingCheckpoint.State resumed = null;
         if (resumeFrom != null) {
             TrainingCheckpoint.State state = TrainingCheckpoint.load(resumeFrom, shapes());
+            resumed = state;
             for (int i = 0; i < parameters.size(); i++) {
                 parameters.get(i).set(state.parameters().get(i));
             }
@@ -187,6 +189,10 @@ public final class SftRecipe implements AutoCloseable {
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
+        }
+        TrainingAverages averages = new TrainingAverages(recipe.averaging(), totalSteps, parameterNames(), parameters);
+        if (resumed != null) {
+            averages.restore(step, resumed.averages());
         }
         writeResolvedRecipe();
         printPlan();
@@ -202,7 +208,7 @@ public final class SftRecipe implements AutoCloseable {
         Double lastEval = null;
         try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
             if (resumeFrom == null && !dataset.validation().isEmpty()) {
-                firstEval = evaluate(metrics, 0);
+                firstEval = evaluate(metrics, 0, averages);
             }
             ProgressLine progress = new ProgressLine(out, terminal, step, totalSteps);
             lora.setTraining(true);
@@ -214,7 +220,7 @@ public final class SftRecipe implements AutoCloseable {
                 for (long index = first; index < last; index++) {
                     batches.add(microBatch(index));
                 }
-                double lr = schedule.at(step);
+                double lr = averages.learningRate(step, schedule::at);
                 StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
                         optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first);
                 double stepLoss = result.loss();
@@ -231,6 +237,7 @@ public final class SftRecipe implements AutoCloseable {
                                     : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
                 }
                 step++;
+                averages.afterStep(step, parameters);
                 double seconds = (System.nanoTime() - start) / 1e9;
                 if (firstLoss == null) {
                     firstLoss = stepLoss;
@@ -254,18 +261,20 @@ public final class SftRecipe implements AutoCloseable {
                 }
                 boolean end = step == totalSteps;
                 if (!dataset.validation().isEmpty() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
-                    lastEval = evaluate(metrics, step);
+                    lastEval = evaluate(metrics, step, averages);
                     progress.message(String.format(Locale.ROOT, "step %d: eval_loss %.4f  perplexity %.2f", step,
                             lastEval, Math.exp(lastEval)));
                 }
                 if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    Path saved = saveCheckpoint(checkpoints, step, optimizer);
+                    Path saved = saveCheckpoint(checkpoints, step, optimizer, averages);
                     progress.message("step " + step + ": checkpoint " + saved);
                 }
             }
             progress.finish();
         }
-        Path adapterDir = writeFinalAdapter();
+        Path adapterDir = writeAdapter("adapter");
+        averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                () -> writeAdapter("adapter-" + name)));
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
     }
@@ -329,10 +338,29 @@ public final class SftRecipe implements AutoCloseable {
     }
 
     /**
+     * Writes the validation loss at {@code step} to metrics.jsonl, and beside it (eval_loss_ema, ...) the loss of each
+     * weight average that holds something; returns the raw weights' loss.
+     */
+    private double evaluate(MetricsLog metrics, long step, TrainingAverages averages) {
+        ObjectNode record = metrics.record(step);
+        double loss = validationLoss(record);
+        record.put("eval_loss", loss);
+        record.put("eval_perplexity", Math.exp(loss));
+        if (step > 0) {
+            averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                    () -> record.put("eval_loss_" + name, validationLoss(null))));
+        }
+        metrics.write(record);
+        return loss;
+    }
+
+    /**
      * Mean cross-entropy per target token of the validation set, adapters as they are, no dropout; the adapters are
      * back in training mode afterwards.
+     *
+     * @param record receives eval_target_tokens, or null
      */
-    private double evaluate(MetricsLog metrics, long step) {
+    private double validationLoss(ObjectNode record) {
         lora.setTraining(false);
         double sum = 0;
         long targets = 0;
@@ -344,13 +372,10 @@ public final class SftRecipe implements AutoCloseable {
             }
         }
         lora.setTraining(true);
-        double loss = sum / Math.max(1, targets);
-        ObjectNode record = metrics.record(step);
-        record.put("eval_loss", loss);
-        record.put("eval_perplexity", Math.exp(loss));
-        record.put("eval_target_tokens", targets);
-        metrics.write(record);
-        return loss;
+        if (record != null) {
+            record.put("eval_target_tokens", targets);
+        }
+        return sum / Math.max(1, targets);
     }
 
     /** The validation set's micro-batches, in a fixed order; built once, at the first evaluation. */
@@ -408,21 +433,25 @@ public final class SftRecipe implements AutoCloseable {
         return parameters.stream().map(p -> p.getShape().getShape()).toList();
     }
 
-    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer) {
+    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer, TrainingAverages averages) {
         TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), 1.0,
                 parameters.stream().map(NDArray::toFloatArray).toList(),
                 optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
-        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(),
-                dir -> PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString()));
+                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages.state());
+        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(), dir -> {
+            PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString());
+            averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                    () -> PeftAdapter.save(lora, ADAPTER_NAME, dir.resolveSibling("adapter-" + name),
+                            baseModelDir.toAbsolutePath().toString())));
+        });
         TrainingCheckpoint.prune(checkpoints, recipe.train().keepLast());
         return saved;
     }
 
-    /** output_dir/adapter, replaced whole: written beside it, then renamed. */
-    private Path writeFinalAdapter() {
-        Path adapterDir = outputDir.resolve("adapter");
-        Path partial = outputDir.resolve("adapter.partial");
+    /** output_dir/{@code name}: the adapter as the parameters hold it now, replaced whole (written beside, renamed). */
+    private Path writeAdapter(String name) {
+        Path adapterDir = outputDir.resolve(name);
+        Path partial = outputDir.resolve(name + ".partial");
         try {
             TrainingCheckpoint.deleteRecursively(partial);
             PeftAdapter.save(lora, ADAPTER_NAME, partial, baseModelDir.toAbsolutePath().toString());
