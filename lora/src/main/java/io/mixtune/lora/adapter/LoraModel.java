@@ -153,4 +153,16 @@ public final class LoraModel {
         return parameters;
     }
 
+    /** module.lora_A / module.lora_B for each array of {@link #parameters}, in the same order. */
+    public List<String> parameterNames(String adapterName) {
+        config(adapterName);
+        List<String> names = new ArrayList<>();
+        layers.forEach((module, layer) -> {
+            if (layer.adapter(adapterName) != null) {
+                names.add(module + ".lora_A");
+                names.add(module + ".lora_B");
+            }
+        });
+        return names;
+    }
 }

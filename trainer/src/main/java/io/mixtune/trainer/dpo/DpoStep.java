@@ -42,7 +42,7 @@ public final class DpoStep {
      */
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
-        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager);
+        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager, Long.MIN_VALUE);
         NDArray sequences = sequenceSums(target.logProbs(), batch, manager);
         int pairs = batch.pairs();
         NDArray policyChosen = sequences.get(new NDIndex("0:{}", pairs));
@@ -83,7 +83,7 @@ public final class DpoStep {
     /** Sequence log-probs of a batch's rows without gradients (the reference pass, or evaluation). */
     public static float[] sequenceLogProbs(CausalLm model, PreferenceBatch batch, NDManager manager) {
         try (NDManager passManager = manager.newSubManager()) {
-            CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager);
+            CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager, Long.MIN_VALUE);
             return sequenceSums(target.logProbs(), batch, passManager).toFloatArray();
         }
     }

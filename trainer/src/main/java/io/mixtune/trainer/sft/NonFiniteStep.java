@@ -13,18 +13,19 @@ public final class NonFiniteStep {
 
     /** Names the step, the adapter arrays whose gradient is not finite and the checkpoint that is left intact. */
     public static IllegalStateException error(long step, double loss, double gradNorm, LoraModel lora,
-            String adapterName, List<NDArray> parameters, Path checkpoints) {
+            String adapterName, Path checkpoints) {
         List<Path> saved = TrainingCheckpoint.list(checkpoints);
         return new IllegalStateException(String.format(Locale.ROOT, "step %d: the loss is %s (grad norm %s%s)"
                 + ": stopping; %s. Lower train.lr or raise warmup_steps.", step, loss, gradNorm,
-                nonFiniteGradients(lora, adapterName, parameters),
+                nonFiniteGradients(lora, adapterName),
                 saved.isEmpty() ? "no checkpoint was saved yet"
                         : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
     }
 
     /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */
-    private static String nonFiniteGradients(LoraModel lora, String adapterName, List<NDArray> parameters) {
-        List<String> names = parameterNames(lora, adapterName);
+    private static String nonFiniteGradients(LoraModel lora, String adapterName) {
+        List<NDArray> parameters = lora.parameters(adapterName);
+        List<String> names = lora.parameterNames(adapterName);
         List<String> bad = new ArrayList<>();
         for (int i = 0; i < parameters.size(); i++) {
             float sum;
@@ -38,17 +39,5 @@ public final class NonFiniteStep {
         }
         return bad.isEmpty() ? "" : ", not finite in " + (bad.size() > 4 ? bad.subList(0, 4) + " and " + (bad.size() - 4)
                 + " more" : bad);
-    }
-
-    /** module.lora_A / module.lora_B, in the order of {@link LoraModel#parameters}. */
-    private static List<String> parameterNames(LoraModel lora, String adapterName) {
-        List<String> names = new ArrayList<>();
-        lora.layers().forEach((module, layer) -> {
-            if (layer.adapter(adapterName) != null) {
-                names.add(module + ".lora_A");
-                names.add(module + ".lora_B");
-            }
-        });
-        return names;
     }
 }

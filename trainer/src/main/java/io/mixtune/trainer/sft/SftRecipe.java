@@ -1,9 +1,8 @@
 package io.mixtune.trainer.sft;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.training.GradientCollector;
+import ai.djl.ndarray.types.DataType;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
@@ -13,12 +12,14 @@ import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.nn.Scalars;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
 import io.mixtune.trainer.optim.LearningRateSchedule;
+import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.recipe.Recipe;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -41,6 +42,8 @@ import java.util.Map;
  */
 public final class SftRecipe implements AutoCloseable {
     public static final String ADAPTER_NAME = "default";
+    /** float16: this many overflowing steps in a row (the scale down by 2^20) means the run diverged, not the scale. */
+    static final int MAX_SKIPPED_IN_A_ROW = 20;
 
     private final Recipe recipe;
     private final Path outputDir;
@@ -48,6 +51,7 @@ public final class SftRecipe implements AutoCloseable {
     private final boolean terminal;
     private final NDManager manager;
     private final CausalLm model;
+    private final DataType computeType;
     private final LoraModel lora;
     private final Path baseModelDir;
     private final ChatDataset dataset;
@@ -69,11 +73,12 @@ public final class SftRecipe implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
         }
-        TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME);
+        TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
         manager = loaded.manager();
         model = loaded.model();
         lora = loaded.lora();
         baseModelDir = loaded.baseModelDir();
+        computeType = loaded.computeType();
         ModelConfig config = model.config();
         parameters = lora.parameters(ADAPTER_NAME);
 
@@ -150,9 +155,12 @@ public final class SftRecipe implements AutoCloseable {
                 train.weightDecay());
         LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
                 (int) totalSteps);
+        LossScaler scaler = computeType == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
         long step = 0;
+        TrainingCheckpoint.State resumed = null;
         if (resumeFrom != null) {
-            step = TrainingCheckpoint.restore(resumeFrom, parameters, optimizer);
+            resumed = TrainingCheckpoint.restore(resumeFrom, parameters, optimizer, scaler);
+            step = resumed.step();
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
         } else {
             try {
@@ -160,6 +168,11 @@ public final class SftRecipe implements AutoCloseable {
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
+        }
+        TrainingAverages averages = new TrainingAverages(recipe.averaging(), totalSteps,
+                lora.parameterNames(ADAPTER_NAME), parameters);
+        if (resumed != null) {
+            averages.restore(step, resumed.averages());
         }
         TrainingOutputs.writeResolvedRecipe(recipe, outputDir);
         printPlan();
@@ -175,7 +188,7 @@ public final class SftRecipe implements AutoCloseable {
         Double lastEval = null;
         try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
             if (resumeFrom == null && !dataset.validation().isEmpty()) {
-                firstEval = evaluate(metrics, 0);
+                firstEval = evaluate(metrics, 0, averages);
             }
             ProgressLine progress = new ProgressLine(out, terminal, step, totalSteps);
             lora.setTraining(true);
@@ -187,18 +200,26 @@ public final class SftRecipe implements AutoCloseable {
                 for (long index = first; index < last; index++) {
                     batches.add(microBatch(index));
                 }
-                double lr = schedule.at(step);
+                // Skipped float16 steps do not advance the schedule (HF's Trainer skips the scheduler step too).
+                long skipped = scaler.skippedSteps();
+                double lr = averages.learningRate(step, s -> schedule.at(s - skipped));
                 StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
-                        optimizer, lr, manager, train.seed() * 1_000_003L + first);
+                        optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first,
+                        scaler);
                 double stepLoss = result.loss();
                 double gradNorm = result.gradNorm();
                 double loadBalancing = result.loadBalancing();
                 int targets = result.targets();
                 long tokens = result.tokens();
-                if (!result.isFinite()) {
-                    throw NonFiniteStep.error(step + 1, stepLoss, gradNorm, lora, ADAPTER_NAME, parameters, checkpoints);
+                if (result.skipped()) {
+                    progress.message(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
+                            + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
+                }
+                if (!result.isFinite() && (!scaler.enabled() || scaler.skippedInARow() >= MAX_SKIPPED_IN_A_ROW)) {
+                    throw NonFiniteStep.error(step + 1, stepLoss, gradNorm, lora, ADAPTER_NAME, checkpoints);
                 }
                 step++;
+                averages.afterStep(step, parameters);
                 double seconds = (System.nanoTime() - start) / 1e9;
                 if (firstLoss == null) {
                     firstLoss = stepLoss;
@@ -212,6 +233,10 @@ public final class SftRecipe implements AutoCloseable {
                     }
                     record.put("lr", lr);
                     record.put("grad_norm", gradNorm);
+                    if (scaler.enabled()) {
+                        record.put("loss_scale", result.lossScale());
+                        record.put("skipped", result.skipped());
+                    }
                     record.put("tokens", tokens);
                     record.put("target_tokens", targets);
                     record.put("tokens_per_second", tokens / seconds);
@@ -222,19 +247,20 @@ public final class SftRecipe implements AutoCloseable {
                 }
                 boolean end = step == totalSteps;
                 if (!dataset.validation().isEmpty() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
-                    lastEval = evaluate(metrics, step);
+                    lastEval = evaluate(metrics, step, averages);
                     progress.message(String.format(Locale.ROOT, "step %d: eval_loss %.4f  perplexity %.2f", step,
                             lastEval, Math.exp(lastEval)));
                 }
                 if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    Path saved = TrainingCheckpoint.save(checkpoints, step, optimizer, parameters, lora, ADAPTER_NAME,
-                            baseModelDir, train.keepLast());
+                    Path saved = saveCheckpoint(checkpoints, step, optimizer, scaler, averages);
                     progress.message("step " + step + ": checkpoint " + saved);
                 }
             }
             progress.finish();
         }
-        Path adapterDir = TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve("adapter"), baseModelDir);
+        Path adapterDir = writeAdapter("adapter");
+        averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                () -> writeAdapter("adapter-" + name)));
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
     }
@@ -246,10 +272,12 @@ public final class SftRecipe implements AutoCloseable {
      * @param crossEntropy summed cross-entropy / targets (the mean over the step's target tokens)
      * @param loadBalancing the router load-balancing loss averaged over micro-batches, before the coefficient (0 for a
      *     dense model); reported even when the coefficient is 0
-     * @param gradNorm the global gradient norm before clipping
+     * @param gradNorm the global gradient norm before clipping (unscaled)
+     * @param lossScale the float16 loss scale the step ran at (1 in float32)
+     * @param skipped float16 only: the gradients overflowed, the update was skipped and the scale halved
      */
     record StepResult(double loss, double crossEntropy, double loadBalancing, double gradNorm, int targets,
-            long tokens) {
+            long tokens, double lossScale, boolean skipped) {
         boolean isFinite() {
             return Double.isFinite(loss) && Double.isFinite(gradNorm);
         }
@@ -259,13 +287,16 @@ public final class SftRecipe implements AutoCloseable {
      * One optimizer step over gradient_accumulation micro-batches, as HF's Trainer with num_items_in_batch: zero the
      * gradients; per micro-batch, backward of its summed cross-entropy / the step's target count plus coefficient x
      * its load-balancing loss / micro-batches; clip the global norm; AdamW at lr. When the loss or the norm is not
-     * finite the weights and the optimizer are left as they were, for the caller to stop.
+     * finite the weights and the optimizer are left as they were, for the caller to stop. In float16 the objective is
+     * multiplied by the scaler's scale before backward and the gradients divided by it before clipping; a step with
+     * non-finite gradients is then skipped and the scaler told ({@link LossScaler}).
      *
-     * @param dropoutSeed micro-batch j seeds torch's generator (LoRA dropout) with dropoutSeed + j
+     * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
+     * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j
      */
     static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
             double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
-            long dropoutSeed) {
+            boolean gradientCheckpointing, long dropoutSeed, LossScaler scaler) {
         int targets = 0;
         long tokens = 0;
         for (TrainingBatch batch : batches) {
@@ -273,42 +304,51 @@ public final class SftRecipe implements AutoCloseable {
             tokens += batch.realTokens();
         }
         GradientClipping.zero(parameters);
+        double scale = scaler.scale();
         double crossEntropy = 0;
         double loadBalancing = 0;
         for (int j = 0; j < batches.size(); j++) {
-            // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
-            Engine.getInstance().setRandomSeed((int) (dropoutSeed + j));
-            try (NDManager stepManager = manager.newSubManager();
-                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
-                // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
-                // load-balancing loss averaged over micro-batches.
-                NDArray loss = Scalars.dividedBy(terms.crossEntropySum(), Math.max(1, targets));
-                crossEntropy += terms.crossEntropySum().getFloat();
-                if (terms.loadBalancing() != null) {
-                    loadBalancing += terms.loadBalancing().getFloat() / batches.size();
-                    if (auxCoefficient > 0) {
-                        loss = loss.add(Scalars.times(terms.loadBalancing(), auxCoefficient / batches.size()));
-                    }
-                }
-                collector.backward(loss);
+            // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the load-balancing
+            // loss averaged over micro-batches. Dropout is seeded per micro-batch (and layer), so a resumed run draws
+            // the same masks.
+            CausalLmLoss.Values values = CausalLmLoss.backward(model, batches.get(j), Math.max(1, targets) / scale,
+                    auxCoefficient / batches.size() * scale, gradientCheckpointing, dropoutSeed + j, manager);
+            crossEntropy += values.crossEntropySum();
+            if (!Double.isNaN(values.loadBalancing())) {
+                loadBalancing += values.loadBalancing() / batches.size();
             }
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
         double stepLoss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
-        double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
-        StepResult result = new StepResult(stepLoss, meanCrossEntropy, loadBalancing, gradNorm, targets, tokens);
-        if (result.isFinite()) {
-            optimizer.step(lr);
+        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(parameters, stepLoss, maxGradNorm, optimizer, lr, scaler);
+        return new StepResult(stepLoss, meanCrossEntropy, loadBalancing, update.gradNorm(), targets, tokens, scale,
+                update.skipped());
+    }
+
+    /**
+     * Writes the validation loss at {@code step} to metrics.jsonl, and beside it (eval_loss_ema, ...) the loss of each
+     * weight average that holds something; returns the raw weights' loss.
+     */
+    private double evaluate(MetricsLog metrics, long step, TrainingAverages averages) {
+        ObjectNode record = metrics.record(step);
+        double loss = validationLoss(record);
+        record.put("eval_loss", loss);
+        record.put("eval_perplexity", Math.exp(loss));
+        if (step > 0) {
+            averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                    () -> record.put("eval_loss_" + name, validationLoss(null))));
         }
-        return result;
+        metrics.write(record);
+        return loss;
     }
 
     /**
      * Mean cross-entropy per target token of the validation set, adapters as they are, no dropout; the adapters are
      * back in training mode afterwards.
+     *
+     * @param record receives eval_target_tokens, or null
      */
-    private double evaluate(MetricsLog metrics, long step) {
+    private double validationLoss(ObjectNode record) {
         lora.setTraining(false);
         double sum = 0;
         long targets = 0;
@@ -320,13 +360,10 @@ public final class SftRecipe implements AutoCloseable {
             }
         }
         lora.setTraining(true);
-        double loss = sum / Math.max(1, targets);
-        ObjectNode record = metrics.record(step);
-        record.put("eval_loss", loss);
-        record.put("eval_perplexity", Math.exp(loss));
-        record.put("eval_target_tokens", targets);
-        metrics.write(record);
-        return loss;
+        if (record != null) {
+            record.put("eval_target_tokens", targets);
+        }
+        return sum / Math.max(1, targets);
     }
 
     /** The validation set's micro-batches, in a fixed order; built once, at the first evaluation. */
@@ -350,6 +387,21 @@ public final class SftRecipe implements AutoCloseable {
         return batches;
     }
 
+    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer, LossScaler scaler,
+            TrainingAverages averages) {
+        TrainingCheckpoint.State state = TrainingCheckpoint.State.of(step, parameters, optimizer, scaler,
+                averages.state());
+        return TrainingCheckpoint.save(checkpoints, state, lora, ADAPTER_NAME, baseModelDir, recipe.train().keepLast(),
+                dir -> averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                        () -> PeftAdapter.save(lora, ADAPTER_NAME, dir.resolve("adapter-" + name),
+                                baseModelDir.toAbsolutePath().toString()))));
+    }
+
+    /** output_dir/{@code name}: the adapter as the parameters hold it now, replaced whole (written beside, renamed). */
+    private Path writeAdapter(String name) {
+        return TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve(name), baseModelDir);
+    }
+
     private void printPlan() {
         ModelConfig config = model.config();
         long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
@@ -358,7 +410,9 @@ public final class SftRecipe implements AutoCloseable {
         out.printf(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays%n", baseModelDir,
                 config.modelType().hfName(), config.numHiddenLayers(),
                 config.isMixtureOfExperts() ? ", " + config.numLocalExperts() + " experts" : "",
-                recipe.model().quantize().equals("nf4") ? "NF4 base" : "fp32 base", adapterParameters,
+                (recipe.model().quantize().equals("nf4") ? "NF4 base" : "full-precision base") + ", compute in "
+                        + (computeType == DataType.FLOAT16 ? "fp16 with dynamic loss scaling" : "fp32"),
+                adapterParameters,
                 parameters.size());
         out.printf(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an epoch%s%n",
                 dataset.report(), dataset.train().size(), dataset.validation().size(), microBatchesPerEpoch,

@@ -11,6 +11,7 @@ import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.LossScaler;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -23,6 +24,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HexFormat;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -44,9 +46,23 @@ public final class TrainingCheckpoint {
     private static final Pattern NAME = Pattern.compile("step-(\\d+)");
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** What a checkpoint restores. */
-    public record State(long step, long optimizerSteps, double lossScale, List<float[]> parameters,
-            List<float[]> firstMoments, List<float[]> secondMoments) {}
+    /**
+     * What a checkpoint restores.
+     *
+     * @param averages the weight averages' arrays by name ({@link TrainingAverages#state}), in parameter order
+     */
+    public record State(long step, long optimizerSteps, LossScaler.State lossScaler, List<float[]> parameters,
+            List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages) {
+
+        /** The state of a run after {@code step}, copied out of the live arrays. */
+        public static State of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
+                Map<String, List<float[]>> averages) {
+            return new State(step, optimizer.stepCount(), scaler.state(),
+                    parameters.stream().map(NDArray::toFloatArray).toList(),
+                    optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
+                    optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages);
+        }
+    }
 
     private TrainingCheckpoint() {}
 
@@ -55,31 +71,70 @@ public final class TrainingCheckpoint {
     }
 
     /**
+     * Checkpoints the adapter {@code adapterName} being trained: the state, the adapter in PEFT format and whatever
+     * {@code extras} writes into the checkpoint directory (all hashed); then prunes all but the newest keepLast.
+     */
+    public static Path save(Path checkpoints, State state, LoraModel lora, String adapterName, Path baseModelDir,
+            int keepLast, Consumer<Path> extras) {
+        Path saved = save(checkpoints, state, shapesOf(lora.parameters(adapterName)), dir -> {
+            PeftAdapter.save(lora, adapterName, dir.resolve(ADAPTER_DIR), baseModelDir.toAbsolutePath().toString());
+            extras.accept(dir);
+        });
+        prune(checkpoints, keepLast);
+        return saved;
+    }
+
+    /**
+     * Puts a checkpoint's adapter arrays, AdamW's moments and the loss scaler back in place; returns the state, for
+     * its step and what else the caller keeps.
+     */
+    public static State restore(Path dir, List<NDArray> parameters, AdamW optimizer, LossScaler scaler) {
+        State state = load(dir, shapesOf(parameters));
+        for (int i = 0; i < parameters.size(); i++) {
+            parameters.get(i).set(state.parameters().get(i));
+        }
+        optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
+        scaler.restore(state.lossScaler());
+        return state;
+    }
+
+    public static List<long[]> shapesOf(List<NDArray> parameters) {
+        return parameters.stream().map(p -> p.getShape().getShape()).toList();
+    }
+
+    /**
      * Writes a checkpoint for {@code step}.
      *
-     * @param writeAdapter writes the PEFT adapter into the directory it is given
+     * @param writeContents writes the adapter and anything else into the (partial) checkpoint directory it is given
      * @param shapes the parameters' shapes, in the order of the state's lists
      */
-    public static Path save(Path checkpoints, State state, List<long[]> shapes, Consumer<Path> writeAdapter) {
+    static Path save(Path checkpoints, State state, List<long[]> shapes, Consumer<Path> writeContents) {
         Path target = directoryOf(checkpoints, state.step());
         Path partial = checkpoints.resolve(target.getFileName() + ".partial");
         try {
             deleteRecursively(partial);
             Files.createDirectories(partial);
-            writeAdapter.accept(partial.resolve(ADAPTER_DIR));
+            writeContents.accept(partial);
             List<TensorSpec> specs = new ArrayList<>();
             Map<String, float[]> data = new TreeMap<>();
             for (int i = 0; i < shapes.size(); i++) {
                 put(specs, data, "parameter." + i, state.parameters().get(i), shapes.get(i));
                 put(specs, data, "exp_avg." + i, state.firstMoments().get(i), shapes.get(i));
                 put(specs, data, "exp_avg_sq." + i, state.secondMoments().get(i), shapes.get(i));
+                for (Map.Entry<String, List<float[]>> average : state.averages().entrySet()) {
+                    put(specs, data, "average." + average.getKey() + "." + i, average.getValue().get(i), shapes.get(i));
+                }
             }
             SafetensorsWriter.writeFile(partial.resolve(STATE_TENSORS), specs, spec -> data.get(spec.name()));
             ObjectNode json = JSON.createObjectNode();
             json.put("step", state.step());
             json.put("optimizer_steps", state.optimizerSteps());
-            json.put("loss_scale", state.lossScale());
+            json.put("loss_scale", state.lossScaler().scale());
+            json.put("loss_scale_finite_streak", state.lossScaler().finiteStreak());
+            json.put("skipped_steps", state.lossScaler().skippedSteps());
+            json.put("skipped_in_a_row", state.lossScaler().skippedInARow());
             json.put("parameters", shapes.size());
+            state.averages().keySet().forEach(json.putArray("averages")::add);
             ObjectNode hashes = json.putObject("sha256");
             for (Path file : filesUnder(partial)) {
                 if (!file.getFileName().toString().equals(STATE_JSON)) {
@@ -123,6 +178,10 @@ public final class TrainingCheckpoint {
             List<float[]> parameters = new ArrayList<>();
             List<float[]> first = new ArrayList<>();
             List<float[]> second = new ArrayList<>();
+            Map<String, List<float[]>> averages = new LinkedHashMap<>();
+            if (json.has("averages")) {
+                json.get("averages").forEach(name -> averages.put(name.asText(), new ArrayList<>()));
+            }
             try (SafetensorsReader reader = SafetensorsReader.open(dir.resolve(STATE_TENSORS))) {
                 for (int i = 0; i < shapes.size(); i++) {
                     long[] saved = reader.info("parameter." + i).shape();
@@ -134,10 +193,16 @@ public final class TrainingCheckpoint {
                     parameters.add(reader.readFloats("parameter." + i));
                     first.add(reader.readFloats("exp_avg." + i));
                     second.add(reader.readFloats("exp_avg_sq." + i));
+                    for (Map.Entry<String, List<float[]>> average : averages.entrySet()) {
+                        average.getValue().add(reader.readFloats("average." + average.getKey() + "." + i));
+                    }
                 }
             }
             return new State(json.get("step").asLong(), json.get("optimizer_steps").asLong(),
-                    json.get("loss_scale").asDouble(), parameters, first, second);
+                    new LossScaler.State(json.get("loss_scale").asDouble(),
+                            json.path("loss_scale_finite_streak").asInt(0), json.path("skipped_steps").asLong(0),
+                            json.path("skipped_in_a_row").asInt(0)),
+                    parameters, first, second, averages);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
         }
@@ -203,36 +268,6 @@ public final class TrainingCheckpoint {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot prune " + checkpoints + ": " + e.getMessage(), e);
         }
-    }
-
-    /**
-     * Checkpoints an adapter being trained at {@code step}: its exact fp32 arrays, AdamW's moments and the PEFT
-     * adapter; then prunes all but the newest keepLast checkpoints.
-     */
-    public static Path save(Path checkpoints, long step, AdamW optimizer, List<NDArray> parameters, LoraModel lora,
-            String adapterName, Path baseModelDir, int keepLast) {
-        State state = new State(step, optimizer.stepCount(), 1.0,
-                parameters.stream().map(NDArray::toFloatArray).toList(),
-                optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
-        Path saved = save(checkpoints, state, shapesOf(parameters),
-                dir -> PeftAdapter.save(lora, adapterName, dir, baseModelDir.toAbsolutePath().toString()));
-        prune(checkpoints, keepLast);
-        return saved;
-    }
-
-    /** Puts a checkpoint's adapter arrays and AdamW state back in place; returns the step it was saved at. */
-    public static long restore(Path dir, List<NDArray> parameters, AdamW optimizer) {
-        State state = load(dir, shapesOf(parameters));
-        for (int i = 0; i < parameters.size(); i++) {
-            parameters.get(i).set(state.parameters().get(i));
-        }
-        optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
-        return state.step();
-    }
-
-    public static List<long[]> shapesOf(List<NDArray> parameters) {
-        return parameters.stream().map(p -> p.getShape().getShape()).toList();
     }
 
     static void deleteRecursively(Path path) throws IOException {

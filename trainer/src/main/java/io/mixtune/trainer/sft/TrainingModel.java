@@ -1,6 +1,7 @@
 package io.mixtune.trainer.sft;
 
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
@@ -9,18 +10,19 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.recipe.Recipe;
+import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
 /**
  * The model a recipe trains: the base (a checkpoint, or a tiny preset written once with random weights; NF4 for
- * QLoRA) with the trainable adapter attached under {@code adapterName}, fresh (PEFT's init, seeded) or the one
- * model.adapter names. Closing it frees the weights.
+ * QLoRA) in the recipe's compute type, with the trainable adapter attached under {@code adapterName}, fresh (PEFT's
+ * init, seeded) or the one model.adapter names. Closing it frees the weights.
  */
-public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir)
-        implements AutoCloseable {
+public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir,
+        DataType computeType) implements AutoCloseable {
 
-    public static TrainingModel load(Recipe recipe, String adapterName) {
+    public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
         if ("gpu".equals(recipe.model().device())) {
             throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
                     + "only (pytorch-native-cpu); use device: cpu or auto");
@@ -32,14 +34,24 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         NDManager manager = NDManager.newBaseManager();
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                 ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
-        CausalLm model = MistralCheckpoint.load(baseModelDir, manager, linears);
+        DataType computeType = computeType(recipe.model());
+        if (computeType == DataType.FLOAT16) {
+            out.println("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
+                    + "fp16 is meant for a GPU");
+        }
+        CausalLm model = MistralCheckpoint.load(baseModelDir, manager, linears, computeType);
         LoraModel lora = new LoraModel(model);
         if (recipe.model().adapter() != null) {
             PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName);
         } else {
             lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
         }
-        return new TrainingModel(manager, model, lora, baseModelDir);
+        return new TrainingModel(manager, model, lora, baseModelDir, computeType);
+    }
+
+    /** model.compute_dtype: auto is float32 here, since this install runs libtorch for CPU only. */
+    static DataType computeType(Recipe.Model model) {
+        return "fp16".equals(model.computeDtype()) ? DataType.FLOAT16 : DataType.FLOAT32;
     }
 
     @Override
