@@ -9,7 +9,6 @@ import io.mixtune.data.template.TokenizedSample;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Random;
 
 /**
  * Chat files read into tokenized samples, split into training and validation sets.
@@ -64,32 +63,12 @@ public record ChatDataset(List<TokenizedSample> train, List<TokenizedSample> val
      */
     public static ChatDataset load(List<Path> files, List<Path> validationFiles, double validationRatio, long seed,
             ChatFormat format, SampleBuilder builder, boolean skipInvalid) {
-        if (!(validationRatio >= 0 && validationRatio < 1)) {
-            throw new IllegalArgumentException("validation ratio must lie in [0, 1), got " + validationRatio);
-        }
         DataReport report = new DataReport();
         List<TokenizedSample> train = read(files, format, builder, skipInvalid, report);
         if (!validationFiles.isEmpty()) {
             return new ChatDataset(train, read(validationFiles, format, builder, skipInvalid, report), report);
         }
-        int validationSize = (int) Math.round(train.size() * validationRatio);
-        if (validationSize == 0) {
-            return new ChatDataset(train, List.of(), report);
-        }
-        List<Integer> order = new ArrayList<>();
-        for (int i = 0; i < train.size(); i++) {
-            order.add(i);
-        }
-        java.util.Collections.shuffle(order, new Random(seed));
-        boolean[] isValidation = new boolean[train.size()];
-        for (int i = 0; i < validationSize; i++) {
-            isValidation[order.get(i)] = true;
-        }
-        List<TokenizedSample> kept = new ArrayList<>();
-        List<TokenizedSample> validation = new ArrayList<>();
-        for (int i = 0; i < train.size(); i++) {
-            (isValidation[i] ? validation : kept).add(train.get(i));
-        }
-        return new ChatDataset(kept, validation, report);
+        ValidationSplit<TokenizedSample> split = ValidationSplit.of(train, validationRatio, seed);
+        return new ChatDataset(split.train(), split.validation(), report);
     }
 }

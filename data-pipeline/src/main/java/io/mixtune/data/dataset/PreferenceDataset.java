@@ -4,18 +4,55 @@ import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.preference.PreferenceFileReader;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.preference.PreferenceTokenizer;
+import io.mixtune.data.preference.StageSplit;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Preference files read into tokenized pairs, counted in a {@link DataReport} as chats are: a pair is a record, its
- * tokens are prompt + chosen + rejected and its trained tokens the two completions. A pair whose chosen equals its
- * rejected, one with an empty completion and one whose prompt alone fills max_seq_len are invalid: with skip_invalid
- * they are counted by reason and skipped, otherwise the first stops the run with its file:line.
+ * Preference files read into tokenized pairs for (Stage-)DPO, counted in a {@link DataReport} as chats are: a pair is
+ * a record, its tokens are prompt + chosen + rejected and its trained tokens the two completions. A pair whose chosen
+ * equals its rejected, one with an empty completion and one whose prompt alone fills max_seq_len are invalid: with
+ * skip_invalid they are counted by reason and skipped, otherwise the first stops the run with its file:line.
+ *
+ * @param stages the training pairs of each stage, in file order
+ * @param validation the validation pairs (empty without a split)
  */
-public final class PreferenceDataset {
-    private PreferenceDataset() {}
+public record PreferenceDataset(List<List<PreferenceSample>> stages, List<PreferenceSample> validation,
+        DataReport report) {
+
+    /**
+     * @param stageFiles the training files of each stage; one list alone is split into {@code stageCount} near-equal
+     *     parts in file order
+     * @param validationFiles files of the validation set, or empty to hold out {@code validationRatio} of each
+     *     stage's pairs (seeded)
+     */
+    public static PreferenceDataset load(List<List<Path>> stageFiles, int stageCount, List<Path> validationFiles,
+            double validationRatio, long seed, PreferenceTokenizer tokenizer, boolean skipInvalid) {
+        DataReport report = new DataReport();
+        List<List<PreferenceSample>> pools = new ArrayList<>();
+        for (List<Path> files : stageFiles) {
+            pools.add(read(files, tokenizer, skipInvalid, report));
+        }
+        List<PreferenceSample> validation = new ArrayList<>();
+        if (!validationFiles.isEmpty()) {
+            validation.addAll(read(validationFiles, tokenizer, skipInvalid, report));
+        } else {
+            for (int k = 0; k < pools.size(); k++) {
+                ValidationSplit<PreferenceSample> split = ValidationSplit.of(pools.get(k), validationRatio, seed + k);
+                pools.set(k, split.train());
+                validation.addAll(split.validation());
+            }
+        }
+        List<List<PreferenceSample>> stages = pools.size() == 1 ? StageSplit.byOrder(pools.get(0), stageCount) : pools;
+        for (int k = 0; k < stages.size(); k++) {
+            if (stages.get(k).isEmpty()) {
+                throw new IllegalArgumentException("stage " + (k + 1) + " has no usable preference pair (" + report
+                        + ")");
+            }
+        }
+        return new PreferenceDataset(List.copyOf(stages), List.copyOf(validation), report);
+    }
 
     public static List<PreferenceSample> read(List<Path> files, PreferenceTokenizer tokenizer, boolean skipInvalid,
             DataReport report) {
@@ -43,5 +80,10 @@ public final class PreferenceDataset {
             throw e;
         }
         report.skipped(e.reason());
+    }
+
+    /** Pairs of all stages. */
+    public int trainPairs() {
+        return stages.stream().mapToInt(List::size).sum();
     }
 }

@@ -9,6 +9,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.SplittableRandom;
 
 /**
@@ -117,6 +118,11 @@ public final class LoraModel {
             throw new IllegalArgumentException("no adapter named \"" + adapterName + "\": loaded are " + configs.keySet());
         }
         return config;
+    }
+
+    /** The names of the adapters loaded, in the order they were added. */
+    public Set<String> adapterNames() {
+        return Collections.unmodifiableSet(configs.keySet());
     }
 
     /** Module name to layer, for every layer holding an adapter. */

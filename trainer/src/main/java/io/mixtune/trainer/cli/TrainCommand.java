@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.sft.SftRecipe;
@@ -8,6 +9,7 @@ import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Option;
 import org.apache.commons.cli.Options;
@@ -21,7 +23,7 @@ final class TrainCommand implements Command {
 
     @Override
     public String summary() {
-        return "fine-tune with a recipe (SFT with QLoRA); --resume continues a stopped run";
+        return "fine-tune with a recipe (SFT or DPO / Stage-DPO, with QLoRA); --resume continues a stopped run";
     }
 
     @Override
@@ -57,6 +59,9 @@ final class TrainCommand implements Command {
             resume = checkpointToResume(recipe, line.getOptionValue("resume"), out);
         }
         long start = System.nanoTime();
+        if (recipe.train().method().equals("dpo")) {
+            return trainDpo(recipe, resume, start, out);
+        }
         try (SftRecipe sft = SftRecipe.setup(recipe, out, System.console() != null)) {
             SftRecipe.Result result = sft.train(resume);
             out.printf(Locale.ROOT, "done: %d steps in %s, train loss %.4f -> %.4f%s%n", result.steps(),
@@ -65,10 +70,35 @@ final class TrainCommand implements Command {
                             : String.format(Locale.ROOT, ", eval loss %.4f -> %.4f", result.firstEvalLoss(),
                                     result.lastEvalLoss()));
             out.println("adapter (PEFT format): " + result.adapterDir());
-            out.println("metrics: " + Path.of(recipe.outputDir(), "metrics.jsonl") + ", plot: "
-                    + Path.of(recipe.outputDir(), "loss.png"));
+            printMetricsFiles(recipe, out);
         }
         return Mixtune.OK;
+    }
+
+    private static int trainDpo(Recipe recipe, Path resume, long start, PrintStream out) {
+        try (DpoRecipe dpo = DpoRecipe.setup(recipe, out, System.console() != null)) {
+            DpoRecipe.Result result = dpo.train(resume);
+            out.printf(Locale.ROOT, "done: %d steps in %s%n", result.steps(),
+                    duration((System.nanoTime() - start) / 1e9));
+            for (DpoRecipe.StageResult stage : result.stages()) {
+                Map<String, Double> eval = stage.evalMetrics();
+                out.printf(Locale.ROOT, "stage %d: loss %.4f -> %.4f, rewards/accuracies %.3f, rewards/margins %.4f%s; "
+                        + "adapter %s%n", stage.stage(), stage.firstLoss(), stage.lastLoss(),
+                        stage.metrics().get("rewards/accuracies"), stage.metrics().get("rewards/margins"),
+                        eval == null ? "" : String.format(Locale.ROOT, ", eval_loss %.4f, eval_rewards/accuracies "
+                                + "%.3f, eval_rewards/margins %.4f", eval.get("eval_loss"),
+                                eval.get("eval_rewards/accuracies"), eval.get("eval_rewards/margins")),
+                        stage.adapterDir());
+            }
+            out.println("adapter (PEFT format, the last stage's): " + result.adapterDir());
+            printMetricsFiles(recipe, out);
+        }
+        return Mixtune.OK;
+    }
+
+    private static void printMetricsFiles(Recipe recipe, PrintStream out) {
+        out.println("metrics: " + Path.of(recipe.outputDir(), "metrics.jsonl") + ", plot: "
+                + Path.of(recipe.outputDir(), "loss.png"));
     }
 
     /** The given checkpoint, or the newest whole one; a damaged newest one is named and the one before it used. */

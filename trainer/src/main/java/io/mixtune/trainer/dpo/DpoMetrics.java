@@ -27,7 +27,7 @@ public final class DpoMetrics {
     }
 
     /** Adds one micro-batch: its terms and the reference log-probs it was scored against. */
-    void add(DpoStep.Terms terms, float[] reference) {
+    public void add(DpoStep.Terms terms, float[] reference) {
         double perPairSum = 0;
         for (float value : terms.perPairLoss()) {
             perPairSum += value;
@@ -39,7 +39,7 @@ public final class DpoMetrics {
      * @param policy sequence log-probs, chosen rows then rejected rows
      * @param objective the micro-batch's loss
      */
-    void add(float[] policy, float[] reference, double objective, double meanNll) {
+    public void add(float[] policy, float[] reference, double objective, double meanNll) {
         int n = policy.length / 2;
         for (int i = 0; i < n; i++) {
             // float32 as TRL computes them, so that a tie of rewards stays a tie

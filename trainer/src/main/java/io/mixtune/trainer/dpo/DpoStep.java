@@ -4,22 +4,26 @@ import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
+import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.sft.CausalLmLoss;
+import io.mixtune.trainer.sft.CheckpointedBackward;
 import java.util.Arrays;
 import java.util.List;
 
 /**
  * One DPO optimizer step: per micro-batch the policy's sequence log-probs of chosen and rejected in one forward pass,
- * the DPO loss against the reference's, backward; then clipping and AdamW. As TRL (HF's Trainer without
- * num_items_in_batch), a micro-batch's objective is the mean over its pairs, plus sft_weight x the mean NLL of its
- * chosen completion tokens, plus the router coefficient x its load-balancing loss, and the step takes the mean of
- * the micro-batches' objectives.
+ * the DPO loss against the reference's, backward; then the update every recipe shares ({@link OptimizerUpdate}). As
+ * TRL (HF's Trainer without num_items_in_batch), a micro-batch's objective is the mean over its pairs, plus sft_weight
+ * x the mean NLL of its chosen completion tokens, plus the router coefficient x its load-balancing loss, and the step
+ * takes the mean of the micro-batches' objectives.
  */
 public final class DpoStep {
     private DpoStep() {}
@@ -42,8 +46,27 @@ public final class DpoStep {
      */
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
-        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager, Long.MIN_VALUE);
-        NDArray sequences = sequenceSums(target.logProbs(), batch, manager);
+        return of(model, dpo, batch, reference, auxCoefficient, manager, Long.MIN_VALUE);
+    }
+
+    /** @param dropoutSeed seeds LoRA dropout per layer as SFT does; Long.MIN_VALUE leaves torch's generator alone */
+    private static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
+            double auxCoefficient, NDManager manager, long dropoutSeed) {
+        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager, dropoutSeed);
+        Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), manager);
+        if (target.loadBalancing() == null) {
+            return terms;
+        }
+        NDArray objective = auxCoefficient > 0
+                ? terms.objective().add(Scalars.times(target.loadBalancing(), auxCoefficient)) : terms.objective();
+        return new Terms(objective, terms.policy(), terms.perPairLoss(), terms.nll(),
+                target.loadBalancing().getFloat());
+    }
+
+    /** The DPO (+ SFT) objective of a micro-batch from the log-probability of each of its target tokens. */
+    private static Terms fromLogProbs(Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
+            NDArray targetLogProbs, NDManager manager) {
+        NDArray sequences = sequenceSums(targetLogProbs, batch, manager);
         int pairs = batch.pairs();
         NDArray policyChosen = sequences.get(new NDIndex("0:{}", pairs));
         NDArray policyRejected = sequences.get(new NDIndex("{}:", pairs));
@@ -62,14 +85,7 @@ public final class DpoStep {
         if (dpo.sftWeight() > 0) {
             objective = objective.add(Scalars.times(nll, dpo.sftWeight()));
         }
-        double loadBalancing = 0;
-        if (target.loadBalancing() != null) {
-            loadBalancing = target.loadBalancing().getFloat();
-            if (auxCoefficient > 0) {
-                objective = objective.add(Scalars.times(target.loadBalancing(), auxCoefficient));
-            }
-        }
-        return new Terms(objective, sequences.toFloatArray(), perPair.toFloatArray(), nll.getFloat(), loadBalancing);
+        return new Terms(objective, sequences.toFloatArray(), perPair.toFloatArray(), nll.getFloat(), 0);
     }
 
     private static float[] lengths(PreferenceBatch batch) {
@@ -83,7 +99,8 @@ public final class DpoStep {
     /** Sequence log-probs of a batch's rows without gradients (the reference pass, or evaluation). */
     public static float[] sequenceLogProbs(CausalLm model, PreferenceBatch batch, NDManager manager) {
         try (NDManager passManager = manager.newSubManager()) {
-            CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager, Long.MIN_VALUE);
+            CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager,
+                    Long.MIN_VALUE);
             return sequenceSums(target.logProbs(), batch, passManager).toFloatArray();
         }
     }
@@ -99,17 +116,61 @@ public final class DpoStep {
                 membership[row * targets + column++] = 1;
             }
         }
-        return manager.create(membership, new ai.djl.ndarray.types.Shape(perRow.length, targets))
+        return manager.create(membership, new Shape(perRow.length, targets))
                 .matMul(targetLogProbs.reshape(targets, 1)).reshape(-1);
+    }
+
+    /** What a micro-batch's forward and backward measured (its arrays are gone with its manager). */
+    private record Measured(double objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing) {
+        double meanPairLoss() {
+            double sum = 0;
+            for (float value : perPairLoss) {
+                sum += value;
+            }
+            return sum / perPairLoss.length;
+        }
+    }
+
+    /**
+     * Forward and backward of weight x the micro-batch's objective, accumulating into the parameters' gradients; with
+     * {@code checkpointing} layer by layer ({@link CheckpointedBackward}), the DPO loss being its head.
+     */
+    private static Measured backward(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
+            double auxCoefficient, double weight, boolean checkpointing, long dropoutSeed, NDManager manager) {
+        if (checkpointing) {
+            Measured[] head = new Measured[1];
+            double loadBalancing = CheckpointedBackward.run(model, batch.rows(), (states, headManager) -> {
+                Terms terms = fromLogProbs(dpo, batch, reference,
+                        CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager), headManager);
+                head[0] = new Measured(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
+                        0);
+                return Scalars.times(terms.objective(), weight);
+            }, auxCoefficient * weight, dropoutSeed, manager);
+            Measured terms = head[0];
+            boolean dense = Double.isNaN(loadBalancing);
+            return new Measured(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
+                    terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing);
+        }
+        try (NDManager stepManager = manager.newSubManager();
+                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+            Terms terms = of(model, dpo, batch, reference, auxCoefficient, stepManager, dropoutSeed);
+            collector.backward(Scalars.times(terms.objective(), weight));
+            return new Measured(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
+                    terms.loadBalancing());
+        }
     }
 
     /**
      * What one optimizer step measured, at the weights before its update.
      *
      * @param loss the step objective (mean of the micro-batches' objectives)
-     * @param gradNorm the global gradient norm before clipping
+     * @param loadBalancing the router loss averaged over micro-batches, before its coefficient (0 for a dense model)
+     * @param gradNorm the global gradient norm before clipping (unscaled)
+     * @param lossScale the float16 loss scale the step ran at (1 in float32)
+     * @param skipped float16 only: the gradients overflowed and the update was skipped
      */
-    public record StepResult(double loss, double gradNorm, DpoMetrics metrics, long tokens) {
+    public record StepResult(double loss, double loadBalancing, double gradNorm, DpoMetrics metrics, long tokens,
+            double lossScale, boolean skipped) {
         public boolean isFinite() {
             return Double.isFinite(loss) && Double.isFinite(gradNorm);
         }
@@ -121,36 +182,35 @@ public final class DpoStep {
     }
 
     /**
-     * Zero the gradients, backward through each micro-batch's objective / micro-batches, clip, AdamW at lr. When the
-     * loss or the norm is not finite nothing is updated, for the caller to stop.
+     * Zero the gradients; per micro-batch, backward of its objective x loss scale / micro-batches; then unscale, clip
+     * and AdamW at lr ({@link OptimizerUpdate}). When the loss or the norm is not finite nothing is updated, for the
+     * caller to stop (or, in float16, to go on at a halved scale).
      *
-     * @param dropoutSeed micro-batch j seeds torch's generator (LoRA dropout) with dropoutSeed + j
+     * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
+     * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j (per layer, as SFT)
      */
     public static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, Recipe.Dpo dpo,
             List<PreferenceBatch> batches, Reference reference, double auxCoefficient, double maxGradNorm,
-            AdamW optimizer, double lr, NDManager manager, long dropoutSeed) {
+            AdamW optimizer, double lr, NDManager manager, boolean gradientCheckpointing, long dropoutSeed,
+            LossScaler scaler) {
         GradientClipping.zero(parameters);
         DpoMetrics metrics = new DpoMetrics(dpo.beta());
+        double weight = scaler.scale() / batches.size();
         double loss = 0;
+        double loadBalancing = 0;
         long tokens = 0;
         for (int j = 0; j < batches.size(); j++) {
             PreferenceBatch batch = batches.get(j);
             float[] referenceLogProbs = reference.of(batch);
-            Engine.getInstance().setRandomSeed((int) (dropoutSeed + j));
-            try (NDManager stepManager = manager.newSubManager();
-                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                Terms terms = of(model, dpo, batch, referenceLogProbs, auxCoefficient, stepManager);
-                loss += terms.objective().getFloat() / batches.size();
-                metrics.add(terms, referenceLogProbs);
-                collector.backward(Scalars.dividedBy(terms.objective(), batches.size()));
-            }
+            Measured measured = backward(model, dpo, batch, referenceLogProbs, auxCoefficient, weight,
+                    gradientCheckpointing, dropoutSeed + j, manager);
+            loss += measured.objective() / batches.size();
+            loadBalancing += measured.loadBalancing() / batches.size();
+            metrics.add(measured.policy(), referenceLogProbs, measured.meanPairLoss(), measured.nll());
             tokens += batch.realTokens();
         }
-        double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
-        StepResult result = new StepResult(loss, gradNorm, metrics, tokens);
-        if (result.isFinite()) {
-            optimizer.step(lr);
-        }
-        return result;
+        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(parameters, loss, maxGradNorm, optimizer, lr, scaler);
+        return new StepResult(loss, loadBalancing, update.gradNorm(), metrics, tokens, update.lossScale(),
+                update.skipped());
     }
 }

@@ -164,6 +164,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             nonNegative("lawa_k", lawaK);
             positive("lawa_every", lawaEvery);
         }
+
+        /** Whether any average is kept (each is off until its first key is set). */
+        public boolean keepsAny() {
+            return emaDecay != null || swaStart != null || lawaK > 0;
+        }
     }
 
     /**

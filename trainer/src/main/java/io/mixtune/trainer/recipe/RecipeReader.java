@@ -15,6 +15,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 
 /**
@@ -119,6 +120,24 @@ public final class RecipeReader {
         checkFilesExist(recipe.data().files(), "data.files", binder);
         checkFilesExist(recipe.data().validationFiles(), "data.validation_files", binder);
         checkFilesExist(recipe.dpo().stageFiles(), "dpo.stages", binder);
+        if (recipe.train().method().equals("dpo")) {
+            checkDpo(recipe, binder);
+        }
+    }
+
+    /** What the dpo method asks of the other sections. */
+    private static void checkDpo(Recipe recipe, RecordBinder binder) {
+        if (recipe.averaging().keepsAny()) {
+            throw binder.error("averaging", "weight averages are kept in SFT runs only; leave the averaging section "
+                    + "out of a dpo recipe");
+        }
+        List<String> stageFiles = recipe.dpo().stageFiles();
+        if (!stageFiles.isEmpty() && !new HashSet<>(stageFiles).equals(
+                new HashSet<>(recipe.data().files()))) {
+            throw binder.error("dpo.stages", "lists the stage files " + stageFiles + " but data.files is "
+                    + recipe.data().files() + ": data.files names all the training pairs, dpo.stages the file each "
+                    + "stage trains on, so both list the same files");
+        }
     }
 
     private static void checkFilesExist(List<String> files, String key, RecordBinder binder) {

@@ -102,7 +102,7 @@ public final class CausalLmLoss {
     }
 
     /** log p(target) of each target token [targets] (see {@link TargetLogProbs}), from the final hidden states. */
-    static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
+    public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
         long b = batch.rows();
         long t = batch.length();
         int targets = batch.targetCount();
@@ -140,7 +140,13 @@ public final class CausalLmLoss {
     static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
             boolean checkpointing, long dropoutSeed, NDManager manager) {
         if (checkpointing) {
-            return CheckpointedBackward.run(model, batch, crossEntropyDivisor, auxWeight, dropoutSeed, manager);
+            double[] crossEntropySum = new double[1];
+            double loadBalancing = CheckpointedBackward.run(model, batch, (states, headManager) -> {
+                NDArray sum = crossEntropySum(model, states, batch, headManager);
+                crossEntropySum[0] = sum.getFloat();
+                return Scalars.dividedBy(sum, crossEntropyDivisor);
+            }, auxWeight, dropoutSeed, manager);
+            return new Values(crossEntropySum[0], loadBalancing, batch.targetCount());
         }
         try (NDManager stepManager = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {

@@ -18,17 +18,28 @@ import java.util.List;
  * memory cost"): the forward pass runs without autograd and keeps only each layer's input; the head (final norm,
  * lm_head, cross-entropy) then runs with autograd and gives the gradient at the last layer's output; and backward goes
  * down the layers, recomputing each one with autograd and backpropagating the gradient that arrived at its output. So
- * activation memory is layers x tokens x hidden plus one layer's graph, for one more forward pass of compute.
+ * activation memory is layers x tokens x hidden plus one layer's graph, for one more forward pass of compute. The head
+ * is the caller's: SFT's summed cross-entropy, or DPO's loss over the sequences' log-probabilities.
  *
  * <p>A layer's backward is that of sum(output * upstream) (+ auxWeight x its part of the load-balancing loss): the
  * same vector-Jacobian product as backward(output, upstream), with the aux term in the same pass. Dropout is seeded
  * per layer, so the recompute draws the masks of the first pass.
  */
-final class CheckpointedBackward {
+public final class CheckpointedBackward {
     private CheckpointedBackward() {}
 
-    static CausalLmLoss.Values run(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
-            long dropoutSeed, NDManager manager) {
+    /** The objective computed with autograd from the final (normed) hidden states [B, T, hidden]. */
+    public interface Head {
+        NDArray objective(NDArray states, NDManager manager);
+    }
+
+    /**
+     * Backward of head's objective + auxWeight x the load-balancing loss, accumulating into the parameters' gradients.
+     *
+     * @return the load-balancing loss, NaN for a dense model
+     */
+    public static double run(CausalLm model, TrainingBatch batch, Head head, double auxWeight, long dropoutSeed,
+            NDManager manager) {
         try (NDManager step = manager.newSubManager()) {
             CausalLmLoss.Inputs in = CausalLmLoss.inputs(model, batch, step);
             int layers = model.layerCount();
@@ -53,15 +64,12 @@ final class CheckpointedBackward {
                 }
             }
 
-            // The head with autograd: the gradient of the cross-entropy term at the last layer's output.
-            double crossEntropySum;
+            // The head with autograd: the gradient of its objective at the last layer's output.
             h.setRequiresGradient(true);
-            try (NDManager head = step.newSubManager();
+            try (NDManager headManager = step.newSubManager();
                     GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                h.tempAttach(head);
-                NDArray sum = CausalLmLoss.crossEntropySum(model, model.finalNorm(h), batch, head);
-                crossEntropySum = sum.getFloat();
-                collector.backward(Scalars.dividedBy(sum, crossEntropyDivisor));
+                h.tempAttach(headManager);
+                collector.backward(head.objective(model.finalNorm(h), headManager));
             }
             NDArray upstream = h.getGradient();
 
@@ -98,7 +106,7 @@ final class CheckpointedBackward {
                 upstream = i > 0 ? x.getGradient() : null;
                 x.close();
             }
-            return new CausalLmLoss.Values(crossEntropySum, loadBalancing, batch.targetCount());
+            return loadBalancing;
         }
     }
 }

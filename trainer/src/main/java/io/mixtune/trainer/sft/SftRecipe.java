@@ -21,10 +21,7 @@ import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.recipe.Recipe;
-import java.io.IOException;
 import java.io.PrintStream;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -43,7 +40,7 @@ import java.util.Map;
 public final class SftRecipe implements AutoCloseable {
     public static final String ADAPTER_NAME = "default";
     /** float16: this many overflowing steps in a row (the scale down by 2^20) means the run diverged, not the scale. */
-    static final int MAX_SKIPPED_IN_A_ROW = 20;
+    public static final int MAX_SKIPPED_IN_A_ROW = 20;
 
     private final Recipe recipe;
     private final Path outputDir;
@@ -66,13 +63,8 @@ public final class SftRecipe implements AutoCloseable {
         this.recipe = recipe;
         this.out = out;
         this.terminal = terminal;
-        this.outputDir = Path.of(recipe.outputDir());
+        this.outputDir = TrainingOutputs.outputDir(recipe);
         Recipe.Train train = recipe.train();
-        try {
-            Files.createDirectories(outputDir);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
-        }
         TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
         manager = loaded.manager();
         model = loaded.model();
@@ -163,11 +155,7 @@ public final class SftRecipe implements AutoCloseable {
             step = resumed.step();
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
         } else {
-            try {
-                TrainingCheckpoint.deleteRecursively(checkpoints);
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
-            }
+            TrainingCheckpoint.deleteAll(checkpoints);
         }
         TrainingAverages averages = new TrainingAverages(recipe.averaging(), totalSteps,
                 lora.parameterNames(ADAPTER_NAME), parameters);
@@ -403,17 +391,9 @@ public final class SftRecipe implements AutoCloseable {
     }
 
     private void printPlan() {
-        ModelConfig config = model.config();
-        long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
         String efficiency = recipe.data().packing()
                 ? String.format(Locale.ROOT, ", packing efficiency %.1f%%", 100 * packingEfficiency()) : "";
-        out.printf(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays%n", baseModelDir,
-                config.modelType().hfName(), config.numHiddenLayers(),
-                config.isMixtureOfExperts() ? ", " + config.numLocalExperts() + " experts" : "",
-                (recipe.model().quantize().equals("nf4") ? "NF4 base" : "full-precision base") + ", compute in "
-                        + (computeType == DataType.FLOAT16 ? "fp16 with dynamic loss scaling" : "fp32"),
-                adapterParameters,
-                parameters.size());
+        out.println(TrainingModel.describe(recipe, model, baseModelDir, parameters));
         out.printf(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an epoch%s%n",
                 dataset.report(), dataset.train().size(), dataset.validation().size(), microBatchesPerEpoch,
                 efficiency);

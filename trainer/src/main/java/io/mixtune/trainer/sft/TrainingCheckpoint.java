@@ -62,6 +62,20 @@ public final class TrainingCheckpoint {
                     optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
                     optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages);
         }
+
+        /** Puts the adapter arrays back in place. */
+        public void restoreParameters(List<NDArray> into) {
+            for (int i = 0; i < into.size(); i++) {
+                into.get(i).set(parameters.get(i));
+            }
+        }
+
+        /** Puts the adapter arrays, AdamW's moments and the loss scaler back in place. */
+        public void restore(List<NDArray> into, AdamW optimizer, LossScaler scaler) {
+            restoreParameters(into);
+            optimizer.restore(optimizerSteps, firstMoments, secondMoments);
+            scaler.restore(lossScaler);
+        }
     }
 
     private TrainingCheckpoint() {}
@@ -90,11 +104,7 @@ public final class TrainingCheckpoint {
      */
     public static State restore(Path dir, List<NDArray> parameters, AdamW optimizer, LossScaler scaler) {
         State state = load(dir, shapesOf(parameters));
-        for (int i = 0; i < parameters.size(); i++) {
-            parameters.get(i).set(state.parameters().get(i));
-        }
-        optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
-        scaler.restore(state.lossScaler());
+        state.restore(parameters, optimizer, scaler);
         return state;
     }
 
@@ -267,6 +277,15 @@ public final class TrainingCheckpoint {
             }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot prune " + checkpoints + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Deletes every checkpoint of an earlier run, before a fresh one starts. */
+    public static void deleteAll(Path checkpoints) {
+        try {
+            deleteRecursively(checkpoints);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot delete " + checkpoints + ": " + e.getMessage(), e);
         }
     }
 

@@ -1,11 +1,13 @@
 package io.mixtune.trainer.sft;
 
+import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
@@ -13,6 +15,8 @@ import io.mixtune.trainer.recipe.Recipe;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
 
 /**
  * The model a recipe trains: the base (a checkpoint, or a tiny preset written once with random weights; NF4 for
@@ -47,6 +51,18 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
             lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
         }
         return new TrainingModel(manager, model, lora, baseModelDir, computeType);
+    }
+
+    /** What the plan line says of the model and its trained adapter. */
+    public static String describe(Recipe recipe, CausalLm model, Path baseModelDir, List<NDArray> parameters) {
+        ModelConfig config = model.config();
+        long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
+        return String.format(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays",
+                baseModelDir, config.modelType().hfName(), config.numHiddenLayers(),
+                config.isMixtureOfExperts() ? ", " + config.numLocalExperts() + " experts" : "",
+                (recipe.model().quantize().equals("nf4") ? "NF4 base" : "full-precision base") + ", compute in "
+                        + (model.computeType() == DataType.FLOAT16 ? "fp16 with dynamic loss scaling" : "fp32"),
+                adapterParameters, parameters.size());
     }
 
     /** model.compute_dtype: auto is float32 here, since this install runs libtorch for CPU only. */

@@ -15,6 +15,17 @@ import java.nio.file.StandardCopyOption;
 public final class TrainingOutputs {
     private TrainingOutputs() {}
 
+    /** output_dir, created if need be. */
+    public static Path outputDir(Recipe recipe) {
+        Path outputDir = Path.of(recipe.outputDir());
+        try {
+            Files.createDirectories(outputDir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
+        }
+        return outputDir;
+    }
+
     /** Writes an adapter in PEFT's format to {@code adapterDir}, replaced whole: written beside it, then renamed. */
     public static Path writeAdapter(LoraModel lora, String adapterName, Path adapterDir, Path baseModelDir) {
         Path partial = adapterDir.resolveSibling(adapterDir.getFileName() + ".partial");

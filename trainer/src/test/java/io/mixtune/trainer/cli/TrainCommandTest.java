@@ -199,7 +199,7 @@ class TrainCommandTest {
     }
 
     /** `mixtune ARGS` in a new JVM, its output in DIR/log.txt (appended). */
-    private static Process mixtune(Path dir, String... args) throws IOException {
+    static Process mixtune(Path dir, String... args) throws IOException {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
                 "-Dai.djl.offline=true", "-cp", System.getProperty("java.class.path"), Mixtune.class.getName()));
         command.addAll(List.of(args));

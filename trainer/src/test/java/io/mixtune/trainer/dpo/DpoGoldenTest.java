@@ -18,6 +18,8 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.sft.SftRecipe;
 import java.io.IOException;
@@ -131,14 +133,9 @@ class DpoGoldenTest {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
         JsonNode want = JSON.readTree(golden("step/expected.json").toFile()).get(name);
         PreferenceBatch batch = batch(batchJson);
-        Path stepDir = golden("step");
         try (NDManager manager = NDManager.newBaseManager()) {
-            CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(),
-                    manager, MistralCheckpoint.DENSE);
-            LoraModel lora = new LoraModel(model);
-            PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(),
-                    SftRecipe.ADAPTER_NAME);
-            lora.setTraining(true);
+            LoraModel lora = goldenModel(batchJson, manager);
+            CausalLm model = lora.model();
             List<String> report = new ArrayList<>();
 
             lora.setAdaptersEnabled(false);
@@ -169,19 +166,79 @@ class DpoGoldenTest {
                 collector.backward(terms.objective());
             }
             compareMetrics(name, want.get("metrics"), metrics.values(), report);
-            try (SafetensorsReader grads = SafetensorsReader.open(stepDir.resolve(want.get("grads").asText()))) {
+            try (SafetensorsReader grads = SafetensorsReader.open(golden("step").resolve(want.get("grads").asText()))) {
                 report.add(compareGradients(name + " gradients", lora, grads));
             }
             report.forEach(System.out::println);
         }
     }
 
-    static PreferenceBatch batch(JsonNode batchJson) {
+    /**
+     * One optimizer step over two micro-batches (the golden pairs split 2 + 1), sigmoid + SFT term + router loss, with
+     * and without gradient checkpointing: the same loss, gradient norm and updated adapter.
+     */
+    @Test
+    void gradientCheckpointingGivesThePlainStep() throws IOException {
+        JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
+        List<PreferenceSample> samples = samples(batchJson);
+        long pad = batchJson.get("pad_id").longValue();
+        List<PreferenceBatch> batches = List.of(PreferenceBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad),
+                PreferenceBatch.of(samples.subList(2, 3), new int[] {2}, pad));
+        Recipe.Dpo dpo = dpo("sigmoid", batchJson.get("beta").doubleValue(), 0, false, 0.5);
+        List<float[]> after = new ArrayList<>();
+        double[][] measured = new double[2][];
+        for (boolean checkpointing : new boolean[] {false, true}) {
+            try (NDManager manager = NDManager.newBaseManager()) {
+                LoraModel lora = goldenModel(batchJson, manager);
+                CausalLm model = lora.model();
+                List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+                AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.01);
+                DpoStep.StepResult result = DpoStep.optimizerStep(model, parameters, dpo, batches, batch -> {
+                    lora.setAdaptersEnabled(false);
+                    float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+                    lora.setAdaptersEnabled(true);
+                    return reference;
+                }, model.config().routerAuxLossCoef(), 1.0, optimizer, 1e-3, manager, checkpointing, 11,
+                        LossScaler.off());
+                measured[checkpointing ? 1 : 0] = new double[] {result.loss(), result.gradNorm(),
+                        result.loadBalancing(), result.metrics().margin()};
+                if (!checkpointing) {
+                    parameters.forEach(p -> after.add(p.toFloatArray()));
+                } else {
+                    for (int i = 0; i < parameters.size(); i++) {
+                        assertArrayEquals(after.get(i), parameters.get(i).toFloatArray(), 1e-7f, "array " + i);
+                    }
+                }
+            }
+        }
+        assertArrayEquals(measured[0], measured[1], 1e-6, "loss, grad norm, router loss, margin");
+        assertTrue(measured[0][2] > 0, "the tiny Mixtral's router loss is in the objective");
+        System.out.printf(Locale.ROOT, "checkpointed DPO step: loss %.6f, grad norm %.6f, as the plain step%n",
+                measured[1][0], measured[1][1]);
+    }
+
+    /** The SFT golden's tiny Mixtral with its adapter, in training mode. */
+    private static LoraModel goldenModel(JsonNode batchJson, NDManager manager) {
+        Path stepDir = golden("step");
+        CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(), manager,
+                MistralCheckpoint.DENSE);
+        LoraModel lora = new LoraModel(model);
+        PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(), SftRecipe.ADAPTER_NAME);
+        lora.setTraining(true);
+        return lora;
+    }
+
+    static List<PreferenceSample> samples(JsonNode batchJson) {
         List<PreferenceSample> samples = new ArrayList<>();
         for (JsonNode pair : batchJson.get("pairs")) {
             samples.add(new PreferenceSample(longs1(pair.get("prompt_ids")), longs1(pair.get("chosen_ids")),
                     longs1(pair.get("rejected_ids")), null, "golden"));
         }
+        return samples;
+    }
+
+    static PreferenceBatch batch(JsonNode batchJson) {
+        List<PreferenceSample> samples = samples(batchJson);
         return PreferenceBatch.of(samples, new int[samples.size()], batchJson.get("pad_id").longValue());
     }
 
