@@ -358,7 +358,7 @@ public final class DpoRecipe implements AutoCloseable {
         }
     }
 
-    /** Stage {@code stage}'s reference as it starts: the policy so far becomes the reference of stages after the first. */
+    /** Stage {@code stage}'s reference as it starts: from stage 2 on, the policy so far becomes the reference. */
     private StageReference startReference(int stage) {
         boolean adapter = stage > 0 || recipe.model().adapter() != null;
         if (dpo.referenceFree()) {
@@ -509,9 +509,9 @@ public final class DpoRecipe implements AutoCloseable {
         out.printf(Locale.ROOT, "DPO: loss %s, beta %s%s%s; reference: %s%n", dpo.loss(), dpo.beta(),
                 dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
                 dpo.sftWeight() > 0 ? ", + " + dpo.sftWeight() + " x SFT" : "", reference);
-        out.printf(Locale.ROOT, "data: %s; %d stage(s) of %s pairs, %d validation pairs%n", dataset.report(),
-                dataset.stages().size(), dataset.stages().stream().map(s -> String.valueOf(s.size())).toList(),
-                dataset.validation().size());
+        out.println("data: " + dataset.report());
+        out.printf(Locale.ROOT, "stages: %d of %s pairs, %d validation pairs%n", dataset.stages().size(),
+                dataset.stages().stream().map(s -> String.valueOf(s.size())).toList(), dataset.validation().size());
         out.printf(Locale.ROOT, "training %d steps (%s per stage) of %d x %d pairs, lr %.2e %s, output %s%n",
                 totalSteps, Arrays.toString(stageSteps), recipe.train().microBatchSize(),
                 recipe.train().gradientAccumulation(), recipe.train().lr(), recipe.train().schedule(), outputDir);

@@ -25,7 +25,8 @@ final class ReferenceLogProbs {
      * @param batches micro-batches covering every pair once
      * @param pass the reference's sequence log-probs of a batch's rows, chosen rows then rejected rows
      */
-    static ReferenceLogProbs compute(List<PreferenceBatch> batches, int pairs, Function<PreferenceBatch, float[]> pass) {
+    static ReferenceLogProbs compute(List<PreferenceBatch> batches, int pairs,
+            Function<PreferenceBatch, float[]> pass) {
         float[] chosen = new float[pairs];
         float[] rejected = new float[pairs];
         for (PreferenceBatch batch : batches) {

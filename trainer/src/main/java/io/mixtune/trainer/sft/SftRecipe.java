@@ -308,7 +308,8 @@ public final class SftRecipe implements AutoCloseable {
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
         double stepLoss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
-        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(parameters, stepLoss, maxGradNorm, optimizer, lr, scaler);
+        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(parameters, stepLoss, maxGradNorm, optimizer, lr,
+                scaler);
         return new StepResult(stepLoss, meanCrossEntropy, loadBalancing, update.gradNorm(), targets, tokens, scale,
                 update.skipped());
     }

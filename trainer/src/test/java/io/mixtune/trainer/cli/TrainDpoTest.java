@@ -42,6 +42,7 @@ import org.junit.jupiter.params.provider.CsvSource;
  */
 class TrainDpoTest {
     private static final double BETA = 0.1;
+    private static final Path QUICKSTART = Path.of("../recipes/quickstart-dpo.yaml");
 
     @TempDir
     static Path shared;
@@ -55,32 +56,25 @@ class TrainDpoTest {
         return file;
     }
 
-    static Path recipe(Path dir, Path pairs) throws IOException {
-        Path recipe = dir.resolve("recipe.yaml");
-        Files.writeString(recipe, """
-                model:
-                  preset: tiny-mistral
-                  quantize: none
-                lora:
-                  r: 8
-                  alpha: 16
-                  dropout: 0.0
-                  targets: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]
-                data:
-                  files: [%s]
-                  max_seq_len: 128
-                train:
-                  method: dpo
-                  epochs: 4
-                  micro_batch_size: 4
-                  lr: 5.0e-3
-                  schedule: constant
-                  warmup_steps: 0
-                dpo:
-                  beta: %s
-                output_dir: %s
-                """.formatted(pairs, BETA, dir.resolve("out")));
-        return recipe;
+    /**
+     * `mixtune train` arguments: recipes/quickstart-dpo.yaml (the tiny Mistral, LoRA on all linear layers, 4 pairs of
+     * 128 tokens a step, beta 0.1) at a constant lr 5e-3 on {@code pairs}, writing into DIR/out, with more --set
+     * overrides.
+     */
+    static List<String> train(Path dir, Path pairs, String... sets) {
+        List<String> args = new ArrayList<>(List.of("train", "--recipe", QUICKSTART.toString()));
+        for (String set : overrides(dir, pairs, sets)) {
+            args.addAll(List.of("--set", set));
+        }
+        return args;
+    }
+
+    static List<String> overrides(Path dir, Path pairs, String... sets) {
+        // A few pairs seen a few times: a constant 5e-3 separates them quickly; bad pairs stop unless a test says.
+        List<String> overrides = new ArrayList<>(List.of("data.files=[" + pairs + "]",
+                "output_dir=" + dir.resolve("out"), "train.lr=5e-3", "train.schedule=constant", "data.skip_invalid=false"));
+        overrides.addAll(List.of(sets));
+        return overrides;
     }
 
     /** The share of pairs a policy prefers the chosen answer of, and its mean margin, both against the base. */
@@ -91,8 +85,9 @@ class TrainDpoTest {
      * reference), from sequence log-probs computed here: beta x ((policy chosen - policy rejected) - (base chosen -
      * base rejected)), averaged over pairs.
      */
-    static List<Figures> againstBase(Path recipeFile, List<Path> adapters) {
-        Recipe recipe = RecipeReader.read(recipeFile, List.of()).recipe();
+    static List<Figures> againstBase(List<String> overrides, List<Path> adapters) {
+        Recipe recipe = RecipeReader.read(QUICKSTART, overrides).recipe();
+        assertEquals(BETA, recipe.dpo().beta());
         SampleCache.TokenizerFile tokenizer = TrainingData.tokenizer(recipe);
         List<PreferenceSample> pairs = PreferenceDataset.read(
                 recipe.data().files().stream().map(Path::of).toList(),
@@ -145,8 +140,10 @@ class TrainDpoTest {
     @Test
     void stageDpoSeparatesThePairsAndTheMarginGrowsStageOverStage() throws Exception {
         Path dir = Files.createDirectories(shared.resolve("stages"));
-        Path recipe = recipe(dir, pairs(dir, 24));
-        MixtuneCliTest.Result run = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--set", "dpo.stages=3");
+        Path pairs = pairs(dir, 24);
+        String[] sets = {"dpo.stages=3", "train.epochs=3", "data.validation_ratio=0"};
+        List<String> args = train(dir, pairs, sets);
+        MixtuneCliTest.Result run = MixtuneCliTest.run(args.toArray(String[]::new));
         assertEquals(0, run.code(), run.err());
         System.out.println(run.out().lines().filter(l -> l.startsWith("stage ") || l.startsWith("done"))
                 .reduce((a, b) -> a + "\n" + b).orElse(""));
@@ -167,7 +164,7 @@ class TrainDpoTest {
         assertArrayEquals(Files.readAllBytes(adapters.get(2).resolve("adapter_model.safetensors")),
                 Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors")));
 
-        List<Figures> figures = againstBase(recipe, adapters);
+        List<Figures> figures = againstBase(overrides(dir, pairs, sets), adapters);
         for (int k = 0; k < figures.size(); k++) {
             System.out.printf(Locale.ROOT, "after stage %d, on all 24 training pairs against the base: "
                     + "rewards/accuracies %.3f, rewards/margins %.4f%n", k + 1, figures.get(k).accuracy(),
@@ -178,7 +175,42 @@ class TrainDpoTest {
                 && figures.get(1).margin() < figures.get(2).margin(), "margins grow stage over stage: " + figures);
     }
 
-    /** Every step's loss and every evaluation's eval_loss, in order, as "step name value" lines. */
+    /**
+     * Starting from an adapter (model.adapter, as from SFT), stage 1's reference is base + that adapter: the first
+     * step's policy equals its reference (loss log 2, margins 0), where against the bare base stage 1's adapter has a
+     * clear margin. The reference computed in every step instead of once per stage gives the same losses.
+     */
+    @Test
+    void fromAnAdapterTheReferenceIsThatAdapterComputedOnceOrEveryStep() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("from-adapter"));
+        Path pairs = pairs(dir, 8);
+        String[] first = {"dpo.stages=1", "train.epochs=2", "data.validation_ratio=0", "train.warmup_steps=0"};
+        assertEquals(0, MixtuneCliTest.run(train(dir.resolve("first"), pairs, first).toArray(String[]::new)).code());
+        Path adapter = dir.resolve("first/out/adapter");
+        Figures againstBase = againstBase(overrides(dir.resolve("first"), pairs, first), List.of(adapter)).get(0);
+
+        List<List<Double>> losses = new ArrayList<>();
+        for (String precompute : List.of("true", "false")) {
+            Path run = dir.resolve("precompute-" + precompute);
+            MixtuneCliTest.Result result = MixtuneCliTest.run(train(run, pairs, "model.adapter=" + adapter,
+                    "dpo.stages=2", "train.max_steps=3", "train.warmup_steps=0", "data.validation_ratio=0",
+                    "dpo.precompute_reference=" + precompute).toArray(String[]::new));
+            assertEquals(0, result.code(), result.err());
+            assertTrue(result.out().contains("reference: base + " + adapter), result.out());
+            List<JsonNode> records = MetricsLog.read(run.resolve("out/metrics.jsonl"));
+            assertEquals(Math.log(2), records.get(0).get("loss").asDouble(), 1e-5);
+            assertEquals(0, records.get(0).get("rewards/margins").asDouble(), 1e-5);
+            losses.add(records.stream().map(r -> r.get("loss").asDouble()).toList());
+        }
+        System.out.printf(Locale.ROOT, "the adapter against the base: margin %.4f; as stage 1's reference: losses %s "
+                + "(precomputed) and %s (every step)%n", againstBase.margin(), losses.get(0), losses.get(1));
+        assertTrue(againstBase.margin() > 0.1, "the adapter differs from the base: " + againstBase);
+        for (int i = 0; i < losses.get(0).size(); i++) {
+            assertEquals(losses.get(0).get(i), losses.get(1).get(i), 1e-5, "loss of step " + (i + 1));
+        }
+    }
+
+    /** Which figures metrics.jsonl holds, in order, as "step name" lines: losses, margins, their eval_ twins. */
     static List<String> lossesAndEvals(Path metrics) {
         List<String> lines = new ArrayList<>();
         for (JsonNode record : MetricsLog.read(metrics)) {
@@ -198,20 +230,18 @@ class TrainDpoTest {
     }
 
     /**
-     * Two stages (4 + 6 steps: 4 and 5 pairs, 3 held out) with LoRA dropout and a validation split, killed (kill -9) after the checkpoint of step
-     * 8, in the middle of stage 2, then resumed: every loss, margin and evaluation equals the uninterrupted run's
-     * within 1e-6 and the adapters are the same bytes. Resuming from stage 1's last checkpoint runs stage 2 again from
-     * a fresh reference to the same end.
+     * Two stages (4 + 6 steps over 4 and 5 pairs, 3 pairs held out) with LoRA dropout, killed (kill -9) after the
+     * checkpoint of step 8, in the middle of stage 2, then resumed: every loss, margin and evaluation equals the
+     * uninterrupted run's within 1e-6 and the adapters are the same bytes. Resuming from stage 1's last checkpoint
+     * runs stage 2 again from a fresh reference to the same end.
      */
     @Test
     void resumingAfterAKillWithinAndBetweenStagesGivesTheUninterruptedRun() throws Exception {
-        String[] overrides = {"--set", "dpo.stages=2", "--set", "data.validation_ratio=0.25", "--set",
-                "train.micro_batch_size=2", "--set", "train.epochs=2", "--set", "train.save_every=2", "--set",
-                "train.keep_last=10", "--set", "train.eval_every=3", "--set", "lora.dropout=0.1", "--set",
+        String[] sets = {"dpo.stages=2", "data.validation_ratio=0.25", "train.micro_batch_size=2", "train.epochs=2",
+                "train.save_every=2", "train.keep_last=10", "train.eval_every=3", "lora.dropout=0.1",
                 "data.max_seq_len=96"};
         Path whole = Files.createDirectories(shared.resolve("reference"));
-        List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe(whole, pairs(whole, 12)).toString()));
-        args.addAll(List.of(overrides));
+        List<String> args = train(whole, pairs(whole, 12), sets);
         assertEquals(0, TrainCommandTest.mixtune(whole, args.toArray(String[]::new)).waitFor(),
                 Files.readString(whole.resolve("log.txt")));
         Path expectedMetrics = whole.resolve("out/metrics.jsonl");
@@ -220,8 +250,7 @@ class TrainDpoTest {
                 expected.toString());
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
-        args = new ArrayList<>(List.of("train", "--recipe", recipe(killed, pairs(killed, 12)).toString()));
-        args.addAll(List.of(overrides));
+        args = train(killed, pairs(killed, 12), sets);
         Path checkpoint = killed.resolve("out/checkpoints/step-000008");
         Process process = TrainCommandTest.mixtune(killed, args.toArray(String[]::new));
         long deadline = System.nanoTime() + 180_000_000_000L;
@@ -260,7 +289,8 @@ class TrainDpoTest {
         System.out.printf(Locale.ROOT, "resumed run: %d figures, largest difference %.2e%n", expected.size(), worst);
         for (String adapter : List.of("stage-1/adapter", "stage-2/adapter", "adapter")) {
             Path file = Path.of(adapter, "adapter_model.safetensors");
-            assertArrayEquals(Files.readAllBytes(expectedOut.resolve(file)), Files.readAllBytes(actualOut.resolve(file)),
+            assertArrayEquals(Files.readAllBytes(expectedOut.resolve(file)),
+                    Files.readAllBytes(actualOut.resolve(file)),
                     adapter + " differs after resuming");
         }
     }
@@ -290,7 +320,7 @@ class TrainDpoTest {
             default -> LONG;
         };
         Path pairs = withBadLine(dir, bad);
-        MixtuneCliTest.Result run = MixtuneCliTest.run("train", "--recipe", recipe(dir, pairs).toString());
+        MixtuneCliTest.Result run = MixtuneCliTest.run(train(dir, pairs).toArray(String[]::new));
         assertEquals(1, run.code(), run.out());
         assertTrue(run.err().contains(pairs + ":2: " + problem), run.err());
         assertFalse(Files.exists(dir.resolve("out/base-model")), "bad data stops the run before the model loads");
@@ -300,8 +330,8 @@ class TrainDpoTest {
     void skipInvalidCountsBadPairsByReasonAndTrainsOnTheRest(@TempDir Path dir) throws Exception {
         Path pairs = dir.resolve("pairs.jsonl");
         Files.write(pairs, List.of(GOOD, SAME, GOOD, EMPTY, LONG, GOOD));
-        MixtuneCliTest.Result run = MixtuneCliTest.run("train", "--recipe", recipe(dir, pairs).toString(), "--set",
-                "data.skip_invalid=true", "--set", "train.max_steps=1");
+        MixtuneCliTest.Result run = MixtuneCliTest.run(train(dir, pairs, "data.skip_invalid=true",
+                "train.max_steps=1", "data.validation_ratio=0").toArray(String[]::new));
         assertEquals(0, run.code(), run.err());
         assertTrue(run.out().contains("3 samples") && run.out().contains("from 6 records"), run.out());
         assertTrue(run.out().contains("skipped 3: 1 chosen equals rejected; 1 empty completion; 1 prompt longer than "
