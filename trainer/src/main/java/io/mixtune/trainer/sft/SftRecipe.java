@@ -17,6 +17,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.DType;
@@ -72,14 +73,20 @@ public final class SftRecipe implements AutoCloseable {
         this.terminal = terminal;
         this.outputDir = Path.of(recipe.outputDir());
         Recipe.Train train = recipe.train();
-        try {
-            Files.createDirectories(outputDir);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
+        if (recipe.model().preset() != null && ModelPreset.load(recipe.model().preset()).parameterCount()
+                > PresetCheckpoint.MAX_MATERIALISED_PARAMETERS) {
+            throw new IllegalArgumentException("model.preset: " + recipe.model().preset() + " holds the model's shapes "
+                    + "(for memory plans), not weights: train on the checkpoint with --set model.path=DIR");
         }
         if ("gpu".equals(recipe.model().device())) {
             throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
                     + "only (pytorch-native-cpu); use device: cpu or auto");
+        }
+
+        try {
+            Files.createDirectories(outputDir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
         }
 
         // The model: a checkpoint, or a tiny preset written once with random weights.
