@@ -130,7 +130,8 @@ public final class SampleCache {
         return new Loaded(dataset, file, note == null ? Status.BUILT : Status.REBUILT, note);
     }
 
-    static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
+    /** Tokenizes the data section without the cache: what a miss runs, and what a one-off evaluation of a file runs. */
+    public static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
         try (TextTokenizer text = tokenizer.open()) {
             SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer.bosId(), tokenizer.eosId()), text,
                     config.maxSeqLen(), config.lossPolicy());

@@ -25,10 +25,10 @@ public final class Mixtune {
     private final Map<String, Command> commands = new LinkedHashMap<>();
 
     Mixtune() {
-        for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new GenerateCommand(),
-                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new MergeCommand(),
-                new DataCommand.Prepare(), new DataCommand.Preview(), new RecipesCommand.ListRecipes(),
-                new RecipesCommand.Show(), new RecipesCommand.Copy())) {
+        for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
+                new RecipesCommand.Show(), new RecipesCommand.Copy(), new EvalCommand(), new DataCommand.Prepare(),
+                new DataCommand.Preview(), new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
+                new MergeAdapterCommand(), new MergeCommand())) {
             commands.put(command.name(), command);
         }
     }

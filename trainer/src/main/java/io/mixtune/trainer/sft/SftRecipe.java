@@ -7,11 +7,9 @@ import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
-import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache;
-import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
@@ -63,7 +61,7 @@ public final class SftRecipe implements AutoCloseable {
     private final long padId;
     private final List<NDArray> parameters;
     private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
-    private List<TrainingBatch> validationBatches;
+    private List<TrainingBatch> validationBatches; // built at the first evaluation
     private final int microBatchesPerEpoch;
     private final long totalSteps;
 
@@ -346,49 +344,24 @@ public final class SftRecipe implements AutoCloseable {
     }
 
     /**
-     * Mean cross-entropy per target token of the validation set, adapters as they are, no dropout; the adapters are
-     * back in training mode afterwards.
+     * Mean cross-entropy per target token of the validation set ({@link Evaluation}, as `mixtune eval` computes it),
+     * adapters as they are, no dropout; the adapters are back in training mode afterwards.
      */
     private double evaluate(MetricsLog metrics, long step) {
+        if (validationBatches == null) {
+            DataConfig data = recipe.data();
+            validationBatches = Evaluation.batches(dataset.validation(), data.packing(), data.maxSeqLen(),
+                    recipe.train().microBatchSize(), padId);
+        }
         lora.setTraining(false);
-        double sum = 0;
-        long targets = 0;
-        for (TrainingBatch batch : validationBatches()) {
-            try (NDManager evalManager = manager.newSubManager()) {
-                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batch, evalManager);
-                sum += terms.crossEntropySum().getFloat();
-                targets += terms.targets();
-            }
-        }
+        Evaluation.Result result = Evaluation.of(model, validationBatches, manager);
         lora.setTraining(true);
-        double loss = sum / Math.max(1, targets);
         ObjectNode record = metrics.record(step);
-        record.put("eval_loss", loss);
-        record.put("eval_perplexity", Math.exp(loss));
-        record.put("eval_target_tokens", targets);
+        record.put("eval_loss", result.loss());
+        record.put("eval_perplexity", result.perplexity());
+        record.put("eval_target_tokens", result.targets());
         metrics.write(record);
-        return loss;
-    }
-
-    /** The validation set's micro-batches, in a fixed order; built once, at the first evaluation. */
-    private List<TrainingBatch> validationBatches() {
-        if (validationBatches != null) {
-            return validationBatches;
-        }
-        List<TrainingBatch> batches = new ArrayList<>();
-        DataConfig data = recipe.data();
-        int size = recipe.train().microBatchSize();
-        if (data.packing()) {
-            List<PackedRow> rows = new SamplePacker(data.maxSeqLen(), padId).pack(dataset.validation());
-            for (int i = 0; i < rows.size(); i += size) {
-                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + size))));
-            }
-        } else {
-            EpochBatches.lengthGrouped(dataset.validation(), size, padId, 0, 0)
-                    .forEach(b -> batches.add(TrainingBatch.padded(b)));
-        }
-        validationBatches = batches;
-        return batches;
+        return result.loss();
     }
 
     /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */
