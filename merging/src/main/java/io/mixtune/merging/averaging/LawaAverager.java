@@ -1,7 +1,9 @@
 package io.mixtune.merging.averaging;
 
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Deque;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -43,6 +45,22 @@ public final class LawaAverager {
             latest.removeFirst();
         }
         return true;
+    }
+
+    /** The kept snapshots, oldest first (copies), for a checkpoint to save. */
+    public List<Map<String, float[]>> snapshots() {
+        List<Map<String, float[]>> copies = new ArrayList<>();
+        latest.forEach(snapshot -> copies.add(snapshot.snapshot()));
+        return copies;
+    }
+
+    /** Puts back the snapshots {@link #snapshots} gave, oldest first. */
+    public void restore(List<Map<String, float[]>> snapshots) {
+        latest.clear();
+        snapshots.forEach(snapshot -> latest.addLast(TrainableWeights.copyOf(snapshot)));
+        while (latest.size() > config.k()) {
+            latest.removeFirst();
+        }
     }
 
     /** How many snapshots the average holds now (at most k). */

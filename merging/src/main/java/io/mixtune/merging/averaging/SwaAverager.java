@@ -71,6 +71,15 @@ public final class SwaAverager {
         return true;
     }
 
+    /**
+     * Puts back the average a checkpoint saved after step {@code step}; the snapshot count follows from the step, as
+     * every averaging step up to it was folded in.
+     */
+    public void restore(long step, Map<String, float[]> savedAverage) {
+        average = TrainableWeights.copyOf(savedAverage);
+        count = step < config.startStep() ? 0 : (step - config.startStep()) / config.every() + 1;
+    }
+
     /** How many snapshots the average holds. */
     public long count() {
         return count;

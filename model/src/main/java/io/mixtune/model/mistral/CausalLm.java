@@ -13,6 +13,7 @@ import io.mixtune.model.nn.RmsNorm;
 import io.mixtune.model.nn.RotaryEmbedding;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.IntConsumer;
 
 /**
  * A Mistral or Mixtral decoder with its language-model head: embed, the decoder layers, a final norm, logits.
@@ -63,17 +64,53 @@ public final class CausalLm implements AutoCloseable {
      * @param cache the KV cache during generation, else null
      */
     public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache) {
-        NDArray h = Embedding.embedding(inputIds, embedTokens, SparseFormat.DENSE).singletonOrThrow();
-        RotaryEmbedding.Angles angles = rotary.anglesAt(positionIds, h.getDataType());
+        return hiddenStates(inputIds, positionIds, mask, cache, layer -> {});
+    }
+
+    /**
+     * As {@link #hiddenStates(NDArray, NDArray, NDArray, KvCache)}, calling {@code beforeLayer} with each layer's index
+     * before it runs: training seeds LoRA dropout per layer there, so a layer recomputed for gradient checkpointing
+     * draws the masks it drew the first time.
+     */
+    public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache,
+            IntConsumer beforeLayer) {
+        NDArray h = embed(inputIds);
+        RotaryEmbedding.Angles angles = anglesAt(positionIds, h.getDataType());
         List<NDArray> routerLogits = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
+            beforeLayer.accept(i);
             DecoderLayer.Output out = layers.get(i).forward(h, angles, mask, cache == null ? null : cache.layer(i));
             h = out.hidden();
             if (out.routerLogits() != null) {
                 routerLogits.add(out.routerLogits());
             }
         }
-        return new Hidden(norm.forward(h), routerLogits);
+        return new Hidden(finalNorm(h), routerLogits);
+    }
+
+    // The decoder one piece at a time, for callers that run the layers themselves (gradient checkpointing).
+
+    /** Token embeddings [B, T, hidden] of ids [B, T]. */
+    public NDArray embed(NDArray inputIds) {
+        return Embedding.embedding(inputIds, embedTokens, SparseFormat.DENSE).singletonOrThrow();
+    }
+
+    public RotaryEmbedding.Angles anglesAt(NDArray positionIds, DataType computeType) {
+        return rotary.anglesAt(positionIds, computeType);
+    }
+
+    public int layerCount() {
+        return layers.size();
+    }
+
+    /** Decoder layer {@code index} on h [B, T, hidden], without a KV cache. */
+    public DecoderLayer.Output layer(int index, NDArray h, RotaryEmbedding.Angles angles, NDArray mask) {
+        return layers.get(index).forward(h, angles, mask, null);
+    }
+
+    /** The norm after the last layer, whose output the lm_head reads. */
+    public NDArray finalNorm(NDArray h) {
+        return norm.forward(h);
     }
 
     /** Logits [..., vocab] of final hidden states: callers pass only the positions they need logits for. */

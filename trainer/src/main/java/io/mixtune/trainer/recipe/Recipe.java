@@ -9,7 +9,7 @@ import java.util.Map;
  * A training recipe: plain data, one record per YAML section, keys the snake_case of the component names. Defaults
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
-public record Recipe(Model model, Lora lora, DataConfig data, Train train, String outputDir) {
+public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, String outputDir) {
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -69,6 +69,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Strin
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
+     * @param gradientCheckpointing keep only each decoder layer's input in the forward pass and recompute the layer in
+     *     backward (same gradients, activation memory layers x tokens x hidden)
      * @param routerAuxLoss add Mixtral's load-balancing loss times the config's router_aux_loss_coef
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
@@ -111,6 +113,55 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Strin
             nonNegative("save_every", saveEvery);
             positive("keep_last", keepLast);
             positive("log_every", logEvery);
+        }
+    }
+
+    /**
+     * Weight averages kept beside training, each evaluated next to the raw weights and written as its own adapter
+     * (adapter-ema, adapter-swa, adapter-lawa). Each is off until its first key is set.
+     *
+     * @param emaDecay EMA of the weights, ema = decay * ema + (1 - decay) * w after every step (timm's ModelEmaV3);
+     *     null: off
+     * @param emaWarmup warm the decay up as 1 - (1 + s / ema_warmup_gamma)^-ema_warmup_power, capped at ema_decay
+     * @param swaStart SWA from this step (a whole number >= 1) or this fraction of the run (in [0, 1)); null: off
+     * @param swaEvery steps between two SWA snapshots
+     * @param swaLr the SWA learning rate (torch's SWALR: anneal to it over swa_anneal_steps from swa_start, then hold);
+     *     null: the schedule's
+     * @param lawaK LaWA: the uniform average of the latest k snapshots; 0: off
+     * @param lawaEvery steps between two LaWA snapshots
+     * @param lawaFeedBack copy the LaWA average into the trained weights at each snapshot (default: evaluation only)
+     */
+    public record Averaging(Double emaDecay, boolean emaWarmup, double emaWarmupGamma, double emaWarmupPower,
+            long emaUpdateAfterStep, double emaMinDecay, Double swaStart, int swaEvery, Double swaLr,
+            int swaAnnealSteps, String swaAnneal, int lawaK, int lawaEvery, boolean lawaFeedBack) {
+        public Averaging {
+            if (emaDecay != null && !(emaDecay >= 0 && emaDecay < 1)) {
+                throw new IllegalArgumentException("ema_decay: must lie in [0, 1), got " + emaDecay);
+            }
+            if (!(emaWarmupGamma > 0)) {
+                throw new IllegalArgumentException("ema_warmup_gamma: must be > 0, got " + emaWarmupGamma);
+            }
+            if (!(emaWarmupPower > 0)) {
+                throw new IllegalArgumentException("ema_warmup_power: must be > 0, got " + emaWarmupPower);
+            }
+            if (emaUpdateAfterStep < 0) {
+                throw new IllegalArgumentException("ema_update_after_step: must be >= 0, got " + emaUpdateAfterStep);
+            }
+            if (!(emaMinDecay >= 0 && emaMinDecay < 1)) {
+                throw new IllegalArgumentException("ema_min_decay: must lie in [0, 1), got " + emaMinDecay);
+            }
+            if (swaStart != null && !(swaStart >= 0 && swaStart < 1 || swaStart >= 1 && swaStart == Math.rint(swaStart))) {
+                throw new IllegalArgumentException("swa_start: expected a fraction of the run in [0, 1) or a whole step "
+                        + "number >= 1, got " + swaStart);
+            }
+            positive("swa_every", swaEvery);
+            if (swaLr != null && !(swaLr > 0 && swaLr < 1)) {
+                throw new IllegalArgumentException("swa_lr: must lie in (0, 1), got " + swaLr);
+            }
+            nonNegative("swa_anneal_steps", swaAnnealSteps);
+            oneOf("swa_anneal", swaAnneal, "cos", "linear");
+            nonNegative("lawa_k", lawaK);
+            positive("lawa_every", lawaEvery);
         }
     }
 

@@ -1,11 +1,13 @@
 package io.mixtune.trainer.sft;
 
+import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
+import ai.djl.training.GradientCollector;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.AttentionMask;
@@ -28,20 +30,51 @@ public final class CausalLmLoss {
      */
     public record Terms(NDArray crossEntropySum, NDArray loadBalancing, int targets) {}
 
-    public static Terms of(CausalLm model, TrainingBatch batch, NDManager manager) {
-        long b = batch.rows();
-        long t = batch.length();
-        NDArray inputIds = manager.create(batch.inputIds());
-        NDArray positionIds = manager.create(batch.positionIds());
+    /** A micro-batch as model inputs: ids, rotary positions, the additive mask and which tokens are real. */
+    record Inputs(NDArray inputIds, NDArray positionIds, NDArray mask, NDArray realTokens) {}
+
+    static Inputs inputs(CausalLm model, TrainingBatch batch, NDManager manager) {
         NDArray sampleIds = batch.sampleIds() == null ? null : manager.create(batch.sampleIds());
         NDArray paddingMask = batch.paddingMask() == null ? null : manager.create(batch.paddingMask());
-        ModelConfig config = model.config();
-        NDArray mask = AttentionMask.forRows(manager, b, t, paddingMask, sampleIds, config.slidingWindow(),
-                model.computeType());
-        CausalLm.Hidden hidden = model.hiddenStates(inputIds, positionIds, mask, null);
+        NDArray mask = AttentionMask.forRows(manager, batch.rows(), batch.length(), paddingMask, sampleIds,
+                model.config().slidingWindow(), model.computeType());
+        return new Inputs(manager.create(batch.inputIds()), manager.create(batch.positionIds()), mask,
+                realTokenMask(batch, manager));
+    }
 
-        // Rows of the flattened [B*T, hidden] states that predict a target, and those targets.
+    /** The terms with autograd recording whatever the caller's collector records. */
+    public static Terms of(CausalLm model, TrainingBatch batch, NDManager manager) {
+        return of(model, batch, manager, Long.MIN_VALUE);
+    }
+
+    /** @param dropoutSeed seeds LoRA dropout per layer (see {@link #seedDropout}); Long.MIN_VALUE leaves it alone */
+    private static Terms of(CausalLm model, TrainingBatch batch, NDManager manager, long dropoutSeed) {
+        Inputs in = inputs(model, batch, manager);
+        CausalLm.Hidden hidden = model.hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null, layer -> {
+            if (dropoutSeed != Long.MIN_VALUE) {
+                seedDropout(dropoutSeed, layer);
+            }
+        });
+        NDArray loadBalancing = null;
+        ModelConfig config = model.config();
+        if (config.isMixtureOfExperts() && !hidden.routerLogits().isEmpty()) {
+            NDArray load = expertLoad(hidden.routerLogits(), config.numExpertsPerTok(), in.realTokens());
+            loadBalancing = loadBalancingPart(NDArrays.concat(new NDList(hidden.routerLogits()), 0), load,
+                    in.realTokens() == null ? null : in.realTokens().tile(hidden.routerLogits().size()),
+                    routedTokens(batch, hidden.routerLogits().size()));
+        }
+        return new Terms(crossEntropySum(model, hidden.states(), batch, manager), loadBalancing, batch.targetCount());
+    }
+
+    /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
+    static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
+        long b = batch.rows();
+        long t = batch.length();
         int targets = batch.targetCount();
+        if (targets == 0) {
+            return Scalars.times(states.sum(), 0).toType(DataType.FLOAT32, false);
+        }
+        // Rows of the flattened [B*T, hidden] states that predict a target, and those targets.
         long[] predicting = new long[targets];
         long[] targetIds = new long[targets];
         int n = 0;
@@ -54,19 +87,42 @@ public final class CausalLmLoss {
                 }
             }
         }
-        NDArray crossEntropySum;
-        if (targets == 0) {
-            crossEntropySum = Scalars.times(hidden.states().sum(), 0).toType(DataType.FLOAT32, false);
-        } else {
-            NDArray states = hidden.states().reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
-            NDArray logits = model.logits(states).toType(DataType.FLOAT32, false);
-            crossEntropySum = logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).sum().neg();
+        NDArray predictingStates = states.reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
+        NDArray logits = model.logits(predictingStates).toType(DataType.FLOAT32, false);
+        return logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).sum().neg();
+    }
+
+    /** What one micro-batch's forward and backward measured. */
+    record Values(double crossEntropySum, double loadBalancing, int targets) {}
+
+    /**
+     * Forward and backward of crossEntropySum / crossEntropyDivisor + auxWeight x loadBalancing, accumulating into the
+     * parameters' gradients; with {@code checkpointing} layer by layer ({@link CheckpointedBackward}).
+     *
+     * @param dropoutSeed LoRA dropout masks are drawn from it, per layer, the same way on both paths
+     * @return the terms' values; loadBalancing is NaN for a dense model
+     */
+    static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
+            boolean checkpointing, long dropoutSeed, NDManager manager) {
+        if (checkpointing) {
+            return CheckpointedBackward.run(model, batch, crossEntropyDivisor, auxWeight, dropoutSeed, manager);
         }
-        NDArray loadBalancing = null;
-        if (config.isMixtureOfExperts() && !hidden.routerLogits().isEmpty()) {
-            loadBalancing = loadBalancing(hidden.routerLogits(), config.numExpertsPerTok(), realTokenMask(batch, manager));
+        try (NDManager stepManager = manager.newSubManager();
+                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+            Terms terms = of(model, batch, stepManager, dropoutSeed);
+            NDArray objective = Scalars.dividedBy(terms.crossEntropySum(), crossEntropyDivisor);
+            if (terms.loadBalancing() != null && auxWeight > 0) {
+                objective = objective.add(Scalars.times(terms.loadBalancing(), auxWeight));
+            }
+            collector.backward(objective);
+            return new Values(terms.crossEntropySum().getFloat(),
+                    terms.loadBalancing() == null ? Double.NaN : terms.loadBalancing().getFloat(), terms.targets());
         }
-        return new Terms(crossEntropySum, loadBalancing, targets);
+    }
+
+    /** LoRA dropout of layer {@code layer} draws from torch's generator seeded here, in a forward and its recompute. */
+    static void seedDropout(long dropoutSeed, int layer) {
+        Engine.getInstance().setRandomSeed((int) (dropoutSeed * 1_009L + layer));
     }
 
     /** 1 for real tokens, 0 for padding, flattened [B*T] float32; null when every token is real. */
@@ -83,31 +139,49 @@ public final class CausalLmLoss {
         return manager.create(mask);
     }
 
-    /**
+    /** The token count the load-balancing means divide by: real tokens times layers. */
+    static long routedTokens(TrainingBatch batch, int layers) {
+        return (long) batch.realTokens() * layers;
+    }
+
+    /*
      * Switch Transformers' auxiliary loss (Fedus et al. 2021, eq. 4) as transformers' load_balancing_loss_func computes
-     * it for Mixtral: over all layers' tokens, the fraction of top-k assignments each expert receives times its mean
-     * router probability, summed over experts and multiplied by the number of experts.
+     * it for Mixtral: over all layers' tokens, the fraction of top-k assignments each expert receives (f_e) times its
+     * mean router probability (P_e), summed over experts and multiplied by the number of experts. f carries no
+     * gradient (it counts a top-k choice), so the loss is linear in each layer's probabilities: the sum over layers of
+     * E x sum_e f_e x (that layer's summed probabilities of e) / tokens. Gradient checkpointing uses that to add each
+     * layer's part when it recomputes the layer; without it the part is taken over all layers at once.
+     */
+
+    /**
+     * f_e [E]: the fraction of the tokens' top-k assignments that go to each expert, summed over the k choices.
      *
      * @param routerLogits per layer [tokens, experts]
-     * @param tokenMask [tokens] 1 for tokens that count, or null for all
+     * @param realTokens [tokens] 1 for tokens that count, or null for all
      */
-    static NDArray loadBalancing(List<NDArray> routerLogits, int topK, NDArray tokenMask) {
+    static NDArray expertLoad(List<NDArray> routerLogits, int topK, NDArray realTokens) {
         NDArray logits = NDArrays.concat(new NDList(routerLogits), 0).toType(DataType.FLOAT32, false);
-        long experts = logits.getShape().get(1);
-        NDArray probabilities = logits.softmax(-1);
-        NDArray chosen = probabilities.topK(topK, -1, true, true).get(1);
-        NDArray expertMask = chosen.oneHot((int) experts).toType(DataType.FLOAT32, false); // [L*T, k, E]
-        NDArray tokensPerExpert;
-        NDArray probabilityPerExpert;
-        if (tokenMask == null) {
-            tokensPerExpert = expertMask.mean(new int[] {0});
-            probabilityPerExpert = probabilities.mean(new int[] {0});
-        } else {
-            NDArray weights = tokenMask.tile(routerLogits.size()); // layers are concatenated token-major per layer
-            float count = weights.sum().getFloat();
-            tokensPerExpert = Scalars.dividedBy(expertMask.mul(weights.reshape(-1, 1, 1)).sum(new int[] {0}), count);
-            probabilityPerExpert = Scalars.dividedBy(probabilities.mul(weights.reshape(-1, 1)).sum(new int[] {0}), count);
+        int experts = (int) logits.getShape().get(1);
+        NDArray chosen = logits.softmax(-1).topK(topK, -1, true, true).get(1);
+        NDArray assignments = chosen.oneHot(experts).toType(DataType.FLOAT32, false).sum(new int[] {1}); // [L*T, E]
+        if (realTokens == null) {
+            return assignments.mean(new int[] {0});
         }
-        return Scalars.times(tokensPerExpert.mul(probabilityPerExpert.expandDims(0)).sum(), experts);
+        NDArray weights = realTokens.tile(routerLogits.size()); // layers are concatenated token-major per layer
+        return Scalars.dividedBy(assignments.mul(weights.reshape(-1, 1)).sum(new int[] {0}), weights.sum().getFloat());
+    }
+
+    /**
+     * E x sum_e load_e x (summed probability of e over these router logits' counted tokens) / routedTokens.
+     *
+     * @param logits [tokens, experts] of one layer or of all layers concatenated
+     * @param tokenWeights [tokens] 1 for tokens that count, or null for all
+     */
+    static NDArray loadBalancingPart(NDArray logits, NDArray load, NDArray tokenWeights, long routedTokens) {
+        NDArray probabilities = logits.toType(DataType.FLOAT32, false).softmax(-1);
+        NDArray mass = (tokenWeights == null ? probabilities : probabilities.mul(tokenWeights.reshape(-1, 1)))
+                .sum(new int[] {0});
+        long experts = logits.getShape().get(1);
+        return Scalars.times(Scalars.dividedBy(mass.mul(load).sum(), routedTokens), experts);
     }
 }

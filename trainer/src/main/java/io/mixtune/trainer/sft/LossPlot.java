@@ -14,7 +14,10 @@ import org.knowm.xchart.XYChartBuilder;
 import org.knowm.xchart.XYSeries;
 import org.knowm.xchart.style.markers.SeriesMarkers;
 
-/** {@code loss.png}: train loss per step and eval loss at each evaluation, drawn from metrics.jsonl. */
+/**
+ * {@code loss.png}: train loss per step and eval loss at each evaluation, with the weight averages' eval losses when the
+ * recipe keeps any, drawn from metrics.jsonl.
+ */
 public final class LossPlot {
     private LossPlot() {}
 
@@ -24,7 +27,8 @@ public final class LossPlot {
         XYChart chart = new XYChartBuilder().width(900).height(500).title("loss").xAxisTitle("step")
                 .yAxisTitle("loss").build();
         chart.getStyler().setMarkerSize(6);
-        for (String[] series : new String[][] {{"loss", "train"}, {"eval_loss", "eval"}}) {
+        for (String[] series : new String[][] {{"loss", "train"}, {"eval_loss", "eval"},
+                {"eval_loss_ema", "eval, EMA"}, {"eval_loss_swa", "eval, SWA"}, {"eval_loss_lawa", "eval, LaWA"}}) {
             List<Double> steps = new ArrayList<>();
             List<Double> values = new ArrayList<>();
             for (JsonNode record : records) {
@@ -35,7 +39,7 @@ public final class LossPlot {
             }
             if (!steps.isEmpty()) {
                 XYSeries line = chart.addSeries(series[1], steps, values);
-                line.setMarker(series[1].equals("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
+                line.setMarker(series[1].startsWith("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
             }
         }
         if (chart.getSeriesMap().isEmpty()) {

@@ -1,9 +1,7 @@
 package io.mixtune.trainer.sft;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
@@ -17,7 +15,6 @@ import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
@@ -181,8 +178,10 @@ public final class SftRecipe implements AutoCloseable {
         LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
                 (int) totalSteps);
         long step = 0;
+        TrainingCheckpoint.State resumed = null;
         if (resumeFrom != null) {
             TrainingCheckpoint.State state = TrainingCheckpoint.load(resumeFrom, shapes());
+            resumed = state;
             for (int i = 0; i < parameters.size(); i++) {
                 parameters.get(i).set(state.parameters().get(i));
             }
@@ -195,6 +194,10 @@ public final class SftRecipe implements AutoCloseable {
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
+        }
+        TrainingAverages averages = new TrainingAverages(recipe.averaging(), totalSteps, parameterNames(), parameters);
+        if (resumed != null) {
+            averages.restore(step, resumed.averages());
         }
         writeResolvedRecipe();
         printPlan();
@@ -210,7 +213,7 @@ public final class SftRecipe implements AutoCloseable {
         Double lastEval = null;
         try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
             if (resumeFrom == null && !dataset.validation().isEmpty()) {
-                firstEval = evaluate(metrics, 0);
+                firstEval = evaluate(metrics, 0, averages);
             }
             ProgressLine progress = new ProgressLine(out, terminal, step, totalSteps);
             lora.setTraining(true);
@@ -222,9 +225,9 @@ public final class SftRecipe implements AutoCloseable {
                 for (long index = first; index < last; index++) {
                     batches.add(microBatch(index));
                 }
-                double lr = schedule.at(step);
+                double lr = averages.learningRate(step, schedule::at);
                 StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
-                        optimizer, lr, manager, train.seed() * 1_000_003L + first);
+                        optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first);
                 double stepLoss = result.loss();
                 double gradNorm = result.gradNorm();
                 double loadBalancing = result.loadBalancing();
@@ -239,6 +242,7 @@ public final class SftRecipe implements AutoCloseable {
                                     : "the last checkpoint " + saved.get(saved.size() - 1) + " is intact"));
                 }
                 step++;
+                averages.afterStep(step, parameters);
                 double seconds = (System.nanoTime() - start) / 1e9;
                 if (firstLoss == null) {
                     firstLoss = stepLoss;
@@ -262,18 +266,20 @@ public final class SftRecipe implements AutoCloseable {
                 }
                 boolean end = step == totalSteps;
                 if (!dataset.validation().isEmpty() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
-                    lastEval = evaluate(metrics, step);
+                    lastEval = evaluate(metrics, step, averages);
                     progress.message(String.format(Locale.ROOT, "step %d: eval_loss %.4f  perplexity %.2f", step,
                             lastEval, Math.exp(lastEval)));
                 }
                 if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    Path saved = saveCheckpoint(checkpoints, step, optimizer);
+                    Path saved = saveCheckpoint(checkpoints, step, optimizer, averages);
                     progress.message("step " + step + ": checkpoint " + saved);
                 }
             }
             progress.finish();
         }
-        Path adapterDir = writeFinalAdapter();
+        Path adapterDir = writeAdapter("adapter");
+        averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                () -> writeAdapter("adapter-" + name)));
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, firstLoss == null ? Double.NaN : firstLoss, lastLoss, firstEval, lastEval, adapterDir);
     }
@@ -300,11 +306,12 @@ public final class SftRecipe implements AutoCloseable {
      * its load-balancing loss / micro-batches; clip the global norm; AdamW at lr. When the loss or the norm is not
      * finite the weights and the optimizer are left as they were, for the caller to stop.
      *
-     * @param dropoutSeed micro-batch j seeds torch's generator (LoRA dropout) with dropoutSeed + j
+     * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
+     * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j
      */
     static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
             double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
-            long dropoutSeed) {
+            boolean gradientCheckpointing, long dropoutSeed) {
         int targets = 0;
         long tokens = 0;
         for (TrainingBatch batch : batches) {
@@ -315,22 +322,14 @@ public final class SftRecipe implements AutoCloseable {
         double crossEntropy = 0;
         double loadBalancing = 0;
         for (int j = 0; j < batches.size(); j++) {
-            // Dropout draws from torch's generator, seeded per micro-batch so a resumed run draws the same masks.
-            Engine.getInstance().setRandomSeed((int) (dropoutSeed + j));
-            try (NDManager stepManager = manager.newSubManager();
-                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batches.get(j), stepManager);
-                // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the
-                // load-balancing loss averaged over micro-batches.
-                NDArray loss = Scalars.dividedBy(terms.crossEntropySum(), Math.max(1, targets));
-                crossEntropy += terms.crossEntropySum().getFloat();
-                if (terms.loadBalancing() != null) {
-                    loadBalancing += terms.loadBalancing().getFloat() / batches.size();
-                    if (auxCoefficient > 0) {
-                        loss = loss.add(Scalars.times(terms.loadBalancing(), auxCoefficient / batches.size()));
-                    }
-                }
-                collector.backward(loss);
+            // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the load-balancing
+            // loss averaged over micro-batches. Dropout is seeded per micro-batch (and layer), so a resumed run draws
+            // the same masks.
+            CausalLmLoss.Values values = CausalLmLoss.backward(model, batches.get(j), Math.max(1, targets),
+                    auxCoefficient / batches.size(), gradientCheckpointing, dropoutSeed + j, manager);
+            crossEntropy += values.crossEntropySum();
+            if (!Double.isNaN(values.loadBalancing())) {
+                loadBalancing += values.loadBalancing() / batches.size();
             }
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
@@ -344,10 +343,28 @@ public final class SftRecipe implements AutoCloseable {
     }
 
     /**
+     * Writes the validation loss at {@code step} to metrics.jsonl, and beside it (eval_loss_ema, ...) the loss of each
+     * weight average that holds something; returns the raw weights' loss.
+     */
+    private double evaluate(MetricsLog metrics, long step, TrainingAverages averages) {
+        ObjectNode record = metrics.record(step);
+        Evaluation.Result result = validationLoss();
+        record.put("eval_target_tokens", result.targets());
+        record.put("eval_loss", result.loss());
+        record.put("eval_perplexity", result.perplexity());
+        if (step > 0) {
+            averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                    () -> record.put("eval_loss_" + name, validationLoss().loss())));
+        }
+        metrics.write(record);
+        return result.loss();
+    }
+
+    /**
      * Mean cross-entropy per target token of the validation set ({@link Evaluation}, as `mixtune eval` computes it),
      * adapters as they are, no dropout; the adapters are back in training mode afterwards.
      */
-    private double evaluate(MetricsLog metrics, long step) {
+    private Evaluation.Result validationLoss() {
         if (validationBatches == null) {
             DataConfig data = recipe.data();
             validationBatches = Evaluation.batches(dataset.validation(), data.packing(), data.maxSeqLen(),
@@ -356,12 +373,7 @@ public final class SftRecipe implements AutoCloseable {
         lora.setTraining(false);
         Evaluation.Result result = Evaluation.of(model, validationBatches, manager);
         lora.setTraining(true);
-        ObjectNode record = metrics.record(step);
-        record.put("eval_loss", result.loss());
-        record.put("eval_perplexity", result.perplexity());
-        record.put("eval_target_tokens", result.targets());
-        metrics.write(record);
-        return result.loss();
+        return result;
     }
 
     /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */
@@ -398,21 +410,25 @@ public final class SftRecipe implements AutoCloseable {
         return parameters.stream().map(p -> p.getShape().getShape()).toList();
     }
 
-    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer) {
+    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer, TrainingAverages averages) {
         TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), 1.0,
                 parameters.stream().map(NDArray::toFloatArray).toList(),
                 optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList());
-        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(),
-                dir -> PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString()));
+                optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages.state());
+        Path saved = TrainingCheckpoint.save(checkpoints, state, shapes(), dir -> {
+            PeftAdapter.save(lora, ADAPTER_NAME, dir, baseModelDir.toAbsolutePath().toString());
+            averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                    () -> PeftAdapter.save(lora, ADAPTER_NAME, dir.resolveSibling("adapter-" + name),
+                            baseModelDir.toAbsolutePath().toString())));
+        });
         TrainingCheckpoint.prune(checkpoints, recipe.train().keepLast());
         return saved;
     }
 
-    /** output_dir/adapter, replaced whole: written beside it, then renamed. */
-    private Path writeFinalAdapter() {
-        Path adapterDir = outputDir.resolve("adapter");
-        Path partial = outputDir.resolve("adapter.partial");
+    /** output_dir/{@code name}: the adapter as the parameters hold it now, replaced whole (written beside, renamed). */
+    private Path writeAdapter(String name) {
+        Path adapterDir = outputDir.resolve(name);
+        Path partial = outputDir.resolve(name + ".partial");
         try {
             TrainingCheckpoint.deleteRecursively(partial);
             PeftAdapter.save(lora, ADAPTER_NAME, partial, baseModelDir.toAbsolutePath().toString());

@@ -19,6 +19,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HexFormat;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -40,9 +41,13 @@ public final class TrainingCheckpoint {
     private static final Pattern NAME = Pattern.compile("step-(\\d+)");
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** What a checkpoint restores. */
+    /**
+     * What a checkpoint restores.
+     *
+     * @param averages the weight averages' arrays by name ({@link TrainingAverages#state}), in parameter order
+     */
     public record State(long step, long optimizerSteps, double lossScale, List<float[]> parameters,
-            List<float[]> firstMoments, List<float[]> secondMoments) {}
+            List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages) {}
 
     private TrainingCheckpoint() {}
 
@@ -69,6 +74,9 @@ public final class TrainingCheckpoint {
                 put(specs, data, "parameter." + i, state.parameters().get(i), shapes.get(i));
                 put(specs, data, "exp_avg." + i, state.firstMoments().get(i), shapes.get(i));
                 put(specs, data, "exp_avg_sq." + i, state.secondMoments().get(i), shapes.get(i));
+                for (Map.Entry<String, List<float[]>> average : state.averages().entrySet()) {
+                    put(specs, data, "average." + average.getKey() + "." + i, average.getValue().get(i), shapes.get(i));
+                }
             }
             SafetensorsWriter.writeFile(partial.resolve(STATE_TENSORS), specs, spec -> data.get(spec.name()));
             ObjectNode json = JSON.createObjectNode();
@@ -76,6 +84,7 @@ public final class TrainingCheckpoint {
             json.put("optimizer_steps", state.optimizerSteps());
             json.put("loss_scale", state.lossScale());
             json.put("parameters", shapes.size());
+            state.averages().keySet().forEach(json.putArray("averages")::add);
             ObjectNode hashes = json.putObject("sha256");
             for (Path file : filesUnder(partial)) {
                 if (!file.getFileName().toString().equals(STATE_JSON)) {
@@ -119,6 +128,10 @@ public final class TrainingCheckpoint {
             List<float[]> parameters = new ArrayList<>();
             List<float[]> first = new ArrayList<>();
             List<float[]> second = new ArrayList<>();
+            Map<String, List<float[]>> averages = new LinkedHashMap<>();
+            if (json.has("averages")) {
+                json.get("averages").forEach(name -> averages.put(name.asText(), new ArrayList<>()));
+            }
             try (SafetensorsReader reader = SafetensorsReader.open(dir.resolve(STATE_TENSORS))) {
                 for (int i = 0; i < shapes.size(); i++) {
                     long[] saved = reader.info("parameter." + i).shape();
@@ -130,10 +143,13 @@ public final class TrainingCheckpoint {
                     parameters.add(reader.readFloats("parameter." + i));
                     first.add(reader.readFloats("exp_avg." + i));
                     second.add(reader.readFloats("exp_avg_sq." + i));
+                    for (Map.Entry<String, List<float[]>> average : averages.entrySet()) {
+                        average.getValue().add(reader.readFloats("average." + average.getKey() + "." + i));
+                    }
                 }
             }
             return new State(json.get("step").asLong(), json.get("optimizer_steps").asLong(),
-                    json.get("loss_scale").asDouble(), parameters, first, second);
+                    json.get("loss_scale").asDouble(), parameters, first, second, averages);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
         }

@@ -24,7 +24,10 @@ class TrainCommandTest {
     @TempDir
     static Path shared;
 
-    /** A short run: 12 optimizer steps of 2 x 2 rows of 128 tokens over 24 sample chats, dropout on. */
+    /**
+     * A short run: 12 optimizer steps of 2 x 2 rows of 128 tokens over 24 sample chats, dropout on, EMA, SWA and
+     * LaWA kept.
+     */
     static Path recipe(Path dir) throws IOException {
         Path chats = dir.resolve("chats.jsonl");
         try (Stream<String> lines = Files.lines(Path.of("../data/samples/chats.jsonl"))) {
@@ -53,6 +56,12 @@ class TrainCommandTest {
                   save_every: 3
                   keep_last: 2
                   eval_every: 6
+                averaging:
+                  ema_decay: 0.9
+                  swa_start: 0.5
+                  swa_every: 2
+                  lawa_k: 3
+                  lawa_every: 2
                 output_dir: %s
                 """.formatted(chats, dir.resolve("out")));
         return recipe;
@@ -120,6 +129,12 @@ class TrainCommandTest {
         assertEquals(expected.size(), actual.size());
         for (int i = 0; i < expected.size(); i++) {
             assertEquals(expected.get(i), actual.get(i), 1e-6, "loss of step " + (i + 1));
+        }
+        // The averages went on from the checkpoint too: the final adapters are the uninterrupted run's, byte for byte.
+        for (String adapter : List.of("adapter", "adapter-ema", "adapter-swa", "adapter-lawa")) {
+            Path file = Path.of(adapter, "adapter_model.safetensors");
+            assertTrue(java.util.Arrays.equals(Files.readAllBytes(whole.resolve("out").resolve(file)),
+                    Files.readAllBytes(killed.resolve("out").resolve(file))), adapter + " differs after resuming");
         }
     }
 

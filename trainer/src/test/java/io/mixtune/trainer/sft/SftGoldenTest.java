@@ -127,8 +127,9 @@ class SftGoldenTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"mixtral, train", "mixtral, train_no_aux", "mistral, train"})
-    void threeOptimizerStepsEqualTorchAdamW(String name, String variant) throws IOException {
+    @CsvSource({"mixtral, train, false", "mixtral, train_no_aux, false", "mistral, train, false",
+            "mixtral, train, true", "mistral, train, true"})
+    void threeOptimizerStepsEqualTorchAdamW(String name, String variant, boolean checkpointing) throws IOException {
         try (NDManager manager = NDManager.newBaseManager()) {
             Setup s = setup(name, manager);
             JsonNode expected = s.expected().get(variant);
@@ -143,11 +144,11 @@ class SftGoldenTest {
             List<String> report = new ArrayList<>();
             for (int step = 0; step < optim.get("steps").intValue(); step++) {
                 JsonNode want = expected.get("steps").get(step);
-                String label = name + " " + variant + " step " + (step + 1);
+                String label = name + " " + variant + (checkpointing ? " checkpointed" : "") + " step " + (step + 1);
                 double lr = schedule.at(step);
                 assertEquals(want.get("lr").doubleValue(), lr, 1e-15, label + " lr");
                 SftRecipe.StepResult result = SftRecipe.optimizerStep(s.model(), s.parameters(), s.batches(),
-                        coefficient, optim.get("max_grad_norm").doubleValue(), optimizer, lr, manager, step);
+                        coefficient, optim.get("max_grad_norm").doubleValue(), optimizer, lr, manager, checkpointing, step);
                 assertEquals(expected.get("num_targets_total").intValue(), result.targets(), label + " targets");
                 report.add(close(label + " loss", want.get("loss").doubleValue(), result.loss(), LOSS_RTOL));
                 report.add(close(label + " ce", want.get("ce").doubleValue(), result.crossEntropy(), LOSS_RTOL));

@@ -1,0 +1,104 @@
+package io.mixtune.trainer.sft;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.mistral.DecoderLayer;
+import io.mixtune.model.nn.RotaryEmbedding;
+import io.mixtune.model.nn.Scalars;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Gradient checkpointing with one segment per decoder layer (Chen et al. 2016, "Training deep nets with sublinear
+ * memory cost"): the forward pass runs without autograd and keeps only each layer's input; the head (final norm,
+ * lm_head, cross-entropy) then runs with autograd and gives the gradient at the last layer's output; and backward goes
+ * down the layers, recomputing each one with autograd and backpropagating the gradient that arrived at its output. So
+ * activation memory is layers x tokens x hidden plus one layer's graph, for one more forward pass of compute.
+ *
+ * <p>A layer's backward is that of sum(output * upstream) (+ auxWeight x its part of the load-balancing loss): the
+ * same vector-Jacobian product as backward(output, upstream), with the aux term in the same pass. Dropout is seeded
+ * per layer, so the recompute draws the masks of the first pass.
+ */
+final class CheckpointedBackward {
+    private CheckpointedBackward() {}
+
+    static CausalLmLoss.Values run(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
+            long dropoutSeed, NDManager manager) {
+        try (NDManager step = manager.newSubManager()) {
+            CausalLmLoss.Inputs in = CausalLmLoss.inputs(model, batch, step);
+            int layers = model.layerCount();
+
+            // Forward without autograd, keeping each layer's input (and the router logits, for the top-k counts).
+            List<NDArray> layerInputs = new ArrayList<>();
+            List<NDArray> routerLogits = new ArrayList<>();
+            NDArray h = model.embed(in.inputIds());
+            RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds(), h.getDataType());
+            for (int i = 0; i < layers; i++) {
+                layerInputs.add(h);
+                try (NDManager layer = step.newSubManager()) {
+                    h.tempAttach(layer); // the layer's intermediates land in `layer` and go with it
+                    CausalLmLoss.seedDropout(dropoutSeed, i);
+                    DecoderLayer.Output out = model.layer(i, h, angles, in.mask());
+                    h = out.hidden();
+                    h.attach(step);
+                    if (out.routerLogits() != null) {
+                        out.routerLogits().attach(step);
+                        routerLogits.add(out.routerLogits());
+                    }
+                }
+            }
+
+            // The head with autograd: the gradient of the cross-entropy term at the last layer's output.
+            double crossEntropySum;
+            h.setRequiresGradient(true);
+            try (NDManager head = step.newSubManager();
+                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                h.tempAttach(head);
+                NDArray sum = CausalLmLoss.crossEntropySum(model, model.finalNorm(h), batch, head);
+                crossEntropySum = sum.getFloat();
+                collector.backward(Scalars.dividedBy(sum, crossEntropyDivisor));
+            }
+            NDArray upstream = h.getGradient();
+
+            // The load-balancing loss's top-k counts and value, from the first pass's router logits.
+            NDArray load = null;
+            double loadBalancing = Double.NaN;
+            long routed = CausalLmLoss.routedTokens(batch, routerLogits.size());
+            if (!routerLogits.isEmpty()) {
+                load = CausalLmLoss.expertLoad(routerLogits, model.config().numExpertsPerTok(), in.realTokens());
+                NDArray weights = in.realTokens() == null ? null : in.realTokens().tile(routerLogits.size());
+                loadBalancing = CausalLmLoss.loadBalancingPart(NDArrays.concat(new NDList(routerLogits), 0), load,
+                        weights, routed).getFloat();
+            }
+
+            // Backward, one recomputed layer at a time from the top.
+            for (int i = layers - 1; i >= 0; i--) {
+                NDArray x = layerInputs.get(i);
+                if (i > 0) {
+                    x.setRequiresGradient(true); // layer 0's input is the embedding, which trains nothing
+                }
+                try (NDManager layer = step.newSubManager();
+                        GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                    x.tempAttach(layer);
+                    CausalLmLoss.seedDropout(dropoutSeed, i);
+                    DecoderLayer.Output out = model.layer(i, x, angles, in.mask());
+                    NDArray objective = out.hidden().mul(upstream).sum();
+                    if (load != null && auxWeight > 0) {
+                        objective = objective.add(Scalars.times(CausalLmLoss.loadBalancingPart(out.routerLogits(),
+                                load, in.realTokens(), routed), auxWeight));
+                    }
+                    collector.backward(objective);
+                }
+                upstream.close();
+                upstream = i > 0 ? x.getGradient() : null;
+                x.close();
+            }
+            return new CausalLmLoss.Values(crossEntropySum, loadBalancing, batch.targetCount());
+        }
+    }
+}
