@@ -68,6 +68,9 @@ final class EvalCommand implements Command {
     @Override
     public int run(CommandLine line, PrintStream out) {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        if (!Files.isDirectory(modelDir)) {
+            throw new UsageException("--model " + modelDir + ": no such directory (expected a Hugging Face checkpoint)");
+        }
         if (!Files.isRegularFile(modelDir.resolve("config.json"))) {
             throw new UsageException("--model " + modelDir + ": no Hugging Face checkpoint there (config.json missing)");
         }
@@ -88,14 +91,29 @@ final class EvalCommand implements Command {
             throw new UsageException("--batch-size must be at least 1, got " + batchSize);
         }
         Path adapterDir = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
-        if (adapterDir != null && !Files.isRegularFile(adapterDir.resolve(PeftAdapter.CONFIG_FILE))) {
-            throw new UsageException("--adapter " + adapterDir + ": no PEFT adapter there (" + PeftAdapter.CONFIG_FILE
-                    + " missing)");
+        if (adapterDir != null) {
+            if (!Files.isDirectory(adapterDir)) {
+                throw new UsageException("--adapter " + adapterDir + ": no such directory (expected a PEFT adapter)");
+            }
+            if (!Files.isRegularFile(adapterDir.resolve(PeftAdapter.CONFIG_FILE))) {
+                throw new UsageException("--adapter " + adapterDir + ": no PEFT adapter there ("
+                        + PeftAdapter.CONFIG_FILE + " missing)");
+            }
+            try {
+                PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
+            } catch (IllegalArgumentException e) {
+                throw new UsageException("--adapter " + adapterDir + ": " + e.getMessage());
+            }
         }
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
 
         // The data first: a bad file is reported before the model loads.
-        ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
+        ModelConfig config;
+        try {
+            config = ModelConfig.read(modelDir.resolve("config.json"));
+        } catch (IllegalArgumentException e) {
+            throw new UsageException("--model " + modelDir + ": " + e.getMessage());
+        }
         if (!Files.isRegularFile(modelDir.resolve("tokenizer.json"))
                 && config.vocabSize() != ModelPreset.MISTRAL_V1_VOCAB_SIZE) {
             throw new UsageException("--model " + modelDir + ": no tokenizer.json, and its vocabulary of "
@@ -117,7 +135,11 @@ final class EvalCommand implements Command {
         try (NDManager manager = NDManager.newBaseManager();
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
             if (adapterDir != null) {
-                PeftAdapter.load(new LoraModel(model), adapterDir, "default"); // inference mode: no dropout
+                try {
+                    PeftAdapter.load(new LoraModel(model), adapterDir, "default"); // inference mode: no dropout
+                } catch (IllegalArgumentException e) {
+                    throw new UsageException("--adapter " + adapterDir + ": " + e.getMessage());
+                }
             }
             List<TrainingBatch> batches = Evaluation.batches(samples, true, maxSeqLen,
                     batchSize, config.eosTokenId());

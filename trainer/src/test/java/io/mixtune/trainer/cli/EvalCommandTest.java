@@ -4,17 +4,27 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.trainer.sft.MetricsLog;
 import java.io.IOException;
+import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
-/** `mixtune eval`: the eval_loss training logs, recomputed from the files a run leaves; bad input exits with 2. */
+/**
+ * `mixtune eval`: transformers' (and PEFT's) loss on the assistant tokens of a chat file; the eval_loss training logs,
+ * recomputed from the files a run leaves; bad input exits with 2.
+ */
 class EvalCommandTest {
+    /** Mean cross-entropy against transformers + PEFT (interop/make_eval_goldens.py), relative. */
+    private static final double GOLDEN_RTOL = 1e-5;
+
     @TempDir
     Path dir;
 
@@ -34,6 +44,50 @@ class EvalCommandTest {
             Files.write(file, lines.skip(skip).limit(count).toList());
         }
         return file;
+    }
+
+    /**
+     * The golden case's model and random adapter, written by init-model and init-adapter with the seeds the golden
+     * script used (the same bytes), evaluated on its four chats: each chat alone in transformers, packed into rows of
+     * 2048 here.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"tiny-mistral", "tiny-mixtral"})
+    void lossEqualsTransformersAndPeft(String name) throws IOException, URISyntaxException {
+        Path golden = Path.of(EvalCommandTest.class.getResource("/golden/eval").toURI());
+        JsonNode expected = new ObjectMapper().readTree(golden.resolve("expected.json").toFile());
+        JsonNode lora = expected.get("lora");
+        JsonNode c = expected.get("cases").get(name);
+        Path model = dir.resolve("model");
+        Path adapter = dir.resolve("adapter");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", c.get("preset").asText(), "--seed",
+                c.get("model_seed").asText(), "--dtype", "fp32", "--out", model.toString()).code());
+        MixtuneCliTest.Result init = MixtuneCliTest.run("init-adapter", "--model", model.toString(), "--out",
+                adapter.toString(), "--r", lora.get("r").asText(), "--alpha", lora.get("alpha").asText(), "--targets",
+                c.get("adapter_targets").asText(), "--init", lora.get("init").asText(), "--seed",
+                c.get("adapter_seed").asText());
+        assertEquals(0, init.code(), init.err());
+        List<String> common = List.of("--model", model.toString(), "--data",
+                golden.resolve(expected.get("chats").asText()).toString(), "--template",
+                expected.get("template").asText(), "--max-seq-len", expected.get("max_seq_len").asText());
+
+        Printed base = Printed.of(MixtuneCliTest.run(Stream.concat(Stream.of("eval"), common.stream())
+                .toArray(String[]::new)));
+        MixtuneCliTest.Result adaptedRun = MixtuneCliTest.run(Stream.concat(Stream.of("eval"), Stream.concat(
+                common.stream(), Stream.of("--adapter", adapter.toString()))).toArray(String[]::new));
+        assertEquals(0, adaptedRun.code(), adaptedRun.err());
+        Printed adapted = Printed.of(adaptedRun);
+        double baseLoss = c.get("base_loss").asDouble();
+        double loss = c.get("loss").asDouble();
+        System.out.printf("eval %s: base %.7f vs transformers %.7f (rel %.1e), adapter %.7f vs PEFT %.7f (rel %.1e), "
+                + "%d target tokens%n", name, base.loss(), baseLoss, Math.abs(base.loss() - baseLoss) / baseLoss,
+                adapted.loss(), loss, Math.abs(adapted.loss() - loss) / loss, adapted.targets());
+        assertEquals(c.get("target_tokens").asLong(), base.targets());
+        assertEquals(c.get("target_tokens").asLong(), adapted.targets());
+        assertEquals(baseLoss, base.loss(), GOLDEN_RTOL * baseLoss);
+        assertEquals(loss, adapted.loss(), GOLDEN_RTOL * loss);
+        double perplexity = c.get("perplexity").asDouble();
+        assertEquals(perplexity, adapted.perplexity(), GOLDEN_RTOL * loss * perplexity); // d exp(x) = exp(x) dx
     }
 
     /**
@@ -102,14 +156,26 @@ class EvalCommandTest {
         Files.writeString(bad, Files.readString(good) + "{\"messages\": [{\"role\": \"user\"}]}\n");
 
         assertUsageError(List.of("--model", dir.resolve("absent").toString(), "--data", good.toString()),
-                "--model " + dir.resolve("absent") + ": no Hugging Face checkpoint there (config.json missing)");
+                "--model " + dir.resolve("absent") + ": no such directory (expected a Hugging Face checkpoint)");
+        assertUsageError(List.of("--model", dir.toString(), "--data", good.toString()),
+                "--model " + dir + ": no Hugging Face checkpoint there (config.json missing)");
         assertUsageError(List.of("--model", model.toString(), "--data", bad.toString()), bad + ":3: ");
         assertUsageError(List.of("--model", model.toString(), "--data", good.toString(), "--template", "llama"),
                 "--template expects mistral or chatml, got 'llama'");
         assertUsageError(List.of("--model", model.toString(), "--data", dir.resolve("none.jsonl").toString()),
                 "--data " + dir.resolve("none.jsonl") + ": no such file");
         assertUsageError(List.of("--model", model.toString(), "--data", good.toString(), "--adapter", dir.toString()),
-                "no PEFT adapter there (adapter_config.json missing)");
+                "--adapter " + dir + ": no PEFT adapter there (adapter_config.json missing)");
+        // An adapter made for the tiny Mixtral names expert layers (w1, w2, w3) that the tiny Mistral lacks.
+        Path mixtral = dir.resolve("mixtral");
+        Path mixtralAdapter = dir.resolve("mixtral-adapter");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mixtral", "--out", mixtral.toString()).code());
+        assertEquals(0, MixtuneCliTest.run("init-adapter", "--model", mixtral.toString(), "--out",
+                mixtralAdapter.toString(), "--r", "4").code());
+        assertUsageError(List.of("--model", model.toString(), "--data", good.toString(), "--adapter",
+                mixtralAdapter.toString()), "--adapter " + mixtralAdapter + ": " + mixtralAdapter.resolve(
+                "adapter_model.safetensors") + " does not fit the model: model.layers.0.block_sparse_moe.experts.0.w1: "
+                + "the mistral model has no linear layer");
         assertUsageError(List.of("--model", model.toString()), "missing required option --data");
     }
 
