@@ -162,9 +162,9 @@ class Trainable:
     moments, decay of 0), and the step is the one on separate w1/w3 LoRAs.
     """
 
-    def __init__(self, case: SftCase, case_dir: Path):
+    def __init__(self, case: SftCase, case_dir: Path, dtype: torch.dtype = torch.float32):
         self.arch = case.spec.arch
-        base = hf.load_reference(case_dir / "model")
+        base = hf.load_reference(case_dir / "model").to(dtype)
         self.config = base.config
         with warnings.catch_warnings():
             hf.quiet_fused_pattern_notice()
@@ -367,6 +367,30 @@ def train(case: SftCase, case_dir: Path, batches: list[dict], aux_coef: float) -
     return result, trainable.adapter_tensors()
 
 
+def half_precision_step0(case: SftCase, out: Path, mb: dict, step0_fp32: dict,
+                         grads_fp32: dict[str, torch.Tensor]) -> dict:
+    """(c): step0 with the base model in float16 (what compute_dtype fp16 runs on a GPU): PEFT keeps the adapter in
+    float32 (autocast_adapter_dtype), computes the LoRA branch in float32 and adds it to the base output in float32
+    before rounding back; the loss upcasts the logits to float32. Also records how far float16 lands from float32, the
+    scale a tolerance must be measured against."""
+    trainable = Trainable(case, out, dtype=torch.float16)
+    assert all(p.dtype == torch.float32 for p in trainable.params), "PEFT should keep the adapter in float32"
+    record, grads = forward_backward(trainable, mb)
+    save_file(grads, out / "grads_step0_fp16.safetensors", metadata={"format": "pt"})
+    record["grads"] = "grads_step0_fp16.safetensors"
+    record["loss_rel_diff_to_fp32"] = abs(record["loss"] - step0_fp32["loss"]) / abs(step0_fp32["loss"])
+    record["grads_rel_diff_to_fp32"] = max(float((grads[k] - grads_fp32[k]).abs().max() / grads_fp32[k].abs().max())
+                                           for k in grads)
+    print(f"sft {name_of(case)} fp16: loss {record['loss']:.6f} (fp32 {step0_fp32['loss']:.6f}, rel diff "
+          f"{record['loss_rel_diff_to_fp32']:.2g}); gradients differ from fp32 by {record['grads_rel_diff_to_fp32']:.2g}"
+          " of their max")
+    return record
+
+
+def name_of(case: SftCase) -> str:
+    return next(n for n, c in CASES.items() if c is case)
+
+
 def write_case(name: str, out_root: Path = SFT_GOLDEN) -> None:
     case = CASES[name]
     threads = torch.get_num_threads()
@@ -431,6 +455,7 @@ def _write_case(name: str, case: SftCase, out: Path) -> None:
         norms = ", ".join(f"{s['grad_norm']:.3f}" for s in record["steps"])
         print(f"sft {name} {key}: losses {losses} -> {record['loss_after']['loss']:.4f}; grad norms {norms}; "
               f"max |weight change| {moved:.4f}")
+    expected["step0_fp16"] = half_precision_step0(case, out, batches[0], step0, grads)
     mg.write_json(out / "expected.json", expected)
     print(f"sft {name}: packed rows = samples alone within {packed_diff:.2g}; merged-weight grads within {worst:.2g}"
           + (f"; min router gap {min(gaps):.4f} over {len(gaps)} forwards" if gaps else ""))

@@ -14,7 +14,8 @@ from safetensors.numpy import load_file
 import make_sft_goldens as sft
 
 # Inputs (checkpoint, adapter, batch) must be the same bytes; computed numbers may round differently on another CPU.
-COMPUTED = {"expected.json", "grads_step0.safetensors", "weights_after.safetensors", "weights_after_no_aux.safetensors"}
+COMPUTED = {"expected.json", "grads_step0.safetensors", "grads_step0_fp16.safetensors", "weights_after.safetensors",
+            "weights_after_no_aux.safetensors"}
 
 
 def numbers_close(fresh, old, where=""):
@@ -71,7 +72,7 @@ def test_sft_golden_conventions(name):
         total += mb["num_targets"]
     assert batch["num_targets_total"] == total
     adapter = load_file(case_dir / "adapter" / "adapter_model.safetensors")
-    weight_files = ["grads_step0.safetensors"] + [expected[run]["weights_after"]
+    weight_files = ["grads_step0.safetensors", "grads_step0_fp16.safetensors"] + [expected[run]["weights_after"]
                                                   for run in ("train", "train_no_aux") if run in expected]
     for f in weight_files:
         tensors = load_file(case_dir / f)

@@ -2,6 +2,7 @@ package io.mixtune.lora.adapter;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.nn.norm.Dropout;
+import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.Scalars;
 import java.util.LinkedHashMap;
@@ -81,12 +82,14 @@ public final class LoraLinear implements Linear {
                 : x;
         NDArray a = adapter.a();
         NDArray b = adapter.b();
-        if (input.getDataType() != a.getDataType()) {
-            input = input.toType(a.getDataType(), false);
-        }
+        input = Casts.to(input, a.getDataType());
         NDArray update = Scalars.times(ai.djl.nn.core.Linear.linear(ai.djl.nn.core.Linear.linear(input, a)
                 .singletonOrThrow(), b).singletonOrThrow(), adapter.scale());
-        return y.add(update.getDataType() == y.getDataType() ? update : update.toType(y.getDataType(), false));
+        if (update.getDataType() == y.getDataType()) {
+            return y.add(update);
+        }
+        // A float16 base output and a float32 update: added in float32 and rounded once, as PEFT does.
+        return Casts.to(Casts.to(y, update.getDataType()).add(update), y.getDataType());
     }
 
     @Override

@@ -2,6 +2,7 @@ package io.mixtune.model.checkpoint;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
@@ -44,13 +45,25 @@ public final class MistralCheckpoint {
     }
 
     public static CausalLm load(Path modelDir, NDManager parent, LinearFactory linears) {
+        return load(modelDir, parent, linears, DataType.FLOAT32);
+    }
+
+    /**
+     * @param computeType FLOAT32, or FLOAT16 for half-precision compute (a GPU's): the full-precision weights
+     *     (embeddings, norms, dense linear layers, lm_head, router) are held in it, so activations are too; quantized
+     *     layers dequantize into their input's type
+     */
+    public static CausalLm load(Path modelDir, NDManager parent, LinearFactory linears, DataType computeType) {
+        if (computeType != DataType.FLOAT32 && computeType != DataType.FLOAT16) {
+            throw new IllegalArgumentException("compute type is float32 or float16, got " + computeType);
+        }
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
         try (SafetensorsReader reader = SafetensorsReader.open(modelDir)) {
             WeightLayout layout = WeightLayout.detect(config, reader::contains);
             checkTensors(modelDir, config, layout, reader);
             NDManager manager = parent.newSubManager();
             try {
-                return build(config, layout, reader, manager, linears);
+                return build(config, layout, reader, manager, inComputeType(linears, computeType), computeType);
             } catch (RuntimeException e) {
                 manager.close();
                 throw e;
@@ -88,9 +101,25 @@ public final class MistralCheckpoint {
         return items.size() > shown ? list + ", ... and " + (items.size() - shown) + " more" : list;
     }
 
+    /** The factory's dense layers converted to the compute type; other layers (NF4) convert at each forward. */
+    private static LinearFactory inComputeType(LinearFactory linears, DataType computeType) {
+        if (computeType == DataType.FLOAT32) {
+            return linears;
+        }
+        return (name, weight, shape, manager) -> {
+            Linear linear = linears.create(name, weight, shape, manager);
+            if (linear instanceof DenseLinear dense && dense.weight().getDataType() != computeType) {
+                try (NDArray full = dense.weight()) {
+                    return new DenseLinear(full.toType(computeType, false));
+                }
+            }
+            return linear;
+        };
+    }
+
     private static CausalLm build(ModelConfig config, WeightLayout layout, SafetensorsReader reader, NDManager manager,
-            LinearFactory linears) {
-        NDArray embedTokens = tensor(reader, "model.embed_tokens.weight", manager);
+            LinearFactory linears, DataType computeType) {
+        NDArray embedTokens = tensor(reader, "model.embed_tokens.weight", manager, computeType);
         List<DecoderLayer> layers = new ArrayList<>();
         for (int i = 0; i < config.numHiddenLayers(); i++) {
             String prefix = "model.layers." + i;
@@ -109,13 +138,11 @@ public final class MistralCheckpoint {
                         linear(reader, prefix + ".mlp.up_proj", manager, linears),
                         linear(reader, prefix + ".mlp.down_proj", manager, linears));
             }
-            layers.add(new DecoderLayer(
-                    new RmsNorm(tensor(reader, prefix + ".input_layernorm.weight", manager), config.rmsNormEps()),
-                    attention,
-                    new RmsNorm(tensor(reader, prefix + ".post_attention_layernorm.weight", manager), config.rmsNormEps()),
+            layers.add(new DecoderLayer(norm(reader, prefix + ".input_layernorm", manager, config, computeType),
+                    attention, norm(reader, prefix + ".post_attention_layernorm", manager, config, computeType),
                     mlp, moe));
         }
-        RmsNorm norm = new RmsNorm(tensor(reader, "model.norm.weight", manager), config.rmsNormEps());
+        RmsNorm norm = norm(reader, "model.norm", manager, config, computeType);
         Linear lmHead = config.tieWordEmbeddings() ? null : linear(reader, "lm_head", manager, linears);
         return new CausalLm(config, manager, embedTokens, layers, norm, lmHead);
     }
@@ -164,8 +191,19 @@ public final class MistralCheckpoint {
         return linears.create(moduleName, reader.readFloats(name), new Shape(reader.info(name).shape()), manager);
     }
 
-    private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager) {
-        return manager.create(reader.readFloats(name), new Shape(reader.info(name).shape()));
+    private static RmsNorm norm(SafetensorsReader reader, String moduleName, NDManager manager, ModelConfig config,
+            DataType computeType) {
+        return new RmsNorm(tensor(reader, moduleName + ".weight", manager, computeType), config.rmsNormEps());
+    }
+
+    private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager, DataType computeType) {
+        NDArray full = manager.create(reader.readFloats(name), new Shape(reader.info(name).shape()));
+        if (computeType == DataType.FLOAT32) {
+            return full;
+        }
+        try (full) {
+            return full.toType(computeType, false);
+        }
     }
 
     /** Tensor names and shapes a model needs, by the layout its file uses. */

@@ -1,9 +1,9 @@
 package io.mixtune.model.mistral;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.types.DataType;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.KvCache;
+import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.RotaryEmbedding;
 import io.mixtune.model.nn.Scalars;
@@ -56,10 +56,7 @@ public final class MistralAttention {
         NDArray groupedQ = q.reshape(batch, keyValueHeads, group * length, headDim);
         NDArray scores = Scalars.times(groupedQ.matMul(k.transpose(0, 1, 3, 2)).reshape(batch, heads, length, keys),
                 1.0 / Math.sqrt(headDim)).add(mask);
-        DataType computeType = x.getDataType();
-        NDArray probabilities = computeType == DataType.FLOAT32
-                ? scores.softmax(-1)
-                : scores.toType(DataType.FLOAT32, false).softmax(-1).toType(computeType, false);
+        NDArray probabilities = Casts.softmaxInFloat32(scores, -1);
         NDArray context = probabilities.reshape(batch, keyValueHeads, group * length, keys).matMul(v)
                 .reshape(batch, heads, length, headDim)
                 .transpose(0, 2, 1, 3)

@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
+import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Linear;
 import java.util.List;
 
@@ -33,10 +34,10 @@ public final class SparseMoeBlock {
         long tokenCount = tokens.getShape().get(0);
         NDArray routerLogits = router.forward(tokens);
         // Routing in float32 as transformers does, so the top-k choice matches it whatever the compute dtype.
-        NDArray routingProbabilities = routerLogits.toType(DataType.FLOAT32, false).softmax(-1);
+        NDArray routingProbabilities = Casts.to(routerLogits, DataType.FLOAT32).softmax(-1);
         NDList top = routingProbabilities.topK(topK, -1, true, true);
         NDArray topWeights = top.get(0);
-        topWeights = topWeights.div(topWeights.sum(new int[] {-1}, true)).toType(x.getDataType(), false);
+        topWeights = Casts.to(topWeights.div(topWeights.sum(new int[] {-1}, true)), x.getDataType());
         NDArray chosenExperts = top.get(1).reshape(-1);
 
         // Dispatch that autograd can follow: sort the (token, choice) pairs by expert, gather their inputs, run each

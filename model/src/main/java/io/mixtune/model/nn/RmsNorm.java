@@ -22,12 +22,9 @@ public final class RmsNorm {
 
     public NDArray forward(NDArray x) {
         DataType inputType = x.getDataType();
-        NDArray x32 = inputType == DataType.FLOAT32 ? x : x.toType(DataType.FLOAT32, false);
+        NDArray x32 = Casts.to(x, DataType.FLOAT32);
         NDArray variance = x32.square().mean(new int[] {-1}, true);
         NDArray normalized = x32.div(variance.add(eps).sqrt());
-        if (inputType != DataType.FLOAT32) {
-            normalized = normalized.toType(inputType, false);
-        }
-        return normalized.mul(weight);
+        return Casts.to(normalized, inputType).mul(weight);
     }
 }

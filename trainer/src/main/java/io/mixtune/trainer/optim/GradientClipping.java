@@ -1,6 +1,7 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.index.NDIndex;
 import java.util.List;
 
 /** Global-norm clipping as torch.nn.utils.clip_grad_norm_: one L2 norm over all gradients, scaled by max/(norm+1e-6). */
@@ -21,11 +22,23 @@ public final class GradientClipping {
         return Math.sqrt(sum);
     }
 
-    /** Sets every gradient to zero before a step accumulates into them. */
+    /**
+     * Sets every gradient to zero before a step accumulates into them: written over, not multiplied by 0, which would
+     * keep the NaNs of a float16 step that overflowed.
+     */
     public static void zero(List<NDArray> parameters) {
         for (NDArray parameter : parameters) {
             try (NDArray gradient = parameter.getGradient()) {
-                gradient.muli(0);
+                gradient.set(new NDIndex("..."), 0);
+            }
+        }
+    }
+
+    /** Multiplies every gradient by {@code factor} in place (undoing a loss scale). */
+    public static void multiply(List<NDArray> parameters, double factor) {
+        for (NDArray parameter : parameters) {
+            try (NDArray gradient = parameter.getGradient()) {
+                gradient.muli(factor);
             }
         }
     }

@@ -12,6 +12,7 @@ import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.AttentionMask;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Scalars;
 import java.util.List;
 
@@ -72,7 +73,7 @@ public final class CausalLmLoss {
         long t = batch.length();
         int targets = batch.targetCount();
         if (targets == 0) {
-            return Scalars.times(states.sum(), 0).toType(DataType.FLOAT32, false);
+            return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
         }
         // Rows of the flattened [B*T, hidden] states that predict a target, and those targets.
         long[] predicting = new long[targets];
@@ -88,7 +89,7 @@ public final class CausalLmLoss {
             }
         }
         NDArray predictingStates = states.reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
-        NDArray logits = model.logits(predictingStates).toType(DataType.FLOAT32, false);
+        NDArray logits = Casts.to(model.logits(predictingStates), DataType.FLOAT32);
         return logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).sum().neg();
     }
 
@@ -160,7 +161,7 @@ public final class CausalLmLoss {
      * @param realTokens [tokens] 1 for tokens that count, or null for all
      */
     static NDArray expertLoad(List<NDArray> routerLogits, int topK, NDArray realTokens) {
-        NDArray logits = NDArrays.concat(new NDList(routerLogits), 0).toType(DataType.FLOAT32, false);
+        NDArray logits = Casts.to(NDArrays.concat(new NDList(routerLogits), 0), DataType.FLOAT32);
         int experts = (int) logits.getShape().get(1);
         NDArray chosen = logits.softmax(-1).topK(topK, -1, true, true).get(1);
         NDArray assignments = chosen.oneHot(experts).toType(DataType.FLOAT32, false).sum(new int[] {1}); // [L*T, E]
@@ -178,7 +179,7 @@ public final class CausalLmLoss {
      * @param tokenWeights [tokens] 1 for tokens that count, or null for all
      */
     static NDArray loadBalancingPart(NDArray logits, NDArray load, NDArray tokenWeights, long routedTokens) {
-        NDArray probabilities = logits.toType(DataType.FLOAT32, false).softmax(-1);
+        NDArray probabilities = Casts.to(logits, DataType.FLOAT32).softmax(-1);
         NDArray mass = (tokenWeights == null ? probabilities : probabilities.mul(tokenWeights.reshape(-1, 1)))
                 .sum(new int[] {0});
         long experts = logits.getShape().get(1);

@@ -2,6 +2,7 @@ package io.mixtune.trainer.sft;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
@@ -20,6 +21,7 @@ import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
 import io.mixtune.trainer.optim.LearningRateSchedule;
+import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import java.io.IOException;
@@ -45,6 +47,8 @@ import java.util.Map;
  */
 public final class SftRecipe implements AutoCloseable {
     public static final String ADAPTER_NAME = "default";
+    /** float16: this many overflowing steps in a row (the scale down by 2^20) means the run diverged, not the scale. */
+    static final int MAX_SKIPPED_IN_A_ROW = 20;
 
     private final Recipe recipe;
     private final Path outputDir;
@@ -52,6 +56,7 @@ public final class SftRecipe implements AutoCloseable {
     private final boolean terminal;
     private final NDManager manager;
     private final CausalLm model;
+    private final DataType computeType;
     private final LoraModel lora;
     private final Path baseModelDir;
     private final ChatDataset dataset;
@@ -92,7 +97,12 @@ public final class SftRecipe implements AutoCloseable {
         manager = NDManager.newBaseManager();
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                 ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
-        model = MistralCheckpoint.load(baseModelDir, manager, linears);
+        computeType = computeType(recipe.model());
+        if (computeType == DataType.FLOAT16) {
+            out.println("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
+                    + "fp16 is meant for a GPU");
+        }
+        model = MistralCheckpoint.load(baseModelDir, manager, linears, computeType);
         ModelConfig config = model.config();
 
         // The adapter: fresh (PEFT's init, seeded) or the one the recipe starts from.
@@ -120,6 +130,11 @@ public final class SftRecipe implements AutoCloseable {
         long epochSteps = ceilDiv((long) microBatchesPerEpoch * (train.epochs() == null ? 1 : train.epochs()),
                 train.gradientAccumulation());
         totalSteps = train.maxSteps() != null ? train.maxSteps() : epochSteps;
+    }
+
+    /** model.compute_dtype: auto is float32 here, since this install runs libtorch for CPU only. */
+    static DataType computeType(Recipe.Model model) {
+        return "fp16".equals(model.computeDtype()) ? DataType.FLOAT16 : DataType.FLOAT32;
     }
 
     public static SftRecipe setup(Recipe recipe, PrintStream out, boolean terminal) {
@@ -177,6 +192,7 @@ public final class SftRecipe implements AutoCloseable {
                 train.weightDecay());
         LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
                 (int) totalSteps);
+        LossScaler scaler = computeType == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
         long step = 0;
         TrainingCheckpoint.State resumed = null;
         if (resumeFrom != null) {
@@ -186,6 +202,7 @@ public final class SftRecipe implements AutoCloseable {
                 parameters.get(i).set(state.parameters().get(i));
             }
             optimizer.restore(state.optimizerSteps(), state.firstMoments(), state.secondMoments());
+            scaler.restore(state.lossScaler());
             step = state.step();
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
         } else {
@@ -225,15 +242,22 @@ public final class SftRecipe implements AutoCloseable {
                 for (long index = first; index < last; index++) {
                     batches.add(microBatch(index));
                 }
-                double lr = averages.learningRate(step, schedule::at);
+                // Skipped float16 steps do not advance the schedule (HF's Trainer skips the scheduler step too).
+                long skipped = scaler.skippedSteps();
+                double lr = averages.learningRate(step, s -> schedule.at(s - skipped));
                 StepResult result = optimizerStep(model, parameters, batches, coefficient, train.maxGradNorm(),
-                        optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first);
+                        optimizer, lr, manager, train.gradientCheckpointing(), train.seed() * 1_000_003L + first,
+                        scaler);
                 double stepLoss = result.loss();
                 double gradNorm = result.gradNorm();
                 double loadBalancing = result.loadBalancing();
                 int targets = result.targets();
                 long tokens = result.tokens();
-                if (!result.isFinite()) {
+                if (result.skipped()) {
+                    progress.message(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
+                            + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
+                }
+                if (!result.isFinite() && (!scaler.enabled() || scaler.skippedInARow() >= MAX_SKIPPED_IN_A_ROW)) {
                     List<Path> saved = TrainingCheckpoint.list(checkpoints);
                     throw new IllegalStateException(String.format(Locale.ROOT, "step %d: the loss is %s (grad norm %s%s)"
                             + ": stopping; %s. Lower train.lr or raise warmup_steps.", step + 1, stepLoss, gradNorm,
@@ -256,6 +280,10 @@ public final class SftRecipe implements AutoCloseable {
                     }
                     record.put("lr", lr);
                     record.put("grad_norm", gradNorm);
+                    if (scaler.enabled()) {
+                        record.put("loss_scale", result.lossScale());
+                        record.put("skipped", result.skipped());
+                    }
                     record.put("tokens", tokens);
                     record.put("target_tokens", targets);
                     record.put("tokens_per_second", tokens / seconds);
@@ -271,7 +299,7 @@ public final class SftRecipe implements AutoCloseable {
                             lastEval, Math.exp(lastEval)));
                 }
                 if (end || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    Path saved = saveCheckpoint(checkpoints, step, optimizer, averages);
+                    Path saved = saveCheckpoint(checkpoints, step, optimizer, scaler, averages);
                     progress.message("step " + step + ": checkpoint " + saved);
                 }
             }
@@ -291,10 +319,12 @@ public final class SftRecipe implements AutoCloseable {
      * @param crossEntropy summed cross-entropy / targets (the mean over the step's target tokens)
      * @param loadBalancing the router load-balancing loss averaged over micro-batches, before the coefficient (0 for a
      *     dense model); reported even when the coefficient is 0
-     * @param gradNorm the global gradient norm before clipping
+     * @param gradNorm the global gradient norm before clipping (unscaled)
+     * @param lossScale the float16 loss scale the step ran at (1 in float32)
+     * @param skipped float16 only: the gradients overflowed, the update was skipped and the scale halved
      */
     record StepResult(double loss, double crossEntropy, double loadBalancing, double gradNorm, int targets,
-            long tokens) {
+            long tokens, double lossScale, boolean skipped) {
         boolean isFinite() {
             return Double.isFinite(loss) && Double.isFinite(gradNorm);
         }
@@ -304,14 +334,16 @@ public final class SftRecipe implements AutoCloseable {
      * One optimizer step over gradient_accumulation micro-batches, as HF's Trainer with num_items_in_batch: zero the
      * gradients; per micro-batch, backward of its summed cross-entropy / the step's target count plus coefficient x
      * its load-balancing loss / micro-batches; clip the global norm; AdamW at lr. When the loss or the norm is not
-     * finite the weights and the optimizer are left as they were, for the caller to stop.
+     * finite the weights and the optimizer are left as they were, for the caller to stop. In float16 the objective is
+     * multiplied by the scaler's scale before backward and the gradients divided by it before clipping; a step with
+     * non-finite gradients is then skipped and the scaler told ({@link LossScaler}).
      *
      * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
      * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j
      */
     static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
             double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
-            boolean gradientCheckpointing, long dropoutSeed) {
+            boolean gradientCheckpointing, long dropoutSeed, LossScaler scaler) {
         int targets = 0;
         long tokens = 0;
         for (TrainingBatch batch : batches) {
@@ -319,14 +351,15 @@ public final class SftRecipe implements AutoCloseable {
             tokens += batch.realTokens();
         }
         GradientClipping.zero(parameters);
+        double scale = scaler.scale();
         double crossEntropy = 0;
         double loadBalancing = 0;
         for (int j = 0; j < batches.size(); j++) {
             // Summed cross-entropy over the step's target tokens (HF's num_items_in_batch), plus the load-balancing
             // loss averaged over micro-batches. Dropout is seeded per micro-batch (and layer), so a resumed run draws
             // the same masks.
-            CausalLmLoss.Values values = CausalLmLoss.backward(model, batches.get(j), Math.max(1, targets),
-                    auxCoefficient / batches.size(), gradientCheckpointing, dropoutSeed + j, manager);
+            CausalLmLoss.Values values = CausalLmLoss.backward(model, batches.get(j), Math.max(1, targets) / scale,
+                    auxCoefficient / batches.size() * scale, gradientCheckpointing, dropoutSeed + j, manager);
             crossEntropy += values.crossEntropySum();
             if (!Double.isNaN(values.loadBalancing())) {
                 loadBalancing += values.loadBalancing() / batches.size();
@@ -334,12 +367,16 @@ public final class SftRecipe implements AutoCloseable {
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
         double stepLoss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
+        if (scale != 1) {
+            GradientClipping.multiply(parameters, 1 / scale);
+        }
         double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
-        StepResult result = new StepResult(stepLoss, meanCrossEntropy, loadBalancing, gradNorm, targets, tokens);
-        if (result.isFinite()) {
+        boolean finite = Double.isFinite(stepLoss) && Double.isFinite(gradNorm);
+        boolean apply = scaler.update(finite);
+        if (finite && apply) {
             optimizer.step(lr);
         }
-        return result;
+        return new StepResult(stepLoss, meanCrossEntropy, loadBalancing, gradNorm, targets, tokens, scale, !apply);
     }
 
     /**
@@ -410,8 +447,9 @@ public final class SftRecipe implements AutoCloseable {
         return parameters.stream().map(p -> p.getShape().getShape()).toList();
     }
 
-    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer, TrainingAverages averages) {
-        TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), 1.0,
+    private Path saveCheckpoint(Path checkpoints, long step, AdamW optimizer, LossScaler scaler,
+            TrainingAverages averages) {
+        TrainingCheckpoint.State state = new TrainingCheckpoint.State(step, optimizer.stepCount(), scaler.state(),
                 parameters.stream().map(NDArray::toFloatArray).toList(),
                 optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
                 optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages.state());
@@ -456,7 +494,9 @@ public final class SftRecipe implements AutoCloseable {
         out.printf(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays%n", baseModelDir,
                 config.modelType().hfName(), config.numHiddenLayers(),
                 config.isMixtureOfExperts() ? ", " + config.numLocalExperts() + " experts" : "",
-                recipe.model().quantize().equals("nf4") ? "NF4 base" : "fp32 base", adapterParameters,
+                (recipe.model().quantize().equals("nf4") ? "NF4 base" : "full-precision base") + ", compute in "
+                        + (computeType == DataType.FLOAT16 ? "fp16 with dynamic loss scaling" : "fp32"),
+                adapterParameters,
                 parameters.size());
         out.printf(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an epoch%s%n",
                 dataset.report(), dataset.train().size(), dataset.validation().size(), microBatchesPerEpoch,

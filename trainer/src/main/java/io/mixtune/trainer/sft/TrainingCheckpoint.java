@@ -7,6 +7,7 @@ import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.trainer.optim.LossScaler;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -46,7 +47,7 @@ public final class TrainingCheckpoint {
      *
      * @param averages the weight averages' arrays by name ({@link TrainingAverages#state}), in parameter order
      */
-    public record State(long step, long optimizerSteps, double lossScale, List<float[]> parameters,
+    public record State(long step, long optimizerSteps, LossScaler.State lossScaler, List<float[]> parameters,
             List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages) {}
 
     private TrainingCheckpoint() {}
@@ -82,7 +83,10 @@ public final class TrainingCheckpoint {
             ObjectNode json = JSON.createObjectNode();
             json.put("step", state.step());
             json.put("optimizer_steps", state.optimizerSteps());
-            json.put("loss_scale", state.lossScale());
+            json.put("loss_scale", state.lossScaler().scale());
+            json.put("loss_scale_finite_streak", state.lossScaler().finiteStreak());
+            json.put("skipped_steps", state.lossScaler().skippedSteps());
+            json.put("skipped_in_a_row", state.lossScaler().skippedInARow());
             json.put("parameters", shapes.size());
             state.averages().keySet().forEach(json.putArray("averages")::add);
             ObjectNode hashes = json.putObject("sha256");
@@ -149,7 +153,10 @@ public final class TrainingCheckpoint {
                 }
             }
             return new State(json.get("step").asLong(), json.get("optimizer_steps").asLong(),
-                    json.get("loss_scale").asDouble(), parameters, first, second, averages);
+                    new LossScaler.State(json.get("loss_scale").asDouble(),
+                            json.path("loss_scale_finite_streak").asInt(0), json.path("skipped_steps").asLong(0),
+                            json.path("skipped_in_a_row").asInt(0)),
+                    parameters, first, second, averages);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
         }

@@ -162,6 +162,42 @@ class TrainCommandTest {
         assertTrue(explicit.err().contains("is not a complete checkpoint"), explicit.err());
     }
 
+    /**
+     * compute_dtype fp16 (slow on a CPU, so 4 short steps): the steps run at GradScaler's initial loss scale, which is
+     * in metrics.jsonl and in the checkpoints, and resuming from step 2 gives the losses of the whole run.
+     */
+    @Test
+    void aFloat16RunRecordsItsLossScaleAndResumesExactly() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("fp16"));
+        String[] overrides = {"--set", "model.compute_dtype=fp16", "--set", "train.max_steps=4", "--set",
+                "train.save_every=2", "--set", "train.micro_batch_size=1", "--set", "train.gradient_accumulation=1",
+                "--set", "data.max_seq_len=64", "--set", "train.eval_every=0"};
+        List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe(dir).toString()));
+        args.addAll(List.of(overrides));
+        MixtuneCliTest.Result run = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(0, run.code(), run.err());
+        assertTrue(run.out().contains("compute in fp16 with dynamic loss scaling"), run.out());
+        Path metrics = dir.resolve("out/metrics.jsonl");
+        List<Double> expected = losses(metrics);
+        for (JsonNode record : MetricsLog.read(metrics)) {
+            if (record.has("loss")) {
+                assertEquals(65536.0, record.get("loss_scale").asDouble(), record.toString());
+                assertFalse(record.get("skipped").asBoolean(), record.toString());
+            }
+        }
+        assertTrue(Files.readString(dir.resolve("out/checkpoints/step-000002/trainer_state.json"))
+                .contains("\"loss_scale\" : 65536.0"));
+
+        args.addAll(List.of("--resume", dir.resolve("out/checkpoints/step-000002").toString()));
+        MixtuneCliTest.Result resumed = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(0, resumed.code(), resumed.err());
+        List<Double> actual = losses(metrics);
+        assertEquals(expected.size(), actual.size());
+        for (int i = 0; i < expected.size(); i++) {
+            assertEquals(expected.get(i), actual.get(i), 1e-6, "loss of step " + (i + 1));
+        }
+    }
+
     /** `mixtune ARGS` in a new JVM, its output in DIR/log.txt (appended). */
     private static Process mixtune(Path dir, String... args) throws IOException {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
