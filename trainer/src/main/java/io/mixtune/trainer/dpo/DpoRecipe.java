@@ -87,8 +87,8 @@ public final class DpoRecipe implements AutoCloseable {
         this.dpo = recipe.dpo();
         this.out = out;
         this.terminal = terminal;
-        this.outputDir = TrainingOutputs.outputDir(recipe);
         Recipe.Train train = recipe.train();
+        TrainingModel.check(recipe);
         // The pairs first, so that bad data stops the run before the model loads: tokenized with the model's tokenizer
         // and the recipe's template, one pool split into stages in file order or a file per stage, validation from its
         // own files or held out of each stage (seeded).
@@ -98,11 +98,12 @@ public final class DpoRecipe implements AutoCloseable {
                 data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()), tokenizerFile.open(),
                 data.maxSeqLen(), tokenizerFile.bosId());
         List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
-                : dpo.stageFiles().stream().map(file -> List.of(Path.of(file))).toList();
+                : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
         dataset = PreferenceDataset.load(stageFiles, dpo.stageCount(), paths(data.validationFiles()),
                 data.validationRatio(), train.seed(), tokenizer, data.skipInvalid());
 
         loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
+        outputDir = TrainingOutputs.outputDir(recipe);
         manager = loaded.manager();
         model = loaded.model();
         lora = loaded.lora();
@@ -518,7 +519,7 @@ public final class DpoRecipe implements AutoCloseable {
     }
 
     private static List<Path> paths(List<String> files) {
-        return files.stream().map(Path::of).toList();
+        return files.stream().map(DataConfig::file).toList();
     }
 
     private static long ceilDiv(long a, long b) {

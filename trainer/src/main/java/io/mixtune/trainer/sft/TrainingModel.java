@@ -8,6 +8,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
@@ -26,11 +27,21 @@ import java.util.Locale;
 public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir,
         DataType computeType) implements AutoCloseable {
 
-    public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
+    /** Refuses, before anything is read or written, a model this install cannot train. */
+    public static void check(Recipe recipe) {
+        if (recipe.model().preset() != null && ModelPreset.load(recipe.model().preset()).parameterCount()
+                > PresetCheckpoint.MAX_MATERIALISED_PARAMETERS) {
+            throw new IllegalArgumentException("model.preset: " + recipe.model().preset() + " holds the model's shapes "
+                    + "(for memory plans), not weights: train on the checkpoint with --set model.path=DIR");
+        }
         if ("gpu".equals(recipe.model().device())) {
             throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
                     + "only (pytorch-native-cpu); use device: cpu or auto");
         }
+    }
+
+    public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
+        check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
         if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
             PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
