@@ -30,6 +30,8 @@ public final class Mixtune {
                 new DataCommand.Prepare(), new DataCommand.Preview())) {
             commands.put(command.name(), command);
         }
+        Command plan = new PlanCommand();
+        commands.put(plan.name(), plan);
     }
 
     public static void main(String[] args) {
