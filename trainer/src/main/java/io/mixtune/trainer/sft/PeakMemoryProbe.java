@@ -100,7 +100,8 @@ public final class PeakMemoryProbe {
                     batch.targetCount()));
             long predicted = plan.total() - plan.bytesOf(MemoryPlan.PROCESS_AT_START); // the baseline is not measured
             System.out.printf(Locale.ROOT, "%s, %d x %d tokens, %d targets, checkpointing %s: predicted %.3f GiB, "
-                    + "measured %.3f GiB (native %.3f + NF4 heap %.3f), error %+.1f%%%n", modelDir.getFileName(),
+                    + "measured %.3f GiB (native %.3f + NF4 heap %.3f), error %+.1f%%%n",
+                    recipe.model().preset() != null ? recipe.model().preset() : recipe.model().path(),
                     batch.rows(), batch.length(), batch.targetCount(), train.gradientCheckpointing() ? "on" : "off",
                     predicted / GIB, measured / GIB, nativeGrowth / GIB, heapModel / GIB,
                     100.0 * (predicted - measured) / measured);

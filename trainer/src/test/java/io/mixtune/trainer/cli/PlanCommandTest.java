@@ -3,6 +3,7 @@ package io.mixtune.trainer.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.mixtune.model.config.ModelPreset;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -79,6 +80,16 @@ class PlanCommandTest {
         double everyLayer = gib(withOut, "dequantized weights (every layer)");
         assertEquals(32 * gib(with, "dequantized weights (one layer)"), everyLayer, 32 * 0.005);
         assertEquals(gib(with, "total with checkpointing off"), gib(withOut, "total"), 0.01);
+    }
+
+    @Test
+    void unquantizedBaseHoldsEveryWeightInTheComputeDtype() {
+        String out = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS, "--set",
+                "model.quantize=none").out();
+        long parameters = ModelPreset.load("mixtral-8x7b").parameterCount();
+        assertEquals(parameters * 2 / GIB, gib(out, "full-precision weights (fp16)"), 0.01);
+        assertTrue(!out.contains("NF4") && !out.contains("dequantized"), out);
+        assertTrue(line(out, "80 GB ").contains(" no "), out); // 87 GiB of fp16 weights
     }
 
     @Test
