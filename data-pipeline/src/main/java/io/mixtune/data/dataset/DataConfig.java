@@ -4,6 +4,9 @@ import io.mixtune.data.read.ChatFormat;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.CustomTemplate;
 import io.mixtune.data.template.LossPolicy;
+import io.mixtune.model.config.BundledFiles;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.List;
 
 /**
@@ -11,7 +14,8 @@ import java.util.List;
  * component names. A constructor error starts with the key it is about ("max_seq_len: ..."), so the recipe reader can
  * point at the line.
  *
- * @param files training files (JSONL or a JSON array, plain or gzip), relative to the working directory
+ * @param files training files (JSONL or a JSON array, plain or gzip), relative to the working directory (see
+ *     {@link #file})
  * @param validationFiles files of the validation set; when empty, {@code validationRatio} of the training samples
  * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
  * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly, alpaca
@@ -54,6 +58,19 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         if ("custom".equals(template) && customTemplate == null) {
             throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
         }
+    }
+
+    /**
+     * A data file as a recipe names it: relative to the working directory, else the file of that name bundled in the
+     * jar ({@code data/samples/}), so that a recipe naming the sample chats runs from any directory. A name found in
+     * neither place comes back as given, for the reader to report missing.
+     */
+    public static Path file(String name) {
+        Path onDisk = Path.of(name);
+        if (Files.exists(onDisk)) {
+            return onDisk;
+        }
+        return BundledFiles.find(name).filter(Files::isRegularFile).orElse(onDisk);
     }
 
     /** The loss policy {@code lossOn} names. */

@@ -130,7 +130,8 @@ public final class SampleCache {
         return new Loaded(dataset, file, note == null ? Status.BUILT : Status.REBUILT, note);
     }
 
-    static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
+    /** Tokenizes the data section without the cache: what a miss runs, and what a one-off evaluation of a file runs. */
+    public static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
         try (TextTokenizer text = tokenizer.open()) {
             SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer.bosId(), tokenizer.eosId()), text,
                     config.maxSeqLen(), config.lossPolicy());
@@ -140,7 +141,7 @@ public final class SampleCache {
     }
 
     private static List<Path> paths(List<String> files) {
-        return files.stream().map(Path::of).toList();
+        return files.stream().map(DataConfig::file).toList();
     }
 
     // ---- key -----------------------------------------------------------------------------------------------------
@@ -154,10 +155,10 @@ public final class SampleCache {
         StringBuilder text = new StringBuilder();
         text.append("format_version=").append(FORMAT_VERSION).append('\n');
         for (String file : config.files()) {
-            text.append("file=").append(file).append(' ').append(fileHash(Path.of(file))).append('\n');
+            text.append("file=").append(file).append(' ').append(fileHash(DataConfig.file(file))).append('\n');
         }
         for (String file : config.validationFiles()) {
-            text.append("validation_file=").append(file).append(' ').append(fileHash(Path.of(file))).append('\n');
+            text.append("validation_file=").append(file).append(' ').append(fileHash(DataConfig.file(file))).append('\n');
         }
         text.append("tokenizer=").append(HexFormat.of().formatHex(sha256().digest(tokenizer.json())))
                 .append(" bos=").append(tokenizer.bosId()).append(" eos=").append(tokenizer.eosId()).append('\n');

@@ -1,6 +1,7 @@
 package io.mixtune.trainer.cli;
 
 import java.io.PrintStream;
+import java.util.List;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
@@ -16,6 +17,14 @@ interface Command {
 
     Options options();
 
-    /** Runs the command; stdout is for results, anything else goes to stderr. Returns the exit code. */
+    /** Names of the positional arguments the command takes, in order ("NAME", "DEST"); most take none. */
+    default List<String> arguments() {
+        return List.of();
+    }
+
+    /**
+     * Runs the command; stdout is for results, anything else goes to stderr. Returns the exit code. The positional
+     * arguments are in {@code line.getArgList()}, exactly as many as {@link #arguments()} names.
+     */
     int run(CommandLine line, PrintStream out) throws Exception;
 }

@@ -25,9 +25,10 @@ public final class Mixtune {
     private final Map<String, Command> commands = new LinkedHashMap<>();
 
     Mixtune() {
-        for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new GenerateCommand(),
-                new InitModelCommand(), new InitAdapterCommand(), new MergeAdapterCommand(), new MergeCommand(),
-                new DataCommand.Prepare(), new DataCommand.Preview())) {
+        for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
+                new RecipesCommand.Show(), new RecipesCommand.Copy(), new EvalCommand(), new DataCommand.Prepare(),
+                new DataCommand.Preview(), new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
+                new MergeAdapterCommand(), new MergeCommand())) {
             commands.put(command.name(), command);
         }
         Command plan = new PlanCommand();
@@ -69,8 +70,14 @@ public final class Mixtune {
         }
         try {
             CommandLine line = new DefaultParser().parse(command.options(), commandArgs);
-            if (!line.getArgList().isEmpty()) {
-                throw new UsageException("unexpected argument '" + line.getArgList().get(0) + "'");
+            List<String> positional = line.getArgList();
+            List<String> expected = command.arguments();
+            if (positional.size() > expected.size()) {
+                throw new UsageException("unexpected argument '" + positional.get(expected.size()) + "'");
+            }
+            if (positional.size() < expected.size()) {
+                throw new UsageException("missing " + String.join(" ", expected.subList(positional.size(),
+                        expected.size())));
             }
             return command.run(line, out);
         } catch (ParseException | UsageException e) {

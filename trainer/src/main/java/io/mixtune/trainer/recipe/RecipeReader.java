@@ -6,6 +6,8 @@ import com.fasterxml.jackson.databind.PropertyNamingStrategies;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
+import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.model.config.ModelPreset;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
@@ -19,8 +21,11 @@ import java.util.List;
 
 /**
  * Reads a recipe: the bundled defaults, then the files it includes (in order), then the recipe, then each
- * {@code --set key.path=value}; binds the result onto {@link Recipe} and checks that the files it names exist. Every
- * error names the file and line the offending value came from.
+ * {@code --set key.path=value}; binds the result onto {@link Recipe} and checks that the files and the preset it names
+ * exist. Every error names the file and line the offending value came from.
+ *
+ * <p>model.path and model.preset are one choice: a layer that names one drops the other from the layers beneath, so
+ * {@code --set model.path=DIR} trains a recipe written for a preset on the real checkpoint.
  */
 public final class RecipeReader {
     /** Defaults under every recipe; a classpath resource, edited in {@code configs/}. */
@@ -36,9 +41,9 @@ public final class RecipeReader {
         if (!Files.isRegularFile(file)) {
             throw new RecipeException(file + ": no such recipe file");
         }
-        YamlTree merged = resource(DEFAULTS).overlay(withIncludes(file, new ArrayList<>()));
+        YamlTree merged = overlay(resource(DEFAULTS), withIncludes(file, new ArrayList<>()));
         for (String assignment : overrides) {
-            merged = merged.overlay(YamlTree.override(assignment));
+            merged = overlay(merged, YamlTree.override(assignment));
         }
         merged.root.remove(INCLUDE);
         RecordBinder binder = new RecordBinder(merged);
@@ -80,9 +85,9 @@ public final class RecipeReader {
             }
             Path beside = file.toAbsolutePath().getParent().resolve(name.asText());
             if (Files.isRegularFile(beside)) {
-                base = base.overlay(withIncludes(beside, chain));
+                base = overlay(base, withIncludes(beside, chain));
             } else if (RecipeReader.class.getClassLoader().getResource(name.asText()) != null) {
-                base = base.overlay(resource(name.asText()));
+                base = overlay(base, resource(name.asText()));
             } else {
                 throw new RecipeException(tree.originOf(path) + ": " + INCLUDE + ": no file " + beside
                         + " and no bundled config " + name.asText());
@@ -90,7 +95,20 @@ public final class RecipeReader {
         }
         chain.remove(normalized);
         tree.root.remove(INCLUDE);
-        return base.overlay(tree);
+        return overlay(base, tree);
+    }
+
+    /** {@code top} over {@code base}; where top names model.path but not model.preset (or the reverse), the other goes. */
+    private static YamlTree overlay(YamlTree base, YamlTree top) {
+        YamlTree merged = base.overlay(top);
+        if (top.root.get("model") instanceof ObjectNode model && merged.root.get("model") instanceof ObjectNode result) {
+            for (String[] choice : new String[][] {{"path", "preset"}, {"preset", "path"}}) {
+                if (model.hasNonNull(choice[0]) && !model.has(choice[1])) {
+                    result.putNull(choice[1]);
+                }
+            }
+        }
+        return merged;
     }
 
     private static YamlTree resource(String name) {
@@ -105,6 +123,10 @@ public final class RecipeReader {
     }
 
     private static void checkFiles(Recipe recipe, RecordBinder binder) {
+        if (recipe.model().preset() != null && !ModelPreset.NAMES.contains(recipe.model().preset())) {
+            throw binder.error("model.preset", "no preset named \"" + recipe.model().preset() + "\"" + RecordBinder.nearest(
+                    recipe.model().preset(), ModelPreset.NAMES) + ": expected one of " + ModelPreset.NAMES);
+        }
         if (recipe.model().path() != null) {
             Path dir = Path.of(recipe.model().path());
             if (!Files.isRegularFile(dir.resolve("config.json"))) {
@@ -122,9 +144,10 @@ public final class RecipeReader {
 
     private static void checkFilesExist(List<String> files, String key, RecordBinder binder) {
         for (int i = 0; i < files.size(); i++) {
-            if (!Files.isRegularFile(Path.of(files.get(i)))) {
+            if (!Files.isRegularFile(DataConfig.file(files.get(i)))) {
                 throw binder.error(key + "[" + i + "]", "no such file " + files.get(i) + " (paths are relative to the "
-                        + "directory mixtune runs in: " + Path.of("").toAbsolutePath() + ")");
+                        + "directory mixtune runs in: " + Path.of("").toAbsolutePath() + "; the jar also holds "
+                        + "data/samples/)");
             }
         }
     }

@@ -6,16 +6,15 @@ import ai.djl.ndarray.types.DataType;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
-import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache;
-import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
@@ -64,7 +63,7 @@ public final class SftRecipe implements AutoCloseable {
     private final long padId;
     private final List<NDArray> parameters;
     private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
-    private List<TrainingBatch> validationBatches;
+    private List<TrainingBatch> validationBatches; // built at the first evaluation
     private final int microBatchesPerEpoch;
     private final long totalSteps;
 
@@ -74,14 +73,20 @@ public final class SftRecipe implements AutoCloseable {
         this.terminal = terminal;
         this.outputDir = Path.of(recipe.outputDir());
         Recipe.Train train = recipe.train();
-        try {
-            Files.createDirectories(outputDir);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
+        if (recipe.model().preset() != null && ModelPreset.load(recipe.model().preset()).parameterCount()
+                > PresetCheckpoint.MAX_MATERIALISED_PARAMETERS) {
+            throw new IllegalArgumentException("model.preset: " + recipe.model().preset() + " holds the model's shapes "
+                    + "(for memory plans), not weights: train on the checkpoint with --set model.path=DIR");
         }
         if ("gpu".equals(recipe.model().device())) {
             throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
                     + "only (pytorch-native-cpu); use device: cpu or auto");
+        }
+
+        try {
+            Files.createDirectories(outputDir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create output_dir " + outputDir + ": " + e.getMessage(), e);
         }
 
         // The model: a checkpoint, or a tiny preset written once with random weights.
@@ -380,60 +385,32 @@ public final class SftRecipe implements AutoCloseable {
      */
     private double evaluate(MetricsLog metrics, long step, TrainingAverages averages) {
         ObjectNode record = metrics.record(step);
-        double loss = validationLoss(record);
-        record.put("eval_loss", loss);
-        record.put("eval_perplexity", Math.exp(loss));
+        Evaluation.Result result = validationLoss();
+        record.put("eval_target_tokens", result.targets());
+        record.put("eval_loss", result.loss());
+        record.put("eval_perplexity", result.perplexity());
         if (step > 0) {
             averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
-                    () -> record.put("eval_loss_" + name, validationLoss(null))));
+                    () -> record.put("eval_loss_" + name, validationLoss().loss())));
         }
         metrics.write(record);
-        return loss;
+        return result.loss();
     }
 
     /**
-     * Mean cross-entropy per target token of the validation set, adapters as they are, no dropout; the adapters are
-     * back in training mode afterwards.
-     *
-     * @param record receives eval_target_tokens, or null
+     * Mean cross-entropy per target token of the validation set ({@link Evaluation}, as `mixtune eval` computes it),
+     * adapters as they are, no dropout; the adapters are back in training mode afterwards.
      */
-    private double validationLoss(ObjectNode record) {
+    private Evaluation.Result validationLoss() {
+        if (validationBatches == null) {
+            DataConfig data = recipe.data();
+            validationBatches = Evaluation.batches(dataset.validation(), data.packing(), data.maxSeqLen(),
+                    recipe.train().microBatchSize(), padId);
+        }
         lora.setTraining(false);
-        double sum = 0;
-        long targets = 0;
-        for (TrainingBatch batch : validationBatches()) {
-            try (NDManager evalManager = manager.newSubManager()) {
-                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batch, evalManager);
-                sum += terms.crossEntropySum().getFloat();
-                targets += terms.targets();
-            }
-        }
+        Evaluation.Result result = Evaluation.of(model, validationBatches, manager);
         lora.setTraining(true);
-        if (record != null) {
-            record.put("eval_target_tokens", targets);
-        }
-        return sum / Math.max(1, targets);
-    }
-
-    /** The validation set's micro-batches, in a fixed order; built once, at the first evaluation. */
-    private List<TrainingBatch> validationBatches() {
-        if (validationBatches != null) {
-            return validationBatches;
-        }
-        List<TrainingBatch> batches = new ArrayList<>();
-        DataConfig data = recipe.data();
-        int size = recipe.train().microBatchSize();
-        if (data.packing()) {
-            List<PackedRow> rows = new SamplePacker(data.maxSeqLen(), padId).pack(dataset.validation());
-            for (int i = 0; i < rows.size(); i += size) {
-                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + size))));
-            }
-        } else {
-            EpochBatches.lengthGrouped(dataset.validation(), size, padId, 0, 0)
-                    .forEach(b -> batches.add(TrainingBatch.padded(b)));
-        }
-        validationBatches = batches;
-        return batches;
+        return result;
     }
 
     /** ", not finite in: ..." naming the adapter arrays whose gradient holds a NaN or infinity. */

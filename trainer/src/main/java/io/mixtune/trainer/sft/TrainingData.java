@@ -37,6 +37,11 @@ public final class TrainingData {
         Path dir = baseModelDir(recipe);
         ModelConfig config = Files.isRegularFile(dir.resolve("config.json")) ? ModelConfig.read(dir.resolve("config.json"))
                 : ModelPreset.load(recipe.model().preset());
+        return tokenizer(dir, config);
+    }
+
+    /** The tokenizer.json in {@code dir}, else the bundled Mistral v1 one, with BOS and EOS from {@code config}. */
+    public static TokenizerFile tokenizer(Path dir, ModelConfig config) {
         return Files.isRegularFile(dir.resolve("tokenizer.json"))
                 ? TokenizerFile.of(dir.resolve("tokenizer.json"), config.bosTokenId(), config.eosTokenId())
                 : TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());

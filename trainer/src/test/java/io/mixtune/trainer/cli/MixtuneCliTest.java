@@ -11,6 +11,7 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -36,6 +37,9 @@ class MixtuneCliTest {
         Result help = run("--help");
         assertEquals(0, help.code());
         assertTrue(help.out().contains("generate") && help.out().contains("init-model"), help.out());
+        for (String command : List.of("eval", "recipes list", "recipes show", "recipes copy", "validate")) {
+            assertTrue(help.out().contains("\n  " + command + " "), command + " missing from:\n" + help.out());
+        }
         Result generateHelp = run("generate", "--help");
         assertEquals(0, generateHelp.code());
         assertTrue(generateHelp.out().contains("--dump-logits"), generateHelp.out());

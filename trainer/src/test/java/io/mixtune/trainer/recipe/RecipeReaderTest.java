@@ -108,6 +108,24 @@ class RecipeReaderTest {
     }
 
     @Test
+    void pathAndPresetAreOneChoiceAcrossLayers() throws IOException {
+        String unknown = error(write("u.yaml", minimal().replace("tiny-mistral", "tiny-mistrel")));
+        assertTrue(unknown.contains("u.yaml:2: model.preset: no preset named \"tiny-mistrel\" (did you mean "
+                + "tiny-mistral?)"), unknown);
+        // A recipe naming a path over an included preset, and a --set of the preset over that path.
+        Path model = Files.createDirectories(dir.resolve("model"));
+        Files.writeString(model.resolve("config.json"), "{}");
+        write("base.yaml", minimal());
+        Path onPath = write("p.yaml", "include: base.yaml\nmodel:\n  path: " + model + "\n");
+        Recipe read = RecipeReader.read(onPath, List.of()).recipe();
+        assertEquals(model.toString(), read.model().path());
+        assertEquals(null, read.model().preset());
+        Recipe back = RecipeReader.read(onPath, List.of("model.preset=tiny-mixtral")).recipe();
+        assertEquals("tiny-mixtral", back.model().preset());
+        assertEquals(null, back.model().path());
+    }
+
+    @Test
     void badYamlAndMissingIncludesAreNamed() throws IOException {
         String yaml = error(write("y.yaml", "model:\n  preset: [unclosed\n"));
         assertTrue(yaml.contains("y.yaml:") && yaml.contains("not valid YAML"), yaml);

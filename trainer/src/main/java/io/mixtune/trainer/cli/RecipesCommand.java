@@ -1,0 +1,146 @@
+package io.mixtune.trainer.cli;
+
+import io.mixtune.trainer.recipe.BundledRecipes;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.List;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.Options;
+
+/**
+ * {@code mixtune recipes list | show NAME | copy NAME DEST}: the ready recipes packed into the jar, to read and to copy
+ * out as the start of one's own.
+ */
+final class RecipesCommand {
+    private RecipesCommand() {}
+
+    /** `mixtune recipes list`: name and one-line description of each ready recipe. */
+    static final class ListRecipes implements Command {
+        @Override
+        public String name() {
+            return "recipes list";
+        }
+
+        @Override
+        public String summary() {
+            return "list the ready recipes in the jar, each with its one-line description";
+        }
+
+        @Override
+        public String usage() {
+            return "";
+        }
+
+        @Override
+        public Options options() {
+            return new Options();
+        }
+
+        @Override
+        public int run(CommandLine line, PrintStream out) {
+            List<BundledRecipes.Entry> entries = BundledRecipes.list();
+            int width = entries.stream().mapToInt(e -> e.name().length()).max().orElse(0);
+            for (BundledRecipes.Entry entry : entries) {
+                out.printf("%-" + width + "s  %s%n", entry.name(), entry.description());
+            }
+            return Mixtune.OK;
+        }
+    }
+
+    /** `mixtune recipes show NAME`: the recipe as written, comments and all. */
+    static final class Show implements Command {
+        @Override
+        public String name() {
+            return "recipes show";
+        }
+
+        @Override
+        public String summary() {
+            return "print a ready recipe as written, with the comments that say where each setting comes from";
+        }
+
+        @Override
+        public String usage() {
+            return "NAME   (a name from mixtune recipes list)";
+        }
+
+        @Override
+        public Options options() {
+            return new Options();
+        }
+
+        @Override
+        public List<String> arguments() {
+            return List.of("NAME");
+        }
+
+        @Override
+        public int run(CommandLine line, PrintStream out) {
+            out.print(text(line.getArgList().get(0)));
+            return Mixtune.OK;
+        }
+    }
+
+    /** `mixtune recipes copy NAME DEST`: the recipe written out to edit; an existing file is kept unless --force. */
+    static final class Copy implements Command {
+        @Override
+        public String name() {
+            return "recipes copy";
+        }
+
+        @Override
+        public String summary() {
+            return "copy a ready recipe to a file (or into a directory) to edit; --force overwrites";
+        }
+
+        @Override
+        public String usage() {
+            return "NAME DEST [--force]";
+        }
+
+        @Override
+        public Options options() {
+            return new Options().addOption(Mixtune.option("force", null, "overwrite DEST if it exists"));
+        }
+
+        @Override
+        public List<String> arguments() {
+            return List.of("NAME", "DEST");
+        }
+
+        @Override
+        public int run(CommandLine line, PrintStream out) throws IOException {
+            String name = line.getArgList().get(0);
+            String text = text(name);
+            Path dest = Path.of(line.getArgList().get(1));
+            if (Files.isDirectory(dest)) {
+                dest = dest.resolve(BundledRecipes.file(name).getFileName().toString());
+            }
+            if (Files.exists(dest) && !line.hasOption("force")) {
+                throw new IllegalArgumentException(dest + " already exists: not overwritten (--force replaces it)");
+            }
+            Path parent = dest.toAbsolutePath().getParent();
+            if (parent != null) {
+                Files.createDirectories(parent);
+            }
+            Files.writeString(dest, text, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
+                    StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+            out.println("wrote " + dest + " (ready recipe " + BundledRecipes.file(name).getFileName()
+                    + "); check it with: mixtune validate --recipe " + dest);
+            return Mixtune.OK;
+        }
+    }
+
+    /** The recipe's text; an unknown name is a usage error that lists the known ones. */
+    private static String text(String name) {
+        try {
+            return BundledRecipes.text(name);
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+}

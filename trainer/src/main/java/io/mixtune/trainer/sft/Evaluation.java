@@ -1,0 +1,64 @@
+package io.mixtune.trainer.sft;
+
+import ai.djl.ndarray.NDManager;
+import io.mixtune.data.batch.EpochBatches;
+import io.mixtune.data.batch.PackedRow;
+import io.mixtune.data.batch.SamplePacker;
+import io.mixtune.data.template.TokenizedSample;
+import io.mixtune.model.mistral.CausalLm;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The loss on the target (assistant) tokens of a data set: what training logs as eval_loss and `mixtune eval` prints,
+ * computed in this one place so the two agree. Cross-entropy only, without Mixtral's load-balancing term.
+ */
+public final class Evaluation {
+    private Evaluation() {}
+
+    /**
+     * @param loss summed cross-entropy over the target tokens / their number
+     * @param targets how many target tokens were scored
+     */
+    public record Result(double loss, long targets) {
+        public double perplexity() {
+            return Math.exp(loss);
+        }
+    }
+
+    /**
+     * The samples' micro-batches in a fixed order (no shuffling): packed into rows of {@code maxSeqLen}, first-fit
+     * decreasing, {@code microBatchSize} rows each; or, unpacked, length-grouped padded batches.
+     */
+    public static List<TrainingBatch> batches(List<TokenizedSample> samples, boolean packing, int maxSeqLen,
+            int microBatchSize, long padId) {
+        List<TrainingBatch> batches = new ArrayList<>();
+        if (packing) {
+            List<PackedRow> rows = new SamplePacker(maxSeqLen, padId).pack(samples);
+            for (int i = 0; i < rows.size(); i += microBatchSize) {
+                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + microBatchSize))));
+            }
+        } else {
+            EpochBatches.lengthGrouped(samples, microBatchSize, padId, 0, 0)
+                    .forEach(b -> batches.add(TrainingBatch.padded(b)));
+        }
+        return batches;
+    }
+
+    /**
+     * Mean cross-entropy per target token over the batches, the model as it is (the caller turns LoRA dropout off);
+     * no gradient is recorded. Each batch's arrays are freed before the next.
+     */
+    public static Result of(CausalLm model, List<TrainingBatch> batches, NDManager manager) {
+        double sum = 0;
+        long targets = 0;
+        for (TrainingBatch batch : batches) {
+            try (NDManager batchManager = manager.newSubManager()) {
+                CausalLmLoss.Terms terms = CausalLmLoss.of(model, batch, batchManager);
+                sum += terms.crossEntropySum().getFloat();
+                targets += terms.targets();
+            }
+        }
+        return new Result(sum / Math.max(1, targets), targets);
+    }
+}
