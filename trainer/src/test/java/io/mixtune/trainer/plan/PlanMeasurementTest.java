@@ -30,39 +30,42 @@ class PlanMeasurementTest {
     /** Activations dominate: 2 layers' attention scores [4, 4, 1024, 1024] and everything else kept for backward. */
     @Test
     void tinyMistralWithoutCheckpointing(@TempDir Path dir) throws Exception {
-        assertWithinTolerance(probe(dir, "tiny-mistral", 4, 1024, 256, false, "fp32"));
+        assertWithinTolerance(dir, "tiny-mistral", 4, 1024, 256, false, "fp32");
     }
 
     /** The MoE dispatch's gathers, and the peak while one layer is recomputed for its backward. */
     @Test
     void tinyMixtralWithCheckpointing(@TempDir Path dir) throws Exception {
-        assertWithinTolerance(probe(dir, "tiny-mixtral", 4, 1024, 256, true, "fp32"));
+        assertWithinTolerance(dir, "tiny-mixtral", 4, 1024, 256, true, "fp32");
     }
 
     /** float16 activations with float32 norms, softmax, LoRA and loss: the compute dtype of a GPU plan. */
     @Test
     void tinyMistralInFloat16(@TempDir Path dir) throws Exception {
-        assertWithinTolerance(probe(dir, "tiny-mistral", 2, 1024, 128, false, "fp16"));
+        assertWithinTolerance(dir, "tiny-mistral", 2, 1024, 128, false, "fp16");
     }
 
-    private static void assertWithinTolerance(Map<String, String> probe) {
+    private static void assertWithinTolerance(Path dir, String preset, int rows, int length, int targets,
+            boolean checkpointing, String dtype) throws IOException, InterruptedException {
+        Map<String, String> probe = probe(dir, preset, rows, length, targets, checkpointing, dtype);
         long predicted = Long.parseLong(probe.get("predicted_bytes"));
         long measured = Long.parseLong(probe.get("measured_bytes"));
         double error = (double) (predicted - measured) / measured;
-        System.out.printf(Locale.ROOT, "plan vs measured peak: predicted %.1f MiB, measured %.1f MiB, error %+.1f%%%n",
-                predicted / 1048576.0, measured / 1048576.0, 100 * error);
+        System.out.printf(Locale.ROOT, "plan vs measured peak, %s %d x %d, %d targets, %s, checkpointing %s: "
+                + "predicted %.1f MiB, measured %.1f MiB, error %+.1f%%%n", preset, rows, length, targets, dtype,
+                checkpointing ? "on" : "off", predicted / 1048576.0, measured / 1048576.0, 100 * error);
         assertTrue(Math.abs(error) < TOLERANCE, "predicted " + predicted + " vs measured " + measured + ": " + probe);
     }
 
-    /** Runs the probe on a recipe of these settings (QLoRA r 16 on all linear layers, dropout 0.05), two steps. */
-    static Map<String, String> probe(Path dir, String preset, int rows, int length, int targets, boolean checkpointing,
+    /** Runs the probe on a recipe of these settings (QLoRA r 16 on all linear layers, dropout 0.05), one step. */
+    private static Map<String, String> probe(Path dir, String preset, int rows, int length, int targets, boolean checkpointing,
             String dtype) throws IOException, InterruptedException {
         Path recipe = dir.resolve("recipe.yaml");
         Files.writeString(recipe, String.format(Locale.ROOT, """
                 model: {preset: %s, quantize: nf4, compute_dtype: %s}
                 lora: {r: 16, alpha: 16, dropout: 0.05, targets: [all-linear]}
                 data: {files: [%s], max_seq_len: %d}
-                train: {micro_batch_size: %d, gradient_checkpointing: %s, max_steps: 2}
+                train: {micro_batch_size: %d, gradient_checkpointing: %s, max_steps: 1}
                 output_dir: %s
                 """, preset, dtype, Path.of("../data/samples/chats.jsonl").toAbsolutePath(), length, rows,
                 checkpointing, dir.resolve("out")));
@@ -70,7 +73,7 @@ class PlanMeasurementTest {
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.addAll(PeakMemoryProbe.jvmOptions(384));
         command.addAll(List.of("-cp", System.getProperty("java.class.path"), PeakMemoryProbe.class.getName(),
-                recipe.toString(), Integer.toString(targets), "2"));
+                recipe.toString(), Integer.toString(targets), "1"));
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true)
                 .redirectOutput(dir.resolve("probe.txt").toFile());
         builder.environment().put("MALLOC_MMAP_THRESHOLD_", "65536");
