@@ -62,12 +62,14 @@ final class PlanCommand implements Command {
         MemoryPlan other = MemoryPlan.predict(setup.withCheckpointing(!setup.gradientCheckpointing()));
 
         out.println("memory plan for " + line.getOptionValue("recipe") + " (from the shapes alone: nothing loaded)");
-        out.printf(Locale.ROOT, "model     %s: %s, %d layers%s, %.2fB parameters; %s, %s compute, on a %s%n",
+        long parameters = config.parameterCount();
+        out.printf(Locale.ROOT, "model     %s: %s, %d layers%s, %s parameters; %s, %s compute, on a %s%n",
                 recipe.model().path() != null ? recipe.model().path() : recipe.model().preset() + " (preset)",
                 config.modelType().hfName(), config.numHiddenLayers(), config.isMixtureOfExperts()
                         ? String.format(Locale.ROOT, ", %d experts (top %d)", config.numLocalExperts(),
                                 config.numExpertsPerTok()) : "",
-                config.parameterCount() / 1e9, setup.nf4() ? "NF4 base" : "unquantized base",
+                parameters >= 1e9 ? String.format(Locale.ROOT, "%.2fB", parameters / 1e9)
+                        : String.format(Locale.ROOT, "%.1fM", parameters / 1e6), setup.nf4() ? "NF4 base" : "unquantized base",
                 setup.computeBytes() == 2 ? "fp16" : "fp32", setup.device() == MemoryPlan.Device.GPU ? "GPU" : "CPU");
         out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens, at most %,d target positions; LoRA r %d, "
                 + "dropout %s; gradient checkpointing %s%n", setup.rows(), setup.length(), setup.targets(),
