@@ -44,7 +44,8 @@ final class PlanCommand implements Command {
         return new Options().addOption(Mixtune.option("recipe", "FILE", "the recipe to plan"))
                 .addOption(TrainCommand.setOption())
                 .addOption(Mixtune.option("device-memory", "GB", "the device's memory in GB (GiB, as GPUs are "
-                        + "labelled); default: 24, 32, 40 and 80 for a GPU recipe, this machine's memory for a CPU one"));
+                        + "labelled); default: 24, 32, 40 and 80 for a GPU recipe, this machine's memory for a "
+                        + "CPU one"));
     }
 
     @Override
@@ -62,14 +63,12 @@ final class PlanCommand implements Command {
         MemoryPlan other = MemoryPlan.predict(setup.withCheckpointing(!setup.gradientCheckpointing()));
 
         out.println("memory plan for " + line.getOptionValue("recipe") + " (from the shapes alone: nothing loaded)");
-        long parameters = config.parameterCount();
         out.printf(Locale.ROOT, "model     %s: %s, %d layers%s, %s parameters; %s, %s compute, on a %s%n",
                 recipe.model().path() != null ? recipe.model().path() : recipe.model().preset() + " (preset)",
                 config.modelType().hfName(), config.numHiddenLayers(), config.isMixtureOfExperts()
                         ? String.format(Locale.ROOT, ", %d experts (top %d)", config.numLocalExperts(),
                                 config.numExpertsPerTok()) : "",
-                parameters >= 1e9 ? String.format(Locale.ROOT, "%.2fB", parameters / 1e9)
-                        : String.format(Locale.ROOT, "%.1fM", parameters / 1e6), setup.nf4() ? "NF4 base" : "unquantized base",
+                MemoryPlan.count(config.parameterCount()), setup.nf4() ? "NF4 base" : "unquantized base",
                 setup.computeBytes() == 2 ? "fp16" : "fp32", setup.device() == MemoryPlan.Device.GPU ? "GPU" : "CPU");
         out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens, at most %,d target positions; LoRA r %d, "
                 + "dropout %s; gradient checkpointing %s%n", setup.rows(), setup.length(), setup.targets(),

@@ -34,7 +34,8 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         if (config.slidingWindow() != null) {
             bytes += length * I64 + 2 * t2;
         }
-        bytes += packed ? 2 * rows * t2 : n + rows * t2 + n * F32; // packed: eq, and; padded: bool, and, real-token mask
+        // Packed: sample ids equal, and. Padded: the mask as bool, and, the real-token mask.
+        bytes += packed ? 2 * rows * t2 : n + rows * t2 + n * F32;
         bytes += rows * t2 * (1 + 2L * s);
         // RotaryEmbedding.anglesAt: positions as float32, frequencies, both halves, cos, sin (and their casts).
         long d = config.headDim();

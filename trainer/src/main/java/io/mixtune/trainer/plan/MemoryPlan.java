@@ -128,70 +128,10 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         }
 
         // One micro-batch at its widest.
-        long n = forward.tokens();
-        String batch = setup.rows() + " x " + setup.length();
         parts.add(new Component("inputs and attention mask", forward.inputs(setup.packed()),
-                "ids, [B, 1, T, T] mask, rotary angles, embeddings of " + batch));
-        int layers = c.numHiddenLayers();
-        long targets = setup.targets();
-        String peak;
-        if (!setup.gradientCheckpointing()) {
-            long activations = 0;
-            long dequantized = 0;
-            for (int i = 0; i < layers; i++) {
-                activations += forward.decoderLayer(i, true);
-                dequantized += forward.dequantizedWeights(i);
-            }
-            parts.add(new Component("activations (every layer)", activations, layers + " layers x "
-                    + mib(activations / layers) + " kept for backward, attention scores [B, heads, T, T] included"));
-            if (dequantized > 0) {
-                parts.add(new Component("dequantized weights (every layer)", dequantized,
-                        "autograd keeps each W for the gradient of x W^T"));
-            }
-            parts.add(new Component("logits and loss at targets", forward.head(targets, true)
-                    + forward.loadBalancing(), count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
-            long backward = Math.max(forward.headBackward(targets), forward.layerBackward());
-            parts.add(new Component("backward working memory", backward, "gradients in flight at the widest op"));
-            peak = "backward, with every layer's activations kept";
-        } else {
-            long inputs = layers * n * h * s + (c.isMixtureOfExperts() ? layers * n * c.numLocalExperts() * s : 0);
-            parts.add(new Component("layer inputs (checkpoints)", inputs, layers + " x [" + batch + ", " + h + "] "
-                    + dtype));
-            // The three moments of CheckpointedBackward; the widest sets the peak.
-            long forwardLayer = 0;
-            long recomputedLayer = 0;
-            long dequantized = 0;
-            for (int i = 0; i < layers; i++) {
-                forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
-                recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
-                dequantized = Math.max(dequantized, forward.dequantizedWeights(i));
-            }
-            long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
-            long headMoment = forward.head(targets, true) + forward.headBackward(targets);
-            long recomputeMoment = recomputedLayer + dequantized + forward.layerBackward() + upstream;
-            long forwardMoment = forwardLayer + dequantized;
-            if (headMoment >= recomputeMoment && headMoment >= forwardMoment) {
-                parts.add(new Component("logits and loss at targets", forward.head(targets, true),
-                        count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
-                parts.add(new Component("backward working memory", forward.headBackward(targets),
-                        "the log-softmax's gradients, fp32"));
-                peak = "the head's backward (lm_head and loss)";
-            } else if (recomputeMoment >= forwardMoment) {
-                parts.add(new Component("activations (one layer recomputed)", recomputedLayer + upstream,
-                        "all its arrays, attention scores [B, heads, T, T] included"));
-                if (dequantized > 0) {
-                    parts.add(new Component("dequantized weights (one layer)", dequantized, dtype
-                            + " copies of its NF4 weights, kept for its backward"));
-                }
-                parts.add(new Component("backward working memory", forward.layerBackward(),
-                        "gradients in flight at the widest op"));
-                peak = "backward through a recomputed layer";
-            } else {
-                parts.add(new Component("activations (one layer)", forwardLayer, "the forward without autograd"));
-                parts.add(new Component("dequantized weights (one layer)", dequantized, dtype + " copies"));
-                peak = "the forward through one layer";
-            }
-        }
+                "ids, [B, 1, T, T] mask, rotary angles, embeddings of " + setup.rows() + " x " + setup.length()));
+        String peak = setup.gradientCheckpointing() ? oneLayerAtATime(setup, forward, parts)
+                : everyLayerKept(setup, forward, parts);
         if (setup.device() == Device.GPU) {
             parts.add(new Component("framework overhead", GPU_OVERHEAD_BYTES, "CUDA context, cuBLAS workspace, "
                     + "allocator slack (an estimate: not measured here)"));
@@ -204,7 +144,82 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         return new MemoryPlan(setup, List.copyOf(parts), peak);
     }
 
-    static String count(long n) {
+    /** Without checkpointing: every layer's arrays and dequantized weights stay until the step's backward is done. */
+    private static String everyLayerKept(Setup setup, ForwardBytes forward, List<Component> parts) {
+        ModelConfig c = setup.config();
+        int layers = c.numHiddenLayers();
+        long activations = 0;
+        long dequantized = 0;
+        for (int i = 0; i < layers; i++) {
+            activations += forward.decoderLayer(i, true);
+            dequantized += forward.dequantizedWeights(i);
+        }
+        parts.add(new Component("activations (every layer)", activations, layers + " layers x "
+                + mib(activations / layers) + " kept for backward, attention scores [B, heads, T, T] included"));
+        if (dequantized > 0) {
+            parts.add(new Component("dequantized weights (every layer)", dequantized,
+                    "autograd keeps each W for the gradient of x W^T"));
+        }
+        long targets = setup.targets();
+        parts.add(new Component("logits and loss at targets", forward.head(targets, true) + forward.loadBalancing(),
+                count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
+        long backward = Math.max(forward.headBackward(targets), forward.layerBackward());
+        parts.add(new Component("backward working memory", backward, "gradients in flight at the widest op"));
+        return "backward, with every layer's activations kept";
+    }
+
+    /**
+     * CheckpointedBackward: each layer's input kept, then the widest of three moments: the forward through one layer
+     * (no autograd), the head's forward and backward, one layer recomputed under autograd with its backward.
+     */
+    private static String oneLayerAtATime(Setup setup, ForwardBytes forward, List<Component> parts) {
+        ModelConfig c = setup.config();
+        int layers = c.numHiddenLayers();
+        long n = forward.tokens();
+        long h = c.hiddenSize();
+        int s = setup.computeBytes();
+        String dtype = s == 4 ? "fp32" : "fp16";
+        long inputs = layers * n * h * s + (c.isMixtureOfExperts() ? layers * n * c.numLocalExperts() * s : 0);
+        parts.add(new Component("layer inputs (checkpoints)", inputs, layers + " x [" + setup.rows() + " x "
+                + setup.length() + ", " + h + "] " + dtype));
+        long forwardLayer = 0;
+        long recomputedLayer = 0;
+        long dequantized = 0;
+        for (int i = 0; i < layers; i++) {
+            forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
+            recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
+            dequantized = Math.max(dequantized, forward.dequantizedWeights(i));
+        }
+        long targets = setup.targets();
+        long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
+        long headMoment = forward.head(targets, true) + forward.headBackward(targets);
+        long recomputeMoment = recomputedLayer + dequantized + forward.layerBackward() + upstream;
+        long forwardMoment = forwardLayer + dequantized;
+        if (headMoment >= recomputeMoment && headMoment >= forwardMoment) {
+            parts.add(new Component("logits and loss at targets", forward.head(targets, true),
+                    count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
+            parts.add(new Component("backward working memory", forward.headBackward(targets),
+                    "the log-softmax's gradients, fp32"));
+            return "the head's backward (lm_head and loss)";
+        }
+        if (recomputeMoment >= forwardMoment) {
+            parts.add(new Component("activations (one layer recomputed)", recomputedLayer + upstream,
+                    "all its arrays, attention scores [B, heads, T, T] included"));
+            if (dequantized > 0) {
+                parts.add(new Component("dequantized weights (one layer)", dequantized, dtype
+                        + " copies of its NF4 weights, kept for its backward"));
+            }
+            parts.add(new Component("backward working memory", forward.layerBackward(),
+                    "gradients in flight at the widest op"));
+            return "backward through a recomputed layer";
+        }
+        parts.add(new Component("activations (one layer)", forwardLayer, "the forward without autograd"));
+        parts.add(new Component("dequantized weights (one layer)", dequantized, dtype + " copies"));
+        return "the forward through one layer";
+    }
+
+    /** A parameter count as people write it: 46.70B, 240.1M, 221,184. */
+    public static String count(long n) {
         if (n >= 1_000_000_000L) {
             return String.format(Locale.ROOT, "%.2fB", n / 1e9);
         }

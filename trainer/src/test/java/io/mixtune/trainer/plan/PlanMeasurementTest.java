@@ -58,8 +58,8 @@ class PlanMeasurementTest {
     }
 
     /** Runs the probe on a recipe of these settings (QLoRA r 16 on all linear layers, dropout 0.05), one step. */
-    private static Map<String, String> probe(Path dir, String preset, int rows, int length, int targets, boolean checkpointing,
-            String dtype) throws IOException, InterruptedException {
+    private static Map<String, String> probe(Path dir, String preset, int rows, int length, int targets,
+            boolean checkpointing, String dtype) throws IOException, InterruptedException {
         Path recipe = dir.resolve("recipe.yaml");
         Files.writeString(recipe, String.format(Locale.ROOT, """
                 model: {preset: %s, quantize: nf4, compute_dtype: %s}
