@@ -5,6 +5,8 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import io.mixtune.model.nn.Linear;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 
 /**
  * A frozen linear layer whose weight is stored in NF4. Each forward dequantizes the weight into the compute dtype,
@@ -12,6 +14,15 @@ import io.mixtune.model.nn.Linear;
  * gradient (QLoRA trains only the adapters on top).
  */
 public final class Nf4Linear implements Linear {
+    /**
+     * Where each thread stages a dequantized weight on its way into libtorch. DJL's create(float[]) would copy it into
+     * a fresh direct buffer that the CPU tensor keeps pointing at and that only the garbage collector frees, so every
+     * forward would leave a weight-sized buffer behind until the next GC (up to the heap's size of them). Staged here,
+     * the weight is copied once more into memory libtorch owns, freed the moment its arrays close.
+     */
+    private static final ThreadLocal<ByteBuffer> STAGING =
+            ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(0).order(ByteOrder.nativeOrder()));
+
     private final Nf4Tensor weight;
     private final long outFeatures;
     private final long inFeatures;
@@ -33,9 +44,18 @@ public final class Nf4Linear implements Linear {
     @Override
     public NDArray forward(NDArray x) {
         NDManager manager = x.getManager();
-        NDArray dense = manager.create(weight.dequantize(), new Shape(outFeatures, inFeatures));
-        if (x.getDataType() != DataType.FLOAT32) {
-            dense = dense.toType(x.getDataType(), false);
+        int bytes = Math.multiplyExact(weight.count(), Float.BYTES);
+        ByteBuffer staging = STAGING.get();
+        if (staging.capacity() < bytes) {
+            staging = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
+            STAGING.set(staging);
+        }
+        staging.clear();
+        staging.asFloatBuffer().put(weight.dequantize());
+        NDArray dense;
+        try (NDArray staged = manager.create(staging.slice(0, bytes), new Shape(outFeatures, inFeatures),
+                DataType.FLOAT32)) {
+            dense = x.getDataType() == DataType.FLOAT32 ? staged.duplicate() : staged.toType(x.getDataType(), false);
         }
         return ai.djl.nn.core.Linear.linear(x, dense).singletonOrThrow();
     }

@@ -31,6 +31,8 @@ public final class Mixtune {
                 new MergeAdapterCommand(), new MergeCommand())) {
             commands.put(command.name(), command);
         }
+        Command plan = new PlanCommand();
+        commands.put(plan.name(), plan);
     }
 
     public static void main(String[] args) {

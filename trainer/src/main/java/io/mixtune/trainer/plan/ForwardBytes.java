@@ -1,0 +1,198 @@
+package io.mixtune.trainer.plan;
+
+import io.mixtune.model.config.ModelConfig;
+import java.util.List;
+
+/**
+ * Bytes of the arrays our forward pass creates, op by op in the order {@code CausalLm}, {@code DecoderLayer},
+ * {@code MistralAttention}, {@code SwiGluMlp}, {@code SparseMoeBlock}, {@code LoraLinear}, {@code Nf4Linear} and
+ * {@code CausalLmLoss} create them. Under DJL an array lives until its NDManager closes, not only while autograd needs
+ * it as in PyTorch: a layer holds everything it created, views aside (reshape, transpose, slices, broadcasts), until
+ * its manager closes. On top of that autograd keeps a few tensors no DJL array holds ("recorded" below): each LoRA
+ * dropout's mask and the contiguous copy of v that the batched matmul makes.
+ *
+ * @param s bytes per element of the compute dtype (4 or 2); norms, softmax, LoRA and the loss run in float32 (4)
+ * @param gpu dropout keeps a 1-byte mask on a GPU (torch's fused kernel), a mask in the input's dtype on a CPU
+ */
+record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu, boolean dropout, long rows,
+        long length) {
+    private static final int F32 = 4;
+    private static final int I64 = 8;
+
+    long tokens() {
+        return rows * length;
+    }
+
+    /** Ids, positions and the packing or padding ids, the additive mask, the rotary angles and the embeddings. */
+    long inputs(boolean packed) {
+        long n = tokens();
+        long t2 = length * length;
+        long bytes = 3 * n * I64; // input ids, position ids, sample ids or padding mask
+        // AttentionMask.forRows: key <= query (and inside the sliding window), then per row the packed sample or the
+        // padding, then not, cast, times the dtype's lowest value.
+        bytes += length * I64 + t2;
+        if (config.slidingWindow() != null) {
+            bytes += length * I64 + 2 * t2;
+        }
+        // Packed: sample ids equal, and. Padded: the mask as bool, and, the real-token mask.
+        bytes += packed ? 2 * rows * t2 : n + rows * t2 + n * F32;
+        bytes += rows * t2 * (1 + 2L * s);
+        // RotaryEmbedding.anglesAt: positions as float32, frequencies, both halves, cos, sin (and their casts).
+        long d = config.headDim();
+        bytes += n * F32 + n * d / 2 * F32 + 3 * n * d * F32 + (s == F32 ? 0 : 2 * n * d * s);
+        return bytes + n * config.hiddenSize() * s; // the embeddings
+    }
+
+    /**
+     * Every array decoder layer {@code index} creates on the micro-batch's tokens, its dequantized weights apart.
+     *
+     * @param recorded under a GradientCollector (autograd's own saved tensors count too)
+     */
+    long decoderLayer(int index, boolean recorded) {
+        long n = tokens();
+        long h = config.hiddenSize();
+        long bytes = rmsNorm(n) + attention(index, recorded) + n * h * s + rmsNorm(n);
+        bytes += config.isMixtureOfExperts() ? sparseMoe(index, recorded) : swiGlu(linearsOf(index), 4, n, recorded);
+        return bytes + n * h * s;
+    }
+
+    /** The dequantized copies of a layer's NF4 weights, each made by its forward and kept with its arrays. */
+    long dequantizedWeights(int index) {
+        return linearsOf(index).stream().filter(LinearLayers.Linear::nf4).mapToLong(l -> l.parameters() * s).sum();
+    }
+
+    /** RmsNorm: statistics in float32, the weight applied in the compute dtype. */
+    private long rmsNorm(long n) {
+        long h = config.hiddenSize();
+        long bytes = 3 * n * h * F32 + 3 * n * F32; // square, mean, + eps, sqrt, divide
+        if (s != F32) {
+            bytes += n * h * F32 + n * h * s; // cast in, cast back
+        }
+        return bytes + n * h * s; // times the weight
+    }
+
+    private long attention(int index, boolean recorded) {
+        List<LinearLayers.Linear> layer = linearsOf(index);
+        long n = tokens();
+        long d = config.headDim();
+        long heads = config.numAttentionHeads();
+        long kvHeads = config.numKeyValueHeads();
+        long bytes = linear(layer.get(0), n, recorded) + linear(layer.get(1), n, recorded)
+                + linear(layer.get(2), n, recorded);
+        bytes += rotate(n * heads * d) + rotate(n * kvHeads * d);
+        // The scores [B, heads, T, T]: no fused attention in DJL, so they are materialised, scaled, masked, softmaxed.
+        long scores = rows * heads * length * length;
+        bytes += 3 * scores * s + scores * F32 + (s == F32 ? 0 : scores * (F32 + s));
+        if (recorded) {
+            bytes += n * kvHeads * d * s; // matmul's contiguous copy of the transposed v, saved for backward
+        }
+        bytes += 2 * n * heads * d * s; // probabilities x v, and the heads merged back (a copy: it was transposed)
+        return bytes + linear(layer.get(3), n, recorded);
+    }
+
+    /** RotaryEmbedding.rotate: -second half, both halves concatenated, x cos, rotated sin, the sum. */
+    private long rotate(long elements) {
+        return elements * s / 2 + 4 * elements * s;
+    }
+
+    /**
+     * down(silu(gate(x)) * up(x)) on {@code n} tokens, the three layers at {@code first}, +1, +2 of the list (gate, up,
+     * down in Mistral's order; w1, w3, w2 for an expert).
+     */
+    private long swiGlu(List<LinearLayers.Linear> layer, int first, long n, boolean recorded) {
+        long inter = config.intermediateSize();
+        return linear(layer.get(first), n, recorded) + 2 * n * inter * s + linear(layer.get(first + 1), n, recorded)
+                + n * inter * s + linear(layer.get(first + 2), n, recorded);
+    }
+
+    /**
+     * SparseMoeBlock: the router (routing in float32), top-k, the gathered inputs sorted by expert, every expert on
+     * its share (k x tokens in all; each expert's share taken as equal), the outputs concatenated, unsorted, weighted
+     * and summed.
+     */
+    private long sparseMoe(int index, boolean recorded) {
+        List<LinearLayers.Linear> layer = linearsOf(index);
+        long n = tokens();
+        long h = config.hiddenSize();
+        long experts = config.numLocalExperts();
+        long k = config.numExpertsPerTok();
+        long bytes = linear(layer.get(4), n, recorded);
+        bytes += (s == F32 ? 0 : n * experts * F32) + n * experts * F32 + n * k * (F32 + I64) + n * F32 + n * k * F32
+                + (s == F32 ? 0 : n * k * s);
+        bytes += 2 * n * k * I64 + n * k * h * s; // pair indices; the gathered expert inputs
+        long share = n * k / experts;
+        for (int e = 0; e < experts; e++) {
+            bytes += swiGlu(layer, 5 + 3 * e, share, recorded);
+        }
+        return bytes + 3 * n * k * h * s + n * h * s; // concatenated, unsorted, weighted; summed over the k
+    }
+
+    /**
+     * A linear layer on {@code n} tokens: the base's output and, when it has an adapter, PEFT's y + B(A(dropout(x)))
+     * x scale with the adapter in float32 (x cast up, the sum taken in float32 and cast back).
+     */
+    long linear(LinearLayers.Linear layer, long n, boolean recorded) {
+        long bytes = n * layer.out() * s;
+        if (layer.loraRank() == 0) {
+            return bytes;
+        }
+        if (dropout) {
+            bytes += n * layer.in() * s + (recorded ? n * layer.in() * (gpu ? 1 : s) : 0);
+        }
+        if (s != F32) {
+            bytes += n * layer.in() * F32;
+        }
+        bytes += n * layer.loraRank() * F32 + 2 * n * layer.out() * F32; // A x, B A x, times scale
+        return bytes + (s == F32 ? n * layer.out() * F32 : 2 * n * layer.out() * F32 + n * layer.out() * s);
+    }
+
+    /**
+     * CausalLmLoss.crossEntropySum on {@code targets} positions: the final norm on every token, the predicting rows
+     * gathered, logits on those rows only, float32 log-softmax, the targets' log-probabilities.
+     */
+    long head(long targets, boolean recorded) {
+        long v = config.vocabSize();
+        long bytes = rmsNorm(tokens()) + targets * I64 + targets * config.hiddenSize() * s;
+        bytes += linear(linears.lmHead(), targets, recorded);
+        if (linears.lmHead().nf4()) {
+            bytes += linears.lmHead().parameters() * s;
+        }
+        bytes += (s == F32 ? 0 : targets * v * F32) + targets * v * F32;
+        return bytes + targets * (F32 + I64);
+    }
+
+    /** The head's backward at its widest: the gradient of the log-softmax's output and of its input, both float32. */
+    long headBackward(long targets) {
+        return 2 * targets * config.vocabSize() * F32;
+    }
+
+    /**
+     * A decoder layer's backward at its widest: the attention scores' gradient in and out of the float32 softmax, or
+     * the MLP's three intermediate gradients (k x tokens of them in an MoE block), whichever is larger; plus the
+     * residual stream's gradient arriving and the one being summed.
+     */
+    long layerBackward() {
+        long n = tokens();
+        long scores = rows * config.numAttentionHeads() * length * length;
+        long mlpTokens = config.isMixtureOfExperts() ? n * config.numExpertsPerTok() : n;
+        long mlp = 3 * mlpTokens * config.intermediateSize() * F32;
+        return Math.max(2 * scores * F32, mlp) + 2 * n * config.hiddenSize() * s;
+    }
+
+    /** The load-balancing loss over all layers' router logits: concatenated, float32, softmax, top-k, one-hot. */
+    long loadBalancing() {
+        if (!config.isMixtureOfExperts()) {
+            return 0;
+        }
+        long routed = config.numHiddenLayers() * tokens();
+        long experts = config.numLocalExperts();
+        long k = config.numExpertsPerTok();
+        long perPass = routed * experts * (s + (s == F32 ? 0 : F32) + F32) + routed * k * (F32 + I64)
+                + routed * k * experts * (I64 + F32) + routed * experts * F32;
+        return 2 * perPass; // the load (top-k counts) and the loss itself each concatenate and softmax the logits
+    }
+
+    private List<LinearLayers.Linear> linearsOf(int index) {
+        return linears.decoderLayers().get(index);
+    }
+}

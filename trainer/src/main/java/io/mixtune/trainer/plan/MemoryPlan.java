@@ -1,0 +1,235 @@
+package io.mixtune.trainer.plan;
+
+import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.config.ModelConfig;
+import io.mixtune.trainer.recipe.Recipe;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * The peak memory of a training step, predicted from config.json and the recipe alone: what stays for the whole run
+ * (weights, adapter, its gradients, AdamW's moments) plus what one micro-batch's forward and backward hold at their
+ * widest moment ({@link ForwardBytes}).
+ *
+ * <p>Without gradient checkpointing every layer's arrays (and its dequantized weights, which autograd keeps for the
+ * backward through x W^T) live until the step's backward is done, so the peak is all of them plus the backward's
+ * working memory. With it ({@code CheckpointedBackward}) the forward keeps only each layer's input, and the peak is
+ * the widest of three moments: the forward through one layer, the head's forward and backward, and one layer
+ * recomputed under autograd with its backward.
+ *
+ * <p>PlanMeasurementTest (tiny models) and bench/plan.sh (mistral-1b) hold the prediction against measured peaks
+ * ({@code PeakMemoryProbe}): within 5% on every case so far, when glibc returns freed memory at once.
+ *
+ * @param components the parts of the peak, which sum to {@link #total}
+ * @param peak the moment of the step the peak falls in
+ */
+public record MemoryPlan(Setup setup, List<Component> components, String peak) {
+
+    public enum Device { CPU, GPU }
+
+    /**
+     * What the plan is for.
+     *
+     * @param computeBytes bytes per element of the compute dtype: 4 (fp32) or 2 (fp16)
+     * @param targets positions whose next token is a target: the rows the lm_head runs on
+     * @param packed rows packed with several samples (the mask compares sample ids), else padded
+     */
+    public record Setup(ModelConfig config, boolean nf4, int computeBytes, Device device, LoraConfig lora, int rows,
+            int length, long targets, boolean packed, boolean gradientCheckpointing) {
+        /**
+         * A recipe's run: device gpu plans for a GPU (compute_dtype auto then means fp16, as training on a GPU would
+         * run), auto and cpu for this CPU install (auto: fp32); the adapter of model.adapter when it names one.
+         *
+         * @param targets the rows the lm_head runs on; {@link #worstCaseTargets} when the data is not known
+         */
+        public static Setup of(Recipe recipe, ModelConfig config, long targets) {
+            Recipe.Model model = recipe.model();
+            Device device = "gpu".equals(model.device()) ? Device.GPU : Device.CPU;
+            boolean fp16 = "fp16".equals(model.computeDtype()) || "auto".equals(model.computeDtype())
+                    && device == Device.GPU;
+            LoraConfig lora = model.adapter() == null ? recipe.lora().toConfig()
+                    : PeftAdapter.readConfig(Path.of(model.adapter(), PeftAdapter.CONFIG_FILE));
+            return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora,
+                    recipe.train().microBatchSize(), recipe.data().maxSeqLen(), targets, recipe.data().packing(),
+                    recipe.train().gradientCheckpointing());
+        }
+
+        /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
+        public static long worstCaseTargets(Recipe recipe) {
+            return (long) recipe.train().microBatchSize() * (recipe.data().maxSeqLen() - 1);
+        }
+
+        public Setup withCheckpointing(boolean on) {
+            return new Setup(config, nf4, computeBytes, device, lora, rows, length, targets, packed, on);
+        }
+    }
+
+    /** One line of the plan. */
+    public record Component(String name, long bytes, String detail) {}
+
+    /** The CPU process as it starts, before a model loads: the JVM (its heap aside) and libtorch. */
+    public static final String PROCESS_AT_START = "JVM and libtorch at start";
+
+    /**
+     * A CPU process's resident memory at the start, heap aside: 178-184 MB measured by PeakMemoryProbe (its baseline
+     * minus its pre-touched heap) on the tiny and 1B runs.
+     */
+    static final long CPU_PROCESS_BYTES = 184L << 20;
+    /**
+     * What a step adds beyond the arrays counted here. CPU: 9-26 MB of resident growth over a tiny model's step that
+     * the arrays do not explain (allocator caches, the JIT; PlanMeasurementTest). GPU: the CUDA context and cuBLAS
+     * workspace, about 0.7 GiB for the context alone on recent GPUs, and slack for the caching allocator's
+     * fragmentation: an estimate, not measured here (this install has no CUDA libtorch).
+     */
+    static final long CPU_OVERHEAD_BYTES = 32L << 20;
+    static final long GPU_OVERHEAD_BYTES = 1L << 30;
+
+    public long total() {
+        return components.stream().mapToLong(Component::bytes).sum();
+    }
+
+    /** The bytes of the named component (0 when the plan has none by that name). */
+    public long bytesOf(String name) {
+        return components.stream().filter(c -> c.name().equals(name)).mapToLong(Component::bytes).sum();
+    }
+
+    public static MemoryPlan predict(Setup setup) {
+        ModelConfig c = setup.config();
+        int s = setup.computeBytes();
+        LinearLayers linears = LinearLayers.of(c, setup.nf4(), setup.lora());
+        ForwardBytes forward = new ForwardBytes(c, linears, s, setup.device() == Device.GPU,
+                setup.lora().dropout() > 0, setup.rows(), setup.length());
+        String dtype = s == 4 ? "fp32" : "fp16";
+        List<Component> parts = new ArrayList<>();
+
+        // For the whole run.
+        long nf4 = linears.nf4Parameters();
+        if (nf4 > 0) {
+            parts.add(new Component("quantized weights (NF4)", linears.nf4Bytes(), String.format(Locale.ROOT,
+                    "%s parameters x %.4f bytes", count(nf4), (double) linears.nf4Bytes() / nf4)));
+        }
+        long h = c.hiddenSize();
+        long norms = (2L * c.numHiddenLayers() + 1) * h;
+        long full = (long) c.vocabSize() * h + norms + linears.fullPrecisionLinearParameters(c.tieWordEmbeddings());
+        parts.add(new Component("full-precision weights (" + dtype + ")", full * s, count(full) + " parameters: "
+                + (setup.nf4() ? "embeddings, lm_head, norms" + (c.isMixtureOfExperts() ? ", router" : "")
+                        : "the whole model")));
+        long lora = linears.loraParameters();
+        parts.add(new Component("LoRA adapter (fp32)", lora * 4, count(lora) + " parameters in "
+                + linears.adaptedLayers() + " layers"));
+        parts.add(new Component("LoRA gradients (fp32)", lora * 4, "one per adapter weight"));
+        parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
+        if (setup.device() == Device.CPU && nf4 > 0) {
+            parts.add(new Component("dequantization staging", linears.largestNf4() * 4,
+                    "the largest NF4 weight in fp32, per thread (host memory)"));
+        }
+
+        // One micro-batch at its widest.
+        parts.add(new Component("inputs and attention mask", forward.inputs(setup.packed()),
+                "ids, [B, 1, T, T] mask, rotary angles, embeddings of " + setup.rows() + " x " + setup.length()));
+        String peak = setup.gradientCheckpointing() ? oneLayerAtATime(setup, forward, parts)
+                : everyLayerKept(setup, forward, parts);
+        if (setup.device() == Device.GPU) {
+            parts.add(new Component("framework overhead", GPU_OVERHEAD_BYTES, "CUDA context, cuBLAS workspace, "
+                    + "allocator slack (an estimate: not measured here)"));
+        } else {
+            parts.add(new Component("framework overhead", CPU_OVERHEAD_BYTES, "measured; glibc's malloc may keep "
+                    + "more resident (freed blocks) unless MALLOC_MMAP_THRESHOLD_=65536"));
+            parts.add(new Component(PROCESS_AT_START, CPU_PROCESS_BYTES, "measured; the JVM heap holds the NF4 "
+                    + "weights above, plus garbage up to -Xmx"));
+        }
+        return new MemoryPlan(setup, List.copyOf(parts), peak);
+    }
+
+    /** Without checkpointing: every layer's arrays and dequantized weights stay until the step's backward is done. */
+    private static String everyLayerKept(Setup setup, ForwardBytes forward, List<Component> parts) {
+        ModelConfig c = setup.config();
+        int layers = c.numHiddenLayers();
+        long activations = 0;
+        long dequantized = 0;
+        for (int i = 0; i < layers; i++) {
+            activations += forward.decoderLayer(i, true);
+            dequantized += forward.dequantizedWeights(i);
+        }
+        parts.add(new Component("activations (every layer)", activations, layers + " layers x "
+                + mib(activations / layers) + " kept for backward, attention scores [B, heads, T, T] included"));
+        if (dequantized > 0) {
+            parts.add(new Component("dequantized weights (every layer)", dequantized,
+                    "autograd keeps each W for the gradient of x W^T"));
+        }
+        long targets = setup.targets();
+        parts.add(new Component("logits and loss at targets", forward.head(targets, true) + forward.loadBalancing(),
+                count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
+        long backward = Math.max(forward.headBackward(targets), forward.layerBackward());
+        parts.add(new Component("backward working memory", backward, "gradients in flight at the widest op"));
+        return "backward, with every layer's activations kept";
+    }
+
+    /**
+     * CheckpointedBackward: each layer's input kept, then the widest of three moments: the forward through one layer
+     * (no autograd), the head's forward and backward, one layer recomputed under autograd with its backward.
+     */
+    private static String oneLayerAtATime(Setup setup, ForwardBytes forward, List<Component> parts) {
+        ModelConfig c = setup.config();
+        int layers = c.numHiddenLayers();
+        long n = forward.tokens();
+        long h = c.hiddenSize();
+        int s = setup.computeBytes();
+        String dtype = s == 4 ? "fp32" : "fp16";
+        long inputs = layers * n * h * s + (c.isMixtureOfExperts() ? layers * n * c.numLocalExperts() * s : 0);
+        parts.add(new Component("layer inputs (checkpoints)", inputs, layers + " x [" + setup.rows() + " x "
+                + setup.length() + ", " + h + "] " + dtype));
+        long forwardLayer = 0;
+        long recomputedLayer = 0;
+        long dequantized = 0;
+        for (int i = 0; i < layers; i++) {
+            forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
+            recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
+            dequantized = Math.max(dequantized, forward.dequantizedWeights(i));
+        }
+        long targets = setup.targets();
+        long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
+        long headMoment = forward.head(targets, true) + forward.headBackward(targets);
+        long recomputeMoment = recomputedLayer + dequantized + forward.layerBackward() + upstream;
+        long forwardMoment = forwardLayer + dequantized;
+        if (headMoment >= recomputeMoment && headMoment >= forwardMoment) {
+            parts.add(new Component("logits and loss at targets", forward.head(targets, true),
+                    count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
+            parts.add(new Component("backward working memory", forward.headBackward(targets),
+                    "the log-softmax's gradients, fp32"));
+            return "the head's backward (lm_head and loss)";
+        }
+        if (recomputeMoment >= forwardMoment) {
+            parts.add(new Component("activations (one layer recomputed)", recomputedLayer + upstream,
+                    "all its arrays, attention scores [B, heads, T, T] included"));
+            if (dequantized > 0) {
+                parts.add(new Component("dequantized weights (one layer)", dequantized, dtype
+                        + " copies of its NF4 weights, kept for its backward"));
+            }
+            parts.add(new Component("backward working memory", forward.layerBackward(),
+                    "gradients in flight at the widest op"));
+            return "backward through a recomputed layer";
+        }
+        parts.add(new Component("activations (one layer)", forwardLayer, "the forward without autograd"));
+        parts.add(new Component("dequantized weights (one layer)", dequantized, dtype + " copies"));
+        return "the forward through one layer";
+    }
+
+    /** A parameter count as people write it: 46.70B, 240.1M, 221,184. */
+    public static String count(long n) {
+        if (n >= 1_000_000_000L) {
+            return String.format(Locale.ROOT, "%.2fB", n / 1e9);
+        }
+        if (n >= 1_000_000L) {
+            return String.format(Locale.ROOT, "%.1fM", n / 1e6);
+        }
+        return String.format(Locale.ROOT, "%,d", n);
+    }
+
+    static String mib(long bytes) {
+        return String.format(Locale.ROOT, "%.1f MiB", bytes / (double) (1 << 20));
+    }
+}
