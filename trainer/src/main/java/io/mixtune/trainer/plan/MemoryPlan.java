@@ -36,12 +36,15 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
      * @param computeBytes bytes per element of the compute dtype: 4 (fp32) or 2 (fp16)
      * @param targets positions whose next token is a target: the rows the lm_head runs on
      * @param packed rows packed with several samples (the mask compares sample ids), else padded
+     * @param referenceAdapter DPO's frozen reference is a second copy of the adapter (Stage-DPO, or a run that starts
+     *     from model.adapter)
      */
     public record Setup(ModelConfig config, boolean nf4, int computeBytes, Device device, LoraConfig lora, int rows,
-            int length, long targets, boolean packed, boolean gradientCheckpointing) {
+            int length, long targets, boolean packed, boolean gradientCheckpointing, boolean referenceAdapter) {
         /**
          * A recipe's run: device gpu plans for a GPU (compute_dtype auto then means fp16, as training on a GPU would
-         * run), auto and cpu for this CPU install (auto: fp32); the adapter of model.adapter when it names one.
+         * run), auto and cpu for this CPU install (auto: fp32); the adapter of model.adapter when it names one. A DPO
+         * micro-batch of P pairs is 2P padded rows (chosen and rejected).
          *
          * @param targets the rows the lm_head runs on; {@link #worstCaseTargets} when the data is not known
          */
@@ -52,18 +55,26 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     && device == Device.GPU;
             LoraConfig lora = model.adapter() == null ? recipe.lora().toConfig()
                     : PeftAdapter.readConfig(Path.of(model.adapter(), PeftAdapter.CONFIG_FILE));
-            return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora,
-                    recipe.train().microBatchSize(), recipe.data().maxSeqLen(), targets, recipe.data().packing(),
-                    recipe.train().gradientCheckpointing());
+            boolean dpo = recipe.train().method().equals("dpo");
+            boolean referenceAdapter = dpo && !recipe.dpo().referenceFree()
+                    && (recipe.dpo().stageCount() > 1 || model.adapter() != null);
+            return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
+                    recipe.data().maxSeqLen(), targets, !dpo && recipe.data().packing(),
+                    recipe.train().gradientCheckpointing(), referenceAdapter);
         }
 
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
         public static long worstCaseTargets(Recipe recipe) {
-            return (long) recipe.train().microBatchSize() * (recipe.data().maxSeqLen() - 1);
+            return (long) rows(recipe) * (recipe.data().maxSeqLen() - 1);
+        }
+
+        private static int rows(Recipe recipe) {
+            return recipe.train().microBatchSize() * (recipe.train().method().equals("dpo") ? 2 : 1);
         }
 
         public Setup withCheckpointing(boolean on) {
-            return new Setup(config, nf4, computeBytes, device, lora, rows, length, targets, packed, on);
+            return new Setup(config, nf4, computeBytes, device, lora, rows, length, targets, packed, on,
+                    referenceAdapter);
         }
     }
 
@@ -122,6 +133,9 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 + linears.adaptedLayers() + " layers"));
         parts.add(new Component("LoRA gradients (fp32)", lora * 4, "one per adapter weight"));
         parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
+        if (setup.referenceAdapter()) {
+            parts.add(new Component("DPO reference adapter (fp32)", lora * 4, "the frozen reference, a second adapter"));
+        }
         if (setup.device() == Device.CPU && nf4 > 0) {
             parts.add(new Component("dequantization staging", linears.largestNf4() * 4,
                     "the largest NF4 weight in fp32, per thread (host memory)"));

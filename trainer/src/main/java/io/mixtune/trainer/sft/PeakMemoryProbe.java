@@ -71,7 +71,7 @@ public final class PeakMemoryProbe {
         long rssBefore = status("VmRSS");
 
         try (NDManager manager = NDManager.newBaseManager()) {
-            DataType computeType = SftRecipe.computeType(recipe.model());
+            DataType computeType = TrainingModel.computeType(recipe.model());
             MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                     ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
             CausalLm model = MistralCheckpoint.load(modelDir, manager, linears, computeType);

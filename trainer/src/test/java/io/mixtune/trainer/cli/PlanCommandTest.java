@@ -56,6 +56,22 @@ class PlanCommandTest {
         assertTrue(line(out, "80 GB ").contains(" yes "), out);
     }
 
+    /**
+     * A DPO micro-batch of one pair is two rows (chosen and rejected), and Stage-DPO holds its frozen reference as a
+     * second adapter: the plan counts both, the SFT recipe's plan neither.
+     */
+    @Test
+    void theDpoRecipePlansTwoRowsAPairAndTheReferenceAdapter() {
+        MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", "../recipes/mixtral-8x7b-qlora-dpo.yaml");
+        assertEquals(0, plan.code(), plan.err());
+        String out = plan.out();
+        assertTrue(out.contains("micro-batch 2 x 1024 tokens, at most 2,046 target positions"), out);
+        assertEquals(gib(out, "LoRA adapter (fp32)"), gib(out, "DPO reference adapter (fp32)"), 1e-9);
+        MixtuneCliTest.Result sft = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS);
+        assertTrue(!sft.out().contains("DPO reference adapter"), sft.out());
+        assertEquals(2 * gib(sft.out(), "layer inputs (checkpoints)"), gib(out, "layer inputs (checkpoints)"), 0.001);
+    }
+
     @Test
     void componentsSumToTheTotalAndDeviceMemoryGivesOneRow() {
         MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS,
