@@ -171,6 +171,10 @@ def run(model_dir: Path, args, peak: float) -> str:
                               callbacks=[timer])
     rows = trainer.train_dataset
     row_tokens = [len(x) for x in rows["input_ids"]]
+    row_targets = [sum(label != -100 for label in labels) for labels in rows["labels"]]
+    print(f"{model_dir.name} data, TRL's bfd packing: {len(row_tokens)} rows from {len(data)} chats, mean "
+          f"{statistics.mean(row_tokens):.1f} tokens and {statistics.mean(row_targets):.1f} targets per row, packing "
+          f"efficiency {100 * sum(row_tokens) / (len(row_tokens) * args.max_seq_len):.1f}%", flush=True)
     trainer.train()
 
     timed = slice(args.warmup, args.warmup + args.steps)
@@ -182,6 +186,7 @@ def run(model_dir: Path, args, peak: float) -> str:
     samples = sum(len(b["samples"]) for b in counted)
     flops = sum(step_flops(config, args.r, b["samples"], b["targets"]) for b in counted)
     median = statistics.median(seconds)
+    per_step = [b["tokens"] / t for b, t in zip(counted, seconds)]
     name = model_dir.name
     return (f"sft-trl {name}: {args.steps} steps after {args.warmup} warm-up, 1 packed row/step "
             f"({tokens / args.steps:.0f} tokens, {targets / args.steps:.0f} targets, {samples / args.steps:.1f} samples "
@@ -189,9 +194,11 @@ def run(model_dir: Path, args, peak: float) -> str:
             f"({n_trainable:,} trainable), {torch.get_num_threads()} threads, attn {args.attn}, {args.loss_type}: "
             f"median step {median * 1e3:.1f} ms (best {min(seconds) * 1e3:.1f}), "
             f"{tokens / total:.0f} tokens/s, {targets / total:.0f} target tokens/s (fastest step "
-            f"{max(b['tokens'] / t for b, t in zip(counted, seconds)):.0f} tokens/s), "
+            f"{max(per_step):.0f} tokens/s), "
             f"{flops / args.steps / 1e9:.3f} GFLOP/step, {flops / total / 1e9:.2f} GFLOP/s "
-            f"({100 * flops / total / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak)")
+            f"({100 * flops / total / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak), "
+            f"load average {os.getloadavg()[0]:.1f}\n"
+            f"sft-trl {name}: tokens/s per step: median {statistics.median(per_step):.0f}, fastest {max(per_step):.0f}")
 
 
 def main() -> None:
@@ -207,6 +214,8 @@ def main() -> None:
     parser.add_argument("--loss-type", default="chunked_nll", choices=["chunked_nll", "nll"],
                         help="TRL's loss; nll computes logits at every position (the FLOP count stays targets-only)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: every core)")
+    parser.add_argument("--peak", type=float, help="fp32 matmul peak in GFLOP/s measured already (bench/sft.sh "
+                        "measures it once for both trainers); default: measure it here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -214,9 +223,12 @@ def main() -> None:
     for name in ("transformers", "trl", "peft", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    best, median = matmul_peak()
-    print(f"fp32 matmul 1024x1024 @ 1024x1024, {torch.get_num_threads()} threads: best {best:.1f} GFLOP/s, "
-          f"median {median:.1f} GFLOP/s", flush=True)
+    if args.peak is None:
+        best, median = matmul_peak()
+        print(f"fp32 matmul 1024x1024 @ 1024x1024, {torch.get_num_threads()} threads: best {best:.1f} GFLOP/s, "
+              f"median {median:.1f} GFLOP/s", flush=True)
+    else:
+        best = args.peak
     lines = [run(model_dir, args, best) for model_dir in args.model]
     print("\n".join(lines))
 
