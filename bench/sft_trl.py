@@ -150,13 +150,15 @@ def run(model_dir: Path, args, peak: float) -> str:
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.starts, self.seconds = [], []
+            self.starts, self.seconds, self.cpu_starts, self.cpu_seconds = [], [], [], []
 
         def on_step_begin(self, *_, **__):
             self.starts.append(time.perf_counter())
+            self.cpu_starts.append(time.process_time())
 
         def on_step_end(self, *_, **__):
             self.seconds.append(time.perf_counter() - self.starts[-1])
+            self.cpu_seconds.append(time.process_time() - self.cpu_starts[-1])
 
     class CountingTrainer(SFTTrainer):
         def training_step(self, model, inputs, *rest, **kwargs):
@@ -178,7 +180,7 @@ def run(model_dir: Path, args, peak: float) -> str:
     trainer.train()
 
     timed = slice(args.warmup, args.warmup + args.steps)
-    seconds, counted = timer.seconds[timed], batches[timed]
+    seconds, counted, cpu_seconds = timer.seconds[timed], batches[timed], timer.cpu_seconds[timed]
     assert len(seconds) == len(counted) == args.steps, (len(seconds), len(counted))
     total = sum(seconds)
     tokens = sum(b["tokens"] for b in counted)
@@ -198,7 +200,10 @@ def run(model_dir: Path, args, peak: float) -> str:
             f"{flops / args.steps / 1e9:.3f} GFLOP/step, {flops / total / 1e9:.2f} GFLOP/s "
             f"({100 * flops / total / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak), "
             f"load average {os.getloadavg()[0]:.1f}\n"
-            f"sft-trl {name}: tokens/s per step: median {statistics.median(per_step):.0f}, fastest {max(per_step):.0f}")
+            f"sft-trl {name}: tokens/s per step: median {statistics.median(per_step):.0f}, fastest {max(per_step):.0f}; "
+            f"process CPU time per 1000 tokens: median "
+            f"{statistics.median(c / b['tokens'] for b, c in zip(counted, cpu_seconds)) * 1e6:.1f} ms "
+            f"({statistics.median(cpu_seconds) * 1e3:.1f} ms per step)")
 
 
 def main() -> None:

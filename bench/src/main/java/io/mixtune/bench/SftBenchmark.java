@@ -27,6 +27,7 @@ import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.sft.CausalLmLoss;
 import io.mixtune.trainer.sft.SftRecipe;
 import io.mixtune.trainer.sft.TrainingBatch;
+import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -45,10 +46,12 @@ import java.util.Map;
  * the step `mixtune train` runs. Warm-up steps first, untimed.
  *
  * <p>Usage: SftBenchmark --data FILE [--steps 20] [--warmup 3] [--max-seq-len 512] [--peak GFLOPS] [--phases N]
- * [--trace FILE] MODEL_DIR... GFLOP/s follow sft_trl.py's formula ({@link SftFlops}); --peak is the machine's fp32
+ * [--trace FILE] [--threads N] MODEL_DIR... GFLOP/s follow sft_trl.py's formula ({@link SftFlops}); --peak is the machine's fp32
  * matmul peak (bench/sft.sh measures it once, with sft_trl.py's matmul_peak). --phases runs N more steps with the
  * forward, backward and optimizer timed apart; --trace records one more step with libtorch's profiler and prints the
- * operators that took the time.
+ * operators that took the time. --threads sets libtorch's threads (default: one per core, as torch's); the CPU time per
+ * step printed beside the wall time is the whole process's, so with one thread it is the step's work even on a busy
+ * machine.
  */
 public final class SftBenchmark {
     private static final int RANK = 16;
@@ -59,7 +62,7 @@ public final class SftBenchmark {
 
     /** The command line. */
     private record Options(Path data, int steps, int warmup, int maxSeqLen, double peak, int phases, Path trace,
-            List<Path> models) {
+            int threads, List<Path> models) {
         static Options parse(String[] args) {
             Path data = Path.of("data/samples/chats.jsonl");
             int steps = 20;
@@ -68,6 +71,7 @@ public final class SftBenchmark {
             double peak = Double.NaN;
             int phases = 0;
             Path trace = null;
+            int threads = 0;
             List<Path> models = new ArrayList<>();
             for (int i = 0; i < args.length; i++) {
                 switch (args[i]) {
@@ -78,10 +82,11 @@ public final class SftBenchmark {
                     case "--peak" -> peak = Double.parseDouble(args[++i]);
                     case "--phases" -> phases = Integer.parseInt(args[++i]);
                     case "--trace" -> trace = Path.of(args[++i]);
+                    case "--threads" -> threads = Integer.parseInt(args[++i]);
                     default -> {
                         if (args[i].startsWith("--")) {
                             throw new IllegalArgumentException("unknown option " + args[i] + ": expected --data, "
-                                    + "--steps, --warmup, --max-seq-len, --peak, --phases or --trace");
+                                    + "--steps, --warmup, --max-seq-len, --peak, --phases, --trace or --threads");
                         }
                         models.add(Path.of(args[i]));
                     }
@@ -90,12 +95,16 @@ public final class SftBenchmark {
             if (models.isEmpty()) {
                 throw new IllegalArgumentException("no model directory given: SftBenchmark [options] MODEL_DIR...");
             }
-            return new Options(data, steps, warmup, maxSeqLen, peak, phases, trace, models);
+            return new Options(data, steps, warmup, maxSeqLen, peak, phases, trace, threads, models);
         }
     }
 
     public static void main(String[] args) {
         Options options = Options.parse(args);
+        if (options.threads() > 0) {
+            Engine.getInstance(); // loads libtorch, whose thread count is set next
+            JniUtils.setNumThreads(options.threads());
+        }
         for (Path model : options.models()) {
             run(model, options);
         }
@@ -126,6 +135,8 @@ public final class SftBenchmark {
 
             int total = options.warmup() + options.steps();
             double[] seconds = new double[options.steps()];
+            double[] cpuSeconds = new double[options.steps()];
+            double[] cpuSecondsPerToken = new double[options.steps()];
             long tokens = 0;
             long targets = 0;
             long samplesTrained = 0;
@@ -135,12 +146,16 @@ public final class SftBenchmark {
             for (int step = 0; step < total; step++) {
                 TrainingBatch row = rows.get(step % rows.size());
                 long start = System.nanoTime();
+                long cpuStart = processCpuNanos();
                 SftRecipe.optimizerStep(model, parameters, List.of(row), auxCoefficient, MAX_GRAD_NORM, optimizer, LR,
                         manager, false, SEED * 1_000_003L + step, LossScaler.off());
                 double elapsed = (System.nanoTime() - start) / 1e9;
+                double cpu = (processCpuNanos() - cpuStart) / 1e9;
                 int timed = step - options.warmup();
                 if (timed >= 0) {
                     seconds[timed] = elapsed;
+                    cpuSeconds[timed] = cpu;
+                    cpuSecondsPerToken[timed] = cpu / row.realTokens();
                     tokens += row.realTokens();
                     targets += row.targetCount();
                     List<Integer> lengths = sampleLengths(row);
@@ -161,8 +176,9 @@ public final class SftBenchmark {
                     RANK, trainable, JniUtils.getNumThreads(), median(seconds) * 1e3,
                     Arrays.stream(seconds).min().orElse(0) * 1e3, tokens / sum, targets / sum, fastestTokensPerSecond,
                     flops / n / 1e9, flops / sum / 1e9, ofPeak(flops / sum / 1e9, options.peak()), loadAverage());
-            System.out.printf(Locale.ROOT, "sft-mixtune %s: tokens/s per step: median %.0f, fastest %.0f%n", name,
-                    median(tokensPerSecond), fastestTokensPerSecond);
+            System.out.printf(Locale.ROOT, "sft-mixtune %s: tokens/s per step: median %.0f, fastest %.0f; process CPU "
+                    + "time per 1000 tokens: median %.1f ms (%.1f ms per step)%n", name, median(tokensPerSecond),
+                    fastestTokensPerSecond, median(cpuSecondsPerToken) * 1e6, median(cpuSeconds) * 1e3);
 
             List<TrainingBatch> timedRows = new ArrayList<>();
             for (int step = options.warmup(); step < total; step++) {
@@ -290,6 +306,11 @@ public final class SftBenchmark {
             lengths.set((int) id, lengths.get((int) id) + 1);
         }
         return lengths;
+    }
+
+    private static long processCpuNanos() {
+        return ((com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean())
+                .getProcessCpuTime();
     }
 
     /** The 1-minute load average from /proc/loadavg: the figures are only as good as the machine is quiet. */

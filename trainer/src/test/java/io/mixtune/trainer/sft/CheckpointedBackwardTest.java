@@ -64,6 +64,13 @@ class CheckpointedBackwardTest {
         if (trainable.auxWeight() > 0) {
             assertEquals(first.loadBalancing(), second.loadBalancing(), 1e-6 * first.loadBalancing());
         }
+        double worst = worstRelativeDifference(expected, actual);
+        assertTrue(worst < 1e-5, "worst relative gradient difference " + worst);
+        return worst;
+    }
+
+    /** The largest |x - y| over the arrays, each relative to its array's max |x|; every array must have a gradient. */
+    static double worstRelativeDifference(List<float[]> expected, List<float[]> actual) {
         double worst = 0;
         for (int i = 0; i < expected.size(); i++) {
             float[] x = expected.get(i);
@@ -77,7 +84,6 @@ class CheckpointedBackwardTest {
             assertTrue(max > 0, "array " + i + " got no gradient");
             worst = Math.max(worst, diff / max);
         }
-        assertTrue(worst < 1e-5, "worst relative gradient difference " + worst);
         return worst;
     }
 
@@ -88,7 +94,7 @@ class CheckpointedBackwardTest {
                 checkpointing, 1234, manager);
     }
 
-    private static List<float[]> gradients(List<NDArray> parameters) {
+    static List<float[]> gradients(List<NDArray> parameters) {
         List<float[]> gradients = new ArrayList<>();
         for (NDArray parameter : parameters) {
             try (NDArray gradient = parameter.getGradient()) {
