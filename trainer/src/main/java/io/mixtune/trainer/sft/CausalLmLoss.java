@@ -100,10 +100,11 @@ public final class CausalLmLoss {
         }
         NDArray predictingStates = states.reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
         NDArray targetColumn = manager.create(targetIds).reshape(-1, 1);
-        // The logits a chunk of positions at a time: a chunk's [positions, vocab] block stays in the CPU cache from the
-        // matmul through the softmax and back through their backward, and is reused by the allocator instead of
-        // being mapped afresh. On tiny-mixtral (425 targets, vocabulary 32000) this halves the head's time against one
-        // 54 MB block (bench/README.md, "SFT: bench/sft.sh"); autograd keeps the same values either way.
+        // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
+        // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
+        // the arithmetic; 16 MB chunks are reused by the allocator and stay in the CPU cache from the matmul through
+        // the softmax and their backward. On tiny-mixtral (425 targets, vocabulary 32000) this halves the head's time
+        // (bench/README.md, "SFT: bench/sft.sh"); autograd computes the same values either way.
         NDList chunkSums = new NDList();
         for (int start = 0; start < targets; start += chunkRows) {
             NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
