@@ -72,8 +72,12 @@ public final class CausalLmLoss {
 
     /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
     static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return crossEntropySum(model, states, batch, manager,
-                (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * model.config().vocabSize())));
+        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()));
+    }
+
+    /** Target positions whose logits the cross-entropy computes at once (the memory plan counts them too). */
+    public static int logitsChunkRows(int vocabSize) {
+        return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * vocabSize));
     }
 
     /** @param chunkRows target positions whose logits are computed at once */
