@@ -150,13 +150,15 @@ def run(model_dir: Path, args, peak: float) -> str:
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.starts, self.seconds = [], []
+            self.starts, self.seconds, self.cpu_starts, self.cpu_seconds = [], [], [], []
 
         def on_step_begin(self, *_, **__):
             self.starts.append(time.perf_counter())
+            self.cpu_starts.append(time.process_time())
 
         def on_step_end(self, *_, **__):
             self.seconds.append(time.perf_counter() - self.starts[-1])
+            self.cpu_seconds.append(time.process_time() - self.cpu_starts[-1])
 
     class CountingTrainer(SFTTrainer):
         def training_step(self, model, inputs, *rest, **kwargs):
@@ -171,10 +173,14 @@ def run(model_dir: Path, args, peak: float) -> str:
                               callbacks=[timer])
     rows = trainer.train_dataset
     row_tokens = [len(x) for x in rows["input_ids"]]
+    row_targets = [sum(label != -100 for label in labels) for labels in rows["labels"]]
+    print(f"{model_dir.name} data, TRL's bfd packing: {len(row_tokens)} rows from {len(data)} chats, mean "
+          f"{statistics.mean(row_tokens):.1f} tokens and {statistics.mean(row_targets):.1f} targets per row, packing "
+          f"efficiency {100 * sum(row_tokens) / (len(row_tokens) * args.max_seq_len):.1f}%", flush=True)
     trainer.train()
 
     timed = slice(args.warmup, args.warmup + args.steps)
-    seconds, counted = timer.seconds[timed], batches[timed]
+    seconds, counted, cpu_seconds = timer.seconds[timed], batches[timed], timer.cpu_seconds[timed]
     assert len(seconds) == len(counted) == args.steps, (len(seconds), len(counted))
     total = sum(seconds)
     tokens = sum(b["tokens"] for b in counted)
@@ -182,6 +188,7 @@ def run(model_dir: Path, args, peak: float) -> str:
     samples = sum(len(b["samples"]) for b in counted)
     flops = sum(step_flops(config, args.r, b["samples"], b["targets"]) for b in counted)
     median = statistics.median(seconds)
+    per_step = [b["tokens"] / t for b, t in zip(counted, seconds)]
     name = model_dir.name
     return (f"sft-trl {name}: {args.steps} steps after {args.warmup} warm-up, 1 packed row/step "
             f"({tokens / args.steps:.0f} tokens, {targets / args.steps:.0f} targets, {samples / args.steps:.1f} samples "
@@ -189,9 +196,14 @@ def run(model_dir: Path, args, peak: float) -> str:
             f"({n_trainable:,} trainable), {torch.get_num_threads()} threads, attn {args.attn}, {args.loss_type}: "
             f"median step {median * 1e3:.1f} ms (best {min(seconds) * 1e3:.1f}), "
             f"{tokens / total:.0f} tokens/s, {targets / total:.0f} target tokens/s (fastest step "
-            f"{max(b['tokens'] / t for b, t in zip(counted, seconds)):.0f} tokens/s), "
+            f"{max(per_step):.0f} tokens/s), "
             f"{flops / args.steps / 1e9:.3f} GFLOP/step, {flops / total / 1e9:.2f} GFLOP/s "
-            f"({100 * flops / total / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak)")
+            f"({100 * flops / total / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak), "
+            f"load average {os.getloadavg()[0]:.1f}\n"
+            f"sft-trl {name}: tokens/s per step: median {statistics.median(per_step):.0f}, fastest {max(per_step):.0f}; "
+            f"process CPU time per 1000 tokens: median "
+            f"{statistics.median(c / b['tokens'] for b, c in zip(counted, cpu_seconds)) * 1e6:.1f} ms "
+            f"({statistics.median(cpu_seconds) * 1e3:.1f} ms per step)")
 
 
 def main() -> None:
@@ -207,6 +219,8 @@ def main() -> None:
     parser.add_argument("--loss-type", default="chunked_nll", choices=["chunked_nll", "nll"],
                         help="TRL's loss; nll computes logits at every position (the FLOP count stays targets-only)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: every core)")
+    parser.add_argument("--peak", type=float, help="fp32 matmul peak in GFLOP/s measured already (bench/sft.sh "
+                        "measures it once for both trainers); default: measure it here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -214,9 +228,12 @@ def main() -> None:
     for name in ("transformers", "trl", "peft", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    best, median = matmul_peak()
-    print(f"fp32 matmul 1024x1024 @ 1024x1024, {torch.get_num_threads()} threads: best {best:.1f} GFLOP/s, "
-          f"median {median:.1f} GFLOP/s", flush=True)
+    if args.peak is None:
+        best, median = matmul_peak()
+        print(f"fp32 matmul 1024x1024 @ 1024x1024, {torch.get_num_threads()} threads: best {best:.1f} GFLOP/s, "
+              f"median {median:.1f} GFLOP/s", flush=True)
+    else:
+        best = args.peak
     lines = [run(model_dir, args, best) for model_dir in args.model]
     print("\n".join(lines))
 

@@ -1,6 +1,7 @@
 package io.mixtune.trainer.plan;
 
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.trainer.sft.CausalLmLoss;
 import java.util.List;
 
 /**
@@ -161,9 +162,12 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         return bytes + targets * (F32 + I64);
     }
 
-    /** The head's backward at its widest: the gradient of the log-softmax's output and of its input, both float32. */
+    /**
+     * The head's backward at its widest: the gradient of the log-softmax's output and of its input, both float32, for
+     * one chunk of target positions (CausalLmLoss computes the logits a chunk at a time).
+     */
     long headBackward(long targets) {
-        return 2 * targets * config.vocabSize() * F32;
+        return 2 * Math.min(targets, CausalLmLoss.logitsChunkRows(config.vocabSize())) * config.vocabSize() * F32;
     }
 
     /**

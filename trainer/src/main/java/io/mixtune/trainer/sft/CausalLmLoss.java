@@ -22,6 +22,9 @@ import java.util.List;
  * positions are prompt, and the vocabulary projection is the largest matmul of a small model.
  */
 public final class CausalLmLoss {
+    /** Float32 logits computed at once, at most: 16 MB, 128 positions of a 32000-word vocabulary. */
+    static final long LOGITS_CHUNK_BYTES = 16L << 20;
+
     private CausalLmLoss() {}
 
     /**
@@ -98,17 +101,43 @@ public final class CausalLmLoss {
 
     /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
     static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return targetLogProbs(model, states, batch, manager).sum().neg();
+        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()));
+    }
+
+    /** Target positions whose logits the cross-entropy computes at once (the memory plan counts them too). */
+    public static int logitsChunkRows(int vocabSize) {
+        return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * vocabSize));
+    }
+
+    /** @param chunkRows target positions whose logits are computed at once */
+    static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            int chunkRows) {
+        if (batch.targetCount() == 0) {
+            return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
+        }
+        NDList chunkSums = new NDList();
+        for (NDArray chunk : chunkedLogProbs(model, states, batch, manager, chunkRows)) {
+            chunkSums.add(chunk.sum());
+        }
+        NDArray sum = chunkSums.size() == 1 ? chunkSums.get(0) : NDArrays.stack(chunkSums).sum();
+        return sum.neg();
     }
 
     /** log p(target) of each target token [targets] (see {@link TargetLogProbs}), from the final hidden states. */
     public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
+        if (batch.targetCount() == 0) {
+            return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
+        }
+        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()));
+        return (chunks.size() == 1 ? chunks.get(0) : NDArrays.concat(chunks, 0)).reshape(-1);
+    }
+
+    /** log p(target) of the batch's targets in row-major order, [rows, 1] per chunk of at most chunkRows targets. */
+    private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            int chunkRows) {
         long b = batch.rows();
         long t = batch.length();
         int targets = batch.targetCount();
-        if (targets == 0) {
-            return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
-        }
         // Rows of the flattened [B*T, hidden] states that predict a target, and those targets.
         long[] predicting = new long[targets];
         long[] targetIds = new long[targets];
@@ -123,8 +152,19 @@ public final class CausalLmLoss {
             }
         }
         NDArray predictingStates = states.reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
-        NDArray logits = Casts.to(model.logits(predictingStates), DataType.FLOAT32);
-        return logits.logSoftmax(-1).gather(manager.create(targetIds).reshape(-1, 1), -1).reshape(-1);
+        NDArray targetColumn = manager.create(targetIds).reshape(-1, 1);
+        // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
+        // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
+        // the arithmetic; 16 MB chunks are reused by the allocator and stay in the CPU cache from the matmul through
+        // the softmax and their backward. On tiny-mixtral (425 targets, vocabulary 32000) this halves the head's time
+        // (bench/README.md, "SFT: bench/sft.sh"); autograd computes the same values either way.
+        NDList chunks = new NDList();
+        for (int start = 0; start < targets; start += chunkRows) {
+            NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
+            NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
+            chunks.add(logits.logSoftmax(-1).gather(targetColumn.get(rows), -1));
+        }
+        return chunks;
     }
 
     /** What one micro-batch's forward and backward measured. */

@@ -262,7 +262,7 @@ public final class SftRecipe implements AutoCloseable {
      * @param lossScale the float16 loss scale the step ran at (1 in float32)
      * @param skipped float16 only: the gradients overflowed, the update was skipped and the scale halved
      */
-    record StepResult(double loss, double crossEntropy, double loadBalancing, double gradNorm, int targets,
+    public record StepResult(double loss, double crossEntropy, double loadBalancing, double gradNorm, int targets,
             long tokens, double lossScale, boolean skipped) {
         boolean isFinite() {
             return Double.isFinite(loss) && Double.isFinite(gradNorm);
@@ -280,7 +280,7 @@ public final class SftRecipe implements AutoCloseable {
      * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
      * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j
      */
-    static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
+    public static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, List<TrainingBatch> batches,
             double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr, NDManager manager,
             boolean gradientCheckpointing, long dropoutSeed, LossScaler scaler) {
         int targets = 0;
@@ -378,7 +378,7 @@ public final class SftRecipe implements AutoCloseable {
         long total = 0;
         for (TrainingBatch batch : epoch(0)) {
             real += batch.realTokens();
-            total += (long) batch.rows() * batch.length();
+            total += (long) batch.rows() * recipe.data().maxSeqLen(); // rows are cut after their last real token
         }
         return total == 0 ? 0 : (double) real / total;
     }

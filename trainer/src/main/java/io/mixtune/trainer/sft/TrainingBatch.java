@@ -3,6 +3,7 @@ package io.mixtune.trainer.sft;
 import io.mixtune.data.batch.PackedRow;
 import io.mixtune.data.batch.PaddedBatch;
 import io.mixtune.data.template.TokenizedSample;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -15,17 +16,23 @@ import java.util.List;
 public record TrainingBatch(long[][] inputIds, long[][] labels, long[][] positionIds, long[][] sampleIds,
         long[][] paddingMask) {
 
+    /**
+     * Packed rows, cut after the last real token of the longest: the padding at the end of every row would only be
+     * computed and masked out (no real token attends to it, and it has no target), so a row of 480 real tokens out of
+     * 512 costs 480.
+     */
     public static TrainingBatch packed(List<PackedRow> rows) {
         int b = rows.size();
+        int length = rows.stream().mapToInt(PackedRow::realTokens).max().orElse(0);
         long[][] ids = new long[b][];
         long[][] labels = new long[b][];
         long[][] positions = new long[b][];
         long[][] samples = new long[b][];
         for (int r = 0; r < b; r++) {
-            ids[r] = rows.get(r).inputIds();
-            labels[r] = rows.get(r).labels();
-            positions[r] = rows.get(r).positionIds();
-            samples[r] = rows.get(r).sampleIds();
+            ids[r] = Arrays.copyOf(rows.get(r).inputIds(), length);
+            labels[r] = Arrays.copyOf(rows.get(r).labels(), length);
+            positions[r] = Arrays.copyOf(rows.get(r).positionIds(), length);
+            samples[r] = Arrays.copyOf(rows.get(r).sampleIds(), length);
         }
         return new TrainingBatch(ids, labels, positions, samples, null);
     }

@@ -27,50 +27,74 @@ class CheckpointedBackwardTest {
     @ValueSource(strings = {"mixtral", "mistral"})
     void checkpointedGradientsEqualThePlainOnes(String name) throws Exception {
         try (NDManager manager = NDManager.newBaseManager()) {
-            CausalLm model = MistralCheckpoint.load(SftGoldenTest.golden(name).resolve("model"), manager,
-                    MistralCheckpoint.DENSE);
-            LoraModel lora = new LoraModel(model);
-            lora.addAdapter("default", new LoraConfig(4, 8, 0.2, List.of("all-linear"), false, Map.of(), Map.of()),
-                    LoraModel.Init.RANDOM, 7);
-            lora.setTraining(true);
-            List<NDArray> parameters = lora.parameters("default");
-            TrainingBatch batch = paddedBatch(model.config().vocabSize());
-            double aux = model.config().isMixtureOfExperts() ? 0.02 : 0;
-
-            CausalLmLoss.Values plain = backward(model, parameters, batch, aux, false, manager);
-            List<float[]> plainGradients = gradients(parameters);
-            CausalLmLoss.Values checkpointed = backward(model, parameters, batch, aux, true, manager);
-            List<float[]> checkpointedGradients = gradients(parameters);
-
-            assertEquals(plain.crossEntropySum(), checkpointed.crossEntropySum(), 1e-6 * plain.crossEntropySum());
-            if (aux > 0) {
-                assertEquals(plain.loadBalancing(), checkpointed.loadBalancing(), 1e-6 * plain.loadBalancing());
-            }
-            double worst = 0;
-            for (int i = 0; i < parameters.size(); i++) {
-                float[] a = plainGradients.get(i);
-                float[] b = checkpointedGradients.get(i);
-                double max = 0;
-                double diff = 0;
-                for (int k = 0; k < a.length; k++) {
-                    max = Math.max(max, Math.abs(a[k]));
-                    diff = Math.max(diff, Math.abs(a[k] - b[k]));
-                }
-                assertTrue(max > 0, "array " + i + " got no gradient");
-                worst = Math.max(worst, diff / max);
-            }
+            Trainable trainable = Trainable.load(name, 0.2, manager);
+            TrainingBatch batch = paddedBatch(trainable.model().config().vocabSize());
+            double worst = assertSameBackward(trainable, batch, false, batch, true, manager);
             System.out.printf("%s: checkpointed vs plain gradients, worst diff %.2e of the array's max%n", name, worst);
-            assertTrue(worst < 1e-5, "worst relative gradient difference " + worst);
         }
     }
 
-    private static CausalLmLoss.Values backward(CausalLm model, List<NDArray> parameters, TrainingBatch batch,
-            double aux, boolean checkpointing, NDManager manager) {
-        GradientClipping.zero(parameters);
-        return CausalLmLoss.backward(model, batch, batch.targetCount(), aux, checkpointing, 1234, manager);
+    /** A golden tiny model (SftGoldenTest's) with a random all-linear adapter of rank 4, alpha 8, training. */
+    record Trainable(CausalLm model, List<NDArray> parameters, double auxWeight) {
+        static Trainable load(String name, double dropout, NDManager manager) {
+            CausalLm model = MistralCheckpoint.load(SftGoldenTest.golden(name).resolve("model"), manager,
+                    MistralCheckpoint.DENSE);
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", new LoraConfig(4, 8, dropout, List.of("all-linear"), false, Map.of(), Map.of()),
+                    LoraModel.Init.RANDOM, 7);
+            lora.setTraining(true);
+            return new Trainable(model, lora.parameters("default"),
+                    model.config().isMixtureOfExperts() ? 0.02 : 0);
+        }
     }
 
-    private static List<float[]> gradients(List<NDArray> parameters) {
+    /**
+     * Backward of {@code a}, then of {@code b} (each plain or with checkpointing), from zero gradients: asserts equal
+     * cross-entropy and load-balancing sums (1e-6 relative) and gradients within 1e-5 of each array's max |value|,
+     * every array having one; returns the worst gradient difference.
+     */
+    static double assertSameBackward(Trainable trainable, TrainingBatch a, boolean checkpointA, TrainingBatch b,
+            boolean checkpointB, NDManager manager) {
+        CausalLmLoss.Values first = backward(trainable, a, checkpointA, manager);
+        List<float[]> expected = gradients(trainable.parameters());
+        CausalLmLoss.Values second = backward(trainable, b, checkpointB, manager);
+        List<float[]> actual = gradients(trainable.parameters());
+
+        assertEquals(first.crossEntropySum(), second.crossEntropySum(), 1e-6 * first.crossEntropySum());
+        if (trainable.auxWeight() > 0) {
+            assertEquals(first.loadBalancing(), second.loadBalancing(), 1e-6 * first.loadBalancing());
+        }
+        double worst = worstRelativeDifference(expected, actual);
+        assertTrue(worst < 1e-5, "worst relative gradient difference " + worst);
+        return worst;
+    }
+
+    /** The largest |x - y| over the arrays, each relative to its array's max |x|; every array must have a gradient. */
+    static double worstRelativeDifference(List<float[]> expected, List<float[]> actual) {
+        double worst = 0;
+        for (int i = 0; i < expected.size(); i++) {
+            float[] x = expected.get(i);
+            float[] y = actual.get(i);
+            double max = 0;
+            double diff = 0;
+            for (int k = 0; k < x.length; k++) {
+                max = Math.max(max, Math.abs(x[k]));
+                diff = Math.max(diff, Math.abs(x[k] - y[k]));
+            }
+            assertTrue(max > 0, "array " + i + " got no gradient");
+            worst = Math.max(worst, diff / max);
+        }
+        return worst;
+    }
+
+    private static CausalLmLoss.Values backward(Trainable trainable, TrainingBatch batch, boolean checkpointing,
+            NDManager manager) {
+        GradientClipping.zero(trainable.parameters());
+        return CausalLmLoss.backward(trainable.model(), batch, batch.targetCount(), trainable.auxWeight(),
+                checkpointing, 1234, manager);
+    }
+
+    static List<float[]> gradients(List<NDArray> parameters) {
         List<float[]> gradients = new ArrayList<>();
         for (NDArray parameter : parameters) {
             try (NDArray gradient = parameter.getGradient()) {

@@ -1,0 +1,67 @@
+package io.mixtune.trainer.sft;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import io.mixtune.trainer.optim.GradientClipping;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The cross-entropy computes the logits a chunk of target positions at a time; the loss and the gradients must be
+ * those of all the logits at once, whatever the chunk (here one that does not divide the 299 targets).
+ */
+class CausalLmLossTest {
+    @Test
+    void chunkedLogitsGiveTheLossAndGradientsOfOneBlock() throws Exception {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            CheckpointedBackwardTest.Trainable trainable = CheckpointedBackwardTest.Trainable.load("mixtral", 0.0,
+                    manager);
+            TrainingBatch batch = oneSampleRow(300, trainable.model().config().vocabSize());
+            assertEquals(299, batch.targetCount());
+
+            double oneBlock = backward(trainable, batch, Integer.MAX_VALUE, manager);
+            List<float[]> expected = CheckpointedBackwardTest.gradients(trainable.parameters());
+            double chunked = backward(trainable, batch, 7, manager);
+            List<float[]> actual = CheckpointedBackwardTest.gradients(trainable.parameters());
+
+            assertEquals(oneBlock, chunked, 1e-6 * oneBlock);
+            double worst = CheckpointedBackwardTest.worstRelativeDifference(expected, actual);
+            System.out.printf("cross-entropy sum in one block %.7g, in chunks of 7 %.7g; worst gradient diff %.2e of "
+                    + "the array's max%n", oneBlock, chunked, worst);
+            assertTrue(worst < 1e-5, "worst relative gradient difference " + worst);
+        }
+    }
+
+    private static double backward(CheckpointedBackwardTest.Trainable trainable, TrainingBatch batch, int chunkRows,
+            NDManager manager) {
+        GradientClipping.zero(trainable.parameters());
+        try (NDManager step = manager.newSubManager();
+                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+            CausalLmLoss.Inputs in = CausalLmLoss.inputs(trainable.model(), batch, step);
+            NDArray states = trainable.model().hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null).states();
+            NDArray sum = CausalLmLoss.crossEntropySum(trainable.model(), states, batch, step, chunkRows);
+            collector.backward(sum);
+            return sum.getFloat();
+        }
+    }
+
+    /** One packed row holding one sample of {@code length} tokens, every token after the first a target. */
+    private static TrainingBatch oneSampleRow(int length, int vocab) {
+        long[] ids = new long[length];
+        long[] labels = new long[length];
+        long[] positions = new long[length];
+        long[] samples = new long[length];
+        for (int t = 0; t < length; t++) {
+            ids[t] = 3 + (t * 7919L) % (vocab - 3);
+            labels[t] = t == 0 ? -100 : ids[t];
+            positions[t] = t;
+        }
+        return new TrainingBatch(new long[][] {ids}, new long[][] {labels}, new long[][] {positions},
+                new long[][] {samples}, null);
+    }
+}
