@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory plan against measured peak memory on mistral-1b (random weights, NF4, LoRA r 16 on every linear layer,
 # dropout 0.05, one micro-batch of 1 x max_seq_len tokens all targets): one training step with gradient checkpointing
-# off, then on, each in its own JVM (io.mixtune.trainer.sft.PeakMemoryProbe says what is measured).
+# off, then on, each in its own JVM (io.mixtune.trainer.plan.PeakMemoryProbe says what is measured).
 # Usage: bench/plan.sh [work dir, default target/bench-plan] [max_seq_len, default 512]
 # The random checkpoint (2.25 GB) is written to the work dir once and reused. Each run takes a few minutes and up to
 # 16 GB of memory (without checkpointing every layer's activations and dequantized weights stay for backward).
@@ -23,7 +23,7 @@ output_dir: $work/out
 YAML
 probe() {
   java -Xms1536m -Xmx1536m -XX:+AlwaysPreTouch -XX:+UseSerialGC -Dai.djl.offline=true -cp trainer/target/mixtune.jar \
-    io.mixtune.trainer.sft.PeakMemoryProbe "$work/mistral-1b.yaml" $((length - 1)) 1 "$@"
+    io.mixtune.trainer.plan.PeakMemoryProbe "$work/mistral-1b.yaml" $((length - 1)) 1 "$@"
 }
 for checkpointing in false true; do
   echo "== train.gradient_checkpointing=$checkpointing, glibc mapping every allocation over 64 KiB"

@@ -223,8 +223,7 @@ public final class DpoRecipe implements AutoCloseable {
                                 + "scale %.0f: update skipped, scale now %.0f", step + 1, result.lossScale(),
                                 scaler.scale()));
                     }
-                    if (!result.isFinite() && (!scaler.enabled()
-                            || scaler.skippedInARow() >= SftRecipe.MAX_SKIPPED_IN_A_ROW)) {
+                    if (!result.isFinite() && scaler.gaveUp()) {
                         throw NonFiniteStep.error(step + 1, result.loss(), result.gradNorm(), lora, ADAPTER_NAME,
                                 checkpoints);
                     }

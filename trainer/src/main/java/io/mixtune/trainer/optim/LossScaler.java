@@ -12,6 +12,8 @@ public final class LossScaler {
     public static final double GROWTH_FACTOR = 2.0;
     public static final double BACKOFF_FACTOR = 0.5;
     public static final int GROWTH_INTERVAL = 2000;
+    /** float16: this many overflowing steps in a row (the scale down by 2^20) means the run diverged, not the scale. */
+    public static final int MAX_SKIPPED_IN_A_ROW = 20;
 
     /**
      * What a checkpoint keeps of the scaler.
@@ -57,6 +59,14 @@ public final class LossScaler {
 
     public int skippedInARow() {
         return state.skippedInARow();
+    }
+
+    /**
+     * After a non-finite step: whether the run should stop. Always in float32; in float16 once
+     * {@link #MAX_SKIPPED_IN_A_ROW} steps in a row were skipped, since halving the scale no longer helps.
+     */
+    public boolean gaveUp() {
+        return !enabled || state.skippedInARow() >= MAX_SKIPPED_IN_A_ROW;
     }
 
     public State state() {

@@ -37,8 +37,6 @@ import java.util.Map;
  */
 public final class SftRecipe implements AutoCloseable {
     public static final String ADAPTER_NAME = "default";
-    /** float16: this many overflowing steps in a row (the scale down by 2^20) means the run diverged, not the scale. */
-    public static final int MAX_SKIPPED_IN_A_ROW = 20;
 
     private final Recipe recipe;
     private final Path outputDir;
@@ -201,7 +199,7 @@ public final class SftRecipe implements AutoCloseable {
                     progress.message(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
                             + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
                 }
-                if (!result.isFinite() && (!scaler.enabled() || scaler.skippedInARow() >= MAX_SKIPPED_IN_A_ROW)) {
+                if (!result.isFinite() && scaler.gaveUp()) {
                     throw NonFiniteStep.error(step + 1, stepLoss, gradNorm, lora, ADAPTER_NAME, checkpoints);
                 }
                 step++;

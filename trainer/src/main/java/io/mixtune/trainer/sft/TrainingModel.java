@@ -77,7 +77,7 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
     }
 
     /** model.compute_dtype: auto is float32 here, since this install runs libtorch for CPU only. */
-    static DataType computeType(Recipe.Model model) {
+    public static DataType computeType(Recipe.Model model) {
         return "fp16".equals(model.computeDtype()) ? DataType.FLOAT16 : DataType.FLOAT32;
     }
 

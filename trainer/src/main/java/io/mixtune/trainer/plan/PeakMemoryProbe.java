@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.plan;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -15,9 +15,12 @@ import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
-import io.mixtune.trainer.plan.MemoryPlan;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.sft.SftRecipe;
+import io.mixtune.trainer.sft.TrainingBatch;
+import io.mixtune.trainer.sft.TrainingData;
+import io.mixtune.trainer.sft.TrainingModel;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
