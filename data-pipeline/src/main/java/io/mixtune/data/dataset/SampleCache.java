@@ -161,7 +161,9 @@ public final class SampleCache {
             text.append("validation_file=").append(file).append(' ').append(fileHash(DataConfig.file(file))).append('\n');
         }
         text.append("tokenizer=").append(HexFormat.of().formatHex(sha256().digest(tokenizer.json())))
-                .append(" bos=").append(tokenizer.bosId()).append(" eos=").append(tokenizer.eosId()).append('\n');
+                .append(" bos=").append(tokenizer.bosId()).append(" eos=").append(tokenizer.eosId())
+                // Caches written before special tokens in text stayed text (TextTokenizer) hold the wrong ids.
+                .append(" special_tokens_in_text=text").append('\n');
         text.append("template=").append(config.template()).append('\n');
         if (config.template().equals("custom")) {
             // The record's toString would print the strings unquoted; each is length-prefixed instead.

@@ -12,7 +12,9 @@ import java.util.Locale;
  * ChatML: {@code <|im_start|>role\ncontent<|im_end|>\n} per message, no BOS. The assistant's content and the
  * {@code <|im_end|>} that closes it are the targets. The first piece is encoded as the start of a text and every later
  * one as a continuation, which gives the ids of tokenizing the whole rendered chat at once (as transformers'
- * apply_chat_template does) while the target boundaries stay exact.
+ * apply_chat_template does) while the target boundaries stay exact. The template's strings go through
+ * {@link TextTokenizer#control}: where the tokenizer declares {@code <|im_start|>} special, the template's are that
+ * token and a message's are text.
  */
 public final class ChatMlTemplate implements ChatTemplate {
 
@@ -34,12 +36,14 @@ public final class ChatMlTemplate implements ChatTemplate {
         for (Message message : conversation.messages()) {
             String role = message.role().name().toLowerCase(Locale.ROOT);
             if (message.role() != Role.ASSISTANT) {
-                prompt.append("<|im_start|>").append(role).append('\n').append(message.content()).append("<|im_end|>\n");
+                prompt.append(tokenizer.control("<|im_start|>" + role + "\n")).append(message.content())
+                        .append(tokenizer.control("<|im_end|>\n"));
                 continue;
             }
-            prompt.append("<|im_start|>assistant\n");
+            prompt.append(tokenizer.control("<|im_start|>assistant\n"));
             segments.add(new Segment(encode(prompt.toString(), segments.isEmpty(), tokenizer), false, turn));
-            segments.add(new Segment(tokenizer.encodeContinuation(message.content() + "<|im_end|>"), true, turn));
+            segments.add(new Segment(tokenizer.encodeContinuation(message.content()
+                    + tokenizer.control("<|im_end|>")), true, turn));
             prompt.setLength(0);
             prompt.append('\n');
             turn++;

@@ -13,7 +13,8 @@ import java.util.List;
  * piece encoded as the start of a text and every later one as a continuation, BOS and EOS spliced in as ids. That
  * gives the ids of tokenizing the rendered text at once wherever a trained span starts and ends at a character no BPE
  * merge crosses (a newline, as in ChatML); where the prefix ends in a space or a letter, the target boundary is kept
- * exact and the ids may differ from the one-string tokenization there.
+ * exact and the ids may differ from the one-string tokenization there. The strings are the template's: special tokens
+ * the tokenizer declares are control tokens in them ({@link TextTokenizer#control}), and text in a message.
  */
 public final class CustomTemplate implements ChatTemplate {
     private final CustomTemplateConfig strings;
@@ -42,24 +43,25 @@ public final class CustomTemplate implements ChatTemplate {
         int turn = 0;
         for (Message message : conversation.messages()) {
             switch (message.role()) {
-                case SYSTEM -> prompt.append(strings.systemPrefix()).append(message.content())
-                        .append(strings.systemSuffix());
-                case USER -> prompt.append(strings.userPrefix()).append(message.content()).append(strings.userSuffix());
+                case SYSTEM -> prompt.append(tokenizer.control(strings.systemPrefix())).append(message.content())
+                        .append(tokenizer.control(strings.systemSuffix()));
+                case USER -> prompt.append(tokenizer.control(strings.userPrefix())).append(message.content())
+                        .append(tokenizer.control(strings.userSuffix()));
                 case ASSISTANT -> {
-                    prompt.append(strings.assistantPrefix());
+                    prompt.append(tokenizer.control(strings.assistantPrefix()));
                     if (prompt.length() > 0) {
                         long[] ids = ChatMlTemplate.encode(prompt.toString(), firstText, tokenizer);
                         segments.add(new Segment(ids, false, turn));
                         firstText = false;
                     }
-                    String target = message.content() + strings.assistantSuffix();
+                    String target = message.content() + tokenizer.control(strings.assistantSuffix());
                     segments.add(new Segment(ChatMlTemplate.encode(target, firstText, tokenizer), true, turn));
                     firstText = false;
                     if (strings.eosAfterAssistant()) {
                         segments.add(new Segment(new long[] {eosId}, true, turn));
                     }
                     prompt.setLength(0);
-                    prompt.append(strings.afterAssistant());
+                    prompt.append(tokenizer.control(strings.afterAssistant()));
                     turn++;
                 }
             }

@@ -10,7 +10,8 @@ import java.util.List;
  * The Mistral and Mixtral instruct v0.1 format as Mistral's reference tokenizer builds it (mistral-common,
  * InstructTokenizerV1): BOS, then per exchange encode("[INST] " + user + " [/INST]") and encode(assistant) + EOS; a
  * system prompt goes in front of the first user text, followed by a blank line. As text:
- * {@code <s> [INST] u1 [/INST] a1</s> [INST] u2 [/INST] a2</s>}.
+ * {@code <s> [INST] u1 [/INST] a1</s> [INST] u2 [/INST] a2</s>}. "[INST]" is text in the v1 tokenizer and a control
+ * token where the tokenizer.json declares it special (v3); only the template's own is ever one.
  */
 public final class MistralTemplate implements ChatTemplate {
     private final long bosId;
@@ -38,7 +39,8 @@ public final class MistralTemplate implements ChatTemplate {
             if (i == 0 && system != null && !system.isEmpty()) {
                 user = system + "\n\n" + user;
             }
-            segments.add(new Segment(tokenizer.encode("[INST] " + user + " [/INST]", false), false, turn));
+            String prompt = tokenizer.control("[INST] ") + user + tokenizer.control(" [/INST]");
+            segments.add(new Segment(tokenizer.encode(prompt, false), false, turn));
             segments.add(new Segment(tokenizer.encode(turns.get(i + 1).content(), false), true, turn));
             segments.add(new Segment(new long[] {eosId}, true, turn));
         }

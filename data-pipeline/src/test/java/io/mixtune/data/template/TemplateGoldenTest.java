@@ -62,6 +62,10 @@ class TemplateGoldenTest {
     }
 
     static TokenizedSample build(ChatTemplate template, Conversation conversation) {
+        return build(template, conversation, tokenizer);
+    }
+
+    static TokenizedSample build(ChatTemplate template, Conversation conversation, TextTokenizer tokenizer) {
         return new SampleBuilder(template, tokenizer, 100_000, LossPolicy.ALL_ASSISTANT_TURNS).build(conversation).sample();
     }
 
@@ -76,11 +80,28 @@ class TemplateGoldenTest {
         assertEveryLineEquals(lines("chatml.jsonl"), new ChatMlTemplate());
     }
 
+    /**
+     * A Hub Mistral's tokenizer.json lists {@code <unk> <s> </s>} as special added tokens: the chats that type them
+     * ("special-tokens-as-text" and others) must still give mistral-common's ids, which never match them in text,
+     * and apply_chat_template's with split_special_tokens=True.
+     */
+    @Test
+    void hubTokenizerWithSpecialAddedTokensGivesTheSameIds() throws IOException {
+        try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>")) {
+            assertEveryLineEquals(lines("mistral.jsonl"), new MistralTemplate(1, 2), hub);
+            assertEveryLineEquals(lines("chatml.jsonl"), new ChatMlTemplate(), hub);
+        }
+    }
+
     static void assertEveryLineEquals(List<JsonNode> expected, ChatTemplate template) {
+        assertEveryLineEquals(expected, template, tokenizer);
+    }
+
+    static void assertEveryLineEquals(List<JsonNode> expected, ChatTemplate template, TextTokenizer tokenizer) {
         assertEquals(36, conversations.size());
         assertEquals(conversations.size(), expected.size());
         for (int i = 0; i < conversations.size(); i++) {
-            TokenizedSample sample = build(template, conversations.get(i));
+            TokenizedSample sample = build(template, conversations.get(i), tokenizer);
             assertArrayEquals(longs(expected.get(i).get("input_ids")), sample.inputIds(), "ids, line " + (i + 1));
             assertArrayEquals(longs(expected.get(i).get("labels")), sample.labels(), "labels, line " + (i + 1));
         }

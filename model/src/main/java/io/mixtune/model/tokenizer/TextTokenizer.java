@@ -2,10 +2,22 @@ package io.mixtune.model.tokenizer;
 
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
 import ai.djl.huggingface.tokenizers.jni.TokenizersLibrary;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.ByteArrayInputStream;
 import java.io.IOException;
+import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.security.SecureRandom;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -13,19 +25,51 @@ import java.util.Map;
  * native library ships in the jar). Special tokens are never added implicitly: callers say whether they want BOS, and
  * templates add EOS by id.
  *
- * <p>BOS and EOS are known by id, not by text: mixtune's Mistral v1 tokenizer.json declares no added tokens, so that
- * {@code "</s>"} typed in a message tokenizes as text, as sentencepiece does it (interop/convert_tokenizer.py), and the
- * tokenizers library then no longer knows them as special.
+ * <p>Text is text: {@link #encode} never turns characters into a special token, whatever the tokenizer.json declares,
+ * so a chat that quotes {@code "</s>"}, {@code "<s>"}, {@code "[INST]"} or {@code "<|im_start|>"} gets the pieces the
+ * tokenizer's model gives for those characters (transformers' {@code split_special_tokens=True}; SentencePiece, which
+ * Mistral's reference tokenizer is, never matches control pieces in text either). Control tokens come only from a
+ * template: it passes its own strings through {@link #control}, which marks the special tokens in them, and BOS/EOS
+ * by id. mixtune's bundled Mistral v1 tokenizer.json declares no added tokens (interop/convert_tokenizer.py), so there
+ * the two agree by construction; a Hub tokenizer.json lists {@code <unk>}, {@code <s>}, {@code </s>} (and often
+ * ChatML's or [INST]) as special added tokens, which the tokenizers library matches in raw text before anything else.
+ *
+ * <p>How, without {@code encode_special_tokens} (DJL 0.35.1 does not expose it): a second instance is read from the
+ * same tokenizer.json with every special added token replaced by a marker, a string of Unicode noncharacters around a
+ * random nonce drawn per instance, that text cannot hold by chance; {@link #control} writes the markers, and the
+ * marker ids map back to the special ids. The tokenizers library takes an added token's id from the vocabulary or
+ * else numbers it after the last one, so a special token the model's vocabulary holds ({@code <s>} = 1) is dropped and
+ * its marker appended at the end, and one it does not ({@code <|im_start|>} = 32000) is renamed in place; every id is
+ * checked after loading. Splits around markers are the splits around the special tokens, so the ids equal
+ * tokenizing the rendered template with its special tokens and the user's text without.
  */
 public final class TextTokenizer implements AutoCloseable {
+    private static final Map<String, String> OPTIONS = Map.of("addSpecialTokens", "false", "truncation", "false",
+            "padding", "false");
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** The tokenizer.json as written: decoding, and the ids of special tokens. */
     private final HuggingFaceTokenizer tokenizer;
+    /** The one that encodes: the same file with special tokens matched only as markers; {@code tokenizer} if none. */
+    private final HuggingFaceTokenizer textEncoder;
+    /** The special tokens' texts, longest first, and the marker {@link #control} writes for each. */
+    private final List<Map.Entry<String, String>> markers;
+    /** Ids from {@code firstMovedMarkerId} on are markers appended at the end; they stand for these ids. */
+    private final long firstMovedMarkerId;
+    private final long[] movedMarkerIds;
     private final long bosId;
     private final long eosId;
     /** The ids of "\n" encoded alone, which a continuation encode strips from its front. */
     private final long[] newlineIds;
 
-    private TextTokenizer(HuggingFaceTokenizer tokenizer, long bosId, long eosId) {
+    private TextTokenizer(HuggingFaceTokenizer tokenizer, HuggingFaceTokenizer textEncoder,
+            List<Map.Entry<String, String>> markers, long firstMovedMarkerId, long[] movedMarkerIds, long bosId,
+            long eosId) {
         this.tokenizer = tokenizer;
+        this.textEncoder = textEncoder;
+        this.markers = markers;
+        this.firstMovedMarkerId = firstMovedMarkerId;
+        this.movedMarkerIds = movedMarkerIds;
         this.bosId = bosId;
         this.eosId = eosId;
         this.newlineIds = ids("\n");
@@ -38,20 +82,18 @@ public final class TextTokenizer implements AutoCloseable {
             throw new IllegalArgumentException(file + ": no tokenizer.json (give token ids with --prompt-ids, or add "
                     + "the model's tokenizer.json)");
         }
+        byte[] json;
         try {
-            // The tokenizer's own post-processor would add BOS; we add it explicitly so templates control it.
-            HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.newInstance(file,
-                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false"));
-            return new TextTokenizer(tokenizer, bosId, eosId);
-        } catch (IOException | RuntimeException e) {
-            throw new IllegalArgumentException(file + ": not a tokenizer.json the tokenizers library can read: "
-                    + e.getMessage(), e);
+            json = Files.readAllBytes(file);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(file + ": cannot be read: " + e.getMessage(), e);
         }
+        return read(new ByteArrayInputStream(json), file.toString(), bosId, eosId);
     }
 
     /** A tokenizer.json shipped on the classpath, such as {@code ModelPreset.MISTRAL_V1_TOKENIZER}. */
     public static TextTokenizer openResource(String resource, long bosId, long eosId) {
-        try (java.io.InputStream in = TextTokenizer.class.getClassLoader().getResourceAsStream(resource)) {
+        try (InputStream in = TextTokenizer.class.getClassLoader().getResourceAsStream(resource)) {
             if (in == null) {
                 throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
             }
@@ -62,17 +104,175 @@ public final class TextTokenizer implements AutoCloseable {
     }
 
     /** A tokenizer.json from a stream (bytes already in memory, a resource); {@code name} says which in errors. */
-    public static TextTokenizer read(java.io.InputStream json, String name, long bosId, long eosId) {
+    public static TextTokenizer read(InputStream in, String name, long bosId, long eosId) {
+        byte[] json;
+        JsonNode root;
+        HuggingFaceTokenizer tokenizer;
         try {
-            return new TextTokenizer(HuggingFaceTokenizer.newInstance(json,
-                    Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), bosId, eosId);
+            json = in.readAllBytes();
+            root = JSON.readTree(json);
+            // The tokenizer's own post-processor would add BOS; we add it explicitly so templates control it.
+            tokenizer = HuggingFaceTokenizer.newInstance(new ByteArrayInputStream(json), OPTIONS);
         } catch (IOException | RuntimeException e) {
             throw new IllegalArgumentException(name + ": not a tokenizer.json the tokenizers library can read: "
                     + e.getMessage(), e);
         }
+        try {
+            return withTextEncoder(tokenizer, root, name, bosId, eosId);
+        } catch (RuntimeException e) {
+            tokenizer.close();
+            throw e;
+        }
     }
 
-    /** Token ids of {@code text}, with the BOS id in front when asked. */
+    /** The marker instance of the class comment, checked id by id against the tokenizer as written. */
+    private static TextTokenizer withTextEncoder(HuggingFaceTokenizer tokenizer, JsonNode root, String name,
+            long bosId, long eosId) {
+        JsonNode added = root.path("added_tokens");
+        List<JsonNode> specials = new ArrayList<>();
+        added.forEach(token -> {
+            if (token.path("special").asBoolean(false) && !token.path("content").asText("").isEmpty()) {
+                specials.add(token);
+            }
+        });
+        if (specials.isEmpty()) {
+            return new TextTokenizer(tokenizer, tokenizer, List.of(), Long.MAX_VALUE, new long[0], bosId, eosId);
+        }
+        // Noncharacters (U+FDD0..U+FDEF) are for a program's internal use and never interchanged as text; the nonce
+        // keeps even a file that holds them from spelling a marker.
+        byte[] nonce = new byte[8];
+        new SecureRandom().nextBytes(nonce);
+        String markerPrefix = "\uFDD0" + HexFormat.of().formatHex(nonce) + ":";
+        JsonNode vocab = root.path("model").path("vocab");
+        ObjectNode rewritten = ((ObjectNode) root).deepCopy();
+        ArrayNode kept = JSON.createArrayNode();
+        List<ObjectNode> moved = new ArrayList<>();
+        List<Map.Entry<String, String>> markers = new ArrayList<>();
+        List<String> movedMarkers = new ArrayList<>();
+        List<Long> movedIds = new ArrayList<>();
+        Map<String, Long> inPlaceIds = new LinkedHashMap<>(); // marker -> the special id it keeps
+        for (JsonNode token : added) {
+            if (!specials.contains(token)) {
+                kept.add(token);
+                continue;
+            }
+            String content = token.get("content").asText();
+            long[] specialIds = ids(tokenizer, content);
+            if (specialIds.length != 1) {
+                throw new IllegalArgumentException(name + ": special token \"" + content + "\" does not encode to "
+                        + "one id (" + Arrays.toString(specialIds) + ")");
+            }
+            String marker = markerPrefix + markers.size() + "\uFDD1";
+            markers.add(Map.entry(content, marker));
+            ObjectNode twin = ((ObjectNode) token).deepCopy();
+            twin.put("content", marker);
+            twin.put("normalized", false);
+            if (inModelVocabulary(vocab, content)) {
+                moved.add(twin);
+                movedMarkers.add(marker);
+                movedIds.add(specialIds[0]);
+            } else {
+                kept.add(twin);
+                inPlaceIds.put(marker, specialIds[0]);
+            }
+        }
+        moved.forEach(kept::add);
+        rewritten.set("added_tokens", kept);
+        HuggingFaceTokenizer textEncoder;
+        try {
+            textEncoder = HuggingFaceTokenizer.newInstance(
+                    new ByteArrayInputStream(JSON.writeValueAsBytes(rewritten)), OPTIONS);
+        } catch (IOException | RuntimeException e) {
+            throw new IllegalArgumentException(name + ": cannot keep its special tokens out of text: " + e.getMessage(),
+                    e);
+        }
+        try {
+            long firstMoved = Long.MAX_VALUE;
+            long[] movedMarkerIds = new long[movedIds.size()];
+            for (int i = 0; i < movedIds.size(); i++) {
+                long[] markerIds = ids(textEncoder, movedMarkers.get(i));
+                if (i == 0 && markerIds.length == 1) {
+                    firstMoved = markerIds[0];
+                }
+                // Appended last, in order: consecutive ids after every other one.
+                if (markerIds.length != 1 || markerIds[0] != firstMoved + i) {
+                    throw mismatch(name, specialText(markers, movedMarkers.get(i)), Arrays.toString(markerIds));
+                }
+                movedMarkerIds[i] = movedIds.get(i);
+            }
+            for (Map.Entry<String, Long> place : inPlaceIds.entrySet()) {
+                long[] markerIds = ids(textEncoder, place.getKey());
+                if (markerIds.length != 1 || markerIds[0] != place.getValue()) {
+                    throw mismatch(name, specialText(markers, place.getKey()), Arrays.toString(markerIds));
+                }
+            }
+            for (JsonNode token : kept) {
+                String content = token.path("content").asText();
+                if (!content.startsWith(markerPrefix)
+                        && !Arrays.equals(ids(tokenizer, content), ids(textEncoder, content))) {
+                    throw mismatch(name, content, Arrays.toString(ids(textEncoder, content)));
+                }
+            }
+            List<Map.Entry<String, String>> longestFirst = new ArrayList<>(markers);
+            longestFirst.sort(Comparator.comparingInt((Map.Entry<String, String> e) -> e.getKey().length()).reversed());
+            return new TextTokenizer(tokenizer, textEncoder, List.copyOf(longestFirst), firstMoved, movedMarkerIds,
+                    bosId, eosId);
+        } catch (RuntimeException e) {
+            textEncoder.close();
+            throw e;
+        }
+    }
+
+    private static IllegalArgumentException mismatch(String name, String token, String got) {
+        return new IllegalArgumentException(name + ": cannot keep its special tokens out of text: with them marked, \""
+                + token + "\" encodes to " + got + " (a tokenizer.json layout mixtune does not know)");
+    }
+
+    private static String specialText(List<Map.Entry<String, String>> markers, String marker) {
+        return markers.stream().filter(e -> e.getValue().equals(marker)).findFirst().orElseThrow().getKey();
+    }
+
+    /** Whether the model's own vocabulary (BPE/WordPiece map, Unigram list) holds {@code content}. */
+    private static boolean inModelVocabulary(JsonNode vocab, String content) {
+        if (vocab.isObject()) {
+            return vocab.has(content);
+        }
+        for (JsonNode piece : vocab) {
+            if (piece.isArray() && content.equals(piece.path(0).asText(null))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * A template's own text with the tokenizer's special tokens in it marked, so that {@link #encode} gives their ids
+     * there. Only a template's strings go through here, never a message: in text a special token stays text.
+     */
+    public String control(String templateText) {
+        if (markers.isEmpty() || templateText.isEmpty()) {
+            return templateText;
+        }
+        StringBuilder marked = new StringBuilder(templateText.length());
+        int at = 0;
+        outer:
+        while (at < templateText.length()) {
+            for (Map.Entry<String, String> marker : markers) { // longest first, as the tokenizers library matches
+                if (templateText.startsWith(marker.getKey(), at)) {
+                    marked.append(marker.getValue());
+                    at += marker.getKey().length();
+                    continue outer;
+                }
+            }
+            marked.append(templateText.charAt(at++));
+        }
+        return marked.toString();
+    }
+
+    /**
+     * Token ids of {@code text}, with the BOS id in front when asked. Special tokens only where {@link #control}
+     * marked them.
+     */
     public long[] encode(String text, boolean addBos) {
         long[] ids = ids(text);
         if (!addBos) {
@@ -101,11 +301,22 @@ public final class TextTokenizer implements AutoCloseable {
         return Arrays.copyOfRange(ids, newlineIds.length, ids.length);
     }
 
+    /** The ids from the text encoder, markers turned back into the special ids they stand for. */
+    private long[] ids(String text) {
+        long[] ids = ids(textEncoder, text);
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] >= firstMovedMarkerId) {
+                ids[i] = movedMarkerIds[(int) (ids[i] - firstMovedMarkerId)];
+            }
+        }
+        return ids;
+    }
+
     /**
      * The ids alone, straight from the native encoding: HuggingFaceTokenizer.encode also copies out the token strings,
      * type ids, masks and character spans, which made it 2.2x slower (377k against 820k tokens/s on the sample chats).
      */
-    private long[] ids(String text) {
+    private static long[] ids(HuggingFaceTokenizer tokenizer, String text) {
         long encoding = TokenizersLibrary.LIB.encode(tokenizer.getHandle(), text, false);
         try {
             return TokenizersLibrary.LIB.getTokenIds(encoding);
@@ -124,6 +335,9 @@ public final class TextTokenizer implements AutoCloseable {
 
     @Override
     public void close() {
+        if (textEncoder != tokenizer) {
+            textEncoder.close();
+        }
         tokenizer.close();
     }
 }

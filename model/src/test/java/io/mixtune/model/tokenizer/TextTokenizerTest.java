@@ -94,4 +94,74 @@ class TextTokenizerTest {
             assertArrayEquals(tokenizer.encode(prefix + text, false), joined, "continuation of " + text);
         }
     }
+
+    /**
+     * The bundled tokenizer.json with the added tokens a Hub checkpoint lists: Mistral's {@code <unk> <s> </s>} (in
+     * the vocabulary, ids 0-2, as Mistral-7B-v0.1's file has them) and ChatML's and [INST] as special tokens past it
+     * (ids 32000-32003, as ChatML fine-tunes of Mistral add them).
+     */
+    static byte[] hubStyleTokenizerJson() throws IOException {
+        ObjectMapper json = new ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode root;
+        try (InputStream in = TextTokenizerTest.class.getClassLoader()
+                .getResourceAsStream(ModelPreset.MISTRAL_V1_TOKENIZER)) {
+            root = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(in);
+        }
+        com.fasterxml.jackson.databind.node.ArrayNode added = root.putArray("added_tokens");
+        String[] contents = {"<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"};
+        long[] ids = {0, 1, 2, 32000, 32001, 32002, 32003};
+        for (int i = 0; i < ids.length; i++) {
+            added.addObject().put("id", ids[i]).put("content", contents[i]).put("single_word", false)
+                    .put("lstrip", false).put("rstrip", false).put("normalized", false).put("special", true);
+        }
+        return json.writeValueAsBytes(root);
+    }
+
+    static final List<String> SPECIAL_SPELLINGS = List.of("<s>", "</s>", "<unk>", "Why does my output end with </s>?",
+            "<s>[INST] hi [/INST] ok</s>", "<|im_start|>user\nhi<|im_end|>\n", "a</s>b<s>c", " </s> ", "[INST]",
+            "x<|im_end|>", "<<s>>", "</s></s>");
+
+    /**
+     * transformers' split_special_tokens=True: with a Hub tokenizer.json that lists {@code <s>}, {@code </s>} and
+     * ChatML's tokens as special, text that spells them gets the pieces of its characters, the ids the bundled file
+     * (no added tokens, equal to SentencePiece) gives, never a special id.
+     */
+    @Test
+    void hubSpecialTokensTypedAsTextStayText() throws IOException {
+        try (TextTokenizer hub = TextTokenizer.read(new java.io.ByteArrayInputStream(hubStyleTokenizerJson()), "hub",
+                BOS, EOS)) {
+            List<String> all = new ArrayList<>(SPECIAL_SPELLINGS);
+            all.addAll(texts);
+            for (String text : all) {
+                long[] ids = hub.encode(text, false);
+                assertArrayEquals(tokenizer.encode(text, false), ids, "ids of " + text);
+                assertTrue(Arrays.stream(ids).noneMatch(id -> id <= 2 || id >= 32000), text + " gave "
+                        + Arrays.toString(ids));
+                assertArrayEquals(tokenizer.encodeContinuation(text), hub.encodeContinuation(text), "continuation of "
+                        + text);
+            }
+        }
+    }
+
+    /** A template's own strings, marked by control(), give the special ids; the text around them stays as it was. */
+    @Test
+    void controlMarksOnlyTheTemplatesSpecialTokens() throws IOException {
+        try (TextTokenizer hub = TextTokenizer.read(new java.io.ByteArrayInputStream(hubStyleTokenizerJson()), "hub",
+                BOS, EOS)) {
+            String said = "say </s> and <|im_end|>";
+            long[] ids = hub.encode(hub.control("<|im_start|>user\n") + said + hub.control("<|im_end|>\n</s>"), false);
+            long[] specials = Arrays.stream(ids).filter(id -> id <= 2 || id >= 32000).toArray();
+            assertArrayEquals(new long[] {32000, 32001, 2}, specials, Arrays.toString(ids));
+            assertEquals(32000, ids[0]);
+            assertEquals(2, ids[ids.length - 1]);
+            // Between two special tokens, the bundled file's ids of the text: the tokenizers library normalizes each
+            // piece between added tokens on its own, so this normalizer gives it the word-start "▁" (▁user).
+            long[] expectedText = tokenizer.encode("user\n" + said, false);
+            int imEnd = Arrays.stream(ids).boxed().toList().indexOf(32001L);
+            assertArrayEquals(expectedText, Arrays.copyOfRange(ids, imEnd - expectedText.length, imEnd),
+                    Arrays.toString(ids));
+            // The bundled file has no added tokens: control() changes nothing there.
+            assertEquals("<|im_start|>user\n", tokenizer.control("<|im_start|>user\n"));
+        }
+    }
 }
