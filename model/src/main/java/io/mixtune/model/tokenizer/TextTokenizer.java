@@ -232,6 +232,32 @@ public final class TextTokenizer implements AutoCloseable {
         return markers.stream().filter(e -> e.getValue().equals(marker)).findFirst().orElseThrow().getKey();
     }
 
+    /**
+     * One more than the largest id a tokenizer.json can give: its model's vocabulary (a BPE or WordPiece map, a
+     * Unigram list) and its added tokens. A model whose embedding has fewer rows cannot take its ids.
+     */
+    public static long idLimit(byte[] tokenizerJson, String name) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(tokenizerJson);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(name + ": not a tokenizer.json (invalid JSON: " + e.getMessage() + ")", e);
+        }
+        JsonNode vocab = root.path("model").path("vocab");
+        long limit = 0;
+        if (vocab.isObject()) {
+            for (JsonNode id : (Iterable<JsonNode>) vocab::elements) {
+                limit = Math.max(limit, id.asLong() + 1);
+            }
+        } else if (vocab.isArray()) {
+            limit = vocab.size();
+        }
+        for (JsonNode token : root.path("added_tokens")) {
+            limit = Math.max(limit, token.path("id").asLong() + 1);
+        }
+        return limit;
+    }
+
     /** Whether the model's own vocabulary (BPE/WordPiece map, Unigram list) holds {@code content}. */
     private static boolean inModelVocabulary(JsonNode vocab, String content) {
         if (vocab.isObject()) {

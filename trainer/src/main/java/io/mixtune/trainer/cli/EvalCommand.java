@@ -10,7 +10,6 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.trainer.sft.Evaluation;
 import io.mixtune.trainer.sft.TrainingBatch;
@@ -50,8 +49,8 @@ final class EvalCommand implements Command {
     @Override
     public Options options() {
         return new Options()
-                .addOption(Mixtune.option("model", "DIR", "Hugging Face model directory (config.json + safetensors; "
-                        + "its tokenizer.json, else the bundled Mistral v1 one)"))
+                .addOption(Mixtune.option("model", "DIR", "Hugging Face model directory (config.json, safetensors "
+                        + "and its tokenizer.json)"))
                 .addOption(Mixtune.option("adapter", "DIR", "a LoRA adapter in PEFT format, such as a run's "
                         + "output_dir/adapter"))
                 .addOption(Mixtune.option("quantize", "TYPE", "nf4 to load the linear layers in 4 bits as QLoRA "
@@ -114,16 +113,17 @@ final class EvalCommand implements Command {
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + modelDir + ": " + e.getMessage());
         }
-        if (!Files.isRegularFile(modelDir.resolve("tokenizer.json"))
-                && config.vocabSize() != ModelPreset.MISTRAL_V1_VOCAB_SIZE) {
-            throw new UsageException("--model " + modelDir + ": no tokenizer.json, and its vocabulary of "
-                    + config.vocabSize() + " is not Mistral v1's (the bundled tokenizer)");
+        SampleCache.TokenizerFile tokenizer;
+        try {
+            tokenizer = TrainingData.tokenizer(modelDir, config, false);
+        } catch (IllegalArgumentException e) {
+            throw new UsageException("--model " + e.getMessage());
         }
         DataConfig data = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen, true,
                 "all_assistant_turns", false);
         ChatDataset dataset;
         try {
-            dataset = SampleCache.tokenize(data, TrainingData.tokenizer(modelDir, config), 0);
+            dataset = SampleCache.tokenize(data, tokenizer, 0);
         } catch (InvalidRecordException e) {
             throw new UsageException(e.getMessage());
         }

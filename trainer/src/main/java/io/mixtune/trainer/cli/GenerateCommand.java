@@ -11,6 +11,7 @@ import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.sft.TrainingData;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -88,8 +89,7 @@ final class GenerateCommand implements Command {
                 dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
             }
             if (Files.isRegularFile(modelDir.resolve("tokenizer.json"))) {
-                try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId(),
-                        model.config().eosTokenId())) {
+                try (TextTokenizer tokenizer = tokenizer(modelDir, model)) {
                     out.println(tokenizer.decode(newIds.stream().mapToLong(Integer::longValue).toArray()));
                 }
             } else if (!line.hasOption("output-ids")) {
@@ -119,10 +119,20 @@ final class GenerateCommand implements Command {
         }
     }
 
+    /** The prompt is text: what it spells, "</s>" or "[INST]" included, is never a control token. */
     private static long[] tokenize(Path modelDir, CausalLm model, String prompt) {
-        try (TextTokenizer tokenizer = TextTokenizer.open(modelDir, model.config().bosTokenId(),
-                model.config().eosTokenId())) {
+        try (TextTokenizer tokenizer = tokenizer(modelDir, model)) {
             return tokenizer.encode(prompt, true);
+        }
+    }
+
+    /** The model's tokenizer, checked as every command checks it (TrainingData.tokenizer). */
+    private static TextTokenizer tokenizer(Path modelDir, CausalLm model) {
+        try {
+            return TrainingData.tokenizer(modelDir, model.config(), false).open();
+        } catch (IllegalArgumentException e) {
+            throw new UsageException("--model " + e.getMessage() + (Files.isRegularFile(modelDir.resolve(
+                    "tokenizer.json")) ? "" : "; or give the prompt as --prompt-ids"));
         }
     }
 

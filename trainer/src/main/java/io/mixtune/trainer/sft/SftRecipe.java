@@ -60,6 +60,7 @@ public final class SftRecipe implements AutoCloseable {
         this.out = out;
         this.terminal = terminal;
         Recipe.Train train = recipe.train();
+        TrainingData.tokenizer(recipe); // a tokenizer that does not fit the model stops the run before the model loads
         TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
         this.outputDir = TrainingOutputs.outputDir(recipe);
         manager = loaded.manager();
@@ -70,7 +71,7 @@ public final class SftRecipe implements AutoCloseable {
         ModelConfig config = model.config();
         parameters = lora.parameters(ADAPTER_NAME);
 
-        // The data, tokenized turn by turn with the model's tokenizer (or the bundled Mistral v1 one), once: later runs
+        // The data, tokenized turn by turn with the model's tokenizer (a preset's: the bundled Mistral v1 one), once: later runs
         // and `mixtune data prepare` share output_dir/data-cache.
         SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
         if (data.note() != null) {

@@ -4,6 +4,7 @@ import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,22 +30,43 @@ public final class TrainingData {
                 : Path.of(recipe.outputDir(), "base-model");
     }
 
-    /**
-     * The model's tokenizer.json, else the bundled Mistral v1 one (what a preset's checkpoint gets), with BOS and EOS
-     * from its config.json, else from the preset.
-     */
+    /** The tokenizer of the recipe's model ({@link #tokenizer(Path, ModelConfig, boolean)}). */
     public static TokenizerFile tokenizer(Recipe recipe) {
         Path dir = baseModelDir(recipe);
         ModelConfig config = Files.isRegularFile(dir.resolve("config.json")) ? ModelConfig.read(dir.resolve("config.json"))
                 : ModelPreset.load(recipe.model().preset());
-        return tokenizer(dir, config);
+        return tokenizer(dir, config, recipe.model().preset() != null);
     }
 
-    /** The tokenizer.json in {@code dir}, else the bundled Mistral v1 one, with BOS and EOS from {@code config}. */
-    public static TokenizerFile tokenizer(Path dir, ModelConfig config) {
-        return Files.isRegularFile(dir.resolve("tokenizer.json"))
-                ? TokenizerFile.of(dir.resolve("tokenizer.json"), config.bosTokenId(), config.eosTokenId())
-                : TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());
+    /**
+     * The one rule every command that tokenizes for a model follows (train, DPO, eval, generate, data prepare and
+     * preview): the model folder's own tokenizer.json; the bundled Mistral v1 one only for a preset, which is built
+     * with it (its folder gets a copy, and may not be written yet). Never a silent stand-in for a user's model: a
+     * Mistral v1 tokenizer fits a 32768-token vocabulary by size and still gives the wrong ids, and at another size
+     * it fails deep in libtorch ("index out of range in self"). Whichever it is, its ids must fit the model's
+     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet).
+     *
+     * @throws IllegalArgumentException saying what to provide
+     */
+    public static TokenizerFile tokenizer(Path dir, ModelConfig config, boolean preset) {
+        Path file = dir.resolve("tokenizer.json");
+        TokenizerFile tokenizer;
+        if (Files.isRegularFile(file)) {
+            tokenizer = TokenizerFile.of(file, config.bosTokenId(), config.eosTokenId());
+        } else if (preset) {
+            tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());
+        } else {
+            throw new IllegalArgumentException(dir + ": no tokenizer.json: mixtune tokenizes with the model's own "
+                    + "tokenizer; copy the model's tokenizer.json into " + dir + " (the bundled Mistral v1 tokenizer "
+                    + "serves only the presets, which are built with it)");
+        }
+        long idLimit = TextTokenizer.idLimit(tokenizer.json(), tokenizer.name());
+        if (idLimit > config.vocabSize()) {
+            throw new IllegalArgumentException(tokenizer.name() + ": gives token ids up to " + (idLimit - 1)
+                    + ", but the model in " + dir + " has vocab_size " + config.vocabSize() + ": it is not this "
+                    + "model's tokenizer; put the model's own tokenizer.json in " + dir);
+        }
+        return tokenizer;
     }
 
     /** The samples, from the cache in {@code cacheDir} when it holds them for this recipe, else tokenized into it. */
