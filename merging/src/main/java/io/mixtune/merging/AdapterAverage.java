@@ -174,11 +174,7 @@ final class AdapterAverage implements AutoCloseable {
 
     private static Input read(Path dir) {
         Path configFile = dir.resolve(PeftAdapter.CONFIG_FILE);
-        Path weightsFile = dir.resolve(PeftAdapter.WEIGHTS_FILE);
-        if (!Files.isRegularFile(weightsFile)) {
-            throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds "
-                    + PeftAdapter.CONFIG_FILE + " and " + PeftAdapter.WEIGHTS_FILE);
-        }
+        Path weightsFile = PeftAdapter.weightsFile(dir);
         LoraConfig config = PeftAdapter.readConfig(configFile);
         JsonNode raw;
         try {

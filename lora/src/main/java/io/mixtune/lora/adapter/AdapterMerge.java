@@ -41,7 +41,7 @@ public final class AdapterMerge {
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
         LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
         try (SafetensorsReader base = SafetensorsReader.open(modelDir);
-                SafetensorsReader adapter = SafetensorsReader.open(adapterDir.resolve(PeftAdapter.WEIGHTS_FILE))) {
+                SafetensorsReader adapter = SafetensorsReader.open(PeftAdapter.weightsFile(adapterDir))) {
             Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir);
             List<TensorSpec> specs = new ArrayList<>();
             for (String name : new TreeSet<>(base.names())) {

@@ -30,6 +30,8 @@ import java.util.TreeSet;
 public final class PeftAdapter {
     public static final String CONFIG_FILE = "adapter_config.json";
     public static final String WEIGHTS_FILE = "adapter_model.safetensors";
+    /** What PEFT writes with safe_serialization=False: a pickle, never read. */
+    public static final String PICKLE_WEIGHTS_FILE = "adapter_model.bin";
     private static final String KEY_PREFIX = "base_model.model.";
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -127,11 +129,7 @@ public final class PeftAdapter {
             linears.put(name, linear);
             return linear;
         });
-        Path weightsFile = dir.resolve(WEIGHTS_FILE);
-        if (!Files.isRegularFile(weightsFile)) {
-            throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds "
-                    + CONFIG_FILE + " and " + WEIGHTS_FILE);
-        }
+        Path weightsFile = weightsFile(dir);
         List<String> problems = new ArrayList<>();
         Map<String, FusedExpertAdapter.Factors> factors = new LinkedHashMap<>();
         try (SafetensorsReader reader = SafetensorsReader.open(weightsFile)) {
@@ -190,6 +188,23 @@ public final class PeftAdapter {
             throw new IllegalArgumentException(weightsFile + " does not fit the model: " + summarize(problems));
         }
         model.addAdapter(adapterName, config, weights);
+    }
+
+    /**
+     * The adapter's {@value #WEIGHTS_FILE}. An adapter saved with {@code safe_serialization=False} has only the pickle
+     * {@value #PICKLE_WEIGHTS_FILE}: refused as pickle, as checkpoints are, never reported missing.
+     */
+    public static Path weightsFile(Path dir) {
+        Path weightsFile = dir.resolve(WEIGHTS_FILE);
+        if (Files.isRegularFile(weightsFile)) {
+            return weightsFile;
+        }
+        if (Files.isRegularFile(dir.resolve(PICKLE_WEIGHTS_FILE))) {
+            throw SafetensorsReader.pickleRefused(dir.resolve(PICKLE_WEIGHTS_FILE), "PEFT: PeftModel.from_pretrained("
+                    + "base, src).save_pretrained(dst) (safetensors is its default)");
+        }
+        throw new IllegalArgumentException(weightsFile + ": missing; a PEFT adapter directory holds " + CONFIG_FILE
+                + " and " + WEIGHTS_FILE);
     }
 
     private static String summarize(List<String> problems) {

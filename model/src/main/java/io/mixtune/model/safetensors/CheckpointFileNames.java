@@ -59,9 +59,14 @@ final class CheckpointFileNames {
     }
 
     static String pickleRefusal(String what) {
+        return pickleRefusal(what, "transformers: AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst, "
+                + "safe_serialization=True)");
+    }
+
+    /** @param conversion how Python converts it to safetensors: the library and the call */
+    static String pickleRefusal(String what, String conversion) {
         return "refusing to load " + what + ": PyTorch pickle checkpoints (.bin/.pt/.pth/.ckpt) can run arbitrary"
-                + " code when loaded. Convert it to safetensors first, e.g. in Python with transformers:"
-                + " AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst, safe_serialization=True)";
+                + " code when loaded. Convert it to safetensors first, e.g. in Python with " + conversion;
     }
 
     private static String fileName(Path file) {

@@ -73,6 +73,14 @@ public final class SafetensorsReader implements AutoCloseable {
         return openFiles(path, List.of(path), null, Map.of());
     }
 
+    /**
+     * The refusal a pickle file gets, for a caller that finds one where it expected safetensors (a PEFT adapter's
+     * adapter_model.bin); {@code conversion} says how Python converts it (the library and the call).
+     */
+    public static CheckpointException pickleRefused(Path pickleFile, String conversion) {
+        return new CheckpointException(pickleFile, CheckpointFileNames.pickleRefusal("this file", conversion));
+    }
+
     /** Names of all tensors, in file order and header order within a file. */
     public Set<String> names() {
         return tensors.keySet();
