@@ -85,6 +85,9 @@ public final class AdapterMerge {
                 continue;
             }
             String module = key.substring("base_model.model.".length(), key.length() - ".lora_A.weight".length());
+            if (!PeftAdapter.appliesTo(loraConfig, module)) {
+                continue; // as PEFT's merge_and_unload: only the modules the config names hold LoRA layers
+            }
             String bKey = "base_model.model." + module + ".lora_B.weight";
             if (!adapter.contains(bKey)) {
                 problems.add(module + " has lora_A but no lora_B");

@@ -161,6 +161,9 @@ public final class PeftAdapter {
         Map<String, float[][]> weights = new LinkedHashMap<>();
         for (Map.Entry<String, FusedExpertAdapter.Factors> entry : factors.entrySet()) {
             String module = entry.getKey();
+            if (!appliesTo(config, module)) {
+                continue;
+            }
             FusedExpertAdapter.Factors f = entry.getValue();
             Linear linear = linears.get(module);
             if (linear == null) {
@@ -180,7 +183,7 @@ public final class PeftAdapter {
             weights.put(module, new float[][] {f.a(), f.b()});
         }
         for (String module : linears.keySet()) {
-            if (config.targets(module) && !weights.containsKey(module)) {
+            if (appliesTo(config, module) && !weights.containsKey(module)) {
                 problems.add(module + " is targeted by target_modules " + config.targetModules() + " but has no weights");
             }
         }
@@ -188,6 +191,22 @@ public final class PeftAdapter {
             throw new IllegalArgumentException(weightsFile + " does not fit the model: " + summarize(problems));
         }
         model.addAdapter(adapterName, config, weights);
+    }
+
+    /**
+     * Whether a loaded adapter's tensors for {@code module} apply: the config is authoritative, as in PEFT, whose
+     * PeftModel.from_pretrained wraps only the modules target_modules names (check_target_module_exists: the name
+     * equals an entry or ends with "." + entry; "all-linear" is every linear layer but the output one, the Mixtral
+     * router included) and then reads the file with load_state_dict(strict=False): tensors of any other module are
+     * unexpected keys, dropped, with no warning (PEFT warns only about missing keys). mixtune drops them the same way,
+     * so an adapter computes here what it computes in PEFT. A string target_modules (PEFT: a regex over full names)
+     * other than "all-linear" is refused by {@link #readConfig} as an unknown target.
+     */
+    public static boolean appliesTo(LoraConfig config, String module) {
+        if (config.targetModules().equals(List.of(LoraConfig.ALL_LINEAR))) {
+            return !module.equals("lm_head") && !module.endsWith(".lm_head");
+        }
+        return config.targets(module);
     }
 
     /**

@@ -1,10 +1,13 @@
 package io.mixtune.lora.adapter;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
@@ -15,6 +18,7 @@ import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -69,6 +73,62 @@ class AdapterMergeTest {
         assertTrue(e.getMessage().contains("model.layers.0.mlp.gate_proj: the base checkpoint has no weight for it"),
                 e.getMessage());
         assertTrue(!Files.exists(out.resolve("model.safetensors")));
+    }
+
+    /**
+     * adapter_config.json is authoritative, as in PEFT: a file with q_proj and v_proj tensors whose config names only
+     * q_proj computes, loaded and merged, exactly what an adapter of its q_proj tensors alone computes (PEFT wraps only
+     * the named modules and drops the rest as unexpected keys); before, mixtune applied every tensor.
+     */
+    @Test
+    void onlyTheModulesTheConfigNamesApplyWhenLoadedAndMerged(@TempDir Path dir) throws Exception {
+        Path base = dir.resolve("base");
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
+        Path full = dir.resolve("full");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj", "v_proj")), LoraModel.Init.RANDOM, 5);
+            PeftAdapter.save(lora, "default", full, "base");
+        }
+        // The same file, its config narrowed to q_proj.
+        Path narrowed = dir.resolve("narrowed");
+        Files.createDirectories(narrowed);
+        Files.copy(full.resolve(PeftAdapter.WEIGHTS_FILE), narrowed.resolve(PeftAdapter.WEIGHTS_FILE));
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode config = (ObjectNode) json.readTree(full.resolve(PeftAdapter.CONFIG_FILE).toFile());
+        config.putArray("target_modules").add("q_proj");
+        json.writeValue(narrowed.resolve(PeftAdapter.CONFIG_FILE).toFile(), config);
+        // The reference: the q_proj tensors alone.
+        Path onlyQ = dir.resolve("only-q");
+        try (SafetensorsReader reader = SafetensorsReader.open(full.resolve(PeftAdapter.WEIGHTS_FILE))) {
+            List<TensorSpec> specs = new ArrayList<>();
+            Map<String, float[]> data = new HashMap<>();
+            for (String name : reader.names()) {
+                if (name.contains(".q_proj.")) {
+                    specs.add(new TensorSpec(name, DType.F32, reader.info(name).shape()));
+                    data.put(name, reader.readFloats(name));
+                }
+            }
+            assertTrue(specs.size() == 4 && reader.names().size() == 8, reader.names().toString());
+            PeftAdapter.write(onlyQ, LoraConfig.of(4, 8, List.of("q_proj")), List.of("q_proj"), "base", specs,
+                    spec -> data.get(spec.name()));
+        }
+        float[] narrowedLogits = adaptedLogits(base, narrowed);
+        assertArrayEquals(adaptedLogits(base, onlyQ), narrowedLogits);
+        assertTrue(!Arrays.equals(adaptedLogits(base, full), narrowedLogits), "v_proj's tensors matter");
+
+        AdapterMerge.merge(base, narrowed, dir.resolve("merged-narrowed"), null, Long.MAX_VALUE);
+        AdapterMerge.merge(base, onlyQ, dir.resolve("merged-only-q"), null, Long.MAX_VALUE);
+        assertArrayEquals(
+                Files.readAllBytes(dir.resolve("merged-only-q/model.safetensors")),
+                Files.readAllBytes(dir.resolve("merged-narrowed/model.safetensors")));
+    }
+
+    private static float[] adaptedLogits(Path base, Path adapter) {
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            PeftAdapter.load(new LoraModel(model), adapter, "default");
+            return logits(model, manager);
+        }
     }
 
     private static float[] logits(CausalLm model, NDManager manager) {
