@@ -17,8 +17,11 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Weighted sums of PEFT LoRA adapters, exact: sum_i c_i s_i B_i A_i = B' A' with the ranks concatenated,
@@ -259,6 +262,81 @@ final class AdapterAverage implements AutoCloseable {
                         + first.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": the adapters are for different models");
             }
         });
+        requireSameArchitecture(first, other);
+    }
+
+    /**
+     * Adapters of one base may adapt different modules (the sum is then the union, each adapter adding nothing where
+     * it has no module, as PEFT's add_weighted_adapter unions target_modules) and differ in r, alpha and rsLoRA (the
+     * ranks concatenate, as its "cat"). What no single model can hold is refused, since the average would then load on
+     * neither: a dense MLP in one (mlp.gate_proj) and experts in the other (block_sparse_moe.experts.N.w1), different
+     * expert sets in one layer, or different hidden sizes read off modules the two do not share (q_proj's input in
+     * one, v_proj's in the other). base_model_name_or_path is not compared: it is where the base lay when the adapter
+     * was saved (mixtune writes its local path), and one model sits at many paths; neither PEFT, which averages
+     * adapters of the one model it holds, nor mergekit compares it.
+     */
+    private static void requireSameArchitecture(Input first, Input other) {
+        Architecture a = Architecture.of(first.moduleShapes());
+        Architecture b = Architecture.of(other.moduleShapes());
+        String differs = null;
+        if (a.mlpModule() != null && b.mlpModule() != null && a.experts() != b.experts()) {
+            differs = "a " + (a.experts() ? "mixture of experts" : "dense MLP") + " (" + a.mlpModule() + ") in "
+                    + first.dir() + " but a " + (b.experts() ? "mixture of experts" : "dense MLP") + " ("
+                    + b.mlpModule() + ") in " + other.dir();
+        } else if (a.hiddenModule() != null && b.hiddenModule() != null && a.hiddenSize() != b.hiddenSize()) {
+            differs = "hidden size " + a.hiddenSize() + " (" + a.hiddenModule() + ") in " + first.dir() + " but "
+                    + b.hiddenSize() + " (" + b.hiddenModule() + ") in " + other.dir();
+        } else {
+            for (Map.Entry<String, TreeSet<Integer>> layer : b.expertSets().entrySet()) {
+                TreeSet<Integer> expected = a.expertSets().get(layer.getKey());
+                if (expected != null && !expected.equals(layer.getValue())) {
+                    differs = layer.getKey() + " has experts " + expected + " in " + first.dir() + " but "
+                            + layer.getValue() + " in " + other.dir();
+                    break;
+                }
+            }
+        }
+        if (differs != null) {
+            throw new IllegalArgumentException("the adapters " + first.dir() + " and " + other.dir() + " are for "
+                    + "different models: " + differs + "; their average would load on neither");
+        }
+    }
+
+    /** What an adapter's modules say about its model. */
+    private record Architecture(boolean experts, String mlpModule, long hiddenSize, String hiddenModule,
+            Map<String, TreeSet<Integer>> expertSets) {
+        private static final Pattern EXPERT = Pattern.compile("(.*\\.block_sparse_moe\\.experts)\\.(\\d+)\\.(w1|w2|w3)");
+        /** Layers whose input is the hidden state, and those whose output is. */
+        private static final Set<String> READS_HIDDEN = Set.of("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj",
+                "w1", "w3", "gate", "lm_head");
+        private static final Set<String> WRITES_HIDDEN = Set.of("o_proj", "down_proj", "w2");
+
+        static Architecture of(Map<String, long[]> moduleShapes) {
+            String mlpModule = null;
+            boolean experts = false;
+            long hiddenSize = -1;
+            String hiddenModule = null;
+            Map<String, TreeSet<Integer>> expertSets = new TreeMap<>();
+            for (Map.Entry<String, long[]> entry : moduleShapes.entrySet()) {
+                String module = entry.getKey();
+                String leaf = module.substring(module.lastIndexOf('.') + 1);
+                Matcher expert = EXPERT.matcher(module);
+                if (expert.matches()) {
+                    expertSets.computeIfAbsent(expert.group(1) + ".*." + expert.group(3), k -> new TreeSet<>())
+                            .add(Integer.parseInt(expert.group(2)));
+                }
+                boolean moe = module.contains(".block_sparse_moe.");
+                if (mlpModule == null && (moe || module.contains(".mlp."))) {
+                    mlpModule = module;
+                    experts = moe;
+                }
+                if (hiddenModule == null && (READS_HIDDEN.contains(leaf) || WRITES_HIDDEN.contains(leaf))) {
+                    hiddenModule = module + (READS_HIDDEN.contains(leaf) ? " in" : " out");
+                    hiddenSize = READS_HIDDEN.contains(leaf) ? entry.getValue()[1] : entry.getValue()[0];
+                }
+            }
+            return new Architecture(experts, mlpModule, hiddenSize, hiddenModule, expertSets);
+        }
     }
 
     @Override

@@ -242,6 +242,54 @@ class MergeInputErrorsTest {
                 "module model.layers.0.self_attn.q_proj is [out, in] = [8, 9] but [8, 8]");
     }
 
+    /** A copy of adapter a0 (hidden size 8, MLP 16, r 2) with these modules, as [out, in], and target_modules. */
+    private Path adapter(String name, List<String> targets, Object... modulesAndShapes) throws IOException {
+        Path copy = copy(ADAPTERS.resolve("a0"), name);
+        List<TensorSpec> specs = new ArrayList<>();
+        for (int i = 0; i < modulesAndShapes.length; i += 3) {
+            String prefix = "base_model.model." + modulesAndShapes[i] + ".lora_";
+            long out = (Integer) modulesAndShapes[i + 1];
+            long in = (Integer) modulesAndShapes[i + 2];
+            specs.add(new TensorSpec(prefix + "A.weight", DType.F32, new long[] {2, in}));
+            specs.add(new TensorSpec(prefix + "B.weight", DType.F32, new long[] {out, 2}));
+        }
+        SafetensorsWriter.writeFile(copy.resolve("adapter_model.safetensors"), specs,
+                spec -> new float[(int) spec.numel()]);
+        ObjectNode config = (ObjectNode) JSON.readTree(copy.resolve("adapter_config.json").toFile());
+        targets.forEach(config.putArray("target_modules")::add);
+        JSON.writeValue(copy.resolve("adapter_config.json").toFile(), config);
+        return copy;
+    }
+
+    /**
+     * Adapters no single model can hold are refused, naming both and what differs; before, their average was written
+     * and loaded on neither. Different target modules on one model stay fine: the average is their union.
+     */
+    @Test
+    void adaptersForDifferentModelsAreRefused() throws IOException {
+        Path a0 = ADAPTERS.resolve("a0");
+        Path moe = adapter("moe", List.of("q_proj", "w2"), "model.layers.0.self_attn.q_proj", 8, 8,
+                "model.layers.0.block_sparse_moe.experts.0.w2", 8, 16, "model.layers.0.block_sparse_moe.experts.1.w2", 8,
+                16);
+        assertRefused(linear(a0, moe), "the adapters " + a0 + " and " + moe + " are for different models: a dense MLP "
+                + "(model.layers.0.mlp.down_proj) in " + a0 + " but a mixture of experts "
+                + "(model.layers.0.block_sparse_moe.experts.0.w2) in " + moe + "; their average would load on neither");
+        Path moreExperts = adapter("more-experts", List.of("w2"), "model.layers.0.block_sparse_moe.experts.0.w2", 8,
+                16, "model.layers.0.block_sparse_moe.experts.1.w2", 8, 16, "model.layers.0.block_sparse_moe.experts.2.w2",
+                8, 16);
+        assertRefused(linear(moe, moreExperts), "model.layers.0.block_sparse_moe.experts.*.w2 has experts [0, 1] in "
+                + moe + " but [0, 1, 2] in " + moreExperts);
+        Path wider = adapter("wider", List.of("v_proj"), "model.layers.0.self_attn.v_proj", 8, 16);
+        assertRefused(linear(a0, wider), "hidden size 8 (model.layers.0.mlp.down_proj out) in " + a0 + " but 16 "
+                + "(model.layers.0.self_attn.v_proj in) in " + wider);
+
+        Path vOnly = adapter("v-only", List.of("v_proj"), "model.layers.0.self_attn.v_proj", 8, 8);
+        ModelMerge.run(linear(a0, vOnly), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("out/adapter_model.safetensors"))) {
+            assertEquals(6, merged.names().size(), merged.names().toString());
+        }
+    }
+
     @Test
     void aNonEmptyOutIsReplacedOnlyWithForce() throws IOException {
         Path out = Files.createDirectories(dir.resolve("out"));
