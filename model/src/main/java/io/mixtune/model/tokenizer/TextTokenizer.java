@@ -14,11 +14,14 @@ import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.Comparator;
 import java.util.HexFormat;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * A model's Hugging Face {@code tokenizer.json}, read by DJL's binding of the Rust tokenizers library (offline: the
@@ -129,7 +132,7 @@ public final class TextTokenizer implements AutoCloseable {
     private static TextTokenizer withTextEncoder(HuggingFaceTokenizer tokenizer, JsonNode root, String name,
             long bosId, long eosId) {
         JsonNode added = root.path("added_tokens");
-        List<JsonNode> specials = new ArrayList<>();
+        Set<JsonNode> specials = Collections.newSetFromMap(new IdentityHashMap<>());
         added.forEach(token -> {
             if (token.path("special").asBoolean(false) && !token.path("content").asText("").isEmpty()) {
                 specials.add(token);
