@@ -71,6 +71,20 @@ public final class MistralCheckpoint {
         }
     }
 
+    /**
+     * Every linear layer of a model as config.json describes it, by its Hugging Face module name (the names adapters
+     * use, experts one by one), with its weight's shape [out, in]; a tied lm_head is the embedding, not a layer.
+     */
+    public static Map<String, long[]> linearShapes(ModelConfig config) {
+        Map<String, long[]> linears = new LinkedHashMap<>();
+        WeightLayout.HUB.expectedShapes(config).forEach((name, shape) -> {
+            if (shape.length == 2 && name.endsWith(".weight") && !name.equals("model.embed_tokens.weight")) {
+                linears.put(name.substring(0, name.length() - ".weight".length()), shape);
+            }
+        });
+        return linears;
+    }
+
     private static void checkTensors(Path modelDir, ModelConfig config, WeightLayout layout, SafetensorsReader reader) {
         List<String> missing = new ArrayList<>();
         List<String> misshapen = new ArrayList<>();

@@ -1,10 +1,12 @@
 package io.mixtune.trainer.sft;
 
+import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -45,6 +47,19 @@ public final class TrainingData {
         return Files.isRegularFile(dir.resolve("tokenizer.json"))
                 ? TokenizerFile.of(dir.resolve("tokenizer.json"), config.bosTokenId(), config.eosTokenId())
                 : TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());
+    }
+
+    /**
+     * What training asks of its samples before step 1, and `mixtune validate` with it: at least one that trains.
+     *
+     * @return {@code dataset}
+     */
+    public static ChatDataset requireTrainingSamples(Recipe recipe, ChatDataset dataset) {
+        if (dataset.train().isEmpty()) {
+            throw new RecipeValueException("data.files", "no usable training sample in " + String.join(", ",
+                    recipe.data().files()) + " (" + dataset.report() + ")");
+        }
+        return dataset;
     }
 
     /** The samples, from the cache in {@code cacheDir} when it holds them for this recipe, else tokenized into it. */
