@@ -27,7 +27,10 @@ import java.util.Map;
  * Loads a Hugging Face Mistral or Mixtral checkpoint directory (config.json plus safetensors) into a {@link CausalLm}.
  *
  * <p>Every tensor the model needs is checked for presence and shape against config.json before anything is loaded,
- * so a wrong checkpoint fails with the full list of what is missing or misshapen rather than halfway through.
+ * so a wrong checkpoint fails with the full list of what is missing or misshapen rather than halfway through. Every
+ * weight is read with {@link SafetensorsReader#readFiniteFloats}: a NaN or infinite weight stops the load naming its
+ * file and tensor (before a dense or NF4 layer is made of it), where it would otherwise show up as NaN losses blamed on
+ * the learning rate or as a generation of one repeated token.
  */
 public final class MistralCheckpoint {
     private MistralCheckpoint() {}
@@ -177,15 +180,15 @@ public final class MistralCheckpoint {
             for (int j = 0; j < e; j++) {
                 String expertName = modulePrefix + ".experts." + j;
                 long gateUpStart = 2L * j * expertMatrix;
-                float[] w1 = finiteFloats(reader, gateUp, gateUpStart, expertMatrix);
-                float[] w3 = finiteFloats(reader, gateUp, gateUpStart + expertMatrix, expertMatrix);
-                float[] w2 = finiteFloats(reader, down, (long) j * expertMatrix, expertMatrix);
+                float[] w1 = reader.readFiniteFloats(gateUp, gateUpStart, expertMatrix);
+                float[] w3 = reader.readFiniteFloats(gateUp, gateUpStart + expertMatrix, expertMatrix);
+                float[] w2 = reader.readFiniteFloats(down, (long) j * expertMatrix, expertMatrix);
                 experts.add(SwiGluMlp.mixtralExpert(
                         linears.create(expertName + ".w1", w1, new Shape(inter, hidden), manager),
                         linears.create(expertName + ".w3", w3, new Shape(inter, hidden), manager),
                         linears.create(expertName + ".w2", w2, new Shape(hidden, inter), manager)));
             }
-            Linear router = linears.create(modulePrefix + ".gate", finiteFloats(reader, prefix + ".mlp.gate.weight"),
+            Linear router = linears.create(modulePrefix + ".gate", reader.readFiniteFloats(prefix + ".mlp.gate.weight"),
                     new Shape(e, hidden), manager);
             return new SparseMoeBlock(router, experts, config.numExpertsPerTok());
         }
@@ -202,7 +205,7 @@ public final class MistralCheckpoint {
 
     private static Linear linear(SafetensorsReader reader, String moduleName, NDManager manager, LinearFactory linears) {
         String name = moduleName + ".weight";
-        return linears.create(moduleName, finiteFloats(reader, name), new Shape(reader.info(name).shape()), manager);
+        return linears.create(moduleName, reader.readFiniteFloats(name), new Shape(reader.info(name).shape()), manager);
     }
 
     private static RmsNorm norm(SafetensorsReader reader, String moduleName, NDManager manager, ModelConfig config,
@@ -211,52 +214,13 @@ public final class MistralCheckpoint {
     }
 
     private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager, DataType computeType) {
-        NDArray full = manager.create(finiteFloats(reader, name), new Shape(reader.info(name).shape()));
+        NDArray full = manager.create(reader.readFiniteFloats(name), new Shape(reader.info(name).shape()));
         if (computeType == DataType.FLOAT32) {
             return full;
         }
         try (full) {
             return full.toType(computeType, false);
         }
-    }
-
-    private static final int EXPONENT_BITS = 0x7f800000;
-
-    private static float[] finiteFloats(SafetensorsReader reader, String name) {
-        return finiteFloats(reader, name, 0, Math.toIntExact(reader.info(name).numel()));
-    }
-
-    /**
-     * The floats of a tensor (or of a slice: one expert of a fused tensor), refused when any is NaN or infinite. Such
-     * a weight makes every loss NaN and every generated token the same, which would otherwise be blamed on the
-     * learning rate or the adapter; checked once, here, on the floats the reader has just widened (F32, F16 or BF16),
-     * before the dense or NF4 layer is made, so every load path is covered at the cost of one pass in Java.
-     */
-    private static float[] finiteFloats(SafetensorsReader reader, String name, long first, int count) {
-        float[] values = reader.readFloats(name, first, count);
-        // NaN and +-infinity are the floats whose exponent bits are all ones (IEEE 754): one branch-free max a value.
-        int largestExponent = 0;
-        for (float value : values) {
-            largestExponent = Math.max(largestExponent, Float.floatToRawIntBits(value) & EXPONENT_BITS);
-        }
-        if (largestExponent != EXPONENT_BITS) {
-            return values;
-        }
-        long nan = 0;
-        long infinite = 0;
-        int firstBad = -1;
-        for (int i = 0; i < values.length; i++) {
-            if (Float.isNaN(values[i]) || Float.isInfinite(values[i])) {
-                nan += Float.isNaN(values[i]) ? 1 : 0;
-                infinite += Float.isInfinite(values[i]) ? 1 : 0;
-                firstBad = firstBad < 0 ? i : firstBad;
-            }
-        }
-        TensorInfo info = reader.info(name);
-        throw new CheckpointException(info.file(), name, (nan > 0 ? nan + " NaN" : "") + (nan > 0 && infinite > 0
-                ? " and " : "") + (infinite > 0 ? infinite + " infinite" : "") + " value(s) of " + info.numel()
-                + " (the first at element " + (first + firstBad) + "): the checkpoint is damaged or was saved after "
-                + "training diverged; no output of this model means anything");
     }
 
     /** Tensor names and shapes a model needs, by the layout its file uses. */

@@ -148,6 +148,35 @@ public final class SafetensorsReader implements AutoCloseable {
      * free the buffer object, which made streaming a model through memory cost a few tensors more than it needs.
      */
     public float[] readFloats(String name, long first, int count) {
+        return readFloats(name, first, count, false);
+    }
+
+    /**
+     * {@link #readFloats(String, long, int)}, refused when any value is NaN or infinite: what a model's weights must
+     * be (one such weight makes every loss NaN and every generated token the same). Each block is checked right after
+     * it is widened, while it is in the CPU's cache, so the check costs a fraction of the read.
+     *
+     * @throws CheckpointException naming the file, the tensor, how many values are NaN or infinite and the first
+     */
+    public float[] readFiniteFloats(String name, long first, int count) {
+        return readFloats(name, first, count, true);
+    }
+
+    /** {@link #readFiniteFloats(String, long, int)} of the whole tensor. */
+    public float[] readFiniteFloats(String name) {
+        TensorInfo info = info(name);
+        if (info.numel() > MAX_ARRAY_LENGTH) {
+            throw new CheckpointException(info.file(), name, info.numel() + " elements do not fit in a Java array");
+        }
+        return readFloats(name, 0, (int) info.numel(), true);
+    }
+
+    /** A block small enough that its floats are still in the L2 cache when the finite check reads them back. */
+    private static final int FINITE_CHECK_BLOCK_BYTES = 1 << 17;
+    /** NaN and +-infinity are the floats whose exponent bits are all ones (IEEE 754). */
+    private static final int EXPONENT_BITS = 0x7f800000;
+
+    private float[] readFloats(String name, long first, int count, boolean requireFinite) {
         TensorInfo info = info(name);
         if (!info.dtype().isFloat32Convertible()) {
             throw new CheckpointException(info.file(), name, "readFloats converts F32, F16 and BF16, but this tensor"
@@ -164,8 +193,10 @@ public final class SafetensorsReader implements AutoCloseable {
         ByteBuffer chunk = READ_BUFFER.get();
         try {
             requireUntruncated(info, channel);
+            int largestExponent = 0;
+            int blockBytes = requireFinite ? FINITE_CHECK_BLOCK_BYTES : chunk.capacity();
             for (int done = 0; done < count; ) {
-                int n = Math.min(count - done, chunk.capacity() / width);
+                int n = Math.min(count - done, blockBytes / width);
                 chunk.clear().limit(n * width);
                 long position = start + (long) done * width;
                 while (chunk.hasRemaining()) {
@@ -176,13 +207,38 @@ public final class SafetensorsReader implements AutoCloseable {
                 }
                 chunk.flip();
                 widen(info.dtype(), chunk, out, done, n);
+                if (requireFinite) {
+                    for (int i = done; i < done + n; i++) {
+                        largestExponent = Math.max(largestExponent, Float.floatToRawIntBits(out[i]) & EXPONENT_BITS);
+                    }
+                }
                 done += n;
+            }
+            if (largestExponent == EXPONENT_BITS) {
+                throw notFinite(info, first, out);
             }
         } catch (IOException e) {
             throw new CheckpointException(info.file(), name, "could not read bytes [" + start + ", "
                     + (start + (long) count * width) + "): " + e.getMessage(), e);
         }
         return out;
+    }
+
+    private static CheckpointException notFinite(TensorInfo info, long first, float[] values) {
+        long nan = 0;
+        long infinite = 0;
+        int firstBad = -1;
+        for (int i = 0; i < values.length; i++) {
+            if (!Float.isFinite(values[i])) {
+                nan += Float.isNaN(values[i]) ? 1 : 0;
+                infinite += Float.isInfinite(values[i]) ? 1 : 0;
+                firstBad = firstBad < 0 ? i : firstBad;
+            }
+        }
+        return new CheckpointException(info.file(), info.name(), (nan > 0 ? nan + " NaN" : "")
+                + (nan > 0 && infinite > 0 ? " and " : "") + (infinite > 0 ? infinite + " infinite" : "")
+                + " value(s) of " + info.numel() + " (the first at element " + (first + firstBad) + "): the checkpoint "
+                + "is damaged or was saved after training diverged; no output of this model means anything");
     }
 
     private static void widen(DType dtype, ByteBuffer data, float[] out, int offset, int n) {
