@@ -153,8 +153,8 @@ public final class SafetensorsReader implements AutoCloseable {
 
     /**
      * {@link #readFloats(String, long, int)}, refused when any value is NaN or infinite: what a model's weights must
-     * be (one such weight makes every loss NaN and every generated token the same). Each block is checked right after
-     * it is widened, while it is in the CPU's cache, so the check costs a fraction of the read.
+     * be (one such weight makes every loss NaN and every generated token the same). F16 and BF16 values are checked as
+     * they are widened, F32 blocks right after they are copied, while in the CPU's cache: a fraction of the read.
      *
      * @throws CheckpointException naming the file, the tensor, how many values are NaN or infinite and the first
      */
@@ -171,10 +171,11 @@ public final class SafetensorsReader implements AutoCloseable {
         return readFloats(name, 0, (int) info.numel(), true);
     }
 
-    /** A block small enough that its floats are still in the L2 cache when the finite check reads them back. */
+    /** A block small enough that its floats are still in the L2 cache when the finite check reads them back (F32). */
     private static final int FINITE_CHECK_BLOCK_BYTES = 1 << 17;
-    /** NaN and +-infinity are the floats whose exponent bits are all ones (IEEE 754). */
-    private static final int EXPONENT_BITS = 0x7f800000;
+    private static final int F32_EXPONENT = 0x7f800000;
+    private static final int F16_EXPONENT = 0x7c00;
+    private static final int BF16_EXPONENT = 0x7f80;
 
     private float[] readFloats(String name, long first, int count, boolean requireFinite) {
         TensorInfo info = info(name);
@@ -193,7 +194,7 @@ public final class SafetensorsReader implements AutoCloseable {
         ByteBuffer chunk = READ_BUFFER.get();
         try {
             requireUntruncated(info, channel);
-            int largestExponent = 0;
+            boolean allFinite = true;
             int blockBytes = requireFinite ? FINITE_CHECK_BLOCK_BYTES : chunk.capacity();
             for (int done = 0; done < count; ) {
                 int n = Math.min(count - done, blockBytes / width);
@@ -206,15 +207,14 @@ public final class SafetensorsReader implements AutoCloseable {
                     }
                 }
                 chunk.flip();
-                widen(info.dtype(), chunk, out, done, n);
                 if (requireFinite) {
-                    for (int i = done; i < done + n; i++) {
-                        largestExponent = Math.max(largestExponent, Float.floatToRawIntBits(out[i]) & EXPONENT_BITS);
-                    }
+                    allFinite &= widenFinite(info.dtype(), chunk, out, done, n);
+                } else {
+                    widen(info.dtype(), chunk, out, done, n);
                 }
                 done += n;
             }
-            if (largestExponent == EXPONENT_BITS) {
+            if (!allFinite) {
                 throw notFinite(info, first, out);
             }
         } catch (IOException e) {
@@ -239,6 +239,43 @@ public final class SafetensorsReader implements AutoCloseable {
                 + (nan > 0 && infinite > 0 ? " and " : "") + (infinite > 0 ? infinite + " infinite" : "")
                 + " value(s) of " + info.numel() + " (the first at element " + (first + firstBad) + "): the checkpoint "
                 + "is damaged or was saved after training diverged; no output of this model means anything");
+    }
+
+    /**
+     * {@link #widen}, and whether every value is finite: NaN and +-infinity are the values whose exponent bits are all
+     * ones (IEEE 754), tested on the 16-bit values as they are widened (one max a value), or on the floats of an F32
+     * block just copied, still in cache.
+     */
+    private static boolean widenFinite(DType dtype, ByteBuffer data, float[] out, int offset, int n) {
+        int largestExponent = 0;
+        switch (dtype) {
+            case F32 -> {
+                data.asFloatBuffer().get(out, offset, n);
+                for (int i = offset; i < offset + n; i++) {
+                    largestExponent = Math.max(largestExponent, Float.floatToRawIntBits(out[i]) & F32_EXPONENT);
+                }
+                return largestExponent != F32_EXPONENT;
+            }
+            case F16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < n; i++) {
+                    short half = halves.get(i);
+                    largestExponent = Math.max(largestExponent, half & F16_EXPONENT);
+                    out[offset + i] = Float16.toFloat(half);
+                }
+                return largestExponent != F16_EXPONENT;
+            }
+            case BF16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < n; i++) {
+                    short half = halves.get(i);
+                    largestExponent = Math.max(largestExponent, half & BF16_EXPONENT);
+                    out[offset + i] = BFloat16.toFloat(half);
+                }
+                return largestExponent != BF16_EXPONENT;
+            }
+            default -> throw new AssertionError(dtype);
+        }
     }
 
     private static void widen(DType dtype, ByteBuffer data, float[] out, int offset, int n) {
