@@ -84,6 +84,16 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
         return rank == null ? r : rank;
     }
 
+    /** The rank_pattern key that sets {@code moduleName}'s rank, or null when it has the default rank r. */
+    public String rankPatternKey(String moduleName) {
+        for (String key : new LinkedHashMap<>(rankPattern).keySet()) {
+            if (patternValue(Map.of(key, 0), moduleName) != null) {
+                return key;
+            }
+        }
+        return null;
+    }
+
     public double alphaOf(String moduleName) {
         Double value = patternValue(alphaPattern, moduleName);
         return value == null ? alpha : value;

@@ -27,7 +27,10 @@ import java.util.Map;
  * Loads a Hugging Face Mistral or Mixtral checkpoint directory (config.json plus safetensors) into a {@link CausalLm}.
  *
  * <p>Every tensor the model needs is checked for presence and shape against config.json before anything is loaded,
- * so a wrong checkpoint fails with the full list of what is missing or misshapen rather than halfway through.
+ * so a wrong checkpoint fails with the full list of what is missing or misshapen rather than halfway through. Every
+ * weight is read with {@link SafetensorsReader#readFiniteFloats}: a NaN or infinite weight stops the load naming its
+ * file and tensor (before a dense or NF4 layer is made of it), where it would otherwise show up as NaN losses blamed on
+ * the learning rate or as a generation of one repeated token.
  */
 public final class MistralCheckpoint {
     private MistralCheckpoint() {}
@@ -69,6 +72,20 @@ public final class MistralCheckpoint {
                 throw e;
             }
         }
+    }
+
+    /**
+     * Every linear layer of a model as config.json describes it, by its Hugging Face module name (the names adapters
+     * use, experts one by one), with its weight's shape [out, in]; a tied lm_head is the embedding, not a layer.
+     */
+    public static Map<String, long[]> linearShapes(ModelConfig config) {
+        Map<String, long[]> linears = new LinkedHashMap<>();
+        WeightLayout.HUB.expectedShapes(config).forEach((name, shape) -> {
+            if (shape.length == 2 && name.endsWith(".weight") && !name.equals("model.embed_tokens.weight")) {
+                linears.put(name.substring(0, name.length() - ".weight".length()), shape);
+            }
+        });
+        return linears;
     }
 
     private static void checkTensors(Path modelDir, ModelConfig config, WeightLayout layout, SafetensorsReader reader) {
@@ -163,15 +180,15 @@ public final class MistralCheckpoint {
             for (int j = 0; j < e; j++) {
                 String expertName = modulePrefix + ".experts." + j;
                 long gateUpStart = 2L * j * expertMatrix;
-                float[] w1 = reader.readFloats(gateUp, gateUpStart, expertMatrix);
-                float[] w3 = reader.readFloats(gateUp, gateUpStart + expertMatrix, expertMatrix);
-                float[] w2 = reader.readFloats(down, (long) j * expertMatrix, expertMatrix);
+                float[] w1 = reader.readFiniteFloats(gateUp, gateUpStart, expertMatrix);
+                float[] w3 = reader.readFiniteFloats(gateUp, gateUpStart + expertMatrix, expertMatrix);
+                float[] w2 = reader.readFiniteFloats(down, (long) j * expertMatrix, expertMatrix);
                 experts.add(SwiGluMlp.mixtralExpert(
                         linears.create(expertName + ".w1", w1, new Shape(inter, hidden), manager),
                         linears.create(expertName + ".w3", w3, new Shape(inter, hidden), manager),
                         linears.create(expertName + ".w2", w2, new Shape(hidden, inter), manager)));
             }
-            Linear router = linears.create(modulePrefix + ".gate", reader.readFloats(prefix + ".mlp.gate.weight"),
+            Linear router = linears.create(modulePrefix + ".gate", reader.readFiniteFloats(prefix + ".mlp.gate.weight"),
                     new Shape(e, hidden), manager);
             return new SparseMoeBlock(router, experts, config.numExpertsPerTok());
         }
@@ -188,7 +205,7 @@ public final class MistralCheckpoint {
 
     private static Linear linear(SafetensorsReader reader, String moduleName, NDManager manager, LinearFactory linears) {
         String name = moduleName + ".weight";
-        return linears.create(moduleName, reader.readFloats(name), new Shape(reader.info(name).shape()), manager);
+        return linears.create(moduleName, reader.readFiniteFloats(name), new Shape(reader.info(name).shape()), manager);
     }
 
     private static RmsNorm norm(SafetensorsReader reader, String moduleName, NDManager manager, ModelConfig config,
@@ -197,7 +214,7 @@ public final class MistralCheckpoint {
     }
 
     private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager, DataType computeType) {
-        NDArray full = manager.create(reader.readFloats(name), new Shape(reader.info(name).shape()));
+        NDArray full = manager.create(reader.readFiniteFloats(name), new Shape(reader.info(name).shape()));
         if (computeType == DataType.FLOAT32) {
             return full;
         }

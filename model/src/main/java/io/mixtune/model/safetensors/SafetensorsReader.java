@@ -156,6 +156,36 @@ public final class SafetensorsReader implements AutoCloseable {
      * free the buffer object, which made streaming a model through memory cost a few tensors more than it needs.
      */
     public float[] readFloats(String name, long first, int count) {
+        return readFloats(name, first, count, false);
+    }
+
+    /**
+     * {@link #readFloats(String, long, int)}, refused when any value is NaN or infinite: what a model's weights must
+     * be (one such weight makes every loss NaN and every generated token the same). F16 and BF16 values are checked as
+     * they are widened, F32 blocks right after they are copied, while in the CPU's cache: a fraction of the read.
+     *
+     * @throws CheckpointException naming the file, the tensor, how many values are NaN or infinite and the first
+     */
+    public float[] readFiniteFloats(String name, long first, int count) {
+        return readFloats(name, first, count, true);
+    }
+
+    /** {@link #readFiniteFloats(String, long, int)} of the whole tensor. */
+    public float[] readFiniteFloats(String name) {
+        TensorInfo info = info(name);
+        if (info.numel() > MAX_ARRAY_LENGTH) {
+            throw new CheckpointException(info.file(), name, info.numel() + " elements do not fit in a Java array");
+        }
+        return readFloats(name, 0, (int) info.numel(), true);
+    }
+
+    /** A block small enough that its floats are still in the L2 cache when the finite check reads them back (F32). */
+    private static final int FINITE_CHECK_BLOCK_BYTES = 1 << 17;
+    private static final int F32_EXPONENT = 0x7f800000;
+    private static final int F16_EXPONENT = 0x7c00;
+    private static final int BF16_EXPONENT = 0x7f80;
+
+    private float[] readFloats(String name, long first, int count, boolean requireFinite) {
         TensorInfo info = info(name);
         if (!info.dtype().isFloat32Convertible()) {
             throw new CheckpointException(info.file(), name, "readFloats converts F32, F16 and BF16, but this tensor"
@@ -172,8 +202,10 @@ public final class SafetensorsReader implements AutoCloseable {
         ByteBuffer chunk = READ_BUFFER.get();
         try {
             requireUntruncated(info, channel);
+            boolean allFinite = true;
+            int blockBytes = requireFinite ? FINITE_CHECK_BLOCK_BYTES : chunk.capacity();
             for (int done = 0; done < count; ) {
-                int n = Math.min(count - done, chunk.capacity() / width);
+                int n = Math.min(count - done, blockBytes / width);
                 chunk.clear().limit(n * width);
                 long position = start + (long) done * width;
                 while (chunk.hasRemaining()) {
@@ -183,14 +215,75 @@ public final class SafetensorsReader implements AutoCloseable {
                     }
                 }
                 chunk.flip();
-                widen(info.dtype(), chunk, out, done, n);
+                if (requireFinite) {
+                    allFinite &= widenFinite(info.dtype(), chunk, out, done, n);
+                } else {
+                    widen(info.dtype(), chunk, out, done, n);
+                }
                 done += n;
+            }
+            if (!allFinite) {
+                throw notFinite(info, first, out);
             }
         } catch (IOException e) {
             throw new CheckpointException(info.file(), name, "could not read bytes [" + start + ", "
                     + (start + (long) count * width) + "): " + e.getMessage(), e);
         }
         return out;
+    }
+
+    private static CheckpointException notFinite(TensorInfo info, long first, float[] values) {
+        long nan = 0;
+        long infinite = 0;
+        int firstBad = -1;
+        for (int i = 0; i < values.length; i++) {
+            if (!Float.isFinite(values[i])) {
+                nan += Float.isNaN(values[i]) ? 1 : 0;
+                infinite += Float.isInfinite(values[i]) ? 1 : 0;
+                firstBad = firstBad < 0 ? i : firstBad;
+            }
+        }
+        return new CheckpointException(info.file(), info.name(), (nan > 0 ? nan + " NaN" : "")
+                + (nan > 0 && infinite > 0 ? " and " : "") + (infinite > 0 ? infinite + " infinite" : "")
+                + " value(s) of " + info.numel() + " (the first at element " + (first + firstBad) + "): the checkpoint "
+                + "is damaged or was saved after training diverged; no output of this model means anything");
+    }
+
+    /**
+     * {@link #widen}, and whether every value is finite: NaN and +-infinity are the values whose exponent bits are all
+     * ones (IEEE 754), tested on the 16-bit values as they are widened (one max a value), or on the floats of an F32
+     * block just copied, still in cache.
+     */
+    private static boolean widenFinite(DType dtype, ByteBuffer data, float[] out, int offset, int n) {
+        int largestExponent = 0;
+        switch (dtype) {
+            case F32 -> {
+                data.asFloatBuffer().get(out, offset, n);
+                for (int i = offset; i < offset + n; i++) {
+                    largestExponent = Math.max(largestExponent, Float.floatToRawIntBits(out[i]) & F32_EXPONENT);
+                }
+                return largestExponent != F32_EXPONENT;
+            }
+            case F16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < n; i++) {
+                    short half = halves.get(i);
+                    largestExponent = Math.max(largestExponent, half & F16_EXPONENT);
+                    out[offset + i] = Float16.toFloat(half);
+                }
+                return largestExponent != F16_EXPONENT;
+            }
+            case BF16 -> {
+                ShortBuffer halves = data.asShortBuffer();
+                for (int i = 0; i < n; i++) {
+                    short half = halves.get(i);
+                    largestExponent = Math.max(largestExponent, half & BF16_EXPONENT);
+                    out[offset + i] = BFloat16.toFloat(half);
+                }
+                return largestExponent != BF16_EXPONENT;
+            }
+            default -> throw new AssertionError(dtype);
+        }
     }
 
     private static void widen(DType dtype, ByteBuffer data, float[] out, int offset, int n) {

@@ -1,7 +1,6 @@
 package io.mixtune.trainer.cli;
 
 import ai.djl.ndarray.NDManager;
-import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache;
@@ -60,13 +59,17 @@ final class EvalCommand implements Command {
                 .addOption(Mixtune.option("template", "T", "mistral (default) or chatml"))
                 .addOption(Mixtune.option("max-seq-len", "N", "longest sample, as data.max_seq_len (longer chats lose "
                         + "trailing turns, as in training), and the packed row length (default "
-                        + DEFAULT_MAX_SEQ_LEN + ")"))
+                        + DEFAULT_MAX_SEQ_LEN + ", or the model's max_position_embeddings if fewer)"))
                 .addOption(Mixtune.option("batch-size", "N", "packed rows per forward pass (default 1)"));
     }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        if (Files.isRegularFile(modelDir)) {
+            throw new UsageException("--model " + modelDir + ": is a file, expected a Hugging Face checkpoint directory "
+                    + "(config.json + safetensors)");
+        }
         if (!Files.isDirectory(modelDir)) {
             throw new UsageException("--model " + modelDir + ": no such directory (expected a Hugging Face checkpoint)");
         }
@@ -74,6 +77,10 @@ final class EvalCommand implements Command {
             throw new UsageException("--model " + modelDir + ": no Hugging Face checkpoint there (config.json missing)");
         }
         String dataFile = Mixtune.requiredOption(line, "data");
+        if (Files.isDirectory(DataConfig.file(dataFile))) {
+            throw new UsageException("--data " + dataFile + ": is a directory, expected a data file (JSONL or JSON, "
+                    + "plain or gzip)");
+        }
         if (!Files.isRegularFile(DataConfig.file(dataFile))) {
             throw new UsageException("--data " + dataFile + ": no such file");
         }
@@ -81,16 +88,16 @@ final class EvalCommand implements Command {
         if (!List.of("mistral", "chatml").contains(template)) {
             throw new UsageException("--template expects mistral or chatml, got '" + template + "'");
         }
-        int maxSeqLen = Mixtune.intOption(line, "max-seq-len", DEFAULT_MAX_SEQ_LEN);
-        if (maxSeqLen < 2) {
-            throw new UsageException("--max-seq-len must be at least 2, got " + maxSeqLen);
-        }
         int batchSize = Mixtune.intOption(line, "batch-size", 1);
         if (batchSize < 1) {
             throw new UsageException("--batch-size must be at least 1, got " + batchSize);
         }
         Path adapterDir = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
         if (adapterDir != null) {
+            if (Files.isRegularFile(adapterDir)) {
+                throw new UsageException("--adapter " + adapterDir + ": is a file, expected a PEFT adapter directory "
+                        + "(adapter_config.json + adapter_model.safetensors)");
+            }
             if (!Files.isDirectory(adapterDir)) {
                 throw new UsageException("--adapter " + adapterDir + ": no such directory (expected a PEFT adapter)");
             }
@@ -113,6 +120,17 @@ final class EvalCommand implements Command {
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + modelDir + ": " + e.getMessage());
         }
+        // Samples are cut to max_seq_len, and a packed row restarts positions at each sample: no position past it.
+        int maxSeqLen = Mixtune.intOption(line, "max-seq-len", Math.min(DEFAULT_MAX_SEQ_LEN,
+                config.maxPositionEmbeddings()));
+        if (maxSeqLen < 2) {
+            throw new UsageException("--max-seq-len must be at least 2, got " + maxSeqLen);
+        }
+        if (maxSeqLen > config.maxPositionEmbeddings()) {
+            throw new UsageException("--max-seq-len " + maxSeqLen + " exceeds max_position_embeddings "
+                    + config.maxPositionEmbeddings() + " of " + modelDir.resolve("config.json") + ": the model has no "
+                    + "position beyond it");
+        }
         SampleCache.TokenizerFile tokenizer;
         try {
             tokenizer = TrainingData.tokenizer(modelDir, config, false);
@@ -121,12 +139,7 @@ final class EvalCommand implements Command {
         }
         DataConfig data = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen, true,
                 "all_assistant_turns", false);
-        ChatDataset dataset;
-        try {
-            dataset = SampleCache.tokenize(data, tokenizer, 0);
-        } catch (InvalidRecordException e) {
-            throw new UsageException(e.getMessage());
-        }
+        ChatDataset dataset = SampleCache.tokenize(data, tokenizer, 0);
         List<TokenizedSample> samples = dataset.train();
         if (samples.stream().mapToInt(TokenizedSample::targetCount).sum() == 0) {
             throw new UsageException("--data " + dataFile + ": no assistant token to score (" + dataset.report() + ")");

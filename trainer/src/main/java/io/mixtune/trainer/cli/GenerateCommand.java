@@ -72,6 +72,10 @@ final class GenerateCommand implements Command {
             throw new UsageException("--max-new-tokens must be >= 0, got " + maxNewTokens);
         }
         TokenSampler sampler = sampler(line);
+        if (Files.isRegularFile(modelDir)) {
+            throw new UsageException("--model " + modelDir + ": is a file, expected a Hugging Face checkpoint directory "
+                    + "(config.json + safetensors)");
+        }
         if (!Files.isDirectory(modelDir)) {
             throw new IllegalArgumentException(modelDir + ": no such model directory");
         }
@@ -83,6 +87,13 @@ final class GenerateCommand implements Command {
             }
             long[] promptIds = line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
                     : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
+            int positions = model.config().maxPositionEmbeddings();
+            if (promptIds.length + (long) maxNewTokens > positions) {
+                throw new UsageException("a prompt of " + promptIds.length + " tokens and --max-new-tokens "
+                        + maxNewTokens + " exceed max_position_embeddings " + positions + " of "
+                        + modelDir.resolve("config.json") + ": the model has no position beyond it; ask for at most "
+                        + Math.max(0, positions - promptIds.length) + " new tokens");
+            }
             List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;
             List<Integer> newIds = new Generator(model).generate(promptIds, maxNewTokens, sampler, promptLogits);
             if (promptLogits != null) {

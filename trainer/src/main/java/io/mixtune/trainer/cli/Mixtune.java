@@ -1,5 +1,7 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.trainer.recipe.RecipeException;
 import java.io.PrintStream;
 import java.io.PrintWriter;
 import java.util.Arrays;
@@ -14,8 +16,9 @@ import org.apache.commons.cli.Options;
 import org.apache.commons.cli.ParseException;
 
 /**
- * The `mixtune` command line. Exit codes: 0 success, 2 usage error, 1 failure. Errors are one line on stderr; the
- * stack trace only with --verbose.
+ * The `mixtune` command line. Exit codes: 0 success, 2 usage or input error (the command line, a recipe, a bad record
+ * in a data file: something the user must fix), 1 failure. Errors are one line on stderr (a recipe's problems one line
+ * each); the stack trace only with --verbose.
  */
 public final class Mixtune {
     static final int OK = 0;
@@ -87,6 +90,21 @@ public final class Mixtune {
                 e.printStackTrace(err);
             }
             return USAGE;
+        } catch (RecipeException e) {
+            // Input the user must fix, with every problem on its own line: what the recipe says, not how it was called.
+            for (String problem : e.problems()) {
+                err.println("mixtune " + command.name() + ": " + problem.replace('\n', ' '));
+            }
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            return USAGE;
+        } catch (InvalidRecordException e) {
+            err.println("mixtune " + command.name() + ": " + oneLine(e));
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            return USAGE;
         } catch (Exception | OutOfMemoryError e) {
             err.println("mixtune " + command.name() + ": " + oneLine(e));
             if (verbose) {
@@ -119,7 +137,8 @@ public final class Mixtune {
         PrintWriter writer = new PrintWriter(out);
         Options options = command.options();
         new HelpFormatter().printHelp(writer, 100, "mixtune " + command.name() + " " + command.usage(),
-                command.summary(), options, 2, 2, "\nExit codes: 0 ok, 1 failure, 2 usage error.", false);
+                command.summary(), options, 2, 2, "\nExit codes: 0 ok, 1 failure, 2 usage or input error (the command "
+                        + "line, a recipe, a data record).", false);
         writer.flush();
     }
 

@@ -3,6 +3,7 @@ package io.mixtune.trainer.cli;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.sft.SftRecipe;
 import io.mixtune.trainer.sft.TrainingCheckpoint;
 import java.io.PrintStream;
@@ -46,14 +47,26 @@ final class TrainCommand implements Command {
     }
 
     static Recipe readRecipe(CommandLine line) {
+        return readLoaded(line).recipe();
+    }
+
+    static RecipeReader.Loaded readLoaded(CommandLine line) {
         Path file = Path.of(Mixtune.requiredOption(line, "recipe"));
         String[] sets = line.getOptionValues("set");
-        return RecipeReader.read(file, sets == null ? List.of() : List.of(sets)).recipe();
+        return RecipeReader.read(file, sets == null ? List.of() : List.of(sets));
     }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
-        Recipe recipe = readRecipe(line);
+        RecipeReader.Loaded loaded = readLoaded(line);
+        try {
+            return run(loaded.recipe(), line, out);
+        } catch (RecipeValueException e) {
+            throw loaded.locate(e); // at the line that set the key
+        }
+    }
+
+    private int run(Recipe recipe, CommandLine line, PrintStream out) {
         Path resume = null;
         if (line.hasOption("resume")) {
             resume = checkpointToResume(recipe, line.getOptionValue("resume"), out);

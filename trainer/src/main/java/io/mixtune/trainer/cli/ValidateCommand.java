@@ -1,12 +1,24 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.data.dataset.ChatDataset;
+import io.mixtune.data.dataset.PreferenceDataset;
+import io.mixtune.data.dataset.SampleCache;
+import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.sft.TrainingData;
+import io.mixtune.trainer.sft.TrainingModel;
 import java.io.PrintStream;
+import java.util.Locale;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
-/** `mixtune validate`: reads and checks a recipe without loading anything, and prints it resolved. */
+/**
+ * `mixtune validate`: reads and checks a recipe as `train` does before its first step (keys, types, ranges, files,
+ * the model's shapes, and the data read and tokenized as training reads it, without writing the cache), loading no
+ * weights, and prints it resolved. Every problem of the recipe is reported at once, each at its file:line.
+ */
 final class ValidateCommand implements Command {
     @Override
     public String name() {
@@ -15,7 +27,8 @@ final class ValidateCommand implements Command {
 
     @Override
     public String summary() {
-        return "check a recipe (keys, types, ranges, files) and print it with every default filled in";
+        return "check a recipe as train does before step 1 (keys, types, ranges, files, data) and print it with every "
+                + "default filled in";
     }
 
     @Override
@@ -31,9 +44,42 @@ final class ValidateCommand implements Command {
 
     @Override
     public int run(CommandLine line, PrintStream out) {
-        Recipe recipe = TrainCommand.readRecipe(line);
+        RecipeReader.Loaded loaded = TrainCommand.readLoaded(line);
+        Recipe recipe = loaded.recipe();
+        String data;
+        String shapesOnly = null;
+        try {
+            try {
+                TrainingModel.check(recipe);
+            } catch (RecipeValueException e) {
+                // The ready recipes for real models name a preset of shapes, for `plan`; train takes --set model.path.
+                if (!e.key().equals("model.preset")) {
+                    throw e;
+                }
+                shapesOnly = loaded.problem(e.key(), e.problem());
+            }
+            data = checkData(recipe);
+        } catch (RecipeValueException e) {
+            throw loaded.locate(e);
+        }
         out.print(RecipeReader.toYaml(recipe));
-        out.println("# " + line.getOptionValue("recipe") + ": ok");
+        if (shapesOnly != null) {
+            out.println("# to train: " + shapesOnly);
+        }
+        out.println("# " + line.getOptionValue("recipe") + ": ok (" + data + ")");
         return Mixtune.OK;
+    }
+
+    /** What train checks of the data before step 1; returns what the data holds. */
+    private static String checkData(Recipe recipe) {
+        if (recipe.train().method().equals("dpo")) {
+            PreferenceDataset pairs = DpoRecipe.loadPairs(recipe);
+            return String.format(Locale.ROOT, "%d training pairs in %d stage(s), %d validation pairs",
+                    pairs.trainPairs(), pairs.stages().size(), pairs.validation().size());
+        }
+        ChatDataset samples = TrainingData.requireTrainingSamples(recipe, SampleCache.tokenize(recipe.data(),
+                TrainingData.tokenizer(recipe), recipe.train().seed()));
+        return String.format(Locale.ROOT, "%d training samples, %d validation samples; %s", samples.train().size(),
+                samples.validation().size(), samples.report());
     }
 }

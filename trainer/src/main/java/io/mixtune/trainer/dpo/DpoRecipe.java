@@ -20,6 +20,7 @@ import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.sft.LossPlot;
 import io.mixtune.trainer.sft.MetricsLog;
 import io.mixtune.trainer.sft.NonFiniteStep;
@@ -89,18 +90,7 @@ public final class DpoRecipe implements AutoCloseable {
         this.terminal = terminal;
         Recipe.Train train = recipe.train();
         TrainingModel.check(recipe);
-        // The pairs first, so that bad data stops the run before the model loads: tokenized with the model's tokenizer
-        // and the recipe's template, one pool split into stages in file order or a file per stage, validation from its
-        // own files or held out of each stage (seeded).
-        SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
-        DataConfig data = recipe.data();
-        PreferenceTokenizer tokenizer = new PreferenceTokenizer(
-                data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()), tokenizerFile.open(),
-                data.maxSeqLen(), tokenizerFile.bosId());
-        List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
-                : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
-        dataset = PreferenceDataset.load(stageFiles, dpo.stageCount(), paths(data.validationFiles()),
-                data.validationRatio(), train.seed(), tokenizer, data.skipInvalid());
+        dataset = loadPairs(recipe);
 
         loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
         outputDir = TrainingOutputs.outputDir(recipe);
@@ -120,6 +110,32 @@ public final class DpoRecipe implements AutoCloseable {
             stageSteps[k] = train.maxSteps() != null ? train.maxSteps() : epochSteps;
         }
         totalSteps = Arrays.stream(stageSteps).sum();
+    }
+
+    /**
+     * The preference pairs, before the model loads so that bad data stops the run first (`mixtune validate` reads them
+     * the same way): tokenized with the model's tokenizer and the recipe's template, one pool split into stages in file
+     * order or a file per stage, validation from its own files or held out of each stage (seeded).
+     */
+    public static PreferenceDataset loadPairs(Recipe recipe) {
+        Recipe.Dpo dpo = recipe.dpo();
+        SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
+        DataConfig data = recipe.data();
+        PreferenceTokenizer tokenizer = new PreferenceTokenizer(
+                data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()), tokenizerFile.open(),
+                data.maxSeqLen(), tokenizerFile.bosId());
+        List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
+                : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
+        try {
+            return PreferenceDataset.load(stageFiles, dpo.stageCount(), paths(data.validationFiles()),
+                    data.validationRatio(), recipe.train().seed(), tokenizer, data.skipInvalid());
+        } catch (IllegalArgumentException e) {
+            if (!e.getMessage().contains("no usable preference pair")) {
+                throw e;
+            }
+            // A stage with no usable pair: the files that stage reads are the recipe's to fix.
+            throw new RecipeValueException(dpo.stageFiles().isEmpty() ? "data.files" : "dpo.stages", e.getMessage());
+        }
     }
 
     public static DpoRecipe setup(Recipe recipe, PrintStream out, boolean terminal) {

@@ -30,13 +30,15 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
     public record Model(String path, String preset, String quantize, String computeDtype, String device,
             String adapter) {
         public Model {
+            KeyChecks checks = new KeyChecks();
             if ((path == null) == (preset == null)) {
-                throw new IllegalArgumentException("path: give exactly one of model.path (a checkpoint directory) and "
+                checks.add("path: give exactly one of model.path (a checkpoint directory) and "
                         + "model.preset (one of configs/models/)");
             }
-            oneOf("quantize", quantize, "nf4", "none");
-            oneOf("compute_dtype", computeDtype, "auto", "fp32", "fp16");
-            oneOf("device", device, "auto", "cpu", "gpu");
+            checks.oneOf("quantize", quantize, "nf4", "none");
+            checks.oneOf("compute_dtype", computeDtype, "auto", "fp32", "fp16");
+            checks.oneOf("device", device, "auto", "cpu", "gpu");
+            checks.throwIfAny();
         }
     }
 
@@ -79,41 +81,43 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double adamBeta2, double adamEps, long seed, boolean gradientCheckpointing, int evalEvery, int saveEvery,
             int keepLast, boolean routerAuxLoss, int logEvery) {
         public Train {
-            oneOf("method", method, "sft", "dpo");
+            KeyChecks checks = new KeyChecks();
+            checks.oneOf("method", method, "sft", "dpo");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
-                throw new IllegalArgumentException("epochs: must be a positive integer unless max_steps is set, got "
+                checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);
             }
             if (maxSteps != null && maxSteps <= 0) {
-                throw new IllegalArgumentException("max_steps: must be a positive integer, got " + maxSteps);
+                checks.add("max_steps: must be a positive integer, got " + maxSteps);
             }
-            positive("micro_batch_size", microBatchSize);
-            positive("gradient_accumulation", gradientAccumulation);
+            checks.positive("micro_batch_size", microBatchSize);
+            checks.positive("gradient_accumulation", gradientAccumulation);
             if (!(lr > 0 && lr < 1)) {
-                throw new IllegalArgumentException("lr: must lie in (0, 1), got " + lr);
+                checks.add("lr: must lie in (0, 1), got " + lr);
             }
-            oneOf("schedule", schedule, "constant", "linear", "cosine");
-            nonNegative("warmup_steps", warmupSteps);
+            checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+            checks.nonNegative("warmup_steps", warmupSteps);
             if (!(weightDecay >= 0)) {
-                throw new IllegalArgumentException("weight_decay: must be >= 0, got " + weightDecay);
+                checks.add("weight_decay: must be >= 0, got " + weightDecay);
             }
             if (!(maxGradNorm >= 0)) {
-                throw new IllegalArgumentException("max_grad_norm: must be >= 0 (0 turns clipping off), got "
+                checks.add("max_grad_norm: must be >= 0 (0 turns clipping off), got "
                         + maxGradNorm);
             }
             if (!(adamBeta1 >= 0 && adamBeta1 < 1)) {
-                throw new IllegalArgumentException("adam_beta1: must lie in [0, 1), got " + adamBeta1);
+                checks.add("adam_beta1: must lie in [0, 1), got " + adamBeta1);
             }
             if (!(adamBeta2 >= 0 && adamBeta2 < 1)) {
-                throw new IllegalArgumentException("adam_beta2: must lie in [0, 1), got " + adamBeta2);
+                checks.add("adam_beta2: must lie in [0, 1), got " + adamBeta2);
             }
             if (!(adamEps > 0)) {
-                throw new IllegalArgumentException("adam_eps: must be > 0, got " + adamEps);
+                checks.add("adam_eps: must be > 0, got " + adamEps);
             }
-            nonNegative("eval_every", evalEvery);
-            nonNegative("save_every", saveEvery);
-            positive("keep_last", keepLast);
-            positive("log_every", logEvery);
+            checks.nonNegative("eval_every", evalEvery);
+            checks.nonNegative("save_every", saveEvery);
+            checks.positive("keep_last", keepLast);
+            checks.positive("log_every", logEvery);
+            checks.throwIfAny();
         }
     }
 
@@ -136,33 +140,35 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             long emaUpdateAfterStep, double emaMinDecay, Double swaStart, int swaEvery, Double swaLr,
             int swaAnnealSteps, String swaAnneal, int lawaK, int lawaEvery, boolean lawaFeedBack) {
         public Averaging {
+            KeyChecks checks = new KeyChecks();
             if (emaDecay != null && !(emaDecay >= 0 && emaDecay < 1)) {
-                throw new IllegalArgumentException("ema_decay: must lie in [0, 1), got " + emaDecay);
+                checks.add("ema_decay: must lie in [0, 1), got " + emaDecay);
             }
             if (!(emaWarmupGamma > 0)) {
-                throw new IllegalArgumentException("ema_warmup_gamma: must be > 0, got " + emaWarmupGamma);
+                checks.add("ema_warmup_gamma: must be > 0, got " + emaWarmupGamma);
             }
             if (!(emaWarmupPower > 0)) {
-                throw new IllegalArgumentException("ema_warmup_power: must be > 0, got " + emaWarmupPower);
+                checks.add("ema_warmup_power: must be > 0, got " + emaWarmupPower);
             }
             if (emaUpdateAfterStep < 0) {
-                throw new IllegalArgumentException("ema_update_after_step: must be >= 0, got " + emaUpdateAfterStep);
+                checks.add("ema_update_after_step: must be >= 0, got " + emaUpdateAfterStep);
             }
             if (!(emaMinDecay >= 0 && emaMinDecay < 1)) {
-                throw new IllegalArgumentException("ema_min_decay: must lie in [0, 1), got " + emaMinDecay);
+                checks.add("ema_min_decay: must lie in [0, 1), got " + emaMinDecay);
             }
             if (swaStart != null && !(swaStart >= 0 && swaStart < 1 || swaStart >= 1 && swaStart == Math.rint(swaStart))) {
-                throw new IllegalArgumentException("swa_start: expected a fraction of the run in [0, 1) or a whole step "
+                checks.add("swa_start: expected a fraction of the run in [0, 1) or a whole step "
                         + "number >= 1, got " + swaStart);
             }
-            positive("swa_every", swaEvery);
+            checks.positive("swa_every", swaEvery);
             if (swaLr != null && !(swaLr > 0 && swaLr < 1)) {
-                throw new IllegalArgumentException("swa_lr: must lie in (0, 1), got " + swaLr);
+                checks.add("swa_lr: must lie in (0, 1), got " + swaLr);
             }
-            nonNegative("swa_anneal_steps", swaAnnealSteps);
-            oneOf("swa_anneal", swaAnneal, "cos", "linear");
-            nonNegative("lawa_k", lawaK);
-            positive("lawa_every", lawaEvery);
+            checks.nonNegative("swa_anneal_steps", swaAnnealSteps);
+            checks.oneOf("swa_anneal", swaAnneal, "cos", "linear");
+            checks.nonNegative("lawa_k", lawaK);
+            checks.positive("lawa_every", lawaEvery);
+            checks.throwIfAny();
         }
 
         /** Whether any average is kept (each is off until its first key is set). */
@@ -192,25 +198,27 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
     public record Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
             List<String> stages, boolean precomputeReference) {
         public Dpo {
+            KeyChecks checks = new KeyChecks();
             if (!(beta > 0)) {
-                throw new IllegalArgumentException("beta: must be > 0, got " + beta);
+                checks.add("beta: must be > 0, got " + beta);
             }
-            oneOf("loss", loss, "sigmoid", "ipo", "hinge");
+            checks.oneOf("loss", loss, "sigmoid", "ipo", "hinge");
             if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
-                throw new IllegalArgumentException("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
+                checks.add("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
             }
-            if (labelSmoothing > 0 && !loss.equals("sigmoid")) {
-                throw new IllegalArgumentException("label_smoothing: cDPO smooths the sigmoid loss only, and loss is "
+            if (labelSmoothing > 0 && loss != null && !loss.equals("sigmoid")) {
+                checks.add("label_smoothing: cDPO smooths the sigmoid loss only, and loss is "
                         + loss);
             }
             if (!(sftWeight >= 0)) {
-                throw new IllegalArgumentException("sft_weight: must be >= 0, got " + sftWeight);
+                checks.add("sft_weight: must be >= 0, got " + sftWeight);
             }
             stages = stages == null || stages.isEmpty() ? List.of("1") : List.copyOf(stages);
             if (stageCount(stages) == null && stages.stream().anyMatch(s -> s.matches("-?\\d+"))) {
-                throw new IllegalArgumentException("stages: expected a positive number of stages or a list of "
+                checks.add("stages: expected a positive number of stages or a list of "
                         + "preference files, got " + stages);
             }
+            checks.throwIfAny();
         }
 
         /** The number of stages. */
@@ -233,22 +241,49 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
     }
 
-    static void oneOf(String key, String value, String... allowed) {
-        if (value == null || !List.of(allowed).contains(value)) {
-            throw new IllegalArgumentException(key + ": expected one of " + String.join(", ", allowed) + ", got "
-                    + (value == null ? "nothing" : "\"" + value + "\""));
-        }
+    private static String oneOfMessage(String key, String value, String... allowed) {
+        return key + ": expected one of " + String.join(", ", allowed) + ", got "
+                + (value == null ? "nothing" : "\"" + value + "\"");
     }
 
-    private static void positive(String key, int value) {
-        if (value <= 0) {
-            throw new IllegalArgumentException(key + ": must be a positive integer, got " + value);
-        }
-    }
+    /**
+     * A section's key problems, collected so that the reader reports them all rather than the first: each is a
+     * "key: message" exception, the first thrown with the others suppressed in it.
+     */
+    private static final class KeyChecks {
+        private IllegalArgumentException first;
 
-    private static void nonNegative(String key, int value) {
-        if (value < 0) {
-            throw new IllegalArgumentException(key + ": must be >= 0, got " + value);
+        void add(String keyAndMessage) {
+            IllegalArgumentException problem = new IllegalArgumentException(keyAndMessage);
+            if (first == null) {
+                first = problem;
+            } else {
+                first.addSuppressed(problem);
+            }
+        }
+
+        void oneOf(String key, String value, String... allowed) {
+            if (value == null || !List.of(allowed).contains(value)) {
+                add(oneOfMessage(key, value, allowed));
+            }
+        }
+
+        void positive(String key, int value) {
+            if (value <= 0) {
+                add(key + ": must be a positive integer, got " + value);
+            }
+        }
+
+        void nonNegative(String key, int value) {
+            if (value < 0) {
+                add(key + ": must be >= 0, got " + value);
+            }
+        }
+
+        void throwIfAny() {
+            if (first != null) {
+                throw first;
+            }
         }
     }
 }

@@ -7,6 +7,9 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
 import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import java.io.IOException;
 import java.io.InputStream;
@@ -17,8 +20,14 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 
 /**
  * Reads a recipe: the bundled defaults, then the files it includes (in order), then the recipe, then each
@@ -35,10 +44,44 @@ public final class RecipeReader {
 
     private RecipeReader() {}
 
-    /** A recipe and the tree it was bound from (what {@link #toYaml} writes as the resolved recipe). */
-    public record Loaded(Recipe recipe, Path source) {}
+    /** A recipe, the file it was read from, and where each of its values was set (for later problems). */
+    public static final class Loaded {
+        private final Recipe recipe;
+        private final Path source;
+        private final RecordBinder binder;
+
+        private Loaded(Recipe recipe, Path source, RecordBinder binder) {
+            this.recipe = recipe;
+            this.source = source;
+            this.binder = binder;
+        }
+
+        public Recipe recipe() {
+            return recipe;
+        }
+
+        public Path source() {
+            return source;
+        }
+
+        /**
+         * A problem found after reading (in the data a key names, say), located as the reader's own are: "file:line:
+         * key: message" where the user set the key, else the default named.
+         */
+        public String problem(String key, String message) {
+            return binder.located(key) + message;
+        }
+
+        /** The problem at the line that set its key. */
+        public RecipeException locate(RecipeValueException e) {
+            return new RecipeException(problem(e.key(), e.problem()));
+        }
+    }
 
     public static Loaded read(Path file, List<String> overrides) {
+        if (Files.isDirectory(file)) {
+            throw new RecipeException(file + ": is a directory, expected a recipe file (YAML)");
+        }
         if (!Files.isRegularFile(file)) {
             throw new RecipeException(file + ": no such recipe file");
         }
@@ -47,10 +90,11 @@ public final class RecipeReader {
             merged = overlay(merged, YamlTree.override(assignment));
         }
         merged.root.remove(INCLUDE);
-        RecordBinder binder = new RecordBinder(merged);
+        RecordBinder binder = new RecordBinder(merged, file.toString());
         Recipe recipe = binder.bind(Recipe.class, merged.root, "");
-        checkFiles(recipe, binder);
-        return new Loaded(recipe, file);
+        check(binder);
+        binder.throwIfAny();
+        return new Loaded(recipe, file, binder);
     }
 
     /** A file with what it includes beneath it; includes resolve beside the file, then among the bundled configs. */
@@ -123,49 +167,145 @@ public final class RecipeReader {
         }
     }
 
-    private static void checkFiles(Recipe recipe, RecordBinder binder) {
-        if (recipe.model().preset() != null && !ModelPreset.NAMES.contains(recipe.model().preset())) {
-            throw binder.error("model.preset", "no preset named \"" + recipe.model().preset() + "\"" + RecordBinder.nearest(
-                    recipe.model().preset(), ModelPreset.NAMES) + ": expected one of " + ModelPreset.NAMES);
-        }
-        if (recipe.model().path() != null) {
-            Path dir = Path.of(recipe.model().path());
-            if (!Files.isRegularFile(dir.resolve("config.json"))) {
-                throw binder.error("model.path", "no Hugging Face checkpoint at " + dir + " (config.json missing)");
+    /** What no single section can check alone: files and presets it names, and keys that contradict each other. */
+    private static void check(RecordBinder binder) {
+        Recipe.Model model = binder.section("model", Recipe.Model.class);
+        Recipe.Lora lora = binder.section("lora", Recipe.Lora.class);
+        DataConfig data = binder.section("data", DataConfig.class);
+        Recipe.Train train = binder.section("train", Recipe.Train.class);
+        Recipe.Dpo dpo = binder.section("dpo", Recipe.Dpo.class);
+        Recipe.Averaging averaging = binder.section("averaging", Recipe.Averaging.class);
+        if (model != null) {
+            ModelConfig config = checkModel(model, binder);
+            if (config != null) {
+                checkAgainstModel(config, describeModel(model), lora, data, binder);
             }
         }
-        if (recipe.model().adapter() != null && !Files.isRegularFile(Path.of(recipe.model().adapter(),
-                "adapter_config.json"))) {
-            throw binder.error("model.adapter", "no PEFT adapter at " + recipe.model().adapter()
-                    + " (adapter_config.json missing)");
+        if (data != null) {
+            checkFilesExist(data.files(), "data.files", binder);
+            checkFilesExist(data.validationFiles(), "data.validation_files", binder);
+            if (!data.validationFiles().isEmpty() && data.validationRatio() > 0) {
+                binder.conflict("data.validation_ratio", "goes with", "data.validation_files", "the validation set is "
+                        + "either its own files or a share held out of the training samples; drop one of the two");
+            }
         }
-        checkFilesExist(recipe.data().files(), "data.files", binder);
-        checkFilesExist(recipe.data().validationFiles(), "data.validation_files", binder);
-        checkFilesExist(recipe.dpo().stageFiles(), "dpo.stages", binder);
-        if (recipe.train().method().equals("dpo")) {
-            checkDpo(recipe, binder);
+        if (train != null && train.maxSteps() != null && train.warmupSteps() > train.maxSteps()) {
+            binder.conflict("train.warmup_steps", "exceeds", "train.max_steps", "the learning rate would still be "
+                    + "warming up when the run ends; lower warmup_steps");
+        }
+        if (dpo != null) {
+            checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
+        }
+        if (train != null && train.method().equals("dpo")) {
+            checkDpo(averaging, data, dpo, binder);
+        }
+    }
+
+    /** The model's config.json (or preset), or null when model.path or model.preset names none (a problem then). */
+    private static ModelConfig checkModel(Recipe.Model model, RecordBinder binder) {
+        ModelConfig config = null;
+        if (model.preset() != null) {
+            if (!ModelPreset.NAMES.contains(model.preset())) {
+                binder.problem("model.preset", "no preset named \"" + model.preset() + "\"" + RecordBinder.nearest(
+                        model.preset(), ModelPreset.NAMES) + ": expected one of " + ModelPreset.NAMES);
+            } else {
+                config = ModelPreset.load(model.preset());
+            }
+        }
+        if (model.path() != null) {
+            Path dir = Path.of(model.path());
+            if (Files.isRegularFile(dir)) {
+                binder.problem("model.path", dir + " is a file, expected a Hugging Face checkpoint directory "
+                        + "(config.json + safetensors)");
+            } else if (!Files.isRegularFile(dir.resolve("config.json"))) {
+                binder.problem("model.path", "no Hugging Face checkpoint at " + dir + " (" + (Files.isDirectory(dir)
+                        ? "config.json missing" : "no such directory") + ")");
+            } else {
+                try {
+                    config = ModelConfig.read(dir.resolve("config.json"));
+                } catch (IllegalArgumentException e) {
+                    binder.problem("model.path", e.getMessage());
+                }
+            }
+        }
+        if (model.adapter() != null) {
+            Path adapter = Path.of(model.adapter());
+            if (Files.isRegularFile(adapter)) {
+                binder.problem("model.adapter", adapter + " is a file, expected a PEFT adapter directory "
+                        + "(adapter_config.json + adapter_model.safetensors)");
+            } else if (!Files.isRegularFile(adapter.resolve("adapter_config.json"))) {
+                binder.problem("model.adapter", "no PEFT adapter at " + adapter + " (" + (Files.isDirectory(adapter)
+                        ? "adapter_config.json missing" : "no such directory") + ")");
+            }
+        }
+        return config;
+    }
+
+    private static String describeModel(Recipe.Model model) {
+        return model.preset() != null ? "preset " + model.preset()
+                : Path.of(model.path(), "config.json").toString();
+    }
+
+    /**
+     * What the model's shapes allow: no LoRA rank above a targeted layer's smaller dimension (its update B A has rank
+     * min(in, out) at most, so a larger r only adds parameters), and no sample longer than the model's positions.
+     */
+    private static void checkAgainstModel(ModelConfig config, String modelName, Recipe.Lora lora, DataConfig data,
+            RecordBinder binder) {
+        if (lora != null) {
+            LoraConfig adapter = lora.toConfig();
+            // key (lora.r or lora.rank_pattern.X) -> "q_proj [64, 64]" for each module kind whose rank it sets too high
+            Map<String, Set<String>> tooSmall = new LinkedHashMap<>();
+            Map<String, Long> largestAllowed = new HashMap<>();
+            MistralCheckpoint.linearShapes(config).forEach((name, shape) -> {
+                long smaller = Math.min(shape[0], shape[1]);
+                if (!adapter.targets(name) || adapter.rankOf(name) <= smaller) {
+                    return;
+                }
+                String patternKey = adapter.rankPatternKey(name);
+                String key = patternKey == null ? "lora.r" : "lora.rank_pattern." + patternKey;
+                tooSmall.computeIfAbsent(key, k -> new LinkedHashSet<>()).add(name.substring(name.lastIndexOf('.') + 1)
+                        + " " + Arrays.toString(shape));
+                largestAllowed.merge(key, smaller, Math::min);
+            });
+            tooSmall.forEach((key, modules) -> binder.problem(key, "rank " + (key.equals("lora.r") ? lora.r()
+                    : lora.rankPattern().get(key.substring("lora.rank_pattern.".length()))) + " exceeds the smaller "
+                    + "dimension of " + String.join(", ", modules) + " in " + modelName + ": the update B A has rank "
+                    + "min(in, out) at most, so a larger rank adds parameters, not capacity; use at most "
+                    + largestAllowed.get(key) + (key.equals("lora.r") ? " (or lower those layers in rank_pattern)"
+                    : "")));
+        }
+        if (data != null && data.maxSeqLen() > config.maxPositionEmbeddings()) {
+            binder.problem("data.max_seq_len", data.maxSeqLen() + " exceeds max_position_embeddings "
+                    + config.maxPositionEmbeddings() + " of " + modelName + ": the model has no position beyond it");
         }
     }
 
     /** What the dpo method asks of the other sections. */
-    private static void checkDpo(Recipe recipe, RecordBinder binder) {
-        if (recipe.averaging().keepsAny()) {
-            throw binder.error("averaging", "weight averages are kept in SFT runs only; leave the averaging section "
+    private static void checkDpo(Recipe.Averaging averaging, DataConfig data, Recipe.Dpo dpo, RecordBinder binder) {
+        if (averaging != null && averaging.keepsAny()) {
+            binder.problem("averaging", "weight averages are kept in SFT runs only; leave the averaging section "
                     + "out of a dpo recipe");
         }
-        List<String> stageFiles = recipe.dpo().stageFiles();
-        if (!stageFiles.isEmpty() && !new HashSet<>(stageFiles).equals(
-                new HashSet<>(recipe.data().files()))) {
-            throw binder.error("dpo.stages", "lists the stage files " + stageFiles + " but data.files is "
-                    + recipe.data().files() + ": data.files names all the training pairs, dpo.stages the file each "
+        if (dpo == null || data == null) {
+            return;
+        }
+        List<String> stageFiles = dpo.stageFiles();
+        if (!stageFiles.isEmpty() && !new HashSet<>(stageFiles).equals(new HashSet<>(data.files()))) {
+            binder.problem("dpo.stages", "lists the stage files " + stageFiles + " but data.files is "
+                    + data.files() + ": data.files names all the training pairs, dpo.stages the file each "
                     + "stage trains on, so both list the same files");
         }
     }
 
     private static void checkFilesExist(List<String> files, String key, RecordBinder binder) {
         for (int i = 0; i < files.size(); i++) {
-            if (!Files.isRegularFile(DataConfig.file(files.get(i)))) {
-                throw binder.error(key + "[" + i + "]", "no such file " + files.get(i) + " (paths are relative to the "
+            Path file = DataConfig.file(files.get(i));
+            if (Files.isDirectory(file)) {
+                binder.problem(key + "[" + i + "]", files.get(i) + " is a directory, expected a data file (JSONL or "
+                        + "JSON, plain or gzip)");
+            } else if (!Files.isRegularFile(file)) {
+                binder.problem(key + "[" + i + "]", "no such file " + files.get(i) + " (paths are relative to the "
                         + "directory mixtune runs in: " + Path.of("").toAbsolutePath() + "; the jar also holds "
                         + "data/samples/)");
             }

@@ -60,7 +60,17 @@ public final class SftRecipe implements AutoCloseable {
         this.out = out;
         this.terminal = terminal;
         Recipe.Train train = recipe.train();
+        TrainingModel.check(recipe);
         TrainingData.tokenizer(recipe); // a tokenizer that does not fit the model stops the run before the model loads
+        // The data first, so that bad data stops the run before the model loads: tokenized turn by turn with the
+        // model's tokenizer (a preset's: the bundled Mistral v1 one), once: later runs and `mixtune data prepare` share
+        // output_dir/data-cache.
+        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
+        if (data.note() != null) {
+            out.println(data.note());
+        }
+        dataset = TrainingData.requireTrainingSamples(recipe, data.dataset());
+
         TrainingModel loaded = TrainingModel.load(recipe, ADAPTER_NAME, out);
         this.outputDir = TrainingOutputs.outputDir(recipe);
         manager = loaded.manager();
@@ -70,18 +80,6 @@ public final class SftRecipe implements AutoCloseable {
         computeType = loaded.computeType();
         ModelConfig config = model.config();
         parameters = lora.parameters(ADAPTER_NAME);
-
-        // The data, tokenized turn by turn with the model's tokenizer (a preset's: the bundled Mistral v1 one), once: later runs
-        // and `mixtune data prepare` share output_dir/data-cache.
-        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
-        if (data.note() != null) {
-            out.println(data.note());
-        }
-        dataset = data.dataset();
-        if (dataset.train().isEmpty()) {
-            throw new IllegalArgumentException("data.files: no usable training sample (" + dataset.report()
-                    + ")");
-        }
         padId = config.eosTokenId();
         microBatchesPerEpoch = epoch(0).size();
         long epochSteps = ceilDiv((long) microBatchesPerEpoch * (train.epochs() == null ? 1 : train.epochs()),

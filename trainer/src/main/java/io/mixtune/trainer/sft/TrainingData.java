@@ -1,11 +1,13 @@
 package io.mixtune.trainer.sft;
 
+import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -67,6 +69,19 @@ public final class TrainingData {
                     + "model's tokenizer; put the model's own tokenizer.json in " + dir);
         }
         return tokenizer;
+    }
+
+    /**
+     * What training asks of its samples before step 1, and `mixtune validate` with it: at least one that trains.
+     *
+     * @return {@code dataset}
+     */
+    public static ChatDataset requireTrainingSamples(Recipe recipe, ChatDataset dataset) {
+        if (dataset.train().isEmpty()) {
+            throw new RecipeValueException("data.files", "no usable training sample in " + String.join(", ",
+                    recipe.data().files()) + " (" + dataset.report() + ")");
+        }
+        return dataset;
     }
 
     /** The samples, from the cache in {@code cacheDir} when it holds them for this recipe, else tokenized into it. */

@@ -13,6 +13,7 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -31,11 +32,11 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
     public static void check(Recipe recipe) {
         if (recipe.model().preset() != null && ModelPreset.load(recipe.model().preset()).parameterCount()
                 > PresetCheckpoint.MAX_MATERIALISED_PARAMETERS) {
-            throw new IllegalArgumentException("model.preset: " + recipe.model().preset() + " holds the model's shapes "
+            throw new RecipeValueException("model.preset", recipe.model().preset() + " holds the model's shapes "
                     + "(for memory plans), not weights: train on the checkpoint with --set model.path=DIR");
         }
         if ("gpu".equals(recipe.model().device())) {
-            throw new IllegalArgumentException("model.device: gpu asked for, but this install runs libtorch for CPU "
+            throw new RecipeValueException("model.device", "gpu asked for, but this install runs libtorch for CPU "
                     + "only (pytorch-native-cpu); use device: cpu or auto");
         }
     }

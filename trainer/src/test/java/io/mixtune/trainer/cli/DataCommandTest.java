@@ -110,7 +110,7 @@ class DataCommandTest {
     void recipeErrorsNameTheLine() throws IOException {
         Path recipe = recipe("  max_seq: 12\n");
         Result unknown = data("prepare", "--recipe", recipe.toString());
-        assertEquals(1, unknown.code());
+        assertEquals(2, unknown.code());
         assertTrue(unknown.err().startsWith("mixtune data prepare: " + recipe + ":6: data.max_seq: unknown key"),
                 unknown.err());
         Files.writeString(recipe, Files.readString(recipe).replace("max_seq: 12", "loss_on: everything"));
@@ -119,7 +119,7 @@ class DataCommandTest {
         Result custom = data("preview", "--recipe", recipe(CUSTOM.replace("    bos: true\n", "")).toString());
         assertTrue(custom.err().contains(": data.custom_template.bos: missing: expected true or false"), custom.err());
         Result missing = data("preview", "--recipe", dir.resolve("absent.yaml").toString());
-        assertEquals(1, missing.code());
+        assertEquals(2, missing.code());
         assertTrue(missing.err().contains("absent.yaml: no such recipe file"), missing.err());
     }
 

@@ -179,6 +179,23 @@ class EvalCommandTest {
         assertUsageError(List.of("--model", model.toString()), "missing required option --data");
     }
 
+    /** Past the model's positions, and a directory or file where the other is expected: refused, saying which. */
+    @Test
+    void aLengthPastTheModelsPositionsAndAFolderForAFileAreNamed() throws IOException {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path good = chats("good.jsonl", 0, 2);
+        assertUsageError(List.of("--model", model.toString(), "--data", good.toString(), "--max-seq-len", "4097"),
+                "--max-seq-len 4097 exceeds max_position_embeddings 4096 of " + model.resolve("config.json")
+                        + ": the model has no position beyond it");
+        assertUsageError(List.of("--model", model.toString(), "--data", dir.toString()),
+                "--data " + dir + ": is a directory, expected a data file (JSONL or JSON, plain or gzip)");
+        assertUsageError(List.of("--model", good.toString(), "--data", good.toString()),
+                "--model " + good + ": is a file, expected a Hugging Face checkpoint directory");
+        assertUsageError(List.of("--model", model.toString(), "--data", good.toString(), "--adapter", good.toString()),
+                "--adapter " + good + ": is a file, expected a PEFT adapter directory");
+    }
+
     private static void assertUsageError(List<String> args, String expected) {
         MixtuneCliTest.Result result = MixtuneCliTest.run(Stream.concat(Stream.of("eval"), args.stream())
                 .toArray(String[]::new));

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -103,6 +104,66 @@ class MixtuneCliTest {
                 "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "6", "--output-ids");
         assertEquals(0, sampled.code(), sampled.err());
         assertEquals(sampled.lastLine(), again.lastLine(), "the same seed gives the same sample");
+    }
+
+    /**
+     * A base model with a NaN weight: generate and eval printed <unk>s and NaN with exit 0, train blamed the learning
+     * rate. Each now stops at load, naming the file and the tensor.
+     */
+    @Test
+    void aModelWithANaNWeightIsRefusedAtLoadByEveryCommand(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path weights = model.resolve("model.safetensors");
+        String tensor = "model.layers.1.mlp.up_proj.weight";
+        List<SafetensorsWriter.TensorSpec> specs = new java.util.ArrayList<>();
+        List<float[]> data = new java.util.ArrayList<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(weights)) {
+            for (String name : reader.names()) {
+                specs.add(new SafetensorsWriter.TensorSpec(name, reader.info(name).dtype(), reader.info(name).shape()));
+                float[] values = reader.readFloats(name);
+                if (name.equals(tensor)) {
+                    values[100] = Float.NaN;
+                    values[200] = Float.NaN;
+                }
+                data.add(values);
+            }
+        }
+        SafetensorsWriter.writeFile(weights, specs, spec -> data.get(specs.indexOf(spec)));
+        String expected = weights + ": tensor '" + tensor + "': 2 NaN value(s) of 12288 (the first at element 100)";
+
+        Result generate = run("generate", "--model", model.toString(), "--prompt-ids", "1,415", "--max-new-tokens", "2");
+        assertEquals(1, generate.code(), generate.out());
+        assertTrue(generate.err().startsWith("mixtune generate: " + expected), generate.err());
+        Path chats = Files.writeString(dir.resolve("chats.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": "
+                + "\"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n");
+        for (String quantize : List.of("none", "nf4")) {
+            Result eval = run("eval", "--model", model.toString(), "--data", chats.toString(), "--quantize", quantize);
+            assertEquals(1, eval.code(), eval.out());
+            assertTrue(eval.err().startsWith("mixtune eval: " + expected), eval.err());
+        }
+        Path recipe = Files.writeString(dir.resolve("r.yaml"), "model:\n  path: " + model + "\ndata:\n  files: ["
+                + chats + "]\n  max_seq_len: 64\ntrain:\n  max_steps: 1\noutput_dir: " + dir.resolve("out") + "\n");
+        Result train = run("train", "--recipe", recipe.toString());
+        assertEquals(1, train.code(), train.out());
+        assertTrue(train.err().startsWith("mixtune train: " + expected), train.err());
+    }
+
+    /** A generation that would run past max_position_embeddings is refused before it starts, with what fits. */
+    @Test
+    void generatePastTheModelsPositionsIsRefused(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Result tooLong = run("generate", "--model", model.toString(), "--prompt-ids", "1,415,2936", "--max-new-tokens",
+                "4094", "--output-ids");
+        assertEquals(2, tooLong.code(), tooLong.err());
+        assertEquals(1, tooLong.err().strip().lines().count(), tooLong.err());
+        assertTrue(tooLong.err().startsWith("mixtune generate: a prompt of 3 tokens and --max-new-tokens 4094 exceed "
+                + "max_position_embeddings 4096 of " + model.resolve("config.json") + ": the model has no position "
+                + "beyond it; ask for at most 4093 new tokens"), tooLong.err());
+        Result file = run("generate", "--model", model.resolve("config.json").toString(), "--prompt-ids", "1");
+        assertEquals(2, file.code(), file.err());
+        assertTrue(file.err().contains(": is a file, expected a Hugging Face checkpoint directory"), file.err());
     }
 
     @Test

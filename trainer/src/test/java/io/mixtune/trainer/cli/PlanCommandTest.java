@@ -136,7 +136,7 @@ class PlanCommandTest {
                 output_dir: out
                 """, Path.of("../data/samples/chats.jsonl").toAbsolutePath()));
         MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", recipe.toString());
-        assertEquals(1, plan.code(), plan.out());
+        assertEquals(2, plan.code(), plan.out());
         assertTrue(plan.err().startsWith("mixtune plan: " + recipe + ":4") && plan.err().contains("micro_batch_sise")
                 && plan.err().contains("micro_batch_size"), plan.err());
         assertEquals(1, plan.err().strip().lines().count(), plan.err());

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.trainer.recipe.BundledRecipes;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -185,14 +186,15 @@ class RecipesCommandTest {
     void aBigPresetTrainsOnlyOnACheckpointPath(@TempDir Path dir) throws IOException {
         Path recipe = RECIPES.resolve("mixtral-8x7b-qlora-sft.yaml");
         Path checkpoint = Files.createDirectories(dir.resolve("Mixtral-8x7B"));
-        Files.writeString(checkpoint.resolve("config.json"), "{}");
+        Files.writeString(checkpoint.resolve("config.json"),
+                ModelPreset.load("mixtral-8x7b").toJson("bfloat16").toString());
         Recipe onPath = RecipeReader.read(recipe, List.of("model.path=" + checkpoint)).recipe();
         assertNull(onPath.model().preset());
         assertEquals(checkpoint.toString(), onPath.model().path());
 
         MixtuneCliTest.Result train = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--set",
                 "output_dir=" + dir.resolve("out"));
-        assertEquals(1, train.code());
+        assertEquals(2, train.code());
         assertTrue(train.err().contains("model.preset: mixtral-8x7b holds the model's shapes (for memory plans), not "
                 + "weights: train on the checkpoint with --set model.path=DIR"), train.err());
         assertFalse(Files.exists(dir.resolve("out")), "nothing is written before the refusal");

@@ -321,7 +321,7 @@ class TrainDpoTest {
         };
         Path pairs = withBadLine(dir, bad);
         MixtuneCliTest.Result run = MixtuneCliTest.run(train(dir, pairs).toArray(String[]::new));
-        assertEquals(1, run.code(), run.out());
+        assertEquals(2, run.code(), run.out());
         assertTrue(run.err().contains(pairs + ":2: " + problem), run.err());
         assertFalse(Files.exists(dir.resolve("out/base-model")), "bad data stops the run before the model loads");
     }

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.mixtune.model.config.ModelPreset;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -114,7 +115,7 @@ class RecipeReaderTest {
                 + "tiny-mistral?)"), unknown);
         // A recipe naming a path over an included preset, and a --set of the preset over that path.
         Path model = Files.createDirectories(dir.resolve("model"));
-        Files.writeString(model.resolve("config.json"), "{}");
+        Files.writeString(model.resolve("config.json"), ModelPreset.load("tiny-mistral").toJson("float32").toString());
         write("base.yaml", minimal());
         Path onPath = write("p.yaml", "include: base.yaml\nmodel:\n  path: " + model + "\n");
         Recipe read = RecipeReader.read(onPath, List.of()).recipe();
@@ -133,5 +134,101 @@ class RecipeReaderTest {
         assertTrue(include.contains("i.yaml:1: include: no file"), include);
         String twice = error(write("d.yaml", minimal() + "output_dir: x\n"));
         assertTrue(twice.contains("d.yaml:6: key output_dir is given twice"), twice);
+    }
+
+    private List<String> problems(Path recipe, String... sets) {
+        return assertThrows(RecipeException.class, () -> RecipeReader.read(recipe, List.of(sets))).problems();
+    }
+
+    @Test
+    void everyProblemIsReportedAtOnceEachAtItsLineInLineOrder() throws IOException {
+        Path recipe = write("r.yaml", """
+                model:
+                  preset: tiny-mistrel
+                data:
+                  files: [missing.jsonl]
+                train:
+                  lr: 2.0
+                  micro_batch_size: 0
+                  bogus: 1
+                output_dir: out
+                """);
+        List<String> problems = problems(recipe);
+        assertEquals(5, problems.size(), problems.toString());
+        assertTrue(problems.get(0).startsWith(recipe + ":2: model.preset: no preset named \"tiny-mistrel\""), problems.get(0));
+        assertTrue(problems.get(1).startsWith(recipe + ":4: data.files[0]: no such file missing.jsonl"), problems.get(1));
+        assertEquals(recipe + ":6: train.lr: must lie in (0, 1), got 2.0", problems.get(2));
+        assertEquals(recipe + ":7: train.micro_batch_size: must be a positive integer, got 0", problems.get(3));
+        assertTrue(problems.get(4).startsWith(recipe + ":8: train.bogus: unknown key"), problems.get(4));
+    }
+
+    /** A key the user never wrote is reported where the user's recipe is, with its default: nobody edits the jar's. */
+    @Test
+    void aProblemWithADefaultIsReportedInTheUsersRecipeNotInTheDefaults() throws IOException {
+        Path noData = write("n.yaml", "model:\n  preset: tiny-mistral\noutput_dir: out\n");
+        assertEquals(List.of(noData + ": data.files (not set; the default is []): at least one training file is "
+                + "needed"), problems(noData));
+        Path custom = write("c.yaml", minimal().replace("data:\n", "data:\n  template: custom\n"));
+        assertEquals(List.of(custom + ":3: data.custom_template (not set; the default is null): template is custom but "
+                + "no custom_template is given"), problems(custom));
+        Path neither = write("p.yaml", "model:\n  quantize: none\ndata:\n  files: [" + chats() + "]\noutput_dir: o\n");
+        List<String> both = problems(neither);
+        assertEquals(1, both.size(), both.toString());
+        assertTrue(both.get(0).startsWith(neither + ":1: model.path (not set; the default is null): give exactly one of "
+                + "model.path"), both.get(0));
+        for (String problem : both) {
+            assertTrue(!problem.contains(RecipeReader.DEFAULTS), problem);
+        }
+    }
+
+    @Test
+    void keysThatContradictEachOtherAreNamedBothWithTheirLines() throws IOException {
+        Path split = write("v.yaml", minimal().replace("data:\n", "data:\n  validation_files: [" + chats()
+                + "]\n  validation_ratio: 0.1\n"));
+        assertEquals(List.of(split + ":5: data.validation_ratio 0.1 goes with data.validation_files [\"" + chats()
+                + "\"] (set at " + split + ":4): the validation set is either its own files or a share held out of the "
+                + "training samples; drop one of the two"), problems(split));
+
+        Path warmup = write("w.yaml", minimal() + "train:\n  warmup_steps: 10\n");
+        assertEquals(List.of(warmup + ":7: train.warmup_steps 10 exceeds train.max_steps 5 (set at --set "
+                + "train.max_steps=5): the learning rate would still be warming up when the run ends; lower "
+                + "warmup_steps"), problems(warmup, "train.max_steps=5"));
+        RecipeReader.read(warmup, List.of("train.max_steps=10")); // as long as the run: fine
+
+        // tiny-mistral: hidden 64, 4 heads x 16, 2 key-value heads (k_proj and v_proj are [32, 64]), MLP 192.
+        Path rank = write("r.yaml", minimal() + "lora:\n  r: 48\n");
+        List<String> tooHigh = problems(rank);
+        assertEquals(1, tooHigh.size(), tooHigh.toString());
+        assertTrue(tooHigh.get(0).startsWith(rank + ":7: lora.r: rank 48 exceeds the smaller dimension of k_proj [32, "
+                + "64], v_proj [32, 64] in preset tiny-mistral"), tooHigh.get(0));
+        assertTrue(tooHigh.get(0).endsWith("use at most 32 (or lower those layers in rank_pattern)"), tooHigh.get(0));
+        Path pattern = write("q.yaml", minimal() + "lora:\n  r: 8\n  rank_pattern: {v_proj: 40}\n");
+        List<String> patterned = problems(pattern);
+        assertEquals(1, patterned.size(), patterned.toString());
+        assertTrue(patterned.get(0).startsWith(pattern + ":8: lora.rank_pattern.v_proj: rank 40 exceeds the smaller "
+                + "dimension of v_proj [32, 64]"), patterned.get(0));
+        RecipeReader.read(write("ok.yaml", minimal() + "lora:\n  r: 32\n  rank_pattern: {q_proj: 64}\n"), List.of());
+
+        Path positions = write("l.yaml", minimal().replace("data:\n", "data:\n  max_seq_len: 8192\n"));
+        assertEquals(List.of(positions + ":4: data.max_seq_len: 8192 exceeds max_position_embeddings 4096 of preset "
+                + "tiny-mistral: the model has no position beyond it"), problems(positions));
+    }
+
+    @Test
+    void aDirectoryWhereAFileIsExpectedIsCalledOne() throws IOException {
+        Path folder = Files.createDirectories(dir.resolve("chats"));
+        Path data = write("d.yaml", minimal().replace("files: [", "files: [" + folder + ", "));
+        assertEquals(List.of(data + ":4: data.files[0]: " + folder + " is a directory, expected a data file (JSONL or "
+                + "JSON, plain or gzip)"), problems(data));
+        assertEquals(folder + ": is a directory, expected a recipe file (YAML)",
+                assertThrows(RecipeException.class, () -> RecipeReader.read(folder, List.of())).getMessage());
+        Path file = chats();
+        Path model = write("m.yaml", minimal().replace("preset: tiny-mistral", "path: " + file));
+        assertEquals(List.of(model + ":2: model.path: " + file + " is a file, expected a Hugging Face checkpoint "
+                + "directory (config.json + safetensors)"), problems(model));
+        Path adapter = write("a.yaml", minimal().replace("preset: tiny-mistral", "preset: tiny-mistral\n  adapter: "
+                + file));
+        assertEquals(List.of(adapter + ":3: model.adapter: " + file + " is a file, expected a PEFT adapter directory "
+                + "(adapter_config.json + adapter_model.safetensors)"), problems(adapter));
     }
 }
