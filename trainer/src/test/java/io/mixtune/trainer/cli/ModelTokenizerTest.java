@@ -5,7 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.cli.MixtuneCliTest.Result;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -82,5 +84,30 @@ class ModelTokenizerTest {
         assertEveryCommandRefuses(model, model.resolve("tokenizer.json") + ": gives token ids up to 32000, but the "
                 + "model in " + model + " has vocab_size 32000: it is not this model's tokenizer; put the model's own "
                 + "tokenizer.json in " + model);
+    }
+
+    /**
+     * A generate prompt is text: with a Hub tokenizer.json that lists {@code <s>} and {@code </s>} as special added
+     * tokens, "</s>" typed in --prompt is its three characters' pieces after the BOS (4 prompt positions), not EOS.
+     */
+    @Test
+    void aGeneratePromptThatSpellsSpecialTokensStaysText() throws IOException {
+        Path model = model("hub-tokenizer");
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode tokenizer = (ObjectNode) json.readTree(model.resolve("tokenizer.json").toFile());
+        String[] specials = {"<unk>", "<s>", "</s>"};
+        ArrayNode added = tokenizer.putArray("added_tokens");
+        for (int id = 0; id < specials.length; id++) {
+            added.addObject().put("id", id).put("content", specials[id]).put("single_word", false).put("lstrip", false)
+                    .put("rstrip", false).put("normalized", false).put("special", true);
+        }
+        json.writeValue(model.resolve("tokenizer.json").toFile(), tokenizer);
+        Path logits = dir.resolve("logits.safetensors");
+        Result result = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt", "</s>",
+                "--max-new-tokens", "1", "--dump-logits", logits.toString());
+        assertEquals(0, result.code(), result.err());
+        try (SafetensorsReader dumped = SafetensorsReader.open(logits)) {
+            assertEquals(4, dumped.info("logits").shape()[0], "BOS + the pieces of \"</s>\" (▁</ s >)");
+        }
     }
 }
