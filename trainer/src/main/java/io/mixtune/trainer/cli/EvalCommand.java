@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.dataset.ChatDataset;
@@ -44,7 +45,7 @@ final class EvalCommand implements Command {
     @Override
     public String usage() {
         return "--model DIR [--adapter DIR] [--quantize nf4|none] --data FILE [--template mistral|chatml] "
-                + "[--max-seq-len N] [--batch-size N]";
+                + "[--max-seq-len N] [--batch-size N] [--device auto|cpu|gpu]";
     }
 
     @Override
@@ -62,12 +63,14 @@ final class EvalCommand implements Command {
                 .addOption(Mixtune.option("max-seq-len", "N", "longest sample, as data.max_seq_len (longer chats lose "
                         + "trailing turns, as in training), and the packed row length (default "
                         + DEFAULT_MAX_SEQ_LEN + ")"))
-                .addOption(Mixtune.option("batch-size", "N", "packed rows per forward pass (default 1)"));
+                .addOption(Mixtune.option("batch-size", "N", "packed rows per forward pass (default 1)"))
+                .addOption(Mixtune.deviceOption());
     }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        Device device = Mixtune.device(line);
         if (!Files.isDirectory(modelDir)) {
             throw new UsageException("--model " + modelDir + ": no such directory (expected a Hugging Face checkpoint)");
         }
@@ -132,7 +135,7 @@ final class EvalCommand implements Command {
             throw new UsageException("--data " + dataFile + ": no assistant token to score (" + dataset.report() + ")");
         }
 
-        try (NDManager manager = NDManager.newBaseManager();
+        try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
             if (adapterDir != null) {
                 try {
