@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU device check of issue #19, on any Linux machine with an NVIDIA GPU, Java 17 (or bench/gpu/dist from
 # prepare.sh) and a CUDA libtorch DJL 0.35.1 can drive (PYTORCH_LIBRARY_PATH; default: this python3's torch/lib).
-#   0. probe: `mixtune env` and one tiny forward on the GPU with that libtorch; stops (exit 3) when the JNI does not
-#      work with it, saying what happened
+#   0. probe: `mixtune env` and one tiny forward on the GPU with that libtorch; when the jar's JNI does not work with
+#      it, says what happened, builds DJL's JNI source against it (build-jni.sh; BUILD_JNI=0 skips) and probes again;
+#      exit 3 when neither works
 #   a. tiny-mixtral QLoRA, 20 steps, fp32, on the GPU and on the CPU from the same seed (dropout 0): every step's
 #      loss within a relative 1e-3
 #   b. a DPO run of one step a stage (quickstart-dpo) and `generate` with the trained adapter on the GPU
@@ -47,19 +48,42 @@ log "libtorch: ${PYTORCH_LIBRARY_PATH:-the bundled CPU one} (python3's torch: $t
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || echo "no nvidia-smi" >&2
 
 # --- 0. probe ----------------------------------------------------------------------------------------------------
-mixtune --verbose env > "$work/env.txt" 2>&1; env_rc=$?
-cat "$work/env.txt" >&2
+probe() { # probe NAME: mixtune env and a tiny forward on the GPU; 0 when both work
+  mixtune --verbose env > "$work/env-$1.txt" 2>&1; local env_rc=$?
+  cat "$work/env-$1.txt" >&2
+  mixtune --verbose generate --model "$work/tiny-mixtral" --prompt-ids 1,2,3 --max-new-tokens 2 --device "$gpu" \
+    --output-ids > "$work/probe-$1.txt" 2>&1; local probe_rc=$?
+  [ $env_rc -eq 0 ] && [ $probe_rc -eq 0 ] && return 0
+  echo "PROBE FAILED ($1): DJL 0.35.1's ${PYTORCH_FLAVOR:-} JNI as PYTORCH_VERSION=${PYTORCH_VERSION:-} with torch" \
+    "$torch_version from ${PYTORCH_LIBRARY_PATH:-}: mixtune env exit $env_rc, a tiny forward on the GPU exit" \
+    "$probe_rc; first error lines:" >&2
+  grep -h -m 5 -E "Exception|Error|error|cannot|undefined symbol|not allowed" "$work/env-$1.txt" \
+    "$work/probe-$1.txt" >&2
+  tail -n 30 "$work/probe-$1.txt" >&2
+  return 1
+}
 mixtune init-model --preset tiny-mixtral --out "$work/tiny-mixtral" --dtype fp32 --force >&2
-mixtune --verbose generate --model "$work/tiny-mixtral" --prompt-ids 1,2,3 --max-new-tokens 2 --device "$gpu" \
-  --output-ids > "$work/probe.txt" 2>&1; probe_rc=$?
-if [ $env_rc -ne 0 ] || [ $probe_rc -ne 0 ]; then
-  echo "PROBE FAILED: DJL 0.35.1's ${PYTORCH_FLAVOR:-} JNI with torch $torch_version from ${PYTORCH_LIBRARY_PATH:-}" >&2
-  echo "  mixtune env exit $env_rc; a tiny forward on the GPU exit $probe_rc; first error lines:" >&2
-  grep -m 5 -E "Exception|Error|error|cannot|undefined symbol|not allowed" "$work/env.txt" "$work/probe.txt" >&2
-  tail -n 30 "$work/probe.txt" >&2
-  exit 3
+probe_name="jar-jni"
+if ! probe jar-jni; then
+  # The way left: DJL's JNI source built here against this torch (bench/gpu/build-jni.sh, needs g++).
+  if [ "${BUILD_JNI:-1}" == 1 ] && command -v g++ >/dev/null; then
+    log "building DJL's JNI against this torch (bench/gpu/build-jni.sh)"
+    exports="$(bench/gpu/build-jni.sh "$work/jni-build" 2> "$work/build-jni.log" | tail -n 1)"
+    tail -n 5 "$work/build-jni.log" >&2
+    if [[ "$exports" == export* ]]; then
+      eval "$exports"
+      probe_name="built-jni"
+      probe built-jni || exit 3
+    else
+      echo "build-jni.sh failed; see $work/build-jni.log" >&2
+      exit 3
+    fi
+  else
+    exit 3
+  fi
 fi
-row "probe: tiny forward on the GPU" "ok" "" "$(tail -n 1 "$work/probe.txt")"
+row "probe: tiny forward on the GPU" "ok ($probe_name)" "$PYTORCH_VERSION $PYTORCH_FLAVOR" \
+  "$(tail -n 1 "$work/probe-$probe_name.txt")"
 
 # metrics.jsonl -> one loss per line
 losses() { python3 -c 'import json,sys
