@@ -1,5 +1,6 @@
 package io.mixtune.bench;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -21,7 +22,7 @@ public final class Nf4DequantizeBenchmark {
         long[][] shapes = {{128, 64}, {64, 64}, {32, 64}, {5632, 2048}, {2048, 2048}};
         System.out.printf(Locale.ROOT, "%-12s %12s %14s %8s   (intra-op threads: %s)%n", "shape", "java ms",
                 "libtorch ms", "ratio", System.getenv().getOrDefault("OMP_NUM_THREADS", "libtorch default"));
-        try (NDManager manager = NDManager.newBaseManager()) {
+        try (NDManager manager = NDManager.newBaseManager(Device.cpu())) { // DJL defaults to a GPU when there is one
             Nf4DeviceTensor.Codebooks codebooks = new Nf4DeviceTensor.Codebooks(manager);
             for (long[] shape : shapes) {
                 Nf4Tensor weight = Nf4Tensor.quantize(random(shape[0] * shape[1]), shape, true);
