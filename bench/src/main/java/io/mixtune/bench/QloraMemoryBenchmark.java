@@ -3,7 +3,6 @@ package io.mixtune.bench;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.lora.nf4.Nf4Linear;
 import io.mixtune.lora.nf4.Nf4Loading;
-import io.mixtune.lora.nf4.Nf4Tensor;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
 import io.mixtune.model.config.ModelConfig;
@@ -44,15 +43,15 @@ public final class QloraMemoryBenchmark {
                 CausalLm model = MistralCheckpoint.load(dir, manager, Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION))) {
             double seconds = (System.nanoTime() - start) / 1e9;
             System.gc();
-            List<Nf4Tensor> quantized = new ArrayList<>();
+            List<Nf4Linear> quantized = new ArrayList<>();
             model.replaceLinears((name, linear) -> {
                 if (linear instanceof Nf4Linear nf4) {
-                    quantized.add(nf4.weight());
+                    quantized.add(nf4);
                 }
                 return linear;
             });
-            long quantizedParameters = quantized.stream().mapToLong(Nf4Tensor::count).sum();
-            long quantizedBytes = quantized.stream().mapToLong(Nf4Tensor::storageBytes).sum();
+            long quantizedParameters = quantized.stream().mapToLong(Nf4Linear::count).sum();
+            long quantizedBytes = quantized.stream().mapToLong(Nf4Linear::storageBytes).sum();
             long fullPrecisionParameters = config.parameterCount() - quantizedParameters;
             System.out.printf(Locale.ROOT, "%s: %,d parameters, %.2f GB bf16 on disk, loaded in NF4 in %.1f s%n", preset,
                     config.parameterCount(), checkpointBytes / 1e9, seconds);
@@ -67,20 +66,11 @@ public final class QloraMemoryBenchmark {
                     status("RssFile") / 1e9, (Runtime.getRuntime().totalMemory() - Runtime.getRuntime().freeMemory()) / 1e9,
                     config.parameterCount() * 4 / 1e9);
 
-            Nf4Tensor largest = quantized.stream().max((a, b) -> Integer.compare(a.count(), b.count())).orElseThrow();
-            float[] out = new float[largest.count()];
-            for (int i = 0; i < 3; i++) {
-                largest.dequantizeInto(out);
-            }
-            int repeats = 20;
-            long dequantStart = System.nanoTime();
-            for (int i = 0; i < repeats; i++) {
-                largest.dequantizeInto(out);
-            }
-            double dequantSeconds = (System.nanoTime() - dequantStart) / 1e9 / repeats;
-            System.out.printf(Locale.ROOT, "  dequantize %s in Java: %.1f ms, %.2f G params/s, %.2f GB/s of fp32 "
-                    + "written (%.2f GB/s NF4 read)%n", java.util.Arrays.toString(largest.shape()), dequantSeconds * 1e3,
-                    largest.count() / dequantSeconds / 1e9, largest.count() * 4.0 / dequantSeconds / 1e9,
+            Nf4Linear largest = quantized.stream().max((x, y) -> Integer.compare(x.count(), y.count())).orElseThrow();
+            double dequantSeconds = Nf4DequantizeBenchmark.secondsPerDequantize(largest, manager, 20);
+            System.out.printf(Locale.ROOT, "  dequantize [%d, %d] with libtorch ops: %.1f ms, %.2f G params/s, %.2f GB/s "
+                    + "of fp32 written (%.2f GB/s NF4 read)%n", largest.outFeatures(), largest.inFeatures(),
+                    dequantSeconds * 1e3, largest.count() / dequantSeconds / 1e9, largest.count() * 4.0 / dequantSeconds / 1e9,
                     largest.storageBytes() / dequantSeconds / 1e9);
         }
         estimate(ModelPreset.load("mixtral-8x7b"), "mixtral-8x7b");

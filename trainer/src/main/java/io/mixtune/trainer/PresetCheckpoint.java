@@ -12,6 +12,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.List;
 import java.util.Locale;
+import java.util.OptionalInt;
 
 /**
  * A preset of configs/models/ written as a Hugging Face checkpoint with random weights and the bundled Mistral v1
@@ -29,12 +30,23 @@ public final class PresetCheckpoint {
 
     /** @return the preset's config */
     public static ModelConfig write(String presetName, Path outDir, long seed, DType dtype) {
-        ModelConfig config = ModelPreset.load(presetName);
+        return write(presetName, OptionalInt.empty(), outDir, seed, dtype);
+    }
+
+    /**
+     * @param layers the preset cut to this many decoder layers (any preset, even a shape-only one: the caller asked
+     *     for its size), or empty for the preset as it is
+     * @return the config written
+     */
+    public static ModelConfig write(String presetName, OptionalInt layers, Path outDir, long seed, DType dtype) {
+        ModelConfig preset = ModelPreset.load(presetName);
+        ModelConfig config = layers.isPresent() ? preset.withHiddenLayers(layers.getAsInt()) : preset;
         long parameters = config.parameterCount();
-        if (parameters > MAX_MATERIALISED_PARAMETERS) {
+        if (layers.isEmpty() && parameters > MAX_MATERIALISED_PARAMETERS) {
             throw new IllegalArgumentException(String.format(Locale.ROOT,
                     "preset %s has %.1fB parameters: it holds the real shapes for memory plans and is never written "
-                            + "with random weights; use tiny-mistral or tiny-mixtral", presetName, parameters / 1e9));
+                            + "with random weights; use tiny-mistral or tiny-mixtral, or --layers N for its real "
+                            + "per-layer shapes with fewer layers", presetName, parameters / 1e9));
         }
         RandomCheckpoint.write(config, outDir, seed, dtype, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
         if (config.vocabSize() == ModelPreset.MISTRAL_V1_VOCAB_SIZE) {

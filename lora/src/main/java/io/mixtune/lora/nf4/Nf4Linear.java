@@ -23,41 +23,63 @@ public final class Nf4Linear implements Linear {
     private static final ThreadLocal<ByteBuffer> STAGING =
             ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(0).order(ByteOrder.nativeOrder()));
 
-    private final Nf4Tensor weight;
+    /** The codes on the Java heap, dequantized in Java (null when held in libtorch). */
+    private final Nf4Tensor heapWeight;
+    /** The codes in libtorch on the model's device, dequantized there (null when held on the heap). */
+    private final Nf4DeviceTensor deviceWeight;
     private final long outFeatures;
     private final long inFeatures;
 
     public Nf4Linear(Nf4Tensor weight) {
-        long[] shape = weight.shape();
+        this(weight, null, weight.shape());
+    }
+
+    public Nf4Linear(Nf4DeviceTensor weight) {
+        this(null, weight, weight.shape());
+    }
+
+    private Nf4Linear(Nf4Tensor heapWeight, Nf4DeviceTensor deviceWeight, long[] shape) {
         if (shape.length != 2) {
             throw new IllegalArgumentException("a linear weight is [out, in], got " + java.util.Arrays.toString(shape));
         }
-        this.weight = weight;
+        this.heapWeight = heapWeight;
+        this.deviceWeight = deviceWeight;
         this.outFeatures = shape[0];
         this.inFeatures = shape[1];
     }
 
-    public Nf4Tensor weight() {
-        return weight;
+    /** Quantized parameters. */
+    public int count() {
+        return heapWeight != null ? heapWeight.count() : deviceWeight.count();
+    }
+
+    /** Bytes the quantized weight takes: packed codes plus the absmax storage. */
+    public long storageBytes() {
+        return heapWeight != null ? heapWeight.storageBytes() : deviceWeight.storageBytes();
     }
 
     @Override
     public NDArray forward(NDArray x) {
-        NDManager manager = x.getManager();
-        int bytes = Math.multiplyExact(weight.count(), Float.BYTES);
+        return ai.djl.nn.core.Linear.linear(x, dequantizedWeight(x.getManager(), x.getDataType())).singletonOrThrow();
+    }
+
+    /** The dense weight [out, in] in {@code type} on {@code manager}'s device, attached to {@code manager}. */
+    public NDArray dequantizedWeight(NDManager manager, DataType type) {
+        if (deviceWeight != null) {
+            return deviceWeight.dequantize(manager, type);
+        }
+        int bytes = Math.multiplyExact(heapWeight.count(), Float.BYTES);
         ByteBuffer staging = STAGING.get();
         if (staging.capacity() < bytes) {
             staging = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
             STAGING.set(staging);
         }
         staging.clear();
-        staging.asFloatBuffer().put(weight.dequantize());
-        NDArray dense;
+        staging.asFloatBuffer().put(heapWeight.dequantize());
         try (NDArray staged = manager.create(staging.slice(0, bytes), new Shape(outFeatures, inFeatures),
                 DataType.FLOAT32)) {
-            dense = x.getDataType() == DataType.FLOAT32 ? staged.duplicate() : staged.toType(x.getDataType(), false);
+            return type == DataType.FLOAT32 ? staged.duplicate() : staged.toType(type, false);
         }
-        return ai.djl.nn.core.Linear.linear(x, dense).singletonOrThrow();
     }
 
     @Override

@@ -37,6 +37,13 @@ public record ModelConfig(
         int bosTokenId,
         int eosTokenId) {
 
+    /** The same model with {@code layers} decoder layers: real per-layer shapes at a size a device check can hold. */
+    public ModelConfig withHiddenLayers(int layers) {
+        return new ModelConfig(modelType, hiddenSize, intermediateSize, layers, numAttentionHeads, numKeyValueHeads,
+                headDim, vocabSize, rmsNormEps, ropeTheta, slidingWindow, maxPositionEmbeddings, tieWordEmbeddings,
+                numLocalExperts, numExpertsPerTok, routerAuxLossCoef, bosTokenId, eosTokenId);
+    }
+
     public enum ModelType {
         MISTRAL, MIXTRAL;
 

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
@@ -42,7 +43,7 @@ final class EvalCommand implements Command {
     @Override
     public String usage() {
         return "--model DIR [--adapter DIR] [--quantize nf4|none] --data FILE [--template mistral|chatml] "
-                + "[--max-seq-len N] [--batch-size N]";
+                + "[--max-seq-len N] [--batch-size N] [--device auto|cpu|gpu]";
     }
 
     @Override
@@ -60,7 +61,8 @@ final class EvalCommand implements Command {
                 .addOption(Mixtune.option("max-seq-len", "N", "longest sample, as data.max_seq_len (longer chats lose "
                         + "trailing turns, as in training), and the packed row length (default "
                         + DEFAULT_MAX_SEQ_LEN + ", or the model's max_position_embeddings if fewer)"))
-                .addOption(Mixtune.option("batch-size", "N", "packed rows per forward pass (default 1)"));
+                .addOption(Mixtune.option("batch-size", "N", "packed rows per forward pass (default 1)"))
+                .addOption(Mixtune.deviceOption());
     }
 
     @Override
@@ -70,6 +72,7 @@ final class EvalCommand implements Command {
             throw new UsageException("--model " + modelDir + ": is a file, expected a Hugging Face checkpoint directory "
                     + "(config.json + safetensors)");
         }
+        Device device = Mixtune.device(line);
         if (!Files.isDirectory(modelDir)) {
             throw new UsageException("--model " + modelDir + ": no such directory (expected a Hugging Face checkpoint)");
         }
@@ -145,7 +148,7 @@ final class EvalCommand implements Command {
             throw new UsageException("--data " + dataFile + ": no assistant token to score (" + dataset.report() + ")");
         }
 
-        try (NDManager manager = NDManager.newBaseManager();
+        try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
             if (adapterDir != null) {
                 try {

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
@@ -58,12 +59,14 @@ final class GenerateCommand implements Command {
                 .addOption(Mixtune.option("output-ids", null, "print the new token ids, comma-separated, as the last "
                         + "line of stdout"))
                 .addOption(Mixtune.option("dump-logits", "FILE", "write the prompt's logits [prompt_len, vocab] "
-                        + "float32 to FILE as safetensors (tensor 'logits')"));
+                        + "float32 to FILE as safetensors (tensor 'logits')"))
+                .addOption(Mixtune.deviceOption());
     }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        Device device = Mixtune.device(line);
         if (line.hasOption("prompt") == line.hasOption("prompt-ids")) {
             throw new UsageException("give exactly one of --prompt and --prompt-ids");
         }
@@ -80,7 +83,7 @@ final class GenerateCommand implements Command {
             throw new IllegalArgumentException(modelDir + ": no such model directory");
         }
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
-        try (NDManager manager = NDManager.newBaseManager();
+        try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
             if (line.hasOption("adapter")) {
                 PeftAdapter.load(new LoraModel(model), Path.of(line.getOptionValue("adapter")), "default");

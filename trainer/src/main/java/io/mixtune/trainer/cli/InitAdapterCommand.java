@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.LoraModel;
@@ -72,7 +73,9 @@ final class InitAdapterCommand implements Command {
         if (Files.exists(outDir.resolve(PeftAdapter.CONFIG_FILE))) {
             throw new IllegalArgumentException(outDir + " already holds an adapter (" + PeftAdapter.CONFIG_FILE + ")");
         }
-        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+        // On the CPU whatever the machine has: PEFT's init drawn there gives the same adapter file everywhere.
+        try (NDManager manager = NDManager.newBaseManager(Device.cpu());
+                CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
             LoraModel lora = new LoraModel(model);
             lora.addAdapter("default", config, init, Mixtune.intOption(line, "seed", 0));
             PeftAdapter.save(lora, "default", outDir, modelDir.toString());

@@ -9,6 +9,7 @@ import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
+import java.util.OptionalInt;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
@@ -26,7 +27,7 @@ final class InitModelCommand implements Command {
 
     @Override
     public String usage() {
-        return "--preset NAME --out DIR [--seed S] [--dtype bf16|fp16|fp32] [--force]";
+        return "--preset NAME --out DIR [--layers N] [--seed S] [--dtype bf16|fp16|fp32] [--force]";
     }
 
     @Override
@@ -34,6 +35,8 @@ final class InitModelCommand implements Command {
         return new Options()
                 .addOption(Mixtune.option("preset", "NAME", "model preset: " + String.join(", ", ModelPreset.NAMES)))
                 .addOption(Mixtune.option("out", "DIR", "directory to write config.json, safetensors, tokenizer to"))
+                .addOption(Mixtune.option("layers", "N", "only the first N decoder layers, the preset's real shapes "
+                        + "otherwise (any preset: mistral-7b and mixtral-8x7b included, for device checks)"))
                 .addOption(Mixtune.option("seed", "S", "random seed (default 0)"))
                 .addOption(Mixtune.option("dtype", "TYPE", "weight dtype in the file: bf16 (default), fp16 or fp32"))
                 .addOption(Mixtune.option("force", null, "overwrite a checkpoint already in --out"));
@@ -52,7 +55,12 @@ final class InitModelCommand implements Command {
         if (!ModelPreset.NAMES.contains(presetName)) {
             throw new UsageException("no model preset named \"" + presetName + "\": expected one of " + ModelPreset.NAMES);
         }
-        ModelConfig config = PresetCheckpoint.write(presetName, outDir, seed, dtype);
+        int layers = Mixtune.intOption(line, "layers", 0);
+        if (line.hasOption("layers") && layers < 1) {
+            throw new UsageException("--layers expects a positive number of decoder layers, got " + layers);
+        }
+        ModelConfig config = PresetCheckpoint.write(presetName, line.hasOption("layers") ? OptionalInt.of(layers)
+                : OptionalInt.empty(), outDir, seed, dtype);
         long parameters = config.parameterCount();
         out.printf(Locale.ROOT, "wrote %s (%s, %,d parameters, %s, seed %d) to %s%n", presetName,
                 config.modelType().hfName(), parameters, dtype, seed, outDir);

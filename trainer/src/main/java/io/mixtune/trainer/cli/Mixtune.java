@@ -1,6 +1,10 @@
 package io.mixtune.trainer.cli;
 
+import ai.djl.Device;
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.trainer.device.ComputeDevice;
+import io.mixtune.trainer.device.NoGpuException;
+import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.recipe.RecipeException;
 import java.io.PrintStream;
 import java.io.PrintWriter;
@@ -24,6 +28,8 @@ public final class Mixtune {
     static final int OK = 0;
     static final int FAILURE = 1;
     static final int USAGE = 2;
+    /** Lets DJL download a CUDA libtorch once (run time is offline otherwise); see TorchSetup. */
+    static final String ALLOW_DOWNLOAD = "--allow-download";
 
     private final Map<String, Command> commands = new LinkedHashMap<>();
 
@@ -31,7 +37,7 @@ public final class Mixtune {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
                 new RecipesCommand.Show(), new RecipesCommand.Copy(), new EvalCommand(), new DataCommand.Prepare(),
                 new DataCommand.Preview(), new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
-                new MergeAdapterCommand(), new MergeCommand())) {
+                new MergeAdapterCommand(), new MergeCommand(), new EnvCommand())) {
             commands.put(command.name(), command);
         }
         Command plan = new PlanCommand();
@@ -44,7 +50,9 @@ public final class Mixtune {
 
     int run(String[] args, PrintStream out, PrintStream err) {
         boolean verbose = Arrays.asList(args).contains("--verbose");
-        String[] rest = Arrays.stream(args).filter(a -> !a.equals("--verbose")).toArray(String[]::new);
+        boolean allowDownload = Arrays.asList(args).contains(ALLOW_DOWNLOAD) || TorchSetup.downloadAllowedByEnvironment();
+        String[] rest = Arrays.stream(args).filter(a -> !a.equals("--verbose") && !a.equals(ALLOW_DOWNLOAD))
+                .toArray(String[]::new);
         if (rest.length == 0 || rest[0].equals("--help") || rest[0].equals("-h") || rest[0].equals("help")) {
             printOverview(rest.length == 0 ? err : out);
             return rest.length == 0 ? USAGE : OK;
@@ -72,6 +80,7 @@ public final class Mixtune {
             return OK;
         }
         try {
+            TorchSetup.apply(allowDownload);
             CommandLine line = new DefaultParser().parse(command.options(), commandArgs);
             List<String> positional = line.getArgList();
             List<String> expected = command.arguments();
@@ -83,7 +92,7 @@ public final class Mixtune {
                         expected.size())));
             }
             return command.run(line, out);
-        } catch (ParseException | UsageException e) {
+        } catch (ParseException | UsageException | NoGpuException e) {
             err.println("mixtune " + command.name() + ": " + e.getMessage() + " (see mixtune " + command.name()
                     + " --help)");
             if (verbose) {
@@ -130,7 +139,9 @@ public final class Mixtune {
         }
         out.println();
         out.println("global options:");
-        out.println("  --verbose    print stack traces with errors");
+        out.println("  --verbose          print stack traces with errors");
+        out.println("  --allow-download   let DJL download a CUDA libtorch once into its cache (also "
+                + "MIXTUNE_ALLOW_DOWNLOAD=1); run time is offline otherwise (see mixtune env)");
     }
 
     private static void printCommandHelp(Command command, PrintStream out) {
@@ -167,6 +178,24 @@ public final class Mixtune {
             return Double.parseDouble(value.trim());
         } catch (NumberFormatException e) {
             throw new UsageException("--" + name + " expects a number, got '" + value + "'");
+        }
+    }
+
+    /** --device auto|cpu|gpu, as model.device in a recipe. */
+    static Option deviceOption() {
+        return option("device", "D", "auto (the GPU when libtorch has CUDA and sees one, else the CPU; default), "
+                + "cpu or gpu (fails with the set-up steps when no GPU is usable; see mixtune env)");
+    }
+
+    static Device device(CommandLine line) {
+        String value = line.getOptionValue("device", "auto");
+        if (!List.of("auto", "cpu", "gpu").contains(value)) {
+            throw new UsageException("--device expects auto, cpu or gpu, got '" + value + "'");
+        }
+        try {
+            return ComputeDevice.choose(value);
+        } catch (NoGpuException e) {
+            throw new NoGpuException("--" + e.getMessage());
         }
     }
 

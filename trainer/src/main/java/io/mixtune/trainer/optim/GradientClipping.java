@@ -1,6 +1,8 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.index.NDIndex;
 import java.util.List;
 
@@ -8,18 +10,33 @@ import java.util.List;
 public final class GradientClipping {
     private GradientClipping() {}
 
-    /** The L2 norm of all the parameters' gradients together, computed in double from per-array sums of squares. */
+    /**
+     * The L2 norm of all the parameters' gradients together, computed in double from per-array sums of squares. The
+     * per-array sums are read back in one transfer: on a GPU each read is a device synchronisation, and a Mixtral
+     * adapter on every expert has thousands of arrays.
+     */
     public static double globalNorm(List<NDArray> parameters) {
-        double sum = 0;
-        for (NDArray parameter : parameters) {
-            // getGradient() hands out a new handle each call, and every result lands in the parameter's manager: close
-            // them all, or memory grows each step.
-            try (NDArray gradient = parameter.getGradient(); NDArray squares = gradient.square();
-                    NDArray total = squares.sum()) {
-                sum += total.getFloat();
+        NDList totals = new NDList(parameters.size());
+        try {
+            for (NDArray parameter : parameters) {
+                // getGradient() hands out a new handle each call, and every result lands in the parameter's manager:
+                // close them all, or memory grows each step.
+                try (NDArray gradient = parameter.getGradient(); NDArray squares = gradient.square()) {
+                    totals.add(squares.sum());
+                }
             }
+            float[] sums;
+            try (NDArray stacked = NDArrays.stack(totals)) {
+                sums = stacked.toFloatArray();
+            }
+            double sum = 0;
+            for (float arraySum : sums) {
+                sum += arraySum;
+            }
+            return Math.sqrt(sum);
+        } finally {
+            totals.close();
         }
-        return Math.sqrt(sum);
     }
 
     /**

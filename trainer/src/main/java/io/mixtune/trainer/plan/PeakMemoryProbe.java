@@ -1,5 +1,6 @@
 package io.mixtune.trainer.plan;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -73,8 +74,8 @@ public final class PeakMemoryProbe {
         Files.writeString(Path.of("/proc/self/clear_refs"), "5");
         long rssBefore = status("VmRSS");
 
-        try (NDManager manager = NDManager.newBaseManager()) {
-            DataType computeType = TrainingModel.computeType(recipe.model());
+        try (NDManager manager = NDManager.newBaseManager(Device.cpu())) {
+            DataType computeType = TrainingModel.computeType(recipe.model(), Device.cpu());
             MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                     ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
             CausalLm model = MistralCheckpoint.load(modelDir, manager, linears, computeType);
@@ -120,7 +121,7 @@ public final class PeakMemoryProbe {
 
     /** libtorch's thread pools and autograd engine start on first use: start them before the baseline. */
     private static void warmUpEngine() {
-        try (NDManager manager = NDManager.newBaseManager()) {
+        try (NDManager manager = NDManager.newBaseManager(Device.cpu())) {
             NDArray weight = manager.randomNormal(new Shape(64, 64));
             weight.setRequiresGradient(true);
             try (GradientCollector collector = Engine.getInstance().newGradientCollector()) {

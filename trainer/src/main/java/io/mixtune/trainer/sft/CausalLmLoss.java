@@ -249,7 +249,8 @@ public final class CausalLmLoss {
             return assignments.mean(new int[] {0});
         }
         NDArray weights = realTokens.tile(routerLogits.size()); // layers are concatenated token-major per layer
-        return Scalars.dividedBy(assignments.mul(weights.reshape(-1, 1)).sum(new int[] {0}), weights.sum().getFloat());
+        // Divided by the count as a device array, not a float read back: no synchronisation, the same float32 division.
+        return assignments.mul(weights.reshape(-1, 1)).sum(new int[] {0}).div(weights.sum());
     }
 
     /**

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.sft;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -12,6 +13,8 @@ import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
+import io.mixtune.trainer.device.ComputeDevice;
+import io.mixtune.trainer.device.NoGpuException;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import java.io.PrintStream;
@@ -28,30 +31,34 @@ import java.util.Locale;
 public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir,
         DataType computeType) implements AutoCloseable {
 
-    /** Refuses, before anything is read or written, a model this install cannot train. */
-    public static void check(Recipe recipe) {
+    /**
+     * Refuses, before anything is read or written, a model this install cannot train: a shape-only preset, or
+     * device: gpu without a usable GPU ({@link NoGpuException}, with the set-up steps). Returns the device.
+     */
+    public static Device check(Recipe recipe) {
         if (recipe.model().preset() != null && ModelPreset.load(recipe.model().preset()).parameterCount()
                 > PresetCheckpoint.MAX_MATERIALISED_PARAMETERS) {
             throw new RecipeValueException("model.preset", recipe.model().preset() + " holds the model's shapes "
                     + "(for memory plans), not weights: train on the checkpoint with --set model.path=DIR");
         }
-        if ("gpu".equals(recipe.model().device())) {
-            throw new RecipeValueException("model.device", "gpu asked for, but this install runs libtorch for CPU "
-                    + "only (pytorch-native-cpu); use device: cpu or auto");
+        try {
+            return ComputeDevice.choose(recipe.model().device());
+        } catch (NoGpuException e) {
+            throw new NoGpuException("model." + e.getMessage());
         }
     }
 
     public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
-        check(recipe);
+        Device device = check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
         if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
             PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
         }
-        NDManager manager = NDManager.newBaseManager();
+        NDManager manager = NDManager.newBaseManager(device);
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                 ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
-        DataType computeType = computeType(recipe.model());
-        if (computeType == DataType.FLOAT16) {
+        DataType computeType = computeType(recipe.model(), device);
+        if (computeType == DataType.FLOAT16 && !device.isGpu()) {
             out.println("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
                     + "fp16 is meant for a GPU");
         }
@@ -77,9 +84,16 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
                 adapterParameters, parameters.size());
     }
 
-    /** model.compute_dtype: auto is float32 here, since this install runs libtorch for CPU only. */
-    public static DataType computeType(Recipe.Model model) {
-        return "fp16".equals(model.computeDtype()) ? DataType.FLOAT16 : DataType.FLOAT32;
+    /**
+     * model.compute_dtype: auto is float16 (with dynamic loss scaling) on a GPU, since DJL's PyTorch JNI has no
+     * bfloat16, and float32 on the CPU, where float16 matmuls crawl.
+     */
+    public static DataType computeType(Recipe.Model model, Device device) {
+        return switch (model.computeDtype()) {
+            case "fp16" -> DataType.FLOAT16;
+            case "fp32" -> DataType.FLOAT32;
+            default -> device.isGpu() ? DataType.FLOAT16 : DataType.FLOAT32;
+        };
     }
 
     @Override

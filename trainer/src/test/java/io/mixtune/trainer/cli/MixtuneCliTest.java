@@ -74,6 +74,22 @@ class MixtuneCliTest {
         assertTrue(huge.err().contains("46.7B parameters"), huge.err());
     }
 
+    /** --layers keeps a preset's per-layer shapes with fewer layers (bench/gpu's 7B- and 8x7B-shaped checkpoints). */
+    @Test
+    void initModelWithFewerLayers(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("one-layer");
+        Result init = run("init-model", "--preset", "tiny-mixtral", "--layers", "1", "--out", model.toString());
+        assertEquals(0, init.code(), init.err());
+        assertTrue(Files.readString(model.resolve("config.json")).contains("\"num_hidden_layers\" : 1"),
+                Files.readString(model.resolve("config.json")));
+        try (SafetensorsReader reader = SafetensorsReader.open(model)) {
+            assertTrue(reader.contains("model.layers.0.block_sparse_moe.experts.3.w2.weight"));
+            assertFalse(reader.contains("model.layers.1.input_layernorm.weight"));
+        }
+        assertEquals(2, run("init-model", "--preset", "tiny-mixtral", "--layers", "0", "--out", model.toString(),
+                "--force").code());
+    }
+
     @Test
     void initModelThenGenerate(@TempDir Path dir) throws Exception {
         Path model = dir.resolve("tiny");

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds DJL 0.35.1's PyTorch JNI (libdjl_torch.so) from its source against another libtorch, for when the jar's
+# prebuilt 2.7.1 JNI does not work with the libtorch at hand (with pip's torch 2.13 it loads but creates no tensor).
+# The source comes from bench/gpu/dist/djl-jni (prepare.sh exports it from github.com/deepjavalibrary/djl at v0.35.1
+# with the JNI header javac generates; never committed). Compiled with g++ straight against torch's headers and
+# libraries, without USE_CUDA (that define only adds inference CUDA streams and emptyCache) so no CUDA toolkit is
+# needed. Installs it where DJL looks before its jar: ENGINE_CACHE_DIR (default ~/.djl.ai)/pytorch/
+# VERSION-FLAVOR-linux-x86_64/0.35.1-libdjl_torch.so, and prints the PYTORCH_* exports that select it.
+# Usage: bench/gpu/build-jni.sh [build dir, default /tmp/djl-jni-build]; PYTORCH_LIBRARY_PATH names torch/lib
+# (default: python3's torch).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+src="$root/bench/gpu/dist/djl-jni"
+build="${1:-/tmp/djl-jni-build}"
+[ -d "$src" ] || { [ -f "$root/bench/gpu/dist.tar.gz" ] && tar -C "$root/bench/gpu" -xzf "$root/bench/gpu/dist.tar.gz"; }
+[ -d "$src" ] || { echo "build-jni: no DJL JNI source in $src (run bench/gpu/prepare.sh)" >&2; exit 2; }
+lib="${PYTORCH_LIBRARY_PATH:-$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib}"
+torch_root="$(cd "$lib/.." && pwd)"
+version="$(sed -n "s/^__version__[^'\"]*['\"]\([^'\"+]*\).*/\1/p" "$torch_root/version.py")"
+cuda="$(sed -n "s/^cuda[^'\"]*['\"]\([0-9]*\)\.\([0-9]\).*/\1\2/p" "$torch_root/version.py")"
+flavor="$([ -n "$cuda" ] && echo "cu$cuda" || echo cpu)"
+abi="$(python3 -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))' 2>/dev/null || echo 1)"
+native="$src/engines/pytorch/pytorch-native"
+echo "build-jni: DJL 0.35.1 JNI against torch $version ($flavor, cxx11 abi $abi) in $torch_root" >&2
+rm -rf "$build" && mkdir -p "$build"
+flags=(-std=c++17 -O2 -fPIC -D_GLIBCXX_USE_CXX11_ABI="$abi" -I"$native/build/include" -I"$src/jni-include"
+  -I"$src/jni-include/linux" -I"$src/api/src/main/native" -I"$torch_root/include"
+  -I"$torch_root/include/torch/csrc/api/include")
+ls "$native"/src/main/native/*.cc | xargs -P "$(nproc)" -I{} sh -c \
+  'g++ "$@" -c "{}" -o "'"$build"'/$(basename "{}" .cc).o"' _ "${flags[@]}"
+g++ -shared -o "$build/libdjl_torch.so" "$build"/*.o -L"$lib" -Wl,-rpath,"$lib" -ltorch -ltorch_cpu -lc10
+cache="${ENGINE_CACHE_DIR:-${DJL_CACHE_DIR:-$HOME/.djl.ai}}/pytorch/$version-$flavor-linux-x86_64"
+mkdir -p "$cache"
+cp "$build/libdjl_torch.so" "$cache/0.35.1-libdjl_torch.so"
+echo "build-jni: installed $cache/0.35.1-libdjl_torch.so; select it with:" >&2
+echo "export PYTORCH_LIBRARY_PATH=$lib PYTORCH_VERSION=$version PYTORCH_FLAVOR=$flavor"

@@ -1,0 +1,139 @@
+package io.mixtune.trainer.device;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.UnaryOperator;
+
+/**
+ * Where DJL 0.35.1 will take libtorch from, as its {@code ai.djl.pytorch.jni.LibUtils} decides, read from the same
+ * environment variables and system properties (each looked up as an environment variable first, then as a system
+ * property, DJL's {@code Utils.getEnvOrSystemProperty}) before the engine loads:
+ *
+ * <ol>
+ *   <li>{@code PYTORCH_LIBRARY_PATH}: the first folder in it holding {@code libtorch.so}. DJL then takes the version
+ *       from {@code PYTORCH_VERSION} and the flavor from {@code PYTORCH_FLAVOR} (unset: "cu" + the driver's CUDA
+ *       version when a GPU is present, else cpu-precxx11), and the JNI from that folder, from its cache
+ *       ({@code ~/.djl.ai/pytorch/VERSION-FLAVOR-linux-x86_64/0.35.1-libdjl_torch.so}) or, when the pytorch-jni jar's
+ *       {@code jni_version} starts with VERSION-0.35.1, from the jar's {@code jnilib/linux-x86_64/FLAVOR/}: that jar
+ *       carries {@code cpu} and {@code cu128}, so 2.7.1 with cu128 needs no network.</li>
+ *   <li>Otherwise the bundled CPU libtorch (the pytorch-native-cpu jar, extracted once into the cache).</li>
+ *   <li>DJL downloads libtorch (publish.djl.ai) only when no native jar is on the class path and network is allowed;
+ *       mixtune hides the bundled jar and allows it only with {@code --allow-download} or
+ *       {@code MIXTUNE_ALLOW_DOWNLOAD=1} ({@link TorchSetup}).</li>
+ * </ol>
+ */
+public record TorchSource(Kind kind, Path libraryDir, String version, String flavor) {
+    /** The libtorch version DJL 0.35.1's JNI is built for. */
+    public static final String VERSION = "2.7.1";
+    /** The CUDA flavor whose JNI the pytorch-jni jar carries for linux-x86_64. */
+    public static final String CUDA_FLAVOR = "cu128";
+
+    public enum Kind {
+        /** pytorch-native-cpu from the class path, the default. */
+        BUNDLED_CPU,
+        /** an existing libtorch named by PYTORCH_LIBRARY_PATH. */
+        LIBRARY_PATH,
+        /** DJL's one-time download into its cache, allowed by --allow-download. */
+        DOWNLOAD
+    }
+
+    /** What DJL will do given these settings; {@code lookup} answers environment variables and system properties. */
+    public static TorchSource configured(UnaryOperator<String> lookup, boolean allowDownload) {
+        String path = blankToNull(lookup.apply("PYTORCH_LIBRARY_PATH"));
+        String version = blankToNull(lookup.apply("PYTORCH_VERSION"));
+        String flavor = blankToNull(lookup.apply("PYTORCH_FLAVOR"));
+        if (path != null) {
+            Path dir = libtorchDir(path);
+            if (dir != null) {
+                return new TorchSource(Kind.LIBRARY_PATH, dir, version == null ? VERSION : version, flavor);
+            }
+        }
+        if (allowDownload) {
+            return new TorchSource(Kind.DOWNLOAD, null, VERSION, flavor == null ? CUDA_FLAVOR : flavor);
+        }
+        return new TorchSource(Kind.BUNDLED_CPU, null, VERSION, "cpu");
+    }
+
+    /**
+     * What stops this configuration from loading a CUDA libtorch DJL 0.35.1 can drive, one sentence each; empty when
+     * nothing is known to be wrong ({@code lookup} as for {@link #configured}).
+     */
+    public static List<String> problems(UnaryOperator<String> lookup) {
+        List<String> problems = new ArrayList<>();
+        String path = blankToNull(lookup.apply("PYTORCH_LIBRARY_PATH"));
+        if (path == null) {
+            return problems;
+        }
+        if (libtorchDir(path) == null) {
+            problems.add("PYTORCH_LIBRARY_PATH=" + path + " holds no libtorch.so: DJL ignores it and loads the bundled "
+                    + "CPU libtorch");
+            return problems;
+        }
+        String pipVersion = pipTorchVersion(libtorchDir(path));
+        if (pipVersion != null && !pipVersion.startsWith(VERSION)) {
+            problems.add(libtorchDir(path) + " is pip torch " + pipVersion + ", not " + VERSION + ": DJL 0.35.1's JNI "
+                    + "may load against it, but measured with pip torch 2.13.0+cpu it fails to create any tensor "
+                    + "(torchFromBlob: \"set_stride is not allowed on a Tensor created from .data or .detach()\")");
+        }
+        String version = blankToNull(lookup.apply("PYTORCH_VERSION"));
+        if (version == null) {
+            problems.add("PYTORCH_VERSION is not set: set it to " + VERSION + " (the version DJL 0.35.1's JNI is built "
+                    + "for)");
+        } else if (!version.startsWith(VERSION)) {
+            problems.add("PYTORCH_VERSION=" + version + ": DJL 0.35.1's JNI is built for libtorch " + VERSION + "; with "
+                    + "another version DJL looks for a JNI in the folder, its cache or publish.djl.ai");
+        }
+        String flavor = blankToNull(lookup.apply("PYTORCH_FLAVOR"));
+        if (flavor == null) {
+            problems.add("PYTORCH_FLAVOR is not set: set it to " + CUDA_FLAVOR + " for a CUDA libtorch (cpu for a CPU "
+                    + "one), the JNI flavors the pytorch-jni jar carries");
+        } else if (!flavor.equals(CUDA_FLAVOR) && !flavor.equals("cpu")) {
+            problems.add("PYTORCH_FLAVOR=" + flavor + ": the pytorch-jni jar carries JNIs for cpu and " + CUDA_FLAVOR
+                    + " only");
+        }
+        return problems;
+    }
+
+    /** The version a pip install of torch records beside its lib folder (torch/version.py), or null. */
+    static String pipTorchVersion(Path libDir) {
+        Path versionFile = libDir.getParent() == null ? null : libDir.getParent().resolve("version.py");
+        if (versionFile == null || !Files.isRegularFile(versionFile)) {
+            return null;
+        }
+        try {
+            for (String line : Files.readAllLines(versionFile)) {
+                java.util.regex.Matcher m = java.util.regex.Pattern.compile("__version__\\s*(?::\\s*str\\s*)?=\\s*"
+                        + "['\"]([^'\"]+)['\"]").matcher(line);
+                if (m.find()) {
+                    return m.group(1);
+                }
+            }
+        } catch (java.io.IOException e) {
+            return null;
+        }
+        return null;
+    }
+
+    /** The folder of the first entry of a PYTORCH_LIBRARY_PATH that holds libtorch.so (or is it), as DJL picks it. */
+    static Path libtorchDir(String libraryPath) {
+        for (String entry : libraryPath.split(java.io.File.pathSeparator)) {
+            if (entry.isEmpty()) {
+                continue;
+            }
+            Path path = Path.of(entry);
+            if (Files.isRegularFile(path) && path.getFileName().toString().equals("libtorch.so")) {
+                return path.toAbsolutePath().getParent();
+            }
+            if (Files.isRegularFile(path.resolve("libtorch.so"))) {
+                return path.toAbsolutePath();
+            }
+        }
+        return null;
+    }
+
+    private static String blankToNull(String value) {
+        return value == null || value.isBlank() ? null : value.trim();
+    }
+}

@@ -1,0 +1,76 @@
+package io.mixtune.trainer.device;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Which libtorch DJL 0.35.1 will load for given PYTORCH_* settings, and what is wrong with them. */
+class TorchSourceTest {
+
+    @Test
+    void bundledCpuLibtorchIsTheDefault() {
+        TorchSource source = TorchSource.configured(Map.<String, String>of()::get, false);
+        assertEquals(new TorchSource(TorchSource.Kind.BUNDLED_CPU, null, "2.7.1", "cpu"), source);
+        assertEquals(List.of(), TorchSource.problems(Map.<String, String>of()::get));
+    }
+
+    @Test
+    void aLibraryPathWithLibtorchWinsOverTheDownloadSwitch(@TempDir Path dir) throws IOException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "");
+        Map<String, String> settings = Map.of("PYTORCH_LIBRARY_PATH", dir.resolve("absent") + ":" + lib,
+                "PYTORCH_VERSION", "2.7.1", "PYTORCH_FLAVOR", "cu128");
+        assertEquals(new TorchSource(TorchSource.Kind.LIBRARY_PATH, lib.toAbsolutePath(), "2.7.1", "cu128"),
+                TorchSource.configured(settings::get, true));
+        assertEquals(List.of(), TorchSource.problems(settings::get));
+        // naming libtorch.so itself works as in DJL's findLibraryInPath
+        assertEquals(lib.toAbsolutePath(), TorchSource.configured(Map.of("PYTORCH_LIBRARY_PATH",
+                lib.resolve("libtorch.so").toString())::get, false).libraryDir());
+    }
+
+    @Test
+    void theDownloadSwitchAsksForTheCu128FlavorTheJniJarCarries() {
+        assertEquals(new TorchSource(TorchSource.Kind.DOWNLOAD, null, "2.7.1", "cu128"),
+                TorchSource.configured(Map.<String, String>of()::get, true));
+        assertEquals("cu126", TorchSource.configured(Map.of("PYTORCH_FLAVOR", "cu126")::get, true).flavor());
+    }
+
+    @Test
+    void namesWhatStopsALibraryPathFromWorking(@TempDir Path dir) throws IOException {
+        List<String> empty = TorchSource.problems(Map.of("PYTORCH_LIBRARY_PATH", dir.toString())::get);
+        assertEquals(1, empty.size());
+        assertTrue(empty.get(0).contains("holds no libtorch.so"), empty.get(0));
+        assertEquals(TorchSource.Kind.BUNDLED_CPU, TorchSource.configured(Map.of("PYTORCH_LIBRARY_PATH",
+                dir.toString())::get, false).kind());
+
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "");
+        Files.writeString(dir.resolve("torch/version.py"), "__all__ = ['__version__']\n__version__ = '2.13.0+cpu'\n");
+        List<String> problems = TorchSource.problems(Map.of("PYTORCH_LIBRARY_PATH", lib.toString(),
+                "PYTORCH_VERSION", "2.13.0", "PYTORCH_FLAVOR", "cu130")::get);
+        assertEquals(3, problems.size(), problems.toString());
+        assertTrue(problems.get(0).contains("is pip torch 2.13.0+cpu, not 2.7.1") && problems.get(0).contains(
+                "set_stride is not allowed"), problems.get(0));
+        assertTrue(problems.get(1).startsWith("PYTORCH_VERSION=2.13.0: DJL 0.35.1's JNI is built for libtorch 2.7.1"),
+                problems.get(1));
+        assertTrue(problems.get(2).contains("carries JNIs for cpu and cu128 only"), problems.get(2));
+        List<String> unset = TorchSource.problems(Map.of("PYTORCH_LIBRARY_PATH", lib.toString())::get);
+        assertTrue(unset.get(1).startsWith("PYTORCH_VERSION is not set") && unset.get(2).startsWith(
+                "PYTORCH_FLAVOR is not set"), unset.toString());
+    }
+
+    @Test
+    void setupStepsNameBothWays() {
+        String steps = GpuSetup.oneLine();
+        assertTrue(steps.contains("pip install torch==2.7.1 --index-url https://download.pytorch.org/whl/cu128"), steps);
+        assertTrue(steps.contains("export PYTORCH_VERSION=2.7.1 PYTORCH_FLAVOR=cu128"), steps);
+        assertTrue(steps.contains("--allow-download") && steps.contains("MIXTUNE_ALLOW_DOWNLOAD=1"), steps);
+    }
+}
