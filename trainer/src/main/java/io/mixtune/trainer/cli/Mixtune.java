@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.trainer.Refusal;
 import java.io.PrintStream;
 import java.io.PrintWriter;
 import java.util.Arrays;
@@ -83,6 +84,12 @@ public final class Mixtune {
         } catch (ParseException | UsageException e) {
             err.println("mixtune " + command.name() + ": " + e.getMessage() + " (see mixtune " + command.name()
                     + " --help)");
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            return USAGE;
+        } catch (Refusal e) {
+            err.println("mixtune " + command.name() + ": " + oneLine(e));
             if (verbose) {
                 e.printStackTrace(err);
             }

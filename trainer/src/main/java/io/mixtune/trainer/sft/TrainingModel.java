@@ -10,11 +10,9 @@ import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.recipe.Recipe;
 import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
@@ -43,8 +41,8 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
     public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
         check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
-        if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
-            PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
+        if (recipe.model().path() == null) {
+            CachedPreset.ensure(recipe.model().preset(), baseModelDir);
         }
         NDManager manager = NDManager.newBaseManager();
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
