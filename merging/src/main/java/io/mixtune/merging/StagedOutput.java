@@ -10,9 +10,10 @@ import java.nio.file.StandardCopyOption;
 import java.util.stream.Stream;
 
 /**
- * The output directory of a merge, written as a sibling {@code OUT.tmp-<pid>-<random>} ({@link StagingDirectory}) and renamed to {@code OUT} only when
- * complete, so a crash or an error half way never leaves a half-merged model under the name the user asked for. The
- * staging directory is deleted on failure.
+ * The output directory of a merge, written as a sibling {@code OUT.tmp-<pid>-<random>} ({@link StagingDirectory}) and
+ * renamed to {@code OUT} only when complete, so a crash or an error half way never leaves a half-merged model under the
+ * name the user asked for. The staging directory is deleted on failure, and by the next merge into OUT when a kill
+ * left it.
  */
 final class StagedOutput implements AutoCloseable {
     private static final String STAGING = "tmp";

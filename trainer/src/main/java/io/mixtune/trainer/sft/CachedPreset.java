@@ -3,6 +3,7 @@ package io.mixtune.trainer.sft;
 import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.checkpoint.StagingDirectory;
 import io.mixtune.model.safetensors.DType;
@@ -55,7 +56,8 @@ public final class CachedPreset {
         try {
             PresetCheckpoint.write(preset, staging, SEED, DTYPE);
             ObjectNode marker = JSON.valueToTree(Written.of(preset));
-            TrainingOutputs.list(staging).forEach(file -> marker.withArray(FILES).add(file.getFileName().toString()));
+            ArrayNode files = marker.putArray(FILES);
+            TrainingOutputs.list(staging).forEach(file -> files.add(file.getFileName().toString()));
             JSON.writerWithDefaultPrettyPrinter().writeValue(staging.resolve(MARKER_FILE).toFile(), marker);
             Files.move(staging, dir.toAbsolutePath().normalize(), StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
