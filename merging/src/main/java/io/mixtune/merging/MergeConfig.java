@@ -2,6 +2,7 @@ package io.mixtune.merging;
 
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonProperty;
+import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.safetensors.DType;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -119,6 +120,24 @@ public record MergeConfig(
             throw new IllegalArgumentException("rank must be a positive integer, got " + rank);
         }
         requireFitsMethod(method, baseModel, models, parameters, last);
+        requireApart(out, baseModel, models);
+    }
+
+    /**
+     * out must not be, hold or lie inside an input: replacing it (--force) would delete that input, writing into it
+     * would change one. A training run given as an input holds the checkpoints it stands for, so they are covered.
+     */
+    private static void requireApart(Path out, Path baseModel, List<Model> models) {
+        List<Path> inputs = new ArrayList<>(models.stream().map(Model::model).toList());
+        if (baseModel != null) {
+            inputs.add(baseModel);
+        }
+        for (Path input : inputs) {
+            String problem = PathOverlap.problem("out", out, input);
+            if (problem != null) {
+                throw new IllegalArgumentException(problem);
+            }
+        }
     }
 
     /** Settings that would be silently ignored are refused: a density given to linear is a mistake to point out. */

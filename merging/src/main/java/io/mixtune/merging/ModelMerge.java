@@ -34,11 +34,6 @@ public final class ModelMerge {
         if (base != null) {
             all.add(0, base);
         }
-        for (Path input : all) {
-            if (MergeConfig.samePath(input, config.out())) {
-                throw new IllegalArgumentException(input + ": is also out; merging never overwrites an input");
-            }
-        }
         boolean adapters = isAdapter(all.get(0));
         for (Path input : all) {
             if (isAdapter(input) != adapters) {

@@ -1,22 +1,23 @@
 package io.mixtune.merging;
 
+import io.mixtune.model.checkpoint.StagingDirectory;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.security.SecureRandom;
-import java.util.Comparator;
 import java.util.stream.Stream;
 
 /**
- * The output directory of a merge, written as a sibling {@code OUT.tmp-<random>} and renamed to {@code OUT} only when
- * complete, so a crash or an error half way never leaves a half-merged model under the name the user asked for. The
- * staging directory is deleted on failure.
+ * The output directory of a merge, written as a sibling {@code OUT.tmp-<pid>-<random>} ({@link StagingDirectory}) and
+ * renamed to {@code OUT} only when complete, so a crash or an error half way never leaves a half-merged model under the
+ * name the user asked for. The staging directory is deleted on failure, and by the next merge into OUT when a kill
+ * left it.
  */
 final class StagedOutput implements AutoCloseable {
-    private static final SecureRandom RANDOM = new SecureRandom();
+    private static final String STAGING = "tmp";
+    private static final String REPLACED = "old";
 
     private final Path target;
     private final Path staging;
@@ -38,17 +39,15 @@ final class StagedOutput implements AutoCloseable {
         }
     }
 
+    /**
+     * A fresh staging directory beside {@code target}, after deleting what merges into the same target that were
+     * killed left there (their staging or moved-aside directories; never those of a merge still running).
+     */
     static StagedOutput create(Path target, boolean force) {
         requireWritable(target, force);
-        Path absolute = target.toAbsolutePath().normalize();
-        try {
-            Files.createDirectories(absolute.getParent());
-            Path staging = absolute.resolveSibling(absolute.getFileName() + ".tmp-" + Long.toHexString(RANDOM.nextLong()));
-            Files.createDirectory(staging);
-            return new StagedOutput(absolute, staging);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create a staging directory next to " + target + ": " + e.getMessage(), e);
-        }
+        StagingDirectory.deleteAbandoned(target, STAGING);
+        StagingDirectory.deleteAbandoned(target, REPLACED);
+        return new StagedOutput(target.toAbsolutePath().normalize(), StagingDirectory.create(target, STAGING));
     }
 
     Path dir() {
@@ -63,14 +62,15 @@ final class StagedOutput implements AutoCloseable {
                 if (isEmptyOrAbsent(target)) {
                     Files.delete(target);
                 } else {
-                    replaced = target.resolveSibling(target.getFileName() + ".old-" + Long.toHexString(RANDOM.nextLong()));
+                    replaced = StagingDirectory.create(target, REPLACED);
+                    Files.delete(replaced); // only its name: the replaced target is renamed to it
                     move(target, replaced);
                 }
             }
             move(staging, target);
             committed = true;
             if (replaced != null) {
-                deleteRecursively(replaced);
+                StagingDirectory.deleteRecursively(replaced);
             }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot move the merged model from " + staging + " to " + target + ": "
@@ -82,7 +82,7 @@ final class StagedOutput implements AutoCloseable {
     public void close() {
         if (!committed) {
             try {
-                deleteRecursively(staging);
+                StagingDirectory.deleteRecursively(staging);
             } catch (IOException ignored) {
                 // A leftover OUT.tmp-* directory is plainly not the output; the original error matters more.
             }
@@ -105,17 +105,6 @@ final class StagedOutput implements AutoCloseable {
             Files.move(from, to, StandardCopyOption.ATOMIC_MOVE);
         } catch (AtomicMoveNotSupportedException e) {
             Files.move(from, to);
-        }
-    }
-
-    static void deleteRecursively(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> walk = Files.walk(dir)) {
-            for (Path path : walk.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(path);
-            }
         }
     }
 }

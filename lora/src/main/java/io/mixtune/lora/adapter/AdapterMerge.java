@@ -1,5 +1,6 @@
 package io.mixtune.lora.adapter;
 
+import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
@@ -35,8 +36,11 @@ public final class AdapterMerge {
      * @param dtype the dtype of the merged weights, or null to keep each tensor's own
      */
     public static List<Path> merge(Path modelDir, Path adapterDir, Path outDir, DType dtype, long maxShardBytes) {
-        if (outDir.toAbsolutePath().normalize().equals(modelDir.toAbsolutePath().normalize())) {
-            throw new IllegalArgumentException("--out must differ from --model: merging never overwrites the base");
+        for (Path input : List.of(modelDir, adapterDir)) {
+            String problem = PathOverlap.problem("out", outDir, input);
+            if (problem != null) {
+                throw new IllegalArgumentException(problem);
+            }
         }
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
         LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE));

@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import ai.djl.Device;
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.device.ComputeDevice;
 import io.mixtune.trainer.device.NoGpuException;
 import io.mixtune.trainer.device.TorchSetup;
@@ -108,7 +109,7 @@ public final class Mixtune {
                 e.printStackTrace(err);
             }
             return USAGE;
-        } catch (InvalidRecordException e) {
+        } catch (InvalidRecordException | Refusal e) {
             err.println("mixtune " + command.name() + ": " + oneLine(e));
             if (verbose) {
                 e.printStackTrace(err);

@@ -4,9 +4,13 @@ import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.sft.RunDirectory;
 import io.mixtune.trainer.sft.SftRecipe;
 import io.mixtune.trainer.sft.TrainingCheckpoint;
+import io.mixtune.trainer.sft.TrainingModel;
+import io.mixtune.trainer.sft.TrainingOutputs;
 import java.io.PrintStream;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
@@ -29,7 +33,7 @@ final class TrainCommand implements Command {
 
     @Override
     public String usage() {
-        return "--recipe R.yaml [--set key.path=value ...] [--resume [CHECKPOINT_DIR]]";
+        return "--recipe R.yaml [--set key.path=value ...] [--resume [CHECKPOINT_DIR | RUN_DIR] | --force]";
     }
 
     @Override
@@ -38,7 +42,11 @@ final class TrainCommand implements Command {
                 .addOption(Mixtune.option("recipe", "FILE", "the recipe (see mixtune recipes list)"))
                 .addOption(setOption())
                 .addOption(Option.builder().longOpt("resume").hasArg().optionalArg(true).argName("DIR")
-                        .desc("continue from DIR, or from the newest checkpoint in output_dir/checkpoints").build());
+                        .desc("continue from the checkpoint DIR (or the newest of the run directory DIR), else from the "
+                                + "newest checkpoint in output_dir/checkpoints; the recipe must be the run's first")
+                        .build())
+                .addOption(Mixtune.option("force", null, "start over in an output_dir that holds a run, deleting "
+                        + "only what mixtune wrote there (checkpoints, adapters, metrics, recipe.yaml, loss.png)"));
     }
 
     static Option setOption() {
@@ -58,6 +66,9 @@ final class TrainCommand implements Command {
 
     @Override
     public int run(CommandLine line, PrintStream out) {
+        if (line.hasOption("resume") && line.hasOption("force")) {
+            throw new UsageException("--resume continues the run in output_dir and --force starts it over: give one");
+        }
         RecipeReader.Loaded loaded = readLoaded(line);
         try {
             return run(loaded.recipe(), line, out);
@@ -67,10 +78,23 @@ final class TrainCommand implements Command {
     }
 
     private int run(Recipe recipe, CommandLine line, PrintStream out) {
-        Path resume = null;
-        if (line.hasOption("resume")) {
-            resume = checkpointToResume(recipe, line.getOptionValue("resume"), out);
+        TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
+        RunDirectory.Start start = line.hasOption("resume") ? RunDirectory.Start.RESUME
+                : line.hasOption("force") ? RunDirectory.Start.FORCE : RunDirectory.Start.FRESH;
+        try (RunDirectory run = RunDirectory.open(recipe, start)) {
+            Path resume = null;
+            if (start == RunDirectory.Start.RESUME) {
+                resume = checkpointToResume(recipe, line.getOptionValue("resume"), out);
+                String warning = run.requireSameRecipe(recipe, resume);
+                if (warning != null) {
+                    out.println(warning);
+                }
+            }
+            return train(recipe, resume, out);
         }
+    }
+
+    private static int train(Recipe recipe, Path resume, PrintStream out) {
         long start = System.nanoTime();
         if (recipe.train().method().equals("dpo")) {
             return trainDpo(recipe, resume, start, out);
@@ -114,12 +138,26 @@ final class TrainCommand implements Command {
                 + Path.of(recipe.outputDir(), "loss.png"));
     }
 
-    /** The given checkpoint, or the newest whole one; a damaged newest one is named and the one before it used. */
+    /**
+     * The given checkpoint, or the newest whole one of output_dir, or of the run directory given instead of a
+     * checkpoint (an easy mistake: that is what is meant); a damaged newest one is named and the one before it used.
+     */
     private static Path checkpointToResume(Recipe recipe, String given, PrintStream out) {
+        Path checkpoints = Path.of(recipe.outputDir(), TrainingOutputs.CHECKPOINTS_DIR);
         if (given != null) {
-            return Path.of(given);
+            Path dir = Path.of(given);
+            if (Files.isDirectory(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR))
+                    && !Files.exists(dir.resolve(TrainingCheckpoint.STATE_JSON))) {
+                out.println("--resume " + dir + ": a run directory, not a checkpoint: resuming from its newest whole "
+                        + "checkpoint");
+                checkpoints = dir.resolve(TrainingOutputs.CHECKPOINTS_DIR);
+            } else if (!TrainingCheckpoint.list(dir).isEmpty()) {
+                checkpoints = dir; // RUN/checkpoints itself
+            } else {
+                TrainingCheckpoint.requireComplete(dir);
+                return dir;
+            }
         }
-        Path checkpoints = Path.of(recipe.outputDir(), "checkpoints");
         List<Path> all = TrainingCheckpoint.list(checkpoints);
         if (all.isEmpty()) {
             throw new IllegalArgumentException("--resume: no checkpoint in " + checkpoints + " to resume from");

@@ -63,7 +63,7 @@ public final class DpoRecipe implements AutoCloseable {
     /** The frozen reference, when it is not the bare base: a second adapter beside the trained one. */
     static final String REFERENCE_ADAPTER = "reference";
     /** In a checkpoint: the reference adapter's arrays and the stage's reference log-probs. */
-    static final String REFERENCE_STATE = "reference_state.safetensors";
+    static final String REFERENCE_STATE = TrainingCheckpoint.REFERENCE_STATE;
 
     private final Recipe recipe;
     private final Recipe.Dpo dpo;
@@ -177,10 +177,8 @@ public final class DpoRecipe implements AutoCloseable {
             resumed.restoreParameters(parameters);
             step = resumed.step();
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
-        } else {
-            TrainingCheckpoint.deleteAll(checkpoints);
         }
-        TrainingOutputs.writeResolvedRecipe(recipe, outputDir);
+        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
         printPlan();
 
         double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()

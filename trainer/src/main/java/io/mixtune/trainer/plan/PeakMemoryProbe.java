@@ -12,12 +12,11 @@ import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.safetensors.DType;
-import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.sft.CachedPreset;
 import io.mixtune.trainer.sft.SftRecipe;
 import io.mixtune.trainer.sft.TrainingBatch;
 import io.mixtune.trainer.sft.TrainingData;
@@ -66,8 +65,8 @@ public final class PeakMemoryProbe {
         int steps = args.length > 2 ? Integer.parseInt(args[2]) : 2;
 
         Path modelDir = TrainingData.baseModelDir(recipe);
-        if (recipe.model().path() == null && !Files.isRegularFile(modelDir.resolve("config.json"))) {
-            PresetCheckpoint.write(recipe.model().preset(), modelDir, 0, DType.BF16);
+        if (recipe.model().path() == null) {
+            CachedPreset.ensure(recipe.model().preset(), modelDir);
         }
         warmUpEngine();
         long heapBefore = liveHeap();

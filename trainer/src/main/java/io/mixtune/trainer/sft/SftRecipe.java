@@ -149,15 +149,13 @@ public final class SftRecipe implements AutoCloseable {
             resumed = TrainingCheckpoint.restore(resumeFrom, parameters, optimizer, scaler);
             step = resumed.step();
             out.printf(Locale.ROOT, "resuming from %s at step %d of %d%n", resumeFrom, step, totalSteps);
-        } else {
-            TrainingCheckpoint.deleteAll(checkpoints);
         }
         TrainingAverages averages = new TrainingAverages(recipe.averaging(), totalSteps,
                 lora.parameterNames(ADAPTER_NAME), parameters);
         if (resumed != null) {
             averages.restore(step, resumed.averages());
         }
-        TrainingOutputs.writeResolvedRecipe(recipe, outputDir);
+        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
         printPlan();
 
         double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()

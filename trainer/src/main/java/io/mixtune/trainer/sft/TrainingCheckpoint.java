@@ -23,10 +23,12 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.function.Consumer;
 import java.util.regex.Matcher;
@@ -40,10 +42,13 @@ import java.util.stream.Stream;
  * into place, so a kill at any moment leaves every earlier checkpoint whole; the hashes catch a file damaged later.
  */
 public final class TrainingCheckpoint {
-    static final String STATE_JSON = "trainer_state.json";
+    public static final String STATE_JSON = "trainer_state.json";
     static final String STATE_TENSORS = "trainer_state.safetensors";
     static final String ADAPTER_DIR = "adapter";
+    /** DPO's: the reference adapter's arrays and the stage's reference log-probs. */
+    public static final String REFERENCE_STATE = "reference_state.safetensors";
     private static final Pattern NAME = Pattern.compile("step-(\\d+)");
+    private static final Pattern NAME_OR_PARTIAL = Pattern.compile("step-\\d+(\\.partial)?");
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /**
@@ -122,7 +127,7 @@ public final class TrainingCheckpoint {
         Path target = directoryOf(checkpoints, state.step());
         Path partial = checkpoints.resolve(target.getFileName() + ".partial");
         try {
-            deleteRecursively(partial);
+            delete(partial);
             Files.createDirectories(partial);
             writeContents.accept(partial);
             List<TensorSpec> specs = new ArrayList<>();
@@ -153,7 +158,12 @@ public final class TrainingCheckpoint {
             }
             JSON.writerWithDefaultPrettyPrinter().writeValue(partial.resolve(STATE_JSON).toFile(), json);
             if (Files.exists(target)) {
-                deleteRecursively(target); // the same step saved again after a resume: the new one is identical
+                delete(target); // the same step saved again after a resume: the new one is identical
+                if (Files.exists(target)) {
+                    throw new IOException("it holds files mixtune did not write, "
+                            + TrainingOutputs.list(target).stream().map(p -> p.getFileName().toString()).toList()
+                            + ": move them away");
+                }
             }
             Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE);
             return target;
@@ -167,14 +177,19 @@ public final class TrainingCheckpoint {
         data.put(name, values);
     }
 
+    /** Refuses a directory without the checkpoint's state file, saying what --resume takes. */
+    public static void requireComplete(Path dir) {
+        if (!Files.isRegularFile(dir.resolve(STATE_JSON))) {
+            throw new IllegalArgumentException(dir + " is not a complete checkpoint: " + STATE_JSON + " is missing"
+                    + (dir.getFileName().toString().endsWith(".partial") ? " (it was being written when the run stopped)"
+                    : " (--resume takes a checkpoint, RUN/checkpoints/step-N, or the run directory RUN)"));
+        }
+    }
+
     /** Reads and verifies a checkpoint; a missing or damaged file is named. */
     public static State load(Path dir, List<long[]> shapes) {
         Path stateJson = dir.resolve(STATE_JSON);
-        if (!Files.isRegularFile(stateJson)) {
-            throw new IllegalArgumentException(dir + " is not a complete checkpoint: " + STATE_JSON + " is missing"
-                    + (dir.getFileName().toString().endsWith(".partial") ? " (it was being written when the run stopped)"
-                    : ""));
-        }
+        requireComplete(dir);
         try {
             String problem = verify(dir);
             if (problem != null) {
@@ -268,11 +283,13 @@ public final class TrainingCheckpoint {
         List<Path> all = list(checkpoints);
         try {
             for (int i = 0; i < all.size() - keep; i++) {
-                deleteRecursively(all.get(i));
+                delete(all.get(i));
             }
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints, "*.partial")) {
                 for (Path partial : entries) {
-                    deleteRecursively(partial);
+                    if (isCheckpointDir(partial)) {
+                        delete(partial);
+                    }
                 }
             }
         } catch (IOException e) {
@@ -280,24 +297,42 @@ public final class TrainingCheckpoint {
         }
     }
 
-    /** Deletes every checkpoint of an earlier run, before a fresh one starts. */
-    public static void deleteAll(Path checkpoints) {
-        try {
-            deleteRecursively(checkpoints);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot delete " + checkpoints + ": " + e.getMessage(), e);
-        }
+    /** A checkpoint directory, whole or partial, by its name: {@code step-000040} or {@code step-000040.partial}. */
+    static boolean isCheckpointDir(Path dir) {
+        return Files.isDirectory(dir) && NAME_OR_PARTIAL.matcher(dir.getFileName().toString()).matches();
     }
 
-    static void deleteRecursively(Path path) throws IOException {
-        if (!Files.exists(path)) {
+    /**
+     * Deletes what mixtune wrote of a checkpoint, whole or left partial by a kill: the state files, the files its
+     * {@value #STATE_JSON} hashes, its adapters and temporary files; then the directory, unless someone else's files
+     * are in it (they stay).
+     */
+    static void delete(Path dir) throws IOException {
+        if (!Files.isDirectory(dir)) {
             return;
         }
-        try (Stream<Path> walk = Files.walk(path)) {
-            for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) {
-                Files.delete(p);
+        Set<String> own = new HashSet<>(List.of(STATE_JSON, STATE_TENSORS, REFERENCE_STATE));
+        try {
+            JSON.readTree(dir.resolve(STATE_JSON).toFile()).path("sha256").fieldNames().forEachRemaining(own::add);
+        } catch (IOException | RuntimeException unreadable) {
+            // A partial checkpoint has no state yet: the fixed names above are all it can hold besides adapters.
+        }
+        for (String name : own) {
+            // Files of the adapters (adapter/adapter_model.safetensors) go with their adapter below.
+            boolean direct = name.indexOf('/') < 0 && !name.equals(".") && !name.equals("..");
+            if (direct && Files.isRegularFile(dir.resolve(name))) {
+                Files.delete(dir.resolve(name));
             }
         }
+        for (Path entry : TrainingOutputs.list(dir)) {
+            String name = entry.getFileName().toString();
+            if (TrainingOutputs.isAdapterDir(entry)) {
+                TrainingOutputs.deleteAdapter(entry);
+            } else if (Files.isRegularFile(entry) && TrainingOutputs.isTemporary(name)) {
+                Files.delete(entry);
+            }
+        }
+        TrainingOutputs.deleteIfEmpty(dir);
     }
 
     private static List<Path> filesUnder(Path dir) throws IOException {

@@ -16,6 +16,8 @@ import java.nio.file.Path;
  * prepare` / `preview` share, so what the preview shows is what trains.
  */
 public final class TrainingData {
+    public static final String BASE_MODEL_DIR = "base-model";
+
     private TrainingData() {}
 
     /** {@code output_dir/data-cache}. */
@@ -25,11 +27,16 @@ public final class TrainingData {
 
     /**
      * The model's checkpoint directory: model.path, or for a preset the random checkpoint training writes into
-     * {@code output_dir/base-model} (which may not exist yet).
+     * {@code output_dir/base-model} (which may not exist yet); one written for another preset is refused
+     * ({@link CachedPreset#require}).
      */
     public static Path baseModelDir(Recipe recipe) {
-        return recipe.model().path() != null ? Path.of(recipe.model().path())
-                : Path.of(recipe.outputDir(), "base-model");
+        if (recipe.model().path() != null) {
+            return Path.of(recipe.model().path());
+        }
+        Path dir = Path.of(recipe.outputDir(), BASE_MODEL_DIR);
+        CachedPreset.require(recipe.model().preset(), dir);
+        return dir;
     }
 
     /** The tokenizer of the recipe's model ({@link #tokenizer(Path, ModelConfig, boolean)}). */

@@ -11,14 +11,12 @@ import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
-import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
 import io.mixtune.trainer.device.ComputeDevice;
 import io.mixtune.trainer.device.NoGpuException;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
@@ -51,8 +49,8 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
     public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
         Device device = check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
-        if (recipe.model().path() == null && !Files.isRegularFile(baseModelDir.resolve("config.json"))) {
-            PresetCheckpoint.write(recipe.model().preset(), baseModelDir, 0, DType.BF16);
+        if (recipe.model().path() == null) {
+            CachedPreset.ensure(recipe.model().preset(), baseModelDir);
         }
         NDManager manager = NDManager.newBaseManager(device);
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.sft;
 
+import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.recipe.Recipe;
@@ -10,9 +11,39 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
 
-/** What a training run writes besides checkpoints and metrics: adapters replaced whole, the resolved recipe. */
+/**
+ * What a training run writes into output_dir besides checkpoints and metrics (adapters replaced whole, the resolved
+ * recipe), and the names of all it writes, so that starting over (--force) deletes exactly those.
+ */
 public final class TrainingOutputs {
+    public static final String RECIPE_FILE = "recipe.yaml";
+    public static final String METRICS_FILE = "metrics.jsonl";
+    public static final String PLOT_FILE = "loss.png";
+    public static final String DATA_HASHES_FILE = "data-files.sha256";
+    public static final String CHECKPOINTS_DIR = "checkpoints";
+    static final String PARTIAL = ".partial";
+
+    /**
+     * What a run writes into output_dir, by name: these and nothing else are what --force deletes. data-cache/ and
+     * base-model/ are not among them: caches keyed by what they hold (the data's SHA-256, {@link CachedPreset}'s
+     * marker), which other runs and commands share.
+     */
+    private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
+            METRICS_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png");
+    /**
+     * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
+     * possibly with the .partial sibling a killed write left.
+     */
+    private static final Pattern ADAPTER_DIR = Pattern.compile("adapter(-(ema|swa|lawa))?(\\.partial)?");
+    private static final Pattern STAGE_DIR = Pattern.compile("stage-\\d+");
+
     private TrainingOutputs() {}
 
     /** output_dir, created if need be. */
@@ -26,27 +57,181 @@ public final class TrainingOutputs {
         return outputDir;
     }
 
-    /** Writes an adapter in PEFT's format to {@code adapterDir}, replaced whole: written beside it, then renamed. */
+    /**
+     * Writes an adapter in PEFT's format to {@code adapterDir}, replaced whole: written beside it, then renamed. Files
+     * someone else put into {@code adapterDir} stay: then the adapter's files are renamed into it one by one.
+     */
     public static Path writeAdapter(LoraModel lora, String adapterName, Path adapterDir, Path baseModelDir) {
-        Path partial = adapterDir.resolveSibling(adapterDir.getFileName() + ".partial");
+        Path partial = adapterDir.resolveSibling(adapterDir.getFileName() + PARTIAL);
         try {
-            TrainingCheckpoint.deleteRecursively(partial);
+            deleteAdapter(partial);
             PeftAdapter.save(lora, adapterName, partial, baseModelDir.toAbsolutePath().toString());
-            TrainingCheckpoint.deleteRecursively(adapterDir);
-            Files.move(partial, adapterDir, StandardCopyOption.ATOMIC_MOVE);
+            deleteAdapter(adapterDir);
+            if (!Files.exists(adapterDir)) {
+                Files.move(partial, adapterDir, StandardCopyOption.ATOMIC_MOVE);
+            } else {
+                for (String file : List.of(PeftAdapter.WEIGHTS_FILE, PeftAdapter.CONFIG_FILE)) {
+                    Files.move(partial.resolve(file), adapterDir.resolve(file), StandardCopyOption.ATOMIC_MOVE);
+                }
+                Files.delete(partial);
+            }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write " + adapterDir + ": " + e.getMessage(), e);
         }
         return adapterDir;
     }
 
-    /** output_dir/recipe.yaml: the recipe with every default filled in. */
-    public static void writeResolvedRecipe(Recipe recipe, Path outputDir) {
-        try {
-            Files.writeString(outputDir.resolve("recipe.yaml"), RecipeReader.toYaml(recipe), StandardCharsets.UTF_8);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + outputDir.resolve("recipe.yaml") + ": " + e.getMessage(), e);
+    /** The run outputs {@code outputDir} holds (names relative to it); empty when it holds no run. */
+    public static List<String> runOutputs(Path outputDir) {
+        List<String> found = new ArrayList<>();
+        for (Path entry : list(outputDir)) {
+            String name = entry.getFileName().toString();
+            if (RUN_FILES.contains(name) && Files.isRegularFile(entry)
+                    || isAdapterDir(entry) || isStageDir(entry)) {
+                found.add(Files.isDirectory(entry) ? name + "/" : name);
+            }
         }
+        Path checkpoints = outputDir.resolve(CHECKPOINTS_DIR);
+        for (Path checkpoint : list(checkpoints)) {
+            if (TrainingCheckpoint.isCheckpointDir(checkpoint)) {
+                found.add(CHECKPOINTS_DIR + "/" + checkpoint.getFileName() + "/");
+            }
+        }
+        found.sort(null);
+        return found;
+    }
+
+    /**
+     * Deletes the run in {@code outputDir}, and only what mixtune wrote of it: its files by name, its checkpoints and
+     * adapters file by file. Whatever else is there (a user's notes, a file put into checkpoints/) stays, and so do
+     * the directories that hold it.
+     */
+    public static void deleteRun(Path outputDir) {
+        try {
+            for (Path checkpoint : list(outputDir.resolve(CHECKPOINTS_DIR))) {
+                if (TrainingCheckpoint.isCheckpointDir(checkpoint)) {
+                    TrainingCheckpoint.delete(checkpoint);
+                }
+            }
+            deleteIfEmpty(outputDir.resolve(CHECKPOINTS_DIR));
+            for (Path entry : list(outputDir)) {
+                String name = entry.getFileName().toString();
+                if (RUN_FILES.contains(name) && Files.isRegularFile(entry)) {
+                    Files.delete(entry);
+                } else if (isAdapterDir(entry)) {
+                    deleteAdapter(entry);
+                } else if (isStageDir(entry)) {
+                    for (Path inside : list(entry)) {
+                        if (isAdapterDir(inside)) {
+                            deleteAdapter(inside);
+                        }
+                    }
+                    deleteIfEmpty(entry);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot delete the earlier run in " + outputDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    static boolean isAdapterDir(Path entry) {
+        return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
+    }
+
+    private static boolean isStageDir(Path entry) {
+        return Files.isDirectory(entry) && STAGE_DIR.matcher(entry.getFileName().toString()).matches();
+    }
+
+    /**
+     * Deletes a PEFT adapter mixtune wrote: its two files and the temporary files a killed write left (named
+     * {@code .NAME...partial}), then the directory if nothing else is in it.
+     */
+    static void deleteAdapter(Path dir) throws IOException {
+        for (Path file : list(dir)) {
+            String name = file.getFileName().toString();
+            if (Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
+                    || name.equals(PeftAdapter.WEIGHTS_FILE) || isTemporary(name))) {
+                Files.delete(file);
+            }
+        }
+        deleteIfEmpty(dir);
+    }
+
+    /** The temporary files mixtune's atomic writes use ({@code .adapter_model.safetensors.1f2e.partial}). */
+    static boolean isTemporary(String name) {
+        return name.startsWith(".") && name.endsWith(PARTIAL);
+    }
+
+    static void deleteIfEmpty(Path dir) throws IOException {
+        if (Files.isDirectory(dir) && list(dir).isEmpty()) {
+            Files.delete(dir);
+        }
+    }
+
+    static List<Path> list(Path dir) {
+        if (!Files.isDirectory(dir)) {
+            return List.of();
+        }
+        try (Stream<Path> entries = Files.list(dir)) {
+            return entries.sorted().toList();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot list " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * output_dir/recipe.yaml, the recipe with every default filled in, and output_dir/data-files.sha256, the SHA-256 of
+     * every data file it names (as sha256sum writes them, so {@code sha256sum -c} checks them): written when a run
+     * starts. A resumed run keeps the first run's (checked to match, {@link RunDirectory#requireSameRecipe}); only
+     * missing ones are written.
+     */
+    public static void writeResolvedRecipe(Recipe recipe, Path outputDir, boolean resuming) {
+        Path file = outputDir.resolve(RECIPE_FILE);
+        Path data = outputDir.resolve(DATA_HASHES_FILE);
+        try {
+            if (!resuming || !Files.exists(file)) {
+                Files.writeString(file, RecipeReader.toYaml(recipe), StandardCharsets.UTF_8);
+            }
+            if (!resuming || !Files.exists(data)) {
+                StringBuilder lines = new StringBuilder();
+                dataHashes(recipe).forEach((name, hash) -> lines.append(hash).append("  ").append(name).append('\n'));
+                Files.writeString(data, lines, StandardCharsets.UTF_8);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write " + file + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Every data file the recipe names (training, validation, DPO stages), as written there, to its SHA-256. */
+    static Map<String, String> dataHashes(Recipe recipe) {
+        Map<String, String> hashes = new TreeMap<>();
+        List<String> files = new ArrayList<>(recipe.data().files());
+        files.addAll(recipe.data().validationFiles());
+        files.addAll(recipe.dpo().stageFiles());
+        for (String name : files) {
+            try {
+                hashes.put(name, TrainingCheckpoint.sha256(DataConfig.file(name)));
+            } catch (IOException e) {
+                throw new UncheckedIOException(name + ": cannot be read: " + e.getMessage(), e);
+            }
+        }
+        return hashes;
+    }
+
+    /** The data hashes a run recorded when it started: file name to SHA-256. */
+    static Map<String, String> readDataHashes(Path file) {
+        Map<String, String> hashes = new TreeMap<>();
+        try {
+            for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+                int gap = line.indexOf("  ");
+                if (gap > 0) {
+                    hashes.put(line.substring(gap + 2), line.substring(0, gap));
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + file + ": " + e.getMessage(), e);
+        }
+        return hashes;
     }
 
     /** Resident memory of this process (the JVM heap plus libtorch's native arrays), from /proc. */

@@ -1,0 +1,258 @@
+package io.mixtune.trainer.sft;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.mixtune.trainer.Refusal;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeReader;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * A training run's output_dir, held by one run at a time: a lock on {@code output_dir/.mixtune.lock} (the operating
+ * system drops it when the process ends, however it ends, so a kill -9 never leaves it stuck), taken before anything in
+ * the directory is read, deleted or written. A fresh run refuses a directory that holds a run; --force deletes that
+ * run first (only what mixtune wrote of it); --resume continues it only with the recipe it started with.
+ */
+public final class RunDirectory implements AutoCloseable {
+    /** Never deleted: a lock file removed while another process waits on it would let two runs in. */
+    public static final String LOCK_FILE = ".mixtune.lock";
+
+    /** How a run treats what it finds in output_dir. */
+    public enum Start {
+        /** A new run: output_dir must hold no run. */
+        FRESH,
+        /** A new run in place of the one output_dir holds (--force). */
+        FORCE,
+        /** Continues the run output_dir holds from a checkpoint (--resume). */
+        RESUME
+    }
+
+    /**
+     * Recipe keys that may change between a run and its resumption, because none of them changes a weight, an
+     * optimizer moment, the data order or the schedule: the resumed run's losses and adapters stay those of the run
+     * that never stopped. Every other key refuses the resume.
+     */
+    private static final Set<String> MAY_CHANGE_ON_RESUME = Set.of(
+            // Where the run lives: a run directory moved or copied elsewhere resumes from its own checkpoints.
+            "output_dir",
+            // Which steps write a metrics line: logging reads the loss, it never feeds back.
+            "train.log_every",
+            // Validation passes run without dropout or gradients and restore the adapters' mode afterwards (the
+            // averages' too); dropout masks are seeded per micro-batch, so no random stream moves either.
+            "train.eval_every",
+            // When checkpoints are written and how many are kept: a checkpoint is a copy of the state.
+            "train.save_every", "train.keep_last",
+            // Recomputing each layer in backward gives bit-identical gradients (CheckpointedBackwardTest), so a run
+            // short of memory after a restart may switch it on.
+            "train.gradient_checkpointing");
+
+    private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
+
+    private final Path dir;
+    private final FileChannel lockChannel;
+    private final FileLock lock;
+
+    private RunDirectory(Path dir, FileChannel lockChannel, FileLock lock) {
+        this.dir = dir;
+        this.lockChannel = lockChannel;
+        this.lock = lock;
+    }
+
+    /**
+     * Takes output_dir for this run: creates it, locks it (refused while another run holds it), then refuses a run
+     * already there ({@link Start#FRESH}) or deletes it ({@link Start#FORCE}).
+     */
+    public static RunDirectory open(Recipe recipe, Start start) {
+        Path dir = Path.of(recipe.outputDir());
+        if (Files.exists(dir) && !Files.isDirectory(dir)) {
+            throw new Refusal("output_dir: " + dir + " is a file; expected a directory for the run's adapter, "
+                    + "checkpoints and metrics (it is created if missing)");
+        }
+        try {
+            Files.createDirectories(dir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("output_dir: cannot create " + dir + ": " + e.getMessage(), e);
+        }
+        RunDirectory run = lock(dir);
+        try {
+            List<String> earlier = TrainingOutputs.runOutputs(dir);
+            if (start == Start.FRESH && !earlier.isEmpty()) {
+                List<Path> checkpoints = TrainingCheckpoint.list(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
+                throw new Refusal("output_dir " + dir + " already holds a run (" + String.join(", ", earlier)
+                        + "): " + (checkpoints.isEmpty() ? "it has no checkpoint to continue from; "
+                        : "--resume continues it from " + checkpoints.get(checkpoints.size() - 1) + ", ")
+                        + "--force starts over (deleting only what mixtune wrote there), or choose another "
+                        + "output_dir");
+            }
+            if (start == Start.FORCE) {
+                TrainingOutputs.deleteRun(dir);
+                if (recipe.model().preset() != null) {
+                    CachedPreset.deleteIfOther(recipe.model().preset(), dir.resolve(TrainingData.BASE_MODEL_DIR));
+                }
+            }
+            return run;
+        } catch (RuntimeException e) {
+            run.close();
+            throw e;
+        }
+    }
+
+    private static RunDirectory lock(Path dir) {
+        Path file = dir.resolve(LOCK_FILE);
+        FileChannel channel = null;
+        try {
+            channel = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.READ,
+                    StandardOpenOption.WRITE);
+            FileLock lock;
+            try {
+                lock = channel.tryLock();
+            } catch (OverlappingFileLockException heldInThisProcess) {
+                lock = null;
+            }
+            if (lock == null) {
+                String holder = Files.readString(file, StandardCharsets.UTF_8).strip();
+                channel.close();
+                throw new Refusal("output_dir " + dir + " is in use by another mixtune run (pid "
+                        + (holder.isEmpty() ? "unknown" : holder) + "); one run writes into an output_dir at a time");
+            }
+            channel.truncate(0);
+            channel.write(ByteBuffer.wrap((ProcessHandle.current().pid() + "\n").getBytes(StandardCharsets.UTF_8)),
+                    0);
+            channel.force(false);
+            return new RunDirectory(dir, channel, lock);
+        } catch (IOException e) {
+            if (channel != null) {
+                try {
+                    channel.close();
+                } catch (IOException ignored) {
+                    // the error below matters more
+                }
+            }
+            throw new UncheckedIOException("cannot lock output_dir " + dir + " (" + file + "): " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Refuses to resume from {@code checkpoint} with a recipe other than the one its run started with (its
+     * recipe.yaml, beside checkpoints/): every changed key is named, old -> new, except {@link #MAY_CHANGE_ON_RESUME}.
+     * A run whose recipe.yaml is gone cannot be checked: it is said so.
+     *
+     * @return a warning to print, or null
+     */
+    public String requireSameRecipe(Recipe recipe, Path checkpoint) {
+        Path runOfCheckpoint = checkpoint.toAbsolutePath().normalize().getParent();
+        runOfCheckpoint = runOfCheckpoint == null ? null : runOfCheckpoint.getParent();
+        Path first = runOfCheckpoint == null ? null : runOfCheckpoint.resolve(TrainingOutputs.RECIPE_FILE);
+        if (first == null || !Files.isRegularFile(first)) {
+            first = dir.resolve(TrainingOutputs.RECIPE_FILE);
+        }
+        if (!Files.isRegularFile(first)) {
+            return "warning: no " + TrainingOutputs.RECIPE_FILE + " of the run beside " + checkpoint.getParent()
+                    + " or in " + dir + ": cannot check that the recipe is the one the run started with";
+        }
+        Map<String, String> before;
+        try {
+            before = flatten(YAML.readTree(first.toFile()));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + first + ": " + e.getMessage(), e);
+        }
+        Map<String, String> now;
+        try {
+            now = flatten(YAML.readTree(RecipeReader.toYaml(recipe)));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        List<String> changes = changedKeys(before, now);
+        Path recordedData = first.resolveSibling(TrainingOutputs.DATA_HASHES_FILE);
+        if (changes.isEmpty() && Files.isRegularFile(recordedData)) {
+            // Same file names: their bytes must be the ones the run started with, too.
+            Map<String, String> was = TrainingOutputs.readDataHashes(recordedData);
+            TrainingOutputs.dataHashes(recipe).forEach((name, hash) -> {
+                if (!hash.equals(was.get(name))) {
+                    changes.add("data file " + name + " changed since the run started (SHA-256 "
+                            + abbreviate(was.get(name)) + " -> " + abbreviate(hash) + ", " + recordedData + ")");
+                }
+            });
+        }
+        if (!changes.isEmpty()) {
+            throw new Refusal("--resume: the recipe or its data differ from those the run started with (" + first
+                    + "): " + String.join("; ", changes) + ". A resumed run continues exactly only with its first "
+                    + "recipe and data: resume with " + first + ", or start a new run in another output_dir (or "
+                    + "--force)");
+        }
+        return null;
+    }
+
+    private static String abbreviate(String hash) {
+        return hash == null ? "(not recorded)" : hash.substring(0, 12) + "...";
+    }
+
+    /** "key: old -> new" for every key whose value differs, in the recipe's order; absent keys read "(not set)". */
+    static List<String> changedKeys(Map<String, String> before, Map<String, String> now) {
+        Map<String, String> all = new LinkedHashMap<>(now);
+        before.forEach(all::putIfAbsent);
+        List<String> changes = new ArrayList<>();
+        for (String key : all.keySet()) {
+            String was = before.getOrDefault(key, "(not set)");
+            String is = now.getOrDefault(key, "(not set)");
+            if (!was.equals(is) && !MAY_CHANGE_ON_RESUME.contains(key)) {
+                changes.add(key + ": " + was + " -> " + is);
+            }
+        }
+        return changes;
+    }
+
+    /** A YAML tree as dotted keys to values; a list is one value, as written in YAML's flow style. */
+    static Map<String, String> flatten(JsonNode tree) {
+        Map<String, String> flat = new LinkedHashMap<>();
+        flatten(tree, "", flat);
+        return flat;
+    }
+
+    private static void flatten(JsonNode node, String prefix, Map<String, String> flat) {
+        if (node != null && node.isObject()) {
+            Iterator<Map.Entry<String, JsonNode>> fields = node.fields();
+            while (fields.hasNext()) {
+                Map.Entry<String, JsonNode> field = fields.next();
+                flatten(field.getValue(), prefix.isEmpty() ? field.getKey() : prefix + "." + field.getKey(), flat);
+            }
+        } else if (node == null || node.isNull()) {
+            flat.put(prefix, "null");
+        } else if (node.isValueNode()) {
+            flat.put(prefix, node.asText());
+        } else {
+            flat.put(prefix, node.toString());
+        }
+    }
+
+    public Path dir() {
+        return dir;
+    }
+
+    /** Releases the lock; its file stays (see {@link #LOCK_FILE}). */
+    @Override
+    public void close() {
+        try {
+            lock.release();
+            lockChannel.close();
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot unlock " + dir.resolve(LOCK_FILE) + ": " + e.getMessage(), e);
+        }
+    }
+}

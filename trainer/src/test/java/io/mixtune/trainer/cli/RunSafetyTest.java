@@ -1,0 +1,211 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * `mixtune train` never loses a run and never mixes two: a plain run refuses an output_dir that holds a run, --force
+ * deletes only what mixtune wrote, one process writes into an output_dir at a time (a kill -9 leaves no stuck lock),
+ * --resume refuses a changed recipe, and a preset's cached base-model is never reused for another preset.
+ */
+class RunSafetyTest {
+    /** 3 short steps of TrainCommandTest's recipe, a checkpoint after each, no evaluation in between. */
+    private static final List<String> SHORT = List.of("train.max_steps=3", "train.save_every=1", "train.keep_last=3",
+            "train.eval_every=0");
+
+    static MixtuneCliTest.Result train(Path recipe, String... extra) {
+        return MixtuneCliTest.run(trainArgs(recipe, extra));
+    }
+
+    static String[] trainArgs(Path recipe, String... extra) {
+        List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe.toString()));
+        for (String set : SHORT) {
+            args.addAll(List.of("--set", set));
+        }
+        args.addAll(List.of(extra));
+        return args.toArray(String[]::new);
+    }
+
+    /** A finished 3-step run in DIR/out, with a user's files beside and inside its checkpoints, and an adapter copy. */
+    private static Path finishedRunWithUserFiles(Path dir) throws IOException {
+        Path recipe = TrainCommandTest.recipe(dir);
+        MixtuneCliTest.Result first = train(recipe);
+        assertEquals(0, first.code(), first.err());
+        Path out = dir.resolve("out");
+        Files.writeString(out.resolve("notes.txt"), "my notes on this run");
+        Files.writeString(out.resolve("checkpoints/README.md"), "step 2 looked best");
+        Files.writeString(out.resolve("checkpoints/step-000003/eval-by-hand.txt"), "0.91");
+        Path keep = Files.createDirectories(out.resolve("adapter-best"));
+        for (String file : List.of("adapter_config.json", "adapter_model.safetensors")) {
+            Files.copy(out.resolve("adapter").resolve(file), keep.resolve(file));
+        }
+        return recipe;
+    }
+
+    @Test
+    void aPlainTrainIntoARunIsRefusedAndChangesNothing(@TempDir Path dir) throws Exception {
+        Path recipe = finishedRunWithUserFiles(dir);
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(dir.resolve("out"));
+        MixtuneCliTest.Result again = train(recipe);
+        assertEquals(2, again.code(), again.out() + again.err());
+        assertTrue(again.err().contains("already holds a run") && again.err().contains("--resume continues it from ")
+                && again.err().contains("step-000003") && again.err().contains("--force starts over"), again.err());
+        assertEquals(1, again.err().strip().lines().count(), again.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(dir.resolve("out")));
+    }
+
+    @Test
+    void forceStartsOverDeletingOnlyWhatMixtuneWrote(@TempDir Path dir) throws Exception {
+        Path recipe = finishedRunWithUserFiles(dir);
+        Path out = dir.resolve("out");
+        MixtuneCliTest.Result forced = train(recipe, "--set", "train.max_steps=2", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertEquals("my notes on this run", Files.readString(out.resolve("notes.txt")));
+        assertEquals("step 2 looked best", Files.readString(out.resolve("checkpoints/README.md")));
+        assertEquals("0.91", Files.readString(out.resolve("checkpoints/step-000003/eval-by-hand.txt")));
+        assertTrue(Files.isRegularFile(out.resolve("adapter-best/adapter_model.safetensors")), "a user's adapter copy");
+        try (Stream<Path> left = Files.list(out.resolve("checkpoints/step-000003"))) {
+            assertEquals(List.of("eval-by-hand.txt"), left.map(p -> p.getFileName().toString()).toList(),
+                    "the earlier run's checkpoint files are gone, the user's file stays");
+        }
+        assertTrue(Files.isRegularFile(out.resolve("checkpoints/step-000002/trainer_state.json")));
+        assertEquals(2, TrainCommandTest.losses(out.resolve("metrics.jsonl")).size(), "the new run's metrics only");
+        assertTrue(Files.readString(out.resolve("recipe.yaml")).contains("max_steps: 2"));
+        assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_model.safetensors")));
+    }
+
+    /**
+     * Run A trains; run B into the same output_dir is refused while A lives (even with --resume, which would continue
+     * A's checkpoints under A's feet); A is killed with kill -9, and the lock it held does not outlive it.
+     */
+    @Test
+    void aSecondProcessIsRefusedAndAKilledRunLeavesNoStuckLock(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        String[] longRun = trainArgs(recipe, "--set", "train.max_steps=40");
+        Process first = TrainCommandTest.mixtune(dir, longRun);
+        Path checkpoint = dir.resolve("out/checkpoints/step-000001");
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (!Files.exists(checkpoint) && first.isAlive() && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertTrue(first.isAlive() && Files.exists(checkpoint), Files.readString(dir.resolve("log.txt")));
+
+        Path second = Files.createDirectories(dir.resolve("second"));
+        List<String> resume = new ArrayList<>(Arrays.asList(longRun));
+        resume.add("--resume");
+        Process other = TrainCommandTest.mixtune(second, resume.toArray(String[]::new));
+        int code = other.waitFor();
+        String log = Files.readString(second.resolve("log.txt"));
+        assertTrue(first.isAlive(), "the first run still trains");
+        first.destroyForcibly().waitFor(); // kill -9
+        assertEquals(2, code, log);
+        assertTrue(log.contains("output_dir " + dir.resolve("out") + " is in use by another mixtune run (pid "
+                + first.pid() + ")"), log);
+
+        // The killed run's lock went with its process: the next run takes the directory at once.
+        Process again = TrainCommandTest.mixtune(dir, trainArgs(recipe, "--force", "--set", "train.max_steps=1"));
+        assertEquals(0, again.waitFor(), Files.readString(dir.resolve("log.txt")));
+    }
+
+    @Test
+    void resumingWithAChangedRecipeIsRefusedNamingEveryChangedKey(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        Path out = dir.resolve("out");
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(out);
+        Path otherChats = Files.copy(dir.resolve("chats.jsonl"), dir.resolve("other.jsonl"));
+        MixtuneCliTest.Result changed = train(recipe, "--set", "train.max_steps=3", "--set", "train.lr=1e-3",
+                "--set", "train.seed=7", "--set", "lora.alpha=16", "--set", "data.files=[" + otherChats + "]",
+                "--resume");
+        assertEquals(2, changed.code(), changed.out() + changed.err());
+        for (String key : List.of("train.max_steps: 2 -> 3", "train.lr: 0.003 -> 0.001", "train.seed: 42 -> 7",
+                "lora.alpha: 8.0 -> 16.0", "data.files: [\"" + dir.resolve("chats.jsonl") + "\"] -> [\"" + otherChats
+                        + "\"]")) {
+            assertTrue(changed.err().contains(key), key + " not in: " + changed.err());
+        }
+        assertTrue(changed.err().contains(out.resolve("recipe.yaml").toAbsolutePath().toString()), changed.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(out));
+
+        // Keys that cannot change what a resumed run computes may differ; the first recipe.yaml stays as it was.
+        MixtuneCliTest.Result cadence = train(recipe, "--set", "train.max_steps=2", "--set", "train.log_every=2",
+                "--set", "train.save_every=2", "--set", "train.keep_last=5", "--set", "train.eval_every=1",
+                "--resume");
+        assertEquals(0, cadence.code(), cadence.err());
+        assertArrayEquals(before.get("recipe.yaml"), Files.readAllBytes(out.resolve("recipe.yaml")));
+
+        // The same file names with other contents are other data.
+        Path chats = dir.resolve("chats.jsonl");
+        Files.writeString(chats, Files.readString(chats).replace("the", "a"));
+        MixtuneCliTest.Result edited = train(recipe, "--set", "train.max_steps=2", "--resume");
+        assertEquals(2, edited.code(), edited.err());
+        assertTrue(edited.err().contains("data file " + chats + " changed since the run started"), edited.err());
+    }
+
+    @Test
+    void resumeGivenTheRunDirectoryResumesItsNewestCheckpointAndAFileIsNoOutputDir(@TempDir Path dir)
+            throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        Path out = dir.resolve("out");
+        MixtuneCliTest.Result resumed = train(recipe, "--set", "train.max_steps=2", "--resume", out.toString());
+        assertEquals(0, resumed.code(), resumed.err());
+        assertTrue(resumed.out().contains("a run directory, not a checkpoint"), resumed.out());
+        assertTrue(resumed.out().contains("resuming from " + out.resolve("checkpoints/step-000002") + " at step 2"),
+                resumed.out());
+
+        Path file = Files.writeString(dir.resolve("a-file"), "not a directory");
+        MixtuneCliTest.Result onAFile = train(recipe, "--set", "output_dir=" + file);
+        assertEquals(2, onAFile.code(), onAFile.err());
+        assertTrue(onAFile.err().contains("output_dir: " + file + " is a file"), onAFile.err());
+        assertEquals("not a directory", Files.readString(file));
+    }
+
+    /**
+     * A preset's base-model in output_dir records which preset wrote it: another preset is refused (by every command
+     * that reads it), --force replaces it, and a base-model mixtune did not write is never used or deleted.
+     */
+    @Test
+    void aCachedPresetIsNeverReusedForAnotherPreset(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        assertEquals(0, train(recipe, "--set", "train.max_steps=1").code());
+        Path baseModel = dir.resolve("out/base-model");
+        assertTrue(Files.readString(baseModel.resolve("config.json")).contains("\"mixtral\""));
+
+        MixtuneCliTest.Result prepare = MixtuneCliTest.run("data", "prepare", "--recipe", recipe.toString(), "--set",
+                "model.preset=tiny-mistral");
+        assertEquals(2, prepare.code(), prepare.out() + prepare.err());
+        assertTrue(prepare.err().contains(baseModel + " holds the preset tiny-mixtral (seed 0, bf16), but "
+                + "model.preset is tiny-mistral (seed 0, bf16)"), prepare.err());
+
+        MixtuneCliTest.Result forced = train(recipe, "--set", "train.max_steps=1", "--set",
+                "model.preset=tiny-mistral", "--set", "lora.targets=[q_proj,v_proj]", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertTrue(Files.readString(baseModel.resolve("config.json")).contains("\"mistral\""));
+        assertTrue(Files.readString(baseModel.resolve("mixtune-preset.json")).contains("tiny-mistral"));
+
+        // Someone else's model under the name: refused, even with --force, and left as it was.
+        Path other = Files.createDirectories(dir.resolve("other/out/base-model"));
+        Files.copy(baseModel.resolve("config.json"), other.resolve("config.json"));
+        Path otherRecipe = Files.writeString(dir.resolve("other.yaml"), Files.readString(recipe)
+                .replace(dir.resolve("out").toString(), dir.resolve("other/out").toString()));
+        MixtuneCliTest.Result foreign = train(otherRecipe, "--set", "model.preset=tiny-mistral", "--force");
+        assertEquals(2, foreign.code(), foreign.err());
+        assertTrue(foreign.err().contains("was not written by mixtune"), foreign.err());
+        try (Stream<Path> files = Files.list(other)) {
+            assertEquals(List.of("config.json"), files.map(p -> p.getFileName().toString()).toList());
+        }
+    }
+}
