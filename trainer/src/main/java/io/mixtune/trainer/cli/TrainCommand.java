@@ -70,6 +70,7 @@ final class TrainCommand implements Command {
             throw new UsageException("--resume continues the run in output_dir and --force starts it over: give one");
         }
         RecipeReader.Loaded loaded = readLoaded(line);
+        loaded.warnings().forEach(warning -> out.println("warning: " + warning));
         try {
             return run(loaded.recipe(), line, out);
         } catch (RecipeValueException e) {

@@ -63,6 +63,7 @@ final class ValidateCommand implements Command {
             throw loaded.locate(e);
         }
         out.print(RecipeReader.toYaml(recipe));
+        loaded.warnings().forEach(warning -> out.println("# warning: " + warning));
         if (shapesOnly != null) {
             out.println("# to train: " + shapesOnly);
         }

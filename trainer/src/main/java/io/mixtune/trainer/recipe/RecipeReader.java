@@ -64,6 +64,11 @@ public final class RecipeReader {
             return source;
         }
 
+        /** What the recipe says that will run but is likely not meant ("warning: " lines for validate and train). */
+        public List<String> warnings() {
+            return binder.warnings();
+        }
+
         /**
          * A problem found after reading (in the data a key names, say), located as the reader's own are: "file:line:
          * key: message" where the user set the key, else the default named.
@@ -190,8 +195,10 @@ public final class RecipeReader {
             }
         }
         if (train != null && train.maxSteps() != null && train.warmupSteps() > train.maxSteps()) {
-            binder.conflict("train.warmup_steps", "exceeds", "train.max_steps", "the learning rate would still be "
-                    + "warming up when the run ends; lower warmup_steps");
+            // A warning, not a problem: `--set train.max_steps=1` is how people smoke-test a recipe with a warmup, and
+            // transformers runs such a schedule too; saying it is enough.
+            binder.warnConflict("train.warmup_steps", "exceeds", "train.max_steps", "the learning rate will still be "
+                    + "warming up when the run ends; lower warmup_steps for a full run");
         }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);

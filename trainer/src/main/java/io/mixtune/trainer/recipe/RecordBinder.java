@@ -30,6 +30,7 @@ final class RecordBinder {
     private final YamlTree tree;
     private final String recipeName;
     private final List<String> problems = new ArrayList<>();
+    private final List<String> warnings = new ArrayList<>();
     private final Map<String, Object> bound = new HashMap<>();
 
     /** @param recipeName the recipe file, where a problem with a key that no file the user wrote sets is reported */
@@ -242,17 +243,29 @@ final class RecordBinder {
      * @param relation what {@code path}'s value does to {@code other}'s, such as "exceeds"
      */
     void conflict(String path, String relation, String other, String why) {
+        problems.add(describeConflict(path, relation, other, why));
+    }
+
+    /** A conflict worth saying but not worth stopping for (a one-step smoke test of a recipe with a warmup). */
+    void warnConflict(String path, String relation, String other, String why) {
+        warnings.add(describeConflict(path, relation, other, why));
+    }
+
+    private String describeConflict(String path, String relation, String other, String why) {
         String where = userOrigin(path);
         if (where == null) {
             where = userOrigin(other);
         }
         where = where == null ? recipeName : where;
-        problems.add(where + ": " + describeKey(path, where) + " " + relation + " " + describeKey(other, where) + ": "
-                + why);
+        return where + ": " + describeKey(path, where) + " " + relation + " " + describeKey(other, where) + ": " + why;
     }
 
     List<String> problems() {
         return List.copyOf(problems);
+    }
+
+    List<String> warnings() {
+        return List.copyOf(warnings);
     }
 
     /** Throws every problem found so far at once, in the order of the lines they point at, file by file. */

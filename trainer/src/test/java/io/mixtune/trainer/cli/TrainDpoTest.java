@@ -331,7 +331,7 @@ class TrainDpoTest {
         Path pairs = dir.resolve("pairs.jsonl");
         Files.write(pairs, List.of(GOOD, SAME, GOOD, EMPTY, LONG, GOOD));
         MixtuneCliTest.Result run = MixtuneCliTest.run(train(dir, pairs, "data.skip_invalid=true",
-                "train.max_steps=1", "train.warmup_steps=0", "data.validation_ratio=0").toArray(String[]::new));
+                "train.max_steps=1", "data.validation_ratio=0").toArray(String[]::new));
         assertEquals(0, run.code(), run.err());
         assertTrue(run.out().contains("3 samples") && run.out().contains("from 6 records"), run.out());
         assertTrue(run.out().contains("skipped 3: 1 chosen equals rejected; 1 empty completion; 1 prompt longer than "
