@@ -41,9 +41,11 @@ public final class Nf4Linear implements Linear {
         return weight;
     }
 
-    @Override
-    public NDArray forward(NDArray x) {
-        NDManager manager = x.getManager();
+    /**
+     * The dense [out, in] weight in {@code type}, attached to {@code manager} (on its device): dequantized anew at every
+     * call, nothing cached, so its memory is the caller's to free by closing it.
+     */
+    public NDArray dequantizedWeight(NDManager manager, DataType type) {
         int bytes = Math.multiplyExact(weight.count(), Float.BYTES);
         ByteBuffer staging = STAGING.get();
         if (staging.capacity() < bytes) {
@@ -52,12 +54,25 @@ public final class Nf4Linear implements Linear {
         }
         staging.clear();
         staging.asFloatBuffer().put(weight.dequantize());
-        NDArray dense;
         try (NDArray staged = manager.create(staging.slice(0, bytes), new Shape(outFeatures, inFeatures),
                 DataType.FLOAT32)) {
-            dense = x.getDataType() == DataType.FLOAT32 ? staged.duplicate() : staged.toType(x.getDataType(), false);
+            return type == DataType.FLOAT32 ? staged.duplicate() : staged.toType(type, false);
         }
-        return ai.djl.nn.core.Linear.linear(x, dense).singletonOrThrow();
+    }
+
+    /**
+     * x W^T. The dense W is closed at once: autograd keeps its own reference where the gradient of x needs it, and
+     * under {@link RecomputedWeights} nothing keeps it (the backward dequantizes it again, as bitsandbytes' MatMul4Bit).
+     */
+    @Override
+    public NDArray forward(NDArray x) {
+        RecomputedWeights recording = RecomputedWeights.active();
+        if (recording != null) {
+            return recording.cut(this, x);
+        }
+        try (NDArray dense = dequantizedWeight(x.getManager(), x.getDataType())) {
+            return ai.djl.nn.core.Linear.linear(x, dense).singletonOrThrow();
+        }
     }
 
     @Override
