@@ -57,9 +57,40 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         return bytes + n * h * s;
     }
 
-    /** The dequantized copies of a layer's NF4 weights, each made by its forward and kept with its arrays. */
+    /**
+     * The dequantized copies of a layer's NF4 weights, all of them: what autograd keeps for the gradient of each
+     * x W^T when the whole step's graph is kept (no checkpointing).
+     */
     long dequantizedWeights(int index) {
         return linearsOf(index).stream().filter(LinearLayers.Linear::nf4).mapToLong(l -> l.parameters() * s).sum();
+    }
+
+    /**
+     * The largest of a layer's NF4 weights dequantized: all a checkpointed layer holds of them at once, since Nf4Linear
+     * frees each right after its x W^T and RecomputedWeights dequantizes it again for the gradient of x.
+     */
+    long largestDequantizedWeight(int index) {
+        return linearsOf(index).stream().filter(LinearLayers.Linear::nf4).mapToLong(l -> l.parameters() * s).max()
+                .orElse(0);
+    }
+
+    /**
+     * RecomputedWeights' leaves: the gradient at every NF4 layer's output, accumulated in the leaf until the layer's
+     * arrays close (each expert's on its share of the k x tokens).
+     */
+    long recomputedOutputGradients(int index) {
+        List<LinearLayers.Linear> layer = linearsOf(index);
+        long n = tokens();
+        long bytes = 0;
+        for (int j = 0; j < layer.size(); j++) {
+            LinearLayers.Linear linear = layer.get(j);
+            if (linear.nf4()) {
+                boolean expert = config.isMixtureOfExperts() && j >= 5;
+                long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
+                bytes += rowsIn * linear.out() * s;
+            }
+        }
+        return bytes;
     }
 
     /** RmsNorm: statistics in float32, the weight applied in the compute dtype. */
