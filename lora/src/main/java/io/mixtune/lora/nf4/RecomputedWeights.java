@@ -2,6 +2,7 @@ package io.mixtune.lora.nf4;
 
 import ai.djl.engine.EngineException;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.ArrayList;
@@ -18,7 +19,7 @@ import java.util.List;
  *
  * <p>Layers that read the same input one after the other (q, k and v; an MLP's gate and up, an expert's w1 and w3)
  * are one cut: their g W are summed and backpropagated once. Use it as {@code try (var cuts =
- * RecomputedWeights.record()) { ...forward...; cuts.backward(loss); }}, on one thread, inside a GradientCollector
+ * RecomputedWeights.record(manager)) { ...forward...; cuts.backward(loss); }}, on one thread, inside a GradientCollector
  * (autograd's grad mode on); closing the scope ends the recording whatever happened inside.
  */
 public final class RecomputedWeights implements AutoCloseable {
@@ -28,15 +29,19 @@ public final class RecomputedWeights implements AutoCloseable {
     private record Cut(NDArray input, List<Nf4Linear> layers, List<NDArray> outputs) {}
 
     private final List<Cut> cuts = new ArrayList<>();
+    /** The leaves: the layers' callers get views of them, which they may close as they like. */
+    private final NDManager leaves;
 
-    private RecomputedWeights() {}
+    private RecomputedWeights(NDManager leaves) {
+        this.leaves = leaves;
+    }
 
-    /** Starts recording on this thread. */
-    public static RecomputedWeights record() {
+    /** Starts recording on this thread; the layers' outputs live in a sub-manager of {@code manager} until close. */
+    public static RecomputedWeights record(NDManager manager) {
         if (ACTIVE.get() != null) {
             throw new IllegalStateException("NF4 weights are already being recorded for recomputation on this thread");
         }
-        RecomputedWeights recording = new RecomputedWeights();
+        RecomputedWeights recording = new RecomputedWeights(manager.newSubManager());
         ACTIVE.set(recording);
         return recording;
     }
@@ -53,6 +58,7 @@ public final class RecomputedWeights implements AutoCloseable {
                 NDArray weight = layer.dequantizedWeight(x.getManager(), x.getDataType())) {
             y = ai.djl.nn.core.Linear.linear(detached, weight).singletonOrThrow();
         }
+        y.attach(leaves);
         y.setRequiresGradient(true);
         Cut last = cuts.isEmpty() ? null : cuts.get(cuts.size() - 1);
         if (last != null && last.input() == x) {
@@ -61,7 +67,7 @@ public final class RecomputedWeights implements AutoCloseable {
         } else {
             cuts.add(new Cut(x, new ArrayList<>(List.of(layer)), new ArrayList<>(List.of(y))));
         }
-        return y;
+        return y.reshape(y.getShape()); // a view: gradients reach the leaf through it
     }
 
     /**
@@ -116,5 +122,6 @@ public final class RecomputedWeights implements AutoCloseable {
             ACTIVE.remove();
         }
         cuts.clear();
+        leaves.close();
     }
 }

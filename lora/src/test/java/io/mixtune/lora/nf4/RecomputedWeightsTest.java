@@ -38,7 +38,7 @@ class RecomputedWeightsTest {
             }
             Inputs recorded = Inputs.of(manager);
             try (GradientCollector collector = Engine.getInstance().newGradientCollector();
-                    RecomputedWeights recomputed = RecomputedWeights.record()) {
+                    RecomputedWeights recomputed = RecomputedWeights.record(manager)) {
                 recomputed.backward(objective(recorded));
             }
             assertClose(plain.x().getGradient().toFloatArray(), recorded.x().getGradient().toFloatArray());
@@ -58,7 +58,7 @@ class RecomputedWeightsTest {
             Inputs recorded = Inputs.of(manager);
             recorded.x().setRequiresGradient(false);
             try (GradientCollector collector = Engine.getInstance().newGradientCollector();
-                    RecomputedWeights recomputed = RecomputedWeights.record()) {
+                    RecomputedWeights recomputed = RecomputedWeights.record(manager)) {
                 recomputed.backward(objective(recorded));
             }
             assertClose(plain.scale().getGradient().toFloatArray(), recorded.scale().getGradient().toFloatArray());
@@ -71,7 +71,7 @@ class RecomputedWeightsTest {
         try (NDManager manager = NDManager.newBaseManager()) {
             Inputs recorded = Inputs.of(manager);
             try (GradientCollector collector = Engine.getInstance().newGradientCollector();
-                    RecomputedWeights recomputed = RecomputedWeights.record()) {
+                    RecomputedWeights recomputed = RecomputedWeights.record(manager)) {
                 collector.backward(objective(recorded));
             }
             assertNull(JniUtils.getGradient((PtNDArray) recorded.x()), "x got a gradient through a kept weight");
@@ -84,8 +84,8 @@ class RecomputedWeightsTest {
     void theScopeEndsTheRecordingWhateverHappens() {
         try (NDManager manager = NDManager.newBaseManager()) {
             assertThrows(IllegalStateException.class, () -> {
-                try (RecomputedWeights recomputed = RecomputedWeights.record()) {
-                    RecomputedWeights.record(); // nested: refused
+                try (RecomputedWeights recomputed = RecomputedWeights.record(manager)) {
+                    RecomputedWeights.record(manager); // nested: refused
                 }
             });
             assertNull(RecomputedWeights.active());

@@ -75,10 +75,11 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     }
 
     /**
-     * RecomputedWeights' leaves: the gradient at every NF4 layer's output, accumulated in the leaf until the layer's
-     * arrays close (each expert's on its share of the k x tokens).
+     * RecomputedWeights' leaves: every NF4 layer's output x W^T and the gradient it accumulates, kept until the layer's
+     * arrays close (each expert's on its share of the k x tokens). Under an adapter the output is a leaf of its own
+     * (LoraLinear frees its view of it); without one the model's arrays hold it anyway.
      */
-    long recomputedOutputGradients(int index) {
+    long recomputedOutputs(int index) {
         List<LinearLayers.Linear> layer = linearsOf(index);
         long n = tokens();
         long bytes = 0;
@@ -87,7 +88,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
             if (linear.nf4()) {
                 boolean expert = config.isMixtureOfExperts() && j >= 5;
                 long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
-                bytes += rowsIn * linear.out() * s;
+                bytes += rowsIn * linear.out() * s * (linear.loraRank() > 0 ? 2 : 1);
             }
         }
         return bytes;
@@ -114,7 +115,8 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         bytes += rotate(n * heads * d) + rotate(n * kvHeads * d);
         // The scores [B, heads, T, T]: no fused attention in DJL, so they are materialised, scaled, masked, softmaxed.
         long scores = rows * heads * length * length;
-        bytes += 3 * scores * s + scores * F32 + (s == F32 ? 0 : scores * (F32 + s));
+        // Casts.softmaxInFloat32 frees its float32 copies: autograd keeps the softmax's output for the backward.
+        bytes += 3 * scores * s + (s == F32 ? scores * F32 : scores * s + (recorded ? scores * F32 : 0));
         if (recorded) {
             bytes += n * kvHeads * d * s; // matmul's contiguous copy of the transposed v, saved for backward
         }
@@ -160,22 +162,23 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     }
 
     /**
-     * A linear layer on {@code n} tokens: the base's output and, when it has an adapter, PEFT's y + B(A(dropout(x)))
-     * x scale with the adapter in float32 (x cast up, the sum taken in float32 and cast back).
+     * A linear layer on {@code n} tokens: its output. With an adapter, PEFT's y + B(A(dropout(x))) x scale with the
+     * adapter in float32 (x cast up, the sum taken in float32 and cast back): LoraLinear frees its intermediates once
+     * the output exists, so what stays beside the output is what autograd keeps for the backward: the dropout mask
+     * and A's input (the dropped x, or its float32 copy), A x, and in float16 the float32 sum (the cast back keeps it).
      */
     long linear(LinearLayers.Linear layer, long n, boolean recorded) {
         long bytes = n * layer.out() * s;
-        if (layer.loraRank() == 0) {
+        if (layer.loraRank() == 0 || !recorded) {
             return bytes;
         }
         if (dropout) {
-            bytes += n * layer.in() * s + (recorded ? n * layer.in() * (gpu ? 1 : s) : 0);
+            bytes += n * layer.in() * (gpu ? 1 : s) + (s == F32 ? n * layer.in() * s : 0);
         }
         if (s != F32) {
-            bytes += n * layer.in() * F32;
+            bytes += n * layer.in() * F32 + n * layer.out() * F32;
         }
-        bytes += n * layer.loraRank() * F32 + 2 * n * layer.out() * F32; // A x, B A x, times scale
-        return bytes + (s == F32 ? n * layer.out() * F32 : 2 * n * layer.out() * F32 + n * layer.out() * s);
+        return bytes + n * layer.loraRank() * F32;
     }
 
     /**

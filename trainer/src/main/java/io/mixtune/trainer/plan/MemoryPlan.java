@@ -205,7 +205,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
             recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
             dequantized = Math.max(dequantized, forward.largestDequantizedWeight(i));
-            outputGradients = Math.max(outputGradients, forward.recomputedOutputGradients(i));
+            outputGradients = Math.max(outputGradients, forward.recomputedOutputs(i));
         }
         long targets = setup.targets();
         long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
@@ -225,7 +225,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             if (dequantized > 0) {
                 parts.add(new Component("dequantized weight (one linear)", dequantized, "the largest NF4 weight in "
                         + dtype + ", dequantized again for its input's gradient and freed (as bitsandbytes)"));
-                parts.add(new Component("gradients at the NF4 outputs", outputGradients,
+                parts.add(new Component("NF4 outputs and their gradients", outputGradients,
                         "where the recompute cuts x W^T out of the layer's graph"));
             }
             parts.add(new Component("backward working memory", forward.layerBackward(),

@@ -94,7 +94,7 @@ public final class CheckpointedBackward {
                 }
                 try (NDManager layer = step.newSubManager();
                         GradientCollector collector = Engine.getInstance().newGradientCollector();
-                        RecomputedWeights recomputed = RecomputedWeights.record()) {
+                        RecomputedWeights recomputed = RecomputedWeights.record(layer)) {
                     x.tempAttach(layer);
                     CausalLmLoss.seedDropout(dropoutSeed, i);
                     DecoderLayer.Output out = model.layer(i, x, angles, in.mask());
