@@ -42,8 +42,8 @@ public final class Nf4Linear implements Linear {
     }
 
     /**
-     * The dense [out, in] weight in {@code type}, attached to {@code manager} (on its device): dequantized anew at every
-     * call, nothing cached, so its memory is the caller's to free by closing it.
+     * The dense [out, in] weight in {@code type}, attached to {@code manager} (on its device): dequantized anew at
+     * every call, nothing cached, so its memory is the caller's to free by closing it.
      */
     public NDArray dequantizedWeight(NDManager manager, DataType type) {
         int bytes = Math.multiplyExact(weight.count(), Float.BYTES);
@@ -62,7 +62,8 @@ public final class Nf4Linear implements Linear {
 
     /**
      * x W^T. The dense W is closed at once: autograd keeps its own reference where the gradient of x needs it, and
-     * under {@link RecomputedWeights} nothing keeps it (the backward dequantizes it again, as bitsandbytes' MatMul4Bit).
+     * under {@link RecomputedWeights} nothing keeps it (the backward dequantizes it again, as bitsandbytes'
+     * MatMul4Bit).
      */
     @Override
     public NDArray forward(NDArray x) {

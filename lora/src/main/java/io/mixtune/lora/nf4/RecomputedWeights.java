@@ -12,15 +12,18 @@ import java.util.List;
  * A scope in which NF4 layers keep no dequantized weight for the backward pass, as bitsandbytes' MatMul4Bit does
  * (autograd/_functions.py: the forward saves the packed 4-bit weight, and the backward dequantizes it again for
  * grad_A = grad_output @ W). DJL cannot define an autograd Function from Java, so the gradient of x W^T is cut out of
- * the graph instead: inside the scope an {@link Nf4Linear} computes y = x W^T on x detached, frees W, and hands on y as a leaf that takes a gradient. {@link #backward} then runs the graph's backward
- * and, newest layer first, turns each leaf's gradient g into g W (W dequantized again and freed at once) and
- * backpropagates it from x into the rest of the graph: into the adapters, the layer's input and the leaves of earlier
- * layers. So the backward of what was recorded holds at most one dequantized weight at a time.
+ * the graph instead: inside the scope an {@link Nf4Linear} computes y = x W^T on x detached, frees W, and hands on y
+ * as a leaf that takes a gradient. {@link #backward} then runs the graph's backward and, newest layer first, turns
+ * each leaf's gradient g into g W (W dequantized again and freed at once) and backpropagates it from x into the rest
+ * of the graph: into the adapters, the layer's input and the leaves of earlier layers. So the backward of what was
+ * recorded holds at most one dequantized weight at a time.
  *
  * <p>Layers that read the same input one after the other (q, k and v; an MLP's gate and up, an expert's w1 and w3)
  * are one cut: their g W are summed and backpropagated once. Use it as {@code try (var cuts =
- * RecomputedWeights.record(manager)) { ...forward...; cuts.backward(loss); }}, on one thread, inside a GradientCollector
- * (autograd's grad mode on); closing the scope ends the recording whatever happened inside.
+ * RecomputedWeights.record(manager)) { ...forward...; cuts.backward(loss); }}, on one thread, inside a
+ * GradientCollector (autograd's grad mode on; it never zeroes gradients, so the several backward calls accumulate as
+ * one would); closing the scope ends the recording whatever happened inside. What it costs: each leaf and its gradient
+ * stay until the scope closes, and an input that takes no gradient still gets its g W computed.
  */
 public final class RecomputedWeights implements AutoCloseable {
     private static final ThreadLocal<RecomputedWeights> ACTIVE = new ThreadLocal<>();

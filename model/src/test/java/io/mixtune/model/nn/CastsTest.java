@@ -25,8 +25,8 @@ class CastsTest {
         try (NDManager manager = NDManager.newBaseManager()) {
             NDArray half = manager.create(VALUES).toType(DataType.FLOAT16, false);
             half.setRequiresGradient(true);
-            NDArray upstream = manager.create(new float[] {1f, -1f, 0.3f, 7f, 1e-3f, 2f, 0.5f, -0.25f, 3f, 1e4f, 1f, 1f},
-                    new Shape(VALUES.length));
+            float[] upstreamValues = {1f, -1f, 0.3f, 7f, 1e-3f, 2f, 0.5f, -0.25f, 3f, 1e4f, 1f, 1f};
+            NDArray upstream = manager.create(upstreamValues, new Shape(VALUES.length));
             float[] widened;
             try (GradientCollector collector = Engine.getInstance().newGradientCollector()) {
                 NDArray x32 = Casts.to(half, DataType.FLOAT32);

@@ -9,8 +9,9 @@ import java.util.List;
  * {@code MistralAttention}, {@code SwiGluMlp}, {@code SparseMoeBlock}, {@code LoraLinear}, {@code Nf4Linear} and
  * {@code CausalLmLoss} create them. Under DJL an array lives until its NDManager closes, not only while autograd needs
  * it as in PyTorch: a layer holds everything it created, views aside (reshape, transpose, slices, broadcasts), until
- * its manager closes. On top of that autograd keeps a few tensors no DJL array holds ("recorded" below): each LoRA
- * dropout's mask and the contiguous copy of v that the batched matmul makes.
+ * its manager closes, except where the code frees intermediates early as PyTorch would ({@code LoraLinear}'s update,
+ * the float32 copies around the softmax). On top of that autograd keeps tensors no DJL array holds ("recorded"
+ * below): each LoRA dropout's mask, A's input and A x, and the contiguous copy of v that the batched matmul makes.
  *
  * @param s bytes per element of the compute dtype (4 or 2); norms, softmax, LoRA and the loss run in float32 (4)
  * @param gpu dropout keeps a 1-byte mask on a GPU (torch's fused kernel), a mask in the input's dtype on a CPU
