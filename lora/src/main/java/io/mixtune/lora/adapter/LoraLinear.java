@@ -3,6 +3,7 @@ package io.mixtune.lora.adapter;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.nn.norm.Dropout;
+import io.mixtune.lora.nf4.RecomputedWeights;
 import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.Scalars;
@@ -84,8 +85,9 @@ public final class LoraLinear implements Linear {
         try (NDManager scratch = caller.newSubManager()) {
             NDArray y = base.forward(x);
             y.attach(scratch);
-            x.tempAttach(scratch);
-            NDArray output = withUpdate(y, x, adapter);
+            NDArray input = RecomputedWeights.adapterInput(x);
+            input.tempAttach(scratch);
+            NDArray output = withUpdate(y, input, adapter);
             output.attach(caller);
             return output;
         }

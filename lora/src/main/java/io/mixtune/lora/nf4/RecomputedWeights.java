@@ -28,8 +28,11 @@ import java.util.List;
 public final class RecomputedWeights implements AutoCloseable {
     private static final ThreadLocal<RecomputedWeights> ACTIVE = new ThreadLocal<>();
 
-    /** Layers that read one input array, in forward order, and their outputs (leaves). */
-    private record Cut(NDArray input, List<Nf4Linear> layers, List<NDArray> outputs) {}
+    /**
+     * Layers that read one input array, in forward order, and their outputs (leaves); {@code adapterInput} is the same
+     * input as a leaf, for the adapters on these layers to read.
+     */
+    private record Cut(NDArray input, NDArray adapterInput, List<Nf4Linear> layers, List<NDArray> outputs) {}
 
     private final List<Cut> cuts = new ArrayList<>();
     /** The leaves: the layers' callers get views of them, which they may close as they like. */
@@ -63,14 +66,35 @@ public final class RecomputedWeights implements AutoCloseable {
         }
         y.attach(leaves);
         y.setRequiresGradient(true);
-        Cut last = cuts.isEmpty() ? null : cuts.get(cuts.size() - 1);
-        if (last != null && last.input() == x) {
+        Cut last = lastCutOf(x);
+        if (last != null) {
             last.layers().add(layer);
             last.outputs().add(y);
         } else {
-            cuts.add(new Cut(x, new ArrayList<>(List.of(layer)), new ArrayList<>(List.of(y))));
+            NDArray adapterInput = x.stopGradient();
+            adapterInput.attach(leaves);
+            adapterInput.setRequiresGradient(true);
+            cuts.add(new Cut(x, adapterInput, new ArrayList<>(List.of(layer)), new ArrayList<>(List.of(y))));
         }
         return y.reshape(y.getShape()); // a view: gradients reach the leaf through it
+    }
+
+    /** The newest cut when it reads {@code x}, else null. */
+    private Cut lastCutOf(NDArray x) {
+        Cut last = cuts.isEmpty() ? null : cuts.get(cuts.size() - 1);
+        return last != null && last.input() == x ? last : null;
+    }
+
+    /**
+     * What an adapter on a layer that just read x should read: under a recording, x as a leaf of its own (the same
+     * memory), so the graph's backward stops there too, and the adapters' gradient joins the layers' g W before one
+     * backward from x. Without it every layer's backward would run again through everything below it (attention
+     * included) once for the adapters' part and once for the base's. Else x itself.
+     */
+    public static NDArray adapterInput(NDArray x) {
+        RecomputedWeights recording = ACTIVE.get();
+        Cut cut = recording == null ? null : recording.lastCutOf(x);
+        return cut == null ? x : cut.adapterInput();
     }
 
     /**
@@ -86,7 +110,7 @@ public final class RecomputedWeights implements AutoCloseable {
         // and the layers of one cut read the same input, never each other's outputs).
         for (int i = cuts.size() - 1; i >= 0; i--) {
             Cut cut = cuts.get(i);
-            NDArray inputGradient = null;
+            NDArray inputGradient = JniUtils.getGradient((PtNDArray) cut.adapterInput());
             for (int j = 0; j < cut.layers().size(); j++) {
                 PtNDArray outputGradient = JniUtils.getGradient((PtNDArray) cut.outputs().get(j));
                 if (outputGradient == null) {

@@ -78,7 +78,8 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     /**
      * RecomputedWeights' leaves: every NF4 layer's output x W^T and the gradient it accumulates, kept until the layer's
      * arrays close (each expert's on its share of the k x tokens). Under an adapter the output is a leaf of its own
-     * (LoraLinear frees its view of it); without one the model's arrays hold it anyway.
+     * (LoraLinear frees its view of it; without one the model's arrays hold it anyway), and the adapters of the layers
+     * that read one input (q, k, v; gate and up; w1 and w3) read it as one more leaf, whose gradient stays too.
      */
     long recomputedOutputs(int index) {
         List<LinearLayers.Linear> layer = linearsOf(index);
@@ -89,10 +90,23 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
             if (linear.nf4()) {
                 boolean expert = config.isMixtureOfExperts() && j >= 5;
                 long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
-                bytes += rowsIn * linear.out() * s * (linear.loraRank() > 0 ? 2 : 1);
+                boolean adapted = linear.loraRank() > 0;
+                bytes += rowsIn * linear.out() * s * (adapted ? 2 : 1);
+                if (adapted && readsANewInput(j)) {
+                    bytes += rowsIn * linear.in() * s;
+                }
             }
         }
         return bytes;
+    }
+
+    /** Whether linear {@code j} of a layer reads another input than the one before it (k and v read q's, up gate's). */
+    private boolean readsANewInput(int j) {
+        if (j == 1 || j == 2) {
+            return false;
+        }
+        int mlpIndex = config.isMixtureOfExperts() ? (j - 5) % 3 : j - 4;
+        return mlpIndex != 1;
     }
 
     /** RmsNorm: statistics in float32, the weight applied in the compute dtype. */

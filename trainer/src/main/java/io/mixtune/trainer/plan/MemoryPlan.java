@@ -226,7 +226,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 parts.add(new Component("dequantized weight (one linear)", dequantized, "the largest NF4 weight in "
                         + dtype + ", dequantized again for its input's gradient and freed (as bitsandbytes)"));
                 parts.add(new Component("NF4 outputs and their gradients", outputGradients,
-                        "where the recompute cuts x W^T out of the layer's graph"));
+                        "leaves where the recompute cuts x W^T out of the layer's graph"));
             }
             parts.add(new Component("backward working memory", forward.layerBackward(),
                     "gradients in flight at the widest op"));
