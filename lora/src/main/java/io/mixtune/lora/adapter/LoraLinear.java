@@ -1,7 +1,9 @@
 package io.mixtune.lora.adapter;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.nn.norm.Dropout;
+import io.mixtune.lora.nf4.RecomputedWeights;
 import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.Scalars;
@@ -72,11 +74,26 @@ public final class LoraLinear implements Linear {
 
     @Override
     public NDArray forward(NDArray x) {
-        NDArray y = base.forward(x);
         Adapter adapter = enabled && active != null ? adapters.get(active) : null;
         if (adapter == null) {
-            return y;
+            return base.forward(x);
         }
+        // The update's intermediates (B A x, its scaled and float32 copies) close with `scratch` once the output
+        // exists, as PyTorch frees them: autograd keeps its own references to what the backward needs (the dropout
+        // mask, A's input, A x), and those stay alive however the arrays are closed.
+        NDManager caller = x.getManager();
+        try (NDManager scratch = caller.newSubManager()) {
+            NDArray y = base.forward(x);
+            y.attach(scratch);
+            NDArray input = RecomputedWeights.adapterInput(x);
+            input.tempAttach(scratch);
+            NDArray output = withUpdate(y, input, adapter);
+            output.attach(caller);
+            return output;
+        }
+    }
+
+    private NDArray withUpdate(NDArray y, NDArray x, Adapter adapter) {
         NDArray input = training && adapter.dropout() > 0
                 ? Dropout.dropout(x, (float) adapter.dropout(), true).singletonOrThrow()
                 : x;

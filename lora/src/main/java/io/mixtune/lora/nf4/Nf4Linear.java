@@ -58,12 +58,10 @@ public final class Nf4Linear implements Linear {
         return heapWeight != null ? heapWeight.storageBytes() : deviceWeight.storageBytes();
     }
 
-    @Override
-    public NDArray forward(NDArray x) {
-        return ai.djl.nn.core.Linear.linear(x, dequantizedWeight(x.getManager(), x.getDataType())).singletonOrThrow();
-    }
-
-    /** The dense weight [out, in] in {@code type} on {@code manager}'s device, attached to {@code manager}. */
+    /**
+     * The dense [out, in] weight in {@code type}, attached to {@code manager} (on its device): dequantized anew at
+     * every call, nothing cached, so its memory is the caller's to free by closing it.
+     */
     public NDArray dequantizedWeight(NDManager manager, DataType type) {
         if (deviceWeight != null) {
             return deviceWeight.dequantize(manager, type);
@@ -79,6 +77,22 @@ public final class Nf4Linear implements Linear {
         try (NDArray staged = manager.create(staging.slice(0, bytes), new Shape(outFeatures, inFeatures),
                 DataType.FLOAT32)) {
             return type == DataType.FLOAT32 ? staged.duplicate() : staged.toType(type, false);
+        }
+    }
+
+    /**
+     * x W^T. The dense W is closed at once: autograd keeps its own reference where the gradient of x needs it, and
+     * under {@link RecomputedWeights} nothing keeps it (the backward dequantizes it again, as bitsandbytes'
+     * MatMul4Bit).
+     */
+    @Override
+    public NDArray forward(NDArray x) {
+        RecomputedWeights recording = RecomputedWeights.active();
+        if (recording != null) {
+            return recording.cut(this, x);
+        }
+        try (NDArray dense = dequantizedWeight(x.getManager(), x.getDataType())) {
+            return ai.djl.nn.core.Linear.linear(x, dense).singletonOrThrow();
         }
     }
 

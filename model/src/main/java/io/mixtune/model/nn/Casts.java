@@ -2,6 +2,7 @@ package io.mixtune.model.nn;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 
 /**
  * Dtype casts that autograd follows. DJL's {@code toType} runs under torch's NoGradGuard (its JNI {@code torchTo}), so
@@ -17,11 +18,26 @@ public final class Casts {
         if (x.getDataType() == type) {
             return x;
         }
-        return x.expandDims(-1).cumProd(-1, type).squeeze(-1);
+        if (x.getDataType() == DataType.FLOAT16 && type == DataType.FLOAT32) {
+            // Widening: x + (-0.0) in float32 is x exactly, signed zeros included, and promotes the sum to float32;
+            // add's backward keeps no tensor, where cumprod's keeps its input and output for the whole backward.
+            try (NDArray negativeZero = x.getManager().create(new float[] {-0.0f}, new Shape(1))) {
+                return x.add(negativeZero);
+            }
+        }
+        try (NDArray column = x.expandDims(-1); NDArray cast = column.cumProd(-1, type)) {
+            return cast.squeeze(-1); // a view: it keeps cast's memory, so only the arrays' handles close here
+        }
     }
 
     /** Softmax along {@code axis} computed in float32, as transformers does for attention and routing, in x's type. */
     public static NDArray softmaxInFloat32(NDArray x, int axis) {
-        return to(to(x, DataType.FLOAT32).softmax(axis), x.getDataType());
+        if (x.getDataType() == DataType.FLOAT32) {
+            return x.softmax(axis);
+        }
+        // The float32 copies go as soon as the result exists: autograd keeps the softmax's output, nothing else.
+        try (NDArray x32 = to(x, DataType.FLOAT32); NDArray probabilities = x32.softmax(axis)) {
+            return to(probabilities, x.getDataType());
+        }
     }
 }

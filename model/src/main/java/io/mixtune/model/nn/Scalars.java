@@ -7,18 +7,32 @@ import ai.djl.ndarray.NDArray;
  * {@code div(Number)} wrap the constant in a 0-dim array backed by a Java direct buffer and close that array as soon
  * as the op returns, while autograd keeps the constant for backward (d(x*c)/dx = c): once the garbage collector frees
  * the buffer, backward reads freed memory and the gradients come out wrong or NaN, differently from run to run. Here
- * the constant lives in x's manager, so it outlives the backward pass that closes with x's step.
+ * the constant is copied into libtorch's own memory, which autograd's reference keeps alive.
  */
 public final class Scalars {
     private Scalars() {}
 
     /** x * factor, in x's dtype (a float32 0-dim constant does not promote a float16 x). */
     public static NDArray times(NDArray x, double factor) {
-        return x.mul(x.getManager().create((float) factor));
+        try (NDArray constant = constant(x, factor)) {
+            return x.mul(constant);
+        }
     }
 
     /** x / divisor, in x's dtype. */
     public static NDArray dividedBy(NDArray x, double divisor) {
-        return x.div(x.getManager().create((float) divisor));
+        try (NDArray constant = constant(x, divisor)) {
+            return x.div(constant);
+        }
+    }
+
+    /**
+     * The constant copied into memory libtorch owns: autograd's reference then keeps it alive whatever happens to the
+     * array, so it may be closed at once (and a layer may free its intermediates early without breaking backward).
+     */
+    private static NDArray constant(NDArray x, double value) {
+        try (NDArray javaBacked = x.getManager().create((float) value)) {
+            return javaBacked.duplicate();
+        }
     }
 }

@@ -9,8 +9,9 @@ import java.util.List;
  * {@code MistralAttention}, {@code SwiGluMlp}, {@code SparseMoeBlock}, {@code LoraLinear}, {@code Nf4Linear} and
  * {@code CausalLmLoss} create them. Under DJL an array lives until its NDManager closes, not only while autograd needs
  * it as in PyTorch: a layer holds everything it created, views aside (reshape, transpose, slices, broadcasts), until
- * its manager closes. On top of that autograd keeps a few tensors no DJL array holds ("recorded" below): each LoRA
- * dropout's mask and the contiguous copy of v that the batched matmul makes.
+ * its manager closes, except where the code frees intermediates early as PyTorch would ({@code LoraLinear}'s update,
+ * the float32 copies around the softmax). On top of that autograd keeps tensors no DJL array holds ("recorded"
+ * below): each LoRA dropout's mask, A's input and A x, and the contiguous copy of v that the batched matmul makes.
  *
  * @param s bytes per element of the compute dtype (4 or 2); norms, softmax, LoRA and the loss run in float32 (4)
  * @param gpu dropout keeps a 1-byte mask on a GPU (torch's fused kernel), a mask in the input's dtype on a CPU
@@ -57,9 +58,55 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         return bytes + n * h * s;
     }
 
-    /** The dequantized copies of a layer's NF4 weights, each made by its forward and kept with its arrays. */
+    /**
+     * The dequantized copies of a layer's NF4 weights, all of them: what autograd keeps for the gradient of each
+     * x W^T when the whole step's graph is kept (no checkpointing).
+     */
     long dequantizedWeights(int index) {
         return linearsOf(index).stream().filter(LinearLayers.Linear::nf4).mapToLong(l -> l.parameters() * s).sum();
+    }
+
+    /**
+     * The largest of a layer's NF4 weights dequantized: all a checkpointed layer holds of them at once, since Nf4Linear
+     * frees each right after its x W^T and RecomputedWeights dequantizes it again for the gradient of x.
+     */
+    long largestDequantizedWeight(int index) {
+        return linearsOf(index).stream().filter(LinearLayers.Linear::nf4).mapToLong(l -> l.parameters() * s).max()
+                .orElse(0);
+    }
+
+    /**
+     * RecomputedWeights' leaves: every NF4 layer's output x W^T and the gradient it accumulates, kept until the layer's
+     * arrays close (each expert's on its share of the k x tokens). Under an adapter the output is a leaf of its own
+     * (LoraLinear frees its view of it; without one the model's arrays hold it anyway), and the adapters of the layers
+     * that read one input (q, k, v; gate and up; w1 and w3) read it as one more leaf, whose gradient stays too.
+     */
+    long recomputedOutputs(int index) {
+        List<LinearLayers.Linear> layer = linearsOf(index);
+        long n = tokens();
+        long bytes = 0;
+        for (int j = 0; j < layer.size(); j++) {
+            LinearLayers.Linear linear = layer.get(j);
+            if (linear.nf4()) {
+                boolean expert = config.isMixtureOfExperts() && j >= 5;
+                long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
+                boolean adapted = linear.loraRank() > 0;
+                bytes += rowsIn * linear.out() * s * (adapted ? 2 : 1);
+                if (adapted && readsANewInput(j)) {
+                    bytes += rowsIn * linear.in() * s;
+                }
+            }
+        }
+        return bytes;
+    }
+
+    /** Whether linear {@code j} of a layer reads another input than the one before it (k and v read q's, up gate's). */
+    private boolean readsANewInput(int j) {
+        if (j == 1 || j == 2) {
+            return false;
+        }
+        int mlpIndex = config.isMixtureOfExperts() ? (j - 5) % 3 : j - 4;
+        return mlpIndex != 1;
     }
 
     /** RmsNorm: statistics in float32, the weight applied in the compute dtype. */
@@ -83,7 +130,8 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         bytes += rotate(n * heads * d) + rotate(n * kvHeads * d);
         // The scores [B, heads, T, T]: no fused attention in DJL, so they are materialised, scaled, masked, softmaxed.
         long scores = rows * heads * length * length;
-        bytes += 3 * scores * s + scores * F32 + (s == F32 ? 0 : scores * (F32 + s));
+        // Casts.softmaxInFloat32 frees its float32 copies: autograd keeps the softmax's output for the backward.
+        bytes += 3 * scores * s + (s == F32 ? scores * F32 : scores * s + (recorded ? scores * F32 : 0));
         if (recorded) {
             bytes += n * kvHeads * d * s; // matmul's contiguous copy of the transposed v, saved for backward
         }
@@ -129,22 +177,23 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     }
 
     /**
-     * A linear layer on {@code n} tokens: the base's output and, when it has an adapter, PEFT's y + B(A(dropout(x)))
-     * x scale with the adapter in float32 (x cast up, the sum taken in float32 and cast back).
+     * A linear layer on {@code n} tokens: its output. With an adapter, PEFT's y + B(A(dropout(x))) x scale with the
+     * adapter in float32 (x cast up, the sum taken in float32 and cast back): LoraLinear frees its intermediates once
+     * the output exists, so what stays beside the output is what autograd keeps for the backward: the dropout mask
+     * and A's input (the dropped x, or its float32 copy), A x, and in float16 the float32 sum (the cast back keeps it).
      */
     long linear(LinearLayers.Linear layer, long n, boolean recorded) {
         long bytes = n * layer.out() * s;
-        if (layer.loraRank() == 0) {
+        if (layer.loraRank() == 0 || !recorded) {
             return bytes;
         }
         if (dropout) {
-            bytes += n * layer.in() * s + (recorded ? n * layer.in() * (gpu ? 1 : s) : 0);
+            bytes += n * layer.in() * (gpu ? 1 : s) + (s == F32 ? n * layer.in() * s : 0);
         }
         if (s != F32) {
-            bytes += n * layer.in() * F32;
+            bytes += n * layer.in() * F32 + n * layer.out() * F32;
         }
-        bytes += n * layer.loraRank() * F32 + 2 * n * layer.out() * F32; // A x, B A x, times scale
-        return bytes + (s == F32 ? n * layer.out() * F32 : 2 * n * layer.out() * F32 + n * layer.out() * s);
+        return bytes + n * layer.loraRank() * F32;
     }
 
     /**

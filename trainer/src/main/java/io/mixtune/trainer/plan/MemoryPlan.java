@@ -18,7 +18,8 @@ import java.util.Locale;
  * backward through x W^T) live until the step's backward is done, so the peak is all of them plus the backward's
  * working memory. With it ({@code CheckpointedBackward}) the forward keeps only each layer's input, and the peak is
  * the widest of three moments: the forward through one layer, the head's forward and backward, and one layer
- * recomputed under autograd with its backward.
+ * recomputed under autograd with its backward. Either way the layer holds one dequantized NF4 weight at a time
+ * ({@code RecomputedWeights}), as bitsandbytes does.
  *
  * <p>PlanMeasurementTest (tiny models) and bench/plan.sh (mistral-1b) hold the prediction against measured peaks
  * ({@code PeakMemoryProbe}): within 5% on every case so far, when glibc returns freed memory at once.
@@ -199,15 +200,17 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         long forwardLayer = 0;
         long recomputedLayer = 0;
         long dequantized = 0;
+        long outputGradients = 0;
         for (int i = 0; i < layers; i++) {
             forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
             recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
-            dequantized = Math.max(dequantized, forward.dequantizedWeights(i));
+            dequantized = Math.max(dequantized, forward.largestDequantizedWeight(i));
+            outputGradients = Math.max(outputGradients, forward.recomputedOutputs(i));
         }
         long targets = setup.targets();
         long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
         long headMoment = forward.head(targets, true) + forward.headBackward(targets);
-        long recomputeMoment = recomputedLayer + dequantized + forward.layerBackward() + upstream;
+        long recomputeMoment = recomputedLayer + dequantized + outputGradients + forward.layerBackward() + upstream;
         long forwardMoment = forwardLayer + dequantized;
         if (headMoment >= recomputeMoment && headMoment >= forwardMoment) {
             parts.add(new Component("logits and loss at targets", forward.head(targets, true),
@@ -220,15 +223,20 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             parts.add(new Component("activations (one layer recomputed)", recomputedLayer + upstream,
                     "all its arrays, attention scores [B, heads, T, T] included"));
             if (dequantized > 0) {
-                parts.add(new Component("dequantized weights (one layer)", dequantized, dtype
-                        + " copies of its NF4 weights, kept for its backward"));
+                parts.add(new Component("dequantized weight (one linear)", dequantized, "the largest NF4 weight in "
+                        + dtype + ", dequantized again for its input's gradient and freed (as bitsandbytes)"));
+                parts.add(new Component("NF4 outputs and their gradients", outputGradients,
+                        "leaves where the recompute cuts x W^T out of the layer's graph"));
             }
             parts.add(new Component("backward working memory", forward.layerBackward(),
                     "gradients in flight at the widest op"));
             return "backward through a recomputed layer";
         }
         parts.add(new Component("activations (one layer)", forwardLayer, "the forward without autograd"));
-        parts.add(new Component("dequantized weights (one layer)", dequantized, dtype + " copies"));
+        if (dequantized > 0) {
+            parts.add(new Component("dequantized weight (one linear)", dequantized, "the largest NF4 weight in "
+                    + dtype + ", freed after its x W^T"));
+        }
         return "the forward through one layer";
     }
 

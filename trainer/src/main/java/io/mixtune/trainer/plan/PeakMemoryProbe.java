@@ -93,9 +93,16 @@ public final class PeakMemoryProbe {
             LossScaler scaler = computeType == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
             double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()
                     ? model.config().routerAuxLossCoef() : 0;
+            com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean)
+                    java.lang.management.ManagementFactory.getOperatingSystemMXBean();
             for (int step = 0; step < steps; step++) {
+                long wall = System.nanoTime();
+                long cpu = os.getProcessCpuTime();
                 SftRecipe.optimizerStep(model, parameters, List.of(batch), coefficient, train.maxGradNorm(), optimizer,
                         train.lr(), manager, train.gradientCheckpointing(), step, scaler);
+                // Process CPU time too: on a shared machine it moves less with the load than the wall time does.
+                System.out.printf(Locale.ROOT, "step %d: %.2f s wall, %.2f s process CPU%n", step + 1,
+                        (System.nanoTime() - wall) / 1e9, (os.getProcessCpuTime() - cpu) / 1e9);
             }
             long nativeGrowth = status("VmHWM") - rssBefore;
             long measured = nativeGrowth + heapModel;

@@ -6,6 +6,7 @@ import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.training.GradientCollector;
+import io.mixtune.lora.nf4.RecomputedWeights;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.mistral.DecoderLayer;
 import io.mixtune.model.nn.RotaryEmbedding;
@@ -23,7 +24,8 @@ import java.util.List;
  *
  * <p>A layer's backward is that of sum(output * upstream) (+ auxWeight x its part of the load-balancing loss): the
  * same vector-Jacobian product as backward(output, upstream), with the aux term in the same pass. Dropout is seeded
- * per layer, so the recompute draws the masks of the first pass.
+ * per layer, so the recompute draws the masks of the first pass. The recomputed layer's NF4 weights are not kept for
+ * its backward ({@link RecomputedWeights}): dequantized again one at a time when the gradient of their input is due.
  */
 public final class CheckpointedBackward {
     private CheckpointedBackward() {}
@@ -91,7 +93,8 @@ public final class CheckpointedBackward {
                     x.setRequiresGradient(true); // layer 0's input is the embedding, which trains nothing
                 }
                 try (NDManager layer = step.newSubManager();
-                        GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                        GradientCollector collector = Engine.getInstance().newGradientCollector();
+                        RecomputedWeights recomputed = RecomputedWeights.record(layer)) {
                     x.tempAttach(layer);
                     CausalLmLoss.seedDropout(dropoutSeed, i);
                     DecoderLayer.Output out = model.layer(i, x, angles, in.mask());
@@ -100,7 +103,7 @@ public final class CheckpointedBackward {
                         objective = objective.add(Scalars.times(CausalLmLoss.loadBalancingPart(out.routerLogits(),
                                 load, in.realTokens(), routed), auxWeight));
                     }
-                    collector.backward(objective);
+                    recomputed.backward(objective);
                 }
                 upstream.close();
                 upstream = i > 0 ? x.getGradient() : null;

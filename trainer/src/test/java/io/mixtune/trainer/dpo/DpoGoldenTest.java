@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -15,6 +16,7 @@ import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraLinear;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.SafetensorsReader;
@@ -31,6 +33,7 @@ import java.util.Locale;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
@@ -215,6 +218,59 @@ class DpoGoldenTest {
         assertTrue(measured[0][2] > 0, "the tiny Mixtral's router loss is in the objective");
         System.out.printf(Locale.ROOT, "checkpointed DPO step: loss %.6f, grad norm %.6f, as the plain step%n",
                 measured[1][0], measured[1][1]);
+    }
+
+    /**
+     * The same with the base in NF4, whose recomputed layers keep no dequantized weight for their backward
+     * (RecomputedWeights): the step equals the plain one up to float rounding (float32: gradient norm within 1e-6,
+     * adapter within 1e-7; float16: 5e-3 of the gradient norm, and AdamW's first step may flip where a gradient is
+     * about 0).
+     */
+    @ParameterizedTest
+    @CsvSource({"FLOAT32, 1e-6, 1e-7", "FLOAT16, 5e-3, 2e-3"})
+    void nf4GradientCheckpointingGivesThePlainStep(DataType computeType, double gradNormRtol, double weightAtol)
+            throws IOException {
+        JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
+        List<PreferenceSample> samples = samples(batchJson);
+        long pad = batchJson.get("pad_id").longValue();
+        List<PreferenceBatch> batches = List.of(PreferenceBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad),
+                PreferenceBatch.of(samples.subList(2, 3), new int[] {2}, pad));
+        Recipe.Dpo dpo = dpo("sigmoid", batchJson.get("beta").doubleValue(), 0, false, 0.5);
+        List<float[]> after = new ArrayList<>();
+        double[][] measured = new double[2][];
+        for (boolean checkpointing : new boolean[] {false, true}) {
+            try (NDManager manager = NDManager.newBaseManager()) {
+                Path stepDir = golden("step");
+                CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(),
+                        manager, Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION), computeType);
+                LoraModel lora = new LoraModel(model);
+                PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(),
+                        SftRecipe.ADAPTER_NAME);
+                lora.setTraining(true);
+                List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+                AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.01);
+                DpoStep.StepResult result = DpoStep.optimizerStep(model, parameters, dpo, batches, batch -> {
+                    lora.setAdaptersEnabled(false);
+                    float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+                    lora.setAdaptersEnabled(true);
+                    return reference;
+                }, model.config().routerAuxLossCoef(), 1.0, optimizer, 1e-3, manager, checkpointing, 11,
+                        LossScaler.off());
+                measured[checkpointing ? 1 : 0] = new double[] {result.loss(), result.gradNorm()};
+                if (!checkpointing) {
+                    parameters.forEach(p -> after.add(p.toFloatArray()));
+                } else {
+                    for (int i = 0; i < parameters.size(); i++) {
+                        assertArrayEquals(after.get(i), parameters.get(i).toFloatArray(), (float) weightAtol,
+                                "array " + i);
+                    }
+                }
+            }
+        }
+        assertEquals(measured[0][0], measured[1][0], 1e-6 * Math.abs(measured[0][0]), "loss");
+        assertEquals(measured[0][1], measured[1][1], gradNormRtol * measured[0][1], "gradient norm");
+        System.out.printf(Locale.ROOT, "checkpointed NF4 DPO step, %s: grad norm %.8f vs plain %.8f%n", computeType,
+                measured[1][1], measured[0][1]);
     }
 
     /** The SFT golden's tiny Mixtral with its adapter, in training mode. */

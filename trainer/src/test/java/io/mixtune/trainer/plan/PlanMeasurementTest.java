@@ -38,6 +38,15 @@ class PlanMeasurementTest {
         assertWithinTolerance(dir, "tiny-mixtral", 4, 1024, 256, true, "fp32");
     }
 
+    /**
+     * The GPU recipes' regime on the CPU: float16, checkpointing, experts, NF4 weights recomputed for the backward
+     * (their outputs and gradients held where the graph is cut).
+     */
+    @Test
+    void tinyMixtralInFloat16WithCheckpointing(@TempDir Path dir) throws Exception {
+        assertWithinTolerance(dir, "tiny-mixtral", 2, 1024, 128, true, "fp16");
+    }
+
     /** float16 activations with float32 norms, softmax, LoRA and loss: the compute dtype of a GPU plan. */
     @Test
     void tinyMistralInFloat16(@TempDir Path dir) throws Exception {
