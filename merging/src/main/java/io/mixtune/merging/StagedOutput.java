@@ -7,7 +7,6 @@ import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.util.stream.Stream;
 
 /**
  * The output directory of a merge, written as a sibling {@code OUT.tmp-<pid>-<random>} ({@link StagingDirectory}) and
@@ -33,7 +32,7 @@ final class StagedOutput implements AutoCloseable {
         if (Files.exists(target) && !Files.isDirectory(target)) {
             throw new IllegalArgumentException(target + ": exists and is not a directory");
         }
-        if (!force && !isEmptyOrAbsent(target)) {
+        if (!force && !StagingDirectory.isEmptyOrAbsent(target)) {
             throw new IllegalArgumentException(target + ": exists and is not empty; choose another out or pass --force"
                     + " to replace it");
         }
@@ -59,7 +58,7 @@ final class StagedOutput implements AutoCloseable {
         try {
             Path replaced = null;
             if (Files.exists(target)) {
-                if (isEmptyOrAbsent(target)) {
+                if (StagingDirectory.isEmptyOrAbsent(target)) {
                     Files.delete(target);
                 } else {
                     replaced = StagingDirectory.create(target, REPLACED);
@@ -86,17 +85,6 @@ final class StagedOutput implements AutoCloseable {
             } catch (IOException ignored) {
                 // A leftover OUT.tmp-* directory is plainly not the output; the original error matters more.
             }
-        }
-    }
-
-    private static boolean isEmptyOrAbsent(Path dir) {
-        if (!Files.isDirectory(dir)) {
-            return true;
-        }
-        try (Stream<Path> entries = Files.list(dir)) {
-            return entries.findAny().isEmpty();
-        } catch (IOException e) {
-            throw new UncheckedIOException(dir + ": cannot be listed: " + e.getMessage(), e);
         }
     }
 

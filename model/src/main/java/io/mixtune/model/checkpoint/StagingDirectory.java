@@ -67,6 +67,18 @@ public final class StagingDirectory {
         return ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false);
     }
 
+    /** Whether {@code dir} is missing or holds nothing: an output directory that may be written without --force. */
+    public static boolean isEmptyOrAbsent(Path dir) {
+        if (!Files.isDirectory(dir)) {
+            return true;
+        }
+        try (Stream<Path> entries = Files.list(dir)) {
+            return entries.findAny().isEmpty();
+        } catch (IOException e) {
+            throw new UncheckedIOException(dir + ": cannot be listed: " + e.getMessage(), e);
+        }
+    }
+
     /** Deletes a directory mixtune wrote whole (a staging directory), with everything in it. */
     public static void deleteRecursively(Path dir) throws IOException {
         if (!Files.exists(dir)) {

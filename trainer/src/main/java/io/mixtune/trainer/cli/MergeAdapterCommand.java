@@ -3,10 +3,9 @@ package io.mixtune.trainer.cli;
 import io.mixtune.lora.adapter.AdapterMerge;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
+import io.mixtune.model.checkpoint.StagingDirectory;
 import io.mixtune.model.safetensors.DType;
-import java.io.IOException;
 import java.io.PrintStream;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -60,7 +59,7 @@ final class MergeAdapterCommand implements Command {
         if (Files.exists(outDir) && !Files.isDirectory(outDir)) {
             throw new UsageException("--out " + outDir + " is a file; expected a directory for the merged checkpoint");
         }
-        if (!line.hasOption("force") && !isEmptyOrAbsent(outDir)) {
+        if (!line.hasOption("force") && !StagingDirectory.isEmptyOrAbsent(outDir)) {
             throw new UsageException("--out " + outDir + " exists and is not empty; choose another --out, or pass "
                     + "--force to replace the files merging writes there (any other file stays)");
         }
@@ -68,16 +67,5 @@ final class MergeAdapterCommand implements Command {
         out.printf(Locale.ROOT, "merged %s into %s: %d safetensors file(s) in %s%n", adapterDir, modelDir, files.size(),
                 outDir);
         return Mixtune.OK;
-    }
-
-    private static boolean isEmptyOrAbsent(Path dir) {
-        if (!Files.isDirectory(dir)) {
-            return true;
-        }
-        try (Stream<Path> entries = Files.list(dir)) {
-            return entries.findAny().isEmpty();
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot list --out " + dir + ": " + e.getMessage(), e);
-        }
     }
 }

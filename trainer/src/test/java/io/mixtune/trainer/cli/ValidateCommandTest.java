@@ -97,18 +97,17 @@ class ValidateCommandTest {
         Result validate = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
         assertEquals(2, validate.code(), validate.out());
         List<String> lines = validate.err().strip().lines().toList();
-        assertEquals(5, lines.size(), validate.err());
+        // The warmup longer than the run is a warning (see RecipeReaderTest), printed only with a recipe that is ok.
+        assertEquals(4, lines.size(), validate.err());
         assertTrue(lines.get(0).startsWith("mixtune validate: " + recipe + ": output_dir (not set; the default is "
                 + "null): missing"), lines.get(0));
         assertTrue(lines.get(1).startsWith("mixtune validate: " + recipe + ":4: lora.r: rank 48 exceeds"), lines.get(1));
         assertTrue(lines.get(2).startsWith("mixtune validate: " + recipe + ":6: data.files[0]: no such file"),
                 lines.get(2));
-        assertTrue(lines.get(3).startsWith("mixtune validate: " + recipe + ":8: train.warmup_steps 9 exceeds "
-                + "train.max_steps 4 (set at " + recipe + ":9)"), lines.get(3));
-        assertEquals("mixtune validate: " + recipe + ":11: dpo.beta: must be > 0, got -1.0", lines.get(4));
+        assertEquals("mixtune validate: " + recipe + ":11: dpo.beta: must be > 0, got -1.0", lines.get(3));
         // train reads the recipe with the same reader, and stops on the same lines before anything loads.
         Result train = MixtuneCliTest.run("train", "--recipe", recipe.toString());
         assertEquals(2, train.code(), train.out());
-        assertEquals(5, train.err().strip().lines().count(), train.err());
+        assertEquals(4, train.err().strip().lines().count(), train.err());
     }
 }
