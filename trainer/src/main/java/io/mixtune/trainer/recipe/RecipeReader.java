@@ -98,6 +98,11 @@ public final class RecipeReader {
         RecordBinder binder = new RecordBinder(merged, file.toString());
         Recipe recipe = binder.bind(Recipe.class, merged.root, "");
         check(binder);
+        JsonNode outputDir = merged.root.get("output_dir");
+        if (outputDir != null && outputDir.isTextual() && Files.isRegularFile(Path.of(outputDir.asText()))) {
+            binder.problem("output_dir", outputDir.asText() + " is a file; expected a directory for the run's adapter, "
+                    + "checkpoints and metrics (it is created if missing)");
+        }
         binder.throwIfAny();
         return new Loaded(recipe, file, binder);
     }

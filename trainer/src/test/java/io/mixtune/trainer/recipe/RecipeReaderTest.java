@@ -190,6 +190,13 @@ class RecipeReaderTest {
                 + "training samples; drop one of the two"), problems(split));
 
         Path warmup = write("w.yaml", minimal() + "train:\n  warmup_steps: 10\n");
+        // A file as output_dir: validate says so too, not only train (RunSafetyTest).
+        Path aFile = write("not-a-dir", "notes");
+        Path onAFile = write("o.yaml", minimal());
+        assertEquals(List.of("--set output_dir=" + aFile + ": output_dir: " + aFile + " is a file; expected a "
+                + "directory for the run's adapter, checkpoints and metrics (it is created if missing)"),
+                problems(onAFile, "output_dir=" + aFile));
+
         // A warmup longer than the run is said, not refused: a one-step smoke test of a recipe is a common thing to do.
         assertEquals(List.of(warmup + ":7: train.warmup_steps 10 exceeds train.max_steps 5 (set at --set "
                 + "train.max_steps=5): the learning rate will still be warming up when the run ends; lower "
