@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import hf_models as hf
 import make_sft_goldens as sft
 
 # Inputs (checkpoint, adapter, batch) must be the same bytes; computed numbers may round differently on another CPU.
@@ -28,13 +29,18 @@ def numbers_close(fresh, old, where=""):
         for i, (a, b) in enumerate(zip(fresh, old)):
             numbers_close(a, b, f"{where}[{i}]")
     elif isinstance(fresh, float):
-        assert fresh == pytest.approx(old, rel=1e-5, abs=1e-7), where
+        tolerance = hf.REGENERATED_FP16_SCALAR if "fp16" in where else hf.REGENERATED_SCALAR
+        if where.endswith("_rel_diff_to_fp32"):
+            # How far float16 lands from float32 on this processor (a note for readers, no test reads it): its
+            # kernels differ per CPU, so only the order of magnitude carries over (0.0051 here against 0.0058).
+            tolerance = dict(rel=0.5)
+        assert fresh == pytest.approx(old, **tolerance), where
     else:
         assert fresh == old, where
 
 
 def assert_same_goldens(fresh_dir, committed, computed):
-    """The same files; those not in `computed` (inputs) byte for byte, the computed ones to rel 1e-5."""
+    """The same files; those not in `computed` (inputs) byte for byte, the computed ones as close as hf.REGENERATED."""
     files = sorted(p.relative_to(fresh_dir) for p in fresh_dir.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
     for rel in files:
@@ -47,7 +53,10 @@ def assert_same_goldens(fresh_dir, committed, computed):
             fresh, old = load_file(fresh_file), load_file(old_file)
             assert fresh.keys() == old.keys(), rel
             for key in fresh:
-                np.testing.assert_allclose(fresh[key], old[key], atol=1e-6, rtol=1e-5, err_msg=f"{rel}:{key}")
+                tolerance = hf.REGENERATED
+                if "fp16" in f"{rel}:{key}":
+                    tolerance = dict(atol=hf.REGENERATED_FP16_OF_MAX * float(np.abs(old[key]).max()), rtol=0)
+                np.testing.assert_allclose(fresh[key], old[key], **tolerance, err_msg=f"{rel}:{key}")
 
 
 @pytest.mark.parametrize("name", list(sft.CASES))
