@@ -47,7 +47,7 @@ public record PreferenceDataset(List<List<PreferenceSample>> stages, List<Prefer
         List<List<PreferenceSample>> stages = pools.size() == 1 ? StageSplit.byOrder(pools.get(0), stageCount) : pools;
         for (int k = 0; k < stages.size(); k++) {
             if (stages.get(k).isEmpty()) {
-                throw new IllegalArgumentException("stage " + (k + 1) + " has no usable preference pair (" + report
+                throw new EmptyStageException("stage " + (k + 1) + " has no usable preference pair (" + report
                         + ")");
             }
         }
@@ -85,5 +85,12 @@ public record PreferenceDataset(List<List<PreferenceSample>> stages, List<Prefer
     /** Pairs of all stages. */
     public int trainPairs() {
         return stages.stream().mapToInt(List::size).sum();
+    }
+
+    /** A stage left with no pair to train on: the data files the recipe names for it are what to fix. */
+    public static final class EmptyStageException extends IllegalArgumentException {
+        EmptyStageException(String message) {
+            super(message);
+        }
     }
 }

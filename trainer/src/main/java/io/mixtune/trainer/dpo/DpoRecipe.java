@@ -129,11 +129,8 @@ public final class DpoRecipe implements AutoCloseable {
         try {
             return PreferenceDataset.load(stageFiles, dpo.stageCount(), paths(data.validationFiles()),
                     data.validationRatio(), recipe.train().seed(), tokenizer, data.skipInvalid());
-        } catch (IllegalArgumentException e) {
-            if (!e.getMessage().contains("no usable preference pair")) {
-                throw e;
-            }
-            // A stage with no usable pair: the files that stage reads are the recipe's to fix.
+        } catch (PreferenceDataset.EmptyStageException e) {
+            // The files that stage reads are the recipe's to fix: reported at the key that names them.
             throw new RecipeValueException(dpo.stageFiles().isEmpty() ? "data.files" : "dpo.stages", e.getMessage());
         }
     }

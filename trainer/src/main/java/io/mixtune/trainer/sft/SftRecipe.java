@@ -61,10 +61,9 @@ public final class SftRecipe implements AutoCloseable {
         this.terminal = terminal;
         Recipe.Train train = recipe.train();
         TrainingModel.check(recipe);
-        TrainingData.tokenizer(recipe); // a tokenizer that does not fit the model stops the run before the model loads
-        // The data first, so that bad data stops the run before the model loads: tokenized turn by turn with the
-        // model's tokenizer (a preset's: the bundled Mistral v1 one), once: later runs and `mixtune data prepare` share
-        // output_dir/data-cache.
+        // The data first, so that bad data (or a tokenizer that does not fit the model) stops the run before the model
+        // loads: tokenized turn by turn with the model's tokenizer (a preset's: the bundled Mistral v1 one), once:
+        // later runs and `mixtune data prepare` share output_dir/data-cache.
         SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
         if (data.note() != null) {
             out.println(data.note());

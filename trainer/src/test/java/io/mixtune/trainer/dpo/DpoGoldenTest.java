@@ -176,6 +176,14 @@ class DpoGoldenTest {
         }
     }
 
+    /** The golden step's pairs as two micro-batches, 2 + 1, as the checkpointing tests split them. */
+    private static List<PreferenceBatch> twoMicroBatches(JsonNode batchJson) {
+        List<PreferenceSample> samples = samples(batchJson);
+        long pad = batchJson.get("pad_id").longValue();
+        return List.of(PreferenceBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad),
+                PreferenceBatch.of(samples.subList(2, 3), new int[] {2}, pad));
+    }
+
     /**
      * One optimizer step over two micro-batches (the golden pairs split 2 + 1), sigmoid + SFT term + router loss, with
      * and without gradient checkpointing: the same loss, gradient norm and updated adapter.
@@ -183,10 +191,7 @@ class DpoGoldenTest {
     @Test
     void gradientCheckpointingGivesThePlainStep() throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
-        List<PreferenceSample> samples = samples(batchJson);
-        long pad = batchJson.get("pad_id").longValue();
-        List<PreferenceBatch> batches = List.of(PreferenceBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad),
-                PreferenceBatch.of(samples.subList(2, 3), new int[] {2}, pad));
+        List<PreferenceBatch> batches = twoMicroBatches(batchJson);
         Recipe.Dpo dpo = dpo("sigmoid", batchJson.get("beta").doubleValue(), 0, false, 0.5);
         List<float[]> after = new ArrayList<>();
         double[][] measured = new double[2][];
@@ -231,10 +236,7 @@ class DpoGoldenTest {
     void nf4GradientCheckpointingGivesThePlainStep(DataType computeType, double gradNormRtol, double weightAtol)
             throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
-        List<PreferenceSample> samples = samples(batchJson);
-        long pad = batchJson.get("pad_id").longValue();
-        List<PreferenceBatch> batches = List.of(PreferenceBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad),
-                PreferenceBatch.of(samples.subList(2, 3), new int[] {2}, pad));
+        List<PreferenceBatch> batches = twoMicroBatches(batchJson);
         Recipe.Dpo dpo = dpo("sigmoid", batchJson.get("beta").doubleValue(), 0, false, 0.5);
         List<float[]> after = new ArrayList<>();
         double[][] measured = new double[2][];
