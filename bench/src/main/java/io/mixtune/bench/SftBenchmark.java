@@ -24,9 +24,12 @@ import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
 import io.mixtune.trainer.optim.LossScaler;
-import io.mixtune.trainer.sft.CausalLmLoss;
-import io.mixtune.trainer.sft.SftRecipe;
-import io.mixtune.trainer.sft.TrainingBatch;
+import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.OptimizerStep;
+import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingBatch;
+import io.mixtune.trainer.run.TrainingModel;
+import io.mixtune.trainer.sft.SftObjective;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -42,7 +45,7 @@ import java.util.Map;
  * and lm_head; the sample chats in the Mistral v1 template with loss on the answers (and their EOS); each chat cut to
  * its first max_seq_len tokens as TRL's bfd packing cuts it, then packed by mixtune's own packer (first-fit decreasing)
  * into rows of max_seq_len, shuffled as `mixtune train` shuffles them; one row per step; Mixtral's load-balancing loss
- * at the config's coefficient; AdamW at lr 1e-4 with clipping at 1.0. Every step is {@link SftRecipe#optimizerStep},
+ * at the config's coefficient; AdamW at lr 1e-4 with clipping at 1.0. Every step is {@link OptimizerStep} with {@link SftObjective},
  * the step `mixtune train` runs. Warm-up steps first, untimed.
  *
  * <p>Usage: SftBenchmark --data FILE [--steps 20] [--warmup 3] [--max-seq-len 512] [--peak GFLOPS] [--phases N]
@@ -125,13 +128,15 @@ public final class SftBenchmark {
 
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
             LoraModel lora = new LoraModel(model);
-            lora.addAdapter(SftRecipe.ADAPTER_NAME, new LoraConfig(RANK, ALPHA, 0.0, List.of(LoraConfig.ALL_LINEAR),
+            lora.addAdapter(TrainingModel.ADAPTER_NAME, new LoraConfig(RANK, ALPHA, 0.0, List.of(LoraConfig.ALL_LINEAR),
                     false, Map.of(), Map.of()), LoraModel.Init.PEFT_DEFAULT, SEED);
             lora.setTraining(true);
-            List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+            List<NDArray> parameters = lora.parameters(TrainingModel.ADAPTER_NAME);
             long trainable = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
             AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.0);
             double auxCoefficient = config.isMixtureOfExperts() ? config.routerAuxLossCoef() : 0;
+            StepContext context = new StepContext(model, parameters, manager, optimizer, LossScaler.off(),
+                    MAX_GRAD_NORM, auxCoefficient, false, 0);
 
             int total = options.warmup() + options.steps();
             double[] seconds = new double[options.steps()];
@@ -147,8 +152,8 @@ public final class SftBenchmark {
                 TrainingBatch row = rows.get(step % rows.size());
                 long start = System.nanoTime();
                 long cpuStart = processCpuNanos();
-                SftRecipe.optimizerStep(model, parameters, List.of(row), auxCoefficient, MAX_GRAD_NORM, optimizer, LR,
-                        manager, false, SEED * 1_000_003L + step, LossScaler.off());
+                OptimizerStep.run(SftObjective::gradients, List.of(row),
+                        context.withDropoutSeed(SEED * 1_000_003L + step), LR);
                 double elapsed = (System.nanoTime() - start) / 1e9;
                 double cpu = (processCpuNanos() - cpuStart) / 1e9;
                 int timed = step - options.warmup();
@@ -242,7 +247,7 @@ public final class SftBenchmark {
 
     /**
      * {@code steps} more steps on the timed rows with the forward (loss terms and objective), the backward, and
-     * clipping + AdamW timed apart: the same operations as {@link SftRecipe#optimizerStep}, split so the clock can
+     * clipping + AdamW timed apart: the same operations as {@link OptimizerStep} with {@link SftObjective}, split so the clock can
      * stop between them.
      */
     private static void phases(String name, CausalLm model, List<NDArray> parameters, AdamW optimizer,

@@ -21,6 +21,10 @@ public final class LoraModel {
     private final NDManager manager;
     private final Map<String, LoraLinear> layers = new LinkedHashMap<>();
     private final Map<String, LoraConfig> configs = new LinkedHashMap<>();
+    // The modes set through this class (every layer holds the same): what a Scope puts back.
+    private String active;
+    private boolean enabled = true;
+    private boolean training;
 
     public LoraModel(CausalLm model) {
         this.model = model;
@@ -72,6 +76,9 @@ public final class LoraModel {
                     + " match no linear layer of this " + model.config().modelType().hfName() + " model");
         }
         configs.put(name, config);
+        if (active == null) {
+            active = name;
+        }
     }
 
     /** Adds an adapter from given weights, module name to A [r, in] and B [out, r] (loading a saved adapter). */
@@ -96,6 +103,9 @@ public final class LoraModel {
                     + "have: " + remaining.keySet());
         }
         configs.put(name, config);
+        if (active == null) {
+            active = name;
+        }
     }
 
     private LoraLinear.Adapter adapterOf(NDArray a, NDArray b, LoraConfig config, String moduleName) {
@@ -133,16 +143,60 @@ public final class LoraModel {
     public void setActiveAdapter(String adapterName) {
         config(adapterName);
         layers.values().forEach(layer -> layer.setActive(adapterName));
+        active = adapterName;
     }
 
     /** Adapters off: the model computes its base. */
     public void setAdaptersEnabled(boolean enabled) {
         layers.values().forEach(layer -> layer.setEnabled(enabled));
+        this.enabled = enabled;
     }
 
     /** Dropout applies only in training. */
     public void setTraining(boolean training) {
         layers.values().forEach(layer -> layer.setTraining(training));
+        this.training = training;
+    }
+
+    public boolean isTraining() {
+        return training;
+    }
+
+    /**
+     * A mode held for the length of a try-with-resources block: closing it puts back the mode that was set before,
+     * also when the block throws, so no caller can leave the adapters in a mode it borrowed.
+     */
+    public interface Scope extends AutoCloseable {
+        @Override
+        void close();
+    }
+
+    /** Training mode (LoRA dropout on) for the scope. */
+    public Scope training() {
+        boolean before = training;
+        setTraining(true);
+        return () -> setTraining(before);
+    }
+
+    /** Evaluation mode (no dropout) for the scope. */
+    public Scope evaluating() {
+        boolean before = training;
+        setTraining(false);
+        return () -> setTraining(before);
+    }
+
+    /** Adapter {@code adapterName} active instead of the current one, for the scope. */
+    public Scope withActive(String adapterName) {
+        String before = active;
+        setActiveAdapter(adapterName);
+        return () -> setActiveAdapter(before);
+    }
+
+    /** Every adapter off (the model computes its base), for the scope. */
+    public Scope withAdaptersDisabled() {
+        boolean before = enabled;
+        setAdaptersEnabled(false);
+        return () -> setAdaptersEnabled(before);
     }
 
     /** The trainable arrays of one adapter, A then B per module. */

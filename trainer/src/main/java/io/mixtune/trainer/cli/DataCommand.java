@@ -11,7 +11,7 @@ import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
-import io.mixtune.trainer.sft.TrainingData;
+import io.mixtune.trainer.run.TrainingData;
 import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.PrintStream;

@@ -12,7 +12,7 @@ import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.model.tokenizer.TextTokenizer;
-import io.mixtune.trainer.sft.TrainingData;
+import io.mixtune.trainer.run.TrainingData;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;

@@ -8,19 +8,22 @@ import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
-import io.mixtune.trainer.optim.AdamW;
-import io.mixtune.trainer.optim.GradientClipping;
-import io.mixtune.trainer.optim.LossScaler;
-import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.recipe.Recipe;
-import io.mixtune.trainer.sft.CausalLmLoss;
-import io.mixtune.trainer.sft.CheckpointedBackward;
+import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.CheckpointedBackward;
+import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.OptimizerStep;
+import io.mixtune.trainer.run.StepContext;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.OptionalLong;
 
 /**
  * One DPO optimizer step: per micro-batch the policy's sequence log-probs of chosen and rejected in one forward pass,
- * the DPO loss against the reference's, backward; then the update every recipe shares ({@link OptimizerUpdate}). As
+ * the DPO loss against the reference's, backward; the loop then updates as for every method ({@link OptimizerStep}). As
  * TRL (HF's Trainer without num_items_in_batch), a micro-batch's objective is the mean over its pairs, plus sft_weight
  * x the mean NLL of its chosen completion tokens, plus the router coefficient x its load-balancing loss, and the step
  * takes the mean of the micro-batches' objectives.
@@ -46,12 +49,12 @@ public final class DpoStep {
      */
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
-        return of(model, dpo, batch, reference, auxCoefficient, manager, Long.MIN_VALUE);
+        return of(model, dpo, batch, reference, auxCoefficient, manager, OptionalLong.empty());
     }
 
-    /** @param dropoutSeed seeds LoRA dropout per layer as SFT does; Long.MIN_VALUE leaves torch's generator alone */
+    /** @param dropoutSeed seeds LoRA dropout per layer as SFT does; empty leaves torch's generator alone */
     private static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
-            double auxCoefficient, NDManager manager, long dropoutSeed) {
+            double auxCoefficient, NDManager manager, OptionalLong dropoutSeed) {
         CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager, dropoutSeed);
         Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), manager);
         if (target.loadBalancing() == null) {
@@ -100,7 +103,7 @@ public final class DpoStep {
     public static float[] sequenceLogProbs(CausalLm model, PreferenceBatch batch, NDManager manager) {
         try (NDManager passManager = manager.newSubManager()) {
             CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager,
-                    Long.MIN_VALUE);
+                    OptionalLong.empty());
             return sequenceSums(target.logProbs(), batch, passManager).toFloatArray();
         }
     }
@@ -121,7 +124,7 @@ public final class DpoStep {
     }
 
     /** What a micro-batch's forward and backward measured (its arrays are gone with its manager). */
-    private record Measured(double objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing) {
+    private record MicroBatch(double objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing) {
         double meanPairLoss() {
             double sum = 0;
             for (float value : perPairLoss) {
@@ -135,44 +138,50 @@ public final class DpoStep {
      * Forward and backward of weight x the micro-batch's objective, accumulating into the parameters' gradients; with
      * {@code checkpointing} layer by layer ({@link CheckpointedBackward}), the DPO loss being its head.
      */
-    private static Measured backward(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
+    private static MicroBatch backward(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, double weight, boolean checkpointing, long dropoutSeed, NDManager manager) {
         if (checkpointing) {
-            Measured[] head = new Measured[1];
+            MicroBatch[] head = new MicroBatch[1];
             double loadBalancing = CheckpointedBackward.run(model, batch.rows(), (states, headManager) -> {
                 Terms terms = fromLogProbs(dpo, batch, reference,
                         CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager), headManager);
-                head[0] = new Measured(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
+                head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
                         0);
                 return Scalars.times(terms.objective(), weight);
             }, auxCoefficient * weight, dropoutSeed, manager);
-            Measured terms = head[0];
+            MicroBatch terms = head[0];
             boolean dense = Double.isNaN(loadBalancing);
-            return new Measured(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
+            return new MicroBatch(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
                     terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing);
         }
         try (NDManager stepManager = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Terms terms = of(model, dpo, batch, reference, auxCoefficient, stepManager, dropoutSeed);
+            Terms terms = of(model, dpo, batch, reference, auxCoefficient, stepManager, OptionalLong.of(dropoutSeed));
             collector.backward(Scalars.times(terms.objective(), weight));
-            return new Measured(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
+            return new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
                     terms.loadBalancing());
         }
     }
 
     /**
-     * What one optimizer step measured, at the weights before its update.
+     * What one DPO step measured, at the weights before its update.
      *
      * @param loss the step objective (mean of the micro-batches' objectives)
      * @param loadBalancing the router loss averaged over micro-batches, before its coefficient (0 for a dense model)
-     * @param gradNorm the global gradient norm before clipping (unscaled)
-     * @param lossScale the float16 loss scale the step ran at (1 in float32)
-     * @param skipped float16 only: the gradients overflowed and the update was skipped
+     * @param dpoMetrics TRL's metrics over the step's pairs
      */
-    public record StepResult(double loss, double loadBalancing, double gradNorm, DpoMetrics metrics, long tokens,
-            double lossScale, boolean skipped) {
-        public boolean isFinite() {
-            return Double.isFinite(loss) && Double.isFinite(gradNorm);
+    public record Measured(double loss, double loadBalancing, DpoMetrics dpoMetrics, long tokens)
+            implements Objective.Measured {
+        @Override
+        public Map<String, Object> metrics() {
+            Map<String, Object> values = new LinkedHashMap<>(dpoMetrics.values());
+            values.put("aux_loss", loadBalancing);
+            return values;
+        }
+
+        @Override
+        public String figures() {
+            return String.format(Locale.ROOT, "  acc %.2f  margin %.3f", dpoMetrics.accuracy(), dpoMetrics.margin());
         }
     }
 
@@ -182,35 +191,25 @@ public final class DpoStep {
     }
 
     /**
-     * Zero the gradients; per micro-batch, backward of its objective x loss scale / micro-batches; then unscale, clip
-     * and AdamW at lr ({@link OptimizerUpdate}). When the loss or the norm is not finite nothing is updated, for the
-     * caller to stop (or, in float16, to go on at a halved scale).
-     *
-     * @param gradientCheckpointing recompute each layer in backward instead of keeping its activations
-     * @param dropoutSeed micro-batch j draws its LoRA dropout masks from dropoutSeed + j (per layer, as SFT)
+     * Per micro-batch, backward of its objective x loss scale / micro-batches, into the parameters' gradients.
      */
-    public static StepResult optimizerStep(CausalLm model, List<NDArray> parameters, Recipe.Dpo dpo,
-            List<PreferenceBatch> batches, Reference reference, double auxCoefficient, double maxGradNorm,
-            AdamW optimizer, double lr, NDManager manager, boolean gradientCheckpointing, long dropoutSeed,
-            LossScaler scaler) {
-        GradientClipping.zero(parameters);
+    public static Measured gradients(Recipe.Dpo dpo, List<PreferenceBatch> batches, Reference reference,
+            StepContext context) {
         DpoMetrics metrics = new DpoMetrics(dpo.beta());
-        double weight = scaler.scale() / batches.size();
+        double weight = context.scaler().scale() / batches.size();
         double loss = 0;
         double loadBalancing = 0;
         long tokens = 0;
         for (int j = 0; j < batches.size(); j++) {
             PreferenceBatch batch = batches.get(j);
             float[] referenceLogProbs = reference.of(batch);
-            Measured measured = backward(model, dpo, batch, referenceLogProbs, auxCoefficient, weight,
-                    gradientCheckpointing, dropoutSeed + j, manager);
+            MicroBatch measured = backward(context.model(), dpo, batch, referenceLogProbs, context.auxCoefficient(),
+                    weight, context.gradientCheckpointing(), context.dropoutSeed() + j, context.manager());
             loss += measured.objective() / batches.size();
             loadBalancing += measured.loadBalancing() / batches.size();
             metrics.add(measured.policy(), referenceLogProbs, measured.meanPairLoss(), measured.nll());
             tokens += batch.realTokens();
         }
-        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(parameters, loss, maxGradNorm, optimizer, lr, scaler);
-        return new StepResult(loss, loadBalancing, update.gradNorm(), metrics, tokens, update.lossScale(),
-                update.skipped());
+        return new Measured(loss, loadBalancing, metrics, tokens);
     }
 }

@@ -2,7 +2,7 @@ package io.mixtune.trainer.dpo;
 
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.template.TokenizedSample;
-import io.mixtune.trainer.sft.TrainingBatch;
+import io.mixtune.trainer.run.TrainingBatch;
 import java.util.Arrays;
 import java.util.List;
 

@@ -1,7 +1,7 @@
 package io.mixtune.trainer.plan;
 
 import io.mixtune.model.config.ModelConfig;
-import io.mixtune.trainer.sft.CausalLmLoss;
+import io.mixtune.trainer.run.CausalLmLoss;
 import java.util.List;
 
 /**

@@ -16,11 +16,13 @@ import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
-import io.mixtune.trainer.sft.CachedPreset;
-import io.mixtune.trainer.sft.SftRecipe;
-import io.mixtune.trainer.sft.TrainingBatch;
-import io.mixtune.trainer.sft.TrainingData;
-import io.mixtune.trainer.sft.TrainingModel;
+import io.mixtune.trainer.run.CachedPreset;
+import io.mixtune.trainer.sft.SftObjective;
+import io.mixtune.trainer.run.TrainingBatch;
+import io.mixtune.trainer.run.TrainingData;
+import io.mixtune.trainer.run.OptimizerStep;
+import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingModel;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -79,9 +81,9 @@ public final class PeakMemoryProbe {
                     ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
             CausalLm model = MistralCheckpoint.load(modelDir, manager, linears, computeType);
             LoraModel lora = new LoraModel(model);
-            lora.addAdapter(SftRecipe.ADAPTER_NAME, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, 0);
+            lora.addAdapter(TrainingModel.ADAPTER_NAME, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, 0);
             lora.setTraining(true);
-            List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+            List<NDArray> parameters = lora.parameters(TrainingModel.ADAPTER_NAME);
             Recipe.Train train = recipe.train();
             AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
                     train.weightDecay());
@@ -95,11 +97,12 @@ public final class PeakMemoryProbe {
                     ? model.config().routerAuxLossCoef() : 0;
             com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean)
                     java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+            StepContext context = new StepContext(model, parameters, manager, optimizer, scaler, train.maxGradNorm(),
+                    coefficient, train.gradientCheckpointing(), 0);
             for (int step = 0; step < steps; step++) {
                 long wall = System.nanoTime();
                 long cpu = os.getProcessCpuTime();
-                SftRecipe.optimizerStep(model, parameters, List.of(batch), coefficient, train.maxGradNorm(), optimizer,
-                        train.lr(), manager, train.gradientCheckpointing(), step, scaler);
+                OptimizerStep.run(SftObjective::gradients, List.of(batch), context.withDropoutSeed(step), train.lr());
                 // Process CPU time too: on a shared machine it moves less with the load than the wall time does.
                 System.out.printf(Locale.ROOT, "step %d: %.2f s wall, %.2f s process CPU%n", step + 1,
                         (System.nanoTime() - wall) / 1e9, (os.getProcessCpuTime() - cpu) / 1e9);

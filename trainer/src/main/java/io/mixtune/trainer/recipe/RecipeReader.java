@@ -209,7 +209,7 @@ public final class RecipeReader {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
         }
         if (train != null && train.method().equals("dpo")) {
-            checkDpo(averaging, data, dpo, binder);
+            checkDpo(data, dpo, binder);
         }
     }
 
@@ -294,11 +294,7 @@ public final class RecipeReader {
     }
 
     /** What the dpo method asks of the other sections. */
-    private static void checkDpo(Recipe.Averaging averaging, DataConfig data, Recipe.Dpo dpo, RecordBinder binder) {
-        if (averaging != null && averaging.keepsAny()) {
-            binder.problem("averaging", "weight averages are kept in SFT runs only; leave the averaging section "
-                    + "out of a dpo recipe");
-        }
+    private static void checkDpo(DataConfig data, Recipe.Dpo dpo, RecordBinder binder) {
         if (dpo == null || data == null) {
             return;
         }

@@ -4,7 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.mixtune.trainer.sft.MetricsLog;
+import io.mixtune.trainer.run.MetricsLog;
 import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;

@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.model.safetensors.SafetensorsReader;
-import io.mixtune.trainer.sft.MetricsLog;
+import io.mixtune.trainer.run.MetricsLog;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;

@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.mixtune.trainer.sft.MetricsLog;
+import io.mixtune.trainer.run.MetricsLog;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;

@@ -20,10 +20,12 @@ import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.run.OptimizerStep;
+import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.recipe.Recipe;
-import io.mixtune.trainer.sft.SftRecipe;
 import java.io.IOException;
 import java.net.URISyntaxException;
 import java.nio.file.Path;
@@ -199,9 +201,9 @@ class DpoGoldenTest {
             try (NDManager manager = NDManager.newBaseManager()) {
                 LoraModel lora = goldenModel(batchJson, manager);
                 CausalLm model = lora.model();
-                List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+                List<NDArray> parameters = lora.parameters(TrainingModel.ADAPTER_NAME);
                 AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.01);
-                DpoStep.StepResult result = DpoStep.optimizerStep(model, parameters, dpo, batches, batch -> {
+                OptimizerStep.Result<DpoStep.Measured> result = dpoStep(model, parameters, dpo, batches, batch -> {
                     lora.setAdaptersEnabled(false);
                     float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
                     lora.setAdaptersEnabled(true);
@@ -209,7 +211,7 @@ class DpoGoldenTest {
                 }, model.config().routerAuxLossCoef(), 1.0, optimizer, 1e-3, manager, checkpointing, 11,
                         LossScaler.off());
                 measured[checkpointing ? 1 : 0] = new double[] {result.loss(), result.gradNorm(),
-                        result.loadBalancing(), result.metrics().margin()};
+                        result.measured().loadBalancing(), result.measured().dpoMetrics().margin()};
                 if (!checkpointing) {
                     parameters.forEach(p -> after.add(p.toFloatArray()));
                 } else {
@@ -247,11 +249,11 @@ class DpoGoldenTest {
                         manager, Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION), computeType);
                 LoraModel lora = new LoraModel(model);
                 PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(),
-                        SftRecipe.ADAPTER_NAME);
+                        TrainingModel.ADAPTER_NAME);
                 lora.setTraining(true);
-                List<NDArray> parameters = lora.parameters(SftRecipe.ADAPTER_NAME);
+                List<NDArray> parameters = lora.parameters(TrainingModel.ADAPTER_NAME);
                 AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.01);
-                DpoStep.StepResult result = DpoStep.optimizerStep(model, parameters, dpo, batches, batch -> {
+                OptimizerStep.Result<DpoStep.Measured> result = dpoStep(model, parameters, dpo, batches, batch -> {
                     lora.setAdaptersEnabled(false);
                     float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
                     lora.setAdaptersEnabled(true);
@@ -281,7 +283,7 @@ class DpoGoldenTest {
         CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(), manager,
                 MistralCheckpoint.DENSE);
         LoraModel lora = new LoraModel(model);
-        PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(), SftRecipe.ADAPTER_NAME);
+        PeftAdapter.load(lora, stepDir.resolve(batchJson.get("adapter").asText()).normalize(), TrainingModel.ADAPTER_NAME);
         lora.setTraining(true);
         return lora;
     }
@@ -318,7 +320,7 @@ class DpoGoldenTest {
         String worstKey = null;
         int compared = 0;
         for (Map.Entry<String, LoraLinear> entry : lora.layers().entrySet()) {
-            LoraLinear.Adapter adapter = entry.getValue().adapter(SftRecipe.ADAPTER_NAME);
+            LoraLinear.Adapter adapter = entry.getValue().adapter(TrainingModel.ADAPTER_NAME);
             for (String matrix : List.of("lora_A", "lora_B")) {
                 String key = "base_model.model." + entry.getKey() + "." + matrix + ".weight";
                 float[] actual;
@@ -394,5 +396,16 @@ class DpoGoldenTest {
             out[r] = longs1(rows.get(r));
         }
         return out;
+    }
+
+    /** One DPO optimizer step through the code `mixtune train` runs ({@link OptimizerStep} with {@link DpoStep}). */
+    private static OptimizerStep.Result<DpoStep.Measured> dpoStep(CausalLm model, List<NDArray> parameters,
+            Recipe.Dpo dpo, List<PreferenceBatch> batches, DpoStep.Reference reference, double auxCoefficient,
+            double maxGradNorm, AdamW optimizer, double lr, NDManager manager, boolean checkpointing,
+            long dropoutSeed, LossScaler scaler) {
+        StepContext context = new StepContext(model, parameters, manager, optimizer, scaler, maxGradNorm,
+                auxCoefficient, checkpointing, dropoutSeed);
+        return OptimizerStep.run((microBatches, c) -> DpoStep.gradients(dpo, microBatches, reference, c), batches,
+                context, lr);
     }
 }

@@ -21,6 +21,11 @@ import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.OptimizerStep;
+import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingBatch;
+import io.mixtune.trainer.run.TrainingModel;
 import java.io.IOException;
 import java.net.URISyntaxException;
 import java.nio.file.Path;
@@ -34,16 +39,16 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * One SFT forward/backward and three optimizer steps against transformers + PEFT + torch.optim.AdamW
  * (interop/make_sft_goldens.py; interop/GOLDENS.md, section "SFT steps", describes the files and the tolerances used
- * here). The steps run through {@link SftRecipe#optimizerStep}, the code {@link SftRecipe#train} runs.
+ * here). The steps run through {@link OptimizerStep} with {@link SftObjective}, the code `mixtune train` runs.
  */
-class SftGoldenTest {
+public class SftGoldenTest {
     private static final double LOSS_RTOL = 1e-5;
     private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|
     private static final double GRAD_NORM_RTOL = 1e-4;
     private static final double WEIGHT_ATOL = 1e-5;
     private static final String PREFIX = "base_model.model.";
 
-    static Path golden(String name) {
+    public static Path golden(String name) {
         try {
             return Path.of(SftGoldenTest.class.getResource("/golden/sft/" + name).toURI());
         } catch (URISyntaxException e) {
@@ -63,7 +68,7 @@ class SftGoldenTest {
         Path dir = golden(name);
         CausalLm model = MistralCheckpoint.load(dir.resolve("model"), manager, MistralCheckpoint.DENSE, computeType);
         LoraModel lora = new LoraModel(model);
-        PeftAdapter.load(lora, dir.resolve("adapter"), SftRecipe.ADAPTER_NAME);
+        PeftAdapter.load(lora, dir.resolve("adapter"), TrainingModel.ADAPTER_NAME);
         lora.setTraining(true);
         ObjectMapper json = new ObjectMapper();
         JsonNode batchJson = json.readTree(dir.resolve("batch.json").toFile());
@@ -74,7 +79,7 @@ class SftGoldenTest {
             assertEquals(mb.get("num_targets").intValue(), batch.targetCount(), "num_targets");
             batches.add(batch);
         }
-        return new Setup(model, lora, lora.parameters(SftRecipe.ADAPTER_NAME), batches,
+        return new Setup(model, lora, lora.parameters(TrainingModel.ADAPTER_NAME), batches,
                 json.readTree(dir.resolve("expected.json").toFile()));
     }
 
@@ -178,8 +183,7 @@ class SftGoldenTest {
             List<float[]> before = s.parameters().stream().map(NDArray::toFloatArray).toList();
             LossScaler scaler = LossScaler.dynamic();
             scaler.restore(new LossScaler.State(Math.pow(2, 100), 0, 0, 0));
-            SftRecipe.StepResult overflow = SftRecipe.optimizerStep(s.model(), s.parameters(), s.batches(),
-                    coefficient, 1.0, optimizer, 1e-2, manager, false, 0, scaler);
+            OptimizerStep.Result<SftObjective.Measured> overflow = step(s.model(), s.parameters(), s.batches(), coefficient, 1.0, optimizer, 1e-2, manager, false, 0, scaler);
             assertTrue(overflow.skipped(), "skipped");
             assertFalse(Double.isFinite(overflow.gradNorm()), "the gradients overflowed: " + overflow.gradNorm());
             assertEquals(Math.pow(2, 99), scaler.scale(), "halved");
@@ -188,17 +192,13 @@ class SftGoldenTest {
                 assertArrayEquals(before.get(i), s.parameters().get(i).toFloatArray(), "weights untouched");
             }
             scaler.restore(new LossScaler.State(LossScaler.INITIAL_SCALE, 0, 1, 1));
-            SftRecipe.StepResult afterOverflow = SftRecipe.optimizerStep(s.model(), s.parameters(), s.batches(),
-                    coefficient, 1.0, optimizer, 1e-2, manager, false, 0, scaler);
+            OptimizerStep.Result<SftObjective.Measured> afterOverflow = step(s.model(), s.parameters(), s.batches(), coefficient, 1.0, optimizer, 1e-2, manager, false, 0, scaler);
             assertFalse(afterOverflow.skipped());
             List<float[]> stepped = s.parameters().stream().map(NDArray::toFloatArray).toList();
 
             try (NDManager freshManager = NDManager.newBaseManager()) {
                 Setup fresh = setup(name, freshManager, DataType.FLOAT16);
-                SftRecipe.StepResult clean = SftRecipe.optimizerStep(fresh.model(), fresh.parameters(),
-                        fresh.batches(), coefficient, 1.0,
-                        new AdamW(fresh.parameters(), 0.9, 0.999, 1e-8, 0.0), 1e-2, freshManager, false, 0,
-                        LossScaler.dynamic());
+                OptimizerStep.Result<SftObjective.Measured> clean = step(fresh.model(), fresh.parameters(), fresh.batches(), coefficient, 1.0, new AdamW(fresh.parameters(), 0.9, 0.999, 1e-8, 0.0), 1e-2, freshManager, false, 0, LossScaler.dynamic());
                 assertEquals(clean.loss(), afterOverflow.loss(), 0, "loss");
                 assertEquals(clean.gradNorm(), afterOverflow.gradNorm(), 0, "grad norm");
                 for (int i = 0; i < stepped.size(); i++) {
@@ -209,9 +209,7 @@ class SftGoldenTest {
                 Setup small = setup(name, smallScaleManager, DataType.FLOAT16);
                 LossScaler smallScale = LossScaler.dynamic();
                 smallScale.restore(new LossScaler.State(1024, 0, 0, 0));
-                SftRecipe.StepResult result = SftRecipe.optimizerStep(small.model(), small.parameters(),
-                        small.batches(), coefficient, 1.0, new AdamW(small.parameters(), 0.9, 0.999, 1e-8, 0.0),
-                        1e-2, smallScaleManager, false, 0, smallScale);
+                OptimizerStep.Result<SftObjective.Measured> result = step(small.model(), small.parameters(), small.batches(), coefficient, 1.0, new AdamW(small.parameters(), 0.9, 0.999, 1e-8, 0.0), 1e-2, smallScaleManager, false, 0, smallScale);
                 System.out.println(close(name + " grad norm at scale 2^10 vs 2^16", afterOverflow.gradNorm(),
                         result.gradNorm(), 1e-2));
             }
@@ -239,14 +237,12 @@ class SftGoldenTest {
                 String label = name + " " + variant + (checkpointing ? " checkpointed" : "") + " step " + (step + 1);
                 double lr = schedule.at(step);
                 assertEquals(want.get("lr").doubleValue(), lr, 1e-15, label + " lr");
-                SftRecipe.StepResult result = SftRecipe.optimizerStep(s.model(), s.parameters(), s.batches(),
-                        coefficient, optim.get("max_grad_norm").doubleValue(), optimizer, lr, manager, checkpointing, step,
-                        LossScaler.off());
-                assertEquals(expected.get("num_targets_total").intValue(), result.targets(), label + " targets");
+                OptimizerStep.Result<SftObjective.Measured> result = step(s.model(), s.parameters(), s.batches(), coefficient, optim.get("max_grad_norm").doubleValue(), optimizer, lr, manager, checkpointing, step, LossScaler.off());
+                assertEquals(expected.get("num_targets_total").intValue(), result.measured().targets(), label + " targets");
                 report.add(close(label + " loss", want.get("loss").doubleValue(), result.loss(), LOSS_RTOL));
-                report.add(close(label + " ce", want.get("ce").doubleValue(), result.crossEntropy(), LOSS_RTOL));
+                report.add(close(label + " ce", want.get("ce").doubleValue(), result.measured().crossEntropy(), LOSS_RTOL));
                 if (want.has("aux")) {
-                    report.add(close(label + " aux", want.get("aux").doubleValue(), result.loadBalancing(), LOSS_RTOL));
+                    report.add(close(label + " aux", want.get("aux").doubleValue(), result.measured().loadBalancing(), LOSS_RTOL));
                 }
                 report.add(close(label + " grad_norm", want.get("grad_norm").doubleValue(), result.gradNorm(),
                         GRAD_NORM_RTOL));
@@ -303,7 +299,7 @@ class SftGoldenTest {
         double worst = -1;
         int compared = 0;
         for (var entry : s.lora().layers().entrySet()) {
-            var adapter = entry.getValue().adapter(SftRecipe.ADAPTER_NAME);
+            var adapter = entry.getValue().adapter(TrainingModel.ADAPTER_NAME);
             if (adapter == null) {
                 continue;
             }
@@ -339,5 +335,14 @@ class SftGoldenTest {
                 absolute ? "abs" : "rel-to-max", worst, worstKey, compared);
         assertTrue(worst <= tolerance, line + " > " + tolerance);
         return line;
+    }
+
+    /** One optimizer step through the code `mixtune train` runs ({@link OptimizerStep} with the SFT objective). */
+    private static OptimizerStep.Result<SftObjective.Measured> step(CausalLm model, List<NDArray> parameters,
+            List<TrainingBatch> batches, double auxCoefficient, double maxGradNorm, AdamW optimizer, double lr,
+            NDManager manager, boolean checkpointing, long dropoutSeed, LossScaler scaler) {
+        StepContext context = new StepContext(model, parameters, manager, optimizer, scaler, maxGradNorm,
+                auxCoefficient, checkpointing, dropoutSeed);
+        return OptimizerStep.run(SftObjective::gradients, batches, context, lr);
     }
 }

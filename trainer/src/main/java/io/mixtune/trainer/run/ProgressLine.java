@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import java.io.PrintStream;
 import java.util.Locale;
@@ -7,24 +7,60 @@ import java.util.Locale;
  * Training progress: on a terminal one line redrawn in place (bar, step/total, loss, lr, tokens/s, ETA); otherwise a
  * plain log line per logged step, which is what log files and CI want.
  */
-public final class ProgressLine {
+public final class ProgressLine implements TrainingListener {
     private static final int BAR_WIDTH = 24;
     private final PrintStream out;
     private final boolean terminal;
-    private final long totalSteps;
-    private final long startNanos = System.nanoTime();
-    private final long firstStep;
+    private long totalSteps;
+    private long startNanos = System.nanoTime();
+    private long firstStep;
     private boolean drawn;
 
-    public ProgressLine(PrintStream out, boolean terminal, long firstStep, long totalSteps) {
+    /** @param terminal redraw one line in place (a console), else a plain line per logged step */
+    public ProgressLine(PrintStream out, boolean terminal) {
         this.out = out;
         this.terminal = terminal;
-        this.firstStep = firstStep;
-        this.totalSteps = totalSteps;
     }
 
-    public void step(long step, double loss, double lr, double tokensPerSecond) {
-        step(step, loss, lr, tokensPerSecond, "");
+    @Override
+    public void onNote(String line) {
+        message(line);
+    }
+
+    @Override
+    public void onRunStarted(RunStarted event) {
+        firstStep = event.firstStep();
+        totalSteps = event.totalSteps();
+        startNanos = System.nanoTime();
+    }
+
+    @Override
+    public void onStageStarted(StageStarted event) {
+        if (event.description() != null) {
+            message(event.description());
+        }
+    }
+
+    @Override
+    public void onStep(StepEnded event) {
+        if (event.logged()) {
+            step(event.step(), event.loss(), event.learningRate(), event.tokensPerSecond(), event.figures());
+        }
+    }
+
+    @Override
+    public void onEvaluation(Evaluated event) {
+        message(event.summary());
+    }
+
+    @Override
+    public void onCheckpoint(CheckpointSaved event) {
+        message("step " + event.step() + ": checkpoint " + event.directory());
+    }
+
+    @Override
+    public void onRunFinished(RunFinished event) {
+        finish();
     }
 
     /** @param figures more figures shown after the loss, such as DPO's reward accuracy, or "" */

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;

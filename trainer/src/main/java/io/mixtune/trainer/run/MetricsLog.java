@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -14,7 +14,10 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 
-/** {@code metrics.jsonl}: one JSON object per logged step or evaluation, flushed as written. */
+/**
+ * {@code metrics.jsonl}: one JSON object per logged step or evaluation, flushed as written. As a listener
+ * ({@link #listener}) it opens the run's file when the run starts, truncated to the resumed step.
+ */
 public final class MetricsLog implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
     private final Path file;
@@ -49,6 +52,48 @@ public final class MetricsLog implements AutoCloseable {
                     StandardOpenOption.APPEND);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot open " + file + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** The listener that keeps output_dir/metrics.jsonl for a run; closing it closes the file. */
+    public static Listener listener() {
+        return new Listener();
+    }
+
+    /** Writes every logged step and every evaluation of the run, as the events hold them. */
+    public static final class Listener implements TrainingListener, AutoCloseable {
+        private MetricsLog log;
+
+        @Override
+        public void onRunStarted(RunStarted event) {
+            close();
+            log = new MetricsLog(event.outputDir().resolve(TrainingOutputs.METRICS_FILE),
+                    event.resumedFrom() == null ? -1 : event.firstStep());
+        }
+
+        @Override
+        public void onStep(StepEnded event) {
+            if (event.logged()) {
+                log.write(JSON.valueToTree(event.metrics()));
+            }
+        }
+
+        @Override
+        public void onEvaluation(Evaluated event) {
+            log.write(JSON.valueToTree(event.metrics()));
+        }
+
+        @Override
+        public void onRunFinished(RunFinished event) {
+            close();
+        }
+
+        @Override
+        public void close() {
+            if (log != null) {
+                log.close();
+                log = null;
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.batch.EpochBatches;

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
@@ -16,10 +16,10 @@ import io.mixtune.trainer.device.ComputeDevice;
 import io.mixtune.trainer.device.NoGpuException;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
-import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
+import java.util.function.Consumer;
 
 /**
  * The model a recipe trains: the base (a checkpoint, or a tiny preset written once with random weights; NF4 for
@@ -28,6 +28,8 @@ import java.util.Locale;
  */
 public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, Path baseModelDir,
         DataType computeType) implements AutoCloseable {
+    /** The trained adapter's name (PEFT's default), in the model and in every adapter mixtune writes. */
+    public static final String ADAPTER_NAME = "default";
 
     /**
      * Refuses, before anything is read or written, a model this install cannot train: a shape-only preset, or
@@ -46,7 +48,9 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         }
     }
 
-    public static TrainingModel load(Recipe recipe, String adapterName, PrintStream out) {
+    /** @param notes receives what a person should know of the loading (such as float16 on a CPU) */
+    public static TrainingModel load(Recipe recipe, Consumer<String> notes) {
+        String adapterName = ADAPTER_NAME;
         Device device = check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
         if (recipe.model().path() == null) {
@@ -57,7 +61,7 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
                 ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
         DataType computeType = computeType(recipe.model(), device);
         if (computeType == DataType.FLOAT16 && !device.isGpu()) {
-            out.println("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
+            notes.accept("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
                     + "fp16 is meant for a GPU");
         }
         CausalLm model = MistralCheckpoint.load(baseModelDir, manager, linears, computeType);

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -15,6 +15,7 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Scalars;
 import java.util.List;
+import java.util.OptionalLong;
 
 /**
  * The SFT objective of one micro-batch: summed next-token cross-entropy over the target tokens and, for a Mixtral,
@@ -48,11 +49,11 @@ public final class CausalLmLoss {
 
     /** The terms with autograd recording whatever the caller's collector records. */
     public static Terms of(CausalLm model, TrainingBatch batch, NDManager manager) {
-        return of(model, batch, manager, Long.MIN_VALUE);
+        return of(model, batch, manager, OptionalLong.empty());
     }
 
-    /** @param dropoutSeed seeds LoRA dropout per layer (see {@link #seedDropout}); Long.MIN_VALUE leaves it alone */
-    private static Terms of(CausalLm model, TrainingBatch batch, NDManager manager, long dropoutSeed) {
+    /** @param dropoutSeed seeds LoRA dropout per layer (see {@link #seedDropout}); empty leaves torch's generator alone */
+    private static Terms of(CausalLm model, TrainingBatch batch, NDManager manager, OptionalLong dropoutSeed) {
         Forward forward = forward(model, batch, manager, dropoutSeed);
         return new Terms(crossEntropySum(model, forward.states(), batch, manager), forward.loadBalancing(),
                 batch.targetCount());
@@ -69,10 +70,10 @@ public final class CausalLmLoss {
      * The log-probability of each target token (DPO sums them per sequence), and the load-balancing loss, with autograd
      * recording whatever the caller's collector records.
      *
-     * @param dropoutSeed as in {@link #backward}; Long.MIN_VALUE leaves torch's generator alone
+     * @param dropoutSeed as in {@link #backward}; empty leaves torch's generator alone
      */
     public static TargetLogProbs targetLogProbs(CausalLm model, TrainingBatch batch, NDManager manager,
-            long dropoutSeed) {
+            OptionalLong dropoutSeed) {
         Forward forward = forward(model, batch, manager, dropoutSeed);
         return new TargetLogProbs(targetLogProbs(model, forward.states(), batch, manager), forward.loadBalancing(),
                 batch.targetCount());
@@ -81,12 +82,11 @@ public final class CausalLmLoss {
     /** The final (normed) hidden states [B, T, hidden] and, for a Mixtral, the load-balancing loss (else null). */
     private record Forward(NDArray states, NDArray loadBalancing) {}
 
-    private static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager, long dropoutSeed) {
+    private static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager,
+            OptionalLong dropoutSeed) {
         Inputs in = inputs(model, batch, manager);
         CausalLm.Hidden hidden = model.hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null, layer -> {
-            if (dropoutSeed != Long.MIN_VALUE) {
-                seedDropout(dropoutSeed, layer);
-            }
+            dropoutSeed.ifPresent(seed -> seedDropout(seed, layer));
         });
         NDArray loadBalancing = null;
         ModelConfig config = model.config();
@@ -168,7 +168,7 @@ public final class CausalLmLoss {
     }
 
     /** What one micro-batch's forward and backward measured. */
-    record Values(double crossEntropySum, double loadBalancing, int targets) {}
+    public record Values(double crossEntropySum, double loadBalancing, int targets) {}
 
     /**
      * Forward and backward of crossEntropySum / crossEntropyDivisor + auxWeight x loadBalancing, accumulating into the
@@ -177,7 +177,7 @@ public final class CausalLmLoss {
      * @param dropoutSeed LoRA dropout masks are drawn from it, per layer, the same way on both paths
      * @return the terms' values; loadBalancing is NaN for a dense model
      */
-    static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
+    public static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
             boolean checkpointing, long dropoutSeed, NDManager manager) {
         if (checkpointing) {
             double[] crossEntropySum = new double[1];
@@ -190,7 +190,7 @@ public final class CausalLmLoss {
         }
         try (NDManager stepManager = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Terms terms = of(model, batch, stepManager, dropoutSeed);
+            Terms terms = of(model, batch, stepManager, OptionalLong.of(dropoutSeed));
             NDArray objective = Scalars.dividedBy(terms.crossEntropySum(), crossEntropyDivisor);
             if (terms.loadBalancing() != null && auxWeight > 0) {
                 objective = objective.add(Scalars.times(terms.loadBalancing(), auxWeight));

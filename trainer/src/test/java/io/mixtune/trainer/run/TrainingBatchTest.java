@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.IOException;
@@ -20,6 +20,23 @@ import org.knowm.xchart.style.markers.SeriesMarkers;
  */
 public final class LossPlot {
     private LossPlot() {}
+
+    /** The listener that draws output_dir/loss.png from metrics.jsonl when the run ends. */
+    public static TrainingListener listener() {
+        return new TrainingListener() {
+            private Path outputDir;
+
+            @Override
+            public void onRunStarted(RunStarted event) {
+                outputDir = event.outputDir();
+            }
+
+            @Override
+            public void onRunFinished(RunFinished event) {
+                write(outputDir.resolve(TrainingOutputs.METRICS_FILE), outputDir.resolve(TrainingOutputs.PLOT_FILE));
+            }
+        };
+    }
 
     public static void write(Path metricsFile, Path png) {
         System.setProperty("java.awt.headless", "true");

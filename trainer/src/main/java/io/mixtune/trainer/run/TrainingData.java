@@ -1,4 +1,4 @@
-package io.mixtune.trainer.sft;
+package io.mixtune.trainer.run;
 
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.SampleCache;

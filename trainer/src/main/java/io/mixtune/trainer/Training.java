@@ -1,0 +1,178 @@
+package io.mixtune.trainer;
+
+import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.LossPlot;
+import io.mixtune.trainer.run.MetricsLog;
+import io.mixtune.trainer.run.RunDirectory;
+import io.mixtune.trainer.run.TrainingCheckpoint;
+import io.mixtune.trainer.run.TrainingListener;
+import io.mixtune.trainer.run.TrainingModel;
+import io.mixtune.trainer.run.TrainingOutputs;
+import io.mixtune.trainer.run.TrainingResult;
+import io.mixtune.trainer.sft.SftRecipe;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.BooleanSupplier;
+
+/**
+ * Training from Java, what {@code mixtune train} runs: a recipe, the listeners that want its events, and how to treat
+ * a run already in output_dir (refused, resumed or started over). Nothing prints unless a listener does; the run's
+ * files (metrics.jsonl, loss.png, checkpoints, adapters) are written as the CLI writes them.
+ *
+ * <pre>{@code
+ * TrainingResult result = Training.load(Path.of("recipe.yaml"), "train.max_steps=10")
+ *         .listener(new TrainingListener() {
+ *             public void onStep(TrainingListener.StepEnded step) { System.out.println(step.loss()); }
+ *         })
+ *         .run();
+ * }</pre>
+ *
+ * <p>{@link #cancel} (from a listener or another thread) stops the run after the step in progress, with a checkpoint
+ * of that step: {@code resume()} on the same recipe then continues exactly as an uninterrupted run would have.
+ */
+public final class Training {
+    private final Recipe recipe;
+    private final RecipeReader.Loaded loaded;
+    private final List<TrainingListener> listeners = new ArrayList<>();
+    private RunDirectory.Start start = RunDirectory.Start.FRESH;
+    private Path resumeFrom;
+    private volatile boolean cancelled;
+
+    private Training(Recipe recipe, RecipeReader.Loaded loaded) {
+        this.recipe = recipe;
+        this.loaded = loaded;
+    }
+
+    public static Training of(Recipe recipe) {
+        return new Training(recipe, null);
+    }
+
+    /**
+     * Reads a recipe file over the defaults, with {@code key.path=value} overrides as {@code --set} takes them;
+     * problems found later in what a key names are reported at the line that set it.
+     */
+    public static Training load(Path recipeFile, String... overrides) {
+        RecipeReader.Loaded loaded = RecipeReader.read(recipeFile, List.of(overrides));
+        return new Training(loaded.recipe(), loaded);
+    }
+
+    public Recipe recipe() {
+        return recipe;
+    }
+
+    /** Adds a listener; listeners receive events in the order added, after the run's own files are written. */
+    public Training listener(TrainingListener listener) {
+        listeners.add(listener);
+        return this;
+    }
+
+    /** Continue the run in output_dir from its newest whole checkpoint. */
+    public Training resume() {
+        return resume(null);
+    }
+
+    /**
+     * Continue from a checkpoint directory, or from the newest whole checkpoint of a run directory; null: of
+     * output_dir. The recipe must be the run's first (what may differ is listed by {@link RunDirectory}).
+     */
+    public Training resume(Path checkpointOrRunDir) {
+        start = RunDirectory.Start.RESUME;
+        resumeFrom = checkpointOrRunDir;
+        return this;
+    }
+
+    /** Start over in an output_dir that holds a run, deleting only what mixtune wrote there. */
+    public Training force() {
+        start = RunDirectory.Start.FORCE;
+        resumeFrom = null;
+        return this;
+    }
+
+    /** Stops the run after the step in progress, leaving a checkpoint of it; safe from any thread. */
+    public void cancel() {
+        cancelled = true;
+    }
+
+    /** Trains the recipe to its last step, or to the step where {@link #cancel} was called. */
+    public TrainingResult run() {
+        List<TrainingListener> all = new ArrayList<>();
+        MetricsLog.Listener metrics = MetricsLog.listener();
+        all.add(metrics);
+        all.add(LossPlot.listener());
+        all.addAll(listeners);
+        TrainingListener listener = TrainingListener.all(all);
+        if (loaded != null) {
+            loaded.warnings().forEach(warning -> listener.onNote("warning: " + warning));
+        }
+        try {
+            TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
+            try (RunDirectory run = RunDirectory.open(recipe, start); metrics) {
+                Path resume = null;
+                if (start == RunDirectory.Start.RESUME) {
+                    resume = checkpointToResume(resumeFrom, listener);
+                    String warning = run.requireSameRecipe(recipe, resume);
+                    if (warning != null) {
+                        listener.onNote(warning);
+                    }
+                }
+                TrainingResult result = train(resume, listener, () -> cancelled);
+                listener.onRunFinished(new TrainingListener.RunFinished(result));
+                return result;
+            }
+        } catch (RecipeValueException e) {
+            if (loaded == null) {
+                throw e;
+            }
+            throw loaded.locate(e); // at the line that set the key
+        }
+    }
+
+    private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+        if (recipe.train().method().equals("dpo")) {
+            try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
+                return dpo.train(resume, cancel);
+            }
+        }
+        try (SftRecipe sft = SftRecipe.setup(recipe, listener)) {
+            return sft.train(resume, cancel);
+        }
+    }
+
+    /**
+     * The given checkpoint, or the newest whole one of output_dir, or of the run directory given instead of a
+     * checkpoint (an easy mistake: that is what is meant); a damaged newest one is named and the one before it used.
+     */
+    private Path checkpointToResume(Path given, TrainingListener listener) {
+        Path checkpoints = Path.of(recipe.outputDir(), TrainingOutputs.CHECKPOINTS_DIR);
+        if (given != null) {
+            if (Files.isDirectory(given.resolve(TrainingOutputs.CHECKPOINTS_DIR))
+                    && !Files.exists(given.resolve(TrainingCheckpoint.STATE_JSON))) {
+                listener.onNote("--resume " + given + ": a run directory, not a checkpoint: resuming from its newest "
+                        + "whole checkpoint");
+                checkpoints = given.resolve(TrainingOutputs.CHECKPOINTS_DIR);
+            } else if (!TrainingCheckpoint.list(given).isEmpty()) {
+                checkpoints = given; // RUN/checkpoints itself
+            } else {
+                TrainingCheckpoint.requireComplete(given);
+                return given;
+            }
+        }
+        List<Path> all = TrainingCheckpoint.list(checkpoints);
+        if (all.isEmpty()) {
+            throw new IllegalArgumentException("--resume: no checkpoint in " + checkpoints + " to resume from");
+        }
+        for (int i = all.size() - 1; i >= 0; i--) {
+            String problem = TrainingCheckpoint.verify(all.get(i));
+            if (problem == null) {
+                return all.get(i);
+            }
+            listener.onNote("warning: skipping " + problem);
+        }
+        throw new IllegalArgumentException("--resume: every checkpoint in " + checkpoints + " is damaged");
+    }
+}

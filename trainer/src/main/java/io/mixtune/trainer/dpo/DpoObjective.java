@@ -1,0 +1,143 @@
+package io.mixtune.trainer.dpo;
+
+import ai.djl.ndarray.NDManager;
+import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingCheckpoint;
+import io.mixtune.trainer.run.TrainingModel;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Random;
+
+/**
+ * One DPO stage as an objective: its pairs in a seeded shuffle per epoch (TRL samples pairs at random too), the DPO
+ * loss against the stage's frozen reference ({@link DpoStep}), and TRL's metrics, on validation under eval_ names.
+ */
+final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured> {
+    private final Recipe recipe;
+    private final Recipe.Dpo dpo;
+    private final TrainingModel model;
+    private final int stage;
+    private final List<PreferenceSample> pairs;
+    private final List<PreferenceBatch> validationBatches;
+    private final StageReference reference;
+    private final long padId;
+    private long cachedEpoch = -1;
+    private int[] cachedOrder;
+
+    /**
+     * @param stage 0-based
+     * @param validationBatches the validation pairs in micro-batches (empty without validation)
+     */
+    DpoObjective(Recipe recipe, TrainingModel model, int stage, List<PreferenceSample> pairs,
+            List<PreferenceBatch> validationBatches, StageReference reference) {
+        this.recipe = recipe;
+        this.dpo = recipe.dpo();
+        this.model = model;
+        this.stage = stage;
+        this.pairs = pairs;
+        this.validationBatches = validationBatches;
+        this.reference = reference;
+        this.padId = model.model().config().eosTokenId();
+    }
+
+    static long microBatchesPerEpoch(int pairs, int microBatchSize) {
+        return (pairs + microBatchSize - 1) / microBatchSize;
+    }
+
+    @Override
+    public long microBatchesPerEpoch() {
+        return microBatchesPerEpoch(pairs.size(), recipe.train().microBatchSize());
+    }
+
+    /** Micro-batch {@code index} of the stage's endless stream: epoch after epoch, each a seeded shuffle. */
+    @Override
+    public PreferenceBatch microBatch(long index) {
+        long perEpoch = microBatchesPerEpoch();
+        int[] order = epochOrder(index / perEpoch);
+        int size = recipe.train().microBatchSize();
+        int from = (int) (index % perEpoch) * size;
+        return batchOf(pairs, Arrays.copyOfRange(order, from, Math.min(order.length, from + size)), padId);
+    }
+
+    /** The epoch's shuffle, seeded by the seed, the stage and the epoch; one epoch at a time is all a run reads. */
+    private int[] epochOrder(long epoch) {
+        if (epoch != cachedEpoch) {
+            List<Integer> order = new ArrayList<>();
+            for (int i = 0; i < pairs.size(); i++) {
+                order.add(i);
+            }
+            Collections.shuffle(order, new Random(recipe.train().seed() * 1_000_003L + 1_009L * stage + epoch));
+            cachedOrder = order.stream().mapToInt(Integer::intValue).toArray();
+            cachedEpoch = epoch;
+        }
+        return cachedOrder;
+    }
+
+    @Override
+    public DpoStep.Measured backward(List<PreferenceBatch> microBatches, StepContext context) {
+        return DpoStep.gradients(dpo, microBatches, batch -> reference.of(batch, reference.train), context);
+    }
+
+    @Override
+    public boolean hasValidation() {
+        return !validationBatches.isEmpty();
+    }
+
+    /** The validation metrics under TRL's eval_ names, the policy (as the caller set it) against the reference. */
+    @Override
+    public Map<String, Number> evaluate() {
+        DpoMetrics totals = new DpoMetrics(dpo.beta());
+        for (PreferenceBatch batch : validationBatches) {
+            float[] referenceLogProbs = reference.of(batch, reference.validation);
+            try (NDManager evalManager = model.manager().newSubManager()) {
+                DpoStep.Terms terms = DpoStep.of(model.model(), dpo, batch, referenceLogProbs, 0, evalManager);
+                totals.add(terms.policy(), referenceLogProbs, terms.objective().getFloat(), terms.nll());
+            }
+        }
+        Map<String, Number> values = new LinkedHashMap<>();
+        values.put("eval_loss", totals.dpoLoss());
+        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
+        return values;
+    }
+
+    @Override
+    public String describeEvaluation(Map<String, Number> metrics) {
+        return String.format(Locale.ROOT, "eval_loss %.4f  eval_rewards/accuracies %.3f  eval_rewards/margins %.4f",
+                metrics.get("eval_loss").doubleValue(), metrics.get("eval_rewards/accuracies").doubleValue(),
+                metrics.get("eval_rewards/margins").doubleValue());
+    }
+
+    @Override
+    public void saveState(Path checkpointDir) {
+        reference.save(checkpointDir.resolve(TrainingCheckpoint.REFERENCE_STATE));
+    }
+
+    /** Micro-batches of the pairs in their order, for the reference pass and evaluation. */
+    static List<PreferenceBatch> inOrder(List<PreferenceSample> pairs, int size, long padId) {
+        List<PreferenceBatch> batches = new ArrayList<>();
+        for (int from = 0; from < pairs.size(); from += size) {
+            int first = from;
+            int[] indices = new int[Math.min(size, pairs.size() - from)];
+            Arrays.setAll(indices, i -> first + i);
+            batches.add(batchOf(pairs, indices, padId));
+        }
+        return batches;
+    }
+
+    private static PreferenceBatch batchOf(List<PreferenceSample> pairs, int[] indices, long padId) {
+        List<PreferenceSample> samples = new ArrayList<>();
+        for (int index : indices) {
+            samples.add(pairs.get(index));
+        }
+        return PreferenceBatch.of(samples, indices, padId);
+    }
+}

@@ -1,0 +1,281 @@
+package io.mixtune.trainer.run;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.types.DataType;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.LearningRateSchedule;
+import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.recipe.Recipe;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.function.BooleanSupplier;
+
+/**
+ * The training loop, once for every method: optimizer steps of gradient_accumulation micro-batches drawn from the
+ * objective's endless stream, the schedule (skipped float16 steps do not advance it), clipping and AdamW, the NaN/Inf
+ * rule, evaluation and checkpoints at the recipe's cadence, the weight averages (EMA, SWA, LaWA), resume, and the
+ * stage's adapters at its end. A method brings its {@link Objective}; a Stage-DPO stage is one {@link #run} with a
+ * fresh AdamW, schedule and averages, against the reference the method set before.
+ *
+ * <p>Where a run stands is its step alone: the micro-batches of step s are s x accumulation on in the stage's stream,
+ * and their dropout is seeded by the step, so a resumed run sees exactly what the stopped one would have.
+ */
+public final class TrainingLoop {
+    private final Recipe recipe;
+    private final TrainingModel model;
+    private final Path outputDir;
+    private final TrainingListener listener;
+    private final BooleanSupplier cancelled;
+    private final long totalSteps;
+    private final List<NDArray> parameters;
+
+    /**
+     * @param totalSteps the run's last step, over all stages
+     * @param cancelled asked after every step: true stops the run there, leaving a checkpoint of that step
+     */
+    public TrainingLoop(Recipe recipe, TrainingModel model, Path outputDir, long totalSteps,
+            TrainingListener listener, BooleanSupplier cancelled) {
+        this.recipe = recipe;
+        this.model = model;
+        this.outputDir = outputDir;
+        this.listener = listener;
+        this.cancelled = cancelled;
+        this.totalSteps = totalSteps;
+        this.parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
+    }
+
+    /**
+     * The steps of one stage.
+     *
+     * @param stage 1-based; recorded in every metrics record when {@code recordStage} (Stage-DPO)
+     * @param start the step before the stage's first (steps count across stages)
+     * @param adapterDir where the stage's adapter goes at its end (its averages beside it, adapter-ema ...)
+     * @param evaluateFirst evaluate before the first step (when the run starts there)
+     */
+    public record Stage(int stage, boolean recordStage, long start, long steps, Path adapterDir,
+            boolean evaluateFirst) {
+        public long end() {
+            return start + steps;
+        }
+    }
+
+    /**
+     * Where the loop stopped, and how the stage went.
+     *
+     * @param cancelled a listener cancelled the run at {@code step}: inside the stage (then no adapter was written),
+     *     or at its last step (the stage is whole, and the run goes no further)
+     */
+    public record Outcome(long step, boolean cancelled, TrainingResult.StageResult result) {}
+
+    /**
+     * Runs the stage from {@code step} (its start, or where a resumed checkpoint left it) to its end.
+     *
+     * @param resumed the checkpoint state to continue from when {@code step} is inside the stage, else null
+     */
+    public <B, M extends Objective.Measured> Outcome run(Objective<B, M> objective, Stage stage, long step,
+            TrainingCheckpoint.State resumed) {
+        Recipe.Train train = recipe.train();
+        LoraModel lora = model.lora();
+        Path checkpoints = outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR);
+        AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
+                train.weightDecay());
+        LossScaler scaler = model.model().computeType() == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
+        LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(), train.warmupSteps(),
+                (int) stage.steps());
+        if (step > stage.start()) {
+            resumed.restore(parameters, optimizer, scaler);
+        }
+        // Built after the restore: the EMA starts from the weights as they are, then takes the checkpoint's average.
+        TrainingAverages averages = new TrainingAverages(recipe.averaging(), stage.steps(),
+                lora.parameterNames(TrainingModel.ADAPTER_NAME), parameters);
+        if (step > stage.start()) {
+            averages.restore(step - stage.start(), resumed.averages());
+        }
+        double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
+                ? model.model().config().routerAuxLossCoef() : 0;
+        StepContext context = new StepContext(model.model(), parameters, model.manager(), optimizer, scaler,
+                train.maxGradNorm(), auxCoefficient, train.gradientCheckpointing(), 0);
+        int accumulation = train.gradientAccumulation();
+        long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
+                : objective.microBatchesPerEpoch() * train.epochs();
+        StageRecord record = new StageRecord(stage);
+        if (stage.evaluateFirst() && step == stage.start() && objective.hasValidation()) {
+            evaluate(objective, stage, step, averages, record);
+        }
+        try (LoraModel.Scope training = lora.training()) {
+            while (step < stage.end()) {
+                long start = System.nanoTime();
+                long stageStep = step - stage.start();
+                long first = stageStep * accumulation;
+                long last = Math.min(first + accumulation, availableMicroBatches);
+                List<B> batches = new ArrayList<>();
+                for (long index = first; index < last; index++) {
+                    batches.add(objective.microBatch(index));
+                }
+                long skipped = scaler.skippedSteps();
+                double lr = averages.learningRate(stageStep, s -> schedule.at(s - skipped));
+                OptimizerStep.Result<M> result = OptimizerStep.run(objective, batches,
+                        context.withDropoutSeed(train.seed() * 1_000_003L + stage.start() * accumulation + first),
+                        lr);
+                if (result.skipped()) {
+                    listener.onNote(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
+                            + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
+                }
+                if (!result.isFinite() && scaler.gaveUp()) {
+                    throw NonFiniteStep.error(step + 1, result.loss(), result.gradNorm(), lora,
+                            TrainingModel.ADAPTER_NAME, checkpoints);
+                }
+                step++;
+                averages.afterStep(step - stage.start(), parameters);
+                double seconds = (System.nanoTime() - start) / 1e9;
+                boolean end = step == stage.end();
+                Map<String, Object> metrics = stepMetrics(stage, step, result, lr, auxCoefficient > 0, scaler,
+                        seconds, (double) last / objective.microBatchesPerEpoch(), record);
+                listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics,
+                        step % train.logEvery() == 0 || end, result.measured().figures()));
+                if (objective.hasValidation() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
+                    evaluate(objective, stage, step, averages, record);
+                }
+                if (end) {
+                    record.adapters = writeAdapters(stage.adapterDir(), averages);
+                }
+                boolean stop = cancelled.getAsBoolean();
+                if (end || stop || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
+                    saveCheckpoint(objective, checkpoints, step, optimizer, scaler, averages);
+                }
+                if (stop) {
+                    listener.onNote("step " + step + ": cancelled; --resume continues from the checkpoint just saved");
+                    return new Outcome(step, true, record.result(step, end ? stage.adapterDir() : null));
+                }
+            }
+        }
+        if (record.adapters == null) { // resumed at the stage's very end: its adapters again, from that checkpoint
+            record.adapters = writeAdapters(stage.adapterDir(), averages);
+        }
+        return new Outcome(step, false, record.result(step, stage.adapterDir()));
+    }
+
+    /** How a stage goes, as its steps and evaluations come. */
+    private static final class StageRecord {
+        private final Stage stage;
+        private Double firstLoss;
+        private double lastLoss = Double.NaN;
+        private Map<String, Object> lastMetrics = Map.of();
+        private Map<String, Object> firstEvaluation;
+        private Map<String, Object> lastEvaluation;
+        private Map<String, Path> adapters;
+
+        StageRecord(Stage stage) {
+            this.stage = stage;
+        }
+
+        TrainingResult.StageResult result(long step, Path adapterDir) {
+            Map<String, Path> averaged = new LinkedHashMap<>(adapters == null ? Map.of() : adapters);
+            averaged.remove("");
+            return new TrainingResult.StageResult(stage.stage(), step, firstLoss == null ? Double.NaN : firstLoss,
+                    lastLoss, lastMetrics, firstEvaluation, lastEvaluation, adapterDir, averaged);
+        }
+    }
+
+    /** The step's record: step, stage, loss, the objective's metrics, then what every method logs. */
+    private Map<String, Object> stepMetrics(Stage stage, long step, OptimizerStep.Result<?> result, double lr,
+            boolean auxLoss, LossScaler scaler, double seconds, double epoch, StageRecord record) {
+        Map<String, Object> metrics = new LinkedHashMap<>();
+        metrics.put("step", step);
+        if (stage.recordStage()) {
+            metrics.put("stage", stage.stage());
+        }
+        metrics.put("loss", result.loss());
+        Map<String, Object> objectiveMetrics = new LinkedHashMap<>(result.measured().metrics());
+        Object aux = objectiveMetrics.remove("aux_loss");
+        metrics.putAll(objectiveMetrics);
+        if (auxLoss) {
+            metrics.put("aux_loss", aux);
+        }
+        metrics.put("lr", lr);
+        metrics.put("learning_rate", lr); // transformers' name, for tools that expect it
+        metrics.put("grad_norm", result.gradNorm());
+        if (scaler.enabled()) {
+            metrics.put("loss_scale", result.lossScale());
+            metrics.put("skipped", result.skipped());
+        }
+        long tokens = result.measured().tokens();
+        metrics.put("tokens", tokens);
+        metrics.put("tokens_per_second", tokens / seconds);
+        metrics.put("epoch", epoch);
+        metrics.put("memory_mb", TrainingOutputs.residentMegabytes());
+        if (record.firstLoss == null) {
+            record.firstLoss = result.loss();
+        }
+        record.lastLoss = result.loss();
+        record.lastMetrics = metrics;
+        return metrics;
+    }
+
+    /**
+     * Evaluates the weights as they are and, after the first step, each weight average that holds something
+     * (eval_loss_ema, ...), the adapters without dropout; tells the listener.
+     */
+    private <B, M extends Objective.Measured> void evaluate(Objective<B, M> objective, Stage stage, long step,
+            TrainingAverages averages, StageRecord record) {
+        Map<String, Object> metrics = new LinkedHashMap<>();
+        metrics.put("step", step);
+        if (stage.recordStage()) {
+            metrics.put("stage", stage.stage());
+        }
+        String summary;
+        try (LoraModel.Scope evaluating = model.lora().evaluating()) {
+            Map<String, Number> values = objective.evaluate();
+            metrics.putAll(values);
+            summary = objective.describeEvaluation(values);
+            if (step > stage.start()) {
+                averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                        () -> metrics.put("eval_loss_" + name, objective.evaluate().get("eval_loss"))));
+            }
+        }
+        if (record.firstEvaluation == null) {
+            record.firstEvaluation = metrics;
+        }
+        record.lastEvaluation = metrics;
+        listener.onEvaluation(new TrainingListener.Evaluated(step, metrics, "step " + step + ": " + summary));
+    }
+
+    /** The stage's adapter and, beside it, each weight average's (adapter-ema, ...); by name, "" the adapter's. */
+    private Map<String, Path> writeAdapters(Path adapterDir, TrainingAverages averages) {
+        Map<String, Path> written = new LinkedHashMap<>();
+        written.put("", writeAdapter(adapterDir));
+        averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                () -> written.put(name, writeAdapter(adapterDir.resolveSibling(adapterDir.getFileName() + "-"
+                        + name)))));
+        return written;
+    }
+
+    private Path writeAdapter(Path dir) {
+        return TrainingOutputs.writeAdapter(model.lora(), TrainingModel.ADAPTER_NAME, dir, model.baseModelDir());
+    }
+
+    private <B, M extends Objective.Measured> void saveCheckpoint(Objective<B, M> objective, Path checkpoints,
+            long step, AdamW optimizer, LossScaler scaler, TrainingAverages averages) {
+        TrainingCheckpoint.State state = TrainingCheckpoint.State.of(step, parameters, optimizer, scaler,
+                averages.state());
+        Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
+                model.baseModelDir(), recipe.train().keepLast(), dir -> {
+                    averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
+                            () -> writeAdapterInto(dir.resolve("adapter-" + name))));
+                    objective.saveState(dir);
+                });
+        listener.onCheckpoint(new TrainingListener.CheckpointSaved(step, saved));
+    }
+
+    /** A checkpoint's copy of an average, written straight into the checkpoint being staged. */
+    private void writeAdapterInto(Path dir) {
+        PeftAdapter.save(model.lora(), TrainingModel.ADAPTER_NAME, dir,
+                model.baseModelDir().toAbsolutePath().toString());
+    }
+}
