@@ -32,8 +32,9 @@ public final class CausalLmLoss {
      * @param crossEntropySum sum over target tokens of -log p(target), float32 scalar
      * @param loadBalancing transformers' load_balancing_loss_func over the real tokens (before the coefficient), or
      *     null for a dense model
+     * @param correctPredictions target tokens that are the argmax of their logits (TRL's mean_token_accuracy counts)
      */
-    public record Terms(NDArray crossEntropySum, NDArray loadBalancing, int targets) {}
+    public record Terms(NDArray crossEntropySum, NDArray loadBalancing, int targets, long correctPredictions) {}
 
     /** A micro-batch as model inputs: ids, rotary positions, the additive mask and which tokens are real. */
     record Inputs(NDArray inputIds, NDArray positionIds, NDArray mask, NDArray realTokens) {}
@@ -55,8 +56,10 @@ public final class CausalLmLoss {
     /** @param dropoutSeed seeds LoRA dropout per layer (see {@link #seedDropout}); empty leaves torch's generator alone */
     private static Terms of(CausalLm model, TrainingBatch batch, NDManager manager, OptionalLong dropoutSeed) {
         Forward forward = forward(model, batch, manager, dropoutSeed);
-        return new Terms(crossEntropySum(model, forward.states(), batch, manager), forward.loadBalancing(),
-                batch.targetCount());
+        long[] correct = new long[1];
+        NDArray sum = crossEntropySum(model, forward.states(), batch, manager,
+                logitsChunkRows(model.config().vocabSize()), correct);
+        return new Terms(sum, forward.loadBalancing(), batch.targetCount(), correct[0]);
     }
 
     /**
@@ -101,7 +104,7 @@ public final class CausalLmLoss {
 
     /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
     static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()));
+        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()), null);
     }
 
     /** Target positions whose logits the cross-entropy computes at once (the memory plan counts them too). */
@@ -109,14 +112,17 @@ public final class CausalLmLoss {
         return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * vocabSize));
     }
 
-    /** @param chunkRows target positions whose logits are computed at once */
+    /**
+     * @param chunkRows target positions whose logits are computed at once
+     * @param correct when not null, [0] receives how many targets are the argmax of their logits
+     */
     static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
-            int chunkRows) {
+            int chunkRows, long[] correct) {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
         }
         NDList chunkSums = new NDList();
-        for (NDArray chunk : chunkedLogProbs(model, states, batch, manager, chunkRows)) {
+        for (NDArray chunk : chunkedLogProbs(model, states, batch, manager, chunkRows, correct)) {
             chunkSums.add(chunk.sum());
         }
         NDArray sum = chunkSums.size() == 1 ? chunkSums.get(0) : NDArrays.stack(chunkSums).sum();
@@ -128,13 +134,18 @@ public final class CausalLmLoss {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
-        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()));
+        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()),
+                null);
         return (chunks.size() == 1 ? chunks.get(0) : NDArrays.concat(chunks, 0)).reshape(-1);
     }
 
-    /** log p(target) of the batch's targets in row-major order, [rows, 1] per chunk of at most chunkRows targets. */
+    /**
+     * log p(target) of the batch's targets in row-major order, [rows, 1] per chunk of at most chunkRows targets.
+     *
+     * @param correct when not null, [0] receives how many targets are the argmax of their logits
+     */
     private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
-            int chunkRows) {
+            int chunkRows, long[] correct) {
         long b = batch.rows();
         long t = batch.length();
         int targets = batch.targetCount();
@@ -159,16 +170,23 @@ public final class CausalLmLoss {
         // the softmax and their backward. On tiny-mixtral (425 targets, vocabulary 32000) this halves the head's time
         // (bench/README.md, "SFT: bench/sft.sh"); autograd computes the same values either way.
         NDList chunks = new NDList();
+        NDList hits = new NDList();
         for (int start = 0; start < targets; start += chunkRows) {
             NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
             NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
             chunks.add(logits.logSoftmax(-1).gather(targetColumn.get(rows), -1));
+            if (correct != null) { // no gradient flows through an argmax; the count is read once, below
+                hits.add(logits.argMax(-1).eq(targetColumn.get(rows).reshape(-1)).sum());
+            }
+        }
+        if (correct != null) {
+            correct[0] = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
         }
         return chunks;
     }
 
     /** What one micro-batch's forward and backward measured. */
-    public record Values(double crossEntropySum, double loadBalancing, int targets) {}
+    public record Values(double crossEntropySum, double loadBalancing, int targets, long correctPredictions) {}
 
     /**
      * Forward and backward of crossEntropySum / crossEntropyDivisor + auxWeight x loadBalancing, accumulating into the
@@ -181,12 +199,14 @@ public final class CausalLmLoss {
             boolean checkpointing, long dropoutSeed, NDManager manager) {
         if (checkpointing) {
             double[] crossEntropySum = new double[1];
+            long[] correct = new long[1];
             double loadBalancing = CheckpointedBackward.run(model, batch, (states, headManager) -> {
-                NDArray sum = crossEntropySum(model, states, batch, headManager);
+                NDArray sum = crossEntropySum(model, states, batch, headManager,
+                        logitsChunkRows(model.config().vocabSize()), correct);
                 crossEntropySum[0] = sum.getFloat();
                 return Scalars.dividedBy(sum, crossEntropyDivisor);
             }, auxWeight, dropoutSeed, manager);
-            return new Values(crossEntropySum[0], loadBalancing, batch.targetCount());
+            return new Values(crossEntropySum[0], loadBalancing, batch.targetCount(), correct[0]);
         }
         try (NDManager stepManager = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
@@ -197,7 +217,8 @@ public final class CausalLmLoss {
             }
             collector.backward(objective);
             return new Values(terms.crossEntropySum().getFloat(),
-                    terms.loadBalancing() == null ? Double.NaN : terms.loadBalancing().getFloat(), terms.targets());
+                    terms.loadBalancing() == null ? Double.NaN : terms.loadBalancing().getFloat(), terms.targets(),
+                    terms.correctPredictions());
         }
     }
 

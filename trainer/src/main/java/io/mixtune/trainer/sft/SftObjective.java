@@ -51,14 +51,17 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
      * @param crossEntropy summed cross-entropy / targets (the mean over the step's target tokens)
      * @param loadBalancing the router load-balancing loss averaged over micro-batches, before the coefficient (0 for a
      *     dense model); reported even when the coefficient is 0
+     * @param meanTokenAccuracy the share of target tokens that are their logits' argmax, averaged over the
+     *     micro-batches as TRL's SFTTrainer averages its per-batch values (mean_token_accuracy)
      */
-    public record Measured(double loss, double crossEntropy, double loadBalancing, int targets, long tokens)
-            implements Objective.Measured {
+    public record Measured(double loss, double crossEntropy, double loadBalancing, int targets, long tokens,
+            double meanTokenAccuracy) implements Objective.Measured {
         @Override
         public Map<String, Object> metrics() {
             Map<String, Object> metrics = new LinkedHashMap<>();
             metrics.put("aux_loss", loadBalancing);
             metrics.put("target_tokens", targets);
+            metrics.put("mean_token_accuracy", meanTokenAccuracy);
             return metrics;
         }
     }
@@ -78,19 +81,22 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         double auxCoefficient = context.auxCoefficient();
         double crossEntropy = 0;
         double loadBalancing = 0;
+        double accuracy = 0;
         for (int j = 0; j < batches.size(); j++) {
             // Dropout is seeded per micro-batch (and layer), so a resumed run draws the same masks.
             CausalLmLoss.Values values = CausalLmLoss.backward(context.model(), batches.get(j),
                     Math.max(1, targets) / scale, auxCoefficient / batches.size() * scale,
                     context.gradientCheckpointing(), context.dropoutSeed() + j, context.manager());
             crossEntropy += values.crossEntropySum();
+            accuracy += (values.targets() == 0 ? 0 : (double) values.correctPredictions() / values.targets())
+                    / batches.size();
             if (!Double.isNaN(values.loadBalancing())) {
                 loadBalancing += values.loadBalancing() / batches.size();
             }
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
         double loss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
-        return new Measured(loss, meanCrossEntropy, loadBalancing, targets, tokens);
+        return new Measured(loss, meanCrossEntropy, loadBalancing, targets, tokens, accuracy);
     }
 
     @Override

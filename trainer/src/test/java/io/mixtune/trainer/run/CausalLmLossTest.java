@@ -44,9 +44,46 @@ class CausalLmLossTest {
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
             CausalLmLoss.Inputs in = CausalLmLoss.inputs(trainable.model(), batch, step);
             NDArray states = trainable.model().hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null).states();
-            NDArray sum = CausalLmLoss.crossEntropySum(trainable.model(), states, batch, step, chunkRows);
+            NDArray sum = CausalLmLoss.crossEntropySum(trainable.model(), states, batch, step, chunkRows, null);
             collector.backward(sum);
             return sum.getFloat();
+        }
+    }
+
+    /**
+     * The correct-prediction count behind mean_token_accuracy: targets chosen to be their position's argmax (every
+     * third) or not, counted by hand from the logits of the whole row, equal the chunked count.
+     */
+    @Test
+    void correctPredictionsAreTheTargetsThatAreTheirLogitsArgmax() throws Exception {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            CheckpointedBackwardTest.Trainable trainable = CheckpointedBackwardTest.Trainable.load("mixtral", 0.0,
+                    manager);
+            int vocab = trainable.model().config().vocabSize();
+            TrainingBatch row = oneSampleRow(60, vocab);
+            CausalLmLoss.Inputs in = CausalLmLoss.inputs(trainable.model(), row, manager);
+            NDArray states = trainable.model().hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null).states();
+            float[] logits = trainable.model().logits(states.reshape(60, -1)).toFloatArray();
+            long[] labels = new long[60];
+            labels[0] = -100;
+            int expected = 0;
+            for (int t = 1; t < 60; t++) {
+                int best = 0;
+                for (int v = 1; v < vocab; v++) {
+                    if (logits[(t - 1) * vocab + v] > logits[(t - 1) * vocab + best]) {
+                        best = v;
+                    }
+                }
+                boolean hit = t % 3 == 0;
+                labels[t] = hit ? best : (best + 1) % vocab;
+                expected += hit ? 1 : 0;
+            }
+            TrainingBatch batch = new TrainingBatch(row.inputIds(), new long[][] {labels}, row.positionIds(),
+                    row.sampleIds(), null);
+            long[] correct = new long[1];
+            CausalLmLoss.crossEntropySum(trainable.model(), states, batch, manager, 7, correct);
+            assertEquals(expected, correct[0]);
+            assertEquals(expected, CausalLmLoss.of(trainable.model(), batch, manager).correctPredictions());
         }
     }
 
