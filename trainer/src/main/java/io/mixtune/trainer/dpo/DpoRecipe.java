@@ -30,6 +30,7 @@ import io.mixtune.trainer.sft.TrainingCheckpoint;
 import io.mixtune.trainer.sft.TrainingData;
 import io.mixtune.trainer.sft.TrainingModel;
 import io.mixtune.trainer.sft.TrainingOutputs;
+import io.mixtune.trainer.tracking.MetricsSink;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -182,7 +183,8 @@ public final class DpoRecipe implements AutoCloseable {
                 ? model.config().routerAuxLossCoef() : 0;
         int accumulation = train.gradientAccumulation();
         List<StageResult> results = new ArrayList<>();
-        try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
+        try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step,
+                MetricsSink.forRecipe(recipe, outputDir, resumeFrom == null ? -1 : step))) {
             ProgressLine progress = new ProgressLine(out, terminal, step, totalSteps);
             long stageStart = 0;
             for (int stage = 0; stage < stageSteps.length; stage++) {

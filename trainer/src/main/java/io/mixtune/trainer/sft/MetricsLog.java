@@ -3,6 +3,7 @@ package io.mixtune.trainer.sft;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.trainer.tracking.MetricsSink;
 import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -19,13 +20,20 @@ public final class MetricsLog implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
     private final Path file;
     private final BufferedWriter writer;
+    private final MetricsSink sink;
 
     /**
      * Opens the log for appending. When resuming at {@code resumedStep}, lines of later steps (written after that
      * checkpoint by the run that stopped) are dropped first, so the log reads as one uninterrupted run.
      */
     public MetricsLog(Path file, long resumedStep) {
+        this(file, resumedStep, MetricsSink.NONE);
+    }
+
+    /** The same, handing every record written to {@code sink} too (closed with this log). */
+    public MetricsLog(Path file, long resumedStep, MetricsSink sink) {
         this.file = file;
+        this.sink = sink;
         try {
             if (resumedStep < 0) {
                 Files.deleteIfExists(file);
@@ -66,6 +74,7 @@ public final class MetricsLog implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write " + file + ": " + e.getMessage(), e);
         }
+        sink.write(record);
     }
 
     /** Every record of a metrics file, in order. */
@@ -85,7 +94,7 @@ public final class MetricsLog implements AutoCloseable {
 
     @Override
     public void close() {
-        try {
+        try (sink) {
             writer.close();
         } catch (IOException e) {
             throw new UncheckedIOException(e);

@@ -19,6 +19,7 @@ import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.tracking.MetricsSink;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -166,7 +167,8 @@ public final class SftRecipe implements AutoCloseable {
         double lastLoss = Double.NaN;
         Double firstEval = null;
         Double lastEval = null;
-        try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step)) {
+        try (MetricsLog metrics = new MetricsLog(outputDir.resolve("metrics.jsonl"), resumeFrom == null ? -1 : step,
+                MetricsSink.forRecipe(recipe, outputDir, resumeFrom == null ? -1 : step))) {
             if (resumeFrom == null && !dataset.validation().isEmpty()) {
                 firstEval = evaluate(metrics, 0, averages);
             }
