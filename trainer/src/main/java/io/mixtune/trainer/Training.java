@@ -11,6 +11,7 @@ import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingOutputs;
+import io.mixtune.trainer.run.TrackingListener;
 import io.mixtune.trainer.run.TrainingResult;
 import io.mixtune.trainer.sft.SftRecipe;
 import java.nio.file.Files;
@@ -22,7 +23,8 @@ import java.util.function.BooleanSupplier;
 /**
  * Training from Java, what {@code mixtune train} runs: a recipe, the listeners that want its events, and how to treat
  * a run already in output_dir (refused, resumed or started over). Nothing prints unless a listener does; the run's
- * files (metrics.jsonl, loss.png, checkpoints, adapters) are written as the CLI writes them.
+ * files (metrics.jsonl, loss.png, TensorBoard's when logging.tensorboard is on, checkpoints, adapters) are written as
+ * the CLI writes them.
  *
  * <pre>{@code
  * TrainingResult result = Training.load(Path.of("recipe.yaml"), "train.max_steps=10")
@@ -102,7 +104,9 @@ public final class Training {
     public TrainingResult run() {
         List<TrainingListener> all = new ArrayList<>();
         MetricsLog.Listener metrics = MetricsLog.listener();
+        TrackingListener tracking = new TrackingListener(recipe);
         all.add(metrics);
+        all.add(tracking);
         all.add(LossPlot.listener());
         all.addAll(listeners);
         TrainingListener listener = TrainingListener.all(all);
@@ -111,7 +115,7 @@ public final class Training {
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
-            try (RunDirectory run = RunDirectory.open(recipe, start); metrics) {
+            try (RunDirectory run = RunDirectory.open(recipe, start); metrics; tracking) {
                 Path resume = null;
                 if (start == RunDirectory.Start.RESUME) {
                     resume = checkpointToResume(resumeFrom, listener);

@@ -10,7 +10,7 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        String outputDir) {
+        Logging logging, String outputDir) {
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -286,4 +286,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             }
         }
     }
+
+    /**
+     * Where metrics go besides metrics.jsonl.
+     *
+     * @param tensorboard TensorBoard event files under output_dir/runs/: every metric as a scalar, the recipe as text
+     */
+    public record Logging(boolean tensorboard) {}
 }

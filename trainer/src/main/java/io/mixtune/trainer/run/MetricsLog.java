@@ -13,6 +13,7 @@ import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 
 /**
  * {@code metrics.jsonl}: one JSON object per logged step or evaluation, flushed as written. As a listener
@@ -74,13 +75,13 @@ public final class MetricsLog implements AutoCloseable {
         @Override
         public void onStep(StepEnded event) {
             if (event.logged()) {
-                log.write(JSON.valueToTree(event.metrics()));
+                log.write(record(event.metrics()));
             }
         }
 
         @Override
         public void onEvaluation(Evaluated event) {
-            log.write(JSON.valueToTree(event.metrics()));
+            log.write(record(event.metrics()));
         }
 
         @Override
@@ -95,6 +96,11 @@ public final class MetricsLog implements AutoCloseable {
                 log = null;
             }
         }
+    }
+
+    /** An event's metrics as the JSON record metrics.jsonl holds. */
+    public static ObjectNode record(Map<String, Object> metrics) {
+        return JSON.valueToTree(metrics);
     }
 
     public ObjectNode record(long step) {

@@ -52,7 +52,7 @@ public final class RunDirectory implements AutoCloseable {
             // Where the run lives: a run directory moved or copied elsewhere resumes from its own checkpoints.
             "output_dir",
             // Which steps write a metrics line: logging reads the loss, it never feeds back.
-            "train.log_every",
+            "train.log_every", "logging.tensorboard",
             // Validation passes run without dropout or gradients and restore the adapters' mode afterwards (the
             // averages' too); dropout masks are seeded per micro-batch, so no random stream moves either.
             "train.eval_every",

@@ -5,6 +5,8 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.tracking.TensorBoardMetrics;
+import io.mixtune.trainer.tracking.TensorBoardWriter;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -87,7 +89,7 @@ public final class TrainingOutputs {
         for (Path entry : list(outputDir)) {
             String name = entry.getFileName().toString();
             if (RUN_FILES.contains(name) && Files.isRegularFile(entry)
-                    || isAdapterDir(entry) || isStageDir(entry)) {
+                    || isAdapterDir(entry) || isStageDir(entry) || isTensorBoardDir(entry)) {
                 found.add(Files.isDirectory(entry) ? name + "/" : name);
             }
         }
@@ -127,6 +129,11 @@ public final class TrainingOutputs {
                         }
                     }
                     deleteIfEmpty(entry);
+                } else if (isTensorBoardDir(entry)) {
+                    for (Path events : TensorBoardWriter.eventFiles(entry)) {
+                        Files.delete(events);
+                    }
+                    deleteIfEmpty(entry);
                 }
             }
         } catch (IOException e) {
@@ -136,6 +143,12 @@ public final class TrainingOutputs {
 
     static boolean isAdapterDir(Path entry) {
         return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
+    }
+
+    /** runs/ when it holds TensorBoard event files (logging.tensorboard). */
+    private static boolean isTensorBoardDir(Path entry) {
+        return entry.getFileName().toString().equals(TensorBoardMetrics.RUNS_DIR)
+                && !TensorBoardWriter.eventFiles(entry).isEmpty();
     }
 
     private static boolean isStageDir(Path entry) {
