@@ -88,9 +88,9 @@ public final class Mixtune {
             if (positional.size() > expected.size()) {
                 throw new UsageException("unexpected argument '" + positional.get(expected.size()) + "'");
             }
-            if (positional.size() < expected.size()) {
+            if (positional.size() < command.requiredArguments()) {
                 throw new UsageException("missing " + String.join(" ", expected.subList(positional.size(),
-                        expected.size())));
+                        command.requiredArguments())));
             }
             return command.run(line, out);
         } catch (ParseException | UsageException | NoGpuException e) {
