@@ -27,7 +27,7 @@ final class RecipesCommand {
 
         @Override
         public String summary() {
-            return "list the ready recipes in the jar, each with its one-line description";
+            return "list the ready recipes in the jar, each with its description (the first sentence of its comment)";
         }
 
         @Override
@@ -45,10 +45,37 @@ final class RecipesCommand {
             List<BundledRecipes.Entry> entries = BundledRecipes.list();
             int width = entries.stream().mapToInt(e -> e.name().length()).max().orElse(0);
             for (BundledRecipes.Entry entry : entries) {
-                out.printf("%-" + width + "s  %s%n", entry.name(), entry.description());
+                List<String> lines = wrap(entry.description(), Math.max(40, LINE_WIDTH - width - 2));
+                out.printf("%-" + width + "s  %s%n", entry.name(), lines.isEmpty() ? "" : lines.get(0));
+                for (String more : lines.subList(Math.min(1, lines.size()), lines.size())) {
+                    out.printf("%-" + width + "s  %s%n", "", more);
+                }
             }
             return Mixtune.OK;
         }
+    }
+
+    /** The width help text is wrapped to (as `mixtune <command> --help` is). */
+    static final int LINE_WIDTH = 100;
+
+    /** Words in lines of at most {@code width} characters (a longer word gets a line of its own). */
+    static List<String> wrap(String text, int width) {
+        List<String> lines = new java.util.ArrayList<>();
+        StringBuilder line = new StringBuilder();
+        for (String word : text.split("\\s+")) {
+            if (word.isEmpty()) {
+                continue;
+            }
+            if (line.length() > 0 && line.length() + 1 + word.length() > width) {
+                lines.add(line.toString());
+                line.setLength(0);
+            }
+            line.append(line.length() == 0 ? "" : " ").append(word);
+        }
+        if (line.length() > 0) {
+            lines.add(line.toString());
+        }
+        return lines;
     }
 
     /** `mixtune recipes show NAME`: the recipe as written, comments and all. */

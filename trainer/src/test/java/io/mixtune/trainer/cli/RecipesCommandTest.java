@@ -58,15 +58,25 @@ class RecipesCommandTest {
     }
 
     @Test
-    void listShowsNameAndFirstCommentLine() {
+    void listShowsNameAndTheFirstWholeSentenceWrapped() {
         MixtuneCliTest.Result list = MixtuneCliTest.run("recipes", "list");
         assertEquals(0, list.code(), list.err());
         List<String> lines = list.out().lines().toList();
-        assertEquals(BundledRecipes.list().size(), lines.size(), list.out());
-        String quickstart = lines.stream().filter(l -> l.startsWith("quickstart ")).findFirst().orElseThrow();
-        assertTrue(quickstart.matches("quickstart +Quickstart: QLoRA SFT of the tiny Mixtral preset on the 200 "
-                + "sample chats, on CPU\\."), quickstart);
-        assertTrue(list.out().contains("mixtral-8x7b-qlora-sft  Mixtral-8x7B QLoRA SFT with Firefly's published "
+        assertTrue(lines.stream().allMatch(l -> l.length() <= 100), list.out());
+        // The DPO recipes' first sentences run over two comment lines; they were cut at the first line's end.
+        String joined = list.out().replaceAll("\n +", " ").replaceAll(" {2,}", "  ");
+        assertTrue(joined.contains("quickstart-dpo  The DPO quickstart: Stage-DPO (2 stages) with LoRA on the tiny "
+                + "Mistral preset (random weights, written once to output_dir/base-model) over the 200 bundled "
+                + "preference pairs, on CPU in about a minute.\n"), list.out());
+        assertTrue(joined.contains("mixtral-8x7b-qlora-dpo  Mixtral-8x7B QLoRA Stage-DPO (2 stages) with the "
+                + "alignment-handbook's Zephyr-7B-beta QLoRA DPO settings: beta 0.1, lr 5e-6 cosine, r 16, 32 pairs a "
+                + "step.\n"), list.out());
+        for (BundledRecipes.Entry entry : BundledRecipes.list()) {
+            assertTrue(entry.description().endsWith("."), "a whole sentence: " + entry.description());
+        }
+        assertTrue(joined.contains("quickstart  Quickstart: QLoRA SFT of the tiny Mixtral preset on the 200 "
+                + "sample chats, on CPU.\n"), list.out());
+        assertTrue(joined.contains("mixtral-8x7b-qlora-sft  Mixtral-8x7B QLoRA SFT with Firefly's published "
                 + "settings"), list.out());
     }
 
@@ -87,7 +97,24 @@ class RecipesCommandTest {
         assertEquals(2, MixtuneCliTest.run("recipes", "show", "quickstart", "extra").code());
         MixtuneCliTest.Result unknown = MixtuneCliTest.run("recipes", "frobnicate");
         assertEquals(2, unknown.code());
-        assertTrue(unknown.err().contains("expected one of [list, show, copy]"), unknown.err());
+        assertTrue(unknown.err().contains("expected one of [list, show, copy"), unknown.err());
+    }
+
+    @Test
+    void recipesAndDataHelpPrintTheirSubcommands() {
+        MixtuneCliTest.Result recipes = MixtuneCliTest.run("recipes", "--help");
+        assertEquals(0, recipes.code(), recipes.err());
+        assertEquals("", recipes.err());
+        assertTrue(recipes.out().startsWith("usage: mixtune recipes <subcommand>"), recipes.out());
+        assertTrue(recipes.out().contains("\n  show NAME") && recipes.out().contains("\n  copy NAME DEST")
+                && recipes.out().contains("\n  list\n      list the ready recipes"), recipes.out());
+        MixtuneCliTest.Result data = MixtuneCliTest.run("data", "-h");
+        assertEquals(0, data.code(), data.err());
+        assertTrue(data.out().contains("\n  prepare --recipe") && data.out().contains("\n  preview --recipe"),
+                data.out());
+        MixtuneCliTest.Result none = MixtuneCliTest.run("recipes");
+        assertEquals(2, none.code());
+        assertTrue(none.err().contains("mixtune recipes --help lists them"), none.err());
     }
 
     @Test
