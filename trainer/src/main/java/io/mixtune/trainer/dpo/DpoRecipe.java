@@ -12,6 +12,7 @@ import io.mixtune.data.preference.PreferenceTokenizer;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
@@ -378,7 +379,7 @@ public final class DpoRecipe implements AutoCloseable {
         if (stage > 0) {
             List<NDArray> reference = referenceAdapter();
             for (int i = 0; i < reference.size(); i++) {
-                reference.get(i).set(parameters.get(i).toFloatArray());
+                InPlaceCopy.copy(reference.get(i), parameters.get(i).toFloatArray());
             }
         }
         StageReference reference = new StageReference(adapter, null, null);
@@ -407,7 +408,7 @@ public final class DpoRecipe implements AutoCloseable {
             if (adapter) {
                 List<NDArray> reference = referenceAdapter();
                 for (int i = 0; i < reference.size(); i++) {
-                    reference.get(i).set(reader.readFloats("reference." + i));
+                    InPlaceCopy.copy(reference.get(i), reader.readFloats("reference." + i));
                 }
             }
             return new StageReference(adapter, ReferenceLogProbs.read(reader, "train"),
