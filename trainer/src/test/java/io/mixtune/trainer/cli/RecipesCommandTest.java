@@ -101,6 +101,32 @@ class RecipesCommandTest {
     }
 
     @Test
+    void importTurnsAnAxolotlConfigIntoARecipeThatValidatesButForItsHubIds(@TempDir Path dir) throws IOException {
+        Path recipe = dir.resolve("mistral.yaml");
+        MixtuneCliTest.Result imported = MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml",
+                "--out", recipe.toString());
+        assertEquals(0, imported.code(), imported.err());
+        assertTrue(imported.out().startsWith("wrote " + recipe + ": "), imported.out());
+        assertTrue(imported.out().contains("not mapped (") && imported.out().contains(": optimizer: \"adamw_bnb_8bit\""),
+                imported.out());
+        assertTrue(Files.readString(recipe).contains("  r: 32   # axolotl: lora_r\n"), Files.readString(recipe));
+        MixtuneCliTest.Result validate = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
+        assertEquals(2, validate.code(), validate.out());
+        List<String> problems = validate.err().strip().lines().toList();
+        assertEquals(2, problems.size(), validate.err());
+        assertTrue(problems.get(0).contains("model.path") && problems.get(0).contains("mistralai/Mistral-7B-v0.1"),
+                problems.get(0));
+        assertTrue(problems.get(1).contains("data.files[0]") && problems.get(1).contains("mhenrichsen/alpaca_2k_test"),
+                problems.get(1));
+        assertEquals(1, MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml", "--out",
+                recipe.toString()).code(), "an existing file is kept without --force");
+        MixtuneCliTest.Result printed = MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mixtral-qlora.yml");
+        assertEquals(0, printed.code(), printed.err());
+        assertTrue(printed.out().startsWith("# Imported from the axolotl config mixtral-qlora.yml by mixtune recipes"
+                + " import.\n"), printed.out());
+    }
+
+    @Test
     void recipesAndDataHelpPrintTheirSubcommands() {
         MixtuneCliTest.Result recipes = MixtuneCliTest.run("recipes", "--help");
         assertEquals(0, recipes.code(), recipes.err());
