@@ -79,8 +79,8 @@ public final class ModelMerge {
             if (tensorBase != null) {
                 priority.add(0, tensorBase);
             }
-            priority.add(0, resolved.tokenizerInput());
-            CompanionFiles.copy(priority, staged.dir());
+            CompanionFiles.copy(priority, staged.dir(), resolved.tokenizerSource() == null ? null
+                    : resolved.tokenizerInput());
             CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
             writeResolved(resolved, staged.dir());
             staged.commit();

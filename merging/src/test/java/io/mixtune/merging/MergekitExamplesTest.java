@@ -215,6 +215,29 @@ class MergekitExamplesTest {
         }
     }
 
+    @Test
+    void tokenizerSourceSaysWhoseTokenizerFilesTheMergeCarries() throws IOException {
+        Path a = tinyModel("a", 1, 1);
+        Path b = tinyModel("b", 3, 3);
+        Files.writeString(a.resolve("tokenizer_config.json"), "{\"chat_template\": \"a\"}");
+        Files.writeString(b.resolve("tokenizer_config.json"), "{\"chat_template\": \"b\"}");
+        Files.writeString(b.resolve("config.json"), Files.readString(b.resolve("config.json")).replace("{",
+                "{\"_name_or_path\": \"b\", "));
+        String models = "merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + b + "\n";
+        Path fromB = Files.writeString(dir.resolve("b.yml"), models + "tokenizer_source: " + b + "\n");
+        ModelMerge.run(MergeYaml.read(fromB, dir.resolve("out-b")), false, Long.MAX_VALUE);
+        assertEquals("{\"chat_template\": \"b\"}", Files.readString(dir.resolve("out-b/tokenizer_config.json")));
+        assertEquals(Files.readString(a.resolve("config.json")), Files.readString(dir.resolve("out-b/config.json")),
+                "the model's own files still come from the first model");
+        Path plain = Files.writeString(dir.resolve("plain.yml"), models);
+        ModelMerge.run(MergeYaml.read(plain, dir.resolve("out-a")), false, Long.MAX_VALUE);
+        assertEquals("{\"chat_template\": \"a\"}", Files.readString(dir.resolve("out-a/tokenizer_config.json")));
+        Path union = Files.writeString(dir.resolve("union.yml"), models + "tokenizer_source: union\n");
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(union, dir.resolve("u")))
+                .getMessage();
+        assertTrue(message.contains("union") && message.contains("not supported yet"), message);
+    }
+
     /** slerp with a filtered t on orthogonal unit rows: out = sin((1 - t) pi/2) x0 + sin(t pi/2) x1. */
     @Test
     void aFilteredSlerpInterpolatesEachTensorAtItsOwnT() throws IOException {
