@@ -139,6 +139,11 @@ public final class ModelMerge {
                     + " checkpoints: " + expanded.stream().map(m -> m.model().toString()).toList());
         }
         List<Model> kept = last == null ? expanded : expanded.subList(expanded.size() - last, expanded.size());
+        if (config.method().needsBase() && config.baseModel() != null && kept.size() > 1) {
+            // mergekit lists the base among the models at will and skips it: its task vector is zero, and its weight
+            // must not count when normalising.
+            kept = kept.stream().filter(m -> !MergeConfig.samePath(m.model(), config.baseModel())).toList();
+        }
         MergeConfig resolved = config.withModels(kept);
         if (resolved.method() == MergeMethod.SLERP) {
             slerpEnds(resolved.baseModel(), kept.stream().map(Model::model).toList());

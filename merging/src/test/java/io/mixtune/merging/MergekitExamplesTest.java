@@ -238,6 +238,30 @@ class MergekitExamplesTest {
         assertTrue(message.contains("union") && message.contains("not supported yet"), message);
     }
 
+    /**
+     * The base listed among the models, as mergekit configs often do, is skipped as mergekit skips it: with
+     * task_arithmetic normalised, base 1 and a 3 give 1 + (3 - 1) * 1 / 1 = 3, not 1 + (0 + 2) / 2 = 2.
+     */
+    @Test
+    void aBaseListedAmongTheModelsIsNotATaskVector() throws IOException {
+        Path base = tinyModel("base", 1, 1);
+        Path a = tinyModel("a", 3, 3);
+        Path file = Files.writeString(dir.resolve("ta.yml"), """
+                merge_method: task_arithmetic
+                base_model: %s
+                models:
+                  - model: %s
+                    parameters: {weight: 1.0}
+                  - model: %s
+                    parameters: {weight: 1.0}
+                parameters: {normalize: true}
+                """.formatted(base, base, a));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("merged")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("merged"))) {
+            assertEquals(3f, merged.readFloats("model.layers.1.mlp.down_proj.weight")[0], 1e-6);
+        }
+    }
+
     /** slerp with a filtered t on orthogonal unit rows: out = sin((1 - t) pi/2) x0 + sin(t pi/2) x1. */
     @Test
     void aFilteredSlerpInterpolatesEachTensorAtItsOwnT() throws IOException {
