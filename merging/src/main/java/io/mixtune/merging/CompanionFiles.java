@@ -17,6 +17,9 @@ final class CompanionFiles {
     /** The files that define the vocabulary; compared byte for byte wherever two inputs both have them. */
     static final List<String> VOCABULARY_FILES = List.of("tokenizer.json", "tokenizer.model");
 
+    /** The companion files that describe the model rather than its tokenizer. */
+    private static final List<String> MODEL_FILES = List.of("config.json", "generation_config.json");
+
     private CompanionFiles() {}
 
     static void requireSameTokenizer(List<Path> inputs) {
@@ -43,8 +46,21 @@ final class CompanionFiles {
 
     /** Copies each companion file from the first input that has it. */
     static void copy(List<Path> inputsInPriority, Path out) {
+        copy(inputsInPriority, out, null);
+    }
+
+    /**
+     * Copies each companion file from the first input that has it, the tokenizer's files first from
+     * {@code tokenizerSource} (mergekit's tokenizer_source), when given.
+     */
+    static void copy(List<Path> inputsInPriority, Path out, Path tokenizerSource) {
         for (String file : AdapterMerge.COPIED_FILES) {
-            for (Path input : inputsInPriority) {
+            List<Path> sources = inputsInPriority;
+            if (tokenizerSource != null && !MODEL_FILES.contains(file)) {
+                sources = new java.util.ArrayList<>(inputsInPriority);
+                sources.add(0, tokenizerSource);
+            }
+            for (Path input : sources) {
                 if (Files.isRegularFile(input.resolve(file))) {
                     try {
                         Files.copy(input.resolve(file), out.resolve(file));

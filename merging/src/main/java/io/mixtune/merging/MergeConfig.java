@@ -1,5 +1,6 @@
 package io.mixtune.merging;
 
+import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import io.mixtune.model.checkpoint.PathOverlap;
@@ -25,8 +26,13 @@ import java.util.Objects;
  *   rank: 16                        # PEFT adapters: re-compress the concatenated ranks to 16 by SVD
  *   seed: 0                         # dare_*: seeds the drop masks
  *   dtype: bfloat16                 # default: the inputs' dtype
- *   out: merged/
+ *   tokenizer_source: base          # or one of the models: whose tokenizer files the merge carries
+ *   out: merged/                    # or on the command line: mixtune merge merge.yaml merged/
  * </pre>
+ * weight, density, lambda and t may also be mergekit's gradients ({@code [0, 0.5, 1]}, spread over the layers) or
+ * filtered lists ({@code [{filter: mlp, value: 0.5}, {value: 0}]}): see {@link ParameterSetting}. mergekit's
+ * {@code slices} form is read as the {@code models} form when there is one slice whose sources all span the same
+ * layers, recorded in {@code layer_range}, which must be every layer of the models.
  * Paths are taken relative to the working directory, as mergekit takes them. Everything that can be checked without
  * opening a model is checked here, with the YAML key in the message.
  */
@@ -40,6 +46,8 @@ public record MergeConfig(
         @JsonProperty("rank") Integer rank,
         @JsonProperty("seed") Long seed,
         @JsonProperty("dtype") DType dtype,
+        @JsonProperty("tokenizer_source") Path tokenizerSource,
+        @JsonProperty("layer_range") List<Integer> layerRange,
         @JsonProperty("out") Path out) {
 
     /** One input: a model directory, a PEFT adapter directory, or (swa, lawa, ema) a training run directory. */
@@ -49,7 +57,7 @@ public record MergeConfig(
             if (model == null) {
                 throw new IllegalArgumentException("model is missing: each entry of models names a directory");
             }
-            parameters = parameters == null ? new ModelParameters(null, null) : parameters;
+            parameters = parameters == null ? new ModelParameters((ParameterSetting) null, null) : parameters;
         }
 
         public static Model of(Path model) {
@@ -59,10 +67,17 @@ public record MergeConfig(
 
     /** A model's own weight and density; null takes the method-wide value from {@link Parameters}. */
     @JsonInclude(JsonInclude.Include.NON_NULL)
-    public record ModelParameters(@JsonProperty("weight") Double weight, @JsonProperty("density") Double density) {
+    public record ModelParameters(@JsonProperty("weight") ParameterSetting weight,
+            @JsonProperty("density") ParameterSetting density) {
+        @JsonCreator
         public ModelParameters {
             requireDensity(density);
             requireFinite("weight", weight);
+        }
+
+        /** One number each, as the command line gives them. */
+        public ModelParameters(Double weight, Double density) {
+            this(ParameterSetting.of(weight), ParameterSetting.of(density));
         }
     }
 
@@ -76,31 +91,47 @@ public record MergeConfig(
      */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record Parameters(
-            @JsonProperty("weight") Double weight,
-            @JsonProperty("density") Double density,
+            @JsonProperty("weight") ParameterSetting weight,
+            @JsonProperty("density") ParameterSetting density,
             @JsonProperty("normalize") Boolean normalize,
-            @JsonProperty("lambda") Double lambda,
-            @JsonProperty("t") Double t,
+            @JsonProperty("lambda") ParameterSetting lambda,
+            @JsonProperty("t") ParameterSetting t,
             @JsonProperty("decay") Double decay,
             @JsonProperty("rescale") Boolean rescale,
             @JsonProperty("int8_mask") Boolean int8Mask) {
+        @JsonCreator
         public Parameters {
             requireFinite("weight", weight);
             requireDensity(density);
             requireFinite("lambda", lambda);
-            if (t != null && !(t >= 0 && t <= 1)) {
-                throw new IllegalArgumentException("t must lie in [0, 1] (0: the first model, 1: the second), got " + t);
+            if (t != null && !t.all(v -> v >= 0 && v <= 1)) {
+                throw new IllegalArgumentException("t must lie in [0, 1] (0: the first model, 1: the second), got "
+                        + t.yamlValue());
             }
             if (decay != null && !(decay >= 0 && decay < 1)) {
                 throw new IllegalArgumentException("decay must lie in [0, 1), got " + decay);
             }
         }
 
+        /** One number each, as the command line gives them. */
+        public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
+                Boolean rescale, Boolean int8Mask) {
+            this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
+                    ParameterSetting.of(t), decay, rescale, int8Mask);
+        }
+
         public static Parameters none() {
-            return new Parameters(null, null, null, null, null, null, null, null);
+            return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null);
         }
     }
 
+    /** A merge of whole models, as the command line gives it: no tokenizer_source, no layer_range. */
+    public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
+            Integer rank, Long seed, DType dtype, Path out) {
+        this(method, baseModel, models, parameters, last, rank, seed, dtype, null, null, out);
+    }
+
+    @JsonCreator
     public MergeConfig {
         if (method == null) {
             throw new IllegalArgumentException("merge_method is missing: one of " + String.join(", ", MergeMethod.names()));
@@ -111,7 +142,8 @@ public record MergeConfig(
         models = List.copyOf(models);
         parameters = parameters == null ? Parameters.none() : parameters;
         if (out == null) {
-            throw new IllegalArgumentException("out is missing: the directory to write the merged model to");
+            throw new IllegalArgumentException("out is missing: the directory to write the merged model to (in the"
+                    + " file, or on the command line after it as mergekit-yaml takes it: mixtune merge merge.yaml OUT)");
         }
         if (dtype != null && !dtype.isFloat32Convertible()) {
             throw new IllegalArgumentException("dtype must be bfloat16, float16 or float32, got " + dtype);
@@ -121,6 +153,43 @@ public record MergeConfig(
         }
         requireFitsMethod(method, baseModel, models, parameters, last);
         requireApart(out, baseModel, models);
+        if (tokenizerSource != null && !tokenizerSource.toString().equals(TOKENIZER_FROM_BASE)
+                && models.stream().noneMatch(m -> samePath(m.model(), tokenizerSource))
+                && (baseModel == null || !samePath(baseModel, tokenizerSource))) {
+            throw new IllegalArgumentException("tokenizer_source must be base or one of the models, got '"
+                    + tokenizerSource + "'" + (tokenizerSource.toString().equals("union")
+                    ? ": union (a vocabulary joined from every model's) is not supported yet: mixtune merges models"
+                    + " that share one tokenizer" : ""));
+        }
+        if (tokenizerSource != null && tokenizerSource.toString().equals(TOKENIZER_FROM_BASE) && baseModel == null) {
+            throw new IllegalArgumentException("tokenizer_source is base but there is no base_model");
+        }
+        if (layerRange != null && (layerRange.size() != 2 || layerRange.get(0) != 0 || layerRange.get(1) <= 0)) {
+            throw new IllegalArgumentException("layer_range must be [0, number of layers], got " + layerRange);
+        }
+        layerRange = layerRange == null ? null : List.copyOf(layerRange);
+    }
+
+    /** mergekit's tokenizer_source naming the base model rather than a path. */
+    public static final String TOKENIZER_FROM_BASE = "base";
+
+    /** The input whose tokenizer files the merge carries: tokenizer_source, else the base, else the first model. */
+    Path tokenizerInput() {
+        if (tokenizerSource == null) {
+            return baseModel != null ? baseModel : models.get(0).model();
+        }
+        return tokenizerSource.toString().equals(TOKENIZER_FROM_BASE) ? baseModel : tokenizerSource;
+    }
+
+    /** Whether some parameter differs between tensors (a gradient or a filtered list), as opposed to one number. */
+    public boolean variesByTensor() {
+        List<ParameterSetting> settings = new ArrayList<>(java.util.Arrays.asList(parameters.weight(),
+                parameters.density(), parameters.lambda(), parameters.t()));
+        for (Model model : models) {
+            settings.add(model.parameters().weight());
+            settings.add(model.parameters().density());
+        }
+        return settings.stream().anyMatch(s -> s != null && !s.isConstant());
     }
 
     /**
@@ -201,35 +270,54 @@ public record MergeConfig(
         return a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize());
     }
 
-    private static void requireDensity(Double density) {
-        if (density != null && !(density > 0 && density <= 1)) {
+    private static void requireDensity(ParameterSetting density) {
+        if (density != null && !density.all(d -> d > 0 && d <= 1)) {
             throw new IllegalArgumentException("density must lie in (0, 1] (the fraction of each task vector kept),"
-                    + " got " + density);
+                    + " got " + density.yamlValue());
         }
     }
 
-    private static void requireFinite(String key, Double value) {
-        if (value != null && !Double.isFinite(value)) {
-            throw new IllegalArgumentException(key + " must be a finite number, got " + value);
+    private static void requireFinite(String key, ParameterSetting value) {
+        if (value != null && !value.all(Double::isFinite)) {
+            throw new IllegalArgumentException(key + " must be a finite number, got " + value.yamlValue());
         }
     }
 
-    /** The weight of model i: its own, else the method-wide one, else 1. */
-    double weightOf(int i) {
-        return firstNonNull(models.get(i).parameters().weight(), parameters.weight(), 1.0);
+    /**
+     * The weight of model i for a tensor at layer position t: its own, else the method-wide one, else 1 (mergekit's
+     * order; a filtered list that matches nothing passes on to the next).
+     */
+    double weightOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().weight(), tensorName, t),
+                value(parameters.weight(), tensorName, t), 1.0);
     }
 
     /** The density of model i: its own, else the method-wide one, else 1 (keep everything), as in mergekit. */
-    double densityOf(int i) {
-        return firstNonNull(models.get(i).parameters().density(), parameters.density(), 1.0);
+    double densityOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().density(), tensorName, t),
+                value(parameters.density(), tensorName, t), 1.0);
     }
 
     boolean normalize() {
         return parameters.normalize() == null ? method.normalizesByDefault() : parameters.normalize();
     }
 
-    double lambda() {
-        return parameters.lambda() == null ? 1.0 : parameters.lambda();
+    double lambda(String tensorName, double t) {
+        return firstNonNull(value(parameters.lambda(), tensorName, t), null, 1.0);
+    }
+
+    /** slerp's t for a tensor; a filtered t that matches no tensor name is an error, as in mergekit. */
+    double t(String tensorName, double position) {
+        Double t = value(parameters.t(), tensorName, position);
+        if (t == null) {
+            throw new IllegalArgumentException("t has no value for tensor '" + tensorName + "': no filter matches it;"
+                    + " end the list with a value without filter");
+        }
+        return t;
+    }
+
+    private static Double value(ParameterSetting setting, String tensorName, double t) {
+        return setting == null ? null : setting.at(tensorName, t);
     }
 
     boolean rescale() {
@@ -243,7 +331,7 @@ public record MergeConfig(
     /** The same merge of other inputs (run directories expanded, the latest {@code last} kept). */
     MergeConfig withModels(List<Model> resolved) {
         return new MergeConfig(method, baseModel, resolved, parameters, last == null ? null : resolved.size(), rank, seed,
-                dtype, out);
+                dtype, tokenizerSource, layerRange, out);
     }
 
     /** Weights as the command line gives them, one per input in order. */
@@ -254,7 +342,8 @@ public record MergeConfig(
         }
         List<Model> models = new ArrayList<>();
         for (int i = 0; i < inputs.size(); i++) {
-            models.add(new Model(inputs.get(i), new ModelParameters(weights == null ? null : weights.get(i), null)));
+            models.add(new Model(inputs.get(i), new ModelParameters(
+                    weights == null ? null : ParameterSetting.of(weights.get(i)), null)));
         }
         return models;
     }

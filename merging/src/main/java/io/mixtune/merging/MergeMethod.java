@@ -3,6 +3,7 @@ package io.mixtune.merging;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.Set;
 
 /**
  * The merge methods of {@code mixtune merge}, named as in mergekit where mergekit has them. Where the issue is silent,
@@ -81,6 +82,11 @@ public enum MergeMethod {
         return this == LINEAR || this == TIES;
     }
 
+    /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
+    static final Set<String> MERGEKIT_ONLY = Set.of("passthrough", "nuslerp", "multislerp", "model_stock",
+            "arcee_fusion", "karcher", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nearswap",
+            "ram", "ramplus_tl");
+
     public static MergeMethod parse(String name) {
         String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');
         for (MergeMethod method : values()) {
@@ -89,6 +95,10 @@ public enum MergeMethod {
             }
         }
         List<String> names = names();
+        if (MERGEKIT_ONLY.contains(wanted)) {
+            throw new IllegalArgumentException("merge method '" + name + "' is mergekit's but not supported yet by"
+                    + " mixtune: expected one of " + String.join(", ", names));
+        }
         throw new IllegalArgumentException("unknown merge method '" + name + "'" + NearestName.suggestion(name, names)
                 + ": expected one of " + String.join(", ", names));
     }

@@ -8,6 +8,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.DeserializationContext;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.databind.JsonDeserializer;
 import com.fasterxml.jackson.databind.JsonMappingException;
 import com.fasterxml.jackson.databind.JsonSerializer;
@@ -47,7 +48,29 @@ public final class MergeYaml {
 
     private MergeYaml() {}
 
+    /**
+     * mergekit's keys that mixtune does not read yet, with what they do; named together, each at its line, rather than
+     * as unknown keys with a suggestion.
+     */
+    private static final Map<String, String> NOT_SUPPORTED_YET = Map.of(
+            "modules", "per-module merges of multimodal models",
+            "tokenizer", "a tokenizer built from the models' vocabularies",
+            "chat_template", "a chat template written into the merged tokenizer",
+            "out_dtype", "an output dtype apart from the compute dtype (mixtune computes in float32 and writes dtype)",
+            "residual_weight", "a slice's residual weight",
+            "gamma", "breadcrumbs' outlier fraction",
+            "epsilon", "della's magnitude spread",
+            "filter_wise", "slerp per row instead of per tensor");
+
     public static MergeConfig read(Path file) {
+        return read(file, null);
+    }
+
+    /**
+     * @param out the output directory from the command line, as mergekit-yaml takes it (its files have no out key);
+     *     null when the file says it
+     */
+    public static MergeConfig read(Path file, Path out) {
         String text;
         try {
             text = Files.readString(file);
@@ -57,8 +80,24 @@ public final class MergeYaml {
             throw new UncheckedIOException(file + ": cannot be read: " + e.getMessage(), e);
         }
         try {
-            requireKnownKeys(file, text, MAPPER.readTree(text), MergeConfig.class, "");
-            MergeConfig config = MAPPER.readValue(text, MergeConfig.class);
+            JsonNode tree = MAPPER.readTree(text);
+            requireSupported(file, text, tree);
+            if (out != null && tree != null && tree.has("out")) {
+                throw new IllegalArgumentException(file + where(text, "out") + ": out is given twice, in the file and on"
+                        + " the command line (" + out + "); give it once");
+            }
+            MergeConfig config;
+            if (tree != null && tree.has("slices")) {
+                ObjectNode models = MergekitSlices.asModels(file, (ObjectNode) tree);
+                if (out != null) {
+                    models.put("out", out.toString());
+                }
+                requireKnownKeys(file, text, models, MergeConfig.class, "");
+                config = MAPPER.treeToValue(models, MergeConfig.class);
+            } else {
+                requireKnownKeys(file, text, tree, MergeConfig.class, "");
+                config = MAPPER.readValue(withOut(text, tree, out), MergeConfig.class);
+            }
             if (config == null) {
                 throw new IllegalArgumentException(file + ": empty; expected merge_method, models and out");
             }
@@ -66,6 +105,63 @@ public final class MergeYaml {
         } catch (JsonProcessingException e) {
             throw new IllegalArgumentException(describe(file, text, e), e);
         }
+    }
+
+    /**
+     * The text with the command line's out appended as one more top-level key: parsing the text itself, not a tree
+     * edited from it, keeps the line of every problem in the file. A flow-style {...} file is rare; it gets its out
+     * through the tree, without lines.
+     */
+    private static String withOut(String text, JsonNode tree, Path out) throws JsonProcessingException {
+        if (out == null) {
+            return text;
+        }
+        ObjectNode edited = tree != null && tree.isObject() ? (ObjectNode) tree.deepCopy() : MAPPER.createObjectNode();
+        if (tree == null || text.strip().startsWith("{")) {
+            return MAPPER.writeValueAsString(edited.put("out", out.toString()));
+        }
+        return text + "\nout: " + new com.fasterxml.jackson.databind.ObjectMapper().writeValueAsString(out.toString())
+                + "\n";
+    }
+
+    /** mergekit keys mixtune lacks, all named at once; and a mergekit merge method mixtune lacks, named as such. */
+    private static void requireSupported(Path file, String text, JsonNode tree) {
+        if (tree == null || !tree.isObject()) {
+            return;
+        }
+        List<String> lacking = new ArrayList<>();
+        collectUnsupported(file, text, tree, lacking);
+        JsonNode method = tree.path("merge_method");
+        if (method.isTextual() && MergeMethod.MERGEKIT_ONLY.contains(method.asText())) {
+            lacking.add(0, file + where(text, "merge_method") + ": merge_method '" + method.asText() + "'");
+        }
+        if (!lacking.isEmpty()) {
+            throw new IllegalArgumentException("not supported yet: " + String.join("; ", lacking)
+                    + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
+                    + " base_model, models or one slice over every layer, parameters (numbers, gradients, filters),"
+                    + " dtype and tokenizer_source");
+        }
+    }
+
+    private static void collectUnsupported(Path file, String text, JsonNode node, List<String> lacking) {
+        if (node.isArray()) {
+            node.forEach(element -> collectUnsupported(file, text, element, lacking));
+        } else if (node.isObject()) {
+            for (Map.Entry<String, JsonNode> entry : node.properties()) {
+                String why = NOT_SUPPORTED_YET.get(entry.getKey());
+                if (why != null) {
+                    lacking.add(file + where(text, entry.getKey()) + ": '" + entry.getKey() + "' (" + why + ")");
+                } else {
+                    collectUnsupported(file, text, entry.getValue(), lacking);
+                }
+            }
+        }
+    }
+
+    /** ":line:column" of {@code key:} if it occurs once in the text, else "". */
+    static String where(String text, String key) {
+        String at = uniqueKeyPosition(text, key);
+        return at == null ? "" : ":" + at;
     }
 
     public static void write(MergeConfig config, Path file) throws IOException {
@@ -176,6 +272,8 @@ public final class MergeYaml {
         // Jackson reads a path containing ':' as a URI; a merge config holds plain file paths.
         names.addDeserializer(Path.class, text(Path::of));
         names.addSerializer(Path.class, written(Path::toString));
+        names.addDeserializer(ParameterSetting.class, new ParameterSettingYaml.Reader());
+        names.addSerializer(ParameterSetting.class, new ParameterSettingYaml.Writer());
         return YAMLMapper.builder(YAMLFactory.builder().disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).build())
                 .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
                 .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)

@@ -44,7 +44,18 @@ public final class ModelMerge {
         }
         MergeMethod method = resolved.method();
         boolean warm = method == MergeMethod.WARM;
-        double[] coefficients = coefficients(resolved);
+        boolean layerwise = resolved.variesByTensor();
+        double[] coefficients = layerwise ? new double[0] : coefficients(resolved, "", 0);
+        if (adapters && layerwise) {
+            throw new IllegalArgumentException("gradients and filtered parameters are not supported yet for PEFT"
+                    + " adapters: give each parameter one number, or merge the checkpoints they were merged into");
+        }
+        if (adapters && resolved.tokenizerSource() != null) {
+            throw new IllegalArgumentException("tokenizer_source applies to models; PEFT adapters carry no tokenizer");
+        }
+        if (adapters && resolved.layerRange() != null) {
+            throw new IllegalArgumentException("slices (layer_range) apply to models, not PEFT adapters");
+        }
         if (adapters) {
             return mergeAdapters(resolved, models, coefficients, force, start);
         }
@@ -55,20 +66,12 @@ public final class ModelMerge {
         if (resolved.rank() != null) {
             throw new IllegalArgumentException("rank re-compresses PEFT adapters, but the inputs are full checkpoints");
         }
-        TensorMerge merge;
-        Path tensorBase = base;
-        List<Path> tensorModels = models;
-        if (method == MergeMethod.SLERP) {
-            tensorModels = slerpEnds(base, models);
-            tensorBase = null;
-            merge = new Slerp(resolved.parameters().t());
-        } else if (method.needsBase()) {
-            merge = new TaskArithmetic(method, IntStream.range(0, models.size()).mapToDouble(resolved::weightOf).toArray(),
-                    IntStream.range(0, models.size()).mapToDouble(resolved::densityOf).toArray(), resolved.normalize(),
-                    resolved.lambda(), resolved.rescale(), resolved.seedOrDefault());
-        } else {
-            merge = new WeightedAverage(coefficients);
-        }
+        Path tensorBase = method == MergeMethod.SLERP ? null : base;
+        List<Path> tensorModels = method == MergeMethod.SLERP ? slerpEnds(base, models) : models;
+        int layers = LayerwiseMerge.layerCount(tensorModels.get(0), resolved.layerRange(), layerwise);
+        TensorMerge merge = layerwise
+                ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
+                : tensorMerge(resolved, "", 0);
         try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype());
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
@@ -76,7 +79,8 @@ public final class ModelMerge {
             if (tensorBase != null) {
                 priority.add(0, tensorBase);
             }
-            CompanionFiles.copy(priority, staged.dir());
+            CompanionFiles.copy(priority, staged.dir(), resolved.tokenizerSource() == null ? null
+                    : resolved.tokenizerInput());
             CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
             writeResolved(resolved, staged.dir());
             staged.commit();
@@ -135,6 +139,11 @@ public final class ModelMerge {
                     + " checkpoints: " + expanded.stream().map(m -> m.model().toString()).toList());
         }
         List<Model> kept = last == null ? expanded : expanded.subList(expanded.size() - last, expanded.size());
+        if (config.method().needsBase() && config.baseModel() != null && kept.size() > 1) {
+            // mergekit lists the base among the models at will and skips it: its task vector is zero, and its weight
+            // must not count when normalising.
+            kept = kept.stream().filter(m -> !MergeConfig.samePath(m.model(), config.baseModel())).toList();
+        }
         MergeConfig resolved = config.withModels(kept);
         if (resolved.method() == MergeMethod.SLERP) {
             slerpEnds(resolved.baseModel(), kept.stream().map(Model::model).toList());
@@ -142,16 +151,34 @@ public final class ModelMerge {
         return resolved;
     }
 
-    /** The weight of each input in the sum; empty for the methods that do not merge by fixed weights. */
-    static double[] coefficients(MergeConfig config) {
+    /** How one tensor, at layer position t, is merged: the method with the parameters that tensor gets. */
+    private static TensorMerge tensorMerge(MergeConfig config, String name, double t) {
+        MergeMethod method = config.method();
         int n = config.models().size();
-        List<Double> weights = IntStream.range(0, n).mapToObj(config::weightOf).toList();
+        if (method == MergeMethod.SLERP) {
+            return new Slerp(config.t(name, t));
+        }
+        if (method.needsBase()) {
+            return new TaskArithmetic(method, IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
+                    IntStream.range(0, n).mapToDouble(i -> config.densityOf(i, name, t)).toArray(), config.normalize(),
+                    config.lambda(name, t), config.rescale(), config.seedOrDefault());
+        }
+        return new WeightedAverage(coefficients(config, name, t));
+    }
+
+    /**
+     * The weight of each input in the sum for a tensor at layer position t; empty for the methods that do not merge by
+     * fixed weights.
+     */
+    static double[] coefficients(MergeConfig config, String name, double t) {
+        int n = config.models().size();
+        List<Double> weights = IntStream.range(0, n).mapToObj(i -> config.weightOf(i, name, t)).toList();
         return switch (config.method()) {
             case LINEAR -> WeightedAverage.coefficients(weights, config.normalize());
             case SWA, LAWA, WARM -> WeightedAverage.coefficients(java.util.Collections.nCopies(n, 1.0), true);
             case EMA -> WeightedAverage.emaCoefficients(n, config.parameters().decay());
             case TASK_ARITHMETIC -> Arrays.stream(WeightedAverage.coefficients(weights, config.normalize()))
-                    .map(c -> c * config.lambda()).toArray();
+                    .map(c -> c * config.lambda(name, t)).toArray();
             default -> new double[0];
         };
     }

@@ -49,14 +49,14 @@ class MergeYamlTest {
         assertEquals(MergeMethod.TIES, config.method());
         assertEquals(Path.of("base"), config.baseModel());
         assertEquals(2, config.models().size());
-        assertEquals(1.0, config.weightOf(0));
-        assertEquals(0.5, config.weightOf(1), "method-wide weight");
-        assertEquals(0.5, config.densityOf(0));
-        assertEquals(0.7, config.densityOf(1), "method-wide density");
+        assertEquals(1.0, config.weightOf(0, "model.layers.0.mlp.down_proj.weight", 0));
+        assertEquals(0.5, config.weightOf(1, "model.layers.0.mlp.down_proj.weight", 0), "method-wide weight");
+        assertEquals(0.5, config.densityOf(0, "model.layers.0.mlp.down_proj.weight", 0));
+        assertEquals(0.7, config.densityOf(1, "model.layers.0.mlp.down_proj.weight", 0), "method-wide density");
         assertEquals(DType.BF16, config.dtype());
         assertEquals(3L, config.seed());
         assertTrue(config.normalize());
-        assertEquals(1.0, config.lambda());
+        assertEquals(1.0, config.lambda("model.layers.0.mlp.down_proj.weight", 0));
         MergeConfig again = MergeYaml.read(write(MergeYaml.toYaml(config)));
         assertEquals(config, again, "the resolved config written next to a merge reads back the same");
     }

@@ -22,9 +22,15 @@ interface Command {
         return List.of();
     }
 
+    /** How many of {@link #arguments()}, from the first, must be given; the rest are optional. */
+    default int requiredArguments() {
+        return arguments().size();
+    }
+
     /**
      * Runs the command; stdout is for results, anything else goes to stderr. Returns the exit code. The positional
-     * arguments are in {@code line.getArgList()}, exactly as many as {@link #arguments()} names.
+     * arguments are in {@code line.getArgList()}: at most as many as {@link #arguments()} names, at least
+     * {@link #requiredArguments()}.
      */
     int run(CommandLine line, PrintStream out) throws Exception;
 }

@@ -16,9 +16,9 @@ import org.apache.commons.cli.Options;
 
 /** `mixtune merge`: average or merge checkpoints or PEFT adapters (mergekit's methods, plus swa, lawa, ema, warm). */
 final class MergeCommand implements Command {
-    /** The options that spell out a merge on the command line; --config replaces all of them. */
+    /** The options that spell out a merge on the command line; a config file replaces all of them. */
     private static final List<String> INLINE = List.of("method", "inputs", "weights", "base", "density", "t", "seed",
-            "decay", "lambda", "normalize", "last", "rank", "dtype", "out");
+            "decay", "lambda", "normalize", "last", "rank", "dtype");
 
     @Override
     public String name() {
@@ -32,15 +32,27 @@ final class MergeCommand implements Command {
 
     @Override
     public String usage() {
-        return "--config merge.yaml | --method M --inputs A,B,... [--weights W1,W2,...] [--base DIR] [--density D]"
-                + " [--t T] [--seed S] --out DIR";
+        return "CONFIG.yml OUT_DIR | --config CONFIG.yml [--out DIR] | --method M --inputs A,B,... [--weights W1,W2,...]"
+                + " [--base DIR] [--density D] [--t T] [--seed S] --out DIR";
+    }
+
+    /** mergekit-yaml's two arguments; both optional, since the options can say everything instead. */
+    @Override
+    public List<String> arguments() {
+        return List.of("CONFIG", "OUT_DIR");
+    }
+
+    @Override
+    public int requiredArguments() {
+        return 0;
     }
 
     @Override
     public Options options() {
         return new Options()
-                .addOption(Mixtune.option("config", "FILE", "a mergekit-style YAML file (merge_method, base_model, models"
-                        + " with weight/density, parameters, dtype, out); replaces the options below"))
+                .addOption(Mixtune.option("config", "FILE", "a mergekit YAML file (merge_method, base_model, models or one"
+                        + " slice, parameters as numbers, gradients or filters, dtype, tokenizer_source, out), also"
+                        + " given as the first argument; replaces the options below but --out"))
                 .addOption(Mixtune.option("method", "M", String.join(", ", MergeMethod.names())))
                 .addOption(Mixtune.option("inputs", "DIRS", "comma-separated model or PEFT adapter directories, or a"
                         + " training run (RUN/checkpoints/step-N) for swa, lawa and ema"))
@@ -65,21 +77,31 @@ final class MergeCommand implements Command {
 
     @Override
     public int run(CommandLine line, PrintStream out) {
-        MergeConfig config = line.hasOption("config") ? fromFile(line) : fromOptions(line);
+        List<String> arguments = line.getArgList();
+        if (!arguments.isEmpty() && line.hasOption("config")) {
+            throw new UsageException("give the config file once: as the first argument or as --config");
+        }
+        boolean fromFile = line.hasOption("config") || !arguments.isEmpty();
+        MergeConfig config = fromFile ? fromFile(line, arguments) : fromOptions(line);
         MergeReport report = ModelMerge.run(config, line.hasOption("force"), RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
         report.lines().forEach(out::println);
         return Mixtune.OK;
     }
 
-    private static MergeConfig fromFile(CommandLine line) {
+    private static MergeConfig fromFile(CommandLine line, List<String> arguments) {
         for (String option : INLINE) {
             if (line.hasOption(option)) {
-                throw new UsageException("--config and --" + option + " exclude each other: the file says everything"
-                        + " but --force");
+                throw new UsageException("a config file and --" + option + " exclude each other: the file says"
+                        + " everything but the output directory and --force");
             }
         }
+        if (arguments.size() == 2 && line.hasOption("out")) {
+            throw new UsageException("give the output directory once: as OUT_DIR or as --out");
+        }
+        String out = arguments.size() == 2 ? arguments.get(1) : line.getOptionValue("out");
         try {
-            return MergeYaml.read(Path.of(line.getOptionValue("config")));
+            return MergeYaml.read(Path.of(arguments.isEmpty() ? line.getOptionValue("config") : arguments.get(0)),
+                    out == null ? null : Path.of(out));
         } catch (IllegalArgumentException e) {
             throw new UsageException(e.getMessage());
         }

@@ -36,7 +36,7 @@ public final class Mixtune {
 
     Mixtune() {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
-                new RecipesCommand.Show(), new RecipesCommand.Copy(), new EvalCommand(), new DataCommand.Prepare(),
+                new RecipesCommand.Show(), new RecipesCommand.Copy(), new RecipesCommand.Import(), new EvalCommand(), new DataCommand.Prepare(),
                 new DataCommand.Preview(), new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
                 new MergeAdapterCommand(), new MergeCommand(), new EnvCommand())) {
             commands.put(command.name(), command);
@@ -65,11 +65,14 @@ public final class Mixtune {
             List<String> subcommands = commands.keySet().stream().filter(name -> name.startsWith(rest[0] + " "))
                     .map(name -> name.substring(rest[0].length() + 1)).toList();
             if (!subcommands.isEmpty()) {
-                boolean help = rest.length > 1 && (rest[1].equals("--help") || rest[1].equals("-h"));
-                (help ? out : err).println("mixtune " + rest[0] + ": " + (rest.length > 1 && !help ? "unknown "
+                if (rest.length > 1 && (rest[1].equals("--help") || rest[1].equals("-h"))) {
+                    printGroupHelp(rest[0], out);
+                    return OK;
+                }
+                err.println("mixtune " + rest[0] + ": " + (rest.length > 1 ? "unknown "
                         + "subcommand '" + rest[1] + "': " : "") + "expected one of " + subcommands
-                        + " (mixtune " + rest[0] + " <subcommand> --help for its options)");
-                return help ? OK : USAGE;
+                        + " (mixtune " + rest[0] + " --help lists them)");
+                return USAGE;
             }
             err.println("mixtune: unknown command '" + rest[0] + "': expected one of " + commands.keySet()
                     + " (see mixtune --help)");
@@ -88,9 +91,9 @@ public final class Mixtune {
             if (positional.size() > expected.size()) {
                 throw new UsageException("unexpected argument '" + positional.get(expected.size()) + "'");
             }
-            if (positional.size() < expected.size()) {
+            if (positional.size() < command.requiredArguments()) {
                 throw new UsageException("missing " + String.join(" ", expected.subList(positional.size(),
-                        expected.size())));
+                        command.requiredArguments())));
             }
             return command.run(line, out);
         } catch (ParseException | UsageException | NoGpuException e) {
@@ -143,6 +146,24 @@ public final class Mixtune {
         out.println("  --verbose          print stack traces with errors");
         out.println("  --allow-download   let DJL download a CUDA libtorch once into its cache (also "
                 + "MIXTUNE_ALLOW_DOWNLOAD=1); run time is offline otherwise (see mixtune env)");
+    }
+
+    /** `mixtune recipes --help`: the group's subcommands, each with its usage and what it does. */
+    private void printGroupHelp(String group, PrintStream out) {
+        out.println("usage: mixtune " + group + " <subcommand> [options]   (mixtune " + group
+                + " <subcommand> --help for its options)");
+        out.println();
+        out.println("subcommands:");
+        for (Command command : commands.values()) {
+            if (command.name().startsWith(group + " ")) {
+                String usage = command.usage().isEmpty() ? "" : " " + command.usage();
+                out.println("  " + command.name().substring(group.length() + 1) + usage);
+                RecipesCommand.wrap(command.summary(), RecipesCommand.LINE_WIDTH - 6)
+                        .forEach(line -> out.println("      " + line));
+            }
+        }
+        out.println();
+        out.println("Exit codes: 0 ok, 1 failure, 2 usage or input error.");
     }
 
     private static void printCommandHelp(Command command, PrintStream out) {

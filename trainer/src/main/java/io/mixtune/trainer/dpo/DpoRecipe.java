@@ -8,6 +8,7 @@ import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.preference.PreferenceTokenizer;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
@@ -191,7 +192,7 @@ public final class DpoRecipe implements AutoCloseable {
         if (stage > 0) {
             List<NDArray> reference = referenceAdapter();
             for (int i = 0; i < reference.size(); i++) {
-                reference.get(i).set(parameters.get(i).toFloatArray());
+                InPlaceCopy.copy(reference.get(i), parameters.get(i).toFloatArray());
             }
         }
         StageReference reference = new StageReference(dpo, model, adapter, null, null);
@@ -221,7 +222,7 @@ public final class DpoRecipe implements AutoCloseable {
             if (adapter) {
                 List<NDArray> reference = referenceAdapter();
                 for (int i = 0; i < reference.size(); i++) {
-                    reference.get(i).set(reader.readFloats("reference." + i));
+                    InPlaceCopy.copy(reference.get(i), reader.readFloats("reference." + i));
                 }
             }
             return new StageReference(dpo, model, adapter, ReferenceLogProbs.read(reader, "train"),

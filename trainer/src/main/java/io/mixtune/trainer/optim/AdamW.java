@@ -1,6 +1,7 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
+import io.mixtune.model.nn.InPlaceCopy;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -85,8 +86,8 @@ public final class AdamW {
                     + parameters.size() + " parameters");
         }
         for (int i = 0; i < parameters.size(); i++) {
-            firstMoments.get(i).set(first.get(i));
-            secondMoments.get(i).set(second.get(i));
+            InPlaceCopy.copy(firstMoments.get(i), first.get(i));
+            InPlaceCopy.copy(secondMoments.get(i), second.get(i));
         }
         this.step = stepCount;
     }

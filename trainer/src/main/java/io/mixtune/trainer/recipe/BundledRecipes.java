@@ -8,6 +8,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The ready recipes: the repository's {@code recipes/} folder, packed into the jar at every build (trainer/pom.xml), so
@@ -64,9 +66,23 @@ public final class BundledRecipes {
         }
     }
 
-    /** The first comment line, which every ready recipe writes as its one-line description. */
+    /**
+     * The first sentence of the recipe's opening comment, which every ready recipe writes as its description; whole,
+     * though it may run over several comment lines.
+     */
     static String description(String yaml) {
-        return yaml.lines().map(String::strip).filter(line -> line.startsWith("#")).findFirst()
-                .map(line -> line.replaceFirst("^#+\\s*", "")).orElse("");
+        StringBuilder opening = new StringBuilder();
+        for (String line : yaml.lines().map(String::strip).dropWhile(line -> !line.startsWith("#")).toList()) {
+            String text = line.replaceFirst("^#+\\s*", "");
+            if (!line.startsWith("#") || text.isEmpty()) {
+                break;
+            }
+            opening.append(opening.length() == 0 ? "" : " ").append(text);
+        }
+        Matcher end = SENTENCE_END.matcher(opening);
+        return end.find() ? opening.substring(0, end.start() + 1) : opening.toString();
     }
+
+    /** A full stop followed by a space or the end: "0.1" and "e.g" do not end a sentence; ". " does. */
+    private static final Pattern SENTENCE_END = Pattern.compile("\\.(\\s|$)");
 }

@@ -95,6 +95,10 @@ public final class RecipeReader {
             merged = overlay(merged, YamlTree.override(assignment));
         }
         merged.root.remove(INCLUDE);
+        JsonNode givenOutputDir = merged.root.get("output_dir");
+        if (givenOutputDir == null || givenOutputDir.isNull()) {
+            merged.root.put("output_dir", defaultOutputDir(file));
+        }
         RecordBinder binder = new RecordBinder(merged, file.toString());
         Recipe recipe = binder.bind(Recipe.class, merged.root, "");
         check(binder);
@@ -105,6 +109,16 @@ public final class RecipeReader {
         }
         binder.throwIfAny();
         return new Loaded(recipe, file, binder);
+    }
+
+    /**
+     * {@code out/<recipe file name without extension>}, relative to the working directory as a recipe's own output_dir
+     * is: a recipe needs no output folder to be validated, previewed or trained.
+     */
+    public static String defaultOutputDir(Path recipeFile) {
+        String name = recipeFile.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        return "out/" + (dot > 0 ? name.substring(0, dot) : name);
     }
 
     /** A file with what it includes beneath it; includes resolve beside the file, then among the bundled configs. */

@@ -5,6 +5,7 @@ import io.mixtune.merging.averaging.EmaAverager;
 import io.mixtune.merging.averaging.LawaAverager;
 import io.mixtune.merging.averaging.SwaAverager;
 import io.mixtune.merging.averaging.SwaLearningRate;
+import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.trainer.recipe.Recipe;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -150,7 +151,7 @@ public final class TrainingAverages {
 
     private void set(List<NDArray> parameters, Map<String, float[]> weights) {
         for (int i = 0; i < parameters.size(); i++) {
-            parameters.get(i).set(weights.get(names.get(i)));
+            InPlaceCopy.copy(parameters.get(i), weights.get(names.get(i)));
         }
     }
 

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
@@ -71,7 +72,7 @@ public final class TrainingCheckpoint {
         /** Puts the adapter arrays back in place. */
         public void restoreParameters(List<NDArray> into) {
             for (int i = 0; i < into.size(); i++) {
-                into.get(i).set(parameters.get(i));
+                InPlaceCopy.copy(into.get(i), parameters.get(i));
             }
         }
 

@@ -1,6 +1,7 @@
 package io.mixtune.trainer.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -104,6 +105,18 @@ class DataCommandTest {
         assertEquals(0, packed.get("position_ids").get(second).asInt());
         assertEquals(-100, packed.get("labels").get(second).asInt(), "a sample's first token predicts nothing");
         assertEquals(-1, packed.get("sample_ids").get(second + 12).asInt());
+    }
+
+    @Test
+    void previewNeedsNoOutputDir() throws IOException {
+        String withOutputDir = Files.readString(recipe(""));
+        Path recipe = Files.writeString(dir.resolve("no-output.yaml"),
+                withOutputDir.replace("output_dir: " + dir.resolve("out") + "\n", ""));
+        assertFalse(Files.readString(recipe).contains("output_dir"));
+        Result preview = data("preview", "--recipe", recipe.toString(), "--n", "1", "--color", "never", "--cache-dir",
+                dir.resolve("cache").toString());
+        assertEquals(0, preview.code(), preview.err());
+        assertTrue(preview.out().contains("--- sample 1 of 2"), preview.out());
     }
 
     @Test

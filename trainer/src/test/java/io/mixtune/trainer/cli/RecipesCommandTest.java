@@ -58,15 +58,25 @@ class RecipesCommandTest {
     }
 
     @Test
-    void listShowsNameAndFirstCommentLine() {
+    void listShowsNameAndTheFirstWholeSentenceWrapped() {
         MixtuneCliTest.Result list = MixtuneCliTest.run("recipes", "list");
         assertEquals(0, list.code(), list.err());
         List<String> lines = list.out().lines().toList();
-        assertEquals(BundledRecipes.list().size(), lines.size(), list.out());
-        String quickstart = lines.stream().filter(l -> l.startsWith("quickstart ")).findFirst().orElseThrow();
-        assertTrue(quickstart.matches("quickstart +Quickstart: QLoRA SFT of the tiny Mixtral preset on the 200 "
-                + "sample chats, on CPU\\."), quickstart);
-        assertTrue(list.out().contains("mixtral-8x7b-qlora-sft  Mixtral-8x7B QLoRA SFT with Firefly's published "
+        assertTrue(lines.stream().allMatch(l -> l.length() <= 100), list.out());
+        // The DPO recipes' first sentences run over two comment lines; they were cut at the first line's end.
+        String joined = list.out().replaceAll("\n +", " ").replaceAll(" {2,}", "  ");
+        assertTrue(joined.contains("quickstart-dpo  The DPO quickstart: Stage-DPO (2 stages) with LoRA on the tiny "
+                + "Mistral preset (random weights, written once to output_dir/base-model) over the 200 bundled "
+                + "preference pairs, on CPU in about a minute.\n"), list.out());
+        assertTrue(joined.contains("mixtral-8x7b-qlora-dpo  Mixtral-8x7B QLoRA Stage-DPO (2 stages) with the "
+                + "alignment-handbook's Zephyr-7B-beta QLoRA DPO settings: beta 0.1, lr 5e-6 cosine, r 16, 32 pairs a "
+                + "step.\n"), list.out());
+        for (BundledRecipes.Entry entry : BundledRecipes.list()) {
+            assertTrue(entry.description().endsWith("."), "a whole sentence: " + entry.description());
+        }
+        assertTrue(joined.contains("quickstart  Quickstart: QLoRA SFT of the tiny Mixtral preset on the 200 "
+                + "sample chats, on CPU.\n"), list.out());
+        assertTrue(joined.contains("mixtral-8x7b-qlora-sft  Mixtral-8x7B QLoRA SFT with Firefly's published "
                 + "settings"), list.out());
     }
 
@@ -87,7 +97,50 @@ class RecipesCommandTest {
         assertEquals(2, MixtuneCliTest.run("recipes", "show", "quickstart", "extra").code());
         MixtuneCliTest.Result unknown = MixtuneCliTest.run("recipes", "frobnicate");
         assertEquals(2, unknown.code());
-        assertTrue(unknown.err().contains("expected one of [list, show, copy]"), unknown.err());
+        assertTrue(unknown.err().contains("expected one of [list, show, copy"), unknown.err());
+    }
+
+    @Test
+    void importTurnsAnAxolotlConfigIntoARecipeThatValidatesButForItsHubIds(@TempDir Path dir) throws IOException {
+        Path recipe = dir.resolve("mistral.yaml");
+        MixtuneCliTest.Result imported = MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml",
+                "--out", recipe.toString());
+        assertEquals(0, imported.code(), imported.err());
+        assertTrue(imported.out().startsWith("wrote " + recipe + ": "), imported.out());
+        assertTrue(imported.out().contains("not mapped (") && imported.out().contains(": optimizer: \"adamw_bnb_8bit\""),
+                imported.out());
+        assertTrue(Files.readString(recipe).contains("  r: 32   # axolotl: lora_r\n"), Files.readString(recipe));
+        MixtuneCliTest.Result validate = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
+        assertEquals(2, validate.code(), validate.out());
+        List<String> problems = validate.err().strip().lines().toList();
+        assertEquals(2, problems.size(), validate.err());
+        assertTrue(problems.get(0).contains("model.path") && problems.get(0).contains("mistralai/Mistral-7B-v0.1"),
+                problems.get(0));
+        assertTrue(problems.get(1).contains("data.files[0]") && problems.get(1).contains("mhenrichsen/alpaca_2k_test"),
+                problems.get(1));
+        assertEquals(1, MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml", "--out",
+                recipe.toString()).code(), "an existing file is kept without --force");
+        MixtuneCliTest.Result printed = MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mixtral-qlora.yml");
+        assertEquals(0, printed.code(), printed.err());
+        assertTrue(printed.out().startsWith("# Imported from the axolotl config mixtral-qlora.yml by mixtune recipes"
+                + " import.\n"), printed.out());
+    }
+
+    @Test
+    void recipesAndDataHelpPrintTheirSubcommands() {
+        MixtuneCliTest.Result recipes = MixtuneCliTest.run("recipes", "--help");
+        assertEquals(0, recipes.code(), recipes.err());
+        assertEquals("", recipes.err());
+        assertTrue(recipes.out().startsWith("usage: mixtune recipes <subcommand>"), recipes.out());
+        assertTrue(recipes.out().contains("\n  show NAME") && recipes.out().contains("\n  copy NAME DEST")
+                && recipes.out().contains("\n  list\n      list the ready recipes"), recipes.out());
+        MixtuneCliTest.Result data = MixtuneCliTest.run("data", "-h");
+        assertEquals(0, data.code(), data.err());
+        assertTrue(data.out().contains("\n  prepare --recipe") && data.out().contains("\n  preview --recipe"),
+                data.out());
+        MixtuneCliTest.Result none = MixtuneCliTest.run("recipes");
+        assertEquals(2, none.code());
+        assertTrue(none.err().contains("mixtune recipes --help lists them"), none.err());
     }
 
     @Test

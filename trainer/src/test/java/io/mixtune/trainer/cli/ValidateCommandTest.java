@@ -37,6 +37,17 @@ class ValidateCommandTest {
         assertFalse(Files.exists(dir.resolve("out")), "validate writes nothing");
     }
 
+    @Test
+    void aRecipeWithoutOutputDirValidates() throws IOException {
+        Path chats = Files.write(dir.resolve("chats.jsonl"), List.of(CHAT, CHAT));
+        Path recipe = Files.writeString(dir.resolve("no-output.yaml"), "model:\n  preset: tiny-mistral\n"
+                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\n");
+        Result ok = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
+        assertEquals(0, ok.code(), ok.err());
+        assertTrue(ok.out().contains("output_dir: out/no-output"), ok.out());
+        assertFalse(Files.exists(Path.of("out/no-output")), "validate writes nothing");
+    }
+
     /** Train stops on these before its first step (before the model loads); validate said ok to each. */
     @Test
     void dataThatStopsTrainingStopsValidateWithTheSameMessage() throws IOException {
@@ -98,16 +109,15 @@ class ValidateCommandTest {
         assertEquals(2, validate.code(), validate.out());
         List<String> lines = validate.err().strip().lines().toList();
         // The warmup longer than the run is a warning (see RecipeReaderTest), printed only with a recipe that is ok.
-        assertEquals(4, lines.size(), validate.err());
-        assertTrue(lines.get(0).startsWith("mixtune validate: " + recipe + ": output_dir (not set; the default is "
-                + "null): missing"), lines.get(0));
-        assertTrue(lines.get(1).startsWith("mixtune validate: " + recipe + ":4: lora.r: rank 48 exceeds"), lines.get(1));
-        assertTrue(lines.get(2).startsWith("mixtune validate: " + recipe + ":6: data.files[0]: no such file"),
-                lines.get(2));
-        assertEquals("mixtune validate: " + recipe + ":11: dpo.beta: must be > 0, got -1.0", lines.get(3));
+        // output_dir is not among them: it defaults to out/<recipe file name>.
+        assertEquals(3, lines.size(), validate.err());
+        assertTrue(lines.get(0).startsWith("mixtune validate: " + recipe + ":4: lora.r: rank 48 exceeds"), lines.get(0));
+        assertTrue(lines.get(1).startsWith("mixtune validate: " + recipe + ":6: data.files[0]: no such file"),
+                lines.get(1));
+        assertEquals("mixtune validate: " + recipe + ":11: dpo.beta: must be > 0, got -1.0", lines.get(2));
         // train reads the recipe with the same reader, and stops on the same lines before anything loads.
         Result train = MixtuneCliTest.run("train", "--recipe", recipe.toString());
         assertEquals(2, train.code(), train.out());
-        assertEquals(4, train.err().strip().lines().count(), train.err());
+        assertEquals(3, train.err().strip().lines().count(), train.err());
     }
 }

@@ -52,6 +52,15 @@ class RecipeReaderTest {
     }
 
     @Test
+    void outputDirDefaultsToOutSlashTheRecipesFileName() throws IOException {
+        String withoutOutputDir = minimal().replace("output_dir: " + dir.resolve("out") + "\n", "");
+        Recipe recipe = RecipeReader.read(write("my-run.v2.yaml", withoutOutputDir), List.of()).recipe();
+        assertEquals("out/my-run.v2", recipe.outputDir());
+        assertEquals("out/x", RecipeReader.read(write("r.yaml", withoutOutputDir), List.of("output_dir=out/x")).recipe()
+                .outputDir(), "a --set still wins");
+    }
+
+    @Test
     void includesThenRecipeThenSetOverrides() throws IOException {
         write("base.yaml", "lora:\n  r: 8\n  alpha: 8\ntrain:\n  lr: 1.0e-3\n  epochs: 3\n");
         Path recipe = write("r.yaml", "include: base.yaml\n" + minimal() + "train:\n  lr: 5.0e-4\n");

@@ -1,0 +1,75 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.mixtune.model.safetensors.SafetensorsReader;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** `mixtune merge CONFIG OUT_DIR` takes a mergekit file as mergekit-yaml does. */
+class MergekitCliTest {
+    private static final Path GOLDEN = Path.of("../merging/src/test/resources/golden/checkpoints").toAbsolutePath()
+            .normalize();
+
+    @TempDir
+    Path dir;
+
+    /**
+     * m0's weight is the gradient [0, 1] over the one layer (t = 1 there, 0 outside the layers), m1's is 1: the layer's
+     * tensors are (m0 + m1) / 2, the embeddings, norm and lm_head m1's own.
+     */
+    @Test
+    void aMergekitFileWithAGradientMergesIntoTheDirectoryGivenAfterIt() throws IOException {
+        Path config = Files.writeString(dir.resolve("gradient.yml"), """
+                models:
+                  - model: %s
+                    parameters:
+                      weight: [0, 1]
+                  - model: %s
+                    parameters:
+                      weight: 1.0
+                merge_method: linear
+                dtype: float32
+                """.formatted(GOLDEN.resolve("m0"), GOLDEN.resolve("m1")));
+        Path out = dir.resolve("merged");
+        MixtuneCliTest.Result merged = MixtuneCliTest.run("merge", config.toString(), out.toString());
+        assertEquals(0, merged.code(), merged.err());
+        try (SafetensorsReader m0 = SafetensorsReader.open(GOLDEN.resolve("m0"));
+                SafetensorsReader m1 = SafetensorsReader.open(GOLDEN.resolve("m1"));
+                SafetensorsReader result = SafetensorsReader.open(out)) {
+            float[] a = m0.readFloats("model.layers.0.mlp.up_proj.weight");
+            float[] b = m1.readFloats("model.layers.0.mlp.up_proj.weight");
+            float[] layer = result.readFloats("model.layers.0.mlp.up_proj.weight");
+            for (int j = 0; j < a.length; j++) {
+                assertEquals((float) (0.5 * a[j] + 0.5 * b[j]), layer[j], 1e-7);
+            }
+            float[] head = m1.readFloats("lm_head.weight");
+            float[] mergedHead = result.readFloats("lm_head.weight");
+            for (int j = 0; j < head.length; j++) {
+                assertEquals(head[j], mergedHead[j], 1e-7, "t = 0 outside the layers: m0's weight is 0");
+            }
+        }
+        assertEquals(0, MixtuneCliTest.run("merge", "--config", config.toString(), "--out", dir.resolve("again")
+                .toString()).code(), "--config with --out says the same");
+        MixtuneCliTest.Result twice = MixtuneCliTest.run("merge", config.toString(), dir.resolve("x").toString(),
+                "--out", dir.resolve("y").toString());
+        assertEquals(2, twice.code());
+        assertTrue(twice.err().contains("give the output directory once"), twice.err());
+        MixtuneCliTest.Result none = MixtuneCliTest.run("merge", config.toString());
+        assertEquals(2, none.code());
+        assertTrue(none.err().contains("out is missing"), none.err());
+    }
+
+    @Test
+    void aMergekitMethodMixtuneLacksIsNamedAsNotSupportedYet() {
+        MixtuneCliTest.Result passthrough = MixtuneCliTest.run("merge", "../configs/mergekit/orcamini-platy-44layer.yml",
+                dir.resolve("out").toString());
+        assertEquals(2, passthrough.code());
+        assertTrue(passthrough.err().contains("not supported yet") && passthrough.err().contains("'passthrough'"),
+                passthrough.err());
+    }
+}
