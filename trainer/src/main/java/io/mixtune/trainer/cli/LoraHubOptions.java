@@ -1,7 +1,6 @@
 package io.mixtune.trainer.cli;
 
 import io.mixtune.merging.LoraHub;
-import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.trainer.lorahub.LoraHubMerge;
 import java.io.PrintStream;
 import java.nio.file.Path;
@@ -10,7 +9,8 @@ import java.util.List;
 import org.apache.commons.cli.CommandLine;
 
 /**
- * `mixtune merge --method lorahub --base MODEL --inputs A,B,... --data FEW.jsonl [--budget N] [--seed S] --out DIR`:
+ * `mixtune merge --method lorahub --base MODEL --inputs A,B,... --data FEW.jsonl [--budget N] [--seed S]
+ * [--quantize nf4] --out DIR`:
  * the command line of {@link LoraHubMerge}. Not a {@code MergeMethod}: it needs a model and data, which no other merge
  * reads, so it has its own path beside {@code ModelMerge}.
  */
@@ -41,7 +41,8 @@ final class LoraHubOptions {
         try {
             LoraHubMerge.Request request = new LoraHubMerge.Request(Path.of(line.getOptionValue("base")), inputs,
                     Path.of(Mixtune.requiredOption(line, "data")), Path.of(Mixtune.requiredOption(line, "out")),
-                    line.hasOption("force"), new LoraHub.Settings(budget, seed), MistralCheckpoint.DENSE,
+                    line.hasOption("force"), new LoraHub.Settings(budget, seed),
+                    ModelLoading.linearFactory(line.getOptionValue("quantize")),
                     Mixtune.device(line));
             result = LoraHubMerge.run(request);
         } catch (IllegalArgumentException e) {

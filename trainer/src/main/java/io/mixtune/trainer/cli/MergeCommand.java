@@ -19,7 +19,7 @@ import org.apache.commons.cli.Options;
 final class MergeCommand implements Command {
     /** The options that spell out a merge on the command line; --config replaces all of them. */
     private static final List<String> INLINE = List.of("method", "inputs", "weights", "base", "density", "t", "seed",
-            "decay", "lambda", "normalize", "last", "rank", "dtype", "out", "data", "budget");
+            "decay", "lambda", "normalize", "last", "rank", "dtype", "out", "data", "budget", "quantize");
 
     @Override
     public String name() {
@@ -36,7 +36,7 @@ final class MergeCommand implements Command {
     public String usage() {
         return "--config merge.yaml | --method M --inputs A,B,... [--weights W1,W2,...] [--base DIR] [--density D]"
                 + " [--t T] [--seed S] --out DIR | --method lorahub --base MODEL --inputs A,B,... --data FEW.jsonl"
-                + " [--budget N] [--seed S] --out DIR";
+                + " [--budget N] [--seed S] [--quantize nf4] --out DIR";
     }
 
     @Override
@@ -68,7 +68,9 @@ final class MergeCommand implements Command {
                 .addOption(Mixtune.option("data", "FILE", "lorahub: a few example chats of the new task; the weights"
                         + " minimise the loss on their assistant tokens"))
                 .addOption(Mixtune.option("budget", "N", "lorahub: loss evaluations of the search (default "
-                        + LoraHub.DEFAULT_BUDGET + ")"));
+                        + LoraHub.DEFAULT_BUDGET + ")"))
+                .addOption(Mixtune.option("quantize", "TYPE", "lorahub: load --base's linear layers as nf4 (adapters"
+                        + " trained with QLoRA) or none (default)"));
     }
 
     @Override
@@ -76,7 +78,7 @@ final class MergeCommand implements Command {
         if (LoraHubOptions.METHOD.equalsIgnoreCase(line.getOptionValue("method", ""))) {
             return LoraHubOptions.run(line, out);
         }
-        for (String lorahubOnly : List.of("data", "budget")) {
+        for (String lorahubOnly : List.of("data", "budget", "quantize")) {
             if (line.hasOption(lorahubOnly)) {
                 throw new UsageException("--" + lorahubOnly + " goes with --method lorahub only");
             }

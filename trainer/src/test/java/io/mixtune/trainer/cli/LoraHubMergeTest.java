@@ -118,6 +118,17 @@ class LoraHubMergeTest {
         assertEquals(printed.loss(), eval.loss(), 1e-5);
     }
 
+    /** QLoRA adapters are scored on the NF4 base they were trained on, and eval of the result agrees. */
+    @Test
+    void anNf4BaseScoresAsEvalWithQuantizeNf4() {
+        Printed printed = Printed.of(lorahub(dir.resolve("hub-nf4"), "--budget", "1", "--quantize", "nf4"));
+        assertEquals(3, printed.evaluations());
+        EvalCommandTest.Printed eval = EvalCommandTest.Printed.of(MixtuneCliTest.run("eval", "--model",
+                base.toString(), "--quantize", "nf4", "--adapter", dir.resolve("hub-nf4").toString(), "--data",
+                examples.toString()));
+        assertEquals(printed.loss(), eval.loss(), 1e-5);
+    }
+
     @Test
     void adaptersOfOtherTargetsAreRefusedNamingTheDifference() {
         Path other = dir.resolve("other-targets");
