@@ -121,6 +121,45 @@ final class AdapterAverage implements AutoCloseable {
         return new Compression(factors.size(), compressed, maxError, compressed == 0 ? 0 : errorSum / compressed);
     }
 
+    /**
+     * sum_i coefficients[i] * (adapter i's delta) in memory, as {@link #write} writes it without re-compression: the
+     * config (scale 1) and, per module, A' [R, in] then B' [out, R].
+     */
+    Composed compose(double[] coefficients) {
+        Map<String, float[][]> factors = new LinkedHashMap<>();
+        Map<String, Integer> ranks = new LinkedHashMap<>();
+        for (Map.Entry<String, long[]> module : modules.entrySet()) {
+            int in = (int) module.getValue()[1];
+            float[][] concatenated = concatenate(module.getKey(), coefficients, (int) module.getValue()[0], in);
+            factors.put(module.getKey(), new float[][] {concatenated[1], concatenated[0]});
+            ranks.put(module.getKey(), concatenated[1].length / in);
+        }
+        return new Composed(outputConfig(ranks), factors);
+    }
+
+    /** A composed adapter in memory: its config and, per module name, {A [r, in], B [out, r]} row-major. */
+    record Composed(LoraConfig config, Map<String, float[][]> factors) {}
+
+    /**
+     * Refuses adapters that adapt different modules, naming one module that is in one and not the other (a
+     * composition of them would adapt the union, which none of them was trained as).
+     */
+    void requireSameModules() {
+        Input first = inputs.get(0);
+        for (Input other : inputs.subList(1, inputs.size())) {
+            for (Input[] pair : new Input[][] {{first, other}, {other, first}}) {
+                for (String module : pair[0].moduleShapes().keySet()) {
+                    if (!pair[1].moduleShapes().containsKey(module)) {
+                        throw new IllegalArgumentException("the adapters " + first.dir() + " and " + other.dir()
+                                + " adapt different modules: " + module + " in " + pair[0].dir() + " but not in "
+                                + pair[1].dir() + " (target_modules " + first.config().targetModules() + " and "
+                                + other.config().targetModules() + "); compose adapters with one set of targets");
+                    }
+                }
+            }
+        }
+    }
+
     /** B' [out, R] = [B_1 ... B_n] and A' [R, in] = [c_1 s_1 A_1; ...] over the adapters that adapt the module. */
     private float[][] concatenate(String module, double[] coefficients, int out, int in) {
         List<float[]> as = new ArrayList<>();

@@ -52,6 +52,18 @@ public final class LoraLinear implements Linear {
         }
     }
 
+    /** Drops an adapter and frees its arrays; if it was active, the first one left (if any) becomes active. */
+    void remove(String name) {
+        Adapter removed = adapters.remove(name);
+        if (removed != null) {
+            removed.a().close();
+            removed.b().close();
+        }
+        if (name.equals(active)) {
+            active = adapters.isEmpty() ? null : adapters.keySet().iterator().next();
+        }
+    }
+
     public Adapter adapter(String name) {
         return adapters.get(name);
     }

@@ -108,6 +108,29 @@ public final class LoraModel {
         }
     }
 
+    /**
+     * Puts an adapter from given weights (module name to A [r, in] and B [out, r]) under {@code name} and makes it
+     * active, first dropping and freeing one already of that name: a search over compositions of adapters (LoraHub)
+     * tries many on one loaded base.
+     */
+    public void putAdapter(String name, LoraConfig config, Map<String, float[][]> weights) {
+        if (configs.containsKey(name)) {
+            removeAdapter(name);
+        }
+        addAdapter(name, config, weights);
+        setActiveAdapter(name);
+    }
+
+    /** Drops an adapter from every layer, freeing its arrays. */
+    public void removeAdapter(String name) {
+        config(name);
+        layers.values().forEach(layer -> layer.remove(name));
+        configs.remove(name);
+        if (name.equals(active)) {
+            active = configs.isEmpty() ? null : configs.keySet().iterator().next();
+        }
+    }
+
     private LoraLinear.Adapter adapterOf(NDArray a, NDArray b, LoraConfig config, String moduleName) {
         a.setRequiresGradient(true);
         b.setRequiresGradient(true);

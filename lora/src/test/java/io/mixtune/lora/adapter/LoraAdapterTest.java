@@ -188,6 +188,41 @@ class LoraAdapterTest {
         }
     }
 
+    /** LoraHub swaps candidate adapters into one model: a put replaces the adapter of that name, freeing the old one. */
+    @Test
+    void putAdapterReplacesTheAdapterOfThatNameAndRemoveGoesBackToTheBase(@TempDir Path dir) {
+        RandomCheckpoint.write(mistral(), dir, 1, DType.F32, Long.MAX_VALUE, 0.3);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(dir, manager)) {
+            NDArray ids = manager.create(new long[][] {{1, 9, 33, 4, 58, 12}});
+            NDArray positions = manager.arange(0, 6, 1, DataType.INT64).reshape(1, 6);
+            float[] base = model.forward(ids, positions, null).toFloatArray();
+            LoraModel lora = new LoraModel(model);
+            LoraConfig config = LoraConfig.of(2, 2, List.of("q_proj"));
+            lora.addAdapter("random", config, LoraModel.Init.RANDOM, 5);
+            Map<String, float[][]> twice = new java.util.LinkedHashMap<>();
+            Map<String, float[][]> zero = new java.util.LinkedHashMap<>();
+            for (String module : lora.layers().keySet()) {
+                LoraLinear.Adapter a = lora.layers().get(module).adapter("random");
+                float[] b = a.b().toFloatArray();
+                for (int i = 0; i < b.length; i++) {
+                    b[i] *= 2;
+                }
+                twice.put(module, new float[][] {a.a().toFloatArray(), b});
+                zero.put(module, new float[][] {a.a().toFloatArray(), new float[b.length]});
+            }
+            float[] once = model.forward(ids, positions, null).toFloatArray();
+
+            lora.putAdapter("candidate", config, zero);
+            assertArrayClose(base, model.forward(ids, positions, null).toFloatArray(), 0, "B = 0 is the base");
+            lora.putAdapter("candidate", config, twice);
+            float[] doubled = model.forward(ids, positions, null).toFloatArray();
+            assertTrue(maxDiff(once, doubled) > 1e-3, "the second put replaced the first");
+            assertEquals(List.of("random", "candidate"), List.copyOf(lora.adapterNames()));
+            lora.removeAdapter("candidate");
+            assertArrayClose(once, model.forward(ids, positions, null).toFloatArray(), 0, "back to the first adapter");
+        }
+    }
+
     @Test
     void targetsMatchPeftStyleByNameOrDottedPathSuffix() {
         LoraConfig paths = LoraConfig.of(4, 8, List.of("model.layers.0.self_attn.o_proj", "experts.1.w2", "w3"));

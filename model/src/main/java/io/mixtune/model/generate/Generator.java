@@ -14,12 +14,33 @@ import java.util.List;
 /**
  * Autoregressive generation with a KV cache: the prompt goes through in chunks (of the window, when there is one,
  * so the rolling buffer never holds less than a query needs), then one token per step until EOS or the limit.
+ *
+ * <p>Several models can decode in lockstep, each with its own cache, their logits combined at every step into the
+ * distribution the sampler draws from ({@link ProxyTuning}).
  */
 public final class Generator {
-    private final CausalLm model;
+    private final List<CausalLm> models;
+    private final LogitsCombination combination;
+    private final long eosTokenId;
+
+    /** How the logits of models decoding in lockstep make the next token's logits, one row per model. */
+    @FunctionalInterface
+    public interface LogitsCombination {
+        float[] combine(float[][] rowPerModel);
+    }
 
     public Generator(CausalLm model) {
-        this.model = model;
+        this(List.of(model), rows -> rows[0]);
+    }
+
+    /** @param models decoded in lockstep; EOS is the first model's */
+    public Generator(List<CausalLm> models, LogitsCombination combination) {
+        if (models.isEmpty()) {
+            throw new IllegalArgumentException("generation needs at least one model");
+        }
+        this.models = List.copyOf(models);
+        this.combination = combination;
+        this.eosTokenId = models.get(0).config().eosTokenId();
     }
 
     /**
@@ -30,14 +51,23 @@ public final class Generator {
         if (promptIds.length == 0) {
             throw new IllegalArgumentException("the prompt is empty: give at least one token");
         }
-        ModelConfig config = model.config();
         List<Integer> generated = new ArrayList<>();
-        try (NDManager session = model.manager().newSubManager(); KvCache cache = newCache(session)) {
+        List<NDManager> sessions = new ArrayList<>();
+        List<KvCache> caches = new ArrayList<>();
+        try {
+            for (CausalLm model : models) {
+                NDManager session = model.manager().newSubManager();
+                sessions.add(session);
+                caches.add(newCache(model, session));
+            }
             float[] last = null;
-            int chunk = Math.min(cache.maxStepTokens(), promptIds.length);
+            int chunk = promptIds.length;
+            for (KvCache cache : caches) {
+                chunk = Math.min(chunk, cache.maxStepTokens());
+            }
             for (int start = 0; start < promptIds.length; start += chunk) {
                 int end = Math.min(promptIds.length, start + chunk);
-                float[][] rows = step(session, cache, Arrays.copyOfRange(promptIds, start, end), start,
+                float[][] rows = step(sessions, caches, Arrays.copyOfRange(promptIds, start, end), start,
                         promptLogits != null);
                 if (promptLogits != null) {
                     promptLogits.addAll(List.of(rows));
@@ -48,17 +78,42 @@ public final class Generator {
             while (generated.size() < maxNewTokens) {
                 int token = sampler.next(last);
                 generated.add(token);
-                if (token == config.eosTokenId() || generated.size() == maxNewTokens) {
+                if (token == eosTokenId || generated.size() == maxNewTokens) {
                     break;
                 }
-                last = step(session, cache, new long[] {token}, position++, false)[0];
+                last = step(sessions, caches, new long[] {token}, position++, false)[0];
             }
+        } finally {
+            caches.forEach(KvCache::close);
+            sessions.forEach(NDManager::close);
         }
         return generated;
     }
 
-    /** Runs new tokens through the model; returns the logits of every new token, or only the last one's. */
-    private float[][] step(NDManager session, KvCache cache, long[] tokens, long firstIndex, boolean allRows) {
+    /** Every model's step on the same tokens, their rows combined: the logits of every new token, or the last one's. */
+    private float[][] step(List<NDManager> sessions, List<KvCache> caches, long[] tokens, long firstIndex,
+            boolean allRows) {
+        if (models.size() == 1) {
+            return step(models.get(0), sessions.get(0), caches.get(0), tokens, firstIndex, allRows);
+        }
+        float[][][] perModel = new float[models.size()][][];
+        for (int m = 0; m < models.size(); m++) {
+            perModel[m] = step(models.get(m), sessions.get(m), caches.get(m), tokens, firstIndex, allRows);
+        }
+        float[][] combined = new float[perModel[0].length][];
+        float[][] rowPerModel = new float[models.size()][];
+        for (int r = 0; r < combined.length; r++) {
+            for (int m = 0; m < models.size(); m++) {
+                rowPerModel[m] = perModel[m][r];
+            }
+            combined[r] = combination.combine(rowPerModel);
+        }
+        return combined;
+    }
+
+    /** Runs new tokens through one model; returns the logits of every new token, or only the last one's. */
+    private static float[][] step(CausalLm model, NDManager session, KvCache cache, long[] tokens, long firstIndex,
+            boolean allRows) {
         try (NDManager stepManager = session.newSubManager()) {
             long[] queryIndices = new long[tokens.length];
             for (int i = 0; i < tokens.length; i++) {
@@ -83,7 +138,7 @@ public final class Generator {
         }
     }
 
-    private KvCache newCache(NDManager session) {
+    private static KvCache newCache(CausalLm model, NDManager session) {
         ModelConfig config = model.config();
         if (config.slidingWindow() == null) {
             return new GrowingKvCache(session, config.numHiddenLayers());

@@ -22,6 +22,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 
 /**
  * A model's Hugging Face {@code tokenizer.json}, read by DJL's binding of the Rust tokenizers library (offline: the
@@ -259,6 +260,33 @@ public final class TextTokenizer implements AutoCloseable {
             limit = Math.max(limit, token.path("id").asLong() + 1);
         }
         return limit;
+    }
+
+    /**
+     * Token to id, as a tokenizer.json defines it: its model's vocabulary (a BPE or WordPiece map; a Unigram list,
+     * a piece's id being its place) and its added tokens. Two tokenizers with equal maps turn text into the same ids
+     * whatever their files are called.
+     */
+    public static Map<String, Long> vocabulary(byte[] tokenizerJson, String name) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(tokenizerJson);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(name + ": not a tokenizer.json (invalid JSON: " + e.getMessage() + ")", e);
+        }
+        Map<String, Long> vocabulary = new TreeMap<>();
+        JsonNode vocab = root.path("model").path("vocab");
+        if (vocab.isObject()) {
+            vocab.fields().forEachRemaining(entry -> vocabulary.put(entry.getKey(), entry.getValue().asLong()));
+        } else if (vocab.isArray()) {
+            for (int i = 0; i < vocab.size(); i++) {
+                vocabulary.put(vocab.get(i).path(0).asText(), (long) i);
+            }
+        }
+        for (JsonNode token : root.path("added_tokens")) {
+            vocabulary.put(token.path("content").asText(), token.path("id").asLong());
+        }
+        return vocabulary;
     }
 
     /** Whether the model's own vocabulary (BPE/WordPiece map, Unigram list) holds {@code content}. */

@@ -14,6 +14,7 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.trainer.run.Evaluation;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingData;
+import io.mixtune.trainer.proxy.ProxyEvaluation;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -43,12 +44,13 @@ final class EvalCommand implements Command {
     @Override
     public String usage() {
         return "--model DIR [--adapter DIR] [--quantize nf4|none] --data FILE [--template mistral|chatml] "
-                + "[--max-seq-len N] [--batch-size N] [--device auto|cpu|gpu]";
+                + "[--max-seq-len N] [--batch-size N] [--device auto|cpu|gpu] [--proxy-base DIR (--proxy-tuned DIR"
+                + " | --proxy-adapter DIR) [--proxy-alpha A]]";
     }
 
     @Override
     public Options options() {
-        return new Options()
+        return ProxyModels.addOptions(new Options())
                 .addOption(Mixtune.option("model", "DIR", "Hugging Face model directory (config.json, safetensors "
                         + "and its tokenizer.json)"))
                 .addOption(Mixtune.option("adapter", "DIR", "a LoRA adapter in PEFT format, such as a run's "
@@ -123,6 +125,10 @@ final class EvalCommand implements Command {
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + modelDir + ": " + e.getMessage());
         }
+        boolean proxied = ProxyModels.requested(line);
+        if (proxied) {
+            ProxyModels.check(line, modelDir, config);
+        }
         // Samples are cut to max_seq_len, and a packed row restarts positions at each sample: no position past it.
         int maxSeqLen = Mixtune.intOption(line, "max-seq-len", Math.min(DEFAULT_MAX_SEQ_LEN,
                 config.maxPositionEmbeddings()));
@@ -149,7 +155,8 @@ final class EvalCommand implements Command {
         }
 
         try (NDManager manager = NDManager.newBaseManager(device);
-                CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
+                CausalLm model = MistralCheckpoint.load(modelDir, manager, linears);
+                ProxyModels proxy = proxied ? ProxyModels.load(line, model, manager) : null) {
             if (adapterDir != null) {
                 try {
                     PeftAdapter.load(new LoraModel(model), adapterDir, "default"); // inference mode: no dropout
@@ -159,10 +166,14 @@ final class EvalCommand implements Command {
             }
             List<TrainingBatch> batches = Evaluation.batches(samples, true, maxSeqLen,
                     batchSize, config.eosTokenId());
-            Evaluation.Result result = Evaluation.of(model, batches, manager);
+            Evaluation.Result result = proxy == null ? Evaluation.of(model, batches, manager)
+                    : ProxyEvaluation.of(proxy.tuning(), batches, manager);
             out.printf(Locale.ROOT, "model %s (%s%s)%s%n", modelDir, config.modelType().hfName(),
                     "nf4".equalsIgnoreCase(line.getOptionValue("quantize")) ? ", NF4 base" : "",
                     adapterDir == null ? "" : " + adapter " + adapterDir);
+            if (proxy != null) {
+                out.printf(Locale.ROOT, "proxy-tuned by %s%n", proxy.description());
+            }
             out.printf(Locale.ROOT, "data %s: %s; template %s, max_seq_len %d%n", dataFile, dataset.report(),
                     template, maxSeqLen);
             out.printf(Locale.ROOT, "loss %.7f  perplexity %.4f  target_tokens %d%n", result.loss(),

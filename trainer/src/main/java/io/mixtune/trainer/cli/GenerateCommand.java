@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDManager;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
@@ -37,12 +38,13 @@ final class GenerateCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT | --prompt-ids 1,2,3) [options]";
+        return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT | --prompt-ids 1,2,3) [--proxy-base DIR"
+                + " (--proxy-tuned DIR | --proxy-adapter DIR) [--proxy-alpha A]] [options]";
     }
 
     @Override
     public Options options() {
-        return new Options()
+        return ProxyModels.addOptions(new Options())
                 .addOption(Mixtune.option("model", "DIR", "Hugging Face model directory (config.json + safetensors)"))
                 .addOption(Mixtune.option("prompt", "TEXT", "prompt text, tokenized with the model's tokenizer.json "
                         + "(BOS added)"))
@@ -83,22 +85,29 @@ final class GenerateCommand implements Command {
             throw new IllegalArgumentException(modelDir + ": no such model directory");
         }
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
+        boolean proxied = ProxyModels.requested(line);
+        if (proxied) {
+            ProxyModels.check(line, modelDir, readConfig(modelDir));
+        }
         try (NDManager manager = NDManager.newBaseManager(device);
-                CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
+                CausalLm model = MistralCheckpoint.load(modelDir, manager, linears);
+                ProxyModels proxy = proxied ? ProxyModels.load(line, model, manager) : null) {
             if (line.hasOption("adapter")) {
                 PeftAdapter.load(new LoraModel(model), Path.of(line.getOptionValue("adapter")), "default");
             }
             long[] promptIds = line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
                     : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
-            int positions = model.config().maxPositionEmbeddings();
+            int positions = proxy == null ? model.config().maxPositionEmbeddings() : proxy.maxPositionEmbeddings();
             if (promptIds.length + (long) maxNewTokens > positions) {
                 throw new UsageException("a prompt of " + promptIds.length + " tokens and --max-new-tokens "
                         + maxNewTokens + " exceed max_position_embeddings " + positions + " of "
-                        + modelDir.resolve("config.json") + ": the model has no position beyond it; ask for at most "
+                        + (proxy == null ? modelDir.resolve("config.json") : "the large or a small model")
+                        + ": the model has no position beyond it; ask for at most "
                         + Math.max(0, positions - promptIds.length) + " new tokens");
             }
             List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;
-            List<Integer> newIds = new Generator(model).generate(promptIds, maxNewTokens, sampler, promptLogits);
+            Generator generator = proxy == null ? new Generator(model) : proxy.tuning().generator();
+            List<Integer> newIds = generator.generate(promptIds, maxNewTokens, sampler, promptLogits);
             if (promptLogits != null) {
                 dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
             }
@@ -114,6 +123,14 @@ final class GenerateCommand implements Command {
             }
         }
         return Mixtune.OK;
+    }
+
+    private static ModelConfig readConfig(Path modelDir) {
+        try {
+            return ModelConfig.read(modelDir.resolve("config.json"));
+        } catch (IllegalArgumentException e) {
+            throw new UsageException("--model " + modelDir + ": " + e.getMessage());
+        }
     }
 
     private static TokenSampler sampler(CommandLine line) {

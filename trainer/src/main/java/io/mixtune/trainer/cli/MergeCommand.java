@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.merging.LoraHub;
 import io.mixtune.merging.MergeConfig;
 import io.mixtune.merging.MergeMethod;
 import io.mixtune.merging.MergeReport;
@@ -18,7 +19,7 @@ import org.apache.commons.cli.Options;
 final class MergeCommand implements Command {
     /** The options that spell out a merge on the command line; a config file replaces all of them. */
     private static final List<String> INLINE = List.of("method", "inputs", "weights", "base", "density", "t", "seed",
-            "decay", "lambda", "normalize", "last", "rank", "dtype");
+            "decay", "lambda", "normalize", "last", "rank", "dtype", "data", "budget", "quantize");
 
     @Override
     public String name() {
@@ -27,13 +28,15 @@ final class MergeCommand implements Command {
 
     @Override
     public String summary() {
-        return "average or merge models or LoRA adapters (linear, swa, lawa, ema, warm, task_arithmetic, ties, dare, slerp)";
+        return "average or merge models or LoRA adapters (linear, swa, lawa, ema, warm, task_arithmetic, ties, dare, slerp,"
+                + " lorahub)";
     }
 
     @Override
     public String usage() {
         return "CONFIG.yml OUT_DIR | --config CONFIG.yml [--out DIR] | --method M --inputs A,B,... [--weights W1,W2,...]"
-                + " [--base DIR] [--density D] [--t T] [--seed S] --out DIR";
+                + " [--base DIR] [--density D] [--t T] [--seed S] --out DIR | --method lorahub --base MODEL"
+                + " --inputs A,B,... --data FEW.jsonl [--budget N] [--seed S] [--quantize nf4] --out DIR";
     }
 
     /** mergekit-yaml's two arguments; both optional, since the options can say everything instead. */
@@ -53,7 +56,8 @@ final class MergeCommand implements Command {
                 .addOption(Mixtune.option("config", "FILE", "a mergekit YAML file (merge_method, base_model, models or one"
                         + " slice, parameters as numbers, gradients or filters, dtype, tokenizer_source, out), also"
                         + " given as the first argument; replaces the options below but --out"))
-                .addOption(Mixtune.option("method", "M", String.join(", ", MergeMethod.names())))
+                .addOption(Mixtune.option("method", "M", String.join(", ", MergeMethod.names()) + ", "
+                        + LoraHubOptions.METHOD))
                 .addOption(Mixtune.option("inputs", "DIRS", "comma-separated model or PEFT adapter directories, or a"
                         + " training run (RUN/checkpoints/step-N) for swa, lawa and ema"))
                 .addOption(Mixtune.option("weights", "W1,W2", "one weight per input (linear and task-vector methods;"
@@ -62,7 +66,7 @@ final class MergeCommand implements Command {
                         + " ties, dare_*); slerp's first end"))
                 .addOption(Mixtune.option("density", "D", "fraction of each task vector kept, in (0, 1] (ties, dare_*)"))
                 .addOption(Mixtune.option("t", "T", "slerp position in [0, 1]: 0 the first model, 1 the second"))
-                .addOption(Mixtune.option("seed", "S", "seed of dare's drop masks (default 0)"))
+                .addOption(Mixtune.option("seed", "S", "seed of dare's drop masks and of lorahub's search (default 0)"))
                 .addOption(Mixtune.option("decay", "D", "ema decay in [0, 1), checkpoints ordered oldest first"))
                 .addOption(Mixtune.option("lambda", "L", "scales the merged task vector (default 1)"))
                 .addOption(Mixtune.option("normalize", "BOOL", "divide by the sum of the weights (default: true for"
@@ -72,11 +76,25 @@ final class MergeCommand implements Command {
                         + " the error"))
                 .addOption(Mixtune.option("dtype", "TYPE", "bf16, fp16 or fp32 (default: the inputs')"))
                 .addOption(Mixtune.option("out", "DIR", "output directory, written as OUT.tmp-* and renamed when complete"))
-                .addOption(Mixtune.option("force", null, "replace a non-empty --out"));
+                .addOption(Mixtune.option("force", null, "replace a non-empty --out"))
+                .addOption(Mixtune.option("data", "FILE", "lorahub: a few example chats of the new task; the weights"
+                        + " minimise the loss on their assistant tokens"))
+                .addOption(Mixtune.option("budget", "N", "lorahub: loss evaluations of the search (default "
+                        + LoraHub.DEFAULT_BUDGET + ")"))
+                .addOption(Mixtune.option("quantize", "TYPE", "lorahub: load --base's linear layers as nf4 (adapters"
+                        + " trained with QLoRA) or none (default)"));
     }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
+        if (LoraHubOptions.METHOD.equalsIgnoreCase(line.getOptionValue("method", ""))) {
+            return LoraHubOptions.run(line, out);
+        }
+        for (String lorahubOnly : List.of("data", "budget", "quantize")) {
+            if (line.hasOption(lorahubOnly)) {
+                throw new UsageException("--" + lorahubOnly + " goes with --method lorahub only");
+            }
+        }
         List<String> arguments = line.getArgList();
         if (!arguments.isEmpty() && line.hasOption("config")) {
             throw new UsageException("give the config file once: as the first argument or as --config");

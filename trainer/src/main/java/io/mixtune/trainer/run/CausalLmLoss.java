@@ -37,9 +37,9 @@ public final class CausalLmLoss {
     public record Terms(NDArray crossEntropySum, NDArray loadBalancing, int targets, long correctPredictions) {}
 
     /** A micro-batch as model inputs: ids, rotary positions, the additive mask and which tokens are real. */
-    record Inputs(NDArray inputIds, NDArray positionIds, NDArray mask, NDArray realTokens) {}
+    public record Inputs(NDArray inputIds, NDArray positionIds, NDArray mask, NDArray realTokens) {}
 
-    static Inputs inputs(CausalLm model, TrainingBatch batch, NDManager manager) {
+    public static Inputs inputs(CausalLm model, TrainingBatch batch, NDManager manager) {
         NDArray sampleIds = batch.sampleIds() == null ? null : manager.create(batch.sampleIds());
         NDArray paddingMask = batch.paddingMask() == null ? null : manager.create(batch.paddingMask());
         NDArray mask = AttentionMask.forRows(manager, batch.rows(), batch.length(), paddingMask, sampleIds,
