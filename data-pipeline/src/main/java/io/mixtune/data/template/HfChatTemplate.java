@@ -50,8 +50,13 @@ public final class HfChatTemplate implements ChatTemplate {
         return "hf";
     }
 
-    public JinjaChatTemplate jinja() {
+    public JinjaChatTemplate template() {
         return template;
+    }
+
+    @Override
+    public String jinja() {
+        return template.source();
     }
 
     @Override

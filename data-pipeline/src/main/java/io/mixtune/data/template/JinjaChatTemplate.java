@@ -11,7 +11,10 @@ import com.hubspot.jinjava.lib.fn.ELFunctionDefinition;
 import com.hubspot.jinjava.lib.tag.Tag;
 import com.hubspot.jinjava.tree.Node;
 import com.hubspot.jinjava.tree.TagNode;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.Message;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -76,6 +79,57 @@ public final class JinjaChatTemplate {
     public String name() {
         return name;
     }
+
+    /**
+     * The {@code chat_template} of a tokenizer_config.json, as transformers reads it: a string, or a list of
+     * {@code {name, template}} of which the one named "default" is used; its {@code bos_token} and {@code eos_token}
+     * (strings or added-token objects with a {@code content}), "<s>" and "</s>" where it names none.
+     *
+     * @param file how errors name the file
+     * @return null when the file has no chat_template
+     * @throws IllegalArgumentException naming the file when it is not JSON or the template is malformed
+     */
+    public static JinjaChatTemplate fromTokenizerConfig(String file, byte[] json) {
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(json);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(file + ": not JSON: " + e.getMessage(), e);
+        }
+        JsonNode template = root.path("chat_template");
+        String source;
+        if (template.isMissingNode() || template.isNull()) {
+            return null;
+        } else if (template.isTextual()) {
+            source = template.asText();
+        } else if (template.isArray()) {
+            source = null;
+            List<String> names = new ArrayList<>();
+            for (JsonNode named : template) {
+                names.add(named.path("name").asText());
+                if ("default".equals(named.path("name").asText())) {
+                    source = named.path("template").asText(null);
+                }
+            }
+            if (source == null) {
+                throw new IllegalArgumentException(file + ": chat_template lists the templates " + names
+                        + " but none named \"default\", which is the one a chat uses");
+            }
+        } else {
+            throw new IllegalArgumentException(file + ": chat_template must be a string or a list of {name, template}, "
+                    + "got " + template.getNodeType().name().toLowerCase(Locale.ROOT));
+        }
+        return new JinjaChatTemplate(file, source, token(root.path("bos_token"), "<s>"),
+                token(root.path("eos_token"), "</s>"));
+    }
+
+    private static String token(JsonNode token, String otherwise) {
+        if (token.isTextual()) {
+            return token.asText();
+        }
+        return token.path("content").isTextual() ? token.path("content").asText() : otherwise;
+    }
+
 
     /** The Jinja text as given. */
     public String source() {

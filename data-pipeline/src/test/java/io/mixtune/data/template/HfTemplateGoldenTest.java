@@ -95,7 +95,7 @@ class HfTemplateGoldenTest {
     @ValueSource(strings = {"mistral-7b-instruct-v0.1", "mixtral-8x7b-instruct-v0.1", "mistral-7b-instruct-v0.3",
             "zephyr-7b-beta", "openhermes-2.5-chatml"})
     void publishedTemplateFindsTheAssistantSpansByPrefixes(String name) throws IOException {
-        assertFalse(published(name).jinja().hasGenerationBlocks());
+        assertFalse(published(name).template().hasGenerationBlocks());
         assertEveryLineEquals(name, published(name), bundled);
         assertEveryLineEquals(name, published(name), hub);
     }
@@ -104,7 +104,7 @@ class HfTemplateGoldenTest {
     @ValueSource(strings = {"mistral-7b-instruct-v0.1", "mixtral-8x7b-instruct-v0.1", "mistral-7b-instruct-v0.3",
             "zephyr-7b-beta", "openhermes-2.5-chatml"})
     void generationBlocksMarkWhatTransformersMarks(String name) throws IOException {
-        assertTrue(withGenerationBlocks(name).jinja().hasGenerationBlocks());
+        assertTrue(withGenerationBlocks(name).template().hasGenerationBlocks());
         assertEveryLineEquals(name, withGenerationBlocks(name), bundled);
         assertEveryLineEquals(name, withGenerationBlocks(name), hub);
     }
