@@ -122,7 +122,7 @@ public final class DpoRecipe implements AutoCloseable {
         SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
         DataConfig data = recipe.data();
         PreferenceTokenizer tokenizer = new PreferenceTokenizer(
-                data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()), tokenizerFile.open(),
+                data.chatTemplate(tokenizerFile), tokenizerFile.open(),
                 data.maxSeqLen(), tokenizerFile.bosId());
         List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
                 : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
