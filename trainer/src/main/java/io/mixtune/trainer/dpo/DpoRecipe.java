@@ -278,7 +278,7 @@ public final class DpoRecipe implements AutoCloseable {
                     Path stageAdapter = null;
                     if (end) {
                         stageAdapter = TrainingOutputs.writeAdapter(lora, ADAPTER_NAME,
-                                outputDir.resolve("stage-" + (stage + 1)).resolve("adapter"), baseModelDir);
+                                outputDir.resolve("stage-" + (stage + 1)).resolve("adapter"), baseModelDir, recipe);
                         results.add(new StageResult(stage + 1, step, firstLoss, lastLoss, lastMetrics, evalMetrics,
                                 stageAdapter));
                     }
@@ -295,7 +295,8 @@ public final class DpoRecipe implements AutoCloseable {
             }
             progress.finish();
         }
-        Path adapterDir = TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve("adapter"), baseModelDir);
+        Path adapterDir = TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve("adapter"), baseModelDir,
+                recipe);
         LossPlot.write(outputDir.resolve("metrics.jsonl"), outputDir.resolve("loss.png"));
         return new Result(step, results, adapterDir);
     }

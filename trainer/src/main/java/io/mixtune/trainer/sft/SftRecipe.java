@@ -352,7 +352,7 @@ public final class SftRecipe implements AutoCloseable {
 
     /** output_dir/{@code name}: the adapter as the parameters hold it now, replaced whole (written beside, renamed). */
     private Path writeAdapter(String name) {
-        return TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve(name), baseModelDir);
+        return TrainingOutputs.writeAdapter(lora, ADAPTER_NAME, outputDir.resolve(name), baseModelDir, recipe);
     }
 
     private void printPlan() {
