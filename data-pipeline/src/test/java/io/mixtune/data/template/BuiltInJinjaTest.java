@@ -54,4 +54,18 @@ class BuiltInJinjaTest {
             line++;
         }
     }
+
+    /** ChatML's markers are 7 pieces each on the Mistral v1 tokenizer, one id where the tokenizer declares them. */
+    @Test
+    void chatMlMarkersOnAMistralTokenizerAreWarnedWithTheirPieceCounts() throws IOException {
+        String warning = TemplateMarkers.warning(new ChatMlTemplate(), TemplateGoldenTest.tokenizer);
+        assertEquals("chat template chatml: 2 of its 2 markers are not special tokens of the tokenizer and become "
+                + "several text pieces (<|im_end|> 7 pieces, <|im_start|> 7 pieces): the model learns to spell them in "
+                + "every turn; a tokenizer.json that declares them special (and embeddings for them) makes each one "
+                + "token", warning);
+        try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")) {
+            assertEquals(null, TemplateMarkers.warning(new ChatMlTemplate(), hub));
+        }
+        assertEquals(null, TemplateMarkers.warning(new MistralTemplate(1, 2), TemplateGoldenTest.tokenizer));
+    }
 }

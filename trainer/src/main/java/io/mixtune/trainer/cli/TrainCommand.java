@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -71,6 +72,10 @@ final class TrainCommand implements Command {
         }
         RecipeReader.Loaded loaded = readLoaded(line);
         loaded.warnings().forEach(warning -> out.println("warning: " + warning));
+        String markers = TemplateWarning.of(loaded.recipe());
+        if (markers != null) {
+            out.println("warning: " + markers);
+        }
         try {
             return run(loaded.recipe(), line, out);
         } catch (RecipeValueException e) {
