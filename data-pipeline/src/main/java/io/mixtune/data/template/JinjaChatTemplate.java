@@ -32,7 +32,9 @@ import java.util.regex.Pattern;
  * {@code documents} undefined, {@code tojson} as Python's {@code json.dumps}, and transformers'
  * {@code {% generation %}...{% endgeneration %}} block, whose character spans are returned.
  *
- * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code not x is defined}
+ * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code lstrip_blocks} is
+ * applied to the text (Jinjava's strips the spaces before a tag even after other text on its line, {@code "}} {%"});
+ * {@code not x is defined}
  * binds as {@code not (x is defined)} in Jinja but as {@code (not x) is defined} in Jinjava, so the test is
  * parenthesised; Python's {@code str.startswith}, {@code endswith}, {@code upper} and {@code lower} become the Java
  * methods of the same meaning. Other Python string methods ({@code split}, {@code title}...) fail with the template's
@@ -44,6 +46,7 @@ public final class JinjaChatTemplate {
     private static final char GENERATION_END = '\uFDD5';
     private static final Pattern NOT_IS = Pattern.compile(
             "\\bnot\\s+([A-Za-z_][A-Za-z0-9_.]*(?:\\[[^\\]]*\\])*)\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
+    private static final Pattern LSTRIP_BLOCKS = Pattern.compile("(?m)^[ \\t]+(?=\\{[%#](?![+-]))");
     private static final Pattern PYTHON_METHODS = Pattern.compile("\\.(startswith|endswith|upper|lower)\\(");
 
     private final String name;
@@ -63,7 +66,8 @@ public final class JinjaChatTemplate {
         this.bosToken = bosToken;
         this.eosToken = eosToken;
         this.jinjavaSource = adapt(source);
-        JinjavaConfig config = JinjavaConfig.newBuilder().withTrimBlocks(true).withLstripBlocks(true)
+        // lstrip_blocks is done on the source (adapt): Jinjava's also strips spaces after text on the same line.
+        JinjavaConfig config = JinjavaConfig.newBuilder().withTrimBlocks(true).withLstripBlocks(false)
                 .withNestedInterpretationEnabled(false).withFailOnUnknownTokens(false)
                 // Jinja's {{- and {#- strip the whitespace before them; Jinjava does so only with these overrides.
                 .withLegacyOverrides(LegacyOverrides.newBuilder().withUseTrimmingForNotesAndExpressions(true)
@@ -220,6 +224,8 @@ public final class JinjaChatTemplate {
     }
 
     static String adapt(String source) {
+        // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
+        source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
         Matcher notIs = NOT_IS.matcher(source);
         String adapted = notIs.replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
                 + (m.group(2) == null ? "" : m.group(2)) + m.group(3) + ")"));
