@@ -4,7 +4,7 @@ import com.hubspot.jinjava.Jinjava;
 import com.hubspot.jinjava.JinjavaConfig;
 import com.hubspot.jinjava.LegacyOverrides;
 import com.hubspot.jinjava.interpret.JinjavaInterpreter;
-import com.hubspot.jinjava.interpret.RenderResult;
+import com.hubspot.jinjava.interpret.Context;
 import com.hubspot.jinjava.interpret.TemplateError;
 import com.hubspot.jinjava.lib.filter.Filter;
 import com.hubspot.jinjava.lib.fn.ELFunctionDefinition;
@@ -55,6 +55,8 @@ public final class JinjaChatTemplate {
     private final String eosToken;
     private final Jinjava jinjava;
     private final String jinjavaSource;
+    private Node tree;
+    private List<TemplateError> parseErrors = List.of();
 
     /**
      * @param name how errors name the template (the file it came from)
@@ -171,8 +173,19 @@ public final class JinjaChatTemplate {
         globals.put("add_generation_prompt", addGenerationPrompt);
         globals.put("bos_token", bosToken);
         globals.put("eos_token", eosToken);
-        RenderResult result = jinjava.renderForResult(jinjavaSource, globals);
-        for (TemplateError error : result.getErrors()) {
+        // The template is parsed once; each render gets its own interpreter and context, as renderForResult does.
+        JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, new Context(jinjava.getGlobalContext(),
+                globals), jinjava.getGlobalConfig());
+        String output;
+        JinjavaInterpreter.pushCurrent(interpreter);
+        try {
+            output = interpreter.render(tree());
+        } finally {
+            JinjavaInterpreter.popCurrent();
+        }
+        List<TemplateError> errors = new ArrayList<>(parseErrors);
+        errors.addAll(interpreter.getErrors());
+        for (TemplateError error : errors) {
             if (error.getSeverity() != TemplateError.ErrorType.FATAL) {
                 continue;
             }
@@ -185,7 +198,7 @@ public final class JinjaChatTemplate {
             throw new TemplateException(name + ": line " + error.getLineno() + ": the chat template cannot be "
                     + "rendered by Jinjava: " + error.getMessage());
         }
-        String marked = result.getOutput();
+        String marked = output;
         StringBuilder text = new StringBuilder(marked.length());
         List<int[]> spans = new ArrayList<>();
         int start = -1;
@@ -200,6 +213,16 @@ public final class JinjaChatTemplate {
             }
         }
         return new Rendered(text.toString(), spans);
+    }
+
+    /** The parsed template, shared by every render (its syntax errors stay with each render's interpreter). */
+    private Node tree() {
+        if (tree == null) {
+            JinjavaInterpreter parser = jinjava.newInterpreter();
+            tree = parser.parse(jinjavaSource);
+            parseErrors = List.copyOf(parser.getErrors());
+        }
+        return tree;
     }
 
     /** @param generationSpans [start, end) of each {@code {% generation %}} block's output, in order */

@@ -3,9 +3,15 @@ package io.mixtune.data.template;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.read.ChatFormat;
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
@@ -16,16 +22,28 @@ import org.junit.jupiter.api.Test;
  */
 class BuiltInJinjaTest {
 
+    static TextTokenizer tokenizer;
+    static List<Conversation> conversations = new ArrayList<>();
+
     @BeforeAll
     static void open() throws IOException {
-        TemplateGoldenTest.open();
+        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
+        int line = 1;
+        for (JsonNode record : TemplateGoldenTest.lines("conversations.jsonl")) {
+            conversations.add(new Conversation(ChatFormat.MESSAGES.messages(record), "conversations.jsonl:" + line++));
+        }
+    }
+
+    @AfterAll
+    static void close() {
+        tokenizer.close();
     }
 
     @Test
     void mistralJinjaGivesTheMistralTemplatesIdsAndLabels() throws IOException {
         HfChatTemplate jinja = new HfChatTemplate(new JinjaChatTemplate("mistral", MistralTemplate.JINJA, "<s>", "</s>"),
                 1, 2);
-        assertSame(new MistralTemplate(1, 2), jinja, TemplateGoldenTest.tokenizer);
+        assertSame(new MistralTemplate(1, 2), jinja, tokenizer);
         try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>")) {
             assertSame(new MistralTemplate(1, 2), jinja, hub);
         }
@@ -35,7 +53,7 @@ class BuiltInJinjaTest {
     void chatMlJinjaGivesTheChatMlTemplatesIdsAndLabels() throws IOException {
         HfChatTemplate jinja = new HfChatTemplate(new JinjaChatTemplate("chatml", ChatMlTemplate.JINJA, "<s>", "</s>"),
                 1, 2);
-        assertSame(new ChatMlTemplate(), jinja, TemplateGoldenTest.tokenizer);
+        assertSame(new ChatMlTemplate(), jinja, tokenizer);
         // Not with <|im_start|> declared special: there transformers encodes the text after each marker as a new
         // piece ("\n" becomes "▁\n"), which the jinja follows and the built-in's continuation encoding does not.
         try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>")) {
@@ -44,9 +62,9 @@ class BuiltInJinjaTest {
     }
 
     static void assertSame(ChatTemplate builtIn, HfChatTemplate jinja, TextTokenizer tokenizer) {
-        assertEquals(36, TemplateGoldenTest.conversations.size());
+        assertEquals(36, conversations.size());
         int line = 1;
-        for (Conversation conversation : TemplateGoldenTest.conversations) {
+        for (Conversation conversation : conversations) {
             TokenizedSample expected = TemplateGoldenTest.build(builtIn, conversation, tokenizer);
             TokenizedSample actual = TemplateGoldenTest.build(jinja, conversation, tokenizer);
             assertArrayEquals(expected.inputIds(), actual.inputIds(), builtIn.name() + " ids, line " + line);
@@ -58,7 +76,7 @@ class BuiltInJinjaTest {
     /** ChatML's markers are 7 pieces each on the Mistral v1 tokenizer, one id where the tokenizer declares them. */
     @Test
     void chatMlMarkersOnAMistralTokenizerAreWarnedWithTheirPieceCounts() throws IOException {
-        String warning = TemplateMarkers.warning(new ChatMlTemplate(), TemplateGoldenTest.tokenizer);
+        String warning = TemplateMarkers.warning(new ChatMlTemplate(), tokenizer);
         assertEquals("chat template chatml: 2 of its 2 markers are not special tokens of the tokenizer and become "
                 + "several text pieces (<|im_end|> 7 pieces, <|im_start|> 7 pieces): the model learns to spell them in "
                 + "every turn; a tokenizer.json that declares them special (and embeddings for them) makes each one "
@@ -66,6 +84,6 @@ class BuiltInJinjaTest {
         try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")) {
             assertEquals(null, TemplateMarkers.warning(new ChatMlTemplate(), hub));
         }
-        assertEquals(null, TemplateMarkers.warning(new MistralTemplate(1, 2), TemplateGoldenTest.tokenizer));
+        assertEquals(null, TemplateMarkers.warning(new MistralTemplate(1, 2), tokenizer));
     }
 }

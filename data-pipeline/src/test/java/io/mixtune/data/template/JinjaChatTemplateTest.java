@@ -77,6 +77,9 @@ class JinjaChatTemplateTest {
                 () -> render("{{ messages[0].content.split() }}", CHAT, false));
         assertTrue(unknown.getMessage().startsWith("t.jinja: line 1: the chat template cannot be rendered by "
                 + "Jinjava"), unknown.getMessage());
+        JinjaChatTemplate.TemplateException syntax = assertThrows(JinjaChatTemplate.TemplateException.class,
+                () -> render("{% for m in messages %}{{ m.role }}", CHAT, false));
+        assertTrue(syntax.getMessage().startsWith("t.jinja: line 1: "), syntax.getMessage());
     }
 
     @Test
