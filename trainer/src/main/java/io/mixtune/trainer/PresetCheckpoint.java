@@ -1,9 +1,12 @@
 package io.mixtune.trainer;
 
+import io.mixtune.data.dataset.SampleCache.TokenizerFile;
+import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.safetensors.DType;
+import io.mixtune.trainer.chat.SavedTokenizer;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -66,5 +69,8 @@ public final class PresetCheckpoint {
                 throw new UncheckedIOException("cannot write " + outDir.resolve(file) + ": " + e.getMessage(), e);
             }
         }
+        // With the chat template data.template: auto trains a preset with, so apply_chat_template works on it.
+        SavedTokenizer.write(outDir, TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2),
+                new MistralTemplate(1, 2));
     }
 }

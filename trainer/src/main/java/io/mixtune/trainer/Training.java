@@ -1,5 +1,6 @@
 package io.mixtune.trainer;
 
+import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -112,6 +113,10 @@ public final class Training {
         TrainingListener listener = TrainingListener.all(all);
         if (loaded != null) {
             loaded.warnings().forEach(warning -> listener.onNote("warning: " + warning));
+        }
+        String markers = TemplateWarning.of(recipe);
+        if (markers != null) {
+            listener.onNote("warning: " + markers);
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made

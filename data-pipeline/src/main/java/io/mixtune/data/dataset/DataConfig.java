@@ -3,6 +3,9 @@ package io.mixtune.data.dataset;
 import io.mixtune.data.read.ChatFormat;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.CustomTemplate;
+import io.mixtune.data.template.HfChatTemplate;
+import io.mixtune.data.template.JinjaChatTemplate;
+import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.data.template.LossPolicy;
 import io.mixtune.model.config.BundledFiles;
 import java.nio.file.Files;
@@ -19,7 +22,9 @@ import java.util.List;
  * @param validationFiles files of the validation set; when empty, {@code validationRatio} of the training samples
  * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
  * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly, alpaca
- * @param template {@code mistral}, {@code chatml} or {@code custom} (then {@code customTemplate} says how)
+ * @param template {@code auto} (the model's own chat_template when its tokenizer_config.json has one, else mistral),
+ *     {@code hf} (the model's own, required), {@code mistral}, {@code chatml} or {@code custom} (then
+ *     {@code customTemplate} says how)
  * @param customTemplate per-role prefixes and suffixes, used when template is custom, else null
  * @param maxSeqLen longest sample, and the row length when packing
  * @param packing pack samples into rows of maxSeqLen (attention stays inside a sample); otherwise length-grouped
@@ -30,6 +35,8 @@ import java.util.List;
 public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
         String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
         boolean skipInvalid) {
+
+    public static final List<String> TEMPLATES = List.of("auto", "hf", "mistral", "chatml", "custom");
 
     public DataConfig {
         if (files == null || files.isEmpty()) {
@@ -51,8 +58,9 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
                         + "firefly, alpaca, got \"" + format + "\"");
             }
         }
-        if (!List.of("mistral", "chatml", "custom").contains(template)) {
-            throw new IllegalArgumentException("template: expected mistral, chatml or custom, got \"" + template + "\"");
+        if (!TEMPLATES.contains(template)) {
+            throw new IllegalArgumentException("template: expected auto, hf, mistral, chatml or custom, got \""
+                    + template + "\"");
         }
         lossPolicy(lossOn);
         if ("custom".equals(template) && customTemplate == null) {
@@ -93,10 +101,44 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         return "auto".equals(format) ? null : ChatFormat.byKey(format);
     }
 
-    /** The chat template named by {@code template}, the custom one built from {@code customTemplate}. */
+    /**
+     * The chat template named by {@code template}, the custom one built from {@code customTemplate}; without a model
+     * to ask, auto is mistral.
+     */
     public ChatTemplate chatTemplate(long bosId, long eosId) {
-        return template.equals("custom") ? new CustomTemplate(customTemplate, bosId, eosId)
-                : ChatTemplate.byName(template, bosId, eosId);
+        return switch (template) {
+            case "custom" -> new CustomTemplate(customTemplate, bosId, eosId);
+            case "auto" -> new MistralTemplate(bosId, eosId);
+            case "hf" -> throw new IllegalArgumentException("template: hf uses the model's own chat_template; "
+                    + "this command has no model to read it from");
+            default -> ChatTemplate.byName(template, bosId, eosId);
+        };
+    }
+
+    /**
+     * The chat template for a model's tokenizer: auto is the model's own chat_template when its tokenizer_config.json
+     * has one (run by the built-in renderer where it is the Jinja mixtune writes for a built-in template, which gives
+     * the same ids), else mistral; hf demands the model's own.
+     *
+     * @throws IllegalArgumentException for hf when the model has no chat_template, naming the file
+     */
+    public ChatTemplate chatTemplate(SampleCache.TokenizerFile tokenizer) {
+        if (!template.equals("auto") && !template.equals("hf")) {
+            return chatTemplate(tokenizer.bosId(), tokenizer.eosId());
+        }
+        JinjaChatTemplate own = tokenizer.chatTemplate();
+        if (own == null) {
+            if (template.equals("hf")) {
+                throw new IllegalArgumentException("template: hf uses the model's own chat_template, but "
+                        + tokenizer.configName() + (tokenizer.config() == null ? " does not exist" : " has none")
+                        + " (use template: auto, mistral or chatml, or add the model's tokenizer_config.json)");
+            }
+            return new MistralTemplate(tokenizer.bosId(), tokenizer.eosId());
+        }
+        if (template.equals("auto") && own.source().equals(MistralTemplate.JINJA)) {
+            return new MistralTemplate(tokenizer.bosId(), tokenizer.eosId());
+        }
+        return new HfChatTemplate(own, tokenizer.bosId(), tokenizer.eosId());
     }
 
     /**

@@ -1,5 +1,8 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.template.ChatTemplate;
+import io.mixtune.data.template.HfChatTemplate;
+import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.data.template.SampleBuilder;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -49,32 +52,58 @@ public final class SampleCache {
     private static final byte[] MAGIC = "MIXTDATA".getBytes(StandardCharsets.US_ASCII);
     private static final int HASH_BUFFER = 1 << 20;
 
-    /** Where the tokenizer comes from: a tokenizer.json's bytes (which go into the key) and the special ids. */
-    public record TokenizerFile(String name, byte[] json, long bosId, long eosId) {
+    /**
+     * Where the tokenizer comes from: a tokenizer.json's bytes (which go into the key), the special ids, and the
+     * tokenizer_config.json beside it (null where there is none), whose {@code chat_template} {@code data.template:
+     * auto} and {@code hf} use.
+     *
+     * @param configName how errors name the tokenizer_config.json (also when it is absent)
+     */
+    public record TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config) {
+        public TokenizerFile(String name, byte[] json, long bosId, long eosId) {
+            this(name, json, bosId, eosId, siblingConfig(name), null);
+        }
+
         public static TokenizerFile of(Path tokenizerJson, long bosId, long eosId) {
+            Path config = tokenizerJson.resolveSibling("tokenizer_config.json");
             try {
-                return new TokenizerFile(tokenizerJson.toString(), Files.readAllBytes(tokenizerJson), bosId, eosId);
+                return new TokenizerFile(tokenizerJson.toString(), Files.readAllBytes(tokenizerJson), bosId, eosId,
+                        config.toString(), Files.isRegularFile(config) ? Files.readAllBytes(config) : null);
             } catch (NoSuchFileException e) {
                 throw new UncheckedIOException(tokenizerJson + ": no such tokenizer.json", e);
             } catch (IOException e) {
-                throw new UncheckedIOException(tokenizerJson + ": cannot be read: " + e.getMessage(), e);
+                throw new UncheckedIOException(tokenizerJson + " or " + config + ": cannot be read: " + e.getMessage(),
+                        e);
             }
         }
 
         /** A tokenizer.json on the classpath, such as {@code ModelPreset.MISTRAL_V1_TOKENIZER}. */
         public static TokenizerFile resource(String resource, long bosId, long eosId) {
-            try (InputStream in = SampleCache.class.getClassLoader().getResourceAsStream(resource)) {
+            String configResource = siblingConfig(resource);
+            try (InputStream in = SampleCache.class.getClassLoader().getResourceAsStream(resource);
+                    InputStream config = SampleCache.class.getClassLoader().getResourceAsStream(configResource)) {
                 if (in == null) {
                     throw new IllegalArgumentException("no tokenizer resource " + resource + " on the classpath");
                 }
-                return new TokenizerFile(resource + " (bundled)", in.readAllBytes(), bosId, eosId);
+                return new TokenizerFile(resource + " (bundled)", in.readAllBytes(), bosId, eosId,
+                        configResource + " (bundled)", config == null ? null : config.readAllBytes());
             } catch (IOException e) {
                 throw new UncheckedIOException(resource + ": cannot be read: " + e.getMessage(), e);
             }
         }
 
+        private static String siblingConfig(String tokenizerJson) {
+            int slash = tokenizerJson.lastIndexOf('/');
+            return tokenizerJson.substring(0, slash + 1) + "tokenizer_config.json";
+        }
+
         public TextTokenizer open() {
             return TextTokenizer.read(new ByteArrayInputStream(json), name, bosId, eosId);
+        }
+
+        /** The model's own chat template, from its tokenizer_config.json; null where it has none. */
+        public JinjaChatTemplate chatTemplate() {
+            return config == null ? null : JinjaChatTemplate.fromTokenizerConfig(configName, config);
         }
     }
 
@@ -133,7 +162,7 @@ public final class SampleCache {
     /** Tokenizes the data section without the cache: what a miss runs, and what a one-off evaluation of a file runs. */
     public static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
         try (TextTokenizer text = tokenizer.open()) {
-            SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer.bosId(), tokenizer.eosId()), text,
+            SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer), text,
                     config.maxSeqLen(), config.lossPolicy());
             return ChatDataset.load(paths(config.files()), paths(config.validationFiles()), config.validationRatio(),
                     seed, config.chatFormat(), builder, config.skipInvalid());
@@ -164,7 +193,15 @@ public final class SampleCache {
                 .append(" bos=").append(tokenizer.bosId()).append(" eos=").append(tokenizer.eosId())
                 // Caches written before special tokens in text stayed text (TextTokenizer) hold the wrong ids.
                 .append(" special_tokens_in_text=text").append('\n');
-        text.append("template=").append(config.template()).append('\n');
+        // The template as resolved: auto that falls back to mistral keys as mistral, so those caches stay valid.
+        ChatTemplate template = config.chatTemplate(tokenizer);
+        text.append("template=").append(template.name()).append('\n');
+        if (template instanceof HfChatTemplate hf) {
+            JinjaChatTemplate jinja = hf.template();
+            for (String value : List.of(jinja.source(), jinja.bosToken(), jinja.eosToken())) {
+                text.append(value.length()).append(':').append(value).append('\n');
+            }
+        }
         if (config.template().equals("custom")) {
             // The record's toString would print the strings unquoted; each is length-prefixed instead.
             DataConfig.CustomTemplateConfig custom = config.customTemplate();

@@ -23,6 +23,19 @@ public final class ChatMlTemplate implements ChatTemplate {
         return "chatml";
     }
 
+    /** ChatML as apply_chat_template renders it, with {@code {% generation %}} around each answer and its end. */
+    public static final String JINJA = "{% for message in messages %}"
+            + "{{ '<|im_start|>' + message['role'] + '\n' }}"
+            + "{% if message['role'] == 'assistant' %}"
+            + "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+            + "{% else %}{{ message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+            + "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    @Override
+    public String jinja() {
+        return JINJA;
+    }
+
     /** A piece of the rendered chat: the first as the start of a text, every later one as a continuation. */
     static long[] encode(String text, boolean first, TextTokenizer tokenizer) {
         return first ? tokenizer.encode(text, false) : tokenizer.encodeContinuation(text);

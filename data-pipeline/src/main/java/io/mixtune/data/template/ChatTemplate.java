@@ -15,6 +15,15 @@ public interface ChatTemplate {
 
     List<Segment> segments(Conversation conversation, TextTokenizer tokenizer);
 
+    /**
+     * The template as a Hugging Face Jinja {@code chat_template} whose apply_chat_template gives these ids (and, with
+     * its {@code {% generation %}} blocks, this mask), written into the tokenizer_config.json of what mixtune saves;
+     * null where there is none (a custom template).
+     */
+    default String jinja() {
+        return null;
+    }
+
     /** The built-in templates; a custom one is built from its strings ({@code DataConfig.chatTemplate}). */
     static ChatTemplate byName(String name, long bosId, long eosId) {
         return switch (name) {

@@ -27,6 +27,9 @@ public final class AdapterMerge {
     public static final List<String> COPIED_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model");
 
+    /** Taken from the adapter's folder where it has them, else from the base's. */
+    public static final List<String> ADAPTER_TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json");
+
     private AdapterMerge() {}
 
     /** One adapter module's delta, and where it lands in a base tensor (a slice of a fused expert tensor, say). */
@@ -66,8 +69,11 @@ public final class AdapterMerge {
                 return weight;
             });
             for (String file : COPIED_FILES) {
-                if (Files.isRegularFile(modelDir.resolve(file))) {
-                    Files.copy(modelDir.resolve(file), outDir.resolve(file), StandardCopyOption.REPLACE_EXISTING);
+                // An adapter mixtune trained carries the tokenizer files with the chat template it was trained with.
+                Path from = ADAPTER_TOKENIZER_FILES.contains(file) && Files.isRegularFile(adapterDir.resolve(file))
+                        ? adapterDir : modelDir;
+                if (Files.isRegularFile(from.resolve(file))) {
+                    Files.copy(from.resolve(file), outDir.resolve(file), StandardCopyOption.REPLACE_EXISTING);
                 }
             }
             if (dtype != null) {

@@ -1,6 +1,7 @@
 package io.mixtune.lora.adapter;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -137,6 +138,32 @@ class AdapterMergeTest {
     }
 
     /** The same weights in transformers 5's fused expert layout. */
+    /** The tokenizer files an adapter carries (the chat template it was trained with) win over the base's. */
+    @Test
+    void theAdaptersTokenizerFilesGoIntoTheMergedModel(@TempDir Path dir) throws Exception {
+        Path base = dir.resolve("base");
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
+        Files.writeString(base.resolve("tokenizer.json"), "base tokenizer");
+        Files.writeString(base.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\"}");
+        Files.writeString(base.resolve("special_tokens_map.json"), "base map");
+        Path adapter = dir.resolve("adapter");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj")), LoraModel.Init.RANDOM, 5);
+            PeftAdapter.save(lora, "default", adapter, "base");
+        }
+        Path plain = dir.resolve("merged-plain");
+        AdapterMerge.merge(base, adapter, plain, null, Long.MAX_VALUE);
+        assertEquals("{\"bos_token\": \"<s>\"}", Files.readString(plain.resolve("tokenizer_config.json")));
+        Files.writeString(adapter.resolve("tokenizer.json"), "adapter tokenizer");
+        Files.writeString(adapter.resolve("tokenizer_config.json"), "{\"chat_template\": \"{{ x }}\"}");
+        Path merged = dir.resolve("merged");
+        AdapterMerge.merge(base, adapter, merged, null, Long.MAX_VALUE);
+        assertEquals("adapter tokenizer", Files.readString(merged.resolve("tokenizer.json")));
+        assertEquals("{\"chat_template\": \"{{ x }}\"}", Files.readString(merged.resolve("tokenizer_config.json")));
+        assertEquals("base map", Files.readString(merged.resolve("special_tokens_map.json")));
+    }
+
     private static void writeFusedCopy(Path hub, Path fused) throws Exception {
         Files.createDirectories(fused);
         Files.copy(hub.resolve("config.json"), fused.resolve("config.json"));

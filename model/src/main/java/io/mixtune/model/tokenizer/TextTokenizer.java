@@ -1,6 +1,8 @@
 package io.mixtune.model.tokenizer;
 
+import ai.djl.huggingface.tokenizers.Encoding;
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import ai.djl.huggingface.tokenizers.jni.CharSpan;
 import ai.djl.huggingface.tokenizers.jni.TokenizersLibrary;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -326,6 +328,11 @@ public final class TextTokenizer implements AutoCloseable {
         return marked.toString();
     }
 
+    /** The texts of the special tokens the tokenizer.json declares, longest first (what {@link #control} marks). */
+    public List<String> specialTokens() {
+        return markers.stream().map(Map.Entry::getKey).toList();
+    }
+
     /**
      * Token ids of {@code text}, with the BOS id in front when asked. Special tokens only where {@link #control}
      * marked them.
@@ -356,6 +363,43 @@ public final class TextTokenizer implements AutoCloseable {
             }
         }
         return Arrays.copyOfRange(ids, newlineIds.length, ids.length);
+    }
+
+    /**
+     * Token ids of {@code text} (as {@link #encode} without BOS gives them) with the [start, end) character range of
+     * each token in {@code text}, in UTF-16 indices: where a chat template's rendered text was tokenized at once, which
+     * tokens a character span covers (transformers' {@code char_to_token}).
+     */
+    public Spans encodeWithSpans(String text) {
+        Encoding encoding = textEncoder.encode(text);
+        long[] ids = encoding.getIds();
+        CharSpan[] spans = encoding.getCharTokenSpans();
+        int[] utf16 = utf16Index(text);
+        int[] starts = new int[ids.length];
+        int[] ends = new int[ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] >= firstMovedMarkerId) {
+                ids[i] = movedMarkerIds[(int) (ids[i] - firstMovedMarkerId)];
+            }
+            starts[i] = utf16[Math.min(spans[i].getStart(), utf16.length - 1)];
+            ends[i] = utf16[Math.min(spans[i].getEnd(), utf16.length - 1)];
+        }
+        return new Spans(ids, starts, ends);
+    }
+
+    /** Token ids and, per token, the [start, end) of the characters it came from. */
+    public record Spans(long[] ids, int[] starts, int[] ends) {}
+
+    /** The UTF-16 index of each code point of text (the tokenizers library counts code points), and the length. */
+    private static int[] utf16Index(String text) {
+        int[] index = new int[text.codePointCount(0, text.length()) + 1];
+        int at = 0;
+        for (int i = 0; i < index.length - 1; i++) {
+            index[i] = at;
+            at += Character.charCount(text.codePointAt(at));
+        }
+        index[index.length - 1] = text.length();
+        return index;
     }
 
     /** The ids from the text encoder, markers turned back into the special ids they stand for. */

@@ -164,4 +164,22 @@ class TextTokenizerTest {
             assertEquals("<|im_start|>user\n", tokenizer.control("<|im_start|>user\n"));
         }
     }
+
+    /** Spans are in UTF-16 indices of the text, past emoji (two chars, four byte tokens) and accents. */
+    @Test
+    void spansPointIntoTheTextInJavaIndices() {
+        String text = "héllo 😀 wörld x";
+        TextTokenizer.Spans spans = tokenizer.encodeWithSpans(text);
+        assertArrayEquals(tokenizer.encode(text, false), spans.ids());
+        int last = spans.ids().length - 1;
+        assertEquals("x", text.substring(spans.starts()[last], spans.ends()[last]).strip());
+        for (int i = 0; i <= last; i++) {
+            assertTrue(spans.starts()[i] <= spans.ends()[i] && spans.ends()[i] <= text.length(), "token " + i);
+        }
+        List<String> pieces = new ArrayList<>();
+        for (int i = 0; i <= last; i++) {
+            pieces.add(text.substring(spans.starts()[i], spans.ends()[i]));
+        }
+        assertTrue(pieces.contains("😀"), pieces.toString());
+    }
 }

@@ -10,8 +10,11 @@ import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.TrainingData;
+import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -60,8 +63,14 @@ final class DataCommand {
 
         @Override
         public int run(CommandLine line, PrintStream out) {
-            Recipe recipe = TrainCommand.readRecipe(line);
-            SampleCache.Loaded loaded = load(recipe, line);
+            RecipeReader.Loaded read = TrainCommand.readLoaded(line);
+            Recipe recipe = read.recipe();
+            SampleCache.Loaded loaded;
+            try {
+                loaded = load(recipe, line);
+            } catch (RecipeValueException e) {
+                throw read.locate(e); // at the line that set the key
+            }
             out.println(describe(recipe, loaded));
             return Mixtune.OK;
         }
@@ -109,9 +118,15 @@ final class DataCommand {
                 default -> throw new UsageException("--color expects auto, always or never, got '"
                         + line.getOptionValue("color") + "'");
             };
-            Recipe recipe = TrainCommand.readRecipe(line);
+            RecipeReader.Loaded read = TrainCommand.readLoaded(line);
+            Recipe recipe = read.recipe();
             DataConfig data = recipe.data();
-            SampleCache.Loaded loaded = load(recipe, line);
+            SampleCache.Loaded loaded;
+            try {
+                loaded = load(recipe, line);
+            } catch (RecipeValueException e) {
+                throw read.locate(e);
+            }
             TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
             List<TokenizedSample> train = loaded.dataset().train();
             List<TokenizedSample> shown = train.subList(0, Math.min(n, train.size()));
@@ -164,11 +179,15 @@ final class DataCommand {
             case BUILT -> "built (tokenized and written)";
             case REBUILT -> "rebuilt: " + loaded.note();
         };
+        String template = recipe.data().template();
+        String resolved = recipe.data().chatTemplate(tokenizer).name();
+        String markers = TemplateWarning.of(recipe);
         return String.format(Locale.ROOT, "tokenizer: %s (bos %d, eos %d), template %s, max_seq_len %d%n"
                 + "data cache: %s: %s%n"
-                + "train: %,d samples, validation: %,d samples%n%s", tokenizer.name(), tokenizer.bosId(),
-                tokenizer.eosId(), recipe.data().template(), recipe.data().maxSeqLen(), loaded.file(), cache,
-                dataset.train().size(), dataset.validation().size(), dataset.report());
+                + "train: %,d samples, validation: %,d samples%n%s%s", tokenizer.name(), tokenizer.bosId(),
+                tokenizer.eosId(), template.equals(resolved) ? template : template + " (" + resolved + ")",
+                recipe.data().maxSeqLen(), loaded.file(), cache, dataset.train().size(), dataset.validation().size(),
+                dataset.report(), markers == null ? "" : "\nwarning: " + markers);
     }
 
     /** Packing efficiency of the training set from the packer's assignment alone (no rows built). */

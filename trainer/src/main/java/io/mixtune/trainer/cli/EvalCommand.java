@@ -43,7 +43,7 @@ final class EvalCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] [--quantize nf4|none] --data FILE [--template mistral|chatml] "
+        return "--model DIR [--adapter DIR] [--quantize nf4|none] --data FILE [--template mistral|chatml|auto|hf] "
                 + "[--max-seq-len N] [--batch-size N] [--device auto|cpu|gpu] [--proxy-base DIR (--proxy-tuned DIR"
                 + " | --proxy-adapter DIR) [--proxy-alpha A]]";
     }
@@ -59,7 +59,8 @@ final class EvalCommand implements Command {
                         + "training does, or none (default)"))
                 .addOption(Mixtune.option("data", "FILE", "chats (JSONL or JSON, plain or gzip; any format mixtune "
                         + "trains on, detected per file)"))
-                .addOption(Mixtune.option("template", "T", "mistral (default) or chatml"))
+                .addOption(Mixtune.option("template", "T", "mistral (default), chatml, auto or hf (the model's "
+                        + "chat_template from its tokenizer_config.json)"))
                 .addOption(Mixtune.option("max-seq-len", "N", "longest sample, as data.max_seq_len (longer chats lose "
                         + "trailing turns, as in training), and the packed row length (default "
                         + DEFAULT_MAX_SEQ_LEN + ", or the model's max_position_embeddings if fewer)"))
@@ -90,8 +91,9 @@ final class EvalCommand implements Command {
             throw new UsageException("--data " + dataFile + ": no such file");
         }
         String template = line.getOptionValue("template", "mistral");
-        if (!List.of("mistral", "chatml").contains(template)) {
-            throw new UsageException("--template expects mistral or chatml, got '" + template + "'");
+        if (!List.of("mistral", "chatml", "auto", "hf").contains(template)) {
+            throw new UsageException("--template expects mistral or chatml, got '" + template + "' (or auto or hf: "
+                    + "the model's chat_template)");
         }
         int batchSize = Mixtune.intOption(line, "batch-size", 1);
         if (batchSize < 1) {

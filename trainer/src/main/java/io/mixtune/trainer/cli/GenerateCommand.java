@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
+import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
@@ -14,6 +15,7 @@ import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.run.TrainingData;
+import io.mixtune.trainer.chat.ModelChat;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -38,8 +40,8 @@ final class GenerateCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT | --prompt-ids 1,2,3) [--proxy-base DIR"
-                + " (--proxy-tuned DIR | --proxy-adapter DIR) [--proxy-alpha A]] [options]";
+        return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT [--chat [--system TEXT]] | --prompt-ids 1,2,3)"
+                + " [--proxy-base DIR (--proxy-tuned DIR | --proxy-adapter DIR) [--proxy-alpha A]] [options]";
     }
 
     @Override
@@ -49,6 +51,9 @@ final class GenerateCommand implements Command {
                 .addOption(Mixtune.option("prompt", "TEXT", "prompt text, tokenized with the model's tokenizer.json "
                         + "(BOS added)"))
                 .addOption(Mixtune.option("prompt-ids", "IDS", "prompt as comma-separated token ids (no tokenizer needed)"))
+                .addOption(Mixtune.option("chat", null, "the prompt is a user's message: apply the chat template (the "
+                        + "adapter's tokenizer_config.json, else the model's, else mistral) with the generation prompt"))
+                .addOption(Mixtune.option("system", "TEXT", "with --chat: a system prompt before the message"))
                 .addOption(Mixtune.option("adapter", "DIR", "apply a LoRA adapter in Hugging Face PEFT format"))
                 .addOption(Mixtune.option("quantize", "TYPE", "load the linear layers in 4 bits: nf4 (QLoRA); "
                         + "default none"))
@@ -71,6 +76,12 @@ final class GenerateCommand implements Command {
         Device device = Mixtune.device(line);
         if (line.hasOption("prompt") == line.hasOption("prompt-ids")) {
             throw new UsageException("give exactly one of --prompt and --prompt-ids");
+        }
+        if (line.hasOption("chat") && !line.hasOption("prompt")) {
+            throw new UsageException("--chat applies the chat template to --prompt TEXT; it does not go with --prompt-ids");
+        }
+        if (line.hasOption("system") && !line.hasOption("chat")) {
+            throw new UsageException("--system needs --chat: a system prompt is part of a chat template");
         }
         int maxNewTokens = Mixtune.intOption(line, "max-new-tokens", 64);
         if (maxNewTokens < 0) {
@@ -95,7 +106,8 @@ final class GenerateCommand implements Command {
             if (line.hasOption("adapter")) {
                 PeftAdapter.load(new LoraModel(model), Path.of(line.getOptionValue("adapter")), "default");
             }
-            long[] promptIds = line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
+            long[] promptIds = line.hasOption("chat") ? chatPrompt(modelDir, model, line)
+                    : line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
                     : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
             int positions = proxy == null ? model.config().maxPositionEmbeddings() : proxy.maxPositionEmbeddings();
             if (promptIds.length + (long) maxNewTokens > positions) {
@@ -133,7 +145,18 @@ final class GenerateCommand implements Command {
         }
     }
 
-    private static TokenSampler sampler(CommandLine line) {
+    /** The prompt as the user's message of a chat, rendered with the chat template's generation prompt. */
+    private static long[] chatPrompt(Path modelDir, CausalLm model, CommandLine line) {
+        TokenizerFile tokenizerFile = tokenizerFile(modelDir, model);
+        Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
+        try (TextTokenizer tokenizer = tokenizerFile.open()) {
+            ModelChat chat = new ModelChat(ModelChat.template(tokenizerFile, adapter), tokenizer,
+                    line.getOptionValue("system"));
+            return chat.ask(line.getOptionValue("prompt"));
+        }
+    }
+
+    static TokenSampler sampler(CommandLine line) {
         boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
         if (line.hasOption("greedy") && sampling) {
             throw new UsageException("--greedy does not go with --temperature, --top-p or --seed");
@@ -158,9 +181,13 @@ final class GenerateCommand implements Command {
     }
 
     /** The model's tokenizer, checked as every command checks it (TrainingData.tokenizer). */
-    private static TextTokenizer tokenizer(Path modelDir, CausalLm model) {
+    static TextTokenizer tokenizer(Path modelDir, CausalLm model) {
+        return tokenizerFile(modelDir, model).open();
+    }
+
+    static TokenizerFile tokenizerFile(Path modelDir, CausalLm model) {
         try {
-            return TrainingData.tokenizer(modelDir, model.config(), false).open();
+            return TrainingData.tokenizer(modelDir, model.config(), false);
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + e.getMessage() + (Files.isRegularFile(modelDir.resolve(
                     "tokenizer.json")) ? "" : "; or give the prompt as --prompt-ids"));

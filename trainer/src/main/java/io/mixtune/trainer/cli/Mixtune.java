@@ -37,7 +37,7 @@ public final class Mixtune {
     Mixtune() {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
                 new RecipesCommand.Show(), new RecipesCommand.Copy(), new RecipesCommand.Import(), new EvalCommand(), new DataCommand.Prepare(),
-                new DataCommand.Preview(), new GenerateCommand(), new InitModelCommand(), new InitAdapterCommand(),
+                new DataCommand.Preview(), new GenerateCommand(), new ChatCommand(), new InitModelCommand(), new InitAdapterCommand(),
                 new MergeAdapterCommand(), new MergeCommand(), new EnvCommand())) {
             commands.put(command.name(), command);
         }

@@ -3,6 +3,7 @@ package io.mixtune.trainer.cli;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.PreferenceDataset;
 import io.mixtune.data.dataset.SampleCache;
+import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -64,6 +65,10 @@ final class ValidateCommand implements Command {
         }
         out.print(RecipeReader.toYaml(recipe));
         loaded.warnings().forEach(warning -> out.println("# warning: " + warning));
+        String markers = TemplateWarning.of(recipe);
+        if (markers != null) {
+            out.println("# warning: " + markers);
+        }
         if (shapesOnly != null) {
             out.println("# to train: " + shapesOnly);
         }

@@ -89,7 +89,7 @@ public final class DpoRecipe implements AutoCloseable {
         SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
         DataConfig data = recipe.data();
         PreferenceTokenizer tokenizer = new PreferenceTokenizer(
-                data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()), tokenizerFile.open(),
+                data.chatTemplate(tokenizerFile), tokenizerFile.open(),
                 data.maxSeqLen(), tokenizerFile.bosId());
         List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
                 : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
@@ -173,7 +173,7 @@ public final class DpoRecipe implements AutoCloseable {
             stageStart = stageEnd;
         }
         Path adapterDir = TrainingOutputs.writeAdapter(model.lora(), TrainingModel.ADAPTER_NAME,
-                outputDir.resolve("adapter"), model.baseModelDir());
+                outputDir.resolve("adapter"), model.baseModelDir(), recipe);
         // The weight averages are each stage's (stage-K/adapter-ema, ...): the last stage's stand beside the result.
         Map<String, Path> averaged = results.isEmpty() ? Map.of() : results.get(results.size() - 1).averagedAdapters();
         return new TrainingResult(step, false, adapterDir, averaged, checkpoints(outputDir), results);

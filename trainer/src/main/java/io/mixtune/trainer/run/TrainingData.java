@@ -93,6 +93,12 @@ public final class TrainingData {
 
     /** The samples, from the cache in {@code cacheDir} when it holds them for this recipe, else tokenized into it. */
     public static SampleCache.Loaded load(Recipe recipe, Path cacheDir) {
-        return new SampleCache(cacheDir).load(recipe.data(), tokenizer(recipe), recipe.train().seed());
+        SampleCache.TokenizerFile tokenizer = tokenizer(recipe);
+        try {
+            recipe.data().chatTemplate(tokenizer); // template: hf on a model without one is the recipe's to fix
+        } catch (IllegalArgumentException e) {
+            throw new RecipeValueException("data.template", e.getMessage().replaceFirst("^template: ", ""));
+        }
+        return new SampleCache(cacheDir).load(recipe.data(), tokenizer, recipe.train().seed());
     }
 }

@@ -257,7 +257,8 @@ public final class TrainingLoop {
     }
 
     private Path writeAdapter(Path dir) {
-        return TrainingOutputs.writeAdapter(model.lora(), TrainingModel.ADAPTER_NAME, dir, model.baseModelDir());
+        return TrainingOutputs.writeAdapter(model.lora(), TrainingModel.ADAPTER_NAME, dir, model.baseModelDir(),
+                recipe);
     }
 
     private <B, M extends Objective.Measured> void saveCheckpoint(Objective<B, M> objective, Path checkpoints,

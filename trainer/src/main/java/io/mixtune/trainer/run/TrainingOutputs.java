@@ -3,6 +3,7 @@ package io.mixtune.trainer.run;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.tracking.TensorBoardMetrics;
@@ -64,16 +65,25 @@ public final class TrainingOutputs {
      * someone else put into {@code adapterDir} stay: then the adapter's files are renamed into it one by one.
      */
     public static Path writeAdapter(LoraModel lora, String adapterName, Path adapterDir, Path baseModelDir) {
+        return writeAdapter(lora, adapterName, adapterDir, baseModelDir, null);
+    }
+
+    /** As above, with the model's tokenizer files and the chat template trained with ({@link SavedTokenizer}). */
+    public static Path writeAdapter(LoraModel lora, String adapterName, Path adapterDir, Path baseModelDir,
+            Recipe recipe) {
         Path partial = adapterDir.resolveSibling(adapterDir.getFileName() + PARTIAL);
         try {
             deleteAdapter(partial);
             PeftAdapter.save(lora, adapterName, partial, baseModelDir.toAbsolutePath().toString());
+            if (recipe != null) {
+                SavedTokenizer.write(partial, recipe);
+            }
             deleteAdapter(adapterDir);
             if (!Files.exists(adapterDir)) {
                 Files.move(partial, adapterDir, StandardCopyOption.ATOMIC_MOVE);
             } else {
-                for (String file : List.of(PeftAdapter.WEIGHTS_FILE, PeftAdapter.CONFIG_FILE)) {
-                    Files.move(partial.resolve(file), adapterDir.resolve(file), StandardCopyOption.ATOMIC_MOVE);
+                for (Path file : list(partial)) {
+                    Files.move(file, adapterDir.resolve(file.getFileName()), StandardCopyOption.ATOMIC_MOVE);
                 }
                 Files.delete(partial);
             }
@@ -163,7 +173,8 @@ public final class TrainingOutputs {
         for (Path file : list(dir)) {
             String name = file.getFileName().toString();
             if (Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
-                    || name.equals(PeftAdapter.WEIGHTS_FILE) || isTemporary(name))) {
+                    || name.equals(PeftAdapter.WEIGHTS_FILE) || SavedTokenizer.FILES.contains(name)
+                    || isTemporary(name))) {
                 Files.delete(file);
             }
         }

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.trainer.cli.MixtuneCliTest.Result;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -148,5 +149,44 @@ class DataCommandTest {
         assertTrue(help.out().contains("--dump"), help.out());
         assertEquals(2, MixtuneCliTest.run("data", "prepare").code(), "--recipe is required");
         assertTrue(MixtuneCliTest.run("--help").out().contains("data prepare"));
+    }
+
+    /** ChatML's markers on the preset's Mistral tokenizer: one warning with the piece counts. */
+    @Test
+    void chatMlOnAMistralTokenizerIsWarnedOnceWithThePieceCounts() throws IOException {
+        Result prepare = data("prepare", "--recipe", recipe("  template: chatml\n").toString());
+        assertEquals(0, prepare.code(), prepare.err());
+        String warning = "warning: chat template chatml: 2 of its 2 markers are not special tokens of the tokenizer "
+                + "and become several text pieces (<|im_end|> 7 pieces, <|im_start|> 7 pieces)";
+        assertTrue(prepare.out().contains(warning), prepare.out());
+        assertEquals(prepare.out().indexOf(warning), prepare.out().lastIndexOf(warning), "once");
+        assertFalse(data("prepare", "--recipe", recipe("").toString()).out().contains("warning"));
+    }
+
+    /** template: hf needs the model's chat_template; auto takes it where the model has one (here Zephyr's). */
+    @Test
+    void hfNeedsTheModelsTemplateAndAutoUsesIt() throws IOException {
+        Result hf = data("prepare", "--recipe", recipe("  template: hf\n").toString());
+        assertEquals(2, hf.code(), hf.out());
+        assertTrue(hf.err().contains("data.template: hf uses the model's own chat_template, but "
+                + "configs/tokenizer/mistral-v1/tokenizer_config.json (bundled) has none"), hf.err());
+
+        Path model = dir.resolve("model");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path config = model.resolve("tokenizer_config.json");
+        ObjectNode json = (ObjectNode) new ObjectMapper().readTree(config.toFile());
+        json.put("chat_template", "{% for message in messages %}\n{% if message['role'] == 'user' %}\n"
+                + "{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n"
+                + "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% endfor %}");
+        new ObjectMapper().writeValue(config.toFile(), json);
+        Path recipe = Files.writeString(dir.resolve("zephyr.yaml"), Files.readString(recipe(""))
+                .replace("  preset: tiny-mistral\n", "  path: " + model + "\n"));
+        Result preview = data("preview", "--recipe", recipe.toString(), "--n", "1", "--color", "never");
+        assertEquals(0, preview.code(), preview.err());
+        // "\n" after </s> is encoded as a new piece ("▁\n", shown " \n"), as transformers does after a special token
+        assertTrue(preview.out().contains("<|user|>\nHi</s> \n<|assistant|>\n⟦Hello!</s>⟧"), preview.out());
+        Result prepare = data("prepare", "--recipe", recipe.toString());
+        assertTrue(prepare.out().contains("template auto (hf)"), prepare.out());
+        assertTrue(prepare.out().contains("warning: chat template " + config), prepare.out());
     }
 }

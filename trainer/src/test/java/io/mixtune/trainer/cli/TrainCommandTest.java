@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.trainer.run.MetricsLog;
 import java.io.IOException;
 import java.io.RandomAccessFile;
@@ -86,6 +88,12 @@ class TrainCommandTest {
         Path out = dir.resolve("out");
         assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_config.json")));
         assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_model.safetensors")));
+        // data.template auto on a preset is mistral; the adapter carries it for apply_chat_template
+        for (String adapter : List.of("adapter", "adapter-ema")) {
+            JsonNode tokenizerConfig = new ObjectMapper().readTree(out.resolve(adapter + "/tokenizer_config.json").toFile());
+            assertEquals(MistralTemplate.JINJA, tokenizerConfig.get("chat_template").asText(), adapter);
+            assertTrue(Files.isRegularFile(out.resolve(adapter + "/tokenizer.json")), adapter);
+        }
         assertTrue(Files.size(out.resolve("loss.png")) > 1000);
         assertTrue(Files.readString(out.resolve("recipe.yaml")).contains("max_steps: 12"));
         try (Stream<Path> checkpoints = Files.list(out.resolve("checkpoints"))) {

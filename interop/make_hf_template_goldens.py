@@ -1,0 +1,145 @@
+"""Reference ids and assistant masks of real Hugging Face chat templates, from transformers' own apply_chat_template,
+written to data-pipeline/src/test/resources/golden/hf-templates/ for the Java tests of `data.template: hf`.
+
+Templates: configs/chat-templates/*.jinja (Mistral-7B-Instruct v0.1 and v0.3, Mixtral-8x7B-Instruct-v0.1,
+zephyr-7b-beta, OpenHermes-2.5's ChatML; configs/chat-templates/README.md names where each was taken from).
+Conversations: make_template_goldens.CONVERSATIONS less the three that type special-token texts ("</s>", "<s>") in a
+message: transformers matches those as special tokens in the rendered text, mixtune keeps them text (ControlTokens-
+FromTemplateTest covers them on the Java side).
+
+Tokenizer: configs/tokenizer/mistral-v1's tokenizer.json with <unk>, <s>, </s> declared special added tokens at ids
+0-2, as Mistral-7B's Hub tokenizer.json declares them, so that the bos_token and eos_token a template writes are the
+ids 1 and 2 (the bundled file declares none, so transformers would read "<s>" there as the characters < s >).
+
+Per template, <name>.jsonl holds one line per conversation: {"input_ids", "labels"} (labels -100 off the assistant
+mask) and "prompt_ids" (the conversation without its last answer, add_generation_prompt=True), or {"error"} with the
+template's raise_exception message. The ids come from apply_chat_template on the template as published; the mask from
+return_assistant_tokens_mask=True on <name>.generation.jinja, the same template with {% generation %} around each
+assistant's content and closing EOS/end marker (checked to render the very same text), also written out for the Java
+test of that path.
+
+Run: interop/.venv/bin/python interop/make_hf_template_goldens.py [out_dir]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from jinja2.exceptions import TemplateError
+from transformers import AutoTokenizer
+
+import make_template_goldens as tg
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO / "configs" / "chat-templates"
+OUT_DIR = REPO / "data-pipeline" / "src" / "test" / "resources" / "golden" / "hf-templates"
+IGNORE = -100
+
+# name -> (the assistant's output in the published template, the same with {% generation %} around what trains)
+GENERATION_EDITS = {
+    "mistral-7b-instruct-v0.1": (
+        "{{ message['content'] + eos_token + ' ' }}",
+        "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}{{ ' ' }}",
+    ),
+    "mixtral-8x7b-instruct-v0.1": (
+        "{{ message['content'] + eos_token}}",
+        "{% generation %}{{ message['content'] + eos_token}}{% endgeneration %}",
+    ),
+    "mistral-7b-instruct-v0.3": (
+        '{{- " " + message["content"]|trim + eos_token}}',
+        '{{- " " }}{% generation %}{{- message["content"]|trim + eos_token}}{% endgeneration %}',
+    ),
+    "zephyr-7b-beta": (
+        "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n",
+        "{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}{{ '\\n' }}",
+    ),
+    "openhermes-2.5-chatml": (
+        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}",
+        "{{'<|im_start|>' + message['role'] + '\\n'}}{% if message['role'] == 'assistant' %}{% generation %}"
+        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}"
+        "{% endif %}{{ '\\n' }}",
+    ),
+}
+NAMES = tuple(GENERATION_EDITS)
+TYPED_SPECIALS = ("special-tokens-as-text", "injected-template", "eos-literal")
+CONVERSATIONS = [(name, messages) for name, messages in tg.CONVERSATIONS if name not in TYPED_SPECIALS]
+
+
+def template(name: str) -> str:
+    return (TEMPLATE_DIR / f"{name}.jinja").read_text()
+
+
+def generation_template(name: str) -> str:
+    published, marked = GENERATION_EDITS[name]
+    text = template(name)
+    if text.count(published) != 1:
+        raise AssertionError(f"{name}: the assistant's output {published!r} is not in the template exactly once")
+    return text.replace(published, marked)
+
+
+def hub_tokenizer(directory: Path):
+    """configs/tokenizer/mistral-v1 with <unk>, <s>, </s> declared special, as transformers loads a Hub checkpoint."""
+    source = tg.TOKENIZER_DIR
+    root = json.loads((source / "tokenizer.json").read_text())
+    root["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+         "special": True}
+        for i, t in enumerate(("<unk>", "<s>", "</s>"))
+    ]
+    (directory / "tokenizer.json").write_text(json.dumps(root, ensure_ascii=False))
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config["split_special_tokens"] = False
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def reference(tokenizer, name: str, messages: list[dict]) -> dict:
+    published, marked = template(name), generation_template(name)
+    try:
+        text = tokenizer.apply_chat_template(messages, chat_template=published, tokenize=False)
+    except TemplateError as e:
+        return {"error": str(e)}
+    if tokenizer.apply_chat_template(messages, chat_template=marked, tokenize=False) != text:
+        raise AssertionError(f"{name}: the {{% generation %}} template renders other text than the published one")
+    ids = list(tokenizer.apply_chat_template(messages, chat_template=published, tokenize=True,
+                                             return_dict=True)["input_ids"])
+    out = tokenizer.apply_chat_template(messages, chat_template=marked, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    if list(out["input_ids"]) != ids:
+        raise AssertionError(f"{name}: the {{% generation %}} template tokenizes differently")
+    labels = [t if m else IGNORE for t, m in zip(ids, out["assistant_masks"])]
+    if all(label == IGNORE for label in labels):
+        raise AssertionError(f"{name}: nothing trains")
+    prompt = list(tokenizer.apply_chat_template(messages[:-1], chat_template=published, tokenize=True,
+                                                add_generation_prompt=True, return_dict=True)["input_ids"])
+    return {"input_ids": ids, "labels": labels, "prompt_ids": prompt}
+
+
+def build() -> dict[str, list[dict]]:
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = hub_tokenizer(Path(directory))
+        out = {"conversations.jsonl": [{"name": n, "messages": m} for n, m in CONVERSATIONS]}
+        for name in NAMES:
+            out[f"{name}.jsonl"] = [reference(tokenizer, name, messages) for _, messages in CONVERSATIONS]
+    return out
+
+
+def write(out_dir: Path = OUT_DIR) -> dict[str, list[dict]]:
+    built = build()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in built.items():
+        (out_dir / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for name in NAMES:
+        (out_dir / f"{name}.generation.jinja").write_text(generation_template(name))
+    return built
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT_DIR
+    built = write(target)
+    summary = ", ".join(f"{n}: {sum('error' not in r for r in built[n + '.jsonl'])} rendered" for n in NAMES)
+    print(f"make_hf_template_goldens: {len(CONVERSATIONS)} conversations in {target}; {summary}")

@@ -1,0 +1,53 @@
+"""An adapter mixtune trains carries tokenizer.json and a tokenizer_config.json with the chat template it was trained
+with: transformers loads that folder's tokenizer, and apply_chat_template (with return_assistant_tokens_mask, which
+the {% generation %} blocks of mixtune's Jinja answer) gives the ids and trained tokens mixtune trained on, as
+`mixtune data preview --dump` shows them, for the built-in mistral and chatml templates."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from transformers import AutoTokenizer
+
+import hf_models as hf
+import make_hf_template_goldens as hg
+
+MIXTUNE = hf.repo_root() / "bin" / "mixtune"
+IGNORE = hg.IGNORE
+MAX_LEN = 2048
+
+
+def run(*args):
+    proc = subprocess.run([str(MIXTUNE), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"mixtune {' '.join(args)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.parametrize("template", ["mistral", "chatml"])
+def test_adapter_tokenizer_applies_the_trained_template(tmp_path, template):
+    if not os.access(MIXTUNE, os.X_OK):
+        pytest.fail(f"{MIXTUNE} does not exist or is not executable")
+    # the chats that fit max_seq_len whole (mixtune would drop trailing exchanges of the longest one)
+    conversations = [m for _, m in hg.CONVERSATIONS if sum(len(x["content"]) for x in m) < 4000]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in conversations))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model:\n  preset: tiny-mistral\noutput_dir: {tmp_path / 'out'}\n"
+                      f"data:\n  files: [{chats}]\n  template: {template}\n  max_seq_len: {MAX_LEN}\n"
+                      f"  packing: false\ntrain:\n  max_steps: 1\n  micro_batch_size: 1\n")
+    run("train", "--recipe", str(recipe))
+    dump = tmp_path / "dump.jsonl"
+    run("data", "preview", "--recipe", str(recipe), "--n", "1000", "--dump", str(dump), "--color", "never")
+    rows = [json.loads(line) for line in dump.read_text().splitlines() if "source" in json.loads(line)]
+    assert len(rows) == len(conversations)
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "adapter")
+    assert "{% generation %}" in tokenizer.chat_template
+    for row in rows:
+        messages = conversations[int(row["source"].rsplit(":", 1)[1]) - 1]
+        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        assert list(out["input_ids"]) == row["input_ids"], row["source"]
+        labels = [t if m else IGNORE for t, m in zip(out["input_ids"], out["assistant_masks"])]
+        assert labels == row["labels"], row["source"]

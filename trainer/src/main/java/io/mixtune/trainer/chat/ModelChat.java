@@ -1,0 +1,77 @@
+package io.mixtune.trainer.chat;
+
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import io.mixtune.data.dataset.SampleCache.TokenizerFile;
+import io.mixtune.data.template.HfChatTemplate;
+import io.mixtune.data.template.JinjaChatTemplate;
+import io.mixtune.data.template.MistralTemplate;
+import io.mixtune.model.tokenizer.TextTokenizer;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A conversation with a model, prompted as it was trained: its chat template (an adapter's tokenizer_config.json,
+ * which holds the template it was trained with, else the model's own, else mistral as {@code data.template: auto}
+ * falls back) rendered with the generation prompt, as apply_chat_template(..., add_generation_prompt=True) does.
+ */
+public final class ModelChat {
+    private final HfChatTemplate template;
+    private final TextTokenizer tokenizer;
+    private final List<Message> messages = new ArrayList<>();
+
+    /** @param system a system prompt, or null */
+    public ModelChat(HfChatTemplate template, TextTokenizer tokenizer, String system) {
+        this.template = template;
+        this.tokenizer = tokenizer;
+        if (system != null) {
+            messages.add(new Message(Role.SYSTEM, system));
+        }
+    }
+
+    /**
+     * The chat template for {@code tokenizer}'s model: the adapter's when {@code adapterDir} has a tokenizer_config.json
+     * with one, else the model's own, else mistral's.
+     *
+     * @param adapterDir an adapter folder, or null
+     */
+    public static HfChatTemplate template(TokenizerFile tokenizer, Path adapterDir) {
+        JinjaChatTemplate jinja = null;
+        if (adapterDir != null && Files.isRegularFile(adapterDir.resolve("tokenizer_config.json"))) {
+            Path config = adapterDir.resolve("tokenizer_config.json");
+            try {
+                jinja = JinjaChatTemplate.fromTokenizerConfig(config.toString(), Files.readAllBytes(config));
+            } catch (IOException e) {
+                throw new UncheckedIOException(config + ": cannot be read: " + e.getMessage(), e);
+            }
+        }
+        if (jinja == null) {
+            jinja = tokenizer.chatTemplate();
+        }
+        if (jinja == null) {
+            jinja = new JinjaChatTemplate("mistral", MistralTemplate.JINJA, "<s>", "</s>");
+        }
+        return new HfChatTemplate(jinja, tokenizer.bosId(), tokenizer.eosId());
+    }
+
+    public HfChatTemplate template() {
+        return template;
+    }
+
+    /** The prompt ids for the user's next message: the conversation so far, the message, the generation prompt. */
+    public long[] ask(String userText) {
+        messages.add(new Message(Role.USER, userText));
+        return template.promptIds(messages, tokenizer);
+    }
+
+    /** The model's answer to the last question, from its new ids; the conversation keeps it. */
+    public String answer(long[] newIds) {
+        String text = tokenizer.decode(newIds).strip();
+        messages.add(new Message(Role.ASSISTANT, text));
+        return text;
+    }
+}
