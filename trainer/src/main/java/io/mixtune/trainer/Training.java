@@ -114,13 +114,14 @@ public final class Training {
         if (loaded != null) {
             loaded.warnings().forEach(warning -> listener.onNote("warning: " + warning));
         }
-        String markers = TemplateWarning.of(recipe);
-        if (markers != null) {
-            listener.onNote("warning: " + markers);
-        }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
             try (RunDirectory run = RunDirectory.open(recipe, start); metrics; tracking) {
+                // After --force has cleared output_dir: the tokenizer it reads may be a base-model/ being replaced.
+                String markers = TemplateWarning.of(recipe);
+                if (markers != null) {
+                    listener.onNote("warning: " + markers);
+                }
                 Path resume = null;
                 if (start == RunDirectory.Start.RESUME) {
                     resume = checkpointToResume(resumeFrom, listener);
