@@ -1,6 +1,7 @@
 package io.mixtune.trainer;
 
 import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.reward.RewardRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
@@ -133,6 +134,11 @@ public final class Training {
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+        if (recipe.train().method().equals("reward")) {
+            try (RewardRecipe reward = RewardRecipe.setup(recipe, listener)) {
+                return reward.train(resume, cancel);
+            }
+        }
         if (recipe.train().method().equals("dpo")) {
             try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
                 return dpo.train(resume, cancel);
