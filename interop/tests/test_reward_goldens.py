@@ -41,7 +41,8 @@ def test_reward_golden_conventions():
 
 def test_a_mixtune_reward_model_scores_the_same_in_transformers_and_peft(tmp_path):
     """bin/mixtune trains a reward model for 2 steps and scores 12 pairs; transformers' MistralForSequenceClassification
-    with PeftModel.from_pretrained on the adapter mixtune wrote gives the same rewards (1e-4) on the same ids."""
+    with PeftModel.from_pretrained on the adapter mixtune wrote gives the same rewards (1e-4) on the same ids, and so
+    does AutoModelForSequenceClassification alone on the checkpoint `mixtune merge-adapter` folds it into."""
     import subprocess
 
     import torch
@@ -60,6 +61,8 @@ def test_a_mixtune_reward_model_scores_the_same_in_transformers_and_peft(tmp_pat
     subprocess.run([mixtune, "reward", "--model", str(out / "base-model"), "--adapter", str(out / "adapter"), "--data",
                     str(pairs), "--max-seq-len", "96", "--with-ids", "--output", str(scores)], check=True,
                    capture_output=True, timeout=600)
+    subprocess.run([mixtune, "merge-adapter", "--model", str(out / "base-model"), "--adapter", str(out / "adapter"),
+                    "--out", str(tmp_path / "merged")], check=True, capture_output=True, timeout=600)
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and config["modules_to_save"] == ["score"]
 
@@ -67,11 +70,17 @@ def test_a_mixtune_reward_model_scores_the_same_in_transformers_and_peft(tmp_pat
                                                               attn_implementation="eager")
     base.config.pad_token_id = reward.PAD
     model = PeftModel.from_pretrained(base, out / "adapter").eval()
-    worst = 0.0
+    merged, info = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "merged", dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    assert not any(info.values()), info
+    worst = {"peft": 0.0, "merged": 0.0}
     with torch.no_grad():
         for line in scores.read_text().splitlines():
             record = json.loads(line)
             for side in ("chosen", "rejected"):
-                logits = model(input_ids=torch.tensor([record[f"{side}_ids"]]), use_cache=False).logits
-                worst = max(worst, abs(float(logits.reshape(())) - record[f"reward_{side}"]))
-    assert worst <= 1e-4, worst
+                ids = torch.tensor([record[f"{side}_ids"]])
+                for name, m in (("peft", model), ("merged", merged.eval())):
+                    reward_hf = float(m(input_ids=ids, use_cache=False).logits.reshape(()))
+                    worst[name] = max(worst[name], abs(reward_hf - record[f"reward_{side}"]))
+    print(f"max |reward difference| mixtune vs transformers: {worst}")
+    assert max(worst.values()) <= 1e-4, worst

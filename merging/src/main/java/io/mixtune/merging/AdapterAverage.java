@@ -279,7 +279,7 @@ final class AdapterAverage implements AutoCloseable {
     }
 
     private static void requireCompatible(Input first, Input other, boolean identicalConfigs) {
-        if (identicalConfigs && !first.config().equals(other.config())) {
+        if (identicalConfigs && !withoutDropout(first.config()).equals(withoutDropout(other.config()))) {
             throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.CONFIG_FILE) + ": " + other.config()
                     + " differs from " + first.config() + " in " + first.dir().resolve(PeftAdapter.CONFIG_FILE)
                     + ": warm averages adapters trained from one initialisation with one config");
@@ -309,6 +309,12 @@ final class AdapterAverage implements AutoCloseable {
             }
         });
         requireSameArchitecture(first, other);
+    }
+
+    /** LoRA dropout is how a member was trained, not what it computes: WARM varies it between members on purpose. */
+    private static LoraConfig withoutDropout(LoraConfig config) {
+        return new LoraConfig(config.r(), config.alpha(), 0, config.targetModules(), config.useRslora(),
+                config.rankPattern(), config.alphaPattern());
     }
 
     /**

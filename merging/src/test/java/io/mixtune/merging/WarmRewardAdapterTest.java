@@ -36,10 +36,14 @@ class WarmRewardAdapterTest {
 
     /** A reward adapter with random A, B (seeded) and a head [1, headWidth]; headWidth 0: a causal LM's adapter. */
     private static Path member(Path dir, Path base, String name, int seed, int headWidth) {
+        return member(dir, base, name, seed, headWidth, LORA);
+    }
+
+    private static Path member(Path dir, Path base, String name, int seed, int headWidth, LoraConfig config) {
         Path adapter = dir.resolve(name);
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
             LoraModel lora = new LoraModel(model);
-            lora.addAdapter("default", LORA, LoraModel.Init.RANDOM, seed);
+            lora.addAdapter("default", config, LoraModel.Init.RANDOM, seed);
             if (headWidth > 0) {
                 float[] head = new float[headWidth];
                 Random random = new Random(seed);
@@ -58,8 +62,9 @@ class WarmRewardAdapterTest {
         Path base = dir.resolve("base");
         RandomCheckpoint.write(AdapterAverageParityTest.config(false), base, 3, DType.F32, Long.MAX_VALUE, 0.3);
         List<Path> members = new ArrayList<>();
-        for (int i = 0; i < 3; i++) {
-            members.add(member(dir, base, "rm-" + i, 20 + i, 32));
+        for (int i = 0; i < 3; i++) { // LoRA dropout differs, as WARM varies it: the config is otherwise one
+            members.add(member(dir, base, "rm-" + i, 20 + i, 32, new LoraConfig(LORA.r(), LORA.alpha(), 0.05 * i,
+                    LORA.targetModules(), false, Map.of(), Map.of())));
         }
         Path out = dir.resolve("warm");
         MergeReport report = ModelMerge.run(new MergeConfig(MergeMethod.WARM, null, MergeConfig.models(members, null), null, null, null, null, null, out), false, Long.MAX_VALUE);

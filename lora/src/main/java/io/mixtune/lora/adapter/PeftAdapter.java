@@ -308,6 +308,20 @@ public final class PeftAdapter {
         return readConfig(configFile, Set.of());
     }
 
+    /** Whether the adapter is a reward model's: a score head in its config's modules_to_save (task_type SEQ_CLS). */
+    public static boolean isRewardModel(Path configFile) {
+        try {
+            for (JsonNode module : JSON.readTree(Files.readString(configFile)).path("modules_to_save")) {
+                if (module.asText().equals(SCORE_HEAD)) {
+                    return true;
+                }
+            }
+            return false;
+        } catch (IOException e) {
+            return false; // readConfig reports an unreadable config
+        }
+    }
+
     /** @param modulesToSave the modules the caller trains in full: modules_to_save must name exactly these */
     public static LoraConfig readConfig(Path configFile, Set<String> modulesToSave) {
         JsonNode json;

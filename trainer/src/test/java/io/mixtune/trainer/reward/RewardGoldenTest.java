@@ -12,6 +12,7 @@ import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.lora.adapter.AdapterMerge;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
@@ -156,6 +157,25 @@ class RewardGoldenTest {
                     assertArrayEquals(peft.readFloats(key), ours.readFloats(key), key);
                 }
             }
+        }
+    }
+
+    /**
+     * merge-adapter folds a reward adapter into a MistralForSequenceClassification checkpoint: the LoRA deltas into
+     * the weights, score.weight in place of lm_head, one label, pad id EOS (interop loads it with transformers).
+     */
+    @Test
+    void mergeAdapterFoldsARewardModelIntoASequenceClassifier(@TempDir Path out) throws IOException {
+        AdapterMerge.merge(modelDir("mistral"), golden("mistral/adapter"), out, null, Long.MAX_VALUE);
+        JsonNode config = JSON.readTree(out.resolve("config.json").toFile());
+        assertEquals("[\"MistralForSequenceClassification\"]", config.get("architectures").toString());
+        assertEquals("{\"0\":\"LABEL_0\"}", config.get("id2label").toString());
+        assertEquals(2, config.get("pad_token_id").intValue());
+        try (SafetensorsReader merged = SafetensorsReader.open(out);
+                SafetensorsReader adapter = SafetensorsReader.open(golden("mistral/adapter").resolve(
+                        PeftAdapter.WEIGHTS_FILE))) {
+            assertTrue(!merged.contains("lm_head.weight"), "a sequence classifier has no lm_head");
+            assertArrayEquals(adapter.readFloats("base_model.model.score.weight"), merged.readFloats("score.weight"));
         }
     }
 
