@@ -88,6 +88,25 @@ class RewardTrainingTest {
         }
     }
 
+    /** reward.margin takes TRL's margin column from the pairs' scores: a pair without them is named before loading. */
+    @Test
+    void aMarginLossNeedsScoresOnEveryPair() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("margin"));
+        Path pairs = dir.resolve("pairs.jsonl");
+        List<String> lines;
+        try (Stream<String> all = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
+            lines = new java.util.ArrayList<>(all.limit(6).toList());
+        }
+        lines.set(3, lines.get(3).replaceAll(", \"score_chosen\": [-0-9.e]+, \"score_rejected\": [-0-9.e]+", ""));
+        assertFalse(lines.get(3).contains("score_chosen"), "the fixture must drop the scores of line 4");
+        Files.write(pairs, lines);
+        Exception e = org.junit.jupiter.api.Assertions.assertThrows(Exception.class, () -> Training.load(
+                Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0", "reward.margin=true", "output_dir=" + dir.resolve("out")).run());
+        assertTrue(e.getMessage().contains("reward.margin") && e.getMessage().contains(pairs + ":4"), e.getMessage());
+        assertFalse(Files.exists(dir.resolve("out/adapter")));
+    }
+
     private static List<String> lines(Path metrics) {
         return MetricsLog.read(metrics).stream()
                 .map(r -> r.get("step").asText() + " " + r.path("loss").asText() + " " + r.path("accuracy").asText()
