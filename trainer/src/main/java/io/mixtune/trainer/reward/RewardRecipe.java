@@ -3,6 +3,7 @@ package io.mixtune.trainer.reward;
 import ai.djl.ndarray.NDArray;
 import io.mixtune.data.dataset.PreferenceDataset;
 import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
@@ -15,6 +16,7 @@ import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -49,9 +51,17 @@ public final class RewardRecipe implements AutoCloseable {
             });
         }
 
-        model = TrainingModel.load(recipe, listener::onNote);
-        head = RewardHead.initial(model.model().config(), train.seed(), model.manager());
-        model.lora().addModuleToSave(TrainingModel.ADAPTER_NAME, RewardHead.MODULE, head);
+        // model.adapter may be an SFT adapter (the head starts fresh) or a reward model's (its head goes on training:
+        // WARM's members start from one linear-probed head).
+        boolean fromRewardModel = recipe.model().adapter() != null
+                && PeftAdapter.isRewardModel(Path.of(recipe.model().adapter(), PeftAdapter.CONFIG_FILE));
+        model = TrainingModel.load(recipe, listener::onNote,
+                config -> fromRewardModel ? RewardHead.modulesToSave(config) : Map.of());
+        if (!fromRewardModel) {
+            model.lora().addModuleToSave(TrainingModel.ADAPTER_NAME, RewardHead.MODULE,
+                    RewardHead.initial(model.model().config(), train.seed(), model.manager()));
+        }
+        head = model.lora().modulesToSave(TrainingModel.ADAPTER_NAME).get(RewardHead.MODULE);
         parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
         long perEpoch = RewardObjective.microBatchesPerEpoch(pairs.size(), train.microBatchSize());
         totalSteps = train.maxSteps() != null ? train.maxSteps()

@@ -5,8 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.ndarray.NDManager;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.Training;
 import io.mixtune.trainer.run.MetricsLog;
@@ -105,6 +107,38 @@ class RewardTrainingTest {
                 "data.validation_ratio=0", "reward.margin=true", "output_dir=" + dir.resolve("out")).run());
         assertTrue(e.getMessage().contains("reward.margin") && e.getMessage().contains(pairs + ":4"), e.getMessage());
         assertFalse(Files.exists(dir.resolve("out/adapter")));
+    }
+
+    /** model.adapter may be a reward model: its LoRA and head go on training (WARM members from one probed head). */
+    @Test
+    void aRewardModelGoesOnTrainingFromItsAdapterAndHead() throws Exception {
+        Path first = Files.createDirectories(shared.resolve("first"));
+        Path pairs = first.resolve("pairs.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
+            Files.write(pairs, lines.limit(8).toList());
+        }
+        Path probed = Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0", "train.max_steps=1", "train.warmup_steps=0",
+                "output_dir=" + first.resolve("out")).run().adapterDir();
+        // lr 1e-12: after one step the head is the probed one, not a fresh draw (which the seed would repeat).
+        Path continued = Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0", "train.max_steps=1", "train.lr=1e-12", "train.warmup_steps=0",
+                "model.adapter=" + probed, "output_dir=" + shared.resolve("continued/out")).run().adapterDir();
+        try (SafetensorsReader a = SafetensorsReader.open(probed.resolve("adapter_model.safetensors"));
+                SafetensorsReader b = SafetensorsReader.open(continued.resolve("adapter_model.safetensors"))) {
+            float[] before = a.readFloats("base_model.model.score.weight");
+            float[] after = b.readFloats("base_model.model.score.weight");
+            assertArrayEquals(before, after, 1e-7f);
+            float[] fresh;
+            try (NDManager manager = NDManager.newBaseManager()) {
+                fresh = RewardHead.initial(ModelPreset.load("tiny-mistral"), 42, manager).toFloatArray();
+            }
+            double moved = 0;
+            for (int i = 0; i < fresh.length; i++) {
+                moved = Math.max(moved, Math.abs(fresh[i] - before[i]));
+            }
+            assertTrue(moved > 1e-4, "the probed head moved from its init in its step: " + moved);
+        }
     }
 
     private static List<String> lines(Path metrics) {
