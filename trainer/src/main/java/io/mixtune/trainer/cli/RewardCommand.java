@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.DataReport;
 import io.mixtune.data.dataset.PreferenceDataset;
@@ -46,7 +47,7 @@ final class RewardCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR --adapter RM --data FILE [--output FILE] [--template mistral|chatml] [--max-seq-len N] [--batch-size N] "
+        return "--model DIR --adapter RM --data FILE [--output FILE] [--skip-invalid] [--template mistral|chatml] [--max-seq-len N] [--batch-size N] "
                 + "[--quantize nf4|none] [--device auto|cpu|gpu]";
     }
 
@@ -60,6 +61,9 @@ final class RewardCommand implements Command {
                         + "or chats (any format mixtune trains on), JSONL or JSON, plain or gzip"))
                 .addOption(Mixtune.option("output", "FILE", "where the scores go, one JSON record per pair or chat "
                         + "(default: stdout, the summary then on stderr)"))
+                .addOption(Mixtune.option("skip-invalid", null, "skip a pair or chat that cannot be scored (a prompt "
+                        + "longer than --max-seq-len, an empty answer ...), counted in the summary, as data.skip_invalid "
+                        + "does in training; without it the first one stops with its file:line"))
                 .addOption(Mixtune.option("with-ids", null, "also write the token ids each reward was computed on "
                         + "(chosen_ids and rejected_ids, or input_ids), to check the scores elsewhere"))
                 .addOption(Mixtune.option("template", "T", "mistral (default) or chatml, as the training recipe's"))
@@ -113,8 +117,10 @@ final class RewardCommand implements Command {
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + e.getMessage());
         }
+        boolean skipInvalid = line.hasOption("skip-invalid");
         DataConfig dataConfig = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen,
-                false, "all_assistant_turns", false);
+                false, "all_assistant_turns", skipInvalid);
+        long skipped;
 
         // The data first: a bad file is reported before the model loads.
         boolean pairs = holdsPairs(data);
@@ -123,8 +129,9 @@ final class RewardCommand implements Command {
         if (pairs) {
             PreferenceTokenizer pairTokenizer = new PreferenceTokenizer(dataConfig.chatTemplate(tokenizer.bosId(),
                     tokenizer.eosId()), tokenizer.open(), maxSeqLen, tokenizer.bosId());
-            List<PreferenceSample> samples = PreferenceDataset.read(List.of(data), pairTokenizer, false,
-                    new DataReport());
+            DataReport report = new DataReport();
+            List<PreferenceSample> samples = PreferenceDataset.read(List.of(data), pairTokenizer, skipInvalid, report);
+            skipped = report.skippedTotal();
             for (PreferenceSample sample : samples) {
                 sequences.add(concat(sample.promptIds(), sample.chosenIds()));
                 sources.add(sample.source());
@@ -133,7 +140,9 @@ final class RewardCommand implements Command {
                 sequences.add(concat(sample.promptIds(), sample.rejectedIds()));
             }
         } else {
-            for (TokenizedSample sample : SampleCache.tokenize(dataConfig, tokenizer, 0).train()) {
+            ChatDataset chats = SampleCache.tokenize(dataConfig, tokenizer, 0);
+            skipped = chats.report().skippedTotal();
+            for (TokenizedSample sample : chats.train()) {
                 sequences.add(sample.inputIds());
                 sources.add(sample.source());
             }
@@ -167,7 +176,7 @@ final class RewardCommand implements Command {
                 records.add(JSON.writeValueAsString(record));
             }
             summary = String.format(Locale.ROOT, "%d pairs: accuracy %.4f, mean margin %.4f", n,
-                    (double) accurate / n, margins / n);
+                    (double) accurate / n, margins / n) + (skipped > 0 ? " (" + skipped + " skipped)" : "");
         } else {
             for (int i = 0; i < rewards.length; i++) {
                 ObjectNode record = JSON.createObjectNode().put("source", sources.get(i)).put("reward", rewards[i]);
@@ -176,7 +185,8 @@ final class RewardCommand implements Command {
                 }
                 records.add(JSON.writeValueAsString(record));
             }
-            summary = String.format(Locale.ROOT, "%d chats scored", rewards.length);
+            summary = String.format(Locale.ROOT, "%d chats scored", rewards.length)
+                    + (skipped > 0 ? " (" + skipped + " skipped)" : "");
         }
         if (line.hasOption("output")) {
             Files.write(Path.of(line.getOptionValue("output")), records);

@@ -63,6 +63,26 @@ class RewardCommandTest {
                 accurate / 12.0, margins / 12, scores), run.out().strip());
     }
 
+    /** A pair that cannot be scored stops with its file:line, or with --skip-invalid is counted and left out. */
+    @Test
+    void anUnscorablePairStopsOrIsSkipped() throws Exception {
+        Path long40 = dir.resolve("with-long-prompt.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
+            Files.write(long40, lines.skip(37).limit(4).toList()); // lines 3 and 4 have prompts over 128 tokens
+        }
+        List<String> args = List.of("reward", "--model", out.resolve("base-model").toString(), "--adapter",
+                out.resolve("adapter").toString(), "--data", long40.toString(), "--max-seq-len", "128");
+        MixtuneCliTest.Result stopped = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(2, stopped.code());
+        assertTrue(stopped.err().contains(long40 + ":3: prompt longer than max_seq_len"), stopped.err());
+        List<String> skipping = new java.util.ArrayList<>(args);
+        skipping.addAll(List.of("--skip-invalid", "--output", dir.resolve("skipped.jsonl").toString()));
+        MixtuneCliTest.Result skipped = MixtuneCliTest.run(skipping.toArray(String[]::new));
+        assertEquals(0, skipped.code(), skipped.err());
+        assertTrue(skipped.out().startsWith("2 pairs: accuracy ") && skipped.out().contains("(2 skipped)"),
+                skipped.out());
+    }
+
     @Test
     void chatsGetOneRewardEach() throws Exception {
         Path chats = dir.resolve("chats.jsonl");
