@@ -141,6 +141,26 @@ class RewardTrainingTest {
         }
     }
 
+    /** QLoRA: the reward model on an NF4 base, with gradient checkpointing, trains and writes its head. */
+    @Test
+    void aRewardModelTrainsOnAnNf4BaseWithGradientCheckpointing() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("nf4"));
+        Path pairs = dir.resolve("pairs.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
+            Files.write(pairs, lines.limit(8).toList());
+        }
+        TrainingResult result = Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs
+                + "]", "data.validation_ratio=0", "model.quantize=nf4", "train.gradient_checkpointing=true",
+                "train.max_steps=3", "train.warmup_steps=0", "output_dir=" + dir.resolve("out")).run();
+        TrainingResult.StageResult stage = result.lastStage();
+        assertTrue(Double.isFinite(stage.firstLoss()) && stage.lastLoss() < stage.firstLoss(),
+                stage.firstLoss() + " -> " + stage.lastLoss());
+        try (SafetensorsReader adapter = SafetensorsReader.open(result.adapterDir().resolve(
+                "adapter_model.safetensors"))) {
+            assertTrue(adapter.contains("base_model.model.score.weight"));
+        }
+    }
+
     private static List<String> lines(Path metrics) {
         return MetricsLog.read(metrics).stream()
                 .map(r -> r.get("step").asText() + " " + r.path("loss").asText() + " " + r.path("accuracy").asText()
