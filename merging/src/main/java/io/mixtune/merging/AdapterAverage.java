@@ -34,9 +34,13 @@ import java.util.regex.Pattern;
 final class AdapterAverage implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** One input adapter, checked. */
+    /**
+     * One input adapter, checked.
+     *
+     * @param headShape a reward model's score head [1, hidden] (PEFT modules_to_save), or null for a causal LM's adapter
+     */
     private record Input(Path dir, LoraConfig config, String baseModel, SafetensorsReader reader, DType dtype,
-            Map<String, long[]> moduleShapes) {}
+            Map<String, long[]> moduleShapes, long[] headShape) {}
 
     /** Per-module outcome of the SVD re-compression. */
     record Compression(int modules, int compressed, double maxError, double meanError) {}
@@ -116,8 +120,23 @@ final class AdapterAverage implements AutoCloseable {
             data.put(PeftAdapter.bKey(module), f[0]);
             targets.add(module.substring(module.lastIndexOf('.') + 1));
         });
-        PeftAdapter.write(dir, config, List.copyOf(targets), inputs.get(0).baseModel(), specs,
-                spec -> data.get(spec.name()));
+        long[] headShape = inputs.get(0).headShape();
+        if (headShape != null) {
+            // A reward model's head is a full linear layer: its weighted sum is the average's head (WARM, Rame et
+            // al. 2024, averages every weight linearly; only LoRA's factors need the rank concatenation).
+            String key = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
+            float[] head = new float[Math.toIntExact(headShape[0] * headShape[1])];
+            for (int i = 0; i < inputs.size(); i++) {
+                float[] member = inputs.get(i).reader().readFloats(key);
+                for (int j = 0; j < head.length; j++) {
+                    head[j] += (float) (coefficients[i] * member[j]);
+                }
+            }
+            specs.add(new TensorSpec(key, written, headShape));
+            data.put(key, head);
+        }
+        PeftAdapter.write(dir, config, List.copyOf(targets), headShape == null ? List.of()
+                : List.of(PeftAdapter.SCORE_HEAD), inputs.get(0).baseModel(), specs, spec -> data.get(spec.name()));
         return new Compression(factors.size(), compressed, maxError, compressed == 0 ? 0 : errorSum / compressed);
     }
 
@@ -217,13 +236,18 @@ final class AdapterAverage implements AutoCloseable {
     private static Input read(Path dir) {
         Path configFile = dir.resolve(PeftAdapter.CONFIG_FILE);
         Path weightsFile = PeftAdapter.weightsFile(dir);
-        LoraConfig config = PeftAdapter.readConfig(configFile);
         JsonNode raw;
         try {
             raw = JSON.readTree(configFile.toFile());
         } catch (IOException e) {
             throw new IllegalArgumentException(configFile + ": not valid JSON: " + e.getMessage());
         }
+        boolean rewardModel = false;
+        for (JsonNode module : raw.path("modules_to_save")) {
+            rewardModel |= module.asText().equals(PeftAdapter.SCORE_HEAD);
+        }
+        String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
+        LoraConfig config = PeftAdapter.readConfig(configFile, rewardModel ? Set.of(PeftAdapter.SCORE_HEAD) : Set.of());
         if (raw.path("target_parameters").size() > 0) {
             throw new IllegalArgumentException(configFile + ": target_parameters " + raw.get("target_parameters")
                     + ": adapters on fused expert parameters cannot be concatenated by rank; load the adapter with"
@@ -234,8 +258,19 @@ final class AdapterAverage implements AutoCloseable {
         try {
             Map<String, long[]> shapes = new TreeMap<>();
             DType dtype = null;
+            long[] headShape = null;
+            if (rewardModel) {
+                if (!reader.contains(headKey)) {
+                    throw new IllegalArgumentException(weightsFile + ": a reward model's adapter (modules_to_save "
+                            + "score) without " + headKey);
+                }
+                headShape = reader.info(headKey).shape();
+            }
             for (String key : reader.names()) {
                 String module = PeftAdapter.moduleOf(key);
+                if (rewardModel && key.equals(headKey)) {
+                    continue;
+                }
                 if (module == null) {
                     throw new IllegalArgumentException(weightsFile + ": tensor '" + key + "' is not a LoRA weight"
                             + " (expected base_model.model.<module>.lora_A.weight or .lora_B.weight)");
@@ -275,7 +310,7 @@ final class AdapterAverage implements AutoCloseable {
                 throw new IllegalArgumentException(weightsFile + ": LoRA weights are " + dtype
                         + "; expected F32, F16 or BF16");
             }
-            return new Input(dir, config, baseModel, reader, dtype, shapes);
+            return new Input(dir, config, baseModel, reader, dtype, shapes, headShape);
         } catch (RuntimeException e) {
             reader.close();
             throw e;
@@ -283,7 +318,7 @@ final class AdapterAverage implements AutoCloseable {
     }
 
     private static void requireCompatible(Input first, Input other, boolean identicalConfigs) {
-        if (identicalConfigs && !first.config().equals(other.config())) {
+        if (identicalConfigs && !withoutDropout(first.config()).equals(withoutDropout(other.config()))) {
             throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.CONFIG_FILE) + ": " + other.config()
                     + " differs from " + first.config() + " in " + first.dir().resolve(PeftAdapter.CONFIG_FILE)
                     + ": warm averages adapters trained from one initialisation with one config");
@@ -292,6 +327,17 @@ final class AdapterAverage implements AutoCloseable {
             throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": LoRA weights are "
                     + other.dtype() + " but " + first.dtype() + " in " + first.dir().resolve(PeftAdapter.WEIGHTS_FILE)
                     + ": convert the inputs to one dtype first");
+        }
+        if ((first.headShape() == null) != (other.headShape() == null)) {
+            Input reward = first.headShape() != null ? first : other;
+            Input causal = first.headShape() != null ? other : first;
+            throw new IllegalArgumentException(reward.dir() + " is a reward model (a score head) but " + causal.dir()
+                    + " is a causal LM's adapter: average reward models with reward models");
+        }
+        if (first.headShape() != null && !Arrays.equals(first.headShape(), other.headShape())) {
+            throw new IllegalArgumentException(other.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": score head "
+                    + Arrays.toString(other.headShape()) + " but " + Arrays.toString(first.headShape()) + " in "
+                    + first.dir().resolve(PeftAdapter.WEIGHTS_FILE) + ": the reward models have different heads");
         }
         other.moduleShapes().forEach((module, shape) -> {
             long[] expected = first.moduleShapes().get(module);
@@ -302,6 +348,12 @@ final class AdapterAverage implements AutoCloseable {
             }
         });
         requireSameArchitecture(first, other);
+    }
+
+    /** LoRA dropout is how a member was trained, not what it computes: WARM varies it between members on purpose. */
+    private static LoraConfig withoutDropout(LoraConfig config) {
+        return new LoraConfig(config.r(), config.alpha(), 0, config.targetModules(), config.useRslora(),
+                config.rankPattern(), config.alphaPattern());
     }
 
     /**

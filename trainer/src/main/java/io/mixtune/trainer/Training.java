@@ -2,6 +2,7 @@ package io.mixtune.trainer;
 
 import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.reward.RewardRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
@@ -143,6 +144,11 @@ public final class Training {
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+        if (recipe.train().method().equals("reward")) {
+            try (RewardRecipe reward = RewardRecipe.setup(recipe, listener)) {
+                return reward.train(resume, cancel);
+            }
+        }
         if (recipe.train().method().equals("dpo")) {
             try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
                 return dpo.train(resume, cancel);

@@ -1,5 +1,7 @@
 package io.mixtune.lora.adapter;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.DType;
@@ -16,11 +18,14 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
 
 /**
  * Folds a LoRA adapter into its base checkpoint, W' = W + scale * B A (PEFT's merge_and_unload), streaming: one base
- * tensor is in memory at a time, plus the adapter. The result is a plain Hugging Face checkpoint.
+ * tensor is in memory at a time, plus the adapter. The result is a plain Hugging Face checkpoint; a reward model's
+ * adapter (a score head in modules_to_save) gives a {@code ...ForSequenceClassification} one (num_labels 1: score in
+ * place of lm_head), which transformers' AutoModelForSequenceClassification loads.
  */
 public final class AdapterMerge {
     /** The files besides the weights that a model directory carries along: config, generation config, tokenizer. */
@@ -29,6 +34,8 @@ public final class AdapterMerge {
 
     /** Taken from the adapter's folder where it has them, else from the base's. */
     public static final List<String> ADAPTER_TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json");
+    private static final String LM_HEAD = "lm_head.weight";
+    private static final String SCORE = "score.weight";
 
     private AdapterMerge() {}
 
@@ -46,12 +53,18 @@ public final class AdapterMerge {
             }
         }
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
-        LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
+        boolean rewardModel = PeftAdapter.isRewardModel(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
+        LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE),
+                rewardModel ? Set.of(PeftAdapter.SCORE_HEAD) : Set.of());
+        String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
         try (SafetensorsReader base = SafetensorsReader.open(modelDir);
                 SafetensorsReader adapter = SafetensorsReader.open(PeftAdapter.weightsFile(adapterDir))) {
             Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir);
             List<TensorSpec> specs = new ArrayList<>();
             for (String name : new TreeSet<>(base.names())) {
+                if (rewardModel && name.equals(LM_HEAD)) {
+                    continue; // a sequence classifier has no lm_head
+                }
                 DType source = base.info(name).dtype();
                 if (!source.isFloat32Convertible()) {
                     throw new IllegalArgumentException(name + " in " + base.info(name).file() + " is " + source
@@ -59,8 +72,21 @@ public final class AdapterMerge {
                 }
                 specs.add(new TensorSpec(name, dtype == null ? source : dtype, base.info(name).shape()));
             }
+            if (rewardModel) {
+                long[] head = adapter.info(headKey).shape();
+                if (head.length != 2 || head[0] != 1 || head[1] != config.hiddenSize()) {
+                    throw new IllegalArgumentException(adapterDir + ": score head " + Arrays.toString(head)
+                            + " does not fit the model's hidden size " + config.hiddenSize() + " (expected [1, "
+                            + config.hiddenSize() + "])");
+                }
+                DType headType = dtype != null ? dtype : base.info("model.norm.weight").dtype();
+                specs.add(new TensorSpec(SCORE, headType, head));
+            }
             Files.createDirectories(outDir);
             List<Path> files = SafetensorsWriter.writeCheckpoint(outDir, specs, maxShardBytes, spec -> {
+                if (rewardModel && spec.name().equals(SCORE)) {
+                    return adapter.readFloats(headKey);
+                }
                 float[] weight = base.readFloats(spec.name());
                 long columns = spec.shape()[spec.shape().length - 1];
                 for (Delta delta : deltasByTensor.getOrDefault(spec.name(), List.of())) {
@@ -79,10 +105,30 @@ public final class AdapterMerge {
             if (dtype != null) {
                 ModelConfig.recordDtype(outDir.resolve("config.json"), dtype);
             }
+            if (rewardModel) {
+                writeSequenceClassifierConfig(outDir.resolve("config.json"), config);
+            }
             return files;
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the merged checkpoint to " + outDir + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * transformers' config of a reward model: the ForSequenceClassification architecture, one label (num_labels 1 is
+     * read from id2label) and the pad id it finds each sequence's last token with (EOS, as mixtune and TRL pad).
+     */
+    private static void writeSequenceClassifierConfig(Path configFile, ModelConfig config) throws IOException {
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode node = (ObjectNode) json.readTree(configFile.toFile());
+        String family = config.isMixtureOfExperts() ? "Mixtral" : "Mistral";
+        node.putArray("architectures").add(family + "ForSequenceClassification");
+        node.putObject("id2label").put("0", "LABEL_0");
+        node.putObject("label2id").put("LABEL_0", 0);
+        if (!node.hasNonNull("pad_token_id")) {
+            node.put("pad_token_id", config.eosTokenId());
+        }
+        json.writerWithDefaultPrettyPrinter().writeValue(configFile.toFile(), node);
     }
 
     /** Maps every adapter module onto its base tensor before anything is written, so a mismatch fails early. */

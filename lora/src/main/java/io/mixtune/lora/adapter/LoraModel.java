@@ -21,6 +21,8 @@ public final class LoraModel {
     private final NDManager manager;
     private final Map<String, LoraLinear> layers = new LinkedHashMap<>();
     private final Map<String, LoraConfig> configs = new LinkedHashMap<>();
+    // Per adapter, modules trained in full beside it (PEFT's modules_to_save), such as a reward model's score head.
+    private final Map<String, Map<String, NDArray>> modulesToSave = new LinkedHashMap<>();
     // The modes set through this class (every layer holds the same): what a Scope puts back.
     private String active;
     private boolean enabled = true;
@@ -222,7 +224,24 @@ public final class LoraModel {
         return () -> setAdaptersEnabled(before);
     }
 
-    /** The trainable arrays of one adapter, A then B per module. */
+    /**
+     * Trains {@code weight} in full as part of adapter {@code adapterName}, PEFT's modules_to_save: it is among the
+     * adapter's {@link #parameters} (after the LoRA arrays) and saved with it. The model does not apply it; its owner
+     * does (a reward model's score head reads the final hidden states).
+     */
+    public void addModuleToSave(String adapterName, String module, NDArray weight) {
+        config(adapterName);
+        weight.attach(manager);
+        weight.setRequiresGradient(true);
+        modulesToSave.computeIfAbsent(adapterName, n -> new LinkedHashMap<>()).put(module, weight);
+    }
+
+    /** Module name to weight, for the modules trained in full with adapter {@code adapterName} (often none). */
+    public Map<String, NDArray> modulesToSave(String adapterName) {
+        return Collections.unmodifiableMap(modulesToSave.getOrDefault(adapterName, Map.of()));
+    }
+
+    /** The trainable arrays of one adapter, A then B per module, then each module trained in full. */
     public List<NDArray> parameters(String adapterName) {
         config(adapterName);
         List<NDArray> parameters = new ArrayList<>();
@@ -233,10 +252,11 @@ public final class LoraModel {
                 parameters.add(adapter.b());
             }
         });
+        parameters.addAll(modulesToSave(adapterName).values());
         return parameters;
     }
 
-    /** module.lora_A / module.lora_B for each array of {@link #parameters}, in the same order. */
+    /** module.lora_A / module.lora_B (then each module trained in full) for each array of {@link #parameters}. */
     public List<String> parameterNames(String adapterName) {
         config(adapterName);
         List<String> names = new ArrayList<>();
@@ -246,6 +266,7 @@ public final class LoraModel {
                 names.add(module + ".lora_B");
             }
         });
+        names.addAll(modulesToSave(adapterName).keySet());
         return names;
     }
 }

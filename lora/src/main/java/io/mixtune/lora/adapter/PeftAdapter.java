@@ -1,5 +1,6 @@
 package io.mixtune.lora.adapter;
 
+import ai.djl.ndarray.types.Shape;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -19,6 +20,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
 
 /**
@@ -34,6 +36,8 @@ public final class PeftAdapter {
     public static final String PICKLE_WEIGHTS_FILE = "adapter_model.bin";
     private static final String KEY_PREFIX = "base_model.model.";
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** A sequence classifier's head in transformers (MistralForSequenceClassification.score), a reward model's. */
+    public static final String SCORE_HEAD = "score";
 
     private PeftAdapter() {}
 
@@ -51,7 +55,19 @@ public final class PeftAdapter {
                 adapted.add(module.substring(module.lastIndexOf('.') + 1));
             }
         });
-        write(dir, config, List.copyOf(adapted), baseModelNameOrPath, specs, spec -> data.get(spec.name()));
+        model.modulesToSave(adapterName).forEach((module, weight) ->
+                add(specs, data, moduleToSaveKey(module), weight.toFloatArray(), weight.getShape().getShape()));
+        write(dir, config, List.copyOf(adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
+                baseModelNameOrPath, specs, spec -> data.get(spec.name()));
+    }
+
+    /**
+     * {@code base_model.model.<module>.weight}: where PEFT 0.21 saves a module of modules_to_save (its
+     * {@code <module>.modules_to_save.default.weight} with the adapter name taken out), such as a reward model's
+     * {@code score}.
+     */
+    public static String moduleToSaveKey(String module) {
+        return KEY_PREFIX + module + ".weight";
     }
 
     /**
@@ -62,12 +78,21 @@ public final class PeftAdapter {
      */
     public static void write(Path dir, LoraConfig config, List<String> targetModules, String baseModelNameOrPath,
             List<TensorSpec> specs, SafetensorsWriter.TensorSource source) {
+        write(dir, config, targetModules, List.of(), baseModelNameOrPath, specs, source);
+    }
+
+    /**
+     * @param modulesToSave modules trained in full, whose tensors ({@link #moduleToSaveKey}) are among the specs: a
+     *     score head makes the adapter a sequence classifier's (task_type SEQ_CLS), as PEFT writes a reward model's
+     */
+    public static void write(Path dir, LoraConfig config, List<String> targetModules, List<String> modulesToSave,
+            String baseModelNameOrPath, List<TensorSpec> specs, SafetensorsWriter.TensorSource source) {
         try {
             Files.createDirectories(dir);
             SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, source);
             Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
             JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(),
-                    configJson(config, targetModules, baseModelNameOrPath));
+                    configJson(config, targetModules, modulesToSave, baseModelNameOrPath));
             Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
                     StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
@@ -92,9 +117,14 @@ public final class PeftAdapter {
 
     /** @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those */
     static ObjectNode configJson(LoraConfig config, List<String> targetModules, String baseModelNameOrPath) {
+        return configJson(config, targetModules, List.of(), baseModelNameOrPath);
+    }
+
+    static ObjectNode configJson(LoraConfig config, List<String> targetModules, List<String> modulesToSave,
+            String baseModelNameOrPath) {
         ObjectNode json = JSON.createObjectNode();
         json.put("peft_type", "LORA");
-        json.put("task_type", "CAUSAL_LM");
+        json.put("task_type", modulesToSave.contains(SCORE_HEAD) ? "SEQ_CLS" : "CAUSAL_LM");
         json.put("base_model_name_or_path", baseModelNameOrPath);
         json.put("r", config.r());
         // PEFT 0.21 on transformers 5 fuses expert adapters to rank 2r and alpha 2 alpha, and then scales rsLoRA's
@@ -112,7 +142,11 @@ public final class PeftAdapter {
         json.put("fan_in_fan_out", false);
         json.put("inference_mode", true);
         json.put("init_lora_weights", true);
-        json.putNull("modules_to_save");
+        if (modulesToSave.isEmpty()) {
+            json.putNull("modules_to_save");
+        } else {
+            modulesToSave.forEach(json.putArray("modules_to_save")::add);
+        }
         ObjectNode ranks = json.putObject("rank_pattern");
         config.rankPattern().forEach(ranks::put);
         ObjectNode alphas = json.putObject("alpha_pattern");
@@ -122,8 +156,17 @@ public final class PeftAdapter {
 
     /** Loads a PEFT LoRA adapter under {@code adapterName}, checking every module and shape against the model. */
     public static void load(LoraModel model, Path dir, String adapterName) {
+        load(model, dir, adapterName, Map.of());
+    }
+
+    /**
+     * Loads an adapter whose modules_to_save are exactly {@code modulesToSave} (module to expected shape), such as a
+     * reward model's {@code score} head [1, hidden], each added with {@link LoraModel#addModuleToSave}.
+     */
+    public static void load(LoraModel model, Path dir, String adapterName, Map<String, long[]> modulesToSave) {
         Path configFile = dir.resolve(CONFIG_FILE);
-        LoraConfig config = readConfig(configFile);
+        LoraConfig config = readConfig(configFile, modulesToSave.keySet());
+        Map<String, float[]> fullWeights = new LinkedHashMap<>();
         final Map<String, Linear> linears = new LinkedHashMap<>();
         model.model().replaceLinears((name, linear) -> {
             linears.put(name, linear);
@@ -133,8 +176,22 @@ public final class PeftAdapter {
         List<String> problems = new ArrayList<>();
         Map<String, FusedExpertAdapter.Factors> factors = new LinkedHashMap<>();
         try (SafetensorsReader reader = SafetensorsReader.open(weightsFile)) {
+            for (Map.Entry<String, long[]> expected : modulesToSave.entrySet()) {
+                String key = moduleToSaveKey(expected.getKey());
+                if (!reader.contains(key)) {
+                    problems.add("no " + key + " (the " + expected.getKey() + " module trained in full)");
+                } else if (!Arrays.equals(reader.info(key).shape(), expected.getValue())) {
+                    problems.add(key + " is " + Arrays.toString(reader.info(key).shape()) + ", this model's "
+                            + expected.getKey() + " is " + Arrays.toString(expected.getValue()));
+                } else {
+                    fullWeights.put(expected.getKey(), reader.readFloats(key));
+                }
+            }
             for (String key : new TreeSet<>(reader.names())) {
                 String module = moduleOf(key);
+                if (module == null && modulesToSave.keySet().stream().anyMatch(m -> key.equals(moduleToSaveKey(m)))) {
+                    continue;
+                }
                 if (module == null) {
                     problems.add(key + " is not a LoRA weight (expected " + KEY_PREFIX + "<module>.lora_A.weight or "
                             + ".lora_B.weight)");
@@ -191,6 +248,8 @@ public final class PeftAdapter {
             throw new IllegalArgumentException(weightsFile + " does not fit the model: " + summarize(problems));
         }
         model.addAdapter(adapterName, config, weights);
+        fullWeights.forEach((module, values) -> model.addModuleToSave(adapterName, module,
+                model.model().manager().create(values, new Shape(modulesToSave.get(module)))));
     }
 
     /**
@@ -246,6 +305,25 @@ public final class PeftAdapter {
     }
 
     public static LoraConfig readConfig(Path configFile) {
+        return readConfig(configFile, Set.of());
+    }
+
+    /** Whether the adapter is a reward model's: a score head in its config's modules_to_save (task_type SEQ_CLS). */
+    public static boolean isRewardModel(Path configFile) {
+        try {
+            for (JsonNode module : JSON.readTree(Files.readString(configFile)).path("modules_to_save")) {
+                if (module.asText().equals(SCORE_HEAD)) {
+                    return true;
+                }
+            }
+            return false;
+        } catch (IOException e) {
+            return false; // readConfig reports an unreadable config
+        }
+    }
+
+    /** @param modulesToSave the modules the caller trains in full: modules_to_save must name exactly these */
+    public static LoraConfig readConfig(Path configFile, Set<String> modulesToSave) {
         JsonNode json;
         try {
             json = JSON.readTree(Files.readString(configFile));
@@ -259,9 +337,37 @@ public final class PeftAdapter {
             throw new IllegalArgumentException(configFile + ": expected a JSON object");
         }
         try {
+            checkModulesToSave(json, modulesToSave);
             return configFrom(json);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(configFile + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * A reward model's adapter (a score head in modules_to_save, task_type SEQ_CLS) is not a causal LM's, nor the
+     * reverse: each refused with what it is. PEFT lists "classifier" beside "score" for SEQ_CLS; a module of the list
+     * that the file does not hold is nothing to load.
+     */
+    private static void checkModulesToSave(JsonNode json, Set<String> expected) {
+        Set<String> listed = new TreeSet<>();
+        if (json.hasNonNull("modules_to_save")) {
+            json.get("modules_to_save").forEach(m -> listed.add(m.asText()));
+        }
+        boolean scoreListed = listed.contains(SCORE_HEAD);
+        boolean scoreExpected = expected.contains(SCORE_HEAD);
+        if (scoreListed && !scoreExpected) {
+            throw new IllegalArgumentException("a reward model's adapter (task_type " + text(json, "task_type", false)
+                    + ", modules_to_save " + listed + "), not a causal LM's: score it with `mixtune reward`");
+        }
+        if (scoreExpected && !scoreListed) {
+            throw new IllegalArgumentException("a causal LM's adapter (modules_to_save " + (listed.isEmpty() ? "null"
+                    : listed) + "), not a reward model's: it has no score head (train one with train.method: reward)");
+        }
+        listed.remove("classifier");
+        if (!expected.containsAll(listed)) {
+            throw new IllegalArgumentException("modules_to_save " + listed + " is not supported: mixtune "
+                    + (expected.isEmpty() ? "adapters hold LoRA weights only" : "trains only " + expected + " in full"));
         }
     }
 
@@ -273,10 +379,6 @@ public final class PeftAdapter {
         requireValue(json, "bias", "none", "mixtune adapters train no biases");
         requireFalse(json, "fan_in_fan_out", "mixtune expects A as [r, in] and B as [out, r]");
         requireFalse(json, "use_dora", "DoRA adapters are not supported");
-        if (json.hasNonNull("modules_to_save") && json.get("modules_to_save").size() > 0) {
-            throw new IllegalArgumentException("modules_to_save " + json.get("modules_to_save")
-                    + " is not supported: mixtune adapters hold LoRA weights only");
-        }
         JsonNode targets = json.get("target_modules");
         List<String> targetModules = new ArrayList<>();
         if (targets == null || targets.isNull()) {

@@ -163,8 +163,8 @@ final class DataCommand {
     }
 
     private static SampleCache.Loaded load(Recipe recipe, CommandLine line) {
-        if (recipe.train().method().equals("dpo")) {
-            throw new IllegalArgumentException("the recipe trains dpo: its data.files hold preference pairs, which "
+        if (recipe.train().readsPreferencePairs()) {
+            throw new IllegalArgumentException("the recipe trains " + recipe.train().method() + ": its data.files hold preference pairs, which "
                     + "mixtune train tokenizes itself (and reports) at the start; data prepare and preview read chats");
         }
         String cacheDir = line.getOptionValue("cache-dir");

@@ -78,7 +78,7 @@ final class ValidateCommand implements Command {
 
     /** What train checks of the data before step 1; returns what the data holds. */
     private static String checkData(Recipe recipe) {
-        if (recipe.train().method().equals("dpo")) {
+        if (recipe.train().readsPreferencePairs()) {
             PreferenceDataset pairs = DpoRecipe.loadPairs(recipe);
             return String.format(Locale.ROOT, "%d training pairs in %d stage(s), %d validation pairs",
                     pairs.trainPairs(), pairs.stages().size(), pairs.validation().size());

@@ -56,8 +56,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     && device == Device.GPU;
             LoraConfig lora = model.adapter() == null ? recipe.lora().toConfig()
                     : PeftAdapter.readConfig(Path.of(model.adapter(), PeftAdapter.CONFIG_FILE));
-            boolean dpo = recipe.train().method().equals("dpo");
-            boolean referenceAdapter = dpo && !recipe.dpo().referenceFree()
+            boolean dpo = recipe.train().readsPreferencePairs();
+            boolean referenceAdapter = recipe.train().method().equals("dpo") && !recipe.dpo().referenceFree()
                     && (recipe.dpo().stageCount() > 1 || model.adapter() != null);
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
                     recipe.data().maxSeqLen(), targets, !dpo && recipe.data().packing(),
@@ -70,7 +70,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         }
 
         private static int rows(Recipe recipe) {
-            return recipe.train().microBatchSize() * (recipe.train().method().equals("dpo") ? 2 : 1);
+            return recipe.train().microBatchSize() * (recipe.train().readsPreferencePairs() ? 2 : 1);
         }
 
         public Setup withCheckpointing(boolean on) {

@@ -10,7 +10,7 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Logging logging, String outputDir) {
+        Logging logging, Reward reward, String outputDir) {
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -80,9 +80,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double lr, String schedule, int warmupSteps, double weightDecay, double maxGradNorm, double adamBeta1,
             double adamBeta2, double adamEps, long seed, boolean gradientCheckpointing, int evalEvery, int saveEvery,
             int keepLast, boolean routerAuxLoss, int logEvery) {
+        /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
+        public boolean readsPreferencePairs() {
+            return method.equals("dpo") || method.equals("reward");
+        }
+
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo");
+            checks.oneOf("method", method, "sft", "dpo", "reward");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);
@@ -293,4 +298,22 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param tensorboard TensorBoard event files under output_dir/runs/: every metric as a scalar, the recipe as text
      */
     public record Logging(boolean tensorboard) {}
+
+    /**
+     * A reward model (train.method reward) as TRL 1.13's RewardTrainer trains it: the base with LoRA and a scalar score
+     * head, the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) over the preference pairs DPO reads.
+     *
+     * @param centerRewardsCoefficient adds coefficient x mean((r_chosen + r_rejected)^2), which keeps rewards centred
+     *     on 0 (Eisenstein et al. 2023); null leaves it out, as TRL's default
+     * @param margin subtract each pair's margin (score_chosen - score_rejected) inside the sigmoid, as TRL does with a
+     *     margin column (Llama 2's margin loss); every pair must then carry scores
+     */
+    public record Reward(Double centerRewardsCoefficient, boolean margin) {
+        public Reward {
+            if (centerRewardsCoefficient != null && !(centerRewardsCoefficient >= 0)) {
+                throw new IllegalArgumentException("center_rewards_coefficient: must be >= 0 or null, got "
+                        + centerRewardsCoefficient);
+            }
+        }
+    }
 }

@@ -83,9 +83,14 @@ public final class CausalLmLoss {
     }
 
     /** The final (normed) hidden states [B, T, hidden] and, for a Mixtral, the load-balancing loss (else null). */
-    private record Forward(NDArray states, NDArray loadBalancing) {}
+    public record Forward(NDArray states, NDArray loadBalancing) {}
 
-    private static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager,
+    /**
+     * The decoder's forward over a batch, without the lm_head (a reward model's score head reads the states instead).
+     *
+     * @param dropoutSeed as in {@link #backward}; empty leaves torch's generator alone
+     */
+    public static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager,
             OptionalLong dropoutSeed) {
         Inputs in = inputs(model, batch, manager);
         CausalLm.Hidden hidden = model.hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null, layer -> {

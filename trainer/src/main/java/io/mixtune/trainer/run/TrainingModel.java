@@ -19,7 +19,9 @@ import io.mixtune.trainer.recipe.RecipeValueException;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * The model a recipe trains: the base (a checkpoint, or a tiny preset written once with random weights; NF4 for
@@ -50,6 +52,15 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
 
     /** @param notes receives what a person should know of the loading (such as float16 on a CPU) */
     public static TrainingModel load(Recipe recipe, Consumer<String> notes) {
+        return load(recipe, notes, config -> Map.of());
+    }
+
+    /**
+     * @param modulesToSave what model.adapter holds besides LoRA, by the model's config (a reward model's score head),
+     *     loaded into the trained adapter with it
+     */
+    public static TrainingModel load(Recipe recipe, Consumer<String> notes,
+            Function<ModelConfig, Map<String, long[]>> modulesToSave) {
         String adapterName = ADAPTER_NAME;
         Device device = check(recipe);
         Path baseModelDir = TrainingData.baseModelDir(recipe);
@@ -67,7 +78,7 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         CausalLm model = MistralCheckpoint.load(baseModelDir, manager, linears, computeType);
         LoraModel lora = new LoraModel(model);
         if (recipe.model().adapter() != null) {
-            PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName);
+            PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName, modulesToSave.apply(model.config()));
         } else {
             lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
         }

@@ -1,0 +1,131 @@
+package io.mixtune.trainer.reward;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingModel;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.OptionalLong;
+import java.util.Random;
+
+/**
+ * Reward modelling as an objective: the pairs in a seeded shuffle per epoch, the Bradley-Terry loss of the score
+ * head's rewards ({@link RewardStep}), TRL's metrics, on validation under eval_ names.
+ */
+final class RewardObjective implements Objective<RewardBatch, RewardStep.Measured> {
+    private final Recipe recipe;
+    private final TrainingModel model;
+    private final NDArray head;
+    private final List<PreferenceSample> pairs;
+    private final List<RewardBatch> validationBatches;
+    private final long padId;
+    private long cachedEpoch = -1;
+    private int[] cachedOrder;
+
+    RewardObjective(Recipe recipe, TrainingModel model, NDArray head, List<PreferenceSample> pairs,
+            List<PreferenceSample> validation) {
+        this.recipe = recipe;
+        this.model = model;
+        this.head = head;
+        this.pairs = pairs;
+        this.padId = model.model().config().eosTokenId();
+        this.validationBatches = inOrder(validation, recipe.train().microBatchSize(), padId,
+                recipe.reward().margin());
+    }
+
+    static long microBatchesPerEpoch(int pairs, int microBatchSize) {
+        return (pairs + microBatchSize - 1) / microBatchSize;
+    }
+
+    @Override
+    public long microBatchesPerEpoch() {
+        return microBatchesPerEpoch(pairs.size(), recipe.train().microBatchSize());
+    }
+
+    @Override
+    public RewardBatch microBatch(long index) {
+        long perEpoch = microBatchesPerEpoch();
+        int[] order = epochOrder(index / perEpoch);
+        int size = recipe.train().microBatchSize();
+        int from = (int) (index % perEpoch) * size;
+        return batchOf(pairs, Arrays.copyOfRange(order, from, Math.min(order.length, from + size)), padId,
+                recipe.reward().margin());
+    }
+
+    /** The epoch's shuffle, seeded by the seed and the epoch (TRL samples pairs at random too). */
+    private int[] epochOrder(long epoch) {
+        if (epoch != cachedEpoch) {
+            List<Integer> order = new ArrayList<>();
+            for (int i = 0; i < pairs.size(); i++) {
+                order.add(i);
+            }
+            Collections.shuffle(order, new Random(recipe.train().seed() * 1_000_003L + 7_919L + epoch));
+            cachedOrder = order.stream().mapToInt(Integer::intValue).toArray();
+            cachedEpoch = epoch;
+        }
+        return cachedOrder;
+    }
+
+    @Override
+    public RewardStep.Measured backward(List<RewardBatch> microBatches, StepContext context) {
+        return RewardStep.gradients(recipe.reward(), head, microBatches, context);
+    }
+
+    @Override
+    public boolean hasValidation() {
+        return !validationBatches.isEmpty();
+    }
+
+    /** eval_loss (the mean over pairs) and TRL's metrics with eval_ names, the adapters as the caller set them. */
+    @Override
+    public Map<String, Number> evaluate() {
+        RewardMetrics totals = new RewardMetrics();
+        for (RewardBatch batch : validationBatches) {
+            try (NDManager evalManager = model.manager().newSubManager()) {
+                RewardStep.Terms terms = RewardStep.of(model.model(), head, recipe.reward(), batch, 0, evalManager,
+                        OptionalLong.empty());
+                totals.add(terms.rewards(), terms.loss().getFloat());
+            }
+        }
+        Map<String, Number> values = new LinkedHashMap<>();
+        values.put("eval_loss", totals.meanLoss());
+        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
+        return values;
+    }
+
+    @Override
+    public String describeEvaluation(Map<String, Number> metrics) {
+        return String.format(Locale.ROOT, "eval_loss %.4f  eval_accuracy %.3f  eval_margin %.4f",
+                metrics.get("eval_loss").doubleValue(), metrics.get("eval_accuracy").doubleValue(),
+                metrics.get("eval_margin").doubleValue());
+    }
+
+    /** Micro-batches of the pairs in their order (evaluation, scoring). */
+    static List<RewardBatch> inOrder(List<PreferenceSample> pairs, int size, long padId, boolean withMargins) {
+        List<RewardBatch> batches = new ArrayList<>();
+        for (int from = 0; from < pairs.size(); from += size) {
+            int first = from;
+            int[] indices = new int[Math.min(size, pairs.size() - from)];
+            Arrays.setAll(indices, i -> first + i);
+            batches.add(batchOf(pairs, indices, padId, withMargins));
+        }
+        return batches;
+    }
+
+    private static RewardBatch batchOf(List<PreferenceSample> pairs, int[] indices, long padId, boolean withMargins) {
+        List<PreferenceSample> samples = new ArrayList<>();
+        for (int index : indices) {
+            samples.add(pairs.get(index));
+        }
+        return RewardBatch.of(samples, indices, padId, withMargins);
+    }
+}

@@ -1,0 +1,127 @@
+package io.mixtune.trainer.reward;
+
+import ai.djl.ndarray.NDArray;
+import io.mixtune.data.dataset.PreferenceDataset;
+import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.TrainingCheckpoint;
+import io.mixtune.trainer.run.TrainingListener;
+import io.mixtune.trainer.run.TrainingLoop;
+import io.mixtune.trainer.run.TrainingModel;
+import io.mixtune.trainer.run.TrainingOutputs;
+import io.mixtune.trainer.run.TrainingResult;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.function.BooleanSupplier;
+
+/**
+ * A reward model (Ouyang et al. 2022; TRL's RewardTrainer) with (Q)LoRA, read top to bottom: {@link #setup} tokenizes
+ * the preference pairs as DPO does, loads the model, attaches the adapter and a score head trained in full; {@link
+ * #train} runs {@link TrainingLoop} over its steps. The adapter it writes is a PEFT sequence classifier's (task_type
+ * SEQ_CLS, the head under modules_to_save), so transformers' MistralForSequenceClassification + PEFT computes the same
+ * rewards.
+ */
+public final class RewardRecipe implements AutoCloseable {
+    private final Recipe recipe;
+    private final TrainingListener listener;
+    private final TrainingModel model;
+    private final List<NDArray> parameters;
+    private final NDArray head;
+    private final List<PreferenceSample> pairs;
+    private final List<PreferenceSample> validation;
+    private final long totalSteps;
+
+    private RewardRecipe(Recipe recipe, TrainingListener listener) {
+        this.recipe = recipe;
+        this.listener = listener;
+        Recipe.Train train = recipe.train();
+        TrainingModel.check(recipe);
+        PreferenceDataset dataset = DpoRecipe.loadPairs(recipe);
+        pairs = dataset.stages().get(0);
+        validation = dataset.validation();
+        if (recipe.reward().margin()) {
+            pairs.stream().filter(p -> p.margin() == null).findFirst().ifPresent(p -> {
+                throw new RecipeValueException("reward.margin", "is true but " + p.source() + " has no score_chosen "
+                        + "and score_rejected: every pair needs both for a margin");
+            });
+        }
+
+        // model.adapter may be an SFT adapter (the head starts fresh) or a reward model's (its head goes on training:
+        // WARM's members start from one linear-probed head).
+        boolean fromRewardModel = recipe.model().adapter() != null
+                && PeftAdapter.isRewardModel(Path.of(recipe.model().adapter(), PeftAdapter.CONFIG_FILE));
+        model = TrainingModel.load(recipe, listener::onNote,
+                config -> fromRewardModel ? RewardHead.modulesToSave(config) : Map.of());
+        if (!fromRewardModel) {
+            model.lora().addModuleToSave(TrainingModel.ADAPTER_NAME, RewardHead.MODULE,
+                    RewardHead.initial(model.model().config(), train.seed(), model.manager()));
+        }
+        head = model.lora().modulesToSave(TrainingModel.ADAPTER_NAME).get(RewardHead.MODULE);
+        parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
+        long perEpoch = RewardObjective.microBatchesPerEpoch(pairs.size(), train.microBatchSize());
+        totalSteps = train.maxSteps() != null ? train.maxSteps()
+                : (perEpoch * train.epochs() + train.gradientAccumulation() - 1) / train.gradientAccumulation();
+    }
+
+    /** @param listener receives the notes of setting up (warnings) and, later, the run's events */
+    public static RewardRecipe setup(Recipe recipe, TrainingListener listener) {
+        return new RewardRecipe(recipe, listener);
+    }
+
+    public long totalSteps() {
+        return totalSteps;
+    }
+
+    /**
+     * Trains to the last step, or until {@code cancelled} says so after a step.
+     *
+     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
+     */
+    public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
+        Path outputDir = TrainingOutputs.outputDir(recipe);
+        long step = 0;
+        TrainingCheckpoint.State resumed = null;
+        if (resumeFrom != null) {
+            resumed = TrainingCheckpoint.load(resumeFrom, TrainingCheckpoint.shapesOf(parameters));
+            resumed.restoreParameters(parameters);
+            step = resumed.step();
+            listener.onNote(String.format(Locale.ROOT, "resuming from %s at step %d of %d", resumeFrom, step,
+                    totalSteps));
+        }
+        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
+        describePlan(outputDir);
+        listener.onRunStarted(new TrainingListener.RunStarted(outputDir, step, totalSteps, resumeFrom));
+
+        RewardObjective objective = new RewardObjective(recipe, model, head, pairs, validation);
+        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, outputDir, totalSteps, listener, cancelled)
+                .run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps, outputDir.resolve("adapter"), true),
+                        step, resumed);
+        List<Path> checkpoints = TrainingCheckpoint.list(outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
+        TrainingResult.StageResult result = outcome.result();
+        return new TrainingResult(outcome.step(), outcome.cancelled() && result.adapterDir() == null,
+                result.adapterDir(), result.averagedAdapters(), checkpoints, List.of(result));
+    }
+
+    private void describePlan(Path outputDir) {
+        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(), parameters));
+        Recipe.Reward reward = recipe.reward();
+        listener.onNote(String.format(Locale.ROOT, "reward model: score head [1, %d] + LoRA, loss -log sigmoid(r_chosen "
+                + "- r_rejected%s)%s; %d training pairs, %d validation pairs", model.model().config().hiddenSize(),
+                reward.margin() ? " - margin" : "", reward.centerRewardsCoefficient() == null ? ""
+                        : " + " + reward.centerRewardsCoefficient() + " x mean((r_chosen + r_rejected)^2)",
+                pairs.size(), validation.size()));
+        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d pairs, lr %.2e %s, output %s",
+                totalSteps, recipe.train().microBatchSize(), recipe.train().gradientAccumulation(),
+                recipe.train().lr(), recipe.train().schedule(), outputDir));
+    }
+
+    @Override
+    public void close() {
+        model.close();
+    }
+}
