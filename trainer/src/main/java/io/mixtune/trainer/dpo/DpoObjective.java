@@ -4,18 +4,17 @@ import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Random;
 
 /**
  * One DPO stage as an objective: its pairs in a seeded shuffle per epoch (TRL samples pairs at random too), the DPO
@@ -30,8 +29,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
     private final List<PreferenceBatch> validationBatches;
     private final StageReference reference;
     private final long padId;
-    private long cachedEpoch = -1;
-    private int[] cachedOrder;
+    private final ShuffledEpochs stream;
 
     /**
      * @param stage 0-based
@@ -47,39 +45,19 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
         this.validationBatches = validationBatches;
         this.reference = reference;
         this.padId = model.model().config().eosTokenId();
-    }
-
-    static long microBatchesPerEpoch(int pairs, int microBatchSize) {
-        return (pairs + microBatchSize - 1) / microBatchSize;
+        // Each stage shuffles apart: the seed, the stage and the epoch.
+        this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
+                recipe.train().seed() * 1_000_003L + 1_009L * stage);
     }
 
     @Override
     public long microBatchesPerEpoch() {
-        return microBatchesPerEpoch(pairs.size(), recipe.train().microBatchSize());
+        return stream.microBatchesPerEpoch();
     }
 
-    /** Micro-batch {@code index} of the stage's endless stream: epoch after epoch, each a seeded shuffle. */
     @Override
     public PreferenceBatch microBatch(long index) {
-        long perEpoch = microBatchesPerEpoch();
-        int[] order = epochOrder(index / perEpoch);
-        int size = recipe.train().microBatchSize();
-        int from = (int) (index % perEpoch) * size;
-        return batchOf(pairs, Arrays.copyOfRange(order, from, Math.min(order.length, from + size)), padId);
-    }
-
-    /** The epoch's shuffle, seeded by the seed, the stage and the epoch; one epoch at a time is all a run reads. */
-    private int[] epochOrder(long epoch) {
-        if (epoch != cachedEpoch) {
-            List<Integer> order = new ArrayList<>();
-            for (int i = 0; i < pairs.size(); i++) {
-                order.add(i);
-            }
-            Collections.shuffle(order, new Random(recipe.train().seed() * 1_000_003L + 1_009L * stage + epoch));
-            cachedOrder = order.stream().mapToInt(Integer::intValue).toArray();
-            cachedEpoch = epoch;
-        }
-        return cachedOrder;
+        return batchOf(pairs, stream.microBatch(index), padId);
     }
 
     @Override

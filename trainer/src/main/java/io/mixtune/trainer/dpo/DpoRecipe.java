@@ -12,6 +12,7 @@ import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
@@ -71,7 +72,8 @@ public final class DpoRecipe implements AutoCloseable {
         padId = model.model().config().eosTokenId();
         stageSteps = new long[dataset.stages().size()];
         for (int k = 0; k < stageSteps.length; k++) {
-            long perEpoch = DpoObjective.microBatchesPerEpoch(dataset.stages().get(k).size(), train.microBatchSize());
+            long perEpoch = ShuffledEpochs.microBatchesPerEpoch(dataset.stages().get(k).size(),
+                    train.microBatchSize());
             long epochSteps = ceilDiv(perEpoch * (train.epochs() == null ? 1 : train.epochs()),
                     train.gradientAccumulation());
             stageSteps[k] = train.maxSteps() != null ? train.maxSteps() : epochSteps;

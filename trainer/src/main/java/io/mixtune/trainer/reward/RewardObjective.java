@@ -5,17 +5,16 @@ import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingModel;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.OptionalLong;
-import java.util.Random;
 
 /**
  * Reward modelling as an objective: the pairs in a seeded shuffle per epoch, the Bradley-Terry loss of the score
@@ -28,8 +27,7 @@ final class RewardObjective implements Objective<RewardBatch, RewardStep.Measure
     private final List<PreferenceSample> pairs;
     private final List<RewardBatch> validationBatches;
     private final long padId;
-    private long cachedEpoch = -1;
-    private int[] cachedOrder;
+    private final ShuffledEpochs stream;
 
     RewardObjective(Recipe recipe, TrainingModel model, NDArray head, List<PreferenceSample> pairs,
             List<PreferenceSample> validation) {
@@ -38,41 +36,20 @@ final class RewardObjective implements Objective<RewardBatch, RewardStep.Measure
         this.head = head;
         this.pairs = pairs;
         this.padId = model.model().config().eosTokenId();
+        this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
+                recipe.train().seed() * 1_000_003L + 7_919L);
         this.validationBatches = inOrder(validation, recipe.train().microBatchSize(), padId,
                 recipe.reward().margin());
     }
 
-    static long microBatchesPerEpoch(int pairs, int microBatchSize) {
-        return (pairs + microBatchSize - 1) / microBatchSize;
-    }
-
     @Override
     public long microBatchesPerEpoch() {
-        return microBatchesPerEpoch(pairs.size(), recipe.train().microBatchSize());
+        return stream.microBatchesPerEpoch();
     }
 
     @Override
     public RewardBatch microBatch(long index) {
-        long perEpoch = microBatchesPerEpoch();
-        int[] order = epochOrder(index / perEpoch);
-        int size = recipe.train().microBatchSize();
-        int from = (int) (index % perEpoch) * size;
-        return batchOf(pairs, Arrays.copyOfRange(order, from, Math.min(order.length, from + size)), padId,
-                recipe.reward().margin());
-    }
-
-    /** The epoch's shuffle, seeded by the seed and the epoch (TRL samples pairs at random too). */
-    private int[] epochOrder(long epoch) {
-        if (epoch != cachedEpoch) {
-            List<Integer> order = new ArrayList<>();
-            for (int i = 0; i < pairs.size(); i++) {
-                order.add(i);
-            }
-            Collections.shuffle(order, new Random(recipe.train().seed() * 1_000_003L + 7_919L + epoch));
-            cachedOrder = order.stream().mapToInt(Integer::intValue).toArray();
-            cachedEpoch = epoch;
-        }
-        return cachedOrder;
+        return batchOf(pairs, stream.microBatch(index), padId, recipe.reward().margin());
     }
 
     @Override

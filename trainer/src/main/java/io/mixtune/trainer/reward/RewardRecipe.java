@@ -7,6 +7,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingLoop;
@@ -63,7 +64,7 @@ public final class RewardRecipe implements AutoCloseable {
         }
         head = model.lora().modulesToSave(TrainingModel.ADAPTER_NAME).get(RewardHead.MODULE);
         parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
-        long perEpoch = RewardObjective.microBatchesPerEpoch(pairs.size(), train.microBatchSize());
+        long perEpoch = ShuffledEpochs.microBatchesPerEpoch(pairs.size(), train.microBatchSize());
         totalSteps = train.maxSteps() != null ? train.maxSteps()
                 : (perEpoch * train.epochs() + train.gradientAccumulation() - 1) / train.gradientAccumulation();
     }
