@@ -34,8 +34,9 @@ import java.util.SplittableRandom;
 
 /**
  * Measures the peak memory of training steps on a recipe's model, to hold {@link MemoryPlan}'s prediction against.
- * The steps are {@link SftRecipe#optimizerStep}s on a synthetic micro-batch of micro_batch_size x max_seq_len random
- * tokens whose last positions are targets, with the model and adapter loaded as training loads them.
+ * The steps are SFT optimizer steps ({@link OptimizerStep} with {@link SftObjective}) on a synthetic micro-batch
+ * of micro_batch_size x max_seq_len random tokens whose last positions are targets, with the model and adapter loaded
+ * as training loads them.
  *
  * <p>Run it in a JVM of its own with a fixed, pre-touched heap ({@code -Xms} = {@code -Xmx},
  * {@code -XX:+AlwaysPreTouch}): the heap is then resident from the start, so the growth of resident memory is native
