@@ -12,6 +12,7 @@ import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingData;
@@ -123,20 +124,9 @@ public final class DpoRecipe implements AutoCloseable {
      * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
      */
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        Path outputDir = TrainingOutputs.outputDir(recipe);
-        long step = 0;
-        TrainingCheckpoint.State resumed = null;
-        if (resumeFrom != null) {
-            resumed = TrainingCheckpoint.load(resumeFrom, TrainingCheckpoint.shapesOf(parameters));
-            resumed.restoreParameters(parameters);
-            step = resumed.step();
-            listener.onNote(String.format(Locale.ROOT, "resuming from %s at step %d of %d", resumeFrom, step,
-                    totalSteps));
-        }
-        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
-        describePlan(outputDir);
-        listener.onRunStarted(new TrainingListener.RunStarted(outputDir, step, totalSteps, resumeFrom));
-
+        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
+        Path outputDir = start.outputDir();
+        long step = start.step();
         TrainingLoop loop = new TrainingLoop(recipe, model, outputDir, totalSteps, listener, cancelled);
         List<TrainingResult.StageResult> results = new ArrayList<>();
         long stageStart = 0;
@@ -160,7 +150,7 @@ public final class DpoRecipe implements AutoCloseable {
                     validationBatches(), reference);
             TrainingLoop.Outcome outcome = loop.run(objective, new TrainingLoop.Stage(stage + 1, true, stageStart,
                     stageSteps[stage], outputDir.resolve("stage-" + (stage + 1)).resolve("adapter"), false), step,
-                    resumed);
+                    start.resumed());
             step = outcome.step();
             results.add(outcome.result());
             if (outcome.result().adapterDir() != null) {
@@ -169,7 +159,7 @@ public final class DpoRecipe implements AutoCloseable {
             if (outcome.cancelled()) {
                 boolean whole = outcome.result().adapterDir() != null && stage == stageSteps.length - 1;
                 if (!whole) {
-                    return new TrainingResult(step, true, null, Map.of(), checkpoints(outputDir), results);
+                    return new TrainingResult(step, true, null, Map.of(), start.checkpoints(), results);
                 }
             }
             stageStart = stageEnd;
@@ -178,11 +168,7 @@ public final class DpoRecipe implements AutoCloseable {
                 outputDir.resolve("adapter"), model.baseModelDir(), recipe);
         // The weight averages are each stage's (stage-K/adapter-ema, ...): the last stage's stand beside the result.
         Map<String, Path> averaged = results.isEmpty() ? Map.of() : results.get(results.size() - 1).averagedAdapters();
-        return new TrainingResult(step, false, adapterDir, averaged, checkpoints(outputDir), results);
-    }
-
-    private static List<Path> checkpoints(Path outputDir) {
-        return TrainingCheckpoint.list(outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
+        return new TrainingResult(step, false, adapterDir, averaged, start.checkpoints(), results);
     }
 
     /** Stage {@code stage}'s reference as it starts: from stage 2 on, the policy so far becomes the reference. */

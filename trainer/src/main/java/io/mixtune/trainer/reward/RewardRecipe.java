@@ -7,12 +7,11 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.ShuffledEpochs;
-import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
-import io.mixtune.trainer.run.TrainingOutputs;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
 import java.util.List;
@@ -84,28 +83,13 @@ public final class RewardRecipe implements AutoCloseable {
      * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
      */
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        Path outputDir = TrainingOutputs.outputDir(recipe);
-        long step = 0;
-        TrainingCheckpoint.State resumed = null;
-        if (resumeFrom != null) {
-            resumed = TrainingCheckpoint.load(resumeFrom, TrainingCheckpoint.shapesOf(parameters));
-            resumed.restoreParameters(parameters);
-            step = resumed.step();
-            listener.onNote(String.format(Locale.ROOT, "resuming from %s at step %d of %d", resumeFrom, step,
-                    totalSteps));
-        }
-        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
-        describePlan(outputDir);
-        listener.onRunStarted(new TrainingListener.RunStarted(outputDir, step, totalSteps, resumeFrom));
-
+        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
+        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
         RewardObjective objective = new RewardObjective(recipe, model, head, pairs, validation);
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, outputDir, totalSteps, listener, cancelled)
-                .run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps, outputDir.resolve("adapter"), true),
-                        step, resumed);
-        List<Path> checkpoints = TrainingCheckpoint.list(outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
-        TrainingResult.StageResult result = outcome.result();
-        return new TrainingResult(outcome.step(), outcome.cancelled() && result.adapterDir() == null,
-                result.adapterDir(), result.averagedAdapters(), checkpoints, List.of(result));
+        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
+                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
+                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
+        return start.result(outcome);
     }
 
     private void describePlan(Path outputDir) {

@@ -3,15 +3,13 @@ package io.mixtune.trainer.sft;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.trainer.recipe.Recipe;
-import io.mixtune.trainer.run.TrainingCheckpoint;
+import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
-import io.mixtune.trainer.run.TrainingOutputs;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Locale;
 import java.util.function.BooleanSupplier;
 
@@ -68,27 +66,12 @@ public final class SftRecipe implements AutoCloseable {
      * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
      */
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        Path outputDir = TrainingOutputs.outputDir(recipe);
-        long step = 0;
-        TrainingCheckpoint.State resumed = null;
-        if (resumeFrom != null) {
-            resumed = TrainingCheckpoint.load(resumeFrom, TrainingCheckpoint.shapesOf(
-                    model.lora().parameters(TrainingModel.ADAPTER_NAME)));
-            step = resumed.step();
-            listener.onNote(String.format(Locale.ROOT, "resuming from %s at step %d of %d", resumeFrom, step,
-                    totalSteps));
-        }
-        TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
-        describePlan(outputDir);
-        listener.onRunStarted(new TrainingListener.RunStarted(outputDir, step, totalSteps, resumeFrom));
+        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
         listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        TrainingLoop loop = new TrainingLoop(recipe, model, outputDir, totalSteps, listener, cancelled);
-        TrainingLoop.Outcome outcome = loop.run(objective,
-                new TrainingLoop.Stage(1, false, 0, totalSteps, outputDir.resolve("adapter"), true), step, resumed);
-        TrainingResult.StageResult stage = outcome.result();
-        return new TrainingResult(outcome.step(), outcome.cancelled() && stage.adapterDir() == null,
-                stage.adapterDir(), stage.averagedAdapters(),
-                TrainingCheckpoint.list(outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR)), List.of(stage));
+        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
+                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
+                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
+        return start.result(outcome);
     }
 
     private void describePlan(Path outputDir) {
