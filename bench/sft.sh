@@ -21,13 +21,7 @@ for preset in tiny-mixtral tiny-mistral; do
 done
 
 # One peak for both: sft_trl.py's matmul_peak, with the threads the trainers get.
-read -r peak peak_median < <(interop/.venv/bin/python -c '
-import sys
-sys.path.insert(0, "bench")
-import sft_trl, torch
-torch.set_num_threads(int(sys.argv[1]))
-best, median = sft_trl.matmul_peak()
-print(f"{best:.1f} {median:.1f}")' "$threads")
+read -r peak peak_median < <(bench/matmul_peak.sh "$threads")
 echo "fp32 matmul 1024x1024 @ 1024x1024, $threads threads: best $peak GFLOP/s, median $peak_median GFLOP/s (load average $(load))"
 
 java -Dai.djl.offline=true -cp "bench/target/mixtune-bench-0.1.0-SNAPSHOT.jar:bench/target/lib/*" \

@@ -25,7 +25,12 @@ final class OpProfile {
 
     /** Runs {@code work} under the profiler and writes the trace to {@code trace}. */
     static void record(Path trace, Runnable work) {
-        JniUtils.startProfile(false, false, false);
+        record(trace, false, work);
+    }
+
+    /** The same, with each operator's input shapes in the trace when {@code shapes} (for finding which calls cost). */
+    static void record(Path trace, boolean shapes, Runnable work) {
+        JniUtils.startProfile(false, shapes, false);
         try {
             work.run();
         } finally {

@@ -313,7 +313,7 @@ public final class SftBenchmark {
         return lengths;
     }
 
-    private static long processCpuNanos() {
+    static long processCpuNanos() {
         return ((com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean())
                 .getProcessCpuTime();
     }
@@ -327,12 +327,12 @@ public final class SftBenchmark {
         }
     }
 
-    private static String ofPeak(double gflops, double peak) {
+    static String ofPeak(double gflops, double peak) {
         return Double.isNaN(peak) ? "no matmul peak given"
                 : String.format(Locale.ROOT, "%.0f%% of the %.0f GFLOP/s matmul peak", 100 * gflops / peak, peak);
     }
 
-    private static double median(double[] values) {
+    static double median(double[] values) {
         double[] sorted = values.clone();
         Arrays.sort(sorted);
         int n = sorted.length;

@@ -13,6 +13,7 @@ import io.mixtune.model.nn.RmsNorm;
 import io.mixtune.model.nn.RotaryEmbedding;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.function.IntConsumer;
 
 /**
@@ -116,6 +117,14 @@ public final class CausalLm implements AutoCloseable {
     /** Logits [..., vocab] of final hidden states: callers pass only the positions they need logits for. */
     public NDArray logits(NDArray hiddenStates) {
         return lmHead.forward(hiddenStates);
+    }
+
+    /**
+     * The lm_head's weight [vocab, hidden] when the head is a plain dense layer, which nothing trains (no adapter
+     * replaced it): a loss may then compute the head's input gradient itself. Empty for a quantized or adapted head.
+     */
+    public Optional<NDArray> denseHeadWeight() {
+        return lmHead instanceof DenseLinear dense ? Optional.of(dense.weight()) : Optional.empty();
     }
 
     /** Whole rows at once: logits [B, T, vocab] with the mask built from padding (may be null) and the window. */

@@ -15,6 +15,7 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.Scalars;
 import java.util.List;
+import java.util.Optional;
 import java.util.OptionalLong;
 
 /**
@@ -151,24 +152,9 @@ public final class CausalLmLoss {
      */
     private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             int chunkRows, long[] correct) {
-        long b = batch.rows();
-        long t = batch.length();
         int targets = batch.targetCount();
-        // Rows of the flattened [B*T, hidden] states that predict a target, and those targets.
-        long[] predicting = new long[targets];
-        long[] targetIds = new long[targets];
-        int n = 0;
-        for (int r = 0; r < b; r++) {
-            long[] labels = batch.labels()[r];
-            for (int i = 1; i < t; i++) {
-                if (labels[i] != TokenizedSample.IGNORE) {
-                    predicting[n] = r * t + i - 1;
-                    targetIds[n++] = labels[i];
-                }
-            }
-        }
-        NDArray predictingStates = states.reshape(b * t, -1).get(new NDIndex("{}", manager.create(predicting)));
-        NDArray targetColumn = manager.create(targetIds).reshape(-1, 1);
+        NDArray predictingStates = predictingStates(states, batch, manager);
+        NDArray targetColumn = manager.create(targetIds(batch)).reshape(-1, 1);
         // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
         // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
         // the arithmetic; 16 MB chunks are reused by the allocator and stay in the CPU cache from the matmul through
@@ -190,6 +176,112 @@ public final class CausalLmLoss {
         return chunks;
     }
 
+    /** The rows of the flattened [B*T, hidden] states that predict a target, in row-major order. */
+    private static NDArray predictingStates(NDArray states, TrainingBatch batch, NDManager manager) {
+        long t = batch.length();
+        long[] predicting = new long[batch.targetCount()];
+        int n = 0;
+        for (int r = 0; r < batch.rows(); r++) {
+            long[] labels = batch.labels()[r];
+            for (int i = 1; i < t; i++) {
+                if (labels[i] != TokenizedSample.IGNORE) {
+                    predicting[n++] = r * t + i - 1;
+                }
+            }
+        }
+        return states.reshape(batch.rows() * t, -1).get(new NDIndex("{}", manager.create(predicting)));
+    }
+
+    /** The batch's target tokens in row-major order, the order of {@link #predictingStates}. */
+    private static long[] targetIds(TrainingBatch batch) {
+        long[] targetIds = new long[batch.targetCount()];
+        int n = 0;
+        for (long[] labels : batch.labels()) {
+            for (int i = 1; i < labels.length; i++) {
+                if (labels[i] != TokenizedSample.IGNORE) {
+                    targetIds[n++] = labels[i];
+                }
+            }
+        }
+        return targetIds;
+    }
+
+    /**
+     * crossEntropySum / divisor as an objective for backward whose value is not the loss: its gradient at the final
+     * hidden states is the cross-entropy's, computed here without autograd. Autograd's way keeps every chunk's
+     * [positions, vocab] log-softmax for backward, fills a zero gradient of that size, scatters into it and runs the
+     * log-softmax backward over it; here each chunk's gradient softmax - one-hot is formed as soon as its log-softmax
+     * exists, goes through the head's weight at once, and only [positions, hidden] is kept. On a Mixtral of hidden size
+     * 256 that is a sixth of the step (bench/README.md, "Model sizes"). The loss is autograd's bit for bit, the gradient
+     * within rounding (libtorch's exp is MKL's, log_softmax's backward uses SLEEF's, and the 1 / divisor factor comes
+     * after the matmul: CausalLmLossTest#theHeadsGradientWithoutAutogradIsAutogradsOne).
+     *
+     * @return empty when the head is not a frozen dense layer (quantized, or with an adapter): autograd then
+     */
+    static Optional<HeadGradient> headGradient(CausalLm model, NDArray states, TrainingBatch batch, double divisor,
+            NDManager manager) {
+        Optional<NDArray> headWeight = model.denseHeadWeight().filter(weight -> !weight.hasGradient());
+        if (headWeight.isEmpty() || batch.targetCount() == 0) {
+            return Optional.empty();
+        }
+        NDArray weight = headWeight.get();
+        int targets = batch.targetCount();
+        int chunkRows = logitsChunkRows(model.config().vocabSize());
+        NDArray predictingStates = predictingStates(states, batch, manager);
+        NDArray detached = predictingStates.stopGradient();
+        NDArray targetColumn = manager.create(targetIds(batch)).reshape(-1, 1);
+        // What autograd sends back to log p(target) through sum, neg and the division: -(1 / divisor), in float32.
+        float upstream = 1.0f / (float) divisor;
+        NDList chunkSums = new NDList();
+        NDList stateGradients = new NDList();
+        NDList hits = new NDList();
+        for (int start = 0; start < targets; start += chunkRows) {
+            int end = Math.min(targets, start + chunkRows);
+            NDIndex rows = new NDIndex("{}:{}", start, end);
+            try (NDManager chunk = manager.newSubManager()) {
+                NDArray chunkStates = detached.get(rows);
+                chunkStates.attach(chunk);
+                NDArray chunkTargets = targetColumn.get(rows);
+                chunkTargets.attach(chunk);
+                NDArray logits = model.logits(chunkStates);
+                NDArray float32Logits = Casts.to(logits, DataType.FLOAT32);
+                NDArray logProbs = float32Logits.logSoftmax(-1);
+                NDArray targetSum = logProbs.gather(chunkTargets, -1).sum();
+                targetSum.attach(manager);
+                chunkSums.add(targetSum);
+                // The target is the argmax when no logit beats it (argmax breaks exact ties by index; this does not).
+                NDArray hit = float32Logits.gather(chunkTargets, -1).gte(float32Logits.max(new int[] {-1}, true))
+                        .sum();
+                hit.attach(manager);
+                hits.add(hit);
+                // log_softmax's backward with -u at the target is u x (softmax - one-hot); the factor u is applied
+                // to the [positions, hidden] product rather than the [positions, vocab] one, a pass over the logits
+                // fewer.
+                NDArray logitsGradient = logProbs.exp();
+                NDArray atTarget = logitsGradient.gather(chunkTargets, -1).sub(1f);
+                NDArray rowIndex = chunk.arange(0, end - start, 1, DataType.INT64);
+                logitsGradient.set(new NDIndex("{}, {}", rowIndex, chunkTargets.reshape(-1)), atTarget.reshape(-1));
+                // The head's input gradient, the linear layer's backward, in the compute dtype as autograd has it.
+                NDArray stateGradient = Scalars.times(
+                        Casts.to(logitsGradient, logits.getDataType()).matMul(weight), upstream);
+                stateGradient.attach(manager);
+                stateGradients.add(stateGradient);
+            }
+        }
+        NDArray sum = (chunkSums.size() == 1 ? chunkSums.get(0) : NDArrays.stack(chunkSums).sum()).neg();
+        long correct = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
+        NDArray gradient = stateGradients.size() == 1 ? stateGradients.get(0) : NDArrays.concat(stateGradients, 0);
+        return Optional.of(new HeadGradient(predictingStates.mul(gradient).sum(), sum.getFloat(), correct));
+    }
+
+    /**
+     * @param objective a scalar whose gradient at the final hidden states is that of crossEntropySum / divisor (its
+     *     value is not the loss)
+     * @param crossEntropySum the loss, summed over the targets
+     * @param correctPredictions as in {@link Terms}
+     */
+    record HeadGradient(NDArray objective, double crossEntropySum, long correctPredictions) {}
+
     /** What one micro-batch's forward and backward measured. */
     public record Values(double crossEntropySum, double loadBalancing, int targets, long correctPredictions) {}
 
@@ -206,6 +298,12 @@ public final class CausalLmLoss {
             double[] crossEntropySum = new double[1];
             long[] correct = new long[1];
             double loadBalancing = CheckpointedBackward.run(model, batch, (states, headManager) -> {
+                Optional<HeadGradient> head = headGradient(model, states, batch, crossEntropyDivisor, headManager);
+                if (head.isPresent()) {
+                    crossEntropySum[0] = head.get().crossEntropySum();
+                    correct[0] = head.get().correctPredictions();
+                    return head.get().objective();
+                }
                 NDArray sum = crossEntropySum(model, states, batch, headManager,
                         logitsChunkRows(model.config().vocabSize()), correct);
                 crossEntropySum[0] = sum.getFloat();
@@ -215,15 +313,31 @@ public final class CausalLmLoss {
         }
         try (NDManager stepManager = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Terms terms = of(model, batch, stepManager, OptionalLong.of(dropoutSeed));
-            NDArray objective = Scalars.dividedBy(terms.crossEntropySum(), crossEntropyDivisor);
-            if (terms.loadBalancing() != null && auxWeight > 0) {
-                objective = objective.add(Scalars.times(terms.loadBalancing(), auxWeight));
+            Forward forward = forward(model, batch, stepManager, OptionalLong.of(dropoutSeed));
+            Optional<HeadGradient> head = headGradient(model, forward.states(), batch, crossEntropyDivisor,
+                    stepManager);
+            double crossEntropySum;
+            long correct;
+            NDArray objective;
+            if (head.isPresent()) {
+                crossEntropySum = head.get().crossEntropySum();
+                correct = head.get().correctPredictions();
+                objective = head.get().objective();
+            } else {
+                long[] hits = new long[1];
+                NDArray sum = crossEntropySum(model, forward.states(), batch, stepManager,
+                        logitsChunkRows(model.config().vocabSize()), hits);
+                crossEntropySum = sum.getFloat();
+                correct = hits[0];
+                objective = Scalars.dividedBy(sum, crossEntropyDivisor);
+            }
+            if (forward.loadBalancing() != null && auxWeight > 0) {
+                objective = objective.add(Scalars.times(forward.loadBalancing(), auxWeight));
             }
             collector.backward(objective);
-            return new Values(terms.crossEntropySum().getFloat(),
-                    terms.loadBalancing() == null ? Double.NaN : terms.loadBalancing().getFloat(), terms.targets(),
-                    terms.correctPredictions());
+            return new Values(crossEntropySum,
+                    forward.loadBalancing() == null ? Double.NaN : forward.loadBalancing().getFloat(),
+                    batch.targetCount(), correct);
         }
     }
 
