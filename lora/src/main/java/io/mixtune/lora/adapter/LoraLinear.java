@@ -112,13 +112,26 @@ public final class LoraLinear implements Linear {
         NDArray a = adapter.a();
         NDArray b = adapter.b();
         input = Casts.to(input, a.getDataType());
-        NDArray update = Scalars.times(ai.djl.nn.core.Linear.linear(ai.djl.nn.core.Linear.linear(input, a)
-                .singletonOrThrow(), b).singletonOrThrow(), adapter.scale());
+        NDArray down = ai.djl.nn.core.Linear.linear(input, a).singletonOrThrow();
+        NDArray update;
+        if (isPowerOfTwo(adapter.scale())) {
+            // Scaling by 2^k commutes with rounding, so it can go on the [tokens, r] side instead of PEFT's
+            // [tokens, out] with the same bits (a pass over the output fewer, forward and backward); a scale of 1 is
+            // no multiplication at all.
+            update = ai.djl.nn.core.Linear.linear(adapter.scale() == 1 ? down : Scalars.times(down, adapter.scale()),
+                    b).singletonOrThrow();
+        } else {
+            update = Scalars.times(ai.djl.nn.core.Linear.linear(down, b).singletonOrThrow(), adapter.scale());
+        }
         if (update.getDataType() == y.getDataType()) {
             return y.add(update);
         }
         // A float16 base output and a float32 update: added in float32 and rounded once, as PEFT does.
         return Casts.to(Casts.to(y, update.getDataType()).add(update), y.getDataType());
+    }
+
+    private static boolean isPowerOfTwo(double scale) {
+        return scale > 0 && scale == Math.scalb(1.0, Math.getExponent(scale));
     }
 
     @Override
