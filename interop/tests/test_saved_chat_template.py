@@ -1,7 +1,8 @@
 """An adapter mixtune trains carries tokenizer.json and a tokenizer_config.json with the chat template it was trained
 with: transformers loads that folder's tokenizer, and apply_chat_template (with return_assistant_tokens_mask, which
 the {% generation %} blocks of mixtune's Jinja answer) gives the ids and trained tokens mixtune trained on, as
-`mixtune data preview --dump` shows them, for the built-in mistral and chatml templates."""
+`mixtune data preview --dump` shows them, for the built-in mistral and chatml templates and for custom ones (ChatML
+written as one, and "### User/### Bot" strings with BOS, a quote, a backslash and a carriage return)."""
 
 import json
 import os
@@ -24,7 +25,26 @@ def run(*args):
     return proc
 
 
-@pytest.mark.parametrize("template", ["mistral", "chatml"])
+CUSTOM = {
+    "custom-chatml": dict(system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
+                          user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
+                          assistant_prefix="<|im_start|>assistant\n", assistant_suffix="<|im_end|>",
+                          after_assistant="\n", bos=False, eos_after_assistant=False),
+    "custom-quirky": dict(system_prefix="### System's rules\n", system_suffix="\n",
+                          user_prefix="### User \\ 'asks'\r\n", user_suffix="\n", assistant_prefix="### Bot\n",
+                          assistant_suffix="\n###", after_assistant="\n", bos=True, eos_after_assistant=False),
+}
+
+
+def template_keys(template):
+    if template not in CUSTOM:
+        return f"  template: {template}\n"
+    # JSON strings are YAML double-quoted scalars
+    return "  template: custom\n  custom_template:\n" + "".join(
+        f"    {key}: {json.dumps(value)}\n" for key, value in CUSTOM[template].items())
+
+
+@pytest.mark.parametrize("template", ["mistral", "chatml", *CUSTOM])
 def test_adapter_tokenizer_applies_the_trained_template(tmp_path, template):
     if not os.access(MIXTUNE, os.X_OK):
         pytest.fail(f"{MIXTUNE} does not exist or is not executable")
@@ -34,7 +54,7 @@ def test_adapter_tokenizer_applies_the_trained_template(tmp_path, template):
     chats.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in conversations))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"model:\n  preset: tiny-mistral\noutput_dir: {tmp_path / 'out'}\n"
-                      f"data:\n  files: [{chats}]\n  template: {template}\n  max_seq_len: {MAX_LEN}\n"
+                      f"data:\n  files: [{chats}]\n{template_keys(template)}  max_seq_len: {MAX_LEN}\n"
                       f"  packing: false\ntrain:\n  max_steps: 1\n  micro_batch_size: 1\n")
     run("train", "--recipe", str(recipe))
     dump = tmp_path / "dump.jsonl"

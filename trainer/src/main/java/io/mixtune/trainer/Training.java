@@ -8,6 +8,7 @@ import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.LossPlot;
 import io.mixtune.trainer.run.MetricsLog;
+import io.mixtune.trainer.run.SamplesLog;
 import io.mixtune.trainer.run.RunDirectory;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingListener;
@@ -107,7 +108,9 @@ public final class Training {
         List<TrainingListener> all = new ArrayList<>();
         MetricsLog.Listener metrics = MetricsLog.listener();
         TrackingListener tracking = new TrackingListener(recipe);
+        SamplesLog samples = new SamplesLog();
         all.add(metrics);
+        all.add(samples);
         all.add(tracking);
         all.add(LossPlot.listener());
         all.addAll(listeners);
@@ -117,7 +120,7 @@ public final class Training {
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
-            try (RunDirectory run = RunDirectory.open(recipe, start); metrics; tracking) {
+            try (RunDirectory run = RunDirectory.open(recipe, start); metrics; samples; tracking) {
                 // After --force has cleared output_dir: the tokenizer it reads may be a base-model/ being replaced.
                 String markers = TemplateWarning.of(recipe);
                 if (markers != null) {

@@ -18,7 +18,7 @@ public interface ChatTemplate {
     /**
      * The template as a Hugging Face Jinja {@code chat_template} whose apply_chat_template gives these ids (and, with
      * its {@code {% generation %}} blocks, this mask), written into the tokenizer_config.json of what mixtune saves;
-     * null where there is none (a custom template).
+     * null where there is none.
      */
     default String jinja() {
         return null;

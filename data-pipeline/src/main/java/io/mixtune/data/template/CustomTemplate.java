@@ -32,6 +32,45 @@ public final class CustomTemplate implements ChatTemplate {
         return "custom";
     }
 
+    /**
+     * The template as Jinja for a tokenizer_config.json: each role's prefix, content and suffix, the assistant's content
+     * and suffix (and EOS) inside {@code {% generation %}}, after_assistant outside it, and the assistant's prefix as
+     * the generation prompt. transformers tokenizes the rendering at once, so its ids equal these where the pieces
+     * tokenize apart as together (the class comment: trained spans that start and end after a newline, as ChatML's).
+     */
+    @Override
+    public String jinja() {
+        return (strings.bos() ? "{{ bos_token }}" : "") + "{% for message in messages %}"
+                + "{% if message['role'] == 'system' %}{{ " + literal(strings.systemPrefix()) + " + message['content'] + "
+                + literal(strings.systemSuffix()) + " }}"
+                + "{% elif message['role'] == 'user' %}{{ " + literal(strings.userPrefix()) + " + message['content'] + "
+                + literal(strings.userSuffix()) + " }}"
+                + "{% elif message['role'] == 'assistant' %}{{ " + literal(strings.assistantPrefix()) + " }}"
+                + "{% generation %}{{ message['content'] + " + literal(strings.assistantSuffix())
+                + (strings.eosAfterAssistant() ? " + eos_token" : "") + " }}{% endgeneration %}"
+                + "{{ " + literal(strings.afterAssistant()) + " }}"
+                + "{% endif %}{% endfor %}"
+                + "{% if add_generation_prompt %}{{ " + literal(strings.assistantPrefix()) + " }}{% endif %}";
+    }
+
+    /**
+     * A Jinja string literal of {@code text}: quote and backslash escaped, a carriage return as {@code \r} (Jinja
+     * turns a raw one inside a literal into a newline); other characters, newlines included, stand as they are.
+     */
+    static String literal(String text) {
+        StringBuilder out = new StringBuilder("'");
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            switch (c) {
+                case '\\' -> out.append("\\\\");
+                case '\'' -> out.append("\\'");
+                case '\r' -> out.append("\\r");
+                default -> out.append(c);
+            }
+        }
+        return out.append('\'').toString();
+    }
+
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
         List<Segment> segments = new ArrayList<>();

@@ -5,6 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
 import io.mixtune.data.read.ChatFormat;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -59,6 +62,54 @@ class BuiltInJinjaTest {
         try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>")) {
             assertSame(new ChatMlTemplate(), jinja, hub);
         }
+    }
+
+    /**
+     * A custom template's Jinja gives its ids and labels where its trained spans start and end after a newline (the
+     * pieces tokenize apart as together): ChatML written as a custom template, and "### User/### Bot" strings with BOS,
+     * a quote, a backslash and a carriage return, which the Jinja literals must keep.
+     */
+    @Test
+    void customJinjaGivesTheCustomTemplatesIdsAndLabels() throws IOException {
+        CustomTemplateConfig quirky = new CustomTemplateConfig("### System's rules\n", "\n",
+                "### User \\ 'asks'\r\n", "\n", "### Bot\n", "\n###", "\n", true, false);
+        for (CustomTemplateConfig strings : List.of(CustomTemplateTest.CHATML, quirky)) {
+            CustomTemplate custom = new CustomTemplate(strings, 1, 2);
+            assertSame(custom, jinja(custom), tokenizer);
+            try (TextTokenizer hub = HubTokenizers.open("<unk>", "<s>", "</s>")) {
+                assertSame(custom, jinja(custom), hub);
+            }
+        }
+    }
+
+    /**
+     * With EOS after each answer, equal on a chat's first exchange; text after an EOS (after_assistant, the next turn)
+     * differs by sentencepiece's "▁": transformers encodes the text after a special token as a new text, the custom
+     * template as a continuation of the chat.
+     */
+    @Test
+    void customJinjaWithEosGivesTheCustomTemplatesIdsAndLabelsOnFirstExchanges() {
+        CustomTemplate custom = new CustomTemplate(new CustomTemplateConfig("", "\n", "User: ", "\n", "Bot:\n", "",
+                "", true, true), 1, 2);
+        HfChatTemplate jinja = jinja(custom);
+        int line = 1;
+        for (Conversation conversation : conversations) {
+            List<Message> messages = conversation.messages();
+            int answer = 0;
+            while (messages.get(answer).role() != Role.ASSISTANT) {
+                answer++;
+            }
+            Conversation first = new Conversation(messages.subList(0, answer + 1), conversation.source());
+            TokenizedSample expected = TemplateGoldenTest.build(custom, first, tokenizer);
+            TokenizedSample actual = TemplateGoldenTest.build(jinja, first, tokenizer);
+            assertArrayEquals(expected.inputIds(), actual.inputIds(), "ids, line " + line);
+            assertArrayEquals(expected.labels(), actual.labels(), "labels, line " + line);
+            line++;
+        }
+    }
+
+    private static HfChatTemplate jinja(CustomTemplate custom) {
+        return new HfChatTemplate(new JinjaChatTemplate("custom", custom.jinja(), "<s>", "</s>"), 1, 2);
     }
 
     static void assertSame(ChatTemplate builtIn, HfChatTemplate jinja, TextTokenizer tokenizer) {

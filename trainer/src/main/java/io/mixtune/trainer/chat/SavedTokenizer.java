@@ -18,8 +18,7 @@ import java.util.List;
  * The tokenizer files mixtune writes beside what it saves (an adapter, a preset's base model), so that
  * {@code AutoTokenizer.from_pretrained(dir).apply_chat_template(...)} works there and gives the ids the model was
  * trained on: the model's tokenizer.json, and its tokenizer_config.json (or a minimal one) whose {@code chat_template}
- * is the template trained with, in Jinja ({@link ChatTemplate#jinja}). A custom template has no Jinja form; its
- * tokenizer_config.json then carries no chat_template.
+ * is the template trained with, in Jinja ({@link ChatTemplate#jinja}), a custom template's too.
  *
  * <p>The template writes {@code bos_token} and {@code eos_token} as text, and transformers makes them the BOS and EOS
  * ids only where the tokenizer.json declares them special and {@code split_special_tokens} is false. mixtune's bundled

@@ -75,11 +75,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param gradientCheckpointing keep only each decoder layer's input in the forward pass and recompute the layer in
      *     backward (same gradients, activation memory layers x tokens x hidden)
      * @param routerAuxLoss add Mixtral's load-balancing loss times the config's router_aux_loss_coef
+     * @param evalPrompts user messages answered (chat template, greedy) at each evaluation into samples.jsonl
+     * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
             double lr, String schedule, int warmupSteps, double weightDecay, double maxGradNorm, double adamBeta1,
             double adamBeta2, double adamEps, long seed, boolean gradientCheckpointing, int evalEvery, int saveEvery,
-            int keepLast, boolean routerAuxLoss, int logEvery) {
+            int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts, int evalMaxNewTokens) {
         /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward");
@@ -122,6 +124,17 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             checks.nonNegative("save_every", saveEvery);
             checks.positive("keep_last", keepLast);
             checks.positive("log_every", logEvery);
+            evalPrompts = evalPrompts == null ? List.of() : List.copyOf(evalPrompts);
+            for (int i = 0; i < evalPrompts.size(); i++) {
+                if (evalPrompts.get(i).isBlank()) {
+                    checks.add("eval_prompts: prompt " + (i + 1) + " is empty: expected a user's message");
+                }
+            }
+            if ("reward".equals(method) && !evalPrompts.isEmpty()) {
+                checks.add("eval_prompts: a reward model scores answers and generates none: remove train.eval_prompts "
+                        + "for train.method reward");
+            }
+            checks.positive("eval_max_new_tokens", evalMaxNewTokens);
             checks.throwIfAny();
         }
     }

@@ -53,6 +53,19 @@ public final class ProgressLine implements TrainingListener {
         message(event.summary());
     }
 
+    /** One line per prompt, its answer quoted so that a newline in it does not break the line. */
+    @Override
+    public void onSamples(SamplesGenerated event) {
+        for (Sample sample : event.samples()) {
+            message("step " + event.step() + ": " + quoted(sample.prompt()) + " -> " + quoted(sample.completion()));
+        }
+    }
+
+    static String quoted(String text) {
+        return '"' + text.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n").replace("\r", "\\r")
+                .replace("\t", "\\t") + '"';
+    }
+
     @Override
     public void onCheckpoint(CheckpointSaved event) {
         message("step " + event.step() + ": checkpoint " + event.directory());

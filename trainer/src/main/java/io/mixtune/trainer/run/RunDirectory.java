@@ -56,6 +56,8 @@ public final class RunDirectory implements AutoCloseable {
             // Validation passes run without dropout or gradients and restore the adapters' mode afterwards (the
             // averages' too); dropout masks are seeded per micro-batch, so no random stream moves either.
             "train.eval_every",
+            // Sample answers are greedy (no random number drawn) and without dropout (EvalSamplesTest: same losses).
+            "train.eval_prompts", "train.eval_max_new_tokens",
             // When checkpoints are written and how many are kept: a checkpoint is a copy of the state.
             "train.save_every", "train.keep_last",
             // Recomputing each layer in backward gives bit-identical gradients (CheckpointedBackwardTest), so a run

@@ -7,8 +7,8 @@ import java.util.Map;
 
 /**
  * Receives what a training run does, as typed events, in order: {@link RunStarted}, then per stage (SFT has one)
- * {@link StageStarted}, {@link StepEnded} after every optimizer step, {@link Evaluated} and {@link CheckpointSaved}
- * as the recipe's cadence says, and {@link RunFinished} last. {@link #onNote} carries the lines a person reads (the
+ * {@link StageStarted}, {@link StepEnded} after every optimizer step, {@link Evaluated}, {@link SamplesGenerated}
+ * (with train.eval_prompts) and {@link CheckpointSaved} as the recipe's cadence says, and {@link RunFinished} last. {@link #onNote} carries the lines a person reads (the
  * plan, warnings, a skipped float16 step). The progress line, metrics.jsonl, loss.png and TensorBoard are listeners;
  * a listener that throws stops the run, as any other error would. Every method does nothing unless overridden.
  */
@@ -58,6 +58,16 @@ public interface TrainingListener {
         }
     }
 
+    /**
+     * train.eval_prompts answered at an evaluation, greedily, with the chat template trained with.
+     *
+     * @param stage the DPO stage (as metrics.jsonl records it), or null (SFT)
+     */
+    record SamplesGenerated(long step, Integer stage, List<Sample> samples) {}
+
+    /** @param completion the new tokens decoded, as {@code mixtune generate --chat} prints them */
+    record Sample(String prompt, String completion) {}
+
     record CheckpointSaved(long step, Path directory) {}
 
     record RunFinished(TrainingResult result) {}
@@ -71,6 +81,8 @@ public interface TrainingListener {
     default void onStep(StepEnded event) {}
 
     default void onEvaluation(Evaluated event) {}
+
+    default void onSamples(SamplesGenerated event) {}
 
     default void onCheckpoint(CheckpointSaved event) {}
 
@@ -103,6 +115,11 @@ public interface TrainingListener {
             @Override
             public void onEvaluation(Evaluated event) {
                 copy.forEach(l -> l.onEvaluation(event));
+            }
+
+            @Override
+            public void onSamples(SamplesGenerated event) {
+                copy.forEach(l -> l.onSamples(event));
             }
 
             @Override

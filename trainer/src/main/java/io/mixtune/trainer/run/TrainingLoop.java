@@ -34,6 +34,8 @@ public final class TrainingLoop {
     private final BooleanSupplier cancelled;
     private final long totalSteps;
     private final List<NDArray> parameters;
+    /** train.eval_prompts, answered at each evaluation; null without them. */
+    private final EvalSamples samples;
 
     /**
      * @param totalSteps the run's last step, over all stages
@@ -48,6 +50,7 @@ public final class TrainingLoop {
         this.cancelled = cancelled;
         this.totalSteps = totalSteps;
         this.parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
+        this.samples = EvalSamples.of(recipe, model);
     }
 
     /**
@@ -105,8 +108,11 @@ public final class TrainingLoop {
         long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
                 : objective.microBatchesPerEpoch() * train.epochs();
         StageRecord record = new StageRecord(stage);
-        if (stage.evaluateFirst() && step == stage.start() && objective.hasValidation()) {
-            evaluate(objective, stage, step, averages, record);
+        if (stage.evaluateFirst() && step == stage.start()) {
+            if (objective.hasValidation()) {
+                evaluate(objective, stage, step, averages, record);
+            }
+            generateSamples(stage, step);
         }
         try (LoraModel.Scope training = lora.training()) {
             while (step < stage.end()) {
@@ -139,8 +145,12 @@ public final class TrainingLoop {
                         seconds, (double) last / objective.microBatchesPerEpoch(), record);
                 listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics,
                         step % train.logEvery() == 0 || end, result.measured().figures()));
-                if (objective.hasValidation() && (end || train.evalEvery() > 0 && step % train.evalEvery() == 0)) {
+                boolean evaluation = end || train.evalEvery() > 0 && step % train.evalEvery() == 0;
+                if (objective.hasValidation() && evaluation) {
                     evaluate(objective, stage, step, averages, record);
+                }
+                if (evaluation) {
+                    generateSamples(stage, step);
                 }
                 if (end) {
                     record.adapters = writeAdapters(stage.adapterDir(), averages);
@@ -244,6 +254,14 @@ public final class TrainingLoop {
         }
         record.lastEvaluation = metrics;
         listener.onEvaluation(new TrainingListener.Evaluated(step, metrics, "step " + step + ": " + summary));
+    }
+
+    /** train.eval_prompts answered by the weights as they are, at an evaluation (with or without validation data). */
+    private void generateSamples(Stage stage, long step) {
+        if (samples != null) {
+            listener.onSamples(new TrainingListener.SamplesGenerated(step, stage.recordStage() ? stage.stage() : null,
+                    samples.generate(model)));
+        }
     }
 
     /** The stage's adapter and, beside it, each weight average's (adapter-ema, ...); by name, "" the adapter's. */

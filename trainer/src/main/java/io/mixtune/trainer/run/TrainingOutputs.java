@@ -28,6 +28,7 @@ import java.util.stream.Stream;
 public final class TrainingOutputs {
     public static final String RECIPE_FILE = "recipe.yaml";
     public static final String METRICS_FILE = "metrics.jsonl";
+    public static final String SAMPLES_FILE = "samples.jsonl";
     public static final String PLOT_FILE = "loss.png";
     public static final String DATA_HASHES_FILE = "data-files.sha256";
     public static final String CHECKPOINTS_DIR = "checkpoints";
@@ -39,7 +40,7 @@ public final class TrainingOutputs {
      * marker), which other runs and commands share.
      */
     private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
-            METRICS_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png");
+            METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png");
     /**
      * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
      * possibly with the .partial sibling a killed write left.

@@ -88,6 +88,27 @@ class RecipeReaderTest {
     }
 
     @Test
+    void evalPromptsAreAListOfMessagesForAMethodThatGenerates() throws IOException {
+        Recipe read = RecipeReader.read(write("ok.yaml", minimal() + "train:\n  eval_prompts: [Hi, \"Say \\\"no\\\"\"]\n"),
+                List.of()).recipe();
+        assertEquals(List.of("Hi", "Say \"no\""), read.train().evalPrompts());
+        assertEquals(64, read.train().evalMaxNewTokens());
+        assertEquals(List.of(), RecipeReader.read(write("none.yaml", minimal()), List.of()).recipe().train()
+                .evalPrompts());
+        String mapping = error(write("a.yaml", minimal() + "train:\n  eval_prompts:\n    - Hi\n    - {role: user}\n"));
+        assertTrue(mapping.contains("a.yaml:9: train.eval_prompts[1]: expected a string, got a mapping"), mapping);
+        String nested = error(write("b.yaml", minimal() + "train:\n  eval_prompts: {first: Hi}\n"));
+        assertTrue(nested.contains("b.yaml:7: train.eval_prompts: expected a list, got a mapping"), nested);
+        String empty = error(write("c.yaml", minimal() + "train:\n  eval_prompts: [Hi, \" \"]\n"));
+        assertTrue(empty.contains("c.yaml:7: train.eval_prompts: prompt 2 is empty: expected a user's message"), empty);
+        String tokens = error(write("d.yaml", minimal() + "train:\n  eval_max_new_tokens: 0\n"));
+        assertTrue(tokens.contains("d.yaml:7: train.eval_max_new_tokens: must be a positive integer, got 0"), tokens);
+        String reward = error(write("e.yaml", minimal() + "train:\n  method: reward\n  eval_prompts: [Hi]\n"));
+        assertTrue(reward.contains("train.eval_prompts: a reward model scores answers and generates none: remove "
+                + "train.eval_prompts for train.method reward"), reward);
+    }
+
+    @Test
     void aWrongTypeOrRangeNamesTheLineAndWhatWasExpected() throws IOException {
         String type = error(write("a.yaml", minimal() + "train:\n  micro_batch_size: four\n"));
         assertTrue(type.contains("a.yaml:7: train.micro_batch_size: expected an integer, got \"four\""), type);
