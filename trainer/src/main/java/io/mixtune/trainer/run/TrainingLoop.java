@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
@@ -285,6 +286,7 @@ public final class TrainingLoop {
                 averages.state());
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
+                    SavedTokenizer.write(dir.resolve(TrainingCheckpoint.ADAPTER_DIR), recipe);
                     averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
                             () -> writeAdapterInto(dir.resolve("adapter-" + name))));
                     objective.saveState(dir);
@@ -296,5 +298,6 @@ public final class TrainingLoop {
     private void writeAdapterInto(Path dir) {
         PeftAdapter.save(model.lora(), TrainingModel.ADAPTER_NAME, dir,
                 model.baseModelDir().toAbsolutePath().toString());
+        SavedTokenizer.write(dir, recipe);
     }
 }

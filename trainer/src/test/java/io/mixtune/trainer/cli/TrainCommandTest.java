@@ -89,7 +89,8 @@ class TrainCommandTest {
         assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_config.json")));
         assertTrue(Files.isRegularFile(out.resolve("adapter/adapter_model.safetensors")));
         // data.template auto on a preset is mistral; the adapter carries it for apply_chat_template
-        for (String adapter : List.of("adapter", "adapter-ema")) {
+        for (String adapter : List.of("adapter", "adapter-ema", "checkpoints/step-000012/adapter",
+                "checkpoints/step-000012/adapter-ema")) {
             JsonNode tokenizerConfig = new ObjectMapper().readTree(out.resolve(adapter + "/tokenizer_config.json").toFile());
             assertEquals(MistralTemplate.JINJA, tokenizerConfig.get("chat_template").asText(), adapter);
             assertTrue(Files.isRegularFile(out.resolve(adapter + "/tokenizer.json")), adapter);
