@@ -24,15 +24,32 @@ public final class StageSplit {
 
     /** Near-equal parts by margin, largest first; equal margins keep file order. */
     public static List<List<PreferenceSample>> byMargin(List<PreferenceSample> samples, int stages) {
-        for (PreferenceSample sample : samples) {
+        double[] margins = new double[samples.size()];
+        for (int i = 0; i < margins.length; i++) {
+            PreferenceSample sample = samples.get(i);
             if (sample.margin() == null) {
                 throw new IllegalArgumentException(sample.source() + ": splitting stages by score margin needs "
                         + "score_chosen and score_rejected in every pair");
             }
+            margins[i] = sample.margin();
         }
-        List<PreferenceSample> sorted = new ArrayList<>(samples);
-        sorted.sort(Comparator.comparingDouble((PreferenceSample s) -> s.margin()).reversed());
-        return byOrder(sorted, stages);
+        return byMargin(samples, margins, stages);
+    }
+
+    /**
+     * Near-equal parts by the given margins (one per item, from wherever they come: the pairs' scores, a reward
+     * model), largest first; equal margins keep the items' order (a stable sort).
+     */
+    public static <T> List<List<T>> byMargin(List<T> items, double[] margins, int stages) {
+        if (margins.length != items.size()) {
+            throw new IllegalArgumentException(margins.length + " margins for " + items.size() + " items");
+        }
+        List<Integer> order = new ArrayList<>();
+        for (int i = 0; i < margins.length; i++) {
+            order.add(i);
+        }
+        order.sort(Comparator.comparingDouble((Integer i) -> margins[i]).reversed());
+        return byOrder(order.stream().map(items::get).toList(), stages);
     }
 
     private static void checkStages(int items, int stages) {

@@ -25,7 +25,7 @@ public interface ChatTemplate {
     }
 
     /** The built-in templates; a custom one is built from its strings ({@code DataConfig.chatTemplate}). */
-    static ChatTemplate byName(String name, long bosId, long eosId) {
+    public static ChatTemplate byName(String name, long bosId, long eosId) {
         return switch (name) {
             case "mistral" -> new MistralTemplate(bosId, eosId);
             case "chatml" -> new ChatMlTemplate();

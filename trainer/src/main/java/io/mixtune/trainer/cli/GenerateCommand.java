@@ -2,31 +2,39 @@ package io.mixtune.trainer.cli;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
-import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.model.tokenizer.TextTokenizer;
-import io.mixtune.trainer.run.TrainingData;
-import io.mixtune.trainer.chat.ModelChat;
+import io.mixtune.trainer.Generation;
+import io.mixtune.trainer.reward.RewardSequences;
+import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
+import java.util.Map;
 import java.util.stream.Collectors;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
-/** `mixtune generate`: continue a prompt with a Hugging Face checkpoint. */
+/**
+ * `mixtune generate`: continue a prompt with a Hugging Face checkpoint, or with --best-of N pick the best of N sampled
+ * answers by a reward model's score. The generating is {@link Generation}'s; this prints what it returns.
+ */
 final class GenerateCommand implements Command {
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     @Override
     public String name() {
@@ -41,6 +49,7 @@ final class GenerateCommand implements Command {
     @Override
     public String usage() {
         return "--model DIR [--adapter DIR] [--quantize nf4] (--prompt TEXT [--chat [--system TEXT]] | --prompt-ids 1,2,3)"
+                + " [--best-of N --reward RM [--output FILE]]"
                 + " [--proxy-base DIR (--proxy-tuned DIR | --proxy-adapter DIR) [--proxy-alpha A]] [options]";
     }
 
@@ -67,11 +76,20 @@ final class GenerateCommand implements Command {
                         + "line of stdout"))
                 .addOption(Mixtune.option("dump-logits", "FILE", "write the prompt's logits [prompt_len, vocab] "
                         + "float32 to FILE as safetensors (tensor 'logits')"))
+                .addOption(Mixtune.option("best-of", "N", "sample N answers (answer i with seed S + i; needs "
+                        + "--temperature), score each with --reward and print every reward, then the best answer"))
+                .addOption(Mixtune.option("reward", "RM", "with --best-of: the reward model, a reward adapter trained "
+                        + "on --model (train.method: reward); it scores the chat [--system, user: --prompt, assistant: "
+                        + "answer] as `mixtune reward` scores a chat, on --model loaded as --quantize says"))
+                .addOption(Mixtune.option("reward-template", "T", "with --best-of: the chat template the reward model "
+                        + "was trained with, mistral (default) or chatml, as `mixtune reward --template`"))
+                .addOption(Mixtune.option("output", "FILE", "with --best-of: every answer as JSONL (answer, seed, "
+                        + "reward, best, text, ids)"))
                 .addOption(Mixtune.deviceOption());
     }
 
     @Override
-    public int run(CommandLine line, PrintStream out) {
+    public int run(CommandLine line, PrintStream out) throws IOException {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
         Device device = Mixtune.device(line);
         if (line.hasOption("prompt") == line.hasOption("prompt-ids")) {
@@ -87,7 +105,8 @@ final class GenerateCommand implements Command {
         if (maxNewTokens < 0) {
             throw new UsageException("--max-new-tokens must be >= 0, got " + maxNewTokens);
         }
-        TokenSampler sampler = sampler(line);
+        Generation.Decoding decoding = decoding(line);
+        Generation.BestOf bestOf = bestOf(line);
         if (Files.isRegularFile(modelDir)) {
             throw new UsageException("--model " + modelDir + ": is a file, expected a Hugging Face checkpoint directory "
                     + "(config.json + safetensors)");
@@ -96,30 +115,129 @@ final class GenerateCommand implements Command {
             throw new IllegalArgumentException(modelDir + ": no such model directory");
         }
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
-        boolean proxied = ProxyModels.requested(line);
-        if (proxied) {
-            ProxyModels.check(line, modelDir, readConfig(modelDir));
+        if (ProxyModels.requested(line)) {
+            if (bestOf != null) {
+                throw new UsageException("--best-of does not go with proxy-tuning (--proxy-base) yet");
+            }
+            return runProxied(line, out, modelDir, device, linears, maxNewTokens, decoding);
         }
+        Generation.Prompt prompt = prompt(line);
+        Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
+        Generation.Result result;
+        try {
+            result = Generation.run(new Generation.Options(modelDir, adapter, linears, device, prompt, maxNewTokens,
+                    decoding, line.hasOption("dump-logits"), bestOf));
+        } catch (Generation.InvalidOptions e) {
+            throw usage(e, line, modelDir);
+        }
+        if (line.hasOption("dump-logits")) {
+            dumpLogits(Path.of(line.getOptionValue("dump-logits")), result.promptLogits());
+        }
+        if (bestOf != null) {
+            printBestOf(line, out, result, decoding);
+        }
+        Generation.Answer answer = result.best();
+        if (answer.text() != null) {
+            out.println(answer.text());
+        } else if (!line.hasOption("output-ids")) {
+            out.println(joinIds(answer.ids()));
+        }
+        if (line.hasOption("output-ids")) {
+            out.println(joinIds(answer.ids()));
+        }
+        return Mixtune.OK;
+    }
+
+    /** Which flag sets each {@link Generation.Options} component, for its errors. */
+    private static final Map<String, String> FLAGS = Map.of("model", "--model", "adapter", "--adapter", "prompt",
+            "--prompt", "maxNewTokens", "--max-new-tokens", "decoding", "--temperature", "bestOf", "--best-of",
+            "rewardAdapter", "--reward");
+
+    /** --best-of N --reward DIR [--reward-template T], or null without --best-of. */
+    private static Generation.BestOf bestOf(CommandLine line) {
+        if (!line.hasOption("best-of")) {
+            for (String option : List.of("reward", "reward-template", "output")) {
+                if (line.hasOption(option)) {
+                    throw new UsageException("--" + option + " goes with --best-of N: it is best-of-n's");
+                }
+            }
+            return null;
+        }
+        int n = Mixtune.intOption(line, "best-of", 1);
+        if (n < 1) {
+            throw new UsageException("--best-of expects at least 1 answer, got " + n);
+        }
+        if (line.hasOption("prompt-ids")) {
+            throw new UsageException("--best-of scores the prompt and each answer as a chat: give the prompt as "
+                    + "--prompt TEXT, not --prompt-ids");
+        }
+        if (!line.hasOption("reward")) {
+            throw new UsageException("--best-of " + n + " needs --reward DIR: the reward model (a reward adapter "
+                    + "trained on --model, train.method: reward) that scores the answers");
+        }
+        boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
+        if (!sampling || line.hasOption("greedy")) {
+            throw new UsageException("--best-of " + n + " samples its answers, but decoding is greedy (the " + n
+                    + " answers would be one): give --temperature T > 0 (e.g. 0.8), and --seed S to choose the samples");
+        }
+        return new Generation.BestOf(n, Path.of(line.getOptionValue("reward")),
+                line.getOptionValue("reward-template", RewardSequences.DEFAULT_TEMPLATE));
+    }
+
+    /** Every answer's reward, one line each, then the best's (stdout); with --output, every answer as JSONL. */
+    private static void printBestOf(CommandLine line, PrintStream out, Generation.Result result,
+            Generation.Decoding decoding) throws IOException {
+        List<Generation.Answer> answers = result.answers();
+        int best = result.bestIndex().getAsInt();
+        List<String> records = new ArrayList<>();
+        for (int i = 0; i < answers.size(); i++) {
+            Generation.Answer answer = answers.get(i);
+            long seed = decoding.seed() + i;
+            out.println(String.format(Locale.ROOT, "answer %d of %d (seed %d): ", i + 1, answers.size(), seed)
+                    + (answer.reward().isPresent() ? String.format(Locale.ROOT, "reward %.4f%s",
+                            answer.reward().getAsDouble(), i == best ? "  best" : "") : "empty, not scored"));
+            ObjectNode record = JSON.createObjectNode().put("answer", i + 1).put("seed", seed);
+            if (answer.reward().isPresent()) {
+                record.put("reward", (float) answer.reward().getAsDouble());
+            } else {
+                record.putNull("reward");
+            }
+            record.put("best", i == best).put("text", answer.text());
+            record.putPOJO("ids", answer.ids());
+            records.add(JSON.writeValueAsString(record));
+        }
+        if (line.hasOption("output")) {
+            Files.write(Path.of(line.getOptionValue("output")), records);
+        }
+    }
+
+    /** Proxy-tuning: the large model steered by a small tuned and untuned pair, decoded in lockstep. */
+    private static int runProxied(CommandLine line, PrintStream out, Path modelDir, Device device,
+            MistralCheckpoint.LinearFactory linears, int maxNewTokens, Generation.Decoding decoding) {
+        ProxyModels.check(line, modelDir, readConfig(modelDir));
         try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears);
-                ProxyModels proxy = proxied ? ProxyModels.load(line, model, manager) : null) {
+                ProxyModels proxy = ProxyModels.load(line, model, manager)) {
             if (line.hasOption("adapter")) {
                 PeftAdapter.load(new LoraModel(model), Path.of(line.getOptionValue("adapter")), "default");
             }
-            long[] promptIds = line.hasOption("chat") ? chatPrompt(modelDir, model, line)
-                    : line.hasOption("prompt") ? tokenize(modelDir, model, line.getOptionValue("prompt"))
-                    : parseIds(line.getOptionValue("prompt-ids"), model.config().vocabSize());
-            int positions = proxy == null ? model.config().maxPositionEmbeddings() : proxy.maxPositionEmbeddings();
+            Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
+            long[] promptIds;
+            try {
+                promptIds = Generation.promptIds(prompt(line), modelDir, adapter, model.config());
+            } catch (Generation.InvalidOptions e) {
+                throw usage(e, line, modelDir);
+            }
+            int positions = proxy.maxPositionEmbeddings();
             if (promptIds.length + (long) maxNewTokens > positions) {
                 throw new UsageException("a prompt of " + promptIds.length + " tokens and --max-new-tokens "
-                        + maxNewTokens + " exceed max_position_embeddings " + positions + " of "
-                        + (proxy == null ? modelDir.resolve("config.json") : "the large or a small model")
-                        + ": the model has no position beyond it; ask for at most "
+                        + maxNewTokens + " exceed max_position_embeddings " + positions + " of the large or a small "
+                        + "model: the model has no position beyond it; ask for at most "
                         + Math.max(0, positions - promptIds.length) + " new tokens");
             }
             List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;
-            Generator generator = proxy == null ? new Generator(model) : proxy.tuning().generator();
-            List<Integer> newIds = generator.generate(promptIds, maxNewTokens, sampler, promptLogits);
+            List<Integer> newIds = proxy.tuning().generator().generate(promptIds, maxNewTokens, decoding.sampler(0),
+                    promptLogits);
             if (promptLogits != null) {
                 dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
             }
@@ -145,39 +263,26 @@ final class GenerateCommand implements Command {
         }
     }
 
-    /** The prompt as the user's message of a chat, rendered with the chat template's generation prompt. */
-    private static long[] chatPrompt(Path modelDir, CausalLm model, CommandLine line) {
-        TokenizerFile tokenizerFile = tokenizerFile(modelDir, model);
-        Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
-        try (TextTokenizer tokenizer = tokenizerFile.open()) {
-            ModelChat chat = new ModelChat(ModelChat.template(tokenizerFile, adapter), tokenizer,
-                    line.getOptionValue("system"));
-            return chat.ask(line.getOptionValue("prompt"));
-        }
-    }
-
-    static TokenSampler sampler(CommandLine line) {
+    /** --greedy (the default), or --temperature, --top-p and --seed. */
+    static Generation.Decoding decoding(CommandLine line) {
         boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
         if (line.hasOption("greedy") && sampling) {
             throw new UsageException("--greedy does not go with --temperature, --top-p or --seed");
         }
         if (!sampling) {
-            return TokenSampler.greedy();
+            return Generation.Decoding.GREEDY;
         }
-        double temperature = Mixtune.doubleOption(line, "temperature", 1.0);
-        double topP = Mixtune.doubleOption(line, "top-p", 1.0);
         try {
-            return TokenSampler.sampling(temperature, topP, Mixtune.intOption(line, "seed", 0));
+            return Generation.Decoding.sampling(Mixtune.doubleOption(line, "temperature", 1.0),
+                    Mixtune.doubleOption(line, "top-p", 1.0), Mixtune.intOption(line, "seed", 0));
         } catch (IllegalArgumentException e) {
             throw new UsageException(e.getMessage());
         }
     }
 
-    /** The prompt is text: what it spells, "</s>" or "[INST]" included, is never a control token. */
-    private static long[] tokenize(Path modelDir, CausalLm model, String prompt) {
-        try (TextTokenizer tokenizer = tokenizer(modelDir, model)) {
-            return tokenizer.encode(prompt, true);
-        }
+    /** The sampler `chat` decodes with: as generate's --greedy, --temperature, --top-p and --seed. */
+    static TokenSampler sampler(CommandLine line) {
+        return decoding(line).sampler(0);
     }
 
     /** The model's tokenizer, checked as every command checks it (TrainingData.tokenizer). */
@@ -187,15 +292,22 @@ final class GenerateCommand implements Command {
 
     static TokenizerFile tokenizerFile(Path modelDir, CausalLm model) {
         try {
-            return TrainingData.tokenizer(modelDir, model.config(), false);
-        } catch (IllegalArgumentException e) {
-            throw new UsageException("--model " + e.getMessage() + (Files.isRegularFile(modelDir.resolve(
+            return Generation.tokenizerFile(modelDir, model.config());
+        } catch (Generation.InvalidOptions e) {
+            throw new UsageException(e.describe("--model") + (Files.isRegularFile(modelDir.resolve(
                     "tokenizer.json")) ? "" : "; or give the prompt as --prompt-ids"));
         }
     }
 
-    static long[] parseIds(String text, int vocabSize) {
-        String[] parts = text.split(",");
+    /** The prompt from --prompt, --chat [--system] or --prompt-ids. */
+    private static Generation.Prompt prompt(CommandLine line) {
+        if (line.hasOption("chat")) {
+            return new Generation.Prompt.Chat(line.getOptionValue("prompt"), line.getOptionValue("system"));
+        }
+        if (line.hasOption("prompt")) {
+            return new Generation.Prompt.Text(line.getOptionValue("prompt"));
+        }
+        String[] parts = line.getOptionValue("prompt-ids").split(",");
         long[] ids = new long[parts.length];
         for (int i = 0; i < parts.length; i++) {
             try {
@@ -203,12 +315,20 @@ final class GenerateCommand implements Command {
             } catch (NumberFormatException e) {
                 throw new UsageException("--prompt-ids expects comma-separated integers, got '" + parts[i].trim() + "'");
             }
-            if (ids[i] < 0 || ids[i] >= vocabSize) {
-                throw new UsageException("--prompt-ids: token id " + ids[i] + " is outside the vocabulary [0, "
-                        + vocabSize + ")");
-            }
         }
-        return ids;
+        return new Generation.Prompt.Ids(ids);
+    }
+
+    /** A {@link Generation.InvalidOptions} as the flag that set the option says it. */
+    private static UsageException usage(Generation.InvalidOptions e, CommandLine line, Path modelDir) {
+        if (e.option().equals("prompt") && line.hasOption("prompt-ids")) {
+            return new UsageException(e.describe("--prompt-ids:"));
+        }
+        String message = e.describe(FLAGS.get(e.option()));
+        if (e.option().equals("model") && !Files.isRegularFile(modelDir.resolve("tokenizer.json"))) {
+            message += "; or give the prompt as --prompt-ids";
+        }
+        return new UsageException(message);
     }
 
     private static String joinIds(List<Integer> ids) {

@@ -15,6 +15,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.reward.RewardHead;
 import io.mixtune.trainer.reward.RewardScorer;
+import io.mixtune.trainer.reward.RewardSequences;
 import io.mixtune.trainer.run.TrainingData;
 import java.io.PrintStream;
 import java.nio.file.Files;
@@ -96,8 +97,8 @@ final class RewardCommand implements Command {
         if (!Files.isRegularFile(data)) {
             throw new UsageException("--data " + dataFile + ": no such file");
         }
-        String template = line.getOptionValue("template", "mistral");
-        if (!List.of("mistral", "chatml").contains(template)) {
+        String template = line.getOptionValue("template", RewardSequences.DEFAULT_TEMPLATE);
+        if (!RewardSequences.TEMPLATES.contains(template)) {
             throw new UsageException("--template expects mistral or chatml, got '" + template + "'");
         }
         int batchSize = Mixtune.intOption(line, "batch-size", 8);
@@ -110,7 +111,7 @@ final class RewardCommand implements Command {
         } catch (IllegalArgumentException e) {
             throw new UsageException("--model " + modelDir + ": " + e.getMessage());
         }
-        int maxSeqLen = Mixtune.intOption(line, "max-seq-len", Math.min(2048, config.maxPositionEmbeddings()));
+        int maxSeqLen = Mixtune.intOption(line, "max-seq-len", RewardSequences.defaultMaxSeqLen(config));
         SampleCache.TokenizerFile tokenizer;
         try {
             tokenizer = TrainingData.tokenizer(modelDir, config, false);
@@ -118,43 +119,44 @@ final class RewardCommand implements Command {
             throw new UsageException("--model " + e.getMessage());
         }
         boolean skipInvalid = line.hasOption("skip-invalid");
-        DataConfig dataConfig = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen,
-                false, "all_assistant_turns", skipInvalid);
         long skipped;
 
         // The data first: a bad file is reported before the model loads.
         boolean pairs = holdsPairs(data);
+        List<PreferenceSample> pairSamples = List.of();
         List<long[]> sequences = new ArrayList<>();
         List<String> sources = new ArrayList<>();
         if (pairs) {
+            DataConfig dataConfig = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen,
+                    false, "all_assistant_turns", skipInvalid);
             PreferenceTokenizer pairTokenizer = new PreferenceTokenizer(dataConfig.chatTemplate(tokenizer.bosId(),
                     tokenizer.eosId()), tokenizer.open(), maxSeqLen, tokenizer.bosId());
             DataReport report = new DataReport();
             List<PreferenceSample> samples = PreferenceDataset.read(List.of(data), pairTokenizer, skipInvalid, report);
             skipped = report.skippedTotal();
+            pairSamples = samples;
             for (PreferenceSample sample : samples) {
-                sequences.add(concat(sample.promptIds(), sample.chosenIds()));
                 sources.add(sample.source());
             }
-            for (PreferenceSample sample : samples) {
-                sequences.add(concat(sample.promptIds(), sample.rejectedIds()));
-            }
         } else {
-            ChatDataset chats = SampleCache.tokenize(dataConfig, tokenizer, 0);
+            ChatDataset chats;
+            try (RewardSequences chatSequences = new RewardSequences(tokenizer, template, maxSeqLen)) {
+                chats = chatSequences.chats(data, skipInvalid);
+            }
             skipped = chats.report().skippedTotal();
             for (TokenizedSample sample : chats.train()) {
                 sequences.add(sample.inputIds());
                 sources.add(sample.source());
             }
         }
-        if (sequences.isEmpty()) {
+        if (sequences.isEmpty() && pairSamples.isEmpty()) {
             throw new UsageException("--data " + dataFile + ": nothing to score");
         }
 
         float[] rewards;
         try (RewardScorer scorer = RewardScorer.load(modelDir, adapterDir, ModelLoading.linearFactory(
                 line.getOptionValue("quantize")), Mixtune.device(line))) {
-            rewards = scorer.rewards(sequences, batchSize);
+            rewards = pairs ? scorer.pairRewards(pairSamples, batchSize) : scorer.rewards(sequences, batchSize);
         }
         boolean withIds = line.hasOption("with-ids");
         List<String> records = new ArrayList<>();
@@ -170,8 +172,9 @@ final class RewardCommand implements Command {
                 ObjectNode record = JSON.createObjectNode().put("source", sources.get(i))
                         .put("reward_chosen", rewards[i]).put("reward_rejected", rewards[n + i]).put("margin", margin);
                 if (withIds) {
-                    record.putPOJO("chosen_ids", sequences.get(i));
-                    record.putPOJO("rejected_ids", sequences.get(n + i));
+                    PreferenceSample pair = pairSamples.get(i);
+                    record.putPOJO("chosen_ids", RewardScorer.row(pair.promptIds(), pair.chosenIds()));
+                    record.putPOJO("rejected_ids", RewardScorer.row(pair.promptIds(), pair.rejectedIds()));
                 }
                 records.add(JSON.writeValueAsString(record));
             }
@@ -217,11 +220,5 @@ final class RewardCommand implements Command {
         FirstRecordRead() {
             super(null, null, false, false);
         }
-    }
-
-    private static long[] concat(long[] a, long[] b) {
-        long[] out = java.util.Arrays.copyOf(a, a.length + b.length);
-        System.arraycopy(b, 0, out, a.length, b.length);
-        return out;
     }
 }

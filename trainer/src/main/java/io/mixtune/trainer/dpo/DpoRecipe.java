@@ -6,6 +6,7 @@ import io.mixtune.data.dataset.PreferenceDataset;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.preference.PreferenceTokenizer;
+import io.mixtune.data.preference.StageSplit;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.nn.InPlaceCopy;
@@ -29,6 +30,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.function.BooleanSupplier;
+import java.util.function.Function;
 
 /**
  * Direct Preference Optimization (Rafailov et al. 2023) with (Q)LoRA, and Stage-DPO (WizardLM-2), read top to bottom:
@@ -63,7 +65,7 @@ public final class DpoRecipe implements AutoCloseable {
         this.listener = listener;
         Recipe.Train train = recipe.train();
         TrainingModel.check(recipe);
-        dataset = loadPairs(recipe);
+        dataset = loadPairs(recipe, pairs -> MarginStages.fromModel(recipe, pairs, listener::onNote));
 
         model = TrainingModel.load(recipe, listener::onNote);
         parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
@@ -85,9 +87,19 @@ public final class DpoRecipe implements AutoCloseable {
     /**
      * The preference pairs, before the model loads so that bad data stops the run first (`mixtune validate` reads them
      * the same way): tokenized with the model's tokenizer and the recipe's template, one pool split into stages in file
-     * order or a file per stage, validation from its own files or held out of each stage (seeded).
+     * order (or by margin, dpo.stage_order) or a file per stage, validation from its own files or held out of each
+     * stage (seeded). Runs no model: with dpo.margin_model the stages hold as many pairs as training gives them, in
+     * file order.
      */
     public static PreferenceDataset loadPairs(Recipe recipe) {
+        return loadPairs(recipe, null);
+    }
+
+    /**
+     * @param modelMargins dpo.margin_model's margins of the training pairs ({@link MarginStages#fromModel}), or null
+     *     where no model may run
+     */
+    static PreferenceDataset loadPairs(Recipe recipe, Function<List<PreferenceSample>, double[]> modelMargins) {
         Recipe.Dpo dpo = recipe.dpo();
         SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
         DataConfig data = recipe.data();
@@ -96,13 +108,28 @@ public final class DpoRecipe implements AutoCloseable {
                 data.maxSeqLen(), tokenizerFile.bosId());
         List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
                 : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
+        boolean byMargin = dpo.stageOrder().equals(Recipe.Dpo.ORDER_MARGIN);
+        if (byMargin && dpo.marginModel() != null) {
+            MarginStages.check(recipe);
+        }
+        PreferenceDataset dataset;
         try {
-            return PreferenceDataset.load(stageFiles, dpo.stageCount(), paths(data.validationFiles()),
-                    data.validationRatio(), recipe.train().seed(), tokenizer, data.skipInvalid());
+            // By margin, the pool is held out of as it is for stages in file order, then ordered and split.
+            dataset = PreferenceDataset.load(stageFiles, byMargin ? 1 : dpo.stageCount(),
+                    paths(data.validationFiles()), data.validationRatio(), recipe.train().seed(), tokenizer,
+                    data.skipInvalid());
         } catch (PreferenceDataset.EmptyStageException e) {
             // The files that stage reads are the recipe's to fix: reported at the key that names them.
             throw new RecipeValueException(dpo.stageFiles().isEmpty() ? "data.files" : "dpo.stages", e.getMessage());
         }
+        if (!byMargin) {
+            return dataset;
+        }
+        List<PreferenceSample> pool = dataset.stages().get(0);
+        double[] margins = dpo.marginModel() == null ? MarginStages.fromScores(pool)
+                : modelMargins != null ? modelMargins.apply(pool) : new double[pool.size()];
+        return new PreferenceDataset(StageSplit.byMargin(pool, margins, dpo.stageCount()), dataset.validation(),
+                dataset.report());
     }
 
     /** @param listener receives the notes of setting up (warnings) and, later, the run's events */
@@ -245,8 +272,11 @@ public final class DpoRecipe implements AutoCloseable {
                 dpo.beta(), dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
                 dpo.sftWeight() > 0 ? ", + " + dpo.sftWeight() + " x SFT" : "", reference));
         listener.onNote("data: " + dataset.report());
-        listener.onNote(String.format(Locale.ROOT, "stages: %d of %s pairs, %d validation pairs",
-                dataset.stages().size(), dataset.stages().stream().map(s -> String.valueOf(s.size())).toList(),
+        String order = !dpo.stageOrder().equals(Recipe.Dpo.ORDER_MARGIN) ? ""
+                : " ordered by margin, largest first (" + (dpo.marginModel() == null ? "score_chosen - score_rejected"
+                        : "from " + dpo.marginModel()) + ")";
+        listener.onNote(String.format(Locale.ROOT, "stages: %d of %s pairs%s, %d validation pairs",
+                dataset.stages().size(), dataset.stages().stream().map(s -> String.valueOf(s.size())).toList(), order,
                 dataset.validation().size()));
         listener.onNote(String.format(Locale.ROOT, "training %d steps (%s per stage) of %d x %d pairs, lr %.2e %s, "
                 + "output %s", totalSteps, Arrays.toString(stageSteps), recipe.train().microBatchSize(),

@@ -212,9 +212,22 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *     file per stage; stage k trains against the policy that stage k-1 ended with
      * @param precomputeReference compute the reference log-probabilities of a stage's pairs once, before its first
      *     step, instead of in every step
+     * @param stageOrder how a number of stages splits the training pairs: file (in file order) or margin (largest
+     *     margin first, from clear to subtle pairs as WizardLM-2 stages them; equal margins in file order)
+     * @param marginModel for stage_order margin: a reward adapter on the base whose margins order the pairs (scored
+     *     once, kept in output_dir); null takes each pair's score_chosen - score_rejected
      */
     public record Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
-            List<String> stages, boolean precomputeReference) {
+            List<String> stages, boolean precomputeReference, String stageOrder, String marginModel) {
+        public static final String ORDER_FILE = "file";
+        public static final String ORDER_MARGIN = "margin";
+
+        /** Stages in file order, as before stage_order existed. */
+        public Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
+                List<String> stages, boolean precomputeReference) {
+            this(beta, loss, labelSmoothing, referenceFree, sftWeight, stages, precomputeReference, ORDER_FILE, null);
+        }
+
         public Dpo {
             KeyChecks checks = new KeyChecks();
             if (!(beta > 0)) {
@@ -235,6 +248,16 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (stageCount(stages) == null && stages.stream().anyMatch(s -> s.matches("-?\\d+"))) {
                 checks.add("stages: expected a positive number of stages or a list of "
                         + "preference files, got " + stages);
+            }
+            stageOrder = stageOrder == null ? ORDER_FILE : stageOrder;
+            checks.oneOf("stage_order", stageOrder, ORDER_FILE, ORDER_MARGIN);
+            if (stageOrder.equals(ORDER_MARGIN) && stageCount(stages) == null) {
+                checks.add("stage_order: margin splits data.files into a number of stages by margin, but stages "
+                        + "lists a file per stage " + stages + ": give stages a number, or stage_order: file");
+            }
+            if (marginModel != null && !stageOrder.equals(ORDER_MARGIN)) {
+                checks.add("margin_model: orders the pairs for stage_order: margin, but stage_order is "
+                        + stageOrder);
             }
             checks.throwIfAny();
         }

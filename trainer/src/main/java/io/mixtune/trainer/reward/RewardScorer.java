@@ -2,6 +2,7 @@ package io.mixtune.trainer.reward;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
+import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
@@ -11,6 +12,7 @@ import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.OptionalLong;
@@ -66,6 +68,28 @@ public final class RewardScorer implements AutoCloseable {
             }
         }
         return rewards;
+    }
+
+    /**
+     * Each pair's rewards, its rows read as reward training reads them (prompt + chosen, prompt + rejected): the chosen
+     * rows' rewards first, in pair order, then the rejected rows'.
+     */
+    public float[] pairRewards(List<PreferenceSample> pairs, int batchSize) {
+        List<long[]> sequences = new ArrayList<>();
+        for (PreferenceSample pair : pairs) {
+            sequences.add(row(pair.promptIds(), pair.chosenIds()));
+        }
+        for (PreferenceSample pair : pairs) {
+            sequences.add(row(pair.promptIds(), pair.rejectedIds()));
+        }
+        return rewards(sequences, batchSize);
+    }
+
+    /** A pair's row for one completion: the prompt's ids, then the completion's. */
+    public static long[] row(long[] promptIds, long[] completionIds) {
+        long[] out = Arrays.copyOf(promptIds, promptIds.length + completionIds.length);
+        System.arraycopy(completionIds, 0, out, promptIds.length, completionIds.length);
+        return out;
     }
 
     /** Rows right-padded with the pad id (EOS), positions from 0, padding masked: the training layout. */

@@ -32,6 +32,8 @@ public final class TrainingOutputs {
     public static final String PLOT_FILE = "loss.png";
     public static final String DATA_HASHES_FILE = "data-files.sha256";
     public static final String CHECKPOINTS_DIR = "checkpoints";
+    /** Stage-DPO's margins from dpo.margin_model (dpo.MarginStages), scored once per run. */
+    public static final String DPO_MARGINS_FILE = "dpo-margins.jsonl";
     static final String PARTIAL = ".partial";
 
     /**
@@ -40,7 +42,8 @@ public final class TrainingOutputs {
      * marker), which other runs and commands share.
      */
     private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
-            METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png");
+            METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png",
+            DPO_MARGINS_FILE, DPO_MARGINS_FILE + PARTIAL);
     /**
      * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
      * possibly with the .partial sibling a killed write left.
