@@ -7,6 +7,7 @@ import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -205,19 +206,37 @@ public final class RunDirectory implements AutoCloseable {
         return hash == null ? "(not recorded)" : hash.substring(0, 12) + "...";
     }
 
-    /** "key: old -> new" for every key whose value differs, in the recipe's order; absent keys read "(not set)". */
+    /**
+     * "key: old -> new" for every key whose value differs, in the recipe's order; absent keys read "(not set)". A key
+     * the first recipe.yaml lacks and that now holds its default ({@link RecipeReader#DEFAULTS}) is no change: a newer
+     * mixtune added it, and the run started with what it means.
+     */
     static List<String> changedKeys(Map<String, String> before, Map<String, String> now) {
         Map<String, String> all = new LinkedHashMap<>(now);
         before.forEach(all::putIfAbsent);
+        Map<String, String> defaults = defaults();
         List<String> changes = new ArrayList<>();
         for (String key : all.keySet()) {
             String was = before.getOrDefault(key, "(not set)");
             String is = now.getOrDefault(key, "(not set)");
-            if (!was.equals(is) && !MAY_CHANGE_ON_RESUME.contains(key)) {
+            boolean addedAtDefault = !before.containsKey(key) && is.equals(defaults.get(key));
+            if (!was.equals(is) && !addedAtDefault && !MAY_CHANGE_ON_RESUME.contains(key)) {
                 changes.add(key + ": " + was + " -> " + is);
             }
         }
         return changes;
+    }
+
+    /** The recipe defaults as dotted keys to values. */
+    private static Map<String, String> defaults() {
+        try (InputStream in = RunDirectory.class.getClassLoader().getResourceAsStream(RecipeReader.DEFAULTS)) {
+            if (in == null) {
+                throw new IllegalStateException(RecipeReader.DEFAULTS + " is missing from the classpath");
+            }
+            return flatten(YAML.readTree(in));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + RecipeReader.DEFAULTS + ": " + e.getMessage(), e);
+        }
     }
 
     /** A YAML tree as dotted keys to values; a list is one value, as written in YAML's flow style. */

@@ -1,0 +1,41 @@
+package io.mixtune.trainer.run;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.mixtune.trainer.recipe.RecipeReader;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+/** What --resume counts as a changed recipe, on the quickstart's resolved recipe. */
+class RunDirectoryTest {
+    private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
+
+    private static Map<String, String> quickstart(String... overrides) throws Exception {
+        String yaml = RecipeReader.toYaml(RecipeReader.read(Path.of("../recipes/quickstart.yaml"), List.of(overrides))
+                .recipe());
+        return RunDirectory.flatten(YAML.readTree(yaml));
+    }
+
+    /**
+     * A run started by an older mixtune has a recipe.yaml without the keys added since: holding their defaults now
+     * they are no change, so the run resumes; set to anything else they are named.
+     */
+    @Test
+    void keysAddedSinceTheRunStartedAreNoChangeAtTheirDefaults() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        List<String> added = List.of("dpo.stage_order", "dpo.margin_model", "train.eval_prompts",
+                "train.eval_max_new_tokens");
+        added.forEach(older::remove);
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+
+        Map<String, String> margin = quickstart("dpo.stage_order=margin");
+        assertEquals(List.of("dpo.stage_order: (not set) -> margin"), RunDirectory.changedKeys(older, margin));
+        assertEquals(List.of("dpo.stage_order: file -> margin"), RunDirectory.changedKeys(now, margin));
+    }
+}
