@@ -74,6 +74,30 @@ final class CompanionFiles {
         }
     }
 
+    /**
+     * The tokenizer files of the first adapter that carries them (tokenizer.json and tokenizer_config.json with the
+     * chat template it was trained with, as mixtune's training writes them beside an adapter), both from that one, so
+     * that a merged adapter tokenizes and renders chats as its first member did.
+     */
+    static void copyAdapterTokenizer(List<Path> adaptersInPriority, Path out) {
+        for (Path adapter : adaptersInPriority) {
+            List<String> carried = AdapterMerge.ADAPTER_TOKENIZER_FILES.stream()
+                    .filter(file -> Files.isRegularFile(adapter.resolve(file))).toList();
+            if (carried.isEmpty()) {
+                continue;
+            }
+            for (String file : carried) {
+                try {
+                    Files.copy(adapter.resolve(file), out.resolve(file));
+                } catch (IOException e) {
+                    throw new UncheckedIOException("cannot copy " + adapter.resolve(file) + " to " + out + ": "
+                            + e.getMessage(), e);
+                }
+            }
+            return;
+        }
+    }
+
     static byte[] read(Path file) {
         try {
             return Files.readAllBytes(file);

@@ -107,6 +107,7 @@ public final class ModelMerge {
                 StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
             AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.dtype(),
                     staged.dir());
+            CompanionFiles.copyAdapterTokenizer(models, staged.dir());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,

@@ -119,23 +119,17 @@ public final class Generation {
     }
 
     /**
-     * Options that cannot work, found before any weight loads: which {@link Options} component, and what was
-     * expected. The message names the component; the CLI names its flag instead ({@link #describe}).
+     * Options that cannot work, found before any weight loads: which {@link Options} component (its {@link #option}:
+     * model, adapter, prompt, maxNewTokens, decoding or bestOf), and what was expected. The message names the
+     * component; the CLI names its flag instead ({@link #describe}).
      */
-    public static final class InvalidOptions extends IllegalArgumentException {
-        private final String option;
+    public static final class InvalidOptions extends InvalidOptionException {
         private final String problem;
 
         /** @param problem what is wrong; "{}" where the option's name goes, else the name goes first */
         InvalidOptions(String option, String problem) {
-            super(describe(option, problem));
-            this.option = option;
+            super(option, describe(option, problem));
             this.problem = problem;
-        }
-
-        /** The {@link Options} component at fault: model, adapter, prompt, maxNewTokens, decoding or bestOf. */
-        public String option() {
-            return option;
         }
 
         /** The message with the option called {@code name} (a command-line flag, say). */

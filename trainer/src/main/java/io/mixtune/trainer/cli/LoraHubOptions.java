@@ -1,7 +1,7 @@
 package io.mixtune.trainer.cli;
 
 import io.mixtune.merging.LoraHub;
-import io.mixtune.trainer.lorahub.LoraHubMerge;
+import io.mixtune.trainer.Merging;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -11,7 +11,7 @@ import org.apache.commons.cli.CommandLine;
 /**
  * `mixtune merge --method lorahub --base MODEL --inputs A,B,... --data FEW.jsonl [--budget N] [--seed S]
  * [--quantize nf4] --out DIR`:
- * the command line of {@link LoraHubMerge}. Not a {@code MergeMethod}: it needs a model and data, which no other merge
+ * the command line of {@link Merging#loraHub}. Not a {@code MergeMethod}: it needs a model and data, which no other merge
  * reads, so it has its own path beside {@code ModelMerge}.
  */
 final class LoraHubOptions {
@@ -37,18 +37,12 @@ final class LoraHubOptions {
                 .filter(s -> !s.isEmpty()).map(Path::of).toList();
         int budget = Mixtune.intOption(line, "budget", LoraHub.DEFAULT_BUDGET);
         long seed = Mixtune.intOption(line, "seed", 0);
-        LoraHub.Result result;
-        try {
-            LoraHubMerge.Request request = new LoraHubMerge.Request(Path.of(line.getOptionValue("base")), inputs,
-                    Path.of(Mixtune.requiredOption(line, "data")), Path.of(Mixtune.requiredOption(line, "out")),
-                    line.hasOption("force"), new LoraHub.Settings(budget, seed),
-                    ModelLoading.linearFactory(line.getOptionValue("quantize")),
-                    Mixtune.device(line));
-            result = LoraHubMerge.run(request);
-        } catch (IllegalArgumentException e) {
-            throw new UsageException(e.getMessage());
-        }
-        result.lines(Path.of(line.getOptionValue("out"))).forEach(out::println);
+        Merging lorahub = Merging.loraHub(Path.of(line.getOptionValue("base")), inputs,
+                Path.of(Mixtune.requiredOption(line, "data")), Path.of(Mixtune.requiredOption(line, "out")))
+                .force(line.hasOption("force")).budget(budget).seed(seed)
+                .quantization(ModelLoading.quantization(line.getOptionValue("quantize")))
+                .device(Mixtune.device(line));
+        lorahub.run().lines().forEach(out::println);
         return Mixtune.OK;
     }
 }

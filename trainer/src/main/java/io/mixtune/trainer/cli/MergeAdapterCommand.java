@@ -1,20 +1,13 @@
 package io.mixtune.trainer.cli;
 
-import io.mixtune.lora.adapter.AdapterMerge;
-import io.mixtune.model.checkpoint.PathOverlap;
-import io.mixtune.model.checkpoint.RandomCheckpoint;
-import io.mixtune.model.checkpoint.StagingDirectory;
-import io.mixtune.model.safetensors.DType;
+import io.mixtune.trainer.MergeAdapter;
 import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Locale;
-import java.util.stream.Stream;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
-/** `mixtune merge-adapter`: fold a LoRA adapter into its base, as a plain Hugging Face checkpoint. */
+/** `mixtune merge-adapter`: the command line of {@link MergeAdapter}, a LoRA adapter folded into its base. */
 final class MergeAdapterCommand implements Command {
 
     @Override
@@ -46,26 +39,14 @@ final class MergeAdapterCommand implements Command {
 
     @Override
     public int run(CommandLine line, PrintStream out) {
-        Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
-        Path adapterDir = Path.of(Mixtune.requiredOption(line, "adapter"));
-        Path outDir = Path.of(Mixtune.requiredOption(line, "out"));
-        DType dtype = line.hasOption("dtype") ? InitModelCommand.parseDtype(line.getOptionValue("dtype")) : null;
-        for (Path input : List.of(modelDir, adapterDir)) {
-            String problem = PathOverlap.problem("--out", outDir, input);
-            if (problem != null) {
-                throw new UsageException(problem);
-            }
+        MergeAdapter merge = MergeAdapter.of(Path.of(Mixtune.requiredOption(line, "model")),
+                Path.of(Mixtune.requiredOption(line, "adapter")), Path.of(Mixtune.requiredOption(line, "out")));
+        if (line.hasOption("dtype")) {
+            merge.dtype(InitModelCommand.parseDtype(line.getOptionValue("dtype")));
         }
-        if (Files.exists(outDir) && !Files.isDirectory(outDir)) {
-            throw new UsageException("--out " + outDir + " is a file; expected a directory for the merged checkpoint");
-        }
-        if (!line.hasOption("force") && !StagingDirectory.isEmptyOrAbsent(outDir)) {
-            throw new UsageException("--out " + outDir + " exists and is not empty; choose another --out, or pass "
-                    + "--force to replace the files merging writes there (any other file stays)");
-        }
-        List<Path> files = AdapterMerge.merge(modelDir, adapterDir, outDir, dtype, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
-        out.printf(Locale.ROOT, "merged %s into %s: %d safetensors file(s) in %s%n", adapterDir, modelDir, files.size(),
-                outDir);
+        MergeAdapter.Result result = merge.force(line.hasOption("force")).run();
+        out.printf(Locale.ROOT, "merged %s into %s: %d safetensors file(s) in %s%n", result.adapter(), result.model(),
+                result.weightFiles().size(), result.out());
         return Mixtune.OK;
     }
 }

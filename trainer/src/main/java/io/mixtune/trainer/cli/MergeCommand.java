@@ -3,10 +3,7 @@ package io.mixtune.trainer.cli;
 import io.mixtune.merging.LoraHub;
 import io.mixtune.merging.MergeConfig;
 import io.mixtune.merging.MergeMethod;
-import io.mixtune.merging.MergeReport;
-import io.mixtune.merging.MergeYaml;
-import io.mixtune.merging.ModelMerge;
-import io.mixtune.model.checkpoint.RandomCheckpoint;
+import io.mixtune.trainer.Merging;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -15,7 +12,10 @@ import java.util.Locale;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
-/** `mixtune merge`: average or merge checkpoints or PEFT adapters (mergekit's methods, plus swa, lawa, ema, warm). */
+/**
+ * `mixtune merge`: the command line of {@link Merging}, average or merge checkpoints or PEFT adapters (mergekit's
+ * methods, plus swa, lawa, ema, warm, and lorahub).
+ */
 final class MergeCommand implements Command {
     /** The options that spell out a merge on the command line; a config file replaces all of them. */
     private static final List<String> INLINE = List.of("method", "inputs", "weights", "base", "density", "t", "seed",
@@ -100,13 +100,12 @@ final class MergeCommand implements Command {
             throw new UsageException("give the config file once: as the first argument or as --config");
         }
         boolean fromFile = line.hasOption("config") || !arguments.isEmpty();
-        MergeConfig config = fromFile ? fromFile(line, arguments) : fromOptions(line);
-        MergeReport report = ModelMerge.run(config, line.hasOption("force"), RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
-        report.lines().forEach(out::println);
+        Merging merging = fromFile ? fromFile(line, arguments) : Merging.of(fromOptions(line));
+        merging.force(line.hasOption("force")).run().lines().forEach(out::println);
         return Mixtune.OK;
     }
 
-    private static MergeConfig fromFile(CommandLine line, List<String> arguments) {
+    private static Merging fromFile(CommandLine line, List<String> arguments) {
         for (String option : INLINE) {
             if (line.hasOption(option)) {
                 throw new UsageException("a config file and --" + option + " exclude each other: the file says"
@@ -117,12 +116,8 @@ final class MergeCommand implements Command {
             throw new UsageException("give the output directory once: as OUT_DIR or as --out");
         }
         String out = arguments.size() == 2 ? arguments.get(1) : line.getOptionValue("out");
-        try {
-            return MergeYaml.read(Path.of(arguments.isEmpty() ? line.getOptionValue("config") : arguments.get(0)),
-                    out == null ? null : Path.of(out));
-        } catch (IllegalArgumentException e) {
-            throw new UsageException(e.getMessage());
-        }
+        return Merging.fromYaml(Path.of(arguments.isEmpty() ? line.getOptionValue("config") : arguments.get(0)),
+                out == null ? null : Path.of(out));
     }
 
     private static MergeConfig fromOptions(CommandLine line) {

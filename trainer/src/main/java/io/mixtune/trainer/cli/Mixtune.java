@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import ai.djl.Device;
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.trainer.InvalidOptionException;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.device.ComputeDevice;
 import io.mixtune.trainer.device.NoGpuException;
@@ -96,7 +97,7 @@ public final class Mixtune {
                         command.requiredArguments())));
             }
             return command.run(line, out);
-        } catch (ParseException | UsageException | NoGpuException e) {
+        } catch (ParseException | UsageException | InvalidOptionException | NoGpuException e) {
             err.println("mixtune " + command.name() + ": " + e.getMessage() + " (see mixtune " + command.name()
                     + " --help)");
             if (verbose) {

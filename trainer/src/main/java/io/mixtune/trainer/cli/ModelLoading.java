@@ -1,7 +1,7 @@
 package io.mixtune.trainer.cli;
 
-import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.trainer.Quantization;
 import java.util.Locale;
 
 /** The --quantize option shared by the commands that load a model. */
@@ -9,12 +9,17 @@ final class ModelLoading {
     private ModelLoading() {}
 
     static MistralCheckpoint.LinearFactory linearFactory(String quantize) {
+        return quantization(quantize).linears();
+    }
+
+    /** --quantize nf4|none; absent: none. */
+    static Quantization quantization(String quantize) {
         if (quantize == null) {
-            return MistralCheckpoint.DENSE;
+            return Quantization.NONE;
         }
         return switch (quantize.toLowerCase(Locale.ROOT)) {
-            case "none" -> MistralCheckpoint.DENSE;
-            case "nf4" -> Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION);
+            case "none" -> Quantization.NONE;
+            case "nf4" -> Quantization.NF4;
             default -> throw new UsageException("--quantize expects nf4 or none, got '" + quantize + "'");
         };
     }

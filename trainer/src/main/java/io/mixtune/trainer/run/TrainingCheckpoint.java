@@ -29,6 +29,7 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.OptionalLong;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.function.Consumer;
@@ -56,17 +57,20 @@ public final class TrainingCheckpoint {
      * What a checkpoint restores.
      *
      * @param averages the weight averages' arrays by name ({@link TrainingAverages#state}), in parameter order
+     * @param numTokens real tokens the run read through {@code step} (TRL's num_tokens); empty in a checkpoint written
+     *     before mixtune counted them
      */
     public record State(long step, long optimizerSteps, LossScaler.State lossScaler, List<float[]> parameters,
-            List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages) {
+            List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages,
+            OptionalLong numTokens) {
 
         /** The state of a run after {@code step}, copied out of the live arrays. */
         public static State of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
-                Map<String, List<float[]>> averages) {
+                Map<String, List<float[]>> averages, OptionalLong numTokens) {
             return new State(step, optimizer.stepCount(), scaler.state(),
                     parameters.stream().map(NDArray::toFloatArray).toList(),
                     optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                    optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages);
+                    optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages, numTokens);
         }
 
         /** Puts the adapter arrays back in place. */
@@ -150,6 +154,7 @@ public final class TrainingCheckpoint {
             json.put("skipped_steps", state.lossScaler().skippedSteps());
             json.put("skipped_in_a_row", state.lossScaler().skippedInARow());
             json.put("parameters", shapes.size());
+            state.numTokens().ifPresent(tokens -> json.put("num_tokens", tokens));
             state.averages().keySet().forEach(json.putArray("averages")::add);
             ObjectNode hashes = json.putObject("sha256");
             for (Path file : filesUnder(partial)) {
@@ -228,7 +233,8 @@ public final class TrainingCheckpoint {
                     new LossScaler.State(json.get("loss_scale").asDouble(),
                             json.path("loss_scale_finite_streak").asInt(0), json.path("skipped_steps").asLong(0),
                             json.path("skipped_in_a_row").asInt(0)),
-                    parameters, first, second, averages);
+                    parameters, first, second, averages, json.has("num_tokens")
+                            ? OptionalLong.of(json.get("num_tokens").asLong()) : OptionalLong.empty());
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
         }

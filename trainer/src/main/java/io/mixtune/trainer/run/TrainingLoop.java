@@ -15,6 +15,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.OptionalLong;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -37,6 +38,8 @@ public final class TrainingLoop {
     private final List<NDArray> parameters;
     /** train.eval_prompts, answered at each evaluation; null without them. */
     private final EvalSamples samples;
+    /** Real tokens read so far, counted across stages (TRL's num_tokens); empty when resumed from a run before it. */
+    private OptionalLong numTokens = OptionalLong.of(0);
 
     /**
      * @param totalSteps the run's last step, over all stages
@@ -94,6 +97,9 @@ public final class TrainingLoop {
                 (int) stage.steps());
         if (step > stage.start()) {
             resumed.restore(parameters, optimizer, scaler);
+        }
+        if (resumed != null && step == resumed.step()) {
+            numTokens = resumed.numTokens();
         }
         // Built after the restore: the EMA starts from the weights as they are, then takes the checkpoint's average.
         TrainingAverages averages = new TrainingAverages(recipe.averaging(), stage.steps(),
@@ -218,6 +224,10 @@ public final class TrainingLoop {
         }
         long tokens = result.measured().tokens();
         metrics.put("tokens", tokens);
+        if (numTokens.isPresent()) {
+            numTokens = OptionalLong.of(numTokens.getAsLong() + tokens);
+            metrics.put("num_tokens", numTokens.getAsLong());
+        }
         metrics.put("tokens_per_second", tokens / seconds);
         metrics.put("epoch", epoch);
         metrics.put("memory_mb", TrainingOutputs.residentMegabytes());
@@ -283,7 +293,7 @@ public final class TrainingLoop {
     private <B, M extends Objective.Measured> void saveCheckpoint(Objective<B, M> objective, Path checkpoints,
             long step, AdamW optimizer, LossScaler scaler, TrainingAverages averages) {
         TrainingCheckpoint.State state = TrainingCheckpoint.State.of(step, parameters, optimizer, scaler,
-                averages.state());
+                averages.state(), numTokens);
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
                     SavedTokenizer.write(dir.resolve(TrainingCheckpoint.ADAPTER_DIR), recipe);
