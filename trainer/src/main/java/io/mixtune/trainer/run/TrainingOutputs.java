@@ -3,6 +3,7 @@ package io.mixtune.trainer.run;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.merging.MergeYaml;
 import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -31,6 +32,10 @@ public final class TrainingOutputs {
     public static final String PLOT_FILE = "loss.png";
     public static final String DATA_HASHES_FILE = "data-files.sha256";
     public static final String CHECKPOINTS_DIR = "checkpoints";
+    /** A WARM run's members, each a run directory of its own: members/0, members/1, ... */
+    public static final String MEMBERS_DIR = "members";
+    /** A WARM run's report: each member's held-out accuracy and mean margin beside the average's. */
+    public static final String WARM_REPORT_FILE = "warm-report.json";
     static final String PARTIAL = ".partial";
 
     /**
@@ -39,7 +44,8 @@ public final class TrainingOutputs {
      * marker), which other runs and commands share.
      */
     private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
-            METRICS_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png");
+            METRICS_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png", WARM_REPORT_FILE,
+            WARM_REPORT_FILE + PARTIAL);
     /**
      * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
      * possibly with the .partial sibling a killed write left.
@@ -103,6 +109,11 @@ public final class TrainingOutputs {
                 found.add(Files.isDirectory(entry) ? name + "/" : name);
             }
         }
+        for (Path member : list(outputDir.resolve(MEMBERS_DIR))) {
+            if (isMemberDir(member) && !runOutputs(member).isEmpty()) {
+                found.add(MEMBERS_DIR + "/" + member.getFileName() + "/");
+            }
+        }
         Path checkpoints = outputDir.resolve(CHECKPOINTS_DIR);
         for (Path checkpoint : list(checkpoints)) {
             if (TrainingCheckpoint.isCheckpointDir(checkpoint)) {
@@ -146,6 +157,12 @@ public final class TrainingOutputs {
                     deleteIfEmpty(entry);
                 }
             }
+            for (Path member : list(outputDir.resolve(MEMBERS_DIR))) {
+                if (isMemberDir(member)) {
+                    deleteRun(member); // its .mixtune.lock stays, as every run's does
+                }
+            }
+            deleteIfEmpty(outputDir.resolve(MEMBERS_DIR));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot delete the earlier run in " + outputDir + ": " + e.getMessage(), e);
         }
@@ -153,6 +170,10 @@ public final class TrainingOutputs {
 
     static boolean isAdapterDir(Path entry) {
         return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
+    }
+
+    private static boolean isMemberDir(Path entry) {
+        return Files.isDirectory(entry) && entry.getFileName().toString().matches("\\d+");
     }
 
     /** runs/ when it holds TensorBoard event files (logging.tensorboard). */
@@ -174,6 +195,7 @@ public final class TrainingOutputs {
             String name = file.getFileName().toString();
             if (Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
                     || name.equals(PeftAdapter.WEIGHTS_FILE) || SavedTokenizer.FILES.contains(name)
+                    || name.equals(MergeYaml.RESOLVED_FILE)
                     || isTemporary(name))) {
                 Files.delete(file);
             }
