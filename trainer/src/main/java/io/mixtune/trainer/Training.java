@@ -158,7 +158,7 @@ public final class Training {
      */
     private TrainingResult runWarm() {
         if (resumeFrom != null) {
-            throw new IllegalArgumentException("--resume " + resumeFrom + ": a WARM run resumes each member from its "
+            throw new Refusal("--resume " + resumeFrom + ": a WARM run resumes each member from its "
                     + "own newest checkpoint: resume it without naming a checkpoint");
         }
         WarmTraining members = new WarmTraining(recipe, listeners);

@@ -117,12 +117,12 @@ final class WarmTraining {
                 Path adapter = memberDir.resolve("adapter");
                 adapters.add(adapter);
                 if (Files.isRegularFile(adapter.resolve(PeftAdapter.WEIGHTS_FILE))) {
-                    listener.onNote(String.format(Locale.ROOT, "WARM member %d of %d: finished (%s), skipped", k + 1,
-                            count, adapter));
+                    listener.onNote(String.format(Locale.ROOT, "WARM member %d (%d of %d): finished (%s), skipped", k,
+                            k + 1, count, adapter));
                     continue;
                 }
-                listener.onNote(String.format(Locale.ROOT, "WARM member %d of %d in %s: data_seed %d, lr %.2e, "
-                        + "lora_dropout %.2f", k + 1, count, memberDir, member.train().shuffleSeed(),
+                listener.onNote(String.format(Locale.ROOT, "WARM member %d (%d of %d) in %s: data_seed %d, lr "
+                        + "%.2e, lora_dropout %.2f", k, k + 1, count, memberDir, member.train().shuffleSeed(),
                         member.train().lr(), member.lora().dropout()));
                 Training training = Training.of(member);
                 listeners.forEach(training::listener);

@@ -100,7 +100,7 @@ class WarmRewardTest {
         assertEquals(List.of(whole.resolve("members/0"), whole.resolve("members/1")), started);
         assertEquals(3, events.stream().filter(e -> e instanceof TrainingListener.RunFinished).count(),
                 "each member's, then WARM's");
-        assertTrue(events.contains("WARM member 2 of 2 in " + whole.resolve("members/1") + ": data_seed 2, lr "
+        assertTrue(events.contains("WARM member 1 (2 of 2) in " + whole.resolve("members/1") + ": data_seed 2, lr "
                 + "1.00e-03, lora_dropout 0.10"), events.toString());
 
         Recipe first = RecipeReader.read(whole.resolve("members/0/recipe.yaml"), List.of()).recipe();
@@ -195,6 +195,10 @@ class WarmRewardTest {
         assertTrue(refused.getMessage().contains("already holds a run") && refused.getMessage().contains("members/"),
                 refused.getMessage());
 
+        Exception named = assertThrows(Refusal.class, () -> warm(cut).resume(cut.resolve("members/1")).run());
+        assertTrue(named.getMessage().contains("resumes each member from its own newest checkpoint"),
+                named.getMessage());
+
         Map<String, byte[]> finished = MixtuneCliTest.snapshot(cut.resolve("members/0"));
         List<String> notes = new ArrayList<>();
         TrainingResult resumed = warm(cut).resume().listener(new TrainingListener() {
@@ -204,7 +208,7 @@ class WarmRewardTest {
             }
         }).run();
         assertFalse(resumed.cancelled());
-        assertTrue(notes.contains("WARM member 1 of 2: finished (" + cut.resolve("members/0/adapter")
+        assertTrue(notes.contains("WARM member 0 (1 of 2): finished (" + cut.resolve("members/0/adapter")
                 + "), skipped"), notes.toString());
         assertTrue(notes.stream().anyMatch(n -> n.startsWith("resuming from " + cut.resolve(
                 "members/1/checkpoints/step-000001") + " at step 1")), notes.toString());
