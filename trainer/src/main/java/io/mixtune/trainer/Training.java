@@ -47,6 +47,7 @@ public final class Training {
     private RunDirectory.Start start = RunDirectory.Start.FRESH;
     private Path resumeFrom;
     private volatile boolean cancelled;
+    private volatile WarmTraining warm;
 
     private Training(Recipe recipe, RecipeReader.Loaded loaded) {
         this.recipe = recipe;
@@ -101,10 +102,17 @@ public final class Training {
     /** Stops the run after the step in progress, leaving a checkpoint of it; safe from any thread. */
     public void cancel() {
         cancelled = true;
+        WarmTraining members = warm;
+        if (members != null) {
+            members.cancel();
+        }
     }
 
     /** Trains the recipe to its last step, or to the step where {@link #cancel} was called. */
     public TrainingResult run() {
+        if (recipe.warm().enabled()) {
+            return runWarm();
+        }
         List<TrainingListener> all = new ArrayList<>();
         MetricsLog.Listener metrics = MetricsLog.listener();
         TrackingListener tracking = new TrackingListener(recipe);
@@ -143,6 +151,34 @@ public final class Training {
                 throw e;
             }
             throw loaded.locate(e); // at the line that set the key
+        }
+    }
+
+    /**
+     * A WARM recipe: each member a run of its own in output_dir/members/K (its files and listeners' events as any
+     * run's, announced by a note), then the average and the report as notes and a last {@link
+     * TrainingListener.RunFinished} whose adapter is the average.
+     */
+    private TrainingResult runWarm() {
+        if (resumeFrom != null) {
+            throw new Refusal("--resume " + resumeFrom + ": a WARM run resumes each member from its "
+                    + "own newest checkpoint: resume it without naming a checkpoint");
+        }
+        WarmTraining members = new WarmTraining(recipe, listeners);
+        warm = members;
+        if (cancelled) {
+            members.cancel();
+        }
+        if (loaded != null) {
+            loaded.warnings().forEach(warning -> TrainingListener.all(listeners).onNote("warning: " + warning));
+        }
+        try {
+            return members.run(start);
+        } catch (RecipeValueException e) {
+            if (loaded == null) {
+                throw e;
+            }
+            throw loaded.locate(e);
         }
     }
 

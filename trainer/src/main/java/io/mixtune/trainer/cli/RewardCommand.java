@@ -101,7 +101,7 @@ final class RewardCommand implements Command {
         if (!RewardSequences.TEMPLATES.contains(template)) {
             throw new UsageException("--template expects mistral or chatml, got '" + template + "'");
         }
-        int batchSize = Mixtune.intOption(line, "batch-size", 8);
+        int batchSize = Mixtune.intOption(line, "batch-size", RewardScorer.DEFAULT_BATCH_SIZE);
         if (batchSize < 1) {
             throw new UsageException("--batch-size must be at least 1, got " + batchSize);
         }
@@ -123,18 +123,17 @@ final class RewardCommand implements Command {
 
         // The data first: a bad file is reported before the model loads.
         boolean pairs = holdsPairs(data);
-        List<PreferenceSample> pairSamples = List.of();
         List<long[]> sequences = new ArrayList<>();
         List<String> sources = new ArrayList<>();
+        List<PreferenceSample> samples = List.of();
         if (pairs) {
             DataConfig dataConfig = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen,
                     false, "all_assistant_turns", skipInvalid);
             PreferenceTokenizer pairTokenizer = new PreferenceTokenizer(dataConfig.chatTemplate(tokenizer.bosId(),
                     tokenizer.eosId()), tokenizer.open(), maxSeqLen, tokenizer.bosId());
             DataReport report = new DataReport();
-            List<PreferenceSample> samples = PreferenceDataset.read(List.of(data), pairTokenizer, skipInvalid, report);
+            samples = PreferenceDataset.read(List.of(data), pairTokenizer, skipInvalid, report);
             skipped = report.skippedTotal();
-            pairSamples = samples;
             for (PreferenceSample sample : samples) {
                 sources.add(sample.source());
             }
@@ -149,37 +148,38 @@ final class RewardCommand implements Command {
                 sources.add(sample.source());
             }
         }
-        if (sequences.isEmpty() && pairSamples.isEmpty()) {
+        if (sources.isEmpty()) {
             throw new UsageException("--data " + dataFile + ": nothing to score");
         }
 
-        float[] rewards;
+        float[] rewards = null;
+        RewardScorer.PairScores scores = null;
         try (RewardScorer scorer = RewardScorer.load(modelDir, adapterDir, ModelLoading.linearFactory(
                 line.getOptionValue("quantize")), Mixtune.device(line))) {
-            rewards = pairs ? scorer.pairRewards(pairSamples, batchSize) : scorer.rewards(sequences, batchSize);
+            if (pairs) {
+                scores = scorer.pairs(samples, batchSize);
+            } else {
+                rewards = scorer.rewards(sequences, batchSize);
+            }
         }
         boolean withIds = line.hasOption("with-ids");
         List<String> records = new ArrayList<>();
         String summary;
         if (pairs) {
             int n = sources.size();
-            int accurate = 0;
-            double margins = 0;
             for (int i = 0; i < n; i++) {
-                float margin = rewards[i] - rewards[n + i];
-                accurate += margin > 0 ? 1 : 0;
-                margins += margin;
+                PreferenceSample sample = samples.get(i);
                 ObjectNode record = JSON.createObjectNode().put("source", sources.get(i))
-                        .put("reward_chosen", rewards[i]).put("reward_rejected", rewards[n + i]).put("margin", margin);
+                        .put("reward_chosen", scores.chosen()[i]).put("reward_rejected", scores.rejected()[i])
+                        .put("margin", scores.margin(i));
                 if (withIds) {
-                    PreferenceSample pair = pairSamples.get(i);
-                    record.putPOJO("chosen_ids", RewardScorer.row(pair.promptIds(), pair.chosenIds()));
-                    record.putPOJO("rejected_ids", RewardScorer.row(pair.promptIds(), pair.rejectedIds()));
+                    record.putPOJO("chosen_ids", RewardScorer.concat(sample.promptIds(), sample.chosenIds()));
+                    record.putPOJO("rejected_ids", RewardScorer.concat(sample.promptIds(), sample.rejectedIds()));
                 }
                 records.add(JSON.writeValueAsString(record));
             }
-            summary = String.format(Locale.ROOT, "%d pairs: accuracy %.4f, mean margin %.4f", n,
-                    (double) accurate / n, margins / n) + (skipped > 0 ? " (" + skipped + " skipped)" : "");
+            summary = String.format(Locale.ROOT, "%d pairs: accuracy %.4f, mean margin %.4f", n, scores.accuracy(),
+                    scores.meanMargin()) + (skipped > 0 ? " (" + skipped + " skipped)" : "");
         } else {
             for (int i = 0; i < rewards.length; i++) {
                 ObjectNode record = JSON.createObjectNode().put("source", sources.get(i)).put("reward", rewards[i]);

@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import io.mixtune.trainer.Training;
 import io.mixtune.trainer.run.ProgressLine;
+import io.mixtune.trainer.run.TrainingOutputs;
 import io.mixtune.trainer.run.TrainingResult;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -76,6 +77,14 @@ final class TrainCommand implements Command {
         long start = System.nanoTime();
         TrainingResult result = training.listener(new ProgressLine(out, System.console() != null)).run();
         String took = duration((System.nanoTime() - start) / 1e9);
+        if (training.recipe().warm().enabled()) {
+            out.printf(Locale.ROOT, "done: %d steps in %s; WARM average of %d reward models (PEFT format): %s%n",
+                    result.steps(), took, training.recipe().warm().members(), result.adapterDir());
+            out.println("members: " + Path.of(training.recipe().outputDir(), TrainingOutputs.MEMBERS_DIR)
+                    + "/K (each with its metrics.jsonl and loss.png), report: " + Path.of(training.recipe()
+                    .outputDir(), TrainingOutputs.WARM_REPORT_FILE));
+            return Mixtune.OK;
+        }
         if (training.recipe().train().method().equals("dpo")) {
             printDpo(result, took, out);
         } else {

@@ -47,7 +47,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
         this.padId = model.model().config().eosTokenId();
         // Each stage shuffles apart: the seed, the stage and the epoch.
         this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
-                recipe.train().seed() * 1_000_003L + 1_009L * stage);
+                recipe.train().shuffleSeed() * 1_000_003L + 1_009L * stage);
     }
 
     @Override

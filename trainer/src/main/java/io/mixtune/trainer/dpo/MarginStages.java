@@ -94,18 +94,19 @@ public final class MarginStages {
         Path marginModel = Path.of(recipe.dpo().marginModel());
         MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
                 ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
-        float[] rewards;
+        RewardScorer.PairScores scores;
         try (RewardScorer scorer = RewardScorer.load(modelDir, marginModel, linears, TrainingModel.check(recipe))) {
-            rewards = scorer.pairRewards(pairs, BATCH_SIZE);
+            scores = scorer.pairs(pairs, BATCH_SIZE);
         }
         int n = pairs.size();
         double[] margins = new double[n];
         List<String> records = new ArrayList<>();
         for (int i = 0; i < n; i++) {
-            float margin = rewards[i] - rewards[n + i];
+            float margin = scores.margin(i);
             margins[i] = margin;
-            records.add(JSON.createObjectNode().put("source", pairs.get(i).source()).put("reward_chosen", rewards[i])
-                    .put("reward_rejected", rewards[n + i]).put("margin", margin).toString());
+            records.add(JSON.createObjectNode().put("source", pairs.get(i).source())
+                    .put("reward_chosen", scores.chosen()[i]).put("reward_rejected", scores.rejected()[i])
+                    .put("margin", margin).toString());
         }
         write(cache, records);
         notes.accept("stage order: " + n + " pairs scored by " + marginModel + ", margins in " + cache);

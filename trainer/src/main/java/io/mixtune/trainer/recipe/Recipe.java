@@ -10,7 +10,7 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Logging logging, Reward reward, String outputDir) {
+        Logging logging, Reward reward, Warm warm, String outputDir) {
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -75,16 +75,26 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param gradientCheckpointing keep only each decoder layer's input in the forward pass and recompute the layer in
      *     backward (same gradients, activation memory layers x tokens x hidden)
      * @param routerAuxLoss add Mixtral's load-balancing loss times the config's router_aux_loss_coef
+     * @param seed seeds the initialisation (LoRA A, a reward model's head) and the validation split, and what
+     *     dataSeed does not take over
+     * @param dataSeed seeds the order of the training samples and the LoRA dropout masks instead of seed (transformers'
+     *     data_seed); null: seed. WARM's members share seed, so their start, and differ in this.
      * @param evalPrompts user messages answered (chat template, greedy) at each evaluation into samples.jsonl
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
             double lr, String schedule, int warmupSteps, double weightDecay, double maxGradNorm, double adamBeta1,
-            double adamBeta2, double adamEps, long seed, boolean gradientCheckpointing, int evalEvery, int saveEvery,
-            int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts, int evalMaxNewTokens) {
+            double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
+            int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
+            int evalMaxNewTokens) {
         /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward");
+        }
+
+        /** The seed of the data order and of the dropout masks: data_seed, else seed. */
+        public long shuffleSeed() {
+            return dataSeed != null ? dataSeed : seed;
         }
 
         public Train {
@@ -343,12 +353,68 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *     on 0 (Eisenstein et al. 2023); null leaves it out, as TRL's default
      * @param margin subtract each pair's margin (score_chosen - score_rejected) inside the sigmoid, as TRL does with a
      *     margin column (Llama 2's margin loss); every pair must then carry scores
+     * @param labelNoise the share of training pairs whose chosen and rejected are swapped (round(share x pairs) of them,
+     *     drawn from train.seed), the noisy preferences WARM is robust to; validation pairs are never swapped
      */
-    public record Reward(Double centerRewardsCoefficient, boolean margin) {
+    public record Reward(Double centerRewardsCoefficient, boolean margin, double labelNoise) {
         public Reward {
+            KeyChecks checks = new KeyChecks();
             if (centerRewardsCoefficient != null && !(centerRewardsCoefficient >= 0)) {
-                throw new IllegalArgumentException("center_rewards_coefficient: must be >= 0 or null, got "
-                        + centerRewardsCoefficient);
+                checks.add("center_rewards_coefficient: must be >= 0 or null, got " + centerRewardsCoefficient);
+            }
+            if (!(labelNoise >= 0 && labelNoise <= 1)) {
+                checks.add("label_noise: must lie in [0, 1] (the share of training pairs flipped), got " + labelNoise);
+            }
+            checks.throwIfAny();
+        }
+    }
+
+    /**
+     * WARM, weight averaged reward models (Ramé et al. 2024), when members is 2 or more (train.method reward): that
+     * many reward models trained one after another from one shared start (the base or model.adapter, and the same LoRA
+     * and head initialisation from train.seed), each a run of its own in output_dir/members/K/, then their weight
+     * average (LoRA deltas exactly, the head linearly, as {@code mixtune merge --method warm}) in output_dir/adapter.
+     *
+     * @param members how many reward models; 0: off
+     * @param vary what differs between members: per key a list of one value per member, or one for all; empty: the
+     *     recipe's own value for every member
+     */
+    public record Warm(int members, Vary vary) {
+        public Warm {
+            if (members < 0 || members == 1) {
+                throw new IllegalArgumentException("members: expected 0 (off) or 2 or more reward models to average, "
+                        + "got " + members);
+            }
+            vary = vary != null ? vary : new Vary(List.of(), List.of(), List.of());
+        }
+
+        public boolean enabled() {
+            return members > 0;
+        }
+
+        /**
+         * @param seed each member's train.data_seed (the order of its pairs and its dropout masks)
+         * @param learningRate each member's train.lr
+         * @param loraDropout each member's lora.dropout
+         */
+        public record Vary(List<Long> seed, List<Double> learningRate, List<Double> loraDropout) {
+            public Vary {
+                seed = seed == null ? List.of() : List.copyOf(seed);
+                learningRate = learningRate == null ? List.of() : List.copyOf(learningRate);
+                loraDropout = loraDropout == null ? List.of() : List.copyOf(loraDropout);
+                KeyChecks checks = new KeyChecks();
+                if (!learningRate.stream().allMatch(lr -> lr > 0 && lr < 1)) {
+                    checks.add("learning_rate: every value must lie in (0, 1), got " + learningRate);
+                }
+                if (!loraDropout.stream().allMatch(p -> p >= 0 && p < 1)) {
+                    checks.add("lora_dropout: every value must lie in [0, 1), got " + loraDropout);
+                }
+                checks.throwIfAny();
+            }
+
+            /** Member k's value of a varied key: its own, the one for all, or null when the key is not varied. */
+            public static <T> T of(List<T> values, int member) {
+                return values.isEmpty() ? null : values.get(values.size() == 1 ? 0 : member);
             }
         }
     }

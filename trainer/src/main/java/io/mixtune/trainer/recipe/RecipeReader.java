@@ -15,6 +15,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.io.Reader;
+import java.io.StringReader;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -28,6 +29,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Consumer;
 
 /**
  * Reads a recipe: the bundled defaults, then the files it includes (in order), then the recipe, then each
@@ -225,6 +227,51 @@ public final class RecipeReader {
         if (train != null && train.method().equals("dpo")) {
             checkDpo(data, dpo, binder);
         }
+        Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
+        if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {
+            binder.problem("reward.label_noise", "flips reward-model training pairs: it needs train.method: reward, "
+                    + "got " + train.method());
+        }
+        Recipe.Warm warm = binder.section("warm", Recipe.Warm.class);
+        if (warm != null && train != null) {
+            checkWarm(warm, train, model, data, binder);
+        }
+    }
+
+    /** What WARM asks of the other sections, and its lists' lengths. */
+    private static void checkWarm(Recipe.Warm warm, Recipe.Train train, Recipe.Model model, DataConfig data,
+            RecordBinder binder) {
+        Map<String, List<?>> varied = new LinkedHashMap<>();
+        varied.put("seed", warm.vary().seed());
+        varied.put("learning_rate", warm.vary().learningRate());
+        varied.put("lora_dropout", warm.vary().loraDropout());
+        if (!warm.enabled()) {
+            varied.forEach((key, values) -> {
+                if (!values.isEmpty()) {
+                    binder.problem("warm.vary." + key, "varies WARM's members, but warm.members is 0 (off): set it "
+                            + "to the number of reward models to train");
+                }
+            });
+            return;
+        }
+        if (!train.method().equals("reward")) {
+            binder.problem("warm.members", "WARM trains and averages reward models: it needs train.method: reward, "
+                    + "got " + train.method());
+        }
+        varied.forEach((key, values) -> {
+            if (values.size() > 1 && values.size() != warm.members()) {
+                binder.problem("warm.vary." + key, "has " + values.size() + " values for " + warm.members()
+                        + " members: give one per member, or one for all");
+            }
+        });
+        if (model != null && model.adapter() != null && !warm.vary().loraDropout().isEmpty()) {
+            binder.problem("warm.vary.lora_dropout", "cannot vary: the members start from model.adapter "
+                    + model.adapter() + ", whose adapter_config.json sets lora_dropout");
+        }
+        if (data != null && data.validationFiles().isEmpty() && data.validationRatio() <= 0) {
+            binder.problem("warm.members", "WARM reports each member's held-out accuracy beside the average's: set "
+                    + "data.validation_ratio or data.validation_files");
+        }
     }
 
     /** The model's config.json (or preset), or null when model.path or model.preset names none (a problem then). */
@@ -338,6 +385,26 @@ public final class RecipeReader {
             .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER)
             .enable(YAMLGenerator.Feature.MINIMIZE_QUOTES))
             .setPropertyNamingStrategy(PropertyNamingStrategies.SNAKE_CASE);
+
+    /**
+     * The recipe with some values changed: {@code edit} changes its tree as {@link #toYaml} writes it, which is then
+     * bound and checked as a recipe file is (a problem is named at {@code name}'s line).
+     */
+    public static Recipe edited(Recipe recipe, String name, Consumer<ObjectNode> edit) {
+        ObjectNode tree = YAML_WRITER.valueToTree(recipe);
+        edit.accept(tree);
+        YamlTree yaml;
+        try {
+            yaml = YamlTree.parse(new StringReader(YAML_WRITER.writeValueAsString(tree)), name);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        RecordBinder binder = new RecordBinder(yaml, name);
+        Recipe edited = binder.bind(Recipe.class, yaml.root, "");
+        check(binder);
+        binder.throwIfAny();
+        return edited;
+    }
 
     /** The recipe as YAML with every default filled in: what a run writes next to its outputs. */
     public static String toYaml(Recipe recipe) {

@@ -37,7 +37,7 @@ final class RewardObjective implements Objective<RewardBatch, RewardStep.Measure
         this.pairs = pairs;
         this.padId = model.model().config().eosTokenId();
         this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
-                recipe.train().seed() * 1_000_003L + 7_919L);
+                recipe.train().shuffleSeed() * 1_000_003L + 7_919L);
         this.validationBatches = inOrder(validation, recipe.train().microBatchSize(), padId,
                 recipe.reward().margin());
     }

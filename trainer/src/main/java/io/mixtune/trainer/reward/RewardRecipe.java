@@ -42,8 +42,15 @@ public final class RewardRecipe implements AutoCloseable {
         Recipe.Train train = recipe.train();
         TrainingModel.check(recipe);
         PreferenceDataset dataset = DpoRecipe.loadPairs(recipe);
-        pairs = dataset.stages().get(0);
+        List<PreferenceSample> loaded = dataset.stages().get(0);
+        pairs = LabelNoise.flip(loaded, recipe.reward().labelNoise(), train.seed());
         validation = dataset.validation();
+        if (recipe.reward().labelNoise() > 0) {
+            listener.onNote(String.format(Locale.ROOT, "label noise: chosen and rejected swapped in %d of %d training "
+                    + "pairs (reward.label_noise %s, drawn from train.seed %d); validation pairs as given",
+                    Math.round(recipe.reward().labelNoise() * loaded.size()), loaded.size(),
+                    recipe.reward().labelNoise(), train.seed()));
+        }
         if (recipe.reward().margin()) {
             pairs.stream().filter(p -> p.margin() == null).findFirst().ifPresent(p -> {
                 throw new RecipeValueException("reward.margin", "is true but " + p.source() + " has no score_chosen "

@@ -16,6 +16,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.OptionalLong;
+import java.util.stream.IntStream;
 
 /**
  * A trained reward model scoring token sequences: the base with a reward adapter (LoRA + score head) loaded, each
@@ -53,6 +54,46 @@ public final class RewardScorer implements AutoCloseable {
         }
     }
 
+    /** Sequences per forward pass unless told otherwise: mixtune reward's default, and WARM's report's. */
+    public static final int DEFAULT_BATCH_SIZE = 8;
+
+    /** The rewards of each pair's chosen and rejected answer (each after its prompt). */
+    public record PairScores(float[] chosen, float[] rejected) {
+        public float margin(int pair) {
+            return chosen[pair] - rejected[pair];
+        }
+
+        /** The share of pairs whose chosen answer scores above its rejected one. */
+        public double accuracy() {
+            return (double) IntStream.range(0, chosen.length).filter(i -> margin(i) > 0).count() / chosen.length;
+        }
+
+        public double meanMargin() {
+            double sum = 0;
+            for (int i = 0; i < chosen.length; i++) {
+                sum += margin(i);
+            }
+            return sum / chosen.length;
+        }
+    }
+
+    /** Every pair's rewards: the chosen sequences, then the rejected ones, {@code batchSize} per forward pass. */
+    public PairScores pairs(List<PreferenceSample> pairs, int batchSize) {
+        List<long[]> sequences = new ArrayList<>();
+        pairs.forEach(pair -> sequences.add(concat(pair.promptIds(), pair.chosenIds())));
+        pairs.forEach(pair -> sequences.add(concat(pair.promptIds(), pair.rejectedIds())));
+        float[] rewards = rewards(sequences, batchSize);
+        return new PairScores(Arrays.copyOfRange(rewards, 0, pairs.size()),
+                Arrays.copyOfRange(rewards, pairs.size(), rewards.length));
+    }
+
+    /** A pair's prompt and one of its answers, as one sequence. */
+    public static long[] concat(long[] prompt, long[] answer) {
+        long[] out = Arrays.copyOf(prompt, prompt.length + answer.length);
+        System.arraycopy(answer, 0, out, prompt.length, answer.length);
+        return out;
+    }
+
     /** The reward of each sequence, {@code batchSize} sequences per forward pass. */
     public float[] rewards(List<long[]> sequences, int batchSize) {
         float[] rewards = new float[sequences.size()];
@@ -68,28 +109,6 @@ public final class RewardScorer implements AutoCloseable {
             }
         }
         return rewards;
-    }
-
-    /**
-     * Each pair's rewards, its rows read as reward training reads them (prompt + chosen, prompt + rejected): the chosen
-     * rows' rewards first, in pair order, then the rejected rows'.
-     */
-    public float[] pairRewards(List<PreferenceSample> pairs, int batchSize) {
-        List<long[]> sequences = new ArrayList<>();
-        for (PreferenceSample pair : pairs) {
-            sequences.add(row(pair.promptIds(), pair.chosenIds()));
-        }
-        for (PreferenceSample pair : pairs) {
-            sequences.add(row(pair.promptIds(), pair.rejectedIds()));
-        }
-        return rewards(sequences, batchSize);
-    }
-
-    /** A pair's row for one completion: the prompt's ids, then the completion's. */
-    public static long[] row(long[] promptIds, long[] completionIds) {
-        long[] out = Arrays.copyOf(promptIds, promptIds.length + completionIds.length);
-        System.arraycopy(completionIds, 0, out, promptIds.length, completionIds.length);
-        return out;
     }
 
     /** Rows right-padded with the pad id (EOS), positions from 0, padding masked: the training layout. */

@@ -169,6 +169,20 @@ public final class RunDirectory implements AutoCloseable {
             return "warning: no " + TrainingOutputs.RECIPE_FILE + " of the run beside " + checkpoint.getParent()
                     + " or in " + dir + ": cannot check that the recipe is the one the run started with";
         }
+        return requireSameRecipeAs(recipe, first);
+    }
+
+    /** As above for a run resumed as a whole (WARM's members each from their own checkpoint): output_dir's recipe. */
+    public String requireSameRecipe(Recipe recipe) {
+        Path first = dir.resolve(TrainingOutputs.RECIPE_FILE);
+        if (!Files.isRegularFile(first)) {
+            return "warning: no " + TrainingOutputs.RECIPE_FILE + " in " + dir + ": cannot check that the recipe is "
+                    + "the one the run started with";
+        }
+        return requireSameRecipeAs(recipe, first);
+    }
+
+    private String requireSameRecipeAs(Recipe recipe, Path first) {
         Map<String, String> before;
         try {
             before = flatten(YAML.readTree(first.toFile()));

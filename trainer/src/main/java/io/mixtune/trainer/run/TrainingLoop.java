@@ -134,7 +134,7 @@ public final class TrainingLoop {
                 long skipped = scaler.skippedSteps();
                 double lr = averages.learningRate(stageStep, s -> schedule.at(s - skipped));
                 OptimizerStep.Result<M> result = OptimizerStep.run(objective, batches,
-                        context.withDropoutSeed(train.seed() * 1_000_003L + stage.start() * accumulation + first),
+                        context.withDropoutSeed(train.shuffleSeed() * 1_000_003L + stage.start() * accumulation + first),
                         lr);
                 if (result.skipped()) {
                     listener.onNote(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "

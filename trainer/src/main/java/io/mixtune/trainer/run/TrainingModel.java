@@ -68,8 +68,7 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
             CachedPreset.ensure(recipe.model().preset(), baseModelDir);
         }
         NDManager manager = NDManager.newBaseManager(device);
-        MistralCheckpoint.LinearFactory linears = "nf4".equals(recipe.model().quantize())
-                ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
+        MistralCheckpoint.LinearFactory linears = linears(recipe.model());
         DataType computeType = computeType(recipe.model(), device);
         if (computeType == DataType.FLOAT16 && !device.isGpu()) {
             notes.accept("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
@@ -83,6 +82,12 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
             lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
         }
         return new TrainingModel(manager, model, lora, baseModelDir, computeType);
+    }
+
+    /** How the base's linear layers load: NF4 for QLoRA (the embeddings, lm_head and router kept), else dense. */
+    public static MistralCheckpoint.LinearFactory linears(Recipe.Model model) {
+        return "nf4".equals(model.quantize()) ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION)
+                : MistralCheckpoint.DENSE;
     }
 
     /** What the plan line says of the model and its trained adapter. */

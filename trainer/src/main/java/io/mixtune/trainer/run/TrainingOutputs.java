@@ -3,6 +3,7 @@ package io.mixtune.trainer.run;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.merging.MergeYaml;
 import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -34,6 +35,10 @@ public final class TrainingOutputs {
     public static final String CHECKPOINTS_DIR = "checkpoints";
     /** Stage-DPO's margins from dpo.margin_model (dpo.MarginStages), scored once per run. */
     public static final String DPO_MARGINS_FILE = "dpo-margins.jsonl";
+    /** A WARM run's members, each a run directory of its own: members/0, members/1, ... */
+    public static final String MEMBERS_DIR = "members";
+    /** A WARM run's report: each member's held-out accuracy and mean margin beside the average's. */
+    public static final String WARM_REPORT_FILE = "warm-report.json";
     static final String PARTIAL = ".partial";
 
     /**
@@ -43,7 +48,7 @@ public final class TrainingOutputs {
      */
     private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
             METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png",
-            DPO_MARGINS_FILE, DPO_MARGINS_FILE + PARTIAL);
+            DPO_MARGINS_FILE, DPO_MARGINS_FILE + PARTIAL, WARM_REPORT_FILE, WARM_REPORT_FILE + PARTIAL);
     /**
      * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
      * possibly with the .partial sibling a killed write left.
@@ -107,6 +112,11 @@ public final class TrainingOutputs {
                 found.add(Files.isDirectory(entry) ? name + "/" : name);
             }
         }
+        for (Path member : list(outputDir.resolve(MEMBERS_DIR))) {
+            if (isMemberDir(member) && !runOutputs(member).isEmpty()) {
+                found.add(MEMBERS_DIR + "/" + member.getFileName() + "/");
+            }
+        }
         Path checkpoints = outputDir.resolve(CHECKPOINTS_DIR);
         for (Path checkpoint : list(checkpoints)) {
             if (TrainingCheckpoint.isCheckpointDir(checkpoint)) {
@@ -150,6 +160,12 @@ public final class TrainingOutputs {
                     deleteIfEmpty(entry);
                 }
             }
+            for (Path member : list(outputDir.resolve(MEMBERS_DIR))) {
+                if (isMemberDir(member)) {
+                    deleteRun(member); // its .mixtune.lock stays, as every run's does
+                }
+            }
+            deleteIfEmpty(outputDir.resolve(MEMBERS_DIR));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot delete the earlier run in " + outputDir + ": " + e.getMessage(), e);
         }
@@ -157,6 +173,10 @@ public final class TrainingOutputs {
 
     static boolean isAdapterDir(Path entry) {
         return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
+    }
+
+    private static boolean isMemberDir(Path entry) {
+        return Files.isDirectory(entry) && entry.getFileName().toString().matches("\\d+");
     }
 
     /** runs/ when it holds TensorBoard event files (logging.tensorboard). */
@@ -178,6 +198,7 @@ public final class TrainingOutputs {
             String name = file.getFileName().toString();
             if (Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
                     || name.equals(PeftAdapter.WEIGHTS_FILE) || SavedTokenizer.FILES.contains(name)
+                    || name.equals(MergeYaml.RESOLVED_FILE)
                     || isTemporary(name))) {
                 Files.delete(file);
             }

@@ -125,11 +125,11 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         List<TrainingBatch> batches = new ArrayList<>();
         if (data.packing()) {
             for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.maxSeqLen(), train.microBatchSize(),
-                    padId, train.seed(), epoch)) {
+                    padId, train.shuffleSeed(), epoch)) {
                 batches.add(TrainingBatch.packed(rows));
             }
         } else {
-            EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.seed(), epoch)
+            EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.shuffleSeed(), epoch)
                     .forEach(b -> batches.add(TrainingBatch.padded(b)));
         }
         epochs.keySet().removeIf(k -> k < epoch - 1); // keep memory flat over long runs

@@ -173,7 +173,7 @@ class RecipesCommandTest {
     @Test
     void aCopiedRecipeValidatesFromAnotherDirectory(@TempDir Path dir) throws Exception {
         for (String name : List.of("quickstart", "mixtral-8x7b-qlora-sft", "mistral-7b-qlora-sft", "quickstart-dpo",
-                "mixtral-8x7b-qlora-dpo")) {
+                "mixtral-8x7b-qlora-dpo", "warm-reward")) {
             Path copy = dir.resolve(name + ".yaml");
             assertEquals(0, MixtuneCliTest.run("recipes", "copy", name, copy.toString()).code());
             Path log = dir.resolve(name + ".log");

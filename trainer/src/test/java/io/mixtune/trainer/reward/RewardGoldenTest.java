@@ -63,7 +63,7 @@ class RewardGoldenTest {
         JsonNode want = JSON.readTree(golden(model + "/expected.json").toFile()).get(variant);
         boolean margins = want.hasNonNull("margins");
         Recipe.Reward reward = new Recipe.Reward(want.hasNonNull("center_rewards_coefficient")
-                ? want.get("center_rewards_coefficient").doubleValue() : null, margins);
+                ? want.get("center_rewards_coefficient").doubleValue() : null, margins, 0);
         RewardBatch batch = RewardBatch.of(samples(batchJson, margins ? want.get("margins") : null),
                 new int[3], batchJson.get("pad_id").longValue(), margins);
         for (int r = 0; r < batch.positions().length; r++) {
@@ -108,7 +108,7 @@ class RewardGoldenTest {
         long pad = batchJson.get("pad_id").longValue();
         List<RewardBatch> batches = List.of(RewardBatch.of(samples.subList(0, 2), new int[] {0, 1}, pad, false),
                 RewardBatch.of(samples.subList(2, 3), new int[] {2}, pad, false));
-        Recipe.Reward reward = new Recipe.Reward(0.01, false);
+        Recipe.Reward reward = new Recipe.Reward(0.01, false, 0);
         List<float[]> plain = new ArrayList<>();
         double[] losses = new double[2];
         for (boolean checkpointing : new boolean[] {false, true}) {
