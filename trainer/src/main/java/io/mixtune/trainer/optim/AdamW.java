@@ -1,8 +1,10 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
 import io.mixtune.model.nn.InPlaceCopy;
-import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -10,11 +12,24 @@ import java.util.List;
  * parameter first, moments m and v, bias correction, and eps added outside the square root of the corrected v. DJL's
  * fused adamUpdate places eps differently and clips one-sided, so this is written out in NDArray ops, run outside any
  * gradient collector (PyTorch's no_grad), updating the parameters in place.
+ *
+ * <p>The moments of all parameters live in one flat array each (parameter after parameter, as {@link FlatGradients}
+ * lays out the gradients), and the update is computed once over all elements into a flat buffer whose runs, shaped
+ * as the parameters, are subtracted from them: a handful of libtorch calls per step plus one or two per parameter,
+ * where the per-array form made some twenty-five per parameter. The operations are the per-array ones, elementwise,
+ * so every value has the same bits.
  */
 public final class AdamW {
+    private static final NDIndex ALL = new NDIndex("...");
+
     private final List<NDArray> parameters;
-    private final List<NDArray> firstMoments = new ArrayList<>();
-    private final List<NDArray> secondMoments = new ArrayList<>();
+    private final NDArray firstMoment;
+    private final NDArray secondMoment;
+    /** Each step's update, computed in place so that {@link #updates} stay views of it. */
+    private final NDArray update;
+    private final List<NDArray> firstMoments;
+    private final List<NDArray> secondMoments;
+    private final List<NDArray> updates;
     private final double beta1;
     private final double beta2;
     private final double eps;
@@ -27,42 +42,56 @@ public final class AdamW {
         this.beta2 = beta2;
         this.eps = eps;
         this.weightDecay = weightDecay;
-        for (NDArray parameter : parameters) {
-            firstMoments.add(parameter.zerosLike());
-            secondMoments.add(parameter.zerosLike());
-        }
+        List<Shape> shapes = this.parameters.stream().map(NDArray::getShape).toList();
+        long total = shapes.stream().mapToLong(Shape::size).sum();
+        NDManager manager = this.parameters.get(0).getManager();
+        NDArray like = this.parameters.get(0);
+        firstMoment = manager.zeros(new Shape(total), like.getDataType(), like.getDevice());
+        secondMoment = manager.zeros(new Shape(total), like.getDataType(), like.getDevice());
+        update = manager.zeros(new Shape(total), like.getDataType(), like.getDevice());
+        firstMoments = FlatGradients.views(firstMoment, shapes);
+        secondMoments = FlatGradients.views(secondMoment, shapes);
+        updates = FlatGradients.views(update, shapes);
     }
 
     /** One update with the gradients the parameters hold now. */
     public void step(double lr) {
+        try (NDArray gradients = FlatGradients.of(parameters)) {
+            step(lr, gradients);
+        }
+    }
+
+    /** One update with {@code gradients}, the parameters' gradients laid out as {@link FlatGradients#of} does. */
+    public void step(double lr, NDArray gradients) {
         step++;
         double biasCorrection1 = 1 - Math.pow(beta1, step);
         double biasCorrection2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
         double stepSize = lr / biasCorrection1;
-        for (int i = 0; i < parameters.size(); i++) {
-            NDArray parameter = parameters.get(i);
-            NDArray m = firstMoments.get(i);
-            NDArray v = secondMoments.get(i);
-            try (NDArray gradient = parameter.getGradient()) {
-                update(parameter, gradient, m, v, lr, stepSize, biasCorrection2Sqrt);
-            }
-        }
-    }
-
-    private void update(NDArray parameter, NDArray gradient, NDArray m, NDArray v, double lr, double stepSize,
-            double biasCorrection2Sqrt) {
-        if (weightDecay != 0) {
-            parameter.muli(1 - lr * weightDecay);
-        }
+        NDArray m = firstMoment;
+        NDArray v = secondMoment;
         // torch: exp_avg.lerp_(grad, 1 - beta1), i.e. m + (1 - beta1) (g - m).
-        try (NDArray delta = gradient.sub(m)) {
+        try (NDArray delta = gradients.sub(m)) {
             m.addi(delta.muli(1 - beta1));
         }
-        try (NDArray g2 = gradient.square()) {
+        try (NDArray g2 = gradients.square()) {
             v.muli(beta2).addi(g2.muli(1 - beta2));
         }
-        try (NDArray denom = v.sqrt(); NDArray update = m.div(denom.divi(biasCorrection2Sqrt).addi(eps))) {
-            parameter.subi(update.muli(stepSize));
+        try (NDArray denom = v.sqrt()) {
+            denom.divi(biasCorrection2Sqrt).addi(eps);
+            // m / denom written into the update buffer: a copy of m divided in place, the same quotient.
+            update.set(ALL, m);
+            update.divi(denom).muli(stepSize);
+        }
+        if (weightDecay != 0) {
+            // One scalar array for all parameters, as each muli(Number) would create it.
+            try (NDArray decay = parameters.get(0).getManager().create(1 - lr * weightDecay)) {
+                for (NDArray parameter : parameters) {
+                    parameter.muli(decay);
+                }
+            }
+        }
+        for (int i = 0; i < parameters.size(); i++) {
+            parameters.get(i).subi(updates.get(i));
         }
     }
 
@@ -71,10 +100,12 @@ public final class AdamW {
         return step;
     }
 
+    /** exp_avg of each parameter, shaped as it: views of the flat moment. */
     public List<NDArray> firstMoments() {
         return firstMoments;
     }
 
+    /** exp_avg_sq of each parameter, shaped as it: views of the flat moment. */
     public List<NDArray> secondMoments() {
         return secondMoments;
     }

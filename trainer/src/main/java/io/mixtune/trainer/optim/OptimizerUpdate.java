@@ -22,15 +22,19 @@ public final class OptimizerUpdate {
     public static Outcome apply(List<NDArray> parameters, double loss, double maxGradNorm, AdamW optimizer, double lr,
             LossScaler scaler) {
         double scale = scaler.scale();
-        if (scale != 1) {
-            GradientClipping.multiply(parameters, 1 / scale);
+        // Unscaled, clipped and applied in one flat copy of the gradients (FlatGradients: the same bits as per array);
+        // the parameters' own gradients keep what backward left in them.
+        try (NDArray gradients = FlatGradients.of(parameters)) {
+            if (scale != 1) {
+                gradients.muli(1 / scale);
+            }
+            double gradNorm = GradientClipping.clip(gradients, FlatGradients.sizes(parameters), maxGradNorm);
+            boolean finite = Double.isFinite(loss) && Double.isFinite(gradNorm);
+            boolean apply = scaler.update(finite);
+            if (finite && apply) {
+                optimizer.step(lr, gradients);
+            }
+            return new Outcome(gradNorm, scale, finite, !apply);
         }
-        double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
-        boolean finite = Double.isFinite(loss) && Double.isFinite(gradNorm);
-        boolean apply = scaler.update(finite);
-        if (finite && apply) {
-            optimizer.step(lr);
-        }
-        return new Outcome(gradNorm, scale, finite, !apply);
     }
 }
