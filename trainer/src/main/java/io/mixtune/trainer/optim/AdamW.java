@@ -83,8 +83,9 @@ public final class AdamW {
             update.divi(denom).muli(stepSize);
         }
         if (weightDecay != 0) {
-            // One scalar array for all parameters, as each muli(Number) would create it.
-            try (NDArray decay = parameters.get(0).getManager().create(1 - lr * weightDecay)) {
+            // One scalar array for all parameters. float32 already: libtorch rounds a double scalar to the float32
+            // of the tensor it multiplies before multiplying (a cast per call), the rounding Java's cast makes.
+            try (NDArray decay = parameters.get(0).getManager().create((float) (1 - lr * weightDecay))) {
                 for (NDArray parameter : parameters) {
                     parameter.muli(decay);
                 }
