@@ -78,7 +78,7 @@ public final class OptimizerBenchmark {
     }
 
     private static void update(List<NDArray> parameters, AdamW optimizer, LossScaler scaler) {
-        OptimizerUpdate.apply(parameters, 1.0, 1.0, optimizer, 1e-4, scaler);
+        OptimizerUpdate.apply(1.0, 1.0, optimizer, 1e-4, scaler);
         GradientClipping.zero(parameters);
     }
 

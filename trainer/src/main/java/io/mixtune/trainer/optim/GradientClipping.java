@@ -61,15 +61,20 @@ public final class GradientClipping {
     }
 
     /**
-     * {@link #globalNorm(List)} of gradients laid out flat ({@link FlatGradients}) in runs of {@code sizes}: the same
-     * per-array float sums (each run's squares summed as the array's own, a contiguous run of the same length), added
-     * in double in the same order, so the same bits.
+     * {@link #globalNorm(List)} of gradients laid out flat in buckets ({@link AdamW#flatGradients()}), bucket b in runs
+     * of {@code sizes.get(b)}: the same per-array float sums (each run's squares summed as the array's own, a contiguous
+     * run of the same length), read back in one transfer and added in double in the same order, so the same bits.
      */
-    public static double globalNorm(NDArray flatGradients, long[] sizes) {
-        NDList totals = new NDList(sizes.length);
-        try (NDArray squares = flatGradients.square(); NDList runs = FlatGradients.runs(squares, sizes)) {
-            for (NDArray run : runs) {
-                totals.add(run.sum());
+    public static double globalNorm(NDList flatGradients, List<long[]> sizes) {
+        NDList totals = new NDList();
+        try {
+            for (int b = 0; b < flatGradients.size(); b++) {
+                try (NDArray squares = flatGradients.get(b).square();
+                        NDList runs = FlatGradients.runs(squares, sizes.get(b))) {
+                    for (NDArray run : runs) {
+                        totals.add(run.sum());
+                    }
+                }
             }
             float[] sums;
             try (NDArray stacked = NDArrays.stack(totals)) {
@@ -86,14 +91,16 @@ public final class GradientClipping {
     }
 
     /**
-     * {@link #clip(List, double)} of gradients laid out flat, scaled in place in one call; the parameters' own
-     * gradients are left as they are.
+     * {@link #clip(List, double)} of gradients laid out flat in buckets, each scaled in place in one call; the
+     * parameters' own gradients are left as they are.
      */
-    public static double clip(NDArray flatGradients, long[] sizes, double maxNorm) {
+    public static double clip(NDList flatGradients, List<long[]> sizes, double maxNorm) {
         double norm = globalNorm(flatGradients, sizes);
         double coefficient = maxNorm / (norm + 1e-6);
         if (maxNorm > 0 && coefficient < 1) {
-            flatGradients.muli(coefficient);
+            for (NDArray gradients : flatGradients) {
+                gradients.muli(coefficient);
+            }
         }
         return norm;
     }
