@@ -51,15 +51,6 @@ public final class GradientClipping {
         }
     }
 
-    /** Multiplies every gradient by {@code factor} in place (undoing a loss scale). */
-    public static void multiply(List<NDArray> parameters, double factor) {
-        for (NDArray parameter : parameters) {
-            try (NDArray gradient = parameter.getGradient()) {
-                gradient.muli(factor);
-            }
-        }
-    }
-
     /**
      * {@link #globalNorm(List)} of gradients laid out flat in buckets ({@link AdamW#flatGradients()}), bucket b in runs
      * of {@code sizes.get(b)}: the same per-array float sums (each run's squares summed as the array's own, a contiguous
