@@ -23,6 +23,7 @@ import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.GradientClipping;
+import io.mixtune.trainer.optim.OptimizerUpdate;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.OptimizerStep;
@@ -290,8 +291,7 @@ public final class SftBenchmark {
             }
             backwardEnd = System.nanoTime();
         }
-        GradientClipping.clip(parameters, MAX_GRAD_NORM);
-        optimizer.step(LR);
+        OptimizerUpdate.apply(0, MAX_GRAD_NORM, optimizer, LR, LossScaler.off());
         GradientClipping.zero(parameters);
         long end = System.nanoTime();
         return new double[] {(forwardEnd - start) / 1e9, (backwardEnd - forwardEnd) / 1e9, (end - backwardEnd) / 1e9};

@@ -1,6 +1,10 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
 import io.mixtune.model.nn.InPlaceCopy;
 import java.util.ArrayList;
 import java.util.List;
@@ -10,9 +14,22 @@ import java.util.List;
  * parameter first, moments m and v, bias correction, and eps added outside the square root of the corrected v. DJL's
  * fused adamUpdate places eps differently and clips one-sided, so this is written out in NDArray ops, run outside any
  * gradient collector (PyTorch's no_grad), updating the parameters in place.
+ *
+ * <p>The parameters are taken in buckets of consecutive arrays of up to {@link #BUCKET_ELEMENTS} elements together (one
+ * larger array alone): per bucket the moments are one flat array each and the gradients one flat copy
+ * ({@link FlatGradients}), the Adam math runs once over the bucket's elements into a scratch buffer, and the scratch's
+ * runs, shaped as the parameters, are subtracted from them. A Mixtral adapter's hundreds of arrays then cost a handful
+ * of libtorch calls per bucket plus one or two per array, where the per-array form made some twenty-five per array
+ * (each a few microseconds of dispatch, DJL adding a scalar array per scalar argument); buckets bound the temporaries to
+ * a few bucket sizes however large the adapter. The operations are the per-array ones, elementwise, so every value has
+ * the same bits.
  */
 public final class AdamW {
+    /** 16 MB of float32: the step's temporaries (g - m, g^2, the denominator) are at most this each. */
+    static final long BUCKET_ELEMENTS = 1L << 22;
+
     private final List<NDArray> parameters;
+    private final List<Bucket> buckets = new ArrayList<>();
     private final List<NDArray> firstMoments = new ArrayList<>();
     private final List<NDArray> secondMoments = new ArrayList<>();
     private final double beta1;
@@ -21,49 +38,127 @@ public final class AdamW {
     private final double weightDecay;
     private long step;
 
+    /**
+     * Consecutive parameters, their flat moments, and their update's place: the first {@code size} elements of the
+     * optimizer's scratch buffer (shared by all buckets, which are updated one after the other), viewed per parameter.
+     */
+    private record Bucket(List<NDArray> parameters, long[] sizes, NDArray firstMoment, NDArray secondMoment,
+            NDArray update, List<NDArray> updates) {}
+
     public AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay) {
+        this(parameters, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
+    }
+
+    /** With buckets of {@code bucketElements}: tests use small ones to have several. */
+    AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay, long bucketElements) {
         this.parameters = List.copyOf(parameters);
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
         this.weightDecay = weightDecay;
-        for (NDArray parameter : parameters) {
-            firstMoments.add(parameter.zerosLike());
-            secondMoments.add(parameter.zerosLike());
+        List<List<NDArray>> groups = new ArrayList<>();
+        long largest = 0;
+        long filled = 0;
+        for (NDArray parameter : this.parameters) {
+            long size = parameter.size();
+            if (groups.isEmpty() || filled + size > bucketElements) {
+                groups.add(new ArrayList<>());
+                filled = 0;
+            }
+            groups.get(groups.size() - 1).add(parameter);
+            filled += size;
+            largest = Math.max(largest, filled);
         }
+        if (groups.isEmpty()) {
+            return;
+        }
+        NDArray like = this.parameters.get(0);
+        NDManager manager = like.getManager();
+        NDArray scratch = manager.zeros(new Shape(largest), like.getDataType(), like.getDevice());
+        for (List<NDArray> group : groups) {
+            List<Shape> shapes = group.stream().map(NDArray::getShape).toList();
+            long size = shapes.stream().mapToLong(Shape::size).sum();
+            NDArray m = manager.zeros(new Shape(size), like.getDataType(), like.getDevice());
+            NDArray v = manager.zeros(new Shape(size), like.getDataType(), like.getDevice());
+            NDArray update;
+            try (NDList parts = FlatGradients.runs(scratch, new long[] {size, largest - size})) {
+                update = parts.get(0).reshape(size); // a view of the scratch's first size elements
+            }
+            buckets.add(new Bucket(List.copyOf(group), FlatGradients.sizes(group), m, v, update,
+                    FlatGradients.views(update, shapes)));
+            firstMoments.addAll(FlatGradients.views(m, shapes));
+            secondMoments.addAll(FlatGradients.views(v, shapes));
+        }
+        scratch.close(); // the buckets' views keep its memory
+    }
+
+    /**
+     * The parameters' gradients now, one flat copy per bucket ({@link FlatGradients#of}), for {@link #step(double,
+     * NDList)} and for unscaling and clipping on the way; the caller closes them.
+     */
+    public NDList flatGradients() {
+        NDList gradients = new NDList(buckets.size());
+        for (Bucket bucket : buckets) {
+            gradients.add(FlatGradients.of(bucket.parameters()));
+        }
+        return gradients;
+    }
+
+    /** The array sizes in each bucket, as {@link FlatGradients} lays out each of {@link #flatGradients()}. */
+    public List<long[]> bucketSizes() {
+        return buckets.stream().map(Bucket::sizes).toList();
     }
 
     /** One update with the gradients the parameters hold now. */
     public void step(double lr) {
+        try (NDList gradients = flatGradients()) {
+            step(lr, gradients);
+        }
+    }
+
+    /** One update with {@code gradients}, laid out as {@link #flatGradients()} lays them out. */
+    public void step(double lr, NDList gradients) {
         step++;
         double biasCorrection1 = 1 - Math.pow(beta1, step);
         double biasCorrection2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
         double stepSize = lr / biasCorrection1;
-        for (int i = 0; i < parameters.size(); i++) {
-            NDArray parameter = parameters.get(i);
-            NDArray m = firstMoments.get(i);
-            NDArray v = secondMoments.get(i);
-            try (NDArray gradient = parameter.getGradient()) {
-                update(parameter, gradient, m, v, lr, stepSize, biasCorrection2Sqrt);
-            }
+        for (int b = 0; b < buckets.size(); b++) {
+            update(buckets.get(b), gradients.get(b), lr, stepSize, biasCorrection2Sqrt);
         }
     }
 
-    private void update(NDArray parameter, NDArray gradient, NDArray m, NDArray v, double lr, double stepSize,
-            double biasCorrection2Sqrt) {
-        if (weightDecay != 0) {
-            parameter.muli(1 - lr * weightDecay);
-        }
+    private void update(Bucket bucket, NDArray gradients, double lr, double stepSize, double biasCorrection2Sqrt) {
+        NDArray m = bucket.firstMoment();
+        NDArray v = bucket.secondMoment();
         // torch: exp_avg.lerp_(grad, 1 - beta1), i.e. m + (1 - beta1) (g - m).
-        try (NDArray delta = gradient.sub(m)) {
+        try (NDArray delta = gradients.sub(m)) {
             m.addi(delta.muli(1 - beta1));
         }
-        try (NDArray g2 = gradient.square()) {
+        try (NDArray g2 = gradients.square()) {
             v.muli(beta2).addi(g2.muli(1 - beta2));
         }
-        try (NDArray denom = v.sqrt(); NDArray update = m.div(denom.divi(biasCorrection2Sqrt).addi(eps))) {
-            parameter.subi(update.muli(stepSize));
+        try (NDArray denom = v.sqrt()) {
+            denom.divi(biasCorrection2Sqrt).addi(eps);
+            // m / denom written into the update's place: a copy of m divided in place, the same quotient.
+            bucket.update().set(new NDIndex("..."), m);
+            bucket.update().divi(denom).muli(stepSize);
         }
+        if (weightDecay != 0) {
+            // One scalar array for the bucket. float32 already: libtorch rounds a double scalar to the float32 of the
+            // tensor it multiplies before multiplying (a cast per call), the rounding Java's cast makes.
+            try (NDArray decay = m.getManager().create((float) (1 - lr * weightDecay))) {
+                for (NDArray parameter : bucket.parameters()) {
+                    parameter.muli(decay);
+                }
+            }
+        }
+        for (int i = 0; i < bucket.parameters().size(); i++) {
+            bucket.parameters().get(i).subi(bucket.updates().get(i));
+        }
+    }
+
+    int bucketCount() {
+        return buckets.size();
     }
 
     /** Updates taken so far (torch's state "step"). */
@@ -71,10 +166,12 @@ public final class AdamW {
         return step;
     }
 
+    /** exp_avg of each parameter, shaped as it: views of the buckets' flat moments. */
     public List<NDArray> firstMoments() {
         return firstMoments;
     }
 
+    /** exp_avg_sq of each parameter, shaped as it: views of the buckets' flat moments. */
     public List<NDArray> secondMoments() {
         return secondMoments;
     }

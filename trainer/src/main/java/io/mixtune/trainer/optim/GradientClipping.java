@@ -3,7 +3,8 @@ package io.mixtune.trainer.optim;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
-import ai.djl.ndarray.index.NDIndex;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
 import java.util.List;
 
 /** Global-norm clipping as torch.nn.utils.clip_grad_norm_: one L2 norm over all gradients, scaled by max/(norm+1e-6). */
@@ -40,24 +41,59 @@ public final class GradientClipping {
     }
 
     /**
-     * Sets every gradient to zero before a step accumulates into them: written over, not multiplied by 0, which would
-     * keep the NaNs of a float16 step that overflowed.
+     * Sets every gradient to zero before a step accumulates into them: written over (libtorch's grad().zero_(), one
+     * call per array), not multiplied by 0, which would keep the NaNs of a float16 step that overflowed. A parameter
+     * whose gradient was never computed has none to zero: its first backward writes it.
      */
     public static void zero(List<NDArray> parameters) {
         for (NDArray parameter : parameters) {
-            try (NDArray gradient = parameter.getGradient()) {
-                gradient.set(new NDIndex("..."), 0);
-            }
+            JniUtils.zeroGrad((PtNDArray) parameter);
         }
     }
 
-    /** Multiplies every gradient by {@code factor} in place (undoing a loss scale). */
-    public static void multiply(List<NDArray> parameters, double factor) {
-        for (NDArray parameter : parameters) {
-            try (NDArray gradient = parameter.getGradient()) {
-                gradient.muli(factor);
+    /**
+     * {@link #globalNorm(List)} of gradients laid out flat in buckets ({@link AdamW#flatGradients()}), bucket b in runs
+     * of {@code sizes.get(b)}: the same per-array float sums (each run's squares summed as the array's own, a contiguous
+     * run of the same length), read back in one transfer and added in double in the same order, so the same bits.
+     */
+    public static double globalNorm(NDList flatGradients, List<long[]> sizes) {
+        NDList totals = new NDList();
+        try {
+            for (int b = 0; b < flatGradients.size(); b++) {
+                try (NDArray squares = flatGradients.get(b).square();
+                        NDList runs = FlatGradients.runs(squares, sizes.get(b))) {
+                    for (NDArray run : runs) {
+                        totals.add(run.sum());
+                    }
+                }
+            }
+            float[] sums;
+            try (NDArray stacked = NDArrays.stack(totals)) {
+                sums = stacked.toFloatArray();
+            }
+            double sum = 0;
+            for (float arraySum : sums) {
+                sum += arraySum;
+            }
+            return Math.sqrt(sum);
+        } finally {
+            totals.close();
+        }
+    }
+
+    /**
+     * {@link #clip(List, double)} of gradients laid out flat in buckets, each scaled in place in one call; the
+     * parameters' own gradients are left as they are.
+     */
+    public static double clip(NDList flatGradients, List<long[]> sizes, double maxNorm) {
+        double norm = globalNorm(flatGradients, sizes);
+        double coefficient = maxNorm / (norm + 1e-6);
+        if (maxNorm > 0 && coefficient < 1) {
+            for (NDArray gradients : flatGradients) {
+                gradients.muli(coefficient);
             }
         }
+        return norm;
     }
 
     /** Scales the gradients down when their global norm exceeds maxNorm; returns the norm before clipping. */

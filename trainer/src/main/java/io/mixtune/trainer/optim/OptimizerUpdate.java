@@ -1,7 +1,7 @@
 package io.mixtune.trainer.optim;
 
 import ai.djl.ndarray.NDArray;
-import java.util.List;
+import ai.djl.ndarray.NDList;
 
 /**
  * The end of every optimizer step, SFT's and DPO's alike, once backward has accumulated the step's gradients at the
@@ -19,18 +19,24 @@ public final class OptimizerUpdate {
      */
     public record Outcome(double gradNorm, double lossScale, boolean finite, boolean skipped) {}
 
-    public static Outcome apply(List<NDArray> parameters, double loss, double maxGradNorm, AdamW optimizer, double lr,
-            LossScaler scaler) {
+    /** The step for the gradients of {@code optimizer}'s parameters. */
+    public static Outcome apply(double loss, double maxGradNorm, AdamW optimizer, double lr, LossScaler scaler) {
         double scale = scaler.scale();
-        if (scale != 1) {
-            GradientClipping.multiply(parameters, 1 / scale);
+        // Unscaled, clipped and applied in a flat copy of the gradients per AdamW bucket (the same bits as array by
+        // array); the parameters' own gradients keep what backward left in them.
+        try (NDList gradients = optimizer.flatGradients()) {
+            if (scale != 1) {
+                for (NDArray bucket : gradients) {
+                    bucket.muli(1 / scale);
+                }
+            }
+            double gradNorm = GradientClipping.clip(gradients, optimizer.bucketSizes(), maxGradNorm);
+            boolean finite = Double.isFinite(loss) && Double.isFinite(gradNorm);
+            boolean apply = scaler.update(finite);
+            if (finite && apply) {
+                optimizer.step(lr, gradients);
+            }
+            return new Outcome(gradNorm, scale, finite, !apply);
         }
-        double gradNorm = GradientClipping.clip(parameters, maxGradNorm);
-        boolean finite = Double.isFinite(loss) && Double.isFinite(gradNorm);
-        boolean apply = scaler.update(finite);
-        if (finite && apply) {
-            optimizer.step(lr);
-        }
-        return new Outcome(gradNorm, scale, finite, !apply);
     }
 }

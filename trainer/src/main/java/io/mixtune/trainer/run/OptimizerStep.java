@@ -44,7 +44,7 @@ public final class OptimizerStep {
             StepContext context, double lr) {
         GradientClipping.zero(context.parameters());
         M measured = objective.backward(microBatches, context);
-        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(context.parameters(), measured.loss(),
+        OptimizerUpdate.Outcome update = OptimizerUpdate.apply(measured.loss(),
                 context.maxGradNorm(), context.optimizer(), lr, context.scaler());
         return new Result<>(measured, update.gradNorm(), update.lossScale(), update.skipped());
     }
