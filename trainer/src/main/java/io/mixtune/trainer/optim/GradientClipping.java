@@ -26,15 +26,7 @@ public final class GradientClipping {
                     totals.add(squares.sum());
                 }
             }
-            float[] sums;
-            try (NDArray stacked = NDArrays.stack(totals)) {
-                sums = stacked.toFloatArray();
-            }
-            double sum = 0;
-            for (float arraySum : sums) {
-                sum += arraySum;
-            }
-            return Math.sqrt(sum);
+            return sqrtOfSum(totals);
         } finally {
             totals.close();
         }
@@ -67,18 +59,23 @@ public final class GradientClipping {
                     }
                 }
             }
-            float[] sums;
-            try (NDArray stacked = NDArrays.stack(totals)) {
-                sums = stacked.toFloatArray();
-            }
-            double sum = 0;
-            for (float arraySum : sums) {
-                sum += arraySum;
-            }
-            return Math.sqrt(sum);
+            return sqrtOfSum(totals);
         } finally {
             totals.close();
         }
+    }
+
+    /** The per-array float sums read back in one transfer, added in double in their order, square-rooted. */
+    private static double sqrtOfSum(NDList totals) {
+        float[] sums;
+        try (NDArray stacked = NDArrays.stack(totals)) {
+            sums = stacked.toFloatArray();
+        }
+        double sum = 0;
+        for (float arraySum : sums) {
+            sum += arraySum;
+        }
+        return Math.sqrt(sum);
     }
 
     /**
