@@ -34,17 +34,39 @@ public final class SavedTokenizer {
 
     /** The tokenizer files of the recipe's model, with the recipe's chat template, into {@code dir}. */
     public static void write(Path dir, Recipe recipe) {
-        TokenizerFile tokenizer = TrainingData.tokenizer(recipe);
-        write(dir, tokenizer, recipe.data().chatTemplate(tokenizer));
+        of(recipe).writeInto(dir);
     }
 
     /** Plain writes: callers write into a staging folder that is renamed into place whole. */
     public static void write(Path dir, TokenizerFile tokenizer, ChatTemplate template) {
+        of(tokenizer, template).writeInto(dir);
+    }
+
+    /** The files' bytes, read and rewritten once for a run that writes them beside every checkpoint's adapters. */
+    public record Contents(byte[] tokenizerJson, byte[] tokenizerConfig) {
+        /** Plain writes, as {@link SavedTokenizer#write(Path, TokenizerFile, ChatTemplate)}. */
+        public void writeInto(Path dir) {
+            try {
+                Files.write(dir.resolve("tokenizer.json"), tokenizerJson);
+                Files.write(dir.resolve("tokenizer_config.json"), tokenizerConfig);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write the tokenizer files into " + dir + ": " + e.getMessage(),
+                        e);
+            }
+        }
+    }
+
+    /** The recipe's model's tokenizer files with the recipe's chat template. */
+    public static Contents of(Recipe recipe) {
+        TokenizerFile tokenizer = TrainingData.tokenizer(recipe);
+        return of(tokenizer, recipe.data().chatTemplate(tokenizer));
+    }
+
+    private static Contents of(TokenizerFile tokenizer, ChatTemplate template) {
         try {
-            Files.write(dir.resolve("tokenizer.json"), tokenizerJson(tokenizer));
-            Files.write(dir.resolve("tokenizer_config.json"), config(tokenizer, template.jinja()));
+            return new Contents(tokenizerJson(tokenizer), config(tokenizer, template.jinja()));
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the tokenizer files into " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read the model's tokenizer: " + e.getMessage(), e);
         }
     }
 

@@ -40,6 +40,8 @@ public final class TrainingLoop {
     private final EvalSamples samples;
     /** Real tokens read so far, counted across stages (TRL's num_tokens); empty when resumed from a run before it. */
     private OptionalLong numTokens = OptionalLong.of(0);
+    /** The tokenizer files every checkpoint's adapters carry, read once (at the first checkpoint). */
+    private SavedTokenizer.Contents tokenizerFiles;
 
     /**
      * @param totalSteps the run's last step, over all stages
@@ -296,7 +298,7 @@ public final class TrainingLoop {
                 averages.state(), numTokens);
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
-                    SavedTokenizer.write(dir.resolve(TrainingCheckpoint.ADAPTER_DIR), recipe);
+                    tokenizerFiles().writeInto(dir.resolve(TrainingCheckpoint.ADAPTER_DIR));
                     averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
                             () -> writeAdapterInto(dir.resolve("adapter-" + name))));
                     objective.saveState(dir);
@@ -308,6 +310,13 @@ public final class TrainingLoop {
     private void writeAdapterInto(Path dir) {
         PeftAdapter.save(model.lora(), TrainingModel.ADAPTER_NAME, dir,
                 model.baseModelDir().toAbsolutePath().toString());
-        SavedTokenizer.write(dir, recipe);
+        tokenizerFiles().writeInto(dir);
+    }
+
+    private SavedTokenizer.Contents tokenizerFiles() {
+        if (tokenizerFiles == null) {
+            tokenizerFiles = SavedTokenizer.of(recipe);
+        }
+        return tokenizerFiles;
     }
 }
