@@ -216,7 +216,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
      * one chunk of target positions (CausalLmLoss computes the logits a chunk at a time).
      */
     long headBackward(long targets) {
-        return 2 * Math.min(targets, CausalLmLoss.logitsChunkRows(config.vocabSize())) * config.vocabSize() * F32;
+        return 2 * Math.min(targets, CausalLmLoss.logitsChunkRows(config)) * config.vocabSize() * F32;
     }
 
     /**

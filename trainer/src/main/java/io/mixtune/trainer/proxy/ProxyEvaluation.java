@@ -26,7 +26,7 @@ public final class ProxyEvaluation {
 
     public static Evaluation.Result of(ProxyTuning tuning, List<TrainingBatch> batches, NDManager manager) {
         List<CausalLm> models = List.of(tuning.large(), tuning.smallBase(), tuning.smallTuned());
-        int chunkRows = CausalLmLoss.logitsChunkRows(tuning.large().config().vocabSize());
+        int chunkRows = CausalLmLoss.logitsChunkRows(tuning.large().config());
         double sum = 0;
         long targets = 0;
         for (TrainingBatch batch : batches) {

@@ -59,7 +59,7 @@ public final class CausalLmLoss {
         Forward forward = forward(model, batch, manager, dropoutSeed);
         long[] correct = new long[1];
         NDArray sum = crossEntropySum(model, forward.states(), batch, manager,
-                logitsChunkRows(model.config().vocabSize()), correct);
+                logitsChunkRows(model.config()), correct);
         return new Terms(sum, forward.loadBalancing(), batch.targetCount(), correct[0]);
     }
 
@@ -110,12 +110,12 @@ public final class CausalLmLoss {
 
     /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
     static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()), null);
+        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config()), null);
     }
 
     /** Target positions whose logits the cross-entropy computes at once (the memory plan counts them too). */
-    public static int logitsChunkRows(int vocabSize) {
-        return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * vocabSize));
+    public static int logitsChunkRows(ModelConfig config) {
+        return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * config.vocabSize()));
     }
 
     /**
@@ -127,8 +127,13 @@ public final class CausalLmLoss {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
         }
+        return negatedSum(chunkedLogProbs(model, states, batch, manager, chunkRows, correct));
+    }
+
+    /** -(sum of the chunks' log-probabilities), each chunk summed first. */
+    private static NDArray negatedSum(NDList chunkLogProbs) {
         NDList chunkSums = new NDList();
-        for (NDArray chunk : chunkedLogProbs(model, states, batch, manager, chunkRows, correct)) {
+        for (NDArray chunk : chunkLogProbs) {
             chunkSums.add(chunk.sum());
         }
         NDArray sum = chunkSums.size() == 1 ? chunkSums.get(0) : NDArrays.stack(chunkSums).sum();
@@ -140,7 +145,7 @@ public final class CausalLmLoss {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
-        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config().vocabSize()),
+        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()),
                 null);
         return (chunks.size() == 1 ? chunks.get(0) : NDArrays.concat(chunks, 0)).reshape(-1);
     }
@@ -152,9 +157,17 @@ public final class CausalLmLoss {
      */
     private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             int chunkRows, long[] correct) {
-        int targets = batch.targetCount();
-        NDArray predictingStates = predictingStates(states, batch, manager);
-        NDArray targetColumn = manager.create(targetIds(batch)).reshape(-1, 1);
+        return chunkedLogProbs(model, predictingStates(states, batch, manager),
+                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, correct);
+    }
+
+    /**
+     * @param predictingStates [targets, hidden] the rows that predict the targets
+     * @param targetColumn [targets, 1] the targets
+     */
+    private static NDList chunkedLogProbs(CausalLm model, NDArray predictingStates, NDArray targetColumn,
+            int chunkRows, long[] correct) {
+        int targets = (int) targetColumn.getShape().get(0);
         // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
         // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
         // the arithmetic; 16 MB chunks are reused by the allocator and stay in the CPU cache from the matmul through
@@ -210,11 +223,14 @@ public final class CausalLmLoss {
      * crossEntropySum / divisor as an objective for backward whose value is not the loss: its gradient at the final
      * hidden states is the cross-entropy's, computed here without autograd. Autograd's way keeps every chunk's
      * [positions, vocab] log-softmax for backward, fills a zero gradient of that size, scatters into it and runs the
-     * log-softmax backward over it; here each chunk's gradient softmax - one-hot is formed as soon as its log-softmax
-     * exists, goes through the head's weight at once, and only [positions, hidden] is kept. On a Mixtral of hidden size
-     * 256 that is a sixth of the step (bench/README.md, "Model sizes"). The loss is autograd's bit for bit, the gradient
-     * within rounding (libtorch's exp is MKL's, log_softmax's backward uses SLEEF's, and the 1 / divisor factor comes
-     * after the matmul: CausalLmLossTest#theHeadsGradientWithoutAutogradIsAutogradsOne).
+     * log-softmax backward over it; here each chunk's softmax is formed once, its gradient softmax - one-hot goes through
+     * the head's weight at once, and only [positions, hidden] is kept. On a Mixtral of hidden size 256 that is a sixth
+     * of the step (bench/README.md, "Model sizes"). The softmax (one exp per logit) replaces log-softmax followed by
+     * exp (two): log p(target) is read as log(softmax[target]), autograd's log-softmax value within rounding (a
+     * relative 1e-7), and where a target's probability is below the smallest normal float, where that log loses its
+     * digits, the loss is taken again by log-softmax. The gradient is autograd's within rounding too (the exp and the
+     * softmax are other kernels, the 1 / divisor factor comes after the matmul):
+     * CausalLmLossTest#theHeadsGradientWithoutAutogradIsAutogradsOne.
      *
      * @return empty when the head is not a frozen dense layer (quantized, or with an adapter): autograd then
      */
@@ -226,13 +242,14 @@ public final class CausalLmLoss {
         }
         NDArray weight = headWeight.get();
         int targets = batch.targetCount();
-        int chunkRows = logitsChunkRows(model.config().vocabSize());
+        int chunkRows = logitsChunkRows(model.config());
         NDArray predictingStates = predictingStates(states, batch, manager);
         NDArray detached = predictingStates.stopGradient();
         NDArray targetColumn = manager.create(targetIds(batch)).reshape(-1, 1);
         // What autograd sends back to log p(target) through sum, neg and the division: -(1 / divisor), in float32.
         float upstream = 1.0f / (float) divisor;
         NDList chunkSums = new NDList();
+        NDList smallestTargetProbabilities = new NDList();
         NDList stateGradients = new NDList();
         NDList hits = new NDList();
         for (int start = 0; start < targets; start += chunkRows) {
@@ -245,33 +262,47 @@ public final class CausalLmLoss {
                 chunkTargets.attach(chunk);
                 NDArray logits = model.logits(chunkStates);
                 NDArray float32Logits = Casts.to(logits, DataType.FLOAT32);
-                NDArray logProbs = float32Logits.logSoftmax(-1);
-                NDArray targetSum = logProbs.gather(chunkTargets, -1).sum();
-                targetSum.attach(manager);
-                chunkSums.add(targetSum);
+                NDArray probabilities = float32Logits.softmax(-1);
+                NDArray targetProbabilities = probabilities.gather(chunkTargets, -1);
+                NDArray targetSum = targetProbabilities.log().sum();
+                NDArray smallest = targetProbabilities.min();
                 // The target is the argmax when no logit beats it (argmax breaks exact ties by index; this does not).
                 NDArray hit = float32Logits.gather(chunkTargets, -1).gte(float32Logits.max(new int[] {-1}, true))
                         .sum();
-                hit.attach(manager);
-                hits.add(hit);
                 // log_softmax's backward with -u at the target is u x (softmax - one-hot); the factor u is applied
                 // to the [positions, hidden] product rather than the [positions, vocab] one, a pass over the logits
                 // fewer.
-                NDArray logitsGradient = logProbs.exp();
-                NDArray atTarget = logitsGradient.gather(chunkTargets, -1).sub(1f);
                 NDArray rowIndex = chunk.arange(0, end - start, 1, DataType.INT64);
-                logitsGradient.set(new NDIndex("{}, {}", rowIndex, chunkTargets.reshape(-1)), atTarget.reshape(-1));
+                probabilities.set(new NDIndex("{}, {}", rowIndex, chunkTargets.reshape(-1)),
+                        targetProbabilities.sub(1f).reshape(-1));
                 // The head's input gradient, the linear layer's backward, in the compute dtype as autograd has it.
                 NDArray stateGradient = Scalars.times(
-                        Casts.to(logitsGradient, logits.getDataType()).matMul(weight), upstream);
-                stateGradient.attach(manager);
+                        Casts.to(probabilities, logits.getDataType()).matMul(weight), upstream);
+                for (NDArray kept : List.of(targetSum, smallest, hit, stateGradient)) {
+                    kept.attach(manager);
+                }
+                chunkSums.add(targetSum);
+                smallestTargetProbabilities.add(smallest);
+                hits.add(hit);
                 stateGradients.add(stateGradient);
             }
         }
-        NDArray sum = (chunkSums.size() == 1 ? chunkSums.get(0) : NDArrays.stack(chunkSums).sum()).neg();
+        float smallest = (smallestTargetProbabilities.size() == 1 ? smallestTargetProbabilities.get(0)
+                : NDArrays.stack(smallestTargetProbabilities).min()).getFloat();
+        double crossEntropySum;
+        if (smallest >= Float.MIN_NORMAL) {
+            crossEntropySum = negatedSum(chunkSums).getFloat();
+        } else {
+            try (NDManager exact = manager.newSubManager()) {
+                NDArray exactStates = detached.stopGradient(); // a handle of its own on the same values
+                exactStates.attach(exact);
+                crossEntropySum = negatedSum(chunkedLogProbs(model, exactStates, targetColumn, chunkRows, null))
+                        .getFloat();
+            }
+        }
         long correct = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
         NDArray gradient = stateGradients.size() == 1 ? stateGradients.get(0) : NDArrays.concat(stateGradients, 0);
-        return Optional.of(new HeadGradient(predictingStates.mul(gradient).sum(), sum.getFloat(), correct));
+        return Optional.of(new HeadGradient(predictingStates.mul(gradient).sum(), crossEntropySum, correct));
     }
 
     /**
@@ -305,7 +336,7 @@ public final class CausalLmLoss {
                     return head.get().objective();
                 }
                 NDArray sum = crossEntropySum(model, states, batch, headManager,
-                        logitsChunkRows(model.config().vocabSize()), correct);
+                        logitsChunkRows(model.config()), correct);
                 crossEntropySum[0] = sum.getFloat();
                 return Scalars.dividedBy(sum, crossEntropyDivisor);
             }, auxWeight, dropoutSeed, manager);
@@ -326,7 +357,7 @@ public final class CausalLmLoss {
             } else {
                 long[] hits = new long[1];
                 NDArray sum = crossEntropySum(model, forward.states(), batch, stepManager,
-                        logitsChunkRows(model.config().vocabSize()), hits);
+                        logitsChunkRows(model.config()), hits);
                 crossEntropySum = sum.getFloat();
                 correct = hits[0];
                 objective = Scalars.dividedBy(sum, crossEntropyDivisor);
