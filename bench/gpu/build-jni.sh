@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds DJL 0.35.1's PyTorch JNI (libdjl_torch.so) from its source against another libtorch, for when the jar's
-# prebuilt 2.7.1 JNI does not work with the libtorch at hand (with pip's torch 2.13 it loads but creates no tensor).
+# prebuilt 2.7.1 JNI does not work with the libtorch at hand (with pip's torch 2.13 it loads but creates no tensor;
+# built here against 2.13.0+cpu in about 4 CPU minutes, it trains the quickstart to the same losses:
+# bench/gpu/README.md).
 # The source comes from bench/gpu/dist/djl-jni (prepare.sh exports it from github.com/deepjavalibrary/djl at v0.35.1
 # with the JNI header javac generates; never committed). Compiled with g++ straight against torch's headers and
 # libraries, without USE_CUDA (that define only adds inference CUDA streams and emptyCache) so no CUDA toolkit is
