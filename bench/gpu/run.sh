@@ -75,7 +75,9 @@ if ! probe jar-jni; then
       probe_name="built-jni"
       probe built-jni || exit 3
     else
-      echo "build-jni.sh failed; see $work/build-jni.log" >&2
+      echo "build-jni.sh failed; its first errors and last lines ($work/build-jni.log):" >&2
+      grep -m 10 -E "error|undefined reference" "$work/build-jni.log" >&2
+      tail -n 10 "$work/build-jni.log" >&2
       exit 3
     fi
   else

@@ -64,6 +64,11 @@ final class EnvCommand implements Command {
         String libtorchDir = LibUtils.getLibtorchPath();
         out.printf(Locale.ROOT, "%-10s %s, flavor %s, loaded from %s (%s)%n", "libtorch", LibUtils.getVersion(),
                 flavor(libtorchDir), libtorchDir, source(configured, libtorchDir));
+        Path builtJni = TorchSource.builtJni(TorchSetup::envOrProperty);
+        if (builtJni != null) {
+            out.printf(Locale.ROOT, "%-10s %s (not the pytorch-jni jar's, which is built for libtorch %s)%n", "jni",
+                    builtJni, TorchSource.VERSION);
+        }
         for (String problem : TorchSource.problems(TorchSetup::envOrProperty)) {
             out.printf(Locale.ROOT, "%-10s %s%n", "warning", problem);
         }

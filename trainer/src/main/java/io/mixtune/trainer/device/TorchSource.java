@@ -29,6 +29,8 @@ public record TorchSource(Kind kind, Path libraryDir, String version, String fla
     public static final String VERSION = "2.7.1";
     /** The CUDA flavor whose JNI the pytorch-jni jar carries for linux-x86_64. */
     public static final String CUDA_FLAVOR = "cu128";
+    private static final String DJL_VERSION = "0.35.1";
+    private static final String JNI_FILE = "libdjl_torch.so";
 
     public enum Kind {
         /** pytorch-native-cpu from the class path, the default. */
@@ -72,12 +74,22 @@ public record TorchSource(Kind kind, Path libraryDir, String version, String fla
             return problems;
         }
         String pipVersion = pipTorchVersion(libtorchDir(path));
+        String version = blankToNull(lookup.apply("PYTORCH_VERSION"));
+        Path builtJni = builtJni(lookup);
+        if (builtJni != null) {
+            if (pipVersion != null && !pipVersion.startsWith(version)) {
+                problems.add(libtorchDir(path) + " is pip torch " + pipVersion + " but PYTORCH_VERSION=" + version
+                        + " selects the JNI " + builtJni + ": a JNI works only with the libtorch it was built "
+                        + "against (bench/gpu/build-jni.sh builds one for the torch at hand)");
+            }
+            return problems;
+        }
         if (pipVersion != null && !pipVersion.startsWith(VERSION)) {
             problems.add(libtorchDir(path) + " is pip torch " + pipVersion + ", not " + VERSION + ": DJL 0.35.1's JNI "
                     + "may load against it, but measured with pip torch 2.13.0+cpu it fails to create any tensor "
-                    + "(torchFromBlob: \"set_stride is not allowed on a Tensor created from .data or .detach()\")");
+                    + "(torchFromBlob: \"set_stride is not allowed on a Tensor created from .data or .detach()\"); "
+                    + "bench/gpu/build-jni.sh builds DJL's JNI against it");
         }
-        String version = blankToNull(lookup.apply("PYTORCH_VERSION"));
         if (version == null) {
             problems.add("PYTORCH_VERSION is not set: set it to " + VERSION + " (the version DJL 0.35.1's JNI is built "
                     + "for)");
@@ -94,6 +106,49 @@ public record TorchSource(Kind kind, Path libraryDir, String version, String fla
                     + " only");
         }
         return problems;
+    }
+
+    /**
+     * The JNI DJL 0.35.1 loads instead of the jar's when PYTORCH_LIBRARY_PATH names a libtorch and PYTORCH_VERSION is
+     * not the jar's {@value #VERSION} (one built from DJL's source, e.g. by bench/gpu/build-jni.sh), or null: as DJL's
+     * {@code LibUtils.findJniLibrary}, {@code [0.35.1-]libdjl_torch.so} in the libtorch folder, else
+     * {@code VERSION-FLAVOR-linux-x86_64/0.35.1-libdjl_torch.so} in its engine cache (ENGINE_CACHE_DIR/pytorch, else
+     * DJL_CACHE_DIR/pytorch, else ~/.djl.ai/pytorch). With the jar's version DJL takes the jar's JNI from there too
+     * (its own copy), so that is not reported.
+     */
+    public static Path builtJni(UnaryOperator<String> lookup) {
+        String path = blankToNull(lookup.apply("PYTORCH_LIBRARY_PATH"));
+        String version = blankToNull(lookup.apply("PYTORCH_VERSION"));
+        String flavor = blankToNull(lookup.apply("PYTORCH_FLAVOR"));
+        Path dir = path == null ? null : libtorchDir(path);
+        if (dir == null || version == null || version.startsWith(VERSION)) {
+            return null;
+        }
+        for (String name : List.of(DJL_VERSION + "-" + JNI_FILE, JNI_FILE)) {
+            if (Files.isRegularFile(dir.resolve(name))) {
+                return dir.resolve(name);
+            }
+        }
+        Path cache = engineCacheDir(lookup);
+        if (cache == null || flavor == null) {
+            return null;
+        }
+        Path cached = cache.resolve(version + "-" + flavor + "-linux-x86_64").resolve(DJL_VERSION + "-" + JNI_FILE);
+        return Files.isRegularFile(cached) ? cached : null;
+    }
+
+    /** DJL's {@code Utils.getEngineCacheDir("pytorch")}, or null when no home folder is known. */
+    private static Path engineCacheDir(UnaryOperator<String> lookup) {
+        String engineCache = blankToNull(lookup.apply("ENGINE_CACHE_DIR"));
+        if (engineCache != null) {
+            return Path.of(engineCache, "pytorch");
+        }
+        String djlCache = blankToNull(lookup.apply("DJL_CACHE_DIR"));
+        if (djlCache != null) {
+            return Path.of(djlCache, "pytorch");
+        }
+        String home = blankToNull(lookup.apply("user.home"));
+        return home == null ? null : Path.of(home, ".djl.ai", "pytorch");
     }
 
     /** The version a pip install of torch records beside its lib folder (torch/version.py), or null. */

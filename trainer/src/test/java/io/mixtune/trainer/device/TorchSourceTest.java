@@ -66,6 +66,44 @@ class TorchSourceTest {
                 "PYTORCH_FLAVOR is not set"), unset.toString());
     }
 
+    /**
+     * A JNI built for the folder's torch (bench/gpu/build-jni.sh installs it in DJL's cache as
+     * VERSION-FLAVOR-linux-x86_64/0.35.1-libdjl_torch.so, where DJL looks before the jar's) is what DJL loads: no
+     * warning about the jar's 2.7.1 JNI then, but one when PYTORCH_VERSION names another torch than the folder's.
+     */
+    @Test
+    void aJniBuiltForTheFoldersTorchIsFoundWhereDjlLooksAndNotWarnedAbout(@TempDir Path dir) throws IOException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "");
+        Files.writeString(dir.resolve("torch/version.py"), "__version__ = '2.13.0+cpu'\n");
+        Path cache = dir.resolve("cache");
+        Map<String, String> settings = Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION", "2.13.0",
+                "PYTORCH_FLAVOR", "cpu", "ENGINE_CACHE_DIR", cache.toString());
+        assertEquals(null, TorchSource.builtJni(settings::get));
+        assertEquals(2, TorchSource.problems(settings::get).size());
+
+        Path jni = Files.createDirectories(cache.resolve("pytorch/2.13.0-cpu-linux-x86_64"))
+                .resolve("0.35.1-libdjl_torch.so");
+        Files.writeString(jni, "");
+        assertEquals(jni, TorchSource.builtJni(settings::get));
+        assertEquals(List.of(), TorchSource.problems(settings::get));
+        // DJL_CACHE_DIR/pytorch when ENGINE_CACHE_DIR is not set; a JNI in the folder itself comes first
+        assertEquals(jni, TorchSource.builtJni(Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION",
+                "2.13.0", "PYTORCH_FLAVOR", "cpu", "DJL_CACHE_DIR", cache.toString())::get));
+        Path inFolder = Files.writeString(lib.resolve("libdjl_torch.so"), "");
+        assertEquals(inFolder, TorchSource.builtJni(settings::get));
+        Files.delete(inFolder);
+
+        Files.writeString(dir.resolve("torch/version.py"), "__version__ = '2.11.0+cu130'\n");
+        List<String> other = TorchSource.problems(settings::get);
+        assertEquals(1, other.size(), other.toString());
+        assertTrue(other.get(0).startsWith(lib + " is pip torch 2.11.0+cu130 but PYTORCH_VERSION=2.13.0 selects the "
+                + "JNI " + jni), other.get(0));
+        // the jar's own version needs no built JNI: PYTORCH_VERSION=2.7.1 never looks for one
+        assertEquals(null, TorchSource.builtJni(Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION",
+                "2.7.1", "PYTORCH_FLAVOR", "cpu", "ENGINE_CACHE_DIR", cache.toString())::get));
+    }
+
     @Test
     void setupStepsNameBothWays() {
         String steps = GpuSetup.oneLine();
