@@ -1,5 +1,7 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.types.DataType;
 import java.util.Map;
 
 /**
@@ -37,6 +39,19 @@ public final class EmaAverager {
             }
         }
 
+        /** The decay of the update after optimizer step {@code step} (timm's get_decay). */
+        public double decayAt(long step) {
+            long s = Math.max(0, step - updateAfterStep - 1);
+            if (s == 0) {
+                return 0.0;
+            }
+            if (!warmup) {
+                return decay;
+            }
+            double warm = 1 - Math.pow(1 + s / warmupGamma, -warmupPower);
+            return Math.max(Math.min(warm, decay), minDecay);
+        }
+
         /** A constant decay from the second step on (timm's defaults: no warmup, gamma 1, power 2/3). */
         public static Config constant(double decay) {
             return new Config(decay, false, 1.0, 2.0 / 3.0, 0, 0.0);
@@ -59,15 +74,7 @@ public final class EmaAverager {
 
     /** The decay applied by {@link #update} at optimizer step {@code step} (timm's get_decay). */
     public double decayAt(long step) {
-        long s = Math.max(0, step - config.updateAfterStep() - 1);
-        if (s == 0) {
-            return 0.0;
-        }
-        if (!config.warmup()) {
-            return config.decay();
-        }
-        double warm = 1 - Math.pow(1 + s / config.warmupGamma(), -config.warmupPower());
-        return Math.max(Math.min(warm, config.decay()), config.minDecay());
+        return config.decayAt(step);
     }
 
     /** Folds in the weights after optimizer step {@code step}. */
@@ -80,6 +87,35 @@ public final class EmaAverager {
                 ema[i] = (float) (decay * ema[i] + (1 - decay) * w[i]);
             }
         });
+    }
+
+    /**
+     * {@code decay * average + (1 - decay) * weights} as a new float32 array on their device, the EMA's update wherever
+     * it runs. In float64 with a separate multiply and add, rounded once to float32: exactly Java's
+     * {@code (float) (decay * ema + (1 - decay) * w)}, whose products round in double before the sum; float32 math
+     * rounds differently, and so does a fused multiply-add (libtorch's {@code add(other, alpha)} may fuse), which skips
+     * a product's rounding.
+     */
+    public static NDArray updated(NDArray average, NDArray weights, double decay) {
+        requireFloat32(average, weights);
+        return WithoutGrad.get(() -> {
+            try (NDArray average64 = average.toType(DataType.FLOAT64, false);
+                    NDArray weights64 = weights.toType(DataType.FLOAT64, false);
+                    NDArray kept = average64.mul(decay);
+                    NDArray added = weights64.mul(1 - decay);
+                    NDArray sum = kept.add(added)) {
+                return sum.toType(DataType.FLOAT32, false);
+            }
+        });
+    }
+
+    static void requireFloat32(NDArray... arrays) {
+        for (NDArray array : arrays) {
+            if (array.getDataType() != DataType.FLOAT32) {
+                throw new IllegalArgumentException("weight averages are kept in float32, got a "
+                        + array.getDataType() + " array of shape " + array.getShape());
+            }
+        }
     }
 
     /** A copy of the current average. */

@@ -1,5 +1,7 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.types.DataType;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
@@ -66,6 +68,28 @@ public final class LawaAverager {
     /** How many snapshots the average holds now (at most k). */
     public int count() {
         return latest.size();
+    }
+
+    /**
+     * The uniform average of {@code snapshots} (oldest first) as a new float32 array on their device, LaWA's average
+     * wherever it runs: summed in float64 in that order from zero, divided, rounded once to float32, as Java's double
+     * loop (the count an array on the device, as in {@link SwaAverager#fold}).
+     */
+    public static NDArray mean(List<NDArray> snapshots) {
+        EmaAverager.requireFloat32(snapshots.toArray(NDArray[]::new));
+        NDArray first = snapshots.get(0);
+        return WithoutGrad.get(() -> {
+            try (NDArray sum = first.getManager().zeros(first.getShape(), DataType.FLOAT64);
+                    NDArray count = first.getManager().create((double) snapshots.size())) {
+                for (NDArray snapshot : snapshots) {
+                    try (NDArray snapshot64 = snapshot.toType(DataType.FLOAT64, false)) {
+                        sum.addi(snapshot64);
+                    }
+                }
+                sum.divi(count);
+                return sum.toType(DataType.FLOAT32, false);
+            }
+        });
     }
 
     /** The uniform average of the kept snapshots, summed in double. */

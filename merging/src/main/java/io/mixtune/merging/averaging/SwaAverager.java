@@ -1,5 +1,6 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.ndarray.NDArray;
 import java.util.Map;
 
 /**
@@ -36,6 +37,16 @@ public final class SwaAverager {
             }
             return new Config(start, every);
         }
+
+        /** Whether step {@code step} is one that the average folds in. */
+        public boolean averages(long step) {
+            return step >= startStep && (step - startStep) % every == 0;
+        }
+
+        /** How many snapshots the average holds after step {@code step}: every averaging step up to it. */
+        public long countAfter(long step) {
+            return step < startStep ? 0 : (step - startStep) / every + 1;
+        }
     }
 
     private final Config config;
@@ -48,7 +59,7 @@ public final class SwaAverager {
 
     /** Whether step {@code step} is one that {@link #update} averages. */
     public boolean averages(long step) {
-        return step >= config.startStep() && (step - config.startStep()) % config.every() == 0;
+        return config.averages(step);
     }
 
     /** Folds in the weights after step {@code step} if it is an averaging step; returns whether it was. */
@@ -77,7 +88,24 @@ public final class SwaAverager {
      */
     public void restore(long step, Map<String, float[]> savedAverage) {
         average = TrainableWeights.copyOf(savedAverage);
-        count = step < config.startStep() ? 0 : (step - config.startStep()) / config.every() + 1;
+        count = config.countAfter(step);
+    }
+
+    /**
+     * Folds {@code weights} into {@code average} in place as the {@code count + 1}-th snapshot,
+     * {@code average += (weights - average) / (count + 1)}, the SWA's update wherever it runs: in float32 as Java's float
+     * math, with the divisor an array on the average's device, since CUDA turns a division by a host scalar into a
+     * multiplication by its reciprocal, which rounds differently.
+     */
+    public static void fold(NDArray average, NDArray weights, long count) {
+        EmaAverager.requireFloat32(average, weights);
+        WithoutGrad.get(() -> {
+            try (NDArray step = weights.sub(average);
+                    NDArray divisor = average.getManager().create((float) (count + 1))) {
+                step.divi(divisor);
+                return average.addi(step);
+            }
+        });
     }
 
     /** How many snapshots the average holds. */
