@@ -1,6 +1,8 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import java.util.Map;
 
@@ -77,16 +79,16 @@ public final class EmaAverager {
         return config.decayAt(step);
     }
 
-    /** Folds in the weights after optimizer step {@code step}. */
+    /** Folds in the weights after optimizer step {@code step}, by {@link #updated} on the host. */
     public void update(long step, Map<String, float[]> weights) {
         average.requireSameLayout(weights);
         double decay = decayAt(step);
-        average.tensors().forEach((name, ema) -> {
-            float[] w = weights.get(name);
-            for (int i = 0; i < ema.length; i++) {
-                ema[i] = (float) (decay * ema[i] + (1 - decay) * w[i]);
-            }
-        });
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            average.tensors().forEach((name, ema) -> {
+                float[] updated = updated(host.create(ema), host.create(weights.get(name)), decay).toFloatArray();
+                System.arraycopy(updated, 0, ema, 0, ema.length);
+            });
+        }
     }
 
     /**

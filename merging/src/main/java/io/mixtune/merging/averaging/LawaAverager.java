@@ -1,6 +1,8 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -72,8 +74,8 @@ public final class LawaAverager {
 
     /**
      * The uniform average of {@code snapshots} (oldest first) as a new float32 array on their device, LaWA's average
-     * wherever it runs: summed in float64 in that order from zero, divided, rounded once to float32, as Java's double
-     * loop (the count an array on the device, as in {@link SwaAverager#fold}).
+     * wherever it runs: summed in float64 in that order from zero, divided, rounded once to float32, as a Java loop
+     * over a {@code double[]} sum gives it (the count an array on the device, as in {@link SwaAverager#fold}).
      */
     public static NDArray mean(List<NDArray> snapshots) {
         EmaAverager.requireFloat32(snapshots.toArray(NDArray[]::new));
@@ -92,24 +94,19 @@ public final class LawaAverager {
         });
     }
 
-    /** The uniform average of the kept snapshots, summed in double. */
+    /** The uniform average of the kept snapshots, by {@link #mean} on the host. */
     public Map<String, float[]> averaged() {
         if (latest.isEmpty()) {
             throw new IllegalStateException("no LaWA snapshot yet: one is kept every " + config.every() + " steps");
         }
         TrainableWeights mean = TrainableWeights.zerosLike(latest.peekFirst().tensors());
-        mean.tensors().forEach((name, out) -> {
-            double[] sum = new double[out.length];
-            for (TrainableWeights snapshot : latest) {
-                float[] w = snapshot.tensors().get(name);
-                for (int i = 0; i < sum.length; i++) {
-                    sum[i] += w[i];
-                }
-            }
-            for (int i = 0; i < out.length; i++) {
-                out[i] = (float) (sum[i] / latest.size());
-            }
-        });
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            mean.tensors().forEach((name, out) -> {
+                float[] values = mean(latest.stream().map(snapshot -> host.create(snapshot.tensors().get(name)))
+                        .toList()).toFloatArray();
+                System.arraycopy(values, 0, out, 0, out.length);
+            });
+        }
         return mean.snapshot();
     }
 }

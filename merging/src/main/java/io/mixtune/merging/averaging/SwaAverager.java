@@ -1,6 +1,8 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import java.util.Map;
 
 /**
@@ -62,7 +64,10 @@ public final class SwaAverager {
         return config.averages(step);
     }
 
-    /** Folds in the weights after step {@code step} if it is an averaging step; returns whether it was. */
+    /**
+     * Folds in the weights after step {@code step} if it is an averaging step, by {@link #fold} on the host; returns
+     * whether it was.
+     */
     public boolean update(long step, Map<String, float[]> weights) {
         if (!averages(step)) {
             return false;
@@ -71,13 +76,13 @@ public final class SwaAverager {
             average = TrainableWeights.zerosLike(weights);
         }
         average.requireSameLayout(weights);
-        long n = count;
-        average.tensors().forEach((name, avg) -> {
-            float[] w = weights.get(name);
-            for (int i = 0; i < avg.length; i++) {
-                avg[i] += (w[i] - avg[i]) / (n + 1);
-            }
-        });
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            average.tensors().forEach((name, avg) -> {
+                NDArray folded = host.create(avg);
+                fold(folded, host.create(weights.get(name)), count);
+                System.arraycopy(folded.toFloatArray(), 0, avg, 0, avg.length);
+            });
+        }
         count++;
         return true;
     }
