@@ -60,6 +60,24 @@ public final class TrainingAverages implements AutoCloseable {
         ema = emaConfig == null ? null : copies(parameters);
     }
 
+    /**
+     * The adapter-sized float32 copies that the averages of {@code config} hold on the device at most, by average (EMA,
+     * SWA, LaWA): one each for EMA and SWA, k snapshots and their mean for LaWA. {@code mixtune plan} counts them.
+     */
+    public static Map<String, Integer> deviceCopies(Recipe.Averaging config) {
+        Map<String, Integer> copies = new LinkedHashMap<>();
+        if (config.emaDecay() != null) {
+            copies.put("EMA", 1);
+        }
+        if (config.swaStart() != null) {
+            copies.put("SWA", 1);
+        }
+        if (config.lawaK() > 0) {
+            copies.put("LaWA", config.lawaK() + 1);
+        }
+        return copies;
+    }
+
     public boolean isEmpty() {
         return emaConfig == null && swaConfig == null && lawaConfig == null;
     }
