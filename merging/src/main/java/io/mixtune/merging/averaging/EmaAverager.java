@@ -101,11 +101,12 @@ public final class EmaAverager {
     public static NDArray updated(NDArray average, NDArray weights, double decay) {
         requireFloat32(average, weights);
         return WithoutGrad.get(() -> {
-            try (NDArray average64 = average.toType(DataType.FLOAT64, false);
-                    NDArray weights64 = weights.toType(DataType.FLOAT64, false);
-                    NDArray kept = average64.mul(decay);
-                    NDArray added = weights64.mul(1 - decay);
-                    NDArray sum = kept.add(added)) {
+            // In place on the float64 copies: two temporaries, not five. The factors are host scalars, which a CUDA
+            // kernel takes as arguments: an array made on the device would be an upload, and libtorch waits for each.
+            try (NDManager host = NDManager.newBaseManager(Device.cpu());
+                    NDArray sum = average.toType(DataType.FLOAT64, false);
+                    NDArray added = weights.toType(DataType.FLOAT64, false)) {
+                sum.muli(host.create(decay)).addi(added.muli(host.create(1 - decay)));
                 return sum.toType(DataType.FLOAT32, false);
             }
         });

@@ -4,6 +4,7 @@ import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
@@ -75,14 +76,14 @@ public final class LawaAverager {
     /**
      * The uniform average of {@code snapshots} (oldest first) as a new float32 array on their device, LaWA's average
      * wherever it runs: summed in float64 in that order from zero, divided, rounded once to float32, as a Java loop
-     * over a {@code double[]} sum gives it (the count an array on the device, as in {@link SwaAverager#fold}).
+     * over a {@code double[]} sum gives it (the count an array made on the device, as in {@link SwaAverager#fold}).
      */
     public static NDArray mean(List<NDArray> snapshots) {
         EmaAverager.requireFloat32(snapshots.toArray(NDArray[]::new));
         NDArray first = snapshots.get(0);
         return WithoutGrad.get(() -> {
             try (NDArray sum = first.getManager().zeros(first.getShape(), DataType.FLOAT64);
-                    NDArray count = first.getManager().create((double) snapshots.size())) {
+                    NDArray count = first.getManager().full(new Shape(), snapshots.size(), DataType.FLOAT64)) {
                 for (NDArray snapshot : snapshots) {
                     try (NDArray snapshot64 = snapshot.toType(DataType.FLOAT64, false)) {
                         sum.addi(snapshot64);

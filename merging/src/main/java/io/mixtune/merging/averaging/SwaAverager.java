@@ -3,6 +3,7 @@ package io.mixtune.merging.averaging;
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
 import java.util.Map;
 
 /**
@@ -79,7 +80,7 @@ public final class SwaAverager {
         try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
             average.tensors().forEach((name, avg) -> {
                 NDArray folded = host.create(avg);
-                fold(folded, host.create(weights.get(name)), count);
+                fold(folded, host.create(weights.get(name)), host.full(new Shape(), count + 1));
                 System.arraycopy(folded.toFloatArray(), 0, avg, 0, avg.length);
             });
         }
@@ -97,17 +98,16 @@ public final class SwaAverager {
     }
 
     /**
-     * Folds {@code weights} into {@code average} in place as the {@code count + 1}-th snapshot,
-     * {@code average += (weights - average) / (count + 1)}, the SWA's update wherever it runs: in float32 as Java's float
-     * math, with the divisor an array on the average's device, since CUDA turns a division by a host scalar into a
-     * multiplication by its reciprocal, which rounds differently.
+     * Folds {@code weights} into {@code average} in place as the {@code n}-th snapshot,
+     * {@code average += (weights - average) / n}, the SWA's update wherever it runs: in float32 as Java's float math.
+     * {@code n} is a 0-dim float32 array on the average's device (made there with {@code full}, not uploaded): CUDA
+     * turns a division by a host scalar into a multiplication by its reciprocal, which rounds differently.
      */
-    public static void fold(NDArray average, NDArray weights, long count) {
-        EmaAverager.requireFloat32(average, weights);
+    public static void fold(NDArray average, NDArray weights, NDArray n) {
+        EmaAverager.requireFloat32(average, weights, n);
         WithoutGrad.get(() -> {
-            try (NDArray step = weights.sub(average);
-                    NDArray divisor = average.getManager().create((float) (count + 1))) {
-                step.divi(divisor);
+            try (NDArray step = weights.sub(average)) {
+                step.divi(n);
                 return average.addi(step);
             }
         });

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.run;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
@@ -37,7 +38,10 @@ public final class TrainingAverages implements AutoCloseable {
     private List<NDArray> ema;
     private final SwaAverager.Config swaConfig;
     private List<NDArray> swa;
-    private long swaCount;
+    /** The snapshot count + 1, the divisor of SWA's next fold, kept on the device and counted up there. */
+    private NDArray swaDivisor;
+    /** 1 as a host scalar, which a CUDA add takes as an argument (an array made on the device would be an upload). */
+    private final NDArray one;
     private final Recipe.Averaging config;
     private final LawaAverager.Config lawaConfig;
     private final Deque<List<NDArray>> lawaSnapshots = new ArrayDeque<>();
@@ -58,6 +62,7 @@ public final class TrainingAverages implements AutoCloseable {
         lawaConfig = config.lawaK() == 0 ? null : new LawaAverager.Config(config.lawaK(), config.lawaEvery());
         manager = isEmpty() ? null : parameters.get(0).getManager().newSubManager();
         ema = emaConfig == null ? null : copies(parameters);
+        one = swaConfig == null ? null : manager.newSubManager(Device.cpu()).create(1f);
     }
 
     /**
@@ -109,11 +114,12 @@ public final class TrainingAverages implements AutoCloseable {
         if (swaConfig != null && swaConfig.averages(step)) {
             if (swa == null) {
                 swa = parameters.stream().map(parameter -> manager.zeros(parameter.getShape())).toList();
+                swaDivisor = manager.ones(new Shape());
             }
             for (int i = 0; i < swa.size(); i++) {
-                SwaAverager.fold(swa.get(i), parameters.get(i), swaCount);
+                SwaAverager.fold(swa.get(i), parameters.get(i), swaDivisor);
             }
-            swaCount++;
+            swaDivisor.addi(one);
         }
         if (lawaConfig != null && step % lawaConfig.every() == 0) {
             keepLawaSnapshot(copies(parameters));
@@ -174,7 +180,10 @@ public final class TrainingAverages implements AutoCloseable {
                 swa.forEach(NDArray::close);
             }
             swa = onDevice(state.get("swa"));
-            swaCount = swaConfig.countAfter(step);
+            if (swaDivisor != null) {
+                swaDivisor.close();
+            }
+            swaDivisor = manager.full(new Shape(), swaConfig.countAfter(step) + 1);
         }
         if (lawaConfig != null) {
             lawaSnapshots.forEach(snapshot -> snapshot.forEach(NDArray::close));
