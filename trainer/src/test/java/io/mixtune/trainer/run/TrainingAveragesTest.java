@@ -129,6 +129,29 @@ class TrainingAveragesTest {
         }
     }
 
+    /** An optimizer step adds nothing that stays: the native arrays after 40 steps are those after 10. */
+    @Test
+    void stepsLeaveNoArraysBehind() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = List.of(manager.ones(SHAPES.get(0)), manager.zeros(SHAPES.get(1)));
+            try (TrainingAverages averages = new TrainingAverages(
+                    averaging(0.9, true, 1, 2.0 / 3.0, 0, 0, 0.1, 1, 3, 2, true), 40, NAMES, parameters)) {
+                int afterTen = 0;
+                for (long step = 1; step <= 40; step++) {
+                    averages.afterStep(step, parameters);
+                    averages.withWeights(parameters, averages.current().get("ema"), () -> { });
+                    if (step == 10) {
+                        afterTen = manager.getManagedArrays().size();
+                    }
+                }
+                // The parameters, EMA, SWA, LaWA's 3 snapshots and mean (2 arrays each), SWA's count and the 1 it adds.
+                assertEquals(2 + 2 + 2 + 3 * 2 + 2 + 2, afterTen);
+                assertEquals(afterTen, manager.getManagedArrays().size());
+            }
+            assertEquals(2, manager.getManagedArrays().size(), "closing the averages leaves the parameters");
+        }
+    }
+
     private static Recipe.Averaging averaging(Double emaDecay, boolean warmup, double gamma, double power,
             long updateAfterStep, double minDecay, Double swaStart, int swaEvery, int lawaK, int lawaEvery,
             boolean lawaFeedBack) {
