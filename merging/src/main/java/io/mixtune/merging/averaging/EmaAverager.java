@@ -1,5 +1,9 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import java.util.Map;
 
 /**
@@ -37,6 +41,19 @@ public final class EmaAverager {
             }
         }
 
+        /** The decay of the update after optimizer step {@code step} (timm's get_decay). */
+        public double decayAt(long step) {
+            long s = Math.max(0, step - updateAfterStep - 1);
+            if (s == 0) {
+                return 0.0;
+            }
+            if (!warmup) {
+                return decay;
+            }
+            double warm = 1 - Math.pow(1 + s / warmupGamma, -warmupPower);
+            return Math.max(Math.min(warm, decay), minDecay);
+        }
+
         /** A constant decay from the second step on (timm's defaults: no warmup, gamma 1, power 2/3). */
         public static Config constant(double decay) {
             return new Config(decay, false, 1.0, 2.0 / 3.0, 0, 0.0);
@@ -59,27 +76,49 @@ public final class EmaAverager {
 
     /** The decay applied by {@link #update} at optimizer step {@code step} (timm's get_decay). */
     public double decayAt(long step) {
-        long s = Math.max(0, step - config.updateAfterStep() - 1);
-        if (s == 0) {
-            return 0.0;
-        }
-        if (!config.warmup()) {
-            return config.decay();
-        }
-        double warm = 1 - Math.pow(1 + s / config.warmupGamma(), -config.warmupPower());
-        return Math.max(Math.min(warm, config.decay()), config.minDecay());
+        return config.decayAt(step);
     }
 
-    /** Folds in the weights after optimizer step {@code step}. */
+    /** Folds in the weights after optimizer step {@code step}, by {@link #updated} on the host. */
     public void update(long step, Map<String, float[]> weights) {
         average.requireSameLayout(weights);
         double decay = decayAt(step);
-        average.tensors().forEach((name, ema) -> {
-            float[] w = weights.get(name);
-            for (int i = 0; i < ema.length; i++) {
-                ema[i] = (float) (decay * ema[i] + (1 - decay) * w[i]);
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            average.tensors().forEach((name, ema) -> {
+                float[] updated = updated(host.create(ema), host.create(weights.get(name)), decay).toFloatArray();
+                System.arraycopy(updated, 0, ema, 0, ema.length);
+            });
+        }
+    }
+
+    /**
+     * {@code decay * average + (1 - decay) * weights} as a new float32 array on their device, the EMA's update wherever
+     * it runs. In float64 with a separate multiply and add, rounded once to float32: exactly Java's
+     * {@code (float) (decay * ema + (1 - decay) * w)}, whose products round in double before the sum; float32 math
+     * rounds differently, and so does a fused multiply-add (libtorch's {@code add(other, alpha)} may fuse), which skips
+     * a product's rounding.
+     */
+    public static NDArray updated(NDArray average, NDArray weights, double decay) {
+        requireFloat32(average, weights);
+        return WithoutGrad.get(() -> {
+            // In place on the float64 copies: two temporaries, not five. The factors are host scalars, which a CUDA
+            // kernel takes as arguments: an array made on the device would be an upload, and libtorch waits for each.
+            try (NDManager host = NDManager.newBaseManager(Device.cpu());
+                    NDArray sum = average.toType(DataType.FLOAT64, false);
+                    NDArray added = weights.toType(DataType.FLOAT64, false)) {
+                sum.muli(host.create(decay)).addi(added.muli(host.create(1 - decay)));
+                return sum.toType(DataType.FLOAT32, false);
             }
         });
+    }
+
+    static void requireFloat32(NDArray... arrays) {
+        for (NDArray array : arrays) {
+            if (array.getDataType() != DataType.FLOAT32) {
+                throw new IllegalArgumentException("weight averages are kept in float32, got a "
+                        + array.getDataType() + " array of shape " + array.getShape());
+            }
+        }
     }
 
     /** A copy of the current average. */

@@ -1,5 +1,10 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
@@ -68,24 +73,41 @@ public final class LawaAverager {
         return latest.size();
     }
 
-    /** The uniform average of the kept snapshots, summed in double. */
+    /**
+     * The uniform average of {@code snapshots} (oldest first) as a new float32 array on their device, LaWA's average
+     * wherever it runs: summed in float64 in that order from zero, divided, rounded once to float32, as a Java loop
+     * over a {@code double[]} sum gives it (the count an array made on the device, as in {@link SwaAverager#fold}).
+     */
+    public static NDArray mean(List<NDArray> snapshots) {
+        EmaAverager.requireFloat32(snapshots.toArray(NDArray[]::new));
+        NDArray first = snapshots.get(0);
+        return WithoutGrad.get(() -> {
+            try (NDArray sum = first.getManager().zeros(first.getShape(), DataType.FLOAT64);
+                    NDArray count = first.getManager().full(new Shape(), snapshots.size(), DataType.FLOAT64)) {
+                for (NDArray snapshot : snapshots) {
+                    try (NDArray snapshot64 = snapshot.toType(DataType.FLOAT64, false)) {
+                        sum.addi(snapshot64);
+                    }
+                }
+                sum.divi(count);
+                return sum.toType(DataType.FLOAT32, false);
+            }
+        });
+    }
+
+    /** The uniform average of the kept snapshots, by {@link #mean} on the host. */
     public Map<String, float[]> averaged() {
         if (latest.isEmpty()) {
             throw new IllegalStateException("no LaWA snapshot yet: one is kept every " + config.every() + " steps");
         }
         TrainableWeights mean = TrainableWeights.zerosLike(latest.peekFirst().tensors());
-        mean.tensors().forEach((name, out) -> {
-            double[] sum = new double[out.length];
-            for (TrainableWeights snapshot : latest) {
-                float[] w = snapshot.tensors().get(name);
-                for (int i = 0; i < sum.length; i++) {
-                    sum[i] += w[i];
-                }
-            }
-            for (int i = 0; i < out.length; i++) {
-                out[i] = (float) (sum[i] / latest.size());
-            }
-        });
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            mean.tensors().forEach((name, out) -> {
+                float[] values = mean(latest.stream().map(snapshot -> host.create(snapshot.tensors().get(name)))
+                        .toList()).toFloatArray();
+                System.arraycopy(values, 0, out, 0, out.length);
+            });
+        }
         return mean.snapshot();
     }
 }

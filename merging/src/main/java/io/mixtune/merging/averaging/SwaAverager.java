@@ -1,5 +1,9 @@
 package io.mixtune.merging.averaging;
 
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
 import java.util.Map;
 
 /**
@@ -36,6 +40,16 @@ public final class SwaAverager {
             }
             return new Config(start, every);
         }
+
+        /** Whether step {@code step} is one that the average folds in. */
+        public boolean averages(long step) {
+            return step >= startStep && (step - startStep) % every == 0;
+        }
+
+        /** How many snapshots the average holds after step {@code step}: every averaging step up to it. */
+        public long countAfter(long step) {
+            return step < startStep ? 0 : (step - startStep) / every + 1;
+        }
     }
 
     private final Config config;
@@ -48,10 +62,13 @@ public final class SwaAverager {
 
     /** Whether step {@code step} is one that {@link #update} averages. */
     public boolean averages(long step) {
-        return step >= config.startStep() && (step - config.startStep()) % config.every() == 0;
+        return config.averages(step);
     }
 
-    /** Folds in the weights after step {@code step} if it is an averaging step; returns whether it was. */
+    /**
+     * Folds in the weights after step {@code step} if it is an averaging step, by {@link #fold} on the host; returns
+     * whether it was.
+     */
     public boolean update(long step, Map<String, float[]> weights) {
         if (!averages(step)) {
             return false;
@@ -60,13 +77,13 @@ public final class SwaAverager {
             average = TrainableWeights.zerosLike(weights);
         }
         average.requireSameLayout(weights);
-        long n = count;
-        average.tensors().forEach((name, avg) -> {
-            float[] w = weights.get(name);
-            for (int i = 0; i < avg.length; i++) {
-                avg[i] += (w[i] - avg[i]) / (n + 1);
-            }
-        });
+        try (NDManager host = NDManager.newBaseManager(Device.cpu())) {
+            average.tensors().forEach((name, avg) -> {
+                NDArray folded = host.create(avg);
+                fold(folded, host.create(weights.get(name)), host.full(new Shape(), count + 1));
+                System.arraycopy(folded.toFloatArray(), 0, avg, 0, avg.length);
+            });
+        }
         count++;
         return true;
     }
@@ -77,7 +94,23 @@ public final class SwaAverager {
      */
     public void restore(long step, Map<String, float[]> savedAverage) {
         average = TrainableWeights.copyOf(savedAverage);
-        count = step < config.startStep() ? 0 : (step - config.startStep()) / config.every() + 1;
+        count = config.countAfter(step);
+    }
+
+    /**
+     * Folds {@code weights} into {@code average} in place as the {@code n}-th snapshot,
+     * {@code average += (weights - average) / n}, the SWA's update wherever it runs: in float32 as Java's float math.
+     * {@code n} is a 0-dim float32 array on the average's device (made there with {@code full}, not uploaded): CUDA
+     * turns a division by a host scalar into a multiplication by its reciprocal, which rounds differently.
+     */
+    public static void fold(NDArray average, NDArray weights, NDArray n) {
+        EmaAverager.requireFloat32(average, weights, n);
+        WithoutGrad.get(() -> {
+            try (NDArray step = weights.sub(average)) {
+                step.divi(n);
+                return average.addi(step);
+            }
+        });
     }
 
     /** How many snapshots the average holds. */

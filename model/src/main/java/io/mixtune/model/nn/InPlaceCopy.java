@@ -25,13 +25,18 @@ public final class InPlaceCopy {
                     + " array of shape " + target.getShape());
         }
         try (NDArray source = target.getManager().create(values, target.getShape())) {
-            boolean gradMode = JniUtils.isGradMode();
-            JniUtils.setGradMode(false);
-            try {
-                target.set(new NDIndex("..."), source);
-            } finally {
-                JniUtils.setGradMode(gradMode);
-            }
+            copy(target, source);
+        }
+    }
+
+    /** {@code source}'s values written into {@code target}, on target's device (no host copy when both share it). */
+    public static void copy(NDArray target, NDArray source) {
+        boolean gradMode = JniUtils.isGradMode();
+        JniUtils.setGradMode(false);
+        try {
+            target.set(new NDIndex("..."), source);
+        } finally {
+            JniUtils.setGradMode(gradMode);
         }
     }
 }

@@ -4,10 +4,12 @@ import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.TrainingAverages;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 
 /**
  * The peak memory of a training step, predicted from config.json and the recipe alone: what stays for the whole run
@@ -39,9 +41,12 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
      * @param packed rows packed with several samples (the mask compares sample ids), else padded
      * @param referenceAdapter DPO's frozen reference is a second copy of the adapter (Stage-DPO, or a run that starts
      *     from model.adapter)
+     * @param averageCopies the adapter-sized fp32 copies each weight average keeps beside training, by name
+     *     ({@link TrainingAverages#deviceCopies})
      */
     public record Setup(ModelConfig config, boolean nf4, int computeBytes, Device device, LoraConfig lora, int rows,
-            int length, long targets, boolean packed, boolean gradientCheckpointing, boolean referenceAdapter) {
+            int length, long targets, boolean packed, boolean gradientCheckpointing, boolean referenceAdapter,
+            Map<String, Integer> averageCopies) {
         /**
          * A recipe's run: device gpu plans for a GPU (compute_dtype auto then means fp16, as training on a GPU would
          * run), auto and cpu for this CPU install (auto: fp32); the adapter of model.adapter when it names one. A DPO
@@ -61,7 +66,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     && (recipe.dpo().stageCount() > 1 || model.adapter() != null);
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
                     recipe.data().maxSeqLen(), targets, !dpo && recipe.data().packing(),
-                    recipe.train().gradientCheckpointing(), referenceAdapter);
+                    recipe.train().gradientCheckpointing(), referenceAdapter,
+                    TrainingAverages.deviceCopies(recipe.averaging()));
         }
 
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
@@ -75,7 +81,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
 
         public Setup withCheckpointing(boolean on) {
             return new Setup(config, nf4, computeBytes, device, lora, rows, length, targets, packed, on,
-                    referenceAdapter);
+                    referenceAdapter, averageCopies);
         }
     }
 
@@ -136,6 +142,14 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
         if (setup.referenceAdapter()) {
             parts.add(new Component("DPO reference adapter (fp32)", lora * 4, "the frozen reference, a second adapter"));
+        }
+        int averageCopies = setup.averageCopies().values().stream().mapToInt(Integer::intValue).sum();
+        if (averageCopies > 0) {
+            StringBuilder detail = new StringBuilder();
+            setup.averageCopies().forEach((name, copies) -> detail.append(detail.isEmpty() ? "" : ", ").append(name)
+                    .append(copies > 1 ? " " + copies : ""));
+            parts.add(new Component("weight averages (fp32)", averageCopies * lora * 4, averageCopies
+                    + " adapter copies beside training: " + detail));
         }
         if (setup.device() == Device.CPU && nf4 > 0) {
             parts.add(new Component("dequantization staging", linears.largestNf4() * 4,

@@ -1,13 +1,18 @@
 package io.mixtune.trainer.run;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
 import io.mixtune.merging.averaging.EmaAverager;
 import io.mixtune.merging.averaging.LawaAverager;
 import io.mixtune.merging.averaging.SwaAverager;
 import io.mixtune.merging.averaging.SwaLearningRate;
 import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.trainer.recipe.Recipe;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -18,15 +23,29 @@ import java.util.function.LongToDoubleFunction;
  * SWA (with SWALR's learning-rate phase) and LaWA, each folded in after the optimizer steps it asks for. The loop
  * evaluates each next to the raw weights, saves them in checkpoints (so a resumed run continues the very averages) and
  * writes them as adapters of their own.
+ *
+ * <p>The averages live on the parameters' device, in a manager of their own under the parameters' (freed by
+ * {@link #close}), and are updated there by the averagers' own formulas ({@link EmaAverager#updated},
+ * {@link SwaAverager#fold}, {@link LawaAverager#mean}), as torch's AveragedModel and diffusers' EMAModel keep their
+ * shadow parameters beside the model: an optimizer step reads nothing back to the host, only a checkpoint or an
+ * adapter written does. That costs one adapter-sized float32 copy on the device per EMA and SWA and k for LaWA.
  */
-public final class TrainingAverages {
+public final class TrainingAverages implements AutoCloseable {
     private final List<String> names;
+    private final List<Shape> shapes;
+    private final NDManager manager;
     private final EmaAverager.Config emaConfig;
-    private EmaAverager ema;
-    private final SwaAverager swa;
+    private List<NDArray> ema;
     private final SwaAverager.Config swaConfig;
+    private List<NDArray> swa;
+    /** The snapshot count + 1, the divisor of SWA's next fold, kept on the device and counted up there. */
+    private NDArray swaDivisor;
+    /** 1 as a host scalar, which a CUDA add takes as an argument (an array made on the device would be an upload). */
+    private final NDArray one;
     private final Recipe.Averaging config;
-    private final LawaAverager lawa;
+    private final LawaAverager.Config lawaConfig;
+    private final Deque<List<NDArray>> lawaSnapshots = new ArrayDeque<>();
+    private List<NDArray> lawaMean;
 
     /**
      * @param names the adapter arrays' names, in the order of {@code parameters}
@@ -35,18 +54,37 @@ public final class TrainingAverages {
     public TrainingAverages(Recipe.Averaging config, long totalSteps, List<String> names, List<NDArray> parameters) {
         this.config = config;
         this.names = List.copyOf(names);
+        shapes = parameters.stream().map(NDArray::getShape).toList();
         emaConfig = config.emaDecay() == null ? null : new EmaAverager.Config(config.emaDecay(), config.emaWarmup(),
                 config.emaWarmupGamma(), config.emaWarmupPower(), config.emaUpdateAfterStep(), config.emaMinDecay());
-        ema = emaConfig == null ? null : new EmaAverager(emaConfig, weights(parameters));
         swaConfig = config.swaStart() == null ? null
                 : SwaAverager.Config.of(config.swaStart(), config.swaEvery(), totalSteps);
-        swa = swaConfig == null ? null : new SwaAverager(swaConfig);
-        lawa = config.lawaK() == 0 ? null : new LawaAverager(new LawaAverager.Config(config.lawaK(),
-                config.lawaEvery()));
+        lawaConfig = config.lawaK() == 0 ? null : new LawaAverager.Config(config.lawaK(), config.lawaEvery());
+        manager = isEmpty() ? null : parameters.get(0).getManager().newSubManager();
+        ema = emaConfig == null ? null : copies(parameters);
+        one = swaConfig == null ? null : manager.newSubManager(Device.cpu()).create(1f);
+    }
+
+    /**
+     * The adapter-sized float32 copies that the averages of {@code config} hold on the device at most, by average (EMA,
+     * SWA, LaWA): one each for EMA and SWA, k snapshots and their mean for LaWA. {@code mixtune plan} counts them.
+     */
+    public static Map<String, Integer> deviceCopies(Recipe.Averaging config) {
+        Map<String, Integer> copies = new LinkedHashMap<>();
+        if (config.emaDecay() != null) {
+            copies.put("EMA", 1);
+        }
+        if (config.swaStart() != null) {
+            copies.put("SWA", 1);
+        }
+        if (config.lawaK() > 0) {
+            copies.put("LaWA", config.lawaK() + 1);
+        }
+        return copies;
     }
 
     public boolean isEmpty() {
-        return ema == null && swa == null && lawa == null;
+        return emaConfig == null && swaConfig == null && lawaConfig == null;
     }
 
     /**
@@ -65,50 +103,68 @@ public final class TrainingAverages {
 
     /** Folds in the weights after optimizer step {@code step} (1-based); LaWA's feed-back sets them. */
     public void afterStep(long step, List<NDArray> parameters) {
-        if (isEmpty()) {
-            return;
-        }
-        Map<String, float[]> weights = weights(parameters);
         if (ema != null) {
-            ema.update(step, weights);
+            double decay = emaConfig.decayAt(step);
+            for (int i = 0; i < ema.size(); i++) {
+                NDArray previous = ema.get(i);
+                ema.set(i, EmaAverager.updated(previous, parameters.get(i), decay));
+                previous.close();
+            }
         }
-        if (swa != null) {
-            swa.update(step, weights);
+        if (swaConfig != null && swaConfig.averages(step)) {
+            if (swa == null) {
+                swa = parameters.stream().map(parameter -> manager.zeros(parameter.getShape())).toList();
+                swaDivisor = manager.ones(new Shape());
+            }
+            for (int i = 0; i < swa.size(); i++) {
+                SwaAverager.fold(swa.get(i), parameters.get(i), swaDivisor);
+            }
+            swaDivisor.addi(one);
         }
-        if (lawa != null && lawa.update(step, weights) && config.lawaFeedBack()) {
-            set(parameters, lawa.averaged());
+        if (lawaConfig != null && step % lawaConfig.every() == 0) {
+            keepLawaSnapshot(copies(parameters));
+            if (config.lawaFeedBack()) {
+                List<NDArray> mean = lawaMean();
+                for (int i = 0; i < parameters.size(); i++) {
+                    InPlaceCopy.copy(parameters.get(i), mean.get(i));
+                }
+            }
         }
     }
 
-    /** The averages that hold something now, by name (ema, swa, lawa). */
-    public Map<String, Map<String, float[]>> current() {
-        Map<String, Map<String, float[]>> averages = new LinkedHashMap<>();
+    /**
+     * The averages that hold something now, by name (ema, swa, lawa), in parameter order, on the parameters' device:
+     * this object's arrays, valid until the next {@link #afterStep}.
+     */
+    public Map<String, List<NDArray>> current() {
+        Map<String, List<NDArray>> averages = new LinkedHashMap<>();
         if (ema != null) {
-            averages.put("ema", ema.averaged());
+            averages.put("ema", ema);
         }
-        if (swa != null && swa.count() > 0) {
-            averages.put("swa", swa.averaged());
+        if (swa != null) {
+            averages.put("swa", swa);
         }
-        if (lawa != null && lawa.count() > 0) {
-            averages.put("lawa", lawa.averaged());
+        if (!lawaSnapshots.isEmpty()) {
+            averages.put("lawa", lawaMean());
         }
         return averages;
     }
 
-    /** What a checkpoint keeps to resume the averages: arrays in parameter order, by name (lawa.0 is the oldest). */
+    /**
+     * What a checkpoint keeps to resume the averages, read back to the host: arrays in parameter order, by name
+     * (lawa.0 is the oldest).
+     */
     public Map<String, List<float[]>> state() {
         Map<String, List<float[]>> state = new LinkedHashMap<>();
         if (ema != null) {
-            state.put("ema", inOrder(ema.averaged()));
+            state.put("ema", onHost(ema));
         }
-        if (swa != null && swa.count() > 0) {
-            state.put("swa", inOrder(swa.averaged()));
+        if (swa != null) {
+            state.put("swa", onHost(swa));
         }
-        if (lawa != null) {
-            List<Map<String, float[]>> snapshots = lawa.snapshots();
-            for (int i = 0; i < snapshots.size(); i++) {
-                state.put("lawa." + i, inOrder(snapshots.get(i)));
-            }
+        int i = 0;
+        for (List<NDArray> snapshot : lawaSnapshots) {
+            state.put("lawa." + i++, onHost(snapshot));
         }
         return state;
     }
@@ -116,54 +172,110 @@ public final class TrainingAverages {
     /** Puts back what {@link #state} saved after step {@code step}. */
     public void restore(long step, Map<String, List<float[]>> state) {
         if (ema != null && state.containsKey("ema")) {
-            ema = new EmaAverager(emaConfig, byName(state.get("ema")));
+            ema.forEach(NDArray::close);
+            ema = onDevice(state.get("ema"));
         }
-        if (swa != null && state.containsKey("swa")) {
-            swa.restore(step, byName(state.get("swa")));
-        }
-        if (lawa != null) {
-            List<Map<String, float[]>> snapshots = new ArrayList<>();
-            for (int i = 0; state.containsKey("lawa." + i); i++) {
-                snapshots.add(byName(state.get("lawa." + i)));
+        if (swaConfig != null && state.containsKey("swa")) {
+            if (swa != null) {
+                swa.forEach(NDArray::close);
             }
-            lawa.restore(snapshots);
+            swa = onDevice(state.get("swa"));
+            if (swaDivisor != null) {
+                swaDivisor.close();
+            }
+            swaDivisor = manager.full(new Shape(), swaConfig.countAfter(step) + 1);
+        }
+        if (lawaConfig != null) {
+            lawaSnapshots.forEach(snapshot -> snapshot.forEach(NDArray::close));
+            lawaSnapshots.clear();
+            for (int i = 0; state.containsKey("lawa." + i); i++) {
+                keepLawaSnapshot(onDevice(state.get("lawa." + i)));
+            }
         }
     }
 
     /** Runs {@code action} with the parameters holding {@code weights}, then puts the trained weights back. */
-    public void withWeights(List<NDArray> parameters, Map<String, float[]> weights, Runnable action) {
-        Map<String, float[]> trained = weights(parameters);
-        set(parameters, weights);
-        try {
-            action.run();
-        } finally {
-            set(parameters, trained);
+    public void withWeights(List<NDArray> parameters, List<NDArray> weights, Runnable action) {
+        try (NDManager scratch = manager.newSubManager()) {
+            List<NDArray> trained = new ArrayList<>();
+            for (NDArray parameter : parameters) {
+                NDArray copy = scratch.zeros(parameter.getShape());
+                InPlaceCopy.copy(copy, parameter);
+                trained.add(copy);
+            }
+            for (int i = 0; i < parameters.size(); i++) {
+                InPlaceCopy.copy(parameters.get(i), weights.get(i));
+            }
+            try {
+                action.run();
+            } finally {
+                for (int i = 0; i < parameters.size(); i++) {
+                    InPlaceCopy.copy(parameters.get(i), trained.get(i));
+                }
+            }
         }
     }
 
-    private Map<String, float[]> weights(List<NDArray> parameters) {
-        Map<String, float[]> weights = new LinkedHashMap<>();
-        for (int i = 0; i < parameters.size(); i++) {
-            weights.put(names.get(i), parameters.get(i).toFloatArray());
-        }
-        return weights;
-    }
-
-    private void set(List<NDArray> parameters, Map<String, float[]> weights) {
-        for (int i = 0; i < parameters.size(); i++) {
-            InPlaceCopy.copy(parameters.get(i), weights.get(names.get(i)));
+    /** Frees the averages' device memory; the parameters stay. */
+    @Override
+    public void close() {
+        if (manager != null) {
+            manager.close();
         }
     }
 
-    private List<float[]> inOrder(Map<String, float[]> weights) {
-        return names.stream().map(weights::get).toList();
+    /** Keeps a snapshot, dropping the oldest beyond k; the mean is recomputed when next asked for. */
+    private void keepLawaSnapshot(List<NDArray> snapshot) {
+        lawaSnapshots.addLast(snapshot);
+        if (lawaSnapshots.size() > lawaConfig.k()) {
+            lawaSnapshots.removeFirst().forEach(NDArray::close);
+        }
+        if (lawaMean != null) {
+            lawaMean.forEach(NDArray::close);
+            lawaMean = null;
+        }
     }
 
-    private Map<String, float[]> byName(List<float[]> arrays) {
-        Map<String, float[]> weights = new LinkedHashMap<>();
-        for (int i = 0; i < names.size(); i++) {
-            weights.put(names.get(i), arrays.get(i));
+    private List<NDArray> lawaMean() {
+        if (lawaMean == null) {
+            List<NDArray> mean = new ArrayList<>();
+            for (int i = 0; i < names.size(); i++) {
+                int index = i;
+                mean.add(LawaAverager.mean(lawaSnapshots.stream().map(snapshot -> snapshot.get(index)).toList()));
+            }
+            lawaMean = mean;
         }
-        return weights;
+        return lawaMean;
+    }
+
+    /** Device copies of the parameters, in this object's manager. */
+    private List<NDArray> copies(List<NDArray> parameters) {
+        List<NDArray> copies = new ArrayList<>();
+        for (NDArray parameter : parameters) {
+            NDArray copy = manager.zeros(parameter.getShape());
+            InPlaceCopy.copy(copy, parameter);
+            copies.add(copy);
+        }
+        return copies;
+    }
+
+    private static List<float[]> onHost(List<NDArray> arrays) {
+        return arrays.stream().map(NDArray::toFloatArray).toList();
+    }
+
+    private List<NDArray> onDevice(List<float[]> arrays) {
+        if (arrays.size() != names.size()) {
+            throw new IllegalArgumentException("a checkpoint's average holds " + arrays.size() + " arrays, expected "
+                    + names.size() + " (the adapter's)");
+        }
+        List<NDArray> restored = new ArrayList<>();
+        for (int i = 0; i < arrays.size(); i++) {
+            if (arrays.get(i).length != shapes.get(i).size()) {
+                throw new IllegalArgumentException("a checkpoint's average of '" + names.get(i) + "' holds "
+                        + arrays.get(i).length + " values, expected " + shapes.get(i).size() + " " + shapes.get(i));
+            }
+            restored.add(manager.create(arrays.get(i), shapes.get(i)));
+        }
+        return restored;
     }
 }

@@ -104,80 +104,82 @@ public final class TrainingLoop {
             numTokens = resumed.numTokens();
         }
         // Built after the restore: the EMA starts from the weights as they are, then takes the checkpoint's average.
-        TrainingAverages averages = new TrainingAverages(recipe.averaging(), stage.steps(),
-                lora.parameterNames(TrainingModel.ADAPTER_NAME), parameters);
-        if (step > stage.start()) {
-            averages.restore(step - stage.start(), resumed.averages());
-        }
-        double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
-                ? model.model().config().routerAuxLossCoef() : 0;
-        StepContext context = new StepContext(model.model(), parameters, model.manager(), optimizer, scaler,
-                train.maxGradNorm(), auxCoefficient, train.gradientCheckpointing(), 0);
-        int accumulation = train.gradientAccumulation();
-        long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
-                : objective.microBatchesPerEpoch() * train.epochs();
-        StageRecord record = new StageRecord(stage);
-        if (stage.evaluateFirst() && step == stage.start()) {
-            if (objective.hasValidation()) {
-                evaluate(objective, stage, step, averages, record);
+        // Closed with the stage: the averages' device memory is the stage's.
+        try (TrainingAverages averages = new TrainingAverages(recipe.averaging(), stage.steps(),
+                lora.parameterNames(TrainingModel.ADAPTER_NAME), parameters)) {
+            if (step > stage.start()) {
+                averages.restore(step - stage.start(), resumed.averages());
             }
-            generateSamples(stage, step);
-        }
-        try (LoraModel.Scope training = lora.training()) {
-            while (step < stage.end()) {
-                long start = System.nanoTime();
-                long stageStep = step - stage.start();
-                long first = stageStep * accumulation;
-                long last = Math.min(first + accumulation, availableMicroBatches);
-                List<B> batches = new ArrayList<>();
-                for (long index = first; index < last; index++) {
-                    batches.add(objective.microBatch(index));
-                }
-                long skipped = scaler.skippedSteps();
-                double lr = averages.learningRate(stageStep, s -> schedule.at(s - skipped));
-                OptimizerStep.Result<M> result = OptimizerStep.run(objective, batches,
-                        context.withDropoutSeed(train.shuffleSeed() * 1_000_003L + stage.start() * accumulation + first),
-                        lr);
-                if (result.skipped()) {
-                    listener.onNote(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
-                            + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
-                }
-                if (!result.isFinite() && scaler.gaveUp()) {
-                    throw NonFiniteStep.error(step + 1, result.loss(), result.gradNorm(), lora,
-                            TrainingModel.ADAPTER_NAME, checkpoints);
-                }
-                step++;
-                averages.afterStep(step - stage.start(), parameters);
-                double seconds = (System.nanoTime() - start) / 1e9;
-                boolean end = step == stage.end();
-                Map<String, Object> metrics = stepMetrics(stage, step, result, lr, auxCoefficient > 0, scaler,
-                        seconds, (double) last / objective.microBatchesPerEpoch(), record);
-                listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics,
-                        step % train.logEvery() == 0 || end, result.measured().figures()));
-                boolean evaluation = end || train.evalEvery() > 0 && step % train.evalEvery() == 0;
-                if (objective.hasValidation() && evaluation) {
+            double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
+                    ? model.model().config().routerAuxLossCoef() : 0;
+            StepContext context = new StepContext(model.model(), parameters, model.manager(), optimizer, scaler,
+                    train.maxGradNorm(), auxCoefficient, train.gradientCheckpointing(), 0);
+            int accumulation = train.gradientAccumulation();
+            long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
+                    : objective.microBatchesPerEpoch() * train.epochs();
+            StageRecord record = new StageRecord(stage);
+            if (stage.evaluateFirst() && step == stage.start()) {
+                if (objective.hasValidation()) {
                     evaluate(objective, stage, step, averages, record);
                 }
-                if (evaluation) {
-                    generateSamples(stage, step);
-                }
-                if (end) {
-                    record.adapters = writeAdapters(stage.adapterDir(), averages);
-                }
-                boolean stop = cancelled.getAsBoolean();
-                if (end || stop || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                    saveCheckpoint(objective, checkpoints, step, optimizer, scaler, averages);
-                }
-                if (stop) {
-                    listener.onNote("step " + step + ": cancelled; --resume continues from the checkpoint just saved");
-                    return new Outcome(step, true, record.result(step, end ? stage.adapterDir() : null));
+                generateSamples(stage, step);
+            }
+            try (LoraModel.Scope training = lora.training()) {
+                while (step < stage.end()) {
+                    long start = System.nanoTime();
+                    long stageStep = step - stage.start();
+                    long first = stageStep * accumulation;
+                    long last = Math.min(first + accumulation, availableMicroBatches);
+                    List<B> batches = new ArrayList<>();
+                    for (long index = first; index < last; index++) {
+                        batches.add(objective.microBatch(index));
+                    }
+                    long skipped = scaler.skippedSteps();
+                    double lr = averages.learningRate(stageStep, s -> schedule.at(s - skipped));
+                    OptimizerStep.Result<M> result = OptimizerStep.run(objective, batches,
+                            context.withDropoutSeed(train.shuffleSeed() * 1_000_003L + stage.start() * accumulation + first),
+                            lr);
+                    if (result.skipped()) {
+                        listener.onNote(String.format(Locale.ROOT, "step %d: float16 gradients overflowed at loss scale "
+                                + "%.0f: update skipped, scale now %.0f", step + 1, result.lossScale(), scaler.scale()));
+                    }
+                    if (!result.isFinite() && scaler.gaveUp()) {
+                        throw NonFiniteStep.error(step + 1, result.loss(), result.gradNorm(), lora,
+                                TrainingModel.ADAPTER_NAME, checkpoints);
+                    }
+                    step++;
+                    averages.afterStep(step - stage.start(), parameters);
+                    double seconds = (System.nanoTime() - start) / 1e9;
+                    boolean end = step == stage.end();
+                    Map<String, Object> metrics = stepMetrics(stage, step, result, lr, auxCoefficient > 0, scaler,
+                            seconds, (double) last / objective.microBatchesPerEpoch(), record);
+                    listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics,
+                            step % train.logEvery() == 0 || end, result.measured().figures()));
+                    boolean evaluation = end || train.evalEvery() > 0 && step % train.evalEvery() == 0;
+                    if (objective.hasValidation() && evaluation) {
+                        evaluate(objective, stage, step, averages, record);
+                    }
+                    if (evaluation) {
+                        generateSamples(stage, step);
+                    }
+                    if (end) {
+                        record.adapters = writeAdapters(stage.adapterDir(), averages);
+                    }
+                    boolean stop = cancelled.getAsBoolean();
+                    if (end || stop || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
+                        saveCheckpoint(objective, checkpoints, step, optimizer, scaler, averages);
+                    }
+                    if (stop) {
+                        listener.onNote("step " + step + ": cancelled; --resume continues from the checkpoint just saved");
+                        return new Outcome(step, true, record.result(step, end ? stage.adapterDir() : null));
+                    }
                 }
             }
+            if (record.adapters == null) { // resumed at the stage's very end: its adapters again, from that checkpoint
+                record.adapters = writeAdapters(stage.adapterDir(), averages);
+            }
+            return new Outcome(step, false, record.result(step, stage.adapterDir()));
         }
-        if (record.adapters == null) { // resumed at the stage's very end: its adapters again, from that checkpoint
-            record.adapters = writeAdapters(stage.adapterDir(), averages);
-        }
-        return new Outcome(step, false, record.result(step, stage.adapterDir()));
     }
 
     /** How a stage goes, as its steps and evaluations come. */

@@ -72,6 +72,24 @@ class PlanCommandTest {
         assertEquals(2 * gib(sft.out(), "layer inputs (checkpoints)"), gib(out, "layer inputs (checkpoints)"), 0.001);
     }
 
+    /**
+     * The weight averages live on the training's device: one adapter copy for EMA, one for SWA, LaWA's k snapshots and
+     * their mean; a recipe without averaging plans none.
+     */
+    @Test
+    void averagingPlansItsAdapterCopies() {
+        MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS,
+                "--set", "averaging.ema_decay=0.999", "--set", "averaging.swa_start=0.75", "--set",
+                "averaging.lawa_k=3");
+        assertEquals(0, plan.code(), plan.err());
+        String out = plan.out();
+        assertEquals(6 * gib(out, "LoRA adapter (fp32)"), gib(out, "weight averages (fp32)"), 0.035); // rounded rows
+        assertTrue(out.contains("6 adapter copies beside training: EMA, SWA, LaWA 4"), out);
+        MixtuneCliTest.Result without = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS);
+        assertTrue(!without.out().contains("weight averages"), without.out());
+        assertEquals(gib(without.out(), "total") + gib(out, "weight averages (fp32)"), gib(out, "total"), 0.01);
+    }
+
     @Test
     void componentsSumToTheTotalAndDeviceMemoryGivesOneRow() {
         MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS,

@@ -1,0 +1,170 @@
+package io.mixtune.trainer.run;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import io.mixtune.merging.averaging.EmaAverager;
+import io.mixtune.merging.averaging.LawaAverager;
+import io.mixtune.merging.averaging.SwaAverager;
+import io.mixtune.model.nn.InPlaceCopy;
+import io.mixtune.trainer.recipe.Recipe;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * The averages a run keeps on its device equal, bit for bit, those that Java float math gives over the same weights
+ * (the Java-array averagers of the merging module): EMA in double rounded once to float per step, SWA in float, LaWA
+ * summed in double. A fused multiply-add or a float32 EMA would already differ in the last bit after a step or two
+ * over weights of mixed magnitudes, which is what these are.
+ */
+class TrainingAveragesTest {
+    private static final List<String> NAMES = List.of("layers.0.lora_A.weight", "layers.0.lora_B.weight");
+    private static final List<Shape> SHAPES = List.of(new Shape(4, 96), new Shape(96, 4));
+    private static final int STEPS = 13;
+
+    static Stream<Arguments> averagings() {
+        return Stream.of(
+                Arguments.of("ema constant", averaging(0.999, false, 1, 2.0 / 3.0, 0, 0, null, 1, 0, 1, false)),
+                Arguments.of("ema warmup", averaging(0.9999, true, 1, 0.75, 0, 0, null, 1, 0, 1, false)),
+                Arguments.of("ema warmup after step, min decay",
+                        averaging(0.999, true, 10, 0.75, 3, 0.5, null, 1, 0, 1, false)),
+                Arguments.of("swa", averaging(null, false, 1, 2.0 / 3.0, 0, 0, 3.0, 2, 0, 1, false)),
+                Arguments.of("lawa", averaging(null, false, 1, 2.0 / 3.0, 0, 0, null, 1, 3, 2, false)),
+                Arguments.of("lawa fed back", averaging(null, false, 1, 2.0 / 3.0, 0, 0, null, 1, 3, 2, true)),
+                Arguments.of("all three", averaging(0.99, true, 1, 2.0 / 3.0, 1, 0, 0.25, 3, 2, 3, true)));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("averagings")
+    void deviceAveragesEqualJavaFloatMathBitForBit(String name, Recipe.Averaging config) {
+        Random random = new Random(name.hashCode());
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = new ArrayList<>();
+            Map<String, float[]> weights = new LinkedHashMap<>();
+            for (int i = 0; i < NAMES.size(); i++) {
+                float[] values = mixedMagnitudes(random, SHAPES.get(i).size());
+                NDArray parameter = manager.create(values, SHAPES.get(i));
+                parameter.setRequiresGradient(true);
+                parameters.add(parameter);
+                weights.put(NAMES.get(i), values);
+            }
+            EmaAverager ema = config.emaDecay() == null ? null : new EmaAverager(new EmaAverager.Config(
+                    config.emaDecay(), config.emaWarmup(), config.emaWarmupGamma(), config.emaWarmupPower(),
+                    config.emaUpdateAfterStep(), config.emaMinDecay()), weights);
+            SwaAverager swa = config.swaStart() == null ? null
+                    : new SwaAverager(SwaAverager.Config.of(config.swaStart(), config.swaEvery(), STEPS));
+            LawaAverager lawa = config.lawaK() == 0 ? null
+                    : new LawaAverager(new LawaAverager.Config(config.lawaK(), config.lawaEvery()));
+            try (TrainingAverages averages = new TrainingAverages(config, STEPS, NAMES, parameters)) {
+                for (long step = 1; step <= STEPS; step++) {
+                    // What an optimizer step leaves: new weights, here drawn at random.
+                    weights = new LinkedHashMap<>();
+                    for (int i = 0; i < NAMES.size(); i++) {
+                        float[] values = mixedMagnitudes(random, SHAPES.get(i).size());
+                        InPlaceCopy.copy(parameters.get(i), values);
+                        weights.put(NAMES.get(i), values);
+                    }
+                    averages.afterStep(step, parameters);
+                    Map<String, Map<String, float[]>> expected = new LinkedHashMap<>();
+                    if (ema != null) {
+                        ema.update(step, weights);
+                        expected.put("ema", ema.averaged());
+                    }
+                    if (swa != null) {
+                        swa.update(step, weights);
+                        if (swa.count() > 0) {
+                            expected.put("swa", swa.averaged());
+                        }
+                    }
+                    if (lawa != null && lawa.update(step, weights) && config.lawaFeedBack()) {
+                        weights = lawa.averaged();
+                    }
+                    if (lawa != null && lawa.count() > 0) {
+                        expected.put("lawa", lawa.averaged());
+                    }
+                    Map<String, List<NDArray>> current = averages.current();
+                    assertEquals(expected.keySet(), current.keySet(), "averages after step " + step);
+                    for (Map.Entry<String, Map<String, float[]>> average : expected.entrySet()) {
+                        for (int i = 0; i < NAMES.size(); i++) {
+                            assertArrayEquals(average.getValue().get(NAMES.get(i)),
+                                    current.get(average.getKey()).get(i).toFloatArray(),
+                                    average.getKey() + " " + NAMES.get(i) + " after step " + step);
+                        }
+                    }
+                    for (int i = 0; i < NAMES.size(); i++) {
+                        assertArrayEquals(weights.get(NAMES.get(i)), parameters.get(i).toFloatArray(),
+                                "trained weights " + NAMES.get(i) + " after step " + step);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void averagesLiveOnTheParametersDeviceAndAreFreedWhenClosed() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = List.of(manager.ones(SHAPES.get(0)), manager.zeros(SHAPES.get(1)));
+            List<NDArray> held = new ArrayList<>();
+            try (TrainingAverages averages = new TrainingAverages(
+                    averaging(0.9, false, 1, 2.0 / 3.0, 0, 0, 1.0, 1, 2, 1, false), 4, NAMES, parameters)) {
+                averages.afterStep(1, parameters);
+                averages.current().values().forEach(held::addAll);
+                assertEquals(6, held.size(), "ema, swa and lawa, two arrays each");
+                held.forEach(array -> assertEquals(manager.getDevice(), array.getDevice()));
+            }
+            held.forEach(array -> assertTrue(array.isReleased(), "closing the averages frees their arrays"));
+            parameters.forEach(parameter -> assertTrue(!parameter.isReleased(), "the parameters stay"));
+        }
+    }
+
+    /** An optimizer step adds nothing that stays: the native arrays after 40 steps are those after 10. */
+    @Test
+    void stepsLeaveNoArraysBehind() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = List.of(manager.ones(SHAPES.get(0)), manager.zeros(SHAPES.get(1)));
+            try (TrainingAverages averages = new TrainingAverages(
+                    averaging(0.9, true, 1, 2.0 / 3.0, 0, 0, 0.1, 1, 3, 2, true), 40, NAMES, parameters)) {
+                int afterTen = 0;
+                for (long step = 1; step <= 40; step++) {
+                    averages.afterStep(step, parameters);
+                    averages.withWeights(parameters, averages.current().get("ema"), () -> { });
+                    if (step == 10) {
+                        afterTen = manager.getManagedArrays().size();
+                    }
+                }
+                // The parameters, EMA, SWA, LaWA's 3 snapshots and mean (2 arrays each), SWA's count and the 1 it adds.
+                assertEquals(2 + 2 + 2 + 3 * 2 + 2 + 2, afterTen);
+                assertEquals(afterTen, manager.getManagedArrays().size());
+            }
+            assertEquals(2, manager.getManagedArrays().size(), "closing the averages leaves the parameters");
+        }
+    }
+
+    private static Recipe.Averaging averaging(Double emaDecay, boolean warmup, double gamma, double power,
+            long updateAfterStep, double minDecay, Double swaStart, int swaEvery, int lawaK, int lawaEvery,
+            boolean lawaFeedBack) {
+        return new Recipe.Averaging(emaDecay, warmup, gamma, power, updateAfterStep, minDecay, swaStart, swaEvery,
+                null, 0, "cos", lawaK, lawaEvery, lawaFeedBack);
+    }
+
+    /** Gaussians scaled by 10^[-4, 2]: sums and products of such floats round in their last bits. */
+    private static float[] mixedMagnitudes(Random random, long size) {
+        float[] values = new float[(int) size];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = (float) (random.nextGaussian() * Math.pow(10, -4 + 6 * random.nextDouble()));
+        }
+        return values;
+    }
+}
