@@ -198,11 +198,16 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
 
     /**
      * CausalLmLoss.crossEntropySum on {@code targets} positions: the final norm on every token, the predicting rows
-     * gathered, logits on those rows only, float32 log-softmax, the targets' log-probabilities.
+     * gathered, logits on those rows only, float32 log-softmax, the targets' log-probabilities. When training forms the
+     * head's gradient itself ({@link #headByHand}) the logits exist one chunk at a time in the forward and are freed
+     * there ({@link #headBackward}); what stays is the gathered rows, their gradient and the objective's product.
      */
     long head(long targets, boolean recorded) {
         long v = config.vocabSize();
         long bytes = rmsNorm(tokens()) + targets * I64 + targets * config.hiddenSize() * s;
+        if (recorded && headByHand()) {
+            return bytes + 2 * targets * config.hiddenSize() * s + targets * I64;
+        }
         bytes += linear(linears.lmHead(), targets, recorded);
         if (linears.lmHead().nf4()) {
             bytes += linears.lmHead().parameters() * s;
@@ -212,24 +217,34 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     }
 
     /**
-     * The head's backward at its widest: the gradient of the log-softmax's output and of its input, both float32, for
-     * one chunk of target positions (CausalLmLoss computes the logits a chunk at a time).
+     * The head's widest working memory, for one chunk of target positions (CausalLmLoss computes the logits a chunk at
+     * a time): in backward, the gradient of the log-softmax's output and of its input, both float32; or, when training
+     * forms the head's gradient itself, in the forward: the chunk's logits, their float32 copy, its softmax (become
+     * softmax - one-hot) and that cast back.
      */
     long headBackward(long targets) {
-        return 2 * Math.min(targets, CausalLmLoss.logitsChunkRows(config)) * config.vocabSize() * F32;
+        long chunk = Math.min(targets, CausalLmLoss.logitsChunkRows(config)) * config.vocabSize();
+        return headByHand() ? chunk * (s + F32 + (s == F32 ? 0 : F32 + s)) : 2 * chunk * F32;
+    }
+
+    /** Whether training forms the lm_head's input gradient without autograd (CausalLmLoss.headGradient). */
+    private boolean headByHand() {
+        return !linears.lmHead().nf4() && linears.lmHead().loraRank() == 0;
     }
 
     /**
-     * A decoder layer's backward at its widest: the attention scores' gradient in and out of the float32 softmax, or
-     * the MLP's three intermediate gradients (k x tokens of them in an MoE block), whichever is larger; plus the
-     * residual stream's gradient arriving and the one being summed.
+     * A decoder layer's backward at its widest: the attention scores' gradient in and out of the float32 softmax (in
+     * float16 also the probabilities' gradient arriving, which the cast's backward widens), or the MLP's three
+     * intermediate gradients (k x tokens of them in an MoE block), whichever is larger; plus the residual stream's
+     * gradient arriving and the one being summed.
      */
     long layerBackward() {
         long n = tokens();
         long scores = rows * config.numAttentionHeads() * length * length;
         long mlpTokens = config.isMixtureOfExperts() ? n * config.numExpertsPerTok() : n;
         long mlp = 3 * mlpTokens * config.intermediateSize() * F32;
-        return Math.max(2 * scores * F32, mlp) + 2 * n * config.hiddenSize() * s;
+        long softmax = scores * (2 * F32 + (s == F32 ? 0 : s));
+        return Math.max(softmax, mlp) + 2 * n * config.hiddenSize() * s;
     }
 
     /** The load-balancing loss over all layers' router logits: concatenated, float32, softmax, top-k, one-hot. */

@@ -230,7 +230,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             parts.add(new Component("logits and loss at targets", forward.head(targets, true),
                     count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
             parts.add(new Component("backward working memory", forward.headBackward(targets),
-                    "the log-softmax's gradients, fp32"));
+                    "one chunk of the head's float32 softmax or its gradients"));
             return "the head's backward (lm_head and loss)";
         }
         if (recomputeMoment >= forwardMoment) {
