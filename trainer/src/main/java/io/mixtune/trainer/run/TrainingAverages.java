@@ -197,12 +197,7 @@ public final class TrainingAverages implements AutoCloseable {
     /** Runs {@code action} with the parameters holding {@code weights}, then puts the trained weights back. */
     public void withWeights(List<NDArray> parameters, List<NDArray> weights, Runnable action) {
         try (NDManager scratch = manager.newSubManager()) {
-            List<NDArray> trained = new ArrayList<>();
-            for (NDArray parameter : parameters) {
-                NDArray copy = scratch.zeros(parameter.getShape());
-                InPlaceCopy.copy(copy, parameter);
-                trained.add(copy);
-            }
+            List<NDArray> trained = copies(parameters, scratch);
             for (int i = 0; i < parameters.size(); i++) {
                 InPlaceCopy.copy(parameters.get(i), weights.get(i));
             }
@@ -250,9 +245,14 @@ public final class TrainingAverages implements AutoCloseable {
 
     /** Device copies of the parameters, in this object's manager. */
     private List<NDArray> copies(List<NDArray> parameters) {
+        return copies(parameters, manager);
+    }
+
+    /** Copies of the parameters on their device, held by {@code into}. */
+    private static List<NDArray> copies(List<NDArray> parameters, NDManager into) {
         List<NDArray> copies = new ArrayList<>();
         for (NDArray parameter : parameters) {
-            NDArray copy = manager.zeros(parameter.getShape());
+            NDArray copy = into.zeros(parameter.getShape());
             InPlaceCopy.copy(copy, parameter);
             copies.add(copy);
         }
