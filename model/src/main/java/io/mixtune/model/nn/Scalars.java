@@ -29,9 +29,12 @@ public final class Scalars {
     /**
      * The constant copied into memory libtorch owns: autograd's reference then keeps it alive whatever happens to the
      * array, so it may be closed at once (and a layer may free its intermediates early without breaking backward).
+     * It is a 0-dim array in host memory whatever x's device: torch takes a 0-dim CPU tensor as a scalar argument of a
+     * CUDA kernel, where a constant made on the GPU is an upload from Java's buffer that waits for the device's queue
+     * to drain, several times per layer. On a CPU it is the same array as before.
      */
     private static NDArray constant(NDArray x, double value) {
-        try (NDArray javaBacked = x.getManager().create((float) value)) {
+        try (NDArray javaBacked = HostConstants.MANAGER.create((float) value)) {
             return javaBacked.duplicate();
         }
     }
