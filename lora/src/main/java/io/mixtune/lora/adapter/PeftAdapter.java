@@ -1,10 +1,12 @@
 package io.mixtune.lora.adapter;
 
+import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.Shape;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.nn.Linear;
+import io.mixtune.model.safetensors.ArrayTensors;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
@@ -41,24 +43,29 @@ public final class PeftAdapter {
 
     private PeftAdapter() {}
 
-    /** Writes one adapter; the weights file and then the config are each written whole or not at all. */
+    /**
+     * Writes one adapter, each array straight from its memory ({@link ArrayTensors}); the weights file and then the
+     * config are each written whole or not at all.
+     */
     public static void save(LoraModel model, String adapterName, Path dir, String baseModelNameOrPath) {
         LoraConfig config = model.config(adapterName);
         List<TensorSpec> specs = new ArrayList<>();
-        Map<String, float[]> data = new LinkedHashMap<>();
+        Map<String, NDArray> arrays = new LinkedHashMap<>();
         TreeSet<String> adapted = new TreeSet<>();
         model.layers().forEach((module, layer) -> {
             LoraLinear.Adapter adapter = layer.adapter(adapterName);
             if (adapter != null) {
-                add(specs, data, aKey(module), adapter.a().toFloatArray(), adapter.a().getShape().getShape());
-                add(specs, data, bKey(module), adapter.b().toFloatArray(), adapter.b().getShape().getShape());
+                add(specs, arrays, aKey(module), adapter.a());
+                add(specs, arrays, bKey(module), adapter.b());
                 adapted.add(module.substring(module.lastIndexOf('.') + 1));
             }
         });
         model.modulesToSave(adapterName).forEach((module, weight) ->
-                add(specs, data, moduleToSaveKey(module), weight.toFloatArray(), weight.getShape().getShape()));
-        write(dir, config, List.copyOf(adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
-                baseModelNameOrPath, specs, spec -> data.get(spec.name()));
+                add(specs, arrays, moduleToSaveKey(module), weight));
+        try (ArrayTensors tensors = new ArrayTensors(arrays)) {
+            write(dir, config, List.copyOf(adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
+                    baseModelNameOrPath, specs, tensors);
+        }
     }
 
     /**
@@ -110,9 +117,9 @@ public final class PeftAdapter {
         return KEY_PREFIX + module + ".lora_B.weight";
     }
 
-    private static void add(List<TensorSpec> specs, Map<String, float[]> data, String key, float[] values, long[] shape) {
-        specs.add(new TensorSpec(key, DType.F32, shape));
-        data.put(key, values);
+    private static void add(List<TensorSpec> specs, Map<String, NDArray> arrays, String key, NDArray array) {
+        specs.add(new TensorSpec(key, DType.F32, array.getShape().getShape()));
+        arrays.put(key, array);
     }
 
     /** @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those */

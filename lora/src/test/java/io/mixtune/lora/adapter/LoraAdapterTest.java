@@ -16,6 +16,8 @@ import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.DenseLinear;
 import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -137,6 +139,41 @@ class LoraAdapterTest {
                 assertArrayClose(adapted, again, 1e-6, "saved and reloaded adapter");
             }
         }
+    }
+
+    /**
+     * An adapter is written from its arrays' memory, not from Java copies of them: the Java heap holds no adapter at
+     * any moment, whatever its size (a Mixtral adapter on every expert is about 1 GB in float32).
+     */
+    @Test
+    void savingAnAdapterCopiesNoArrayIntoTheJavaHeap(@TempDir Path dir) throws Exception {
+        ModelConfig config = new ModelConfig(ModelConfig.ModelType.MISTRAL, 512, 1024, 1, 8, 2, 64, 64, 1e-5, 1e4,
+                null, 64, false, 0, 0, 0.0, 1, 2);
+        Path modelDir = dir.resolve("model");
+        RandomCheckpoint.write(config, modelDir, 1, DType.F32, Long.MAX_VALUE, 0.3);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(64, 64, List.of("all-linear")), LoraModel.Init.RANDOM, 0);
+            long adapterBytes = lora.parameters("default").stream().mapToLong(a -> a.size() * Float.BYTES).sum();
+            // The first save loads the writer's classes (megabytes of one-time allocation).
+            PeftAdapter.save(lora, "default", dir.resolve("first"), "m");
+            long before = allocatedBytes();
+            PeftAdapter.save(lora, "default", dir.resolve("adapter"), "m");
+            long allocated = allocatedBytes() - before;
+
+            assertTrue(allocated < adapterBytes / 8, "saving an adapter of " + adapterBytes + " bytes allocated "
+                    + allocated + " bytes of Java heap");
+            try (SafetensorsReader saved = SafetensorsReader.open(dir.resolve("adapter").resolve(PeftAdapter.WEIGHTS_FILE))) {
+                NDArray a = lora.layers().get("model.layers.0.mlp.down_proj").adapter("default").a();
+                assertArrayClose(a.toFloatArray(), saved.readFloats(PeftAdapter.aKey("model.layers.0.mlp.down_proj")),
+                        0, "down_proj's A as written");
+            }
+        }
+    }
+
+    /** Bytes this thread has allocated on the Java heap so far (HotSpot counts them per thread). */
+    private static long allocatedBytes() {
+        return ((com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean()).getCurrentThreadAllocatedBytes();
     }
 
     @Test

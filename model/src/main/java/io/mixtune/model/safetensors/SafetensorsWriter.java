@@ -105,8 +105,8 @@ public final class SafetensorsWriter {
 
     /**
      * Supplies one tensor's data when the writer reaches it, so the caller can compute or copy it off the GPU just
-     * in time. F32, F16 and BF16 specs are asked for {@link #floats} (float32, converted by the writer); every other
-     * dtype for {@link #rawBytes}.
+     * in time. The writer asks for {@link #bytes} first; where that gives null, F32, F16 and BF16 specs are asked for
+     * {@link #floats} (float32, converted by the writer) and every other dtype for {@link #rawBytes}.
      */
     @FunctionalInterface
     public interface TensorSource {
@@ -117,6 +117,15 @@ public final class SafetensorsWriter {
         default byte[] rawBytes(TensorSpec spec) {
             throw new UnsupportedOperationException("tensor '" + spec.name() + "' is " + spec.dtype()
                     + "; a TensorSource must implement rawBytes to write non-float dtypes");
+        }
+
+        /**
+         * The tensor's bytes as stored ({@code spec.dtype()}, little-endian, exactly {@code spec.byteLength()}), or
+         * null to be asked for floats or raw bytes instead. The writer reads the buffer before it asks for the next
+         * tensor, so it may be a view of memory that is only valid until then ({@link ArrayTensors}).
+         */
+        default ByteBuffer bytes(TensorSpec spec) {
+            return null;
         }
     }
 
@@ -231,7 +240,15 @@ public final class SafetensorsWriter {
             writeFully(out, ByteBuffer.wrap(header));
             ByteBuffer chunk = ByteBuffer.allocateDirect(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
             for (TensorSpec spec : specs) {
-                if (spec.dtype().isFloat32Convertible()) {
+                ByteBuffer stored = source.bytes(spec);
+                if (stored != null) {
+                    if (stored.remaining() != spec.byteLength()) {
+                        throw new IllegalArgumentException(reportedAs + ": tensor '" + spec.name() + "': source gave "
+                                + stored.remaining() + " bytes, expected " + spec.byteLength() + " bytes of "
+                                + spec.dtype() + " for shape " + Arrays.toString(spec.shape()));
+                    }
+                    writeFully(out, stored);
+                } else if (spec.dtype().isFloat32Convertible()) {
                     writeFloats(out, chunk, spec, source.floats(spec), reportedAs);
                 } else {
                     byte[] raw = source.rawBytes(spec);

@@ -2,11 +2,13 @@ package io.mixtune.trainer.dpo;
 
 import ai.djl.ndarray.NDArray;
 import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.model.safetensors.ArrayTensors;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.TrainingModel;
+import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -64,22 +66,37 @@ final class StageReference {
     /** Writes what a resumed run needs to go on with this reference, exactly. */
     void save(Path file) {
         List<TensorSpec> specs = new ArrayList<>();
-        Map<String, float[]> data = new TreeMap<>();
+        Map<String, NDArray> referenceArrays = new TreeMap<>();
+        Map<String, float[]> logProbs = new TreeMap<>();
         if (adapter && !dpo.referenceFree()) {
             List<NDArray> arrays = model.lora().parameters(REFERENCE_ADAPTER);
             for (int i = 0; i < arrays.size(); i++) {
                 specs.add(new TensorSpec("reference." + i, DType.F32, arrays.get(i).getShape().getShape()));
-                data.put("reference." + i, arrays.get(i).toFloatArray());
+                referenceArrays.put("reference." + i, arrays.get(i));
             }
         }
         if (train != null) {
-            train.put("train", specs, data);
+            train.put("train", specs, logProbs);
         }
         if (validation != null) {
-            validation.put("validation", specs, data);
+            validation.put("validation", specs, logProbs);
         }
-        if (!specs.isEmpty()) {
-            SafetensorsWriter.writeFile(file, specs, spec -> data.get(spec.name()));
+        if (specs.isEmpty()) {
+            return;
+        }
+        // The reference adapter straight from its arrays' memory, the log-probs (already on the host) as they are.
+        try (ArrayTensors reference = new ArrayTensors(referenceArrays)) {
+            SafetensorsWriter.writeFile(file, specs, new SafetensorsWriter.TensorSource() {
+                @Override
+                public ByteBuffer bytes(TensorSpec spec) {
+                    return logProbs.containsKey(spec.name()) ? null : reference.bytes(spec);
+                }
+
+                @Override
+                public float[] floats(TensorSpec spec) {
+                    return logProbs.containsKey(spec.name()) ? logProbs.get(spec.name()) : reference.floats(spec);
+                }
+            });
         }
     }
 }

@@ -151,25 +151,25 @@ public final class TrainingAverages implements AutoCloseable {
     }
 
     /**
-     * What a checkpoint keeps to resume the averages, read back to the host: arrays in parameter order, by name
-     * (lawa.0 is the oldest).
+     * What a checkpoint keeps to resume the averages, the live arrays (valid until the next step): in parameter order,
+     * by name (lawa.0 is the oldest).
      */
-    public Map<String, List<float[]>> state() {
-        Map<String, List<float[]>> state = new LinkedHashMap<>();
+    public Map<String, List<NDArray>> arrays() {
+        Map<String, List<NDArray>> arrays = new LinkedHashMap<>();
         if (ema != null) {
-            state.put("ema", onHost(ema));
+            arrays.put("ema", ema);
         }
         if (swa != null) {
-            state.put("swa", onHost(swa));
+            arrays.put("swa", swa);
         }
         int i = 0;
         for (List<NDArray> snapshot : lawaSnapshots) {
-            state.put("lawa." + i++, onHost(snapshot));
+            arrays.put("lawa." + i++, snapshot);
         }
-        return state;
+        return arrays;
     }
 
-    /** Puts back what {@link #state} saved after step {@code step}. */
+    /** Puts back what a checkpoint saved of {@link #arrays} after step {@code step}. */
     public void restore(long step, Map<String, List<float[]>> state) {
         if (ema != null && state.containsKey("ema")) {
             ema.forEach(NDArray::close);
@@ -257,10 +257,6 @@ public final class TrainingAverages implements AutoCloseable {
             copies.add(copy);
         }
         return copies;
-    }
-
-    private static List<float[]> onHost(List<NDArray> arrays) {
-        return arrays.stream().map(NDArray::toFloatArray).toList();
     }
 
     private List<NDArray> onDevice(List<float[]> arrays) {

@@ -7,6 +7,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.nn.InPlaceCopy;
+import io.mixtune.model.safetensors.ArrayTensors;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
@@ -54,24 +55,32 @@ public final class TrainingCheckpoint {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /**
+     * What a checkpoint saves: the live arrays of a run after {@code step}, written one tensor at a time straight from
+     * their memory ({@link ArrayTensors}), so that no Java copy of the state exists at any moment.
+     *
+     * @param averages the weight averages' arrays by name ({@link TrainingAverages#arrays}), in parameter order
+     */
+    public record Snapshot(long step, long optimizerSteps, LossScaler.State lossScaler, List<NDArray> parameters,
+            List<NDArray> firstMoments, List<NDArray> secondMoments, Map<String, List<NDArray>> averages,
+            OptionalLong numTokens) {
+
+        public static Snapshot of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
+                Map<String, List<NDArray>> averages, OptionalLong numTokens) {
+            return new Snapshot(step, optimizer.stepCount(), scaler.state(), parameters, optimizer.firstMoments(),
+                    optimizer.secondMoments(), averages, numTokens);
+        }
+    }
+
+    /**
      * What a checkpoint restores.
      *
-     * @param averages the weight averages' arrays by name ({@link TrainingAverages#state}), in parameter order
+     * @param averages the weight averages' arrays by name, as {@link Snapshot} saved them
      * @param numTokens real tokens the run read through {@code step} (TRL's num_tokens); empty in a checkpoint written
      *     before mixtune counted them
      */
     public record State(long step, long optimizerSteps, LossScaler.State lossScaler, List<float[]> parameters,
             List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages,
             OptionalLong numTokens) {
-
-        /** The state of a run after {@code step}, copied out of the live arrays. */
-        public static State of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
-                Map<String, List<float[]>> averages, OptionalLong numTokens) {
-            return new State(step, optimizer.stepCount(), scaler.state(),
-                    parameters.stream().map(NDArray::toFloatArray).toList(),
-                    optimizer.firstMoments().stream().map(NDArray::toFloatArray).toList(),
-                    optimizer.secondMoments().stream().map(NDArray::toFloatArray).toList(), averages, numTokens);
-        }
 
         /** Puts the adapter arrays back in place. */
         public void restoreParameters(List<NDArray> into) {
@@ -98,9 +107,9 @@ public final class TrainingCheckpoint {
      * Checkpoints the adapter {@code adapterName} being trained: the state, the adapter in PEFT format and whatever
      * {@code extras} writes into the checkpoint directory (all hashed); then prunes all but the newest keepLast.
      */
-    public static Path save(Path checkpoints, State state, LoraModel lora, String adapterName, Path baseModelDir,
+    public static Path save(Path checkpoints, Snapshot state, LoraModel lora, String adapterName, Path baseModelDir,
             int keepLast, Consumer<Path> extras) {
-        Path saved = save(checkpoints, state, shapesOf(lora.parameters(adapterName)), dir -> {
+        Path saved = save(checkpoints, state, dir -> {
             PeftAdapter.save(lora, adapterName, dir.resolve(ADAPTER_DIR), baseModelDir.toAbsolutePath().toString());
             extras.accept(dir);
         });
@@ -126,9 +135,8 @@ public final class TrainingCheckpoint {
      * Writes a checkpoint for {@code step}.
      *
      * @param writeContents writes the adapter and anything else into the (partial) checkpoint directory it is given
-     * @param shapes the parameters' shapes, in the order of the state's lists
      */
-    static Path save(Path checkpoints, State state, List<long[]> shapes, Consumer<Path> writeContents) {
+    static Path save(Path checkpoints, Snapshot state, Consumer<Path> writeContents) {
         Path target = directoryOf(checkpoints, state.step());
         Path partial = checkpoints.resolve(target.getFileName() + ".partial");
         try {
@@ -136,16 +144,19 @@ public final class TrainingCheckpoint {
             Files.createDirectories(partial);
             writeContents.accept(partial);
             List<TensorSpec> specs = new ArrayList<>();
-            Map<String, float[]> data = new TreeMap<>();
-            for (int i = 0; i < shapes.size(); i++) {
-                put(specs, data, "parameter." + i, state.parameters().get(i), shapes.get(i));
-                put(specs, data, "exp_avg." + i, state.firstMoments().get(i), shapes.get(i));
-                put(specs, data, "exp_avg_sq." + i, state.secondMoments().get(i), shapes.get(i));
-                for (Map.Entry<String, List<float[]>> average : state.averages().entrySet()) {
-                    put(specs, data, "average." + average.getKey() + "." + i, average.getValue().get(i), shapes.get(i));
+            Map<String, NDArray> arrays = new TreeMap<>();
+            int parameters = state.parameters().size();
+            for (int i = 0; i < parameters; i++) {
+                put(specs, arrays, "parameter." + i, state.parameters().get(i));
+                put(specs, arrays, "exp_avg." + i, state.firstMoments().get(i));
+                put(specs, arrays, "exp_avg_sq." + i, state.secondMoments().get(i));
+                for (Map.Entry<String, List<NDArray>> average : state.averages().entrySet()) {
+                    put(specs, arrays, "average." + average.getKey() + "." + i, average.getValue().get(i));
                 }
             }
-            SafetensorsWriter.writeFile(partial.resolve(STATE_TENSORS), specs, spec -> data.get(spec.name()));
+            try (ArrayTensors tensors = new ArrayTensors(arrays)) {
+                SafetensorsWriter.writeFile(partial.resolve(STATE_TENSORS), specs, tensors);
+            }
             ObjectNode json = JSON.createObjectNode();
             json.put("step", state.step());
             json.put("optimizer_steps", state.optimizerSteps());
@@ -153,7 +164,7 @@ public final class TrainingCheckpoint {
             json.put("loss_scale_finite_streak", state.lossScaler().finiteStreak());
             json.put("skipped_steps", state.lossScaler().skippedSteps());
             json.put("skipped_in_a_row", state.lossScaler().skippedInARow());
-            json.put("parameters", shapes.size());
+            json.put("parameters", parameters);
             state.numTokens().ifPresent(tokens -> json.put("num_tokens", tokens));
             state.averages().keySet().forEach(json.putArray("averages")::add);
             ObjectNode hashes = json.putObject("sha256");
@@ -178,9 +189,9 @@ public final class TrainingCheckpoint {
         }
     }
 
-    private static void put(List<TensorSpec> specs, Map<String, float[]> data, String name, float[] values, long[] shape) {
-        specs.add(new TensorSpec(name, DType.F32, shape));
-        data.put(name, values);
+    private static void put(List<TensorSpec> specs, Map<String, NDArray> arrays, String name, NDArray array) {
+        specs.add(new TensorSpec(name, DType.F32, array.getShape().getShape()));
+        arrays.put(name, array);
     }
 
     /** Refuses a directory without the checkpoint's state file, saying what --resume takes. */

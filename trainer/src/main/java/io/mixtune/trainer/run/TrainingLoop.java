@@ -296,8 +296,8 @@ public final class TrainingLoop {
 
     private <B, M extends Objective.Measured> void saveCheckpoint(Objective<B, M> objective, Path checkpoints,
             long step, AdamW optimizer, LossScaler scaler, TrainingAverages averages) {
-        TrainingCheckpoint.State state = TrainingCheckpoint.State.of(step, parameters, optimizer, scaler,
-                averages.state(), numTokens);
+        TrainingCheckpoint.Snapshot state = TrainingCheckpoint.Snapshot.of(step, parameters, optimizer, scaler,
+                averages.arrays(), numTokens);
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
                     tokenizerFiles().writeInto(dir.resolve(TrainingCheckpoint.ADAPTER_DIR));
