@@ -138,6 +138,33 @@ public final class SafetensorsReader implements AutoCloseable {
         }
     }
 
+    /**
+     * The tensor's bytes as stored, read into {@code destination} (exactly the tensor's byte length remaining) by
+     * positional reads: no mapping left for the garbage collector to release, no Java copy when the destination is
+     * an array's memory ({@link ArrayTensors#readInto}).
+     */
+    public void readBytesInto(String name, ByteBuffer destination) {
+        TensorInfo info = info(name);
+        if (destination.remaining() != info.byteLength()) {
+            throw new IllegalArgumentException("tensor " + name + " has " + info.byteLength() + " bytes, the destination "
+                    + destination.remaining());
+        }
+        FileChannel channel = channel(info.file());
+        long start = info.dataOffset() - destination.position();
+        try {
+            requireUntruncated(info, channel);
+            while (destination.hasRemaining()) {
+                if (channel.read(destination, start + destination.position()) < 0) {
+                    throw new CheckpointException(info.file(), name, "file ended at byte "
+                            + (start + destination.position()) + " inside the tensor's data");
+                }
+            }
+        } catch (IOException e) {
+            throw new CheckpointException(info.file(), name, "could not read bytes [" + info.dataOffset() + ", "
+                    + (info.dataOffset() + info.byteLength()) + "): " + e.getMessage(), e);
+        }
+    }
+
     /** The tensor as float32, widened from F32, F16 or BF16. */
     public float[] readFloats(String name) {
         TensorInfo info = info(name);

@@ -207,7 +207,7 @@ public final class DpoRecipe implements AutoCloseable {
         if (stage > 0) {
             List<NDArray> reference = referenceAdapter();
             for (int i = 0; i < reference.size(); i++) {
-                InPlaceCopy.copy(reference.get(i), parameters.get(i).toFloatArray());
+                InPlaceCopy.copy(reference.get(i), parameters.get(i)); // on the device, no host round trip
             }
         }
         StageReference reference = new StageReference(dpo, model, adapter, null, null);

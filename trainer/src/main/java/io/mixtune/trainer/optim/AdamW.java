@@ -176,16 +176,11 @@ public final class AdamW {
         return secondMoments;
     }
 
-    /** Restores the state a checkpoint saved: the moments are copied into place, the step count set. */
-    public void restore(long stepCount, List<float[]> first, List<float[]> second) {
-        if (first.size() != parameters.size() || second.size() != parameters.size()) {
-            throw new IllegalArgumentException("optimizer state holds " + first.size() + " moments for "
-                    + parameters.size() + " parameters");
-        }
-        for (int i = 0; i < parameters.size(); i++) {
-            InPlaceCopy.copy(firstMoments.get(i), first.get(i));
-            InPlaceCopy.copy(secondMoments.get(i), second.get(i));
-        }
+    /**
+     * Restores the step count a checkpoint saved; its moments are written in place into {@link #firstMoments} and
+     * {@link #secondMoments}, tensor by tensor.
+     */
+    public void restoreStepCount(long stepCount) {
         this.step = stepCount;
     }
 }

@@ -16,6 +16,8 @@ import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.function.BiConsumer;
 import java.util.function.LongToDoubleFunction;
 
 /**
@@ -169,17 +171,22 @@ public final class TrainingAverages implements AutoCloseable {
         return arrays;
     }
 
-    /** Puts back what a checkpoint saved of {@link #arrays} after step {@code step}. */
-    public void restore(long step, Map<String, List<float[]>> state) {
-        if (ema != null && state.containsKey("ema")) {
+    /**
+     * Puts back what a checkpoint saved of {@link #arrays} after step {@code step}.
+     *
+     * @param saved the names of the saved averages
+     * @param readInto writes the saved average of a name into the arrays it is given (of the parameters' shapes)
+     */
+    public void restore(long step, Set<String> saved, BiConsumer<String, List<NDArray>> readInto) {
+        if (ema != null && saved.contains("ema")) {
             ema.forEach(NDArray::close);
-            ema = onDevice(state.get("ema"));
+            ema = read("ema", readInto);
         }
-        if (swaConfig != null && state.containsKey("swa")) {
+        if (swaConfig != null && saved.contains("swa")) {
             if (swa != null) {
                 swa.forEach(NDArray::close);
             }
-            swa = onDevice(state.get("swa"));
+            swa = read("swa", readInto);
             if (swaDivisor != null) {
                 swaDivisor.close();
             }
@@ -188,8 +195,8 @@ public final class TrainingAverages implements AutoCloseable {
         if (lawaConfig != null) {
             lawaSnapshots.forEach(snapshot -> snapshot.forEach(NDArray::close));
             lawaSnapshots.clear();
-            for (int i = 0; state.containsKey("lawa." + i); i++) {
-                keepLawaSnapshot(onDevice(state.get("lawa." + i)));
+            for (int i = 0; saved.contains("lawa." + i); i++) {
+                keepLawaSnapshot(read("lawa." + i, readInto));
             }
         }
     }
@@ -259,19 +266,13 @@ public final class TrainingAverages implements AutoCloseable {
         return copies;
     }
 
-    private List<NDArray> onDevice(List<float[]> arrays) {
-        if (arrays.size() != names.size()) {
-            throw new IllegalArgumentException("a checkpoint's average holds " + arrays.size() + " arrays, expected "
-                    + names.size() + " (the adapter's)");
+    /** A saved average, read into new arrays on the device. */
+    private List<NDArray> read(String name, BiConsumer<String, List<NDArray>> readInto) {
+        List<NDArray> arrays = new ArrayList<>(); // updated in place by index (EMA) as the copies are
+        for (Shape shape : shapes) {
+            arrays.add(manager.zeros(shape));
         }
-        List<NDArray> restored = new ArrayList<>();
-        for (int i = 0; i < arrays.size(); i++) {
-            if (arrays.get(i).length != shapes.get(i).size()) {
-                throw new IllegalArgumentException("a checkpoint's average of '" + names.get(i) + "' holds "
-                        + arrays.get(i).length + " values, expected " + shapes.get(i).size() + " " + shapes.get(i));
-            }
-            restored.add(manager.create(arrays.get(i), shapes.get(i)));
-        }
-        return restored;
+        readInto.accept(name, arrays);
+        return arrays;
     }
 }

@@ -28,6 +28,7 @@ import java.util.Comparator;
 import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.OptionalLong;
@@ -72,28 +73,46 @@ public final class TrainingCheckpoint {
     }
 
     /**
-     * What a checkpoint restores.
+     * What a checkpoint restores, read tensor by tensor into the live arrays when restored ({@link ArrayTensors#readInto}):
+     * like saving, resuming never holds the state on the Java heap.
      *
-     * @param averages the weight averages' arrays by name, as {@link Snapshot} saved them
+     * @param tensors the checkpoint's {@value #STATE_TENSORS}, its shapes checked against the run's
+     * @param averages the names of the weight averages it holds ({@link TrainingAverages#arrays})
      * @param numTokens real tokens the run read through {@code step} (TRL's num_tokens); empty in a checkpoint written
      *     before mixtune counted them
      */
-    public record State(long step, long optimizerSteps, LossScaler.State lossScaler, List<float[]> parameters,
-            List<float[]> firstMoments, List<float[]> secondMoments, Map<String, List<float[]>> averages,
-            OptionalLong numTokens) {
+    public record State(long step, long optimizerSteps, LossScaler.State lossScaler, Path tensors, int parameters,
+            Set<String> averages, OptionalLong numTokens) {
 
         /** Puts the adapter arrays back in place. */
         public void restoreParameters(List<NDArray> into) {
-            for (int i = 0; i < into.size(); i++) {
-                InPlaceCopy.copy(into.get(i), parameters.get(i));
-            }
+            readInto("parameter.", into);
         }
 
         /** Puts the adapter arrays, AdamW's moments and the loss scaler back in place. */
         public void restore(List<NDArray> into, AdamW optimizer, LossScaler scaler) {
             restoreParameters(into);
-            optimizer.restore(optimizerSteps, firstMoments, secondMoments);
+            readInto("exp_avg.", optimizer.firstMoments());
+            readInto("exp_avg_sq.", optimizer.secondMoments());
+            optimizer.restoreStepCount(optimizerSteps);
             scaler.restore(lossScaler);
+        }
+
+        /** The saved average {@code name} (one of {@link #averages}), into arrays of the parameters' shapes. */
+        public void readAverage(String name, List<NDArray> into) {
+            readInto("average." + name + ".", into);
+        }
+
+        private void readInto(String prefix, List<NDArray> into) {
+            if (into.size() != parameters) {
+                throw new IllegalArgumentException(tensors + " holds " + parameters + " arrays of " + prefix
+                        + "*, the run has " + into.size());
+            }
+            try (SafetensorsReader reader = SafetensorsReader.open(tensors)) {
+                for (int i = 0; i < parameters; i++) {
+                    ArrayTensors.readInto(reader, prefix + i, into.get(i));
+                }
+            }
         }
     }
 
@@ -217,26 +236,22 @@ public final class TrainingCheckpoint {
                 throw new IllegalArgumentException("checkpoint " + dir + " holds " + json.get("parameters").asInt()
                         + " adapter arrays, this run has " + shapes.size() + ": was the lora section changed?");
             }
-            List<float[]> parameters = new ArrayList<>();
-            List<float[]> first = new ArrayList<>();
-            List<float[]> second = new ArrayList<>();
-            Map<String, List<float[]>> averages = new LinkedHashMap<>();
-            if (json.has("averages")) {
-                json.get("averages").forEach(name -> averages.put(name.asText(), new ArrayList<>()));
-            }
-            try (SafetensorsReader reader = SafetensorsReader.open(dir.resolve(STATE_TENSORS))) {
+            Set<String> averages = new LinkedHashSet<>();
+            json.path("averages").forEach(name -> averages.add(name.asText()));
+            Path tensors = dir.resolve(STATE_TENSORS);
+            try (SafetensorsReader reader = SafetensorsReader.open(tensors)) {
                 for (int i = 0; i < shapes.size(); i++) {
-                    long[] saved = reader.info("parameter." + i).shape();
-                    if (!java.util.Arrays.equals(saved, shapes.get(i))) {
-                        throw new IllegalArgumentException("checkpoint " + dir + ": adapter array " + i + " has shape "
-                                + java.util.Arrays.toString(saved) + ", this run has "
-                                + java.util.Arrays.toString(shapes.get(i)) + ": was the lora section changed?");
+                    List<String> names = new ArrayList<>(List.of("parameter." + i, "exp_avg." + i, "exp_avg_sq." + i));
+                    for (String average : averages) {
+                        names.add("average." + average + "." + i);
                     }
-                    parameters.add(reader.readFloats("parameter." + i));
-                    first.add(reader.readFloats("exp_avg." + i));
-                    second.add(reader.readFloats("exp_avg_sq." + i));
-                    for (Map.Entry<String, List<float[]>> average : averages.entrySet()) {
-                        average.getValue().add(reader.readFloats("average." + average.getKey() + "." + i));
+                    for (String name : names) {
+                        long[] saved = reader.info(name).shape();
+                        if (!java.util.Arrays.equals(saved, shapes.get(i))) {
+                            throw new IllegalArgumentException("checkpoint " + dir + ": adapter array " + i + " has shape "
+                                    + java.util.Arrays.toString(saved) + " (" + name + "), this run has "
+                                    + java.util.Arrays.toString(shapes.get(i)) + ": was the lora section changed?");
+                        }
                     }
                 }
             }
@@ -244,7 +259,7 @@ public final class TrainingCheckpoint {
                     new LossScaler.State(json.get("loss_scale").asDouble(),
                             json.path("loss_scale_finite_streak").asInt(0), json.path("skipped_steps").asLong(0),
                             json.path("skipped_in_a_row").asInt(0)),
-                    parameters, first, second, averages, json.has("num_tokens")
+                    tensors, shapes.size(), averages, json.has("num_tokens")
                             ? OptionalLong.of(json.get("num_tokens").asLong()) : OptionalLong.empty());
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);

@@ -108,7 +108,7 @@ public final class TrainingLoop {
         try (TrainingAverages averages = new TrainingAverages(recipe.averaging(), stage.steps(),
                 lora.parameterNames(TrainingModel.ADAPTER_NAME), parameters)) {
             if (step > stage.start()) {
-                averages.restore(step - stage.start(), resumed.averages());
+                averages.restore(step - stage.start(), resumed.averages(), resumed::readAverage);
             }
             double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
                     ? model.model().config().routerAuxLossCoef() : 0;

@@ -15,6 +15,7 @@ import ai.djl.training.GradientCollector;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
+import io.mixtune.model.nn.InPlaceCopy;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.api.Test;
@@ -85,7 +86,11 @@ class FlatAdamWTest {
                 second.add(copy);
             }
             AdamW resumed = new AdamW(second, 0.9, 0.999, 1e-8, 0.1);
-            resumed.restore(optimizer.stepCount(), m, v);
+            for (int i = 0; i < m.size(); i++) {
+                InPlaceCopy.copy(resumed.firstMoments().get(i), m.get(i));
+                InPlaceCopy.copy(resumed.secondMoments().get(i), v.get(i));
+            }
+            resumed.restoreStepCount(optimizer.stepCount());
             for (int step = 2; step < 4; step++) {
                 setGradients(first, step, 0.5);
                 setGradients(second, step, 0.5);
