@@ -5,7 +5,9 @@
 #      it, says what happened, builds DJL's JNI source against it (build-jni.sh; BUILD_JNI=0 skips) and probes again;
 #      exit 3 when neither works
 #   a. tiny-mixtral QLoRA, 20 steps, fp32, on the GPU and on the CPU from the same seed (dropout 0): every step's
-#      loss within a relative 1e-3
+#      loss within a relative 1e-3; with EMA, SWA and LaWA kept and a checkpoint at step 10, the averages' adapters
+#      of the GPU run within a relative 1e-3 of the CPU run's, and the GPU run resumed from its step-10 checkpoint
+#      ending with the adapters it ended with (within 1e-5: CUDA's atomic adds in the MoE backward may round apart)
 #   b. a DPO run of one step a stage (quickstart-dpo) and `generate` with the trained adapter on the GPU
 #   c. Mistral-7B- and Mixtral-8x7B-shaped random checkpoints (init-model --layers: the real per-layer shapes, fewer
 #      layers, since the full bf16 Mixtral is 93 GB against the 64 GB disk of the lent machine), 3 QLoRA steps each of
@@ -84,7 +86,7 @@ if ! probe jar-jni; then
     exit 3
   fi
 fi
-row "probe: tiny forward on the GPU" "ok ($probe_name)" "$PYTORCH_VERSION $PYTORCH_FLAVOR" \
+row "probe: tiny forward on the GPU" "ok ($probe_name)" "${PYTORCH_VERSION:-bundled} ${PYTORCH_FLAVOR:-}" \
   "$(tail -n 1 "$work/probe-$probe_name.txt")"
 
 # metrics.jsonl -> one loss per line
@@ -98,13 +100,15 @@ print(v[-1] if v else "nan")' "$1" "$2"; }
 
 # --- a. the same 20 steps on the GPU and on the CPU --------------------------------------------------------------
 steps_a="${STEPS_A:-20}"
+averaging_a=(--set averaging.ema_decay=0.9 --set averaging.swa_start=0.5 --set averaging.lawa_k=2
+  --set averaging.lawa_every=5 --set train.save_every=10)
 for run in gpu cpu; do
   device="$([ $run == gpu ] && echo "$gpu" || echo cpu)"
   log "a: tiny-mixtral QLoRA $steps_a steps, fp32, $device"
   rm -rf "$work/a-$run"
   start=$SECONDS
   mixtune train --recipe recipes/quickstart.yaml --set model.device=$device --set model.compute_dtype=fp32 \
-    --set lora.dropout=0.0 --set train.max_steps=$steps_a --set train.eval_every=0 --set train.save_every=0 \
+    --set lora.dropout=0.0 --set train.max_steps=$steps_a --set train.eval_every=0 ${averaging_a[@]} \
     --set output_dir="$work/a-$run" > "$work/a-$run.log" 2>&1 || tail -n 20 "$work/a-$run.log" >&2
   echo $((SECONDS - start)) > "$work/a-$run.time"
 done
@@ -126,8 +130,48 @@ else:
 PY
 )"
 [[ "$a_result" == ok* ]] || misses=$((misses + 1))
+log "a: the GPU run again from its step-10 checkpoint"
+rm -rf "$work/a-gpu-first" && mkdir -p "$work/a-gpu-first"
+cp -r "$work"/a-gpu/adapter* "$work/a-gpu-first/" 2>/dev/null
+mixtune train --recipe recipes/quickstart.yaml --set model.device="$gpu" --set model.compute_dtype=fp32 \
+  --set lora.dropout=0.0 --set train.max_steps=$steps_a --set train.eval_every=0 ${averaging_a[@]} \
+  --set output_dir="$work/a-gpu" --resume "$work/a-gpu/checkpoints/step-000010" > "$work/a-gpu-resumed.log" 2>&1 \
+  || tail -n 20 "$work/a-gpu-resumed.log" >&2
+# adapters A and B (directories holding adapter/, adapter-ema/, ...) -> the worst relative difference of any tensor
+adapters_differ() { python3 - "$@" <<'PY'
+import json, struct, sys
+from array import array
+def tensors(path):
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        data = f.read()
+    out = {}
+    for name, t in header.items():
+        if name != "__metadata__" and t["dtype"] == "F32":
+            out[name] = array("f", data[t["data_offsets"][0]:t["data_offsets"][1]])
+    return out
+first, second, worst = sys.argv[1], sys.argv[2], 0.0
+for name in sys.argv[3:]:
+    try:
+        a, b = tensors(f"{first}/{name}/adapter_model.safetensors"), tensors(f"{second}/{name}/adapter_model.safetensors")
+    except OSError as e:
+        print(f"MISS {name}: {e}"); sys.exit()
+    if a.keys() != b.keys():
+        print(f"MISS {name}: different tensors"); sys.exit()
+    for key in a:
+        scale = max(max(abs(v) for v in a[key]), 1e-30)
+        worst = max(worst, max(abs(x - y) for x, y in zip(a[key], b[key])) / scale)
+print(f"{worst:.2e}")
+PY
+}
+averages_gpu_cpu="$(adapters_differ "$work/a-gpu-first" "$work/a-cpu" adapter-ema adapter-swa adapter-lawa)"
+resumed_gpu="$(adapters_differ "$work/a-gpu-first" "$work/a-gpu" adapter adapter-ema adapter-swa adapter-lawa)"
+a_averages="averages GPU vs CPU: worst $averages_gpu_cpu; GPU resumed at 10 vs not: worst $resumed_gpu"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1e-3 and float(sys.argv[2]) < 1e-5 else 1)' \
+  "$averages_gpu_cpu" "$resumed_gpu" 2>/dev/null || { misses=$((misses + 1)); a_averages="MISS $a_averages"; }
 row "a: $steps_a QLoRA steps GPU vs CPU, fp32" "$(cat "$work/a-gpu.time" 2>/dev/null)s GPU" \
   "$(cat "$work/a-cpu.time" 2>/dev/null)s CPU" "$a_result"
+row "a: weight averages, checkpoint and resume" "EMA, SWA, LaWA k 2" "checkpoint at 10" "$a_averages"
 
 # --- b. DPO and generate on the GPU -------------------------------------------------------------------------------
 log "b: DPO (quickstart-dpo, 1 step a stage) and generate on the GPU"
