@@ -1,5 +1,6 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.HfChatTemplate;
 import io.mixtune.data.template.JinjaChatTemplate;
@@ -204,7 +205,7 @@ public final class SampleCache {
         }
         if (config.template().equals("custom")) {
             // The record's toString would print the strings unquoted; each is length-prefixed instead.
-            DataConfig.CustomTemplateConfig custom = config.customTemplate();
+            CustomTemplateConfig custom = config.customTemplate();
             for (String value : List.of(custom.systemPrefix(), custom.systemSuffix(), custom.userPrefix(),
                     custom.userSuffix(), custom.assistantPrefix(), custom.assistantSuffix(), custom.afterAssistant())) {
                 text.append(value.length()).append(':').append(value).append('\n');

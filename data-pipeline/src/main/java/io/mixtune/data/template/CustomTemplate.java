@@ -2,7 +2,6 @@ package io.mixtune.data.template;
 
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
-import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.util.ArrayList;
 import java.util.List;

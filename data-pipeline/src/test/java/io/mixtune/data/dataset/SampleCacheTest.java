@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
+import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.dataset.SampleCache.Loaded;
 import io.mixtune.data.dataset.SampleCache.Status;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;

@@ -7,7 +7,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
-import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
 import io.mixtune.data.read.ChatFormat;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;

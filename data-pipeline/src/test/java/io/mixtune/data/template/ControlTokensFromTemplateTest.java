@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
-import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
 import io.mixtune.data.preference.PreferencePair;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.data.preference.PreferenceTokenizer;

@@ -10,7 +10,6 @@ import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
 import io.mixtune.data.dataset.DataConfig;
-import io.mixtune.data.dataset.DataConfig.CustomTemplateConfig;
 import io.mixtune.data.read.ChatFormat;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
