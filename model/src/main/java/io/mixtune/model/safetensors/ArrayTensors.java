@@ -12,13 +12,13 @@ import java.util.Arrays;
 import java.util.Map;
 
 /**
- * Tensors held as NDArrays, handed to {@link SafetensorsWriter} as views of their memory (and read back into them,
- * {@link #readInto}): a float32 array on the CPU
- * is written from libtorch's buffer without a copy on the Java heap, one on a GPU through a host copy made for it
- * alone and freed when the writer asks for the next tensor (or on close). Saving a checkpoint then holds at most one
- * tensor beside the live arrays, as torch.save and safetensors' save_file do, instead of a Java copy of the whole state
- * (gigabytes for a Mixtral adapter with its AdamW moments). A spec whose dtype the array does not have (F16, BF16 of
- * a float32 array) is converted by the writer from {@link #floats}.
+ * Tensors held as NDArrays, handed to {@link SafetensorsWriter} as views of their memory, and read back into them
+ * ({@link #readInto}): a float32 array on the CPU is written from libtorch's buffer without a copy on the Java heap,
+ * one on a GPU through a host copy made for it alone and freed when the writer asks for the next tensor (or on close).
+ * Saving a checkpoint then holds at most one tensor beside the live arrays, as torch.save does with a GPU's tensors
+ * (one storage copied to the host at a time), instead of a Java copy of the whole state (gigabytes for a Mixtral
+ * adapter with its AdamW moments). A spec whose dtype the array does not have (F16, BF16 of a float32 array) is
+ * converted by the writer from {@link #floats}.
  */
 public final class ArrayTensors implements SafetensorsWriter.TensorSource, AutoCloseable {
     private final Map<String, NDArray> arrays;
