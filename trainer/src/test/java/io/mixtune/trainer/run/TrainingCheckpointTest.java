@@ -12,7 +12,6 @@ import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.OptionalLong;
@@ -31,12 +30,8 @@ class TrainingCheckpointTest {
     @Test
     void savingAndRestoringCopyNoTensorIntoTheJavaHeap(@TempDir Path dir) {
         try (NDManager manager = NDManager.newBaseManager()) {
-            List<NDArray> parameters = new ArrayList<>();
-            for (int i = 0; i < 3; i++) {
-                NDArray parameter = manager.randomNormal(SHAPE);
-                parameter.setRequiresGradient(true);
-                parameters.add(parameter);
-            }
+            List<NDArray> parameters = trainable(List.of(manager.randomNormal(SHAPE), manager.randomNormal(SHAPE),
+                    manager.randomNormal(SHAPE)));
             AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.0);
             List<NDArray> ema = parameters.stream().map(p -> p.mul(0.5f)).toList();
             long tensorBytes = SHAPE.size() * Float.BYTES;
@@ -58,12 +53,8 @@ class TrainingCheckpointTest {
             assertTrue(allocated < tensorBytes, "saving 12 arrays of " + tensorBytes + " bytes allocated " + allocated
                     + " bytes of Java heap");
             TrainingCheckpoint.load(saved, TrainingCheckpoint.shapesOf(parameters)); // loads the reader's classes
-            List<NDArray> resumedParameters = new ArrayList<>();
-            for (int i = 0; i < 3; i++) {
-                NDArray parameter = manager.zeros(SHAPE);
-                parameter.setRequiresGradient(true);
-                resumedParameters.add(parameter);
-            }
+            List<NDArray> resumedParameters = trainable(List.of(manager.zeros(SHAPE), manager.zeros(SHAPE),
+                    manager.zeros(SHAPE)));
             AdamW resumedOptimizer = new AdamW(resumedParameters, 0.9, 0.999, 1e-8, 0.0);
             LossScaler resumedScaler = LossScaler.dynamic();
             List<NDArray> resumedEma = resumedParameters.stream().map(p -> manager.zeros(SHAPE)).toList();
@@ -90,6 +81,11 @@ class TrainingCheckpointTest {
                         resumedOptimizer.secondMoments().get(i).toFloatArray());
             }
         }
+    }
+
+    private static List<NDArray> trainable(List<NDArray> arrays) {
+        arrays.forEach(array -> array.setRequiresGradient(true));
+        return arrays;
     }
 
     /** Bytes this thread has allocated on the Java heap so far (HotSpot counts them per thread). */
