@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import io.mixtune.model.nn.WithoutGrad;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;

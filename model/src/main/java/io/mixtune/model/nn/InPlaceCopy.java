@@ -3,7 +3,6 @@ package io.mixtune.model.nn;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.pytorch.jni.JniUtils;
 
 /**
  * Values written into an existing float32 array in place, as {@code with torch.no_grad(): t.copy_(v)} writes them: the
@@ -31,12 +30,9 @@ public final class InPlaceCopy {
 
     /** {@code source}'s values written into {@code target}, on target's device (no host copy when both share it). */
     public static void copy(NDArray target, NDArray source) {
-        boolean gradMode = JniUtils.isGradMode();
-        JniUtils.setGradMode(false);
-        try {
+        WithoutGrad.get(() -> {
             target.set(new NDIndex("..."), source);
-        } finally {
-            JniUtils.setGradMode(gradMode);
-        }
+            return target;
+        });
     }
 }

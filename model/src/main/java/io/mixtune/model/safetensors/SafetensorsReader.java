@@ -150,15 +150,9 @@ public final class SafetensorsReader implements AutoCloseable {
                     + destination.remaining());
         }
         FileChannel channel = channel(info.file());
-        long start = info.dataOffset() - destination.position();
         try {
             requireUntruncated(info, channel);
-            while (destination.hasRemaining()) {
-                if (channel.read(destination, start + destination.position()) < 0) {
-                    throw new CheckpointException(info.file(), name, "file ended at byte "
-                            + (start + destination.position()) + " inside the tensor's data");
-                }
-            }
+            readFully(info, channel, destination, info.dataOffset());
         } catch (IOException e) {
             throw new CheckpointException(info.file(), name, "could not read bytes [" + info.dataOffset() + ", "
                     + (info.dataOffset() + info.byteLength()) + "): " + e.getMessage(), e);
@@ -234,13 +228,7 @@ public final class SafetensorsReader implements AutoCloseable {
             for (int done = 0; done < count; ) {
                 int n = Math.min(count - done, blockBytes / width);
                 chunk.clear().limit(n * width);
-                long position = start + (long) done * width;
-                while (chunk.hasRemaining()) {
-                    if (channel.read(chunk, position + chunk.position()) < 0) {
-                        throw new CheckpointException(info.file(), name, "file ended at byte "
-                                + (position + chunk.position()) + " inside the tensor's data");
-                    }
-                }
+                readFully(info, channel, chunk, start + (long) done * width);
                 chunk.flip();
                 if (requireFinite) {
                     allFinite &= widenFinite(info.dtype(), chunk, out, done, n);
@@ -257,6 +245,18 @@ public final class SafetensorsReader implements AutoCloseable {
                     + (start + (long) count * width) + "): " + e.getMessage(), e);
         }
         return out;
+    }
+
+    /** Fills what remains of {@code buffer} from the file at {@code position} on, by positional reads. */
+    private static void readFully(TensorInfo info, FileChannel channel, ByteBuffer buffer, long position)
+            throws IOException {
+        long start = position - buffer.position();
+        while (buffer.hasRemaining()) {
+            if (channel.read(buffer, start + buffer.position()) < 0) {
+                throw new CheckpointException(info.file(), info.name(), "file ended at byte "
+                        + (start + buffer.position()) + " inside the tensor's data");
+            }
+        }
     }
 
     private static CheckpointException notFinite(TensorInfo info, long first, float[] values) {
