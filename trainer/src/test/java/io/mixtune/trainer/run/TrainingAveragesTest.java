@@ -24,10 +24,12 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * The averages a run keeps on its device equal, bit for bit, those that Java float math gives over the same weights
- * (the Java-array averagers of the merging module): EMA in double rounded once to float per step, SWA in float, LaWA
- * summed in double. A fused multiply-add or a float32 EMA would already differ in the last bit after a step or two
- * over weights of mixed magnitudes, which is what these are.
+ * The averages a run keeps on its device equal, bit for bit, those of the merging module's averagers fed the same
+ * weights step by step: the same decays, SWA steps and counts, LaWA windows and feed-back, wired through a run's
+ * arrays. The formulas themselves share their libtorch code with those averagers; AveragingFormulasTest holds them to
+ * Java float math written out (EMA in double rounded once to float per step, SWA in float, LaWA summed in double),
+ * where a fused multiply-add or a float32 EMA already differs in the last bit after a step or two over weights of mixed
+ * magnitudes, which is what these are too.
  */
 class TrainingAveragesTest {
     private static final List<String> NAMES = List.of("layers.0.lora_A.weight", "layers.0.lora_B.weight");
