@@ -57,9 +57,25 @@ final class EnvCommand implements Command {
     @Override
     public int run(CommandLine line, PrintStream out) {
         TorchSource configured = TorchSource.configured(TorchSetup::envOrProperty, false);
-        Engine engine = Engine.getInstance();
         out.printf(Locale.ROOT, "%-10s %s (%s), %s%n", "java", System.getProperty("java.version"),
                 System.getProperty("java.vendor"), System.getProperty("java.home"));
+        Engine engine;
+        try {
+            engine = Engine.getInstance();
+        } catch (RuntimeException e) {
+            String notLoaded = TorchSetup.loadFailure(e);
+            if (notLoaded == null) {
+                throw e;
+            }
+            // What is known without libtorch, so that env still shows what to fix.
+            out.printf(Locale.ROOT, "%-10s %s, engine PyTorch%n", "djl", Engine.getDjlVersion());
+            out.printf(Locale.ROOT, "%-10s %s%n", "libtorch", notLoaded);
+            printWarningsAndNetwork(out);
+            out.printf(Locale.ROOT, "%-10s cpu: %d cores, %s%n", "devices", Runtime.getRuntime().availableProcessors(),
+                    memoryLine());
+            printGpuSteps(out);
+            return Mixtune.USAGE;
+        }
         out.printf(Locale.ROOT, "%-10s %s, engine %s%n", "djl", Engine.getDjlVersion(), engine.getEngineName());
         String libtorchDir = LibUtils.getLibtorchPath();
         out.printf(Locale.ROOT, "%-10s %s, flavor %s, loaded from %s (%s)%n", "libtorch", LibUtils.getVersion(),
@@ -69,13 +85,7 @@ final class EnvCommand implements Command {
             out.printf(Locale.ROOT, "%-10s %s (not the pytorch-jni jar's, which is built for libtorch %s)%n", "jni",
                     builtJni, TorchSource.VERSION);
         }
-        for (String problem : TorchSource.problems(TorchSetup::envOrProperty)) {
-            out.printf(Locale.ROOT, "%-10s %s%n", "warning", problem);
-        }
-        out.printf(Locale.ROOT, "%-10s %s%n", "network", "true".equals(System.getProperty("ai.djl.offline"))
-                ? "offline (ai.djl.offline=true): DJL downloads nothing; --allow-download or MIXTUNE_ALLOW_DOWNLOAD=1 "
-                        + "lets it fetch a CUDA libtorch once"
-                : "allowed for DJL (ai.djl.offline is not true)");
+        printWarningsAndNetwork(out);
         out.printf(Locale.ROOT, "%-10s cpu: %d cores, %s%n", "devices", Runtime.getRuntime().availableProcessors(),
                 memoryLine());
         boolean gpu = ComputeDevice.gpuUsable();
@@ -97,12 +107,26 @@ final class EnvCommand implements Command {
         out.printf(Locale.ROOT, "%-10s %s%n", "features", engine.hasCapability(StandardCapabilities.CUDA)
                 ? "CUDA" + (engine.hasCapability(StandardCapabilities.CUDNN) ? ", cuDNN" : "") : "CPU only");
         if (!gpu) {
-            out.println();
-            out.println("To train on an NVIDIA GPU, give DJL a CUDA libtorch " + TorchSource.VERSION
-                    + " (the pytorch-jni jar carries its " + TorchSource.CUDA_FLAVOR + " JNI), either way:");
-            GpuSetup.STEPS.forEach(step -> out.println("  " + step));
+            printGpuSteps(out);
         }
         return Mixtune.OK;
+    }
+
+    private static void printWarningsAndNetwork(PrintStream out) {
+        for (String problem : TorchSource.problems(TorchSetup::envOrProperty)) {
+            out.printf(Locale.ROOT, "%-10s %s%n", "warning", problem);
+        }
+        out.printf(Locale.ROOT, "%-10s %s%n", "network", "true".equals(System.getProperty("ai.djl.offline"))
+                ? "offline (ai.djl.offline=true): DJL downloads nothing; --allow-download or MIXTUNE_ALLOW_DOWNLOAD=1 "
+                        + "lets it fetch a CUDA libtorch once"
+                : "allowed for DJL (ai.djl.offline is not true)");
+    }
+
+    private static void printGpuSteps(PrintStream out) {
+        out.println();
+        out.println("To train on an NVIDIA GPU, give DJL a CUDA libtorch " + TorchSource.VERSION
+                + " (the pytorch-jni jar carries its " + TorchSource.CUDA_FLAVOR + " JNI), either way:");
+        GpuSetup.STEPS.forEach(step -> out.println("  " + step));
     }
 
     /** The flavor from DJL's cache folder name, else PYTORCH_FLAVOR (a folder given by PYTORCH_LIBRARY_PATH). */

@@ -120,6 +120,15 @@ public final class Mixtune {
             }
             return USAGE;
         } catch (Exception | OutOfMemoryError e) {
+            String notLoaded = TorchSetup.loadFailure(e);
+            if (notLoaded != null) {
+                // the set-up is the user's to fix, as a refused device: gpu is
+                err.println("mixtune " + command.name() + ": libtorch " + notLoaded);
+                if (verbose) {
+                    e.printStackTrace(err);
+                }
+                return USAGE;
+            }
             err.println("mixtune " + command.name() + ": " + oneLine(e));
             if (verbose) {
                 e.printStackTrace(err);

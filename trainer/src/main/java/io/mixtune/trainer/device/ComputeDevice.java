@@ -4,6 +4,8 @@ import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.engine.StandardCapabilities;
 import ai.djl.pytorch.jni.LibUtils;
+import java.nio.file.Files;
+import java.nio.file.Path;
 
 /**
  * The device a run's arrays live on, from model.device (or --device): auto is the GPU when libtorch was built with
@@ -41,7 +43,11 @@ public final class ComputeDevice {
         Engine engine = Engine.getInstance();
         String loaded = "libtorch " + LibUtils.getVersion() + " loaded from " + LibUtils.getLibtorchPath();
         if (!engine.hasCapability(StandardCapabilities.CUDA)) {
-            return loaded + " has no usable CUDA (a CPU build, or no NVIDIA driver/GPU visible to it)";
+            // DJL's CUDA capability is torch::cuda::is_available(): false for a CPU build and for a CUDA build that
+            // finds no GPU; only a CUDA build has libtorch_cuda.so beside libtorch.so
+            return Files.exists(Path.of(LibUtils.getLibtorchPath(), "libtorch_cuda.so"))
+                    ? loaded + ", a CUDA build, finds no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
+                    : loaded + " is a CPU build";
         }
         return loaded + " sees no GPU";
     }

@@ -1,11 +1,15 @@
 package io.mixtune.trainer.device;
 
 import ai.djl.engine.Engine;
+import ai.djl.engine.EngineException;
 import ai.djl.util.Utils;
 import java.io.IOException;
 import java.net.URL;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.Enumeration;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Lets DJL download a CUDA libtorch once, only when the user allows network with --allow-download or
@@ -58,6 +62,62 @@ public final class TorchSetup {
                     .append(')');
         }
         return text.toString();
+    }
+
+    /** The dynamic loader's "cannot open shared object file" for a library libtorch needs, and the library. */
+    private static final Pattern MISSING_LIBRARY = Pattern.compile("(lib[\\w.+-]+\\.so[\\d.]*): cannot open shared "
+            + "object file");
+
+    /**
+     * What stopped DJL from loading libtorch, in one line a user can act on ("not loaded: " where from, the loader's
+     * message and, for the usual causes, what to do); null when {@code e} is not such a failure. A failure to load is
+     * an EngineException thrown from DJL's engine provider (PtEngine wraps whatever the loading threw); libtorch's own
+     * errors at run time are EngineExceptions too, but thrown after the engine is up.
+     */
+    public static String loadFailure(Throwable e) {
+        if (!(e instanceof EngineException) || Arrays.stream(e.getStackTrace()).noneMatch(frame -> frame.getClassName()
+                .equals("ai.djl.pytorch.engine.PtEngineProvider"))) {
+            return null;
+        }
+        Throwable cause = e;
+        while (cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        String message = cause.getMessage() == null ? cause.getClass().getSimpleName() : cause.getMessage();
+        // The JVM repeats the file's path before the loader's message ("/a/libx.so: /a/libx.so: file too short").
+        message = message.replaceFirst("^(\\S+): \\1: ", "$1: ");
+        TorchSource source = TorchSource.configured(TorchSetup::envOrProperty, false);
+        String where = source.kind() == TorchSource.Kind.LIBRARY_PATH
+                ? source.libraryDir() + " (PYTORCH_LIBRARY_PATH, PYTORCH_VERSION=" + envOrProperty("PYTORCH_VERSION")
+                        + ", PYTORCH_FLAVOR=" + envOrProperty("PYTORCH_FLAVOR") + ")"
+                : "the bundled CPU libtorch, extracted into " + Utils.getEngineCacheDir("pytorch");
+        return "not loaded: " + where + ": " + message + hint(message, source);
+    }
+
+    private static String hint(String message, TorchSource source) {
+        String instead = source.kind() == TorchSource.Kind.LIBRARY_PATH
+                ? "; unset PYTORCH_LIBRARY_PATH for the bundled CPU libtorch (mixtune env lists the GPU set-up steps)"
+                : "; remove that folder for DJL to extract it again";
+        Matcher missing = MISSING_LIBRARY.matcher(message);
+        boolean libraryMissing = missing.find();
+        if (libraryMissing && missing.group(1).startsWith("libcuda.so")) {
+            return ": libcuda.so.1 comes with the NVIDIA driver, which this machine lacks (a CUDA libtorch loads only "
+                    + "where nvidia-smi works)" + instead;
+        }
+        if (libraryMissing) {
+            return ": " + missing.group(1) + " is needed by this libtorch and not found (pip installs CUDA's libraries "
+                    + "as the nvidia-* packages beside torch, which pip install --no-deps leaves out; or name their "
+                    + "folder in LD_LIBRARY_PATH)" + instead;
+        }
+        if (message.contains("undefined symbol")) {
+            return ": the libraries do not fit together, one built for another version (DJL 0.35.1's JNI is built for "
+                    + TorchSource.VERSION + "; bench/gpu/build-jni.sh builds one for the torch at hand)" + instead;
+        }
+        if (message.contains("file too short") || message.contains("invalid ELF header")
+                || message.contains("wrong ELF class")) {
+            return ": not a shared library for Linux x86-64" + instead;
+        }
+        return instead;
     }
 
     /** DJL's lookup order: the environment variable, then the system property. */

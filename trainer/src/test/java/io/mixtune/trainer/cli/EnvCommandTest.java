@@ -8,7 +8,10 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -64,20 +67,63 @@ class EnvCommandTest {
      */
     @Test
     void allowDownloadTakesDjlsDownloadRoute(@TempDir Path dir) throws IOException, InterruptedException {
-        List<String> command = List.of(ProcessHandle.current().info().command().orElse("java"), "-Dai.djl.offline=true",
-                "-cp", System.getProperty("java.class.path"), Mixtune.class.getName(), "env", "--allow-download");
-        ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true)
-                .redirectOutput(dir.resolve("log.txt").toFile());
-        builder.environment().put("DJL_OFFLINE", "true"); // never a real download from a test
-        builder.environment().put("ENGINE_CACHE_DIR", dir.resolve("cache").toString());
-        builder.environment().remove("PYTORCH_LIBRARY_PATH");
-        builder.environment().remove("MIXTUNE_ALLOW_DOWNLOAD");
+        Map<String, String> environment = new HashMap<>();
+        environment.put("DJL_OFFLINE", "true"); // never a real download from a test
+        environment.put("ENGINE_CACHE_DIR", dir.resolve("cache").toString());
+        Run env = runInOwnJvm(dir, environment, "env", "--allow-download");
+        assertEquals(1, env.code(), env.out());
+        assertTrue(env.out().contains("mixtune env: --allow-download: DJL could not download libtorch 2.7.1 cu128 into "
+                + dir.resolve("cache").resolve("pytorch") + ": Failed to save pytorch index file (IOException: Offline "
+                + "mode is enabled.)"), env.out());
+    }
+
+    /**
+     * A libtorch that cannot load: here a libtorch.so that is no shared library; on a machine without the NVIDIA
+     * driver a CUDA libtorch fails the same way, on libcuda.so.1 (seen with pip torch 2.14.1+cu130). Before, env
+     * printed only "Failed to load PyTorch native library" (exit 1), and so did train. Now env prints what it knows,
+     * the cause and the steps, and train stops in one line naming the folder, both exit 2, nothing written.
+     */
+    @Test
+    void aLibtorchThatCannotLoadIsNamedWithItsCause(@TempDir Path dir) throws IOException, InterruptedException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "not a library");
+        Map<String, String> environment = Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION", "2.7.1",
+                "PYTORCH_FLAVOR", "cu128");
+        Run env = runInOwnJvm(dir, environment, "env");
+        assertEquals(2, env.code(), env.out());
+        assertTrue(env.out().contains("java       " + System.getProperty("java.version")), env.out());
+        assertTrue(env.out().contains("libtorch   not loaded: " + lib.toAbsolutePath() + " (PYTORCH_LIBRARY_PATH, "
+                + "PYTORCH_VERSION=2.7.1, PYTORCH_FLAVOR=cu128): " + lib.toAbsolutePath().resolve("libtorch.so")
+                + ": file too short: not a shared library for Linux x86-64"), env.out());
+        assertTrue(env.out().contains("export PYTORCH_VERSION=2.7.1 PYTORCH_FLAVOR=cu128"), env.out());
+
+        Path output = dir.resolve("out");
+        Run train = runInOwnJvm(dir, environment, "train", "--recipe", "../recipes/quickstart.yaml", "--set",
+                "output_dir=" + output);
+        assertEquals(2, train.code(), train.out());
+        List<String> lines = train.out().strip().lines().filter(l -> l.startsWith("mixtune")).toList();
+        assertEquals(1, lines.size(), train.out());
+        assertTrue(lines.get(0).startsWith("mixtune train: libtorch not loaded: " + lib.toAbsolutePath()
+                + " (PYTORCH_LIBRARY_PATH"), lines.get(0));
+        assertTrue(lines.get(0).contains("unset PYTORCH_LIBRARY_PATH for the bundled CPU libtorch"), lines.get(0));
+        assertFalse(Files.exists(output), "nothing written");
+    }
+
+    private record Run(int code, String out) {}
+
+    /** mixtune in a JVM of its own (the test JVM's libtorch is loaded already), stdout and stderr together. */
+    private static Run runInOwnJvm(Path dir, Map<String, String> environment, String... args)
+            throws IOException, InterruptedException {
+        List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
+                "-Dai.djl.offline=true", "-cp", System.getProperty("java.class.path"), Mixtune.class.getName()));
+        command.addAll(List.of(args));
+        Path log = Files.createTempFile(dir, "mixtune", ".log");
+        ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
+        builder.environment().keySet().removeIf(name -> name.startsWith("PYTORCH_") || name.equals(
+                "MIXTUNE_ALLOW_DOWNLOAD"));
+        builder.environment().putAll(environment);
         Process process = builder.start();
         assertTrue(process.waitFor(120, TimeUnit.SECONDS));
-        String log = Files.readString(dir.resolve("log.txt"), StandardCharsets.UTF_8);
-        assertEquals(1, process.exitValue(), log);
-        assertTrue(log.contains("mixtune env: --allow-download: DJL could not download libtorch 2.7.1 cu128 into "
-                + dir.resolve("cache").resolve("pytorch") + ": Failed to save pytorch index file (IOException: Offline "
-                + "mode is enabled.)"), log);
+        return new Run(process.exitValue(), Files.readString(log, StandardCharsets.UTF_8));
     }
 }
