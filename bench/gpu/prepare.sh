@@ -7,6 +7,10 @@
 #   djl-jni/   DJL 0.35.1's PyTorch JNI source with its javac-generated header and the JDK's jni.h, for build-jni.sh
 #              should the jar's prebuilt JNI not work with the device's torch (from DJL_GIT, a clone of
 #              github.com/deepjavalibrary/djl, else fetched from GitHub; skipped, with a message, when neither works)
+#   jni-prebuilt/   with PREBUILT_JNI_TORCH=a torch/lib folder (say pip's torch 2.14.1+cu130 for a device with a CUDA 13
+#              torch): DJL's JNI built against that torch by build-jni.sh, for run.sh to try on a device without g++
+#              (a JNI built against 2.14.1 ran torch 2.13.0 here; an older torch may lack a symbol it needs: the
+#              probe tells)
 # and packs them as bench/gpu/dist.tar.gz (git-ignored too), which is what travels: run.sh unpacks it on the device.
 # Run it here (Java 17 with jlink and jmods). Prints the sizes.
 set -euo pipefail
@@ -51,6 +55,16 @@ if [ -n "$djl_git" ]; then
   java_home="$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")"
   cp "$java_home/include/jni.h" "$jni/jni-include/"
   cp "$java_home/include/linux/jni_md.h" "$jni/jni-include/linux/"
+fi
+if [ -n "${PREBUILT_JNI_TORCH:-}" ] && [ -d "$dist/djl-jni" ]; then
+  build="$(mktemp -d)"
+  # its own engine cache: the build installs its JNI there, not in ~/.djl.ai where DJL would use it here
+  ENGINE_CACHE_DIR="$build/cache" PYTORCH_LIBRARY_PATH="$PREBUILT_JNI_TORCH" bench/gpu/build-jni.sh "$build/jni" >/dev/null
+  mkdir -p "$dist/jni-prebuilt"
+  strip --strip-unneeded -o "$dist/jni-prebuilt/libdjl_torch.so" "$build/jni/libdjl_torch.so"
+  cp "$build/jni/built-for" "$dist/jni-prebuilt/"
+  rm -rf "$build"
+  echo "prepare: jni-prebuilt/ for $(cat "$dist/jni-prebuilt/built-for")"
 fi
 tar -C "$dist/.." -czf "$root/bench/gpu/dist.tar.gz" dist
 echo "bench/gpu/dist: $(du -sh "$dist" | cut -f1) (runtime $(du -sh "$dist/runtime" | cut -f1), jars" \

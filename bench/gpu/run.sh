@@ -2,8 +2,9 @@
 # The GPU device check of issue #19, on any Linux machine with an NVIDIA GPU, Java 17 (or bench/gpu/dist from
 # prepare.sh) and a CUDA libtorch DJL 0.35.1 can drive (PYTORCH_LIBRARY_PATH; default: this python3's torch/lib).
 #   0. probe: `mixtune env` and one tiny forward on the GPU with that libtorch; when the jar's JNI does not work with
-#      it, says what happened, builds DJL's JNI source against it (build-jni.sh; BUILD_JNI=0 skips) and probes again;
-#      exit 3 when neither works
+#      it, says what happened, builds DJL's JNI source against it (build-jni.sh; BUILD_JNI=0 skips) and probes again,
+#      else (no g++, or the build fails) probes the JNI prepare.sh built against another torch, if dist carries one;
+#      exit 3 when none works
 #   a. tiny-mixtral QLoRA, 20 steps, fp32, on the GPU and on the CPU from the same seed (dropout 0): every step's
 #      loss within a relative 1e-3; with EMA, SWA and LaWA kept and a checkpoint at step 10, the averages' adapters
 #      of the GPU run within a relative 1e-3 of the CPU run's, and the GPU run resumed from its step-10 checkpoint
@@ -44,8 +45,11 @@ fi
 if [ -n "${PYTORCH_LIBRARY_PATH:-}" ]; then
   export PYTORCH_LIBRARY_PATH PYTORCH_VERSION="${PYTORCH_VERSION:-2.7.1}" PYTORCH_FLAVOR="${PYTORCH_FLAVOR:-cu128}"
 fi
-torch_version="$(python3 -c 'import torch; print(torch.__version__, torch.version.cuda)' 2>/dev/null || echo unknown)"
-log "libtorch: ${PYTORCH_LIBRARY_PATH:-the bundled CPU one} (python3's torch: $torch_version) as" \
+# the torch whose lib folder is used (its version.py), else python3's
+torch_version="$(sed -n "s/^__version__[^'\"]*['\"]\([^'\"]*\).*/\1/p" "${PYTORCH_LIBRARY_PATH:-/nonexistent}/../version.py" \
+  2>/dev/null)"
+[ -n "$torch_version" ] || torch_version="$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo unknown)"
+log "libtorch: ${PYTORCH_LIBRARY_PATH:-the bundled CPU one} (torch $torch_version) as" \
   "PYTORCH_VERSION=${PYTORCH_VERSION:-} PYTORCH_FLAVOR=${PYTORCH_FLAVOR:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || echo "no nvidia-smi" >&2
 
@@ -67,26 +71,38 @@ probe() { # probe NAME: mixtune env and a tiny forward on the GPU; 0 when both w
 mixtune init-model --preset tiny-mixtral --out "$work/tiny-mixtral" --dtype fp32 --force >&2
 probe_name="jar-jni"
 if ! probe jar-jni; then
-  # The way left: DJL's JNI source built here against this torch (bench/gpu/build-jni.sh, needs g++).
+  # The ways left: DJL's JNI source built here against this torch (bench/gpu/build-jni.sh, needs g++), else the JNI
+  # prepare.sh built against another torch of the same CUDA major, if dist carries one (bench/gpu/dist/jni-prebuilt).
+  probe_name=""
   if [ "${BUILD_JNI:-1}" == 1 ] && command -v g++ >/dev/null; then
     log "building DJL's JNI against this torch (bench/gpu/build-jni.sh)"
     exports="$(bench/gpu/build-jni.sh "$work/jni-build" 2> "$work/build-jni.log" | tail -n 1)"
     tail -n 5 "$work/build-jni.log" >&2
     if [[ "$exports" == export* ]]; then
       eval "$exports"
-      probe_name="built-jni"
-      probe built-jni || exit 3
+      probe built-jni && probe_name="built-jni"
     else
       echo "build-jni.sh failed; its first errors and last lines ($work/build-jni.log):" >&2
       grep -m 10 -E "error|undefined reference" "$work/build-jni.log" >&2
       tail -n 10 "$work/build-jni.log" >&2
-      exit 3
     fi
   else
-    exit 3
+    log "no JNI build: $([ "${BUILD_JNI:-1}" == 1 ] && echo "no g++ on this machine" || echo "BUILD_JNI=0")"
   fi
+  if [ -z "$probe_name" ] && [ -f bench/gpu/dist/jni-prebuilt/libdjl_torch.so ]; then
+    log "trying the JNI prepare.sh built for $(cat bench/gpu/dist/jni-prebuilt/built-for)"
+    exports="$(JNI_PREBUILT=bench/gpu/dist/jni-prebuilt bench/gpu/build-jni.sh 2> "$work/prebuilt-jni.log" \
+      | tail -n 1)"
+    cat "$work/prebuilt-jni.log" >&2
+    if [[ "$exports" == export* ]]; then
+      eval "$exports"
+      probe prebuilt-jni && probe_name="prebuilt-jni"
+    fi
+  fi
+  [ -n "$probe_name" ] || exit 3
 fi
-row "probe: tiny forward on the GPU" "ok ($probe_name)" "${PYTORCH_VERSION:-bundled} ${PYTORCH_FLAVOR:-}" \
+row "probe: tiny forward on the GPU" "ok ($probe_name)" "${PYTORCH_VERSION:-bundled} ${PYTORCH_FLAVOR:-}$(
+  [ "$probe_name" == prebuilt-jni ] && echo ", JNI for $(cat bench/gpu/dist/jni-prebuilt/built-for)")" \
   "$(tail -n 1 "$work/probe-$probe_name.txt")"
 
 # metrics.jsonl -> one loss per line
