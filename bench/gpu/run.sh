@@ -29,6 +29,14 @@ declare -a table=()
 row() { table+=("$(printf '%-44s %-26s %-26s %s' "$1" "$2" "$3" "$4")"); }
 log() { echo "== $*" >&2; }
 
+# --- glibc: DJL 0.35.1's tokenizers library and Debian's Java 17 (dist/runtime) need 2.34 (objdump -T); say so at once
+glibc="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+if [ -n "$glibc" ] && [ "$(printf '%s\n2.34\n' "$glibc" | sort -V | head -n 1)" != 2.34 ]; then
+  echo "glibc $glibc here: mixtune's native libraries need 2.34 or newer (DJL's libtokenizers.so; the jlink runtime" \
+    "of Debian's Java 17 too), so nothing can run" >&2
+  exit 3
+fi
+
 # --- Java and the jars -------------------------------------------------------------------------------------------
 if [ ! -d bench/gpu/dist ] && [ -f bench/gpu/dist.tar.gz ]; then tar -C bench/gpu -xzf bench/gpu/dist.tar.gz; fi
 if [ -x bench/gpu/dist/runtime/bin/java ]; then
