@@ -1,16 +1,14 @@
 package io.mixtune.trainer.dpo;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
-import ai.djl.training.GradientCollector;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.CausalLmLoss;
-import io.mixtune.trainer.run.CheckpointedBackward;
+import io.mixtune.trainer.run.DecoderBackward;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.OptimizerStep;
 import io.mixtune.trainer.run.StepContext;
@@ -49,13 +47,8 @@ public final class DpoStep {
      */
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
-        return of(model, dpo, batch, reference, auxCoefficient, manager, OptionalLong.empty());
-    }
-
-    /** @param dropoutSeed seeds LoRA dropout per layer as SFT does; empty leaves torch's generator alone */
-    private static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
-            double auxCoefficient, NDManager manager, OptionalLong dropoutSeed) {
-        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager, dropoutSeed);
+        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager,
+                OptionalLong.empty());
         Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), manager);
         if (target.loadBalancing() == null) {
             return terms;
@@ -136,31 +129,21 @@ public final class DpoStep {
 
     /**
      * Forward and backward of weight x the micro-batch's objective, accumulating into the parameters' gradients; with
-     * {@code checkpointing} layer by layer ({@link CheckpointedBackward}), the DPO loss being its head.
+     * {@code checkpointing} layer by layer ({@link DecoderBackward}), the DPO loss being its head.
      */
     private static MicroBatch backward(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, double weight, boolean checkpointing, long dropoutSeed, NDManager manager) {
-        if (checkpointing) {
-            MicroBatch[] head = new MicroBatch[1];
-            double loadBalancing = CheckpointedBackward.run(model, batch.rows(), (states, headManager) -> {
-                Terms terms = fromLogProbs(dpo, batch, reference,
-                        CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager), headManager);
-                head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
-                        0);
-                return Scalars.times(terms.objective(), weight);
-            }, auxCoefficient * weight, dropoutSeed, manager);
-            MicroBatch terms = head[0];
-            boolean dense = Double.isNaN(loadBalancing);
-            return new MicroBatch(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
-                    terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing);
-        }
-        try (NDManager stepManager = manager.newSubManager();
-                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Terms terms = of(model, dpo, batch, reference, auxCoefficient, stepManager, OptionalLong.of(dropoutSeed));
-            collector.backward(Scalars.times(terms.objective(), weight));
-            return new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(),
-                    terms.loadBalancing());
-        }
+        MicroBatch[] head = new MicroBatch[1];
+        double loadBalancing = DecoderBackward.run(model, batch.rows(), (states, headManager) -> {
+            Terms terms = fromLogProbs(dpo, batch, reference,
+                    CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager), headManager);
+            head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(), 0);
+            return Scalars.times(terms.objective(), weight);
+        }, auxCoefficient * weight, checkpointing, dropoutSeed, manager);
+        MicroBatch terms = head[0];
+        boolean dense = Double.isNaN(loadBalancing);
+        return new MicroBatch(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
+                terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing);
     }
 
     /**

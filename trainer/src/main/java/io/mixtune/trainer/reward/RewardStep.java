@@ -1,14 +1,12 @@
 package io.mixtune.trainer.reward;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.training.GradientCollector;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.CausalLmLoss;
-import io.mixtune.trainer.run.CheckpointedBackward;
+import io.mixtune.trainer.run.DecoderBackward;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.StepContext;
 import java.util.LinkedHashMap;
@@ -52,30 +50,21 @@ public final class RewardStep {
 
     /**
      * Forward and backward of weight x the micro-batch's objective, accumulating into the parameters' gradients; with
-     * {@code checkpointing} layer by layer ({@link CheckpointedBackward}), the reward loss being its head.
+     * {@code checkpointing} layer by layer ({@link DecoderBackward}), the reward loss being its head.
      */
     private static MicroBatch backward(CausalLm model, NDArray head, Recipe.Reward reward, RewardBatch batch,
             double auxCoefficient, double weight, boolean checkpointing, long dropoutSeed, NDManager manager) {
-        if (checkpointing) {
-            MicroBatch[] measured = new MicroBatch[1];
-            double loadBalancing = CheckpointedBackward.run(model, batch.pairs().rows(), (states, headManager) -> {
-                NDArray rewards = RewardHead.rewards(states, batch.positions(), head, headManager);
-                NDArray loss = RewardLoss.of(reward, rewards, batch.margins(), headManager);
-                measured[0] = new MicroBatch(loss.getFloat(), loss.getFloat(), rewards.toFloatArray(), 0);
-                return Scalars.times(loss, weight);
-            }, auxCoefficient * weight, dropoutSeed, manager);
-            MicroBatch terms = measured[0];
-            boolean dense = Double.isNaN(loadBalancing);
-            return new MicroBatch(terms.loss() + (dense ? 0 : auxCoefficient * loadBalancing), terms.loss(),
-                    terms.rewards(), dense ? 0 : loadBalancing);
-        }
-        try (NDManager stepManager = manager.newSubManager();
-                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Terms terms = of(model, head, reward, batch, auxCoefficient, stepManager, OptionalLong.of(dropoutSeed));
-            collector.backward(Scalars.times(terms.objective(), weight));
-            return new MicroBatch(terms.objective().getFloat(), terms.loss().getFloat(), terms.rewards(),
-                    terms.loadBalancing());
-        }
+        MicroBatch[] measured = new MicroBatch[1];
+        double loadBalancing = DecoderBackward.run(model, batch.pairs().rows(), (states, headManager) -> {
+            NDArray rewards = RewardHead.rewards(states, batch.positions(), head, headManager);
+            NDArray loss = RewardLoss.of(reward, rewards, batch.margins(), headManager);
+            measured[0] = new MicroBatch(loss.getFloat(), loss.getFloat(), rewards.toFloatArray(), 0);
+            return Scalars.times(loss, weight);
+        }, auxCoefficient * weight, checkpointing, dropoutSeed, manager);
+        MicroBatch terms = measured[0];
+        boolean dense = Double.isNaN(loadBalancing);
+        return new MicroBatch(terms.loss() + (dense ? 0 : auxCoefficient * loadBalancing), terms.loss(),
+                terms.rewards(), dense ? 0 : loadBalancing);
     }
 
     /**

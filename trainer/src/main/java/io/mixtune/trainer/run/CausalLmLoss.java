@@ -7,7 +7,6 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.training.GradientCollector;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.mistral.AttentionMask;
@@ -318,58 +317,27 @@ public final class CausalLmLoss {
 
     /**
      * Forward and backward of crossEntropySum / crossEntropyDivisor + auxWeight x loadBalancing, accumulating into the
-     * parameters' gradients; with {@code checkpointing} layer by layer ({@link CheckpointedBackward}).
+     * parameters' gradients; with {@code checkpointing} layer by layer ({@link DecoderBackward}).
      *
      * @param dropoutSeed LoRA dropout masks are drawn from it, per layer, the same way on both paths
      * @return the terms' values; loadBalancing is NaN for a dense model
      */
     public static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
             boolean checkpointing, long dropoutSeed, NDManager manager) {
-        if (checkpointing) {
-            double[] crossEntropySum = new double[1];
-            long[] correct = new long[1];
-            double loadBalancing = CheckpointedBackward.run(model, batch, (states, headManager) -> {
-                Optional<HeadGradient> head = headGradient(model, states, batch, crossEntropyDivisor, headManager);
-                if (head.isPresent()) {
-                    crossEntropySum[0] = head.get().crossEntropySum();
-                    correct[0] = head.get().correctPredictions();
-                    return head.get().objective();
-                }
-                NDArray sum = crossEntropySum(model, states, batch, headManager,
-                        logitsChunkRows(model.config()), correct);
-                crossEntropySum[0] = sum.getFloat();
-                return Scalars.dividedBy(sum, crossEntropyDivisor);
-            }, auxWeight, dropoutSeed, manager);
-            return new Values(crossEntropySum[0], loadBalancing, batch.targetCount(), correct[0]);
-        }
-        try (NDManager stepManager = manager.newSubManager();
-                GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            Forward forward = forward(model, batch, stepManager, OptionalLong.of(dropoutSeed));
-            Optional<HeadGradient> head = headGradient(model, forward.states(), batch, crossEntropyDivisor,
-                    stepManager);
-            double crossEntropySum;
-            long correct;
-            NDArray objective;
+        double[] crossEntropySum = new double[1];
+        long[] correct = new long[1];
+        double loadBalancing = DecoderBackward.run(model, batch, (states, headManager) -> {
+            Optional<HeadGradient> head = headGradient(model, states, batch, crossEntropyDivisor, headManager);
             if (head.isPresent()) {
-                crossEntropySum = head.get().crossEntropySum();
-                correct = head.get().correctPredictions();
-                objective = head.get().objective();
-            } else {
-                long[] hits = new long[1];
-                NDArray sum = crossEntropySum(model, forward.states(), batch, stepManager,
-                        logitsChunkRows(model.config()), hits);
-                crossEntropySum = sum.getFloat();
-                correct = hits[0];
-                objective = Scalars.dividedBy(sum, crossEntropyDivisor);
+                crossEntropySum[0] = head.get().crossEntropySum();
+                correct[0] = head.get().correctPredictions();
+                return head.get().objective();
             }
-            if (forward.loadBalancing() != null && auxWeight > 0) {
-                objective = objective.add(Scalars.times(forward.loadBalancing(), auxWeight));
-            }
-            collector.backward(objective);
-            return new Values(crossEntropySum,
-                    forward.loadBalancing() == null ? Double.NaN : forward.loadBalancing().getFloat(),
-                    batch.targetCount(), correct);
-        }
+            NDArray sum = crossEntropySum(model, states, batch, headManager, logitsChunkRows(model.config()), correct);
+            crossEntropySum[0] = sum.getFloat();
+            return Scalars.dividedBy(sum, crossEntropyDivisor);
+        }, auxWeight, checkpointing, dropoutSeed, manager);
+        return new Values(crossEntropySum[0], loadBalancing, batch.targetCount(), correct[0]);
     }
 
     /** LoRA dropout of layer {@code layer} draws from torch's generator seeded here, in a forward and its recompute. */

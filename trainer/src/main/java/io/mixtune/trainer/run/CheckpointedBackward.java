@@ -30,18 +30,14 @@ import java.util.List;
 public final class CheckpointedBackward {
     private CheckpointedBackward() {}
 
-    /** The objective computed with autograd from the final (normed) hidden states [B, T, hidden]. */
-    public interface Head {
-        NDArray objective(NDArray states, NDManager manager);
-    }
-
     /**
-     * Backward of head's objective + auxWeight x the load-balancing loss, accumulating into the parameters' gradients.
+     * Backward of head's objective + auxWeight x the load-balancing loss, accumulating into the parameters' gradients
+     * ({@link DecoderBackward#run} with checkpointing).
      *
      * @return the load-balancing loss, NaN for a dense model
      */
-    public static double run(CausalLm model, TrainingBatch batch, Head head, double auxWeight, long dropoutSeed,
-            NDManager manager) {
+    static double run(CausalLm model, TrainingBatch batch, DecoderBackward.Head head, double auxWeight,
+            long dropoutSeed, NDManager manager) {
         try (NDManager step = manager.newSubManager()) {
             CausalLmLoss.Inputs in = CausalLmLoss.inputs(model, batch, step);
             int layers = model.layerCount();
