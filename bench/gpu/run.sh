@@ -15,7 +15,8 @@
 #      the shipped recipes at 1 row (7B: 1 x 2048, Mixtral: 1 x 1024), fp16: peak GPU memory (nvidia-smi, sampled every
 #      0.1 s, minus the memory in use before) next to `mixtune plan` for the same config (goal: within 10%), tokens/s
 # Prints a table; exits 1 on a miss. Usage: bench/gpu/run.sh [work dir, default /tmp/mixtune-gpu]
-# Env: LAYERS_7B (default 4), LAYERS_MIXTRAL (default 2), STEPS_A (20), SKIP_C=1 to stop after b; GPU=cpu runs the
+# Env: LAYERS_7B (default 4), LAYERS_MIXTRAL (default 2), STEPS_A (20), SKIP_C=1 to stop after b, BUDGET_S and
+# C_CASE_S (a c case is skipped with under C_CASE_S of BUDGET_S seconds left), OUT (logs copied there); GPU=cpu runs the
 # plumbing on a machine without a GPU (every "gpu" run on the CPU, c skipped): a test of this script, not of a GPU.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,8 +27,21 @@ misses=0
 gpu="${GPU:-gpu}"
 [ "$gpu" == gpu ] || SKIP_C=1
 declare -a table=()
-row() { table+=("$(printf '%-44s %-26s %-26s %s' "$1" "$2" "$3" "$4")"); }
+# Each row is printed as soon as it is made, so a run cut short by a time limit still shows what it measured, and
+# again in the table at the end. With OUT set (the device tool's folder that comes back), the logs, the probe's and
+# generate's outputs and the table are copied there on exit, whatever the exit.
+row() {
+  local line; line="$(printf '%-44s %-26s %-26s %s' "$1" "$2" "$3" "$4")"
+  table+=("$line"); echo "row: $line" >&2
+}
 log() { echo "== $*" >&2; }
+if [ -n "${OUT:-}" ]; then
+  trap 'mkdir -p "$OUT/gpu-check"; cp "$work"/*.log "$work"/*.txt "$OUT/gpu-check/" 2>/dev/null
+    printf "%s\n" "${table[@]}" > "$OUT/gpu-check/table.txt"' EXIT
+fi
+# BUDGET_S: the seconds this run may take (0, the default: no limit); a part that would not finish in what is left is
+# skipped with a row saying so, rather than cut by the caller's timeout before the table prints
+time_for() { [ "${BUDGET_S:-0}" -eq 0 ] || [ $((BUDGET_S - SECONDS)) -ge "$1" ]; }
 
 # --- glibc: DJL 0.35.1's tokenizers library and Debian's Java 17 (dist/runtime) need 2.34 (objdump -T); say so at once
 glibc="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
@@ -233,6 +247,10 @@ if [ "${SKIP_C:-0}" != 1 ]; then
   for case in "mistral-7b ${LAYERS_7B:-4} recipes/mistral-7b-qlora-sft.yaml" \
               "mixtral-8x7b ${LAYERS_MIXTRAL:-2} recipes/mixtral-8x7b-qlora-sft.yaml"; do
     read -r preset layers recipe <<< "$case"
+    if ! time_for "${C_CASE_S:-240}"; then
+      row "c: $preset ($layers layers), 3 QLoRA steps" "skipped" "" "MISS: under ${C_CASE_S:-240} s of BUDGET_S left"
+      misses=$((misses + 1)); continue
+    fi
     dir="$work/$preset-$layers"
     log "c: $preset with $layers layers: init-model, plan, 3 QLoRA steps"
     [ -f "$dir/config.json" ] || mixtune init-model --preset "$preset" --layers "$layers" --out "$dir" >&2
