@@ -1,20 +1,18 @@
 package io.mixtune.trainer.cli;
 
-import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.engine.StandardCapabilities;
 import ai.djl.pytorch.jni.LibUtils;
-import ai.djl.util.cuda.CudaUtils;
 import io.mixtune.trainer.device.ComputeDevice;
 import io.mixtune.trainer.device.GpuSetup;
 import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.device.TorchSource;
 import java.io.IOException;
 import java.io.PrintStream;
-import java.lang.management.MemoryUsage;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.TimeUnit;
@@ -89,15 +87,16 @@ final class EnvCommand implements Command {
         out.printf(Locale.ROOT, "%-10s cpu: %d cores, %s%n", "devices", Runtime.getRuntime().availableProcessors(),
                 memoryLine());
         boolean gpu = ComputeDevice.gpuUsable();
+        String nvidiaSmi = nvidiaSmi("--query-gpu=" + GPU_QUERY, "--format=csv,noheader,nounits");
         if (gpu) {
-            for (int id = 0; id < engine.getGpuCount(); id++) {
-                out.printf(Locale.ROOT, "%-10s %s%n", "", gpuLine(id));
-            }
+            List<String> gpus = nvidiaSmi == null || nvidiaSmi.isBlank()
+                    ? List.of("gpu(0): libtorch's CUDA sees it; no name or memory without nvidia-smi")
+                    : gpuLines(nvidiaSmi);
+            gpus.forEach(gpuLine -> out.printf(Locale.ROOT, "%-10s %s%n", "", gpuLine));
         } else {
-            int driverGpus = CudaUtils.getGpuCount();
-            out.printf(Locale.ROOT, "%-10s no usable GPU: %s%s%n", "", ComputeDevice.whyNoGpu(), driverGpus > 0
-                    ? "; the NVIDIA driver reports " + driverGpus + " GPU(s), CUDA " + CudaUtils.getCudaVersionString()
-                    : "");
+            long listed = nvidiaSmi == null ? 0 : nvidiaSmi.lines().filter(l -> !l.isBlank()).count();
+            out.printf(Locale.ROOT, "%-10s no usable GPU: %s%s%n", "", ComputeDevice.whyNoGpu(), listed > 0
+                    ? "; nvidia-smi lists " + listed + " GPU(s)" : "");
         }
         out.printf(Locale.ROOT, "%-10s %s%n", "compute", gpu
                 ? "device auto -> gpu(0): compute_dtype auto = fp16 with dynamic loss scaling (DJL's PyTorch JNI has "
@@ -148,27 +147,44 @@ final class EnvCommand implements Command {
         };
     }
 
-    private static String gpuLine(int id) {
-        Device device = Device.gpu(id);
-        MemoryUsage memory = CudaUtils.getGpuMemory(device);
-        return String.format(Locale.ROOT, "%s: %s, %.1f GiB total, %.1f GiB free, compute capability %s, CUDA %s",
-                device, gpuName(id), memory.getMax() / Math.pow(1024, 3),
-                (memory.getMax() - memory.getUsed()) / Math.pow(1024, 3), CudaUtils.getComputeCapability(id),
-                CudaUtils.getCudaVersionString());
+    /** What nvidia-smi tells of each GPU; it needs no CUDA runtime in this process (see ComputeDevice.gpuUsable). */
+    private static final String GPU_QUERY = "index,name,memory.total,memory.free,compute_cap,driver_version";
+
+    /**
+     * One line per GPU from nvidia-smi's answer to {@link #GPU_QUERY} in CSV without header or units (memory in MiB);
+     * a row it cannot read is shown as it is.
+     */
+    static List<String> gpuLines(String csv) {
+        List<String> lines = new ArrayList<>();
+        for (String row : csv.strip().split("\\R")) {
+            String[] field = row.strip().split("\\s*,\\s*");
+            try {
+                if (field.length != 6) {
+                    throw new NumberFormatException();
+                }
+                lines.add(String.format(Locale.ROOT, "gpu(%d): %s, %.1f GiB total, %.1f GiB free, compute capability "
+                        + "%s, driver %s", Integer.parseInt(field[0]), field[1], Double.parseDouble(field[2]) / 1024,
+                        Double.parseDouble(field[3]) / 1024, field[4], field[5]));
+            } catch (NumberFormatException e) {
+                lines.add("nvidia-smi: " + row.strip());
+            }
+        }
+        return lines;
     }
 
-    /** nvidia-smi's name for the GPU; CUDA's runtime API that DJL binds has no name query. */
-    private static String gpuName(int id) {
+    /** nvidia-smi's output for these arguments, or null when it is missing or fails. */
+    private static String nvidiaSmi(String... arguments) {
+        List<String> command = new ArrayList<>(List.of("nvidia-smi"));
+        command.addAll(List.of(arguments));
         try {
-            Process process = new ProcessBuilder("nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i",
-                    String.valueOf(id)).redirectErrorStream(true).start();
-            String name = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8).strip();
-            return process.waitFor(10, TimeUnit.SECONDS) && process.exitValue() == 0 ? name : "unknown name";
+            Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
+            String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            return process.waitFor(10, TimeUnit.SECONDS) && process.exitValue() == 0 ? output : null;
         } catch (IOException e) {
-            return "unknown name (no nvidia-smi)";
+            return null;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            return "unknown name";
+            return null;
         }
     }
 

@@ -32,23 +32,22 @@ public final class ComputeDevice {
         };
     }
 
-    /** libtorch was built with CUDA, initialises it and sees at least one GPU. */
+    /**
+     * libtorch was built with CUDA and sees at least one GPU: DJL's CUDA capability is torch::cuda::is_available(),
+     * which is device_count() > 0. Not DJL's Engine.getGpuCount(): that asks libcudart through JNA, which looks only in
+     * the dynamic linker's folders, and a pip torch's libcudart lies in site-packages/nvidia/.../lib, loaded by
+     * libtorch_cuda.so's own run path; it would report no GPU beside a working one.
+     */
     public static boolean gpuUsable() {
-        Engine engine = Engine.getInstance();
-        return engine.hasCapability(StandardCapabilities.CUDA) && engine.getGpuCount() > 0;
+        return Engine.getInstance().hasCapability(StandardCapabilities.CUDA);
     }
 
     /** Why {@link #gpuUsable()} is false, as a clause. */
     public static String whyNoGpu() {
-        Engine engine = Engine.getInstance();
         String loaded = "libtorch " + LibUtils.getVersion() + " loaded from " + LibUtils.getLibtorchPath();
-        if (!engine.hasCapability(StandardCapabilities.CUDA)) {
-            // DJL's CUDA capability is torch::cuda::is_available(): false for a CPU build and for a CUDA build that
-            // finds no GPU; only a CUDA build has libtorch_cuda.so beside libtorch.so
-            return Files.exists(Path.of(LibUtils.getLibtorchPath(), "libtorch_cuda.so"))
-                    ? loaded + ", a CUDA build, finds no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
-                    : loaded + " is a CPU build";
-        }
-        return loaded + " sees no GPU";
+        // only a CUDA build has libtorch_cuda.so beside libtorch.so
+        return Files.exists(Path.of(LibUtils.getLibtorchPath(), "libtorch_cuda.so"))
+                ? loaded + ", a CUDA build, finds no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
+                : loaded + " is a CPU build";
     }
 }

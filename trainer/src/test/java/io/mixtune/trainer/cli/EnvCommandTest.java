@@ -109,6 +109,20 @@ class EnvCommandTest {
         assertFalse(Files.exists(output), "nothing written");
     }
 
+    /**
+     * The GPU lines come from nvidia-smi, not from DJL's CudaUtils, which finds libcudart through JNA in the linker's
+     * folders only and so misses a pip torch's (site-packages/nvidia/.../lib). The row is nvidia-smi's format for
+     * --query-gpu=index,name,memory.total,memory.free,compute_cap,driver_version --format=csv,noheader,nounits.
+     */
+    @Test
+    void gpuLinesReadNvidiaSmi() {
+        assertEquals(List.of("gpu(0): NVIDIA H100 80GB HBM3, 79.6 GiB total, 79.1 GiB free, compute capability 9.0, "
+                + "driver 580.82.07", "gpu(1): NVIDIA L4, 22.5 GiB total, 22.0 GiB free, compute capability 8.9, driver "
+                + "580.82.07", "nvidia-smi: 2, NVIDIA A100, [N/A], [N/A], 8.0, 580.82.07"),
+                EnvCommand.gpuLines("0, NVIDIA H100 80GB HBM3, 81559, 81003, 9.0, 580.82.07\n"
+                        + "1, NVIDIA L4, 23034, 22517, 8.9, 580.82.07\n2, NVIDIA A100, [N/A], [N/A], 8.0, 580.82.07\n"));
+    }
+
     private record Run(int code, String out) {}
 
     /** mixtune in a JVM of its own (the test JVM's libtorch is loaded already), stdout and stderr together. */
