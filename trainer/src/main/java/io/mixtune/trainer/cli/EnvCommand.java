@@ -17,7 +17,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.apache.commons.cli.CommandLine;
@@ -28,9 +27,6 @@ import org.apache.commons.cli.Options;
  * devices, the compute types a recipe gets on them and, without a usable GPU, the steps that give one.
  */
 final class EnvCommand implements Command {
-    /** DJL's cache folders are named VERSION[-BUILD]-FLAVOR-CLASSIFIER, e.g. 2.7.1-20250812-cpu-linux-x86_64. */
-    private static final Pattern CACHE_FOLDER = Pattern.compile("\\d+\\.\\d+\\.\\d+(?:-\\d+)?-(cpu|cu\\d+)"
-            + "(?:-precxx11)?-[a-z]+-[a-z0-9_]+");
 
     @Override
     public String name() {
@@ -130,9 +126,9 @@ final class EnvCommand implements Command {
 
     /** The flavor from DJL's cache folder name, else PYTORCH_FLAVOR (a folder given by PYTORCH_LIBRARY_PATH). */
     static String flavor(String libtorchDir) {
-        Matcher m = CACHE_FOLDER.matcher(Path.of(libtorchDir).getFileName().toString());
+        Matcher m = TorchSource.CACHE_FOLDER.matcher(Path.of(libtorchDir).getFileName().toString());
         if (m.matches()) {
-            return m.group(1);
+            return m.group(2);
         }
         String flavor = TorchSetup.envOrProperty("PYTORCH_FLAVOR");
         return flavor == null ? "unknown (PYTORCH_FLAVOR not set)" : flavor;

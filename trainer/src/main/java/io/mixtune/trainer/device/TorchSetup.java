@@ -28,9 +28,21 @@ public final class TorchSetup {
         return value != null && (value.equals("1") || value.equalsIgnoreCase("true"));
     }
 
-    /** Before anything touches DJL's engine: loads it the download way when allowed and no library path is given. */
+    /**
+     * Before anything touches DJL's engine: a libtorch named by PYTORCH_LIBRARY_PATH gets the PYTORCH_VERSION and
+     * PYTORCH_FLAVOR its folder tells ({@link TorchSource#identify}) where they are not set (DJL would take the jar's
+     * 2.7.1 and guess the flavor from a libcudart it looks for through JNA, which misses a pip torch's, and so pick the
+     * CPU JNI); without one, loads the engine the download way when allowed.
+     */
     public static TorchSource apply(boolean allowDownload) {
         TorchSource source = TorchSource.configured(TorchSetup::envOrProperty, allowDownload);
+        if (source.kind() == TorchSource.Kind.LIBRARY_PATH) {
+            TorchSource.identify(source.libraryDir()).ifPresent(identity -> {
+                setIfUnset("PYTORCH_VERSION", identity.version());
+                setIfUnset("PYTORCH_FLAVOR", identity.flavor());
+            });
+            return TorchSource.configured(TorchSetup::envOrProperty, allowDownload);
+        }
         if (source.kind() != TorchSource.Kind.DOWNLOAD) {
             return source;
         }
@@ -85,7 +97,7 @@ public final class TorchSetup {
         }
         String message = cause.getMessage() == null ? cause.getClass().getSimpleName() : cause.getMessage();
         // The JVM repeats the file's path before the loader's message ("/a/libx.so: /a/libx.so: file too short").
-        message = message.replaceFirst("^(\\S+): \\1: ", "$1: ");
+        message = message.replaceFirst("^(\\S+): \\1: ", "$1: ").replaceFirst("\\.$", "");
         TorchSource source = TorchSource.configured(TorchSetup::envOrProperty, false);
         String where = source.kind() == TorchSource.Kind.LIBRARY_PATH
                 ? source.libraryDir() + " (PYTORCH_LIBRARY_PATH, PYTORCH_VERSION=" + envOrProperty("PYTORCH_VERSION")
@@ -109,6 +121,18 @@ public final class TorchSetup {
                     + "as the nvidia-* packages beside torch, which pip install --no-deps leaves out; or name their "
                     + "folder in LD_LIBRARY_PATH)" + instead;
         }
+        if (source.kind() == TorchSource.Kind.LIBRARY_PATH && (message.contains("Offline mode is enabled")
+                || message.contains("Resource not found in classpath: jnilib/"))) {
+            // DJL looked for a JNI for this version and flavor in the folder, its cache and the pytorch-jni jar, then
+            // went to download one
+            String version = envOrProperty("PYTORCH_VERSION");
+            String flavor = envOrProperty("PYTORCH_FLAVOR");
+            return ": DJL has no JNI for libtorch " + version + " " + flavor + " (the pytorch-jni jar carries "
+                    + TorchSource.VERSION + "'s, cpu and " + TorchSource.CUDA_FLAVOR + "; one built by "
+                    + "bench/gpu/build-jni.sh for this torch is looked for as " + source.libraryDir()
+                    + "/0.35.1-libdjl_torch.so and as " + TorchSource.engineCacheDir(TorchSetup::envOrProperty)
+                    + "/" + version + "-" + flavor + "-linux-x86_64/0.35.1-libdjl_torch.so)" + instead;
+        }
         if (message.contains("undefined symbol")) {
             return ": the libraries do not fit together, one built for another version (DJL 0.35.1's JNI is built for "
                     + TorchSource.VERSION + "; bench/gpu/build-jni.sh builds one for the torch at hand)" + instead;
@@ -118,6 +142,12 @@ public final class TorchSetup {
             return ": not a shared library for Linux x86-64" + instead;
         }
         return instead;
+    }
+
+    private static void setIfUnset(String name, String value) {
+        if (envOrProperty(name) == null || envOrProperty(name).isBlank()) {
+            System.setProperty(name, value);
+        }
     }
 
     /** DJL's lookup order: the environment variable, then the system property. */

@@ -1,10 +1,14 @@
 package io.mixtune.trainer.device;
 
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.function.UnaryOperator;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Where DJL 0.35.1 will take libtorch from, as its {@code ai.djl.pytorch.jni.LibUtils} decides, read from the same
@@ -138,7 +142,7 @@ public record TorchSource(Kind kind, Path libraryDir, String version, String fla
     }
 
     /** DJL's {@code Utils.getEngineCacheDir("pytorch")}, or null when no home folder is known. */
-    private static Path engineCacheDir(UnaryOperator<String> lookup) {
+    static Path engineCacheDir(UnaryOperator<String> lookup) {
         String engineCache = blankToNull(lookup.apply("ENGINE_CACHE_DIR"));
         if (engineCache != null) {
             return Path.of(engineCache, "pytorch");
@@ -153,19 +157,47 @@ public record TorchSource(Kind kind, Path libraryDir, String version, String fla
 
     /** The version a pip install of torch records beside its lib folder (torch/version.py), or null. */
     static String pipTorchVersion(Path libDir) {
+        return versionPyValue(libDir, "__version__");
+    }
+
+    /** What DJL is to be told of a libtorch: its version (without a local label) and JNI flavor (cpu, cu128, ...). */
+    public record Identity(String version, String flavor) {}
+
+    /** DJL's cache folders are named VERSION[-BUILD]-FLAVOR-CLASSIFIER, e.g. 2.7.1-20250812-cpu-linux-x86_64. */
+    public static final Pattern CACHE_FOLDER = Pattern.compile("(\\d+\\.\\d+\\.\\d+)(?:-\\d+)?-(cpu|cu\\d+)"
+            + "(?:-precxx11)?-[a-z]+-[a-z0-9_]+");
+
+    /**
+     * The libtorch in {@code libDir} as its folder tells: a pip torch's version.py (__version__ '2.7.1+cu128' and
+     * cuda '12.8', or None for a CPU build: cu128, cpu), else the name of a DJL cache folder (2.7.1-cu128-linux-x86_64);
+     * empty when neither is there.
+     */
+    public static Optional<Identity> identify(Path libDir) {
+        String pipVersion = pipTorchVersion(libDir);
+        if (pipVersion != null) {
+            String cuda = versionPyValue(libDir, "cuda");
+            return Optional.of(new Identity(pipVersion.replaceFirst("\\+.*", ""),
+                    cuda == null ? "cpu" : "cu" + cuda.replaceAll("[^0-9]", "")));
+        }
+        Matcher folder = CACHE_FOLDER.matcher(libDir.getFileName() == null ? "" : libDir.getFileName().toString());
+        return folder.matches() ? Optional.of(new Identity(folder.group(1), folder.group(2))) : Optional.empty();
+    }
+
+    /** A quoted string assigned to {@code name} in torch/version.py beside {@code libDir} (null when None or absent). */
+    private static String versionPyValue(Path libDir, String name) {
         Path versionFile = libDir.getParent() == null ? null : libDir.getParent().resolve("version.py");
         if (versionFile == null || !Files.isRegularFile(versionFile)) {
             return null;
         }
+        Pattern assignment = Pattern.compile("^" + Pattern.quote(name) + "\\s*(?::[^=]*)?=\\s*['\"]([^'\"]+)['\"]");
         try {
             for (String line : Files.readAllLines(versionFile)) {
-                java.util.regex.Matcher m = java.util.regex.Pattern.compile("__version__\\s*(?::\\s*str\\s*)?=\\s*"
-                        + "['\"]([^'\"]+)['\"]").matcher(line);
+                Matcher m = assignment.matcher(line);
                 if (m.find()) {
                     return m.group(1);
                 }
             }
-        } catch (java.io.IOException e) {
+        } catch (IOException e) {
             return null;
         }
         return null;

@@ -4,7 +4,12 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.EngineException;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * What a failed libtorch load says. The loader messages are the ones seen here with pip torch 2.14.1+cu130 on this
@@ -47,6 +52,31 @@ class TorchSetupTest {
                 + "symbol: _ZN2at4_ops10from_blob4callEv"));
         assertTrue(message.contains(": /v/lib/libdjl_torch.so: undefined symbol: _ZN2at4_ops10from_blob4callEv: the "
                 + "libraries do not fit together"), message);
+    }
+
+    /**
+     * A libtorch of another version with no JNI built for it: DJL looks in the folder, its cache and the jar, then
+     * tries to download one, which offline ends in "Offline mode is enabled." (seen with pip torch 2.13.0+cpu and
+     * PYTORCH_VERSION=2.13.0). The hint names the two places a built JNI is looked for.
+     */
+    @Test
+    void aVersionWithoutAJniIsToldWhereOneIsLookedFor(@TempDir Path dir) throws IOException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "");
+        Map<String, String> settings = Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION", "2.13.0",
+                "PYTORCH_FLAVOR", "cpu", "ENGINE_CACHE_DIR", dir.resolve("cache").toString());
+        settings.forEach(System::setProperty);
+        try {
+            String message = TorchSetup.loadFailure(failedLoad("Offline mode is enabled."));
+            assertTrue(message.startsWith("not loaded: " + lib.toAbsolutePath() + " (PYTORCH_LIBRARY_PATH, "
+                    + "PYTORCH_VERSION=2.13.0, PYTORCH_FLAVOR=cpu): Offline mode is enabled: DJL has no JNI for libtorch "
+                    + "2.13.0 cpu (the pytorch-jni jar carries 2.7.1's, cpu and cu128; one built by "
+                    + "bench/gpu/build-jni.sh for this torch is looked for as " + lib.toAbsolutePath()
+                    + "/0.35.1-libdjl_torch.so and as " + dir.resolve("cache") + "/pytorch/2.13.0-cpu-linux-x86_64/"
+                    + "0.35.1-libdjl_torch.so)"), message);
+        } finally {
+            settings.keySet().forEach(System::clearProperty);
+        }
     }
 
     /** libtorch's own errors at run time are EngineExceptions too, thrown once the engine is up: not a load failure. */

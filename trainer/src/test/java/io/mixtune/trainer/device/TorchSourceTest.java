@@ -8,6 +8,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -102,6 +103,31 @@ class TorchSourceTest {
         // the jar's own version needs no built JNI: PYTORCH_VERSION=2.7.1 never looks for one
         assertEquals(null, TorchSource.builtJni(Map.of("PYTORCH_LIBRARY_PATH", lib.toString(), "PYTORCH_VERSION",
                 "2.7.1", "PYTORCH_FLAVOR", "cpu", "ENGINE_CACHE_DIR", cache.toString())::get));
+    }
+
+    /**
+     * The version and flavor a libtorch folder tells, for PYTORCH_VERSION and PYTORCH_FLAVOR left unset: the
+     * version.py texts are those of pip's torch 2.13.0+cpu and 2.14.1+cu130 on this machine, and 2.7.1's cu128 wheel.
+     */
+    @Test
+    void aFolderTellsItsVersionAndFlavor(@TempDir Path dir) throws IOException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        assertEquals(Optional.empty(), TorchSource.identify(lib));
+        String common = "from typing import Optional\n\n__all__ = ['__version__', 'debug', 'cuda', 'git_version', "
+                + "'hip', 'rocm', 'xpu']\n";
+        Files.writeString(dir.resolve("torch/version.py"), common + "__version__ = '2.13.0+cpu'\ndebug = False\n"
+                + "cuda: Optional[str] = None\nhip: Optional[str] = None\n");
+        assertEquals(Optional.of(new TorchSource.Identity("2.13.0", "cpu")), TorchSource.identify(lib));
+        Files.writeString(dir.resolve("torch/version.py"), common + "__version__ = '2.14.1+cu130'\ndebug = False\n"
+                + "cuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n");
+        assertEquals(Optional.of(new TorchSource.Identity("2.14.1", "cu130")), TorchSource.identify(lib));
+        Files.writeString(dir.resolve("torch/version.py"), "__version__ = '2.7.1+cu128'\ncuda = '12.8'\n");
+        assertEquals(Optional.of(new TorchSource.Identity("2.7.1", "cu128")), TorchSource.identify(lib));
+        // DJL's own cache folders: a download, and the bundled CPU libtorch extracted
+        Path download = Files.createDirectories(dir.resolve("pytorch/2.7.1-cu128-linux-x86_64"));
+        assertEquals(Optional.of(new TorchSource.Identity("2.7.1", "cu128")), TorchSource.identify(download));
+        Path bundled = Files.createDirectories(dir.resolve("pytorch/2.7.1-20250812-cpu-linux-x86_64"));
+        assertEquals(Optional.of(new TorchSource.Identity("2.7.1", "cpu")), TorchSource.identify(bundled));
     }
 
     @Test
