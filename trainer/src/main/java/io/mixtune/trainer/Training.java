@@ -1,6 +1,7 @@
 package io.mixtune.trainer;
 
 import io.mixtune.trainer.chat.TemplateWarning;
+import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.reward.RewardRecipe;
 import io.mixtune.trainer.recipe.Recipe;
@@ -110,6 +111,9 @@ public final class Training {
 
     /** Trains the recipe to its last step, or to the step where {@link #cancel} was called. */
     public TrainingResult run() {
+        // as the command line does before any command: PYTORCH_LIBRARY_PATH's version and flavor, or DJL's download
+        // when MIXTUNE_ALLOW_DOWNLOAD allows it (a no-op once the engine is loaded)
+        TorchSetup.apply(TorchSetup.downloadAllowedByEnvironment());
         if (recipe.warm().enabled()) {
             return runWarm();
         }

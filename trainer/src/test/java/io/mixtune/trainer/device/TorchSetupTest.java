@@ -1,5 +1,6 @@
 package io.mixtune.trainer.device;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -7,6 +8,7 @@ import ai.djl.engine.EngineException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -76,6 +78,26 @@ class TorchSetupTest {
                     + "0.35.1-libdjl_torch.so)"), message);
         } finally {
             settings.keySet().forEach(System::clearProperty);
+        }
+    }
+
+    /** PYTORCH_LIBRARY_PATH alone: apply() gives DJL the version and flavor the folder tells, and overrides nothing. */
+    @Test
+    void applyTellsDjlTheVersionAndFlavorOfTheFolder(@TempDir Path dir) throws IOException {
+        Path lib = Files.createDirectories(dir.resolve("torch/lib"));
+        Files.writeString(lib.resolve("libtorch.so"), "");
+        Files.writeString(dir.resolve("torch/version.py"), "__version__ = '2.14.1+cu130'\ncuda: Optional[str] = '13.0'\n");
+        assertNull(TorchSetup.envOrProperty("PYTORCH_VERSION"), "a test machine sets no PYTORCH_VERSION");
+        System.setProperty("PYTORCH_LIBRARY_PATH", lib.toString());
+        try {
+            TorchSetup.apply(false);
+            assertEquals("2.14.1", System.getProperty("PYTORCH_VERSION"));
+            assertEquals("cu130", System.getProperty("PYTORCH_FLAVOR"));
+            System.setProperty("PYTORCH_VERSION", "2.14.0");
+            TorchSetup.apply(false);
+            assertEquals("2.14.0", System.getProperty("PYTORCH_VERSION"), "a version the user set stays");
+        } finally {
+            List.of("PYTORCH_LIBRARY_PATH", "PYTORCH_VERSION", "PYTORCH_FLAVOR").forEach(System::clearProperty);
         }
     }
 
