@@ -145,24 +145,21 @@ public final class Generation {
     /** Checks {@code options} from the files alone; {@link #run} runs this first. */
     public static void check(Options options) {
         Path modelDir = options.model();
-        if (Files.isRegularFile(modelDir)) {
-            throw new InvalidOptions("model", modelDir + ": is a file, expected a Hugging Face checkpoint directory "
-                    + "(config.json + safetensors)");
-        }
-        if (!Files.isRegularFile(modelDir.resolve("config.json"))) {
-            throw new InvalidOptions("model", modelDir + ": no Hugging Face checkpoint there (config.json missing)");
+        String modelProblem = InputDirectories.modelProblem(modelDir);
+        if (modelProblem != null) {
+            throw new InvalidOptions("model", modelDir + ": " + modelProblem);
         }
         if (options.maxNewTokens() < 0) {
             throw new InvalidOptions("maxNewTokens", "must be >= 0, got " + options.maxNewTokens());
         }
         if (options.adapter() != null) {
-            Path config = options.adapter().resolve(PeftAdapter.CONFIG_FILE);
-            if (!Files.isRegularFile(config)) {
-                throw new InvalidOptions("adapter", options.adapter() + ": no PEFT adapter there ("
-                        + PeftAdapter.CONFIG_FILE + " missing)");
+            String adapterProblem = InputDirectories.adapterProblem(options.adapter());
+            if (adapterProblem != null) {
+                throw new InvalidOptions("adapter", options.adapter() + ": " + adapterProblem);
             }
             try {
-                PeftAdapter.readConfig(config, Set.of()); // a reward model's adapter is refused, with what it is
+                // a reward model's adapter is refused, with what it is
+                PeftAdapter.readConfig(options.adapter().resolve(PeftAdapter.CONFIG_FILE), Set.of());
             } catch (IllegalArgumentException e) {
                 throw new InvalidOptions("adapter", e.getMessage());
             }

@@ -67,6 +67,8 @@ public final class MergeAdapter {
             List<String> copiedFiles) {}
 
     public Result run() {
+        InputDirectories.requireModel("model", model);
+        InputDirectories.requireAdapter("adapter", adapter);
         for (Path input : List.of(model, adapter)) {
             String problem = PathOverlap.problem("--out", out, input);
             if (problem != null) {

@@ -166,19 +166,8 @@ public final class ModelEval {
 
     /** Checks every input, reads the data, then loads the model (and adapter, and proxy pair) and evaluates. */
     public Result run() {
-        if (Files.isRegularFile(model)) {
-            throw new InvalidOptionException("model", "--model " + model + ": is a file, expected a Hugging Face"
-                    + " checkpoint directory (config.json + safetensors)");
-        }
         Device on = device != null ? device : ComputeDevice.choose("auto");
-        if (!Files.isDirectory(model)) {
-            throw new InvalidOptionException("model", "--model " + model + ": no such directory (expected a Hugging"
-                    + " Face checkpoint)");
-        }
-        if (!Files.isRegularFile(model.resolve("config.json"))) {
-            throw new InvalidOptionException("model", "--model " + model + ": no Hugging Face checkpoint there"
-                    + " (config.json missing)");
-        }
+        InputDirectories.requireModel("model", model);
         Path dataFile = DataConfig.file(data.toString());
         if (Files.isDirectory(dataFile)) {
             throw new InvalidOptionException("data", "--data " + data + ": is a directory, expected a data file (JSONL"
@@ -251,18 +240,7 @@ public final class ModelEval {
     }
 
     private void checkAdapter() {
-        if (Files.isRegularFile(adapter)) {
-            throw new InvalidOptionException("adapter", "--adapter " + adapter + ": is a file, expected a PEFT adapter"
-                    + " directory (adapter_config.json + adapter_model.safetensors)");
-        }
-        if (!Files.isDirectory(adapter)) {
-            throw new InvalidOptionException("adapter", "--adapter " + adapter + ": no such directory (expected a PEFT"
-                    + " adapter)");
-        }
-        if (!Files.isRegularFile(adapter.resolve(PeftAdapter.CONFIG_FILE))) {
-            throw new InvalidOptionException("adapter", "--adapter " + adapter + ": no PEFT adapter there ("
-                    + PeftAdapter.CONFIG_FILE + " missing)");
-        }
+        InputDirectories.requireAdapter("adapter", adapter);
         try {
             PeftAdapter.readConfig(adapter.resolve(PeftAdapter.CONFIG_FILE));
         } catch (IllegalArgumentException e) {

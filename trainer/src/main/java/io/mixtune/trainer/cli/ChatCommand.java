@@ -10,6 +10,7 @@ import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.InputDirectories;
 import io.mixtune.trainer.chat.ModelChat;
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -18,7 +19,6 @@ import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import org.apache.commons.cli.CommandLine;
@@ -83,11 +83,12 @@ final class ChatCommand implements Command {
             throw new UsageException("--max-new-tokens must be >= 1, got " + maxNewTokens);
         }
         TokenSampler sampler = GenerateCommand.sampler(line);
-        if (!Files.isDirectory(modelDir)) {
-            throw new UsageException("--model " + modelDir + ": no such model directory");
-        }
+        InputDirectories.requireModel("model", modelDir);
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
         Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
+        if (adapter != null) {
+            InputDirectories.requireAdapter("adapter", adapter);
+        }
         try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears)) {
             if (adapter != null) {

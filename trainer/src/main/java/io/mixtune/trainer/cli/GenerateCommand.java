@@ -12,10 +12,11 @@ import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
-import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.Generation;
+import io.mixtune.trainer.InputDirectories;
 import io.mixtune.trainer.reward.RewardSequences;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -107,13 +108,7 @@ final class GenerateCommand implements Command {
         }
         Generation.Decoding decoding = decoding(line);
         Generation.BestOf bestOf = bestOf(line);
-        if (Files.isRegularFile(modelDir)) {
-            throw new UsageException("--model " + modelDir + ": is a file, expected a Hugging Face checkpoint directory "
-                    + "(config.json + safetensors)");
-        }
-        if (!Files.isDirectory(modelDir)) {
-            throw new IllegalArgumentException(modelDir + ": no such model directory");
-        }
+        InputDirectories.requireModel("model", modelDir);
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
         if (ProxyModels.requested(line)) {
             if (bestOf != null) {

@@ -7,6 +7,7 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.trainer.InputDirectories;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -55,6 +56,7 @@ final class InitAdapterCommand implements Command {
     @Override
     public int run(CommandLine line, PrintStream out) {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
+        InputDirectories.requireModel("model", modelDir);
         Path outDir = Path.of(Mixtune.requiredOption(line, "out"));
         LoraModel.Init init = switch (line.getOptionValue("init", "peft").toLowerCase(Locale.ROOT)) {
             case "peft" -> LoraModel.Init.PEFT_DEFAULT;

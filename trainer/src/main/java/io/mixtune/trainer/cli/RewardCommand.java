@@ -13,6 +13,7 @@ import io.mixtune.data.read.JsonRecords;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.trainer.InputDirectories;
 import io.mixtune.trainer.reward.RewardHead;
 import io.mixtune.trainer.reward.RewardScorer;
 import io.mixtune.trainer.reward.RewardSequences;
@@ -79,14 +80,9 @@ final class RewardCommand implements Command {
     @Override
     public int run(CommandLine line, PrintStream out) throws Exception {
         Path modelDir = Path.of(Mixtune.requiredOption(line, "model"));
-        if (!Files.isRegularFile(modelDir.resolve("config.json"))) {
-            throw new UsageException("--model " + modelDir + ": no Hugging Face checkpoint there (config.json missing)");
-        }
+        InputDirectories.requireModel("model", modelDir);
         Path adapterDir = Path.of(Mixtune.requiredOption(line, "adapter"));
-        if (!Files.isRegularFile(adapterDir.resolve(PeftAdapter.CONFIG_FILE))) {
-            throw new UsageException("--adapter " + adapterDir + ": no PEFT adapter there (" + PeftAdapter.CONFIG_FILE
-                    + " missing)");
-        }
+        InputDirectories.requireAdapter("adapter", adapterDir);
         try {
             PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE), Set.of(RewardHead.MODULE));
         } catch (IllegalArgumentException e) {

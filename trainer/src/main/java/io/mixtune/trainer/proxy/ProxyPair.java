@@ -8,6 +8,7 @@ import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.ProxyTuning;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.InputDirectories;
 import io.mixtune.trainer.InvalidOptionException;
 import io.mixtune.trainer.Quantization;
 import java.io.IOException;
@@ -64,9 +65,8 @@ public record ProxyPair(Path base, Path tuned, Path adapter, double alpha, Quant
         check(largeDir, large, "proxy-base", checkpoint("proxy-base", base));
         if (tuned != null) {
             check(largeDir, large, "proxy-tuned", checkpoint("proxy-tuned", tuned));
-        } else if (!Files.isRegularFile(adapter.resolve(PeftAdapter.CONFIG_FILE))) {
-            throw new InvalidOptionException("proxy-adapter", "--proxy-adapter " + adapter + ": no PEFT adapter there ("
-                    + PeftAdapter.CONFIG_FILE + " missing)");
+        } else {
+            InputDirectories.requireAdapter("proxy-adapter", adapter);
         }
         if (!Double.isFinite(alpha)) {
             throw new InvalidOptionException("proxy-alpha", "--proxy-alpha expects a finite number, got " + alpha);
@@ -197,10 +197,7 @@ public record ProxyPair(Path base, Path tuned, Path adapter, double alpha, Quant
     }
 
     private static Path checkpoint(String option, Path dir) {
-        if (!Files.isRegularFile(dir.resolve("config.json"))) {
-            throw new InvalidOptionException(option, "--" + option + " " + dir + ": no Hugging Face checkpoint there"
-                    + " (config.json missing)");
-        }
+        InputDirectories.requireModel(option, dir);
         return dir;
     }
 

@@ -3,7 +3,7 @@ package io.mixtune.trainer.reward;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.SafetensorsReader;
-import java.nio.file.Files;
+import io.mixtune.trainer.InputDirectories;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -25,11 +25,11 @@ public final class RewardAdapterFit {
 
     /** @throws IllegalArgumentException starting with the adapter directory, saying what does not fit */
     public static void require(Path adapterDir, Path modelDir) {
-        Path configFile = adapterDir.resolve(PeftAdapter.CONFIG_FILE);
-        if (!Files.isRegularFile(configFile)) {
-            throw new IllegalArgumentException(adapterDir + ": no PEFT adapter there (" + PeftAdapter.CONFIG_FILE
-                    + " missing)");
+        String problem = InputDirectories.adapterProblem(adapterDir);
+        if (problem != null) {
+            throw new IllegalArgumentException(adapterDir + ": " + problem);
         }
+        Path configFile = adapterDir.resolve(PeftAdapter.CONFIG_FILE);
         PeftAdapter.readConfig(configFile, Set.of(RewardHead.MODULE));
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
         List<String> problems = new ArrayList<>();

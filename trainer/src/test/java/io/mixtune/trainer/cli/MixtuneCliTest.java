@@ -13,6 +13,8 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -82,13 +84,19 @@ class MixtuneCliTest {
         assertEquals(2, run("init-model", "--preset", "no-such", "--out", "x").code());
     }
 
+    /** A failure, not an input error: a checkpoint whose weights file is cut short. */
     @Test
-    void failuresExitWithOneAndNoStackTraceUnlessVerbose(@TempDir Path dir) {
-        Result missing = run("generate", "--model", dir.resolve("absent").toString(), "--prompt-ids", "1,2");
-        assertEquals(1, missing.code());
-        assertEquals(1, missing.err().strip().lines().count(), missing.err());
-        assertFalse(missing.err().contains("\tat "), missing.err());
-        Result verbose = run("--verbose", "generate", "--model", dir.resolve("absent").toString(), "--prompt-ids", "1");
+    void failuresExitWithOneAndNoStackTraceUnlessVerbose(@TempDir Path dir) throws IOException {
+        Path model = dir.resolve("cut");
+        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path weights = model.resolve("model.safetensors");
+        Files.write(weights, Arrays.copyOf(Files.readAllBytes(weights), 100));
+        Result cut = run("generate", "--model", model.toString(), "--prompt-ids", "1,2");
+        assertEquals(1, cut.code(), cut.err());
+        assertEquals(1, cut.err().strip().lines().count(), cut.err());
+        assertTrue(cut.err().contains(weights + ": header length"), cut.err());
+        assertFalse(cut.err().contains("\tat "), cut.err());
+        Result verbose = run("--verbose", "generate", "--model", model.toString(), "--prompt-ids", "1");
         assertEquals(1, verbose.code());
         assertTrue(verbose.err().contains("\tat "), verbose.err());
         Result huge = run("init-model", "--preset", "mixtral-8x7b", "--out", dir.toString());
@@ -202,6 +210,45 @@ class MixtuneCliTest {
         Result file = run("generate", "--model", model.resolve("config.json").toString(), "--prompt-ids", "1");
         assertEquals(2, file.code(), file.err());
         assertTrue(file.err().contains(": is a file, expected a Hugging Face checkpoint directory"), file.err());
+    }
+
+    /**
+     * A model or adapter directory that is missing, a file, or lacks its config is an input error (exit 2) worded
+     * alike by every command. generate's missing model, chat's adapter, merge-adapter's and init-adapter's inputs
+     * exited with 1 before, each in its own words (InputDirectories).
+     */
+    @Test
+    void everyCommandRefusesAMissingModelOrAdapterAlike(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path absent = dir.resolve("absent");
+        Path empty = Files.createDirectories(dir.resolve("empty"));
+        String noModel = "--model " + absent + ": no such directory (expected a Hugging Face checkpoint)";
+        String noAdapter = "--adapter " + absent + ": no such directory (expected a PEFT adapter)";
+        String emptyAdapter = "--adapter " + empty + ": no PEFT adapter there (adapter_config.json missing)";
+        Map<List<String>, String> cases = new LinkedHashMap<>();
+        cases.put(List.of("generate", "--model", absent.toString(), "--prompt-ids", "1"), noModel);
+        cases.put(List.of("generate", "--model", model.toString(), "--adapter", empty.toString(), "--prompt-ids", "1"),
+                emptyAdapter);
+        cases.put(List.of("chat", "--model", absent.toString()), noModel);
+        cases.put(List.of("chat", "--model", model.toString(), "--adapter", absent.toString()), noAdapter);
+        cases.put(List.of("eval", "--model", model.toString(), "--adapter", empty.toString(), "--data",
+                "../data/samples/chats.jsonl"), emptyAdapter);
+        cases.put(List.of("merge-adapter", "--model", absent.toString(), "--adapter", empty.toString(), "--out",
+                dir.resolve("merged").toString()), noModel);
+        cases.put(List.of("merge-adapter", "--model", model.toString(), "--adapter", empty.toString(), "--out",
+                dir.resolve("merged").toString()), emptyAdapter);
+        cases.put(List.of("init-adapter", "--model", empty.toString(), "--out", dir.resolve("adapter").toString()),
+                "--model " + empty + ": no Hugging Face checkpoint there (config.json missing)");
+        cases.put(List.of("reward", "--model", model.toString(), "--adapter", absent.toString(), "--data",
+                "../data/samples/preferences.jsonl"), noAdapter);
+        for (Map.Entry<List<String>, String> c : cases.entrySet()) {
+            Result result = run(c.getKey().toArray(String[]::new));
+            assertEquals(2, result.code(), c.getKey() + ": " + result.err());
+            assertTrue(result.err().startsWith("mixtune " + c.getKey().get(0) + ": " + c.getValue()),
+                    c.getKey() + ": " + result.err());
+        }
+        assertFalse(Files.exists(dir.resolve("merged")) || Files.exists(dir.resolve("adapter")), "nothing written");
     }
 
     @Test
