@@ -14,7 +14,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.OptionalLong;
 
 /**
  * Reward modelling as an objective: the pairs in a seeded shuffle per epoch, the Bradley-Terry loss of the score
@@ -68,8 +67,7 @@ final class RewardObjective implements Objective<RewardBatch, RewardStep.Measure
         RewardMetrics totals = new RewardMetrics();
         for (RewardBatch batch : validationBatches) {
             try (NDManager evalManager = model.manager().newSubManager()) {
-                RewardStep.Terms terms = RewardStep.of(model.model(), head, recipe.reward(), batch, 0, evalManager,
-                        OptionalLong.empty());
+                RewardStep.Terms terms = RewardStep.of(model.model(), head, recipe.reward(), batch, 0, evalManager);
                 totals.add(terms.rewards(), terms.loss().getFloat());
             }
         }

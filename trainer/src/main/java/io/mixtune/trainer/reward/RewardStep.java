@@ -31,10 +31,14 @@ public final class RewardStep {
      */
     public record Terms(NDArray objective, NDArray loss, float[] rewards, double loadBalancing) {}
 
-    /** The micro-batch's terms with the adapters as the caller left them (training flag, active adapter). */
+    /**
+     * The micro-batch's terms with the adapters as the caller left them (training flag, active adapter), for
+     * evaluation: torch's generator is left alone (training's backward goes through {@link DecoderBackward}).
+     */
     public static Terms of(CausalLm model, NDArray head, Recipe.Reward reward, RewardBatch batch,
-            double auxCoefficient, NDManager manager, OptionalLong dropoutSeed) {
-        CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch.pairs().rows(), manager, dropoutSeed);
+            double auxCoefficient, NDManager manager) {
+        CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch.pairs().rows(), manager,
+                OptionalLong.empty());
         NDArray rewards = RewardHead.rewards(forward.states(), batch.positions(), head, manager);
         NDArray loss = RewardLoss.of(reward, rewards, batch.margins(), manager);
         if (forward.loadBalancing() == null) {

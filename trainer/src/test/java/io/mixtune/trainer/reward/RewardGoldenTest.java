@@ -30,7 +30,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.OptionalLong;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -76,8 +75,7 @@ class RewardGoldenTest {
             RewardMetrics metrics = new RewardMetrics();
             try (NDManager stepManager = manager.newSubManager();
                     GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-                RewardStep.Terms terms = RewardStep.of(lora.model(), head, reward, batch, 0, stepManager,
-                        OptionalLong.empty());
+                RewardStep.Terms terms = RewardStep.of(lora.model(), head, reward, batch, 0, stepManager);
                 String name = model + "/" + variant;
                 report.add(close(name + " loss", want.get("loss").doubleValue(), terms.loss().getFloat()));
                 for (int r = 0; r < terms.rewards().length; r++) {
