@@ -15,12 +15,12 @@ public final class InputDirectories {
 
     /** Why {@code dir} is not a Hugging Face checkpoint directory, as a clause; null when it is one. */
     public static String modelProblem(Path dir) {
-        return problem(dir, "config.json", "a Hugging Face checkpoint", "(config.json + safetensors)");
+        return problem(dir, "config.json", "Hugging Face checkpoint", "(config.json + safetensors)");
     }
 
     /** Why {@code dir} is not a PEFT adapter directory, as a clause; null when it is one. */
     public static String adapterProblem(Path dir) {
-        return problem(dir, PeftAdapter.CONFIG_FILE, "a PEFT adapter",
+        return problem(dir, PeftAdapter.CONFIG_FILE, "PEFT adapter",
                 "(" + PeftAdapter.CONFIG_FILE + " + adapter_model.safetensors)");
     }
 
@@ -40,15 +40,16 @@ public final class InputDirectories {
         }
     }
 
+    /** @param what the kind of directory, a noun ("PEFT adapter") */
     private static String problem(Path dir, String marker, String what, String contents) {
         if (Files.isRegularFile(dir)) {
-            return "is a file, expected " + what + " directory " + contents;
+            return "is a file, expected a " + what + " directory " + contents;
         }
         if (!Files.isDirectory(dir)) {
-            return "no such directory (expected " + what + ")";
+            return "no such directory (expected a " + what + ")";
         }
         if (!Files.isRegularFile(dir.resolve(marker))) {
-            return "no " + what.substring(2) + " there (" + marker + " missing)";
+            return "no " + what + " there (" + marker + " missing)";
         }
         return null;
     }
