@@ -322,6 +322,13 @@ public final class AxolotlImport {
                 }
             }
             number("warmup_steps", "train.warmup_steps", true);
+            if (scheduler != null && scheduler.asText().equals("constant") && get("warmup_steps") != null) {
+                // transformers' get_scheduler("constant") is get_constant_schedule(optimizer): no warmup at all,
+                // while mixtune's constant warms up first (axolotl passes the name on to transformers)
+                values.put("train.warmup_steps", 0);
+                comments.put("train.warmup_steps",
+                        "axolotl: warmup_steps (" + get("warmup_steps") + "), which lr_scheduler: constant ignores");
+            }
             if (get("warmup_ratio") != null) {
                 unmapped("warmup_ratio", "mixtune counts warmup in steps: set train.warmup_steps to this fraction of"
                         + " the steps mixtune train announces");

@@ -151,4 +151,30 @@ class AxolotlImportTest {
         assertTrue(unmapped.contains("lora.yml:12: lr_scheduler: \"one_cycle\": mixtune's schedules are"), unmapped);
         assertEquals(2, imported.unmapped().size(), unmapped);
     }
+
+    @Test
+    void aConstantSchedulerIgnoresWarmupAsTransformersDoes() throws IOException {
+        // transformers' get_scheduler("constant", ...) returns get_constant_schedule(optimizer): warmup_steps is
+        // dropped, so axolotl trains at the full rate from step 1; constant_with_warmup keeps the warmup.
+        Path constant = Files.writeString(dir.resolve("constant.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                lr_scheduler: constant
+                warmup_steps: 5
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(constant);
+        assertEquals("constant", imported.values().get("train.schedule"));
+        assertEquals(0, imported.values().get("train.warmup_steps"));
+        assertTrue(imported.recipe().contains(
+                "warmup_steps: 0   # axolotl: warmup_steps (5), which lr_scheduler: constant ignores"), imported.recipe());
+        assertEquals(List.of(), imported.unmapped());
+
+        Path withWarmup = Files.writeString(dir.resolve("warmup.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                lr_scheduler: constant_with_warmup
+                warmup_steps: 5
+                """);
+        assertEquals(5, AxolotlImport.read(withWarmup).values().get("train.warmup_steps"));
+    }
 }
