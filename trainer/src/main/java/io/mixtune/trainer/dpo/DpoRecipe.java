@@ -13,6 +13,7 @@ import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.EpochSteps;
 import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingCheckpoint;
@@ -75,11 +76,8 @@ public final class DpoRecipe implements AutoCloseable {
         padId = model.model().config().eosTokenId();
         stageSteps = new long[dataset.stages().size()];
         for (int k = 0; k < stageSteps.length; k++) {
-            long perEpoch = ShuffledEpochs.microBatchesPerEpoch(dataset.stages().get(k).size(),
-                    train.microBatchSize());
-            long epochSteps = ceilDiv(perEpoch * (train.epochs() == null ? 1 : train.epochs()),
-                    train.gradientAccumulation());
-            stageSteps[k] = train.maxSteps() != null ? train.maxSteps() : epochSteps;
+            stageSteps[k] = new EpochSteps(ShuffledEpochs.microBatchesPerEpoch(dataset.stages().get(k).size(),
+                    train.microBatchSize()), train.gradientAccumulation()).stageSteps(train);
         }
         totalSteps = Arrays.stream(stageSteps).sum();
     }
@@ -285,10 +283,6 @@ public final class DpoRecipe implements AutoCloseable {
 
     private static List<Path> paths(List<String> files) {
         return files.stream().map(DataConfig::file).toList();
-    }
-
-    private static long ceilDiv(long a, long b) {
-        return (a + b - 1) / b;
     }
 
     @Override

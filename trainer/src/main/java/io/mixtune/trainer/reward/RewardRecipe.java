@@ -7,6 +7,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
+import io.mixtune.trainer.run.EpochSteps;
 import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingListener;
@@ -70,9 +71,8 @@ public final class RewardRecipe implements AutoCloseable {
         }
         head = model.lora().modulesToSave(TrainingModel.ADAPTER_NAME).get(RewardHead.MODULE);
         parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
-        long perEpoch = ShuffledEpochs.microBatchesPerEpoch(pairs.size(), train.microBatchSize());
-        totalSteps = train.maxSteps() != null ? train.maxSteps()
-                : (perEpoch * train.epochs() + train.gradientAccumulation() - 1) / train.gradientAccumulation();
+        totalSteps = new EpochSteps(ShuffledEpochs.microBatchesPerEpoch(pairs.size(), train.microBatchSize()),
+                train.gradientAccumulation()).stageSteps(train);
     }
 
     /** @param listener receives the notes of setting up (warnings) and, later, the run's events */

@@ -20,13 +20,13 @@ import java.util.function.BooleanSupplier;
 
 /**
  * The training loop, once for every method: optimizer steps of gradient_accumulation micro-batches drawn from the
- * objective's endless stream, the schedule (skipped float16 steps do not advance it), clipping and AdamW, the NaN/Inf
+ * objective's endless stream, an epoch's last step taking what is left of it ({@link EpochSteps}), the schedule (skipped float16 steps do not advance it), clipping and AdamW, the NaN/Inf
  * rule, evaluation and checkpoints at the recipe's cadence, the weight averages (EMA, SWA, LaWA), resume, and the
  * stage's adapters at its end. A method brings its {@link Objective}; a Stage-DPO stage is one {@link #run} with a
  * fresh AdamW, schedule and averages, against the reference the method set before.
  *
- * <p>Where a run stands is its step alone: the micro-batches of step s are s x accumulation on in the stage's stream,
- * and their dropout is seeded by the step, so a resumed run sees exactly what the stopped one would have.
+ * <p>Where a run stands is its step alone: the micro-batches of step s follow from s ({@link EpochSteps}), and their
+ * dropout is seeded by the first of them, so a resumed run sees exactly what the stopped one would have.
  */
 public final class TrainingLoop {
     private final Recipe recipe;
@@ -115,9 +115,9 @@ public final class TrainingLoop {
             StepContext context = new StepContext(model.model(), parameters, model.manager(), optimizer, scaler,
                     train.maxGradNorm(), auxCoefficient, train.gradientCheckpointing(), 0);
             int accumulation = train.gradientAccumulation();
-            long availableMicroBatches = train.maxSteps() != null ? Long.MAX_VALUE
-                    : objective.microBatchesPerEpoch() * train.epochs();
+            EpochSteps epochSteps = new EpochSteps(objective.microBatchesPerEpoch(), accumulation);
             StageRecord record = new StageRecord(stage);
+            LogWindow window = new LogWindow();
             if (stage.evaluateFirst() && step == stage.start()) {
                 if (objective.hasValidation()) {
                     evaluate(objective, stage, step, averages, record);
@@ -128,8 +128,8 @@ public final class TrainingLoop {
                 while (step < stage.end()) {
                     long start = System.nanoTime();
                     long stageStep = step - stage.start();
-                    long first = stageStep * accumulation;
-                    long last = Math.min(first + accumulation, availableMicroBatches);
+                    long first = epochSteps.firstMicroBatch(stageStep);
+                    long last = epochSteps.endMicroBatch(stageStep);
                     List<B> batches = new ArrayList<>();
                     for (long index = first; index < last; index++) {
                         batches.add(objective.microBatch(index));
@@ -153,8 +153,13 @@ public final class TrainingLoop {
                     boolean end = step == stage.end();
                     Map<String, Object> metrics = stepMetrics(stage, step, result, lr, auxCoefficient > 0, scaler,
                             seconds, (double) last / objective.microBatchesPerEpoch(), record);
-                    listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics,
-                            step % train.logEvery() == 0 || end, result.measured().figures()));
+                    boolean logged = step % train.logEvery() == 0 || end;
+                    window.add(result.measured());
+                    if (logged) {
+                        window.putMeans(metrics);
+                    }
+                    listener.onStep(new TrainingListener.StepEnded(step, totalSteps, metrics, logged,
+                            result.measured().figures()));
                     boolean evaluation = end || train.evalEvery() > 0 && step % train.evalEvery() == 0;
                     if (objective.hasValidation() && evaluation) {
                         evaluate(objective, stage, step, averages, record);
@@ -201,6 +206,37 @@ public final class TrainingLoop {
             averaged.remove("");
             return new TrainingResult.StageResult(stage.stage(), step, firstLoss == null ? Double.NaN : firstLoss,
                     lastLoss, lastMetrics, firstEvaluation, lastEvaluation, adapterDir, averaged);
+        }
+    }
+
+    /**
+     * The steps since the last logged one (train.log_every): a logged record holds the mean of their loss and of the
+     * objective's other fractional metrics, as transformers logs the loss and TRL its metrics since the last log; lr,
+     * grad_norm and the counts stay the logged step's own. A resumed run's window starts at the resume, as
+     * transformers' does.
+     */
+    private static final class LogWindow {
+        private final Map<String, Double> sums = new LinkedHashMap<>();
+        private int steps;
+
+        /** Adds a step: its loss and the objective's fractional metrics (counts are not averaged). */
+        void add(Objective.Measured measured) {
+            steps++;
+            sums.merge("loss", measured.loss(), Double::sum);
+            measured.metrics().forEach((name, value) -> {
+                if (value instanceof Double number) {
+                    sums.merge(name, number, Double::sum);
+                }
+            });
+        }
+
+        /** Puts the window's means into the logged step's record, and starts anew. */
+        void putMeans(Map<String, Object> record) {
+            if (steps > 1) { // one step is its own mean: its record stays as it is, bit for bit
+                sums.forEach((name, sum) -> record.replace(name, sum / steps));
+            }
+            sums.clear();
+            steps = 0;
         }
     }
 

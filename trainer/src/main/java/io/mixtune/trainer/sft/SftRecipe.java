@@ -3,6 +3,7 @@ package io.mixtune.trainer.sft;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.EpochSteps;
 import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
@@ -42,9 +43,7 @@ public final class SftRecipe implements AutoCloseable {
         dataset = TrainingData.requireTrainingSamples(recipe, data.dataset());
         model = TrainingModel.load(recipe, listener::onNote);
         objective = new SftObjective(recipe, model, dataset);
-        long epochSteps = ceilDiv(objective.microBatchesPerEpoch() * (train.epochs() == null ? 1 : train.epochs()),
-                train.gradientAccumulation());
-        totalSteps = train.maxSteps() != null ? train.maxSteps() : epochSteps;
+        totalSteps = new EpochSteps(objective.microBatchesPerEpoch(), train.gradientAccumulation()).stageSteps(train);
     }
 
     /** @param listener receives the notes of setting up (the data report, warnings) and, later, the run's events */
@@ -85,10 +84,6 @@ public final class SftRecipe implements AutoCloseable {
                 objective.microBatchesPerEpoch(), efficiency));
         listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d, lr %.2e %s, output %s", totalSteps,
                 train.microBatchSize(), train.gradientAccumulation(), train.lr(), train.schedule(), outputDir));
-    }
-
-    private static long ceilDiv(long a, long b) {
-        return (a + b - 1) / b;
     }
 
     @Override
