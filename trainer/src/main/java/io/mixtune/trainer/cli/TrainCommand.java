@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import io.mixtune.trainer.Training;
 import io.mixtune.trainer.run.ProgressLine;
+import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingOutputs;
 import io.mixtune.trainer.run.TrainingResult;
 import io.mixtune.trainer.recipe.Recipe;
@@ -75,7 +76,23 @@ final class TrainCommand implements Command {
             training.force();
         }
         long start = System.nanoTime();
-        TrainingResult result = training.listener(new ProgressLine(out, System.console() != null)).run();
+        TrainingResult result;
+        try (StopSignals signals = StopSignals.install(training::cancel, System.err)) {
+            result = training.listener(new ProgressLine(out, System.console() != null)).listener(
+                    new TrainingListener() {
+                        @Override
+                        public void onRunStarted(RunStarted event) {
+                            signals.stepsBegan();
+                        }
+                    }).run();
+            if (signals.received() != null && result.cancelled()) {
+                List<Path> checkpoints = result.checkpoints();
+                out.printf(Locale.ROOT, "stopped by SIG%s at step %d; checkpoint %s: add --resume to the same command "
+                        + "to continue%n", signals.received(), result.steps(),
+                        checkpoints.isEmpty() ? "(none)" : checkpoints.get(checkpoints.size() - 1));
+                return signals.exitCode();
+            }
+        }
         String took = duration((System.nanoTime() - start) / 1e9);
         if (training.recipe().warm().enabled()) {
             out.printf(Locale.ROOT, "done: %d steps in %s; WARM average of %d reward models (PEFT format): %s%n",

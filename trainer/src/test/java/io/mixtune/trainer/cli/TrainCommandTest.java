@@ -113,11 +113,20 @@ class TrainCommandTest {
         assertTrue(run.out().contains("done: 12 steps"), run.out());
     }
 
+    /** The uninterrupted run that stopped runs must resume to, in a process of its own; made once. */
+    private static synchronized Path reference() throws Exception {
+        Path whole = shared.resolve("reference");
+        if (!Files.exists(whole.resolve("out/adapter"))) {
+            Files.createDirectories(whole);
+            assertEquals(0, mixtune(whole, "train", "--recipe", recipe(whole).toString()).waitFor());
+        }
+        return whole;
+    }
+
     @Test
     void resumingAfterAKillGivesTheLossesOfTheUninterruptedRun() throws Exception {
         // Every run in a process of its own, as users run them: the reference, the killed run and its resumption.
-        Path whole = Files.createDirectories(shared.resolve("reference"));
-        assertEquals(0, mixtune(whole, "train", "--recipe", recipe(whole).toString()).waitFor());
+        Path whole = reference();
         List<Double> expected = losses(whole.resolve("out/metrics.jsonl"));
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
@@ -144,6 +153,46 @@ class TrainCommandTest {
             Path file = Path.of(adapter, "adapter_model.safetensors");
             assertTrue(java.util.Arrays.equals(Files.readAllBytes(whole.resolve("out").resolve(file)),
                     Files.readAllBytes(killed.resolve("out").resolve(file))), adapter + " differs after resuming");
+        }
+    }
+
+    /**
+     * Ctrl-C or a scheduler's SIGTERM: the run stops after the step in progress with a checkpoint of that step (not
+     * the last save_every one), exits with 128 + the signal's number, and resumes to the uninterrupted run. Before,
+     * the JVM's exit ran libtorch's destructors under the step's backward: SIGSEGV, and an hs_err file in the
+     * working directory.
+     */
+    @Test
+    void aSigtermStopsAfterTheStepWithItsCheckpointAndResumesExactly() throws Exception {
+        List<Double> expected = losses(reference().resolve("out/metrics.jsonl"));
+        Path dir = Files.createDirectories(shared.resolve("sigterm"));
+        Path recipe = recipe(dir);
+        Path metrics = dir.resolve("out/metrics.jsonl");
+        Process process = mixtune(dir, "train", "--recipe", recipe.toString());
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while ((!Files.exists(metrics) || losses(metrics).size() < 4) && process.isAlive()
+                && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        process.destroy(); // SIGTERM, in the middle of step 5 or so
+        assertEquals(128 + 15, process.waitFor(), Files.readString(dir.resolve("log.txt")));
+        String log = Files.readString(dir.resolve("log.txt"));
+        int stoppedAt = losses(metrics).size();
+        assertTrue(stoppedAt >= 4 && stoppedAt < 12, log);
+        Path checkpoint = dir.resolve("out/checkpoints").resolve(String.format("step-%06d", stoppedAt));
+        assertTrue(log.contains("stopped by SIGTERM at step " + stoppedAt + "; checkpoint " + checkpoint), log);
+        assertTrue(Files.isRegularFile(checkpoint.resolve("trainer_state.safetensors")), log);
+        assertFalse(Files.exists(dir.resolve("out/adapter")));
+        try (Stream<Path> files = Files.list(Path.of(""))) {
+            assertEquals(List.of(), files.map(p -> p.getFileName().toString())
+                    .filter(name -> name.equals("hs_err_pid" + process.pid() + ".log")).toList(), "no JVM crash");
+        }
+
+        assertEquals(0, mixtune(dir, "train", "--recipe", recipe.toString(), "--resume").waitFor());
+        List<Double> actual = losses(metrics);
+        assertEquals(expected.size(), actual.size());
+        for (int i = 0; i < expected.size(); i++) {
+            assertEquals(expected.get(i), actual.get(i), 1e-6, "loss of step " + (i + 1));
         }
     }
 
