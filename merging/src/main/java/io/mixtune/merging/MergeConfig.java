@@ -87,7 +87,8 @@ public record MergeConfig(
      *
      * @param normalize divide by the sum of the weights (linear, ties: yes; task_arithmetic, dare_*: no)
      * @param lambda scales the merged task vector
-     * @param rescale dare_*: divide survivors by density (default yes)
+     * @param rescale ties, dare_*: scale the kept entries of each task vector so that its L1 norm is unchanged (default:
+     *     yes for dare_*, no for ties, as in mergekit)
      */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record Parameters(
@@ -242,8 +243,8 @@ public record MergeConfig(
         if (parameters.lambda() != null && !method.needsBase()) {
             throw new IllegalArgumentException(name + " takes no lambda (only the task-vector methods do)");
         }
-        if (parameters.rescale() != null && method.sparsification() != MergeMethod.Sparsification.RANDOM) {
-            throw new IllegalArgumentException(name + " takes no rescale (only dare_linear and dare_ties do)");
+        if (parameters.rescale() != null && method.sparsification() == MergeMethod.Sparsification.NONE) {
+            throw new IllegalArgumentException(name + " takes no rescale (only ties, dare_linear and dare_ties do)");
         }
         boolean ordered = method == MergeMethod.SWA || method == MergeMethod.LAWA || method == MergeMethod.EMA;
         if (last != null && !ordered) {
@@ -320,8 +321,10 @@ public record MergeConfig(
         return setting == null ? null : setting.at(tensorName, t);
     }
 
+    /** mergekit's default: dare_* rescale, ties does not. */
     boolean rescale() {
-        return parameters.rescale() == null || parameters.rescale();
+        return parameters.rescale() == null ? method.sparsification() == MergeMethod.Sparsification.RANDOM
+                : parameters.rescale();
     }
 
     long seedOrDefault() {
