@@ -214,9 +214,12 @@ public record MergeConfig(
     private static void requireFitsMethod(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters,
             Integer last) {
         String name = method.yamlName();
-        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null) {
+        boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
+        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null
+                && !(method == MergeMethod.LINEAR && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only task_arithmetic, ties, dare_linear,"
-                    + " dare_ties and slerp do)");
+                    + " dare_ties and slerp do" + (method == MergeMethod.LINEAR ? "; linear takes one only when it is"
+                    + " one of its models, averaged with them and giving the config and tokenizer" : "") + ")");
         }
         boolean weighted = parameters.weight() != null || models.stream().anyMatch(m -> m.parameters().weight() != null);
         if (weighted && !method.takesWeights()) {

@@ -86,6 +86,80 @@ class MergekitParityTest {
         return yaml.toString();
     }
 
+    /**
+     * mergekit copies chat_template.jinja (the only place transformers 5 saves a template), chat_template.json,
+     * added_tokens.json and merges.txt with the tokenizer, all from the donor: another input's template file does not
+     * come along to override the donor's tokenizer_config.json.
+     */
+    @Test
+    void theChatTemplateFilesComeWithTheDonorsTokenizer() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        List<String> extra = List.of("chat_template.jinja", "chat_template.json", "added_tokens.json", "merges.txt");
+        for (String file : extra) {
+            Files.writeString(a.resolve(file), "a's " + file);
+        }
+        Path fromA = merge(linear(a, b), "from-a");
+        for (String file : extra) {
+            assertEquals("a's " + file, Files.readString(fromA.resolve(file)), file);
+        }
+        Path fromB = merge(linear(a, b) + "tokenizer_source: " + b + "\n", "from-b");
+        assertEquals("{\"chat_template\": \"b\"}", Files.readString(fromB.resolve("tokenizer_config.json")));
+        assertFalse(Files.exists(fromB.resolve("chat_template.jinja")), "a's .jinja would override b's template");
+        assertEquals("a's merges.txt", Files.readString(fromB.resolve("merges.txt")), "b has none: the next input's");
+    }
+
+    /** mergekit copies the donor's tokenizer without comparing; a tokenizer.json that differs in settings merges. */
+    @Test
+    void tokenizersThatDifferOnlyInSettingsMerge() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        Files.writeString(b.resolve("tokenizer.json"), TOKENIZER.replace("\"truncation\": null",
+                "\"truncation\": {\"max_length\": 512}").replace("\"special\": true", "\"special\": true,"
+                + " \"normalized\": false"));
+        assertWeights(merge(linear(a, b), "merged"), DType.F32, 2);
+        assertEquals(TOKENIZER, Files.readString(dir.resolve("merged/tokenizer.json")), "the first model's");
+    }
+
+    /**
+     * Another token at an id is refused with or without tokenizer_source: mixtune cannot rebuild embedding rows for
+     * the donor's vocabulary. Other merges (the same ids, text split differently) are the donor's to decide.
+     */
+    @Test
+    void aDifferentVocabularyIsRefusedEvenWithTokenizerSource() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        Files.writeString(b.resolve("tokenizer.json"), TOKENIZER.replace("\"ab\": 3", "\"ba\": 3"));
+        String plain = refusal(linear(a, b), "plain");
+        assertTrue(plain.contains(b.resolve("tokenizer.json") + ": id 3 is 'ba' but 'ab'")
+                && plain.contains("different tokenizers"), plain);
+        String donor = refusal(linear(a, b) + "tokenizer_source: " + a + "\n", "donor");
+        assertTrue(donor.contains("id 3 is 'ba' but 'ab'") && donor.contains("cannot rebuild"), donor);
+
+        Path c = model("c", DType.F32, 3);
+        Files.writeString(c.resolve("tokenizer.json"), TOKENIZER.replace("[\"a b\"]", "[]"));
+        String merges = refusal(linear(a, c), "merges");
+        assertTrue(merges.contains("its merges differ") && merges.contains("tokenizer_source"), merges);
+        assertWeights(merge(linear(a, c) + "tokenizer_source: " + c + "\n", "from-c"), DType.F32, 2);
+        assertEquals(Files.readString(c.resolve("tokenizer.json")), Files.readString(dir.resolve("from-c/tokenizer.json")));
+    }
+
+    /**
+     * Inputs of different dtypes merge in float32 (mergekit casts each tensor to dtype on load); the output is dtype
+     * if given, else the dtype of the model whose config the merge carries (the base, else the first model).
+     */
+    @Test
+    void inputsOfDifferentDtypesMerge() throws IOException {
+        Path half = model("half", DType.F16, 1);
+        Path full = model("full", DType.F32, 3);
+        Path base = model("base", DType.BF16, 0);
+        assertWeights(merge(linear(half, full), "first-dtype"), DType.F16, 2);
+        assertWeights(merge(linear(half, full) + "dtype: float32\n", "given"), DType.F32, 2);
+        assertWeights(merge(linear(full, half) + "base_model: " + half + "\n", "base-dtype"), DType.F16, 2);
+        assertWeights(merge("merge_method: task_arithmetic\nbase_model: " + base + "\nmodels:\n  - model: " + full
+                + "\n    parameters: {weight: 0.5}\n", "task-vectors"), DType.BF16, 1.5f);
+    }
+
     /** ties takes rescale as mergekit does (off by default); dare_* rescale by default; task_arithmetic thins nothing. */
     @Test
     void tiesTakesRescale() throws IOException {
@@ -100,5 +174,22 @@ class MergekitParityTest {
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(arithmetic, dir.resolve("o")))
                 .getMessage();
         assertTrue(message.contains("task_arithmetic takes no rescale (only ties, dare_linear and dare_ties do)"), message);
+    }
+
+    /**
+     * linear takes a base_model listed among its models as mergekit does: averaged as one of them, and the model whose
+     * config the merge carries. One that is not among them is still refused.
+     */
+    @Test
+    void linearAveragesItsBaseModelAsOneOfItsModels() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        Path merged = merge(linear(b, a) + "base_model: " + a + "\n", "merged");
+        assertWeights(merged, DType.F32, 2);
+        assertEquals(Files.readString(a.resolve("config.json")), Files.readString(merged.resolve("config.json")));
+        assertEquals("{\"chat_template\": \"a\"}", Files.readString(merged.resolve("tokenizer_config.json")));
+        Path c = model("c", DType.F32, 5);
+        String apart = refusal(linear(a, b) + "base_model: " + c + "\n", "apart");
+        assertTrue(apart.contains("linear takes no base_model") && apart.contains("one of its models"), apart);
     }
 }
