@@ -160,6 +160,31 @@ class MergekitParityTest {
                 + "\n    parameters: {weight: 0.5}\n", "task-vectors"), DType.BF16, 1.5f);
     }
 
+    /** mergekit's parameter values are numbers or lists: a dumped config (mergekit-evolve's) writes flags as 1.0. */
+    @Test
+    void flagsWrittenAsNumbersAreRead() throws IOException {
+        Path file = Files.writeString(dir.resolve("flags.yml"), """
+                merge_method: dare_ties
+                base_model: base
+                models:
+                  - model: a
+                    parameters: {weight: 0.5, density: 0.5}
+                parameters:
+                  int8_mask: 1.0
+                  normalize: 1
+                  rescale: 0.0
+                """);
+        MergeConfig config = MergeYaml.read(file, dir.resolve("out"));
+        assertEquals(Boolean.TRUE, config.parameters().int8Mask());
+        assertEquals(Boolean.TRUE, config.parameters().normalize());
+        assertEquals(Boolean.FALSE, config.parameters().rescale());
+        Path half = Files.writeString(dir.resolve("half.yml"), Files.readString(file).replace("normalize: 1",
+                "normalize: 0.5"));
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(half, dir.resolve("out")))
+                .getMessage();
+        assertTrue(message.contains(":8:") && message.contains("expected true or false"), message);
+    }
+
     /** ties takes rescale as mergekit does (off by default); dare_* rescale by default; task_arithmetic thins nothing. */
     @Test
     void tiesTakesRescale() throws IOException {
@@ -191,5 +216,31 @@ class MergekitParityTest {
         Path c = model("c", DType.F32, 5);
         String apart = refusal(linear(a, b) + "base_model: " + c + "\n", "apart");
         assertTrue(apart.contains("linear takes no base_model") && apart.contains("one of its models"), apart);
+    }
+
+    /** A problem found when a record checks itself is reported at its key, not past the end where out was appended. */
+    @Test
+    void problemsFoundByTheRecordsPointAtTheirKey() throws IOException {
+        Path file = Files.writeString(dir.resolve("bad.yml"), """
+                merge_method: linear
+                base_model: elsewhere
+                models:
+                  - model: a
+                  - model: b
+                """);
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("out")))
+                .getMessage();
+        assertTrue(message.startsWith(file + ":2:1: "), message);
+        Path decay = Files.writeString(dir.resolve("decay.yml"), """
+                merge_method: ema
+                models:
+                  - model: a
+                  - model: b
+                parameters:
+                  decay: 1.5
+                """);
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(decay, dir.resolve("out")))
+                .getMessage();
+        assertTrue(message.startsWith(decay + ":6:3: "), message);
     }
 }
