@@ -25,7 +25,7 @@ import java.util.Objects;
  *   last: 5                         # swa, lawa, ema: the latest 5 checkpoints (of a run directory, or of models)
  *   rank: 16                        # PEFT adapters: re-compress the concatenated ranks to 16 by SVD
  *   seed: 0                         # dare_*: seeds the drop masks
- *   dtype: bfloat16                 # default: the inputs' dtype
+ *   dtype: bfloat16                 # default: the base's (or first model's) dtype
  *   tokenizer_source: base          # or one of the models: whose tokenizer files the merge carries
  *   out: merged/                    # or on the command line: mixtune merge merge.yaml merged/
  * </pre>
