@@ -5,7 +5,8 @@ Run: interop/.venv/bin/python interop/make_merge_goldens.py [out_dir]   (default
 Deterministic: every array comes from numpy's default_rng with a fixed seed; DARE's drop masks from SplitMix64 as
 documented in io.mixtune.merging.DareMask, re-implemented below.
 
-The references follow the papers (and mergekit where they are silent), written independently of the Java code:
+The references follow the papers (and mergekit where they are silent, or where mixtune adopts its choice: DARE's and
+TIES's rescale to the task vector's L1 norm), written independently of the Java code:
 task vectors are fp32 differences m_i - base (the dtype checkpoints are computed in), everything after that in float64,
 rounded to float32 once at the end. Expected tensors are stored as float32 before any rounding to the output dtype.
 """
@@ -126,21 +127,33 @@ def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:
     return out.reshape(delta.shape)
 
 
+def l1_rescaled(delta: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """mergekit's rescale (sparsify.py, rescaled_masked_tensor with RescaleNorm.l1): the kept entries times
+    sum|d| / sum|kept|, left as they are when either sum is below 1e-7."""
+    before, after = np.abs(delta.astype(np.float64)).sum(), np.abs(kept.astype(np.float64)).sum()
+    if before < 1e-7 or after < 1e-7:
+        return kept
+    return (kept.astype(np.float64) * (before / after)).astype(np.float32)
+
+
 def dare_drop(delta: np.ndarray, density: float, rescale: bool, seed: int, model_index: int, name: str) -> np.ndarray:
     if density >= 1:
         return delta
     keep = dare_uniforms(seed, model_index, name, delta.size).reshape(delta.shape) < density
-    kept = delta.astype(np.float64) / density if rescale else delta.astype(np.float64)
-    return np.where(keep, kept, 0.0).astype(np.float32)
+    kept = np.where(keep, delta, np.float32(0)).astype(np.float32)
+    return l1_rescaled(delta, kept) if rescale else kept
 
 
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
-                       densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool = True):
+                       densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None):
+    if rescale is None:  # mergekit's defaults: dare_* rescale, ties does not
+        rescale = method.startswith("dare")
     deltas = []
     for i, m in enumerate(models):
         d = (m.astype(np.float32) - base.astype(np.float32)).astype(np.float32)
         if method == "ties":
-            d = magnitude_trim(d, densities[i])
+            trimmed = magnitude_trim(d, densities[i])
+            d = l1_rescaled(d, trimmed) if rescale and densities[i] < 1 else trimmed
         elif method.startswith("dare"):
             d = dare_drop(d, densities[i], rescale, seed, i, name)
         deltas.append(d)
@@ -325,6 +338,9 @@ def make(out: Path) -> None:
         case("ties-unnormalized", "ties", M, per_tensor(lambda n: task_vectors_merge(
             "ties", n, base[n], [m[n] for m in ms], [0.5, 0.5, 0.5], [0.3] * 3, False, 1.0, 0)),
              base=B, weights=[0.5, 0.5, 0.5], density=0.3, normalize=False),
+        case("ties-rescale", "ties", M, per_tensor(lambda n: task_vectors_merge(
+            "ties", n, base[n], [m[n] for m in ms], [1, 0.8, 0.6], [0.6, 0.4, 0.5], True, 1.0, 0, rescale=True)),
+             base=B, weights=[1, 0.8, 0.6], densities=[0.6, 0.4, 0.5], rescale=True),
         case("dare_linear", "dare_linear", M, per_tensor(lambda n: task_vectors_merge(
             "dare_linear", n, base[n], [m[n] for m in ms], [1, 1, 1], [0.6] * 3, False, 1.0, 7)),
              base=B, density=0.6, seed=7),

@@ -65,7 +65,7 @@ final class AdapterAverage implements AutoCloseable {
             for (int i = 1; i < inputs.size(); i++) {
                 requireCompatible(inputs.get(0), inputs.get(i), identicalConfigs);
             }
-            CompanionFiles.requireSameTokenizer(dirs);
+            CompanionFiles.requireSameTokenizer(dirs, null);
             return new AdapterAverage(inputs);
         } catch (RuntimeException e) {
             inputs.forEach(input -> input.reader().close());

@@ -28,7 +28,8 @@ import java.util.TreeSet;
  * Merges full Hugging Face checkpoints tensor by tensor: for each output tensor the same-named tensor is read from every
  * input (memory-mapped, any shard), converted to float32, merged, and handed to the streaming writer, so memory holds
  * about one tensor per input and never a whole model. Opening checks everything that could fail later (configs,
- * tokenizers, tensor names, shapes, dtypes, non-float tensors) so that a bad input fails before anything is written.
+ * tokenizers, tensor names, shapes, non-float tensors) so that a bad input fails before anything is written. Inputs
+ * may differ in dtype, as mergekit casts every tensor on load: all are computed in float32.
  */
 final class CheckpointMerge implements AutoCloseable {
     static final String CONFIG = "config.json";
@@ -57,9 +58,14 @@ final class CheckpointMerge implements AutoCloseable {
     /**
      * @param base the base model (task-vector methods) or null
      * @param identicalConfigs WARM: every config key must agree, not only the architecture's
-     * @param dtype the output dtype, or null for each tensor's input dtype
+     * @param dtype the output dtype, or null for the dtype each tensor has in {@code donor}
+     * @param donor the input whose config.json the merge carries (the base, else the first model): with no dtype its
+     *     tensors' dtypes are the output's, as mergekit writes the base's (task vectors, slerp), so that the config
+     *     tells the truth
+     * @param tokenizerSource mergekit's tokenizer_source, or null: see {@link CompanionFiles#requireSameTokenizer}
      */
-    static CheckpointMerge open(Path base, List<Path> models, boolean identicalConfigs, DType dtype) {
+    static CheckpointMerge open(Path base, List<Path> models, boolean identicalConfigs, DType dtype, Path donor,
+            Path tokenizerSource) {
         List<Path> inputs = new ArrayList<>();
         if (base != null) {
             inputs.add(base);
@@ -69,14 +75,18 @@ final class CheckpointMerge implements AutoCloseable {
         for (int i = 1; i < inputs.size(); i++) {
             requireSameConfig(inputs.get(0), configs.get(0), inputs.get(i), configs.get(i), identicalConfigs);
         }
-        CompanionFiles.requireSameTokenizer(inputs);
+        CompanionFiles.requireSameTokenizer(inputs, tokenizerSource);
+        int donorIndex = 0;
+        while (!MergeConfig.samePath(inputs.get(donorIndex), donor)) {
+            donorIndex++;
+        }
         List<SafetensorsReader> readers = new ArrayList<>();
         try {
             for (Path input : inputs) {
                 readers.add(SafetensorsReader.open(input));
             }
             Map<String, byte[]> keptRaw = new LinkedHashMap<>();
-            List<TensorSpec> specs = plan(inputs, readers, dtype, keptRaw);
+            List<TensorSpec> specs = plan(inputs, readers, dtype, readers.get(donorIndex), keptRaw);
             List<SafetensorsReader> modelReaders = List.copyOf(readers.subList(base == null ? 0 : 1, readers.size()));
             return new CheckpointMerge(base == null ? null : readers.get(0), modelReaders, specs, keptRaw);
         } catch (RuntimeException e) {
@@ -160,7 +170,7 @@ final class CheckpointMerge implements AutoCloseable {
     }
 
     private static List<TensorSpec> plan(List<Path> inputs, List<SafetensorsReader> readers, DType dtype,
-            Map<String, byte[]> keptRaw) {
+            SafetensorsReader donor, Map<String, byte[]> keptRaw) {
         SafetensorsReader reference = readers.get(0);
         for (int i = 1; i < readers.size(); i++) {
             requireSameNames(inputs.get(0), reference.names(), inputs.get(i), readers.get(i).names());
@@ -175,14 +185,15 @@ final class CheckpointMerge implements AutoCloseable {
                             + Arrays.toString(other.shape()) + " but " + Arrays.toString(first.shape()) + " in "
                             + first.file() + ": the models have different architectures");
                 }
-                if (first.dtype() != other.dtype()) {
+                boolean bothFloat = first.dtype().isFloat32Convertible() && other.dtype().isFloat32Convertible();
+                if (first.dtype() != other.dtype() && !bothFloat) {
                     throw new IllegalArgumentException(other.file() + ": tensor '" + name + "' is " + other.dtype()
-                            + " but " + first.dtype() + " in " + first.file() + ": convert the inputs to one dtype"
-                            + " first (the output dtype is set with dtype)");
+                            + " but " + first.dtype() + " in " + first.file() + ": float tensors of any dtype are"
+                            + " merged in float32, other tensors are kept only when every input has the same");
                 }
             }
             if (first.dtype().isFloat32Convertible()) {
-                specs.add(new TensorSpec(name, dtype == null ? first.dtype() : dtype, first.shape()));
+                specs.add(new TensorSpec(name, dtype == null ? donor.info(name).dtype() : dtype, first.shape()));
             } else {
                 keptRaw.put(name, identicalRawBytes(name, inputs, readers));
                 specs.add(new TensorSpec(name, first.dtype(), first.shape()));

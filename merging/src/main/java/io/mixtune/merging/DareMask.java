@@ -3,8 +3,9 @@ package io.mixtune.merging;
 import java.nio.charset.StandardCharsets;
 
 /**
- * DARE's random drop (Yu et al. 2024): each entry of a task vector is kept with probability {@code density}, and with
- * rescaling the survivors are divided by density so that the expected task vector is unchanged.
+ * DARE's random drop (Yu et al. 2024): each entry of a task vector is kept with probability {@code density}. The paper
+ * divides the survivors by density; mixtune rescales as mergekit does, to the task vector's L1 norm
+ * ({@link TaskArithmetic}).
  *
  * <p>The keep-mask comes from SplitMix64 (Steele et al. 2014, the generator behind java.util.SplittableRandom), written
  * out here so that numpy can reproduce it bit for bit ({@code interop/make_merge_goldens.py}):
@@ -22,9 +23,8 @@ final class DareMask {
 
     private DareMask() {}
 
-    /** Zeroes the dropped entries of {@code delta} and, if {@code rescale}, divides the kept ones by density. */
-    static void dropAndRescale(float[] delta, double density, boolean rescale, long seed, int modelIndex,
-            String tensorName) {
+    /** Zeroes the dropped entries of {@code delta}. */
+    static void drop(float[] delta, double density, long seed, int modelIndex, String tensorName) {
         if (density >= 1) {
             return;
         }
@@ -32,9 +32,7 @@ final class DareMask {
         for (int j = 0; j < delta.length; j++) {
             state += GOLDEN_GAMMA;
             double u = (mix64(state) >>> 11) * 0x1.0p-53;
-            if (u < density) {
-                delta[j] = rescale ? (float) (delta[j] / density) : delta[j];
-            } else {
+            if (u >= density) {
                 delta[j] = 0f;
             }
         }

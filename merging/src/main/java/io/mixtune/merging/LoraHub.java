@@ -126,7 +126,7 @@ public final class LoraHub {
             search.run(n, settings);
             try (StagedOutput staged = StagedOutput.create(out, force)) {
                 average.write(search.bestWeights, null, null, staged.dir());
-                CompanionFiles.copyAdapterTokenizer(adapters, staged.dir());
+                CompanionFiles.copyTokenizer(adapters, staged.dir());
                 staged.commit();
             }
             return new Result(List.copyOf(adapters), inputLosses, search.bestWeights, search.bestLoss,

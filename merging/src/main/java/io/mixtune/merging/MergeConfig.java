@@ -25,7 +25,7 @@ import java.util.Objects;
  *   last: 5                         # swa, lawa, ema: the latest 5 checkpoints (of a run directory, or of models)
  *   rank: 16                        # PEFT adapters: re-compress the concatenated ranks to 16 by SVD
  *   seed: 0                         # dare_*: seeds the drop masks
- *   dtype: bfloat16                 # default: the inputs' dtype
+ *   dtype: bfloat16                 # default: the base's (or first model's) dtype
  *   tokenizer_source: base          # or one of the models: whose tokenizer files the merge carries
  *   out: merged/                    # or on the command line: mixtune merge merge.yaml merged/
  * </pre>
@@ -87,7 +87,8 @@ public record MergeConfig(
      *
      * @param normalize divide by the sum of the weights (linear, ties: yes; task_arithmetic, dare_*: no)
      * @param lambda scales the merged task vector
-     * @param rescale dare_*: divide survivors by density (default yes)
+     * @param rescale ties, dare_*: scale the kept entries of each task vector so that its L1 norm is unchanged (default:
+     *     yes for dare_*, no for ties, as in mergekit)
      */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record Parameters(
@@ -213,9 +214,12 @@ public record MergeConfig(
     private static void requireFitsMethod(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters,
             Integer last) {
         String name = method.yamlName();
-        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null) {
+        boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
+        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null
+                && !(method == MergeMethod.LINEAR && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only task_arithmetic, ties, dare_linear,"
-                    + " dare_ties and slerp do)");
+                    + " dare_ties and slerp do" + (method == MergeMethod.LINEAR ? "; linear takes one only when it is"
+                    + " one of its models, averaged with them and giving the config and tokenizer" : "") + ")");
         }
         boolean weighted = parameters.weight() != null || models.stream().anyMatch(m -> m.parameters().weight() != null);
         if (weighted && !method.takesWeights()) {
@@ -242,8 +246,8 @@ public record MergeConfig(
         if (parameters.lambda() != null && !method.needsBase()) {
             throw new IllegalArgumentException(name + " takes no lambda (only the task-vector methods do)");
         }
-        if (parameters.rescale() != null && method.sparsification() != MergeMethod.Sparsification.RANDOM) {
-            throw new IllegalArgumentException(name + " takes no rescale (only dare_linear and dare_ties do)");
+        if (parameters.rescale() != null && method.sparsification() == MergeMethod.Sparsification.NONE) {
+            throw new IllegalArgumentException(name + " takes no rescale (only ties, dare_linear and dare_ties do)");
         }
         boolean ordered = method == MergeMethod.SWA || method == MergeMethod.LAWA || method == MergeMethod.EMA;
         if (last != null && !ordered) {
@@ -320,8 +324,10 @@ public record MergeConfig(
         return setting == null ? null : setting.at(tensorName, t);
     }
 
+    /** mergekit's default: dare_* rescale, ties does not. */
     boolean rescale() {
-        return parameters.rescale() == null || parameters.rescale();
+        return parameters.rescale() == null ? method.sparsification() == MergeMethod.Sparsification.RANDOM
+                : parameters.rescale();
     }
 
     long seedOrDefault() {

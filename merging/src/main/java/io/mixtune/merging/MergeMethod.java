@@ -25,7 +25,7 @@ public enum MergeMethod {
     TASK_ARITHMETIC("task_arithmetic", Family.TASK_VECTORS),
     /** Trim each task vector to its largest-magnitude fraction {@code density}, elect signs, disjoint mean (Yadav et al. 2023). */
     TIES("ties", Family.TASK_VECTORS),
-    /** Drop each task-vector entry with probability 1 - density, rescale survivors by 1/density, then add (Yu et al. 2024). */
+    /** Drop each task-vector entry with probability 1 - density, rescale to the L1 norm (mergekit), add (Yu et al. 2024). */
     DARE_LINEAR("dare_linear", Family.TASK_VECTORS),
     /** DARE's drop and rescale, then TIES's sign election and disjoint sum. */
     DARE_TIES("dare_ties", Family.TASK_VECTORS),

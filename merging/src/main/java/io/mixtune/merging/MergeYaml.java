@@ -14,6 +14,7 @@ import com.fasterxml.jackson.databind.JsonMappingException;
 import com.fasterxml.jackson.databind.JsonSerializer;
 import com.fasterxml.jackson.databind.SerializerProvider;
 import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
+import com.fasterxml.jackson.databind.exc.ValueInstantiationException;
 import com.fasterxml.jackson.databind.module.SimpleModule;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
@@ -179,6 +180,13 @@ public final class MergeYaml {
     private static String describe(Path file, String text, JsonProcessingException e) {
         JsonLocation at = e.getLocation();
         String where = file + (at == null ? "" : ":" + at.getLineNr() + ":" + at.getColumnNr());
+        if (e instanceof ValueInstantiationException invalid) {
+            // A record checks itself once its mapping has ended, where Jackson points (past the end of the file when
+            // the command line's out was appended): point at the key the message names instead, or at no line.
+            String keyAt = keyPosition(text, pointer(invalid), invalid.getCause() == null ? ""
+                    : invalid.getCause().getMessage());
+            where = file + (keyAt == null ? "" : ":" + keyAt);
+        }
         if (e instanceof UnrecognizedPropertyException unknown) {
             // Records are built once their mapping ends, so Jackson reports an unknown key there; point at the key.
             String keyAt = uniqueKeyPosition(text, unknown.getPropertyName());
@@ -231,6 +239,52 @@ public final class MergeYaml {
         }
     }
 
+    /** The JSON pointer of the mapping a problem is in: {@code /models/0/parameters}. */
+    private static String pointer(JsonMappingException e) {
+        StringBuilder out = new StringBuilder();
+        for (JsonMappingException.Reference reference : e.getPath()) {
+            if (reference.getFieldName() != null) {
+                out.append('/').append(reference.getFieldName());
+            } else if (reference.getIndex() >= 0) {
+                out.append('/').append(reference.getIndex());
+            }
+        }
+        return out.toString();
+    }
+
+    /**
+     * "line:column" of the first key at or under {@code pointer} named by a word of {@code message}, words in order
+     * ("density must lie in ..." points at density, "linear takes no base_model" at base_model); else of the mapping's
+     * own key; else null.
+     */
+    private static String keyPosition(String text, String pointer, String message) {
+        Map<String, String> firstUnder = new java.util.HashMap<>();
+        String own = null;
+        try (JsonParser parser = MAPPER.createParser(text)) {
+            for (var token = parser.nextToken(); token != null; token = parser.nextToken()) {
+                if (token != com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                    continue;
+                }
+                String at = parser.getParsingContext().pathAsPointer().toString();
+                JsonLocation location = parser.currentTokenLocation();
+                String position = location.getLineNr() + ":" + location.getColumnNr();
+                if (at.equals(pointer)) {
+                    own = position;
+                } else if (at.startsWith(pointer + "/")) {
+                    firstUnder.putIfAbsent(parser.currentName(), position);
+                }
+            }
+        } catch (IOException e) {
+            return null;
+        }
+        for (String word : message.split("[\\s,;:()\\[\\]{}]+")) {
+            if (firstUnder.containsKey(word)) {
+                return firstUnder.get(word);
+            }
+        }
+        return own;
+    }
+
     /** "line:column" of {@code key:} in the text if it occurs exactly once, else null. */
     private static String uniqueKeyPosition(String text, String key) {
         Matcher m = Pattern.compile("(?m)(^|[\\s{,-])(" + Pattern.quote(key) + ")\\s*:").matcher(text);
@@ -272,6 +326,7 @@ public final class MergeYaml {
         // Jackson reads a path containing ':' as a URI; a merge config holds plain file paths.
         names.addDeserializer(Path.class, text(Path::of));
         names.addSerializer(Path.class, written(Path::toString));
+        names.addDeserializer(Boolean.class, new FlagReader());
         names.addDeserializer(ParameterSetting.class, new ParameterSettingYaml.Reader());
         names.addSerializer(ParameterSetting.class, new ParameterSettingYaml.Writer());
         return YAMLMapper.builder(YAMLFactory.builder().disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).build())
@@ -280,6 +335,25 @@ public final class MergeYaml {
                 .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
                 .addModule(names)
                 .build();
+    }
+
+    /**
+     * normalize, rescale, int8_mask: true or false, or 1 and 0 (1.0 and 0.0), since mergekit's parameter values are
+     * numbers or lists and the configs it dumps (mergekit-evolve's best_config.yaml) write its flags as 1.0.
+     */
+    private static final class FlagReader extends JsonDeserializer<Boolean> {
+        @Override
+        public Boolean deserialize(JsonParser parser, DeserializationContext context) throws IOException {
+            JsonNode node = context.readTree(parser);
+            if (node.isBoolean()) {
+                return node.booleanValue();
+            }
+            if (node.isNumber() && (node.doubleValue() == 0 || node.doubleValue() == 1)) {
+                return node.doubleValue() == 1;
+            }
+            throw JsonMappingException.from(parser, "expected true or false (or 1 and 0, as mergekit writes them), got "
+                    + node);
+        }
     }
 
     private interface Parse<T> {

@@ -66,21 +66,23 @@ public final class ModelMerge {
         if (resolved.rank() != null) {
             throw new IllegalArgumentException("rank re-compresses PEFT adapters, but the inputs are full checkpoints");
         }
-        Path tensorBase = method == MergeMethod.SLERP ? null : base;
+        // linear's base_model is one of its models, as in mergekit: averaged with them, and the config's donor.
+        Path tensorBase = method.needsBase() ? base : null;
         List<Path> tensorModels = method == MergeMethod.SLERP ? slerpEnds(base, models) : models;
+        List<Path> priority = new ArrayList<>(tensorModels);
+        if (base != null) {
+            priority.add(0, base);
+        }
         int layers = LayerwiseMerge.layerCount(tensorModels.get(0), resolved.layerRange(), layerwise);
         TensorMerge merge = layerwise
                 ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
                 : tensorMerge(resolved, "", 0);
-        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype());
+        Path tokenizerSource = resolved.tokenizerSource() == null ? null : resolved.tokenizerInput();
+        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype(),
+                priority.get(0), tokenizerSource);
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
-            List<Path> priority = new ArrayList<>(tensorModels);
-            if (tensorBase != null) {
-                priority.add(0, tensorBase);
-            }
-            CompanionFiles.copy(priority, staged.dir(), resolved.tokenizerSource() == null ? null
-                    : resolved.tokenizerInput());
+            CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
             CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
             writeResolved(resolved, staged.dir());
             staged.commit();
@@ -107,7 +109,7 @@ public final class ModelMerge {
                 StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
             AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.dtype(),
                     staged.dir());
-            CompanionFiles.copyAdapterTokenizer(models, staged.dir());
+            CompanionFiles.copyTokenizer(models, staged.dir());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,

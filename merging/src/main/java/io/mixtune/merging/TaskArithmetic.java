@@ -12,7 +12,8 @@ import java.util.List;
  * </pre>
  * per entry; an entry where a task vector is zero has sign 0 and so is in no A, and an empty A divides by 1. ties trims
  * each d_i to its largest-magnitude fraction density ({@link MagnitudeTrim}); dare_* keep each entry with probability
- * density and rescale by 1/density ({@link DareMask}). Sums run in double.
+ * density ({@link DareMask}); with rescale (dare_*'s default, ties' option) the kept entries are scaled back to the
+ * L1 norm of d_i, as mergekit does. Sums run in double.
  */
 final class TaskArithmetic implements TensorMerge {
     private final MergeMethod method;
@@ -37,6 +38,30 @@ final class TaskArithmetic implements TensorMerge {
         this.seed = seed;
     }
 
+    /**
+     * mergekit's rescale (sparsify.py, rescaled_masked_tensor with the L1 norm): the kept entries times
+     * sum|d| / sum|kept|, so the thinned task vector keeps the L1 norm of the whole one; left as it is when either sum is
+     * below 1e-7. (DARE's paper divides by density instead, which keeps the expectation, not the norm.)
+     */
+    private static void rescaleToL1(float[] kept, double normBefore) {
+        double normAfter = l1(kept);
+        if (normBefore < 1e-7 || normAfter < 1e-7) {
+            return;
+        }
+        double scale = normBefore / normAfter;
+        for (int j = 0; j < kept.length; j++) {
+            kept[j] = (float) (kept[j] * scale);
+        }
+    }
+
+    private static double l1(float[] values) {
+        double sum = 0;
+        for (float v : values) {
+            sum += Math.abs(v);
+        }
+        return sum;
+    }
+
     @Override
     public float[] merge(String name, float[] base, List<float[]> models) {
         for (int i = 0; i < models.size(); i++) {
@@ -44,10 +69,17 @@ final class TaskArithmetic implements TensorMerge {
             for (int j = 0; j < delta.length; j++) {
                 delta[j] -= base[j];
             }
-            switch (method.sparsification()) {
-                case MAGNITUDE -> MagnitudeTrim.keepLargest(delta, densities[i]);
-                case RANDOM -> DareMask.dropAndRescale(delta, densities[i], rescale, seed, i, name);
-                case NONE -> { }
+            if (method.sparsification() == MergeMethod.Sparsification.NONE || densities[i] >= 1) {
+                continue;
+            }
+            double normBefore = l1(delta);
+            if (method.sparsification() == MergeMethod.Sparsification.MAGNITUDE) {
+                MagnitudeTrim.keepLargest(delta, densities[i]);
+            } else {
+                DareMask.drop(delta, densities[i], seed, i, name);
+            }
+            if (rescale) {
+                rescaleToL1(delta, normBefore);
             }
         }
         double allWeights = 0;

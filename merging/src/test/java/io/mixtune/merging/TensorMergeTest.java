@@ -38,7 +38,7 @@ class TensorMergeTest {
         // Deltas: model 0 (+3, -1, +2, 0.5), model 1 (-1, -2, +2, -0.1); density 0.75 keeps 3 of 4 entries of each.
         List<float[]> models = of(new float[] {3, -1, 2, 0.5f}, new float[] {-1, -2, 2, -0.1f});
         float[] merged = new TaskArithmetic(MergeMethod.TIES, new double[] {1, 1}, new double[] {0.75, 0.75}, true, 1,
-                true, 0).merge("w", base, models);
+                false, 0).merge("w", base, models);
         // Trimmed: (3, -1, 2, 0) and (-1, -2, 2, 0). Mass (2, -3, 4, 0): signs +, -, +, + (0 counts as +).
         // Entry 0: only model 0 agrees -> 3 / 1. Entry 1: both -> -3 / 2. Entry 2: both -> 4 / 2. Entry 3: none -> 0.
         assertArrayEquals(new float[] {3, -1.5f, 2, 0}, merged);
@@ -67,14 +67,14 @@ class TensorMergeTest {
     }
 
     @Test
-    void dareKeepsAboutDensityAndRescalesBySplitMix64() {
+    void dareKeepsAboutDensityBySplitMix64() {
         int n = 100_000;
         float[] d = new float[n];
         java.util.Arrays.fill(d, 1f);
-        DareMask.dropAndRescale(d, 0.3, true, 42, 1, "model.layers.0.mlp.up_proj.weight");
+        DareMask.drop(d, 0.3, 42, 1, "model.layers.0.mlp.up_proj.weight");
         int kept = 0;
         for (float x : d) {
-            assertTrue(x == 0f || x == (float) (1 / 0.3));
+            assertTrue(x == 0f || x == 1f);
             kept += x == 0f ? 0 : 1;
         }
         assertEquals(0.3, kept / (double) n, 0.005);
@@ -83,12 +83,50 @@ class TensorMergeTest {
         SplittableRandom random = new SplittableRandom(stream);
         float[] again = new float[16];
         java.util.Arrays.fill(again, 1f);
-        DareMask.dropAndRescale(again, 0.3, false, 42, 1, "model.layers.0.mlp.up_proj.weight");
+        DareMask.drop(again, 0.3, 42, 1, "model.layers.0.mlp.up_proj.weight");
         for (float x : again) {
             assertEquals(random.nextDouble() < 0.3, x == 1f);
         }
         assertTrue(DareMask.stream(42, 0, "a") != DareMask.stream(42, 1, "a") && DareMask.stream(42, 0, "a")
                 != DareMask.stream(42, 0, "b") && DareMask.stream(42, 0, "a") != DareMask.stream(43, 0, "a"));
+    }
+
+    /**
+     * mergekit's rescale (sparsify.py rescaled_masked_tensor, L1): the kept entries times sum|d| / sum|kept|, not
+     * DARE's 1 / density. The mask is drawn here from SplittableRandom, the generator DareMask documents.
+     */
+    @Test
+    void dareRescalesTheKeptEntriesToTheTaskVectorsL1Norm() {
+        float[] delta = {1, -2, 3, -4, 5, -6, 7, -8};
+        SplittableRandom random = new SplittableRandom(DareMask.stream(5, 0, "w"));
+        float[] expected = new float[delta.length];
+        double keptNorm = 0;
+        for (int j = 0; j < delta.length; j++) {
+            if (random.nextDouble() < 0.5) {
+                expected[j] = delta[j];
+                keptNorm += Math.abs(delta[j]);
+            }
+        }
+        assertTrue(keptNorm > 0 && keptNorm < 36, "seed 5 keeps some entries, not all");
+        for (int j = 0; j < delta.length; j++) {
+            expected[j] = (float) (expected[j] * 36 / keptNorm);
+        }
+        float[] merged = new TaskArithmetic(MergeMethod.DARE_LINEAR, new double[] {1}, new double[] {0.5}, false, 1,
+                true, 5).merge("w", new float[8], of(delta));
+        assertArrayEquals(expected, merged, 1e-6f);
+        float[] unscaled = new TaskArithmetic(MergeMethod.DARE_LINEAR, new double[] {1}, new double[] {0.5}, false, 1,
+                false, 5).merge("w", new float[8], of(delta));
+        for (int j = 0; j < delta.length; j++) {
+            assertEquals(expected[j] == 0 ? 0 : delta[j], unscaled[j], "rescale: false keeps the survivors as they are");
+        }
+    }
+
+    /** ties takes rescale as mergekit does: (1, -2, 3, -4) trimmed to (0, 0, 3, -4), times 10 / 7. */
+    @Test
+    void tiesRescalesToTheL1NormWhenAsked() {
+        float[] merged = new TaskArithmetic(MergeMethod.TIES, new double[] {1}, new double[] {0.5}, true, 1, true, 0)
+                .merge("w", new float[4], of(new float[] {1, -2, 3, -4}));
+        assertArrayEquals(new float[] {0, 0, 30 / 7f, -40 / 7f}, merged, 1e-6f);
     }
 
     @Test

@@ -84,10 +84,7 @@ public final class MergeAdapter {
                     + " or pass --force to replace the files merging writes there (any other file stays)");
         }
         List<Path> files = AdapterMerge.merge(model, adapter, out, dtype, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
-        List<String> copied = AdapterMerge.COPIED_FILES.stream()
-                .filter(name -> Files.isRegularFile(model.resolve(name)) || (AdapterMerge.ADAPTER_TOKENIZER_FILES
-                        .contains(name) && Files.isRegularFile(adapter.resolve(name))))
-                .toList();
+        List<String> copied = List.copyOf(AdapterMerge.companionSources(model, adapter).keySet());
         return new Result(model, adapter, out, dtype, files, copied);
     }
 }

@@ -28,12 +28,17 @@ import java.util.TreeSet;
  * place of lm_head), which transformers' AutoModelForSequenceClassification loads.
  */
 public final class AdapterMerge {
-    /** The files besides the weights that a model directory carries along: config, generation config, tokenizer. */
-    public static final List<String> COPIED_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model");
+    /** The files besides the weights that describe the model: copied from the base (or first) model. */
+    public static final List<String> MODEL_FILES = List.of("config.json", "generation_config.json");
 
-    /** Taken from the adapter's folder where it has them, else from the base's. */
-    public static final List<String> ADAPTER_TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json");
+    /** The tokenizer's files, mergekit's list (merge.py, _copy_tokenizer). */
+    public static final List<String> TOKENIZER_FILES = List.of("tokenizer_config.json", "special_tokens_map.json",
+            "tokenizer.json", "tokenizer.model", "added_tokens.json", "merges.txt", "chat_template.jinja",
+            "chat_template.json");
+
+    /** The chat template as transformers 5 saves it (the .jinja) and as processors save it; read before the config's. */
+    private static final List<String> TEMPLATE_FILES = List.of("chat_template.jinja", "chat_template.json");
+
     private static final String LM_HEAD = "lm_head.weight";
     private static final String SCORE = "score.weight";
 
@@ -94,13 +99,9 @@ public final class AdapterMerge {
                 }
                 return weight;
             });
-            for (String file : COPIED_FILES) {
-                // An adapter mixtune trained carries the tokenizer files with the chat template it was trained with.
-                Path from = ADAPTER_TOKENIZER_FILES.contains(file) && Files.isRegularFile(adapterDir.resolve(file))
-                        ? adapterDir : modelDir;
-                if (Files.isRegularFile(from.resolve(file))) {
-                    Files.copy(from.resolve(file), outDir.resolve(file), StandardCopyOption.REPLACE_EXISTING);
-                }
+            for (Map.Entry<String, Path> file : companionSources(modelDir, adapterDir).entrySet()) {
+                Files.copy(file.getValue().resolve(file.getKey()), outDir.resolve(file.getKey()),
+                        StandardCopyOption.REPLACE_EXISTING);
             }
             if (dtype != null) {
                 ModelConfig.recordDtype(outDir.resolve("config.json"), dtype);
@@ -112,6 +113,62 @@ public final class AdapterMerge {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the merged checkpoint to " + outDir + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Each file a merged checkpoint carries besides its weights, and the directory it is copied from: the model files
+     * from the base, the tokenizer's as {@link #tokenizerSources} picks them with the adapter's folder first (an
+     * adapter mixtune trained carries the tokenizer files with the chat template it was trained with).
+     */
+    public static Map<String, Path> companionSources(Path modelDir, Path adapterDir) {
+        Map<String, Path> sources = new java.util.LinkedHashMap<>();
+        for (String file : MODEL_FILES) {
+            if (Files.isRegularFile(modelDir.resolve(file))) {
+                sources.put(file, modelDir);
+            }
+        }
+        sources.putAll(tokenizerSources(List.of(adapterDir, modelDir)));
+        return sources;
+    }
+
+    /**
+     * Each tokenizer file from the first directory that holds it, except the chat template files: transformers 5 reads a
+     * chat_template.jinja before the template in tokenizer_config.json, so one input's .jinja would silently replace
+     * the template another's tokenizer_config.json brings. They come from the directory whose tokenizer_config.json is
+     * copied if that one has a template (in either place), else from the first that has one.
+     */
+    public static Map<String, Path> tokenizerSources(List<Path> dirsInPriority) {
+        Path configFrom = firstHolding(dirsInPriority, "tokenizer_config.json");
+        List<Path> templateOrder = new ArrayList<>(dirsInPriority);
+        if (configFrom != null) {
+            templateOrder.add(0, configFrom);
+        }
+        Path templateFrom = templateOrder.stream().filter(AdapterMerge::hasChatTemplate).findFirst().orElse(null);
+        Map<String, Path> sources = new java.util.LinkedHashMap<>();
+        for (String file : TOKENIZER_FILES) {
+            Path from = !TEMPLATE_FILES.contains(file) ? firstHolding(dirsInPriority, file)
+                    : templateFrom != null && Files.isRegularFile(templateFrom.resolve(file)) ? templateFrom : null;
+            if (from != null) {
+                sources.put(file, from);
+            }
+        }
+        return sources;
+    }
+
+    private static boolean hasChatTemplate(Path dir) {
+        if (TEMPLATE_FILES.stream().anyMatch(file -> Files.isRegularFile(dir.resolve(file)))) {
+            return true;
+        }
+        Path config = dir.resolve("tokenizer_config.json");
+        try {
+            return Files.isRegularFile(config) && new ObjectMapper().readTree(config.toFile()).hasNonNull("chat_template");
+        } catch (IOException e) {
+            return false; // not JSON: it brings no template transformers could read
+        }
+    }
+
+    private static Path firstHolding(List<Path> dirs, String file) {
+        return dirs.stream().filter(dir -> Files.isRegularFile(dir.resolve(file))).findFirst().orElse(null);
     }
 
     /**

@@ -137,7 +137,41 @@ class AdapterMergeTest {
                 manager.arange(0, 7, 1, DataType.INT64).reshape(1, 7), null).toFloatArray();
     }
 
-    /** The same weights in transformers 5's fused expert layout. */
+    /**
+     * transformers 5 saves a chat template only as chat_template.jinja: the merged model carries it with the rest of
+     * mergekit's list (added_tokens.json, merges.txt, chat_template.json), unless the adapter's tokenizer_config.json
+     * brings the template it was trained with, which the base's .jinja would override.
+     */
+    @Test
+    void theChatTemplateFilesTravelWithTheirTokenizerConfig(@TempDir Path dir) throws Exception {
+        Path base = dir.resolve("base");
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
+        Map<String, String> baseFiles = Map.of("tokenizer.json", "base tokenizer", "tokenizer_config.json", "{}",
+                "chat_template.jinja", "{{ base }}", "chat_template.json", "{\"chat_template\": \"{{ base }}\"}",
+                "added_tokens.json", "{}", "merges.txt", "a b");
+        for (Map.Entry<String, String> file : baseFiles.entrySet()) {
+            Files.writeString(base.resolve(file.getKey()), file.getValue());
+        }
+        Path adapter = dir.resolve("adapter");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj")), LoraModel.Init.RANDOM, 5);
+            PeftAdapter.save(lora, "default", adapter, "base");
+        }
+        Path plain = dir.resolve("merged-plain");
+        AdapterMerge.merge(base, adapter, plain, null, Long.MAX_VALUE);
+        for (Map.Entry<String, String> file : baseFiles.entrySet()) {
+            assertEquals(file.getValue(), Files.readString(plain.resolve(file.getKey())), file.getKey());
+        }
+        Files.writeString(adapter.resolve("tokenizer_config.json"), "{\"chat_template\": \"{{ trained }}\"}");
+        Path merged = dir.resolve("merged");
+        AdapterMerge.merge(base, adapter, merged, null, Long.MAX_VALUE);
+        assertEquals("{\"chat_template\": \"{{ trained }}\"}", Files.readString(merged.resolve("tokenizer_config.json")));
+        assertTrue(Files.notExists(merged.resolve("chat_template.jinja")) && Files.notExists(merged.resolve(
+                "chat_template.json")), "the base's template files would override the adapter's template");
+        assertEquals("a b", Files.readString(merged.resolve("merges.txt")));
+    }
+
     /** The tokenizer files an adapter carries (the chat template it was trained with) win over the base's. */
     @Test
     void theAdaptersTokenizerFilesGoIntoTheMergedModel(@TempDir Path dir) throws Exception {
@@ -164,6 +198,7 @@ class AdapterMergeTest {
         assertEquals("base map", Files.readString(merged.resolve("special_tokens_map.json")));
     }
 
+    /** The same weights in transformers 5's fused expert layout. */
     private static void writeFusedCopy(Path hub, Path fused) throws Exception {
         Files.createDirectories(fused);
         Files.copy(hub.resolve("config.json"), fused.resolve("config.json"));

@@ -74,7 +74,7 @@ final class MergeCommand implements Command {
                 .addOption(Mixtune.option("last", "K", "swa, lawa, ema: average the latest K checkpoints"))
                 .addOption(Mixtune.option("rank", "R", "adapters: re-compress the summed ranks to R by SVD and report"
                         + " the error"))
-                .addOption(Mixtune.option("dtype", "TYPE", "bf16, fp16 or fp32 (default: the inputs')"))
+                .addOption(Mixtune.option("dtype", "TYPE", "bf16, fp16 or fp32 (default: the base's, or the first input's)"))
                 .addOption(Mixtune.option("out", "DIR", "output directory, written as OUT.tmp-* and renamed when complete"))
                 .addOption(Mixtune.option("force", null, "replace a non-empty --out"))
                 .addOption(Mixtune.option("data", "FILE", "lorahub: a few example chats of the new task; the weights"
