@@ -18,6 +18,8 @@ import java.util.List;
 import java.util.zip.GZIPOutputStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 class ChatFileReaderTest {
     @TempDir
@@ -123,5 +125,42 @@ class ChatFileReaderTest {
         Path array = write("broken.json", "[\n{\"data\": [\"a\", \"b\"]},\n{\"data\": [\"a\" \"b\"]}\n]");
         InvalidRecordException e = assertThrows(InvalidRecordException.class, () -> read(array));
         assertTrue(e.getMessage().startsWith(array + ":3: malformed JSON"), e.getMessage());
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"chats.parquet", "chats.arrow", "chats.csv", "chats.tsv", "chats.CSV", "chats.csv.gz"})
+    void tableFilesAreRefusedByTheirNameEvenWhenSkippingBadRecords(String name) throws IOException {
+        // read() hands bad records to a handler that collects them, as skip_invalid does: a table file still stops.
+        Path file = write(name, "{\"data\": [\"a\", \"b\"]}\n");
+        InvalidRecordException e = assertThrows(InvalidRecordException.class, () -> read(file));
+        assertTrue(e.getMessage().startsWith(file + ": "), e.getMessage());
+        assertTrue(e.getMessage().contains("mixtune reads JSONL or a JSON array (plain or .gz)"), e.getMessage());
+    }
+
+    @Test
+    void binaryContentIsRefusedWhateverTheNameAndNotReadAsBrokenLines() throws IOException {
+        // A Parquet file's bytes: "PAR1", then Thrift pages with NULs and newlines in them (a real one read as JSONL
+        // gave "skipped 5" and one garbage sample before this refusal).
+        byte[] parquet = {'P', 'A', 'R', '1', 0x15, 0x04, 0x15, (byte) 0x90, 0x01, 0x00, '\n', '{', '}', '\n', 0, 0};
+        Path named = dir.resolve("chats.jsonl");
+        Files.write(named, parquet);
+        InvalidRecordException e = assertThrows(InvalidRecordException.class, () -> read(named));
+        assertEquals(named + ": a Parquet file (it starts with PAR1): mixtune reads JSONL or a JSON array (plain or "
+                + ".gz); write it as JSONL first, e.g. pandas.read_parquet(f).to_json(out, orient='records', "
+                + "lines=True)", e.getMessage());
+        Path binary = dir.resolve("chats.json");
+        Files.write(binary, new byte[] {'{', 0, 0, 0, 1, 2, '\n'});
+        assertTrue(assertThrows(InvalidRecordException.class, () -> read(binary)).getMessage()
+                .startsWith(binary + ": not text (it holds NUL bytes): mixtune reads JSONL"));
+    }
+
+    @Test
+    void reasonsGroupIndicesButKeepTheNumbersOfNames() {
+        assertEquals("invalid UTF-8", new InvalidRecordException("f:9", "invalid UTF-8: the line is not UTF-8 text")
+                .reason());
+        assertEquals("data[N] is not a string", new InvalidRecordException("f:2", "data[3] is not a string: 7")
+                .reason());
+        assertEquals("message N (user) is empty", new InvalidRecordException("f:5", "message 12 (user) is empty")
+                .reason());
     }
 }
