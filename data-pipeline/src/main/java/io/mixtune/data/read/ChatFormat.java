@@ -70,7 +70,9 @@ public enum ChatFormat {
         List<Message> messages = new ArrayList<>();
         switch (this) {
             case MESSAGES -> {
+                int index = 0;
                 for (JsonNode message : array(record, "messages")) {
+                    index++;
                     String role = text(message, "role", "messages[].role");
                     messages.add(new Message(switch (role) {
                         case "system" -> Role.SYSTEM;
@@ -78,7 +80,7 @@ public enum ChatFormat {
                         case "assistant" -> Role.ASSISTANT;
                         default -> throw new IllegalArgumentException("unknown role \"" + role
                                 + "\": expected system, user or assistant");
-                    }, text(message, "content", "messages[].content")));
+                    }, content(message, index)));
                 }
             }
             case ULTRACHAT -> {
@@ -120,6 +122,37 @@ public enum ChatFormat {
             default -> throw new AssertionError(this);
         }
         return messages;
+    }
+
+    /**
+     * A message's content: a string, or a list of parts as OpenAI and Hugging Face write them
+     * ({@code [{"type": "text", "text": ...}, ...]}), whose texts are joined in order with nothing between, as axolotl's
+     * chat_template strategy joins them; a part of another type (an image...) is refused, mixtune training on text.
+     */
+    private static String content(JsonNode message, int index) {
+        JsonNode content = message.get("content");
+        if (content == null || !content.isArray()) {
+            return text(message, "content", "messages[].content");
+        }
+        StringBuilder text = new StringBuilder();
+        int partIndex = 0;
+        for (JsonNode part : content) {
+            partIndex++;
+            String where = "message " + index + "'s content part " + partIndex;
+            if (!part.isObject()) {
+                throw new IllegalArgumentException(where + " is not an object: " + abbreviate(part));
+            }
+            String type = part.path("type").isTextual() ? part.get("type").asText() : "text";
+            if (!type.equals("text")) {
+                throw new IllegalArgumentException(where + " is of type \"" + type + "\": mixtune trains on text only "
+                        + "(parts of type text)");
+            }
+            if (!part.path("text").isTextual()) {
+                throw new IllegalArgumentException(where + " (type text) has no string field text");
+            }
+            text.append(part.get("text").asText());
+        }
+        return text.toString();
     }
 
     private static JsonNode array(JsonNode record, String field) {

@@ -163,4 +163,30 @@ class ChatFileReaderTest {
         assertEquals("message N (user) is empty", new InvalidRecordException("f:5", "message 12 (user) is empty")
                 .reason());
     }
+
+    @Test
+    void contentAsAListOfTextPartsIsTheirTextJoinedAsAxolotlJoinsThem() throws IOException {
+        // axolotl's _convert_content_parts: "".join of each part's text, in order, nothing between.
+        Result result = read(write("parts.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": "
+                + "\"text\", \"text\": \"Hi\"}, {\"type\": \"text\", \"text\": \" there\"}]}, {\"role\": \"assistant\", "
+                + "\"content\": [{\"type\": \"text\", \"text\": \"Hello\"}]}]}\n"));
+        assertEquals(List.of(), result.invalid());
+        assertEquals(List.of(new Message(Role.USER, "Hi there"), new Message(Role.ASSISTANT, "Hello")),
+                result.conversations().get(0).messages());
+    }
+
+    @Test
+    void aContentPartThatIsNotTextIsRefusedNamingTheMessageAndItsType() throws IOException {
+        Path file = write("image.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", "
+                + "\"text\": \"What is this?\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"x.png\"}}]}, "
+                + "{\"role\": \"assistant\", \"content\": \"A cat.\"}]}\n"
+                + "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}, "
+                + "{\"role\": \"assistant\", \"content\": \"A cat.\"}]}\n");
+        List<InvalidRecordException> invalid = read(file).invalid();
+        assertEquals(file + ":1: message 1's content part 2 is of type \"image_url\": mixtune trains on text only "
+                + "(parts of type text)", invalid.get(0).getMessage());
+        assertEquals("message N's content part N is of type \"image_url\"", invalid.get(0).reason());
+        assertEquals(file + ":2: message 1's content part 1 (type text) has no string field text",
+                invalid.get(1).getMessage());
+    }
 }
