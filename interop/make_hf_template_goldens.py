@@ -66,7 +66,19 @@ GENERATION_EDITS = {
 }
 NAMES = tuple(GENERATION_EDITS)
 TYPED_SPECIALS = ("special-tokens-as-text", "injected-template", "eos-literal")
-CONVERSATIONS = [(name, messages) for name, messages in tg.CONVERSATIONS if name not in TYPED_SPECIALS]
+# Shapes that mistral-common refuses and other templates may take (mixtune leaves them to the template but for the
+# built-in mistral one): two turns of one role in a row, an empty answer. Appended, so the lines above keep their place.
+_U, _A = "user", "assistant"
+SHAPES = [
+    ("consecutive-users", [{"role": _U, "content": "Hi."}, {"role": _U, "content": "Are you there?"},
+                           {"role": _A, "content": "Yes, here."}]),
+    ("consecutive-answers", [{"role": _U, "content": "Name two colours."}, {"role": _A, "content": "Red."},
+                             {"role": _A, "content": "And blue."}]),
+    ("empty-answer", [{"role": _U, "content": "Say nothing."}, {"role": _A, "content": ""},
+                      {"role": _U, "content": "Now say hi."}, {"role": _A, "content": "Hi."}]),
+    ("empty-last-answer", [{"role": _U, "content": "Say nothing."}, {"role": _A, "content": ""}]),
+]
+CONVERSATIONS = [(name, messages) for name, messages in tg.CONVERSATIONS if name not in TYPED_SPECIALS] + SHAPES
 
 
 def template(name: str) -> str:
