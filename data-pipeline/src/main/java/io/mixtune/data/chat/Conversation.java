@@ -1,5 +1,7 @@
 package io.mixtune.data.chat;
 
+import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 import java.util.Locale;
 
@@ -12,11 +14,14 @@ import java.util.Locale;
  *
  * @param source where it came from, as file:line, for error messages
  * @param droppedTrailingMessages how many messages after the last assistant message were dropped
+ * @param tools the record's tool definitions (OpenAI's {@code tools}) as plain lists and maps, for a Hugging Face
+ *     template's {@code tools}, as transformers' apply_chat_template(tools=...) passes them; null when it has none
  */
-public record Conversation(List<Message> messages, String source, int droppedTrailingMessages) {
+public record Conversation(List<Message> messages, String source, int droppedTrailingMessages, List<Object> tools) {
 
     public Conversation {
         messages = List.copyOf(messages);
+        tools = tools == null ? null : Collections.unmodifiableList(new ArrayList<>(tools));
         String problem = problem(messages);
         if (problem != null) {
             throw new InvalidRecordException(source, problem);
@@ -25,7 +30,32 @@ public record Conversation(List<Message> messages, String source, int droppedTra
 
     /** The messages up to and including the last assistant message; those after it are dropped and counted. */
     public Conversation(List<Message> messages, String source) {
-        this(messages.subList(0, untilLastAnswer(messages)), source, messages.size() - untilLastAnswer(messages));
+        this(messages, null, source);
+    }
+
+    /** As {@link #Conversation(List, String)}, with the record's tool definitions (or null). */
+    public Conversation(List<Message> messages, List<Object> tools, String source) {
+        this(messages.subList(0, untilLastAnswer(messages)), source, messages.size() - untilLastAnswer(messages),
+                tools);
+    }
+
+    /**
+     * Null when the conversation has no tool messages, tool calls or tool definitions, else which one a template
+     * without tools ({@code templateName}) cannot render, and what to use instead.
+     */
+    public String toolProblem(String templateName) {
+        String advice = ": the " + templateName + " template has no tools; use the model's own template "
+                + "(data.template: hf), which renders them as transformers does";
+        for (int i = 0; i < messages.size(); i++) {
+            Message message = messages.get(i);
+            if (message.role() == Role.TOOL) {
+                return "message " + (i + 1) + " has the role tool" + advice;
+            }
+            if (message.callsTools()) {
+                return "message " + (i + 1) + " (assistant) has tool_calls" + advice;
+            }
+        }
+        return tools != null && !tools.isEmpty() ? "the record has tools" + advice : null;
     }
 
     private static int untilLastAnswer(List<Message> messages) {

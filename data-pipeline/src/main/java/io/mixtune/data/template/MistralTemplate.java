@@ -50,7 +50,10 @@ public final class MistralTemplate implements ChatTemplate {
 
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
-        String problem = alternationProblem(conversation);
+        String problem = conversation.toolProblem(name());
+        if (problem == null) {
+            problem = alternationProblem(conversation);
+        }
         if (problem != null) {
             throw new InvalidRecordException(conversation.source(), problem);
         }

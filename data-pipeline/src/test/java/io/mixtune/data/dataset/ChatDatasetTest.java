@@ -7,6 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.template.ChatMlTemplate;
+import io.mixtune.data.template.ChatTemplate;
+import io.mixtune.data.template.CustomTemplate;
+import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.template.HfChatTemplate;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.data.template.LossPolicy;
@@ -173,5 +176,30 @@ class ChatDatasetTest {
             trained.add(tokenizer.decode(Arrays.stream(labels).filter(id -> id != TokenizedSample.IGNORE).toArray()));
         }
         assertEquals(List.of("c<|im_end|>", "b<|im_end|>c<|im_end|>", "<|im_end|>e<|im_end|>"), trained);
+    }
+
+    /**
+     * mistral, chatml and custom have no tools: a tool message, tool_calls or tools is refused naming the message and
+     * pointing at the model's own template (HfTemplateGoldenTest's tool-call lines check that one against transformers).
+     */
+    @Test
+    void theBuiltInTemplatesRefuseToolsNamingTheMessageAndTheTemplateToUse(@TempDir Path dir) throws IOException {
+        Path file = write(dir, messages(message("user", "Weather?"), "{\"role\": \"assistant\", \"content\": \"\", "
+                + "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"w\", \"arguments\": {}}}]}",
+                message("tool", "sunny"), message("assistant", "Sunny.")),
+                messages(message("user", "Weather?"), message("tool", "sunny"), message("assistant", "Sunny.")));
+        CustomTemplate custom = new CustomTemplate(new CustomTemplateConfig("", "\n", "User: ", "\n", "Bot: ", "\n", "",
+                true, true), 1, 2);
+        for (ChatTemplate template : List.of(new MistralTemplate(1, 2), new ChatMlTemplate(), custom)) {
+            SampleBuilder builder = new SampleBuilder(template, tokenizer, 256, LossPolicy.ALL_ASSISTANT_TURNS);
+            InvalidRecordException e = assertThrows(InvalidRecordException.class,
+                    () -> ChatDataset.load(List.of(file), List.of(), 0, 7, null, builder, false));
+            assertEquals(file + ":1: message 2 (assistant) has tool_calls: the " + template.name() + " template has no "
+                    + "tools; use the model's own template (data.template: hf), which renders them as transformers "
+                    + "does", e.getMessage());
+            DataReport report = ChatDataset.load(List.of(file), List.of(), 0, 7, null, builder, true).report();
+            assertEquals(Map.of("message N (assistant) has tool_calls", 1L, "message N has the role tool", 1L),
+                    report.skipped(), template.name());
+        }
     }
 }

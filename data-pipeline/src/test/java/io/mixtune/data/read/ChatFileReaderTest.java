@@ -15,6 +15,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.zip.GZIPOutputStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -188,5 +189,46 @@ class ChatFileReaderTest {
         assertEquals("message N's content part N is of type \"image_url\"", invalid.get(0).reason());
         assertEquals(file + ":2: message 1's content part 1 (type text) has no string field text",
                 invalid.get(1).getMessage());
+    }
+
+    /** As transformers' apply_chat_template gets them: a message's other keys as they are, and the record's tools. */
+    @Test
+    void toolMessagesToolCallsAndToolsAreReadAsTheRecordHasThem() throws IOException {
+        Result result = read(write("tools.jsonl", "{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": "
+                + "\"w\"}}], \"messages\": [{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", "
+                + "\"content\": null, \"tool_calls\": [{\"id\": \"call00001\", \"type\": \"function\", \"function\": "
+                + "{\"name\": \"w\", \"arguments\": \"{}\"}}]}, {\"role\": \"tool\", \"tool_call_id\": \"call00001\", "
+                + "\"content\": \"sunny\"}, {\"role\": \"assistant\", \"content\": \"Sunny.\"}]}\n"));
+        assertEquals(List.of(), result.invalid());
+        Conversation conversation = result.conversations().get(0);
+        assertEquals(List.of(Map.of("type", "function", "function", Map.of("name", "w"))), conversation.tools());
+        Message call = conversation.messages().get(1);
+        assertEquals("", call.content(), "a null content beside tool_calls");
+        assertEquals(List.of(Map.of("id", "call00001", "type", "function", "function", Map.of("name", "w",
+                "arguments", "{}"))), call.fields().get("tool_calls"), "arguments stay a string, as transformers has it");
+        assertTrue(call.callsTools());
+        assertEquals(new Message(Role.TOOL, "sunny", Map.of("tool_call_id", "call00001")),
+                conversation.messages().get(2));
+        assertEquals("the mistral template has no tools", conversation.toolProblem("mistral").substring(
+                "message 2 (assistant) has tool_calls: ".length(), "message 2 (assistant) has tool_calls: ".length()
+                        + "the mistral template has no tools".length()));
+    }
+
+    /**
+     * axolotl's chat_template maps ShareGPT's tool to the tool role and leaves function_call and observation (LLaMA-
+     * Factory's) unmapped: mixtune reads tool and names the other two.
+     */
+    @Test
+    void shareGptToolIsAToolMessageAndFunctionCallIsRefusedByName() throws IOException {
+        Result tool = read(write("t.jsonl", "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, "
+                + "{\"from\": \"tool\", \"value\": \"x\"}, {\"from\": \"gpt\", \"value\": \"b\"}]}"));
+        assertEquals(Role.TOOL, tool.conversations().get(0).messages().get(1).role());
+        Path file = write("f.jsonl", "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, "
+                + "{\"from\": \"function_call\", \"value\": \"x\"}, {\"from\": \"observation\", \"value\": \"y\"}, "
+                + "{\"from\": \"gpt\", \"value\": \"b\"}]}");
+        assertEquals(file + ":1: speaker \"function_call\" in conversations[].from (a tool call or its result as "
+                + "text): neither mixtune nor axolotl's chat_template maps it; write the chat as messages, the call as "
+                + "an assistant message with tool_calls and the result as a tool message",
+                read(file).invalid().get(0).getMessage());
     }
 }
