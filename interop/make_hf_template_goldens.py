@@ -53,6 +53,15 @@ GENERATION_EDITS = {
         '{{- " " + message["content"]|trim + eos_token}}',
         '{{- " " }}{% generation %}{{- message["content"]|trim + eos_token}}{% endgeneration %}',
     ),
+    # and an assistant's tool calls, from [TOOL_CALLS] to the EOS after them
+    "mistral-7b-instruct-v0.3 tool calls": (
+        '{{- "[TOOL_CALLS] [" }}',
+        '{% generation %}{{- "[TOOL_CALLS] [" }}',
+    ),
+    "mistral-7b-instruct-v0.3 tool calls end": (
+        '            {%- endif %}\n        {%- endfor %}\n    {%- elif message["role"] == "assistant" %}',
+        '            {%- endif %}\n        {%- endfor %}{% endgeneration %}\n    {%- elif message["role"] == "assistant" %}',
+    ),
     "zephyr-7b-beta": (
         "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n",
         "{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}{{ '\\n' }}",
@@ -64,9 +73,38 @@ GENERATION_EDITS = {
         "{% endif %}{{ '\\n' }}",
     ),
 }
-NAMES = tuple(GENERATION_EDITS)
+NAMES = tuple(name for name in GENERATION_EDITS if " " not in name)
 TYPED_SPECIALS = ("special-tokens-as-text", "injected-template", "eos-literal")
-CONVERSATIONS = [(name, messages) for name, messages in tg.CONVERSATIONS if name not in TYPED_SPECIALS]
+# Shapes that mistral-common refuses and other templates may take (mixtune leaves them to the template but for the
+# built-in mistral one): two turns of one role in a row, an empty answer. Appended, so the lines above keep their place.
+_U, _A = "user", "assistant"
+SHAPES = [
+    ("consecutive-users", [{"role": _U, "content": "Hi."}, {"role": _U, "content": "Are you there?"},
+                           {"role": _A, "content": "Yes, here."}]),
+    ("consecutive-answers", [{"role": _U, "content": "Name two colours."}, {"role": _A, "content": "Red."},
+                             {"role": _A, "content": "And blue."}]),
+    ("empty-answer", [{"role": _U, "content": "Say nothing."}, {"role": _A, "content": ""},
+                      {"role": _U, "content": "Now say hi."}, {"role": _A, "content": "Hi."}]),
+    ("empty-last-answer", [{"role": _U, "content": "Say nothing."}, {"role": _A, "content": ""}]),
+    # OpenAI's tool calling: tool definitions, an assistant's tool_calls (Mistral v0.3 wants 9-character ids), the
+    # tool's result; transformers passes the messages' keys and tools= to the template as they are.
+    ("tool-call", [{"role": _U, "content": "What is the weather in Paris?"},
+                   {"role": _A, "content": "", "tool_calls": [{"id": "call00001", "type": "function", "function": {
+                       "name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}}]},
+                   {"role": "tool", "tool_call_id": "call00001", "name": "get_weather", "content": "sunny, 21"},
+                   {"role": _A, "content": "Sunny and 21 C in Paris."}]),
+    ("tool-call-no-definitions", [{"role": _U, "content": "Weather?"},
+                                  {"role": _A, "content": "", "tool_calls": [{"id": "call00002", "type": "function",
+                                                                              "function": {"name": "w",
+                                                                                           "arguments": "{}"}}]},
+                                  {"role": "tool", "tool_call_id": "call00002", "content": "rain"},
+                                  {"role": _A, "content": "Rain."}]),
+]
+TOOLS = {"tool-call": [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                   "required": ["city"]}}}]}
+CONVERSATIONS = [(name, messages) for name, messages in tg.CONVERSATIONS if name not in TYPED_SPECIALS] + SHAPES
 
 
 def template(name: str) -> str:
@@ -74,11 +112,14 @@ def template(name: str) -> str:
 
 
 def generation_template(name: str) -> str:
-    published, marked = GENERATION_EDITS[name]
     text = template(name)
-    if text.count(published) != 1:
-        raise AssertionError(f"{name}: the assistant's output {published!r} is not in the template exactly once")
-    return text.replace(published, marked)
+    for edit, (published, marked) in GENERATION_EDITS.items():
+        if edit.split(" ")[0] != name:
+            continue
+        if text.count(published) != 1:
+            raise AssertionError(f"{edit}: the assistant's output {published!r} is not in the template exactly once")
+        text = text.replace(published, marked)
+    return text
 
 
 def hub_tokenizer(directory: Path):
@@ -97,17 +138,17 @@ def hub_tokenizer(directory: Path):
     return AutoTokenizer.from_pretrained(directory)
 
 
-def reference(tokenizer, name: str, messages: list[dict]) -> dict:
+def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | None = None) -> dict:
     published, marked = template(name), generation_template(name)
     try:
-        text = tokenizer.apply_chat_template(messages, chat_template=published, tokenize=False)
+        text = tokenizer.apply_chat_template(messages, tools=tools, chat_template=published, tokenize=False)
     except TemplateError as e:
         return {"error": str(e)}
-    if tokenizer.apply_chat_template(messages, chat_template=marked, tokenize=False) != text:
+    if tokenizer.apply_chat_template(messages, tools=tools, chat_template=marked, tokenize=False) != text:
         raise AssertionError(f"{name}: the {{% generation %}} template renders other text than the published one")
-    ids = list(tokenizer.apply_chat_template(messages, chat_template=published, tokenize=True,
+    ids = list(tokenizer.apply_chat_template(messages, tools=tools, chat_template=published, tokenize=True,
                                              return_dict=True)["input_ids"])
-    out = tokenizer.apply_chat_template(messages, chat_template=marked, tokenize=True, return_dict=True,
+    out = tokenizer.apply_chat_template(messages, tools=tools, chat_template=marked, tokenize=True, return_dict=True,
                                         return_assistant_tokens_mask=True)
     if list(out["input_ids"]) != ids:
         raise AssertionError(f"{name}: the {{% generation %}} template tokenizes differently")
@@ -122,9 +163,10 @@ def reference(tokenizer, name: str, messages: list[dict]) -> dict:
 def build() -> dict[str, list[dict]]:
     with tempfile.TemporaryDirectory() as directory:
         tokenizer = hub_tokenizer(Path(directory))
-        out = {"conversations.jsonl": [{"name": n, "messages": m} for n, m in CONVERSATIONS]}
+        out = {"conversations.jsonl": [{"name": n, "messages": m, **({"tools": TOOLS[n]} if n in TOOLS else {})}
+                                       for n, m in CONVERSATIONS]}
         for name in NAMES:
-            out[f"{name}.jsonl"] = [reference(tokenizer, name, messages) for _, messages in CONVERSATIONS]
+            out[f"{name}.jsonl"] = [reference(tokenizer, name, messages, TOOLS.get(n)) for n, messages in CONVERSATIONS]
     return out
 
 

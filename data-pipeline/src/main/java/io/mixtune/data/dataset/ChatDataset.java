@@ -9,6 +9,7 @@ import io.mixtune.data.template.TokenizedSample;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Consumer;
 
 /**
  * Chat files read into tokenized samples, split into training and validation sets.
@@ -26,33 +27,39 @@ public record ChatDataset(List<TokenizedSample> train, List<TokenizedSample> val
     public static List<TokenizedSample> read(List<Path> files, ChatFormat format, SampleBuilder builder,
             boolean skipInvalid, DataReport report) {
         List<TokenizedSample> samples = new ArrayList<>();
+        Consumer<InvalidRecordException> invalid = e -> {
+            if (!skipInvalid) {
+                throw e;
+            }
+            report.skipped(e.reason());
+        };
         for (Path file : files) {
-            new ChatFileReader(file, format).read(conversation -> add(conversation, builder, skipInvalid, report, samples),
-                    invalid -> {
-                        if (!skipInvalid) {
-                            throw invalid;
-                        }
-                        report.skipped(invalid.reason());
-                    });
+            new ChatFileReader(file, format).read(conversation -> add(conversation, builder, invalid, report, samples),
+                    invalid);
         }
         return samples;
     }
 
-    private static void add(Conversation conversation, SampleBuilder builder, boolean skipInvalid, DataReport report,
-            List<TokenizedSample> samples) {
-        report.conversation();
+    private static void add(Conversation conversation, SampleBuilder builder, Consumer<InvalidRecordException> invalid,
+            DataReport report, List<TokenizedSample> samples) {
         SampleBuilder.Built built;
         try {
             built = builder.build(conversation);
         } catch (InvalidRecordException e) {
-            // A conversation whose first prompt fills max_seq_len is counted and skipped even without skip_invalid:
-            // the data is fine, the length is the recipe's choice.
-            report.skipped(DataReport.NO_TARGET);
+            if (DataReport.NO_TARGET.equals(e.reason())) {
+                // A conversation whose first prompt fills max_seq_len is counted and skipped even without
+                // skip_invalid: the data is fine, the length is the recipe's choice.
+                report.conversation();
+                report.skipped(DataReport.NO_TARGET);
+            } else {
+                invalid.accept(e); // one the template refuses (mistral's strict alternation)
+            }
             return;
         }
+        report.conversation();
         TokenizedSample sample = built.sample();
         report.sample(sample.length(), sample.targetCount(), built.fit() == SampleBuilder.Fit.TRAILING_TURNS_DROPPED,
-                built.fit() == SampleBuilder.Fit.TARGET_CUT);
+                built.fit() == SampleBuilder.Fit.TARGET_CUT, conversation.droppedTrailingMessages() > 0);
         samples.add(sample);
     }
 

@@ -12,11 +12,12 @@ public final class DataReport {
     private long targetTokens;
     private long trailingTurnsDropped;
     private long targetsCut;
+    private long endedAfterAnswer;
     private final Map<String, Long> skipped = new TreeMap<>();
 
     /** A report as the data cache stored it. */
     static DataReport of(long conversations, long samples, long tokens, long targetTokens, long trailingTurnsDropped,
-            long targetsCut, Map<String, Long> skipped) {
+            long targetsCut, long endedAfterAnswer, Map<String, Long> skipped) {
         DataReport report = new DataReport();
         report.conversations = conversations;
         report.samples = samples;
@@ -24,6 +25,7 @@ public final class DataReport {
         report.targetTokens = targetTokens;
         report.trailingTurnsDropped = trailingTurnsDropped;
         report.targetsCut = targetsCut;
+        report.endedAfterAnswer = endedAfterAnswer;
         report.skipped.putAll(skipped);
         return report;
     }
@@ -32,12 +34,14 @@ public final class DataReport {
         conversations++;
     }
 
-    void sample(int length, int targets, boolean trailingDropped, boolean targetCut) {
+    /** @param endedAfterAnswer whether messages after the last assistant message were dropped */
+    void sample(int length, int targets, boolean trailingDropped, boolean targetCut, boolean endedAfterAnswer) {
         samples++;
         tokens += length;
         targetTokens += targets;
         trailingTurnsDropped += trailingDropped ? 1 : 0;
         targetsCut += targetCut ? 1 : 0;
+        this.endedAfterAnswer += endedAfterAnswer ? 1 : 0;
     }
 
     void skipped(String reason) {
@@ -75,6 +79,11 @@ public final class DataReport {
         return targetsCut;
     }
 
+    /** Samples whose record went on after the last assistant message (those messages dropped: nothing to learn). */
+    public long endedAfterAnswer() {
+        return endedAfterAnswer;
+    }
+
     /** Skipped records by reason (invalid records, and samples with no target left after truncation). */
     public Map<String, Long> skipped() {
         return Map.copyOf(skipped);
@@ -88,7 +97,8 @@ public final class DataReport {
     public String toString() {
         StringBuilder text = new StringBuilder(String.format(Locale.ROOT,
                 "%,d samples (%,d tokens, %,d trained) from %,d records; %,d lost trailing turns to max_seq_len, %,d had "
-                        + "a target cut", samples, tokens, targetTokens, records(), trailingTurnsDropped, targetsCut));
+                        + "a target cut, %,d had messages after the last answer (dropped)", samples, tokens,
+                targetTokens, records(), trailingTurnsDropped, targetsCut, endedAfterAnswer));
         if (!skipped.isEmpty()) {
             text.append("; skipped ").append(skippedTotal()).append(':');
             skipped.forEach((reason, count) -> text.append(String.format(Locale.ROOT, " %,d %s;", count, reason)));

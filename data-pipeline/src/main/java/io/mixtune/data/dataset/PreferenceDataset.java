@@ -68,7 +68,7 @@ public record PreferenceDataset(List<List<PreferenceSample>> stages, List<Prefer
                 }
                 report.conversation();
                 int completions = sample.chosenIds().length + sample.rejectedIds().length;
-                report.sample(sample.promptIds().length + completions, completions, false, false);
+                report.sample(sample.promptIds().length + completions, completions, false, false, false);
                 samples.add(sample);
             }, e -> invalid(e, skipInvalid, report));
         }

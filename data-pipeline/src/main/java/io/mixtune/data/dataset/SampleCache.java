@@ -43,13 +43,13 @@ import java.util.zip.CheckedOutputStream;
  * Changing any of them names another file, so the cache rebuilds without ever being compared field by field.
  *
  * <p>File layout, big-endian: magic {@code MIXTDATA}, int32 format version, the 32-byte key; the report (int64
- * conversations, samples, tokens, target tokens, trailing turns dropped, targets cut; int32 reasons, each a string and
- * an int64 count); int32 train and validation sample counts; per sample int32 length, int32 input ids, int32 labels
+ * conversations, samples, tokens, target tokens, trailing turns dropped, targets cut, ended after the last answer;
+ * int32 reasons, each a string and an int64 count); int32 train and validation sample counts; per sample int32 length, int32 input ids, int32 labels
  * (-100 ignored), its source as a string; last the int32 CRC32C of every byte before it. A string is an int32 byte
  * count and UTF-8. A file that is truncated, fails its checksum or has another key is rebuilt, never used.
  */
 public final class SampleCache {
-    public static final int FORMAT_VERSION = 1;
+    public static final int FORMAT_VERSION = 2;
     private static final byte[] MAGIC = "MIXTDATA".getBytes(StandardCharsets.US_ASCII);
     private static final int HASH_BUFFER = 1 << 20;
 
@@ -293,7 +293,7 @@ public final class SampleCache {
 
     private static void writeReport(DataOutputStream out, DataReport report) throws IOException {
         for (long count : new long[] {report.conversations(), report.samples(), report.tokens(), report.targetTokens(),
-                report.trailingTurnsDropped(), report.targetsCut()}) {
+                report.trailingTurnsDropped(), report.targetsCut(), report.endedAfterAnswer()}) {
             out.writeLong(count);
         }
         Map<String, Long> skipped = new TreeMap<>(report.skipped());
@@ -370,7 +370,7 @@ public final class SampleCache {
     }
 
     private static DataReport readReport(DataInputStream in) throws IOException {
-        long[] counts = new long[6];
+        long[] counts = new long[7];
         for (int i = 0; i < counts.length; i++) {
             counts[i] = in.readLong();
         }
@@ -379,7 +379,7 @@ public final class SampleCache {
         for (int i = 0; i < reasons; i++) {
             skipped.put(readString(in), in.readLong());
         }
-        return DataReport.of(counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], skipped);
+        return DataReport.of(counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], skipped);
     }
 
     private static List<TokenizedSample> readSamples(DataInputStream in, int count) throws IOException {

@@ -37,7 +37,7 @@ public final class ChatFileReader {
                                 + "output (Alpaca)");
                     }
                 }
-                conversations.accept(new Conversation(format[0].messages(record), source));
+                conversations.accept(format[0].conversation(record, source));
             } catch (IllegalArgumentException e) {
                 invalid.accept(new InvalidRecordException(source, e.getMessage()));
             } catch (InvalidRecordException e) {

@@ -1,24 +1,35 @@
 package io.mixtune.data.read;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 
 /** The chat record layouts mixtune reads, each turned into plain messages. */
 public enum ChatFormat {
-    /** OpenAI / Hugging Face messages, ultrachat_200k included: {"messages": [{"role", "content"}, ...]}. */
+    /**
+     * OpenAI / Hugging Face messages, ultrachat_200k included: {"messages": [{"role", "content"}, ...], "tools"?};
+     * roles system, user, assistant (with tool_calls, its content then may be null) and tool.
+     */
     MESSAGES("messages"),
     /** UltraChat's original layout: {"data": [user, assistant, user, assistant, ...]}. */
     ULTRACHAT("ultrachat"),
-    /** ShareGPT: {"conversations": [{"from": "system" | "human" | "gpt", "value"}, ...]}. */
+    /** ShareGPT: {"conversations": [{"from": "system" | "human" | "gpt" | "tool", "value"}, ...]}. */
     SHAREGPT("sharegpt"),
     /** Firefly: {"system"?, "conversation": [{"human", "assistant"}, ...]}. */
     FIREFLY("firefly"),
     /** Alpaca: {"instruction", "input"?, "output"}: one turn, the input appended to the instruction. */
     ALPACA("alpaca");
+
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     private final String key;
 
@@ -62,6 +73,40 @@ public enum ChatFormat {
     }
 
     /**
+     * The record as a conversation: its messages, and its {@code tools} (a list of tool definitions, or a JSON string
+     * of one, as axolotl reads it) where it has them.
+     *
+     * @throws IllegalArgumentException naming the field that is missing or of the wrong type
+     */
+    public Conversation conversation(JsonNode record, String source) {
+        JsonNode tools = record.get("tools");
+        if (tools != null && tools.isTextual()) {
+            try {
+                tools = JSON.readTree(tools.asText());
+            } catch (JsonProcessingException e) {
+                throw new IllegalArgumentException("field tools is a string but not JSON: " + e.getOriginalMessage());
+            }
+        }
+        if (tools != null && !tools.isNull() && !tools.isArray()) {
+            throw new IllegalArgumentException("field tools is not a list: " + abbreviate(tools));
+        }
+        List<Object> definitions = tools == null || tools.isNull() ? null
+                : JSON.convertValue(tools, new TypeReference<List<Object>>() {});
+        return new Conversation(messages(record), definitions, source);
+    }
+
+    /** A message's keys other than role and content, as plain Java values (a template reads them). */
+    private static Map<String, Object> otherFields(JsonNode message) {
+        Map<String, Object> fields = new LinkedHashMap<>();
+        message.fields().forEachRemaining(field -> {
+            if (!field.getKey().equals("role") && !field.getKey().equals("content") && !field.getValue().isNull()) {
+                fields.put(field.getKey(), JSON.convertValue(field.getValue(), Object.class));
+            }
+        });
+        return fields;
+    }
+
+    /**
      * The record's messages.
      *
      * @throws IllegalArgumentException naming the field that is missing or of the wrong type
@@ -70,15 +115,25 @@ public enum ChatFormat {
         List<Message> messages = new ArrayList<>();
         switch (this) {
             case MESSAGES -> {
+                int index = 0;
                 for (JsonNode message : array(record, "messages")) {
+                    index++;
                     String role = text(message, "role", "messages[].role");
-                    messages.add(new Message(switch (role) {
+                    Map<String, Object> fields = otherFields(message);
+                    Message parsed = new Message(switch (role) {
                         case "system" -> Role.SYSTEM;
                         case "user" -> Role.USER;
                         case "assistant" -> Role.ASSISTANT;
+                        case "tool" -> Role.TOOL;
                         default -> throw new IllegalArgumentException("unknown role \"" + role
-                                + "\": expected system, user or assistant");
-                    }, text(message, "content", "messages[].content")));
+                                + "\": expected system, user, assistant or tool");
+                    }, fields.containsKey("tool_calls") && !message.hasNonNull("content") ? ""
+                            : content(message, index), fields);
+                    if (parsed.role() != Role.ASSISTANT && fields.containsKey("tool_calls")) {
+                        throw new IllegalArgumentException("message " + index + " has tool_calls but the role " + role
+                                + ": only an assistant calls tools");
+                    }
+                    messages.add(parsed);
                 }
             }
             case ULTRACHAT -> {
@@ -97,8 +152,13 @@ public enum ChatFormat {
                         case "system" -> Role.SYSTEM;
                         case "human", "user" -> Role.USER;
                         case "gpt", "assistant" -> Role.ASSISTANT;
+                        case "tool" -> Role.TOOL;
+                        case "function_call", "observation" -> throw new IllegalArgumentException("speaker \"" + from
+                                + "\" in conversations[].from (a tool call or its result as text): neither mixtune nor "
+                                + "axolotl's chat_template maps it; write the chat as messages, the call as an "
+                                + "assistant message with tool_calls and the result as a tool message");
                         default -> throw new IllegalArgumentException("unknown speaker \"" + from
-                                + "\" in conversations[].from: expected system, human or gpt");
+                                + "\" in conversations[].from: expected system, human, gpt or tool");
                     }, text(message, "value", "conversations[].value")));
                 }
             }
@@ -120,6 +180,37 @@ public enum ChatFormat {
             default -> throw new AssertionError(this);
         }
         return messages;
+    }
+
+    /**
+     * A message's content: a string, or a list of parts as OpenAI and Hugging Face write them
+     * ({@code [{"type": "text", "text": ...}, ...]}), whose texts are joined in order with nothing between, as axolotl's
+     * chat_template strategy joins them; a part of another type (an image...) is refused, mixtune training on text.
+     */
+    private static String content(JsonNode message, int index) {
+        JsonNode content = message.get("content");
+        if (content == null || !content.isArray()) {
+            return text(message, "content", "messages[].content");
+        }
+        StringBuilder text = new StringBuilder();
+        int partIndex = 0;
+        for (JsonNode part : content) {
+            partIndex++;
+            String where = "message " + index + "'s content part " + partIndex;
+            if (!part.isObject()) {
+                throw new IllegalArgumentException(where + " is not an object: " + abbreviate(part));
+            }
+            String type = part.path("type").isTextual() ? part.get("type").asText() : "text";
+            if (!type.equals("text")) {
+                throw new IllegalArgumentException(where + " is of type \"" + type + "\": mixtune trains on text only "
+                        + "(parts of type text)");
+            }
+            if (!part.path("text").isTextual()) {
+                throw new IllegalArgumentException(where + " (type text) has no string field text");
+            }
+            text.append(part.get("text").asText());
+        }
+        return text.toString();
     }
 
     private static JsonNode array(JsonNode record, String field) {

@@ -18,6 +18,8 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
 import java.util.function.Consumer;
 import java.util.zip.GZIPInputStream;
 
@@ -39,8 +41,14 @@ public final class JsonRecords {
         void accept(long line, JsonNode record);
     }
 
+    /**
+     * @throws InvalidRecordException for a file that is not JSON text (a Parquet, Arrow or CSV file, or any binary
+     *     one), whether or not bad records are skipped: its bytes read as lines would give garbage records
+     */
     public void read(RecordSink sink, Consumer<InvalidRecordException> invalid) {
+        refuseTableFileNames();
         try (InputStream in = open()) {
+            refuseBinaryContent(in);
             if (firstNonBlank(in) == '[') {
                 readArray(in, sink);
             } else {
@@ -50,6 +58,50 @@ public final class JsonRecords {
             throw new UncheckedIOException(file + ": no such data file", e);
         } catch (IOException e) {
             throw new UncheckedIOException(file + ": cannot be read: " + e.getMessage(), e);
+        }
+    }
+
+    private static final String READS = "mixtune reads JSONL or a JSON array (plain or .gz)";
+    private static final List<String> TABLE_EXTENSIONS = List.of(".parquet", ".arrow", ".feather", ".csv", ".tsv");
+
+    private void refuseTableFileNames() {
+        String name = file.getFileName().toString().toLowerCase(Locale.ROOT);
+        if (name.endsWith(".gz")) {
+            name = name.substring(0, name.length() - ".gz".length());
+        }
+        for (String extension : TABLE_EXTENSIONS) {
+            if (name.endsWith(extension)) {
+                throw new InvalidRecordException(file.toString(), "a " + extension.substring(1) + " file: " + READS
+                        + "; write it as JSONL first, e.g. with pandas or datasets' to_json(out, lines=True)");
+            }
+        }
+    }
+
+    /** Peeks at the first bytes: JSON text holds no NUL byte, and Parquet and Arrow files start with their magic. */
+    private void refuseBinaryContent(InputStream in) throws IOException {
+        byte[] head = new byte[8192];
+        in.mark(head.length);
+        int n = in.readNBytes(head, 0, head.length);
+        in.reset();
+        String start = new String(head, 0, Math.min(n, 6), StandardCharsets.ISO_8859_1);
+        String what = null;
+        if (start.startsWith("PAR1")) {
+            what = "a Parquet file (it starts with PAR1): " + READS + "; write it as JSONL first, e.g. "
+                    + "pandas.read_parquet(f).to_json(out, orient='records', lines=True)";
+        } else if (start.startsWith("ARROW1")) {
+            what = "an Arrow file (it starts with ARROW1): " + READS + "; write it as JSONL first, e.g. "
+                    + "datasets.Dataset.from_file(f).to_json(out, lines=True)";
+        } else if (n >= 2 && (head[0] & 0xFF) == 0x1F && (head[1] & 0xFF) == 0x8B) {
+            what = "gzip-compressed but not named .gz: " + READS + "; name it *.jsonl.gz";
+        } else {
+            for (int i = 0; i < n && what == null; i++) {
+                if (head[i] == 0) {
+                    what = "not text (it holds NUL bytes): " + READS + ", as UTF-8 text";
+                }
+            }
+        }
+        if (what != null) {
+            throw new InvalidRecordException(file.toString(), what);
         }
     }
 

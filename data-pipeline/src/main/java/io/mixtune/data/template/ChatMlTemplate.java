@@ -1,6 +1,7 @@
 package io.mixtune.data.template;
 
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -43,6 +44,10 @@ public final class ChatMlTemplate implements ChatTemplate {
 
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
+        String problem = conversation.toolProblem(name());
+        if (problem != null) {
+            throw new InvalidRecordException(conversation.source(), problem);
+        }
         List<Segment> segments = new ArrayList<>();
         StringBuilder prompt = new StringBuilder();
         int turn = 0;

@@ -1,6 +1,7 @@
 package io.mixtune.data.template;
 
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.util.ArrayList;
@@ -72,6 +73,10 @@ public final class CustomTemplate implements ChatTemplate {
 
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
+        String problem = conversation.toolProblem(name());
+        if (problem != null) {
+            throw new InvalidRecordException(conversation.source(), problem);
+        }
         List<Segment> segments = new ArrayList<>();
         if (strings.bos()) {
             segments.add(new Segment(new long[] {bosId}, false, 0));

@@ -62,15 +62,16 @@ public final class HfChatTemplate implements ChatTemplate {
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
         List<Message> messages = conversation.messages();
+        List<Object> tools = conversation.tools();
         String where = template.name() + " on " + conversation.source();
-        JinjaChatTemplate.Rendered rendered = render(messages, false, where);
+        JinjaChatTemplate.Rendered rendered = render(messages, tools, false, where);
         List<int[]> spans = template.hasGenerationBlocks() ? rendered.generationSpans()
-                : assistantSpans(messages, rendered.text(), where);
+                : assistantSpans(messages, tools, rendered.text(), where);
         if (spans.isEmpty()) {
             throw new IllegalArgumentException(where + ": the chat template's {% generation %} blocks mark no "
                     + "assistant text in this conversation: nothing would be trained");
         }
-        Tokens tokens = tokenize(messages, false, rendered.text(), tokenizer, where);
+        Tokens tokens = tokenize(messages, tools, false, rendered.text(), tokenizer, where);
         int n = tokens.ids.length;
         boolean[] target = new boolean[n];
         int[] turnOf = new int[n];
@@ -113,20 +114,26 @@ public final class HfChatTemplate implements ChatTemplate {
      */
     public long[] promptIds(List<Message> messages, TextTokenizer tokenizer) {
         String where = template.name();
-        JinjaChatTemplate.Rendered rendered = render(messages, true, where);
-        return tokenize(messages, true, rendered.text(), tokenizer, where).ids;
+        JinjaChatTemplate.Rendered rendered = render(messages, null, true, where);
+        return tokenize(messages, null, true, rendered.text(), tokenizer, where).ids;
     }
 
-    private JinjaChatTemplate.Rendered render(List<Message> messages, boolean addGenerationPrompt, String where) {
+    private JinjaChatTemplate.Rendered render(List<Message> messages, List<Object> tools, boolean addGenerationPrompt,
+            String where) {
         try {
-            return template.render(messages, addGenerationPrompt);
+            return template.render(messages, tools, addGenerationPrompt);
         } catch (JinjaChatTemplate.TemplateException e) {
             throw new JinjaChatTemplate.TemplateException(e.getMessage() + " (" + where + ")");
         }
     }
 
-    /** Each assistant message's [start, end) in the whole rendering, found by rendering prefixes (class comment). */
-    private List<int[]> assistantSpans(List<Message> messages, String whole, String where) {
+    /**
+     * Each assistant message's [start, end) in the whole rendering, found by rendering prefixes (class comment). Where
+     * the template renders a message's tool_calls and not its content (Mistral v0.3), the span starts where the
+     * conversation before it ends, rendered with its generation prompt: what the model writes when asked for that
+     * turn.
+     */
+    private List<int[]> assistantSpans(List<Message> messages, List<Object> tools, String whole, String where) {
         List<int[]> spans = new ArrayList<>();
         int turn = 0;
         for (int m = 0; m < messages.size(); m++) {
@@ -135,19 +142,27 @@ public final class HfChatTemplate implements ChatTemplate {
             }
             turn++;
             List<Message> upTo = messages.subList(0, m + 1);
-            String prefix = render(upTo, false, where).text();
+            String prefix = render(upTo, tools, false, where).text();
             List<Message> withSentinel = new ArrayList<>(messages.subList(0, m));
-            withSentinel.add(new Message(Role.ASSISTANT, SENTINEL));
-            String marked = render(withSentinel, false, where).text();
+            withSentinel.add(messages.get(m).withContent(SENTINEL));
+            String marked = render(withSentinel, tools, false, where).text();
             String what = where + ": assistant turn " + turn + " (message " + (m + 1) + ")";
             if (!whole.startsWith(prefix)) {
                 throw new IllegalArgumentException(what + ": the conversation up to this turn does not render to a "
                         + "prefix of the whole conversation's rendering, so the turn's tokens cannot be found; mark "
                         + "what trains with {% generation %} ... {% endgeneration %} in the template");
             }
-            int contentStart = commonPrefix(prefix, marked);
-            int contentEnd = prefix.length() - commonSuffix(prefix, marked);
-            if (!marked.contains(SENTINEL) || contentStart > contentEnd || contentStart == prefix.length()) {
+            int contentStart;
+            int contentEnd;
+            if (marked.contains(SENTINEL) || !messages.get(m).callsTools()) {
+                contentStart = marked.contains(SENTINEL) ? commonPrefix(prefix, marked) : prefix.length();
+                contentEnd = prefix.length() - commonSuffix(prefix, marked);
+            } else {
+                String asked = render(messages.subList(0, m), tools, true, where).text();
+                contentStart = prefix.startsWith(asked) ? asked.length() : prefix.length();
+                contentEnd = contentStart;
+            }
+            if (contentStart > contentEnd || contentStart == prefix.length()) {
                 throw new IllegalArgumentException(what + ": the template does not render the assistant's "
                         + "content where the conversation ends, so the turn's tokens cannot be found; mark what "
                         + "trains with {% generation %} ... {% endgeneration %} in the template");
@@ -206,8 +221,8 @@ public final class HfChatTemplate implements ChatTemplate {
      * the template's BOS and EOS texts (their ids), the template's other special tokens are marked
      * ({@link TextTokenizer#control}), and the placeholders turn back into their text.
      */
-    private Tokens tokenize(List<Message> messages, boolean addGenerationPrompt, String text, TextTokenizer tokenizer,
-            String where) {
+    private Tokens tokenize(List<Message> messages, List<Object> tools, boolean addGenerationPrompt, String text,
+            TextTokenizer tokenizer, String where) {
         List<String> specials = new ArrayList<>(tokenizer.specialTokens());
         for (String token : new String[] {template.bosToken(), template.eosToken()}) {
             if (token != null && !token.isEmpty() && !specials.contains(token)) {
@@ -218,9 +233,9 @@ public final class HfChatTemplate implements ChatTemplate {
         List<String> hidden = new ArrayList<>();
         List<Message> masked = new ArrayList<>(messages.size());
         for (Message message : messages) {
-            masked.add(new Message(message.role(), hide(message.content(), specials, hidden)));
+            masked.add(message.withContent(hide(message.content(), specials, hidden)));
         }
-        String withPlaceholders = hidden.isEmpty() ? text : render(masked, addGenerationPrompt, where).text();
+        String withPlaceholders = hidden.isEmpty() ? text : render(masked, tools, addGenerationPrompt, where).text();
 
         List<Long> ids = new ArrayList<>();
         List<int[]> spans = new ArrayList<>();

@@ -28,8 +28,8 @@ import java.util.regex.Pattern;
  * A Hugging Face chat template (the Jinja text of a {@code tokenizer_config.json}'s {@code chat_template}) rendered as
  * transformers' {@code apply_chat_template} renders it, by Jinjava: {@code trim_blocks} and {@code lstrip_blocks} on,
  * the globals {@code messages}, {@code add_generation_prompt}, {@code bos_token}, {@code eos_token} and
- * {@code raise_exception} (which fails the render with the template's own message), {@code tools} and
- * {@code documents} undefined, {@code tojson} as Python's {@code json.dumps}, and transformers'
+ * {@code raise_exception} (which fails the render with the template's own message), {@code tools} the
+ * conversation's tool definitions (undefined without), {@code documents} undefined, {@code tojson} as Python's {@code json.dumps}, and transformers'
  * {@code {% generation %}...{% endgeneration %}} block, whose character spans are returned.
  *
  * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code lstrip_blocks} is
@@ -161,15 +161,27 @@ public final class JinjaChatTemplate {
      * @throws TemplateException where the template raises (raise_exception) or Jinjava cannot render it
      */
     public Rendered render(List<Message> messages, boolean addGenerationPrompt) {
+        return render(messages, null, addGenerationPrompt);
+    }
+
+    /**
+     * As {@link #render(List, boolean)}, each message with its other keys ({@code tool_calls}...) beside role and
+     * content, and {@code tools} defined where it is not null.
+     */
+    public Rendered render(List<Message> messages, List<Object> tools, boolean addGenerationPrompt) {
         List<Map<String, Object>> chat = new ArrayList<>(messages.size());
         for (Message message : messages) {
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("role", message.role().name().toLowerCase(Locale.ROOT));
             m.put("content", message.content());
+            message.fields().forEach(m::putIfAbsent);
             chat.add(m);
         }
         Map<String, Object> globals = new HashMap<>();
         globals.put("messages", chat);
+        if (tools != null) {
+            globals.put("tools", tools);
+        }
         globals.put("add_generation_prompt", addGenerationPrompt);
         globals.put("bos_token", bosToken);
         globals.put("eos_token", eosToken);

@@ -1,10 +1,13 @@
 package io.mixtune.data.template;
 
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 
 /**
  * The Mistral and Mixtral instruct v0.1 format as Mistral's reference tokenizer builds it (mistral-common,
@@ -47,6 +50,13 @@ public final class MistralTemplate implements ChatTemplate {
 
     @Override
     public List<Segment> segments(Conversation conversation, TextTokenizer tokenizer) {
+        String problem = conversation.toolProblem(name());
+        if (problem == null) {
+            problem = alternationProblem(conversation);
+        }
+        if (problem != null) {
+            throw new InvalidRecordException(conversation.source(), problem);
+        }
         List<Segment> segments = new ArrayList<>();
         segments.add(new Segment(new long[] {bosId}, false, 0));
         List<Message> turns = conversation.turns();
@@ -63,5 +73,35 @@ public final class MistralTemplate implements ChatTemplate {
             segments.add(new Segment(new long[] {eosId}, true, turn));
         }
         return segments;
+    }
+
+    /**
+     * Null when, after an optional system message, user and assistant messages alternate strictly from a user
+     * message, none of them empty, as Mistral's reference tokenizer (mistral-common) demands; else what is wrong.
+     */
+    static String alternationProblem(Conversation conversation) {
+        List<Message> messages = conversation.messages();
+        int first = conversation.system() == null ? 0 : 1;
+        for (int i = first; i < messages.size(); i++) {
+            Message message = messages.get(i);
+            Role expected = (i - first) % 2 == 0 ? Role.USER : Role.ASSISTANT;
+            if (message.role() != expected) {
+                String why = switch (message.role()) {
+                    case USER -> "two user messages in a row";
+                    case ASSISTANT -> i == first ? "the assistant speaks first" : "two assistant messages in a row";
+                    default -> "the mistral template has no " + name(message.role()) + " messages";
+                };
+                return "message " + (i + 1) + " is from the " + name(message.role()) + " but the "
+                        + name(expected) + " should speak there: " + why;
+            }
+            if (message.content().isEmpty()) {
+                return "message " + (i + 1) + " (" + name(message.role()) + ") is empty";
+            }
+        }
+        return null;
+    }
+
+    private static String name(Role role) {
+        return role.name().toLowerCase(Locale.ROOT);
     }
 }

@@ -26,7 +26,9 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * Real Hub chat templates (configs/chat-templates/) against transformers' apply_chat_template ids and
- * return_assistant_tokens_mask masks (interop/make_hf_template_goldens.py), on 33 conversations each: the published
+ * return_assistant_tokens_mask masks (interop/make_hf_template_goldens.py), on 39 conversations each (the last six in
+ * shapes mistral-common refuses: consecutive turns of one role, empty answers, tool calls and results, with and
+ * without tool definitions): the published
  * template (assistant spans found by rendering prefixes) and the same with {% generation %} blocks (spans from the
  * template), on the bundled tokenizer.json (no special tokens declared: BOS/EOS spliced in by id) and on a Hub one that
  * declares {@code <unk> <s> </s>} special.
@@ -44,7 +46,7 @@ class HfTemplateGoldenTest {
         hub = HubTokenizers.open("<unk>", "<s>", "</s>");
         int line = 1;
         for (JsonNode record : lines("conversations.jsonl")) {
-            conversations.add(new Conversation(ChatFormat.MESSAGES.messages(record), "conversations.jsonl:" + line++));
+            conversations.add(ChatFormat.MESSAGES.conversation(record, "conversations.jsonl:" + line++));
         }
     }
 
@@ -116,7 +118,7 @@ class HfTemplateGoldenTest {
     static void assertEveryLineEquals(String name, HfChatTemplate template, TextTokenizer tokenizer)
             throws IOException {
         List<JsonNode> expected = lines(name + ".jsonl");
-        assertEquals(33, conversations.size());
+        assertEquals(39, conversations.size());
         assertEquals(conversations.size(), expected.size());
         int rendered = 0;
         for (int i = 0; i < conversations.size(); i++) {
