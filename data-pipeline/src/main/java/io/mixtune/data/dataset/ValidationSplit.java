@@ -6,8 +6,10 @@ import java.util.List;
 import java.util.Random;
 
 /**
- * A validation set held out of the training data: a seeded random {@code ratio} of the items (rounded), each side
- * keeping file order. Chats and preference pairs are split the same way.
+ * A validation set held out of the training data: a seeded random {@code ratio} of the items, each side keeping file
+ * order. Chats and preference pairs are split the same way. The size is ceil(ratio x n) in doubles, as Hugging Face
+ * datasets' train_test_split takes a float test_size (so axolotl's val_set_size and TRL users' splits hold out as
+ * many items).
  *
  * @param train the items kept for training
  * @param validation the items held out
@@ -18,7 +20,7 @@ public record ValidationSplit<T>(List<T> train, List<T> validation) {
         if (!(ratio >= 0 && ratio < 1)) {
             throw new IllegalArgumentException("validation ratio must lie in [0, 1), got " + ratio);
         }
-        int validationSize = (int) Math.round(items.size() * ratio);
+        int validationSize = (int) Math.ceil(items.size() * ratio);
         if (validationSize == 0) {
             return new ValidationSplit<>(items, List.of());
         }

@@ -20,11 +20,13 @@ import java.util.Set;
  * An axolotl config (github.com/axolotl-ai-cloud/axolotl, docs/config-reference.qmd) turned into a mixtune recipe: each
  * key mixtune has an equivalent for is written under its recipe key with the axolotl key beside it as a comment; every
  * other key is listed as not mapped, with its line and why. Keys without a value (axolotl's {@code wandb_project:})
- * set nothing and are skipped.
+ * set nothing and are skipped. Where the config leaves a key unset and axolotl's default differs from mixtune's
+ * (sequence_len, sample_packing, lora_dropout, save_total_limit, the Mixtral router loss), axolotl's default is
+ * written, so that the recipe trains as axolotl would.
  */
 public final class AxolotlImport {
     /** The recipe's sections in the order recipes are written. */
-    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo");
+    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "logging");
 
     /**
      * What axolotl's lora_target_linear means: every linear layer but the output embedding (find_all_linear_names), so
@@ -40,20 +42,25 @@ public final class AxolotlImport {
     private static final Set<String> RUNTIME_ONLY = Set.of("wandb_project", "wandb_entity", "wandb_watch", "wandb_name",
             "wandb_log_model", "hub_model_id", "logging_steps", "attn_implementation", "flash_attention",
             "dataset_prepared_path", "strict", "tf32", "xformers_attention", "sdp_attention", "resume_from_checkpoint",
-            "special_tokens", "lora_model_dir");
+            "lora_model_dir");
 
     /** Why some common axolotl keys have no recipe setting, where it is not plain that mixtune lacks the feature. */
-    private static final Map<String, String> WHY_NOT = Map.of(
-            "model_type", "mixtune reads the architecture from the model's config.json",
-            "tokenizer_type", "mixtune reads the model's own tokenizer.json",
-            "trust_remote_code", "mixtune runs no model code from the Hub",
-            "optimizer", "mixtune's optimizer is AdamW with fp32 moments (train.adam_beta1, adam_beta2, adam_eps)",
-            "bf16", "mixtune computes in model.compute_dtype: auto (fp16 on a GPU, fp32 on CPU), fp32 or fp16; no bf16",
-            "fp16", "set model.compute_dtype: fp16 (auto picks it on a GPU)",
-            "evals_per_epoch", "mixtune counts in steps: train.eval_every",
-            "saves_per_epoch", "mixtune counts in steps: train.save_every",
-            "deepspeed", "mixtune trains on one device",
-            "fsdp", "mixtune trains on one device");
+    private static final Map<String, String> WHY_NOT = Map.ofEntries(
+            Map.entry("model_type", "mixtune reads the architecture from the model's config.json"),
+            Map.entry("tokenizer_type", "mixtune reads the model's own tokenizer.json"),
+            Map.entry("trust_remote_code", "mixtune runs no model code from the Hub"),
+            Map.entry("optimizer", "mixtune's optimizer is AdamW with fp32 moments (train.adam_beta1, adam_beta2,"
+                    + " adam_eps)"),
+            Map.entry("bf16", "mixtune computes in model.compute_dtype: auto (fp16 on a GPU, fp32 on CPU), fp32 or"
+                    + " fp16; no bf16"),
+            Map.entry("fp16", "set model.compute_dtype: fp16 (auto picks it on a GPU)"),
+            Map.entry("evals_per_epoch", "mixtune counts in steps: train.eval_every"),
+            Map.entry("saves_per_epoch", "mixtune counts in steps: train.save_every"),
+            Map.entry("deepspeed", "mixtune trains on one device"),
+            Map.entry("fsdp", "mixtune trains on one device"),
+            Map.entry("special_tokens", "changes the tokenizer's special tokens; mixtune trains with the model's"
+                    + " tokenizer.json and its BOS/EOS as they are"),
+            Map.entry("tokens", "adds tokens to the tokenizer; mixtune keeps the model's vocabulary"));
 
     private AxolotlImport() {}
 
@@ -134,10 +141,16 @@ public final class AxolotlImport {
             }
             if (rl.asText().equals("dpo")) {
                 put("train.method", "dpo", "rl: dpo");
-                JsonNode beta = get("dpo_beta");
-                if (beta != null && beta.isNumber()) {
-                    put("dpo.beta", beta.asDouble(), "dpo_beta");
+                // dpo_beta is rl_beta's deprecated name: axolotl copies it only where rl_beta is unset
+                if (get("rl_beta") != null) {
+                    number("rl_beta", "dpo.beta", false);
+                    if (get("dpo_beta") != null) {
+                        unmapped("dpo_beta", "deprecated: axolotl uses rl_beta, which is set");
+                    }
+                } else {
+                    number("dpo_beta", "dpo.beta", false);
                 }
+                number("dpo_label_smoothing", "dpo.label_smoothing", false);
                 return "dpo";
             }
             unmapped("rl", "mixtune trains sft or dpo only");
@@ -171,7 +184,14 @@ public final class AxolotlImport {
         private void mapLora() {
             number("lora_r", "lora.r", true);
             number("lora_alpha", "lora.alpha", false);
-            number("lora_dropout", "lora.dropout", false);
+            if (get("lora_dropout") == null) {
+                put("lora.dropout", 0.0, "lora_dropout unset (axolotl's default 0.0)");
+            } else {
+                number("lora_dropout", "lora.dropout", false);
+            }
+            if (isTrue(get("peft_use_rslora"))) {
+                put("lora.rslora", true, "peft_use_rslora");
+            }
             Set<String> targets = new LinkedHashSet<>();
             List<String> from = new ArrayList<>();
             if (isTrue(get("lora_target_linear"))) {
@@ -209,19 +229,40 @@ public final class AxolotlImport {
                 List<String> files = new ArrayList<>();
                 Set<String> formats = new LinkedHashSet<>();
                 List<String> problems = new ArrayList<>();
+                boolean lossKeys = false;
                 for (JsonNode dataset : datasets) {
-                    files.add(dataset.path("path").asText());
+                    String path = dataset.path("path").asText();
+                    files.add(path);
                     String type = dataset.path("type").asText();
                     String format = method.equals("dpo") ? preferenceFormat(type) : chatFormat(dataset, type);
                     if (format == null) {
-                        problems.add(dataset.path("path").asText() + " of type '" + type + "'");
+                        problems.add(path + " of type '" + type + "'" + (type.endsWith(".ultra") ? " (it writes "
+                                + type.substring(0, type.length() - ".ultra".length()) + "'s chat template into the"
+                                + " pairs; mixtune's templates are mistral and chatml)" : ""));
                     } else {
                         formats.add(format);
                     }
                     for (Map.Entry<String, JsonNode> key : dataset.properties()) {
-                        if (!Set.of("path", "type", "split", "field_messages", "message_property_mappings")
-                                .contains(key.getKey())) {
-                            problems.add(dataset.path("path").asText() + ": " + key.getKey() + " " + key.getValue());
+                        String name = key.getKey();
+                        JsonNode value = key.getValue();
+                        boolean chatTemplate = type.equals("chat_template");
+                        // chat_template's defaults (prompt_strategies/chat_template.py): every assistant turn and the
+                        // EOS that closes it, which is mixtune's all_assistant_turns
+                        if (name.equals("roles_to_train") && chatTemplate) {
+                            lossKeys = true;
+                            if (!(value.isArray() && value.size() == 1 && value.get(0).asText().equals("assistant"))) {
+                                problems.add(path + ": roles_to_train " + value + " (mixtune trains the assistant's"
+                                        + " turns: roles_to_train [assistant])");
+                            }
+                        } else if (name.equals("train_on_eos") && chatTemplate) {
+                            lossKeys = true;
+                            if (!value.asText().equals("turn")) {
+                                problems.add(path + ": train_on_eos " + value + " (mixtune trains the EOS that closes"
+                                        + " each assistant turn: train_on_eos turn)");
+                            }
+                        } else if (!Set.of("path", "type", "split", "field_messages", "message_property_mappings")
+                                .contains(name)) {
+                            problems.add(path + ": " + name + " " + value);
                         }
                     }
                 }
@@ -232,7 +273,15 @@ public final class AxolotlImport {
                 } else {
                     put("data.files", files, "datasets[].path (a Hub dataset must be downloaded first: give the"
                             + " file)");
-                    if (!formats.isEmpty() && !formats.contains("pairs")) {
+                    if (formats.contains("chatml-pairs")) {
+                        put("data.template", "chatml", "datasets[].type: chatml.ultra, which writes ChatML into the"
+                                + " pairs whatever chat_template says");
+                    }
+                    if (lossKeys && !isTrue(get("train_on_inputs"))) {
+                        put("data.loss_on", "all_assistant_turns", "datasets[].roles_to_train [assistant],"
+                                + " train_on_eos turn");
+                    }
+                    if (!formats.isEmpty() && !formats.contains("chatml-pairs")) {
                         put("data.format", formats.iterator().next(), "datasets[].type");
                         if (formats.contains("alpaca")) {
                             notes.add("axolotl renders alpaca records with the Alpaca prompt (\"Below is an"
@@ -242,22 +291,45 @@ public final class AxolotlImport {
                 }
             }
             JsonNode template = get("chat_template");
-            if (template != null) {
-                String name = switch (template.asText()) {
-                    case "chatml" -> "chatml";
-                    case "mistral_v1" -> "mistral";
-                    default -> null;
-                };
-                if (name == null) {
-                    unmapped("chat_template", "mixtune's templates are mistral (axolotl's mistral_v1) and chatml");
+            if (template != null && values.containsKey("data.template")) {
+                if (template.asText().equals("chatml")) {
+                    used.add("chat_template");
                 } else {
-                    put("data.template", name, "chat_template");
+                    unmapped("chat_template", "the datasets' type chatml.ultra writes ChatML whatever chat_template"
+                            + " says (data.template: chatml)");
+                }
+            } else if (template != null) {
+                switch (template.asText()) {
+                    case "chatml" -> put("data.template", "chatml", "chat_template");
+                    // axolotl's mistral_v1 jinja writes ' [INST] ' after BOS and EOS, one more '▁' than mixtune's
+                    // mistral, which spaces as mistral-common's InstructTokenizerV1 does
+                    case "mistral_v1" -> put("data.template", "mistral", "chat_template: mistral_v1, near-equivalent"
+                            + " (mistral-common's spacing: no ' ' after BOS and EOS)");
+                    case "tokenizer_default" -> put("data.template", "hf", "chat_template: tokenizer_default (the"
+                            + " model's own)");
+                    default -> unmapped("chat_template", template.asText().startsWith("tokenizer_default_fallback_")
+                            ? "the model's template, else another: mixtune's hf has no fallback, and auto falls back"
+                                    + " to mistral"
+                            : "mixtune's templates are mistral (near-equivalent to axolotl's mistral_v1), chatml and"
+                                    + " the model's own (tokenizer_default)");
                 }
             }
-            number("sequence_len", "data.max_seq_len", true);
+            if (isTrue(get("train_on_inputs"))) {
+                if (method.equals("sft")) {
+                    put("data.loss_on", "train_on_inputs", "train_on_inputs: true");
+                } else {
+                    unmapped("train_on_inputs", "dpo trains on the chosen and rejected completions only");
+                }
+            }
+            if (get("sequence_len") == null) {
+                put("data.max_seq_len", 512, "sequence_len unset (axolotl's default 512)");
+            } else {
+                number("sequence_len", "data.max_seq_len", true);
+            }
             JsonNode packing = get("sample_packing");
-            if (packing != null && method.equals("sft")) {
-                put("data.packing", packing.asBoolean(), "sample_packing");
+            if (method.equals("sft")) {
+                put("data.packing", packing != null && packing.asBoolean(), packing != null ? "sample_packing"
+                        : "sample_packing unset (axolotl's default: off)");
             } else if (packing != null && packing.asBoolean()) {
                 unmapped("sample_packing", "dpo pairs are never packed");
             } else {
@@ -279,21 +351,36 @@ public final class AxolotlImport {
                 case "sharegpt":
                     return "sharegpt";
                 case "chat_template": {
-                    // axolotl's defaults are OpenAI's messages with role and content, which is mixtune's messages.
-                    boolean messages = dataset.path("field_messages").asText("messages").equals("messages");
+                    // axolotl's defaults are OpenAI's messages with role and content, which is mixtune's messages;
+                    // conversations of from and value is how docs/dataset-formats/conversation.qmd reads what type
+                    // sharegpt read (now refused), its default roles taking human and gpt for user and assistant
+                    String messages = dataset.path("field_messages").asText("messages");
                     JsonNode mapping = dataset.path("message_property_mappings");
-                    boolean plain = mapping.isMissingNode() || (mapping.path("role").asText("role").equals("role")
-                            && mapping.path("content").asText("content").equals("content") && mapping.size() <= 2);
-                    return messages && plain ? "messages" : null;
+                    String role = mapping.path("role").asText("role");
+                    String content = mapping.path("content").asText("content");
+                    boolean onlyRoleAndContent = mapping.isMissingNode() || mapping.isNull() || mapping.size()
+                            == (mapping.has("role") ? 1 : 0) + (mapping.has("content") ? 1 : 0);
+                    if (!onlyRoleAndContent) {
+                        return null;
+                    }
+                    if (messages.equals("messages") && role.equals("role") && content.equals("content")) {
+                        return "messages";
+                    }
+                    return messages.equals("conversations") && role.equals("from") && content.equals("value")
+                            ? "sharegpt" : null;
                 }
                 default:
                     return null;
             }
         }
 
-        /** axolotl's DPO types that are TRL's {prompt, chosen, rejected} records (UltraFeedback-binarized). */
+        /**
+         * axolotl's DPO types whose records mixtune reads: TRL's {prompt, chosen, rejected} (UltraFeedback-binarized),
+         * which chatml.ultra (prompt_strategies/dpo/chatml.py) renders in ChatML whatever chat_template says; the other
+         * ultra types write templates mixtune lacks (llama3.ultra).
+         */
         private static String preferenceFormat(String type) {
-            return type.endsWith(".ultra") ? "pairs" : null;
+            return type.equals("chatml.ultra") ? "chatml-pairs" : null;
         }
 
         private void mapTrain(String method) {
@@ -332,7 +419,22 @@ public final class AxolotlImport {
             if (get("warmup_ratio") != null) {
                 unmapped("warmup_ratio", "mixtune counts warmup in steps: set train.warmup_steps to this fraction of"
                         + " the steps mixtune train announces");
+            } else if (get("warmup_steps") == null && !(scheduler != null && scheduler.asText().equals("constant"))) {
+                // core/builders/base.py _configure_warmup_and_logging
+                notes.add("the config sets neither warmup_steps nor warmup_ratio: axolotl then warms up"
+                        + " min(int(0.03 x total steps), 100) steps, a count mixtune cannot know at import; set"
+                        + " train.warmup_steps to it from the steps mixtune train announces (mixtune's default is 0)");
             }
+            steps("eval_steps", "train.eval_every");
+            steps("save_steps", "train.save_every");
+            JsonNode keep = get("save_total_limit");
+            if (keep == null || (keep.isNumber() && keep.asDouble() == 0)) {
+                // core/builders/base.py: save_total_limit if save_total_limit else 4
+                put("train.keep_last", 4, "save_total_limit " + (keep == null ? "unset" : "0") + " (axolotl passes 4)");
+            } else {
+                number("save_total_limit", "train.keep_last", true);
+            }
+            mapRouterLoss();
             number("weight_decay", "train.weight_decay", false);
             number("max_grad_norm", "train.max_grad_norm", false);
             number("adam_beta1", "train.adam_beta1", false);
@@ -348,6 +450,47 @@ public final class AxolotlImport {
             JsonNode outputDir = get("output_dir");
             if (outputDir != null) {
                 put("output_dir", outputDir.asText(), "output_dir");
+            }
+            if (isTrue(get("use_tensorboard"))) {
+                put("logging.tensorboard", true, "use_tensorboard");
+            }
+        }
+
+        /**
+         * transformers adds Mixtral's load-balancing loss only where config.output_router_logits is true (its default
+         * is false), which axolotl sets through model_config; mixtune's router_aux_loss defaults to true.
+         */
+        private void mapRouterLoss() {
+            JsonNode modelConfig = get("model_config");
+            JsonNode logits = modelConfig == null ? null : modelConfig.get("output_router_logits");
+            boolean on = logits != null && logits.asBoolean(false);
+            put("train.router_aux_loss", on, logits != null ? "model_config.output_router_logits: " + logits
+                    : "model_config.output_router_logits unset (transformers' default false: no router load-balancing"
+                            + " loss)");
+            if (modelConfig != null) {
+                List<String> others = new ArrayList<>();
+                modelConfig.fieldNames().forEachRemaining(name -> {
+                    if (!name.equals("output_router_logits")) {
+                        others.add(name);
+                    }
+                });
+                if (!others.isEmpty()) {
+                    unmapped("model_config", "mixtune maps only output_router_logits (train.router_aux_loss) and reads"
+                            + " the rest from the model's config.json: not " + others);
+                }
+            }
+        }
+
+        /** eval_steps and save_steps: a step count, or (below 1) a fraction of the total steps. */
+        private void steps(String axolotlKey, String recipeKey) {
+            JsonNode value = get(axolotlKey);
+            Double number = value == null ? null : value.isNumber() ? Double.valueOf(value.asDouble())
+                    : parse(value.asText());
+            if (number != null && number > 0 && number < 1) {
+                unmapped(axolotlKey, "a fraction of the total steps; mixtune counts in steps: set " + recipeKey
+                        + " to this fraction of the steps mixtune train announces");
+            } else {
+                number(axolotlKey, recipeKey, true);
             }
         }
 
@@ -390,7 +533,8 @@ public final class AxolotlImport {
                 out.append("# Note: ").append(note).append(".\n");
             }
             if (!unmapped.isEmpty()) {
-                out.append("# Not mapped (").append(unmapped.size()).append(" keys):\n");
+                out.append("# Not mapped (").append(unmapped.size()).append(unmapped.size() == 1 ? " key" : " keys")
+                        .append("):\n");
                 for (String line : unmapped) {
                     out.append("#   ").append(line).append('\n');
                 }

@@ -4,6 +4,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import io.mixtune.data.read.ChatFormat;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -89,9 +94,11 @@ class AxolotlImportTest {
         assertEquals(0.0, v.get("data.validation_ratio"));
         assertEquals(1, v.get("train.micro_batch_size"));
         assertEquals(2, v.get("train.gradient_accumulation"));
+        // model_config: {output_router_logits: true} is what makes transformers add the load-balancing loss
+        assertEquals(true, v.get("train.router_aux_loss"));
         String unmapped = String.join("\n", imported.unmapped());
-        assertTrue(unmapped.contains(": model_config: ") && unmapped.contains(": deepspeed: ")
-                && unmapped.contains(": trust_remote_code: "), unmapped);
+        assertFalse(unmapped.contains(": model_config: "), unmapped);
+        assertTrue(unmapped.contains(": deepspeed: ") && unmapped.contains(": trust_remote_code: "), unmapped);
         List<String> problems = problems(imported);
         assertEquals(2, problems.size(), String.join("\n", problems));
         assertTrue(problems.get(0).contains("mistralai/Mixtral-8x7B-v0.1"), problems.get(0));
@@ -142,6 +149,8 @@ class AxolotlImportTest {
         assertEquals(List.of("q_proj", "v_proj"), v.get("lora.targets"));
         assertEquals("messages", v.get("data.format"));
         assertEquals("mistral", v.get("data.template"));
+        assertTrue(imported.recipe().contains("template: mistral   # axolotl: chat_template: mistral_v1,"
+                + " near-equivalent (mistral-common's spacing"), imported.recipe());
         assertEquals(2.0e-5, v.get("train.lr"), "2e-5 is a string to YAML 1.1");
         assertEquals(100, v.get("train.max_steps"));
         assertEquals(10, v.get("train.warmup_steps"));
@@ -176,5 +185,216 @@ class AxolotlImportTest {
                 warmup_steps: 5
                 """);
         assertEquals(5, AxolotlImport.read(withWarmup).values().get("train.warmup_steps"));
+    }
+
+    /** The problems of the imported recipe other than its model and data paths, which these tests do not create. */
+    private List<String> problemsBesidesPaths(AxolotlImport.Result imported) throws IOException {
+        return problems(imported).stream()
+                .filter(problem -> !problem.contains("model.path") && !problem.contains("data.files")).toList();
+    }
+
+    @Test
+    void whatTheConfigLeavesUnsetGetsAxolotlsDefaultsNotMixtunes() throws IOException {
+        // axolotl: sequence_len 512, sample_packing off, lora_dropout 0.0, save_total_limit 4, no router loss unless
+        // model_config.output_router_logits; mixtune's defaults are 2048, packing on, 0.05, 2 and the router loss on.
+        Path config = Files.writeString(dir.resolve("bare.yml"), """
+                base_model: /models/mixtral
+                adapter: qlora
+                datasets:
+                  - path: chats.jsonl
+                    type: chat_template
+                micro_batch_size: 2
+                learning_rate: 0.0002
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        Map<String, Object> v = imported.values();
+        assertEquals(512, v.get("data.max_seq_len"));
+        assertEquals(false, v.get("data.packing"));
+        assertEquals(0.0, v.get("lora.dropout"));
+        assertEquals(4, v.get("train.keep_last"));
+        assertEquals(false, v.get("train.router_aux_loss"));
+        String recipe = imported.recipe();
+        for (String line : List.of("max_seq_len: 512   # axolotl: sequence_len unset (axolotl's default 512)",
+                "packing: false   # axolotl: sample_packing unset (axolotl's default: off)",
+                "dropout: 0.0   # axolotl: lora_dropout unset (axolotl's default 0.0)",
+                "keep_last: 4   # axolotl: save_total_limit unset (axolotl passes 4)",
+                "router_aux_loss: false   # axolotl: model_config.output_router_logits unset (transformers' default"
+                        + " false: no router load-balancing loss)",
+                "# Note: the config sets neither warmup_steps nor warmup_ratio: axolotl then warms up"
+                        + " min(int(0.03 x total steps), 100) steps")) {
+            assertTrue(recipe.contains(line), line + " in\n" + recipe);
+        }
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        // transformers' constant schedule has no warmup at all: nothing to note then
+        Path constant = Files.writeString(dir.resolve("constant.yml"), "base_model: /models/mixtral\nadapter: lora\n"
+                + "lr_scheduler: constant\nmodel_config:\n  output_router_logits: true\n  router_aux_loss_coef: 0.1\n");
+        AxolotlImport.Result constantImport = AxolotlImport.read(constant);
+        assertFalse(constantImport.recipe().contains("warmup"), constantImport.recipe());
+        assertEquals(true, constantImport.values().get("train.router_aux_loss"));
+        assertEquals(List.of(dir.resolve("constant.yml") + ":4: model_config: {\"output_router_logits\":true,"
+                + "\"router_aux_loss_coef\":0.1}: mixtune maps only output_router_logits (train.router_aux_loss) and"
+                + " reads the rest from the model's config.json: not [router_aux_loss_coef]"),
+                constantImport.unmapped());
+    }
+
+    @Test
+    void axolotlsDefaultLossKeysAreMixtunesAssistantTurns() throws IOException {
+        // roles_to_train [assistant] and train_on_eos turn are what chat_template datasets default to
+        // (prompt_strategies/chat_template.py): every assistant turn with the EOS that closes it.
+        Path config = Files.writeString(dir.resolve("roles.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                datasets:
+                  - path: chats.jsonl
+                    type: chat_template
+                    roles_to_train: ["assistant"]
+                    train_on_eos: turn
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        assertEquals(List.of("chats.jsonl"), imported.values().get("data.files"));
+        assertEquals("messages", imported.values().get("data.format"));
+        assertEquals("all_assistant_turns", imported.values().get("data.loss_on"));
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path other = Files.writeString(dir.resolve("other.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                datasets:
+                  - path: chats.jsonl
+                    type: chat_template
+                    roles_to_train: ["user", "assistant"]
+                    train_on_eos: all
+                """);
+        AxolotlImport.Result otherImport = AxolotlImport.read(other);
+        assertFalse(otherImport.values().containsKey("data.files"));
+        String unmapped = String.join("\n", otherImport.unmapped());
+        assertTrue(unmapped.contains("chats.jsonl: roles_to_train [\"user\",\"assistant\"] (mixtune trains the"
+                + " assistant's turns: roles_to_train [assistant])"), unmapped);
+        assertTrue(unmapped.contains("chats.jsonl: train_on_eos \"all\" (mixtune trains the EOS that closes each"
+                + " assistant turn: train_on_eos turn)"), unmapped);
+    }
+
+    @Test
+    void axolotlsShareGptMigrationIsMixtunesShareGpt() throws IOException {
+        // docs/dataset-formats/conversation.qmd: type sharegpt is refused now; its records are read this way, with
+        // axolotl's default roles mapping human and gpt to user and assistant.
+        Path config = Files.writeString(dir.resolve("sharegpt.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                datasets:
+                  - path: conversations.jsonl
+                    type: chat_template
+                    field_messages: conversations
+                    message_property_mappings:
+                      role: from
+                      content: value
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        assertEquals("sharegpt", imported.values().get("data.format"));
+        assertEquals(List.of(), imported.unmapped());
+        JsonNode record = new ObjectMapper().readTree(
+                "{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"},"
+                        + " {\"from\": \"gpt\", \"value\": \"yo\"}]}");
+        assertEquals(List.of(new Message(Role.USER, "hi"),
+                new Message(Role.ASSISTANT, "yo")),
+                ChatFormat.byKey("sharegpt").messages(record));
+    }
+
+    @Test
+    void keysWithAMixtuneSettingAreMapped() throws IOException {
+        Path sft = Files.writeString(dir.resolve("sft.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                datasets:
+                  - path: chats.jsonl
+                    type: chat_template
+                chat_template: tokenizer_default
+                train_on_inputs: true
+                peft_use_rslora: true
+                eval_steps: 50
+                save_steps: 100
+                save_total_limit: 3
+                use_tensorboard: true
+                special_tokens:
+                  eos_token: "<|im_end|>"
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(sft);
+        Map<String, Object> v = imported.values();
+        assertEquals("hf", v.get("data.template"), "tokenizer_default: the tokenizer's own template");
+        assertEquals("train_on_inputs", v.get("data.loss_on"));
+        assertEquals(true, v.get("lora.rslora"));
+        assertEquals(50, v.get("train.eval_every"));
+        assertEquals(100, v.get("train.save_every"));
+        assertEquals(3, v.get("train.keep_last"));
+        assertEquals(true, v.get("logging.tensorboard"));
+        assertEquals(List.of(dir.resolve("sft.yml") + ":13: special_tokens: {\"eos_token\":\"<|im_end|>\"}: changes"
+                + " the tokenizer's special tokens; mixtune trains with the model's tokenizer.json and its BOS/EOS as"
+                + " they are"), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path dpo = Files.writeString(dir.resolve("dpo.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                rl: dpo
+                rl_beta: 0.05
+                dpo_beta: 0.3
+                dpo_label_smoothing: 0.1
+                eval_steps: 0.25
+                save_steps: 0.5
+                """);
+        AxolotlImport.Result dpoImport = AxolotlImport.read(dpo);
+        assertEquals(0.05, dpoImport.values().get("dpo.beta"), "rl_beta wins over the deprecated dpo_beta");
+        assertEquals(0.1, dpoImport.values().get("dpo.label_smoothing"));
+        assertFalse(dpoImport.values().containsKey("train.eval_every"));
+        String unmapped = String.join("\n", dpoImport.unmapped());
+        assertTrue(unmapped.contains("dpo.yml:5: dpo_beta: 0.3: deprecated: axolotl uses rl_beta, which is set"),
+                unmapped);
+        assertTrue(unmapped.contains("dpo.yml:7: eval_steps: 0.25: a fraction of the total steps; mixtune counts in"
+                + " steps: set train.eval_every"), unmapped);
+        assertTrue(unmapped.contains("dpo.yml:8: save_steps: 0.5: a fraction of the total steps"), unmapped);
+        assertEquals(List.of(), problemsBesidesPaths(dpoImport));
+
+        Path deprecated = Files.writeString(dir.resolve("old.yml"), "adapter: lora\nrl: dpo\ndpo_beta: 0.3\n");
+        assertEquals(0.3, AxolotlImport.read(deprecated).values().get("dpo.beta"));
+    }
+
+    @Test
+    void chatmlUltraPairsAreChatMlWhateverTheChatTemplate() throws IOException {
+        // prompt_strategies/dpo/chatml.py's ultra writes <|im_start|>...<|im_end|> into the pairs itself
+        Path config = Files.writeString(dir.resolve("ultra.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                rl: dpo
+                datasets:
+                  - path: pairs.jsonl
+                    type: chatml.ultra
+                    split: train
+                chat_template: mistral_v1
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        assertEquals(List.of("pairs.jsonl"), imported.values().get("data.files"));
+        assertEquals("chatml", imported.values().get("data.template"));
+        assertEquals(List.of(dir.resolve("ultra.yml") + ":8: chat_template: \"mistral_v1\": the datasets' type"
+                + " chatml.ultra writes ChatML whatever chat_template says (data.template: chatml)"),
+                imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path llama = Files.writeString(dir.resolve("llama.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                rl: dpo
+                datasets:
+                  - path: ultra.jsonl
+                    type: llama3.ultra
+                """);
+        AxolotlImport.Result llamaImport = AxolotlImport.read(llama);
+        assertFalse(llamaImport.values().containsKey("data.files"));
+        assertFalse(llamaImport.values().containsKey("data.template"));
+        assertTrue(String.join("\n", llamaImport.unmapped()).contains("ultra.jsonl of type 'llama3.ultra' (it writes"
+                + " llama3's chat template into the pairs; mixtune's templates are mistral and chatml)"),
+                String.join("\n", llamaImport.unmapped()));
     }
 }

@@ -81,10 +81,11 @@ class LabelNoiseTest {
         List<String> notes = new ArrayList<>();
         TrainingResult clean = run(dir.resolve("clean"), pairs, "0.0", notes);
         TrainingResult noisy = run(dir.resolve("noisy"), pairs, "1.0", notes);
-        assertTrue(notes.stream().anyMatch(n -> n.startsWith("label noise: chosen and rejected swapped in 8 of 8 "
+        // ceil(0.34 x 12) = 5 validation pairs, as datasets' train_test_split holds out
+        assertTrue(notes.stream().anyMatch(n -> n.startsWith("label noise: chosen and rejected swapped in 7 of 7 "
                 + "training pairs")), notes.toString());
         assertEquals(clean.lastStage().firstEvaluation(), noisy.lastStage().firstEvaluation(),
-                "the 4 validation pairs are never swapped");
+                "the 5 validation pairs are never swapped");
         assertEquals(-clean.lastStage().metric("margin"), noisy.lastStage().metric("margin"), 1e-5);
         assertEquals(1 - clean.lastStage().metric("accuracy"), noisy.lastStage().metric("accuracy"), 1e-9);
     }
