@@ -126,6 +126,14 @@ public final class PeftAdapter {
         }
     }
 
+    /**
+     * Throws where {@link #save} could not write {@code config} on these modules so that PEFT computes what mixtune
+     * does (expert patterns that transformers 5's fused experts cannot hold): for checking a recipe before training.
+     */
+    public static void checkWritable(LoraConfig config, java.util.Collection<String> modules) {
+        PeftScales.of(config, modules);
+    }
+
     /** {@code base_model.model.<module>.lora_A.weight}, the key of A [r, in] in PEFT's file. */
     public static String aKey(String module) {
         return KEY_PREFIX + module + ".lora_A.weight";
