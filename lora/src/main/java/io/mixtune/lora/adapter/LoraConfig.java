@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.function.Predicate;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
@@ -167,7 +168,7 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
     }
 
     /** {@link #targets} with {@code allLinear} saying what {@value #ALL_LINEAR} takes. */
-    boolean targets(String moduleName, java.util.function.Predicate<String> allLinear) {
+    boolean targets(String moduleName, Predicate<String> allLinear) {
         if (selection.excludes(moduleName)) {
             return false;
         }

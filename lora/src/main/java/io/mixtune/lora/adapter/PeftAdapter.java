@@ -19,9 +19,12 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 import java.util.TreeSet;
 
@@ -116,7 +119,7 @@ public final class PeftAdapter {
             SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, source);
             Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
             List<String> adapted = specs.stream().map(spec -> spec.name().endsWith(".lora_A.weight")
-                    ? moduleOf(spec.name()) : null).filter(java.util.Objects::nonNull).toList();
+                    ? moduleOf(spec.name()) : null).filter(Objects::nonNull).toList();
             JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(),
                     configJson(config, targetModules, modulesToSave, baseModelNameOrPath, adapted));
             Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
@@ -130,7 +133,7 @@ public final class PeftAdapter {
      * Throws where {@link #save} could not write {@code config} on these modules so that PEFT computes what mixtune
      * does (expert patterns that transformers 5's fused experts cannot hold): for checking a recipe before training.
      */
-    public static void checkWritable(LoraConfig config, java.util.Collection<String> modules) {
+    public static void checkWritable(LoraConfig config, Collection<String> modules) {
         PeftScales.of(config, modules);
     }
 
@@ -493,7 +496,7 @@ public final class PeftAdapter {
             return;
         }
         String value = init.asText();
-        String lower = value.toLowerCase(java.util.Locale.ROOT);
+        String lower = value.toLowerCase(Locale.ROOT);
         if (lower.startsWith("pissa") || lower.startsWith("corda") || lower.equals("olora") || lower.equals("loftq")
                 || lower.equals("lora_ga")) {
             throw new IllegalArgumentException("init_lora_weights is \"" + value + "\": PEFT re-runs that initialisation "

@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import java.util.stream.Stream;
 
 /**
  * The lora_alpha, use_rslora, rank_pattern and alpha_pattern that mixtune writes, so that PEFT 0.21 gives every module
@@ -94,7 +95,7 @@ final class PeftScales {
     }
 
     private static List<String> concat(Map<String, ?> a, Map<String, ?> b) {
-        return java.util.stream.Stream.concat(a.keySet().stream(), b.keySet().stream()).toList();
+        return Stream.concat(a.keySet().stream(), b.keySet().stream()).toList();
     }
 
     private static String fusedName(String expertModule) {

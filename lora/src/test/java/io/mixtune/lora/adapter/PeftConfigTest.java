@@ -14,14 +14,18 @@ import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
+import java.util.function.Consumer;
+import java.util.function.Predicate;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -263,7 +267,7 @@ class PeftConfigTest {
         }
     }
 
-    private static Path copyWithConfig(Path from, Path to, java.util.function.Consumer<ObjectNode> edit) throws Exception {
+    private static Path copyWithConfig(Path from, Path to, Consumer<ObjectNode> edit) throws Exception {
         Files.createDirectories(to);
         Files.copy(from.resolve(PeftAdapter.WEIGHTS_FILE), to.resolve(PeftAdapter.WEIGHTS_FILE));
         ObjectNode config = (ObjectNode) JSON.readTree(from.resolve(PeftAdapter.CONFIG_FILE).toFile());
@@ -273,24 +277,23 @@ class PeftConfigTest {
     }
 
     /** A copy holding only the tensors whose names {@code keep} accepts, as PEFT saves a narrower adapter. */
-    private static Path keepOnly(Path from, Path to, java.util.function.Predicate<String> keep,
-            java.util.function.Consumer<ObjectNode> edit) throws Exception {
+    private static Path keepOnly(Path from, Path to, Predicate<String> keep,
+            Consumer<ObjectNode> edit) throws Exception {
         copyWithConfig(from, to, edit);
-        List<io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec> specs = new ArrayList<>();
+        List<TensorSpec> specs = new ArrayList<>();
         Map<String, float[]> data = new LinkedHashMap<>();
-        try (io.mixtune.model.safetensors.SafetensorsReader reader =
-                io.mixtune.model.safetensors.SafetensorsReader.open(from.resolve(PeftAdapter.WEIGHTS_FILE))) {
-            for (Iterator<String> it = new TreeSet<>(reader.names()).iterator(); it.hasNext(); ) {
-                String name = it.next();
+        try (SafetensorsReader reader =
+                SafetensorsReader.open(from.resolve(PeftAdapter.WEIGHTS_FILE))) {
+            for (String name : new TreeSet<>(reader.names())) {
                 if (keep.test(name)) {
-                    specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(name, DType.F32,
+                    specs.add(new TensorSpec(name, DType.F32,
                             reader.info(name).shape()));
                     data.put(name, reader.readFloats(name));
                 }
             }
         }
         Files.delete(to.resolve(PeftAdapter.WEIGHTS_FILE));
-        io.mixtune.model.safetensors.SafetensorsWriter.writeFile(to.resolve(PeftAdapter.WEIGHTS_FILE), specs,
+        SafetensorsWriter.writeFile(to.resolve(PeftAdapter.WEIGHTS_FILE), specs,
                 spec -> data.get(spec.name()));
         return to;
     }
