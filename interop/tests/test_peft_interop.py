@@ -9,6 +9,7 @@ PEFT converts to transformers 5's fused experts on load; mixtune reads PEFT's ow
 
 import json
 import os
+import re
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -156,17 +157,25 @@ def test_mixtune_adapter_in_peft(work, arch, rslora):
 # ---- PEFT -> mixtune -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,targets", [
-    pytest.param("mistral", ATTENTION + ["gate_proj", "up_proj", "down_proj"], id="mistral-every-linear"),
+@pytest.mark.parametrize("arch,targets,selection", [
+    pytest.param("mistral", ATTENTION + ["gate_proj", "up_proj", "down_proj"], {}, id="mistral-every-linear"),
     # PEFT resolves "all-linear" to the full path of every linear it wraps and saves that as target_modules
     # ("model.layers.0.self_attn.o_proj", ...), matched against module paths by equality or dotted suffix.
-    pytest.param("mistral", "all-linear", id="mistral-all-linear"),
-    pytest.param("mixtral", ATTENTION, id="mixtral-attention"),
+    pytest.param("mistral", "all-linear", {}, id="mistral-all-linear"),
+    pytest.param("mixtral", ATTENTION, {}, id="mixtral-attention"),
+    # A string target_modules is a regex that must match the whole module name (re.fullmatch).
+    pytest.param("mistral", r"model\.layers\.\d+\.self_attn\.q_proj", {}, id="regex-q"),
+    pytest.param("mistral", r".*\.(q_proj|v_proj)", {}, id="regex-qv"),
+    pytest.param("mistral", ["q_proj", "v_proj"], {"layers_to_transform": [0]}, id="layers-to-transform"),
+    pytest.param("mistral", ["q_proj", "v_proj"], {"layers_to_transform": [1], "layers_pattern": "layers"},
+                 id="layers-pattern"),
+    pytest.param("mistral", ["q_proj", "v_proj"], {"exclude_modules": ["model.layers.1.self_attn.v_proj"]},
+                 id="exclude-modules"),
 ])
-def test_peft_adapter_in_mixtune(work, tmp_path, arch, targets):
+def test_peft_adapter_in_mixtune(work, tmp_path, arch, targets, selection):
     # Mixtral on attention here; the next test covers the experts, which PEFT on transformers 5 saves fused.
     model_dir = work.base(arch)
-    peft_model = peft_model_for(model_dir, seed=2024, target_modules=targets)
+    peft_model = peft_model_for(model_dir, seed=2024, target_modules=targets, **selection)
     expected = Expected.of(peft_model)
     peft_model.save_pretrained(tmp_path / "adapter")
 
@@ -188,6 +197,89 @@ def test_peft_fused_expert_adapter_in_mixtune(work, tmp_path, rslora):
 
     logits, new_ids = mixtune_generate(model_dir, tmp_path / "adapter", tmp_path / "logits.safetensors")
     assert_matches(logits, new_ids, expected, work.base_logits("mixtral"), f"import fused rslora={rslora}")
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_peft_initialisers_that_change_the_base_are_refused(work, tmp_path, init):
+    # PEFT re-runs PiSSA/OLoRA on load and changes the base weight with it: mixtune would compute something else.
+    model_dir = work.base("mistral")
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=init, target_modules=["q_proj", "v_proj"])
+    get_peft_model(hf.load_reference(model_dir), config).save_pretrained(tmp_path / "adapter")
+    proc = subprocess.run([str(MIXTUNE), "generate", "--model", str(model_dir), "--adapter", str(tmp_path / "adapter"),
+                           "--prompt-ids", "1,2,3", "--max-new-tokens", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and f'init_lora_weights is "{init}"' in proc.stderr, proc.stderr
+    assert "path_initial_model_for_weight_conversion" in proc.stderr, proc.stderr
+
+
+# ---- mixtune recipes with rank/alpha patterns -> PEFT --------------------------------------------------------------
+
+
+def train_tiny_mixtral(out: Path, lora: dict) -> Path:
+    """Two SFT steps of a preset tiny Mixtral (its base-model/ has the tokenizer training needs); the adapter dir."""
+    recipe = {
+        "model": {"preset": "tiny-mixtral", "quantize": "none"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj", "w1", "w2", "w3"], **lora},
+        "data": {"files": [str(hf.repo_root() / "data" / "samples" / "chats.jsonl")], "template": "mistral",
+                 "max_seq_len": 64},
+        "train": {"max_steps": 2, "micro_batch_size": 2, "lr": 5.0e-2, "eval_every": 0, "save_every": 0},
+        "output_dir": str(out),
+    }
+    (out.parent / f"{out.name}.yaml").write_text(json.dumps(recipe))  # JSON is YAML; dicts keep their order
+    mixtune("train", "--recipe", out.parent / f"{out.name}.yaml")
+    return out / "adapter"
+
+
+@pytest.mark.parametrize("lora", [
+    # the first pattern that matches wins, in the recipe's order, in PEFT too
+    pytest.param({"alpha_pattern": {r"model\.layers\.0\.self_attn\.q_proj": 2, "q_proj": 32}}, id="pattern-order"),
+    # rsLoRA with patterns: every alpha folded in (PEFT would scale the fused gate_up_proj by 2a/sqrt(2r))
+    pytest.param({"rslora": True, "rank_pattern": {"v_proj": 8}, "alpha_pattern": {"q_proj": 8}}, id="rslora-patterns"),
+    # patterns on experts: PEFT on transformers 5 looks them up under the fused gate_up_proj / down_proj names
+    pytest.param({"rank_pattern": {"w1": 8, "w3": 8}, "alpha_pattern": {"w1": 16, "w3": 16, "w2": 32}},
+                 id="expert-patterns"),
+    pytest.param({"rslora": True, "rank_pattern": {"w1": 8, "w3": 8}, "alpha_pattern": {"w2": 32}},
+                 id="rslora-expert-patterns"),
+])
+def test_mixtune_adapter_with_patterns_in_peft(tmp_path, lora):
+    adapter_dir = train_tiny_mixtral(tmp_path / "run", lora)
+    model_dir = tmp_path / "run" / "base-model"
+    written = json.loads((adapter_dir / "adapter_config.json").read_text())
+    for field in ("rank_pattern", "alpha_pattern"):
+        keys = [k for k in written[field] if "mlp\\.experts" not in k]
+        assert keys[:len(lora.get(field, {}))] == list(lora.get(field, {})), f"{field} keeps the recipe's order"
+    logits = mixtune_generate_logits(model_dir, adapter_dir, tmp_path / "logits.safetensors")
+    base = hf.load_reference(model_dir)
+    base_logits = hf.prompt_forward(base, PROMPT)["logits"].numpy()
+    expected = hf.prompt_forward(load_peft_with_patterns(base, adapter_dir), PROMPT)["logits"].numpy()
+    effect = float(np.abs(expected - base_logits).max())
+    assert effect > MIN_EFFECT, f"the adapter moves the logits by only {effect:.3g}"
+    diff = float(np.abs(logits - expected).max())
+    print(f"{lora}: max |logit diff| {diff:.3g} (adapter effect {effect:.3g})")
+    assert diff <= ATOL, f"max |logit diff| {diff:.3g} > {ATOL}"
+
+
+def load_peft_with_patterns(model, adapter_dir: Path):
+    """hf.load_peft, but PEFT 0.21 on transformers 5 may warn that pattern keys "were ignored": it checks them against
+    module names only, while the fused experts are parameters (it uses the gate_up_proj/down_proj keys all the same,
+    as the logits show), and the w1/w2/w3 keys are for transformers 4 and mixtune. Every other warning still fails."""
+    from peft import PeftModel
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, adapter_dir)
+        probe = peft_model.load_adapter(adapter_dir, adapter_name="probe")
+    peft_model.delete_adapter("probe")
+    for w in caught:
+        assert re.match(r"The following (rank|alpha)_pattern keys did not match any targeted module", str(w.message)), \
+            f"{w.category.__name__}: {w.message}"
+    assert not probe.missing_keys and not probe.unexpected_keys, (probe.missing_keys, probe.unexpected_keys)
+    return peft_model.eval()
+
+
+def mixtune_generate_logits(model_dir: Path, adapter_dir: Path, dump: Path) -> np.ndarray:
+    mixtune("generate", "--model", model_dir, "--adapter", adapter_dir, "--prompt-ids", ",".join(map(str, PROMPT)),
+            "--max-new-tokens", 1, "--greedy", "--dump-logits", dump)
+    return load_file(dump)["logits"]
 
 
 # ---- merge ---------------------------------------------------------------------------------------------------------

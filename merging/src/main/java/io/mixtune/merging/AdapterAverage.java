@@ -353,7 +353,7 @@ final class AdapterAverage implements AutoCloseable {
     /** LoRA dropout is how a member was trained, not what it computes: WARM varies it between members on purpose. */
     private static LoraConfig withoutDropout(LoraConfig config) {
         return new LoraConfig(config.r(), config.alpha(), 0, config.targetModules(), config.useRslora(),
-                config.rankPattern(), config.alphaPattern());
+                config.rankPattern(), config.alphaPattern(), config.selection());
     }
 
     /**

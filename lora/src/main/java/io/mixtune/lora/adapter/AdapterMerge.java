@@ -199,7 +199,9 @@ public final class AdapterMerge {
             }
             String module = key.substring("base_model.model.".length(), key.length() - ".lora_A.weight".length());
             if (!PeftAdapter.appliesTo(loraConfig, module)) {
-                continue; // as PEFT's merge_and_unload: only the modules the config names hold LoRA layers
+                // PEFT would drop them unused: refused as load refuses them
+                problems.add(module + "'s weights, which the adapter's config does not select");
+                continue;
             }
             String bKey = "base_model.model." + module + ".lora_B.weight";
             if (!adapter.contains(bKey)) {
@@ -222,6 +224,9 @@ public final class AdapterMerge {
             }
             deltas.computeIfAbsent(target.tensor(), t -> new ArrayList<>()).add(new Delta(module, adapter.readFloats(key),
                     adapter.readFloats(bKey), rank, loraConfig.scaleOf(module), target.firstElement()));
+        }
+        if (problems.isEmpty() && deltas.isEmpty()) {
+            problems.add("the adapter applies to no module");
         }
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException(adapterDir + " does not fit " + config.modelType().hfName() + " model: "

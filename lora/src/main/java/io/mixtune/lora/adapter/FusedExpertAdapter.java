@@ -41,6 +41,10 @@ final class FusedExpertAdapter {
             throw new IllegalArgumentException("adapter weights for fused experts (mlp.experts) on a "
                     + model.modelType().hfName() + " model, which has no experts");
         }
+        if (config.selection().targetModulesRegex()) {
+            throw new IllegalArgumentException("fused expert weights (mlp.experts) with target_modules as the regex \""
+                    + config.targetModules().get(0) + "\": mixtune reads fused experts saved with a list of targets");
+        }
         int experts = model.numLocalExperts();
         int inter = model.intermediateSize();
         Map<String, Integer> ranks = new LinkedHashMap<>(config.rankPattern());
@@ -104,7 +108,8 @@ final class FusedExpertAdapter {
                 record(ranks, alphas, targets, "w2", rank, config, peftName);
             }
         }
-        return new LoraConfig(config.r(), config.alpha(), config.dropout(), targets, config.useRslora(), ranks, alphas);
+        return new LoraConfig(config.r(), config.alpha(), config.dropout(), targets, config.useRslora(), ranks, alphas,
+                config.selection());
     }
 
     /** Gives leaf modules {@code leaf} the rank found and PEFT's alpha under the fused name, the same in every layer. */

@@ -19,9 +19,12 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 import java.util.TreeSet;
 
@@ -51,21 +54,38 @@ public final class PeftAdapter {
         LoraConfig config = model.config(adapterName);
         List<TensorSpec> specs = new ArrayList<>();
         Map<String, NDArray> arrays = new LinkedHashMap<>();
-        TreeSet<String> adapted = new TreeSet<>();
+        List<String> adapted = new ArrayList<>();
         model.layers().forEach((module, layer) -> {
             LoraLinear.Adapter adapter = layer.adapter(adapterName);
             if (adapter != null) {
                 add(specs, arrays, aKey(module), adapter.a());
                 add(specs, arrays, bKey(module), adapter.b());
-                adapted.add(module.substring(module.lastIndexOf('.') + 1));
+                adapted.add(module);
             }
         });
         model.modulesToSave(adapterName).forEach((module, weight) ->
                 add(specs, arrays, moduleToSaveKey(module), weight));
         try (ArrayTensors tensors = new ArrayTensors(arrays)) {
-            write(dir, config, List.copyOf(adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
+            write(dir, config, targetModules(model, adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
                     baseModelNameOrPath, specs, tensors);
         }
+    }
+
+    /**
+     * The adapted modules' names (q_proj, w1, ...), or their full names where the names would take more modules than
+     * hold the adapter (one loaded with layers_to_transform or exclude_modules), so a reader targets exactly those.
+     */
+    private static List<String> targetModules(LoraModel model, List<String> adapted) {
+        TreeSet<String> leaves = new TreeSet<>();
+        adapted.forEach(module -> leaves.add(module.substring(module.lastIndexOf('.') + 1)));
+        List<String> byLeaf = new ArrayList<>();
+        model.model().replaceLinears((name, linear) -> {
+            if (leaves.contains(name.substring(name.lastIndexOf('.') + 1))) {
+                byLeaf.add(name);
+            }
+            return linear;
+        });
+        return new TreeSet<>(byLeaf).equals(new TreeSet<>(adapted)) ? List.copyOf(leaves) : List.copyOf(new TreeSet<>(adapted));
     }
 
     /**
@@ -98,13 +118,23 @@ public final class PeftAdapter {
             Files.createDirectories(dir);
             SafetensorsWriter.writeFile(dir.resolve(WEIGHTS_FILE), specs, source);
             Path temporary = dir.resolve("." + CONFIG_FILE + ".partial");
+            List<String> adapted = specs.stream().map(spec -> spec.name().endsWith(".lora_A.weight")
+                    ? moduleOf(spec.name()) : null).filter(Objects::nonNull).toList();
             JSON.writerWithDefaultPrettyPrinter().writeValue(temporary.toFile(),
-                    configJson(config, targetModules, modulesToSave, baseModelNameOrPath));
+                    configJson(config, targetModules, modulesToSave, baseModelNameOrPath, adapted));
             Files.move(temporary, dir.resolve(CONFIG_FILE), StandardCopyOption.REPLACE_EXISTING,
                     StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the adapter to " + dir + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Throws where {@link #save} could not write {@code config} on these modules so that PEFT computes what mixtune
+     * does (expert patterns that transformers 5's fused experts cannot hold): for checking a recipe before training.
+     */
+    public static void checkWritable(LoraConfig config, Collection<String> modules) {
+        PeftScales.of(config, modules);
     }
 
     /** {@code base_model.model.<module>.lora_A.weight}, the key of A [r, in] in PEFT's file. */
@@ -122,29 +152,24 @@ public final class PeftAdapter {
         arrays.put(key, array);
     }
 
-    /** @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those */
-    static ObjectNode configJson(LoraConfig config, List<String> targetModules, String baseModelNameOrPath) {
-        return configJson(config, targetModules, List.of(), baseModelNameOrPath);
-    }
-
+    /**
+     * @param targetModules the names of the modules that hold the adapter, so PEFT targets exactly those
+     * @param adapted the full names of those modules, whose ranks and scales PEFT must reproduce ({@link PeftScales})
+     */
     static ObjectNode configJson(LoraConfig config, List<String> targetModules, List<String> modulesToSave,
-            String baseModelNameOrPath) {
+            String baseModelNameOrPath, List<String> adapted) {
+        PeftScales.Written written = PeftScales.of(config, adapted);
         ObjectNode json = JSON.createObjectNode();
         json.put("peft_type", "LORA");
         json.put("task_type", modulesToSave.contains(SCORE_HEAD) ? "SEQ_CLS" : "CAUSAL_LM");
         json.put("base_model_name_or_path", baseModelNameOrPath);
         json.put("r", config.r());
-        // PEFT 0.21 on transformers 5 fuses expert adapters to rank 2r and alpha 2 alpha, and then scales rsLoRA's
-        // gate_up_proj by 2 alpha / sqrt(2r), not alpha / sqrt(r). Written as plain LoRA with alpha' = alpha sqrt(r),
-        // every reader computes alpha' / r = alpha / sqrt(r): PEFT on transformers 4 and 5, and mixtune.
-        boolean rsloraAsAlpha = config.useRslora() && config.rankPattern().isEmpty() && config.alphaPattern().isEmpty()
-                && targetModules.stream().anyMatch(t -> t.equals("w1") || t.equals("w3"));
-        json.put("lora_alpha", rsloraAsAlpha ? config.alpha() * Math.sqrt(config.r()) : config.alpha());
+        json.put("lora_alpha", written.alpha());
         json.put("lora_dropout", config.dropout());
         // The adapted names, never "all-linear": PEFT's all-linear would also take the Mixtral router.
         targetModules.forEach(json.putArray("target_modules")::add);
         json.put("bias", "none");
-        json.put("use_rslora", config.useRslora() && !rsloraAsAlpha);
+        json.put("use_rslora", written.useRslora());
         json.put("use_dora", false);
         json.put("fan_in_fan_out", false);
         json.put("inference_mode", true);
@@ -155,9 +180,9 @@ public final class PeftAdapter {
             modulesToSave.forEach(json.putArray("modules_to_save")::add);
         }
         ObjectNode ranks = json.putObject("rank_pattern");
-        config.rankPattern().forEach(ranks::put);
+        written.rankPattern().forEach(ranks::put);
         ObjectNode alphas = json.putObject("alpha_pattern");
-        config.alphaPattern().forEach(alphas::put);
+        written.alphaPattern().forEach(alphas::put);
         return json;
     }
 
@@ -223,9 +248,11 @@ public final class PeftAdapter {
             }
         }
         Map<String, float[][]> weights = new LinkedHashMap<>();
+        List<String> unselected = new ArrayList<>();
         for (Map.Entry<String, FusedExpertAdapter.Factors> entry : factors.entrySet()) {
             String module = entry.getKey();
             if (!appliesTo(config, module)) {
+                unselected.add(module);
                 continue;
             }
             FusedExpertAdapter.Factors f = entry.getValue();
@@ -248,8 +275,15 @@ public final class PeftAdapter {
         }
         for (String module : linears.keySet()) {
             if (appliesTo(config, module) && !weights.containsKey(module)) {
-                problems.add(module + " is targeted by target_modules " + config.targetModules() + " but has no weights");
+                problems.add(module + " is targeted by " + selectionText(config) + " but has no weights");
             }
+        }
+        if (!unselected.isEmpty()) {
+            problems.add(0, "the weights of " + unselected.size() + " modules that " + selectionText(config)
+                    + " does not select, which PEFT would drop unused: " + summarize(unselected));
+        }
+        if (problems.isEmpty() && weights.isEmpty()) {
+            problems.add("the adapter applies to no module: " + selectionText(config) + " selects none of its weights");
         }
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException(weightsFile + " does not fit the model: " + summarize(problems));
@@ -261,18 +295,30 @@ public final class PeftAdapter {
 
     /**
      * Whether a loaded adapter's tensors for {@code module} apply: the config is authoritative, as in PEFT, whose
-     * PeftModel.from_pretrained wraps only the modules target_modules names (check_target_module_exists: the name
-     * equals an entry or ends with "." + entry; "all-linear" is every linear layer but the output one, the Mixtral
-     * router included) and then reads the file with load_state_dict(strict=False): tensors of any other module are
-     * unexpected keys, dropped, with no warning (PEFT warns only about missing keys). mixtune drops them the same way,
-     * so an adapter computes here what it computes in PEFT. A string target_modules (PEFT: a regex over full names)
-     * other than "all-linear" is refused by {@link #readConfig} as an unknown target.
+     * PeftModel.from_pretrained wraps only the modules its config selects (check_target_module_exists: the name
+     * equals an entry of target_modules or ends with "." + entry, or a string target_modules matches the whole name
+     * as a regex; "all-linear" is every linear layer but the output one, the Mixtral router included; then
+     * layers_to_transform and exclude_modules). PEFT reads the file with load_state_dict(strict=False) and drops the
+     * tensors of any other module with no warning; mixtune refuses such a file instead, naming them (see load).
      */
     public static boolean appliesTo(LoraConfig config, String module) {
-        if (config.targetModules().equals(List.of(LoraConfig.ALL_LINEAR))) {
-            return !module.equals("lm_head") && !module.endsWith(".lm_head");
+        return config.targets(module, name -> !name.equals("lm_head") && !name.endsWith(".lm_head"));
+    }
+
+    /** The config's fields that select modules, for messages. */
+    private static String selectionText(LoraConfig config) {
+        LoraConfig.Selection selection = config.selection();
+        String text = "target_modules " + (selection.targetModulesRegex() ? "\"" + config.targetModules().get(0) + "\""
+                : config.targetModules());
+        if (!selection.layersToTransform().isEmpty()) {
+            text += " with layers_to_transform " + selection.layersToTransform()
+                    + (selection.layersPattern().isEmpty() ? "" : " (layers_pattern " + selection.layersPattern() + ")");
         }
-        return config.targets(module);
+        if (!selection.excludeModules().isEmpty()) {
+            text += " without exclude_modules " + (selection.excludeModulesRegex()
+                    ? "\"" + selection.excludeModules().get(0) + "\"" : selection.excludeModules());
+        }
+        return text;
     }
 
     /**
@@ -386,22 +432,28 @@ public final class PeftAdapter {
         requireValue(json, "bias", "none", "mixtune adapters train no biases");
         requireFalse(json, "fan_in_fan_out", "mixtune expects A as [r, in] and B as [out, r]");
         requireFalse(json, "use_dora", "DoRA adapters are not supported");
+        checkInitLoraWeights(json);
         JsonNode targets = json.get("target_modules");
-        List<String> targetModules = new ArrayList<>();
         if (targets == null || targets.isNull()) {
             throw new IllegalArgumentException("missing field target_modules: expected a list of module names");
-        } else if (targets.isTextual()) {
-            targetModules.add(targets.asText());
-        } else if (targets.isArray()) {
-            targets.forEach(t -> {
-                if (!t.isTextual()) {
-                    throw new IllegalArgumentException("target_modules must hold strings, got " + t);
-                }
-                targetModules.add(t.asText());
-            });
-        } else {
-            throw new IllegalArgumentException("target_modules must be a list of module names, got " + targets);
         }
+        // PEFT: a string is "all-linear" (any case) or a regex that must match a whole module name.
+        boolean regex = targets.isTextual() && !targets.asText().equalsIgnoreCase(LoraConfig.ALL_LINEAR);
+        List<String> targetModules = targets.isTextual() && !regex ? List.of(LoraConfig.ALL_LINEAR)
+                : strings(targets, "target_modules");
+        JsonNode exclude = json.get("exclude_modules");
+        boolean excludeRegex = exclude != null && exclude.isTextual();
+        List<String> excludeModules = exclude == null || exclude.isNull() ? List.of() : strings(exclude, "exclude_modules");
+        JsonNode layers = json.get("layers_to_transform");
+        List<Integer> layersToTransform = new ArrayList<>();
+        if (layers != null && layers.isArray()) {
+            layers.forEach(layer -> layersToTransform.add(integer(layer, "layers_to_transform")));
+        } else if (layers != null && !layers.isNull()) {
+            layersToTransform.add(integer(layers, "layers_to_transform"));
+        }
+        JsonNode layersPattern = json.get("layers_pattern");
+        List<String> layerNames = layersPattern == null || layersPattern.isNull() ? List.of()
+                : strings(layersPattern, "layers_pattern");
         Map<String, Integer> rankPattern = new LinkedHashMap<>();
         object(json, "rank_pattern").fields().forEachRemaining(e -> rankPattern.put(e.getKey(),
                 integer(e.getValue(), "rank_pattern." + e.getKey())));
@@ -410,7 +462,52 @@ public final class PeftAdapter {
                 number(e.getValue(), "alpha_pattern." + e.getKey())));
         return new LoraConfig(integer(required(json, "r"), "r"), number(required(json, "lora_alpha"), "lora_alpha"),
                 json.hasNonNull("lora_dropout") ? number(json.get("lora_dropout"), "lora_dropout") : 0.0,
-                targetModules, bool(json, "use_rslora"), rankPattern, alphaPattern);
+                targetModules, bool(json, "use_rslora"), rankPattern, alphaPattern,
+                new LoraConfig.Selection(regex, excludeModules, excludeRegex, layersToTransform, layerNames));
+    }
+
+    /** A string, or a list of strings. */
+    private static List<String> strings(JsonNode node, String field) {
+        if (node.isTextual()) {
+            return List.of(node.asText());
+        }
+        if (!node.isArray()) {
+            throw new IllegalArgumentException(field + " must be a list of module names or one string, got " + node);
+        }
+        List<String> values = new ArrayList<>();
+        node.forEach(t -> {
+            if (!t.isTextual()) {
+                throw new IllegalArgumentException(field + " must hold strings, got " + t);
+            }
+            values.add(t.asText());
+        });
+        return values;
+    }
+
+    /**
+     * PEFT's initialisers that read the base weight run again in PeftModel.from_pretrained and change it there (PiSSA
+     * and CorDA subtract their first update from it, OLoRA likewise, LoftQ replaces it by its quantized copy, LoRA-GA
+     * rescales it): the adapter's numbers are only right on that changed base, which mixtune never makes. The others
+     * (gaussian, orthogonal, eva, mica) set only A and B, which the file then overwrites.
+     */
+    private static void checkInitLoraWeights(JsonNode json) {
+        JsonNode init = json.get("init_lora_weights");
+        if (init == null || init.isNull() || init.isBoolean()) {
+            return;
+        }
+        String value = init.asText();
+        String lower = value.toLowerCase(Locale.ROOT);
+        if (lower.startsWith("pissa") || lower.startsWith("corda") || lower.equals("olora") || lower.equals("loftq")
+                || lower.equals("lora_ga")) {
+            throw new IllegalArgumentException("init_lora_weights is \"" + value + "\": PEFT re-runs that initialisation "
+                    + "when it loads the adapter and changes the base weights with it, which mixtune does not; save it "
+                    + "as a plain LoRA adapter with PEFT's save_pretrained(..., path_initial_model_for_weight_conversion="
+                    + "<the adapter saved before training>)");
+        }
+        if (!List.of("gaussian", "orthogonal", "eva", "mica").contains(lower)) {
+            throw new IllegalArgumentException("init_lora_weights is \"" + value + "\": expected true, false, gaussian, "
+                    + "orthogonal, eva or mica (PEFT's initialisers that leave the base weights as they are)");
+        }
     }
 
     private static JsonNode required(JsonNode json, String field) {

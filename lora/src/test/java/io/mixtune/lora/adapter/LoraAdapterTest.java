@@ -129,7 +129,9 @@ class LoraAdapterTest {
             assertEquals("CAUSAL_LM", saved.get("task_type").asText());
             assertEquals("[\"q_proj\",\"v_proj\",\"w1\",\"w2\"]", saved.get("target_modules").toString());
             assertEquals(2, saved.get("rank_pattern").get("w2").asInt());
-            assertTrue(saved.get("use_rslora").asBoolean());
+            // rsLoRA on Mixtral is written as plain LoRA, each alpha times sqrt(its rank) (PeftConfigTest)
+            assertTrue(!saved.get("use_rslora").asBoolean());
+            assertEquals(3 * Math.sqrt(4), saved.get("alpha_pattern").get("v_proj").asDouble(), 1e-12);
 
             try (NDManager other = NDManager.newBaseManager(); CausalLm reloaded = MistralCheckpoint.load(modelDir, other)) {
                 LoraModel reloadedLora = new LoraModel(reloaded);

@@ -8,6 +8,7 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
@@ -347,6 +348,12 @@ public final class RecipeReader {
                     + "min(in, out) at most, so a larger rank adds parameters, not capacity; use at most "
                     + largestAllowed.get(key) + (key.equals("lora.r") ? " (or lower those layers in rank_pattern)"
                     : "")));
+            try {
+                PeftAdapter.checkWritable(adapter, MistralCheckpoint.linearShapes(config).keySet().stream()
+                        .filter(adapter::targets).toList());
+            } catch (IllegalArgumentException e) {
+                binder.problem(lora.alphaPattern().isEmpty() ? "lora.rank_pattern" : "lora.alpha_pattern", e.getMessage());
+            }
         }
         if (data != null && data.maxSeqLen() > config.maxPositionEmbeddings()) {
             binder.problem("data.max_seq_len", data.maxSeqLen() + " exceeds max_position_embeddings "

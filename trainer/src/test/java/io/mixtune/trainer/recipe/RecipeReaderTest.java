@@ -252,6 +252,35 @@ class RecipeReaderTest {
                 + "tiny-mistral: the model has no position beyond it"), problems(positions));
     }
 
+    /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
+    @Test
+    void patternsKeepTheRecipesOrder() throws IOException {
+        StringBuilder keys = new StringBuilder();
+        List<String> order = new java.util.ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            order.add("k" + (19 - i) + "_proj");
+            keys.append(i == 0 ? "" : ", ").append(order.get(i)).append(": ").append(i + 1);
+        }
+        Path recipe = write("p.yaml", minimal() + "lora:\n  targets: [q_proj]\n  alpha_pattern: {" + keys + "}\n"
+                + "  rank_pattern: {" + keys + "}\n");
+        io.mixtune.lora.adapter.LoraConfig config = RecipeReader.read(recipe, List.of()).recipe().lora().toConfig();
+        assertEquals(order, List.copyOf(config.alphaPattern().keySet()));
+        assertEquals(order, List.copyOf(config.rankPattern().keySet()));
+    }
+
+    /** Expert patterns that PEFT on transformers 5 cannot load (its fused experts hold one rank and alpha per layer). */
+    @Test
+    void expertPatternsPeftCannotLoadAreRefusedBeforeTraining() throws IOException {
+        String mixtral = minimal().replace("tiny-mistral", "tiny-mixtral");
+        Path w1Only = write("e.yaml", mixtral + "lora:\n  targets: [w1, w2, w3]\n  alpha_pattern: {w1: 32}\n");
+        List<String> refused = problems(w1Only);
+        assertEquals(1, refused.size(), refused.toString());
+        assertTrue(refused.get(0).startsWith(w1Only + ":8: lora.alpha_pattern: ") && refused.get(0).contains(
+                "PEFT 0.21 on transformers 5 fuses a Mixtral layer's experts"), refused.get(0));
+        RecipeReader.read(write("ok.yaml", mixtral + "lora:\n  targets: [w1, w2, w3]\n  alpha_pattern: {w1: 16, w3: 16}\n"),
+                List.of());
+    }
+
     @Test
     void aDirectoryWhereAFileIsExpectedIsCalledOne() throws IOException {
         Path folder = Files.createDirectories(dir.resolve("chats"));
