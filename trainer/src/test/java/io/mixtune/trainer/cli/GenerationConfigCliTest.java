@@ -1,0 +1,155 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.Role;
+import io.mixtune.data.template.HfChatTemplate;
+import io.mixtune.data.template.JinjaChatTemplate;
+import io.mixtune.data.template.MistralTemplate;
+import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.tokenizer.TextTokenizer;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.apache.commons.cli.DefaultParser;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A model folder's generation_config.json, read as transformers reads it: generation stops at any of its EOS ids
+ * (generate, proxy-tuning, best-of-n's answers, chat), and with no decoding flag its do_sample, temperature and top-k
+ * decide how tokens are chosen; flags override each value.
+ */
+class GenerationConfigCliTest {
+    private static final String PROMPT = "1,415,2936,9060";
+
+    @TempDir
+    static Path dir;
+    static Path model;
+    /** Greedy ids of the model without generation_config.json. */
+    static List<String> greedy;
+
+    @BeforeAll
+    static void initModel() {
+        model = dir.resolve("model");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mistral", "--out", model.toString(),
+                "--seed", "3").code());
+        greedy = ids(generate("--greedy"));
+        assertEquals(8, greedy.size());
+    }
+
+    private static MixtuneCliTest.Result generate(String... options) {
+        List<String> args = new ArrayList<>(List.of("generate", "--model", model.toString(), "--prompt-ids", PROMPT,
+                "--max-new-tokens", "8", "--output-ids"));
+        args.addAll(List.of(options));
+        MixtuneCliTest.Result result = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(0, result.code(), result.err());
+        return result;
+    }
+
+    private static List<String> ids(MixtuneCliTest.Result result) {
+        return List.of(result.lastLine().split(","));
+    }
+
+    private static void writeGenerationConfig(String json) throws Exception {
+        Files.writeString(model.resolve("generation_config.json"), json);
+    }
+
+    /** The third greedy token, listed after EOS as an end-of-turn id: generation stops there, as transformers' does. */
+    private static int endOfTurnAtTheThirdToken() throws Exception {
+        int third = Integer.parseInt(greedy.get(2));
+        assertTrue(!greedy.subList(0, 2).contains(greedy.get(2)), "the third token first appears third: " + greedy);
+        writeGenerationConfig("{\"bos_token_id\": 1, \"eos_token_id\": [2, " + third + "], \"do_sample\": false}");
+        return third;
+    }
+
+    @Test
+    void generateStopsAtAnyEosIdOfGenerationConfig() throws Exception {
+        try {
+            endOfTurnAtTheThirdToken();
+            assertEquals(greedy.subList(0, 3), ids(generate()));
+            assertEquals(greedy.subList(0, 3), ids(generate("--greedy")));
+            // proxy-tuning with the model as large, small base and small tuned: the large model's EOS ids end it
+            assertEquals(greedy.subList(0, 3), ids(generate("--proxy-base", model.toString(), "--proxy-tuned",
+                    model.toString())));
+        } finally {
+            Files.deleteIfExists(model.resolve("generation_config.json"));
+        }
+    }
+
+    @Test
+    void chatStopsAtAnyEosIdOfGenerationConfig() throws Exception {
+        long[] prompt;
+        try (TextTokenizer tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2)) {
+            HfChatTemplate mistral = new HfChatTemplate(new JinjaChatTemplate("mistral", MistralTemplate.JINJA, "<s>",
+                    "</s>"), 1, 2);
+            prompt = mistral.promptIds(List.of(new Message(Role.USER, "Hello there")), tokenizer);
+        }
+        String promptIds = String.join(",", Arrays.stream(prompt).mapToObj(Long::toString).toList());
+        List<String> answer = List.of(MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt-ids",
+                promptIds, "--max-new-tokens", "8", "--output-ids").lastLine().split(","));
+        int stop = Integer.parseInt(answer.get(1));
+        assertTrue(!answer.get(0).equals(answer.get(1)), answer.toString());
+        try {
+            writeGenerationConfig("{\"eos_token_id\": [2, " + stop + "]}");
+            ChatCommand chat = new ChatCommand(new ByteArrayInputStream("Hello there\n".getBytes(StandardCharsets.UTF_8)));
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            assertEquals(0, chat.run(new DefaultParser().parse(chat.options(), new String[] {"--model",
+                    model.toString(), "--max-new-tokens", "8"}), new PrintStream(out, true, StandardCharsets.UTF_8)));
+            String expected;
+            try (TextTokenizer tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2)) {
+                expected = tokenizer.decode(new long[] {Long.parseLong(answer.get(0)), stop});
+            }
+            assertEquals(expected.strip(), out.toString(StandardCharsets.UTF_8).strip());
+        } finally {
+            Files.deleteIfExists(model.resolve("generation_config.json"));
+        }
+    }
+
+    @Test
+    void withoutFlagsGenerationConfigsSamplingSettingsDecideAndFlagsOverrideThem() throws Exception {
+        try {
+            writeGenerationConfig("{\"do_sample\": true, \"temperature\": 1.5, \"top_k\": 40}");
+            List<String> asTheFileSays = ids(generate());
+            assertNotEquals(greedy, asTheFileSays, "do_sample true samples");
+            assertEquals(asTheFileSays, ids(generate("--temperature", "1.5", "--top-k", "40", "--seed", "0")));
+            assertEquals(asTheFileSays, ids(generate("--seed", "0")), "a flag overrides only its own value");
+            assertEquals(greedy, ids(generate("--greedy")));
+            assertEquals(greedy, ids(generate("--top-k", "1")), "top-k 1 keeps the most likely token alone");
+        } finally {
+            Files.deleteIfExists(model.resolve("generation_config.json"));
+        }
+    }
+
+    @Test
+    void badGenerationConfigValuesAndFlagsAreUsageErrors() throws Exception {
+        try {
+            writeGenerationConfig("{\"eos_token_id\": [2, \"x\"]}");
+            MixtuneCliTest.Result bad = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt-ids",
+                    PROMPT);
+            assertEquals(2, bad.code());
+            assertTrue(bad.err().contains("generation_config.json: eos_token_id must be a token id in [0, 32000)"),
+                    bad.err());
+        } finally {
+            Files.deleteIfExists(model.resolve("generation_config.json"));
+        }
+        MixtuneCliTest.Result topK = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt-ids",
+                PROMPT, "--top-k", "-1");
+        assertEquals(2, topK.code());
+        assertTrue(topK.err().contains("top-k must be >= 0"), topK.err());
+        MixtuneCliTest.Result greedyAndTopK = MixtuneCliTest.run("generate", "--model", model.toString(),
+                "--prompt-ids", PROMPT, "--greedy", "--top-k", "5");
+        assertEquals(2, greedyAndTopK.code());
+        assertTrue(greedyAndTopK.err().contains("--greedy does not go with --top-k"), greedyAndTopK.err());
+    }
+}
