@@ -97,13 +97,18 @@ public final class Generation {
             return new Decoding(Optional.of(sample), temperature, topK, topP, minP, repetitionPenalty, seed);
         }
 
-        /** The settings on a model whose generation config is {@code model}. */
+        /**
+         * The settings on a model whose generation config is {@code model}.
+         *
+         * @throws InvalidOptions (decoding) when sampling would use a value of the model's file that cannot be
+         *     sampled with
+         */
         public TokenSampler.Settings settings(GenerationConfig model) {
-            TokenSampler.Settings defaults = model.defaults();
-            return new TokenSampler.Settings(doSample.orElse(defaults.doSample()),
-                    temperature.orElse(defaults.temperature()), topK.orElse(defaults.topK()),
-                    topP.orElse(defaults.topP()), minP.orElse(defaults.minP()),
-                    repetitionPenalty.orElse(defaults.repetitionPenalty()));
+            try {
+                return model.resolve(doSample, temperature, topK, topP, minP, repetitionPenalty);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidOptions("decoding", "{}: " + e.getMessage());
+            }
         }
 
         /** The sampler of answer {@code answer} (0 for a single one) on a model whose generation config is {@code model}. */
@@ -243,6 +248,7 @@ public final class Generation {
                     + options.model().resolve("config.json") + ": the model has no position beyond it; ask for at "
                     + "most " + Math.max(0, positions - promptIds.length) + " new tokens");
         }
+        options.decoding().settings(generationConfig); // a file's value that sampling cannot use fails here
         List<float[]> promptLogits = options.keepPromptLogits() ? new ArrayList<>() : null;
         List<List<Integer>> generated = new ArrayList<>();
         try (NDManager manager = NDManager.newBaseManager(options.device());

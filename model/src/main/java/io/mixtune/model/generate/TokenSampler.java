@@ -51,6 +51,26 @@ public final class TokenSampler {
             }
         }
 
+        public Settings withTemperature(double value) {
+            return new Settings(doSample, value, topK, topP, minP, repetitionPenalty);
+        }
+
+        public Settings withTopK(int value) {
+            return new Settings(doSample, temperature, value, topP, minP, repetitionPenalty);
+        }
+
+        public Settings withTopP(double value) {
+            return new Settings(doSample, temperature, topK, value, minP, repetitionPenalty);
+        }
+
+        public Settings withMinP(double value) {
+            return new Settings(doSample, temperature, topK, topP, value, repetitionPenalty);
+        }
+
+        public Settings withRepetitionPenalty(double value) {
+            return new Settings(doSample, temperature, topK, topP, minP, value);
+        }
+
         /** "greedy" or "sampled with temperature 0.7, top-k 50, top-p 0.95", and a repetition penalty other than 1. */
         public String describe() {
             StringBuilder text = new StringBuilder();

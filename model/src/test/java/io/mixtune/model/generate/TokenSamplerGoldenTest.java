@@ -12,6 +12,9 @@ import java.nio.file.Path;
 import java.util.BitSet;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalDouble;
+import java.util.OptionalInt;
 import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -37,16 +40,15 @@ class TokenSamplerGoldenTest {
         Path model = Files.createDirectories(dir.resolve(testCase.get("name").asText()));
         Files.writeString(model.resolve(GenerationConfig.FILE_NAME), testCase.get("generation_config").toString());
         GenerationConfig file = GenerationConfig.read(model, tinyConfig(vocab));
-        TokenSampler.Settings defaults = file.defaults();
         JsonNode kwargs = testCase.get("kwargs");
-        TokenSampler.Settings settings = new TokenSampler.Settings(
-                kwargs.has("do_sample") ? kwargs.get("do_sample").asBoolean() : defaults.doSample(),
-                kwargs.has("temperature") ? kwargs.get("temperature").asDouble() : defaults.temperature(),
-                kwargs.has("top_k") ? kwargs.get("top_k").asInt() : defaults.topK(),
-                kwargs.has("top_p") ? kwargs.get("top_p").asDouble() : defaults.topP(),
-                kwargs.has("min_p") ? kwargs.get("min_p").asDouble() : defaults.minP(),
-                kwargs.has("repetition_penalty") ? kwargs.get("repetition_penalty").asDouble()
-                        : defaults.repetitionPenalty());
+        TokenSampler.Settings settings = file.resolve(
+                kwargs.has("do_sample") ? Optional.of(kwargs.get("do_sample").asBoolean()) : Optional.empty(),
+                kwargs.has("temperature") ? OptionalDouble.of(kwargs.get("temperature").asDouble()) : OptionalDouble.empty(),
+                kwargs.has("top_k") ? OptionalInt.of(kwargs.get("top_k").asInt()) : OptionalInt.empty(),
+                kwargs.has("top_p") ? OptionalDouble.of(kwargs.get("top_p").asDouble()) : OptionalDouble.empty(),
+                kwargs.has("min_p") ? OptionalDouble.of(kwargs.get("min_p").asDouble()) : OptionalDouble.empty(),
+                kwargs.has("repetition_penalty") ? OptionalDouble.of(kwargs.get("repetition_penalty").asDouble())
+                        : OptionalDouble.empty());
         JsonNode resolved = testCase.get("settings");
         String name = testCase.get("name").asText();
         assertEquals(resolved.get("do_sample").asBoolean(), settings.doSample(), name);
@@ -122,6 +124,23 @@ class TokenSamplerGoldenTest {
         assertTrue(outside.getMessage().contains("generation_config.json: eos_token_id must be a token id in [0, 32000)"),
                 outside.getMessage());
         assertEquals(GenerationConfig.of(config), GenerationConfig.read(dir.resolve("none"), config));
+    }
+
+    /** As in transformers, a sampling value only sampling uses (temperature 0 here) fails only when sampling uses it. */
+    @Test
+    void aSamplingValueSamplingCannotUseFailsOnlyWhenUsed() throws Exception {
+        ModelConfig config = tinyConfig(32000);
+        Files.writeString(dir.resolve(GenerationConfig.FILE_NAME), "{\"do_sample\": false, \"temperature\": 0.0}");
+        GenerationConfig file = GenerationConfig.read(dir, config);
+        OptionalDouble none = OptionalDouble.empty();
+        assertEquals(TokenSampler.Settings.DEFAULTS, file.resolve(Optional.empty(), none, OptionalInt.empty(), none,
+                none, none));
+        assertEquals(0.7, file.resolve(Optional.of(true), OptionalDouble.of(0.7), OptionalInt.empty(), none, none,
+                none).temperature());
+        IllegalArgumentException sampled = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> file.resolve(Optional.of(true), none, OptionalInt.empty(), none, none, none));
+        assertTrue(sampled.getMessage().startsWith(dir.resolve(GenerationConfig.FILE_NAME) + ": temperature 0.0 cannot "
+                + "be sampled with: temperature must be a number > 0"), sampled.getMessage());
     }
 
     private static ModelConfig tinyConfig(int vocab) {

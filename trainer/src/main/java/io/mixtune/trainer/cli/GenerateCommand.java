@@ -110,12 +110,12 @@ final class GenerateCommand implements Command {
         Generation.BestOf bestOf = bestOf(line);
         InputDirectories.requireModel("model", modelDir);
         GenerationConfig generationConfig = generationConfig(modelDir);
-        if (bestOf != null && !decoding.settings(generationConfig).doSample()) {
+        TokenSampler.Settings settings = settings(decoding, generationConfig); // said on stderr
+        if (bestOf != null && !settings.doSample()) {
             throw new UsageException("--best-of " + bestOf.n() + " samples its answers, but decoding is greedy (the "
                     + bestOf.n() + " answers would be one): give --temperature T > 0 (e.g. 0.8), and --seed S to "
                     + "choose the samples");
         }
-        settings(decoding, generationConfig);
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
         if (ProxyModels.requested(line)) {
             if (bestOf != null) {
@@ -326,7 +326,12 @@ final class GenerateCommand implements Command {
      * and the rest filled in), or taken from generation_config.json.
      */
     static TokenSampler.Settings settings(Generation.Decoding decoding, GenerationConfig model) {
-        TokenSampler.Settings settings = decoding.settings(model);
+        TokenSampler.Settings settings;
+        try {
+            settings = decoding.settings(model);
+        } catch (Generation.InvalidOptions e) {
+            throw new UsageException(e.describe("--model"));
+        }
         if (settings.doSample() || model.file() != null) {
             System.err.println("decoding: " + settings.describe() + (settings.doSample() ? ", seed " + decoding.seed()
                     : "") + "; stops at " + (model.eosTokenIds().size() == 1 ? "EOS id " + model.eosTokenIds().get(0)

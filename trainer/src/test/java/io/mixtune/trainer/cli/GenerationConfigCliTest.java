@@ -140,6 +140,12 @@ class GenerationConfigCliTest {
             assertEquals(2, bad.code());
             assertTrue(bad.err().contains("generation_config.json: eos_token_id must be a token id in [0, 32000)"),
                     bad.err());
+            writeGenerationConfig("{\"do_sample\": false, \"temperature\": 0.0}");
+            MixtuneCliTest.Result sampled = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt-ids",
+                    PROMPT, "--seed", "1");
+            assertEquals(2, sampled.code());
+            assertTrue(sampled.err().contains("generation_config.json: temperature 0.0 cannot be sampled with"),
+                    sampled.err());
         } finally {
             Files.deleteIfExists(model.resolve("generation_config.json"));
         }
