@@ -67,7 +67,7 @@ public final class EvalSamples {
             }
         }
         // An answer ends where generate's would: at any EOS id of the base's generation_config.json.
-        List<Integer> eosTokenIds = GenerationConfig.read(TrainingData.baseModelDir(recipe), model.model().config())
+        List<Integer> eosTokenIds = GenerationConfig.read(model.baseModelDir(), model.model().config())
                 .eosTokenIds();
         return new EvalSamples(train.evalPrompts(), promptIds, train.evalMaxNewTokens(), tokenizer, eosTokenIds);
     }
