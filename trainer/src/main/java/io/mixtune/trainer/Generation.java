@@ -11,6 +11,7 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.generate.GenerationConfig;
 import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
@@ -25,6 +26,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.OptionalDouble;
 import java.util.OptionalInt;
 import java.util.Set;
@@ -60,20 +62,58 @@ public final class Generation {
         record Ids(long[] ids) implements Prompt {}
     }
 
-    /** Greedy, or sampled with temperature and top-p from a seed; answer i of best-of-n samples from seed + i. */
-    public record Decoding(boolean greedy, double temperature, double topP, long seed) {
-        /** Always the most likely token. */
-        public static final Decoding GREEDY = new Decoding(true, 1, 1, 0);
+    /**
+     * How tokens are chosen: each empty value takes the model's generation_config.json's, else transformers' default
+     * ({@link GenerationConfig}), as {@code model.generate()} fills what its caller leaves unset; answer i of best-of-n
+     * samples from seed + i.
+     *
+     * @param doSample sample (true) or take the most likely token (false); empty: the model's do_sample
+     */
+    public record Decoding(Optional<Boolean> doSample, OptionalDouble temperature, OptionalInt topK,
+            OptionalDouble topP, OptionalDouble minP, OptionalDouble repetitionPenalty, long seed) {
+        /** Whatever the model's generation_config.json says (greedy without one), seed 0. */
+        public static final Decoding MODEL_DEFAULTS = new Decoding(Optional.empty(), OptionalDouble.empty(),
+                OptionalInt.empty(), OptionalDouble.empty(), OptionalDouble.empty(), OptionalDouble.empty(), 0);
 
-        /** @throws IllegalArgumentException for a temperature not above 0 or a top-p outside (0, 1] */
-        public static Decoding sampling(double temperature, double topP, long seed) {
-            TokenSampler.sampling(temperature, topP, seed); // checks the values as the sampler will
-            return new Decoding(false, temperature, topP, seed);
+        /** Always the most likely token (with the model's repetition penalty, if it sets one). */
+        public static final Decoding GREEDY = MODEL_DEFAULTS.withDoSample(false);
+
+        /** @throws IllegalArgumentException for a value {@link TokenSampler.Settings} refuses */
+        public Decoding {
+            Objects.requireNonNull(doSample, "doSample");
+            TokenSampler.Settings defaults = TokenSampler.Settings.DEFAULTS;
+            new TokenSampler.Settings(false, temperature.orElse(defaults.temperature()), topK.orElse(defaults.topK()),
+                    topP.orElse(defaults.topP()), minP.orElse(defaults.minP()),
+                    repetitionPenalty.orElse(defaults.repetitionPenalty())); // checks each value given
         }
 
-        /** The sampler of answer {@code answer} (0 for a single one). */
-        public TokenSampler sampler(int answer) {
-            return greedy ? TokenSampler.greedy() : TokenSampler.sampling(temperature, topP, seed + answer);
+        /** Sampled with this temperature and top-p from a seed; top-k and the rest as the model says. */
+        public static Decoding sampling(double temperature, double topP, long seed) {
+            return new Decoding(Optional.of(true), OptionalDouble.of(temperature), OptionalInt.empty(),
+                    OptionalDouble.of(topP), OptionalDouble.empty(), OptionalDouble.empty(), seed);
+        }
+
+        public Decoding withDoSample(boolean sample) {
+            return new Decoding(Optional.of(sample), temperature, topK, topP, minP, repetitionPenalty, seed);
+        }
+
+        /**
+         * The settings on a model whose generation config is {@code model}.
+         *
+         * @throws InvalidOptions (decoding) when sampling would use a value of the model's file that cannot be
+         *     sampled with
+         */
+        public TokenSampler.Settings settings(GenerationConfig model) {
+            try {
+                return model.resolve(doSample, temperature, topK, topP, minP, repetitionPenalty);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidOptions("decoding", "{}: " + e.getMessage());
+            }
+        }
+
+        /** The sampler of answer {@code answer} (0 for a single one) on a model whose generation config is {@code model}. */
+        public TokenSampler sampler(GenerationConfig model, int answer) {
+            return new TokenSampler(settings(model), seed + answer);
         }
     }
 
@@ -171,7 +211,7 @@ public final class Generation {
         if (bestOf.n() < 1) {
             throw new InvalidOptions("bestOf", "expects at least 1 answer, got " + bestOf.n());
         }
-        if (options.decoding().greedy()) {
+        if (!options.decoding().settings(generationConfig(modelDir)).doSample()) {
             throw new InvalidOptions("decoding", "is greedy, but best-of-n needs sampled answers (greedy, the "
                     + bestOf.n() + " answers would be one): sample with a temperature > 0");
         }
@@ -199,6 +239,7 @@ public final class Generation {
         BestOf bestOf = options.bestOf();
         int n = bestOf == null ? 1 : bestOf.n();
         ModelConfig config = readConfig(options.model());
+        GenerationConfig generationConfig = generationConfig(options.model());
         long[] promptIds = promptIds(options.prompt(), options.model(), options.adapter(), config);
         int positions = config.maxPositionEmbeddings();
         if (promptIds.length + (long) options.maxNewTokens() > positions) {
@@ -207,6 +248,7 @@ public final class Generation {
                     + options.model().resolve("config.json") + ": the model has no position beyond it; ask for at "
                     + "most " + Math.max(0, positions - promptIds.length) + " new tokens");
         }
+        options.decoding().settings(generationConfig); // a file's value that sampling cannot use fails here
         List<float[]> promptLogits = options.keepPromptLogits() ? new ArrayList<>() : null;
         List<List<Integer>> generated = new ArrayList<>();
         try (NDManager manager = NDManager.newBaseManager(options.device());
@@ -214,10 +256,10 @@ public final class Generation {
             if (options.adapter() != null) {
                 PeftAdapter.load(new LoraModel(model), options.adapter(), "default");
             }
-            Generator generator = new Generator(model);
+            Generator generator = new Generator(model, generationConfig.eosTokenIds());
             for (int i = 0; i < n; i++) {
-                generated.add(generator.generate(promptIds, options.maxNewTokens(), options.decoding().sampler(i),
-                        i == 0 ? promptLogits : null));
+                generated.add(generator.generate(promptIds, options.maxNewTokens(),
+                        options.decoding().sampler(generationConfig, i), i == 0 ? promptLogits : null));
             }
         }
         List<String> texts = new ArrayList<>();
@@ -326,6 +368,16 @@ public final class Generation {
             return ModelConfig.read(modelDir.resolve("config.json"));
         } catch (IllegalArgumentException e) {
             throw new InvalidOptions("model", modelDir + ": " + e.getMessage());
+        }
+    }
+
+    /** The model folder's generation_config.json, or config.json's EOS and transformers' defaults without one. */
+    public static GenerationConfig generationConfig(Path modelDir) {
+        ModelConfig config = readConfig(modelDir);
+        try {
+            return GenerationConfig.read(modelDir, config);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidOptions("model", e.getMessage());
         }
     }
 

@@ -9,7 +9,10 @@ import io.mixtune.model.mistral.AttentionMask;
 import io.mixtune.model.mistral.CausalLm;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.BitSet;
+import java.util.Collection;
 import java.util.List;
+import java.util.Set;
 
 /**
  * Autoregressive generation with a KV cache: the prompt goes through in chunks (of the window, when there is one,
@@ -21,7 +24,7 @@ import java.util.List;
 public final class Generator {
     private final List<CausalLm> models;
     private final LogitsCombination combination;
-    private final long eosTokenId;
+    private final Set<Integer> eosTokenIds;
 
     /** How the logits of models decoding in lockstep make the next token's logits, one row per model. */
     @FunctionalInterface
@@ -29,23 +32,32 @@ public final class Generator {
         float[] combine(float[][] rowPerModel);
     }
 
+    /** Stops at config.json's EOS. */
     public Generator(CausalLm model) {
-        this(List.of(model), rows -> rows[0]);
+        this(model, List.of(model.config().eosTokenId()));
     }
 
-    /** @param models decoded in lockstep; EOS is the first model's */
-    public Generator(List<CausalLm> models, LogitsCombination combination) {
+    /** @param eosTokenIds the ids that end an answer ({@link GenerationConfig#eosTokenIds}) */
+    public Generator(CausalLm model, Collection<Integer> eosTokenIds) {
+        this(List.of(model), rows -> rows[0], eosTokenIds);
+    }
+
+    /** @param models decoded in lockstep; {@code eosTokenIds} end the answer */
+    public Generator(List<CausalLm> models, LogitsCombination combination, Collection<Integer> eosTokenIds) {
         if (models.isEmpty()) {
             throw new IllegalArgumentException("generation needs at least one model");
         }
+        if (eosTokenIds.isEmpty()) {
+            throw new IllegalArgumentException("generation needs at least one EOS id");
+        }
         this.models = List.copyOf(models);
         this.combination = combination;
-        this.eosTokenId = models.get(0).config().eosTokenId();
+        this.eosTokenIds = Set.copyOf(eosTokenIds);
     }
 
     /**
      * @param promptLogits when non-null, receives the prompt's logits row by row ([prompt length][vocab])
-     * @return the new token ids, ending with EOS if the model produced it
+     * @return the new token ids, ending with an EOS id if the model produced one
      */
     public List<Integer> generate(long[] promptIds, int maxNewTokens, TokenSampler sampler, List<float[]> promptLogits) {
         if (promptIds.length == 0) {
@@ -75,10 +87,15 @@ public final class Generator {
                 last = rows[rows.length - 1];
             }
             long position = promptIds.length;
+            BitSet seen = new BitSet();
+            for (long id : promptIds) {
+                seen.set((int) id);
+            }
             while (generated.size() < maxNewTokens) {
-                int token = sampler.next(last);
+                int token = sampler.next(last, seen);
                 generated.add(token);
-                if (token == eosTokenId || generated.size() == maxNewTokens) {
+                seen.set(token);
+                if (eosTokenIds.contains(token) || generated.size() == maxNewTokens) {
                     break;
                 }
                 last = step(sessions, caches, new long[] {token}, position++, false)[0];

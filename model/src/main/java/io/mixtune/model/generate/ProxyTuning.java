@@ -3,6 +3,7 @@ package io.mixtune.model.generate;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import io.mixtune.model.mistral.CausalLm;
+import java.util.Collection;
 import java.util.List;
 
 /**
@@ -27,9 +28,10 @@ public record ProxyTuning(CausalLm large, CausalLm smallBase, CausalLm smallTune
         }
     }
 
-    /** Generation from the combined logits: the three models in lockstep; EOS is the large model's. */
-    public Generator generator() {
-        return new Generator(List.of(large, smallBase, smallTuned), rows -> combine(rows[0], rows[1], rows[2], alpha));
+    /** Generation from the combined logits: the three models in lockstep, ended by the large model's EOS ids. */
+    public Generator generator(Collection<Integer> eosTokenIds) {
+        return new Generator(List.of(large, smallBase, smallTuned), rows -> combine(rows[0], rows[1], rows[2], alpha),
+                eosTokenIds);
     }
 
     /** large + alpha (tuned - base), element by element, summed in float64 and rounded once. */

@@ -6,10 +6,12 @@ import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.generate.GenerationConfig;
 import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.Generation;
 import io.mixtune.trainer.InputDirectories;
 import io.mixtune.trainer.chat.ModelChat;
 import java.io.BufferedReader;
@@ -66,11 +68,7 @@ final class ChatCommand implements Command {
                         + "default none"))
                 .addOption(Mixtune.option("system", "TEXT", "a system prompt for the whole conversation"))
                 .addOption(Mixtune.option("max-new-tokens", "N", "most tokens per answer (default 256)"))
-                .addOption(Mixtune.option("greedy", null, "always take the most likely token (the default)"))
-                .addOption(Mixtune.option("temperature", "T", "sample with this temperature instead of greedy"))
-                .addOption(Mixtune.option("top-p", "P", "nucleus sampling: keep the most likely tokens up to mass P "
-                        + "(default 1)"))
-                .addOption(Mixtune.option("seed", "S", "random seed for sampling (default 0)"))
+                .addOptions(GenerateCommand.decodingOptions())
                 .addOption(Mixtune.deviceOption());
     }
 
@@ -82,8 +80,10 @@ final class ChatCommand implements Command {
         if (maxNewTokens < 1) {
             throw new UsageException("--max-new-tokens must be >= 1, got " + maxNewTokens);
         }
-        TokenSampler sampler = GenerateCommand.sampler(line);
+        Generation.Decoding decoding = GenerateCommand.decoding(line);
         InputDirectories.requireModel("model", modelDir);
+        GenerationConfig generationConfig = GenerateCommand.generationConfig(modelDir);
+        TokenSampler sampler = new TokenSampler(GenerateCommand.settings(decoding, generationConfig), decoding.seed());
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
         Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
         if (adapter != null) {
@@ -99,7 +99,7 @@ final class ChatCommand implements Command {
                     BufferedReader input = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8))) {
                 ModelChat chat = new ModelChat(ModelChat.template(tokenizerFile, adapter), tokenizer,
                         line.getOptionValue("system"));
-                Generator generator = new Generator(model);
+                Generator generator = new Generator(model, generationConfig.eosTokenIds());
                 int positions = model.config().maxPositionEmbeddings();
                 for (String message = input.readLine(); message != null; message = input.readLine()) {
                     if (message.isBlank()) {

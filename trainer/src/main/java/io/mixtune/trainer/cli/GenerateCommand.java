@@ -9,6 +9,7 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.generate.GenerationConfig;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.safetensors.DType;
@@ -26,6 +27,9 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
+import java.util.OptionalDouble;
+import java.util.OptionalInt;
 import java.util.stream.Collectors;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
@@ -68,11 +72,7 @@ final class GenerateCommand implements Command {
                 .addOption(Mixtune.option("quantize", "TYPE", "load the linear layers in 4 bits: nf4 (QLoRA); "
                         + "default none"))
                 .addOption(Mixtune.option("max-new-tokens", "N", "most tokens to generate (default 64)"))
-                .addOption(Mixtune.option("greedy", null, "always take the most likely token (the default)"))
-                .addOption(Mixtune.option("temperature", "T", "sample with this temperature instead of greedy"))
-                .addOption(Mixtune.option("top-p", "P", "nucleus sampling: keep the most likely tokens up to mass P "
-                        + "(default 1)"))
-                .addOption(Mixtune.option("seed", "S", "random seed for sampling (default 0)"))
+                .addOptions(decodingOptions())
                 .addOption(Mixtune.option("output-ids", null, "print the new token ids, comma-separated, as the last "
                         + "line of stdout"))
                 .addOption(Mixtune.option("dump-logits", "FILE", "write the prompt's logits [prompt_len, vocab] "
@@ -109,12 +109,19 @@ final class GenerateCommand implements Command {
         Generation.Decoding decoding = decoding(line);
         Generation.BestOf bestOf = bestOf(line);
         InputDirectories.requireModel("model", modelDir);
+        GenerationConfig generationConfig = generationConfig(modelDir);
+        TokenSampler.Settings settings = settings(decoding, generationConfig); // said on stderr
+        if (bestOf != null && !settings.doSample()) {
+            throw new UsageException("--best-of " + bestOf.n() + " samples its answers, but decoding is greedy (the "
+                    + bestOf.n() + " answers would be one): give --temperature T > 0 (e.g. 0.8), and --seed S to "
+                    + "choose the samples");
+        }
         MistralCheckpoint.LinearFactory linears = ModelLoading.linearFactory(line.getOptionValue("quantize"));
         if (ProxyModels.requested(line)) {
             if (bestOf != null) {
                 throw new UsageException("--best-of does not go with proxy-tuning (--proxy-base) yet");
             }
-            return runProxied(line, out, modelDir, device, linears, maxNewTokens, decoding);
+            return runProxied(line, out, modelDir, device, linears, maxNewTokens, decoding, generationConfig);
         }
         Generation.Prompt prompt = prompt(line);
         Path adapter = line.hasOption("adapter") ? Path.of(line.getOptionValue("adapter")) : null;
@@ -170,11 +177,6 @@ final class GenerateCommand implements Command {
             throw new UsageException("--best-of " + n + " needs --reward DIR: the reward model (a reward adapter "
                     + "trained on --model, train.method: reward) that scores the answers");
         }
-        boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
-        if (!sampling || line.hasOption("greedy")) {
-            throw new UsageException("--best-of " + n + " samples its answers, but decoding is greedy (the " + n
-                    + " answers would be one): give --temperature T > 0 (e.g. 0.8), and --seed S to choose the samples");
-        }
         return new Generation.BestOf(n, Path.of(line.getOptionValue("reward")),
                 line.getOptionValue("reward-template", RewardSequences.DEFAULT_TEMPLATE));
     }
@@ -208,7 +210,8 @@ final class GenerateCommand implements Command {
 
     /** Proxy-tuning: the large model steered by a small tuned and untuned pair, decoded in lockstep. */
     private static int runProxied(CommandLine line, PrintStream out, Path modelDir, Device device,
-            MistralCheckpoint.LinearFactory linears, int maxNewTokens, Generation.Decoding decoding) {
+            MistralCheckpoint.LinearFactory linears, int maxNewTokens, Generation.Decoding decoding,
+            GenerationConfig generationConfig) {
         ProxyModels.check(line, modelDir, readConfig(modelDir));
         try (NDManager manager = NDManager.newBaseManager(device);
                 CausalLm model = MistralCheckpoint.load(modelDir, manager, linears);
@@ -231,8 +234,8 @@ final class GenerateCommand implements Command {
                         + Math.max(0, positions - promptIds.length) + " new tokens");
             }
             List<float[]> promptLogits = line.hasOption("dump-logits") ? new ArrayList<>() : null;
-            List<Integer> newIds = proxy.tuning().generator().generate(promptIds, maxNewTokens, decoding.sampler(0),
-                    promptLogits);
+            List<Integer> newIds = proxy.tuning().generator(generationConfig.eosTokenIds()).generate(promptIds,
+                    maxNewTokens, decoding.sampler(generationConfig, 0), promptLogits);
             if (promptLogits != null) {
                 dumpLogits(Path.of(line.getOptionValue("dump-logits")), promptLogits);
             }
@@ -250,6 +253,15 @@ final class GenerateCommand implements Command {
         return Mixtune.OK;
     }
 
+    /** The model's generation_config.json (config.json's EOS and transformers' defaults without one). */
+    static GenerationConfig generationConfig(Path modelDir) {
+        try {
+            return Generation.generationConfig(modelDir);
+        } catch (Generation.InvalidOptions e) {
+            throw new UsageException(e.describe("--model"));
+        }
+    }
+
     private static ModelConfig readConfig(Path modelDir) {
         try {
             return ModelConfig.read(modelDir.resolve("config.json"));
@@ -258,26 +270,75 @@ final class GenerateCommand implements Command {
         }
     }
 
-    /** --greedy (the default), or --temperature, --top-p and --seed. */
+    /** The flags that sample: any of them asks for sampling, whatever generation_config.json's do_sample says. */
+    private static final List<String> SAMPLING_FLAGS = List.of("temperature", "top-k", "top-p", "min-p", "seed");
+
+    /** generate's and chat's decoding flags. */
+    static Options decodingOptions() {
+        return new Options()
+                .addOption(Mixtune.option("greedy", null, "always take the most likely token (the default, unless the "
+                        + "model's generation_config.json has do_sample: true)"))
+                .addOption(Mixtune.option("temperature", "T", "sample, with this temperature (default: "
+                        + "generation_config.json's, else 1)"))
+                .addOption(Mixtune.option("top-k", "K", "sample from the K most likely tokens; 0 keeps all (default: "
+                        + "generation_config.json's, else 50, as transformers)"))
+                .addOption(Mixtune.option("top-p", "P", "sample, keeping the most likely tokens up to mass P (default: "
+                        + "generation_config.json's, else 1)"))
+                .addOption(Mixtune.option("min-p", "P", "sample, dropping tokens less likely than P times the most "
+                        + "likely one (default: generation_config.json's, else off)"))
+                .addOption(Mixtune.option("repetition-penalty", "R", "divide the positive logits (multiply the "
+                        + "negative ones) of every token in the prompt and answer by R, greedy or sampled (default: "
+                        + "generation_config.json's, else 1: none)"))
+                .addOption(Mixtune.option("seed", "S", "sample, from this random seed (default 0)"));
+    }
+
+    /**
+     * --greedy, or sampling if any of --temperature, --top-k, --top-p, --min-p and --seed is given; otherwise what the
+     * model's generation_config.json says (greedy without it). Values not given come from that file, else
+     * transformers' defaults.
+     */
     static Generation.Decoding decoding(CommandLine line) {
-        boolean sampling = line.hasOption("temperature") || line.hasOption("top-p") || line.hasOption("seed");
-        if (line.hasOption("greedy") && sampling) {
-            throw new UsageException("--greedy does not go with --temperature, --top-p or --seed");
+        List<String> given = SAMPLING_FLAGS.stream().filter(line::hasOption).map(flag -> "--" + flag).toList();
+        if (line.hasOption("greedy") && !given.isEmpty()) {
+            throw new UsageException("--greedy does not go with " + String.join(", ", given) + ": they sample");
         }
-        if (!sampling) {
-            return Generation.Decoding.GREEDY;
-        }
+        Optional<Boolean> doSample = line.hasOption("greedy") ? Optional.of(false)
+                : given.isEmpty() ? Optional.empty() : Optional.of(true);
         try {
-            return Generation.Decoding.sampling(Mixtune.doubleOption(line, "temperature", 1.0),
-                    Mixtune.doubleOption(line, "top-p", 1.0), Mixtune.intOption(line, "seed", 0));
+            return new Generation.Decoding(doSample, doubleOption(line, "temperature"), intOption(line, "top-k"),
+                    doubleOption(line, "top-p"), doubleOption(line, "min-p"), doubleOption(line, "repetition-penalty"),
+                    Mixtune.intOption(line, "seed", 0));
         } catch (IllegalArgumentException e) {
             throw new UsageException(e.getMessage());
         }
     }
 
-    /** The sampler `chat` decodes with: as generate's --greedy, --temperature, --top-p and --seed. */
-    static TokenSampler sampler(CommandLine line) {
-        return decoding(line).sampler(0);
+    private static OptionalDouble doubleOption(CommandLine line, String name) {
+        return line.hasOption(name) ? OptionalDouble.of(Mixtune.doubleOption(line, name, 0)) : OptionalDouble.empty();
+    }
+
+    private static OptionalInt intOption(CommandLine line, String name) {
+        return line.hasOption(name) ? OptionalInt.of(Mixtune.intOption(line, name, 0)) : OptionalInt.empty();
+    }
+
+    /**
+     * The settings decoding uses on this model, said on stderr where they are not what the flags show: sampled (top-k
+     * and the rest filled in), or taken from generation_config.json.
+     */
+    static TokenSampler.Settings settings(Generation.Decoding decoding, GenerationConfig model) {
+        TokenSampler.Settings settings;
+        try {
+            settings = decoding.settings(model);
+        } catch (Generation.InvalidOptions e) {
+            throw new UsageException(e.describe("--model"));
+        }
+        if (settings.doSample() || model.file() != null) {
+            System.err.println("decoding: " + settings.describe() + (settings.doSample() ? ", seed " + decoding.seed()
+                    : "") + "; stops at " + (model.eosTokenIds().size() == 1 ? "EOS id " + model.eosTokenIds().get(0)
+                    : "any of the EOS ids " + model.eosTokenIds()) + (model.file() == null ? ""
+                    : " (defaults from " + model.file() + ")"));
+        }
+        return settings;
     }
 
     /** The model's tokenizer, checked as every command checks it (TrainingData.tokenizer). */

@@ -6,6 +6,7 @@ import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.data.template.HfChatTemplate;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.model.generate.GenerationConfig;
 import io.mixtune.model.generate.Generator;
 import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -29,12 +30,15 @@ public final class EvalSamples {
     private final List<long[]> promptIds;
     private final int maxNewTokens;
     private final TokenizerFile tokenizer;
+    private final List<Integer> eosTokenIds;
 
-    private EvalSamples(List<String> prompts, List<long[]> promptIds, int maxNewTokens, TokenizerFile tokenizer) {
+    private EvalSamples(List<String> prompts, List<long[]> promptIds, int maxNewTokens, TokenizerFile tokenizer,
+            List<Integer> eosTokenIds) {
         this.prompts = prompts;
         this.promptIds = promptIds;
         this.maxNewTokens = maxNewTokens;
         this.tokenizer = tokenizer;
+        this.eosTokenIds = eosTokenIds;
     }
 
     /**
@@ -62,7 +66,10 @@ public final class EvalSamples {
                 promptIds.add(ids);
             }
         }
-        return new EvalSamples(train.evalPrompts(), promptIds, train.evalMaxNewTokens(), tokenizer);
+        // An answer ends where generate's would: at any EOS id of the base's generation_config.json.
+        List<Integer> eosTokenIds = GenerationConfig.read(model.baseModelDir(), model.model().config())
+                .eosTokenIds();
+        return new EvalSamples(train.evalPrompts(), promptIds, train.evalMaxNewTokens(), tokenizer, eosTokenIds);
     }
 
     /** The chat template as the adapter's tokenizer_config.json holds it, read back as generate --chat reads it. */
@@ -84,7 +91,7 @@ public final class EvalSamples {
     /** Each prompt answered by the model as it is now. */
     public List<TrainingListener.Sample> generate(TrainingModel model) {
         List<TrainingListener.Sample> samples = new ArrayList<>();
-        Generator generator = new Generator(model.model());
+        Generator generator = new Generator(model.model(), eosTokenIds);
         try (LoraModel.Scope evaluating = model.lora().evaluating(); TextTokenizer text = tokenizer.open()) {
             for (int i = 0; i < prompts.size(); i++) {
                 long[] answer = generator.generate(promptIds.get(i), maxNewTokens, TokenSampler.greedy(), null)
