@@ -4,11 +4,10 @@ Run: interop/.venv/bin/python interop/make_dpo_goldens.py
 
 Two files of numbers, no model of their own:
 - losses.json: fixed sequence log-probs (policy and reference, chosen and rejected, with completion lengths) through
-  every loss mixtune offers (sigmoid, cDPO's label-smoothed sigmoid, ipo, hinge, reference-free sigmoid): per-pair
+  every loss mixtune offers (sigmoid, robust with label smoothing, ipo, hinge, reference-free sigmoid): per-pair
   loss, the mean, its gradient with respect to the policy log-probs, and TRL's metrics. The formulas are TRL 1.13's
-  DPOTrainer._compute_loss, except where TRL 1.x has no equivalent: cDPO (its sigmoid ignores label_smoothing, so the
-  formula of Mitchell's note is used: -logsigmoid(beta d)(1 - eps) - logsigmoid(-beta d) eps) and reference_free
-  (reference log-probs taken as 0, as TRL 0.x did).
+  DPOTrainer._compute_loss (whose sigmoid ignores label_smoothing: only robust, exo_pair and aot read it), except
+  reference_free, which TRL 1.x lacks (reference log-probs taken as 0, as TRL 0.x did).
 - step/: one forward/backward of TRL's own DPOTrainer._compute_loss on the tiny Mixtral of the SFT golden
   (golden/sft/mixtral: its checkpoint and random PEFT adapter) with three preference pairs, the reference being the
   model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
@@ -52,8 +51,12 @@ def per_pair_loss(loss: str, beta: float, label_smoothing: float, pc, pr, rc, rr
     d = (pc - rc) - (pr - rr)
     if loss == "hinge":
         return torch.relu(1 - beta * d)
+    if loss == "robust":  # Chowdhury et al. 2024: unbiased under labels flipped with probability label_smoothing
+        clean = -(1 - label_smoothing) * F.logsigmoid(beta * d)
+        flipped = -label_smoothing * F.logsigmoid(-beta * d)
+        return (clean - flipped) / (1 - 2 * label_smoothing)
     assert loss == "sigmoid"
-    return -F.logsigmoid(beta * d) * (1 - label_smoothing) - F.logsigmoid(-beta * d) * label_smoothing
+    return -F.logsigmoid(beta * d)
 
 
 def metrics(beta: float, pc, pr, rc, rr) -> dict[str, float]:
@@ -78,7 +81,7 @@ LOGPS = {  # four pairs: one the policy prefers clearly, one it gets wrong, one 
 
 VARIANTS = {
     "sigmoid": dict(loss_type="sigmoid", beta=0.1, label_smoothing=0.0, reference_free=False),
-    "cdpo": dict(loss_type="sigmoid", beta=0.1, label_smoothing=0.2, reference_free=False),
+    "robust": dict(loss_type="robust", beta=0.1, label_smoothing=0.2, reference_free=False),
     "sigmoid_beta_0.5": dict(loss_type="sigmoid", beta=0.5, label_smoothing=0.0, reference_free=False),
     "ipo": dict(loss_type="ipo", beta=0.1, label_smoothing=0.0, reference_free=False),
     "hinge": dict(loss_type="hinge", beta=0.1, label_smoothing=0.0, reference_free=False),

@@ -22,15 +22,33 @@ def test_committed_dpo_golden_reproduces(tmp_path):
     assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", *step})
 
 
-def test_cdpo_is_the_label_smoothed_sigmoid_and_tends_to_dpo():
-    """cDPO at eps = 0 is the sigmoid loss; at eps = 0.5 it no longer depends on d's sign."""
+def test_robust_is_unbiased_under_flipped_labels_and_sigmoid_ignores_label_smoothing():
+    """Robust DPO at eps = 0 is the sigmoid loss; with labels flipped at rate eps its expectation is the sigmoid loss of
+    the clean label. TRL 1.13's sigmoid takes no label smoothing."""
     d = torch.tensor([-3.0, 0.0, 2.5], dtype=torch.float64)
     ones = torch.ones(3, dtype=torch.float64)
     zero = torch.zeros(3, dtype=torch.float64)
     plain = dpo.per_pair_loss("sigmoid", 0.1, 0.0, d, zero, zero, zero, ones, ones)
     assert torch.allclose(plain, -F.logsigmoid(0.1 * d))
-    half = dpo.per_pair_loss("sigmoid", 0.1, 0.5, d, zero, zero, zero, ones, ones)
-    assert torch.allclose(half, dpo.per_pair_loss("sigmoid", 0.1, 0.5, -d, zero, zero, zero, ones, ones))
+    assert torch.allclose(dpo.per_pair_loss("sigmoid", 0.1, 0.3, d, zero, zero, zero, ones, ones), plain)
+    assert torch.allclose(dpo.per_pair_loss("robust", 0.1, 0.0, d, zero, zero, zero, ones, ones), plain)
+    eps = 0.2
+    robust = dpo.per_pair_loss("robust", 0.1, eps, d, zero, zero, zero, ones, ones)
+    flipped = dpo.per_pair_loss("robust", 0.1, eps, -d, zero, zero, zero, ones, ones)
+    assert torch.allclose((1 - eps) * robust + eps * flipped, plain)
+
+
+def test_robust_formula_is_trls():
+    """The formula here is the one in TRL's DPOTrainer._compute_loss source."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer._compute_loss)
+    assert 'loss_type == "robust"' in source
+    assert "(clean_loss_term - flipped_loss_term) / (1 - 2 * self.label_smoothing)" in source
+    sigmoid = source[source.index('if loss_type == "sigmoid"'):source.index('elif loss_type == "hinge"')]
+    assert "label_smoothing" not in sigmoid
 
 
 def test_dpo_golden_conventions():

@@ -10,10 +10,12 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Preference files read into tokenized pairs for (Stage-)DPO, counted in a {@link DataReport} as chats are: a pair is
- * a record, its tokens are prompt + chosen + rejected and its trained tokens the two completions. A pair whose chosen
- * equals its rejected, one with an empty completion and one whose prompt alone fills max_seq_len are invalid: with
- * skip_invalid they are counted by reason and skipped, otherwise the first stops the run with its file:line.
+ * Preference files read into tokenized pairs for (Stage-)DPO and reward models, counted in a {@link DataReport} as chats
+ * are: a pair is a record, its tokens are prompt + chosen + rejected and its trained tokens the two completions (a
+ * completion cut at max_seq_len counts as a target cut). A pair whose chosen equals its rejected, one with an empty
+ * completion, one whose prompt alone fills max_seq_len and, for a reward model, one longer than max_seq_len are
+ * invalid: with skip_invalid they are counted by reason and skipped, otherwise the first stops the run with its
+ * file:line.
  *
  * @param stages the training pairs of each stage, in file order
  * @param validation the validation pairs (empty without a split)
@@ -68,7 +70,7 @@ public record PreferenceDataset(List<List<PreferenceSample>> stages, List<Prefer
                 }
                 report.conversation();
                 int completions = sample.chosenIds().length + sample.rejectedIds().length;
-                report.sample(sample.promptIds().length + completions, completions, false, false, false);
+                report.sample(sample.promptIds().length + completions, completions, false, sample.truncated(), false);
                 samples.add(sample);
             }, e -> invalid(e, skipInvalid, report));
         }

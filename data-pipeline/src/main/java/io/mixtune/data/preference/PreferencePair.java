@@ -9,18 +9,38 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Two answers to one prompt, the better one chosen: {@code {prompt, chosen, rejected}} with strings, or with message
- * lists as UltraFeedback-binarized has them (chosen and rejected are whole conversations that share every message but
- * the last answer); optional score_chosen and score_rejected.
+ * Two answers to one prompt, the better one chosen, in TRL's two formats: standard, {@code {prompt, chosen,
+ * rejected}} with strings (raw text that no chat template wraps), or conversational, with message lists: a prompt of
+ * messages and string answers, or chosen and rejected as whole conversations that share every message but the last
+ * answer, as UltraFeedback-binarized has them (its string prompt then only repeats the last user message); optional
+ * score_chosen and score_rejected.
  *
- * @param prompt the shared messages, ending with the user's last message
+ * @param prompt raw text, or the shared messages ending with the user's last message
  * @param scoreChosen null when the record has no scores
  */
-public record PreferencePair(List<Message> prompt, String chosen, String rejected, Double scoreChosen,
+public record PreferencePair(Prompt prompt, String chosen, String rejected, Double scoreChosen,
         Double scoreRejected, String source) {
 
+    /** What comes before the answers. */
+    public sealed interface Prompt permits Text, Messages {}
+
+    /** TRL's standard format: the text the answers continue, tokenized as it is (with BOS, the answers with EOS). */
+    public record Text(String text) implements Prompt {}
+
+    /** TRL's conversational format: messages that the chat template renders, the answers as assistant messages. */
+    public record Messages(List<Message> messages) implements Prompt {
+        public Messages {
+            messages = List.copyOf(messages);
+        }
+    }
+
+    /** A conversational pair. */
+    public PreferencePair(List<Message> prompt, String chosen, String rejected, Double scoreChosen,
+            Double scoreRejected, String source) {
+        this(new Messages(prompt), chosen, rejected, scoreChosen, scoreRejected, source);
+    }
+
     public PreferencePair {
-        prompt = List.copyOf(prompt);
         if (chosen.isEmpty() || rejected.isEmpty()) {
             throw new InvalidRecordException(source, "empty completion: the " + (chosen.isEmpty() ? "chosen" : "rejected")
                     + " answer is empty");
@@ -34,9 +54,12 @@ public record PreferencePair(List<Message> prompt, String chosen, String rejecte
         }
     }
 
-    /** The conversation ending with one of the answers. */
+    /** The conversation ending with one of the answers; conversational pairs only. */
     public Conversation with(String answer) {
-        List<Message> messages = new ArrayList<>(prompt);
+        if (!(prompt instanceof Messages conversational)) {
+            throw new IllegalStateException(source + ": a pair with a text prompt is no conversation");
+        }
+        List<Message> messages = new ArrayList<>(conversational.messages());
         messages.add(new Message(Role.ASSISTANT, answer));
         return new Conversation(messages, source);
     }
@@ -55,10 +78,10 @@ public record PreferencePair(List<Message> prompt, String chosen, String rejecte
             Double scoreRejected = score(record, "score_rejected");
             if (chosen.isTextual() && rejected.isTextual()) {
                 JsonNode prompt = required(record, "prompt");
-                List<Message> promptMessages = prompt.isTextual() ? List.of(new Message(Role.USER, prompt.asText()))
-                        : messages(prompt, "prompt");
-                return new PreferencePair(promptMessages, chosen.asText(), rejected.asText(), scoreChosen,
-                        scoreRejected, source);
+                Prompt before = prompt.isTextual() ? new Text(prompt.asText()) : new Messages(messages(prompt,
+                        "prompt"));
+                return new PreferencePair(before, chosen.asText(), rejected.asText(), scoreChosen, scoreRejected,
+                        source);
             }
             List<Message> chosenMessages = messages(chosen, "chosen");
             List<Message> rejectedMessages = messages(rejected, "rejected");

@@ -1,6 +1,7 @@
 package io.mixtune.data.preference;
 
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.data.preference.PreferencePair.Text;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.Segment;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -8,85 +9,128 @@ import java.util.Arrays;
 import java.util.List;
 
 /**
- * Tokenizes preference pairs with a chat template: prompt + completion for each side, the completion being the last
- * assistant turn's target segments. Each side fits maxSeqLen: the completion keeps its head (at least half the length
- * when both are long) and the prompt its tail, behind the BOS when the template starts with one.
+ * Tokenizes preference pairs as TRL 1.13's DPOTrainer and RewardTrainer do: a conversational pair through the chat
+ * template, the completion being every token after the prompt (the last answer, its EOS or end marker, and what the
+ * template writes after it, such as ChatML's "\n" after {@code <|im_end|>}); a standard pair (text prompt) as raw text,
+ * the prompt with the tokenizer's BOS and prompt + answer + EOS, the completion being the latter's ids past the
+ * prompt's. A pair whose prompt alone fills max_seq_len is invalid; a longer one is cut or dropped as {@link
+ * Truncation} says.
  */
 public final class PreferenceTokenizer {
+    /** What a pair longer than max_seq_len becomes. */
+    public enum Truncation {
+        /** DPOTrainer's default truncation_mode: each side keeps its first max_seq_len tokens, the completion's end cut. */
+        KEEP_START,
+        /** RewardTrainer's filter: a pair with a side longer than max_seq_len is invalid (skipped with skip_invalid). */
+        DROP
+    }
+
     private final ChatTemplate template;
     private final TextTokenizer tokenizer;
     private final int maxSeqLen;
-    private final long bosId;
+    private final long eosId;
+    private final Truncation truncation;
 
-    public PreferenceTokenizer(ChatTemplate template, TextTokenizer tokenizer, int maxSeqLen, long bosId) {
+    public PreferenceTokenizer(ChatTemplate template, TextTokenizer tokenizer, int maxSeqLen, long eosId,
+            Truncation truncation) {
         this.template = template;
         this.tokenizer = tokenizer;
         this.maxSeqLen = maxSeqLen;
-        this.bosId = bosId;
+        this.eosId = eosId;
+        this.truncation = truncation;
     }
 
-    /** @throws InvalidRecordException when the prompt alone is longer than maxSeqLen */
+    /** @throws InvalidRecordException when the prompt alone fills maxSeqLen, or with DROP when a side is longer */
     public PreferenceSample tokenize(PreferencePair pair) {
+        long[][] sides = pair.prompt() instanceof Text text ? standard(text.text(), pair) : conversational(pair);
+        long[] prompt = sides[0];
+        long[] chosen = sides[1];
+        long[] rejected = sides[2];
+        if (chosen.length == 0 || rejected.length == 0) {
+            throw new InvalidRecordException(pair.source(), "empty completion: the prompt's tokens take in the "
+                    + (chosen.length == 0 ? "chosen" : "rejected") + " answer");
+        }
+        if (prompt.length >= maxSeqLen) {
+            throw new InvalidRecordException(pair.source(), "prompt longer than max_seq_len: " + prompt.length
+                    + " tokens, max_seq_len " + maxSeqLen);
+        }
+        int longest = prompt.length + Math.max(chosen.length, rejected.length);
+        if (longest <= maxSeqLen) {
+            return new PreferenceSample(prompt, chosen, rejected, pair.margin(), pair.source());
+        }
+        if (truncation == Truncation.DROP) {
+            throw new InvalidRecordException(pair.source(), "pair longer than max_seq_len: " + longest + " tokens, "
+                    + "max_seq_len " + maxSeqLen);
+        }
+        int budget = maxSeqLen - prompt.length;
+        return new PreferenceSample(prompt, head(chosen, budget), head(rejected, budget), pair.margin(), pair.source(),
+                true);
+    }
+
+    /** Prompt, chosen and rejected ids of a pair the chat template renders. */
+    private long[][] conversational(PreferencePair pair) {
         long[][] chosen = promptAndCompletion(pair, pair.chosen());
         long[][] rejected = promptAndCompletion(pair, pair.rejected());
         if (!Arrays.equals(chosen[0], rejected[0])) {
             throw new IllegalStateException(pair.source() + ": the template tokenized the shared prompt two ways");
         }
-        long[] prompt = chosen[0];
-        if (prompt.length >= maxSeqLen) {
-            throw new InvalidRecordException(pair.source(), "prompt longer than max_seq_len: " + prompt.length
-                    + " tokens, max_seq_len " + maxSeqLen);
-        }
-        int longest = Math.max(chosen[1].length, rejected[1].length);
-        int completionBudget = Math.min(longest, Math.max(maxSeqLen - prompt.length, maxSeqLen / 2));
-        int promptBudget = maxSeqLen - completionBudget;
-        return new PreferenceSample(tail(prompt, promptBudget), head(chosen[1], completionBudget),
-                head(rejected[1], completionBudget), pair.margin(), pair.source());
+        return new long[][] {chosen[0], chosen[1], rejected[1]};
     }
 
+    /** The segments before the last turn's first trained one, and all that follow it. */
     private long[][] promptAndCompletion(PreferencePair pair, String answer) {
         List<Segment> segments = template.segments(pair.with(answer), tokenizer);
         int lastTurn = segments.get(segments.size() - 1).turn();
         int promptLength = 0;
-        int completionLength = 0;
+        int length = 0;
+        boolean inCompletion = false;
         for (Segment segment : segments) {
-            if (segment.turn() == lastTurn && segment.target()) {
-                completionLength += segment.ids().length;
-            } else if (completionLength == 0) {
-                promptLength += segment.ids().length;
-            }
+            inCompletion |= segment.turn() == lastTurn && segment.target();
+            promptLength += inCompletion ? 0 : segment.ids().length;
+            length += segment.ids().length;
         }
-        long[] prompt = new long[promptLength];
-        long[] completion = new long[completionLength];
-        int p = 0;
-        int c = 0;
+        long[] ids = new long[length];
+        int at = 0;
         for (Segment segment : segments) {
-            boolean isCompletion = segment.turn() == lastTurn && segment.target();
-            for (long id : segment.ids()) {
-                if (isCompletion) {
-                    completion[c++] = id;
-                } else if (c == 0) {
-                    prompt[p++] = id;
-                }
-            }
+            System.arraycopy(segment.ids(), 0, ids, at, segment.ids().length);
+            at += segment.ids().length;
         }
-        return new long[][] {prompt, completion};
+        return new long[][] {Arrays.copyOf(ids, promptLength), Arrays.copyOfRange(ids, promptLength, length)};
     }
 
-    private long[] tail(long[] prompt, int budget) {
-        if (prompt.length <= budget) {
-            return prompt;
+    /**
+     * A standard pair as TRL tokenizes it: prompt, and prompt + answer + EOS, each as one text with BOS; the completion
+     * is the latter past the prompt's length, even where the prompt's last token merges with the answer's first
+     * ("is" + "n't"), where TRL warns and cuts there too. With DROP the rows are the RewardTrainer's, the whole
+     * texts' ids: the prompt is then what the two share.
+     */
+    private long[][] standard(String prompt, PreferencePair pair) {
+        long[] promptIds = tokenizer.encode(prompt, true);
+        long[] chosen = withEos(tokenizer.encode(prompt + pair.chosen(), true));
+        long[] rejected = withEos(tokenizer.encode(prompt + pair.rejected(), true));
+        int split = promptIds.length;
+        if (truncation == Truncation.DROP && !(startsWith(chosen, promptIds) && startsWith(rejected, promptIds))) {
+            split = 0;
+            while (split < Math.min(chosen.length, rejected.length) - 1 && chosen[split] == rejected[split]) {
+                split++;
+            }
+            promptIds = Arrays.copyOf(chosen, split);
         }
-        boolean keepBos = prompt.length > 0 && prompt[0] == bosId;
-        long[] kept = new long[budget];
-        int from = prompt.length - (keepBos ? budget - 1 : budget);
-        if (keepBos) {
-            kept[0] = bosId;
-            System.arraycopy(prompt, from, kept, 1, budget - 1);
-        } else {
-            System.arraycopy(prompt, from, kept, 0, budget);
-        }
-        return kept;
+        return new long[][] {promptIds, tail(chosen, split), tail(rejected, split)};
+    }
+
+    private long[] withEos(long[] ids) {
+        long[] closed = Arrays.copyOf(ids, ids.length + 1);
+        closed[ids.length] = eosId;
+        return closed;
+    }
+
+    private static boolean startsWith(long[] ids, long[] prefix) {
+        return ids.length >= prefix.length && Arrays.equals(ids, 0, prefix.length, prefix, 0, prefix.length);
+    }
+
+    private static long[] tail(long[] ids, int from) {
+        return Arrays.copyOfRange(ids, Math.min(from, ids.length), ids.length);
     }
 
     private static long[] head(long[] completion, int budget) {

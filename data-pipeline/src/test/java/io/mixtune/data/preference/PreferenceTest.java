@@ -1,5 +1,7 @@
 package io.mixtune.data.preference;
 
+import static io.mixtune.data.preference.PreferenceTokenizer.Truncation.DROP;
+import static io.mixtune.data.preference.PreferenceTokenizer.Truncation.KEEP_START;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -57,7 +59,9 @@ class PreferenceTest {
         List<InvalidRecordException> invalid = new ArrayList<>();
         new PreferenceFileReader(file).read(pairs::add, invalid::add);
         assertEquals(2, pairs.size());
-        assertEquals(List.of(new Message(Role.USER, "Capital of France?")), pairs.get(0).prompt());
+        assertEquals(new PreferencePair.Text("Capital of France?"), pairs.get(0).prompt(), "a string prompt stays text");
+        assertEquals(new PreferencePair.Messages(List.of(new Message(Role.USER, "Hi"))), pairs.get(1).prompt(),
+                "UltraFeedback's layout (a string prompt beside message lists) is conversational");
         assertEquals("Hello!", pairs.get(1).chosen());
         assertEquals(6.5, pairs.get(1).margin());
         List<String> problems = invalid.stream().map(InvalidRecordException::getMessage).toList();
@@ -75,7 +79,7 @@ class PreferenceTest {
         PreferencePair pair = new PreferencePair(List.of(new Message(Role.SYSTEM, "Be kind."),
                 new Message(Role.USER, "Hi"), new Message(Role.ASSISTANT, "Hello."), new Message(Role.USER, "2+2?")),
                 "It is 4.", "Five, obviously.", null, null, "t:1");
-        PreferenceSample sample = new PreferenceTokenizer(MISTRAL, tokenizer, 512, 1).tokenize(pair);
+        PreferenceSample sample = new PreferenceTokenizer(MISTRAL, tokenizer, 512, 2, KEEP_START).tokenize(pair);
         TokenizedSample chat = new SampleBuilder(MISTRAL, tokenizer, 512, LossPolicy.LAST_TURN)
                 .build(pair.with(pair.chosen())).sample();
         long[] joined = concat(sample.promptIds(), sample.chosenIds());
@@ -88,28 +92,35 @@ class PreferenceTest {
     }
 
     @Test
-    void truncationKeepsThePromptsTailBehindBosAndTheCompletionsHead() {
-        // 64 tokens: a prompt of ~50 and completions of ~100 share them, the completions keeping at least half.
+    void dpoKeepsTheStartOfLongPairsAndTheRewardModelDropsThem() {
+        // 64 tokens: a prompt of ~50 keeps [INST] and all its words, the completions are cut at the end (TRL's
+        // keep_start); the reward model's tokenizer drops the pair instead (RewardTrainer's filter).
         String prompt = "word ".repeat(40).trim() + " Question?";
         String answer = "A " + "word ".repeat(100).trim();
-        PreferenceTokenizer tokenizer64 = new PreferenceTokenizer(MISTRAL, tokenizer, 64, 1);
-        PreferenceSample cut = tokenizer64.tokenize(new PreferencePair(List.of(new Message(Role.USER, prompt)), answer,
-                "B " + answer, null, null, "t:2"));
-        assertEquals(32, cut.chosenIds().length, "the completion keeps its head, half the length");
-        assertEquals(32, cut.promptIds().length);
-        assertEquals(1, cut.promptIds()[0], "BOS kept in front of the prompt's tail");
-        assertTrue(tokenizer.decode(cut.promptIds()).endsWith("word Question? [/INST]"), tokenizer.decode(cut.promptIds()));
-        assertTrue(tokenizer.decode(cut.chosenIds()).startsWith("A word word"));
+        PreferencePair pair = new PreferencePair(List.of(new Message(Role.USER, prompt)), answer, "B " + answer, null,
+                null, "t:2");
+        PreferenceSample whole = new PreferenceTokenizer(MISTRAL, tokenizer, 512, 2, KEEP_START).tokenize(pair);
+        PreferenceSample cut = new PreferenceTokenizer(MISTRAL, tokenizer, 64, 2, KEEP_START).tokenize(pair);
+        assertArrayEquals(whole.promptIds(), cut.promptIds(), "the prompt is whole, [INST] and all");
+        assertEquals(64, cut.promptIds().length + cut.chosenIds().length);
+        assertArrayEquals(Arrays.copyOf(whole.chosenIds(), cut.chosenIds().length), cut.chosenIds());
+        assertTrue(cut.truncated());
+        InvalidRecordException dropped = assertThrows(InvalidRecordException.class,
+                () -> new PreferenceTokenizer(MISTRAL, tokenizer, 64, 2, DROP).tokenize(pair));
+        assertEquals("pair longer than max_seq_len", dropped.reason(), dropped.getMessage());
 
-        PreferenceSample shortAnswers = tokenizer64.tokenize(new PreferencePair(List.of(new Message(Role.USER, prompt)),
-                "Yes.", "No.", null, null, "t:3"));
+        PreferenceSample shortAnswers = new PreferenceTokenizer(MISTRAL, tokenizer, 64, 2, KEEP_START).tokenize(
+                new PreferencePair(List.of(new Message(Role.USER, prompt)), "Yes.", "No.", null, null, "t:3"));
         assertEquals("Yes.", tokenizer.decode(shortAnswers.chosenIds()), "short completions are whole");
-        assertTrue(tokenizer.decode(shortAnswers.promptIds()).startsWith("[INST] word"), "and the prompt too");
+        assertTrue(!shortAnswers.truncated());
 
         String tooLong = "word ".repeat(200).trim();
-        InvalidRecordException refused = assertThrows(InvalidRecordException.class, () -> tokenizer64.tokenize(
-                new PreferencePair(List.of(new Message(Role.USER, tooLong)), "Yes.", "No.", null, null, "t:4")));
-        assertTrue(refused.getMessage().startsWith("t:4: prompt longer than max_seq_len"), refused.getMessage());
+        for (PreferenceTokenizer.Truncation truncation : PreferenceTokenizer.Truncation.values()) {
+            InvalidRecordException refused = assertThrows(InvalidRecordException.class, () -> new PreferenceTokenizer(
+                    MISTRAL, tokenizer, 64, 2, truncation).tokenize(new PreferencePair(List.of(new Message(Role.USER,
+                            tooLong)), "Yes.", "No.", null, null, "t:4")));
+            assertTrue(refused.getMessage().startsWith("t:4: prompt longer than max_seq_len"), refused.getMessage());
+        }
     }
 
     @Test

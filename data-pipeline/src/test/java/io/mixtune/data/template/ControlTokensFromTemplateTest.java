@@ -1,5 +1,6 @@
 package io.mixtune.data.template;
 
+import static io.mixtune.data.preference.PreferenceTokenizer.Truncation.KEEP_START;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 
 import io.mixtune.data.chat.Conversation;
@@ -118,12 +119,15 @@ class ControlTokensFromTemplateTest {
     void preferencePairs() {
         PreferencePair pair = new PreferencePair(List.of(new Message(Role.USER, USER)), ANSWER, "No </s> here<s>", null,
                 null, "pairs:1");
-        PreferenceSample sample = new PreferenceTokenizer(new ChatMlTemplate(), hub, 1000, 1).tokenize(pair);
+        PreferenceSample sample = new PreferenceTokenizer(new ChatMlTemplate(), hub, 1000, 2, KEEP_START)
+                .tokenize(pair);
         assertArrayEquals(ids(IM_START, plain.encode("user\n" + USER, false), IM_END, plain.encode("\n", false),
                 IM_START, plain.encode("assistant\n", false)), sample.promptIds());
-        assertArrayEquals(ids(plain.encodeContinuation(ANSWER), IM_END), sample.chosenIds());
-        assertArrayEquals(ids(plain.encodeContinuation("No </s> here<s>"), IM_END), sample.rejectedIds());
-        PreferenceSample mistral = new PreferenceTokenizer(new MistralTemplate(1, 2), hub, 1000, 1).tokenize(pair);
+        assertArrayEquals(ids(plain.encodeContinuation(ANSWER), IM_END, plain.encodeContinuation("\n")), sample.chosenIds());
+        assertArrayEquals(ids(plain.encodeContinuation("No </s> here<s>"), IM_END, plain.encodeContinuation("\n")),
+                sample.rejectedIds());
+        PreferenceSample mistral = new PreferenceTokenizer(new MistralTemplate(1, 2), hub, 1000, 2, KEEP_START)
+                .tokenize(pair);
         assertArrayEquals(ids(plain.encode(ANSWER, false), 2L), mistral.chosenIds());
         assertArrayEquals(ids(1L, INST, plain.encode(" " + USER + " ", false), END_INST), mistral.promptIds());
     }

@@ -125,8 +125,10 @@ final class RewardCommand implements Command {
         if (pairs) {
             DataConfig dataConfig = new DataConfig(List.of(dataFile), List.of(), 0, "auto", template, null, maxSeqLen,
                     false, "all_assistant_turns", skipInvalid);
+            // As reward training reads pairs: one longer than max_seq_len is dropped, never cut.
             PreferenceTokenizer pairTokenizer = new PreferenceTokenizer(dataConfig.chatTemplate(tokenizer.bosId(),
-                    tokenizer.eosId()), tokenizer.open(), maxSeqLen, tokenizer.bosId());
+                    tokenizer.eosId()), tokenizer.open(), maxSeqLen, tokenizer.eosId(),
+                    PreferenceTokenizer.Truncation.DROP);
             DataReport report = new DataReport();
             samples = PreferenceDataset.read(List.of(data), pairTokenizer, skipInvalid, report);
             skipped = report.skippedTotal();

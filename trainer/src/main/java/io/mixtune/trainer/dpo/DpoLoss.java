@@ -11,9 +11,10 @@ import io.mixtune.trainer.recipe.Recipe;
  * reference rejected):
  *
  * <ul>
- *   <li>sigmoid (Rafailov et al. 2023): -log sigmoid(beta d), with cDPO's label smoothing eps (Mitchell 2023)
- *       -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d); TRL 1.x's sigmoid ignores label_smoothing, so
- *       this is tested against the formula;
+ *   <li>sigmoid (Rafailov et al. 2023): -log sigmoid(beta d);
+ *   <li>robust (Chowdhury et al. 2024), with label smoothing eps, the assumed share of flipped labels:
+ *       (-(1 - eps) log sigmoid(beta d) + eps log sigmoid(-beta d)) / (1 - 2 eps), unbiased under such flips (TRL
+ *       1.13 reads label_smoothing here, not in sigmoid);
  *   <li>ipo (Azar et al. 2023, eq. 17): (d' - 1 / (2 beta))^2 where d' takes each side's log-ratio divided by its
  *       completion length, TRL's normalisation agreed with the IPO authors;
  *   <li>hinge (SLiC, Zhao et al. 2023): relu(1 - beta d).
@@ -39,11 +40,13 @@ public final class DpoLoss {
             case "ipo" -> chosenRatio.div(chosenLengths).sub(rejectedRatio.div(rejectedLengths))
                     .sub(1 / (2 * beta)).square();
             case "hinge" -> Activation.relu(Scalars.times(chosenRatio.sub(rejectedRatio), -beta).add(1));
-            case "sigmoid" -> {
+            case "sigmoid" -> logSigmoid(Scalars.times(chosenRatio.sub(rejectedRatio), beta)).neg();
+            case "robust" -> {
+                double eps = dpo.labelSmoothing();
                 NDArray scaled = Scalars.times(chosenRatio.sub(rejectedRatio), beta);
-                NDArray loss = Scalars.times(logSigmoid(scaled), -(1 - dpo.labelSmoothing()));
-                yield dpo.labelSmoothing() == 0 ? loss
-                        : loss.sub(Scalars.times(logSigmoid(scaled.neg()), dpo.labelSmoothing()));
+                NDArray clean = Scalars.times(logSigmoid(scaled), -(1 - eps));
+                NDArray flipped = Scalars.times(logSigmoid(scaled.neg()), -eps);
+                yield Scalars.dividedBy(clean.sub(flipped), 1 - 2 * eps);
             }
             default -> throw new IllegalArgumentException("unknown DPO loss " + dpo.loss());
         };

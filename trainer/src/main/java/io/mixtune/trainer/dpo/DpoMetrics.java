@@ -1,26 +1,19 @@
 package io.mixtune.trainer.dpo;
 
-import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.trainer.run.MicroBatchMeans;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * TRL's DPO metrics over the pairs seen, under TRL's names: rewards/chosen and rewards/rejected (beta x the policy's
+ * TRL's DPO metrics under TRL's names: per micro-batch rewards/chosen and rewards/rejected (beta x the policy's
  * log-ratio to the reference), rewards/accuracies (the share of pairs whose chosen reward is the larger),
- * rewards/margins, logps/chosen and logps/rejected (summed completion log-probs), each a mean over pairs; and loss,
- * the mean of the micro-batch objectives. Validation writes them with TRL's eval_ prefix.
+ * rewards/margins, logps/chosen and logps/rejected (summed completion log-probs), each a mean over its pairs, and nll;
+ * a step or an evaluation logs each averaged over its micro-batches, and the loss averaged over pairs, as TRL does
+ * ({@link MicroBatchMeans}). Validation writes them with TRL's eval_ prefix.
  */
 public final class DpoMetrics {
     private final double beta;
-    private int pairs;
-    private int microBatches;
-    private double rewardsChosen;
-    private double rewardsRejected;
-    private double accurate;
-    private double logpsChosen;
-    private double logpsRejected;
-    private double loss;
-    private double nll;
+    private final MicroBatchMeans means = new MicroBatchMeans();
 
     public DpoMetrics(double beta) {
         this.beta = beta;
@@ -36,11 +29,18 @@ public final class DpoMetrics {
     }
 
     /**
+     * Adds one micro-batch.
+     *
      * @param policy sequence log-probs, chosen rows then rejected rows
-     * @param objective the micro-batch's loss
+     * @param objective the micro-batch's loss, the mean over its pairs
      */
     public void add(float[] policy, float[] reference, double objective, double meanNll) {
         int n = policy.length / 2;
+        double rewardsChosen = 0;
+        double rewardsRejected = 0;
+        double accurate = 0;
+        double logpsChosen = 0;
+        double logpsRejected = 0;
         for (int i = 0; i < n; i++) {
             // float32 as TRL computes them, so that a tie of rewards stays a tie
             float chosen = (float) beta * (policy[i] - reference[i]);
@@ -51,41 +51,32 @@ public final class DpoMetrics {
             logpsChosen += policy[i];
             logpsRejected += policy[n + i];
         }
-        pairs += n;
-        microBatches++;
-        loss += objective;
-        nll += meanNll;
+        Map<String, Double> values = new LinkedHashMap<>();
+        values.put("rewards/chosen", rewardsChosen / n);
+        values.put("rewards/rejected", rewardsRejected / n);
+        values.put("rewards/accuracies", accurate / n);
+        values.put("rewards/margins", (rewardsChosen - rewardsRejected) / n);
+        values.put("logps/chosen", logpsChosen / n);
+        values.put("logps/rejected", logpsRejected / n);
+        values.put("nll", meanNll);
+        means.add(values, objective, n);
     }
 
-    /** The metrics by TRL name (loss being the mean DPO loss of the pairs, without the SFT and router terms). */
+    /** The metrics by TRL name, each the mean over the micro-batches. */
     public Map<String, Double> values() {
-        Map<String, Double> values = new LinkedHashMap<>();
-        int p = Math.max(1, pairs);
-        values.put("rewards/chosen", rewardsChosen / p);
-        values.put("rewards/rejected", rewardsRejected / p);
-        values.put("rewards/accuracies", accurate / p);
-        values.put("rewards/margins", (rewardsChosen - rewardsRejected) / p);
-        values.put("logps/chosen", logpsChosen / p);
-        values.put("logps/rejected", logpsRejected / p);
-        values.put("nll", nll / Math.max(1, microBatches));
-        return values;
+        return means.values();
     }
 
     public double accuracy() {
-        return accurate / Math.max(1, pairs);
+        return means.mean("rewards/accuracies");
     }
 
     public double margin() {
-        return (rewardsChosen - rewardsRejected) / Math.max(1, pairs);
+        return means.mean("rewards/margins");
     }
 
-    /** The mean per-pair DPO loss (micro-batch means averaged). */
-    public double dpoLoss() {
-        return loss / Math.max(1, microBatches);
-    }
-
-    /** Writes the metrics into a metrics.jsonl record, names prefixed (eval_ for validation). */
-    public void put(ObjectNode record, String prefix) {
-        values().forEach((name, value) -> record.put(prefix + name, value));
+    /** The loss averaged over pairs: eval_loss. */
+    public double meanLoss() {
+        return means.meanLoss();
     }
 }

@@ -82,7 +82,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
             }
         }
         Map<String, Number> values = new LinkedHashMap<>();
-        values.put("eval_loss", totals.dpoLoss());
+        values.put("eval_loss", totals.meanLoss());
         totals.values().forEach((name, value) -> values.put("eval_" + name, value));
         return values;
     }

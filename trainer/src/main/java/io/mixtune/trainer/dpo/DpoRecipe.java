@@ -101,9 +101,10 @@ public final class DpoRecipe implements AutoCloseable {
         Recipe.Dpo dpo = recipe.dpo();
         SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
         DataConfig data = recipe.data();
-        PreferenceTokenizer tokenizer = new PreferenceTokenizer(
-                data.chatTemplate(tokenizerFile), tokenizerFile.open(),
-                data.maxSeqLen(), tokenizerFile.bosId());
+        // Longer pairs: DPOTrainer cuts each side's end (keep_start), RewardTrainer drops the pair.
+        PreferenceTokenizer tokenizer = new PreferenceTokenizer(data.chatTemplate(tokenizerFile), tokenizerFile.open(),
+                data.maxSeqLen(), tokenizerFile.eosId(), recipe.train().method().equals("reward")
+                        ? PreferenceTokenizer.Truncation.DROP : PreferenceTokenizer.Truncation.KEEP_START);
         List<List<Path>> stageFiles = dpo.stageFiles().isEmpty() ? List.of(paths(data.files()))
                 : dpo.stageFiles().stream().map(file -> List.of(DataConfig.file(file))).toList();
         boolean byMargin = dpo.stageOrder().equals(Recipe.Dpo.ORDER_MARGIN);

@@ -211,10 +211,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * - reference rejected).
      *
      * @param beta the strength of the pull towards the reference (IPO's tau)
-     * @param loss sigmoid (-log sigmoid(beta d)), ipo ((d / length - 1 / (2 beta))^2, log-probs divided by the
+     * @param loss sigmoid (-log sigmoid(beta d)), robust ((-(1 - eps) log sigmoid(beta d) + eps log sigmoid(-beta d))
+     *     / (1 - 2 eps), Chowdhury et al. 2024), ipo ((d / length - 1 / (2 beta))^2, log-probs divided by the
      *     completion length) or hinge (relu(1 - beta d))
-     * @param labelSmoothing cDPO's eps, the assumed share of flipped labels: -(1 - eps) log sigmoid(beta d) - eps log
-     *     sigmoid(-beta d); sigmoid only
+     * @param labelSmoothing robust's eps, the assumed share of flipped labels; robust only, as in TRL 1.13, whose sigmoid
+     *     ignores it
      * @param referenceFree no reference model: its log-probabilities are taken as 0
      * @param sftWeight weight of an added SFT term, the mean negative log-likelihood of the chosen completion tokens
      *     (TRL's loss_type [sigmoid, sft] with loss_weights [1, sft_weight]); 0 leaves it out
@@ -243,13 +244,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (!(beta > 0)) {
                 checks.add("beta: must be > 0, got " + beta);
             }
-            checks.oneOf("loss", loss, "sigmoid", "ipo", "hinge");
+            checks.oneOf("loss", loss, "sigmoid", "robust", "ipo", "hinge");
             if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
                 checks.add("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
             }
-            if (labelSmoothing > 0 && loss != null && !loss.equals("sigmoid")) {
-                checks.add("label_smoothing: cDPO smooths the sigmoid loss only, and loss is "
-                        + loss);
+            if (labelSmoothing > 0 && loss != null && !loss.equals("robust")) {
+                checks.add("label_smoothing: only loss: robust reads it (TRL 1.13's " + loss + " loss ignores it; "
+                        + "its label-smoothed sigmoid is robust), and loss is " + loss);
             }
             if (!(sftWeight >= 0)) {
                 checks.add("sft_weight: must be >= 0, got " + sftWeight);

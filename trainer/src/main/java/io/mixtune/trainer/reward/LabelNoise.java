@@ -30,7 +30,7 @@ public final class LabelNoise {
         for (int index : order.subList(0, count)) {
             PreferenceSample pair = pairs.get(index);
             noisy.set(index, new PreferenceSample(pair.promptIds(), pair.rejectedIds(), pair.chosenIds(),
-                    pair.margin() == null ? null : -pair.margin(), pair.source()));
+                    pair.margin() == null ? null : -pair.margin(), pair.source(), pair.truncated()));
         }
         return noisy;
     }

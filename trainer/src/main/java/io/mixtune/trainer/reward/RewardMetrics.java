@@ -1,22 +1,17 @@
 package io.mixtune.trainer.reward;
 
+import io.mixtune.trainer.run.MicroBatchMeans;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
  * TRL 1.13's RewardTrainer metrics under its names: per micro-batch the min, mean and max of all its rewards, the
  * share of pairs whose chosen reward is higher (accuracy) and the mean r_chosen - r_rejected (margin, without the data's
- * margins); a step or an evaluation logs each averaged over its micro-batches, as TRL's log() does.
+ * margins); a step or an evaluation logs each averaged over its micro-batches, as TRL's log() does ({@link
+ * MicroBatchMeans}).
  */
 public final class RewardMetrics {
-    private double minReward;
-    private double meanReward;
-    private double maxReward;
-    private double accuracy;
-    private double margin;
-    private double lossTimesPairs;
-    private long pairs;
-    private int microBatches;
+    private final MicroBatchMeans means = new MicroBatchMeans();
 
     /**
      * Adds one micro-batch.
@@ -40,38 +35,30 @@ public final class RewardMetrics {
             accurate += rewards[i] > rewards[n + i] ? 1 : 0;
             difference += rewards[i] - rewards[n + i];
         }
-        minReward += min;
-        meanReward += sum / rewards.length;
-        maxReward += max;
-        accuracy += (double) accurate / n;
-        margin += difference / n;
-        lossTimesPairs += loss * n;
-        pairs += n;
-        microBatches++;
+        Map<String, Double> values = new LinkedHashMap<>(); // TRL's order of logging
+        values.put("min_reward", min);
+        values.put("mean_reward", sum / rewards.length);
+        values.put("max_reward", max);
+        values.put("accuracy", (double) accurate / n);
+        values.put("margin", difference / n);
+        means.add(values, loss, n);
     }
 
     /** TRL's names, in its order of logging: min_reward, mean_reward, max_reward, accuracy, margin. */
     public Map<String, Double> values() {
-        Map<String, Double> values = new LinkedHashMap<>();
-        double m = Math.max(1, microBatches);
-        values.put("min_reward", minReward / m);
-        values.put("mean_reward", meanReward / m);
-        values.put("max_reward", maxReward / m);
-        values.put("accuracy", accuracy / m);
-        values.put("margin", margin / m);
-        return values;
+        return means.values();
     }
 
     public double accuracy() {
-        return accuracy / Math.max(1, microBatches);
+        return means.mean("accuracy");
     }
 
     public double margin() {
-        return margin / Math.max(1, microBatches);
+        return means.mean("margin");
     }
 
     /** The loss averaged over pairs (transformers' evaluation loop weights each batch's loss by its size). */
     public double meanLoss() {
-        return lossTimesPairs / Math.max(1, pairs);
+        return means.meanLoss();
     }
 }

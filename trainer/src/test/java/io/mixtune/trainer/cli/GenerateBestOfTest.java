@@ -47,7 +47,7 @@ class GenerateBestOfTest {
         }
         Path out = dir.resolve("out");
         Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
-                "data.validation_ratio=0", "data.max_seq_len=96", "train.max_steps=3", "output_dir=" + out).run();
+                "data.validation_ratio=0", "data.max_seq_len=384", "train.max_steps=3", "output_dir=" + out).run();
         base = out.resolve("base-model");
         rewardModel = out.resolve("adapter");
     }

@@ -34,7 +34,7 @@ class RewardCommandTest {
         }
         out = dir.resolve("out");
         TrainingResult result = Training.load(Path.of("../recipes/quickstart-reward.yaml"),
-                "data.files=[" + pairs + "]", "data.validation_ratio=0", "data.max_seq_len=96", "train.max_steps=3",
+                "data.files=[" + pairs + "]", "data.validation_ratio=0", "data.max_seq_len=384", "train.max_steps=3",
                 "output_dir=" + out).run();
         assertEquals(3, result.steps());
     }
@@ -43,7 +43,7 @@ class RewardCommandTest {
     void pairsGetTheirRewardsAccuracyAndMeanMargin() throws Exception {
         Path scores = dir.resolve("scores.jsonl");
         MixtuneCliTest.Result run = MixtuneCliTest.run("reward", "--model", out.resolve("base-model").toString(),
-                "--adapter", out.resolve("adapter").toString(), "--data", pairs.toString(), "--max-seq-len", "96",
+                "--adapter", out.resolve("adapter").toString(), "--data", pairs.toString(), "--max-seq-len", "384",
                 "--output", scores.toString());
         assertEquals(0, run.code(), run.err());
         List<String> lines = Files.readAllLines(scores);
@@ -63,23 +63,27 @@ class RewardCommandTest {
                 accurate / 12.0, margins / 12, scores), run.out().strip());
     }
 
-    /** A pair that cannot be scored stops with its file:line, or with --skip-invalid is counted and left out. */
+    /**
+     * A pair that cannot be scored whole stops with its file:line, or with --skip-invalid is counted and left out: one
+     * longer than --max-seq-len (never cut, as TRL's RewardTrainer drops it) and one whose prompt alone is.
+     */
     @Test
     void anUnscorablePairStopsOrIsSkipped() throws Exception {
         Path long40 = dir.resolve("with-long-prompt.jsonl");
         try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
-            Files.write(long40, lines.skip(37).limit(4).toList()); // lines 3 and 4 have prompts over 128 tokens
+            // 130, 115, 321 and 309 tokens; lines 3 and 4 have prompts over 128 tokens
+            Files.write(long40, lines.skip(37).limit(4).toList());
         }
         List<String> args = List.of("reward", "--model", out.resolve("base-model").toString(), "--adapter",
                 out.resolve("adapter").toString(), "--data", long40.toString(), "--max-seq-len", "128");
         MixtuneCliTest.Result stopped = MixtuneCliTest.run(args.toArray(String[]::new));
         assertEquals(2, stopped.code());
-        assertTrue(stopped.err().contains(long40 + ":3: prompt longer than max_seq_len"), stopped.err());
+        assertTrue(stopped.err().contains(long40 + ":1: pair longer than max_seq_len: 130 tokens"), stopped.err());
         List<String> skipping = new java.util.ArrayList<>(args);
         skipping.addAll(List.of("--skip-invalid", "--output", dir.resolve("skipped.jsonl").toString()));
         MixtuneCliTest.Result skipped = MixtuneCliTest.run(skipping.toArray(String[]::new));
         assertEquals(0, skipped.code(), skipped.err());
-        assertTrue(skipped.out().startsWith("2 pairs: accuracy ") && skipped.out().contains("(2 skipped)"),
+        assertTrue(skipped.out().startsWith("1 pairs: accuracy ") && skipped.out().contains("(3 skipped)"),
                 skipped.out());
     }
 

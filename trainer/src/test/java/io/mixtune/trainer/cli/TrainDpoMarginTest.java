@@ -53,7 +53,7 @@ class TrainDpoMarginTest {
         }
         Path out = shared.resolve("reward");
         Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
-                "data.validation_ratio=0", "data.max_seq_len=96", "train.max_steps=3", "output_dir=" + out).run();
+                "data.validation_ratio=0", "data.max_seq_len=384", "train.max_steps=3", "output_dir=" + out).run();
         rewardModel = out.resolve("adapter");
     }
 

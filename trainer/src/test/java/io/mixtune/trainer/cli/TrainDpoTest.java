@@ -92,7 +92,8 @@ class TrainDpoTest {
         List<PreferenceSample> pairs = PreferenceDataset.read(
                 recipe.data().files().stream().map(Path::of).toList(),
                 new PreferenceTokenizer(recipe.data().chatTemplate(tokenizer.bosId(), tokenizer.eosId()),
-                        tokenizer.open(), recipe.data().maxSeqLen(), tokenizer.bosId()), false, new DataReport());
+                        tokenizer.open(), recipe.data().maxSeqLen(), tokenizer.eosId(),
+                        PreferenceTokenizer.Truncation.KEEP_START), false, new DataReport());
         try (NDManager manager = NDManager.newBaseManager()) {
             CausalLm model = MistralCheckpoint.load(TrainingData.baseModelDir(recipe), manager,
                     MistralCheckpoint.DENSE);

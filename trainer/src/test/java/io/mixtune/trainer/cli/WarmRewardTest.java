@@ -82,7 +82,7 @@ class WarmRewardTest {
     /** 2 members of 2 steps of 2 pairs, a checkpoint every step, held out: the validation file. */
     private static Training warm(Path out, String... more) {
         List<String> sets = new ArrayList<>(List.of("data.files=[" + trainPairs + "]", "data.validation_ratio=0",
-                "data.validation_files=[" + validationPairs + "]", "data.max_seq_len=96", "train.max_steps=2",
+                "data.validation_files=[" + validationPairs + "]", "data.max_seq_len=384", "train.max_steps=2",
                 "train.micro_batch_size=2", "train.save_every=1", "warm.members=2", "warm.vary.seed=[1, 2]",
                 "warm.vary.learning_rate=[2.0e-3, 1.0e-3]", "warm.vary.lora_dropout=[0.0, 0.1]",
                 "output_dir=" + out));
@@ -147,7 +147,7 @@ class WarmRewardTest {
         for (JsonNode row : rows) {
             MixtuneCliTest.Result reward = MixtuneCliTest.run("reward", "--model", whole.resolve("base-model")
                     .toString(), "--adapter", row.get("adapter").asText(), "--data", validationPairs.toString(),
-                    "--max-seq-len", "96", "--skip-invalid", "--output", dir.resolve("scores.jsonl").toString());
+                    "--max-seq-len", "384", "--skip-invalid", "--output", dir.resolve("scores.jsonl").toString());
             assertEquals(0, reward.code(), reward.err());
             Matcher summary = Pattern.compile("(\\d+) pairs: accuracy ([0-9.]+), mean margin ([-0-9.]+)")
                     .matcher(reward.out());

@@ -51,6 +51,19 @@ class RecipeReaderTest {
         assertEquals(recipe, RecipeReader.read(resolved, List.of()).recipe());
     }
 
+    /** TRL 1.13's sigmoid loss ignores label_smoothing: mixtune refuses it there and points to robust, which reads it. */
+    @Test
+    void labelSmoothingTakesTheRobustLossAsTrlDoes() throws IOException {
+        Path recipe = write("dpo.yaml", minimal() + "train:\n  method: dpo\n");
+        String sigmoid = error(recipe, "dpo.label_smoothing=0.1");
+        assertTrue(sigmoid.contains("label_smoothing") && sigmoid.contains("loss: robust"), sigmoid);
+        String hinge = error(recipe, "dpo.loss=hinge", "dpo.label_smoothing=0.1");
+        assertTrue(hinge.contains("label_smoothing") && hinge.contains("loss: robust"), hinge);
+        Recipe robust = RecipeReader.read(recipe, List.of("dpo.loss=robust", "dpo.label_smoothing=0.1")).recipe();
+        assertEquals("robust", robust.dpo().loss());
+        assertEquals(0.1, robust.dpo().labelSmoothing());
+    }
+
     @Test
     void outputDirDefaultsToOutSlashTheRecipesFileName() throws IOException {
         String withoutOutputDir = minimal().replace("output_dir: " + dir.resolve("out") + "\n", "");

@@ -92,7 +92,7 @@ class LabelNoiseTest {
 
     private static TrainingResult run(Path out, Path pairs, String noise, List<String> notes) {
         return Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
-                "data.validation_ratio=0.34", "data.max_seq_len=96", "train.max_steps=1", "train.micro_batch_size=4",
+                "data.validation_ratio=0.34", "data.max_seq_len=384", "train.max_steps=1", "train.micro_batch_size=4",
                 "reward.label_noise=" + noise, "output_dir=" + out).listener(new TrainingListener() {
                     @Override
                     public void onNote(String line) {

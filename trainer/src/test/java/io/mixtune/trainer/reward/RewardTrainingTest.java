@@ -38,7 +38,7 @@ class RewardTrainingTest {
             Files.write(pairs, lines.limit(24).toList());
         }
         return Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
-                "data.validation_ratio=0.25", "data.max_seq_len=96", "lora.dropout=0.1", "train.max_steps=4",
+                "data.validation_ratio=0.25", "data.max_seq_len=384", "lora.dropout=0.1", "train.max_steps=4",
                 "train.micro_batch_size=2", "train.gradient_accumulation=2", "train.save_every=2",
                 "train.eval_every=2", "averaging.ema_decay=0.5", "output_dir=" + dir.resolve("out"));
     }

@@ -1,0 +1,47 @@
+package io.mixtune.trainer.run;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Metrics averaged as TRL's trainers log them: each micro-batch appends its own values (means over its pairs) and a
+ * step or an evaluation logs each name's mean over those micro-batches, every micro-batch counting the same
+ * (Trainer.log of the _metrics lists); the loss of an evaluation is instead the mean over pairs, transformers'
+ * evaluation loop weighting each batch's loss by its size.
+ */
+public final class MicroBatchMeans {
+    private final Map<String, Double> sums = new LinkedHashMap<>();
+    private int microBatches;
+    private double lossTimesPairs;
+    private long pairs;
+
+    /**
+     * Adds one micro-batch.
+     *
+     * @param values its metrics by name, in the order they are to be logged
+     * @param loss its loss, the mean over its pairs
+     */
+    public void add(Map<String, Double> values, double loss, int pairs) {
+        values.forEach((name, value) -> sums.merge(name, value, Double::sum));
+        lossTimesPairs += loss * pairs;
+        this.pairs += pairs;
+        microBatches++;
+    }
+
+    /** Each metric's mean over the micro-batches, in the order of the first micro-batch. */
+    public Map<String, Double> values() {
+        Map<String, Double> means = new LinkedHashMap<>();
+        sums.forEach((name, sum) -> means.put(name, sum / Math.max(1, microBatches)));
+        return means;
+    }
+
+    /** One metric's mean over the micro-batches (0 before the first). */
+    public double mean(String name) {
+        return sums.getOrDefault(name, 0.0) / Math.max(1, microBatches);
+    }
+
+    /** The loss averaged over pairs. */
+    public double meanLoss() {
+        return lossTimesPairs / Math.max(1, pairs);
+    }
+}
