@@ -150,7 +150,10 @@ public final class AxolotlImport {
                 } else {
                     number("dpo_beta", "dpo.beta", false);
                 }
-                number("dpo_label_smoothing", "dpo.label_smoothing", false);
+                if (get("dpo_label_smoothing") != null) {
+                    unmapped("dpo_label_smoothing", "axolotl hands it to TRL's DPOConfig, whose default sigmoid loss "
+                            + "ignores it (TRL 1.13); mixtune's dpo.label_smoothing is for dpo.loss: robust");
+                }
                 return "dpo";
             }
             unmapped("rl", "mixtune trains sft or dpo only");

@@ -347,7 +347,7 @@ class AxolotlImportTest {
                 """);
         AxolotlImport.Result dpoImport = AxolotlImport.read(dpo);
         assertEquals(0.05, dpoImport.values().get("dpo.beta"), "rl_beta wins over the deprecated dpo_beta");
-        assertEquals(0.1, dpoImport.values().get("dpo.label_smoothing"));
+        assertFalse(dpoImport.values().containsKey("dpo.label_smoothing"), "TRL's sigmoid loss ignores it");
         assertFalse(dpoImport.values().containsKey("train.eval_every"));
         String unmapped = String.join("\n", dpoImport.unmapped());
         assertTrue(unmapped.contains("dpo.yml:5: dpo_beta: 0.3: deprecated: axolotl uses rl_beta, which is set"),
@@ -355,6 +355,8 @@ class AxolotlImportTest {
         assertTrue(unmapped.contains("dpo.yml:7: eval_steps: 0.25: a fraction of the total steps; mixtune counts in"
                 + " steps: set train.eval_every"), unmapped);
         assertTrue(unmapped.contains("dpo.yml:8: save_steps: 0.5: a fraction of the total steps"), unmapped);
+        assertTrue(unmapped.contains("dpo.yml:6: dpo_label_smoothing: 0.1: axolotl hands it to TRL's DPOConfig, whose"
+                + " default sigmoid loss ignores it"), unmapped);
         assertEquals(List.of(), problemsBesidesPaths(dpoImport));
 
         Path deprecated = Files.writeString(dir.resolve("old.yml"), "adapter: lora\nrl: dpo\ndpo_beta: 0.3\n");
