@@ -154,7 +154,7 @@ public final class TrainingLoop {
                     Map<String, Object> metrics = stepMetrics(stage, step, result, lr, auxCoefficient > 0, scaler,
                             seconds, (double) last / objective.microBatchesPerEpoch(), record);
                     boolean logged = step % train.logEvery() == 0 || end;
-                    window.add(result.measured());
+                    window.add(result.measured(), batches.size());
                     if (logged) {
                         window.putMeans(metrics);
                     }
@@ -210,22 +210,27 @@ public final class TrainingLoop {
     }
 
     /**
-     * The steps since the last logged one (train.log_every): a logged record holds the mean of their loss and of the
-     * objective's other fractional metrics, as transformers logs the loss and TRL its metrics since the last log; lr,
-     * grad_norm and the counts stay the logged step's own. A resumed run's window starts at the resume, as
-     * transformers' does.
+     * The steps since the last logged one (train.log_every): a logged record holds their mean loss, as transformers
+     * logs the loss since the last log, and the mean of the objective's other fractional metrics over all their
+     * micro-batches, as TRL averages the per-micro-batch values it appended since the last log (each step's own value
+     * is already the mean over its micro-batches, so it counts once per micro-batch: an epoch's short last step
+     * weighs less); lr, grad_norm and the counts stay the logged step's own. Not {@link MicroBatchMeans}, which weighs
+     * the loss by pairs. A resumed run's window starts at the resume, as transformers' does.
      */
     private static final class LogWindow {
         private final Map<String, Double> sums = new LinkedHashMap<>();
+        private double lossSum;
         private int steps;
+        private int microBatches;
 
-        /** Adds a step: its loss and the objective's fractional metrics (counts are not averaged). */
-        void add(Objective.Measured measured) {
+        /** Adds a step of {@code microBatchCount} micro-batches: its loss and the objective's fractional metrics. */
+        void add(Objective.Measured measured, int microBatchCount) {
             steps++;
-            sums.merge("loss", measured.loss(), Double::sum);
+            microBatches += microBatchCount;
+            lossSum += measured.loss();
             measured.metrics().forEach((name, value) -> {
                 if (value instanceof Double number) {
-                    sums.merge(name, number, Double::sum);
+                    sums.merge(name, number * microBatchCount, Double::sum);
                 }
             });
         }
@@ -233,10 +238,13 @@ public final class TrainingLoop {
         /** Puts the window's means into the logged step's record, and starts anew. */
         void putMeans(Map<String, Object> record) {
             if (steps > 1) { // one step is its own mean: its record stays as it is, bit for bit
-                sums.forEach((name, sum) -> record.replace(name, sum / steps));
+                record.replace("loss", lossSum / steps);
+                sums.forEach((name, sum) -> record.replace(name, sum / microBatches));
             }
             sums.clear();
+            lossSum = 0;
             steps = 0;
+            microBatches = 0;
         }
     }
 
