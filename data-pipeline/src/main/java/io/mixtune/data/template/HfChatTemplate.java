@@ -1,12 +1,14 @@
 package io.mixtune.data.template;
 
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import java.util.Map;
 
 /**
  * A model's own Hugging Face chat template ({@link JinjaChatTemplate}), tokenized as transformers'
@@ -64,6 +66,7 @@ public final class HfChatTemplate implements ChatTemplate {
         List<Message> messages = conversation.messages();
         List<Object> tools = conversation.tools();
         String where = template.name() + " on " + conversation.source();
+        refuseSpecialTextOutsideContent(conversation, specialTexts(tokenizer));
         JinjaChatTemplate.Rendered rendered = render(messages, tools, false, where);
         List<int[]> spans = template.hasGenerationBlocks() ? rendered.generationSpans()
                 : assistantSpans(messages, tools, rendered.text(), where);
@@ -152,20 +155,25 @@ public final class HfChatTemplate implements ChatTemplate {
                         + "prefix of the whole conversation's rendering, so the turn's tokens cannot be found; mark "
                         + "what trains with {% generation %} ... {% endgeneration %} in the template");
             }
+            String notFound = what + ": the template does not render the assistant's content where the "
+                    + "conversation ends, so the turn's tokens cannot be found; mark what trains with "
+                    + "{% generation %} ... {% endgeneration %} in the template";
             int contentStart;
             int contentEnd;
-            if (marked.contains(SENTINEL) || !messages.get(m).callsTools()) {
-                contentStart = marked.contains(SENTINEL) ? commonPrefix(prefix, marked) : prefix.length();
+            if (marked.contains(SENTINEL)) {
+                contentStart = commonPrefix(prefix, marked);
                 contentEnd = prefix.length() - commonSuffix(prefix, marked);
-            } else {
+            } else if (messages.get(m).callsTools()) {
+                // the template writes the tool calls instead of the content: the turn starts after the generation
+                // prompt
                 String asked = render(messages.subList(0, m), tools, true, where).text();
                 contentStart = prefix.startsWith(asked) ? asked.length() : prefix.length();
                 contentEnd = contentStart;
+            } else {
+                throw new IllegalArgumentException(notFound);
             }
             if (contentStart > contentEnd || contentStart == prefix.length()) {
-                throw new IllegalArgumentException(what + ": the template does not render the assistant's "
-                        + "content where the conversation ends, so the turn's tokens cannot be found; mark what "
-                        + "trains with {% generation %} ... {% endgeneration %} in the template");
+                throw new IllegalArgumentException(notFound);
             }
             int end = prefix.length();
             while (end > contentEnd && Character.isWhitespace(prefix.charAt(end - 1))) {
@@ -223,13 +231,7 @@ public final class HfChatTemplate implements ChatTemplate {
      */
     private Tokens tokenize(List<Message> messages, List<Object> tools, boolean addGenerationPrompt, String text,
             TextTokenizer tokenizer, String where) {
-        List<String> specials = new ArrayList<>(tokenizer.specialTokens());
-        for (String token : new String[] {template.bosToken(), template.eosToken()}) {
-            if (token != null && !token.isEmpty() && !specials.contains(token)) {
-                specials.add(token);
-            }
-        }
-        specials.sort(Comparator.comparingInt(String::length).reversed());
+        List<String> specials = specialTexts(tokenizer);
         List<String> hidden = new ArrayList<>();
         List<Message> masked = new ArrayList<>(messages.size());
         for (Message message : messages) {
@@ -299,6 +301,70 @@ public final class HfChatTemplate implements ChatTemplate {
             ends[t] = spans.get(t)[1];
         }
         return new Tokens(idArray, starts, ends);
+    }
+
+    /**
+     * The texts that render into control tokens: the tokenizer's special tokens and the template's BOS and EOS,
+     * longest first.
+     */
+    private List<String> specialTexts(TextTokenizer tokenizer) {
+        List<String> specials = new ArrayList<>(tokenizer.specialTokens());
+        for (String token : new String[] {template.bosToken(), template.eosToken()}) {
+            if (token != null && !token.isEmpty() && !specials.contains(token)) {
+                specials.add(token);
+            }
+        }
+        specials.sort(Comparator.comparingInt(String::length).reversed());
+        return specials;
+    }
+
+    /**
+     * A message's content is kept as text whatever it spells ({@link #hide}), but its other keys (tool_calls, a tool's
+     * name...) and the record's tools reach the template as they are, where a template may write them (as JSON) into
+     * the text: a special token spelled there would become a control token, so such a record is refused.
+     */
+    private static void refuseSpecialTextOutsideContent(Conversation conversation, List<String> specials) {
+        List<Message> messages = conversation.messages();
+        for (int m = 0; m < messages.size(); m++) {
+            for (Map.Entry<String, Object> field : messages.get(m).fields().entrySet()) {
+                String found = specialTextIn(field.getValue(), specials);
+                if (found != null) {
+                    throw new InvalidRecordException(conversation.source(), "message " + (m + 1) + "'s "
+                            + field.getKey() + " holds the text " + found + ", which the template would write as a "
+                            + "control token: only a message's content keeps such text as text");
+                }
+            }
+        }
+        String found = specialTextIn(conversation.tools(), specials);
+        if (found != null) {
+            throw new InvalidRecordException(conversation.source(), "the tools hold the text " + found + ", which the "
+                    + "template would write as a control token: only a message's content keeps such text as text");
+        }
+    }
+
+    /** The first special-token text in a string of {@code value} (a key or value of its maps and lists), or null. */
+    private static String specialTextIn(Object value, List<String> specials) {
+        if (value instanceof String text) {
+            return specials.stream().filter(text::contains).findFirst().orElse(null);
+        }
+        if (value instanceof Map<?, ?> map) {
+            for (Map.Entry<?, ?> entry : map.entrySet()) {
+                String found = specialTextIn(entry.getKey(), specials);
+                found = found != null ? found : specialTextIn(entry.getValue(), specials);
+                if (found != null) {
+                    return found;
+                }
+            }
+        }
+        if (value instanceof List<?> list) {
+            for (Object element : list) {
+                String found = specialTextIn(element, specials);
+                if (found != null) {
+                    return found;
+                }
+            }
+        }
+        return null;
     }
 
     private static String hide(String content, List<String> specials, List<String> hidden) {

@@ -2,8 +2,11 @@ package io.mixtune.data.template;
 
 import static io.mixtune.data.preference.PreferenceTokenizer.Truncation.KEEP_START;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import io.mixtune.data.chat.Conversation;
+import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
 import io.mixtune.data.chat.Role;
 import io.mixtune.data.preference.PreferencePair;
@@ -14,6 +17,7 @@ import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.LongStream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -130,5 +134,30 @@ class ControlTokensFromTemplateTest {
                 .tokenize(pair);
         assertArrayEquals(ids(plain.encode(ANSWER, false), 2L), mistral.chosenIds());
         assertArrayEquals(ids(1L, INST, plain.encode(" " + USER + " ", false), END_INST), mistral.promptIds());
+    }
+
+    /**
+     * Content is kept as text (above), but a message's tool_calls and a record's tools reach the template as data it
+     * may write out as JSON (Mistral v0.3 does): a special token spelled there is refused rather than written as a
+     * control token.
+     */
+    @Test
+    void specialTokenTextInToolCallsOrToolsIsRefused() throws IOException {
+        HfChatTemplate v3 = HfTemplateGoldenTest.published("mistral-7b-instruct-v0.3");
+        Map<String, Object> call = Map.of("id", "abcdefghi", "type", "function", "function",
+                Map.of("name", "echo", "arguments", Map.of("text", "a</s>b")));
+        Conversation calling = new Conversation(List.of(new Message(Role.USER, "Echo a</s>b"),
+                new Message(Role.ASSISTANT, "", Map.of("tool_calls", List.of(call)))), null, "calls.jsonl:3");
+        InvalidRecordException e = assertThrows(InvalidRecordException.class, () -> v3.segments(calling, plain));
+        assertEquals("calls.jsonl:3: message 2's tool_calls holds the text </s>, which the template would write as a "
+                + "control token: only a message's content keeps such text as text", e.getMessage());
+
+        List<Object> tools = List.of(Map.of("type", "function", "function", Map.of("name", "echo",
+                "description", "says [INST] back")));
+        Conversation withTools = new Conversation(List.of(new Message(Role.USER, "Echo"),
+                new Message(Role.ASSISTANT, "Echo.")), tools, "tools.jsonl:1");
+        e = assertThrows(InvalidRecordException.class, () -> v3.segments(withTools, hub));
+        assertEquals("tools.jsonl:1: the tools hold the text [INST], which the template would write as a control "
+                + "token: only a message's content keeps such text as text", e.getMessage());
     }
 }
