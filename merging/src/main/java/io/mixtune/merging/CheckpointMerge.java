@@ -77,8 +77,11 @@ final class CheckpointMerge implements AutoCloseable {
         }
         CompanionFiles.requireSameTokenizer(inputs, tokenizerSource);
         int donorIndex = 0;
-        while (!MergeConfig.samePath(inputs.get(donorIndex), donor)) {
+        while (donorIndex < inputs.size() && !MergeConfig.samePath(inputs.get(donorIndex), donor)) {
             donorIndex++;
+        }
+        if (donorIndex == inputs.size()) {
+            throw new IllegalArgumentException("the config donor " + donor + " is none of the inputs " + inputs);
         }
         List<SafetensorsReader> readers = new ArrayList<>();
         try {

@@ -1,5 +1,6 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.template.SampleBuilder;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
@@ -53,7 +54,7 @@ public final class DataReport {
         return conversations + skippedTotal() - skipped.getOrDefault(NO_TARGET, 0L);
     }
 
-    static final String NO_TARGET = "no target left after truncation";
+    static final String NO_TARGET = SampleBuilder.NO_TARGET_LEFT;
 
     public long conversations() {
         return conversations;

@@ -13,6 +13,12 @@ import java.util.List;
  * refused (the caller counts it).
  */
 public final class SampleBuilder {
+    /**
+     * The reason ({@link InvalidRecordException#reason()}) of a conversation whose first prompt alone fills
+     * max_seq_len: the data report counts it apart from invalid records.
+     */
+    public static final String NO_TARGET_LEFT = "no target left after truncation";
+
     private final ChatTemplate template;
     private final TextTokenizer tokenizer;
     private final int maxSeqLen;
@@ -83,8 +89,8 @@ public final class SampleBuilder {
             anyTarget = sample.labels()[i] != TokenizedSample.IGNORE && isTargetPosition(segments, i);
         }
         if (!anyTarget) {
-            throw new InvalidRecordException(conversation.source(), "no target left after truncation: the first prompt "
-                    + "alone takes " + promptLength(segments) + " of max_seq_len " + maxSeqLen + " tokens");
+            throw new InvalidRecordException(conversation.source(), NO_TARGET_LEFT + ": the first prompt alone takes "
+                    + promptLength(segments) + " of max_seq_len " + maxSeqLen + " tokens");
         }
         return new Built(sample, fit);
     }

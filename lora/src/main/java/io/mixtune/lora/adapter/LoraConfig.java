@@ -69,7 +69,12 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
             return excludeModules.stream().anyMatch(e -> moduleName.equals(e) || moduleName.endsWith("." + e));
         }
 
-        /** PEFT's layer index: the first number after a layers_pattern name (any name when none), as re.match finds it. */
+        /**
+         * PEFT's layer index: the number after a layers_pattern name (any name when none). PEFT's regex is greedy
+         * (the last such number); mixtune takes the first on purpose. They agree on every name PEFT meets on
+         * transformers 5 (Mistral's, and Mixtral's fused mlp.experts, which hold one number), while on the Hub's
+         * per-expert names (experts.3.w1) the last number is the expert's, not the layer's.
+         */
         boolean inLayers(String moduleName) {
             if (layersToTransform.isEmpty()) {
                 return true;

@@ -122,26 +122,24 @@ public final class TokenSampler {
             max = Math.max(max, score);
         }
         double[] weights = new double[scores.length];
-        Integer[] order = new Integer[scores.length];
-        int kept = 0;
         double total = 0;
+        int last = -1;
         for (int i = 0; i < scores.length; i++) {
             if (scores[i] != Float.NEGATIVE_INFINITY) {
                 weights[i] = Math.exp(scores[i] - max);
                 total += weights[i];
-                order[kept++] = i;
+                last = i;
             }
         }
-        Integer[] candidates = Arrays.copyOf(order, kept);
-        Arrays.sort(candidates, (a, b) -> Double.compare(weights[b], weights[a]));
+        // Any fixed order of the kept tokens draws from the same distribution: vocabulary order, no sort per token.
         double draw = random.nextDouble() * total;
-        for (Integer candidate : candidates) {
-            draw -= weights[candidate];
-            if (draw <= 0) {
-                return candidate;
+        for (int i = 0; i <= last; i++) {
+            draw -= weights[i];
+            if (weights[i] > 0 && draw <= 0) {
+                return i;
             }
         }
-        return candidates[kept - 1];
+        return last;
     }
 
     /**
@@ -195,11 +193,7 @@ public final class TokenSampler {
      */
     private static void keepTopP(float[] scores, double topP) {
         double[] probabilities = softmax(scores);
-        Integer[] ascending = new Integer[scores.length];
-        for (int i = 0; i < scores.length; i++) {
-            ascending[i] = i;
-        }
-        Arrays.sort(ascending, (a, b) -> Float.compare(scores[a], scores[b]));
+        int[] ascending = finiteAscending(scores); // removed tokens have probability 0: they change no sum
         double cumulative = 0;
         for (int r = 0; r < ascending.length - 1; r++) {
             cumulative += probabilities[ascending[r]];
@@ -208,6 +202,28 @@ public final class TokenSampler {
             }
             scores[ascending[r]] = Float.NEGATIVE_INFINITY;
         }
+    }
+
+    /**
+     * The ids of the finite scores, from the lowest score up (equal scores by id), sorted as primitive longs (the
+     * score's order-preserving bits above the id) rather than boxed ids: one sort per sampled token.
+     */
+    private static int[] finiteAscending(float[] scores) {
+        long[] keys = new long[scores.length];
+        int n = 0;
+        for (int i = 0; i < scores.length; i++) {
+            if (scores[i] != Float.NEGATIVE_INFINITY) {
+                int bits = Float.floatToIntBits(scores[i]);
+                long ordered = bits >= 0 ? bits : bits ^ Integer.MAX_VALUE; // as ints, in the floats' order
+                keys[n++] = ordered << 32 | i;
+            }
+        }
+        Arrays.sort(keys, 0, n);
+        int[] ids = new int[n];
+        for (int r = 0; r < n; r++) {
+            ids[r] = (int) keys[r];
+        }
+        return ids;
     }
 
     /** MinPLogitsWarper: drop tokens less likely than minP times the most likely one. */

@@ -352,7 +352,9 @@ public final class RecipeReader {
                 PeftAdapter.checkWritable(adapter, MistralCheckpoint.linearShapes(config).keySet().stream()
                         .filter(adapter::targets).toList());
             } catch (IllegalArgumentException e) {
-                binder.problem(lora.alphaPattern().isEmpty() ? "lora.rank_pattern" : "lora.alpha_pattern", e.getMessage());
+                // the patterns PEFT cannot hold on fused experts: at the one map that has any, else at lora
+                binder.problem(lora.alphaPattern().isEmpty() ? "lora.rank_pattern"
+                        : lora.rankPattern().isEmpty() ? "lora.alpha_pattern" : "lora", e.getMessage());
             }
         }
         if (data != null && data.maxSeqLen() > config.maxPositionEmbeddings()) {
