@@ -56,11 +56,12 @@ def test_a_mixtune_reward_model_scores_the_same_in_transformers_and_peft(tmp_pat
     out, scores = tmp_path / "out", tmp_path / "scores.jsonl"
     mixtune = str(root / "bin" / "mixtune")
     subprocess.run([mixtune, "train", "--recipe", str(root / "recipes/quickstart-reward.yaml"),
-                    "--set", f"data.files=[{pairs}]", "--set", "data.validation_ratio=0", "--set", "data.max_seq_len=96",
+                    "--set", f"data.files=[{pairs}]", "--set", "data.validation_ratio=0",
+                    "--set", "data.max_seq_len=384",  # the 12 pairs whole: a longer one is dropped, as TRL drops it
                     "--set", "train.max_steps=2", "--set", f"output_dir={out}"], check=True, capture_output=True,
                    timeout=600)
     subprocess.run([mixtune, "reward", "--model", str(out / "base-model"), "--adapter", str(out / "adapter"), "--data",
-                    str(pairs), "--max-seq-len", "96", "--with-ids", "--output", str(scores)], check=True,
+                    str(pairs), "--max-seq-len", "384", "--with-ids", "--output", str(scores)], check=True,
                    capture_output=True, timeout=600)
     subprocess.run([mixtune, "merge-adapter", "--model", str(out / "base-model"), "--adapter", str(out / "adapter"),
                     "--out", str(tmp_path / "merged"), "--dtype", "fp32"], check=True, capture_output=True, timeout=600)
