@@ -260,8 +260,13 @@ public final class RunDirectory implements AutoCloseable {
         return flat;
     }
 
+    /** Maps whose order is part of their meaning: PEFT's first matching pattern key decides. */
+    private static final Set<String> ORDERED_MAPS = Set.of("lora.rank_pattern", "lora.alpha_pattern");
+
     private static void flatten(JsonNode node, String prefix, Map<String, String> flat) {
-        if (node != null && node.isObject()) {
+        if (node != null && node.isObject() && ORDERED_MAPS.contains(prefix)) {
+            flat.put(prefix, node.toString()); // compared whole, so that a reordering is a change
+        } else if (node != null && node.isObject()) {
             Iterator<Map.Entry<String, JsonNode>> fields = node.fields();
             while (fields.hasNext()) {
                 Map.Entry<String, JsonNode> field = fields.next();

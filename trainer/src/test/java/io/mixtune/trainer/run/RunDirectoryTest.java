@@ -38,4 +38,15 @@ class RunDirectoryTest {
         assertEquals(List.of("dpo.stage_order: (not set) -> margin"), RunDirectory.changedKeys(older, margin));
         assertEquals(List.of("dpo.stage_order: file -> margin"), RunDirectory.changedKeys(now, margin));
     }
+
+    /** The first pattern key that matches a module decides (PEFT's rule), so reordered patterns are another recipe. */
+    @Test
+    void reorderedLoraPatternsAreAChange() throws Exception {
+        // --set merges into the quickstart's {lm_head: 64}: lm_head stays first
+        Map<String, String> first = quickstart("lora.rank_pattern={q_proj: 8, v_proj: 4}");
+        Map<String, String> swapped = quickstart("lora.rank_pattern={v_proj: 4, q_proj: 8}");
+        assertEquals(List.of("lora.rank_pattern: {\"lm_head\":64,\"q_proj\":8,\"v_proj\":4} -> "
+                + "{\"lm_head\":64,\"v_proj\":4,\"q_proj\":8}"), RunDirectory.changedKeys(first, swapped));
+        assertEquals(List.of(), RunDirectory.changedKeys(first, quickstart("lora.rank_pattern={q_proj: 8, v_proj: 4}")));
+    }
 }
