@@ -47,9 +47,15 @@ public final class SwaAverager {
             return step >= startStep && (step - startStep) % every == 0;
         }
 
-        /** How many snapshots the average holds after step {@code step}: every averaging step up to it. */
+        /**
+         * How many snapshots the average holds after step {@code step}: every averaging step from 1 up to it. Steps
+         * count from 1, so a start of 0 (swa_start 0.0) first averages at step {@code every}.
+         */
         public long countAfter(long step) {
-            return step < startStep ? 0 : (step - startStep) / every + 1;
+            if (step < startStep) {
+                return 0;
+            }
+            return startStep == 0 ? step / every : (step - startStep) / every + 1;
         }
     }
 

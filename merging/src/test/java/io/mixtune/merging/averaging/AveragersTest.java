@@ -77,6 +77,26 @@ class AveragersTest {
         assertThrows(IllegalArgumentException.class, () -> SwaAverager.Config.of(1.5, 5, 1000));
     }
 
+    /** Steps count from 1: from start 0, every 2, steps 2, 4, 6 are averaged, so a restore after step 6 holds 3. */
+    @Test
+    void swaFromTheStartRestoresTheCountOfItsAveragedSteps() {
+        SwaAverager.Config config = SwaAverager.Config.of(0.0, 2, 100);
+        SwaAverager swa = new SwaAverager(config);
+        for (int step = 1; step <= 6; step++) {
+            swa.update(step, weights(step));
+        }
+        assertEquals(3, swa.count());
+        assertEquals(3, config.countAfter(6));
+        assertEquals(7, new SwaAverager.Config(0, 1).countAfter(7), "every step from the first");
+        assertEquals(3, new SwaAverager.Config(10, 5).countAfter(22), "steps 10, 15, 20");
+        SwaAverager resumed = new SwaAverager(config);
+        resumed.restore(6, swa.averaged());
+        resumed.update(8, weights(8));
+        swa.update(8, weights(8));
+        assertEquals(value(swa.averaged()), value(resumed.averaged()), "(2 + 4 + 6 + 8) / 4 either way");
+        assertEquals(5, value(resumed.averaged()));
+    }
+
     @Test
     void lawaAveragesOnlyTheLatestK() {
         LawaAverager lawa = new LawaAverager(new LawaAverager.Config(2, 10));
