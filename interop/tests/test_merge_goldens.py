@@ -240,3 +240,45 @@ def test_svd_recompression_reports_numpys_error_and_peft_loads_it(peft_work):
     np.testing.assert_allclose([float(match.group(3)), float(match.group(4))], [max(errors), np.mean(errors)], rtol=1e-3)
     with warnings.catch_warnings():
         hf.load_peft(hf.load_reference(base), out)
+
+
+def peft_weighted_adapter_deltas(base: Path, adapters: list[Path], weights: list[float], **combination) -> dict:
+    """PEFT's own add_weighted_adapter over the adapters, as scale * B A per module that the new adapter adapts."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    model = PeftModel.from_pretrained(hf.load_reference(base), adapters[0], adapter_name="a0")
+    for i, adapter in enumerate(adapters[1:], start=1):
+        model.load_adapter(adapter, adapter_name=f"a{i}")
+    names = [f"a{i}" for i in range(len(adapters))]
+    model.add_weighted_adapter(names, weights, "combined", **combination)
+    deltas = {}
+    for name, module in model.base_model.model.named_modules():
+        if isinstance(module, LoraLayer) and "combined" in module.lora_A and any(n in module.lora_A for n in names):
+            a = module.lora_A["combined"].weight.detach().double().numpy()
+            b = module.lora_B["combined"].weight.detach().double().numpy()
+            deltas[name] = module.scaling["combined"] * b @ a
+    return deltas
+
+
+def test_task_arithmetic_on_adapters_is_peft_add_weighted_adapter_cat_and_svd(peft_work):
+    """PEFT's add_weighted_adapter sums without normalising: its "cat" (ranks concatenated, exact) is mixtune's
+    task_arithmetic on adapters (linear --normalize false), and its "svd" with svd_rank R is that sum cut to rank R by
+    --rank R (the same product up to the SVD's rounding). Different ranks, an rsLoRA adapter and different targets."""
+    root, base, adapters = peft_work
+    weights = ",".join(map(str, WEIGHTS))
+    exact, cut = root / "peft-cat", root / "peft-svd"
+    mixtune("merge", "--method", "task_arithmetic", "--inputs", ",".join(map(str, adapters)), "--weights", weights,
+            "--out", exact)
+    mixtune("merge", "--method", "linear", "--normalize", "false", "--inputs", ",".join(map(str, adapters)),
+            "--weights", weights, "--rank", "3", "--out", cut)
+    for out, combination, tolerance in ((exact, dict(combination_type="cat"), 1e-6),
+                                        (cut, dict(combination_type="svd", svd_rank=3), 1e-5)):
+        peft = peft_weighted_adapter_deltas(base, adapters, WEIGHTS, **combination)
+        ours = dense_deltas(out)
+        assert sorted(ours) == sorted(peft), combination
+        for module, delta in peft.items():
+            largest = float(np.abs(delta).max())
+            diff = float(np.abs(ours[module] - delta).max())
+            assert largest > 1e-3 and diff <= tolerance * largest, f"{combination} {module}: {diff:.3g} of {largest:.3g}"
+        print(f"{combination['combination_type']}: {len(peft)} modules equal PEFT's within {tolerance} relative")
