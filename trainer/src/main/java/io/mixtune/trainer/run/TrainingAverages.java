@@ -15,6 +15,7 @@ import java.util.ArrayList;
 import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.BiConsumer;
@@ -48,6 +49,7 @@ public final class TrainingAverages implements AutoCloseable {
     private final LawaAverager.Config lawaConfig;
     private final Deque<List<NDArray>> lawaSnapshots = new ArrayDeque<>();
     private List<NDArray> lawaMean;
+    private final long totalSteps;
 
     /**
      * @param names the adapter arrays' names, in the order of {@code parameters}
@@ -55,6 +57,7 @@ public final class TrainingAverages implements AutoCloseable {
      */
     public TrainingAverages(Recipe.Averaging config, long totalSteps, List<String> names, List<NDArray> parameters) {
         this.config = config;
+        this.totalSteps = totalSteps;
         this.names = List.copyOf(names);
         shapes = parameters.stream().map(NDArray::getShape).toList();
         emaConfig = config.emaDecay() == null ? null : new EmaAverager.Config(config.emaDecay(), config.emaWarmup(),
@@ -83,6 +86,34 @@ public final class TrainingAverages implements AutoCloseable {
             copies.put("LaWA", config.lawaK() + 1);
         }
         return copies;
+    }
+
+    /**
+     * What the recipe asks for that a run of this many steps never reaches, one line each: an SWA start or a LaWA
+     * spacing past its last step (no average is kept, no adapter-swa or adapter-lawa written), or an EMA that only
+     * copies the weights up to its end (ema_update_after_step; adapter-ema then equals adapter). torch's swa_utils and
+     * timm keep silent there; a run that was shortened with --set would otherwise lose its average unnoticed.
+     */
+    public List<String> unreached() {
+        List<String> lines = new ArrayList<>();
+        if (swaConfig != null && swaConfig.countAfter(totalSteps) == 0) {
+            double start = config.swaStart();
+            long firstAveraged = swaConfig.startStep() == 0 ? swaConfig.every() : swaConfig.startStep();
+            lines.add(String.format(Locale.ROOT, "averaging.swa_start %s first averages step %d, after the last of"
+                    + " these %d steps: no SWA average is kept and no adapter-swa written",
+                    start == Math.rint(start) ? String.valueOf((long) start) : String.valueOf(start), firstAveraged,
+                    totalSteps));
+        }
+        if (lawaConfig != null && lawaConfig.every() > totalSteps) {
+            lines.add(String.format(Locale.ROOT, "averaging.lawa_every %d is more than these %d steps: no LaWA"
+                    + " snapshot is kept and no adapter-lawa written", lawaConfig.every(), totalSteps));
+        }
+        if (emaConfig != null && emaConfig.decayAt(totalSteps) == 0) {
+            lines.add(String.format(Locale.ROOT, "averaging.ema_update_after_step %d: the EMA only copies the weights"
+                    + " up to the last of these %d steps, so adapter-ema equals adapter", emaConfig.updateAfterStep(),
+                    totalSteps));
+        }
+        return lines;
     }
 
     public boolean isEmpty() {

@@ -109,6 +109,8 @@ public final class TrainingLoop {
                 lora.parameterNames(TrainingModel.ADAPTER_NAME), parameters)) {
             if (step > stage.start()) {
                 averages.restore(step - stage.start(), resumed.averages(), resumed::readAverage);
+            } else {
+                averages.unreached().forEach(listener::onNote);
             }
             double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
                     ? model.model().config().routerAuxLossCoef() : 0;

@@ -1,6 +1,7 @@
 package io.mixtune.trainer.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -80,6 +81,22 @@ class TrainAveragingTest {
             assertEquals(1e-3 * alpha + atStart * (1 - alpha), lr.get(update - 1), 1e-12, "lr of step " + update);
         }
         assertEquals(1e-3, lr.get(11), 1e-15);
+    }
+
+    /** A run shorter than its averages' start says so at its start, and writes only the averages it reached. */
+    @Test
+    void averagesTheRunNeverReachesAreNamedAndNotWritten(@TempDir Path own) throws Exception {
+        MixtuneCliTest.Result run = MixtuneCliTest.run("train", "--recipe", TrainCommandTest.recipe(own).toString(),
+                "--set", "train.max_steps=2", "--set", "averaging.swa_start=3", "--set", "averaging.lawa_every=3");
+        assertEquals(0, run.code(), run.err());
+        String output = run.out() + run.err();
+        assertTrue(output.contains("averaging.swa_start 3 first averages step 3, after the last of these 2 steps: no"
+                + " SWA average is kept and no adapter-swa written"), output);
+        assertTrue(output.contains("averaging.lawa_every 3 is more than these 2 steps"), output);
+        Path out = own.resolve("out");
+        assertTrue(Files.isDirectory(out.resolve("adapter-ema")), "EMA is reached");
+        assertFalse(Files.exists(out.resolve("adapter-swa")));
+        assertFalse(Files.exists(out.resolve("adapter-lawa")));
     }
 
     private static List<double[]> mean(List<List<float[]>> weights, int arrays, int... steps) {

@@ -172,6 +172,35 @@ class TrainingAveragesTest {
         }
     }
 
+    /** An average that a run of these steps never reaches is named, with what it means; a reachable one is not. */
+    @Test
+    void averagesThatTheRunNeverReachesAreNamed() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = List.of(manager.ones(SHAPES.get(0)), manager.zeros(SHAPES.get(1)));
+            Recipe.Averaging late = averaging(0.9, false, 1, 2.0 / 3.0, 11, 0, 13.0, 1, 3, 13, false);
+            try (TrainingAverages averages = new TrainingAverages(late, 12, NAMES, parameters)) {
+                assertEquals(List.of(
+                        "averaging.swa_start 13 first averages step 13, after the last of these 12 steps: no SWA average"
+                                + " is kept and no adapter-swa written",
+                        "averaging.lawa_every 13 is more than these 12 steps: no LaWA snapshot is kept and no"
+                                + " adapter-lawa written",
+                        "averaging.ema_update_after_step 11: the EMA only copies the weights up to the last of these 12"
+                                + " steps, so adapter-ema equals adapter"), averages.unreached());
+            }
+            // From the start every 13 steps: the first averaged step is 13. A fraction of 12 steps: step 9.
+            try (TrainingAverages averages = new TrainingAverages(
+                    averaging(null, false, 1, 2.0 / 3.0, 0, 0, 0.0, 13, 0, 1, false), 12, NAMES, parameters)) {
+                assertEquals(List.of("averaging.swa_start 0 first averages step 13, after the last of these 12 steps:"
+                        + " no SWA average is kept and no adapter-swa written"), averages.unreached());
+            }
+            // The last step reached by each: SWA at step 12, a LaWA snapshot at 12, the EMA averaging from step 12.
+            try (TrainingAverages averages = new TrainingAverages(
+                    averaging(0.9, false, 1, 2.0 / 3.0, 10, 0, 0.75, 4, 3, 12, false), 12, NAMES, parameters)) {
+                assertEquals(List.of(), averages.unreached());
+            }
+        }
+    }
+
     static Stream<Arguments> resumed() {
         return Stream.of(
                 Arguments.of("swa from step 3, every 2", averaging(null, false, 1, 2.0 / 3.0, 0, 0, 3.0, 2, 0, 1, false)),
