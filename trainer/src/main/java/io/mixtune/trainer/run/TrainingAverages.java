@@ -126,12 +126,14 @@ public final class TrainingAverages implements AutoCloseable {
      */
     public double learningRate(long step, LongToDoubleFunction schedule) {
         long update = step + 1;
-        if (swaConfig == null || config.swaLr() == null || update < swaConfig.startStep()) {
+        // Updates count from 1: a start of 0 (swa_start 0.0) begins the phase at the first, as a start of 1 does.
+        long firstUpdate = Math.max(1, swaConfig == null ? 1 : swaConfig.startStep());
+        if (swaConfig == null || config.swaLr() == null || update < firstUpdate) {
             return schedule.applyAsDouble(step);
         }
-        double atStart = schedule.applyAsDouble(Math.max(0, swaConfig.startStep() - 1));
+        double atStart = schedule.applyAsDouble(firstUpdate - 1);
         return new SwaLearningRate(atStart, config.swaLr(), config.swaAnnealSteps(),
-                SwaLearningRate.Anneal.parse(config.swaAnneal())).at(update - swaConfig.startStep());
+                SwaLearningRate.Anneal.parse(config.swaAnneal())).at(update - firstUpdate);
     }
 
     /** Folds in the weights after optimizer step {@code step} (1-based); LaWA's feed-back sets them. */

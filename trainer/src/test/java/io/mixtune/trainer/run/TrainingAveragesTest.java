@@ -201,6 +201,30 @@ class TrainingAveragesTest {
         }
     }
 
+    /**
+     * SWALR as torch runs it from the first step (built before it, stepped after each): update k at SWALR's rate after
+     * k - 1 scheduler steps, lr(k) = swa_lr a(t) + lr (1 - a(t)), t = (k - 1) / anneal_steps, cos. swa_start 0.0 and 1
+     * start the same phase; 0.0 was one anneal step ahead.
+     */
+    @Test
+    void swaLearningRateFromTheStartBeginsAtTheScheduleRate() {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            List<NDArray> parameters = List.of(manager.ones(SHAPES.get(0)), manager.zeros(SHAPES.get(1)));
+            for (double start : new double[] {0.0, 1.0}) {
+                Recipe.Averaging config = new Recipe.Averaging(null, false, 1, 2.0 / 3.0, 0, 0, start, 1, 0.01, 4,
+                        "cos", 0, 1, false);
+                try (TrainingAverages averages = new TrainingAverages(config, 10, NAMES, parameters)) {
+                    for (int update = 1; update <= 6; update++) {
+                        double t = Math.min(1, (update - 1) / 4.0);
+                        double a = (1 - Math.cos(Math.PI * t)) / 2;
+                        assertEquals(0.01 * a + 0.1 * (1 - a), averages.learningRate(update - 1, s -> 0.1), 1e-15,
+                                "swa_start " + start + ", update " + update);
+                    }
+                }
+            }
+        }
+    }
+
     static Stream<Arguments> resumed() {
         return Stream.of(
                 Arguments.of("swa from step 3, every 2", averaging(null, false, 1, 2.0 / 3.0, 0, 0, 3.0, 2, 0, 1, false)),
