@@ -22,7 +22,7 @@ public final class EmaAverager {
      * @param decay the decay once warmed up, in [0, 1)
      * @param warmup whether the decay warms up as {@code 1 - (1 + s / warmupGamma)^-warmupPower}
      * @param updateAfterStep steps during which the average only copies the weights
-     * @param minDecay lower bound of the warmed-up decay
+     * @param minDecay lower bound of the warmed-up decay, in [0, 1) (above decay, it is the decay)
      */
     public record Config(double decay, boolean warmup, double warmupGamma, double warmupPower, long updateAfterStep,
             double minDecay) {
@@ -37,8 +37,9 @@ public final class EmaAverager {
             if (updateAfterStep < 0) {
                 throw new IllegalArgumentException("ema update_after_step must be >= 0, got " + updateAfterStep);
             }
-            if (!(minDecay >= 0 && minDecay <= decay)) {
-                throw new IllegalArgumentException("ema min_decay must lie in [0, decay=" + decay + "], got " + minDecay);
+            // Above decay too, as timm takes it: the warmed-up decay is then min_decay (unused without warmup).
+            if (!(minDecay >= 0 && minDecay < 1)) {
+                throw new IllegalArgumentException("ema min_decay must lie in [0, 1), got " + minDecay);
             }
         }
 

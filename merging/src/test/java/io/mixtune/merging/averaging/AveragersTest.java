@@ -45,6 +45,10 @@ class AveragersTest {
         assertEquals(0, late.decayAt(4), "update_after_step 3: steps up to 4 copy");
         assertEquals(0.5, late.decayAt(5), "1 - 1.1^-0.75 = 0.069 floored at min_decay 0.5");
         assertEquals(1 - Math.pow(1 + 96 / 10.0, -0.75), late.decayAt(100), EPS);
+        // timm takes a min_decay above decay: with warmup it wins, max(min(warm, decay), min_decay); without, unused.
+        assertEquals(0.95, new EmaAverager.Config(0.9, true, 1, 2.0 / 3.0, 0, 0.95).decayAt(50));
+        assertEquals(0.9, new EmaAverager.Config(0.9, false, 1, 2.0 / 3.0, 0, 0.95).decayAt(50));
+        assertThrows(IllegalArgumentException.class, () -> new EmaAverager.Config(0.9, true, 1, 1, 0, 1.0));
     }
 
     @Test
