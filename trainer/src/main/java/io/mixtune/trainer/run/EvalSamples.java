@@ -28,8 +28,8 @@ import java.util.OptionalInt;
  * {@code mixtune generate --chat} builds on that adapter; the answer is decoded as that command decodes it without a
  * decoding flag, up to train.eval_max_new_tokens: as the base's generation_config.json says (its do_sample, sampling
  * values and repetition penalty; greedy without the file), sampled from seed 0, as TRL's LogCompletionsCallback calls
- * {@code generate()} with the model's generation config. The adapter runs without dropout, its KV cache freed after each
- * prompt.
+ * {@code generate()} with the model's generation config. The adapter runs without dropout, its KV cache freed after
+ * each prompt.
  */
 public final class EvalSamples {
     /** The seed {@code mixtune generate} samples from without --seed. */
