@@ -13,6 +13,8 @@ Two files of numbers, no model of their own:
   model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
   and sigmoid plus TRL's "sft" term with weight 0.5, which is mixtune's dpo.sft_weight). The same per-pair log-probs
   through the formulas of losses.json must give TRL's loss: the script asserts it, tying the two files together.
+  The metrics hold TRL's logits/chosen, logits/rejected, entropy and mean_token_accuracy too, which the script
+  recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's.
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -183,6 +185,27 @@ def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
     return (per_token * batch["completion_mask"][:, 1:]).sum(1)
 
 
+LOGIT_METRICS = ("logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy")
+
+
+def logit_metrics(model, batch, pairs: int) -> dict[str, float]:
+    """TRL's metrics of the policy's logits at the completion tokens, computed here: logits/chosen and logits/rejected
+    the mean over the side's completion tokens of each token's mean logit over the vocabulary (tokens pooled across the
+    batch, not a mean of per-sequence means), entropy over both sides' completion tokens, mean_token_accuracy the share
+    of chosen completion tokens that are their logits' argmax."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = logits[:, :-1]
+    mask = batch["completion_mask"][:, 1:].bool()
+    labels = batch["input_ids"][:, 1:]
+    log_probs = logits.log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return {"logits/chosen": float(logits[:pairs][mask[:pairs]].mean()),
+            "logits/rejected": float(logits[pairs:][mask[pairs:]].mean()),
+            "entropy": float(entropy[mask].mean()),
+            "mean_token_accuracy": float((logits[:pairs].argmax(-1) == labels[:pairs])[mask[:pairs]].float().mean())}
+
+
 def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     loss_type, loss_weights = LOSS_TYPES[name]
     trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work)
@@ -210,11 +233,14 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[s
     mine = metrics(BETA, policy[:n], policy[n:], reference[:n], reference[n:])
     for key, value in mine.items():
         assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
+    mine_logits = logit_metrics(trainable.model, batch, n)
+    for key, value in mine_logits.items():
+        assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
     record = {"loss_type": loss_type, "loss_weights": loss_weights, "loss": float(loss.detach()),
               "dpo_loss": float(main), "nll": float(nll), "aux_loss": aux,
               "aux_coef": trainable.config.router_aux_loss_coef,
               "policy_logps": policy.tolist(), "reference_logps": reference.tolist(),
-              "metrics": {k: trl_metrics[k] for k in mine}, "grads": f"grads_{name}.safetensors"}
+              "metrics": {k: trl_metrics[k] for k in (*mine, *LOGIT_METRICS)}, "grads": f"grads_{name}.safetensors"}
     return record, grads
 
 

@@ -5,10 +5,13 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.lora.adapter.AdapterMerge;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.BufferUnderflowException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
@@ -27,24 +30,24 @@ final class CompanionFiles {
     private CompanionFiles() {}
 
     /**
-     * Every input's vocabulary (tokenizer.json's model.vocab and added_tokens, id by id, and its merges) must be the
-     * first's; other differences (truncation, padding, normalizer settings, formatting) are the donor's to carry, as
-     * mergekit copies the donor's files without comparing. With {@code tokenizerSource}, only what makes the donor's
-     * ids fit every input's embedding rows is checked: the same token at every id (merges, which only split text
-     * differently, may differ). Inputs with no tokenizer.json are compared by their tokenizer.model, byte for byte.
+     * Every input's vocabulary (the token at each id, and what splits text into them) must be the first's; other
+     * differences (truncation, padding, normalizer settings, formatting) are the donor's to carry, as mergekit copies
+     * the donor's files without comparing. With {@code tokenizerSource}, only what makes the donor's ids fit every
+     * input's embedding rows is checked: the same token at every id (what splits text may differ). An input's
+     * vocabulary is its tokenizer.json, else its SentencePiece tokenizer.model (Mistral's and Llama's originals): the
+     * two name their tokens alike (transformers' conversion keeps each piece, "▁the", "<0x0A>"), so a tokenizer.json
+     * and a tokenizer.model are compared token by token; what splits text (tokenizer.json's merges, tokenizer.model's
+     * piece scores and types) only between files of one format. An input with neither file has nothing to compare.
      */
     static void requireSameTokenizer(List<Path> inputs, Path tokenizerSource) {
         List<Vocabulary> vocabularies = new ArrayList<>();
-        List<Path> sentencePieceOnly = new ArrayList<>();
         for (Path input : inputs) {
-            if (Files.isRegularFile(input.resolve(TOKENIZER_JSON))) {
-                vocabularies.add(Vocabulary.read(input.resolve(TOKENIZER_JSON)));
-            } else if (Files.isRegularFile(input.resolve(SENTENCEPIECE))) {
-                sentencePieceOnly.add(input.resolve(SENTENCEPIECE));
+            Vocabulary vocabulary = Vocabulary.of(input);
+            if (vocabulary != null) {
+                vocabularies.add(vocabulary);
             }
         }
-        Vocabulary donor = tokenizerSource == null || !Files.isRegularFile(tokenizerSource.resolve(TOKENIZER_JSON))
-                ? null : Vocabulary.read(tokenizerSource.resolve(TOKENIZER_JSON));
+        Vocabulary donor = tokenizerSource == null ? null : Vocabulary.of(tokenizerSource);
         Vocabulary reference = donor != null ? donor : vocabularies.isEmpty() ? null : vocabularies.get(0);
         for (Vocabulary other : vocabularies) {
             String tokenProblem = reference.firstDifferentToken(other);
@@ -57,23 +60,31 @@ final class CompanionFiles {
                         : ": the inputs have different tokenizers, so their embedding rows do not mean the same"
                         + " tokens; merge only models that share one tokenizer"));
             }
-            if (donor == null && !reference.merges().equals(other.merges())) {
-                throw new IllegalArgumentException(other.file() + ": its merges differ from those in "
-                        + reference.file() + " (the same tokens, but text is split into them differently): the inputs"
-                        + " have different tokenizers; name the one the merge carries with tokenizer_source");
-            }
-        }
-        for (int i = 1; i < sentencePieceOnly.size(); i++) {
-            if (!Arrays.equals(read(sentencePieceOnly.get(0)), read(sentencePieceOnly.get(i)))) {
-                throw new IllegalArgumentException(sentencePieceOnly.get(i) + " differs from " + sentencePieceOnly.get(0)
-                        + ": the inputs have different tokenizers, so their embedding rows do not mean the same"
-                        + " tokens; merge only models that share one tokenizer");
+            if (donor == null && reference.sameFormat(other) && !reference.splitting().equals(other.splitting())) {
+                throw new IllegalArgumentException(other.file() + ": its " + other.splittingName() + " differ from"
+                        + " those in " + reference.file() + " (the same tokens, but text is split into them"
+                        + " differently): the inputs have different tokenizers; name the one the merge carries with"
+                        + " tokenizer_source");
             }
         }
     }
 
-    /** What gives a token id its meaning, from a tokenizer.json. */
-    private record Vocabulary(Path file, Map<Integer, String> tokens, List<String> merges) {
+    /**
+     * What gives a token id its meaning, from a tokenizer.json or a tokenizer.model.
+     *
+     * @param splitting what decides how text is split into the tokens: tokenizer.json's merges, or tokenizer.model's
+     *     pieces with their scores and types
+     */
+    private record Vocabulary(Path file, Map<Integer, String> tokens, List<String> splitting) {
+        /** The directory's tokenizer.json, else its tokenizer.model, else null. */
+        static Vocabulary of(Path dir) {
+            if (Files.isRegularFile(dir.resolve(TOKENIZER_JSON))) {
+                return read(dir.resolve(TOKENIZER_JSON));
+            }
+            return Files.isRegularFile(dir.resolve(SENTENCEPIECE)) ? readSentencePiece(dir.resolve(SENTENCEPIECE))
+                    : null;
+        }
+
         static Vocabulary read(Path file) {
             JsonNode root;
             try {
@@ -99,6 +110,98 @@ final class CompanionFiles {
                 merges.add(merge.isArray() ? merge.path(0).asText() + " " + merge.path(1).asText() : merge.asText());
             }
             return new Vocabulary(file, tokens, merges);
+        }
+
+        /**
+         * SentencePiece's ModelProto (sentencepiece_model.proto): field 1 holds the pieces in id order, each a message
+         * of piece (1, string), score (2, float) and type (3, enum); the other fields (trainer, normalizer specs) are
+         * skipped.
+         */
+        static Vocabulary readSentencePiece(Path file) {
+            ByteBuffer model = ByteBuffer.wrap(CompanionFiles.read(file)).order(ByteOrder.LITTLE_ENDIAN);
+            Map<Integer, String> tokens = new TreeMap<>();
+            List<String> pieces = new ArrayList<>();
+            try {
+                while (model.hasRemaining()) {
+                    long key = varint(model);
+                    if (key >>> 3 == 1 && (key & 7) == 2) {
+                        ByteBuffer piece = lengthDelimited(model);
+                        String text = null;
+                        float score = 0;
+                        long type = 1; // NORMAL, the field's default
+                        while (piece.hasRemaining()) {
+                            long field = varint(piece);
+                            if (field >>> 3 == 1 && (field & 7) == 2) {
+                                ByteBuffer bytes = lengthDelimited(piece);
+                                byte[] utf8 = new byte[bytes.remaining()];
+                                bytes.get(utf8);
+                                text = new String(utf8, StandardCharsets.UTF_8);
+                            } else if (field >>> 3 == 2 && (field & 7) == 5) {
+                                score = piece.getFloat();
+                            } else if (field >>> 3 == 3 && (field & 7) == 0) {
+                                type = varint(piece);
+                            } else {
+                                skip(piece, field);
+                            }
+                        }
+                        if (text == null) {
+                            throw new IllegalArgumentException("piece " + tokens.size() + " has no text");
+                        }
+                        tokens.put(tokens.size(), text);
+                        pieces.add(text + " " + score + " " + type);
+                    } else {
+                        skip(model, key);
+                    }
+                }
+            } catch (BufferUnderflowException | IllegalArgumentException e) {
+                throw new IllegalArgumentException(file + ": not a SentencePiece model (" + (e.getMessage() == null
+                        ? "cut short" : e.getMessage()) + ")");
+            }
+            if (tokens.isEmpty()) {
+                throw new IllegalArgumentException(file + ": not a SentencePiece model (no pieces)");
+            }
+            return new Vocabulary(file, tokens, pieces);
+        }
+
+        private static long varint(ByteBuffer buffer) {
+            long value = 0;
+            for (int shift = 0; shift < 64; shift += 7) {
+                byte b = buffer.get();
+                value |= (long) (b & 0x7f) << shift;
+                if (b >= 0) {
+                    return value;
+                }
+            }
+            throw new IllegalArgumentException("a varint longer than 10 bytes");
+        }
+
+        private static ByteBuffer lengthDelimited(ByteBuffer buffer) {
+            long length = varint(buffer);
+            if (length < 0 || length > buffer.remaining()) {
+                throw new IllegalArgumentException("a field of " + length + " bytes where " + buffer.remaining()
+                        + " are left");
+            }
+            ByteBuffer field = buffer.slice(buffer.position(), (int) length).order(ByteOrder.LITTLE_ENDIAN);
+            buffer.position(buffer.position() + (int) length);
+            return field;
+        }
+
+        private static void skip(ByteBuffer buffer, long key) {
+            switch ((int) (key & 7)) {
+                case 0 -> varint(buffer);
+                case 1 -> buffer.position(buffer.position() + 8);
+                case 2 -> lengthDelimited(buffer);
+                case 5 -> buffer.position(buffer.position() + 4);
+                default -> throw new IllegalArgumentException("wire type " + (key & 7) + " of field " + (key >>> 3));
+            }
+        }
+
+        boolean sameFormat(Vocabulary other) {
+            return file.getFileName().equals(other.file().getFileName());
+        }
+
+        String splittingName() {
+            return file.getFileName().toString().equals(SENTENCEPIECE) ? "pieces' scores or types" : "merges";
         }
 
         /** "id N is 'x' but 'y'" for the lowest id whose token differs (or that one of them lacks), or null. */

@@ -1,5 +1,6 @@
 package io.mixtune.merging;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -103,8 +104,12 @@ class MergekitParityTest {
         for (String file : extra) {
             assertEquals("a's " + file, Files.readString(fromA.resolve(file)), file);
         }
+        Files.writeString(a.resolve("generation_config.json"), "a's generation config");
+        Files.writeString(b.resolve("generation_config.json"), "b's generation config");
         Path fromB = merge(linear(a, b) + "tokenizer_source: " + b + "\n", "from-b");
         assertEquals("{\"chat_template\": \"b\"}", Files.readString(fromB.resolve("tokenizer_config.json")));
+        // mergekit writes no generation_config.json here; mixtune keeps the first model's (README, Merging)
+        assertEquals("a's generation config", Files.readString(fromB.resolve("generation_config.json")));
         assertFalse(Files.exists(fromB.resolve("chat_template.jinja")), "a's .jinja would override b's template");
         assertEquals("a's merges.txt", Files.readString(fromB.resolve("merges.txt")), "b has none: the next input's");
     }
@@ -142,6 +147,115 @@ class MergekitParityTest {
         assertTrue(merges.contains("its merges differ") && merges.contains("tokenizer_source"), merges);
         assertWeights(merge(linear(a, c) + "tokenizer_source: " + c + "\n", "from-c"), DType.F32, 2);
         assertEquals(Files.readString(c.resolve("tokenizer.json")), Files.readString(dir.resolve("from-c/tokenizer.json")));
+    }
+
+    /**
+     * A SentencePiece tokenizer.model (sentencepiece_model.proto's ModelProto): each piece with its score and type
+     * (1 normal, 3 control), and a trainer spec of the given bytes, which the comparison ignores.
+     */
+    private static byte[] sentencePiece(String trainerSpec, Object... pieceScoreType) {
+        java.io.ByteArrayOutputStream model = new java.io.ByteArrayOutputStream();
+        for (int i = 0; i < pieceScoreType.length; i += 3) {
+            java.io.ByteArrayOutputStream piece = new java.io.ByteArrayOutputStream();
+            byte[] text = ((String) pieceScoreType[i]).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            piece.write(1 << 3 | 2);
+            piece.write(text.length);
+            piece.writeBytes(text);
+            piece.write(2 << 3 | 5);
+            piece.writeBytes(java.nio.ByteBuffer.allocate(4).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+                    .putFloat(((Number) pieceScoreType[i + 1]).floatValue()).array());
+            piece.write(3 << 3);
+            piece.write((Integer) pieceScoreType[i + 2]);
+            model.write(1 << 3 | 2);
+            model.write(piece.size());
+            model.writeBytes(piece.toByteArray());
+        }
+        byte[] spec = trainerSpec.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        model.write(2 << 3 | 2);
+        model.write(spec.length);
+        model.writeBytes(spec);
+        return model.toByteArray();
+    }
+
+    /** {@link #TOKENIZER}'s vocabulary as a tokenizer.model whose id 3 is {@code third}. */
+    private static byte[] sentencePiece(String trainerSpec, String third, float thirdScore) {
+        return sentencePiece(trainerSpec, "<s>", 0, 3, "a", -1, 1, "b", -2, 1, third, thirdScore, 1);
+    }
+
+    /** The input's tokenizer is only a tokenizer.model (Mistral's and Llama's original form). */
+    private static void sentencePieceOnly(Path model, byte[] tokenizerModel) throws IOException {
+        Files.delete(model.resolve("tokenizer.json"));
+        Files.write(model.resolve("tokenizer.model"), tokenizerModel);
+    }
+
+    /**
+     * An input whose tokenizer is only a tokenizer.model is compared token by token with one whose tokenizer is a
+     * tokenizer.json (before, the two were not compared at all): another token at an id is refused.
+     */
+    @Test
+    void aTokenizerModelIsComparedTokenByTokenWithATokenizerJson() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        sentencePieceOnly(b, sentencePiece("spec", "ba", -3));
+        String refused = refusal(linear(a, b), "mixed");
+        assertTrue(refused.contains(b.resolve("tokenizer.model") + ": id 3 is 'ba' but 'ab'")
+                && refused.contains("different tokenizers"), refused);
+        String donor = refusal(linear(a, b) + "tokenizer_source: " + b + "\n", "mixed-donor");
+        assertTrue(donor.contains(a.resolve("tokenizer.json") + ": id 3 is 'ab' but 'ba'")
+                && donor.contains("cannot rebuild"), donor);
+
+        Path c = model("c", DType.F32, 3);
+        sentencePieceOnly(c, sentencePiece("spec", "ab", -3));
+        assertWeights(merge(linear(a, c), "same-tokens"), DType.F32, 2);
+        assertWeights(merge(linear(c, a), "same-tokens-reversed"), DType.F32, 2);
+    }
+
+    /**
+     * Two tokenizer.model files are compared by their pieces, scores and types, as two tokenizer.json files by their
+     * tokens and merges (before, byte for byte: a trainer spec that differed refused the merge); scores that differ
+     * split text differently and are refused unless tokenizer_source names the one carried.
+     */
+    @Test
+    void tokenizerModelsAreComparedByTheirPiecesNotTheirBytes() throws IOException {
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        sentencePieceOnly(a, sentencePiece("trained on a", "ab", -3));
+        sentencePieceOnly(b, sentencePiece("trained on b", "ab", -3));
+        assertWeights(merge(linear(a, b), "same-pieces"), DType.F32, 2);
+        assertArrayEquals(sentencePiece("trained on a", "ab", -3),
+                Files.readAllBytes(dir.resolve("same-pieces/tokenizer.model")), "the first model's tokenizer.model");
+
+        Path c = model("c", DType.F32, 3);
+        sentencePieceOnly(c, sentencePiece("trained on a", "ab", -7));
+        String scores = refusal(linear(a, c), "scores");
+        assertTrue(scores.contains(c.resolve("tokenizer.model") + ": its pieces' scores or types differ")
+                && scores.contains("tokenizer_source"), scores);
+        assertWeights(merge(linear(a, c) + "tokenizer_source: " + c + "\n", "scores-from-c"), DType.F32, 2);
+
+        Path d = model("d", DType.F32, 3);
+        sentencePieceOnly(d, sentencePiece("trained on a", "ba", -3));
+        String tokens = refusal(linear(a, d), "tokens");
+        assertTrue(tokens.contains(d.resolve("tokenizer.model") + ": id 3 is 'ba' but 'ab'"), tokens);
+
+        Path e = model("e", DType.F32, 3);
+        sentencePieceOnly(e, "not a model".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        String damaged = refusal(linear(a, e), "damaged");
+        assertTrue(damaged.contains(e.resolve("tokenizer.model") + ": not a SentencePiece model"), damaged);
+    }
+
+    /** Mistral's own tokenizer.model and the tokenizer.json transformers converts it to hold the same 32000 tokens. */
+    @Test
+    void mistralsTokenizerModelAndItsTokenizerJsonAreOneVocabulary() throws IOException {
+        Path mistral = Path.of("../configs/tokenizer/mistral-v1");
+        Path a = model("a", DType.F32, 1);
+        Path b = model("b", DType.F32, 3);
+        Files.copy(mistral.resolve("tokenizer.json"), a.resolve("tokenizer.json"),
+                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        sentencePieceOnly(b, Files.readAllBytes(mistral.resolve("tokenizer.model")));
+        assertWeights(merge(linear(a, b), "mistral"), DType.F32, 2);
+        Files.write(b.resolve("tokenizer.model"), sentencePiece("spec", "<unk>", 0, 2));
+        String refused = refusal(linear(a, b), "mistral-other");
+        assertTrue(refused.contains("id 1 is absent but '<s>' (vocabularies of 1 and 32000 tokens)"), refused);
     }
 
     /**

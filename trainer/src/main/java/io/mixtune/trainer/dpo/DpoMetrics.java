@@ -1,5 +1,6 @@
 package io.mixtune.trainer.dpo;
 
+import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.MicroBatchMeans;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -7,9 +8,11 @@ import java.util.Map;
 /**
  * TRL's DPO metrics under TRL's names: per micro-batch rewards/chosen and rewards/rejected (beta x the policy's
  * log-ratio to the reference), rewards/accuracies (the share of pairs whose chosen reward is the larger),
- * rewards/margins, logps/chosen and logps/rejected (summed completion log-probs), each a mean over its pairs, and nll;
- * a step or an evaluation logs each averaged over its micro-batches, and the loss averaged over pairs, as TRL does
- * ({@link MicroBatchMeans}). Validation writes them with TRL's eval_ prefix.
+ * rewards/margins, logps/chosen and logps/rejected (summed completion log-probs), each a mean over its pairs; the
+ * policy's logits at the completion tokens ({@link LogitMeans}): logits/chosen, logits/rejected, entropy and
+ * mean_token_accuracy; and nll (mixtune's: the mean NLL of the chosen completion tokens). A step or an evaluation logs
+ * each averaged over its micro-batches, and the loss averaged over pairs, as TRL does ({@link MicroBatchMeans}).
+ * Validation writes them with TRL's eval_ prefix.
  */
 public final class DpoMetrics {
     private final double beta;
@@ -19,13 +22,52 @@ public final class DpoMetrics {
         this.beta = beta;
     }
 
+    /**
+     * TRL 1.13 DPOTrainer's metrics of the policy's logits over one micro-batch's completion tokens (its
+     * _compute_loss): the tokens of a side are pooled across the micro-batch (a sum over them divided by their count,
+     * not a mean of per-pair means), 0 where there are none.
+     *
+     * @param chosen logits/chosen: the mean over the chosen completion tokens of each token's mean logit
+     * @param rejected logits/rejected: the same over the rejected completion tokens
+     * @param entropy the mean entropy (nats) of the policy's distribution over both sides' completion tokens
+     * @param meanTokenAccuracy the share of chosen completion tokens that are their logits' argmax
+     */
+    public record LogitMeans(double chosen, double rejected, double entropy, double meanTokenAccuracy) {
+        /**
+         * @param statistics per target token, rows in order (chosen rows then rejected rows)
+         * @param targetsPerRow each row's target tokens
+         */
+        static LogitMeans of(CausalLmLoss.TokenStatistics statistics, int[] targetsPerRow, int pairs) {
+            double[] logitSums = new double[2];
+            double entropySum = 0;
+            int hits = 0;
+            int[] tokens = new int[2];
+            int token = 0;
+            for (int row = 0; row < targetsPerRow.length; row++) {
+                int side = row < pairs ? 0 : 1;
+                for (int k = 0; k < targetsPerRow[row]; k++, token++) {
+                    logitSums[side] += statistics.meanLogits()[token];
+                    entropySum += statistics.entropies()[token];
+                    hits += side == 0 && statistics.argmaxHits()[token] ? 1 : 0;
+                    tokens[side]++;
+                }
+            }
+            return new LogitMeans(ratio(logitSums[0], tokens[0]), ratio(logitSums[1], tokens[1]),
+                    ratio(entropySum, tokens[0] + tokens[1]), ratio(hits, tokens[0]));
+        }
+
+        private static double ratio(double sum, int count) {
+            return count == 0 ? 0 : sum / count;
+        }
+    }
+
     /** Adds one micro-batch: its terms and the reference log-probs it was scored against. */
     public void add(DpoStep.Terms terms, float[] reference) {
         double perPairSum = 0;
         for (float value : terms.perPairLoss()) {
             perPairSum += value;
         }
-        add(terms.policy(), reference, perPairSum / terms.perPairLoss().length, terms.nll());
+        add(terms.policy(), reference, perPairSum / terms.perPairLoss().length, terms.nll(), terms.logits());
     }
 
     /**
@@ -33,8 +75,9 @@ public final class DpoMetrics {
      *
      * @param policy sequence log-probs, chosen rows then rejected rows
      * @param objective the micro-batch's loss, the mean over its pairs
+     * @param logits the logits' metrics, or null where only log-probs are known (then not logged)
      */
-    public void add(float[] policy, float[] reference, double objective, double meanNll) {
+    public void add(float[] policy, float[] reference, double objective, double meanNll, LogitMeans logits) {
         int n = policy.length / 2;
         double rewardsChosen = 0;
         double rewardsRejected = 0;
@@ -58,6 +101,12 @@ public final class DpoMetrics {
         values.put("rewards/margins", (rewardsChosen - rewardsRejected) / n);
         values.put("logps/chosen", logpsChosen / n);
         values.put("logps/rejected", logpsRejected / n);
+        if (logits != null) {
+            values.put("logits/chosen", logits.chosen());
+            values.put("logits/rejected", logits.rejected());
+            values.put("entropy", logits.entropy());
+            values.put("mean_token_accuracy", logits.meanTokenAccuracy());
+        }
         values.put("nll", meanNll);
         means.add(values, objective, n);
     }

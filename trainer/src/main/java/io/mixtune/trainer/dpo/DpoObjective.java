@@ -78,7 +78,8 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
             float[] referenceLogProbs = reference.of(batch, reference.validation);
             try (NDManager evalManager = model.manager().newSubManager()) {
                 DpoStep.Terms terms = DpoStep.of(model.model(), dpo, batch, referenceLogProbs, 0, evalManager);
-                totals.add(terms.policy(), referenceLogProbs, terms.objective().getFloat(), terms.nll());
+                totals.add(terms.policy(), referenceLogProbs, terms.objective().getFloat(), terms.nll(),
+                        terms.logits());
             }
         }
         Map<String, Number> values = new LinkedHashMap<>();

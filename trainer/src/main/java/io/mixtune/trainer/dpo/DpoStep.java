@@ -37,8 +37,10 @@ public final class DpoStep {
      * @param perPairLoss the DPO loss of each pair
      * @param nll mean negative log-likelihood of the chosen completion tokens (reported whether or not it trains)
      * @param loadBalancing the router loss before its coefficient, 0 for a dense model
+     * @param logits TRL's metrics of the policy's logits at the completion tokens
      */
-    public record Terms(NDArray objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing) {}
+    public record Terms(NDArray objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing,
+            DpoMetrics.LogitMeans logits) {}
 
     /**
      * The micro-batch's objective with the policy as it is (adapters and training flag as the caller left them).
@@ -47,21 +49,22 @@ public final class DpoStep {
      */
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
+        CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
         CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager,
-                OptionalLong.empty());
-        Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), manager);
+                OptionalLong.empty(), statistics);
+        Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), statistics[0], manager);
         if (target.loadBalancing() == null) {
             return terms;
         }
         NDArray objective = auxCoefficient > 0
                 ? terms.objective().add(Scalars.times(target.loadBalancing(), auxCoefficient)) : terms.objective();
         return new Terms(objective, terms.policy(), terms.perPairLoss(), terms.nll(),
-                target.loadBalancing().getFloat());
+                target.loadBalancing().getFloat(), terms.logits());
     }
 
     /** The DPO (+ SFT) objective of a micro-batch from the log-probability of each of its target tokens. */
     private static Terms fromLogProbs(Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
-            NDArray targetLogProbs, NDManager manager) {
+            NDArray targetLogProbs, CausalLmLoss.TokenStatistics statistics, NDManager manager) {
         NDArray sequences = sequenceSums(targetLogProbs, batch, manager);
         int pairs = batch.pairs();
         NDArray policyChosen = sequences.get(new NDIndex("0:{}", pairs));
@@ -81,7 +84,8 @@ public final class DpoStep {
         if (dpo.sftWeight() > 0) {
             objective = objective.add(Scalars.times(nll, dpo.sftWeight()));
         }
-        return new Terms(objective, sequences.toFloatArray(), perPair.toFloatArray(), nll.getFloat(), 0);
+        return new Terms(objective, sequences.toFloatArray(), perPair.toFloatArray(), nll.getFloat(), 0,
+                DpoMetrics.LogitMeans.of(statistics, batch.targetsPerRow(), pairs));
     }
 
     private static float[] lengths(PreferenceBatch batch) {
@@ -117,7 +121,8 @@ public final class DpoStep {
     }
 
     /** What a micro-batch's forward and backward measured (its arrays are gone with its manager). */
-    private record MicroBatch(double objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing) {
+    private record MicroBatch(double objective, float[] policy, float[] perPairLoss, double nll, double loadBalancing,
+            DpoMetrics.LogitMeans logits) {
         double meanPairLoss() {
             double sum = 0;
             for (float value : perPairLoss) {
@@ -135,15 +140,18 @@ public final class DpoStep {
             double auxCoefficient, double weight, boolean checkpointing, long dropoutSeed, NDManager manager) {
         MicroBatch[] head = new MicroBatch[1];
         double loadBalancing = DecoderBackward.run(model, batch.rows(), (states, headManager) -> {
+            CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
             Terms terms = fromLogProbs(dpo, batch, reference,
-                    CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager), headManager);
-            head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(), 0);
+                    CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager, statistics), statistics[0],
+                    headManager);
+            head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(), 0,
+                    terms.logits());
             return Scalars.times(terms.objective(), weight);
         }, auxCoefficient * weight, checkpointing, dropoutSeed, manager);
         MicroBatch terms = head[0];
         boolean dense = Double.isNaN(loadBalancing);
         return new MicroBatch(terms.objective() + (dense ? 0 : auxCoefficient * loadBalancing), terms.policy(),
-                terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing);
+                terms.perPairLoss(), terms.nll(), dense ? 0 : loadBalancing, terms.logits());
     }
 
     /**
@@ -190,7 +198,8 @@ public final class DpoStep {
                     weight, context.gradientCheckpointing(), context.dropoutSeed() + j, context.manager());
             loss += measured.objective() / batches.size();
             loadBalancing += measured.loadBalancing() / batches.size();
-            metrics.add(measured.policy(), referenceLogProbs, measured.meanPairLoss(), measured.nll());
+            metrics.add(measured.policy(), referenceLogProbs, measured.meanPairLoss(), measured.nll(),
+                    measured.logits());
             tokens += batch.realTokens();
         }
         return new Measured(loss, loadBalancing, metrics, tokens);

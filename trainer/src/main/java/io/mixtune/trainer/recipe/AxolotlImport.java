@@ -1,6 +1,7 @@
 package io.mixtune.trainer.recipe;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.lora.adapter.LoraConfig;
 import java.io.IOException;
 import java.io.Reader;
@@ -60,7 +61,12 @@ public final class AxolotlImport {
             Map.entry("fsdp", "mixtune trains on one device"),
             Map.entry("special_tokens", "changes the tokenizer's special tokens; mixtune trains with the model's"
                     + " tokenizer.json and its BOS/EOS as they are"),
-            Map.entry("tokens", "adds tokens to the tokenizer; mixtune keeps the model's vocabulary"));
+            Map.entry("tokens", "adds tokens to the tokenizer; mixtune keeps the model's vocabulary"),
+            Map.entry("chat_template_jinja", "a Jinja chat template of the config's own: put it in the model's"
+                    + " tokenizer_config.json and use chat_template: tokenizer_default (data.template: hf)"));
+
+    /** chat_template's choice of the tokenizer's template, else the named one (utils/chat_templates/base.py). */
+    private static final String TOKENIZER_DEFAULT_FALLBACK = "tokenizer_default_fallback_";
 
     private AxolotlImport() {}
 
@@ -238,7 +244,10 @@ public final class AxolotlImport {
                     files.add(path);
                     String type = dataset.path("type").asText();
                     String format = method.equals("dpo") ? preferenceFormat(type) : chatFormat(dataset, type);
-                    if (format == null) {
+                    if (format == null && type.equals("chat_template") && !method.equals("dpo")) {
+                        problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
+                                + " content, or conversations of from and value)");
+                    } else if (format == null) {
                         problems.add(path + " of type '" + type + "'" + (type.endsWith(".ultra") ? " (it writes "
                                 + type.substring(0, type.length() - ".ultra".length()) + "'s chat template into the"
                                 + " pairs; mixtune's templates are mistral and chatml)" : ""));
@@ -262,6 +271,11 @@ public final class AxolotlImport {
                             if (!value.asText().equals("turn")) {
                                 problems.add(path + ": train_on_eos " + value + " (mixtune trains the EOS that closes"
                                         + " each assistant turn: train_on_eos turn)");
+                            }
+                        } else if (name.equals("roles") && chatTemplate) {
+                            String unread = format == null ? null : unreadRoles(value, format);
+                            if (unread != null) {
+                                problems.add(path + ": roles " + value + " (" + unread + ")");
                             }
                         } else if (!Set.of("path", "type", "split", "field_messages", "message_property_mappings")
                                 .contains(name)) {
@@ -310,11 +324,16 @@ public final class AxolotlImport {
                             + " (mistral-common's spacing: no ' ' after BOS and EOS)");
                     case "tokenizer_default" -> put("data.template", "hf", "chat_template: tokenizer_default (the"
                             + " model's own)");
-                    default -> unmapped("chat_template", template.asText().startsWith("tokenizer_default_fallback_")
-                            ? "the model's template, else another: mixtune's hf has no fallback, and auto falls back"
-                                    + " to mistral"
-                            : "mixtune's templates are mistral (near-equivalent to axolotl's mistral_v1), chatml and"
-                                    + " the model's own (tokenizer_default)");
+                    case "jinja" -> unmapped("chat_template", "the template chat_template_jinja gives, which a"
+                            + " recipe cannot hold (see chat_template_jinja)");
+                    default -> {
+                        if (template.asText().startsWith(TOKENIZER_DEFAULT_FALLBACK)) {
+                            mapFallbackTemplate(template.asText().substring(TOKENIZER_DEFAULT_FALLBACK.length()));
+                        } else {
+                            unmapped("chat_template", "mixtune's templates are mistral (near-equivalent to axolotl's"
+                                    + " mistral_v1), chatml and the model's own (tokenizer_default)");
+                        }
+                    }
                 }
             }
             if (isTrue(get("train_on_inputs"))) {
@@ -343,6 +362,45 @@ public final class AxolotlImport {
                 put("data.validation_ratio", validation.asDouble(), "val_set_size");
             } else if (validation != null) {
                 unmapped("val_set_size", "a count of samples; mixtune takes a fraction in [0, 1)");
+            }
+        }
+
+        /**
+         * tokenizer_default_fallback_NAME: the tokenizer's template where it has one, else NAME. With mistral_v1 that
+         * is data.template auto; with chatml it is decided here by a local base_model's tokenizer_config.json, read as
+         * data.template auto and hf read it.
+         */
+        private void mapFallbackTemplate(String fallback) {
+            String from = "chat_template: " + TOKENIZER_DEFAULT_FALLBACK + fallback;
+            JsonNode base = get("base_model");
+            Path model = base == null ? null : Path.of(base.asText());
+            switch (fallback) {
+                case "mistral_v1" -> put("data.template", "auto", from + " (the model's own template, else mistral,"
+                        + " near-equivalent to mistral_v1)");
+                case "chatml" -> {
+                    if (model == null || !Files.isDirectory(model)) {
+                        unmapped("chat_template", "the model's template, else chatml: base_model is no local folder,"
+                                + " so which one applies cannot be seen here, and mixtune's auto falls back to mistral:"
+                                + " write chat_template: tokenizer_default or chatml");
+                    } else if (hasChatTemplate(model)) {
+                        put("data.template", "hf", from + " (base_model's tokenizer_config.json has a chat_template)");
+                    } else {
+                        put("data.template", "chatml", from + " (base_model's tokenizer has no chat_template)");
+                    }
+                }
+                default -> unmapped("chat_template", "the model's template, else " + fallback + ", which mixtune lacks"
+                        + " (its templates are mistral, near-equivalent to axolotl's mistral_v1, chatml and the"
+                        + " model's own: tokenizer_default)");
+            }
+        }
+
+        private static boolean hasChatTemplate(Path model) {
+            Path config = model.resolve("tokenizer_config.json");
+            try {
+                return Files.isRegularFile(config)
+                        && JinjaChatTemplate.fromTokenizerConfig(config.toString(), Files.readAllBytes(config)) != null;
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read " + config + ": " + e.getMessage(), e);
             }
         }
 
@@ -375,6 +433,47 @@ public final class AxolotlImport {
                 default:
                     return null;
             }
+        }
+
+        /** The field keys of a chat_template dataset mixtune does not read, as written. */
+        private static String unreadFields(JsonNode dataset) {
+            List<String> keys = new ArrayList<>();
+            for (String key : List.of("field_messages", "message_property_mappings")) {
+                if (dataset.has(key)) {
+                    keys.add(key + " " + dataset.get(key));
+                }
+            }
+            return String.join(", ", keys);
+        }
+
+        /**
+         * axolotl's roles (target role: [the records' names for it]) against how mixtune's format reads the records'
+         * roles: null when every name maps as mixtune maps it, else what mixtune reads and the pairs it does not.
+         */
+        private static String unreadRoles(JsonNode roles, String format) {
+            Map<String, String> read = format.equals("sharegpt")
+                    ? Map.of("system", "system", "human", "user", "user", "user", "gpt", "assistant", "assistant",
+                            "assistant", "tool", "tool")
+                    : Map.of("system", "system", "user", "user", "assistant", "assistant", "tool", "tool");
+            List<String> unread = new ArrayList<>();
+            if (!roles.isObject()) {
+                unread.add(roles.toString());
+            }
+            for (Map.Entry<String, JsonNode> target : roles.properties()) {
+                List<JsonNode> sources = new ArrayList<>();
+                (target.getValue().isArray() ? target.getValue() : List.of(target.getValue())).forEach(sources::add);
+                for (JsonNode source : sources) {
+                    if (!target.getKey().equals(read.get(source.asText()))) {
+                        unread.add(source.asText() + " as " + target.getKey());
+                    }
+                }
+            }
+            if (unread.isEmpty()) {
+                return null;
+            }
+            return (format.equals("sharegpt") ? "mixtune's sharegpt reads from system, human or user, gpt or"
+                    + " assistant, and tool" : "mixtune's messages read the roles system, user, assistant and tool as"
+                    + " they are") + ": " + String.join(", ", unread) + " are not read";
         }
 
         /**

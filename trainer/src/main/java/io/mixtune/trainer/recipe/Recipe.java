@@ -79,7 +79,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *     dataSeed does not take over
      * @param dataSeed seeds the order of the training samples and the LoRA dropout masks instead of seed (transformers'
      *     data_seed); null: seed. WARM's members share seed, so their start, and differ in this.
-     * @param evalPrompts user messages answered (chat template, greedy) at each evaluation into samples.jsonl
+     * @param evalPrompts user messages answered (chat template, decoded as the base's generation_config.json says) at
+     *     each evaluation into samples.jsonl
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,

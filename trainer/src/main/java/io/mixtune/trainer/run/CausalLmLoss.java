@@ -70,6 +70,16 @@ public final class CausalLmLoss {
     public record TargetLogProbs(NDArray logProbs, NDArray loadBalancing, int targets) {}
 
     /**
+     * What TRL's DPOTrainer logs of the logits at each target token besides its log-probability, without gradients:
+     * each array [targets] in the row-major order of {@link TargetLogProbs}.
+     *
+     * @param meanLogits the mean of the token's logits over the vocabulary (logits/chosen, logits/rejected)
+     * @param entropies the entropy of the token's distribution, in nats (entropy)
+     * @param argmaxHits whether the target is the argmax of its logits (mean_token_accuracy)
+     */
+    public record TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits) {}
+
+    /**
      * The log-probability of each target token (DPO sums them per sequence), and the load-balancing loss, with autograd
      * recording whatever the caller's collector records.
      *
@@ -77,9 +87,15 @@ public final class CausalLmLoss {
      */
     public static TargetLogProbs targetLogProbs(CausalLm model, TrainingBatch batch, NDManager manager,
             OptionalLong dropoutSeed) {
+        return targetLogProbs(model, batch, manager, dropoutSeed, null);
+    }
+
+    /** The same, and when {@code statistics} is not null, [0] receives the targets' {@link TokenStatistics}. */
+    public static TargetLogProbs targetLogProbs(CausalLm model, TrainingBatch batch, NDManager manager,
+            OptionalLong dropoutSeed, TokenStatistics[] statistics) {
         Forward forward = forward(model, batch, manager, dropoutSeed);
-        return new TargetLogProbs(targetLogProbs(model, forward.states(), batch, manager), forward.loadBalancing(),
-                batch.targetCount());
+        return new TargetLogProbs(targetLogProbs(model, forward.states(), batch, manager, statistics),
+                forward.loadBalancing(), batch.targetCount());
     }
 
     /** The final (normed) hidden states [B, T, hidden] and, for a Mixtral, the load-balancing loss (else null). */
@@ -126,7 +142,7 @@ public final class CausalLmLoss {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
         }
-        return negatedSum(chunkedLogProbs(model, states, batch, manager, chunkRows, correct));
+        return negatedSum(chunkedLogProbs(model, states, batch, manager, chunkRows, correct, null));
     }
 
     /** -(sum of the chunks' log-probabilities), each chunk summed first. */
@@ -141,11 +157,20 @@ public final class CausalLmLoss {
 
     /** log p(target) of each target token [targets] (see {@link TargetLogProbs}), from the final hidden states. */
     public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
+        return targetLogProbs(model, states, batch, manager, null);
+    }
+
+    /** The same, and when {@code statistics} is not null, [0] receives the targets' {@link TokenStatistics}. */
+    public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            TokenStatistics[] statistics) {
         if (batch.targetCount() == 0) {
+            if (statistics != null) {
+                statistics[0] = new TokenStatistics(new float[0], new float[0], new boolean[0]);
+            }
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
-        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()),
-                null);
+        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()), null,
+                statistics);
         return (chunks.size() == 1 ? chunks.get(0) : NDArrays.concat(chunks, 0)).reshape(-1);
     }
 
@@ -153,19 +178,21 @@ public final class CausalLmLoss {
      * log p(target) of the batch's targets in row-major order, [rows, 1] per chunk of at most chunkRows targets.
      *
      * @param correct when not null, [0] receives how many targets are the argmax of their logits
+     * @param statistics when not null, [0] receives the targets' {@link TokenStatistics}
      */
     private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
-            int chunkRows, long[] correct) {
+            int chunkRows, long[] correct, TokenStatistics[] statistics) {
         return chunkedLogProbs(model, predictingStates(states, batch, manager),
-                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, correct);
+                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, correct, statistics);
     }
 
     /**
      * @param predictingStates [targets, hidden] the rows that predict the targets
      * @param targetColumn [targets, 1] the targets
+     * @param statistics when not null, [0] receives the targets' {@link TokenStatistics}
      */
     private static NDList chunkedLogProbs(CausalLm model, NDArray predictingStates, NDArray targetColumn,
-            int chunkRows, long[] correct) {
+            int chunkRows, long[] correct, TokenStatistics[] statistics) {
         int targets = (int) targetColumn.getShape().get(0);
         // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
         // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
@@ -174,16 +201,32 @@ public final class CausalLmLoss {
         // (bench/README.md, "SFT: bench/sft.sh"); autograd computes the same values either way.
         NDList chunks = new NDList();
         NDList hits = new NDList();
+        NDList meanLogits = new NDList();
+        NDList entropies = new NDList();
+        NDList argmaxHits = new NDList();
         for (int start = 0; start < targets; start += chunkRows) {
             NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
             NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
-            chunks.add(logits.logSoftmax(-1).gather(targetColumn.get(rows), -1));
+            NDArray logProbs = logits.logSoftmax(-1);
+            chunks.add(logProbs.gather(targetColumn.get(rows), -1));
             if (correct != null) { // no gradient flows through an argmax; the count is read once, below
                 hits.add(logits.argMax(-1).eq(targetColumn.get(rows).reshape(-1)).sum());
+            }
+            if (statistics != null) { // detached: logged, never differentiated (TRL's .detach() and no_grad)
+                NDArray detachedLogits = logits.stopGradient();
+                NDArray detachedLogProbs = logProbs.stopGradient();
+                meanLogits.add(detachedLogits.mean(new int[] {-1}));
+                // TRL's entropy_from_logits: -(exp(log_softmax) x log_softmax) summed over the vocabulary
+                entropies.add(detachedLogProbs.exp().mul(detachedLogProbs).sum(new int[] {-1}).neg());
+                argmaxHits.add(detachedLogits.argMax(-1).eq(targetColumn.get(rows).reshape(-1)));
             }
         }
         if (correct != null) {
             correct[0] = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
+        }
+        if (statistics != null) {
+            statistics[0] = new TokenStatistics(NDArrays.concat(meanLogits, 0).toFloatArray(),
+                    NDArrays.concat(entropies, 0).toFloatArray(), NDArrays.concat(argmaxHits, 0).toBooleanArray());
         }
         return chunks;
     }
@@ -295,7 +338,7 @@ public final class CausalLmLoss {
             try (NDManager exact = manager.newSubManager()) {
                 NDArray exactStates = detached.stopGradient(); // a handle of its own on the same values
                 exactStates.attach(exact);
-                crossEntropySum = negatedSum(chunkedLogProbs(model, exactStates, targetColumn, chunkRows, null))
+                crossEntropySum = negatedSum(chunkedLogProbs(model, exactStates, targetColumn, chunkRows, null, null))
                         .getFloat();
             }
         }

@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.data.chat.Message;
@@ -13,6 +14,7 @@ import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.EvalSamples;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingModel;
@@ -159,6 +161,74 @@ class GenerationConfigCliTest {
                 // PEFT's init leaves B at zero: the fresh adapter answers as the base does
                 List<TrainingListener.Sample> samples = EvalSamples.of(recipe, training).generate(training);
                 assertEquals(stopped.out().strip().lines().findFirst().orElseThrow(), samples.get(0).completion());
+            }
+        } finally {
+            Files.deleteIfExists(model.resolve("generation_config.json"));
+        }
+    }
+
+    /** A one-step recipe on the model whose train.eval_prompts is "Hello there", 8 new tokens. */
+    private static Recipe evalPromptRecipe() throws Exception {
+        Path chats = dir.resolve("chats.jsonl");
+        try (java.util.stream.Stream<String> lines = Files.lines(Path.of("../data/samples/chats.jsonl"))) {
+            Files.write(chats, lines.limit(8).toList());
+        }
+        Path recipeFile = dir.resolve("eval-prompts-decoding.yaml");
+        Files.writeString(recipeFile, """
+                model:
+                  path: %s
+                  quantize: none
+                lora:
+                  r: 4
+                  alpha: 8
+                  targets: [q_proj]
+                data:
+                  files: [%s]
+                  max_seq_len: 96
+                train:
+                  max_steps: 1
+                  eval_prompts: ["Hello there"]
+                  eval_max_new_tokens: 8
+                output_dir: %s
+                """.formatted(model, chats, dir.resolve("eval-prompts-decoding-out")));
+        return RecipeReader.read(recipeFile, List.of()).recipe();
+    }
+
+    /**
+     * train.eval_prompts decode as `generate` does without flags, as TRL's LogCompletionsCallback (generate() with the
+     * model's generation_config) does: the file's sampling settings and repetition penalty, seed 0.
+     */
+    @Test
+    void evalPromptsDecodeAsTheBasesGenerationConfigSaysAsGenerateDoes() throws Exception {
+        Recipe recipe = evalPromptRecipe();
+        try {
+            writeGenerationConfig("{\"do_sample\": true, \"temperature\": 1.5, \"top_k\": 40, "
+                    + "\"repetition_penalty\": 1.3}");
+            String sampled = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt", "Hello there",
+                    "--chat", "--max-new-tokens", "8").out().strip();
+            String greedyAnswer = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt",
+                    "Hello there", "--chat", "--max-new-tokens", "8", "--greedy", "--repetition-penalty", "1")
+                    .out().strip();
+            assertNotEquals(greedyAnswer, sampled, "the file's sampling changes the answer");
+            try (TrainingModel training = TrainingModel.load(recipe, note -> { })) {
+                // PEFT's init leaves B at zero: the fresh adapter answers as the base does
+                assertEquals(sampled, EvalSamples.of(recipe, training).generate(training).get(0).completion());
+            }
+
+            writeGenerationConfig("{\"repetition_penalty\": 1.3}");
+            String penalized = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt", "Hello there",
+                    "--chat", "--max-new-tokens", "8").out().strip();
+            try (TrainingModel training = TrainingModel.load(recipe, note -> { })) {
+                assertEquals(penalized, EvalSamples.of(recipe, training).generate(training).get(0).completion());
+            }
+
+            writeGenerationConfig("{\"do_sample\": true, \"temperature\": 0}");
+            try (TrainingModel training = TrainingModel.load(recipe, note -> { })) {
+                RecipeValueException refused = assertThrows(RecipeValueException.class,
+                        () -> EvalSamples.of(recipe, training));
+                assertTrue(refused.getMessage().contains("train.eval_prompts")
+                        && refused.getMessage().contains("generation_config.json: temperature 0"),
+                        refused.getMessage());
             }
         } finally {
             Files.deleteIfExists(model.resolve("generation_config.json"));

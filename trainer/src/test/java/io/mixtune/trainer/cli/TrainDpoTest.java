@@ -154,7 +154,8 @@ class TrainDpoTest {
         List<JsonNode> records = MetricsLog.read(out.resolve("metrics.jsonl"));
         assertEquals(List.of(1, 2, 3), records.stream().map(r -> r.get("stage").asInt()).distinct().toList());
         for (String name : List.of("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-                "rewards/margins", "logps/chosen", "logps/rejected", "lr", "grad_norm")) {
+                "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "entropy",
+                "mean_token_accuracy", "num_tokens", "lr", "grad_norm")) {
             assertTrue(records.get(0).has(name), name + " in " + records.get(0));
         }
         assertEquals(Math.log(2), records.get(0).get("loss").asDouble(), 1e-6, "policy = reference at the start");

@@ -107,7 +107,7 @@ class DpoGoldenTest {
                 }
                 float[] policy = concat(floats(logps.get("policy_chosen")), floats(logps.get("policy_rejected")));
                 DpoMetrics metrics = new DpoMetrics(dpo.beta());
-                metrics.add(policy, concat(referenceChosen, referenceRejected), loss, 0);
+                metrics.add(policy, concat(referenceChosen, referenceRejected), loss, 0, null);
                 compareMetrics(name, want.get("metrics"), metrics.values(), report);
             }
         }
@@ -210,8 +210,10 @@ class DpoGoldenTest {
                     return reference;
                 }, model.config().routerAuxLossCoef(), 1.0, optimizer, 1e-3, manager, checkpointing, 11,
                         LossScaler.off());
+                Map<String, Double> logged = result.measured().dpoMetrics().values();
                 measured[checkpointing ? 1 : 0] = new double[] {result.loss(), result.gradNorm(),
-                        result.measured().loadBalancing(), result.measured().dpoMetrics().margin()};
+                        result.measured().loadBalancing(), result.measured().dpoMetrics().margin(),
+                        logged.get("logits/chosen"), logged.get("logits/rejected"), logged.get("entropy")};
                 if (!checkpointing) {
                     parameters.forEach(p -> after.add(p.toFloatArray()));
                 } else {
@@ -221,7 +223,7 @@ class DpoGoldenTest {
                 }
             }
         }
-        assertArrayEquals(measured[0], measured[1], 1e-6, "loss, grad norm, router loss, margin");
+        assertArrayEquals(measured[0], measured[1], 1e-6, "loss, grad norm, router loss, margin, logits/*, entropy");
         assertTrue(measured[0][2] > 0, "the tiny Mixtral's router loss is in the objective");
         System.out.printf(Locale.ROOT, "checkpointed DPO step: loss %.6f, grad norm %.6f, as the plain step%n",
                 measured[1][0], measured[1][1]);
@@ -305,6 +307,7 @@ class DpoGoldenTest {
     private static void compareMetrics(String name, JsonNode want, Map<String, Double> actual, List<String> report) {
         for (Map.Entry<String, JsonNode> metric : iterable(want)) {
             double expected = metric.getValue().doubleValue();
+            assertTrue(actual.containsKey(metric.getKey()), name + ": TRL logs " + metric.getKey() + ", mixtune not");
             double value = actual.get(metric.getKey());
             if (expected == 0) {
                 assertEquals(0, value, 1e-7, name + " " + metric.getKey());

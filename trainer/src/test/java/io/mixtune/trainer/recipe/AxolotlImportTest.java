@@ -399,4 +399,97 @@ class AxolotlImportTest {
                 + " llama3's chat template into the pairs; mixtune's templates are mistral and chatml)"),
                 String.join("\n", llamaImport.unmapped()));
     }
+
+    private AxolotlImport.Result importSft(String name, String base, String chatTemplate, String datasetKeys)
+            throws IOException {
+        return AxolotlImport.read(Files.writeString(dir.resolve(name + ".yml"), """
+                base_model: %s
+                adapter: qlora
+                datasets:
+                  - path: chats.jsonl
+                    type: chat_template
+                %s%s""".formatted(base, datasetKeys.indent(4), chatTemplate)));
+    }
+
+    /**
+     * chat_template: tokenizer_default_fallback_NAME is the tokenizer's template where it has one, else NAME
+     * (utils/chat_templates/base.py, get_chat_template): with mistral_v1 that is mixtune's auto; with chatml the
+     * import looks at a local base_model's tokenizer_config.json, and refuses, naming the key, where it cannot.
+     */
+    @Test
+    void tokenizerDefaultFallbackIsTheModelsTemplateElseTheNamedOne() throws IOException {
+        AxolotlImport.Result mistral = importSft("fallback-mistral", "/models/mistral",
+                "chat_template: tokenizer_default_fallback_mistral_v1\n", "");
+        assertEquals("auto", mistral.values().get("data.template"));
+        assertEquals(List.of(), mistral.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(mistral));
+
+        Path withTemplate = Files.createDirectories(dir.resolve("with-template"));
+        Files.writeString(withTemplate.resolve("tokenizer_config.json"), "{\"chat_template\": \"{{ messages }}\"}");
+        Path without = Files.createDirectories(dir.resolve("without-template"));
+        Files.writeString(without.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\"}");
+        assertEquals("hf", importSft("own", withTemplate.toString(),
+                "chat_template: tokenizer_default_fallback_chatml\n", "").values().get("data.template"));
+        AxolotlImport.Result chatml = importSft("chatml", without.toString(),
+                "chat_template: tokenizer_default_fallback_chatml\n", "");
+        assertEquals("chatml", chatml.values().get("data.template"));
+        assertEquals(List.of(), chatml.unmapped());
+
+        AxolotlImport.Result hub = importSft("hub", "mistralai/Mistral-7B-v0.1",
+                "chat_template: tokenizer_default_fallback_chatml\n", "");
+        assertFalse(hub.values().containsKey("data.template"));
+        String hubUnmapped = String.join("\n", hub.unmapped());
+        assertTrue(hubUnmapped.contains("chat_template: \"tokenizer_default_fallback_chatml\": the model's template,"
+                + " else chatml: base_model is no local folder"), hubUnmapped);
+        AxolotlImport.Result llama = importSft("llama", without.toString(),
+                "chat_template: tokenizer_default_fallback_llama3\n", "");
+        assertTrue(String.join("\n", llama.unmapped()).contains("chat_template: \"tokenizer_default_fallback_llama3\":"
+                + " the model's template, else llama3, which mixtune lacks"), String.join("\n", llama.unmapped()));
+    }
+
+    /**
+     * axolotl's other chat keys: a Jinja template of the config's own (chat_template: jinja, chat_template_jinja) is
+     * refused naming the key and the way to use it; roles that map the speakers as mixtune's format reads them are
+     * taken, others refused naming roles; field names mixtune does not read are refused naming the key.
+     */
+    @Test
+    void axolotlsOtherChatKeysAreMappedOrRefusedByName() throws IOException {
+        AxolotlImport.Result jinja = importSft("jinja", "/models/mistral",
+                "chat_template: jinja\nchat_template_jinja: \"{{ messages }}\"\n", "");
+        String jinjaUnmapped = String.join("\n", jinja.unmapped());
+        assertTrue(jinjaUnmapped.contains(":6: chat_template: \"jinja\": the template chat_template_jinja gives")
+                && jinjaUnmapped.contains(":7: chat_template_jinja: \"{{ messages }}\": a Jinja chat template of the"
+                + " config's own: put it in the model's tokenizer_config.json and use chat_template:"
+                + " tokenizer_default (data.template: hf)"), jinjaUnmapped);
+
+        AxolotlImport.Result roles = importSft("roles", "/models/mistral", "", """
+                field_messages: conversations
+                message_property_mappings: {role: from, content: value}
+                roles:
+                  user: [human]
+                  assistant: [gpt]
+                  system: [system]
+                """);
+        assertEquals("sharegpt", roles.values().get("data.format"));
+        assertEquals(List.of(), roles.unmapped());
+        AxolotlImport.Result messageRoles = importSft("message-roles", "/models/mistral", "",
+                "roles: {user: [user], assistant: [assistant]}\n");
+        assertEquals("messages", messageRoles.values().get("data.format"));
+        assertEquals(List.of(), messageRoles.unmapped());
+
+        AxolotlImport.Result otherRoles = importSft("other-roles", "/models/mistral", "",
+                "roles: {user: [human, user], assistant: [bot]}\n");
+        assertFalse(otherRoles.values().containsKey("data.files"));
+        String rolesUnmapped = String.join("\n", otherRoles.unmapped());
+        assertTrue(rolesUnmapped.contains("chats.jsonl: roles {\"user\":[\"human\",\"user\"],\"assistant\":"
+                + "[\"bot\"]} (mixtune's messages read the roles system, user, assistant and tool as they are: human"
+                + " as user, bot as assistant are not read)"), rolesUnmapped);
+
+        AxolotlImport.Result fields = importSft("fields", "/models/mistral", "",
+                "field_messages: dialogue\nmessage_property_mappings: {role: speaker, content: text}\n");
+        String fieldsUnmapped = String.join("\n", fields.unmapped());
+        assertTrue(fieldsUnmapped.contains("chats.jsonl: field_messages \"dialogue\", message_property_mappings"
+                + " {\"role\":\"speaker\",\"content\":\"text\"} (mixtune reads messages of role and content, or"
+                + " conversations of from and value)"), fieldsUnmapped);
+    }
 }
