@@ -13,9 +13,23 @@ public record LearningRateSchedule(String kind, double lr, int warmupSteps, int 
         }
     }
 
+    /**
+     * The warmup of a run of {@code totalSteps}: {@code warmupSteps} when above 0, else {@code warmupRatio} of the
+     * steps rounded up, as transformers' TrainingArguments.get_warmup_steps (math.ceil(total x ratio), in double);
+     * none when neither is set.
+     */
+    public static int warmupSteps(int warmupSteps, Double warmupRatio, long totalSteps) {
+        if (warmupSteps > 0 || warmupRatio == null) {
+            return warmupSteps;
+        }
+        return (int) Math.ceil(totalSteps * warmupRatio);
+    }
+
     public double at(long step) {
         if (step < warmupSteps) {
-            return lr * step / Math.max(1, warmupSteps);
+            // lr times the factor, as LambdaLR multiplies (lr * step / warmup rounds differently: 3e-3 * 3 / 5 is
+            // 0.0018000000000000002, transformers' 0.0018)
+            return lr * ((double) step / Math.max(1, warmupSteps));
         }
         double progress = (double) (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);
         return switch (kind) {
