@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.util.List;
 import java.util.Map;
 
@@ -69,6 +70,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param epochs passes over the training set; ignored when maxSteps is set
      * @param maxSteps optimizer steps to run, or null to run whole epochs
      * @param schedule constant, linear or cosine (transformers' schedules, with linear warmup over warmupSteps)
+     * @param warmupRatio instead of warmupSteps, this fraction of the steps (of a DPO stage's) warms up, rounded up as
+     *     transformers' get_warmup_steps; null: warmupSteps
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
@@ -83,13 +86,18 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
-            double lr, String schedule, int warmupSteps, double weightDecay, double maxGradNorm, double adamBeta1,
+            double lr, String schedule, int warmupSteps, Double warmupRatio, double weightDecay, double maxGradNorm, double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens) {
         /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward");
+        }
+
+        /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
+        public int warmupStepsOf(long totalSteps) {
+            return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
         }
 
         /** The seed of the data order and of the dropout masks: data_seed, else seed. */
@@ -114,6 +122,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             }
             checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
             checks.nonNegative("warmup_steps", warmupSteps);
+            if (warmupRatio != null && !(warmupRatio >= 0 && warmupRatio <= 1)) {
+                checks.add("warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm up), got "
+                        + warmupRatio);
+            }
             if (!(weightDecay >= 0)) {
                 checks.add("weight_decay: must be >= 0, got " + weightDecay);
             }

@@ -265,6 +265,27 @@ class RecipeReaderTest {
                 + "tiny-mistral: the model has no position beyond it"), problems(positions));
     }
 
+    /**
+     * warmup_ratio as transformers reads a fraction of warmup (TrainingArguments.get_warmup_steps): ceil(total x ratio)
+     * of each run's (or DPO stage's) steps; set beside warmup_steps it is refused, naming both.
+     */
+    @Test
+    void warmupRatioIsAFractionOfTheStepsRoundedUpAndExcludesWarmupSteps() throws IOException {
+        Path ratio = write("wr.yaml", minimal() + "train:\n  warmup_ratio: 0.07\n");
+        Recipe.Train train = RecipeReader.read(ratio, List.of()).recipe().train();
+        assertEquals(0.07, train.warmupRatio());
+        assertEquals(8, train.warmupStepsOf(100), "0.07 x 100 is 7.000000000000001 in double: transformers makes 8");
+        assertEquals(3, train.warmupStepsOf(37), "ceil(2.59)");
+        assertEquals(0, train.warmupStepsOf(0));
+        assertEquals(5, RecipeReader.read(write("ws.yaml", minimal() + "train:\n  warmup_steps: 5\n"), List.of())
+                .recipe().train().warmupStepsOf(100));
+        assertEquals(List.of(ratio + ":7: train.warmup_ratio 0.07 goes with train.warmup_steps 3 (set at --set "
+                + "train.warmup_steps=3): both set the warmup: keep one (warmup_steps: 0, or warmup_ratio: null)"),
+                problems(ratio, "train.warmup_steps=3"));
+        assertEquals(List.of("--set train.warmup_ratio=1.5: train.warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm "
+                + "up), got 1.5"), problems(ratio, "train.warmup_ratio=1.5"));
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {
