@@ -5,7 +5,8 @@ Run: interop/.venv/bin/python interop/make_schedule_goldens.py [out.json]
 Per case, the learning rate transformers 5.18's Trainer gives each optimizer step: `get_scheduler(name, ...)` on a
 torch optimizer, with the warmup `TrainingArguments.get_warmup_steps(total)` makes of `warmup_steps` (a count, or a
 fraction of the steps below 1: math.ceil(total x fraction)), read before each step as `Trainer` logs it and
-`scheduler.step()` after. `lrs` has `total` values, step 0 first. The Java test (LearningRateScheduleGoldenTest) runs
+`scheduler.step()` after. `lrs` has `total` values, step 0 first; cosine_with_min_lr's `min_lr_rate` is mixtune's
+`min_lr_ratio`. The Java test (LearningRateScheduleGoldenTest) runs
 mixtune's schedule of the same name with the same warmup and compares every value.
 """
 
@@ -22,7 +23,8 @@ import hf_models as hf
 
 OUT = hf.repo_root() / "trainer" / "src" / "test" / "resources" / "golden" / "schedule" / "schedules.json"
 
-# (transformers' lr_scheduler_type, mixtune's train.schedule, lr, warmup_steps as TrainingArguments takes it, total)
+# (transformers' lr_scheduler_type, mixtune's train.schedule, lr, warmup_steps as TrainingArguments takes it, total[,
+# min_lr_rate: cosine_with_min_lr's lr_scheduler_kwargs, mixtune's train.min_lr_ratio])
 CASES = [
     ("cosine", "cosine", 3.0e-3, 5, 88),  # the quickstart's
     ("linear", "linear", 2.0e-4, 10, 37),
@@ -32,12 +34,16 @@ CASES = [
     ("cosine", "cosine", 2.0e-5, 0.07, 100),  # 0.07 x 100 is 7.000000000000001 in floating point: ceil makes 8
     ("linear", "linear", 5.0e-5, 0.03, 250),  # ceil(7.5) = 8
     ("linear", "linear", 1.0e-3, 3, 3),  # warmup as long as the run
+    ("cosine_with_min_lr", "cosine", 2.0e-4, 0.1, 37, 0.1),
+    ("cosine_with_min_lr", "cosine", 3.0e-3, 5, 20, 0.25),
 ]
 
 
-def lrs(name: str, lr: float, warmup: int, total: int) -> list[float]:
+def lrs(name: str, lr: float, warmup: int, total: int, min_lr_rate: float | None) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    kwargs = {} if min_lr_rate is None else {"min_lr_rate": min_lr_rate}
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total,
+                              scheduler_specific_kwargs=kwargs)
     values = []
     for _ in range(total):
         values.append(scheduler.get_last_lr()[0])
@@ -49,11 +55,14 @@ def lrs(name: str, lr: float, warmup: int, total: int) -> list[float]:
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     cases = []
-    for hf_name, schedule, lr, warmup, total in CASES:
+    for hf_name, schedule, lr, warmup, total, *rest in CASES:
+        min_lr_rate = rest[0] if rest else None
         args = TrainingArguments(output_dir="/tmp/unused", warmup_steps=warmup, report_to=[])
         warmup_steps = args.get_warmup_steps(total)
         case = {"hf_schedule": hf_name, "schedule": schedule, "lr": lr, "total": total,
-                "warmup_steps_resolved": warmup_steps, "lrs": lrs(hf_name, lr, warmup_steps, total)}
+                "warmup_steps_resolved": warmup_steps, "lrs": lrs(hf_name, lr, warmup_steps, total, min_lr_rate)}
+        if min_lr_rate is not None:
+            case["min_lr_ratio"] = min_lr_rate
         if warmup >= 1 or warmup == 0:
             case["warmup_steps"] = int(warmup)
         else:

@@ -443,6 +443,15 @@ public final class AxolotlImport {
                 }
             }
             number("warmup_steps", "train.warmup_steps", true);
+            JsonNode minLr = get("cosine_min_lr_ratio");
+            if (minLr != null && get("cosine_constant_lr_ratio") == null
+                    && (scheduler == null || scheduler.asText().equals("cosine"))) {
+                // axolotl's get_cosine_schedule_with_min_lr: (1 - ratio) x cosine + ratio, transformers' min_lr_rate
+                number("cosine_min_lr_ratio", "train.min_lr_ratio", false);
+            } else if (minLr != null) {
+                unmapped("cosine_min_lr_ratio", "axolotl reads it with lr_scheduler: cosine and no"
+                        + " cosine_constant_lr_ratio only; mixtune's train.min_lr_ratio is that floor");
+            }
             if (scheduler != null && scheduler.asText().equals("constant") && get("warmup_steps") != null) {
                 // transformers' get_scheduler("constant") is get_constant_schedule(optimizer): no warmup at all,
                 // while mixtune's constant warms up first (axolotl passes the name on to transformers)

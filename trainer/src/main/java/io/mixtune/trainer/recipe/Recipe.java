@@ -72,6 +72,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param schedule constant, linear or cosine (transformers' schedules, with linear warmup over warmupSteps)
      * @param warmupRatio instead of warmupSteps, this fraction of the steps (of a DPO stage's) warms up, rounded up as
      *     transformers' get_warmup_steps; null: warmupSteps
+     * @param minLrRatio cosine only: the rate falls to lr x this instead of 0 (transformers' cosine_with_min_lr with
+     *     min_lr_rate, axolotl's cosine_min_lr_ratio)
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
@@ -86,7 +88,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
-            double lr, String schedule, int warmupSteps, Double warmupRatio, double weightDecay, double maxGradNorm, double adamBeta1,
+            double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio,
+            double weightDecay, double maxGradNorm, double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens) {
@@ -120,8 +123,23 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (!(lr > 0 && lr < 1)) {
                 checks.add("lr: must lie in (0, 1), got " + lr);
             }
-            checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+            String transformersName = schedule == null ? null : switch (schedule) {
+                case "constant_with_warmup" -> "constant (which warms up over warmup_steps)";
+                case "cosine_with_min_lr" -> "cosine with min_lr_ratio";
+                default -> null;
+            };
+            if (transformersName != null) {
+                checks.add("schedule: transformers' " + schedule + " is mixtune's " + transformersName);
+            } else {
+                checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+            }
             checks.nonNegative("warmup_steps", warmupSteps);
+            if (!(minLrRatio >= 0 && minLrRatio <= 1)) {
+                checks.add("min_lr_ratio: must lie in [0, 1] (the cosine's floor as a fraction of lr), got " + minLrRatio);
+            } else if (minLrRatio > 0 && ("constant".equals(schedule) || "linear".equals(schedule))) {
+                checks.add("min_lr_ratio: " + minLrRatio + " is the floor of a cosine schedule, and schedule is "
+                        + schedule + " (transformers' cosine_with_min_lr is schedule: cosine with min_lr_ratio)");
+            }
             if (warmupRatio != null && !(warmupRatio >= 0 && warmupRatio <= 1)) {
                 checks.add("warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm up), got "
                         + warmupRatio);

@@ -96,7 +96,7 @@ public final class TrainingLoop {
                 train.weightDecay());
         LossScaler scaler = model.model().computeType() == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
         LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(),
-                train.warmupStepsOf(stage.steps()), (int) stage.steps());
+                train.warmupStepsOf(stage.steps()), (int) stage.steps(), train.minLrRatio());
         if (step > stage.start()) {
             resumed.restore(parameters, optimizer, scaler);
         }

@@ -11,7 +11,8 @@ import org.junit.jupiter.api.Test;
 /**
  * The learning rate of every step against transformers 5.18's get_scheduler as its Trainer runs it
  * (interop/make_schedule_goldens.py): cosine, linear, constant_with_warmup (mixtune's constant with warmup) and
- * constant, warmup given in steps or as a fraction of the run.
+ * constant, warmup given in steps or as a fraction of the run, and cosine_with_min_lr (mixtune's cosine with
+ * min_lr_ratio).
  */
 class LearningRateScheduleGoldenTest {
     @Test
@@ -28,7 +29,7 @@ class LearningRateScheduleGoldenTest {
                     + c.path("warmup_ratio").asText("") + "/" + total;
             assertEquals(c.get("warmup_steps_resolved").asInt(), warmup, name + ": warmup steps");
             LearningRateSchedule schedule = new LearningRateSchedule(c.get("schedule").asText(), c.get("lr").asDouble(),
-                    warmup, total);
+                    warmup, total, c.path("min_lr_ratio").asDouble(0));
             for (int step = 0; step < total; step++) {
                 assertEquals(c.get("lrs").get(step).asDouble(), schedule.at(step), name + ": step " + step);
             }

@@ -221,6 +221,22 @@ class AxolotlImportTest {
         assertEquals(List.of(), problemsBesidesPaths(imported));
     }
 
+    /** axolotl's cosine_min_lr_ratio, (1 - ratio) x cosine + ratio, is train.min_lr_ratio; only with a cosine. */
+    @Test
+    void cosineMinLrRatioIsTheCosinesFloor() throws IOException {
+        Path cosine = Files.writeString(dir.resolve("floor.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "cosine_min_lr_ratio: 0.1\n");
+        AxolotlImport.Result imported = AxolotlImport.read(cosine);
+        assertEquals(0.1, imported.values().get("train.min_lr_ratio"));
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+        Path linear = Files.writeString(dir.resolve("linear.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "lr_scheduler: linear\ncosine_min_lr_ratio: 0.1\n");
+        assertEquals(List.of(linear + ":4: cosine_min_lr_ratio: 0.1: axolotl reads it with lr_scheduler: cosine and no"
+                + " cosine_constant_lr_ratio only; mixtune's train.min_lr_ratio is that floor"),
+                AxolotlImport.read(linear).unmapped());
+    }
+
     /** The problems of the imported recipe other than its model and data paths, which these tests do not create. */
     private List<String> problemsBesidesPaths(AxolotlImport.Result imported) throws IOException {
         return problems(imported).stream()

@@ -286,6 +286,24 @@ class RecipeReaderTest {
                 + "up), got 1.5"), problems(ratio, "train.warmup_ratio=1.5"));
     }
 
+    /**
+     * min_lr_ratio is the floor of a cosine (transformers' cosine_with_min_lr, min_lr_rate); transformers' schedule
+     * names that are a mixtune schedule with a key are refused with that schedule and key.
+     */
+    @Test
+    void minLrRatioIsACosinesFloorAndTransformersNamesPointToMixtunes() throws IOException {
+        Path floor = write("mf.yaml", minimal() + "train:\n  schedule: cosine\n  min_lr_ratio: 0.1\n");
+        assertEquals(0.1, RecipeReader.read(floor, List.of()).recipe().train().minLrRatio());
+        String linear = String.join("\n", problems(floor, "train.schedule=linear"));
+        assertTrue(linear.contains("train.min_lr_ratio: 0.1 is the floor of a cosine schedule, and schedule is linear"),
+                linear);
+        assertEquals(List.of("--set train.schedule=cosine_with_min_lr: train.schedule: transformers' cosine_with_min_lr is"
+                + " mixtune's cosine with min_lr_ratio"), problems(floor, "train.schedule=cosine_with_min_lr"));
+        assertEquals(List.of("--set train.schedule=constant_with_warmup: train.schedule: transformers'"
+                + " constant_with_warmup is mixtune's constant (which warms up over warmup_steps)"),
+                problems(floor, "train.schedule=constant_with_warmup", "train.min_lr_ratio=0"));
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {
