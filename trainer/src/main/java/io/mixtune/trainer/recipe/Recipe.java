@@ -13,6 +13,30 @@ import java.util.Map;
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
         Logging logging, Reward reward, Warm warm, String outputDir) {
 
+    private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
+            + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
+    private static final String ADAMW_ONLY = "mixtune trains with AdamW only, torch.optim.AdamW's update, as "
+            + "transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1, adam_beta2, adam_eps, "
+            + "weight_decay); 8-bit moments and other optimizers are not offered";
+
+    /**
+     * Settings that PEFT, bitsandbytes and transformers users write, by the dotted key they would take here, and why
+     * mixtune has none: such a key is refused with this, not as a mere unknown key.
+     */
+    static final Map<String, String> NOT_OFFERED = Map.of(
+            "lora.use_dora", "DoRA is not supported; mixtune trains LoRA (rsLoRA with rslora: true)",
+            "lora.bias", "mixtune's adapters train no biases (PEFT's bias: none, its default; Mistral's linear layers "
+                    + "have none)",
+            "lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)",
+            "lora.fan_in_fan_out", "Mistral's weights are [out, in] (nn.Linear): PEFT's fan_in_fan_out is false for them",
+            "lora.init_lora_weights", "a fresh adapter starts as PEFT's default (A Kaiming-uniform, B zero); gaussian and "
+                    + "the data-driven starts are not offered",
+            "model.bnb_4bit_quant_type", QUANTIZE_IS_NF4,
+            "model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4,
+            "model.load_in_4bit", QUANTIZE_IS_NF4,
+            "train.optimizer", ADAMW_ONLY,
+            "train.optim", ADAMW_ONLY);
+
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
             throw new IllegalArgumentException("output_dir: missing: where the adapter, checkpoints and metrics go");

@@ -304,6 +304,29 @@ class RecipeReaderTest {
                 problems(floor, "train.schedule=constant_with_warmup", "train.min_lr_ratio=0"));
     }
 
+    /**
+     * Keys PEFT, bitsandbytes and transformers users write that mixtune does not offer are refused saying so (and what
+     * mixtune does instead), not only as unknown keys.
+     */
+    @Test
+    void settingsOfTheReferenceToolsThatMixtuneLacksAreNamedAsSuch() throws IOException {
+        Path recipe = write("peft.yaml", minimal() + "lora:\n  use_dora: true\n  bias: all\ntrain:\n"
+                + "  optimizer: paged_adamw_8bit\n");
+        List<String> problems = problems(recipe, "model.bnb_4bit_quant_type=fp4");
+        assertEquals(4, problems.size(), problems.toString());
+        assertEquals(recipe + ":7: lora.use_dora: not offered: DoRA is not supported; mixtune trains LoRA (rsLoRA with"
+                + " rslora: true)", problems.get(0));
+        assertTrue(problems.get(1).startsWith(recipe + ":8: lora.bias: not offered: mixtune's adapters train no biases"),
+                problems.get(1));
+        assertEquals(recipe + ":10: train.optimizer: not offered: mixtune trains with AdamW only, torch.optim.AdamW's"
+                + " update, as transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1,"
+                + " adam_beta2, adam_eps, weight_decay); 8-bit moments and other optimizers are not offered",
+                problems.get(2));
+        assertEquals("--set model.bnb_4bit_quant_type=fp4: model.bnb_4bit_quant_type: not offered: model.quantize: nf4 is"
+                + " bitsandbytes' load_in_4bit with bnb_4bit_quant_type nf4 and double quantization (blocksize 64),"
+                + " the only 4-bit setting", problems.get(3));
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {
