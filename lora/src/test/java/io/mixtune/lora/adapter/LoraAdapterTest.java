@@ -78,6 +78,47 @@ class LoraAdapterTest {
         }
     }
 
+    /**
+     * PEFT's LoraLayer: {@code base(x) + lora_B(lora_A(lora_dropout(x))) * scaling}, the dropout on A's input only (the
+     * base sees x whole), keeping each element with probability 1 - p scaled by 1 / (1 - p), and off in evaluation.
+     * A and B the identity make the update the dropped input itself, exactly.
+     */
+    @Test
+    void dropoutTakesOnlyTheAdaptersInputAndScalesWhatItKeeps() {
+        int n = 64;
+        try (NDManager manager = NDManager.newBaseManager()) {
+            float[] w = new float[n * n];
+            float[] x = new float[n];
+            for (int i = 0; i < w.length; i++) {
+                w[i] = (float) Math.sin(i) * 0.1f;
+            }
+            for (int i = 0; i < n; i++) {
+                x[i] = 1 + i * 0.25f;
+            }
+            NDArray identity = manager.eye(n);
+            LoraLinear lora = new LoraLinear(new DenseLinear(manager.create(w, new Shape(n, n))));
+            lora.add("default", new LoraLinear.Adapter(identity, identity.duplicate(), 1.0, 0.5));
+            NDArray input = manager.create(x, new Shape(1, n));
+            float[] base = lora.base().forward(input).toFloatArray();
+            lora.setTraining(true);
+            float[] trained = lora.forward(input).toFloatArray();
+            int dropped = 0;
+            for (int i = 0; i < n; i++) {
+                float update = trained[i] - base[i];
+                boolean kept = Math.abs(update - 2 * x[i]) <= 1e-4 * x[i];
+                assertTrue(kept || Math.abs(update) <= 1e-4, "element " + i + ": update " + update + " is neither 0 nor "
+                        + "x / (1 - p) = " + 2 * x[i]);
+                dropped += kept ? 0 : 1;
+            }
+            assertTrue(dropped > 0 && dropped < n, dropped + " of " + n + " dropped at p = 0.5");
+            lora.setTraining(false);
+            float[] evaluated = lora.forward(input).toFloatArray();
+            for (int i = 0; i < n; i++) {
+                assertEquals(x[i], evaluated[i] - base[i], 1e-4, "no dropout in evaluation, element " + i);
+            }
+        }
+    }
+
     @Test
     void allLinearTargetsEveryExpertButNotRouterOrHead(@TempDir Path dir) {
         RandomCheckpoint.write(mixtral(), dir, 1, DType.F32, Long.MAX_VALUE);
@@ -108,6 +149,21 @@ class LoraAdapterTest {
             LoraModel lora = new LoraModel(model);
             lora.addAdapter("default", LoraConfig.of(4, 8, List.of("all-linear")), LoraModel.Init.PEFT_DEFAULT, 3);
             assertArrayClose(base, model.forward(ids, positions, null).toFloatArray(), 0, "B = 0 changes nothing");
+            // PEFT's kaiming_uniform_(A, a=sqrt(5)): U(-b, b) with b = sqrt(2 / (1 + 5)) sqrt(3 / in) = 1 / sqrt(in)
+            for (String module : List.of("model.layers.0.self_attn.q_proj", "model.layers.1.block_sparse_moe.experts.2.w2")) {
+                LoraLinear.Adapter adapter = lora.layers().get(module).adapter("default");
+                double bound = 1 / Math.sqrt(lora.layers().get(module).inFeatures());
+                float[] a = adapter.a().toFloatArray();
+                double largest = 0;
+                double squares = 0;
+                for (float value : a) {
+                    largest = Math.max(largest, Math.abs(value));
+                    squares += value * value;
+                }
+                assertTrue(largest <= bound && largest > 0.9 * bound, module + ": max |A| " + largest + ", bound " + bound);
+                assertEquals(bound / Math.sqrt(3), Math.sqrt(squares / a.length), 0.15 * bound, module + ": A's spread");
+                assertEquals(0f, adapter.b().abs().max().getFloat(), module + ": B starts at 0");
+            }
 
             LoraConfig config = new LoraConfig(4, 8, 0.05, List.of("q_proj", "v_proj", "w1", "w2"), true,
                     Map.of("w2", 2), Map.of("v_proj", 3.0));

@@ -50,8 +50,8 @@ public final class AxolotlImport {
             Map.entry("model_type", "mixtune reads the architecture from the model's config.json"),
             Map.entry("tokenizer_type", "mixtune reads the model's own tokenizer.json"),
             Map.entry("trust_remote_code", "mixtune runs no model code from the Hub"),
-            Map.entry("optimizer", "mixtune's optimizer is AdamW with fp32 moments (train.adam_beta1, adam_beta2,"
-                    + " adam_eps)"),
+            Map.entry("bnb_config_kwargs", "mixtune's 4 bits are bitsandbytes' nf4 with double quantization"
+                    + " (blocksize 64), axolotl's defaults, and have no other setting"),
             Map.entry("bf16", "mixtune computes in model.compute_dtype: auto (fp16 on a GPU, fp32 on CPU), fp32 or"
                     + " fp16; no bf16"),
             Map.entry("fp16", "set model.compute_dtype: fp16 (auto picks it on a GPU)"),
@@ -67,6 +67,16 @@ public final class AxolotlImport {
 
     /** chat_template's choice of the tokenizer's template, else the named one (utils/chat_templates/base.py). */
     private static final String TOKENIZER_DEFAULT_FALLBACK = "tokenizer_default_fallback_";
+
+    /**
+     * Optimizer names (transformers' OptimizerNames) that compute torch.optim.AdamW's update: mixtune's AdamW. Paging
+     * (paged_adamw_32bit) only lets bitsandbytes move the fp32 moments out of GPU memory under pressure.
+     */
+    static final Set<String> ADAMW_OPTIMIZERS = Set.of("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit");
+
+    /** Those that keep AdamW's moments in 8 or 4 bits: the update differs, and mixtune has no such states. */
+    static final Set<String> LOW_BIT_ADAMW_OPTIMIZERS = Set.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
+            "adamw_torch_8bit", "adamw_torch_4bit");
 
     private AxolotlImport() {}
 
@@ -166,6 +176,22 @@ public final class AxolotlImport {
             return "sft";
         }
 
+        /** axolotl's optimizer, transformers' name for it: AdamW's equivalents are mixtune's; others are listed. */
+        private void mapOptimizer() {
+            JsonNode optimizer = get("optimizer");
+            if (optimizer == null || ADAMW_OPTIMIZERS.contains(optimizer.asText())) {
+                used.add("optimizer"); // unset: axolotl's default adamw_torch_fused
+            } else if (LOW_BIT_ADAMW_OPTIMIZERS.contains(optimizer.asText())) {
+                unmapped("optimizer", "AdamW with its moments in " + (optimizer.asText().endsWith("4bit") ? "4" : "8")
+                        + " bits; mixtune keeps them in fp32 (adamw_torch's update, 8 bytes per trained parameter"
+                        + " instead of " + (optimizer.asText().endsWith("4bit") ? "1" : "2") + "): the recipe trains"
+                        + " as adamw_torch would");
+            } else {
+                unmapped("optimizer", "mixtune trains with AdamW only, as adamw_torch (train.adam_beta1, adam_beta2,"
+                        + " adam_eps, weight_decay)");
+            }
+        }
+
         private void mapModel() {
             JsonNode base = get("base_model");
             if (base != null) {
@@ -182,9 +208,14 @@ public final class AxolotlImport {
                 unmapped("adapter", "absent: axolotl then fine-tunes every weight; mixtune trains LoRA adapters");
             } else if (adapter.asText().equals("qlora") || adapter.asText().equals("lora")) {
                 boolean quantized = adapter.asText().equals("qlora") || fourBit;
+                // mixtune's NF4 takes a Mixtral's experts too, as quantize_moe_experts: true asks of axolotl
+                boolean moeExperts = quantized && isTrue(get("quantize_moe_experts"));
                 put("model.quantize", quantized ? "nf4" : "none", "adapter: " + adapter.asText()
-                        + (fourBit ? ", load_in_4bit: true" : ""));
+                        + (fourBit ? ", load_in_4bit: true" : "") + (moeExperts ? ", quantize_moe_experts: true" : ""));
                 used.add("load_in_4bit");
+                if (moeExperts) {
+                    used.add("quantize_moe_experts");
+                }
             } else {
                 unmapped("adapter", "mixtune trains lora and qlora adapters");
             }
@@ -511,6 +542,15 @@ public final class AxolotlImport {
                 }
             }
             number("warmup_steps", "train.warmup_steps", true);
+            JsonNode minLr = get("cosine_min_lr_ratio");
+            if (minLr != null && get("cosine_constant_lr_ratio") == null
+                    && (scheduler == null || scheduler.asText().equals("cosine"))) {
+                // axolotl's get_cosine_schedule_with_min_lr: (1 - ratio) x cosine + ratio, transformers' min_lr_rate
+                number("cosine_min_lr_ratio", "train.min_lr_ratio", false);
+            } else if (minLr != null) {
+                unmapped("cosine_min_lr_ratio", "axolotl reads it with lr_scheduler: cosine and no"
+                        + " cosine_constant_lr_ratio only; mixtune's train.min_lr_ratio is that floor");
+            }
             if (scheduler != null && scheduler.asText().equals("constant") && get("warmup_steps") != null) {
                 // transformers' get_scheduler("constant") is get_constant_schedule(optimizer): no warmup at all,
                 // while mixtune's constant warms up first (axolotl passes the name on to transformers)
@@ -518,9 +558,20 @@ public final class AxolotlImport {
                 comments.put("train.warmup_steps",
                         "axolotl: warmup_steps (" + get("warmup_steps") + "), which lr_scheduler: constant ignores");
             }
-            if (get("warmup_ratio") != null) {
-                unmapped("warmup_ratio", "mixtune counts warmup in steps: set train.warmup_steps to this fraction of"
-                        + " the steps mixtune train announces");
+            JsonNode ratio = get("warmup_ratio");
+            if (ratio != null && get("warmup_steps") != null) {
+                unmapped("warmup_ratio", "warmup_steps is set, which axolotl uses instead");
+            } else if (ratio != null && scheduler != null && scheduler.asText().equals("constant")) {
+                used.add("warmup_ratio");
+                values.put("train.warmup_steps", 0);
+                comments.put("train.warmup_steps",
+                        "axolotl: warmup_ratio (" + ratio + "), which lr_scheduler: constant ignores");
+            } else if (ratio != null && ratio.isNumber() && ratio.asDouble() >= 0 && ratio.asDouble() <= 1) {
+                // axolotl passes int(ratio x steps), rounded down; mixtune rounds up as transformers does
+                put("train.warmup_ratio", ratio.asDouble(), "warmup_ratio (axolotl rounds ratio x steps down, mixtune"
+                        + " up as transformers: a step more where it is not whole)");
+            } else if (ratio != null) {
+                unmapped("warmup_ratio", "expected a fraction of the steps in [0, 1]");
             } else if (get("warmup_steps") == null && !(scheduler != null && scheduler.asText().equals("constant"))) {
                 // core/builders/base.py _configure_warmup_and_logging
                 notes.add("the config sets neither warmup_steps nor warmup_ratio: axolotl then warms up"
@@ -537,6 +588,7 @@ public final class AxolotlImport {
                 number("save_total_limit", "train.keep_last", true);
             }
             mapRouterLoss();
+            mapOptimizer();
             number("weight_decay", "train.weight_decay", false);
             number("max_grad_norm", "train.max_grad_norm", false);
             number("adam_beta1", "train.adam_beta1", false);

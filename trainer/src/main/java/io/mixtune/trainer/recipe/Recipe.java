@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.util.List;
 import java.util.Map;
 
@@ -11,6 +12,30 @@ import java.util.Map;
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
         Logging logging, Reward reward, Warm warm, String outputDir) {
+
+    private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
+            + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
+    private static final String ADAMW_ONLY = "mixtune trains with AdamW only, torch.optim.AdamW's update, as "
+            + "transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1, adam_beta2, adam_eps, "
+            + "weight_decay); 8-bit moments and other optimizers are not offered";
+
+    /**
+     * Settings that PEFT, bitsandbytes and transformers users write, by the dotted key they would take here, and why
+     * mixtune has none: such a key is refused with this, not as a mere unknown key.
+     */
+    static final Map<String, String> NOT_OFFERED = Map.of(
+            "lora.use_dora", "DoRA is not supported; mixtune trains LoRA (rsLoRA with rslora: true)",
+            "lora.bias", "mixtune's adapters train no biases (PEFT's bias: none, its default; Mistral's linear layers "
+                    + "have none)",
+            "lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)",
+            "lora.fan_in_fan_out", "Mistral's weights are [out, in] (nn.Linear): PEFT's fan_in_fan_out is false for them",
+            "lora.init_lora_weights", "a fresh adapter starts as PEFT's default (A Kaiming-uniform, B zero); gaussian and "
+                    + "the data-driven starts are not offered",
+            "model.bnb_4bit_quant_type", QUANTIZE_IS_NF4,
+            "model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4,
+            "model.load_in_4bit", QUANTIZE_IS_NF4,
+            "train.optimizer", ADAMW_ONLY,
+            "train.optim", ADAMW_ONLY);
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -69,6 +94,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param epochs passes over the training set; ignored when maxSteps is set
      * @param maxSteps optimizer steps to run, or null to run whole epochs
      * @param schedule constant, linear or cosine (transformers' schedules, with linear warmup over warmupSteps)
+     * @param warmupRatio instead of warmupSteps, this fraction of the steps (of a DPO stage's) warms up, rounded up as
+     *     transformers' get_warmup_steps; null: warmupSteps
+     * @param minLrRatio cosine only: the rate falls to lr x this instead of 0 (transformers' cosine_with_min_lr with
+     *     min_lr_rate, axolotl's cosine_min_lr_ratio)
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
@@ -84,13 +113,19 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
-            double lr, String schedule, int warmupSteps, double weightDecay, double maxGradNorm, double adamBeta1,
+            double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio,
+            double weightDecay, double maxGradNorm, double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens) {
         /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward");
+        }
+
+        /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
+        public int warmupStepsOf(long totalSteps) {
+            return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
         }
 
         /** The seed of the data order and of the dropout masks: data_seed, else seed. */
@@ -113,8 +148,27 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (!(lr > 0 && lr < 1)) {
                 checks.add("lr: must lie in (0, 1), got " + lr);
             }
-            checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+            String transformersName = schedule == null ? null : switch (schedule) {
+                case "constant_with_warmup" -> "constant (which warms up over warmup_steps)";
+                case "cosine_with_min_lr" -> "cosine with min_lr_ratio";
+                default -> null;
+            };
+            if (transformersName != null) {
+                checks.add("schedule: transformers' " + schedule + " is mixtune's " + transformersName);
+            } else {
+                checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+            }
             checks.nonNegative("warmup_steps", warmupSteps);
+            if (!(minLrRatio >= 0 && minLrRatio <= 1)) {
+                checks.add("min_lr_ratio: must lie in [0, 1] (the cosine's floor as a fraction of lr), got " + minLrRatio);
+            } else if (minLrRatio > 0 && ("constant".equals(schedule) || "linear".equals(schedule))) {
+                checks.add("min_lr_ratio: " + minLrRatio + " is the floor of a cosine schedule, and schedule is "
+                        + schedule + " (transformers' cosine_with_min_lr is schedule: cosine with min_lr_ratio)");
+            }
+            if (warmupRatio != null && !(warmupRatio >= 0 && warmupRatio <= 1)) {
+                checks.add("warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm up), got "
+                        + warmupRatio);
+            }
             if (!(weightDecay >= 0)) {
                 checks.add("weight_decay: must be >= 0, got " + weightDecay);
             }

@@ -222,6 +222,11 @@ public final class RecipeReader {
             binder.warnConflict("train.warmup_steps", "exceeds", "train.max_steps", "the learning rate will still be "
                     + "warming up when the run ends; lower warmup_steps for a full run");
         }
+        if (train != null && train.warmupRatio() != null && train.warmupSteps() > 0) {
+            // transformers lets warmup_steps win without a word; a recipe that sets both says two things
+            binder.conflict("train.warmup_ratio", "goes with", "train.warmup_steps", "both set the warmup: keep one "
+                    + "(warmup_steps: 0, or warmup_ratio: null)");
+        }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
         }

@@ -64,7 +64,10 @@ final class RecordBinder {
         Iterator<String> names = node.fieldNames();
         while (names.hasNext()) {
             String key = names.next();
-            if (!keys.contains(key)) {
+            String notOffered = Recipe.NOT_OFFERED.get(join(path, key));
+            if (!keys.contains(key) && notOffered != null) {
+                problem(join(path, key), "not offered: " + notOffered);
+            } else if (!keys.contains(key)) {
                 problem(join(path, key), "unknown key" + nearest(key, keys) + " (valid keys"
                         + (path.isEmpty() ? "" : " under " + path) + ": " + String.join(", ", keys) + ")");
             }

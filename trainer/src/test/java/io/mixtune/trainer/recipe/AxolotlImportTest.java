@@ -64,12 +64,16 @@ class AxolotlImportTest {
         assertEquals(0.0, v.get("train.weight_decay"));
         assertEquals("./outputs/qlora-out", v.get("output_dir"));
         String unmapped = String.join("\n", imported.unmapped());
-        for (String key : List.of("optimizer", "bf16", "warmup_ratio", "evals_per_epoch", "saves_per_epoch",
+        for (String key : List.of("optimizer", "bf16", "evals_per_epoch", "saves_per_epoch",
                 "loss_watchdog_threshold", "attn_implementation", "model_type", "tokenizer_type")) {
             assertTrue(unmapped.contains(": " + key + ": "), key + " is listed as not mapped:\n" + unmapped);
         }
-        assertTrue(unmapped.contains("mistral-qlora.yml:64: warmup_ratio: 0.1: mixtune counts warmup in steps"),
-                unmapped);
+        // transformers' get_warmup_steps: ceil(0.1 x the steps mixtune train counts); axolotl floors it
+        assertEquals(0.1, v.get("train.warmup_ratio"));
+        assertFalse(unmapped.contains("warmup_ratio"), unmapped);
+        assertTrue(unmapped.contains("mistral-qlora.yml:49: optimizer: \"adamw_bnb_8bit\": AdamW with its moments in 8"
+                + " bits; mixtune keeps them in fp32 (adamw_torch's update, 8 bytes per trained parameter instead of 2):"
+                + " the recipe trains as adamw_torch would"), unmapped);
         assertFalse(unmapped.contains("load_in_8bit") || unmapped.contains("wandb_project"),
                 "load_in_8bit: false and keys without a value set nothing:\n" + unmapped);
 
@@ -185,6 +189,52 @@ class AxolotlImportTest {
                 warmup_steps: 5
                 """);
         assertEquals(5, AxolotlImport.read(withWarmup).values().get("train.warmup_steps"));
+    }
+
+    /**
+     * transformers' AdamW names (adamw_torch, adamw_torch_fused, paged_adamw_32bit: torch.optim.AdamW's update) are
+     * mixtune's optimizer; other optimizers are listed with what mixtune trains with instead. warmup_ratio beside
+     * warmup_steps yields to it, as axolotl's does; quantize_moe_experts is what mixtune's NF4 does anyway.
+     */
+    @Test
+    void adamwOptimizerNamesAreMixtunesOthersAreListed() throws IOException {
+        for (String adamw : List.of("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")) {
+            Path config = Files.writeString(dir.resolve(adamw + ".yml"), "base_model: /models/mixtral\nadapter: qlora\n"
+                    + "load_in_4bit: true\nquantize_moe_experts: true\noptimizer: " + adamw + "\nwarmup_steps: 3\n"
+                    + "warmup_ratio: 0.1\n");
+            AxolotlImport.Result imported = AxolotlImport.read(config);
+            assertEquals(List.of(config + ":7: warmup_ratio: 0.1: warmup_steps is set, which axolotl uses instead"),
+                    imported.unmapped(), adamw);
+            assertEquals(3, imported.values().get("train.warmup_steps"));
+            assertTrue(imported.recipe().contains("quantize: nf4   # axolotl: adapter: qlora, load_in_4bit: true,"
+                    + " quantize_moe_experts: true"), imported.recipe());
+            assertEquals(List.of(), problemsBesidesPaths(imported));
+        }
+        Path lion = Files.writeString(dir.resolve("lion.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "optimizer: lion_32bit\nlr_scheduler: constant\nwarmup_ratio: 0.05\n");
+        AxolotlImport.Result imported = AxolotlImport.read(lion);
+        assertEquals(List.of(lion + ":3: optimizer: \"lion_32bit\": mixtune trains with AdamW only, as adamw_torch"
+                + " (train.adam_beta1, adam_beta2, adam_eps, weight_decay)"), imported.unmapped());
+        assertTrue(imported.recipe().contains(
+                "warmup_steps: 0   # axolotl: warmup_ratio (0.05), which lr_scheduler: constant ignores"),
+                imported.recipe());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+    }
+
+    /** axolotl's cosine_min_lr_ratio, (1 - ratio) x cosine + ratio, is train.min_lr_ratio; only with a cosine. */
+    @Test
+    void cosineMinLrRatioIsTheCosinesFloor() throws IOException {
+        Path cosine = Files.writeString(dir.resolve("floor.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "cosine_min_lr_ratio: 0.1\n");
+        AxolotlImport.Result imported = AxolotlImport.read(cosine);
+        assertEquals(0.1, imported.values().get("train.min_lr_ratio"));
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+        Path linear = Files.writeString(dir.resolve("linear.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "lr_scheduler: linear\ncosine_min_lr_ratio: 0.1\n");
+        assertEquals(List.of(linear + ":4: cosine_min_lr_ratio: 0.1: axolotl reads it with lr_scheduler: cosine and no"
+                + " cosine_constant_lr_ratio only; mixtune's train.min_lr_ratio is that floor"),
+                AxolotlImport.read(linear).unmapped());
     }
 
     /** The problems of the imported recipe other than its model and data paths, which these tests do not create. */

@@ -265,6 +265,68 @@ class RecipeReaderTest {
                 + "tiny-mistral: the model has no position beyond it"), problems(positions));
     }
 
+    /**
+     * warmup_ratio as transformers reads a fraction of warmup (TrainingArguments.get_warmup_steps): ceil(total x ratio)
+     * of each run's (or DPO stage's) steps; set beside warmup_steps it is refused, naming both.
+     */
+    @Test
+    void warmupRatioIsAFractionOfTheStepsRoundedUpAndExcludesWarmupSteps() throws IOException {
+        Path ratio = write("wr.yaml", minimal() + "train:\n  warmup_ratio: 0.07\n");
+        Recipe.Train train = RecipeReader.read(ratio, List.of()).recipe().train();
+        assertEquals(0.07, train.warmupRatio());
+        assertEquals(8, train.warmupStepsOf(100), "0.07 x 100 is 7.000000000000001 in double: transformers makes 8");
+        assertEquals(3, train.warmupStepsOf(37), "ceil(2.59)");
+        assertEquals(0, train.warmupStepsOf(0));
+        assertEquals(5, RecipeReader.read(write("ws.yaml", minimal() + "train:\n  warmup_steps: 5\n"), List.of())
+                .recipe().train().warmupStepsOf(100));
+        assertEquals(List.of(ratio + ":7: train.warmup_ratio 0.07 goes with train.warmup_steps 3 (set at --set "
+                + "train.warmup_steps=3): both set the warmup: keep one (warmup_steps: 0, or warmup_ratio: null)"),
+                problems(ratio, "train.warmup_steps=3"));
+        assertEquals(List.of("--set train.warmup_ratio=1.5: train.warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm "
+                + "up), got 1.5"), problems(ratio, "train.warmup_ratio=1.5"));
+    }
+
+    /**
+     * min_lr_ratio is the floor of a cosine (transformers' cosine_with_min_lr, min_lr_rate); transformers' schedule
+     * names that are a mixtune schedule with a key are refused with that schedule and key.
+     */
+    @Test
+    void minLrRatioIsACosinesFloorAndTransformersNamesPointToMixtunes() throws IOException {
+        Path floor = write("mf.yaml", minimal() + "train:\n  schedule: cosine\n  min_lr_ratio: 0.1\n");
+        assertEquals(0.1, RecipeReader.read(floor, List.of()).recipe().train().minLrRatio());
+        String linear = String.join("\n", problems(floor, "train.schedule=linear"));
+        assertTrue(linear.contains("train.min_lr_ratio: 0.1 is the floor of a cosine schedule, and schedule is linear"),
+                linear);
+        assertEquals(List.of("--set train.schedule=cosine_with_min_lr: train.schedule: transformers' cosine_with_min_lr is"
+                + " mixtune's cosine with min_lr_ratio"), problems(floor, "train.schedule=cosine_with_min_lr"));
+        assertEquals(List.of("--set train.schedule=constant_with_warmup: train.schedule: transformers'"
+                + " constant_with_warmup is mixtune's constant (which warms up over warmup_steps)"),
+                problems(floor, "train.schedule=constant_with_warmup", "train.min_lr_ratio=0"));
+    }
+
+    /**
+     * Keys PEFT, bitsandbytes and transformers users write that mixtune does not offer are refused saying so (and what
+     * mixtune does instead), not only as unknown keys.
+     */
+    @Test
+    void settingsOfTheReferenceToolsThatMixtuneLacksAreNamedAsSuch() throws IOException {
+        Path recipe = write("peft.yaml", minimal() + "lora:\n  use_dora: true\n  bias: all\ntrain:\n"
+                + "  optimizer: paged_adamw_8bit\n");
+        List<String> problems = problems(recipe, "model.bnb_4bit_quant_type=fp4");
+        assertEquals(4, problems.size(), problems.toString());
+        assertEquals(recipe + ":7: lora.use_dora: not offered: DoRA is not supported; mixtune trains LoRA (rsLoRA with"
+                + " rslora: true)", problems.get(0));
+        assertTrue(problems.get(1).startsWith(recipe + ":8: lora.bias: not offered: mixtune's adapters train no biases"),
+                problems.get(1));
+        assertEquals(recipe + ":10: train.optimizer: not offered: mixtune trains with AdamW only, torch.optim.AdamW's"
+                + " update, as transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1,"
+                + " adam_beta2, adam_eps, weight_decay); 8-bit moments and other optimizers are not offered",
+                problems.get(2));
+        assertEquals("--set model.bnb_4bit_quant_type=fp4: model.bnb_4bit_quant_type: not offered: model.quantize: nf4 is"
+                + " bitsandbytes' load_in_4bit with bnb_4bit_quant_type nf4 and double quantization (blocksize 64),"
+                + " the only 4-bit setting", problems.get(3));
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {
