@@ -303,6 +303,7 @@ SECTIONS = {
     "mistral-bf16": lambda: checkpoint_case("mistral-bf16"),
     "mixtral-sharded": lambda: checkpoint_case("mixtral-sharded"),
     "mixtral-fused": lambda: checkpoint_case("mixtral-fused"),
+    "mistral-nemo-tied": lambda: (checkpoint_case("mistral-nemo-tied"), check_window_matters("mistral-nemo-tied")),
     "mistral-batch": batch_case,
     "peft": peft_section,
 }
