@@ -213,6 +213,13 @@ public record ModelConfig(
             default -> throw new IllegalArgumentException("model_type \"" + type
                     + "\" is not supported: mixtune runs \"mistral\" and \"mixtral\"");
         };
+        JsonNode quantization = root.path("quantization_config");
+        if (quantization.isObject()) {
+            throw new IllegalArgumentException("quantization_config (quant_method \""
+                    + quantization.path("quant_method").asText("?") + "\") says the weights are stored pre-quantized,"
+                    + " which mixtune does not read: use the full-precision (F32, F16 or BF16) checkpoint they were"
+                    + " made from (QLoRA quantizes it to NF4 while it loads)");
+        }
         boolean moe = modelType == ModelType.MIXTRAL;
         int hidden = requiredInt(root, "hidden_size");
         int heads = requiredInt(root, "num_attention_heads");
