@@ -7,6 +7,8 @@ normalizer, pre_tokenizer, decoder and added_tokens replaced by those of a Hub l
 (a Prepend + Replace normalizer, <unk> <s> </s> special), the Metaspace pre-tokenizer transformers' converter writes
 today (prepend_scheme "first", and "always" as Llama 2 files have it), and v0.3's control tokens ([INST], [/INST],
 [TOOL_CALLS], ... special). The Java test lays the same overlay over the same file, so the vocabulary is not copied.
+One more variant has a tokenizer of its own, golden/tokenizer/tekken-style.json: a byte-level BPE with Mistral-Nemo's
+(tekken's) Split regex and no word-start prefix, trained here on tokenizer_texts to 700 tokens (small enough to commit).
 
 Per variant: `texts` (user text: ids with every special token left as text, transformers' split_special_tokens=True,
 which mixtune's encode does), `templates` (a template's own strings: ids with special tokens matched, which mixtune's
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import hf_models as hf
 import tokenizer_texts
@@ -27,6 +29,11 @@ import tokenizer_texts
 REPO = hf.repo_root()
 BUNDLED = REPO / "configs" / "tokenizer" / "mistral-v1" / "tokenizer.json"
 OUT = REPO / "model" / "src" / "test" / "resources" / "golden" / "tokenizer" / "variants.json"
+TEKKEN_STYLE = OUT.parent / "tekken-style.json"
+# The pre-tokenizer regex of Mistral-Nemo-Instruct-2407's tokenizer.json.
+TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+                r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|"
+                r"\s+(?!\S)|\s+")
 
 
 def special(token_id: int, content: str) -> dict:
@@ -70,16 +77,30 @@ SPELLINGS = ["<s>", "</s>", "<unk>", "Why does my output end with </s>?", "<s>[I
 TEMPLATES = ["<s>[INST] What is 2+2? [/INST]", "<s>[INST] hi [/INST] ok</s>", "</s>[INST] again [/INST]",
              "<s>[INST]  two spaces [/INST]", "[AVAILABLE_TOOLS] [] [/AVAILABLE_TOOLS][INST] q [/INST]",
              "[TOOL_CALLS] [] </s>", "[INST]\nline\n[/INST]", "<s> <s>", "x<s>y"]
-JOINS = [("[INST] hi", " [/INST]"), ("Hello", " world"), ("a", "\n\nb"), ("code:", "\n    x = 1"),
+JOINS = [("[INST] hi", " [/INST]"), ("Hello", " world"), ("a", "\n\nb"), ("code:", "\n    x = 1"), ("a", "\nb"),
+         ("<|im_end|>", "\n<|im_start|>assistant\n"),
          ("<s>", "text"), ("é", " t\u00e9")]
+
+
+def train_tekken_style() -> None:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(TEKKEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"] + V3_CONTROL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(tokenizer_texts.GOLDEN_TEXTS + tokenizer_texts.random_texts(200, 9), trainer)
+    TEKKEN_STYLE.write_text(tok.to_str() + "\n")
 
 
 def main() -> None:
     bundled = json.loads(BUNDLED.read_text())
     texts = SPELLINGS + tokenizer_texts.GOLDEN_TEXTS
+    train_tekken_style()
     variants = []
-    for name, overlay in VARIANTS.items():
-        tok = Tokenizer.from_str(json.dumps(dict(bundled, **overlay)))
+    for name, overlay in list(VARIANTS.items()) + [("tekken-style", None)]:
+        tok = Tokenizer.from_str(json.dumps(dict(bundled, **overlay)) if overlay else TEKKEN_STYLE.read_text())
         tok.post_processor = None
 
         def encode(text: str, split_special: bool) -> list[int]:
@@ -91,7 +112,7 @@ def main() -> None:
         decode_inputs = [ids for ids in decode_inputs if all(i < tok.get_vocab_size(True) for i in ids)]
         variants.append({
             "name": name,
-            "overlay": overlay,
+            **({"overlay": overlay} if overlay else {"tokenizer": TEKKEN_STYLE.name}),
             "texts": [{"text": t, "ids": encode(t, True)} for t in texts],
             "templates": [{"text": t, "ids": encode(t, False)} for t in TEMPLATES],
             "decodes": [{"ids": ids, "text": tok.decode(ids, skip_special_tokens=True)} for ids in decode_inputs],

@@ -67,6 +67,11 @@ public final class TextTokenizer implements AutoCloseable {
     private final long eosId;
     /** The ids of "\n" encoded alone, which a continuation encode strips from its front. */
     private final long[] newlineIds;
+    /**
+     * Whether an encode starts the text with a word-start marker (SentencePiece's dummy prefix, Metaspace's "▁") that
+     * a piece in the middle of a text does not get; byte-level BPEs (tekken) add none.
+     */
+    private final boolean marksWordStart;
 
     private TextTokenizer(HuggingFaceTokenizer tokenizer, HuggingFaceTokenizer textEncoder,
             List<Map.Entry<String, String>> markers, long firstMovedMarkerId, long[] movedMarkerIds, long bosId,
@@ -79,6 +84,10 @@ public final class TextTokenizer implements AutoCloseable {
         this.bosId = bosId;
         this.eosId = eosId;
         this.newlineIds = ids("\n");
+        long[] letter = ids("a");
+        long[] apart = Arrays.copyOf(newlineIds, newlineIds.length + letter.length);
+        System.arraycopy(letter, 0, apart, newlineIds.length, letter.length);
+        this.marksWordStart = !Arrays.equals(apart, ids("\na"));
     }
 
     /** @param tokenizerJson a tokenizer.json file, or a model directory holding one */
@@ -352,9 +361,13 @@ public final class TextTokenizer implements AutoCloseable {
      * Token ids of {@code text} as it tokenizes in the middle of a longer text: without the word-start marker
      * (SentencePiece's dummy prefix) that every separate encode puts in front. Encodes "\n" + text and drops the ids
      * of the "\n" (a byte token that merges with nothing), so templates can tokenize piece by piece and still get the
-     * ids of the whole string.
+     * ids of the whole string. A tokenizer that marks no word start encodes the text as it is: there a newline in
+     * front could merge with one that begins the text (tekken's "\n\n").
      */
     public long[] encodeContinuation(String text) {
+        if (!marksWordStart) {
+            return ids(text);
+        }
         long[] ids = ids("\n" + text);
         for (int i = 0; i < newlineIds.length; i++) {
             if (i >= ids.length || ids[i] != newlineIds[i]) {
