@@ -157,12 +157,18 @@ public record ModelConfig(
 
     /**
      * Rewrites the dtype a config.json names for the weights after they were converted (transformers 4 spells the
-     * key torch_dtype, 5 dtype; the spelling already in the file is kept).
+     * key torch_dtype, 5 dtype and reads dtype first; every spelling already in the file is rewritten, torch_dtype
+     * where there is none).
      */
     public static void recordDtype(Path configJson, DType dtype) throws IOException {
         ObjectMapper json = new ObjectMapper();
         ObjectNode config = (ObjectNode) json.readTree(configJson.toFile());
-        config.put(config.has("dtype") ? "dtype" : "torch_dtype", torchDtypeName(dtype));
+        if (config.has("dtype")) {
+            config.put("dtype", torchDtypeName(dtype));
+        }
+        if (config.has("torch_dtype") || !config.has("dtype")) {
+            config.put("torch_dtype", torchDtypeName(dtype));
+        }
         json.writerWithDefaultPrettyPrinter().writeValue(configJson.toFile(), config);
     }
 
