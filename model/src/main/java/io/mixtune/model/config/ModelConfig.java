@@ -226,6 +226,11 @@ public record ModelConfig(
                     + " which mixtune does not read: use the full-precision (F32, F16 or BF16) checkpoint they were"
                     + " made from (QLoRA quantizes it to NF4 while it loads)");
         }
+        String activation = root.path("hidden_act").asText("silu");
+        if (!activation.equals("silu")) {
+            throw new IllegalArgumentException("hidden_act \"" + activation + "\" is not supported: mixtune's MLP is"
+                    + " SwiGLU, \"silu\" (every Mistral and Mixtral checkpoint's)");
+        }
         boolean moe = modelType == ModelType.MIXTRAL;
         int hidden = requiredInt(root, "hidden_size");
         int heads = requiredInt(root, "num_attention_heads");
