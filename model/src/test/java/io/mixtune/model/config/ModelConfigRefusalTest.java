@@ -26,4 +26,20 @@ class ModelConfigRefusalTest {
         assertEquals(64, ModelConfig.fromJson(mistral().put("hidden_act", "silu")).hiddenSize());
         assertEquals(64, ModelConfig.fromJson(mistral()).hiddenSize(), "silu is the default");
     }
+
+    @Test
+    void scaledRotaryEmbeddingsAreRefusedInEitherSpelling() {
+        ObjectNode four = mistral();
+        four.putObject("rope_scaling").put("type", "linear").put("factor", 2.0);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ModelConfig.fromJson(four));
+        assertTrue(e.getMessage().contains("rope_scaling") && e.getMessage().contains("linear"), e.getMessage());
+        ObjectNode five = mistral();
+        five.putObject("rope_parameters").put("rope_type", "yarn").put("rope_theta", 1e6).put("factor", 4.0);
+        e = assertThrows(IllegalArgumentException.class, () -> ModelConfig.fromJson(five));
+        assertTrue(e.getMessage().contains("rope_parameters.rope_type \"yarn\""), e.getMessage());
+        ObjectNode plain = mistral();
+        plain.putObject("rope_parameters").put("rope_type", "default").put("rope_theta", 2e4);
+        plain.putNull("rope_scaling");
+        assertEquals(2e4, ModelConfig.fromJson(plain).ropeTheta());
+    }
 }
