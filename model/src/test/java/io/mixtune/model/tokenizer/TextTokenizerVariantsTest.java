@@ -2,6 +2,8 @@ package io.mixtune.model.tokenizer;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -14,6 +16,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.LongStream;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -66,6 +69,30 @@ class TextTokenizerVariantsTest {
                         LongStream.of(tokenizer.encodeContinuation(c.get("second").asText()))).toArray();
                 assertArrayEquals(longs(c.get("ids")), joined, name + ": " + c.get("first") + " + " + c.get("second"));
             }
+        }
+    }
+
+    /** A component type the tokenizers library does not know is named with its place, not as an untagged-enum miss. */
+    @Test
+    void anUnknownComponentTypeIsNamed() throws IOException {
+        String[][] edits = {{"model", "Foo"}, {"pre_tokenizer", "Bar"}, {"normalizer", "Baz"}, {"decoder", "Qux"}};
+        for (String[] edit : edits) {
+            ObjectNode root;
+            try (InputStream in = getClass().getClassLoader().getResourceAsStream(ModelPreset.MISTRAL_V1_TOKENIZER)) {
+                root = (ObjectNode) JSON.readTree(in);
+            }
+            if (edit[0].equals("model")) {
+                ((ObjectNode) root.get("model")).put("type", edit[1]);
+            } else {
+                // Inside a Sequence, as tokenizer.json files nest them.
+                root.putObject(edit[0]).put("type", "Sequence").putArray(edit[0].replace("_", "") + "s")
+                        .addObject().put("type", edit[1]);
+            }
+            byte[] json = JSON.writeValueAsBytes(root);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> TextTokenizer.read(new ByteArrayInputStream(json), "X/tokenizer.json", 1, 2).close());
+            assertTrue(e.getMessage().startsWith("X/tokenizer.json: ") && e.getMessage().contains("types are")
+                    && e.getMessage().contains(edit[0] + " type \"" + edit[1] + "\""), e.getMessage());
         }
     }
 
