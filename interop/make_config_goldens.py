@@ -95,11 +95,11 @@ def resolve(config: dict) -> dict:
     }
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
     logging.disable(logging.WARNING)
     cases = [{"name": name, "config": config, "transformers": resolve(config)} for name, config in CASES.items()]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(cases, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(cases, indent=1) + "\n")
     for case in cases:
         print(case["name"], case["transformers"])
 

@@ -82,7 +82,7 @@ JOINS = [("[INST] hi", " [/INST]"), ("Hello", " world"), ("a", "\n\nb"), ("code:
          ("<s>", "text"), ("é", " t\u00e9")]
 
 
-def train_tekken_style() -> None:
+def train_tekken_style(out: Path = TEKKEN_STYLE) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(TEKKEN_SPLIT), behavior="isolated"),
@@ -91,16 +91,17 @@ def train_tekken_style() -> None:
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"] + V3_CONTROL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(tokenizer_texts.GOLDEN_TEXTS + tokenizer_texts.random_texts(200, 9), trainer)
-    TEKKEN_STYLE.write_text(tok.to_str() + "\n")
+    out.write_text(tok.to_str() + "\n")
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
     bundled = json.loads(BUNDLED.read_text())
     texts = SPELLINGS + tokenizer_texts.GOLDEN_TEXTS
-    train_tekken_style()
+    tekken_style = out.parent / TEKKEN_STYLE.name
+    train_tekken_style(tekken_style)
     variants = []
     for name, overlay in list(VARIANTS.items()) + [("tekken-style", None)]:
-        tok = Tokenizer.from_str(json.dumps(dict(bundled, **overlay)) if overlay else TEKKEN_STYLE.read_text())
+        tok = Tokenizer.from_str(json.dumps(dict(bundled, **overlay)) if overlay else tekken_style.read_text())
         tok.post_processor = None
 
         def encode(text: str, split_special: bool) -> list[int]:
@@ -118,8 +119,8 @@ def main() -> None:
             "decodes": [{"ids": ids, "text": tok.decode(ids, skip_special_tokens=True)} for ids in decode_inputs],
             "joins": [{"first": a, "second": b, "ids": encode(a + b, True)} for a, b in JOINS],
         })
-    OUT.write_text(json.dumps(variants, ensure_ascii=False, indent=1) + "\n")
-    print(f"{OUT}: {len(variants)} variants, {OUT.stat().st_size} bytes")
+    out.write_text(json.dumps(variants, ensure_ascii=False, indent=1) + "\n")
+    print(f"{out}: {len(variants)} variants, {out.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
