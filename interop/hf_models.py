@@ -79,6 +79,9 @@ class CheckpointSpec:
     num_experts_per_tok: int = 2
     router_aux_loss_coef: float = 0.02
     intermediate_size: int = TINY["intermediate_size"]
+    # Keys of TINY this case sets otherwise (head_dim, vocab_size, tie_word_embeddings), as a tuple of pairs so the
+    # spec stays hashable.
+    shape: tuple = ()
 
 
 PROMPT_20 = [1, 5, 9, 300, 17, 42, 255, 3, 77, 128, 64, 500, 11, 23, 314, 159, 26, 53, 58, 97]
@@ -95,6 +98,13 @@ SPECS: dict[str, CheckpointSpec] = {
     "mixtral-fused": CheckpointSpec(
         arch="mixtral", seed=4567, sliding_window=None, rope_theta=1e6, moe_layout="fused"
     ),
+    # Mistral-Nemo's shape: head_dim (24) is not hidden_size / num_attention_heads (16), so q_proj is [96, 64] and
+    # o_proj [64, 96]; the lm_head tied to the embeddings (no lm_head.weight in the file), an odd vocabulary of 509
+    # and a window of 5, shorter than the prompt and than the 12 tokens generated after it.
+    "mistral-nemo-tied": CheckpointSpec(
+        arch="mistral", seed=6789, sliding_window=5, rope_theta=1e6,
+        shape=(("head_dim", 24), ("vocab_size", 509), ("tie_word_embeddings", True)),
+    ),
 }
 
 # Base of the PEFT adapter goldens (lora/src/test/resources/golden/peft/base): Mixtral in the Hub layout, one file.
@@ -110,6 +120,7 @@ def make_config(spec: CheckpointSpec):
         rms_norm_eps=spec.rms_norm_eps,
         attn_implementation="eager",
     )
+    common.update(dict(spec.shape))
     if spec.arch == "mistral":
         return MistralConfig(**common)
     if spec.arch == "mixtral":

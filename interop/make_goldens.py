@@ -2,7 +2,7 @@
 (see interop/GOLDENS.md).
 
 Run: interop/.venv/bin/python interop/make_goldens.py [section ...]
-Sections: tokenizer, mistral-fp32, mistral-bf16, mixtral-sharded, mixtral-fused, mistral-batch, peft
+Sections: tokenizer, mistral-fp32, mistral-bf16, mixtral-sharded, mixtral-fused, mistral-nemo-tied, mistral-batch, peft
 (default: all).
 Deterministic: the checkpoints come from hf_models.SPECS (fixed seeds), the tokenizer from configs/tokenizer/.
 """
@@ -303,6 +303,7 @@ SECTIONS = {
     "mistral-bf16": lambda: checkpoint_case("mistral-bf16"),
     "mixtral-sharded": lambda: checkpoint_case("mixtral-sharded"),
     "mixtral-fused": lambda: checkpoint_case("mixtral-fused"),
+    "mistral-nemo-tied": lambda: (checkpoint_case("mistral-nemo-tied"), check_window_matters("mistral-nemo-tied")),
     "mistral-batch": batch_case,
     "peft": peft_section,
 }

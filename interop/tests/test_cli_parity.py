@@ -31,7 +31,7 @@ def run_mixtune(model_dir: Path, prompt_ids: list[int], dump: Path) -> list[int]
     return [int(tok) for tok in lines[-1].split(",")]
 
 
-@pytest.mark.parametrize("name", ["mistral-fp32", "mistral-bf16", "mixtral-sharded", "mixtral-fused"])
+@pytest.mark.parametrize("name", ["mistral-fp32", "mistral-bf16", "mixtral-sharded", "mixtral-fused", "mistral-nemo-tied"])
 def test_generate_matches_transformers(name, tmp_path):
     spec = hf.build_checkpoint(name, tmp_path / "model")
     if spec.sliding_window is not None:

@@ -91,6 +91,7 @@ public final class MistralCheckpoint {
     private static void checkTensors(Path modelDir, ModelConfig config, WeightLayout layout, SafetensorsReader reader) {
         List<String> missing = new ArrayList<>();
         List<String> misshapen = new ArrayList<>();
+        List<String> misstored = new ArrayList<>();
         for (Map.Entry<String, long[]> expected : layout.expectedShapes(config).entrySet()) {
             String name = expected.getKey();
             if (!reader.contains(name)) {
@@ -98,6 +99,9 @@ public final class MistralCheckpoint {
                 continue;
             }
             TensorInfo info = reader.info(name);
+            if (!info.dtype().isFloat32Convertible()) {
+                misstored.add(name + " in " + info.file().getFileName() + " is " + info.dtype());
+            }
             if (!Arrays.equals(info.shape(), expected.getValue())) {
                 misshapen.add(name + " in " + info.file().getFileName() + " has shape " + Arrays.toString(info.shape())
                         + " but config.json implies " + Arrays.toString(expected.getValue()));
@@ -109,6 +113,10 @@ public final class MistralCheckpoint {
         }
         if (!misshapen.isEmpty()) {
             throw new CheckpointException(modelDir, "shapes disagree with config.json: " + summarize(misshapen));
+        }
+        if (!misstored.isEmpty()) {
+            throw new CheckpointException(modelDir, "mixtune reads weights stored as F32, F16 or BF16 (and quantizes"
+                    + " them itself), but " + summarize(misstored) + ": use the full-precision checkpoint");
         }
     }
 

@@ -157,12 +157,18 @@ public record ModelConfig(
 
     /**
      * Rewrites the dtype a config.json names for the weights after they were converted (transformers 4 spells the
-     * key torch_dtype, 5 dtype; the spelling already in the file is kept).
+     * key torch_dtype, 5 dtype and reads dtype first; every spelling already in the file is rewritten, torch_dtype
+     * where there is none).
      */
     public static void recordDtype(Path configJson, DType dtype) throws IOException {
         ObjectMapper json = new ObjectMapper();
         ObjectNode config = (ObjectNode) json.readTree(configJson.toFile());
-        config.put(config.has("dtype") ? "dtype" : "torch_dtype", torchDtypeName(dtype));
+        if (config.has("dtype")) {
+            config.put("dtype", torchDtypeName(dtype));
+        }
+        if (config.has("torch_dtype") || !config.has("dtype")) {
+            config.put("torch_dtype", torchDtypeName(dtype));
+        }
         json.writerWithDefaultPrettyPrinter().writeValue(configJson.toFile(), config);
     }
 
@@ -197,7 +203,13 @@ public record ModelConfig(
         }
     }
 
-    /** Reads the keys transformers writes for {@code model_type} mistral and mixtral (4.x and 5.x spellings). */
+    /**
+     * Reads the keys transformers writes for {@code model_type} mistral and mixtral (4.x and 5.x spellings). A key
+     * left out takes MistralConfig's or MixtralConfig's default (transformers 5.18), which differ: a Mistral without
+     * {@code sliding_window} has a window of 4096 (Mistral-7B v0.1's), a Mixtral none; a Mixtral's rope_theta is 1e6
+     * and its rms_norm_eps 1e-5. The shapes (hidden, intermediate, layers, heads, vocab) have no default here: a file
+     * without them is not a checkpoint's. A list {@code eos_token_id} gives its first id as the EOS.
+     */
     public static ModelConfig fromJson(JsonNode root) {
         String type = root.path("model_type").asText("");
         ModelType modelType = switch (type) {
@@ -207,33 +219,67 @@ public record ModelConfig(
             default -> throw new IllegalArgumentException("model_type \"" + type
                     + "\" is not supported: mixtune runs \"mistral\" and \"mixtral\"");
         };
+        JsonNode quantization = root.path("quantization_config");
+        if (quantization.isObject()) {
+            throw new IllegalArgumentException("quantization_config (quant_method \""
+                    + quantization.path("quant_method").asText("?") + "\") says the weights are stored pre-quantized,"
+                    + " which mixtune does not read: use the full-precision (F32, F16 or BF16) checkpoint they were"
+                    + " made from (QLoRA quantizes it to NF4 while it loads)");
+        }
+        String activation = root.path("hidden_act").asText("silu");
+        if (!activation.equals("silu")) {
+            throw new IllegalArgumentException("hidden_act \"" + activation + "\" is not supported: mixtune's MLP is"
+                    + " SwiGLU, \"silu\" (every Mistral and Mixtral checkpoint's)");
+        }
+        boolean moe = modelType == ModelType.MIXTRAL;
         int hidden = requiredInt(root, "hidden_size");
         int heads = requiredInt(root, "num_attention_heads");
         int headDim = root.hasNonNull("head_dim") ? intValue(root, "head_dim") : hidden / heads;
-        boolean moe = modelType == ModelType.MIXTRAL;
+        // transformers' dataclass default is 8 for a missing key; an explicit null means one kv head per query head.
+        int keyValueHeads = !root.has("num_key_value_heads") ? 8
+                : root.get("num_key_value_heads").isNull() ? heads : intValue(root, "num_key_value_heads");
+        Integer slidingWindow = !root.has("sliding_window") ? (moe ? null : Integer.valueOf(4096))
+                : root.get("sliding_window").isNull() ? null : Integer.valueOf(intValue(root, "sliding_window"));
         return new ModelConfig(
                 modelType,
                 hidden,
                 requiredInt(root, "intermediate_size"),
                 requiredInt(root, "num_hidden_layers"),
                 heads,
-                root.hasNonNull("num_key_value_heads") ? intValue(root, "num_key_value_heads") : heads,
+                keyValueHeads,
                 headDim,
                 requiredInt(root, "vocab_size"),
-                doubleOr(root, "rms_norm_eps", 1e-6),
-                ropeTheta(root),
-                root.hasNonNull("sliding_window") ? Integer.valueOf(intValue(root, "sliding_window")) : null,
-                root.hasNonNull("max_position_embeddings") ? intValue(root, "max_position_embeddings") : 32768,
+                doubleOr(root, "rms_norm_eps", moe ? 1e-5 : 1e-6),
+                ropeTheta(root, moe ? 1e6 : 10000.0),
+                slidingWindow,
+                root.hasNonNull("max_position_embeddings") ? intValue(root, "max_position_embeddings") : 4096 * 32,
                 root.path("tie_word_embeddings").asBoolean(false),
-                moe ? requiredInt(root, "num_local_experts") : 0,
-                moe ? requiredInt(root, "num_experts_per_tok") : 0,
+                moe ? intOr(root, "num_local_experts", 8) : 0,
+                moe ? intOr(root, "num_experts_per_tok", 2) : 0,
                 moe ? doubleOr(root, "router_aux_loss_coef", 0.001) : 0.0,
-                root.hasNonNull("bos_token_id") ? intValue(root, "bos_token_id") : 1,
-                root.hasNonNull("eos_token_id") ? intValue(root, "eos_token_id") : 2);
+                intOr(root, "bos_token_id", 1),
+                eosTokenId(root));
+    }
+
+    /** transformers allows a list of EOS ids; the first is the one a sequence ends with. */
+    private static int eosTokenId(JsonNode root) {
+        JsonNode eos = root.path("eos_token_id");
+        if (eos.isArray()) {
+            if (eos.isEmpty()) {
+                throw new IllegalArgumentException(
+                        "key eos_token_id is an empty list: expected a token id or a list of them");
+            }
+            JsonNode first = eos.get(0);
+            if (!first.isIntegralNumber() || !first.canConvertToInt()) {
+                throw new IllegalArgumentException("key eos_token_id must hold integers, got " + eos);
+            }
+            return first.intValue();
+        }
+        return intOr(root, "eos_token_id", 2);
     }
 
     /** transformers 4 writes {@code rope_theta}; transformers 5 writes {@code rope_parameters: {rope_type, rope_theta}}. */
-    private static double ropeTheta(JsonNode root) {
+    private static double ropeTheta(JsonNode root, double defaultTheta) {
         JsonNode parameters = root.path("rope_parameters");
         if (parameters.isObject()) {
             String ropeType = parameters.path("rope_type").asText("default");
@@ -249,7 +295,7 @@ public record ModelConfig(
         if (scaling.isObject() && !scaling.path("rope_type").asText(scaling.path("type").asText("default")).equals("default")) {
             throw new IllegalArgumentException("rope_scaling " + scaling + " is not supported: mixtune implements the default rotary embedding");
         }
-        return doubleOr(root, "rope_theta", 10000.0);
+        return doubleOr(root, "rope_theta", defaultTheta);
     }
 
     private static void requirePositive(String key, int value) {
@@ -271,6 +317,10 @@ public record ModelConfig(
             throw new IllegalArgumentException("key " + key + " must be an integer, got " + node);
         }
         return node.intValue();
+    }
+
+    private static int intOr(JsonNode root, String key, int fallback) {
+        return root.hasNonNull(key) ? intValue(root, key) : fallback;
     }
 
     private static double doubleOr(JsonNode root, String key, double fallback) {

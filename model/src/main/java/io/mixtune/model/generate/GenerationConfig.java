@@ -21,8 +21,9 @@ import java.util.function.DoubleFunction;
  * defaults {@code generate()} uses when the caller names none, each unset value taking
  * {@code GenerationConfig._get_default_generation_params}'s ({@link TokenSampler.Settings#DEFAULTS}).
  *
- * <p>Without the file: config.json's EOS and transformers' defaults. A file without {@code eos_token_id} still stops
- * at config.json's EOS, where transformers 5.18 would not stop at all (it takes no EOS from config.json then).
+ * <p>Without the file: config.json's EOS ids (every one of a list, as transformers builds the file from config.json)
+ * and transformers' defaults. A file without {@code eos_token_id} still stops at config.json's EOS, where
+ * transformers 5.18 would not stop at all (it takes no EOS from config.json then).
  *
  * @param eosTokenIds every id that ends an answer, never empty
  * @param defaults the decoding the file asks for
@@ -53,7 +54,8 @@ public record GenerationConfig(List<Integer> eosTokenIds, TokenSampler.Settings 
     public static GenerationConfig read(Path modelDir, ModelConfig config) {
         Path file = modelDir.resolve(FILE_NAME);
         if (!Files.isRegularFile(file)) {
-            return of(config);
+            return new GenerationConfig(configEosTokenIds(modelDir, config), TokenSampler.Settings.DEFAULTS, null,
+                    Map.of());
         }
         JsonNode root;
         try {
@@ -138,6 +140,27 @@ public record GenerationConfig(List<Integer> eosTokenIds, TokenSampler.Settings 
                     + " (give the value as a flag, or decode greedily)");
             return fallback;
         }
+    }
+
+    /**
+     * config.json's EOS ids: transformers builds a missing generation_config.json from config.json, so every id of a
+     * list {@code eos_token_id} ends an answer (ModelConfig keeps the first, the one a sequence is closed with).
+     */
+    private static List<Integer> configEosTokenIds(Path modelDir, ModelConfig config) {
+        Path configJson = modelDir.resolve("config.json");
+        JsonNode eos;
+        try {
+            eos = Files.isRegularFile(configJson)
+                    ? new ObjectMapper().readTree(Files.readString(configJson)).path("eos_token_id") : null;
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configJson + ": not readable JSON: " + e.getMessage());
+        }
+        if (eos == null || !eos.isArray() || eos.isEmpty()) {
+            return List.of(config.eosTokenId());
+        }
+        List<Integer> ids = new ArrayList<>();
+        eos.forEach(id -> ids.add(tokenId(configJson, id, config)));
+        return ids;
     }
 
     private static int tokenId(Path file, JsonNode node, ModelConfig config) {

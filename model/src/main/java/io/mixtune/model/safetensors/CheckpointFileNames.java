@@ -19,6 +19,9 @@ final class CheckpointFileNames {
     private static final Pattern WRITTEN_BY_CHECKPOINT_SAVE =
             Pattern.compile("model(-\\d+-of-\\d+)?\\.safetensors|model\\.safetensors\\.index\\.json");
 
+    /** mistral-inference's own files: {@code consolidated.safetensors}, or {@code consolidated.00.safetensors} etc. */
+    private static final Pattern MISTRAL_NATIVE = Pattern.compile("consolidated(\\.\\d+)?\\.safetensors");
+
     /** torch.save / pickle formats, refused because unpickling runs arbitrary code. */
     private static final List<String> PICKLE_EXTENSIONS = List.of(".bin", ".pt", ".pth", ".ckpt");
 
@@ -31,6 +34,18 @@ final class CheckpointFileNames {
 
     static boolean isSafetensors(Path file) {
         return fileName(file).endsWith(SAFETENSORS_EXTENSION);
+    }
+
+    static boolean isMistralNative(Path file) {
+        return MISTRAL_NATIVE.matcher(fileName(file)).matches();
+    }
+
+    static String mistralNativeRefusal(List<Path> files) {
+        return String.join(", ", files.stream().map(CheckpointFileNames::fileName).toList()) + " is Mistral's own format"
+                + " (mistral-inference's tensor names and rotary layout, params.json), which mixtune does not read:"
+                + " download the Hugging Face files of the same repository (config.json, " + INDEX_FILE + " and the"
+                + " model-*.safetensors it names), or convert it with transformers'"
+                + " src/transformers/models/mistral/convert_mistral_weights_to_hf.py";
     }
 
     static boolean isPickle(Path file) {

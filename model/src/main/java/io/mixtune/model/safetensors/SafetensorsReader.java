@@ -372,6 +372,14 @@ public final class SafetensorsReader implements AutoCloseable {
             throw new CheckpointException(dir, null, "could not list the directory: " + e.getMessage(), e);
         }
         List<Path> safetensors = entries.stream().filter(CheckpointFileNames::isSafetensors).collect(Collectors.toList());
+        // The Hub's Mistral repositories also hold consolidated.safetensors: the same weights under mistral-inference's
+        // names (layers.0.attention.wq.weight), with the query and key rows in another rotary order. transformers
+        // never reads it; neither does mixtune, beside the Hugging Face files or alone.
+        List<Path> mistralNative = safetensors.stream().filter(CheckpointFileNames::isMistralNative).toList();
+        safetensors.removeAll(mistralNative);
+        if (safetensors.isEmpty() && !mistralNative.isEmpty()) {
+            throw new CheckpointException(dir, CheckpointFileNames.mistralNativeRefusal(mistralNative));
+        }
         if (safetensors.isEmpty()) {
             List<String> pickles = entries.stream().filter(CheckpointFileNames::isPickle)
                     .map(p -> p.getFileName().toString()).collect(Collectors.toList());

@@ -67,6 +67,11 @@ public final class TextTokenizer implements AutoCloseable {
     private final long eosId;
     /** The ids of "\n" encoded alone, which a continuation encode strips from its front. */
     private final long[] newlineIds;
+    /**
+     * Whether an encode starts the text with a word-start marker (SentencePiece's dummy prefix, Metaspace's "▁") that
+     * a piece in the middle of a text does not get; byte-level BPEs (tekken) add none.
+     */
+    private final boolean marksWordStart;
 
     private TextTokenizer(HuggingFaceTokenizer tokenizer, HuggingFaceTokenizer textEncoder,
             List<Map.Entry<String, String>> markers, long firstMovedMarkerId, long[] movedMarkerIds, long bosId,
@@ -79,6 +84,10 @@ public final class TextTokenizer implements AutoCloseable {
         this.bosId = bosId;
         this.eosId = eosId;
         this.newlineIds = ids("\n");
+        long[] letter = ids("a");
+        long[] apart = Arrays.copyOf(newlineIds, newlineIds.length + letter.length);
+        System.arraycopy(letter, 0, apart, newlineIds.length, letter.length);
+        this.marksWordStart = !Arrays.equals(apart, ids("\na"));
     }
 
     /** @param tokenizerJson a tokenizer.json file, or a model directory holding one */
@@ -112,7 +121,7 @@ public final class TextTokenizer implements AutoCloseable {
     /** A tokenizer.json from a stream (bytes already in memory, a resource); {@code name} says which in errors. */
     public static TextTokenizer read(InputStream in, String name, long bosId, long eosId) {
         byte[] json;
-        JsonNode root;
+        JsonNode root = null;
         HuggingFaceTokenizer tokenizer;
         try {
             json = in.readAllBytes();
@@ -120,6 +129,13 @@ public final class TextTokenizer implements AutoCloseable {
             // The tokenizer's own post-processor would add BOS; we add it explicitly so templates control it.
             tokenizer = HuggingFaceTokenizer.newInstance(new ByteArrayInputStream(json), OPTIONS);
         } catch (IOException | RuntimeException e) {
+            List<String> unknown = root == null ? List.of() : unknownComponentTypes(root);
+            if (!unknown.isEmpty()) {
+                String key = unknown.get(0).substring(0, unknown.get(0).indexOf(' '));
+                throw new IllegalArgumentException(name + ": " + String.join(", ", unknown) + " unknown to the"
+                        + " tokenizers library mixtune runs (" + TOKENIZERS_LIBRARY + "), whose " + key + " types are "
+                        + String.join(", ", new java.util.TreeSet<>(KNOWN_TYPES.get(key))), e);
+            }
             throw new IllegalArgumentException(name + ": not a tokenizer.json the tokenizers library can read: "
                     + e.getMessage(), e);
         }
@@ -128,6 +144,44 @@ public final class TextTokenizer implements AutoCloseable {
         } catch (RuntimeException e) {
             tokenizer.close();
             throw e;
+        }
+    }
+
+    /** The native library DJL 0.35.1 bundles; its serde errors name no type ("did not match any variant"). */
+    private static final String TOKENIZERS_LIBRARY = "tokenizers 0.21.4, DJL 0.35.1";
+
+    /** The component types that library reads, by tokenizer.json key (its NormalizerWrapper etc.). */
+    private static final Map<String, Set<String>> KNOWN_TYPES = new TreeMap<>(Map.of(
+            "model", Set.of("BPE", "WordPiece", "WordLevel", "Unigram"),
+            "normalizer", Set.of("BertNormalizer", "Strip", "StripAccents", "NFC", "NFD", "NFKC", "NFKD", "Sequence",
+                    "Lowercase", "Nmt", "Precompiled", "Replace", "Prepend", "ByteLevel"),
+            "pre_tokenizer", Set.of("BertPreTokenizer", "ByteLevel", "CharDelimiterSplit", "Metaspace", "Whitespace",
+                    "Sequence", "Split", "Punctuation", "WhitespaceSplit", "Digits", "UnicodeScripts"),
+            "decoder", Set.of("BPEDecoder", "ByteLevel", "WordPiece", "Metaspace", "CTC", "Sequence", "Replace", "Fuse",
+                    "Strip", "ByteFallback"),
+            "post_processor", Set.of("RobertaProcessing", "BertProcessing", "ByteLevel", "TemplateProcessing",
+                    "Sequence")));
+
+    /** Where a Sequence of each component keeps its members. */
+    private static final Map<String, String> SEQUENCE_MEMBERS = Map.of("normalizer", "normalizers", "pre_tokenizer",
+            "pretokenizers", "decoder", "decoders", "post_processor", "processors");
+
+    /** "pre_tokenizer type \"X\"" for each component (Sequence members included) of a type the library lacks. */
+    private static List<String> unknownComponentTypes(JsonNode root) {
+        List<String> unknown = new ArrayList<>();
+        KNOWN_TYPES.forEach((key, known) -> collectUnknown(key, root.path(key), known, unknown));
+        return unknown;
+    }
+
+    private static void collectUnknown(String key, JsonNode component, Set<String> known, List<String> unknown) {
+        if (!component.isObject() || !component.has("type")) {
+            return;
+        }
+        String type = component.get("type").asText();
+        if (!known.contains(type)) {
+            unknown.add(key + " type \"" + type + "\"");
+        } else if (type.equals("Sequence") && SEQUENCE_MEMBERS.containsKey(key)) {
+            component.path(SEQUENCE_MEMBERS.get(key)).forEach(member -> collectUnknown(key, member, known, unknown));
         }
     }
 
@@ -352,9 +406,13 @@ public final class TextTokenizer implements AutoCloseable {
      * Token ids of {@code text} as it tokenizes in the middle of a longer text: without the word-start marker
      * (SentencePiece's dummy prefix) that every separate encode puts in front. Encodes "\n" + text and drops the ids
      * of the "\n" (a byte token that merges with nothing), so templates can tokenize piece by piece and still get the
-     * ids of the whole string.
+     * ids of the whole string. A tokenizer that marks no word start encodes the text as it is: there a newline in
+     * front could merge with one that begins the text (tekken's "\n\n").
      */
     public long[] encodeContinuation(String text) {
+        if (!marksWordStart) {
+            return ids(text);
+        }
         long[] ids = ids("\n" + text);
         for (int i = 0; i < newlineIds.length; i++) {
             if (i >= ids.length || ids[i] != newlineIds[i]) {

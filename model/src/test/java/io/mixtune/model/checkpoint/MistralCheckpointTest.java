@@ -70,10 +70,11 @@ class MistralCheckpointTest {
     void missingConfigKeyIsNamed(@TempDir Path dir) throws IOException {
         RandomCheckpoint.write(tinyMixtral(), dir, 1, DType.F32, Long.MAX_VALUE);
         ObjectNode config = (ObjectNode) JSON.readTree(dir.resolve("config.json").toFile());
-        config.remove("num_local_experts");
+        // num_local_experts has MixtralConfig's default (8); a shape key has none.
+        config.remove("intermediate_size");
         JSON.writeValue(dir.resolve("config.json").toFile(), config);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> load(dir));
-        assertTrue(e.getMessage().contains("missing key num_local_experts"), e.getMessage());
+        assertTrue(e.getMessage().contains("missing key intermediate_size"), e.getMessage());
     }
 
     @Test
@@ -213,6 +214,46 @@ class MistralCheckpointTest {
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(dir, manager)) {
             assertTrue(model.config().isMixtureOfExperts());
         }
+    }
+
+    @Test
+    void weightsStoredAsFp8AreRefusedBeforeLoadingNamingTensorAndDtype(@TempDir Path dir) throws IOException {
+        RandomCheckpoint.write(tinyMixtral(), dir, 1, DType.F32, Long.MAX_VALUE);
+        Path file = dir.resolve("model.safetensors");
+        List<TensorSpec> specs = new ArrayList<>();
+        List<float[]> data = new ArrayList<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            for (String name : reader.names()) {
+                DType dtype = name.equals("model.layers.0.self_attn.q_proj.weight") ? DType.F8_E4M3 : DType.F32;
+                specs.add(new TensorSpec(name, dtype, reader.info(name).shape()));
+                data.add(reader.readFloats(name));
+            }
+        }
+        SafetensorsWriter.writeFile(file, specs, new SafetensorsWriter.TensorSource() {
+            @Override
+            public float[] floats(TensorSpec spec) {
+                return data.get(specs.indexOf(spec));
+            }
+
+            @Override
+            public byte[] rawBytes(TensorSpec spec) {
+                return new byte[(int) spec.byteLength()];
+            }
+        });
+        CheckpointException e = assertThrows(CheckpointException.class, () -> load(dir));
+        assertTrue(e.getMessage().contains("model.layers.0.self_attn.q_proj.weight in model.safetensors is F8_E4M3")
+                && e.getMessage().contains("F32, F16 or BF16"), e.getMessage());
+    }
+
+    @Test
+    void preQuantizedCheckpointsAreRefusedNamingQuantizationConfig(@TempDir Path dir) throws IOException {
+        RandomCheckpoint.write(tinyMixtral(), dir, 1, DType.F32, Long.MAX_VALUE);
+        ObjectNode config = (ObjectNode) JSON.readTree(dir.resolve("config.json").toFile());
+        config.putObject("quantization_config").put("quant_method", "gptq").put("bits", 4);
+        JSON.writeValue(dir.resolve("config.json").toFile(), config);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> load(dir));
+        assertTrue(e.getMessage().contains("config.json") && e.getMessage().contains("quantization_config")
+                && e.getMessage().contains("gptq") && e.getMessage().contains("full-precision"), e.getMessage());
     }
 
     private static void rewriteWithout(Path dir, List<String> dropped) {

@@ -40,7 +40,7 @@ class HfParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"mistral-fp32", "mistral-bf16", "mixtral-sharded", "mixtral-fused"})
+    @ValueSource(strings = {"mistral-fp32", "mistral-bf16", "mixtral-sharded", "mixtral-fused", "mistral-nemo-tied"})
     void promptLogitsAndGreedyTokensMatchTransformers(String name) throws IOException {
         Path dir = golden(name);
         JsonNode prompt = JSON.readTree(dir.resolve("prompt.json").toFile());

@@ -277,6 +277,27 @@ class SafetensorsReaderValidationTest {
         }
     }
 
+    @Test
+    void mistralsNativeConsolidatedFileAloneIsRefusedNamingWhatToDownload() throws IOException {
+        Path model = Files.createDirectories(dir.resolve("native"));
+        file("native/consolidated.safetensors", "{" + entry("layers.0.attention.wq.weight", "F32", "[2]", 0, 8) + "}",
+                littleEndianFloats(1f, 2f));
+        refused(model, model.toString(), "consolidated.safetensors", "Mistral's own format",
+                "model.safetensors.index.json", "convert_mistral_weights_to_hf.py");
+    }
+
+    @Test
+    void consolidatedFileBesideHubShardsIsNotReadAsPartOfThem() throws IOException {
+        Path model = Files.createDirectories(dir.resolve("both"));
+        file("both/consolidated.safetensors", "{" + entry("layers.0.attention.wq.weight", "F32", "[2]", 0, 8) + "}",
+                littleEndianFloats(1f, 2f));
+        file("both/model-00001-of-00001.safetensors", "{" + entry("model.norm.weight", "F32", "[2]", 0, 8) + "}",
+                littleEndianFloats(3f, 4f));
+        try (SafetensorsReader reader = SafetensorsReader.open(model)) {
+            assertEquals(java.util.Set.of("model.norm.weight"), reader.names());
+        }
+    }
+
     private static void refusedOnRead(SafetensorsReader reader, Path file) {
         CheckpointException e = assertThrows(CheckpointException.class, () -> reader.readFloats("w"));
         assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("'w'")

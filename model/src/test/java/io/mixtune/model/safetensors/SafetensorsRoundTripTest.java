@@ -350,7 +350,7 @@ class SafetensorsRoundTripTest {
 
     @Test
     void readerDirectoryRulesPreferIndexThenModelSafetensorsThenAllFiles() throws IOException {
-        Path stray = dir.resolve("consolidated.safetensors");
+        Path stray = dir.resolve("weights.safetensors");
         SafetensorsWriter.writeFile(stray, List.of(new TensorSpec("stray", DType.F32, new long[] {1})),
                 spec -> new float[1]);
         try (SafetensorsReader reader = SafetensorsReader.open(dir)) {
