@@ -6,11 +6,16 @@ import com.hubspot.jinjava.LegacyOverrides;
 import com.hubspot.jinjava.interpret.JinjavaInterpreter;
 import com.hubspot.jinjava.interpret.Context;
 import com.hubspot.jinjava.interpret.TemplateError;
+import com.hubspot.jinjava.lib.expression.ExpressionStrategy;
+import com.hubspot.jinjava.lib.exptest.IsIterableExpTest;
 import com.hubspot.jinjava.lib.filter.Filter;
 import com.hubspot.jinjava.lib.fn.ELFunctionDefinition;
 import com.hubspot.jinjava.lib.tag.Tag;
 import com.hubspot.jinjava.tree.Node;
 import com.hubspot.jinjava.tree.TagNode;
+import com.hubspot.jinjava.tree.output.RenderedOutputNode;
+import com.hubspot.jinjava.tree.parse.ExpressionToken;
+import com.hubspot.jinjava.util.ObjectTruthValue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.Message;
@@ -44,10 +49,18 @@ public final class JinjaChatTemplate {
     /** Around the output of a generation block; noncharacters, which text does not hold. */
     private static final char GENERATION_START = '\uFDD4';
     private static final char GENERATION_END = '\uFDD5';
+    /** A name with attributes and subscripts: {@code messages[0].role}. */
+    private static final String OPERAND = "[A-Za-z_][A-Za-z0-9_]*(?:\\.[A-Za-z_][A-Za-z0-9_]*|\\[[^\\]]*\\])*";
     private static final Pattern NOT_IS = Pattern.compile(
-            "\\bnot\\s+([A-Za-z_][A-Za-z0-9_.]*(?:\\[[^\\]]*\\])*)\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
+            "\\bnot\\s+(" + OPERAND + ")\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
+    /** {@code not a == b}: a comparison (or {@code in}) under {@code not}, its left side with any filters. */
+    private static final Pattern NOT_COMPARE = Pattern.compile("\\bnot\\s+(" + OPERAND + "(?:\\s*\\|\\s*[A-Za-z_]+)*)"
+            + "\\s*(==|!=|<=|>=|<|>|\\bin\\b)\\s*('[^']*'|\"[^\"]*\"|-?[0-9]+(?:\\.[0-9]+)?|" + OPERAND + ")");
     private static final Pattern LSTRIP_BLOCKS = Pattern.compile("(?m)^[ \\t]+(?=\\{[%#](?![+-]))");
-    private static final Pattern PYTHON_METHODS = Pattern.compile("\\.(startswith|endswith|upper|lower)\\(");
+    private static final Pattern PYTHON_METHODS = Pattern.compile(
+            "\\.(startswith\\(|endswith\\(|upper\\(|lower\\(|lstrip\\(\\)|rstrip\\(\\))");
+    /** jinja2's loop variables that Jinjava's loop lacks (it would render them as undefined, silently). */
+    private static final Pattern UNSUPPORTED_LOOP = Pattern.compile("\\bloop\\.(previtem|nextitem|changed)\\b");
 
     private final String name;
     private final String source;
@@ -79,7 +92,11 @@ public final class JinjaChatTemplate {
         jinjava.getGlobalContext().registerFunction(new ELFunctionDefinition("", "raise_exception",
                 JinjaChatTemplate.class, "raiseException", String.class));
         jinjava.getGlobalContext().registerTag(new GenerationTag());
+        jinjava.getGlobalContext().registerFunction(new ELFunctionDefinition("", "strftime_now",
+                JinjaChatTemplate.class, "strftimeNow", String.class));
         jinjava.getGlobalContext().registerFilter(new PythonToJson());
+        jinjava.getGlobalContext().registerFilter(new PythonTrim());
+        jinjava.getGlobalContext().registerExpTest(new PythonIterable());
     }
 
     public String name() {
@@ -185,9 +202,17 @@ public final class JinjaChatTemplate {
         globals.put("add_generation_prompt", addGenerationPrompt);
         globals.put("bos_token", bosToken);
         globals.put("eos_token", eosToken);
+        // defined, as transformers' global is (Llama 3.2 asks `strftime_now is defined` before calling it)
+        globals.put("strftime_now", "strftime_now");
         // The template is parsed once; each render gets its own interpreter and context, as renderForResult does.
-        JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, new Context(jinjava.getGlobalContext(),
-                globals), jinjava.getGlobalConfig());
+        Context context = new Context(jinjava.getGlobalContext(), globals);
+        JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, context, jinjava.getGlobalConfig());
+        Matcher unsupported = UNSUPPORTED_LOOP.matcher(source);
+        if (unsupported.find()) {
+            throw new TemplateException(name + ": line " + lineOf(source, unsupported.start()) + ": the chat template "
+                    + "uses loop." + unsupported.group(1) + ", which Jinjava's for loop lacks (it would render as "
+                    + "undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]");
+        }
         String output;
         JinjavaInterpreter.pushCurrent(interpreter);
         try {
@@ -231,6 +256,8 @@ public final class JinjaChatTemplate {
     private Node tree() {
         if (tree == null) {
             JinjavaInterpreter parser = jinjava.newInterpreter();
+            // the parser hands its context's strategy to each {{ }} node
+            parser.getContext().setExpressionStrategy(new PythonOutput());
             tree = parser.parse(jinjavaSource);
             parseErrors = List.copyOf(parser.getErrors());
         }
@@ -253,6 +280,24 @@ public final class JinjaChatTemplate {
         }
     }
 
+    private static int lineOf(String text, int index) {
+        int line = 1;
+        for (int i = 0; i < index; i++) {
+            if (text.charAt(i) == '\n') {
+                line++;
+            }
+        }
+        return line;
+    }
+
+    /**
+     * transformers' {@code strftime_now(format)}: {@code datetime.now().strftime(format)}, the local date and time
+     * (Llama 3.2 writes today's date into its system header with it).
+     */
+    public static String strftimeNow(String format) {
+        return PythonBuiltins.strftime(java.time.LocalDateTime.now(), format);
+    }
+
     /** {@code raise_exception(message)}, as transformers gives templates. */
     public static String raiseException(String message) {
         throw new Raised(message);
@@ -264,11 +309,17 @@ public final class JinjaChatTemplate {
         Matcher notIs = NOT_IS.matcher(source);
         String adapted = notIs.replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
                 + (m.group(2) == null ? "" : m.group(2)) + m.group(3) + ")"));
+        // jinja2 binds `not a == b` as `not (a == b)`; Jinjava as `(not a) == b`, silently false or a coercion error
+        adapted = NOT_COMPARE.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " "
+                + m.group(2) + " " + m.group(3) + ")"));
         return PYTHON_METHODS.matcher(adapted).replaceAll(m -> switch (m.group(1)) {
-            case "startswith" -> ".startsWith(";
-            case "endswith" -> ".endsWith(";
-            case "upper" -> ".toUpperCase(";
-            default -> ".toLowerCase(";
+            case "startswith(" -> ".startsWith(";
+            case "endswith(" -> ".endsWith(";
+            case "upper(" -> ".toUpperCase(";
+            case "lower(" -> ".toLowerCase(";
+            // Java's strip* take Character.isWhitespace, Python's str.isspace() also NBSP, U+2007, U+202F, U+0085
+            case "lstrip()" -> ".stripLeading()";
+            default -> ".stripTrailing()";
         });
     }
 
@@ -294,8 +345,14 @@ public final class JinjaChatTemplate {
         }
     }
 
-    /** {@code tojson} as transformers defines it: Python's {@code json.dumps(x, ensure_ascii=False)}. */
+    /**
+     * {@code tojson} as transformers defines it: Python's {@code json.dumps(x, ensure_ascii=False, indent=None,
+     * separators=None, sort_keys=False)}, each settable by name or position (Llama 3.x writes its tools with
+     * {@code tojson(indent=4)}).
+     */
     private static final class PythonToJson implements Filter {
+        private static final List<String> PARAMETERS = List.of("ensure_ascii", "indent", "separators", "sort_keys");
+
         @Override
         public String getName() {
             return "tojson";
@@ -303,60 +360,73 @@ public final class JinjaChatTemplate {
 
         @Override
         public Object filter(Object var, JinjavaInterpreter interpreter, String... args) {
-            StringBuilder out = new StringBuilder();
-            write(var, out);
-            return out.toString();
+            return filter(var, interpreter, (Object[]) args, Map.of());
         }
 
-        private static void write(Object value, StringBuilder out) {
-            if (value == null) {
-                out.append("null");
-            } else if (value instanceof Map<?, ?> map) {
-                out.append('{');
-                String separator = "";
-                for (Map.Entry<?, ?> entry : map.entrySet()) {
-                    out.append(separator);
-                    write(String.valueOf(entry.getKey()), out);
-                    out.append(": ");
-                    write(entry.getValue(), out);
-                    separator = ", ";
+        @Override
+        public Object filter(Object var, JinjavaInterpreter interpreter, Object[] args, Map<String, Object> kwargs) {
+            Map<String, Object> options = new HashMap<>();
+            for (int i = 0; i < args.length; i++) {
+                if (i >= PARAMETERS.size()) {
+                    throw new IllegalArgumentException("tojson takes at most " + PARAMETERS.size() + " arguments "
+                            + PARAMETERS + ", got " + args.length);
                 }
-                out.append('}');
-            } else if (value instanceof Iterable<?> list) {
-                out.append('[');
-                String separator = "";
-                for (Object item : list) {
-                    out.append(separator);
-                    write(item, out);
-                    separator = ", ";
-                }
-                out.append(']');
-            } else if (value instanceof Boolean || value instanceof Number) {
-                out.append(value);
-            } else {
-                String s = value.toString();
-                out.append('"');
-                for (int i = 0; i < s.length(); i++) {
-                    char c = s.charAt(i);
-                    switch (c) {
-                        case '"' -> out.append("\\\"");
-                        case '\\' -> out.append("\\\\");
-                        case '\n' -> out.append("\\n");
-                        case '\r' -> out.append("\\r");
-                        case '\t' -> out.append("\\t");
-                        case '\b' -> out.append("\\b");
-                        case '\f' -> out.append("\\f");
-                        default -> {
-                            if (c < 0x20) {
-                                out.append(String.format("\\u%04x", (int) c));
-                            } else {
-                                out.append(c);
-                            }
-                        }
-                    }
-                }
-                out.append('"');
+                options.put(PARAMETERS.get(i), args[i]);
             }
+            for (Map.Entry<String, Object> option : kwargs.entrySet()) {
+                if (!PARAMETERS.contains(option.getKey())) {
+                    throw new IllegalArgumentException("tojson has no argument " + option.getKey() + "; it takes "
+                            + PARAMETERS);
+                }
+                options.put(option.getKey(), option.getValue());
+            }
+            return PythonBuiltins.jsonDumps(var, ObjectTruthValue.evaluate(options.get("ensure_ascii")),
+                    options.get("indent"), options.get("separators"),
+                    ObjectTruthValue.evaluate(options.get("sort_keys")));
+        }
+    }
+
+    /**
+     * jinja2's {@code is iterable} is true of a string too (Llama 3.1 asks {@code message.content is mapping or
+     * message.content is iterable} of a tool's result and writes a string content as JSON); Jinjava's is not.
+     */
+    private static final class PythonIterable extends IsIterableExpTest {
+        @Override
+        public boolean evaluate(Object var, JinjavaInterpreter interpreter, Object... args) {
+            return var instanceof String || super.evaluate(var, interpreter, args);
+        }
+    }
+
+    /** {@code {{ x }}} writes a boolean as Python's str() does, True and False (Jinjava: true and false). */
+    private static final class PythonOutput implements ExpressionStrategy {
+        @Override
+        public RenderedOutputNode interpretOutput(ExpressionToken token, JinjavaInterpreter interpreter) {
+            Object value = interpreter.resolveELExpression(token.getExpr(), token.getLineNumber());
+            if (value instanceof Boolean b) {
+                return new RenderedOutputNode(b ? "True" : "False");
+            }
+            return new RenderedOutputNode(interpreter.getAsString(value));
+        }
+    }
+
+    /**
+     * jinja2's {@code trim(value, chars=None)}: Python's {@code str.strip(chars)}, whose whitespace is
+     * {@code str.isspace()}'s (Jinjava's trim strips only ASCII control characters and spaces, and would keep an
+     * ideographic space or a no-break space at the end of a message that Mistral v0.3, Llama 3 and Gemma trim).
+     */
+    private static final class PythonTrim implements Filter {
+        @Override
+        public String getName() {
+            return "trim";
+        }
+
+        @Override
+        public Object filter(Object var, JinjavaInterpreter interpreter, String... args) {
+            if (var == null) {
+                return null;
+            }
+            String chars = args.length > 0 && args[0] != null ? args[0] : null;
+            return PythonBuiltins.strip(var.toString(), chars);
         }
     }
 }

@@ -67,6 +67,62 @@ class JinjaChatTemplateTest {
         assertEquals("[gen]", render("{% if add_generation_prompt %}[gen]{% endif %}", CHAT, true));
     }
 
+    static String render(String source, List<Message> messages, List<Object> tools) {
+        return new JinjaChatTemplate("t.jinja", source, "<s>", "</s>").render(messages, tools, false).text();
+    }
+
+    /** Expected texts: transformers 5.18's render_jinja_template (jinja2 3.1.6) of the same template and chat. */
+    @Test
+    void pythonBehaviourReachedThroughJinja2RendersAsThere() throws Exception {
+        List<Object> tools = new com.fasterxml.jackson.databind.ObjectMapper().readValue("[{\"type\": \"function\", "
+                + "\"function\": {\"name\": \"f\", \"description\": \"\u00e9 \\\"q\\\"\", \"parameters\": {\"type\": "
+                + "\"object\", \"properties\": {\"z\": {\"type\": \"string\"}, \"a\": {\"type\": \"integer\", "
+                + "\"minimum\": 0.5}}, \"required\": [\"z\"]}}}]", List.class);
+        // Llama 3.x writes its tools with tojson(indent=4); Jinjava's tojson took no arguments
+        assertEquals("{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"f\",\n        "
+                + "\"description\": \"\u00e9 \\\"q\\\"\",\n        \"parameters\": {\n            \"type\": \"object\",\n  "
+                + "          \"properties\": {\n                \"z\": {\n                    \"type\": \"string\"\n   "
+                + "             },\n                \"a\": {\n                    \"type\": \"integer\",\n            "
+                + "        \"minimum\": 0.5\n                }\n            },\n            \"required\": [\n        "
+                + "        \"z\"\n            ]\n        }\n    }\n}",
+                render("{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}", CHAT, tools));
+        assertEquals("{\"properties\":{\"a\":{\"minimum\":0.5,\"type\":\"integer\"},\"z\":{\"type\":\"string\"}},"
+                + "\"required\":[\"z\"],\"type\":\"object\"}|\"\\u00e9 \\\"q\\\"\"|[\n  \"z\"\n]|[]",
+                render("{{ tools[0].function.parameters | tojson(separators=(',', ':'), sort_keys=true) }}|"
+                        + "{{ tools[0].function.description | tojson(ensure_ascii=true) }}|"
+                        + "{{ tools[0].function.parameters.required | tojson(indent=2) }}|{{ [] | tojson(indent=2) }}",
+                        CHAT, tools));
+        // trim is Python's str.strip(): an ideographic space, a no-break space and U+2007 are whitespace there
+        assertEquals("[a][a][Be brief.  ][  Be brief.]", render("[{{ ' \u3000a\u00a0\u2007' | trim }}]"
+                + "[{{ '--a-' | trim('-') }}][{{ messages[0].content.lstrip() }}][{{ messages[0].content.rstrip() }}]",
+                CHAT, false));
+        // booleans print as Python's str() prints them; a string is iterable
+        assertEquals("TrueFalse FalseFalse FalseTrue True True True", render("{% for m in messages %}{{ loop.first }}"
+                + "{{ loop.last }} {% endfor %}{{ messages[0].content is string }} {{ 'x' is iterable }} {{ 1 == 1 }}",
+                CHAT, false));
+        // `not a == b` is `not (a == b)` in jinja2 (Llama 3.1: `not message.tool_calls|length == 1`)
+        assertEquals("many not-user", render("{% if not messages|length == 1 %}many{% endif %}"
+                + "{% if not messages[0].role == 'user' %} not-user{% endif %}", CHAT, false));
+        // strftime_now is defined and writes the local date (Llama 3.2's system header)
+        String rendered = render("{% if strftime_now is defined %}{{ strftime_now('%d %b %Y') }}{% endif %}", CHAT,
+                false);
+        java.time.format.DateTimeFormatter python = java.time.format.DateTimeFormatter.ofPattern("dd MMM yyyy",
+                java.util.Locale.ENGLISH);
+        java.time.LocalDate today = java.time.LocalDate.now();
+        assertTrue(rendered.equals(today.format(python)) || rendered.equals(today.minusDays(1).format(python)),
+                rendered);
+    }
+
+    @Test
+    void loopVariablesJinjavaLacksFailNamingTheLine() {
+        JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
+                () -> render("{% for m in messages %}\n{% if loop.previtem is defined %}{{ loop.previtem.role }}"
+                        + "{% endif %}{% endfor %}", CHAT, false));
+        assertEquals("t.jinja: line 2: the chat template uses loop.previtem, which Jinjava's for loop lacks (it "
+                + "would render as undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]",
+                e.getMessage());
+    }
+
     @Test
     void raiseExceptionFailsWithTheTemplatesMessage() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
