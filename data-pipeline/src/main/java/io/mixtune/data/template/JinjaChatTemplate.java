@@ -33,17 +33,19 @@ import java.util.regex.Pattern;
  * A Hugging Face chat template (the Jinja text of a {@code tokenizer_config.json}'s {@code chat_template}) rendered as
  * transformers' {@code apply_chat_template} renders it, by Jinjava: {@code trim_blocks} and {@code lstrip_blocks} on,
  * the globals {@code messages}, {@code add_generation_prompt}, {@code bos_token}, {@code eos_token} and
- * {@code raise_exception} (which fails the render with the template's own message), {@code tools} the
- * conversation's tool definitions (undefined without), {@code documents} undefined, {@code tojson} as Python's {@code json.dumps}, and transformers'
- * {@code {% generation %}...{% endgeneration %}} block, whose character spans are returned.
+ * {@code raise_exception} (which fails the render with the template's own message), {@code strftime_now}, {@code tools}
+ * the conversation's tool definitions (none without, but defined, as transformers passes {@code tools=None}),
+ * {@code documents} none, {@code tojson} as Python's {@code json.dumps} with its options, {@code trim} as
+ * {@code str.strip}, and transformers' {@code {% generation %}...{% endgeneration %}} block, whose character spans are
+ * returned.
  *
  * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code lstrip_blocks} is
  * applied to the text (Jinjava's strips the spaces before a tag even after other text on its line, {@code "}} {%"});
- * {@code not x is defined}
- * binds as {@code not (x is defined)} in Jinja but as {@code (not x) is defined} in Jinjava, so the test is
- * parenthesised; Python's {@code str.startswith}, {@code endswith}, {@code upper} and {@code lower} become the Java
- * methods of the same meaning. Other Python string methods ({@code split}, {@code title}...) fail with the template's
- * name and line. Message contents are never interpreted again (Jinjava's nested interpretation is off).
+ * {@code not x is defined} and {@code not a == b} bind as {@code not (x is defined)} in Jinja but as
+ * {@code (not x) is defined} in Jinjava, so the test or comparison is parenthesised; Python's {@code str.startswith},
+ * {@code endswith}, {@code upper}, {@code lower}, {@code lstrip()} and {@code rstrip()} become the Java methods of the
+ * same meaning. Other Python string methods ({@code split}, {@code title}...) and {@code loop.previtem} fail with the
+ * template's name and line. Message contents are never interpreted again (Jinjava's nested interpretation is off).
  */
 public final class JinjaChatTemplate {
     /** Around the output of a generation block; noncharacters, which text does not hold. */
@@ -54,8 +56,13 @@ public final class JinjaChatTemplate {
     private static final Pattern NOT_IS = Pattern.compile(
             "\\bnot\\s+(" + OPERAND + ")\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
     /** {@code not a == b}: a comparison (or {@code in}) under {@code not}, its left side with any filters. */
-    private static final Pattern NOT_COMPARE = Pattern.compile("\\bnot\\s+(" + OPERAND + "(?:\\s*\\|\\s*[A-Za-z_]+)*)"
-            + "\\s*(==|!=|<=|>=|<|>|\\bin\\b)\\s*('[^']*'|\"[^\"]*\"|-?[0-9]+(?:\\.[0-9]+)?|" + OPERAND + ")");
+    private static final String LITERAL = "'[^']*'|\"[^\"]*\"|-?[0-9]+(?:\\.[0-9]+)?";
+    private static final Pattern NOT_COMPARE = Pattern.compile("\\bnot\\s+((?:" + LITERAL + "|" + OPERAND
+            + ")(?:\\s*\\|\\s*[A-Za-z_]+)*)\\s*(==|!=|<=|>=|<|>|\\bin\\b)\\s*(" + LITERAL + "|" + OPERAND + ")");
+    private static final Pattern ALWAYS_DEFINED = Pattern.compile(
+            "(?<![A-Za-z0-9_.])(tools|documents)\\s+is\\s+(not\\s+)?defined\\b");
+    /** A {@code {{ }}} or {@code {% %}} tag, whose expression {@link #adapt} rewrites. */
+    private static final Pattern TAGS = Pattern.compile("\\{\\{.*?\\}\\}|\\{%.*?%\\}", Pattern.DOTALL);
     private static final Pattern LSTRIP_BLOCKS = Pattern.compile("(?m)^[ \\t]+(?=\\{[%#](?![+-]))");
     private static final Pattern PYTHON_METHODS = Pattern.compile(
             "\\.(startswith\\(|endswith\\(|upper\\(|lower\\(|lstrip\\(\\)|rstrip\\(\\))");
@@ -306,8 +313,14 @@ public final class JinjaChatTemplate {
     static String adapt(String source) {
         // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
         source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
-        Matcher notIs = NOT_IS.matcher(source);
-        String adapted = notIs.replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
+        // The rest rewrites expressions only, never the template's text between tags.
+        return TAGS.matcher(source).replaceAll(tag -> Matcher.quoteReplacement(adaptExpression(tag.group())));
+    }
+
+    private static String adaptExpression(String tag) {
+        // transformers passes tools= and documents= always, None without: defined, where Jinjava's null is not
+        String adapted = ALWAYS_DEFINED.matcher(tag).replaceAll(m -> m.group(2) == null ? "true" : "false");
+        adapted = NOT_IS.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
                 + (m.group(2) == null ? "" : m.group(2)) + m.group(3) + ")"));
         // jinja2 binds `not a == b` as `not (a == b)`; Jinjava as `(not a) == b`, silently false or a coercion error
         adapted = NOT_COMPARE.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " "
