@@ -42,10 +42,10 @@ import java.util.regex.Pattern;
  * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code lstrip_blocks} is
  * applied to the text (Jinjava's strips the spaces before a tag even after other text on its line, {@code "}} {%"});
  * {@code not x is defined} and {@code not a == b} bind as {@code not (x is defined)} in Jinja but as
- * {@code (not x) is defined} in Jinjava, so the test or comparison is parenthesised; Python's {@code str.startswith},
- * {@code endswith}, {@code upper}, {@code lower}, {@code lstrip()} and {@code rstrip()} become the Java methods of the
- * same meaning. Other Python string methods ({@code split}, {@code title}...) and {@code loop.previtem} fail with the
- * template's name and line. Message contents are never interpreted again (Jinjava's nested interpretation is off).
+ * {@code (not x) is defined} in Jinjava, so the test or comparison is parenthesised. Python's {@code str} methods that
+ * templates call ({@code split}, {@code strip}, {@code startswith}...) and string indexing are answered as Python does
+ * ({@link PythonStringMethods}); other methods and {@code loop.previtem} fail with the template's name and line.
+ * Message contents are never interpreted again (Jinjava's nested interpretation is off).
  */
 public final class JinjaChatTemplate {
     /** Around the output of a generation block; noncharacters, which text does not hold. */
@@ -64,8 +64,6 @@ public final class JinjaChatTemplate {
     /** A {@code {{ }}} or {@code {% %}} tag, whose expression {@link #adapt} rewrites. */
     private static final Pattern TAGS = Pattern.compile("\\{\\{.*?\\}\\}|\\{%.*?%\\}", Pattern.DOTALL);
     private static final Pattern LSTRIP_BLOCKS = Pattern.compile("(?m)^[ \\t]+(?=\\{[%#](?![+-]))");
-    private static final Pattern PYTHON_METHODS = Pattern.compile(
-            "\\.(startswith\\(|endswith\\(|upper\\(|lower\\(|lstrip\\(\\)|rstrip\\(\\))");
     /** jinja2's loop variables that Jinjava's loop lacks (it would render them as undefined, silently). */
     private static final Pattern UNSUPPORTED_LOOP = Pattern.compile("\\bloop\\.(previtem|nextitem|changed)\\b");
 
@@ -90,6 +88,7 @@ public final class JinjaChatTemplate {
         this.jinjavaSource = adapt(source);
         // lstrip_blocks is done on the source (adapt): Jinjava's also strips spaces after text on the same line.
         JinjavaConfig config = JinjavaConfig.newBuilder().withTrimBlocks(true).withLstripBlocks(false)
+                .withElResolver(new PythonStringMethods())
                 .withNestedInterpretationEnabled(false).withFailOnUnknownTokens(false)
                 // Jinja's {{- and {#- strip the whitespace before them; Jinjava does so only with these overrides.
                 .withLegacyOverrides(LegacyOverrides.newBuilder().withUseTrimmingForNotesAndExpressions(true)
@@ -325,15 +324,7 @@ public final class JinjaChatTemplate {
         // jinja2 binds `not a == b` as `not (a == b)`; Jinjava as `(not a) == b`, silently false or a coercion error
         adapted = NOT_COMPARE.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " "
                 + m.group(2) + " " + m.group(3) + ")"));
-        return PYTHON_METHODS.matcher(adapted).replaceAll(m -> switch (m.group(1)) {
-            case "startswith(" -> ".startsWith(";
-            case "endswith(" -> ".endsWith(";
-            case "upper(" -> ".toUpperCase(";
-            case "lower(" -> ".toLowerCase(";
-            // Java's strip* take Character.isWhitespace, Python's str.isspace() also NBSP, U+2007, U+202F, U+0085
-            case "lstrip()" -> ".stripLeading()";
-            default -> ".stripTrailing()";
-        });
+        return adapted;
     }
 
     /** transformers' {@code {% generation %}}: its output marked, so that {@link #render} can return its span. */

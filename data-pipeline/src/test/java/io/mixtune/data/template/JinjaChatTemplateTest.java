@@ -98,6 +98,13 @@ class JinjaChatTemplateTest {
         assertEquals("[a][a][Be brief.  ][  Be brief.]", render("[{{ ' \u3000a\u00a0\u2007' | trim }}]"
                 + "[{{ '--a-' | trim('-') }}][{{ messages[0].content.lstrip() }}][{{ messages[0].content.rstrip() }}]",
                 CHAT, false));
+        // Python's str methods and indexing (DeepSeek-R1's and Qwen3's content.split('</think>')[-1]): Java's split
+        // took a regex and dropped trailing empty parts, s[0] was nothing
+        assertEquals("[a][][a|b][4][a|b c][ac][a][Hello World][2][ayaX][3][x]", render("[{{ 'a.b'.split('.')[0] }}]"
+                + "[{{ 'x</think>'.split('</think>')[-1] }}][{{ ' a  b '.split()|join('|') }}]"
+                + "[{{ 'a,b,,'.split(',')|length }}][{{ 'a b c'.split(' ', 1)|join('|') }}][{{ 'abc'[0] }}{{ 'abc'[-1] }}]"
+                + "[{{ 'a\\n\\n'.rstrip('\\n') }}][{{ 'hello world'.title() }}][{{ 'abc'.find('c') }}]"
+                + "[{{ 'aXaX'.replace('X', 'y', 1) }}][{{ 'aaa'.count('a') }}][{{ ' x '.strip() }}]", CHAT, false));
         // booleans print as Python's str() prints them; a string is iterable
         assertEquals("TrueFalse FalseFalse FalseTrue True True True", render("{% for m in messages %}{{ loop.first }}"
                 + "{{ loop.last }} {% endfor %}{{ messages[0].content is string }} {{ 'x' is iterable }} {{ 1 == 1 }}",
@@ -133,7 +140,7 @@ class JinjaChatTemplateTest {
         assertEquals("t.jinja: the chat template raised an exception: Only user and assistant roles are supported!",
                 e.getMessage());
         JinjaChatTemplate.TemplateException unknown = assertThrows(JinjaChatTemplate.TemplateException.class,
-                () -> render("{{ messages[0].content.split() }}", CHAT, false));
+                () -> render("{{ messages[0].content.zfill(3) }}", CHAT, false));
         assertTrue(unknown.getMessage().startsWith("t.jinja: line 1: the chat template cannot be rendered by "
                 + "Jinjava"), unknown.getMessage());
         JinjaChatTemplate.TemplateException syntax = assertThrows(JinjaChatTemplate.TemplateException.class,
