@@ -59,6 +59,13 @@ public final class JinjaChatTemplate {
     private static final String LITERAL = "'[^']*'|\"[^\"]*\"|-?[0-9]+(?:\\.[0-9]+)?";
     private static final Pattern NOT_COMPARE = Pattern.compile("\\bnot\\s+((?:" + LITERAL + "|" + OPERAND
             + ")(?:\\s*\\|\\s*[A-Za-z_]+)*)\\s*(==|!=|<=|>=|<|>|\\bin\\b)\\s*(" + LITERAL + "|" + OPERAND + ")");
+    /**
+     * {@code {% for a, b in seq if condition %}}: jinja2 iterates the items that meet the condition (and {@code loop}
+     * counts those); Jinjava ignores the condition. Rewritten to {@code seq|loop_if(n)}, {@link LoopIf} keeping them.
+     */
+    private static final Pattern LOOP_FILTER = Pattern.compile("\\{%(-?)(\\s*for\\s+)([A-Za-z_][A-Za-z0-9_]*"
+            + "(?:\\s*,\\s*[A-Za-z_][A-Za-z0-9_]*)*)(\\s+in\\s+)((?:(?!%\\}).)+?)\\s+if\\s+((?:(?!%\\}).)+?)\\s*(-?)%\\}",
+            Pattern.DOTALL);
     private static final Pattern ALWAYS_DEFINED = Pattern.compile(
             "(?<![A-Za-z0-9_.])(tools|documents)\\s+is\\s+(not\\s+)?defined\\b");
     /** A {@code {{ }}} or {@code {% %}} tag, whose expression {@link #adapt} rewrites. */
@@ -85,7 +92,8 @@ public final class JinjaChatTemplate {
         this.source = source;
         this.bosToken = bosToken;
         this.eosToken = eosToken;
-        this.jinjavaSource = adapt(source);
+        List<LoopIf.Condition> loopConditions = new ArrayList<>();
+        this.jinjavaSource = adapt(source, loopConditions);
         // lstrip_blocks is done on the source (adapt): Jinjava's also strips spaces after text on the same line.
         JinjavaConfig config = JinjavaConfig.newBuilder().withTrimBlocks(true).withLstripBlocks(false)
                 .withElResolver(new PythonStringMethods())
@@ -102,6 +110,7 @@ public final class JinjaChatTemplate {
                 JinjaChatTemplate.class, "strftimeNow", String.class));
         jinjava.getGlobalContext().registerFilter(new PythonToJson());
         jinjava.getGlobalContext().registerFilter(new PythonTrim());
+        jinjava.getGlobalContext().registerFilter(new LoopIf(loopConditions));
         jinjava.getGlobalContext().registerExpTest(new PythonIterable());
     }
 
@@ -309,9 +318,14 @@ public final class JinjaChatTemplate {
         throw new Raised(message);
     }
 
-    static String adapt(String source) {
+    static String adapt(String source, List<LoopIf.Condition> loopConditions) {
         // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
         source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
+        source = LOOP_FILTER.matcher(source).replaceAll(m -> {
+            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")), m.group(6)));
+            return Matcher.quoteReplacement("{%" + m.group(1) + m.group(2) + m.group(3) + m.group(4) + "(" + m.group(5)
+                    + ")|" + LoopIf.NAME + "(" + (loopConditions.size() - 1) + ") " + m.group(7) + "%}");
+        });
         // The rest rewrites expressions only, never the template's text between tags.
         return TAGS.matcher(source).replaceAll(tag -> Matcher.quoteReplacement(adaptExpression(tag.group())));
     }

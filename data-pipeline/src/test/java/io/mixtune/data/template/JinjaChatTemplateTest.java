@@ -123,6 +123,22 @@ class JinjaChatTemplateTest {
                 rendered);
     }
 
+    /** jinja2's `for ... if` keeps the items that meet the condition, and loop.* counts them; Jinjava took them all. */
+    @Test
+    void aLoopFilterKeepsTheItemsThatMeetIt() throws Exception {
+        List<Object> tools = new com.fasterxml.jackson.databind.ObjectMapper().readValue("[{\"type\": \"function\", "
+                + "\"function\": {\"name\": \"f\", \"description\": \"d\", \"parameters\": {\"type\": \"object\"}, "
+                + "\"return\": {\"type\": \"string\"}}}]", List.class);
+        assertEquals("name,description,parameters|1user2assistant", render("{% for k, v in tools[0].function.items() "
+                + "if k != 'return' %}{{ k }}{% if not loop.last %},{% endif %}{% endfor %}|{% for m in messages if "
+                + "m.role != 'system' -%} {{ loop.index }}{{ m.role }}{% endfor %}", CHAT, tools));
+        // Mistral v0.3 leaves a tool's "return" (transformers' get_json_schema writes one) out of [AVAILABLE_TOOLS]
+        String v3 = HfTemplateGoldenTest.text("configs/chat-templates/mistral-7b-instruct-v0.3.jinja");
+        assertEquals("<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": "
+                + "\"d\", \"parameters\": {\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST] Weather?[/INST] Sunny.</s>",
+                render(v3, List.of(new Message(Role.USER, "Weather?"), new Message(Role.ASSISTANT, "Sunny.")), tools));
+    }
+
     @Test
     void loopVariablesJinjavaLacksFailNamingTheLine() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
