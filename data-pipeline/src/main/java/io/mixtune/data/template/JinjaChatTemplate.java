@@ -415,15 +415,16 @@ public final class JinjaChatTemplate {
         }
     }
 
-    /** {@code {{ x }}} writes a boolean as Python's str() does, True and False (Jinjava: true and false). */
+    /**
+     * {@code {{ x }}} writes a boolean, a list and a dict as Python's str() does ({@code True}, {@code ['a', None]};
+     * Jinjava: {@code true}, {@code [a, null]}).
+     */
     private static final class PythonOutput implements ExpressionStrategy {
         @Override
         public RenderedOutputNode interpretOutput(ExpressionToken token, JinjavaInterpreter interpreter) {
             Object value = interpreter.resolveELExpression(token.getExpr(), token.getLineNumber());
-            if (value instanceof Boolean b) {
-                return new RenderedOutputNode(b ? "True" : "False");
-            }
-            return new RenderedOutputNode(interpreter.getAsString(value));
+            String python = PythonBuiltins.str(value);
+            return new RenderedOutputNode(python != null ? python : interpreter.getAsString(value));
         }
     }
 

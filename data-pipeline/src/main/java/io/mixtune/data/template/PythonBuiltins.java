@@ -153,6 +153,73 @@ final class PythonBuiltins {
         }
     }
 
+    /**
+     * Python's {@code str()} of what a template prints: {@code True}/{@code False}, a list or dict as its
+     * {@code repr} ({@code ['a', None]}, {@code {'k': 1}}); null as the empty text, since Jinjava's undefined is null
+     * too (and jinja2 prints undefined as nothing).
+     */
+    static String str(Object value) {
+        if (value instanceof Boolean || value instanceof Map<?, ?> || value instanceof List<?>) {
+            StringBuilder out = new StringBuilder();
+            repr(value, out);
+            return out.toString();
+        }
+        return null;
+    }
+
+    private static void repr(Object value, StringBuilder out) {
+        if (value == null) {
+            out.append("None");
+        } else if (value instanceof Boolean b) {
+            out.append(b ? "True" : "False");
+        } else if (value instanceof Map<?, ?> map) {
+            out.append('{');
+            String separator = "";
+            for (Map.Entry<?, ?> entry : map.entrySet()) {
+                out.append(separator);
+                repr(entry.getKey(), out);
+                out.append(": ");
+                repr(entry.getValue(), out);
+                separator = ", ";
+            }
+            out.append('}');
+        } else if (value instanceof List<?> list) {
+            out.append('[');
+            String separator = "";
+            for (Object item : list) {
+                out.append(separator);
+                repr(item, out);
+                separator = ", ";
+            }
+            out.append(']');
+        } else if (value instanceof Double || value instanceof Float) {
+            out.append(pythonFloat(((Number) value).doubleValue()));
+        } else if (value instanceof Number) {
+            out.append(value);
+        } else {
+            String s = value.toString();
+            char quote = s.indexOf('\'') >= 0 && s.indexOf('"') < 0 ? '"' : '\'';
+            out.append(quote);
+            for (int i = 0; i < s.length(); i++) {
+                char c = s.charAt(i);
+                if (c == quote || c == '\\') {
+                    out.append('\\').append(c);
+                } else if (c == '\n') {
+                    out.append("\\n");
+                } else if (c == '\r') {
+                    out.append("\\r");
+                } else if (c == '\t') {
+                    out.append("\\t");
+                } else if (c < 0x20 || c == 0x7f) {
+                    out.append(String.format("\\x%02x", (int) c));
+                } else {
+                    out.append(c);
+                }
+            }
+            out.append(quote);
+        }
+    }
+
     /** Python's {@code repr} of a float: {@code 1.0}, {@code 1e-05}, {@code 1e+16}, {@code NaN}, {@code Infinity}. */
     static String pythonFloat(double d) {
         if (Double.isNaN(d)) {
