@@ -1,15 +1,18 @@
 """Reference ids and assistant masks of real Hugging Face chat templates, from transformers' own apply_chat_template,
 written to data-pipeline/src/test/resources/golden/hf-templates/ for the Java tests of `data.template: hf`.
 
-Templates: configs/chat-templates/*.jinja (Mistral-7B-Instruct v0.1 and v0.3, Mixtral-8x7B-Instruct-v0.1,
-zephyr-7b-beta, OpenHermes-2.5's ChatML; configs/chat-templates/README.md names where each was taken from).
+Templates: configs/chat-templates/*.jinja (Mistral-7B-Instruct v0.1, v0.2 and v0.3, Mixtral-8x7B-Instruct-v0.1,
+zephyr-7b-beta, OpenHermes-2.5's ChatML, Llama 3 and 3.1 Instruct, Gemma 2, Phi-3-mini, Qwen2.5;
+configs/chat-templates/README.md names where each was taken from).
 Conversations: make_template_goldens.CONVERSATIONS less the three that type special-token texts ("</s>", "<s>") in a
 message: transformers matches those as special tokens in the rendered text, mixtune keeps them text (ControlTokens-
 FromTemplateTest covers them on the Java side).
 
 Tokenizer: configs/tokenizer/mistral-v1's tokenizer.json with <unk>, <s>, </s> declared special added tokens at ids
 0-2, as Mistral-7B's Hub tokenizer.json declares them, so that the bos_token and eos_token a template writes are the
-ids 1 and 2 (the bundled file declares none, so transformers would read "<s>" there as the characters < s >).
+ids 1 and 2 (the bundled file declares none, so transformers would read "<s>" there as the characters < s >). The
+other families' templates (OTHER_FAMILIES) run on the same file with their markers (<|eot_id|>, <start_of_turn>...)
+also declared special at ids 32000+ (HUB_MARKERS), as a Mistral fine-tune in their format adds them.
 
 Per template, <name>.jsonl holds one line per conversation: {"input_ids", "labels"} (labels -100 off the assistant
 mask) and "prompt_ids" (the conversation without its last answer, add_generation_prompt=True), or {"error"} with the
@@ -72,7 +75,102 @@ GENERATION_EDITS = {
         "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}"
         "{% endif %}{{ '\\n' }}",
     ),
+    "mistral-7b-instruct-v0.2": (
+        "{{- ' ' + message['content'] + eos_token}}",
+        "{{- ' ' }}{% generation %}{{- message['content'] + eos_token}}{% endgeneration %}",
+    ),
+    "llama-3-8b-instruct": (
+        "{{ content }}",
+        "{% if message['role'] == 'assistant' %}{{ (bos_token if loop.index0 == 0 else '') + '<|start_header_id|>"
+        "assistant<|end_header_id|>\n\n' }}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
+        "{% endgeneration %}{% else %}{{ content }}{% endif %}",
+    ),
+    "llama-3.1-8b-instruct": (
+        "        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' }}",
+        "        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}\n"
+        "        {%- if message['role'] == 'assistant' %}{% generation %}{{- message['content'] | trim + '<|eot_id|>' }}"
+        "{% endgeneration %}{%- else %}{{- message['content'] | trim + '<|eot_id|>' }}{%- endif %}",
+    ),
+    # and its tool call, from {"name" to the <|eot_id|> (builtin_tools, never given here, keeps its own branch)
+    "llama-3.1-8b-instruct tool call": (
+        "        {%- else  %}\n"
+        "            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+        "            {{- '{\"name\": \"' + tool_call.name + '\", ' }}\n"
+        "            {{- '\"parameters\": ' }}\n"
+        "            {{- tool_call.arguments | tojson }}\n"
+        "            {{- \"}\" }}\n"
+        "        {%- endif %}\n"
+        "        {%- if builtin_tools is defined %}\n"
+        "            {#- This means we're in ipython mode #}\n"
+        "            {{- \"<|eom_id|>\" }}\n"
+        "        {%- else %}\n"
+        "            {{- \"<|eot_id|>\" }}\n"
+        "        {%- endif %}",
+        "        {%- if builtin_tools is defined %}{{- \"<|eom_id|>\" }}{%- endif %}\n"
+        "        {%- else  %}\n"
+        "            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+        "            {% generation %}{{- '{\"name\": \"' + tool_call.name + '\", ' }}\n"
+        "            {{- '\"parameters\": ' }}\n"
+        "            {{- tool_call.arguments | tojson }}\n"
+        "            {{- \"}\" }}\n"
+        "            {%- if builtin_tools is defined %}{{- \"<|eom_id|>\" }}{%- else %}{{- \"<|eot_id|>\" }}{%- endif %}"
+        "{% endgeneration %}\n"
+        "        {%- endif %}",
+    ),
+    "gemma-2-9b-it": (
+        "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}",
+        "{{ '<start_of_turn>' + role + '\\n' }}{% if role == 'model' %}{% generation %}{{ message['content'] | trim "
+        "+ '<end_of_turn>' }}{% endgeneration %}{% else %}{{ message['content'] | trim + '<end_of_turn>' }}{% endif %}"
+        "{{ '\\n' }}",
+    ),
+    "phi-3-mini-4k-instruct": (
+        "{{message['content'] + '<|end|>' + '\n'}}",
+        "{% generation %}{{message['content'] + '<|end|>'}}{% endgeneration %}{{ '\\n' }}",
+    ),
+    "qwen2.5-7b-instruct": (
+        "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}",
+        "        {{- '<|im_start|>' + message.role + '\\n' }}\n"
+        "        {%- if message.role == 'assistant' %}{% generation %}{{- message.content + '<|im_end|>' }}"
+        "{% endgeneration %}{%- else %}{{- message.content + '<|im_end|>' }}{%- endif %}{{- '\\n' }}",
+    ),
+    # and an assistant's tool calls: what follows the generation prompt "<|im_start|>assistant\n", to <|im_end|>
+    "qwen2.5-7b-instruct tool calls": (
+        "        {{- '<|im_start|>' + message.role }}\n"
+        "        {%- if message.content %}\n"
+        "            {{- '\\n' + message.content }}\n"
+        "        {%- endif %}\n"
+        "        {%- for tool_call in message.tool_calls %}\n"
+        "            {%- if tool_call.function is defined %}\n"
+        "                {%- set tool_call = tool_call.function %}\n"
+        "            {%- endif %}\n"
+        "            {{- '\\n<tool_call>\\n{\"name\": \"' }}",
+        "        {{- '<|im_start|>' + message.role + '\\n' }}{% generation %}\n"
+        "        {%- if message.content %}\n"
+        "            {{- message.content }}\n"
+        "        {%- endif %}\n"
+        "        {%- for tool_call in message.tool_calls %}\n"
+        "            {%- if tool_call.function is defined %}\n"
+        "                {%- set tool_call = tool_call.function %}\n"
+        "            {%- endif %}\n"
+        "            {%- if message.content or not loop.first %}{{- '\\n' }}{%- endif %}\n"
+        "            {{- '<tool_call>\\n{\"name\": \"' }}",
+    ),
+    "qwen2.5-7b-instruct tool calls end": (
+        "        {%- endfor %}\n        {{- '<|im_end|>\\n' }}",
+        "        {%- endfor %}\n        {{- '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}",
+    ),
 }
+# Templates of other model families, rendered on the Mistral tokenizer with their markers as special added tokens (as a
+# fine-tune of Mistral that adopts the family's format adds them); written with HUB_MARKERS below.
+OTHER_FAMILIES = ("mistral-7b-instruct-v0.2", "llama-3-8b-instruct", "llama-3.1-8b-instruct", "gemma-2-9b-it",
+                  "phi-3-mini-4k-instruct", "qwen2.5-7b-instruct")
+# the special added tokens of the hub tokenizer for OTHER_FAMILIES (HubTokenizers.IDS in the Java tests)
+HUB_MARKERS = {"<|im_start|>": 32000, "<|im_end|>": 32001, "<|start_header_id|>": 32004, "<|end_header_id|>": 32005,
+               "<|eot_id|>": 32006, "<start_of_turn>": 32007, "<end_of_turn>": 32008, "<|user|>": 32009,
+               "<|assistant|>": 32010, "<|end|>": 32011}
+# templates that raise on a system message
+RAISES_ON_SYSTEM = ("mistral-7b-instruct-v0.1", "mixtral-8x7b-instruct-v0.1", "gemma-2-9b-it")
 NAMES = tuple(name for name in GENERATION_EDITS if " " not in name)
 TYPED_SPECIALS = ("special-tokens-as-text", "injected-template", "eos-literal")
 # Shapes that mistral-common refuses and other templates may take (mixtune leaves them to the template but for the
@@ -122,14 +220,16 @@ def generation_template(name: str) -> str:
     return text
 
 
-def hub_tokenizer(directory: Path):
-    """configs/tokenizer/mistral-v1 with <unk>, <s>, </s> declared special, as transformers loads a Hub checkpoint."""
+def hub_tokenizer(directory: Path, markers: dict[str, int] | None = None):
+    """configs/tokenizer/mistral-v1 with <unk>, <s>, </s> declared special, as transformers loads a Hub checkpoint, and
+    the given markers as special added tokens at their ids."""
     source = tg.TOKENIZER_DIR
+    directory.mkdir(parents=True, exist_ok=True)
     root = json.loads((source / "tokenizer.json").read_text())
     root["added_tokens"] = [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
          "special": True}
-        for i, t in enumerate(("<unk>", "<s>", "</s>"))
+        for i, t in [*enumerate(("<unk>", "<s>", "</s>")), *((i, t) for t, i in (markers or {}).items())]
     ]
     (directory / "tokenizer.json").write_text(json.dumps(root, ensure_ascii=False))
     config = json.loads((source / "tokenizer_config.json").read_text())
@@ -162,11 +262,13 @@ def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | No
 
 def build() -> dict[str, list[dict]]:
     with tempfile.TemporaryDirectory() as directory:
-        tokenizer = hub_tokenizer(Path(directory))
+        tokenizer = hub_tokenizer(Path(directory) / "plain")
+        with_markers = hub_tokenizer(Path(directory) / "markers", HUB_MARKERS)
         out = {"conversations.jsonl": [{"name": n, "messages": m, **({"tools": TOOLS[n]} if n in TOOLS else {})}
                                        for n, m in CONVERSATIONS]}
         for name in NAMES:
-            out[f"{name}.jsonl"] = [reference(tokenizer, name, messages, TOOLS.get(n)) for n, messages in CONVERSATIONS]
+            used = with_markers if name in OTHER_FAMILIES else tokenizer
+            out[f"{name}.jsonl"] = [reference(used, name, messages, TOOLS.get(n)) for n, messages in CONVERSATIONS]
     return out
 
 

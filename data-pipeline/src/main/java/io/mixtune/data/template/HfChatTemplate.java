@@ -132,9 +132,9 @@ public final class HfChatTemplate implements ChatTemplate {
 
     /**
      * Each assistant message's [start, end) in the whole rendering, found by rendering prefixes (class comment). Where
-     * the template renders a message's tool_calls and not its content (Mistral v0.3), the span starts where the
-     * conversation before it ends, rendered with its generation prompt: what the model writes when asked for that
-     * turn.
+     * the template renders a message's tool_calls and not its content (Mistral v0.3), or an empty content only when
+     * there is one (Qwen2.5), the span starts where the conversation before it ends, rendered with its generation
+     * prompt: what the model writes when asked for that turn.
      */
     private List<int[]> assistantSpans(List<Message> messages, List<Object> tools, String whole, String where) {
         List<int[]> spans = new ArrayList<>();
@@ -158,18 +158,22 @@ public final class HfChatTemplate implements ChatTemplate {
             String notFound = what + ": the template does not render the assistant's content where the "
                     + "conversation ends, so the turn's tokens cannot be found; mark what trains with "
                     + "{% generation %} ... {% endgeneration %} in the template";
-            int contentStart;
-            int contentEnd;
+            int contentStart = -1;
+            int contentEnd = -1;
             if (marked.contains(SENTINEL)) {
                 contentStart = commonPrefix(prefix, marked);
                 contentEnd = prefix.length() - commonSuffix(prefix, marked);
-            } else if (messages.get(m).callsTools()) {
+            }
+            // An empty content that the template writes only when there is one (Qwen2.5's `if message.content` before
+            // its tool calls) has no place of its own: the sentinel's common prefix and suffix overlap.
+            boolean placed = contentStart >= 0 && !(contentStart > contentEnd && messages.get(m).content().isEmpty());
+            if (!placed && (contentStart >= 0 || messages.get(m).callsTools())) {
                 // the template writes the tool calls instead of the content: the turn starts after the generation
                 // prompt
                 String asked = render(messages.subList(0, m), tools, true, where).text();
                 contentStart = prefix.startsWith(asked) ? asked.length() : prefix.length();
                 contentEnd = contentStart;
-            } else {
+            } else if (!placed) {
                 throw new IllegalArgumentException(notFound);
             }
             if (contentStart > contentEnd || contentStart == prefix.length()) {

@@ -6,11 +6,16 @@ import com.hubspot.jinjava.LegacyOverrides;
 import com.hubspot.jinjava.interpret.JinjavaInterpreter;
 import com.hubspot.jinjava.interpret.Context;
 import com.hubspot.jinjava.interpret.TemplateError;
+import com.hubspot.jinjava.lib.expression.ExpressionStrategy;
+import com.hubspot.jinjava.lib.exptest.IsIterableExpTest;
 import com.hubspot.jinjava.lib.filter.Filter;
 import com.hubspot.jinjava.lib.fn.ELFunctionDefinition;
 import com.hubspot.jinjava.lib.tag.Tag;
 import com.hubspot.jinjava.tree.Node;
 import com.hubspot.jinjava.tree.TagNode;
+import com.hubspot.jinjava.tree.output.RenderedOutputNode;
+import com.hubspot.jinjava.tree.parse.ExpressionToken;
+import com.hubspot.jinjava.util.ObjectTruthValue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.Message;
@@ -28,26 +33,46 @@ import java.util.regex.Pattern;
  * A Hugging Face chat template (the Jinja text of a {@code tokenizer_config.json}'s {@code chat_template}) rendered as
  * transformers' {@code apply_chat_template} renders it, by Jinjava: {@code trim_blocks} and {@code lstrip_blocks} on,
  * the globals {@code messages}, {@code add_generation_prompt}, {@code bos_token}, {@code eos_token} and
- * {@code raise_exception} (which fails the render with the template's own message), {@code tools} the
- * conversation's tool definitions (undefined without), {@code documents} undefined, {@code tojson} as Python's {@code json.dumps}, and transformers'
- * {@code {% generation %}...{% endgeneration %}} block, whose character spans are returned.
+ * {@code raise_exception} (which fails the render with the template's own message), {@code strftime_now}, {@code tools}
+ * the conversation's tool definitions (none without, but defined, as transformers passes {@code tools=None}),
+ * {@code documents} none, {@code tojson} as Python's {@code json.dumps} with its options, {@code trim} as
+ * {@code str.strip}, and transformers' {@code {% generation %}...{% endgeneration %}} block, whose character spans are
+ * returned.
  *
  * <p>Where Jinjava reads Jinja differently, the template text is adjusted before parsing: {@code lstrip_blocks} is
  * applied to the text (Jinjava's strips the spaces before a tag even after other text on its line, {@code "}} {%"});
- * {@code not x is defined}
- * binds as {@code not (x is defined)} in Jinja but as {@code (not x) is defined} in Jinjava, so the test is
- * parenthesised; Python's {@code str.startswith}, {@code endswith}, {@code upper} and {@code lower} become the Java
- * methods of the same meaning. Other Python string methods ({@code split}, {@code title}...) fail with the template's
- * name and line. Message contents are never interpreted again (Jinjava's nested interpretation is off).
+ * {@code not x is defined} and {@code not a == b} bind as {@code not (x is defined)} in Jinja but as
+ * {@code (not x) is defined} in Jinjava, so the test or comparison is parenthesised. Python's {@code str} methods that
+ * templates call ({@code split}, {@code strip}, {@code startswith}...) and string indexing are answered as Python does
+ * ({@link PythonStringMethods}); other methods and {@code loop.previtem} fail with the template's name and line.
+ * Message contents are never interpreted again (Jinjava's nested interpretation is off).
  */
 public final class JinjaChatTemplate {
     /** Around the output of a generation block; noncharacters, which text does not hold. */
     private static final char GENERATION_START = '\uFDD4';
     private static final char GENERATION_END = '\uFDD5';
+    /** A name with attributes and subscripts: {@code messages[0].role}. */
+    private static final String OPERAND = "[A-Za-z_][A-Za-z0-9_]*(?:\\.[A-Za-z_][A-Za-z0-9_]*|\\[[^\\]]*\\])*";
     private static final Pattern NOT_IS = Pattern.compile(
-            "\\bnot\\s+([A-Za-z_][A-Za-z0-9_.]*(?:\\[[^\\]]*\\])*)\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
+            "\\bnot\\s+(" + OPERAND + ")\\s+is\\s+(not\\s+)?([A-Za-z_]+)");
+    /** {@code not a == b}: a comparison (or {@code in}) under {@code not}, its left side with any filters. */
+    private static final String LITERAL = "'[^']*'|\"[^\"]*\"|-?[0-9]+(?:\\.[0-9]+)?";
+    private static final Pattern NOT_COMPARE = Pattern.compile("\\bnot\\s+((?:" + LITERAL + "|" + OPERAND
+            + ")(?:\\s*\\|\\s*[A-Za-z_]+)*)\\s*(==|!=|<=|>=|<|>|\\bin\\b)\\s*(" + LITERAL + "|" + OPERAND + ")");
+    /**
+     * {@code {% for a, b in seq if condition %}}: jinja2 iterates the items that meet the condition (and {@code loop}
+     * counts those); Jinjava ignores the condition. Rewritten to {@code seq|loop_if(n)}, {@link LoopIf} keeping them.
+     */
+    private static final Pattern LOOP_FILTER = Pattern.compile("\\{%(-?)(\\s*for\\s+)([A-Za-z_][A-Za-z0-9_]*"
+            + "(?:\\s*,\\s*[A-Za-z_][A-Za-z0-9_]*)*)(\\s+in\\s+)((?:(?!%\\}).)+?)\\s+if\\s+((?:(?!%\\}).)+?)\\s*(-?)%\\}",
+            Pattern.DOTALL);
+    private static final Pattern ALWAYS_DEFINED = Pattern.compile(
+            "(?<![A-Za-z0-9_.])(tools|documents)\\s+is\\s+(not\\s+)?defined\\b");
+    /** A {@code {{ }}} or {@code {% %}} tag, whose expression {@link #adapt} rewrites. */
+    private static final Pattern TAGS = Pattern.compile("\\{\\{.*?\\}\\}|\\{%.*?%\\}", Pattern.DOTALL);
     private static final Pattern LSTRIP_BLOCKS = Pattern.compile("(?m)^[ \\t]+(?=\\{[%#](?![+-]))");
-    private static final Pattern PYTHON_METHODS = Pattern.compile("\\.(startswith|endswith|upper|lower)\\(");
+    /** jinja2's loop variables that Jinjava's loop lacks (it would render them as undefined, silently). */
+    private static final Pattern UNSUPPORTED_LOOP = Pattern.compile("\\bloop\\.(previtem|nextitem|changed)\\b");
 
     private final String name;
     private final String source;
@@ -67,9 +92,11 @@ public final class JinjaChatTemplate {
         this.source = source;
         this.bosToken = bosToken;
         this.eosToken = eosToken;
-        this.jinjavaSource = adapt(source);
+        List<LoopIf.Condition> loopConditions = new ArrayList<>();
+        this.jinjavaSource = adapt(source, loopConditions);
         // lstrip_blocks is done on the source (adapt): Jinjava's also strips spaces after text on the same line.
         JinjavaConfig config = JinjavaConfig.newBuilder().withTrimBlocks(true).withLstripBlocks(false)
+                .withElResolver(new PythonStringMethods())
                 .withNestedInterpretationEnabled(false).withFailOnUnknownTokens(false)
                 // Jinja's {{- and {#- strip the whitespace before them; Jinjava does so only with these overrides.
                 .withLegacyOverrides(LegacyOverrides.newBuilder().withUseTrimmingForNotesAndExpressions(true)
@@ -79,7 +106,12 @@ public final class JinjaChatTemplate {
         jinjava.getGlobalContext().registerFunction(new ELFunctionDefinition("", "raise_exception",
                 JinjaChatTemplate.class, "raiseException", String.class));
         jinjava.getGlobalContext().registerTag(new GenerationTag());
+        jinjava.getGlobalContext().registerFunction(new ELFunctionDefinition("", "strftime_now",
+                JinjaChatTemplate.class, "strftimeNow", String.class));
         jinjava.getGlobalContext().registerFilter(new PythonToJson());
+        jinjava.getGlobalContext().registerFilter(new PythonTrim());
+        jinjava.getGlobalContext().registerFilter(new LoopIf(loopConditions));
+        jinjava.getGlobalContext().registerExpTest(new PythonIterable());
     }
 
     public String name() {
@@ -185,9 +217,17 @@ public final class JinjaChatTemplate {
         globals.put("add_generation_prompt", addGenerationPrompt);
         globals.put("bos_token", bosToken);
         globals.put("eos_token", eosToken);
+        // defined, as transformers' global is (Llama 3.2 asks `strftime_now is defined` before calling it)
+        globals.put("strftime_now", "strftime_now");
         // The template is parsed once; each render gets its own interpreter and context, as renderForResult does.
-        JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, new Context(jinjava.getGlobalContext(),
-                globals), jinjava.getGlobalConfig());
+        Context context = new Context(jinjava.getGlobalContext(), globals);
+        JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, context, jinjava.getGlobalConfig());
+        Matcher unsupported = UNSUPPORTED_LOOP.matcher(source);
+        if (unsupported.find()) {
+            throw new TemplateException(name + ": line " + lineOf(source, unsupported.start()) + ": the chat template "
+                    + "uses loop." + unsupported.group(1) + ", which Jinjava's for loop lacks (it would render as "
+                    + "undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]");
+        }
         String output;
         JinjavaInterpreter.pushCurrent(interpreter);
         try {
@@ -231,6 +271,8 @@ public final class JinjaChatTemplate {
     private Node tree() {
         if (tree == null) {
             JinjavaInterpreter parser = jinjava.newInterpreter();
+            // the parser hands its context's strategy to each {{ }} node
+            parser.getContext().setExpressionStrategy(new PythonOutput());
             tree = parser.parse(jinjavaSource);
             parseErrors = List.copyOf(parser.getErrors());
         }
@@ -253,23 +295,50 @@ public final class JinjaChatTemplate {
         }
     }
 
+    private static int lineOf(String text, int index) {
+        int line = 1;
+        for (int i = 0; i < index; i++) {
+            if (text.charAt(i) == '\n') {
+                line++;
+            }
+        }
+        return line;
+    }
+
+    /**
+     * transformers' {@code strftime_now(format)}: {@code datetime.now().strftime(format)}, the local date and time
+     * (Llama 3.2 writes today's date into its system header with it).
+     */
+    public static String strftimeNow(String format) {
+        return PythonBuiltins.strftime(java.time.LocalDateTime.now(), format);
+    }
+
     /** {@code raise_exception(message)}, as transformers gives templates. */
     public static String raiseException(String message) {
         throw new Raised(message);
     }
 
-    static String adapt(String source) {
+    static String adapt(String source, List<LoopIf.Condition> loopConditions) {
         // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
         source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
-        Matcher notIs = NOT_IS.matcher(source);
-        String adapted = notIs.replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
-                + (m.group(2) == null ? "" : m.group(2)) + m.group(3) + ")"));
-        return PYTHON_METHODS.matcher(adapted).replaceAll(m -> switch (m.group(1)) {
-            case "startswith" -> ".startsWith(";
-            case "endswith" -> ".endsWith(";
-            case "upper" -> ".toUpperCase(";
-            default -> ".toLowerCase(";
+        source = LOOP_FILTER.matcher(source).replaceAll(m -> {
+            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")), m.group(6)));
+            return Matcher.quoteReplacement("{%" + m.group(1) + m.group(2) + m.group(3) + m.group(4) + "(" + m.group(5)
+                    + ")|" + LoopIf.NAME + "(" + (loopConditions.size() - 1) + ") " + m.group(7) + "%}");
         });
+        // The rest rewrites expressions only, never the template's text between tags.
+        return TAGS.matcher(source).replaceAll(tag -> Matcher.quoteReplacement(adaptExpression(tag.group())));
+    }
+
+    private static String adaptExpression(String tag) {
+        // transformers passes tools= and documents= always, None without: defined, where Jinjava's null is not
+        String adapted = ALWAYS_DEFINED.matcher(tag).replaceAll(m -> m.group(2) == null ? "true" : "false");
+        adapted = NOT_IS.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " is "
+                + (m.group(2) == null ? "" : m.group(2)) + m.group(3) + ")"));
+        // jinja2 binds `not a == b` as `not (a == b)`; Jinjava as `(not a) == b`, silently false or a coercion error
+        adapted = NOT_COMPARE.matcher(adapted).replaceAll(m -> Matcher.quoteReplacement("not (" + m.group(1) + " "
+                + m.group(2) + " " + m.group(3) + ")"));
+        return adapted;
     }
 
     /** transformers' {@code {% generation %}}: its output marked, so that {@link #render} can return its span. */
@@ -294,8 +363,14 @@ public final class JinjaChatTemplate {
         }
     }
 
-    /** {@code tojson} as transformers defines it: Python's {@code json.dumps(x, ensure_ascii=False)}. */
+    /**
+     * {@code tojson} as transformers defines it: Python's {@code json.dumps(x, ensure_ascii=False, indent=None,
+     * separators=None, sort_keys=False)}, each settable by name or position (Llama 3.x writes its tools with
+     * {@code tojson(indent=4)}).
+     */
     private static final class PythonToJson implements Filter {
+        private static final List<String> PARAMETERS = List.of("ensure_ascii", "indent", "separators", "sort_keys");
+
         @Override
         public String getName() {
             return "tojson";
@@ -303,60 +378,74 @@ public final class JinjaChatTemplate {
 
         @Override
         public Object filter(Object var, JinjavaInterpreter interpreter, String... args) {
-            StringBuilder out = new StringBuilder();
-            write(var, out);
-            return out.toString();
+            return filter(var, interpreter, (Object[]) args, Map.of());
         }
 
-        private static void write(Object value, StringBuilder out) {
-            if (value == null) {
-                out.append("null");
-            } else if (value instanceof Map<?, ?> map) {
-                out.append('{');
-                String separator = "";
-                for (Map.Entry<?, ?> entry : map.entrySet()) {
-                    out.append(separator);
-                    write(String.valueOf(entry.getKey()), out);
-                    out.append(": ");
-                    write(entry.getValue(), out);
-                    separator = ", ";
+        @Override
+        public Object filter(Object var, JinjavaInterpreter interpreter, Object[] args, Map<String, Object> kwargs) {
+            Map<String, Object> options = new HashMap<>();
+            for (int i = 0; i < args.length; i++) {
+                if (i >= PARAMETERS.size()) {
+                    throw new IllegalArgumentException("tojson takes at most " + PARAMETERS.size() + " arguments "
+                            + PARAMETERS + ", got " + args.length);
                 }
-                out.append('}');
-            } else if (value instanceof Iterable<?> list) {
-                out.append('[');
-                String separator = "";
-                for (Object item : list) {
-                    out.append(separator);
-                    write(item, out);
-                    separator = ", ";
-                }
-                out.append(']');
-            } else if (value instanceof Boolean || value instanceof Number) {
-                out.append(value);
-            } else {
-                String s = value.toString();
-                out.append('"');
-                for (int i = 0; i < s.length(); i++) {
-                    char c = s.charAt(i);
-                    switch (c) {
-                        case '"' -> out.append("\\\"");
-                        case '\\' -> out.append("\\\\");
-                        case '\n' -> out.append("\\n");
-                        case '\r' -> out.append("\\r");
-                        case '\t' -> out.append("\\t");
-                        case '\b' -> out.append("\\b");
-                        case '\f' -> out.append("\\f");
-                        default -> {
-                            if (c < 0x20) {
-                                out.append(String.format("\\u%04x", (int) c));
-                            } else {
-                                out.append(c);
-                            }
-                        }
-                    }
-                }
-                out.append('"');
+                options.put(PARAMETERS.get(i), args[i]);
             }
+            for (Map.Entry<String, Object> option : kwargs.entrySet()) {
+                if (!PARAMETERS.contains(option.getKey())) {
+                    throw new IllegalArgumentException("tojson has no argument " + option.getKey() + "; it takes "
+                            + PARAMETERS);
+                }
+                options.put(option.getKey(), option.getValue());
+            }
+            return PythonBuiltins.jsonDumps(var, ObjectTruthValue.evaluate(options.get("ensure_ascii")),
+                    options.get("indent"), options.get("separators"),
+                    ObjectTruthValue.evaluate(options.get("sort_keys")));
+        }
+    }
+
+    /**
+     * jinja2's {@code is iterable} is true of a string too (Llama 3.1 asks {@code message.content is mapping or
+     * message.content is iterable} of a tool's result and writes a string content as JSON); Jinjava's is not.
+     */
+    private static final class PythonIterable extends IsIterableExpTest {
+        @Override
+        public boolean evaluate(Object var, JinjavaInterpreter interpreter, Object... args) {
+            return var instanceof String || super.evaluate(var, interpreter, args);
+        }
+    }
+
+    /**
+     * {@code {{ x }}} writes a boolean, a list and a dict as Python's str() does ({@code True}, {@code ['a', None]};
+     * Jinjava: {@code true}, {@code [a, null]}).
+     */
+    private static final class PythonOutput implements ExpressionStrategy {
+        @Override
+        public RenderedOutputNode interpretOutput(ExpressionToken token, JinjavaInterpreter interpreter) {
+            Object value = interpreter.resolveELExpression(token.getExpr(), token.getLineNumber());
+            String python = PythonBuiltins.str(value);
+            return new RenderedOutputNode(python != null ? python : interpreter.getAsString(value));
+        }
+    }
+
+    /**
+     * jinja2's {@code trim(value, chars=None)}: Python's {@code str.strip(chars)}, whose whitespace is
+     * {@code str.isspace()}'s (Jinjava's trim strips only ASCII control characters and spaces, and would keep an
+     * ideographic space or a no-break space at the end of a message that Mistral v0.3, Llama 3 and Gemma trim).
+     */
+    private static final class PythonTrim implements Filter {
+        @Override
+        public String getName() {
+            return "trim";
+        }
+
+        @Override
+        public Object filter(Object var, JinjavaInterpreter interpreter, String... args) {
+            if (var == null) {
+                return null;
+            }
+            String chars = args.length > 0 && args[0] != null ? args[0] : null;
+            return PythonBuiltins.strip(var.toString(), chars);
         }
     }
 }

@@ -31,12 +31,15 @@ import org.junit.jupiter.params.provider.ValueSource;
  * without tool definitions): the published
  * template (assistant spans found by rendering prefixes) and the same with {% generation %} blocks (spans from the
  * template), on the bundled tokenizer.json (no special tokens declared: BOS/EOS spliced in by id) and on a Hub one that
- * declares {@code <unk> <s> </s>} special.
+ * declares {@code <unk> <s> </s>} special. Templates of other families (Mistral v0.2, Llama 3 and 3.1, Gemma 2, Phi-3,
+ * Qwen2.5) on the Hub tokenizer that also declares their markers special ({@link HubTokenizers#IDS}), as a Mistral
+ * fine-tune in their format would.
  */
 class HfTemplateGoldenTest {
     static final String ALL = "mistral-7b-instruct-v0.1,mixtral-8x7b-instruct-v0.1,mistral-7b-instruct-v0.3,"
             + "zephyr-7b-beta,openhermes-2.5-chatml";
     static TextTokenizer bundled;
+    static TextTokenizer hubWithMarkers;
     static TextTokenizer hub;
     static List<Conversation> conversations = new ArrayList<>();
 
@@ -44,6 +47,9 @@ class HfTemplateGoldenTest {
     static void open() throws IOException {
         bundled = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, 1, 2);
         hub = HubTokenizers.open("<unk>", "<s>", "</s>");
+        hubWithMarkers = HubTokenizers.open("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>",
+                "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<start_of_turn>", "<end_of_turn>",
+                "<|user|>", "<|assistant|>", "<|end|>");
         int line = 1;
         for (JsonNode record : lines("conversations.jsonl")) {
             conversations.add(ChatFormat.MESSAGES.conversation(record, "conversations.jsonl:" + line++));
@@ -54,6 +60,7 @@ class HfTemplateGoldenTest {
     static void close() {
         bundled.close();
         hub.close();
+        hubWithMarkers.close();
     }
 
     static List<JsonNode> lines(String name) throws IOException {
@@ -109,6 +116,16 @@ class HfTemplateGoldenTest {
         assertTrue(withGenerationBlocks(name).template().hasGenerationBlocks());
         assertEveryLineEquals(name, withGenerationBlocks(name), bundled);
         assertEveryLineEquals(name, withGenerationBlocks(name), hub);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"mistral-7b-instruct-v0.2", "llama-3-8b-instruct", "llama-3.1-8b-instruct",
+            "gemma-2-9b-it", "phi-3-mini-4k-instruct", "qwen2.5-7b-instruct"})
+    void otherFamiliesTemplatesTrainWhatTransformersMarks(String name) throws IOException {
+        assertFalse(published(name).template().hasGenerationBlocks());
+        assertEveryLineEquals(name, published(name), hubWithMarkers);
+        assertTrue(withGenerationBlocks(name).template().hasGenerationBlocks());
+        assertEveryLineEquals(name, withGenerationBlocks(name), hubWithMarkers);
     }
 
     static void assertFalse(boolean value) {

@@ -16,8 +16,13 @@ import java.util.Map;
  * 32000-32003, as ChatML fine-tunes of Mistral add them).
  */
 final class HubTokenizers {
-    static final Map<String, Long> IDS = Map.of("<unk>", 0L, "<s>", 1L, "</s>", 2L, "<|im_start|>", 32000L,
-            "<|im_end|>", 32001L, "[INST]", 32002L, "[/INST]", 32003L);
+    static final Map<String, Long> IDS = Map.ofEntries(Map.entry("<unk>", 0L), Map.entry("<s>", 1L),
+            Map.entry("</s>", 2L), Map.entry("<|im_start|>", 32000L), Map.entry("<|im_end|>", 32001L),
+            Map.entry("[INST]", 32002L), Map.entry("[/INST]", 32003L),
+            // other families' markers, as interop/make_hf_template_goldens.py's HUB_MARKERS
+            Map.entry("<|start_header_id|>", 32004L), Map.entry("<|end_header_id|>", 32005L),
+            Map.entry("<|eot_id|>", 32006L), Map.entry("<start_of_turn>", 32007L), Map.entry("<end_of_turn>", 32008L),
+            Map.entry("<|user|>", 32009L), Map.entry("<|assistant|>", 32010L), Map.entry("<|end|>", 32011L));
 
     private HubTokenizers() {}
 

@@ -49,9 +49,11 @@ class JinjaChatTemplateTest {
         assertEquals("[Be brief.][Be brief.]", render("[{{ messages[0].content | trim }}]"
                 + "[{{ messages[0].content.strip() }}]", CHAT, false));
         // jinja2 binds `not x is defined` as `not (x is defined)`; Jinjava would read `(not x) is defined`
-        assertEquals("defined|undefined|none", render("{% if not add_generation_prompt is defined %}undefined"
-                + "{% else %}defined{% endif %}|{% if not tools is defined %}undefined{% endif %}"
-                + "|{% if tools is none %}none{% endif %}", CHAT, false));
+        // transformers passes tools=None and documents=None: defined, and none
+        assertEquals("defined|defined|none|defined", render("{% if not add_generation_prompt is defined %}undefined"
+                + "{% else %}defined{% endif %}|{% if not tools is defined %}undefined{% else %}defined{% endif %}"
+                + "|{% if tools is none %}none{% endif %}|{% if documents is not defined %}undefined{% else %}defined"
+                + "{% endif %}", CHAT, false));
         assertEquals("a=1;", render("{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }};{% endfor %}", CHAT, false));
         assertEquals("{\"a\": \"x<y\", \"b\": [1, true, null]}", render("{{ {'a': 'x<y', 'b': [1, true, none]} "
                 + "| tojson }}", CHAT, false));
@@ -67,6 +69,86 @@ class JinjaChatTemplateTest {
         assertEquals("[gen]", render("{% if add_generation_prompt %}[gen]{% endif %}", CHAT, true));
     }
 
+    static String render(String source, List<Message> messages, List<Object> tools) {
+        return new JinjaChatTemplate("t.jinja", source, "<s>", "</s>").render(messages, tools, false).text();
+    }
+
+    /** Expected texts: transformers 5.18's render_jinja_template (jinja2 3.1.6) of the same template and chat. */
+    @Test
+    void pythonBehaviourReachedThroughJinja2RendersAsThere() throws Exception {
+        List<Object> tools = new com.fasterxml.jackson.databind.ObjectMapper().readValue("[{\"type\": \"function\", "
+                + "\"function\": {\"name\": \"f\", \"description\": \"\u00e9 \\\"q\\\"\", \"parameters\": {\"type\": "
+                + "\"object\", \"properties\": {\"z\": {\"type\": \"string\"}, \"a\": {\"type\": \"integer\", "
+                + "\"minimum\": 0.5}}, \"required\": [\"z\"]}}}]", List.class);
+        // Llama 3.x writes its tools with tojson(indent=4); Jinjava's tojson took no arguments
+        assertEquals("{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"f\",\n        "
+                + "\"description\": \"\u00e9 \\\"q\\\"\",\n        \"parameters\": {\n            \"type\": \"object\",\n  "
+                + "          \"properties\": {\n                \"z\": {\n                    \"type\": \"string\"\n   "
+                + "             },\n                \"a\": {\n                    \"type\": \"integer\",\n            "
+                + "        \"minimum\": 0.5\n                }\n            },\n            \"required\": [\n        "
+                + "        \"z\"\n            ]\n        }\n    }\n}",
+                render("{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}", CHAT, tools));
+        assertEquals("{\"properties\":{\"a\":{\"minimum\":0.5,\"type\":\"integer\"},\"z\":{\"type\":\"string\"}},"
+                + "\"required\":[\"z\"],\"type\":\"object\"}|\"\\u00e9 \\\"q\\\"\"|[\n  \"z\"\n]|[]",
+                render("{{ tools[0].function.parameters | tojson(separators=(',', ':'), sort_keys=true) }}|"
+                        + "{{ tools[0].function.description | tojson(ensure_ascii=true) }}|"
+                        + "{{ tools[0].function.parameters.required | tojson(indent=2) }}|{{ [] | tojson(indent=2) }}",
+                        CHAT, tools));
+        // trim is Python's str.strip(): an ideographic space, a no-break space and U+2007 are whitespace there
+        assertEquals("[a][a][Be brief.  ][  Be brief.]", render("[{{ ' \u3000a\u00a0\u2007' | trim }}]"
+                + "[{{ '--a-' | trim('-') }}][{{ messages[0].content.lstrip() }}][{{ messages[0].content.rstrip() }}]",
+                CHAT, false));
+        // Python's str methods and indexing (DeepSeek-R1's and Qwen3's content.split('</think>')[-1]): Java's split
+        // took a regex and dropped trailing empty parts, s[0] was nothing
+        assertEquals("[a][][a|b][4][a|b c][ac][a][Hello World][2][ayaX][3][x]", render("[{{ 'a.b'.split('.')[0] }}]"
+                + "[{{ 'x</think>'.split('</think>')[-1] }}][{{ ' a  b '.split()|join('|') }}]"
+                + "[{{ 'a,b,,'.split(',')|length }}][{{ 'a b c'.split(' ', 1)|join('|') }}][{{ 'abc'[0] }}{{ 'abc'[-1] }}]"
+                + "[{{ 'a\\n\\n'.rstrip('\\n') }}][{{ 'hello world'.title() }}][{{ 'abc'.find('c') }}]"
+                + "[{{ 'aXaX'.replace('X', 'y', 1) }}][{{ 'aaa'.count('a') }}][{{ ' x '.strip() }}]", CHAT, false));
+        // booleans print as Python's str() prints them; a string is iterable
+        assertEquals("TrueFalse FalseFalse FalseTrue True True True", render("{% for m in messages %}{{ loop.first }}"
+                + "{{ loop.last }} {% endfor %}{{ messages[0].content is string }} {{ 'x' is iterable }} {{ 1 == 1 }}",
+                CHAT, false));
+        // `not a == b` is `not (a == b)` in jinja2 (Llama 3.1: `not message.tool_calls|length == 1`)
+        assertEquals("many not-user no-z keep not a == b", render("{% if not messages|length == 1 %}many{% endif %}"
+                + "{% if not messages[0].role == 'user' %} not-user{% endif %}"
+                + "{% if not 'z' in messages[1].content %} no-z{% endif %} keep not a == b", CHAT, false));
+        // strftime_now is defined and writes the local date (Llama 3.2's system header)
+        String rendered = render("{% if strftime_now is defined %}{{ strftime_now('%d %b %Y') }}{% endif %}", CHAT,
+                false);
+        java.time.format.DateTimeFormatter python = java.time.format.DateTimeFormatter.ofPattern("dd MMM yyyy",
+                java.util.Locale.ENGLISH);
+        java.time.LocalDate today = java.time.LocalDate.now();
+        assertTrue(rendered.equals(today.format(python)) || rendered.equals(today.minusDays(1).format(python)),
+                rendered);
+    }
+
+    /** jinja2's `for ... if` keeps the items that meet the condition, and loop.* counts them; Jinjava took them all. */
+    @Test
+    void aLoopFilterKeepsTheItemsThatMeetIt() throws Exception {
+        List<Object> tools = new com.fasterxml.jackson.databind.ObjectMapper().readValue("[{\"type\": \"function\", "
+                + "\"function\": {\"name\": \"f\", \"description\": \"d\", \"parameters\": {\"type\": \"object\"}, "
+                + "\"return\": {\"type\": \"string\"}}}]", List.class);
+        assertEquals("name,description,parameters|1user2assistant", render("{% for k, v in tools[0].function.items() "
+                + "if k != 'return' %}{{ k }}{% if not loop.last %},{% endif %}{% endfor %}|{% for m in messages if "
+                + "m.role != 'system' -%} {{ loop.index }}{{ m.role }}{% endfor %}", CHAT, tools));
+        // Mistral v0.3 leaves a tool's "return" (transformers' get_json_schema writes one) out of [AVAILABLE_TOOLS]
+        String v3 = HfTemplateGoldenTest.text("configs/chat-templates/mistral-7b-instruct-v0.3.jinja");
+        assertEquals("<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": "
+                + "\"d\", \"parameters\": {\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST] Weather?[/INST] Sunny.</s>",
+                render(v3, List.of(new Message(Role.USER, "Weather?"), new Message(Role.ASSISTANT, "Sunny.")), tools));
+    }
+
+    @Test
+    void loopVariablesJinjavaLacksFailNamingTheLine() {
+        JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
+                () -> render("{% for m in messages %}\n{% if loop.previtem is defined %}{{ loop.previtem.role }}"
+                        + "{% endif %}{% endfor %}", CHAT, false));
+        assertEquals("t.jinja: line 2: the chat template uses loop.previtem, which Jinjava's for loop lacks (it "
+                + "would render as undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]",
+                e.getMessage());
+    }
+
     @Test
     void raiseExceptionFailsWithTheTemplatesMessage() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
@@ -74,7 +156,7 @@ class JinjaChatTemplateTest {
         assertEquals("t.jinja: the chat template raised an exception: Only user and assistant roles are supported!",
                 e.getMessage());
         JinjaChatTemplate.TemplateException unknown = assertThrows(JinjaChatTemplate.TemplateException.class,
-                () -> render("{{ messages[0].content.split() }}", CHAT, false));
+                () -> render("{{ messages[0].content.zfill(3) }}", CHAT, false));
         assertTrue(unknown.getMessage().startsWith("t.jinja: line 1: the chat template cannot be rendered by "
                 + "Jinjava"), unknown.getMessage());
         JinjaChatTemplate.TemplateException syntax = assertThrows(JinjaChatTemplate.TemplateException.class,
