@@ -132,7 +132,7 @@ public final class Training {
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
-            try (RunDirectory run = RunDirectory.open(recipe, start); metrics; samples; tracking) {
+            try (RunDirectory run = RunDirectory.open(recipe, start, recipeFile()); metrics; samples; tracking) {
                 // After --force has cleared output_dir: the tokenizer it reads may be a base-model/ being replaced.
                 String markers = TemplateWarning.of(recipe);
                 if (markers != null) {
@@ -177,13 +177,17 @@ public final class Training {
             loaded.warnings().forEach(warning -> TrainingListener.all(listeners).onNote("warning: " + warning));
         }
         try {
-            return members.run(start);
+            return members.run(start, recipeFile());
         } catch (RecipeValueException e) {
             if (loaded == null) {
                 throw e;
             }
             throw loaded.locate(e);
         }
+    }
+
+    private Path recipeFile() {
+        return loaded == null ? null : loaded.source();
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {

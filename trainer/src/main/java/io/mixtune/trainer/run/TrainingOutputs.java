@@ -171,6 +171,15 @@ public final class TrainingOutputs {
         }
     }
 
+    /**
+     * Whether a name directly in output_dir is one a run writes or --force deletes (a file of it, or a directory it
+     * writes into): an input found there would be overwritten or deleted.
+     */
+    static boolean isRunOutputName(String name) {
+        return RUN_FILES.contains(name) || ADAPTER_DIR.matcher(name).matches() || STAGE_DIR.matcher(name).matches()
+                || name.equals(CHECKPOINTS_DIR) || name.equals(TensorBoardMetrics.RUNS_DIR) || name.equals(MEMBERS_DIR);
+    }
+
     static boolean isAdapterDir(Path entry) {
         return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
     }

@@ -120,6 +120,44 @@ class RunSafetyTest {
         assertEquals(0, again.waitFor(), Files.readString(dir.resolve("log.txt")));
     }
 
+    /**
+     * An input where the run writes its own files (a recipe kept as output_dir/recipe.yaml, model.adapter the earlier
+     * run's adapter/) is refused before anything is written, --force included: --force deleted both before. Resuming
+     * with output_dir/recipe.yaml, as the changed-recipe refusal advises, still works: it writes no recipe.yaml.
+     */
+    @Test
+    void anInputWhereTheRunWritesIsRefusedEvenWithForce(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path out = dir.resolve("out");
+        Path kept = Files.createDirectories(out).resolve("recipe.yaml");
+        Files.copy(recipe, kept);
+        for (String[] start : List.of(new String[0], new String[] {"--force"})) {
+            MixtuneCliTest.Result refused = train(kept, start);
+            assertEquals(2, refused.code(), refused.out() + refused.err());
+            assertTrue(refused.err().contains("the recipe " + kept + " is output_dir/recipe.yaml, which a run writes"),
+                    refused.err());
+            assertEquals(1, refused.err().strip().lines().count(), refused.err());
+            assertArrayEquals(Files.readAllBytes(recipe), Files.readAllBytes(kept), "the recipe is untouched");
+            try (Stream<Path> files = Files.list(out)) {
+                assertEquals(List.of("recipe.yaml"), files.map(p -> p.getFileName().toString()).toList());
+            }
+        }
+        Files.delete(kept);
+
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(out);
+        MixtuneCliTest.Result fromOwnAdapter = train(recipe, "--set", "train.max_steps=2", "--set",
+                "model.adapter=" + out.resolve("adapter"), "--force");
+        assertEquals(2, fromOwnAdapter.code(), fromOwnAdapter.out() + fromOwnAdapter.err());
+        assertTrue(fromOwnAdapter.err().contains("model.adapter " + out.resolve("adapter") + " is output_dir/adapter, "
+                + "which a run writes"), fromOwnAdapter.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(out));
+
+        MixtuneCliTest.Result resumed = train(out.resolve("recipe.yaml"), "--set", "train.max_steps=2", "--resume");
+        assertEquals(0, resumed.code(), resumed.out() + resumed.err());
+        assertArrayEquals(before.get("recipe.yaml"), Files.readAllBytes(out.resolve("recipe.yaml")));
+    }
+
     @Test
     void resumingWithAChangedRecipeIsRefusedNamingEveryChangedKey(@TempDir Path dir) throws Exception {
         Path recipe = TrainCommandTest.recipe(dir);
