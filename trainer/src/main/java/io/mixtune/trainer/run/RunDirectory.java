@@ -109,8 +109,10 @@ public final class RunDirectory implements AutoCloseable {
             if (start == Start.FRESH && !earlier.isEmpty()) {
                 List<Path> checkpoints = TrainingCheckpoint.list(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
                 throw new Refusal("output_dir " + dir + " already holds a run (" + String.join(", ", earlier)
-                        + "): " + (checkpoints.isEmpty() ? "it has no checkpoint to continue from; "
-                        : "--resume continues it from " + checkpoints.get(checkpoints.size() - 1) + ", ")
+                        + "): " + (!checkpoints.isEmpty() ? "--resume continues it from "
+                        + checkpoints.get(checkpoints.size() - 1) + ", "
+                        : earlier.contains(TrainingOutputs.RECIPE_FILE) ? "it stopped before its first checkpoint: "
+                        + "--resume runs it from step 0, " : "it has no checkpoint to continue from; ")
                         + "--force starts over (deleting only what mixtune wrote there), or choose another "
                         + "output_dir");
             }

@@ -158,6 +158,53 @@ class RunSafetyTest {
         assertArrayEquals(before.get("recipe.yaml"), Files.readAllBytes(out.resolve("recipe.yaml")));
     }
 
+    /**
+     * A run stopped before its first checkpoint (as a kill -9 leaves it: recipe.yaml, a metrics line) resumes from step
+     * 0, after the recipe check, ending as the uninterrupted run; before, --resume failed with exit 1 and only --force
+     * went on. A --resume with nothing to continue is an input error (exit 2), naming what it looked at.
+     */
+    @Test
+    void aRunStoppedBeforeItsFirstCheckpointResumesFromStepZero(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path out = dir.resolve("out");
+        MixtuneCliTest.Result nothing = train(recipe, "--resume");
+        assertEquals(2, nothing.code(), nothing.out() + nothing.err());
+        assertTrue(nothing.err().contains("--resume: output_dir " + out + " holds no run to continue"), nothing.err());
+        assertFalse(Files.exists(out), "nothing written");
+        MixtuneCliTest.Result missing = train(recipe, "--resume", dir.resolve("nope").toString());
+        assertEquals(2, missing.code(), missing.out() + missing.err());
+        assertTrue(missing.err().contains("--resume " + dir.resolve("nope") + ": no such checkpoint or run directory"),
+                missing.err());
+
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        byte[] adapter = Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors"));
+        List<Double> losses = TrainCommandTest.losses(out.resolve("metrics.jsonl"));
+        // What a kill before the first checkpoint leaves: the run's recipe.yaml and first metrics, no checkpoint.
+        for (String gone : List.of("adapter", "adapter-ema", "adapter-swa", "adapter-lawa", "checkpoints")) {
+            try (Stream<Path> walk = Files.walk(out.resolve(gone))) {
+                walk.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+        List<String> firstLine = Files.readAllLines(out.resolve("metrics.jsonl")).subList(0, 1);
+        Files.write(out.resolve("metrics.jsonl"), firstLine);
+
+        MixtuneCliTest.Result plain = train(recipe, "--set", "train.max_steps=2");
+        assertEquals(2, plain.code(), plain.out() + plain.err());
+        assertTrue(plain.err().contains("it stopped before its first checkpoint: --resume runs it from step 0"),
+                plain.err());
+        MixtuneCliTest.Result changed = train(recipe, "--set", "train.max_steps=2", "--set", "train.lr=1e-3",
+                "--resume");
+        assertEquals(2, changed.code(), changed.out() + changed.err());
+        assertTrue(changed.err().contains("train.lr: 0.003 -> 0.001"), changed.err());
+
+        MixtuneCliTest.Result resumed = train(recipe, "--set", "train.max_steps=2", "--resume");
+        assertEquals(0, resumed.code(), resumed.out() + resumed.err());
+        assertTrue(resumed.out().contains("no checkpoint in " + out.resolve("checkpoints") + " yet: the run stopped "
+                + "before its first; starting it from step 0"), resumed.out());
+        assertEquals(losses, TrainCommandTest.losses(out.resolve("metrics.jsonl")));
+        assertArrayEquals(adapter, Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors")));
+    }
+
     @Test
     void resumingWithAChangedRecipeIsRefusedNamingEveryChangedKey(@TempDir Path dir) throws Exception {
         Path recipe = TrainCommandTest.recipe(dir);
