@@ -109,6 +109,14 @@ public final class RecipeReader {
         if (outputDir != null && outputDir.isTextual() && Files.isRegularFile(Path.of(outputDir.asText()))) {
             binder.problem("output_dir", outputDir.asText() + " is a file; expected a directory for the run's adapter, "
                     + "checkpoints and metrics (it is created if missing)");
+        } else if (outputDir != null && outputDir.isTextual()) {
+            Path blocking = Path.of(outputDir.asText()).toAbsolutePath().getParent();
+            while (blocking != null && !Files.exists(blocking)) {
+                blocking = blocking.getParent();
+            }
+            if (blocking != null && !Files.isDirectory(blocking)) {
+                binder.problem("output_dir", outputDir.asText() + " cannot be created: " + blocking + " is a file");
+            }
         }
         binder.throwIfAny();
         return new Loaded(recipe, file, binder);

@@ -101,7 +101,9 @@ public final class RunDirectory implements AutoCloseable {
         try {
             Files.createDirectories(dir);
         } catch (IOException e) {
-            throw new UncheckedIOException("output_dir: cannot create " + dir + ": " + e.getMessage(), e);
+            // the user's to fix (a read-only or full disk, no permission), as an output_dir that is a file
+            throw new Refusal("output_dir: cannot create " + dir + " (" + e + "): choose an output_dir that can be "
+                    + "written");
         }
         RunDirectory run = lock(dir);
         try {

@@ -120,4 +120,24 @@ class ValidateCommandTest {
         assertEquals(2, train.code(), train.out());
         assertEquals(3, train.err().strip().lines().count(), train.err());
     }
+
+    /**
+     * An output_dir below a file can never be made: validate names it at its line, and train stops on the same line
+     * before anything loads (it failed with exit 1 after the data was read, "cannot create").
+     */
+    @Test
+    void anOutputDirBelowAFileIsRefusedAtItsLine() throws IOException {
+        Path chats = Files.write(dir.resolve("chats.jsonl"), List.of(CHAT, CHAT));
+        Path recipe = Files.writeString(dir.resolve("below.yaml"), "model:\n  preset: tiny-mistral\n"
+                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\noutput_dir: " + chats.resolve("run") + "\n");
+        String expected = recipe + ":6: output_dir: " + chats.resolve("run") + " cannot be created: " + chats
+                + " is a file";
+        for (String command : List.of("validate", "train")) {
+            Result refused = MixtuneCliTest.run(command, "--recipe", recipe.toString());
+            assertEquals(2, refused.code(), refused.out() + refused.err());
+            assertTrue(refused.err().startsWith("mixtune " + command + ": " + expected), refused.err());
+            assertEquals(1, refused.err().strip().lines().count(), refused.err());
+        }
+        assertEquals(List.of(CHAT, CHAT), Files.readAllLines(chats));
+    }
 }
