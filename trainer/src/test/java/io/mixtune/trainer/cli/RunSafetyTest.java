@@ -250,6 +250,10 @@ class RunSafetyTest {
         assertTrue(resumed.out().contains("a run directory, not a checkpoint"), resumed.out());
         assertTrue(resumed.out().contains("resuming from " + out.resolve("checkpoints/step-000002") + " at step 2"),
                 resumed.out());
+        // It had finished: nothing trains, and the loss line of no step (NaN -> NaN before) is not printed.
+        assertTrue(resumed.out().contains("done: the run had already finished at step 2: nothing left to train"),
+                resumed.out());
+        assertFalse(resumed.out().contains("NaN"), resumed.out());
 
         Path file = Files.writeString(dir.resolve("a-file"), "not a directory");
         MixtuneCliTest.Result onAFile = train(recipe, "--set", "output_dir=" + file);
