@@ -205,6 +205,25 @@ class RunSafetyTest {
         assertArrayEquals(adapter, Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors")));
     }
 
+    /**
+     * checkpoints/ linked to another disk (as users of HF's Trainer link theirs to scratch space): --force deletes the
+     * checkpoints in it but keeps the link, so the new run writes there too. Before, the emptied link was deleted and
+     * the new run's checkpoints went to output_dir's own disk.
+     */
+    @Test
+    void forceKeepsALinkedCheckpointsDirectory(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path scratch = Files.createDirectories(dir.resolve("scratch/checkpoints"));
+        Path link = Files.createSymbolicLink(Files.createDirectories(dir.resolve("out")).resolve("checkpoints"),
+                scratch);
+        assertEquals(0, train(recipe, "--set", "train.max_steps=1").code());
+        assertTrue(Files.isRegularFile(scratch.resolve("step-000001/trainer_state.json")));
+        MixtuneCliTest.Result forced = train(recipe, "--set", "train.max_steps=1", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertTrue(Files.isSymbolicLink(link), "the link stays");
+        assertTrue(Files.isRegularFile(scratch.resolve("step-000001/trainer_state.json")), "written through it");
+    }
+
     @Test
     void resumingWithAChangedRecipeIsRefusedNamingEveryChangedKey(@TempDir Path dir) throws Exception {
         Path recipe = TrainCommandTest.recipe(dir);
