@@ -1,5 +1,6 @@
 package io.mixtune.trainer.recipe;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.PropertyNamingStrategies;
@@ -12,6 +13,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.safetensors.SafetensorsReader;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
@@ -308,6 +310,7 @@ public final class RecipeReader {
                 } catch (IllegalArgumentException e) {
                     binder.problem("model.path", e.getMessage());
                 }
+                checkWeightHeaders("model.path", dir, "model.safetensors", binder);
             }
         }
         if (model.adapter() != null) {
@@ -318,9 +321,39 @@ public final class RecipeReader {
             } else if (!Files.isRegularFile(adapter.resolve("adapter_config.json"))) {
                 binder.problem("model.adapter", "no PEFT adapter at " + adapter + " (" + (Files.isDirectory(adapter)
                         ? "adapter_config.json missing" : "no such directory") + ")");
+            } else {
+                Path adapterConfig = adapter.resolve(PeftAdapter.CONFIG_FILE);
+                try {
+                    if (!new ObjectMapper().readTree(adapterConfig.toFile()).isObject()) {
+                        binder.problem("model.adapter", adapterConfig + ": expected a JSON object");
+                    }
+                } catch (JsonProcessingException e) {
+                    binder.problem("model.adapter", adapterConfig + ": not valid JSON: " + e.getOriginalMessage()
+                            + " (line " + e.getLocation().getLineNr() + ")");
+                } catch (IOException e) {
+                    binder.problem("model.adapter", adapterConfig + ": cannot be read: " + e.getMessage());
+                }
+                checkWeightHeaders("model.adapter", adapter, PeftAdapter.WEIGHTS_FILE, binder);
             }
         }
         return config;
+    }
+
+    /**
+     * The safetensors headers of a model or adapter, checked against their files' sizes: a cut or damaged download
+     * stops validate and train here, not after the data is tokenized and the weights begin to load. Only where the
+     * weights are there: a missing or pickle file gets the loader's own message.
+     */
+    private static void checkWeightHeaders(String key, Path dir, String single, RecordBinder binder) {
+        boolean sharded = Files.isRegularFile(dir.resolve(single + ".index.json"));
+        if (!sharded && !Files.isRegularFile(dir.resolve(single))) {
+            return;
+        }
+        try (SafetensorsReader weights = SafetensorsReader.open(sharded ? dir : dir.resolve(single))) {
+            // opened: every header parsed, every tensor's bytes inside its file
+        } catch (RuntimeException e) {
+            binder.problem(key, e.getMessage());
+        }
     }
 
     private static String describeModel(Recipe.Model model) {
