@@ -17,7 +17,6 @@ import io.mixtune.model.safetensors.SafetensorsReader;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
-import java.io.Reader;
 import java.io.StringReader;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -142,11 +141,7 @@ public final class RecipeReader {
         }
         chain.add(normalized);
         YamlTree tree;
-        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
-            tree = YamlTree.parse(reader, file.toString());
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + file + ": " + e.getMessage(), e);
-        }
+        tree = YamlTree.parse(file);
         JsonNode include = tree.root.get(INCLUDE);
         if (include == null || include.isNull()) {
             chain.remove(normalized);
