@@ -132,7 +132,11 @@ public final class Training {
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
-            try (RunDirectory run = RunDirectory.open(recipe, start); metrics; samples; tracking) {
+            if (start == RunDirectory.Start.RESUME && resumeFrom == null && !Files.isDirectory(Path.of(
+                    recipe.outputDir()))) {
+                throw noRunToResume();
+            }
+            try (RunDirectory run = RunDirectory.open(recipe, start, recipeFile()); metrics; samples; tracking) {
                 // After --force has cleared output_dir: the tokenizer it reads may be a base-model/ being replaced.
                 String markers = TemplateWarning.of(recipe);
                 if (markers != null) {
@@ -141,7 +145,8 @@ public final class Training {
                 Path resume = null;
                 if (start == RunDirectory.Start.RESUME) {
                     resume = checkpointToResume(resumeFrom, listener);
-                    String warning = run.requireSameRecipe(recipe, resume);
+                    String warning = resume == null ? run.requireSameRecipe(recipe)
+                            : run.requireSameRecipe(recipe, resume);
                     if (warning != null) {
                         listener.onNote(warning);
                     }
@@ -177,13 +182,22 @@ public final class Training {
             loaded.warnings().forEach(warning -> TrainingListener.all(listeners).onNote("warning: " + warning));
         }
         try {
-            return members.run(start);
+            return members.run(start, recipeFile());
         } catch (RecipeValueException e) {
             if (loaded == null) {
                 throw e;
             }
             throw loaded.locate(e);
         }
+    }
+
+    private Refusal noRunToResume() {
+        return new Refusal("--resume: output_dir " + recipe.outputDir() + " holds no run to continue (no "
+                + TrainingOutputs.RECIPE_FILE + ", no checkpoint): start it without --resume");
+    }
+
+    private Path recipeFile() {
+        return loaded == null ? null : loaded.source();
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
@@ -208,6 +222,20 @@ public final class Training {
      */
     private Path checkpointToResume(Path given, TrainingListener listener) {
         Path checkpoints = Path.of(recipe.outputDir(), TrainingOutputs.CHECKPOINTS_DIR);
+        if (given != null && !Files.exists(given)) {
+            throw new Refusal("--resume " + given + ": no such checkpoint or run directory (--resume takes "
+                    + "RUN/checkpoints/step-N, or the run directory RUN; alone, the newest checkpoint of output_dir)");
+        }
+        if (given == null && TrainingCheckpoint.list(checkpoints).isEmpty()) {
+            if (!Files.isRegularFile(Path.of(recipe.outputDir(), TrainingOutputs.RECIPE_FILE))) {
+                throw noRunToResume();
+            }
+            // Killed before its first checkpoint: nothing was kept, so continuing exactly is starting at step 0 (the
+            // recipe checked against the run's recipe.yaml all the same), as WARM's members do.
+            listener.onNote("--resume: no checkpoint in " + checkpoints + " yet: the run stopped before its first; "
+                    + "starting it from step 0");
+            return null;
+        }
         if (given != null) {
             if (Files.isDirectory(given.resolve(TrainingOutputs.CHECKPOINTS_DIR))
                     && !Files.exists(given.resolve(TrainingCheckpoint.STATE_JSON))) {
@@ -223,7 +251,7 @@ public final class Training {
         }
         List<Path> all = TrainingCheckpoint.list(checkpoints);
         if (all.isEmpty()) {
-            throw new IllegalArgumentException("--resume: no checkpoint in " + checkpoints + " to resume from");
+            throw new Refusal("--resume: no checkpoint in " + checkpoints + " to resume from");
         }
         for (int i = all.size() - 1; i >= 0; i--) {
             String problem = TrainingCheckpoint.verify(all.get(i));
@@ -232,6 +260,7 @@ public final class Training {
             }
             listener.onNote("warning: skipping " + problem);
         }
-        throw new IllegalArgumentException("--resume: every checkpoint in " + checkpoints + " is damaged");
+        throw new Refusal("--resume: every checkpoint in " + checkpoints + " is damaged (each named above): "
+                + "--force starts the run over");
     }
 }

@@ -87,11 +87,11 @@ final class WarmTraining {
         return (ObjectNode) tree.get(name);
     }
 
-    TrainingResult run(RunDirectory.Start start) {
+    TrainingResult run(RunDirectory.Start start, Path recipeFile) {
         TrainingListener listener = TrainingListener.all(listeners);
         TrainingModel.check(recipe);
         Path outputDir = Path.of(recipe.outputDir());
-        try (RunDirectory run = RunDirectory.open(recipe, start)) {
+        try (RunDirectory run = RunDirectory.open(recipe, start, recipeFile)) {
             boolean resuming = start == RunDirectory.Start.RESUME;
             if (resuming) {
                 String warning = run.requireSameRecipe(recipe);

@@ -41,6 +41,16 @@ public enum PathOverlap {
                 + ": mixtune never writes over, into or around an input; choose another " + outName;
     }
 
+    /**
+     * Where {@code path} lies inside {@code dir}, relative to it ({@code adapter/adapter_config.json}), or null when
+     * it does not (or is {@code dir} itself); links resolved as {@link #of} resolves them.
+     */
+    public static Path inside(Path dir, Path path) {
+        Path d = real(dir);
+        Path p = real(path);
+        return p.startsWith(d) && !p.equals(d) ? d.relativize(p) : null;
+    }
+
     /** The absolute path with symbolic links resolved as far as it exists. */
     private static Path real(Path path) {
         Path absolute = path.toAbsolutePath().normalize();

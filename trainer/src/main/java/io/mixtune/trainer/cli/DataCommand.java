@@ -6,6 +6,7 @@ import io.mixtune.data.batch.PackedRow;
 import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.data.template.TokenizedSample;
@@ -121,6 +122,22 @@ final class DataCommand {
             RecipeReader.Loaded read = TrainCommand.readLoaded(line);
             Recipe recipe = read.recipe();
             DataConfig data = recipe.data();
+            if (line.hasOption("dump")) {
+                Path dump = Path.of(line.getOptionValue("dump"));
+                List<Path> inputs = new ArrayList<>(List.of(read.source()));
+                for (String file : data.files()) {
+                    inputs.add(DataConfig.file(file));
+                }
+                for (String file : data.validationFiles()) {
+                    inputs.add(DataConfig.file(file));
+                }
+                for (Path input : inputs) {
+                    if (PathOverlap.of(dump, input) == PathOverlap.SAME) {
+                        throw new UsageException("--dump " + dump + " is an input of the recipe (" + input + "): the "
+                                + "dump would replace it; choose another file");
+                    }
+                }
+            }
             SampleCache.Loaded loaded;
             try {
                 loaded = load(recipe, line);

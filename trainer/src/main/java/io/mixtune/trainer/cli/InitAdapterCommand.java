@@ -8,6 +8,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.trainer.InputDirectories;
+import io.mixtune.trainer.Refusal;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -73,7 +74,7 @@ final class InitAdapterCommand implements Command {
             throw new UsageException(e.getMessage());
         }
         if (Files.exists(outDir.resolve(PeftAdapter.CONFIG_FILE))) {
-            throw new IllegalArgumentException(outDir + " already holds an adapter (" + PeftAdapter.CONFIG_FILE + ")");
+            throw new Refusal(outDir + " already holds an adapter (" + PeftAdapter.CONFIG_FILE + ")");
         }
         // On the CPU whatever the machine has: PEFT's init drawn there gives the same adapter file everywhere.
         try (NDManager manager = NDManager.newBaseManager(Device.cpu());

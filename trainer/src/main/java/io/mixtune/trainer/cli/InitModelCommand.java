@@ -4,6 +4,7 @@ import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.trainer.PresetCheckpoint;
+import io.mixtune.trainer.Refusal;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Files;
@@ -49,7 +50,7 @@ final class InitModelCommand implements Command {
         long seed = Mixtune.intOption(line, "seed", 0);
         DType dtype = parseDtype(line.getOptionValue("dtype", "bf16"));
         if (Files.exists(outDir.resolve("config.json")) && !line.hasOption("force")) {
-            throw new IllegalArgumentException(outDir + " already holds a checkpoint (config.json): pass --force to "
+            throw new Refusal(outDir + " already holds a checkpoint (config.json): pass --force to "
                     + "overwrite it");
         }
         if (!ModelPreset.NAMES.contains(presetName)) {

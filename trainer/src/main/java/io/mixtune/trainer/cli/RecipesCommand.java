@@ -1,5 +1,7 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.model.checkpoint.PathOverlap;
+import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.AxolotlImport;
 import io.mixtune.trainer.recipe.BundledRecipes;
 import java.io.IOException;
@@ -149,7 +151,7 @@ final class RecipesCommand {
                 dest = dest.resolve(BundledRecipes.file(name).getFileName().toString());
             }
             if (Files.exists(dest) && !line.hasOption("force")) {
-                throw new IllegalArgumentException(dest + " already exists: not overwritten (--force replaces it)");
+                throw new Refusal(dest + " already exists: not overwritten (--force replaces it)");
             }
             Path parent = dest.toAbsolutePath().getParent();
             if (parent != null) {
@@ -208,8 +210,12 @@ final class RecipesCommand {
                 return Mixtune.OK;
             }
             Path dest = Path.of(line.getOptionValue("out"));
+            if (PathOverlap.of(dest, source) == PathOverlap.SAME) {
+                throw new Refusal("--out " + dest + " is the axolotl config being imported: the recipe would replace "
+                        + "it; choose another file");
+            }
             if (Files.exists(dest) && !line.hasOption("force")) {
-                throw new IllegalArgumentException(dest + " already exists: not overwritten (--force replaces it)");
+                throw new Refusal(dest + " already exists: not overwritten (--force replaces it)");
             }
             Path parent = dest.toAbsolutePath().getParent();
             if (parent != null) {

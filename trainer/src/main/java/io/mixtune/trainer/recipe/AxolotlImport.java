@@ -3,11 +3,6 @@ package io.mixtune.trainer.recipe;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.lora.adapter.LoraConfig;
-import java.io.IOException;
-import java.io.Reader;
-import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -89,11 +84,7 @@ public final class AxolotlImport {
 
     public static Result read(Path file) {
         YamlTree tree;
-        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
-            tree = YamlTree.parse(reader, file.toString());
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + file + ": " + e.getMessage(), e);
-        }
+        tree = YamlTree.parse(file);
         return new Mapping(file, tree).map();
     }
 

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.recipe;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.PropertyNamingStrategies;
@@ -12,10 +13,10 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.safetensors.SafetensorsReader;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
-import java.io.Reader;
 import java.io.StringReader;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -109,6 +110,14 @@ public final class RecipeReader {
         if (outputDir != null && outputDir.isTextual() && Files.isRegularFile(Path.of(outputDir.asText()))) {
             binder.problem("output_dir", outputDir.asText() + " is a file; expected a directory for the run's adapter, "
                     + "checkpoints and metrics (it is created if missing)");
+        } else if (outputDir != null && outputDir.isTextual()) {
+            Path blocking = Path.of(outputDir.asText()).toAbsolutePath().getParent();
+            while (blocking != null && !Files.exists(blocking)) {
+                blocking = blocking.getParent();
+            }
+            if (blocking != null && !Files.isDirectory(blocking)) {
+                binder.problem("output_dir", outputDir.asText() + " cannot be created: " + blocking + " is a file");
+            }
         }
         binder.throwIfAny();
         return new Loaded(recipe, file, binder);
@@ -132,11 +141,7 @@ public final class RecipeReader {
         }
         chain.add(normalized);
         YamlTree tree;
-        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
-            tree = YamlTree.parse(reader, file.toString());
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + file + ": " + e.getMessage(), e);
-        }
+        tree = YamlTree.parse(file);
         JsonNode include = tree.root.get(INCLUDE);
         if (include == null || include.isNull()) {
             chain.remove(normalized);
@@ -305,6 +310,7 @@ public final class RecipeReader {
                 } catch (IllegalArgumentException e) {
                     binder.problem("model.path", e.getMessage());
                 }
+                checkWeightHeaders("model.path", dir, "model.safetensors", binder);
             }
         }
         if (model.adapter() != null) {
@@ -315,9 +321,39 @@ public final class RecipeReader {
             } else if (!Files.isRegularFile(adapter.resolve("adapter_config.json"))) {
                 binder.problem("model.adapter", "no PEFT adapter at " + adapter + " (" + (Files.isDirectory(adapter)
                         ? "adapter_config.json missing" : "no such directory") + ")");
+            } else {
+                Path adapterConfig = adapter.resolve(PeftAdapter.CONFIG_FILE);
+                try {
+                    if (!new ObjectMapper().readTree(adapterConfig.toFile()).isObject()) {
+                        binder.problem("model.adapter", adapterConfig + ": expected a JSON object");
+                    }
+                } catch (JsonProcessingException e) {
+                    binder.problem("model.adapter", adapterConfig + ": not valid JSON: " + e.getOriginalMessage()
+                            + " (line " + e.getLocation().getLineNr() + ")");
+                } catch (IOException e) {
+                    binder.problem("model.adapter", adapterConfig + ": cannot be read: " + e.getMessage());
+                }
+                checkWeightHeaders("model.adapter", adapter, PeftAdapter.WEIGHTS_FILE, binder);
             }
         }
         return config;
+    }
+
+    /**
+     * The safetensors headers of a model or adapter, checked against their files' sizes: a cut or damaged download
+     * stops validate and train here, not after the data is tokenized and the weights begin to load. Only where the
+     * weights are there: a missing or pickle file gets the loader's own message.
+     */
+    private static void checkWeightHeaders(String key, Path dir, String single, RecordBinder binder) {
+        boolean sharded = Files.isRegularFile(dir.resolve(single + ".index.json"));
+        if (!sharded && !Files.isRegularFile(dir.resolve(single))) {
+            return;
+        }
+        try (SafetensorsReader weights = SafetensorsReader.open(sharded ? dir : dir.resolve(single))) {
+            // opened: every header parsed, every tensor's bytes inside its file
+        } catch (RuntimeException e) {
+            binder.problem(key, e.getMessage());
+        }
     }
 
     private static String describeModel(Recipe.Model model) {

@@ -11,6 +11,11 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import java.io.IOException;
 import java.io.Reader;
 import java.io.StringReader;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.Map;
@@ -32,6 +37,29 @@ final class YamlTree {
 
     static YamlTree empty() {
         return new YamlTree(JsonNodeFactory.instance.objectNode(), new HashMap<>());
+    }
+
+    /** A YAML file, which must be UTF-8 (YAML's own rule): the first byte that is not is named by its line. */
+    static YamlTree parse(Path file) {
+        byte[] bytes;
+        try {
+            bytes = Files.readAllBytes(file);
+        } catch (IOException e) {
+            throw new RecipeException(file + ": cannot be read: " + e.getMessage());
+        }
+        ByteBuffer in = ByteBuffer.wrap(bytes);
+        String text;
+        try {
+            text = StandardCharsets.UTF_8.newDecoder().decode(in).toString();
+        } catch (CharacterCodingException e) {
+            int line = 1;
+            for (int i = 0; i < in.position(); i++) {
+                line += bytes[i] == '\n' ? 1 : 0;
+            }
+            throw new RecipeException(file + ":" + line + ": not UTF-8 text: a recipe is a UTF-8 YAML file (was it "
+                    + "saved in another encoding?)");
+        }
+        return parse(new StringReader(text), file.toString());
     }
 
     /** @param name how errors name the source: a path, a bundled resource, or "--set" */

@@ -3,6 +3,8 @@ package io.mixtune.trainer.run;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -77,20 +79,31 @@ public final class RunDirectory implements AutoCloseable {
         this.lock = lock;
     }
 
-    /**
-     * Takes output_dir for this run: creates it, locks it (refused while another run holds it), then refuses a run
-     * already there ({@link Start#FRESH}) or deletes it ({@link Start#FORCE}).
-     */
+    /** As below, for a recipe built in code (no recipe file). */
     public static RunDirectory open(Recipe recipe, Start start) {
+        return open(recipe, start, null);
+    }
+
+    /**
+     * Takes output_dir for this run: refuses an input that lies where the run writes, creates output_dir, locks it
+     * (refused while another run holds it), then refuses a run already there ({@link Start#FRESH}) or deletes it
+     * ({@link Start#FORCE}).
+     *
+     * @param recipeFile the recipe file the run was read from, or null
+     */
+    public static RunDirectory open(Recipe recipe, Start start, Path recipeFile) {
         Path dir = Path.of(recipe.outputDir());
         if (Files.exists(dir) && !Files.isDirectory(dir)) {
             throw new Refusal("output_dir: " + dir + " is a file; expected a directory for the run's adapter, "
                     + "checkpoints and metrics (it is created if missing)");
         }
+        refuseInputsAmongOutputs(recipe, start, recipeFile, dir);
         try {
             Files.createDirectories(dir);
         } catch (IOException e) {
-            throw new UncheckedIOException("output_dir: cannot create " + dir + ": " + e.getMessage(), e);
+            // the user's to fix (a read-only or full disk, no permission), as an output_dir that is a file
+            throw new Refusal("output_dir: cannot create " + dir + " (" + e + "): choose an output_dir that can be "
+                    + "written");
         }
         RunDirectory run = lock(dir);
         try {
@@ -98,8 +111,10 @@ public final class RunDirectory implements AutoCloseable {
             if (start == Start.FRESH && !earlier.isEmpty()) {
                 List<Path> checkpoints = TrainingCheckpoint.list(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
                 throw new Refusal("output_dir " + dir + " already holds a run (" + String.join(", ", earlier)
-                        + "): " + (checkpoints.isEmpty() ? "it has no checkpoint to continue from; "
-                        : "--resume continues it from " + checkpoints.get(checkpoints.size() - 1) + ", ")
+                        + "): " + (!checkpoints.isEmpty() ? "--resume continues it from "
+                        + checkpoints.get(checkpoints.size() - 1) + ", "
+                        : earlier.contains(TrainingOutputs.RECIPE_FILE) ? "it stopped before its first checkpoint: "
+                        + "--resume runs it from step 0, " : "it has no checkpoint to continue from; ")
                         + "--force starts over (deleting only what mixtune wrote there), or choose another "
                         + "output_dir");
             }
@@ -114,6 +129,39 @@ public final class RunDirectory implements AutoCloseable {
             run.close();
             throw e;
         }
+    }
+
+    /**
+     * A recipe, model, adapter or data file inside output_dir under a name the run writes (recipe.yaml, adapter/,
+     * checkpoints/, ...) would be overwritten by the run or deleted by --force: refused before anything is written.
+     * Resuming with output_dir/recipe.yaml is the exception: a resumed run keeps that file as it is.
+     */
+    private static void refuseInputsAmongOutputs(Recipe recipe, Start start, Path recipeFile, Path dir) {
+        Map<Path, String> inputs = new LinkedHashMap<>();
+        if (recipeFile != null && start != Start.RESUME) {
+            inputs.put(recipeFile, "the recipe");
+        }
+        if (recipe.model().path() != null) {
+            inputs.put(Path.of(recipe.model().path()), "model.path");
+        }
+        if (recipe.model().adapter() != null) {
+            inputs.put(Path.of(recipe.model().adapter()), "model.adapter");
+        }
+        recipe.data().files().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "data.files"));
+        recipe.data().validationFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file),
+                "data.validation_files"));
+        recipe.dpo().stageFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "dpo.stages"));
+        if (recipe.dpo().marginModel() != null) {
+            inputs.put(Path.of(recipe.dpo().marginModel()), "dpo.margin_model");
+        }
+        inputs.forEach((input, key) -> {
+            Path inside = PathOverlap.inside(dir, input);
+            if (inside != null && TrainingOutputs.isRunOutputName(inside.getName(0).toString())) {
+                throw new Refusal(key + " " + input + " is output_dir/" + inside + ", which a run writes (and --force "
+                        + "deletes): mixtune never overwrites or deletes an input; move it out of " + dir
+                        + " or choose another output_dir");
+            }
+        });
     }
 
     private static RunDirectory lock(Path dir) {

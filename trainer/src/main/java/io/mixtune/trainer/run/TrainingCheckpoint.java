@@ -12,6 +12,7 @@ import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
+import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LossScaler;
 import java.io.IOException;
@@ -216,7 +217,7 @@ public final class TrainingCheckpoint {
     /** Refuses a directory without the checkpoint's state file, saying what --resume takes. */
     public static void requireComplete(Path dir) {
         if (!Files.isRegularFile(dir.resolve(STATE_JSON))) {
-            throw new IllegalArgumentException(dir + " is not a complete checkpoint: " + STATE_JSON + " is missing"
+            throw new Refusal(dir + " is not a complete checkpoint: " + STATE_JSON + " is missing"
                     + (dir.getFileName().toString().endsWith(".partial") ? " (it was being written when the run stopped)"
                     : " (--resume takes a checkpoint, RUN/checkpoints/step-N, or the run directory RUN)"));
         }
@@ -229,11 +230,11 @@ public final class TrainingCheckpoint {
         try {
             String problem = verify(dir);
             if (problem != null) {
-                throw new IllegalArgumentException("cannot resume: " + problem);
+                throw new Refusal("cannot resume: " + problem);
             }
             JsonNode json = JSON.readTree(stateJson.toFile());
             if (json.get("parameters").asInt() != shapes.size()) {
-                throw new IllegalArgumentException("checkpoint " + dir + " holds " + json.get("parameters").asInt()
+                throw new Refusal("checkpoint " + dir + " holds " + json.get("parameters").asInt()
                         + " adapter arrays, this run has " + shapes.size() + ": was the lora section changed?");
             }
             Set<String> averages = new LinkedHashSet<>();
@@ -248,7 +249,7 @@ public final class TrainingCheckpoint {
                     for (String name : names) {
                         long[] saved = reader.info(name).shape();
                         if (!java.util.Arrays.equals(saved, shapes.get(i))) {
-                            throw new IllegalArgumentException("checkpoint " + dir + ": adapter array " + i + " has shape "
+                            throw new Refusal("checkpoint " + dir + ": adapter array " + i + " has shape "
                                     + java.util.Arrays.toString(saved) + " (" + name + "), this run has "
                                     + java.util.Arrays.toString(shapes.get(i)) + ": was the lora section changed?");
                         }

@@ -13,6 +13,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
@@ -171,6 +172,15 @@ public final class TrainingOutputs {
         }
     }
 
+    /**
+     * Whether a name directly in output_dir is one a run writes or --force deletes (a file of it, or a directory it
+     * writes into): an input found there would be overwritten or deleted.
+     */
+    static boolean isRunOutputName(String name) {
+        return RUN_FILES.contains(name) || ADAPTER_DIR.matcher(name).matches() || STAGE_DIR.matcher(name).matches()
+                || name.equals(CHECKPOINTS_DIR) || name.equals(TensorBoardMetrics.RUNS_DIR) || name.equals(MEMBERS_DIR);
+    }
+
     static boolean isAdapterDir(Path entry) {
         return Files.isDirectory(entry) && ADAPTER_DIR.matcher(entry.getFileName().toString()).matches();
     }
@@ -211,8 +221,12 @@ public final class TrainingOutputs {
         return name.startsWith(".") && name.endsWith(PARTIAL);
     }
 
+    /**
+     * Deletes a directory left empty, never a symbolic link to one: a user links checkpoints/ (or an adapter folder)
+     * to another disk, and the link says where the next run writes.
+     */
     static void deleteIfEmpty(Path dir) throws IOException {
-        if (Files.isDirectory(dir) && list(dir).isEmpty()) {
+        if (Files.isDirectory(dir, LinkOption.NOFOLLOW_LINKS) && list(dir).isEmpty()) {
             Files.delete(dir);
         }
     }

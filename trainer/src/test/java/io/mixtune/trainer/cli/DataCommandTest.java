@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -106,6 +107,22 @@ class DataCommandTest {
         assertEquals(0, packed.get("position_ids").get(second).asInt());
         assertEquals(-100, packed.get("labels").get(second).asInt(), "a sample's first token predicts nothing");
         assertEquals(-1, packed.get("sample_ids").get(second + 12).asInt());
+    }
+
+    /** A --dump onto the recipe or its data would replace the input with the dump (it did): refused, nothing written. */
+    @Test
+    void previewNeverDumpsOverItsRecipeOrData() throws IOException {
+        Path recipe = recipe("");
+        Path chats = dir.resolve("chats.jsonl");
+        for (Path input : List.of(chats, recipe)) {
+            byte[] before = Files.readAllBytes(input);
+            Result preview = data("preview", "--recipe", recipe.toString(), "--n", "1", "--color", "never", "--dump",
+                    input.toString());
+            assertEquals(2, preview.code(), preview.out() + preview.err());
+            assertTrue(preview.err().contains("--dump " + input + " is an input of the recipe"), preview.err());
+            assertArrayEquals(before, Files.readAllBytes(input));
+        }
+        assertFalse(Files.exists(dir.resolve("out")), "nothing written");
     }
 
     @Test

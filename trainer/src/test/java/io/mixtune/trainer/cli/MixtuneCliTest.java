@@ -126,7 +126,7 @@ class MixtuneCliTest {
         Result init = run("init-model", "--preset", "tiny-mistral", "--out", model.toString(), "--seed", "3");
         assertEquals(0, init.code(), init.err());
         assertTrue(Files.exists(model.resolve("tokenizer.json")));
-        assertEquals(1, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code(),
+        assertEquals(2, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code(),
                 "an existing checkpoint is not overwritten without --force");
 
         Path logits = dir.resolve("logits.safetensors");

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -118,8 +119,17 @@ class RecipesCommandTest {
                 problems.get(0));
         assertTrue(problems.get(1).contains("data.files[0]") && problems.get(1).contains("mhenrichsen/alpaca_2k_test"),
                 problems.get(1));
-        assertEquals(1, MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml", "--out",
+        assertEquals(2, MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mistral-qlora.yml", "--out",
                 recipe.toString()).code(), "an existing file is kept without --force");
+        // --out onto the axolotl config itself would replace the input with the recipe, --force or not (it did).
+        Path axolotl = Files.copy(Path.of("../configs/axolotl/mistral-qlora.yml"), dir.resolve("axolotl.yml"));
+        byte[] config = Files.readAllBytes(axolotl);
+        MixtuneCliTest.Result onItself = MixtuneCliTest.run("recipes", "import", axolotl.toString(), "--out",
+                axolotl.toString(), "--force");
+        assertEquals(2, onItself.code(), onItself.out() + onItself.err());
+        assertTrue(onItself.err().contains("--out " + axolotl + " is the axolotl config being imported"),
+                onItself.err());
+        assertArrayEquals(config, Files.readAllBytes(axolotl));
         MixtuneCliTest.Result printed = MixtuneCliTest.run("recipes", "import", "../configs/axolotl/mixtral-qlora.yml");
         assertEquals(0, printed.code(), printed.err());
         assertTrue(printed.out().startsWith("# Imported from the axolotl config mixtral-qlora.yml by mixtune recipes"
@@ -153,7 +163,7 @@ class RecipesCommandTest {
 
         Files.writeString(dest, "# edited\n");
         MixtuneCliTest.Result again = MixtuneCliTest.run("recipes", "copy", "mixtral-8x7b-qlora-sft", dest.toString());
-        assertEquals(1, again.code());
+        assertEquals(2, again.code(), again.err()); // an input to fix, as every refusal
         assertEquals(dest + " already exists: not overwritten (--force replaces it)",
                 again.err().strip().replace("mixtune recipes copy: ", ""));
         assertEquals("# edited\n", Files.readString(dest));

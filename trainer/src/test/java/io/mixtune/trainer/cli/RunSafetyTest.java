@@ -120,6 +120,110 @@ class RunSafetyTest {
         assertEquals(0, again.waitFor(), Files.readString(dir.resolve("log.txt")));
     }
 
+    /**
+     * An input where the run writes its own files (a recipe kept as output_dir/recipe.yaml, model.adapter the earlier
+     * run's adapter/) is refused before anything is written, --force included: --force deleted both before. Resuming
+     * with output_dir/recipe.yaml, as the changed-recipe refusal advises, still works: it writes no recipe.yaml.
+     */
+    @Test
+    void anInputWhereTheRunWritesIsRefusedEvenWithForce(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path out = dir.resolve("out");
+        Path kept = Files.createDirectories(out).resolve("recipe.yaml");
+        Files.copy(recipe, kept);
+        for (String[] start : List.of(new String[0], new String[] {"--force"})) {
+            MixtuneCliTest.Result refused = train(kept, start);
+            assertEquals(2, refused.code(), refused.out() + refused.err());
+            assertTrue(refused.err().contains("the recipe " + kept + " is output_dir/recipe.yaml, which a run writes"),
+                    refused.err());
+            assertEquals(1, refused.err().strip().lines().count(), refused.err());
+            assertArrayEquals(Files.readAllBytes(recipe), Files.readAllBytes(kept), "the recipe is untouched");
+            try (Stream<Path> files = Files.list(out)) {
+                assertEquals(List.of("recipe.yaml"), files.map(p -> p.getFileName().toString()).toList());
+            }
+        }
+        Files.delete(kept);
+
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(out);
+        MixtuneCliTest.Result fromOwnAdapter = train(recipe, "--set", "train.max_steps=2", "--set",
+                "model.adapter=" + out.resolve("adapter"), "--force");
+        assertEquals(2, fromOwnAdapter.code(), fromOwnAdapter.out() + fromOwnAdapter.err());
+        assertTrue(fromOwnAdapter.err().contains("model.adapter " + out.resolve("adapter") + " is output_dir/adapter, "
+                + "which a run writes"), fromOwnAdapter.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(out));
+
+        MixtuneCliTest.Result resumed = train(out.resolve("recipe.yaml"), "--set", "train.max_steps=2", "--resume");
+        assertEquals(0, resumed.code(), resumed.out() + resumed.err());
+        assertArrayEquals(before.get("recipe.yaml"), Files.readAllBytes(out.resolve("recipe.yaml")));
+    }
+
+    /**
+     * A run stopped before its first checkpoint (as a kill -9 leaves it: recipe.yaml, a metrics line) resumes from step
+     * 0, after the recipe check, ending as the uninterrupted run; before, --resume failed with exit 1 and only --force
+     * went on. A --resume with nothing to continue is an input error (exit 2), naming what it looked at.
+     */
+    @Test
+    void aRunStoppedBeforeItsFirstCheckpointResumesFromStepZero(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path out = dir.resolve("out");
+        MixtuneCliTest.Result nothing = train(recipe, "--resume");
+        assertEquals(2, nothing.code(), nothing.out() + nothing.err());
+        assertTrue(nothing.err().contains("--resume: output_dir " + out + " holds no run to continue"), nothing.err());
+        assertFalse(Files.exists(out), "nothing written");
+        MixtuneCliTest.Result missing = train(recipe, "--resume", dir.resolve("nope").toString());
+        assertEquals(2, missing.code(), missing.out() + missing.err());
+        assertTrue(missing.err().contains("--resume " + dir.resolve("nope") + ": no such checkpoint or run directory"),
+                missing.err());
+
+        assertEquals(0, train(recipe, "--set", "train.max_steps=2").code());
+        byte[] adapter = Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors"));
+        List<Double> losses = TrainCommandTest.losses(out.resolve("metrics.jsonl"));
+        // What a kill before the first checkpoint leaves: the run's recipe.yaml and first metrics, no checkpoint.
+        for (String gone : List.of("adapter", "adapter-ema", "adapter-swa", "adapter-lawa", "checkpoints")) {
+            try (Stream<Path> walk = Files.walk(out.resolve(gone))) {
+                walk.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+        List<String> firstLine = Files.readAllLines(out.resolve("metrics.jsonl")).subList(0, 1);
+        Files.write(out.resolve("metrics.jsonl"), firstLine);
+
+        MixtuneCliTest.Result plain = train(recipe, "--set", "train.max_steps=2");
+        assertEquals(2, plain.code(), plain.out() + plain.err());
+        assertTrue(plain.err().contains("it stopped before its first checkpoint: --resume runs it from step 0"),
+                plain.err());
+        MixtuneCliTest.Result changed = train(recipe, "--set", "train.max_steps=2", "--set", "train.lr=1e-3",
+                "--resume");
+        assertEquals(2, changed.code(), changed.out() + changed.err());
+        assertTrue(changed.err().contains("train.lr: 0.003 -> 0.001"), changed.err());
+
+        MixtuneCliTest.Result resumed = train(recipe, "--set", "train.max_steps=2", "--resume");
+        assertEquals(0, resumed.code(), resumed.out() + resumed.err());
+        assertTrue(resumed.out().contains("no checkpoint in " + out.resolve("checkpoints") + " yet: the run stopped "
+                + "before its first; starting it from step 0"), resumed.out());
+        assertEquals(losses, TrainCommandTest.losses(out.resolve("metrics.jsonl")));
+        assertArrayEquals(adapter, Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors")));
+    }
+
+    /**
+     * checkpoints/ linked to another disk (as users of HF's Trainer link theirs to scratch space): --force deletes the
+     * checkpoints in it but keeps the link, so the new run writes there too. Before, the emptied link was deleted and
+     * the new run's checkpoints went to output_dir's own disk.
+     */
+    @Test
+    void forceKeepsALinkedCheckpointsDirectory(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path scratch = Files.createDirectories(dir.resolve("scratch/checkpoints"));
+        Path link = Files.createSymbolicLink(Files.createDirectories(dir.resolve("out")).resolve("checkpoints"),
+                scratch);
+        assertEquals(0, train(recipe, "--set", "train.max_steps=1").code());
+        assertTrue(Files.isRegularFile(scratch.resolve("step-000001/trainer_state.json")));
+        MixtuneCliTest.Result forced = train(recipe, "--set", "train.max_steps=1", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertTrue(Files.isSymbolicLink(link), "the link stays");
+        assertTrue(Files.isRegularFile(scratch.resolve("step-000001/trainer_state.json")), "written through it");
+    }
+
     @Test
     void resumingWithAChangedRecipeIsRefusedNamingEveryChangedKey(@TempDir Path dir) throws Exception {
         Path recipe = TrainCommandTest.recipe(dir);
@@ -165,6 +269,10 @@ class RunSafetyTest {
         assertTrue(resumed.out().contains("a run directory, not a checkpoint"), resumed.out());
         assertTrue(resumed.out().contains("resuming from " + out.resolve("checkpoints/step-000002") + " at step 2"),
                 resumed.out());
+        // It had finished: nothing trains, and the loss line of no step (NaN -> NaN before) is not printed.
+        assertTrue(resumed.out().contains("done: the run had already finished at step 2: nothing left to train"),
+                resumed.out());
+        assertFalse(resumed.out().contains("NaN"), resumed.out());
 
         Path file = Files.writeString(dir.resolve("a-file"), "not a directory");
         MixtuneCliTest.Result onAFile = train(recipe, "--set", "output_dir=" + file);

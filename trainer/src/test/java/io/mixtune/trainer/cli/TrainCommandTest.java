@@ -157,6 +157,53 @@ class TrainCommandTest {
     }
 
     /**
+     * kill -9 while a checkpoint is being written (step 6's .partial folder), then again while the final adapters are
+     * written (adapter*.partial), each followed by --resume: the checkpoint before stays whole, the partial folders
+     * are gone at the end, and the metrics and the four adapters are the uninterrupted run's, byte for byte. A kill
+     * that misses its moment (a fast write) still has to resume exactly; the log says which moments were hit.
+     */
+    @Test
+    void killsWhileACheckpointAndTheAdaptersAreWrittenResumeExactly() throws Exception {
+        Path whole = reference();
+        Path dir = Files.createDirectories(shared.resolve("killed-writing"));
+        Path recipe = recipe(dir);
+        Path out = dir.resolve("out");
+        List<String> hit = new ArrayList<>();
+        for (String moment : List.of("checkpoints/step-000006.partial", "adapter.partial", "")) {
+            List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe.toString()));
+            if (!hit.isEmpty() || moment.isEmpty()) {
+                args.add("--resume");
+            }
+            Process process = mixtune(dir, args.toArray(String[]::new));
+            if (moment.isEmpty()) {
+                assertEquals(0, process.waitFor(), Files.readString(dir.resolve("log.txt")));
+                break;
+            }
+            Path partial = out.resolve(moment);
+            long deadline = System.nanoTime() + 180_000_000_000L;
+            while (!Files.exists(partial) && process.isAlive() && System.nanoTime() < deadline) {
+                Thread.sleep(1);
+            }
+            process.destroyForcibly().waitFor();
+            hit.add(moment + (Files.exists(partial) ? " hit" : " missed"));
+            if (moment.startsWith("checkpoints") && Files.exists(partial)) {
+                assertEquals(null, io.mixtune.trainer.run.TrainingCheckpoint.verify(
+                        out.resolve("checkpoints/step-000003")), "the checkpoint before is whole");
+            }
+        }
+        System.out.println("kill -9 moments: " + hit);
+        assertEquals(losses(whole.resolve("out/metrics.jsonl")), losses(out.resolve("metrics.jsonl")));
+        for (String adapter : List.of("adapter", "adapter-ema", "adapter-swa", "adapter-lawa")) {
+            Path file = Path.of(adapter, "adapter_model.safetensors");
+            assertTrue(java.util.Arrays.equals(Files.readAllBytes(whole.resolve("out").resolve(file)),
+                    Files.readAllBytes(out.resolve(file))), adapter + " differs after resuming");
+        }
+        try (Stream<Path> walk = Files.walk(out)) {
+            assertEquals(List.of(), walk.map(Path::toString).filter(name -> name.endsWith(".partial")).toList());
+        }
+    }
+
+    /**
      * Ctrl-C or a scheduler's SIGTERM: the run stops after the step in progress with a checkpoint of that step (not
      * the last save_every one), exits with 128 + the signal's number, and resumes to the uninterrupted run. Before,
      * the JVM's exit ran libtorch's destructors under the step's backward: SIGSEGV, and an hs_err file in the
@@ -215,8 +262,8 @@ class TrainCommandTest {
         assertTrue(resumed.out().contains("step-000003 at step 3"), resumed.out());
 
         MixtuneCliTest.Result explicit = MixtuneCliTest.run("train", "--recipe", recipe.toString(), "--resume",
-                dir.resolve("out/checkpoints/nothing").toString());
-        assertEquals(1, explicit.code());
+                Files.createDirectories(dir.resolve("out/checkpoints/nothing")).toString());
+        assertEquals(2, explicit.code(), explicit.err()); // an input to fix, as every bad --resume DIR
         assertTrue(explicit.err().contains("is not a complete checkpoint"), explicit.err());
     }
 

@@ -120,4 +120,53 @@ class ValidateCommandTest {
         assertEquals(2, train.code(), train.out());
         assertEquals(3, train.err().strip().lines().count(), train.err());
     }
+
+    /**
+     * An output_dir below a file can never be made: validate names it at its line, and train stops on the same line
+     * before anything loads (it failed with exit 1 after the data was read, "cannot create").
+     */
+    @Test
+    void anOutputDirBelowAFileIsRefusedAtItsLine() throws IOException {
+        Path chats = Files.write(dir.resolve("chats.jsonl"), List.of(CHAT, CHAT));
+        Path recipe = Files.writeString(dir.resolve("below.yaml"), "model:\n  preset: tiny-mistral\n"
+                + "data:\n  files: [" + chats + "]\n  max_seq_len: 64\noutput_dir: " + chats.resolve("run") + "\n");
+        String expected = recipe + ":6: output_dir: " + chats.resolve("run") + " cannot be created: " + chats
+                + " is a file";
+        for (String command : List.of("validate", "train")) {
+            Result refused = MixtuneCliTest.run(command, "--recipe", recipe.toString());
+            assertEquals(2, refused.code(), refused.out() + refused.err());
+            assertTrue(refused.err().startsWith("mixtune " + command + ": " + expected), refused.err());
+            assertEquals(1, refused.err().strip().lines().count(), refused.err());
+        }
+        assertEquals(List.of(CHAT, CHAT), Files.readAllLines(chats));
+    }
+
+    /**
+     * A model or adapter whose files are damaged (a cut download, a hand-edited adapter_config.json): validate names
+     * each at the key's line, and train stops on the same lines before the data is read; validate said ok to both.
+     */
+    @Test
+    void damagedModelAndAdapterFilesAreNamedBeforeAnythingLoads() throws IOException {
+        Path model = dir.resolve("model");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path weights = model.resolve("model.safetensors");
+        Files.write(weights, java.util.Arrays.copyOf(Files.readAllBytes(weights), 100_000));
+        Path adapter = Files.createDirectories(dir.resolve("adapter"));
+        Files.writeString(adapter.resolve("adapter_config.json"), "{\"r\": 8,\n");
+        Path chats = Files.write(dir.resolve("chats.jsonl"), List.of(CHAT, CHAT));
+        Path recipe = Files.writeString(dir.resolve("damaged.yaml"), "model:\n  path: " + model + "\n  adapter: "
+                + adapter + "\ndata:\n  files: [" + chats + "]\n  max_seq_len: 64\noutput_dir: " + dir.resolve("out")
+                + "\n");
+        for (String command : List.of("validate", "train")) {
+            Result refused = MixtuneCliTest.run(command, "--recipe", recipe.toString());
+            assertEquals(2, refused.code(), refused.out() + refused.err());
+            List<String> lines = refused.err().strip().lines().toList();
+            assertEquals(2, lines.size(), refused.err());
+            assertTrue(lines.get(0).startsWith("mixtune " + command + ": " + recipe + ":2: model.path: " + weights
+                    + ": "), lines.get(0));
+            assertTrue(lines.get(1).startsWith("mixtune " + command + ": " + recipe + ":3: model.adapter: "
+                    + adapter.resolve("adapter_config.json") + ": not valid JSON"), lines.get(1));
+        }
+        assertFalse(Files.exists(dir.resolve("out")), "nothing written");
+    }
 }

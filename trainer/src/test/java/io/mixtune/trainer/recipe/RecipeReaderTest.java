@@ -36,6 +36,15 @@ class RecipeReaderTest {
         return assertThrows(RecipeException.class, () -> RecipeReader.read(recipe, List.of(sets))).getMessage();
     }
 
+    /** A recipe saved in Latin-1: the line of the first byte that is not UTF-8 (a decoder's exception before). */
+    @Test
+    void aRecipeThatIsNotUtf8IsNamedAtItsLine() throws IOException {
+        Path recipe = dir.resolve("latin1.yaml");
+        Files.write(recipe, (minimal() + "# caf\u00e9\n").getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        assertEquals(recipe + ":6: not UTF-8 text: a recipe is a UTF-8 YAML file (was it saved in another encoding?)",
+                error(recipe));
+    }
+
     @Test
     void aShortRecipeGetsEveryDefault() throws IOException {
         Recipe recipe = RecipeReader.read(write("r.yaml", minimal()), List.of()).recipe();
