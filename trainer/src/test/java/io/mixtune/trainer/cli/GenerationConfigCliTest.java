@@ -129,34 +129,12 @@ class GenerationConfigCliTest {
         List<String> free = ids(MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt", "Hello there",
                 "--chat", "--max-new-tokens", "8", "--output-ids"));
         assertTrue(!free.get(1).equals(free.get(0)) && !free.get(1).equals("2"), free.toString());
-        Path chats = dir.resolve("chats.jsonl");
-        try (java.util.stream.Stream<String> lines = Files.lines(Path.of("../data/samples/chats.jsonl"))) {
-            Files.write(chats, lines.limit(8).toList());
-        }
-        Path recipeFile = dir.resolve("eval-prompts.yaml");
-        Files.writeString(recipeFile, """
-                model:
-                  path: %s
-                  quantize: none
-                lora:
-                  r: 4
-                  alpha: 8
-                  targets: [q_proj]
-                data:
-                  files: [%s]
-                  max_seq_len: 96
-                train:
-                  max_steps: 1
-                  eval_prompts: ["Hello there"]
-                  eval_max_new_tokens: 8
-                output_dir: %s
-                """.formatted(model, chats, dir.resolve("eval-prompts-out")));
         try {
             writeGenerationConfig("{\"eos_token_id\": [2, " + free.get(1) + "]}");
             MixtuneCliTest.Result stopped = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt",
                     "Hello there", "--chat", "--max-new-tokens", "8", "--output-ids");
             assertEquals(free.subList(0, 2), ids(stopped));
-            Recipe recipe = RecipeReader.read(recipeFile, List.of()).recipe();
+            Recipe recipe = evalPromptRecipe();
             try (TrainingModel training = TrainingModel.load(recipe, note -> { })) {
                 // PEFT's init leaves B at zero: the fresh adapter answers as the base does
                 List<TrainingListener.Sample> samples = EvalSamples.of(recipe, training).generate(training);
