@@ -8,6 +8,8 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 
 /**
@@ -35,13 +37,24 @@ public record ModelConfig(
         int numExpertsPerTok,
         double routerAuxLossCoef,
         int bosTokenId,
-        int eosTokenId) {
+        int eosTokenId,
+        List<Integer> eosTokenIds) {
+
+    /** A config with one EOS id. */
+    public ModelConfig(ModelType modelType, int hiddenSize, int intermediateSize, int numHiddenLayers,
+            int numAttentionHeads, int numKeyValueHeads, int headDim, int vocabSize, double rmsNormEps,
+            double ropeTheta, Integer slidingWindow, int maxPositionEmbeddings, boolean tieWordEmbeddings,
+            int numLocalExperts, int numExpertsPerTok, double routerAuxLossCoef, int bosTokenId, int eosTokenId) {
+        this(modelType, hiddenSize, intermediateSize, numHiddenLayers, numAttentionHeads, numKeyValueHeads, headDim,
+                vocabSize, rmsNormEps, ropeTheta, slidingWindow, maxPositionEmbeddings, tieWordEmbeddings,
+                numLocalExperts, numExpertsPerTok, routerAuxLossCoef, bosTokenId, eosTokenId, List.of(eosTokenId));
+    }
 
     /** The same model with {@code layers} decoder layers: real per-layer shapes at a size a device check can hold. */
     public ModelConfig withHiddenLayers(int layers) {
         return new ModelConfig(modelType, hiddenSize, intermediateSize, layers, numAttentionHeads, numKeyValueHeads,
                 headDim, vocabSize, rmsNormEps, ropeTheta, slidingWindow, maxPositionEmbeddings, tieWordEmbeddings,
-                numLocalExperts, numExpertsPerTok, routerAuxLossCoef, bosTokenId, eosTokenId);
+                numLocalExperts, numExpertsPerTok, routerAuxLossCoef, bosTokenId, eosTokenId, eosTokenIds);
     }
 
     public enum ModelType {
@@ -52,7 +65,18 @@ public record ModelConfig(
         }
     }
 
+    /**
+     * @param eosTokenId the EOS a sequence is closed with: the first of {@code eosTokenIds}
+     * @param eosTokenIds config.json's {@code eos_token_id}, every id of a list (transformers builds a missing
+     *     generation_config.json from it, so each ends an answer); ids after the first are checked where generation
+     *     uses them ({@code GenerationConfig})
+     */
     public ModelConfig {
+        eosTokenIds = List.copyOf(eosTokenIds);
+        if (eosTokenIds.isEmpty() || eosTokenIds.get(0) != eosTokenId) {
+            throw new IllegalArgumentException("eos_token_id " + eosTokenId + " must be the first of the EOS ids "
+                    + eosTokenIds);
+        }
         requirePositive("hidden_size", hiddenSize);
         requirePositive("intermediate_size", intermediateSize);
         requirePositive("num_hidden_layers", numHiddenLayers);
@@ -149,7 +173,11 @@ public record ModelConfig(
         json.put("initializer_range", 0.02);
         json.put("attention_dropout", 0.0);
         json.put("bos_token_id", bosTokenId);
-        json.put("eos_token_id", eosTokenId);
+        if (eosTokenIds.size() == 1) {
+            json.put("eos_token_id", eosTokenId);
+        } else {
+            eosTokenIds.forEach(json.putArray("eos_token_id")::add);
+        }
         json.put("torch_dtype", torchDtype);
         json.put("use_cache", true);
         return json;
@@ -240,6 +268,7 @@ public record ModelConfig(
                 : root.get("num_key_value_heads").isNull() ? heads : intValue(root, "num_key_value_heads");
         Integer slidingWindow = !root.has("sliding_window") ? (moe ? null : Integer.valueOf(4096))
                 : root.get("sliding_window").isNull() ? null : Integer.valueOf(intValue(root, "sliding_window"));
+        List<Integer> eosTokenIds = eosTokenIds(root);
         return new ModelConfig(
                 modelType,
                 hidden,
@@ -258,24 +287,27 @@ public record ModelConfig(
                 moe ? intOr(root, "num_experts_per_tok", 2) : 0,
                 moe ? doubleOr(root, "router_aux_loss_coef", 0.001) : 0.0,
                 intOr(root, "bos_token_id", 1),
-                eosTokenId(root));
+                eosTokenIds.get(0),
+                eosTokenIds);
     }
 
     /** transformers allows a list of EOS ids; the first is the one a sequence ends with. */
-    private static int eosTokenId(JsonNode root) {
+    private static List<Integer> eosTokenIds(JsonNode root) {
         JsonNode eos = root.path("eos_token_id");
-        if (eos.isArray()) {
-            if (eos.isEmpty()) {
-                throw new IllegalArgumentException(
-                        "key eos_token_id is an empty list: expected a token id or a list of them");
-            }
-            JsonNode first = eos.get(0);
-            if (!first.isIntegralNumber() || !first.canConvertToInt()) {
+        if (!eos.isArray()) {
+            return List.of(intOr(root, "eos_token_id", 2));
+        }
+        if (eos.isEmpty()) {
+            throw new IllegalArgumentException("key eos_token_id is an empty list: expected a token id or a list of them");
+        }
+        List<Integer> ids = new ArrayList<>();
+        for (JsonNode id : eos) {
+            if (!id.isIntegralNumber() || !id.canConvertToInt()) {
                 throw new IllegalArgumentException("key eos_token_id must hold integers, got " + eos);
             }
-            return first.intValue();
+            ids.add(id.intValue());
         }
-        return intOr(root, "eos_token_id", 2);
+        return ids;
     }
 
     /** transformers 4 writes {@code rope_theta}; transformers 5 writes {@code rope_parameters: {rope_type, rope_theta}}. */

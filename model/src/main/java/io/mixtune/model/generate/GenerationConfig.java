@@ -22,8 +22,8 @@ import java.util.function.DoubleFunction;
  * {@code GenerationConfig._get_default_generation_params}'s ({@link TokenSampler.Settings#DEFAULTS}).
  *
  * <p>Without the file: config.json's EOS ids (every one of a list, as transformers builds the file from config.json)
- * and transformers' defaults. A file without {@code eos_token_id} still stops at config.json's EOS, where
- * transformers 5.18 would not stop at all (it takes no EOS from config.json then).
+ * and transformers' defaults. A file without {@code eos_token_id} still stops at config.json's EOS ids, where
+ * transformers 5.18 would not stop at all (its eos_token_id is then None: it takes none from config.json).
  *
  * @param eosTokenIds every id that ends an answer, never empty
  * @param defaults the decoding the file asks for
@@ -41,11 +41,6 @@ public record GenerationConfig(List<Integer> eosTokenIds, TokenSampler.Settings 
         if (eosTokenIds.isEmpty()) {
             throw new IllegalArgumentException("generation needs at least one EOS id");
         }
-    }
-
-    /** config.json's EOS and transformers' defaults: what a folder without generation_config.json gets. */
-    public static GenerationConfig of(ModelConfig config) {
-        return new GenerationConfig(List.of(config.eosTokenId()), TokenSampler.Settings.DEFAULTS, null, Map.of());
     }
 
     /**
@@ -74,7 +69,7 @@ public record GenerationConfig(List<Integer> eosTokenIds, TokenSampler.Settings 
             eos.add(tokenId(file, eosNode, config));
         }
         if (eos.isEmpty()) {
-            eos.add(config.eosTokenId());
+            eos.addAll(configEosTokenIds(modelDir, config));
         }
         TokenSampler.Settings fallback = TokenSampler.Settings.DEFAULTS;
         boolean doSample = root.hasNonNull("do_sample") ? bool(file, root, "do_sample") : fallback.doSample();
@@ -147,20 +142,13 @@ public record GenerationConfig(List<Integer> eosTokenIds, TokenSampler.Settings 
      * list {@code eos_token_id} ends an answer (ModelConfig keeps the first, the one a sequence is closed with).
      */
     private static List<Integer> configEosTokenIds(Path modelDir, ModelConfig config) {
-        Path configJson = modelDir.resolve("config.json");
-        JsonNode eos;
-        try {
-            eos = Files.isRegularFile(configJson)
-                    ? new ObjectMapper().readTree(Files.readString(configJson)).path("eos_token_id") : null;
-        } catch (IOException e) {
-            throw new IllegalArgumentException(configJson + ": not readable JSON: " + e.getMessage());
+        for (int id : config.eosTokenIds()) {
+            if (id < 0 || id >= config.vocabSize()) {
+                throw new IllegalArgumentException(modelDir.resolve("config.json") + ": eos_token_id must be a token id"
+                        + " in [0, " + config.vocabSize() + ") or a list of them, got " + config.eosTokenIds());
+            }
         }
-        if (eos == null || !eos.isArray() || eos.isEmpty()) {
-            return List.of(config.eosTokenId());
-        }
-        List<Integer> ids = new ArrayList<>();
-        eos.forEach(id -> ids.add(tokenId(configJson, id, config)));
-        return ids;
+        return config.eosTokenIds();
     }
 
     private static int tokenId(Path file, JsonNode node, ModelConfig config) {

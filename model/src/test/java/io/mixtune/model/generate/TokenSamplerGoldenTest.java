@@ -123,7 +123,13 @@ class TokenSamplerGoldenTest {
                 IllegalArgumentException.class, () -> GenerationConfig.read(dir, config));
         assertTrue(outside.getMessage().contains("generation_config.json: eos_token_id must be a token id in [0, 32000)"),
                 outside.getMessage());
-        assertEquals(GenerationConfig.of(config), GenerationConfig.read(dir.resolve("none"), config));
+        // No file: config.json's EOS and transformers' GenerationConfig() defaults (do_sample False, temperature 1,
+        // top_k 50, top_p 1, min_p None, repetition_penalty 1).
+        GenerationConfig none = GenerationConfig.read(dir.resolve("none"), config);
+        assertEquals(List.of(2), none.eosTokenIds());
+        assertEquals(new TokenSampler.Settings(false, 1, 50, 1, 0, 1), none.defaults());
+        assertEquals(null, none.file());
+        assertTrue(none.unusableSamplingValues().isEmpty());
     }
 
     /** As in transformers, a sampling value only sampling uses (temperature 0 here) fails only when sampling uses it. */

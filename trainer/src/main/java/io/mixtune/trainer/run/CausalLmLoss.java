@@ -77,7 +77,27 @@ public final class CausalLmLoss {
      * @param entropies the entropy of the token's distribution, in nats (entropy)
      * @param argmaxHits whether the target is the argmax of its logits (mean_token_accuracy)
      */
-    public record TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits) {}
+    public record TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits) {
+        /** How many targets are the argmax of their logits. */
+        long argmaxHitCount() {
+            long count = 0;
+            for (boolean hit : argmaxHits) {
+                count += hit ? 1 : 0;
+            }
+            return count;
+        }
+    }
+
+    /** What {@link #chunkedLogProbs} measures of the logits besides log p(target), without gradients. */
+    private enum Measure {
+        NOTHING,
+        /** only {@link TokenStatistics#argmaxHits} (meanLogits and entropies are left empty) */
+        ARGMAX_HITS,
+        ALL
+    }
+
+    /** log p(target) per chunk, [rows, 1] each, and what the pass measured (null when it measured nothing). */
+    private record Chunks(NDList logProbs, TokenStatistics statistics) {}
 
     /**
      * The log-probability of each target token (DPO sums them per sequence), and the load-balancing loss, with autograd
@@ -123,17 +143,14 @@ public final class CausalLmLoss {
         return new Forward(hidden.states(), loadBalancing);
     }
 
-    /** Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden]. */
-    static NDArray crossEntropySum(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return crossEntropySum(model, states, batch, manager, logitsChunkRows(model.config()), null);
-    }
-
     /** Target positions whose logits the cross-entropy computes at once (the memory plan counts them too). */
     public static int logitsChunkRows(ModelConfig config) {
         return (int) Math.max(1, LOGITS_CHUNK_BYTES / (4L * config.vocabSize()));
     }
 
     /**
+     * Sum of -log p(target) over the batch's targets, from the final (normed) hidden states [B, T, hidden].
+     *
      * @param chunkRows target positions whose logits are computed at once
      * @param correct when not null, [0] receives how many targets are the argmax of their logits
      */
@@ -142,7 +159,12 @@ public final class CausalLmLoss {
         if (batch.targetCount() == 0) {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32);
         }
-        return negatedSum(chunkedLogProbs(model, states, batch, manager, chunkRows, correct, null));
+        Chunks chunks = chunkedLogProbs(model, states, batch, manager, chunkRows,
+                correct == null ? Measure.NOTHING : Measure.ARGMAX_HITS);
+        if (correct != null) {
+            correct[0] = chunks.statistics().argmaxHitCount();
+        }
+        return negatedSum(chunks.logProbs());
     }
 
     /** -(sum of the chunks' log-probabilities), each chunk summed first. */
@@ -155,12 +177,10 @@ public final class CausalLmLoss {
         return sum.neg();
     }
 
-    /** log p(target) of each target token [targets] (see {@link TargetLogProbs}), from the final hidden states. */
-    public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager) {
-        return targetLogProbs(model, states, batch, manager, null);
-    }
-
-    /** The same, and when {@code statistics} is not null, [0] receives the targets' {@link TokenStatistics}. */
+    /**
+     * log p(target) of each target token [targets] (see {@link TargetLogProbs}), from the final hidden states, and
+     * when {@code statistics} is not null, [0] receives the targets' {@link TokenStatistics}.
+     */
     public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             TokenStatistics[] statistics) {
         if (batch.targetCount() == 0) {
@@ -169,38 +189,38 @@ public final class CausalLmLoss {
             }
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
-        NDList chunks = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()), null,
-                statistics);
+        Chunks measured = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()),
+                statistics == null ? Measure.NOTHING : Measure.ALL);
+        if (statistics != null) {
+            statistics[0] = measured.statistics();
+        }
+        NDList chunks = measured.logProbs();
         return (chunks.size() == 1 ? chunks.get(0) : NDArrays.concat(chunks, 0)).reshape(-1);
     }
 
     /**
      * log p(target) of the batch's targets in row-major order, [rows, 1] per chunk of at most chunkRows targets.
-     *
-     * @param correct when not null, [0] receives how many targets are the argmax of their logits
-     * @param statistics when not null, [0] receives the targets' {@link TokenStatistics}
      */
-    private static NDList chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
-            int chunkRows, long[] correct, TokenStatistics[] statistics) {
+    private static Chunks chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            int chunkRows, Measure measure) {
         return chunkedLogProbs(model, predictingStates(states, batch, manager),
-                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, correct, statistics);
+                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, measure);
     }
 
     /**
      * @param predictingStates [targets, hidden] the rows that predict the targets
      * @param targetColumn [targets, 1] the targets
-     * @param statistics when not null, [0] receives the targets' {@link TokenStatistics}
      */
-    private static NDList chunkedLogProbs(CausalLm model, NDArray predictingStates, NDArray targetColumn,
-            int chunkRows, long[] correct, TokenStatistics[] statistics) {
+    private static Chunks chunkedLogProbs(CausalLm model, NDArray predictingStates, NDArray targetColumn,
+            int chunkRows, Measure measure) {
         int targets = (int) targetColumn.getShape().get(0);
         // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
         // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
         // the arithmetic; 16 MB chunks are reused by the allocator and stay in the CPU cache from the matmul through
         // the softmax and their backward. On tiny-mixtral (425 targets, vocabulary 32000) this halves the head's time
         // (bench/README.md, "SFT: bench/sft.sh"); autograd computes the same values either way.
+        NDManager manager = targetColumn.getManager();
         NDList chunks = new NDList();
-        NDList hits = new NDList();
         NDList meanLogits = new NDList();
         NDList entropies = new NDList();
         NDList argmaxHits = new NDList();
@@ -209,26 +229,39 @@ public final class CausalLmLoss {
             NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
             NDArray logProbs = logits.logSoftmax(-1);
             chunks.add(logProbs.gather(targetColumn.get(rows), -1));
-            if (correct != null) { // no gradient flows through an argmax; the count is read once, below
-                hits.add(logits.argMax(-1).eq(targetColumn.get(rows).reshape(-1)).sum());
+            if (measure == Measure.NOTHING) {
+                continue;
             }
-            if (statistics != null) { // detached: logged, never differentiated (TRL's .detach() and no_grad)
+            // Detached (logged, never differentiated: TRL's .detach() and no_grad) and reduced to [rows] values in a
+            // manager of their own: the [rows, vocab] temporaries (exp, product) go at once, not with the step's
+            // manager after backward, which would keep up to two more [targets, vocab] blocks at the DPO peak.
+            try (NDManager scratch = manager.newSubManager()) {
                 NDArray detachedLogits = logits.stopGradient();
-                NDArray detachedLogProbs = logProbs.stopGradient();
-                meanLogits.add(detachedLogits.mean(new int[] {-1}));
-                // TRL's entropy_from_logits: -(exp(log_softmax) x log_softmax) summed over the vocabulary
-                entropies.add(detachedLogProbs.exp().mul(detachedLogProbs).sum(new int[] {-1}).neg());
-                argmaxHits.add(detachedLogits.argMax(-1).eq(targetColumn.get(rows).reshape(-1)));
+                detachedLogits.attach(scratch);
+                NDArray chunkTargets = targetColumn.get(rows).reshape(-1);
+                chunkTargets.attach(scratch);
+                NDList kept = new NDList(detachedLogits.argMax(-1).eq(chunkTargets));
+                argmaxHits.add(kept.get(0));
+                if (measure == Measure.ALL) {
+                    NDArray detachedLogProbs = logProbs.stopGradient();
+                    detachedLogProbs.attach(scratch);
+                    kept.add(detachedLogits.mean(new int[] {-1}));
+                    meanLogits.add(kept.get(1));
+                    // TRL's entropy_from_logits: -(exp(log_softmax) x log_softmax) summed over the vocabulary
+                    kept.add(detachedLogProbs.exp().mul(detachedLogProbs).sum(new int[] {-1}).neg());
+                    entropies.add(kept.get(2));
+                }
+                kept.attach(manager);
             }
         }
-        if (correct != null) {
-            correct[0] = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
+        if (measure == Measure.NOTHING) {
+            return new Chunks(chunks, null);
         }
-        if (statistics != null) {
-            statistics[0] = new TokenStatistics(NDArrays.concat(meanLogits, 0).toFloatArray(),
-                    NDArrays.concat(entropies, 0).toFloatArray(), NDArrays.concat(argmaxHits, 0).toBooleanArray());
-        }
-        return chunks;
+        boolean[] hits = NDArrays.concat(argmaxHits, 0).toBooleanArray();
+        return new Chunks(chunks, measure == Measure.ALL
+                ? new TokenStatistics(NDArrays.concat(meanLogits, 0).toFloatArray(),
+                        NDArrays.concat(entropies, 0).toFloatArray(), hits)
+                : new TokenStatistics(new float[0], new float[0], hits));
     }
 
     /** The rows of the flattened [B*T, hidden] states that predict a target, in row-major order. */
@@ -338,7 +371,8 @@ public final class CausalLmLoss {
             try (NDManager exact = manager.newSubManager()) {
                 NDArray exactStates = detached.stopGradient(); // a handle of its own on the same values
                 exactStates.attach(exact);
-                crossEntropySum = negatedSum(chunkedLogProbs(model, exactStates, targetColumn, chunkRows, null, null))
+                crossEntropySum = negatedSum(
+                        chunkedLogProbs(model, exactStates, targetColumn, chunkRows, Measure.NOTHING).logProbs())
                         .getFloat();
             }
         }
