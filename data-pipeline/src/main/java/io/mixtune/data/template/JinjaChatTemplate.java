@@ -322,7 +322,9 @@ public final class JinjaChatTemplate {
         // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
         source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
         source = LOOP_FILTER.matcher(source).replaceAll(m -> {
-            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")), m.group(6)));
+            // the condition leaves the tag here, before the rewrites below: it gets them itself
+            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")),
+                    adaptExpression(m.group(6))));
             return Matcher.quoteReplacement("{%" + m.group(1) + m.group(2) + m.group(3) + m.group(4) + "(" + m.group(5)
                     + ")|" + LoopIf.NAME + "(" + (loopConditions.size() - 1) + ") " + m.group(7) + "%}");
         });

@@ -139,6 +139,16 @@ class JinjaChatTemplateTest {
                 render(v3, List.of(new Message(Role.USER, "Weather?"), new Message(Role.ASSISTANT, "Sunny.")), tools));
     }
 
+    /** A loop filter's condition reads as jinja2 reads it: `not a == b` is `not (a == b)`; `tools` is defined. */
+    @Test
+    void aLoopFiltersConditionBindsAsInJinja2() {
+        // jinja2 3.1.6, tools=None as transformers passes it: '1user 2assistant |sua|'
+        assertEquals("1user 2assistant |sua|", render("{% for m in messages if not m.role == 'system' %}"
+                + "{{ loop.index }}{{ m.role }} {% endfor %}|{% for m in messages if tools is defined %}"
+                + "{{ m.role[0] }}{% endfor %}|{% for m in messages if tools is not defined %}x{% endfor %}", CHAT,
+                false));
+    }
+
     @Test
     void loopVariablesJinjavaLacksFailNamingTheLine() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
