@@ -149,11 +149,12 @@ class JinjaChatTemplateTest {
                 false));
     }
 
+    /** Reported when the template is loaded, before any conversation renders. */
     @Test
     void loopVariablesJinjavaLacksFailNamingTheLine() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
-                () -> render("{% for m in messages %}\n{% if loop.previtem is defined %}{{ loop.previtem.role }}"
-                        + "{% endif %}{% endfor %}", CHAT, false));
+                () -> new JinjaChatTemplate("t.jinja", "{% for m in messages %}\n{% if loop.previtem is defined %}"
+                        + "{{ loop.previtem.role }}{% endif %}{% endfor %}", "<s>", "</s>"));
         assertEquals("t.jinja: line 2: the chat template uses loop.previtem, which Jinjava's for loop lacks (it "
                 + "would render as undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]",
                 e.getMessage());
