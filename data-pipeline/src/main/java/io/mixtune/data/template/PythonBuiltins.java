@@ -12,8 +12,9 @@ import java.util.Map;
 
 /**
  * The Python behaviour that transformers' chat templates reach through jinja2 and that Jinjava does otherwise:
- * {@code json.dumps} (transformers' {@code tojson}), {@code str.strip} (jinja2's {@code trim}) and
- * {@code datetime.strftime} ({@code strftime_now}).
+ * {@code json.dumps} (transformers' {@code tojson}), {@code str.strip} and its one-sided forms (jinja2's {@code trim},
+ * {@link PythonStringMethods}), {@code str.isspace}, {@code str()} and {@code repr} of what a template prints
+ * ({@code True}, {@code ['a', None]}, a float's shortest digits) and {@code datetime.strftime} ({@code strftime_now}).
  */
 final class PythonBuiltins {
     private PythonBuiltins() {}
@@ -25,12 +26,17 @@ final class PythonBuiltins {
 
     /** {@code s.strip(chars)}: whitespace as {@link #isSpace} where chars is null. */
     static String strip(String s, String chars) {
+        return strip(s, chars, true, true);
+    }
+
+    /** {@code s.strip(chars)} from the left, the right or both ends ({@code lstrip}, {@code rstrip}). */
+    static String strip(String s, String chars, boolean left, boolean right) {
         int start = 0;
         int end = s.length();
-        while (start < end && stripped(s.charAt(start), chars)) {
+        while (left && start < end && stripped(s.charAt(start), chars)) {
             start++;
         }
-        while (end > start && stripped(s.charAt(end - 1), chars)) {
+        while (right && end > start && stripped(s.charAt(end - 1), chars)) {
             end--;
         }
         return s.substring(start, end);
