@@ -171,12 +171,14 @@ final class PythonBuiltins {
     }
 
     /**
-     * Python's {@code str()} of what a template prints: {@code True}/{@code False}, a list or dict as its
-     * {@code repr} ({@code ['a', None]}, {@code {'k': 1}}); null as the empty text, since Jinjava's undefined is null
-     * too (and jinja2 prints undefined as nothing).
+     * Python's {@code str()} of what a template prints: {@code True}/{@code False}, a float as its {@code repr}
+     * ({@code 10000000.0}, where Java writes {@code 1.0E7}), a list or dict as its {@code repr}
+     * ({@code ['a', None]}, {@code {'k': 1}}); null for the rest, which Jinjava prints as Python does (its undefined
+     * as the empty text, as jinja2 does).
      */
     static String str(Object value) {
-        if (value instanceof Boolean || value instanceof Map<?, ?> || value instanceof List<?>) {
+        if (value instanceof Boolean || value instanceof Double || value instanceof Float || value instanceof Map<?, ?>
+                || value instanceof List<?>) {
             StringBuilder out = new StringBuilder();
             repr(value, out);
             return out.toString();

@@ -139,6 +139,14 @@ class JinjaChatTemplateTest {
                 render(v3, List.of(new Message(Role.USER, "Weather?"), new Message(Role.ASSISTANT, "Sunny.")), tools));
     }
 
+    /** A float prints as Python's str() writes it, where Jinjava wrote Java's 1.0E7. */
+    @Test
+    void floatsPrintAsInPython() {
+        // jinja2 3.1.6: '10000000.0|0.0001|1.5|1.5|[0.0001]'
+        assertEquals("10000000.0|0.0001|1.5|1.5|[0.0001]", render("{{ 10000000.0 }}|{{ 0.0001 }}|{{ 1.5 }}|{{ 3 / 2 }}|"
+                + "{{ [0.0001] }}", CHAT, false));
+    }
+
     /** A loop filter's condition reads as jinja2 reads it: `not a == b` is `not (a == b)`; `tools` is defined. */
     @Test
     void aLoopFiltersConditionBindsAsInJinja2() {
