@@ -158,22 +158,23 @@ public final class HfChatTemplate implements ChatTemplate {
             String notFound = what + ": the template does not render the assistant's content where the "
                     + "conversation ends, so the turn's tokens cannot be found; mark what trains with "
                     + "{% generation %} ... {% endgeneration %} in the template";
-            int contentStart = -1;
-            int contentEnd = -1;
-            if (marked.contains(SENTINEL)) {
-                contentStart = commonPrefix(prefix, marked);
-                contentEnd = prefix.length() - commonSuffix(prefix, marked);
-            }
+            // The sentinel in the content's place: the content lies between the two renderings' common prefix and
+            // suffix.
+            boolean sentinelShown = marked.contains(SENTINEL);
+            int contentStart = commonPrefix(prefix, marked);
+            int contentEnd = prefix.length() - commonSuffix(prefix, marked);
             // An empty content that the template writes only when there is one (Qwen2.5's `if message.content` before
-            // its tool calls) has no place of its own: the sentinel's common prefix and suffix overlap.
-            boolean placed = contentStart >= 0 && !(contentStart > contentEnd && messages.get(m).content().isEmpty());
-            if (!placed && (contentStart >= 0 || messages.get(m).callsTools())) {
-                // the template writes the tool calls instead of the content: the turn starts after the generation
-                // prompt
+            // its tool calls) has no place of its own: the common prefix and suffix overlap.
+            boolean emptyWithoutPlace = sentinelShown && contentStart > contentEnd
+                    && messages.get(m).content().isEmpty();
+            if (emptyWithoutPlace || (!sentinelShown && messages.get(m).callsTools())) {
+                // The template writes the tool calls instead of the content (Mistral v0.3), or the empty content
+                // without a place (Qwen2.5): the turn starts where the model is asked for it, after the generation
+                // prompt.
                 String asked = render(messages.subList(0, m), tools, true, where).text();
                 contentStart = prefix.startsWith(asked) ? asked.length() : prefix.length();
                 contentEnd = contentStart;
-            } else if (!placed) {
+            } else if (!sentinelShown) {
                 throw new IllegalArgumentException(notFound);
             }
             if (contentStart > contentEnd || contentStart == prefix.length()) {

@@ -86,12 +86,21 @@ public final class JinjaChatTemplate {
     /**
      * @param name how errors name the template (the file it came from)
      * @param source the Jinja text
+     * @throws TemplateException naming the line where the template uses a loop variable Jinjava lacks
+     *     ({@code loop.previtem}, {@code loop.nextitem}, {@code loop.changed})
      */
     public JinjaChatTemplate(String name, String source, String bosToken, String eosToken) {
         this.name = name;
         this.source = source;
         this.bosToken = bosToken;
         this.eosToken = eosToken;
+        // once, where the template is loaded: HfChatTemplate renders each conversation several times
+        Matcher unsupported = UNSUPPORTED_LOOP.matcher(source);
+        if (unsupported.find()) {
+            throw new TemplateException(name + ": line " + lineOf(source, unsupported.start()) + ": the chat template "
+                    + "uses loop." + unsupported.group(1) + ", which Jinjava's for loop lacks (it would render as "
+                    + "undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]");
+        }
         List<LoopIf.Condition> loopConditions = new ArrayList<>();
         this.jinjavaSource = adapt(source, loopConditions);
         // lstrip_blocks is done on the source (adapt): Jinjava's also strips spaces after text on the same line.
@@ -125,7 +134,8 @@ public final class JinjaChatTemplate {
      *
      * @param file how errors name the file
      * @return null when the file has no chat_template
-     * @throws IllegalArgumentException naming the file when it is not JSON or the template is malformed
+     * @throws IllegalArgumentException naming the file when it is not JSON, the template is malformed or uses a loop
+     *     variable Jinjava lacks
      */
     public static JinjaChatTemplate fromTokenizerConfig(String file, byte[] json) {
         JsonNode root;
@@ -222,12 +232,6 @@ public final class JinjaChatTemplate {
         // The template is parsed once; each render gets its own interpreter and context, as renderForResult does.
         Context context = new Context(jinjava.getGlobalContext(), globals);
         JinjavaInterpreter interpreter = new JinjavaInterpreter(jinjava, context, jinjava.getGlobalConfig());
-        Matcher unsupported = UNSUPPORTED_LOOP.matcher(source);
-        if (unsupported.find()) {
-            throw new TemplateException(name + ": line " + lineOf(source, unsupported.start()) + ": the chat template "
-                    + "uses loop." + unsupported.group(1) + ", which Jinjava's for loop lacks (it would render as "
-                    + "undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]");
-        }
         String output;
         JinjavaInterpreter.pushCurrent(interpreter);
         try {
@@ -322,7 +326,9 @@ public final class JinjaChatTemplate {
         // Jinja's lstrip_blocks: spaces and tabs from the start of a line up to a block or comment tag.
         source = LSTRIP_BLOCKS.matcher(source).replaceAll("");
         source = LOOP_FILTER.matcher(source).replaceAll(m -> {
-            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")), m.group(6)));
+            // the condition leaves the tag here, before the rewrites below: it gets them itself
+            loopConditions.add(new LoopIf.Condition(List.of(m.group(3).split("\\s*,\\s*")),
+                    adaptExpression(m.group(6))));
             return Matcher.quoteReplacement("{%" + m.group(1) + m.group(2) + m.group(3) + m.group(4) + "(" + m.group(5)
                     + ")|" + LoopIf.NAME + "(" + (loopConditions.size() - 1) + ") " + m.group(7) + "%}");
         });

@@ -18,7 +18,7 @@ import java.util.Map;
 final class LoopIf implements Filter {
     static final String NAME = "loop_if";
 
-    /** The loop's names and its condition, as the template writes them. */
+    /** The loop's names, as the template writes them, and its condition, adapted as other expressions are. */
     record Condition(List<String> names, String expression) {}
 
     private final List<Condition> conditions;

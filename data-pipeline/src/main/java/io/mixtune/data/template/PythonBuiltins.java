@@ -1,5 +1,8 @@
 package io.mixtune.data.template;
 
+import java.math.BigDecimal;
+import java.math.MathContext;
+import java.math.RoundingMode;
 import java.time.LocalDateTime;
 import java.time.format.TextStyle;
 import java.util.ArrayList;
@@ -9,8 +12,9 @@ import java.util.Map;
 
 /**
  * The Python behaviour that transformers' chat templates reach through jinja2 and that Jinjava does otherwise:
- * {@code json.dumps} (transformers' {@code tojson}), {@code str.strip} (jinja2's {@code trim}) and
- * {@code datetime.strftime} ({@code strftime_now}).
+ * {@code json.dumps} (transformers' {@code tojson}), {@code str.strip} and its one-sided forms (jinja2's {@code trim},
+ * {@link PythonStringMethods}), {@code str.isspace}, {@code str()} and {@code repr} of what a template prints
+ * ({@code True}, {@code ['a', None]}, a float's shortest digits) and {@code datetime.strftime} ({@code strftime_now}).
  */
 final class PythonBuiltins {
     private PythonBuiltins() {}
@@ -22,12 +26,17 @@ final class PythonBuiltins {
 
     /** {@code s.strip(chars)}: whitespace as {@link #isSpace} where chars is null. */
     static String strip(String s, String chars) {
+        return strip(s, chars, true, true);
+    }
+
+    /** {@code s.strip(chars)} from the left, the right or both ends ({@code lstrip}, {@code rstrip}). */
+    static String strip(String s, String chars, boolean left, boolean right) {
         int start = 0;
         int end = s.length();
-        while (start < end && stripped(s.charAt(start), chars)) {
+        while (left && start < end && stripped(s.charAt(start), chars)) {
             start++;
         }
-        while (end > start && stripped(s.charAt(end - 1), chars)) {
+        while (right && end > start && stripped(s.charAt(end - 1), chars)) {
             end--;
         }
         return s.substring(start, end);
@@ -105,7 +114,15 @@ final class PythonBuiltins {
             } else if (value instanceof Boolean b) {
                 out.append(b ? "true" : "false");
             } else if (value instanceof Double || value instanceof Float) {
-                out.append(pythonFloat(((Number) value).doubleValue()));
+                double d = ((Number) value).doubleValue();
+                if (Double.isNaN(d)) {
+                    out.append("NaN");
+                } else if (Double.isInfinite(d)) {
+                    // json.dumps' allow_nan texts, where repr writes nan and inf
+                    out.append(d > 0 ? "Infinity" : "-Infinity");
+                } else {
+                    out.append(pythonFloat(d));
+                }
             } else if (value instanceof Number) {
                 out.append(value);
             } else {
@@ -154,12 +171,14 @@ final class PythonBuiltins {
     }
 
     /**
-     * Python's {@code str()} of what a template prints: {@code True}/{@code False}, a list or dict as its
-     * {@code repr} ({@code ['a', None]}, {@code {'k': 1}}); null as the empty text, since Jinjava's undefined is null
-     * too (and jinja2 prints undefined as nothing).
+     * Python's {@code str()} of what a template prints: {@code True}/{@code False}, a float as its {@code repr}
+     * ({@code 10000000.0}, where Java writes {@code 1.0E7}), a list or dict as its {@code repr}
+     * ({@code ['a', None]}, {@code {'k': 1}}); null for the rest, which Jinjava prints as Python does (its undefined
+     * as the empty text, as jinja2 does).
      */
     static String str(Object value) {
-        if (value instanceof Boolean || value instanceof Map<?, ?> || value instanceof List<?>) {
+        if (value instanceof Boolean || value instanceof Double || value instanceof Float || value instanceof Map<?, ?>
+                || value instanceof List<?>) {
             StringBuilder out = new StringBuilder();
             repr(value, out);
             return out.toString();
@@ -220,28 +239,61 @@ final class PythonBuiltins {
         }
     }
 
-    /** Python's {@code repr} of a float: {@code 1.0}, {@code 1e-05}, {@code 1e+16}, {@code NaN}, {@code Infinity}. */
+    /**
+     * Python's {@code repr} of a float (its {@code str}, and its {@code json.dumps} where finite): the fewest digits
+     * that read back as it, in scientific notation where the exponent is below -4 or from 16 on: {@code 0.0001},
+     * {@code 1e-05}, {@code 10000000.0}, {@code 1e+16}, {@code -0.0}, {@code inf}, {@code nan}.
+     */
     static String pythonFloat(double d) {
         if (Double.isNaN(d)) {
-            return "NaN";
+            return "nan";
         }
         if (Double.isInfinite(d)) {
-            return d > 0 ? "Infinity" : "-Infinity";
+            return d > 0 ? "inf" : "-inf";
         }
-        String java = Double.toString(d);
-        int e = java.indexOf('E');
-        if (e < 0) {
-            return java;
+        if (d == 0) {
+            return Double.doubleToRawLongBits(d) < 0 ? "-0.0" : "0.0";
         }
-        String mantissa = java.substring(0, e);
-        if (mantissa.endsWith(".0")) {
-            mantissa = mantissa.substring(0, mantissa.length() - 2);
+        BigDecimal shortest = shortestDecimal(d);
+        String digits = shortest.unscaledValue().abs().toString();
+        int exponent = digits.length() - 1 - shortest.scale();
+        String sign = d < 0 ? "-" : "";
+        if (exponent < -4 || exponent >= 16) {
+            String mantissa = digits.length() == 1 ? digits : digits.charAt(0) + "." + digits.substring(1);
+            return sign + mantissa + "e" + (exponent < 0 ? "-" : "+") + String.format("%02d", Math.abs(exponent));
         }
-        int exponent = Integer.parseInt(java.substring(e + 1));
-        if (exponent >= -4 && exponent < 16) {
-            return new java.math.BigDecimal(java).toPlainString();
+        if (exponent < 0) {
+            return sign + "0." + "0".repeat(-exponent - 1) + digits;
         }
-        return mantissa + "e" + (exponent < 0 ? "-" : "+") + String.format("%02d", Math.abs(exponent));
+        if (digits.length() <= exponent + 1) {
+            return sign + digits + "0".repeat(exponent + 1 - digits.length()) + ".0";
+        }
+        return sign + digits.substring(0, exponent + 1) + "." + digits.substring(exponent + 1);
+    }
+
+    /**
+     * The decimal of fewest significant digits that reads back as d, the nearest to d of those (Python's repr;
+     * Java 17's Double.toString is not always the shortest). Next to a power of two the gap below d is half the gap
+     * above, so the nearest p-digit decimal may miss where the one on the other side reads back: both are tried.
+     */
+    private static BigDecimal shortestDecimal(double d) {
+        BigDecimal exact = new BigDecimal(d);
+        for (int precision = 1; precision < 17; precision++) {
+            BigDecimal best = null;
+            for (RoundingMode mode : new RoundingMode[] {RoundingMode.HALF_EVEN, RoundingMode.FLOOR,
+                    RoundingMode.CEILING}) {
+                BigDecimal candidate = exact.round(new MathContext(precision, mode));
+                if (candidate.doubleValue() == d && (best == null || candidate.subtract(exact).abs()
+                        .compareTo(best.subtract(exact).abs()) < 0)) {
+                    best = candidate;
+                }
+            }
+            if (best != null) {
+                return best.stripTrailingZeros();
+            }
+        }
+        // 17 significant digits always read back
+        return exact.round(new MathContext(17, RoundingMode.HALF_EVEN)).stripTrailingZeros();
     }
 
     /** {@code datetime.strftime(format)} in the C locale, for the directives chat templates use. */

@@ -114,21 +114,11 @@ final class PythonStringMethods extends CompositeELResolver {
     }
 
     private static String lstrip(String s, String chars) {
-        int start = 0;
-        while (start < s.length() && (chars == null ? PythonBuiltins.isSpace(s.charAt(start))
-                : chars.indexOf(s.charAt(start)) >= 0)) {
-            start++;
-        }
-        return s.substring(start);
+        return PythonBuiltins.strip(s, chars, true, false);
     }
 
     private static String rstrip(String s, String chars) {
-        int end = s.length();
-        while (end > 0 && (chars == null ? PythonBuiltins.isSpace(s.charAt(end - 1))
-                : chars.indexOf(s.charAt(end - 1)) >= 0)) {
-            end--;
-        }
-        return s.substring(0, end);
+        return PythonBuiltins.strip(s, chars, false, true);
     }
 
     /** {@code str.split(sep, maxsplit)}: runs of whitespace, edges dropped, where sep is None; else every sep. */

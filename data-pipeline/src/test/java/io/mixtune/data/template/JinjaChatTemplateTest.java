@@ -139,11 +139,30 @@ class JinjaChatTemplateTest {
                 render(v3, List.of(new Message(Role.USER, "Weather?"), new Message(Role.ASSISTANT, "Sunny.")), tools));
     }
 
+    /** A float prints as Python's str() writes it, where Jinjava wrote Java's 1.0E7. */
+    @Test
+    void floatsPrintAsInPython() {
+        // jinja2 3.1.6: '10000000.0|0.0001|1.5|1.5|[0.0001]'
+        assertEquals("10000000.0|0.0001|1.5|1.5|[0.0001]", render("{{ 10000000.0 }}|{{ 0.0001 }}|{{ 1.5 }}|{{ 3 / 2 }}|"
+                + "{{ [0.0001] }}", CHAT, false));
+    }
+
+    /** A loop filter's condition reads as jinja2 reads it: `not a == b` is `not (a == b)`; `tools` is defined. */
+    @Test
+    void aLoopFiltersConditionBindsAsInJinja2() {
+        // jinja2 3.1.6, tools=None as transformers passes it: '1user 2assistant |sua|'
+        assertEquals("1user 2assistant |sua|", render("{% for m in messages if not m.role == 'system' %}"
+                + "{{ loop.index }}{{ m.role }} {% endfor %}|{% for m in messages if tools is defined %}"
+                + "{{ m.role[0] }}{% endfor %}|{% for m in messages if tools is not defined %}x{% endfor %}", CHAT,
+                false));
+    }
+
+    /** Reported when the template is loaded, before any conversation renders. */
     @Test
     void loopVariablesJinjavaLacksFailNamingTheLine() {
         JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
-                () -> render("{% for m in messages %}\n{% if loop.previtem is defined %}{{ loop.previtem.role }}"
-                        + "{% endif %}{% endfor %}", CHAT, false));
+                () -> new JinjaChatTemplate("t.jinja", "{% for m in messages %}\n{% if loop.previtem is defined %}"
+                        + "{{ loop.previtem.role }}{% endif %}{% endfor %}", "<s>", "</s>"));
         assertEquals("t.jinja: line 2: the chat template uses loop.previtem, which Jinjava's for loop lacks (it "
                 + "would render as undefined); rewrite it with messages[loop.index0 - 1] or messages[loop.index0 + 1]",
                 e.getMessage());

@@ -36,13 +36,17 @@ class JinjaFeatureGoldenTest {
             String name = feature.get("name").asText();
             Conversation chat = ChatFormat.MESSAGES.conversation(feature.get("record"), "jinja-features.jsonl:"
                     + (i + 1));
-            JinjaChatTemplate template = new JinjaChatTemplate("t.jinja", feature.get("template").asText(), "<s>",
-                    "</s>");
+            String source = feature.get("template").asText();
             if (REFUSED.contains(name)) {
+                // loading refuses some (loop.previtem), rendering the rest
                 JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
-                        () -> template.render(chat.messages(), chat.tools(), false), name);
+                        () -> new JinjaChatTemplate("t.jinja", source, "<s>", "</s>").render(chat.messages(),
+                                chat.tools(), false), name);
                 assertTrue(e.getMessage().startsWith("t.jinja: line 1: "), name + ": " + e.getMessage());
-            } else if (DIFFERENT.containsKey(name)) {
+                continue;
+            }
+            JinjaChatTemplate template = new JinjaChatTemplate("t.jinja", source, "<s>", "</s>");
+            if (DIFFERENT.containsKey(name)) {
                 assertEquals(DIFFERENT.get(name), template.render(chat.messages(), chat.tools(), false).text(), name);
             } else if (feature.has("error")) {
                 JinjaChatTemplate.TemplateException e = assertThrows(JinjaChatTemplate.TemplateException.class,
