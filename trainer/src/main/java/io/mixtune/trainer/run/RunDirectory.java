@@ -3,7 +3,6 @@ package io.mixtune.trainer.run;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
-import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
@@ -141,19 +140,8 @@ public final class RunDirectory implements AutoCloseable {
         if (recipeFile != null && start != Start.RESUME) {
             inputs.put(recipeFile, "the recipe");
         }
-        if (recipe.model().path() != null) {
-            inputs.put(Path.of(recipe.model().path()), "model.path");
-        }
-        if (recipe.model().adapter() != null) {
-            inputs.put(Path.of(recipe.model().adapter()), "model.adapter");
-        }
-        recipe.data().files().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "data.files"));
-        recipe.data().validationFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file),
-                "data.validation_files"));
-        recipe.dpo().stageFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "dpo.stages"));
-        if (recipe.dpo().marginModel() != null) {
-            inputs.put(Path.of(recipe.dpo().marginModel()), "dpo.margin_model");
-        }
+        // a file named twice (a DPO stage is also in data.files) is reported under its first key
+        recipe.inputs().forEach((key, input) -> inputs.putIfAbsent(input.path(), key));
         inputs.forEach((input, key) -> {
             Path inside = PathOverlap.inside(dir, input);
             if (inside != null && TrainingOutputs.isRunOutputName(inside.getName(0).toString())) {
