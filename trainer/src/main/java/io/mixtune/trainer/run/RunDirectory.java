@@ -91,10 +91,25 @@ public final class RunDirectory implements AutoCloseable {
      * @param recipeFile the recipe file the run was read from, or null
      */
     public static RunDirectory open(Recipe recipe, Start start, Path recipeFile) {
+        return open(recipe, start, recipeFile, null);
+    }
+
+    /**
+     * As above; {@link Start#RESUME} without {@code resumeFrom} continues output_dir's own run, so output_dir must hold
+     * one (its recipe.yaml, or a checkpoint): else refused, nothing created. With {@code resumeFrom} (a checkpoint or
+     * run directory named by the user) output_dir may be new.
+     */
+    public static RunDirectory open(Recipe recipe, Start start, Path recipeFile, Path resumeFrom) {
         Path dir = Path.of(recipe.outputDir());
         if (Files.exists(dir) && !Files.isDirectory(dir)) {
             throw new Refusal("output_dir: " + dir + " is a file; expected a directory for the run's adapter, "
                     + "checkpoints and metrics (it is created if missing)");
+        }
+        if (start == Start.RESUME && resumeFrom == null
+                && !Files.isRegularFile(dir.resolve(TrainingOutputs.RECIPE_FILE))
+                && TrainingCheckpoint.list(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR)).isEmpty()) {
+            throw new Refusal("--resume: output_dir " + dir + " holds no run to continue (no "
+                    + TrainingOutputs.RECIPE_FILE + ", no checkpoint): start it without --resume");
         }
         refuseInputsAmongOutputs(recipe, start, recipeFile, dir);
         try {
