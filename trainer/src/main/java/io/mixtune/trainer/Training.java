@@ -132,11 +132,8 @@ public final class Training {
         }
         try {
             TrainingModel.check(recipe); // a model this install cannot train is refused before output_dir is made
-            if (start == RunDirectory.Start.RESUME && resumeFrom == null && !Files.isDirectory(Path.of(
-                    recipe.outputDir()))) {
-                throw noRunToResume();
-            }
-            try (RunDirectory run = RunDirectory.open(recipe, start, recipeFile()); metrics; samples; tracking) {
+            try (RunDirectory run = RunDirectory.open(recipe, start, recipeFile(), resumeFrom); metrics; samples;
+                    tracking) {
                 // After --force has cleared output_dir: the tokenizer it reads may be a base-model/ being replaced.
                 String markers = TemplateWarning.of(recipe);
                 if (markers != null) {
@@ -191,11 +188,6 @@ public final class Training {
         }
     }
 
-    private Refusal noRunToResume() {
-        return new Refusal("--resume: output_dir " + recipe.outputDir() + " holds no run to continue (no "
-                + TrainingOutputs.RECIPE_FILE + ", no checkpoint): start it without --resume");
-    }
-
     private Path recipeFile() {
         return loaded == null ? null : loaded.source();
     }
@@ -227,11 +219,9 @@ public final class Training {
                     + "RUN/checkpoints/step-N, or the run directory RUN; alone, the newest checkpoint of output_dir)");
         }
         if (given == null && TrainingCheckpoint.list(checkpoints).isEmpty()) {
-            if (!Files.isRegularFile(Path.of(recipe.outputDir(), TrainingOutputs.RECIPE_FILE))) {
-                throw noRunToResume();
-            }
-            // Killed before its first checkpoint: nothing was kept, so continuing exactly is starting at step 0 (the
-            // recipe checked against the run's recipe.yaml all the same), as WARM's members do.
+            // recipe.yaml is there (RunDirectory.open refused an output_dir with neither): killed before its first
+            // checkpoint, nothing was kept, so continuing exactly is starting at step 0 (the recipe checked against
+            // the run's recipe.yaml all the same), as WARM's members do.
             listener.onNote("--resume: no checkpoint in " + checkpoints + " yet: the run stopped before its first; "
                     + "starting it from step 0");
             return null;

@@ -48,14 +48,17 @@ public final class SwaAverager {
         }
 
         /**
-         * How many snapshots the average holds after step {@code step}: every averaging step from 1 up to it. Steps
-         * count from 1, so a start of 0 (swa_start 0.0) first averages at step {@code every}.
+         * The first step the average folds in. Steps count from 1, so a start of 0 (swa_start 0.0) first averages at
+         * step {@code every}.
          */
+        public long firstAveragedStep() {
+            return startStep == 0 ? every : startStep;
+        }
+
+        /** How many snapshots the average holds after step {@code step}: every averaging step from 1 up to it. */
         public long countAfter(long step) {
-            if (step < startStep) {
-                return 0;
-            }
-            return startStep == 0 ? step / every : (step - startStep) / every + 1;
+            long first = firstAveragedStep();
+            return step < first ? 0 : (step - first) / every + 1;
         }
     }
 

@@ -22,7 +22,6 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
@@ -124,19 +123,18 @@ final class DataCommand {
             DataConfig data = recipe.data();
             if (line.hasOption("dump")) {
                 Path dump = Path.of(line.getOptionValue("dump"));
-                List<Path> inputs = new ArrayList<>(List.of(read.source()));
-                for (String file : data.files()) {
-                    inputs.add(DataConfig.file(file));
+                if (PathOverlap.of(dump, read.source()) == PathOverlap.SAME) {
+                    throw new UsageException("--dump " + dump + " is an input of the recipe (" + read.source()
+                            + "): the dump would replace it; choose another file");
                 }
-                for (String file : data.validationFiles()) {
-                    inputs.add(DataConfig.file(file));
-                }
-                for (Path input : inputs) {
-                    if (PathOverlap.of(dump, input) == PathOverlap.SAME) {
-                        throw new UsageException("--dump " + dump + " is an input of the recipe (" + input + "): the "
-                                + "dump would replace it; choose another file");
+                recipe.inputs().forEach((key, input) -> {
+                    PathOverlap overlap = PathOverlap.of(dump, input.path());
+                    if (overlap == PathOverlap.SAME || overlap == PathOverlap.OUT_INSIDE_INPUT) {
+                        throw new UsageException("--dump " + dump + (overlap == PathOverlap.SAME ? " is an input"
+                                : " is inside an input") + " of the recipe (" + key + " " + input.path() + "): the "
+                                + "dump would write over it; choose another file");
                     }
-                }
+                });
             }
             SampleCache.Loaded loaded;
             try {

@@ -3,6 +3,8 @@ package io.mixtune.trainer.recipe;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.trainer.optim.LearningRateSchedule;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -40,6 +42,45 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
             throw new IllegalArgumentException("output_dir: missing: where the adapter, checkpoints and metrics go");
+        }
+    }
+
+    /**
+     * A file or directory the recipe reads.
+     *
+     * @param named as the recipe writes it
+     * @param path where it is read from (a data file may be one bundled in the jar)
+     * @param data a data file (training, validation or a DPO stage), whose content a resumed run checks unchanged
+     */
+    public record Input(String named, Path path, boolean data) {}
+
+    /**
+     * Every input the recipe names, by its key ({@code model.path}, {@code data.files[0]}, {@code dpo.stages[1]},
+     * ...), in that order: the one list that the refusals to write over an input and the data hashes a run records
+     * are made from.
+     */
+    public Map<String, Input> inputs() {
+        Map<String, Input> inputs = new LinkedHashMap<>();
+        if (model.path() != null) {
+            inputs.put("model.path", new Input(model.path(), Path.of(model.path()), false));
+        }
+        if (model.adapter() != null) {
+            inputs.put("model.adapter", new Input(model.adapter(), Path.of(model.adapter()), false));
+        }
+        putDataFiles(inputs, "data.files", data.files());
+        putDataFiles(inputs, "data.validation_files", data.validationFiles());
+        if (dpo != null) {
+            putDataFiles(inputs, "dpo.stages", dpo.stageFiles());
+            if (dpo.marginModel() != null) {
+                inputs.put("dpo.margin_model", new Input(dpo.marginModel(), Path.of(dpo.marginModel()), false));
+            }
+        }
+        return inputs;
+    }
+
+    private static void putDataFiles(Map<String, Input> inputs, String key, List<String> files) {
+        for (int i = 0; i < files.size(); i++) {
+            inputs.put(key + "[" + i + "]", new Input(files.get(i), DataConfig.file(files.get(i)), true));
         }
     }
 

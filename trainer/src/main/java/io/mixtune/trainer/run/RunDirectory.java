@@ -3,7 +3,6 @@ package io.mixtune.trainer.run;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
-import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
@@ -92,10 +91,25 @@ public final class RunDirectory implements AutoCloseable {
      * @param recipeFile the recipe file the run was read from, or null
      */
     public static RunDirectory open(Recipe recipe, Start start, Path recipeFile) {
+        return open(recipe, start, recipeFile, null);
+    }
+
+    /**
+     * As above; {@link Start#RESUME} without {@code resumeFrom} continues output_dir's own run, so output_dir must hold
+     * one (its recipe.yaml, or a checkpoint): else refused, nothing created. With {@code resumeFrom} (a checkpoint or
+     * run directory named by the user) output_dir may be new.
+     */
+    public static RunDirectory open(Recipe recipe, Start start, Path recipeFile, Path resumeFrom) {
         Path dir = Path.of(recipe.outputDir());
         if (Files.exists(dir) && !Files.isDirectory(dir)) {
             throw new Refusal("output_dir: " + dir + " is a file; expected a directory for the run's adapter, "
                     + "checkpoints and metrics (it is created if missing)");
+        }
+        if (start == Start.RESUME && resumeFrom == null
+                && !Files.isRegularFile(dir.resolve(TrainingOutputs.RECIPE_FILE))
+                && TrainingCheckpoint.list(dir.resolve(TrainingOutputs.CHECKPOINTS_DIR)).isEmpty()) {
+            throw new Refusal("--resume: output_dir " + dir + " holds no run to continue (no "
+                    + TrainingOutputs.RECIPE_FILE + ", no checkpoint): start it without --resume");
         }
         refuseInputsAmongOutputs(recipe, start, recipeFile, dir);
         try {
@@ -141,19 +155,8 @@ public final class RunDirectory implements AutoCloseable {
         if (recipeFile != null && start != Start.RESUME) {
             inputs.put(recipeFile, "the recipe");
         }
-        if (recipe.model().path() != null) {
-            inputs.put(Path.of(recipe.model().path()), "model.path");
-        }
-        if (recipe.model().adapter() != null) {
-            inputs.put(Path.of(recipe.model().adapter()), "model.adapter");
-        }
-        recipe.data().files().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "data.files"));
-        recipe.data().validationFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file),
-                "data.validation_files"));
-        recipe.dpo().stageFiles().forEach(file -> inputs.putIfAbsent(DataConfig.file(file), "dpo.stages"));
-        if (recipe.dpo().marginModel() != null) {
-            inputs.put(Path.of(recipe.dpo().marginModel()), "dpo.margin_model");
-        }
+        // a file named twice (a DPO stage is also in data.files) is reported under its first key
+        recipe.inputs().forEach((key, input) -> inputs.putIfAbsent(input.path(), key));
         inputs.forEach((input, key) -> {
             Path inside = PathOverlap.inside(dir, input);
             if (inside != null && TrainingOutputs.isRunOutputName(inside.getName(0).toString())) {

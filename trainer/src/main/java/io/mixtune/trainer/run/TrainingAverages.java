@@ -98,11 +98,10 @@ public final class TrainingAverages implements AutoCloseable {
         List<String> lines = new ArrayList<>();
         if (swaConfig != null && swaConfig.countAfter(totalSteps) == 0) {
             double start = config.swaStart();
-            long firstAveraged = swaConfig.startStep() == 0 ? swaConfig.every() : swaConfig.startStep();
             lines.add(String.format(Locale.ROOT, "averaging.swa_start %s first averages step %d, after the last of"
                     + " these %d steps: no SWA average is kept and no adapter-swa written",
-                    start == Math.rint(start) ? String.valueOf((long) start) : String.valueOf(start), firstAveraged,
-                    totalSteps));
+                    start == Math.rint(start) ? String.valueOf((long) start) : String.valueOf(start),
+                    swaConfig.firstAveragedStep(), totalSteps));
         }
         if (lawaConfig != null && lawaConfig.every() > totalSteps) {
             lines.add(String.format(Locale.ROOT, "averaging.lawa_every %d is more than these %d steps: no LaWA"
@@ -126,7 +125,8 @@ public final class TrainingAverages implements AutoCloseable {
      */
     public double learningRate(long step, LongToDoubleFunction schedule) {
         long update = step + 1;
-        // Updates count from 1: a start of 0 (swa_start 0.0) begins the phase at the first, as a start of 1 does.
+        // Updates count from 1: a start of 0 (swa_start 0.0) begins the phase at the first, as a start of 1 does;
+        // not at firstAveragedStep (every), since torch's SWALR anneals from swa_start whatever swa_freq is.
         long firstUpdate = Math.max(1, swaConfig == null ? 1 : swaConfig.startStep());
         if (swaConfig == null || config.swaLr() == null || update < firstUpdate) {
             return schedule.applyAsDouble(step);

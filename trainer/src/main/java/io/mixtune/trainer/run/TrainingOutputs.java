@@ -1,6 +1,5 @@
 package io.mixtune.trainer.run;
 
-import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.merging.MergeYaml;
@@ -268,14 +267,13 @@ public final class TrainingOutputs {
     /** Every data file the recipe names (training, validation, DPO stages), as written there, to its SHA-256. */
     static Map<String, String> dataHashes(Recipe recipe) {
         Map<String, String> hashes = new TreeMap<>();
-        List<String> files = new ArrayList<>(recipe.data().files());
-        files.addAll(recipe.data().validationFiles());
-        files.addAll(recipe.dpo().stageFiles());
-        for (String name : files) {
-            try {
-                hashes.put(name, TrainingCheckpoint.sha256(DataConfig.file(name)));
-            } catch (IOException e) {
-                throw new UncheckedIOException(name + ": cannot be read: " + e.getMessage(), e);
+        for (Recipe.Input input : recipe.inputs().values()) {
+            if (input.data()) {
+                try {
+                    hashes.put(input.named(), TrainingCheckpoint.sha256(input.path()));
+                } catch (IOException e) {
+                    throw new UncheckedIOException(input.named() + ": cannot be read: " + e.getMessage(), e);
+                }
             }
         }
         return hashes;

@@ -125,6 +125,25 @@ class DataCommandTest {
         assertFalse(Files.exists(dir.resolve("out")), "nothing written");
     }
 
+    /**
+     * Every input the recipe names is guarded, not only its data: a --dump into model.adapter (which the old list of
+     * inputs left out) overwrote the adapter's adapter_config.json. Refused, the adapter untouched.
+     */
+    @Test
+    void previewNeverDumpsIntoTheRecipesAdapter() throws IOException {
+        Path adapter = Files.createDirectories(dir.resolve("adapter-in"));
+        Path adapterConfig = Files.writeString(adapter.resolve("adapter_config.json"), "{\"peft_type\": \"LORA\", "
+                + "\"r\": 8, \"lora_alpha\": 16, \"target_modules\": [\"q_proj\", \"v_proj\"]}");
+        Path recipe = recipe("");
+        byte[] before = Files.readAllBytes(adapterConfig);
+        Result preview = data("preview", "--recipe", recipe.toString(), "--set", "model.adapter=" + adapter, "--n", "1",
+                "--color", "never", "--dump", adapterConfig.toString());
+        assertEquals(2, preview.code(), preview.out() + preview.err());
+        assertTrue(preview.err().contains("--dump " + adapterConfig + " is inside an input of the recipe (model.adapter "
+                + adapter + ")"), preview.err());
+        assertArrayEquals(before, Files.readAllBytes(adapterConfig));
+    }
+
     @Test
     void previewNeedsNoOutputDir() throws IOException {
         String withOutputDir = Files.readString(recipe(""));

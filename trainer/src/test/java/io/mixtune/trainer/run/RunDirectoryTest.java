@@ -1,15 +1,23 @@
 package io.mixtune.trainer.run;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.mixtune.trainer.Refusal;
+import io.mixtune.trainer.Training;
+import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** What --resume counts as a changed recipe, on the quickstart's resolved recipe. */
 class RunDirectoryTest {
@@ -48,5 +56,35 @@ class RunDirectoryTest {
         assertEquals(List.of("lora.rank_pattern: {\"lm_head\":64,\"q_proj\":8,\"v_proj\":4} -> "
                 + "{\"lm_head\":64,\"v_proj\":4,\"q_proj\":8}"), RunDirectory.changedKeys(first, swapped));
         assertEquals(List.of(), RunDirectory.changedKeys(first, quickstart("lora.rank_pattern={q_proj: 8, v_proj: 4}")));
+    }
+
+    /**
+     * --resume with nothing in output_dir to continue (missing, or empty of recipe.yaml and checkpoints) is refused
+     * by RunDirectory itself, output_dir not created: WARM runs, which open it without Training's own checks, made
+     * output_dir and started afresh.
+     */
+    @Test
+    void resumeWithNoRunInOutputDirIsRefusedAndCreatesNothing(@TempDir Path tmp) throws Exception {
+        Path missing = tmp.resolve("missing");
+        Recipe recipe = RecipeReader.read(Path.of("../recipes/quickstart.yaml"), List.of("output_dir=" + missing))
+                .recipe();
+        Refusal refused = assertThrows(Refusal.class, () -> RunDirectory.open(recipe, RunDirectory.Start.RESUME, null));
+        assertTrue(refused.getMessage().contains("--resume: output_dir " + missing + " holds no run to continue"),
+                refused.getMessage());
+        assertFalse(Files.exists(missing));
+
+        Path empty = Files.createDirectories(tmp.resolve("empty"));
+        Recipe inEmpty = RecipeReader.read(Path.of("../recipes/quickstart.yaml"), List.of("output_dir=" + empty))
+                .recipe();
+        assertThrows(Refusal.class, () -> RunDirectory.open(inEmpty, RunDirectory.Start.RESUME, null));
+        try (var entries = Files.list(empty)) {
+            assertEquals(0, entries.count(), "not even the lock file");
+        }
+
+        Path warmDir = tmp.resolve("warm");
+        Refusal warm = assertThrows(Refusal.class, () -> Training.load(Path.of("../recipes/warm-reward.yaml"),
+                "output_dir=" + warmDir).resume().run());
+        assertTrue(warm.getMessage().contains("holds no run to continue"), warm.getMessage());
+        assertFalse(Files.exists(warmDir));
     }
 }
