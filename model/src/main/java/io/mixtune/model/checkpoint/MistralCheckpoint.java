@@ -52,9 +52,10 @@ public final class MistralCheckpoint {
     }
 
     /**
-     * @param computeType FLOAT32, or FLOAT16 for half-precision compute (a GPU's): the full-precision weights
-     *     (embeddings, norms, dense linear layers, lm_head, router) are held in it, so activations are too; quantized
-     *     layers dequantize into their input's type
+     * @param computeType FLOAT32, or FLOAT16 for half-precision compute (a GPU's): the dense linear layers (lm_head
+     *     and router included) are held in it, and quantized layers dequantize into it; the embeddings and norms stay
+     *     float32, read exactly from the checkpoint's bytes, as PEFT's prepare_model_for_kbit_training casts them, so
+     *     that the residual stream is float32 ({@link DecoderLayer})
      */
     public static CausalLm load(Path modelDir, NDManager parent, LinearFactory linears, DataType computeType) {
         if (computeType != DataType.FLOAT32 && computeType != DataType.FLOAT16) {
@@ -144,7 +145,7 @@ public final class MistralCheckpoint {
 
     private static CausalLm build(ModelConfig config, WeightLayout layout, SafetensorsReader reader, NDManager manager,
             LinearFactory linears, DataType computeType) {
-        NDArray embedTokens = tensor(reader, "model.embed_tokens.weight", manager, computeType);
+        NDArray embedTokens = tensor(reader, "model.embed_tokens.weight", manager);
         List<DecoderLayer> layers = new ArrayList<>();
         for (int i = 0; i < config.numHiddenLayers(); i++) {
             String prefix = "model.layers." + i;
@@ -163,13 +164,12 @@ public final class MistralCheckpoint {
                         linear(reader, prefix + ".mlp.up_proj", manager, linears),
                         linear(reader, prefix + ".mlp.down_proj", manager, linears));
             }
-            layers.add(new DecoderLayer(norm(reader, prefix + ".input_layernorm", manager, config, computeType),
-                    attention, norm(reader, prefix + ".post_attention_layernorm", manager, config, computeType),
-                    mlp, moe));
+            layers.add(new DecoderLayer(computeType, norm(reader, prefix + ".input_layernorm", manager, config),
+                    attention, norm(reader, prefix + ".post_attention_layernorm", manager, config), mlp, moe));
         }
-        RmsNorm norm = norm(reader, "model.norm", manager, config, computeType);
+        RmsNorm norm = norm(reader, "model.norm", manager, config);
         Linear lmHead = config.tieWordEmbeddings() ? null : linear(reader, "lm_head", manager, linears);
-        return new CausalLm(config, manager, embedTokens, layers, norm, lmHead);
+        return new CausalLm(config, computeType, manager, embedTokens, layers, norm, lmHead);
     }
 
     /** Experts are named in mixtune by the Hub's per-expert layout whatever the file holds, as PEFT adapters are. */
@@ -216,19 +216,13 @@ public final class MistralCheckpoint {
         return linears.create(moduleName, reader.readFiniteFloats(name), new Shape(reader.info(name).shape()), manager);
     }
 
-    private static RmsNorm norm(SafetensorsReader reader, String moduleName, NDManager manager, ModelConfig config,
-            DataType computeType) {
-        return new RmsNorm(tensor(reader, moduleName + ".weight", manager, computeType), config.rmsNormEps());
+    private static RmsNorm norm(SafetensorsReader reader, String moduleName, NDManager manager, ModelConfig config) {
+        return new RmsNorm(tensor(reader, moduleName + ".weight", manager), config.rmsNormEps());
     }
 
-    private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager, DataType computeType) {
-        NDArray full = manager.create(reader.readFiniteFloats(name), new Shape(reader.info(name).shape()));
-        if (computeType == DataType.FLOAT32) {
-            return full;
-        }
-        try (full) {
-            return full.toType(computeType, false);
-        }
+    /** A float32 tensor: F32, F16 and BF16 all convert to it exactly. */
+    private static NDArray tensor(SafetensorsReader reader, String name, NDManager manager) {
+        return manager.create(reader.readFiniteFloats(name), new Shape(reader.info(name).shape()));
     }
 
     /** Tensor names and shapes a model needs, by the layout its file uses. */

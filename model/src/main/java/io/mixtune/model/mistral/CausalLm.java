@@ -7,6 +7,7 @@ import ai.djl.ndarray.types.SparseFormat;
 import ai.djl.nn.core.Embedding;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.generate.KvCache;
+import io.mixtune.model.nn.Casts;
 import io.mixtune.model.nn.DenseLinear;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.nn.RmsNorm;
@@ -19,9 +20,13 @@ import java.util.function.IntConsumer;
 /**
  * A Mistral or Mixtral decoder with its language-model head: embed, the decoder layers, a final norm, logits.
  * Owns the NDManager its weights live in.
+ *
+ * <p>The embeddings, the norms and so the residual stream are float32 whatever the compute dtype; the compute dtype
+ * is that of the attention and MLP blocks' matmuls ({@link DecoderLayer}) and of an untied lm_head.
  */
 public final class CausalLm implements AutoCloseable {
     private final ModelConfig config;
+    private final DataType computeType;
     private final NDManager weights;
     private final NDArray embedTokens;
     private final List<DecoderLayer> layers;
@@ -29,12 +34,17 @@ public final class CausalLm implements AutoCloseable {
     private Linear lmHead;
     private final RotaryEmbedding rotary;
 
-    public CausalLm(ModelConfig config, NDManager weights, NDArray embedTokens, List<DecoderLayer> layers, RmsNorm norm,
-            Linear lmHead) {
+    /**
+     * @param computeType the blocks' matmul dtype, FLOAT32 or FLOAT16
+     * @param embedTokens [vocab, hidden], float32 (also the lm_head when the embeddings are tied)
+     */
+    public CausalLm(ModelConfig config, DataType computeType, NDManager weights, NDArray embedTokens,
+            List<DecoderLayer> layers, RmsNorm norm, Linear lmHead) {
         if (layers.size() != config.numHiddenLayers()) {
             throw new IllegalArgumentException("config has " + config.numHiddenLayers() + " layers, got " + layers.size());
         }
         this.config = config;
+        this.computeType = computeType;
         this.weights = weights;
         this.embedTokens = embedTokens;
         this.layers = List.copyOf(layers);
@@ -51,8 +61,9 @@ public final class CausalLm implements AutoCloseable {
         return weights;
     }
 
+    /** The dtype of the attention and MLP matmuls, of the attention mask and of the rotary angles. */
     public DataType computeType() {
-        return embedTokens.getDataType();
+        return computeType;
     }
 
     /** Final hidden states [B, T, hidden] and, for a Mixtral, each layer's router logits [B*T, experts]. */
@@ -76,7 +87,7 @@ public final class CausalLm implements AutoCloseable {
     public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache,
             IntConsumer beforeLayer) {
         NDArray h = embed(inputIds);
-        RotaryEmbedding.Angles angles = anglesAt(positionIds, h.getDataType());
+        RotaryEmbedding.Angles angles = anglesAt(positionIds, computeType);
         List<NDArray> routerLogits = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
             beforeLayer.accept(i);
@@ -91,7 +102,7 @@ public final class CausalLm implements AutoCloseable {
 
     // The decoder one piece at a time, for callers that run the layers themselves (gradient checkpointing).
 
-    /** Token embeddings [B, T, hidden] of ids [B, T]. */
+    /** Token embeddings [B, T, hidden] of ids [B, T], float32: the residual stream's start. */
     public NDArray embed(NDArray inputIds) {
         return Embedding.embedding(inputIds, embedTokens, SparseFormat.DENSE).singletonOrThrow();
     }
@@ -104,19 +115,26 @@ public final class CausalLm implements AutoCloseable {
         return layers.size();
     }
 
-    /** Decoder layer {@code index} on h [B, T, hidden], without a KV cache. */
+    /** Decoder layer {@code index} on the residual h [B, T, hidden], without a KV cache. */
     public DecoderLayer.Output layer(int index, NDArray h, RotaryEmbedding.Angles angles, NDArray mask) {
         return layers.get(index).forward(h, angles, mask, null);
     }
 
-    /** The norm after the last layer, whose output the lm_head reads. */
+    /** The norm after the last layer, whose output (float32) the lm_head reads. */
     public NDArray finalNorm(NDArray h) {
         return norm.forward(h);
     }
 
-    /** Logits [..., vocab] of final hidden states: callers pass only the positions they need logits for. */
+    /**
+     * Logits [..., vocab] of final hidden states: callers pass only the positions they need logits for. The states go
+     * to the head in its dtype: the compute dtype, or float32 for a head tied to the (float32) embeddings.
+     */
     public NDArray logits(NDArray hiddenStates) {
-        return lmHead.forward(hiddenStates);
+        return lmHead.forward(Casts.to(hiddenStates, headType()));
+    }
+
+    private DataType headType() {
+        return config.tieWordEmbeddings() ? embedTokens.getDataType() : computeType;
     }
 
     /**

@@ -378,7 +378,9 @@ public final class CausalLmLoss {
         }
         long correct = (hits.size() == 1 ? hits.get(0) : NDArrays.stack(hits).sum()).getLong();
         NDArray gradient = stateGradients.size() == 1 ? stateGradients.get(0) : NDArrays.concat(stateGradients, 0);
-        return Optional.of(new HeadGradient(predictingStates.mul(gradient).sum(), crossEntropySum, correct));
+        // In the states' dtype (float32), as autograd's backward through the cast to the head's dtype would send it.
+        NDArray objective = predictingStates.mul(Casts.to(gradient, predictingStates.getDataType())).sum();
+        return Optional.of(new HeadGradient(objective, crossEntropySum, correct));
     }
 
     /**

@@ -42,11 +42,12 @@ public final class CheckpointedBackward {
             CausalLmLoss.Inputs in = CausalLmLoss.inputs(model, batch, step);
             int layers = model.layerCount();
 
-            // Forward without autograd, keeping each layer's input (and the router logits, for the top-k counts).
+            // Forward without autograd, keeping each layer's input, the float32 residual (and the router logits, for
+            // the top-k counts).
             List<NDArray> layerInputs = new ArrayList<>();
             List<NDArray> routerLogits = new ArrayList<>();
             NDArray h = model.embed(in.inputIds());
-            RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds(), h.getDataType());
+            RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds(), model.computeType());
             for (int i = 0; i < layers; i++) {
                 layerInputs.add(h);
                 try (NDManager layer = step.newSubManager()) {
