@@ -13,7 +13,8 @@ import java.util.List;
  * the float32 copies around the softmax). On top of that autograd keeps tensors no DJL array holds ("recorded"
  * below): each LoRA dropout's mask, A's input and A x, and the contiguous copy of v that the batched matmul makes.
  *
- * @param s bytes per element of the compute dtype (4 or 2); norms, softmax, LoRA and the loss run in float32 (4)
+ * @param s bytes per element of the compute dtype (4 or 2), the attention and MLP blocks' dtype; the embeddings, the
+ *     residual stream, the norms, softmax, LoRA and the loss are float32 (4)
  * @param gpu dropout keeps a 1-byte mask on a GPU (torch's fused kernel), a mask in the input's dtype on a CPU
  */
 record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu, boolean dropout, long rows,
@@ -42,7 +43,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         // RotaryEmbedding.anglesAt: positions as float32, frequencies, both halves, cos, sin (and their casts).
         long d = config.headDim();
         bytes += n * F32 + n * d / 2 * F32 + 3 * n * d * F32 + (s == F32 ? 0 : 2 * n * d * s);
-        return bytes + n * config.hiddenSize() * s; // the embeddings
+        return bytes + n * config.hiddenSize() * F32; // the embeddings, float32: the residual stream's start
     }
 
     /**
@@ -53,9 +54,17 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     long decoderLayer(int index, boolean recorded) {
         long n = tokens();
         long h = config.hiddenSize();
-        long bytes = rmsNorm(n) + attention(index, recorded) + n * h * s + rmsNorm(n);
-        bytes += config.isMixtureOfExperts() ? sparseMoe(index, recorded) : swiGlu(linearsOf(index), 4, n, recorded);
-        return bytes + n * h * s;
+        // Around attention and around the MLP: the norm on the float32 residual, its output cast to the compute dtype,
+        // the block's output cast back to float32, the residual sum.
+        long bytes = 2 * (rmsNorm(n) + residualCasts(n * h) + n * h * F32);
+        bytes += attention(index, recorded);
+        return bytes + (config.isMixtureOfExperts() ? sparseMoe(index, recorded)
+                : swiGlu(linearsOf(index), 4, n, recorded));
+    }
+
+    /** DecoderLayer's casts of a block's input to the compute dtype and of its output to float32 (none in fp32). */
+    private long residualCasts(long elements) {
+        return s == F32 ? 0 : elements * (s + F32);
     }
 
     /**
@@ -109,14 +118,10 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         return mlpIndex != 1;
     }
 
-    /** RmsNorm: statistics in float32, the weight applied in the compute dtype. */
+    /** RmsNorm on the float32 residual with its float32 weight. */
     private long rmsNorm(long n) {
         long h = config.hiddenSize();
-        long bytes = 3 * n * h * F32 + 3 * n * F32; // square, mean, + eps, sqrt, divide
-        if (s != F32) {
-            bytes += n * h * F32 + n * h * s; // cast in, cast back
-        }
-        return bytes + n * h * s; // times the weight
+        return 3 * n * h * F32 + 3 * n * F32 + n * h * F32; // square, mean, + eps, sqrt, divide; times the weight
     }
 
     private long attention(int index, boolean recorded) {
@@ -204,10 +209,13 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
      */
     long head(long targets, boolean recorded) {
         long v = config.vocabSize();
-        long bytes = rmsNorm(tokens()) + targets * I64 + targets * config.hiddenSize() * s;
+        long h = config.hiddenSize();
+        long bytes = rmsNorm(tokens()) + targets * I64 + targets * h * F32;
         if (recorded && headByHand()) {
-            return bytes + 2 * targets * config.hiddenSize() * s + targets * I64;
+            // The gradient in the head's dtype, cast to the states' float32, and the objective's product.
+            return bytes + targets * h * (headBytes() + (headBytes() == F32 ? 0 : F32) + F32) + targets * I64;
         }
+        bytes += (s == F32 ? 0 : targets * h * s); // the states cast to the (untied: compute) head's dtype
         bytes += linear(linears.lmHead(), targets, recorded);
         if (linears.lmHead().nf4()) {
             bytes += linears.lmHead().parameters() * s;
@@ -223,8 +231,18 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
      * softmax - one-hot) and that cast back.
      */
     long headBackward(long targets) {
-        long chunk = Math.min(targets, CausalLmLoss.logitsChunkRows(config)) * config.vocabSize();
-        return headByHand() ? chunk * (s + F32 + (s == F32 ? 0 : F32 + s)) : 2 * chunk * F32;
+        long chunkRows = Math.min(targets, CausalLmLoss.logitsChunkRows(config));
+        long chunk = chunkRows * config.vocabSize();
+        if (!headByHand()) {
+            return 2 * chunk * F32;
+        }
+        int hs = headBytes();
+        return chunk * (hs + F32 + (hs == F32 ? 0 : F32 + hs)) + (hs == F32 ? 0 : chunkRows * config.hiddenSize() * hs);
+    }
+
+    /** The lm_head's dtype: a head tied to the float32 embeddings computes in float32, an untied one in s. */
+    private int headBytes() {
+        return config.tieWordEmbeddings() ? F32 : s;
     }
 
     /** Whether training forms the lm_head's input gradient without autograd (CausalLmLoss.headGradient). */
@@ -236,7 +254,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
      * A decoder layer's backward at its widest: the attention scores' gradient in and out of the float32 softmax (in
      * float16 also the probabilities' gradient arriving, which the cast's backward widens), or the MLP's three
      * intermediate gradients (k x tokens of them in an MoE block), whichever is larger; plus the residual stream's
-     * gradient arriving and the one being summed.
+     * gradient arriving and the one being summed, float32.
      */
     long layerBackward() {
         long n = tokens();
@@ -244,7 +262,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         long mlpTokens = config.isMixtureOfExperts() ? n * config.numExpertsPerTok() : n;
         long mlp = 3 * mlpTokens * config.intermediateSize() * F32;
         long softmax = scores * (2 * F32 + (s == F32 ? 0 : s));
-        return Math.max(softmax, mlp) + 2 * n * config.hiddenSize() * s;
+        return Math.max(softmax, mlp) + 2 * n * config.hiddenSize() * F32;
     }
 
     /** The load-balancing loss over all layers' router logits: concatenated, float32, softmax, top-k, one-hot. */

@@ -130,11 +130,16 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     "%s parameters x %.4f bytes", count(nf4), (double) linears.nf4Bytes() / nf4)));
         }
         long h = c.hiddenSize();
-        long norms = (2L * c.numHiddenLayers() + 1) * h;
-        long full = (long) c.vocabSize() * h + norms + linears.fullPrecisionLinearParameters(c.tieWordEmbeddings());
-        parts.add(new Component("full-precision weights (" + dtype + ")", full * s, count(full) + " parameters: "
-                + (setup.nf4() ? "embeddings, lm_head, norms" + (c.isMixtureOfExperts() ? ", router" : "")
-                        : "the whole model")));
+        long embeddingsAndNorms = (long) c.vocabSize() * h + (2L * c.numHiddenLayers() + 1) * h;
+        parts.add(new Component("embeddings and norms (fp32)", embeddingsAndNorms * 4, count(embeddingsAndNorms)
+                + " parameters" + (c.tieWordEmbeddings() ? ", the lm_head tied to the embeddings" : "")
+                + ": float32 whatever the compute dtype, as PEFT's QLoRA keeps them"));
+        long fullLinears = linears.fullPrecisionLinearParameters(c.tieWordEmbeddings());
+        if (fullLinears > 0) {
+            parts.add(new Component("full-precision linear weights (" + dtype + ")", fullLinears * s,
+                    count(fullLinears) + " parameters: " + (setup.nf4()
+                            ? "lm_head" + (c.isMixtureOfExperts() ? ", router" : "") : "every linear layer")));
+        }
         long lora = linears.loraParameters();
         parts.add(new Component("LoRA adapter (fp32)", lora * 4, count(lora) + " parameters in "
                 + linears.adaptedLayers() + " layers"));
@@ -208,9 +213,10 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         long h = c.hiddenSize();
         int s = setup.computeBytes();
         String dtype = s == 4 ? "fp32" : "fp16";
-        long inputs = layers * n * h * s + (c.isMixtureOfExperts() ? layers * n * c.numLocalExperts() * s : 0);
+        long inputs = layers * n * h * 4 + (c.isMixtureOfExperts() ? layers * n * c.numLocalExperts() * s : 0);
         parts.add(new Component("layer inputs (checkpoints)", inputs, layers + " x [" + setup.rows() + " x "
-                + setup.length() + ", " + h + "] " + dtype));
+                + setup.length() + ", " + h + "] fp32 (the residual stream)"
+                + (c.isMixtureOfExperts() ? " and router logits in " + dtype : "")));
         long forwardLayer = 0;
         long recomputedLayer = 0;
         long dequantized = 0;
@@ -222,7 +228,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             outputGradients = Math.max(outputGradients, forward.recomputedOutputs(i));
         }
         long targets = setup.targets();
-        long upstream = 2 * n * h * s; // the last output's gradient, and the objective sum(out x upstream)
+        long upstream = 2 * n * h * 4; // the last output's gradient, and the objective sum(out x upstream), float32
         long headMoment = forward.head(targets, true) + forward.headBackward(targets);
         long recomputeMoment = recomputedLayer + dequantized + outputGradients + forward.layerBackward() + upstream;
         long forwardMoment = forwardLayer + dequantized;

@@ -39,10 +39,11 @@ class PlanCommandTest {
         assertEquals(lora * 4 / GIB, gib(out, "LoRA adapter (fp32)"), 0.01);
         assertEquals(lora * 4 / GIB, gib(out, "LoRA gradients (fp32)"), 0.01);
         assertEquals(lora * 8 / GIB, gib(out, "AdamW moments (2 x fp32)"), 0.01);
-        // Embeddings and lm_head (32000 x 4096 each), norms and routers in fp16.
-        assertEquals((2 * 32000 * h + 65 * h + 32 * 8 * h) * 2 / GIB, gib(out, "full-precision weights (fp16)"), 0.01);
-        // Checkpointing keeps one [1, 1024, 4096] fp16 input per layer, and the router logits.
-        assertEquals(32 * 1024 * (h + 8) * 2 / GIB, gib(out, "layer inputs (checkpoints)"), 0.01);
+        // The embeddings (32000 x 4096) and the norms in fp32, the lm_head (32000 x 4096) and the routers in fp16.
+        assertEquals((32000 * h + 65 * h) * 4 / GIB, gib(out, "embeddings and norms (fp32)"), 0.01);
+        assertEquals((32000 * h + 32 * 8 * h) * 2 / GIB, gib(out, "full-precision linear weights (fp16)"), 0.01);
+        // Checkpointing keeps one [1, 1024, 4096] input per layer, the float32 residual, and the fp16 router logits.
+        assertEquals(32 * 1024 * (h * 4 + 8 * 2) / GIB, gib(out, "layer inputs (checkpoints)"), 0.01);
 
         double total = gib(out, "total");
         assertTrue(gib(out, "total with checkpointing off") > 2 * total, out);
@@ -119,11 +120,14 @@ class PlanCommandTest {
     }
 
     @Test
-    void unquantizedBaseHoldsEveryWeightInTheComputeDtype() {
+    void unquantizedBaseHoldsEveryLinearWeightInTheComputeDtype() {
         String out = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS, "--set",
                 "model.quantize=none").out();
         long parameters = ModelPreset.load("mixtral-8x7b").parameterCount();
-        assertEquals(parameters * 2 / GIB, gib(out, "full-precision weights (fp16)"), 0.01);
+        long embeddingsAndNorms = 32000L * 4096 + 65 * 4096;
+        assertEquals(embeddingsAndNorms * 4 / GIB, gib(out, "embeddings and norms (fp32)"), 0.01);
+        assertEquals((parameters - embeddingsAndNorms) * 2 / GIB, gib(out, "full-precision linear weights (fp16)"),
+                0.01);
         assertTrue(!out.contains("NF4") && !out.contains("dequantized"), out);
         assertTrue(line(out, "80 GB ").contains(" no "), out); // 87 GiB of fp16 weights
     }

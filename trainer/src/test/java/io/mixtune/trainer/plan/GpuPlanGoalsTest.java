@@ -14,9 +14,10 @@ import org.junit.jupiter.api.Test;
 
 /**
  * What the GPU recipes need, from the plan alone (shapes, nothing loaded): Firefly's Mixtral-8x7B QLoRA (1 x 1024
- * tokens, fp16, checkpointing) on a 32 GB card with at least 1.5 GiB to spare, and Mistral-7B QLoRA at 1 x 2048 tokens
- * on a 16 GB card. Both hold because a recomputed layer keeps one dequantized NF4 weight at a time (RecomputedWeights)
- * and the LoRA and softmax intermediates that PyTorch would free are freed.
+ * tokens, fp16, checkpointing) on a 32 GB card with at least 1.25 GiB to spare, and Mistral-7B QLoRA at 1 x 2048
+ * tokens on a 16 GB card. Both hold because a recomputed layer keeps one dequantized NF4 weight at a time
+ * (RecomputedWeights) and the LoRA and softmax intermediates that PyTorch would free are freed. The float32
+ * embeddings and residual stream (PEFT's QLoRA layout) cost the Mixtral 0.57 GiB of the 1.94 it had spare before.
  */
 class GpuPlanGoalsTest {
     private static final double GIB = 1L << 30;
@@ -29,7 +30,7 @@ class GpuPlanGoalsTest {
         double headroom = 32 - plan.total() / GIB;
         System.out.printf(Locale.ROOT, "mixtral-8x7b-qlora-sft: %.2f GiB, 32 GB headroom %+.2f GiB%n",
                 plan.total() / GIB, headroom);
-        assertTrue(headroom >= 1.5, "headroom on 32 GB " + headroom + " GiB");
+        assertTrue(headroom >= 1.25, "headroom on 32 GB " + headroom + " GiB");
     }
 
     @Test
