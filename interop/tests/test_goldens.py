@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import hf_models as hf
+import make_autocast_goldens
 
 GOLDEN = hf.repo_root() / "model" / "src" / "test" / "resources" / "golden"
 
@@ -53,3 +54,9 @@ def test_batch_golden_points_at_a_checkpoint():
     assert (checkpoint / "config.json").exists()
     logits = load_file(GOLDEN / "mistral-batch" / "expected.safetensors")["logits"]
     assert list(logits.shape) == [2, 16, 512]
+
+
+def test_committed_autocast_golden_reproduces():
+    logits, _ = make_autocast_goldens.autocast_logits(make_autocast_goldens.GOLDEN)
+    committed = load_file(make_autocast_goldens.GOLDEN / "autocast_fp16.safetensors")["logits"]
+    assert (logits - committed).abs().max() <= hf.REGENERATED_FP16_OF_MAX * committed.abs().max()

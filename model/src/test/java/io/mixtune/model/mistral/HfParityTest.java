@@ -61,6 +61,39 @@ class HfParityTest {
         }
     }
 
+    /**
+     * compute_dtype fp16 against transformers as QLoRA training runs it on a GPU (interop/make_autocast_goldens.py):
+     * float32 embeddings, norms and residual stream, matmuls in float16 under autocast. Rounding points differ in
+     * detail (transformers rotates q and k in float32 and keeps the probabilities float32 until autocast rounds them
+     * for the matmul), so the logits agree to float16's rounding (its step is 3.9e-3 at the logits' scale of 4.9), not
+     * bit for bit: 6.9e-3, where a float16 residual stream gave 1.4e-2 and float16 itself moves transformers' logits
+     * 8.3e-3 from float32.
+     */
+    @Test
+    void float16LogitsMatchTransformersUnderAutocast() throws IOException {
+        Path dir = golden("mistral-fp32");
+        long[] promptIds = longs(JSON.readTree(dir.resolve("prompt.json").toFile()).get("prompt_ids"));
+        try (NDManager manager = NDManager.newBaseManager();
+                CausalLm model = MistralCheckpoint.load(dir, manager, MistralCheckpoint.DENSE, DataType.FLOAT16);
+                SafetensorsReader expected = SafetensorsReader.open(dir.resolve("autocast_fp16.safetensors"))) {
+            int length = promptIds.length;
+            float[] logits = model.forward(manager.create(promptIds).reshape(1, length),
+                    manager.arange(0, length, 1, DataType.INT64).reshape(1, length), null)
+                    .toType(DataType.FLOAT32, false).toFloatArray();
+            float[] reference = expected.readFloats("logits");
+            assertEquals(reference.length, logits.length);
+            double worst = 0;
+            double scale = 0;
+            for (int i = 0; i < logits.length; i++) {
+                worst = Math.max(worst, Math.abs(logits[i] - reference[i]));
+                scale = Math.max(scale, Math.abs(reference[i]));
+            }
+            System.out.printf(java.util.Locale.ROOT, "fp16 logits off transformers' autocast by %.3g at scale %.3g%n",
+                    worst, scale);
+            assertTrue(worst < 1e-2, "fp16 logits off transformers' autocast fp16 by " + worst);
+        }
+    }
+
     @Test
     void routerLogitsMatchTransformers() throws IOException {
         Path dir = golden("mixtral-sharded");
