@@ -9,6 +9,8 @@ import ai.djl.ndarray.types.DataType;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.RandomCheckpoint;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.model.generate.Generator;
+import io.mixtune.model.generate.TokenSampler;
 import io.mixtune.model.nn.Linear;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
@@ -38,7 +40,7 @@ class Float16ResidualTest {
      * Embeddings of magnitude 60000 (float16 holds them) plus a first MLP whose outputs reach ~10^4: the residual
      * after the first layer passes 65504, float16's largest value, while every value inside a block stays in range.
      * A float16 residual turns to inf there and the next norm to NaN; a float32 one gives the float32 logits within
-     * float16's rounding of the blocks.
+     * float16's rounding of the blocks, whole rows at once and through generation's KV cache.
      */
     @ParameterizedTest(name = "mixtral {0}")
     @ValueSource(booleans = {false, true})
@@ -76,6 +78,16 @@ class Float16ResidualTest {
                     worst, scale);
             assertTrue(Double.isFinite(worst), "float16 logits are not finite");
             assertTrue(worst < 2e-2 * scale, "float16 logits off float32 by " + worst + " at scale " + scale);
+
+            // Generation: chunked prefill through the rolling KV cache (window 6), float16 keys and values.
+            List<float[]> cachedFloat16 = new ArrayList<>();
+            List<float[]> cachedFloat32 = new ArrayList<>();
+            new Generator(float16).generate(IDS, 3, TokenSampler.greedy(), cachedFloat16);
+            new Generator(float32).generate(IDS, 3, TokenSampler.greedy(), cachedFloat32);
+            for (int t = 0; t < IDS.length; t++) {
+                double off = maxDifference(cachedFloat32.get(t), cachedFloat16.get(t));
+                assertTrue(off < 2e-2 * scale, "cached float16 logits at " + t + " off float32 by " + off);
+            }
         }
     }
 
