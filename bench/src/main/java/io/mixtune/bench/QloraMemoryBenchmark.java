@@ -77,18 +77,23 @@ public final class QloraMemoryBenchmark {
         estimate(ModelPreset.load("mistral-7b"), "mistral-7b");
     }
 
-    /** Weight memory in NF4 (double quantized) with everything else in fp16 on a GPU, from the shapes alone. */
+    /**
+     * Weight memory on a GPU in fp16 compute, from the shapes alone: NF4 (double quantized) for the attention and MLP
+     * layers, float32 for the embeddings and norms (PEFT's QLoRA layout), fp16 for the rest (lm_head, routers).
+     */
     static void estimate(ModelConfig c, String name) {
         long h = c.hiddenSize();
         long attention = h * c.numAttentionHeads() * c.headDim() * 2 + h * c.numKeyValueHeads() * c.headDim() * 2;
         long mlp = 3 * h * c.intermediateSize() * (c.isMixtureOfExperts() ? c.numLocalExperts() : 1);
         long quantized = c.numHiddenLayers() * (attention + mlp);
-        long rest = c.parameterCount() - quantized;
+        long embeddingsAndNorms = (long) c.vocabSize() * h + (2L * c.numHiddenLayers() + 1) * h;
+        long rest = c.parameterCount() - quantized - embeddingsAndNorms;
         double bytesPerQuantized = 0.5 + 1.0 / 64 + 4.0 / (64 * 256); // 4-bit codes, 8-bit absmax, fp32 scale per 256
-        double gigabytes = (quantized * bytesPerQuantized + rest * 2) / 1e9;
-        System.out.printf(Locale.ROOT, "estimate %s: %.1fB parameters, %.1fB in NF4 at %.4f bytes each + %.2fB in fp16 "
-                + "= %.1f GB of weights (bf16: %.1f GB)%n", name, c.parameterCount() / 1e9, quantized / 1e9,
-                bytesPerQuantized, rest / 1e9, gigabytes, c.parameterCount() * 2 / 1e9);
+        double gigabytes = (quantized * bytesPerQuantized + embeddingsAndNorms * 4 + rest * 2) / 1e9;
+        System.out.printf(Locale.ROOT, "estimate %s: %.1fB parameters, %.1fB in NF4 at %.4f bytes each + %.2fB in fp32 "
+                + "+ %.2fB in fp16 = %.1f GB of weights (bf16: %.1f GB)%n", name, c.parameterCount() / 1e9,
+                quantized / 1e9, bytesPerQuantized, embeddingsAndNorms / 1e9, rest / 1e9, gigabytes,
+                c.parameterCount() * 2 / 1e9);
     }
 
     /** A field of /proc/self/status, in bytes. */
