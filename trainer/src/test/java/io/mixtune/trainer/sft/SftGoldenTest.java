@@ -106,7 +106,9 @@ public class SftGoldenTest {
     }
 
     /**
-     * compute_dtype fp16: the base in float16, the adapter in float32, against PEFT on a float16 transformers model.
+     * compute_dtype fp16: the blocks in float16 (the embeddings, norms and residual stream float32), the adapter in
+     * float32, against PEFT on a transformers model wholly in float16 (its residual too: mixtune's float32 residual
+     * lands between it and float32).
      * Bit-level agreement is not to be had here: float16 matmuls round differently from one torch build to the next
      * (torch 2.13's CPU kernel differs from round(float32 matmul) on 1% of a [29, 32000] x [32000, 64] product), and
      * PEFT merges the fused experts' LoRA into a float16 weight where mixtune adds a float32 update. float16 itself
