@@ -50,7 +50,8 @@ class Float16ResidualTest {
                 for (int i = 0; i < values.length; i++) {
                     values[i] = Math.copySign(60000f, values[i]);
                 }
-            } else if (name.startsWith("model.layers.0.") && (name.endsWith("down_proj.weight") || name.endsWith("w2.weight"))) {
+            } else if (name.startsWith("model.layers.0.")
+                    && (name.endsWith("down_proj.weight") || name.endsWith("w2.weight"))) {
                 for (int i = 0; i < values.length; i++) {
                     values[i] *= 500f;
                 }
@@ -64,7 +65,8 @@ class Float16ResidualTest {
             NDArray positions = manager.arange(0, IDS.length, 1, DataType.INT64).reshape(1, IDS.length);
             NDArray mask = AttentionMask.forRows(manager, 1, IDS.length, null, null, null, DataType.FLOAT32);
             NDArray embedded = float32.embed(ids);
-            NDArray afterFirst = float32.layer(0, embedded, float32.anglesAt(positions, DataType.FLOAT32), mask).hidden();
+            NDArray afterFirst = float32.layer(0, embedded, float32.anglesAt(positions, DataType.FLOAT32), mask)
+                    .hidden();
             float residual = afterFirst.abs().max().getFloat();
             float blockOutput = afterFirst.sub(embedded).abs().max().getFloat();
             assertTrue(residual > 65504, "the residual stays in float16's range: " + residual);
@@ -145,8 +147,8 @@ class Float16ResidualTest {
             NDArray positions = manager.arange(0, tokens.length, 1, DataType.INT64).reshape(1, tokens.length);
             assertEquals(DataType.FLOAT32, float16.embed(ids).getDataType(), "embeddings");
             NDArray mask16 = AttentionMask.forRows(manager, 1, tokens.length, null, null, null, DataType.FLOAT16);
-            NDArray residual = float16.layer(0, float16.embed(ids), float16.anglesAt(positions, DataType.FLOAT16), mask16)
-                    .hidden();
+            NDArray residual = float16.layer(0, float16.embed(ids), float16.anglesAt(positions, DataType.FLOAT16),
+                    mask16).hidden();
             assertEquals(DataType.FLOAT32, residual.getDataType(), "a layer's output");
             NDArray states = float16.hiddenStates(ids, positions, mask16, null).states();
             assertEquals(DataType.FLOAT32, states.getDataType(), "the final norm's output");

@@ -25,6 +25,7 @@ import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
@@ -57,14 +58,13 @@ class Float16TrainingTest {
         double[] float32 = losses(dir, DataType.FLOAT32, false);
         double[] float16 = losses(dir, DataType.FLOAT16, false);
         double[] checkpointed = losses(dir, DataType.FLOAT16, true);
-        System.out.printf(Locale.ROOT, "mixtral %s, tied %s losses: fp32 %s, fp16 %s, fp16 checkpointed %s%n", moe, tied,
-                java.util.Arrays.toString(float32), java.util.Arrays.toString(float16),
-                java.util.Arrays.toString(checkpointed));
+        System.out.printf(Locale.ROOT, "mixtral %s, tied %s losses: fp32 %s, fp16 %s, fp16 checkpointed %s%n", moe,
+                tied, Arrays.toString(float32), Arrays.toString(float16), Arrays.toString(checkpointed));
         for (int step = 0; step < STEPS; step++) {
             assertEquals(float32[step], float16[step], 2e-4 * float32[step], "step " + (step + 1));
             assertEquals(float32[step], checkpointed[step], 2e-4 * float32[step], "checkpointed step " + (step + 1));
         }
-        assertTrue(float32[STEPS - 1] < float32[0], "the steps train: " + java.util.Arrays.toString(float32));
+        assertTrue(float32[STEPS - 1] < float32[0], "the steps train: " + Arrays.toString(float32));
     }
 
     private static double[] losses(Path dir, DataType computeType, boolean checkpointing) {
