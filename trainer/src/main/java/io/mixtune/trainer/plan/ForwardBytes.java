@@ -251,18 +251,44 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
     }
 
     /**
-     * A decoder layer's backward at its widest: the attention scores' gradient in and out of the float32 softmax (in
-     * float16 also the probabilities' gradient arriving, which the cast's backward widens), or the MLP's three
-     * intermediate gradients (k x tokens of them in an MoE block), whichever is larger; plus the residual stream's
-     * gradient arriving and the one being summed, float32.
+     * Decoder layer {@code index}'s backward at its widest, beyond what its forward left: the attention scores'
+     * gradient in and out of the float32 softmax, or the MLP's three intermediate gradients (k x tokens of them in an
+     * MoE block), whichever is larger; plus the residual stream's gradient arriving and the one being summed, float32.
+     * In float16 the probabilities' gradient arrives in float16 and the narrowing cast's backward widens it, but that
+     * float16 gradient is released before the softmax's backward allocates its output, so the widest moment is the
+     * two float32 gradients either way (PeakMemoryProbe, tiny-mistral fp16: 55-59 MiB over the forward's 302, where
+     * the float16 one counted too gave 81). When the step's backward releases the graph as it goes (no checkpointing),
+     * by the softmax's backward autograd has released what it alone kept for every linear layer after the attention
+     * ({@link #releasedBeforeAttentionBackward}); a recomputed layer's graph is retained until its arrays close
+     * (RecomputedWeights runs later cuts through it again), so nothing is released there.
      */
-    long layerBackward() {
+    long layerBackward(int index, boolean graphRetained) {
         long n = tokens();
         long scores = rows * config.numAttentionHeads() * length * length;
         long mlpTokens = config.isMixtureOfExperts() ? n * config.numExpertsPerTok() : n;
         long mlp = 3 * mlpTokens * config.intermediateSize() * F32;
-        long softmax = scores * (2 * F32 + (s == F32 ? 0 : s));
+        long softmax = 2 * scores * F32 - (graphRetained ? 0 : releasedBeforeAttentionBackward(index));
         return Math.max(softmax, mlp) + 2 * n * config.hiddenSize() * F32;
+    }
+
+    /**
+     * What autograd alone keeps (no DJL array holds it) for the linear layers that run after the attention softmax in
+     * layer {@code index}, o_proj and the MLP's (router and experts, each expert on its share of the k x tokens): the
+     * adapter's part of {@link #linear} and an NF4 layer's dequantized weight (Nf4Linear closes its array, mm saves
+     * it). The backward releases each as it leaves that op, before it reaches the softmax.
+     */
+    long releasedBeforeAttentionBackward(int index) {
+        List<LinearLayers.Linear> layer = linearsOf(index);
+        long n = tokens();
+        long bytes = 0;
+        for (int j = 3; j < layer.size(); j++) {
+            LinearLayers.Linear linear = layer.get(j);
+            boolean expert = config.isMixtureOfExperts() && j >= 5;
+            long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
+            bytes += linear(linear, rowsIn, true) - linear(linear, rowsIn, false)
+                    + (linear.nf4() ? linear.parameters() * s : 0);
+        }
+        return bytes;
     }
 
     /** The load-balancing loss over all layers' router logits: concatenated, float32, softmax, top-k, one-hot. */

@@ -197,7 +197,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         long targets = setup.targets();
         parts.add(new Component("logits and loss at targets", forward.head(targets, true) + forward.loadBalancing(),
                 count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
-        long backward = Math.max(forward.headBackward(targets), forward.layerBackward());
+        long backward = Math.max(forward.headBackward(targets), forward.layerBackward(layers - 1, false));
         parts.add(new Component("backward working memory", backward, "gradients in flight at the widest op"));
         return "backward, with every layer's activations kept";
     }
@@ -221,7 +221,9 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         long recomputedLayer = 0;
         long dequantized = 0;
         long outputGradients = 0;
+        long layerBackward = 0;
         for (int i = 0; i < layers; i++) {
+            layerBackward = Math.max(layerBackward, forward.layerBackward(i, true));
             forwardLayer = Math.max(forwardLayer, forward.decoderLayer(i, false));
             recomputedLayer = Math.max(recomputedLayer, forward.decoderLayer(i, true));
             dequantized = Math.max(dequantized, forward.largestDequantizedWeight(i));
@@ -230,7 +232,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         long targets = setup.targets();
         long upstream = 2 * n * h * 4; // the last output's gradient, and the objective sum(out x upstream), float32
         long headMoment = forward.head(targets, true) + forward.headBackward(targets);
-        long recomputeMoment = recomputedLayer + dequantized + outputGradients + forward.layerBackward() + upstream;
+        long recomputeMoment = recomputedLayer + dequantized + outputGradients + layerBackward + upstream;
         long forwardMoment = forwardLayer + dequantized;
         if (headMoment >= recomputeMoment && headMoment >= forwardMoment) {
             parts.add(new Component("logits and loss at targets", forward.head(targets, true),
@@ -248,7 +250,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 parts.add(new Component("NF4 outputs and their gradients", outputGradients,
                         "leaves where the recompute cuts x W^T out of the layer's graph"));
             }
-            parts.add(new Component("backward working memory", forward.layerBackward(),
+            parts.add(new Component("backward working memory", layerBackward,
                     "gradients in flight at the widest op"));
             return "backward through a recomputed layer";
         }

@@ -21,10 +21,14 @@ import org.junit.jupiter.api.io.TempDir;
  * ({@link PeakMemoryProbe} says exactly what is measured: native resident growth over a pre-touched heap plus the live
  * heap the NF4 weights add). glibc's malloc keeps freed blocks of up to 32 MB for reuse, which would count memory the
  * step no longer holds, so the probe's JVM maps every allocation over 64 KiB on its own (MALLOC_MMAP_THRESHOLD_) and
- * gives it back when freed: resident memory then follows the arrays alive. The 1B comparison is bench/plan.sh.
+ * gives it back when freed: resident memory then follows the arrays alive; and it compiles with C1 alone, whose
+ * compiler arenas stay out of the high-water mark (C2's made the tiny-mistral fp16 case swing 338-377 MiB, C1's runs
+ * agree within 0.5 MiB). All four cases measure within 2.5% of the plan; the tolerance leaves room for machines that
+ * differ, and fails the plan that counted the float16 probabilities' gradient and nothing released in the softmax's
+ * backward (+9.4%, +9.7%). The 1B comparison is bench/plan.sh.
  */
 class PlanMeasurementTest {
-    private static final double TOLERANCE = 0.15;
+    private static final double TOLERANCE = 0.07;
 
     /** Activations dominate: 2 layers' attention scores [4, 4, 1024, 1024] and everything else kept for backward. */
     @Test
