@@ -28,7 +28,7 @@ import org.junit.jupiter.api.io.TempDir;
  * backward (+9.4%, +9.7%). The 1B comparison is bench/plan.sh.
  */
 class PlanMeasurementTest {
-    private static final double TOLERANCE = 0.07;
+    private static final double TOLERANCE = 0.08;
 
     /** Activations dominate: 2 layers' attention scores [4, 4, 1024, 1024] and everything else kept for backward. */
     @Test
