@@ -136,14 +136,14 @@ final class WarmTraining {
                 }
                 running = training;
                 if (cancelled) {
-                    return new TrainingResult(steps, true, null, Map.of(), List.of(), stages);
+                    return new TrainingResult(steps, true, false, null, Map.of(), List.of(), stages);
                 }
                 TrainingResult result = training.run();
                 running = null;
                 steps += result.steps();
                 stages.addAll(result.stages());
                 if (result.cancelled()) {
-                    return new TrainingResult(steps, true, null, Map.of(), result.checkpoints(), stages);
+                    return new TrainingResult(steps, true, false, null, Map.of(), result.checkpoints(), stages);
                 }
             }
             Path average = outputDir.resolve("adapter");
@@ -154,7 +154,7 @@ final class WarmTraining {
             report.write(outputDir.resolve(TrainingOutputs.WARM_REPORT_FILE));
             report.lines().forEach(listener::onNote);
             listener.onNote("WARM report: " + outputDir.resolve(TrainingOutputs.WARM_REPORT_FILE));
-            TrainingResult result = new TrainingResult(steps, false, average, Map.of(), List.of(), stages);
+            TrainingResult result = new TrainingResult(steps, false, false, average, Map.of(), List.of(), stages);
             listener.onRunFinished(new TrainingListener.RunFinished(result));
             return result;
         }

@@ -182,6 +182,20 @@ class TrainingApiTest {
             assertSameWeights(uninterrupted.adapterDir().resolveSibling(adapter),
                     resumed.adapterDir().resolveSibling(adapter));
         }
+        assertFalse(resumed.alreadyFinished());
+
+        // Resumed once more, the run had finished: the result says so, with no stage of NaN losses (the CLI's "the
+        // run had already finished at step 6" reads it), and its adapters are written again from step 6.
+        Recorder again = new Recorder();
+        TrainingResult finished = Training.load(recipe(cut)).resume().listener(again).run();
+        assertTrue(finished.alreadyFinished());
+        assertEquals(6, finished.steps());
+        assertFalse(finished.cancelled());
+        assertEquals(List.of(), finished.stages());
+        assertNull(finished.lastStage());
+        assertEquals(List.of("started 6/6", "stage 1/1", "finished 6"), again.events);
+        assertEquals(losses(whole.resolve("out/metrics.jsonl")), losses(cut.resolve("out/metrics.jsonl")));
+        assertSameWeights(uninterrupted.adapterDir(), finished.adapterDir());
     }
 
     /**

@@ -2,6 +2,7 @@ package io.mixtune.lora.adapter;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.DType;
@@ -16,6 +17,7 @@ import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -64,7 +66,8 @@ public final class AdapterMerge {
         String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
         try (SafetensorsReader base = SafetensorsReader.open(modelDir);
                 SafetensorsReader adapter = SafetensorsReader.open(PeftAdapter.weightsFile(adapterDir))) {
-            Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir);
+            Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir,
+                    rewardModel ? Set.of(headKey) : Set.of());
             List<TensorSpec> specs = new ArrayList<>();
             for (String name : new TreeSet<>(base.names())) {
                 if (rewardModel && name.equals(LM_HEAD)) {
@@ -188,16 +191,32 @@ public final class AdapterMerge {
         json.writerWithDefaultPrettyPrinter().writeValue(configFile.toFile(), node);
     }
 
-    /** Maps every adapter module onto its base tensor before anything is written, so a mismatch fails early. */
+    /**
+     * Maps every adapter module onto its base tensor before anything is written, so a mismatch fails early. A tensor
+     * that fits no module and a module the config selects without weights are refused as {@link PeftAdapter#load}
+     * refuses them (PEFT merges the rest: it drops the one unused and leaves the other at its init, B = 0).
+     *
+     * @param fullWeights the keys of modules trained in full (a reward model's score head), merged elsewhere
+     */
     private static Map<String, List<Delta>> plan(ModelConfig config, LoraConfig loraConfig, SafetensorsReader base,
-            SafetensorsReader adapter, Path adapterDir) {
+            SafetensorsReader adapter, Path adapterDir, Set<String> fullWeights) {
         Map<String, List<Delta>> deltas = new HashMap<>();
         List<String> problems = new ArrayList<>();
+        Set<String> withWeights = new HashSet<>();
         for (String key : new TreeSet<>(adapter.names())) {
-            if (!key.endsWith(".lora_A.weight")) {
+            String module = PeftAdapter.moduleOf(key);
+            if (module == null && !fullWeights.contains(key)) {
+                problems.add(key + " is not a LoRA weight (expected " + PeftAdapter.KEY_PREFIX
+                        + "<module>.lora_A.weight or .lora_B.weight)");
                 continue;
             }
-            String module = key.substring("base_model.model.".length(), key.length() - ".lora_A.weight".length());
+            if (module == null || !key.endsWith(".lora_A.weight")) {
+                if (module != null && !adapter.contains(PeftAdapter.aKey(module))) {
+                    problems.add(module + " has lora_B but no lora_A");
+                }
+                continue;
+            }
+            withWeights.add(module);
             if (!PeftAdapter.appliesTo(loraConfig, module)) {
                 // PEFT would drop them unused: refused as load refuses them
                 problems.add(module + "'s weights, which the adapter's config does not select");
@@ -225,12 +244,18 @@ public final class AdapterMerge {
             deltas.computeIfAbsent(target.tensor(), t -> new ArrayList<>()).add(new Delta(module, adapter.readFloats(key),
                     adapter.readFloats(bKey), rank, loraConfig.scaleOf(module), target.firstElement()));
         }
+        for (String module : MistralCheckpoint.linearShapes(config).keySet()) {
+            if (PeftAdapter.appliesTo(loraConfig, module) && !withWeights.contains(module)) {
+                problems.add(module + " is targeted by " + PeftAdapter.selectionText(loraConfig)
+                        + " but has no weights");
+            }
+        }
         if (problems.isEmpty() && deltas.isEmpty()) {
             problems.add("the adapter applies to no module");
         }
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException(adapterDir + " does not fit " + config.modelType().hfName() + " model: "
-                    + String.join("; ", problems));
+                    + PeftAdapter.summarize(problems));
         }
         return deltas;
     }

@@ -39,7 +39,7 @@ public final class PeftAdapter {
     public static final String WEIGHTS_FILE = "adapter_model.safetensors";
     /** What PEFT writes with safe_serialization=False: a pickle, never read. */
     public static final String PICKLE_WEIGHTS_FILE = "adapter_model.bin";
-    private static final String KEY_PREFIX = "base_model.model.";
+    static final String KEY_PREFIX = "base_model.model.";
     private static final ObjectMapper JSON = new ObjectMapper();
     /** A sequence classifier's head in transformers (MistralForSequenceClassification.score), a reward model's. */
     public static final String SCORE_HEAD = "score";
@@ -306,7 +306,7 @@ public final class PeftAdapter {
     }
 
     /** The config's fields that select modules, for messages. */
-    private static String selectionText(LoraConfig config) {
+    static String selectionText(LoraConfig config) {
         LoraConfig.Selection selection = config.selection();
         String text = "target_modules " + (selection.targetModulesRegex() ? "\"" + config.targetModules().get(0) + "\""
                 : config.targetModules());
@@ -338,7 +338,8 @@ public final class PeftAdapter {
                 + " and " + WEIGHTS_FILE);
     }
 
-    private static String summarize(List<String> problems) {
+    /** The first ten problems and how many more there are. */
+    static String summarize(List<String> problems) {
         int shown = Math.min(problems.size(), 10);
         String list = String.join("; ", problems.subList(0, shown));
         return problems.size() > shown ? list + "; ... and " + (problems.size() - shown) + " more" : list;

@@ -107,6 +107,68 @@ class AdapterMergeTest {
         assertTrue(!Files.exists(dir.resolve("merged")));
     }
 
+    /**
+     * Keys that fit no module and modules without keys. PEFT 0.21 loads such a file with load_state_dict(strict=False):
+     * the extra tensors are dropped without a word (load_adapter returns them as unexpected_keys), a missing module
+     * only warns ("Found missing adapter keys") and stays at its init. mixtune refuses both, loaded or merged, naming
+     * how many and the first ones, as it refuses tensors the config does not select. merge-adapter merged such a file
+     * before, the stray tensors and the missing module left out silently.
+     */
+    @Test
+    void keysThatFitNoModuleAndModulesWithoutKeysAreRefusedWhenLoadedAndMerged(@TempDir Path dir) throws Exception {
+        Path base = dir.resolve("base");
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
+        Path full = dir.resolve("full");
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj", "v_proj")), LoraModel.Init.RANDOM, 5);
+            PeftAdapter.save(lora, "default", full, "base");
+        }
+        String q0 = "base_model.model.model.layers.0.self_attn.q_proj";
+        String v1 = "base_model.model.model.layers.1.self_attn.v_proj";
+        String farLayer = "base_model.model.model.layers.9.self_attn.q_proj";
+        Map<String, String> cases = new java.util.LinkedHashMap<>();
+        cases.put("a layer the model lacks", "model.layers.9.self_attn.q_proj");
+        cases.put("a tensor that is no LoRA weight", "lm_head.bias");
+        cases.put("a targeted module without weights", "model.layers.1.self_attn.v_proj");
+        for (Map.Entry<String, String> c : cases.entrySet()) {
+            Path adapter = dir.resolve(c.getKey().replace(' ', '-'));
+            Files.createDirectories(adapter);
+            Files.copy(full.resolve(PeftAdapter.CONFIG_FILE), adapter.resolve(PeftAdapter.CONFIG_FILE));
+            List<TensorSpec> specs = new ArrayList<>();
+            Map<String, float[]> values = new HashMap<>();
+            try (SafetensorsReader reader = SafetensorsReader.open(full.resolve(PeftAdapter.WEIGHTS_FILE))) {
+                for (String name : reader.names()) {
+                    if (c.getKey().equals("a targeted module without weights") && name.startsWith(v1 + ".")) {
+                        continue;
+                    }
+                    specs.add(new TensorSpec(name, DType.F32, reader.info(name).shape()));
+                    values.put(name, reader.readFloats(name));
+                    if (c.getKey().equals("a layer the model lacks") && name.startsWith(q0 + ".")) {
+                        String extra = name.replace(q0, farLayer);
+                        specs.add(new TensorSpec(extra, DType.F32, reader.info(name).shape()));
+                        values.put(extra, reader.readFloats(name));
+                    }
+                }
+            }
+            if (c.getKey().equals("a tensor that is no LoRA weight")) {
+                specs.add(new TensorSpec("lm_head.bias", DType.F32, new long[] {3}));
+                values.put("lm_head.bias", new float[3]);
+            }
+            SafetensorsWriter.writeFile(adapter.resolve(PeftAdapter.WEIGHTS_FILE), specs,
+                    spec -> values.get(spec.name()));
+
+            IllegalArgumentException loaded = assertThrows(IllegalArgumentException.class,
+                    () -> adaptedLogits(base, adapter), c.getKey());
+            assertTrue(loaded.getMessage().contains(c.getValue()), c.getKey() + ": " + loaded.getMessage());
+            Path out = dir.resolve("merged");
+            IllegalArgumentException merged = assertThrows(IllegalArgumentException.class,
+                    () -> AdapterMerge.merge(base, adapter, out, null, Long.MAX_VALUE), c.getKey());
+            assertTrue(merged.getMessage().contains(c.getValue()), c.getKey() + ": " + merged.getMessage());
+            assertTrue(!Files.exists(out), "nothing written");
+        }
+    }
+
     private static float[] adaptedLogits(Path base, Path adapter) {
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
             PeftAdapter.load(new LoraModel(model), adapter, "default");

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -224,10 +225,53 @@ public record ModelConfig(
         if (!(root instanceof ObjectNode)) {
             throw new IllegalArgumentException(configJson + ": expected a JSON object");
         }
+        if (root.has("bos_token_id") && root.get("bos_token_id").isNull()) {
+            ((ObjectNode) root).put("bos_token_id", tokenizerBosId(configJson));
+        }
         try {
             return fromJson(root);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(configJson + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The BOS id for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
+     * and still begins every prompt with the tokenizer's BOS (tokenizer_config.json's {@code bos_token}, its id in
+     * tokenizer.json); mixtune, whose samples and prompts take the id from the config, takes that same token. With no
+     * tokenizer.json beside it, the bundled Mistral tokenizer is the one in use, whose {@code <s>} is 1 (MistralConfig's
+     * default, what a config without the key gets).
+     */
+    private static long tokenizerBosId(Path configJson) {
+        Path dir = configJson.toAbsolutePath().getParent();
+        Path tokenizerJson = dir.resolve("tokenizer.json");
+        if (!Files.isRegularFile(tokenizerJson)) {
+            return 1;
+        }
+        Path tokenizerConfig = dir.resolve("tokenizer_config.json");
+        String bos = "<s>"; // a tokenizer_config.json that names no bos_token: Mistral's, as the chat templates assume
+        try {
+            JsonNode named = Files.isRegularFile(tokenizerConfig)
+                    ? new ObjectMapper().readTree(tokenizerConfig.toFile()).path("bos_token") : null;
+            if (named != null && named.isNull()) {
+                throw new IllegalArgumentException(configJson + ": bos_token_id is null and " + tokenizerConfig
+                        + " sets bos_token to null: no token to begin samples and prompts with; set bos_token_id");
+            }
+            if (named != null && named.isTextual()) {
+                bos = named.asText();
+            } else if (named != null && named.path("content").isTextual()) {
+                bos = named.path("content").asText();
+            }
+            Long id = TextTokenizer.vocabulary(Files.readAllBytes(tokenizerJson), tokenizerJson.toString()).get(bos);
+            if (id == null) {
+                throw new IllegalArgumentException(configJson + ": bos_token_id is null and " + tokenizerJson
+                        + " has no token \"" + bos + "\" (the bos_token" + (named == null || named.isMissingNode() ? ""
+                        : " of " + tokenizerConfig) + "): set bos_token_id to the id samples and prompts begin with");
+            }
+            return id;
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configJson + ": bos_token_id is null and the tokenizer beside it cannot "
+                    + "be read for its BOS token: " + e.getMessage(), e);
         }
     }
 

@@ -6,7 +6,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** A config.json that mixtune would run differently from transformers is refused, naming the key. */
 class ModelConfigRefusalTest {
@@ -16,6 +19,34 @@ class ModelConfigRefusalTest {
                 .put("num_hidden_layers", 2).put("num_attention_heads", 4).put("num_key_value_heads", 2)
                 .put("vocab_size", 512);
         return json;
+    }
+
+    /**
+     * "bos_token_id": null. transformers 5.18 keeps the null and begins prompts with the tokenizer's BOS all the same
+     * (tokenizer_config.json's bos_token, its id in tokenizer.json; checked with the pinned venv on a tiny Mistral:
+     * [1, ...] from a config whose bos_token_id is null); mixtune takes that id, where it took 1 without a word.
+     */
+    @Test
+    void aNullBosTokenIdIsTheTokenizersBosToken(@TempDir Path dir) throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        json.writeValue(dir.resolve("config.json").toFile(), mistral().putNull("bos_token_id"));
+        Files.writeString(dir.resolve("tokenizer.json"), "{\"model\": {\"vocab\": {\"<unk>\": 0, \"</s>\": 2, "
+                + "\"<s>\": 3}}, \"added_tokens\": [{\"id\": 5, \"content\": \"<|begin|>\"}]}");
+        assertEquals(3, ModelConfig.read(dir.resolve("config.json")).bosTokenId(), "<s> when tokenizer_config.json "
+                + "names no bos_token");
+        Files.writeString(dir.resolve("tokenizer_config.json"), "{\"bos_token\": \"<|begin|>\"}");
+        assertEquals(5, ModelConfig.read(dir.resolve("config.json")).bosTokenId());
+        Files.writeString(dir.resolve("tokenizer_config.json"), "{\"bos_token\": {\"content\": \"<|begin|>\", "
+                + "\"special\": true}}");
+        assertEquals(5, ModelConfig.read(dir.resolve("config.json")).bosTokenId(), "an AddedToken's content");
+        Files.writeString(dir.resolve("tokenizer_config.json"), "{\"bos_token\": \"<start>\"}");
+        IllegalArgumentException unknown = assertThrows(IllegalArgumentException.class,
+                () -> ModelConfig.read(dir.resolve("config.json")));
+        assertTrue(unknown.getMessage().startsWith(dir.resolve("config.json") + ": bos_token_id is null and "
+                + dir.resolve("tokenizer.json") + " has no token \"<start>\""), unknown.getMessage());
+
+        json.writeValue(dir.resolve("config.json").toFile(), mistral());
+        assertEquals(1, ModelConfig.read(dir.resolve("config.json")).bosTokenId(), "left out: MistralConfig's 1");
     }
 
     @Test

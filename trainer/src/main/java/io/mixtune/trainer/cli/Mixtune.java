@@ -2,6 +2,7 @@ package io.mixtune.trainer.cli;
 
 import ai.djl.Device;
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.model.safetensors.CheckpointException;
 import io.mixtune.trainer.InvalidOptionException;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.device.ComputeDevice;
@@ -113,7 +114,8 @@ public final class Mixtune {
                 e.printStackTrace(err);
             }
             return USAGE;
-        } catch (InvalidRecordException | Refusal e) {
+        } catch (InvalidRecordException | Refusal | CheckpointException e) {
+            // a checkpoint cut short or malformed is the user's to fix (download it again), named with its file
             err.println("mixtune " + command.name() + ": " + oneLine(e));
             if (verbose) {
                 e.printStackTrace(err);
@@ -181,7 +183,7 @@ public final class Mixtune {
         Options options = command.options();
         new HelpFormatter().printHelp(writer, 100, "mixtune " + command.name() + " " + command.usage(),
                 command.summary(), options, 2, 2, "\nExit codes: 0 ok, 1 failure, 2 usage or input error (the command "
-                        + "line, a recipe, a data record).", false);
+                        + "line, a recipe, a data record, a damaged checkpoint).", false);
         writer.flush();
     }
 

@@ -77,13 +77,11 @@ final class TrainCommand implements Command {
         }
         long start = System.nanoTime();
         TrainingResult result;
-        long[] firstStep = {-1};
         try (StopSignals signals = StopSignals.install(training::cancel, System.err)) {
             result = training.listener(new ProgressLine(out, System.console() != null)).listener(
                     new TrainingListener() {
                         @Override
                         public void onRunStarted(RunStarted event) {
-                            firstStep[0] = event.firstStep();
                             signals.stepsBegan();
                         }
                     }).run();
@@ -104,7 +102,7 @@ final class TrainCommand implements Command {
                     .outputDir(), TrainingOutputs.WARM_REPORT_FILE));
             return Mixtune.OK;
         }
-        if (line.hasOption("resume") && firstStep[0] == result.steps()) {
+        if (result.alreadyFinished()) {
             // HF's Trainer resumed at its last step trains nothing too; say so rather than print losses of no step
             out.printf(Locale.ROOT, "done: the run had already finished at step %d: nothing left to train; its "
                     + "adapters were written again from its last checkpoint%n", result.steps());

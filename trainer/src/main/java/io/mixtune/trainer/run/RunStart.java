@@ -13,8 +13,9 @@ import java.util.function.Consumer;
  *
  * @param step the step the run starts after (0 when fresh)
  * @param resumed the checkpoint's state, or null for a fresh run
+ * @param totalSteps the run's last step
  */
-public record RunStart(Path outputDir, long step, TrainingCheckpoint.State resumed) {
+public record RunStart(Path outputDir, long step, TrainingCheckpoint.State resumed, long totalSteps) {
 
     /**
      * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
@@ -36,7 +37,7 @@ public record RunStart(Path outputDir, long step, TrainingCheckpoint.State resum
         TrainingOutputs.writeResolvedRecipe(recipe, outputDir, resumeFrom != null);
         describePlan.accept(outputDir);
         listener.onRunStarted(new TrainingListener.RunStarted(outputDir, step, totalSteps, resumeFrom));
-        return new RunStart(outputDir, step, resumed);
+        return new RunStart(outputDir, step, resumed, totalSteps);
     }
 
     /** The checkpoints output_dir holds now, oldest first. */
@@ -44,10 +45,19 @@ public record RunStart(Path outputDir, long step, TrainingCheckpoint.State resum
         return TrainingCheckpoint.list(outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR));
     }
 
-    /** The result of a run of one stage (SFT, reward models) that ended as {@code outcome} says. */
+    /** Resumed from the checkpoint of a run's last step: nothing is left to train. */
+    public boolean alreadyFinished() {
+        return resumed != null && step >= totalSteps;
+    }
+
+    /**
+     * The result of a run of one stage (SFT, reward models) that ended as {@code outcome} says; a run that had already
+     * finished trained no stage (its stage's losses would be those of no step: NaN).
+     */
     public TrainingResult result(TrainingLoop.Outcome outcome) {
         TrainingResult.StageResult stage = outcome.result();
         return new TrainingResult(outcome.step(), outcome.cancelled() && stage.adapterDir() == null,
-                stage.adapterDir(), stage.averagedAdapters(), checkpoints(), List.of(stage));
+                alreadyFinished(), stage.adapterDir(), stage.averagedAdapters(), checkpoints(),
+                alreadyFinished() ? List.of() : List.of(stage));
     }
 }

@@ -45,6 +45,9 @@ import java.util.stream.Stream;
  * {@code trainer_state.safetensors} (the exact fp32 adapter weights and AdamW moments) and {@code trainer_state.json}
  * (step, optimizer steps, the SHA-256 of every file). It is written into a {@code .partial} directory and renamed
  * into place, so a kill at any moment leaves every earlier checkpoint whole; the hashes catch a file damaged later.
+ * A step saved again (after a resume from an older checkpoint) replaces the old copy only once the new one is complete,
+ * and the old one is renamed {@code step-N.replaced} until the new one is in place, so that a kill at any moment
+ * leaves a complete step N that resume finds ({@link #list}).
  */
 public final class TrainingCheckpoint {
     public static final String STATE_JSON = "trainer_state.json";
@@ -52,8 +55,10 @@ public final class TrainingCheckpoint {
     static final String ADAPTER_DIR = "adapter";
     /** DPO's: the reference adapter's arrays and the stage's reference log-probs. */
     public static final String REFERENCE_STATE = "reference_state.safetensors";
-    private static final Pattern NAME = Pattern.compile("step-(\\d+)");
-    private static final Pattern NAME_OR_PARTIAL = Pattern.compile("step-\\d+(\\.partial)?");
+    /** The old copy of a step being saved again, while the new one is moved into place. */
+    private static final String REPLACED = ".replaced";
+    private static final Pattern NAME_OR_REPLACED = Pattern.compile("step-(\\d+)(\\.replaced)?");
+    private static final Pattern ANY_NAME = Pattern.compile("step-\\d+(\\.partial|\\.replaced)?");
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /**
@@ -157,9 +162,28 @@ public final class TrainingCheckpoint {
      * @param writeContents writes the adapter and anything else into the (partial) checkpoint directory it is given
      */
     static Path save(Path checkpoints, Snapshot state, Consumer<Path> writeContents) {
+        return save(checkpoints, state, writeContents, MOVE);
+    }
+
+    /** Renames a directory; tests stand a kill in for one. */
+    interface Rename {
+        void move(Path from, Path to) throws IOException;
+    }
+
+    private static final Rename MOVE = (from, to) -> Files.move(from, to, StandardCopyOption.ATOMIC_MOVE);
+
+    static Path save(Path checkpoints, Snapshot state, Consumer<Path> writeContents, Rename rename) {
         Path target = directoryOf(checkpoints, state.step());
         Path partial = checkpoints.resolve(target.getFileName() + ".partial");
         try {
+            if (Files.exists(target)) {
+                // checked before anything is written or deleted, so that the refusal leaves step N as it was
+                List<Path> others = notWrittenByMixtune(target);
+                if (!others.isEmpty()) {
+                    throw new IOException("it holds files mixtune did not write, "
+                            + others.stream().map(p -> target.relativize(p).toString()).toList() + ": move them away");
+                }
+            }
             delete(partial);
             Files.createDirectories(partial);
             writeContents.accept(partial);
@@ -194,19 +218,34 @@ public final class TrainingCheckpoint {
                 }
             }
             JSON.writerWithDefaultPrettyPrinter().writeValue(partial.resolve(STATE_JSON).toFile(), json);
-            if (Files.exists(target)) {
-                delete(target); // the same step saved again after a resume: the new one is identical
-                if (Files.exists(target)) {
-                    throw new IOException("it holds files mixtune did not write, "
-                            + TrainingOutputs.list(target).stream().map(p -> p.getFileName().toString()).toList()
-                            + ": move them away");
-                }
-            }
-            Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE);
+            moveIntoPlace(partial, target, rename);
             return target;
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write checkpoint " + target + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Moves a complete checkpoint to {@code target}, where the same step may be already (saved again after a resume
+     * from an older checkpoint; the new copy is the same state, and the newest written wins, as a save always has).
+     * A directory cannot be renamed over a full one, so the old copy is renamed aside to {@code step-N.replaced} first,
+     * a name {@link #list} takes for step N while no {@code step-N} exists: at every moment one of the two is complete.
+     * Keeping the old copy instead would leave a damaged one (the reason to resume from an older step) in place.
+     */
+    private static void moveIntoPlace(Path partial, Path target, Rename rename) throws IOException {
+        Path replaced = target.resolveSibling(target.getFileName() + REPLACED);
+        if (Files.exists(target)) {
+            delete(replaced); // a kill after the last replacement's move-in left it: target is newer and complete
+            if (Files.exists(replaced)) {
+                throw new IOException(replaced + " holds files mixtune did not write, "
+                        + TrainingOutputs.list(replaced).stream().map(p -> p.getFileName().toString()).toList()
+                        + ": move them away");
+            }
+            rename.move(target, replaced);
+        }
+        // with no step-N, an existing step-N.replaced (from a kill before a move-in) is the complete copy until here
+        rename.move(partial, target);
+        delete(replaced);
     }
 
     private static void put(List<TensorSpec> specs, Map<String, NDArray> arrays, String name, NDArray array) {
@@ -288,7 +327,10 @@ public final class TrainingCheckpoint {
         }
     }
 
-    /** Complete checkpoint directories (no .partial), oldest first. */
+    /**
+     * Complete checkpoint directories (no .partial; a step-N.replaced where a kill left it as the only copy of step N),
+     * oldest first.
+     */
     public static List<Path> list(Path checkpoints) {
         List<Path> found = new ArrayList<>();
         if (!Files.isDirectory(checkpoints)) {
@@ -296,7 +338,10 @@ public final class TrainingCheckpoint {
         }
         try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints)) {
             for (Path entry : entries) {
-                if (Files.isDirectory(entry) && NAME.matcher(entry.getFileName().toString()).matches()) {
+                Matcher name = NAME_OR_REPLACED.matcher(entry.getFileName().toString());
+                // step-N.replaced is step N only while no step-N exists (a kill between the two renames of a save)
+                if (Files.isDirectory(entry) && name.matches() && (name.group(2) == null
+                        || !Files.exists(directoryOf(checkpoints, Long.parseLong(name.group(1)))))) {
                     found.add(entry);
                 }
             }
@@ -308,11 +353,13 @@ public final class TrainingCheckpoint {
     }
 
     static long stepOf(Path dir) {
-        Matcher matcher = NAME.matcher(dir.getFileName().toString());
+        Matcher matcher = NAME_OR_REPLACED.matcher(dir.getFileName().toString());
         return matcher.matches() ? Long.parseLong(matcher.group(1)) : -1;
     }
 
-    /** Deletes all but the newest {@code keep} checkpoints, and any partial one a killed run left behind. */
+    /**
+     * Deletes all but the newest {@code keep} checkpoints, and any partial or replaced one a killed run left behind.
+     */
     public static void prune(Path checkpoints, int keep) {
         List<Path> all = list(checkpoints);
         try {
@@ -326,14 +373,26 @@ public final class TrainingCheckpoint {
                     }
                 }
             }
+            try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints, "*" + REPLACED)) {
+                for (Path replaced : entries) {
+                    String name = replaced.getFileName().toString();
+                    if (isCheckpointDir(replaced)
+                            && Files.exists(replaced.resolveSibling(name.substring(0, name.length() - REPLACED.length())))) {
+                        delete(replaced); // its step-N was moved in: a kill came before it was deleted
+                    }
+                }
+            }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot prune " + checkpoints + ": " + e.getMessage(), e);
         }
     }
 
-    /** A checkpoint directory, whole or partial, by its name: {@code step-000040} or {@code step-000040.partial}. */
+    /**
+     * A checkpoint directory, whole, partial or replaced, by its name: {@code step-000040}, {@code step-000040.partial}
+     * or {@code step-000040.replaced}.
+     */
     static boolean isCheckpointDir(Path dir) {
-        return Files.isDirectory(dir) && NAME_OR_PARTIAL.matcher(dir.getFileName().toString()).matches();
+        return Files.isDirectory(dir) && ANY_NAME.matcher(dir.getFileName().toString()).matches();
     }
 
     /**
@@ -345,12 +404,7 @@ public final class TrainingCheckpoint {
         if (!Files.isDirectory(dir)) {
             return;
         }
-        Set<String> own = new HashSet<>(List.of(STATE_JSON, STATE_TENSORS, REFERENCE_STATE));
-        try {
-            JSON.readTree(dir.resolve(STATE_JSON).toFile()).path("sha256").fieldNames().forEachRemaining(own::add);
-        } catch (IOException | RuntimeException unreadable) {
-            // A partial checkpoint has no state yet: the fixed names above are all it can hold besides adapters.
-        }
+        Set<String> own = ownNames(dir);
         for (String name : own) {
             // Files of the adapters (adapter/adapter_model.safetensors) go with their adapter below.
             boolean direct = name.indexOf('/') < 0 && !name.equals(".") && !name.equals("..");
@@ -367,6 +421,33 @@ public final class TrainingCheckpoint {
             }
         }
         TrainingOutputs.deleteIfEmpty(dir);
+    }
+
+    /** The names of the files mixtune writes into a checkpoint: the state files and those its state hashes. */
+    private static Set<String> ownNames(Path dir) {
+        Set<String> own = new HashSet<>(List.of(STATE_JSON, STATE_TENSORS, REFERENCE_STATE));
+        try {
+            JSON.readTree(dir.resolve(STATE_JSON).toFile()).path("sha256").fieldNames().forEachRemaining(own::add);
+        } catch (IOException | RuntimeException unreadable) {
+            // A partial checkpoint has no state yet: the fixed names above are all it can hold besides adapters.
+        }
+        return own;
+    }
+
+    /** What {@link #delete} would leave of a checkpoint: the files and folders someone else put there. */
+    private static List<Path> notWrittenByMixtune(Path dir) {
+        Set<String> own = ownNames(dir);
+        List<Path> others = new ArrayList<>();
+        for (Path entry : TrainingOutputs.list(dir)) {
+            String name = entry.getFileName().toString();
+            if (TrainingOutputs.isAdapterDir(entry)) {
+                TrainingOutputs.list(entry).stream().filter(file -> !TrainingOutputs.isAdapterFile(file))
+                        .forEach(others::add);
+            } else if (!Files.isRegularFile(entry) || !own.contains(name) && !TrainingOutputs.isTemporary(name)) {
+                others.add(entry);
+            }
+        }
+        return others;
     }
 
     private static List<Path> filesUnder(Path dir) throws IOException {

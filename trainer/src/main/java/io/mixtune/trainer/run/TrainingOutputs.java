@@ -204,15 +204,20 @@ public final class TrainingOutputs {
      */
     static void deleteAdapter(Path dir) throws IOException {
         for (Path file : list(dir)) {
-            String name = file.getFileName().toString();
-            if (Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
-                    || name.equals(PeftAdapter.WEIGHTS_FILE) || SavedTokenizer.FILES.contains(name)
-                    || name.equals(MergeYaml.RESOLVED_FILE)
-                    || isTemporary(name))) {
+            if (isAdapterFile(file)) {
                 Files.delete(file);
             }
         }
         deleteIfEmpty(dir);
+    }
+
+    /** A file of an adapter mixtune wrote, which {@link #deleteAdapter} deletes. */
+    static boolean isAdapterFile(Path file) {
+        String name = file.getFileName().toString();
+        return Files.isRegularFile(file) && (name.equals(PeftAdapter.CONFIG_FILE)
+                || name.equals(PeftAdapter.WEIGHTS_FILE) || SavedTokenizer.FILES.contains(name)
+                || name.equals(MergeYaml.RESOLVED_FILE)
+                || isTemporary(name));
     }
 
     /** The temporary files mixtune's atomic writes use ({@code .adapter_model.safetensors.1f2e.partial}). */

@@ -8,12 +8,15 @@ import java.util.Map;
  * What a training run left: the steps it reached, whether a listener cancelled it (then the last checkpoint is where
  * to resume, and no final adapter was written), the adapters and checkpoints in output_dir, and how each stage went.
  *
+ * @param alreadyFinished resumed from a run that had finished (at its last step): no step ran, {@code stages} is
+ *     empty, and the adapters were written again from its last checkpoint (HF's Trainer resumed at its last step trains
+ *     nothing too)
  * @param adapterDir the final adapter (PEFT format), or null when cancelled
  * @param averagedAdapters the weight averages' adapters beside it by name (ema, swa, lawa)
  * @param checkpoints the checkpoints output_dir holds, oldest first
  * @param stages the stages this run trained in (SFT: one; a stage finished before a resume has none)
  */
-public record TrainingResult(long steps, boolean cancelled, Path adapterDir, Map<String, Path> averagedAdapters,
+public record TrainingResult(long steps, boolean cancelled, boolean alreadyFinished, Path adapterDir, Map<String, Path> averagedAdapters,
         List<Path> checkpoints, List<StageResult> stages) {
 
     /**

@@ -84,24 +84,83 @@ class MixtuneCliTest {
         assertEquals(2, run("init-model", "--preset", "no-such", "--out", "x").code());
     }
 
-    /** A failure, not an input error: a checkpoint whose weights file is cut short. */
+    /** A failure, not an input error: a model too big for this machine. */
     @Test
     void failuresExitWithOneAndNoStackTraceUnlessVerbose(@TempDir Path dir) throws IOException {
-        Path model = dir.resolve("cut");
-        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
-        Path weights = model.resolve("model.safetensors");
-        Files.write(weights, Arrays.copyOf(Files.readAllBytes(weights), 100));
-        Result cut = run("generate", "--model", model.toString(), "--prompt-ids", "1,2");
-        assertEquals(1, cut.code(), cut.err());
-        assertEquals(1, cut.err().strip().lines().count(), cut.err());
-        assertTrue(cut.err().contains(weights + ": header length"), cut.err());
-        assertFalse(cut.err().contains("\tat "), cut.err());
-        Result verbose = run("--verbose", "generate", "--model", model.toString(), "--prompt-ids", "1");
-        assertEquals(1, verbose.code());
-        assertTrue(verbose.err().contains("\tat "), verbose.err());
         Result huge = run("init-model", "--preset", "mixtral-8x7b", "--out", dir.toString());
         assertEquals(1, huge.code());
+        assertEquals(1, huge.err().strip().lines().count(), huge.err());
         assertTrue(huge.err().contains("46.7B parameters"), huge.err());
+        assertFalse(huge.err().contains("\tat "), huge.err());
+        Result verbose = run("--verbose", "init-model", "--preset", "mixtral-8x7b", "--out", dir.toString());
+        assertEquals(1, verbose.code());
+        assertTrue(verbose.err().contains("\tat "), verbose.err());
+    }
+
+    /**
+     * A damaged safetensors file (cut short, a header that is not JSON) is the user's input to fix: every command that
+     * loads a model or an adapter exits 2 with one line naming the file and what is wrong, as train and validate do
+     * (their recipe check reads the headers). generate, chat, eval, merge and merge-adapter exited 1 before.
+     */
+    @Test
+    void aDamagedSafetensorsFileIsAnInputErrorForEveryCommand(@TempDir Path dir) throws IOException {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        Path adapter = dir.resolve("adapter");
+        assertEquals(0, run("init-adapter", "--model", model.toString(), "--out", adapter.toString(), "--r", "2")
+                .code());
+        byte[] weights = Files.readAllBytes(model.resolve("model.safetensors"));
+        Path cut = copy(model, dir.resolve("cut"));
+        Files.write(cut.resolve("model.safetensors"), Arrays.copyOf(weights, weights.length / 2));
+        Path notJson = copy(model, dir.resolve("not-json"));
+        byte[] garbage = "\u0010\0\0\0\0\0\0\0not json at all!".getBytes(StandardCharsets.ISO_8859_1);
+        Files.write(notJson.resolve("model.safetensors"), garbage);
+        Path cutAdapter = copy(adapter, dir.resolve("cut-adapter"));
+        Path adapterWeights = cutAdapter.resolve("adapter_model.safetensors");
+        Files.write(adapterWeights, Arrays.copyOf(Files.readAllBytes(adapterWeights), 100));
+        String cutShort = cut.resolve("model.safetensors") + ": tensor '"; // the first past the end: data_offsets ...
+        String headerNotJson = notJson.resolve("model.safetensors") + ": header is not valid JSON";
+        Path chats = Files.writeString(dir.resolve("chats.jsonl"), "{\"messages\": [{\"role\": \"user\", "
+                + "\"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n");
+
+        Map<List<String>, String> cases = new LinkedHashMap<>();
+        cases.put(List.of("generate", "--model", cut.toString(), "--prompt-ids", "1,2"), cutShort);
+        cases.put(List.of("generate", "--model", notJson.toString(), "--prompt-ids", "1,2"), headerNotJson);
+        cases.put(List.of("generate", "--model", model.toString(), "--adapter", cutAdapter.toString(), "--prompt-ids",
+                "1,2"), adapterWeights + ": header length");
+        cases.put(List.of("chat", "--model", cut.toString()), cutShort);
+        cases.put(List.of("eval", "--model", cut.toString(), "--data", chats.toString()), cutShort);
+        cases.put(List.of("eval", "--model", model.toString(), "--adapter", cutAdapter.toString(), "--data",
+                chats.toString()), adapterWeights + ": header length");
+        cases.put(List.of("merge", "--method", "linear", "--inputs", model + "," + cut, "--out",
+                dir.resolve("merged").toString()), cutShort);
+        cases.put(List.of("merge", "--method", "linear", "--inputs", notJson + "," + model, "--out",
+                dir.resolve("merged").toString()), headerNotJson);
+        cases.put(List.of("merge-adapter", "--model", cut.toString(), "--adapter", adapter.toString(), "--out",
+                dir.resolve("merged").toString()), cutShort);
+        cases.put(List.of("merge-adapter", "--model", model.toString(), "--adapter", cutAdapter.toString(), "--out",
+                dir.resolve("merged").toString()), adapterWeights + ": header length");
+        for (Map.Entry<List<String>, String> c : cases.entrySet()) {
+            Result result = run(c.getKey().toArray(String[]::new));
+            assertEquals(2, result.code(), c.getKey() + ": " + result.err());
+            assertEquals(1, result.err().strip().lines().count(), c.getKey() + ": " + result.err());
+            assertTrue(result.err().startsWith("mixtune " + c.getKey().get(0) + ": " + c.getValue()),
+                    c.getKey() + ": " + result.err());
+        }
+        assertFalse(Files.exists(dir.resolve("merged")), "nothing written");
+        Result verbose = run("--verbose", "generate", "--model", cut.toString(), "--prompt-ids", "1");
+        assertEquals(2, verbose.code());
+        assertTrue(verbose.err().contains("\tat "), verbose.err());
+    }
+
+    private static Path copy(Path from, Path to) throws IOException {
+        Files.createDirectories(to);
+        try (Stream<Path> files = Files.list(from)) {
+            for (Path file : files.toList()) {
+                Files.copy(file, to.resolve(file.getFileName()));
+            }
+        }
+        return to;
     }
 
     /** --layers keeps a preset's per-layer shapes with fewer layers (bench/gpu's 7B- and 8x7B-shaped checkpoints). */
@@ -154,7 +213,8 @@ class MixtuneCliTest {
 
     /**
      * A base model with a NaN weight: generate and eval printed <unk>s and NaN with exit 0, train blamed the learning
-     * rate. Each now stops at load, naming the file and the tensor.
+     * rate. Each now stops at load, naming the file and the tensor, as an input error (exit 2: the checkpoint is the
+     * user's to replace, as a damaged one is).
      */
     @Test
     void aModelWithANaNWeightIsRefusedAtLoadByEveryCommand(@TempDir Path dir) throws Exception {
@@ -179,19 +239,19 @@ class MixtuneCliTest {
         String expected = weights + ": tensor '" + tensor + "': 2 NaN value(s) of 12288 (the first at element 100)";
 
         Result generate = run("generate", "--model", model.toString(), "--prompt-ids", "1,415", "--max-new-tokens", "2");
-        assertEquals(1, generate.code(), generate.out());
+        assertEquals(2, generate.code(), generate.out());
         assertTrue(generate.err().startsWith("mixtune generate: " + expected), generate.err());
         Path chats = Files.writeString(dir.resolve("chats.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": "
                 + "\"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n");
         for (String quantize : List.of("none", "nf4")) {
             Result eval = run("eval", "--model", model.toString(), "--data", chats.toString(), "--quantize", quantize);
-            assertEquals(1, eval.code(), eval.out());
+            assertEquals(2, eval.code(), eval.out());
             assertTrue(eval.err().startsWith("mixtune eval: " + expected), eval.err());
         }
         Path recipe = Files.writeString(dir.resolve("r.yaml"), "model:\n  path: " + model + "\ndata:\n  files: ["
                 + chats + "]\n  max_seq_len: 64\ntrain:\n  max_steps: 1\noutput_dir: " + dir.resolve("out") + "\n");
         Result train = run("train", "--recipe", recipe.toString());
-        assertEquals(1, train.code(), train.out());
+        assertEquals(2, train.code(), train.out());
         assertTrue(train.err().startsWith("mixtune train: " + expected), train.err());
     }
 

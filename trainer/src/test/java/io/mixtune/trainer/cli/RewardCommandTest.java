@@ -103,6 +103,32 @@ class RewardCommandTest {
         }
     }
 
+    /** A base model or reward adapter cut short is an input error naming the file (exit 1 before). */
+    @Test
+    void aDamagedModelOrAdapterIsAnInputError() throws Exception {
+        Path model = Files.createDirectories(dir.resolve("cut-model"));
+        Path adapter = Files.createDirectories(dir.resolve("cut-adapter"));
+        for (Path[] copy : List.of(new Path[] {out.resolve("base-model"), model},
+                new Path[] {out.resolve("adapter"), adapter})) {
+            try (Stream<Path> files = Files.list(copy[0])) {
+                for (Path file : files.filter(Files::isRegularFile).toList()) {
+                    byte[] bytes = Files.readAllBytes(file);
+                    Files.write(copy[1].resolve(file.getFileName()), file.toString().endsWith(".safetensors")
+                            ? java.util.Arrays.copyOf(bytes, bytes.length - 100) : bytes);
+                }
+            }
+        }
+        for (Path[] inputs : List.of(new Path[] {model, out.resolve("adapter")},
+                new Path[] {out.resolve("base-model"), adapter})) {
+            MixtuneCliTest.Result run = MixtuneCliTest.run("reward", "--model", inputs[0].toString(), "--adapter",
+                    inputs[1].toString(), "--data", pairs.toString(), "--max-seq-len", "384");
+            assertEquals(2, run.code(), run.err());
+            Path damaged = inputs[0] == model ? model : adapter;
+            assertTrue(run.err().startsWith("mixtune reward: " + damaged + "/"), run.err());
+            assertTrue(run.err().contains("truncated file?"), run.err());
+        }
+    }
+
     @Test
     void aCausalLmAdapterIsNotARewardModelNorTheReverse() {
         MixtuneCliTest.Result causal = MixtuneCliTest.run("reward", "--model", out.resolve("base-model").toString(),
