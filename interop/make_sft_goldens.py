@@ -4,7 +4,8 @@ Run: interop/.venv/bin/python interop/make_sft_goldens.py [case ...]    cases: m
 
 Per case: a tiny checkpoint, a random LoRA adapter in PEFT's format, two micro-batches of packed rows, and what
 transformers + PEFT compute on them: one forward/backward (loss, its CE and aux parts, every LoRA gradient) and three
-AdamW steps with gradient accumulation, clipping and a warmup schedule (losses, grad norms, lrs, final adapter).
+AdamW steps with gradient accumulation, clipping and a warmup schedule (losses, grad norms, lrs, final adapter); and
+what TRL's SFTTrainer logs on the two micro-batches (entropy, mean_token_accuracy, aux_loss).
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -14,6 +15,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +389,53 @@ def half_precision_step0(case: SftCase, out: Path, mb: dict, step0_fp32: dict,
     return record
 
 
+def trl_sft_metrics(case: SftCase, case_dir: Path, batches: list[dict]) -> dict:
+    """(d): what TRL's SFTTrainer (its default loss_type chunked_nll) logs besides the loss, at the adapter's initial
+    weights: compute_loss on each micro-batch in training mode (num_items_in_batch = both micro-batches' targets) and
+    in evaluation mode, each micro-batch flattened into one padding-free row as TRL's padding-free collator hands it
+    (the same attention: samples restart their position ids). Per micro-batch TRL appends entropy (the mean over its
+    target positions of -sum p log p), mean_token_accuracy (the share of targets that are their logits' argmax) and,
+    with the router loss on, aux_loss; its log averages each list (every micro-batch counting the same) and sets
+    num_tokens to the training tokens read so far (eval_num_tokens too)."""
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerFast
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(hf.repo_root() / "configs/tokenizer/mistral-v1/tokenizer.json"),
+                                        bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    trainable = Trainable(case, case_dir)
+    aux_coef = trainable.config.router_aux_loss_coef if trainable.arch == "mixtral" else 0.0
+    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = SFTConfig(output_dir=work, report_to=[], use_cpu=True, max_length=None, padding_free=True,
+                         router_aux_loss_coef=aux_coef, dataloader_num_workers=0, disable_tqdm=True)
+        trainer = SFTTrainer(model=trainable.model, args=args, train_dataset=Dataset.from_list([{"text": "a b"}]),
+                             processing_class=tokenizer)
+    assert args.loss_type == "chunked_nll", args.loss_type
+    assert trainer.aux_loss_enabled == (trainable.arch == "mixtral")
+    n_total = sum(mb["num_targets"] for mb in batches)
+    record = {"loss_type": args.loss_type, "aux_coef": aux_coef, "num_items_in_batch": n_total}
+    for mode in ("train", "eval"):
+        trainable.model.train(mode == "train")
+        losses = []
+        for mb in batches:
+            flat = {k: v.reshape(1, -1) for k, v in tensors_of(mb).items() if k in ("input_ids", "labels",
+                                                                                    "position_ids")}
+            with torch.no_grad():
+                loss = trainer.compute_loss(trainable.model, flat,
+                                            num_items_in_batch=n_total if mode == "train" else None)
+            losses.append(float(loss))
+        appended = trainer._metrics[mode]
+        logged = {key: sum(values) / len(values) for key, values in appended.items()}  # SFTTrainer.log
+        prefix = "eval_" if mode == "eval" else ""
+        record[mode] = {"micro_batches": [{key: appended[key][i] for key in appended if key != "num_tokens"}
+                                          for i in range(len(batches))],
+                        "losses": losses,
+                        "logged": {prefix + key: value for key, value in sorted(logged.items())}}
+    print(f"sft {name_of(case)} TRL SFTTrainer metrics: {record['train']['logged']} {record['eval']['logged']}")
+    return record
+
+
 def name_of(case: SftCase) -> str:
     return next(n for n, c in CASES.items() if c is case)
 
@@ -456,6 +505,7 @@ def _write_case(name: str, case: SftCase, out: Path) -> None:
         print(f"sft {name} {key}: losses {losses} -> {record['loss_after']['loss']:.4f}; grad norms {norms}; "
               f"max |weight change| {moved:.4f}")
     expected["step0_fp16"] = half_precision_step0(case, out, batches[0], step0, grads)
+    expected["trl_sft_metrics"] = trl_sft_metrics(case, out, batches)
     mg.write_json(out / "expected.json", expected)
     print(f"sft {name}: packed rows = samples alone within {packed_diff:.2g}; merged-weight grads within {worst:.2g}"
           + (f"; min router gap {min(gaps):.4f} over {len(gaps)} forwards" if gaps else ""))

@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -167,6 +168,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
         public int warmupStepsOf(long totalSteps) {
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
+        }
+
+        /**
+         * The load-balancing loss's coefficient: the config's router_aux_loss_coef for a Mixtral with router_aux_loss
+         * on, else 0 (then no aux_loss is logged either, as TRL's SFTTrainer).
+         */
+        public double routerAuxCoefficient(ModelConfig config) {
+            return routerAuxLoss && config.isMixtureOfExperts() ? config.routerAuxLossCoef() : 0;
         }
 
         /** The seed of the data order and of the dropout masks: data_seed, else seed. */

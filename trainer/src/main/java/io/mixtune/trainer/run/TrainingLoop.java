@@ -112,8 +112,7 @@ public final class TrainingLoop {
             } else {
                 averages.unreached().forEach(listener::onNote);
             }
-            double auxCoefficient = train.routerAuxLoss() && model.model().config().isMixtureOfExperts()
-                    ? model.model().config().routerAuxLossCoef() : 0;
+            double auxCoefficient = train.routerAuxCoefficient(model.model().config());
             StepContext context = new StepContext(model.model(), parameters, model.manager(), optimizer, scaler,
                     train.maxGradNorm(), auxCoefficient, train.gradientCheckpointing(), 0);
             int accumulation = train.gradientAccumulation();

@@ -51,16 +51,19 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
      * @param crossEntropy summed cross-entropy / targets (the mean over the step's target tokens)
      * @param loadBalancing the router load-balancing loss averaged over micro-batches, before the coefficient (0 for a
      *     dense model); reported even when the coefficient is 0
-     * @param meanTokenAccuracy the share of target tokens that are their logits' argmax, averaged over the
-     *     micro-batches as TRL's SFTTrainer averages its per-batch values (mean_token_accuracy)
+     * @param entropy the mean entropy of the target positions' distributions over the vocabulary (nats), per
+     *     micro-batch, averaged over the micro-batches as TRL's SFTTrainer averages its per-batch values (entropy)
+     * @param meanTokenAccuracy the share of target tokens that are their logits' argmax, averaged likewise
+     *     (mean_token_accuracy)
      */
     public record Measured(double loss, double crossEntropy, double loadBalancing, int targets, long tokens,
-            double meanTokenAccuracy) implements Objective.Measured {
+            double entropy, double meanTokenAccuracy) implements Objective.Measured {
         @Override
         public Map<String, Object> metrics() {
             Map<String, Object> metrics = new LinkedHashMap<>();
             metrics.put("aux_loss", loadBalancing);
             metrics.put("target_tokens", targets);
+            metrics.put("entropy", entropy);
             metrics.put("mean_token_accuracy", meanTokenAccuracy);
             return metrics;
         }
@@ -81,6 +84,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         double auxCoefficient = context.auxCoefficient();
         double crossEntropy = 0;
         double loadBalancing = 0;
+        double entropy = 0;
         double accuracy = 0;
         for (int j = 0; j < batches.size(); j++) {
             // Dropout is seeded per micro-batch (and layer), so a resumed run draws the same masks.
@@ -88,15 +92,18 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
                     Math.max(1, targets) / scale, auxCoefficient / batches.size() * scale,
                     context.gradientCheckpointing(), context.dropoutSeed() + j, context.manager());
             crossEntropy += values.crossEntropySum();
-            accuracy += (values.targets() == 0 ? 0 : (double) values.correctPredictions() / values.targets())
-                    / batches.size();
+            // A micro-batch without targets counts as 0, as TRL appends 0.0 for it.
+            if (values.targets() > 0) {
+                entropy += values.entropySum() / values.targets() / batches.size();
+                accuracy += (double) values.correctPredictions() / values.targets() / batches.size();
+            }
             if (!Double.isNaN(values.loadBalancing())) {
                 loadBalancing += values.loadBalancing() / batches.size();
             }
         }
         double meanCrossEntropy = crossEntropy / Math.max(1, targets);
         double loss = meanCrossEntropy + (auxCoefficient > 0 ? auxCoefficient * loadBalancing : 0);
-        return new Measured(loss, meanCrossEntropy, loadBalancing, targets, tokens, accuracy);
+        return new Measured(loss, meanCrossEntropy, loadBalancing, targets, tokens, entropy, accuracy);
     }
 
     @Override
@@ -144,7 +151,8 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
 
     /**
      * Mean cross-entropy per target token of the validation set ({@link Evaluation}, as `mixtune eval` computes it):
-     * eval_target_tokens, eval_loss, eval_perplexity.
+     * eval_target_tokens, eval_loss, eval_perplexity; and TRL's SFTTrainer's eval_entropy, eval_mean_token_accuracy
+     * and, with the router loss on, eval_aux_loss (per validation batch, averaged over the batches).
      */
     @Override
     public Map<String, Number> evaluate() {
@@ -158,6 +166,11 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         metrics.put("eval_target_tokens", result.targets());
         metrics.put("eval_loss", result.loss());
         metrics.put("eval_perplexity", result.perplexity());
+        metrics.put("eval_entropy", result.entropy());
+        metrics.put("eval_mean_token_accuracy", result.meanTokenAccuracy());
+        if (recipe.train().routerAuxCoefficient(model.config()) > 0) {
+            metrics.put("eval_aux_loss", result.loadBalancing());
+        }
         return metrics;
     }
 

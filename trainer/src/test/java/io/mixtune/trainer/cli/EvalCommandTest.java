@@ -126,6 +126,14 @@ class EvalCommandTest {
         JsonNode first = evals.get(0);
         JsonNode last = evals.get(evals.size() - 1);
         assertEquals(List.of(0, 4), List.of(first.get("step").asInt(), last.get("step").asInt()));
+        // TRL's SFTTrainer's evaluation metrics beside the loss (their values: SftGoldenTest#metricsEqualTrlSftTrainers)
+        for (JsonNode eval : evals) {
+            assertTrue(eval.get("eval_entropy").asDouble() > 0 && eval.get("eval_entropy").asDouble() < Math.log(32000),
+                    eval.toString());
+            assertTrue(eval.get("eval_mean_token_accuracy").asDouble() >= 0
+                    && eval.get("eval_mean_token_accuracy").asDouble() <= 1, eval.toString());
+            assertTrue(eval.get("eval_aux_loss").asDouble() > 0, "a Mixtral with the router loss on: " + eval);
+        }
 
         String model = dir.resolve("out/base-model").toString();
         MixtuneCliTest.Result adapted = MixtuneCliTest.run("eval", "--model", model, "--adapter",

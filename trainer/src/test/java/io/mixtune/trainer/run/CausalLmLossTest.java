@@ -82,9 +82,9 @@ class CausalLmLossTest {
             }
             TrainingBatch batch = new TrainingBatch(row.inputIds(), new long[][] {labels}, row.positionIds(),
                     row.sampleIds(), null);
-            long[] correct = new long[1];
-            CausalLmLoss.crossEntropySum(trainable.model(), states, batch, manager, 7, correct);
-            assertEquals(expected, correct[0]);
+            CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
+            CausalLmLoss.crossEntropySum(trainable.model(), states, batch, manager, 7, statistics);
+            assertEquals(expected, statistics[0].argmaxHitCount());
             assertEquals(expected, CausalLmLoss.of(trainable.model(), batch, manager).correctPredictions());
         }
     }
@@ -110,6 +110,7 @@ class CausalLmLossTest {
                 GradientClipping.zero(trainable.parameters());
                 double expectedSum;
                 long expectedCorrect;
+                double expectedEntropySum;
                 try (NDManager step = manager.newSubManager();
                         GradientCollector collector = Engine.getInstance().newGradientCollector()) {
                     CausalLmLoss.Terms terms = CausalLmLoss.of(model, batch, step);
@@ -120,6 +121,7 @@ class CausalLmLossTest {
                     collector.backward(objective);
                     expectedSum = terms.crossEntropySum().getFloat();
                     expectedCorrect = terms.correctPredictions();
+                    expectedEntropySum = terms.entropySum();
                 }
                 List<float[]> expected = CheckpointedBackwardTest.gradients(trainable.parameters());
 
@@ -132,6 +134,9 @@ class CausalLmLossTest {
                         values.crossEntropySum());
                 assertEquals(expectedSum, values.crossEntropySum(), 1e-6 * Math.abs(expectedSum), name);
                 assertEquals(expectedCorrect, values.correctPredictions(), name);
+                System.out.printf("%s: entropy sum %.9g from log-softmax, %.9g from the softmax%n", name,
+                        expectedEntropySum, values.entropySum());
+                assertEquals(expectedEntropySum, values.entropySum(), 1e-6 * expectedEntropySum, name);
                 double worst = CheckpointedBackwardTest.worstRelativeDifference(expected, actual);
                 System.out.printf("%s: head gradient without autograd, worst gradient diff %.2e of the array's max%n",
                         name, worst);
@@ -143,7 +148,7 @@ class CausalLmLossTest {
     /**
      * A target whose probability is below the smallest normal float has no usable log(softmax): the loss is then taken
      * by log-softmax, autograd's sum bit for bit (here the head's weight is scaled so that logits lie hundreds apart;
-     * log of the flushed probabilities gave an infinite loss).
+     * log of the flushed probabilities gave an infinite loss), and so are the accuracy count and the entropy.
      */
     @Test
     void targetsTooUnlikelyForTheSoftmaxTakeTheLossByLogSoftmax() throws Exception {
@@ -155,8 +160,10 @@ class CausalLmLossTest {
             head.muli(2000);
             TrainingBatch batch = oneSampleRow(300, model.config().vocabSize());
             double expectedSum;
+            CausalLmLoss.Terms terms;
             try (NDManager step = manager.newSubManager()) {
-                expectedSum = CausalLmLoss.of(model, batch, step).crossEntropySum().getFloat();
+                terms = CausalLmLoss.of(model, batch, step);
+                expectedSum = terms.crossEntropySum().getFloat();
             }
             CausalLmLoss.Values values = CausalLmLoss.backward(model, batch, 1.0, trainable.auxWeight(), false, 0,
                     manager);
@@ -164,6 +171,8 @@ class CausalLmLossTest {
                     expectedSum, values.crossEntropySum());
             assertTrue(expectedSum > 300 * 88, "the case must hold targets whose probability underflows");
             assertEquals(expectedSum, values.crossEntropySum());
+            assertEquals(terms.correctPredictions(), values.correctPredictions());
+            assertEquals(terms.entropySum(), values.entropySum());
         }
     }
 

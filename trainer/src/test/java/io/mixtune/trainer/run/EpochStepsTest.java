@@ -1,6 +1,7 @@
 package io.mixtune.trainer.run;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -102,6 +103,9 @@ class EpochStepsTest {
             // steps of 4 and 2 micro-batches: TRL averages the 6 micro-batches' values appended since the last log
             assertEquals((4 * a.get("mean_token_accuracy").asDouble() + 2 * b.get("mean_token_accuracy").asDouble()) / 6,
                     mean.get("mean_token_accuracy").asDouble(), 1e-12, "TRL's metrics since the last log");
+            assertEquals((4 * a.get("entropy").asDouble() + 2 * b.get("entropy").asDouble()) / 6,
+                    mean.get("entropy").asDouble(), 1e-12, "TRL's metrics since the last log");
+            assertFalse(mean.has("aux_loss"), "a dense model: TRL logs no aux_loss");
             assertEquals(b.get("lr").asDouble(), mean.get("lr").asDouble(), 0, "the logged step's own");
             assertEquals(b.get("grad_norm").asDouble(), mean.get("grad_norm").asDouble(), 0, "the logged step's own");
             assertEquals(b.get("target_tokens").asInt(), mean.get("target_tokens").asInt(), "a count: the step's own");

@@ -22,6 +22,7 @@ import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.Evaluation;
 import io.mixtune.trainer.run.OptimizerStep;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingBatch;
@@ -32,6 +33,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -43,6 +45,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  */
 public class SftGoldenTest {
     private static final double LOSS_RTOL = 1e-5;
+    /** Entropy: TRL sums -p log p over the vocabulary in float32, mixtune also from the softmax (training). */
+    private static final double METRIC_RTOL = 1e-5;
     private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|
     private static final double GRAD_NORM_RTOL = 1e-4;
     private static final double WEIGHT_ATOL = 1e-5;
@@ -215,6 +219,68 @@ public class SftGoldenTest {
                 System.out.println(close(name + " grad norm at scale 2^10 vs 2^16", afterOverflow.gradNorm(),
                         result.gradNorm(), 1e-2));
             }
+        }
+    }
+
+    /**
+     * What TRL's SFTTrainer logs besides the loss (expected.json's trl_sft_metrics: its compute_loss run on the two
+     * micro-batches at the adapter's initial weights): per micro-batch entropy (mean over the targets of -sum p log p)
+     * and mean_token_accuracy, from the training backward (the head's gradient without autograd) and, in evaluation,
+     * from {@link Evaluation} (log-softmax), with aux_loss; the step's and the evaluation's values are their means
+     * over the micro-batches, as SFTTrainer.log averages them.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"mixtral", "mistral"})
+    void metricsEqualTrlSftTrainers(String name) throws IOException {
+        try (NDManager manager = NDManager.newBaseManager()) {
+            Setup s = setup(name, manager);
+            JsonNode trl = s.expected().get("trl_sft_metrics");
+            double coefficient = auxCoefficient(s.model());
+            assertEquals(trl.get("aux_coef").doubleValue(), coefficient, 0, "aux_coef");
+            List<String> report = new ArrayList<>();
+            JsonNode train = trl.get("train");
+            for (int j = 0; j < s.batches().size(); j++) {
+                JsonNode want = train.get("micro_batches").get(j);
+                TrainingBatch batch = s.batches().get(j);
+                CausalLmLoss.Values values;
+                try (NDManager step = manager.newSubManager()) {
+                    values = CausalLmLoss.backward(s.model(), batch, trl.get("num_items_in_batch").intValue(),
+                            coefficient, false, 0, step);
+                }
+                String label = name + " micro-batch " + j;
+                report.add(close(label + " entropy", want.get("entropy").doubleValue(),
+                        values.entropySum() / values.targets(), METRIC_RTOL));
+                assertEquals(want.get("mean_token_accuracy").doubleValue(),
+                        (double) values.correctPredictions() / values.targets(), 0, label + " mean_token_accuracy");
+                if (want.has("aux_loss")) {
+                    report.add(close(label + " aux_loss", want.get("aux_loss").doubleValue(), values.loadBalancing(),
+                            LOSS_RTOL));
+                }
+            }
+            OptimizerStep.Result<SftObjective.Measured> result = step(s.model(), s.parameters(), s.batches(),
+                    coefficient, 1.0, new AdamW(s.parameters(), 0.9, 0.999, 1e-8, 0.0), 0, manager, false, 0,
+                    LossScaler.off());
+            JsonNode logged = train.get("logged");
+            Map<String, Object> metrics = result.measured().metrics();
+            report.add(close(name + " step entropy", logged.get("entropy").doubleValue(),
+                    (Double) metrics.get("entropy"), METRIC_RTOL));
+            assertEquals(logged.get("mean_token_accuracy").doubleValue(), (Double) metrics.get("mean_token_accuracy"),
+                    0, name + " step mean_token_accuracy");
+
+            s.lora().setTraining(false);
+            Evaluation.Result evaluation = Evaluation.of(s.model(), s.batches(), manager);
+            JsonNode eval = trl.get("eval").get("logged");
+            report.add(close(name + " eval_entropy", eval.get("eval_entropy").doubleValue(), evaluation.entropy(),
+                    METRIC_RTOL));
+            assertEquals(eval.get("eval_mean_token_accuracy").doubleValue(), evaluation.meanTokenAccuracy(), 0,
+                    name + " eval_mean_token_accuracy");
+            if (eval.has("eval_aux_loss")) {
+                report.add(close(name + " eval_aux_loss", eval.get("eval_aux_loss").doubleValue(),
+                        evaluation.loadBalancing(), LOSS_RTOL));
+            } else {
+                assertTrue(Double.isNaN(evaluation.loadBalancing()), name + ": a dense model has no aux_loss");
+            }
+            report.forEach(System.out::println);
         }
     }
 
