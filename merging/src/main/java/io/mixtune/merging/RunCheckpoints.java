@@ -18,7 +18,8 @@ import java.util.stream.Stream;
 public final class RunCheckpoints {
     public static final String CHECKPOINTS = "checkpoints";
     public static final String ADAPTER = "adapter";
-    private static final Pattern STEP = Pattern.compile("step-(\\d+)");
+    /** step-N, or step-N.replaced: the copy training renames aside while it saves step N again, step N while alone. */
+    private static final Pattern STEP = Pattern.compile("step-(\\d+)(\\.replaced)?");
 
     private RunCheckpoints() {}
 
@@ -67,7 +68,9 @@ public final class RunCheckpoints {
         try (Stream<Path> entries = Files.list(checkpoints)) {
             for (Path entry : entries.filter(Files::isDirectory).toList()) {
                 Matcher step = STEP.matcher(entry.getFileName().toString());
-                if (step.matches()) {
+                // a kill between training's two renames leaves step-N.replaced as the only complete copy of step N
+                if (step.matches() && (step.group(2) == null
+                        || !Files.isDirectory(entry.resolveSibling("step-" + step.group(1))))) {
                     Path adapter = entry.resolve(ADAPTER);
                     found.add(new Checkpoint(Long.parseLong(step.group(1)), Files.isDirectory(adapter) ? adapter : entry));
                 }

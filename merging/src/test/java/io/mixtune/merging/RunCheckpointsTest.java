@@ -51,6 +51,22 @@ class RunCheckpointsTest {
                 + " 300])"), tooMany.getMessage());
     }
 
+    /**
+     * Training saves a step again by renaming the old copy to step-N.replaced first: killed between the two renames,
+     * that copy is step N (TrainingCheckpoint lists it so); next to a step-N it is the old copy, not a checkpoint.
+     */
+    @Test
+    void aReplacedStepCountsOnlyWhereItIsTheOnlyCopy() throws IOException {
+        Path run = run();
+        Path checkpoints = run.resolve("checkpoints");
+        Files.move(checkpoints.resolve("step-300"), checkpoints.resolve("step-300.replaced"));
+        assertEquals(List.of(5L, 40L, 300L), RunCheckpoints.all(run).stream().map(RunCheckpoints.Checkpoint::step).toList());
+        assertEquals(checkpoints.resolve("step-300.replaced"), RunCheckpoints.latest(run, 1).get(0).dir());
+        Files.createDirectories(checkpoints.resolve("step-300"));
+        assertEquals(checkpoints.resolve("step-300"), RunCheckpoints.latest(run, 1).get(0).dir());
+        assertEquals(3, RunCheckpoints.all(run).size());
+    }
+
     @Test
     void lawaOverARunEqualsTheGoldenOfItsLatestTwo() throws IOException {
         Path out = dir.resolve("out");
