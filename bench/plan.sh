@@ -22,7 +22,7 @@ train: {micro_batch_size: 1, max_steps: 1}
 output_dir: $work/out
 YAML
 probe() {
-  java -Xms1536m -Xmx1536m -XX:+AlwaysPreTouch -XX:+UseSerialGC -Dai.djl.offline=true -cp trainer/target/mixtune.jar \
+  java -Xms1536m -Xmx1536m -XX:+AlwaysPreTouch -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dai.djl.offline=true -cp trainer/target/mixtune.jar \
     io.mixtune.trainer.plan.PeakMemoryProbe "$work/mistral-1b.yaml" $((length - 1)) 1 "$@"
 }
 for checkpointing in false true; do

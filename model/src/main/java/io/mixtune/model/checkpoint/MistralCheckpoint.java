@@ -52,8 +52,8 @@ public final class MistralCheckpoint {
     }
 
     /**
-     * @param computeType FLOAT32, or FLOAT16 for half-precision compute (a GPU's): the dense linear layers (lm_head
-     *     and router included) are held in it, and quantized layers dequantize into it; the embeddings and norms stay
+     * @param computeType FLOAT32, or FLOAT16 for half-precision compute (a GPU's): the dense linear layers (an untied
+     *     lm_head and the router included) are held in it, and quantized layers dequantize into it; the embeddings and norms stay
      *     float32, read exactly from the checkpoint's bytes, as PEFT's prepare_model_for_kbit_training casts them, so
      *     that the residual stream is float32 ({@link DecoderLayer})
      */

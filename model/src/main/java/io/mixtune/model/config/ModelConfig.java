@@ -239,8 +239,8 @@ public record ModelConfig(
      * The BOS id for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
      * and still begins every prompt with the tokenizer's BOS (tokenizer_config.json's {@code bos_token}, its id in
      * tokenizer.json); mixtune, whose samples and prompts take the id from the config, takes that same token. With no
-     * tokenizer.json beside it, the bundled Mistral tokenizer is the one in use, whose {@code <s>} is 1 (MistralConfig's
-     * default, what a config without the key gets).
+     * tokenizer.json beside it, the bundled Mistral tokenizer is the one in use, whose {@code <s>} is 1
+     * (MistralConfig's default, what a config without the key gets).
      */
     private static long tokenizerBosId(Path configJson) {
         Path dir = configJson.toAbsolutePath().getParent();

@@ -87,7 +87,7 @@ public final class CausalLm implements AutoCloseable {
     public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache,
             IntConsumer beforeLayer) {
         NDArray h = embed(inputIds);
-        RotaryEmbedding.Angles angles = anglesAt(positionIds, computeType);
+        RotaryEmbedding.Angles angles = anglesAt(positionIds);
         List<NDArray> routerLogits = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
             beforeLayer.accept(i);
@@ -107,7 +107,8 @@ public final class CausalLm implements AutoCloseable {
         return Embedding.embedding(inputIds, embedTokens, SparseFormat.DENSE).singletonOrThrow();
     }
 
-    public RotaryEmbedding.Angles anglesAt(NDArray positionIds, DataType computeType) {
+    /** The rotary angles in the compute dtype: the residual's float32 would silently run attention in float32. */
+    public RotaryEmbedding.Angles anglesAt(NDArray positionIds) {
         return rotary.anglesAt(positionIds, computeType);
     }
 

@@ -65,7 +65,7 @@ class Float16ResidualTest {
             NDArray positions = manager.arange(0, IDS.length, 1, DataType.INT64).reshape(1, IDS.length);
             NDArray mask = AttentionMask.forRows(manager, 1, IDS.length, null, null, null, DataType.FLOAT32);
             NDArray embedded = float32.embed(ids);
-            NDArray afterFirst = float32.layer(0, embedded, float32.anglesAt(positions, DataType.FLOAT32), mask)
+            NDArray afterFirst = float32.layer(0, embedded, float32.anglesAt(positions), mask)
                     .hidden();
             float residual = afterFirst.abs().max().getFloat();
             float blockOutput = afterFirst.sub(embedded).abs().max().getFloat();
@@ -147,7 +147,7 @@ class Float16ResidualTest {
             NDArray positions = manager.arange(0, tokens.length, 1, DataType.INT64).reshape(1, tokens.length);
             assertEquals(DataType.FLOAT32, float16.embed(ids).getDataType(), "embeddings");
             NDArray mask16 = AttentionMask.forRows(manager, 1, tokens.length, null, null, null, DataType.FLOAT16);
-            NDArray residual = float16.layer(0, float16.embed(ids), float16.anglesAt(positions, DataType.FLOAT16),
+            NDArray residual = float16.layer(0, float16.embed(ids), float16.anglesAt(positions),
                     mask16).hidden();
             assertEquals(DataType.FLOAT32, residual.getDataType(), "a layer's output");
             NDArray states = float16.hiddenStates(ids, positions, mask16, null).states();

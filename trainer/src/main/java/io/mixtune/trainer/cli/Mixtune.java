@@ -24,7 +24,7 @@ import org.apache.commons.cli.ParseException;
 
 /**
  * The `mixtune` command line. Exit codes: 0 success, 2 usage or input error (the command line, a recipe, a bad record
- * in a data file: something the user must fix), 1 failure. Errors are one line on stderr (a recipe's problems one line
+ * in a data file, a damaged checkpoint: something the user must fix), 1 failure. Errors are one line on stderr (a recipe's problems one line
  * each); the stack trace only with --verbose.
  */
 public final class Mixtune {

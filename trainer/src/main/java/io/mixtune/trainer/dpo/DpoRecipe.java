@@ -194,7 +194,8 @@ public final class DpoRecipe implements AutoCloseable {
                 outputDir.resolve("adapter"), model.baseModelDir(), recipe);
         // The weight averages are each stage's (stage-K/adapter-ema, ...): the last stage's stand beside the result.
         Map<String, Path> averaged = results.isEmpty() ? Map.of() : results.get(results.size() - 1).averagedAdapters();
-        return new TrainingResult(step, false, start.alreadyFinished(), adapterDir, averaged, start.checkpoints(), results);
+        return new TrainingResult(step, false, start.alreadyFinished(), adapterDir, averaged, start.checkpoints(),
+                results);
     }
 
     /** Stage {@code stage}'s reference as it starts: from stage 2 on, the policy so far becomes the reference. */

@@ -215,7 +215,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
             // The gradient in the head's dtype, cast to the states' float32, and the objective's product.
             return bytes + targets * h * (headBytes() + (headBytes() == F32 ? 0 : F32) + F32) + targets * I64;
         }
-        bytes += (s == F32 ? 0 : targets * h * s); // the states cast to the (untied: compute) head's dtype
+        bytes += (headBytes() == F32 ? 0 : targets * h * s); // the states cast to the head's (compute) dtype
         bytes += linear(linears.lmHead(), targets, recorded);
         if (linears.lmHead().nf4()) {
             bytes += linears.lmHead().parameters() * s;

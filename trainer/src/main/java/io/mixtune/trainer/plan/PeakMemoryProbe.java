@@ -95,8 +95,7 @@ public final class PeakMemoryProbe {
             TrainingBatch batch = syntheticBatch(model.config(), train.microBatchSize(), recipe.data().maxSeqLen(),
                     targets, recipe.data().packing());
             LossScaler scaler = computeType == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
-            double coefficient = train.routerAuxLoss() && model.config().isMixtureOfExperts()
-                    ? model.config().routerAuxLossCoef() : 0;
+            double coefficient = train.routerAuxCoefficient(model.config());
             com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean)
                     java.lang.management.ManagementFactory.getOperatingSystemMXBean();
             StepContext context = new StepContext(model, parameters, manager, optimizer, scaler, train.maxGradNorm(),

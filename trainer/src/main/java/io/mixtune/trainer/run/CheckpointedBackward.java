@@ -47,7 +47,7 @@ public final class CheckpointedBackward {
             List<NDArray> layerInputs = new ArrayList<>();
             List<NDArray> routerLogits = new ArrayList<>();
             NDArray h = model.embed(in.inputIds());
-            RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds(), model.computeType());
+            RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds());
             for (int i = 0; i < layers; i++) {
                 layerInputs.add(h);
                 try (NDManager layer = step.newSubManager()) {

@@ -376,8 +376,8 @@ public final class TrainingCheckpoint {
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints, "*" + REPLACED)) {
                 for (Path replaced : entries) {
                     String name = replaced.getFileName().toString();
-                    if (isCheckpointDir(replaced)
-                            && Files.exists(replaced.resolveSibling(name.substring(0, name.length() - REPLACED.length())))) {
+                    Path stepN = replaced.resolveSibling(name.substring(0, name.length() - REPLACED.length()));
+                    if (isCheckpointDir(replaced) && Files.exists(stepN)) {
                         delete(replaced); // its step-N was moved in: a kill came before it was deleted
                     }
                 }

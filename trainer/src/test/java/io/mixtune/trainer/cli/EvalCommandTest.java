@@ -126,7 +126,7 @@ class EvalCommandTest {
         JsonNode first = evals.get(0);
         JsonNode last = evals.get(evals.size() - 1);
         assertEquals(List.of(0, 4), List.of(first.get("step").asInt(), last.get("step").asInt()));
-        // TRL's SFTTrainer's evaluation metrics beside the loss (their values: SftGoldenTest#metricsEqualTrlSftTrainers)
+        // TRL's SFTTrainer's evaluation metrics beside the loss (values: SftGoldenTest#metricsEqualTrlSftTrainers)
         for (JsonNode eval : evals) {
             assertTrue(eval.get("eval_entropy").asDouble() > 0 && eval.get("eval_entropy").asDouble() < Math.log(32000),
                     eval.toString());

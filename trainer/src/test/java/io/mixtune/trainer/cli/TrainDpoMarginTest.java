@@ -19,6 +19,7 @@ import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeException;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.reward.RewardScorer;
+import io.mixtune.trainer.run.MetricsLog;
 import io.mixtune.trainer.run.TrainingListener;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -72,14 +73,6 @@ class TrainDpoMarginTest {
                 "data.skip_invalid=false", "data.max_seq_len=96"));
         overrides.addAll(List.of(more));
         return overrides;
-    }
-
-    private static List<JsonNode> records(Path jsonl) throws IOException {
-        List<JsonNode> records = new ArrayList<>();
-        for (String line : Files.readAllLines(jsonl)) {
-            records.add(JSON.readTree(line));
-        }
-        return records;
     }
 
     /** The pairs' sources from the largest margin down: the order Stage-DPO trains them in. */
@@ -201,7 +194,7 @@ class TrainDpoMarginTest {
         }
         assertTrue(notes.stream().anyMatch(n -> n.startsWith("stage order: 9 pairs scored by " + rewardModel)), notes
                 .toString());
-        List<JsonNode> cached = records(dir.resolve("out").resolve(MarginStages.CACHE_FILE));
+        List<JsonNode> cached = MetricsLog.read(dir.resolve("out").resolve(MarginStages.CACHE_FILE));
         List<PreferenceSample> inFileOrder = DpoRecipe.loadPairs(RecipeReader.read(QUICKSTART, overrides(dir, pairs,
                 "data.validation_ratio=0", "dpo.stages=1")).recipe()).stages().get(0);
         assertEquals(9, cached.size());
@@ -260,12 +253,13 @@ class TrainDpoMarginTest {
         Files.setLastModifiedTime(cache, FileTime.fromMillis(1_000_000_000_000L));
         // Scored in two processes: libtorch's CPU kernels (MKL) promise equal results only to rounding across
         // processes (alignment, threads), so the margins are compared as numbers and by the order they give.
-        List<JsonNode> wholeMargins = records(whole.resolve("out").resolve(MarginStages.CACHE_FILE));
-        List<JsonNode> killedMargins = records(cache);
+        List<JsonNode> wholeMargins = MetricsLog.read(whole.resolve("out").resolve(MarginStages.CACHE_FILE));
+        List<JsonNode> killedMargins = MetricsLog.read(cache);
         assertEquals(wholeMargins.size(), killedMargins.size());
         for (int i = 0; i < wholeMargins.size(); i++) {
             assertEquals(wholeMargins.get(i).get("source").asText(), killedMargins.get(i).get("source").asText());
-            assertEquals(wholeMargins.get(i).get("margin").floatValue(), killedMargins.get(i).get("margin").floatValue(),
+            assertEquals(wholeMargins.get(i).get("margin").floatValue(),
+                    killedMargins.get(i).get("margin").floatValue(),
                     1e-5, "margin of " + wholeMargins.get(i).get("source").asText());
         }
         assertEquals(marginOrder(wholeMargins), marginOrder(killedMargins), "the stages' order");
