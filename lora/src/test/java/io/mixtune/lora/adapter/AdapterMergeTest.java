@@ -74,6 +74,16 @@ class AdapterMergeTest {
         assertTrue(!Files.exists(out.resolve("model.safetensors")));
     }
 
+    /** A random tiny Mistral at {@code base} and a random q_proj + v_proj adapter of it at {@code adapter}. */
+    private static void writeBaseAndQvAdapter(Path base, Path adapter) throws Exception {
+        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj", "v_proj")), LoraModel.Init.RANDOM, 5);
+            PeftAdapter.save(lora, "default", adapter, "base");
+        }
+    }
+
     /**
      * A file with q_proj and v_proj tensors whose config selects only q_proj: PEFT wraps only q_proj and drops the
      * v_proj tensors unused, with no warning; mixtune refuses it, loaded or merged, naming the tensors it would drop.
@@ -81,13 +91,8 @@ class AdapterMergeTest {
     @Test
     void weightsTheConfigDoesNotSelectAreRefusedWhenLoadedAndMerged(@TempDir Path dir) throws Exception {
         Path base = dir.resolve("base");
-        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
         Path full = dir.resolve("full");
-        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
-            LoraModel lora = new LoraModel(model);
-            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj", "v_proj")), LoraModel.Init.RANDOM, 5);
-            PeftAdapter.save(lora, "default", full, "base");
-        }
+        writeBaseAndQvAdapter(base, full);
         // The same file, its config narrowed to q_proj.
         Path narrowed = dir.resolve("narrowed");
         Files.createDirectories(narrowed);
@@ -117,13 +122,8 @@ class AdapterMergeTest {
     @Test
     void keysThatFitNoModuleAndModulesWithoutKeysAreRefusedWhenLoadedAndMerged(@TempDir Path dir) throws Exception {
         Path base = dir.resolve("base");
-        RandomCheckpoint.write(LoraAdapterTest.mistral(), base, 3, DType.F32, Long.MAX_VALUE);
         Path full = dir.resolve("full");
-        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
-            LoraModel lora = new LoraModel(model);
-            lora.addAdapter("default", LoraConfig.of(4, 8, List.of("q_proj", "v_proj")), LoraModel.Init.RANDOM, 5);
-            PeftAdapter.save(lora, "default", full, "base");
-        }
+        writeBaseAndQvAdapter(base, full);
         String q0 = "base_model.model.model.layers.0.self_attn.q_proj";
         String v1 = "base_model.model.model.layers.1.self_attn.v_proj";
         String farLayer = "base_model.model.model.layers.9.self_attn.q_proj";
