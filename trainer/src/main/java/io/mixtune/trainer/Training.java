@@ -214,6 +214,12 @@ public final class Training {
      */
     private Path checkpointToResume(Path given, TrainingListener listener) {
         Path checkpoints = Path.of(recipe.outputDir(), TrainingOutputs.CHECKPOINTS_DIR);
+        if (given != null && !Files.exists(given) && Files.isDirectory(TrainingCheckpoint.replacedCopyOf(given))) {
+            Path copy = TrainingCheckpoint.replacedCopyOf(given);
+            listener.onNote("--resume " + given + ": the run stopped while it saved this step again; resuming from its "
+                    + "complete copy " + copy);
+            given = copy;
+        }
         if (given != null && !Files.exists(given)) {
             throw new Refusal("--resume " + given + ": no such checkpoint or run directory (--resume takes "
                     + "RUN/checkpoints/step-N, or the run directory RUN; alone, the newest checkpoint of output_dir)");

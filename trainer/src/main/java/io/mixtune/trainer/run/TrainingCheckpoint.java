@@ -233,7 +233,7 @@ public final class TrainingCheckpoint {
      * Keeping the old copy instead would leave a damaged one (the reason to resume from an older step) in place.
      */
     private static void moveIntoPlace(Path partial, Path target, Rename rename) throws IOException {
-        Path replaced = target.resolveSibling(target.getFileName() + REPLACED);
+        Path replaced = replacedCopyOf(target);
         if (Files.exists(target)) {
             delete(replaced); // a kill after the last replacement's move-in left it: target is newer and complete
             if (Files.exists(replaced)) {
@@ -251,6 +251,14 @@ public final class TrainingCheckpoint {
     private static void put(List<TensorSpec> specs, Map<String, NDArray> arrays, String name, NDArray array) {
         specs.add(new TensorSpec(name, DType.F32, array.getShape().getShape()));
         arrays.put(name, array);
+    }
+
+    /**
+     * Where a save of the same step again keeps the old copy of {@code stepDir} until the new one is in place: after a
+     * kill between the two renames, the complete copy of that step.
+     */
+    public static Path replacedCopyOf(Path stepDir) {
+        return stepDir.resolveSibling(stepDir.getFileName() + REPLACED);
     }
 
     /** Refuses a directory without the checkpoint's state file, saying what --resume takes. */

@@ -159,6 +159,27 @@ class RunSafetyTest {
     }
 
     /**
+     * Killed between the two renames that save a step again (step-N moved aside to step-N.replaced, the new copy not
+     * yet in): `--resume RUN/checkpoints/step-N` takes the complete copy, as `--resume` alone does, and the run ends as
+     * the uninterrupted one; before, the explicit path was refused as no such checkpoint (exit 2).
+     */
+    @Test
+    void anExplicitResumeOfAStepKilledWhileSavedAgainTakesItsCompleteCopy(@TempDir Path dir) throws Exception {
+        Path recipe = TrainCommandTest.recipe(dir);
+        Path out = dir.resolve("out");
+        assertEquals(0, train(recipe).code());
+        byte[] adapter = Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors"));
+        Path step2 = out.resolve("checkpoints/step-000002");
+        Files.move(step2, step2.resolveSibling("step-000002.replaced"));
+
+        MixtuneCliTest.Result resumed = train(recipe, "--resume", step2.toString());
+        assertEquals(0, resumed.code(), resumed.out() + resumed.err());
+        assertTrue((resumed.out() + resumed.err()).contains("resuming from its complete copy " + step2 + ".replaced"),
+                resumed.out() + resumed.err());
+        assertArrayEquals(adapter, Files.readAllBytes(out.resolve("adapter/adapter_model.safetensors")));
+    }
+
+    /**
      * A run stopped before its first checkpoint (as a kill -9 leaves it: recipe.yaml, a metrics line) resumes from step
      * 0, after the recipe check, ending as the uninterrupted run; before, --resume failed with exit 1 and only --force
      * went on. A --resume with nothing to continue is an input error (exit 2), naming what it looked at.
