@@ -97,8 +97,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         for (int j = 0; j < layer.size(); j++) {
             LinearLayers.Linear linear = layer.get(j);
             if (linear.nf4()) {
-                boolean expert = config.isMixtureOfExperts() && j >= 5;
-                long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
+                long rowsIn = rowsInto(j, n);
                 boolean adapted = linear.loraRank() > 0;
                 bytes += rowsIn * linear.out() * s * (adapted ? 2 : 1);
                 if (adapted && readsANewInput(j)) {
@@ -107,6 +106,12 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
             }
         }
         return bytes;
+    }
+
+    /** The rows linear {@code j} of a layer reads: every token, or an expert's share of the k x tokens. */
+    private long rowsInto(int j, long n) {
+        boolean expert = config.isMixtureOfExperts() && j >= 5;
+        return expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
     }
 
     /** Whether linear {@code j} of a layer reads another input than the one before it (k and v read q's, up gate's). */
@@ -283,8 +288,7 @@ record ForwardBytes(ModelConfig config, LinearLayers linears, int s, boolean gpu
         long bytes = 0;
         for (int j = 3; j < layer.size(); j++) {
             LinearLayers.Linear linear = layer.get(j);
-            boolean expert = config.isMixtureOfExperts() && j >= 5;
-            long rowsIn = expert ? n * config.numExpertsPerTok() / config.numLocalExperts() : n;
+            long rowsIn = rowsInto(j, n);
             bytes += linear(linear, rowsIn, true) - linear(linear, rowsIn, false)
                     + (linear.nf4() ? linear.parameters() * s : 0);
         }
