@@ -8,6 +8,12 @@ Two files of numbers, no model of their own:
   loss, the mean, its gradient with respect to the policy log-probs, and TRL's metrics. The formulas are TRL 1.13's
   DPOTrainer._compute_loss (whose sigmoid ignores label_smoothing: only robust, exo_pair and aot read it), except
   reference_free, which TRL 1.x lacks (reference log-probs taken as 0, as TRL 0.x did).
+- loss_types.json: the same log-probs through TRL 1.13's other loss types (exo_pair, nca_pair, bco_pair, sppo_hard,
+  aot, aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm, with TRL's defaults and some other hyper-parameters)
+  and weighted combinations (MPO's [sigmoid, bco_pair, sft] with [0.8, 0.2, 1.0]), computed by TRL's own
+  DPOTrainer._compute_loss on a stand-in model whose completion log-probs are the fixed ones: TRL's loss, its logged
+  rewards and d loss / d policy log-probs, in float64. The same harness gives the formulas' loss on losses.json's
+  cases (asserted).
 - step/: one forward/backward of TRL's own DPOTrainer._compute_loss on the tiny Mixtral of the SFT golden
   (golden/sft/mixtral: its checkpoint and random PEFT adapter) with three preference pairs, the reference being the
   model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
@@ -107,6 +113,127 @@ def fixed_logps_cases() -> dict:
         cases[name] = {**v, "per_pair_loss": losses.tolist(), "loss": float(loss.detach()),
                        "grad_policy_chosen": pc.grad.tolist(), "grad_policy_rejected": pr.grad.tolist(),
                        "metrics": metrics(v["beta"], pc, pr, rc, rr)}
+    return {"logps": LOGPS, "cases": cases}
+
+
+# ---- (a') every other TRL 1.13 loss type, by TRL's own code on the same log-probs ---------------------------------
+
+# TRL's loss_type values beyond those above, each with TRL's defaults (discopop_tau 0.05; exo_pair needs label smoothing
+# above 0, 1e-3 as the EXO paper recommends), aot with label smoothing too, and MPO's combination (TRL's docs:
+# loss_type [sigmoid, bco_pair, sft], loss_weights [0.8, 0.2, 1.0]).
+TRL_LOSS_TYPES = {
+    "exo_pair": dict(loss_type=["exo_pair"], label_smoothing=1e-3),
+    "exo_pair_0.2": dict(loss_type=["exo_pair"], label_smoothing=0.2),
+    "nca_pair": dict(loss_type=["nca_pair"]),
+    "bco_pair": dict(loss_type=["bco_pair"]),
+    "sppo_hard": dict(loss_type=["sppo_hard"]),
+    "aot": dict(loss_type=["aot"]),
+    "aot_0.1": dict(loss_type=["aot"], label_smoothing=0.1),
+    "aot_unpaired": dict(loss_type=["aot_unpaired"]),
+    "aot_unpaired_0.1": dict(loss_type=["aot_unpaired"], label_smoothing=0.1),
+    "apo_zero": dict(loss_type=["apo_zero"]),
+    "apo_down": dict(loss_type=["apo_down"]),
+    "discopop": dict(loss_type=["discopop"]),
+    "discopop_tau_0.5": dict(loss_type=["discopop"], discopop_tau=0.5),
+    "sigmoid_norm": dict(loss_type=["sigmoid_norm"]),
+    "sigmoid_norm_beta_0.5": dict(loss_type=["sigmoid_norm"], beta=0.5),
+    "sigmoid_robust": dict(loss_type=["sigmoid", "robust"], loss_weights=[0.5, 2.0], label_smoothing=0.2),
+    "mpo": dict(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0]),
+}
+
+
+class _Outputs:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class _LogitsOfLogProbs(torch.nn.Module):
+    """A "model" over a two-token vocabulary whose logits give each completion token of row r the log-probability
+    logps[r] / length[r] of token 0 (the label everywhere): l = q - log(1 - e^q) makes log_softmax([l, 0])[0] = q. TRL's
+    summed completion log-probs are then the given ones, differentiably, and the sft term is their mean per token."""
+
+    def __init__(self, logps, lengths, width):
+        super().__init__()
+        self.logps, self.lengths, self.width = logps, lengths, width
+
+    def forward(self, input_ids, attention_mask, use_cache):
+        q = self.logps / self.lengths
+        token0 = q - torch.log(-torch.expm1(q))
+        logits = torch.zeros(len(q), self.width, 2, dtype=torch.float64)
+        positions = torch.arange(self.width)[None, :] < self.lengths[:, None]
+        logits = logits + (positions[..., None] * F.pad(token0[:, None, None], (0, 1)))
+        return _Outputs(logits)
+
+
+class _OneProcess:
+    device = torch.device("cpu")
+
+    @staticmethod
+    def gather(x):
+        return x
+
+    gather_for_metrics = gather
+
+
+def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_tau, pc, pr, rc, rr, len_c, len_r):
+    """TRL 1.13's DPOTrainer._compute_loss itself, on an instance holding only what it reads, with the reference
+    log-probs precomputed (TRL's precompute_ref_log_probs path) and the policy's from _LogitsOfLogProbs."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl import DPOTrainer
+
+    trainer = DPOTrainer.__new__(DPOTrainer)
+    lengths = torch.cat([len_c, len_r])
+    width = int(lengths.max()) + 1
+    model = _LogitsOfLogProbs(torch.cat([pc, pr]), lengths, width)
+    model.train()
+    vars(trainer).update(model=model, accelerator=_OneProcess(), aux_loss_enabled=False, ld_alpha=None,
+                         precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=loss_type,
+                         loss_weights=loss_weights, beta=beta, label_smoothing=label_smoothing, use_weighting=False,
+                         args=SimpleNamespace(discopop_tau=discopop_tau),
+                         _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
+                         _tp_size=1)
+    rows = len(lengths)
+    completion = (torch.arange(width)[None, :] >= 1) & (torch.arange(width)[None, :] <= lengths[:, None])
+    inputs = {"input_ids": torch.zeros(rows, width, dtype=torch.long),
+              "attention_mask": torch.ones(rows, width, dtype=torch.long),
+              "completion_mask": completion.long(), "ref_chosen_logps": rc, "ref_rejected_logps": rr}
+    loss = trainer._compute_loss(model, inputs, return_outputs=False)
+    return loss, {k: v[-1] for k, v in trainer._metrics["train"].items()}
+
+
+def trl_loss_type_cases() -> dict:
+    """TRL's loss, logged rewards and d loss / d policy log-probs per case. The same harness on the losses of
+    losses.json gives their formulas' loss (asserted), which ties the harness to TRL's trainer as the step goldens do."""
+    fixed = fixed_logps_cases()["cases"]
+    for name, v in fixed.items():
+        if v["reference_free"]:
+            continue
+        t = lambda key: torch.tensor(LOGPS[key], dtype=torch.float64)  # noqa: E731
+        loss, _ = trl_compute_loss([v["loss_type"]], [1.0], v["beta"], v["label_smoothing"], 0.05,
+                                   t("policy_chosen"), t("policy_rejected"), t("reference_chosen"),
+                                   t("reference_rejected"), t("chosen_lengths"), t("rejected_lengths"))
+        assert math.isclose(float(loss), v["loss"], rel_tol=1e-12), (name, float(loss), v["loss"])
+    cases = {}
+    for name, v in TRL_LOSS_TYPES.items():
+        v = {"beta": BETA, "label_smoothing": 0.0, "discopop_tau": 0.05, **v}
+        v["loss_weights"] = v.get("loss_weights", [1.0] * len(v["loss_type"]))
+        pc = torch.tensor(LOGPS["policy_chosen"], dtype=torch.float64, requires_grad=True)
+        pr = torch.tensor(LOGPS["policy_rejected"], dtype=torch.float64, requires_grad=True)
+        rc = torch.tensor(LOGPS["reference_chosen"], dtype=torch.float64)
+        rr = torch.tensor(LOGPS["reference_rejected"], dtype=torch.float64)
+        len_c = torch.tensor(LOGPS["chosen_lengths"], dtype=torch.float64)
+        len_r = torch.tensor(LOGPS["rejected_lengths"], dtype=torch.float64)
+        loss, logged = trl_compute_loss(v["loss_type"], v["loss_weights"], v["beta"], v["label_smoothing"],
+                                        v["discopop_tau"], pc, pr, rc, rr, len_c, len_r)
+        loss.backward()
+        # The "model" hands TRL the log-probs unchanged, so its metrics are those of the formulas above.
+        mine = metrics(v["beta"], pc, pr, rc, rr)
+        for key, value in mine.items():
+            assert math.isclose(value, logged[key], rel_tol=1e-12, abs_tol=1e-12), (name, key, value, logged[key])
+        cases[name] = {**v, "loss": float(loss.detach()), "grad_policy_chosen": pc.grad.tolist(),
+                       "grad_policy_rejected": pr.grad.tolist(), "metrics": {k: logged[k] for k in mine}}
     return {"logps": LOGPS, "cases": cases}
 
 
@@ -258,6 +385,7 @@ def _write_goldens(out: Path) -> None:
         shutil.rmtree(out)
     (out / "step").mkdir(parents=True)
     mg.write_json(out / "losses.json", fixed_logps_cases())
+    mg.write_json(out / "loss_types.json", trl_loss_type_cases())
 
     case_dir = sft.SFT_GOLDEN / SFT_CASE
     pairs = make_pairs(hf.TINY["vocab_size"])

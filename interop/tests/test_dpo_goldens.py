@@ -19,7 +19,21 @@ from test_sft_goldens import assert_same_goldens
 def test_committed_dpo_golden_reproduces(tmp_path):
     dpo.write_goldens(tmp_path / "dpo")
     step = {f"step/{name}" for name in ("expected.json", *(f"grads_{t}.safetensors" for t in dpo.LOSS_TYPES))}
-    assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", *step})
+    assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", "loss_types.json", *step})
+
+
+def test_every_trl_loss_type_has_a_golden():
+    """The loss types in TRL's _compute_loss source are those of losses.json, loss_types.json and sft (the step
+    golden's sigmoid_sft), so a TRL upgrade that adds one fails here."""
+    import inspect
+    import re
+
+    from trl import DPOTrainer
+
+    trl_types = set(re.findall(r'loss_type == "(\w+)"', inspect.getsource(DPOTrainer._compute_loss)))
+    covered = {v["loss_type"] for v in dpo.VARIANTS.values()} | {"sft"}
+    covered |= {t for v in dpo.TRL_LOSS_TYPES.values() for t in v["loss_type"]}
+    assert trl_types == covered, trl_types ^ covered
 
 
 def test_robust_is_unbiased_under_flipped_labels_and_sigmoid_ignores_label_smoothing():

@@ -11,6 +11,7 @@ import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.nn.InPlaceCopy;
 import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.recipe.DpoLossType;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.EpochSteps;
@@ -268,8 +269,15 @@ public final class DpoRecipe implements AutoCloseable {
                 : (recipe.model().adapter() != null ? "base + " + recipe.model().adapter() + " (a frozen second copy "
                         + "of the adapter)" : "the base (adapter off)")
                         + (stageSteps.length > 1 ? "; from stage 2 on, the policy the stage before ended with" : "");
-        listener.onNote(String.format(Locale.ROOT, "DPO: loss %s, beta %s%s%s; reference: %s", dpo.loss(),
-                dpo.beta(), dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
+        List<String> losses = new ArrayList<>();
+        for (int i = 0; i < dpo.loss().size(); i++) {
+            double weight = dpo.weights().get(i);
+            losses.add((weight == 1 ? "" : weight + " x ") + dpo.loss().get(i));
+        }
+        listener.onNote(String.format(Locale.ROOT, "DPO: loss %s, beta %s%s%s%s; reference: %s",
+                String.join(" + ", losses), dpo.beta(),
+                dpo.lossTypes().contains(DpoLossType.DISCOPOP) ? ", discopop_tau " + dpo.discopopTau() : "",
+                dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
                 dpo.sftWeight() > 0 ? ", + " + dpo.sftWeight() + " x SFT" : "", reference));
         listener.onNote("data: " + dataset.report());
         String order = !dpo.stageOrder().equals(Recipe.Dpo.ORDER_MARGIN) ? ""

@@ -22,9 +22,9 @@ import java.util.OptionalLong;
 /**
  * One DPO optimizer step: per micro-batch the policy's sequence log-probs of chosen and rejected in one forward pass,
  * the DPO loss against the reference's, backward; the loop then updates as for every method ({@link OptimizerStep}). As
- * TRL (HF's Trainer without num_items_in_batch), a micro-batch's objective is the mean over its pairs, plus sft_weight
- * x the mean NLL of its chosen completion tokens, plus the router coefficient x its load-balancing loss, and the step
- * takes the mean of the micro-batches' objectives.
+ * TRL (HF's Trainer without num_items_in_batch), a micro-batch's objective is the mean over its pairs of the weighted
+ * DPO losses ({@link DpoLoss#objective}), plus sft_weight x the mean NLL of its chosen completion tokens, plus the
+ * router coefficient x its load-balancing loss, and the step takes the mean of the micro-batches' objectives.
  */
 public final class DpoStep {
     private DpoStep() {}
@@ -71,21 +71,17 @@ public final class DpoStep {
         NDArray policyRejected = sequences.get(new NDIndex("{}:", pairs));
         NDArray lengthArray = manager.create(lengths(batch));
         NDArray referenceArray = manager.create(reference);
-        NDArray perPair = DpoLoss.perPair(dpo, policyChosen, policyRejected,
-                referenceArray.get(new NDIndex("0:{}", pairs)), referenceArray.get(new NDIndex("{}:", pairs)),
-                lengthArray.get(new NDIndex("0:{}", pairs)), lengthArray.get(new NDIndex("{}:", pairs)));
-        NDArray objective = perPair.mean();
         int chosenTargets = 0;
         int[] perRow = batch.targetsPerRow();
         for (int i = 0; i < pairs; i++) {
             chosenTargets += perRow[i];
         }
-        NDArray nll = Scalars.dividedBy(policyChosen.sum().neg(), Math.max(1, chosenTargets));
-        if (dpo.sftWeight() > 0) {
-            objective = objective.add(Scalars.times(nll, dpo.sftWeight()));
-        }
-        return new Terms(objective, sequences.toFloatArray(), perPair.toFloatArray(), nll.getFloat(), 0,
-                DpoMetrics.LogitMeans.of(statistics, batch.targetsPerRow(), pairs));
+        DpoLoss.Objective objective = DpoLoss.objective(dpo, policyChosen, policyRejected,
+                referenceArray.get(new NDIndex("0:{}", pairs)), referenceArray.get(new NDIndex("{}:", pairs)),
+                lengthArray.get(new NDIndex("0:{}", pairs)), lengthArray.get(new NDIndex("{}:", pairs)),
+                chosenTargets);
+        return new Terms(objective.value(), sequences.toFloatArray(), objective.perPair().toFloatArray(),
+                objective.nll().getFloat(), 0, DpoMetrics.LogitMeans.of(statistics, batch.targetsPerRow(), pairs));
     }
 
     private static float[] lengths(PreferenceBatch batch) {

@@ -5,6 +5,7 @@ import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -316,11 +317,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * - reference rejected).
      *
      * @param beta the strength of the pull towards the reference (IPO's tau)
-     * @param loss sigmoid (-log sigmoid(beta d)), robust ((-(1 - eps) log sigmoid(beta d) + eps log sigmoid(-beta d))
-     *     / (1 - 2 eps), Chowdhury et al. 2024), ipo ((d / length - 1 / (2 beta))^2, log-probs divided by the
-     *     completion length) or hinge (relu(1 - beta d))
-     * @param labelSmoothing robust's eps, the assumed share of flipped labels; robust only, as in TRL 1.13, whose sigmoid
-     *     ignores it
+     * @param loss TRL 1.13's loss_type, one name or a list whose losses add up with {@code lossWeights} (MPO-style):
+     *     sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down,
+     *     discopop or sigmoid_norm, each TRL's formula ({@link DpoLossType}); TRL's sft is {@code sftWeight}
+     * @param lossWeights one weight per loss (TRL's loss_weights); empty: 1 each
+     * @param labelSmoothing eps, read by robust (the assumed share of flipped labels), exo_pair (its target
+     *     distribution [1 - eps, eps], which must be above 0), aot and aot_unpaired; TRL 1.13's other losses ignore it
+     * @param discopopTau discopop's temperature (TRL's discopop_tau, default 0.05)
      * @param referenceFree no reference model: its log-probabilities are taken as 0
      * @param sftWeight weight of an added SFT term, the mean negative log-likelihood of the chosen completion tokens
      *     (TRL's loss_type [sigmoid, sft] with loss_weights [1, sft_weight]); 0 leaves it out
@@ -333,15 +336,18 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param marginModel for stage_order margin: a reward adapter on the base whose margins order the pairs (scored
      *     once, kept in output_dir); null takes each pair's score_chosen - score_rejected
      */
-    public record Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
-            List<String> stages, boolean precomputeReference, String stageOrder, String marginModel) {
+    public record Dpo(double beta, List<String> loss, List<Double> lossWeights, double labelSmoothing,
+            double discopopTau, boolean referenceFree, double sftWeight, List<String> stages,
+            boolean precomputeReference, String stageOrder, String marginModel) {
         public static final String ORDER_FILE = "file";
         public static final String ORDER_MARGIN = "margin";
+        public static final double DEFAULT_DISCOPOP_TAU = 0.05;
 
-        /** Stages in file order, as before stage_order existed. */
+        /** One loss, stages in file order, as before stage_order existed. */
         public Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
                 List<String> stages, boolean precomputeReference) {
-            this(beta, loss, labelSmoothing, referenceFree, sftWeight, stages, precomputeReference, ORDER_FILE, null);
+            this(beta, List.of(loss), List.of(), labelSmoothing, DEFAULT_DISCOPOP_TAU, referenceFree, sftWeight, stages,
+                    precomputeReference, ORDER_FILE, null);
         }
 
         public Dpo {
@@ -349,13 +355,47 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (!(beta > 0)) {
                 checks.add("beta: must be > 0, got " + beta);
             }
-            checks.oneOf("loss", loss, "sigmoid", "robust", "ipo", "hinge");
+            loss = loss == null ? List.of() : List.copyOf(loss);
+            lossWeights = lossWeights == null ? List.of() : List.copyOf(lossWeights);
+            List<DpoLossType> types = new ArrayList<>();
+            for (String name : loss) {
+                DpoLossType type = DpoLossType.of(name);
+                if (type != null) {
+                    types.add(type);
+                } else if ("sft".equals(name)) {
+                    checks.add("loss: TRL's sft term is dpo.sft_weight here (its loss_weight), not a loss name");
+                } else {
+                    checks.add(oneOfMessage("loss", name, DpoLossType.trlNames().toArray(String[]::new)));
+                }
+            }
+            if (loss.isEmpty()) {
+                checks.add("loss: expected one of " + String.join(", ", DpoLossType.trlNames()) + " or a list of them");
+            }
+            if (!lossWeights.isEmpty() && lossWeights.size() != loss.size()) {
+                checks.add("loss_weights: one weight per loss (TRL's loss_weights), got " + lossWeights.size()
+                        + " for " + loss.size() + " losses " + loss);
+            }
+            if (lossWeights.stream().anyMatch(w -> !(w >= 0 && Double.isFinite(w)))) {
+                checks.add("loss_weights: each must be a finite number >= 0, got " + lossWeights);
+            }
             if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
                 checks.add("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
             }
-            if (labelSmoothing > 0 && loss != null && !loss.equals("robust")) {
-                checks.add("label_smoothing: only loss: robust reads it (TRL 1.13's " + loss + " loss ignores it; "
-                        + "its label-smoothed sigmoid is robust), and loss is " + loss);
+            if (labelSmoothing > 0 && types.size() == loss.size()
+                    && types.stream().noneMatch(DpoLossType::readsLabelSmoothing)) {
+                checks.add("label_smoothing: only loss: robust, exo_pair, aot or aot_unpaired reads it (TRL 1.13's "
+                        + String.join(", ", loss) + " ignores it; its label-smoothed sigmoid is robust), and loss is "
+                        + String.join(", ", loss));
+            }
+            if (labelSmoothing == 0 && types.contains(DpoLossType.EXO_PAIR)) {
+                checks.add("label_smoothing: loss exo_pair takes log(label_smoothing), so it must be above 0 (the EXO "
+                        + "paper recommends 1e-3, as TRL says)");
+            }
+            if (!(discopopTau > 0 && Double.isFinite(discopopTau))) {
+                checks.add("discopop_tau: must be > 0, got " + discopopTau);
+            } else if (discopopTau != DEFAULT_DISCOPOP_TAU && types.size() == loss.size()
+                    && !types.contains(DpoLossType.DISCOPOP)) {
+                checks.add("discopop_tau: only loss discopop reads it, and loss is " + String.join(", ", loss));
             }
             if (!(sftWeight >= 0)) {
                 checks.add("sft_weight: must be >= 0, got " + sftWeight);
@@ -376,6 +416,16 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                         + stageOrder);
             }
             checks.throwIfAny();
+        }
+
+        /** The loss types, as the recipe names them. */
+        public List<DpoLossType> lossTypes() {
+            return loss.stream().map(DpoLossType::of).toList();
+        }
+
+        /** Each loss's weight (1 where loss_weights is empty). */
+        public List<Double> weights() {
+            return lossWeights.isEmpty() ? loss.stream().map(name -> 1.0).toList() : lossWeights;
         }
 
         /** The number of stages. */

@@ -233,7 +233,7 @@ class RecipesCommandTest {
                 mixtral.model().preset(), mixtral.model().quantize()));
         assertEquals(List.of(0.1, 5e-6), List.of(mixtral.dpo().beta(), mixtral.train().lr()));
         assertEquals(2, mixtral.dpo().stageCount());
-        assertEquals("sigmoid", mixtral.dpo().loss());
+        assertEquals(List.of("sigmoid"), mixtral.dpo().loss());
         assertTrue(mixtral.train().gradientCheckpointing());
         assertEquals(32, mixtral.train().microBatchSize() * mixtral.train().gradientAccumulation());
 

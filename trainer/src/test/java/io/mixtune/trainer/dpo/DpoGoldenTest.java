@@ -114,6 +114,81 @@ class DpoGoldenTest {
         report.forEach(System.out::println);
     }
 
+    /**
+     * TRL 1.13's other loss types and weighted combinations (MPO's sigmoid + bco_pair + sft among them), each golden
+     * being TRL's own DPOTrainer._compute_loss on the fixed log-probs: the loss, d loss / d policy log-probs and the
+     * logged rewards.
+     */
+    @Test
+    void lossTypesOnFixedLogProbsEqualTrlDpoTrainer() throws IOException {
+        JsonNode golden = JSON.readTree(golden("loss_types.json").toFile());
+        JsonNode logps = golden.get("logps");
+        float[] chosenLengths = floats(logps.get("chosen_lengths"));
+        int chosenTargets = 0;
+        for (float length : chosenLengths) {
+            chosenTargets += (int) length;
+        }
+        List<String> report = new ArrayList<>();
+        for (Map.Entry<String, JsonNode> entry : iterable(golden.get("cases"))) {
+            String name = entry.getKey();
+            JsonNode want = entry.getValue();
+            List<String> losses = new ArrayList<>();
+            List<Double> weights = new ArrayList<>();
+            double sftWeight = 0;
+            for (int i = 0; i < want.get("loss_type").size(); i++) {
+                String loss = want.get("loss_type").get(i).asText();
+                double weight = want.get("loss_weights").get(i).doubleValue();
+                if (loss.equals("sft")) { // TRL's sft loss type is dpo.sft_weight
+                    sftWeight = weight;
+                } else {
+                    losses.add(loss);
+                    weights.add(weight);
+                }
+            }
+            Recipe.Dpo dpo = new Recipe.Dpo(want.get("beta").doubleValue(), losses, weights,
+                    want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(), false,
+                    sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+            try (NDManager manager = NDManager.newBaseManager()) {
+                NDArray policyChosen = manager.create(floats(logps.get("policy_chosen")));
+                NDArray policyRejected = manager.create(floats(logps.get("policy_rejected")));
+                policyChosen.setRequiresGradient(true);
+                policyRejected.setRequiresGradient(true);
+                float loss;
+                try (GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                    DpoLoss.Objective objective = DpoLoss.objective(dpo, policyChosen, policyRejected,
+                            manager.create(floats(logps.get("reference_chosen"))),
+                            manager.create(floats(logps.get("reference_rejected"))), manager.create(chosenLengths),
+                            manager.create(floats(logps.get("rejected_lengths"))), chosenTargets);
+                    loss = objective.value().getFloat();
+                    collector.backward(objective.value());
+                }
+                report.add(close(name + " loss", want.get("loss").doubleValue(), loss, LOSS_RTOL));
+                try (NDArray chosenGradient = policyChosen.getGradient();
+                        NDArray rejectedGradient = policyRejected.getGradient()) {
+                    float[] actual = concat(chosenGradient.toFloatArray(), rejectedGradient.toFloatArray());
+                    float[] expected = concat(floats(want.get("grad_policy_chosen")),
+                            floats(want.get("grad_policy_rejected")));
+                    // apo_down's d/d chosen is two float32 terms of about beta / 4 that cancel to about 1e-6: each
+                    // component is held to 1e-5 of itself or of the largest component, whichever is larger.
+                    double scale = 0;
+                    for (float value : expected) {
+                        scale = Math.max(scale, Math.abs(value));
+                    }
+                    for (int i = 0; i < actual.length; i++) {
+                        assertEquals(expected[i], actual[i], LOSS_RTOL * Math.max(Math.abs(expected[i]), scale),
+                                name + " d/d policy log-prob " + i + " (chosen, then rejected)");
+                    }
+                }
+                DpoMetrics metrics = new DpoMetrics(dpo.beta());
+                metrics.add(concat(floats(logps.get("policy_chosen")), floats(logps.get("policy_rejected"))),
+                        concat(floats(logps.get("reference_chosen")), floats(logps.get("reference_rejected"))), loss,
+                        0, null);
+                compareMetrics(name, want.get("metrics"), metrics.values(), report);
+            }
+        }
+        report.forEach(System.out::println);
+    }
+
     @Test
     void preferenceBatchIsTrlCollatorLayout() throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());

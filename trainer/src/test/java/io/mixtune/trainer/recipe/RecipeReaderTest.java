@@ -69,8 +69,43 @@ class RecipeReaderTest {
         String hinge = error(recipe, "dpo.loss=hinge", "dpo.label_smoothing=0.1");
         assertTrue(hinge.contains("label_smoothing") && hinge.contains("loss: robust"), hinge);
         Recipe robust = RecipeReader.read(recipe, List.of("dpo.loss=robust", "dpo.label_smoothing=0.1")).recipe();
-        assertEquals("robust", robust.dpo().loss());
+        assertEquals(List.of("robust"), robust.dpo().loss());
         assertEquals(0.1, robust.dpo().labelSmoothing());
+    }
+
+    /**
+     * TRL 1.13's loss types by TRL's names, one or a weighted list; each hyper-parameter refused, naming its key, where
+     * no chosen loss reads it, and exo_pair without the label smoothing whose log it takes.
+     */
+    @Test
+    void lossTypesAreTrlsAndTheirHyperParametersAreCheckedAgainstThem() throws IOException {
+        Path recipe = write("dpo.yaml", minimal() + "train:\n  method: dpo\n");
+        Path mpo = write("mpo.yaml", minimal() + "train:\n  method: dpo\ndpo:\n  loss: [sigmoid, bco_pair]\n"
+                + "  loss_weights: [0.8, 0.2]\n  sft_weight: 1.0\n");
+        Recipe.Dpo combined = RecipeReader.read(mpo, List.of()).recipe().dpo();
+        assertEquals(List.of(DpoLossType.SIGMOID, DpoLossType.BCO_PAIR), combined.lossTypes());
+        assertEquals(List.of(0.8, 0.2), combined.weights());
+        assertEquals(List.of(1.0), RecipeReader.read(recipe, List.of()).recipe().dpo().weights());
+        Recipe.Dpo exo = RecipeReader.read(recipe, List.of("dpo.loss=exo_pair", "dpo.label_smoothing=1e-3")).recipe()
+                .dpo();
+        assertEquals(List.of(DpoLossType.EXO_PAIR), exo.lossTypes());
+        assertEquals(0.05, RecipeReader.read(recipe, List.of("dpo.loss=discopop")).recipe().dpo().discopopTau());
+        RecipeReader.read(recipe, List.of("dpo.loss=aot_unpaired", "dpo.label_smoothing=0.1"));
+
+        String ignored = error(recipe, "dpo.loss=nca_pair", "dpo.label_smoothing=0.1");
+        assertTrue(ignored.contains("dpo.label_smoothing") && ignored.contains("nca_pair ignores it"), ignored);
+        String exoWithout = error(recipe, "dpo.loss=exo_pair");
+        assertTrue(exoWithout.contains("dpo.label_smoothing") && exoWithout.contains("above 0"), exoWithout);
+        String tau = error(recipe, "dpo.discopop_tau=0.5");
+        assertTrue(tau.contains("dpo.discopop_tau") && tau.contains("only loss discopop"), tau);
+        String badTau = error(recipe, "dpo.loss=discopop", "dpo.discopop_tau=0");
+        assertTrue(badTau.contains("dpo.discopop_tau") && badTau.contains("> 0"), badTau);
+        String weights = error(mpo, "dpo.loss_weights=[1.0]");
+        assertTrue(weights.contains("dpo.loss_weights") && weights.contains("one weight per loss"), weights);
+        String sft = error(recipe, "dpo.loss=sft");
+        assertTrue(sft.contains("dpo.loss") && sft.contains("dpo.sft_weight"), sft);
+        String unknown = error(recipe, "dpo.loss=aot_pair");
+        assertTrue(unknown.contains("dpo.loss") && unknown.contains("aot_unpaired"), unknown);
     }
 
     @Test
