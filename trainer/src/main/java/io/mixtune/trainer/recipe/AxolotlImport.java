@@ -149,8 +149,8 @@ public final class AxolotlImport {
             if (rl == null) {
                 return "sft";
             }
-            if (rl.asText().equals("dpo")) {
-                put("train.method", "dpo", "rl: dpo");
+            if (rl.asText().equals("dpo") || rl.asText().equals("ipo")) {
+                put("train.method", "dpo", "rl: " + rl.asText());
                 // dpo_beta is rl_beta's deprecated name: axolotl copies it only where rl_beta is unset
                 if (get("rl_beta") != null) {
                     number("rl_beta", "dpo.beta", false);
@@ -160,14 +160,107 @@ public final class AxolotlImport {
                 } else {
                     number("dpo_beta", "dpo.beta", false);
                 }
-                if (get("dpo_label_smoothing") != null) {
-                    unmapped("dpo_label_smoothing", "axolotl hands it to TRL's DPOConfig, whose default sigmoid loss "
-                            + "ignores it (TRL 1.13); mixtune's dpo.label_smoothing is for dpo.loss: robust");
+                if (rl.asText().equals("ipo")) {
+                    put("dpo.loss", "ipo", "rl: ipo (axolotl sets TRL's loss_type [ipo])");
+                    for (String key : List.of("dpo_loss_type", "dpo_loss_weights", "dpo_label_smoothing")) {
+                        if (get(key) != null) {
+                            unmapped(key, "axolotl hands it to TRL for rl: dpo only; rl: ipo is loss_type [ipo]");
+                        }
+                    }
+                } else {
+                    mapDpoLosses();
+                }
+                if (get("rpo_alpha") != null) {
+                    unmapped("rpo_alpha", "axolotl refuses it (gone from TRL >= 0.29); TRL's sft loss type, "
+                            + "dpo_loss_type [sigmoid, sft] with dpo_loss_weights [1, alpha], is dpo.sft_weight");
+                }
+                if (isTrue(get("dpo_use_weighting"))) {
+                    unmapped("dpo_use_weighting", "TRL's WPO weighting (use_weighting): mixtune weighs pairs equally");
                 }
                 return "dpo";
             }
             unmapped("rl", "mixtune trains sft or dpo only");
             return "sft";
+        }
+
+        /**
+         * rl: dpo's losses: dpo_loss_type and dpo_loss_weights go to TRL's loss_type and loss_weights (axolotl's
+         * DPOStrategy), TRL's sft among them being dpo.sft_weight; dpo_label_smoothing to label_smoothing, which TRL's
+         * default sigmoid ignores.
+         */
+        private void mapDpoLosses() {
+            List<String> types = elements(get("dpo_loss_type")).stream().map(JsonNode::asText).toList();
+            List<Double> weights = elements(get("dpo_loss_weights")).stream()
+                    .map(w -> w.isNumber() ? Double.valueOf(w.asDouble()) : parse(w.asText())).toList();
+            String why = lossesNotMapped(types, weights);
+            if (why != null) {
+                unmapped(get("dpo_loss_type") != null ? "dpo_loss_type" : "dpo_loss_weights", why);
+                if (get("dpo_loss_type") != null && get("dpo_loss_weights") != null) {
+                    unmapped("dpo_loss_weights", "weighs dpo_loss_type's losses, which are not mapped");
+                }
+            } else if (!types.isEmpty() || !weights.isEmpty()) {
+                List<String> losses = new ArrayList<>();
+                List<Double> lossWeights = new ArrayList<>();
+                double sftWeight = 0;
+                for (int i = 0; i < Math.max(1, types.size()); i++) {
+                    String type = types.isEmpty() ? "sigmoid" : types.get(i); // TRL's default loss_type
+                    double weight = weights.isEmpty() ? 1 : weights.get(i);
+                    if (type.equals("sft")) {
+                        sftWeight += weight;
+                    } else {
+                        losses.add(type);
+                        lossWeights.add(weight);
+                    }
+                }
+                String from = types.isEmpty() ? "dpo_loss_weights"
+                        : weights.isEmpty() ? "dpo_loss_type" : "dpo_loss_type, dpo_loss_weights";
+                put("dpo.loss", losses.size() == 1 ? losses.get(0) : losses, from);
+                if (lossWeights.stream().anyMatch(w -> w != 1)) {
+                    put("dpo.loss_weights", lossWeights, from);
+                }
+                if (sftWeight != 0) {
+                    put("dpo.sft_weight", sftWeight, from + " (TRL's sft loss type and its weight)");
+                }
+                used.add("dpo_loss_type");
+                used.add("dpo_loss_weights");
+            }
+            if (get("dpo_label_smoothing") == null) {
+                return;
+            }
+            if (why == null && types.stream().map(DpoLossType::of)
+                    .anyMatch(t -> t != null && t.readsLabelSmoothing())) {
+                number("dpo_label_smoothing", "dpo.label_smoothing", false);
+            } else {
+                unmapped("dpo_label_smoothing", "axolotl hands it to TRL's DPOConfig, whose "
+                        + (types.isEmpty() ? "default sigmoid" : String.join(", ", types)) + " loss ignores it (TRL"
+                        + " 1.13); mixtune's dpo.label_smoothing is for dpo.loss robust, exo_pair, aot, aot_unpaired");
+            }
+        }
+
+        /** Why dpo_loss_type / dpo_loss_weights have no recipe equivalent, or null. */
+        private static String lossesNotMapped(List<String> types, List<Double> weights) {
+            List<String> unknown = types.stream().filter(t -> !t.equals("sft") && DpoLossType.of(t) == null).toList();
+            if (!unknown.isEmpty()) {
+                return "not TRL 1.13's: " + unknown + " (TRL's are " + String.join(", ", DpoLossType.trlNames())
+                        + ", sft)";
+            }
+            if (weights.contains(null) || (!weights.isEmpty() && weights.size() != Math.max(1, types.size()))) {
+                return "expected one number per loss of dpo_loss_type, as TRL does";
+            }
+            if (!types.isEmpty() && types.stream().allMatch("sft"::equals)) {
+                return "sft alone is supervised fine-tuning on the chosen answers: a dpo recipe needs a preference"
+                        + " loss beside it";
+            }
+            return null;
+        }
+
+        /** A list's elements, a single value as a list of one, nothing as none. */
+        private static List<JsonNode> elements(JsonNode node) {
+            List<JsonNode> out = new ArrayList<>();
+            if (node != null) {
+                (node.isArray() ? node : List.of(node)).forEach(out::add);
+            }
+            return out;
         }
 
         /** axolotl's optimizer, transformers' name for it: AdamW's equivalents are mixtune's; others are listed. */

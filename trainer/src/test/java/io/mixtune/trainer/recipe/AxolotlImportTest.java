@@ -413,6 +413,69 @@ class AxolotlImportTest {
         assertEquals(0.3, AxolotlImport.read(deprecated).values().get("dpo.beta"));
     }
 
+    /**
+     * axolotl's DPOStrategy: rl: ipo is TRL's loss_type [ipo] (without label smoothing), rl: dpo hands dpo_loss_type
+     * and dpo_loss_weights to TRL's loss_type and loss_weights, whose sft is dpo.sft_weight; rpo_alpha is refused by
+     * axolotl.
+     */
+    @Test
+    void axolotlsDpoLossKeysAreTrlsLossTypes() throws IOException {
+        Path ipo = Files.writeString(dir.resolve("ipo.yml"), """
+                adapter: lora
+                rl: ipo
+                rl_beta: 0.2
+                dpo_label_smoothing: 0.1
+                """);
+        AxolotlImport.Result ipoImport = AxolotlImport.read(ipo);
+        assertEquals("dpo", ipoImport.values().get("train.method"));
+        assertEquals("ipo", ipoImport.values().get("dpo.loss"));
+        assertEquals(0.2, ipoImport.values().get("dpo.beta"));
+        assertFalse(ipoImport.values().containsKey("dpo.label_smoothing"));
+        assertEquals(List.of(ipo + ":4: dpo_label_smoothing: 0.1: axolotl hands it to TRL for rl: dpo only; rl: ipo"
+                + " is loss_type [ipo]"), ipoImport.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(ipoImport));
+
+        Path mpo = Files.writeString(dir.resolve("mpo.yml"), """
+                adapter: lora
+                rl: dpo
+                dpo_loss_type: [sigmoid, bco_pair, sft]
+                dpo_loss_weights: [0.8, 0.2, 1.0]
+                rpo_alpha: 0.5
+                """);
+        AxolotlImport.Result mpoImport = AxolotlImport.read(mpo);
+        assertEquals(List.of("sigmoid", "bco_pair"), mpoImport.values().get("dpo.loss"));
+        assertEquals(List.of(0.8, 0.2), mpoImport.values().get("dpo.loss_weights"));
+        assertEquals(1.0, mpoImport.values().get("dpo.sft_weight"));
+        assertEquals(1, mpoImport.unmapped().size(), mpoImport.unmapped().toString());
+        assertTrue(mpoImport.unmapped().get(0).startsWith(mpo + ":5: rpo_alpha: 0.5: axolotl refuses it"),
+                mpoImport.unmapped().toString());
+        assertEquals(List.of(), problemsBesidesPaths(mpoImport));
+
+        Path exo = Files.writeString(dir.resolve("exo.yml"), """
+                adapter: lora
+                rl: dpo
+                dpo_loss_type: [exo_pair]
+                dpo_label_smoothing: 0.001
+                """);
+        AxolotlImport.Result exoImport = AxolotlImport.read(exo);
+        assertEquals("exo_pair", exoImport.values().get("dpo.loss"));
+        assertEquals(0.001, exoImport.values().get("dpo.label_smoothing"));
+        assertEquals(List.of(), exoImport.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(exoImport));
+
+        Path unknown = Files.writeString(dir.resolve("kto.yml"), """
+                adapter: lora
+                rl: dpo
+                dpo_loss_type: [kto_pair]
+                dpo_loss_weights: [1.0]
+                """);
+        AxolotlImport.Result unknownImport = AxolotlImport.read(unknown);
+        assertFalse(unknownImport.values().containsKey("dpo.loss"));
+        assertEquals(2, unknownImport.unmapped().size(), unknownImport.unmapped().toString());
+        assertTrue(unknownImport.unmapped().get(0).startsWith(unknown + ":3: dpo_loss_type: [\"kto_pair\"]: not TRL"
+                + " 1.13's: [kto_pair]"), unknownImport.unmapped().toString());
+    }
+
     @Test
     void chatmlUltraPairsAreChatMlWhateverTheChatTemplate() throws IOException {
         // prompt_strategies/dpo/chatml.py's ultra writes <|im_start|>...<|im_end|> into the pairs itself
