@@ -93,7 +93,7 @@ public record LearningRateSchedule(Kind kind, double lr, int warmupSteps, int to
             Integer numStableSteps, Integer numDecaySteps, String warmupType, String decayType, Double warmupLrRate) {
         public static final Kwargs NONE = new Kwargs(0, null, null, null, null, null, null, null, null, null);
 
-        /** The keys set, by name, in the order of {@link Kind#WARMUP_STABLE_DECAY}'s and the others' lists. */
+        /** The keys set (min_lr_ratio above 0), by name. */
         Map<String, Object> set() {
             Map<String, Object> set = new LinkedHashMap<>();
             putIfSet(set, "min_lr_ratio", minLrRatio == 0 ? null : minLrRatio);
