@@ -3,6 +3,7 @@ package io.mixtune.trainer.recipe;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -75,6 +76,30 @@ public final class AxolotlImport {
     /** Those that keep AdamW's moments in 8 or 4 bits: the update differs, and mixtune has no such states. */
     static final Set<String> LOW_BIT_ADAMW_OPTIMIZERS = Set.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
             "adamw_torch_8bit", "adamw_torch_4bit");
+
+    /**
+     * The lr_scheduler_kwargs each transformers schedule takes (optimization.py); get_scheduler hands any other to the
+     * schedule's function, which stops with a TypeError.
+     */
+    private static final Map<String, List<String>> SCHEDULER_KWARGS = Map.of(
+            "linear", List.of(),
+            "cosine", List.of("num_cycles"),
+            "cosine_with_min_lr", List.of("num_cycles", "min_lr", "min_lr_rate"),
+            "cosine_with_restarts", List.of("num_cycles"),
+            "polynomial", List.of("lr_end", "power"),
+            "inverse_sqrt", List.of("timescale"),
+            "cosine_warmup_with_min_lr", List.of("num_cycles", "min_lr", "min_lr_rate", "warmup_lr_rate"),
+            "warmup_stable_decay", List.of("num_decay_steps", "num_stable_steps", "warmup_type", "decay_type",
+                    "min_lr_ratio", "num_cycles"));
+
+    /** Why an lr_scheduler has no mixtune schedule, before the list of those it has. */
+    private static final Map<String, String> SCHEDULERS_NOT_MAPPED = Map.of(
+            "one_cycle", "axolotl's own torch OneCycleLR; ",
+            "rex", "axolotl's own RexLR; ",
+            "reduce_lr_on_plateau", "moves the rate on evaluation metrics, and mixtune's rate is a function of the step"
+                    + " alone (what a resumed run recomputes); ",
+            "greedy", "moves the rate on evaluation metrics, and mixtune's rate is a function of the step alone (what a"
+                    + " resumed run recomputes); ");
 
     private AxolotlImport() {}
 
@@ -615,23 +640,29 @@ public final class AxolotlImport {
             number("max_steps", "train.max_steps", true);
             number("learning_rate", "train.lr", false);
             JsonNode scheduler = get("lr_scheduler");
+            // axolotl passes lr_scheduler (default cosine) and lr_scheduler_kwargs on to transformers' get_scheduler
+            // (core/builders/base.py _configure_scheduler), but for one_cycle and rex, and for a cosine with
+            // cosine_min_lr_ratio, which are its own (core/trainers/mixins/scheduler.py)
+            String schedulerName = scheduler == null ? "cosine" : scheduler.asText();
             if (scheduler != null) {
-                String schedule = switch (scheduler.asText()) {
-                    case "cosine" -> "cosine";
-                    case "linear" -> "linear";
-                    case "constant", "constant_with_warmup" -> "constant";
-                    default -> null;
+                String schedule = switch (schedulerName) {
+                    case "constant_with_warmup" -> "constant";
+                    case "cosine_with_min_lr" -> "cosine"; // with min_lr_ratio from lr_scheduler_kwargs
+                    default -> LearningRateSchedule.Kind.names().contains(schedulerName) ? schedulerName : null;
                 };
                 if (schedule == null) {
-                    unmapped("lr_scheduler", "mixtune's schedules are constant, linear and cosine");
+                    unmapped("lr_scheduler", SCHEDULERS_NOT_MAPPED.getOrDefault(schedulerName, "")
+                            + "mixtune's schedules are transformers' " + String.join(", ",
+                            LearningRateSchedule.Kind.names()) + ", constant_with_warmup and cosine_with_min_lr");
                 } else {
                     put("train.schedule", schedule, "lr_scheduler");
                 }
             }
             number("warmup_steps", "train.warmup_steps", true);
             JsonNode minLr = get("cosine_min_lr_ratio");
-            if (minLr != null && get("cosine_constant_lr_ratio") == null
-                    && (scheduler == null || scheduler.asText().equals("cosine"))) {
+            boolean axolotlsCosineWithMinLr = minLr != null && get("cosine_constant_lr_ratio") == null
+                    && schedulerName.equals("cosine");
+            if (axolotlsCosineWithMinLr) {
                 // axolotl's get_cosine_schedule_with_min_lr: (1 - ratio) x cosine + ratio, transformers' min_lr_rate
                 number("cosine_min_lr_ratio", "train.min_lr_ratio", false);
             } else if (minLr != null) {
@@ -665,6 +696,7 @@ public final class AxolotlImport {
                         + " min(int(0.03 x total steps), 100) steps, a count mixtune cannot know at import; set"
                         + " train.warmup_steps to it from the steps mixtune train announces (mixtune's default is 0)");
             }
+            mapSchedulerKwargs(scheduler == null ? null : schedulerName, axolotlsCosineWithMinLr);
             steps("eval_steps", "train.eval_every");
             steps("save_steps", "train.save_every");
             JsonNode keep = get("save_total_limit");
@@ -720,6 +752,69 @@ public final class AxolotlImport {
                             + " the rest from the model's config.json: not " + others);
                 }
             }
+        }
+
+        /**
+         * lr_scheduler_kwargs, which axolotl hands to transformers' get_scheduler as they are: each kwarg that
+         * transformers' schedule takes is the train key of its name (min_lr_rate is min_lr_ratio, and min_lr is
+         * min_lr_ratio = min_lr / learning_rate, as transformers divides); the others are listed.
+         *
+         * @param scheduler axolotl's lr_scheduler as written, or null when unset (axolotl's cosine)
+         * @param axolotlsCosineWithMinLr axolotl builds its own cosine, which reads no kwargs
+         */
+        private void mapSchedulerKwargs(String scheduler, boolean axolotlsCosineWithMinLr) {
+            JsonNode kwargs = get("lr_scheduler_kwargs");
+            if (kwargs == null) {
+                return;
+            }
+            if (!kwargs.isObject()) {
+                unmapped("lr_scheduler_kwargs", "expected a mapping of transformers' kwarg names to values");
+                return;
+            }
+            used.add("lr_scheduler_kwargs");
+            String name = scheduler == null ? "cosine" : scheduler;
+            List<String> takes = SCHEDULER_KWARGS.get(name);
+            for (Map.Entry<String, JsonNode> kwarg : kwargs.properties()) {
+                String key = kwarg.getKey();
+                String axolotlKey = "lr_scheduler_kwargs." + key;
+                JsonNode value = kwarg.getValue();
+                String why = axolotlsCosineWithMinLr ? "axolotl's cosine with cosine_min_lr_ratio (its own"
+                        + " get_cosine_schedule_with_min_lr) reads no lr_scheduler_kwargs"
+                        : name.equals("constant") || name.equals("constant_with_warmup") ? "transformers' " + name
+                        + " reads no lr_scheduler_kwargs"
+                        : takes == null ? "lr_scheduler " + name + " is not mapped"
+                        : !takes.contains(key) ? "transformers' " + name + " takes " + (takes.isEmpty() ? "no kwargs"
+                        : String.join(", ", takes)) + " (its run stops with a TypeError)" : null;
+                Object mapped = why != null ? null : switch (key) {
+                    case "warmup_type", "decay_type" -> value.isTextual() ? value.asText() : null;
+                    case "timescale", "num_stable_steps", "num_decay_steps" -> {
+                        Double number = number(value);
+                        yield number != null && number == Math.rint(number) ? (Object) number.intValue() : null;
+                    }
+                    case "min_lr" -> {
+                        Double minLr = number(value);
+                        Double lr = get("learning_rate") == null ? null : number(get("learning_rate"));
+                        yield minLr == null || lr == null ? null : minLr / lr;
+                    }
+                    default -> number(value);
+                };
+                if (why == null && mapped == null) {
+                    why = key.endsWith("_type") ? "expected linear, cosine or 1-sqrt" : key.equals("min_lr")
+                            ? "expected a number, and learning_rate to divide it by" : "expected a number";
+                }
+                if (why != null) {
+                    used.add("lr_scheduler_kwargs");
+                    unmapped.add(tree.originOf(axolotlKey) + ": " + axolotlKey + ": " + value + ": " + why);
+                } else {
+                    String recipeKey = key.equals("min_lr_rate") || key.equals("min_lr") ? "min_lr_ratio" : key;
+                    put("train." + recipeKey, mapped, axolotlKey + (key.equals("min_lr") ? " / learning_rate" : ""));
+                }
+            }
+        }
+
+        private static Double number(JsonNode value) {
+            return value.isNumber() ? Double.valueOf(value.asDouble()) : value.isTextual() ? parse(value.asText())
+                    : null;
         }
 
         /** eval_steps and save_steps: a step count, or (below 1) a fraction of the total steps. */

@@ -27,19 +27,27 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * Settings that PEFT, bitsandbytes and transformers users write, by the dotted key they would take here, and why
      * mixtune has none: such a key is refused with this, not as a mere unknown key.
      */
-    static final Map<String, String> NOT_OFFERED = Map.of(
-            "lora.use_dora", "DoRA is not supported; mixtune trains LoRA (rsLoRA with rslora: true)",
-            "lora.bias", "mixtune's adapters train no biases (PEFT's bias: none, its default; Mistral's linear layers "
-                    + "have none)",
-            "lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)",
-            "lora.fan_in_fan_out", "Mistral's weights are [out, in] (nn.Linear): PEFT's fan_in_fan_out is false for them",
-            "lora.init_lora_weights", "a fresh adapter starts as PEFT's default (A Kaiming-uniform, B zero); gaussian and "
-                    + "the data-driven starts are not offered",
-            "model.bnb_4bit_quant_type", QUANTIZE_IS_NF4,
-            "model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4,
-            "model.load_in_4bit", QUANTIZE_IS_NF4,
-            "train.optimizer", ADAMW_ONLY,
-            "train.optim", ADAMW_ONLY);
+    static final Map<String, String> NOT_OFFERED = Map.ofEntries(
+            Map.entry("lora.use_dora", "DoRA is not supported; mixtune trains LoRA (rsLoRA with rslora: true)"),
+            Map.entry("lora.bias", "mixtune's adapters train no biases (PEFT's bias: none, its default; Mistral's "
+                    + "linear layers have none)"),
+            Map.entry("lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)"),
+            Map.entry("lora.fan_in_fan_out", "Mistral's weights are [out, in] (nn.Linear): PEFT's fan_in_fan_out is "
+                    + "false for them"),
+            Map.entry("lora.init_lora_weights", "a fresh adapter starts as PEFT's default (A Kaiming-uniform, B "
+                    + "zero); gaussian and the data-driven starts are not offered"),
+            Map.entry("model.bnb_4bit_quant_type", QUANTIZE_IS_NF4),
+            Map.entry("model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4),
+            Map.entry("model.load_in_4bit", QUANTIZE_IS_NF4),
+            Map.entry("train.optimizer", ADAMW_ONLY),
+            Map.entry("train.optim", ADAMW_ONLY),
+            Map.entry("train.min_lr_rate", "transformers' min_lr_rate of cosine_with_min_lr and "
+                    + "cosine_warmup_with_min_lr is train.min_lr_ratio"),
+            Map.entry("train.min_lr", "give the floor as train.min_lr_ratio: min_lr / lr (transformers divides min_lr "
+                    + "by lr the same way)"),
+            Map.entry("train.lr_scheduler_kwargs", "transformers' lr_scheduler_kwargs are train keys of their own "
+                    + "names (num_cycles, power, lr_end, timescale, num_stable_steps, num_decay_steps, warmup_type, "
+                    + "decay_type, warmup_lr_rate; min_lr_rate is min_lr_ratio)"));
 
     public Recipe {
         if (outputDir == null || outputDir.isBlank()) {
@@ -136,11 +144,16 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *
      * @param epochs passes over the training set; ignored when maxSteps is set
      * @param maxSteps optimizer steps to run, or null to run whole epochs
-     * @param schedule constant, linear or cosine (transformers' schedules, with linear warmup over warmupSteps)
+     * @param schedule transformers' lr_scheduler_type ({@link LearningRateSchedule.Kind}): constant (which warms up
+     *     over warmupSteps first, transformers' constant_with_warmup), linear, cosine, cosine_with_restarts,
+     *     polynomial, inverse_sqrt, cosine_warmup_with_min_lr or warmup_stable_decay
      * @param warmupRatio instead of warmupSteps, this fraction of the steps (of a DPO stage's) warms up, rounded up as
      *     transformers' get_warmup_steps; null: warmupSteps
-     * @param minLrRatio cosine only: the rate falls to lr x this instead of 0 (transformers' cosine_with_min_lr with
-     *     min_lr_rate, axolotl's cosine_min_lr_ratio)
+     * @param minLrRatio the floor as a fraction of lr of cosine (transformers' cosine_with_min_lr with min_lr_rate,
+     *     axolotl's cosine_min_lr_ratio), cosine_warmup_with_min_lr (min_lr_rate) and warmup_stable_decay
+     *     (min_lr_ratio)
+     * @param numCycles and the keys up to warmupLrRate: transformers' lr_scheduler_kwargs of the same names
+     *     ({@link LearningRateSchedule.Kwargs}); null: the schedule's default
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
@@ -156,8 +169,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param evalMaxNewTokens most tokens each of those answers gets
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
-            double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio,
-            double weightDecay, double maxGradNorm, double adamBeta1,
+            double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio, Double numCycles,
+            Double power, Double lrEnd, Integer timescale, Integer numStableSteps, Integer numDecaySteps,
+            String warmupType, String decayType, Double warmupLrRate, double weightDecay, double maxGradNorm,
+            double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens) {
@@ -169,6 +184,18 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
         public int warmupStepsOf(long totalSteps) {
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
+        }
+
+        /** The schedule of a run (or a DPO stage) of {@code totalSteps}. */
+        public LearningRateSchedule scheduleOf(long totalSteps) {
+            return new LearningRateSchedule(LearningRateSchedule.Kind.named(schedule), lr, warmupStepsOf(totalSteps),
+                    (int) totalSteps, scheduleKwargs());
+        }
+
+        /** transformers' lr_scheduler_kwargs of the schedule, as set under train. */
+        public LearningRateSchedule.Kwargs scheduleKwargs() {
+            return new LearningRateSchedule.Kwargs(minLrRatio, numCycles, power, lrEnd, timescale, numStableSteps,
+                    numDecaySteps, warmupType, decayType, warmupLrRate);
         }
 
         /**
@@ -200,22 +227,26 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                 checks.add("lr: must lie in (0, 1), got " + lr);
             }
             String transformersName = schedule == null ? null : switch (schedule) {
-                case "constant_with_warmup" -> "constant (which warms up over warmup_steps)";
-                case "cosine_with_min_lr" -> "cosine with min_lr_ratio";
+                case "constant_with_warmup" -> "mixtune's constant (which warms up over warmup_steps)";
+                case "cosine_with_min_lr" -> "mixtune's cosine with min_lr_ratio";
+                // ReduceLROnPlateau and GreedyLR keep state that evaluations change, which a checkpoint would have to
+                // carry and a resumed run replay; mixtune's rate is a function of the step alone
+                case "reduce_lr_on_plateau", "greedy" -> "not offered: it moves the rate on evaluation metrics, and "
+                        + "mixtune's schedules are a function of the step alone (what a resumed run recomputes)";
                 default -> null;
             };
             if (transformersName != null) {
-                checks.add("schedule: transformers' " + schedule + " is mixtune's " + transformersName);
+                checks.add("schedule: transformers' " + schedule + " is " + transformersName);
             } else {
-                checks.oneOf("schedule", schedule, "constant", "linear", "cosine");
+                checks.oneOf("schedule", schedule, LearningRateSchedule.Kind.names().toArray(String[]::new));
+                if (schedule != null && LearningRateSchedule.Kind.names().contains(schedule)) {
+                    // the parameters, not scheduleKwargs(): the fields are not assigned yet
+                    new LearningRateSchedule.Kwargs(minLrRatio, numCycles, power, lrEnd, timescale, numStableSteps,
+                            numDecaySteps, warmupType, decayType, warmupLrRate)
+                            .problems(LearningRateSchedule.Kind.named(schedule), lr).forEach(checks::add);
+                }
             }
             checks.nonNegative("warmup_steps", warmupSteps);
-            if (!(minLrRatio >= 0 && minLrRatio <= 1)) {
-                checks.add("min_lr_ratio: must lie in [0, 1] (the cosine's floor as a fraction of lr), got " + minLrRatio);
-            } else if (minLrRatio > 0 && ("constant".equals(schedule) || "linear".equals(schedule))) {
-                checks.add("min_lr_ratio: " + minLrRatio + " is the floor of a cosine schedule, and schedule is "
-                        + schedule + " (transformers' cosine_with_min_lr is schedule: cosine with min_lr_ratio)");
-            }
             if (warmupRatio != null && !(warmupRatio >= 0 && warmupRatio <= 1)) {
                 checks.add("warmup_ratio: must lie in [0, 1] (the fraction of the steps that warm up), got "
                         + warmupRatio);

@@ -95,8 +95,7 @@ public final class TrainingLoop {
         AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
                 train.weightDecay());
         LossScaler scaler = model.model().computeType() == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
-        LearningRateSchedule schedule = new LearningRateSchedule(train.schedule(), train.lr(),
-                train.warmupStepsOf(stage.steps()), (int) stage.steps(), train.minLrRatio());
+        LearningRateSchedule schedule = train.scheduleOf(stage.steps());
         if (step > stage.start()) {
             resumed.restore(parameters, optimizer, scaler);
         }

@@ -161,7 +161,10 @@ class AxolotlImportTest {
         assertEquals(7, v.get("train.seed"));
         String unmapped = String.join("\n", imported.unmapped());
         assertTrue(unmapped.contains("lora.yml:10: num_epochs: 1.5: a fraction of an epoch"), unmapped);
-        assertTrue(unmapped.contains("lora.yml:12: lr_scheduler: \"one_cycle\": mixtune's schedules are"), unmapped);
+        assertTrue(unmapped.contains("lora.yml:12: lr_scheduler: \"one_cycle\": axolotl's own torch OneCycleLR;"
+                + " mixtune's schedules are transformers' constant, linear, cosine, cosine_with_restarts, polynomial,"
+                + " inverse_sqrt, cosine_warmup_with_min_lr, warmup_stable_decay, constant_with_warmup and"
+                + " cosine_with_min_lr"), unmapped);
         assertEquals(2, imported.unmapped().size(), unmapped);
     }
 
@@ -235,6 +238,55 @@ class AxolotlImportTest {
         assertEquals(List.of(linear + ":4: cosine_min_lr_ratio: 0.1: axolotl reads it with lr_scheduler: cosine and no"
                 + " cosine_constant_lr_ratio only; mixtune's train.min_lr_ratio is that floor"),
                 AxolotlImport.read(linear).unmapped());
+    }
+
+    /**
+     * axolotl hands lr_scheduler and lr_scheduler_kwargs to transformers' get_scheduler: its schedules are mixtune's of
+     * the same name, each kwarg the schedule takes the train key of its name (min_lr_rate, and min_lr divided by
+     * learning_rate, are min_lr_ratio); a kwarg the schedule does not take and the metric-driven schedules are listed.
+     */
+    @Test
+    void transformersSchedulersAndTheirKwargsCarryOver() throws IOException {
+        Path wsd = Files.writeString(dir.resolve("wsd.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "learning_rate: 2e-4\nlr_scheduler: warmup_stable_decay\nlr_scheduler_kwargs:\n  num_decay_steps: 20\n"
+                + "  decay_type: 1-sqrt\n  min_lr_ratio: 0.1\n  power: 2\n");
+        AxolotlImport.Result imported = AxolotlImport.read(wsd);
+        assertEquals("warmup_stable_decay", imported.values().get("train.schedule"));
+        assertEquals(20, imported.values().get("train.num_decay_steps"));
+        assertEquals("1-sqrt", imported.values().get("train.decay_type"));
+        assertEquals(0.1, imported.values().get("train.min_lr_ratio"));
+        assertTrue(imported.recipe().contains("num_decay_steps: 20   # axolotl: lr_scheduler_kwargs.num_decay_steps"),
+                imported.recipe());
+        assertEquals(List.of(wsd + ":9: lr_scheduler_kwargs.power: 2: transformers' warmup_stable_decay takes"
+                + " num_decay_steps, num_stable_steps, warmup_type, decay_type, min_lr_ratio, num_cycles (its run stops"
+                + " with a TypeError)"), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path minLr = Files.writeString(dir.resolve("min-lr.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "learning_rate: 2e-4\nlr_scheduler: cosine_with_min_lr\nlr_scheduler_kwargs:\n  min_lr: 1e-5\n"
+                + "  num_cycles: 0.75\n");
+        imported = AxolotlImport.read(minLr);
+        assertEquals("cosine", imported.values().get("train.schedule"));
+        assertEquals(1.0e-5 / 2.0e-4, imported.values().get("train.min_lr_ratio"), "transformers' min_lr / lr");
+        assertEquals(0.75, imported.values().get("train.num_cycles"));
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path polynomial = Files.writeString(dir.resolve("poly.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "lr_scheduler: polynomial\nlr_scheduler_kwargs: {power: 2.0, lr_end: 1e-7}\n");
+        imported = AxolotlImport.read(polynomial);
+        assertEquals(2.0, imported.values().get("train.power"));
+        assertEquals(1.0e-7, imported.values().get("train.lr_end"));
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path plateau = Files.writeString(dir.resolve("plateau.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "lr_scheduler: reduce_lr_on_plateau\nlr_scheduler_kwargs: {patience: 3}\n");
+        assertEquals(List.of(plateau + ":3: lr_scheduler: \"reduce_lr_on_plateau\": moves the rate on evaluation"
+                + " metrics, and mixtune's rate is a function of the step alone (what a resumed run recomputes);"
+                + " mixtune's schedules are transformers' constant, linear, cosine, cosine_with_restarts, polynomial,"
+                + " inverse_sqrt, cosine_warmup_with_min_lr, warmup_stable_decay, constant_with_warmup and"
+                + " cosine_with_min_lr", plateau + ":4: lr_scheduler_kwargs.patience: 3: lr_scheduler"
+                + " reduce_lr_on_plateau is not mapped"), AxolotlImport.read(plateau).unmapped());
     }
 
     /** The problems of the imported recipe other than its model and data paths, which these tests do not create. */

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -172,7 +173,8 @@ class RecipeReaderTest {
         String range = error(write("b.yaml", minimal() + "train:\n  lr: 2.0\n"));
         assertTrue(range.contains("b.yaml:7: train.lr: must lie in (0, 1), got 2.0"), range);
         String choice = error(write("c.yaml", minimal() + "train:\n  schedule: exponential\n"));
-        assertTrue(choice.contains("c.yaml:7: train.schedule: expected one of constant, linear, cosine, got "
+        assertTrue(choice.contains("c.yaml:7: train.schedule: expected one of constant, linear, cosine, "
+                + "cosine_with_restarts, polynomial, inverse_sqrt, cosine_warmup_with_min_lr, warmup_stable_decay, got "
                 + "\"exponential\""), choice);
         String target = error(write("d.yaml", minimal() + "lora:\n  targets: [q_proj, qkv]\n"));
         assertTrue(target.contains("d.yaml:7: lora.targets: unknown lora target \"qkv\""), target);
@@ -339,13 +341,49 @@ class RecipeReaderTest {
         Path floor = write("mf.yaml", minimal() + "train:\n  schedule: cosine\n  min_lr_ratio: 0.1\n");
         assertEquals(0.1, RecipeReader.read(floor, List.of()).recipe().train().minLrRatio());
         String linear = String.join("\n", problems(floor, "train.schedule=linear"));
-        assertTrue(linear.contains("train.min_lr_ratio: 0.1 is the floor of a cosine schedule, and schedule is linear"),
-                linear);
+        assertTrue(linear.contains("train.min_lr_ratio: 0.1 is a setting of schedule cosine, cosine_warmup_with_min_lr,"
+                + " warmup_stable_decay, and schedule is linear, which takes none (transformers' cosine_with_min_lr is"
+                + " schedule: cosine with min_lr_ratio)"), linear);
         assertEquals(List.of("--set train.schedule=cosine_with_min_lr: train.schedule: transformers' cosine_with_min_lr is"
                 + " mixtune's cosine with min_lr_ratio"), problems(floor, "train.schedule=cosine_with_min_lr"));
         assertEquals(List.of("--set train.schedule=constant_with_warmup: train.schedule: transformers'"
                 + " constant_with_warmup is mixtune's constant (which warms up over warmup_steps)"),
                 problems(floor, "train.schedule=constant_with_warmup", "train.min_lr_ratio=0"));
+    }
+
+    /**
+     * transformers' other LambdaLR schedules take their lr_scheduler_kwargs as train keys of the same names; a key the
+     * schedule does not read, a value out of range, a missing required one and transformers' names for another key are
+     * refused naming the key and what is expected; the schedules that move on evaluation metrics are refused as such.
+     */
+    @Test
+    void transformersSchedulesTakeTheirKwargsAsTrainKeys() throws IOException {
+        Path wsd = write("wsd.yaml", minimal() + "train:\n  schedule: warmup_stable_decay\n  num_decay_steps: 4\n"
+                + "  decay_type: 1-sqrt\n  min_lr_ratio: 0.1\n");
+        Recipe.Train train = RecipeReader.read(wsd, List.of()).recipe().train();
+        assertEquals(new LearningRateSchedule.Kwargs(0.1, null, null, null, null, null, 4, null, "1-sqrt", null),
+                train.scheduleKwargs());
+        LearningRateSchedule schedule = train.scheduleOf(10);
+        assertEquals(LearningRateSchedule.Kind.WARMUP_STABLE_DECAY, schedule.kind());
+        assertEquals(2.0e-4, schedule.at(5)); // stable: 10 - 0 warmup - 4 decay steps at lr
+        assertEquals(2.0e-4 * ((1.0 - Math.sqrt(0.5)) * 0.9 + 0.1), schedule.at(8));
+        assertEquals(List.of("--set train.power=2: train.power: 2.0 is a setting of schedule polynomial, and schedule"
+                + " is warmup_stable_decay, which takes num_decay_steps, num_stable_steps, warmup_type, decay_type,"
+                + " min_lr_ratio, num_cycles"), problems(wsd, "train.power=2"));
+        assertEquals(List.of("--set train.decay_type=exp: train.decay_type: expected one of linear, cosine, 1-sqrt,"
+                + " got exp"), problems(wsd, "train.decay_type=exp"));
+        String missing = String.join("\n", problems(wsd, "train.num_decay_steps=null"));
+        assertTrue(missing.contains("train.num_decay_steps: missing: schedule warmup_stable_decay needs the steps of"
+                + " its decay"), missing);
+        assertEquals(List.of("--set train.lr_end=0.5: train.lr_end: must lie in [0, lr) (the polynomial's last rate;"
+                + " lr is 2.0E-4), got 0.5"), problems(wsd, "train.schedule=polynomial", "train.lr_end=0.5",
+                "train.num_decay_steps=null", "train.decay_type=null", "train.min_lr_ratio=0"));
+        String plateau = String.join("\n", problems(wsd, "train.schedule=reduce_lr_on_plateau"));
+        assertTrue(plateau.contains("train.schedule: transformers' reduce_lr_on_plateau is not offered: it moves the"
+                + " rate on evaluation metrics, and mixtune's schedules are a function of the step alone"), plateau);
+        String rate = String.join("\n", problems(wsd, "train.min_lr_rate=0.1"));
+        assertTrue(rate.contains("train.min_lr_rate: not offered: transformers' min_lr_rate of cosine_with_min_lr and"
+                + " cosine_warmup_with_min_lr is train.min_lr_ratio"), rate);
     }
 
     /**

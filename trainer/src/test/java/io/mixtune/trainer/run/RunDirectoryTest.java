@@ -47,6 +47,24 @@ class RunDirectoryTest {
         assertEquals(List.of("dpo.stage_order: file -> margin"), RunDirectory.changedKeys(now, margin));
     }
 
+    /**
+     * The rate is a function of the step and the schedule's train keys alone, which --resume recomputes from the
+     * recipe: the keys of transformers' schedule kwargs are no change at their defaults (a run started before them
+     * resumes), and a changed one is named, so a resumed run cannot move to another schedule.
+     */
+    @Test
+    void scheduleKwargsAreNoChangeAtTheirDefaultsAndNamedWhenChanged() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        List.of("train.num_cycles", "train.power", "train.lr_end", "train.timescale", "train.num_stable_steps",
+                "train.num_decay_steps", "train.warmup_type", "train.decay_type", "train.warmup_lr_rate")
+                .forEach(key -> assertTrue(older.remove(key) != null, key));
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("train.power: 2.0 -> 3.0"),
+                RunDirectory.changedKeys(quickstart("train.schedule=polynomial", "train.power=2"),
+                        quickstart("train.schedule=polynomial", "train.power=3")));
+    }
+
     /** The first pattern key that matches a module decides (PEFT's rule), so reordered patterns are another recipe. */
     @Test
     void reorderedLoraPatternsAreAChange() throws Exception {
