@@ -53,12 +53,19 @@ public final class TrainingData {
      * with it (its folder gets a copy, and may not be written yet). Never a silent stand-in for a user's model: a
      * Mistral v1 tokenizer fits a 32768-token vocabulary by size and still gives the wrong ids, and at another size
      * it fails deep in libtorch ("index out of range in self"). Whichever it is, its ids must fit the model's
-     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet).
+     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet); a model with no BOS id (see
+     * {@link ModelConfig#bosTokenId}) is refused here, naming the files.
      *
      * @throws IllegalArgumentException saying what to provide
      */
     public static TokenizerFile tokenizer(Path dir, ModelConfig config, boolean preset) {
         Path file = dir.resolve("tokenizer.json");
+        if (config.bosTokenId() == null) {
+            // transformers' chat template would render no BOS here; mixtune's templates and prompts write the id
+            throw new IllegalArgumentException(ModelConfig.noBosToken(dir.resolve("config.json")) + ": mixtune "
+                    + "tokenizes with a BOS id (its chat templates and prompts begin with it); set bos_token_id in "
+                    + dir.resolve("config.json"));
+        }
         TokenizerFile tokenizer;
         if (Files.isRegularFile(file)) {
             tokenizer = TokenizerFile.of(file, config.bosTokenId(), config.eosTokenId());
