@@ -33,7 +33,8 @@ import java.util.Map;
  * <p>The members share their start: the base (a preset's base-model/ is written once, in output_dir), model.adapter
  * if given, and the LoRA and head initialisation, all from train.seed; they differ in what warm.vary lists: the data
  * order and dropout masks (train.data_seed), the learning rate, the LoRA dropout. Resumed, a member whose adapter
- * exists is finished and skipped, an unfinished one resumes from its newest checkpoint.
+ * exists is finished and skipped, an unfinished one resumes from its newest checkpoint; with every member finished,
+ * the result is {@link TrainingResult#alreadyFinished} and the average and report are written again.
  */
 final class WarmTraining {
     private final Recipe recipe;
@@ -111,6 +112,8 @@ final class WarmTraining {
             List<TrainingResult.StageResult> stages = new ArrayList<>();
             List<Path> adapters = new ArrayList<>();
             long steps = 0;
+            // Resumed with every member finished (its adapter there, or its run at its last step): no step runs.
+            boolean alreadyFinished = resuming;
             for (int k = 0; k < count; k++) {
                 Recipe member = members.get(k);
                 Path memberDir = Path.of(member.outputDir());
@@ -142,6 +145,7 @@ final class WarmTraining {
                 running = null;
                 steps += result.steps();
                 stages.addAll(result.stages());
+                alreadyFinished &= result.alreadyFinished();
                 if (result.cancelled()) {
                     return new TrainingResult(steps, true, false, null, Map.of(), result.checkpoints(), stages);
                 }
@@ -154,7 +158,8 @@ final class WarmTraining {
             report.write(outputDir.resolve(TrainingOutputs.WARM_REPORT_FILE));
             report.lines().forEach(listener::onNote);
             listener.onNote("WARM report: " + outputDir.resolve(TrainingOutputs.WARM_REPORT_FILE));
-            TrainingResult result = new TrainingResult(steps, false, false, average, Map.of(), List.of(), stages);
+            TrainingResult result = new TrainingResult(steps, false, alreadyFinished, average, Map.of(), List.of(),
+                    stages);
             listener.onRunFinished(new TrainingListener.RunFinished(result));
             return result;
         }

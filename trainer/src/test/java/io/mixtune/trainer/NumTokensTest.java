@@ -13,6 +13,8 @@ import io.mixtune.trainer.run.TrainingListener;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -64,6 +66,25 @@ class NumTokensTest {
         List<JsonNode> resumed = steps(cut.resolve("out/metrics.jsonl"));
         assertEquals(uninterrupted.stream().map(r -> r.get("num_tokens").asLong()).toList(),
                 resumed.stream().map(r -> r.get("num_tokens").asLong()).toList());
+    }
+
+    /**
+     * TRL's evaluation records carry eval_num_tokens: not the validation set's tokens but the training tokens read so
+     * far (SFTTrainer.compute_loss sets num_tokens to its running count in eval mode too; SftGoldenTest reads 96 of
+     * both from TRL), 0 before the first step. Every method's records do, as TRL's DPO and reward trainers' do. Checked
+     * on TrainingApiTest's runs, which evaluate anyway (at steps 0, 3 and 6, one of them resumed at 2).
+     */
+    static void assertEvaluationsLogTheTrainingTokensSoFar(Path metricsJsonl) {
+        List<JsonNode> records = MetricsLog.read(metricsJsonl);
+        Map<Long, Long> trained = new TreeMap<>();
+        trained.put(0L, 0L);
+        records.stream().filter(r -> r.has("loss"))
+                .forEach(r -> trained.put(r.get("step").asLong(), r.get("num_tokens").asLong()));
+        Map<Long, Long> evaluated = new TreeMap<>();
+        records.stream().filter(r -> r.has("eval_loss"))
+                .forEach(r -> evaluated.put(r.get("step").asLong(), r.get("eval_num_tokens").asLong()));
+        assertFalse(evaluated.isEmpty(), records.toString());
+        evaluated.forEach((step, tokens) -> assertEquals(trained.get(step), tokens, "eval_num_tokens at step " + step));
     }
 
     /**

@@ -183,6 +183,8 @@ class TrainingApiTest {
                     resumed.adapterDir().resolveSibling(adapter));
         }
         assertFalse(resumed.alreadyFinished());
+        NumTokensTest.assertEvaluationsLogTheTrainingTokensSoFar(whole.resolve("out/metrics.jsonl"));
+        NumTokensTest.assertEvaluationsLogTheTrainingTokensSoFar(cut.resolve("out/metrics.jsonl"));
 
         // Resumed once more, the run had finished: the result says so, with no stage of NaN losses (the CLI's "the
         // run had already finished at step 6" reads it), and its adapters are written again from step 6.

@@ -19,6 +19,9 @@ import java.util.Locale;
  * <p>A Mixtral is a Mistral whose MLP is a sparse mixture of experts: {@code numLocalExperts > 0}.
  *
  * @param slidingWindow attention window W (query i sees key j iff i - W < j <= i), or null for full causal attention
+ * @param bosTokenId the id samples and prompts begin with, or null where there is none: config.json's null with a
+ *     tokenizer that names no BOS token it has (transformers loads such a model; its chat template renders no BOS).
+ *     Only what tokenizes needs it, and refuses its absence with {@link #noBosToken}
  */
 public record ModelConfig(
         ModelType modelType,
@@ -37,7 +40,7 @@ public record ModelConfig(
         int numLocalExperts,
         int numExpertsPerTok,
         double routerAuxLossCoef,
-        int bosTokenId,
+        Integer bosTokenId,
         int eosTokenId,
         List<Integer> eosTokenIds) {
 
@@ -45,7 +48,7 @@ public record ModelConfig(
     public ModelConfig(ModelType modelType, int hiddenSize, int intermediateSize, int numHiddenLayers,
             int numAttentionHeads, int numKeyValueHeads, int headDim, int vocabSize, double rmsNormEps,
             double ropeTheta, Integer slidingWindow, int maxPositionEmbeddings, boolean tieWordEmbeddings,
-            int numLocalExperts, int numExpertsPerTok, double routerAuxLossCoef, int bosTokenId, int eosTokenId) {
+            int numLocalExperts, int numExpertsPerTok, double routerAuxLossCoef, Integer bosTokenId, int eosTokenId) {
         this(modelType, hiddenSize, intermediateSize, numHiddenLayers, numAttentionHeads, numKeyValueHeads, headDim,
                 vocabSize, rmsNormEps, ropeTheta, slidingWindow, maxPositionEmbeddings, tieWordEmbeddings,
                 numLocalExperts, numExpertsPerTok, routerAuxLossCoef, bosTokenId, eosTokenId, List.of(eosTokenId));
@@ -112,7 +115,8 @@ public record ModelConfig(
         } else if (numLocalExperts != 0) {
             throw new IllegalArgumentException("a mistral model has no experts, got num_local_experts " + numLocalExperts);
         }
-        if (bosTokenId < 0 || bosTokenId >= vocabSize || eosTokenId < 0 || eosTokenId >= vocabSize) {
+        if (bosTokenId != null && (bosTokenId < 0 || bosTokenId >= vocabSize) || eosTokenId < 0
+                || eosTokenId >= vocabSize) {
             throw new IllegalArgumentException("bos_token_id " + bosTokenId + " and eos_token_id " + eosTokenId
                     + " must lie in [0, vocab_size=" + vocabSize + ")");
         }
@@ -173,7 +177,7 @@ public record ModelConfig(
         json.put("hidden_act", "silu");
         json.put("initializer_range", 0.02);
         json.put("attention_dropout", 0.0);
-        json.put("bos_token_id", bosTokenId);
+        json.put("bos_token_id", bosTokenId); // null as read: transformers keeps it
         if (eosTokenIds.size() == 1) {
             json.put("eos_token_id", eosTokenId);
         } else {
@@ -226,7 +230,7 @@ public record ModelConfig(
             throw new IllegalArgumentException(configJson + ": expected a JSON object");
         }
         if (root.has("bos_token_id") && root.get("bos_token_id").isNull()) {
-            ((ObjectNode) root).put("bos_token_id", tokenizerBosId(configJson));
+            ((ObjectNode) root).put("bos_token_id", tokenizerBos(configJson).id());
         }
         try {
             return fromJson(root);
@@ -236,17 +240,30 @@ public record ModelConfig(
     }
 
     /**
-     * The BOS id for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
-     * and still begins every prompt with the tokenizer's BOS (tokenizer_config.json's {@code bos_token}, its id in
-     * tokenizer.json); mixtune, whose samples and prompts take the id from the config, takes that same token. With no
-     * tokenizer.json beside it, the bundled Mistral tokenizer is the one in use, whose {@code <s>} is 1
-     * (MistralConfig's default, what a config without the key gets).
+     * Why a config.json read with no BOS id has none, for a command that needs one to name both files: "CONFIG:
+     * bos_token_id is null and TOKENIZER_CONFIG sets bos_token to null", or "... and TOKENIZER has no token ...".
      */
-    private static long tokenizerBosId(Path configJson) {
+    public static String noBosToken(Path configJson) {
+        return tokenizerBos(configJson).missing();
+    }
+
+    /** The tokenizer's BOS: its id, or null and why there is none. */
+    private record TokenizerBos(Long id, String missing) {}
+
+    /**
+     * The BOS for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
+     * and its chat templates begin with the tokenizer's BOS (tokenizer_config.json's {@code bos_token}, its id in
+     * tokenizer.json), with nothing where bos_token is null; mixtune, whose samples and prompts take the id from the
+     * config, takes that same token, and no id where the tokenizer names none it has (bos_token null, or a token
+     * tokenizer.json lacks, which transformers would add past the model's vocabulary). With no tokenizer.json beside
+     * it, the bundled Mistral tokenizer is the one in use, whose {@code <s>} is 1 (MistralConfig's default, what a
+     * config without the key gets).
+     */
+    private static TokenizerBos tokenizerBos(Path configJson) {
         Path dir = configJson.toAbsolutePath().getParent();
         Path tokenizerJson = dir.resolve("tokenizer.json");
         if (!Files.isRegularFile(tokenizerJson)) {
-            return 1;
+            return new TokenizerBos(1L, null);
         }
         Path tokenizerConfig = dir.resolve("tokenizer_config.json");
         String bos = "<s>"; // a tokenizer_config.json that names no bos_token: Mistral's, as the chat templates assume
@@ -254,8 +271,8 @@ public record ModelConfig(
             JsonNode named = Files.isRegularFile(tokenizerConfig)
                     ? new ObjectMapper().readTree(tokenizerConfig.toFile()).path("bos_token") : null;
             if (named != null && named.isNull()) {
-                throw new IllegalArgumentException(configJson + ": bos_token_id is null and " + tokenizerConfig
-                        + " sets bos_token to null: no token to begin samples and prompts with; set bos_token_id");
+                return new TokenizerBos(null, configJson + ": bos_token_id is null and " + tokenizerConfig
+                        + " sets bos_token to null");
             }
             if (named != null && named.isTextual()) {
                 bos = named.asText();
@@ -263,12 +280,9 @@ public record ModelConfig(
                 bos = named.path("content").asText();
             }
             Long id = TextTokenizer.vocabulary(Files.readAllBytes(tokenizerJson), tokenizerJson.toString()).get(bos);
-            if (id == null) {
-                throw new IllegalArgumentException(configJson + ": bos_token_id is null and " + tokenizerJson
-                        + " has no token \"" + bos + "\" (the bos_token" + (named == null || named.isMissingNode() ? ""
-                        : " of " + tokenizerConfig) + "): set bos_token_id to the id samples and prompts begin with");
-            }
-            return id;
+            return new TokenizerBos(id, id != null ? null : configJson + ": bos_token_id is null and " + tokenizerJson
+                    + " has no token \"" + bos + "\" (the bos_token" + (named == null || named.isMissingNode() ? ""
+                    : " of " + tokenizerConfig) + ")");
         } catch (IOException e) {
             throw new IllegalArgumentException(configJson + ": bos_token_id is null and the tokenizer beside it cannot "
                     + "be read for its BOS token: " + e.getMessage(), e);
@@ -330,7 +344,7 @@ public record ModelConfig(
                 moe ? intOr(root, "num_local_experts", 8) : 0,
                 moe ? intOr(root, "num_experts_per_tok", 2) : 0,
                 moe ? doubleOr(root, "router_aux_loss_coef", 0.001) : 0.0,
-                intOr(root, "bos_token_id", 1),
+                root.path("bos_token_id").isNull() ? null : intOr(root, "bos_token_id", 1),
                 eosTokenIds.get(0),
                 eosTokenIds);
     }

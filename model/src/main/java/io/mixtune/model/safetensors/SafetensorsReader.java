@@ -1,13 +1,17 @@
 package io.mixtune.model.safetensors;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.json.JsonMapper;
+import java.io.EOFException;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.ShortBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -29,7 +33,9 @@ import java.util.stream.Stream;
  * shard can be larger); {@link #readFloats} reads and widens without a mapping, so nothing of the file stays resident.
  *
  * <p>Everything wrong with the files on disk is reported as a {@link CheckpointException} naming the file and the
- * tensor. Pickle checkpoints ({@code .bin}, {@code .pt}, ...) are refused, never parsed.
+ * tensor. An I/O error that says nothing about the content (EIO, a failed mapping, an interrupted read) is an
+ * {@link UncheckedIOException} naming them instead: the read failed, the file may well be sound. Pickle checkpoints
+ * ({@code .bin}, {@code .pt}, ...) are refused, never parsed.
  *
  * <p>Thread-safe: {@link #bytes} and {@link #readFloats} may be called from several loader threads.
  */
@@ -124,8 +130,7 @@ public final class SafetensorsReader implements AutoCloseable {
             }
             return channel.map(FileChannel.MapMode.READ_ONLY, start, length).order(ByteOrder.LITTLE_ENDIAN);
         } catch (IOException e) {
-            throw new CheckpointException(info.file(), name, "could not map bytes [" + start + ", "
-                    + (start + length) + "): " + e.getMessage(), e);
+            throw readFailure(info.file(), name, "could not map bytes [" + start + ", " + (start + length) + ")", e);
         }
     }
 
@@ -154,8 +159,8 @@ public final class SafetensorsReader implements AutoCloseable {
             requireUntruncated(info, channel);
             readFully(info, channel, destination, info.dataOffset());
         } catch (IOException e) {
-            throw new CheckpointException(info.file(), name, "could not read bytes [" + info.dataOffset() + ", "
-                    + (info.dataOffset() + info.byteLength()) + "): " + e.getMessage(), e);
+            throw readFailure(info.file(), name, "could not read bytes [" + info.dataOffset() + ", "
+                    + (info.dataOffset() + info.byteLength()) + ")", e);
         }
     }
 
@@ -241,8 +246,8 @@ public final class SafetensorsReader implements AutoCloseable {
                 throw notFinite(info, first, out);
             }
         } catch (IOException e) {
-            throw new CheckpointException(info.file(), name, "could not read bytes [" + start + ", "
-                    + (start + (long) count * width) + "): " + e.getMessage(), e);
+            throw readFailure(info.file(), name, "could not read bytes [" + start + ", " + (start + (long) count * width)
+                    + ")", e);
         }
         return out;
     }
@@ -369,7 +374,7 @@ public final class SafetensorsReader implements AutoCloseable {
         try (Stream<Path> listing = Files.list(dir)) {
             entries = listing.filter(Files::isRegularFile).sorted().collect(Collectors.toList());
         } catch (IOException e) {
-            throw new CheckpointException(dir, null, "could not list the directory: " + e.getMessage(), e);
+            throw readFailure(dir, null, "could not list the directory", e);
         }
         List<Path> safetensors = entries.stream().filter(CheckpointFileNames::isSafetensors).collect(Collectors.toList());
         // The Hub's Mistral repositories also hold consolidated.safetensors: the same weights under mistral-inference's
@@ -426,8 +431,10 @@ public final class SafetensorsReader implements AutoCloseable {
         JsonNode root;
         try {
             root = JSON.readTree(index.toFile());
-        } catch (IOException e) {
+        } catch (JsonProcessingException e) {
             throw new CheckpointException(index, null, "index is not valid JSON: " + e.getMessage(), e);
+        } catch (IOException e) {
+            throw readFailure(index, null, "could not read", e);
         }
         JsonNode weightMap = root == null ? null : root.get("weight_map");
         if (weightMap == null || !weightMap.isObject()) {
@@ -490,11 +497,25 @@ public final class SafetensorsReader implements AutoCloseable {
             return new SafetensorsReader(checkpoint, tensors, channels, metadata);
         } catch (IOException e) {
             closeAll(channels.values());
-            throw new CheckpointException(current, null, "could not read: " + e, e);
+            throw readFailure(current, null, "could not read", e);
         } catch (RuntimeException e) {
             closeAll(channels.values());
             throw e;
         }
+    }
+
+    /**
+     * What an IOException while reading {@code file} means. A file that ends early (EOFException), JSON that does not
+     * parse, a file gone: the checkpoint on disk is at fault (CheckpointException, the user's to fix). Any other (EIO,
+     * a failed mmap, an interrupted or closed channel, permissions) is the read failing, not the content: an
+     * UncheckedIOException that still names the file, so the CLI reports a failure, not a damaged download.
+     */
+    private static RuntimeException readFailure(Path file, String tensor, String what, IOException e) {
+        if (e instanceof EOFException || e instanceof JsonProcessingException || e instanceof NoSuchFileException) {
+            return new CheckpointException(file, tensor, what + ": " + e.getMessage(), e);
+        }
+        return new UncheckedIOException(file + (tensor == null ? "" : ": tensor '" + tensor + "'") + ": " + what
+                + ": " + e, e);
     }
 
     private static void closeAll(Iterable<FileChannel> channels) {

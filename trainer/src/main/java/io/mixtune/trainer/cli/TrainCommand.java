@@ -94,6 +94,11 @@ final class TrainCommand implements Command {
             }
         }
         String took = duration((System.nanoTime() - start) / 1e9);
+        if (training.recipe().warm().enabled() && result.alreadyFinished()) {
+            out.printf(Locale.ROOT, "done: the WARM run had already finished: no member had a step left; "
+                    + "their average was written again: %s%n", result.adapterDir());
+            return Mixtune.OK;
+        }
         if (training.recipe().warm().enabled()) {
             out.printf(Locale.ROOT, "done: %d steps in %s; WARM average of %d reward models (PEFT format): %s%n",
                     result.steps(), took, training.recipe().warm().members(), result.adapterDir());

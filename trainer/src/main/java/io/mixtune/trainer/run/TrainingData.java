@@ -50,20 +50,29 @@ public final class TrainingData {
     /**
      * The one rule every command that tokenizes for a model follows (train, DPO, eval, generate, data prepare and
      * preview): the model folder's own tokenizer.json; the bundled Mistral v1 one only for a preset, which is built
-     * with it (its folder gets a copy, and may not be written yet). Never a silent stand-in for a user's model: a
+     * with it (its folder gets a copy, which may not be written yet, and is not read back). Never a silent stand-in for a user's model: a
      * Mistral v1 tokenizer fits a 32768-token vocabulary by size and still gives the wrong ids, and at another size
      * it fails deep in libtorch ("index out of range in self"). Whichever it is, its ids must fit the model's
-     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet).
+     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet); a model with no BOS id (see
+     * {@link ModelConfig#bosTokenId}) is refused here, naming the files.
      *
      * @throws IllegalArgumentException saying what to provide
      */
     public static TokenizerFile tokenizer(Path dir, ModelConfig config, boolean preset) {
         Path file = dir.resolve("tokenizer.json");
+        if (config.bosTokenId() == null) {
+            // transformers' chat template would render no BOS here; mixtune's templates and prompts write the id
+            throw new IllegalArgumentException(ModelConfig.noBosToken(dir.resolve("config.json")) + ": mixtune "
+                    + "tokenizes with a BOS id (its chat templates and prompts begin with it); set bos_token_id in "
+                    + dir.resolve("config.json"));
+        }
         TokenizerFile tokenizer;
-        if (Files.isRegularFile(file)) {
-            tokenizer = TokenizerFile.of(file, config.bosTokenId(), config.eosTokenId());
-        } else if (preset) {
+        if (preset) {
+            // Also once dir holds the copy written for transformers (its special tokens declared): the data cache's key
+            // hashes the tokenizer.json, and a resumed run keyed on the copy tokenized the same samples again.
             tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());
+        } else if (Files.isRegularFile(file)) {
+            tokenizer = TokenizerFile.of(file, config.bosTokenId(), config.eosTokenId());
         } else {
             throw new IllegalArgumentException(dir + ": no tokenizer.json: mixtune tokenizes with the model's own "
                     + "tokenizer; copy the model's tokenizer.json into " + dir + " (the bundled Mistral v1 tokenizer "

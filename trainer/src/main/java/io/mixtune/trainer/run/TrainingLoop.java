@@ -302,6 +302,9 @@ public final class TrainingLoop {
         try (LoraModel.Scope evaluating = model.lora().evaluating()) {
             Map<String, Number> values = objective.evaluate();
             metrics.putAll(values);
+            // TRL's eval_num_tokens: the training tokens read so far, not the validation set's (compute_loss sets
+            // num_tokens to its running count in eval mode too, and log() prefixes it)
+            numTokens.ifPresent(tokens -> metrics.put("eval_num_tokens", tokens));
             summary = objective.describeEvaluation(values);
             if (step > stage.start()) {
                 averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,

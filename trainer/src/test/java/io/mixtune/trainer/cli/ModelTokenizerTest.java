@@ -87,6 +87,26 @@ class ModelTokenizerTest {
     }
 
     /**
+     * config.json's bos_token_id null and tokenizer_config.json's bos_token null: transformers 5.18 loads the model
+     * (its chat template renders no BOS). mixtune reads it too, so a command that never tokenizes runs (init-adapter;
+     * before, every command refused config.json), and only the commands that tokenize refuse it, naming both files.
+     */
+    @Test
+    void aModelWithoutABosTokenIsReadAndRefusedOnlyWhereItTokenizes() throws IOException {
+        Path model = model("no-bos");
+        ObjectMapper json = new ObjectMapper();
+        json.writeValue(model.resolve("config.json").toFile(),
+                ((ObjectNode) json.readTree(model.resolve("config.json").toFile())).putNull("bos_token_id"));
+        json.writeValue(model.resolve("tokenizer_config.json").toFile(),
+                ((ObjectNode) json.readTree(model.resolve("tokenizer_config.json").toFile())).putNull("bos_token"));
+        Result adapter = MixtuneCliTest.run("init-adapter", "--model", model.toString(), "--out",
+                dir.resolve("adapter").toString(), "--r", "4");
+        assertEquals(0, adapter.code(), adapter.err());
+        assertEveryCommandRefuses(model, model.resolve("config.json") + ": bos_token_id is null and "
+                + model.resolve("tokenizer_config.json") + " sets bos_token to null: mixtune tokenizes with a BOS id");
+    }
+
+    /**
      * A generate prompt is text: with a Hub tokenizer.json that lists {@code <s>} and {@code </s>} as special added
      * tokens, "</s>" typed in --prompt is its three characters' pieces after the BOS (4 prompt positions), not EOS.
      */

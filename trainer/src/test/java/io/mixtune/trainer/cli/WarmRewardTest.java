@@ -208,6 +208,7 @@ class WarmRewardTest {
             }
         }).run();
         assertFalse(resumed.cancelled());
+        assertFalse(resumed.alreadyFinished(), "member 1 trained its last step");
         assertTrue(notes.contains("WARM member 0 (1 of 2): finished (" + cut.resolve("members/0/adapter")
                 + "), skipped"), notes.toString());
         assertTrue(notes.stream().anyMatch(n -> n.startsWith("resuming from " + cut.resolve(
@@ -217,6 +218,14 @@ class WarmRewardTest {
         JsonNode report = new ObjectMapper().readTree(cut.resolve("warm-report.json").toFile());
         JsonNode uninterrupted = new ObjectMapper().readTree(whole.resolve("warm-report.json").toFile());
         assertEquals(uninterrupted.get("average").get("mean_margin"), report.get("average").get("mean_margin"));
+
+        // Resumed once more, every member had finished: the result says so, as an SFT run's does, no step ran, and
+        // the average is written again from the same members.
+        TrainingResult again = warm(cut).resume().run();
+        assertTrue(again.alreadyFinished());
+        assertFalse(again.cancelled());
+        assertEquals(List.of(), again.stages());
+        assertSameTensors(result.adapterDir(), again.adapterDir());
     }
 
     @Test

@@ -266,6 +266,8 @@ public class SftGoldenTest {
                     (Double) metrics.get("entropy"), METRIC_RTOL));
             assertEquals(logged.get("mean_token_accuracy").doubleValue(), (Double) metrics.get("mean_token_accuracy"),
                     0, name + " step mean_token_accuracy");
+            // num_tokens: the tokens read so far, this step's in a first step (TrainingLoop sums them: NumTokensTest)
+            assertEquals(logged.get("num_tokens").longValue(), result.measured().tokens(), name + " num_tokens");
 
             s.lora().setTraining(false);
             Evaluation.Result evaluation = Evaluation.of(s.model(), s.batches(), manager);
@@ -274,6 +276,10 @@ public class SftGoldenTest {
                     METRIC_RTOL));
             assertEquals(eval.get("eval_mean_token_accuracy").doubleValue(), evaluation.meanTokenAccuracy(), 0,
                     name + " eval_mean_token_accuracy");
+            // TRL's eval_num_tokens is no count of the validation tokens: the training tokens read so far, the last
+            // num_tokens (TrainingLoop logs it so: NumTokensTest.assertEvaluationsLogTheTrainingTokensSoFar)
+            assertEquals(logged.get("num_tokens").longValue(), eval.get("eval_num_tokens").longValue(),
+                    name + " eval_num_tokens");
             if (eval.has("eval_aux_loss")) {
                 report.add(close(name + " eval_aux_loss", eval.get("eval_aux_loss").doubleValue(),
                         evaluation.loadBalancing(), LOSS_RTOL));
