@@ -195,10 +195,99 @@ def slerp(t: float, v0: np.ndarray, v1: np.ndarray, threshold: float = 0.9995, e
     return out.reshape(v0.shape)
 
 
+# ---- mergekit's slices, planned as its MergePlanner (plan.py) plans them -----------------------------------------------
+# Four-layer Mixtral-shaped models: a layer's tensors include its router and both experts' weights.
+
+LAYERS, EXPERTS = 4, 2
+LAYER_SHAPES = {
+    "input_layernorm.weight": (HIDDEN,),
+    "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+    "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+    "block_sparse_moe.gate.weight": (EXPERTS, HIDDEN),
+    **{f"block_sparse_moe.experts.{e}.w{k}.weight": (INTER, HIDDEN) if k == 1 else (HIDDEN, INTER)
+       for e in range(EXPERTS) for k in (1, 2)},
+}
+LAYERED_SHAPES = {
+    "model.embed_tokens.weight": (VOCAB, HIDDEN),
+    **{f"model.layers.{i}.{n}": shape for i in range(LAYERS) for n, shape in LAYER_SHAPES.items()},
+    "model.norm.weight": (HIDDEN,),
+    "lm_head.weight": (VOCAB, HIDDEN),
+}
+LAYERED_CONFIG = dict(CONFIG, architectures=["MixtralForCausalLM"], model_type="mixtral", num_hidden_layers=LAYERS,
+                      num_local_experts=EXPERTS, num_experts_per_tok=1)
+
+
+def setting(value, name: str, t: float):
+    """mergekit's evaluate_setting: a number; a gradient interpolated at t; filtered values, first match (or None)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if all(isinstance(v, (int, float)) for v in value):
+        if len(value) == 1:
+            return value[0]
+        scaled = t * (len(value) - 1)
+        i = min(int(np.floor(scaled)), len(value) - 2)
+        return (1 - (scaled - i)) * value[i] + (scaled - i) * value[i + 1]
+    for entry in value:
+        if entry.get("filter") in (None, "*") or entry["filter"] in name:
+            return setting(entry["value"], name, t)
+    return None
+
+
+def parameter(config: dict, out_slice: dict, key: str, name: str, t: float, source=None, default=None):
+    """ConfigReader.parameter: the source's value, then the slice's, then the method-wide one."""
+    for level in ([source.get("parameters", {})] if source else []) + [out_slice.get("parameters", {}),
+                                                                       config.get("parameters", {})]:
+        value = setting(level.get(key), name, t)
+        if value is not None:
+            return value
+    return default
+
+
+def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Every output tensor of a slices config: the embeddings from the first slice's sources, the layers renumbered in
+    order (layer k of a slice from layer first + k of each source, at t = k / (n - 1)), the rest from the last slice's
+    sources; each merged by the method with the parameters ConfigReader gives it."""
+    slices = config["slices"]
+    out, layer = {}, 0
+
+    def merged(out_slice, out_name, input_names, t):
+        sources = out_slice["sources"]
+        method = config["merge_method"]
+        tensors = [models[s["model"]][n] for s, n in zip(sources, input_names)]
+        if method == "passthrough":
+            assert len(sources) == 1
+            return tensors[0].astype(np.float64) * parameter(config, out_slice, "scale", out_name, t, sources[0], 1.0)
+        base_at = next(i for i, s in enumerate(sources) if s["model"] == config["base_model"])
+        others = [i for i in range(len(sources)) if i != base_at]
+        weights = [parameter(config, out_slice, "weight", out_name, t, sources[i]) for i in others]
+        densities = [parameter(config, out_slice, "density", out_name, t, sources[i], 1.0) for i in others]
+        normalize = parameter(config, out_slice, "normalize", out_name, t, None, method == "ties")
+        return task_vectors_merge(method, out_name, tensors[base_at], [tensors[i] for i in others], weights, densities,
+                                  normalize, parameter(config, out_slice, "lambda", out_name, t, None, 1.0),
+                                  config.get("seed", 0))
+
+    first, last = slices[0], slices[-1]
+    out["model.embed_tokens.weight"] = merged(first, "model.embed_tokens.weight", ["model.embed_tokens.weight"] * len(
+        first["sources"]), 0)
+    for out_slice in slices:
+        sources = out_slice["sources"]
+        n = sources[0]["layer_range"][1] - sources[0]["layer_range"][0]
+        for k in range(n):
+            t = k / (n - 1) if n > 1 else 1
+            for suffix in LAYER_SHAPES:
+                out_name = f"model.layers.{layer}.{suffix}"
+                names = [f"model.layers.{s['layer_range'][0] + k}.{suffix}" for s in sources]
+                out[out_name] = merged(out_slice, out_name, names, t)
+            layer += 1
+    for name in ("model.norm.weight", "lm_head.weight"):
+        out[name] = merged(last, name, [name] * len(last["sources"]), 0)
+    return out
+
+
 # ---- inputs ------------------------------------------------------------------------------------------------------------
 
 
-def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shards: int = 1) -> None:
+def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shards: int = 1, config=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch_dtype = torch.bfloat16 if dtype == BF16 else torch.float32
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch_dtype) for k, v in tensors.items()}
@@ -218,16 +307,16 @@ def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shar
                 total += t[k].numel() * t[k].element_size()
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    config = dict(CONFIG, torch_dtype=dtype)
+    config = dict(CONFIG if config is None else config, torch_dtype=dtype)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "tokenizer.json").write_text(json.dumps(TOKENIZER) + "\n")
 
 
-def random_models(seed: int, count: int, dtype: str) -> tuple[dict, list[dict]]:
+def random_models(seed: int, count: int, dtype: str, shapes=None) -> tuple[dict, list[dict]]:
     """A base and `count` fine-tunes of it: base + a task vector of std 0.05 (norms stay near 1)."""
     rng = np.random.default_rng(seed)
     base = {}
-    for name, shape in SHAPES.items():
+    for name, shape in (SHAPES if shapes is None else shapes).items():
         base[name] = (1 + 0.1 * rng.standard_normal(shape) if name.endswith("norm.weight")
                       else 0.2 * rng.standard_normal(shape)).astype(np.float32)
     models = [{n: (v + 0.05 * rng.standard_normal(v.shape)).astype(np.float32) for n, v in base.items()}
@@ -397,6 +486,44 @@ def make(out: Path) -> None:
     (out / "cases.json").write_text(json.dumps(listing, indent=1) + "\n")
     (out / "averaging.json").write_text(json.dumps(averaging_golden(), indent=1) + "\n")
     check_margins(out, base, ms, bbase, bms, sa, sb)
+    write_mergekit_cases(out)
+
+
+def write_mergekit_cases(out: Path) -> None:
+    """mergekit_cases.json: mergekit configs (model paths relative to the golden directory) beside what numpy makes of
+    them, every output tensor; the cases of mergekit's forms and methods that cases.json's flat form cannot say."""
+    lbase, lms = random_models(2024, 2, F32, LAYERED_SHAPES)
+    models = {"layered/base": lbase, "layered/m0": lms[0], "layered/m1": lms[1]}
+    for path, tensors in models.items():
+        write_checkpoint(out / path, tensors, F32, config=LAYERED_CONFIG)
+    cases = [
+        ("passthrough-frankenmerge", {
+            "slices": [{"sources": [{"model": "layered/m0", "layer_range": [0, 3]}]},
+                       {"sources": [{"model": "layered/m1", "layer_range": [1, 4], "parameters": {"scale": [
+                           {"filter": "o_proj", "value": [0.5, 0.0]}, {"filter": "w2", "value": 0.25},
+                           {"value": 1.0}]}}]}],
+            "merge_method": "passthrough", "dtype": "float32"}),
+        ("ties-slices", {
+            "slices": [{"sources": [{"model": "layered/base", "layer_range": [0, 2]},
+                                    {"model": "layered/m0", "layer_range": [0, 2], "parameters": {"weight": 0.7}},
+                                    {"model": "layered/m1", "layer_range": [2, 4]}]},
+                       {"sources": [{"model": "layered/base", "layer_range": [2, 4]},
+                                    {"model": "layered/m0", "layer_range": [1, 3]},
+                                    {"model": "layered/m1", "layer_range": [0, 2], "parameters": {"weight": 0.4}}],
+                        "parameters": {"density": [0.3, 0.8], "weight": [{"filter": "experts", "value": 0.9}]}}],
+            "merge_method": "ties", "base_model": "layered/base",
+            "parameters": {"density": 0.5, "weight": 0.6, "normalize": True}}),
+    ]
+    listing = []
+    for name, config in cases:
+        expected = plan_slices(config, models)
+        layers = sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in config["slices"])
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).astype(np.float32))
+                   for k, v in expected.items()}
+        save_file(tensors, out / "expected" / f"{name}.safetensors", metadata={"format": "pt"})
+        listing.append({"name": name, "config": config, "num_hidden_layers": layers,
+                        "expected": f"expected/{name}.safetensors"})
+    (out / "mergekit_cases.json").write_text(json.dumps(listing, indent=1) + "\n")
 
 
 def averaging_golden() -> dict:

@@ -13,7 +13,7 @@ import java.util.regex.Pattern;
  * lm_head), which it plans with the config reader it starts each module with.
  */
 final class LayerwiseMerge implements TensorMerge {
-    private static final Pattern LAYER = Pattern.compile("(?:^|\\.)layers\\.(\\d+)\\.");
+    static final Pattern LAYER = Pattern.compile("(?:^|\\.)layers\\.(\\d+)\\.");
 
     /** The merge of one tensor from its name and layer position. */
     interface PerTensor {

@@ -30,9 +30,14 @@ public enum MergeMethod {
     /** DARE's drop and rescale, then TIES's sign election and disjoint sum. */
     DARE_TIES("dare_ties", Family.TASK_VECTORS),
     /** Spherical interpolation of two models, tensor by tensor, at {@code t} (0: the first model). */
-    SLERP("slerp", Family.INTERPOLATION);
+    SLERP("slerp", Family.INTERPOLATION),
+    /**
+     * One source per slice copied as it is, times {@code scale} where given: with {@code slices} that cut or stack
+     * layer ranges, a frankenmerge (mergekit's passthrough).
+     */
+    PASSTHROUGH("passthrough", Family.PASSTHROUGH);
 
-    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION }
+    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH }
 
     /** How a task-vector method thins each task vector before adding it. */
     enum Sparsification { NONE, MAGNITUDE, RANDOM }
@@ -83,7 +88,7 @@ public enum MergeMethod {
     }
 
     /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
-    static final Set<String> MERGEKIT_ONLY = Set.of("passthrough", "nuslerp", "multislerp", "model_stock",
+    static final Set<String> MERGEKIT_ONLY = Set.of("nuslerp", "multislerp", "model_stock",
             "arcee_fusion", "karcher", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nearswap",
             "ram", "ramplus_tl");
 

@@ -139,7 +139,7 @@ public final class MergeYaml {
         if (!lacking.isEmpty()) {
             throw new IllegalArgumentException("not supported yet: " + String.join("; ", lacking)
                     + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
-                    + " base_model, models or one slice over every layer, parameters (numbers, gradients, filters),"
+                    + " base_model, models or slices, parameters (numbers, gradients, filters),"
                     + " dtype and tokenizer_source");
         }
     }
@@ -166,15 +166,24 @@ public final class MergeYaml {
     }
 
     public static void write(MergeConfig config, Path file) throws IOException {
-        MAPPER.writeValue(file.toFile(), config);
+        MAPPER.writeValue(file.toFile(), written(config));
     }
 
     static String toYaml(MergeConfig config) {
         try {
-            return MAPPER.writeValueAsString(config);
+            return MAPPER.writeValueAsString(written(config));
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         }
+    }
+
+    /** The config as a file says it: with slices, its models are the slices' (mergekit takes one or the other). */
+    private static JsonNode written(MergeConfig config) {
+        ObjectNode tree = MAPPER.valueToTree(config);
+        if (config.slices() != null) {
+            tree.remove("models");
+        }
+        return tree;
     }
 
     private static String describe(Path file, String text, JsonProcessingException e) {

@@ -186,7 +186,7 @@ class MergeInputErrorsTest {
                 new MergeConfig.Parameters(2.0, null, null, null, null, null, null, null), null, null, null, null,
                 out)).getMessage().startsWith("swa takes no weights"));
         assertEquals("unknown merge method 'tie' (did you mean 'ties'?): expected one of linear, swa, lawa, ema, warm,"
-                + " task_arithmetic, ties, dare_linear, dare_ties, slerp",
+                + " task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough",
                 assertThrows(IllegalArgumentException.class, () -> MergeMethod.parse("tie")).getMessage());
     }
 

@@ -73,7 +73,7 @@ class MergeYamlTest {
                 """);
         assertTrue(message.startsWith(dir.resolve("merge.yaml") + ":5:"), message);
         assertTrue(message.contains("unknown key 'wieght' in models[0].parameters (did you mean 'weight'?)"), message);
-        assertTrue(message.contains("valid keys here: density, weight"), message);
+        assertTrue(message.contains("valid keys here: density, scale, weight"), message);
         String top = error("merge_mehtod: linear\nmodels: [{model: a}]\nout: x\n");
         assertTrue(top.contains(":1:") && top.contains("unknown key 'merge_mehtod' (did you mean 'merge_method'?)"), top);
     }
