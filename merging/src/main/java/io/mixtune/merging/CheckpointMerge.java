@@ -194,7 +194,7 @@ final class CheckpointMerge implements AutoCloseable {
                 for (Read model : gather.models()) {
                     tensors.add(read(model));
                 }
-                return merge.merge(name, baseTensor, tensors);
+                return merge.merge(name, spec.shape(), baseTensor, tensors);
             }
 
             @Override

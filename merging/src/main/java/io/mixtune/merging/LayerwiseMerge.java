@@ -33,6 +33,11 @@ final class LayerwiseMerge implements TensorMerge {
         return perTensor.at(name, layerPosition(name, layers)).merge(name, base, models);
     }
 
+    @Override
+    public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
+        return perTensor.at(name, layerPosition(name, layers)).merge(name, shape, base, models);
+    }
+
     /** mergekit's t for a tensor: i / (L - 1) inside decoder layer i of L (1 when L = 1), 0 outside the layers. */
     static double layerPosition(String tensorName, int layers) {
         Matcher layer = LAYER.matcher(tensorName);

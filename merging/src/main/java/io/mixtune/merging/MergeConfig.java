@@ -73,16 +73,19 @@ public record MergeConfig(
      */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record ModelParameters(@JsonProperty("weight") ParameterSetting weight,
-            @JsonProperty("density") ParameterSetting density, @JsonProperty("scale") ParameterSetting scale) {
+            @JsonProperty("density") ParameterSetting density, @JsonProperty("scale") ParameterSetting scale,
+            @JsonProperty("gamma") ParameterSetting gamma, @JsonProperty("epsilon") ParameterSetting epsilon) {
         @JsonCreator
         public ModelParameters {
             requireDensity(density);
             requireFinite("weight", weight);
             requireFinite("scale", scale);
+            requireGamma(gamma);
+            requireEpsilon(epsilon);
         }
 
         public ModelParameters(ParameterSetting weight, ParameterSetting density) {
-            this(weight, density, null);
+            this(weight, density, null, null, null);
         }
 
         /** One number each, as the command line gives them. */
@@ -110,11 +113,16 @@ public record MergeConfig(
             @JsonProperty("decay") Double decay,
             @JsonProperty("rescale") Boolean rescale,
             @JsonProperty("int8_mask") Boolean int8Mask,
-            @JsonProperty("scale") ParameterSetting scale) {
+            @JsonProperty("scale") ParameterSetting scale,
+            @JsonProperty("filter_wise") Boolean filterWise,
+            @JsonProperty("gamma") ParameterSetting gamma,
+            @JsonProperty("epsilon") ParameterSetting epsilon) {
         @JsonCreator
         public Parameters {
             requireFinite("weight", weight);
             requireFinite("scale", scale);
+            requireGamma(gamma);
+            requireEpsilon(epsilon);
             requireDensity(density);
             requireFinite("lambda", lambda);
             if (t != null && !t.all(v -> v >= 0 && v <= 1)) {
@@ -130,11 +138,12 @@ public record MergeConfig(
         public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
-                    ParameterSetting.of(t), decay, rescale, int8Mask, null);
+                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null);
         }
 
         public static Parameters none() {
-            return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null);
+            return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
+                    null);
         }
 
         /**
@@ -146,7 +155,9 @@ public record MergeConfig(
                     ParameterSetting.layered(slice.density, density), firstGiven(slice.normalize, normalize),
                     ParameterSetting.layered(slice.lambda, lambda), ParameterSetting.layered(slice.t, t),
                     firstGiven(slice.decay, decay), firstGiven(slice.rescale, rescale),
-                    firstGiven(slice.int8Mask, int8Mask), ParameterSetting.layered(slice.scale, scale));
+                    firstGiven(slice.int8Mask, int8Mask), ParameterSetting.layered(slice.scale, scale),
+                    firstGiven(slice.filterWise, filterWise), ParameterSetting.layered(slice.gamma, gamma),
+                    ParameterSetting.layered(slice.epsilon, epsilon));
         }
 
         private static <T> T firstGiven(T first, T then) {
@@ -155,7 +166,7 @@ public record MergeConfig(
 
         /** The settings that differ between tensors or are given at all, for checks against the method. */
         private List<ParameterSetting> settings() {
-            return java.util.Arrays.asList(weight, density, lambda, t, scale);
+            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon);
         }
     }
 
@@ -286,6 +297,8 @@ public record MergeConfig(
             settings.add(model.parameters().weight());
             settings.add(model.parameters().density());
             settings.add(model.parameters().scale());
+            settings.add(model.parameters().gamma());
+            settings.add(model.parameters().epsilon());
         }
         return settings.stream().anyMatch(s -> s != null && !s.isConstant());
     }
@@ -314,8 +327,8 @@ public record MergeConfig(
         boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
         boolean donorBase = method == MergeMethod.LINEAR || method == MergeMethod.PASSTHROUGH;
         if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null && !(donorBase && baseAmongModels)) {
-            throw new IllegalArgumentException(name + " takes no base_model (only task_arithmetic, ties, dare_linear,"
-                    + " dare_ties and slerp do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+            throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
+                    + " model_stock and slerp do" + (donorBase ? "; " + name + " takes one only when it is one of its"
                     + " models, giving the config and tokenizer" : "") + ")");
         }
         // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
@@ -334,11 +347,31 @@ public record MergeConfig(
         }
         boolean dense = parameters.density() != null || modelParameters.stream().anyMatch(m -> m.density() != null);
         if (dense && method.sparsification() == MergeMethod.Sparsification.NONE) {
-            throw new IllegalArgumentException(name + " takes no density (only ties, dare_linear and dare_ties do)");
+            throw new IllegalArgumentException(name + " takes no density (only the sparsifying task-vector methods do:"
+                    + " ties, dare_*, breadcrumbs*, della*)");
         }
         boolean scaled = parameters.scale() != null || modelParameters.stream().anyMatch(m -> m.scale() != null);
         if (scaled && method != MergeMethod.PASSTHROUGH) {
             throw new IllegalArgumentException(name + " takes no scale (only passthrough does)");
+        }
+        boolean outliers = parameters.gamma() != null || modelParameters.stream().anyMatch(m -> m.gamma() != null);
+        if (outliers && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_OUTLIERS) {
+            throw new IllegalArgumentException(name + " takes no gamma (only breadcrumbs and breadcrumbs_ties do:"
+                    + " the fraction of largest magnitudes dropped)");
+        }
+        boolean spread = parameters.epsilon() != null || modelParameters.stream().anyMatch(m -> m.epsilon() != null);
+        if (spread && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
+            throw new IllegalArgumentException(name + " takes no epsilon (only della and della_linear do: the spread"
+                    + " of the keep probabilities around density)");
+        }
+        if (parameters.filterWise() != null && method != MergeMethod.MODEL_STOCK) {
+            throw new IllegalArgumentException(name + " takes no filter_wise (only model_stock does: one angle per"
+                    + " row)");
+        }
+        if (method == MergeMethod.MODEL_STOCK && slices == null && models.stream()
+                .filter(m -> baseModel == null || !samePath(m.model(), baseModel)).count() < 2) {
+            throw new IllegalArgumentException("model_stock needs base_model and at least two other models (mergekit's"
+                    + " rule: the angle between their task vectors sets the interpolation)");
         }
         if (method == MergeMethod.PASSTHROUGH && slices == null && models.size() != 1) {
             throw new IllegalArgumentException("passthrough copies one source per slice (mergekit's rule), got "
@@ -357,11 +390,11 @@ public record MergeConfig(
         if (parameters.normalize() != null && !method.takesWeights()) {
             throw new IllegalArgumentException(name + " takes no normalize: its weights always sum to 1");
         }
-        if (parameters.lambda() != null && !method.needsBase()) {
+        if (parameters.lambda() != null && method.family() != MergeMethod.Family.TASK_VECTORS) {
             throw new IllegalArgumentException(name + " takes no lambda (only the task-vector methods do)");
         }
         if (parameters.rescale() != null && method.sparsification() == MergeMethod.Sparsification.NONE) {
-            throw new IllegalArgumentException(name + " takes no rescale (only ties, dare_linear and dare_ties do)");
+            throw new IllegalArgumentException(name + " takes no rescale (only the sparsifying task-vector methods do)");
         }
         boolean ordered = method == MergeMethod.SWA || method == MergeMethod.LAWA || method == MergeMethod.EMA;
         if (last != null && !ordered) {
@@ -451,6 +484,20 @@ public record MergeConfig(
         }
     }
 
+    private static void requireGamma(ParameterSetting gamma) {
+        if (gamma != null && !gamma.all(g -> g >= 0 && g <= 1)) {
+            throw new IllegalArgumentException("gamma must lie in [0, 1] (the fraction of largest magnitudes dropped),"
+                    + " got " + gamma.yamlValue());
+        }
+    }
+
+    private static void requireEpsilon(ParameterSetting epsilon) {
+        if (epsilon != null && !epsilon.all(e -> e >= 0 && e < 0.5)) {
+            throw new IllegalArgumentException("epsilon must lie in [0, 0.5) (keep probabilities spread over density"
+                    + " -/+ epsilon), got " + epsilon.yamlValue());
+        }
+    }
+
     private static void requireFinite(String key, ParameterSetting value) {
         if (value != null && !value.all(Double::isFinite)) {
             throw new IllegalArgumentException(key + " must be a finite number, got " + value.yamlValue());
@@ -500,10 +547,25 @@ public record MergeConfig(
         return setting == null ? null : setting.at(tensorName, t);
     }
 
-    /** mergekit's default: dare_* rescale, ties does not. */
+    /** mergekit's default: dare_* and della* rescale, ties and breadcrumbs* do not. */
     boolean rescale() {
-        return parameters.rescale() == null ? method.sparsification() == MergeMethod.Sparsification.RANDOM
-                : parameters.rescale();
+        return parameters.rescale() == null ? method.rescalesByDefault() : parameters.rescale();
+    }
+
+    /** breadcrumbs' gamma of model i: its own, else the method-wide one, else mergekit's 0.01. */
+    double gammaOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().gamma(), tensorName, t),
+                value(parameters.gamma(), tensorName, t), 0.01);
+    }
+
+    /** della's epsilon of model i: its own, else the method-wide one, else mergekit's 0.15. */
+    double epsilonOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().epsilon(), tensorName, t),
+                value(parameters.epsilon(), tensorName, t), 0.15);
+    }
+
+    boolean filterWise() {
+        return Boolean.TRUE.equals(parameters.filterWise());
     }
 
     long seedOrDefault() {

@@ -58,10 +58,7 @@ public final class MergeYaml {
             "tokenizer", "a tokenizer built from the models' vocabularies",
             "chat_template", "a chat template written into the merged tokenizer",
             "out_dtype", "an output dtype apart from the compute dtype (mixtune computes in float32 and writes dtype)",
-            "residual_weight", "a slice's residual weight",
-            "gamma", "breadcrumbs' outlier fraction",
-            "epsilon", "della's magnitude spread",
-            "filter_wise", "slerp per row instead of per tensor");
+            "residual_weight", "a slice's residual weight");
 
     public static MergeConfig read(Path file) {
         return read(file, null);

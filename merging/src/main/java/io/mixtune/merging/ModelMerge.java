@@ -203,10 +203,15 @@ public final class ModelMerge {
         if (method == MergeMethod.SLERP) {
             return new Slerp(config.t(name, t));
         }
+        if (method == MergeMethod.MODEL_STOCK) {
+            return new ModelStock(config.filterWise());
+        }
         if (method.needsBase()) {
             return new TaskArithmetic(method, IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
                     IntStream.range(0, n).mapToDouble(i -> config.densityOf(i, name, t)).toArray(), config.normalize(),
-                    config.lambda(name, t), config.rescale(), config.seedOrDefault());
+                    config.lambda(name, t), config.rescale(), config.seedOrDefault(),
+                    IntStream.range(0, n).mapToDouble(i -> config.gammaOf(i, name, t)).toArray(),
+                    IntStream.range(0, n).mapToDouble(i -> config.epsilonOf(i, name, t)).toArray());
         }
         return new WeightedAverage(coefficients(config, name, t));
     }

@@ -128,6 +128,11 @@ final class SlicePlan implements TensorMerge {
         return merges.get(name).merge(name, base, models);
     }
 
+    @Override
+    public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
+        return merges.get(name).merge(name, shape, base, models);
+    }
+
     /** mergekit's Mistral and Mixtral architectures have one "pre" weight, the embeddings. */
     private static boolean isPreWeight(String name) {
         return layerOf(name) < 0 && name.contains("embed_tokens");
