@@ -104,6 +104,9 @@ public final class ModelMerge {
      * first slice's first source) with num_hidden_layers set to the layers written.
      */
     private static MergeReport mergeSlices(MergeConfig config, boolean force, long maxShardBytes, long start) {
+        if (config.rank() != null) {
+            throw new IllegalArgumentException("rank re-compresses PEFT adapters, but slices merge full checkpoints");
+        }
         List<Path> inputs = config.models().stream().map(Model::model).toList();
         inputs.forEach(ModelMerge::requireExists);
         for (Path input : inputs) {

@@ -391,6 +391,36 @@ class MergekitExamplesTest {
                 dir.resolve("cut/config.json").toFile()).get("num_hidden_layers").asInt());
     }
 
+    /** Stacked slices that break mergekit's rules are refused naming the slice, before anything is written. */
+    @Test
+    void stackedSlicesThatBreakMergekitsRulesNameTheSlice() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        String twoSources = """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 1]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                      - model: %s
+                        layer_range: [0, 2]
+                merge_method: passthrough
+                """.formatted(a, a, b);
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("two.yml"), twoSources), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("slices[1] has 2 sources: passthrough copies one source per slice"), message);
+        String noBase = twoSources.replace("merge_method: passthrough", "merge_method: ties\nbase_model: " + b)
+                .replace("model: " + b, "model: " + a).replace("merge_method: ties\nbase_model: " + a,
+                        "merge_method: ties\nbase_model: " + b);
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("nobase.yml"), noBase + "parameters: {weight: 1}\n"), dir.resolve("x")))
+                .getMessage();
+        assertTrue(message.contains("slices[0]: base_model " + b + " is none of its sources"), message);
+        assertTrue(!Files.exists(dir.resolve("x")));
+    }
+
     /** A 3-layer model whose tensors are all the 2-entry row {@code values}. */
     private Path tinyModel(String name, float... values) throws IOException {
         Path model = dir.resolve(name);
