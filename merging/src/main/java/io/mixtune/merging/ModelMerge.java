@@ -139,7 +139,9 @@ public final class ModelMerge {
         MergeMethod method = resolved.method();
         if (method.family() != MergeMethod.Family.AVERAGE && method != MergeMethod.TASK_ARITHMETIC) {
             throw new IllegalArgumentException(method.yamlName() + " on PEFT adapters is not supported: "
-                    + (method == MergeMethod.SLERP ? "interpolating on the sphere" : "trimming and sign election")
+                    + (method == MergeMethod.SLERP ? "interpolating on the sphere"
+                    : method == MergeMethod.MODEL_STOCK ? "the angle between task vectors"
+                    : method == MergeMethod.PASSTHROUGH ? "copying layers" : "trimming and sign election")
                     + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
                     + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
         }
