@@ -407,7 +407,7 @@ public record MergeConfig(
         if (method == MergeMethod.LAWA && last == null) {
             throw new IllegalArgumentException("lawa averages the latest k checkpoints: give last (k)");
         }
-        if (method == MergeMethod.SLERP) {
+        if (method == MergeMethod.SLERP && slices == null) {
             boolean baseApart = baseModel != null && models.stream().noneMatch(m -> samePath(m.model(), baseModel));
             int ends = models.size() + (baseApart ? 1 : 0);
             if (ends != 2) {

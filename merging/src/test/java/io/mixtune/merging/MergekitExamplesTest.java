@@ -391,6 +391,38 @@ class MergekitExamplesTest {
                 dir.resolve("cut/config.json").toFile()).get("num_hidden_layers").asInt());
     }
 
+    /** slerp slices may pair different models: each slice interpolates its own two sources. */
+    @Test
+    void slerpSlicesPairDifferentModels() throws IOException {
+        Path a = tinyModel("a", 1, 0);
+        Path b = tinyModel("b", 0, 1);
+        Path c = tinyModel("c", 0, 2);
+        Path file = Files.writeString(dir.resolve("pairs.yml"), """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 1]
+                      - model: %s
+                        layer_range: [0, 1]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                      - model: %s
+                        layer_range: [1, 3]
+                merge_method: slerp
+                parameters: {t: 0.5}
+                """.formatted(a, b, a, c));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("merged")), false, Long.MAX_VALUE);
+        double half = Math.sin(Math.PI / 4);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("merged"))) {
+            assertArrayEquals(new float[] {(float) half, (float) half}, merged.readFloats(
+                    "model.layers.0.mlp.down_proj.weight"), 1e-6f);
+            // (1, 0) to (0, 2) at t = 0.5: sin(pi/4) times each
+            assertArrayEquals(new float[] {(float) half, (float) (2 * half)}, merged.readFloats(
+                    "model.layers.2.mlp.down_proj.weight"), 1e-6f);
+        }
+    }
+
     /** Stacked slices that break mergekit's rules are refused naming the slice, before anything is written. */
     @Test
     void stackedSlicesThatBreakMergekitsRulesNameTheSlice() throws IOException {
