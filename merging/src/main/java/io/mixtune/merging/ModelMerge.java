@@ -77,7 +77,7 @@ public final class ModelMerge {
             priority.add(0, base);
         }
         if (resolved.layerRange() != null && !adapters
-                && resolved.layerRange().get(1) != SlicePlan.layerCount(tensorModels.get(0))) {
+                && resolved.layerRange().get(1) != LayerwiseMerge.layerCount(tensorModels.get(0))) {
             return mergeSlices(resolved.asOneSlice(), force, maxShardBytes, start);
         }
         int layers = LayerwiseMerge.layerCount(tensorModels.get(0), resolved.layerRange(), layerwise);

@@ -1,6 +1,5 @@
 package io.mixtune.merging;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.merging.MergeConfig.Slice;
 import io.mixtune.merging.MergeConfig.Source;
 import io.mixtune.model.safetensors.SafetensorsReader;
@@ -30,6 +29,8 @@ final class SlicePlan implements TensorMerge {
 
     private final Map<String, Gather> gathers = new LinkedHashMap<>();
     private final Map<String, TensorMerge> merges = new LinkedHashMap<>();
+    /** Each slice as a merge of whole models, with its parameters over the method-wide ones. */
+    private final List<MergeConfig> views = new ArrayList<>();
     private int layers;
 
     private SlicePlan() {}
@@ -42,9 +43,10 @@ final class SlicePlan implements TensorMerge {
         SlicePlan plan = new SlicePlan();
         List<Slice> slices = config.slices();
         for (int i = 0; i < slices.size(); i++) {
+            plan.views.add(config.sliceView(i));
             for (int j = 0; j < slices.get(i).sources().size(); j++) {
                 Source source = slices.get(i).sources().get(j);
-                int modelLayers = layerCount(source.model());
+                int modelLayers = LayerwiseMerge.layerCount(source.model());
                 if (source.layerRange().get(1) > modelLayers) {
                     throw new IllegalArgumentException("slices[" + i + "].sources[" + j + "].layer_range "
                             + source.layerRange() + " reaches past the " + modelLayers + " layers of " + source.model());
@@ -111,7 +113,7 @@ final class SlicePlan implements TensorMerge {
             }
         }
         gathers.put(name, new Gather(base, List.copyOf(models)));
-        merges.put(name, ModelMerge.tensorMerge(config.sliceView(i), name, t));
+        merges.put(name, ModelMerge.tensorMerge(views.get(i), name, t));
     }
 
     Map<String, Gather> gathers() {
@@ -158,14 +160,5 @@ final class SlicePlan implements TensorMerge {
             }
         }
         throw new IllegalStateException(model + " is none of the inputs " + inputs);
-    }
-
-    static int layerCount(Path model) {
-        JsonNode layers = CheckpointMerge.readConfig(model).path("num_hidden_layers");
-        if (!layers.canConvertToInt() || layers.asInt() <= 0) {
-            throw new IllegalArgumentException(model.resolve(CheckpointMerge.CONFIG) + ": num_hidden_layers is"
-                    + " missing; slices count layers, so their number is needed");
-        }
-        return layers.asInt();
     }
 }
