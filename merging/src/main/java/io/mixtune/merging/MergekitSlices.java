@@ -30,7 +30,7 @@ final class MergekitSlices {
         if (!slices.isArray() || slices.isEmpty()) {
             throw new IllegalArgumentException(file + ": slices must be a list of slices, each with its sources");
         }
-        if (slices.size() != 1 || !oneRangeFromZero(slices.get(0))) {
+        if (slices.size() != 1 || !oneRangeFromZero(slices.get(0)) || sharesParameters(slices.get(0), config)) {
             return withSlices(file, config);
         }
         JsonNode slice = slices.get(0);
@@ -76,6 +76,17 @@ final class MergekitSlices {
             mergeParameters(file, converted, slice.get("parameters"));
         }
         return converted;
+    }
+
+    /** Whether the slice and the method-wide parameters both give a key: the slice's then stands over the other's. */
+    private static boolean sharesParameters(JsonNode slice, JsonNode config) {
+        JsonNode global = config.path("parameters");
+        for (Map.Entry<String, JsonNode> entry : slice.path("parameters").properties()) {
+            if (global.has(entry.getKey())) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Whether the slice's sources all span the same layers, from layer 0: the models form. */
@@ -130,7 +141,10 @@ final class MergekitSlices {
         return converted;
     }
 
-    /** A slice's parameters stand between each source's and the global ones; with one slice they join the global. */
+    /**
+     * A slice's parameters stand between each source's and the global ones; with one slice whose keys the global ones
+     * lack they join them.
+     */
     private static void mergeParameters(Path file, ObjectNode config, JsonNode sliceParameters) {
         if (!sliceParameters.isObject()) {
             throw new IllegalArgumentException(file + ": slices[0].parameters must be a mapping");
@@ -138,10 +152,6 @@ final class MergekitSlices {
         JsonNode global = config.path("parameters");
         ObjectNode merged = global.isObject() ? (ObjectNode) global.deepCopy() : config.objectNode();
         for (Map.Entry<String, JsonNode> entry : sliceParameters.properties()) {
-            if (merged.has(entry.getKey())) {
-                throw new IllegalArgumentException(file + ": not supported yet: " + entry.getKey() + " in both"
-                        + " slices[0].parameters and parameters; give it in one");
-            }
             merged.set(entry.getKey(), entry.getValue());
         }
         config.set("parameters", merged);

@@ -391,6 +391,35 @@ class MergekitExamplesTest {
                 dir.resolve("cut/config.json").toFile()).get("num_hidden_layers").asInt());
     }
 
+    /**
+     * A slice's parameter stands over the method-wide one where its filter matches, and a source's over both, as
+     * mergekit's ConfigReader looks them up: q_proj weighs a by the slice's 3 and b by its own 1, down_proj both by 1.
+     */
+    @Test
+    void aSlicesParametersStandBetweenItsSourcesAndTheMethodWideOnes() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path file = Files.writeString(dir.resolve("layered.yml"), """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 3]
+                      - model: %s
+                        layer_range: [0, 3]
+                        parameters: {weight: 1}
+                    parameters:
+                      weight: [{filter: q_proj, value: 3}]
+                merge_method: linear
+                parameters: {weight: 1}
+                """.formatted(a, b));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("merged")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("merged"))) {
+            assertArrayEquals(new float[] {1.5f, 2.5f}, merged.readFloats("model.layers.2.self_attn.q_proj.weight"),
+                    1e-6f);
+            assertArrayEquals(new float[] {2, 3}, merged.readFloats("model.layers.2.mlp.down_proj.weight"), 1e-6f);
+        }
+    }
+
     /** slerp slices may pair different models: each slice interpolates its own two sources. */
     @Test
     void slerpSlicesPairDifferentModels() throws IOException {
