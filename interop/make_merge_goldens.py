@@ -144,10 +144,63 @@ def dare_drop(delta: np.ndarray, density: float, rescale: bool, seed: int, model
     return l1_rescaled(delta, kept) if rescale else kept
 
 
+def magnitude_outliers(delta: np.ndarray, density: float, gamma: float) -> np.ndarray:
+    """Breadcrumbs' trim (mergekit's sparsify.magnitude_outliers): in ascending magnitude (a stable sort), drop the
+    int(gamma n) largest and the n - int(density n) - int(gamma n) smallest. mergekit's slice [n_bot:-n_top] keeps
+    nothing when int(gamma n) is 0; mixtune keeps what the formula says, and so does this."""
+    if density >= 1:
+        return delta
+    flat = delta.ravel()
+    n = flat.size
+    top = int(gamma * n)
+    bottom = n - int(density * n) - top
+    if bottom < 0:
+        top, bottom = top + bottom, 0
+    keep = np.argsort(np.abs(flat), kind="stable")[bottom: n - top]
+    out = np.zeros_like(flat)
+    out[keep] = flat[keep]
+    return out.reshape(delta.shape)
+
+
+def della_drop(delta: np.ndarray, density: float, epsilon: float, seed: int, model_index: int, name: str) -> np.ndarray:
+    """DELLA's MagPrune (mergekit's sparsify.della_magprune): per row (a 1-d tensor is one row), entry of ascending
+    magnitude rank r (stable) kept with probability density - epsilon + 2 epsilon r / (L - 1); the draws are DARE's
+    SplitMix64 uniforms where mergekit calls torch.bernoulli."""
+    if density >= 1:
+        return delta
+    rows = delta.reshape(1, -1) if delta.ndim < 2 else delta.reshape(-1, delta.shape[-1])
+    length = rows.shape[1]
+    ranks = np.argsort(np.argsort(np.abs(rows), axis=1, kind="stable"), axis=1, kind="stable")
+    normalized = ranks / (length - 1) if length > 1 else np.zeros(rows.shape)
+    probabilities = (density - epsilon) + normalized * 2 * epsilon
+    keep = dare_uniforms(seed, model_index, name, delta.size).reshape(rows.shape) < probabilities
+    return np.where(keep, rows, np.float32(0)).astype(np.float32).reshape(delta.shape)
+
+
+def model_stock(base: np.ndarray, models: list[np.ndarray], filter_wise: bool) -> np.ndarray:
+    """Model Stock (mergekit's model_stock.py): t = N cos / (1 + (N - 1) cos) from the mean pairwise cosine of the
+    float32 task vectors (per row with filter_wise), out = t mean(models) + (1 - t) base."""
+    w0 = base.astype(np.float32)
+    shape = (-1, w0.shape[-1]) if filter_wise and w0.ndim >= 2 else (1, -1)
+    offsets = [(m.astype(np.float32) - w0).reshape(shape).astype(np.float64) for m in models]
+    cosines = []
+    for i in range(len(offsets)):
+        for j in range(i + 1, len(offsets)):
+            a, b = offsets[i], offsets[j]
+            norms = np.sqrt((a * a).sum(-1)) * np.sqrt((b * b).sum(-1))
+            cosines.append(np.clip((a * b).sum(-1) / np.maximum(norms, 1e-6), -1, 1))
+    cos = np.mean(cosines, axis=0)[:, None]
+    n = len(models)
+    t = n * cos / (1 + (n - 1) * cos)
+    mean = sum(m.astype(np.float64) for m in models).reshape(shape) / n
+    return (t * mean + (1 - t) * w0.reshape(shape).astype(np.float64)).reshape(base.shape)
+
+
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
-                       densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None):
-    if rescale is None:  # mergekit's defaults: dare_* rescale, ties does not
-        rescale = method.startswith("dare")
+                       densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None,
+                       gammas=None, epsilons=None):
+    if rescale is None:  # mergekit's defaults: dare_* and della* rescale, ties and breadcrumbs* do not
+        rescale = method.startswith("dare") or method.startswith("della")
     deltas = []
     for i, m in enumerate(models):
         d = (m.astype(np.float32) - base.astype(np.float32)).astype(np.float32)
@@ -156,10 +209,16 @@ def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np
             d = l1_rescaled(d, trimmed) if rescale and densities[i] < 1 else trimmed
         elif method.startswith("dare"):
             d = dare_drop(d, densities[i], rescale, seed, i, name)
+        elif method.startswith("breadcrumbs"):
+            trimmed = magnitude_outliers(d, densities[i], gammas[i])
+            d = l1_rescaled(d, trimmed) if rescale and densities[i] < 1 else trimmed
+        elif method.startswith("della"):
+            kept = della_drop(d, densities[i], epsilons[i], seed, i, name)
+            d = l1_rescaled(d, kept) if rescale and densities[i] < 1 else kept
         deltas.append(d)
     e = [w * d.astype(np.float64) for w, d in zip(weights, deltas)]
     w = np.asarray(weights, dtype=np.float64)
-    if method in ("ties", "dare_ties"):
+    if method in ("ties", "dare_ties", "breadcrumbs_ties", "della"):
         mass = np.zeros(base.shape)
         for ei in e:
             mass += ei
@@ -195,10 +254,116 @@ def slerp(t: float, v0: np.ndarray, v1: np.ndarray, threshold: float = 0.9995, e
     return out.reshape(v0.shape)
 
 
+# ---- mergekit's slices, planned as its MergePlanner (plan.py) plans them -----------------------------------------------
+# Four-layer Mixtral-shaped models: a layer's tensors include its router and both experts' weights.
+
+LAYERS, EXPERTS = 4, 2
+LAYER_SHAPES = {
+    "input_layernorm.weight": (HIDDEN,),
+    "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+    "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+    "block_sparse_moe.gate.weight": (EXPERTS, HIDDEN),
+    **{f"block_sparse_moe.experts.{e}.w{k}.weight": (INTER, HIDDEN) if k == 1 else (HIDDEN, INTER)
+       for e in range(EXPERTS) for k in (1, 2)},
+}
+LAYERED_SHAPES = {
+    "model.embed_tokens.weight": (VOCAB, HIDDEN),
+    **{f"model.layers.{i}.{n}": shape for i in range(LAYERS) for n, shape in LAYER_SHAPES.items()},
+    "model.norm.weight": (HIDDEN,),
+    "lm_head.weight": (VOCAB, HIDDEN),
+}
+LAYERED_CONFIG = dict(CONFIG, architectures=["MixtralForCausalLM"], model_type="mixtral", num_hidden_layers=LAYERS,
+                      num_local_experts=EXPERTS, num_experts_per_tok=1)
+
+
+def setting(value, name: str, t: float):
+    """mergekit's evaluate_setting: a number; a gradient interpolated at t; filtered values, first match (or None)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if all(isinstance(v, (int, float)) for v in value):
+        if len(value) == 1:
+            return value[0]
+        scaled = t * (len(value) - 1)
+        i = min(int(np.floor(scaled)), len(value) - 2)
+        return (1 - (scaled - i)) * value[i] + (scaled - i) * value[i + 1]
+    for entry in value:
+        if entry.get("filter") in (None, "*") or entry["filter"] in name:
+            return setting(entry["value"], name, t)
+    return None
+
+
+def parameter(config: dict, out_slice: dict, key: str, name: str, t: float, source=None, default=None):
+    """ConfigReader.parameter: the source's value, then the slice's, then the method-wide one."""
+    for level in ([source.get("parameters", {})] if source else []) + [out_slice.get("parameters", {}),
+                                                                       config.get("parameters", {})]:
+        value = setting(level.get(key), name, t)
+        if value is not None:
+            return value
+    return default
+
+
+def as_slices(config: dict) -> dict:
+    """mergekit's normalize_config: models become one slice over every layer, the base added as a source if absent."""
+    if "slices" in config:
+        return config
+    sources = [dict(m, layer_range=[0, LAYERS]) for m in config["models"]]
+    if "base_model" in config and all(m["model"] != config["base_model"] for m in config["models"]):
+        sources.append({"model": config["base_model"], "layer_range": [0, LAYERS]})
+    return {**{k: v for k, v in config.items() if k != "models"}, "slices": [{"sources": sources}]}
+
+
+def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Every output tensor of a slices config: the embeddings from the first slice's sources, the layers renumbered in
+    order (layer k of a slice from layer first + k of each source, at t = k / (n - 1)), the rest from the last slice's
+    sources; each merged by the method with the parameters ConfigReader gives it."""
+    slices = config["slices"]
+    out, layer = {}, 0
+
+    def merged(out_slice, out_name, input_names, t):
+        sources = out_slice["sources"]
+        method = config["merge_method"]
+        tensors = [models[s["model"]][n] for s, n in zip(sources, input_names)]
+        if method == "passthrough":
+            assert len(sources) == 1
+            return tensors[0].astype(np.float64) * parameter(config, out_slice, "scale", out_name, t, sources[0], 1.0)
+        base_at = next(i for i, s in enumerate(sources) if s["model"] == config["base_model"])
+        others = [i for i in range(len(sources)) if i != base_at]
+        if method == "model_stock":
+            return model_stock(tensors[base_at], [tensors[i] for i in others],
+                               parameter(config, out_slice, "filter_wise", out_name, t, None, False))
+
+        def each(key, default=None):
+            return [parameter(config, out_slice, key, out_name, t, sources[i], default) for i in others]
+
+        normalize = parameter(config, out_slice, "normalize", out_name, t, None, method in ("ties", "della"))
+        return task_vectors_merge(method, out_name, tensors[base_at], [tensors[i] for i in others], each("weight"),
+                                  each("density", 1.0), normalize,
+                                  parameter(config, out_slice, "lambda", out_name, t, None, 1.0), config.get("seed", 0),
+                                  parameter(config, out_slice, "rescale", out_name, t), each("gamma", 0.01),
+                                  each("epsilon", 0.15))
+
+    first, last = slices[0], slices[-1]
+    out["model.embed_tokens.weight"] = merged(first, "model.embed_tokens.weight", ["model.embed_tokens.weight"] * len(
+        first["sources"]), 0)
+    for out_slice in slices:
+        sources = out_slice["sources"]
+        n = sources[0]["layer_range"][1] - sources[0]["layer_range"][0]
+        for k in range(n):
+            t = k / (n - 1) if n > 1 else 1
+            for suffix in LAYER_SHAPES:
+                out_name = f"model.layers.{layer}.{suffix}"
+                names = [f"model.layers.{s['layer_range'][0] + k}.{suffix}" for s in sources]
+                out[out_name] = merged(out_slice, out_name, names, t)
+            layer += 1
+    for name in ("model.norm.weight", "lm_head.weight"):
+        out[name] = merged(last, name, [name] * len(last["sources"]), 0)
+    return out
+
+
 # ---- inputs ------------------------------------------------------------------------------------------------------------
 
 
-def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shards: int = 1) -> None:
+def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shards: int = 1, config=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch_dtype = torch.bfloat16 if dtype == BF16 else torch.float32
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch_dtype) for k, v in tensors.items()}
@@ -218,16 +383,16 @@ def write_checkpoint(out: Path, tensors: dict[str, np.ndarray], dtype: str, shar
                 total += t[k].numel() * t[k].element_size()
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    config = dict(CONFIG, torch_dtype=dtype)
+    config = dict(CONFIG if config is None else config, torch_dtype=dtype)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "tokenizer.json").write_text(json.dumps(TOKENIZER) + "\n")
 
 
-def random_models(seed: int, count: int, dtype: str) -> tuple[dict, list[dict]]:
+def random_models(seed: int, count: int, dtype: str, shapes=None) -> tuple[dict, list[dict]]:
     """A base and `count` fine-tunes of it: base + a task vector of std 0.05 (norms stay near 1)."""
     rng = np.random.default_rng(seed)
     base = {}
-    for name, shape in SHAPES.items():
+    for name, shape in (SHAPES if shapes is None else shapes).items():
         base[name] = (1 + 0.1 * rng.standard_normal(shape) if name.endswith("norm.weight")
                       else 0.2 * rng.standard_normal(shape)).astype(np.float32)
     models = [{n: (v + 0.05 * rng.standard_normal(v.shape)).astype(np.float32) for n, v in base.items()}
@@ -397,6 +562,64 @@ def make(out: Path) -> None:
     (out / "cases.json").write_text(json.dumps(listing, indent=1) + "\n")
     (out / "averaging.json").write_text(json.dumps(averaging_golden(), indent=1) + "\n")
     check_margins(out, base, ms, bbase, bms, sa, sb)
+    write_mergekit_cases(out)
+
+
+def write_mergekit_cases(out: Path) -> None:
+    """mergekit_cases.json: mergekit configs (model paths relative to the golden directory) beside what numpy makes of
+    them, every output tensor; the cases of mergekit's forms and methods that cases.json's flat form cannot say."""
+    lbase, lms = random_models(2024, 2, F32, LAYERED_SHAPES)
+    models = {"layered/base": lbase, "layered/m0": lms[0], "layered/m1": lms[1]}
+    for path, tensors in models.items():
+        write_checkpoint(out / path, tensors, F32, config=LAYERED_CONFIG)
+    cases = [
+        ("passthrough-frankenmerge", {
+            "slices": [{"sources": [{"model": "layered/m0", "layer_range": [0, 3]}]},
+                       {"sources": [{"model": "layered/m1", "layer_range": [1, 4], "parameters": {"scale": [
+                           {"filter": "o_proj", "value": [0.5, 0.0]}, {"filter": "w2", "value": 0.25},
+                           {"value": 1.0}]}}]}],
+            "merge_method": "passthrough", "dtype": "float32"}),
+        ("ties-slices", {
+            "slices": [{"sources": [{"model": "layered/base", "layer_range": [0, 2]},
+                                    {"model": "layered/m0", "layer_range": [0, 2], "parameters": {"weight": 0.7}},
+                                    {"model": "layered/m1", "layer_range": [2, 4]}]},
+                       {"sources": [{"model": "layered/base", "layer_range": [2, 4]},
+                                    {"model": "layered/m0", "layer_range": [1, 3]},
+                                    {"model": "layered/m1", "layer_range": [0, 2], "parameters": {"weight": 0.4}}],
+                        "parameters": {"density": [0.3, 0.8], "weight": [{"filter": "experts", "value": 0.9}]}}],
+            "merge_method": "ties", "base_model": "layered/base",
+            "parameters": {"density": 0.5, "weight": 0.6, "normalize": True}}),
+    ]
+    two = [{"model": "layered/m0"}, {"model": "layered/m1"}]
+    cases += [
+        ("model_stock", {"merge_method": "model_stock", "base_model": "layered/base", "models": two}),
+        ("model_stock-filter_wise", {"merge_method": "model_stock", "base_model": "layered/base", "models": two,
+                                     "parameters": {"filter_wise": True}}),
+        ("breadcrumbs", {"merge_method": "breadcrumbs", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0, "density": 0.6, "gamma": 0.05}},
+            {"model": "layered/m1", "parameters": {"weight": 0.5}}], "parameters": {"density": 0.7, "gamma": 0.1}}),
+        ("breadcrumbs_ties", {"merge_method": "breadcrumbs_ties", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 0.8}}],
+            "parameters": {"density": 0.5, "gamma": 0.02}}),
+        ("della", {"merge_method": "della", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],
+            "parameters": {"density": 0.6, "epsilon": 0.2}, "seed": 5}),
+        ("della_linear", {"merge_method": "della_linear", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.6, "epsilon": 0.05}},
+            {"model": "layered/m1", "parameters": {"weight": 0.6}}],
+            "parameters": {"density": [0.4, 0.7], "epsilon": 0.15, "lambda": 0.9}, "seed": 3}),
+    ]
+    listing = []
+    for name, config in cases:
+        expected = plan_slices(as_slices(config), models)
+        layers = sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0]
+                     for s in as_slices(config)["slices"])
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).astype(np.float32))
+                   for k, v in expected.items()}
+        save_file(tensors, out / "expected" / f"{name}.safetensors", metadata={"format": "pt"})
+        listing.append({"name": name, "config": config, "num_hidden_layers": layers,
+                        "expected": f"expected/{name}.safetensors"})
+    (out / "mergekit_cases.json").write_text(json.dumps(listing, indent=1) + "\n")
 
 
 def averaging_golden() -> dict:

@@ -3,6 +3,8 @@ package io.mixtune.merging;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.merging.SlicePlan.Gather;
+import io.mixtune.merging.SlicePlan.Read;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
@@ -42,15 +44,15 @@ final class CheckpointMerge implements AutoCloseable {
     /** Keys that record where and with what a config was saved, not the model; WARM ignores only these. */
     private static final Set<String> PROVENANCE_KEYS = Set.of("_name_or_path", "transformers_version");
 
-    private final SafetensorsReader base;
-    private final List<SafetensorsReader> models;
+    private final List<SafetensorsReader> readers;
+    private final Map<String, Gather> gathers;
     private final List<TensorSpec> specs;
     private final Map<String, byte[]> keptRaw;
 
-    private CheckpointMerge(SafetensorsReader base, List<SafetensorsReader> models, List<TensorSpec> specs,
+    private CheckpointMerge(List<SafetensorsReader> readers, Map<String, Gather> gathers, List<TensorSpec> specs,
             Map<String, byte[]> keptRaw) {
-        this.base = base;
-        this.models = models;
+        this.readers = readers;
+        this.gathers = gathers;
         this.specs = specs;
         this.keptRaw = keptRaw;
     }
@@ -73,7 +75,7 @@ final class CheckpointMerge implements AutoCloseable {
         inputs.addAll(models);
         List<JsonNode> configs = inputs.stream().map(CheckpointMerge::readConfig).toList();
         for (int i = 1; i < inputs.size(); i++) {
-            requireSameConfig(inputs.get(0), configs.get(0), inputs.get(i), configs.get(i), identicalConfigs);
+            requireSameConfig(inputs.get(0), configs.get(0), inputs.get(i), configs.get(i), identicalConfigs, false);
         }
         CompanionFiles.requireSameTokenizer(inputs, tokenizerSource);
         int donorIndex = 0;
@@ -90,12 +92,90 @@ final class CheckpointMerge implements AutoCloseable {
             }
             Map<String, byte[]> keptRaw = new LinkedHashMap<>();
             List<TensorSpec> specs = plan(inputs, readers, dtype, readers.get(donorIndex), keptRaw);
-            List<SafetensorsReader> modelReaders = List.copyOf(readers.subList(base == null ? 0 : 1, readers.size()));
-            return new CheckpointMerge(base == null ? null : readers.get(0), modelReaders, specs, keptRaw);
+            Map<String, Gather> gathers = new LinkedHashMap<>();
+            int first = base == null ? 0 : 1;
+            for (TensorSpec spec : specs) {
+                List<Read> reads = new ArrayList<>();
+                for (int i = first; i < readers.size(); i++) {
+                    reads.add(new Read(i, spec.name()));
+                }
+                gathers.put(spec.name(), new Gather(base == null ? null : new Read(0, spec.name()), reads));
+            }
+            return new CheckpointMerge(readers, gathers, specs, keptRaw);
         } catch (RuntimeException e) {
             readers.forEach(SafetensorsReader::close);
             throw e;
         }
+    }
+
+    /**
+     * The inputs of a slices merge ({@link SlicePlan}): the same architecture apart from the number of layers, which
+     * the plan checks against every layer_range; each output tensor read from its sources by their own names.
+     *
+     * @param dtype the output dtype, or null for the dtype each tensor has in its first source (the base's, where the
+     *     slice merges task vectors)
+     * @return the merge and its plan (the {@link TensorMerge} to write with)
+     */
+    static Planned openSlices(MergeConfig config, DType dtype, Path tokenizerSource) {
+        List<Path> inputs = config.models().stream().map(MergeConfig.Model::model).toList();
+        List<JsonNode> configs = inputs.stream().map(CheckpointMerge::readConfig).toList();
+        for (int i = 1; i < inputs.size(); i++) {
+            requireSameConfig(inputs.get(0), configs.get(0), inputs.get(i), configs.get(i), false, true);
+        }
+        CompanionFiles.requireSameTokenizer(inputs, tokenizerSource);
+        List<SafetensorsReader> readers = new ArrayList<>();
+        try {
+            for (Path input : inputs) {
+                readers.add(SafetensorsReader.open(input));
+            }
+            SlicePlan plan = SlicePlan.plan(config, inputs, readers);
+            List<TensorSpec> specs = new ArrayList<>();
+            Map<String, byte[]> keptRaw = new LinkedHashMap<>();
+            for (Map.Entry<String, Gather> entry : plan.gathers().entrySet()) {
+                String name = entry.getKey();
+                List<Read> reads = new ArrayList<>();
+                if (entry.getValue().base() != null) {
+                    reads.add(entry.getValue().base());
+                }
+                reads.addAll(entry.getValue().models());
+                TensorInfo first = info(readers, inputs, reads.get(0));
+                for (Read read : reads.subList(1, reads.size())) {
+                    TensorInfo other = info(readers, inputs, read);
+                    if (!Arrays.equals(first.shape(), other.shape())) {
+                        throw new IllegalArgumentException(other.file() + ": tensor '" + read.name() + "' has shape "
+                                + Arrays.toString(other.shape()) + " but '" + reads.get(0).name() + "' has "
+                                + Arrays.toString(first.shape()) + " in " + first.file() + ", and the slice merges the"
+                                + " two into '" + name + "'");
+                    }
+                    if (first.dtype().isFloat32Convertible() != other.dtype().isFloat32Convertible()) {
+                        throw new IllegalArgumentException(other.file() + ": tensor '" + read.name() + "' is "
+                                + other.dtype() + " but " + first.dtype() + " in " + first.file());
+                    }
+                }
+                if (first.dtype().isFloat32Convertible()) {
+                    specs.add(new TensorSpec(name, dtype == null ? first.dtype() : dtype, first.shape()));
+                } else {
+                    keptRaw.put(name, identicalRawBytes(reads, inputs, readers));
+                    specs.add(new TensorSpec(name, first.dtype(), first.shape()));
+                }
+            }
+            return new Planned(new CheckpointMerge(readers, plan.gathers(), specs, keptRaw), plan);
+        } catch (RuntimeException e) {
+            readers.forEach(SafetensorsReader::close);
+            throw e;
+        }
+    }
+
+    /** A slices merge opened: its inputs and its plan, which merges each tensor as its slice says. */
+    record Planned(CheckpointMerge checkpoints, SlicePlan plan) {}
+
+    private static TensorInfo info(List<SafetensorsReader> readers, List<Path> inputs, Read read) {
+        SafetensorsReader reader = readers.get(read.input());
+        if (!reader.contains(read.name())) {
+            throw new IllegalArgumentException(inputs.get(read.input()) + ": has no tensor '" + read.name() + "', which"
+                    + " the slices take from it: the models have different architectures");
+        }
+        return reader.info(read.name());
     }
 
     int tensorCount() {
@@ -108,12 +188,13 @@ final class CheckpointMerge implements AutoCloseable {
             @Override
             public float[] floats(TensorSpec spec) {
                 String name = spec.name();
-                float[] baseTensor = base == null ? null : base.readFloats(name);
-                List<float[]> tensors = new ArrayList<>(models.size());
-                for (SafetensorsReader model : models) {
-                    tensors.add(model.readFloats(name));
+                Gather gather = gathers.get(name);
+                float[] baseTensor = gather.base() == null ? null : read(gather.base());
+                List<float[]> tensors = new ArrayList<>(gather.models().size());
+                for (Read model : gather.models()) {
+                    tensors.add(read(model));
                 }
-                return merge.merge(name, baseTensor, tensors);
+                return merge.merge(name, spec.shape(), baseTensor, tensors);
             }
 
             @Override
@@ -123,12 +204,13 @@ final class CheckpointMerge implements AutoCloseable {
         });
     }
 
+    private float[] read(Read read) {
+        return readers.get(read.input()).readFloats(read.name());
+    }
+
     @Override
     public void close() {
-        if (base != null) {
-            base.close();
-        }
-        models.forEach(SafetensorsReader::close);
+        readers.forEach(SafetensorsReader::close);
     }
 
     static JsonNode readConfig(Path dir) {
@@ -147,7 +229,9 @@ final class CheckpointMerge implements AutoCloseable {
         }
     }
 
-    private static void requireSameConfig(Path firstDir, JsonNode first, Path otherDir, JsonNode other, boolean all) {
+    /** @param layersMayDiffer slices take layer ranges, so the models' numbers of layers need not agree */
+    private static void requireSameConfig(Path firstDir, JsonNode first, Path otherDir, JsonNode other, boolean all,
+            boolean layersMayDiffer) {
         Set<String> keys = new TreeSet<>();
         if (all) {
             first.fieldNames().forEachRemaining(keys::add);
@@ -155,6 +239,9 @@ final class CheckpointMerge implements AutoCloseable {
             keys.removeAll(PROVENANCE_KEYS);
         } else {
             keys.addAll(ARCHITECTURE_KEYS);
+        }
+        if (layersMayDiffer) {
+            keys.remove("num_hidden_layers");
         }
         for (String key : keys) {
             JsonNode a = first.path(key);
@@ -207,16 +294,25 @@ final class CheckpointMerge implements AutoCloseable {
 
     /** A non-float tensor (an int buffer, say) cannot be averaged; it is kept if every input has the same bytes. */
     private static byte[] identicalRawBytes(String name, List<Path> inputs, List<SafetensorsReader> readers) {
-        byte[] first = toArray(readers.get(0).bytes(name));
-        for (int i = 1; i < readers.size(); i++) {
-            if (!Arrays.equals(first, toArray(readers.get(i).bytes(name)))) {
-                throw new IllegalArgumentException(readers.get(i).info(name).file() + ": tensor '" + name + "' is "
-                        + readers.get(0).info(name).dtype() + ", which cannot be merged, and differs from "
-                        + readers.get(0).info(name).file() + "; non-float tensors are kept only when every input"
-                        + " has the same values");
+        List<Read> reads = new ArrayList<>();
+        for (int i = 0; i < readers.size(); i++) {
+            reads.add(new Read(i, name));
+        }
+        return identicalRawBytes(reads, inputs, readers);
+    }
+
+    private static byte[] identicalRawBytes(List<Read> reads, List<Path> inputs, List<SafetensorsReader> readers) {
+        Read first = reads.get(0);
+        byte[] firstBytes = toArray(readers.get(first.input()).bytes(first.name()));
+        TensorInfo firstInfo = readers.get(first.input()).info(first.name());
+        for (Read read : reads.subList(1, reads.size())) {
+            if (!Arrays.equals(firstBytes, toArray(readers.get(read.input()).bytes(read.name())))) {
+                throw new IllegalArgumentException(readers.get(read.input()).info(read.name()).file() + ": tensor '"
+                        + read.name() + "' is " + firstInfo.dtype() + ", which cannot be merged, and differs from "
+                        + firstInfo.file() + "; non-float tensors are kept only when every input has the same values");
             }
         }
-        return first;
+        return firstBytes;
     }
 
     private static byte[] toArray(ByteBuffer buffer) {
@@ -245,6 +341,19 @@ final class CheckpointMerge implements AutoCloseable {
             shown.add(it.next());
         }
         return names.size() + " (" + String.join(", ", shown) + (names.size() > 3 ? ", ..." : "") + ")";
+    }
+
+    /** Records the output's number of decoder layers in the copied config.json, as mergekit does for slices. */
+    static void recordLayers(Path dir, int layers) {
+        Path file = dir.resolve(CONFIG);
+        try {
+            ObjectMapper json = new ObjectMapper();
+            ObjectNode config = (ObjectNode) json.readTree(file.toFile());
+            config.put("num_hidden_layers", layers);
+            json.writerWithDefaultPrettyPrinter().writeValue(file.toFile(), config);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot update " + file + ": " + e.getMessage(), e);
+        }
     }
 
     /** Records the output dtype in the copied config.json when the weights were converted. */

@@ -28,14 +28,51 @@ final class DareMask {
         if (density >= 1) {
             return;
         }
+        drop(delta, j -> density, seed, modelIndex, tensorName);
+    }
+
+    /** Keeps entry j where u_j < keepProbability(j), with the u_j above; zeroes the others. */
+    static void drop(float[] delta, java.util.function.IntToDoubleFunction keepProbability, long seed, int modelIndex,
+            String tensorName) {
         long state = stream(seed, modelIndex, tensorName);
         for (int j = 0; j < delta.length; j++) {
             state += GOLDEN_GAMMA;
             double u = (mix64(state) >>> 11) * 0x1.0p-53;
-            if (u >= density) {
+            if (u >= keepProbability.applyAsDouble(j)) {
                 delta[j] = 0f;
             }
         }
+    }
+
+    /**
+     * DELLA's MagPrune as mergekit's della_magprune draws it: within each row, entry j of magnitude rank r (0 for the
+     * smallest, ties to the lower index) is kept with probability density - epsilon + 2 epsilon r / (rowLength - 1),
+     * so the larger entries are likelier kept and the mean is density. mergekit draws with torch.bernoulli; the draws
+     * here are the u_j above.
+     */
+    static void dropRanked(float[] delta, int rowLength, double density, double epsilon, long seed, int modelIndex,
+            String tensorName) {
+        if (density >= 1) {
+            return;
+        }
+        if (density - epsilon <= 0 || density + epsilon >= 1) {
+            throw new IllegalArgumentException("density " + density + " and epsilon " + epsilon + " of '" + tensorName
+                    + "': density -/+ epsilon must lie in (0, 1), as mergekit requires");
+        }
+        double[] keep = new double[delta.length];
+        long[] order = new long[rowLength];
+        for (int row = 0; row < delta.length / rowLength; row++) {
+            int start = row * rowLength;
+            for (int k = 0; k < rowLength; k++) {
+                order[k] = (long) (Float.floatToRawIntBits(delta[start + k]) & 0x7FFFFFFF) << 32 | k;
+            }
+            java.util.Arrays.sort(order);
+            for (int rank = 0; rank < rowLength; rank++) {
+                double normalized = rowLength > 1 ? rank / (double) (rowLength - 1) : 0;
+                keep[start + (int) order[rank]] = density - epsilon + normalized * 2 * epsilon;
+            }
+        }
+        drop(delta, j -> keep[j], seed, modelIndex, tensorName);
     }
 
     static long stream(long seed, int modelIndex, String tensorName) {

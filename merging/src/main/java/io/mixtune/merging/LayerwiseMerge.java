@@ -13,7 +13,7 @@ import java.util.regex.Pattern;
  * lm_head), which it plans with the config reader it starts each module with.
  */
 final class LayerwiseMerge implements TensorMerge {
-    private static final Pattern LAYER = Pattern.compile("(?:^|\\.)layers\\.(\\d+)\\.");
+    static final Pattern LAYER = Pattern.compile("(?:^|\\.)layers\\.(\\d+)\\.");
 
     /** The merge of one tensor from its name and layer position. */
     interface PerTensor {
@@ -33,6 +33,11 @@ final class LayerwiseMerge implements TensorMerge {
         return perTensor.at(name, layerPosition(name, layers)).merge(name, base, models);
     }
 
+    @Override
+    public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
+        return perTensor.at(name, layerPosition(name, layers)).merge(name, shape, base, models);
+    }
+
     /** mergekit's t for a tensor: i / (L - 1) inside decoder layer i of L (1 when L = 1), 0 outside the layers. */
     static double layerPosition(String tensorName, int layers) {
         Matcher layer = LAYER.matcher(tensorName);
@@ -43,22 +48,27 @@ final class LayerwiseMerge implements TensorMerge {
     }
 
     /**
-     * The models' num_hidden_layers, checked against the slices' layer_range; 0 when neither a gradient nor a
-     * layer_range needs it.
+     * The models' num_hidden_layers, checked against the slice's layer_range (a range that cuts layers is merged as
+     * a slice before this is asked); 0 when neither a gradient nor a layer_range needs it.
      */
     static int layerCount(Path model, List<Integer> layerRange, boolean layerwise) {
         if (layerRange == null && !layerwise) {
             return 0;
         }
+        int layers = layerCount(model);
+        if (layerRange != null && layerRange.get(1) != layers) {
+            throw new IllegalStateException("layer_range " + layerRange + " is not every layer of the " + layers
+                    + " of " + model + ": it is merged as a slice");
+        }
+        return layers;
+    }
+
+    /** A model's num_hidden_layers, which gradients are spread over and slices count in. */
+    static int layerCount(Path model) {
         JsonNode layers = CheckpointMerge.readConfig(model).path("num_hidden_layers");
         if (!layers.canConvertToInt() || layers.asInt() <= 0) {
             throw new IllegalArgumentException(model.resolve(CheckpointMerge.CONFIG) + ": num_hidden_layers is missing;"
-                    + " gradients are spread over the layers, so their number is needed");
-        }
-        if (layerRange != null && layerRange.get(1) != layers.asInt()) {
-            throw new IllegalArgumentException("layer_range " + layerRange + " covers " + layerRange.get(1) + " of the "
-                    + layers.asInt() + " layers of " + model + ": slices that cut or stack layers (passthrough"
-                    + " merges) are not supported yet; give every source layer_range [0, " + layers.asInt() + "]");
+                    + " gradients and slices count layers, so their number is needed");
         }
         return layers.asInt();
     }

@@ -41,6 +41,56 @@ final class MagnitudeTrim {
         }
     }
 
+    /**
+     * Model Breadcrumbs' trim as mergekit's magnitude_outliers cuts it: of n entries in ascending magnitude (ties to
+     * the lower index first, a stable sort), drop the int(gamma n) largest and the n - int(density n) - int(gamma n)
+     * smallest (fewer large ones when the two overlap). Where int(gamma n) is 0 mergekit's slice {@code [n_bot:-0]} keeps
+     * nothing; here it keeps the int(density n) largest, which is what the formula says.
+     */
+    static void keepMiddle(float[] delta, double density, double gamma) {
+        if (density >= 1) {
+            return;
+        }
+        int n = delta.length;
+        int top = (int) (gamma * n);
+        int bottom = n - (int) (density * n) - top;
+        if (bottom < 0) {
+            top += bottom;
+            bottom = 0;
+        }
+        // the top cut: entries above the top-th largest magnitude, and the highest indices among those equal to it
+        int topBits = top == 0 ? Integer.MAX_VALUE : kthLargestMagnitudeBits(delta, top);
+        int topAbove = 0;
+        // the bottom cut: entries below the bottom-th smallest, and the lowest indices among those equal to it
+        int bottomBits = bottom == 0 ? -1 : kthLargestMagnitudeBits(delta, n - bottom + 1);
+        int bottomBelow = 0;
+        for (float x : delta) {
+            int bits = magnitudeBits(x);
+            topAbove += top > 0 && bits > topBits ? 1 : 0;
+            bottomBelow += bottom > 0 && bits < bottomBits ? 1 : 0;
+        }
+        int bottomTies = bottom - bottomBelow;
+        int topTies = top - topAbove;
+        for (int j = 0; j < n; j++) {
+            int bits = magnitudeBits(delta[j]);
+            if (bottom > 0 && bits == bottomBits && bottomTies > 0) {
+                bottomTies--;
+                delta[j] = 0f;
+            } else if (bottom > 0 && bits < bottomBits) {
+                delta[j] = 0f;
+            }
+        }
+        for (int j = n - 1; j >= 0; j--) {
+            int bits = magnitudeBits(delta[j]);
+            if (top > 0 && bits == topBits && topTies > 0 && delta[j] != 0f) {
+                topTies--;
+                delta[j] = 0f;
+            } else if (top > 0 && bits > topBits) {
+                delta[j] = 0f;
+            }
+        }
+    }
+
     private static int magnitudeBits(float x) {
         return Float.floatToRawIntBits(x) & 0x7FFFFFFF;
     }

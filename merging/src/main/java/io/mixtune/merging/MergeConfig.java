@@ -32,7 +32,8 @@ import java.util.Objects;
  * weight, density, lambda and t may also be mergekit's gradients ({@code [0, 0.5, 1]}, spread over the layers) or
  * filtered lists ({@code [{filter: mlp, value: 0.5}, {value: 0}]}): see {@link ParameterSetting}. mergekit's
  * {@code slices} form is read as the {@code models} form when there is one slice whose sources all span the same
- * layers, recorded in {@code layer_range}, which must be every layer of the models.
+ * layers, recorded in {@code layer_range}; other slices (cut or stacked layer ranges) are kept as {@code slices}, with
+ * {@code models} listing their models once each, in order of appearance ({@link SlicePlan}).
  * Paths are taken relative to the working directory, as mergekit takes them. Everything that can be checked without
  * opening a model is checked here, with the YAML key in the message.
  */
@@ -48,6 +49,7 @@ public record MergeConfig(
         @JsonProperty("dtype") DType dtype,
         @JsonProperty("tokenizer_source") Path tokenizerSource,
         @JsonProperty("layer_range") List<Integer> layerRange,
+        @JsonProperty("slices") List<Slice> slices,
         @JsonProperty("out") Path out) {
 
     /** One input: a model directory, a PEFT adapter directory, or (swa, lawa, ema) a training run directory. */
@@ -65,14 +67,25 @@ public record MergeConfig(
         }
     }
 
-    /** A model's own weight and density; null takes the method-wide value from {@link Parameters}. */
+    /**
+     * A model's own weight, density and (passthrough) scale; null takes the slice's, then the method-wide value from
+     * {@link Parameters}.
+     */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record ModelParameters(@JsonProperty("weight") ParameterSetting weight,
-            @JsonProperty("density") ParameterSetting density) {
+            @JsonProperty("density") ParameterSetting density, @JsonProperty("scale") ParameterSetting scale,
+            @JsonProperty("gamma") ParameterSetting gamma, @JsonProperty("epsilon") ParameterSetting epsilon) {
         @JsonCreator
         public ModelParameters {
             requireDensity(density);
             requireFinite("weight", weight);
+            requireFinite("scale", scale);
+            requireGamma(gamma);
+            requireEpsilon(epsilon);
+        }
+
+        public ModelParameters(ParameterSetting weight, ParameterSetting density) {
+            this(weight, density, null, null, null);
         }
 
         /** One number each, as the command line gives them. */
@@ -99,10 +112,17 @@ public record MergeConfig(
             @JsonProperty("t") ParameterSetting t,
             @JsonProperty("decay") Double decay,
             @JsonProperty("rescale") Boolean rescale,
-            @JsonProperty("int8_mask") Boolean int8Mask) {
+            @JsonProperty("int8_mask") Boolean int8Mask,
+            @JsonProperty("scale") ParameterSetting scale,
+            @JsonProperty("filter_wise") Boolean filterWise,
+            @JsonProperty("gamma") ParameterSetting gamma,
+            @JsonProperty("epsilon") ParameterSetting epsilon) {
         @JsonCreator
         public Parameters {
             requireFinite("weight", weight);
+            requireFinite("scale", scale);
+            requireGamma(gamma);
+            requireEpsilon(epsilon);
             requireDensity(density);
             requireFinite("lambda", lambda);
             if (t != null && !t.all(v -> v >= 0 && v <= 1)) {
@@ -118,18 +138,102 @@ public record MergeConfig(
         public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
-                    ParameterSetting.of(t), decay, rescale, int8Mask);
+                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null);
         }
 
         public static Parameters none() {
-            return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null);
+            return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
+                    null);
+        }
+
+        /**
+         * A slice's parameters over these method-wide ones, as mergekit's ConfigReader looks them up: the slice's
+         * value where it has one for the tensor (a filtered list may have none), else this one.
+         */
+        Parameters under(Parameters slice) {
+            return new Parameters(ParameterSetting.layered(slice.weight, weight),
+                    ParameterSetting.layered(slice.density, density), firstGiven(slice.normalize, normalize),
+                    ParameterSetting.layered(slice.lambda, lambda), ParameterSetting.layered(slice.t, t),
+                    firstGiven(slice.decay, decay), firstGiven(slice.rescale, rescale),
+                    firstGiven(slice.int8Mask, int8Mask), ParameterSetting.layered(slice.scale, scale),
+                    firstGiven(slice.filterWise, filterWise), ParameterSetting.layered(slice.gamma, gamma),
+                    ParameterSetting.layered(slice.epsilon, epsilon));
+        }
+
+        private static <T> T firstGiven(T first, T then) {
+            return first != null ? first : then;
+        }
+
+        /** The settings that differ between tensors or are given at all, for checks against the method. */
+        private List<ParameterSetting> settings() {
+            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon);
+        }
+    }
+
+    /** One source of a slice: layers [first, end) of a model, mergekit's layer_range. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record Source(@JsonProperty("model") Path model, @JsonProperty("layer_range") List<Integer> layerRange,
+            @JsonProperty("parameters") ModelParameters parameters) {
+        @JsonCreator
+        public Source {
+            if (model == null) {
+                throw new IllegalArgumentException("model is missing: each source of a slice names a directory");
+            }
+            if (layerRange == null || layerRange.size() != 2 || layerRange.get(0) < 0
+                    || layerRange.get(1) <= layerRange.get(0)) {
+                throw new IllegalArgumentException("layer_range must be [first, end] with 0 <= first < end (end"
+                        + " excluded), got " + layerRange);
+            }
+            layerRange = List.copyOf(layerRange);
+            parameters = parameters == null ? new ModelParameters((ParameterSetting) null, null) : parameters;
+        }
+
+        int first() {
+            return layerRange.get(0);
+        }
+
+        int length() {
+            return layerRange.get(1) - layerRange.get(0);
+        }
+    }
+
+    /**
+     * mergekit's output slice: its layers are merged from equally long layer ranges of its sources, with its
+     * parameters between each source's and the method-wide ones.
+     */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record Slice(@JsonProperty("sources") List<Source> sources, @JsonProperty("parameters") Parameters parameters) {
+        @JsonCreator
+        public Slice {
+            if (sources == null || sources.isEmpty()) {
+                throw new IllegalArgumentException("sources is missing: list the models of the slice");
+            }
+            sources = List.copyOf(sources);
+            parameters = parameters == null ? Parameters.none() : parameters;
+            for (Source source : sources) {
+                if (source.length() != sources.get(0).length()) {
+                    throw new IllegalArgumentException("layer_range " + source.layerRange() + " spans " + source.length()
+                            + " layers but " + sources.get(0).layerRange() + " spans " + sources.get(0).length()
+                            + ": all sources of a slice must span the same number of layers (mergekit's rule)");
+                }
+            }
+        }
+
+        int length() {
+            return sources.get(0).length();
         }
     }
 
     /** A merge of whole models, as the command line gives it: no tokenizer_source, no layer_range. */
     public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
             Integer rank, Long seed, DType dtype, Path out) {
-        this(method, baseModel, models, parameters, last, rank, seed, dtype, null, null, out);
+        this(method, baseModel, models, parameters, last, rank, seed, dtype, null, null, null, out);
+    }
+
+    /** A merge of whole models, or of the layers of one slice when layer_range is given. */
+    public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
+            Integer rank, Long seed, DType dtype, Path tokenizerSource, List<Integer> layerRange, Path out) {
+        this(method, baseModel, models, parameters, last, rank, seed, dtype, tokenizerSource, layerRange, null, out);
     }
 
     @JsonCreator
@@ -152,7 +256,11 @@ public record MergeConfig(
         if (rank != null && rank <= 0) {
             throw new IllegalArgumentException("rank must be a positive integer, got " + rank);
         }
-        requireFitsMethod(method, baseModel, models, parameters, last);
+        slices = slices == null ? null : List.copyOf(slices);
+        requireFitsMethod(method, baseModel, models, parameters, last, slices);
+        if (slices != null) {
+            requireSlicesFit(method, baseModel, models, slices, layerRange);
+        }
         requireApart(out, baseModel, models);
         if (tokenizerSource != null && !tokenizerSource.toString().equals(TOKENIZER_FROM_BASE)
                 && models.stream().noneMatch(m -> samePath(m.model(), tokenizerSource))
@@ -184,11 +292,13 @@ public record MergeConfig(
 
     /** Whether some parameter differs between tensors (a gradient or a filtered list), as opposed to one number. */
     public boolean variesByTensor() {
-        List<ParameterSetting> settings = new ArrayList<>(java.util.Arrays.asList(parameters.weight(),
-                parameters.density(), parameters.lambda(), parameters.t()));
+        List<ParameterSetting> settings = new ArrayList<>(parameters.settings());
         for (Model model : models) {
             settings.add(model.parameters().weight());
             settings.add(model.parameters().density());
+            settings.add(model.parameters().scale());
+            settings.add(model.parameters().gamma());
+            settings.add(model.parameters().epsilon());
         }
         return settings.stream().anyMatch(s -> s != null && !s.isConstant());
     }
@@ -211,24 +321,61 @@ public record MergeConfig(
     }
 
     /** Settings that would be silently ignored are refused: a density given to linear is a mistake to point out. */
-    private static void requireFitsMethod(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters,
-            Integer last) {
+    private static void requireFitsMethod(MergeMethod method, Path baseModel, List<Model> models, Parameters global,
+            Integer last, List<Slice> slices) {
         String name = method.yamlName();
         boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
-        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null
-                && !(method == MergeMethod.LINEAR && baseAmongModels)) {
-            throw new IllegalArgumentException(name + " takes no base_model (only task_arithmetic, ties, dare_linear,"
-                    + " dare_ties and slerp do" + (method == MergeMethod.LINEAR ? "; linear takes one only when it is"
-                    + " one of its models, averaged with them and giving the config and tokenizer" : "") + ")");
+        boolean donorBase = method == MergeMethod.LINEAR || method == MergeMethod.PASSTHROUGH;
+        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null && !(donorBase && baseAmongModels)) {
+            throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
+                    + " model_stock and slerp do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+                    + " models, giving the config and tokenizer" : "") + ")");
         }
-        boolean weighted = parameters.weight() != null || models.stream().anyMatch(m -> m.parameters().weight() != null);
+        // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
+        Parameters parameters = global;
+        List<ModelParameters> modelParameters = new ArrayList<>(models.stream().map(Model::parameters).toList());
+        for (Slice slice : slices == null ? List.<Slice>of() : slices) {
+            parameters = parameters.under(slice.parameters());
+            slice.sources().forEach(source -> modelParameters.add(source.parameters()));
+        }
+        boolean weighted = parameters.weight() != null || modelParameters.stream().anyMatch(m -> m.weight() != null);
         if (weighted && !method.takesWeights()) {
             throw new IllegalArgumentException(name + " takes no weights: "
-                    + (method == MergeMethod.EMA ? "the decay sets them" : "it averages uniformly"));
+                    + (method == MergeMethod.EMA ? "the decay sets them"
+                    : method == MergeMethod.PASSTHROUGH ? "it copies one model per slice (scale multiplies it)"
+                    : "it averages uniformly"));
         }
-        boolean dense = parameters.density() != null || models.stream().anyMatch(m -> m.parameters().density() != null);
+        boolean dense = parameters.density() != null || modelParameters.stream().anyMatch(m -> m.density() != null);
         if (dense && method.sparsification() == MergeMethod.Sparsification.NONE) {
-            throw new IllegalArgumentException(name + " takes no density (only ties, dare_linear and dare_ties do)");
+            throw new IllegalArgumentException(name + " takes no density (only the sparsifying task-vector methods do:"
+                    + " ties, dare_*, breadcrumbs*, della*)");
+        }
+        boolean scaled = parameters.scale() != null || modelParameters.stream().anyMatch(m -> m.scale() != null);
+        if (scaled && method != MergeMethod.PASSTHROUGH) {
+            throw new IllegalArgumentException(name + " takes no scale (only passthrough does)");
+        }
+        boolean outliers = parameters.gamma() != null || modelParameters.stream().anyMatch(m -> m.gamma() != null);
+        if (outliers && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_OUTLIERS) {
+            throw new IllegalArgumentException(name + " takes no gamma (only breadcrumbs and breadcrumbs_ties do:"
+                    + " the fraction of largest magnitudes dropped)");
+        }
+        boolean spread = parameters.epsilon() != null || modelParameters.stream().anyMatch(m -> m.epsilon() != null);
+        if (spread && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
+            throw new IllegalArgumentException(name + " takes no epsilon (only della and della_linear do: the spread"
+                    + " of the keep probabilities around density)");
+        }
+        if (parameters.filterWise() != null && method != MergeMethod.MODEL_STOCK) {
+            throw new IllegalArgumentException(name + " takes no filter_wise (only model_stock does: one angle per"
+                    + " row)");
+        }
+        if (method == MergeMethod.MODEL_STOCK && slices == null && models.stream()
+                .filter(m -> baseModel == null || !samePath(m.model(), baseModel)).count() < 2) {
+            throw new IllegalArgumentException("model_stock needs base_model and at least two other models (mergekit's"
+                    + " rule: the angle between their task vectors sets the interpolation)");
+        }
+        if (method == MergeMethod.PASSTHROUGH && slices == null && models.size() != 1) {
+            throw new IllegalArgumentException("passthrough copies one source per slice (mergekit's rule), got "
+                    + models.size() + " models; stack or cut layers with slices, one source each");
         }
         if ((parameters.t() != null) != (method == MergeMethod.SLERP)) {
             throw new IllegalArgumentException(method == MergeMethod.SLERP
@@ -243,11 +390,11 @@ public record MergeConfig(
         if (parameters.normalize() != null && !method.takesWeights()) {
             throw new IllegalArgumentException(name + " takes no normalize: its weights always sum to 1");
         }
-        if (parameters.lambda() != null && !method.needsBase()) {
+        if (parameters.lambda() != null && method.family() != MergeMethod.Family.TASK_VECTORS) {
             throw new IllegalArgumentException(name + " takes no lambda (only the task-vector methods do)");
         }
         if (parameters.rescale() != null && method.sparsification() == MergeMethod.Sparsification.NONE) {
-            throw new IllegalArgumentException(name + " takes no rescale (only ties, dare_linear and dare_ties do)");
+            throw new IllegalArgumentException(name + " takes no rescale (only the sparsifying task-vector methods do)");
         }
         boolean ordered = method == MergeMethod.SWA || method == MergeMethod.LAWA || method == MergeMethod.EMA;
         if (last != null && !ordered) {
@@ -260,7 +407,7 @@ public record MergeConfig(
         if (method == MergeMethod.LAWA && last == null) {
             throw new IllegalArgumentException("lawa averages the latest k checkpoints: give last (k)");
         }
-        if (method == MergeMethod.SLERP) {
+        if (method == MergeMethod.SLERP && slices == null) {
             boolean baseApart = baseModel != null && models.stream().noneMatch(m -> samePath(m.model(), baseModel));
             int ends = models.size() + (baseApart ? 1 : 0);
             if (ends != 2) {
@@ -268,6 +415,62 @@ public record MergeConfig(
                         + " the first), got " + ends);
             }
         }
+    }
+
+    /** mergekit's slice rules: passthrough copies one source per slice; a task-vector slice holds its base. */
+    private static void requireSlicesFit(MergeMethod method, Path baseModel, List<Model> models, List<Slice> slices,
+            List<Integer> layerRange) {
+        if (layerRange != null) {
+            throw new IllegalArgumentException("give slices or layer_range, not both");
+        }
+        for (int i = 0; i < slices.size(); i++) {
+            List<Source> sources = slices.get(i).sources();
+            for (Source source : sources) {
+                if (models.stream().noneMatch(m -> samePath(m.model(), source.model()))
+                        && !(baseModel != null && samePath(baseModel, source.model()))) {
+                    throw new IllegalArgumentException("slices[" + i + "]: " + source.model() + " is not among models "
+                            + models.stream().map(Model::model).toList());
+                }
+            }
+            if (method == MergeMethod.PASSTHROUGH && sources.size() != 1) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: passthrough"
+                        + " copies one source per slice (mergekit's rule); stack them as slices of their own");
+            }
+            if (method.needsBase() && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
+                throw new IllegalArgumentException("slices[" + i + "]: base_model " + baseModel + " is none of its"
+                        + " sources; as in mergekit, a slice's task vectors are measured from the base's layers it"
+                        + " lists: add base_model with its layer_range");
+            }
+            if (method == MergeMethod.SLERP && sources.size() != 2) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: slerp"
+                        + " interpolates exactly two (base_model, if given, is the first)");
+            }
+        }
+    }
+
+    /**
+     * Slice i as a merge of whole models, for {@link ModelMerge#tensorMerge}: its sources (the base apart for the
+     * task-vector methods) with their parameters, the slice's parameters over the method-wide ones.
+     */
+    MergeConfig sliceView(int i) {
+        Slice slice = slices.get(i);
+        List<Model> sources = slice.sources().stream()
+                .filter(s -> !method.needsBase() || !samePath(s.model(), baseModel))
+                .map(s -> new Model(s.model(), s.parameters())).toList();
+        Path viewBase = method.needsBase() || method == MergeMethod.SLERP ? baseModel : null;
+        return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,
+                dtype, null, null, null, out);
+    }
+
+    /** The models form with a layer_range that cuts layers, as the one slice it stands for. */
+    MergeConfig asOneSlice() {
+        List<Model> all = new ArrayList<>(models);
+        if (baseModel != null && all.stream().noneMatch(m -> samePath(m.model(), baseModel))) {
+            all.add(0, Model.of(baseModel));
+        }
+        List<Source> sources = all.stream().map(m -> new Source(m.model(), layerRange, m.parameters())).toList();
+        return new MergeConfig(method, baseModel, all.stream().map(m -> Model.of(m.model())).toList(), parameters,
+                null, rank, seed, dtype, tokenizerSource, null, List.of(new Slice(sources, null)), out);
     }
 
     static boolean samePath(Path a, Path b) {
@@ -278,6 +481,20 @@ public record MergeConfig(
         if (density != null && !density.all(d -> d > 0 && d <= 1)) {
             throw new IllegalArgumentException("density must lie in (0, 1] (the fraction of each task vector kept),"
                     + " got " + density.yamlValue());
+        }
+    }
+
+    private static void requireGamma(ParameterSetting gamma) {
+        if (gamma != null && !gamma.all(g -> g >= 0 && g <= 1)) {
+            throw new IllegalArgumentException("gamma must lie in [0, 1] (the fraction of largest magnitudes dropped),"
+                    + " got " + gamma.yamlValue());
+        }
+    }
+
+    private static void requireEpsilon(ParameterSetting epsilon) {
+        if (epsilon != null && !epsilon.all(e -> e >= 0 && e < 0.5)) {
+            throw new IllegalArgumentException("epsilon must lie in [0, 0.5) (keep probabilities spread over density"
+                    + " -/+ epsilon), got " + epsilon.yamlValue());
         }
     }
 
@@ -302,6 +519,12 @@ public record MergeConfig(
                 value(parameters.density(), tensorName, t), 1.0);
     }
 
+    /** passthrough's scale of model i: its own, else the method-wide one, else 1 (a copy). */
+    double scaleOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().scale(), tensorName, t),
+                value(parameters.scale(), tensorName, t), 1.0);
+    }
+
     boolean normalize() {
         return parameters.normalize() == null ? method.normalizesByDefault() : parameters.normalize();
     }
@@ -324,10 +547,25 @@ public record MergeConfig(
         return setting == null ? null : setting.at(tensorName, t);
     }
 
-    /** mergekit's default: dare_* rescale, ties does not. */
+    /** mergekit's default: dare_* and della* rescale, ties and breadcrumbs* do not. */
     boolean rescale() {
-        return parameters.rescale() == null ? method.sparsification() == MergeMethod.Sparsification.RANDOM
-                : parameters.rescale();
+        return parameters.rescale() == null ? method.rescalesByDefault() : parameters.rescale();
+    }
+
+    /** breadcrumbs' gamma of model i: its own, else the method-wide one, else mergekit's 0.01. */
+    double gammaOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().gamma(), tensorName, t),
+                value(parameters.gamma(), tensorName, t), 0.01);
+    }
+
+    /** della's epsilon of model i: its own, else the method-wide one, else mergekit's 0.15. */
+    double epsilonOf(int i, String tensorName, double t) {
+        return firstNonNull(value(models.get(i).parameters().epsilon(), tensorName, t),
+                value(parameters.epsilon(), tensorName, t), 0.15);
+    }
+
+    boolean filterWise() {
+        return Boolean.TRUE.equals(parameters.filterWise());
     }
 
     long seedOrDefault() {
@@ -337,7 +575,7 @@ public record MergeConfig(
     /** The same merge of other inputs (run directories expanded, the latest {@code last} kept). */
     MergeConfig withModels(List<Model> resolved) {
         return new MergeConfig(method, baseModel, resolved, parameters, last == null ? null : resolved.size(), rank, seed,
-                dtype, tokenizerSource, layerRange, out);
+                dtype, tokenizerSource, layerRange, slices, out);
     }
 
     /** Weights as the command line gives them, one per input in order. */

@@ -29,13 +29,40 @@ public enum MergeMethod {
     DARE_LINEAR("dare_linear", Family.TASK_VECTORS),
     /** DARE's drop and rescale, then TIES's sign election and disjoint sum. */
     DARE_TIES("dare_ties", Family.TASK_VECTORS),
+    /**
+     * Drop each task vector's largest-magnitude fraction {@code gamma} and its smallest, keeping {@code density}, then
+     * add (Model Breadcrumbs, Davari and Belilovsky 2024).
+     */
+    BREADCRUMBS("breadcrumbs", Family.TASK_VECTORS),
+    /** Breadcrumbs' drop, then TIES's sign election and disjoint sum. */
+    BREADCRUMBS_TIES("breadcrumbs_ties", Family.TASK_VECTORS),
+    /**
+     * Keep each task-vector entry with a probability ranked by its magnitude within its row, density -/+
+     * {@code epsilon}, rescale, elect signs (DELLA, Deep et al. 2024).
+     */
+    DELLA("della", Family.TASK_VECTORS),
+    /** DELLA's drop and rescale, then a plain sum. */
+    DELLA_LINEAR("della_linear", Family.TASK_VECTORS),
     /** Spherical interpolation of two models, tensor by tensor, at {@code t} (0: the first model). */
-    SLERP("slerp", Family.INTERPOLATION);
+    SLERP("slerp", Family.INTERPOLATION),
+    /**
+     * base + t (mean of the models - base), t = N cos / (1 + (N - 1) cos) from the mean pairwise cosine of the task
+     * vectors, per tensor or per row with {@code filter_wise} (Model Stock, Jang et al. 2024).
+     */
+    MODEL_STOCK("model_stock", Family.STOCK),
+    /**
+     * One source per slice copied as it is, times {@code scale} where given: with {@code slices} that cut or stack
+     * layer ranges, a frankenmerge (mergekit's passthrough).
+     */
+    PASSTHROUGH("passthrough", Family.PASSTHROUGH);
 
-    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION }
+    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH, STOCK }
 
-    /** How a task-vector method thins each task vector before adding it. */
-    enum Sparsification { NONE, MAGNITUDE, RANDOM }
+    /**
+     * How a task-vector method thins each task vector before adding it (mergekit's sparsify.py): the largest
+     * magnitudes, a random draw, the middle magnitudes (breadcrumbs) or a draw ranked by magnitude (della).
+     */
+    enum Sparsification { NONE, MAGNITUDE, RANDOM, MAGNITUDE_OUTLIERS, MAGNITUDE_RANKED }
 
     private final String yamlName;
     private final Family family;
@@ -56,20 +83,27 @@ public enum MergeMethod {
 
     /** Task-vector methods need the model the task vectors are measured from. */
     public boolean needsBase() {
-        return family == Family.TASK_VECTORS;
+        return family == Family.TASK_VECTORS || family == Family.STOCK;
     }
 
     Sparsification sparsification() {
         return switch (this) {
             case TIES -> Sparsification.MAGNITUDE;
             case DARE_LINEAR, DARE_TIES -> Sparsification.RANDOM;
+            case BREADCRUMBS, BREADCRUMBS_TIES -> Sparsification.MAGNITUDE_OUTLIERS;
+            case DELLA, DELLA_LINEAR -> Sparsification.MAGNITUDE_RANKED;
             default -> Sparsification.NONE;
         };
     }
 
     /** TIES's sign election: keep only the entries whose sign agrees with the sign of the summed mass. */
     boolean electsSign() {
-        return this == TIES || this == DARE_TIES;
+        return this == TIES || this == DARE_TIES || this == BREADCRUMBS_TIES || this == DELLA;
+    }
+
+    /** mergekit's default for {@code rescale}: the random draws (dare_*, della*) rescale to the L1 norm. */
+    boolean rescalesByDefault() {
+        return sparsification() == Sparsification.RANDOM || sparsification() == Sparsification.MAGNITUDE_RANKED;
     }
 
     /** Whether the weights are given by the user (otherwise uniform, or the EMA's). */
@@ -77,15 +111,14 @@ public enum MergeMethod {
         return this == LINEAR || family == Family.TASK_VECTORS;
     }
 
-    /** mergekit's default for {@code normalize}: linear and ties divide by the (agreeing) weights. */
+    /** mergekit's default for {@code normalize}: linear, ties and della divide by the (agreeing) weights. */
     boolean normalizesByDefault() {
-        return this == LINEAR || this == TIES;
+        return this == LINEAR || this == TIES || this == DELLA;
     }
 
     /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
-    static final Set<String> MERGEKIT_ONLY = Set.of("passthrough", "nuslerp", "multislerp", "model_stock",
-            "arcee_fusion", "karcher", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nearswap",
-            "ram", "ramplus_tl");
+    static final Set<String> MERGEKIT_ONLY = Set.of("nuslerp", "multislerp", "arcee_fusion",
+            "karcher", "sce", "nearswap", "ram", "ramplus_tl");
 
     public static MergeMethod parse(String name) {
         String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');

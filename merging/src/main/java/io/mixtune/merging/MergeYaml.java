@@ -58,10 +58,7 @@ public final class MergeYaml {
             "tokenizer", "a tokenizer built from the models' vocabularies",
             "chat_template", "a chat template written into the merged tokenizer",
             "out_dtype", "an output dtype apart from the compute dtype (mixtune computes in float32 and writes dtype)",
-            "residual_weight", "a slice's residual weight",
-            "gamma", "breadcrumbs' outlier fraction",
-            "epsilon", "della's magnitude spread",
-            "filter_wise", "slerp per row instead of per tensor");
+            "residual_weight", "a slice's residual weight");
 
     public static MergeConfig read(Path file) {
         return read(file, null);
@@ -139,7 +136,7 @@ public final class MergeYaml {
         if (!lacking.isEmpty()) {
             throw new IllegalArgumentException("not supported yet: " + String.join("; ", lacking)
                     + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
-                    + " base_model, models or one slice over every layer, parameters (numbers, gradients, filters),"
+                    + " base_model, models or slices, parameters (numbers, gradients, filters),"
                     + " dtype and tokenizer_source");
         }
     }
@@ -166,15 +163,24 @@ public final class MergeYaml {
     }
 
     public static void write(MergeConfig config, Path file) throws IOException {
-        MAPPER.writeValue(file.toFile(), config);
+        MAPPER.writeValue(file.toFile(), written(config));
     }
 
     static String toYaml(MergeConfig config) {
         try {
-            return MAPPER.writeValueAsString(config);
+            return MAPPER.writeValueAsString(written(config));
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         }
+    }
+
+    /** The config as a file says it: with slices, its models are the slices' (mergekit takes one or the other). */
+    private static JsonNode written(MergeConfig config) {
+        ObjectNode tree = MAPPER.valueToTree(config);
+        if (config.slices() != null) {
+            tree.remove("models");
+        }
+        return tree;
     }
 
     private static String describe(Path file, String text, JsonProcessingException e) {

@@ -8,11 +8,12 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * mergekit's {@code slices} form, read as its {@code models} form where the two mean the same merge: one slice whose
- * sources all span the same layers. mergekit turns {@code models} into exactly such a slice (every source
- * {@code layer_range: [0, num_layers]}), so the merge is the same once the range is checked to be every layer, which
- * {@link LayerwiseMerge#layerCount} does when the models are opened. Slices that cut or stack layers (passthrough
- * frankenmerges) are not supported yet.
+ * mergekit's {@code slices} form. Read as its {@code models} form where the two mean the same merge: one slice whose
+ * sources all span the same layers from 0. mergekit turns {@code models} into exactly such a slice (every source
+ * {@code layer_range: [0, num_layers]}), so the merge is the same when the range is every layer, which
+ * {@link LayerwiseMerge#layerCount} checks when the models are opened (a shorter range is merged as the one slice it
+ * is). Other slices (stacked, or starting past layer 0: frankenmerges) stay slices, planned by {@link SlicePlan}, with
+ * {@code models} listing their models once each in order of appearance.
  */
 final class MergekitSlices {
     private static final Set<String> SLICE_KEYS = Set.of("sources", "parameters", "base_model");
@@ -20,16 +21,17 @@ final class MergekitSlices {
 
     private MergekitSlices() {}
 
-    /** The config with its one slice turned into {@code models} and {@code layer_range}. */
+    /** The config with its one slice turned into {@code models} and {@code layer_range}, or its slices kept. */
     static ObjectNode asModels(Path file, ObjectNode config) {
         JsonNode slices = config.get("slices");
         if (config.has("models")) {
             throw new IllegalArgumentException(file + ": give models or slices, not both");
         }
-        if (!slices.isArray() || slices.size() != 1) {
-            throw new IllegalArgumentException(file + ": not supported yet: " + (slices.isArray() ? slices.size() : "a"
-                    + " non-list") + " slices; mixtune reads one slice whose sources span the same layers (the"
-                    + " models form); slices that stack or cut layers (passthrough merges) are mergekit's only");
+        if (!slices.isArray() || slices.isEmpty()) {
+            throw new IllegalArgumentException(file + ": slices must be a list of slices, each with its sources");
+        }
+        if (slices.size() != 1 || !oneRangeFromZero(slices.get(0)) || sharesParameters(slices.get(0), config)) {
+            return withSlices(file, config);
         }
         JsonNode slice = slices.get(0);
         requireKeys(file, slice, SLICE_KEYS, "slices[0]");
@@ -76,7 +78,73 @@ final class MergekitSlices {
         return converted;
     }
 
-    /** A slice's parameters stand between each source's and the global ones; with one slice they join the global. */
+    /** Whether the slice and the method-wide parameters both give a key: the slice's then stands over the other's. */
+    private static boolean sharesParameters(JsonNode slice, JsonNode config) {
+        JsonNode global = config.path("parameters");
+        for (Map.Entry<String, JsonNode> entry : slice.path("parameters").properties()) {
+            if (global.has(entry.getKey())) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether the slice's sources all span the same layers, from layer 0: the models form. */
+    private static boolean oneRangeFromZero(JsonNode slice) {
+        JsonNode sources = slice.path("sources");
+        if (!sources.isArray() || sources.isEmpty()) {
+            return true;
+        }
+        JsonNode range = sources.get(0).path("layer_range");
+        for (JsonNode source : sources) {
+            if (!source.path("layer_range").equals(range)) {
+                return false;
+            }
+        }
+        return !range.isArray() || range.path(0).asInt(-1) == 0;
+    }
+
+    /**
+     * The slices as they are, each slice's base_model (if any) checked against the method-wide one, and models listing
+     * every source's model once: the record checks them, {@link SlicePlan} plans them.
+     */
+    private static ObjectNode withSlices(Path file, ObjectNode config) {
+        ObjectNode converted = config.deepCopy();
+        ArrayNode models = converted.putArray("models");
+        java.util.Set<JsonNode> seen = new java.util.LinkedHashSet<>();
+        JsonNode slices = converted.get("slices");
+        for (int i = 0; i < slices.size(); i++) {
+            JsonNode slice = slices.get(i);
+            requireKeys(file, slice, SLICE_KEYS, "slices[" + i + "]");
+            JsonNode sources = slice.path("sources");
+            if (!sources.isArray() || sources.isEmpty()) {
+                throw new IllegalArgumentException(file + ": slices[" + i + "].sources is missing: list the models of"
+                        + " the slice");
+            }
+            for (int j = 0; j < sources.size(); j++) {
+                requireKeys(file, sources.get(j), SOURCE_KEYS, "slices[" + i + "].sources[" + j + "]");
+                JsonNode model = sources.get(j).get("model");
+                if (model != null && seen.add(model)) {
+                    models.addObject().set("model", model);
+                }
+            }
+            if (slice.has("base_model")) {
+                JsonNode base = converted.get("base_model");
+                if (base != null && !base.equals(slice.get("base_model"))) {
+                    throw new IllegalArgumentException(file + ": slices[" + i + "].base_model " + slice.get("base_model")
+                            + " differs from base_model " + base + "; mixtune measures every slice from one base");
+                }
+                converted.set("base_model", slice.get("base_model"));
+                ((ObjectNode) slice).remove("base_model");
+            }
+        }
+        return converted;
+    }
+
+    /**
+     * A slice's parameters stand between each source's and the global ones; with one slice whose keys the global ones
+     * lack they join them.
+     */
     private static void mergeParameters(Path file, ObjectNode config, JsonNode sliceParameters) {
         if (!sliceParameters.isObject()) {
             throw new IllegalArgumentException(file + ": slices[0].parameters must be a mapping");
@@ -84,10 +152,6 @@ final class MergekitSlices {
         JsonNode global = config.path("parameters");
         ObjectNode merged = global.isObject() ? (ObjectNode) global.deepCopy() : config.objectNode();
         for (Map.Entry<String, JsonNode> entry : sliceParameters.properties()) {
-            if (merged.has(entry.getKey())) {
-                throw new IllegalArgumentException(file + ": not supported yet: " + entry.getKey() + " in both"
-                        + " slices[0].parameters and parameters; give it in one");
-            }
             merged.set(entry.getKey(), entry.getValue());
         }
         config.set("parameters", merged);

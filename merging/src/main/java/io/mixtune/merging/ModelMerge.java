@@ -27,6 +27,9 @@ public final class ModelMerge {
     public static MergeReport run(MergeConfig config, boolean force, long maxShardBytes) {
         long start = System.nanoTime();
         StagedOutput.requireWritable(config.out(), force);
+        if (config.slices() != null) {
+            return mergeSlices(config, force, maxShardBytes, start);
+        }
         MergeConfig resolved = resolveInputs(config);
         List<Path> models = resolved.models().stream().map(Model::model).toList();
         Path base = resolved.baseModel();
@@ -73,6 +76,10 @@ public final class ModelMerge {
         if (base != null) {
             priority.add(0, base);
         }
+        if (resolved.layerRange() != null && !adapters
+                && resolved.layerRange().get(1) != LayerwiseMerge.layerCount(tensorModels.get(0))) {
+            return mergeSlices(resolved.asOneSlice(), force, maxShardBytes, start);
+        }
         int layers = LayerwiseMerge.layerCount(tensorModels.get(0), resolved.layerRange(), layerwise);
         TensorMerge merge = layerwise
                 ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
@@ -92,12 +99,49 @@ public final class ModelMerge {
         }
     }
 
+    /**
+     * mergekit's slices ({@link SlicePlan}): layer ranges cut and stacked, the config.json of the base (else of the
+     * first slice's first source) with num_hidden_layers set to the layers written.
+     */
+    private static MergeReport mergeSlices(MergeConfig config, boolean force, long maxShardBytes, long start) {
+        if (config.rank() != null) {
+            throw new IllegalArgumentException("rank re-compresses PEFT adapters, but slices merge full checkpoints");
+        }
+        List<Path> inputs = config.models().stream().map(Model::model).toList();
+        inputs.forEach(ModelMerge::requireExists);
+        for (Path input : inputs) {
+            if (isAdapter(input)) {
+                throw new IllegalArgumentException(input + ": is a PEFT adapter; slices (layer_range) apply to models");
+            }
+        }
+        Path donor = config.baseModel() != null ? config.baseModel()
+                : config.slices().get(0).sources().get(0).model();
+        List<Path> priority = new ArrayList<>(inputs);
+        priority.removeIf(p -> MergeConfig.samePath(p, donor));
+        priority.add(0, donor);
+        Path tokenizerSource = config.tokenizerSource() == null ? null : config.tokenizerInput();
+        CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.dtype(), tokenizerSource);
+        try (CheckpointMerge checkpoints = opened.checkpoints();
+                StagedOutput staged = StagedOutput.create(config.out(), force)) {
+            List<Path> files = checkpoints.write(opened.plan(), staged.dir(), maxShardBytes);
+            CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
+            CheckpointMerge.recordLayers(staged.dir(), opened.plan().layers());
+            CheckpointMerge.recordDtype(staged.dir(), config.dtype());
+            writeResolved(config, staged.dir());
+            staged.commit();
+            return new MergeReport(config.method(), false, inputs, config.baseModel(), config.out(),
+                    checkpoints.tensorCount(), new double[0], files.size(), seconds(start), 0, 0, 0);
+        }
+    }
+
     private static MergeReport mergeAdapters(MergeConfig resolved, List<Path> models, double[] coefficients,
             boolean force, long start) {
         MergeMethod method = resolved.method();
         if (method.family() != MergeMethod.Family.AVERAGE && method != MergeMethod.TASK_ARITHMETIC) {
             throw new IllegalArgumentException(method.yamlName() + " on PEFT adapters is not supported: "
-                    + (method == MergeMethod.SLERP ? "interpolating on the sphere" : "trimming and sign election")
+                    + (method == MergeMethod.SLERP ? "interpolating on the sphere"
+                    : method == MergeMethod.MODEL_STOCK ? "the angle between task vectors"
+                    : method == MergeMethod.PASSTHROUGH ? "copying layers" : "trimming and sign election")
                     + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
                     + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
         }
@@ -155,16 +199,24 @@ public final class ModelMerge {
     }
 
     /** How one tensor, at layer position t, is merged: the method with the parameters that tensor gets. */
-    private static TensorMerge tensorMerge(MergeConfig config, String name, double t) {
+    static TensorMerge tensorMerge(MergeConfig config, String name, double t) {
         MergeMethod method = config.method();
         int n = config.models().size();
+        if (method == MergeMethod.PASSTHROUGH) {
+            return new Passthrough(config.scaleOf(0, name, t));
+        }
         if (method == MergeMethod.SLERP) {
             return new Slerp(config.t(name, t));
+        }
+        if (method == MergeMethod.MODEL_STOCK) {
+            return new ModelStock(config.filterWise());
         }
         if (method.needsBase()) {
             return new TaskArithmetic(method, IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
                     IntStream.range(0, n).mapToDouble(i -> config.densityOf(i, name, t)).toArray(), config.normalize(),
-                    config.lambda(name, t), config.rescale(), config.seedOrDefault());
+                    config.lambda(name, t), config.rescale(), config.seedOrDefault(),
+                    IntStream.range(0, n).mapToDouble(i -> config.gammaOf(i, name, t)).toArray(),
+                    IntStream.range(0, n).mapToDouble(i -> config.epsilonOf(i, name, t)).toArray());
         }
         return new WeightedAverage(coefficients(config, name, t));
     }

@@ -116,6 +116,33 @@ public sealed interface ParameterSetting {
         }
     }
 
+    /**
+     * A slice's setting over the method-wide one (mergekit's ConfigReader): the first's value where it has one for the
+     * tensor, else the second's. Only a slice's view of the config holds one; the written config keeps the two apart.
+     */
+    record Layered(ParameterSetting first, ParameterSetting then) implements ParameterSetting {
+        @Override
+        public Double at(String tensorName, double t) {
+            Double value = first.at(tensorName, t);
+            return value != null ? value : then.at(tensorName, t);
+        }
+
+        @Override
+        public boolean all(DoublePredicate valid) {
+            return first.all(valid) && then.all(valid);
+        }
+
+        @Override
+        public Object yamlValue() {
+            return List.of(first.yamlValue(), then.yamlValue());
+        }
+    }
+
+    /** {@code first} over {@code then}, either of which may be null. */
+    static ParameterSetting layered(ParameterSetting first, ParameterSetting then) {
+        return first == null ? then : then == null ? first : new Layered(first, then);
+    }
+
     static ParameterSetting of(Double value) {
         return value == null ? null : new Constant(value);
     }

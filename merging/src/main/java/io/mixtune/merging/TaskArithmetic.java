@@ -23,9 +23,20 @@ final class TaskArithmetic implements TensorMerge {
     private final double lambda;
     private final boolean rescale;
     private final long seed;
+    private final double[] gammas;
+    private final double[] epsilons;
 
     TaskArithmetic(MergeMethod method, double[] weights, double[] densities, boolean normalize, double lambda,
             boolean rescale, long seed) {
+        this(method, weights, densities, normalize, lambda, rescale, seed, null, null);
+    }
+
+    /**
+     * @param gammas breadcrumbs: the fraction of each task vector's largest magnitudes dropped (else null)
+     * @param epsilons della: the spread of each task vector's keep probabilities around its density (else null)
+     */
+    TaskArithmetic(MergeMethod method, double[] weights, double[] densities, boolean normalize, double lambda,
+            boolean rescale, long seed, double[] gammas, double[] epsilons) {
         if (!method.needsBase()) {
             throw new IllegalArgumentException(method.yamlName() + " is not a task-vector method");
         }
@@ -36,6 +47,8 @@ final class TaskArithmetic implements TensorMerge {
         this.lambda = lambda;
         this.rescale = rescale;
         this.seed = seed;
+        this.gammas = gammas == null ? null : gammas.clone();
+        this.epsilons = epsilons == null ? null : epsilons.clone();
     }
 
     /**
@@ -64,6 +77,11 @@ final class TaskArithmetic implements TensorMerge {
 
     @Override
     public float[] merge(String name, float[] base, List<float[]> models) {
+        return merge(name, new long[] {base.length}, base, models);
+    }
+
+    @Override
+    public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
         for (int i = 0; i < models.size(); i++) {
             float[] delta = models.get(i);
             for (int j = 0; j < delta.length; j++) {
@@ -73,10 +91,12 @@ final class TaskArithmetic implements TensorMerge {
                 continue;
             }
             double normBefore = l1(delta);
-            if (method.sparsification() == MergeMethod.Sparsification.MAGNITUDE) {
-                MagnitudeTrim.keepLargest(delta, densities[i]);
-            } else {
-                DareMask.drop(delta, densities[i], seed, i, name);
+            switch (method.sparsification()) {
+                case MAGNITUDE -> MagnitudeTrim.keepLargest(delta, densities[i]);
+                case MAGNITUDE_OUTLIERS -> MagnitudeTrim.keepMiddle(delta, densities[i], gammas[i]);
+                case MAGNITUDE_RANKED -> DareMask.dropRanked(delta, TensorMerge.rowLength(shape, delta.length),
+                        densities[i], epsilons[i], seed, i, name);
+                default -> DareMask.drop(delta, densities[i], seed, i, name);
             }
             if (rescale) {
                 rescaleToL1(delta, normBefore);

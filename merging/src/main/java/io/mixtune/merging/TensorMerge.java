@@ -15,4 +15,17 @@ interface TensorMerge {
      * @return the merged tensor (it may be one of the inputs, overwritten)
      */
     float[] merge(String name, float[] base, List<float[]> models);
+
+    /**
+     * The same with the tensor's shape, which the methods that work row by row read (della's magnitude ranks,
+     * model_stock's filter_wise: a row is the last dimension, a 1-d tensor one row); the others ignore it.
+     */
+    default float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
+        return merge(name, base, models);
+    }
+
+    /** The length of a row of a tensor of this shape: its last dimension, or all of a 1-d tensor. */
+    static int rowLength(long[] shape, int length) {
+        return shape.length >= 2 ? (int) shape[shape.length - 1] : length;
+    }
 }

@@ -137,6 +137,52 @@ class MergeGoldenTest {
         }
     }
 
+    static Stream<Arguments> mergekitCases() throws IOException {
+        List<Arguments> cases = new ArrayList<>();
+        for (JsonNode spec : JSON.readTree(GOLDEN.resolve("mergekit_cases.json").toFile())) {
+            cases.add(Arguments.of(spec.get("name").asText(), spec));
+        }
+        return cases.stream();
+    }
+
+    /** The golden case's mergekit config with its model paths resolved against {@code golden}. */
+    static Path mergekitConfig(JsonNode spec, Path golden, Path dir) throws IOException {
+        com.fasterxml.jackson.databind.node.ObjectNode config = spec.get("config").deepCopy();
+        if (config.has("base_model")) {
+            config.put("base_model", golden.resolve(config.get("base_model").asText()).toString());
+        }
+        for (JsonNode list : List.of(config.path("slices"), config.path("models"))) {
+            for (JsonNode entry : list) {
+                for (JsonNode source : entry.has("sources") ? entry.get("sources") : List.of(entry)) {
+                    ((com.fasterxml.jackson.databind.node.ObjectNode) source).put("model",
+                            golden.resolve(source.get("model").asText()).toString());
+                }
+            }
+        }
+        return Files.writeString(dir.resolve("mergekit.yml"), JSON.writerWithDefaultPrettyPrinter()
+                .writeValueAsString(config));
+    }
+
+    /** mergekit's own forms (slices that stack layers, ...): every output tensor as numpy plans and merges it. */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("mergekitCases")
+    void mergekitConfigEqualsNumpy(String name, JsonNode spec, @TempDir Path dir) throws IOException {
+        Path out = dir.resolve("out");
+        ModelMerge.run(MergeYaml.read(mergekitConfig(spec, GOLDEN, dir), out), false, Long.MAX_VALUE);
+        try (SafetensorsReader expected = SafetensorsReader.open(GOLDEN.resolve(spec.get("expected").asText()));
+                SafetensorsReader merged = SafetensorsReader.open(out)) {
+            java.util.Set<String> floats = new java.util.TreeSet<>(merged.names());
+            floats.removeIf(tensor -> !merged.info(tensor).dtype().isFloat32Convertible());
+            assertEquals(new java.util.TreeSet<>(expected.names()), floats, "the output's tensors are numpy's");
+            for (String tensor : expected.names()) {
+                assertClose(expected.readFloats(tensor), merged.readFloats(tensor), merged.info(tensor).dtype(),
+                        tensor);
+            }
+        }
+        assertEquals(spec.get("num_hidden_layers").asInt(),
+                JSON.readTree(out.resolve("config.json").toFile()).get("num_hidden_layers").asInt());
+    }
+
     /** scale * B [out, r] A [r, in]. */
     static float[] product(float[] b, float[] a, int out, int r, int in, double scale) {
         float[] dense = new float[out * in];

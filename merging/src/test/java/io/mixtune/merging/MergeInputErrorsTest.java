@@ -171,7 +171,8 @@ class MergeInputErrorsTest {
     void settingsAMethodDoesNotUseAreRefused() {
         List<MergeConfig.Model> two = List.of(MergeConfig.Model.of(Path.of("a")), MergeConfig.Model.of(Path.of("b")));
         Path out = Path.of("out");
-        assertEquals("linear takes no density (only ties, dare_linear and dare_ties do)", assertThrows(
+        assertEquals("linear takes no density (only the sparsifying task-vector methods do: ties, dare_*, breadcrumbs*,"
+                + " della*)", assertThrows(
                 IllegalArgumentException.class, () -> new MergeConfig(MergeMethod.LINEAR, null, two,
                         new MergeConfig.Parameters(null, 0.5, null, null, null, null, null, null), null, null, null,
                         null, out)).getMessage());
@@ -186,7 +187,8 @@ class MergeInputErrorsTest {
                 new MergeConfig.Parameters(2.0, null, null, null, null, null, null, null), null, null, null, null,
                 out)).getMessage().startsWith("swa takes no weights"));
         assertEquals("unknown merge method 'tie' (did you mean 'ties'?): expected one of linear, swa, lawa, ema, warm,"
-                + " task_arithmetic, ties, dare_linear, dare_ties, slerp",
+                + " task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear,"
+                + " slerp, model_stock, passthrough",
                 assertThrows(IllegalArgumentException.class, () -> MergeMethod.parse("tie")).getMessage());
     }
 

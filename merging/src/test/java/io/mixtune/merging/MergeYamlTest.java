@@ -61,6 +61,40 @@ class MergeYamlTest {
         assertEquals(config, again, "the resolved config written next to a merge reads back the same");
     }
 
+    /** model_stock's, breadcrumbs' and della's parameters are checked as mergekit's methods declare them. */
+    @Test
+    void theNewMethodsParametersAreRefusedAtTheirLine() throws IOException {
+        String gamma = error("""
+                merge_method: breadcrumbs
+                base_model: base
+                models:
+                  - model: a
+                    parameters: {weight: 1, gamma: 1.5}
+                out: x
+                """);
+        assertTrue(gamma.startsWith(dir.resolve("merge.yaml") + ":5:"), gamma);
+        assertTrue(gamma.contains("gamma must lie in [0, 1]"), gamma);
+        String epsilon = error("merge_method: breadcrumbs\nbase_model: base\nmodels: [{model: a}]\n"
+                + "parameters:\n  weight: 1\n  epsilon: 0.1\nout: x\n");
+        assertTrue(epsilon.contains(":6:") && epsilon.contains("breadcrumbs takes no epsilon (only della and"
+                + " della_linear do"), epsilon);
+        String gammaOnDella = error("merge_method: della\nbase_model: base\nmodels: [{model: a}]\n"
+                + "parameters:\n  weight: 1\n  gamma: 0.1\nout: x\n");
+        assertTrue(gammaOnDella.contains(":6:") && gammaOnDella.contains("della takes no gamma"), gammaOnDella);
+        String wide = error("merge_method: della\nbase_model: base\nmodels: [{model: a}]\n"
+                + "parameters:\n  weight: 1\n  epsilon: 0.6\nout: x\n");
+        assertTrue(wide.contains(":6:") && wide.contains("epsilon must lie in [0, 0.5)"), wide);
+        String filterWise = error("merge_method: ties\nbase_model: base\nmodels: [{model: a}]\n"
+                + "parameters:\n  weight: 1\n  filter_wise: true\nout: x\n");
+        assertTrue(filterWise.contains(":6:") && filterWise.contains("ties takes no filter_wise (only model_stock"),
+                filterWise);
+        String oneModel = error("merge_method: model_stock\nbase_model: base\nmodels: [{model: a}]\nout: x\n");
+        assertTrue(oneModel.contains("model_stock needs base_model and at least two other models"), oneModel);
+        String weighted = error("merge_method: model_stock\nbase_model: base\nmodels:\n  - model: a\n"
+                + "    parameters: {weight: 0.5}\n  - model: b\nout: x\n");
+        assertTrue(weighted.contains("model_stock takes no weights"), weighted);
+    }
+
     @Test
     void anUnknownKeyIsNamedWithItsLineAndTheNearestValidKey() throws IOException {
         String message = error("""
@@ -73,7 +107,7 @@ class MergeYamlTest {
                 """);
         assertTrue(message.startsWith(dir.resolve("merge.yaml") + ":5:"), message);
         assertTrue(message.contains("unknown key 'wieght' in models[0].parameters (did you mean 'weight'?)"), message);
-        assertTrue(message.contains("valid keys here: density, weight"), message);
+        assertTrue(message.contains("valid keys here: density, epsilon, gamma, scale, weight"), message);
         String top = error("merge_mehtod: linear\nmodels: [{model: a}]\nout: x\n");
         assertTrue(top.contains(":1:") && top.contains("unknown key 'merge_mehtod' (did you mean 'merge_method'?)"), top);
     }

@@ -114,11 +114,96 @@ class MergekitExamplesTest {
     }
 
     @Test
-    void aPassthroughFrankenmergeIsNotSupportedYetAndSaysSo() {
-        String message = assertThrows(IllegalArgumentException.class, () -> read("orcamini-platy-44layer.yml"))
-                .getMessage();
-        assertTrue(message.startsWith("not supported yet: ") && message.contains("merge_method 'passthrough'"), message);
-        assertTrue(message.contains("orcamini-platy-44layer.yml:10:"), "the line of merge_method: " + message);
+    void aPassthroughFrankenmergeKeepsItsSlices() throws IOException {
+        MergeConfig config = read("orcamini-platy-44layer.yml");
+        assertEquals(MergeMethod.PASSTHROUGH, config.method());
+        assertEquals(List.of(Path.of("psmathur/orca_mini_v3_13b"), Path.of("garage-bAInd/Platypus2-13B")),
+                config.models().stream().map(MergeConfig.Model::model).toList());
+        assertEquals(2, config.slices().size());
+        assertEquals(List.of(0, 24), config.slices().get(0).sources().get(0).layerRange());
+        assertEquals(List.of(20, 40), config.slices().get(1).sources().get(0).layerRange());
+        assertEquals(24 + 20, config.slices().stream().mapToInt(MergeConfig.Slice::length).sum());
+        Path written = dir.resolve("resolved.yaml");
+        MergeYaml.write(config, written);
+        assertEquals(config, MergeYaml.read(written), "the resolved slices read back the same");
+    }
+
+    /**
+     * A frankenmerge of two 3-layer models: a's layers [0, 2) then b's [1, 3), b's o_proj scaled by 0 where the filter
+     * says; embeddings from the first slice's model, final norm and lm_head from the last's, as mergekit plans them.
+     */
+    @Test
+    void passthroughStacksLayerRangesRenumberedInOrder() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path file = Files.writeString(dir.resolve("franken.yml"), """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                        parameters:
+                          scale:
+                            - filter: q_proj
+                              value: [0.5, 0]
+                            - value: 1
+                merge_method: passthrough
+                """.formatted(a, b));
+        Path out = dir.resolve("merged");
+        ModelMerge.run(MergeYaml.read(file, out), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(out)) {
+            assertEquals(java.util.Set.of("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                    "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight",
+                    "model.layers.0.input_layernorm.weight",
+                    "model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                    "model.layers.2.self_attn.q_proj.weight", "model.layers.2.mlp.down_proj.weight",
+                    "model.layers.3.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight",
+                    "model.layers.3.input_layernorm.weight"), merged.names());
+            assertArrayEquals(new float[] {1, 2}, merged.readFloats("model.embed_tokens.weight"));
+            assertArrayEquals(new float[] {3, 4}, merged.readFloats("model.norm.weight"));
+            assertArrayEquals(new float[] {3, 4}, merged.readFloats("lm_head.weight"));
+            assertArrayEquals(new float[] {1, 2}, merged.readFloats("model.layers.1.self_attn.q_proj.weight"));
+            // the second slice's layers sit at t = 0 and 1: scale 0.5, then 0
+            assertArrayEquals(new float[] {1.5f, 2}, merged.readFloats("model.layers.2.self_attn.q_proj.weight"));
+            assertArrayEquals(new float[] {0, 0}, merged.readFloats("model.layers.3.self_attn.q_proj.weight"));
+            assertArrayEquals(new float[] {3, 4}, merged.readFloats("model.layers.3.mlp.down_proj.weight"));
+        }
+        assertEquals(4, new com.fasterxml.jackson.databind.ObjectMapper().readTree(
+                out.resolve("config.json").toFile()).get("num_hidden_layers").asInt());
+    }
+
+    @Test
+    void passthroughRefusesWhatMergekitRefuses() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        String twoSources = """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                      - model: %s
+                        layer_range: [0, 2]
+                merge_method: passthrough
+                """.formatted(a, b);
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("two.yml"), twoSources), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("passthrough copies one source per slice"), message);
+        String unequal = twoSources.replace("merge_method: passthrough", "merge_method: linear")
+                .replaceFirst("\\[0, 2\\]", "[0, 3]");
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("unequal.yml"), unequal), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("all sources of a slice must span the same number of layers"), message);
+        String past = twoSources.replace("[0, 2]\n      - model: " + b + "\n        layer_range: [0, 2]", "[1, 4]");
+        message = assertThrows(IllegalArgumentException.class, () -> ModelMerge.run(MergeYaml.read(
+                Files.writeString(dir.resolve("past.yml"), past), dir.resolve("x")), false, Long.MAX_VALUE)).getMessage();
+        assertTrue(message.contains("slices[0].sources[0].layer_range [1, 4] reaches past the 3 layers of"), message);
+        String weighted = twoSources.replaceFirst("layer_range: \\[0, 2\\]\n      - model: .*\n        layer_range: \\[0, 2\\]",
+                "layer_range: [0, 2]\n        parameters: {weight: 0.5}");
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("weighted.yml"), weighted), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("passthrough takes no weights"), message);
     }
 
     @Test
@@ -294,10 +379,107 @@ class MergekitExamplesTest {
                 assertEquals(Math.sin(Math.PI / 4), mlp[0], 1e-6);
             }
         }
+        // A range that cuts layers is the one slice it is: two layers, t = 0 and 1 over them (mergekit's per slice).
         Path cut = Files.writeString(dir.resolve("cut.yml"), Files.readString(file).replace("[0, 3]", "[0, 2]"));
-        String message = assertThrows(IllegalArgumentException.class,
-                () -> ModelMerge.run(MergeYaml.read(cut, dir.resolve("cut")), false, Long.MAX_VALUE)).getMessage();
-        assertTrue(message.contains("layer_range [0, 2] covers 2 of the 3 layers"), message);
+        ModelMerge.run(MergeYaml.read(cut, dir.resolve("cut")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("cut"))) {
+            assertEquals(1f, merged.readFloats("model.layers.0.self_attn.q_proj.weight")[0], 1e-6);
+            assertEquals(1f, merged.readFloats("model.layers.1.self_attn.q_proj.weight")[1], 1e-6);
+            assertTrue(!merged.contains("model.layers.2.self_attn.q_proj.weight"));
+        }
+        assertEquals(2, new com.fasterxml.jackson.databind.ObjectMapper().readTree(
+                dir.resolve("cut/config.json").toFile()).get("num_hidden_layers").asInt());
+    }
+
+    /**
+     * A slice's parameter stands over the method-wide one where its filter matches, and a source's over both, as
+     * mergekit's ConfigReader looks them up: q_proj weighs a by the slice's 3 and b by its own 1, down_proj both by 1.
+     */
+    @Test
+    void aSlicesParametersStandBetweenItsSourcesAndTheMethodWideOnes() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path file = Files.writeString(dir.resolve("layered.yml"), """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 3]
+                      - model: %s
+                        layer_range: [0, 3]
+                        parameters: {weight: 1}
+                    parameters:
+                      weight: [{filter: q_proj, value: 3}]
+                merge_method: linear
+                parameters: {weight: 1}
+                """.formatted(a, b));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("merged")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("merged"))) {
+            assertArrayEquals(new float[] {1.5f, 2.5f}, merged.readFloats("model.layers.2.self_attn.q_proj.weight"),
+                    1e-6f);
+            assertArrayEquals(new float[] {2, 3}, merged.readFloats("model.layers.2.mlp.down_proj.weight"), 1e-6f);
+        }
+    }
+
+    /** slerp slices may pair different models: each slice interpolates its own two sources. */
+    @Test
+    void slerpSlicesPairDifferentModels() throws IOException {
+        Path a = tinyModel("a", 1, 0);
+        Path b = tinyModel("b", 0, 1);
+        Path c = tinyModel("c", 0, 2);
+        Path file = Files.writeString(dir.resolve("pairs.yml"), """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 1]
+                      - model: %s
+                        layer_range: [0, 1]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                      - model: %s
+                        layer_range: [1, 3]
+                merge_method: slerp
+                parameters: {t: 0.5}
+                """.formatted(a, b, a, c));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("merged")), false, Long.MAX_VALUE);
+        double half = Math.sin(Math.PI / 4);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("merged"))) {
+            assertArrayEquals(new float[] {(float) half, (float) half}, merged.readFloats(
+                    "model.layers.0.mlp.down_proj.weight"), 1e-6f);
+            // (1, 0) to (0, 2) at t = 0.5: sin(pi/4) times each
+            assertArrayEquals(new float[] {(float) half, (float) (2 * half)}, merged.readFloats(
+                    "model.layers.2.mlp.down_proj.weight"), 1e-6f);
+        }
+    }
+
+    /** Stacked slices that break mergekit's rules are refused naming the slice, before anything is written. */
+    @Test
+    void stackedSlicesThatBreakMergekitsRulesNameTheSlice() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        String twoSources = """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 1]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                      - model: %s
+                        layer_range: [0, 2]
+                merge_method: passthrough
+                """.formatted(a, a, b);
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("two.yml"), twoSources), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("slices[1] has 2 sources: passthrough copies one source per slice"), message);
+        String noBase = twoSources.replace("merge_method: passthrough", "merge_method: ties\nbase_model: " + b)
+                .replace("model: " + b, "model: " + a).replace("merge_method: ties\nbase_model: " + a,
+                        "merge_method: ties\nbase_model: " + b);
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("nobase.yml"), noBase + "parameters: {weight: 1}\n"), dir.resolve("x")))
+                .getMessage();
+        assertTrue(message.contains("slices[0]: base_model " + b + " is none of its sources"), message);
+        assertTrue(!Files.exists(dir.resolve("x")));
     }
 
     /** A 3-layer model whose tensors are all the 2-entry row {@code values}. */

@@ -312,7 +312,7 @@ class MergekitParityTest {
                 + "models:\n  - model: a\nparameters: {rescale: true}\n");
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(arithmetic, dir.resolve("o")))
                 .getMessage();
-        assertTrue(message.contains("task_arithmetic takes no rescale (only ties, dare_linear and dare_ties do)"), message);
+        assertTrue(message.contains("task_arithmetic takes no rescale (only the sparsifying task-vector methods do)"), message);
     }
 
     /**

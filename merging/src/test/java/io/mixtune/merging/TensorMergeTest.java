@@ -121,6 +121,69 @@ class TensorMergeTest {
         }
     }
 
+    /**
+     * Breadcrumbs on magnitudes (1, 3, 2, 2, 0.5, 2, 4, 1), whose stable ascending order is indices 4, 0, 7, 2, 3, 5,
+     * 1, 6: density 0.5 and gamma 0.25 drop 2 from each end; gamma 0.375 drops 3 from the top (the tie at 2 loses its
+     * highest index, 5) and 1 from the bottom; gamma 0.1 drops none from the top, where mergekit would keep nothing.
+     */
+    @Test
+    void breadcrumbsDropsTheLargestAndTheSmallestMagnitudes() {
+        float[] delta = {1, -3, 2, 2, 0.5f, -2, 4, 1};
+        float[] middle = delta.clone();
+        MagnitudeTrim.keepMiddle(middle, 0.5, 0.25);
+        assertArrayEquals(new float[] {0, 0, 2, 2, 0, -2, 0, 1}, middle);
+        float[] topTie = delta.clone();
+        MagnitudeTrim.keepMiddle(topTie, 0.5, 0.375);
+        assertArrayEquals(new float[] {1, 0, 2, 2, 0, 0, 0, 1}, topTie);
+        float[] noTop = delta.clone();
+        MagnitudeTrim.keepMiddle(noTop, 0.5, 0.1);
+        assertArrayEquals(new float[] {0, -3, 0, 2, 0, -2, 4, 0}, noTop);
+    }
+
+    /**
+     * DELLA's keep probabilities by magnitude rank within each row of 3: 0.5 -/+ 0.4 spread as 0.1, 0.5, 0.9; the draws
+     * are SplitMix64's (java.util.SplittableRandom from the tensor's stream), as DARE's.
+     */
+    @Test
+    void dellaKeepsEachEntryWithAProbabilityRankedByItsMagnitudeInItsRow() {
+        float[] delta = {3, -1, 2, 0.2f, -0.1f, 0.3f};
+        double[] probability = {0.9, 0.1, 0.5, 0.5, 0.1, 0.9};
+        SplittableRandom random = new SplittableRandom(DareMask.stream(9, 1, "w"));
+        float[] expected = new float[delta.length];
+        for (int j = 0; j < delta.length; j++) {
+            expected[j] = random.nextDouble() < probability[j] ? delta[j] : 0;
+        }
+        float[] kept = delta.clone();
+        DareMask.dropRanked(kept, 3, 0.5, 0.4, 9, 1, "w");
+        assertArrayEquals(expected, kept);
+        float[] flat = delta.clone();
+        DareMask.dropRanked(flat, 3, 0.5, 0, 9, 1, "w");
+        float[] dare = delta.clone();
+        DareMask.drop(dare, 0.5, 9, 1, "w");
+        assertArrayEquals(dare, flat, "epsilon 0 is DARE's drop");
+    }
+
+    /**
+     * Model Stock on task vectors (1, 0) and (1, 1) from base 0: cos = 1 / sqrt 2, t = 2 cos / (1 + cos), out = t times
+     * the models' mean (1, 0.5); orthogonal task vectors give t = 0 (the base), equal ones t = 1 (their mean). With
+     * filter_wise each row of a [2, 2] tensor has its own t.
+     */
+    @Test
+    void modelStockInterpolatesByTheAngleBetweenTaskVectors() {
+        double cos = 1 / Math.sqrt(2);
+        double t = 2 * cos / (1 + cos);
+        assertArrayEquals(new float[] {(float) t, (float) (t / 2)},
+                new ModelStock(false).merge("w", new float[2], of(new float[] {1, 0}, new float[] {1, 1})), 1e-6f);
+        assertArrayEquals(new float[] {3, 4},
+                new ModelStock(false).merge("w", new float[] {3, 4}, of(new float[] {4, 4}, new float[] {3, 5})), 1e-6f);
+        assertArrayEquals(new float[] {1, 1},
+                new ModelStock(false).merge("w", new float[2], of(new float[] {1, 1}, new float[] {1, 1})), 1e-6f);
+        // rows (0, 0) -> (1, 0) and (1, 1): as above; rows (0, 0) -> (1, 0) and (0, 1): orthogonal, the base
+        float[] rows = new ModelStock(true).merge("w", new long[] {2, 2}, new float[4],
+                of(new float[] {1, 0, 1, 0}, new float[] {1, 1, 0, 1}));
+        assertArrayEquals(new float[] {(float) t, (float) (t / 2), 0, 0}, rows, 1e-6f);
+    }
+
     /** ties takes rescale as mergekit does: (1, -2, 3, -4) trimmed to (0, 0, 3, -4), times 10 / 7. */
     @Test
     void tiesRescalesToTheL1NormWhenAsked() {

@@ -65,11 +65,11 @@ class MergekitCliTest {
     }
 
     @Test
-    void aMergekitMethodMixtuneLacksIsNamedAsNotSupportedYet() {
-        MixtuneCliTest.Result passthrough = MixtuneCliTest.run("merge", "../configs/mergekit/orcamini-platy-44layer.yml",
-                dir.resolve("out").toString());
-        assertEquals(2, passthrough.code());
-        assertTrue(passthrough.err().contains("not supported yet") && passthrough.err().contains("'passthrough'"),
-                passthrough.err());
+    void aMergekitMethodMixtuneLacksIsNamedAsNotSupportedYet() throws IOException {
+        Path config = Files.writeString(dir.resolve("sce.yml"), "merge_method: sce\nbase_model: a\nmodels:\n"
+                + "  - model: b\n");
+        MixtuneCliTest.Result sce = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
+        assertEquals(2, sce.code());
+        assertTrue(sce.err().contains("not supported yet") && sce.err().contains("'sce'"), sce.err());
     }
 }
