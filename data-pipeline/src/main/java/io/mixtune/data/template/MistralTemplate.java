@@ -58,7 +58,9 @@ public final class MistralTemplate implements ChatTemplate {
             throw new InvalidRecordException(conversation.source(), problem);
         }
         List<Segment> segments = new ArrayList<>();
-        segments.add(new Segment(new long[] {bosId}, false, 0));
+        if (bosId != TextTokenizer.NO_BOS) { // JINJA's bos_token renders nothing where the tokenizer has none
+            segments.add(new Segment(new long[] {bosId}, false, 0));
+        }
         List<Message> turns = conversation.turns();
         String system = conversation.system();
         for (int i = 0; i < turns.size(); i += 2) {
