@@ -43,6 +43,11 @@ public final class MistralTemplate implements ChatTemplate {
             + "{% generation %}{{ ' ' + message['content'] + eos_token }}{% endgeneration %}"
             + "{% endif %}{% endfor %}";
 
+    /** The BOS id each sample begins with; {@link TextTokenizer#NO_BOS} where there is none. */
+    public long bosId() {
+        return bosId;
+    }
+
     @Override
     public String jinja() {
         return JINJA;

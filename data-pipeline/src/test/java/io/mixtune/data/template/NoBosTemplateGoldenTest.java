@@ -77,9 +77,12 @@ class NoBosTemplateGoldenTest {
                 HfTemplateGoldenTest.text("configs/chat-templates/" + name + ".jinja"));
         HfTemplateGoldenTest.assertEveryLineEquals("no-bos/" + name, new HfChatTemplate(template,
                 TextTokenizer.NO_BOS, 2), noBos);
-        // an ordinary model (config.json's bos_token_id 1) whose tokenizer_config.json sets bos_token null: the same ids
-        HfTemplateGoldenTest.assertEveryLineEquals("no-bos/" + name, new HfChatTemplate(template, 1, 2),
-                HfTemplateGoldenTest.hub);
+        if (name.equals("mistral-7b-instruct-v0.1")) {
+            // an ordinary model (config.json's bos_token_id 1) whose tokenizer_config.json sets bos_token null: the
+            // same ids (mixtune rendered "<s>" there)
+            HfTemplateGoldenTest.assertEveryLineEquals("no-bos/" + name, new HfChatTemplate(template, 1, 2),
+                    HfTemplateGoldenTest.hub);
+        }
     }
 
     /** mixtune's built-in mistral template: its Jinja run as transformers runs it, and the built-in renderer. */

@@ -247,8 +247,21 @@ public record ModelConfig(
         return tokenizerBos(configJson).missing();
     }
 
-    /** The tokenizer's BOS: its id, or null and why there is none. */
-    private record TokenizerBos(Long id, String missing) {}
+    /**
+     * Whether a config.json read with no BOS id names a bos_token its tokenizer.json lacks (rather than none):
+     * transformers 5.18 adds such a token past the vocabulary (a new id, {@code len(tokenizer)}), whose embedding row
+     * the model does not have.
+     */
+    public static boolean bosTokenUnknownToTokenizer(Path configJson) {
+        return tokenizerBos(configJson).unknown();
+    }
+
+    /** The tokenizer's BOS: its id, or null and why there is none (unknown: a bos_token tokenizer.json lacks). */
+    private record TokenizerBos(Long id, String missing, boolean unknown) {
+        TokenizerBos(Long id, String missing) {
+            this(id, missing, false);
+        }
+    }
 
     /**
      * The BOS for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
@@ -282,7 +295,7 @@ public record ModelConfig(
             Long id = TextTokenizer.vocabulary(Files.readAllBytes(tokenizerJson), tokenizerJson.toString()).get(bos);
             return new TokenizerBos(id, id != null ? null : configJson + ": bos_token_id is null and " + tokenizerJson
                     + " has no token \"" + bos + "\" (the bos_token" + (named == null || named.isMissingNode() ? ""
-                    : " of " + tokenizerConfig) + ")");
+                    : " of " + tokenizerConfig) + ")", id == null);
         } catch (IOException e) {
             throw new IllegalArgumentException(configJson + ": bos_token_id is null and the tokenizer beside it cannot "
                     + "be read for its BOS token: " + e.getMessage(), e);
