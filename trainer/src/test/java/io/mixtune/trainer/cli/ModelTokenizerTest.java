@@ -130,6 +130,7 @@ class ModelTokenizerTest {
         Path recipe = recipe(model);
         Result prepared = MixtuneCliTest.run("data", "prepare", "--recipe", recipe.toString());
         assertEquals(0, prepared.code(), prepared.err());
+        assertTrue(prepared.out().contains("(bos none, eos 2)"), prepared.out());
 
         ObjectMapper json = new ObjectMapper();
         ObjectNode tokenizer = (ObjectNode) json.readTree(model.resolve("tokenizer.json").toFile());
