@@ -21,7 +21,8 @@ import java.util.Locale;
  * @param slidingWindow attention window W (query i sees key j iff i - W < j <= i), or null for full causal attention
  * @param bosTokenId the id samples and prompts begin with, or null where there is none: config.json's null with a
  *     tokenizer that names no BOS token it has (transformers loads such a model; its chat template renders no BOS).
- *     Only what tokenizes needs it, and refuses its absence with {@link #noBosToken}
+ *     What tokenizes then writes no BOS where transformers writes none (TextTokenizer.NO_BOS), and refuses a
+ *     bos_token tokenizer.json lacks ({@link #bosTokenUnknownToTokenizer}, {@link #noBosToken} naming the files)
  */
 public record ModelConfig(
         ModelType modelType,
