@@ -271,7 +271,7 @@ def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | No
 # The templates rendered for a tokenizer without BOS, and the texts encoded plain there.
 NO_BOS_TEMPLATES = ("mistral-7b-instruct-v0.1", "mistral-7b-instruct-v0.3", "openhermes-2.5-chatml")
 NO_BOS_TEXTS = ["hello", "", " leading space", "[INST] What is 2+2? [/INST]", "Question: why?\nAnswer: because.",
-                "naïve café 😀"]
+                "naïve café 😀", "Question: why?\nAnswer:", "Question: why?\nAnswer: no."]
 
 
 def no_bos_tokenizer(directory: Path, post_processor: bool = True):

@@ -12,11 +12,17 @@ import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
+import io.mixtune.data.preference.PreferencePair;
+import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.data.preference.PreferenceTokenizer;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -140,6 +146,33 @@ class NoBosTemplateGoldenTest {
             assertArrayEquals(TemplateGoldenTest.longs(row.get("no_post_processor")), noBos.encode(text, false), text);
             rows++;
         }
-        assertEquals(6, rows);
+        assertEquals(8, rows);
+    }
+
+    /**
+     * A standard pair as TRL 1.13 tokenizes it ({@code processing_class(text=...)}: prompt, prompt + answer + EOS,
+     * the completion past the prompt's ids): the post-processor's ids, with and without its {@code <s>}.
+     */
+    @Test
+    void standardPreferencePairFollowsThePostProcessor() throws IOException {
+        Map<String, JsonNode> texts = new HashMap<>();
+        HfTemplateGoldenTest.lines("no-bos/texts.jsonl").forEach(row -> texts.put(row.get("text").asText(), row));
+        String prompt = "Question: why?\nAnswer:";
+        PreferencePair pair = new PreferencePair(new PreferencePair.Text(prompt), " because.", " no.", null, null,
+                "pairs.jsonl:1");
+        for (String processor : List.of("post_processor", "no_post_processor")) {
+            TextTokenizer tokenizer = processor.equals("post_processor") ? noBos : noBosNoPostProcessor;
+            PreferenceSample sample = new PreferenceTokenizer(new MistralTemplate(TextTokenizer.NO_BOS, 2), tokenizer,
+                    64, 2, PreferenceTokenizer.Truncation.KEEP_START).tokenize(pair);
+            long[] promptIds = TemplateGoldenTest.longs(texts.get(prompt).get(processor));
+            assertArrayEquals(promptIds, sample.promptIds(), processor);
+            for (String[] answer : new String[][] {{" because.", "chosen"}, {" no.", "rejected"}}) {
+                long[] whole = TemplateGoldenTest.longs(texts.get(prompt + answer[0]).get(processor));
+                long[] completion = Arrays.copyOfRange(whole, promptIds.length, whole.length + 1);
+                completion[completion.length - 1] = 2; // TRL's EOS after the answer
+                assertArrayEquals(completion, answer[1].equals("chosen") ? sample.chosenIds() : sample.rejectedIds(),
+                        processor + ", " + answer[1]);
+            }
+        }
     }
 }
