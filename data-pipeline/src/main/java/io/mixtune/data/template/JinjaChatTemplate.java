@@ -132,7 +132,7 @@ public final class JinjaChatTemplate {
      * The {@code chat_template} of a tokenizer_config.json, as transformers reads it: a string, or a list of
      * {@code {name, template}} of which the one named "default" is used; its {@code bos_token} and {@code eos_token}
      * (strings or added-token objects with a {@code content}), "<s>" and "</s>" where it names none. A bos_token set
-     * to null is none: transformers 5.18 then passes the template no bos_token, which renders nothing (it gave "<s>").
+     * to null is none: transformers 5.18 then passes the template no bos_token, which renders nothing.
      *
      * @param file how errors name the file
      * @return null when the file has no chat_template

@@ -394,11 +394,6 @@ public final class TextTokenizer implements AutoCloseable {
         return markers.stream().map(Map.Entry::getKey).toList();
     }
 
-    /** Whether the model has a BOS id ({@link #NO_BOS} where it has none). */
-    public boolean hasBos() {
-        return bosId != NO_BOS;
-    }
-
     /**
      * Token ids of {@code text}, with the BOS id in front when asked. Special tokens only where {@link #control}
      * marked them. With {@link #NO_BOS}, a text "with BOS" gets what tokenizer.json's post-processor adds (transformers'
