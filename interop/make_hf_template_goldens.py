@@ -21,6 +21,12 @@ return_assistant_tokens_mask=True on <name>.generation.jinja, the same template 
 assistant's content and closing EOS/end marker (checked to render the very same text), also written out for the Java
 test of that path.
 
+A model whose tokenizer has no BOS (config.json's bos_token_id null, tokenizer_config.json's bos_token null; transformers
+loads it, and its chat template sees no bos_token): no-bos/<name>.jsonl, the same rows for NO_BOS_TEMPLATES (and
+mixtune's built-in mistral template as the Jinja it writes, MistralTemplate.JINJA) on the hub tokenizer with bos_token
+null, and no-bos/texts.jsonl, plain text as transformers' tokenizer(text) encodes it there (what TRL's standard-format
+DPO and a text prompt use): with tokenizer.json's post-processor, which still writes <s>, and with none.
+
 Run: interop/.venv/bin/python interop/make_hf_template_goldens.py [out_dir]
 """
 
@@ -238,8 +244,10 @@ def hub_tokenizer(directory: Path, markers: dict[str, int] | None = None):
     return AutoTokenizer.from_pretrained(directory)
 
 
-def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | None = None) -> dict:
-    published, marked = template(name), generation_template(name)
+def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | None = None,
+              published: str | None = None, marked: str | None = None) -> dict:
+    published = published or template(name)
+    marked = marked or generation_template(name)
     try:
         text = tokenizer.apply_chat_template(messages, tools=tools, chat_template=published, tokenize=False)
     except TemplateError as e:
@@ -260,6 +268,41 @@ def reference(tokenizer, name: str, messages: list[dict], tools: list[dict] | No
     return {"input_ids": ids, "labels": labels, "prompt_ids": prompt}
 
 
+# The templates rendered for a tokenizer without BOS, and the texts encoded plain there.
+NO_BOS_TEMPLATES = ("mistral-7b-instruct-v0.1", "mistral-7b-instruct-v0.3", "openhermes-2.5-chatml")
+NO_BOS_TEXTS = ["hello", "", " leading space", "[INST] What is 2+2? [/INST]", "Question: why?\nAnswer: because.",
+                "naïve café 😀", "Question: why?\nAnswer:", "Question: why?\nAnswer: no."]
+
+
+def no_bos_tokenizer(directory: Path, post_processor: bool = True):
+    """hub_tokenizer with tokenizer_config.json's bos_token null; without tokenizer.json's post-processor if asked."""
+    hub_tokenizer(directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config["bos_token"] = None
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    if not post_processor:
+        root = json.loads((directory / "tokenizer.json").read_text())
+        root["post_processor"] = None
+        (directory / "tokenizer.json").write_text(json.dumps(root, ensure_ascii=False))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if tokenizer.bos_token is not None or tokenizer.bos_token_id is not None:
+        raise AssertionError(f"{directory}: transformers still has a BOS ({tokenizer.bos_token!r})")
+    return tokenizer
+
+
+def build_no_bos(directory: Path) -> dict[str, list[dict]]:
+    from make_preference_goldens import MISTRAL  # MistralTemplate.JINJA
+    tokenizer = no_bos_tokenizer(directory / "no-bos")
+    bare = no_bos_tokenizer(directory / "no-bos-no-post-processor", post_processor=False)
+    out = {f"no-bos/{name}.jsonl": [reference(tokenizer, name, messages, TOOLS.get(n))
+                                    for n, messages in CONVERSATIONS] for name in NO_BOS_TEMPLATES}
+    out["no-bos/mistral.jsonl"] = [reference(tokenizer, "mistral", messages, TOOLS.get(n), MISTRAL, MISTRAL)
+                                   for n, messages in CONVERSATIONS]
+    out["no-bos/texts.jsonl"] = [{"text": t, "post_processor": tokenizer(t)["input_ids"],
+                                  "no_post_processor": bare(t)["input_ids"]} for t in NO_BOS_TEXTS]
+    return out
+
+
 def build() -> dict[str, list[dict]]:
     with tempfile.TemporaryDirectory() as directory:
         tokenizer = hub_tokenizer(Path(directory) / "plain")
@@ -269,6 +312,7 @@ def build() -> dict[str, list[dict]]:
         for name in NAMES:
             used = with_markers if name in OTHER_FAMILIES else tokenizer
             out[f"{name}.jsonl"] = [reference(used, name, messages, TOOLS.get(n)) for n, messages in CONVERSATIONS]
+        out.update(build_no_bos(Path(directory)))
     return out
 
 
@@ -276,6 +320,7 @@ def write(out_dir: Path = OUT_DIR) -> dict[str, list[dict]]:
     built = build()
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in built.items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     for name in NAMES:
         (out_dir / f"{name}.generation.jinja").write_text(generation_template(name))

@@ -14,6 +14,11 @@ Per variant: `texts` (user text: ids with every special token left as text, tran
 which mixtune's encode does), `templates` (a template's own strings: ids with special tokens matched, which mixtune's
 encode(control(s)) gives), `decodes` (ids -> decode(skip_special_tokens=True)) and `joins` (encode(a + b) for the
 continuation rule: mixtune's encode(a) + encodeContinuation(b)).
+
+golden/tokenizer/no-bos.json: for a model whose tokenizer has no BOS (tokenizer_config.json's bos_token null), the
+text a prompt or a standard-format pair gives: encode(text) with tokenizer.json's post-processor, as transformers'
+tokenizer(text) runs it (special tokens in text kept as text), on each variant: the bundled TemplateProcessing writes
+<s> in front, tekken-style has no post-processor and writes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tokenizer_texts
 REPO = hf.repo_root()
 BUNDLED = REPO / "configs" / "tokenizer" / "mistral-v1" / "tokenizer.json"
 OUT = REPO / "model" / "src" / "test" / "resources" / "golden" / "tokenizer" / "variants.json"
+NO_BOS_OUT = OUT.parent / "no-bos.json"
 TEKKEN_STYLE = OUT.parent / "tekken-style.json"
 # The pre-tokenizer regex of Mistral-Nemo-Instruct-2407's tokenizer.json.
 TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
@@ -121,6 +127,19 @@ def main(out: Path = OUT) -> None:
         })
     out.write_text(json.dumps(variants, ensure_ascii=False, indent=1) + "\n")
     print(f"{out}: {len(variants)} variants, {out.stat().st_size} bytes")
+    write_no_bos(bundled, tekken_style, out.parent / NO_BOS_OUT.name)
+
+
+def write_no_bos(bundled: dict, tekken_style: Path, out: Path = NO_BOS_OUT) -> None:
+    texts = SPELLINGS + tokenizer_texts.GOLDEN_TEXTS[:20] + [""]
+    rows = []
+    for name, overlay in list(VARIANTS.items()) + [("tekken-style", None)]:
+        tok = Tokenizer.from_str(json.dumps(dict(bundled, **overlay)) if overlay else tekken_style.read_text())
+        tok.encode_special_tokens = True  # text stays text
+        rows.append({"name": name, "post_processor": tok.post_processor is not None,
+                     "texts": [{"text": t, "ids": tok.encode(t, add_special_tokens=True).ids} for t in texts]})
+    out.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    print(f"{out}: {len(rows)} variants without BOS, {out.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

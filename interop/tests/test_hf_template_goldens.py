@@ -11,6 +11,7 @@ IGNORE = hg.IGNORE
 def test_fresh_build_equals_committed_files(tmp_path):
     hg.write(tmp_path)
     names = ["conversations.jsonl"] + [f"{n}.jsonl" for n in hg.NAMES] + [f"{n}.generation.jinja" for n in hg.NAMES]
+    names += [f"no-bos/{n}.jsonl" for n in (*hg.NO_BOS_TEMPLATES, "mistral", "texts")]
     for name in names:
         assert (tmp_path / name).read_bytes() == (hg.OUT_DIR / name).read_bytes(), name
 
@@ -32,3 +33,20 @@ def test_every_template_renders_twenty_conversations_and_those_that_refuse_a_sys
             assert all("error" in r for r in with_system), name
         else:
             assert not any("error" in r for r in with_system), name
+
+
+def test_a_tokenizer_without_bos_renders_the_ordinary_ids_less_the_leading_bos():
+    """bos_token null: the templates that begin with {{ bos_token }} give the ordinary model's ids without the 1 in
+    front; plain text keeps the post-processor's <s> and has none without it."""
+    for name in ("mistral-7b-instruct-v0.1", "mistral-7b-instruct-v0.3"):
+        ordinary = [json.loads(line) for line in (hg.OUT_DIR / f"{name}.jsonl").read_text().splitlines()]
+        no_bos = [json.loads(line) for line in (hg.OUT_DIR / "no-bos" / f"{name}.jsonl").read_text().splitlines()]
+        for row, bare in zip(ordinary, no_bos):
+            if "error" in row:
+                assert "error" in bare
+                continue
+            assert row["input_ids"][0] == 1 and bare["input_ids"] == row["input_ids"][1:], name
+            assert bare["prompt_ids"] == row["prompt_ids"][1:], name
+    for line in (hg.OUT_DIR / "no-bos" / "texts.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert row["post_processor"] == [1] + row["no_post_processor"], row["text"]

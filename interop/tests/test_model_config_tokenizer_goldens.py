@@ -11,5 +11,6 @@ def test_config_golden_is_fresh(tmp_path):
 
 def test_tokenizer_variant_goldens_are_fresh(tmp_path):
     make_tokenizer_variant_goldens.main(tmp_path / "variants.json")
-    for name in ("variants.json", make_tokenizer_variant_goldens.TEKKEN_STYLE.name):
+    for name in ("variants.json", make_tokenizer_variant_goldens.TEKKEN_STYLE.name,
+                 make_tokenizer_variant_goldens.NO_BOS_OUT.name):
         assert (tmp_path / name).read_text() == (make_tokenizer_variant_goldens.OUT.parent / name).read_text(), name

@@ -359,7 +359,13 @@ public final class Generation {
                         .ask(chat.message());
             }
             // The prompt is text: what it spells, "</s>" or "[INST]" included, is never a control token.
-            return tokenizer.encode(((Prompt.Text) prompt).text(), true);
+            long[] ids = tokenizer.encode(((Prompt.Text) prompt).text(), true);
+            if (ids.length == 0) {
+                // no BOS and no post-processor: transformers' generate() raises without input ids too
+                throw new InvalidOptions("prompt", "is empty and " + tokenizerFile.name() + " adds no token to it (the "
+                        + "model has no BOS and its post-processor writes none): give some text or --prompt-ids");
+            }
+            return ids;
         }
     }
 

@@ -9,6 +9,7 @@ import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.data.template.LossPolicy;
 import io.mixtune.model.config.BundledFiles;
+import io.mixtune.model.tokenizer.TextTokenizer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -137,7 +138,9 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             return new MistralTemplate(tokenizer.bosId(), tokenizer.eosId());
         }
         if (template.equals("auto") && own.source().equals(MistralTemplate.JINJA)) {
-            return new MistralTemplate(tokenizer.bosId(), tokenizer.eosId());
+            // its bos_token null: transformers renders JINJA's {{ bos_token }} as nothing, whatever config.json's id
+            return new MistralTemplate(own.bosToken() == null ? TextTokenizer.NO_BOS : tokenizer.bosId(),
+                    tokenizer.eosId());
         }
         return new HfChatTemplate(own, tokenizer.bosId(), tokenizer.eosId());
     }

@@ -4,6 +4,7 @@ import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.HfChatTemplate;
 import io.mixtune.data.template.JinjaChatTemplate;
+import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.data.template.SampleBuilder;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -199,9 +200,14 @@ public final class SampleCache {
         text.append("template=").append(template.name()).append('\n');
         if (template instanceof HfChatTemplate hf) {
             JinjaChatTemplate jinja = hf.template();
-            for (String value : List.of(jinja.source(), jinja.bosToken(), jinja.eosToken())) {
-                text.append(value.length()).append(':').append(value).append('\n');
+            for (String value : Arrays.asList(jinja.source(), jinja.bosToken(), jinja.eosToken())) {
+                // a bos_token null (the template sees none) as a line no length-prefixed string can be
+                text.append(value == null ? "none" : value.length() + ":" + value).append('\n');
             }
+        }
+        if (template instanceof MistralTemplate mistral && mistral.bosId() != tokenizer.bosId()) {
+            // auto on the built-in's Jinja with tokenizer_config.json's bos_token null: no BOS, whatever config.json says
+            text.append("template_bos=").append(mistral.bosId()).append('\n');
         }
         if (config.template().equals("custom")) {
             // The record's toString would print the strings unquoted; each is length-prefixed instead.

@@ -78,7 +78,7 @@ public final class CustomTemplate implements ChatTemplate {
             throw new InvalidRecordException(conversation.source(), problem);
         }
         List<Segment> segments = new ArrayList<>();
-        if (strings.bos()) {
+        if (strings.bos() && bosId != TextTokenizer.NO_BOS) { // "{{ bos_token }}" renders nothing without one
             segments.add(new Segment(new long[] {bosId}, false, 0));
         }
         boolean firstText = true;

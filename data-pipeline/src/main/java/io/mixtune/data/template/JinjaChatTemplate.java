@@ -32,7 +32,8 @@ import java.util.regex.Pattern;
 /**
  * A Hugging Face chat template (the Jinja text of a {@code tokenizer_config.json}'s {@code chat_template}) rendered as
  * transformers' {@code apply_chat_template} renders it, by Jinjava: {@code trim_blocks} and {@code lstrip_blocks} on,
- * the globals {@code messages}, {@code add_generation_prompt}, {@code bos_token}, {@code eos_token} and
+ * the globals {@code messages}, {@code add_generation_prompt}, {@code bos_token} (undefined where the tokenizer has
+ * none, as transformers leaves it out), {@code eos_token} and
  * {@code raise_exception} (which fails the render with the template's own message), {@code strftime_now}, {@code tools}
  * the conversation's tool definitions (none without, but defined, as transformers passes {@code tools=None}),
  * {@code documents} none, {@code tojson} as Python's {@code json.dumps} with its options, {@code trim} as
@@ -130,7 +131,8 @@ public final class JinjaChatTemplate {
     /**
      * The {@code chat_template} of a tokenizer_config.json, as transformers reads it: a string, or a list of
      * {@code {name, template}} of which the one named "default" is used; its {@code bos_token} and {@code eos_token}
-     * (strings or added-token objects with a {@code content}), "<s>" and "</s>" where it names none.
+     * (strings or added-token objects with a {@code content}), "<s>" and "</s>" where it names none. A bos_token set
+     * to null is none: transformers 5.18 then passes the template no bos_token, which renders nothing.
      *
      * @param file how errors name the file
      * @return null when the file has no chat_template
@@ -167,7 +169,8 @@ public final class JinjaChatTemplate {
             throw new IllegalArgumentException(file + ": chat_template must be a string or a list of {name, template}, "
                     + "got " + template.getNodeType().name().toLowerCase(Locale.ROOT));
         }
-        return new JinjaChatTemplate(file, source, token(root.path("bos_token"), "<s>"),
+        return new JinjaChatTemplate(file, source,
+                root.path("bos_token").isNull() ? null : token(root.path("bos_token"), "<s>"),
                 token(root.path("eos_token"), "</s>"));
     }
 
@@ -184,6 +187,7 @@ public final class JinjaChatTemplate {
         return source;
     }
 
+    /** The template's bos_token, or null where the tokenizer has none (the template sees it undefined). */
     public String bosToken() {
         return bosToken;
     }
@@ -225,7 +229,9 @@ public final class JinjaChatTemplate {
             globals.put("tools", tools);
         }
         globals.put("add_generation_prompt", addGenerationPrompt);
-        globals.put("bos_token", bosToken);
+        if (bosToken != null) {
+            globals.put("bos_token", bosToken);
+        }
         globals.put("eos_token", eosToken);
         // defined, as transformers' global is (Llama 3.2 asks `strftime_now is defined` before calling it)
         globals.put("strftime_now", "strftime_now");

@@ -43,6 +43,11 @@ public final class MistralTemplate implements ChatTemplate {
             + "{% generation %}{{ ' ' + message['content'] + eos_token }}{% endgeneration %}"
             + "{% endif %}{% endfor %}";
 
+    /** The BOS id each sample begins with; {@link TextTokenizer#NO_BOS} where there is none. */
+    public long bosId() {
+        return bosId;
+    }
+
     @Override
     public String jinja() {
         return JINJA;
@@ -58,7 +63,9 @@ public final class MistralTemplate implements ChatTemplate {
             throw new InvalidRecordException(conversation.source(), problem);
         }
         List<Segment> segments = new ArrayList<>();
-        segments.add(new Segment(new long[] {bosId}, false, 0));
+        if (bosId != TextTokenizer.NO_BOS) { // JINJA's bos_token renders nothing where the tokenizer has none
+            segments.add(new Segment(new long[] {bosId}, false, 0));
+        }
         List<Message> turns = conversation.turns();
         String system = conversation.system();
         for (int i = 0; i < turns.size(); i += 2) {

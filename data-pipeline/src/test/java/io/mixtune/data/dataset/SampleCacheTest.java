@@ -2,15 +2,19 @@ package io.mixtune.data.dataset;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.dataset.SampleCache.Loaded;
 import io.mixtune.data.dataset.SampleCache.Status;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
+import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -135,6 +139,30 @@ class SampleCacheTest {
         assertEquals(3, tokenizations);
         assertEquals(Status.HIT, cache.load(base, TOKENIZER, 7).status());
         assertEquals(3, tokenizations);
+    }
+
+    /**
+     * A tokenizer without BOS tokenizes other ids, so its caches are others: config.json's bos_token_id null (the
+     * tokenizer's BOS id {@link TextTokenizer#NO_BOS}), and tokenizer_config.json's bos_token null for template auto
+     * and hf (the chat template sees none), which left the key equal (auto on the built-in's Jinja) or threw (hf).
+     */
+    @Test
+    void aTokenizerWithoutBosHasItsOwnKey() throws IOException {
+        DataConfig mistral = config();
+        assertNotEquals(key(mistral, TOKENIZER, 7), key(mistral, new TokenizerFile(TOKENIZER.name(), TOKENIZER.json(),
+                TextTokenizer.NO_BOS, 2), 7), "bos_token_id null");
+        for (String template : List.of("auto", "hf")) {
+            DataConfig data = with(mistral, "template", template);
+            List<String> keys = new ArrayList<>();
+            for (String bosToken : List.of("\"<s>\"", "null")) {
+                byte[] tokenizerConfig = ("{\"bos_token\": " + bosToken + ", \"eos_token\": \"</s>\", \"chat_template\": "
+                        + new ObjectMapper().writeValueAsString(MistralTemplate.JINJA) + "}")
+                        .getBytes(StandardCharsets.UTF_8);
+                keys.add(key(data, new TokenizerFile(TOKENIZER.name(), TOKENIZER.json(), 1, 2, "tokenizer_config.json",
+                        tokenizerConfig), 7));
+            }
+            assertNotEquals(keys.get(0), keys.get(1), template + ": tokenizer_config.json's bos_token null");
+        }
     }
 
     static String key(DataConfig config, TokenizerFile tokenizer, long seed) {

@@ -21,7 +21,8 @@ import java.util.Locale;
  * @param slidingWindow attention window W (query i sees key j iff i - W < j <= i), or null for full causal attention
  * @param bosTokenId the id samples and prompts begin with, or null where there is none: config.json's null with a
  *     tokenizer that names no BOS token it has (transformers loads such a model; its chat template renders no BOS).
- *     Only what tokenizes needs it, and refuses its absence with {@link #noBosToken}
+ *     What tokenizes then writes no BOS where transformers writes none (TextTokenizer.NO_BOS), and refuses a
+ *     bos_token tokenizer.json lacks ({@link #bosTokenUnknownToTokenizer}, {@link #noBosToken} naming the files)
  */
 public record ModelConfig(
         ModelType modelType,
@@ -247,8 +248,21 @@ public record ModelConfig(
         return tokenizerBos(configJson).missing();
     }
 
-    /** The tokenizer's BOS: its id, or null and why there is none. */
-    private record TokenizerBos(Long id, String missing) {}
+    /**
+     * Whether a config.json read with no BOS id names a bos_token its tokenizer.json lacks (rather than none):
+     * transformers 5.18 adds such a token past the vocabulary (a new id, {@code len(tokenizer)}), whose embedding row
+     * the model does not have.
+     */
+    public static boolean bosTokenUnknownToTokenizer(Path configJson) {
+        return tokenizerBos(configJson).unknown();
+    }
+
+    /** The tokenizer's BOS: its id, or null and why there is none (unknown: a bos_token tokenizer.json lacks). */
+    private record TokenizerBos(Long id, String missing, boolean unknown) {
+        TokenizerBos(Long id, String missing) {
+            this(id, missing, false);
+        }
+    }
 
     /**
      * The BOS for a config.json whose {@code bos_token_id} is null. transformers 5.18 keeps the null in the config
@@ -282,7 +296,7 @@ public record ModelConfig(
             Long id = TextTokenizer.vocabulary(Files.readAllBytes(tokenizerJson), tokenizerJson.toString()).get(bos);
             return new TokenizerBos(id, id != null ? null : configJson + ": bos_token_id is null and " + tokenizerJson
                     + " has no token \"" + bos + "\" (the bos_token" + (named == null || named.isMissingNode() ? ""
-                    : " of " + tokenizerConfig) + ")");
+                    : " of " + tokenizerConfig) + ")", id == null);
         } catch (IOException e) {
             throw new IllegalArgumentException(configJson + ": bos_token_id is null and the tokenizer beside it cannot "
                     + "be read for its BOS token: " + e.getMessage(), e);

@@ -54,6 +54,13 @@ public final class TextTokenizer implements AutoCloseable {
             "padding", "false");
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /**
+     * The BOS id of a model whose tokenizer has none (config.json's bos_token_id null, tokenizer_config.json's
+     * bos_token null): no id matches it, and {@link #encode} with BOS does what the tokenizer.json's post-processor
+     * says, as transformers' plain {@code tokenizer(text)} does.
+     */
+    public static final long NO_BOS = -1;
+
     /** The tokenizer.json as written: decoding, and the ids of special tokens. */
     private final HuggingFaceTokenizer tokenizer;
     /** The one that encodes: the same file with special tokens matched only as markers; {@code tokenizer} if none. */
@@ -389,9 +396,14 @@ public final class TextTokenizer implements AutoCloseable {
 
     /**
      * Token ids of {@code text}, with the BOS id in front when asked. Special tokens only where {@link #control}
-     * marked them.
+     * marked them. With {@link #NO_BOS}, a text "with BOS" gets what tokenizer.json's post-processor adds (transformers'
+     * {@code tokenizer(text)}, which TRL's standard-format DPO and a text prompt use): {@code <s>} where its
+     * TemplateProcessing writes it although the model names no BOS, nothing where there is no post-processor.
      */
     public long[] encode(String text, boolean addBos) {
+        if (addBos && bosId == NO_BOS) {
+            return ids(text, true);
+        }
         long[] ids = ids(text);
         if (!addBos) {
             return ids;
@@ -462,7 +474,12 @@ public final class TextTokenizer implements AutoCloseable {
 
     /** The ids from the text encoder, markers turned back into the special ids they stand for. */
     private long[] ids(String text) {
-        long[] ids = ids(textEncoder, text);
+        return ids(text, false);
+    }
+
+    /** As {@link #ids(String)}, with the post-processor's special tokens where asked. */
+    private long[] ids(String text, boolean postProcessed) {
+        long[] ids = ids(textEncoder, text, postProcessed);
         for (int i = 0; i < ids.length; i++) {
             if (ids[i] >= firstMovedMarkerId) {
                 ids[i] = movedMarkerIds[(int) (ids[i] - firstMovedMarkerId)];
@@ -476,7 +493,11 @@ public final class TextTokenizer implements AutoCloseable {
      * type ids, masks and character spans, which made it 2.2x slower (377k against 820k tokens/s on the sample chats).
      */
     private static long[] ids(HuggingFaceTokenizer tokenizer, String text) {
-        long encoding = TokenizersLibrary.LIB.encode(tokenizer.getHandle(), text, false);
+        return ids(tokenizer, text, false);
+    }
+
+    private static long[] ids(HuggingFaceTokenizer tokenizer, String text, boolean postProcessed) {
+        long encoding = TokenizersLibrary.LIB.encode(tokenizer.getHandle(), text, postProcessed);
         try {
             return TokenizersLibrary.LIB.getTokenIds(encoding);
         } finally {

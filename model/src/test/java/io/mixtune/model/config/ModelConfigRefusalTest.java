@@ -1,6 +1,7 @@
 package io.mixtune.model.config;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -27,8 +28,9 @@ class ModelConfigRefusalTest {
      * says; its chat template renders the tokenizer's bos_token (tokenizer_config.json's, its id in tokenizer.json), and
      * nothing where that is null. mixtune, whose samples and prompts take the id from the config, takes that token's
      * id, and where the tokenizer has none (bos_token null, or a token tokenizer.json lacks) reads the config all the
-     * same, with no BOS id: merge, plan, init-adapter need none, and the commands that tokenize refuse it naming the
-     * files (trainer's ModelTokenizerTest#aModelWithoutABosTokenIsReadAndRefusedOnlyWhereItTokenizes).
+     * same, with no BOS id: the commands that tokenize then write none where transformers writes none, and refuse a
+     * token tokenizer.json lacks naming the files (trainer's ModelTokenizerTest#aModelWithoutABosTokenTokenizesAsTransformersDoes,
+     * #aBosTokenTheTokenizerLacksIsRefusedWhereItTokenizes).
      */
     @Test
     void aNullBosTokenIdIsTheTokenizersBosToken(@TempDir Path dir) throws Exception {
@@ -51,7 +53,9 @@ class ModelConfigRefusalTest {
         assertEquals(dir.resolve("config.json") + ": bos_token_id is null and " + dir.resolve("tokenizer.json")
                 + " has no token \"<start>\" (the bos_token of " + dir.resolve("tokenizer_config.json") + ")",
                 ModelConfig.noBosToken(dir.resolve("config.json")));
+        assertTrue(ModelConfig.bosTokenUnknownToTokenizer(dir.resolve("config.json")), "refused where it tokenizes");
         Files.writeString(dir.resolve("tokenizer_config.json"), "{\"bos_token\": null}");
+        assertFalse(ModelConfig.bosTokenUnknownToTokenizer(dir.resolve("config.json")), "none: tokenized without");
         assertNull(ModelConfig.read(dir.resolve("config.json")).bosTokenId(), "bos_token null: no BOS id");
         assertEquals(dir.resolve("config.json") + ": bos_token_id is null and " + dir.resolve("tokenizer_config.json")
                 + " sets bos_token to null", ModelConfig.noBosToken(dir.resolve("config.json")));

@@ -13,7 +13,9 @@ import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.LongStream;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
@@ -42,6 +44,43 @@ class TextTokenizerVariantsTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("variants")
     void encodesAndDecodesAsTheTokenizersLibrary(String name, JsonNode variant) throws IOException {
+        ObjectNode root = tokenizerJson(variant);
+        try (TextTokenizer tokenizer = TextTokenizer.read(new ByteArrayInputStream(JSON.writeValueAsBytes(root)), name,
+                1, 2)) {
+            assertEncodesAndDecodes(name, variant, tokenizer);
+        }
+    }
+
+    /**
+     * A model whose tokenizer has no BOS (TextTokenizer.NO_BOS): text "with BOS" is what the tokenizers library's
+     * encode with the post-processor gives (golden/tokenizer/no-bos.json): the bundled TemplateProcessing's {@code <s>}
+     * in front, nothing for tekken-style, which has no post-processor; special tokens typed in the text stay text.
+     */
+    @Test
+    void withoutBosTextGetsWhatThePostProcessorAdds() throws IOException {
+        Map<String, JsonNode> byName = new HashMap<>();
+        variants().forEach(a -> byName.put((String) a.get()[0], (JsonNode) a.get()[1]));
+        JsonNode golden;
+        try (InputStream in = getClass().getResourceAsStream("/golden/tokenizer/no-bos.json")) {
+            golden = JSON.readTree(in);
+        }
+        assertEquals(byName.size(), golden.size());
+        for (JsonNode expected : golden) {
+            String name = expected.get("name").asText();
+            try (TextTokenizer tokenizer = TextTokenizer.read(new ByteArrayInputStream(JSON.writeValueAsBytes(
+                    tokenizerJson(byName.get(name)))), name, TextTokenizer.NO_BOS, 2)) {
+                for (JsonNode c : expected.get("texts")) {
+                    String text = c.get("text").asText();
+                    assertArrayEquals(longs(c.get("ids")), tokenizer.encode(text, true), name + ": " + text);
+                }
+                assertEquals(!expected.get("post_processor").asBoolean(), tokenizer.encode("", true).length == 0, name);
+                // what needs no BOS is as with one: the variant's goldens hold
+                assertEncodesAndDecodes(name, byName.get(name), tokenizer);
+            }
+        }
+    }
+
+    private ObjectNode tokenizerJson(JsonNode variant) throws IOException {
         ObjectNode root;
         try (InputStream in = variant.has("tokenizer")
                 ? getClass().getResourceAsStream("/golden/tokenizer/" + variant.get("tokenizer").asText())
@@ -49,26 +88,27 @@ class TextTokenizerVariantsTest {
             root = (ObjectNode) JSON.readTree(in);
         }
         variant.path("overlay").fields().forEachRemaining(e -> root.set(e.getKey(), e.getValue()));
-        try (TextTokenizer tokenizer = TextTokenizer.read(new ByteArrayInputStream(JSON.writeValueAsBytes(root)), name,
-                1, 2)) {
-            for (JsonNode c : variant.get("texts")) {
-                String text = c.get("text").asText();
-                assertArrayEquals(longs(c.get("ids")), tokenizer.encode(text, false), name + ": text " + text);
-            }
-            for (JsonNode c : variant.get("templates")) {
-                String text = c.get("text").asText();
-                assertArrayEquals(longs(c.get("ids")), tokenizer.encode(tokenizer.control(text), false),
-                        name + ": template " + text);
-            }
-            for (JsonNode c : variant.get("decodes")) {
-                assertEquals(c.get("text").asText(), tokenizer.decode(longs(c.get("ids"))), name + ": decode "
-                        + c.get("ids"));
-            }
-            for (JsonNode c : variant.get("joins")) {
-                long[] joined = LongStream.concat(LongStream.of(tokenizer.encode(c.get("first").asText(), false)),
-                        LongStream.of(tokenizer.encodeContinuation(c.get("second").asText()))).toArray();
-                assertArrayEquals(longs(c.get("ids")), joined, name + ": " + c.get("first") + " + " + c.get("second"));
-            }
+        return root;
+    }
+
+    private static void assertEncodesAndDecodes(String name, JsonNode variant, TextTokenizer tokenizer) {
+        for (JsonNode c : variant.get("texts")) {
+            String text = c.get("text").asText();
+            assertArrayEquals(longs(c.get("ids")), tokenizer.encode(text, false), name + ": text " + text);
+        }
+        for (JsonNode c : variant.get("templates")) {
+            String text = c.get("text").asText();
+            assertArrayEquals(longs(c.get("ids")), tokenizer.encode(tokenizer.control(text), false),
+                    name + ": template " + text);
+        }
+        for (JsonNode c : variant.get("decodes")) {
+            assertEquals(c.get("text").asText(), tokenizer.decode(longs(c.get("ids"))), name + ": decode "
+                    + c.get("ids"));
+        }
+        for (JsonNode c : variant.get("joins")) {
+            long[] joined = LongStream.concat(LongStream.of(tokenizer.encode(c.get("first").asText(), false)),
+                    LongStream.of(tokenizer.encodeContinuation(c.get("second").asText()))).toArray();
+            assertArrayEquals(longs(c.get("ids")), joined, name + ": " + c.get("first") + " + " + c.get("second"));
         }
     }
 

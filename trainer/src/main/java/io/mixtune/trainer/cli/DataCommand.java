@@ -197,9 +197,10 @@ final class DataCommand {
         String template = recipe.data().template();
         String resolved = recipe.data().chatTemplate(tokenizer).name();
         String markers = TemplateWarning.of(recipe);
-        return String.format(Locale.ROOT, "tokenizer: %s (bos %d, eos %d), template %s, max_seq_len %d%n"
+        return String.format(Locale.ROOT, "tokenizer: %s (bos %s, eos %d), template %s, max_seq_len %d%n"
                 + "data cache: %s: %s%n"
-                + "train: %,d samples, validation: %,d samples%n%s%s", tokenizer.name(), tokenizer.bosId(),
+                + "train: %,d samples, validation: %,d samples%n%s%s", tokenizer.name(),
+                tokenizer.bosId() == TextTokenizer.NO_BOS ? "none" : String.valueOf(tokenizer.bosId()),
                 tokenizer.eosId(), template.equals(resolved) ? template : template + " (" + resolved + ")",
                 recipe.data().maxSeqLen(), loaded.file(), cache, dataset.train().size(), dataset.validation().size(),
                 dataset.report(), markers == null ? "" : "\nwarning: " + markers);

@@ -53,26 +53,29 @@ public final class TrainingData {
      * with it (its folder gets a copy, which may not be written yet, and is not read back). Never a silent stand-in for a user's model: a
      * Mistral v1 tokenizer fits a 32768-token vocabulary by size and still gives the wrong ids, and at another size
      * it fails deep in libtorch ("index out of range in self"). Whichever it is, its ids must fit the model's
-     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet); a model with no BOS id (see
-     * {@link ModelConfig#bosTokenId}) is refused here, naming the files.
+     * vocab_size. BOS and EOS come from config.json (the preset's when there is none yet). A model whose tokenizer has
+     * no BOS (see {@link ModelConfig#bosTokenId}) tokenizes with {@link TextTokenizer#NO_BOS}, as transformers does;
+     * one whose tokenizer_config.json names a bos_token tokenizer.json lacks is refused here, naming both files.
      *
      * @throws IllegalArgumentException saying what to provide
      */
     public static TokenizerFile tokenizer(Path dir, ModelConfig config, boolean preset) {
         Path file = dir.resolve("tokenizer.json");
-        if (config.bosTokenId() == null) {
-            // transformers' chat template would render no BOS here; mixtune's templates and prompts write the id
-            throw new IllegalArgumentException(ModelConfig.noBosToken(dir.resolve("config.json")) + ": mixtune "
-                    + "tokenizes with a BOS id (its chat templates and prompts begin with it); set bos_token_id in "
+        if (config.bosTokenId() == null && ModelConfig.bosTokenUnknownToTokenizer(dir.resolve("config.json"))) {
+            // transformers adds the token at a new id past the vocabulary, whose embedding row the model lacks
+            throw new IllegalArgumentException(ModelConfig.noBosToken(dir.resolve("config.json")) + ": transformers "
+                    + "would add it as a new token past the vocabulary, which needs a resized embedding; name a token "
+                    + "of " + file + " as bos_token, set it to null, or set bos_token_id in "
                     + dir.resolve("config.json"));
         }
+        long bosId = config.bosTokenId() == null ? TextTokenizer.NO_BOS : config.bosTokenId();
         TokenizerFile tokenizer;
         if (preset) {
             // Also once dir holds the copy written for transformers (its special tokens declared): the data cache's key
             // hashes the tokenizer.json, and a resumed run keyed on the copy tokenized the same samples again.
-            tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId());
+            tokenizer = TokenizerFile.resource(ModelPreset.MISTRAL_V1_TOKENIZER, bosId, config.eosTokenId());
         } else if (Files.isRegularFile(file)) {
-            tokenizer = TokenizerFile.of(file, config.bosTokenId(), config.eosTokenId());
+            tokenizer = TokenizerFile.of(file, bosId, config.eosTokenId());
         } else {
             throw new IllegalArgumentException(dir + ": no tokenizer.json: mixtune tokenizes with the model's own "
                     + "tokenizer; copy the model's tokenizer.json into " + dir + " (the bundled Mistral v1 tokenizer "

@@ -86,24 +86,73 @@ class ModelTokenizerTest {
                 + "tokenizer.json in " + model);
     }
 
-    /**
-     * config.json's bos_token_id null and tokenizer_config.json's bos_token null: transformers 5.18 loads the model
-     * (its chat template renders no BOS). mixtune reads it too, so a command that never tokenizes runs (init-adapter;
-     * before, every command refused config.json), and only the commands that tokenize refuse it, naming both files.
-     */
-    @Test
-    void aModelWithoutABosTokenIsReadAndRefusedOnlyWhereItTokenizes() throws IOException {
-        Path model = model("no-bos");
+    /** A model whose tokenizer has no BOS: config.json's bos_token_id null, tokenizer_config.json's bos_token as given. */
+    Path modelWithBosToken(String name, String bosToken) throws IOException {
+        Path model = model(name);
         ObjectMapper json = new ObjectMapper();
         json.writeValue(model.resolve("config.json").toFile(),
                 ((ObjectNode) json.readTree(model.resolve("config.json").toFile())).putNull("bos_token_id"));
+        ObjectNode config = (ObjectNode) json.readTree(model.resolve("tokenizer_config.json").toFile());
         json.writeValue(model.resolve("tokenizer_config.json").toFile(),
-                ((ObjectNode) json.readTree(model.resolve("tokenizer_config.json").toFile())).putNull("bos_token"));
+                bosToken == null ? config.putNull("bos_token") : config.put("bos_token", bosToken));
+        return model;
+    }
+
+    /** The prompt positions generate ran on (rows of --dump-logits). */
+    long promptLength(Path model, String... prompt) throws IOException {
+        Path logits = dir.resolve("logits-" + model.getFileName() + prompt.length + ".safetensors");
+        List<String> command = new java.util.ArrayList<>(List.of("generate", "--model", model.toString(),
+                "--max-new-tokens", "1", "--dump-logits", logits.toString()));
+        command.addAll(List.of(prompt));
+        Result result = MixtuneCliTest.run(command.toArray(String[]::new));
+        assertEquals(0, result.code(), result.err());
+        try (SafetensorsReader dumped = SafetensorsReader.open(logits)) {
+            return dumped.info("logits").shape()[0];
+        }
+    }
+
+    /**
+     * config.json's bos_token_id null and tokenizer_config.json's bos_token null: transformers 5.18 loads the model,
+     * its chat template renders no BOS and a text prompt gets what tokenizer.json's post-processor adds. So does
+     * mixtune (every tokenizing command refused it before): "Hi" is [<s>, ▁Hi] with Mistral's TemplateProcessing and
+     * [▁Hi] without one (data-pipeline's NoBosTemplateGoldenTest holds the golden ids); the chat "[INST] Hi [/INST]" is
+     * 8 ids, no BOS; an empty text prompt with nothing to encode (no post-processor) is refused, as generate() without
+     * input ids raises in transformers.
+     */
+    @Test
+    void aModelWithoutABosTokenTokenizesAsTransformersDoes() throws IOException {
+        Path model = modelWithBosToken("no-bos", null);
         Result adapter = MixtuneCliTest.run("init-adapter", "--model", model.toString(), "--out",
                 dir.resolve("adapter").toString(), "--r", "4");
         assertEquals(0, adapter.code(), adapter.err());
+        assertEquals(2, promptLength(model, "--prompt", "Hi"), "the post-processor's <s> and ▁Hi");
+        assertEquals(8, promptLength(model, "--prompt", "Hi", "--chat"), "[INST] Hi [/INST] without BOS");
+        Path recipe = recipe(model);
+        Result prepared = MixtuneCliTest.run("data", "prepare", "--recipe", recipe.toString());
+        assertEquals(0, prepared.code(), prepared.err());
+        assertTrue(prepared.out().contains("(bos none, eos 2)"), prepared.out());
+
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode tokenizer = (ObjectNode) json.readTree(model.resolve("tokenizer.json").toFile());
+        json.writeValue(model.resolve("tokenizer.json").toFile(), tokenizer.putNull("post_processor"));
+        Result empty = MixtuneCliTest.run("generate", "--model", model.toString(), "--prompt", "",
+                "--max-new-tokens", "1");
+        assertEquals(2, empty.code(), empty.err());
+        assertTrue(empty.err().contains("prompt is empty and " + model.resolve("tokenizer.json") + " adds no token to "
+                + "it (the model has no BOS and its post-processor writes none)"), empty.err());
+    }
+
+    /**
+     * A bos_token tokenizer.json lacks: transformers 5.18 adds it at a new id past the vocabulary (32000 here, a row
+     * the embedding lacks); mixtune refuses it in every command that tokenizes, naming both files.
+     */
+    @Test
+    void aBosTokenTheTokenizerLacksIsRefusedWhereItTokenizes() throws IOException {
+        Path model = modelWithBosToken("unknown-bos", "<start>");
         assertEveryCommandRefuses(model, model.resolve("config.json") + ": bos_token_id is null and "
-                + model.resolve("tokenizer_config.json") + " sets bos_token to null: mixtune tokenizes with a BOS id");
+                + model.resolve("tokenizer.json") + " has no token \"<start>\" (the bos_token of "
+                + model.resolve("tokenizer_config.json") + "): transformers would add it as a new token past the "
+                + "vocabulary, which needs a resized embedding");
     }
 
     /**
