@@ -326,6 +326,9 @@ def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
         if method == "passthrough":
             assert len(sources) == 1
             return tensors[0].astype(np.float64) * parameter(config, out_slice, "scale", out_name, t, sources[0], 1.0)
+        if method == "linear":
+            return linear(tensors, [parameter(config, out_slice, "weight", out_name, t, s) for s in sources],
+                          parameter(config, out_slice, "normalize", out_name, t, None, True))
         base_at = next(i for i, s in enumerate(sources) if s["model"] == config["base_model"])
         others = [i for i in range(len(sources)) if i != base_at]
         if method == "model_stock":
@@ -608,6 +611,10 @@ def write_mergekit_cases(out: Path) -> None:
             {"model": "layered/m0", "parameters": {"weight": 0.6, "epsilon": 0.05}},
             {"model": "layered/m1", "parameters": {"weight": 0.6}}],
             "parameters": {"density": [0.4, 0.7], "epsilon": 0.15, "lambda": 0.9}, "seed": 3}),
+        # mergekit computes in dtype and writes out_dtype (plan.py SaveTensor); config.json says out_dtype.
+        ("linear-out_dtype", {"merge_method": "linear", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.3}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],
+            "dtype": "float32", "out_dtype": "bfloat16"}),
     ]
     listing = []
     for name, config in cases:
@@ -616,6 +623,8 @@ def write_mergekit_cases(out: Path) -> None:
                      for s in as_slices(config)["slices"])
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).astype(np.float32))
                    for k, v in expected.items()}
+        if config.get("out_dtype") == BF16:
+            tensors = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in tensors.items()}
         save_file(tensors, out / "expected" / f"{name}.safetensors", metadata={"format": "pt"})
         listing.append({"name": name, "config": config, "num_hidden_layers": layers,
                         "expected": f"expected/{name}.safetensors"})

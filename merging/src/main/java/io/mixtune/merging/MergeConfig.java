@@ -26,7 +26,9 @@ import java.util.Objects;
  *   rank: 16                        # PEFT adapters: re-compress the concatenated ranks to 16 by SVD
  *   seed: 0                         # dare_*: seeds the drop masks
  *   dtype: bfloat16                 # default: the base's (or first model's) dtype
+ *   out_dtype: bfloat16             # written in out_dtype where given, else dtype (computed in float32 anyway)
  *   tokenizer_source: base          # or one of the models: whose tokenizer files the merge carries
+ *   chat_template: auto             # or a Jinja template: written into the merged tokenizer (chat_template.jinja)
  *   out: merged/                    # or on the command line: mixtune merge merge.yaml merged/
  * </pre>
  * weight, density, lambda and t may also be mergekit's gradients ({@code [0, 0.5, 1]}, spread over the layers) or
@@ -47,7 +49,9 @@ public record MergeConfig(
         @JsonProperty("rank") Integer rank,
         @JsonProperty("seed") Long seed,
         @JsonProperty("dtype") DType dtype,
+        @JsonProperty("out_dtype") DType outDtype,
         @JsonProperty("tokenizer_source") Path tokenizerSource,
+        @JsonProperty("chat_template") String chatTemplate,
         @JsonProperty("layer_range") List<Integer> layerRange,
         @JsonProperty("slices") List<Slice> slices,
         @JsonProperty("out") Path out) {
@@ -230,6 +234,14 @@ public record MergeConfig(
         this(method, baseModel, models, parameters, last, rank, seed, dtype, null, null, null, out);
     }
 
+    /** Without out_dtype and chat_template: the output is written in dtype, with its tokenizer's own template. */
+    public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
+            Integer rank, Long seed, DType dtype, Path tokenizerSource, List<Integer> layerRange, List<Slice> slices,
+            Path out) {
+        this(method, baseModel, models, parameters, last, rank, seed, dtype, null, tokenizerSource, null, layerRange,
+                slices, out);
+    }
+
     /** A merge of whole models, or of the layers of one slice when layer_range is given. */
     public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
             Integer rank, Long seed, DType dtype, Path tokenizerSource, List<Integer> layerRange, Path out) {
@@ -253,6 +265,10 @@ public record MergeConfig(
         if (dtype != null && !dtype.isFloat32Convertible()) {
             throw new IllegalArgumentException("dtype must be bfloat16, float16 or float32, got " + dtype);
         }
+        if (outDtype != null && !outDtype.isFloat32Convertible()) {
+            throw new IllegalArgumentException("out_dtype must be bfloat16, float16 or float32, got " + outDtype);
+        }
+        MergedChatTemplate.requireValid(chatTemplate);
         if (rank != null && rank <= 0) {
             throw new IllegalArgumentException("rank must be a positive integer, got " + rank);
         }
@@ -277,6 +293,14 @@ public record MergeConfig(
             throw new IllegalArgumentException("layer_range must be [0, number of layers], got " + layerRange);
         }
         layerRange = layerRange == null ? null : List.copyOf(layerRange);
+    }
+
+    /**
+     * The dtype the merged tensors are written in: out_dtype, else dtype (null: each tensor's donor's). mergekit
+     * computes in dtype and writes out_dtype; mixtune computes in float32 whatever dtype says.
+     */
+    public DType writtenDtype() {
+        return outDtype != null ? outDtype : dtype;
     }
 
     /** mergekit's tokenizer_source naming the base model rather than a path. */
@@ -459,7 +483,7 @@ public record MergeConfig(
                 .map(s -> new Model(s.model(), s.parameters())).toList();
         Path viewBase = method.needsBase() || method == MergeMethod.SLERP ? baseModel : null;
         return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,
-                dtype, null, null, null, out);
+                dtype, outDtype, null, chatTemplate, null, null, out);
     }
 
     /** The models form with a layer_range that cuts layers, as the one slice it stands for. */
@@ -470,7 +494,8 @@ public record MergeConfig(
         }
         List<Source> sources = all.stream().map(m -> new Source(m.model(), layerRange, m.parameters())).toList();
         return new MergeConfig(method, baseModel, all.stream().map(m -> Model.of(m.model())).toList(), parameters,
-                null, rank, seed, dtype, tokenizerSource, null, List.of(new Slice(sources, null)), out);
+                null, rank, seed, dtype, outDtype, tokenizerSource, chatTemplate, null, List.of(new Slice(sources, null)),
+                out);
     }
 
     static boolean samePath(Path a, Path b) {
@@ -575,7 +600,7 @@ public record MergeConfig(
     /** The same merge of other inputs (run directories expanded, the latest {@code last} kept). */
     MergeConfig withModels(List<Model> resolved) {
         return new MergeConfig(method, baseModel, resolved, parameters, last == null ? null : resolved.size(), rank, seed,
-                dtype, tokenizerSource, layerRange, slices, out);
+                dtype, outDtype, tokenizerSource, chatTemplate, layerRange, slices, out);
     }
 
     /** Weights as the command line gives them, one per input in order. */

@@ -85,12 +85,13 @@ public final class ModelMerge {
                 ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
                 : tensorMerge(resolved, "", 0);
         Path tokenizerSource = resolved.tokenizerSource() == null ? null : resolved.tokenizerInput();
-        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype(),
+        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.writtenDtype(),
                 priority.get(0), tokenizerSource);
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
-            CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
+            writeChatTemplate(resolved, staged.dir());
+            CheckpointMerge.recordDtype(staged.dir(), resolved.writtenDtype());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, false, tensorModels, tensorBase, config.out(), checkpoints.tensorCount(),
@@ -120,13 +121,14 @@ public final class ModelMerge {
         priority.removeIf(p -> MergeConfig.samePath(p, donor));
         priority.add(0, donor);
         Path tokenizerSource = config.tokenizerSource() == null ? null : config.tokenizerInput();
-        CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.dtype(), tokenizerSource);
+        CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.writtenDtype(), tokenizerSource);
         try (CheckpointMerge checkpoints = opened.checkpoints();
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(opened.plan(), staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
+            writeChatTemplate(config, staged.dir());
             CheckpointMerge.recordLayers(staged.dir(), opened.plan().layers());
-            CheckpointMerge.recordDtype(staged.dir(), config.dtype());
+            CheckpointMerge.recordDtype(staged.dir(), config.writtenDtype());
             writeResolved(config, staged.dir());
             staged.commit();
             return new MergeReport(config.method(), false, inputs, config.baseModel(), config.out(),
@@ -151,13 +153,25 @@ public final class ModelMerge {
         }
         try (AdapterAverage average = AdapterAverage.open(models, method == MergeMethod.WARM);
                 StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
-            AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.dtype(),
+            AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.writtenDtype(),
                     staged.dir());
             CompanionFiles.copyTokenizer(models, staged.dir());
+            writeChatTemplate(resolved, staged.dir());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,
                     seconds(start), compression.compressed(), compression.maxError(), compression.meanError());
+        }
+    }
+
+    /** chat_template, where given, into the copied tokenizer files (auto finding no template leaves them as they are). */
+    private static void writeChatTemplate(MergeConfig config, Path out) {
+        if (config.chatTemplate() == null) {
+            return;
+        }
+        String template = MergedChatTemplate.resolve(config.chatTemplate(), MergedChatTemplate.inputs(config));
+        if (template != null) {
+            MergedChatTemplate.write(out, template);
         }
     }
 
