@@ -196,6 +196,73 @@ def model_stock(base: np.ndarray, models: list[np.ndarray], filter_wise: bool) -
     return (t * mean + (1 - t) * w0.reshape(shape).astype(np.float64)).reshape(base.shape)
 
 
+def nearswap(base: np.ndarray, model: np.ndarray, t: float) -> np.ndarray:
+    """mergekit merge_methods/nearswap.py."""
+    a, b = base.astype(np.float64), model.astype(np.float64)
+    weight = np.clip(t / np.maximum(np.abs(a - b), 1e-6), 0, 1)
+    return weight * b + (1 - weight) * a
+
+
+def nuslerp(t: float, v0: np.ndarray, v1: np.ndarray, dim: int = -1, eps: float = 1e-8,
+            flatten: bool = False) -> np.ndarray:
+    """mergekit merge_methods/nuslerp.py nuslerp(), in float64."""
+    out_shape = v0.shape
+
+    def normalize(x, eps=1e-7):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif dim != -1:
+        v0, v1 = np.swapaxes(v0, dim, -1), np.swapaxes(v1, dim, -1)
+    cos_theta = np.sum(normalize(v0) * normalize(v1), axis=-1, keepdims=True)
+    theta = np.arccos(np.clip(cos_theta, -1, 1))
+    sin_theta = np.sin(theta)
+    colinear = np.abs(sin_theta) < eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = (np.sin((1 - t) * theta) * v0 + np.sin(t * theta) * v1) / sin_theta
+    res = np.where(colinear, (1 - t) * v0 + t * v1, res)
+    if dim != -1 and not flatten:
+        res = np.swapaxes(res, dim, -1)
+    return res.reshape(out_shape)
+
+
+def nuslerp_merge(base, models, weights, row_wise: bool, flatten: bool) -> np.ndarray:
+    """mergekit NuSlerpTask.execute: t = w_1 / (w_0 + w_1), task vectors (float32 differences) with a base."""
+    t = 0.5 if abs(sum(weights)) < 1e-6 else weights[1] / sum(weights)
+    dim = 0 if row_wise else -1
+    if base is None:
+        return nuslerp(t, models[0].astype(np.float64), models[1].astype(np.float64), dim=dim, flatten=flatten)
+    d0, d1 = ((m - base).astype(np.float64) for m in models)
+    return base.astype(np.float64) + nuslerp(t, d0, d1, dim=dim, flatten=flatten)
+
+
+def multislerp(tensors, weight, base_tensor=None, normalize_weights=True, eps=1e-8) -> np.ndarray:
+    """mergekit merge_methods/multislerp.py, in float64 (task vectors as float32 differences)."""
+    if len(tensors) == 1:
+        return tensors[0].astype(np.float64)
+    stacked = np.stack(tensors, axis=0)
+    if base_tensor is not None:
+        stacked = stacked - base_tensor
+    stacked = stacked.astype(np.float64)
+    flat = stacked.reshape(stacked.shape[0], -1)
+    weights = np.asarray(weight, dtype=np.float64)
+    if normalize_weights:
+        weights = weights / weights.sum()
+    norms = np.linalg.norm(flat, axis=-1, keepdims=True)
+    unit = flat / (norms + eps)
+    mean = (unit * weights.reshape(-1, 1)).sum(0)
+    mean_norm = np.linalg.norm(mean)
+    assert mean_norm >= eps
+    mean = mean / mean_norm
+    dots = (unit * mean).sum(-1, keepdims=True)
+    tangent_result = ((unit - dots * mean) * weights.reshape(-1, 1)).sum(0)
+    tangent_norm = np.linalg.norm(tangent_result) + eps
+    result = mean * np.cos(tangent_norm) + tangent_result * (np.sin(tangent_norm) / tangent_norm)
+    result = (result * (norms.squeeze(-1) * weights).sum()).reshape(stacked.shape[1:])
+    return result + base_tensor.astype(np.float64) if base_tensor is not None else result
+
+
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
                        densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None,
                        gammas=None, epsilons=None):
@@ -326,6 +393,19 @@ def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
         if method == "passthrough":
             assert len(sources) == 1
             return tensors[0].astype(np.float64) * parameter(config, out_slice, "scale", out_name, t, sources[0], 1.0)
+        base_at = next((i for i, s in enumerate(sources) if s["model"] == config.get("base_model")), None)
+        others = [i for i in range(len(sources)) if i != base_at]
+        base = None if base_at is None else tensors[base_at]
+        if method == "nearswap":
+            return nearswap(base, tensors[others[0]], parameter(config, out_slice, "t", out_name, t))
+        if method in ("nuslerp", "multislerp"):
+            weights = [parameter(config, out_slice, "weight", out_name, t, sources[i]) for i in others]
+            if method == "nuslerp":
+                return nuslerp_merge(base, [tensors[i] for i in others], weights,
+                                     parameter(config, out_slice, "nuslerp_row_wise", out_name, t, None, False),
+                                     parameter(config, out_slice, "nuslerp_flatten", out_name, t, None, True))
+            return multislerp([tensors[i] for i in others], weights, base,
+                              parameter(config, out_slice, "normalize_weights", out_name, t, None, True))
         if method == "linear":
             return linear(tensors, [parameter(config, out_slice, "weight", out_name, t, s) for s in sources],
                           parameter(config, out_slice, "normalize", out_name, t, None, True))
@@ -611,6 +691,22 @@ def write_mergekit_cases(out: Path) -> None:
             {"model": "layered/m0", "parameters": {"weight": 0.6, "epsilon": 0.05}},
             {"model": "layered/m1", "parameters": {"weight": 0.6}}],
             "parameters": {"density": [0.4, 0.7], "epsilon": 0.15, "lambda": 0.9}, "seed": 3}),
+        ("nearswap", {"merge_method": "nearswap", "base_model": "layered/base", "models": [{"model": "layered/m0"}],
+                      "parameters": {"t": [0.02, 0.08]}}),
+        ("nuslerp", {"merge_method": "nuslerp", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.7}}, {"model": "layered/m1", "parameters": {"weight": 0.3}}]}),
+        ("nuslerp-base-rows", {"merge_method": "nuslerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 2.0}}],
+            "parameters": {"nuslerp_flatten": False}}),
+        ("nuslerp-base-columns", {"merge_method": "nuslerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": [0.2, 0.8]}}, {"model": "layered/m1", "parameters": {"weight": 0.5}}],
+            "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True}}),
+        ("multislerp", {"merge_method": "multislerp", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.6}}, {"model": "layered/m1", "parameters": {"weight": 0.4}},
+            {"model": "layered/base", "parameters": {"weight": 0.5}}]}),
+        ("multislerp-base", {"merge_method": "multislerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 3.0}}],
+            "parameters": {"normalize_weights": False}}),
         # mergekit computes in dtype and writes out_dtype (plan.py SaveTensor); config.json says out_dtype.
         ("linear-out_dtype", {"merge_method": "linear", "models": [
             {"model": "layered/m0", "parameters": {"weight": 0.3}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],

@@ -120,7 +120,10 @@ public record MergeConfig(
             @JsonProperty("scale") ParameterSetting scale,
             @JsonProperty("filter_wise") Boolean filterWise,
             @JsonProperty("gamma") ParameterSetting gamma,
-            @JsonProperty("epsilon") ParameterSetting epsilon) {
+            @JsonProperty("epsilon") ParameterSetting epsilon,
+            @JsonProperty("nuslerp_flatten") Boolean nuslerpFlatten,
+            @JsonProperty("nuslerp_row_wise") Boolean nuslerpRowWise,
+            @JsonProperty("normalize_weights") Boolean normalizeWeights) {
         @JsonCreator
         public Parameters {
             requireFinite("weight", weight);
@@ -142,12 +145,12 @@ public record MergeConfig(
         public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
-                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null);
+                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null, null, null, null);
         }
 
         public static Parameters none() {
             return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
-                    null);
+                    null, null, null, null);
         }
 
         /**
@@ -161,7 +164,9 @@ public record MergeConfig(
                     firstGiven(slice.decay, decay), firstGiven(slice.rescale, rescale),
                     firstGiven(slice.int8Mask, int8Mask), ParameterSetting.layered(slice.scale, scale),
                     firstGiven(slice.filterWise, filterWise), ParameterSetting.layered(slice.gamma, gamma),
-                    ParameterSetting.layered(slice.epsilon, epsilon));
+                    ParameterSetting.layered(slice.epsilon, epsilon), firstGiven(slice.nuslerpFlatten, nuslerpFlatten),
+                    firstGiven(slice.nuslerpRowWise, nuslerpRowWise),
+                    firstGiven(slice.normalizeWeights, normalizeWeights));
         }
 
         private static <T> T firstGiven(T first, T then) {
@@ -350,9 +355,10 @@ public record MergeConfig(
         String name = method.yamlName();
         boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
         boolean donorBase = method == MergeMethod.LINEAR || method == MergeMethod.PASSTHROUGH;
-        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null && !(donorBase && baseAmongModels)) {
+        if (!method.takesBaseApart() && method != MergeMethod.SLERP && baseModel != null
+                && !(donorBase && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
-                    + " model_stock and slerp do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+                    + " model_stock, slerp, nuslerp, multislerp and nearswap do" + (donorBase ? "; " + name + " takes one only when it is one of its"
                     + " models, giving the config and tokenizer" : "") + ")");
         }
         // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
@@ -367,6 +373,7 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no weights: "
                     + (method == MergeMethod.EMA ? "the decay sets them"
                     : method == MergeMethod.PASSTHROUGH ? "it copies one model per slice (scale multiplies it)"
+                    : method == MergeMethod.NEARSWAP ? "t sets how far it moves from the base"
                     : "it averages uniformly"));
         }
         boolean dense = parameters.density() != null || modelParameters.stream().anyMatch(m -> m.density() != null);
@@ -401,10 +408,34 @@ public record MergeConfig(
             throw new IllegalArgumentException("passthrough copies one source per slice (mergekit's rule), got "
                     + models.size() + " models; stack or cut layers with slices, one source each");
         }
-        if ((parameters.t() != null) != (method == MergeMethod.SLERP)) {
+        if (parameters.t() == null && method == MergeMethod.NEARSWAP) {
+            throw new IllegalArgumentException("nearswap needs t: entries of the model within t of the base's are"
+                    + " taken from the model, farther ones moved t towards it");
+        }
+        if ((parameters.t() != null) != (method == MergeMethod.SLERP) && method != MergeMethod.NEARSWAP) {
             throw new IllegalArgumentException(method == MergeMethod.SLERP
                     ? "slerp needs t in [0, 1]: 0 gives the first model, 1 the second"
-                    : name + " takes no t (only slerp does)");
+                    : name + " takes no t (only slerp and nearswap do)");
+        }
+        if ((parameters.nuslerpFlatten() != null || parameters.nuslerpRowWise() != null)
+                && method != MergeMethod.NUSLERP) {
+            throw new IllegalArgumentException(name + " takes no nuslerp_flatten or nuslerp_row_wise (only nuslerp"
+                    + " does)");
+        }
+        if (parameters.normalizeWeights() != null && method != MergeMethod.MULTISLERP) {
+            throw new IllegalArgumentException(name + " takes no normalize_weights (only multislerp does)");
+        }
+        if (parameters.normalize() != null && method.family() == MergeMethod.Family.SPHERICAL) {
+            throw new IllegalArgumentException(name + " takes no normalize" + (method == MergeMethod.MULTISLERP
+                    ? ": multislerp's is normalize_weights" : ": nuslerp's t is w_1 / (w_0 + w_1)"));
+        }
+        if (method == MergeMethod.NUSLERP || method == MergeMethod.NEARSWAP) {
+            long others = models.stream().filter(m -> baseModel == null || !samePath(m.model(), baseModel)).count();
+            if (slices == null && others != (method == MergeMethod.NUSLERP ? 2 : 1)) {
+                throw new IllegalArgumentException(method == MergeMethod.NUSLERP
+                        ? "nuslerp interpolates exactly two models besides base_model (mergekit's rule), got " + others
+                        : "nearswap takes base_model and exactly one other model (mergekit's rule), got " + others);
+            }
         }
         if ((parameters.decay() != null) != (method == MergeMethod.EMA)) {
             throw new IllegalArgumentException(method == MergeMethod.EMA
@@ -479,9 +510,9 @@ public record MergeConfig(
     MergeConfig sliceView(int i) {
         Slice slice = slices.get(i);
         List<Model> sources = slice.sources().stream()
-                .filter(s -> !method.needsBase() || !samePath(s.model(), baseModel))
+                .filter(s -> !method.takesBaseApart() || !samePath(s.model(), baseModel))
                 .map(s -> new Model(s.model(), s.parameters())).toList();
-        Path viewBase = method.needsBase() || method == MergeMethod.SLERP ? baseModel : null;
+        Path viewBase = method.takesBaseApart() || method == MergeMethod.SLERP ? baseModel : null;
         return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,
                 dtype, outDtype, null, chatTemplate, null, null, out);
     }
@@ -587,6 +618,20 @@ public record MergeConfig(
     double epsilonOf(int i, String tensorName, double t) {
         return firstNonNull(value(models.get(i).parameters().epsilon(), tensorName, t),
                 value(parameters.epsilon(), tensorName, t), 0.15);
+    }
+
+    /** nuslerp: the whole tensor is one vector (mergekit's default), else its rows, or with row_wise its columns. */
+    boolean nuslerpFlatten() {
+        return !Boolean.FALSE.equals(parameters.nuslerpFlatten());
+    }
+
+    boolean nuslerpRowWise() {
+        return Boolean.TRUE.equals(parameters.nuslerpRowWise());
+    }
+
+    /** multislerp: weights divided by their sum unless normalize_weights: false. */
+    boolean normalizeWeights() {
+        return !Boolean.FALSE.equals(parameters.normalizeWeights());
     }
 
     boolean filterWise() {

@@ -70,7 +70,7 @@ public final class ModelMerge {
             throw new IllegalArgumentException("rank re-compresses PEFT adapters, but the inputs are full checkpoints");
         }
         // linear's base_model is one of its models, as in mergekit: averaged with them, and the config's donor.
-        Path tensorBase = method.needsBase() ? base : null;
+        Path tensorBase = method.takesBaseApart() ? base : null;
         List<Path> tensorModels = method == MergeMethod.SLERP ? slerpEnds(base, models) : models;
         List<Path> priority = new ArrayList<>(tensorModels);
         if (base != null) {
@@ -143,6 +143,8 @@ public final class ModelMerge {
             throw new IllegalArgumentException(method.yamlName() + " on PEFT adapters is not supported: "
                     + (method == MergeMethod.SLERP ? "interpolating on the sphere"
                     : method == MergeMethod.MODEL_STOCK ? "the angle between task vectors"
+                    : method.family() == MergeMethod.Family.SPHERICAL ? "interpolating on the sphere"
+                    : method == MergeMethod.NEARSWAP ? "comparing entries with the base's"
                     : method == MergeMethod.PASSTHROUGH ? "copying layers" : "trimming and sign election")
                     + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
                     + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
@@ -200,7 +202,7 @@ public final class ModelMerge {
                     + " checkpoints: " + expanded.stream().map(m -> m.model().toString()).toList());
         }
         List<Model> kept = last == null ? expanded : expanded.subList(expanded.size() - last, expanded.size());
-        if (config.method().needsBase() && config.baseModel() != null && kept.size() > 1) {
+        if (config.method().takesBaseApart() && config.baseModel() != null && kept.size() > 1) {
             // mergekit lists the base among the models at will and skips it: its task vector is zero, and its weight
             // must not count when normalising.
             kept = kept.stream().filter(m -> !MergeConfig.samePath(m.model(), config.baseModel())).toList();
@@ -224,6 +226,17 @@ public final class ModelMerge {
         }
         if (method == MergeMethod.MODEL_STOCK) {
             return new ModelStock(config.filterWise());
+        }
+        if (method == MergeMethod.NEARSWAP) {
+            return new NearSwap(config.t(name, t));
+        }
+        if (method == MergeMethod.NUSLERP) {
+            return new NuSlerp(config.weightOf(0, name, t), config.weightOf(1, name, t), config.nuslerpFlatten(),
+                    config.nuslerpRowWise());
+        }
+        if (method == MergeMethod.MULTISLERP) {
+            return new MultiSlerp(IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
+                    config.normalizeWeights());
         }
         if (method.needsBase()) {
             return new TaskArithmetic(method, IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),

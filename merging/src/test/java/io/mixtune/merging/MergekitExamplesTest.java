@@ -562,6 +562,36 @@ class MergekitExamplesTest {
         }
     }
 
+    /** mergekit's rules for nuslerp, multislerp and nearswap, and their parameters on other methods, refused up front. */
+    @Test
+    void sphericalAndNearswapSettingsThatMergekitRefusesAreRefused() throws IOException {
+        String three = "models:\n  - model: a\n  - model: b\n  - model: c\n";
+        Map<String, String> refused = Map.of(
+                "merge_method: nuslerp\n" + three, "nuslerp interpolates exactly two models besides base_model",
+                "merge_method: nearswap\nbase_model: a\n" + three + "parameters: {t: 0.1}\n",
+                "nearswap takes base_model and exactly one other model",
+                "merge_method: nearswap\nbase_model: a\nmodels:\n  - model: b\n", "nearswap needs t",
+                "merge_method: linear\n" + three + "parameters: {nuslerp_flatten: false}\n",
+                "linear takes no nuslerp_flatten",
+                "merge_method: nuslerp\nmodels:\n  - model: a\n  - model: b\nparameters: {normalize_weights: false}\n",
+                "nuslerp takes no normalize_weights",
+                "merge_method: multislerp\n" + three + "parameters: {normalize: false}\n",
+                "multislerp's is normalize_weights",
+                "merge_method: nearswap\nbase_model: a\nmodels:\n  - model: b\n    parameters: {weight: 2}\n"
+                        + "parameters: {t: 0.1}\n", "nearswap takes no weights");
+        for (Map.Entry<String, String> entry : refused.entrySet()) {
+            Path file = Files.writeString(dir.resolve("refused.yml"), entry.getKey());
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")),
+                    entry.getKey()).getMessage();
+            assertTrue(message.contains(entry.getValue()), entry.getKey() + ": " + message);
+        }
+        Path fine = Files.writeString(dir.resolve("fine.yml"), "merge_method: multislerp\nbase_model: a\n" + three
+                + "parameters: {normalize_weights: false}\n");
+        MergeConfig config = MergeYaml.read(fine, dir.resolve("o"));
+        assertFalse(config.normalizeWeights());
+        assertEquals(config, MergeYaml.read(Files.writeString(dir.resolve("resolved.yml"), MergeYaml.toYaml(config))));
+    }
+
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private Path tinyModel(String name, float... values) throws IOException {
