@@ -263,6 +263,87 @@ def multislerp(tensors, weight, base_tensor=None, normalize_weights=True, eps=1e
     return result + base_tensor.astype(np.float64) if base_tensor is not None else result
 
 
+def karcher(tensors, alphas, max_iter=10, tol=1e-5) -> np.ndarray:
+    """mergekit merge_methods/karcher.py karcher_merge_tensors(), in float64."""
+    tensors = [t.astype(np.float64) for t in tensors]
+    if len(tensors) == 1:
+        return tensors[0]
+    norms, units = [], []
+    for t in tensors:
+        n = np.linalg.norm(t)
+        norms.append(float(n))
+        units.append(np.zeros_like(t) if n == 0.0 else t / n)
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    if not valid:
+        return np.zeros_like(tensors[0])
+    alpha_sum = sum(alphas[i] for i in valid)
+    normalized = [alphas[i] / alpha_sum for i in valid]
+    valid_units = [units[i] for i in valid]
+    u = np.zeros_like(valid_units[0])
+    for a, ui in zip(normalized, valid_units):
+        u += a * ui
+    norm_u = np.linalg.norm(u)
+    u = valid_units[0].copy() if norm_u < tol else u / norm_u
+    for _ in range(max_iter):
+        T = np.zeros_like(u)
+        for a, ui in zip(normalized, valid_units):
+            dot = np.clip(np.dot(u.ravel(), ui.ravel()), -1.0, 1.0)
+            theta = np.arccos(dot)
+            if theta < tol:
+                continue
+            T += a * (theta / np.sin(theta)) * (ui - dot * u)
+        norm_T = np.linalg.norm(T)
+        if norm_T < tol:
+            break
+        u = np.cos(norm_T) * u + np.sin(norm_T) * (T / norm_T)
+        u_norm = np.linalg.norm(u)
+        if u_norm > tol:
+            u = u / u_norm
+    return sum(a * n for a, n in zip(alphas, norms)) * u
+
+
+def sce(base: np.ndarray, models: list[np.ndarray], select_topk: float) -> np.ndarray:
+    """mergekit merge_methods/sce.py sce_merge() with generalized_task_arithmetic's get_mask(method="sum"), float64
+    after float32 task vectors; topk ties to the lower index."""
+    tvs = np.stack([m - base for m in models], axis=0).astype(np.float64)
+    if select_topk < 1:
+        if select_topk <= 0:
+            mask = np.zeros(tvs.shape[1:])
+        else:
+            var = np.var(tvs, axis=0)
+            k = int(np.count_nonzero(var) * select_topk)
+            mask = np.zeros(var.size)
+            if k > 0:
+                mask[np.argsort(-np.abs(var).ravel(), kind="stable")[:k]] = 1
+            mask = mask.reshape(var.shape)
+        tvs = tvs * mask[None]
+    majority = (tvs.sum(axis=0) >= 0) * 2 - 1
+    erase = (np.sign(tvs) == majority).astype(np.float64)
+    weights = np.mean(tvs ** 2, axis=tuple(range(1, tvs.ndim)))
+    weights = np.ones_like(weights) / len(weights) if abs(weights.sum()) < 1e-6 else weights / weights.sum()
+    erased = weights.reshape((-1,) + (1,) * (tvs.ndim - 1)) * erase
+    return base.astype(np.float64) + (tvs * erased).sum(axis=0) / np.maximum(erased.sum(axis=0), 1e-6)
+
+
+def arcee_fusion(base: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """mergekit merge_methods/arcee_fusion.py, float64, every entry in the quantiles (mergekit samples past 1e6)."""
+    a, b = base.astype(np.float64), model.astype(np.float64)
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    p, q = softmax(b) + 1e-8, softmax(a) + 1e-8
+    importance = np.abs(b - a) * np.sum(p * np.log(p / q), axis=-1, keepdims=True)
+    ordered = np.sort(importance.ravel())
+
+    def quantile(x):
+        return ordered[int(x * (ordered.size - 1))]
+
+    threshold = quantile(0.5) + 1.5 * (quantile(0.75) - quantile(0.25))
+    return a + (model - base).astype(np.float64) * (importance >= threshold)
+
+
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
                        densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None,
                        gammas=None, epsilons=None):
@@ -396,6 +477,15 @@ def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
         base_at = next((i for i, s in enumerate(sources) if s["model"] == config.get("base_model")), None)
         others = [i for i in range(len(sources)) if i != base_at]
         base = None if base_at is None else tensors[base_at]
+        if method == "karcher":
+            return karcher(tensors, [1.0 / len(tensors)] * len(tensors),
+                           parameter(config, out_slice, "max_iter", out_name, t, None, 10),
+                           parameter(config, out_slice, "tol", out_name, t, None, 1e-5))
+        if method == "sce":
+            return sce(base, [tensors[i] for i in others],
+                       parameter(config, out_slice, "select_topk", out_name, t, None, 1.0))
+        if method == "arcee_fusion":
+            return arcee_fusion(base, tensors[others[0]])
         if method == "nearswap":
             return nearswap(base, tensors[others[0]], parameter(config, out_slice, "t", out_name, t))
         if method in ("nuslerp", "multislerp"):
@@ -707,6 +797,12 @@ def write_mergekit_cases(out: Path) -> None:
         ("multislerp-base", {"merge_method": "multislerp", "base_model": "layered/base", "models": [
             {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 3.0}}],
             "parameters": {"normalize_weights": False}}),
+        ("karcher", {"merge_method": "karcher", "base_model": "layered/base", "models": two}),
+        ("karcher-iterations", {"merge_method": "karcher", "models": two, "parameters": {"max_iter": 3, "tol": 1e-9}}),
+        ("sce", {"merge_method": "sce", "base_model": "layered/base", "models": two}),
+        ("sce-topk", {"merge_method": "sce", "base_model": "layered/base", "models": two,
+                      "parameters": {"select_topk": [0.3, 0.9]}}),
+        ("arcee_fusion", {"merge_method": "arcee_fusion", "base_model": "layered/base", "models": [{"model": "layered/m1"}]}),
         # mergekit computes in dtype and writes out_dtype (plan.py SaveTensor); config.json says out_dtype.
         ("linear-out_dtype", {"merge_method": "linear", "models": [
             {"model": "layered/m0", "parameters": {"weight": 0.3}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],

@@ -123,9 +123,19 @@ public record MergeConfig(
             @JsonProperty("epsilon") ParameterSetting epsilon,
             @JsonProperty("nuslerp_flatten") Boolean nuslerpFlatten,
             @JsonProperty("nuslerp_row_wise") Boolean nuslerpRowWise,
-            @JsonProperty("normalize_weights") Boolean normalizeWeights) {
+            @JsonProperty("normalize_weights") Boolean normalizeWeights,
+            @JsonProperty("max_iter") Integer maxIter,
+            @JsonProperty("tol") Double tol,
+            @JsonProperty("select_topk") ParameterSetting selectTopk) {
         @JsonCreator
         public Parameters {
+            requireFinite("select_topk", selectTopk);
+            if (maxIter != null && maxIter < 0) {
+                throw new IllegalArgumentException("max_iter must be a number of iterations (0 or more), got " + maxIter);
+            }
+            if (tol != null && !(tol >= 0 && Double.isFinite(tol))) {
+                throw new IllegalArgumentException("tol must be a finite number >= 0, got " + tol);
+            }
             requireFinite("weight", weight);
             requireFinite("scale", scale);
             requireGamma(gamma);
@@ -145,12 +155,13 @@ public record MergeConfig(
         public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
-                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null, null, null, null);
+                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null, null, null, null, null, null,
+                    null);
         }
 
         public static Parameters none() {
             return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
-                    null, null, null, null);
+                    null, null, null, null, null, null, null);
         }
 
         /**
@@ -166,7 +177,8 @@ public record MergeConfig(
                     firstGiven(slice.filterWise, filterWise), ParameterSetting.layered(slice.gamma, gamma),
                     ParameterSetting.layered(slice.epsilon, epsilon), firstGiven(slice.nuslerpFlatten, nuslerpFlatten),
                     firstGiven(slice.nuslerpRowWise, nuslerpRowWise),
-                    firstGiven(slice.normalizeWeights, normalizeWeights));
+                    firstGiven(slice.normalizeWeights, normalizeWeights), firstGiven(slice.maxIter, maxIter),
+                    firstGiven(slice.tol, tol), ParameterSetting.layered(slice.selectTopk, selectTopk));
         }
 
         private static <T> T firstGiven(T first, T then) {
@@ -175,7 +187,7 @@ public record MergeConfig(
 
         /** The settings that differ between tensors or are given at all, for checks against the method. */
         private List<ParameterSetting> settings() {
-            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon);
+            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon, selectTopk);
         }
     }
 
@@ -355,10 +367,10 @@ public record MergeConfig(
         String name = method.yamlName();
         boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
         boolean donorBase = method == MergeMethod.LINEAR || method == MergeMethod.PASSTHROUGH;
-        if (!method.takesBaseApart() && method != MergeMethod.SLERP && baseModel != null
+        if (!method.takesBaseApart() && method != MergeMethod.SLERP && method != MergeMethod.KARCHER && baseModel != null
                 && !(donorBase && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
-                    + " model_stock, slerp, nuslerp, multislerp and nearswap do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+                    + " model_stock, slerp, nuslerp, multislerp, nearswap, karcher, sce and arcee_fusion do" + (donorBase ? "; " + name + " takes one only when it is one of its"
                     + " models, giving the config and tokenizer" : "") + ")");
         }
         // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
@@ -422,6 +434,12 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no nuslerp_flatten or nuslerp_row_wise (only nuslerp"
                     + " does)");
         }
+        if ((parameters.maxIter() != null || parameters.tol() != null) && method != MergeMethod.KARCHER) {
+            throw new IllegalArgumentException(name + " takes no max_iter or tol (only karcher does)");
+        }
+        if (parameters.selectTopk() != null && method != MergeMethod.SCE) {
+            throw new IllegalArgumentException(name + " takes no select_topk (only sce does)");
+        }
         if (parameters.normalizeWeights() != null && method != MergeMethod.MULTISLERP) {
             throw new IllegalArgumentException(name + " takes no normalize_weights (only multislerp does)");
         }
@@ -429,12 +447,12 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no normalize" + (method == MergeMethod.MULTISLERP
                     ? ": multislerp's is normalize_weights" : ": nuslerp's t is w_1 / (w_0 + w_1)"));
         }
-        if (method == MergeMethod.NUSLERP || method == MergeMethod.NEARSWAP) {
+        if (method == MergeMethod.NUSLERP || method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION) {
             long others = models.stream().filter(m -> baseModel == null || !samePath(m.model(), baseModel)).count();
             if (slices == null && others != (method == MergeMethod.NUSLERP ? 2 : 1)) {
                 throw new IllegalArgumentException(method == MergeMethod.NUSLERP
                         ? "nuslerp interpolates exactly two models besides base_model (mergekit's rule), got " + others
-                        : "nearswap takes base_model and exactly one other model (mergekit's rule), got " + others);
+                        : name + " takes base_model and exactly one other model (mergekit's rule), got " + others);
             }
         }
         if ((parameters.decay() != null) != (method == MergeMethod.EMA)) {
@@ -632,6 +650,20 @@ public record MergeConfig(
     /** multislerp: weights divided by their sum unless normalize_weights: false. */
     boolean normalizeWeights() {
         return !Boolean.FALSE.equals(parameters.normalizeWeights());
+    }
+
+    /** karcher's iteration limit and tolerance, mergekit's defaults 10 and 1e-5. */
+    int maxIter() {
+        return parameters.maxIter() == null ? 10 : parameters.maxIter();
+    }
+
+    double tol() {
+        return parameters.tol() == null ? 1e-5 : parameters.tol();
+    }
+
+    /** sce's fraction of entries kept by their variance across the models, mergekit's default 1 (all). */
+    double selectTopk(String tensorName, double t) {
+        return firstNonNull(value(parameters.selectTopk(), tensorName, t), null, 1.0);
     }
 
     boolean filterWise() {

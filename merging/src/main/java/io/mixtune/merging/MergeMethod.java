@@ -66,7 +66,22 @@ public enum MergeMethod {
      */
     MULTISLERP("multislerp", Family.SPHERICAL),
     /** base where the model is farther than t, else towards it: w = clamp(t / |m - base|, 0, 1) (mergekit's nearswap). */
-    NEARSWAP("nearswap", Family.INTERPOLATION);
+    NEARSWAP("nearswap", Family.INTERPOLATION),
+    /**
+     * The Riemannian (Karcher) mean of the models' unit tensors, uniform weights, iterated up to {@code max_iter} times
+     * to {@code tol}, times the mean norm; base_model is one more model (mergekit's karcher).
+     */
+    KARCHER("karcher", Family.INTERPOLATION),
+    /**
+     * Task vectors kept where their variance across the models is in the top {@code select_topk}, signs elected, each
+     * model weighted by its mean squared task vector (SCE, Wan et al. 2024; mergekit's sce).
+     */
+    SCE("sce", Family.STOCK),
+    /**
+     * The model's entries where their importance |m - base| KL(softmax(m) || softmax(base)) reaches median + 1.5 IQR,
+     * the base's elsewhere (mergekit's arcee_fusion).
+     */
+    ARCEE_FUSION("arcee_fusion", Family.STOCK);
 
     enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH, STOCK, SPHERICAL }
 
@@ -137,8 +152,7 @@ public enum MergeMethod {
     }
 
     /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
-    static final Set<String> MERGEKIT_ONLY = Set.of("arcee_fusion", "karcher", "sce", "ram",
-            "ramplus_tl");
+    static final Set<String> MERGEKIT_ONLY = Set.of("ram", "ramplus_tl");
 
     public static MergeMethod parse(String name) {
         String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');

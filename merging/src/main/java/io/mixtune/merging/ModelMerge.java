@@ -72,6 +72,11 @@ public final class ModelMerge {
         // linear's base_model is one of its models, as in mergekit: averaged with them, and the config's donor.
         Path tensorBase = method.takesBaseApart() ? base : null;
         List<Path> tensorModels = method == MergeMethod.SLERP ? slerpEnds(base, models) : models;
+        if (method == MergeMethod.KARCHER && base != null && models.stream().noneMatch(m -> MergeConfig.samePath(m, base))) {
+            // mergekit's karcher averages the base as one more model (normalize_config lists it among the sources).
+            tensorModels = new ArrayList<>(models);
+            tensorModels.add(base);
+        }
         List<Path> priority = new ArrayList<>(tensorModels);
         if (base != null) {
             priority.add(0, base);
@@ -144,7 +149,9 @@ public final class ModelMerge {
                     + (method == MergeMethod.SLERP ? "interpolating on the sphere"
                     : method == MergeMethod.MODEL_STOCK ? "the angle between task vectors"
                     : method.family() == MergeMethod.Family.SPHERICAL ? "interpolating on the sphere"
-                    : method == MergeMethod.NEARSWAP ? "comparing entries with the base's"
+                    : method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION
+                    ? "comparing entries with the base's"
+                    : method == MergeMethod.KARCHER ? "averaging on the sphere"
                     : method == MergeMethod.PASSTHROUGH ? "copying layers" : "trimming and sign election")
                     + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
                     + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
@@ -233,6 +240,15 @@ public final class ModelMerge {
         if (method == MergeMethod.NUSLERP) {
             return new NuSlerp(config.weightOf(0, name, t), config.weightOf(1, name, t), config.nuslerpFlatten(),
                     config.nuslerpRowWise());
+        }
+        if (method == MergeMethod.KARCHER) {
+            return new Karcher(config.maxIter(), config.tol());
+        }
+        if (method == MergeMethod.SCE) {
+            return new Sce(config.selectTopk(name, t));
+        }
+        if (method == MergeMethod.ARCEE_FUSION) {
+            return new ArceeFusion();
         }
         if (method == MergeMethod.MULTISLERP) {
             return new MultiSlerp(IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),

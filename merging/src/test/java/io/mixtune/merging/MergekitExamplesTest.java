@@ -562,9 +562,12 @@ class MergekitExamplesTest {
         }
     }
 
-    /** mergekit's rules for nuslerp, multislerp and nearswap, and their parameters on other methods, refused up front. */
+    /**
+     * mergekit's rules for nuslerp, multislerp, nearswap and arcee_fusion, and their parameters (and karcher's and
+     * sce's) on other methods, refused up front.
+     */
     @Test
-    void sphericalAndNearswapSettingsThatMergekitRefusesAreRefused() throws IOException {
+    void sphericalNearswapKarcherSceAndFusionSettingsThatMergekitRefusesAreRefused() throws IOException {
         String three = "models:\n  - model: a\n  - model: b\n  - model: c\n";
         Map<String, String> refused = Map.of(
                 "merge_method: nuslerp\n" + three, "nuslerp interpolates exactly two models besides base_model",
@@ -578,7 +581,12 @@ class MergekitExamplesTest {
                 "merge_method: multislerp\n" + three + "parameters: {normalize: false}\n",
                 "multislerp's is normalize_weights",
                 "merge_method: nearswap\nbase_model: a\nmodels:\n  - model: b\n    parameters: {weight: 2}\n"
-                        + "parameters: {t: 0.1}\n", "nearswap takes no weights");
+                        + "parameters: {t: 0.1}\n", "nearswap takes no weights",
+                "merge_method: ties\nbase_model: a\n" + three + "parameters: {select_topk: 0.5}\n",
+                "ties takes no select_topk",
+                "merge_method: linear\n" + three + "parameters: {max_iter: 5}\n", "linear takes no max_iter",
+                "merge_method: arcee_fusion\nbase_model: a\n" + three,
+                "arcee_fusion takes base_model and exactly one other model");
         for (Map.Entry<String, String> entry : refused.entrySet()) {
             Path file = Files.writeString(dir.resolve("refused.yml"), entry.getKey());
             String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")),

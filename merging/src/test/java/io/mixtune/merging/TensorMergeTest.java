@@ -240,5 +240,8 @@ class TensorMergeTest {
         float[] bisector = new MultiSlerp(new double[] {1, 1}, true).merge("w", null,
                 of(new float[] {2, 0}, new float[] {0, 4}));
         assertArrayEquals(new float[] {(float) (3 * s), (float) (3 * s)}, bisector, 1e-6f);
+        // karcher: the mean of two unit vectors on the circle is their bisector, its norm the mean norm.
+        float[] karcher = new Karcher(10, 1e-5).merge("w", null, of(new float[] {2, 0}, new float[] {0, 4}));
+        assertArrayEquals(new float[] {(float) (3 * s), (float) (3 * s)}, karcher, 1e-6f);
     }
 }
