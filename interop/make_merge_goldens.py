@@ -344,6 +344,22 @@ def arcee_fusion(base: np.ndarray, model: np.ndarray) -> np.ndarray:
     return a + (model - base).astype(np.float64) * (importance >= threshold)
 
 
+def ram(base: np.ndarray, models: list[np.ndarray], epsilon: float, plus: bool, r: float = 0.1,
+        alpha: float = 0.2) -> np.ndarray:
+    """mergekit merge_methods/ram.py ram_merge() and ramplus_tl_merge(), float64 after float32 task vectors."""
+    tv = np.stack([m - base for m in models], axis=0).astype(np.float64).reshape(len(models), -1)
+    nonzero = np.abs(tv) > epsilon
+    counts = nonzero.sum(axis=0, keepdims=True)
+    overlap, unique = counts > 1, counts == 1
+    scale = np.ones((len(models), 1))
+    if plus:
+        rho = (nonzero & overlap).sum(axis=1) / np.maximum((nonzero & unique).sum(axis=1), epsilon)
+        scale = (1 + r * np.clip(rho, 0, alpha))[:, None]
+    tv_z = tv * nonzero
+    merged = (tv_z * unique * scale + tv_z * overlap / np.maximum(counts, 1)).sum(axis=0)
+    return base.astype(np.float64) + merged.reshape(base.shape)
+
+
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
                        densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None,
                        gammas=None, epsilons=None):
@@ -484,6 +500,11 @@ def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
         if method == "sce":
             return sce(base, [tensors[i] for i in others],
                        parameter(config, out_slice, "select_topk", out_name, t, None, 1.0))
+        if method in ("ram", "ramplus_tl"):
+            return ram(base, [tensors[i] for i in others],
+                       parameter(config, out_slice, "epsilon", out_name, t, None, 1e-5), method == "ramplus_tl",
+                       parameter(config, out_slice, "r", out_name, t, None, 0.1),
+                       parameter(config, out_slice, "alpha", out_name, t, None, 0.2))
         if method == "arcee_fusion":
             return arcee_fusion(base, tensors[others[0]])
         if method == "nearswap":
@@ -803,6 +824,9 @@ def write_mergekit_cases(out: Path) -> None:
         ("sce-topk", {"merge_method": "sce", "base_model": "layered/base", "models": two,
                       "parameters": {"select_topk": [0.3, 0.9]}}),
         ("arcee_fusion", {"merge_method": "arcee_fusion", "base_model": "layered/base", "models": [{"model": "layered/m1"}]}),
+        ("ram", {"merge_method": "ram", "base_model": "layered/base", "models": two, "parameters": {"epsilon": 0.04}}),
+        ("ramplus_tl", {"merge_method": "ramplus_tl", "base_model": "layered/base", "models": two,
+                        "parameters": {"epsilon": [0.03, 0.07], "r": 0.5, "alpha": 0.9}}),
         # mergekit computes in dtype and writes out_dtype (plan.py SaveTensor); config.json says out_dtype.
         ("linear-out_dtype", {"merge_method": "linear", "models": [
             {"model": "layered/m0", "parameters": {"weight": 0.3}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],

@@ -126,10 +126,14 @@ public record MergeConfig(
             @JsonProperty("normalize_weights") Boolean normalizeWeights,
             @JsonProperty("max_iter") Integer maxIter,
             @JsonProperty("tol") Double tol,
-            @JsonProperty("select_topk") ParameterSetting selectTopk) {
+            @JsonProperty("select_topk") ParameterSetting selectTopk,
+            @JsonProperty("r") ParameterSetting r,
+            @JsonProperty("alpha") ParameterSetting alpha) {
         @JsonCreator
         public Parameters {
             requireFinite("select_topk", selectTopk);
+            requireFinite("r", r);
+            requireFinite("alpha", alpha);
             if (maxIter != null && maxIter < 0) {
                 throw new IllegalArgumentException("max_iter must be a number of iterations (0 or more), got " + maxIter);
             }
@@ -156,12 +160,12 @@ public record MergeConfig(
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
                     ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null, null, null, null, null, null,
-                    null);
+                    null, null, null);
         }
 
         public static Parameters none() {
             return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
-                    null, null, null, null, null, null, null);
+                    null, null, null, null, null, null, null, null, null);
         }
 
         /**
@@ -178,7 +182,8 @@ public record MergeConfig(
                     ParameterSetting.layered(slice.epsilon, epsilon), firstGiven(slice.nuslerpFlatten, nuslerpFlatten),
                     firstGiven(slice.nuslerpRowWise, nuslerpRowWise),
                     firstGiven(slice.normalizeWeights, normalizeWeights), firstGiven(slice.maxIter, maxIter),
-                    firstGiven(slice.tol, tol), ParameterSetting.layered(slice.selectTopk, selectTopk));
+                    firstGiven(slice.tol, tol), ParameterSetting.layered(slice.selectTopk, selectTopk),
+                    ParameterSetting.layered(slice.r, r), ParameterSetting.layered(slice.alpha, alpha));
         }
 
         private static <T> T firstGiven(T first, T then) {
@@ -187,7 +192,7 @@ public record MergeConfig(
 
         /** The settings that differ between tensors or are given at all, for checks against the method. */
         private List<ParameterSetting> settings() {
-            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon, selectTopk);
+            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon, selectTopk, r, alpha);
         }
     }
 
@@ -370,7 +375,7 @@ public record MergeConfig(
         if (!method.takesBaseApart() && method != MergeMethod.SLERP && method != MergeMethod.KARCHER && baseModel != null
                 && !(donorBase && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
-                    + " model_stock, slerp, nuslerp, multislerp, nearswap, karcher, sce and arcee_fusion do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+                    + " model_stock, slerp, nuslerp, multislerp, nearswap, karcher, sce, arcee_fusion and ram* do" + (donorBase ? "; " + name + " takes one only when it is one of its"
                     + " models, giving the config and tokenizer" : "") + ")");
         }
         // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
@@ -386,6 +391,10 @@ public record MergeConfig(
                     + (method == MergeMethod.EMA ? "the decay sets them"
                     : method == MergeMethod.PASSTHROUGH ? "it copies one model per slice (scale multiplies it)"
                     : method == MergeMethod.NEARSWAP ? "t sets how far it moves from the base"
+                    : method == MergeMethod.SCE ? "each model's weight is its mean squared task vector"
+                    : method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL
+                    ? "shared entries are averaged, unique ones kept"
+                    : method == MergeMethod.ARCEE_FUSION ? "it takes the model's entries where they matter most"
                     : "it averages uniformly"));
         }
         boolean dense = parameters.density() != null || modelParameters.stream().anyMatch(m -> m.density() != null);
@@ -402,10 +411,16 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no gamma (only breadcrumbs and breadcrumbs_ties do:"
                     + " the fraction of largest magnitudes dropped)");
         }
-        boolean spread = parameters.epsilon() != null || modelParameters.stream().anyMatch(m -> m.epsilon() != null);
-        if (spread && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
+        boolean ram = method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL;
+        boolean ownSpread = modelParameters.stream().anyMatch(m -> m.epsilon() != null);
+        if (ram && ownSpread) {
+            throw new IllegalArgumentException(name + " takes epsilon method-wide only (mergekit's parameter of the"
+                    + " merge), not per model");
+        }
+        boolean spread = parameters.epsilon() != null || ownSpread;
+        if (spread && !ram && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
             throw new IllegalArgumentException(name + " takes no epsilon (only della and della_linear do: the spread"
-                    + " of the keep probabilities around density)");
+                    + " of the keep probabilities around density; and ram, ramplus_tl: the smallest entry counted)");
         }
         if (parameters.filterWise() != null && method != MergeMethod.MODEL_STOCK) {
             throw new IllegalArgumentException(name + " takes no filter_wise (only model_stock does: one angle per"
@@ -436,6 +451,9 @@ public record MergeConfig(
         }
         if ((parameters.maxIter() != null || parameters.tol() != null) && method != MergeMethod.KARCHER) {
             throw new IllegalArgumentException(name + " takes no max_iter or tol (only karcher does)");
+        }
+        if ((parameters.r() != null || parameters.alpha() != null) && method != MergeMethod.RAMPLUS_TL) {
+            throw new IllegalArgumentException(name + " takes no r or alpha (only ramplus_tl does)");
         }
         if (parameters.selectTopk() != null && method != MergeMethod.SCE) {
             throw new IllegalArgumentException(name + " takes no select_topk (only sce does)");
@@ -664,6 +682,19 @@ public record MergeConfig(
     /** sce's fraction of entries kept by their variance across the models, mergekit's default 1 (all). */
     double selectTopk(String tensorName, double t) {
         return firstNonNull(value(parameters.selectTopk(), tensorName, t), null, 1.0);
+    }
+
+    /** ram's and ramplus_tl's epsilon (entries at most this large count as zero) and ramplus_tl's r and alpha. */
+    double ramEpsilon(String tensorName, double t) {
+        return firstNonNull(value(parameters.epsilon(), tensorName, t), null, 1e-5);
+    }
+
+    double ramR(String tensorName, double t) {
+        return firstNonNull(value(parameters.r(), tensorName, t), null, 0.1);
+    }
+
+    double ramAlpha(String tensorName, double t) {
+        return firstNonNull(value(parameters.alpha(), tensorName, t), null, 0.2);
     }
 
     boolean filterWise() {

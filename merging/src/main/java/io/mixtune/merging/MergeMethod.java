@@ -81,7 +81,17 @@ public enum MergeMethod {
      * The model's entries where their importance |m - base| KL(softmax(m) || softmax(base)) reaches median + 1.5 IQR,
      * the base's elsewhere (mergekit's arcee_fusion).
      */
-    ARCEE_FUSION("arcee_fusion", Family.STOCK);
+    ARCEE_FUSION("arcee_fusion", Family.STOCK),
+    /**
+     * Task-vector entries above {@code epsilon} in magnitude summed where one model has them, averaged where several do
+     * (Reinforced Agent Merging; mergekit's ram).
+     */
+    RAM("ram", Family.STOCK),
+    /**
+     * ram with each model's unique entries scaled by 1 + r clamp(shared / unique, 0, alpha), its counts of shared and
+     * unique entries in the tensor (mergekit's ramplus_tl).
+     */
+    RAMPLUS_TL("ramplus_tl", Family.STOCK);
 
     enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH, STOCK, SPHERICAL }
 
@@ -152,7 +162,7 @@ public enum MergeMethod {
     }
 
     /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
-    static final Set<String> MERGEKIT_ONLY = Set.of("ram", "ramplus_tl");
+    static final Set<String> MERGEKIT_ONLY = Set.of();
 
     public static MergeMethod parse(String name) {
         String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');

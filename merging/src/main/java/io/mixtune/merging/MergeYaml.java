@@ -54,8 +54,7 @@ public final class MergeYaml {
      * as unknown keys with a suggestion.
      */
     private static final Map<String, String> NOT_SUPPORTED_YET = Map.of(
-            "modules", "per-module merges of multimodal models",
-            "residual_weight", "a slice's residual weight");
+            "modules", "per-module merges of multimodal models");
 
     public static MergeConfig read(Path file) {
         return read(file, null);

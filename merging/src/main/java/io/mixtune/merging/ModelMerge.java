@@ -250,6 +250,10 @@ public final class ModelMerge {
         if (method == MergeMethod.ARCEE_FUSION) {
             return new ArceeFusion();
         }
+        if (method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL) {
+            return new Ram(config.ramEpsilon(name, t), method == MergeMethod.RAMPLUS_TL, config.ramR(name, t),
+                    config.ramAlpha(name, t));
+        }
         if (method == MergeMethod.MULTISLERP) {
             return new MultiSlerp(IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
                     config.normalizeWeights());

@@ -244,4 +244,18 @@ class TensorMergeTest {
         float[] karcher = new Karcher(10, 1e-5).merge("w", null, of(new float[] {2, 0}, new float[] {0, 4}));
         assertArrayEquals(new float[] {(float) (3 * s), (float) (3 * s)}, karcher, 1e-6f);
     }
+
+    /**
+     * ram at epsilon 0.1 with task vectors (0.5, 0.5, 0.05) and (0.3, 0, 0): entry 0 is shared (mean 0.4), entry 1 is
+     * model 0's alone (0.5), entry 2 counts for none (0). ramplus_tl with r 0.5, alpha 0.9: model 0 has 1 shared and 1
+     * unique entry, rho 1 clamped to 0.9, so its unique entry is scaled by 1.45.
+     */
+    @Test
+    void ramAveragesSharedEntriesAndRamplusScalesUniqueOnes() {
+        List<float[]> deltas = of(new float[] {0.5f, 0.5f, 0.05f}, new float[] {0.3f, 0, 0});
+        assertArrayEquals(new float[] {1.4f, 1.5f, 1}, new Ram(0.1, false, 0, 0).merge("w", new float[] {1, 1, 1},
+                of(new float[] {1.5f, 1.5f, 1.05f}, new float[] {1.3f, 1, 1})), 1e-6f);
+        assertArrayEquals(new float[] {0.4f, 0.725f, 0}, new Ram(0.1, true, 0.5, 0.9).merge("w", new float[3], deltas),
+                1e-6f);
+    }
 }
