@@ -104,15 +104,32 @@ final class MergedChatTemplate {
     }
 
     /**
+     * Checked before anything is written: some input has tokenizer files to carry the template (mergekit warns and
+     * saves none; mixtune refuses, as for every setting it would not apply).
+     */
+    static void requireTokenizerAmong(List<Path> inputs) {
+        for (Path input : inputs) {
+            if (hasTokenizer(input)) {
+                return;
+            }
+        }
+        throw new IllegalArgumentException("chat_template is given, but no input has tokenizer files to carry it"
+                + " (tokenizer_config.json, tokenizer.json or tokenizer.model)");
+    }
+
+    private static boolean hasTokenizer(Path dir) {
+        return Files.isRegularFile(dir.resolve(TOKENIZER_CONFIG)) || Files.isRegularFile(dir.resolve("tokenizer.json"))
+                || Files.isRegularFile(dir.resolve("tokenizer.model"));
+    }
+
+    /**
      * Writes {@code template} into the tokenizer files copied to {@code out}: chat_template.jinja holds it, and the
      * templates the copied files held otherwise (tokenizer_config.json's key, chat_template.json) are removed.
      */
     static void write(Path out, String template) {
         Path config = out.resolve(TOKENIZER_CONFIG);
-        if (!Files.isRegularFile(config) && !Files.isRegularFile(out.resolve("tokenizer.json"))
-                && !Files.isRegularFile(out.resolve("tokenizer.model"))) {
-            throw new IllegalArgumentException("chat_template is given, but no input has tokenizer files to carry it"
-                    + " (tokenizer_config.json, tokenizer.json or tokenizer.model)");
+        if (!hasTokenizer(out)) {
+            throw new IllegalStateException(out + ": no tokenizer files were copied to carry the chat template");
         }
         try {
             if (Files.isRegularFile(config)) {

@@ -27,6 +27,9 @@ public final class ModelMerge {
     public static MergeReport run(MergeConfig config, boolean force, long maxShardBytes) {
         long start = System.nanoTime();
         StagedOutput.requireWritable(config.out(), force);
+        if (config.chatTemplate() != null) {
+            MergedChatTemplate.requireTokenizerAmong(MergedChatTemplate.inputs(config));
+        }
         if (config.slices() != null) {
             return mergeSlices(config, force, maxShardBytes, start);
         }

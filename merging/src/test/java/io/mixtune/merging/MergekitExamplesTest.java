@@ -517,6 +517,13 @@ class MergekitExamplesTest {
         assertEquals("{{ messages }} B", Files.readString(dir.resolve("auto/chat_template.jinja")),
                 "b's and c's template (2 of 3), stripped");
         assertTrue(MergeYaml.toYaml(MergeYaml.read(auto, dir.resolve("auto2"))).contains("chat_template: \"auto\""));
+        Path bare = tinyModel("bare", 1, 1);
+        Path none = Files.writeString(dir.resolve("none.yml"), "merge_method: linear\nmodels:\n  - model: " + bare
+                + "\nchat_template: auto\n");
+        String message = assertThrows(IllegalArgumentException.class,
+                () -> ModelMerge.run(MergeYaml.read(none, dir.resolve("none")), false, Long.MAX_VALUE)).getMessage();
+        assertTrue(message.contains("no input has tokenizer files"), message);
+        assertFalse(Files.exists(dir.resolve("none")));
     }
 
     @Test
