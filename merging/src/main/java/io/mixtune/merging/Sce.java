@@ -93,11 +93,25 @@ final class Sce implements TensorMerge {
             nonzero += variance[j] != 0 ? 1 : 0;
         }
         int k = (int) (nonzero * selectTopk);
-        Integer[] order = new Integer[length];
-        Arrays.setAll(order, j -> j);
-        Arrays.sort(order, (a, b) -> Double.compare(variance[b], variance[a]));
-        for (int r = 0; r < k; r++) {
-            kept[order[r]] = true;
+        if (k == 0) {
+            return kept;
+        }
+        // The k-th largest variance by sorting primitives (no per-entry objects on a large tensor); entries above it
+        // are kept, and of those equal to it the lowest indices, k in all.
+        double[] sorted = variance.clone();
+        Arrays.sort(sorted);
+        double threshold = sorted[length - k];
+        int equalKept = k;
+        for (double v : variance) {
+            equalKept -= v > threshold ? 1 : 0;
+        }
+        for (int j = 0; j < length; j++) {
+            if (variance[j] > threshold) {
+                kept[j] = true;
+            } else if (variance[j] == threshold && equalKept > 0) {
+                kept[j] = true;
+                equalKept--;
+            }
         }
         return kept;
     }

@@ -250,6 +250,19 @@ class TensorMergeTest {
      * model 0's alone (0.5), entry 2 counts for none (0). ramplus_tl with r 0.5, alpha 0.9: model 0 has 1 shared and 1
      * unique entry, rho 1 clamped to 0.9, so its unique entry is scaled by 1.45.
      */
+    /**
+     * sce on task vectors (1, 1, -2, 0.5) and (1, -1, 0, 0.5): variances (0, 1, 1, 0), so select_topk 0.5 keeps
+     * int(2 * 0.5) = 1 entry, of the tied two the lower index (entry 1: sum 0 elects +, model 0's 1 alone); with every
+     * entry kept, the elected signs give 1, 1 (+ at a zero sum), -2 and 0.5.
+     */
+    @Test
+    void sceKeepsTheTopVarianceEntriesAndElectsSigns() {
+        assertArrayEquals(new float[] {0, 1, 0, 0}, new Sce(0.5).merge("w", new float[4],
+                of(new float[] {1, 1, -2, 0.5f}, new float[] {1, -1, 0, 0.5f})), 1e-6f);
+        assertArrayEquals(new float[] {1, 1, -2, 0.5f}, new Sce(1).merge("w", new float[4],
+                of(new float[] {1, 1, -2, 0.5f}, new float[] {1, -1, 0, 0.5f})), 1e-6f);
+    }
+
     @Test
     void ramAveragesSharedEntriesAndRamplusScalesUniqueOnes() {
         List<float[]> deltas = of(new float[] {0.5f, 0.5f, 0.05f}, new float[] {0.3f, 0, 0});
