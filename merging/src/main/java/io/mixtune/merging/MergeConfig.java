@@ -16,6 +16,7 @@ import java.util.Objects;
  * options {@code --method --inputs --weights --base --density --t ...} fill the same record):
  * <pre>
  *   merge_method: ties              # linear swa lawa ema warm task_arithmetic ties dare_linear dare_ties slerp
+ *                                   # ... every mergekit method: see {@link MergeMethod}
  *   base_model: base/               # task vectors are measured from it (task_arithmetic, ties, dare_*); slerp: x0
  *   models:
  *     - model: math/
