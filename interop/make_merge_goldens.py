@@ -196,6 +196,170 @@ def model_stock(base: np.ndarray, models: list[np.ndarray], filter_wise: bool) -
     return (t * mean + (1 - t) * w0.reshape(shape).astype(np.float64)).reshape(base.shape)
 
 
+def nearswap(base: np.ndarray, model: np.ndarray, t: float) -> np.ndarray:
+    """mergekit merge_methods/nearswap.py."""
+    a, b = base.astype(np.float64), model.astype(np.float64)
+    weight = np.clip(t / np.maximum(np.abs(a - b), 1e-6), 0, 1)
+    return weight * b + (1 - weight) * a
+
+
+def nuslerp(t: float, v0: np.ndarray, v1: np.ndarray, dim: int = -1, eps: float = 1e-8,
+            flatten: bool = False) -> np.ndarray:
+    """mergekit merge_methods/nuslerp.py nuslerp(), in float64."""
+    out_shape = v0.shape
+
+    def normalize(x, eps=1e-7):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif dim != -1:
+        v0, v1 = np.swapaxes(v0, dim, -1), np.swapaxes(v1, dim, -1)
+    cos_theta = np.sum(normalize(v0) * normalize(v1), axis=-1, keepdims=True)
+    theta = np.arccos(np.clip(cos_theta, -1, 1))
+    sin_theta = np.sin(theta)
+    colinear = np.abs(sin_theta) < eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = (np.sin((1 - t) * theta) * v0 + np.sin(t * theta) * v1) / sin_theta
+    res = np.where(colinear, (1 - t) * v0 + t * v1, res)
+    if dim != -1 and not flatten:
+        res = np.swapaxes(res, dim, -1)
+    return res.reshape(out_shape)
+
+
+def nuslerp_merge(base, models, weights, row_wise: bool, flatten: bool) -> np.ndarray:
+    """mergekit NuSlerpTask.execute: t = w_1 / (w_0 + w_1), task vectors (float32 differences) with a base."""
+    t = 0.5 if abs(sum(weights)) < 1e-6 else weights[1] / sum(weights)
+    dim = 0 if row_wise else -1
+    if base is None:
+        return nuslerp(t, models[0].astype(np.float64), models[1].astype(np.float64), dim=dim, flatten=flatten)
+    d0, d1 = ((m - base).astype(np.float64) for m in models)
+    return base.astype(np.float64) + nuslerp(t, d0, d1, dim=dim, flatten=flatten)
+
+
+def multislerp(tensors, weight, base_tensor=None, normalize_weights=True, eps=1e-8) -> np.ndarray:
+    """mergekit merge_methods/multislerp.py, in float64 (task vectors as float32 differences)."""
+    if len(tensors) == 1:
+        return tensors[0].astype(np.float64)
+    stacked = np.stack(tensors, axis=0)
+    if base_tensor is not None:
+        stacked = stacked - base_tensor
+    stacked = stacked.astype(np.float64)
+    flat = stacked.reshape(stacked.shape[0], -1)
+    weights = np.asarray(weight, dtype=np.float64)
+    if normalize_weights:
+        weights = weights / weights.sum()
+    norms = np.linalg.norm(flat, axis=-1, keepdims=True)
+    unit = flat / (norms + eps)
+    mean = (unit * weights.reshape(-1, 1)).sum(0)
+    mean_norm = np.linalg.norm(mean)
+    assert mean_norm >= eps
+    mean = mean / mean_norm
+    dots = (unit * mean).sum(-1, keepdims=True)
+    tangent_result = ((unit - dots * mean) * weights.reshape(-1, 1)).sum(0)
+    tangent_norm = np.linalg.norm(tangent_result) + eps
+    result = mean * np.cos(tangent_norm) + tangent_result * (np.sin(tangent_norm) / tangent_norm)
+    result = (result * (norms.squeeze(-1) * weights).sum()).reshape(stacked.shape[1:])
+    return result + base_tensor.astype(np.float64) if base_tensor is not None else result
+
+
+def karcher(tensors, alphas, max_iter=10, tol=1e-5) -> np.ndarray:
+    """mergekit merge_methods/karcher.py karcher_merge_tensors(), in float64."""
+    tensors = [t.astype(np.float64) for t in tensors]
+    if len(tensors) == 1:
+        return tensors[0]
+    norms, units = [], []
+    for t in tensors:
+        n = np.linalg.norm(t)
+        norms.append(float(n))
+        units.append(np.zeros_like(t) if n == 0.0 else t / n)
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    if not valid:
+        return np.zeros_like(tensors[0])
+    alpha_sum = sum(alphas[i] for i in valid)
+    normalized = [alphas[i] / alpha_sum for i in valid]
+    valid_units = [units[i] for i in valid]
+    u = np.zeros_like(valid_units[0])
+    for a, ui in zip(normalized, valid_units):
+        u += a * ui
+    norm_u = np.linalg.norm(u)
+    u = valid_units[0].copy() if norm_u < tol else u / norm_u
+    for _ in range(max_iter):
+        T = np.zeros_like(u)
+        for a, ui in zip(normalized, valid_units):
+            dot = np.clip(np.dot(u.ravel(), ui.ravel()), -1.0, 1.0)
+            theta = np.arccos(dot)
+            if theta < tol:
+                continue
+            T += a * (theta / np.sin(theta)) * (ui - dot * u)
+        norm_T = np.linalg.norm(T)
+        if norm_T < tol:
+            break
+        u = np.cos(norm_T) * u + np.sin(norm_T) * (T / norm_T)
+        u_norm = np.linalg.norm(u)
+        if u_norm > tol:
+            u = u / u_norm
+    return sum(a * n for a, n in zip(alphas, norms)) * u
+
+
+def sce(base: np.ndarray, models: list[np.ndarray], select_topk: float) -> np.ndarray:
+    """mergekit merge_methods/sce.py sce_merge() with generalized_task_arithmetic's get_mask(method="sum"), float64
+    after float32 task vectors; topk ties to the lower index."""
+    tvs = np.stack([m - base for m in models], axis=0).astype(np.float64)
+    if select_topk < 1:
+        if select_topk <= 0:
+            mask = np.zeros(tvs.shape[1:])
+        else:
+            var = np.var(tvs, axis=0)
+            k = int(np.count_nonzero(var) * select_topk)
+            mask = np.zeros(var.size)
+            if k > 0:
+                mask[np.argsort(-np.abs(var).ravel(), kind="stable")[:k]] = 1
+            mask = mask.reshape(var.shape)
+        tvs = tvs * mask[None]
+    majority = (tvs.sum(axis=0) >= 0) * 2 - 1
+    erase = (np.sign(tvs) == majority).astype(np.float64)
+    weights = np.mean(tvs ** 2, axis=tuple(range(1, tvs.ndim)))
+    weights = np.ones_like(weights) / len(weights) if abs(weights.sum()) < 1e-6 else weights / weights.sum()
+    erased = weights.reshape((-1,) + (1,) * (tvs.ndim - 1)) * erase
+    return base.astype(np.float64) + (tvs * erased).sum(axis=0) / np.maximum(erased.sum(axis=0), 1e-6)
+
+
+def arcee_fusion(base: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """mergekit merge_methods/arcee_fusion.py, float64, every entry in the quantiles (mergekit samples past 1e6)."""
+    a, b = base.astype(np.float64), model.astype(np.float64)
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    p, q = softmax(b) + 1e-8, softmax(a) + 1e-8
+    importance = np.abs(b - a) * np.sum(p * np.log(p / q), axis=-1, keepdims=True)
+    ordered = np.sort(importance.ravel())
+
+    def quantile(x):
+        return ordered[int(x * (ordered.size - 1))]
+
+    threshold = quantile(0.5) + 1.5 * (quantile(0.75) - quantile(0.25))
+    return a + (model - base).astype(np.float64) * (importance >= threshold)
+
+
+def ram(base: np.ndarray, models: list[np.ndarray], epsilon: float, plus: bool, r: float = 0.1,
+        alpha: float = 0.2) -> np.ndarray:
+    """mergekit merge_methods/ram.py ram_merge() and ramplus_tl_merge(), float64 after float32 task vectors."""
+    tv = np.stack([m - base for m in models], axis=0).astype(np.float64).reshape(len(models), -1)
+    nonzero = np.abs(tv) > epsilon
+    counts = nonzero.sum(axis=0, keepdims=True)
+    overlap, unique = counts > 1, counts == 1
+    scale = np.ones((len(models), 1))
+    if plus:
+        rho = (nonzero & overlap).sum(axis=1) / np.maximum((nonzero & unique).sum(axis=1), epsilon)
+        scale = (1 + r * np.clip(rho, 0, alpha))[:, None]
+    tv_z = tv * nonzero
+    merged = (tv_z * unique * scale + tv_z * overlap / np.maximum(counts, 1)).sum(axis=0)
+    return base.astype(np.float64) + merged.reshape(base.shape)
+
+
 def task_vectors_merge(method: str, name: str, base: np.ndarray, models: list[np.ndarray], weights: list[float],
                        densities: list[float], normalize: bool, lam: float, seed: int, rescale: bool | None = None,
                        gammas=None, epsilons=None):
@@ -326,6 +490,36 @@ def plan_slices(config: dict, models: dict[str, dict]) -> dict[str, np.ndarray]:
         if method == "passthrough":
             assert len(sources) == 1
             return tensors[0].astype(np.float64) * parameter(config, out_slice, "scale", out_name, t, sources[0], 1.0)
+        base_at = next((i for i, s in enumerate(sources) if s["model"] == config.get("base_model")), None)
+        others = [i for i in range(len(sources)) if i != base_at]
+        base = None if base_at is None else tensors[base_at]
+        if method == "karcher":
+            return karcher(tensors, [1.0 / len(tensors)] * len(tensors),
+                           parameter(config, out_slice, "max_iter", out_name, t, None, 10),
+                           parameter(config, out_slice, "tol", out_name, t, None, 1e-5))
+        if method == "sce":
+            return sce(base, [tensors[i] for i in others],
+                       parameter(config, out_slice, "select_topk", out_name, t, None, 1.0))
+        if method in ("ram", "ramplus_tl"):
+            return ram(base, [tensors[i] for i in others],
+                       parameter(config, out_slice, "epsilon", out_name, t, None, 1e-5), method == "ramplus_tl",
+                       parameter(config, out_slice, "r", out_name, t, None, 0.1),
+                       parameter(config, out_slice, "alpha", out_name, t, None, 0.2))
+        if method == "arcee_fusion":
+            return arcee_fusion(base, tensors[others[0]])
+        if method == "nearswap":
+            return nearswap(base, tensors[others[0]], parameter(config, out_slice, "t", out_name, t))
+        if method in ("nuslerp", "multislerp"):
+            weights = [parameter(config, out_slice, "weight", out_name, t, sources[i]) for i in others]
+            if method == "nuslerp":
+                return nuslerp_merge(base, [tensors[i] for i in others], weights,
+                                     parameter(config, out_slice, "nuslerp_row_wise", out_name, t, None, False),
+                                     parameter(config, out_slice, "nuslerp_flatten", out_name, t, None, True))
+            return multislerp([tensors[i] for i in others], weights, base,
+                              parameter(config, out_slice, "normalize_weights", out_name, t, None, True))
+        if method == "linear":
+            return linear(tensors, [parameter(config, out_slice, "weight", out_name, t, s) for s in sources],
+                          parameter(config, out_slice, "normalize", out_name, t, None, True))
         base_at = next(i for i, s in enumerate(sources) if s["model"] == config["base_model"])
         others = [i for i in range(len(sources)) if i != base_at]
         if method == "model_stock":
@@ -608,6 +802,35 @@ def write_mergekit_cases(out: Path) -> None:
             {"model": "layered/m0", "parameters": {"weight": 0.6, "epsilon": 0.05}},
             {"model": "layered/m1", "parameters": {"weight": 0.6}}],
             "parameters": {"density": [0.4, 0.7], "epsilon": 0.15, "lambda": 0.9}, "seed": 3}),
+        ("nearswap", {"merge_method": "nearswap", "base_model": "layered/base", "models": [{"model": "layered/m0"}],
+                      "parameters": {"t": [0.02, 0.08]}}),
+        ("nuslerp", {"merge_method": "nuslerp", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.7}}, {"model": "layered/m1", "parameters": {"weight": 0.3}}]}),
+        ("nuslerp-base-rows", {"merge_method": "nuslerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 2.0}}],
+            "parameters": {"nuslerp_flatten": False}}),
+        ("nuslerp-base-columns", {"merge_method": "nuslerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": [0.2, 0.8]}}, {"model": "layered/m1", "parameters": {"weight": 0.5}}],
+            "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True}}),
+        ("multislerp", {"merge_method": "multislerp", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.6}}, {"model": "layered/m1", "parameters": {"weight": 0.4}},
+            {"model": "layered/base", "parameters": {"weight": 0.5}}]}),
+        ("multislerp-base", {"merge_method": "multislerp", "base_model": "layered/base", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 1.0}}, {"model": "layered/m1", "parameters": {"weight": 3.0}}],
+            "parameters": {"normalize_weights": False}}),
+        ("karcher", {"merge_method": "karcher", "base_model": "layered/base", "models": two}),
+        ("karcher-iterations", {"merge_method": "karcher", "models": two, "parameters": {"max_iter": 3, "tol": 1e-9}}),
+        ("sce", {"merge_method": "sce", "base_model": "layered/base", "models": two}),
+        ("sce-topk", {"merge_method": "sce", "base_model": "layered/base", "models": two,
+                      "parameters": {"select_topk": [0.3, 0.9]}}),
+        ("arcee_fusion", {"merge_method": "arcee_fusion", "base_model": "layered/base", "models": [{"model": "layered/m1"}]}),
+        ("ram", {"merge_method": "ram", "base_model": "layered/base", "models": two, "parameters": {"epsilon": 0.04}}),
+        ("ramplus_tl", {"merge_method": "ramplus_tl", "base_model": "layered/base", "models": two,
+                        "parameters": {"epsilon": [0.03, 0.07], "r": 0.5, "alpha": 0.9}}),
+        # mergekit computes in dtype and writes out_dtype (plan.py SaveTensor); config.json says out_dtype.
+        ("linear-out_dtype", {"merge_method": "linear", "models": [
+            {"model": "layered/m0", "parameters": {"weight": 0.3}}, {"model": "layered/m1", "parameters": {"weight": 0.7}}],
+            "dtype": "float32", "out_dtype": "bfloat16"}),
     ]
     listing = []
     for name, config in cases:
@@ -616,6 +839,8 @@ def write_mergekit_cases(out: Path) -> None:
                      for s in as_slices(config)["slices"])
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).astype(np.float32))
                    for k, v in expected.items()}
+        if config.get("out_dtype") == BF16:
+            tensors = {k: v.to(torch.bfloat16).to(torch.float32) for k, v in tensors.items()}
         save_file(tensors, out / "expected" / f"{name}.safetensors", metadata={"format": "pt"})
         listing.append({"name": name, "config": config, "num_hidden_layers": layers,
                         "expected": f"expected/{name}.safetensors"})

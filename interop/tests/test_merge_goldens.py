@@ -146,11 +146,52 @@ def test_mergekit_config_file_matches_numpy(case, tmp_path):
     merged = hf.read_tensors(tmp_path / "out")
     expected = load_file(GOLDEN / case["expected"])
     assert set(expected) == {n for n, t in merged.items() if t.is_floating_point()}
+    out_dtype = case["config"].get("out_dtype")
+    # bf16 output: numpy's float64 rounded twice (to float32, to bf16) may land one unit in the last place away.
+    relative = 2.0 ** -7 if out_dtype == "bfloat16" else 1e-6
     for name, value in expected.items():
         diff = (merged[name].double() - value.double()).abs()
-        assert (diff <= 1e-6 * value.double().abs() + 1e-7).all(), f"{case['name']}: {name} off by {diff.max():.3g}"
+        assert (diff <= relative * value.double().abs() + 1e-7).all(), f"{case['name']}: {name} off by {diff.max():.3g}"
+        if out_dtype:
+            assert merged[name].dtype == getattr(torch, out_dtype), name
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["num_hidden_layers"] == case["num_hidden_layers"]
+    if out_dtype:
+        assert written["torch_dtype"] == out_dtype
+
+
+def test_chat_template_is_what_mergekit_saves(tmp_path):
+    """chat_template as mergekit's merge.py _set_chat_template sets it on the donor's tokenizer and transformers'
+    save_pretrained writes it: the given Jinja, or with auto the template most inputs have, stripped."""
+    import transformers
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+
+    vocab = Tokenizer(tok_models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "<unk>": 3}, unk_token="<unk>"))
+    vocab.pre_tokenizer = pre_tokenizers.Whitespace()
+    inputs = []
+    for name, template in [("m0", "{{ messages }} A"), ("m1", "\n{{ messages }} B  "), ("base", "{{ messages }} B")]:
+        model = tmp_path / name
+        shutil.copytree(GOLDEN / "layered" / name, model)
+        (model / "tokenizer.json").unlink()
+        tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<s>", eos_token="</s>")
+        tokenizer.chat_template = template
+        tokenizer.save_pretrained(model)
+        inputs.append(model)
+    jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}\n"
+    for chosen, expected in [(jinja, jinja), ("auto", "{{ messages }} B")]:
+        config = tmp_path / "merge.yml"
+        config.write_text(yaml.safe_dump({"merge_method": "task_arithmetic", "base_model": str(inputs[2]),
+                                          "models": [{"model": str(m)} for m in inputs[:2]],
+                                          "chat_template": chosen}))
+        out = tmp_path / f"out-{chosen != 'auto'}"
+        assert mixtune("merge", config, out).stdout.startswith("merged ")
+        donor = transformers.PreTrainedTokenizerFast.from_pretrained(inputs[2])  # what AutoTokenizer gives a
+        # tokenizer.json model (AutoTokenizer itself wants mistral_common for model_type mistral)
+        donor.chat_template = expected
+        donor.save_pretrained(tmp_path / "reference")
+        assert (out / "chat_template.jinja").read_text() == (tmp_path / "reference" / "chat_template.jinja").read_text()
+        assert "chat_template" not in json.loads((out / "tokenizer_config.json").read_text())
+        assert transformers.PreTrainedTokenizerFast.from_pretrained(out).chat_template == expected
 
 
 @pytest.mark.parametrize("name", ["ties-unnormalized", "dare_ties", "slerp-base", "lawa-last2"])

@@ -16,6 +16,7 @@ import java.util.Objects;
  * options {@code --method --inputs --weights --base --density --t ...} fill the same record):
  * <pre>
  *   merge_method: ties              # linear swa lawa ema warm task_arithmetic ties dare_linear dare_ties slerp
+ *                                   # ... every mergekit method: see {@link MergeMethod}
  *   base_model: base/               # task vectors are measured from it (task_arithmetic, ties, dare_*); slerp: x0
  *   models:
  *     - model: math/
@@ -26,7 +27,9 @@ import java.util.Objects;
  *   rank: 16                        # PEFT adapters: re-compress the concatenated ranks to 16 by SVD
  *   seed: 0                         # dare_*: seeds the drop masks
  *   dtype: bfloat16                 # default: the base's (or first model's) dtype
+ *   out_dtype: bfloat16             # written in out_dtype where given, else dtype (computed in float32 anyway)
  *   tokenizer_source: base          # or one of the models: whose tokenizer files the merge carries
+ *   chat_template: auto             # or a Jinja template: written into the merged tokenizer (chat_template.jinja)
  *   out: merged/                    # or on the command line: mixtune merge merge.yaml merged/
  * </pre>
  * weight, density, lambda and t may also be mergekit's gradients ({@code [0, 0.5, 1]}, spread over the layers) or
@@ -47,7 +50,9 @@ public record MergeConfig(
         @JsonProperty("rank") Integer rank,
         @JsonProperty("seed") Long seed,
         @JsonProperty("dtype") DType dtype,
+        @JsonProperty("out_dtype") DType outDtype,
         @JsonProperty("tokenizer_source") Path tokenizerSource,
+        @JsonProperty("chat_template") String chatTemplate,
         @JsonProperty("layer_range") List<Integer> layerRange,
         @JsonProperty("slices") List<Slice> slices,
         @JsonProperty("out") Path out) {
@@ -116,9 +121,26 @@ public record MergeConfig(
             @JsonProperty("scale") ParameterSetting scale,
             @JsonProperty("filter_wise") Boolean filterWise,
             @JsonProperty("gamma") ParameterSetting gamma,
-            @JsonProperty("epsilon") ParameterSetting epsilon) {
+            @JsonProperty("epsilon") ParameterSetting epsilon,
+            @JsonProperty("nuslerp_flatten") Boolean nuslerpFlatten,
+            @JsonProperty("nuslerp_row_wise") Boolean nuslerpRowWise,
+            @JsonProperty("normalize_weights") Boolean normalizeWeights,
+            @JsonProperty("max_iter") Integer maxIter,
+            @JsonProperty("tol") Double tol,
+            @JsonProperty("select_topk") ParameterSetting selectTopk,
+            @JsonProperty("r") ParameterSetting r,
+            @JsonProperty("alpha") ParameterSetting alpha) {
         @JsonCreator
         public Parameters {
+            requireFinite("select_topk", selectTopk);
+            requireFinite("r", r);
+            requireFinite("alpha", alpha);
+            if (maxIter != null && maxIter < 0) {
+                throw new IllegalArgumentException("max_iter must be a number of iterations (0 or more), got " + maxIter);
+            }
+            if (tol != null && !(tol >= 0 && Double.isFinite(tol))) {
+                throw new IllegalArgumentException("tol must be a finite number >= 0, got " + tol);
+            }
             requireFinite("weight", weight);
             requireFinite("scale", scale);
             requireGamma(gamma);
@@ -138,12 +160,13 @@ public record MergeConfig(
         public Parameters(Double weight, Double density, Boolean normalize, Double lambda, Double t, Double decay,
                 Boolean rescale, Boolean int8Mask) {
             this(ParameterSetting.of(weight), ParameterSetting.of(density), normalize, ParameterSetting.of(lambda),
-                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null);
+                    ParameterSetting.of(t), decay, rescale, int8Mask, null, null, null, null, null, null, null, null, null,
+                    null, null, null);
         }
 
         public static Parameters none() {
             return new Parameters((ParameterSetting) null, null, null, null, null, null, null, null, null, null, null,
-                    null);
+                    null, null, null, null, null, null, null, null, null);
         }
 
         /**
@@ -157,7 +180,11 @@ public record MergeConfig(
                     firstGiven(slice.decay, decay), firstGiven(slice.rescale, rescale),
                     firstGiven(slice.int8Mask, int8Mask), ParameterSetting.layered(slice.scale, scale),
                     firstGiven(slice.filterWise, filterWise), ParameterSetting.layered(slice.gamma, gamma),
-                    ParameterSetting.layered(slice.epsilon, epsilon));
+                    ParameterSetting.layered(slice.epsilon, epsilon), firstGiven(slice.nuslerpFlatten, nuslerpFlatten),
+                    firstGiven(slice.nuslerpRowWise, nuslerpRowWise),
+                    firstGiven(slice.normalizeWeights, normalizeWeights), firstGiven(slice.maxIter, maxIter),
+                    firstGiven(slice.tol, tol), ParameterSetting.layered(slice.selectTopk, selectTopk),
+                    ParameterSetting.layered(slice.r, r), ParameterSetting.layered(slice.alpha, alpha));
         }
 
         private static <T> T firstGiven(T first, T then) {
@@ -166,7 +193,7 @@ public record MergeConfig(
 
         /** The settings that differ between tensors or are given at all, for checks against the method. */
         private List<ParameterSetting> settings() {
-            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon);
+            return java.util.Arrays.asList(weight, density, lambda, t, scale, gamma, epsilon, selectTopk, r, alpha);
         }
     }
 
@@ -230,6 +257,14 @@ public record MergeConfig(
         this(method, baseModel, models, parameters, last, rank, seed, dtype, null, null, null, out);
     }
 
+    /** Without out_dtype and chat_template: the output is written in dtype, with its tokenizer's own template. */
+    public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
+            Integer rank, Long seed, DType dtype, Path tokenizerSource, List<Integer> layerRange, List<Slice> slices,
+            Path out) {
+        this(method, baseModel, models, parameters, last, rank, seed, dtype, null, tokenizerSource, null, layerRange,
+                slices, out);
+    }
+
     /** A merge of whole models, or of the layers of one slice when layer_range is given. */
     public MergeConfig(MergeMethod method, Path baseModel, List<Model> models, Parameters parameters, Integer last,
             Integer rank, Long seed, DType dtype, Path tokenizerSource, List<Integer> layerRange, Path out) {
@@ -253,6 +288,10 @@ public record MergeConfig(
         if (dtype != null && !dtype.isFloat32Convertible()) {
             throw new IllegalArgumentException("dtype must be bfloat16, float16 or float32, got " + dtype);
         }
+        if (outDtype != null && !outDtype.isFloat32Convertible()) {
+            throw new IllegalArgumentException("out_dtype must be bfloat16, float16 or float32, got " + outDtype);
+        }
+        MergedChatTemplate.requireValid(chatTemplate);
         if (rank != null && rank <= 0) {
             throw new IllegalArgumentException("rank must be a positive integer, got " + rank);
         }
@@ -277,6 +316,14 @@ public record MergeConfig(
             throw new IllegalArgumentException("layer_range must be [0, number of layers], got " + layerRange);
         }
         layerRange = layerRange == null ? null : List.copyOf(layerRange);
+    }
+
+    /**
+     * The dtype the merged tensors are written in: out_dtype, else dtype (null: each tensor's donor's). mergekit
+     * computes in dtype and writes out_dtype; mixtune computes in float32 whatever dtype says.
+     */
+    public DType writtenDtype() {
+        return outDtype != null ? outDtype : dtype;
     }
 
     /** mergekit's tokenizer_source naming the base model rather than a path. */
@@ -326,9 +373,10 @@ public record MergeConfig(
         String name = method.yamlName();
         boolean baseAmongModels = baseModel != null && models.stream().anyMatch(m -> samePath(m.model(), baseModel));
         boolean donorBase = method == MergeMethod.LINEAR || method == MergeMethod.PASSTHROUGH;
-        if (!method.needsBase() && method != MergeMethod.SLERP && baseModel != null && !(donorBase && baseAmongModels)) {
+        if (!method.takesBaseApart() && method != MergeMethod.SLERP && method != MergeMethod.KARCHER && baseModel != null
+                && !(donorBase && baseAmongModels)) {
             throw new IllegalArgumentException(name + " takes no base_model (only the task-vector methods,"
-                    + " model_stock and slerp do" + (donorBase ? "; " + name + " takes one only when it is one of its"
+                    + " model_stock, slerp, nuslerp, multislerp, nearswap, karcher, sce, arcee_fusion and ram* do" + (donorBase ? "; " + name + " takes one only when it is one of its"
                     + " models, giving the config and tokenizer" : "") + ")");
         }
         // A slice's parameters are checked as the method-wide ones, its sources' as the models'.
@@ -343,6 +391,11 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no weights: "
                     + (method == MergeMethod.EMA ? "the decay sets them"
                     : method == MergeMethod.PASSTHROUGH ? "it copies one model per slice (scale multiplies it)"
+                    : method == MergeMethod.NEARSWAP ? "t sets how far it moves from the base"
+                    : method == MergeMethod.SCE ? "each model's weight is its mean squared task vector"
+                    : method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL
+                    ? "shared entries are averaged, unique ones kept"
+                    : method == MergeMethod.ARCEE_FUSION ? "it takes the model's entries where they matter most"
                     : "it averages uniformly"));
         }
         boolean dense = parameters.density() != null || modelParameters.stream().anyMatch(m -> m.density() != null);
@@ -359,10 +412,16 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no gamma (only breadcrumbs and breadcrumbs_ties do:"
                     + " the fraction of largest magnitudes dropped)");
         }
-        boolean spread = parameters.epsilon() != null || modelParameters.stream().anyMatch(m -> m.epsilon() != null);
-        if (spread && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
+        boolean ram = method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL;
+        boolean ownSpread = modelParameters.stream().anyMatch(m -> m.epsilon() != null);
+        if (ram && ownSpread) {
+            throw new IllegalArgumentException(name + " takes epsilon method-wide only (mergekit's parameter of the"
+                    + " merge), not per model");
+        }
+        boolean spread = parameters.epsilon() != null || ownSpread;
+        if (spread && !ram && method.sparsification() != MergeMethod.Sparsification.MAGNITUDE_RANKED) {
             throw new IllegalArgumentException(name + " takes no epsilon (only della and della_linear do: the spread"
-                    + " of the keep probabilities around density)");
+                    + " of the keep probabilities around density; and ram, ramplus_tl: the smallest entry counted)");
         }
         if (parameters.filterWise() != null && method != MergeMethod.MODEL_STOCK) {
             throw new IllegalArgumentException(name + " takes no filter_wise (only model_stock does: one angle per"
@@ -377,10 +436,43 @@ public record MergeConfig(
             throw new IllegalArgumentException("passthrough copies one source per slice (mergekit's rule), got "
                     + models.size() + " models; stack or cut layers with slices, one source each");
         }
-        if ((parameters.t() != null) != (method == MergeMethod.SLERP)) {
+        if (parameters.t() == null && method == MergeMethod.NEARSWAP) {
+            throw new IllegalArgumentException("nearswap needs t: entries of the model within t of the base's are"
+                    + " taken from the model, farther ones moved t towards it");
+        }
+        if ((parameters.t() != null) != (method == MergeMethod.SLERP) && method != MergeMethod.NEARSWAP) {
             throw new IllegalArgumentException(method == MergeMethod.SLERP
                     ? "slerp needs t in [0, 1]: 0 gives the first model, 1 the second"
-                    : name + " takes no t (only slerp does)");
+                    : name + " takes no t (only slerp and nearswap do)");
+        }
+        if ((parameters.nuslerpFlatten() != null || parameters.nuslerpRowWise() != null)
+                && method != MergeMethod.NUSLERP) {
+            throw new IllegalArgumentException(name + " takes no nuslerp_flatten or nuslerp_row_wise (only nuslerp"
+                    + " does)");
+        }
+        if ((parameters.maxIter() != null || parameters.tol() != null) && method != MergeMethod.KARCHER) {
+            throw new IllegalArgumentException(name + " takes no max_iter or tol (only karcher does)");
+        }
+        if ((parameters.r() != null || parameters.alpha() != null) && method != MergeMethod.RAMPLUS_TL) {
+            throw new IllegalArgumentException(name + " takes no r or alpha (only ramplus_tl does)");
+        }
+        if (parameters.selectTopk() != null && method != MergeMethod.SCE) {
+            throw new IllegalArgumentException(name + " takes no select_topk (only sce does)");
+        }
+        if (parameters.normalizeWeights() != null && method != MergeMethod.MULTISLERP) {
+            throw new IllegalArgumentException(name + " takes no normalize_weights (only multislerp does)");
+        }
+        if (parameters.normalize() != null && method.family() == MergeMethod.Family.SPHERICAL) {
+            throw new IllegalArgumentException(name + " takes no normalize" + (method == MergeMethod.MULTISLERP
+                    ? ": multislerp's is normalize_weights" : ": nuslerp's t is w_1 / (w_0 + w_1)"));
+        }
+        if (method == MergeMethod.NUSLERP || method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION) {
+            long others = models.stream().filter(m -> baseModel == null || !samePath(m.model(), baseModel)).count();
+            if (slices == null && others != (method == MergeMethod.NUSLERP ? 2 : 1)) {
+                throw new IllegalArgumentException(method == MergeMethod.NUSLERP
+                        ? "nuslerp interpolates exactly two models besides base_model (mergekit's rule), got " + others
+                        : name + " takes base_model and exactly one other model (mergekit's rule), got " + others);
+            }
         }
         if ((parameters.decay() != null) != (method == MergeMethod.EMA)) {
             throw new IllegalArgumentException(method == MergeMethod.EMA
@@ -455,11 +547,11 @@ public record MergeConfig(
     MergeConfig sliceView(int i) {
         Slice slice = slices.get(i);
         List<Model> sources = slice.sources().stream()
-                .filter(s -> !method.needsBase() || !samePath(s.model(), baseModel))
+                .filter(s -> !method.takesBaseApart() || !samePath(s.model(), baseModel))
                 .map(s -> new Model(s.model(), s.parameters())).toList();
-        Path viewBase = method.needsBase() || method == MergeMethod.SLERP ? baseModel : null;
+        Path viewBase = method.takesBaseApart() || method == MergeMethod.SLERP ? baseModel : null;
         return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,
-                dtype, null, null, null, out);
+                dtype, outDtype, null, chatTemplate, null, null, out);
     }
 
     /** The models form with a layer_range that cuts layers, as the one slice it stands for. */
@@ -470,7 +562,8 @@ public record MergeConfig(
         }
         List<Source> sources = all.stream().map(m -> new Source(m.model(), layerRange, m.parameters())).toList();
         return new MergeConfig(method, baseModel, all.stream().map(m -> Model.of(m.model())).toList(), parameters,
-                null, rank, seed, dtype, tokenizerSource, null, List.of(new Slice(sources, null)), out);
+                null, rank, seed, dtype, outDtype, tokenizerSource, chatTemplate, null, List.of(new Slice(sources, null)),
+                out);
     }
 
     static boolean samePath(Path a, Path b) {
@@ -564,6 +657,47 @@ public record MergeConfig(
                 value(parameters.epsilon(), tensorName, t), 0.15);
     }
 
+    /** nuslerp: the whole tensor is one vector (mergekit's default), else its rows, or with row_wise its columns. */
+    boolean nuslerpFlatten() {
+        return !Boolean.FALSE.equals(parameters.nuslerpFlatten());
+    }
+
+    boolean nuslerpRowWise() {
+        return Boolean.TRUE.equals(parameters.nuslerpRowWise());
+    }
+
+    /** multislerp: weights divided by their sum unless normalize_weights: false. */
+    boolean normalizeWeights() {
+        return !Boolean.FALSE.equals(parameters.normalizeWeights());
+    }
+
+    /** karcher's iteration limit and tolerance, mergekit's defaults 10 and 1e-5. */
+    int maxIter() {
+        return parameters.maxIter() == null ? 10 : parameters.maxIter();
+    }
+
+    double tol() {
+        return parameters.tol() == null ? 1e-5 : parameters.tol();
+    }
+
+    /** sce's fraction of entries kept by their variance across the models, mergekit's default 1 (all). */
+    double selectTopk(String tensorName, double t) {
+        return firstNonNull(value(parameters.selectTopk(), tensorName, t), null, 1.0);
+    }
+
+    /** ram's and ramplus_tl's epsilon (entries at most this large count as zero) and ramplus_tl's r and alpha. */
+    double ramEpsilon(String tensorName, double t) {
+        return firstNonNull(value(parameters.epsilon(), tensorName, t), null, 1e-5);
+    }
+
+    double ramR(String tensorName, double t) {
+        return firstNonNull(value(parameters.r(), tensorName, t), null, 0.1);
+    }
+
+    double ramAlpha(String tensorName, double t) {
+        return firstNonNull(value(parameters.alpha(), tensorName, t), null, 0.2);
+    }
+
     boolean filterWise() {
         return Boolean.TRUE.equals(parameters.filterWise());
     }
@@ -575,7 +709,7 @@ public record MergeConfig(
     /** The same merge of other inputs (run directories expanded, the latest {@code last} kept). */
     MergeConfig withModels(List<Model> resolved) {
         return new MergeConfig(method, baseModel, resolved, parameters, last == null ? null : resolved.size(), rank, seed,
-                dtype, tokenizerSource, layerRange, slices, out);
+                dtype, outDtype, tokenizerSource, chatTemplate, layerRange, slices, out);
     }
 
     /** Weights as the command line gives them, one per input in order. */

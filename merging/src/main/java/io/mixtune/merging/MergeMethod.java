@@ -54,9 +54,46 @@ public enum MergeMethod {
      * One source per slice copied as it is, times {@code scale} where given: with {@code slices} that cut or stack
      * layer ranges, a frankenmerge (mergekit's passthrough).
      */
-    PASSTHROUGH("passthrough", Family.PASSTHROUGH);
+    PASSTHROUGH("passthrough", Family.PASSTHROUGH),
+    /**
+     * Spherical interpolation of two models (task vectors, with a base) at t = w_1 / (w_0 + w_1), over the whole tensor
+     * ({@code nuslerp_flatten}, the default), each row, or each column ({@code nuslerp_row_wise}) (mergekit's nuslerp).
+     */
+    NUSLERP("nuslerp", Family.SPHERICAL),
+    /**
+     * The weighted barycentre of any number of models (task vectors, with a base) on the sphere: tangent space at the
+     * weighted mean of the unit tensors, mapped back, scaled by the weighted mean norm (mergekit's multislerp).
+     */
+    MULTISLERP("multislerp", Family.SPHERICAL),
+    /** base where the model is farther than t, else towards it: w = clamp(t / |m - base|, 0, 1) (mergekit's nearswap). */
+    NEARSWAP("nearswap", Family.INTERPOLATION),
+    /**
+     * The Riemannian (Karcher) mean of the models' unit tensors, uniform weights, iterated up to {@code max_iter} times
+     * to {@code tol}, times the mean norm; base_model is one more model (mergekit's karcher).
+     */
+    KARCHER("karcher", Family.INTERPOLATION),
+    /**
+     * Task vectors kept where their variance across the models is in the top {@code select_topk}, signs elected, each
+     * model weighted by its mean squared task vector (SCE, Wan et al. 2024; mergekit's sce).
+     */
+    SCE("sce", Family.STOCK),
+    /**
+     * The model's entries where their importance |m - base| KL(softmax(m) || softmax(base)) reaches median + 1.5 IQR,
+     * the base's elsewhere (mergekit's arcee_fusion).
+     */
+    ARCEE_FUSION("arcee_fusion", Family.STOCK),
+    /**
+     * Task-vector entries above {@code epsilon} in magnitude summed where one model has them, averaged where several do
+     * (Reinforced Agent Merging; mergekit's ram).
+     */
+    RAM("ram", Family.STOCK),
+    /**
+     * ram with each model's unique entries scaled by 1 + r clamp(shared / unique, 0, alpha), its counts of shared and
+     * unique entries in the tensor (mergekit's ramplus_tl).
+     */
+    RAMPLUS_TL("ramplus_tl", Family.STOCK);
 
-    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH, STOCK }
+    enum Family { AVERAGE, TASK_VECTORS, INTERPOLATION, PASSTHROUGH, STOCK, SPHERICAL }
 
     /**
      * How a task-vector method thins each task vector before adding it (mergekit's sparsify.py): the largest
@@ -83,7 +120,15 @@ public enum MergeMethod {
 
     /** Task-vector methods need the model the task vectors are measured from. */
     public boolean needsBase() {
-        return family == Family.TASK_VECTORS || family == Family.STOCK;
+        return family == Family.TASK_VECTORS || family == Family.STOCK || this == NEARSWAP;
+    }
+
+    /**
+     * Whether base_model, when given, stands apart from the models as what they are measured from (needed by the
+     * task-vector methods, model_stock and nearswap; optional for nuslerp and multislerp, whose origin it becomes).
+     */
+    boolean takesBaseApart() {
+        return needsBase() || family == Family.SPHERICAL;
     }
 
     Sparsification sparsification() {
@@ -108,7 +153,7 @@ public enum MergeMethod {
 
     /** Whether the weights are given by the user (otherwise uniform, or the EMA's). */
     boolean takesWeights() {
-        return this == LINEAR || family == Family.TASK_VECTORS;
+        return this == LINEAR || family == Family.TASK_VECTORS || family == Family.SPHERICAL;
     }
 
     /** mergekit's default for {@code normalize}: linear, ties and della divide by the (agreeing) weights. */
@@ -117,8 +162,7 @@ public enum MergeMethod {
     }
 
     /** mergekit's merge methods that mixtune does not have (yet): named as such rather than as unknown. */
-    static final Set<String> MERGEKIT_ONLY = Set.of("nuslerp", "multislerp", "arcee_fusion",
-            "karcher", "sce", "nearswap", "ram", "ramplus_tl");
+    static final Set<String> MERGEKIT_ONLY = Set.of();
 
     public static MergeMethod parse(String name) {
         String wanted = name.trim().toLowerCase(Locale.ROOT).replace('-', '_');

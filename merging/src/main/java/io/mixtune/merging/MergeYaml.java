@@ -54,11 +54,7 @@ public final class MergeYaml {
      * as unknown keys with a suggestion.
      */
     private static final Map<String, String> NOT_SUPPORTED_YET = Map.of(
-            "modules", "per-module merges of multimodal models",
-            "tokenizer", "a tokenizer built from the models' vocabularies",
-            "chat_template", "a chat template written into the merged tokenizer",
-            "out_dtype", "an output dtype apart from the compute dtype (mixtune computes in float32 and writes dtype)",
-            "residual_weight", "a slice's residual weight");
+            "modules", "per-module merges of multimodal models");
 
     public static MergeConfig read(Path file) {
         return read(file, null);
@@ -80,6 +76,10 @@ public final class MergeYaml {
         try {
             JsonNode tree = MAPPER.readTree(text);
             requireSupported(file, text, tree);
+            boolean tokenizerKey = tree != null && tree.isObject() && tree.has("tokenizer");
+            if (tokenizerKey) {
+                tree = withTokenizerSource(file, text, (ObjectNode) tree);
+            }
             if (out != null && tree != null && tree.has("out")) {
                 throw new IllegalArgumentException(file + where(text, "out") + ": out is given twice, in the file and on"
                         + " the command line (" + out + "); give it once");
@@ -92,6 +92,14 @@ public final class MergeYaml {
                 }
                 requireKnownKeys(file, text, models, MergeConfig.class, "");
                 config = MAPPER.treeToValue(models, MergeConfig.class);
+            } else if (tokenizerKey) {
+                // Read from the edited tree: the file's text says tokenizer, the record tokenizer_source.
+                ObjectNode edited = (ObjectNode) tree;
+                if (out != null) {
+                    edited.put("out", out.toString());
+                }
+                requireKnownKeys(file, text, edited, MergeConfig.class, "");
+                config = MAPPER.treeToValue(edited, MergeConfig.class);
             } else {
                 requireKnownKeys(file, text, tree, MergeConfig.class, "");
                 config = MAPPER.readValue(withOut(text, tree, out), MergeConfig.class);
@@ -122,6 +130,44 @@ public final class MergeYaml {
                 + "\n";
     }
 
+    /**
+     * mergekit's {@code tokenizer: {source: ...}}, which plan.py reads as tokenizer_source (its other keys build
+     * embeddings for tokens a model lacks, which mixtune cannot: it merges models that share one vocabulary).
+     */
+    private static ObjectNode withTokenizerSource(Path file, String text, ObjectNode tree) {
+        String at = file + where(text, "tokenizer");
+        if (tree.has("tokenizer_source")) {
+            throw new IllegalArgumentException(at + ": give tokenizer or tokenizer_source, not both (as mergekit)");
+        }
+        JsonNode tokenizer = tree.get("tokenizer");
+        if (!tokenizer.isObject()) {
+            throw new IllegalArgumentException(at + ": tokenizer must be a mapping with source (base or a model),"
+                    + " got " + tokenizer);
+        }
+        for (Map.Entry<String, JsonNode> entry : tokenizer.properties()) {
+            String key = entry.getKey();
+            if (key.equals("tokens") || key.equals("pad_to_multiple_of")) {
+                throw new IllegalArgumentException("not supported yet: " + file + where(text, key) + ": tokenizer."
+                        + key + " (" + (key.equals("tokens") ? "embeddings for chosen tokens" : "a vocabulary padded"
+                        + " to a multiple") + "): mixtune merges models that share one vocabulary and cannot rebuild"
+                        + " embeddings");
+            }
+            if (!key.equals("source")) {
+                throw new IllegalArgumentException(at + ": tokenizer." + key + " is not a key of mergekit's tokenizer"
+                        + " (source, tokens, pad_to_multiple_of)");
+            }
+        }
+        // mergekit's default source is union.
+        JsonNode source = tokenizer.has("source") ? tokenizer.get("source") : MAPPER.getNodeFactory().textNode("union");
+        if (!source.isTextual()) {
+            throw new IllegalArgumentException(at + ": tokenizer.source must be base or a model's path, got " + source);
+        }
+        ObjectNode edited = tree.deepCopy();
+        edited.remove("tokenizer");
+        edited.set("tokenizer_source", source);
+        return edited;
+    }
+
     /** mergekit keys mixtune lacks, all named at once; and a mergekit merge method mixtune lacks, named as such. */
     private static void requireSupported(Path file, String text, JsonNode tree) {
         if (tree == null || !tree.isObject()) {
@@ -137,7 +183,7 @@ public final class MergeYaml {
             throw new IllegalArgumentException("not supported yet: " + String.join("; ", lacking)
                     + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
                     + " base_model, models or slices, parameters (numbers, gradients, filters),"
-                    + " dtype and tokenizer_source");
+                    + " dtype, out_dtype, tokenizer_source or tokenizer.source, and chat_template");
         }
     }
 

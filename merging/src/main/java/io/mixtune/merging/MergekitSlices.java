@@ -22,7 +22,8 @@ final class MergekitSlices {
     private MergekitSlices() {}
 
     /** The config with its one slice turned into {@code models} and {@code layer_range}, or its slices kept. */
-    static ObjectNode asModels(Path file, ObjectNode config) {
+    static ObjectNode asModels(Path file, ObjectNode original) {
+        ObjectNode config = withoutResidualWeights(file, original);
         JsonNode slices = config.get("slices");
         if (config.has("models")) {
             throw new IllegalArgumentException(file + ": give models or slices, not both");
@@ -108,6 +109,25 @@ final class MergekitSlices {
      * The slices as they are, each slice's base_model (if any) checked against the method-wide one, and models listing
      * every source's model once: the record checks them, {@link SlicePlan} plans them.
      */
+    /**
+     * The config without its slices' residual_weight: mergekit's OutputSliceDefinition declares it and nothing reads it,
+     * so a number there changes nothing in mergekit either.
+     */
+    private static ObjectNode withoutResidualWeights(Path file, ObjectNode config) {
+        ObjectNode copy = config.deepCopy();
+        JsonNode slices = copy.get("slices");
+        for (int i = 0; slices != null && slices.isArray() && i < slices.size(); i++) {
+            if (slices.get(i) instanceof ObjectNode slice && slice.has("residual_weight")) {
+                if (!slice.get("residual_weight").isNumber()) {
+                    throw new IllegalArgumentException(file + ": slices[" + i + "].residual_weight must be a number,"
+                            + " got " + slice.get("residual_weight"));
+                }
+                slice.remove("residual_weight");
+            }
+        }
+        return copy;
+    }
+
     private static ObjectNode withSlices(Path file, ObjectNode config) {
         ObjectNode converted = config.deepCopy();
         ArrayNode models = converted.putArray("models");

@@ -27,6 +27,9 @@ public final class ModelMerge {
     public static MergeReport run(MergeConfig config, boolean force, long maxShardBytes) {
         long start = System.nanoTime();
         StagedOutput.requireWritable(config.out(), force);
+        if (config.chatTemplate() != null) {
+            MergedChatTemplate.requireTokenizerAmong(MergedChatTemplate.inputs(config));
+        }
         if (config.slices() != null) {
             return mergeSlices(config, force, maxShardBytes, start);
         }
@@ -70,8 +73,13 @@ public final class ModelMerge {
             throw new IllegalArgumentException("rank re-compresses PEFT adapters, but the inputs are full checkpoints");
         }
         // linear's base_model is one of its models, as in mergekit: averaged with them, and the config's donor.
-        Path tensorBase = method.needsBase() ? base : null;
+        Path tensorBase = method.takesBaseApart() ? base : null;
         List<Path> tensorModels = method == MergeMethod.SLERP ? slerpEnds(base, models) : models;
+        if (method == MergeMethod.KARCHER && base != null && models.stream().noneMatch(m -> MergeConfig.samePath(m, base))) {
+            // mergekit's karcher averages the base as one more model (normalize_config lists it among the sources).
+            tensorModels = new ArrayList<>(models);
+            tensorModels.add(base);
+        }
         List<Path> priority = new ArrayList<>(tensorModels);
         if (base != null) {
             priority.add(0, base);
@@ -85,12 +93,13 @@ public final class ModelMerge {
                 ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
                 : tensorMerge(resolved, "", 0);
         Path tokenizerSource = resolved.tokenizerSource() == null ? null : resolved.tokenizerInput();
-        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.dtype(),
+        try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.writtenDtype(),
                 priority.get(0), tokenizerSource);
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
-            CheckpointMerge.recordDtype(staged.dir(), resolved.dtype());
+            writeChatTemplate(resolved, staged.dir());
+            CheckpointMerge.recordDtype(staged.dir(), resolved.writtenDtype());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, false, tensorModels, tensorBase, config.out(), checkpoints.tensorCount(),
@@ -120,13 +129,14 @@ public final class ModelMerge {
         priority.removeIf(p -> MergeConfig.samePath(p, donor));
         priority.add(0, donor);
         Path tokenizerSource = config.tokenizerSource() == null ? null : config.tokenizerInput();
-        CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.dtype(), tokenizerSource);
+        CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.writtenDtype(), tokenizerSource);
         try (CheckpointMerge checkpoints = opened.checkpoints();
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(opened.plan(), staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
+            writeChatTemplate(config, staged.dir());
             CheckpointMerge.recordLayers(staged.dir(), opened.plan().layers());
-            CheckpointMerge.recordDtype(staged.dir(), config.dtype());
+            CheckpointMerge.recordDtype(staged.dir(), config.writtenDtype());
             writeResolved(config, staged.dir());
             staged.commit();
             return new MergeReport(config.method(), false, inputs, config.baseModel(), config.out(),
@@ -141,6 +151,10 @@ public final class ModelMerge {
             throw new IllegalArgumentException(method.yamlName() + " on PEFT adapters is not supported: "
                     + (method == MergeMethod.SLERP ? "interpolating on the sphere"
                     : method == MergeMethod.MODEL_STOCK ? "the angle between task vectors"
+                    : method.family() == MergeMethod.Family.SPHERICAL ? "interpolating on the sphere"
+                    : method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION
+                    ? "comparing entries with the base's"
+                    : method == MergeMethod.KARCHER ? "averaging on the sphere"
                     : method == MergeMethod.PASSTHROUGH ? "copying layers" : "trimming and sign election")
                     + " act on the dense delta B A, which is no longer low-rank; fold each adapter into its base"
                     + " (mixtune merge-adapter) and merge the checkpoints, or use linear, ema or task_arithmetic");
@@ -151,13 +165,25 @@ public final class ModelMerge {
         }
         try (AdapterAverage average = AdapterAverage.open(models, method == MergeMethod.WARM);
                 StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
-            AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.dtype(),
+            AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.writtenDtype(),
                     staged.dir());
             CompanionFiles.copyTokenizer(models, staged.dir());
+            writeChatTemplate(resolved, staged.dir());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,
                     seconds(start), compression.compressed(), compression.maxError(), compression.meanError());
+        }
+    }
+
+    /** chat_template, where given, into the copied tokenizer files (auto finding no template leaves them as they are). */
+    private static void writeChatTemplate(MergeConfig config, Path out) {
+        if (config.chatTemplate() == null) {
+            return;
+        }
+        String template = MergedChatTemplate.resolve(config.chatTemplate(), MergedChatTemplate.inputs(config));
+        if (template != null) {
+            MergedChatTemplate.write(out, template);
         }
     }
 
@@ -186,7 +212,7 @@ public final class ModelMerge {
                     + " checkpoints: " + expanded.stream().map(m -> m.model().toString()).toList());
         }
         List<Model> kept = last == null ? expanded : expanded.subList(expanded.size() - last, expanded.size());
-        if (config.method().needsBase() && config.baseModel() != null && kept.size() > 1) {
+        if (config.method().takesBaseApart() && config.baseModel() != null && kept.size() > 1) {
             // mergekit lists the base among the models at will and skips it: its task vector is zero, and its weight
             // must not count when normalising.
             kept = kept.stream().filter(m -> !MergeConfig.samePath(m.model(), config.baseModel())).toList();
@@ -210,6 +236,30 @@ public final class ModelMerge {
         }
         if (method == MergeMethod.MODEL_STOCK) {
             return new ModelStock(config.filterWise());
+        }
+        if (method == MergeMethod.NEARSWAP) {
+            return new NearSwap(config.t(name, t));
+        }
+        if (method == MergeMethod.NUSLERP) {
+            return new NuSlerp(config.weightOf(0, name, t), config.weightOf(1, name, t), config.nuslerpFlatten(),
+                    config.nuslerpRowWise());
+        }
+        if (method == MergeMethod.KARCHER) {
+            return new Karcher(config.maxIter(), config.tol());
+        }
+        if (method == MergeMethod.SCE) {
+            return new Sce(config.selectTopk(name, t));
+        }
+        if (method == MergeMethod.ARCEE_FUSION) {
+            return new ArceeFusion();
+        }
+        if (method == MergeMethod.RAM || method == MergeMethod.RAMPLUS_TL) {
+            return new Ram(config.ramEpsilon(name, t), method == MergeMethod.RAMPLUS_TL, config.ramR(name, t),
+                    config.ramAlpha(name, t));
+        }
+        if (method == MergeMethod.MULTISLERP) {
+            return new MultiSlerp(IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),
+                    config.normalizeWeights());
         }
         if (method.needsBase()) {
             return new TaskArithmetic(method, IntStream.range(0, n).mapToDouble(i -> config.weightOf(i, name, t)).toArray(),

@@ -104,7 +104,7 @@ final class SlicePlan implements TensorMerge {
             Read read = new Read(indexOf(inputs, source.model()),
                     layer ? renumbered(leadName, source.first() + k) : leadName);
             boolean isBase = baseModel != null && MergeConfig.samePath(source.model(), baseModel);
-            if (isBase && method.needsBase()) {
+            if (isBase && method.takesBaseApart()) {
                 base = read;
             } else if (isBase && method == MergeMethod.SLERP) {
                 models.add(0, read);

@@ -181,6 +181,19 @@ class MergeGoldenTest {
         }
         assertEquals(spec.get("num_hidden_layers").asInt(),
                 JSON.readTree(out.resolve("config.json").toFile()).get("num_hidden_layers").asInt());
+        JsonNode outDtype = spec.get("config").get("out_dtype");
+        if (outDtype != null) {
+            // mergekit writes out_dtype, and says so in config.json, whatever dtype it computed in.
+            try (SafetensorsReader merged = SafetensorsReader.open(out)) {
+                for (String tensor : merged.names()) {
+                    if (merged.info(tensor).dtype().isFloat32Convertible()) {
+                        assertEquals(MergeConfig.parseDtype(outDtype.asText()), merged.info(tensor).dtype(), tensor);
+                    }
+                }
+            }
+            assertEquals(outDtype.asText(), JSON.readTree(out.resolve("config.json").toFile()).get("torch_dtype")
+                    .asText());
+        }
     }
 
     /** scale * B [out, r] A [r, in]. */

@@ -188,7 +188,8 @@ class MergeInputErrorsTest {
                 out)).getMessage().startsWith("swa takes no weights"));
         assertEquals("unknown merge method 'tie' (did you mean 'ties'?): expected one of linear, swa, lawa, ema, warm,"
                 + " task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear,"
-                + " slerp, model_stock, passthrough",
+                + " slerp, model_stock, passthrough, nuslerp, multislerp, nearswap, karcher, sce, arcee_fusion, ram,"
+                + " ramplus_tl",
                 assertThrows(IllegalArgumentException.class, () -> MergeMethod.parse("tie")).getMessage());
     }
 

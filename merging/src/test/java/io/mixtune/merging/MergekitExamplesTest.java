@@ -2,9 +2,11 @@ package io.mixtune.merging;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.model.safetensors.DType;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
@@ -213,15 +215,13 @@ class MergekitExamplesTest {
                   - model: a
                   - model: b
                 merge_method: linear
-                chat_template: chatml
-                out_dtype: bfloat16
+                modules: {}
                 parameters:
                   weight: 1.0
                 """);
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")))
                 .getMessage();
-        assertTrue(message.contains(file + ":5:1: 'chat_template'"), message);
-        assertTrue(message.contains(file + ":6:1: 'out_dtype'"), message);
+        assertTrue(message.contains(file + ":5:1: 'modules'"), message);
         assertTrue(message.startsWith("not supported yet"), message);
     }
 
@@ -483,6 +483,165 @@ class MergekitExamplesTest {
     }
 
     /** A 3-layer model whose tensors are all the 2-entry row {@code values}. */
+    /**
+     * chat_template as merge.py's _set_chat_template sets it and transformers 5's save_pretrained writes it:
+     * chat_template.jinja holds the text as given, tokenizer_config.json no chat_template key (the donor's dropped),
+     * chat_template.json gone; auto takes the template most inputs have, stripped (transformers loads
+     * chat_template.jinja over tokenizer_config.json, and of a list of named templates the one named default).
+     */
+    @Test
+    void chatTemplateIsWrittenAsMergekitWritesIt() throws IOException {
+        Path a = tinyModel("a", 1, 1);
+        Path b = tinyModel("b", 3, 3);
+        Path c = tinyModel("c", 5, 5);
+        for (Path model : List.of(a, b, c)) {
+            Files.writeString(model.resolve("tokenizer.json"), "{\"model\": {\"vocab\": {\"<s>\": 1}}}");
+        }
+        Files.writeString(a.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\", \"chat_template\": \"A {{ x }}\"}");
+        Files.writeString(a.resolve("chat_template.json"), "{\"chat_template\": \"A {{ x }}\"}");
+        Files.writeString(b.resolve("chat_template.jinja"), "\n{{ messages }} B\n");
+        Files.writeString(c.resolve("tokenizer_config.json"), "{\"chat_template\": [{\"name\": \"tool_use\","
+                + " \"template\": \"T\"}, {\"name\": \"default\", \"template\": \"{{ messages }} B\"}]}");
+        String models = "merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + b + "\n  - model: " + c
+                + "\n";
+        String jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}\n";
+        Path given = Files.writeString(dir.resolve("given.yml"), models + "chat_template: \"" + jinja.replace("\n",
+                "\\n") + "\"\n");
+        ModelMerge.run(MergeYaml.read(given, dir.resolve("given")), false, Long.MAX_VALUE);
+        assertEquals(jinja, Files.readString(dir.resolve("given/chat_template.jinja")));
+        assertEquals("<s>", JSON.readTree(dir.resolve("given/tokenizer_config.json").toFile()).get("bos_token").asText());
+        assertFalse(JSON.readTree(dir.resolve("given/tokenizer_config.json").toFile()).has("chat_template"));
+        assertFalse(Files.exists(dir.resolve("given/chat_template.json")));
+        Path auto = Files.writeString(dir.resolve("auto.yml"), models + "chat_template: auto\n");
+        ModelMerge.run(MergeYaml.read(auto, dir.resolve("auto")), false, Long.MAX_VALUE);
+        assertEquals("{{ messages }} B", Files.readString(dir.resolve("auto/chat_template.jinja")),
+                "b's and c's template (2 of 3), stripped");
+        assertTrue(MergeYaml.toYaml(MergeYaml.read(auto, dir.resolve("auto2"))).contains("chat_template: \"auto\""));
+        Path bare = tinyModel("bare", 1, 1);
+        Path none = Files.writeString(dir.resolve("none.yml"), "merge_method: linear\nmodels:\n  - model: " + bare
+                + "\nchat_template: auto\n");
+        String message = assertThrows(IllegalArgumentException.class,
+                () -> ModelMerge.run(MergeYaml.read(none, dir.resolve("none")), false, Long.MAX_VALUE)).getMessage();
+        assertTrue(message.contains("no input has tokenizer files"), message);
+        assertFalse(Files.exists(dir.resolve("none")));
+    }
+
+    @Test
+    void chatTemplateNamesMixtuneCannotTakeAreRefusedAtTheirLine() throws IOException {
+        String models = "merge_method: linear\nmodels:\n  - model: a\n  - model: b\n";
+        Path bundled = Files.writeString(dir.resolve("bundled.yml"), models + "chat_template: chatml\n");
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(bundled, dir.resolve("o")))
+                .getMessage();
+        assertTrue(message.contains(bundled + ":5:") && message.contains("'chatml'")
+                && message.contains("not supported yet") && message.contains("LGPL-3.0"), message);
+        Path invalid = Files.writeString(dir.resolve("invalid.yml"), models + "chat_template: vicuna\n");
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(invalid, dir.resolve("o")))
+                .getMessage();
+        assertTrue(message.contains("chat_template must be auto or a Jinja template"), message);
+    }
+
+    /** mergekit's tokenizer: {source: ...} is its tokenizer_source (plan.py); the embedding-building keys are refused. */
+    @Test
+    void tokenizerSourceKeyIsTokenizerSource() throws IOException {
+        Path a = tinyModel("a", 1, 1);
+        Path b = tinyModel("b", 3, 3);
+        Files.writeString(a.resolve("tokenizer_config.json"), "{\"chat_template\": \"a\"}");
+        Files.writeString(b.resolve("tokenizer_config.json"), "{\"chat_template\": \"b\"}");
+        String models = "merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + b + "\n";
+        Path fromB = Files.writeString(dir.resolve("b.yml"), models + "tokenizer:\n  source: " + b + "\n");
+        MergeConfig config = MergeYaml.read(fromB, dir.resolve("out-b"));
+        assertEquals(b, config.tokenizerSource());
+        ModelMerge.run(config, false, Long.MAX_VALUE);
+        assertEquals("{\"chat_template\": \"b\"}", Files.readString(dir.resolve("out-b/tokenizer_config.json")));
+        Path base = Files.writeString(dir.resolve("base.yml"), "base_model: " + a + "\n" + models.replace("linear",
+                "task_arithmetic") + "tokenizer: {source: base}\n");
+        assertEquals(Path.of("base"), MergeYaml.read(base, dir.resolve("o")).tokenizerSource());
+        for (String refused : List.of("tokenizer: {source: base, tokens: {x: {source: base}}}\n",
+                "tokenizer: {source: base, pad_to_multiple_of: 64}\n", "tokenizer: {}\n",
+                "tokenizer: {source: base}\ntokenizer_source: base\n")) {
+            Path file = Files.writeString(dir.resolve("refused.yml"), "base_model: " + a + "\n" + models + refused);
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")))
+                    .getMessage();
+            assertTrue(message.contains(refused.contains("tokenizer_source") ? "not both" : "not supported yet"),
+                    refused + ": " + message);
+        }
+    }
+
+    /**
+     * mergekit's rules for nuslerp, multislerp, nearswap and arcee_fusion, and their parameters (and karcher's and
+     * sce's) on other methods, refused up front.
+     */
+    @Test
+    void sphericalNearswapKarcherSceAndFusionSettingsThatMergekitRefusesAreRefused() throws IOException {
+        String three = "models:\n  - model: a\n  - model: b\n  - model: c\n";
+        Map<String, String> refused = Map.of(
+                "merge_method: nuslerp\n" + three, "nuslerp interpolates exactly two models besides base_model",
+                "merge_method: nearswap\nbase_model: a\n" + three + "parameters: {t: 0.1}\n",
+                "nearswap takes base_model and exactly one other model",
+                "merge_method: nearswap\nbase_model: a\nmodels:\n  - model: b\n", "nearswap needs t",
+                "merge_method: linear\n" + three + "parameters: {nuslerp_flatten: false}\n",
+                "linear takes no nuslerp_flatten",
+                "merge_method: nuslerp\nmodels:\n  - model: a\n  - model: b\nparameters: {normalize_weights: false}\n",
+                "nuslerp takes no normalize_weights",
+                "merge_method: multislerp\n" + three + "parameters: {normalize: false}\n",
+                "multislerp's is normalize_weights",
+                "merge_method: nearswap\nbase_model: a\nmodels:\n  - model: b\n    parameters: {weight: 2}\n"
+                        + "parameters: {t: 0.1}\n", "nearswap takes no weights",
+                "merge_method: ties\nbase_model: a\n" + three + "parameters: {select_topk: 0.5}\n",
+                "ties takes no select_topk",
+                "merge_method: linear\n" + three + "parameters: {max_iter: 5}\n", "linear takes no max_iter",
+                "merge_method: arcee_fusion\nbase_model: a\n" + three,
+                "arcee_fusion takes base_model and exactly one other model");
+        for (Map.Entry<String, String> entry : refused.entrySet()) {
+            Path file = Files.writeString(dir.resolve("refused.yml"), entry.getKey());
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")),
+                    entry.getKey()).getMessage();
+            assertTrue(message.contains(entry.getValue()), entry.getKey() + ": " + message);
+        }
+        for (String[] ram : new String[][] {
+                {"merge_method: ram\nbase_model: a\nmodels:\n  - model: b\n    parameters: {epsilon: 0.1}\n",
+                        "ram takes epsilon method-wide only"},
+                {"merge_method: ram\nbase_model: a\nmodels:\n  - model: b\nparameters: {r: 0.5}\n",
+                        "ram takes no r or alpha"}}) {
+            Path file = Files.writeString(dir.resolve("ram.yml"), ram[0]);
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")))
+                    .getMessage();
+            assertTrue(message.contains(ram[1]), ram[0] + ": " + message);
+        }
+        Path fine = Files.writeString(dir.resolve("fine.yml"), "merge_method: multislerp\nbase_model: a\n" + three
+                + "parameters: {normalize_weights: false}\n");
+        MergeConfig config = MergeYaml.read(fine, dir.resolve("o"));
+        assertFalse(config.normalizeWeights());
+        assertEquals(config, MergeYaml.read(Files.writeString(dir.resolve("resolved.yml"), MergeYaml.toYaml(config))));
+    }
+
+    /** A slice's residual_weight is declared by mergekit's OutputSliceDefinition and read nowhere: the same merge. */
+    @Test
+    void aSlicesResidualWeightChangesNothingAsInMergekit() throws IOException {
+        String slices = """
+                merge_method: passthrough
+                slices:
+                  - sources:
+                      - model: a
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: b
+                        layer_range: [1, 3]
+                """;
+        MergeConfig plain = MergeYaml.read(Files.writeString(dir.resolve("plain.yml"), slices), dir.resolve("o"));
+        MergeConfig weighted = MergeYaml.read(Files.writeString(dir.resolve("weighted.yml"),
+                slices.replace("  - sources:\n      - model: b", "  - residual_weight: 0.5\n    sources:\n      - model: b")),
+                dir.resolve("o"));
+        assertEquals(plain, weighted);
+        Path text = Files.writeString(dir.resolve("text.yml"), slices.replace("  - sources:\n      - model: b",
+                "  - residual_weight: half\n    sources:\n      - model: b"));
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(text, dir.resolve("o")))
+                .getMessage();
+        assertTrue(message.contains("slices[1].residual_weight must be a number"), message);
+    }
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
     private Path tinyModel(String name, float... values) throws IOException {
         Path model = dir.resolve(name);
         Files.createDirectories(model);

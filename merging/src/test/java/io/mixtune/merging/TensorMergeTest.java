@@ -204,4 +204,71 @@ class TensorMergeTest {
         assertArrayEquals(new float[] {1, 0}, new Slerp(0).merge("w", null, of(x0, x1)), 1e-7f);
         assertArrayEquals(new float[] {0, 2}, new Slerp(1).merge("w", null, of(x0, x1)), 1e-6f);
     }
+
+    /**
+     * nearswap: |m - base| 0.5 with t 0.1 moves a fifth of the way (w = 0.2), 0.05 is within t (w = 1); nuslerp: x0 = e1,
+     * x1 = e2 at t = 1 / 3 give (cos 30, sin 30), weights summing to 0 give t = 0.5, colinear ones lerp; multislerp:
+     * antipodal pairs fall back to the weighted sum, three that balance are refused (mergekit's rules).
+     */
+    @Test
+    void nearswapNuslerpAndMultislerpOnHandValues() {
+        assertArrayEquals(new float[] {0.1f, 0.05f, 1f},
+                new NearSwap(0.1).merge("w", new float[] {0, 0, 1}, of(new float[] {0.5f, 0.05f, 1})), 1e-7f);
+        float[] quarter = new NuSlerp(2, 1, true, false).merge("w", null, of(new float[] {1, 0}, new float[] {0, 1}));
+        assertArrayEquals(new float[] {(float) Math.cos(Math.PI / 6), 0.5f}, quarter, 1e-6f);
+        float[] half = new NuSlerp(1, -1, true, false).merge("w", null, of(new float[] {2, 0}, new float[] {0, 2}));
+        assertArrayEquals(new float[] {(float) Math.sqrt(2), (float) Math.sqrt(2)}, half, 1e-6f);
+        float[] colinear = new NuSlerp(1, 1, true, false).merge("w", null, of(new float[] {1, 1}, new float[] {3, 3}));
+        assertArrayEquals(new float[] {2, 2}, colinear, 1e-6f);
+        // Rows (last dimension) of a [2, 2] tensor: row 0 e1 to e2, row 1 colinear; columns: column 0 (1, 0) to (0, 5).
+        float[] rows = new NuSlerp(1, 1, false, false).merge("w", new long[] {2, 2}, null,
+                of(new float[] {1, 0, 1, 1}, new float[] {0, 1, 3, 3}));
+        double s = Math.sqrt(0.5);
+        assertArrayEquals(new float[] {(float) s, (float) s, 2, 2}, rows, 1e-6f);
+        float[] columns = new NuSlerp(1, 1, false, true).merge("w", new long[] {2, 2}, null,
+                of(new float[] {1, 1, 0, 1}, new float[] {0, 3, 5, 3}));
+        double c = Math.sin(Math.PI / 4) / Math.sin(Math.PI / 2);
+        assertArrayEquals(new float[] {(float) c, 2, (float) (5 * c), 2}, columns, 1e-6f);
+        float[] antipodal = new MultiSlerp(new double[] {1, 1}, true).merge("w", null,
+                of(new float[] {1, 2}, new float[] {-1, -2}));
+        assertArrayEquals(new float[] {0, 0}, antipodal, 1e-7f);
+        IllegalArgumentException balanced = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> new MultiSlerp(new double[] {1, 1, 2}, true).merge("w", null,
+                        of(new float[] {1, 0}, new float[] {1, 0}, new float[] {-1, 0})));
+        assertTrue(balanced.getMessage().contains("'w'"), balanced.getMessage());
+        // e1 (norm 2) and e2 (norm 4) at equal weights: the unit bisector times the mean norm 3.
+        float[] bisector = new MultiSlerp(new double[] {1, 1}, true).merge("w", null,
+                of(new float[] {2, 0}, new float[] {0, 4}));
+        assertArrayEquals(new float[] {(float) (3 * s), (float) (3 * s)}, bisector, 1e-6f);
+        // karcher: the mean of two unit vectors on the circle is their bisector, its norm the mean norm.
+        float[] karcher = new Karcher(10, 1e-5).merge("w", null, of(new float[] {2, 0}, new float[] {0, 4}));
+        assertArrayEquals(new float[] {(float) (3 * s), (float) (3 * s)}, karcher, 1e-6f);
+    }
+
+    /**
+     * ram at epsilon 0.1 with task vectors (0.5, 0.5, 0.05) and (0.3, 0, 0): entry 0 is shared (mean 0.4), entry 1 is
+     * model 0's alone (0.5), entry 2 counts for none (0). ramplus_tl with r 0.5, alpha 0.9: model 0 has 1 shared and 1
+     * unique entry, rho 1 clamped to 0.9, so its unique entry is scaled by 1.45.
+     */
+    /**
+     * sce on task vectors (1, 1, -2, 0.5) and (1, -1, 0, 0.5): variances (0, 1, 1, 0), so select_topk 0.5 keeps
+     * int(2 * 0.5) = 1 entry, of the tied two the lower index (entry 1: sum 0 elects +, model 0's 1 alone); with every
+     * entry kept, the elected signs give 1, 1 (+ at a zero sum), -2 and 0.5.
+     */
+    @Test
+    void sceKeepsTheTopVarianceEntriesAndElectsSigns() {
+        assertArrayEquals(new float[] {0, 1, 0, 0}, new Sce(0.5).merge("w", new float[4],
+                of(new float[] {1, 1, -2, 0.5f}, new float[] {1, -1, 0, 0.5f})), 1e-6f);
+        assertArrayEquals(new float[] {1, 1, -2, 0.5f}, new Sce(1).merge("w", new float[4],
+                of(new float[] {1, 1, -2, 0.5f}, new float[] {1, -1, 0, 0.5f})), 1e-6f);
+    }
+
+    @Test
+    void ramAveragesSharedEntriesAndRamplusScalesUniqueOnes() {
+        List<float[]> deltas = of(new float[] {0.5f, 0.5f, 0.05f}, new float[] {0.3f, 0, 0});
+        assertArrayEquals(new float[] {1.4f, 1.5f, 1}, new Ram(0.1, false, 0, 0).merge("w", new float[] {1, 1, 1},
+                of(new float[] {1.5f, 1.5f, 1.05f}, new float[] {1.3f, 1, 1})), 1e-6f);
+        assertArrayEquals(new float[] {0.4f, 0.725f, 0}, new Ram(0.1, true, 0.5, 0.9).merge("w", new float[3], deltas),
+                1e-6f);
+    }
 }

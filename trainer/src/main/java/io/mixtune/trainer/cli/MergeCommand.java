@@ -29,7 +29,8 @@ final class MergeCommand implements Command {
     @Override
     public String summary() {
         return "average or merge models or LoRA adapters (linear, swa, lawa, ema, warm, task_arithmetic, ties, dare,"
-                + " breadcrumbs, della, slerp, model_stock, passthrough, lorahub)";
+                + " breadcrumbs, della, slerp, nuslerp, multislerp, nearswap, karcher, sce, arcee_fusion, ram,"
+                + " model_stock, passthrough, lorahub)";
     }
 
     @Override

@@ -65,11 +65,12 @@ class MergekitCliTest {
     }
 
     @Test
-    void aMergekitMethodMixtuneLacksIsNamedAsNotSupportedYet() throws IOException {
-        Path config = Files.writeString(dir.resolve("sce.yml"), "merge_method: sce\nbase_model: a\nmodels:\n"
+    void aMergekitKeyMixtuneLacksIsNamedAsNotSupportedYet() throws IOException {
+        Path config = Files.writeString(dir.resolve("modules.yml"), "merge_method: linear\nmodules: {}\nmodels:\n"
                 + "  - model: b\n");
-        MixtuneCliTest.Result sce = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
-        assertEquals(2, sce.code());
-        assertTrue(sce.err().contains("not supported yet") && sce.err().contains("'sce'"), sce.err());
+        MixtuneCliTest.Result modules = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
+        assertEquals(2, modules.code());
+        assertTrue(modules.err().contains("not supported yet") && modules.err().contains(":2:1: 'modules'"),
+                modules.err());
     }
 }
