@@ -14,6 +14,8 @@ Two files of numbers, no model of their own:
   DPOTrainer._compute_loss on a stand-in model whose completion log-probs are the fixed ones: TRL's loss, its logged
   rewards and d loss / d policy log-probs, in float64. The same harness gives the formulas' loss on losses.json's
   cases (asserted).
+- f_divergence.json: the same harness with TRL's f_divergence_type forward_kl, js_divergence and alpha_divergence
+  (f_alpha_divergence_coef 0.5, 1, 3, 20) over the loss types TRL lets them regularise.
 - step/: one forward/backward of TRL's own DPOTrainer._compute_loss on the tiny Mixtral of the SFT golden
   (golden/sft/mixtral: its checkpoint and random PEFT adapter) with three preference pairs, the reference being the
   model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
@@ -159,7 +161,7 @@ class _LogitsOfLogProbs(torch.nn.Module):
     def forward(self, input_ids, attention_mask, use_cache):
         q = self.logps / self.lengths
         token0 = q - torch.log(-torch.expm1(q))
-        logits = torch.zeros(len(q), self.width, 2, dtype=torch.float64)
+        logits = torch.zeros(len(q), self.width, 2, dtype=self.logps.dtype)
         positions = torch.arange(self.width)[None, :] < self.lengths[:, None]
         logits = logits + (positions[..., None] * F.pad(token0[:, None, None], (0, 1)))
         return _Outputs(logits)
@@ -175,9 +177,11 @@ class _OneProcess:
     gather_for_metrics = gather
 
 
-def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_tau, pc, pr, rc, rr, len_c, len_r):
+def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_tau, pc, pr, rc, rr, len_c, len_r,
+                     f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5):
     """TRL 1.13's DPOTrainer._compute_loss itself, on an instance holding only what it reads, with the reference
-    log-probs precomputed (TRL's precompute_ref_log_probs path) and the policy's from _LogitsOfLogProbs."""
+    log-probs precomputed (TRL's precompute_ref_log_probs path) and the policy's from _LogitsOfLogProbs (in the dtype
+    of pc)."""
     from collections import defaultdict
     from types import SimpleNamespace
 
@@ -189,7 +193,8 @@ def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_ta
     model = _LogitsOfLogProbs(torch.cat([pc, pr]), lengths, width)
     model.train()
     vars(trainer).update(model=model, accelerator=_OneProcess(), aux_loss_enabled=False, ld_alpha=None,
-                         precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=loss_type,
+                         precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+                         f_alpha_divergence_coef=f_alpha_divergence_coef, loss_types=loss_type,
                          loss_weights=loss_weights, beta=beta, label_smoothing=label_smoothing, use_weighting=False,
                          args=SimpleNamespace(discopop_tau=discopop_tau),
                          _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
@@ -232,6 +237,81 @@ def trl_loss_type_cases() -> dict:
         mine = metrics(v["beta"], pc, pr, rc, rr)
         for key, value in mine.items():
             assert math.isclose(value, logged[key], rel_tol=1e-12, abs_tol=1e-12), (name, key, value, logged[key])
+        cases[name] = {**v, "loss": float(loss.detach()), "grad_policy_chosen": pc.grad.tolist(),
+                       "grad_policy_rejected": pr.grad.tolist(), "metrics": {k: logged[k] for k in mine}}
+    return {"logps": LOGPS, "cases": cases}
+
+
+# ---- (a'') f_divergence_type (f-DPO), by TRL's own code on the same log-probs --------------------------------------
+
+# Each of TRL's f-divergences over the losses it applies them to (those built on the chosen - rejected difference).
+# alpha_divergence runs in float32, the dtype TRL's clamp of its exponent is written for (TRL has no float64 bound):
+# alpha 0.5 (TRL's default), 1 (TRL's limit case: reverse KL), 3, and 20, whose exponent on the fourth pair's rejected
+# side passes TRL's bound of 80.
+F_DIVERGENCE = {
+    "forward_kl_sigmoid": dict(f_divergence_type="forward_kl", loss_type=["sigmoid"]),
+    "forward_kl_ipo": dict(f_divergence_type="forward_kl", loss_type=["ipo"]),
+    "forward_kl_robust_0.1": dict(f_divergence_type="forward_kl", loss_type=["robust"], label_smoothing=0.1),
+    "forward_kl_sigmoid_sft": dict(f_divergence_type="forward_kl", loss_type=["sigmoid", "sft"],
+                                   loss_weights=[1.0, 0.5]),
+    "js_divergence_sigmoid": dict(f_divergence_type="js_divergence", loss_type=["sigmoid"]),
+    "js_divergence_hinge": dict(f_divergence_type="js_divergence", loss_type=["hinge"]),
+    "js_divergence_exo_pair": dict(f_divergence_type="js_divergence", loss_type=["exo_pair"], label_smoothing=1e-3),
+    "js_divergence_sigmoid_norm": dict(f_divergence_type="js_divergence", loss_type=["sigmoid_norm"]),
+    "alpha_divergence_sigmoid": dict(f_divergence_type="alpha_divergence", loss_type=["sigmoid"]),
+    "alpha_divergence_1_sigmoid": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=1.0,
+                                       loss_type=["sigmoid"]),
+    "alpha_divergence_3_robust_0.1": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=3.0,
+                                          loss_type=["robust"], label_smoothing=0.1),
+    "alpha_divergence_discopop": dict(f_divergence_type="alpha_divergence", loss_type=["discopop"]),
+    "alpha_divergence_20_hinge": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=20.0,
+                                      loss_type=["hinge"]),
+    "alpha_divergence_sigmoid_ipo": dict(f_divergence_type="alpha_divergence", loss_type=["sigmoid", "ipo"],
+                                         loss_weights=[0.5, 2.0]),
+}
+
+
+def stand_in_logps(pc, pr, len_c, len_r) -> torch.Tensor:
+    """The summed completion log-probs TRL's _compute_loss reads from _LogitsOfLogProbs, by TRL's own steps."""
+    from trl.trainer.utils import selective_log_softmax
+
+    lengths = torch.cat([len_c, len_r])
+    width = int(lengths.max()) + 1
+    logits = _LogitsOfLogProbs(torch.cat([pc, pr]), lengths, width)(None, None, False).logits
+    completion = (torch.arange(width)[None, :] >= 1) & (torch.arange(width)[None, :] <= lengths[:, None])
+    per_token = selective_log_softmax(logits[..., :-1, :], torch.zeros(len(lengths), width - 1, dtype=torch.long))
+    per_token[completion[..., 1:] == 0] = 0.0
+    return per_token.sum(dim=1)
+
+
+def trl_f_divergence_cases() -> dict:
+    """TRL's loss, logged rewards (of the log-ratios, whatever the divergence) and d loss / d policy log-probs."""
+    cases = {}
+    for name, v in F_DIVERGENCE.items():
+        v = {"beta": BETA, "label_smoothing": 0.0, "discopop_tau": 0.05, "f_alpha_divergence_coef": 0.5, **v}
+        v["loss_weights"] = v.get("loss_weights", [1.0] * len(v["loss_type"]))
+        dtype = torch.float32 if v["f_divergence_type"] == "alpha_divergence" else torch.float64
+        v["dtype"] = str(dtype).removeprefix("torch.")
+        t = lambda key: torch.tensor(LOGPS[key], dtype=dtype)  # noqa: E731
+        pc = t("policy_chosen").requires_grad_()
+        pr = t("policy_rejected").requires_grad_()
+        loss, logged = trl_compute_loss(v["loss_type"], v["loss_weights"], v["beta"], v["label_smoothing"],
+                                        v["discopop_tau"], pc, pr, t("reference_chosen"), t("reference_rejected"),
+                                        t("chosen_lengths"), t("rejected_lengths"), v["f_divergence_type"],
+                                        v["f_alpha_divergence_coef"])
+        loss.backward()
+        if dtype == torch.float32:
+            # In float32 the stand-in model's logits give back the log-probs only to float32 rounding, which the
+            # exponent of alpha_divergence amplifies: the case holds the policy log-probs TRL read, for the Java side.
+            read = stand_in_logps(pc.detach(), pr.detach(), t("chosen_lengths"), t("rejected_lengths"))
+            v["policy_chosen"], v["policy_rejected"] = read[:len(pc)].tolist(), read[len(pc):].tolist()
+            assert float(read[:len(pc)].mean()) == logged["logps/chosen"], (name, read, logged["logps/chosen"])
+            assert float(read[len(pc):].mean()) == logged["logps/rejected"], (name, read, logged["logps/rejected"])
+        mine = metrics(v["beta"], pc, pr, t("reference_chosen"), t("reference_rejected"))
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+        for key, value in mine.items():
+            assert math.isclose(value, logged[key], rel_tol=tolerance, abs_tol=tolerance), (name, key, value,
+                                                                                             logged[key])
         cases[name] = {**v, "loss": float(loss.detach()), "grad_policy_chosen": pc.grad.tolist(),
                        "grad_policy_rejected": pr.grad.tolist(), "metrics": {k: logged[k] for k in mine}}
     return {"logps": LOGPS, "cases": cases}
@@ -386,6 +466,7 @@ def _write_goldens(out: Path) -> None:
     (out / "step").mkdir(parents=True)
     mg.write_json(out / "losses.json", fixed_logps_cases())
     mg.write_json(out / "loss_types.json", trl_loss_type_cases())
+    mg.write_json(out / "f_divergence.json", trl_f_divergence_cases())
 
     case_dir = sft.SFT_GOLDEN / SFT_CASE
     pairs = make_pairs(hf.TINY["vocab_size"])

@@ -121,7 +121,22 @@ class DpoGoldenTest {
      */
     @Test
     void lossTypesOnFixedLogProbsEqualTrlDpoTrainer() throws IOException {
-        JsonNode golden = JSON.readTree(golden("loss_types.json").toFile());
+        trlDpoTrainerOnFixedLogProbs("loss_types.json");
+    }
+
+    /**
+     * TRL 1.13's f_divergence_type (forward_kl, js_divergence, alpha_divergence with f_alpha_divergence_coef 0.5, 1, 3
+     * and 20, whose exponent passes TRL's clamp at 80) over the losses built on the chosen - rejected difference, each
+     * golden TRL's own DPOTrainer._compute_loss on the fixed log-probs.
+     */
+    @Test
+    void fDivergencesOnFixedLogProbsEqualTrlDpoTrainer() throws IOException {
+        trlDpoTrainerOnFixedLogProbs("f_divergence.json");
+    }
+
+    /** The loss, d loss / d policy log-probs and logged rewards of each case of a golden of TRL's _compute_loss. */
+    private static void trlDpoTrainerOnFixedLogProbs(String file) throws IOException {
+        JsonNode golden = JSON.readTree(golden(file).toFile());
         JsonNode logps = golden.get("logps");
         float[] chosenLengths = floats(logps.get("chosen_lengths"));
         int chosenTargets = 0;
@@ -146,11 +161,18 @@ class DpoGoldenTest {
                 }
             }
             Recipe.Dpo dpo = new Recipe.Dpo(want.get("beta").doubleValue(), losses, weights,
-                    want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(), false,
-                    sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+                    want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(),
+                    want.path("f_divergence_type").asText(Recipe.Dpo.REVERSE_KL),
+                    want.path("f_alpha_divergence_coef").asDouble(Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF), null,
+                    false, sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+            // A float32 case holds the policy log-probs TRL read through its stand-in model's float32 logits.
+            float[] chosenRead = floats(want.has("policy_chosen") ? want.get("policy_chosen")
+                    : logps.get("policy_chosen"));
+            float[] rejectedRead = floats(want.has("policy_rejected") ? want.get("policy_rejected")
+                    : logps.get("policy_rejected"));
             try (NDManager manager = NDManager.newBaseManager()) {
-                NDArray policyChosen = manager.create(floats(logps.get("policy_chosen")));
-                NDArray policyRejected = manager.create(floats(logps.get("policy_rejected")));
+                NDArray policyChosen = manager.create(chosenRead);
+                NDArray policyRejected = manager.create(rejectedRead);
                 policyChosen.setRequiresGradient(true);
                 policyRejected.setRequiresGradient(true);
                 float loss;
@@ -180,7 +202,7 @@ class DpoGoldenTest {
                     }
                 }
                 DpoMetrics metrics = new DpoMetrics(dpo.beta());
-                metrics.add(concat(floats(logps.get("policy_chosen")), floats(logps.get("policy_rejected"))),
+                metrics.add(concat(chosenRead, rejectedRead),
                         concat(floats(logps.get("reference_chosen")), floats(logps.get("reference_rejected"))), loss,
                         0, null);
                 compareMetrics(name, want.get("metrics"), metrics.values(), report);

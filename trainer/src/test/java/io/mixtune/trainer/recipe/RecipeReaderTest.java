@@ -109,6 +109,33 @@ class RecipeReaderTest {
     }
 
     @Test
+    void fDivergenceAndLdAlphaAreTrlsAndRefusedWhereTrlRefusesThem() throws IOException {
+        Path recipe = write("dpo.yaml", minimal() + "train:\n  method: dpo\n");
+        Recipe.Dpo defaults = RecipeReader.read(recipe, List.of()).recipe().dpo();
+        assertEquals(Recipe.Dpo.REVERSE_KL, defaults.fDivergenceType());
+        assertEquals(0.5, defaults.fAlphaDivergenceCoef());
+        assertEquals(null, defaults.ldAlpha());
+        Recipe.Dpo alpha = RecipeReader.read(recipe, List.of("dpo.loss=[sigmoid, ipo]",
+                "dpo.f_divergence_type=alpha_divergence", "dpo.f_alpha_divergence_coef=3"))
+                .recipe().dpo();
+        assertEquals(Recipe.Dpo.ALPHA_DIVERGENCE, alpha.fDivergenceType());
+        assertEquals(3.0, alpha.fAlphaDivergenceCoef());
+        RecipeReader.read(recipe, List.of("dpo.loss=exo_pair", "dpo.label_smoothing=1e-3",
+                "dpo.f_divergence_type=js_divergence"));
+
+        String unsupported = error(recipe, "dpo.loss=[sigmoid, bco_pair]", "dpo.f_divergence_type=forward_kl");
+        assertTrue(unsupported.contains("dpo.f_divergence_type") && unsupported.contains("refuses it for bco_pair"),
+                unsupported);
+        String unknown = error(recipe, "dpo.f_divergence_type=kl");
+        assertTrue(unknown.contains("dpo.f_divergence_type") && unknown.contains("alpha_divergence"), unknown);
+        String coefWithout = error(recipe, "dpo.f_alpha_divergence_coef=2");
+        assertTrue(coefWithout.contains("dpo.f_alpha_divergence_coef")
+                && coefWithout.contains("only f_divergence_type alpha_divergence"), coefWithout);
+        String ld = error(recipe, "dpo.ld_alpha=1.5");
+        assertTrue(ld.contains("dpo.ld_alpha") && ld.contains("[0, 1]"), ld);
+    }
+
+    @Test
     void outputDirDefaultsToOutSlashTheRecipesFileName() throws IOException {
         String withoutOutputDir = minimal().replace("output_dir: " + dir.resolve("out") + "\n", "");
         Recipe recipe = RecipeReader.read(write("my-run.v2.yaml", withoutOutputDir), List.of()).recipe();
