@@ -22,7 +22,8 @@ Two files of numbers, no model of their own:
   and sigmoid plus TRL's "sft" term with weight 0.5, which is mixtune's dpo.sft_weight). The same per-pair log-probs
   through the formulas of losses.json must give TRL's loss: the script asserts it, tying the two files together.
   The metrics hold TRL's logits/chosen, logits/rejected, entropy and mean_token_accuracy too, which the script
-  recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's.
+  recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's. step/ld_alpha.json: the same step with TRL's ld_alpha
+  (LD-DPO) at 0.5 ([sigmoid, sft]) and 0 (ipo), asserted against log-probs split at each pair's shorter length here.
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -346,7 +347,15 @@ LOSS_TYPES = {  # golden name -> TRL's loss_type and loss_weights
 }
 
 
-def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path):
+# LD-DPO steps (TRL's ld_alpha): name -> loss_type, loss_weights, ld_alpha. Every pair's answers differ in length; the
+# sft term (the chosen tokens' NLL) is not length-desensitised in TRL.
+LD_ALPHA_STEPS = {
+    "sigmoid_sft_ld_0.5": (["sigmoid", "sft"], [1.0, SFT_WEIGHT], 0.5),
+    "ipo_ld_0": (["ipo"], [1.0], 0.0),
+}
+
+
+def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path, ld_alpha=None):
     """TRL's DPOTrainer on the SFT golden's PEFT model. Given a PeftModel, TRL copies the adapter into a frozen "ref"
     adapter (the reference for a pretrained adapter); deleting it makes TRL take the reference with adapters off, the
     base model: the golden's reference, and mixtune's at stage 1 without model.adapter."""
@@ -359,6 +368,7 @@ def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float],
     trainable = sft.Trainable(sft.CASES[SFT_CASE], case_dir)
     args = DPOConfig(output_dir=str(work), beta=BETA, loss_type=loss_type, loss_weights=loss_weights,
                      per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, max_length=None,
+                     ld_alpha=ld_alpha,
                      precompute_ref_log_probs=False, dataloader_num_workers=0,
                      # TRL's own default is 0.001; mixtune, as transformers, takes the model config's coefficient.
                      router_aux_loss_coef=trainable.config.router_aux_loss_coef)
@@ -379,8 +389,9 @@ def collate(trainer, pairs):
     return batch
 
 
-def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
-    """Summed completion log-probs per row, computed here (not by TRL) to check the formulas against TRL's loss."""
+def sequence_logps(model, batch, adapters: bool, ld_alpha: float | None = None) -> torch.Tensor:
+    """Summed completion log-probs per row, computed here (not by TRL) to check the formulas against TRL's loss. With
+    ld_alpha (LD-DPO), a row's completion tokens past the shorter side's count of its pair count ld_alpha times."""
     with torch.no_grad():
         if adapters:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
@@ -389,7 +400,15 @@ def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                use_cache=False).logits
     per_token = torch.gather(logits[:, :-1].log_softmax(-1), 2, batch["input_ids"][:, 1:, None])[..., 0]
-    return (per_token * batch["completion_mask"][:, 1:]).sum(1)
+    mask = batch["completion_mask"][:, 1:]
+    if ld_alpha is None:
+        return (per_token * mask).sum(1)
+    counts = mask.sum(1)
+    pairs = len(counts) // 2
+    shared = torch.minimum(counts[:pairs], counts[pairs:]).repeat(2)
+    position = mask.cumsum(1)  # the k-th completion token of its row, from 1
+    weight = torch.where(position <= shared[:, None], 1.0, ld_alpha) * mask
+    return (per_token * weight).sum(1)
 
 
 LOGIT_METRICS = ("logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy")
@@ -413,9 +432,9 @@ def logit_metrics(model, batch, pairs: int) -> dict[str, float]:
             "mean_token_accuracy": float((logits[:pairs].argmax(-1) == labels[:pairs])[mask[:pairs]].float().mean())}
 
 
-def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    loss_type, loss_weights = LOSS_TYPES[name]
-    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work)
+def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None) -> tuple[dict, dict[str, torch.Tensor]]:
+    loss_type, loss_weights = LOSS_TYPES[name] if ld_alpha is None else LD_ALPHA_STEPS[name][:2]
+    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work, ld_alpha)
     batch = collate(trainer, pairs)
     trainable.model.zero_grad(set_to_none=True)
     loss = trainer._compute_loss(trainable.model, batch, return_outputs=False)
@@ -427,12 +446,13 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[s
 
     # The formulas of losses.json on this batch's log-probs give TRL's loss and metrics.
     n = len(pairs)
-    policy = sequence_logps(trainable.model, batch, adapters=True)
-    reference = sequence_logps(trainable.model, batch, adapters=False)
+    policy = sequence_logps(trainable.model, batch, adapters=True, ld_alpha=ld_alpha)
+    reference = sequence_logps(trainable.model, batch, adapters=False, ld_alpha=ld_alpha)
+    chosen_tokens = sequence_logps(trainable.model, batch, adapters=True)[:len(pairs)]
     lengths = batch["completion_mask"].sum(1).double()
     main = per_pair_loss(loss_type[0], BETA, 0.0, policy[:n].double(), policy[n:].double(), reference[:n].double(),
                          reference[n:].double(), lengths[:n], lengths[n:]).mean()
-    nll = -policy[:n].sum() / batch["completion_mask"][:n, 1:].sum()
+    nll = -chosen_tokens.sum() / batch["completion_mask"][:n, 1:].sum()
     aux = trl_metrics.get("aux_loss", 0.0)
     formula = float(main) + (SFT_WEIGHT * float(nll) if "sft" in loss_type else 0.0) \
         + trainable.config.router_aux_loss_coef * aux
@@ -443,7 +463,8 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[s
     mine_logits = logit_metrics(trainable.model, batch, n)
     for key, value in mine_logits.items():
         assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
-    record = {"loss_type": loss_type, "loss_weights": loss_weights, "loss": float(loss.detach()),
+    record = {"loss_type": loss_type, "loss_weights": loss_weights, **({} if ld_alpha is None else {"ld_alpha": ld_alpha}),
+              "loss": float(loss.detach()),
               "dpo_loss": float(main), "nll": float(nll), "aux_loss": aux,
               "aux_coef": trainable.config.router_aux_loss_coef,
               "policy_logps": policy.tolist(), "reference_logps": reference.tolist(),
@@ -479,6 +500,12 @@ def _write_goldens(out: Path) -> None:
             m = record["metrics"]
             print(f"dpo step {name}: loss {record['loss']:.6f}, accuracies {m['rewards/accuracies']:.3f}, "
                   f"margins {m['rewards/margins']:.5f}")
+        ld_steps = {}
+        for name, (_, _, ld_alpha) in LD_ALPHA_STEPS.items():
+            record, grads = trl_step(name, case_dir, pairs, Path(work), ld_alpha)
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            ld_steps[name] = record
+            print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
         trainer, _ = trl_trainer(case_dir, ["sigmoid"], [1.0], Path(work))
         collated = collate(trainer, pairs)
     mg.write_json(out / "step" / "batch.json", {
@@ -486,6 +513,7 @@ def _write_goldens(out: Path) -> None:
         "beta": BETA, "sft_weight": SFT_WEIGHT, "pairs": pairs,
         "collated": {k: collated[k].tolist() for k in ("input_ids", "attention_mask", "completion_mask")}})
     mg.write_json(out / "step" / "expected.json", steps)
+    mg.write_json(out / "step" / "ld_alpha.json", ld_steps)
 
 
 def main(argv: list[str]) -> None:

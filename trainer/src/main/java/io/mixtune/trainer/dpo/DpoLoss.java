@@ -64,10 +64,21 @@ public final class DpoLoss {
     public static Objective objective(Recipe.Dpo dpo, NDArray policyChosen, NDArray policyRejected,
             NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
             int chosenTargets) {
+        return objective(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected, chosenLengths,
+                rejectedLengths, policyChosen, chosenTargets);
+    }
+
+    /**
+     * @param chosenTokens the log-probs whose sum the NLL reads: the chosen completion tokens' (policyChosen, unless
+     *     ld_alpha weighs some of them in it)
+     */
+    public static Objective objective(Recipe.Dpo dpo, NDArray policyChosen, NDArray policyRejected,
+            NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
+            NDArray chosenTokens, int chosenTargets) {
         NDArray perPair = perPair(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected,
                 chosenLengths, rejectedLengths);
         NDArray value = perPair.mean();
-        NDArray nll = Scalars.dividedBy(policyChosen.sum().neg(), Math.max(1, chosenTargets));
+        NDArray nll = Scalars.dividedBy(chosenTokens.sum().neg(), Math.max(1, chosenTargets));
         if (dpo.sftWeight() > 0) {
             value = value.add(Scalars.times(nll, dpo.sftWeight()));
         }

@@ -235,6 +235,7 @@ public final class DpoRecipe implements AutoCloseable {
             return new StageReference(dpo, model, false, null, null);
         }
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            StageReference.checkLdAlpha(dpo, reader, file);
             if (adapter) {
                 List<NDArray> reference = referenceAdapter();
                 for (int i = 0; i < reference.size(); i++) {

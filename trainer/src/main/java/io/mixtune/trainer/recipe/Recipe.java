@@ -431,8 +431,6 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             if (ldAlpha != null && !(ldAlpha >= 0 && ldAlpha <= 1)) {
                 checks.add("ld_alpha: must lie in [0, 1] (1 weighs every token once, 0 drops the tokens past the "
                         + "shorter completion's length), got " + ldAlpha);
-            } else if (ldAlpha != null) {
-                checks.add("ld_alpha: LD-DPO is not offered yet");
             }
             if (!(sftWeight >= 0)) {
                 checks.add("sft_weight: must be >= 0, got " + sftWeight);

@@ -232,8 +232,24 @@ class DpoGoldenTest {
     @ParameterizedTest
     @ValueSource(strings = {"sigmoid", "ipo", "hinge", "sigmoid_sft"})
     void oneStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/expected.json", name);
+    }
+
+    /**
+     * LD-DPO: TRL 1.13's DPOTrainer with ld_alpha 0.5 (sigmoid and its sft term, which reads every chosen token once)
+     * and 0 (ipo), each pair's answers of different lengths: the tokens of the longer answer past the shorter's count
+     * ld_alpha times in policy and reference log-probs, and the gradients follow.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"sigmoid_sft_ld_0.5", "ipo_ld_0"})
+    void ldAlphaStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/ld_alpha.json", name);
+    }
+
+    private static void oneStepEqualsTrlDpoTrainer(String file, String name) throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
-        JsonNode want = JSON.readTree(golden("step/expected.json").toFile()).get(name);
+        JsonNode want = JSON.readTree(golden(file).toFile()).get(name);
+        Double ldAlpha = want.has("ld_alpha") ? want.get("ld_alpha").doubleValue() : null;
         PreferenceBatch batch = batch(batchJson);
         try (NDManager manager = NDManager.newBaseManager()) {
             LoraModel lora = goldenModel(batchJson, manager);
@@ -241,7 +257,7 @@ class DpoGoldenTest {
             List<String> report = new ArrayList<>();
 
             lora.setAdaptersEnabled(false);
-            float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+            float[] reference = DpoStep.sequenceLogProbs(model, batch, ldAlpha, manager);
             lora.setAdaptersEnabled(true);
             for (int r = 0; r < reference.length; r++) {
                 report.add(close(name + " reference logps row " + r, want.get("reference_logps").get(r).doubleValue(),
@@ -249,8 +265,11 @@ class DpoGoldenTest {
             }
 
             boolean sft = want.get("loss_type").size() > 1;
-            Recipe.Dpo dpo = dpo(want.get("loss_type").get(0).asText(), batchJson.get("beta").doubleValue(), 0, false,
-                    sft ? batchJson.get("sft_weight").doubleValue() : 0);
+            Recipe.Dpo dpo = new Recipe.Dpo(batchJson.get("beta").doubleValue(),
+                    List.of(want.get("loss_type").get(0).asText()), List.of(), 0, Recipe.Dpo.DEFAULT_DISCOPOP_TAU,
+                    Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, false,
+                    sft ? batchJson.get("sft_weight").doubleValue() : 0, List.of("1"), false, Recipe.Dpo.ORDER_FILE,
+                    null);
             DpoMetrics metrics = new DpoMetrics(dpo.beta());
             try (NDManager stepManager = manager.newSubManager();
                     GradientCollector collector = Engine.getInstance().newGradientCollector()) {

@@ -116,10 +116,11 @@ class RecipeReaderTest {
         assertEquals(0.5, defaults.fAlphaDivergenceCoef());
         assertEquals(null, defaults.ldAlpha());
         Recipe.Dpo alpha = RecipeReader.read(recipe, List.of("dpo.loss=[sigmoid, ipo]",
-                "dpo.f_divergence_type=alpha_divergence", "dpo.f_alpha_divergence_coef=3"))
+                "dpo.f_divergence_type=alpha_divergence", "dpo.f_alpha_divergence_coef=3", "dpo.ld_alpha=0.5"))
                 .recipe().dpo();
         assertEquals(Recipe.Dpo.ALPHA_DIVERGENCE, alpha.fDivergenceType());
         assertEquals(3.0, alpha.fAlphaDivergenceCoef());
+        assertEquals(0.5, alpha.ldAlpha());
         RecipeReader.read(recipe, List.of("dpo.loss=exo_pair", "dpo.label_smoothing=1e-3",
                 "dpo.f_divergence_type=js_divergence"));
 
