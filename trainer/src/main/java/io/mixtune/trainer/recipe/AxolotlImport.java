@@ -151,8 +151,15 @@ public final class AxolotlImport {
             }
             if (rl.asText().equals("dpo") || rl.asText().equals("ipo")) {
                 put("train.method", "dpo", "rl: " + rl.asText());
-                // dpo_beta is rl_beta's deprecated name: axolotl copies it only where rl_beta is unset
-                if (get("rl_beta") != null) {
+                // axolotl's RL trainer builder takes trl.beta first, then rl_beta; dpo_beta is rl_beta's deprecated
+                // name, copied only where rl_beta is unset
+                if (mapTrlBeta()) {
+                    for (String key : List.of("rl_beta", "dpo_beta")) {
+                        if (get(key) != null) {
+                            unmapped(key, "axolotl uses trl.beta, which is set");
+                        }
+                    }
+                } else if (get("rl_beta") != null) {
                     number("rl_beta", "dpo.beta", false);
                     if (get("dpo_beta") != null) {
                         unmapped("dpo_beta", "deprecated: axolotl uses rl_beta, which is set");
@@ -181,6 +188,37 @@ public final class AxolotlImport {
             }
             unmapped("rl", "mixtune trains sft or dpo only");
             return "sft";
+        }
+
+        /**
+         * trl.beta to dpo.beta, where set; the trl section's other keys (TRL settings axolotl passes to its other
+         * trainers: GRPO's vLLM, generation, rewards) are listed.
+         *
+         * @return whether trl.beta was set
+         */
+        private boolean mapTrlBeta() {
+            JsonNode trl = get("trl");
+            JsonNode beta = trl == null ? null : trl.get("beta");
+            if (beta == null || beta.isNull()) {
+                return false;
+            }
+            Double number = beta.isNumber() ? Double.valueOf(beta.asDouble()) : parse(beta.asText());
+            if (number == null) {
+                unmapped("trl", "trl.beta: expected a number");
+                return true;
+            }
+            put("dpo.beta", number, "trl.beta (axolotl reads it before rl_beta)");
+            List<String> others = new ArrayList<>();
+            trl.properties().forEach(e -> {
+                if (!e.getKey().equals("beta") && !e.getValue().isNull()) {
+                    others.add("trl." + e.getKey());
+                }
+            });
+            if (!others.isEmpty()) {
+                unmapped("trl", String.join(", ", others) + ": TRL settings of axolotl's other RL trainers "
+                        + "(GRPO's generation, vLLM, rewards), no mixtune equivalent");
+            }
+            return true;
         }
 
         /**
