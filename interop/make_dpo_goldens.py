@@ -23,7 +23,9 @@ Two files of numbers, no model of their own:
   through the formulas of losses.json must give TRL's loss: the script asserts it, tying the two files together.
   The metrics hold TRL's logits/chosen, logits/rejected, entropy and mean_token_accuracy too, which the script
   recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's. step/ld_alpha.json: the same step with TRL's ld_alpha
-  (LD-DPO) at 0.5 ([sigmoid, sft]) and 0 (ipo), asserted against log-probs split at each pair's shorter length here.
+  (LD-DPO) at 0.5 ([sigmoid, sft]) and 0 (ipo), asserted against log-probs split at each pair's shorter length here;
+  step/use_weighting.json: with TRL's use_weighting (WPO; sigmoid, and ipo with ld_alpha 0.5), asserted against pair
+  weights computed here from the policy's logits.
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -355,7 +357,16 @@ LD_ALPHA_STEPS = {
 }
 
 
-def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path, ld_alpha=None):
+# WPO steps (TRL's use_weighting): name -> loss_type, loss_weights, ld_alpha. TRL's sft term cannot be weighted (its
+# in-place product with the weights fails), nor aot's sorted pairs (TRL refuses them).
+WPO_STEPS = {
+    "sigmoid_wpo": (["sigmoid"], [1.0], None),
+    "ipo_wpo_ld_0.5": (["ipo"], [1.0], 0.5),
+}
+
+
+def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path, ld_alpha=None,
+                use_weighting=False):
     """TRL's DPOTrainer on the SFT golden's PEFT model. Given a PeftModel, TRL copies the adapter into a frozen "ref"
     adapter (the reference for a pretrained adapter); deleting it makes TRL take the reference with adapters off, the
     base model: the golden's reference, and mixtune's at stage 1 without model.adapter."""
@@ -368,7 +379,7 @@ def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float],
     trainable = sft.Trainable(sft.CASES[SFT_CASE], case_dir)
     args = DPOConfig(output_dir=str(work), beta=BETA, loss_type=loss_type, loss_weights=loss_weights,
                      per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, max_length=None,
-                     ld_alpha=ld_alpha,
+                     ld_alpha=ld_alpha, use_weighting=use_weighting,
                      precompute_ref_log_probs=False, dataloader_num_workers=0,
                      # TRL's own default is 0.001; mixtune, as transformers, takes the model config's coefficient.
                      router_aux_loss_coef=trainable.config.router_aux_loss_coef)
@@ -432,9 +443,24 @@ def logit_metrics(model, batch, pairs: int) -> dict[str, float]:
             "mean_token_accuracy": float((logits[:pairs].argmax(-1) == labels[:pairs])[mask[:pairs]].float().mean())}
 
 
-def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None) -> tuple[dict, dict[str, torch.Tensor]]:
-    loss_type, loss_weights = LOSS_TYPES[name] if ld_alpha is None else LD_ALPHA_STEPS[name][:2]
-    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work, ld_alpha)
+def wpo_weights(model, batch, pairs: int) -> torch.Tensor:
+    """WPO's pair weights computed here: per row exp(mean over its completion tokens of log p(token) - log sum p^2),
+    the product of a pair's two rows."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    log_probs = logits[:, :-1].double().log_softmax(-1)
+    token = torch.gather(log_probs, 2, batch["input_ids"][:, 1:, None])[..., 0]
+    log_squares = torch.log((log_probs.exp() ** 2).sum(-1))
+    mask = batch["completion_mask"][:, 1:]
+    rows = torch.exp(((token - log_squares) * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return rows[:pairs] * rows[pairs:]
+
+
+def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None,
+             use_weighting=False) -> tuple[dict, dict[str, torch.Tensor]]:
+    loss_type, loss_weights = (WPO_STEPS[name][:2] if use_weighting else LOSS_TYPES[name] if ld_alpha is None
+                               else LD_ALPHA_STEPS[name][:2])
+    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work, ld_alpha, use_weighting)
     batch = collate(trainer, pairs)
     trainable.model.zero_grad(set_to_none=True)
     loss = trainer._compute_loss(trainable.model, batch, return_outputs=False)
@@ -451,7 +477,8 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None) -> tup
     chosen_tokens = sequence_logps(trainable.model, batch, adapters=True)[:len(pairs)]
     lengths = batch["completion_mask"].sum(1).double()
     main = per_pair_loss(loss_type[0], BETA, 0.0, policy[:n].double(), policy[n:].double(), reference[:n].double(),
-                         reference[n:].double(), lengths[:n], lengths[n:]).mean()
+                         reference[n:].double(), lengths[:n], lengths[n:])
+    main = (main * wpo_weights(trainable.model, batch, n) if use_weighting else main).mean()
     nll = -chosen_tokens.sum() / batch["completion_mask"][:n, 1:].sum()
     aux = trl_metrics.get("aux_loss", 0.0)
     formula = float(main) + (SFT_WEIGHT * float(nll) if "sft" in loss_type else 0.0) \
@@ -464,6 +491,7 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None) -> tup
     for key, value in mine_logits.items():
         assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
     record = {"loss_type": loss_type, "loss_weights": loss_weights, **({} if ld_alpha is None else {"ld_alpha": ld_alpha}),
+              **({"use_weighting": True} if use_weighting else {}),
               "loss": float(loss.detach()),
               "dpo_loss": float(main), "nll": float(nll), "aux_loss": aux,
               "aux_coef": trainable.config.router_aux_loss_coef,
@@ -506,6 +534,12 @@ def _write_goldens(out: Path) -> None:
             save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
             ld_steps[name] = record
             print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
+        wpo_steps = {}
+        for name, (_, _, ld_alpha) in WPO_STEPS.items():
+            record, grads = trl_step(name, case_dir, pairs, Path(work), ld_alpha, use_weighting=True)
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            wpo_steps[name] = record
+            print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
         trainer, _ = trl_trainer(case_dir, ["sigmoid"], [1.0], Path(work))
         collated = collate(trainer, pairs)
     mg.write_json(out / "step" / "batch.json", {
@@ -514,6 +548,7 @@ def _write_goldens(out: Path) -> None:
         "collated": {k: collated[k].tolist() for k in ("input_ids", "attention_mask", "completion_mask")}})
     mg.write_json(out / "step" / "expected.json", steps)
     mg.write_json(out / "step" / "ld_alpha.json", ld_steps)
+    mg.write_json(out / "step" / "use_weighting.json", wpo_steps)
 
 
 def main(argv: list[str]) -> None:

@@ -36,7 +36,8 @@ import java.util.List;
  *
  * With an f_divergence_type other than reverse KL (f-DPO), the losses built on d (sigmoid, hinge, ipo, exo_pair, robust,
  * discopop, sigmoid_norm) read each side's score f'(e^ratio) in place of its log-ratio, as TRL's delta_score.
- * Several losses add up with their weights (TRL's loss_weights). Reference-free DPO passes zeros as the reference
+ * Several losses add up with their weights (TRL's loss_weights), and with use_weighting (WPO) each pair's sum is
+ * weighted by the policy's length-normalised probabilities of its two answers ({@link DpoStep}). Reference-free DPO passes zeros as the reference
  * log-probabilities. The arrays are float32 [pairs]; every constant goes through {@link Scalars} because autograd
  * differentiates through all of this.
  */
@@ -65,18 +66,22 @@ public final class DpoLoss {
             NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
             int chosenTargets) {
         return objective(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected, chosenLengths,
-                rejectedLengths, policyChosen, chosenTargets);
+                rejectedLengths, policyChosen, chosenTargets, null);
     }
 
     /**
      * @param chosenTokens the log-probs whose sum the NLL reads: the chosen completion tokens' (policyChosen, unless
      *     ld_alpha weighs some of them in it)
+     * @param pairWeights WPO's weight of each pair (use_weighting), [pairs] without gradient, or null
      */
     public static Objective objective(Recipe.Dpo dpo, NDArray policyChosen, NDArray policyRejected,
             NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
-            NDArray chosenTokens, int chosenTargets) {
+            NDArray chosenTokens, int chosenTargets, NDArray pairWeights) {
         NDArray perPair = perPair(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected,
                 chosenLengths, rejectedLengths);
+        if (pairWeights != null) {
+            perPair = perPair.mul(pairWeights);
+        }
         NDArray value = perPair.mean();
         NDArray nll = Scalars.dividedBy(chosenTokens.sum().neg(), Math.max(1, chosenTargets));
         if (dpo.sftWeight() > 0) {

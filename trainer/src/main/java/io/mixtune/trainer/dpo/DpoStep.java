@@ -50,8 +50,10 @@ public final class DpoStep {
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
         CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
-        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager,
-                OptionalLong.empty(), statistics);
+        CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch.rows(), manager, OptionalLong.empty());
+        CausalLmLoss.TargetLogProbs target = new CausalLmLoss.TargetLogProbs(CausalLmLoss.targetLogProbs(model,
+                forward.states(), batch.rows(), manager, statistics, dpo.useWeighting()), forward.loadBalancing(),
+                batch.rows().targetCount());
         Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), statistics[0], manager);
         if (target.loadBalancing() == null) {
             return terms;
@@ -79,12 +81,39 @@ public final class DpoStep {
         // The NLL (TRL's sft term) reads every chosen token once, LD-DPO or not: the chosen rows' targets come first.
         NDArray chosenTokens = dpo.ldAlpha() == null ? policyChosen
                 : targetLogProbs.reshape(-1).get(new NDIndex("0:{}", chosenTargets));
+        NDArray pairWeights = dpo.useWeighting()
+                ? manager.create(wpoWeights(targetLogProbs.toFloatArray(), statistics, perRow, pairs)) : null;
         DpoLoss.Objective objective = DpoLoss.objective(dpo, policyChosen, policyRejected,
                 referenceArray.get(new NDIndex("0:{}", pairs)), referenceArray.get(new NDIndex("{}:", pairs)),
                 lengthArray.get(new NDIndex("0:{}", pairs)), lengthArray.get(new NDIndex("{}:", pairs)),
-                chosenTokens, chosenTargets);
+                chosenTokens, chosenTargets, pairWeights);
         return new Terms(objective.value(), sequences.toFloatArray(), objective.perPair().toFloatArray(),
                 objective.nll().getFloat(), 0, DpoMetrics.LogitMeans.of(statistics, batch.targetsPerRow(), pairs));
+    }
+
+    /**
+     * WPO's weight of each pair (TRL 1.13's use_weighting, WPO eq. 2), without gradient: per row w = exp(mean over its
+     * targets of log p(target) - log sum_v p_v^2), the policy's per-token log-probs (every token once, whatever
+     * ld_alpha), and a pair's weight w(chosen) x w(rejected).
+     *
+     * @param targetLogProbs log p of every target, row-major
+     */
+    static float[] wpoWeights(float[] targetLogProbs, CausalLmLoss.TokenStatistics statistics, int[] perRow,
+            int pairs) {
+        float[] rowWeights = new float[perRow.length];
+        int column = 0;
+        for (int row = 0; row < perRow.length; row++) {
+            float aligned = 0;
+            for (int k = 0; k < perRow[row]; k++, column++) {
+                aligned += targetLogProbs[column] - statistics.logSquaredProbSums()[column];
+            }
+            rowWeights[row] = (float) Math.exp(aligned / Math.max(1, perRow[row]));
+        }
+        float[] weights = new float[pairs];
+        for (int i = 0; i < pairs; i++) {
+            weights[i] = rowWeights[i] * rowWeights[pairs + i];
+        }
+        return weights;
     }
 
     private static float[] lengths(PreferenceBatch batch) {
@@ -169,9 +198,8 @@ public final class DpoStep {
         MicroBatch[] head = new MicroBatch[1];
         double loadBalancing = DecoderBackward.run(model, batch.rows(), (states, headManager) -> {
             CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
-            Terms terms = fromLogProbs(dpo, batch, reference,
-                    CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager, statistics), statistics[0],
-                    headManager);
+            Terms terms = fromLogProbs(dpo, batch, reference, CausalLmLoss.targetLogProbs(model, states,
+                    batch.rows(), headManager, statistics, dpo.useWeighting()), statistics[0], headManager);
             head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(), 0,
                     terms.logits());
             return Scalars.times(terms.objective(), weight);

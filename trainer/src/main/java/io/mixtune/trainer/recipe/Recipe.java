@@ -331,6 +331,9 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param fAlphaDivergenceCoef alpha_divergence's alpha (TRL's f_alpha_divergence_coef, default 0.5)
      * @param ldAlpha LD-DPO (Liu et al. 2024): the log-prob of each completion token past the shorter side's length
      *     counts ld_alpha times (TRL's ld_alpha, in [0, 1]); null: every token once
+     * @param useWeighting WPO (Zhou et al. 2024, eq. 2): each pair's loss times the product of its two sides'
+     *     exp(mean over the completion tokens of log p(token) - log sum_v p_v^2), the policy's, without gradient (TRL's
+     *     use_weighting)
      * @param referenceFree no reference model: its log-probabilities are taken as 0
      * @param sftWeight weight of an added SFT term, the mean negative log-likelihood of the chosen completion tokens
      *     (TRL's loss_type [sigmoid, sft] with loss_weights [1, sft_weight]); 0 leaves it out
@@ -345,7 +348,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      */
     public record Dpo(double beta, List<String> loss, List<Double> lossWeights, double labelSmoothing,
             double discopopTau, String fDivergenceType, double fAlphaDivergenceCoef, Double ldAlpha,
-            boolean referenceFree, double sftWeight, List<String> stages,
+            boolean useWeighting, boolean referenceFree, double sftWeight, List<String> stages,
             boolean precomputeReference, String stageOrder, String marginModel) {
         public static final String ORDER_FILE = "file";
         public static final String ORDER_MARGIN = "margin";
@@ -360,7 +363,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         public Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
                 List<String> stages, boolean precomputeReference) {
             this(beta, List.of(loss), List.of(), labelSmoothing, DEFAULT_DISCOPOP_TAU, REVERSE_KL,
-                    DEFAULT_F_ALPHA_DIVERGENCE_COEF, null, referenceFree, sftWeight, stages, precomputeReference,
+                    DEFAULT_F_ALPHA_DIVERGENCE_COEF, null, false, referenceFree, sftWeight, stages, precomputeReference,
                     ORDER_FILE, null);
         }
 
@@ -434,6 +437,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             }
             if (!(sftWeight >= 0)) {
                 checks.add("sft_weight: must be >= 0, got " + sftWeight);
+            }
+            if (useWeighting && (types.contains(DpoLossType.AOT) || types.contains(DpoLossType.AOT_UNPAIRED))) {
+                checks.add("use_weighting: WPO weighs each pair, and aot and aot_unpaired sort the pairs' log-ratios "
+                        + "apart (TRL 1.13 refuses the two together)");
+            }
+            if (useWeighting && sftWeight > 0) {
+                checks.add("use_weighting: TRL 1.13 cannot weigh its sft term per pair (its loss type sft fails with "
+                        + "use_weighting), so sft_weight must be 0 with it");
             }
             stages = stages == null || stages.isEmpty() ? List.of("1") : List.copyOf(stages);
             if (stageCount(stages) == null && stages.stream().anyMatch(s -> s.matches("-?\\d+"))) {

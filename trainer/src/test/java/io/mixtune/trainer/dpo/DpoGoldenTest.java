@@ -164,7 +164,7 @@ class DpoGoldenTest {
                     want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(),
                     want.path("f_divergence_type").asText(Recipe.Dpo.REVERSE_KL),
                     want.path("f_alpha_divergence_coef").asDouble(Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF), null,
-                    false, sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+                    false, false, sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
             // A float32 case holds the policy log-probs TRL read through its stand-in model's float32 logits.
             float[] chosenRead = floats(want.has("policy_chosen") ? want.get("policy_chosen")
                     : logps.get("policy_chosen"));
@@ -246,10 +246,21 @@ class DpoGoldenTest {
         oneStepEqualsTrlDpoTrainer("step/ld_alpha.json", name);
     }
 
+    /**
+     * WPO: TRL 1.13's DPOTrainer with use_weighting (sigmoid; ipo with ld_alpha 0.5, whose weights read every token
+     * once): each pair's loss times the policy's length-normalised probabilities of its two answers, without gradient.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"sigmoid_wpo", "ipo_wpo_ld_0.5"})
+    void useWeightingStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/use_weighting.json", name);
+    }
+
     private static void oneStepEqualsTrlDpoTrainer(String file, String name) throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
         JsonNode want = JSON.readTree(golden(file).toFile()).get(name);
         Double ldAlpha = want.has("ld_alpha") ? want.get("ld_alpha").doubleValue() : null;
+        boolean useWeighting = want.path("use_weighting").asBoolean(false);
         PreferenceBatch batch = batch(batchJson);
         try (NDManager manager = NDManager.newBaseManager()) {
             LoraModel lora = goldenModel(batchJson, manager);
@@ -267,7 +278,7 @@ class DpoGoldenTest {
             boolean sft = want.get("loss_type").size() > 1;
             Recipe.Dpo dpo = new Recipe.Dpo(batchJson.get("beta").doubleValue(),
                     List.of(want.get("loss_type").get(0).asText()), List.of(), 0, Recipe.Dpo.DEFAULT_DISCOPOP_TAU,
-                    Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, false,
+                    Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, useWeighting, false,
                     sft ? batchJson.get("sft_weight").doubleValue() : 0, List.of("1"), false, Recipe.Dpo.ORDER_FILE,
                     null);
             DpoMetrics metrics = new DpoMetrics(dpo.beta());

@@ -24,7 +24,7 @@ class StageReferenceTest {
 
     private static Recipe.Dpo dpo(Double ldAlpha) {
         return new Recipe.Dpo(0.1, List.of("sigmoid"), List.of(), 0, Recipe.Dpo.DEFAULT_DISCOPOP_TAU,
-                Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, false, 0, List.of("1"),
+                Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, false, false, 0, List.of("1"),
                 true, Recipe.Dpo.ORDER_FILE, null);
     }
 

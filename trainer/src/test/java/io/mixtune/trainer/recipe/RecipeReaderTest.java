@@ -109,7 +109,7 @@ class RecipeReaderTest {
     }
 
     @Test
-    void fDivergenceAndLdAlphaAreTrlsAndRefusedWhereTrlRefusesThem() throws IOException {
+    void fDivergenceLdAlphaAndUseWeightingAreTrlsAndRefusedWhereTrlRefusesThem() throws IOException {
         Path recipe = write("dpo.yaml", minimal() + "train:\n  method: dpo\n");
         Recipe.Dpo defaults = RecipeReader.read(recipe, List.of()).recipe().dpo();
         assertEquals(Recipe.Dpo.REVERSE_KL, defaults.fDivergenceType());
@@ -132,6 +132,11 @@ class RecipeReaderTest {
         String coefWithout = error(recipe, "dpo.f_alpha_divergence_coef=2");
         assertTrue(coefWithout.contains("dpo.f_alpha_divergence_coef")
                 && coefWithout.contains("only f_divergence_type alpha_divergence"), coefWithout);
+        assertTrue(RecipeReader.read(recipe, List.of("dpo.use_weighting=true")).recipe().dpo().useWeighting());
+        String sortedPairs = error(recipe, "dpo.loss=aot", "dpo.use_weighting=true");
+        assertTrue(sortedPairs.contains("dpo.use_weighting") && sortedPairs.contains("aot"), sortedPairs);
+        String sft = error(recipe, "dpo.sft_weight=0.5", "dpo.use_weighting=true");
+        assertTrue(sft.contains("dpo.use_weighting") && sft.contains("sft_weight must be 0"), sft);
         String ld = error(recipe, "dpo.ld_alpha=1.5");
         assertTrue(ld.contains("dpo.ld_alpha") && ld.contains("[0, 1]"), ld);
     }
