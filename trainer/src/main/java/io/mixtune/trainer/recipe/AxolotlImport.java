@@ -182,12 +182,28 @@ public final class AxolotlImport {
                             + "dpo_loss_type [sigmoid, sft] with dpo_loss_weights [1, alpha], is dpo.sft_weight");
                 }
                 if (isTrue(get("dpo_use_weighting"))) {
-                    unmapped("dpo_use_weighting", "TRL's WPO weighting (use_weighting): mixtune weighs pairs equally");
+                    mapUseWeighting();
                 }
                 return "dpo";
             }
             unmapped("rl", "mixtune trains sft or dpo only");
             return "sft";
+        }
+
+        /** dpo_use_weighting to TRL's use_weighting (WPO), unless TRL refuses it with the losses mapped. */
+        private void mapUseWeighting() {
+            Object loss = values.get("dpo.loss");
+            List<String> losses = loss instanceof List<?> list ? list.stream().map(String::valueOf).toList()
+                    : loss == null ? List.of() : List.of(loss.toString());
+            List<String> sorted = losses.stream().filter(l -> l.equals("aot") || l.equals("aot_unpaired")).toList();
+            if (!sorted.isEmpty()) {
+                unmapped("dpo_use_weighting", "TRL refuses it with " + String.join(", ", sorted) + ", which sorts the"
+                        + " pairs' log-ratios apart");
+            } else if (values.containsKey("dpo.sft_weight")) {
+                unmapped("dpo_use_weighting", "TRL's sft loss type fails with it (its per-pair product)");
+            } else {
+                put("dpo.use_weighting", true, "dpo_use_weighting");
+            }
         }
 
         /**

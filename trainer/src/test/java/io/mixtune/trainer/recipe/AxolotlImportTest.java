@@ -440,6 +440,24 @@ class AxolotlImportTest {
         assertEquals(List.of(), aloneImport.unmapped());
     }
 
+    /** dpo_use_weighting is TRL's use_weighting (WPO), listed where TRL refuses it: with aot or its sft loss type. */
+    @Test
+    void dpoUseWeightingIsTrlsUseWeighting() throws IOException {
+        Path weighted = Files.writeString(dir.resolve("wpo.yml"), "adapter: lora\nrl: dpo\ndpo_use_weighting: true\n");
+        assertEquals(true, AxolotlImport.read(weighted).values().get("dpo.use_weighting"), "TRL's use_weighting");
+        Path sorted = Files.writeString(dir.resolve("aot.yml"),
+                "adapter: lora\nrl: dpo\ndpo_loss_type: [aot]\ndpo_use_weighting: true\n");
+        AxolotlImport.Result aot = AxolotlImport.read(sorted);
+        assertFalse(aot.values().containsKey("dpo.use_weighting"));
+        assertTrue(String.join("\n", aot.unmapped()).contains("dpo_use_weighting: true: TRL refuses it with aot"),
+                aot.unmapped().toString());
+
+        Path sft = Files.writeString(dir.resolve("sft.yml"), "adapter: lora\nrl: dpo\ndpo_loss_type: [sigmoid, sft]\n"
+                + "dpo_use_weighting: true\n");
+        assertTrue(String.join("\n", AxolotlImport.read(sft).unmapped()).contains("dpo_use_weighting: true: TRL's sft"),
+                AxolotlImport.read(sft).unmapped().toString());
+    }
+
     /**
      * axolotl's DPOStrategy: rl: ipo is TRL's loss_type [ipo] (without label smoothing), rl: dpo hands dpo_loss_type
      * and dpo_loss_weights to TRL's loss_type and loss_weights, whose sft is dpo.sft_weight; rpo_alpha is refused by
