@@ -280,7 +280,8 @@ public final class DpoRecipe implements AutoCloseable {
                 dpo.fDivergenceType().equals(Recipe.Dpo.REVERSE_KL) ? "" : ", f-divergence " + dpo.fDivergenceType()
                         + (dpo.fDivergenceType().equals(Recipe.Dpo.ALPHA_DIVERGENCE)
                                 ? " (alpha " + dpo.fAlphaDivergenceCoef() + ")" : ""),
-                dpo.ldAlpha() == null ? "" : ", ld_alpha " + dpo.ldAlpha(),
+                (dpo.ldAlpha() == null ? "" : ", ld_alpha " + dpo.ldAlpha())
+                        + (dpo.useWeighting() ? ", WPO weights" : ""),
                 dpo.lossTypes().contains(DpoLossType.DISCOPOP) ? ", discopop_tau " + dpo.discopopTau() : "",
                 dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
                 dpo.sftWeight() > 0 ? ", + " + dpo.sftWeight() + " x SFT" : "", reference));
