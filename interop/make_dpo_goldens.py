@@ -14,13 +14,18 @@ Two files of numbers, no model of their own:
   DPOTrainer._compute_loss on a stand-in model whose completion log-probs are the fixed ones: TRL's loss, its logged
   rewards and d loss / d policy log-probs, in float64. The same harness gives the formulas' loss on losses.json's
   cases (asserted).
+- f_divergence.json: the same harness with TRL's f_divergence_type forward_kl, js_divergence and alpha_divergence
+  (f_alpha_divergence_coef 0.5, 1, 3, 20) over the loss types TRL lets them regularise.
 - step/: one forward/backward of TRL's own DPOTrainer._compute_loss on the tiny Mixtral of the SFT golden
   (golden/sft/mixtral: its checkpoint and random PEFT adapter) with three preference pairs, the reference being the
   model with its adapter off: loss, TRL's logged metrics and every LoRA gradient, per loss type (sigmoid, ipo, hinge,
   and sigmoid plus TRL's "sft" term with weight 0.5, which is mixtune's dpo.sft_weight). The same per-pair log-probs
   through the formulas of losses.json must give TRL's loss: the script asserts it, tying the two files together.
   The metrics hold TRL's logits/chosen, logits/rejected, entropy and mean_token_accuracy too, which the script
-  recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's.
+  recomputes from the policy's logits (logit_metrics) and asserts equal to TRL's. step/ld_alpha.json: the same step with TRL's ld_alpha
+  (LD-DPO) at 0.5 ([sigmoid, sft]) and 0 (ipo), asserted against log-probs split at each pair's shorter length here;
+  step/use_weighting.json: with TRL's use_weighting (WPO; sigmoid, and ipo with ld_alpha 0.5), asserted against pair
+  weights computed here from the policy's logits.
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -159,7 +164,7 @@ class _LogitsOfLogProbs(torch.nn.Module):
     def forward(self, input_ids, attention_mask, use_cache):
         q = self.logps / self.lengths
         token0 = q - torch.log(-torch.expm1(q))
-        logits = torch.zeros(len(q), self.width, 2, dtype=torch.float64)
+        logits = torch.zeros(len(q), self.width, 2, dtype=self.logps.dtype)
         positions = torch.arange(self.width)[None, :] < self.lengths[:, None]
         logits = logits + (positions[..., None] * F.pad(token0[:, None, None], (0, 1)))
         return _Outputs(logits)
@@ -175,9 +180,11 @@ class _OneProcess:
     gather_for_metrics = gather
 
 
-def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_tau, pc, pr, rc, rr, len_c, len_r):
+def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_tau, pc, pr, rc, rr, len_c, len_r,
+                     f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5):
     """TRL 1.13's DPOTrainer._compute_loss itself, on an instance holding only what it reads, with the reference
-    log-probs precomputed (TRL's precompute_ref_log_probs path) and the policy's from _LogitsOfLogProbs."""
+    log-probs precomputed (TRL's precompute_ref_log_probs path) and the policy's from _LogitsOfLogProbs (in the dtype
+    of pc)."""
     from collections import defaultdict
     from types import SimpleNamespace
 
@@ -189,7 +196,8 @@ def trl_compute_loss(loss_type, loss_weights, beta, label_smoothing, discopop_ta
     model = _LogitsOfLogProbs(torch.cat([pc, pr]), lengths, width)
     model.train()
     vars(trainer).update(model=model, accelerator=_OneProcess(), aux_loss_enabled=False, ld_alpha=None,
-                         precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=loss_type,
+                         precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+                         f_alpha_divergence_coef=f_alpha_divergence_coef, loss_types=loss_type,
                          loss_weights=loss_weights, beta=beta, label_smoothing=label_smoothing, use_weighting=False,
                          args=SimpleNamespace(discopop_tau=discopop_tau),
                          _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
@@ -237,6 +245,81 @@ def trl_loss_type_cases() -> dict:
     return {"logps": LOGPS, "cases": cases}
 
 
+# ---- (a'') f_divergence_type (f-DPO), by TRL's own code on the same log-probs --------------------------------------
+
+# Each of TRL's f-divergences over the losses it applies them to (those built on the chosen - rejected difference).
+# alpha_divergence runs in float32, the dtype TRL's clamp of its exponent is written for (TRL has no float64 bound):
+# alpha 0.5 (TRL's default), 1 (TRL's limit case: reverse KL), 3, and 20, whose exponent on the fourth pair's rejected
+# side passes TRL's bound of 80.
+F_DIVERGENCE = {
+    "forward_kl_sigmoid": dict(f_divergence_type="forward_kl", loss_type=["sigmoid"]),
+    "forward_kl_ipo": dict(f_divergence_type="forward_kl", loss_type=["ipo"]),
+    "forward_kl_robust_0.1": dict(f_divergence_type="forward_kl", loss_type=["robust"], label_smoothing=0.1),
+    "forward_kl_sigmoid_sft": dict(f_divergence_type="forward_kl", loss_type=["sigmoid", "sft"],
+                                   loss_weights=[1.0, 0.5]),
+    "js_divergence_sigmoid": dict(f_divergence_type="js_divergence", loss_type=["sigmoid"]),
+    "js_divergence_hinge": dict(f_divergence_type="js_divergence", loss_type=["hinge"]),
+    "js_divergence_exo_pair": dict(f_divergence_type="js_divergence", loss_type=["exo_pair"], label_smoothing=1e-3),
+    "js_divergence_sigmoid_norm": dict(f_divergence_type="js_divergence", loss_type=["sigmoid_norm"]),
+    "alpha_divergence_sigmoid": dict(f_divergence_type="alpha_divergence", loss_type=["sigmoid"]),
+    "alpha_divergence_1_sigmoid": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=1.0,
+                                       loss_type=["sigmoid"]),
+    "alpha_divergence_3_robust_0.1": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=3.0,
+                                          loss_type=["robust"], label_smoothing=0.1),
+    "alpha_divergence_discopop": dict(f_divergence_type="alpha_divergence", loss_type=["discopop"]),
+    "alpha_divergence_20_hinge": dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=20.0,
+                                      loss_type=["hinge"]),
+    "alpha_divergence_sigmoid_ipo": dict(f_divergence_type="alpha_divergence", loss_type=["sigmoid", "ipo"],
+                                         loss_weights=[0.5, 2.0]),
+}
+
+
+def stand_in_logps(pc, pr, len_c, len_r) -> torch.Tensor:
+    """The summed completion log-probs TRL's _compute_loss reads from _LogitsOfLogProbs, by TRL's own steps."""
+    from trl.trainer.utils import selective_log_softmax
+
+    lengths = torch.cat([len_c, len_r])
+    width = int(lengths.max()) + 1
+    logits = _LogitsOfLogProbs(torch.cat([pc, pr]), lengths, width)(None, None, False).logits
+    completion = (torch.arange(width)[None, :] >= 1) & (torch.arange(width)[None, :] <= lengths[:, None])
+    per_token = selective_log_softmax(logits[..., :-1, :], torch.zeros(len(lengths), width - 1, dtype=torch.long))
+    per_token[completion[..., 1:] == 0] = 0.0
+    return per_token.sum(dim=1)
+
+
+def trl_f_divergence_cases() -> dict:
+    """TRL's loss, logged rewards (of the log-ratios, whatever the divergence) and d loss / d policy log-probs."""
+    cases = {}
+    for name, v in F_DIVERGENCE.items():
+        v = {"beta": BETA, "label_smoothing": 0.0, "discopop_tau": 0.05, "f_alpha_divergence_coef": 0.5, **v}
+        v["loss_weights"] = v.get("loss_weights", [1.0] * len(v["loss_type"]))
+        dtype = torch.float32 if v["f_divergence_type"] == "alpha_divergence" else torch.float64
+        v["dtype"] = str(dtype).removeprefix("torch.")
+        t = lambda key: torch.tensor(LOGPS[key], dtype=dtype)  # noqa: E731
+        pc = t("policy_chosen").requires_grad_()
+        pr = t("policy_rejected").requires_grad_()
+        loss, logged = trl_compute_loss(v["loss_type"], v["loss_weights"], v["beta"], v["label_smoothing"],
+                                        v["discopop_tau"], pc, pr, t("reference_chosen"), t("reference_rejected"),
+                                        t("chosen_lengths"), t("rejected_lengths"), v["f_divergence_type"],
+                                        v["f_alpha_divergence_coef"])
+        loss.backward()
+        if dtype == torch.float32:
+            # In float32 the stand-in model's logits give back the log-probs only to float32 rounding, which the
+            # exponent of alpha_divergence amplifies: the case holds the policy log-probs TRL read, for the Java side.
+            read = stand_in_logps(pc.detach(), pr.detach(), t("chosen_lengths"), t("rejected_lengths"))
+            v["policy_chosen"], v["policy_rejected"] = read[:len(pc)].tolist(), read[len(pc):].tolist()
+            assert float(read[:len(pc)].mean()) == logged["logps/chosen"], (name, read, logged["logps/chosen"])
+            assert float(read[len(pc):].mean()) == logged["logps/rejected"], (name, read, logged["logps/rejected"])
+        mine = metrics(v["beta"], pc, pr, t("reference_chosen"), t("reference_rejected"))
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+        for key, value in mine.items():
+            assert math.isclose(value, logged[key], rel_tol=tolerance, abs_tol=tolerance), (name, key, value,
+                                                                                             logged[key])
+        cases[name] = {**v, "loss": float(loss.detach()), "grad_policy_chosen": pc.grad.tolist(),
+                       "grad_policy_rejected": pr.grad.tolist(), "metrics": {k: logged[k] for k in mine}}
+    return {"logps": LOGPS, "cases": cases}
+
+
 # ---- (b) one step of TRL's DPOTrainer on the tiny Mixtral ----------------------------------------------------------
 
 # (prompt length, chosen length, rejected length) per pair; completions end with EOS. The second pair's answers share
@@ -266,7 +349,24 @@ LOSS_TYPES = {  # golden name -> TRL's loss_type and loss_weights
 }
 
 
-def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path):
+# LD-DPO steps (TRL's ld_alpha): name -> loss_type, loss_weights, ld_alpha. Every pair's answers differ in length; the
+# sft term (the chosen tokens' NLL) is not length-desensitised in TRL.
+LD_ALPHA_STEPS = {
+    "sigmoid_sft_ld_0.5": (["sigmoid", "sft"], [1.0, SFT_WEIGHT], 0.5),
+    "ipo_ld_0": (["ipo"], [1.0], 0.0),
+}
+
+
+# WPO steps (TRL's use_weighting): name -> loss_type, loss_weights, ld_alpha. TRL's sft term cannot be weighted (its
+# in-place product with the weights fails), nor aot's sorted pairs (TRL refuses them).
+WPO_STEPS = {
+    "sigmoid_wpo": (["sigmoid"], [1.0], None),
+    "ipo_wpo_ld_0.5": (["ipo"], [1.0], 0.5),
+}
+
+
+def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float], work: Path, ld_alpha=None,
+                use_weighting=False):
     """TRL's DPOTrainer on the SFT golden's PEFT model. Given a PeftModel, TRL copies the adapter into a frozen "ref"
     adapter (the reference for a pretrained adapter); deleting it makes TRL take the reference with adapters off, the
     base model: the golden's reference, and mixtune's at stage 1 without model.adapter."""
@@ -279,6 +379,7 @@ def trl_trainer(case_dir: Path, loss_type: list[str], loss_weights: list[float],
     trainable = sft.Trainable(sft.CASES[SFT_CASE], case_dir)
     args = DPOConfig(output_dir=str(work), beta=BETA, loss_type=loss_type, loss_weights=loss_weights,
                      per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, max_length=None,
+                     ld_alpha=ld_alpha, use_weighting=use_weighting,
                      precompute_ref_log_probs=False, dataloader_num_workers=0,
                      # TRL's own default is 0.001; mixtune, as transformers, takes the model config's coefficient.
                      router_aux_loss_coef=trainable.config.router_aux_loss_coef)
@@ -299,8 +400,9 @@ def collate(trainer, pairs):
     return batch
 
 
-def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
-    """Summed completion log-probs per row, computed here (not by TRL) to check the formulas against TRL's loss."""
+def sequence_logps(model, batch, adapters: bool, ld_alpha: float | None = None) -> torch.Tensor:
+    """Summed completion log-probs per row, computed here (not by TRL) to check the formulas against TRL's loss. With
+    ld_alpha (LD-DPO), a row's completion tokens past the shorter side's count of its pair count ld_alpha times."""
     with torch.no_grad():
         if adapters:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
@@ -309,7 +411,15 @@ def sequence_logps(model, batch, adapters: bool) -> torch.Tensor:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                use_cache=False).logits
     per_token = torch.gather(logits[:, :-1].log_softmax(-1), 2, batch["input_ids"][:, 1:, None])[..., 0]
-    return (per_token * batch["completion_mask"][:, 1:]).sum(1)
+    mask = batch["completion_mask"][:, 1:]
+    if ld_alpha is None:
+        return (per_token * mask).sum(1)
+    counts = mask.sum(1)
+    pairs = len(counts) // 2
+    shared = torch.minimum(counts[:pairs], counts[pairs:]).repeat(2)
+    position = mask.cumsum(1)  # the k-th completion token of its row, from 1
+    weight = torch.where(position <= shared[:, None], 1.0, ld_alpha) * mask
+    return (per_token * weight).sum(1)
 
 
 LOGIT_METRICS = ("logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy")
@@ -333,9 +443,24 @@ def logit_metrics(model, batch, pairs: int) -> dict[str, float]:
             "mean_token_accuracy": float((logits[:pairs].argmax(-1) == labels[:pairs])[mask[:pairs]].float().mean())}
 
 
-def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    loss_type, loss_weights = LOSS_TYPES[name]
-    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work)
+def wpo_weights(model, batch, pairs: int) -> torch.Tensor:
+    """WPO's pair weights computed here: per row exp(mean over its completion tokens of log p(token) - log sum p^2),
+    the product of a pair's two rows."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    log_probs = logits[:, :-1].double().log_softmax(-1)
+    token = torch.gather(log_probs, 2, batch["input_ids"][:, 1:, None])[..., 0]
+    log_squares = torch.log((log_probs.exp() ** 2).sum(-1))
+    mask = batch["completion_mask"][:, 1:]
+    rows = torch.exp(((token - log_squares) * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return rows[:pairs] * rows[pairs:]
+
+
+def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None,
+             use_weighting=False) -> tuple[dict, dict[str, torch.Tensor]]:
+    loss_type, loss_weights = (WPO_STEPS[name][:2] if use_weighting else LOSS_TYPES[name] if ld_alpha is None
+                               else LD_ALPHA_STEPS[name][:2])
+    trainer, trainable = trl_trainer(case_dir, loss_type, loss_weights, work, ld_alpha, use_weighting)
     batch = collate(trainer, pairs)
     trainable.model.zero_grad(set_to_none=True)
     loss = trainer._compute_loss(trainable.model, batch, return_outputs=False)
@@ -347,12 +472,14 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[s
 
     # The formulas of losses.json on this batch's log-probs give TRL's loss and metrics.
     n = len(pairs)
-    policy = sequence_logps(trainable.model, batch, adapters=True)
-    reference = sequence_logps(trainable.model, batch, adapters=False)
+    policy = sequence_logps(trainable.model, batch, adapters=True, ld_alpha=ld_alpha)
+    reference = sequence_logps(trainable.model, batch, adapters=False, ld_alpha=ld_alpha)
+    chosen_tokens = sequence_logps(trainable.model, batch, adapters=True)[:len(pairs)]
     lengths = batch["completion_mask"].sum(1).double()
     main = per_pair_loss(loss_type[0], BETA, 0.0, policy[:n].double(), policy[n:].double(), reference[:n].double(),
-                         reference[n:].double(), lengths[:n], lengths[n:]).mean()
-    nll = -policy[:n].sum() / batch["completion_mask"][:n, 1:].sum()
+                         reference[n:].double(), lengths[:n], lengths[n:])
+    main = (main * wpo_weights(trainable.model, batch, n) if use_weighting else main).mean()
+    nll = -chosen_tokens.sum() / batch["completion_mask"][:n, 1:].sum()
     aux = trl_metrics.get("aux_loss", 0.0)
     formula = float(main) + (SFT_WEIGHT * float(nll) if "sft" in loss_type else 0.0) \
         + trainable.config.router_aux_loss_coef * aux
@@ -363,7 +490,9 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path) -> tuple[dict, dict[s
     mine_logits = logit_metrics(trainable.model, batch, n)
     for key, value in mine_logits.items():
         assert math.isclose(value, trl_metrics[key], rel_tol=1e-5, abs_tol=1e-7), (name, key, value, trl_metrics[key])
-    record = {"loss_type": loss_type, "loss_weights": loss_weights, "loss": float(loss.detach()),
+    record = {"loss_type": loss_type, "loss_weights": loss_weights, **({} if ld_alpha is None else {"ld_alpha": ld_alpha}),
+              **({"use_weighting": True} if use_weighting else {}),
+              "loss": float(loss.detach()),
               "dpo_loss": float(main), "nll": float(nll), "aux_loss": aux,
               "aux_coef": trainable.config.router_aux_loss_coef,
               "policy_logps": policy.tolist(), "reference_logps": reference.tolist(),
@@ -386,6 +515,7 @@ def _write_goldens(out: Path) -> None:
     (out / "step").mkdir(parents=True)
     mg.write_json(out / "losses.json", fixed_logps_cases())
     mg.write_json(out / "loss_types.json", trl_loss_type_cases())
+    mg.write_json(out / "f_divergence.json", trl_f_divergence_cases())
 
     case_dir = sft.SFT_GOLDEN / SFT_CASE
     pairs = make_pairs(hf.TINY["vocab_size"])
@@ -398,6 +528,18 @@ def _write_goldens(out: Path) -> None:
             m = record["metrics"]
             print(f"dpo step {name}: loss {record['loss']:.6f}, accuracies {m['rewards/accuracies']:.3f}, "
                   f"margins {m['rewards/margins']:.5f}")
+        ld_steps = {}
+        for name, (_, _, ld_alpha) in LD_ALPHA_STEPS.items():
+            record, grads = trl_step(name, case_dir, pairs, Path(work), ld_alpha)
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            ld_steps[name] = record
+            print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
+        wpo_steps = {}
+        for name, (_, _, ld_alpha) in WPO_STEPS.items():
+            record, grads = trl_step(name, case_dir, pairs, Path(work), ld_alpha, use_weighting=True)
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            wpo_steps[name] = record
+            print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
         trainer, _ = trl_trainer(case_dir, ["sigmoid"], [1.0], Path(work))
         collated = collate(trainer, pairs)
     mg.write_json(out / "step" / "batch.json", {
@@ -405,6 +547,8 @@ def _write_goldens(out: Path) -> None:
         "beta": BETA, "sft_weight": SFT_WEIGHT, "pairs": pairs,
         "collated": {k: collated[k].tolist() for k in ("input_ids", "attention_mask", "completion_mask")}})
     mg.write_json(out / "step" / "expected.json", steps)
+    mg.write_json(out / "step" / "ld_alpha.json", ld_steps)
+    mg.write_json(out / "step" / "use_weighting.json", wpo_steps)
 
 
 def main(argv: list[str]) -> None:

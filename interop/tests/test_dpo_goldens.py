@@ -18,8 +18,10 @@ from test_sft_goldens import assert_same_goldens
 
 def test_committed_dpo_golden_reproduces(tmp_path):
     dpo.write_goldens(tmp_path / "dpo")
-    step = {f"step/{name}" for name in ("expected.json", *(f"grads_{t}.safetensors" for t in dpo.LOSS_TYPES))}
-    assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", "loss_types.json", *step})
+    step = {f"step/{name}" for name in ("expected.json", "ld_alpha.json", "use_weighting.json",
+                                         *(f"grads_{t}.safetensors"
+                                           for t in (*dpo.LOSS_TYPES, *dpo.LD_ALPHA_STEPS, *dpo.WPO_STEPS)))}
+    assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", "loss_types.json", "f_divergence.json", *step})
 
 
 def test_every_trl_loss_type_has_a_golden():
@@ -34,6 +36,23 @@ def test_every_trl_loss_type_has_a_golden():
     covered = {v["loss_type"] for v in dpo.VARIANTS.values()} | {"sft"}
     covered |= {t for v in dpo.TRL_LOSS_TYPES.values() for t in v["loss_type"]}
     assert trl_types == covered, trl_types ^ covered
+
+
+def test_every_trl_f_divergence_has_a_golden():
+    """The f_divergence_type values of TRL's _compute_loss source, other than reverse_kl (every other golden's), are
+    those of f_divergence.json, and each loss type TRL lets them regularise appears under one of them."""
+    import inspect
+    import re
+
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer._compute_loss)
+    trl_types = set(re.findall(r'f_divergence_type == "(\w+)"', source)) - {"reverse_kl"}
+    assert trl_types == {v["f_divergence_type"] for v in dpo.F_DIVERGENCE.values()}
+    init = inspect.getsource(DPOTrainer.__init__)
+    allowed = set(re.findall(r'"(\w+)"', re.search(r"f_divergence_loss_types = \{([^}]*)\}", init).group(1)))
+    covered = {t for v in dpo.F_DIVERGENCE.values() for t in v["loss_type"]}
+    assert allowed - {"sft"} <= covered and covered <= allowed, (allowed, covered)
 
 
 def test_robust_is_unbiased_under_flipped_labels_and_sigmoid_ignores_label_smoothing():

@@ -34,11 +34,17 @@ import java.util.List;
  *   <li>sigmoid_norm: sigmoid on d', ipo's length-normalised d.
  * </ul>
  *
- * Several losses add up with their weights (TRL's loss_weights). Reference-free DPO passes zeros as the reference
+ * With an f_divergence_type other than reverse KL (f-DPO), the losses built on d (sigmoid, hinge, ipo, exo_pair, robust,
+ * discopop, sigmoid_norm) read each side's score f'(e^ratio) in place of its log-ratio, as TRL's delta_score.
+ * Several losses add up with their weights (TRL's loss_weights), and with use_weighting (WPO) each pair's sum is
+ * weighted by the policy's length-normalised probabilities of its two answers ({@link DpoStep}). Reference-free DPO passes zeros as the reference
  * log-probabilities. The arrays are float32 [pairs]; every constant goes through {@link Scalars} because autograd
  * differentiates through all of this.
  */
 public final class DpoLoss {
+    /** TRL's float32 bound on alpha_divergence's exponent, keeping e^x finite. */
+    private static final float ALPHA_DIVERGENCE_CLAMP = 80f;
+
     private DpoLoss() {}
 
     /**
@@ -59,10 +65,25 @@ public final class DpoLoss {
     public static Objective objective(Recipe.Dpo dpo, NDArray policyChosen, NDArray policyRejected,
             NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
             int chosenTargets) {
+        return objective(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected, chosenLengths,
+                rejectedLengths, policyChosen, chosenTargets, null);
+    }
+
+    /**
+     * @param chosenTokens the log-probs whose sum the NLL reads: the chosen completion tokens' (policyChosen, unless
+     *     ld_alpha weighs some of them in it)
+     * @param pairWeights WPO's weight of each pair (use_weighting), [pairs] without gradient, or null
+     */
+    public static Objective objective(Recipe.Dpo dpo, NDArray policyChosen, NDArray policyRejected,
+            NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths,
+            NDArray chosenTokens, int chosenTargets, NDArray pairWeights) {
         NDArray perPair = perPair(dpo, policyChosen, policyRejected, referenceChosen, referenceRejected,
                 chosenLengths, rejectedLengths);
+        if (pairWeights != null) {
+            perPair = perPair.mul(pairWeights);
+        }
         NDArray value = perPair.mean();
-        NDArray nll = Scalars.dividedBy(policyChosen.sum().neg(), Math.max(1, chosenTargets));
+        NDArray nll = Scalars.dividedBy(chosenTokens.sum().neg(), Math.max(1, chosenTargets));
         if (dpo.sftWeight() > 0) {
             value = value.add(Scalars.times(nll, dpo.sftWeight()));
         }
@@ -74,6 +95,8 @@ public final class DpoLoss {
             NDArray referenceChosen, NDArray referenceRejected, NDArray chosenLengths, NDArray rejectedLengths) {
         NDArray chosenRatio = policyChosen.sub(referenceChosen);
         NDArray rejectedRatio = policyRejected.sub(referenceRejected);
+        Ratios ratios = new Ratios(chosenRatio, rejectedRatio, fDivergenceScore(dpo, chosenRatio),
+                fDivergenceScore(dpo, rejectedRatio));
         List<DpoLossType> types = dpo.lossTypes();
         List<Double> weights = dpo.weights();
         NDArray sum = null;
@@ -81,7 +104,7 @@ public final class DpoLoss {
             NDArray loss = types.get(i) == DpoLossType.AOT
                     ? aot(sorted(policyChosen.sub(policyRejected)), sorted(referenceChosen.sub(referenceRejected)),
                             dpo)
-                    : perPair(types.get(i), dpo, chosenRatio, rejectedRatio, chosenLengths, rejectedLengths);
+                    : perPair(types.get(i), dpo, ratios, chosenLengths, rejectedLengths);
             // One loss of weight 1 is its own array, as before loss_weights existed.
             NDArray weighted = weights.get(i) == 1 ? loss : Scalars.times(loss, weights.get(i));
             sum = sum == null ? weighted : sum.add(weighted);
@@ -89,24 +112,57 @@ public final class DpoLoss {
         return sum;
     }
 
+    /**
+     * Each side's log-ratio, and its f-divergence score f'(e^ratio) (the ratio itself for reverse KL): TRL's
+     * chosen_scores and rejected_scores, which the losses built on their difference read in place of the ratios.
+     */
+    private record Ratios(NDArray chosen, NDArray rejected, NDArray chosenScore, NDArray rejectedScore) {}
+
+    /**
+     * f'(e^u) of a log-ratio u as TRL 1.13 computes it: u (reverse_kl), 1 - e^-u (forward_kl), log 2 + log sigmoid(u)
+     * (js_divergence), (e^min((alpha - 1) u, 80) - 1) / (alpha - 1) (alpha_divergence; u where |alpha - 1| < 1e-6, the
+     * limit).
+     */
+    static NDArray fDivergenceScore(Recipe.Dpo dpo, NDArray ratio) {
+        return switch (dpo.fDivergenceType()) {
+            case Recipe.Dpo.REVERSE_KL -> ratio;
+            case Recipe.Dpo.FORWARD_KL -> ratio.neg().exp().neg().add(1);
+            case Recipe.Dpo.JS_DIVERGENCE -> logSigmoid(ratio).add(Math.log(2));
+            case Recipe.Dpo.ALPHA_DIVERGENCE -> {
+                double alpha = dpo.fAlphaDivergenceCoef();
+                if (Math.abs(alpha - 1) < 1e-6) {
+                    yield ratio;
+                }
+                NDArray exponent = Scalars.times(ratio, alpha - 1).minimum(ALPHA_DIVERGENCE_CLAMP);
+                yield Scalars.times(exponent.exp().sub(1), 1 / (alpha - 1));
+            }
+            default -> throw new IllegalArgumentException("f_divergence_type: " + dpo.fDivergenceType());
+        };
+    }
+
     /** A paired loss from the log-ratios (aot's is {@link #aot}). */
-    private static NDArray perPair(DpoLossType type, Recipe.Dpo dpo, NDArray chosenRatio, NDArray rejectedRatio,
-            NDArray chosenLengths, NDArray rejectedLengths) {
+    private static NDArray perPair(DpoLossType type, Recipe.Dpo dpo, Ratios ratios, NDArray chosenLengths,
+            NDArray rejectedLengths) {
         double beta = dpo.beta();
         double eps = dpo.labelSmoothing();
+        NDArray chosenRatio = ratios.chosen();
+        NDArray rejectedRatio = ratios.rejected();
+        // The losses built on the chosen - rejected difference read the f-divergence scores (TRL's delta_score).
+        NDArray chosenScore = ratios.chosenScore();
+        NDArray rejectedScore = ratios.rejectedScore();
         return switch (type) {
-            case IPO -> chosenRatio.div(chosenLengths).sub(rejectedRatio.div(rejectedLengths))
+            case IPO -> chosenScore.div(chosenLengths).sub(rejectedScore.div(rejectedLengths))
                     .sub(1 / (2 * beta)).square();
-            case HINGE -> Activation.relu(Scalars.times(chosenRatio.sub(rejectedRatio), -beta).add(1));
-            case SIGMOID -> logSigmoid(Scalars.times(chosenRatio.sub(rejectedRatio), beta)).neg();
+            case HINGE -> Activation.relu(Scalars.times(chosenScore.sub(rejectedScore), -beta).add(1));
+            case SIGMOID -> logSigmoid(Scalars.times(chosenScore.sub(rejectedScore), beta)).neg();
             case ROBUST -> {
-                NDArray scaled = Scalars.times(chosenRatio.sub(rejectedRatio), beta);
+                NDArray scaled = Scalars.times(chosenScore.sub(rejectedScore), beta);
                 NDArray clean = Scalars.times(logSigmoid(scaled), -(1 - eps));
                 NDArray flipped = Scalars.times(logSigmoid(scaled.neg()), -eps);
                 yield Scalars.dividedBy(clean.sub(flipped), 1 - 2 * eps);
             }
             case EXO_PAIR -> {
-                NDArray scaled = Scalars.times(chosenRatio.sub(rejectedRatio), beta);
+                NDArray scaled = Scalars.times(chosenScore.sub(rejectedScore), beta);
                 NDArray chosenSide = Activation.sigmoid(scaled).mul(logSigmoid(scaled).sub(Math.log1p(-eps)));
                 NDArray rejectedSide = Activation.sigmoid(scaled.neg()).mul(logSigmoid(scaled.neg())
                         .sub(Math.log(eps)));
@@ -128,12 +184,12 @@ public final class DpoLoss {
             case APO_DOWN -> Activation.sigmoid(Scalars.times(chosenRatio, beta))
                     .add(Activation.sigmoid(Scalars.times(chosenRatio.sub(rejectedRatio), beta)).neg().add(1));
             case DISCOPOP -> {
-                NDArray logits = Scalars.times(chosenRatio.sub(rejectedRatio), beta);
+                NDArray logits = Scalars.times(chosenScore.sub(rejectedScore), beta);
                 NDArray modulation = Activation.sigmoid(Scalars.dividedBy(logits, dpo.discopopTau()));
                 yield logSigmoid(logits).neg().mul(modulation.neg().add(1)).add(logits.neg().exp().mul(modulation));
             }
             case SIGMOID_NORM -> logSigmoid(Scalars.times(
-                    chosenRatio.div(chosenLengths).sub(rejectedRatio.div(rejectedLengths)), beta)).neg();
+                    chosenScore.div(chosenLengths).sub(rejectedScore.div(rejectedLengths)), beta)).neg();
         };
     }
 

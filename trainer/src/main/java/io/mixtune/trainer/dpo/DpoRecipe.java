@@ -235,6 +235,7 @@ public final class DpoRecipe implements AutoCloseable {
             return new StageReference(dpo, model, false, null, null);
         }
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            StageReference.checkLdAlpha(dpo, reader, file);
             if (adapter) {
                 List<NDArray> reference = referenceAdapter();
                 for (int i = 0; i < reference.size(); i++) {
@@ -274,8 +275,13 @@ public final class DpoRecipe implements AutoCloseable {
             double weight = dpo.weights().get(i);
             losses.add((weight == 1 ? "" : weight + " x ") + dpo.loss().get(i));
         }
-        listener.onNote(String.format(Locale.ROOT, "DPO: loss %s, beta %s%s%s%s; reference: %s",
+        listener.onNote(String.format(Locale.ROOT, "DPO: loss %s, beta %s%s%s%s%s%s; reference: %s",
                 String.join(" + ", losses), dpo.beta(),
+                dpo.fDivergenceType().equals(Recipe.Dpo.REVERSE_KL) ? "" : ", f-divergence " + dpo.fDivergenceType()
+                        + (dpo.fDivergenceType().equals(Recipe.Dpo.ALPHA_DIVERGENCE)
+                                ? " (alpha " + dpo.fAlphaDivergenceCoef() + ")" : ""),
+                (dpo.ldAlpha() == null ? "" : ", ld_alpha " + dpo.ldAlpha())
+                        + (dpo.useWeighting() ? ", WPO weights" : ""),
                 dpo.lossTypes().contains(DpoLossType.DISCOPOP) ? ", discopop_tau " + dpo.discopopTau() : "",
                 dpo.labelSmoothing() > 0 ? ", label smoothing " + dpo.labelSmoothing() : "",
                 dpo.sftWeight() > 0 ? ", + " + dpo.sftWeight() + " x SFT" : "", reference));

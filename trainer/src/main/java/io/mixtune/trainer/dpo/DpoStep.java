@@ -50,8 +50,10 @@ public final class DpoStep {
     public static Terms of(CausalLm model, Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             double auxCoefficient, NDManager manager) {
         CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
-        CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), manager,
-                OptionalLong.empty(), statistics);
+        CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch.rows(), manager, OptionalLong.empty());
+        CausalLmLoss.TargetLogProbs target = new CausalLmLoss.TargetLogProbs(CausalLmLoss.targetLogProbs(model,
+                forward.states(), batch.rows(), manager, statistics, dpo.useWeighting()), forward.loadBalancing(),
+                batch.rows().targetCount());
         Terms terms = fromLogProbs(dpo, batch, reference, target.logProbs(), statistics[0], manager);
         if (target.loadBalancing() == null) {
             return terms;
@@ -65,7 +67,7 @@ public final class DpoStep {
     /** The DPO (+ SFT) objective of a micro-batch from the log-probability of each of its target tokens. */
     private static Terms fromLogProbs(Recipe.Dpo dpo, PreferenceBatch batch, float[] reference,
             NDArray targetLogProbs, CausalLmLoss.TokenStatistics statistics, NDManager manager) {
-        NDArray sequences = sequenceSums(targetLogProbs, batch, manager);
+        NDArray sequences = sequenceSums(targetLogProbs, batch, dpo.ldAlpha(), manager);
         int pairs = batch.pairs();
         NDArray policyChosen = sequences.get(new NDIndex("0:{}", pairs));
         NDArray policyRejected = sequences.get(new NDIndex("{}:", pairs));
@@ -76,12 +78,42 @@ public final class DpoStep {
         for (int i = 0; i < pairs; i++) {
             chosenTargets += perRow[i];
         }
+        // The NLL (TRL's sft term) reads every chosen token once, LD-DPO or not: the chosen rows' targets come first.
+        NDArray chosenTokens = dpo.ldAlpha() == null ? policyChosen
+                : targetLogProbs.reshape(-1).get(new NDIndex("0:{}", chosenTargets));
+        NDArray pairWeights = dpo.useWeighting()
+                ? manager.create(wpoWeights(targetLogProbs.toFloatArray(), statistics, perRow, pairs)) : null;
         DpoLoss.Objective objective = DpoLoss.objective(dpo, policyChosen, policyRejected,
                 referenceArray.get(new NDIndex("0:{}", pairs)), referenceArray.get(new NDIndex("{}:", pairs)),
                 lengthArray.get(new NDIndex("0:{}", pairs)), lengthArray.get(new NDIndex("{}:", pairs)),
-                chosenTargets);
+                chosenTokens, chosenTargets, pairWeights);
         return new Terms(objective.value(), sequences.toFloatArray(), objective.perPair().toFloatArray(),
                 objective.nll().getFloat(), 0, DpoMetrics.LogitMeans.of(statistics, batch.targetsPerRow(), pairs));
+    }
+
+    /**
+     * WPO's weight of each pair (TRL 1.13's use_weighting, WPO eq. 2), without gradient: per row w = exp(mean over its
+     * targets of log p(target) - log sum_v p_v^2), the policy's per-token log-probs (every token once, whatever
+     * ld_alpha), and a pair's weight w(chosen) x w(rejected).
+     *
+     * @param targetLogProbs log p of every target, row-major
+     */
+    static float[] wpoWeights(float[] targetLogProbs, CausalLmLoss.TokenStatistics statistics, int[] perRow,
+            int pairs) {
+        float[] rowWeights = new float[perRow.length];
+        int column = 0;
+        for (int row = 0; row < perRow.length; row++) {
+            float aligned = 0;
+            for (int k = 0; k < perRow[row]; k++, column++) {
+                aligned += targetLogProbs[column] - statistics.logSquaredProbSums()[column];
+            }
+            rowWeights[row] = (float) Math.exp(aligned / Math.max(1, perRow[row]));
+        }
+        float[] weights = new float[pairs];
+        for (int i = 0; i < pairs; i++) {
+            weights[i] = rowWeights[i] * rowWeights[pairs + i];
+        }
+        return weights;
     }
 
     private static float[] lengths(PreferenceBatch batch) {
@@ -94,26 +126,55 @@ public final class DpoStep {
 
     /** Sequence log-probs of a batch's rows without gradients (the reference pass, or evaluation). */
     public static float[] sequenceLogProbs(CausalLm model, PreferenceBatch batch, NDManager manager) {
+        return sequenceLogProbs(model, batch, null, manager);
+    }
+
+    /** @param ldAlpha LD-DPO's weight of the tokens past the shorter side's length (dpo.ld_alpha), or null */
+    public static float[] sequenceLogProbs(CausalLm model, PreferenceBatch batch, Double ldAlpha,
+            NDManager manager) {
         try (NDManager passManager = manager.newSubManager()) {
             CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, batch.rows(), passManager,
                     OptionalLong.empty());
-            return sequenceSums(target.logProbs(), batch, passManager).toFloatArray();
+            return sequenceSums(target.logProbs(), batch, ldAlpha, passManager).toFloatArray();
         }
     }
 
-    /** Per-row sums of the row-major target log-probs: a [rows, targets] 0/1 membership matrix times the vector. */
-    private static NDArray sequenceSums(NDArray targetLogProbs, PreferenceBatch batch, NDManager manager) {
+    /**
+     * Per-row sums of the row-major target log-probs: a [rows, targets] 0/1 membership matrix times the vector. With
+     * ldAlpha (LD-DPO), as TRL 1.13 splits them: the sum of a row's first s targets, s the smaller of its pair's two
+     * target counts, plus ldAlpha x the sum of the rest.
+     */
+    private static NDArray sequenceSums(NDArray targetLogProbs, PreferenceBatch batch, Double ldAlpha,
+            NDManager manager) {
         int[] perRow = batch.targetsPerRow();
         int targets = Arrays.stream(perRow).sum();
+        NDArray column = targetLogProbs.reshape(targets, 1);
+        if (ldAlpha == null) {
+            return membership(perRow, targets, null, true, manager).matMul(column).reshape(-1);
+        }
+        int pairs = batch.pairs();
+        int[] shared = new int[perRow.length];
+        for (int row = 0; row < perRow.length; row++) {
+            shared[row] = Math.min(perRow[row % pairs], perRow[row % pairs + pairs]);
+        }
+        NDArray sharedSums = membership(perRow, targets, shared, true, manager).matMul(column).reshape(-1);
+        NDArray tailSums = membership(perRow, targets, shared, false, manager).matMul(column).reshape(-1);
+        return sharedSums.add(Scalars.times(tailSums, ldAlpha));
+    }
+
+    /**
+     * The [rows, targets] 0/1 matrix of each row's targets: all of them (shared null), or its first shared[row]
+     * (within) or the rest (not within).
+     */
+    private static NDArray membership(int[] perRow, int targets, int[] shared, boolean within, NDManager manager) {
         float[] membership = new float[perRow.length * targets];
         int column = 0;
         for (int row = 0; row < perRow.length; row++) {
             for (int k = 0; k < perRow[row]; k++) {
-                membership[row * targets + column++] = 1;
+                membership[row * targets + column++] = shared == null || (k < shared[row]) == within ? 1 : 0;
             }
         }
-        return manager.create(membership, new Shape(perRow.length, targets))
-                .matMul(targetLogProbs.reshape(targets, 1)).reshape(-1);
+        return manager.create(membership, new Shape(perRow.length, targets));
     }
 
     /** What a micro-batch's forward and backward measured (its arrays are gone with its manager). */
@@ -137,9 +198,8 @@ public final class DpoStep {
         MicroBatch[] head = new MicroBatch[1];
         double loadBalancing = DecoderBackward.run(model, batch.rows(), (states, headManager) -> {
             CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
-            Terms terms = fromLogProbs(dpo, batch, reference,
-                    CausalLmLoss.targetLogProbs(model, states, batch.rows(), headManager, statistics), statistics[0],
-                    headManager);
+            Terms terms = fromLogProbs(dpo, batch, reference, CausalLmLoss.targetLogProbs(model, states,
+                    batch.rows(), headManager, statistics, dpo.useWeighting()), statistics[0], headManager);
             head[0] = new MicroBatch(terms.objective().getFloat(), terms.policy(), terms.perPairLoss(), terms.nll(), 0,
                     terms.logits());
             return Scalars.times(terms.objective(), weight);

@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.model.safetensors.ArrayTensors;
 import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.trainer.recipe.Recipe;
@@ -13,6 +14,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.TreeMap;
 
 /**
@@ -22,6 +24,8 @@ import java.util.TreeMap;
 final class StageReference {
     /** The frozen reference, when it is not the bare base: a second adapter beside the trained one. */
     static final String REFERENCE_ADAPTER = "reference";
+    /** The ld_alpha the kept log-probs were summed with; absent where they were not LD-DPO's (and in older files). */
+    static final String LD_ALPHA = "ld_alpha";
 
     private final Recipe.Dpo dpo;
     private final TrainingModel model;
@@ -59,7 +63,22 @@ final class StageReference {
         try (LoraModel.Scope evaluating = lora.evaluating();
                 LoraModel.Scope reference = adapter ? lora.withActive(REFERENCE_ADAPTER)
                         : lora.withAdaptersDisabled()) {
-            return DpoStep.sequenceLogProbs(model.model(), batch, model.manager());
+            return DpoStep.sequenceLogProbs(model.model(), batch, dpo.ldAlpha(), model.manager());
+        }
+    }
+
+    /**
+     * Refuses log-probs kept at another ld_alpha than the recipe's (a file without the marker holds plain sums, the
+     * recipe's without ld_alpha): they would mix two length weightings in one stage.
+     */
+    static void checkLdAlpha(Recipe.Dpo dpo, SafetensorsReader reader, Path file) {
+        Float kept = reader.contains(LD_ALPHA) ? reader.readFloats(LD_ALPHA)[0] : null;
+        Float wanted = dpo.ldAlpha() == null ? null : dpo.ldAlpha().floatValue();
+        boolean keptLogProbs = reader.contains("train.chosen") || reader.contains("validation.chosen");
+        if (keptLogProbs && !Objects.equals(kept, wanted)) {
+            throw new IllegalArgumentException(file + " holds the reference log-probs summed with "
+                    + (kept == null ? "no ld_alpha" : "ld_alpha " + kept) + ", the recipe has dpo.ld_alpha "
+                    + (wanted == null ? "null" : wanted) + ": resume with the ld_alpha the run started with");
         }
     }
 
@@ -80,6 +99,11 @@ final class StageReference {
         }
         if (validation != null) {
             validation.put("validation", specs, logProbs);
+        }
+        if (dpo.ldAlpha() != null && !logProbs.isEmpty()) {
+            // The log-probs are LD-DPO's mix at this ld_alpha: a resumed run reads them only at the same one.
+            specs.add(new TensorSpec(LD_ALPHA, DType.F32, new long[] {1}));
+            logProbs.put(LD_ALPHA, new float[] {dpo.ldAlpha().floatValue()});
         }
         if (specs.isEmpty()) {
             return;

@@ -176,8 +176,15 @@ public final class AxolotlImport {
             }
             if (rl.asText().equals("dpo") || rl.asText().equals("ipo")) {
                 put("train.method", "dpo", "rl: " + rl.asText());
-                // dpo_beta is rl_beta's deprecated name: axolotl copies it only where rl_beta is unset
-                if (get("rl_beta") != null) {
+                // axolotl's RL trainer builder takes trl.beta first, then rl_beta; dpo_beta is rl_beta's deprecated
+                // name, copied only where rl_beta is unset
+                if (mapTrlBeta()) {
+                    for (String key : List.of("rl_beta", "dpo_beta")) {
+                        if (get(key) != null) {
+                            unmapped(key, "axolotl uses trl.beta, which is set");
+                        }
+                    }
+                } else if (get("rl_beta") != null) {
                     number("rl_beta", "dpo.beta", false);
                     if (get("dpo_beta") != null) {
                         unmapped("dpo_beta", "deprecated: axolotl uses rl_beta, which is set");
@@ -200,12 +207,59 @@ public final class AxolotlImport {
                             + "dpo_loss_type [sigmoid, sft] with dpo_loss_weights [1, alpha], is dpo.sft_weight");
                 }
                 if (isTrue(get("dpo_use_weighting"))) {
-                    unmapped("dpo_use_weighting", "TRL's WPO weighting (use_weighting): mixtune weighs pairs equally");
+                    mapUseWeighting();
                 }
                 return "dpo";
             }
             unmapped("rl", "mixtune trains sft or dpo only");
             return "sft";
+        }
+
+        /** dpo_use_weighting to TRL's use_weighting (WPO), unless TRL refuses it with the losses mapped. */
+        private void mapUseWeighting() {
+            Object loss = values.get("dpo.loss");
+            List<String> losses = loss instanceof List<?> list ? list.stream().map(String::valueOf).toList()
+                    : loss == null ? List.of() : List.of(loss.toString());
+            List<String> sorted = losses.stream().filter(l -> l.equals("aot") || l.equals("aot_unpaired")).toList();
+            if (!sorted.isEmpty()) {
+                unmapped("dpo_use_weighting", "TRL refuses it with " + String.join(", ", sorted) + ", which sorts the"
+                        + " pairs' log-ratios apart");
+            } else if (values.containsKey("dpo.sft_weight")) {
+                unmapped("dpo_use_weighting", "TRL's sft loss type fails with it (its per-pair product)");
+            } else {
+                put("dpo.use_weighting", true, "dpo_use_weighting");
+            }
+        }
+
+        /**
+         * trl.beta to dpo.beta, where set; the trl section's other keys (TRL settings axolotl passes to its other
+         * trainers: GRPO's vLLM, generation, rewards) are listed.
+         *
+         * @return whether trl.beta was set
+         */
+        private boolean mapTrlBeta() {
+            JsonNode trl = get("trl");
+            JsonNode beta = trl == null ? null : trl.get("beta");
+            if (beta == null || beta.isNull()) {
+                return false;
+            }
+            Double number = beta.isNumber() ? Double.valueOf(beta.asDouble()) : parse(beta.asText());
+            if (number == null) {
+                unmapped("trl", "trl.beta: expected a number");
+                return true;
+            }
+            put("dpo.beta", number, "trl.beta (axolotl reads it before rl_beta)");
+            List<String> others = new ArrayList<>();
+            trl.properties().forEach(e -> {
+                if (!e.getKey().equals("beta") && !e.getValue().isNull()) {
+                    others.add("trl." + e.getKey());
+                }
+            });
+            if (!others.isEmpty()) {
+                unmapped("trl", String.join(", ", others) + ": TRL settings of axolotl's other RL trainers "
+                        + "(GRPO's generation, vLLM, rewards), no mixtune equivalent");
+            }
+            return true;
         }
 
         /**

@@ -10,27 +10,29 @@ import java.util.Locale;
  * is {@code dpo.sft_weight} here.
  */
 public enum DpoLossType {
-    SIGMOID(false, false),
-    HINGE(false, false),
-    IPO(false, false),
-    EXO_PAIR(true, false),
-    NCA_PAIR(false, false),
-    ROBUST(true, false),
-    BCO_PAIR(false, false),
-    SPPO_HARD(false, false),
-    AOT(true, false),
-    AOT_UNPAIRED(true, false),
-    APO_ZERO(false, false),
-    APO_DOWN(false, false),
-    DISCOPOP(false, true),
-    SIGMOID_NORM(false, false);
+    SIGMOID(false, false, true),
+    HINGE(false, false, true),
+    IPO(false, false, true),
+    EXO_PAIR(true, false, true),
+    NCA_PAIR(false, false, false),
+    ROBUST(true, false, true),
+    BCO_PAIR(false, false, false),
+    SPPO_HARD(false, false, false),
+    AOT(true, false, false),
+    AOT_UNPAIRED(true, false, false),
+    APO_ZERO(false, false, false),
+    APO_DOWN(false, false, false),
+    DISCOPOP(false, true, true),
+    SIGMOID_NORM(false, false, true);
 
     private final boolean readsLabelSmoothing;
     private final boolean readsDiscopopTau;
+    private final boolean takesFDivergence;
 
-    DpoLossType(boolean readsLabelSmoothing, boolean readsDiscopopTau) {
+    DpoLossType(boolean readsLabelSmoothing, boolean readsDiscopopTau, boolean takesFDivergence) {
         this.readsLabelSmoothing = readsLabelSmoothing;
         this.readsDiscopopTau = readsDiscopopTau;
+        this.takesFDivergence = takesFDivergence;
     }
 
     /** TRL's name: sigmoid, exo_pair, ... */
@@ -46,6 +48,15 @@ public enum DpoLossType {
     /** Whether TRL's formula reads discopop_tau. */
     public boolean readsDiscopopTau() {
         return readsDiscopopTau;
+    }
+
+    /**
+     * Whether TRL's formula is built on the chosen - rejected difference of the log-ratios, which an f-divergence other
+     * than reverse KL replaces (TRL 1.13 refuses f_divergence_type for the others: their beta log Z(x) would not
+     * cancel).
+     */
+    public boolean takesFDivergence() {
+        return takesFDivergence;
     }
 
     /** The loss type TRL calls {@code name}, or null. */

@@ -355,6 +355,16 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param labelSmoothing eps, read by robust (the assumed share of flipped labels), exo_pair (its target
      *     distribution [1 - eps, eps], which must be above 0), aot and aot_unpaired; TRL 1.13's other losses ignore it
      * @param discopopTau discopop's temperature (TRL's discopop_tau, default 0.05)
+     * @param fDivergenceType TRL's f_divergence_type (f-DPO, Wang et al. 2023): the divergence from the reference
+     *     that the losses built on the chosen-rejected difference regularise with, each side's log-ratio u replaced by
+     *     f'(e^u): reverse_kl (u itself, standard DPO), forward_kl (1 - e^-u), js_divergence (log 2 + log sigmoid(u))
+     *     or alpha_divergence ((e^((alpha - 1) u) - 1) / (alpha - 1))
+     * @param fAlphaDivergenceCoef alpha_divergence's alpha (TRL's f_alpha_divergence_coef, default 0.5)
+     * @param ldAlpha LD-DPO (Liu et al. 2024): the log-prob of each completion token past the shorter side's length
+     *     counts ld_alpha times (TRL's ld_alpha, in [0, 1]); null: every token once
+     * @param useWeighting WPO (Zhou et al. 2024, eq. 2): each pair's loss times the product of its two sides'
+     *     exp(mean over the completion tokens of log p(token) - log sum_v p_v^2), the policy's, without gradient (TRL's
+     *     use_weighting)
      * @param referenceFree no reference model: its log-probabilities are taken as 0
      * @param sftWeight weight of an added SFT term, the mean negative log-likelihood of the chosen completion tokens
      *     (TRL's loss_type [sigmoid, sft] with loss_weights [1, sft_weight]); 0 leaves it out
@@ -368,17 +378,24 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *     once, kept in output_dir); null takes each pair's score_chosen - score_rejected
      */
     public record Dpo(double beta, List<String> loss, List<Double> lossWeights, double labelSmoothing,
-            double discopopTau, boolean referenceFree, double sftWeight, List<String> stages,
+            double discopopTau, String fDivergenceType, double fAlphaDivergenceCoef, Double ldAlpha,
+            boolean useWeighting, boolean referenceFree, double sftWeight, List<String> stages,
             boolean precomputeReference, String stageOrder, String marginModel) {
         public static final String ORDER_FILE = "file";
         public static final String ORDER_MARGIN = "margin";
         public static final double DEFAULT_DISCOPOP_TAU = 0.05;
+        public static final String REVERSE_KL = "reverse_kl";
+        public static final String FORWARD_KL = "forward_kl";
+        public static final String JS_DIVERGENCE = "js_divergence";
+        public static final String ALPHA_DIVERGENCE = "alpha_divergence";
+        public static final double DEFAULT_F_ALPHA_DIVERGENCE_COEF = 0.5;
 
         /** One loss, stages in file order, as before stage_order existed. */
         public Dpo(double beta, String loss, double labelSmoothing, boolean referenceFree, double sftWeight,
                 List<String> stages, boolean precomputeReference) {
-            this(beta, List.of(loss), List.of(), labelSmoothing, DEFAULT_DISCOPOP_TAU, referenceFree, sftWeight, stages,
-                    precomputeReference, ORDER_FILE, null);
+            this(beta, List.of(loss), List.of(), labelSmoothing, DEFAULT_DISCOPOP_TAU, REVERSE_KL,
+                    DEFAULT_F_ALPHA_DIVERGENCE_COEF, null, false, referenceFree, sftWeight, stages, precomputeReference,
+                    ORDER_FILE, null);
         }
 
         public Dpo {
@@ -428,8 +445,37 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                     && !types.contains(DpoLossType.DISCOPOP)) {
                 checks.add("discopop_tau: only loss discopop reads it, and loss is " + String.join(", ", loss));
             }
+            fDivergenceType = fDivergenceType == null ? REVERSE_KL : fDivergenceType;
+            checks.oneOf("f_divergence_type", fDivergenceType, REVERSE_KL, FORWARD_KL, JS_DIVERGENCE,
+                    ALPHA_DIVERGENCE);
+            List<String> unregularised = types.stream().filter(t -> !t.takesFDivergence()).map(DpoLossType::trlName)
+                    .toList();
+            if (!fDivergenceType.equals(REVERSE_KL) && !unregularised.isEmpty()) {
+                checks.add("f_divergence_type: " + fDivergenceType + " applies to the losses built on the chosen - "
+                        + "rejected difference (sigmoid, sigmoid_norm, hinge, ipo, exo_pair, robust, discopop), as "
+                        + "TRL 1.13 refuses it for " + String.join(", ", unregularised) + ": use reverse_kl with them");
+            }
+            if (!Double.isFinite(fAlphaDivergenceCoef)) {
+                checks.add("f_alpha_divergence_coef: must be a finite number, got " + fAlphaDivergenceCoef);
+            } else if (fAlphaDivergenceCoef != DEFAULT_F_ALPHA_DIVERGENCE_COEF
+                    && !fDivergenceType.equals(ALPHA_DIVERGENCE)) {
+                checks.add("f_alpha_divergence_coef: only f_divergence_type alpha_divergence reads it, and "
+                        + "f_divergence_type is " + fDivergenceType);
+            }
+            if (ldAlpha != null && !(ldAlpha >= 0 && ldAlpha <= 1)) {
+                checks.add("ld_alpha: must lie in [0, 1] (1 weighs every token once, 0 drops the tokens past the "
+                        + "shorter completion's length), got " + ldAlpha);
+            }
             if (!(sftWeight >= 0)) {
                 checks.add("sft_weight: must be >= 0, got " + sftWeight);
+            }
+            if (useWeighting && (types.contains(DpoLossType.AOT) || types.contains(DpoLossType.AOT_UNPAIRED))) {
+                checks.add("use_weighting: WPO weighs each pair, and aot and aot_unpaired sort the pairs' log-ratios "
+                        + "apart (TRL 1.13 refuses the two together)");
+            }
+            if (useWeighting && sftWeight > 0) {
+                checks.add("use_weighting: TRL 1.13 cannot weigh its sft term per pair (its loss type sft fails with "
+                        + "use_weighting), so sft_weight must be 0 with it");
             }
             stages = stages == null || stages.isEmpty() ? List.of("1") : List.copyOf(stages);
             if (stageCount(stages) == null && stages.stream().anyMatch(s -> s.matches("-?\\d+"))) {

@@ -80,8 +80,14 @@ public final class CausalLmLoss {
      * @param meanLogits the mean of the token's logits over the vocabulary (DPO's logits/chosen, logits/rejected)
      * @param entropies the entropy of the token's distribution, in nats (entropy)
      * @param argmaxHits whether the target is the argmax of its logits (mean_token_accuracy)
+     * @param logSquaredProbSums log sum_v p_v^2 of the token's distribution (DPO's WPO weights), empty unless asked
      */
-    public record TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits) {
+    public record TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits,
+            float[] logSquaredProbSums) {
+        public TokenStatistics(float[] meanLogits, float[] entropies, boolean[] argmaxHits) {
+            this(meanLogits, entropies, argmaxHits, new float[0]);
+        }
+
         /** How many targets are the argmax of their logits. */
         long argmaxHitCount() {
             long count = 0;
@@ -106,8 +112,10 @@ public final class CausalLmLoss {
         NOTHING,
         /** what SFT logs: {@link TokenStatistics#argmaxHits} and entropies (meanLogits is left empty) */
         ARGMAX_HITS_AND_ENTROPIES,
-        /** what DPO logs: all of {@link TokenStatistics} */
-        ALL
+        /** what DPO logs: all of {@link TokenStatistics} but logSquaredProbSums */
+        ALL,
+        /** all of {@link TokenStatistics} (DPO with WPO weights) */
+        ALL_AND_SQUARED_PROBS
     }
 
     /** log p(target) per chunk, [rows, 1] each, and what the pass measured (null when it measured nothing). */
@@ -200,6 +208,12 @@ public final class CausalLmLoss {
      */
     public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             TokenStatistics[] statistics) {
+        return targetLogProbs(model, states, batch, manager, statistics, false);
+    }
+
+    /** The same, the statistics with logSquaredProbSums where {@code squaredProbs}. */
+    public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            TokenStatistics[] statistics, boolean squaredProbs) {
         if (batch.targetCount() == 0) {
             if (statistics != null) {
                 statistics[0] = new TokenStatistics(new float[0], new float[0], new boolean[0]);
@@ -207,7 +221,7 @@ public final class CausalLmLoss {
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
         Chunks measured = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()),
-                statistics == null ? Measure.NOTHING : Measure.ALL);
+                statistics == null ? Measure.NOTHING : squaredProbs ? Measure.ALL_AND_SQUARED_PROBS : Measure.ALL);
         if (statistics != null) {
             statistics[0] = measured.statistics();
         }
@@ -241,6 +255,7 @@ public final class CausalLmLoss {
         NDList meanLogits = new NDList();
         NDList entropies = new NDList();
         NDList argmaxHits = new NDList();
+        NDList logSquaredProbSums = new NDList();
         for (int start = 0; start < targets; start += chunkRows) {
             NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
             NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
@@ -263,9 +278,16 @@ public final class CausalLmLoss {
                         entropies(detachedLogProbs));
                 argmaxHits.add(kept.get(0));
                 entropies.add(kept.get(1));
-                if (measure == Measure.ALL) {
+                if (measure == Measure.ALL || measure == Measure.ALL_AND_SQUARED_PROBS) {
                     kept.add(detachedLogits.mean(new int[] {-1}));
                     meanLogits.add(kept.get(2));
+                }
+                if (measure == Measure.ALL_AND_SQUARED_PROBS) {
+                    // log sum p^2 = logsumexp(2 log p), shifted by its row max as logsumexp is
+                    NDArray doubled = detachedLogProbs.mul(2);
+                    NDArray max = doubled.max(new int[] {-1}, true);
+                    kept.add(doubled.sub(max).exp().sum(new int[] {-1}).log().add(max.reshape(-1)));
+                    logSquaredProbSums.add(kept.get(3));
                 }
                 kept.attach(manager);
             }
@@ -274,8 +296,9 @@ public final class CausalLmLoss {
             return new Chunks(chunks, null);
         }
         return new Chunks(chunks, new TokenStatistics(
-                measure == Measure.ALL ? NDArrays.concat(meanLogits, 0).toFloatArray() : new float[0],
-                NDArrays.concat(entropies, 0).toFloatArray(), NDArrays.concat(argmaxHits, 0).toBooleanArray()));
+                meanLogits.isEmpty() ? new float[0] : NDArrays.concat(meanLogits, 0).toFloatArray(),
+                NDArrays.concat(entropies, 0).toFloatArray(), NDArrays.concat(argmaxHits, 0).toBooleanArray(),
+                logSquaredProbSums.isEmpty() ? new float[0] : NDArrays.concat(logSquaredProbSums, 0).toFloatArray()));
     }
 
     /**

@@ -121,7 +121,22 @@ class DpoGoldenTest {
      */
     @Test
     void lossTypesOnFixedLogProbsEqualTrlDpoTrainer() throws IOException {
-        JsonNode golden = JSON.readTree(golden("loss_types.json").toFile());
+        trlDpoTrainerOnFixedLogProbs("loss_types.json");
+    }
+
+    /**
+     * TRL 1.13's f_divergence_type (forward_kl, js_divergence, alpha_divergence with f_alpha_divergence_coef 0.5, 1, 3
+     * and 20, whose exponent passes TRL's clamp at 80) over the losses built on the chosen - rejected difference, each
+     * golden TRL's own DPOTrainer._compute_loss on the fixed log-probs.
+     */
+    @Test
+    void fDivergencesOnFixedLogProbsEqualTrlDpoTrainer() throws IOException {
+        trlDpoTrainerOnFixedLogProbs("f_divergence.json");
+    }
+
+    /** The loss, d loss / d policy log-probs and logged rewards of each case of a golden of TRL's _compute_loss. */
+    private static void trlDpoTrainerOnFixedLogProbs(String file) throws IOException {
+        JsonNode golden = JSON.readTree(golden(file).toFile());
         JsonNode logps = golden.get("logps");
         float[] chosenLengths = floats(logps.get("chosen_lengths"));
         int chosenTargets = 0;
@@ -146,11 +161,18 @@ class DpoGoldenTest {
                 }
             }
             Recipe.Dpo dpo = new Recipe.Dpo(want.get("beta").doubleValue(), losses, weights,
-                    want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(), false,
-                    sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+                    want.get("label_smoothing").doubleValue(), want.get("discopop_tau").doubleValue(),
+                    want.path("f_divergence_type").asText(Recipe.Dpo.REVERSE_KL),
+                    want.path("f_alpha_divergence_coef").asDouble(Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF), null,
+                    false, false, sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
+            // A float32 case holds the policy log-probs TRL read through its stand-in model's float32 logits.
+            float[] chosenRead = floats(want.has("policy_chosen") ? want.get("policy_chosen")
+                    : logps.get("policy_chosen"));
+            float[] rejectedRead = floats(want.has("policy_rejected") ? want.get("policy_rejected")
+                    : logps.get("policy_rejected"));
             try (NDManager manager = NDManager.newBaseManager()) {
-                NDArray policyChosen = manager.create(floats(logps.get("policy_chosen")));
-                NDArray policyRejected = manager.create(floats(logps.get("policy_rejected")));
+                NDArray policyChosen = manager.create(chosenRead);
+                NDArray policyRejected = manager.create(rejectedRead);
                 policyChosen.setRequiresGradient(true);
                 policyRejected.setRequiresGradient(true);
                 float loss;
@@ -180,7 +202,7 @@ class DpoGoldenTest {
                     }
                 }
                 DpoMetrics metrics = new DpoMetrics(dpo.beta());
-                metrics.add(concat(floats(logps.get("policy_chosen")), floats(logps.get("policy_rejected"))),
+                metrics.add(concat(chosenRead, rejectedRead),
                         concat(floats(logps.get("reference_chosen")), floats(logps.get("reference_rejected"))), loss,
                         0, null);
                 compareMetrics(name, want.get("metrics"), metrics.values(), report);
@@ -210,8 +232,35 @@ class DpoGoldenTest {
     @ParameterizedTest
     @ValueSource(strings = {"sigmoid", "ipo", "hinge", "sigmoid_sft"})
     void oneStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/expected.json", name);
+    }
+
+    /**
+     * LD-DPO: TRL 1.13's DPOTrainer with ld_alpha 0.5 (sigmoid and its sft term, which reads every chosen token once)
+     * and 0 (ipo), each pair's answers of different lengths: the tokens of the longer answer past the shorter's count
+     * ld_alpha times in policy and reference log-probs, and the gradients follow.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"sigmoid_sft_ld_0.5", "ipo_ld_0"})
+    void ldAlphaStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/ld_alpha.json", name);
+    }
+
+    /**
+     * WPO: TRL 1.13's DPOTrainer with use_weighting (sigmoid; ipo with ld_alpha 0.5, whose weights read every token
+     * once): each pair's loss times the policy's length-normalised probabilities of its two answers, without gradient.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"sigmoid_wpo", "ipo_wpo_ld_0.5"})
+    void useWeightingStepEqualsTrlDpoTrainer(String name) throws IOException {
+        oneStepEqualsTrlDpoTrainer("step/use_weighting.json", name);
+    }
+
+    private static void oneStepEqualsTrlDpoTrainer(String file, String name) throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
-        JsonNode want = JSON.readTree(golden("step/expected.json").toFile()).get(name);
+        JsonNode want = JSON.readTree(golden(file).toFile()).get(name);
+        Double ldAlpha = want.has("ld_alpha") ? want.get("ld_alpha").doubleValue() : null;
+        boolean useWeighting = want.path("use_weighting").asBoolean(false);
         PreferenceBatch batch = batch(batchJson);
         try (NDManager manager = NDManager.newBaseManager()) {
             LoraModel lora = goldenModel(batchJson, manager);
@@ -219,7 +268,7 @@ class DpoGoldenTest {
             List<String> report = new ArrayList<>();
 
             lora.setAdaptersEnabled(false);
-            float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+            float[] reference = DpoStep.sequenceLogProbs(model, batch, ldAlpha, manager);
             lora.setAdaptersEnabled(true);
             for (int r = 0; r < reference.length; r++) {
                 report.add(close(name + " reference logps row " + r, want.get("reference_logps").get(r).doubleValue(),
@@ -227,8 +276,11 @@ class DpoGoldenTest {
             }
 
             boolean sft = want.get("loss_type").size() > 1;
-            Recipe.Dpo dpo = dpo(want.get("loss_type").get(0).asText(), batchJson.get("beta").doubleValue(), 0, false,
-                    sft ? batchJson.get("sft_weight").doubleValue() : 0);
+            Recipe.Dpo dpo = new Recipe.Dpo(batchJson.get("beta").doubleValue(),
+                    List.of(want.get("loss_type").get(0).asText()), List.of(), 0, Recipe.Dpo.DEFAULT_DISCOPOP_TAU,
+                    Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF, ldAlpha, useWeighting, false,
+                    sft ? batchJson.get("sft_weight").doubleValue() : 0, List.of("1"), false, Recipe.Dpo.ORDER_FILE,
+                    null);
             DpoMetrics metrics = new DpoMetrics(dpo.beta());
             try (NDManager stepManager = manager.newSubManager();
                     GradientCollector collector = Engine.getInstance().newGradientCollector()) {

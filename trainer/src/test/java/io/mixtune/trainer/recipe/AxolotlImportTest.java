@@ -465,6 +465,51 @@ class AxolotlImportTest {
         assertEquals(0.3, AxolotlImport.read(deprecated).values().get("dpo.beta"));
     }
 
+    /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
+    @Test
+    void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
+        Path both = Files.writeString(dir.resolve("trl.yml"), """
+                adapter: lora
+                rl: dpo
+                rl_beta: 0.05
+                dpo_beta: 0.3
+                trl:
+                  beta: 0.2
+                  use_vllm: true
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(both);
+        assertEquals(0.2, imported.values().get("dpo.beta"));
+        String unmapped = String.join("\n", imported.unmapped());
+        assertTrue(unmapped.contains("trl.yml:3: rl_beta: 0.05: axolotl uses trl.beta, which is set"), unmapped);
+        assertTrue(unmapped.contains("trl.yml:4: dpo_beta: 0.3: axolotl uses trl.beta, which is set"), unmapped);
+        assertTrue(unmapped.contains("trl: {\"beta\":0.2,\"use_vllm\":true}: trl.use_vllm: TRL settings of"),
+                unmapped);
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+
+        Path alone = Files.writeString(dir.resolve("alone.yml"), "adapter: lora\nrl: ipo\ntrl:\n  beta: 0.4\n");
+        AxolotlImport.Result aloneImport = AxolotlImport.read(alone);
+        assertEquals(0.4, aloneImport.values().get("dpo.beta"));
+        assertEquals(List.of(), aloneImport.unmapped());
+    }
+
+    /** dpo_use_weighting is TRL's use_weighting (WPO), listed where TRL refuses it: with aot or its sft loss type. */
+    @Test
+    void dpoUseWeightingIsTrlsUseWeighting() throws IOException {
+        Path weighted = Files.writeString(dir.resolve("wpo.yml"), "adapter: lora\nrl: dpo\ndpo_use_weighting: true\n");
+        assertEquals(true, AxolotlImport.read(weighted).values().get("dpo.use_weighting"), "TRL's use_weighting");
+        Path sorted = Files.writeString(dir.resolve("aot.yml"),
+                "adapter: lora\nrl: dpo\ndpo_loss_type: [aot]\ndpo_use_weighting: true\n");
+        AxolotlImport.Result aot = AxolotlImport.read(sorted);
+        assertFalse(aot.values().containsKey("dpo.use_weighting"));
+        assertTrue(String.join("\n", aot.unmapped()).contains("dpo_use_weighting: true: TRL refuses it with aot"),
+                aot.unmapped().toString());
+
+        Path sft = Files.writeString(dir.resolve("sft.yml"), "adapter: lora\nrl: dpo\ndpo_loss_type: [sigmoid, sft]\n"
+                + "dpo_use_weighting: true\n");
+        assertTrue(String.join("\n", AxolotlImport.read(sft).unmapped()).contains("dpo_use_weighting: true: TRL's sft"),
+                AxolotlImport.read(sft).unmapped().toString());
+    }
+
     /**
      * axolotl's DPOStrategy: rl: ipo is TRL's loss_type [ipo] (without label smoothing), rl: dpo hands dpo_loss_type
      * and dpo_loss_weights to TRL's loss_type and loss_weights, whose sft is dpo.sft_weight; rpo_alpha is refused by

@@ -110,6 +110,39 @@ class RecipeReaderTest {
     }
 
     @Test
+    void fDivergenceLdAlphaAndUseWeightingAreTrlsAndRefusedWhereTrlRefusesThem() throws IOException {
+        Path recipe = write("dpo.yaml", minimal() + "train:\n  method: dpo\n");
+        Recipe.Dpo defaults = RecipeReader.read(recipe, List.of()).recipe().dpo();
+        assertEquals(Recipe.Dpo.REVERSE_KL, defaults.fDivergenceType());
+        assertEquals(0.5, defaults.fAlphaDivergenceCoef());
+        assertEquals(null, defaults.ldAlpha());
+        Recipe.Dpo alpha = RecipeReader.read(recipe, List.of("dpo.loss=[sigmoid, ipo]",
+                "dpo.f_divergence_type=alpha_divergence", "dpo.f_alpha_divergence_coef=3", "dpo.ld_alpha=0.5"))
+                .recipe().dpo();
+        assertEquals(Recipe.Dpo.ALPHA_DIVERGENCE, alpha.fDivergenceType());
+        assertEquals(3.0, alpha.fAlphaDivergenceCoef());
+        assertEquals(0.5, alpha.ldAlpha());
+        RecipeReader.read(recipe, List.of("dpo.loss=exo_pair", "dpo.label_smoothing=1e-3",
+                "dpo.f_divergence_type=js_divergence"));
+
+        String unsupported = error(recipe, "dpo.loss=[sigmoid, bco_pair]", "dpo.f_divergence_type=forward_kl");
+        assertTrue(unsupported.contains("dpo.f_divergence_type") && unsupported.contains("refuses it for bco_pair"),
+                unsupported);
+        String unknown = error(recipe, "dpo.f_divergence_type=kl");
+        assertTrue(unknown.contains("dpo.f_divergence_type") && unknown.contains("alpha_divergence"), unknown);
+        String coefWithout = error(recipe, "dpo.f_alpha_divergence_coef=2");
+        assertTrue(coefWithout.contains("dpo.f_alpha_divergence_coef")
+                && coefWithout.contains("only f_divergence_type alpha_divergence"), coefWithout);
+        assertTrue(RecipeReader.read(recipe, List.of("dpo.use_weighting=true")).recipe().dpo().useWeighting());
+        String sortedPairs = error(recipe, "dpo.loss=aot", "dpo.use_weighting=true");
+        assertTrue(sortedPairs.contains("dpo.use_weighting") && sortedPairs.contains("aot"), sortedPairs);
+        String sft = error(recipe, "dpo.sft_weight=0.5", "dpo.use_weighting=true");
+        assertTrue(sft.contains("dpo.use_weighting") && sft.contains("sft_weight must be 0"), sft);
+        String ld = error(recipe, "dpo.ld_alpha=1.5");
+        assertTrue(ld.contains("dpo.ld_alpha") && ld.contains("[0, 1]"), ld);
+    }
+
+    @Test
     void outputDirDefaultsToOutSlashTheRecipesFileName() throws IOException {
         String withoutOutputDir = minimal().replace("output_dir: " + dir.resolve("out") + "\n", "");
         Recipe recipe = RecipeReader.read(write("my-run.v2.yaml", withoutOutputDir), List.of()).recipe();
