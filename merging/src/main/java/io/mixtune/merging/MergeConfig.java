@@ -528,7 +528,9 @@ public record MergeConfig(
                 throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: passthrough"
                         + " copies one source per slice (mergekit's rule); stack them as slices of their own");
             }
-            if (method.needsBase() && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
+            // nuslerp and multislerp too: given a base, they interpolate task vectors, which need its layers
+            if ((method.needsBase() || method.takesBaseApart() && baseModel != null)
+                    && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
                 throw new IllegalArgumentException("slices[" + i + "]: base_model " + baseModel + " is none of its"
                         + " sources; as in mergekit, a slice's task vectors are measured from the base's layers it"
                         + " lists: add base_model with its layer_range");

@@ -482,6 +482,39 @@ class MergekitExamplesTest {
         assertTrue(!Files.exists(dir.resolve("x")));
     }
 
+    /**
+     * nuslerp and multislerp take base_model as their origin: a slice that does not list it would interpolate the
+     * models themselves instead of their task vectors, silently (mergekit's nuslerp raises: it finds no base tensor),
+     * so it is refused as for the task-vector methods.
+     */
+    @Test
+    void sphericalSlicesWithoutTheirBaseAreRefused() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path c = tinyModel("c", 5, 6);
+        for (String method : List.of("nuslerp", "multislerp")) {
+            String yaml = """
+                    slices:
+                      - sources:
+                          - model: %s
+                            layer_range: [0, 2]
+                          - model: %s
+                            layer_range: [0, 2]
+                      - sources:
+                          - model: %s
+                            layer_range: [1, 3]
+                          - model: %s
+                            layer_range: [1, 3]
+                    merge_method: %s
+                    base_model: %s
+                    parameters: {weight: 1}
+                    """.formatted(a, b, a, b, method, c);
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                    Files.writeString(dir.resolve(method + ".yml"), yaml), dir.resolve("x")), method).getMessage();
+            assertTrue(message.contains("slices[0]: base_model " + c + " is none of its sources"), message);
+        }
+    }
+
     /** A 3-layer model whose tensors are all the 2-entry row {@code values}. */
     /**
      * chat_template as merge.py's _set_chat_template sets it and transformers 5's save_pretrained writes it:
