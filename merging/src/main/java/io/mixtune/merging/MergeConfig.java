@@ -535,6 +535,21 @@ public record MergeConfig(
                         + " sources; as in mergekit, a slice's task vectors are measured from the base's layers it"
                         + " lists: add base_model with its layer_range");
             }
+            // the models form's counts (requireFitsMethod), per slice: each slice is merged as such a merge
+            long others = sources.stream().filter(s -> baseModel == null || !samePath(s.model(), baseModel)).count();
+            if (method == MergeMethod.MODEL_STOCK && others < 2) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model:"
+                        + " model_stock needs base_model and at least two other models (mergekit's rule: the angle"
+                        + " between their task vectors sets the interpolation)");
+            }
+            if (method == MergeMethod.NUSLERP && others != 2) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model:"
+                        + " nuslerp interpolates exactly two models besides base_model (mergekit's rule)");
+            }
+            if ((method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION) && others != 1) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model: "
+                        + method.yamlName() + " takes base_model and exactly one other model (mergekit's rule)");
+            }
             if (method == MergeMethod.SLERP && sources.size() != 2) {
                 throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: slerp"
                         + " interpolates exactly two (base_model, if given, is the first)");
