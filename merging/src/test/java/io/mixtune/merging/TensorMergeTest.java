@@ -299,6 +299,18 @@ class TensorMergeTest {
         assertTrue(sce - 3 * tensor < 2_000_000, "sce allocated " + (sce - 3 * tensor) + " bytes of scratch");
     }
 
+    /** della's ranked drop draws row by row: one row of keep probabilities, not a double per entry of the tensor. */
+    @Test
+    void dellaDropAllocatesOneRowOfScratch() {
+        float[] delta = new float[1 << 19];
+        SplittableRandom random = new SplittableRandom(3);
+        for (int j = 0; j < delta.length; j++) {
+            delta[j] = (float) random.nextGaussian();
+        }
+        long allocated = allocatedBy(() -> DareMask.dropRanked(delta, 1024, 0.5, 0.1, 11, 0, "w"));
+        assertTrue(allocated < 200_000, "della's drop allocated " + allocated + " bytes");
+    }
+
     private static long allocatedBy(Runnable merge) {
         com.sun.management.ThreadMXBean threads =
                 (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
