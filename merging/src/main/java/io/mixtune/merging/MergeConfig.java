@@ -528,8 +528,8 @@ public record MergeConfig(
                 throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: passthrough"
                         + " copies one source per slice (mergekit's rule); stack them as slices of their own");
             }
-            // nuslerp and multislerp too: given a base, they interpolate task vectors, which need its layers
-            if ((method.needsBase() || method.takesBaseApart() && baseModel != null)
+            // nuslerp, multislerp and slerp too: given a base, it is their origin (slerp's t = 0 end), read per slice
+            if ((method.needsBase() || (method.takesBaseApart() || method == MergeMethod.SLERP) && baseModel != null)
                     && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
                 throw new IllegalArgumentException("slices[" + i + "]: base_model " + baseModel + " is none of its"
                         + " sources; as in mergekit, a slice's task vectors are measured from the base's layers it"

@@ -483,16 +483,16 @@ class MergekitExamplesTest {
     }
 
     /**
-     * nuslerp and multislerp take base_model as their origin: a slice that does not list it would interpolate the
-     * models themselves instead of their task vectors, silently (mergekit's nuslerp raises: it finds no base tensor),
-     * so it is refused as for the task-vector methods.
+     * nuslerp and multislerp take base_model as their origin, slerp as its t = 0 end: a slice that does not list it
+     * would interpolate its two sources instead, silently (mergekit raises: it finds no base tensor), so it is refused
+     * as for the task-vector methods.
      */
     @Test
     void sphericalSlicesWithoutTheirBaseAreRefused() throws IOException {
         Path a = tinyModel("a", 1, 2);
         Path b = tinyModel("b", 3, 4);
         Path c = tinyModel("c", 5, 6);
-        for (String method : List.of("nuslerp", "multislerp")) {
+        for (String method : List.of("nuslerp", "multislerp", "slerp")) {
             String yaml = """
                     slices:
                       - sources:
@@ -507,8 +507,8 @@ class MergekitExamplesTest {
                             layer_range: [1, 3]
                     merge_method: %s
                     base_model: %s
-                    parameters: {weight: 1}
-                    """.formatted(a, b, a, b, method, c);
+                    parameters: {%s: 1}
+                    """.formatted(a, b, a, b, method, c, method.equals("slerp") ? "t" : "weight");
             String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
                     Files.writeString(dir.resolve(method + ".yml"), yaml), dir.resolve("x")), method).getMessage();
             assertTrue(message.contains("slices[0]: base_model " + c + " is none of its sources"), message);
