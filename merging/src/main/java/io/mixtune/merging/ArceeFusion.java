@@ -1,7 +1,7 @@
 package io.mixtune.merging;
 
-import java.util.Arrays;
 import java.util.List;
+import java.util.function.IntToDoubleFunction;
 
 /**
  * mergekit's arcee_fusion: importance = |m - base| KL(p || q) per entry, p and q the softmax of the model's and the
@@ -20,20 +20,18 @@ final class ArceeFusion implements TensorMerge {
         float[] model = models.get(0);
         int length = base.length;
         int rowLength = TensorMerge.rowLength(shape, length);
-        double[] importance = new double[length];
-        for (int start = 0; start < length; start += rowLength) {
-            double kl = divergence(model, base, start, rowLength);
-            for (int j = start; j < start + rowLength; j++) {
-                importance[j] = Math.abs((double) model[j] - base[j]) * kl;
-            }
+        // importance_j = |m_j - b_j| KL(row of j), recomputed from the row's KL wherever read: no tensor-sized copy
+        double[] divergences = new double[length / rowLength];
+        for (int row = 0; row < divergences.length; row++) {
+            divergences[row] = divergence(model, base, row * rowLength, rowLength);
         }
-        double[] sorted = importance.clone();
-        Arrays.sort(sorted);
-        double median = sorted[(int) Math.floor(0.5 * (length - 1))];
-        double iqr = sorted[(int) Math.floor(0.75 * (length - 1))] - sorted[(int) Math.floor(0.25 * (length - 1))];
+        IntToDoubleFunction importance = j -> Math.abs((double) model[j] - base[j]) * divergences[j / rowLength];
+        double median = OrderStatistic.kthSmallest(importance, length, (int) Math.floor(0.5 * (length - 1)));
+        double iqr = OrderStatistic.kthSmallest(importance, length, (int) Math.floor(0.75 * (length - 1)))
+                - OrderStatistic.kthSmallest(importance, length, (int) Math.floor(0.25 * (length - 1)));
         double threshold = median + 1.5 * iqr;
         for (int j = 0; j < length; j++) {
-            if (importance[j] >= threshold) {
+            if (importance.applyAsDouble(j) >= threshold) {
                 base[j] = (float) (base[j] + (double) (model[j] - base[j]));
             }
         }

@@ -59,8 +59,11 @@ final class DareMask {
             throw new IllegalArgumentException("density " + density + " and epsilon " + epsilon + " of '" + tensorName
                     + "': density -/+ epsilon must lie in (0, 1), as mergekit requires");
         }
-        double[] keep = new double[delta.length];
+        // Row by row (a row's ranks read its entries before any is zeroed), with u_j drawn as drop() draws it: one
+        // row of keep probabilities in memory, not a double per entry of a 58M-entry expert weight.
+        double[] keep = new double[rowLength];
         long[] order = new long[rowLength];
+        long stream = stream(seed, modelIndex, tensorName);
         for (int row = 0; row < delta.length / rowLength; row++) {
             int start = row * rowLength;
             for (int k = 0; k < rowLength; k++) {
@@ -69,10 +72,16 @@ final class DareMask {
             java.util.Arrays.sort(order);
             for (int rank = 0; rank < rowLength; rank++) {
                 double normalized = rowLength > 1 ? rank / (double) (rowLength - 1) : 0;
-                keep[start + (int) order[rank]] = density - epsilon + normalized * 2 * epsilon;
+                keep[(int) order[rank]] = density - epsilon + normalized * 2 * epsilon;
+            }
+            for (int k = 0; k < rowLength; k++) {
+                int j = start + k;
+                double u = (mix64(stream + (j + 1L) * GOLDEN_GAMMA) >>> 11) * 0x1.0p-53;
+                if (u >= keep[k]) {
+                    delta[j] = 0f;
+                }
             }
         }
-        drop(delta, j -> keep[j], seed, modelIndex, tensorName);
     }
 
     static long stream(long seed, int modelIndex, String tensorName) {

@@ -528,10 +528,27 @@ public record MergeConfig(
                 throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: passthrough"
                         + " copies one source per slice (mergekit's rule); stack them as slices of their own");
             }
-            if (method.needsBase() && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
+            // nuslerp, multislerp and slerp too: given a base, it is their origin (slerp's t = 0 end), read per slice
+            if ((method.needsBase() || (method.takesBaseApart() || method == MergeMethod.SLERP) && baseModel != null)
+                    && sources.stream().noneMatch(s -> samePath(s.model(), baseModel))) {
                 throw new IllegalArgumentException("slices[" + i + "]: base_model " + baseModel + " is none of its"
                         + " sources; as in mergekit, a slice's task vectors are measured from the base's layers it"
                         + " lists: add base_model with its layer_range");
+            }
+            // the models form's counts (requireFitsMethod), per slice: each slice is merged as such a merge
+            long others = sources.stream().filter(s -> baseModel == null || !samePath(s.model(), baseModel)).count();
+            if (method == MergeMethod.MODEL_STOCK && others < 2) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model:"
+                        + " model_stock needs base_model and at least two other models (mergekit's rule: the angle"
+                        + " between their task vectors sets the interpolation)");
+            }
+            if (method == MergeMethod.NUSLERP && others != 2) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model:"
+                        + " nuslerp interpolates exactly two models besides base_model (mergekit's rule)");
+            }
+            if ((method == MergeMethod.NEARSWAP || method == MergeMethod.ARCEE_FUSION) && others != 1) {
+                throw new IllegalArgumentException("slices[" + i + "] has " + others + " sources besides base_model: "
+                        + method.yamlName() + " takes base_model and exactly one other model (mergekit's rule)");
             }
             if (method == MergeMethod.SLERP && sources.size() != 2) {
                 throw new IllegalArgumentException("slices[" + i + "] has " + sources.size() + " sources: slerp"

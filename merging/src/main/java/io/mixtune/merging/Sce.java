@@ -1,7 +1,7 @@
 package io.mixtune.merging;
 
-import java.util.Arrays;
 import java.util.List;
+import java.util.function.IntToDoubleFunction;
 
 /**
  * mergekit's sce (SCE, Wan et al. 2024): task vectors d_i = m_i - base (float32); with selectTopk < 1 only the
@@ -29,14 +29,7 @@ final class Sce implements TensorMerge {
             }
         }
         if (selectTopk < 1) {
-            boolean[] kept = topVariance(models, length);
-            for (float[] delta : models) {
-                for (int j = 0; j < length; j++) {
-                    if (!kept[j]) {
-                        delta[j] = 0;
-                    }
-                }
-            }
+            keepTopVariance(models, length);
         }
         double[] weights = new double[n];
         double weightSum = 0;
@@ -53,8 +46,8 @@ final class Sce implements TensorMerge {
         }
         for (int j = 0; j < length; j++) {
             double sum = 0;
-            for (float[] delta : models) {
-                sum += delta[j];
+            for (int i = 0; i < n; i++) {
+                sum += models.get(i)[j];
             }
             double elected = sum >= 0 ? 1 : -1;
             double merged = 0;
@@ -71,48 +64,49 @@ final class Sce implements TensorMerge {
         return base;
     }
 
-    /** The entries of the int(selectTopk nonzero) largest variances across the task vectors. */
-    private boolean[] topVariance(List<float[]> deltas, int length) {
-        boolean[] kept = new boolean[length];
-        if (selectTopk <= 0) {
-            return kept;
-        }
-        double[] variance = new double[length];
+    /**
+     * Zeroes every task vector outside the entries of the int(selectTopk nonzero) largest variances: those above the
+     * k-th largest, and of those equal to it the lowest indices, k in all. Each entry's variance is recomputed where
+     * read (it depends on that entry alone, so zeroing in index order leaves the later ones as they were).
+     */
+    private void keepTopVariance(List<float[]> deltas, int length) {
+        IntToDoubleFunction variance = j -> variance(deltas, j);
         int nonzero = 0;
         for (int j = 0; j < length; j++) {
-            double mean = 0;
-            for (float[] delta : deltas) {
-                mean += delta[j];
-            }
-            mean /= deltas.size();
-            double sum = 0;
-            for (float[] delta : deltas) {
-                sum += (delta[j] - mean) * (delta[j] - mean);
-            }
-            variance[j] = sum / deltas.size();
-            nonzero += variance[j] != 0 ? 1 : 0;
+            nonzero += variance.applyAsDouble(j) != 0 ? 1 : 0;
         }
-        int k = (int) (nonzero * selectTopk);
-        if (k == 0) {
-            return kept;
-        }
-        // The k-th largest variance by sorting primitives (no per-entry objects on a large tensor); entries above it
-        // are kept, and of those equal to it the lowest indices, k in all.
-        double[] sorted = variance.clone();
-        Arrays.sort(sorted);
-        double threshold = sorted[length - k];
+        int k = selectTopk <= 0 ? 0 : (int) (nonzero * selectTopk);
+        double threshold = k == 0 ? Double.POSITIVE_INFINITY
+                : OrderStatistic.kthSmallest(variance, length, length - k);
         int equalKept = k;
-        for (double v : variance) {
-            equalKept -= v > threshold ? 1 : 0;
+        for (int j = 0; j < length && k > 0; j++) {
+            equalKept -= variance.applyAsDouble(j) > threshold ? 1 : 0;
         }
         for (int j = 0; j < length; j++) {
-            if (variance[j] > threshold) {
-                kept[j] = true;
-            } else if (variance[j] == threshold && equalKept > 0) {
-                kept[j] = true;
-                equalKept--;
+            double v = k == 0 ? 0 : variance.applyAsDouble(j);
+            boolean kept = k > 0 && (v > threshold || v == threshold && equalKept-- > 0);
+            if (!kept) {
+                for (int i = 0; i < deltas.size(); i++) {
+                    deltas.get(i)[j] = 0;
+                }
             }
         }
-        return kept;
+    }
+
+    /** The population variance of entry j across the task vectors, in double. */
+    private static double variance(List<float[]> deltas, int j) {
+        // indexed, not for-each: an iterator per entry would be garbage a tensor's worth of times over
+        int n = deltas.size();
+        double mean = 0;
+        for (int i = 0; i < n; i++) {
+            mean += deltas.get(i)[j];
+        }
+        mean /= n;
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            float d = deltas.get(i)[j];
+            sum += (d - mean) * (d - mean);
+        }
+        return sum / n;
     }
 }

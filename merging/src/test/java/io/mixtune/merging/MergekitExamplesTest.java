@@ -482,6 +482,91 @@ class MergekitExamplesTest {
         assertTrue(!Files.exists(dir.resolve("x")));
     }
 
+    /**
+     * nuslerp and multislerp take base_model as their origin, slerp as its t = 0 end: a slice that does not list it
+     * would interpolate its two sources instead, silently (mergekit raises: it finds no base tensor), so it is refused
+     * as for the task-vector methods.
+     */
+    @Test
+    void sphericalSlicesWithoutTheirBaseAreRefused() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path c = tinyModel("c", 5, 6);
+        for (String method : List.of("nuslerp", "multislerp", "slerp")) {
+            String yaml = """
+                    slices:
+                      - sources:
+                          - model: %s
+                            layer_range: [0, 2]
+                          - model: %s
+                            layer_range: [0, 2]
+                      - sources:
+                          - model: %s
+                            layer_range: [1, 3]
+                          - model: %s
+                            layer_range: [1, 3]
+                    merge_method: %s
+                    base_model: %s
+                    parameters: {%s: 1}
+                    """.formatted(a, b, a, b, method, c, method.equals("slerp") ? "t" : "weight");
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                    Files.writeString(dir.resolve(method + ".yml"), yaml), dir.resolve("x")), method).getMessage();
+            assertTrue(message.contains("slices[0]: base_model " + c + " is none of its sources"), message);
+        }
+    }
+
+    /**
+     * The methods' model counts hold per slice as for models: a model_stock slice of the base and one model averaged
+     * 0 / 0 pairwise cosines into an all-NaN layer, a nuslerp slice of three models dropped the third (mergekit raises
+     * for both).
+     */
+    @Test
+    void slicesHoldTheMethodsModelCounts() throws IOException {
+        Path a = tinyModel("a", 1, 2);
+        Path b = tinyModel("b", 3, 4);
+        Path c = tinyModel("c", 5, 6);
+        String stock = """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                      - model: %s
+                        layer_range: [0, 2]
+                      - model: %s
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: %s
+                        layer_range: [2, 3]
+                      - model: %s
+                        layer_range: [2, 3]
+                merge_method: model_stock
+                base_model: %s
+                """.formatted(c, a, b, c, a, c);
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("stock.yml"), stock), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("slices[1]") && message.contains("at least two other models"), message);
+        String nuslerp = """
+                slices:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                      - model: %s
+                        layer_range: [0, 2]
+                      - model: %s
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: %s
+                        layer_range: [2, 3]
+                      - model: %s
+                        layer_range: [2, 3]
+                merge_method: nuslerp
+                parameters: {weight: 1}
+                """.formatted(a, b, c, a, b);
+        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(
+                Files.writeString(dir.resolve("nuslerp.yml"), nuslerp), dir.resolve("x"))).getMessage();
+        assertTrue(message.contains("slices[0]") && message.contains("exactly two models"), message);
+    }
+
     /** A 3-layer model whose tensors are all the 2-entry row {@code values}. */
     /**
      * chat_template as merge.py's _set_chat_template sets it and transformers 5's save_pretrained writes it:

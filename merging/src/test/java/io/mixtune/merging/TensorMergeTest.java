@@ -271,4 +271,51 @@ class TensorMergeTest {
         assertArrayEquals(new float[] {0.4f, 0.725f, 0}, new Ram(0.1, true, 0.5, 0.9).merge("w", new float[3], deltas),
                 1e-6f);
     }
+
+    /**
+     * TensorMerge's contract, no tensor-sized scratch beyond the inputs, for the methods that rank every entry:
+     * arcee_fusion's quantiles of the importance and sce's top variances are radix-selected, not sorted from a copy.
+     * They allocated two double arrays of the tensor (8 MB here, 2.1 GB for a 7B model's embeddings).
+     */
+    @Test
+    void rankingMergesAllocateNoTensorSizedScratch() {
+        int length = 1 << 19;
+        SplittableRandom random = new SplittableRandom(7);
+        float[] base = new float[length];
+        float[] a = new float[length];
+        float[] b = new float[length];
+        for (int j = 0; j < length; j++) {
+            base[j] = (float) random.nextGaussian();
+            a[j] = base[j] + (float) random.nextGaussian() * 0.1f;
+            b[j] = base[j] + (float) random.nextGaussian() * 0.1f;
+        }
+        long arcee = allocatedBy(() -> new ArceeFusion().merge("w", new long[] {512, 1024}, base.clone(),
+                new ArrayList<>(List.of(a.clone()))));
+        long sce = allocatedBy(() -> new Sce(0.3).merge("w", new long[] {length}, base.clone(),
+                new ArrayList<>(List.of(a.clone(), b.clone()))));
+        long tensor = 4L * length; // each clone made inside the measured calls
+        assertTrue(arcee - 2 * tensor < 2_000_000, "arcee_fusion allocated " + (arcee - 2 * tensor)
+                + " bytes of scratch");
+        assertTrue(sce - 3 * tensor < 2_000_000, "sce allocated " + (sce - 3 * tensor) + " bytes of scratch");
+    }
+
+    /** della's ranked drop draws row by row: one row of keep probabilities, not a double per entry of the tensor. */
+    @Test
+    void dellaDropAllocatesOneRowOfScratch() {
+        float[] delta = new float[1 << 19];
+        SplittableRandom random = new SplittableRandom(3);
+        for (int j = 0; j < delta.length; j++) {
+            delta[j] = (float) random.nextGaussian();
+        }
+        long allocated = allocatedBy(() -> DareMask.dropRanked(delta, 1024, 0.5, 0.1, 11, 0, "w"));
+        assertTrue(allocated < 200_000, "della's drop allocated " + allocated + " bytes");
+    }
+
+    private static long allocatedBy(Runnable merge) {
+        com.sun.management.ThreadMXBean threads =
+                (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        long before = threads.getCurrentThreadAllocatedBytes();
+        merge.run();
+        return threads.getCurrentThreadAllocatedBytes() - before;
+    }
 }

@@ -285,11 +285,32 @@ public final class RunDirectory implements AutoCloseable {
             String was = before.getOrDefault(key, "(not set)");
             String is = now.getOrDefault(key, "(not set)");
             boolean addedAtDefault = !before.containsKey(key) && is.equals(defaults.get(key));
-            if (!was.equals(is) && !addedAtDefault && !MAY_CHANGE_ON_RESUME.contains(key)) {
+            if (!sameValue(was, is) && !addedAtDefault && !MAY_CHANGE_ON_RESUME.contains(key)) {
                 changes.add(key + ": " + was + " -> " + is);
             }
         }
         return changes;
+    }
+
+    /**
+     * Equal, or one value and the list of just that value: a key that became a list (dpo.loss) reads a single value as
+     * the list of it, so a recipe.yaml written before (loss: sigmoid) means what the list ["sigmoid"] means now.
+     */
+    private static boolean sameValue(String was, String is) {
+        return was.equals(is) || was.equals(onlyElement(is)) || is.equals(onlyElement(was));
+    }
+
+    /** The text of a flattened list's one scalar element, else null. */
+    private static String onlyElement(String flattened) {
+        if (!flattened.startsWith("[")) {
+            return null;
+        }
+        try {
+            JsonNode list = new ObjectMapper().readTree(flattened);
+            return list.isArray() && list.size() == 1 && list.get(0).isValueNode() ? list.get(0).asText() : null;
+        } catch (IOException e) {
+            return null;
+        }
     }
 
     /** The recipe defaults as dotted keys to values. */

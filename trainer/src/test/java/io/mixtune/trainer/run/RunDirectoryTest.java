@@ -65,6 +65,24 @@ class RunDirectoryTest {
                         quickstart("train.schedule=polynomial", "train.power=3")));
     }
 
+    /**
+     * A recipe.yaml written before dpo.loss took a list has {@code loss: sigmoid}; the resolved recipe now has the one
+     * loss as a list of one. Same loss, so every run started before (SFT ones too: the dpo section is always written)
+     * resumes; another loss, or a second one, is named.
+     */
+    @Test
+    void aDpoLossWrittenAsOneNameIsNoChangeFromTheListOfIt() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        older.put("dpo.loss", "sigmoid");
+        older.remove("dpo.loss_weights");
+        older.remove("dpo.discopop_tau");
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of(), RunDirectory.changedKeys(now, quickstart("dpo.loss=sigmoid")));
+        assertEquals(1, RunDirectory.changedKeys(older, quickstart("dpo.loss=ipo")).size());
+        assertEquals(1, RunDirectory.changedKeys(older, quickstart("dpo.loss=[sigmoid, bco_pair]")).size());
+    }
+
     /** The first pattern key that matches a module decides (PEFT's rule), so reordered patterns are another recipe. */
     @Test
     void reorderedLoraPatternsAreAChange() throws Exception {
