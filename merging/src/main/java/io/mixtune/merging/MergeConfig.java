@@ -423,6 +423,17 @@ public record MergeConfig(
             throw new IllegalArgumentException(name + " takes no epsilon (only della and della_linear do: the spread"
                     + " of the keep probabilities around density; and ram, ramplus_tl: the smallest entry counted)");
         }
+        // della's keep probabilities spread over density -/+ epsilon; ram's epsilon is a magnitude threshold
+        // (mergekit's default 1e-5), bounded only below.
+        List<ParameterSetting> spreads = new ArrayList<>();
+        spreads.add(parameters.epsilon());
+        modelParameters.forEach(m -> spreads.add(m.epsilon()));
+        for (ParameterSetting epsilon : spreads) {
+            if (!ram && epsilon != null && !epsilon.all(e -> e < 0.5)) {
+                throw new IllegalArgumentException("epsilon must lie in [0, 0.5) (keep probabilities spread over"
+                        + " density -/+ epsilon), got " + epsilon.yamlValue());
+            }
+        }
         if (parameters.filterWise() != null && method != MergeMethod.MODEL_STOCK) {
             throw new IllegalArgumentException(name + " takes no filter_wise (only model_stock does: one angle per"
                     + " row)");
@@ -601,10 +612,10 @@ public record MergeConfig(
         }
     }
 
+    /** Any method's epsilon; della's tighter bound is checked with its method ({@link #requireFitsMethod}). */
     private static void requireEpsilon(ParameterSetting epsilon) {
-        if (epsilon != null && !epsilon.all(e -> e >= 0 && e < 0.5)) {
-            throw new IllegalArgumentException("epsilon must lie in [0, 0.5) (keep probabilities spread over density"
-                    + " -/+ epsilon), got " + epsilon.yamlValue());
+        if (epsilon != null && !epsilon.all(e -> e >= 0 && Double.isFinite(e))) {
+            throw new IllegalArgumentException("epsilon must be a finite number >= 0, got " + epsilon.yamlValue());
         }
     }
 

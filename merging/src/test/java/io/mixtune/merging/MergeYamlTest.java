@@ -84,6 +84,16 @@ class MergeYamlTest {
         String wide = error("merge_method: della\nbase_model: base\nmodels: [{model: a}]\n"
                 + "parameters:\n  weight: 1\n  epsilon: 0.6\nout: x\n");
         assertTrue(wide.contains(":6:") && wide.contains("epsilon must lie in [0, 0.5)"), wide);
+        String wideOfAModel = error("merge_method: della\nbase_model: base\nmodels:\n  - model: a\n"
+                + "    parameters: {weight: 1, epsilon: 0.6}\nout: x\n");
+        assertTrue(wideOfAModel.contains("epsilon must lie in [0, 0.5)"), wideOfAModel);
+        // ram's epsilon is a magnitude threshold, not della's spread: any finite value >= 0 (it was refused at 0.5).
+        MergeConfig ram = MergeYaml.read(write("merge_method: ram\nbase_model: base\nmodels: [{model: a}, {model: b}]\n"
+                + "parameters:\n  epsilon: 0.6\nout: x\n"));
+        assertEquals(MergeMethod.RAM, ram.method());
+        String negative = error("merge_method: ram\nbase_model: base\nmodels: [{model: a}, {model: b}]\n"
+                + "parameters:\n  epsilon: -0.1\nout: x\n");
+        assertTrue(negative.contains(":5:") && negative.contains("epsilon must be a finite number >= 0"), negative);
         String filterWise = error("merge_method: ties\nbase_model: base\nmodels: [{model: a}]\n"
                 + "parameters:\n  weight: 1\n  filter_wise: true\nout: x\n");
         assertTrue(filterWise.contains(":6:") && filterWise.contains("ties takes no filter_wise (only model_stock"),
