@@ -25,11 +25,7 @@ final class Ram implements TensorMerge {
     public float[] merge(String name, float[] base, List<float[]> models) {
         int n = models.size();
         int length = base.length;
-        for (float[] model : models) {
-            for (int j = 0; j < length; j++) {
-                model[j] = model[j] - base[j];
-            }
-        }
+        TensorMerge.subtractBase(models, base);
         double[] lambdas = new double[n];
         java.util.Arrays.fill(lambdas, 1);
         if (plus) {

@@ -23,11 +23,7 @@ final class Sce implements TensorMerge {
         int n = models.size();
         int length = base.length;
         // The task vectors, in place of the models (float32 differences, as mergekit subtracts).
-        for (float[] model : models) {
-            for (int j = 0; j < length; j++) {
-                model[j] = model[j] - base[j];
-            }
-        }
+        TensorMerge.subtractBase(models, base);
         if (selectTopk < 1) {
             keepTopVariance(models, length);
         }

@@ -82,11 +82,9 @@ final class TaskArithmetic implements TensorMerge {
 
     @Override
     public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
+        TensorMerge.subtractBase(models, base);
         for (int i = 0; i < models.size(); i++) {
             float[] delta = models.get(i);
-            for (int j = 0; j < delta.length; j++) {
-                delta[j] -= base[j];
-            }
             if (method.sparsification() == MergeMethod.Sparsification.NONE || densities[i] >= 1) {
                 continue;
             }

@@ -24,6 +24,15 @@ interface TensorMerge {
         return merge(name, base, models);
     }
 
+    /** Each model becomes its task vector in place, model - base in float32 (as mergekit subtracts). */
+    static void subtractBase(List<float[]> models, float[] base) {
+        for (float[] model : models) {
+            for (int j = 0; j < model.length; j++) {
+                model[j] -= base[j];
+            }
+        }
+    }
+
     /** The length of a row of a tensor of this shape: its last dimension, or all of a 1-d tensor. */
     static int rowLength(long[] shape, int length) {
         return shape.length >= 2 ? (int) shape[shape.length - 1] : length;
