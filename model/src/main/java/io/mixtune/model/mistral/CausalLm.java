@@ -16,6 +16,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import java.util.function.IntConsumer;
+import java.util.function.UnaryOperator;
 
 /**
  * A Mistral or Mixtral decoder with its language-model head: embed, the decoder layers, a final norm, logits.
@@ -86,7 +87,13 @@ public final class CausalLm implements AutoCloseable {
      */
     public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache,
             IntConsumer beforeLayer) {
-        NDArray h = embed(inputIds);
+        return hiddenStates(inputIds, positionIds, mask, cache, UnaryOperator.identity(), beforeLayer);
+    }
+
+    /** The same, passing the embeddings through {@code afterEmbed} first (training's NEFTune noise). */
+    public Hidden hiddenStates(NDArray inputIds, NDArray positionIds, NDArray mask, KvCache cache,
+            UnaryOperator<NDArray> afterEmbed, IntConsumer beforeLayer) {
+        NDArray h = afterEmbed.apply(embed(inputIds));
         RotaryEmbedding.Angles angles = anglesAt(positionIds);
         List<NDArray> routerLogits = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {

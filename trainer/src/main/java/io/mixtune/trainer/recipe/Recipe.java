@@ -167,6 +167,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param evalPrompts user messages answered (chat template, decoded as the base's generation_config.json says) at
      *     each evaluation into samples.jsonl
      * @param evalMaxNewTokens most tokens each of those answers gets
+     * @param neftuneNoiseAlpha NEFTune (Jain et al. 2023) as transformers' Trainer applies it: uniform noise in (-m, m),
+     *     m = alpha / sqrt(L x hidden), added to the input embeddings in SFT's training forward only; null: off
      */
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
             double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio, Double numCycles,
@@ -175,7 +177,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
-            int evalMaxNewTokens) {
+            int evalMaxNewTokens, Double neftuneNoiseAlpha) {
         /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward");
@@ -282,6 +284,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                         + "for train.method reward");
             }
             checks.positive("eval_max_new_tokens", evalMaxNewTokens);
+            if (neftuneNoiseAlpha != null && !(neftuneNoiseAlpha > 0 && Double.isFinite(neftuneNoiseAlpha))) {
+                checks.add("neftune_noise_alpha: must be > 0 (null turns NEFTune off), got " + neftuneNoiseAlpha);
+            }
+            if (neftuneNoiseAlpha != null && !"sft".equals(method)) {
+                // TRL's DPOTrainer and RewardTrainer never activate NEFTune; a key that does nothing is refused
+                checks.add("neftune_noise_alpha: NEFTune noises SFT's embeddings only: remove it for train.method "
+                        + method);
+            }
             checks.throwIfAny();
         }
     }

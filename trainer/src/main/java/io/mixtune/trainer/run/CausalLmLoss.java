@@ -16,6 +16,7 @@ import io.mixtune.model.nn.Scalars;
 import java.util.List;
 import java.util.Optional;
 import java.util.OptionalLong;
+import java.util.function.UnaryOperator;
 
 /**
  * The SFT objective of one micro-batch: summed next-token cross-entropy over the target tokens and, for a Mixtral,
@@ -150,10 +151,17 @@ public final class CausalLmLoss {
      */
     public static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager,
             OptionalLong dropoutSeed) {
+        return forward(model, batch, manager, dropoutSeed, EmbeddingNoise.OFF);
+    }
+
+    /** The same with {@code noise} on the embeddings, drawn from the dropout seed (which it then needs). */
+    static Forward forward(CausalLm model, TrainingBatch batch, NDManager manager, OptionalLong dropoutSeed,
+            EmbeddingNoise noise) {
         Inputs in = inputs(model, batch, manager);
-        CausalLm.Hidden hidden = model.hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null, layer -> {
-            dropoutSeed.ifPresent(seed -> seedDropout(seed, layer));
-        });
+        UnaryOperator<NDArray> afterEmbed = noise.isOff() ? UnaryOperator.identity()
+                : embeddings -> noise.apply(embeddings, batch, dropoutSeed.orElseThrow());
+        CausalLm.Hidden hidden = model.hiddenStates(in.inputIds(), in.positionIds(), in.mask(), null, afterEmbed,
+                layer -> dropoutSeed.ifPresent(seed -> seedDropout(seed, layer)));
         NDArray loadBalancing = null;
         ModelConfig config = model.config();
         if (config.isMixtureOfExperts() && !hidden.routerLogits().isEmpty()) {
@@ -482,6 +490,13 @@ public final class CausalLmLoss {
      */
     public static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
             boolean checkpointing, long dropoutSeed, NDManager manager) {
+        return backward(model, batch, crossEntropyDivisor, auxWeight, checkpointing, dropoutSeed, EmbeddingNoise.OFF,
+                manager);
+    }
+
+    /** The same with {@code noise} (NEFTune) on the embeddings, drawn from dropoutSeed. */
+    public static Values backward(CausalLm model, TrainingBatch batch, double crossEntropyDivisor, double auxWeight,
+            boolean checkpointing, long dropoutSeed, EmbeddingNoise noise, NDManager manager) {
         HeadGradient[] measured = new HeadGradient[1];
         double loadBalancing = DecoderBackward.run(model, batch, (states, headManager) -> {
             Optional<HeadGradient> head = headGradient(model, states, batch, crossEntropyDivisor, headManager);
@@ -496,7 +511,7 @@ public final class CausalLmLoss {
             measured[0] = new HeadGradient(objective, sum.getFloat(), statistics[0].argmaxHitCount(),
                     statistics[0].entropySum());
             return objective;
-        }, auxWeight, checkpointing, dropoutSeed, manager);
+        }, auxWeight, checkpointing, dropoutSeed, noise, manager);
         return new Values(measured[0].crossEntropySum(), loadBalancing, batch.targetCount(),
                 measured[0].correctPredictions(), measured[0].entropySum());
     }

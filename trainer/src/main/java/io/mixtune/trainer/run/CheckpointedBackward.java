@@ -37,7 +37,7 @@ public final class CheckpointedBackward {
      * @return the load-balancing loss, NaN for a dense model
      */
     static double run(CausalLm model, TrainingBatch batch, DecoderBackward.Head head, double auxWeight,
-            long dropoutSeed, NDManager manager) {
+            long dropoutSeed, EmbeddingNoise noise, NDManager manager) {
         try (NDManager step = manager.newSubManager()) {
             CausalLmLoss.Inputs in = CausalLmLoss.inputs(model, batch, step);
             int layers = model.layerCount();
@@ -46,7 +46,7 @@ public final class CheckpointedBackward {
             // the top-k counts).
             List<NDArray> layerInputs = new ArrayList<>();
             List<NDArray> routerLogits = new ArrayList<>();
-            NDArray h = model.embed(in.inputIds());
+            NDArray h = noise.apply(model.embed(in.inputIds()), batch, dropoutSeed); // layer 0 recomputes on it
             RotaryEmbedding.Angles angles = model.anglesAt(in.positionIds());
             for (int i = 0; i < layers; i++) {
                 layerInputs.add(h);

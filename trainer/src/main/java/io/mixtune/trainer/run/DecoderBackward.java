@@ -33,12 +33,19 @@ public final class DecoderBackward {
      */
     public static double run(CausalLm model, TrainingBatch batch, Head head, double auxWeight, boolean checkpointing,
             long dropoutSeed, NDManager manager) {
+        return run(model, batch, head, auxWeight, checkpointing, dropoutSeed, EmbeddingNoise.OFF, manager);
+    }
+
+    /** The same with {@code noise} (NEFTune) on the embeddings, drawn from dropoutSeed on both paths alike. */
+    static double run(CausalLm model, TrainingBatch batch, Head head, double auxWeight, boolean checkpointing,
+            long dropoutSeed, EmbeddingNoise noise, NDManager manager) {
         if (checkpointing) {
-            return CheckpointedBackward.run(model, batch, head, auxWeight, dropoutSeed, manager);
+            return CheckpointedBackward.run(model, batch, head, auxWeight, dropoutSeed, noise, manager);
         }
         try (NDManager step = manager.newSubManager();
                 GradientCollector collector = Engine.getInstance().newGradientCollector()) {
-            CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch, step, OptionalLong.of(dropoutSeed));
+            CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch, step, OptionalLong.of(dropoutSeed),
+                    noise);
             NDArray objective = head.objective(forward.states(), step);
             if (forward.loadBalancing() != null && auxWeight > 0) {
                 objective = objective.add(Scalars.times(forward.loadBalancing(), auxWeight));

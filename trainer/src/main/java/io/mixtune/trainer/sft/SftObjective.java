@@ -7,6 +7,7 @@ import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.EmbeddingNoise;
 import io.mixtune.trainer.run.Evaluation;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.StepContext;
@@ -33,6 +34,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
     private final long padId;
     private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
     private final long microBatchesPerEpoch;
+    private final EmbeddingNoise noise;
     private List<TrainingBatch> validationBatches; // built at the first evaluation
 
     SftObjective(Recipe recipe, TrainingModel trained, ChatDataset dataset) {
@@ -42,6 +44,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         this.dataset = dataset;
         this.padId = model.config().eosTokenId();
         this.microBatchesPerEpoch = epoch(0).size();
+        this.noise = EmbeddingNoise.of(recipe.train().neftuneNoiseAlpha());
     }
 
     /**
@@ -74,6 +77,11 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
      * load-balancing loss / micro-batches, all times the loss scale (HF's Trainer with num_items_in_batch).
      */
     public static Measured gradients(List<TrainingBatch> batches, StepContext context) {
+        return gradients(batches, context, EmbeddingNoise.OFF);
+    }
+
+    /** The same with NEFTune's {@code noise} on the embeddings, drawn per micro-batch like its dropout masks. */
+    public static Measured gradients(List<TrainingBatch> batches, StepContext context, EmbeddingNoise noise) {
         int targets = 0;
         long tokens = 0;
         for (TrainingBatch batch : batches) {
@@ -90,7 +98,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
             // Dropout is seeded per micro-batch (and layer), so a resumed run draws the same masks.
             CausalLmLoss.Values values = CausalLmLoss.backward(context.model(), batches.get(j),
                     Math.max(1, targets) / scale, auxCoefficient / batches.size() * scale,
-                    context.gradientCheckpointing(), context.dropoutSeed() + j, context.manager());
+                    context.gradientCheckpointing(), context.dropoutSeed() + j, noise, context.manager());
             crossEntropy += values.crossEntropySum();
             // A micro-batch without targets counts as 0, as TRL appends 0.0 for it.
             if (values.targets() > 0) {
@@ -108,7 +116,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
 
     @Override
     public Measured backward(List<TrainingBatch> microBatches, StepContext context) {
-        return gradients(microBatches, context);
+        return gradients(microBatches, context, noise);
     }
 
     @Override

@@ -199,6 +199,24 @@ class RecipeReaderTest {
                 + "train.eval_prompts for train.method reward"), reward);
     }
 
+    /** NEFTune's alpha: null (the default) is off, a positive number is read, 0 refused, and so is any method but sft. */
+    @Test
+    void neftuneNoiseAlphaIsPositiveAndForSftOnly() throws IOException {
+        assertEquals(null, RecipeReader.read(write("off.yaml", minimal()), List.of()).recipe().train()
+                .neftuneNoiseAlpha());
+        assertEquals(5.0, RecipeReader.read(write("on.yaml", minimal() + "train:\n  neftune_noise_alpha: 5\n"),
+                List.of()).recipe().train().neftuneNoiseAlpha());
+        String zero = error(write("z.yaml", minimal() + "train:\n  neftune_noise_alpha: 0\n"));
+        assertTrue(zero.contains("z.yaml:7: train.neftune_noise_alpha: must be > 0 (null turns NEFTune off), got 0.0"),
+                zero);
+        for (String method : List.of("dpo", "reward")) {
+            String refused = error(write(method + ".yaml", minimal() + "train:\n  method: " + method
+                    + "\n  neftune_noise_alpha: 5\n"));
+            assertTrue(refused.contains("train.neftune_noise_alpha: NEFTune noises SFT's embeddings only: remove it for "
+                    + "train.method " + method), refused);
+        }
+    }
+
     @Test
     void aWrongTypeOrRangeNamesTheLineAndWhatWasExpected() throws IOException {
         String type = error(write("a.yaml", minimal() + "train:\n  micro_batch_size: four\n"));

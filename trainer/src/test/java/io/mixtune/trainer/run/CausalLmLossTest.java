@@ -177,7 +177,7 @@ class CausalLmLossTest {
     }
 
     /** One packed row holding one sample of {@code length} tokens, every token after the first a target. */
-    private static TrainingBatch oneSampleRow(int length, int vocab) {
+    static TrainingBatch oneSampleRow(int length, int vocab) {
         long[] ids = new long[length];
         long[] labels = new long[length];
         long[] positions = new long[length];
