@@ -768,6 +768,12 @@ public final class AxolotlImport {
             number("adam_beta2", "train.adam_beta2", false);
             number("adam_epsilon", "train.adam_eps", false);
             number("seed", "train.seed", true);
+            if (method.equals("sft")) {
+                number("neftune_noise_alpha", "train.neftune_noise_alpha", false);
+            } else if (get("neftune_noise_alpha") != null) {
+                unmapped("neftune_noise_alpha", "mixtune applies NEFTune to sft only (a DPO reference pass through the "
+                        + "same PEFT model would be noised too)");
+            }
             JsonNode checkpointing = get("gradient_checkpointing");
             if (checkpointing != null && checkpointing.isBoolean()) {
                 put("train.gradient_checkpointing", checkpointing.asBoolean(), "gradient_checkpointing");

@@ -288,8 +288,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                 checks.add("neftune_noise_alpha: must be > 0 (null turns NEFTune off), got " + neftuneNoiseAlpha);
             }
             if (neftuneNoiseAlpha != null && !"sft".equals(method)) {
-                // TRL's DPOTrainer and RewardTrainer never activate NEFTune; a key that does nothing is refused
-                checks.add("neftune_noise_alpha: NEFTune noises SFT's embeddings only: remove it for train.method "
+                // transformers' Trainer would hook the embeddings under TRL's DPOTrainer and RewardTrainer as well,
+                // and with a PEFT model as its own reference, noise DPO's reference pass too (the hook sees training
+                // mode); mixtune noises SFT only and refuses a key it would ignore
+                checks.add("neftune_noise_alpha: NEFTune applies to train.method sft only: remove it for train.method "
                         + method);
             }
             checks.throwIfAny();

@@ -492,6 +492,20 @@ class AxolotlImportTest {
         assertEquals(List.of(), aloneImport.unmapped());
     }
 
+    /** neftune_noise_alpha is train.neftune_noise_alpha for sft; listed, not mapped, for rl: dpo (mixtune refuses it). */
+    @Test
+    void neftuneNoiseAlphaMapsForSftOnly() throws IOException {
+        Path sft = Files.writeString(dir.resolve("neftune.yml"), "adapter: lora\nneftune_noise_alpha: 5\n");
+        AxolotlImport.Result imported = AxolotlImport.read(sft);
+        assertEquals(5.0, imported.values().get("train.neftune_noise_alpha"));
+        assertFalse(String.join("\n", imported.unmapped()).contains("neftune"), imported.unmapped().toString());
+        Path dpo = Files.writeString(dir.resolve("neftune-dpo.yml"), "adapter: lora\nrl: dpo\nneftune_noise_alpha: 5\n");
+        AxolotlImport.Result refused = AxolotlImport.read(dpo);
+        assertFalse(refused.values().containsKey("train.neftune_noise_alpha"));
+        assertTrue(String.join("\n", refused.unmapped()).contains("neftune_noise_alpha: 5: mixtune applies NEFTune to "
+                + "sft only"), refused.unmapped().toString());
+    }
+
     /** dpo_use_weighting is TRL's use_weighting (WPO), listed where TRL refuses it: with aot or its sft loss type. */
     @Test
     void dpoUseWeightingIsTrlsUseWeighting() throws IOException {

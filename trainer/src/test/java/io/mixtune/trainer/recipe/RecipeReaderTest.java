@@ -212,8 +212,8 @@ class RecipeReaderTest {
         for (String method : List.of("dpo", "reward")) {
             String refused = error(write(method + ".yaml", minimal() + "train:\n  method: " + method
                     + "\n  neftune_noise_alpha: 5\n"));
-            assertTrue(refused.contains("train.neftune_noise_alpha: NEFTune noises SFT's embeddings only: remove it for "
-                    + "train.method " + method), refused);
+            assertTrue(refused.contains("train.neftune_noise_alpha: NEFTune applies to train.method sft only: remove it "
+                    + "for train.method " + method), refused);
         }
     }
 
