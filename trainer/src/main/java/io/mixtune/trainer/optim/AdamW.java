@@ -23,6 +23,11 @@ import java.util.List;
  * (each a few microseconds of dispatch, DJL adding a scalar array per scalar argument); buckets bound the temporaries to
  * a few bucket sizes however large the adapter. The operations are the per-array ones, elementwise, so every value has
  * the same bits.
+ *
+ * <p>Each parameter may carry a factor on the learning rate, as a torch parameter group's own lr scales with the
+ * schedule (LambdaLR multiplies each group's initial lr): LoRA+ ({@link LoraPlus}) gives lora_B ratio x lr. A bucket
+ * holds parameters of one factor only, and updates at lr x factor; with every factor 1 the buckets and the bits are
+ * those of plain AdamW.
  */
 public final class AdamW {
     /** 16 MB of float32: the step's temporaries (g - m, g^2, the denominator) are at most this each. */
@@ -42,27 +47,48 @@ public final class AdamW {
      * Consecutive parameters, their flat moments, and their update's place: the first {@code size} elements of the
      * optimizer's scratch buffer (shared by all buckets, which are updated one after the other), viewed per parameter.
      */
-    private record Bucket(List<NDArray> parameters, long[] sizes, NDArray firstMoment, NDArray secondMoment,
-            NDArray update, List<NDArray> updates) {}
+    private record Bucket(List<NDArray> parameters, long[] sizes, double lrFactor, NDArray firstMoment,
+            NDArray secondMoment, NDArray update, List<NDArray> updates) {}
 
     public AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay) {
-        this(parameters, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
+        this(parameters, null, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
+    }
+
+    /**
+     * @param lrFactors per parameter, what its learning rate is of the schedule's (null: 1 for all)
+     */
+    public AdamW(List<NDArray> parameters, double[] lrFactors, double beta1, double beta2, double eps,
+            double weightDecay) {
+        this(parameters, lrFactors, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
     }
 
     /** With buckets of {@code bucketElements}: tests use small ones to have several. */
     AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay, long bucketElements) {
+        this(parameters, null, beta1, beta2, eps, weightDecay, bucketElements);
+    }
+
+    private AdamW(List<NDArray> parameters, double[] lrFactors, double beta1, double beta2, double eps,
+            double weightDecay, long bucketElements) {
+        if (lrFactors != null && lrFactors.length != parameters.size()) {
+            throw new IllegalArgumentException(lrFactors.length + " learning-rate factors for " + parameters.size()
+                    + " parameters");
+        }
         this.parameters = List.copyOf(parameters);
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
         this.weightDecay = weightDecay;
         List<List<NDArray>> groups = new ArrayList<>();
+        List<Double> groupFactors = new ArrayList<>();
         long largest = 0;
         long filled = 0;
-        for (NDArray parameter : this.parameters) {
+        for (int i = 0; i < this.parameters.size(); i++) {
+            NDArray parameter = this.parameters.get(i);
             long size = parameter.size();
-            if (groups.isEmpty() || filled + size > bucketElements) {
+            double factor = lrFactors == null ? 1 : lrFactors[i];
+            if (groups.isEmpty() || filled + size > bucketElements || factor != groupFactors.get(groups.size() - 1)) {
                 groups.add(new ArrayList<>());
+                groupFactors.add(factor);
                 filled = 0;
             }
             groups.get(groups.size() - 1).add(parameter);
@@ -75,7 +101,8 @@ public final class AdamW {
         NDArray like = this.parameters.get(0);
         NDManager manager = like.getManager();
         NDArray scratch = manager.zeros(new Shape(largest), like.getDataType(), like.getDevice());
-        for (List<NDArray> group : groups) {
+        for (int g = 0; g < groups.size(); g++) {
+            List<NDArray> group = groups.get(g);
             List<Shape> shapes = group.stream().map(NDArray::getShape).toList();
             long size = shapes.stream().mapToLong(Shape::size).sum();
             NDArray m = manager.zeros(new Shape(size), like.getDataType(), like.getDevice());
@@ -84,7 +111,7 @@ public final class AdamW {
             try (NDList parts = FlatGradients.runs(scratch, new long[] {size, largest - size})) {
                 update = parts.get(0).reshape(size); // a view of the scratch's first size elements
             }
-            buckets.add(new Bucket(List.copyOf(group), FlatGradients.sizes(group), m, v, update,
+            buckets.add(new Bucket(List.copyOf(group), FlatGradients.sizes(group), groupFactors.get(g), m, v, update,
                     FlatGradients.views(update, shapes)));
             firstMoments.addAll(FlatGradients.views(m, shapes));
             secondMoments.addAll(FlatGradients.views(v, shapes));
@@ -121,9 +148,10 @@ public final class AdamW {
         step++;
         double biasCorrection1 = 1 - Math.pow(beta1, step);
         double biasCorrection2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
-        double stepSize = lr / biasCorrection1;
         for (int b = 0; b < buckets.size(); b++) {
-            update(buckets.get(b), gradients.get(b), lr, stepSize, biasCorrection2Sqrt);
+            Bucket bucket = buckets.get(b);
+            double bucketLr = lr * bucket.lrFactor(); // lr itself when the factor is 1
+            update(bucket, gradients.get(b), bucketLr, bucketLr / biasCorrection1, biasCorrection2Sqrt);
         }
     }
 

@@ -762,7 +762,7 @@ public final class AxolotlImport {
             }
             mapRouterLoss();
             mapOptimizer();
-            number("weight_decay", "train.weight_decay", false);
+            mapLoraPlus();
             number("max_grad_norm", "train.max_grad_norm", false);
             number("adam_beta1", "train.adam_beta1", false);
             number("adam_beta2", "train.adam_beta2", false);
@@ -786,6 +786,23 @@ public final class AxolotlImport {
             }
             if (isTrue(get("use_tensorboard"))) {
                 put("logging.tensorboard", true, "use_tensorboard");
+            }
+        }
+
+        /**
+         * LoRA+: axolotl's trainer hands loraplus_lr_ratio and loraplus_lr_embedding to PEFT's
+         * create_loraplus_optimizer with transformers' optimizer kwargs (lr, betas, eps) only, so PEFT's
+         * loraplus_weight_decay default, 0, is every group's decay and weight_decay goes unused.
+         */
+        private void mapLoraPlus() {
+            number("loraplus_lr_ratio", "train.loraplus_lr_ratio", false);
+            number("loraplus_lr_embedding", "train.loraplus_lr_embedding", false);
+            JsonNode decay = get("weight_decay");
+            if (values.containsKey("train.loraplus_lr_ratio") && decay != null) {
+                put("train.weight_decay", 0.0, "weight_decay (" + decay.asText() + "), which axolotl does not pass to"
+                        + " create_loraplus_optimizer: its loraplus_weight_decay 0 applies");
+            } else {
+                number("weight_decay", "train.weight_decay", false);
             }
         }
 

@@ -4,6 +4,7 @@ import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.optim.LearningRateSchedule;
+import io.mixtune.trainer.optim.LoraPlus;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -154,6 +155,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      *     (min_lr_ratio)
      * @param numCycles and the keys up to warmupLrRate: transformers' lr_scheduler_kwargs of the same names
      *     ({@link LearningRateSchedule.Kwargs}); null: the schedule's default
+     * @param weightDecay AdamW's decoupled weight decay, on every adapter array (with LoRA+ too: PEFT's
+     *     loraplus_weight_decay)
+     * @param loraplusLrRatio LoRA+ (PEFT's create_loraplus_optimizer): lora_B trains at lr x this ratio; null: off
+     * @param loraplusLrEmbedding LoRA+'s rate of a LoRA embedding's arrays (none in a mixtune adapter today)
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
      * @param keepLast checkpoints kept; older ones are deleted
@@ -173,7 +178,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
     public record Train(String method, Integer epochs, Integer maxSteps, int microBatchSize, int gradientAccumulation,
             double lr, String schedule, int warmupSteps, Double warmupRatio, double minLrRatio, Double numCycles,
             Double power, Double lrEnd, Integer timescale, Integer numStableSteps, Integer numDecaySteps,
-            String warmupType, String decayType, Double warmupLrRate, double weightDecay, double maxGradNorm,
+            String warmupType, String decayType, Double warmupLrRate, double weightDecay, Double loraplusLrRatio,
+            double loraplusLrEmbedding, double maxGradNorm,
             double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
@@ -189,6 +195,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
 
         /** The schedule of a run (or a DPO stage) of {@code totalSteps}. */
+        /** Each adapter array's factor on the schedule's rate ({@link LoraPlus}); null with LoRA+ off. */
+        public double[] lrFactors(List<String> parameterNames) {
+            return LoraPlus.lrFactors(parameterNames, lr, loraplusLrRatio, loraplusLrEmbedding);
+        }
+
         public LearningRateSchedule scheduleOf(long totalSteps) {
             return new LearningRateSchedule(LearningRateSchedule.Kind.named(schedule), lr, warmupStepsOf(totalSteps),
                     (int) totalSteps, scheduleKwargs());
@@ -255,6 +266,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             }
             if (!(weightDecay >= 0)) {
                 checks.add("weight_decay: must be >= 0, got " + weightDecay);
+            }
+            if (loraplusLrRatio != null && !(loraplusLrRatio > 0 && loraplusLrRatio < Double.POSITIVE_INFINITY)) {
+                checks.add("loraplus_lr_ratio: must be > 0 (lora_B's lr / lora_A's, the paper suggests about 16) or "
+                        + "null to turn LoRA+ off, got " + loraplusLrRatio);
+            }
+            if (!(loraplusLrEmbedding > 0 && loraplusLrEmbedding < 1)) {
+                checks.add("loraplus_lr_embedding: must lie in (0, 1), got " + loraplusLrEmbedding);
             }
             if (!(maxGradNorm >= 0)) {
                 checks.add("max_grad_norm: must be >= 0 (0 turns clipping off), got "

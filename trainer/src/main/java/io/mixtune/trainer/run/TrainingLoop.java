@@ -92,8 +92,8 @@ public final class TrainingLoop {
         Recipe.Train train = recipe.train();
         LoraModel lora = model.lora();
         Path checkpoints = outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR);
-        AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
-                train.weightDecay());
+        AdamW optimizer = new AdamW(parameters, train.lrFactors(lora.parameterNames(TrainingModel.ADAPTER_NAME)),
+                train.adamBeta1(), train.adamBeta2(), train.adamEps(), train.weightDecay());
         LossScaler scaler = model.model().computeType() == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
         LearningRateSchedule schedule = train.scheduleOf(stage.steps());
         if (step > stage.start()) {

@@ -224,6 +224,27 @@ class AxolotlImportTest {
         assertEquals(List.of(), problemsBesidesPaths(imported));
     }
 
+    /**
+     * axolotl's loraplus_lr_ratio and loraplus_lr_embedding go to PEFT's create_loraplus_optimizer with lr, betas and
+     * eps only: its loraplus_weight_decay stays 0, so axolotl's weight_decay does not apply, and the import says so.
+     */
+    @Test
+    void loraPlusKeysCarryOverAndTheirWeightDecayIsPeftsZero() throws IOException {
+        Path plus = Files.writeString(dir.resolve("plus.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "weight_decay: 0.01\nloraplus_lr_ratio: 16\nloraplus_lr_embedding: 1e-6\n");
+        AxolotlImport.Result imported = AxolotlImport.read(plus);
+        assertEquals(16.0, imported.values().get("train.loraplus_lr_ratio"));
+        assertEquals(1.0e-6, imported.values().get("train.loraplus_lr_embedding"));
+        assertEquals(0.0, imported.values().get("train.weight_decay"));
+        assertTrue(imported.recipe().contains("weight_decay: 0.0   # axolotl: weight_decay (0.01), which axolotl does"
+                + " not pass to create_loraplus_optimizer: its loraplus_weight_decay 0 applies"), imported.recipe());
+        assertEquals(List.of(), imported.unmapped());
+        assertEquals(List.of(), problemsBesidesPaths(imported));
+        Path plain = Files.writeString(dir.resolve("plain.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "weight_decay: 0.01\n");
+        assertEquals(0.01, AxolotlImport.read(plain).values().get("train.weight_decay"));
+    }
+
     /** axolotl's cosine_min_lr_ratio, (1 - ratio) x cosine + ratio, is train.min_lr_ratio; only with a cosine. */
     @Test
     void cosineMinLrRatioIsTheCosinesFloor() throws IOException {

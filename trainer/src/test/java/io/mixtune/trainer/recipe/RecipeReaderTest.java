@@ -1,5 +1,6 @@
 package io.mixtune.trainer.recipe;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -215,6 +216,25 @@ class RecipeReaderTest {
             assertTrue(refused.contains("train.neftune_noise_alpha: NEFTune applies to train.method sft only: remove it "
                     + "for train.method " + method), refused);
         }
+    }
+
+    /** LoRA+ is off by default; its ratio and embedding rate are read, and out-of-range values named at their line. */
+    @Test
+    void loraPlusKeysAreReadAndOutOfRangeOnesNamed() throws IOException {
+        Recipe.Train off = RecipeReader.read(write("off.yaml", minimal()), List.of()).recipe().train();
+        assertEquals(null, off.loraplusLrRatio());
+        assertEquals(null, off.lrFactors(List.of("m.lora_A", "m.lora_B")));
+        Recipe.Train on = RecipeReader.read(write("on.yaml", minimal() + "train:\n  lr: 1.0e-4\n"
+                + "  loraplus_lr_ratio: 16\n"), List.of()).recipe().train();
+        assertEquals(1e-6, on.loraplusLrEmbedding());
+        assertArrayEquals(new double[] {1, 16}, on.lrFactors(List.of("m.lora_A", "m.lora_B")));
+        String ratio = error(write("r.yaml", minimal() + "train:\n  loraplus_lr_ratio: 0\n"));
+        assertTrue(ratio.contains("r.yaml:7: train.loraplus_lr_ratio: must be > 0 (lora_B's lr / lora_A's, the paper"
+                + " suggests about 16) or null to turn LoRA+ off, got 0.0"), ratio);
+        String embedding = error(write("e.yaml", minimal() + "train:\n  loraplus_lr_ratio: 16\n"
+                + "  loraplus_lr_embedding: -1.0e-6\n"));
+        assertTrue(embedding.contains("e.yaml:8: train.loraplus_lr_embedding: must lie in (0, 1), got -1.0E-6"),
+                embedding);
     }
 
     @Test

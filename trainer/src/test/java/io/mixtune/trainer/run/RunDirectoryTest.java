@@ -66,6 +66,24 @@ class RunDirectoryTest {
     }
 
     /**
+     * LoRA+'s factors are a function of the parameters' names and these keys, which --resume recomputes: a run started
+     * before them resumes (null and 1e-6 are their defaults), and a changed ratio or embedding rate is named.
+     */
+    @Test
+    void loraPlusKeysAreNoChangeAtTheirDefaultsAndNamedWhenChanged() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        List.of("train.loraplus_lr_ratio", "train.loraplus_lr_embedding")
+                .forEach(key -> assertTrue(older.remove(key) != null, key));
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("train.loraplus_lr_ratio: null -> 16.0"),
+                RunDirectory.changedKeys(now, quickstart("train.loraplus_lr_ratio=16")));
+        assertEquals(List.of("train.loraplus_lr_embedding: 1.0E-6 -> 1.0E-5"),
+                RunDirectory.changedKeys(quickstart("train.loraplus_lr_ratio=16"),
+                        quickstart("train.loraplus_lr_ratio=16", "train.loraplus_lr_embedding=1e-5")));
+    }
+
+    /**
      * A recipe.yaml written before dpo.loss took a list has {@code loss: sigmoid}; the resolved recipe now has the one
      * loss as a list of one. Same loss, so every run started before (SFT ones too: the dpo section is always written)
      * resumes; another loss, or a second one, is named.
