@@ -630,20 +630,17 @@ public record MergeConfig(
      * order; a filtered list that matches nothing passes on to the next).
      */
     double weightOf(int i, String tensorName, double t) {
-        return firstNonNull(value(models.get(i).parameters().weight(), tensorName, t),
-                value(parameters.weight(), tensorName, t), 1.0);
+        return ofModel(i, ModelParameters::weight, parameters.weight(), tensorName, t, 1.0);
     }
 
     /** The density of model i: its own, else the method-wide one, else 1 (keep everything), as in mergekit. */
     double densityOf(int i, String tensorName, double t) {
-        return firstNonNull(value(models.get(i).parameters().density(), tensorName, t),
-                value(parameters.density(), tensorName, t), 1.0);
+        return ofModel(i, ModelParameters::density, parameters.density(), tensorName, t, 1.0);
     }
 
     /** passthrough's scale of model i: its own, else the method-wide one, else 1 (a copy). */
     double scaleOf(int i, String tensorName, double t) {
-        return firstNonNull(value(models.get(i).parameters().scale(), tensorName, t),
-                value(parameters.scale(), tensorName, t), 1.0);
+        return ofModel(i, ModelParameters::scale, parameters.scale(), tensorName, t, 1.0);
     }
 
     boolean normalize() {
@@ -664,6 +661,13 @@ public record MergeConfig(
         return t;
     }
 
+    /** Model i's own setting for the tensor, else the method-wide one, else mergekit's default for the key. */
+    private double ofModel(int i, java.util.function.Function<ModelParameters, ParameterSetting> own,
+            ParameterSetting methodWide, String tensorName, double t, double mergekitDefault) {
+        return firstNonNull(value(own.apply(models.get(i).parameters()), tensorName, t),
+                value(methodWide, tensorName, t), mergekitDefault);
+    }
+
     private static Double value(ParameterSetting setting, String tensorName, double t) {
         return setting == null ? null : setting.at(tensorName, t);
     }
@@ -675,14 +679,12 @@ public record MergeConfig(
 
     /** breadcrumbs' gamma of model i: its own, else the method-wide one, else mergekit's 0.01. */
     double gammaOf(int i, String tensorName, double t) {
-        return firstNonNull(value(models.get(i).parameters().gamma(), tensorName, t),
-                value(parameters.gamma(), tensorName, t), 0.01);
+        return ofModel(i, ModelParameters::gamma, parameters.gamma(), tensorName, t, 0.01);
     }
 
     /** della's epsilon of model i: its own, else the method-wide one, else mergekit's 0.15. */
     double epsilonOf(int i, String tensorName, double t) {
-        return firstNonNull(value(models.get(i).parameters().epsilon(), tensorName, t),
-                value(parameters.epsilon(), tensorName, t), 0.15);
+        return ofModel(i, ModelParameters::epsilon, parameters.epsilon(), tensorName, t, 0.15);
     }
 
     /** nuslerp: the whole tensor is one vector (mergekit's default), else its rows, or with row_wise its columns. */
