@@ -315,13 +315,18 @@ class DpoGoldenTest {
 
     /**
      * One optimizer step over two micro-batches (the golden pairs split 2 + 1), sigmoid + SFT term + router loss, with
-     * and without gradient checkpointing: the same loss, gradient norm and updated adapter.
+     * and without gradient checkpointing: the same loss, gradient norm and updated adapter. Also ipo with LD-DPO and
+     * WPO's weights (no SFT term: TRL refuses it with WPO), whose checkpointed head reads the per-token statistics of the recomputed top layer.
      */
-    @Test
-    void gradientCheckpointingGivesThePlainStep() throws IOException {
+    @ParameterizedTest
+    @CsvSource({"sigmoid, , false, 0.5", "ipo, 0.5, true, 0"})
+    void gradientCheckpointingGivesThePlainStep(String loss, Double ldAlpha, boolean useWeighting, double sftWeight)
+            throws IOException {
         JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
         List<PreferenceBatch> batches = twoMicroBatches(batchJson);
-        Recipe.Dpo dpo = dpo("sigmoid", batchJson.get("beta").doubleValue(), 0, false, 0.5);
+        Recipe.Dpo dpo = new Recipe.Dpo(batchJson.get("beta").doubleValue(), List.of(loss), List.of(), 0,
+                Recipe.Dpo.DEFAULT_DISCOPOP_TAU, Recipe.Dpo.REVERSE_KL, Recipe.Dpo.DEFAULT_F_ALPHA_DIVERGENCE_COEF,
+                ldAlpha, useWeighting, false, sftWeight, List.of("1"), false, Recipe.Dpo.ORDER_FILE, null);
         List<float[]> after = new ArrayList<>();
         double[][] measured = new double[2][];
         for (boolean checkpointing : new boolean[] {false, true}) {
@@ -332,7 +337,7 @@ class DpoGoldenTest {
                 AdamW optimizer = new AdamW(parameters, 0.9, 0.999, 1e-8, 0.01);
                 OptimizerStep.Result<DpoStep.Measured> result = dpoStep(model, parameters, dpo, batches, batch -> {
                     lora.setAdaptersEnabled(false);
-                    float[] reference = DpoStep.sequenceLogProbs(model, batch, manager);
+                    float[] reference = DpoStep.sequenceLogProbs(model, batch, dpo.ldAlpha(), manager);
                     lora.setAdaptersEnabled(true);
                     return reference;
                 }, model.config().routerAuxLossCoef(), 1.0, optimizer, 1e-3, manager, checkpointing, 11,
@@ -352,8 +357,8 @@ class DpoGoldenTest {
         }
         assertArrayEquals(measured[0], measured[1], 1e-6, "loss, grad norm, router loss, margin, logits/*, entropy");
         assertTrue(measured[0][2] > 0, "the tiny Mixtral's router loss is in the objective");
-        System.out.printf(Locale.ROOT, "checkpointed DPO step: loss %.6f, grad norm %.6f, as the plain step%n",
-                measured[1][0], measured[1][1]);
+        System.out.printf(Locale.ROOT, "checkpointed DPO step (%s): loss %.6f, grad norm %.6f, as the plain step%n",
+                dpo.loss(), measured[1][0], measured[1][1]);
     }
 
     /**
