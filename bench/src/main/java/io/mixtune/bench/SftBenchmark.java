@@ -11,13 +11,13 @@ import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.dataset.DataReport;
+import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.data.template.SampleBuilder;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.tokenizer.TextTokenizer;
@@ -29,6 +29,7 @@ import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.OptimizerStep;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingBatch;
+import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.sft.SftObjective;
 import java.lang.management.ManagementFactory;
@@ -211,12 +212,13 @@ public final class SftBenchmark {
         int limit = cutLikeTrl ? Integer.MAX_VALUE / 2 : options.maxSeqLen();
         DataConfig data = new DataConfig(List.of(options.data().toString()), List.of(), 0, "messages", "mistral", null,
                 limit, true, "all_assistant_turns", false);
-        Path tokenizerJson = modelDir.resolve("tokenizer.json");
+        // As training resolves it: a preset's folder without tokenizer.json takes the bundled one, a config.json
+        // whose bos_token_id is null the tokenizer's BOS or none.
+        TokenizerFile tokenizerFile = TrainingData.tokenizer(modelDir, config,
+                !Files.isRegularFile(modelDir.resolve("tokenizer.json")));
         List<TokenizedSample> samples;
-        try (TextTokenizer tokenizer = Files.isRegularFile(tokenizerJson)
-                ? TextTokenizer.open(tokenizerJson, config.bosTokenId(), config.eosTokenId())
-                : TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, config.bosTokenId(), config.eosTokenId())) {
-            SampleBuilder builder = new SampleBuilder(data.chatTemplate(config.bosTokenId(), config.eosTokenId()),
+        try (TextTokenizer tokenizer = tokenizerFile.open()) {
+            SampleBuilder builder = new SampleBuilder(data.chatTemplate(tokenizerFile.bosId(), tokenizerFile.eosId()),
                     tokenizer, limit, data.lossPolicy());
             samples = ChatDataset.read(List.of(options.data()), data.chatFormat(), builder, false, new DataReport());
         }
