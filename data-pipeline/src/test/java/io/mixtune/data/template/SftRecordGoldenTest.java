@@ -94,6 +94,33 @@ class SftRecordGoldenTest {
         }
     }
 
+    /**
+     * A conversational prompt-completion through a model's own Jinja (data.template auto or hf; here the two Jinja
+     * templates TRL rendered) is the same sample as through the built-in template.
+     */
+    @Test
+    void conversationalRecordsThroughTheModelsJinjaAreTrlsToo() {
+        int maxLength = golden.get("max_length").asInt();
+        int checked = 0;
+        for (JsonNode c : golden.get("cases")) {
+            String name = c.get("name").asText();
+            if (!name.startsWith("conversational") || !c.get("unpacked").get("kept").asBoolean()) {
+                continue;
+            }
+            String template = c.get("template").asText();
+            String where = template + " " + name + " (jinja)";
+            JinjaChatTemplate jinja = new JinjaChatTemplate(template, template.equals("mistral") ? MistralTemplate.JINJA
+                    : ChatMlTemplate.JINJA, "<s>", "</s>");
+            SampleBuilder builder = new SampleBuilder(new HfChatTemplate(jinja, BOS, EOS), tokenizer, maxLength,
+                    LossPolicy.ALL_ASSISTANT_TURNS);
+            TokenizedSample sample = builder.build(record(c, where)).sample();
+            assertArrayEquals(longs(c.get("unpacked").get("input_ids")), sample.inputIds(), "ids, " + where);
+            assertArrayEquals(longs(c.get("unpacked").get("labels")), sample.labels(), "labels, " + where);
+            checked++;
+        }
+        assertEquals(7, checked);
+    }
+
     @Test
     void trainOnInputsIsTrlsCompletionOnlyLossOff() {
         for (JsonNode c : golden.get("cases")) {
