@@ -41,7 +41,8 @@ import java.util.zip.CheckedOutputStream;
  * The tokenized dataset of a recipe's {@code data:} section, kept in {@code <directory>/<key>.bin} so that training
  * and {@code mixtune data prepare} tokenize it once. The key is a SHA-256 over everything the samples depend on: each
  * data file's path, size and content hash, the tokenizer.json bytes and its BOS/EOS ids, the template and its strings,
- * max_seq_len, packing, loss_on, format, dataset_text_field, skip_invalid, the validation split and the seed, and {@link #FORMAT_VERSION}.
+ * max_seq_len, packing, loss_on, format, dataset_text_field, skip_invalid, the validation split and the seed, and
+ * {@link #FORMAT_VERSION}.
  * Changing any of them names another file, so the cache rebuilds without ever being compared field by field.
  *
  * <p>File layout, big-endian: magic {@code MIXTDATA}, int32 format version, the 32-byte key; the report (int64

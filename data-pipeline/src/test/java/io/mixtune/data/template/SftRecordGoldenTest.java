@@ -23,8 +23,9 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
- * Language-modeling and prompt-completion records tokenized as TRL 1.13's SFTTrainer does (interop/make_sft_data_goldens.py
- * runs TRL's own SFTTrainer._prepare_dataset, and DataCollatorForLanguageModeling padding-free on its packed rows):
+ * Language-modeling and prompt-completion records tokenized as TRL 1.13's SFTTrainer does
+ * (interop/make_sft_data_goldens.py runs TRL's own SFTTrainer._prepare_dataset, and DataCollatorForLanguageModeling
+ * padding-free on its packed rows):
  * BOS and EOS on a text, the completion mask of a standard and a conversational prompt-completion, keep_start
  * truncation at max_length 64, the drop of a record whose prompt fills it, and the packed row's labels and positions.
  */
