@@ -17,7 +17,8 @@ import java.util.Locale;
  * @param tools the record's tool definitions (OpenAI's {@code tools}) as plain lists and maps, for a Hugging Face
  *     template's {@code tools}, as transformers' apply_chat_template(tools=...) passes them; null when it has none
  */
-public record Conversation(List<Message> messages, String source, int droppedTrailingMessages, List<Object> tools) {
+public record Conversation(List<Message> messages, String source, int droppedTrailingMessages, List<Object> tools)
+        implements SftRecord {
 
     public Conversation {
         messages = List.copyOf(messages);

@@ -23,7 +23,8 @@ import java.util.List;
  *     {@link #file})
  * @param validationFiles files of the validation set; when empty, {@code validationRatio} of the training samples
  * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
- * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly, alpaca
+ * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly,
+ *     alpaca, text (language modeling) or prompt_completion
  * @param template {@code auto} (the model's own chat_template when its tokenizer_config.json has one, else mistral),
  *     {@code hf} (the model's own, required), {@code mistral}, {@code chatml} or {@code custom} (then
  *     {@code customTemplate} says how)
@@ -31,14 +32,25 @@ import java.util.List;
  * @param maxSeqLen longest sample, and the row length when packing
  * @param packing pack samples into rows of maxSeqLen (attention stays inside a sample); otherwise length-grouped
  *     padded batches
- * @param lossOn {@code all_assistant_turns}, {@code last_turn} or {@code train_on_inputs}
+ * @param lossOn {@code all_assistant_turns}, {@code last_turn} or {@code train_on_inputs}; a prompt-completion record
+ *     trains its completion under the first two and everything under train_on_inputs (TRL's completion_only_loss
+ *     false); a text trains every token whatever it says
  * @param skipInvalid skip and count bad records instead of stopping at the first
+ * @param datasetTextField the field of a language-modeling record's text (TRL's dataset_text_field)
  */
 public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
         String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
-        boolean skipInvalid) {
+        boolean skipInvalid, String datasetTextField) {
 
     public static final List<String> TEMPLATES = List.of("auto", "hf", "mistral", "chatml", "custom");
+
+    /** A data section whose texts, if any, are in the field {@code text} (TRL's default). */
+    public DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
+            String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
+            boolean skipInvalid) {
+        this(files, validationFiles, validationRatio, format, template, customTemplate, maxSeqLen, packing, lossOn,
+                skipInvalid, "text");
+    }
 
     public DataConfig {
         if (files == null || files.isEmpty()) {
@@ -56,9 +68,13 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             try {
                 ChatFormat.byKey(format == null ? "" : format);
             } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("format: expected auto or one of messages, ultrachat, sharegpt, "
-                        + "firefly, alpaca, got \"" + format + "\"");
+                throw new IllegalArgumentException("format: expected auto or one of " + ChatFormat.KEYS + ", got \""
+                        + format + "\"");
             }
+        }
+        if (datasetTextField == null || datasetTextField.isBlank()) {
+            throw new IllegalArgumentException("dataset_text_field: expected the name of the field that holds a "
+                    + "text record's text (TRL's default: text), got \"" + datasetTextField + "\"");
         }
         if (!TEMPLATES.contains(template)) {
             throw new IllegalArgumentException("template: expected auto, hf, mistral, chatml or custom, got \""

@@ -1,5 +1,6 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.read.ChatFileReader;
 import io.mixtune.data.template.CustomTemplateConfig;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.HfChatTemplate;
@@ -40,7 +41,8 @@ import java.util.zip.CheckedOutputStream;
  * The tokenized dataset of a recipe's {@code data:} section, kept in {@code <directory>/<key>.bin} so that training
  * and {@code mixtune data prepare} tokenize it once. The key is a SHA-256 over everything the samples depend on: each
  * data file's path, size and content hash, the tokenizer.json bytes and its BOS/EOS ids, the template and its strings,
- * max_seq_len, packing, loss_on, format, skip_invalid, the validation split and the seed, and {@link #FORMAT_VERSION}.
+ * max_seq_len, packing, loss_on, format, dataset_text_field, skip_invalid, the validation split and the seed, and
+ * {@link #FORMAT_VERSION}.
  * Changing any of them names another file, so the cache rebuilds without ever being compared field by field.
  *
  * <p>File layout, big-endian: magic {@code MIXTDATA}, int32 format version, the 32-byte key; the report (int64
@@ -167,7 +169,7 @@ public final class SampleCache {
             SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer), text,
                     config.maxSeqLen(), config.lossPolicy());
             return ChatDataset.load(paths(config.files()), paths(config.validationFiles()), config.validationRatio(),
-                    seed, config.chatFormat(), builder, config.skipInvalid());
+                    seed, config.chatFormat(), config.datasetTextField(), builder, config.skipInvalid());
         }
     }
 
@@ -223,6 +225,11 @@ public final class SampleCache {
         text.append("packing=").append(config.packing()).append('\n');
         text.append("loss_on=").append(config.lossOn()).append('\n');
         text.append("format=").append(config.format()).append('\n');
+        if (!config.datasetTextField().equals(ChatFileReader.TEXT_FIELD)) {
+            // only where it is not the default, so that the keys of recipes without it stay what they were
+            String field = config.datasetTextField();
+            text.append("dataset_text_field=").append(field.length()).append(':').append(field).append('\n');
+        }
         text.append("skip_invalid=").append(config.skipInvalid()).append('\n');
         text.append("validation_ratio=").append(Double.toString(config.validationRatio())).append('\n');
         text.append("seed=").append(seed).append('\n');

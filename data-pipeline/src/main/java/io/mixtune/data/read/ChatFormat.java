@@ -4,16 +4,23 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.data.chat.ChatCompletion;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.PlainText;
 import io.mixtune.data.chat.Role;
+import io.mixtune.data.chat.SftRecord;
+import io.mixtune.data.chat.TextCompletion;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
-/** The chat record layouts mixtune reads, each turned into plain messages. */
+/**
+ * The SFT record layouts mixtune reads: the chat layouts, each turned into plain messages, and TRL's two other dataset
+ * types, language modeling ({@link #TEXT}) and prompt-completion ({@link #PROMPT_COMPLETION}).
+ */
 public enum ChatFormat {
     /**
      * OpenAI / Hugging Face messages, ultrachat_200k included: {"messages": [{"role", "content"}, ...], "tools"?};
@@ -27,7 +34,20 @@ public enum ChatFormat {
     /** Firefly: {"system"?, "conversation": [{"human", "assistant"}, ...]}. */
     FIREFLY("firefly"),
     /** Alpaca: {"instruction", "input"?, "output"}: one turn, the input appended to the instruction. */
-    ALPACA("alpaca");
+    ALPACA("alpaca"),
+    /**
+     * Language modeling, TRL's {@code {"text": ...}} (the field is data.dataset_text_field, TRL's dataset_text_field):
+     * continued pretraining, loss on every token.
+     */
+    TEXT("text"),
+    /**
+     * TRL's prompt-completion: {"prompt", "completion"}, both strings (standard: raw text) or both lists of messages
+     * (conversational: through the chat template); the loss on the completion unless loss_on is train_on_inputs.
+     */
+    PROMPT_COMPLETION("prompt_completion");
+
+    /** The keys a recipe's data.format takes besides auto. */
+    public static final String KEYS = "messages, ultrachat, sharegpt, firefly, alpaca, text, prompt_completion";
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -48,12 +68,15 @@ public enum ChatFormat {
                 return format;
             }
         }
-        throw new IllegalArgumentException("unknown chat format \"" + key + "\": expected one of messages, ultrachat, "
-                + "sharegpt, firefly, alpaca");
+        throw new IllegalArgumentException("unknown data format \"" + key + "\": expected one of " + KEYS);
     }
 
-    /** The format a record is in, by its keys, or null when it is in none. */
-    public static ChatFormat detect(JsonNode record) {
+    /**
+     * The format a record is in, by its keys, or null when it is in none: the chat layouts first (as before TRL's
+     * types were read), then TRL's order in SFTTrainer._prepare_dataset: a record with a prompt is prompt-completion,
+     * else one with the text field is language modeling.
+     */
+    public static ChatFormat detect(JsonNode record, String textField) {
         if (record.has("messages")) {
             return MESSAGES;
         }
@@ -69,7 +92,64 @@ public enum ChatFormat {
         if (record.has("instruction") && record.has("output")) {
             return ALPACA;
         }
+        if (record.has("prompt")) {
+            return PROMPT_COMPLETION;
+        }
+        if (record.has(textField)) {
+            return TEXT;
+        }
         return null;
+    }
+
+    /**
+     * The record as what SFT trains on: a text, a prompt with its completion, or a conversation.
+     *
+     * @param textField the field of a {@link #TEXT} record's text
+     * @throws IllegalArgumentException naming the field that is missing or of the wrong type
+     */
+    public SftRecord record(JsonNode record, String source, String textField) {
+        return switch (this) {
+            case TEXT -> new PlainText(text(record, textField, textField), source);
+            case PROMPT_COMPLETION -> promptCompletion(record, source);
+            default -> conversation(record, source);
+        };
+    }
+
+    /**
+     * TRL's is_conversational decides by the first message list it finds; mixtune asks prompt and completion to agree,
+     * as TRL's prompt + completion does (a string and a list cannot be added).
+     */
+    private static SftRecord promptCompletion(JsonNode record, String source) {
+        JsonNode prompt = record.get("prompt");
+        JsonNode completion = record.get("completion");
+        if (record.has("chosen") || record.has("rejected")) {
+            throw new IllegalArgumentException("a preference pair (prompt, chosen, rejected), not a prompt and its "
+                    + "completion: train it with train.method dpo or reward");
+        }
+        if (prompt == null || prompt.isNull() || completion == null || completion.isNull()) {
+            throw new IllegalArgumentException("missing field " + (prompt == null || prompt.isNull() ? "prompt"
+                    : "completion") + ": a prompt-completion record has a prompt and a completion");
+        }
+        if (prompt.isTextual() && completion.isTextual()) {
+            return new TextCompletion(prompt.asText(), completion.asText(), source);
+        }
+        if (!prompt.isArray() || !completion.isArray()) {
+            throw new IllegalArgumentException("fields prompt and completion must both be strings (standard) or both "
+                    + "lists of messages (conversational), got " + prompt.getNodeType() + " and "
+                    + completion.getNodeType());
+        }
+        List<Message> messages = messageList(prompt, "prompt");
+        List<Message> answer = messageList(completion, "completion");
+        if (messages.isEmpty() || answer.isEmpty()) {
+            throw new IllegalArgumentException("field " + (messages.isEmpty() ? "prompt" : "completion")
+                    + " is an empty list of messages");
+        }
+        if (answer.get(0).role() != Role.ASSISTANT || answer.get(answer.size() - 1).role() != Role.ASSISTANT) {
+            throw new IllegalArgumentException("field completion must begin and end with an assistant message");
+        }
+        int promptAnswers = (int) messages.stream().filter(m -> m.role() == Role.ASSISTANT).count();
+        messages.addAll(answer);
+        return new ChatCompletion(new Conversation(messages, tools(record), source), promptAnswers);
     }
 
     /**
@@ -79,6 +159,11 @@ public enum ChatFormat {
      * @throws IllegalArgumentException naming the field that is missing or of the wrong type
      */
     public Conversation conversation(JsonNode record, String source) {
+        return new Conversation(messages(record), tools(record), source);
+    }
+
+    /** A record's {@code tools} as plain lists and maps, or null where it has none. */
+    private static List<Object> tools(JsonNode record) {
         JsonNode tools = record.get("tools");
         if (tools != null && tools.isTextual()) {
             try {
@@ -90,9 +175,8 @@ public enum ChatFormat {
         if (tools != null && !tools.isNull() && !tools.isArray()) {
             throw new IllegalArgumentException("field tools is not a list: " + abbreviate(tools));
         }
-        List<Object> definitions = tools == null || tools.isNull() ? null
+        return tools == null || tools.isNull() ? null
                 : JSON.convertValue(tools, new TypeReference<List<Object>>() {});
-        return new Conversation(messages(record), definitions, source);
     }
 
     /** A message's keys other than role and content, as plain Java values (a template reads them). */
@@ -114,28 +198,7 @@ public enum ChatFormat {
     public List<Message> messages(JsonNode record) {
         List<Message> messages = new ArrayList<>();
         switch (this) {
-            case MESSAGES -> {
-                int index = 0;
-                for (JsonNode message : array(record, "messages")) {
-                    index++;
-                    String role = text(message, "role", "messages[].role");
-                    Map<String, Object> fields = otherFields(message);
-                    Message parsed = new Message(switch (role) {
-                        case "system" -> Role.SYSTEM;
-                        case "user" -> Role.USER;
-                        case "assistant" -> Role.ASSISTANT;
-                        case "tool" -> Role.TOOL;
-                        default -> throw new IllegalArgumentException("unknown role \"" + role
-                                + "\": expected system, user, assistant or tool");
-                    }, fields.containsKey("tool_calls") && !message.hasNonNull("content") ? ""
-                            : content(message, index), fields);
-                    if (parsed.role() != Role.ASSISTANT && fields.containsKey("tool_calls")) {
-                        throw new IllegalArgumentException("message " + index + " has tool_calls but the role " + role
-                                + ": only an assistant calls tools");
-                    }
-                    messages.add(parsed);
-                }
-            }
+            case MESSAGES -> messages.addAll(messageList(array(record, "messages"), "messages"));
             case ULTRACHAT -> {
                 int i = 0;
                 for (JsonNode text : array(record, "data")) {
@@ -177,7 +240,33 @@ public enum ChatFormat {
                 messages.add(new Message(Role.USER, input.isEmpty() ? instruction : instruction + "\n\n" + input));
                 messages.add(new Message(Role.ASSISTANT, text(record, "output", "output")));
             }
-            default -> throw new AssertionError(this);
+            default -> throw new IllegalArgumentException("a " + key + " record holds no conversation");
+        }
+        return messages;
+    }
+
+    /** OpenAI / Hugging Face messages of role and content, from the list in {@code field}. */
+    private static List<Message> messageList(JsonNode list, String field) {
+        List<Message> messages = new ArrayList<>();
+        int index = 0;
+        for (JsonNode message : list) {
+            index++;
+            String role = text(message, "role", field + "[].role");
+            Map<String, Object> fields = otherFields(message);
+            Message parsed = new Message(switch (role) {
+                case "system" -> Role.SYSTEM;
+                case "user" -> Role.USER;
+                case "assistant" -> Role.ASSISTANT;
+                case "tool" -> Role.TOOL;
+                default -> throw new IllegalArgumentException("unknown role \"" + role
+                        + "\": expected system, user, assistant or tool");
+            }, fields.containsKey("tool_calls") && !message.hasNonNull("content") ? ""
+                    : content(message, index, field), fields);
+            if (parsed.role() != Role.ASSISTANT && fields.containsKey("tool_calls")) {
+                throw new IllegalArgumentException("message " + index + " has tool_calls but the role " + role
+                        + ": only an assistant calls tools");
+            }
+            messages.add(parsed);
         }
         return messages;
     }
@@ -187,10 +276,10 @@ public enum ChatFormat {
      * ({@code [{"type": "text", "text": ...}, ...]}), whose texts are joined in order with nothing between, as axolotl's
      * chat_template strategy joins them; a part of another type (an image...) is refused, mixtune training on text.
      */
-    private static String content(JsonNode message, int index) {
+    private static String content(JsonNode message, int index, String field) {
         JsonNode content = message.get("content");
         if (content == null || !content.isArray()) {
-            return text(message, "content", "messages[].content");
+            return text(message, "content", field + "[].content");
         }
         StringBuilder text = new StringBuilder();
         int partIndex = 0;

@@ -1,9 +1,14 @@
 package io.mixtune.data.template;
 
+import io.mixtune.data.chat.ChatCompletion;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.data.chat.PlainText;
+import io.mixtune.data.chat.SftRecord;
+import io.mixtune.data.chat.TextCompletion;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -11,6 +16,10 @@ import java.util.List;
  * Truncation drops whole trailing exchanges first, and cuts into a target only when the first exchange alone is too
  * long (keeping its head); a conversation whose first prompt alone fills the length has nothing left to learn and is
  * refused (the caller counts it).
+ *
+ * <p>A text or a prompt-completion record becomes the sample TRL 1.13's SFTTrainer._prepare_dataset makes of it: ids,
+ * labels from the completion mask, cut to maxSeqLen keeping the start (truncation_mode keep_start, and what packing
+ * strategy bfd does to a sequence longer than a row), refused like a chat when no trained token is left.
  */
 public final class SampleBuilder {
     /**
@@ -40,6 +49,78 @@ public final class SampleBuilder {
     }
 
     public record Built(TokenizedSample sample, Fit fit) {}
+
+    /** Any SFT record: a chat, a text, or a prompt with its completion. */
+    public Built build(SftRecord record) {
+        if (record instanceof PlainText text) {
+            return trainedFrom(rawText(text.text(), true), 0, text.source());
+        }
+        if (record instanceof TextCompletion pair) {
+            // TRL tokenizes prompt + completion + EOS as one text and masks as many tokens as the prompt has alone,
+            // even where the prompt's last token merges with the completion's first ("is" + "n't")
+            return trainedFrom(rawText(pair.prompt() + pair.completion(), true), rawText(pair.prompt(), false).length,
+                    pair.source());
+        }
+        if (record instanceof ChatCompletion pair) {
+            return chatCompletion(pair);
+        }
+        return build((Conversation) record);
+    }
+
+    /**
+     * Raw text as TRL tokenizes a text or a standard prompt-completion: plain {@code tokenizer(text)}, with the BOS
+     * from the tokenizer, special tokens that the tokenizer.json declares read as those tokens where the text writes
+     * them (transformers splits them out of any text; in a chat message mixtune keeps them text); with {@code
+     * closed}, ending with the EOS, which SFTTrainer._prepare_dataset's add_eos appends as text unless the text
+     * already ends with it, and transformers then reads as the EOS token.
+     */
+    private long[] rawText(String text, boolean closed) {
+        if (!closed) {
+            return tokenizer.encode(tokenizer.control(text), true);
+        }
+        String eos = tokenizer.eosText();
+        String open = text.endsWith(eos) ? text.substring(0, text.length() - eos.length()) : text;
+        long[] ids = tokenizer.encode(tokenizer.control(open), true);
+        long[] withEos = Arrays.copyOf(ids, ids.length + 1);
+        withEos[ids.length] = tokenizer.eosId();
+        return withEos;
+    }
+
+    /**
+     * TRL's conversational prompt-completion: the prompt and the completion rendered as one conversation, the
+     * completion mask 1 from the end of the prompt rendered with the generation prompt, which is where the template's
+     * turn of the completion's first answer starts its trained tokens (after ChatML's "<|im_start|>assistant\n",
+     * Mistral's " [/INST]"); everything after it trains, what the template writes after the answer included.
+     */
+    private Built chatCompletion(ChatCompletion pair) {
+        List<Segment> segments = template.segments(pair.conversation(), tokenizer);
+        int promptLength = 0;
+        for (Segment segment : segments) {
+            if (segment.target() && segment.turn() == pair.promptAnswers()) {
+                break;
+            }
+            promptLength += segment.ids().length;
+        }
+        long[] ids = segments.stream().map(Segment::ids).flatMapToLong(Arrays::stream).toArray();
+        return trainedFrom(ids, promptLength, pair.source());
+    }
+
+    /**
+     * The sample of ids whose tokens train from {@code promptLength} on (all of them with train_on_inputs, TRL's
+     * completion_only_loss false), cut to maxSeqLen keeping the start.
+     */
+    private Built trainedFrom(long[] ids, int promptLength, String source) {
+        int length = Math.min(ids.length, maxSeqLen);
+        int firstTrained = policy == LossPolicy.TRAIN_ON_INPUTS ? 0 : promptLength;
+        if (firstTrained >= length) {
+            throw new InvalidRecordException(source, NO_TARGET_LEFT + ": the prompt alone takes " + promptLength
+                    + " of max_seq_len " + maxSeqLen + " tokens");
+        }
+        long[] kept = Arrays.copyOf(ids, length);
+        long[] labels = kept.clone();
+        Arrays.fill(labels, 0, firstTrained, TokenizedSample.IGNORE);
+        return new Built(new TokenizedSample(kept, labels, source), length < ids.length ? Fit.TARGET_CUT : Fit.WHOLE);
+    }
 
     /** @throws InvalidRecordException when no target token fits in maxSeqLen */
     public Built build(Conversation conversation) {

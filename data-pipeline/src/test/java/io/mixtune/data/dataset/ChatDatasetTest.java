@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.data.read.ChatFormat;
 import io.mixtune.data.template.ChatMlTemplate;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.CustomTemplate;
@@ -201,5 +202,34 @@ class ChatDatasetTest {
             assertEquals(Map.of("message N (assistant) has tool_calls", 1L, "message N has the role tool", 1L),
                     report.skipped(), template.name());
         }
+    }
+
+    /**
+     * Texts and prompt-completions count as chats do: a bad record is skipped and counted by reason under skip_invalid
+     * (else it stops the run naming file:line), a prompt that fills max_seq_len is counted apart even without it (TRL
+     * drops it too), a text cut at max_seq_len counts as a target cut.
+     */
+    @Test
+    void textAndPromptCompletionRecordsAreCountedLikeChats(@TempDir Path dir) throws IOException {
+        Path texts = Files.write(dir.resolve("texts.jsonl"), List.of("{\"text\": \"short\"}",
+                "{\"text\": \"" + "long ".repeat(80).trim() + "\"}", "{\"text\": 3}"));
+        InvalidRecordException stop = assertThrows(InvalidRecordException.class,
+                () -> ChatDataset.load(List.of(texts), List.of(), 0, 7, null, builder(), false));
+        assertEquals(texts + ":3: field text is not a string: 3", stop.getMessage());
+        ChatDataset read = ChatDataset.load(List.of(texts), List.of(), 0, 7, null, builder(), true);
+        assertEquals(2, read.train().size());
+        assertEquals(48, read.train().get(1).length());
+        assertEquals(48, read.train().get(1).targetCount(), "every token of a text trains");
+        assertEquals(3, read.report().records());
+        assertEquals(1, read.report().targetsCut());
+        assertEquals(Map.of("field text is not a string", 1L), read.report().skipped());
+
+        Path pairs = Files.write(dir.resolve("pairs.jsonl"), List.of("{\"prompt\": \"2+2=\", \"completion\": \" 4\"}",
+                "{\"prompt\": \"" + "word ".repeat(60).trim() + "\", \"completion\": \" ok\"}"));
+        DataReport report = ChatDataset.load(List.of(pairs), List.of(), 0, 7, ChatFormat.PROMPT_COMPLETION, builder(),
+                false).report();
+        assertEquals(1, report.samples());
+        assertEquals(2, report.records());
+        assertEquals(Map.of(SampleBuilder.NO_TARGET_LEFT, 1L), report.skipped());
     }
 }

@@ -111,6 +111,7 @@ class SampleCacheTest {
                 "", "\n", true, false)));
         changes.put("format", c -> with(c, "format", "messages"));
         changes.put("skip_invalid", c -> with(c, "skip_invalid", false));
+        changes.put("dataset_text_field", c -> with(c, "dataset_text_field", "body"));
         changes.put("validation_ratio", c -> with(c, "validation_ratio", 0.1));
         changes.put("validation_files", c -> with(c, "validation_files", List.of(validation.toString())));
         changes.put("files", c -> with(c, "files", List.of(train.toString(), validation.toString())));
@@ -128,6 +129,8 @@ class SampleCacheTest {
         assertEquals(keys.size(), keys.stream().distinct().count(), "seed, tokenizer bytes and special ids");
         assertEquals(keys.get(0), key(config(), new TokenizerFile("another name", TOKENIZER.json(), 1, 2), 7),
                 "the tokenizer's bytes count, not where they came from");
+        assertEquals(keys.get(0), key(with(base, "dataset_text_field", "text"), TOKENIZER, 7),
+                "TRL's default text field keeps the keys of recipes written before it");
 
         assertEquals(Status.BUILT, cache.load(base, TOKENIZER, 7).status());
         assertEquals(Status.BUILT, cache.load(with(base, "max_seq_len", 65), TOKENIZER, 7).status());
@@ -180,7 +183,8 @@ class SampleCacheTest {
                 key.equals("max_seq_len") ? (int) value : c.maxSeqLen(),
                 key.equals("packing") ? (boolean) value : c.packing(),
                 key.equals("loss_on") ? (String) value : c.lossOn(),
-                key.equals("skip_invalid") ? (boolean) value : c.skipInvalid());
+                key.equals("skip_invalid") ? (boolean) value : c.skipInvalid(),
+                key.equals("dataset_text_field") ? (String) value : c.datasetTextField());
     }
 
     @SuppressWarnings("unchecked")

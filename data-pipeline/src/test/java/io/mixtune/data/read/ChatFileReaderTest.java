@@ -4,10 +4,14 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.mixtune.data.chat.ChatCompletion;
 import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.chat.Message;
+import io.mixtune.data.chat.PlainText;
 import io.mixtune.data.chat.Role;
+import io.mixtune.data.chat.SftRecord;
+import io.mixtune.data.chat.TextCompletion;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
@@ -66,6 +70,82 @@ class ChatFileReaderTest {
         assertEquals(List.of(new Message(Role.USER, "Add.\n\n2+2"), new Message(Role.ASSISTANT, "4")),
                 alpaca.conversations().get(0).messages());
         assertEquals("Say hi.", alpaca.conversations().get(1).messages().get(0).content());
+    }
+
+    /** Every record of a file, with the detected format and the invalid ones. */
+    record Records(ChatFormat format, List<SftRecord> records, List<String> invalid) {}
+
+    Records readRecords(Path file, ChatFormat format, String textField) {
+        List<SftRecord> records = new ArrayList<>();
+        List<String> invalid = new ArrayList<>();
+        ChatFormat detected = new ChatFileReader(file, format, textField).readRecords(records::add,
+                e -> invalid.add(e.getMessage()));
+        return new Records(detected, records, invalid);
+    }
+
+    @Test
+    void textsAndPromptCompletionsAreDetectedAsTrlDetectsThem() throws IOException {
+        Path texts = write("t.jsonl", "{\"text\": \"Once upon a time.\", \"id\": 3}\n{\"text\": \"\"}\n");
+        assertEquals(new Records(ChatFormat.TEXT, List.of(new PlainText("Once upon a time.", texts + ":1"),
+                new PlainText("", texts + ":2")), List.of()), readRecords(texts, null, "text"));
+        Path body = write("b.jsonl", "{\"body\": \"Chapter one.\"}\n");
+        assertEquals(List.of(new PlainText("Chapter one.", body + ":1")), readRecords(body, null, "body").records());
+
+        Path standard = write("s.jsonl", "{\"prompt\": \"2+2=\", \"completion\": \" 4\"}\n");
+        assertEquals(new Records(ChatFormat.PROMPT_COMPLETION, List.of(new TextCompletion("2+2=", " 4",
+                standard + ":1")), List.of()), readRecords(standard, null, "text"));
+
+        Path chat = write("c.jsonl", "{\"prompt\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+                + "{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}, "
+                + "{\"role\": \"user\", \"content\": \"2+2?\"}], "
+                + "\"completion\": [{\"role\": \"assistant\", \"content\": \"4\"}]}\n");
+        Records conversational = readRecords(chat, null, "text");
+        assertEquals(List.of(new ChatCompletion(new Conversation(EXPECTED, chat + ":1"), 1)),
+                conversational.records(), "one answer in the prompt: the completion is the template's turn 1");
+        // A chat layout wins over a text field, as it did before texts were read
+        Path both = write("m.jsonl", "{\"text\": \"x\", \"messages\": [{\"role\": \"user\", \"content\": \"a\"}, "
+                + "{\"role\": \"assistant\", \"content\": \"b\"}]}\n");
+        assertEquals(ChatFormat.MESSAGES, readRecords(both, null, "text").format());
+    }
+
+    @Test
+    void badTextAndPromptCompletionRecordsAreNamedByFileAndLine() throws IOException {
+        Path texts = write("t.jsonl", String.join("\n",
+                "{\"text\": \"fine\"}",
+                "{\"txt\": \"typo\"}",
+                "{\"text\": 42}",
+                "{\"text\": null}",
+                "[\"text\"]",
+                ""));
+        Records read = readRecords(texts, null, "text");
+        assertEquals(1, read.records().size());
+        assertEquals(List.of(texts + ":2: missing field text", texts + ":3: field text is not a string: 42",
+                texts + ":4: missing field text", texts + ":5: a record is a JSON object, got ARRAY"), read.invalid());
+
+        Path pairs = write("p.jsonl", String.join("\n",
+                "{\"prompt\": \"a\", \"completion\": \"b\"}",
+                "{\"prompt\": \"a\"}",
+                "{\"prompt\": \"a\", \"completion\": [{\"role\": \"assistant\", \"content\": \"b\"}]}",
+                "{\"prompt\": [{\"role\": \"user\", \"content\": \"a\"}], \"completion\": [{\"role\": \"user\", "
+                        + "\"content\": \"b\"}]}",
+                "{\"prompt\": [{\"role\": \"user\", \"content\": \"a\"}], \"completion\": []}",
+                "{\"prompt\": [{\"role\": \"user\"}], \"completion\": [{\"role\": \"assistant\", \"content\": \"b\"}]}",
+                "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}",
+                ""));
+        List<String> problems = readRecords(pairs, ChatFormat.PROMPT_COMPLETION, "text").invalid();
+        assertEquals(List.of(
+                pairs + ":2: missing field completion: a prompt-completion record has a prompt and a completion",
+                pairs + ":3: fields prompt and completion must both be strings (standard) or both lists of messages "
+                        + "(conversational), got STRING and ARRAY",
+                pairs + ":4: field completion must begin and end with an assistant message",
+                pairs + ":5: field completion is an empty list of messages",
+                pairs + ":6: missing field prompt[].content",
+                pairs + ":7: a preference pair (prompt, chosen, rejected), not a prompt and its completion: train it "
+                        + "with train.method dpo or reward"), problems);
+        // a text file read as prompt-completion, and the other way round
+        assertEquals(List.of(texts + ":1: missing field prompt: a prompt-completion record has a prompt and a "
+                + "completion"), readRecords(texts, ChatFormat.PROMPT_COMPLETION, "text").invalid().subList(0, 1));
+        assertEquals(pairs + ":1: missing field text", readRecords(pairs, ChatFormat.TEXT, "text").invalid().get(0));
     }
 
     @Test

@@ -389,6 +389,16 @@ public final class TextTokenizer implements AutoCloseable {
         return marked.toString();
     }
 
+    /** The EOS id the tokenizer was opened with. */
+    public long eosId() {
+        return eosId;
+    }
+
+    /** The EOS token's text ("</s>"): what transformers' {@code tokenizer.eos_token} is, which TRL appends to text. */
+    public String eosText() {
+        return tokenizer.decode(new long[] {eosId}, false);
+    }
+
     /** The texts of the special tokens the tokenizer.json declares, longest first (what {@link #control} marks). */
     public List<String> specialTokens() {
         return markers.stream().map(Map.Entry::getKey).toList();

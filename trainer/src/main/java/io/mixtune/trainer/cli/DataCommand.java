@@ -180,7 +180,8 @@ final class DataCommand {
     private static SampleCache.Loaded load(Recipe recipe, CommandLine line) {
         if (recipe.train().readsPreferencePairs()) {
             throw new IllegalArgumentException("the recipe trains " + recipe.train().method() + ": its data.files hold preference pairs, which "
-                    + "mixtune train tokenizes itself (and reports) at the start; data prepare and preview read chats");
+                    + "mixtune train tokenizes itself (and reports) at the start; data prepare and preview read SFT "
+                    + "data (chats, texts, prompt-completions)");
         }
         String cacheDir = line.getOptionValue("cache-dir");
         return TrainingData.load(recipe, cacheDir == null ? TrainingData.cacheDir(recipe) : Path.of(cacheDir));

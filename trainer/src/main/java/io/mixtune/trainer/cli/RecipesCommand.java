@@ -227,6 +227,7 @@ final class RecipesCommand {
             out.println(imported.unmapped().isEmpty() ? "every key mapped" : "not mapped (" + imported.unmapped()
                     .size() + " keys):");
             imported.unmapped().forEach(problem -> out.println("  " + problem));
+            imported.notes().forEach(note -> out.println("note: " + note));
             return Mixtune.OK;
         }
     }

@@ -107,8 +107,9 @@ public final class AxolotlImport {
      * @param recipe the recipe as YAML text, with comments naming the axolotl keys
      * @param values each mapped recipe key (dotted) with its value, for checks
      * @param unmapped each axolotl key mixtune did not map: "file:line: key: value: why"
+     * @param notes where the recipe trains otherwise than axolotl would on the same data (also in the recipe)
      */
-    public record Result(String recipe, Map<String, Object> values, List<String> unmapped) {}
+    public record Result(String recipe, Map<String, Object> values, List<String> unmapped, List<String> notes) {}
 
     public static Result read(Path file) {
         YamlTree tree;
@@ -166,7 +167,7 @@ public final class AxolotlImport {
                     unmapped(key, WHY_NOT.getOrDefault(key, "no mixtune equivalent"));
                 }
             }
-            return new Result(render(), values, List.copyOf(unmapped));
+            return new Result(render(), values, List.copyOf(unmapped), List.copyOf(notes));
         }
 
         private String mapTrainingMethod() {
@@ -435,6 +436,7 @@ public final class AxolotlImport {
                 List<String> files = new ArrayList<>();
                 Set<String> formats = new LinkedHashSet<>();
                 List<String> problems = new ArrayList<>();
+                Set<String> textFields = new LinkedHashSet<>();
                 boolean lossKeys = false;
                 for (JsonNode dataset : datasets) {
                     String path = dataset.path("path").asText();
@@ -447,9 +449,16 @@ public final class AxolotlImport {
                     } else if (format == null) {
                         problems.add(path + " of type '" + type + "'" + (type.endsWith(".ultra") ? " (it writes "
                                 + type.substring(0, type.length() - ".ultra".length()) + "'s chat template into the"
-                                + " pairs; mixtune's templates are mistral and chatml)" : ""));
+                                + " pairs; mixtune's templates are mistral and chatml)" : type.equals("input_output")
+                                ? " (segments of text with label booleans, each tokenized alone without BOS: mixtune"
+                                + " reads a prompt and a completion, {\"prompt\", \"completion\"} with"
+                                + " data.format prompt_completion, the unlabeled text the prompt)" : ""));
                     } else {
                         formats.add(format);
+                        if (format.equals("text")) {
+                            // prompt_strategies/completion.py: ds_cfg's field, default "text"
+                            textFields.add(dataset.path("field").asText("text"));
+                        }
                     }
                     for (Map.Entry<String, JsonNode> key : dataset.properties()) {
                         String name = key.getKey();
@@ -475,15 +484,20 @@ public final class AxolotlImport {
                                 problems.add(path + ": roles " + value + " (" + unread + ")");
                             }
                         } else if (!Set.of("path", "type", "split", "field_messages", "message_property_mappings")
-                                .contains(name)) {
+                                .contains(name) && !(name.equals("field") && type.equals("completion"))) {
                             problems.add(path + ": " + name + " " + value);
                         }
                     }
                 }
+                if (textFields.size() > 1) {
+                    problems.add("completion datasets with different fields " + textFields + " (mixtune reads one"
+                            + " data.dataset_text_field per recipe)");
+                }
                 if (!problems.isEmpty() || formats.size() > 1) {
                     unmapped("datasets", problems.isEmpty() ? "the datasets have different formats " + formats
                             + ", mixtune reads one per recipe" : "mixtune reads messages, sharegpt and alpaca chat"
-                            + " files (and {prompt, chosen, rejected} pairs for dpo); not " + problems);
+                            + " files, completion texts (and {prompt, chosen, rejected} pairs for dpo); not "
+                            + problems);
                 } else {
                     put("data.files", files, "datasets[].path (a Hub dataset must be downloaded first: give the"
                             + " file)");
@@ -497,6 +511,16 @@ public final class AxolotlImport {
                     }
                     if (!formats.isEmpty() && !formats.contains("chatml-pairs")) {
                         put("data.format", formats.iterator().next(), "datasets[].type");
+                        if (formats.contains("text")) {
+                            String field = textFields.iterator().next();
+                            if (!field.equals("text")) {
+                                put("data.dataset_text_field", field, "datasets[].field");
+                            }
+                            notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks of"
+                                    + " sequence_len tokens and trains them all; mixtune, as TRL's SFTTrainer, keeps"
+                                    + " a text's first max_seq_len tokens (with packing, TRL's bfd): split long texts"
+                                    + " into several records to train every token");
+                        }
                         if (formats.contains("alpaca")) {
                             notes.add("axolotl renders alpaca records with the Alpaca prompt (\"Below is an"
                                     + " instruction...\"); mixtune renders them as one chat turn in data.template");
@@ -604,6 +628,8 @@ public final class AxolotlImport {
         /** axolotl's SFT dataset types whose records mixtune reads as they are. */
         private String chatFormat(JsonNode dataset, String type) {
             switch (type) {
+                case "completion":
+                    return "text";
                 case "alpaca":
                     return "alpaca";
                 case "sharegpt":

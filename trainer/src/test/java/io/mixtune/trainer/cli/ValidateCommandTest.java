@@ -63,8 +63,8 @@ class ValidateCommandTest {
         assertTrue(train.err().startsWith("mixtune train: " + expected), train.err());
         assertFalse(Files.exists(dir.resolve("out/base-model")), "bad data stops the run before the model loads");
 
-        // Only unusable records, skipped as the recipe asks: nothing left to train on.
-        Path noAssistant = Files.writeString(dir.resolve("bad.jsonl"), "{\"text\": \"no chat here\"}\n");
+        // Only unusable records, skipped as the recipe asks: nothing left to train on ({"text"} is a text record now).
+        Path noAssistant = Files.writeString(dir.resolve("bad.jsonl"), "{\"note\": \"no chat here\"}\n");
         Result skipped = MixtuneCliTest.run("validate", "--recipe", recipe(noAssistant, "  skip_invalid: true\n")
                 .toString());
         assertEquals(2, skipped.code(), skipped.out());

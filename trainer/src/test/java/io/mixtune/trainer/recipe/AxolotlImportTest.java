@@ -427,6 +427,54 @@ class AxolotlImportTest {
     }
 
     @Test
+    void completionDatasetsAreTextRecordsAndTheChunkingIsNoted() throws IOException {
+        // prompt_strategies/completion.py: the text is in ds_cfg's field (default "text"), every token trained, a text
+        // longer than sequence_len cut into chunks of it; mixtune keeps the first max_seq_len tokens, as TRL does
+        Path config = Files.writeString(dir.resolve("completion.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                sequence_len: 1024
+                datasets:
+                  - path: books.jsonl
+                    type: completion
+                    field: body
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        assertEquals("text", imported.values().get("data.format"));
+        assertEquals("body", imported.values().get("data.dataset_text_field"));
+        assertEquals(List.of(), imported.unmapped());
+        assertTrue(imported.notes().stream().anyMatch(note -> note.contains("chunks of sequence_len")),
+                imported.notes().toString());
+        assertTrue(imported.recipe().contains("# Note: axolotl's completion type cuts a text longer than"),
+                imported.recipe());
+        JsonNode record = new ObjectMapper().readTree("{\"body\": \"Once upon a time.\"}");
+        assertEquals(ChatFormat.TEXT, ChatFormat.detect(record, "body"));
+
+        Path plain = Files.writeString(dir.resolve("plain.yml"), """
+                base_model: /models/mistral
+                datasets:
+                  - path: books.jsonl
+                    type: completion
+                """);
+        AxolotlImport.Result defaults = AxolotlImport.read(plain);
+        assertEquals("text", defaults.values().get("data.format"));
+        assertFalse(defaults.values().containsKey("data.dataset_text_field"), "axolotl's default field is text");
+    }
+
+    @Test
+    void inputOutputSegmentsAreListedWithWhatToWriteInstead() throws IOException {
+        Path config = Files.writeString(dir.resolve("io.yml"), """
+                base_model: /models/mistral
+                datasets:
+                  - path: segments.jsonl
+                    type: input_output
+                """);
+        String unmapped = String.join("\n", AxolotlImport.read(config).unmapped());
+        assertTrue(unmapped.contains("segments.jsonl of type 'input_output' (segments of text with label booleans")
+                && unmapped.contains("data.format prompt_completion"), unmapped);
+    }
+
+    @Test
     void keysWithAMixtuneSettingAreMapped() throws IOException {
         Path sft = Files.writeString(dir.resolve("sft.yml"), """
                 base_model: /models/mistral

@@ -480,6 +480,26 @@ class RecipeReaderTest {
                 + " the only 4-bit setting", problems.get(3));
     }
 
+    /** TRL's data keys for text and prompt-completion data: the text field is taken, the others named. */
+    @Test
+    void trlsTextFieldIsTakenItsLossAndPackingKeysAreNamed() throws IOException {
+        Path recipe = write("trl.yaml", minimal());
+        assertEquals("body", RecipeReader.read(recipe, List.of("data.dataset_text_field=body", "data.format=text"))
+                .recipe().data().datasetTextField());
+        assertEquals("text", RecipeReader.read(recipe, List.of()).recipe().data().datasetTextField());
+        String blank = String.join("\n", problems(recipe, "data.dataset_text_field="));
+        assertTrue(blank.contains("data.dataset_text_field: expected the name of the field that holds a text record's"
+                + " text"), blank);
+        String format = String.join("\n", problems(recipe, "data.format=completion"));
+        assertTrue(format.contains("data.format: expected auto or one of messages, ultrachat, sharegpt, firefly, alpaca,"
+                + " text, prompt_completion, got \"completion\""), format);
+        String loss = String.join("\n", problems(recipe, "data.completion_only_loss=false"));
+        assertTrue(loss.contains("data.completion_only_loss: not offered: a prompt_completion record trains its"
+                + " completion only") && loss.contains("data.loss_on: train_on_inputs"), loss);
+        String packing = String.join("\n", problems(recipe, "data.packing_strategy=bfd_split"));
+        assertTrue(packing.contains("data.packing_strategy: not offered: mixtune packs as TRL's default bfd"), packing);
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {

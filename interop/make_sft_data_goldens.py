@@ -1,0 +1,123 @@
+"""How TRL 1.13's SFTTrainer tokenizes language-modeling ({"text"}) and prompt-completion ({"prompt", "completion"})
+records, written to data-pipeline/src/test/resources/golden/sft-data/trl-prepared.json for SftRecordGoldenTest (see
+interop/GOLDENS.md, "SFT text and prompt-completion records").
+
+Per record and template (mistral: the Jinja mixtune writes for its built-in mistral template; chatml: the standard
+ChatML of make_template_goldens.py; both on configs/tokenizer/mistral-v1), TRL's own code, no model:
+- unpacked: SFTTrainer._prepare_dataset with packing off at max_length MAX_LENGTH (EOS appended to a text or a standard
+  completion, tokenized, labels from the completion mask, truncated keep_start, a record left with no trained token
+  dropped): input_ids and labels, or "kept": false;
+- packed: _prepare_dataset with packing on (its default strategy bfd, which truncates what overflows a row, keep_start)
+  and DataCollatorForLanguageModeling(padding_free=True) on the packed row, as mixtune packs: input_ids, labels
+  (-100 at each sequence's first token) and position_ids. Each record is packed alone, so the row is that record.
+A standard record (string prompt, or a text) is tokenized as raw text, no template: it is written for mistral only.
+
+Run: interop/.venv/bin/python interop/make_sft_data_goldens.py
+Deterministic: the records are written out below.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import types
+import warnings
+from pathlib import Path
+
+import datasets
+from datasets import Dataset
+
+import hf_models as hf
+import make_goldens as mg
+from make_preference_goldens import MISTRAL, tokenizer
+from make_template_goldens import CHATML
+
+OUT = hf.repo_root() / "data-pipeline" / "src" / "test" / "resources" / "golden" / "sft-data" / "trl-prepared.json"
+MAX_LENGTH = 64
+
+STORY = ("Once upon a time a small fox lived at the edge of a quiet forest. Every morning it walked to the river, "
+         "drank, and watched the herons fish. In the evening it came home, curled up under an old oak and slept "
+         "until the owls began to call.")
+
+RECORDS = {  # name -> record as a data file holds it
+    # language modeling: loss on every token, EOS appended
+    "text": {"text": "The quick brown fox jumps over the lazy dog."},
+    "text_unicode": {"text": "Grüße aus Zürich — 東京 は 晴れ 🌤️ ünïcödé"},
+    # longer than MAX_LENGTH: keep_start cuts it, EOS and all
+    "text_long": {"text": STORY + " " + STORY},
+    # already ends with the EOS string: TRL appends none, the tokenizer reads "</s>" as EOS
+    "text_with_eos": {"text": "Done.</s>"},
+    # prompt-completion, standard: prompt and prompt + completion + EOS as raw text, loss on the completion
+    "standard": {"prompt": "The capital of France is", "completion": " Paris."},
+    # the prompt's last token merges with the completion's first ("is" + "n't"): TRL masks len(prompt ids) tokens
+    "standard_merging": {"prompt": "The answer is", "completion": "n't known."},
+    "standard_long": {"prompt": "Continue the story: ", "completion": STORY},
+    "standard_long_prompt": {"prompt": STORY + " " + STORY, "completion": " The end."},
+    # prompt-completion, conversational: through the chat template, the prompt with the generation prompt
+    "conversational": {"prompt": [{"role": "user", "content": "What is the capital of France?"}],
+                       "completion": [{"role": "assistant", "content": "Paris."}]},
+    "conversational_system": {"prompt": [{"role": "system", "content": "Be brief."},
+                                         {"role": "user", "content": "Capital of Italy?"}],
+                              "completion": [{"role": "assistant", "content": "Rome."}]},
+    "conversational_multi_turn": {"prompt": [{"role": "user", "content": "Capital of France?"},
+                                             {"role": "assistant", "content": "Paris."},
+                                             {"role": "user", "content": "And of Spain — ¿sí?"}],
+                                  "completion": [{"role": "assistant", "content": "Madrid."}]},
+    "conversational_long": {"prompt": [{"role": "user", "content": "Tell me a story."}],
+                            "completion": [{"role": "assistant", "content": STORY}]},
+}
+TEMPLATES = {"mistral": MISTRAL, "chatml": CHATML}
+
+
+def prepare(record: dict, tok, work: str, packing: bool) -> dict:
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    args = SFTConfig(output_dir=work, max_length=MAX_LENGTH, packing=packing, report_to=[], use_cpu=True)
+    assert args.truncation_mode == "keep_start" and args.packing_strategy == "bfd"
+    assert args.dataset_text_field == "text" and args.completion_only_loss is None
+    # SFTTrainer.__init__'s default: completion-only loss exactly when the records have a prompt and a completion
+    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=None,
+                                    completion_only_loss="prompt" in record and "completion" in record)
+    dataset = SFTTrainer._prepare_dataset(trainer, Dataset.from_list([record]), tok, args, packing, None, "golden")
+    if len(dataset) == 0:
+        return {"kept": False}
+    if not packing:
+        return {"kept": True, "input_ids": dataset[0]["input_ids"], "labels": dataset[0]["labels"]}
+    collated = DataCollatorForLanguageModeling(pad_token_id=tok.eos_token_id, padding_free=True)([dataset[0]])
+    return {"kept": True, "input_ids": collated["input_ids"][0].tolist(), "labels": collated["labels"][0].tolist(),
+            "position_ids": collated["position_ids"][0].tolist()}
+
+
+def write_goldens(out: Path = OUT) -> None:
+    datasets.disable_progress_bars()
+    cases = []
+    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for template, jinja in TEMPLATES.items():
+            tok = tokenizer(jinja)
+            for name, record in RECORDS.items():
+                if not name.startswith("conversational") and template != "mistral":
+                    continue  # raw text: no template
+                cases.append({"name": name, "template": template, "record": record,
+                              "unpacked": prepare(record, tok, work, False),
+                              "packed": prepare(record, tok, work, True)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mg.write_json(out, {"max_length": MAX_LENGTH, "pad_id": hf.EOS_ID, "cases": cases})
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise SystemExit("make_sft_data_goldens.py takes no arguments")
+    write_goldens()
+    for case in json.loads(OUT.read_text())["cases"]:
+        unpacked = case["unpacked"]
+        trained = sum(label != -100 for label in unpacked.get("labels", []))
+        print(f"{case['template']:8} {case['name']:26} kept={unpacked['kept']!s:5} "
+              f"tokens={len(unpacked.get('input_ids', []))} trained={trained}")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
