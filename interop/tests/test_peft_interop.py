@@ -302,19 +302,23 @@ def test_merged_checkpoint_in_transformers(work, tmp_path, arch):
 
 
 def test_committed_peft_golden_reproduces(tmp_path):
-    committed = make_goldens.PEFT_GOLDEN
     make_goldens.peft_section(tmp_path)
-    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert_same_golden_folder(tmp_path, make_goldens.PEFT_GOLDEN)
+
+
+def assert_same_golden_folder(fresh_root: Path, committed: Path) -> None:
+    """The same files; expected.safetensors within hf.REGENERATED, every other file byte for byte."""
+    files = sorted(p.relative_to(fresh_root) for p in fresh_root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
     for rel in files:
-        if rel.name == "expected.safetensors":  # logits: float sums may round differently on another CPU
-            fresh, old = load_file(tmp_path / rel), load_file(committed / rel)
+        if rel.name == "expected.safetensors":  # computed numbers: float sums may round differently on another CPU
+            fresh, old = load_file(fresh_root / rel), load_file(committed / rel)
             assert fresh.keys() == old.keys()
             for key in fresh:
                 np.testing.assert_allclose(fresh[key], old[key], **hf.REGENERATED, err_msg=f"{rel}:{key}")
         elif rel.suffix == ".safetensors":
-            fresh, old = load_file(tmp_path / rel), load_file(committed / rel)
+            fresh, old = load_file(fresh_root / rel), load_file(committed / rel)
             assert fresh.keys() == old.keys()
             assert all(np.array_equal(fresh[k], old[k]) for k in fresh), f"{rel} differs"
         else:
-            assert (tmp_path / rel).read_text() == (committed / rel).read_text(), f"{rel} differs"
+            assert (fresh_root / rel).read_text() == (committed / rel).read_text(), f"{rel} differs"

@@ -248,6 +248,12 @@ final class AdapterAverage implements AutoCloseable {
         }
         String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
         LoraConfig config = PeftAdapter.readConfig(configFile, rewardModel ? Set.of(PeftAdapter.SCORE_HEAD) : Set.of());
+        if (config.useDora()) {
+            // Ranks concatenated (compose) hold A and B only: a magnitude rescales its own W + B A, nothing else.
+            throw new IllegalArgumentException(configFile + ": use_dora is true: a DoRA adapter's magnitudes rescale"
+                    + " its own W + scale B A, so they do not combine with other adapters; fold it into its base first"
+                    + " (mixtune merge-adapter) and merge the checkpoints");
+        }
         if (raw.path("target_parameters").size() > 0) {
             throw new IllegalArgumentException(configFile + ": target_parameters " + raw.get("target_parameters")
                     + ": adapters on fused expert parameters cannot be concatenated by rank; load the adapter with"

@@ -24,7 +24,8 @@ import java.util.Set;
 import java.util.TreeSet;
 
 /**
- * Folds a LoRA adapter into its base checkpoint, W' = W + scale * B A (PEFT's merge_and_unload), streaming: one base
+ * Folds a LoRA adapter into its base checkpoint, W' = W + scale * B A (PEFT's merge_and_unload; with DoRA
+ * W' = m / ||W + scale B A|| * (W + scale B A), the norm per output row), streaming: one base
  * tensor is in memory at a time, plus the adapter. The result is a plain Hugging Face checkpoint; a reward model's
  * adapter (a score head in modules_to_save) gives a {@code ...ForSequenceClassification} one (num_labels 1: score in
  * place of lm_head), which transformers' AutoModelForSequenceClassification loads.
@@ -46,8 +47,12 @@ public final class AdapterMerge {
 
     private AdapterMerge() {}
 
-    /** One adapter module's delta, and where it lands in a base tensor (a slice of a fused expert tensor, say). */
-    private record Delta(String module, float[] a, float[] b, int rank, double scale, long firstElement) {}
+    /**
+     * One adapter module's delta, and where it lands in a base tensor (a slice of a fused expert tensor, say); with
+     * DoRA its magnitude [out], else null.
+     */
+    private record Delta(String module, float[] a, float[] b, int rank, double scale, long firstElement,
+            float[] magnitude) {}
 
     /**
      * @param dtype the dtype of the merged weights, or null to keep each tensor's own
@@ -205,6 +210,9 @@ public final class AdapterMerge {
         Set<String> withWeights = new HashSet<>();
         for (String key : new TreeSet<>(adapter.names())) {
             String module = PeftAdapter.moduleOf(key);
+            if (loraConfig.useDora() && key.endsWith(".lora_magnitude_vector")) {
+                continue; // read with its module's A and B
+            }
             if (module == null && !fullWeights.contains(key)) {
                 problems.add(key + " is not a LoRA weight (expected " + PeftAdapter.KEY_PREFIX
                         + "<module>.lora_A.weight or .lora_B.weight)");
@@ -241,8 +249,26 @@ public final class AdapterMerge {
                         + ", " + target.columns() + "]");
                 continue;
             }
+            float[] magnitude = null;
+            if (loraConfig.useDora()) {
+                String magnitudeKey = PeftAdapter.magnitudeKey(module);
+                try {
+                    loraConfig.checkDoraTarget(module);
+                } catch (IllegalArgumentException e) {
+                    problems.add(e.getMessage());
+                    continue;
+                }
+                if (!adapter.contains(magnitudeKey) || !Arrays.equals(adapter.info(magnitudeKey).shape(),
+                        new long[] {out})) {
+                    problems.add(module + ": use_dora is true but " + magnitudeKey + " is "
+                            + (adapter.contains(magnitudeKey) ? Arrays.toString(adapter.info(magnitudeKey).shape())
+                            : "missing") + ", expected [" + out + "]");
+                    continue;
+                }
+                magnitude = adapter.readFloats(magnitudeKey);
+            }
             deltas.computeIfAbsent(target.tensor(), t -> new ArrayList<>()).add(new Delta(module, adapter.readFloats(key),
-                    adapter.readFloats(bKey), rank, loraConfig.scaleOf(module), target.firstElement()));
+                    adapter.readFloats(bKey), rank, loraConfig.scaleOf(module), target.firstElement(), magnitude));
         }
         for (String module : MistralCheckpoint.linearShapes(config).keySet()) {
             if (PeftAdapter.appliesTo(loraConfig, module) && !withWeights.contains(module)) {
@@ -293,7 +319,10 @@ public final class AdapterMerge {
         return null;
     }
 
-    /** weight[first + o * columns + i] += scale * sum_k B[o, k] A[k, i]. */
+    /**
+     * weight[first + o * columns + i] += scale * sum_k B[o, k] A[k, i]; with DoRA each row then times m[o] over its
+     * norm, PEFT's DoraLinearVariant.merge_unsafe (the norm of the unmerged W + delta, as the forward takes it).
+     */
     private static void addDelta(float[] weight, Delta delta, int columns) {
         int rows = delta.b().length / delta.rank();
         int start = Math.toIntExact(delta.firstElement());
@@ -310,6 +339,16 @@ public final class AdapterMerge {
             int offset = start + o * columns;
             for (int i = 0; i < columns; i++) {
                 weight[offset + i] += (float) (row[i] * delta.scale());
+            }
+            if (delta.magnitude() != null) {
+                double squares = 0;
+                for (int i = 0; i < columns; i++) {
+                    squares += (double) weight[offset + i] * weight[offset + i];
+                }
+                float factor = (float) (delta.magnitude()[o] / (float) Math.sqrt(squares));
+                for (int i = 0; i < columns; i++) {
+                    weight[offset + i] *= factor;
+                }
             }
         }
     }

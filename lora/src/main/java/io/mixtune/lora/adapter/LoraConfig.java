@@ -22,9 +22,11 @@ import java.util.regex.PatternSyntaxException;
  *     all-linear that way: model.layers.0.self_attn.o_proj), or the single entry {@value #ALL_LINEAR}; with
  *     {@link Selection#targetModulesRegex} its single entry is a regular expression over full module names
  * @param selection PEFT's other ways to choose modules, all off by default ({@link Selection#NONE})
+ * @param useDora DoRA (Liu et al. 2024, PEFT's use_dora): each adapted layer also trains a magnitude per output row
+ *     ({@link LoraLinear#forward})
  */
 public record LoraConfig(int r, double alpha, double dropout, List<String> targetModules, boolean useRslora,
-        Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, Selection selection) {
+        Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, Selection selection, boolean useDora) {
 
     public static final String ALL_LINEAR = "all-linear";
 
@@ -94,6 +96,17 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
             }
             return match != null && layersToTransform.contains(Integer.parseInt(match.group(1)));
         }
+    }
+
+    /** Plain LoRA (no DoRA). */
+    public LoraConfig(int r, double alpha, double dropout, List<String> targetModules, boolean useRslora,
+            Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, Selection selection) {
+        this(r, alpha, dropout, targetModules, useRslora, rankPattern, alphaPattern, selection, false);
+    }
+
+    /** This config with DoRA on or off. */
+    public LoraConfig withDora(boolean dora) {
+        return new LoraConfig(r, alpha, dropout, targetModules, useRslora, rankPattern, alphaPattern, selection, dora);
     }
 
     /** The constructor without PEFT's finer selection ({@link Selection#NONE}). */
@@ -183,6 +196,27 @@ public record LoraConfig(int r, double alpha, double dropout, List<String> targe
         boolean named = targetModules.equals(List.of(ALL_LINEAR)) ? allLinear.test(moduleName)
                 : targetModules.stream().anyMatch(t -> moduleName.equals(t) || moduleName.endsWith("." + t));
         return named && selection.inLayers(moduleName);
+    }
+
+    /**
+     * Throws where DoRA is on and PEFT 0.21 refuses it for {@code moduleName}: on transformers 5 it holds the Mixtral
+     * experts and router as fused parameters, adapted by a lora.ParamWrapper that "does not work with use_dora=True"
+     * (tuners/lora/layer.py). A Hub per-expert name (experts.3.w1) or the router (block_sparse_moe.gate) is such a
+     * module; Mistral's linears, Mixtral's attention and the lm_head take DoRA.
+     */
+    public void checkDoraTarget(String moduleName) {
+        if (!useDora) {
+            return;
+        }
+        String leaf = moduleName.substring(moduleName.lastIndexOf('.') + 1);
+        boolean expert = moduleName.contains(".experts.") && Set.of("w1", "w2", "w3").contains(leaf);
+        boolean router = moduleName.endsWith("block_sparse_moe.gate") || moduleName.endsWith("mlp.gate");
+        if (expert || router) {
+            throw new IllegalArgumentException("DoRA (use_dora) cannot go on " + moduleName + ": PEFT 0.21 holds the "
+                    + "Mixtral " + (expert ? "experts" : "router") + " as fused parameters, whose lora.ParamWrapper "
+                    + "does not work with use_dora=True; with DoRA target the attention (q_proj, k_proj, v_proj, "
+                    + "o_proj) or lm_head, or turn use_dora off");
+        }
     }
 
     public int rankOf(String moduleName) {

@@ -63,6 +63,7 @@ public final class LoraModel {
                 return linear;
             }
             targeted.add(moduleName);
+            checkDora(name, config, moduleName);
             LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
             int rank = config.rankOf(moduleName);
             SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
@@ -70,7 +71,7 @@ public final class LoraModel {
             NDArray b = init == Init.RANDOM
                     ? uniform(random, new Shape(lora.outFeatures(), rank), 1.0 / Math.sqrt(rank))
                     : manager.zeros(new Shape(lora.outFeatures(), rank));
-            lora.add(name, adapterOf(a, b, config, moduleName));
+            lora.add(name, adapterOf(lora, a, b, null, config, moduleName));
             return lora;
         });
         if (targeted.isEmpty()) {
@@ -83,7 +84,10 @@ public final class LoraModel {
         }
     }
 
-    /** Adds an adapter from given weights, module name to A [r, in] and B [out, r] (loading a saved adapter). */
+    /**
+     * Adds an adapter from given weights, module name to A [r, in] and B [out, r], and with DoRA its magnitude [out]
+     * third (loading a saved adapter).
+     */
     void addAdapter(String name, LoraConfig config, Map<String, float[][]> weights) {
         if (configs.containsKey(name)) {
             throw new IllegalArgumentException("an adapter named \"" + name + "\" is already loaded");
@@ -94,10 +98,17 @@ public final class LoraModel {
             if (ab == null) {
                 return linear;
             }
+            checkDora(name, config, moduleName);
+            if (config.useDora() != (ab.length == 3)) {
+                throw new IllegalArgumentException("adapter \"" + name + "\": " + moduleName + (config.useDora()
+                        ? " has no DoRA magnitude (lora_magnitude_vector) though use_dora is true"
+                        : " has a DoRA magnitude though use_dora is false"));
+            }
             LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
             int rank = config.rankOf(moduleName);
-            lora.add(name, adapterOf(manager.create(ab[0], new Shape(rank, lora.inFeatures())),
-                    manager.create(ab[1], new Shape(lora.outFeatures(), rank)), config, moduleName));
+            lora.add(name, adapterOf(lora, manager.create(ab[0], new Shape(rank, lora.inFeatures())),
+                    manager.create(ab[1], new Shape(lora.outFeatures(), rank)),
+                    ab.length == 3 ? manager.create(ab[2], new Shape(lora.outFeatures())) : null, config, moduleName));
             return lora;
         });
         if (!remaining.isEmpty()) {
@@ -133,10 +144,30 @@ public final class LoraModel {
         }
     }
 
-    private LoraLinear.Adapter adapterOf(NDArray a, NDArray b, LoraConfig config, String moduleName) {
+    /**
+     * A and B (and with DoRA the magnitude: the given one, else PEFT's init, DoraLinearLayer.update_layer: the norm of
+     * each output row of W + scale B A, of W alone when B starts at zero), all trainable.
+     */
+    private LoraLinear.Adapter adapterOf(LoraLinear layer, NDArray a, NDArray b, NDArray magnitude, LoraConfig config,
+            String moduleName) {
         a.setRequiresGradient(true);
         b.setRequiresGradient(true);
-        return new LoraLinear.Adapter(a, b, config.scaleOf(moduleName), config.dropout());
+        double scale = config.scaleOf(moduleName);
+        if (config.useDora() && magnitude == null) {
+            magnitude = layer.weightNormOf(new LoraLinear.Adapter(a, b, scale, 0), model.computeType(), manager);
+        }
+        if (magnitude != null) {
+            magnitude.setRequiresGradient(true);
+        }
+        return new LoraLinear.Adapter(a, b, scale, config.dropout(), magnitude);
+    }
+
+    private static void checkDora(String adapterName, LoraConfig config, String moduleName) {
+        try {
+            config.checkDoraTarget(moduleName);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("adapter \"" + adapterName + "\": " + e.getMessage(), e);
+        }
     }
 
     private NDArray uniform(SplittableRandom random, Shape shape, double bound) {
@@ -241,7 +272,10 @@ public final class LoraModel {
         return Collections.unmodifiableMap(modulesToSave.getOrDefault(adapterName, Map.of()));
     }
 
-    /** The trainable arrays of one adapter, A then B per module, then each module trained in full. */
+    /**
+     * The trainable arrays of one adapter, A then B (then DoRA's magnitude) per module, then each module trained in
+     * full.
+     */
     public List<NDArray> parameters(String adapterName) {
         config(adapterName);
         List<NDArray> parameters = new ArrayList<>();
@@ -250,20 +284,30 @@ public final class LoraModel {
             if (adapter != null) {
                 parameters.add(adapter.a());
                 parameters.add(adapter.b());
+                if (adapter.dora()) {
+                    parameters.add(adapter.magnitude());
+                }
             }
         });
         parameters.addAll(modulesToSave(adapterName).values());
         return parameters;
     }
 
-    /** module.lora_A / module.lora_B (then each module trained in full) for each array of {@link #parameters}. */
+    /**
+     * module.lora_A / module.lora_B (/ module.lora_magnitude_vector) (then each module trained in full) for each array
+     * of {@link #parameters}.
+     */
     public List<String> parameterNames(String adapterName) {
         config(adapterName);
         List<String> names = new ArrayList<>();
         layers.forEach((module, layer) -> {
-            if (layer.adapter(adapterName) != null) {
+            LoraLinear.Adapter adapter = layer.adapter(adapterName);
+            if (adapter != null) {
                 names.add(module + ".lora_A");
                 names.add(module + ".lora_B");
+                if (adapter.dora()) {
+                    names.add(module + ".lora_magnitude_vector");
+                }
             }
         });
         names.addAll(modulesToSave(adapterName).keySet());

@@ -31,7 +31,8 @@ import java.util.TreeSet;
 /**
  * LoRA adapters in Hugging Face PEFT's format, so that {@code PeftModel.from_pretrained} loads what mixtune trains and
  * mixtune loads what PEFT trains: {@code adapter_config.json} and {@code adapter_model.safetensors} with keys
- * {@code base_model.model.<module>.lora_A.weight} [r, in] and {@code ...lora_B.weight} [out, r]. Mixtral experts use
+ * {@code base_model.model.<module>.lora_A.weight} [r, in] and {@code ...lora_B.weight} [out, r] (with DoRA, use_dora
+ * true, also {@code ...lora_magnitude_vector} [out]). Mixtral experts use
  * the Hub's per-expert module names ({@code block_sparse_moe.experts.3.w1}).
  */
 public final class PeftAdapter {
@@ -60,6 +61,9 @@ public final class PeftAdapter {
             if (adapter != null) {
                 add(specs, arrays, aKey(module), adapter.a());
                 add(specs, arrays, bKey(module), adapter.b());
+                if (adapter.dora()) {
+                    add(specs, arrays, magnitudeKey(module), adapter.magnitude());
+                }
                 adapted.add(module);
             }
         });
@@ -147,6 +151,17 @@ public final class PeftAdapter {
         return KEY_PREFIX + module + ".lora_B.weight";
     }
 
+    /**
+     * {@code base_model.model.<module>.lora_magnitude_vector}, the key of DoRA's magnitude [out] in PEFT's file (its
+     * parameter lora_magnitude_vector.default.weight with the adapter name and ".weight" taken out, as PEFT 0.21's
+     * get_peft_model_state_dict writes it).
+     */
+    public static String magnitudeKey(String module) {
+        return KEY_PREFIX + module + MAGNITUDE_SUFFIX;
+    }
+
+    private static final String MAGNITUDE_SUFFIX = ".lora_magnitude_vector";
+
     private static void add(List<TensorSpec> specs, Map<String, NDArray> arrays, String key, NDArray array) {
         specs.add(new TensorSpec(key, DType.F32, array.getShape().getShape()));
         arrays.put(key, array);
@@ -170,7 +185,7 @@ public final class PeftAdapter {
         targetModules.forEach(json.putArray("target_modules")::add);
         json.put("bias", "none");
         json.put("use_rslora", written.useRslora());
-        json.put("use_dora", false);
+        json.put("use_dora", config.useDora());
         json.put("fan_in_fan_out", false);
         json.put("inference_mode", true);
         json.put("init_lora_weights", true);
@@ -207,6 +222,8 @@ public final class PeftAdapter {
         Path weightsFile = weightsFile(dir);
         List<String> problems = new ArrayList<>();
         Map<String, FusedExpertAdapter.Factors> factors = new LinkedHashMap<>();
+        Map<String, float[]> magnitudes = new LinkedHashMap<>();
+        Map<String, long[]> magnitudeShapes = new LinkedHashMap<>();
         try (SafetensorsReader reader = SafetensorsReader.open(weightsFile)) {
             for (Map.Entry<String, long[]> expected : modulesToSave.entrySet()) {
                 String key = moduleToSaveKey(expected.getKey());
@@ -222,6 +239,18 @@ public final class PeftAdapter {
             for (String key : new TreeSet<>(reader.names())) {
                 String module = moduleOf(key);
                 if (module == null && modulesToSave.keySet().stream().anyMatch(m -> key.equals(moduleToSaveKey(m)))) {
+                    continue;
+                }
+                if (key.startsWith(KEY_PREFIX) && key.endsWith(MAGNITUDE_SUFFIX)) {
+                    String dora = key.substring(KEY_PREFIX.length(), key.length() - MAGNITUDE_SUFFIX.length());
+                    if (!config.useDora()) {
+                        problems.add(key + " is a DoRA magnitude, but " + CONFIG_FILE + " has use_dora false");
+                    } else if (!reader.contains(aKey(dora))) {
+                        problems.add(dora + " has lora_magnitude_vector but no lora_A");
+                    } else {
+                        magnitudes.put(dora, reader.readFloats(key));
+                        magnitudeShapes.put(dora, reader.info(key).shape());
+                    }
                     continue;
                 }
                 if (module == null) {
@@ -241,6 +270,11 @@ public final class PeftAdapter {
             }
         }
         if (factors.keySet().stream().anyMatch(FusedExpertAdapter::isFused)) {
+            if (config.useDora()) {
+                throw new IllegalArgumentException(weightsFile + ": use_dora with fused Mixtral experts ("
+                        + factors.keySet().stream().filter(FusedExpertAdapter::isFused).findFirst().orElseThrow()
+                        + "), which PEFT 0.21's lora.ParamWrapper does not train with DoRA");
+            }
             try {
                 config = FusedExpertAdapter.toPerExpert(model.model().config(), config, factors);
             } catch (IllegalArgumentException e) {
@@ -269,6 +303,19 @@ public final class PeftAdapter {
                 problems.add(module + ": lora_A " + Arrays.toString(f.aShape()) + " and lora_B "
                         + Arrays.toString(f.bShape()) + ", expected " + Arrays.toString(expectedA) + " and "
                         + Arrays.toString(expectedB) + " (rank " + rank + " from " + CONFIG_FILE + ")");
+                continue;
+            }
+            if (config.useDora()) {
+                float[] magnitude = magnitudes.get(module);
+                long[] expected = {linear.outFeatures()};
+                if (magnitude == null) {
+                    problems.add(module + " has no " + magnitudeKey(module) + " though use_dora is true");
+                } else if (!Arrays.equals(magnitudeShapes.get(module), expected)) {
+                    problems.add(module + ": lora_magnitude_vector " + Arrays.toString(magnitudeShapes.get(module))
+                            + ", expected " + Arrays.toString(expected));
+                } else {
+                    weights.put(module, new float[][] {f.a(), f.b(), magnitude});
+                }
                 continue;
             }
             weights.put(module, new float[][] {f.a(), f.b()});
@@ -432,7 +479,6 @@ public final class PeftAdapter {
         }
         requireValue(json, "bias", "none", "mixtune adapters train no biases");
         requireFalse(json, "fan_in_fan_out", "mixtune expects A as [r, in] and B as [out, r]");
-        requireFalse(json, "use_dora", "DoRA adapters are not supported");
         checkInitLoraWeights(json);
         JsonNode targets = json.get("target_modules");
         if (targets == null || targets.isNull()) {
@@ -464,7 +510,8 @@ public final class PeftAdapter {
         return new LoraConfig(integer(required(json, "r"), "r"), number(required(json, "lora_alpha"), "lora_alpha"),
                 json.hasNonNull("lora_dropout") ? number(json.get("lora_dropout"), "lora_dropout") : 0.0,
                 targetModules, bool(json, "use_rslora"), rankPattern, alphaPattern,
-                new LoraConfig.Selection(regex, excludeModules, excludeRegex, layersToTransform, layerNames));
+                new LoraConfig.Selection(regex, excludeModules, excludeRegex, layersToTransform, layerNames),
+                bool(json, "use_dora"));
     }
 
     /** A string, or a list of strings. */

@@ -49,6 +49,8 @@ final class InitAdapterCommand implements Command {
                 .addOption(Mixtune.option("targets", "NAMES", "all-linear (default: every linear but lm_head and the "
                         + "router) or comma-separated names from " + new java.util.TreeSet<>(LoraConfig.MODULE_NAMES)))
                 .addOption(Mixtune.option("rslora", null, "scale by alpha / sqrt(r) (rank-stabilised LoRA)"))
+                .addOption(Mixtune.option("dora", null, "DoRA (PEFT's use_dora): a magnitude per output row, "
+                        + "starting at the row norms of W + scale B A; not on Mixtral experts or the router"))
                 .addOption(Mixtune.option("init", "KIND", "peft (default: A Kaiming-uniform, B zero) or random "
                         + "(B random too, as PEFT's init_lora_weights=False)"))
                 .addOption(Mixtune.option("seed", "S", "random seed (default 0)"));
@@ -69,7 +71,8 @@ final class InitAdapterCommand implements Command {
             List<String> targets = Arrays.stream(line.getOptionValue("targets", LoraConfig.ALL_LINEAR).split(","))
                     .map(String::trim).toList();
             config = new LoraConfig(Mixtune.intOption(line, "r", 8), Mixtune.doubleOption(line, "alpha", 16),
-                    Mixtune.doubleOption(line, "dropout", 0), targets, line.hasOption("rslora"), Map.of(), Map.of());
+                    Mixtune.doubleOption(line, "dropout", 0), targets, line.hasOption("rslora"), Map.of(), Map.of())
+                    .withDora(line.hasOption("dora"));
         } catch (IllegalArgumentException e) {
             throw new UsageException(e.getMessage());
         }
@@ -80,11 +83,16 @@ final class InitAdapterCommand implements Command {
         try (NDManager manager = NDManager.newBaseManager(Device.cpu());
                 CausalLm model = MistralCheckpoint.load(modelDir, manager)) {
             LoraModel lora = new LoraModel(model);
-            lora.addAdapter("default", config, init, Mixtune.intOption(line, "seed", 0));
+            try {
+                lora.addAdapter("default", config, init, Mixtune.intOption(line, "seed", 0));
+            } catch (IllegalArgumentException e) {
+                throw new UsageException(e.getMessage());
+            }
             PeftAdapter.save(lora, "default", outDir, modelDir.toString());
             java.util.Set<String> names = new java.util.TreeSet<>();
             lora.layers().keySet().forEach(m -> names.add(m.substring(m.lastIndexOf('.') + 1)));
-            out.printf(Locale.ROOT, "wrote a rank-%d LoRA adapter on %d layers (%s) to %s%n", config.r(),
+            out.printf(Locale.ROOT, "wrote a rank-%d %s adapter on %d layers (%s) to %s%n", config.r(),
+                    config.useDora() ? "DoRA" : "LoRA",
                     lora.layers().size(), String.join(",", names), outDir);
         }
         return Mixtune.OK;

@@ -70,9 +70,10 @@ final class PlanCommand implements Command {
                                 config.numExpertsPerTok()) : "",
                 MemoryPlan.count(config.parameterCount()), setup.nf4() ? "NF4 base" : "unquantized base",
                 setup.computeBytes() == 2 ? "fp16" : "fp32", setup.device() == MemoryPlan.Device.GPU ? "GPU" : "CPU");
-        out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens, at most %,d target positions; LoRA r %d, "
+        out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens, at most %,d target positions; %s r %d, "
                 + "dropout %s; gradient checkpointing %s%n", setup.rows(), setup.length(), setup.targets(),
-                setup.lora().r(), setup.lora().dropout(), setup.gradientCheckpointing() ? "on" : "off");
+                setup.lora().useDora() ? "DoRA" : "LoRA", setup.lora().r(), setup.lora().dropout(),
+                setup.gradientCheckpointing() ? "on" : "off");
         out.println();
         out.printf(Locale.ROOT, "%-36s %9s  %s%n", "component", "GiB", "detail");
         for (MemoryPlan.Component component : plan.components()) {

@@ -36,7 +36,8 @@ public final class LoraPlus {
         if (name.contains("lora_embedding_")) {
             return embeddingLr / lr;
         }
-        // PEFT also puts every 1-d parameter in group B; a mixtune adapter has only LoRA matrices.
-        return name.contains("lora_B") ? ratio : 1;
+        // PEFT also puts every 1-d parameter in group B (loraplus.py: "lora_B" in name or param.ndim == 1): DoRA's
+        // magnitude is mixtune's only one.
+        return name.contains("lora_B") || name.contains("lora_magnitude_vector") ? ratio : 1;
     }
 }

@@ -14,14 +14,23 @@ import java.util.List;
  */
 record LinearLayers(List<List<Linear>> decoderLayers, Linear lmHead) {
 
-    /** One linear layer [out, in]. */
-    record Linear(String name, long in, long out, boolean nf4, int loraRank) {
+    /** One linear layer [out, in]; dora: its adapter has DoRA's magnitude. */
+    record Linear(String name, long in, long out, boolean nf4, int loraRank, boolean dora) {
         long parameters() {
             return in * out;
         }
 
+        /** A [r, in] and B [out, r], and DoRA's magnitude [out]. */
         long loraParameters() {
-            return (long) loraRank * (in + out);
+            return (long) loraRank * (in + out) + (dora ? out : 0);
+        }
+
+        /**
+         * What DoRA's weight norm holds for an instant (LoraLinear.weightNormOf): W (dequantized in the compute dtype
+         * when NF4) cast to float32 when it is not, then B A, scale B A and W + scale B A in float32.
+         */
+        long doraNormBytes(int computeBytes) {
+            return dora ? parameters() * ((nf4 ? computeBytes : 0) + (computeBytes != 4 ? 4 : 0) + 12) : 0;
         }
 
         /** What {@link Nf4Tensor} stores: two codes a byte, an 8-bit absmax per 64, an fp32 scale per 256 of those. */
@@ -62,14 +71,14 @@ record LinearLayers(List<List<Linear>> decoderLayers, Linear lmHead) {
             layers.add(List.copyOf(layer));
         }
         // A tied lm_head is the embedding matrix itself: no layer of its own, nothing for an adapter to wrap.
-        Linear lmHead = c.tieWordEmbeddings() ? new Linear("lm_head", h, c.vocabSize(), false, 0)
+        Linear lmHead = c.tieWordEmbeddings() ? new Linear("lm_head", h, c.vocabSize(), false, 0, false)
                 : linear("lm_head", h, c.vocabSize(), nf4, lora);
         return new LinearLayers(List.copyOf(layers), lmHead);
     }
 
     private static Linear linear(String name, long in, long out, boolean nf4, LoraConfig lora) {
         return new Linear(name, in, out, nf4 && !Nf4Loading.KEEP_FULL_PRECISION.test(name),
-                lora.targets(name) ? lora.rankOf(name) : 0);
+                lora.targets(name) ? lora.rankOf(name) : 0, lora.targets(name) && lora.useDora());
     }
 
     List<Linear> all() {
@@ -98,6 +107,23 @@ record LinearLayers(List<List<Linear>> decoderLayers, Linear lmHead) {
 
     long adaptedLayers() {
         return all().stream().filter(l -> l.loraRank() > 0).count();
+    }
+
+    long doraLayers() {
+        return all().stream().filter(Linear::dora).count();
+    }
+
+    /** The largest {@link Linear#doraNormBytes}: one layer's weight norm at a time. */
+    long doraNormBytes(int computeBytes) {
+        return all().stream().mapToLong(l -> l.doraNormBytes(computeBytes)).max().orElse(0);
+    }
+
+    /**
+     * The float32 base weights that DoRA with dropout keeps for its backward (the base output recomputed on the
+     * dropped input, x' W^T, as PEFT does), of decoder layer {@code index}.
+     */
+    long doraDropoutWeightBytes(int index) {
+        return decoderLayers.get(index).stream().filter(Linear::dora).mapToLong(l -> l.parameters() * 4).sum();
     }
 
     /** The largest NF4 weight, in elements: the dequantization staging buffer's size. */

@@ -142,7 +142,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         }
         long lora = linears.loraParameters();
         parts.add(new Component("LoRA adapter (fp32)", lora * 4, count(lora) + " parameters in "
-                + linears.adaptedLayers() + " layers"));
+                + linears.adaptedLayers() + " layers" + (linears.doraLayers() > 0 ? ", DoRA's magnitudes included"
+                : "")));
         parts.add(new Component("LoRA gradients (fp32)", lora * 4, "one per adapter weight"));
         parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
         if (setup.referenceAdapter()) {
@@ -159,6 +160,11 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         if (setup.device() == Device.CPU && nf4 > 0) {
             parts.add(new Component("dequantization staging", linears.largestNf4() * 4,
                     "the largest NF4 weight in fp32, per thread (host memory)"));
+        }
+
+        if (linears.doraLayers() > 0) {
+            parts.add(new Component("DoRA weight norm (one linear)", linears.doraNormBytes(s), "W + scale B A in fp32 "
+                    + "for its row norms, one layer at a time, freed at once"));
         }
 
         // One micro-batch at its widest.
@@ -194,6 +200,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             parts.add(new Component("dequantized weights (every layer)", dequantized,
                     "autograd keeps each W for the gradient of x W^T"));
         }
+        addDoraDropoutWeights(setup, parts, layers, false);
         long targets = setup.targets();
         parts.add(new Component("logits and loss at targets", forward.head(targets, true) + forward.loadBalancing(),
                 count(targets) + " positions x " + c.vocabSize() + " vocab, fp32 log-softmax"));
@@ -250,6 +257,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 parts.add(new Component("NF4 outputs and their gradients", outputGradients,
                         "leaves where the recompute cuts x W^T out of the layer's graph"));
             }
+            addDoraDropoutWeights(setup, parts, layers, true);
             parts.add(new Component("backward working memory", layerBackward,
                     "gradients in flight at the widest op"));
             return "backward through a recomputed layer";
@@ -260,6 +268,26 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     + dtype + ", freed after its x W^T"));
         }
         return "the forward through one layer";
+    }
+
+    /**
+     * DoRA with dropout recomputes the base output on the dropped input (x' W^T, PEFT's DoraLinearVariant.forward),
+     * whose backward keeps W in float32: every layer's without checkpointing, one layer's with it.
+     */
+    private static void addDoraDropoutWeights(Setup setup, List<Component> parts, int layers, boolean oneLayer) {
+        if (!(setup.lora().useDora() && setup.lora().dropout() > 0)) {
+            return;
+        }
+        LinearLayers linears = LinearLayers.of(setup.config(), setup.nf4(), setup.lora());
+        long bytes = 0;
+        for (int i = 0; i < layers; i++) {
+            bytes = oneLayer ? Math.max(bytes, linears.doraDropoutWeightBytes(i))
+                    : bytes + linears.doraDropoutWeightBytes(i);
+        }
+        if (bytes > 0) {
+            parts.add(new Component("DoRA base weights under dropout (" + (oneLayer ? "one layer" : "every layer")
+                    + ")", bytes, "fp32 W kept for the gradient of x' W^T on the dropped input, as PEFT"));
+        }
     }
 
     /** A parameter count as people write it: 46.70B, 240.1M, 221,184. */

@@ -399,6 +399,9 @@ public final class AxolotlImport {
             if (isTrue(get("peft_use_rslora"))) {
                 put("lora.rslora", true, "peft_use_rslora");
             }
+            if (isTrue(get("peft_use_dora"))) {
+                put("lora.use_dora", true, "peft_use_dora"); // axolotl hands it to PEFT's LoraConfig(use_dora=...)
+            }
             Set<String> targets = new LinkedHashSet<>();
             List<String> from = new ArrayList<>();
             if (isTrue(get("lora_target_linear"))) {

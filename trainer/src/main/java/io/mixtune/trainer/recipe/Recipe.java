@@ -29,7 +29,6 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * mixtune has none: such a key is refused with this, not as a mere unknown key.
      */
     static final Map<String, String> NOT_OFFERED = Map.ofEntries(
-            Map.entry("lora.use_dora", "DoRA is not supported; mixtune trains LoRA (rsLoRA with rslora: true)"),
             Map.entry("lora.bias", "mixtune's adapters train no biases (PEFT's bias: none, its default; Mistral's "
                     + "linear layers have none)"),
             Map.entry("lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)"),
@@ -125,9 +124,12 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
     }
 
-    /** The adapter, with PEFT's meanings (scale alpha / r, or alpha / sqrt(r) with rslora). */
+    /**
+     * The adapter, with PEFT's meanings (scale alpha / r, or alpha / sqrt(r) with rslora; useDora: PEFT's use_dora,
+     * DoRA's magnitude per output row trained beside A and B).
+     */
     public record Lora(int r, double alpha, double dropout, List<String> targets, boolean rslora,
-            Map<String, Integer> rankPattern, Map<String, Double> alphaPattern) {
+            Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, boolean useDora) {
         public Lora {
             try {
                 new LoraConfig(r, alpha, dropout, targets, rslora, rankPattern, alphaPattern);
@@ -142,7 +144,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
 
         public LoraConfig toConfig() {
-            return new LoraConfig(r, alpha, dropout, targets, rslora, rankPattern, alphaPattern);
+            return new LoraConfig(r, alpha, dropout, targets, rslora, rankPattern, alphaPattern).withDora(useDora);
         }
     }
 

@@ -389,6 +389,16 @@ public final class RecipeReader {
                     + "min(in, out) at most, so a larger rank adds parameters, not capacity; use at most "
                     + largestAllowed.get(key) + (key.equals("lora.r") ? " (or lower those layers in rank_pattern)"
                     : "")));
+            for (String name : MistralCheckpoint.linearShapes(config).keySet()) {
+                try {
+                    if (adapter.targets(name)) {
+                        adapter.checkDoraTarget(name);
+                    }
+                } catch (IllegalArgumentException e) {
+                    binder.problem("lora.use_dora", e.getMessage() + " (targets " + lora.targets() + ")");
+                    break;
+                }
+            }
             try {
                 PeftAdapter.checkWritable(adapter, MistralCheckpoint.linearShapes(config).keySet().stream()
                         .filter(adapter::targets).toList());

@@ -67,8 +67,9 @@ class LoraPlusGoldenTest {
     void factorsFollowTheNamesAndAreOffWithoutARatio() {
         List<String> names = List.of("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
                 "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
-                "base_model.model.model.embed_tokens.lora_embedding_B");
-        assertArrayEquals(new double[] {1, 16, 1e-6 / 2e-4}, LoraPlus.lrFactors(names, 2e-4, 16.0, 1e-6));
+                "base_model.model.model.embed_tokens.lora_embedding_B",
+                "model.layers.0.self_attn.q_proj.lora_magnitude_vector"); // DoRA's, 1-d: PEFT's group B
+        assertArrayEquals(new double[] {1, 16, 1e-6 / 2e-4, 16}, LoraPlus.lrFactors(names, 2e-4, 16.0, 1e-6));
         assertNull(LoraPlus.lrFactors(names, 2e-4, null, 1e-6));
     }
 

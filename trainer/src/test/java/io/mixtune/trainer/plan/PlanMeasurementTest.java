@@ -57,29 +57,44 @@ class PlanMeasurementTest {
         assertWithinTolerance(dir, "tiny-mistral", 2, 1024, 128, false, "fp16");
     }
 
+    /**
+     * DoRA on NF4 with dropout: the magnitudes, each layer's weight norm (a dequantized weight and B A for an
+     * instant) and, with dropout, the float32 base weights of the recomputed layer kept for x' W^T's backward.
+     */
+    @Test
+    void tinyMistralDoraWithCheckpointing(@TempDir Path dir) throws Exception {
+        assertWithinTolerance(dir, "tiny-mistral", 2, 1024, 128, true, "fp32", true);
+    }
+
     private static void assertWithinTolerance(Path dir, String preset, int rows, int length, int targets,
             boolean checkpointing, String dtype) throws IOException, InterruptedException {
-        Map<String, String> probe = probe(dir, preset, rows, length, targets, checkpointing, dtype);
+        assertWithinTolerance(dir, preset, rows, length, targets, checkpointing, dtype, false);
+    }
+
+    private static void assertWithinTolerance(Path dir, String preset, int rows, int length, int targets,
+            boolean checkpointing, String dtype, boolean dora) throws IOException, InterruptedException {
+        Map<String, String> probe = probe(dir, preset, rows, length, targets, checkpointing, dtype, dora);
         long predicted = Long.parseLong(probe.get("predicted_bytes"));
         long measured = Long.parseLong(probe.get("measured_bytes"));
         double error = (double) (predicted - measured) / measured;
-        System.out.printf(Locale.ROOT, "plan vs measured peak, %s %d x %d, %d targets, %s, checkpointing %s: "
+        System.out.printf(Locale.ROOT, "plan vs measured peak, %s %d x %d, %d targets, %s, checkpointing %s%s: "
                 + "predicted %.1f MiB, measured %.1f MiB, error %+.1f%%%n", preset, rows, length, targets, dtype,
-                checkpointing ? "on" : "off", predicted / 1048576.0, measured / 1048576.0, 100 * error);
+                checkpointing ? "on" : "off", dora ? ", DoRA" : "", predicted / 1048576.0, measured / 1048576.0,
+                100 * error);
         assertTrue(Math.abs(error) < TOLERANCE, "predicted " + predicted + " vs measured " + measured + ": " + probe);
     }
 
     /** Runs the probe on a recipe of these settings (QLoRA r 16 on all linear layers, dropout 0.05), one step. */
     private static Map<String, String> probe(Path dir, String preset, int rows, int length, int targets,
-            boolean checkpointing, String dtype) throws IOException, InterruptedException {
+            boolean checkpointing, String dtype, boolean dora) throws IOException, InterruptedException {
         Path recipe = dir.resolve("recipe.yaml");
         Files.writeString(recipe, String.format(Locale.ROOT, """
                 model: {preset: %s, quantize: nf4, compute_dtype: %s}
-                lora: {r: 16, alpha: 16, dropout: 0.05, targets: [all-linear]}
+                lora: {r: 16, alpha: 16, dropout: 0.05, targets: [all-linear], use_dora: %s}
                 data: {files: [%s], max_seq_len: %d}
                 train: {micro_batch_size: %d, gradient_checkpointing: %s, max_steps: 1}
                 output_dir: %s
-                """, preset, dtype, Path.of("../data/samples/chats.jsonl").toAbsolutePath(), length, rows,
+                """, preset, dtype, dora, Path.of("../data/samples/chats.jsonl").toAbsolutePath(), length, rows,
                 checkpointing, dir.resolve("out")));
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());

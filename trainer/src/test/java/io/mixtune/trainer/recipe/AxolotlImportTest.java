@@ -485,6 +485,7 @@ class AxolotlImportTest {
                 chat_template: tokenizer_default
                 train_on_inputs: true
                 peft_use_rslora: true
+                peft_use_dora: true
                 eval_steps: 50
                 save_steps: 100
                 save_total_limit: 3
@@ -497,11 +498,12 @@ class AxolotlImportTest {
         assertEquals("hf", v.get("data.template"), "tokenizer_default: the tokenizer's own template");
         assertEquals("train_on_inputs", v.get("data.loss_on"));
         assertEquals(true, v.get("lora.rslora"));
+        assertEquals(true, v.get("lora.use_dora"));
         assertEquals(50, v.get("train.eval_every"));
         assertEquals(100, v.get("train.save_every"));
         assertEquals(3, v.get("train.keep_last"));
         assertEquals(true, v.get("logging.tensorboard"));
-        assertEquals(List.of(dir.resolve("sft.yml") + ":13: special_tokens: {\"eos_token\":\"<|im_end|>\"}: changes"
+        assertEquals(List.of(dir.resolve("sft.yml") + ":14: special_tokens: {\"eos_token\":\"<|im_end|>\"}: changes"
                 + " the tokenizer's special tokens; mixtune trains with the model's tokenizer.json and its BOS/EOS as"
                 + " they are"), imported.unmapped());
         assertEquals(List.of(), problemsBesidesPaths(imported));

@@ -457,18 +457,37 @@ class RecipeReaderTest {
                 + " cosine_warmup_with_min_lr is train.min_lr_ratio"), rate);
     }
 
+    /** DoRA is PEFT's use_dora: taken on Mistral, refused on the Mixtral experts as PEFT 0.21 refuses it there. */
+    @Test
+    void useDoraIsPeftsAndRefusedOnMixtralExperts() throws IOException {
+        Recipe recipe = RecipeReader.read(write("dora.yaml", minimal() + "lora:\n  use_dora: true\n"), List.of())
+                .recipe();
+        assertTrue(recipe.lora().toConfig().useDora());
+        assertEquals(false, RecipeReader.read(write("plain.yaml", minimal()), List.of()).recipe().lora().toConfig()
+                .useDora());
+        Path mixtral = write("mixtral.yaml", minimal().replace("tiny-mistral", "tiny-mixtral")
+                + "lora:\n  use_dora: true\n");
+        List<String> problems = problems(mixtral);
+        assertEquals(1, problems.size(), problems.toString());
+        assertTrue(problems.get(0).contains("lora.use_dora: DoRA (use_dora) cannot go on model.layers.0.block_sparse_moe"
+                + ".experts.0.w1: PEFT 0.21 holds the Mixtral experts as fused parameters, whose lora.ParamWrapper does"
+                + " not work with use_dora=True"), problems.get(0));
+        RecipeReader.read(write("attention.yaml", minimal().replace("tiny-mistral", "tiny-mixtral")
+                + "lora:\n  use_dora: true\n  targets: [q_proj, v_proj]\n"), List.of());
+    }
+
     /**
      * Keys PEFT, bitsandbytes and transformers users write that mixtune does not offer are refused saying so (and what
      * mixtune does instead), not only as unknown keys.
      */
     @Test
     void settingsOfTheReferenceToolsThatMixtuneLacksAreNamedAsSuch() throws IOException {
-        Path recipe = write("peft.yaml", minimal() + "lora:\n  use_dora: true\n  bias: all\ntrain:\n"
+        Path recipe = write("peft.yaml", minimal() + "lora:\n  fan_in_fan_out: true\n  bias: all\ntrain:\n"
                 + "  optimizer: paged_adamw_8bit\n");
         List<String> problems = problems(recipe, "model.bnb_4bit_quant_type=fp4");
         assertEquals(4, problems.size(), problems.toString());
-        assertEquals(recipe + ":7: lora.use_dora: not offered: DoRA is not supported; mixtune trains LoRA (rsLoRA with"
-                + " rslora: true)", problems.get(0));
+        assertEquals(recipe + ":7: lora.fan_in_fan_out: not offered: Mistral's weights are [out, in] (nn.Linear): PEFT's"
+                + " fan_in_fan_out is false for them", problems.get(0));
         assertTrue(problems.get(1).startsWith(recipe + ":8: lora.bias: not offered: mixtune's adapters train no biases"),
                 problems.get(1));
         assertEquals(recipe + ":10: train.optimizer: not offered: mixtune trains with AdamW only, torch.optim.AdamW's"

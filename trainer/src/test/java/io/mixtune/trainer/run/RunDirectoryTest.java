@@ -47,6 +47,18 @@ class RunDirectoryTest {
         assertEquals(List.of("dpo.stage_order: file -> margin"), RunDirectory.changedKeys(now, margin));
     }
 
+    /** lora.use_dora changes what trains: a run started before the key resumes at false, and a change is named. */
+    @Test
+    void useDoraIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        assertTrue(older.remove("lora.use_dora") != null);
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        Map<String, String> dora = new LinkedHashMap<>(now);
+        dora.put("lora.use_dora", "true"); // the quickstart's Mixtral experts take no DoRA: the key alone
+        assertEquals(List.of("lora.use_dora: false -> true"), RunDirectory.changedKeys(now, dora));
+    }
+
     /**
      * The rate is a function of the step and the schedule's train keys alone, which --resume recomputes from the
      * recipe: the keys of transformers' schedule kwargs are no change at their defaults (a run started before them
