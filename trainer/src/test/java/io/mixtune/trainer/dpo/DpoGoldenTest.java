@@ -43,7 +43,7 @@ import org.junit.jupiter.params.provider.ValueSource;
  * fixed log-probs, and one forward/backward of TRL's DPOTrainer on the tiny Mixtral of the SFT golden, whose reference
  * is the model with its adapter off.
  */
-class DpoGoldenTest {
+public class DpoGoldenTest {
     private static final double LOSS_RTOL = 1e-5;
     private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|, as SftGoldenTest
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -407,7 +407,7 @@ class DpoGoldenTest {
     }
 
     /** The SFT golden's tiny Mixtral with its adapter, in training mode. */
-    private static LoraModel goldenModel(JsonNode batchJson, NDManager manager) {
+    public static LoraModel goldenModel(JsonNode batchJson, NDManager manager) {
         Path stepDir = golden("step");
         CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(), manager,
                 MistralCheckpoint.DENSE);
@@ -445,7 +445,7 @@ class DpoGoldenTest {
     }
 
     /** Every LoRA gradient against TRL's, relative to the golden tensor's max |value|; the worst is reported. */
-    private static String compareGradients(String what, LoraModel lora, SafetensorsReader golden) {
+    public static String compareGradients(String what, LoraModel lora, SafetensorsReader golden) {
         double worst = 0;
         String worstKey = null;
         int compared = 0;

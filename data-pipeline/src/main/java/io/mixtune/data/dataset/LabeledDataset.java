@@ -1,0 +1,76 @@
+package io.mixtune.data.dataset;
+
+import io.mixtune.data.chat.InvalidRecordException;
+import io.mixtune.data.preference.LabeledCompletion;
+import io.mixtune.data.preference.LabeledFileReader;
+import io.mixtune.data.preference.LabeledSample;
+import io.mixtune.data.preference.PreferenceTokenizer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Unpaired examples (KTO) read and tokenized ({@link LabeledFileReader}, {@link PreferenceTokenizer#tokenize(
+ * LabeledCompletion)}), counted in a {@link DataReport} as chats are: an example is a record, its tokens prompt +
+ * completion, its trained tokens the completion. An example whose prompt alone fills max_seq_len, or with an empty
+ * completion, is invalid: with skip_invalid counted by reason and skipped, otherwise the first stops the run with its
+ * file:line.
+ *
+ * @param train the training examples in file order (KTO reads them in that order)
+ * @param validation the validation examples (empty without a split)
+ */
+public record LabeledDataset(List<LabeledSample> train, List<LabeledSample> validation, DataReport report) {
+
+    /**
+     * @param validationFiles files of the validation set, or empty to hold out {@code validationRatio} of the training
+     *     examples (seeded)
+     */
+    public static LabeledDataset load(List<Path> files, List<Path> validationFiles, double validationRatio, long seed,
+            PreferenceTokenizer tokenizer, boolean skipInvalid) {
+        DataReport report = new DataReport();
+        List<LabeledSample> train = read(files, tokenizer, skipInvalid, report);
+        List<LabeledSample> validation = new ArrayList<>();
+        if (!validationFiles.isEmpty()) {
+            validation.addAll(read(validationFiles, tokenizer, skipInvalid, report));
+        } else {
+            ValidationSplit<LabeledSample> split = ValidationSplit.of(train, validationRatio, seed);
+            train = split.train();
+            validation.addAll(split.validation());
+        }
+        if (train.isEmpty()) {
+            throw new IllegalArgumentException("no usable training example (" + report + ")");
+        }
+        return new LabeledDataset(List.copyOf(train), List.copyOf(validation), report);
+    }
+
+    public static List<LabeledSample> read(List<Path> files, PreferenceTokenizer tokenizer, boolean skipInvalid,
+            DataReport report) {
+        List<LabeledSample> samples = new ArrayList<>();
+        for (LabeledCompletion example : LabeledFileReader.read(files, e -> invalid(e, skipInvalid, report))) {
+            LabeledSample sample;
+            try {
+                sample = tokenizer.tokenize(example);
+            } catch (InvalidRecordException e) {
+                invalid(e, skipInvalid, report);
+                continue;
+            }
+            report.conversation();
+            report.sample(sample.promptIds().length + sample.completionIds().length, sample.completionIds().length,
+                    false, sample.truncated(), false);
+            samples.add(sample);
+        }
+        return samples;
+    }
+
+    /** Desirable (label true) examples. */
+    public static long desirable(List<LabeledSample> samples) {
+        return samples.stream().filter(LabeledSample::label).count();
+    }
+
+    private static void invalid(InvalidRecordException e, boolean skipInvalid, DataReport report) {
+        if (!skipInvalid) {
+            throw e;
+        }
+        report.skipped(e.reason());
+    }
+}
