@@ -62,9 +62,36 @@ public record LabeledDataset(List<LabeledSample> train, List<LabeledSample> vali
         return samples;
     }
 
-    /** Desirable (label true) examples. */
-    public static long desirable(List<LabeledSample> samples) {
-        return samples.stream().filter(LabeledSample::label).count();
+    /**
+     * TRL 1.13 KTOTrainer's warning when the desirable and undesirable examples are unequal in number and neither
+     * weight lies in the range the KTO paper's eq. 8 recommends (desirable_weight x n_desirable / (undesirable_weight x
+     * n_undesirable) in [1, 4/3]), its words and its bounds (rounded to 2 decimals, its counts as it takes them: n_d at
+     * least 1, n_u = n - n_d at least 1); null where TRL says nothing.
+     */
+    public static String weightWarning(List<LabeledSample> train, double desirableWeight, double undesirableWeight) {
+        long desirable = Math.max(train.stream().filter(LabeledSample::label).count(), 1);
+        long undesirable = Math.max(train.size() - desirable, 1);
+        if (desirable == undesirable) {
+            return null;
+        }
+        double desLower = round2(undesirable * undesirableWeight / desirable);
+        double desUpper = round2(undesirable * undesirableWeight / desirable * 1.33);
+        double undLower = round2(desirable * desirableWeight / undesirable / 1.33);
+        double undUpper = round2(desirable * desirableWeight / undesirable);
+        boolean desInRange = desLower <= desirableWeight && desirableWeight <= desUpper;
+        boolean undInRange = undLower <= undesirableWeight && undesirableWeight <= undUpper;
+        if (desInRange || undInRange) {
+            return null;
+        }
+        return "You have different amounts of desirable/positive and undesirable/negative examples but the weights on "
+                + "the desirable and undesirable losses don't seem to be in an ideal range. Based on your data, we "
+                + "recommend EITHER desirable_weight in [" + desLower + ", " + desUpper + "] or undesirable_weight in ["
+                + undLower + ", " + undUpper + "] (but NOT BOTH). See the documentation on how to optimally set these "
+                + "weights.";
+    }
+
+    private static double round2(double value) {
+        return new java.math.BigDecimal(value).setScale(2, java.math.RoundingMode.HALF_EVEN).doubleValue();
     }
 
     private static void invalid(InvalidRecordException e, boolean skipInvalid, DataReport report) {

@@ -95,6 +95,29 @@ class KtoTokenizationGoldenTest {
     }
 
     @Test
+    void weightWarningIsTrlsWordsAndBounds() throws IOException {
+        JsonNode standard = golden.get("cases").get(0);
+        Path file = dir.resolve("standard.jsonl");
+        StringBuilder lines = new StringBuilder();
+        standard.get("records").forEach(r -> lines.append(r).append('\n'));
+        Files.writeString(file, lines);
+        List<LabeledSample> samples = LabeledDataset.read(List.of(file), new PreferenceTokenizer(ChatTemplate.byName(
+                "mistral", BOS, EOS), tokenizer, golden.get("max_length").asInt(), EOS, Truncation.KEEP_START), true,
+                new DataReport());
+        for (JsonNode c : golden.get("weight_warnings")) {
+            String warning = LabeledDataset.weightWarning(samples, c.get("desirable_weight").asDouble(),
+                    c.get("undesirable_weight").asDouble());
+            JsonNode trl = c.get("warnings");
+            if (trl.isEmpty()) {
+                assertEquals(null, warning);
+            } else {
+                assertEquals(trl.get(0).asText().replace("[RANK 0] ", ""), warning);
+            }
+        }
+        assertEquals(null, LabeledDataset.weightWarning(samples, 0.4, 1.0), "desirable_weight in TRL's range");
+    }
+
+    @Test
     void promptFillingMaxLengthIsInvalidAsTrlDropsIt() throws IOException {
         int maxLength = golden.get("max_length").asInt();
         JsonNode standard = golden.get("cases").get(0);

@@ -89,10 +89,6 @@ public final class KtoMetrics {
         return means.mean("kl");
     }
 
-    public double margin() {
-        return means.mean("rewards/margins");
-    }
-
     /** The loss averaged over examples: eval_loss. */
     public double meanLoss() {
         return means.meanLoss();

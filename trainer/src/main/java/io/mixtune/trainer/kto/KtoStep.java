@@ -117,7 +117,9 @@ public final class KtoStep {
 
         @Override
         public String figures() {
-            return String.format(Locale.ROOT, "  kl %.3f  margin %.3f", ktoMetrics.kl(), ktoMetrics.margin());
+            Double margin = ktoMetrics.values().get("rewards/margins"); // absent where a batch holds one label only
+            return String.format(Locale.ROOT, "  kl %.3f  margin %s", ktoMetrics.kl(),
+                    margin == null ? "-" : String.format(Locale.ROOT, "%.3f", margin));
         }
     }
 

@@ -189,6 +189,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return method.equals("dpo") || method.equals("reward");
         }
 
+        /** kto trains on unpaired examples ({prompt, completion, label}, or pairs unpaired), never packed. */
+        public boolean readsLabeledExamples() {
+            return method.equals("kto");
+        }
+
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
         public int warmupStepsOf(long totalSteps) {
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
