@@ -305,29 +305,30 @@ def trl_step(name: str, case_dir: Path, examples: list, work: Path) -> tuple[dic
     return record, grads, {k: v.tolist() for k, v in batch.items()}
 
 
-def write_goldens() -> None:
+def write_goldens(kto_out: Path = KTO_GOLDEN, tokenized_out: Path = TOKENIZED) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     datasets.disable_progress_bars()
     try:
         with tempfile.TemporaryDirectory() as work:
-            mg.write_json(TOKENIZED, tokenized_cases(work))
-            if KTO_GOLDEN.exists():
-                shutil.rmtree(KTO_GOLDEN)
-            (KTO_GOLDEN / "step").mkdir(parents=True)
-            mg.write_json(KTO_GOLDEN / "losses.json", fixed_logps_cases())
+            tokenized_out.parent.mkdir(parents=True, exist_ok=True)
+            mg.write_json(tokenized_out, tokenized_cases(work))
+            if kto_out.exists():
+                shutil.rmtree(kto_out)
+            (kto_out / "step").mkdir(parents=True)
+            mg.write_json(kto_out / "losses.json", fixed_logps_cases())
             examples = make_examples(hf.TINY["vocab_size"])
             steps, collated = {}, None
             for name in STEPS:
                 record, grads, batch = trl_step(name, sft.SFT_GOLDEN / SFT_CASE, examples, Path(work))
-                save_file(grads, KTO_GOLDEN / "step" / record["grads"], metadata={"format": "pt"})
+                save_file(grads, kto_out / "step" / record["grads"], metadata={"format": "pt"})
                 steps[name] = record
                 collated = collated or batch
                 print(f"kto step {name}: loss {record['loss']:.6f}, kl {record['metrics'].get('kl', 0):.6f}")
-            mg.write_json(KTO_GOLDEN / "step" / "batch.json", {
+            mg.write_json(kto_out / "step" / "batch.json", {
                 "model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
                 "examples": examples, "collated": collated})
-            mg.write_json(KTO_GOLDEN / "step" / "expected.json", steps)
+            mg.write_json(kto_out / "step" / "expected.json", steps)
     finally:
         torch.set_num_threads(threads)
 
