@@ -46,12 +46,12 @@ public record LabeledDataset(List<LabeledSample> train, List<LabeledSample> vali
     public static List<LabeledSample> read(List<Path> files, PreferenceTokenizer tokenizer, boolean skipInvalid,
             DataReport report) {
         List<LabeledSample> samples = new ArrayList<>();
-        for (LabeledCompletion example : LabeledFileReader.read(files, e -> invalid(e, skipInvalid, report))) {
+        for (LabeledCompletion example : LabeledFileReader.read(files, e -> PreferenceDataset.invalid(e, skipInvalid, report))) {
             LabeledSample sample;
             try {
                 sample = tokenizer.tokenize(example);
             } catch (InvalidRecordException e) {
-                invalid(e, skipInvalid, report);
+                PreferenceDataset.invalid(e, skipInvalid, report);
                 continue;
             }
             report.conversation();
@@ -92,12 +92,5 @@ public record LabeledDataset(List<LabeledSample> train, List<LabeledSample> vali
 
     private static double round2(double value) {
         return new java.math.BigDecimal(value).setScale(2, java.math.RoundingMode.HALF_EVEN).doubleValue();
-    }
-
-    private static void invalid(InvalidRecordException e, boolean skipInvalid, DataReport report) {
-        if (!skipInvalid) {
-            throw e;
-        }
-        report.skipped(e.reason());
     }
 }

@@ -5,12 +5,12 @@ import io.mixtune.data.preference.LabeledSample;
 import io.mixtune.trainer.dpo.PreferenceBatch;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.Objective;
+import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -47,10 +47,7 @@ final class KtoObjective implements Objective<KtoBatch, KtoStep.Measured> {
         int size = recipe.train().microBatchSize();
         long[][] kl = recipe.kto().estimatesKl() ? LabeledSample.klCompletions(samples, size) : null;
         List<KtoBatch> out = new ArrayList<>();
-        for (int from = 0; from < samples.size(); from += size) {
-            int first = from;
-            int[] indices = new int[Math.min(size, samples.size() - from)];
-            Arrays.setAll(indices, i -> first + i);
+        for (int[] indices : ShuffledEpochs.inOrder(samples.size(), size)) {
             out.add(KtoBatch.of(samples, kl, indices, recipe.data().maxSeqLen(), padId));
         }
         return out;

@@ -478,7 +478,7 @@ public class DpoGoldenTest {
         return line;
     }
 
-    private static String close(String what, double expected, double actual, double rtol) {
+    public static String close(String what, double expected, double actual, double rtol) {
         double relative = Math.abs(actual - expected) / Math.abs(expected);
         assertTrue(relative <= rtol, String.format(Locale.ROOT, "%s: expected %.9g, got %.9g (rel diff %.3g > %.1g)",
                 what, expected, actual, relative, rtol));
@@ -486,7 +486,7 @@ public class DpoGoldenTest {
     }
 
     /** Hinge has zero gradient on pairs past the margin: compare those absolutely. */
-    private static void closeOrZero(String what, double expected, double actual) {
+    public static void closeOrZero(String what, double expected, double actual) {
         if (expected == 0) {
             assertEquals(0, actual, 1e-9, what);
         } else {
@@ -494,11 +494,11 @@ public class DpoGoldenTest {
         }
     }
 
-    private static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
+    public static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
         return object::fields;
     }
 
-    private static float[] floats(JsonNode values) {
+    public static float[] floats(JsonNode values) {
         float[] out = new float[values.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = values.get(i).floatValue();
@@ -512,7 +512,7 @@ public class DpoGoldenTest {
         return out;
     }
 
-    private static long[] longs1(JsonNode values) {
+    public static long[] longs1(JsonNode values) {
         long[] out = new long[values.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = values.get(i).longValue();

@@ -1,5 +1,10 @@
 package io.mixtune.trainer.kto;
 
+import static io.mixtune.trainer.dpo.DpoGoldenTest.close;
+import static io.mixtune.trainer.dpo.DpoGoldenTest.closeOrZero;
+import static io.mixtune.trainer.dpo.DpoGoldenTest.floats;
+import static io.mixtune.trainer.dpo.DpoGoldenTest.iterable;
+import static io.mixtune.trainer.dpo.DpoGoldenTest.longs1;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -24,7 +29,6 @@ import java.net.URISyntaxException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -101,14 +105,14 @@ class KtoGoldenTest {
         List<LabeledSample> samples = samples(batchJson);
         long[][] kl = LabeledSample.klCompletions(samples, samples.size());
         for (int i = 0; i < samples.size(); i++) {
-            assertArrayEquals(longs(batchJson.get("examples").get(i).get("KL_completion_ids")), kl[i], "example " + i);
+            assertArrayEquals(longs1(batchJson.get("examples").get(i).get("KL_completion_ids")), kl[i], "example " + i);
         }
         KtoBatch batch = KtoBatch.of(samples, kl, new int[] {0, 1, 2, 3}, 1 << 20, batchJson.get("pad_id").longValue());
         JsonNode collated = batchJson.get("collated");
         for (int r = 0; r < samples.size(); r++) {
-            assertArrayEquals(longs(collated.get("input_ids").get(r)), batch.rows().inputIds()[r], "row " + r);
-            assertArrayEquals(longs(collated.get("attention_mask").get(r)), batch.rows().paddingMask()[r]);
-            assertArrayEquals(longs(collated.get("KL_input_ids").get(r)), batch.klRows().inputIds()[r], "KL " + r);
+            assertArrayEquals(longs1(collated.get("input_ids").get(r)), batch.rows().inputIds()[r], "row " + r);
+            assertArrayEquals(longs1(collated.get("attention_mask").get(r)), batch.rows().paddingMask()[r]);
+            assertArrayEquals(longs1(collated.get("KL_input_ids").get(r)), batch.klRows().inputIds()[r], "KL " + r);
             assertEquals(collated.get("label").get(r).asBoolean(), batch.labels()[r]);
         }
     }
@@ -173,25 +177,10 @@ class KtoGoldenTest {
     private static List<LabeledSample> samples(JsonNode batchJson) {
         List<LabeledSample> samples = new ArrayList<>();
         for (JsonNode e : batchJson.get("examples")) {
-            samples.add(new LabeledSample(longs(e.get("prompt_ids")), longs(e.get("completion_ids")),
+            samples.add(new LabeledSample(longs1(e.get("prompt_ids")), longs1(e.get("completion_ids")),
                     e.get("label").asBoolean(), "golden", false));
         }
         return samples;
-    }
-
-    private static String close(String what, double expected, double actual, double rtol) {
-        double relative = Math.abs(actual - expected) / Math.abs(expected);
-        assertTrue(relative <= rtol, String.format(Locale.ROOT, "%s: expected %.9g, got %.9g (rel diff %.3g > %.1g)",
-                what, expected, actual, relative, rtol));
-        return String.format(Locale.ROOT, "%s: rel diff %.3g", what, relative);
-    }
-
-    private static void closeOrZero(String what, double expected, double actual) {
-        if (expected == 0) {
-            assertEquals(0, actual, 1e-7, what);
-        } else {
-            close(what, expected, actual, LOSS_RTOL);
-        }
     }
 
     private static List<String> keys(JsonNode object) {
@@ -200,30 +189,10 @@ class KtoGoldenTest {
         return keys;
     }
 
-    private static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
-        return object::fields;
-    }
-
     private static boolean[] booleans(JsonNode values) {
         boolean[] out = new boolean[values.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = values.get(i).asBoolean();
-        }
-        return out;
-    }
-
-    private static float[] floats(JsonNode values) {
-        float[] out = new float[values.size()];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = values.get(i).floatValue();
-        }
-        return out;
-    }
-
-    private static long[] longs(JsonNode values) {
-        long[] out = new long[values.size()];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = values.get(i).longValue();
         }
         return out;
     }
