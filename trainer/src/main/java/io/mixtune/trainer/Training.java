@@ -3,6 +3,7 @@ package io.mixtune.trainer;
 import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.kto.KtoRecipe;
 import io.mixtune.trainer.reward.RewardRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -201,6 +202,11 @@ public final class Training {
         if (recipe.train().method().equals("dpo")) {
             try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
                 return dpo.train(resume, cancel);
+            }
+        }
+        if (recipe.train().method().equals("kto")) {
+            try (KtoRecipe kto = KtoRecipe.setup(recipe, listener)) {
+                return kto.train(resume, cancel);
             }
         }
         try (SftRecipe sft = SftRecipe.setup(recipe, listener)) {

@@ -231,6 +231,24 @@ class TrainingApiTest {
         assertSameWeights(out.resolve("stage-2/adapter"), result.adapterDir());
     }
 
+    /** KTO through the Java API: Training runs train.method kto and its steps carry TRL's KTO metrics. */
+    @Test
+    void ktoRunsThroughTheApi() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("kto"));
+        Path pairs = dir.resolve("pairs.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
+            Files.write(pairs, lines.limit(4).toList());
+        }
+        Recorder recorder = new Recorder();
+        TrainingResult result = Training.load(Path.of("../recipes/quickstart-kto.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0", "train.max_steps=2", "train.save_every=0",
+                "output_dir=" + dir.resolve("out")).listener(recorder).run();
+        assertEquals(List.of("started 0/2", "stage 1/1", "step 1", "step 2", "checkpoint 2", "finished 2"),
+                recorder.events);
+        assertTrue(result.lastStage().lastMetrics().containsKey("kl"), result.lastStage().lastMetrics().toString());
+        assertTrue(Files.isRegularFile(result.adapterDir().resolve("adapter_model.safetensors")));
+    }
+
     private static List<String> losses(Path metrics) {
         return MetricsLog.read(metrics).stream()
                 .map(r -> r.get("step").asText() + " " + r.path("loss").asText() + " " + r.path("eval_loss").asText()

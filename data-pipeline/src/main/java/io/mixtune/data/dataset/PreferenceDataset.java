@@ -77,7 +77,8 @@ public record PreferenceDataset(List<List<PreferenceSample>> stages, List<Prefer
         return samples;
     }
 
-    private static void invalid(InvalidRecordException e, boolean skipInvalid, DataReport report) {
+    /** Throws the record's problem, or with skip_invalid counts it by reason. */
+    static void invalid(InvalidRecordException e, boolean skipInvalid, DataReport report) {
         if (!skipInvalid) {
             throw e;
         }

@@ -1,5 +1,6 @@
 package io.mixtune.data.preference;
 
+import io.mixtune.data.chat.Conversation;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.preference.PreferencePair.Text;
 import io.mixtune.data.template.ChatTemplate;
@@ -67,10 +68,50 @@ public final class PreferenceTokenizer {
                 true);
     }
 
+    /**
+     * An unpaired example (KTO) as TRL 1.13's KTOTrainer._prepare_dataset tokenizes it: conversational through the chat
+     * template as a pair's side; standard as raw text, prompt and prompt + completion each with BOS, EOS appended to
+     * the completion unless it ends with the EOS text already (TRL's add_eos appends the text, which the tokenizer
+     * reads as the EOS id: here the id is appended and a closing EOS text taken for it). The completion is kept whole:
+     * KTO's collator cuts each row to its first max_length tokens ({@link LabeledSample#row}); a prompt alone filling
+     * max_seq_len is invalid (TRL drops it).
+     */
+    public LabeledSample tokenize(LabeledCompletion example) {
+        long[][] sides;
+        if (example.prompt() instanceof Text text) {
+            String eos = eosText();
+            String completion = eos != null && example.completion().endsWith(eos)
+                    ? example.completion().substring(0, example.completion().length() - eos.length())
+                    : example.completion();
+            long[] prompt = tokenizer.encode(text.text(), true);
+            long[] whole = withEos(tokenizer.encode(text.text() + completion, true));
+            sides = new long[][] {prompt, tail(whole, prompt.length)};
+        } else {
+            sides = promptAndCompletion(example.conversation());
+        }
+        if (sides[1].length == 0) {
+            throw new InvalidRecordException(example.source(), "empty completion: the prompt's tokens take in the "
+                    + "completion");
+        }
+        if (sides[0].length >= maxSeqLen) {
+            throw new InvalidRecordException(example.source(), "prompt longer than max_seq_len: " + sides[0].length
+                    + " tokens, max_seq_len " + maxSeqLen);
+        }
+        // Whole: the KL row of another example appends this completion to its own prompt before the cut.
+        return new LabeledSample(sides[0], sides[1], example.label(), example.source(),
+                sides[0].length + sides[1].length > maxSeqLen);
+    }
+
+    /** The text of the tokenizer's EOS token (how TRL's add_eos writes it), or null where it decodes to none. */
+    private String eosText() {
+        String text = tokenizer.tokenText(eosId);
+        return text.isEmpty() ? null : text;
+    }
+
     /** Prompt, chosen and rejected ids of a pair the chat template renders. */
     private long[][] conversational(PreferencePair pair) {
-        long[][] chosen = promptAndCompletion(pair, pair.chosen());
-        long[][] rejected = promptAndCompletion(pair, pair.rejected());
+        long[][] chosen = promptAndCompletion(pair.with(pair.chosen()));
+        long[][] rejected = promptAndCompletion(pair.with(pair.rejected()));
         if (!Arrays.equals(chosen[0], rejected[0])) {
             throw new IllegalStateException(pair.source() + ": the template tokenized the shared prompt two ways");
         }
@@ -78,8 +119,8 @@ public final class PreferenceTokenizer {
     }
 
     /** The segments before the last turn's first trained one, and all that follow it. */
-    private long[][] promptAndCompletion(PreferencePair pair, String answer) {
-        List<Segment> segments = template.segments(pair.with(answer), tokenizer);
+    private long[][] promptAndCompletion(Conversation conversation) {
+        List<Segment> segments = template.segments(conversation, tokenizer);
         int lastTurn = segments.get(segments.size() - 1).turn();
         int promptLength = 0;
         int length = 0;

@@ -523,6 +523,11 @@ public final class TextTokenizer implements AutoCloseable {
         return tokenizer.decode(Arrays.stream(ids).filter(id -> id != bosId && id != eosId).toArray(), true);
     }
 
+    /** The text of one token as the tokenizer decodes it alone, special tokens included (EOS's {@code </s>}). */
+    public String tokenText(long id) {
+        return tokenizer.decode(new long[] {id}, false);
+    }
+
     @Override
     public void close() {
         if (textEncoder != tokenizer) {

@@ -178,8 +178,9 @@ final class DataCommand {
     }
 
     private static SampleCache.Loaded load(Recipe recipe, CommandLine line) {
-        if (recipe.train().readsPreferencePairs()) {
-            throw new IllegalArgumentException("the recipe trains " + recipe.train().method() + ": its data.files hold preference pairs, which "
+        if (recipe.train().readsPreferencePairs() || recipe.train().readsLabeledExamples()) {
+            throw new IllegalArgumentException("the recipe trains " + recipe.train().method() + ": its data.files hold "
+                    + (recipe.train().readsLabeledExamples() ? "unpaired examples" : "preference pairs") + ", which "
                     + "mixtune train tokenizes itself (and reports) at the start; data prepare and preview read SFT "
                     + "data (chats, texts, prompt-completions)");
         }

@@ -12,6 +12,9 @@ import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingModel;
 import java.io.PrintStream;
 import java.util.Locale;
+import io.mixtune.data.dataset.LabeledDataset;
+import io.mixtune.data.preference.LabeledSample;
+import io.mixtune.trainer.kto.KtoRecipe;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
 
@@ -78,6 +81,13 @@ final class ValidateCommand implements Command {
 
     /** What train checks of the data before step 1; returns what the data holds. */
     private static String checkData(Recipe recipe) {
+        if (recipe.train().readsLabeledExamples()) {
+            LabeledDataset examples = KtoRecipe.loadExamples(recipe);
+            long desirable = examples.train().stream().filter(LabeledSample::label).count();
+            return String.format(Locale.ROOT, "%d training examples (%d desirable, %d undesirable), %d validation "
+                    + "examples", examples.train().size(), desirable, examples.train().size() - desirable,
+                    examples.validation().size());
+        }
         if (recipe.train().readsPreferencePairs()) {
             PreferenceDataset pairs = DpoRecipe.loadPairs(recipe);
             return String.format(Locale.ROOT, "%d training pairs in %d stage(s), %d validation pairs",

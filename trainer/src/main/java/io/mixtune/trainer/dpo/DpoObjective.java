@@ -10,7 +10,6 @@ import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -103,10 +102,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
     /** Micro-batches of the pairs in their order, for the reference pass and evaluation. */
     static List<PreferenceBatch> inOrder(List<PreferenceSample> pairs, int size, long padId) {
         List<PreferenceBatch> batches = new ArrayList<>();
-        for (int from = 0; from < pairs.size(); from += size) {
-            int first = from;
-            int[] indices = new int[Math.min(size, pairs.size() - from)];
-            Arrays.setAll(indices, i -> first + i);
+        for (int[] indices : ShuffledEpochs.inOrder(pairs.size(), size)) {
             batches.add(batchOf(pairs, indices, padId));
         }
         return batches;

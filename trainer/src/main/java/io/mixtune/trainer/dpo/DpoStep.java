@@ -12,6 +12,7 @@ import io.mixtune.trainer.run.DecoderBackward;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.OptimizerStep;
 import io.mixtune.trainer.run.StepContext;
+import io.mixtune.trainer.run.TrainingBatch;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -139,6 +140,21 @@ public final class DpoStep {
         }
     }
 
+    /** Sequence log-probs of a batch's rows without gradients (KTO's reference and KL passes). */
+    public static float[] sequenceLogProbs(CausalLm model, TrainingBatch rows, NDManager manager) {
+        try (NDManager passManager = manager.newSubManager()) {
+            CausalLmLoss.TargetLogProbs target = CausalLmLoss.targetLogProbs(model, rows, passManager,
+                    OptionalLong.empty());
+            return rowSums(target.logProbs(), PreferenceBatch.targetsPerRow(rows), passManager).toFloatArray();
+        }
+    }
+
+    /** Per-row sums of row-major target log-probs, each row's {@code perRow} of them: [rows], differentiable. */
+    public static NDArray rowSums(NDArray targetLogProbs, int[] perRow, NDManager manager) {
+        int targets = Arrays.stream(perRow).sum();
+        return membership(perRow, targets, null, true, manager).matMul(targetLogProbs.reshape(targets, 1)).reshape(-1);
+    }
+
     /**
      * Per-row sums of the row-major target log-probs: a [rows, targets] 0/1 membership matrix times the vector. With
      * ldAlpha (LD-DPO), as TRL 1.13 splits them: the sum of a row's first s targets, s the smaller of its pair's two
@@ -150,7 +166,7 @@ public final class DpoStep {
         int targets = Arrays.stream(perRow).sum();
         NDArray column = targetLogProbs.reshape(targets, 1);
         if (ldAlpha == null) {
-            return membership(perRow, targets, null, true, manager).matMul(column).reshape(-1);
+            return rowSums(targetLogProbs, perRow, manager);
         }
         int pairs = batch.pairs();
         int[] shared = new int[perRow.length];

@@ -32,12 +32,23 @@ public record PreferenceBatch(TrainingBatch rows, int pairs, int[] completionLen
                 completionLengths[row] = completion.length;
             }
         }
+        return new PreferenceBatch(completionRows(sequences, promptLengths, padId), pairs, completionLengths,
+                indices);
+    }
+
+    /**
+     * Rows of prompt + completion as TRL's preference collators lay them out: right-padded with padId to the longest,
+     * the labels the completion tokens (everything else ignored), so that target log-probs summed per row are the
+     * completions' log-probs.
+     */
+    public static TrainingBatch completionRows(long[][] sequences, int[] promptLengths, long padId) {
+        int rowCount = sequences.length;
         int length = Arrays.stream(sequences).mapToInt(s -> s.length).max().orElse(0);
-        long[][] ids = new long[2 * pairs][length];
-        long[][] labels = new long[2 * pairs][length];
-        long[][] positions = new long[2 * pairs][length];
-        long[][] mask = new long[2 * pairs][length];
-        for (int row = 0; row < 2 * pairs; row++) {
+        long[][] ids = new long[rowCount][length];
+        long[][] labels = new long[rowCount][length];
+        long[][] positions = new long[rowCount][length];
+        long[][] mask = new long[rowCount][length];
+        for (int row = 0; row < rowCount; row++) {
             Arrays.fill(ids[row], padId);
             Arrays.fill(labels[row], TokenizedSample.IGNORE);
             for (int t = 0; t < length; t++) {
@@ -52,13 +63,17 @@ public record PreferenceBatch(TrainingBatch rows, int pairs, int[] completionLen
                 }
             }
         }
-        return new PreferenceBatch(new TrainingBatch(ids, labels, positions, null, mask), pairs, completionLengths,
-                indices);
+        return new TrainingBatch(ids, labels, positions, null, mask);
     }
 
     /** Scored tokens of each row: its completion, less the first token when the prompt is empty (nothing predicts it). */
     int[] targetsPerRow() {
-        int[] counts = new int[2 * pairs];
+        return targetsPerRow(rows);
+    }
+
+    /** Scored tokens of each row of a batch (its labels that are not ignored, past the first position). */
+    public static int[] targetsPerRow(TrainingBatch rows) {
+        int[] counts = new int[rows.labels().length];
         for (int row = 0; row < counts.length; row++) {
             long[] labels = rows.labels()[row];
             for (int t = 1; t < labels.length; t++) {

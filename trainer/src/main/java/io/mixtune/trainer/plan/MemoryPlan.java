@@ -61,9 +61,11 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     && device == Device.GPU;
             LoraConfig lora = model.adapter() == null ? recipe.lora().toConfig()
                     : PeftAdapter.readConfig(Path.of(model.adapter(), PeftAdapter.CONFIG_FILE));
-            boolean dpo = recipe.train().readsPreferencePairs();
+            boolean dpo = recipe.train().readsPreferencePairs() || recipe.train().readsLabeledExamples();
+            // KTO's reference is model.adapter frozen as a second adapter, as DPO's first stage's
             boolean referenceAdapter = recipe.train().method().equals("dpo") && !recipe.dpo().referenceFree()
-                    && (recipe.dpo().stageCount() > 1 || model.adapter() != null);
+                    && (recipe.dpo().stageCount() > 1 || model.adapter() != null)
+                    || recipe.train().readsLabeledExamples() && model.adapter() != null;
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
                     recipe.data().maxSeqLen(), targets, !dpo && recipe.data().packing(),
                     recipe.train().gradientCheckpointing(), referenceAdapter,

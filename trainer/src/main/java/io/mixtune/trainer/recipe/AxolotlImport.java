@@ -26,7 +26,7 @@ import java.util.Set;
  */
 public final class AxolotlImport {
     /** The recipe's sections in the order recipes are written. */
-    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "logging");
+    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "kto", "logging");
 
     /**
      * What axolotl's lora_target_linear means: every linear layer but the output embedding (find_all_linear_names), so
@@ -212,7 +212,21 @@ public final class AxolotlImport {
                 }
                 return "dpo";
             }
-            unmapped("rl", "mixtune trains sft or dpo only");
+            if (rl.asText().equals("kto")) {
+                put("train.method", "kto", "rl: kto");
+                // as for dpo: axolotl's RL trainer builder takes trl.beta first, then rl_beta
+                if (mapTrlBeta("kto.beta")) {
+                    if (get("rl_beta") != null) {
+                        unmapped("rl_beta", "axolotl uses trl.beta, which is set");
+                    }
+                } else {
+                    number("rl_beta", "kto.beta", false);
+                }
+                number("kto_desirable_weight", "kto.desirable_weight", false);
+                number("kto_undesirable_weight", "kto.undesirable_weight", false);
+                return "kto";
+            }
+            unmapped("rl", "mixtune trains sft, dpo or kto only");
             return "sft";
         }
 
@@ -239,6 +253,10 @@ public final class AxolotlImport {
          * @return whether trl.beta was set
          */
         private boolean mapTrlBeta() {
+            return mapTrlBeta("dpo.beta");
+        }
+
+        private boolean mapTrlBeta(String recipeKey) {
             JsonNode trl = get("trl");
             JsonNode beta = trl == null ? null : trl.get("beta");
             if (beta == null || beta.isNull()) {
@@ -249,7 +267,7 @@ public final class AxolotlImport {
                 unmapped("trl", "trl.beta: expected a number");
                 return true;
             }
-            put("dpo.beta", number, "trl.beta (axolotl reads it before rl_beta)");
+            put(recipeKey, number, "trl.beta (axolotl reads it before rl_beta)");
             List<String> others = new ArrayList<>();
             trl.properties().forEach(e -> {
                 if (!e.getKey().equals("beta") && !e.getValue().isNull()) {
@@ -445,10 +463,16 @@ public final class AxolotlImport {
                     String path = dataset.path("path").asText();
                     files.add(path);
                     String type = dataset.path("type").asText();
-                    String format = method.equals("dpo") ? preferenceFormat(type) : chatFormat(dataset, type);
-                    if (format == null && type.equals("chat_template") && !method.equals("dpo")) {
+                    // axolotl's kto types (prompt_strategies/kto) reshape a Hub dataset's own columns; mixtune's kto
+                    // reads {prompt, completion, label} records or pairs, which a converted file holds
+                    String format = method.equals("kto") ? null
+                            : method.equals("dpo") ? preferenceFormat(type) : chatFormat(dataset, type);
+                    if (format == null && type.equals("chat_template") && method.equals("sft")) {
                         problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
                                 + " content, or conversations of from and value)");
+                    } else if (method.equals("kto")) {
+                        problems.add(path + " of type '" + type + "' (mixtune's kto reads files of {prompt,"
+                                + " completion, label} records or {prompt, chosen, rejected} pairs: convert it to one)");
                     } else if (format == null) {
                         problems.add(path + " of type '" + type + "'" + (type.endsWith(".ultra") ? " (it writes "
                                 + type.substring(0, type.length() - ".ultra".length()) + "'s chat template into the"

@@ -16,7 +16,7 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Logging logging, Reward reward, Warm warm, String outputDir) {
+        Kto kto, Logging logging, Reward reward, Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
@@ -197,6 +197,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return method.equals("dpo") || method.equals("reward");
         }
 
+        /** kto trains on unpaired examples ({prompt, completion, label}, or pairs unpaired), never packed. */
+        public boolean readsLabeledExamples() {
+            return method.equals("kto");
+        }
+
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
         public int warmupStepsOf(long totalSteps) {
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
@@ -234,7 +239,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "reward");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);
@@ -615,6 +620,41 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param tensorboard TensorBoard event files under output_dir/runs/: every metric as a scalar, the recipe as text
      */
     public record Logging(boolean tensorboard) {}
+
+    /**
+     * KTO (train.method kto) as TRL 1.13's KTOTrainer trains it, on unpaired examples (prompt, completion, desirable or
+     * not) against the reference (the base with the adapter off, or model.adapter frozen), with r the policy's
+     * completion log-prob minus the reference's and z the batch's KL estimate (clamped at 0, without gradient): a
+     * desirable example's loss is desirable_weight (1 - sigmoid(beta (r - z))), an undesirable one's
+     * undesirable_weight (1 - sigmoid(beta (z - r))). apo_zero_unpaired (APO's unpaired zero-anchored loss) takes
+     * z = 0 and estimates no KL.
+     *
+     * @param loss TRL's loss_type: kto or apo_zero_unpaired
+     */
+    public record Kto(double beta, String loss, double desirableWeight, double undesirableWeight) {
+        public static final String KTO = "kto";
+        public static final String APO_ZERO_UNPAIRED = "apo_zero_unpaired";
+
+        public Kto {
+            KeyChecks checks = new KeyChecks();
+            if (!(beta > 0 && Double.isFinite(beta))) {
+                checks.add("beta: must be a finite number > 0, got " + beta);
+            }
+            checks.oneOf("loss", loss, KTO, APO_ZERO_UNPAIRED);
+            if (!(desirableWeight >= 0 && Double.isFinite(desirableWeight))) {
+                checks.add("desirable_weight: must be a finite number >= 0, got " + desirableWeight);
+            }
+            if (!(undesirableWeight >= 0 && Double.isFinite(undesirableWeight))) {
+                checks.add("undesirable_weight: must be a finite number >= 0, got " + undesirableWeight);
+            }
+            checks.throwIfAny();
+        }
+
+        /** Whether the loss reads the KL estimate (TRL's calculate_KL): every loss but apo_zero_unpaired. */
+        public boolean estimatesKl() {
+            return !loss.equals(APO_ZERO_UNPAIRED);
+        }
+    }
 
     /**
      * A reward model (train.method reward) as TRL 1.13's RewardTrainer trains it: the base with LoRA and a scalar score

@@ -238,6 +238,14 @@ public final class RecipeReader {
         if (train != null && train.method().equals("dpo")) {
             checkDpo(data, dpo, binder);
         }
+        Recipe.Kto kto = binder.section("kto", Recipe.Kto.class);
+        if (train != null && kto != null && train.readsLabeledExamples() && kto.estimatesKl()
+                && train.microBatchSize() <= 1) {
+            // TRL 1.13's KTOTrainer refuses it too: its KL estimate would be the implied reward itself
+            binder.problem("train.micro_batch_size", "must be > 1 for kto.loss " + kto.loss() + ": the KL estimate "
+                    + "pairs each prompt with another example's completion in the same micro-batch (TRL's "
+                    + "per_device_train_batch_size, not the effective batch); got " + train.microBatchSize());
+        }
         Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
         if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {
             binder.problem("reward.label_noise", "flips reward-model training pairs: it needs train.method: reward, "

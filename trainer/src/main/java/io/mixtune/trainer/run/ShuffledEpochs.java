@@ -33,6 +33,18 @@ public final class ShuffledEpochs {
         return (items + microBatchSize - 1) / microBatchSize;
     }
 
+    /** The items in order, in micro-batches of {@code microBatchSize} (the last may hold fewer). */
+    public static List<int[]> inOrder(int items, int microBatchSize) {
+        List<int[]> batches = new ArrayList<>();
+        for (int from = 0; from < items; from += microBatchSize) {
+            int first = from;
+            int[] indices = new int[Math.min(microBatchSize, items - from)];
+            Arrays.setAll(indices, i -> first + i);
+            batches.add(indices);
+        }
+        return batches;
+    }
+
     /** The item indices of micro-batch {@code index} (the last of an epoch may hold fewer). */
     public int[] microBatch(long index) {
         long perEpoch = microBatchesPerEpoch();

@@ -43,7 +43,7 @@ import org.junit.jupiter.params.provider.ValueSource;
  * fixed log-probs, and one forward/backward of TRL's DPOTrainer on the tiny Mixtral of the SFT golden, whose reference
  * is the model with its adapter off.
  */
-class DpoGoldenTest {
+public class DpoGoldenTest {
     private static final double LOSS_RTOL = 1e-5;
     private static final double GRADIENT_RTOL = 1e-4; // of the tensor's max |value|, as SftGoldenTest
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -412,7 +412,7 @@ class DpoGoldenTest {
     }
 
     /** The SFT golden's tiny Mixtral with its adapter, in training mode. */
-    private static LoraModel goldenModel(JsonNode batchJson, NDManager manager) {
+    public static LoraModel goldenModel(JsonNode batchJson, NDManager manager) {
         Path stepDir = golden("step");
         CausalLm model = MistralCheckpoint.load(stepDir.resolve(batchJson.get("model").asText()).normalize(), manager,
                 MistralCheckpoint.DENSE);
@@ -450,7 +450,7 @@ class DpoGoldenTest {
     }
 
     /** Every LoRA gradient against TRL's, relative to the golden tensor's max |value|; the worst is reported. */
-    private static String compareGradients(String what, LoraModel lora, SafetensorsReader golden) {
+    public static String compareGradients(String what, LoraModel lora, SafetensorsReader golden) {
         double worst = 0;
         String worstKey = null;
         int compared = 0;
@@ -483,7 +483,7 @@ class DpoGoldenTest {
         return line;
     }
 
-    private static String close(String what, double expected, double actual, double rtol) {
+    public static String close(String what, double expected, double actual, double rtol) {
         double relative = Math.abs(actual - expected) / Math.abs(expected);
         assertTrue(relative <= rtol, String.format(Locale.ROOT, "%s: expected %.9g, got %.9g (rel diff %.3g > %.1g)",
                 what, expected, actual, relative, rtol));
@@ -491,7 +491,7 @@ class DpoGoldenTest {
     }
 
     /** Hinge has zero gradient on pairs past the margin: compare those absolutely. */
-    private static void closeOrZero(String what, double expected, double actual) {
+    public static void closeOrZero(String what, double expected, double actual) {
         if (expected == 0) {
             assertEquals(0, actual, 1e-9, what);
         } else {
@@ -499,11 +499,11 @@ class DpoGoldenTest {
         }
     }
 
-    private static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
+    public static Iterable<Map.Entry<String, JsonNode>> iterable(JsonNode object) {
         return object::fields;
     }
 
-    private static float[] floats(JsonNode values) {
+    public static float[] floats(JsonNode values) {
         float[] out = new float[values.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = values.get(i).floatValue();
@@ -517,7 +517,7 @@ class DpoGoldenTest {
         return out;
     }
 
-    private static long[] longs1(JsonNode values) {
+    public static long[] longs1(JsonNode values) {
         long[] out = new long[values.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = values.get(i).longValue();

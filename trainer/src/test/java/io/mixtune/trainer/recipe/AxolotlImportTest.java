@@ -536,6 +536,37 @@ class AxolotlImportTest {
         assertEquals(0.3, AxolotlImport.read(deprecated).values().get("dpo.beta"));
     }
 
+    /** rl: kto is train.method kto, with rl_beta (or trl.beta) and axolotl's kto weights in the kto section. */
+    @Test
+    void rlKtoMapsToTheKtoSection(@TempDir Path dir) throws IOException {
+        Path kto = Files.writeString(dir.resolve("kto.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                rl: kto
+                rl_beta: 0.2
+                kto_desirable_weight: 1.33
+                kto_undesirable_weight: 0.75
+                micro_batch_size: 4
+                datasets:
+                  - path: argilla/kto-mix-15k
+                    type: chatml.argilla_chat
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(kto);
+        assertEquals("kto", imported.values().get("train.method"));
+        assertEquals(0.2, imported.values().get("kto.beta"));
+        assertEquals(1.33, imported.values().get("kto.desirable_weight"));
+        assertEquals(0.75, imported.values().get("kto.undesirable_weight"));
+        String unmapped = String.join("\n", imported.unmapped());
+        assertTrue(unmapped.contains("argilla/kto-mix-15k of type 'chatml.argilla_chat' (mixtune's kto reads files of"
+                + " {prompt, completion, label} records"), unmapped);
+
+        Path trl = Files.writeString(dir.resolve("trl.yml"), "adapter: lora\nrl: kto\nrl_beta: 0.2\ntrl:\n"
+                + "  beta: 0.3\n");
+        AxolotlImport.Result trlImport = AxolotlImport.read(trl);
+        assertEquals(0.3, trlImport.values().get("kto.beta"));
+        assertTrue(String.join("\n", trlImport.unmapped()).contains("rl_beta: 0.2: axolotl uses trl.beta"));
+    }
+
     /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
     @Test
     void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
