@@ -575,7 +575,7 @@ public record MergeConfig(
     MergeConfig sliceView(int i) {
         Slice slice = slices.get(i);
         List<Model> sources = slice.sources().stream()
-                .filter(s -> !method.takesBaseApart() || !samePath(s.model(), baseModel))
+                .filter(s -> !method.takesBaseApart() || baseModel == null || !samePath(s.model(), baseModel))
                 .map(s -> new Model(s.model(), s.parameters())).toList();
         Path viewBase = method.takesBaseApart() || method == MergeMethod.SLERP ? baseModel : null;
         return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,
