@@ -209,21 +209,68 @@ class MergekitExamplesTest {
         assertTrue(message.contains("passthrough takes no weights"), message);
     }
 
+    /**
+     * mergekit's modules form (config.py): Mistral's and Mixtral's one module is named default, and
+     * {@code modules: {default: {models | slices, parameters}}} merges as the same models or slices at the top, the
+     * module's parameters between the models' and the method-wide ones (ConfigReader.parameter): a tensor the module's
+     * filters leave unset takes the method-wide value. Other module names (multimodal architectures') and malformed
+     * modules are refused at their line.
+     */
     @Test
-    void everyMergekitKeyMixtuneLacksIsNamedAtItsLine() throws IOException {
-        Path file = Files.writeString(dir.resolve("m.yml"), """
-                models:
-                  - model: a
-                  - model: b
-                merge_method: linear
-                modules: {}
+    void modulesDefaultIsTheModelsOrSlicesForm() throws IOException {
+        Path base = tinyModel("base", 1, 1);
+        Path m = tinyModel("m", 3, 3);
+        Path file = Files.writeString(dir.resolve("modules.yml"), """
+                merge_method: task_arithmetic
+                base_model: %s
                 parameters:
-                  weight: 1.0
-                """);
-        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")))
-                .getMessage();
-        assertTrue(message.contains(file + ":5:1: 'modules'"), message);
-        assertTrue(message.startsWith("not supported yet"), message);
+                  lambda: 2
+                modules:
+                  default:
+                    models:
+                      - model: %s
+                    parameters:
+                      lambda: [{filter: mlp, value: 0.5}]
+                """.formatted(base, m));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("modules")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("modules"))) {
+            assertArrayEquals(new float[] {2, 2}, merged.readFloats("model.layers.1.mlp.down_proj.weight"),
+                    "1 + 0.5 (3 - 1): the module's lambda");
+            assertArrayEquals(new float[] {5, 5}, merged.readFloats("model.layers.1.self_attn.q_proj.weight"),
+                    "1 + 2 (3 - 1): the module's filter leaves it to the method-wide lambda");
+        }
+        String slices = """
+                merge_method: linear
+                %s:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                """;
+        Path atTop = Files.writeString(dir.resolve("top.yml"), slices.formatted("slices", base, m));
+        Path inModule = Files.writeString(dir.resolve("module.yml"), slices.formatted("modules:\n  default:\n    slices",
+                base, m).replace("\n  - sources", "\n      - sources").replace("\n      - model", "\n          - model")
+                .replace("\n        layer_range", "\n            layer_range"));
+        assertEquals(MergeYaml.toYaml(MergeYaml.read(atTop, dir.resolve("o"))),
+                MergeYaml.toYaml(MergeYaml.read(inModule, dir.resolve("o"))), Files.readString(inModule));
+        Map<String, String> refused = Map.of(
+                "modules:\n  text_decoder:\n    models: [{model: a}]\n",
+                "not supported yet: %s:3:3: modules 'text_decoder': mergekit's Mistral and Mixtral architectures have"
+                        + " one module, named default",
+                "models: [{model: a}]\nmodules:\n  default:\n    models: [{model: a}]\n",
+                "%s:3:1: give one of models, slices or modules",
+                "modules:\n  default:\n    models: [{model: a}]\n    slices: []\n", "must give slices or models, one",
+                "modules:\n  default:\n    model: a\n", "%s:4:5: modules.default.model is not a key of mergekit's module",
+                "modules: {}\n", "modules must map the one module of Mistral and Mixtral");
+        for (Map.Entry<String, String> entry : refused.entrySet()) {
+            Path bad = Files.writeString(dir.resolve("bad.yml"), "merge_method: linear\n" + entry.getKey());
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(bad, dir.resolve("o")),
+                    entry.getKey()).getMessage();
+            String expected = entry.getValue().contains("%s") ? entry.getValue().formatted(bad) : entry.getValue();
+            assertTrue(message.contains(expected), entry.getKey() + ": " + message);
+        }
     }
 
     @Test

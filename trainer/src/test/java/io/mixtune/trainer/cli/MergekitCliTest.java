@@ -66,11 +66,11 @@ class MergekitCliTest {
 
     @Test
     void aMergekitKeyMixtuneLacksIsNamedAsNotSupportedYet() throws IOException {
-        Path config = Files.writeString(dir.resolve("modules.yml"), "merge_method: linear\nmodules: {}\nmodels:\n"
-                + "  - model: b\n");
+        Path config = Files.writeString(dir.resolve("modules.yml"), "merge_method: linear\nmodules:\n"
+                + "  vision_tower:\n    models:\n      - model: b\n");
         MixtuneCliTest.Result modules = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
         assertEquals(2, modules.code());
-        assertTrue(modules.err().contains("not supported yet") && modules.err().contains(":2:1: 'modules'"),
+        assertTrue(modules.err().contains("not supported yet") && modules.err().contains(":3:3: modules 'vision_tower'"),
                 modules.err());
     }
 
