@@ -306,8 +306,10 @@ public record MergeConfig(
                 && (baseModel == null || !samePath(baseModel, tokenizerSource))) {
             throw new IllegalArgumentException("tokenizer_source must be base or one of the models, got '"
                     + tokenizerSource + "'" + (tokenizerSource.toString().equals("union")
-                    ? ": union (a vocabulary joined from every model's) is not supported yet: mixtune merges models"
-                    + " that share one tokenizer" : ""));
+                    ? ": union (a vocabulary joined from every model's) is not supported yet: mergekit's"
+                    + " build_union_tokenizer adds every model's tokens and PermutedEmbeddings rebuilds each model's"
+                    + " embedding rows for the joined vocabulary, which mixtune does not; mixtune merges models that"
+                    + " share one tokenizer: name base or one of the models" : ""));
         }
         if (tokenizerSource != null && tokenizerSource.toString().equals(TOKENIZER_FROM_BASE) && baseModel == null) {
             throw new IllegalArgumentException("tokenizer_source is base but there is no base_model");

@@ -176,7 +176,8 @@ public final class MergeYaml {
             throw new IllegalArgumentException("not supported yet: " + file + where(text, "merge_method")
                     + ": merge_method '" + method.asText() + "'"
                     + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
-                    + " base_model, models, slices or modules: {default: ...}, parameters (numbers, gradients, filters),"
+                    + " base_model, models, slices or modules: {default: ...}, parameters (numbers, gradients,"
+                    + " filters),"
                     + " dtype, out_dtype, tokenizer_source or tokenizer.source, and chat_template");
         }
     }

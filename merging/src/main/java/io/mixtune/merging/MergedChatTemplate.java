@@ -21,9 +21,9 @@ import java.util.TreeSet;
 
 /**
  * mergekit's {@code chat_template} (merge.py _set_chat_template): {@code auto} takes the template most of the inputs
- * have, a bundled template's name its text, else the key is a Jinja template itself. The merged tokenizer carries it as transformers 5's save_pretrained
- * writes a tokenizer's template, which is how mergekit writes it: chat_template.jinja, and no chat_template in
- * tokenizer_config.json.
+ * have, a bundled template's name gives its text, else the key is a Jinja template itself. The merged tokenizer
+ * carries it as transformers 5's save_pretrained writes a tokenizer's template, which is how mergekit writes it:
+ * chat_template.jinja, and no chat_template in tokenizer_config.json.
  */
 final class MergedChatTemplate {
     static final String AUTO = "auto";

@@ -250,8 +250,8 @@ class MergekitExamplesTest {
                         layer_range: [1, 3]
                 """;
         Path atTop = Files.writeString(dir.resolve("top.yml"), slices.formatted("slices", base, m));
-        Path inModule = Files.writeString(dir.resolve("module.yml"), slices.formatted("modules:\n  default:\n    slices",
-                base, m).replace("\n  - sources", "\n      - sources").replace("\n      - model", "\n          - model")
+        Path inModule = Files.writeString(dir.resolve("module.yml"), slices.formatted(
+                "modules:\n  default:\n    slices", base, m).replace("\n  - sources", "\n      - sources").replace("\n      - model", "\n          - model")
                 .replace("\n        layer_range", "\n            layer_range"));
         assertEquals(MergeYaml.toYaml(MergeYaml.read(atTop, dir.resolve("o"))),
                 MergeYaml.toYaml(MergeYaml.read(inModule, dir.resolve("o"))), Files.readString(inModule));
@@ -262,7 +262,8 @@ class MergekitExamplesTest {
                 "models: [{model: a}]\nmodules:\n  default:\n    models: [{model: a}]\n",
                 "%s:3:1: give one of models, slices or modules",
                 "modules:\n  default:\n    models: [{model: a}]\n    slices: []\n", "must give slices or models, one",
-                "modules:\n  default:\n    model: a\n", "%s:4:5: modules.default.model is not a key of mergekit's module",
+                "modules:\n  default:\n    model: a\n",
+                "%s:4:5: modules.default.model is not a key of mergekit's module",
                 "modules: {}\n", "modules must map the one module of Mistral and Mixtral");
         for (Map.Entry<String, String> entry : refused.entrySet()) {
             Path bad = Files.writeString(dir.resolve("bad.yml"), "merge_method: linear\n" + entry.getKey());
@@ -368,7 +369,8 @@ class MergekitExamplesTest {
         Path union = Files.writeString(dir.resolve("union.yml"), models + "tokenizer_source: union\n");
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(union, dir.resolve("u")))
                 .getMessage();
-        assertTrue(message.contains("union") && message.contains("not supported yet"), message);
+        assertTrue(message.contains("union") && message.contains("not supported yet")
+                && message.contains("name base or one of the models"), message);
     }
 
     /**
@@ -686,8 +688,8 @@ class MergekitExamplesTest {
         refused.put("merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + bare + "\ntokenizer_source: "
                 + bare + "\n", List.of("tokenizer_source: " + bare + " has no tokenizer files (tokenizer_config.json,"
                 + " tokenizer.json or tokenizer.model)"));
-        refused.put("merge_method: linear\nslices:\n  - sources:\n      - model: " + a + "\n        layer_range: [0, 2]\n"
-                + "      - model: " + bare + "\n        layer_range: [0, 2]\ntokenizer_source: " + bare + "\n",
+        refused.put("merge_method: linear\nslices:\n  - sources:\n      - model: " + a
+                + "\n        layer_range: [0, 2]\n      - model: " + bare + "\n        layer_range: [0, 2]\ntokenizer_source: " + bare + "\n",
                 List.of("tokenizer_source: " + bare + " has no tokenizer files"));
         Path blocked = Files.writeString(dir.resolve("blocked"), "a file, so no directory can be made under it");
         Path fine = Files.writeString(dir.resolve("fine.yml"), "merge_method: linear\nmodels:\n  - model: " + a
@@ -728,7 +730,8 @@ class MergekitExamplesTest {
             String written = Files.readString(dir.resolve(name).resolve("chat_template.jinja"));
             assertEquals(MergedChatTemplate.bundled(name), written, name);
             assertTrue(written.contains("{%") && written.contains("messages"), name);
-            assertFalse(JSON.readTree(dir.resolve(name).resolve("tokenizer_config.json").toFile()).has("chat_template"));
+            assertFalse(JSON.readTree(dir.resolve(name).resolve("tokenizer_config.json").toFile())
+                    .has("chat_template"));
         }
         Path invalid = Files.writeString(dir.resolve("invalid.yml"), models + "chat_template: vicuna\n");
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(invalid, dir.resolve("o")))

@@ -49,13 +49,14 @@ class SlicesInvariantTest {
         Path stacked = merge(sliced(config, List.of(List.of(2, 4), List.of(0, 2))), dir, "stacked");
         Path upper = merge(sliced(config, List.of(List.of(2, 4))), dir, "upper");
         Path lower = merge(sliced(config, List.of(List.of(0, 2))), dir, "lower");
-        try (SafetensorsReader out = SafetensorsReader.open(stacked); SafetensorsReader up = SafetensorsReader.open(upper);
+        try (SafetensorsReader out = SafetensorsReader.open(stacked);
+                SafetensorsReader up = SafetensorsReader.open(upper);
                 SafetensorsReader low = SafetensorsReader.open(lower)) {
             Map<String, SafetensorsReader> from = Map.of("0", up, "1", up, "2", low, "3", low);
             for (String tensor : floats(out)) {
                 String layer = tensor.startsWith("model.layers.") ? tensor.split("\\.")[2] : null;
-                SafetensorsReader alone = layer != null ? from.get(layer)
-                        : tensor.contains("embed_tokens") ? up : low; // embeddings: the first slice's; the head: the last's
+                // the embeddings are the first slice's, the final norm and lm_head the last's
+                SafetensorsReader alone = layer != null ? from.get(layer) : tensor.contains("embed_tokens") ? up : low;
                 String there = layer == null ? tensor
                         : tensor.replace("layers." + layer + ".", "layers." + Integer.parseInt(layer) % 2 + ".");
                 assertArrayEquals(alone.readFloats(there), out.readFloats(tensor), name + ": " + tensor);
@@ -65,7 +66,8 @@ class SlicesInvariantTest {
         if (!config.toString().contains("[")) {
             Path inOrder = merge(sliced(config, List.of(List.of(0, 2), List.of(2, 4))), dir, "in-order");
             Path whole = merge((ObjectNode) resolved(config.deepCopy()), dir, "whole");
-            try (SafetensorsReader a = SafetensorsReader.open(inOrder); SafetensorsReader b = SafetensorsReader.open(whole)) {
+            try (SafetensorsReader a = SafetensorsReader.open(inOrder);
+                    SafetensorsReader b = SafetensorsReader.open(whole)) {
                 assertEquals(floats(b), floats(a));
                 for (String tensor : floats(a)) {
                     assertArrayEquals(b.readFloats(tensor), a.readFloats(tensor), name + ": " + tensor);
@@ -89,8 +91,9 @@ class SlicesInvariantTest {
         ArrayNode models = (ArrayNode) sliced.remove("models");
         List<JsonNode> sources = new ArrayList<>();
         models.forEach(sources::add);
-        if (sliced.has("base_model") && sources.stream().noneMatch(s -> s.get("model").equals(sliced.get("base_model")))) {
-            sources.add(JSON.createObjectNode().set("model", sliced.get("base_model")));
+        JsonNode base = sliced.get("base_model");
+        if (base != null && sources.stream().noneMatch(s -> s.get("model").equals(base))) {
+            sources.add(JSON.createObjectNode().set("model", base));
         }
         ArrayNode slices = sliced.putArray("slices");
         for (List<Integer> range : ranges) {

@@ -70,8 +70,8 @@ class MergekitCliTest {
                 + "  vision_tower:\n    models:\n      - model: b\n");
         MixtuneCliTest.Result modules = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
         assertEquals(2, modules.code());
-        assertTrue(modules.err().contains("not supported yet") && modules.err().contains(":3:3: modules 'vision_tower'"),
-                modules.err());
+        assertTrue(modules.err().contains("not supported yet")
+                && modules.err().contains(":3:3: modules 'vision_tower'"), modules.err());
     }
 
     /**
