@@ -1,4 +1,5 @@
-"""Writes merging/src/test/resources/golden/bundled_chat_templates.json: what mergekit's bundled chat templates
+"""Writes merging/src/test/resources/chat_templates/bundled_chat_templates.json (beside golden/, which
+make_merge_goldens.py owns whole): what mergekit's bundled chat templates
 (mergekit/_data/chat_templates/NAME.jinja, which merge.py's _set_chat_template sets for `chat_template: NAME`) render
 for a few conversations, with transformers' render_jinja_template (what apply_chat_template runs: trim_blocks,
 lstrip_blocks, raise_exception), bos_token <s>, eos_token </s>, without and with add_generation_prompt.
@@ -22,7 +23,7 @@ from pathlib import Path
 from transformers.utils.chat_template_utils import render_jinja_template
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "merging" / "src" / "test" / "resources" / "golden" / "bundled_chat_templates.json"
+OUT = REPO / "merging" / "src" / "test" / "resources" / "chat_templates" / "bundled_chat_templates.json"
 NAMES = ["alpaca", "chatml", "exaone", "llama3", "mistral"]
 BOS, EOS = "<s>", "</s>"
 

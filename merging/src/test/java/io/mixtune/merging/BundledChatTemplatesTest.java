@@ -23,7 +23,7 @@ import org.junit.jupiter.api.Test;
  * user_context) are left to interop's test_bundled_chat_templates.py, which renders every one with jinja2.
  */
 class BundledChatTemplatesTest {
-    private static final Path GOLDEN = Path.of("src/test/resources/golden/bundled_chat_templates.json");
+    private static final Path GOLDEN = Path.of("src/test/resources/chat_templates/bundled_chat_templates.json");
 
     @Test
     void mixtunesTextRendersAsMergekitsFile() throws IOException {
