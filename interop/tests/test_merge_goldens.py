@@ -222,7 +222,7 @@ def test_bad_inputs_fail_before_writing(tmp_path):
     (other / "tokenizer.json").write_text("{}\n")
     out = tmp_path / "out"
     proc = mixtune("merge", "--method", "linear", "--inputs", f"{GOLDEN / 'checkpoints' / 'm0'},{other}", "--out", out,
-                   expect_rc=1)
+                   expect_rc=2)  # the user's to fix: refused before anything is written
     assert f"{other / 'tokenizer.json'}: id 0 is absent but 't0'" in proc.stderr, proc.stderr
     assert "different tokenizers" in proc.stderr, proc.stderr
     assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))

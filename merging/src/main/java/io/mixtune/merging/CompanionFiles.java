@@ -26,6 +26,7 @@ import java.util.TreeSet;
 final class CompanionFiles {
     private static final String TOKENIZER_JSON = "tokenizer.json";
     private static final String SENTENCEPIECE = "tokenizer.model";
+    static final String TOKENIZER_CONFIG = "tokenizer_config.json";
 
     private CompanionFiles() {}
 
@@ -225,20 +226,40 @@ final class CompanionFiles {
     }
 
     /**
+     * Where the tokenizer files come from, in priority: {@code tokenizerSource} (mergekit's tokenizer_source) first,
+     * when given, then the inputs. tokenizer_source must hold a tokenizer: mergekit loads it with AutoTokenizer
+     * (tokenizer/build.py build_tokenizer) and the merge fails without one, where copying the next input's would
+     * carry a tokenizer the config did not name. Checked before anything is written.
+     */
+    static List<Path> tokenizerDonors(List<Path> inputsInPriority, Path tokenizerSource) {
+        List<Path> donors = new ArrayList<>(inputsInPriority);
+        if (tokenizerSource != null) {
+            if (!hasTokenizer(tokenizerSource)) {
+                throw new IllegalArgumentException("tokenizer_source: " + tokenizerSource + " has no tokenizer files ("
+                        + TOKENIZER_CONFIG + ", " + TOKENIZER_JSON + " or " + SENTENCEPIECE + "), which mergekit fails"
+                        + " to load; name an input that has them, or leave tokenizer_source out");
+            }
+            donors.add(0, tokenizerSource);
+        }
+        return donors;
+    }
+
+    /** Whether {@code dir} holds a tokenizer's files: tokenizer_config.json, tokenizer.json or tokenizer.model. */
+    static boolean hasTokenizer(Path dir) {
+        return Files.isRegularFile(dir.resolve(TOKENIZER_CONFIG)) || Files.isRegularFile(dir.resolve(TOKENIZER_JSON))
+                || Files.isRegularFile(dir.resolve(SENTENCEPIECE));
+    }
+
+    /**
      * Copies the model files, each from the first input that has it, and the tokenizer's, picked by
-     * {@link AdapterMerge#tokenizerSources} from {@code tokenizerSource} (mergekit's tokenizer_source) first, when
-     * given, then the inputs in priority.
+     * {@link AdapterMerge#tokenizerSources} from {@link #tokenizerDonors}.
      */
     static void copy(List<Path> inputsInPriority, Path out, Path tokenizerSource) {
         for (String file : AdapterMerge.MODEL_FILES) {
             inputsInPriority.stream().filter(input -> Files.isRegularFile(input.resolve(file))).findFirst()
                     .ifPresent(input -> copyFile(input.resolve(file), out));
         }
-        List<Path> tokenizerDonors = new ArrayList<>(inputsInPriority);
-        if (tokenizerSource != null) {
-            tokenizerDonors.add(0, tokenizerSource);
-        }
-        copyTokenizer(tokenizerDonors, out);
+        copyTokenizer(tokenizerDonors(inputsInPriority, tokenizerSource), out);
     }
 
     /**

@@ -15,7 +15,8 @@ import java.nio.charset.StandardCharsets;
  *   u_j      = (mix64(stream + (j + 1) * 0x9E3779B97F4A7C15) >>> 11) * 2^-53    for element j in row-major order
  *   keep_j   = u_j < density
  * </pre>
- * (all arithmetic modulo 2^64; modelIndex counts the merged models from 0, the base excluded). Every tensor of every
+ * (all arithmetic modulo 2^64; modelIndex counts the merged models from 0, the base excluded; the tensor's name is the
+ * output's, in slices its name in the slice's first source: SlicePlan). Every tensor of every
  * model gets its own stream, so a mask does not depend on which shard or in which order a tensor is merged.
  */
 final class DareMask {

@@ -306,8 +306,10 @@ public record MergeConfig(
                 && (baseModel == null || !samePath(baseModel, tokenizerSource))) {
             throw new IllegalArgumentException("tokenizer_source must be base or one of the models, got '"
                     + tokenizerSource + "'" + (tokenizerSource.toString().equals("union")
-                    ? ": union (a vocabulary joined from every model's) is not supported yet: mixtune merges models"
-                    + " that share one tokenizer" : ""));
+                    ? ": union (a vocabulary joined from every model's) is not supported yet: mergekit's"
+                    + " build_union_tokenizer adds every model's tokens and PermutedEmbeddings rebuilds each model's"
+                    + " embedding rows for the joined vocabulary, which mixtune does not; mixtune merges models that"
+                    + " share one tokenizer: name base or one of the models" : ""));
         }
         if (tokenizerSource != null && tokenizerSource.toString().equals(TOKENIZER_FROM_BASE) && baseModel == null) {
             throw new IllegalArgumentException("tokenizer_source is base but there is no base_model");
@@ -575,7 +577,7 @@ public record MergeConfig(
     MergeConfig sliceView(int i) {
         Slice slice = slices.get(i);
         List<Model> sources = slice.sources().stream()
-                .filter(s -> !method.takesBaseApart() || !samePath(s.model(), baseModel))
+                .filter(s -> !method.takesBaseApart() || baseModel == null || !samePath(s.model(), baseModel))
                 .map(s -> new Model(s.model(), s.parameters())).toList();
         Path viewBase = method.takesBaseApart() || method == MergeMethod.SLERP ? baseModel : null;
         return new MergeConfig(method, viewBase, sources, parameters.under(slice.parameters()), null, null, seed,

@@ -49,13 +49,6 @@ public final class MergeYaml {
 
     private MergeYaml() {}
 
-    /**
-     * mergekit's keys that mixtune does not read yet, with what they do; named together, each at its line, rather than
-     * as unknown keys with a suggestion.
-     */
-    private static final Map<String, String> NOT_SUPPORTED_YET = Map.of(
-            "modules", "per-module merges of multimodal models");
-
     public static MergeConfig read(Path file) {
         return read(file, null);
     }
@@ -80,6 +73,10 @@ public final class MergeYaml {
             if (tokenizerKey) {
                 tree = withTokenizerSource(file, text, (ObjectNode) tree);
             }
+            boolean modulesKey = tree != null && tree.isObject() && tree.has("modules");
+            if (modulesKey) {
+                tree = MergekitModules.flattened(file, text, (ObjectNode) tree);
+            }
             if (out != null && tree != null && tree.has("out")) {
                 throw new IllegalArgumentException(file + where(text, "out") + ": out is given twice, in the file and on"
                         + " the command line (" + out + "); give it once");
@@ -92,8 +89,9 @@ public final class MergeYaml {
                 }
                 requireKnownKeys(file, text, models, MergeConfig.class, "");
                 config = MAPPER.treeToValue(models, MergeConfig.class);
-            } else if (tokenizerKey) {
-                // Read from the edited tree: the file's text says tokenizer, the record tokenizer_source.
+            } else if (tokenizerKey || modulesKey) {
+                // Read from the edited tree: the file's text says tokenizer or modules, the record tokenizer_source
+                // and models.
                 ObjectNode edited = (ObjectNode) tree;
                 if (out != null) {
                     edited.put("out", out.toString());
@@ -168,37 +166,19 @@ public final class MergeYaml {
         return edited;
     }
 
-    /** mergekit keys mixtune lacks, all named at once; and a mergekit merge method mixtune lacks, named as such. */
+    /** A mergekit merge method mixtune lacks, named as such with the keys and methods mixtune reads. */
     private static void requireSupported(Path file, String text, JsonNode tree) {
         if (tree == null || !tree.isObject()) {
             return;
         }
-        List<String> lacking = new ArrayList<>();
-        collectUnsupported(file, text, tree, lacking);
         JsonNode method = tree.path("merge_method");
         if (method.isTextual() && MergeMethod.MERGEKIT_ONLY.contains(method.asText())) {
-            lacking.add(0, file + where(text, "merge_method") + ": merge_method '" + method.asText() + "'");
-        }
-        if (!lacking.isEmpty()) {
-            throw new IllegalArgumentException("not supported yet: " + String.join("; ", lacking)
+            throw new IllegalArgumentException("not supported yet: " + file + where(text, "merge_method")
+                    + ": merge_method '" + method.asText() + "'"
                     + ". mixtune reads mergekit's merge_method (" + String.join(", ", MergeMethod.names()) + "),"
-                    + " base_model, models or slices, parameters (numbers, gradients, filters),"
+                    + " base_model, models, slices or modules: {default: ...}, parameters (numbers, gradients,"
+                    + " filters),"
                     + " dtype, out_dtype, tokenizer_source or tokenizer.source, and chat_template");
-        }
-    }
-
-    private static void collectUnsupported(Path file, String text, JsonNode node, List<String> lacking) {
-        if (node.isArray()) {
-            node.forEach(element -> collectUnsupported(file, text, element, lacking));
-        } else if (node.isObject()) {
-            for (Map.Entry<String, JsonNode> entry : node.properties()) {
-                String why = NOT_SUPPORTED_YET.get(entry.getKey());
-                if (why != null) {
-                    lacking.add(file + where(text, entry.getKey()) + ": '" + entry.getKey() + "' (" + why + ")");
-                } else {
-                    collectUnsupported(file, text, entry.getValue(), lacking);
-                }
-            }
         }
     }
 

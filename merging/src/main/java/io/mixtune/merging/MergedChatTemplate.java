@@ -1,11 +1,15 @@
 package io.mixtune.merging;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.mixtune.lora.adapter.AdapterMerge;
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -13,46 +17,96 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 
 /**
  * mergekit's {@code chat_template} (merge.py _set_chat_template): {@code auto} takes the template most of the inputs
- * have, else the key is a Jinja template itself. The merged tokenizer carries it as transformers 5's save_pretrained
- * writes a tokenizer's template, which is how mergekit writes it: chat_template.jinja, and no chat_template in
- * tokenizer_config.json.
+ * have, a bundled template's name gives its text, else the key is a Jinja template itself. The merged tokenizer
+ * carries it as transformers 5's save_pretrained writes a tokenizer's template, which is how mergekit writes it:
+ * chat_template.jinja, and no chat_template in tokenizer_config.json.
  */
 final class MergedChatTemplate {
     static final String AUTO = "auto";
     static final String JINJA_FILE = "chat_template.jinja";
-    private static final String TOKENIZER_CONFIG = "tokenizer_config.json";
+    private static final String TOKENIZER_CONFIG = CompanionFiles.TOKENIZER_CONFIG;
     private static final String LEGACY_JSON = "chat_template.json";
-    /** The templates mergekit bundles (mergekit/_data/chat_templates), taken by name. */
+    /**
+     * The names mergekit takes for its bundled templates (mergekit/_data/chat_templates, looked up by merge.py
+     * _set_chat_template before a literal is checked). mixtune ships its own text for each
+     * (resources chat_templates/NAME.jinja), written to render what mergekit's renders rather than copied from its
+     * LGPL-3.0 files: BundledChatTemplatesTest and interop's test_bundled_chat_templates.py compare the two on the
+     * conversations of bundled_chat_templates.json, rendered from mergekit's files by
+     * make_bundled_template_goldens.py.
+     */
     static final Set<String> MERGEKIT_BUNDLED = Set.of("alpaca", "chatml", "exaone", "llama3", "mistral");
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
     private MergedChatTemplate() {}
 
-    /** What mergekit checks before merging: auto, or text that can be a template (20 characters or more, with a '{'). */
+    /**
+     * What mergekit checks before merging: auto, a bundled template's name, or text that can be a template (20
+     * characters or more, with a '{').
+     */
     static void requireValid(String chatTemplate) {
-        if (chatTemplate == null || chatTemplate.equals(AUTO)) {
+        if (chatTemplate == null || chatTemplate.equals(AUTO) || MERGEKIT_BUNDLED.contains(chatTemplate)) {
             return;
         }
-        if (MERGEKIT_BUNDLED.contains(chatTemplate)) {
-            throw new IllegalArgumentException("chat_template '" + chatTemplate + "' names one of mergekit's bundled"
-                    + " templates (" + String.join(", ", new java.util.TreeSet<>(MERGEKIT_BUNDLED)) + "), which is not"
-                    + " supported yet: those files are LGPL-3.0 and mixtune does not ship them; give the template's"
-                    + " Jinja text, or auto");
-        }
         if (chatTemplate.length() < 20 || !chatTemplate.contains("{")) {
-            throw new IllegalArgumentException("chat_template must be auto or a Jinja template (20 characters or more,"
-                    + " with a '{'), got '" + chatTemplate + "'");
+            throw new IllegalArgumentException("chat_template must be auto, one of mergekit's bundled templates ("
+                    + String.join(", ", new TreeSet<>(MERGEKIT_BUNDLED)) + ") or a Jinja template (20 characters or"
+                    + " more, with a '{'), got '" + chatTemplate + "'");
+        }
+    }
+
+    /** mixtune's text of the bundled template {@code name}, which renders as mergekit's file of that name. */
+    static String bundled(String name) {
+        try (InputStream in = MergedChatTemplate.class.getResourceAsStream("chat_templates/" + name + ".jinja")) {
+            if (in == null) {
+                throw new IllegalStateException("the bundled chat template " + name + " is missing from the build");
+            }
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read the bundled chat template " + name, e);
         }
     }
 
     /**
-     * The template to write: the given one, or with auto the one most inputs have (each stripped, as mergekit strips
-     * them; a tie goes to the input listed first, where mergekit's order is a set's); null when auto finds none.
+     * The template the merge writes, settled before any tensor is written so that nothing fails once the merge has
+     * run: the tokenizer files {@code tokenizerDonors} give must exist to carry it and their tokenizer_config.json be
+     * JSON, and with auto every input's template is read. Null without chat_template, or when auto finds none.
+     *
+     * @param inputs the resolved inputs, base first, that auto counts
+     * @throws IllegalArgumentException naming chat_template and what is missing or unreadable
      */
-    static String resolve(String chatTemplate, List<Path> inputsInOrder) {
+    static String settle(String chatTemplate, List<Path> inputs, List<Path> tokenizerDonors) {
+        if (chatTemplate == null) {
+            return null;
+        }
+        Map<String, Path> files = AdapterMerge.tokenizerSources(tokenizerDonors);
+        if (tokenizerDonors.stream().noneMatch(CompanionFiles::hasTokenizer)) {
+            // mergekit warns ("Chat template specified but no tokenizer found") and saves no template; mixtune
+            // refuses a setting it would not apply.
+            throw new IllegalArgumentException("chat_template is given, but none of " + tokenizerDonors + ", whose"
+                    + " tokenizer the merge carries, has tokenizer files to carry it (tokenizer_config.json,"
+                    + " tokenizer.json or tokenizer.model)");
+        }
+        if (files.containsKey(TOKENIZER_CONFIG) && !(readJson(files.get(TOKENIZER_CONFIG).resolve(TOKENIZER_CONFIG))
+                instanceof ObjectNode)) {
+            throw new IllegalArgumentException(files.get(TOKENIZER_CONFIG).resolve(TOKENIZER_CONFIG) + ": not a JSON"
+                    + " object, so chat_template cannot be written into the tokenizer it belongs to");
+        }
+        return resolve(chatTemplate, inputs);
+    }
+
+    /**
+     * The template to write: a bundled one's text, the given one, or with auto the one most inputs have (each
+     * stripped, as mergekit strips them; a tie goes to the input listed first, where mergekit's order is a set's);
+     * null when auto finds none.
+     */
+    private static String resolve(String chatTemplate, List<Path> inputsInOrder) {
+        if (MERGEKIT_BUNDLED.contains(chatTemplate)) {
+            return bundled(chatTemplate);
+        }
         if (!AUTO.equals(chatTemplate)) {
             return chatTemplate;
         }
@@ -83,7 +137,7 @@ final class MergedChatTemplate {
             }
             for (String file : List.of(LEGACY_JSON, TOKENIZER_CONFIG)) {
                 if (Files.isRegularFile(dir.resolve(file))) {
-                    JsonNode template = JSON.readTree(dir.resolve(file).toFile()).path("chat_template");
+                    JsonNode template = readJson(dir.resolve(file)).path("chat_template");
                     if (template.isTextual()) {
                         return template.asText();
                     }
@@ -103,23 +157,16 @@ final class MergedChatTemplate {
         }
     }
 
-    /**
-     * Checked before anything is written: some input has tokenizer files to carry the template (mergekit warns and
-     * saves none; mixtune refuses, as for every setting it would not apply).
-     */
-    static void requireTokenizerAmong(List<Path> inputs) {
-        for (Path input : inputs) {
-            if (hasTokenizer(input)) {
-                return;
-            }
+    /** A JSON file the template is read from or written into; one that is not JSON is the input's fault. */
+    private static JsonNode readJson(Path file) {
+        try {
+            return JSON.readTree(file.toFile());
+        } catch (JsonProcessingException e) {
+            throw new IllegalArgumentException(file + ": not valid JSON, so chat_template cannot use it: "
+                    + e.getOriginalMessage());
+        } catch (IOException e) {
+            throw new UncheckedIOException(file + ": cannot be read: " + e.getMessage(), e);
         }
-        throw new IllegalArgumentException("chat_template is given, but no input has tokenizer files to carry it"
-                + " (tokenizer_config.json, tokenizer.json or tokenizer.model)");
-    }
-
-    private static boolean hasTokenizer(Path dir) {
-        return Files.isRegularFile(dir.resolve(TOKENIZER_CONFIG)) || Files.isRegularFile(dir.resolve("tokenizer.json"))
-                || Files.isRegularFile(dir.resolve("tokenizer.model"));
     }
 
     /**
@@ -128,7 +175,7 @@ final class MergedChatTemplate {
      */
     static void write(Path out, String template) {
         Path config = out.resolve(TOKENIZER_CONFIG);
-        if (!hasTokenizer(out)) {
+        if (!CompanionFiles.hasTokenizer(out)) {
             throw new IllegalStateException(out + ": no tokenizer files were copied to carry the chat template");
         }
         try {
@@ -146,7 +193,7 @@ final class MergedChatTemplate {
         }
     }
 
-    /** The inputs mergekit's auto looks at: the base, then the models. */
+    /** The inputs mergekit's auto looks at (referenced_models): the base, then the models. */
     static List<Path> inputs(MergeConfig config) {
         List<Path> inputs = new ArrayList<>();
         if (config.baseModel() != null) {

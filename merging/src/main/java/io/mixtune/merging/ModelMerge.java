@@ -27,9 +27,6 @@ public final class ModelMerge {
     public static MergeReport run(MergeConfig config, boolean force, long maxShardBytes) {
         long start = System.nanoTime();
         StagedOutput.requireWritable(config.out(), force);
-        if (config.chatTemplate() != null) {
-            MergedChatTemplate.requireTokenizerAmong(MergedChatTemplate.inputs(config));
-        }
         if (config.slices() != null) {
             return mergeSlices(config, force, maxShardBytes, start);
         }
@@ -93,12 +90,14 @@ public final class ModelMerge {
                 ? new LayerwiseMerge(layers, (name, t) -> tensorMerge(resolved, name, t))
                 : tensorMerge(resolved, "", 0);
         Path tokenizerSource = resolved.tokenizerSource() == null ? null : resolved.tokenizerInput();
+        String chatTemplate = MergedChatTemplate.settle(resolved.chatTemplate(), MergedChatTemplate.inputs(resolved),
+                CompanionFiles.tokenizerDonors(priority, tokenizerSource));
         try (CheckpointMerge checkpoints = CheckpointMerge.open(tensorBase, tensorModels, warm, resolved.writtenDtype(),
                 priority.get(0), tokenizerSource);
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(merge, staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
-            writeChatTemplate(resolved, staged.dir());
+            writeChatTemplate(chatTemplate, staged.dir());
             CheckpointMerge.recordDtype(staged.dir(), resolved.writtenDtype());
             writeResolved(resolved, staged.dir());
             staged.commit();
@@ -129,12 +128,14 @@ public final class ModelMerge {
         priority.removeIf(p -> MergeConfig.samePath(p, donor));
         priority.add(0, donor);
         Path tokenizerSource = config.tokenizerSource() == null ? null : config.tokenizerInput();
+        String chatTemplate = MergedChatTemplate.settle(config.chatTemplate(), MergedChatTemplate.inputs(config),
+                CompanionFiles.tokenizerDonors(priority, tokenizerSource));
         CheckpointMerge.Planned opened = CheckpointMerge.openSlices(config, config.writtenDtype(), tokenizerSource);
         try (CheckpointMerge checkpoints = opened.checkpoints();
                 StagedOutput staged = StagedOutput.create(config.out(), force)) {
             List<Path> files = checkpoints.write(opened.plan(), staged.dir(), maxShardBytes);
             CompanionFiles.copy(priority, staged.dir(), tokenizerSource);
-            writeChatTemplate(config, staged.dir());
+            writeChatTemplate(chatTemplate, staged.dir());
             CheckpointMerge.recordLayers(staged.dir(), opened.plan().layers());
             CheckpointMerge.recordDtype(staged.dir(), config.writtenDtype());
             writeResolved(config, staged.dir());
@@ -163,12 +164,13 @@ public final class ModelMerge {
             throw new IllegalArgumentException("adapters are task vectors already: give no base_model when merging"
                     + " PEFT adapters");
         }
+        String chatTemplate = MergedChatTemplate.settle(resolved.chatTemplate(), models, models);
         try (AdapterAverage average = AdapterAverage.open(models, method == MergeMethod.WARM);
                 StagedOutput staged = StagedOutput.create(resolved.out(), force)) {
             AdapterAverage.Compression compression = average.write(coefficients, resolved.rank(), resolved.writtenDtype(),
                     staged.dir());
             CompanionFiles.copyTokenizer(models, staged.dir());
-            writeChatTemplate(resolved, staged.dir());
+            writeChatTemplate(chatTemplate, staged.dir());
             writeResolved(resolved, staged.dir());
             staged.commit();
             return new MergeReport(method, true, models, null, resolved.out(), compression.modules(), coefficients, 2,
@@ -176,12 +178,11 @@ public final class ModelMerge {
         }
     }
 
-    /** chat_template, where given, into the copied tokenizer files (auto finding no template leaves them as they are). */
-    private static void writeChatTemplate(MergeConfig config, Path out) {
-        if (config.chatTemplate() == null) {
-            return;
-        }
-        String template = MergedChatTemplate.resolve(config.chatTemplate(), MergedChatTemplate.inputs(config));
+    /**
+     * The template {@link MergedChatTemplate#settle} settled, into the copied tokenizer files; null (no chat_template,
+     * or auto finding none) leaves them as they are.
+     */
+    private static void writeChatTemplate(String template, Path out) {
         if (template != null) {
             MergedChatTemplate.write(out, template);
         }

@@ -29,6 +29,12 @@ final class SlicePlan implements TensorMerge {
 
     private final Map<String, Gather> gathers = new LinkedHashMap<>();
     private final Map<String, TensorMerge> merges = new LinkedHashMap<>();
+    /**
+     * The name each output tensor has in its slice's first source, which a method's random masks (dare, della:
+     * {@link DareMask}) are drawn by: a slice stacked on others then draws the masks it draws merged alone
+     * (SlicesInvariantTest), where the output's renumbered name would draw others.
+     */
+    private final Map<String, String> sourceNames = new LinkedHashMap<>();
     /** Each slice as a merge of whole models, with its parameters over the method-wide ones. */
     private final List<MergeConfig> views = new ArrayList<>();
     private int layers;
@@ -114,6 +120,7 @@ final class SlicePlan implements TensorMerge {
         }
         gathers.put(name, new Gather(base, List.copyOf(models)));
         merges.put(name, ModelMerge.tensorMerge(views.get(i), name, t));
+        sourceNames.put(name, layer ? renumbered(leadName, leadFirst + k) : leadName);
     }
 
     Map<String, Gather> gathers() {
@@ -127,12 +134,12 @@ final class SlicePlan implements TensorMerge {
 
     @Override
     public float[] merge(String name, float[] base, List<float[]> models) {
-        return merges.get(name).merge(name, base, models);
+        return merges.get(name).merge(sourceNames.get(name), base, models);
     }
 
     @Override
     public float[] merge(String name, long[] shape, float[] base, List<float[]> models) {
-        return merges.get(name).merge(name, shape, base, models);
+        return merges.get(name).merge(sourceNames.get(name), shape, base, models);
     }
 
     /** mergekit's Mistral and Mixtral architectures have one "pre" weight, the embeddings. */

@@ -14,6 +14,7 @@ import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -208,21 +209,69 @@ class MergekitExamplesTest {
         assertTrue(message.contains("passthrough takes no weights"), message);
     }
 
+    /**
+     * mergekit's modules form (config.py): Mistral's and Mixtral's one module is named default, and
+     * {@code modules: {default: {models | slices, parameters}}} merges as the same models or slices at the top, the
+     * module's parameters between the models' and the method-wide ones (ConfigReader.parameter): a tensor the module's
+     * filters leave unset takes the method-wide value. Other module names (multimodal architectures') and malformed
+     * modules are refused at their line.
+     */
     @Test
-    void everyMergekitKeyMixtuneLacksIsNamedAtItsLine() throws IOException {
-        Path file = Files.writeString(dir.resolve("m.yml"), """
-                models:
-                  - model: a
-                  - model: b
-                merge_method: linear
-                modules: {}
+    void modulesDefaultIsTheModelsOrSlicesForm() throws IOException {
+        Path base = tinyModel("base", 1, 1);
+        Path m = tinyModel("m", 3, 3);
+        Path file = Files.writeString(dir.resolve("modules.yml"), """
+                merge_method: task_arithmetic
+                base_model: %s
                 parameters:
-                  weight: 1.0
-                """);
-        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(file, dir.resolve("o")))
-                .getMessage();
-        assertTrue(message.contains(file + ":5:1: 'modules'"), message);
-        assertTrue(message.startsWith("not supported yet"), message);
+                  lambda: 2
+                modules:
+                  default:
+                    models:
+                      - model: %s
+                    parameters:
+                      lambda: [{filter: mlp, value: 0.5}]
+                """.formatted(base, m));
+        ModelMerge.run(MergeYaml.read(file, dir.resolve("modules")), false, Long.MAX_VALUE);
+        try (SafetensorsReader merged = SafetensorsReader.open(dir.resolve("modules"))) {
+            assertArrayEquals(new float[] {2, 2}, merged.readFloats("model.layers.1.mlp.down_proj.weight"),
+                    "1 + 0.5 (3 - 1): the module's lambda");
+            assertArrayEquals(new float[] {5, 5}, merged.readFloats("model.layers.1.self_attn.q_proj.weight"),
+                    "1 + 2 (3 - 1): the module's filter leaves it to the method-wide lambda");
+        }
+        String slices = """
+                merge_method: linear
+                %s:
+                  - sources:
+                      - model: %s
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: %s
+                        layer_range: [1, 3]
+                """;
+        Path atTop = Files.writeString(dir.resolve("top.yml"), slices.formatted("slices", base, m));
+        Path inModule = Files.writeString(dir.resolve("module.yml"), slices.formatted(
+                "modules:\n  default:\n    slices", base, m).replace("\n  - sources", "\n      - sources").replace("\n      - model", "\n          - model")
+                .replace("\n        layer_range", "\n            layer_range"));
+        assertEquals(MergeYaml.toYaml(MergeYaml.read(atTop, dir.resolve("o"))),
+                MergeYaml.toYaml(MergeYaml.read(inModule, dir.resolve("o"))), Files.readString(inModule));
+        Map<String, String> refused = Map.of(
+                "modules:\n  text_decoder:\n    models: [{model: a}]\n",
+                "not supported yet: %s:3:3: modules 'text_decoder': mergekit's Mistral and Mixtral architectures have"
+                        + " one module, named default",
+                "models: [{model: a}]\nmodules:\n  default:\n    models: [{model: a}]\n",
+                "%s:3:1: give one of models, slices or modules",
+                "modules:\n  default:\n    models: [{model: a}]\n    slices: []\n", "must give slices or models, one",
+                "modules:\n  default:\n    model: a\n",
+                "%s:4:5: modules.default.model is not a key of mergekit's module",
+                "modules: {}\n", "modules must map the one module of Mistral and Mixtral");
+        for (Map.Entry<String, String> entry : refused.entrySet()) {
+            Path bad = Files.writeString(dir.resolve("bad.yml"), "merge_method: linear\n" + entry.getKey());
+            String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(bad, dir.resolve("o")),
+                    entry.getKey()).getMessage();
+            String expected = entry.getValue().contains("%s") ? entry.getValue().formatted(bad) : entry.getValue();
+            assertTrue(message.contains(expected), entry.getKey() + ": " + message);
+        }
     }
 
     @Test
@@ -320,7 +369,8 @@ class MergekitExamplesTest {
         Path union = Files.writeString(dir.resolve("union.yml"), models + "tokenizer_source: union\n");
         String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(union, dir.resolve("u")))
                 .getMessage();
-        assertTrue(message.contains("union") && message.contains("not supported yet"), message);
+        assertTrue(message.contains("union") && message.contains("not supported yet")
+                && message.contains("name base or one of the models"), message);
     }
 
     /**
@@ -607,22 +657,87 @@ class MergekitExamplesTest {
                 + "\nchat_template: auto\n");
         String message = assertThrows(IllegalArgumentException.class,
                 () -> ModelMerge.run(MergeYaml.read(none, dir.resolve("none")), false, Long.MAX_VALUE)).getMessage();
-        assertTrue(message.contains("no input has tokenizer files"), message);
+        assertTrue(message.contains("has tokenizer files to carry it"), message);
         assertFalse(Files.exists(dir.resolve("none")));
     }
 
+    /**
+     * What used to fail once the tensors were merged (exit 1) is refused before any is written, naming the key: the
+     * template's carrier is the tokenizer of the inputs that are merged (here {@code last: 1} drops the only one with
+     * a tokenizer), a tokenizer_config.json the template is written into or auto reads must be JSON, and
+     * tokenizer_source must name a model with a tokenizer (mergekit's AutoTokenizer fails on one without; mixtune
+     * used to copy the next input's silently). Each out lies under a regular file, where the merge could write
+     * nothing: the refusal coming first shows it comes before any writing.
+     */
     @Test
-    void chatTemplateNamesMixtuneCannotTakeAreRefusedAtTheirLine() throws IOException {
-        String models = "merge_method: linear\nmodels:\n  - model: a\n  - model: b\n";
-        Path bundled = Files.writeString(dir.resolve("bundled.yml"), models + "chat_template: chatml\n");
-        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(bundled, dir.resolve("o")))
-                .getMessage();
-        assertTrue(message.contains(bundled + ":5:") && message.contains("'chatml'")
-                && message.contains("not supported yet") && message.contains("LGPL-3.0"), message);
+    void tokenizerProblemsAreRefusedBeforeAnyTensorIsWritten() throws IOException {
+        Path a = tinyModel("a", 1, 1);
+        Path b = tinyModel("b", 3, 3);
+        Path bare = tinyModel("bare", 5, 5);
+        Files.writeString(a.resolve("tokenizer.json"), "{\"model\": {\"vocab\": {\"<s>\": 1}}}");
+        Files.writeString(b.resolve("tokenizer.json"), "{\"model\": {\"vocab\": {\"<s>\": 1}}}");
+        Files.writeString(b.resolve("tokenizer_config.json"), "{\"chat_template\": ");
+        String template = "chat_template: \"{% for m in messages %}{{ m['content'] }}{% endfor %}\"\n";
+        Map<String, List<String>> refused = new LinkedHashMap<>();
+        refused.put("merge_method: swa\nmodels:\n  - model: " + a + "\n  - model: " + bare + "\nlast: 1\n" + template,
+                List.of("chat_template is given, but none of [" + bare + "]", "has tokenizer files to carry it"));
+        refused.put("merge_method: linear\nmodels:\n  - model: " + b + "\n  - model: " + a + "\n" + template,
+                List.of(b.resolve("tokenizer_config.json") + ": not valid JSON", "chat_template"));
+        refused.put("merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + b + "\nchat_template: auto\n",
+                List.of(b.resolve("tokenizer_config.json") + ": not valid JSON", "chat_template"));
+        refused.put("merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + bare + "\ntokenizer_source: "
+                + bare + "\n", List.of("tokenizer_source: " + bare + " has no tokenizer files (tokenizer_config.json,"
+                + " tokenizer.json or tokenizer.model)"));
+        refused.put("merge_method: linear\nslices:\n  - sources:\n      - model: " + a
+                + "\n        layer_range: [0, 2]\n      - model: " + bare + "\n        layer_range: [0, 2]\ntokenizer_source: " + bare + "\n",
+                List.of("tokenizer_source: " + bare + " has no tokenizer files"));
+        Path blocked = Files.writeString(dir.resolve("blocked"), "a file, so no directory can be made under it");
+        Path fine = Files.writeString(dir.resolve("fine.yml"), "merge_method: linear\nmodels:\n  - model: " + a
+                + "\n  - model: " + bare + "\n");
+        MergeConfig writing = MergeYaml.read(fine, blocked.resolve("fine"));
+        assertFalse(assertThrows(RuntimeException.class, () -> ModelMerge.run(writing, false, Long.MAX_VALUE))
+                .getMessage().contains("chat_template"), "a merge that passes its checks fails at writing here");
+        int i = 0;
+        for (Map.Entry<String, List<String>> entry : refused.entrySet()) {
+            Path file = Files.writeString(dir.resolve("refused" + i + ".yml"), entry.getKey());
+            Path out = blocked.resolve("out" + i++);
+            MergeConfig config = MergeYaml.read(file, out);
+            String message = assertThrows(IllegalArgumentException.class, () -> ModelMerge.run(config, false,
+                    Long.MAX_VALUE), entry.getKey()).getMessage();
+            for (String part : entry.getValue()) {
+                assertTrue(message.contains(part), entry.getKey() + ": " + message);
+            }
+        }
+    }
+
+    /**
+     * A bundled template's name (merge.py _set_chat_template looks it up in mergekit/_data/chat_templates before
+     * checking a literal) writes mixtune's text of it, which BundledChatTemplatesTest renders as mergekit's; another
+     * short name is refused at its line, listing the names.
+     */
+    @Test
+    void chatTemplateNamesAreMergekitsBundledTemplates() throws IOException {
+        Path a = tinyModel("a", 1, 1);
+        Path b = tinyModel("b", 3, 3);
+        for (Path model : List.of(a, b)) {
+            Files.writeString(model.resolve("tokenizer.json"), "{\"model\": {\"vocab\": {\"<s>\": 1}}}");
+            Files.writeString(model.resolve("tokenizer_config.json"), "{\"chat_template\": \"{{ messages }} x\"}");
+        }
+        String models = "merge_method: linear\nmodels:\n  - model: " + a + "\n  - model: " + b + "\n";
+        for (String name : MergedChatTemplate.MERGEKIT_BUNDLED) {
+            Path file = Files.writeString(dir.resolve(name + ".yml"), models + "chat_template: " + name + "\n");
+            ModelMerge.run(MergeYaml.read(file, dir.resolve(name)), false, Long.MAX_VALUE);
+            String written = Files.readString(dir.resolve(name).resolve("chat_template.jinja"));
+            assertEquals(MergedChatTemplate.bundled(name), written, name);
+            assertTrue(written.contains("{%") && written.contains("messages"), name);
+            assertFalse(JSON.readTree(dir.resolve(name).resolve("tokenizer_config.json").toFile())
+                    .has("chat_template"));
+        }
         Path invalid = Files.writeString(dir.resolve("invalid.yml"), models + "chat_template: vicuna\n");
-        message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(invalid, dir.resolve("o")))
+        String message = assertThrows(IllegalArgumentException.class, () -> MergeYaml.read(invalid, dir.resolve("o")))
                 .getMessage();
-        assertTrue(message.contains("chat_template must be auto or a Jinja template"), message);
+        assertTrue(message.contains(invalid + ":5:") && message.contains("'vicuna'")
+                && message.contains("alpaca, chatml, exaone, llama3, mistral"), message);
     }
 
     /** mergekit's tokenizer: {source: ...} is its tokenizer_source (plan.py); the embedding-building keys are refused. */

@@ -26,9 +26,9 @@ import java.util.Objects;
  * }</pre>
  *
  * <p>A config that contradicts itself is refused when built (IllegalArgumentException from {@link MergeConfig}); one
- * read from a file, and LoraHub's inputs, throw {@link InvalidOptionException}; an input found unusable while merging
- * (not a model, shapes that differ) throws IllegalArgumentException naming it. The output is written as OUT.tmp-* and
- * renamed when complete. Nothing prints.
+ * read from a file, LoraHub's inputs, and an input found unusable before anything is written (not a model, shapes or
+ * tokenizers that differ, a non-empty out) throw {@link InvalidOptionException} naming it, which the command line
+ * exits 2 with. The output is written as OUT.tmp-* and renamed when complete. Nothing prints.
  */
 public final class Merging {
     private final MergeConfig config;
@@ -145,7 +145,13 @@ public final class Merging {
             return new Result(loraHub.out(), "lorahub", result.inputs(), loraHub.base(), result.weights(), true, null,
                     result, result.lines(loraHub.out()));
         }
-        MergeReport report = ModelMerge.run(config, force, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
+        MergeReport report;
+        try {
+            report = ModelMerge.run(config, force, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
+        } catch (IllegalArgumentException e) {
+            // ModelMerge checks every input before it writes (its contract): what it refuses is the user's to fix
+            throw new InvalidOptionException(null, e.getMessage(), e);
+        }
         return new Result(report.out(), report.method().yamlName(), report.inputs(), report.base(),
                 report.coefficients(), report.adapters(), report, null, report.lines());
     }

@@ -66,11 +66,35 @@ class MergekitCliTest {
 
     @Test
     void aMergekitKeyMixtuneLacksIsNamedAsNotSupportedYet() throws IOException {
-        Path config = Files.writeString(dir.resolve("modules.yml"), "merge_method: linear\nmodules: {}\nmodels:\n"
-                + "  - model: b\n");
+        Path config = Files.writeString(dir.resolve("modules.yml"), "merge_method: linear\nmodules:\n"
+                + "  vision_tower:\n    models:\n      - model: b\n");
         MixtuneCliTest.Result modules = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
         assertEquals(2, modules.code());
-        assertTrue(modules.err().contains("not supported yet") && modules.err().contains(":2:1: 'modules'"),
-                modules.err());
+        assertTrue(modules.err().contains("not supported yet")
+                && modules.err().contains(":3:3: modules 'vision_tower'"), modules.err());
+    }
+
+    /**
+     * A tokenizer problem is refused with exit 2 before the merge, naming the key: once it failed with exit 1 after
+     * the tensors were merged (chat_template with no tokenizer among the merged inputs).
+     */
+    @Test
+    void aTokenizerProblemIsExitTwoBeforeTheMerge() throws IOException {
+        Path bare = Files.createDirectories(dir.resolve("bare"));
+        for (String file : new String[] {"config.json", "model.safetensors"}) {
+            Files.copy(GOLDEN.resolve("m1").resolve(file), bare.resolve(file));
+        }
+        Path config = Files.writeString(dir.resolve("last.yml"), """
+                merge_method: swa
+                models:
+                  - model: %s
+                  - model: %s
+                last: 1
+                chat_template: chatml
+                """.formatted(GOLDEN.resolve("m0"), bare));
+        MixtuneCliTest.Result refused = MixtuneCliTest.run("merge", config.toString(), dir.resolve("out").toString());
+        assertEquals(2, refused.code(), refused.err());
+        assertTrue(refused.err().contains("chat_template is given, but none of [" + bare + "]"), refused.err());
+        assertTrue(Files.notExists(dir.resolve("out")));
     }
 }

@@ -365,8 +365,8 @@ class MixtuneCliTest {
         assertTrue(ties.out().startsWith("merged 3 checkpoints with ties (base " + golden.resolve("base") + ") into " + out
                 + ": 7 tensors"), ties.out());
         assertTrue(Files.isRegularFile(out.resolve("model.safetensors")) && Files.isRegularFile(out.resolve("config.json")));
-        assertEquals(1, run("merge", "--method", "linear", "--inputs", inputs, "--out", out.toString()).code(),
-                "an existing output is not replaced without --force");
+        assertEquals(2, run("merge", "--method", "linear", "--inputs", inputs, "--out", out.toString()).code(),
+                "an existing output is not replaced without --force: the user's to fix");
         assertEquals(0, run("merge", "--method", "linear", "--inputs", inputs, "--out", out.toString(), "--force").code());
 
         Result typo = run("merge", "--method", "tie", "--inputs", inputs, "--out", dir.resolve("x").toString());
@@ -382,7 +382,7 @@ class MixtuneCliTest {
         assertTrue(density.err().contains("density must lie in (0, 1]"), density.err());
         Result missing = run("merge", "--method", "linear", "--inputs", golden.resolve("m0") + ",/nonexistent",
                 "--out", dir.resolve("x").toString());
-        assertEquals(1, missing.code());
+        assertEquals(2, missing.code(), "an input that is not there is the user's to fix");
         assertTrue(missing.err().contains("/nonexistent: no such directory"), missing.err());
         assertFalse(Files.exists(dir.resolve("x")));
 
