@@ -9,7 +9,7 @@ import os
 import subprocess
 
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 import hf_models as hf
 import make_hf_template_goldens as hg
@@ -74,3 +74,36 @@ def test_adapter_tokenizer_applies_the_trained_template(tmp_path, template):
         assert list(out["input_ids"]) == row["input_ids"], row["source"]
         labels = [t if m else IGNORE for t, m in zip(out["input_ids"], out["assistant_masks"])]
         assert labels == row["labels"], row["source"]
+
+
+def test_a_template_transformers_saved_as_chat_template_jinja_is_the_models(tmp_path):
+    """transformers 5's save_pretrained writes a tokenizer's template to chat_template.jinja and leaves none in
+    tokenizer_config.json (as mergekit and `mixtune merge` write it too); AutoTokenizer reads that file first, and so
+    does mixtune's `data.template: auto`: the ids it trains on are apply_chat_template's. Before, auto fell back to
+    mistral on such a folder."""
+    model = tmp_path / "model"
+    run("init-model", "--preset", "tiny-mistral", "--out", str(model))
+    # AutoTokenizer would pick mistral-common for a Mistral model folder; the fast tokenizer is what it saves
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model)
+    tokenizer.chat_template = (hf.repo_root() / "configs" / "chat-templates" / "openhermes-2.5-chatml.jinja").read_text()
+    tokenizer.save_pretrained(model)
+    assert (model / "chat_template.jinja").is_file()
+    assert "chat_template" not in json.loads((model / "tokenizer_config.json").read_text())
+
+    conversations = [[{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                      {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"},
+                      {"role": "assistant", "content": "6"}]]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model:\n  path: {model}\noutput_dir: {tmp_path / 'out'}\n"
+                      f"data:\n  files: [{chats}]\n  template: auto\n  packing: false\n")
+    dump = tmp_path / "dump.jsonl"
+    run("data", "preview", "--recipe", str(recipe), "--n", "10", "--dump", str(dump), "--color", "never")
+    rows = [json.loads(line) for line in dump.read_text().splitlines() if "source" in json.loads(line)]
+    assert len(rows) == len(conversations)
+    for row, messages in zip(rows, conversations, strict=True):
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        assert list(ids) == row["input_ids"], row["source"]
+        assert any(label != IGNORE for label in row["labels"])

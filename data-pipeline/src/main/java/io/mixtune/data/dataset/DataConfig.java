@@ -134,8 +134,8 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
     }
 
     /**
-     * The chat template for a model's tokenizer: auto is the model's own chat_template when its tokenizer_config.json
-     * has one (run by the built-in renderer where it is the Jinja mixtune writes for a built-in template, which gives
+     * The chat template for a model's tokenizer: auto is the model's own chat_template when its chat_template.jinja or
+     * tokenizer_config.json has one (run by the built-in renderer where it is the Jinja mixtune writes for a built-in template, which gives
      * the same ids), else mistral; hf demands the model's own.
      *
      * @throws IllegalArgumentException for hf when the model has no chat_template, naming the file
@@ -149,7 +149,8 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             if (template.equals("hf")) {
                 throw new IllegalArgumentException("template: hf uses the model's own chat_template, but "
                         + tokenizer.configName() + (tokenizer.config() == null ? " does not exist" : " has none")
-                        + " (use template: auto, mistral or chatml, or add the model's tokenizer_config.json)");
+                        + " and there is no " + tokenizer.templateName() + " (use template: auto, mistral or chatml, "
+                        + "or add the model's tokenizer_config.json or chat_template.jinja)");
             }
             return new MistralTemplate(tokenizer.bosId(), tokenizer.eosId());
         }

@@ -58,32 +58,44 @@ public final class SampleCache {
 
     /**
      * Where the tokenizer comes from: a tokenizer.json's bytes (which go into the key), the special ids, and the
-     * tokenizer_config.json beside it (null where there is none), whose {@code chat_template} {@code data.template:
-     * auto} and {@code hf} use.
+     * tokenizer_config.json and chat_template.jinja beside it (null where there is none), whose template
+     * {@code data.template: auto} and {@code hf} use ({@link JinjaChatTemplate#fromTokenizerFiles}: the .jinja first,
+     * as AutoTokenizer reads it).
      *
      * @param configName how errors name the tokenizer_config.json (also when it is absent)
+     * @param templateName how errors name the chat_template.jinja
+     * @param template the chat_template.jinja's text
      */
-    public record TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config) {
+    public record TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config,
+            String templateName, String template) {
         public TokenizerFile(String name, byte[] json, long bosId, long eosId) {
-            this(name, json, bosId, eosId, siblingConfig(name), null);
+            this(name, json, bosId, eosId, sibling(name, CONFIG_FILE), null);
         }
 
+        public TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config) {
+            this(name, json, bosId, eosId, configName, config, sibling(name, JinjaChatTemplate.TEMPLATE_FILE), null);
+        }
+
+        private static final String CONFIG_FILE = "tokenizer_config.json";
+
         public static TokenizerFile of(Path tokenizerJson, long bosId, long eosId) {
-            Path config = tokenizerJson.resolveSibling("tokenizer_config.json");
+            Path config = tokenizerJson.resolveSibling(CONFIG_FILE);
+            Path template = tokenizerJson.resolveSibling(JinjaChatTemplate.TEMPLATE_FILE);
             try {
                 return new TokenizerFile(tokenizerJson.toString(), Files.readAllBytes(tokenizerJson), bosId, eosId,
-                        config.toString(), Files.isRegularFile(config) ? Files.readAllBytes(config) : null);
+                        config.toString(), Files.isRegularFile(config) ? Files.readAllBytes(config) : null,
+                        template.toString(), Files.isRegularFile(template) ? Files.readString(template) : null);
             } catch (NoSuchFileException e) {
                 throw new UncheckedIOException(tokenizerJson + ": no such tokenizer.json", e);
             } catch (IOException e) {
-                throw new UncheckedIOException(tokenizerJson + " or " + config + ": cannot be read: " + e.getMessage(),
-                        e);
+                throw new UncheckedIOException(tokenizerJson + ", " + config + " or " + template + ": cannot be read: "
+                        + e.getMessage(), e);
             }
         }
 
         /** A tokenizer.json on the classpath, such as {@code ModelPreset.MISTRAL_V1_TOKENIZER}. */
         public static TokenizerFile resource(String resource, long bosId, long eosId) {
-            String configResource = siblingConfig(resource);
+            String configResource = sibling(resource, CONFIG_FILE);
             try (InputStream in = SampleCache.class.getClassLoader().getResourceAsStream(resource);
                     InputStream config = SampleCache.class.getClassLoader().getResourceAsStream(configResource)) {
                 if (in == null) {
@@ -96,18 +108,18 @@ public final class SampleCache {
             }
         }
 
-        private static String siblingConfig(String tokenizerJson) {
+        private static String sibling(String tokenizerJson, String file) {
             int slash = tokenizerJson.lastIndexOf('/');
-            return tokenizerJson.substring(0, slash + 1) + "tokenizer_config.json";
+            return tokenizerJson.substring(0, slash + 1) + file;
         }
 
         public TextTokenizer open() {
             return TextTokenizer.read(new ByteArrayInputStream(json), name, bosId, eosId);
         }
 
-        /** The model's own chat template, from its tokenizer_config.json; null where it has none. */
+        /** The model's own chat template, as AutoTokenizer reads it; null where it has none. */
         public JinjaChatTemplate chatTemplate() {
-            return config == null ? null : JinjaChatTemplate.fromTokenizerConfig(configName, config);
+            return JinjaChatTemplate.fromTokenizerFiles(configName, config, templateName, template);
         }
     }
 

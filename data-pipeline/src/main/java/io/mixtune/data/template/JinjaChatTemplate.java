@@ -90,6 +90,9 @@ public final class JinjaChatTemplate {
      * @throws TemplateException naming the line where the template uses a loop variable Jinjava lacks
      *     ({@code loop.previtem}, {@code loop.nextitem}, {@code loop.changed})
      */
+    /** transformers' CHAT_TEMPLATE_FILE: where its save_pretrained writes a tokenizer's chat template. */
+    public static final String TEMPLATE_FILE = "chat_template.jinja";
+
     public JinjaChatTemplate(String name, String source, String bosToken, String eosToken) {
         this.name = name;
         this.source = source;
@@ -140,12 +143,38 @@ public final class JinjaChatTemplate {
      *     variable Jinjava lacks
      */
     public static JinjaChatTemplate fromTokenizerConfig(String file, byte[] json) {
+        return fromTokenizerFiles(file, json, null, null);
+    }
+
+    /**
+     * A tokenizer folder's template as transformers 5.18's AutoTokenizer loads it: its {@value #TEMPLATE_FILE}
+     * (where save_pretrained writes a template, leaving none in tokenizer_config.json) before tokenizer_config.json's
+     * {@code chat_template} (tokenization_utils_base: the independent template file takes priority), with the
+     * tokenizer_config.json's BOS and EOS tokens as {@link #fromTokenizerConfig} reads them.
+     *
+     * @param config the tokenizer_config.json's bytes, or null where there is none
+     * @param template the {@value #TEMPLATE_FILE}'s text, or null where there is none
+     * @return null when neither holds a template
+     */
+    public static JinjaChatTemplate fromTokenizerFiles(String configFile, byte[] config, String templateFile,
+            String template) {
         JsonNode root;
         try {
-            root = new ObjectMapper().readTree(json);
+            root = config == null ? new ObjectMapper().createObjectNode() : new ObjectMapper().readTree(config);
         } catch (IOException e) {
-            throw new IllegalArgumentException(file + ": not JSON: " + e.getMessage(), e);
+            throw new IllegalArgumentException(configFile + ": not JSON: " + e.getMessage(), e);
         }
+        if (template != null) {
+            return new JinjaChatTemplate(templateFile, template, bosToken(root), token(root.path("eos_token"), "</s>"));
+        }
+        return fromConfigKey(configFile, root);
+    }
+
+    private static String bosToken(JsonNode root) {
+        return root.path("bos_token").isNull() ? null : token(root.path("bos_token"), "<s>");
+    }
+
+    private static JinjaChatTemplate fromConfigKey(String file, JsonNode root) {
         JsonNode template = root.path("chat_template");
         String source;
         if (template.isMissingNode() || template.isNull()) {
@@ -169,9 +198,7 @@ public final class JinjaChatTemplate {
             throw new IllegalArgumentException(file + ": chat_template must be a string or a list of {name, template}, "
                     + "got " + template.getNodeType().name().toLowerCase(Locale.ROOT));
         }
-        return new JinjaChatTemplate(file, source,
-                root.path("bos_token").isNull() ? null : token(root.path("bos_token"), "<s>"),
-                token(root.path("eos_token"), "</s>"));
+        return new JinjaChatTemplate(file, source, bosToken(root), token(root.path("eos_token"), "</s>"));
     }
 
     private static String token(JsonNode token, String otherwise) {

@@ -75,6 +75,36 @@ class ModelChatTemplateTest {
         assertInstanceOf(MistralTemplate.class, data("auto").chatTemplate(model(MistralTemplate.JINJA)));
     }
 
+    /**
+     * transformers 5 saves a tokenizer's template as chat_template.jinja and none in tokenizer_config.json (its
+     * save_chat_templates), and AutoTokenizer reads that file before the config's key (tokenization_utils_base's
+     * "independent chat template file(s) ... take priority"): a model saved so, or merged by mixtune or mergekit, has its
+     * template there. Before, auto fell back to mistral on such a model, silently.
+     */
+    @Test
+    void chatTemplateJinjaIsTheModelsTemplateBeforeTokenizerConfigs() throws IOException {
+        model(null);
+        ObjectNode config = new ObjectMapper().createObjectNode().put("bos_token", "<s>");
+        config.putObject("eos_token").put("content", "</s>");
+        Files.write(dir.resolve("model/tokenizer_config.json"), new ObjectMapper().writeValueAsBytes(config));
+        TokenizerFile configOnly = TokenizerFile.of(dir.resolve("model/tokenizer.json"), 1, 2);
+        Files.writeString(dir.resolve("model/chat_template.jinja"), ChatMlTemplate.JINJA);
+        TokenizerFile saved = TokenizerFile.of(dir.resolve("model/tokenizer.json"), 1, 2);
+        HfChatTemplate template = assertInstanceOf(HfChatTemplate.class, data("auto").chatTemplate(saved));
+        assertEquals(ChatMlTemplate.JINJA, template.jinja());
+        assertEquals("</s>", template.template().eosToken(), "bos and eos tokens still come from tokenizer_config.json");
+        assertInstanceOf(HfChatTemplate.class, data("hf").chatTemplate(saved));
+        assertNotEquals(SampleCache.key(data("auto"), configOnly, 42), SampleCache.key(data("auto"), saved, 42));
+
+        TokenizerFile both = model(MistralTemplate.JINJA);
+        assertEquals(ChatMlTemplate.JINJA,
+                assertInstanceOf(HfChatTemplate.class, data("auto").chatTemplate(both)).jinja(), "the file wins");
+        Files.delete(dir.resolve("model/tokenizer_config.json"));
+        TokenizerFile noConfig = TokenizerFile.of(dir.resolve("model/tokenizer.json"), 1, 2);
+        assertEquals(ChatMlTemplate.JINJA,
+                assertInstanceOf(HfChatTemplate.class, data("hf").chatTemplate(noConfig)).jinja());
+    }
+
     @Test
     void aNamedListUsesItsDefault() throws IOException {
         TokenizerFile listed = model(List.of(Map.of("name", "tool_use", "template", "{{ 'tools' }}"),

@@ -34,19 +34,24 @@ public final class ModelChat {
     }
 
     /**
-     * The chat template for {@code tokenizer}'s model: the adapter's when {@code adapterDir} has a tokenizer_config.json
-     * with one, else the model's own, else mistral's.
+     * The chat template for {@code tokenizer}'s model: the adapter's when {@code adapterDir} has one (its
+     * chat_template.jinja, else its tokenizer_config.json's, as AutoTokenizer reads them), else the model's own, else
+     * mistral's.
      *
      * @param adapterDir an adapter folder, or null
      */
     public static HfChatTemplate template(TokenizerFile tokenizer, Path adapterDir) {
         JinjaChatTemplate jinja = null;
-        if (adapterDir != null && Files.isRegularFile(adapterDir.resolve("tokenizer_config.json"))) {
+        if (adapterDir != null) {
+            // an adapter folder whose tokenizer transformers 5 saved holds its template in chat_template.jinja
             Path config = adapterDir.resolve("tokenizer_config.json");
+            Path template = adapterDir.resolve(JinjaChatTemplate.TEMPLATE_FILE);
             try {
-                jinja = JinjaChatTemplate.fromTokenizerConfig(config.toString(), Files.readAllBytes(config));
+                jinja = JinjaChatTemplate.fromTokenizerFiles(config.toString(),
+                        Files.isRegularFile(config) ? Files.readAllBytes(config) : null, template.toString(),
+                        Files.isRegularFile(template) ? Files.readString(template) : null);
             } catch (IOException e) {
-                throw new UncheckedIOException(config + ": cannot be read: " + e.getMessage(), e);
+                throw new UncheckedIOException(config + " or " + template + ": cannot be read: " + e.getMessage(), e);
             }
         }
         if (jinja == null) {
