@@ -52,7 +52,11 @@ import java.util.zip.CheckedOutputStream;
  * count and UTF-8. A file that is truncated, fails its checksum or has another key is rebuilt, never used.
  */
 public final class SampleCache {
-    public static final int FORMAT_VERSION = 2;
+    /**
+     * 3 since 2026-12-07: format auto reads text and prompt-completion records, which it counted as invalid before (a
+     * cache written with skip_invalid then holds another sample set than a fresh read).
+     */
+    public static final int FORMAT_VERSION = 3;
     private static final byte[] MAGIC = "MIXTDATA".getBytes(StandardCharsets.US_ASCII);
     private static final int HASH_BUFFER = 1 << 20;
 

@@ -75,6 +75,9 @@ public final class JinjaChatTemplate {
     /** jinja2's loop variables that Jinjava's loop lacks (it would render them as undefined, silently). */
     private static final Pattern UNSUPPORTED_LOOP = Pattern.compile("\\bloop\\.(previtem|nextitem|changed)\\b");
 
+    /** transformers' CHAT_TEMPLATE_FILE: where its save_pretrained writes a tokenizer's chat template. */
+    public static final String TEMPLATE_FILE = "chat_template.jinja";
+
     private final String name;
     private final String source;
     private final String bosToken;
@@ -90,9 +93,6 @@ public final class JinjaChatTemplate {
      * @throws TemplateException naming the line where the template uses a loop variable Jinjava lacks
      *     ({@code loop.previtem}, {@code loop.nextitem}, {@code loop.changed})
      */
-    /** transformers' CHAT_TEMPLATE_FILE: where its save_pretrained writes a tokenizer's chat template. */
-    public static final String TEMPLATE_FILE = "chat_template.jinja";
-
     public JinjaChatTemplate(String name, String source, String bosToken, String eosToken) {
         this.name = name;
         this.source = source;

@@ -179,7 +179,8 @@ final class DataCommand {
 
     private static SampleCache.Loaded load(Recipe recipe, CommandLine line) {
         if (recipe.train().readsPreferencePairs() || recipe.train().readsLabeledExamples()) {
-            throw new IllegalArgumentException("the recipe trains " + recipe.train().method() + ": its data.files hold "
+            throw new RecipeValueException("train.method", "the recipe trains " + recipe.train().method()
+                    + ": its data.files hold "
                     + (recipe.train().readsLabeledExamples() ? "unpaired examples" : "preference pairs") + ", which "
                     + "mixtune train tokenizes itself (and reports) at the start; data prepare and preview read SFT "
                     + "data (chats, texts, prompt-completions)");

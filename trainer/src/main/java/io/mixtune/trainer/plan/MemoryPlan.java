@@ -149,7 +149,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         parts.add(new Component("LoRA gradients (fp32)", lora * 4, "one per adapter weight"));
         parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
         if (setup.referenceAdapter()) {
-            parts.add(new Component("DPO reference adapter (fp32)", lora * 4, "the frozen reference, a second adapter"));
+            parts.add(new Component("reference adapter (fp32)", lora * 4, "the frozen reference of DPO or KTO, a "
+                    + "second adapter"));
         }
         int averageCopies = setup.averageCopies().values().stream().mapToInt(Integer::intValue).sum();
         if (averageCopies > 0) {
@@ -287,8 +288,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                     : bytes + linears.doraDropoutWeightBytes(i);
         }
         if (bytes > 0) {
-            parts.add(new Component("DoRA base weights under dropout (" + (oneLayer ? "one layer" : "every layer")
-                    + ")", bytes, "fp32 W kept for the gradient of x' W^T on the dropped input, as PEFT"));
+            parts.add(new Component("DoRA dropout base weights (fp32)", bytes, "W kept for the gradient of x' W^T "
+                    + "on the dropped input, as PEFT, " + (oneLayer ? "one layer's (checkpointing)" : "every layer's")));
         }
     }
 

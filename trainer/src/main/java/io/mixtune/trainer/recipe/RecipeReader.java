@@ -213,6 +213,21 @@ public final class RecipeReader {
                 checkAgainstModel(config, describeModel(model), lora, data, binder);
             }
         }
+        if (model != null && lora != null && lora.useDora() && model.adapter() != null) {
+            // The adapter's own adapter_config.json decides what trains on from it, as it does r and alpha: a plain
+            // LoRA adapter would go on training plain LoRA while recipe.yaml says use_dora.
+            Path adapterConfig = Path.of(model.adapter(), PeftAdapter.CONFIG_FILE);
+            try {
+                if (Files.isRegularFile(adapterConfig) && !PeftAdapter.readConfig(adapterConfig).useDora()) {
+                    binder.problem("lora.use_dora", "is true, but model.adapter " + model.adapter() + " is a plain "
+                            + "LoRA adapter (its adapter_config.json has no use_dora: true), and training goes on with "
+                            + "the adapter as it is: drop lora.use_dora, or start DoRA from the base without "
+                            + "model.adapter");
+                }
+            } catch (IllegalArgumentException e) {
+                // model.adapter's own check names what is wrong with the file
+            }
+        }
         if (data != null) {
             checkFilesExist(data.files(), "data.files", binder);
             checkFilesExist(data.validationFiles(), "data.validation_files", binder);
@@ -253,13 +268,24 @@ public final class RecipeReader {
         }
         Recipe.Warm warm = binder.section("warm", Recipe.Warm.class);
         if (warm != null && train != null) {
-            checkWarm(warm, train, model, data, binder);
+            checkWarm(warm, train, model, lora, data, binder);
+        }
+    }
+
+    /** Whether {@code adapter} (model.adapter, or null) is a DoRA adapter; false where its config is unreadable. */
+    private static boolean isDoraAdapter(String adapter) {
+        Path adapterConfig = adapter == null ? null : Path.of(adapter, PeftAdapter.CONFIG_FILE);
+        try {
+            return adapterConfig != null && Files.isRegularFile(adapterConfig)
+                    && PeftAdapter.readConfig(adapterConfig).useDora();
+        } catch (IllegalArgumentException e) {
+            return false; // model.adapter's own check names what is wrong with the file
         }
     }
 
     /** What WARM asks of the other sections, and its lists' lengths. */
-    private static void checkWarm(Recipe.Warm warm, Recipe.Train train, Recipe.Model model, DataConfig data,
-            RecordBinder binder) {
+    private static void checkWarm(Recipe.Warm warm, Recipe.Train train, Recipe.Model model, Recipe.Lora lora,
+            DataConfig data, RecordBinder binder) {
         Map<String, List<?>> varied = new LinkedHashMap<>();
         varied.put("seed", warm.vary().seed());
         varied.put("learning_rate", warm.vary().learningRate());
@@ -283,6 +309,13 @@ public final class RecipeReader {
                         + " members: give one per member, or one for all");
             }
         });
+        if (lora != null && lora.useDora() || model != null && isDoraAdapter(model.adapter())) {
+            // checked here, not after every member has trained: the average that ends the run cannot take DoRA's
+            // magnitudes (AdapterAverage refuses them)
+            binder.problem("lora.use_dora", "WARM averages its members' adapters, and DoRA adapters (lora.use_dora, or "
+                    + "a DoRA model.adapter) do not average (each magnitude rescales its own direction): train WARM's "
+                    + "members with plain LoRA, or set warm.members: 0");
+        }
         if (model != null && model.adapter() != null && !warm.vary().loraDropout().isEmpty()) {
             binder.problem("warm.vary.lora_dropout", "cannot vary: the members start from model.adapter "
                     + model.adapter() + ", whose adapter_config.json sets lora_dropout");

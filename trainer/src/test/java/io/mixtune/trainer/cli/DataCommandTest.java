@@ -225,4 +225,28 @@ class DataCommandTest {
         assertTrue(prepare.out().contains("template auto (hf)"), prepare.out());
         assertTrue(prepare.out().contains("warning: chat template " + config), prepare.out());
     }
+
+    /**
+     * A DPO or KTO recipe's data are pairs or unpaired examples, which train tokenizes itself: data prepare and preview
+     * refuse them as an input error (exit 2, at the train.method line), where they exited 1 before.
+     */
+    @Test
+    void previewOfAKtoRecipeIsAnInputError() throws IOException {
+        Path data = Files.writeString(dir.resolve("k.jsonl"),
+                "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}\n");
+        Path recipe = Files.writeString(dir.resolve("k.yaml"), """
+                model:
+                  preset: tiny-mistral
+                data:
+                  files: [%s]
+                train:
+                  method: kto
+                  micro_batch_size: 2
+                output_dir: %s
+                """.formatted(data, dir.resolve("out")));
+        Result preview = MixtuneCliTest.run("data", "preview", "--recipe", recipe.toString());
+        assertEquals(2, preview.code(), preview.err());
+        assertTrue(preview.err().contains("k.yaml:6: train.method: the recipe trains kto: its data.files hold "
+                + "unpaired examples"), preview.err());
+    }
 }
