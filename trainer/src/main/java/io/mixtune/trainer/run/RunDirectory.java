@@ -258,6 +258,25 @@ public final class RunDirectory implements AutoCloseable {
                 }
             });
         }
+        if (changes.isEmpty()) {
+            // The template data.template auto or hf takes from the model's files, which no key or data hash covers.
+            Path recordedTemplate = first.resolveSibling(TrainingOutputs.CHAT_TEMPLATE_FILE);
+            boolean recorded = Files.isRegularFile(recordedTemplate);
+            String was;
+            try {
+                was = recorded ? Files.readString(recordedTemplate)
+                        : TrainingOutputs.chatTemplateJinja(recipe, true);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read " + recordedTemplate + ": " + e.getMessage(), e);
+            }
+            if (!was.equals(TrainingOutputs.chatTemplateJinja(recipe, false))) {
+                changes.add(recorded ? "the chat template the data are tokenized with is not the one the run started "
+                        + "with (" + recordedTemplate + "): the model's chat_template.jinja or tokenizer_config.json "
+                        + "changed" : "the model's chat_template.jinja, which mixtune reads since 2026-12-07 (as "
+                        + "transformers does, before tokenizer_config.json), gives another chat template than the one "
+                        + "the run started with");
+            }
+        }
         if (!changes.isEmpty()) {
             throw new Refusal("--resume: the recipe or its data differ from those the run started with (" + first
                     + "): " + String.join("; ", changes) + ". A resumed run continues exactly only with its first "

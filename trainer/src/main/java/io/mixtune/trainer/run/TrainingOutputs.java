@@ -1,5 +1,6 @@
 package io.mixtune.trainer.run;
 
+import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.merging.MergeYaml;
@@ -32,6 +33,8 @@ public final class TrainingOutputs {
     public static final String SAMPLES_FILE = "samples.jsonl";
     public static final String PLOT_FILE = "loss.png";
     public static final String DATA_HASHES_FILE = "data-files.sha256";
+    /** The chat template the run's data are tokenized with, as Jinja: what --resume holds the model's files to. */
+    public static final String CHAT_TEMPLATE_FILE = "chat-template.jinja";
     public static final String CHECKPOINTS_DIR = "checkpoints";
     /** Stage-DPO's margins from dpo.margin_model (dpo.MarginStages), scored once per run. */
     public static final String DPO_MARGINS_FILE = "dpo-margins.jsonl";
@@ -46,8 +49,8 @@ public final class TrainingOutputs {
      * base-model/ are not among them: caches keyed by what they hold (the data's SHA-256, {@link CachedPreset}'s
      * marker), which other runs and commands share.
      */
-    private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, METRICS_FILE,
-            METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png",
+    private static final List<String> RUN_FILES = List.of(RECIPE_FILE, DATA_HASHES_FILE, CHAT_TEMPLATE_FILE,
+            METRICS_FILE, METRICS_FILE + PARTIAL, SAMPLES_FILE, SAMPLES_FILE + PARTIAL, PLOT_FILE, PLOT_FILE + ".partial.png",
             DPO_MARGINS_FILE, DPO_MARGINS_FILE + PARTIAL, WARM_REPORT_FILE, WARM_REPORT_FILE + PARTIAL);
     /**
      * adapter/ and the weight averages' adapter-ema/, adapter-swa/, adapter-lawa/ (and DPO's stage-K/adapter/), each
@@ -264,9 +267,29 @@ public final class TrainingOutputs {
                 dataHashes(recipe).forEach((name, hash) -> lines.append(hash).append("  ").append(name).append('\n'));
                 Files.writeString(data, lines, StandardCharsets.UTF_8);
             }
+            Path template = outputDir.resolve(CHAT_TEMPLATE_FILE);
+            if (!resuming || !Files.exists(template)) {
+                Files.writeString(template, chatTemplateJinja(recipe, false), StandardCharsets.UTF_8);
+            }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write " + file + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * The Jinja of the chat template the recipe's data resolve to: with data.template auto or hf the model's own,
+     * from its files (the data files hash neither those nor the tokenizer).
+     *
+     * @param asBefore20261207 as mixtune resolved it before it read a model's chat_template.jinja: what a run that
+     *     recorded no template started with
+     */
+    static String chatTemplateJinja(Recipe recipe, boolean asBefore20261207) {
+        TokenizerFile tokenizer = TrainingData.tokenizer(recipe);
+        if (asBefore20261207) {
+            tokenizer = new TokenizerFile(tokenizer.name(), tokenizer.json(), tokenizer.bosId(), tokenizer.eosId(),
+                    tokenizer.configName(), tokenizer.config());
+        }
+        return recipe.data().chatTemplate(tokenizer).jinja();
     }
 
     /** Every data file the recipe names (training, validation, DPO stages), as written there, to its SHA-256. */
