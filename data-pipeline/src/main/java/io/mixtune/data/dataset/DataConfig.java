@@ -25,7 +25,8 @@ import java.util.List;
  * @param validationRatio fraction of training samples held out (seeded by the train seed), in [0, 1)
  * @param format {@code auto} (detect per file) or a {@code ChatFormat} key: messages, ultrachat, sharegpt, firefly,
  *     alpaca, text (language modeling) or prompt_completion
- * @param template {@code auto} (the model's own chat_template when its tokenizer_config.json has one, else mistral),
+ * @param template {@code auto} (the model's own chat_template, from its chat_template.jinja or tokenizer_config.json,
+ *     else mistral),
  *     {@code hf} (the model's own, required), {@code mistral}, {@code chatml} or {@code custom} (then
  *     {@code customTemplate} says how)
  * @param customTemplate per-role prefixes and suffixes, used when template is custom, else null

@@ -30,6 +30,13 @@ public final class LabeledFileReader {
                                 + record.getNodeType());
                     }
                     boolean isUnpaired = LabeledCompletion.isUnpaired(record);
+                    if (!isUnpaired && !record.has("chosen") && !record.has("rejected")) {
+                        // e.g. an SFT text or chat: "missing field chosen" would name the wrong layout
+                        List<String> fields = new ArrayList<>();
+                        record.fieldNames().forEachRemaining(fields::add);
+                        throw new InvalidRecordException(source, "expected an unpaired example {prompt, completion, "
+                                + "label} or a preference pair {prompt, chosen, rejected}, got the fields " + fields);
+                    }
                     if (first[0] != null && isUnpaired != pairs.isEmpty()) {
                         throw new InvalidRecordException(source, (isUnpaired ? "an unpaired example" : "a preference "
                                 + "pair") + " among " + (isUnpaired ? "pairs" : "unpaired examples") + " (the first "

@@ -155,6 +155,18 @@ class KtoTokenizationGoldenTest {
         assertTrue(invalid.get(1).getMessage().contains("label must be true"), invalid.get(1).getMessage());
     }
 
+    /** An SFT record among KTO's data is named for what it is not, not as a pair missing "chosen" (as before). */
+    @Test
+    void aRecordOfNeitherLayoutNamesBoth() throws IOException {
+        Path file = Files.writeString(dir.resolve("text.jsonl"), "{\"text\": \"a story\"}\n");
+        List<InvalidRecordException> invalid = new ArrayList<>();
+        assertTrue(LabeledFileReader.read(List.of(file), invalid::add).isEmpty());
+        assertEquals(1, invalid.size());
+        assertTrue(invalid.get(0).getMessage().contains("text.jsonl:1: expected an unpaired example {prompt, "
+                + "completion, label} or a preference pair {prompt, chosen, rejected}, got the fields [text]"),
+                invalid.get(0).getMessage());
+    }
+
     /** A collated row without its padding. */
     private static long[] row(JsonNode ids, JsonNode mask) {
         int length = 0;

@@ -8,6 +8,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
 import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.data.read.ChatFileReader;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
@@ -226,6 +227,19 @@ public final class RecipeReader {
                 }
             } catch (IllegalArgumentException e) {
                 // model.adapter's own check names what is wrong with the file
+            }
+        }
+        if (data != null && train != null && (train.readsPreferencePairs() || train.readsLabeledExamples())) {
+            // SFT's dataset types: a pair or KTO reader never looks at them, and would take the key silently
+            if (List.of("text", "prompt_completion").contains(data.format())) {
+                binder.problem("data.format", data.format() + " is one of SFT's dataset types, but train.method "
+                        + train.method() + " reads " + (train.readsLabeledExamples() ? "unpaired examples ({prompt, "
+                        + "completion, label}) or preference pairs" : "preference pairs (prompt, chosen, rejected)")
+                        + ": drop data.format");
+            }
+            if (!data.datasetTextField().equals(ChatFileReader.TEXT_FIELD)) {
+                binder.problem("data.dataset_text_field", "names the field of SFT's text records, but train.method "
+                        + train.method() + " reads no text records: drop it");
             }
         }
         if (data != null) {

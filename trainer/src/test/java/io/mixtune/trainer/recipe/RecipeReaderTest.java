@@ -218,6 +218,19 @@ class RecipeReaderTest {
         }
     }
 
+    /** SFT's dataset types and their text field are refused by name for methods that read pairs or KTO examples. */
+    @Test
+    void sftDatasetTypesAreRefusedForPairAndKtoMethods() throws IOException {
+        for (String method : List.of("dpo", "reward", "kto")) {
+            String refused = error(write(method + ".yaml", minimal() + "train:\n  method: " + method
+                    + "\n  micro_batch_size: 2\n"), "data.format=text", "data.dataset_text_field=body");
+            assertTrue(refused.contains("data.format: text is one of SFT's dataset types, but train.method " + method
+                    + " reads "), refused);
+            assertTrue(refused.contains("data.dataset_text_field: names the field of SFT's text records, but "
+                    + "train.method " + method), refused);
+        }
+    }
+
     /** LoRA+ is off by default; its ratio and embedding rate are read, and out-of-range values named at their line. */
     @Test
     void loraPlusKeysAreReadAndOutOfRangeOnesNamed() throws IOException {
