@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.model.tokenizer.TextTokenizer;
 import io.mixtune.trainer.run.MetricsLog;
 import java.io.IOException;
 import java.net.URISyntaxException;
@@ -188,6 +189,31 @@ class EvalCommandTest {
     }
 
     /** Past the model's positions, and a directory or file where the other is expected: refused, saying which. */
+    /**
+     * eval reads what SFT trains on, TRL's text records too: every token of a text after its BOS is a target, its EOS
+     * included (the bundled tokenizer's own count of the text's pieces, plus one), as language-modeling perplexity.
+     */
+    @Test
+    void aTextFileIsEvaluatedOnEveryToken() throws IOException {
+        Path model = dir.resolve("tiny");
+        assertEquals(0, MixtuneCliTest.run("init-model", "--preset", "tiny-mistral", "--out", model.toString()).code());
+        List<String> texts = List.of("The quick brown fox jumps over the lazy dog.", "Café au lait, s'il vous plaît!");
+        Path data = Files.write(dir.resolve("texts.jsonl"), texts.stream()
+                .map(t -> new ObjectMapper().createObjectNode().put("text", t).toString()).toList());
+        MixtuneCliTest.Result eval = MixtuneCliTest.run("eval", "--model", model.toString(), "--data",
+                data.toString());
+        assertEquals(0, eval.code(), eval.err());
+        long expected = 0;
+        try (TextTokenizer tokenizer = TextTokenizer.open(model.resolve("tokenizer.json"), 1, 2)) {
+            for (String text : texts) {
+                expected += tokenizer.encode(text, false).length + 1;
+            }
+        }
+        Printed printed = Printed.of(eval);
+        assertEquals(expected, printed.targets(), eval.out());
+        assertEquals(Math.exp(printed.loss()), printed.perplexity(), 1e-3 * printed.perplexity());
+    }
+
     @Test
     void aLengthPastTheModelsPositionsAndAFolderForAFileAreNamed() throws IOException {
         Path model = dir.resolve("tiny");
