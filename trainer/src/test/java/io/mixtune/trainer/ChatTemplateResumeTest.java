@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.trainer.run.CachedPreset;
-import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingOutputs;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Files;
@@ -48,26 +47,12 @@ class ChatTemplateResumeTest {
                 """.formatted(model, dir.resolve(out)));
     }
 
-    /** A run of the recipe stopped after its first step. */
-    private static void stoppedAtStepOne(Path recipe) throws Exception {
-        Training first = Training.load(recipe);
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                if (event.step() == 1) {
-                    first.cancel();
-                }
-            }
-        });
-        assertTrue(first.run().cancelled());
-    }
-
     @Test
     void resumeRefusesAnotherTemplateFromTheModelsFiles() throws Exception {
         Path model = dir.resolve("model");
         CachedPreset.ensure("tiny-mistral", model);
         Path recipe = recipe(model, "out");
-        stoppedAtStepOne(recipe);
+        assertTrue(TrainingApiTest.runCancelledAfter(Training.load(recipe), 1).cancelled());
         assertTrue(Files.readString(dir.resolve("out").resolve(TrainingOutputs.CHAT_TEMPLATE_FILE))
                 .contains("[INST]"), "the run records the mistral template its preset folder gives");
 

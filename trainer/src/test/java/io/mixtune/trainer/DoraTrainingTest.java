@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.model.safetensors.SafetensorsReader;
-import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -19,7 +18,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * lora.use_dora end to end on TrainingApiTest's run (NF4 base, dropout, EMA and LaWA) on the tiny Mistral, with
  * DoRA on q, v, down_proj and the lm_head and gradient checkpointing: the magnitudes train beside A and B, are written
- * under PEFT's keys with use_dora true, and a run cancelled then resumed ends with the uninterrupted run's adapters, bit for bit.
+ * under PEFT's keys with use_dora true, and a run cancelled then resumed ends with the uninterrupted run's adapters,
+ * bit for bit.
  */
 class DoraTrainingTest {
     private static final String[] DORA = {"model.preset=tiny-mistral", "lora.use_dora=true",
@@ -37,16 +37,7 @@ class DoraTrainingTest {
         assertTrue(new ObjectMapper().readTree(adapter.resolve("adapter_config.json").toFile()).get("use_dora")
                 .asBoolean());
         Path cut = Files.createDirectories(dir.resolve("cut"));
-        Training first = Training.load(TrainingApiTest.recipe(cut), DORA);
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                if (event.step() == 1) {
-                    first.cancel();
-                }
-            }
-        });
-        assertTrue(first.run().cancelled());
+        assertTrue(TrainingApiTest.runCancelledAfter(Training.load(TrainingApiTest.recipe(cut), DORA), 1).cancelled());
         try (SafetensorsReader trained = SafetensorsReader.open(adapter.resolve("adapter_model.safetensors"));
                 SafetensorsReader earlier = SafetensorsReader.open(cut.resolve(
                         "out/checkpoints/step-000001/adapter/adapter_model.safetensors"))) {

@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.trainer.run.MetricsLog;
-import io.mixtune.trainer.run.TrainingListener;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -49,16 +48,7 @@ class NeftuneRunTest {
         }
 
         Path cut = Files.createDirectories(dir.resolve("cut"));
-        Training first = Training.load(TrainingApiTest.recipe(cut), NOISY);
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                if (event.step() == 2) {
-                    first.cancel();
-                }
-            }
-        });
-        assertTrue(first.run().cancelled());
+        assertTrue(TrainingApiTest.runCancelledAfter(Training.load(TrainingApiTest.recipe(cut), NOISY), 2).cancelled());
         Training.load(TrainingApiTest.recipe(cut), NOISY).resume().run();
         assertEquals(noisy, losses(cut), "the resumed run draws the uninterrupted run's noise");
         JsonNode last = MetricsLog.read(cut.resolve("out/metrics.jsonl")).stream().filter(r -> r.has("loss"))

@@ -9,7 +9,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.trainer.run.MetricsLog;
 import io.mixtune.trainer.run.TrainingCheckpoint;
-import io.mixtune.trainer.run.TrainingListener;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -48,16 +47,7 @@ class NumTokensTest {
         assertTrue(sum > 4, "tokens were read: " + sum);
 
         Path cut = Files.createDirectories(dir.resolve("cut"));
-        Training first = Training.load(TrainingApiTest.recipe(cut), SHORT);
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                if (event.step() == 2) {
-                    first.cancel();
-                }
-            }
-        });
-        assertTrue(first.run().cancelled());
+        assertTrue(TrainingApiTest.runCancelledAfter(Training.load(TrainingApiTest.recipe(cut), SHORT), 2).cancelled());
         Path checkpoint = cut.resolve("out/checkpoints/step-000002");
         JsonNode state = new ObjectMapper().readTree(checkpoint.resolve(TrainingCheckpoint.STATE_JSON).toFile());
         assertEquals(uninterrupted.get(1).get("num_tokens").asLong(), state.get("num_tokens").asLong());
@@ -94,14 +84,7 @@ class NumTokensTest {
     @Test
     void aCheckpointWithoutTheCountResumesWithoutNumTokens() throws Exception {
         Path cut = Files.createDirectories(dir.resolve("old"));
-        Training first = Training.load(TrainingApiTest.recipe(cut), SHORT);
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                first.cancel();
-            }
-        });
-        assertTrue(first.run().cancelled());
+        assertTrue(TrainingApiTest.runCancelledAfter(Training.load(TrainingApiTest.recipe(cut), SHORT), 1).cancelled());
         Path stateJson = cut.resolve("out/checkpoints/step-000001").resolve(TrainingCheckpoint.STATE_JSON);
         ObjectMapper json = new ObjectMapper();
         ObjectNode state = (ObjectNode) json.readTree(stateJson.toFile());

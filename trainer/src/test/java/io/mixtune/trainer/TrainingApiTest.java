@@ -31,6 +31,19 @@ class TrainingApiTest {
     @TempDir
     static Path shared;
 
+    /** Runs {@code training} with a listener that cancels it after step {@code step}: a run stopped from the API. */
+    static TrainingResult runCancelledAfter(Training training, long step) {
+        training.listener(new TrainingListener() {
+            @Override
+            public void onStep(StepEnded event) {
+                if (event.step() == step) {
+                    training.cancel();
+                }
+            }
+        });
+        return training.run();
+    }
+
     /** 6 steps of 2 x 2 rows over 24 chats, dropout on, EMA and LaWA kept: what resume must carry over exactly. */
     static Path recipe(Path dir) throws IOException {
         Path chats = dir.resolve("chats.jsonl");
@@ -154,16 +167,7 @@ class TrainingApiTest {
         TrainingResult uninterrupted = Training.load(recipe(whole)).run();
 
         Path cut = Files.createDirectories(shared.resolve("cut"));
-        Training first = Training.load(recipe(cut));
-        first.listener(new TrainingListener() {
-            @Override
-            public void onStep(StepEnded event) {
-                if (event.step() == 2) {
-                    first.cancel();
-                }
-            }
-        });
-        TrainingResult cancelled = first.run();
+        TrainingResult cancelled = runCancelledAfter(Training.load(recipe(cut)), 2);
         assertTrue(cancelled.cancelled());
         assertEquals(2, cancelled.steps());
         assertNull(cancelled.adapterDir(), "no final adapter for a run that did not finish");
