@@ -1,0 +1,95 @@
+package io.mixtune.trainer.orpo;
+
+import io.mixtune.trainer.run.MicroBatchMeans;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * TRL 1.13's ORPOTrainer and CPOTrainer metrics under their names, per micro-batch (get_batch_loss_metrics):
+ * rewards/chosen and rewards/rejected (beta x the policy's log-prob of the answer, no reference), rewards/accuracies,
+ * rewards/margins, logps/rejected and logps/chosen (averaged per token where the method averages, else summed), each a
+ * mean over the pairs; logits/rejected and logits/chosen (here the mean over the side's completion tokens of each
+ * token's mean logit, as mixtune's DPO logs them); nll_loss; and ORPO's log_odds_ratio (the mean of log sigmoid(log
+ * odds)) and log_odds_chosen (the mean log odds). A step or an evaluation logs each averaged over its micro-batches, and
+ * the loss averaged over pairs ({@link MicroBatchMeans}).
+ */
+public final class OrpoMetrics {
+    private final double beta;
+    private final MicroBatchMeans means = new MicroBatchMeans();
+
+    public OrpoMetrics(double beta) {
+        this.beta = beta;
+    }
+
+    /**
+     * Adds one micro-batch.
+     *
+     * @param chosen the policy's log-prob of each chosen answer, as the loss read it
+     * @param logOdds ORPO's log odds per pair, null for CPO
+     * @param logSigmoidOdds ORPO's log sigmoid(log odds) per pair, null for CPO
+     * @param logits the means of the logits at the chosen and rejected completion tokens, null where not measured
+     * @param loss the micro-batch's objective
+     */
+    public void add(float[] chosen, float[] rejected, double nll, float[] logOdds, float[] logSigmoidOdds,
+            double[] logits, double loss) {
+        int n = chosen.length;
+        double rewardsChosen = 0;
+        double rewardsRejected = 0;
+        double accurate = 0;
+        double logpsChosen = 0;
+        double logpsRejected = 0;
+        for (int i = 0; i < n; i++) {
+            // float32 as TRL computes beta x log-prob, so that a tie stays a tie
+            float chosenReward = (float) beta * chosen[i];
+            float rejectedReward = (float) beta * rejected[i];
+            rewardsChosen += chosenReward;
+            rewardsRejected += rejectedReward;
+            accurate += chosenReward > rejectedReward ? 1 : 0;
+            logpsChosen += chosen[i];
+            logpsRejected += rejected[i];
+        }
+        Map<String, Double> values = new LinkedHashMap<>();
+        values.put("rewards/chosen", rewardsChosen / n);
+        values.put("rewards/rejected", rewardsRejected / n);
+        values.put("rewards/accuracies", accurate / n);
+        values.put("rewards/margins", (rewardsChosen - rewardsRejected) / n);
+        values.put("logps/rejected", logpsRejected / n);
+        values.put("logps/chosen", logpsChosen / n);
+        if (logits != null) {
+            values.put("logits/rejected", logits[1]);
+            values.put("logits/chosen", logits[0]);
+        }
+        values.put("nll_loss", nll);
+        if (logOdds != null) {
+            values.put("log_odds_ratio", mean(logSigmoidOdds));
+            values.put("log_odds_chosen", mean(logOdds));
+        }
+        means.add(values, loss, n);
+    }
+
+    private static double mean(float[] values) {
+        double sum = 0;
+        for (float value : values) {
+            sum += value;
+        }
+        return sum / values.length;
+    }
+
+    /** The metrics by TRL name, each the mean over the micro-batches. */
+    public Map<String, Double> values() {
+        return means.values();
+    }
+
+    public double accuracy() {
+        return means.mean("rewards/accuracies");
+    }
+
+    public double margin() {
+        return means.mean("rewards/margins");
+    }
+
+    /** The loss averaged over pairs: eval_loss. */
+    public double meanLoss() {
+        return means.meanLoss();
+    }
+}
