@@ -70,18 +70,18 @@ class OrpoTokenizationGoldenTest {
         JsonNode merged = standard.get(2);
         PreferenceSample sample = pairs.tokenize(PreferencePair.parse(merged.get("record"), "merged"));
         // TRL: the chosen row is the text tokenized whole, its prompt one token shorter ("isn" is the answer's)
-        long[] trlChosen = longs(merged.get("chosen_input_ids"));
+        long[] trlChosen = PreferenceGoldenTest.longs(merged.get("chosen_input_ids"));
         assertFalse(java.util.Arrays.equals(trlChosen, PreferenceTest.concat(sample.promptIds(), sample.chosenIds())));
         assertEquals(sample.promptIds().length - 1, prompt(merged.get("chosen_labels")));
         // the rejected answer does not merge: the same row as TRL's
-        assertArrayEquals(longs(merged.get("rejected_input_ids")),
+        assertArrayEquals(PreferenceGoldenTest.longs(merged.get("rejected_input_ids")),
                 PreferenceTest.concat(sample.promptIds(), sample.rejectedIds()));
     }
 
     private static void assertRows(JsonNode c, PreferenceSample sample, String where) {
-        assertArrayEquals(longs(c.get("chosen_input_ids")), PreferenceTest.concat(sample.promptIds(),
+        assertArrayEquals(PreferenceGoldenTest.longs(c.get("chosen_input_ids")), PreferenceTest.concat(sample.promptIds(),
                 sample.chosenIds()), where + " chosen");
-        assertArrayEquals(longs(c.get("rejected_input_ids")), PreferenceTest.concat(sample.promptIds(),
+        assertArrayEquals(PreferenceGoldenTest.longs(c.get("rejected_input_ids")), PreferenceTest.concat(sample.promptIds(),
                 sample.rejectedIds()), where + " rejected");
         assertEquals(sample.promptIds().length, prompt(c.get("chosen_labels")), where + " chosen prompt");
         assertEquals(sample.promptIds().length, prompt(c.get("rejected_labels")), where + " rejected prompt");
@@ -94,13 +94,5 @@ class OrpoTokenizationGoldenTest {
             n++;
         }
         return n;
-    }
-
-    private static long[] longs(JsonNode array) {
-        long[] values = new long[array.size()];
-        for (int i = 0; i < values.length; i++) {
-            values[i] = array.get(i).asLong();
-        }
-        return values;
     }
 }

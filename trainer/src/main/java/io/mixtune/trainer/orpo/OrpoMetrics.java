@@ -1,14 +1,14 @@
 package io.mixtune.trainer.orpo;
 
+import io.mixtune.trainer.dpo.DpoMetrics;
 import io.mixtune.trainer.run.MicroBatchMeans;
-import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
  * TRL 1.13's ORPOTrainer and CPOTrainer metrics under their names, per micro-batch (get_batch_loss_metrics):
  * rewards/chosen and rewards/rejected (beta x the policy's log-prob of the answer, no reference), rewards/accuracies,
- * rewards/margins, logps/rejected and logps/chosen (averaged per token where the method averages, else summed), each a
- * mean over the pairs; logits/rejected and logits/chosen (here the mean over the side's completion tokens of each
+ * rewards/margins, logps/chosen and logps/rejected (averaged per token where the method averages, else summed), each a
+ * mean over the pairs ({@link DpoMetrics#rewards} with no reference); logits/rejected and logits/chosen (here the mean over the side's completion tokens of each
  * token's mean logit, as mixtune's DPO logs them); nll_loss; and ORPO's log_odds_ratio (the mean of log sigmoid(log
  * odds)) and log_odds_chosen (the mean log odds). A step or an evaluation logs each averaged over its micro-batches, and
  * the loss averaged over pairs ({@link MicroBatchMeans}).
@@ -32,29 +32,10 @@ public final class OrpoMetrics {
      */
     public void add(float[] chosen, float[] rejected, double nll, float[] logOdds, float[] logSigmoidOdds,
             double[] logits, double loss) {
-        int n = chosen.length;
-        double rewardsChosen = 0;
-        double rewardsRejected = 0;
-        double accurate = 0;
-        double logpsChosen = 0;
-        double logpsRejected = 0;
-        for (int i = 0; i < n; i++) {
-            // float32 as TRL computes beta x log-prob, so that a tie stays a tie
-            float chosenReward = (float) beta * chosen[i];
-            float rejectedReward = (float) beta * rejected[i];
-            rewardsChosen += chosenReward;
-            rewardsRejected += rejectedReward;
-            accurate += chosenReward > rejectedReward ? 1 : 0;
-            logpsChosen += chosen[i];
-            logpsRejected += rejected[i];
-        }
-        Map<String, Double> values = new LinkedHashMap<>();
-        values.put("rewards/chosen", rewardsChosen / n);
-        values.put("rewards/rejected", rewardsRejected / n);
-        values.put("rewards/accuracies", accurate / n);
-        values.put("rewards/margins", (rewardsChosen - rewardsRejected) / n);
-        values.put("logps/rejected", logpsRejected / n);
-        values.put("logps/chosen", logpsChosen / n);
+        float[] policy = new float[2 * chosen.length];
+        System.arraycopy(chosen, 0, policy, 0, chosen.length);
+        System.arraycopy(rejected, 0, policy, chosen.length, rejected.length);
+        Map<String, Double> values = DpoMetrics.rewards(beta, policy, new float[policy.length]);
         if (logits != null) {
             values.put("logits/rejected", logits[1]);
             values.put("logits/chosen", logits[0]);
@@ -64,7 +45,7 @@ public final class OrpoMetrics {
             values.put("log_odds_ratio", mean(logSigmoidOdds));
             values.put("log_odds_chosen", mean(logOdds));
         }
-        means.add(values, loss, n);
+        means.add(values, loss, chosen.length);
     }
 
     private static double mean(float[] values) {

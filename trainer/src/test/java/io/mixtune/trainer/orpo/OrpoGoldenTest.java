@@ -27,6 +27,8 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -92,7 +94,7 @@ class OrpoGoldenTest {
                         objective.logSigmoidOdds() == null ? null : objective.logSigmoidOdds().toFloatArray(), null,
                         loss);
                 Map<String, Double> values = metrics.values();
-                assertEquals(keys(c.get("metrics")), new ArrayList<>(values.keySet()), name + ": TRL's names");
+                assertEquals(keys(c.get("metrics")), new TreeSet<>(values.keySet()), name + ": TRL's names");
                 for (Map.Entry<String, JsonNode> metric : iterable(c.get("metrics"))) {
                     closeOrZero(name + " " + metric.getKey(), metric.getValue().doubleValue(),
                             values.get(metric.getKey()));
@@ -154,8 +156,8 @@ class OrpoGoldenTest {
         }
     }
 
-    private static List<String> keys(JsonNode object) {
-        List<String> keys = new ArrayList<>();
+    private static Set<String> keys(JsonNode object) {
+        Set<String> keys = new TreeSet<>();
         object.fieldNames().forEachRemaining(keys::add);
         return keys;
     }
