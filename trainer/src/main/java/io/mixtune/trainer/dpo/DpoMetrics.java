@@ -3,6 +3,7 @@ package io.mixtune.trainer.dpo;
 import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.MicroBatchMeans;
 import java.util.LinkedHashMap;
+import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -121,6 +122,13 @@ public final class DpoMetrics {
         values.put("logps/chosen", logpsChosen / n);
         values.put("logps/rejected", logpsRejected / n);
         return values;
+    }
+
+    /** A line for people about an evaluation of pairs: its loss, reward accuracy and margin. */
+    public static String describeEvaluation(Map<String, Number> metrics) {
+        return String.format(Locale.ROOT, "eval_loss %.4f  eval_rewards/accuracies %.3f  eval_rewards/margins %.4f",
+                metrics.get("eval_loss").doubleValue(), metrics.get("eval_rewards/accuracies").doubleValue(),
+                metrics.get("eval_rewards/margins").doubleValue());
     }
 
     /** The metrics by TRL name, each the mean over the micro-batches. */

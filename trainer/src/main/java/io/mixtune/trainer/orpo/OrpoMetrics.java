@@ -61,14 +61,6 @@ public final class OrpoMetrics {
         return means.values();
     }
 
-    public double accuracy() {
-        return means.mean("rewards/accuracies");
-    }
-
-    public double margin() {
-        return means.mean("rewards/margins");
-    }
-
     /** The loss averaged over pairs: eval_loss. */
     public double meanLoss() {
         return means.meanLoss();

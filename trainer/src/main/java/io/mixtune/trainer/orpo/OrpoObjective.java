@@ -2,16 +2,16 @@ package io.mixtune.trainer.orpo;
 
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.PreferenceSample;
+import io.mixtune.trainer.dpo.DpoMetrics;
 import io.mixtune.trainer.dpo.PreferenceBatch;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.MicroBatchMeans;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingModel;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -79,16 +79,11 @@ final class OrpoObjective implements Objective<PreferenceBatch, OrpoStep.Measure
                         terms.logits(), terms.objective().getFloat());
             }
         }
-        Map<String, Number> values = new LinkedHashMap<>();
-        values.put("eval_loss", totals.meanLoss());
-        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
-        return values;
+        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
     }
 
     @Override
     public String describeEvaluation(Map<String, Number> metrics) {
-        return String.format(Locale.ROOT, "eval_loss %.4f  eval_rewards/accuracies %.3f  eval_rewards/margins %.4f",
-                metrics.get("eval_loss").doubleValue(), metrics.get("eval_rewards/accuracies").doubleValue(),
-                metrics.get("eval_rewards/margins").doubleValue());
+        return DpoMetrics.describeEvaluation(metrics);
     }
 }

@@ -165,8 +165,9 @@ public final class OrpoStep {
 
         @Override
         public String figures() {
-            return String.format(Locale.ROOT, "  acc %.2f  margin %.3f", orpoMetrics.accuracy(),
-                    orpoMetrics.margin());
+            Map<String, Double> values = orpoMetrics.values();
+            return String.format(Locale.ROOT, "  acc %.2f  margin %.3f", values.get("rewards/accuracies"),
+                    values.get("rewards/margins"));
         }
     }
 
