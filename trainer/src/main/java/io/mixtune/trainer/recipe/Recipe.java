@@ -24,6 +24,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             + "transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1, adam_beta2, adam_eps, "
             + "weight_decay); 8-bit moments and other optimizers are not offered";
 
+    private static final String ORPO_MAX_LENGTH = "TRL's max_length is data.max_seq_len: a longer pair keeps its "
+            + "first max_seq_len tokens, the prompt whole and each answer's end cut, as DPO's";
+    private static final String ORPO_DROPOUT = "TRL's disable_dropout (true) zeroes every dropout: set lora.dropout: 0";
+
     /**
      * Settings that PEFT, bitsandbytes and transformers users write, by the dotted key they would take here, and why
      * mixtune has none: such a key is refused with this, not as a mere unknown key.
@@ -54,10 +58,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             Map.entry("cpo.loss_type", "TRL's loss_type is cpo.loss (sigmoid, hinge, ipo or simpo), as dpo.loss"),
             Map.entry("cpo.alpha", "AlphaPO's reward shaping (TRL's CPOConfig alpha) is not offered: cpo trains on the "
                     + "log-probs themselves (alpha 0, TRL's default)"),
-            Map.entry("orpo.max_prompt_length", "pairs are cut as DPO's: at data.max_seq_len, the prompt whole and each "
-                    + "answer's end cut"),
-            Map.entry("cpo.max_prompt_length", "pairs are cut as DPO's: at data.max_seq_len, the prompt whole and each "
-                    + "answer's end cut"),
+            Map.entry("orpo.max_length", ORPO_MAX_LENGTH),
+            Map.entry("cpo.max_length", ORPO_MAX_LENGTH),
+            Map.entry("orpo.disable_dropout", ORPO_DROPOUT),
+            Map.entry("cpo.disable_dropout", ORPO_DROPOUT),
             Map.entry("train.lr_scheduler_kwargs", "transformers' lr_scheduler_kwargs are train keys of their own "
                     + "names (num_cycles, power, lr_end, timescale, num_stable_steps, num_decay_steps, warmup_type, "
                     + "decay_type, warmup_lr_rate; min_lr_rate is min_lr_ratio)"));

@@ -17,8 +17,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * `mixtune train` with train.method orpo (recipes/quickstart-orpo.yaml on the tiny Mistral): a run killed after a
  * checkpoint and resumed equals the run that never stopped (every loss and evaluation within 1e-6, the adapter the
- * same bytes), a changed orpo key is refused on resume, and validate refuses the cpo settings TRL would ignore, naming
- * the key.
+ * same bytes), a changed orpo key is refused on resume, and validate refuses, naming the key, the cpo settings TRL
+ * would ignore, TRL's keys that are mixtune's under other names, and DPO's stages.
  */
 class TrainOrpoTest {
     private static final Path QUICKSTART = Path.of("../recipes/quickstart-orpo.yaml");
@@ -77,6 +77,8 @@ class TrainOrpoTest {
             {"cpo.simpo_gamma=1.0", "cpo.loss=sigmoid", "cpo.simpo_gamma"},
             {"cpo.alpha=0.5", "cpo.loss=simpo", "AlphaPO"},
             {"cpo.loss=alphapo", "cpo.cpo_alpha=0", "cpo.loss"},
+            {"dpo.stages=2", "cpo.loss=sigmoid", "dpo.stages"},
+            {"cpo.max_length=256", "cpo.loss=sigmoid", "data.max_seq_len"},
         };
         for (String[] refusal : refusals) {
             MixtuneCliTest.Result validate = MixtuneCliTest.run("validate", "--recipe", QUICKSTART.toString(), "--set",
