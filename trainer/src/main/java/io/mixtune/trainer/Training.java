@@ -4,6 +4,7 @@ import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.kto.KtoRecipe;
+import io.mixtune.trainer.orpo.OrpoRecipe;
 import io.mixtune.trainer.reward.RewardRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
@@ -202,6 +203,11 @@ public final class Training {
         if (recipe.train().method().equals("dpo")) {
             try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
                 return dpo.train(resume, cancel);
+            }
+        }
+        if (recipe.train().trainsWithoutReference()) {
+            try (OrpoRecipe orpo = OrpoRecipe.setup(recipe, listener)) {
+                return orpo.train(resume, cancel);
             }
         }
         if (recipe.train().method().equals("kto")) {

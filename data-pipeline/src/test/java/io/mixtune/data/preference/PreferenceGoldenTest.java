@@ -116,7 +116,7 @@ class PreferenceGoldenTest {
         }
     }
 
-    private static long[] longs(JsonNode array) {
+    static long[] longs(JsonNode array) {
         long[] values = new long[array.size()];
         for (int i = 0; i < values.length; i++) {
             values[i] = array.get(i).asLong();

@@ -90,8 +90,9 @@ final class ValidateCommand implements Command {
         }
         if (recipe.train().readsPreferencePairs()) {
             PreferenceDataset pairs = DpoRecipe.loadPairs(recipe);
-            return String.format(Locale.ROOT, "%d training pairs in %d stage(s), %d validation pairs",
-                    pairs.trainPairs(), pairs.stages().size(), pairs.validation().size());
+            return String.format(Locale.ROOT, "%d training pairs%s, %d validation pairs", pairs.trainPairs(),
+                    recipe.train().trainsWithoutReference() ? "" : " in " + pairs.stages().size() + " stage(s)",
+                    pairs.validation().size());
         }
         ChatDataset samples = TrainingData.requireTrainingSamples(recipe, SampleCache.tokenize(recipe.data(),
                 TrainingData.tokenizer(recipe), recipe.train().seed()));

@@ -208,7 +208,7 @@ public final class DpoLoss {
     }
 
     /** log sigmoid(x) = -softplus(-x), which torch's softplus keeps finite for large |x|. */
-    private static NDArray logSigmoid(NDArray x) {
+    public static NDArray logSigmoid(NDArray x) {
         return Activation.softPlus(x.neg()).neg();
     }
 }

@@ -3,6 +3,7 @@ package io.mixtune.trainer.dpo;
 import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.MicroBatchMeans;
 import java.util.LinkedHashMap;
+import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -78,6 +79,26 @@ public final class DpoMetrics {
      * @param logits the logits' metrics, or null where only log-probs are known (then not logged)
      */
     public void add(float[] policy, float[] reference, double objective, double meanNll, LogitMeans logits) {
+        Map<String, Double> values = rewards(beta, policy, reference);
+        if (logits != null) {
+            values.put("logits/chosen", logits.chosen());
+            values.put("logits/rejected", logits.rejected());
+            values.put("entropy", logits.entropy());
+            values.put("mean_token_accuracy", logits.meanTokenAccuracy());
+        }
+        values.put("nll", meanNll);
+        means.add(values, objective, policy.length / 2);
+    }
+
+    /**
+     * TRL's reward metrics of a micro-batch, each a mean over its pairs: rewards/chosen and rewards/rejected (beta x
+     * policy - reference, float32 as TRL computes them, so that a tie stays a tie), rewards/accuracies (the share of
+     * pairs whose chosen reward is the larger), rewards/margins, logps/chosen and logps/rejected (the policy's). The
+     * reference-free methods (ORPO, CPO) pass zeros as the reference: their rewards are beta x the policy's log-prob.
+     *
+     * @param policy log-probs, chosen rows then rejected rows
+     */
+    public static Map<String, Double> rewards(double beta, float[] policy, float[] reference) {
         int n = policy.length / 2;
         double rewardsChosen = 0;
         double rewardsRejected = 0;
@@ -85,7 +106,6 @@ public final class DpoMetrics {
         double logpsChosen = 0;
         double logpsRejected = 0;
         for (int i = 0; i < n; i++) {
-            // float32 as TRL computes them, so that a tie of rewards stays a tie
             float chosen = (float) beta * (policy[i] - reference[i]);
             float rejected = (float) beta * (policy[n + i] - reference[n + i]);
             rewardsChosen += chosen;
@@ -101,14 +121,14 @@ public final class DpoMetrics {
         values.put("rewards/margins", (rewardsChosen - rewardsRejected) / n);
         values.put("logps/chosen", logpsChosen / n);
         values.put("logps/rejected", logpsRejected / n);
-        if (logits != null) {
-            values.put("logits/chosen", logits.chosen());
-            values.put("logits/rejected", logits.rejected());
-            values.put("entropy", logits.entropy());
-            values.put("mean_token_accuracy", logits.meanTokenAccuracy());
-        }
-        values.put("nll", meanNll);
-        means.add(values, objective, n);
+        return values;
+    }
+
+    /** A line for people about an evaluation of pairs: its loss, reward accuracy and margin. */
+    public static String describeEvaluation(Map<String, Number> metrics) {
+        return String.format(Locale.ROOT, "eval_loss %.4f  eval_rewards/accuracies %.3f  eval_rewards/margins %.4f",
+                metrics.get("eval_loss").doubleValue(), metrics.get("eval_rewards/accuracies").doubleValue(),
+                metrics.get("eval_rewards/margins").doubleValue());
     }
 
     /** The metrics by TRL name, each the mean over the micro-batches. */

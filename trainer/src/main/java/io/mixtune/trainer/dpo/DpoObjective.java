@@ -3,6 +3,7 @@ package io.mixtune.trainer.dpo;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.MicroBatchMeans;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
@@ -10,9 +11,7 @@ import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -81,17 +80,12 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
                         terms.logits());
             }
         }
-        Map<String, Number> values = new LinkedHashMap<>();
-        values.put("eval_loss", totals.meanLoss());
-        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
-        return values;
+        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
     }
 
     @Override
     public String describeEvaluation(Map<String, Number> metrics) {
-        return String.format(Locale.ROOT, "eval_loss %.4f  eval_rewards/accuracies %.3f  eval_rewards/margins %.4f",
-                metrics.get("eval_loss").doubleValue(), metrics.get("eval_rewards/accuracies").doubleValue(),
-                metrics.get("eval_rewards/margins").doubleValue());
+        return DpoMetrics.describeEvaluation(metrics);
     }
 
     @Override

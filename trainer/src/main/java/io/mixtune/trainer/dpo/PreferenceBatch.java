@@ -18,6 +18,15 @@ import java.util.List;
 public record PreferenceBatch(TrainingBatch rows, int pairs, int[] completionLengths, int[] indices) {
 
     public static PreferenceBatch of(List<PreferenceSample> samples, int[] indices, long padId) {
+        return of(samples, indices, padId, false);
+    }
+
+    /**
+     * @param labelPrompts label every token of a row, the prompt's too (ORPO's NLL reads them); the completion is then
+     *     each row's last completionLengths[row] targets
+     */
+    public static PreferenceBatch of(List<PreferenceSample> samples, int[] indices, long padId,
+            boolean labelPrompts) {
         int pairs = samples.size();
         long[][] sequences = new long[2 * pairs][];
         int[] promptLengths = new int[2 * pairs];
@@ -28,7 +37,7 @@ public record PreferenceBatch(TrainingBatch rows, int pairs, int[] completionLen
                 long[] completion = side == 0 ? sample.chosenIds() : sample.rejectedIds();
                 int row = side * pairs + i;
                 sequences[row] = concat(sample.promptIds(), completion);
-                promptLengths[row] = sample.promptIds().length;
+                promptLengths[row] = labelPrompts ? 0 : sample.promptIds().length;
                 completionLengths[row] = completion.length;
             }
         }

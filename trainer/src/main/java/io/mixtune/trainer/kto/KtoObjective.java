@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.LabeledSample;
 import io.mixtune.trainer.dpo.PreferenceBatch;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.MicroBatchMeans;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
@@ -11,7 +12,6 @@ import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingModel;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -85,10 +85,7 @@ final class KtoObjective implements Objective<KtoBatch, KtoStep.Measured> {
                         terms.objective().getFloat(), terms.statistics(), PreferenceBatch.targetsPerRow(batch.rows()));
             }
         }
-        Map<String, Number> values = new LinkedHashMap<>();
-        values.put("eval_loss", totals.meanLoss());
-        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
-        return values;
+        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
     }
 
     @Override

@@ -26,7 +26,8 @@ import java.util.Set;
  */
 public final class AxolotlImport {
     /** The recipe's sections in the order recipes are written. */
-    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "kto", "logging");
+    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "kto", "orpo", "cpo",
+            "logging");
 
     /**
      * What axolotl's lora_target_linear means: every linear layer but the output embedding (find_all_linear_names), so
@@ -226,8 +227,53 @@ public final class AxolotlImport {
                 number("kto_undesirable_weight", "kto.undesirable_weight", false);
                 return "kto";
             }
-            unmapped("rl", "mixtune trains sft, dpo or kto only");
+            if (rl.asText().equals("orpo") || rl.asText().equals("simpo")) {
+                return mapReferenceFree(rl.asText());
+            }
+            unmapped("rl", rl.asText().equals("cpo") ? "axolotl has no rl: cpo (its CPOTrainer runs for rl: simpo, "
+                    + "with loss_type simpo): for CPO set train.method: cpo and cpo.loss in the recipe"
+                    : "mixtune trains sft, dpo, kto, orpo or simpo (cpo) only");
             return "sft";
+        }
+
+        /**
+         * rl: orpo (TRL's ORPOTrainer) and rl: simpo (TRL's CPOTrainer with loss_type simpo), as axolotl's RL trainer
+         * builder (core/builders/rl.py) sets them: beta from trl.beta, else rl_beta, else orpo_alpha (for both); for
+         * simpo its simpo_gamma and, where set, cpo_alpha (unset: TRL's 1.0, mixtune's default too).
+         */
+        private String mapReferenceFree(String rl) {
+            String method = rl.equals("orpo") ? "orpo" : "cpo";
+            put("train.method", method, "rl: " + rl);
+            if (mapTrlBeta(method + ".beta")) {
+                for (String key : List.of("rl_beta", "orpo_alpha")) {
+                    if (get(key) != null) {
+                        unmapped(key, "axolotl uses trl.beta, which is set");
+                    }
+                }
+            } else if (get("rl_beta") != null) {
+                number("rl_beta", method + ".beta", false);
+                if (get("orpo_alpha") != null) {
+                    unmapped("orpo_alpha", "axolotl uses rl_beta, which is set");
+                }
+            } else {
+                number("orpo_alpha", method + ".beta", false);
+            }
+            if (method.equals("cpo")) {
+                put("cpo.loss", "simpo", "rl: simpo (axolotl sets CPOTrainer's loss_type simpo)");
+                number("simpo_gamma", "cpo.simpo_gamma", false);
+                number("cpo_alpha", "cpo.cpo_alpha", false);
+                if (get("simpo_gamma") == null) {
+                    notes.add("rl: simpo without simpo_gamma: axolotl hands TRL None, which its SimPO loss cannot "
+                            + "divide; the recipe takes TRL's default cpo.simpo_gamma 0.5");
+                }
+            } else {
+                for (String key : List.of("simpo_gamma", "cpo_alpha")) {
+                    if (get(key) != null) {
+                        unmapped(key, "axolotl reads it for rl: simpo only");
+                    }
+                }
+            }
+            return method;
         }
 
         /** dpo_use_weighting to TRL's use_weighting (WPO), unless TRL refuses it with the losses mapped. */
@@ -466,7 +512,8 @@ public final class AxolotlImport {
                     // axolotl's kto types (prompt_strategies/kto) reshape a Hub dataset's own columns; mixtune's kto
                     // reads {prompt, completion, label} records or pairs, which a converted file holds
                     String format = method.equals("kto") ? null
-                            : method.equals("dpo") ? preferenceFormat(type) : chatFormat(dataset, type);
+                            : List.of("dpo", "orpo", "cpo").contains(method) ? preferenceFormat(type)
+                            : chatFormat(dataset, type);
                     if (format == null && type.equals("chat_template") && method.equals("sft")) {
                         problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
                                 + " content, or conversations of from and value)");

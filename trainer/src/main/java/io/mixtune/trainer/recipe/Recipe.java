@@ -16,13 +16,17 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Kto kto, Logging logging, Reward reward, Warm warm, String outputDir) {
+        Kto kto, Orpo orpo, Cpo cpo, Logging logging, Reward reward, Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
     private static final String ADAMW_ONLY = "mixtune trains with AdamW only, torch.optim.AdamW's update, as "
             + "transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1, adam_beta2, adam_eps, "
             + "weight_decay); 8-bit moments and other optimizers are not offered";
+
+    private static final String ORPO_MAX_LENGTH = "TRL's max_length is data.max_seq_len: a longer pair keeps its "
+            + "first max_seq_len tokens, the prompt whole and each answer's end cut, as DPO's";
+    private static final String ORPO_DROPOUT = "TRL's disable_dropout (true) zeroes every dropout: set lora.dropout: 0";
 
     /**
      * Settings that PEFT, bitsandbytes and transformers users write, by the dotted key they would take here, and why
@@ -51,6 +55,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                     + "cosine_warmup_with_min_lr is train.min_lr_ratio"),
             Map.entry("train.min_lr", "give the floor as train.min_lr_ratio: min_lr / lr (transformers divides min_lr "
                     + "by lr the same way)"),
+            Map.entry("cpo.loss_type", "TRL's loss_type is cpo.loss (sigmoid, hinge, ipo or simpo), as dpo.loss"),
+            Map.entry("cpo.alpha", "AlphaPO's reward shaping (TRL's CPOConfig alpha) is not offered: cpo trains on the "
+                    + "log-probs themselves (alpha 0, TRL's default)"),
+            Map.entry("orpo.max_length", ORPO_MAX_LENGTH),
+            Map.entry("cpo.max_length", ORPO_MAX_LENGTH),
+            Map.entry("orpo.disable_dropout", ORPO_DROPOUT),
+            Map.entry("cpo.disable_dropout", ORPO_DROPOUT),
             Map.entry("train.lr_scheduler_kwargs", "transformers' lr_scheduler_kwargs are train keys of their own "
                     + "names (num_cycles, power, lr_end, timescale, num_stable_steps, num_decay_steps, warmup_type, "
                     + "decay_type, warmup_lr_rate; min_lr_rate is min_lr_ratio)"));
@@ -192,9 +203,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens, Double neftuneNoiseAlpha) {
-        /** dpo and reward train on preference pairs (data.files hold pairs, never packed), sft on chats. */
+        /** dpo, reward, orpo and cpo train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
-            return method.equals("dpo") || method.equals("reward");
+            return method.equals("dpo") || method.equals("reward") || trainsWithoutReference();
+        }
+
+        /** orpo and cpo: preference pairs without a reference model (ORPO, CPO, SimPO). */
+        public boolean trainsWithoutReference() {
+            return method.equals("orpo") || method.equals("cpo");
         }
 
         /** kto trains on unpaired examples ({prompt, completion, label}, or pairs unpaired), never packed. */
@@ -239,7 +255,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "kto", "reward");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);
@@ -653,6 +669,71 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         /** Whether the loss reads the KL estimate (TRL's calculate_KL): every loss but apo_zero_unpaired. */
         public boolean estimatesKl() {
             return !loss.equals(APO_ZERO_UNPAIRED);
+        }
+    }
+
+    /**
+     * ORPO (Hong et al. 2024; train.method orpo) as TRL 1.13's experimental ORPOTrainer trains it, without a reference
+     * model: the NLL of the chosen rows minus beta x the mean over pairs of log sigmoid(log odds ratio), the log-probs
+     * of each answer averaged over its tokens (trl/experimental/orpo/orpo_trainer.py, odds_ratio_loss).
+     *
+     * @param beta TRL's beta, the paper's lambda: the weight of the odds-ratio term
+     */
+    public record Orpo(double beta) {
+        public Orpo {
+            if (!(beta > 0 && Double.isFinite(beta))) {
+                throw new IllegalArgumentException("beta: must be a finite number > 0, got " + beta);
+            }
+        }
+    }
+
+    /**
+     * CPO (Xu et al. 2024; train.method cpo) as TRL 1.13's experimental CPOTrainer trains it, without a reference
+     * model: the mean over pairs of the loss on the chosen-rejected log-prob difference, plus cpo_alpha x the NLL of
+     * the chosen answers' tokens (trl/experimental/cpo/cpo_trainer.py, cpo_loss and concatenated_forward). SimPO (Meng
+     * et al. 2024) is loss simpo with cpo_alpha 0, as TRL documents it.
+     *
+     * @param loss TRL's loss_type: sigmoid, hinge (on summed log-probs), ipo or simpo (on per-token averages)
+     * @param beta the temperature of sigmoid and simpo, hinge's scale, ipo's tau
+     * @param labelSmoothing eps of sigmoid and simpo (conservative loss), in [0, 0.5)
+     * @param simpoGamma SimPO's target reward margin gamma (TRL subtracts gamma / beta from the difference)
+     * @param cpoAlpha weight of the NLL (behaviour cloning) term; 0 leaves it out
+     */
+    public record Cpo(String loss, double beta, double labelSmoothing, double simpoGamma, double cpoAlpha) {
+        public static final String SIGMOID = "sigmoid";
+        public static final String HINGE = "hinge";
+        public static final String IPO = "ipo";
+        public static final String SIMPO = "simpo";
+        /** TRL's default simpo_gamma; another value is refused where the loss is not simpo (TRL ignores it). */
+        public static final double DEFAULT_SIMPO_GAMMA = 0.5;
+
+        public Cpo {
+            KeyChecks checks = new KeyChecks();
+            checks.oneOf("loss", loss, SIGMOID, HINGE, IPO, SIMPO);
+            if (!(beta > 0 && Double.isFinite(beta))) {
+                checks.add("beta: must be a finite number > 0, got " + beta);
+            }
+            if (!(labelSmoothing >= 0 && labelSmoothing < 0.5)) {
+                checks.add("label_smoothing: must lie in [0, 0.5), got " + labelSmoothing);
+            } else if (labelSmoothing > 0 && (HINGE.equals(loss) || IPO.equals(loss))) {
+                checks.add("label_smoothing: " + loss + " does not read it (TRL ignores it with a warning): set 0, or "
+                        + "use loss sigmoid or simpo");
+            }
+            if (!Double.isFinite(simpoGamma)) {
+                checks.add("simpo_gamma: must be a finite number, got " + simpoGamma);
+            } else if (simpoGamma != DEFAULT_SIMPO_GAMMA && !SIMPO.equals(loss)) {
+                checks.add("simpo_gamma: only loss simpo reads it (TRL ignores it otherwise): drop it, or set loss: "
+                        + "simpo");
+            }
+            if (!(cpoAlpha >= 0 && Double.isFinite(cpoAlpha))) {
+                checks.add("cpo_alpha: must be a finite number >= 0, got " + cpoAlpha);
+            }
+            checks.throwIfAny();
+        }
+
+        /** ipo and simpo compare log-probs averaged over each answer's tokens, sigmoid and hinge their sums (TRL). */
+        public boolean averagesLogProbs() {
+            return IPO.equals(loss) || SIMPO.equals(loss);
         }
     }
 

@@ -275,6 +275,17 @@ public final class RecipeReader {
                     + "pairs each prompt with another example's completion in the same micro-batch (TRL's "
                     + "per_device_train_batch_size, not the effective batch); got " + train.microBatchSize());
         }
+        if (train != null && dpo != null && train.trainsWithoutReference()) {
+            // DPO's pair reader would split the pairs into stages, of which ORPO and CPO would train the first only
+            if (dpo.stageCount() > 1 || !dpo.stageFiles().isEmpty()) {
+                binder.problem("dpo.stages", "Stage-DPO's stages are DPO's: train.method " + train.method()
+                        + " trains once over data.files: drop dpo.stages");
+            }
+            if (dpo.stageOrder().equals(Recipe.Dpo.ORDER_MARGIN)) {
+                binder.problem("dpo.stage_order", "orders Stage-DPO's stages: train.method " + train.method()
+                        + " has none: drop it");
+            }
+        }
         Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
         if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {
             binder.problem("reward.label_noise", "flips reward-model training pairs: it needs train.method: reward, "

@@ -4,13 +4,13 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.MicroBatchMeans;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingModel;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -71,10 +71,7 @@ final class RewardObjective implements Objective<RewardBatch, RewardStep.Measure
                 totals.add(terms.rewards(), terms.loss().getFloat());
             }
         }
-        Map<String, Number> values = new LinkedHashMap<>();
-        values.put("eval_loss", totals.meanLoss());
-        totals.values().forEach((name, value) -> values.put("eval_" + name, value));
-        return values;
+        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
     }
 
     @Override

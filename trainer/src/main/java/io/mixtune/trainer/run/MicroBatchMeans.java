@@ -17,6 +17,17 @@ public final class MicroBatchMeans {
     private long pairs;
 
     /**
+     * An evaluation's record under TRL's names: eval_loss (the mean over pairs or examples) first, then every metric
+     * with the eval_ prefix.
+     */
+    public static Map<String, Number> evaluation(double meanLoss, Map<String, Double> values) {
+        Map<String, Number> out = new LinkedHashMap<>();
+        out.put("eval_loss", meanLoss);
+        values.forEach((name, value) -> out.put("eval_" + name, value));
+        return out;
+    }
+
+    /**
      * Adds one micro-batch.
      *
      * @param values its metrics by name, in the order they are to be logged

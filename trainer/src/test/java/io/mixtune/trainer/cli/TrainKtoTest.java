@@ -1,8 +1,6 @@
 package io.mixtune.trainer.cli;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -15,7 +13,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Locale;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -87,40 +84,8 @@ class TrainKtoTest {
         assertTrue(last.get("kl").asDouble() >= 0, last.toString());
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
-        args = train(killed, examples(killed, 6), sets);
-        Path checkpoint = killed.resolve("out/checkpoints/step-000006");
-        Process process = TrainCommandTest.mixtune(killed, args.toArray(String[]::new));
-        long deadline = System.nanoTime() + 180_000_000_000L;
-        while (!Files.exists(checkpoint) && process.isAlive() && System.nanoTime() < deadline) {
-            Thread.sleep(20);
-        }
-        process.destroyForcibly().waitFor();
-        assertFalse(Files.exists(killed.resolve("out/adapter/adapter_model.safetensors")), "killed before the end: "
-                + Files.readString(killed.resolve("log.txt")));
-
-        List<String> changed = new ArrayList<>(args);
-        changed.addAll(List.of("--resume", "--set", "kto.beta=0.2"));
-        MixtuneCliTest.Result refused = MixtuneCliTest.run(changed.toArray(String[]::new));
-        assertEquals(2, refused.code(), refused.out() + refused.err());
-        assertTrue(refused.err().contains("kto.beta: 0.1 -> 0.2"), refused.err());
-
-        List<String> resume = new ArrayList<>(args);
-        resume.add("--resume");
-        assertEquals(0, TrainCommandTest.mixtune(killed, resume.toArray(String[]::new)).waitFor());
-        assertTrue(Files.readString(killed.resolve("log.txt")).contains("resuming from"));
-        assertEquals(expected, figures(killed.resolve("out/metrics.jsonl")));
-        double worst = 0;
-        for (String line : expected) {
-            double want = TrainDpoTest.value(expectedMetrics, line);
-            double got = TrainDpoTest.value(killed.resolve("out/metrics.jsonl"), line);
-            worst = Math.max(worst, Math.abs(want - got));
-            assertEquals(want, got, 1e-6, line);
-        }
-        System.out.printf(Locale.ROOT, "resumed KTO run: %d figures, largest difference %.2e%n", expected.size(),
-                worst);
-        Path adapter = Path.of("adapter", "adapter_model.safetensors");
-        assertArrayEquals(Files.readAllBytes(whole.resolve("out").resolve(adapter)),
-                Files.readAllBytes(killed.resolve("out").resolve(adapter)), "adapter differs after resuming");
+        KilledRun.resumesToTheUninterruptedRun("KTO", killed, train(killed, examples(killed, 6), sets), "step-000006",
+                "kto.beta=0.2", "kto.beta: 0.1 -> 0.2", expected, whole.resolve("out"), TrainKtoTest::figures);
     }
 
     @Test

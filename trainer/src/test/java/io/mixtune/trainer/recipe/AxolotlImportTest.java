@@ -567,6 +567,52 @@ class AxolotlImportTest {
         assertTrue(String.join("\n", trlImport.unmapped()).contains("rl_beta: 0.2: axolotl uses trl.beta"));
     }
 
+    /**
+     * rl: orpo is train.method orpo and rl: simpo train.method cpo with loss simpo, beta from trl.beta, rl_beta or
+     * orpo_alpha in that order (axolotl's core/builders/rl.py), simpo_gamma and cpo_alpha for simpo; rl: cpo is none
+     * of axolotl's.
+     */
+    @Test
+    void rlOrpoAndSimpoMapToTheOrpoAndCpoSections(@TempDir Path dir) throws IOException {
+        Path orpo = Files.writeString(dir.resolve("orpo.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                rl: orpo
+                orpo_alpha: 0.2
+                simpo_gamma: 1.0
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(orpo);
+        assertEquals("orpo", imported.values().get("train.method"));
+        assertEquals(0.2, imported.values().get("orpo.beta"));
+        assertTrue(String.join("\n", imported.unmapped()).contains("simpo_gamma: 1.0: axolotl reads it for rl: simpo"
+                + " only"), imported.unmapped().toString());
+
+        Path simpo = Files.writeString(dir.resolve("simpo.yml"), """
+                adapter: lora
+                rl: simpo
+                rl_beta: 2.5
+                orpo_alpha: 0.1
+                simpo_gamma: 1.4
+                cpo_alpha: 0.0
+                """);
+        AxolotlImport.Result simpoImport = AxolotlImport.read(simpo);
+        assertEquals("cpo", simpoImport.values().get("train.method"));
+        assertEquals("simpo", simpoImport.values().get("cpo.loss"));
+        assertEquals(2.5, simpoImport.values().get("cpo.beta"));
+        assertEquals(1.4, simpoImport.values().get("cpo.simpo_gamma"));
+        assertEquals(0.0, simpoImport.values().get("cpo.cpo_alpha"));
+        assertTrue(String.join("\n", simpoImport.unmapped()).contains("orpo_alpha: 0.1: axolotl uses rl_beta"),
+                simpoImport.unmapped().toString());
+
+        Path noGamma = Files.writeString(dir.resolve("gamma.yml"), "adapter: lora\nrl: simpo\ntrl:\n  beta: 2.0\n");
+        AxolotlImport.Result noGammaImport = AxolotlImport.read(noGamma);
+        assertEquals(2.0, noGammaImport.values().get("cpo.beta"));
+        assertTrue(String.join("\n", noGammaImport.notes()).contains("simpo_gamma"), noGammaImport.notes().toString());
+
+        Path cpo = Files.writeString(dir.resolve("cpo.yml"), "adapter: lora\nrl: cpo\n");
+        assertTrue(String.join("\n", AxolotlImport.read(cpo).unmapped()).contains("axolotl has no rl: cpo"));
+    }
+
     /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
     @Test
     void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
