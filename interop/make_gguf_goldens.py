@@ -46,13 +46,52 @@ or: git clone https://github.com/ggml-org/llama.cpp ~/.cache/mixtune/llama.cpp
 # The adapter folded into tiny-mistral: every linear layer, rank 4, random (seeded) so the merge changes every weight.
 ADAPTER_ARGS = ["--r", "4", "--alpha", "8", "--targets", "all-linear", "--init", "random", "--seed", "0"]
 
-# (case name, preset, init-model dtype, with adapter, --outtype)
+# Tokenizer files as a Hub instruct model carries them (Mistral-7B-Instruct-v0.2's tokenizer_config.json keys: the
+# added_tokens_decoder, add_bos_token/add_eos_token, a pad token), with what exercises the rest of the converter's
+# reading: a user-defined added token over a piece (written with spaces for its U+2581), add_prefix_space, and the
+# chat template in chat_template.jinja (tokenizer_config.json has none). Written over the preset's files.
+HUB_STYLE_FILES = {
+    "tokenizer_config.json": json.dumps({
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            "0": {"content": "<unk>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                  "special": True},
+            "1": {"content": "<s>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                  "special": True},
+            "2": {"content": "</s>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                  "special": True},
+            "31998": {"content": "<|tool|>", "lstrip": False, "normalized": False, "rstrip": False,
+                      "single_word": False, "special": False},
+            "31999": {"content": "\u2581[CALL]", "lstrip": False, "normalized": False, "rstrip": False,
+                      "single_word": False, "special": False},
+        },
+        "additional_special_tokens": [],
+        "bos_token": "<s>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>",
+        "legacy": True,
+        "model_max_length": 1000000000000000019884624838656,
+        "pad_token": "</s>",
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    }, indent=2, ensure_ascii=False) + "\n",
+    "chat_template.jinja": "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}"
+                           " [/INST]{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}",
+}
+
+# (case name, preset, init-model dtype, with adapter, --outtype, files written over the preset's)
 CASES = [
-    ("tiny-mistral-adapter-f32", "tiny-mistral", "fp32", True, "f32"),
-    ("tiny-mistral-adapter-f16", "tiny-mistral", "fp32", True, "f16"),
-    ("tiny-mistral-adapter-q8_0", "tiny-mistral", "fp32", True, "q8_0"),
-    ("tiny-mixtral-bf16-f16", "tiny-mixtral", "bf16", False, "f16"),
-    ("tiny-mixtral-bf16-q8_0", "tiny-mixtral", "bf16", False, "q8_0"),
+    ("tiny-mistral-adapter-f32", "tiny-mistral", "fp32", True, "f32", None),
+    ("tiny-mistral-adapter-f16", "tiny-mistral", "fp32", True, "f16", None),
+    ("tiny-mistral-adapter-q8_0", "tiny-mistral", "fp32", True, "q8_0", None),
+    ("tiny-mixtral-bf16-f16", "tiny-mixtral", "bf16", False, "f16", None),
+    ("tiny-mixtral-bf16-q8_0", "tiny-mixtral", "bf16", False, "q8_0", None),
+    ("tiny-mistral-hub-tokenizer-q8_0", "tiny-mistral", "bf16", False, "q8_0", HUB_STYLE_FILES),
 ]
 
 
@@ -127,7 +166,8 @@ def field_entry(field) -> dict:
             blob = np.array(values, dtype="<i4").tobytes()
         else:
             raise ValueError(f"{field.name}: array of {element.name}")
-        return {"type": f"ARRAY[{element.name}]", "count": len(values), "head": list(values[:8]), "sha256": sha256(blob)}
+        return {"type": f"ARRAY[{element.name}]", "count": len(values), "head": list(values[:8]),
+                "sha256": sha256(blob)}
     value = field.contents()
     if kind == GGUFValueType.FLOAT32:
         value = float(np.float32(value))
@@ -159,10 +199,12 @@ def make_converter(work: Path) -> dict:
     if not (LLAMA_CPP_SRC / "convert_hf_to_gguf.py").is_file():
         sys.exit(FETCH_HINT.format(src=LLAMA_CPP_SRC))
     out = []
-    for name, preset, dtype, with_adapter, outtype in CASES:
+    for name, preset, dtype, with_adapter, outtype, files in CASES:
         case_dir = work / name
         base = case_dir / "base" / preset
         run(MIXTUNE, "init-model", "--preset", preset, "--out", base, "--dtype", dtype)
+        for file, content in (files or {}).items():
+            (base / file).write_text(content, encoding="utf-8")
         model = base
         if with_adapter:
             adapter = case_dir / "adapter"
@@ -177,7 +219,7 @@ def make_converter(work: Path) -> dict:
                         str(gguf_file), "--outtype", outtype], check=True, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         entry = {"name": name, "preset": preset, "dtype": dtype, "seed": 0,
-                 "adapter": ADAPTER_ARGS if with_adapter else None, "outtype": outtype}
+                 "adapter": ADAPTER_ARGS if with_adapter else None, "outtype": outtype, "files": files}
         entry.update(describe(gguf_file))
         out.append(entry)
     return {"converter": "llama.cpp convert_hf_to_gguf.py", "snapshot": converter_commit(), "gguf": gguf_version(),

@@ -1,4 +1,4 @@
-"""`mixtune export-gguf` read by the reference tools: gguf's GGUFReader and gguf.quants, transformers 5.18's GGUF loader.
+"""`mixtune export-gguf` read by the reference tools: gguf's GGUFReader and gguf.quants, transformers 5.18's loader.
 
 tiny-mistral (fp32) with a random rank-4 adapter on every linear layer is exported as f32, f16, q8_0 and q4_0.
 - GGUFReader reads every file: arch llama, the converter's keys, the tensors and their types.

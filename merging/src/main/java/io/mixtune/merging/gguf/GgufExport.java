@@ -190,7 +190,7 @@ public final class GgufExport {
             }
             long[] shape = base.info(hfName).shape();
             String ggufName;
-            TensorSourceFactory source = () -> merged.read(hfName);
+            WeightRead source = () -> merged.read(hfName);
             if (hfName.equals("model.embed_tokens.weight")) {
                 ggufName = "token_embd.weight";
             } else if (hfName.equals("model.norm.weight")) {
@@ -213,6 +213,7 @@ public final class GgufExport {
                         for (String w : List.of("w1", "w2", "w3")) {
                             addExperts(writer, types, merged, config, block, w);
                         }
+                        expertsByLayer.remove(block);
                     }
                     continue;
                 }
@@ -233,10 +234,13 @@ public final class GgufExport {
                 }
             }
             GgmlType tensorType = typeOf(ggufName, shape);
-            TensorSourceFactory read = source;
+            WeightRead read = source;
             writer.addTensor(ggufName, shape, tensorType, sink -> sink.accept(read.read()));
             types.put(ggufName, tensorType);
         }
+        expertsByLayer.forEach((block, experts) -> problems.add("layer " + block + " has " + experts.size()
+                + " expert weights where num_local_experts " + config.numLocalExperts() + " needs "
+                + 3 * config.numLocalExperts() + " (the converter's \"Unprocessed experts\")"));
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException(model + ": " + String.join("; ", problems));
         }
@@ -244,14 +248,20 @@ public final class GgufExport {
     }
 
     @FunctionalInterface
-    private interface TensorSourceFactory {
+    private interface WeightRead {
         float[] read();
     }
 
     private void addExperts(GgufWriter writer, Map<String, GgmlType> types, AdapterMerge.Merged merged,
             ModelConfig config, int block, String w) {
-        String first = "model.layers." + block + ".block_sparse_moe.experts.0." + w + ".weight";
-        long[] one = merged.base().info(first).shape();
+        long[] one = null;
+        for (int e = 0; e < config.numLocalExperts(); e++) {
+            String name = "model.layers." + block + ".block_sparse_moe.experts." + e + "." + w + ".weight";
+            if (!merged.base().contains(name) || one != null && !Arrays.equals(one, merged.base().info(name).shape())) {
+                throw new IllegalArgumentException(model + ": " + name + " is missing or shaped unlike expert 0's");
+            }
+            one = merged.base().info(name).shape();
+        }
         long[] shape = {config.numLocalExperts(), one[0], one[1]};
         String ggufName = "blk." + block + "." + EXPERT_NAMES.get(w) + ".weight";
         GgmlType tensorType = typeOf(ggufName, shape);

@@ -97,7 +97,7 @@ public final class GgufWriter {
         tensors.add(new Tensor(name, shape.clone(), type, source));
     }
 
-    /** The tensors' parameter counts by name, in the order added. */
+    /** The tensors' numpy shapes by name, in the order added. */
     public Map<String, long[]> shapes() {
         Map<String, long[]> shapes = new LinkedHashMap<>();
         tensors.forEach(tensor -> shapes.put(tensor.name(), tensor.shape().clone()));

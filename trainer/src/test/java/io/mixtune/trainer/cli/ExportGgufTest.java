@@ -32,7 +32,9 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * `mixtune export-gguf` writes what llama.cpp's convert_hf_to_gguf.py writes for the merged checkpoint, byte for byte:
  * tiny-mistral with a random rank-4 adapter on every linear layer folded in (f32, f16, q8_0) and tiny-mixtral in bf16
- * (f16, q8_0, its experts stacked), every metadata key, tensor and the whole file (golden/gguf/converter.json,
+ * (f16, q8_0, its experts stacked), tiny-mistral with a Hub instruct model's tokenizer files (added tokens control and
+ * user-defined, add_bos/add_eos, a pad token, add_prefix_space, the template in chat_template.jinja), every metadata
+ * key, tensor and the whole file (golden/gguf/converter.json,
  * interop/make_gguf_goldens.py). The merged weights read back; --out is never written over without --force, and never
  * inside an input.
  */
@@ -48,12 +50,18 @@ class ExportGgufTest {
         throw new AssertionError("no golden case " + name);
     }
 
-    /** The golden case's model (and adapter) under {@code dir}: the model in a folder named as the preset. */
-    private static List<String> inputs(JsonNode entry, Path dir) {
+    /**
+     * The golden case's model (and adapter) under {@code dir}: the model in a folder named as the preset, the case's
+     * tokenizer files written over the preset's.
+     */
+    private static List<String> inputs(JsonNode entry, Path dir) throws Exception {
         String preset = entry.path("preset").asText();
         Path model = dir.resolve("base").resolve(preset);
         PresetCheckpoint.write(preset, model, entry.path("seed").asLong(),
                 InitModelCommand.parseDtype(entry.path("dtype").asText()));
+        for (Map.Entry<String, JsonNode> file : entry.path("files").properties()) {
+            Files.writeString(model.resolve(file.getKey()), file.getValue().asText());
+        }
         List<String> args = new ArrayList<>(List.of("--model", model.toString()));
         if (entry.path("adapter").isArray()) {
             Path adapter = dir.resolve("adapter");
@@ -77,7 +85,7 @@ class ExportGgufTest {
 
     @ParameterizedTest
     @ValueSource(strings = {"tiny-mistral-adapter-f32", "tiny-mistral-adapter-f16", "tiny-mistral-adapter-q8_0",
-            "tiny-mixtral-bf16-f16", "tiny-mixtral-bf16-q8_0"})
+            "tiny-mixtral-bf16-f16", "tiny-mixtral-bf16-q8_0", "tiny-mistral-hub-tokenizer-q8_0"})
     void writesWhatLlamaCppsConverterWrites(String name, @TempDir Path dir) throws Exception {
         JsonNode entry = golden(name);
         Path out = dir.resolve(name + ".gguf");
