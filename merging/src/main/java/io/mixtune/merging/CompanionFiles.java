@@ -5,10 +5,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.lora.adapter.AdapterMerge;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.nio.BufferUnderflowException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -113,88 +109,15 @@ final class CompanionFiles {
             return new Vocabulary(file, tokens, merges);
         }
 
-        /**
-         * SentencePiece's ModelProto (sentencepiece_model.proto): field 1 holds the pieces in id order, each a message
-         * of piece (1, string), score (2, float) and type (3, enum); the other fields (trainer, normalizer specs) are
-         * skipped.
-         */
+        /** A tokenizer.model's pieces: each piece's text at its id, and text, score and type as what splits text. */
         static Vocabulary readSentencePiece(Path file) {
-            ByteBuffer model = ByteBuffer.wrap(CompanionFiles.read(file)).order(ByteOrder.LITTLE_ENDIAN);
             Map<Integer, String> tokens = new TreeMap<>();
             List<String> pieces = new ArrayList<>();
-            try {
-                while (model.hasRemaining()) {
-                    long key = varint(model);
-                    if (key >>> 3 == 1 && (key & 7) == 2) {
-                        ByteBuffer piece = lengthDelimited(model);
-                        String text = null;
-                        float score = 0;
-                        long type = 1; // NORMAL, the field's default
-                        while (piece.hasRemaining()) {
-                            long field = varint(piece);
-                            if (field >>> 3 == 1 && (field & 7) == 2) {
-                                ByteBuffer bytes = lengthDelimited(piece);
-                                byte[] utf8 = new byte[bytes.remaining()];
-                                bytes.get(utf8);
-                                text = new String(utf8, StandardCharsets.UTF_8);
-                            } else if (field >>> 3 == 2 && (field & 7) == 5) {
-                                score = piece.getFloat();
-                            } else if (field >>> 3 == 3 && (field & 7) == 0) {
-                                type = varint(piece);
-                            } else {
-                                skip(piece, field);
-                            }
-                        }
-                        if (text == null) {
-                            throw new IllegalArgumentException("piece " + tokens.size() + " has no text");
-                        }
-                        tokens.put(tokens.size(), text);
-                        pieces.add(text + " " + score + " " + type);
-                    } else {
-                        skip(model, key);
-                    }
-                }
-            } catch (BufferUnderflowException | IllegalArgumentException e) {
-                throw new IllegalArgumentException(file + ": not a SentencePiece model (" + (e.getMessage() == null
-                        ? "cut short" : e.getMessage()) + ")");
-            }
-            if (tokens.isEmpty()) {
-                throw new IllegalArgumentException(file + ": not a SentencePiece model (no pieces)");
+            for (SentencePieceModel.Piece piece : SentencePieceModel.read(file)) {
+                tokens.put(tokens.size(), piece.text());
+                pieces.add(piece.text() + " " + piece.score() + " " + piece.type());
             }
             return new Vocabulary(file, tokens, pieces);
-        }
-
-        private static long varint(ByteBuffer buffer) {
-            long value = 0;
-            for (int shift = 0; shift < 64; shift += 7) {
-                byte b = buffer.get();
-                value |= (long) (b & 0x7f) << shift;
-                if (b >= 0) {
-                    return value;
-                }
-            }
-            throw new IllegalArgumentException("a varint longer than 10 bytes");
-        }
-
-        private static ByteBuffer lengthDelimited(ByteBuffer buffer) {
-            long length = varint(buffer);
-            if (length < 0 || length > buffer.remaining()) {
-                throw new IllegalArgumentException("a field of " + length + " bytes where " + buffer.remaining()
-                        + " are left");
-            }
-            ByteBuffer field = buffer.slice(buffer.position(), (int) length).order(ByteOrder.LITTLE_ENDIAN);
-            buffer.position(buffer.position() + (int) length);
-            return field;
-        }
-
-        private static void skip(ByteBuffer buffer, long key) {
-            switch ((int) (key & 7)) {
-                case 0 -> varint(buffer);
-                case 1 -> buffer.position(buffer.position() + 8);
-                case 2 -> lengthDelimited(buffer);
-                case 5 -> buffer.position(buffer.position() + 4);
-                default -> throw new IllegalArgumentException("wire type " + (key & 7) + " of field " + (key >>> 3));
-            }
         }
 
         boolean sameFormat(Vocabulary other) {

@@ -66,13 +66,10 @@ public final class AdapterMerge {
         }
         ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
         boolean rewardModel = PeftAdapter.isRewardModel(adapterDir.resolve(PeftAdapter.CONFIG_FILE));
-        LoraConfig loraConfig = PeftAdapter.readConfig(adapterDir.resolve(PeftAdapter.CONFIG_FILE),
-                rewardModel ? Set.of(PeftAdapter.SCORE_HEAD) : Set.of());
         String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
-        try (SafetensorsReader base = SafetensorsReader.open(modelDir);
-                SafetensorsReader adapter = SafetensorsReader.open(PeftAdapter.weightsFile(adapterDir))) {
-            Map<String, List<Delta>> deltasByTensor = plan(config, loraConfig, base, adapter, adapterDir,
-                    rewardModel ? Set.of(headKey) : Set.of());
+        try (Merged merged = new Merged(modelDir, adapterDir, config, rewardModel)) {
+            SafetensorsReader base = merged.base();
+            SafetensorsReader adapter = merged.adapter;
             List<TensorSpec> specs = new ArrayList<>();
             for (String name : new TreeSet<>(base.names())) {
                 if (rewardModel && name.equals(LM_HEAD)) {
@@ -100,12 +97,7 @@ public final class AdapterMerge {
                 if (rewardModel && spec.name().equals(SCORE)) {
                     return adapter.readFloats(headKey);
                 }
-                float[] weight = base.readFloats(spec.name());
-                long columns = spec.shape()[spec.shape().length - 1];
-                for (Delta delta : deltasByTensor.getOrDefault(spec.name(), List.of())) {
-                    addDelta(weight, delta, (int) columns);
-                }
-                return weight;
+                return merged.read(spec.name());
             });
             for (Map.Entry<String, Path> file : companionSources(modelDir, adapterDir).entrySet()) {
                 Files.copy(file.getValue().resolve(file.getKey()), outDir.resolve(file.getKey()),
@@ -120,6 +112,83 @@ public final class AdapterMerge {
             return files;
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the merged checkpoint to " + outDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * A base checkpoint with an adapter folded in, read one tensor at a time: the weights {@link #merge} writes, for
+     * a writer of another format (a GGUF export). Without an adapter it reads the base as it is.
+     */
+    public static final class Merged implements AutoCloseable {
+        private final SafetensorsReader base;
+        private final SafetensorsReader adapter;
+        private final Map<String, List<Delta>> deltasByTensor;
+
+        /**
+         * @param adapterDir the LoRA adapter (PEFT format), or null for the base alone; a reward model's adapter is
+         *     refused (its score head replaces the lm_head: {@link #merge} writes it as a sequence classifier)
+         */
+        public static Merged open(Path modelDir, Path adapterDir) {
+            ModelConfig config = ModelConfig.read(modelDir.resolve("config.json"));
+            if (adapterDir != null && PeftAdapter.isRewardModel(adapterDir.resolve(PeftAdapter.CONFIG_FILE))) {
+                throw new IllegalArgumentException(adapterDir + " is a reward model's adapter (a score head in"
+                        + " modules_to_save): it scores chats and does not generate text; export a causal LM's"
+                        + " adapter");
+            }
+            return new Merged(modelDir, adapterDir, config, false);
+        }
+
+        private Merged(Path modelDir, Path adapterDir, ModelConfig config, boolean rewardModel) {
+            String headKey = PeftAdapter.moduleToSaveKey(PeftAdapter.SCORE_HEAD);
+            LoraConfig loraConfig = adapterDir == null ? null : PeftAdapter.readConfig(adapterDir.resolve(
+                    PeftAdapter.CONFIG_FILE), rewardModel ? Set.of(PeftAdapter.SCORE_HEAD) : Set.of());
+            SafetensorsReader opened = SafetensorsReader.open(modelDir);
+            SafetensorsReader openedAdapter = null;
+            try {
+                if (adapterDir != null) {
+                    openedAdapter = SafetensorsReader.open(PeftAdapter.weightsFile(adapterDir));
+                }
+                this.deltasByTensor = adapterDir == null ? Map.of() : plan(config, loraConfig, opened, openedAdapter,
+                        adapterDir, rewardModel ? Set.of(headKey) : Set.of());
+            } catch (RuntimeException e) {
+                try {
+                    opened.close();
+                } finally {
+                    if (openedAdapter != null) {
+                        openedAdapter.close();
+                    }
+                }
+                throw e;
+            }
+            this.base = opened;
+            this.adapter = openedAdapter;
+        }
+
+        /** The base checkpoint: its tensor names, shapes and dtypes. */
+        public SafetensorsReader base() {
+            return base;
+        }
+
+        /** The base tensor {@code name} as float32, every adapter delta that lands in it added (W + scale B A). */
+        public float[] read(String name) {
+            float[] weight = base.readFloats(name);
+            long[] shape = base.info(name).shape();
+            long columns = shape[shape.length - 1];
+            for (Delta delta : deltasByTensor.getOrDefault(name, List.of())) {
+                addDelta(weight, delta, (int) columns);
+            }
+            return weight;
+        }
+
+        @Override
+        public void close() {
+            try {
+                base.close();
+            } finally {
+                if (adapter != null) {
+                    adapter.close();
+                }
+            }
         }
     }
 

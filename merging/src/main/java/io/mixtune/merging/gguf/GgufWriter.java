@@ -1,0 +1,227 @@
+package io.mixtune.merging.gguf;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+
+/**
+ * A GGUF version 3 file (ggml's docs/gguf.md), little-endian: "GGUF", version, tensor count, key-value count, the
+ * key-values in the order they were put, each tensor's name, dimensions (ggml order: the fastest-varying first, numpy's
+ * shape reversed), type and offset, then the tensor data, each tensor starting on a 32-byte boundary
+ * (general.alignment's default). The metadata is held in memory; tensors stream from their {@link TensorSource} one at
+ * a time, so a file of any size is written with one tensor in memory.
+ */
+public final class GgufWriter {
+    static final int ALIGNMENT = 32;
+    static final int MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
+    static final int VERSION = 3;
+
+    /** gguf.md's gguf_metadata_value_type. */
+    static final int UINT32 = 4;
+    static final int INT32 = 5;
+    static final int FLOAT32 = 6;
+    static final int BOOL = 7;
+    static final int STRING = 8;
+    static final int ARRAY = 9;
+
+    /** Emits a tensor's values in row-major (numpy) order, in parts of whole blocks, each part to the sink. */
+    @FunctionalInterface
+    public interface TensorSource {
+        void emit(Consumer<float[]> sink);
+    }
+
+    private record Value(int type, int elementType, Object value) {}
+
+    private record Tensor(String name, long[] shape, GgmlType type, TensorSource source) {
+        long elements() {
+            return Arrays.stream(shape).reduce(1, Math::multiplyExact);
+        }
+    }
+
+    private final Map<String, Value> values = new LinkedHashMap<>();
+    private final List<Tensor> tensors = new ArrayList<>();
+
+    public void putUint32(String key, long value) {
+        put(key, new Value(UINT32, 0, value));
+    }
+
+    public void putFloat32(String key, float value) {
+        put(key, new Value(FLOAT32, 0, value));
+    }
+
+    public void putBool(String key, boolean value) {
+        put(key, new Value(BOOL, 0, value));
+    }
+
+    public void putString(String key, String value) {
+        put(key, new Value(STRING, 0, value));
+    }
+
+    public void putStrings(String key, List<String> value) {
+        put(key, new Value(ARRAY, STRING, List.copyOf(value)));
+    }
+
+    public void putFloat32s(String key, float[] value) {
+        put(key, new Value(ARRAY, FLOAT32, value.clone()));
+    }
+
+    public void putInt32s(String key, int[] value) {
+        put(key, new Value(ARRAY, INT32, value.clone()));
+    }
+
+    private void put(String key, Value value) {
+        if (values.containsKey(key)) {
+            throw new IllegalStateException("duplicate GGUF key " + key);
+        }
+        values.put(key, value);
+    }
+
+    /**
+     * @param shape numpy's shape (rows last-but-one, columns last); the row length must be whole blocks of the type
+     */
+    public void addTensor(String name, long[] shape, GgmlType type, TensorSource source) {
+        if (shape[shape.length - 1] % type.blockSize() != 0) {
+            throw new IllegalArgumentException(name + ": rows of " + shape[shape.length - 1] + " values are not whole "
+                    + type + " blocks of " + type.blockSize());
+        }
+        tensors.add(new Tensor(name, shape.clone(), type, source));
+    }
+
+    /** The tensors' numpy shapes by name, in the order added. */
+    public Map<String, long[]> shapes() {
+        Map<String, long[]> shapes = new LinkedHashMap<>();
+        tensors.forEach(tensor -> shapes.put(tensor.name(), tensor.shape().clone()));
+        return shapes;
+    }
+
+    /** Writes the whole file to {@code file} (created or truncated). */
+    public void write(Path file) throws IOException {
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            Buffer header = new Buffer();
+            header.buffer().putInt(MAGIC).putInt(VERSION).putLong(tensors.size()).putLong(values.size());
+            for (Map.Entry<String, Value> entry : values.entrySet()) {
+                header.string(entry.getKey());
+                header.ensure(8).putInt(entry.getValue().type());
+                header.value(entry.getValue());
+            }
+            long offset = 0;
+            for (Tensor tensor : tensors) {
+                header.string(tensor.name());
+                header.ensure(4 + 8 * tensor.shape().length + 12).putInt(tensor.shape().length);
+                for (int d = tensor.shape().length - 1; d >= 0; d--) {
+                    header.buffer().putLong(tensor.shape()[d]);
+                }
+                header.buffer().putInt(tensor.type().id()).putLong(offset);
+                offset += padded(tensor.type().bytes(tensor.elements()));
+            }
+            header.ensure(ALIGNMENT);
+            header.buffer().put(new byte[(int) (padded(header.buffer().position()) - header.buffer().position())]);
+            writeFully(channel, header.buffer().flip());
+            for (Tensor tensor : tensors) {
+                long[] written = {0};
+                tensor.source().emit(part -> {
+                    ByteBuffer bytes = ByteBuffer.allocate((int) tensor.type().bytes(part.length))
+                            .order(ByteOrder.LITTLE_ENDIAN);
+                    GgufQuants.encode(part, 0, part.length, tensor.type(), bytes);
+                    written[0] += part.length;
+                    try {
+                        writeFully(channel, bytes.flip());
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                });
+                if (written[0] != tensor.elements()) {
+                    throw new IllegalStateException(tensor.name() + ": " + written[0] + " values written, "
+                            + tensor.elements() + " expected");
+                }
+                long size = tensor.type().bytes(tensor.elements());
+                writeFully(channel, ByteBuffer.allocate((int) (padded(size) - size)));
+            }
+            channel.force(true);
+        } catch (java.io.UncheckedIOException e) {
+            throw e.getCause();
+        }
+    }
+
+    static long padded(long size) {
+        return (size + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    }
+
+    private static void writeFully(FileChannel channel, ByteBuffer bytes) throws IOException {
+        while (bytes.hasRemaining()) {
+            channel.write(bytes);
+        }
+    }
+
+    /** A growing little-endian buffer for the header. */
+    private static final class Buffer {
+        private ByteBuffer buffer = ByteBuffer.allocate(1 << 16).order(ByteOrder.LITTLE_ENDIAN);
+
+        ByteBuffer buffer() {
+            return buffer;
+        }
+
+        ByteBuffer ensure(int more) {
+            if (buffer.remaining() < more) {
+                ByteBuffer grown = ByteBuffer.allocate(Math.max(buffer.capacity() * 2, buffer.position() + more))
+                        .order(ByteOrder.LITTLE_ENDIAN);
+                grown.put(buffer.flip());
+                buffer = grown;
+            }
+            return buffer;
+        }
+
+        void string(String text) {
+            byte[] utf8 = text.getBytes(StandardCharsets.UTF_8);
+            ensure(8 + utf8.length).putLong(utf8.length).put(utf8);
+        }
+
+        void value(Value value) {
+            switch (value.type()) {
+                case UINT32 -> ensure(4).putInt((int) (long) (Long) value.value());
+                case FLOAT32 -> ensure(4).putFloat((Float) value.value());
+                case BOOL -> ensure(1).put((byte) ((Boolean) value.value() ? 1 : 0));
+                case STRING -> string((String) value.value());
+                case ARRAY -> array(value);
+                default -> throw new IllegalStateException("type " + value.type());
+            }
+        }
+
+        @SuppressWarnings("unchecked")
+        private void array(Value value) {
+            switch (value.elementType()) {
+                case STRING -> {
+                    List<String> strings = (List<String>) value.value();
+                    ensure(12).putInt(STRING).putLong(strings.size());
+                    strings.forEach(this::string);
+                }
+                case FLOAT32 -> {
+                    float[] floats = (float[]) value.value();
+                    ensure(12 + 4 * floats.length).putInt(FLOAT32).putLong(floats.length);
+                    for (float f : floats) {
+                        buffer.putFloat(f);
+                    }
+                }
+                case INT32 -> {
+                    int[] ints = (int[]) value.value();
+                    ensure(12 + 4 * ints.length).putInt(INT32).putLong(ints.length);
+                    for (int i : ints) {
+                        buffer.putInt(i);
+                    }
+                }
+                default -> throw new IllegalStateException("array of " + value.elementType());
+            }
+        }
+    }
+}
