@@ -9,6 +9,8 @@
   prompts and completions (its tokenizer and generation replaced by the fixed ids) and reward functions that return
   fixed scores (None among them): the advantages, completion mask and TRL's metrics per scale_rewards, reward_weights,
   multi_objective_aggregation and mask_truncated_completions.
+- trainer/src/test/resources/golden/grpo/rewards.json: trl.rewards' think_format_reward, get_soft_overlong_punishment and
+  get_repetition_penalty_reward on fixed texts and ids, with their __name__s.
 - trainer/src/test/resources/golden/grpo/step/: one GRPO step of GRPOTrainer on the tiny Mixtral of the SFT golden
   (its checkpoint and random PEFT adapter): _generate_and_score_completions on fixed completions, then _compute_loss
   and backward, beta > 0 (the reference the model with its adapter off), temperature 0.7: loss, metrics, every LoRA
@@ -192,6 +194,32 @@ def advantage_cases(model, work: Path) -> dict:
             "completions": COMPLETIONS, "cases": out}
 
 
+# ---- (b') TRL's own reward functions that need no other package ------------------------------------------------------
+
+THINK_TEXTS = ["<think>\nreasoning\n</think>\nanswer", "<think>a</think>", "<think>\nno close", "answer first "
+               "<think>x</think>", "<think>a</think> b <think>c</think>", "<think></think>", "", " <think>x</think>",
+               "<think>\nline one\nline two\n</think>\n\nfinal\nlines"]
+ID_LISTS = [[], [5], [5, 6], [5, 6, 7], [5, 5, 5, 5], [1, 2, 1, 2, 1, 2], [9, 8, 7, 9, 8, 7, 9], list(range(12)),
+            [4] * 13, [3, 4, 3, 4, 5, 3, 4]]
+
+
+def reward_cases() -> dict:
+    from trl.rewards import get_repetition_penalty_reward, get_soft_overlong_punishment, think_format_reward
+
+    out = {"think_texts": THINK_TEXTS, "ids": ID_LISTS,
+           "think_format_reward": think_format_reward([[{"role": "assistant", "content": t}] for t in THINK_TEXTS]),
+           "soft_overlong": [], "repetition": []}
+    for max_len, cache in [(10, 4), (12, 0), (6, 6)]:
+        func = get_soft_overlong_punishment(max_completion_len=max_len, soft_punish_cache=cache)
+        out["soft_overlong"].append({"max_completion_len": max_len, "soft_punish_cache": cache, "name": func.__name__,
+                                     "rewards": func(completion_ids=ID_LISTS)})
+    for ngram, penalty in [(3, -1.0), (1, -0.5), (2, -2.0)]:
+        func = get_repetition_penalty_reward(ngram_size=ngram, max_penalty=penalty)
+        out["repetition"].append({"ngram_size": ngram, "max_penalty": penalty, "name": func.__name__,
+                                  "rewards": func(completion_ids=ID_LISTS)})
+    return out
+
+
 # ---- (c) one step of TRL's GRPOTrainer on the tiny Mixtral ------------------------------------------------------------
 
 STEP_PROMPT_LENGTHS = [5, 5]  # equal: TRL left-pads prompts, mixtune runs each row from position 0
@@ -256,6 +284,7 @@ def write_goldens(out: Path = GRPO_GOLDEN) -> None:
             trainable = sft.Trainable(sft.CASES[SFT_CASE], sft.SFT_GOLDEN / SFT_CASE)
             mg.write_json(out / "losses.json", loss_cases(trainable.model, Path(work)))
             mg.write_json(out / "advantages.json", advantage_cases(trainable.model, Path(work)))
+            mg.write_json(out / "rewards.json", reward_cases())
             prompts, completions = make_step_ids(hf.TINY["vocab_size"])
             steps = {}
             for name in STEPS:

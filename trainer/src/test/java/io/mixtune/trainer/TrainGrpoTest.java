@@ -2,6 +2,7 @@ package io.mixtune.trainer;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -20,7 +21,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * GRPO end to end through the Java API (recipes/quickstart-grpo.yaml on the tiny Mistral): a reward function written in
  * Java, which scores a completion by its share of even token ids, rises over the run; a run cancelled in the middle of
- * a generation batch (num_iterations 2, LoRA dropout on) and resumed equals the uninterrupted one exactly.
+ * a generation batch (num_iterations 2, LoRA dropout on) and resumed equals the uninterrupted one exactly, and a changed
+ * grpo key is refused on resume.
  */
 class TrainGrpoTest {
     private static final Path QUICKSTART = Path.of("../recipes/quickstart-grpo.yaml");
@@ -99,5 +101,10 @@ class TrainGrpoTest {
         }
         assertArrayEquals(Files.readAllBytes(whole.resolve("out/adapter/adapter_model.safetensors")),
                 Files.readAllBytes(stopped.resolve("out/adapter/adapter_model.safetensors")));
+        String[] changed = java.util.Arrays.copyOf(sets, sets.length + 1);
+        changed[sets.length] = "grpo.epsilon=0.3";
+        RuntimeException refused = assertThrows(RuntimeException.class,
+                () -> training(stopped, changed).resume().run());
+        assertTrue(refused.getMessage().contains("grpo.epsilon"), refused.getMessage());
     }
 }

@@ -192,6 +192,45 @@ class GrpoGoldenTest {
         }
     }
 
+    @Test
+    void builtInRewardsEqualTrlRewards() throws IOException {
+        JsonNode root = JSON.readTree(golden("rewards.json").toFile());
+        List<String> texts = new ArrayList<>();
+        root.get("think_texts").forEach(t -> texts.add(t.asText()));
+        List<long[]> ids = new ArrayList<>();
+        root.get("ids").forEach(i -> ids.add(longs1(i)));
+        RewardFunctions.Named think = RewardFunctions.of("think_format_reward", "grpo.reward_funcs[0]", f -> null);
+        assertEquals(doubles(root.get("think_format_reward")), think.function().score(batch(texts, List.of())));
+        for (JsonNode c : root.get("soft_overlong")) {
+            RewardFunctions.Named soft = RewardFunctions.of("get_soft_overlong_punishment(max_completion_len="
+                    + c.get("max_completion_len").asInt() + ", soft_punish_cache=" + c.get("soft_punish_cache").asInt()
+                    + ")", "grpo.reward_funcs[0]", f -> null);
+            assertEquals(c.get("name").asText(), soft.name());
+            assertEquals(doubles(c.get("rewards")), soft.function().score(batch(List.of(), ids)), c.toString());
+        }
+        for (JsonNode c : root.get("repetition")) {
+            RewardFunctions.Named repetition = RewardFunctions.of("get_repetition_penalty_reward(ngram_size="
+                    + c.get("ngram_size").asInt() + ", max_penalty=" + c.get("max_penalty").doubleValue() + ")",
+                    "grpo.reward_funcs[0]", f -> null);
+            assertEquals(c.get("name").asText(), repetition.name());
+            List<Double> actual = repetition.function().score(batch(List.of(), ids));
+            List<Double> expected = doubles(c.get("rewards"));
+            for (int i = 0; i < expected.size(); i++) {
+                assertEquals(expected.get(i), actual.get(i), 1e-12, c + " " + i);
+            }
+        }
+    }
+
+    private static RewardFunction.Batch batch(List<String> texts, List<long[]> ids) {
+        return new RewardFunction.Batch(List.of(), texts, ids, List.of(), Map.of());
+    }
+
+    private static List<Double> doubles(JsonNode values) {
+        List<Double> out = new ArrayList<>();
+        values.forEach(v -> out.add(v.doubleValue()));
+        return out;
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"dapo_beta", "grpo"})
     void oneStepEqualsTrlGrpoTrainer(String name) throws IOException {
