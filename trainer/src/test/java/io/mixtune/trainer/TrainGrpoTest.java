@@ -56,7 +56,8 @@ class TrainGrpoTest {
     @Test
     void aJavaRewardRisesOverTheRunAndTrlsMetricsAreLogged(@TempDir Path dir) throws IOException {
         List<Double> rewards = new ArrayList<>();
-        TrainingResult result = training(dir, "train.max_steps=16", "grpo.max_completion_length=4", "train.lr=1e-2", "grpo.temperature=0.1",
+        TrainingResult result = training(dir, "train.max_steps=10", "grpo.max_completion_length=4", "train.lr=2e-2",
+                "grpo.temperature=0.1", "train.micro_batch_size=8", "train.gradient_accumulation=1",
                 "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head]")
                 .listener(new TrainingListener() {
                     @Override
@@ -64,10 +65,10 @@ class TrainGrpoTest {
                         rewards.add(((Number) step.metrics().get("rewards/even_tokens/mean")).doubleValue());
                     }
                 }).run();
-        assertEquals(16, result.steps());
+        assertEquals(10, result.steps());
         System.out.println("GRPO quickstart, rewards/even_tokens/mean by step: " + rewards);
         double first = rewards.subList(0, 4).stream().mapToDouble(x -> x).average().orElseThrow();
-        double last = rewards.subList(12, 16).stream().mapToDouble(x -> x).average().orElseThrow();
+        double last = rewards.subList(6, 10).stream().mapToDouble(x -> x).average().orElseThrow();
         assertTrue(last > first + 0.05, "mean reward of the first 4 steps " + first + ", of the last 4 " + last);
         JsonNode record = records(dir).get(0);
         for (String name : List.of("completions/mean_length", "completions/clipped_ratio",
@@ -79,15 +80,15 @@ class TrainGrpoTest {
 
     @Test
     void aRunCancelledInsideAGenerationBatchResumesToTheUninterruptedRunExactly(@TempDir Path dir) throws IOException {
-        String[] sets = {"train.max_steps=6", "grpo.num_iterations=2", "lora.dropout=0.1", "grpo.beta=0.04",
-                "grpo.max_completion_length=6", "train.save_every=0"};
+        String[] sets = {"train.max_steps=4", "grpo.num_iterations=2", "lora.dropout=0.1", "grpo.beta=0.04",
+                "grpo.max_completion_length=4", "train.save_every=0"};
         Path whole = dir.resolve("whole");
         training(whole, sets).run();
         Path stopped = dir.resolve("stopped");
-        TrainingResult first = TrainingApiTest.runCancelledAfter(training(stopped, sets), 3);
+        TrainingResult first = TrainingApiTest.runCancelledAfter(training(stopped, sets), 1);
         assertTrue(first.cancelled());
         TrainingResult second = training(stopped, sets).resume().run();
-        assertEquals(6, second.steps());
+        assertEquals(4, second.steps());
         List<JsonNode> expected = records(whole);
         List<JsonNode> actual = records(stopped);
         assertEquals(expected.size(), actual.size());

@@ -198,7 +198,7 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
 
     /**
      * Samples generation batch {@code generation}: its prompts (the epoch's shuffled order), num_generations
-     * completions each from the policy as it is, without dropout (the sampler seeded per completion from the recipe's
+     * completions each from the policy as it is, decoded together as one batch, without dropout (the sampler seeded per completion from the recipe's
      * seed, so a resumed run samples the same), their rewards and advantages, and the log-probs the loss holds fixed.
      */
     private Rollouts rollouts(long generation) {
@@ -213,12 +213,17 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
                 grpo.topP(), grpo.minP() == null ? 0 : grpo.minP(), grpo.repetitionPenalty());
         Generator generator = new Generator(model.model(), eosIds);
         try (LoraModel.Scope evaluating = model.lora().evaluating()) {
-            for (int i = 0; i < n; i++) {
-                promptIndex[i] = prompts[i / g];
-                long samplerSeed = (seed * 1_000_003L + generation) * 65_537L + i;
-                completions[i] = generator.generate(data.prompts().get(promptIndex[i]).ids(),
-                        grpo.maxCompletionLength(), new TokenSampler(settings, samplerSeed), null)
-                        .stream().mapToLong(Integer::longValue).toArray();
+            for (int p = 0; p < prompts.length; p++) {
+                List<TokenSampler> samplers = new ArrayList<>();
+                for (int k = 0; k < g; k++) {
+                    samplers.add(new TokenSampler(settings, (seed * 1_000_003L + generation) * 65_537L + p * g + k));
+                }
+                List<List<Integer>> group = generator.generateGroup(data.prompts().get(prompts[p]).ids(),
+                        grpo.maxCompletionLength(), samplers);
+                for (int k = 0; k < g; k++) {
+                    promptIndex[p * g + k] = prompts[p];
+                    completions[p * g + k] = group.get(k).stream().mapToLong(Integer::longValue).toArray();
+                }
             }
         }
         boolean[] truncated = new boolean[n];
