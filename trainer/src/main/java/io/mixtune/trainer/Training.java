@@ -207,6 +207,10 @@ public final class Training {
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+        if (!rewardFunctions.isEmpty() && !recipe.train().readsPrompts()) {
+            throw new RecipeValueException("train.method", "Training.rewardFunction adds GRPO reward functions: "
+                    + "train.method must be grpo, got " + recipe.train().method());
+        }
         if (recipe.train().method().equals("reward")) {
             try (RewardRecipe reward = RewardRecipe.setup(recipe, listener)) {
                 return reward.train(resume, cancel);

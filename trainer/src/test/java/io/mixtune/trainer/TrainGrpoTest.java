@@ -54,6 +54,14 @@ class TrainGrpoTest {
     }
 
     @Test
+    void aRewardFunctionIsRefusedForAnotherMethod(@TempDir Path dir) {
+        RuntimeException refused = assertThrows(RuntimeException.class, () -> Training.load(
+                Path.of("../recipes/quickstart-kto.yaml"), "output_dir=" + dir.resolve("out"),
+                "data.files=[../data/samples/preferences.jsonl]").rewardFunction("even_tokens", EVEN_TOKENS).run());
+        assertTrue(refused.getMessage().contains("train.method must be grpo, got kto"), refused.getMessage());
+    }
+
+    @Test
     void aJavaRewardRisesOverTheRunAndTrlsMetricsAreLogged(@TempDir Path dir) throws IOException {
         List<Double> rewards = new ArrayList<>();
         TrainingResult result = training(dir, "train.max_steps=10", "grpo.max_completion_length=4", "train.lr=2e-2",
