@@ -3,6 +3,9 @@ package io.mixtune.trainer;
 import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.device.TorchSetup;
 import io.mixtune.trainer.dpo.DpoRecipe;
+import io.mixtune.trainer.grpo.GrpoRecipe;
+import io.mixtune.trainer.grpo.RewardFunction;
+import io.mixtune.trainer.grpo.RewardFunctions;
 import io.mixtune.trainer.kto.KtoRecipe;
 import io.mixtune.trainer.orpo.OrpoRecipe;
 import io.mixtune.trainer.reward.RewardRecipe;
@@ -47,6 +50,7 @@ public final class Training {
     private final Recipe recipe;
     private final RecipeReader.Loaded loaded;
     private final List<TrainingListener> listeners = new ArrayList<>();
+    private final List<RewardFunctions.Named> rewardFunctions = new ArrayList<>();
     private RunDirectory.Start start = RunDirectory.Start.FRESH;
     private Path resumeFrom;
     private volatile boolean cancelled;
@@ -77,6 +81,15 @@ public final class Training {
     /** Adds a listener; listeners receive events in the order added, after the run's own files are written. */
     public Training listener(TrainingListener listener) {
         listeners.add(listener);
+        return this;
+    }
+
+    /**
+     * Adds a GRPO reward function (train.method grpo), after the recipe's grpo.reward_funcs; {@code name} names its
+     * metrics (rewards/NAME/mean and /std), and grpo.reward_weights, when set, holds one weight per function.
+     */
+    public Training rewardFunction(String name, RewardFunction function) {
+        rewardFunctions.add(new RewardFunctions.Named(name, function));
         return this;
     }
 
@@ -195,6 +208,10 @@ public final class Training {
     }
 
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+        if (!rewardFunctions.isEmpty() && !recipe.train().readsPrompts()) {
+            throw new RecipeValueException("train.method", "Training.rewardFunction adds GRPO reward functions: "
+                    + "train.method must be grpo, got " + recipe.train().method());
+        }
         if (recipe.train().method().equals("reward")) {
             try (RewardRecipe reward = RewardRecipe.setup(recipe, listener)) {
                 return reward.train(resume, cancel);
@@ -208,6 +225,11 @@ public final class Training {
         if (recipe.train().trainsWithoutReference()) {
             try (OrpoRecipe orpo = OrpoRecipe.setup(recipe, listener)) {
                 return orpo.train(resume, cancel);
+            }
+        }
+        if (recipe.train().method().equals("grpo")) {
+            try (GrpoRecipe grpo = GrpoRecipe.setup(recipe, rewardFunctions, listener)) {
+                return grpo.train(resume, cancel);
             }
         }
         if (recipe.train().method().equals("kto")) {

@@ -124,7 +124,7 @@ public record PreferencePair(Prompt prompt, String chosen, String rejected, Doub
         return node.doubleValue();
     }
 
-    static List<Message> messages(JsonNode list, String field) {
+    public static List<Message> messages(JsonNode list, String field) {
         if (!list.isArray() || list.isEmpty()) {
             throw new IllegalArgumentException("field " + field + " must be a string or a non-empty list of messages");
         }

@@ -107,6 +107,98 @@ public final class Generator {
         return generated;
     }
 
+    /**
+     * {@code samplers.size()} answers to one prompt decoded together as one batch (GRPO's completions of a prompt): the
+     * rows share the prompt, so they share positions and need no padding, and each forward pass serves them all. Row r
+     * draws from its own sampler and ends at its first EOS id or at the limit (a row that ended is still fed, its
+     * tokens dropped). One model only.
+     *
+     * @return each row's new token ids, ending with an EOS id where the model produced one
+     */
+    public List<List<Integer>> generateGroup(long[] promptIds, int maxNewTokens, List<TokenSampler> samplers) {
+        if (models.size() != 1) {
+            throw new IllegalStateException("a group is decoded by one model");
+        }
+        if (promptIds.length == 0) {
+            throw new IllegalArgumentException("the prompt is empty: give at least one token");
+        }
+        CausalLm model = models.get(0);
+        int count = samplers.size();
+        List<List<Integer>> generated = new ArrayList<>();
+        BitSet[] seen = new BitSet[count];
+        for (int r = 0; r < count; r++) {
+            generated.add(new ArrayList<>());
+            seen[r] = new BitSet();
+            for (long id : promptIds) {
+                seen[r].set((int) id);
+            }
+        }
+        try (NDManager session = model.manager().newSubManager(); KvCache cache = newCache(model, session, count)) {
+            float[][] last = null;
+            int chunk = Math.min(promptIds.length, cache.maxStepTokens());
+            for (int start = 0; start < promptIds.length; start += chunk) {
+                long[] piece = Arrays.copyOfRange(promptIds, start, Math.min(promptIds.length, start + chunk));
+                last = groupStep(model, session, cache, repeat(piece, count), start);
+            }
+            boolean[] ended = new boolean[count];
+            long position = promptIds.length;
+            for (int t = 0; t < maxNewTokens; t++) {
+                long[][] next = new long[count][1];
+                boolean all = true;
+                for (int r = 0; r < count; r++) {
+                    if (!ended[r]) {
+                        int token = samplers.get(r).next(last[r], seen[r]);
+                        generated.get(r).add(token);
+                        seen[r].set(token);
+                        ended[r] = eosTokenIds.contains(token);
+                    }
+                    List<Integer> row = generated.get(r);
+                    next[r][0] = row.isEmpty() ? promptIds[promptIds.length - 1] : row.get(row.size() - 1);
+                    all &= ended[r];
+                }
+                if (all || t == maxNewTokens - 1) {
+                    break;
+                }
+                last = groupStep(model, session, cache, next, position++);
+            }
+        }
+        return generated;
+    }
+
+    private static long[][] repeat(long[] tokens, int count) {
+        long[][] rows = new long[count][];
+        Arrays.fill(rows, tokens);
+        return rows;
+    }
+
+    /** Runs a batch of rows at the same positions through one model; returns each row's last logits. */
+    private static float[][] groupStep(CausalLm model, NDManager session, KvCache cache, long[][] tokens,
+            long firstIndex) {
+        try (NDManager stepManager = session.newSubManager()) {
+            int n = tokens[0].length;
+            long[] queryIndices = new long[n];
+            long[][] positions = new long[tokens.length][n];
+            for (int i = 0; i < n; i++) {
+                queryIndices[i] = firstIndex + i;
+            }
+            Arrays.fill(positions, queryIndices);
+            long[] keyIndices = cache.beginStep(firstIndex, n);
+            NDArray mask = AttentionMask.forCache(stepManager, queryIndices, keyIndices,
+                    model.config().slidingWindow(), model.computeType());
+            NDArray hidden = model.hiddenStates(stepManager.create(tokens), stepManager.create(positions), mask, cache)
+                    .states();
+            cache.endStep();
+            NDArray logits = model.logits(hidden.get(new NDIndex(":, -1, :"))).toType(DataType.FLOAT32, false);
+            int vocab = (int) logits.getShape().get(1);
+            float[] flat = logits.toFloatArray();
+            float[][] rows = new float[tokens.length][];
+            for (int r = 0; r < rows.length; r++) {
+                rows[r] = Arrays.copyOfRange(flat, r * vocab, (r + 1) * vocab);
+            }
+            return rows;
+        }
+    }
+
     /** Every model's step on the same tokens, their rows combined: the logits of every new token, or the last one's. */
     private float[][] step(List<NDManager> sessions, List<KvCache> caches, long[] tokens, long firstIndex,
             boolean allRows) {
@@ -156,11 +248,15 @@ public final class Generator {
     }
 
     private static KvCache newCache(CausalLm model, NDManager session) {
+        return newCache(model, session, 1);
+    }
+
+    private static KvCache newCache(CausalLm model, NDManager session, int batch) {
         ModelConfig config = model.config();
         if (config.slidingWindow() == null) {
             return new GrowingKvCache(session, config.numHiddenLayers());
         }
-        return new RollingKvCache(session, config.numHiddenLayers(), 1, config.numKeyValueHeads(), config.headDim(),
-                config.slidingWindow(), model.computeType());
+        return new RollingKvCache(session, config.numHiddenLayers(), batch, config.numKeyValueHeads(),
+                config.headDim(), config.slidingWindow(), model.computeType());
     }
 }

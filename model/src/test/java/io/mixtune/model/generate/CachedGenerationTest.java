@@ -71,6 +71,35 @@ class CachedGenerationTest {
         }
     }
 
+    /**
+     * A group decoded as one batch (GRPO's completions of a prompt) gives each row the tokens its own sampler draws
+     * decoding the prompt alone, each row stopping at its own EOS, through chunked prefill and a wrapped window.
+     */
+    @ParameterizedTest(name = "{0} window {1}")
+    @CsvSource({"mistral, 8", "mistral, ", "mixtral, 8"})
+    void aGroupDecodedAsOneBatchEqualsEachRowDecodedAlone(String type, Integer window, @TempDir Path dir) {
+        RandomCheckpoint.write(config(type, window), dir, 7, DType.F32, RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES, 0.5);
+        long[] prompt = new long[11];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = (i * 37 + 5) % 97;
+        }
+        TokenSampler.Settings sampling = TokenSampler.Settings.DEFAULTS.withTemperature(1.5).withTopK(0);
+        sampling = new TokenSampler.Settings(true, sampling.temperature(), 0, 1.0, 0.0, 1.0);
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(dir, manager)) {
+            Generator generator = new Generator(model);
+            List<TokenSampler> samplers = new ArrayList<>();
+            for (int r = 0; r < 5; r++) {
+                samplers.add(new TokenSampler(sampling, 100 + r));
+            }
+            List<List<Integer>> group = generator.generateGroup(prompt, 20, samplers);
+            for (int r = 0; r < 5; r++) {
+                List<Integer> alone = generator.generate(prompt, 20, new TokenSampler(sampling, 100 + r), null);
+                assertEquals(alone, group.get(r), "row " + r);
+            }
+            assertTrue(group.stream().distinct().count() > 1, "the rows drew the same tokens: " + group);
+        }
+    }
+
     private static float[][] forwardAll(CausalLm model, NDManager parent, List<Long> sequence) {
         try (NDManager step = parent.newSubManager()) {
             long[] ids = sequence.stream().mapToLong(Long::longValue).toArray();

@@ -14,6 +14,10 @@ import java.io.PrintStream;
 import java.util.Locale;
 import io.mixtune.data.dataset.LabeledDataset;
 import io.mixtune.data.preference.LabeledSample;
+import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.grpo.GrpoRecipe;
+import io.mixtune.trainer.grpo.PromptDataset;
+import io.mixtune.trainer.grpo.RewardFunctions;
 import io.mixtune.trainer.kto.KtoRecipe;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
@@ -81,6 +85,19 @@ final class ValidateCommand implements Command {
 
     /** What train checks of the data before step 1; returns what the data holds. */
     private static String checkData(Recipe recipe) {
+        if (recipe.train().readsPrompts()) {
+            // Java reward functions are added at run time: validate checks the recipe's own as if they were all
+            GrpoRecipe.check(recipe, recipe.grpo().rewardFuncs().isEmpty() ? 1 : 0);
+            for (int i = 0; i < recipe.grpo().rewardFuncs().size(); i++) {
+                RewardFunctions.of(recipe.grpo().rewardFuncs().get(i), "grpo.reward_funcs[" + i + "]", folder -> null);
+            }
+            SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
+            try (TextTokenizer tokenizer = tokenizerFile.open()) {
+                PromptDataset prompts = GrpoRecipe.loadPrompts(recipe, tokenizerFile, tokenizer);
+                return String.format(Locale.ROOT, "%d prompts (%d invalid skipped), reward functions %s",
+                        prompts.size(), prompts.skipped().size(), recipe.grpo().rewardFuncs());
+            }
+        }
         if (recipe.train().readsLabeledExamples()) {
             LabeledDataset examples = KtoRecipe.loadExamples(recipe);
             long desirable = examples.train().stream().filter(LabeledSample::label).count();

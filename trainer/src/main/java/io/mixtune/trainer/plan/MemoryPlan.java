@@ -62,19 +62,28 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             LoraConfig lora = model.adapter() == null ? recipe.lora().toConfig()
                     : PeftAdapter.readConfig(Path.of(model.adapter(), PeftAdapter.CONFIG_FILE));
             boolean dpo = recipe.train().readsPreferencePairs() || recipe.train().readsLabeledExamples();
+            boolean grpo = recipe.train().readsPrompts();
             // KTO's reference is model.adapter frozen as a second adapter, as DPO's first stage's
             boolean referenceAdapter = recipe.train().method().equals("dpo") && !recipe.dpo().referenceFree()
                     && (recipe.dpo().stageCount() > 1 || model.adapter() != null)
-                    || recipe.train().readsLabeledExamples() && model.adapter() != null;
+                    || (recipe.train().readsLabeledExamples() || grpo && recipe.grpo().beta() != 0)
+                    && model.adapter() != null;
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
-                    recipe.data().maxSeqLen(), targets, !dpo && recipe.data().packing(),
+                    rowLength(recipe), targets, !dpo && !grpo && recipe.data().packing(),
                     recipe.train().gradientCheckpointing(), referenceAdapter,
                     TrainingAverages.deviceCopies(recipe.averaging()));
         }
 
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
         public static long worstCaseTargets(Recipe recipe) {
-            return (long) rows(recipe) * (recipe.data().maxSeqLen() - 1);
+            return (long) rows(recipe) * (recipe.train().readsPrompts() ? recipe.grpo().maxCompletionLength()
+                    : recipe.data().maxSeqLen() - 1);
+        }
+
+        /** The longest row: GRPO's a prompt (at most max_seq_len - 1 tokens) and its longest completion. */
+        private static int rowLength(Recipe recipe) {
+            return recipe.train().readsPrompts() ? recipe.data().maxSeqLen() - 1 + recipe.grpo().maxCompletionLength()
+                    : recipe.data().maxSeqLen();
         }
 
         private static int rows(Recipe recipe) {

@@ -26,7 +26,7 @@ import java.util.Set;
  */
 public final class AxolotlImport {
     /** The recipe's sections in the order recipes are written. */
-    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "kto", "orpo", "cpo",
+    private static final List<String> SECTIONS = List.of("model", "lora", "data", "train", "dpo", "kto", "orpo", "cpo", "grpo",
             "logging");
 
     /**
@@ -227,12 +227,17 @@ public final class AxolotlImport {
                 number("kto_undesirable_weight", "kto.undesirable_weight", false);
                 return "kto";
             }
+            if (rl.asText().equals("grpo")) {
+                put("train.method", "grpo", "rl: grpo");
+                mapGrpo();
+                return "grpo";
+            }
             if (rl.asText().equals("orpo") || rl.asText().equals("simpo")) {
                 return mapReferenceFree(rl.asText());
             }
             unmapped("rl", rl.asText().equals("cpo") ? "axolotl has no rl: cpo (its CPOTrainer runs for rl: simpo, "
                     + "with loss_type simpo): for CPO set train.method: cpo and cpo.loss in the recipe"
-                    : "mixtune trains sft, dpo, kto, orpo or simpo (cpo) only");
+                    : "mixtune trains sft, dpo, kto, orpo, simpo (cpo) or grpo only");
             return "sft";
         }
 
@@ -274,6 +279,68 @@ public final class AxolotlImport {
                 }
             }
             return method;
+        }
+
+        /** TRL's GRPOConfig keys axolotl takes under trl, by the same names (grpo_config.py) in the grpo section. */
+        private static final List<String> GRPO_NUMBERS = List.of("beta", "max_completion_length", "num_generations",
+                "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "num_iterations", "epsilon",
+                "epsilon_high");
+        private static final Set<String> GRPO_INTEGERS = Set.of("max_completion_length", "num_generations", "top_k",
+                "num_iterations");
+
+        /**
+         * rl: grpo's trl section: GRPOConfig's numbers, loss_type, scale_rewards (axolotl's boolean: true is TRL's
+         * group, false none), reward_weights, mask_truncated_completions and reward_funcs where they name TRL's own
+         * think_format_reward; Python reward functions, vLLM and the rest are listed with what to do.
+         */
+        private void mapGrpo() {
+            JsonNode trl = get("trl");
+            if (trl == null) {
+                return;
+            }
+            List<String> others = new ArrayList<>();
+            trl.properties().forEach(e -> {
+                String key = e.getKey();
+                JsonNode value = e.getValue();
+                if (value.isNull()) {
+                    return;
+                }
+                Double number = value.isNumber() ? Double.valueOf(value.asDouble()) : parse(value.asText());
+                if (GRPO_NUMBERS.contains(key) && number != null) {
+                    put("grpo." + key, GRPO_INTEGERS.contains(key) ? (Object) number.intValue() : number, "trl." + key);
+                } else if (key.equals("loss_type")) {
+                    put("grpo.loss_type", value.asText(), "trl.loss_type");
+                } else if (key.equals("scale_rewards")) {
+                    put("grpo.scale_rewards", value.isBoolean() ? (value.asBoolean() ? "group" : "none")
+                            : value.asText(), "trl.scale_rewards");
+                } else if (key.equals("mask_truncated_completions") && value.isBoolean()) {
+                    put("grpo.mask_truncated_completions", value.asBoolean(), "trl.mask_truncated_completions");
+                } else if (key.equals("reward_weights") && value.isArray()) {
+                    List<Double> weights = new ArrayList<>();
+                    value.forEach(w -> weights.add(w.asDouble()));
+                    put("grpo.reward_weights", weights, "trl.reward_weights");
+                } else if (key.equals("reward_funcs") && value.isArray()) {
+                    List<String> builtIn = new ArrayList<>();
+                    List<String> python = new ArrayList<>();
+                    value.forEach(f -> (f.asText().endsWith("think_format_reward") ? builtIn : python).add(
+                            f.asText()));
+                    if (!builtIn.isEmpty()) {
+                        put("grpo.reward_funcs", List.of("think_format_reward"), "trl.reward_funcs");
+                    }
+                    if (!python.isEmpty()) {
+                        others.add("trl.reward_funcs " + python + " (Python functions: write them in Java and add "
+                                + "them with Training.rewardFunction, or train a reward model with mixtune reward and "
+                                + "name its folder in grpo.reward_funcs)");
+                    }
+                } else if (!(value.isBoolean() && !value.asBoolean())) {
+                    others.add("trl." + key + (key.startsWith("vllm") || key.equals("use_vllm")
+                            ? " (mixtune samples with its own generator, no vLLM)" : ""));
+                }
+            });
+            used.add("trl");
+            if (!others.isEmpty()) {
+                unmapped("trl", String.join(", ", others) + ": not mapped");
+            }
         }
 
         /** dpo_use_weighting to TRL's use_weighting (WPO), unless TRL refuses it with the losses mapped. */
@@ -511,12 +578,15 @@ public final class AxolotlImport {
                     String type = dataset.path("type").asText();
                     // axolotl's kto types (prompt_strategies/kto) reshape a Hub dataset's own columns; mixtune's kto
                     // reads {prompt, completion, label} records or pairs, which a converted file holds
-                    String format = method.equals("kto") ? null
+                    String format = method.equals("kto") || method.equals("grpo") ? null
                             : List.of("dpo", "orpo", "cpo").contains(method) ? preferenceFormat(type)
                             : chatFormat(dataset, type);
                     if (format == null && type.equals("chat_template") && method.equals("sft")) {
                         problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
                                 + " content, or conversations of from and value)");
+                    } else if (method.equals("grpo")) {
+                        problems.add(path + " of type '" + type + "' (mixtune's grpo reads files of {prompt} records,"
+                                + " a string or messages, other fields for the reward functions: convert it to one)");
                     } else if (method.equals("kto")) {
                         problems.add(path + " of type '" + type + "' (mixtune's kto reads files of {prompt,"
                                 + " completion, label} records or {prompt, chosen, rejected} pairs: convert it to one)");

@@ -16,7 +16,7 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Kto kto, Orpo orpo, Cpo cpo, Logging logging, Reward reward, Warm warm, String outputDir) {
+        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, Logging logging, Reward reward, Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
@@ -218,6 +218,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return method.equals("kto");
         }
 
+        /** grpo trains on prompts ({prompt} records, other fields for the reward functions), sampling completions. */
+        public boolean readsPrompts() {
+            return method.equals("grpo");
+        }
+
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
         public int warmupStepsOf(long totalSteps) {
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
@@ -255,7 +260,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);

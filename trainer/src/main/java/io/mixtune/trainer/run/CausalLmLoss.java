@@ -222,14 +222,25 @@ public final class CausalLmLoss {
     /** The same, the statistics with logSquaredProbSums where {@code squaredProbs}. */
     public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             TokenStatistics[] statistics, boolean squaredProbs) {
+        return targetLogProbs(model, states, batch, manager, statistics, squaredProbs, 1);
+    }
+
+    /**
+     * The same from the logits divided by {@code temperature} (GRPO's log-probs of sampled completions, as TRL's
+     * _get_per_token_logps_and_entropies divides them), the statistics of those logits; 1 is the plain path bit for bit.
+     */
+    public static NDArray targetLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
+            TokenStatistics[] statistics, boolean squaredProbs, double temperature) {
         if (batch.targetCount() == 0) {
             if (statistics != null) {
                 statistics[0] = new TokenStatistics(new float[0], new float[0], new boolean[0]);
             }
             return Casts.to(Scalars.times(states.sum(), 0), DataType.FLOAT32).reshape(1);
         }
-        Chunks measured = chunkedLogProbs(model, states, batch, manager, logitsChunkRows(model.config()),
-                statistics == null ? Measure.NOTHING : squaredProbs ? Measure.ALL_AND_SQUARED_PROBS : Measure.ALL);
+        Chunks measured = chunkedLogProbs(model, predictingStates(states, batch, manager),
+                manager.create(targetIds(batch)).reshape(-1, 1), logitsChunkRows(model.config()),
+                statistics == null ? Measure.NOTHING : squaredProbs ? Measure.ALL_AND_SQUARED_PROBS : Measure.ALL,
+                temperature);
         if (statistics != null) {
             statistics[0] = measured.statistics();
         }
@@ -243,7 +254,7 @@ public final class CausalLmLoss {
     private static Chunks chunkedLogProbs(CausalLm model, NDArray states, TrainingBatch batch, NDManager manager,
             int chunkRows, Measure measure) {
         return chunkedLogProbs(model, predictingStates(states, batch, manager),
-                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, measure);
+                manager.create(targetIds(batch)).reshape(-1, 1), chunkRows, measure, 1);
     }
 
     /**
@@ -251,7 +262,7 @@ public final class CausalLmLoss {
      * @param targetColumn [targets, 1] the targets
      */
     private static Chunks chunkedLogProbs(CausalLm model, NDArray predictingStates, NDArray targetColumn,
-            int chunkRows, Measure measure) {
+            int chunkRows, Measure measure, double temperature) {
         int targets = (int) targetColumn.getShape().get(0);
         // The logits a chunk of positions at a time. One [targets, vocab] float32 block is tens of MB: glibc maps
         // blocks over 32 MB afresh at every allocation, and the page faults of first touching them cost as much as
@@ -267,6 +278,9 @@ public final class CausalLmLoss {
         for (int start = 0; start < targets; start += chunkRows) {
             NDIndex rows = new NDIndex("{}:{}", start, Math.min(targets, start + chunkRows));
             NDArray logits = Casts.to(model.logits(predictingStates.get(rows)), DataType.FLOAT32);
+            if (temperature != 1) {
+                logits = Scalars.dividedBy(logits, temperature);
+            }
             NDArray logProbs = logits.logSoftmax(-1);
             chunks.add(logProbs.gather(targetColumn.get(rows), -1));
             if (measure == Measure.NOTHING) {
@@ -456,7 +470,7 @@ public final class CausalLmLoss {
                 NDArray exactStates = detached.stopGradient(); // a handle of its own on the same values
                 exactStates.attach(exact);
                 Chunks chunks = chunkedLogProbs(model, exactStates, targetColumn, chunkRows,
-                        Measure.ARGMAX_HITS_AND_ENTROPIES);
+                        Measure.ARGMAX_HITS_AND_ENTROPIES, 1);
                 crossEntropySum = negatedSum(chunks.logProbs()).getFloat();
                 correct = chunks.statistics().argmaxHitCount();
                 entropySum = chunks.statistics().entropySum();

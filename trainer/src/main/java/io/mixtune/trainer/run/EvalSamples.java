@@ -94,7 +94,7 @@ public final class EvalSamples {
     }
 
     /** The chat template as the adapter's tokenizer_config.json holds it, read back as generate --chat reads it. */
-    private static HfChatTemplate chatTemplate(Recipe recipe, TokenizerFile tokenizer) {
+    public static HfChatTemplate chatTemplate(Recipe recipe, TokenizerFile tokenizer) {
         JinjaChatTemplate jinja;
         try {
             jinja = JinjaChatTemplate.fromTokenizerConfig("tokenizer_config.json",

@@ -613,6 +613,47 @@ class AxolotlImportTest {
         assertTrue(String.join("\n", AxolotlImport.read(cpo).unmapped()).contains("axolotl has no rl: cpo"));
     }
 
+    /** rl: grpo is train.method grpo, its trl section's GRPOConfig keys in the grpo section; Python rewards listed. */
+    @Test
+    void rlGrpoMapsTheTrlSectionToTheGrpoSection(@TempDir Path dir) throws IOException {
+        Path grpo = Files.writeString(dir.resolve("grpo.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                rl: grpo
+                micro_batch_size: 4
+                trl:
+                  beta: 0.001
+                  num_generations: 4
+                  max_completion_length: 256
+                  temperature: 0.7
+                  epsilon_high: 0.28
+                  loss_type: dr_grpo
+                  scale_rewards: false
+                  reward_funcs: [rewards.correctness, trl.rewards.think_format_reward]
+                  reward_weights: [1.0, 0.5]
+                  use_vllm: true
+                datasets:
+                  - path: openai/gsm8k
+                    type: rewards.oai_gsm8k_transform
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(grpo);
+        assertEquals("grpo", imported.values().get("train.method"));
+        assertEquals(0.001, imported.values().get("grpo.beta"));
+        assertEquals(4, imported.values().get("grpo.num_generations"));
+        assertEquals(256, imported.values().get("grpo.max_completion_length"));
+        assertEquals(0.7, imported.values().get("grpo.temperature"));
+        assertEquals(0.28, imported.values().get("grpo.epsilon_high"));
+        assertEquals("dr_grpo", imported.values().get("grpo.loss_type"));
+        assertEquals("none", imported.values().get("grpo.scale_rewards"));
+        assertEquals(List.of("think_format_reward"), imported.values().get("grpo.reward_funcs"));
+        assertEquals(List.of(1.0, 0.5), imported.values().get("grpo.reward_weights"));
+        String unmapped = String.join("\n", imported.unmapped());
+        assertTrue(unmapped.contains("trl.reward_funcs [rewards.correctness] (Python functions"), unmapped);
+        assertTrue(unmapped.contains("trl.use_vllm (mixtune samples with its own generator, no vLLM)"), unmapped);
+        assertTrue(unmapped.contains("openai/gsm8k of type 'rewards.oai_gsm8k_transform' (mixtune's grpo reads"),
+                unmapped);
+    }
+
     /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
     @Test
     void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
