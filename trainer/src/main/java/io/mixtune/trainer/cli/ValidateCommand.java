@@ -14,6 +14,7 @@ import java.io.PrintStream;
 import java.util.Locale;
 import io.mixtune.data.dataset.LabeledDataset;
 import io.mixtune.data.preference.LabeledSample;
+import io.mixtune.trainer.distill.DistillTeacher;
 import io.mixtune.trainer.kto.KtoRecipe;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
@@ -95,7 +96,12 @@ final class ValidateCommand implements Command {
         }
         ChatDataset samples = TrainingData.requireTrainingSamples(recipe, SampleCache.tokenize(recipe.data(),
                 TrainingData.tokenizer(recipe), recipe.train().seed()));
-        return String.format(Locale.ROOT, "%d training samples, %d validation samples; %s", samples.train().size(),
-                samples.validation().size(), samples.report());
+        String teacher = "";
+        if (recipe.train().method().equals("distillation")) {
+            DistillTeacher.check(recipe);
+            teacher = "; teacher " + DistillTeacher.dir(recipe) + " shares the student's tokenizer";
+        }
+        return String.format(Locale.ROOT, "%d training samples, %d validation samples; %s%s", samples.train().size(),
+                samples.validation().size(), samples.report(), teacher);
     }
 }

@@ -74,7 +74,7 @@ final class DistillObjective implements Objective<TrainingBatch, DistillObjectiv
 
         @Override
         public String figures() {
-            return String.format(Locale.ROOT, "entropy %.3f", entropy);
+            return String.format(Locale.ROOT, "  entropy %.3f", entropy);
         }
     }
 

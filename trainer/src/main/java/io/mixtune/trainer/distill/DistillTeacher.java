@@ -4,6 +4,7 @@ import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
@@ -22,6 +23,8 @@ import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingModel;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -37,6 +40,7 @@ public final class DistillTeacher implements AutoCloseable {
     /** Where a preset teacher is written, under output_dir. */
     public static final String TEACHER_MODEL_DIR = "teacher-model";
     private static final String TEACHER_KEY = "distillation.teacher_model_name_or_path";
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     private final NDManager manager;
     private final CausalLm model;
@@ -81,9 +85,23 @@ public final class DistillTeacher implements AutoCloseable {
         }
         String key = distillation.teacherPreset() != null ? "distillation.teacher_preset" : TEACHER_KEY;
         Path teacherDir = dir(recipe);
-        ModelConfig teacher = config(recipe);
-        TokenizerFile teacherTokenizer = TrainingData.tokenizer(teacherDir, teacher,
-                distillation.teacherPreset() != null);
+        if (distillation.teacherPreset() == null && !Files.isRegularFile(teacherDir.resolve("config.json"))) {
+            throw new RecipeValueException(key, "no Hugging Face checkpoint at " + teacherDir + " ("
+                    + (Files.isDirectory(teacherDir) ? "config.json missing" : "no such directory") + ")");
+        }
+        if (distillation.teacherAdapter() != null
+                && !Files.isRegularFile(Path.of(distillation.teacherAdapter(), PeftAdapter.CONFIG_FILE))) {
+            throw new RecipeValueException("distillation.teacher_adapter", "no PEFT adapter at "
+                    + distillation.teacherAdapter() + " (" + PeftAdapter.CONFIG_FILE + " missing)");
+        }
+        ModelConfig teacher;
+        TokenizerFile teacherTokenizer;
+        try {
+            teacher = config(recipe);
+            teacherTokenizer = TrainingData.tokenizer(teacherDir, teacher, distillation.teacherPreset() != null);
+        } catch (IllegalArgumentException | UncheckedIOException e) {
+            throw new RecipeValueException(key, e.getMessage());
+        }
         TokenizerFile studentTokenizer = TrainingData.tokenizer(recipe);
         ModelConfig student = studentConfig(recipe);
         if (teacher.vocabSize() != student.vocabSize()) {
@@ -92,11 +110,23 @@ public final class DistillTeacher implements AutoCloseable {
                     + student.vocabSize() + ": distillation compares the two next-token distributions id by id and "
                     + "needs one vocabulary (TRL refuses it too; its GOLD trainer distills across tokenizers)");
         }
-        if (!Arrays.equals(teacherTokenizer.json(), studentTokenizer.json())) {
+        if (!sameTokenizer(teacherTokenizer.json(), studentTokenizer.json())) {
             throw new RecipeValueException(key, "the teacher's tokenizer " + teacherTokenizer.name() + " differs from "
                     + "the student's " + studentTokenizer.name() + ": distillation compares the two next-token "
                     + "distributions id by id, so both must tokenize alike; use a teacher of the student's family "
                     + "(the tiny presets share Mistral v1's tokenizer)");
+        }
+    }
+
+    /** The same tokenizer.json content, whatever its formatting (a file saved again by another tool). */
+    static boolean sameTokenizer(byte[] a, byte[] b) {
+        if (Arrays.equals(a, b)) {
+            return true;
+        }
+        try {
+            return JSON.readTree(a).equals(JSON.readTree(b));
+        } catch (IOException e) {
+            return false;
         }
     }
 
