@@ -9,12 +9,16 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.trainer.Training;
+import io.mixtune.trainer.run.TrainingListener;
+import io.mixtune.trainer.run.TrainingResult;
 import io.mixtune.trainer.run.MetricsLog;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -95,6 +99,28 @@ class TrainDistillTest {
         Path adapter = Path.of("adapter", "adapter_model.safetensors");
         assertArrayEquals(Files.readAllBytes(whole.resolve("out").resolve(adapter)),
                 Files.readAllBytes(killed.resolve("out").resolve(adapter)), "adapter differs after resuming");
+    }
+
+    /** The Java API (Training.load, as `mixtune train --recipe --set`): an off-policy run on the data's completions. */
+    @Test
+    void anOffPolicyRunThroughTheJavaApi(@TempDir Path dir) {
+        List<Map<String, Object>> steps = new ArrayList<>();
+        TrainingResult result = Training.load(QUICKSTART, "data.files=[../data/samples/prompt-completion.jsonl]",
+                "output_dir=" + dir.resolve("out"), "distillation.lmbda=0", "train.max_steps=2",
+                "data.validation_ratio=0.2", "data.max_seq_len=48").listener(new TrainingListener() {
+                    @Override
+                    public void onStep(StepEnded step) {
+                        steps.add(step.metrics());
+                    }
+                }).run();
+        assertEquals(2, result.steps());
+        assertTrue(Files.isRegularFile(result.adapterDir().resolve("adapter_model.safetensors")));
+        for (Map<String, Object> metrics : steps) {
+            assertEquals(0.0, ((Number) metrics.get("on_policy")).doubleValue(), metrics.toString());
+            assertFalse(metrics.containsKey("completions/mean_length"), metrics.toString());
+            assertTrue(((Number) metrics.get("loss")).doubleValue() > 0, metrics.toString());
+        }
+        assertTrue(result.stages().get(0).lastEvaluation().containsKey("eval_loss"));
     }
 
     @Test
