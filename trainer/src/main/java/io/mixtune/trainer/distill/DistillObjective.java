@@ -6,13 +6,13 @@ import io.mixtune.model.generate.GenerationConfig;
 import io.mixtune.model.nn.WithoutGrad;
 import io.mixtune.trainer.recipe.Distillation;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.run.EpochCache;
 import io.mixtune.trainer.run.Evaluation;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingModel;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -32,7 +32,7 @@ final class DistillObjective implements Objective<TrainingBatch, DistillObjectiv
     private final ChatDataset dataset;
     private final OnPolicyCompletions onPolicy;
     private final long padId;
-    private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
+    private final EpochCache<TrainingBatch> epochs = new EpochCache<>(this::build);
     private final long microBatchesPerEpoch;
     private List<TrainingBatch> validationBatches; // built at the first evaluation
 
@@ -132,15 +132,13 @@ final class DistillObjective implements Objective<TrainingBatch, DistillObjectiv
 
     /** The micro-batches of one epoch, shuffled by the data seed and the epoch number. */
     private List<TrainingBatch> epoch(int epoch) {
-        List<TrainingBatch> cached = epochs.get(epoch);
-        if (cached != null) {
-            return cached;
-        }
+        return epochs.epoch(epoch);
+    }
+
+    private List<TrainingBatch> build(int epoch) {
         List<TrainingBatch> batches = new ArrayList<>();
         EpochBatches.lengthGrouped(dataset.train(), recipe.train().microBatchSize(), padId,
                 recipe.train().shuffleSeed(), epoch).forEach(b -> batches.add(TrainingBatch.padded(b)));
-        epochs.keySet().removeIf(k -> k < epoch - 1); // keep memory flat over long runs
-        epochs.put(epoch, batches);
         return batches;
     }
 

@@ -275,6 +275,13 @@ public final class RecipeReader {
                     + "pairs each prompt with another example's completion in the same micro-batch (TRL's "
                     + "per_device_train_batch_size, not the effective batch); got " + train.microBatchSize());
         }
+        Distillation distillation = binder.section("distillation", Distillation.class);
+        if (train != null && distillation != null && !train.method().equals("distillation")
+                && (distillation.teacherModelNameOrPath() != null || distillation.teacherPreset() != null)) {
+            binder.problem(distillation.teacherPreset() != null ? "distillation.teacher_preset"
+                    : "distillation.teacher_model_name_or_path", "names a teacher, which only train.method: "
+                    + "distillation reads, got train.method " + train.method());
+        }
         Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
         if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {
             binder.problem("reward.label_noise", "flips reward-model training pairs: it needs train.method: reward, "

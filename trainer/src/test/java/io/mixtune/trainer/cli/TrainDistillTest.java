@@ -66,15 +66,7 @@ class TrainDistillTest {
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
         args = train(killed, sets);
-        Path checkpoint = killed.resolve("out/checkpoints/step-000002");
-        Process process = TrainCommandTest.mixtune(killed, args.toArray(String[]::new));
-        long deadline = System.nanoTime() + 180_000_000_000L;
-        while (!Files.exists(checkpoint) && process.isAlive() && System.nanoTime() < deadline) {
-            Thread.sleep(20);
-        }
-        process.destroyForcibly().waitFor();
-        assertFalse(Files.exists(killed.resolve("out/adapter/adapter_model.safetensors")), "killed before the end: "
-                + Files.readString(killed.resolve("log.txt")));
+        TrainCommandTest.killOnceWritten(killed, args, killed.resolve("out/checkpoints/step-000002"));
 
         List<String> changed = new ArrayList<>(args);
         changed.addAll(List.of("--resume", "--set", "distillation.beta=0.3"));
@@ -87,13 +79,8 @@ class TrainDistillTest {
         assertEquals(0, TrainCommandTest.mixtune(killed, resume.toArray(String[]::new)).waitFor());
         assertTrue(Files.readString(killed.resolve("log.txt")).contains("resuming from"));
         assertEquals(expected, figures(killed.resolve("out/metrics.jsonl")));
-        double worst = 0;
-        for (String line : expected) {
-            double want = TrainDpoTest.value(expectedMetrics, line);
-            double got = TrainDpoTest.value(killed.resolve("out/metrics.jsonl"), line);
-            worst = Math.max(worst, Math.abs(want - got));
-            assertEquals(want, got, 1e-6, line);
-        }
+        double worst = TrainCommandTest.assertSameFigures(expected, expectedMetrics,
+                killed.resolve("out/metrics.jsonl"));
         System.out.printf(Locale.ROOT, "resumed distillation run: %d figures, largest difference %.2e%n",
                 expected.size(), worst);
         Path adapter = Path.of("adapter", "adapter_model.safetensors");
@@ -150,6 +137,10 @@ class TrainDistillTest {
                 "distillation.use_vllm=true");
         assertEquals(2, vllm.code(), vllm.out());
         assertTrue(vllm.err().contains("distillation.use_vllm") && vllm.err().contains("not offered"), vllm.err());
+        MixtuneCliTest.Result sft = MixtuneCliTest.run("validate", "--recipe", QUICKSTART.toString(), "--set",
+                "train.method=sft");
+        assertEquals(2, sft.code(), sft.out());
+        assertTrue(sft.err().contains("distillation.teacher_preset: names a teacher"), sft.err());
     }
 
     private static List<String> figures(Path metrics) {

@@ -2,7 +2,6 @@ package io.mixtune.trainer.cli;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -88,15 +87,7 @@ class TrainKtoTest {
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
         args = train(killed, examples(killed, 6), sets);
-        Path checkpoint = killed.resolve("out/checkpoints/step-000006");
-        Process process = TrainCommandTest.mixtune(killed, args.toArray(String[]::new));
-        long deadline = System.nanoTime() + 180_000_000_000L;
-        while (!Files.exists(checkpoint) && process.isAlive() && System.nanoTime() < deadline) {
-            Thread.sleep(20);
-        }
-        process.destroyForcibly().waitFor();
-        assertFalse(Files.exists(killed.resolve("out/adapter/adapter_model.safetensors")), "killed before the end: "
-                + Files.readString(killed.resolve("log.txt")));
+        TrainCommandTest.killOnceWritten(killed, args, killed.resolve("out/checkpoints/step-000006"));
 
         List<String> changed = new ArrayList<>(args);
         changed.addAll(List.of("--resume", "--set", "kto.beta=0.2"));
@@ -109,13 +100,8 @@ class TrainKtoTest {
         assertEquals(0, TrainCommandTest.mixtune(killed, resume.toArray(String[]::new)).waitFor());
         assertTrue(Files.readString(killed.resolve("log.txt")).contains("resuming from"));
         assertEquals(expected, figures(killed.resolve("out/metrics.jsonl")));
-        double worst = 0;
-        for (String line : expected) {
-            double want = TrainDpoTest.value(expectedMetrics, line);
-            double got = TrainDpoTest.value(killed.resolve("out/metrics.jsonl"), line);
-            worst = Math.max(worst, Math.abs(want - got));
-            assertEquals(want, got, 1e-6, line);
-        }
+        double worst = TrainCommandTest.assertSameFigures(expected, expectedMetrics,
+                killed.resolve("out/metrics.jsonl"));
         System.out.printf(Locale.ROOT, "resumed KTO run: %d figures, largest difference %.2e%n", expected.size(),
                 worst);
         Path adapter = Path.of("adapter", "adapter_model.safetensors");
