@@ -37,8 +37,6 @@ import java.util.OptionalLong;
  * the final hidden states at the completion positions, lives in the caller's manager, freed with the micro-batch.
  */
 public final class DistillTeacher implements AutoCloseable {
-    /** Where a preset teacher is written, under output_dir. */
-    public static final String TEACHER_MODEL_DIR = "teacher-model";
     private static final String TEACHER_KEY = "distillation.teacher_model_name_or_path";
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -54,7 +52,7 @@ public final class DistillTeacher implements AutoCloseable {
     public static Path dir(Recipe recipe) {
         Distillation distillation = recipe.distillation();
         return distillation.teacherModelNameOrPath() != null ? Path.of(distillation.teacherModelNameOrPath())
-                : Path.of(recipe.outputDir(), TEACHER_MODEL_DIR);
+                : Path.of(recipe.outputDir(), TrainingData.TEACHER_MODEL_DIR);
     }
 
     /** The teacher's config.json (a preset's own shapes before it is written). */

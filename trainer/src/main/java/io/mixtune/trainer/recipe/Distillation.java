@@ -69,7 +69,7 @@ public record Distillation(String teacherModelNameOrPath, String teacherPreset, 
                 + "train.data_seed");
         keys.put("remove_unused_columns", "mixtune reads the fields of its data formats and ignores others");
         keys.put("disable_dropout", "set lora.dropout: 0 (TRL's default false keeps it, as mixtune does)");
-        keys.put("seq_kd", "sequence-level KD on teacher-generated completions (GKD's seq_kd) is not offered: "
+        keys.put("seq_kd", "GKD's sequence-level KD on teacher-generated completions: "
                 + "generate the teacher's answers into prompt_completion records and train on them (lmbda: 0)");
         keys.put("max_new_tokens", "GKD's max_new_tokens is distillation.max_completion_length "
                 + "(DistillationConfig's name)");

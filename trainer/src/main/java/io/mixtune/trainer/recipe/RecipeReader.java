@@ -276,6 +276,12 @@ public final class RecipeReader {
                     + "per_device_train_batch_size, not the effective batch); got " + train.microBatchSize());
         }
         Distillation distillation = binder.section("distillation", Distillation.class);
+        if (distillation != null && distillation.teacherPreset() != null
+                && !ModelPreset.NAMES.contains(distillation.teacherPreset())) {
+            binder.problem("distillation.teacher_preset", "no preset named \"" + distillation.teacherPreset() + "\""
+                    + RecordBinder.nearest(distillation.teacherPreset(), ModelPreset.NAMES) + ": expected one of "
+                    + ModelPreset.NAMES);
+        }
         if (train != null && distillation != null && !train.method().equals("distillation")
                 && (distillation.teacherModelNameOrPath() != null || distillation.teacherPreset() != null)) {
             binder.problem(distillation.teacherPreset() != null ? "distillation.teacher_preset"
