@@ -2,6 +2,7 @@ package io.mixtune.trainer;
 
 import io.mixtune.trainer.chat.TemplateWarning;
 import io.mixtune.trainer.device.TorchSetup;
+import io.mixtune.trainer.distill.DistillRecipe;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.grpo.GrpoRecipe;
 import io.mixtune.trainer.grpo.RewardFunction;
@@ -235,6 +236,11 @@ public final class Training {
         if (recipe.train().method().equals("kto")) {
             try (KtoRecipe kto = KtoRecipe.setup(recipe, listener)) {
                 return kto.train(resume, cancel);
+            }
+        }
+        if (recipe.train().method().equals("distillation")) {
+            try (DistillRecipe distillation = DistillRecipe.setup(recipe, listener)) {
+                return distillation.train(resume, cancel);
             }
         }
         try (SftRecipe sft = SftRecipe.setup(recipe, listener)) {

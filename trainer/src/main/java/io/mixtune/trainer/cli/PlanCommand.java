@@ -1,8 +1,12 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.config.ModelPreset;
+import io.mixtune.trainer.distill.DistillTeacher;
 import io.mixtune.trainer.plan.MemoryPlan;
+import io.mixtune.trainer.recipe.Distillation;
 import io.mixtune.trainer.recipe.Recipe;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -61,6 +65,16 @@ final class PlanCommand implements Command {
         MemoryPlan.Setup setup = MemoryPlan.Setup.of(recipe, config, MemoryPlan.Setup.worstCaseTargets(recipe));
         MemoryPlan plan = MemoryPlan.predict(setup);
         MemoryPlan other = MemoryPlan.predict(setup.withCheckpointing(!setup.gradientCheckpointing()));
+        if (recipe.train().method().equals("distillation")) {
+            DistillTeacher.check(recipe);
+            Distillation distillation = recipe.distillation();
+            ModelConfig teacher = DistillTeacher.config(recipe);
+            boolean nf4 = "nf4".equals(distillation.teacherQuantizeOr(recipe.model().quantize()));
+            LoraConfig adapter = distillation.teacherAdapter() == null ? null
+                    : PeftAdapter.readConfig(Path.of(distillation.teacherAdapter(), PeftAdapter.CONFIG_FILE));
+            plan = plan.withTeacher(teacher, nf4, adapter);
+            other = other.withTeacher(teacher, nf4, adapter);
+        }
 
         out.println("memory plan for " + line.getOptionValue("recipe") + " (from the shapes alone: nothing loaded)");
         out.printf(Locale.ROOT, "model     %s: %s, %d layers%s, %s parameters; %s, %s compute, on a %s%n",

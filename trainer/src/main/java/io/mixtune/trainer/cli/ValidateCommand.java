@@ -15,6 +15,7 @@ import java.util.Locale;
 import io.mixtune.data.dataset.LabeledDataset;
 import io.mixtune.data.preference.LabeledSample;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.distill.DistillTeacher;
 import io.mixtune.trainer.grpo.GrpoRecipe;
 import io.mixtune.trainer.grpo.PromptDataset;
 import io.mixtune.trainer.grpo.RewardFunctions;
@@ -113,7 +114,12 @@ final class ValidateCommand implements Command {
         }
         ChatDataset samples = TrainingData.requireTrainingSamples(recipe, SampleCache.tokenize(recipe.data(),
                 TrainingData.tokenizer(recipe), recipe.train().seed()));
-        return String.format(Locale.ROOT, "%d training samples, %d validation samples; %s", samples.train().size(),
-                samples.validation().size(), samples.report());
+        String teacher = "";
+        if (recipe.train().method().equals("distillation")) {
+            DistillTeacher.check(recipe);
+            teacher = "; teacher " + DistillTeacher.dir(recipe) + " shares the student's tokenizer";
+        }
+        return String.format(Locale.ROOT, "%d training samples, %d validation samples; %s%s", samples.train().size(),
+                samples.validation().size(), samples.report(), teacher);
     }
 }

@@ -196,6 +196,39 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         return new MemoryPlan(setup, List.copyOf(parts), peak);
     }
 
+    /**
+     * The plan of a distillation run: this one with its frozen teacher, whose weights stay for the whole run (as the
+     * student's base: NF4 or not, embeddings and norms in fp32, an adapter in fp32), and what a micro-batch keeps of it
+     * at the peak: its final hidden states at the target positions, and its float32 logits, log-softmax and
+     * probabilities there, which the divergence's graph holds until the backward (an estimate from the shapes). The
+     * teacher's own forward runs without autograd before the student's and is freed layer by layer, so it adds no
+     * activations to the peak.
+     *
+     * @param adapter the teacher's adapter, or null
+     */
+    public MemoryPlan withTeacher(ModelConfig teacher, boolean nf4, LoraConfig adapter) {
+        LinearLayers linears = LinearLayers.of(teacher, nf4, adapter != null ? adapter : setup.lora());
+        long h = teacher.hiddenSize();
+        long embeddingsAndNorms = (long) teacher.vocabSize() * h + (2L * teacher.numHiddenLayers() + 1) * h;
+        long full = linears.fullPrecisionLinearParameters(teacher.tieWordEmbeddings());
+        long weights = linears.nf4Bytes() + embeddingsAndNorms * 4 + full * setup.computeBytes()
+                + (adapter != null ? linears.loraParameters() * 4 : 0);
+        List<Component> parts = new ArrayList<>(components);
+        int microBatch = 0;
+        while (microBatch < parts.size() && !parts.get(microBatch).name().equals("inputs and attention mask")) {
+            microBatch++;
+        }
+        parts.add(microBatch, new Component("teacher weights", weights, String.format(Locale.ROOT,
+                "%s, %d layers%s: %s%s, frozen", teacher.modelType().hfName(), teacher.numHiddenLayers(),
+                teacher.isMixtureOfExperts() ? ", " + teacher.numLocalExperts() + " experts" : "",
+                nf4 ? "NF4 base" : "unquantized base", adapter != null ? " + adapter" : "")));
+        long targets = setup.targets();
+        parts.add(microBatch + 1, new Component("teacher at targets", targets * h * 4
+                + 3 * targets * teacher.vocabSize() * 4L, count(targets) + " positions: hidden states, and fp32 "
+                + "logits, log-softmax and probabilities kept by the divergence until backward"));
+        return new MemoryPlan(setup, List.copyOf(parts), peak);
+    }
+
     /** Without checkpointing: every layer's arrays and dequantized weights stay until the step's backward is done. */
     private static String everyLayerKept(Setup setup, ForwardBytes forward, List<Component> parts) {
         ModelConfig c = setup.config();

@@ -45,6 +45,15 @@ public final class AxolotlImport {
             "dataset_prepared_path", "strict", "tf32", "xformers_attention", "sdp_attention", "resume_from_checkpoint",
             "lora_model_dir");
 
+    /**
+     * axolotl's KD plugin distills from a teacher's top-k log-probs, stored in the data or served by vLLM or sglang,
+     * mixed with cross-entropy and scaled by temperature^2: another loss, and no teacher model to name.
+     */
+    private static final String AXOLOTL_KD = "axolotl's KD plugin distills from top-k teacher log-probs stored in the "
+            + "data or served by vLLM/sglang (kd_ce_alpha mixes in cross-entropy); mixtune distills from a local "
+            + "teacher's full distribution: set train.method: distillation, distillation.teacher_model_name_or_path, "
+            + "and distillation.beta and temperature (kd_beta and kd_temperature mean the same there)";
+
     /** Why some common axolotl keys have no recipe setting, where it is not plain that mixtune lacks the feature. */
     private static final Map<String, String> WHY_NOT = Map.ofEntries(
             Map.entry("model_type", "mixtune reads the architecture from the model's config.json"),
@@ -63,7 +72,12 @@ public final class AxolotlImport {
                     + " tokenizer.json and its BOS/EOS as they are"),
             Map.entry("tokens", "adds tokens to the tokenizer; mixtune keeps the model's vocabulary"),
             Map.entry("chat_template_jinja", "a Jinja chat template of the config's own: put it in the model's"
-                    + " tokenizer_config.json and use chat_template: tokenizer_default (data.template: hf)"));
+                    + " tokenizer_config.json and use chat_template: tokenizer_default (data.template: hf)"),
+            Map.entry("kd_trainer", AXOLOTL_KD), Map.entry("kd_alpha", AXOLOTL_KD),
+            Map.entry("kd_ce_alpha", AXOLOTL_KD), Map.entry("kd_temperature", AXOLOTL_KD),
+            Map.entry("kd_temperature_min", AXOLOTL_KD), Map.entry("kd_beta", AXOLOTL_KD),
+            Map.entry("kd_normalize_topk", AXOLOTL_KD), Map.entry("kd_online_server_base_url", AXOLOTL_KD),
+            Map.entry("kd_online_server", AXOLOTL_KD), Map.entry("kd_online_topk", AXOLOTL_KD));
 
     /** chat_template's choice of the tokenizer's template, else the named one (utils/chat_templates/base.py). */
     private static final String TOKENIZER_DEFAULT_FALLBACK = "tokenizer_default_fallback_";

@@ -16,7 +16,8 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, Logging logging, Reward reward, Warm warm, String outputDir) {
+        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, Distillation distillation, Logging logging, Reward reward,
+        Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
@@ -93,6 +94,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
         if (model.adapter() != null) {
             inputs.put("model.adapter", new Input(model.adapter(), Path.of(model.adapter()), false));
+        }
+        if (distillation != null && distillation.teacherModelNameOrPath() != null) {
+            inputs.put("distillation.teacher_model_name_or_path", new Input(distillation.teacherModelNameOrPath(),
+                    Path.of(distillation.teacherModelNameOrPath()), false));
+        }
+        if (distillation != null && distillation.teacherAdapter() != null) {
+            inputs.put("distillation.teacher_adapter", new Input(distillation.teacherAdapter(),
+                    Path.of(distillation.teacherAdapter()), false));
         }
         putDataFiles(inputs, "data.files", data.files());
         putDataFiles(inputs, "data.validation_files", data.validationFiles());
@@ -260,7 +269,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo", "distillation");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);

@@ -286,6 +286,19 @@ public final class RecipeReader {
                         + " has none: drop it");
             }
         }
+        Distillation distillation = binder.section("distillation", Distillation.class);
+        if (distillation != null && distillation.teacherPreset() != null
+                && !ModelPreset.NAMES.contains(distillation.teacherPreset())) {
+            binder.problem("distillation.teacher_preset", "no preset named \"" + distillation.teacherPreset() + "\""
+                    + RecordBinder.nearest(distillation.teacherPreset(), ModelPreset.NAMES) + ": expected one of "
+                    + ModelPreset.NAMES);
+        }
+        if (train != null && distillation != null && !train.method().equals("distillation")
+                && (distillation.teacherModelNameOrPath() != null || distillation.teacherPreset() != null)) {
+            binder.problem(distillation.teacherPreset() != null ? "distillation.teacher_preset"
+                    : "distillation.teacher_model_name_or_path", "names a teacher, which only train.method: "
+                    + "distillation reads, got train.method " + train.method());
+        }
         Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
         if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {
             binder.problem("reward.label_noise", "flips reward-model training pairs: it needs train.method: reward, "

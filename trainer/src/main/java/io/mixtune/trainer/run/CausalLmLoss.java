@@ -348,7 +348,7 @@ public final class CausalLmLoss {
     }
 
     /** The rows of the flattened [B*T, hidden] states that predict a target, in row-major order. */
-    private static NDArray predictingStates(NDArray states, TrainingBatch batch, NDManager manager) {
+    public static NDArray predictingStates(NDArray states, TrainingBatch batch, NDManager manager) {
         long t = batch.length();
         long[] predicting = new long[batch.targetCount()];
         int n = 0;

@@ -137,6 +137,10 @@ public final class RunDirectory implements AutoCloseable {
                 if (recipe.model().preset() != null) {
                     CachedPreset.deleteIfOther(recipe.model().preset(), dir.resolve(TrainingData.BASE_MODEL_DIR));
                 }
+                if (recipe.distillation() != null && recipe.distillation().teacherPreset() != null) {
+                    CachedPreset.deleteIfOther(recipe.distillation().teacherPreset(),
+                            dir.resolve(TrainingData.TEACHER_MODEL_DIR));
+                }
             }
             return run;
         } catch (RuntimeException e) {

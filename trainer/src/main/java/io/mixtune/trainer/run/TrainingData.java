@@ -17,6 +17,8 @@ import java.nio.file.Path;
  */
 public final class TrainingData {
     public static final String BASE_MODEL_DIR = "base-model";
+    /** Where a distillation teacher's preset is written, under output_dir. */
+    public static final String TEACHER_MODEL_DIR = "teacher-model";
 
     private TrainingData() {}
 

@@ -86,8 +86,12 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
 
     /** How the base's linear layers load: NF4 for QLoRA (the embeddings, lm_head and router kept), else dense. */
     public static MistralCheckpoint.LinearFactory linears(Recipe.Model model) {
-        return "nf4".equals(model.quantize()) ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION)
-                : MistralCheckpoint.DENSE;
+        return linears(model.quantize());
+    }
+
+    /** The same for a quantize value of the recipe (nf4 or none): a distillation teacher's. */
+    public static MistralCheckpoint.LinearFactory linears(String quantize) {
+        return "nf4".equals(quantize) ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
     }
 
     /** What the plan line says of the model and its trained adapter. */

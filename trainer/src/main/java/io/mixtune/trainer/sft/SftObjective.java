@@ -8,13 +8,13 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.EmbeddingNoise;
+import io.mixtune.trainer.run.EpochCache;
 import io.mixtune.trainer.run.Evaluation;
 import io.mixtune.trainer.run.Objective;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.run.TrainingModel;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -32,7 +32,7 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
     private final TrainingModel trained;
     private final ChatDataset dataset;
     private final long padId;
-    private final Map<Integer, List<TrainingBatch>> epochs = new HashMap<>();
+    private final EpochCache<TrainingBatch> epochs = new EpochCache<>(this::build);
     private final long microBatchesPerEpoch;
     private final EmbeddingNoise noise;
     private List<TrainingBatch> validationBatches; // built at the first evaluation
@@ -131,10 +131,10 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
 
     /** The micro-batches of one epoch, shuffled by the seed and the epoch number. */
     List<TrainingBatch> epoch(int epoch) {
-        List<TrainingBatch> cached = epochs.get(epoch);
-        if (cached != null) {
-            return cached;
-        }
+        return epochs.epoch(epoch);
+    }
+
+    private List<TrainingBatch> build(int epoch) {
         Recipe.Train train = recipe.train();
         DataConfig data = recipe.data();
         List<TrainingBatch> batches = new ArrayList<>();
@@ -147,8 +147,6 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
             EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.shuffleSeed(), epoch)
                     .forEach(b -> batches.add(TrainingBatch.padded(b)));
         }
-        epochs.keySet().removeIf(k -> k < epoch - 1); // keep memory flat over long runs
-        epochs.put(epoch, batches);
         return batches;
     }
 

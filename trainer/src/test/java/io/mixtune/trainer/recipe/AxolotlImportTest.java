@@ -536,6 +536,28 @@ class AxolotlImportTest {
         assertEquals(0.3, AxolotlImport.read(deprecated).values().get("dpo.beta"));
     }
 
+    /** axolotl's KD plugin keys are listed with why (top-k teacher log-probs, not a teacher model) and what to set. */
+    @Test
+    void axolotlKnowledgeDistillationKeysAreListedWithWhatToSet(@TempDir Path dir) throws IOException {
+        Path kd = Files.writeString(dir.resolve("kd.yml"), """
+                base_model: /models/mistral
+                adapter: lora
+                plugins:
+                  - axolotl.integrations.kd.KDPlugin
+                kd_trainer: true
+                kd_ce_alpha: 0.1
+                kd_alpha: 0.9
+                kd_temperature: 1.0
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(kd);
+        String unmapped = String.join("\n", imported.unmapped());
+        for (String key : List.of("kd_trainer", "kd_ce_alpha", "kd_alpha", "kd_temperature")) {
+            assertTrue(unmapped.contains(key + ": ") || unmapped.contains(key + " "), key + " in " + unmapped);
+        }
+        assertTrue(unmapped.contains("train.method: distillation"), unmapped);
+        assertEquals(null, imported.values().get("train.method"));
+    }
+
     /** rl: kto is train.method kto, with rl_beta (or trl.beta) and axolotl's kto weights in the kto section. */
     @Test
     void rlKtoMapsToTheKtoSection(@TempDir Path dir) throws IOException {
