@@ -238,20 +238,26 @@ public final class AxolotlImport {
 
         /**
          * rl: orpo (TRL's ORPOTrainer) and rl: simpo (TRL's CPOTrainer with loss_type simpo), as axolotl's RL trainer
-         * builder (core/builders/rl.py) sets them: beta from trl.beta, else rl_beta, else orpo_alpha (for both); for
-         * simpo its simpo_gamma and, where set, cpo_alpha (unset: TRL's 1.0, mixtune's default too).
+         * builder (core/builders/rl.py) sets them: beta from trl.beta, else rl_beta (or the deprecated dpo_beta),
+         * else orpo_alpha (for both); for simpo its simpo_gamma and, where set, cpo_alpha (unset: TRL's 1.0, mixtune's
+         * default too).
          */
         private String mapReferenceFree(String rl) {
             String method = rl.equals("orpo") ? "orpo" : "cpo";
             put("train.method", method, "rl: " + rl);
+            // axolotl's check_rl_beta copies the deprecated dpo_beta into rl_beta where unset, whatever rl is
+            String rlBeta = get("rl_beta") != null ? "rl_beta" : get("dpo_beta") != null ? "dpo_beta" : null;
             if (mapTrlBeta(method + ".beta")) {
-                for (String key : List.of("rl_beta", "orpo_alpha")) {
+                for (String key : List.of("rl_beta", "dpo_beta", "orpo_alpha")) {
                     if (get(key) != null) {
                         unmapped(key, "axolotl uses trl.beta, which is set");
                     }
                 }
-            } else if (get("rl_beta") != null) {
-                number("rl_beta", method + ".beta", false);
+            } else if (rlBeta != null) {
+                number(rlBeta, method + ".beta", false);
+                if (rlBeta.equals("rl_beta") && get("dpo_beta") != null) {
+                    unmapped("dpo_beta", "deprecated: axolotl uses rl_beta, which is set");
+                }
                 if (get("orpo_alpha") != null) {
                     unmapped("orpo_alpha", "axolotl uses rl_beta, which is set");
                 }

@@ -613,6 +613,27 @@ class AxolotlImportTest {
         assertTrue(String.join("\n", AxolotlImport.read(cpo).unmapped()).contains("axolotl has no rl: cpo"));
     }
 
+    /**
+     * axolotl's config validator (check_rl_beta) copies the deprecated dpo_beta into rl_beta, where unset, whatever
+     * rl is: rl: orpo and rl: simpo then train with it as beta, before orpo_alpha.
+     */
+    @Test
+    void rlOrpoAndSimpoTakeTheDeprecatedDpoBetaAsRlBeta(@TempDir Path dir) throws IOException {
+        Path orpo = Files.writeString(dir.resolve("orpo.yml"), "adapter: lora\nrl: orpo\ndpo_beta: 0.3\n"
+                + "orpo_alpha: 0.2\n");
+        AxolotlImport.Result imported = AxolotlImport.read(orpo);
+        assertEquals(0.3, imported.values().get("orpo.beta"), imported.unmapped().toString());
+        assertTrue(String.join("\n", imported.unmapped()).contains("orpo_alpha: 0.2: axolotl uses rl_beta"),
+                imported.unmapped().toString());
+
+        Path simpo = Files.writeString(dir.resolve("simpo.yml"), "adapter: lora\nrl: simpo\nrl_beta: 2.5\n"
+                + "dpo_beta: 0.3\nsimpo_gamma: 1.0\n");
+        AxolotlImport.Result simpoImport = AxolotlImport.read(simpo);
+        assertEquals(2.5, simpoImport.values().get("cpo.beta"));
+        assertTrue(String.join("\n", simpoImport.unmapped()).contains("dpo_beta: 0.3: deprecated: axolotl uses "
+                + "rl_beta, which is set"), simpoImport.unmapped().toString());
+    }
+
     /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
     @Test
     void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
