@@ -517,12 +517,18 @@ public final class AxolotlImport {
                     String type = dataset.path("type").asText();
                     // axolotl's kto types (prompt_strategies/kto) reshape a Hub dataset's own columns; mixtune's kto
                     // reads {prompt, completion, label} records or pairs, which a converted file holds
-                    String format = method.equals("kto") ? null
-                            : List.of("dpo", "orpo", "cpo").contains(method) ? preferenceFormat(type)
+                    // rl: orpo loads its datasets with axolotl's ORPO strategies (prompt_strategies/orpo), which
+                    // have no ultra; rl: simpo reads DPO's (utils/data/rl.py)
+                    String format = method.equals("kto") || method.equals("orpo") ? null
+                            : List.of("dpo", "cpo").contains(method) ? preferenceFormat(type)
                             : chatFormat(dataset, type);
                     if (format == null && type.equals("chat_template") && method.equals("sft")) {
                         problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
                                 + " content, or conversations of from and value)");
+                    } else if (method.equals("orpo")) {
+                        problems.add(path + " of type '" + type + "' (axolotl's rl: orpo types, prompt_strategies/orpo:"
+                                + " chat_template.argilla, chatml.prompt_pairs, tokenize the pairs themselves: convert"
+                                + " them to {prompt, chosen, rejected} pairs)");
                     } else if (method.equals("kto")) {
                         problems.add(path + " of type '" + type + "' (mixtune's kto reads files of {prompt,"
                                 + " completion, label} records or {prompt, chosen, rejected} pairs: convert it to one)");
@@ -837,7 +843,10 @@ public final class AxolotlImport {
                         "axolotl: warmup_steps (" + get("warmup_steps") + "), which lr_scheduler: constant ignores");
             }
             JsonNode ratio = get("warmup_ratio");
-            if (ratio != null && get("warmup_steps") != null) {
+            if (ratio != null && get("rl") != null && get("rl").asText().equals("simpo")) {
+                // axolotl's config validator (check_simpo_warmup) refuses the config
+                unmapped("warmup_ratio", "axolotl refuses it with rl: simpo: give warmup_steps instead");
+            } else if (ratio != null && get("warmup_steps") != null) {
                 unmapped("warmup_ratio", "warmup_steps is set, which axolotl uses instead");
             } else if (ratio != null && scheduler != null && scheduler.asText().equals("constant")) {
                 used.add("warmup_ratio");
