@@ -25,6 +25,7 @@ final class OrpoObjective implements Objective<PreferenceBatch, OrpoStep.Measure
     private final List<PreferenceSample> pairs;
     private final List<PreferenceBatch> validationBatches;
     private final long padId;
+    private final double auxCoefficient;
     private final ShuffledEpochs stream;
 
     OrpoObjective(Recipe recipe, TrainingModel model, List<PreferenceSample> pairs,
@@ -33,6 +34,7 @@ final class OrpoObjective implements Objective<PreferenceBatch, OrpoStep.Measure
         this.model = model;
         this.pairs = pairs;
         this.padId = model.model().config().eosTokenId();
+        this.auxCoefficient = recipe.train().routerAuxCoefficient(model.model().config());
         this.validationBatches = inOrder(method, validation, recipe.train().microBatchSize(), padId);
         // DpoObjective's seed of its first stage: the same pairs are drawn in the same order
         this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
@@ -68,13 +70,16 @@ final class OrpoObjective implements Objective<PreferenceBatch, OrpoStep.Measure
         return !validationBatches.isEmpty();
     }
 
-    /** The validation metrics under TRL's eval_ names, eval_loss the mean over pairs (as TRL's evaluation loss). */
+    /**
+     * The validation metrics under TRL's eval_ names, eval_loss the mean over pairs of the loss with the router term
+     * (TRL's get_batch_loss_metrics adds aux_loss_coef x aux_loss in evaluation too).
+     */
     @Override
     public Map<String, Number> evaluate() {
         OrpoMetrics totals = new OrpoMetrics(method.beta());
         for (PreferenceBatch batch : validationBatches) {
             try (NDManager evalManager = model.manager().newSubManager()) {
-                OrpoStep.Terms terms = OrpoStep.of(model.model(), method, batch, 0, evalManager);
+                OrpoStep.Terms terms = OrpoStep.of(model.model(), method, batch, auxCoefficient, evalManager);
                 totals.add(terms.chosen(), terms.rejected(), terms.nll(), terms.logOdds(), terms.logSigmoidOdds(),
                         terms.logits(), terms.objective().getFloat());
             }

@@ -257,20 +257,26 @@ public final class AxolotlImport {
 
         /**
          * rl: orpo (TRL's ORPOTrainer) and rl: simpo (TRL's CPOTrainer with loss_type simpo), as axolotl's RL trainer
-         * builder (core/builders/rl.py) sets them: beta from trl.beta, else rl_beta, else orpo_alpha (for both); for
-         * simpo its simpo_gamma and, where set, cpo_alpha (unset: TRL's 1.0, mixtune's default too).
+         * builder (core/builders/rl.py) sets them: beta from trl.beta, else rl_beta (or the deprecated dpo_beta),
+         * else orpo_alpha (for both); for simpo its simpo_gamma and, where set, cpo_alpha (unset: TRL's 1.0, mixtune's
+         * default too).
          */
         private String mapReferenceFree(String rl) {
             String method = rl.equals("orpo") ? "orpo" : "cpo";
             put("train.method", method, "rl: " + rl);
+            // axolotl's check_rl_beta copies the deprecated dpo_beta into rl_beta where unset, whatever rl is
+            String rlBeta = get("rl_beta") != null ? "rl_beta" : get("dpo_beta") != null ? "dpo_beta" : null;
             if (mapTrlBeta(method + ".beta")) {
-                for (String key : List.of("rl_beta", "orpo_alpha")) {
+                for (String key : List.of("rl_beta", "dpo_beta", "orpo_alpha")) {
                     if (get(key) != null) {
                         unmapped(key, "axolotl uses trl.beta, which is set");
                     }
                 }
-            } else if (get("rl_beta") != null) {
-                number("rl_beta", method + ".beta", false);
+            } else if (rlBeta != null) {
+                number(rlBeta, method + ".beta", false);
+                if (rlBeta.equals("rl_beta") && get("dpo_beta") != null) {
+                    unmapped("dpo_beta", "deprecated: axolotl uses rl_beta, which is set");
+                }
                 if (get("orpo_alpha") != null) {
                     unmapped("orpo_alpha", "axolotl uses rl_beta, which is set");
                 }
@@ -592,8 +598,10 @@ public final class AxolotlImport {
                     String type = dataset.path("type").asText();
                     // axolotl's kto types (prompt_strategies/kto) reshape a Hub dataset's own columns; mixtune's kto
                     // reads {prompt, completion, label} records or pairs, which a converted file holds
-                    String format = method.equals("kto") || method.equals("grpo") ? null
-                            : List.of("dpo", "orpo", "cpo").contains(method) ? preferenceFormat(type)
+                    // rl: orpo loads its datasets with axolotl's ORPO strategies (prompt_strategies/orpo), which
+                    // have no ultra; rl: simpo reads DPO's (utils/data/rl.py)
+                    String format = List.of("kto", "orpo", "grpo").contains(method) ? null
+                            : List.of("dpo", "cpo").contains(method) ? preferenceFormat(type)
                             : chatFormat(dataset, type);
                     if (format == null && type.equals("chat_template") && method.equals("sft")) {
                         problems.add(path + ": " + unreadFields(dataset) + " (mixtune reads messages of role and"
@@ -601,6 +609,10 @@ public final class AxolotlImport {
                     } else if (method.equals("grpo")) {
                         problems.add(path + " of type '" + type + "' (mixtune's grpo reads files of {prompt} records,"
                                 + " a string or messages, other fields for the reward functions: convert it to one)");
+                    } else if (method.equals("orpo")) {
+                        problems.add(path + " of type '" + type + "' (axolotl's rl: orpo types, prompt_strategies/orpo:"
+                                + " chat_template.argilla, chatml.prompt_pairs, tokenize the pairs themselves: convert"
+                                + " them to {prompt, chosen, rejected} pairs)");
                     } else if (method.equals("kto")) {
                         problems.add(path + " of type '" + type + "' (mixtune's kto reads files of {prompt,"
                                 + " completion, label} records or {prompt, chosen, rejected} pairs: convert it to one)");
@@ -915,7 +927,10 @@ public final class AxolotlImport {
                         "axolotl: warmup_steps (" + get("warmup_steps") + "), which lr_scheduler: constant ignores");
             }
             JsonNode ratio = get("warmup_ratio");
-            if (ratio != null && get("warmup_steps") != null) {
+            if (ratio != null && get("rl") != null && get("rl").asText().equals("simpo")) {
+                // axolotl's config validator (check_simpo_warmup) refuses the config
+                unmapped("warmup_ratio", "axolotl refuses it with rl: simpo: give warmup_steps instead");
+            } else if (ratio != null && get("warmup_steps") != null) {
                 unmapped("warmup_ratio", "warmup_steps is set, which axolotl uses instead");
             } else if (ratio != null && scheduler != null && scheduler.asText().equals("constant")) {
                 used.add("warmup_ratio");

@@ -676,6 +676,55 @@ class AxolotlImportTest {
                 unmapped);
     }
 
+    /**
+     * axolotl's config validator (check_rl_beta) copies the deprecated dpo_beta into rl_beta, where unset, whatever
+     * rl is: rl: orpo and rl: simpo then train with it as beta, before orpo_alpha.
+     */
+    @Test
+    void rlOrpoAndSimpoTakeTheDeprecatedDpoBetaAsRlBeta(@TempDir Path dir) throws IOException {
+        Path orpo = Files.writeString(dir.resolve("orpo.yml"), "adapter: lora\nrl: orpo\ndpo_beta: 0.3\n"
+                + "orpo_alpha: 0.2\n");
+        AxolotlImport.Result imported = AxolotlImport.read(orpo);
+        assertEquals(0.3, imported.values().get("orpo.beta"), imported.unmapped().toString());
+        assertTrue(String.join("\n", imported.unmapped()).contains("orpo_alpha: 0.2: axolotl uses rl_beta"),
+                imported.unmapped().toString());
+
+        Path simpo = Files.writeString(dir.resolve("simpo.yml"), "adapter: lora\nrl: simpo\nrl_beta: 2.5\n"
+                + "dpo_beta: 0.3\nsimpo_gamma: 1.0\n");
+        AxolotlImport.Result simpoImport = AxolotlImport.read(simpo);
+        assertEquals(2.5, simpoImport.values().get("cpo.beta"));
+        assertTrue(String.join("\n", simpoImport.unmapped()).contains("dpo_beta: 0.3: deprecated: axolotl uses "
+                + "rl_beta, which is set"), simpoImport.unmapped().toString());
+    }
+
+    /**
+     * axolotl loads rl: orpo datasets with its own ORPO strategies (prompt_strategies/orpo: chat_template.argilla,
+     * chatml.prompt_pairs), which have no ultra: chatml.ultra is DPO's (rl: dpo, ipo and simpo read it).
+     */
+    @Test
+    void chatmlUltraIsNoneOfAxolotlsOrpoTypes(@TempDir Path dir) throws IOException {
+        String datasets = "datasets:\n  - path: pairs.jsonl\n    type: chatml.ultra\n";
+        AxolotlImport.Result orpo = AxolotlImport.read(Files.writeString(dir.resolve("orpo.yml"),
+                "adapter: lora\nrl: orpo\n" + datasets));
+        assertFalse(orpo.values().containsKey("data.files"), orpo.values().toString());
+        assertTrue(String.join("\n", orpo.unmapped()).contains("prompt_strategies/orpo"), orpo.unmapped().toString());
+
+        AxolotlImport.Result simpo = AxolotlImport.read(Files.writeString(dir.resolve("simpo.yml"),
+                "adapter: lora\nrl: simpo\n" + datasets));
+        assertEquals(List.of("pairs.jsonl"), simpo.values().get("data.files"));
+        assertEquals("chatml", simpo.values().get("data.template"));
+    }
+
+    /** axolotl's check_simpo_warmup refuses warmup_ratio with rl: simpo ("Please use `warmup_steps` instead"). */
+    @Test
+    void simpoWithWarmupRatioIsListedAsAxolotlRefusesIt(@TempDir Path dir) throws IOException {
+        AxolotlImport.Result simpo = AxolotlImport.read(Files.writeString(dir.resolve("simpo.yml"),
+                "adapter: lora\nrl: simpo\nsimpo_gamma: 0.5\nwarmup_ratio: 0.1\n"));
+        assertFalse(simpo.values().containsKey("train.warmup_ratio"), simpo.values().toString());
+        assertTrue(String.join("\n", simpo.unmapped()).contains("warmup_ratio: 0.1: axolotl refuses it with rl: "
+                + "simpo"), simpo.unmapped().toString());
+    }
+
     /** axolotl's RL trainer builder reads trl.beta before rl_beta (and rl_beta before its deprecated dpo_beta). */
     @Test
     void trlBetaWinsOverRlBetaAsAxolotlReadsThem() throws IOException {
