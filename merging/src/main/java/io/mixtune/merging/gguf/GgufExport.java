@@ -10,6 +10,7 @@ import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
@@ -117,7 +118,8 @@ public final class GgufExport {
         if (Files.isDirectory(out)) {
             throw new IllegalArgumentException("--out " + out + " is a directory; expected the .gguf file to write");
         }
-        if (Files.exists(out) && !force) {
+        // NOFOLLOW_LINKS: a link whose target is missing is still the user's file, and the rename would replace it
+        if (Files.exists(out, LinkOption.NOFOLLOW_LINKS) && !force) {
             throw new IllegalArgumentException("--out " + out + " exists; choose another --out, or pass --force to"
                     + " replace it");
         }

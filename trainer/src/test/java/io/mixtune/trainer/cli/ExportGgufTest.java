@@ -230,6 +230,28 @@ class ExportGgufTest {
         assertFalse(Files.exists(dir.resolve("other.gguf")));
     }
 
+    /**
+     * A symbolic link at --out is the user's file even when what it names is missing: it is replaced (the rename puts
+     * the file where the link was) only with --force, as any existing --out.
+     */
+    @Test
+    void aDanglingLinkAtOutIsReplacedOnlyWithForce(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mistral-adapter-q8_0");
+        List<String> inputs = inputs(entry, dir);
+        Path target = dir.resolve("disk").resolve("model.gguf");
+        Path out = Files.createSymbolicLink(dir.resolve("model.gguf"), target);
+
+        MixtuneCliTest.Result refused = export(inputs, out, "--type", "q8_0");
+        assertEquals(2, refused.code(), refused.err());
+        assertTrue(refused.err().contains("exists") && refused.err().contains("--force"), refused.err());
+        assertTrue(Files.isSymbolicLink(out), "the link is kept");
+        assertEquals(target, Files.readSymbolicLink(out));
+
+        MixtuneCliTest.Result forced = export(inputs, out, "--type", "q8_0", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertEquals(entry.path("file_sha256").asText(), sha256(Files.readAllBytes(out)));
+    }
+
     /** An array's elements as GGUF encodes them: strings as uint64 length + UTF-8, numbers little-endian. */
     private static byte[] encoded(GgufReader.Value value) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
