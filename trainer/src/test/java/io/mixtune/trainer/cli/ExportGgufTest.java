@@ -252,6 +252,39 @@ class ExportGgufTest {
         assertEquals(entry.path("file_sha256").asText(), sha256(Files.readAllBytes(out)));
     }
 
+    /**
+     * The README's other refusals, exit 2 with nothing written: a reward model's adapter (a score head in
+     * modules_to_save), and a model without tokenizer.model.
+     */
+    @Test
+    void aRewardAdapterAndAModelWithoutTokenizerModelAreRefused(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mistral-adapter-q8_0");
+        List<String> inputs = inputs(entry, dir);
+        Path config = Path.of(inputs.get(3), "adapter_config.json");
+        String causal = Files.readString(config);
+        ObjectMapper json = new ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode reward =
+                (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(causal);
+        reward.putArray("modules_to_save").add("score");
+        Files.writeString(config, json.writeValueAsString(reward));
+        Path out = dir.resolve("out").resolve("model.gguf");
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(dir);
+
+        MixtuneCliTest.Result rewardRefused = export(inputs, out);
+        assertEquals(2, rewardRefused.code(), rewardRefused.err());
+        assertTrue(rewardRefused.err().contains("reward model"), rewardRefused.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(dir));
+
+        Files.writeString(config, causal);
+        Files.delete(Path.of(inputs.get(1), "tokenizer.model"));
+        before = MixtuneCliTest.snapshot(dir);
+        MixtuneCliTest.Result noTokenizer = export(inputs, out);
+        assertEquals(2, noTokenizer.code(), noTokenizer.err());
+        assertTrue(noTokenizer.err().contains("no tokenizer.model"), noTokenizer.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(dir));
+        assertFalse(Files.exists(out.getParent()), "nothing written, not even --out's folder");
+    }
+
     /** An array's elements as GGUF encodes them: strings as uint64 length + UTF-8, numbers little-endian. */
     private static byte[] encoded(GgufReader.Value value) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
