@@ -285,6 +285,81 @@ class ExportGgufTest {
         assertFalse(Files.exists(out.getParent()), "nothing written, not even --out's folder");
     }
 
+    /**
+     * tiny-mixtral in transformers 5's fused layout, which mixtune loads (MistralCheckpoint): mlp.gate.weight and
+     * per layer mlp.experts.gate_up_proj [experts, 2 x inter, hidden] (each expert's gate rows, then its up rows) and
+     * mlp.experts.down_proj [experts, hidden, inter], no ".weight" on the fused two. It exports to the tensors the
+     * per-expert layout gives: each of the golden's names, types, shapes and bytes.
+     */
+    @Test
+    void aFusedExpertsMixtralExportsTheSameTensorsAsThePerExpertLayout(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mixtral-bf16-f16");
+        Path hub = Path.of(inputs(entry, dir).get(1));
+        Path fused = Files.createDirectories(dir.resolve("fused").resolve(hub.getFileName()));
+        try (Stream<Path> files = Files.list(hub)) {
+            for (Path file : files.filter(f -> !f.getFileName().toString().contains(".safetensors")).toList()) {
+                Files.copy(file, fused.resolve(file.getFileName()));
+            }
+        }
+        io.mixtune.model.config.ModelConfig config =
+                io.mixtune.model.config.ModelConfig.read(hub.resolve("config.json"));
+        int experts = config.numLocalExperts();
+        int inter = config.intermediateSize();
+        int hidden = config.hiddenSize();
+        List<io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec> specs = new ArrayList<>();
+        Map<String, float[]> data = new java.util.HashMap<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(hub)) {
+            for (String name : reader.names()) {
+                if (name.contains(".block_sparse_moe.experts.")) {
+                    continue;
+                }
+                String renamed = name.replace(".block_sparse_moe.gate.", ".mlp.gate.");
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(renamed, DType.BF16,
+                        reader.info(name).shape()));
+                data.put(renamed, reader.readFloats(name));
+            }
+            for (int layer = 0; layer < config.numHiddenLayers(); layer++) {
+                String moe = "model.layers." + layer + ".block_sparse_moe.experts.";
+                float[] gateUp = new float[experts * 2 * inter * hidden];
+                float[] down = new float[experts * hidden * inter];
+                for (int e = 0; e < experts; e++) {
+                    System.arraycopy(reader.readFloats(moe + e + ".w1.weight"), 0, gateUp, 2 * e * inter * hidden,
+                            inter * hidden);
+                    System.arraycopy(reader.readFloats(moe + e + ".w3.weight"), 0, gateUp,
+                            (2 * e + 1) * inter * hidden, inter * hidden);
+                    System.arraycopy(reader.readFloats(moe + e + ".w2.weight"), 0, down, e * hidden * inter,
+                            hidden * inter);
+                }
+                String p = "model.layers." + layer + ".mlp.experts.";
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(p + "gate_up_proj",
+                        DType.BF16, new long[] {experts, 2L * inter, hidden}));
+                data.put(p + "gate_up_proj", gateUp);
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(p + "down_proj",
+                        DType.BF16, new long[] {experts, hidden, inter}));
+                data.put(p + "down_proj", down);
+            }
+        }
+        io.mixtune.model.safetensors.SafetensorsWriter.writeCheckpoint(fused, specs, Long.MAX_VALUE,
+                spec -> data.get(spec.name()));
+
+        Path out = dir.resolve("fused.gguf");
+        MixtuneCliTest.Result result = export(List.of("--model", fused.toString()), out, "--type", "f16");
+        assertEquals(0, result.code(), result.err());
+        GgufReader reader = GgufReader.open(out);
+        List<String> expectedNames = new ArrayList<>();
+        for (JsonNode expected : entry.path("tensors")) {
+            String name = expected.path("name").asText();
+            expectedNames.add(name);
+            GgufReader.TensorInfo info = reader.tensors().get(name);
+            assertTrue(info != null, name + " is written");
+            long[] shape = new ObjectMapper().convertValue(expected.path("shape"), long[].class);
+            assertArrayEquals(shape, info.dimensions(), name);
+            assertEquals(expected.path("type").asText(), info.type().name(), name);
+            assertEquals(expected.path("sha256").asText(), sha256(reader.bytes(name)), name);
+        }
+        assertEquals(expectedNames.stream().sorted().toList(), reader.tensors().keySet().stream().sorted().toList());
+    }
+
     /** An array's elements as GGUF encodes them: strings as uint64 length + UTF-8, numbers little-endian. */
     private static byte[] encoded(GgufReader.Value value) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
