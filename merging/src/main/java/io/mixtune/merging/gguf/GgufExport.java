@@ -10,6 +10,7 @@ import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
@@ -32,7 +33,9 @@ import java.util.regex.Pattern;
  */
 public final class GgufExport {
     private static final String KIND = "gguf-staging";
-    private static final Pattern LAYER = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.weight");
+    /** A layer's weight; transformers 5's fused expert tensors are parameters of mlp.experts, named without .weight. */
+    private static final Pattern LAYER = Pattern.compile(
+            "model\\.layers\\.(\\d+)\\.(?:(.+)\\.weight|(mlp\\.experts\\.(?:gate_up_proj|down_proj)))");
     private static final Pattern EXPERT = Pattern.compile("block_sparse_moe\\.experts\\.(\\d+)\\.(w1|w2|w3)");
     /** convert_hf_to_gguf's names for llama (gguf-py's tensor_mapping.py), per layer. */
     private static final Map<String, String> LAYER_NAMES = Map.ofEntries(
@@ -117,7 +120,8 @@ public final class GgufExport {
         if (Files.isDirectory(out)) {
             throw new IllegalArgumentException("--out " + out + " is a directory; expected the .gguf file to write");
         }
-        if (Files.exists(out) && !force) {
+        // NOFOLLOW_LINKS: a link whose target is missing is still the user's file, and the rename would replace it
+        if (Files.exists(out, LinkOption.NOFOLLOW_LINKS) && !force) {
             throw new IllegalArgumentException("--out " + out + " exists; choose another --out, or pass --force to"
                     + " replace it");
         }
@@ -204,7 +208,7 @@ public final class GgufExport {
                     continue;
                 }
                 int block = Integer.parseInt(layer.group(1));
-                String module = layer.group(2);
+                String module = layer.group(2) != null ? layer.group(2) : layer.group(3);
                 Matcher expert = EXPERT.matcher(module);
                 if (expert.matches()) {
                     // stacked when the layer's last expert weight has been seen, as LlamaModel.modify_tensors does

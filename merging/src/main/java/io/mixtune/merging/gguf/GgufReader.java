@@ -2,6 +2,7 @@ package io.mixtune.merging.gguf;
 
 import io.mixtune.model.safetensors.Float16;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
@@ -36,12 +37,15 @@ public final class GgufReader {
     private static final String[] TYPE_NAMES = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
             "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
 
+    private final Path path;
+    /** The file's first 2 GiB at most (a mapping's limit): the header; tensor data is read from {@link #path}. */
     private final ByteBuffer file;
     private final Map<String, Value> metadata = new LinkedHashMap<>();
     private final Map<String, TensorInfo> tensors = new LinkedHashMap<>();
     private final long dataStart;
 
-    private GgufReader(ByteBuffer file) {
+    private GgufReader(Path path, ByteBuffer file) {
+        this.path = path;
         this.file = file;
         if (file.getInt() != GgufWriter.MAGIC) {
             throw new IllegalArgumentException("not a GGUF file (no GGUF magic)");
@@ -68,11 +72,14 @@ public final class GgufReader {
         dataStart = GgufWriter.padded(file.position());
     }
 
-    /** Maps {@code path} and reads its header. */
+    /**
+     * Reads {@code path}'s header. Only its first 2 GiB are mapped (FileChannel.map's limit; a 7B model's export is
+     * 14 GB): the header lies there, and each tensor's data is read at its position when asked for.
+     */
     public static GgufReader open(Path path) throws IOException {
         try (FileChannel channel = FileChannel.open(path, StandardOpenOption.READ)) {
-            return new GgufReader(channel.map(FileChannel.MapMode.READ_ONLY, 0, channel.size())
-                    .order(ByteOrder.LITTLE_ENDIAN));
+            return new GgufReader(path, channel.map(FileChannel.MapMode.READ_ONLY, 0,
+                    Math.min(channel.size(), Integer.MAX_VALUE)).order(ByteOrder.LITTLE_ENDIAN));
         }
     }
 
@@ -88,7 +95,18 @@ public final class GgufReader {
     public byte[] bytes(String name) {
         TensorInfo info = tensors.get(name);
         byte[] bytes = new byte[Math.toIntExact(info.type().bytes(info.elements()))];
-        file.slice(Math.toIntExact(dataStart + info.offset()), bytes.length).get(bytes);
+        ByteBuffer target = ByteBuffer.wrap(bytes);
+        long position = dataStart + info.offset(); // a long: tensors lie past 2 GiB in any real export
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.READ)) {
+            while (target.hasRemaining()) {
+                if (channel.read(target, position + target.position()) < 0) {
+                    throw new IllegalArgumentException(path + ": " + name + " is cut short (" + target.position()
+                            + " of " + bytes.length + " bytes)");
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(path + ": cannot read " + name + ": " + e.getMessage(), e);
+        }
         return bytes;
     }
 

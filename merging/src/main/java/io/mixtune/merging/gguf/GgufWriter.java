@@ -25,6 +25,8 @@ public final class GgufWriter {
     static final int ALIGNMENT = 32;
     static final int MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
     static final int VERSION = 3;
+    /** Values encoded at a time: whole blocks of every type (32), 4 MiB as f32. */
+    static final int SLICE_VALUES = 1 << 20;
 
     /** gguf.md's gguf_metadata_value_type. */
     static final int UINT32 = 4;
@@ -128,18 +130,25 @@ public final class GgufWriter {
             header.ensure(ALIGNMENT);
             header.buffer().put(new byte[(int) (padded(header.buffer().position()) - header.buffer().position())]);
             writeFully(channel, header.buffer().flip());
+            // a part is encoded in slices: its bytes can pass 2 GiB (a ByteBuffer's limit; an f32 tensor of 2^29
+            // values), and one slice's buffer is all the memory the encoding takes besides the part
+            ByteBuffer slice = ByteBuffer.allocate((int) GgmlType.F32.bytes(SLICE_VALUES))
+                    .order(ByteOrder.LITTLE_ENDIAN);
             for (Tensor tensor : tensors) {
                 long[] written = {0};
                 tensor.source().emit(part -> {
-                    ByteBuffer bytes = ByteBuffer.allocate((int) tensor.type().bytes(part.length))
-                            .order(ByteOrder.LITTLE_ENDIAN);
-                    GgufQuants.encode(part, 0, part.length, tensor.type(), bytes);
-                    written[0] += part.length;
-                    try {
-                        writeFully(channel, bytes.flip());
-                    } catch (IOException e) {
-                        throw new java.io.UncheckedIOException(e);
+                    int from = 0;
+                    while (from < part.length) {
+                        int count = Math.min(SLICE_VALUES, part.length - from);
+                        GgufQuants.encode(part, from, count, tensor.type(), slice.clear());
+                        try {
+                            writeFully(channel, slice.flip());
+                        } catch (IOException e) {
+                            throw new java.io.UncheckedIOException(e);
+                        }
+                        from += count;
                     }
+                    written[0] += part.length;
                 });
                 if (written[0] != tensor.elements()) {
                     throw new IllegalStateException(tensor.name() + ": " + written[0] + " values written, "

@@ -230,6 +230,136 @@ class ExportGgufTest {
         assertFalse(Files.exists(dir.resolve("other.gguf")));
     }
 
+    /**
+     * A symbolic link at --out is the user's file even when what it names is missing: it is replaced (the rename puts
+     * the file where the link was) only with --force, as any existing --out.
+     */
+    @Test
+    void aDanglingLinkAtOutIsReplacedOnlyWithForce(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mistral-adapter-q8_0");
+        List<String> inputs = inputs(entry, dir);
+        Path target = dir.resolve("disk").resolve("model.gguf");
+        Path out = Files.createSymbolicLink(dir.resolve("model.gguf"), target);
+
+        MixtuneCliTest.Result refused = export(inputs, out, "--type", "q8_0");
+        assertEquals(2, refused.code(), refused.err());
+        assertTrue(refused.err().contains("exists") && refused.err().contains("--force"), refused.err());
+        assertTrue(Files.isSymbolicLink(out), "the link is kept");
+        assertEquals(target, Files.readSymbolicLink(out));
+
+        MixtuneCliTest.Result forced = export(inputs, out, "--type", "q8_0", "--force");
+        assertEquals(0, forced.code(), forced.err());
+        assertEquals(entry.path("file_sha256").asText(), sha256(Files.readAllBytes(out)));
+    }
+
+    /**
+     * The README's other refusals, exit 2 with nothing written: a reward model's adapter (a score head in
+     * modules_to_save), and a model without tokenizer.model.
+     */
+    @Test
+    void aRewardAdapterAndAModelWithoutTokenizerModelAreRefused(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mistral-adapter-q8_0");
+        List<String> inputs = inputs(entry, dir);
+        Path config = Path.of(inputs.get(3), "adapter_config.json");
+        String causal = Files.readString(config);
+        ObjectMapper json = new ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode reward =
+                (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(causal);
+        reward.putArray("modules_to_save").add("score");
+        Files.writeString(config, json.writeValueAsString(reward));
+        Path out = dir.resolve("out").resolve("model.gguf");
+        Map<String, byte[]> before = MixtuneCliTest.snapshot(dir);
+
+        MixtuneCliTest.Result rewardRefused = export(inputs, out);
+        assertEquals(2, rewardRefused.code(), rewardRefused.err());
+        assertTrue(rewardRefused.err().contains("reward model"), rewardRefused.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(dir));
+
+        Files.writeString(config, causal);
+        Files.delete(Path.of(inputs.get(1), "tokenizer.model"));
+        before = MixtuneCliTest.snapshot(dir);
+        MixtuneCliTest.Result noTokenizer = export(inputs, out);
+        assertEquals(2, noTokenizer.code(), noTokenizer.err());
+        assertTrue(noTokenizer.err().contains("no tokenizer.model"), noTokenizer.err());
+        MixtuneCliTest.assertSameFiles(before, MixtuneCliTest.snapshot(dir));
+        assertFalse(Files.exists(out.getParent()), "nothing written, not even --out's folder");
+    }
+
+    /**
+     * tiny-mixtral in transformers 5's fused layout, which mixtune loads (MistralCheckpoint): mlp.gate.weight and
+     * per layer mlp.experts.gate_up_proj [experts, 2 x inter, hidden] (each expert's gate rows, then its up rows) and
+     * mlp.experts.down_proj [experts, hidden, inter], no ".weight" on the fused two. It exports to the tensors the
+     * per-expert layout gives: each of the golden's names, types, shapes and bytes.
+     */
+    @Test
+    void aFusedExpertsMixtralExportsTheSameTensorsAsThePerExpertLayout(@TempDir Path dir) throws Exception {
+        JsonNode entry = golden("tiny-mixtral-bf16-f16");
+        Path hub = Path.of(inputs(entry, dir).get(1));
+        Path fused = Files.createDirectories(dir.resolve("fused").resolve(hub.getFileName()));
+        try (Stream<Path> files = Files.list(hub)) {
+            for (Path file : files.filter(f -> !f.getFileName().toString().contains(".safetensors")).toList()) {
+                Files.copy(file, fused.resolve(file.getFileName()));
+            }
+        }
+        io.mixtune.model.config.ModelConfig config =
+                io.mixtune.model.config.ModelConfig.read(hub.resolve("config.json"));
+        int experts = config.numLocalExperts();
+        int inter = config.intermediateSize();
+        int hidden = config.hiddenSize();
+        List<io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec> specs = new ArrayList<>();
+        Map<String, float[]> data = new java.util.HashMap<>();
+        try (SafetensorsReader reader = SafetensorsReader.open(hub)) {
+            for (String name : reader.names()) {
+                if (name.contains(".block_sparse_moe.experts.")) {
+                    continue;
+                }
+                String renamed = name.replace(".block_sparse_moe.gate.", ".mlp.gate.");
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(renamed, DType.BF16,
+                        reader.info(name).shape()));
+                data.put(renamed, reader.readFloats(name));
+            }
+            for (int layer = 0; layer < config.numHiddenLayers(); layer++) {
+                String moe = "model.layers." + layer + ".block_sparse_moe.experts.";
+                float[] gateUp = new float[experts * 2 * inter * hidden];
+                float[] down = new float[experts * hidden * inter];
+                for (int e = 0; e < experts; e++) {
+                    System.arraycopy(reader.readFloats(moe + e + ".w1.weight"), 0, gateUp, 2 * e * inter * hidden,
+                            inter * hidden);
+                    System.arraycopy(reader.readFloats(moe + e + ".w3.weight"), 0, gateUp,
+                            (2 * e + 1) * inter * hidden, inter * hidden);
+                    System.arraycopy(reader.readFloats(moe + e + ".w2.weight"), 0, down, e * hidden * inter,
+                            hidden * inter);
+                }
+                String p = "model.layers." + layer + ".mlp.experts.";
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(p + "gate_up_proj",
+                        DType.BF16, new long[] {experts, 2L * inter, hidden}));
+                data.put(p + "gate_up_proj", gateUp);
+                specs.add(new io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec(p + "down_proj",
+                        DType.BF16, new long[] {experts, hidden, inter}));
+                data.put(p + "down_proj", down);
+            }
+        }
+        io.mixtune.model.safetensors.SafetensorsWriter.writeCheckpoint(fused, specs, Long.MAX_VALUE,
+                spec -> data.get(spec.name()));
+
+        Path out = dir.resolve("fused.gguf");
+        MixtuneCliTest.Result result = export(List.of("--model", fused.toString()), out, "--type", "f16");
+        assertEquals(0, result.code(), result.err());
+        GgufReader reader = GgufReader.open(out);
+        List<String> expectedNames = new ArrayList<>();
+        for (JsonNode expected : entry.path("tensors")) {
+            String name = expected.path("name").asText();
+            expectedNames.add(name);
+            GgufReader.TensorInfo info = reader.tensors().get(name);
+            assertTrue(info != null, name + " is written");
+            long[] shape = new ObjectMapper().convertValue(expected.path("shape"), long[].class);
+            assertArrayEquals(shape, info.dimensions(), name);
+            assertEquals(expected.path("type").asText(), info.type().name(), name);
+            assertEquals(expected.path("sha256").asText(), sha256(reader.bytes(name)), name);
+        }
+        assertEquals(expectedNames.stream().sorted().toList(), reader.tensors().keySet().stream().sorted().toList());
+    }
+
     /** An array's elements as GGUF encodes them: strings as uint64 length + UTF-8, numbers little-endian. */
     private static byte[] encoded(GgufReader.Value value) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
