@@ -171,7 +171,7 @@ public final class DistillTeacher implements AutoCloseable {
         Distillation distillation = recipe.distillation();
         Path teacherDir = dir(recipe);
         if (distillation.teacherPreset() != null) {
-            CachedPreset.ensure(distillation.teacherPreset(), teacherDir);
+            CachedPreset.ensure("distillation.teacher_preset", distillation.teacherPreset(), teacherDir);
         }
         NDManager manager = NDManager.newBaseManager(device);
         CausalLm model = MistralCheckpoint.load(teacherDir, manager,
