@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeException;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.CachedPreset;
@@ -68,6 +69,20 @@ class DistillTeacherTest {
                 DataType.FLOAT32));
         assertTrue(refused.getMessage().contains("distillation.teacher_preset is tiny-mixtral")
                 && !refused.getMessage().contains("model.preset"), refused.getMessage());
+    }
+
+    /** The teacher's keys (null by default) set for another method would be ignored: refused, as the teacher's. */
+    @Test
+    void teacherAdapterOrQuantizeSetForAnotherMethodIsRefused() {
+        for (String set : List.of("distillation.teacher_adapter=out/quickstart/adapter",
+                "distillation.teacher_quantize=nf4")) {
+            RecipeException refused = assertThrows(RecipeException.class, () -> RecipeReader.read(
+                    Path.of("../recipes/quickstart-distill.yaml"), List.of("train.method=sft",
+                            "distillation.teacher_preset=null", set)));
+            String key = set.substring(0, set.indexOf('='));
+            assertTrue(refused.getMessage().contains(key + ": ") && refused.getMessage().contains(
+                    "only train.method: distillation reads"), refused.getMessage());
+        }
     }
 
     private static Recipe recipe(Path dir, Path teacher) {
