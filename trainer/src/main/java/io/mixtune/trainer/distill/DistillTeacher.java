@@ -4,7 +4,10 @@ import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.dataset.SampleCache.TokenizerFile;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
@@ -28,6 +31,7 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.OptionalLong;
 
 /**
@@ -116,16 +120,40 @@ public final class DistillTeacher implements AutoCloseable {
         }
     }
 
-    /** The same tokenizer.json content, whatever its formatting (a file saved again by another tool). */
+    /**
+     * The same tokenizer.json content, whatever its formatting (a file saved again by another tool), less what does not
+     * change which token an id stands for or how text is split: truncation and padding (settings of a call), and
+     * added_tokens entries that restate a vocabulary token at its own id (mixtune's copy of a preset's tokenizer for
+     * transformers declares {@code <unk>}, {@code <s>}, {@code </s>} so; TrainingData reads such a copy as the
+     * preset's).
+     */
     static boolean sameTokenizer(byte[] a, byte[] b) {
         if (Arrays.equals(a, b)) {
             return true;
         }
         try {
-            return JSON.readTree(a).equals(JSON.readTree(b));
+            return comparable(JSON.readTree(a)).equals(comparable(JSON.readTree(b)));
         } catch (IOException e) {
             return false;
         }
+    }
+
+    private static JsonNode comparable(JsonNode tokenizer) {
+        if (!(tokenizer instanceof ObjectNode root)) {
+            return tokenizer;
+        }
+        root.remove(List.of("truncation", "padding"));
+        JsonNode vocab = root.path("model").path("vocab");
+        if (root.get("added_tokens") instanceof ArrayNode added) {
+            ArrayNode kept = root.putArray("added_tokens");
+            for (JsonNode entry : added) {
+                JsonNode id = vocab.get(entry.path("content").asText());
+                if (!(vocab.isObject() && id != null && id.asLong() == entry.path("id").asLong(-1))) {
+                    kept.add(entry);
+                }
+            }
+        }
+        return root;
     }
 
     private static ModelConfig studentConfig(Recipe recipe) {
@@ -143,7 +171,7 @@ public final class DistillTeacher implements AutoCloseable {
         Distillation distillation = recipe.distillation();
         Path teacherDir = dir(recipe);
         if (distillation.teacherPreset() != null) {
-            CachedPreset.ensure(distillation.teacherPreset(), teacherDir);
+            CachedPreset.ensure("distillation.teacher_preset", distillation.teacherPreset(), teacherDir);
         }
         NDManager manager = NDManager.newBaseManager(device);
         CausalLm model = MistralCheckpoint.load(teacherDir, manager,

@@ -77,13 +77,23 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
         public static long worstCaseTargets(Recipe recipe) {
             return (long) rows(recipe) * (recipe.train().readsPrompts() ? recipe.grpo().maxCompletionLength()
-                    : recipe.data().maxSeqLen() - 1);
+                    : Math.max(recipe.data().maxSeqLen() - 1, onPolicyCompletionLength(recipe)));
         }
 
-        /** The longest row: GRPO's a prompt (at most max_seq_len - 1 tokens) and its longest completion. */
+        /**
+         * The longest row: GRPO's, and distillation's on-policy one, a prompt (at most max_seq_len - 1 tokens) and its
+         * longest completion.
+         */
         private static int rowLength(Recipe recipe) {
             return recipe.train().readsPrompts() ? recipe.data().maxSeqLen() - 1 + recipe.grpo().maxCompletionLength()
-                    : recipe.data().maxSeqLen();
+                    : onPolicyCompletionLength(recipe) > 0 ? recipe.data().maxSeqLen() - 1
+                            + onPolicyCompletionLength(recipe) : recipe.data().maxSeqLen();
+        }
+
+        /** The longest completion a distillation run's student samples (0: none, with lmbda 0 or another method). */
+        private static int onPolicyCompletionLength(Recipe recipe) {
+            return recipe.train().method().equals("distillation") && recipe.distillation().lmbda() > 0
+                    ? recipe.distillation().maxCompletionLength() : 0;
         }
 
         private static int rows(Recipe recipe) {

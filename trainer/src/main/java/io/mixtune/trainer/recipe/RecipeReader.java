@@ -298,6 +298,12 @@ public final class RecipeReader {
             binder.problem(distillation.teacherPreset() != null ? "distillation.teacher_preset"
                     : "distillation.teacher_model_name_or_path", "names a teacher, which only train.method: "
                     + "distillation reads, got train.method " + train.method());
+        } else if (train != null && distillation != null && !train.method().equals("distillation")
+                && (distillation.teacherAdapter() != null || distillation.teacherQuantize() != null)) {
+            // null by default, so set on purpose: another method would ignore it
+            binder.problem(distillation.teacherAdapter() != null ? "distillation.teacher_adapter"
+                    : "distillation.teacher_quantize", "sets up a distillation teacher, which only train.method: "
+                    + "distillation reads, got train.method " + train.method());
         }
         Recipe.Reward reward = binder.section("reward", Recipe.Reward.class);
         if (train != null && reward != null && reward.labelNoise() > 0 && !train.method().equals("reward")) {

@@ -48,7 +48,12 @@ public final class CachedPreset {
      * the marker last, renamed into place when complete, so a killed run never leaves a half-written base-model.
      */
     public static void ensure(String preset, Path dir) {
-        if (require(preset, dir)) {
+        ensure("model.preset", preset, dir);
+    }
+
+    /** As {@link #ensure(String, Path)} for the preset of recipe key {@code key} (a distillation teacher's). */
+    public static void ensure(String key, String preset, Path dir) {
+        if (require(key, preset, dir)) {
             return;
         }
         StagingDirectory.deleteAbandoned(dir, STAGING);
@@ -61,7 +66,7 @@ public final class CachedPreset {
             JSON.writerWithDefaultPrettyPrinter().writeValue(staging.resolve(MARKER_FILE).toFile(), marker);
             Files.move(staging, dir.toAbsolutePath().normalize(), StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
-            if (Files.exists(dir) && require(preset, dir)) {
+            if (Files.exists(dir) && require(key, preset, dir)) {
                 deleteQuietly(staging); // another process wrote the same preset first
                 return;
             }
@@ -75,18 +80,22 @@ public final class CachedPreset {
      * {@code dir} holding another preset, or one mixtune did not write, is refused.
      */
     public static boolean require(String preset, Path dir) {
+        return require("model.preset", preset, dir);
+    }
+
+    private static boolean require(String key, String preset, Path dir) {
         if (!Files.exists(dir)) {
             return false;
         }
         Written wanted = Written.of(preset);
         Written found = writtenIn(dir);
         if (found == null) {
-            throw new Refusal(dir + " was not written by mixtune for model.preset " + preset + " (it has no "
+            throw new Refusal(dir + " was not written by mixtune for " + key + " " + preset + " (it has no "
                     + MARKER_FILE + "): move it away or use another output_dir, and mixtune writes the preset there "
-                    + "(mixtune never deletes a base-model it did not write)");
+                    + "(mixtune never deletes a " + dir.getFileName() + " it did not write)");
         }
         if (!found.equals(wanted)) {
-            throw new Refusal(dir + " holds the preset " + found.describe() + ", but model.preset is "
+            throw new Refusal(dir + " holds the preset " + found.describe() + ", but " + key + " is "
                     + wanted.describe() + ": use another output_dir, or train --force to replace it");
         }
         return true;

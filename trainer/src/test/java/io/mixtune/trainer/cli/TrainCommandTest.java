@@ -304,35 +304,6 @@ class TrainCommandTest {
     }
 
     /** `mixtune ARGS` in a new JVM, its output in DIR/log.txt (appended). */
-    /**
-     * Runs `mixtune` with {@code args} in {@code dir} and kills it (kill -9) once {@code file} exists; fails when the run
-     * had already written its adapter (it ended before the kill).
-     */
-    static void killOnceWritten(Path dir, List<String> args, Path file) throws Exception {
-        Process process = mixtune(dir, args.toArray(String[]::new));
-        long deadline = System.nanoTime() + 180_000_000_000L;
-        while (!Files.exists(file) && process.isAlive() && System.nanoTime() < deadline) {
-            Thread.sleep(20);
-        }
-        process.destroyForcibly().waitFor();
-        assertFalse(Files.exists(dir.resolve("out/adapter/adapter_model.safetensors")), "killed before the end: "
-                + Files.readString(dir.resolve("log.txt")));
-    }
-
-    /**
-     * Each figure ("STEP NAME") of {@code expected} in {@code got} as in {@code want} within 1e-6; the largest difference.
-     */
-    static double assertSameFigures(List<String> expected, Path want, Path got) {
-        double worst = 0;
-        for (String line : expected) {
-            double a = TrainDpoTest.value(want, line);
-            double b = TrainDpoTest.value(got, line);
-            worst = Math.max(worst, Math.abs(a - b));
-            assertEquals(a, b, 1e-6, line);
-        }
-        return worst;
-    }
-
     static Process mixtune(Path dir, String... args) throws IOException {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
                 "-Dai.djl.offline=true", "-cp", System.getProperty("java.class.path"), Mixtune.class.getName()));

@@ -1,6 +1,5 @@
 package io.mixtune.trainer.cli;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -17,7 +16,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -65,27 +63,9 @@ class TrainDistillTest {
                 "an off-policy micro-batch");
 
         Path killed = Files.createDirectories(shared.resolve("killed"));
-        args = train(killed, sets);
-        TrainCommandTest.killOnceWritten(killed, args, killed.resolve("out/checkpoints/step-000002"));
-
-        List<String> changed = new ArrayList<>(args);
-        changed.addAll(List.of("--resume", "--set", "distillation.beta=0.3"));
-        MixtuneCliTest.Result refused = MixtuneCliTest.run(changed.toArray(String[]::new));
-        assertEquals(2, refused.code(), refused.out() + refused.err());
-        assertTrue(refused.err().contains("distillation.beta: 0.5 -> 0.3"), refused.err());
-
-        List<String> resume = new ArrayList<>(args);
-        resume.add("--resume");
-        assertEquals(0, TrainCommandTest.mixtune(killed, resume.toArray(String[]::new)).waitFor());
-        assertTrue(Files.readString(killed.resolve("log.txt")).contains("resuming from"));
-        assertEquals(expected, figures(killed.resolve("out/metrics.jsonl")));
-        double worst = TrainCommandTest.assertSameFigures(expected, expectedMetrics,
-                killed.resolve("out/metrics.jsonl"));
-        System.out.printf(Locale.ROOT, "resumed distillation run: %d figures, largest difference %.2e%n",
-                expected.size(), worst);
-        Path adapter = Path.of("adapter", "adapter_model.safetensors");
-        assertArrayEquals(Files.readAllBytes(whole.resolve("out").resolve(adapter)),
-                Files.readAllBytes(killed.resolve("out").resolve(adapter)), "adapter differs after resuming");
+        KilledRun.resumesToTheUninterruptedRun("distillation", killed, train(killed, sets), "step-000002",
+                "distillation.beta=0.3", "distillation.beta: 0.5 -> 0.3", expected, whole.resolve("out"),
+                TrainDistillTest::figures);
     }
 
     /** The Java API (Training.load, as `mixtune train --recipe --set`): an off-policy run on the data's completions. */
