@@ -79,7 +79,7 @@ final class PlanCommand implements Command {
             // grpo.reward_funcs entries that are folders are reward models, each a second copy of the base
             List<LoraConfig> rewardModels = new ArrayList<>();
             for (String entry : recipe.grpo().rewardFuncs()) {
-                if (Files.isDirectory(Path.of(entry))) {
+                if (Files.isRegularFile(Path.of(entry, PeftAdapter.CONFIG_FILE))) {
                     rewardModels.add(PeftAdapter.readConfig(Path.of(entry, PeftAdapter.CONFIG_FILE)));
                 }
             }
