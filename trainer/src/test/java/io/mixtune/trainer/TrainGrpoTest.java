@@ -7,7 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import ai.djl.Device;
 import io.mixtune.trainer.grpo.RewardFunction;
+import io.mixtune.trainer.reward.RewardScorer;
 import io.mixtune.trainer.run.TrainingListener;
 import io.mixtune.trainer.run.TrainingResult;
 import java.io.IOException;
@@ -15,6 +17,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -22,7 +25,8 @@ import org.junit.jupiter.api.io.TempDir;
  * GRPO end to end through the Java API (recipes/quickstart-grpo.yaml on the tiny Mistral): a reward function written in
  * Java, which scores a completion by its share of even token ids, rises over the run; a run cancelled in the middle of
  * a generation batch (num_iterations 2, LoRA dropout on) and resumed equals the uninterrupted one exactly, and a changed
- * grpo key is refused on resume.
+ * grpo key is refused on resume; a reward model folder (`mixtune reward`'s output) named in grpo.reward_funcs scores the
+ * completions as the reward scorer does.
  */
 class TrainGrpoTest {
     private static final Path QUICKSTART = Path.of("../recipes/quickstart-grpo.yaml");
@@ -115,5 +119,62 @@ class TrainGrpoTest {
         RuntimeException refused = assertThrows(RuntimeException.class,
                 () -> training(stopped, changed).resume().run());
         assertTrue(refused.getMessage().contains("grpo.epsilon"), refused.getMessage());
+    }
+
+    /**
+     * The CLI user's way to a reward a random tiny model earns: recipes/quickstart-reward.yaml trained first, its
+     * output_dir/adapter named in grpo.reward_funcs. The logged rewards/adapter/mean of every step equals the mean of
+     * what the reward scorer (`mixtune reward`'s) gives the same prompt + completion ids on the reward run's base, and
+     * the scores vary within the batch (they give advantages).
+     */
+    @Test
+    void aRewardModelFolderScoresTheCompletionsAsTheRewardScorerDoes(@TempDir Path dir) throws IOException {
+        Path pairs = dir.resolve("pairs.jsonl");
+        Files.write(pairs, Files.readAllLines(Path.of("../data/samples/preferences.jsonl")).subList(0, 8));
+        Path rewardRun = dir.resolve("reward");
+        Training.load(Path.of("../recipes/quickstart-reward.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0", "train.max_steps=1", "train.warmup_steps=0", "train.save_every=0",
+                "output_dir=" + rewardRun).run();
+        Path adapter = rewardRun.resolve("adapter");
+        List<RewardFunction.Batch> batches = new ArrayList<>();
+        List<Map<String, Object>> steps = new ArrayList<>();
+        TrainingResult result = Training.load(QUICKSTART, "output_dir=" + dir.resolve("grpo"),
+                "data.files=[../data/samples/prompts.jsonl]", "grpo.reward_funcs=[" + adapter + "]",
+                "train.max_steps=2", "grpo.max_completion_length=4", "train.micro_batch_size=8",
+                "train.gradient_accumulation=1")
+                .rewardFunction("seen", batch -> {
+                    batches.add(batch);
+                    return batch.completions().stream().map(text -> 0.0).toList();
+                })
+                .listener(new TrainingListener() {
+                    @Override
+                    public void onStep(StepEnded step) {
+                        steps.add(step.metrics());
+                    }
+                }).run();
+        assertEquals(2, result.steps());
+        assertEquals(2, batches.size());
+        try (RewardScorer scorer = RewardScorer.load(rewardRun.resolve("base-model"), adapter,
+                Quantization.NONE.linears(), Device.cpu())) {
+            for (int step = 0; step < 2; step++) {
+                RewardFunction.Batch batch = batches.get(step);
+                List<long[]> sequences = new ArrayList<>();
+                for (int i = 0; i < batch.size(); i++) {
+                    sequences.add(RewardScorer.concat(batch.promptIds().get(i), batch.completionIds().get(i)));
+                }
+                float[] scores = scorer.rewards(sequences, RewardScorer.DEFAULT_BATCH_SIZE);
+                double mean = 0;
+                for (float score : scores) {
+                    assertTrue(Float.isFinite(score), "score " + score);
+                    mean += score / (double) scores.length;
+                }
+                double logged = ((Number) steps.get(step).get("rewards/adapter/mean")).doubleValue();
+                assertEquals(mean, logged, 1e-5 * Math.max(1, Math.abs(mean)), "step " + (step + 1));
+                assertEquals(mean, ((Number) steps.get(step).get("reward")).doubleValue(),
+                        1e-5 * Math.max(1, Math.abs(mean)), "step " + (step + 1) + " reward");
+                assertTrue(((Number) steps.get(step).get("rewards/adapter/std")).doubleValue() > 0,
+                        "the reward model's scores vary: " + steps.get(step));
+            }
+        }
     }
 }

@@ -86,7 +86,10 @@ class CachedGenerationTest {
         TokenSampler.Settings sampling = TokenSampler.Settings.DEFAULTS.withTemperature(1.5).withTopK(0);
         sampling = new TokenSampler.Settings(true, sampling.temperature(), 0, 1.0, 0.0, 1.0);
         try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(dir, manager)) {
-            Generator generator = new Generator(model);
+            // six EOS ids of the 97, so that rows end at their own EOS within 20 tokens (the config's one id gives
+            // each draw a ~1% chance: the test's name claimed the stop but nothing checked one happened)
+            List<Integer> eos = List.of(2, 3, 5, 7, 11, 13);
+            Generator generator = new Generator(model, eos);
             List<TokenSampler> samplers = new ArrayList<>();
             for (int r = 0; r < 5; r++) {
                 samplers.add(new TokenSampler(sampling, 100 + r));
@@ -97,6 +100,9 @@ class CachedGenerationTest {
                 assertEquals(alone, group.get(r), "row " + r);
             }
             assertTrue(group.stream().distinct().count() > 1, "the rows drew the same tokens: " + group);
+            assertTrue(group.stream().anyMatch(row -> row.size() < 20 && eos.contains(row.get(row.size() - 1))),
+                    "no row ended at its own EOS: " + group);
+            assertTrue(group.stream().map(List::size).distinct().count() > 1, "the rows ended together: " + group);
         }
     }
 

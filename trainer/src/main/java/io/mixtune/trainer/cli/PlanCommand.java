@@ -75,6 +75,17 @@ final class PlanCommand implements Command {
             plan = plan.withTeacher(teacher, nf4, adapter);
             other = other.withTeacher(teacher, nf4, adapter);
         }
+        if (recipe.train().readsPrompts()) {
+            // grpo.reward_funcs entries that are folders are reward models, each a second copy of the base
+            List<LoraConfig> rewardModels = new ArrayList<>();
+            for (String entry : recipe.grpo().rewardFuncs()) {
+                if (Files.isRegularFile(Path.of(entry, PeftAdapter.CONFIG_FILE))) {
+                    rewardModels.add(PeftAdapter.readConfig(Path.of(entry, PeftAdapter.CONFIG_FILE)));
+                }
+            }
+            plan = plan.withRewardModels(rewardModels);
+            other = other.withRewardModels(rewardModels);
+        }
 
         out.println("memory plan for " + line.getOptionValue("recipe") + " (from the shapes alone: nothing loaded)");
         out.printf(Locale.ROOT, "model     %s: %s, %d layers%s, %s parameters; %s, %s compute, on a %s%n",

@@ -30,7 +30,7 @@ public final class GroupAdvantages {
         int n = scores.length;
         int k = weights.length;
         int g = grpo.numGenerations();
-        double[] weighted = weightedSums(scores, weights);
+        double[] weighted = weightedSums(scores, weights, scores);
         double[] advantages = new double[n];
         double[] std = new double[n];
         if (grpo.multiObjectiveAggregation().equals("sum_then_normalize")) {
@@ -61,12 +61,9 @@ public final class GroupAdvantages {
                     }
                 }
             }
-            double[] rewards = weightedSums(normalised, weights);
-            for (int i = 0; i < n; i++) {
-                if (allNaN(scores[i])) {
-                    rewards[i] = Double.NaN;
-                }
-            }
+            // a score normalised to NaN (its group's nanstd of one value) counts 0: only a completion no function
+            // scored is unscorable (TRL's nansum, then rewards[unscorable_mask] = nan)
+            double[] rewards = weightedSums(normalised, weights, scores);
             double mean = nanMean(rewards, 0, n);
             double batchStd = nanStd(rewards, 0, n);
             for (int i = 0; i < n; i++) {
@@ -95,12 +92,15 @@ public final class GroupAdvantages {
         return new Result(out, metrics);
     }
 
-    /** Each completion's weighted sum of its scores, a NaN score counting 0, NaN where every score is NaN. */
-    private static double[] weightedSums(double[][] scores, double[] weights) {
-        double[] sums = new double[scores.length];
-        for (int i = 0; i < scores.length; i++) {
+    /**
+     * Each completion's weighted sum of {@code values}, a NaN value counting 0 (TRL's nansum), NaN where every one of
+     * its raw {@code scores} is NaN (TRL's unscorable_mask).
+     */
+    private static double[] weightedSums(double[][] values, double[] weights, double[][] scores) {
+        double[] sums = new double[values.length];
+        for (int i = 0; i < values.length; i++) {
             for (int f = 0; f < weights.length; f++) {
-                sums[i] += Double.isNaN(scores[i][f]) ? 0 : scores[i][f] * weights[f];
+                sums[i] += Double.isNaN(values[i][f]) ? 0 : values[i][f] * weights[f];
             }
             if (allNaN(scores[i])) {
                 sums[i] = Double.NaN;

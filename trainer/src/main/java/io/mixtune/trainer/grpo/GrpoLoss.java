@@ -135,7 +135,8 @@ public final class GrpoLoss {
         for (int t = 0; t < n; t++) {
             // float32 as TRL computes the ratio: the comparisons see its rounding
             float ratio = tokens.old() == null ? 1f : (float) Math.exp(policy[t] - tokens.old()[t]);
-            if (grpo.delta() != null) {
+            // TRL caps coef_1 at delta in the grpo/bnpo/dr_grpo/dapo branch only: cispo's metric sees it uncapped
+            if (grpo.delta() != null && !grpo.lossType().equals("cispo")) {
                 ratio = (float) Math.min(ratio, grpo.delta());
             }
             float advantage = tokens.advantages()[t];

@@ -1,7 +1,9 @@
 package io.mixtune.trainer.grpo;
 
+import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.reward.RewardScorer;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -76,7 +78,17 @@ public final class RewardFunctions {
         }
         Path folder = Path.of(entry);
         if (Files.isDirectory(folder)) {
-            RewardScorer model = scorer.apply(folder);
+            if (!Files.isRegularFile(folder.resolve(PeftAdapter.CONFIG_FILE))) {
+                throw new RecipeValueException(key, "\"" + entry + "\" is a folder without " + PeftAdapter.CONFIG_FILE
+                        + ": name a reward model's adapter folder (output_dir/adapter of a train.method reward run)");
+            }
+            RewardScorer model;
+            try {
+                model = scorer.apply(folder);
+            } catch (IllegalArgumentException | UncheckedIOException e) {
+                throw new RecipeValueException(key, "\"" + entry + "\" is not a reward model of this base: "
+                        + e.getMessage());
+            }
             return new Named(folder.getFileName().toString(), batch -> {
                 List<long[]> sequences = new ArrayList<>();
                 for (int i = 0; i < batch.size(); i++) {

@@ -217,17 +217,10 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
      * @param adapter the teacher's adapter, or null
      */
     public MemoryPlan withTeacher(ModelConfig teacher, boolean nf4, LoraConfig adapter) {
-        LinearLayers linears = LinearLayers.of(teacher, nf4, adapter != null ? adapter : setup.lora());
         long h = teacher.hiddenSize();
-        long embeddingsAndNorms = (long) teacher.vocabSize() * h + (2L * teacher.numHiddenLayers() + 1) * h;
-        long full = linears.fullPrecisionLinearParameters(teacher.tieWordEmbeddings());
-        long weights = linears.nf4Bytes() + embeddingsAndNorms * 4 + full * setup.computeBytes()
-                + (adapter != null ? linears.loraParameters() * 4 : 0);
+        long weights = frozenWeights(teacher, nf4, adapter);
         List<Component> parts = new ArrayList<>(components);
-        int microBatch = 0;
-        while (microBatch < parts.size() && !parts.get(microBatch).name().equals("inputs and attention mask")) {
-            microBatch++;
-        }
+        int microBatch = beforeMicroBatch(parts);
         parts.add(microBatch, new Component("teacher weights", weights, String.format(Locale.ROOT,
                 "%s, %d layers%s: %s%s, frozen", teacher.modelType().hfName(), teacher.numHiddenLayers(),
                 teacher.isMixtureOfExperts() ? ", " + teacher.numLocalExperts() + " experts" : "",
@@ -237,6 +230,49 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 + 3 * targets * teacher.vocabSize() * 4L, count(targets) + " positions: hidden states, and fp32 "
                 + "logits, log-softmax and probabilities kept by the divergence until backward"));
         return new MemoryPlan(setup, List.copyOf(parts), peak);
+    }
+
+    /**
+     * The plan of a GRPO run whose grpo.reward_funcs name reward model folders: each is loaded for the whole run as a
+     * second copy of the policy's base (RewardScorer.load: NF4 or not as the policy, embeddings and norms in fp32) with
+     * its adapter and score head in fp32. Its no-grad scoring passes run between the steps' training passes, so they add
+     * no activations to the peak.
+     *
+     * @param adapters each reward model's adapter
+     */
+    public MemoryPlan withRewardModels(List<LoraConfig> adapters) {
+        if (adapters.isEmpty()) {
+            return this;
+        }
+        long weights = 0;
+        for (LoraConfig adapter : adapters) {
+            weights += frozenWeights(setup.config(), setup.nf4(), adapter) + setup.config().hiddenSize() * 4L;
+        }
+        List<Component> parts = new ArrayList<>(components);
+        parts.add(beforeMicroBatch(parts), new Component("reward model weights", weights, String.format(Locale.ROOT,
+                "%d reward model%s of grpo.reward_funcs: a copy of the base each (%s) + adapter and score head, "
+                        + "frozen", adapters.size(), adapters.size() == 1 ? "" : "s",
+                setup.nf4() ? "NF4" : "unquantized")));
+        return new MemoryPlan(setup, List.copyOf(parts), peak);
+    }
+
+    /** A frozen model's weights as {@code config}'s base is held for training, with its fp32 adapter if any. */
+    private long frozenWeights(ModelConfig config, boolean nf4, LoraConfig adapter) {
+        LinearLayers linears = LinearLayers.of(config, nf4, adapter != null ? adapter : setup.lora());
+        long h = config.hiddenSize();
+        long embeddingsAndNorms = (long) config.vocabSize() * h + (2L * config.numHiddenLayers() + 1) * h;
+        long full = linears.fullPrecisionLinearParameters(config.tieWordEmbeddings());
+        return linears.nf4Bytes() + embeddingsAndNorms * 4 + full * setup.computeBytes()
+                + (adapter != null ? linears.loraParameters() * 4 : 0);
+    }
+
+    /** Where the whole-run rows end: the index of the micro-batch's first row. */
+    private static int beforeMicroBatch(List<Component> parts) {
+        int microBatch = 0;
+        while (microBatch < parts.size() && !parts.get(microBatch).name().equals("inputs and attention mask")) {
+            microBatch++;
+        }
+        return microBatch;
     }
 
     /** Without checkpointing: every layer's arrays and dequantized weights stay until the step's backward is done. */

@@ -91,6 +91,38 @@ class PlanCommandTest {
         assertEquals(gib(without.out(), "total") + gib(out, "weight averages (fp32)"), gib(out, "total"), 0.01);
     }
 
+    /**
+     * A GRPO recipe whose grpo.reward_funcs names a reward model folder loads that model as a second copy of the base
+     * (RewardScorer.load): the plan counts it, about the base's own weights (NF4, embeddings and norms), and a
+     * built-in reward function adds nothing.
+     */
+    @Test
+    void aGrpoRewardModelFolderIsPlannedAsASecondCopyOfTheBase(@TempDir Path dir) throws IOException {
+        Path rewardModel = Files.createDirectories(dir.resolve("reward-adapter"));
+        Files.copy(Path.of("../lora/src/test/resources/golden/peft/peft-attention/adapter_config.json"),
+                rewardModel.resolve("adapter_config.json"));
+        String[] grpo = {"--set", "train.method=grpo", "--set", "train.gradient_accumulation=16", "--set",
+            "grpo.num_generations=8", "--set", "data.files=[" + Path.of("../data/samples/prompts.jsonl")
+                    .toAbsolutePath() + "]"};
+        MixtuneCliTest.Result with = MixtuneCliTest.run(concat(new String[] {"plan", "--recipe", MIXTRAL_RECIPE,
+            "--set", "grpo.reward_funcs=[" + rewardModel + "]"}, grpo));
+        assertEquals(0, with.code(), with.err());
+        MixtuneCliTest.Result without = MixtuneCliTest.run(concat(new String[] {"plan", "--recipe", MIXTRAL_RECIPE,
+            "--set", "grpo.reward_funcs=[think_format_reward]"}, grpo));
+        assertEquals(0, without.code(), without.err());
+        assertTrue(!without.out().contains("reward model weights"), without.out());
+        double base = gib(with.out(), "quantized weights (NF4)") + gib(with.out(), "embeddings and norms (fp32)");
+        assertEquals(base, gib(with.out(), "reward model weights"), 0.05 * base);
+        assertEquals(gib(without.out(), "total") + gib(with.out(), "reward model weights"), gib(with.out(), "total"),
+                0.015);
+    }
+
+    private static String[] concat(String[] first, String[] second) {
+        String[] out = Arrays.copyOf(first, first.length + second.length);
+        System.arraycopy(second, 0, out, first.length, second.length);
+        return out;
+    }
+
     @Test
     void componentsSumToTheTotalAndDeviceMemoryGivesOneRow() {
         MixtuneCliTest.Result plan = MixtuneCliTest.run("plan", "--recipe", MIXTRAL_RECIPE, "--set", CHATS,

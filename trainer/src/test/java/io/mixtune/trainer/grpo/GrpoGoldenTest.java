@@ -136,6 +136,44 @@ class GrpoGoldenTest {
         assertEquals(10, compared);
     }
 
+    /**
+     * normalize_then_sum, one function that scored a single completion of a group (the others None): TRL's nanstd of
+     * one value is NaN, so that completion's normalised score is NaN, but its nansum over the functions is 0, not NaN
+     * (only a row every function left None is unscorable), and it counts in the batch's mean and std. The advantages are
+     * TRL 1.13's _generate_and_score_completions lines (normalize_then_sum branch, trl.trainer.utils.nanstd) run on
+     * these scores in float32.
+     */
+    @Test
+    void normalizeThenSumCountsAScoredCompletionWhoseGroupHasNoStdAsTrl() {
+        GrpoConfig grpo = config(4, 8, 1.0, 0, 0.2, null, null, "dapo", "group", "normalize_then_sum", List.of(),
+                false);
+        double nan = Double.NaN;
+        double[][] scores = {{1.0}, {nan}, {nan}, {nan}, {0.2}, {0.5}, {0.9}, {0.1}};
+        float[] advantages = GroupAdvantages.of(grpo, scores, new double[] {1.0}, List.of("f")).advantages();
+        double[] trl = {-2.7534687419006332e-08, 0, 0, 0, -0.7228139042854309, 0.2409380078315735,
+            1.5259405374526978, -1.0440645217895508};
+        for (int i = 0; i < trl.length; i++) {
+            assertEquals(trl[i], advantages[i], 1e-5 * Math.max(1, Math.abs(trl[i])), "advantage " + i);
+        }
+    }
+
+    /**
+     * cispo with delta set: TRL caps coef_1 at delta in the grpo/bnpo/dr_grpo/dapo branch only, so cispo's loss and
+     * its cispo_clip_ratio see the uncapped ratio (here 1.5 > epsilon_high 1.2 with a positive advantage: clipped).
+     */
+    @Test
+    void cispoClipRatioIgnoresDeltaAsTrl() {
+        GrpoConfig grpo = config(2, 8, 1.0, 0, 0.2, 1.2, 1.1, "cispo", "group", "sum_then_normalize", List.of(), false);
+        GrpoLoss.Tokens tokens = new GrpoLoss.Tokens(new float[] {0f}, null, new float[] {1f}, new boolean[] {true},
+                new int[] {0}, 1);
+        try (NDManager manager = NDManager.newBaseManager()) {
+            NDArray policy = manager.create(new float[] {(float) Math.log(1.5)});
+            GrpoLoss.Objective objective = GrpoLoss.objective(grpo, policy, tokens,
+                    GrpoLoss.weights(grpo, tokens, 1, 1), manager);
+            assertEquals(1.0, objective.metrics().get("cispo_clip_ratio"), 0);
+        }
+    }
+
     @Test
     void advantagesAndRewardMetricsEqualTrlGenerateAndScore() throws IOException {
         JsonNode root = JSON.readTree(golden("advantages.json").toFile());
