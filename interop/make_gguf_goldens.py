@@ -1,6 +1,6 @@
 """Regenerates the GGUF goldens from the reference tools themselves (see interop/GOLDENS.md):
 
-- merging/src/test/resources/golden/gguf/quants.json: gguf.quants.quantize (the gguf package, pinned in
+- merging/src/test/resources/gguf/quants.json: gguf.quants.quantize (the gguf package, pinned in
   requirements.txt) of fixed float32 arrays to F16, Q8_0 and Q4_0, the bytes as hex (GgufQuantsTest);
 - trainer/src/test/resources/golden/gguf/converter.json: what llama.cpp's convert_hf_to_gguf.py writes for mixtune's
   tiny presets (tiny-mistral with a LoRA adapter folded in by `mixtune merge-adapter`, tiny-mixtral in bf16): every
@@ -30,7 +30,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 
 REPO = Path(__file__).resolve().parent.parent
 MIXTUNE = REPO / "bin" / "mixtune"
-QUANTS_OUT = REPO / "merging" / "src" / "test" / "resources" / "golden" / "gguf" / "quants.json"
+QUANTS_OUT = REPO / "merging" / "src" / "test" / "resources" / "gguf" / "quants.json"
 CONVERTER_OUT = REPO / "trainer" / "src" / "test" / "resources" / "golden" / "gguf" / "converter.json"
 LLAMA_CPP_SRC = Path(os.environ.get("LLAMA_CPP_SRC", Path.home() / ".cache" / "mixtune" / "llama.cpp")).expanduser()
 

@@ -16,11 +16,11 @@ import org.junit.jupiter.api.Test;
 /**
  * F16, Q8_0 and Q4_0 bytes equal the gguf package's gguf.quants.quantize (0.19.0) on fixed float32 arrays: random
  * blocks over twenty orders of magnitude, zeros, Q8_0's halves (roundf rounds them away from zero), Q4_0's ties of
- * magnitude and exact levels, fp16's subnormals, ties and overflow (golden/gguf/quants.json,
- * interop/make_gguf_goldens.py).
+ * magnitude and exact levels, fp16's subnormals, ties and overflow (gguf/quants.json, from
+ * interop/make_gguf_goldens.py; beside golden/, which make_merge_goldens.py owns whole).
  */
 class GgufQuantsTest {
-    private static final Path GOLDEN = Path.of("src/test/resources/golden/gguf/quants.json");
+    private static final Path GOLDEN = Path.of("src/test/resources/gguf/quants.json");
 
     @Test
     void quantizedBytesEqualTheGgufPackages() throws Exception {
