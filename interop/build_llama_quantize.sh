@@ -13,7 +13,8 @@ if [[ -z "$src" ]]; then
   src="$(mktemp -d)/llama.cpp"
   mkdir -p "$src"
   # one path at a time: vendor/miniaudio's blob is missing from the mirror, and llama-quantize does not need it
-  for path in $(git --git-dir="$mirror" ls-tree --name-only HEAD) $(git --git-dir="$mirror" ls-tree --name-only HEAD vendor/); do
+  paths="$(git --git-dir="$mirror" ls-tree --name-only HEAD) $(git --git-dir="$mirror" ls-tree --name-only HEAD vendor/)"
+  for path in $paths; do
     [[ "$path" == vendor || "$path" == vendor/miniaudio ]] && continue
     git --git-dir="$mirror" archive HEAD "$path" | tar -x -C "$src"
   done

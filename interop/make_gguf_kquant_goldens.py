@@ -1,11 +1,11 @@
 """Regenerates the GGUF k-quant goldens from llama.cpp's own build (see interop/GOLDENS.md):
 
 - merging/src/test/resources/gguf/kquants.json: ggml's ggml_quantize_chunk (libggml-base, no imatrix: the
-  quantize_row_*_ref functions of ggml/src/ggml-quants.c) of fixed float32 rows to Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and
-  Q6_K, the bytes as hex (GgmlKQuantsTest);
+  quantize_row_*_ref functions of ggml/src/ggml-quants.c) of fixed float32 rows to Q4_0, Q5_0, Q5_1, Q8_0 and
+  Q2_K ... Q6_K, the bytes as hex (GgmlKQuantsTest);
 - trainer/src/test/resources/golden/gguf/llama-quantize.json: llama-quantize (no imatrix) of `mixtune export-gguf
-  --type f32` of the tiny presets to each k-quant mix mixtune writes: every tensor's name, type and sha256, and the whole
-  file's size and sha256 (ExportGgufKQuantTest).
+  --type f32` of four checkpoints to the k-quant mixes mixtune writes: every tensor's name, type and sha256, the
+  metadata keys in order, and the whole file's size and sha256 (ExportGgufKQuantTest).
 
 Run: interop/.venv/bin/python interop/make_gguf_kquant_goldens.py
 Needs llama.cpp built in $LLAMA_CPP_BUILD (default ~/.cache/mixtune/llama.cpp-build), with bin/llama-quantize and
@@ -36,12 +36,14 @@ LLAMA_CPP_BUILD = Path(os.environ.get("LLAMA_CPP_BUILD",
                                       Path.home() / ".cache" / "mixtune" / "llama.cpp-build")).expanduser()
 
 # ggml.h's ggml_type ids
-GGML_TYPES = {"Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
+GGML_TYPES = {"Q4_0": 2, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 # (preset, init-model dtype) x llama-quantize's type names, as `mixtune export-gguf --type` takes them. The tiny
 # presets' rows (64, 128, 192 values) are not whole 256-value super-blocks, so llama-quantize falls back to Q5_0, Q5_1
 # and Q8_0 on every matrix; the "wide" checkpoints below have rows of 256 and 512 and get the k-quants themselves.
 PRESETS = [("tiny-mistral", "fp32"), ("tiny-mixtral", "bf16")]
-FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q4_k_s", "q5_k_s"]
+FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q4_k_s", "q5_k_s", "q3_k_m", "q3_k_s", "q3_k_l", "q2_k"]
+# on the tiny presets, the mixes that reach each fallback (Q5_0, Q5_1, Q8_0, Q4_0): their files take half the test time
+TINY_FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q3_k_m"]
 TOKENIZER = REPO / "configs" / "tokenizer" / "mistral-v1"
 # Checkpoints with k-quant-sized rows and weights from an integer hash (wide_weights), which ExportGgufKQuantTest
 # writes again in Java, value for value; wide-mixtral has Mixtral-8x7B's 8 experts (llama-quantize's n_expert == 8
@@ -194,22 +196,24 @@ def make_files(work: Path) -> dict:
             run(MIXTUNE, "init-model", "--preset", preset, "--out", model, "--dtype", dtype)
         f32 = work / preset / "f32.gguf"
         run(MIXTUNE, "export-gguf", "--model", model, "--out", f32, "--type", "f32")
-        for file_type in FILE_TYPES:
+        for file_type in FILE_TYPES if preset in WIDE else TINY_FILE_TYPES:
             target = work / preset / f"{file_type}.gguf"
             run(quantize, f32, target, file_type.upper(), "2")
             described = describe(target)
             entry = {"name": f"{preset}-{dtype}-{file_type}", "preset": preset, "dtype": dtype,
-                     "seed": None if preset in WIDE else 0, "config": WIDE.get(preset),
-                     "checkpoint": [[n, list(shape)] for n, shape in sorted(wide_shapes(WIDE[preset]).items())]
-                     if preset in WIDE else None,
+                     "seed": None if preset in WIDE else 0,
                      "type": file_type, "file_size": described["file_size"],
                      "file_sha256": described["file_sha256"],
                      "metadata_keys": [m["key"] for m in described["metadata"]],
-                     "tensors": [{k: t[k] for k in ("name", "type", "shape", "sha256")}
+                     "tensors": [{k: t[k] for k in ("name", "type", "sha256")}
                                  for t in described["tensors"]]}
             out.append(entry)
+    # the wide checkpoints as ExportGgufKQuantTest writes them: config.json and the tensors in name order
+    checkpoints = {name: {"config": config, "tensors": [[n, list(shape)] for n, shape in
+                                                       sorted(wide_shapes(config).items())]}
+                   for name, config in WIDE.items()}
     return {"tool": "llama.cpp llama-quantize (no imatrix) of mixtune export-gguf --type f32", "snapshot": snapshot(),
-            "cases": out}
+            "checkpoints": checkpoints, "cases": out}
 
 
 def main() -> None:

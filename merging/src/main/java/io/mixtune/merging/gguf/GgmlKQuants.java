@@ -5,11 +5,11 @@ import java.nio.ByteBuffer;
 
 /**
  * The blocks llama.cpp's llama-quantize writes without an importance matrix, bit for bit: ggml's reference quantizers
- * in ggml/src/ggml-quants.c (quantize_row_q5_0_ref, quantize_row_q5_1_ref, quantize_row_q4_K_ref,
- * quantize_row_q5_K_ref, quantize_row_q6_K_ref, which quantize_q*_K and quantize_q5_{0,1} call when no imatrix is
- * given). Every step is float32 in the C code's order (ggml is built without -ffast-math, and on x86-64 without FMA
- * contraction), rounding by nearest_int's magic-number add (ties to even), fp16 by round-to-nearest-even
- * ({@link Float16}). Tested on libggml-base's own bytes (GgmlKQuantsTest, gguf/kquants.json).
+ * in ggml/src/ggml-quants.c (quantize_row_q5_0_ref, quantize_row_q5_1_ref, quantize_row_q2_K_ref ...
+ * quantize_row_q6_K_ref, which quantize_q*_K and quantize_q5_{0,1} call when no imatrix is given). Every step is
+ * float32 in the C code's order (ggml is built without -ffast-math, and on x86-64 without FMA contraction), rounding
+ * by nearest_int's magic-number add (ties to even), fp16 by round-to-nearest-even ({@link Float16}). Tested on
+ * libggml-base's own bytes (GgmlKQuantsTest, gguf/kquants.json).
  */
 final class GgmlKQuants {
     /** QK_K: values of a k-quant super-block. */
@@ -29,7 +29,10 @@ final class GgmlKQuants {
         return (i & 0x007fffff) - 0x00400000;
     }
 
-    /** quantize_row_q5_0_ref: d = max / -16 of the largest magnitude (first of equals), q = min(31, (int8) (x/d + 16.5)). */
+    /**
+     * quantize_row_q5_0_ref: d = max / -16 of the largest magnitude (first of equals),
+     * q = min(31, (int8) (x/d + 16.5)).
+     */
     static void q5_0(float[] x, int first, ByteBuffer out) {
         float amax = 0;
         float max = 0;
@@ -159,7 +162,8 @@ final class GgmlKQuants {
                 weights[l] = avX + Math.abs(x[group + l]);
             }
             float[] theMin = new float[1];
-            scales[j] = makeQkx2Quants(32, nmax, x, group, weights, levels, 32 * j, theMin, aux, rmin, rdelta, nstep);
+            scales[j] = makeQkx2Quants(32, nmax, x, group, weights, levels, 32 * j, theMin, aux, rmin, rdelta, nstep,
+                    false);
             mins[j] = theMin[0];
             if (scales[j] > maxScale) {
                 maxScale = scales[j];
@@ -210,11 +214,11 @@ final class GgmlKQuants {
     }
 
     /**
-     * make_qkx2_quants: levels 0..nmax for x = scale l - min (min clamped to at most 0); the first guess from the range,
-     * then nstep + 1 more scales tried by weighted least squares, the one of least weighted squared error kept.
+     * make_qkx2_quants: levels 0..nmax for x = scale l - min (min clamped to at most 0); the first guess from the
+     * range, then nstep + 1 more scales tried by weighted least squares, the one of least weighted squared error kept.
      */
     private static float makeQkx2Quants(int n, int nmax, float[] x, int from, float[] weights, int[] levels, int at,
-            float[] theMin, int[] aux, float rmin, float rdelta, int nstep) {
+            float[] theMin, int[] aux, float rmin, float rdelta, int nstep, boolean useMad) {
         float min = x[from];
         float max = x[from];
         float sumW = weights[0];
@@ -247,7 +251,7 @@ final class GgmlKQuants {
             int l = nearestInt(iscale * (x[from + i] - min));
             levels[at + i] = Math.max(0, Math.min(nmax, l));
             float diff = scale * levels[at + i] + min - x[from + i];
-            diff = diff * diff;
+            diff = useMad ? Math.abs(diff) : diff * diff;
             bestError += weights[i] * diff;
         }
         for (int is = 0; is <= nstep; is++) {
@@ -275,7 +279,7 @@ final class GgmlKQuants {
                 float curError = 0;
                 for (int i = 0; i < n; i++) {
                     float diff = thisScale * aux[i] + thisMin - x[from + i];
-                    diff = diff * diff;
+                    diff = useMad ? Math.abs(diff) : diff * diff;
                     curError += weights[i] * diff;
                 }
                 if (curError < bestError) {
@@ -291,9 +295,9 @@ final class GgmlKQuants {
     }
 
     /**
-     * quantize_row_q6_K_ref: sixteen 16-value groups by make_qx_quants (nmax 32, weights x^2), their scales quantized to
-     * int8 against the largest magnitude (-128 for it), levels recomputed from the fp16-rounded scales; layout ql[128],
-     * qh[64], scales[16], d.
+     * quantize_row_q6_K_ref: sixteen 16-value groups by make_qx_quants (nmax 32, weights x^2), their scales quantized
+     * to int8 against the largest magnitude (-128 for it), levels recomputed from the fp16-rounded scales; layout
+     * ql[128], qh[64], scales[16], d.
      */
     static void q6_K(float[] x, int first, ByteBuffer out) {
         int[] levels = new int[QK_K];
@@ -352,33 +356,17 @@ final class GgmlKQuants {
      * -nmax..nmax-1 stored + nmax, the scale of the least x^2-weighted squared error over 19 tries.
      */
     private static float makeQxQuants(int n, int nmax, float[] x, int from, int[] levels, int at) {
-        float max = 0;
-        float amax = 0;
-        for (int i = 0; i < n; i++) {
-            float ax = Math.abs(x[from + i]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[from + i];
-            }
-        }
-        if (amax < GROUP_MAX_EPS) {
+        float max = largestMagnitude(x, from, n);
+        if (Math.abs(max) < GROUP_MAX_EPS) {
             for (int i = 0; i < n; i++) {
                 levels[at + i] = 0;
             }
             return 0.f;
         }
-        float iscale = -nmax / max;
-        float sumlx = 0;
-        float suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            float xi = x[from + i];
-            int l = nearestInt(iscale * xi);
-            l = Math.max(-nmax, Math.min(nmax - 1, l));
-            levels[at + i] = l + nmax;
-            float w = xi * xi;
-            sumlx += w * xi * l;
-            suml2 += w * l * l;
-        }
+        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, nmax);
+        float sumlx = sums[0];
+        float suml2 = sums[1];
+        float iscale;
         float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
         float best = scale * sumlx;
         for (int is = -9; is <= 9; is++) {
@@ -406,5 +394,228 @@ final class GgmlKQuants {
             }
         }
         return scale;
+    }
+
+    /**
+     * quantize_row_q2_K_ref: sixteen 16-value groups of 2-bit levels by make_qkx2_quants (weights |x|, absolute error),
+     * each group's scale and min quantized to 4 bits against the largest; layout scales[16], qs[64], d, dmin.
+     */
+    static void q2_K(float[] x, int first, ByteBuffer out) {
+        int[] levels = new int[QK_K];
+        float[] mins = new float[16];
+        float[] scales = new float[16];
+        float[] weights = new float[16];
+        int[] aux = new int[16];
+        float q4scale = 15.f;
+        float maxScale = 0;
+        float maxMin = 0;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) {
+                weights[l] = Math.abs(x[first + 16 * j + l]);
+            }
+            float[] theMin = new float[1];
+            scales[j] = makeQkx2Quants(16, 3, x, first + 16 * j, weights, levels, 16 * j, theMin, aux, -0.5f, 0.1f, 15,
+                    true);
+            mins[j] = theMin[0];
+            if (scales[j] > maxScale) {
+                maxScale = scales[j];
+            }
+            if (mins[j] > maxMin) {
+                maxMin = mins[j];
+            }
+        }
+        byte[] packed = new byte[16];
+        short d;
+        if (maxScale > 0) {
+            float iscale = q4scale / maxScale;
+            for (int j = 0; j < 16; j++) {
+                packed[j] = (byte) nearestInt(iscale * scales[j]);
+            }
+            d = Float16.fromFloat(maxScale / q4scale);
+        } else {
+            d = Float16.fromFloat(0.f);
+        }
+        short dmin;
+        if (maxMin > 0) {
+            float iscale = q4scale / maxMin;
+            for (int j = 0; j < 16; j++) {
+                packed[j] |= (byte) (nearestInt(iscale * mins[j]) << 4);
+            }
+            dmin = Float16.fromFloat(maxMin / q4scale);
+        } else {
+            dmin = Float16.fromFloat(0.f);
+        }
+        for (int j = 0; j < 16; j++) {
+            float dj = Float16.toFloat(d) * (packed[j] & 0xF);
+            if (dj == 0) {
+                continue;
+            }
+            float dmj = Float16.toFloat(dmin) * ((packed[j] & 0xFF) >> 4);
+            for (int ii = 0; ii < 16; ii++) {
+                int l = nearestInt((x[first + 16 * j + ii] + dmj) / dj);
+                levels[16 * j + ii] = Math.max(0, Math.min(3, l));
+            }
+        }
+        out.put(packed).put(twoBitQuants(levels)).putShort(d).putShort(dmin);
+    }
+
+    /** The low two bits of each level, four levels 32 apart in a byte, per 128 values (q2_K's and q3_K's qs). */
+    private static byte[] twoBitQuants(int[] levels) {
+        byte[] qs = new byte[QK_K / 4];
+        for (int j = 0; j < QK_K; j += 128) {
+            for (int l = 0; l < 32; l++) {
+                qs[j / 4 + l] = (byte) (levels[j + l] | (levels[j + l + 32] << 2) | (levels[j + l + 64] << 4)
+                        | (levels[j + l + 96] << 6));
+            }
+        }
+        return qs;
+    }
+
+    /**
+     * quantize_row_q3_K_ref: sixteen 16-value groups by make_q3_quants (levels -4..3, refined by x^2-weighted least
+     * squares), their scales quantized to 6 bits against the largest magnitude; layout hmask[32] (each level's third
+     * bit), qs[64], scales[12], d.
+     */
+    static void q3_K(float[] x, int first, ByteBuffer out) {
+        int[] levels = new int[QK_K];
+        float[] scales = new float[16];
+        float maxScale = 0;
+        float amax = 0;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = makeQ3Quants(16, 4, x, first + 16 * j, levels, 16 * j);
+            float scale = Math.abs(scales[j]);
+            if (scale > amax) {
+                amax = scale;
+                maxScale = scales[j];
+            }
+        }
+        byte[] packed = new byte[12];
+        short d;
+        if (maxScale != 0) {
+            float iscale = -32.f / maxScale;
+            for (int j = 0; j < 16; j++) {
+                byte l = (byte) nearestInt(iscale * scales[j]);
+                l = (byte) (Math.max(-32, Math.min(31, l)) + 32);
+                if (j < 8) {
+                    packed[j] = (byte) (l & 0xF);
+                } else {
+                    packed[j - 8] |= (byte) ((l & 0xF) << 4);
+                }
+                l >>= 4;
+                packed[j % 4 + 8] |= (byte) (l << (2 * (j / 4)));
+            }
+            d = Float16.fromFloat(1 / iscale);
+        } else {
+            d = Float16.fromFloat(0.f);
+        }
+        for (int j = 0; j < 16; j++) {
+            int sc = j < 8 ? packed[j] & 0xF : (packed[j - 8] & 0xFF) >> 4;
+            sc = (byte) ((sc | ((((packed[8 + j % 4] & 0xFF) >> (2 * (j / 4))) & 3) << 4)) - 32);
+            float dj = Float16.toFloat(d) * sc;
+            if (dj == 0) {
+                continue;
+            }
+            for (int ii = 0; ii < 16; ii++) {
+                int l = nearestInt(x[first + 16 * j + ii] / dj);
+                levels[16 * j + ii] = Math.max(-4, Math.min(3, l)) + 4;
+            }
+        }
+        byte[] hmask = new byte[QK_K / 8];
+        int m = 0;
+        int hm = 1;
+        for (int j = 0; j < QK_K; j++) {
+            if (levels[j] > 3) {
+                hmask[m] |= (byte) hm;
+                levels[j] -= 4;
+            }
+            if (++m == QK_K / 8) {
+                m = 0;
+                hm <<= 1;
+            }
+        }
+        out.put(hmask).put(twoBitQuants(levels)).put(packed).putShort(d);
+    }
+
+    /**
+     * make_q3_quants with do_rmse: levels -nmax..nmax-1 from the largest magnitude, then up to five passes moving one
+     * level at a time where that lowers the x^2-weighted squared error; returned levels + nmax.
+     */
+    private static float makeQ3Quants(int n, int nmax, float[] x, int from, int[] levels, int at) {
+        float max = largestMagnitude(x, from, n);
+        if (Math.abs(max) < GROUP_MAX_EPS) {
+            for (int i = 0; i < n; i++) {
+                levels[at + i] = 0;
+            }
+            return 0.f;
+        }
+        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, 0);
+        float sumlx = sums[0];
+        float suml2 = sums[1];
+        for (int itry = 0; itry < 5; itry++) {
+            int changed = 0;
+            for (int i = 0; i < n; i++) {
+                float xi = x[from + i];
+                float w = xi * xi;
+                float slx = sumlx - w * xi * levels[at + i];
+                if (slx > 0) {
+                    float sl2 = suml2 - w * levels[at + i] * levels[at + i];
+                    int newL = nearestInt(xi * sl2 / slx);
+                    newL = Math.max(-nmax, Math.min(nmax - 1, newL));
+                    if (newL != levels[at + i]) {
+                        slx += w * xi * newL;
+                        sl2 += w * newL * newL;
+                        if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                            levels[at + i] = newL;
+                            sumlx = slx;
+                            suml2 = sl2;
+                            changed++;
+                        }
+                    }
+                }
+            }
+            if (changed == 0) {
+                break;
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            levels[at + i] += nmax;
+        }
+        return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+    }
+
+    /** The value of largest magnitude (the first of equals; 0 when all are), as make_qx_quants finds it. */
+    private static float largestMagnitude(float[] x, int from, int n) {
+        float max = 0;
+        float amax = 0;
+        for (int i = 0; i < n; i++) {
+            float ax = Math.abs(x[from + i]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[from + i];
+            }
+        }
+        return max;
+    }
+
+    /**
+     * make_qx_quants' and make_q3_quants' first pass: levels nearest_int(iscale x) in -nmax..nmax-1, stored + offset,
+     * and the x^2-weighted sums of l x and l^2.
+     *
+     * @return {sumlx, suml2}
+     */
+    private static float[] firstPass(int n, int nmax, float[] x, int from, float iscale, int[] levels, int at,
+            int offset) {
+        float sumlx = 0;
+        float suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            float xi = x[from + i];
+            int l = nearestInt(iscale * xi);
+            l = Math.max(-nmax, Math.min(nmax - 1, l));
+            levels[at + i] = l + offset;
+            float w = xi * xi;
+            sumlx += w * xi * l;
+            suml2 += w * l * l;
+        }
+        return new float[] {sumlx, suml2};
     }
 }

@@ -16,6 +16,10 @@ public enum GgufFileType {
     F16("f16", 1, GgmlType.F16),
     Q4_0("q4_0", 2, GgmlType.Q4_0),
     Q8_0("q8_0", 7, GgmlType.Q8_0),
+    Q2_K("q2_k", 10, GgmlType.Q2_K),
+    Q3_K_S("q3_k_s", 11, GgmlType.Q3_K),
+    Q3_K_M("q3_k_m", 12, GgmlType.Q3_K),
+    Q3_K_L("q3_k_l", 13, GgmlType.Q3_K),
     Q4_K_S("q4_k_s", 14, GgmlType.Q4_K),
     Q4_K_M("q4_k_m", 15, GgmlType.Q4_K),
     Q5_K_S("q5_k_s", 16, GgmlType.Q5_K),
@@ -23,12 +27,12 @@ public enum GgufFileType {
     Q6_K("q6_k", 18, GgmlType.Q6_K);
 
     /**
-     * llama-quantize's other types, refused by name: their quantizers are not (yet) made byte-equal to ggml's (the
-     * Q2_K/Q3_K mixes), or they need an importance matrix (IQ*), or convert_hf_to_gguf.py does not write them.
+     * llama-quantize's other types, refused by name: their quantizers are not (yet) made byte-equal to ggml's, or they
+     * need an importance matrix (Q2_K_S, IQ*).
      */
-    private static final List<String> NOT_WRITTEN = List.of("q2_k", "q2_k_s", "q3_k", "q3_k_s", "q3_k_m", "q3_k_l",
-            "q4_1", "q5_0", "q5_1", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs",
-            "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4_moe", "bf16");
+    private static final List<String> NOT_WRITTEN = List.of("q2_k_s", "q4_1", "q5_0", "q5_1", "iq1_s", "iq1_m",
+            "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0",
+            "tq2_0", "mxfp4_moe", "bf16");
 
     private final String cliName;
     private final int id;
@@ -45,8 +49,8 @@ public enum GgufFileType {
     }
 
     /**
-     * llama_ftype: LLAMA_FTYPE_ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q4_K_S 14, Q4_K_M 15,
-     * Q5_K_S 16, Q5_K_M 17, Q6_K 18.
+     * llama_ftype: LLAMA_FTYPE_ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q2_K 10, Q3_K_S 11,
+     * Q3_K_M 12, Q3_K_L 13, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16, Q5_K_M 17, Q6_K 18.
      */
     public int id() {
         return id;
@@ -73,7 +77,7 @@ public enum GgufFileType {
                 return type;
             }
         }
-        if (lower.equals("q4_k") || lower.equals("q5_k")) {
+        if (lower.equals("q3_k") || lower.equals("q4_k") || lower.equals("q5_k")) {
             // llama-quantize's aliases (tools/quantize: "alias for Q4_K_M"): one name per file type here
             throw new IllegalArgumentException("--type " + name + " is llama-quantize's alias of " + lower + "_m; write"
                     + " --type " + lower + "_m; expected one of " + Arrays.stream(values()).map(GgufFileType::cliName)

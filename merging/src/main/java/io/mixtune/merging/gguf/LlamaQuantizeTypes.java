@@ -11,9 +11,10 @@ import java.util.regex.Pattern;
 /**
  * The type llama.cpp's llama-quantize (src/llama-quant.cpp, no imatrix, no overrides) gives each tensor of an f32
  * GGUF file for a k-quant file type: tensor_allows_quantization, llama_tensor_get_type_impl's rules for the file
- * types mixtune writes (attn_v and ffn_down get more bits on the layers use_more_bits picks, the output matrix Q6_K,
- * Mixtral-8x's attn_v/attn_k Q8_0 and attn_output Q5_K) and tensor_type_fallback for rows that are not whole 256-value
- * super-blocks (Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, F16 where even that does not fit). The counters walk the
+ * types mixtune writes (attn_v, attn_output and ffn_down get more bits, on the layers use_more_bits picks for _M, the
+ * output matrix Q6_K, Mixtral-8x's attn_v/attn_k Q8_0 and attn_output Q5_K) and tensor_type_fallback for rows that are
+ * not whole 256-value super-blocks (Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, F16 where even
+ * that does not fit). The counters walk the
  * tensors in the order llama-quantize reads them ({@link #ORDER}).
  */
 final class LlamaQuantizeTypes {
@@ -64,13 +65,19 @@ final class LlamaQuantizeTypes {
             } else if (name.equals("token_embd.weight")) {
                 // no rule for the k-quant file types mixtune writes
             } else if (name.contains("attn_v.weight")) {
-                if ((fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M)
+                if (fileType == GgufFileType.Q2_K) {
+                    type = heads / kvHeads >= 4 ? GgmlType.Q4_K : GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    type = attentionVSeen < 2 ? GgmlType.Q5_K : GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                } else if ((fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M)
                         && useMoreBits(attentionVSeen, attentionV)) {
                     type = GgmlType.Q6_K;
                 } else if (fileType == GgufFileType.Q4_K_S && attentionVSeen < 4) {
                     type = GgmlType.Q5_K;
                 }
-                if (is70b && type == GgmlType.Q4_K) {
+                if (is70b && (type == GgmlType.Q3_K || type == GgmlType.Q4_K)) {
                     type = GgmlType.Q5_K;
                 }
                 if (experts == 8) {
@@ -84,14 +91,30 @@ final class LlamaQuantizeTypes {
             } else if (name.contains("attn_q.weight")) {
                 // no rule for these file types
             } else if (name.contains("attn_output.weight")) {
-                if (experts == 8 && (fileType == GgufFileType.Q4_K_S || fileType == GgufFileType.Q4_K_M)) {
+                if (experts == 8) {
+                    if (List.of(GgufFileType.Q2_K, GgufFileType.Q3_K_S, GgufFileType.Q3_K_M, GgufFileType.Q4_K_S,
+                            GgufFileType.Q4_K_M).contains(fileType)) {
+                        type = GgmlType.Q5_K;
+                    }
+                } else if (fileType == GgufFileType.Q2_K) {
+                    type = GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    type = GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
                     type = GgmlType.Q5_K;
                 }
             } else if (!name.contains("ffn_up") && !name.contains("ffn_gate") && name.contains("ffn_down")) {
                 // layer_info: a MoE model's layer from the name (its experts' tensors need not be consecutive), a
                 // dense model's from the count of ffn_down tensors seen
                 int layer = Math.max(1, experts) > 1 ? layer(name) : ffnDownSeen;
-                if (fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M) {
+                if (fileType == GgufFileType.Q2_K) {
+                    type = GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    // arch != LLM_ARCH_FALCON: Q4_K past the first sixteenth whatever use_more_bits says
+                    type = layer < layers / 16 ? GgmlType.Q5_K : GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                } else if (fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M) {
                     if (useMoreBits(layer, layers)) {
                         type = GgmlType.Q6_K;
                     }
@@ -122,6 +145,7 @@ final class LlamaQuantizeTypes {
             return type;
         }
         GgmlType fallback = switch (type) {
+            case Q2_K, Q3_K -> GgmlType.Q4_0;
             case Q4_K -> GgmlType.Q5_0;
             case Q5_K -> GgmlType.Q5_1;
             case Q6_K -> GgmlType.Q8_0;
