@@ -9,8 +9,22 @@ public enum GgmlType {
     F16(1, 1, 2),
     /** 32 values: an fp16 scale d, then 16 bytes of 4-bit q (low nibbles: values 0-15, high: 16-31), x = d (q - 8). */
     Q4_0(2, 32, 18),
+    /** 32 values: fp16 d, 32 fifth bits (uint32), 16 bytes of low nibbles, x = d (q - 16). */
+    Q5_0(6, 32, 22),
+    /** 32 values: fp16 d and m, 32 fifth bits (uint32), 16 bytes of low nibbles, x = d q + m. */
+    Q5_1(7, 32, 24),
     /** 32 values: an fp16 scale d, then 32 int8 q, x = d q. */
-    Q8_0(8, 32, 34);
+    Q8_0(8, 32, 34),
+    /** 256 values: 16 bytes of 4-bit group scales and mins, 64 bytes of 2-bit q, fp16 d and dmin. */
+    Q2_K(10, 256, 84),
+    /** 256 values: 32 bytes of third bits, 64 bytes of low 2 bits, 12 bytes of 6-bit group scales, fp16 d. */
+    Q3_K(11, 256, 110),
+    /** 256 values: fp16 d and dmin, 12 bytes of 6-bit group scales and mins, 128 bytes of 4-bit q. */
+    Q4_K(12, 256, 144),
+    /** 256 values: as Q4_K, with 32 bytes of fifth bits before the 128 of low nibbles. */
+    Q5_K(13, 256, 176),
+    /** 256 values: 128 bytes of low nibbles, 64 of high 2 bits, 16 int8 group scales, fp16 d. */
+    Q6_K(14, 256, 210);
 
     private final int id;
     private final int blockSize;
@@ -45,6 +59,7 @@ public enum GgmlType {
                 return type;
             }
         }
-        throw new IllegalArgumentException("ggml type " + id + " is not one mixtune reads (F32, F16, Q4_0, Q8_0)");
+        throw new IllegalArgumentException("ggml type " + id + " is not one mixtune reads (F32, F16, Q4_0, Q5_0, Q5_1, "
+                + "Q8_0, Q2_K ... Q6_K)");
     }
 }

@@ -132,6 +132,9 @@ public final class GgufExport {
             GgufWriter writer = new GgufWriter();
             Map<String, GgmlType> types = planTensors(writer, merged, config);
             putMetadata(writer, config, tokenizerFiles);
+            if (type.quantizeMix()) {
+                types = quantizeMix(writer, types, config);
+            }
             StagingDirectory.deleteAbandoned(out, KIND);
             Path staging = StagingDirectory.create(out, KIND);
             try {
@@ -146,6 +149,23 @@ public final class GgufExport {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write " + out + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * What llama-quantize (src/llama-quant.cpp, llama_model_quantize_impl, no imatrix) makes of the f32 export: the
+     * same keys, general.quantization_version and general.file_type set last (gguf_set_val_u32 removes a key and
+     * appends it), the tensors in the loader's order, each of the type {@link LlamaQuantizeTypes} picks.
+     */
+    private Map<String, GgmlType> quantizeMix(GgufWriter writer, Map<String, GgmlType> f32Types, ModelConfig config) {
+        writer.moveToEnd("general.quantization_version");
+        writer.moveToEnd("general.file_type");
+        Map<String, long[]> shapes = new TreeMap<>(LlamaQuantizeTypes.ORDER);
+        shapes.putAll(writer.shapes());
+        Map<String, GgmlType> types = LlamaQuantizeTypes.of(type, new java.util.LinkedHashMap<>(shapes), f32Types,
+                config.numHiddenLayers(), config.isMixtureOfExperts() ? config.numLocalExperts() : 0,
+                config.numAttentionHeads(), config.numKeyValueHeads());
+        writer.reorderAndRetype(LlamaQuantizeTypes.ORDER, types);
+        return types;
     }
 
     /** LlamaModel's metadata in the converter's order (ModelBase.prepare_metadata, TextModel.set_gguf_parameters). */
@@ -306,12 +326,15 @@ public final class GgufExport {
         }
     }
 
-    /** The converter's choice: F32 for 1-D tensors, norms and the router, else the file type (F16 for odd rows). */
+    /**
+     * The converter's choice: F32 for 1-D tensors, norms and the router, else the file type (F16 for odd rows); F32
+     * for a k-quant mix, whose input is the f32 export.
+     */
     private GgmlType typeOf(String ggufName, long[] shape) {
         if (shape.length <= 1 || ggufName.endsWith("_norm.weight") || ggufName.contains(".ffn_gate_inp.")) {
             return GgmlType.F32;
         }
-        GgmlType wanted = type.matrixType();
+        GgmlType wanted = type.quantizeMix() ? GgmlType.F32 : type.matrixType();
         return shape[shape.length - 1] % wanted.blockSize() == 0 ? wanted : GgmlType.F16;
     }
 

@@ -37,6 +37,20 @@ public final class GgufQuants {
                     q4_0(values, block, out);
                 }
             }
+            default -> {
+                for (int block = from; block < from + count; block += type.blockSize()) {
+                    switch (type) {
+                        case Q5_0 -> GgmlKQuants.q5_0(values, block, out);
+                        case Q5_1 -> GgmlKQuants.q5_1(values, block, out);
+                        case Q2_K -> GgmlKQuants.q2_K(values, block, out);
+                        case Q3_K -> GgmlKQuants.q3_K(values, block, out);
+                        case Q4_K -> GgmlKQuants.q4_K(values, block, out);
+                        case Q5_K -> GgmlKQuants.q5_K(values, block, out);
+                        case Q6_K -> GgmlKQuants.q6_K(values, block, out);
+                        default -> throw new IllegalStateException(type.name());
+                    }
+                }
+            }
         }
     }
 

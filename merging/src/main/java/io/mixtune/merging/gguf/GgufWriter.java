@@ -99,6 +99,31 @@ public final class GgufWriter {
         tensors.add(new Tensor(name, shape.clone(), type, source));
     }
 
+    /**
+     * Puts the tensors in {@code order} and gives each the type {@code types} names (llama-quantize's rewrite of an
+     * f32 file, which writes its tensors in its own order).
+     */
+    void reorderAndRetype(java.util.Comparator<String> order, Map<String, GgmlType> types) {
+        tensors.sort(java.util.Comparator.comparing(Tensor::name, order));
+        for (int i = 0; i < tensors.size(); i++) {
+            Tensor tensor = tensors.get(i);
+            GgmlType type = types.get(tensor.name());
+            if (tensor.shape()[tensor.shape().length - 1] % type.blockSize() != 0) {
+                throw new IllegalArgumentException(tensor.name() + ": rows are not whole " + type + " blocks");
+            }
+            tensors.set(i, new Tensor(tensor.name(), tensor.shape(), type, tensor.source()));
+        }
+    }
+
+    /** Moves {@code key} to the end, as gguf_set_val_* does with a key already present (remove, then append). */
+    void moveToEnd(String key) {
+        Value value = values.remove(key);
+        if (value == null) {
+            throw new IllegalStateException("no GGUF key " + key);
+        }
+        values.put(key, value);
+    }
+
     /** The tensors' numpy shapes by name, in the order added. */
     public Map<String, long[]> shapes() {
         Map<String, long[]> shapes = new LinkedHashMap<>();

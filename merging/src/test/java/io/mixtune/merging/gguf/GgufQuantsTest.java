@@ -24,14 +24,23 @@ class GgufQuantsTest {
 
     @Test
     void quantizedBytesEqualTheGgufPackages() throws Exception {
-        JsonNode golden = new ObjectMapper().readTree(Files.readString(GOLDEN));
+        assertEquals(18, compareEveryCase(GOLDEN, List.of(GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0)));
+    }
+
+    /**
+     * Encodes each case's {@code values} of a quants golden as each type and compares the bytes with the case's hex.
+     *
+     * @return the encodings compared
+     */
+    static int compareEveryCase(Path goldenFile, List<GgmlType> types) throws Exception {
+        JsonNode golden = new ObjectMapper().readTree(Files.readString(goldenFile));
         int checked = 0;
         for (JsonNode entry : golden.path("cases")) {
             float[] values = new float[entry.path("values").size()];
             for (int i = 0; i < values.length; i++) {
                 values[i] = (float) entry.path("values").get(i).asDouble();
             }
-            for (GgmlType type : List.of(GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0)) {
+            for (GgmlType type : types) {
                 ByteBuffer out = ByteBuffer.allocate((int) type.bytes(values.length)).order(ByteOrder.LITTLE_ENDIAN);
                 GgufQuants.encode(values, 0, values.length, type, out);
                 assertEquals(entry.path(type.name()).asText(), HexFormat.of().formatHex(out.array()),
@@ -39,7 +48,7 @@ class GgufQuantsTest {
                 checked++;
             }
         }
-        assertEquals(18, checked);
+        return checked;
     }
 
     @Test

@@ -25,7 +25,8 @@ final class ExportGgufCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0] [--name NAME] [--force]";
+        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k|q4_k_s|q5_k_s"
+                + "|q3_k_m|q3_k_s|q3_k_l|q2_k] [--name NAME] [--force]";
     }
 
     @Override
@@ -35,8 +36,10 @@ final class ExportGgufCommand implements Command {
                 .addOption(Mixtune.option("adapter", "DIR", "a LoRA adapter (PEFT format) to fold in first, as "
                         + "merge-adapter does"))
                 .addOption(Mixtune.option("out", "FILE", "the .gguf file to write (not inside an input)"))
-                .addOption(Mixtune.option("type", "TYPE", "type of the matrices: f32, f16 (default), q8_0 or q4_0; "
-                        + "norms and the router stay f32"))
+                .addOption(Mixtune.option("type", "TYPE", "type of the matrices: f32, f16 (default), q8_0 or q4_0 "
+                        + "(as convert_hf_to_gguf.py writes them), or the k-quant mix q4_k_m, q5_k_m, q6_k, "
+                        + "q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l or q2_k (what llama-quantize makes of the f32 file, "
+                        + "without an imatrix); norms and the router stay f32"))
                 .addOption(Mixtune.option("name", "NAME", "general.name (default: the model folder's name, titled)"))
                 .addOption(Mixtune.option("force", null, "replace an existing --out"));
     }

@@ -1,0 +1,157 @@
+package io.mixtune.merging.gguf;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The type llama.cpp's llama-quantize (src/llama-quant.cpp, no imatrix, no overrides) gives each tensor of an f32
+ * GGUF file for a k-quant file type: tensor_allows_quantization, llama_tensor_get_type_impl's rules for the file
+ * types mixtune writes (attn_v, attn_output and ffn_down get more bits, on the layers use_more_bits picks for _M, the
+ * output matrix Q6_K, Mixtral-8x's attn_v/attn_k Q8_0 and attn_output Q5_K) and tensor_type_fallback for rows that are
+ * not whole 256-value super-blocks (Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, F16 where even
+ * that does not fit). The counters walk the
+ * tensors in the order llama-quantize reads them ({@link #ORDER}).
+ */
+final class LlamaQuantizeTypes {
+    private static final Pattern BLOCK = Pattern.compile("blk\\.(\\d+)\\..*");
+
+    /**
+     * llama_model_loader's weight_name_comparer (the key order of its weights_map, which llama-quantize writes in):
+     * by layer number (tensors outside a layer, -1, first), then by name.
+     */
+    static final Comparator<String> ORDER = Comparator.comparingInt(LlamaQuantizeTypes::layer)
+            .thenComparing(Comparator.naturalOrder());
+
+    private LlamaQuantizeTypes() {}
+
+    private static int layer(String name) {
+        Matcher m = BLOCK.matcher(name);
+        return m.matches() ? Integer.parseInt(m.group(1)) : -1;
+    }
+
+    /**
+     * @param f32Types the f32 export's tensors (numpy shapes) and their types there, in llama-quantize's order
+     * @param layers block_count; experts expert_count (0 for a dense model); heads and kvHeads the attention heads
+     * @return the type of every tensor, in the same order
+     */
+    static Map<String, GgmlType> of(GgufFileType fileType, Map<String, long[]> shapes, Map<String, GgmlType> f32Types,
+            int layers, int experts, int heads, int kvHeads) {
+        List<String> names = new ArrayList<>(shapes.keySet());
+        int attentionV = (int) names.stream().filter(n -> n.contains("attn_v.weight")).count();
+        boolean tied = !names.contains("output.weight");
+        boolean is70b = experts != 8 && layers == 80 && heads != kvHeads; // models/llama.cpp: LLM_TYPE_70B
+        int attentionVSeen = 0;
+        int ffnDownSeen = 0;
+        Map<String, GgmlType> types = new LinkedHashMap<>();
+        for (String name : names) {
+            long[] shape = shapes.get(name);
+            if (!allowsQuantization(name, shape)) {
+                types.put(name, f32Types.get(name));
+                continue;
+            }
+            long columns = shape[shape.length - 1];
+            GgmlType type = fileType.matrixType();
+            if (name.equals("output.weight") || tied && name.equals("token_embd.weight")) {
+                if (columns % type.blockSize() != 0) {
+                    type = GgmlType.Q8_0;
+                } else if (type != GgmlType.Q8_0) {
+                    type = GgmlType.Q6_K;
+                }
+            } else if (name.equals("token_embd.weight")) {
+                // no rule for the k-quant file types mixtune writes
+            } else if (name.contains("attn_v.weight")) {
+                if (fileType == GgufFileType.Q2_K) {
+                    type = heads / kvHeads >= 4 ? GgmlType.Q4_K : GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    type = attentionVSeen < 2 ? GgmlType.Q5_K : GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                } else if ((fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M)
+                        && useMoreBits(attentionVSeen, attentionV)) {
+                    type = GgmlType.Q6_K;
+                } else if (fileType == GgufFileType.Q4_K_S && attentionVSeen < 4) {
+                    type = GgmlType.Q5_K;
+                }
+                if (is70b && (type == GgmlType.Q3_K || type == GgmlType.Q4_K)) {
+                    type = GgmlType.Q5_K;
+                }
+                if (experts == 8) {
+                    type = GgmlType.Q8_0;
+                }
+                attentionVSeen++;
+            } else if (name.contains("attn_k.weight")) {
+                if (experts == 8) {
+                    type = GgmlType.Q8_0;
+                }
+            } else if (name.contains("attn_q.weight")) {
+                // no rule for these file types
+            } else if (name.contains("attn_output.weight")) {
+                if (experts == 8) {
+                    if (List.of(GgufFileType.Q2_K, GgufFileType.Q3_K_S, GgufFileType.Q3_K_M, GgufFileType.Q4_K_S,
+                            GgufFileType.Q4_K_M).contains(fileType)) {
+                        type = GgmlType.Q5_K;
+                    }
+                } else if (fileType == GgufFileType.Q2_K) {
+                    type = GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    type = GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                }
+            } else if (!name.contains("ffn_up") && !name.contains("ffn_gate") && name.contains("ffn_down")) {
+                // layer_info: a MoE model's layer from the name (its experts' tensors need not be consecutive), a
+                // dense model's from the count of ffn_down tensors seen
+                int layer = Math.max(1, experts) > 1 ? layer(name) : ffnDownSeen;
+                if (fileType == GgufFileType.Q2_K) {
+                    type = GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q3_K_M) {
+                    // arch != LLM_ARCH_FALCON: Q4_K past the first sixteenth whatever use_more_bits says
+                    type = layer < layers / 16 ? GgmlType.Q5_K : GgmlType.Q4_K;
+                } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                } else if (fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M) {
+                    if (useMoreBits(layer, layers)) {
+                        type = GgmlType.Q6_K;
+                    }
+                } else if (fileType == GgufFileType.Q4_K_S && layer < layers / 8) {
+                    type = GgmlType.Q5_K;
+                }
+                ffnDownSeen++;
+            }
+            types.put(name, fallback(name, columns, type));
+        }
+        return types;
+    }
+
+    /** use_more_bits: the first and last eighth of the layers, and every third one between. */
+    static boolean useMoreBits(int layer, int layers) {
+        return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+    }
+
+    /** tensor_allows_quantization for a llama-architecture file: 2-D and 3-D weights but norms and the router. */
+    private static boolean allowsQuantization(String name, long[] shape) {
+        return shape.length >= 2 && name.endsWith("weight") && !name.contains("_norm.weight")
+                && !name.contains("ffn_gate_inp.weight");
+    }
+
+    /** tensor_type_fallback for the types the k-quant file types pick. */
+    private static GgmlType fallback(String name, long columns, GgmlType type) {
+        if (columns % type.blockSize() == 0) {
+            return type;
+        }
+        GgmlType fallback = switch (type) {
+            case Q2_K, Q3_K -> GgmlType.Q4_0;
+            case Q4_K -> GgmlType.Q5_0;
+            case Q5_K -> GgmlType.Q5_1;
+            case Q6_K -> GgmlType.Q8_0;
+            default -> throw new IllegalArgumentException(name + ": rows of " + columns + " values are not whole "
+                    + type + " blocks, and llama-quantize has no fallback type for " + type);
+        };
+        return columns % fallback.blockSize() == 0 ? fallback : GgmlType.F16;
+    }
+}

@@ -1,0 +1,144 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.merging.gguf.GgufReader;
+import io.mixtune.model.safetensors.DType;
+import io.mixtune.model.safetensors.SafetensorsWriter;
+import io.mixtune.trainer.PresetCheckpoint;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * `mixtune export-gguf --type q4_k_m` (q5_k_m, q6_k, q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l, q2_k) writes what
+ * llama.cpp's llama-quantize (no imatrix) makes of `export-gguf --type f32`, byte for byte: the whole file, every
+ * tensor's type and bytes, the metadata keys' order (golden/gguf/llama-quantize.json,
+ * interop/make_gguf_kquant_goldens.py). tiny-mistral (fp32) and tiny-mixtral (bf16), whose rows of 64 to 192 values
+ * take llama-quantize's fallbacks (Q4_0, Q5_0, Q5_1, Q8_0); wide-mistral and wide-mixtral (8 experts), rows of 256 and
+ * 512 with weights from an integer hash, take the k-quants themselves and the per-layer and 8-expert rules.
+ */
+class ExportGgufKQuantTest {
+    private static final Path GOLDEN = Path.of("src/test/resources/golden/gguf/llama-quantize.json");
+    private static final Path TOKENIZER = Path.of("../configs/tokenizer/mistral-v1");
+
+    @TempDir
+    static Path models;
+
+    static Stream<String> cases() throws Exception {
+        List<String> names = new ArrayList<>();
+        new ObjectMapper().readTree(Files.readString(GOLDEN)).path("cases")
+                .forEach(entry -> names.add(entry.path("name").asText()));
+        return names.stream();
+    }
+
+    private static JsonNode golden(String name) throws Exception {
+        for (JsonNode entry : new ObjectMapper().readTree(Files.readString(GOLDEN)).path("cases")) {
+            if (entry.path("name").asText().equals(name)) {
+                return entry;
+            }
+        }
+        throw new AssertionError("no golden case " + name);
+    }
+
+    @ParameterizedTest
+    @MethodSource("cases")
+    void writesWhatLlamaQuantizeMakesOfTheF32Export(String name, @TempDir Path dir) throws Exception {
+        JsonNode entry = golden(name);
+        String preset = entry.path("preset").asText();
+        // one checkpoint per preset for all its cases (the export only reads it): writing one is most of a case's time
+        Path model = models.resolve(preset);
+        if (!Files.isDirectory(model)) {
+            JsonNode wide = new ObjectMapper().readTree(Files.readString(GOLDEN)).path("checkpoints").path(preset);
+            if (!wide.isMissingNode()) {
+                writeWide(wide, model);
+            } else {
+                PresetCheckpoint.write(preset, model, entry.path("seed").asLong(),
+                        InitModelCommand.parseDtype(entry.path("dtype").asText()));
+            }
+        }
+        Path out = dir.resolve(name + ".gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", entry.path("type").asText());
+        assertEquals(0, result.code(), result.err());
+
+        GgufReader reader = GgufReader.open(out);
+        List<String> keys = new ArrayList<>();
+        entry.path("metadata_keys").forEach(key -> keys.add(key.asText()));
+        assertEquals(keys, List.copyOf(reader.metadata().keySet()), "metadata keys in llama-quantize's order");
+        List<String> tensors = new ArrayList<>();
+        entry.path("tensors").forEach(tensor -> tensors.add(tensor.path("name").asText()));
+        assertEquals(tensors, List.copyOf(reader.tensors().keySet()), "tensors in llama-quantize's order");
+        for (JsonNode expected : entry.path("tensors")) {
+            GgufReader.TensorInfo info = reader.tensors().get(expected.path("name").asText());
+            assertEquals(expected.path("type").asText(), info.type().name(), info.name());
+            assertEquals(expected.path("sha256").asText(), sha256(reader.bytes(info.name())), info.name());
+        }
+        assertEquals(entry.path("file_sha256").asText(), sha256(Files.readAllBytes(out)), "the whole file");
+        assertEquals(entry.path("file_size").asLong(), Files.size(out));
+    }
+
+    /** A llama-quantize type mixtune does not write is refused by name, exit 2, nothing written. */
+    @org.junit.jupiter.api.Test
+    void aTypeWithoutAByteEqualQuantizerIsRefusedByName(@TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny-mistral");
+        PresetCheckpoint.write("tiny-mistral", model, 0, DType.F32);
+        Path out = dir.resolve("model.gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", "iq2_xs");
+        assertEquals(2, result.code());
+        org.junit.jupiter.api.Assertions.assertTrue(result.err().contains("--type iq2_xs is a llama-quantize type"
+                + " mixtune does not write"), result.err());
+        org.junit.jupiter.api.Assertions.assertFalse(Files.exists(out));
+    }
+
+    /**
+     * make_gguf_kquant_goldens.wide_weights, value for value: tensor t of the names sorted, flat index i,
+     * u = (i * 2654435761 + (t + 1) * 1013904223) mod 2^32, v = (u >> 8) / 2^24 - 0.5 (exact in float32); a matrix's
+     * row r scaled by 2^-(r mod 5), zero where r mod 7 is 3; a vector 1 + v / 4. The bundled tokenizer's files beside.
+     */
+    private static void writeWide(JsonNode checkpoint, Path model) throws Exception {
+        Files.createDirectories(model);
+        Files.writeString(model.resolve("config.json"), new ObjectMapper().writerWithDefaultPrettyPrinter()
+                .writeValueAsString(checkpoint.path("config")));
+        List<SafetensorsWriter.TensorSpec> specs = new ArrayList<>();
+        for (JsonNode tensor : checkpoint.path("tensors")) {
+            specs.add(new SafetensorsWriter.TensorSpec(tensor.get(0).asText(), DType.F32,
+                    new ObjectMapper().convertValue(tensor.get(1), long[].class)));
+        }
+        SafetensorsWriter.writeFile(model.resolve("model.safetensors"), specs, spec -> {
+            int t = specs.indexOf(spec);
+            long[] shape = spec.shape();
+            float[] values = new float[Math.toIntExact(spec.numel())];
+            for (int i = 0; i < values.length; i++) {
+                long u = (i * 2654435761L + (t + 1) * 1013904223L) & 0xFFFFFFFFL;
+                float v = (float) (u >>> 8) * 0x1p-24f - 0.5f;
+                if (shape.length == 1) {
+                    values[i] = 1f + v * 0.25f;
+                } else {
+                    long row = i / shape[shape.length - 1];
+                    values[i] = row % 7 == 3 ? 0f : v * (1f / (1 << (row % 5)));
+                }
+            }
+            return values;
+        });
+        try (Stream<Path> files = Files.list(TOKENIZER)) {
+            for (Path file : files.toList()) {
+                Files.copy(file, model.resolve(file.getFileName()));
+            }
+        }
+    }
+
+    private static String sha256(byte[] bytes) throws Exception {
+        return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
+    }
+}
