@@ -178,7 +178,8 @@ public final class DpoRecipe implements AutoCloseable {
             TrainingLoop.Outcome outcome = loop.run(objective, new TrainingLoop.Stage(stage + 1, true, stageStart,
                     stageSteps[stage], outputDir.resolve("stage-" + (stage + 1)).resolve("adapter"), false), step,
                     start.resumed());
-            step = outcome.step();
+            // a stage that early stopping ended (train.early_stopping_patience) is whole: the next starts at its start
+            step = outcome.cancelled() || stage == stageSteps.length - 1 ? outcome.step() : stageEnd;
             results.add(outcome.result());
             if (outcome.result().adapterDir() != null) {
                 listener.onNote("stage " + (stage + 1) + " adapter " + outcome.result().adapterDir());

@@ -1,0 +1,151 @@
+package io.mixtune.trainer.cli;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.mixtune.trainer.run.MetricsLog;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * `mixtune train` keeping the best checkpoint and stopping early (train.load_best_model_at_end,
+ * metric_for_best_model, greater_is_better, early_stopping_patience) on the tiny Mixtral: eval_loss taken as greater
+ * is better, so that the falling loss makes step 2's evaluation the best and two more evaluations without
+ * improvement stop the run at step 6 of 10; keep_last 1 leaves step 2's checkpoint alone, and the final adapter is
+ * its adapter's bytes. A run killed after step 4's checkpoint and resumed stops at the same step with the same
+ * figures and adapter; a changed patience is refused on resume; validate refuses cadences that cannot keep the best.
+ */
+class TrainBestModelTest {
+    private static final String[] SETS = {"train.max_steps=10", "train.eval_every=2", "train.save_every=2",
+        "train.keep_last=1", "train.load_best_model_at_end=true", "train.metric_for_best_model=loss",
+        "train.greater_is_better=true", "train.early_stopping_patience=2"};
+
+    static Path recipe(Path dir) throws IOException {
+        Path chats = dir.resolve("chats.jsonl");
+        try (Stream<String> lines = Files.lines(Path.of("../data/samples/chats.jsonl"))) {
+            Files.write(chats, lines.limit(16).toList());
+        }
+        Path recipe = dir.resolve("recipe.yaml");
+        Files.writeString(recipe, """
+                model:
+                  preset: tiny-mixtral
+                lora:
+                  r: 4
+                  alpha: 8
+                  dropout: 0.1
+                  targets: [q_proj, v_proj, lm_head]
+                data:
+                  files: [%s]
+                  validation_ratio: 0.25
+                  max_seq_len: 96
+                train:
+                  micro_batch_size: 2
+                  lr: 3.0e-3
+                  schedule: constant
+                output_dir: %s
+                """.formatted(chats, dir.resolve("out")));
+        return recipe;
+    }
+
+    private static List<String> train(Path dir, String... more) throws IOException {
+        List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe(dir).toString()));
+        for (String set : SETS) {
+            args.addAll(List.of("--set", set));
+        }
+        for (String set : more) {
+            args.addAll(List.of("--set", set));
+        }
+        return args;
+    }
+
+    private static List<String> figures(Path metrics) {
+        List<String> lines = new ArrayList<>();
+        for (JsonNode record : MetricsLog.read(metrics)) {
+            for (String name : List.of("loss", "eval_loss", "best_metric", "best_global_step",
+                    "early_stopping_patience_counter", "adapter_from_step")) {
+                if (record.has(name)) {
+                    lines.add(record.get("step").asInt() + " " + name);
+                }
+            }
+        }
+        return lines;
+    }
+
+    @Test
+    void stopsEarlyKeepsTheBestCheckpointAndResumesToTheSameStop(@TempDir Path shared) throws Exception {
+        Path whole = Files.createDirectories(shared.resolve("whole"));
+        List<String> args = train(whole);
+        assertEquals(0, TrainCommandTest.mixtune(whole, args.toArray(String[]::new)).waitFor(),
+                Files.readString(whole.resolve("log.txt")));
+        String log = Files.readString(whole.resolve("log.txt"));
+        assertTrue(log.contains("step 6: early stopping: eval_loss did not improve on"), log);
+        assertTrue(log.contains("load_best_model_at_end"), log);
+        Path out = whole.resolve("out");
+        List<JsonNode> records = MetricsLog.read(out.resolve("metrics.jsonl"));
+        List<Double> evalLosses = new ArrayList<>();
+        for (JsonNode record : records) {
+            assertTrue(record.get("step").asInt() <= 6, "no step after the stop: " + record);
+            if (record.has("eval_loss") && record.get("step").asInt() > 0) {
+                evalLosses.add(record.get("eval_loss").asDouble());
+                assertEquals(2, record.get("best_global_step").asInt(), record.toString());
+            }
+        }
+        assertEquals(3, evalLosses.size(), evalLosses.toString());
+        assertTrue(evalLosses.get(0) > evalLosses.get(1) && evalLosses.get(0) > evalLosses.get(2), "falling "
+                + evalLosses + ": step 2 is the best of greater_is_better");
+        JsonNode kept = records.get(records.size() - 1);
+        assertEquals(6, kept.get("step").asInt());
+        assertTrue(kept.get("should_training_stop").asBoolean());
+        assertEquals(2, kept.get("adapter_from_step").asInt());
+        assertEquals("checkpoints/step-000002", kept.get("best_model_checkpoint").asText());
+        assertEquals(evalLosses.get(0), kept.get("best_metric").asDouble(), 0);
+        // keep_last 1: rotation kept step 2 beside the newest, and the end leaves the best alone (transformers)
+        try (Stream<Path> left = Files.list(out.resolve("checkpoints"))) {
+            assertEquals(List.of("step-000002"), left.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        Path weights = Path.of("adapter", "adapter_model.safetensors");
+        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000002").resolve(weights)),
+                Files.readAllBytes(out.resolve(weights)), "the final adapter is the best checkpoint's");
+
+        Path killed = Files.createDirectories(shared.resolve("killed"));
+        KilledRun.resumesToTheUninterruptedRun("best-model", killed, train(killed), "step-000004",
+                "train.early_stopping_patience=3", "train.early_stopping_patience: 2 -> 3", figures(out
+                        .resolve("metrics.jsonl")), out, TrainBestModelTest::figures);
+        assertFalse(Files.exists(killed.resolve("out/checkpoints/step-000004")));
+    }
+
+    @Test
+    void validateRefusesWhatCannotKeepTheBestNamingTheKeys(@TempDir Path dir) throws IOException {
+        Path recipe = recipe(dir);
+        String[][] refusals = {
+            {"train.save_every=3", "train.eval_every=2", "train.load_best_model_at_end=true", "train.save_every"},
+            {"train.save_every=0", "train.eval_every=2", "train.load_best_model_at_end=true", "train.eval_every"},
+            {"data.validation_ratio=0", "train.early_stopping_patience=2", "train.keep_last=2",
+                "train.early_stopping_patience: compares evaluations, and the run has no validation data"},
+            {"train.early_stopping_patience=0", "train.keep_last=2", "train.keep_last=2",
+                "early_stopping_patience: must be >= 1"},
+            {"train.early_stopping_threshold=0.1", "train.keep_last=2", "train.keep_last=2",
+                "early_stopping_threshold: applies to early stopping, which is off"},
+        };
+        for (String[] refusal : refusals) {
+            MixtuneCliTest.Result result = MixtuneCliTest.run("validate", "--recipe", recipe.toString(), "--set",
+                    refusal[0], "--set", refusal[1], "--set", refusal[2]);
+            assertEquals(2, result.code(), result.out() + result.err());
+            assertTrue(result.err().contains(refusal[3]), result.err());
+        }
+        MixtuneCliTest.Result listed = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
+        for (String key : List.of("load_best_model_at_end: false", "metric_for_best_model: null",
+                "greater_is_better: null", "early_stopping_patience: null", "early_stopping_threshold: 0.0")) {
+            assertTrue(listed.out().contains(key), listed.out());
+        }
+    }
+}
