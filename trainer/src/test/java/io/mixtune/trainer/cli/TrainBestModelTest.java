@@ -123,6 +123,47 @@ class TrainBestModelTest {
         assertFalse(Files.exists(killed.resolve("out/checkpoints/step-000004")));
     }
 
+    /**
+     * Stage-DPO: each stage is a run of its own, its evaluations compared among themselves (its eval_loss is against
+     * its own reference), as one Trainer per stage would. Stage 1 (4 steps) stops early at step 2 with step 1 best,
+     * its adapter step 1's; stage 2 still starts at step 4, against that adapter as its reference, and stops at step 6
+     * with step 5 best, which is the final adapter.
+     */
+    @Test
+    void dpoStagesEachKeepTheirBestAndStopOnTheirOwn(@TempDir Path dir) throws Exception {
+        List<String> args = TrainDpoTest.train(dir, TrainDpoTest.pairs(dir, 12), "dpo.stages=2",
+                "data.validation_ratio=0.25", "train.micro_batch_size=2", "train.epochs=2", "data.max_seq_len=96",
+                "train.eval_every=1", "train.save_every=1", "train.keep_last=10", "train.load_best_model_at_end=true",
+                "train.greater_is_better=true", "train.early_stopping_patience=1");
+        assertEquals(0, TrainCommandTest.mixtune(dir, args.toArray(String[]::new)).waitFor(),
+                Files.readString(dir.resolve("log.txt")));
+        Path out = dir.resolve("out");
+        List<JsonNode> records = MetricsLog.read(out.resolve("metrics.jsonl"));
+        List<String> steps = new ArrayList<>();
+        List<String> kept = new ArrayList<>();
+        for (JsonNode record : records) {
+            if (record.has("loss")) {
+                steps.add(record.get("stage").asInt() + ":" + record.get("step").asInt());
+            }
+            if (record.has("adapter_from_step")) {
+                kept.add(record.get("stage").asInt() + ":" + record.get("step").asInt() + "<-"
+                        + record.get("adapter_from_step").asInt());
+            }
+        }
+        assertEquals(List.of("1:1", "1:2", "2:5", "2:6"), steps, Files.readString(dir.resolve("log.txt")));
+        assertEquals(List.of("1:2<-1", "2:6<-5"), kept);
+        JsonNode state = new com.fasterxml.jackson.databind.ObjectMapper().readTree(
+                out.resolve("checkpoints/step-000002/trainer_state.json").toFile());
+        assertEquals(1, state.get("best_global_step").asInt());
+        assertEquals("checkpoints/step-000001", state.get("best_model_checkpoint").asText());
+        assertEquals(1, state.get("early_stopping_patience_counter").asInt());
+        Path weights = Path.of("adapter_model.safetensors");
+        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000001/adapter").resolve(weights)),
+                Files.readAllBytes(out.resolve("stage-1/adapter").resolve(weights)));
+        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000005/adapter").resolve(weights)),
+                Files.readAllBytes(out.resolve("adapter").resolve(weights)));
+    }
+
     @Test
     void validateRefusesWhatCannotKeepTheBestNamingTheKeys(@TempDir Path dir) throws IOException {
         Path recipe = recipe(dir);
