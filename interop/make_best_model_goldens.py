@@ -104,8 +104,7 @@ def run(case, root: Path) -> dict:
             "checkpoints_left": left}
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+def write(out: Path) -> list[dict]:
     cases = []
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +115,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"transformers": __import__("transformers").__version__, "cases": cases}, indent=1)
                    + "\n")
+    return cases
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    cases = write(out)
     print(f"wrote {out}: {len(cases)} cases, stops at {[c['stop_step'] for c in cases]}")
 
 
