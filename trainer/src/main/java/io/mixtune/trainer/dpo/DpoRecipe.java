@@ -159,7 +159,11 @@ public final class DpoRecipe implements AutoCloseable {
         long stageStart = 0;
         for (int stage = 0; stage < stageSteps.length; stage++) {
             long stageEnd = stageStart + stageSteps[stage];
-            if (step >= stageEnd) {
+            // resumed at a stage's last step with load_best_model_at_end: its end runs again, to load its best
+            // checkpoint before the next stage takes the policy as its reference (the checkpoint holds the last step)
+            boolean endAgain = recipe.train().loadBestModelAtEnd() && start.resumed() != null
+                    && step == stageEnd && step == start.resumed().step();
+            if (step >= stageEnd && !endAgain) {
                 stageStart = stageEnd; // finished before the run was stopped
                 continue;
             }

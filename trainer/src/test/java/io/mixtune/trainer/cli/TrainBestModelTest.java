@@ -103,16 +103,18 @@ class TrainBestModelTest {
 
     /**
      * Stage-DPO: each stage is a run of its own, its evaluations compared among themselves (its eval_loss is against
-     * its own reference), as one Trainer per stage would. Stage 1 (4 steps) stops early at step 2 with step 1 best,
-     * its adapter step 1's; stage 2 still starts at step 4, against that adapter as its reference, and stops at step 6
-     * with step 5 best, which is the final adapter.
+     * its own reference), as one Trainer per stage would. Stage 1 (4 steps) ends with step 1 best, its adapter step
+     * 1's (the first step's rate is 0 in the warmup, and the falling eval_loss is taken as greater is better); stage
+     * 2 starts against that adapter as its reference and early stopping ends it at step 9 of 10 (four evaluations
+     * without improvement), step 5 best, which is the final adapter. Resumed from stage 1's last checkpoint (its last step's weights), the run
+     * loads stage 1's best again before stage 2, and ends with the same adapters.
      */
     @Test
     void dpoStagesEachKeepTheirBestAndStopOnTheirOwn(@TempDir Path dir) throws Exception {
         List<String> args = TrainDpoTest.train(dir, TrainDpoTest.pairs(dir, 12), "dpo.stages=2",
                 "data.validation_ratio=0.25", "train.micro_batch_size=2", "train.epochs=2", "data.max_seq_len=96",
                 "train.eval_every=1", "train.save_every=1", "train.keep_last=10", "train.load_best_model_at_end=true",
-                "train.greater_is_better=true", "train.early_stopping_patience=1");
+                "train.greater_is_better=true", "train.early_stopping_patience=4");
         assertEquals(0, TrainCommandTest.mixtune(dir, args.toArray(String[]::new)).waitFor(),
                 Files.readString(dir.resolve("log.txt")));
         Path out = dir.resolve("out");
@@ -125,21 +127,31 @@ class TrainBestModelTest {
             }
             if (record.has("adapter_from_step")) {
                 kept.add(record.get("stage").asInt() + ":" + record.get("step").asInt() + "<-"
-                        + record.get("adapter_from_step").asInt());
+                        + record.get("adapter_from_step").asInt() + (record.get("should_training_stop").asBoolean()
+                        ? " stopped" : ""));
             }
         }
-        assertEquals(List.of("1:1", "1:2", "2:5", "2:6"), steps, Files.readString(dir.resolve("log.txt")));
-        assertEquals(List.of("1:2<-1", "2:6<-5"), kept);
+        assertEquals(List.of("1:1", "1:2", "1:3", "1:4", "2:5", "2:6", "2:7", "2:8", "2:9"), steps,
+                Files.readString(dir.resolve("log.txt")));
+        assertEquals(List.of("1:4<-1", "2:9<-5 stopped"), kept);
         JsonNode state = new com.fasterxml.jackson.databind.ObjectMapper().readTree(
                 out.resolve("checkpoints/step-000002/trainer_state.json").toFile());
         assertEquals(1, state.get("best_global_step").asInt());
         assertEquals("checkpoints/step-000001", state.get("best_model_checkpoint").asText());
         assertEquals(1, state.get("early_stopping_patience_counter").asInt());
         Path weights = Path.of("adapter_model.safetensors");
-        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000001/adapter").resolve(weights)),
-                Files.readAllBytes(out.resolve("stage-1/adapter").resolve(weights)));
-        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000005/adapter").resolve(weights)),
-                Files.readAllBytes(out.resolve("adapter").resolve(weights)));
+        byte[] stage1 = Files.readAllBytes(out.resolve("stage-1/adapter").resolve(weights));
+        byte[] last = Files.readAllBytes(out.resolve("adapter").resolve(weights));
+        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000001/adapter").resolve(weights)), stage1);
+        assertArrayEquals(Files.readAllBytes(out.resolve("checkpoints/step-000005/adapter").resolve(weights)), last);
+
+        List<String> resume = new ArrayList<>(args);
+        resume.addAll(List.of("--resume", out.resolve("checkpoints/step-000004").toString()));
+        MixtuneCliTest.Result between = MixtuneCliTest.run(resume.toArray(String[]::new));
+        assertEquals(0, between.code(), between.err());
+        assertArrayEquals(stage1, Files.readAllBytes(out.resolve("stage-1/adapter").resolve(weights)));
+        assertArrayEquals(last, Files.readAllBytes(out.resolve("adapter").resolve(weights)), "stage 2 from stage 1's "
+                + "best again");
     }
 
     @Test
@@ -161,6 +173,11 @@ class TrainBestModelTest {
             assertEquals(2, result.code(), result.out() + result.err());
             assertTrue(result.err().contains(refusal[3]), result.err());
         }
+        MixtuneCliTest.Result grpo = MixtuneCliTest.run("validate", "--recipe", "../recipes/quickstart-grpo.yaml",
+                "--set", "train.early_stopping_patience=2");
+        assertEquals(2, grpo.code(), grpo.out() + grpo.err());
+        assertTrue(grpo.err().contains("train.early_stopping_patience: compares evaluations, and train.method grpo "
+                + "evaluates nothing"), grpo.err());
         MixtuneCliTest.Result listed = MixtuneCliTest.run("validate", "--recipe", recipe.toString());
         for (String key : List.of("load_best_model_at_end: false", "metric_for_best_model: null",
                 "greater_is_better: null", "early_stopping_patience: null", "early_stopping_threshold: 0.0")) {
