@@ -159,7 +159,11 @@ public final class DpoRecipe implements AutoCloseable {
         long stageStart = 0;
         for (int stage = 0; stage < stageSteps.length; stage++) {
             long stageEnd = stageStart + stageSteps[stage];
-            if (step >= stageEnd) {
+            // resumed at a stage's last step with load_best_model_at_end: its end runs again, to load its best
+            // checkpoint before the next stage takes the policy as its reference (the checkpoint holds the last step)
+            boolean endAgain = recipe.train().loadBestModelAtEnd() && start.resumed() != null
+                    && step == stageEnd && step == start.resumed().step();
+            if (step >= stageEnd && !endAgain) {
                 stageStart = stageEnd; // finished before the run was stopped
                 continue;
             }
@@ -178,7 +182,8 @@ public final class DpoRecipe implements AutoCloseable {
             TrainingLoop.Outcome outcome = loop.run(objective, new TrainingLoop.Stage(stage + 1, true, stageStart,
                     stageSteps[stage], outputDir.resolve("stage-" + (stage + 1)).resolve("adapter"), false), step,
                     start.resumed());
-            step = outcome.step();
+            // a stage that early stopping ended (train.early_stopping_patience) is whole: the next starts at its start
+            step = outcome.cancelled() || stage == stageSteps.length - 1 ? outcome.step() : stageEnd;
             results.add(outcome.result());
             if (outcome.result().adapterDir() != null) {
                 listener.onNote("stage " + (stage + 1) + " adapter " + outcome.result().adapterDir());

@@ -959,6 +959,7 @@ public final class AxolotlImport {
             } else {
                 number("save_total_limit", "train.keep_last", true);
             }
+            mapBestModel();
             mapRouterLoss();
             mapOptimizer();
             mapLoraPlus();
@@ -993,6 +994,54 @@ public final class AxolotlImport {
          * create_loraplus_optimizer with transformers' optimizer kwargs (lr, betas, eps) only, so PEFT's
          * loraplus_weight_decay default, 0, is every group's decay and weight_decay goes unused.
          */
+        /**
+         * early_stopping_patience, load_best_model_at_end, metric_for_best_model and greater_is_better as axolotl's
+         * core/builders/causal.py passes them: an EarlyStoppingCallback of the patience (threshold 0);
+         * load_best_model_at_end when it or early_stopping_patience is set and there is validation data and save_steps
+         * is a multiple of eval_steps, else silently off; greater_is_better only when true (false leaves
+         * transformers' choice by the metric's name).
+         */
+        private void mapBestModel() {
+            JsonNode patience = get("early_stopping_patience");
+            JsonNode loadBest = get("load_best_model_at_end");
+            if (patience != null && patience.isNumber() && patience.asDouble() == 0) {
+                used.add("early_stopping_patience"); // 0 is falsy to axolotl: no EarlyStoppingCallback
+            } else {
+                number("early_stopping_patience", "train.early_stopping_patience", true);
+            }
+            JsonNode save = get("save_steps");
+            JsonNode eval = get("eval_steps");
+            JsonNode validation = get("val_set_size");
+            boolean validated = validation != null && validation.asDouble(0) > 0 || get("test_datasets") != null;
+            boolean compatible = save != null && eval != null && save.isIntegralNumber() && eval.isIntegralNumber()
+                    && eval.asLong() > 0 && save.asLong() % eval.asLong() == 0;
+            boolean asked = isTrue(loadBest) || patience != null && patience.asDouble(0) != 0;
+            if (asked && validated && compatible) {
+                put("train.load_best_model_at_end", true, loadBest != null && isTrue(loadBest)
+                        ? "load_best_model_at_end" : "early_stopping_patience (axolotl then loads the best model too)");
+                used.add("load_best_model_at_end");
+            } else if (isTrue(loadBest)) {
+                unmapped("load_best_model_at_end", "axolotl turns it off unless there is validation data and "
+                        + "save_steps is a multiple of eval_steps (both set): set those and train.load_best_model_at_end");
+            } else if (loadBest != null) {
+                used.add("load_best_model_at_end");
+            }
+            JsonNode metric = get("metric_for_best_model");
+            if (metric != null && metric.isTextual()) {
+                put("train.metric_for_best_model", metric.asText(), "metric_for_best_model");
+            } else if (metric != null) {
+                unmapped("metric_for_best_model", "expected the name of an evaluation metric");
+            }
+            JsonNode greater = get("greater_is_better");
+            if (isTrue(greater)) {
+                put("train.greater_is_better", true, "greater_is_better");
+            } else if (greater != null) {
+                used.add("greater_is_better");
+                notes.add("greater_is_better: false is not passed on by axolotl (only true is): transformers then "
+                        + "decides by the metric's name (false for one ending in loss), as mixtune's null does");
+            }
+        }
+
         private void mapLoraPlus() {
             number("loraplus_lr_ratio", "train.loraplus_lr_ratio", false);
             number("loraplus_lr_embedding", "train.loraplus_lr_embedding", false);

@@ -211,7 +211,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double adamBeta1,
             double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
-            int evalMaxNewTokens, Double neftuneNoiseAlpha) {
+            int evalMaxNewTokens, Double neftuneNoiseAlpha, boolean loadBestModelAtEnd, String metricForBestModel,
+            Boolean greaterIsBetter, Integer earlyStoppingPatience, double earlyStoppingThreshold) {
         /** dpo, reward, orpo and cpo train on preference pairs (data.files hold pairs, never packed), sft on chats. */
         public boolean readsPreferencePairs() {
             return method.equals("dpo") || method.equals("reward") || trainsWithoutReference();
@@ -260,6 +261,27 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
          */
         public double routerAuxCoefficient(ModelConfig config) {
             return routerAuxLoss && config.isMixtureOfExperts() ? config.routerAuxLossCoef() : 0;
+        }
+
+        /**
+         * Whether evaluations are compared for the best checkpoint (transformers tracks best_metric and
+         * best_model_checkpoint whenever metric_for_best_model is set, which load_best_model_at_end defaults to loss;
+         * mixtune's early stopping defaults it too).
+         */
+        public boolean tracksBestModel() {
+            return loadBestModelAtEnd || metricForBestModel != null || earlyStoppingPatience != null;
+        }
+
+        /** The evaluation metric compared, by its logged name: metric_for_best_model with eval_ put in front. */
+        public String bestModelMetric() {
+            String name = metricForBestModel == null ? "loss" : metricForBestModel;
+            return name.startsWith("eval_") ? name : "eval_" + name;
+        }
+
+        /** greater_is_better, else as transformers' TrainingArguments.__post_init__: false for a name ending in loss. */
+        public boolean bestModelGreaterIsBetter() {
+            return greaterIsBetter != null ? greaterIsBetter
+                    : !(metricForBestModel == null ? "loss" : metricForBestModel).endsWith("loss");
         }
 
         /** The seed of the data order and of the dropout masks: data_seed, else seed. */
@@ -354,6 +376,22 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                 // mode); mixtune noises SFT only and refuses a key it would ignore
                 checks.add("neftune_noise_alpha: NEFTune applies to train.method sft only: remove it for train.method "
                         + method);
+            }
+            if (metricForBestModel != null && metricForBestModel.isBlank()) {
+                checks.add("metric_for_best_model: is empty: expected a logged evaluation metric (loss, "
+                        + "rewards/accuracies, ...) or null for eval_loss");
+            }
+            if (earlyStoppingPatience != null && earlyStoppingPatience < 1) {
+                checks.add("early_stopping_patience: must be >= 1 (evaluations without improvement before the run "
+                        + "stops) or null to turn early stopping off, got " + earlyStoppingPatience);
+            }
+            if (!(earlyStoppingThreshold >= 0 && earlyStoppingThreshold < Double.POSITIVE_INFINITY)) {
+                checks.add("early_stopping_threshold: must be >= 0 (how much the metric must improve), got "
+                        + earlyStoppingThreshold);
+            }
+            if (earlyStoppingThreshold > 0 && earlyStoppingPatience == null) {
+                checks.add("early_stopping_threshold: applies to early stopping, which is off: set "
+                        + "early_stopping_patience or drop it");
             }
             checks.throwIfAny();
         }

@@ -261,6 +261,9 @@ public final class RecipeReader {
             binder.conflict("train.warmup_ratio", "goes with", "train.warmup_steps", "both set the warmup: keep one "
                     + "(warmup_steps: 0, or warmup_ratio: null)");
         }
+        if (train != null) {
+            BestModelChecks.check(train, data, binder);
+        }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
         }

@@ -85,6 +85,11 @@ public final class MetricsLog implements AutoCloseable {
         }
 
         @Override
+        public void onStageKept(StageKept event) {
+            log.write(record(event.metrics()));
+        }
+
+        @Override
         public void onRunFinished(RunFinished event) {
             close();
         }

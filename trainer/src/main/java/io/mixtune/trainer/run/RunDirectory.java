@@ -66,6 +66,20 @@ public final class RunDirectory implements AutoCloseable {
             // short of memory after a restart may switch it on.
             "train.gradient_checkpointing");
 
+    /**
+     * Keys of {@link #MAY_CHANGE_ON_RESUME} that decide which evaluations are compared and which checkpoints exist, so
+     * which one is best and where early stopping ends the run: refused on resume once the run keeps the best
+     * checkpoint (train.metric_for_best_model, load_best_model_at_end or early_stopping_patience set).
+     */
+    private static final Set<String> BEST_MODEL_CADENCE = Set.of("train.eval_every", "train.save_every");
+
+    /** Whether the flattened recipe keeps the best checkpoint (Recipe.Train#tracksBestModel). */
+    private static boolean tracksBestModel(Map<String, String> recipe) {
+        return "true".equals(recipe.get("train.load_best_model_at_end"))
+                || !"null".equals(recipe.getOrDefault("train.metric_for_best_model", "null"))
+                || !"null".equals(recipe.getOrDefault("train.early_stopping_patience", "null"));
+    }
+
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
 
     private final Path dir;
@@ -308,7 +322,8 @@ public final class RunDirectory implements AutoCloseable {
             String was = before.getOrDefault(key, "(not set)");
             String is = now.getOrDefault(key, "(not set)");
             boolean addedAtDefault = !before.containsKey(key) && is.equals(defaults.get(key));
-            if (!sameValue(was, is) && !addedAtDefault && !MAY_CHANGE_ON_RESUME.contains(key)) {
+            if (!sameValue(was, is) && !addedAtDefault && !(MAY_CHANGE_ON_RESUME.contains(key)
+                    && !(BEST_MODEL_CADENCE.contains(key) && tracksBestModel(before)))) {
                 changes.add(key + ": " + was + " -> " + is);
             }
         }

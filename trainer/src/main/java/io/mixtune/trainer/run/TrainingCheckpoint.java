@@ -66,15 +66,21 @@ public final class TrainingCheckpoint {
      * their memory ({@link ArrayTensors}), so that no Java copy of the state exists at any moment.
      *
      * @param averages the weight averages' arrays by name ({@link TrainingAverages#arrays}), in parameter order
+     * @param bestModel the best checkpoint and early stopping so far ({@link BestModel}), null with them off
      */
     public record Snapshot(long step, long optimizerSteps, LossScaler.State lossScaler, List<NDArray> parameters,
             List<NDArray> firstMoments, List<NDArray> secondMoments, Map<String, List<NDArray>> averages,
-            OptionalLong numTokens) {
+            OptionalLong numTokens, BestModel.State bestModel) {
 
         public static Snapshot of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
                 Map<String, List<NDArray>> averages, OptionalLong numTokens) {
+            return of(step, parameters, optimizer, scaler, averages, numTokens, null);
+        }
+
+        static Snapshot of(long step, List<NDArray> parameters, AdamW optimizer, LossScaler scaler,
+                Map<String, List<NDArray>> averages, OptionalLong numTokens, BestModel.State bestModel) {
             return new Snapshot(step, optimizer.stepCount(), scaler.state(), parameters, optimizer.firstMoments(),
-                    optimizer.secondMoments(), averages, numTokens);
+                    optimizer.secondMoments(), averages, numTokens, bestModel);
         }
     }
 
@@ -86,9 +92,11 @@ public final class TrainingCheckpoint {
      * @param averages the names of the weight averages it holds ({@link TrainingAverages#arrays})
      * @param numTokens real tokens the run read through {@code step} (TRL's num_tokens); empty in a checkpoint written
      *     before mixtune counted them
+     * @param bestModel the best checkpoint and early stopping as they stood ({@link BestModel}); null where the run
+     *     kept none
      */
     public record State(long step, long optimizerSteps, LossScaler.State lossScaler, Path tensors, int parameters,
-            Set<String> averages, OptionalLong numTokens) {
+            Set<String> averages, OptionalLong numTokens, BestModel.State bestModel) {
 
         /** Puts the adapter arrays back in place. */
         public void restoreParameters(List<NDArray> into) {
@@ -138,7 +146,8 @@ public final class TrainingCheckpoint {
             PeftAdapter.save(lora, adapterName, dir.resolve(ADAPTER_DIR), baseModelDir.toAbsolutePath().toString());
             extras.accept(dir);
         });
-        prune(checkpoints, keepLast);
+        long best = state.bestModel() == null ? 0 : state.bestModel().bestCheckpointStep();
+        prune(checkpoints, keepLast, best > 0 ? directoryOf(checkpoints, best) : null);
         return saved;
     }
 
@@ -211,6 +220,9 @@ public final class TrainingCheckpoint {
             json.put("parameters", parameters);
             state.numTokens().ifPresent(tokens -> json.put("num_tokens", tokens));
             state.averages().keySet().forEach(json.putArray("averages")::add);
+            if (state.bestModel() != null) {
+                state.bestModel().writeInto(json, checkpoints);
+            }
             ObjectNode hashes = json.putObject("sha256");
             for (Path file : filesUnder(partial)) {
                 if (!file.getFileName().toString().equals(STATE_JSON)) {
@@ -308,7 +320,8 @@ public final class TrainingCheckpoint {
                             json.path("loss_scale_finite_streak").asInt(0), json.path("skipped_steps").asLong(0),
                             json.path("skipped_in_a_row").asInt(0)),
                     tensors, shapes.size(), averages, json.has("num_tokens")
-                            ? OptionalLong.of(json.get("num_tokens").asLong()) : OptionalLong.empty());
+                            ? OptionalLong.of(json.get("num_tokens").asLong()) : OptionalLong.empty(),
+                    BestModel.State.readFrom(json));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + dir + ": " + e.getMessage(), e);
         }
@@ -369,10 +382,29 @@ public final class TrainingCheckpoint {
      * Deletes all but the newest {@code keep} checkpoints, and any partial or replaced one a killed run left behind.
      */
     public static void prune(Path checkpoints, int keep) {
+        prune(checkpoints, keep, null);
+    }
+
+    /**
+     * As above, never deleting {@code best} (train.metric_for_best_model's best checkpoint; null for none): as
+     * transformers' trainer_utils.rotate_checkpoints, the newest and the best are kept, the oldest others deleted
+     * until max(keep, 2 when they differ) are left. Without a best it deletes exactly what the above always did.
+     */
+    static void prune(Path checkpoints, int keep, Path best) {
         List<Path> all = list(checkpoints);
         try {
-            for (int i = 0; i < all.size() - keep; i++) {
-                delete(all.get(i));
+            Path newest = all.isEmpty() ? null : all.get(all.size() - 1);
+            boolean bestKept = best != null && all.contains(best) && !best.equals(newest);
+            int remaining = all.size();
+            int toKeep = Math.max(keep, bestKept ? 2 : 1);
+            for (Path checkpoint : all) {
+                if (remaining <= toKeep) {
+                    break;
+                }
+                if (!checkpoint.equals(newest) && !(bestKept && checkpoint.equals(best))) {
+                    delete(checkpoint);
+                    remaining--;
+                }
             }
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(checkpoints, "*.partial")) {
                 for (Path partial : entries) {

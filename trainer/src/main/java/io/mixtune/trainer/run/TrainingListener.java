@@ -72,6 +72,13 @@ public interface TrainingListener {
 
     record RunFinished(TrainingResult result) {}
 
+    /**
+     * The end of a stage that kept the best checkpoint (train.metric_for_best_model, load_best_model_at_end,
+     * early_stopping_patience): best_metric, best_global_step, best_model_checkpoint, should_training_stop and the
+     * step the adapter came from, a record of metrics.jsonl.
+     */
+    record StageKept(long step, Map<String, Object> metrics) {}
+
     default void onNote(String line) {}
 
     default void onRunStarted(RunStarted event) {}
@@ -87,6 +94,8 @@ public interface TrainingListener {
     default void onCheckpoint(CheckpointSaved event) {}
 
     default void onRunFinished(RunFinished event) {}
+
+    default void onStageKept(StageKept event) {}
 
     /** One listener passing each event to {@code listeners}, in their order. */
     static TrainingListener all(List<? extends TrainingListener> listeners) {
@@ -130,6 +139,11 @@ public interface TrainingListener {
             @Override
             public void onRunFinished(RunFinished event) {
                 copy.forEach(l -> l.onRunFinished(event));
+            }
+
+            @Override
+            public void onStageKept(StageKept event) {
+                copy.forEach(l -> l.onStageKept(event));
             }
         };
     }

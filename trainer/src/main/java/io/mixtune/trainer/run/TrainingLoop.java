@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.LearningRateSchedule;
@@ -118,14 +119,25 @@ public final class TrainingLoop {
             EpochSteps epochSteps = new EpochSteps(objective.microBatchesPerEpoch(), accumulation);
             StageRecord record = new StageRecord(stage);
             LogWindow window = new LogWindow();
+            BestModel best = BestModel.of(train);
+            if (best != null) {
+                if (!objective.hasValidation()) {
+                    throw new Refusal("train.metric_for_best_model, load_best_model_at_end and early_stopping_patience "
+                            + "compare evaluations, and this run evaluates nothing (no validation data): set "
+                            + "data.validation_ratio or data.validation_files, or drop them");
+                }
+                if (step > stage.start()) {
+                    best.restore(resumed.bestModel());
+                }
+            }
             if (stage.evaluateFirst() && step == stage.start()) {
                 if (objective.hasValidation()) {
-                    evaluate(objective, stage, step, averages, record);
+                    evaluate(objective, stage, step, averages, record, null);
                 }
                 generateSamples(stage, step);
             }
             try (LoraModel.Scope training = lora.training()) {
-                while (step < stage.end()) {
+                while (step < stage.end() && (best == null || !best.shouldTrainingStop())) {
                     long start = System.nanoTime();
                     long stageStep = step - stage.start();
                     long first = epochSteps.firstMicroBatch(stageStep);
@@ -162,26 +174,42 @@ public final class TrainingLoop {
                             result.measured().figures()));
                     boolean evaluation = end || train.evalEvery() > 0 && step % train.evalEvery() == 0;
                     if (objective.hasValidation() && evaluation) {
-                        evaluate(objective, stage, step, averages, record);
+                        evaluate(objective, stage, step, averages, record, best);
                     }
                     if (evaluation) {
                         generateSamples(stage, step);
                     }
-                    if (end) {
+                    // EarlyStoppingCallback sets should_training_stop: the stage ends after this step, as at its last
+                    boolean stoppedEarly = best != null && best.shouldTrainingStop();
+                    if (stoppedEarly) {
+                        listener.onNote(best.stopLine(step));
+                    }
+                    boolean stageEnds = end || stoppedEarly;
+                    if (end && best == null) {
                         record.adapters = writeAdapters(stage.adapterDir(), averages);
                     }
                     boolean stop = cancelled.getAsBoolean();
-                    if (end || stop || train.saveEvery() > 0 && step % train.saveEvery() == 0) {
-                        saveCheckpoint(objective, checkpoints, step, optimizer, scaler, averages);
+                    boolean onCadence = end || train.saveEvery() > 0 && step % train.saveEvery() == 0;
+                    // no checkpoint of its own where early stopping ends the stage off the cadence (transformers
+                    // writes none): a resume from the last one replays the steps to the same stop
+                    if (onCadence || stop) {
+                        if (best != null) {
+                            best.saving(step, onCadence);
+                        }
+                        saveCheckpoint(objective, checkpoints, step, optimizer, scaler, averages, best);
+                    }
+                    if (stageEnds && best != null) {
+                        record.adapters = endOfStage(best, stage, step, checkpoints, averages);
                     }
                     if (stop) {
                         listener.onNote("step " + step + ": cancelled; --resume continues from the checkpoint just saved");
-                        return new Outcome(step, true, record.result(step, end ? stage.adapterDir() : null));
+                        return new Outcome(step, true, record.result(step, stageEnds ? stage.adapterDir() : null));
                     }
                 }
             }
             if (record.adapters == null) { // resumed at the stage's very end: its adapters again, from that checkpoint
-                record.adapters = writeAdapters(stage.adapterDir(), averages);
+                record.adapters = best == null ? writeAdapters(stage.adapterDir(), averages)
+                        : endOfStage(best, stage, step, checkpoints, averages);
             }
             return new Outcome(step, false, record.result(step, stage.adapterDir()));
         }
@@ -292,7 +320,7 @@ public final class TrainingLoop {
      * (eval_loss_ema, ...), the adapters without dropout; tells the listener.
      */
     private <B, M extends Objective.Measured> void evaluate(Objective<B, M> objective, Stage stage, long step,
-            TrainingAverages averages, StageRecord record) {
+            TrainingAverages averages, StageRecord record, BestModel best) {
         Map<String, Object> metrics = new LinkedHashMap<>();
         metrics.put("step", step);
         if (stage.recordStage()) {
@@ -310,6 +338,9 @@ public final class TrainingLoop {
                 averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
                         () -> metrics.put("eval_loss_" + name, objective.evaluate().get("eval_loss"))));
             }
+        }
+        if (best != null && step > stage.start()) {
+            best.evaluated(step, metrics);
         }
         if (record.firstEvaluation == null) {
             record.firstEvaluation = metrics;
@@ -336,15 +367,54 @@ public final class TrainingLoop {
         return written;
     }
 
+    /**
+     * The stage's end with the best checkpoint kept: with load_best_model_at_end the adapter arrays become the best
+     * checkpoint's (its exact fp32 state, as transformers' _load_best_model loads its adapter) before the stage's
+     * adapters are written, so they equal its adapter/ byte for byte; the weight averages stay the stage's last
+     * (transformers has none). keep_last 1 then leaves the best checkpoint alone (transformers' special case for
+     * save_total_limit 1). Metrics and the progress output say where the adapter came from.
+     */
+    private Map<String, Path> endOfStage(BestModel best, Stage stage, long step, Path checkpoints,
+            TrainingAverages averages) {
+        Path bestDir = best.bestCheckpoint(checkpoints);
+        Map<String, Object> metrics = new LinkedHashMap<>();
+        metrics.put("step", step);
+        if (stage.recordStage()) {
+            metrics.put("stage", stage.stage());
+        }
+        metrics.put("best_metric", best.state().bestMetric());
+        metrics.put("best_global_step", best.state().bestGlobalStep());
+        metrics.put("best_model_checkpoint", bestDir == null ? null : outputDir.relativize(bestDir).toString());
+        metrics.put("should_training_stop", best.shouldTrainingStop());
+        String line;
+        if (best.loadsBest() && bestDir != null) {
+            TrainingCheckpoint.load(bestDir, TrainingCheckpoint.shapesOf(parameters)).restoreParameters(parameters);
+            metrics.put("adapter_from_step", best.state().bestCheckpointStep());
+            line = String.format(Locale.ROOT, "step %d: load_best_model_at_end: %s is the best checkpoint's, %s "
+                    + "(%s %.6g)", step, stage.adapterDir(), bestDir, best.metric(), best.state().bestMetric());
+        } else {
+            metrics.put("adapter_from_step", step);
+            line = best.loadsBest() ? "step " + step + ": load_best_model_at_end: no checkpoint was evaluated "
+                    + "best, the adapter is the last step's" : null;
+        }
+        Map<String, Path> written = writeAdapters(stage.adapterDir(), averages);
+        BestModel.keepOnlyBest(checkpoints, recipe.train().keepLast(), bestDir);
+        if (line != null) {
+            listener.onNote(line);
+        }
+        listener.onStageKept(new TrainingListener.StageKept(step, metrics));
+        return written;
+    }
+
     private Path writeAdapter(Path dir) {
         return TrainingOutputs.writeAdapter(model.lora(), TrainingModel.ADAPTER_NAME, dir, model.baseModelDir(),
                 recipe);
     }
 
     private <B, M extends Objective.Measured> void saveCheckpoint(Objective<B, M> objective, Path checkpoints,
-            long step, AdamW optimizer, LossScaler scaler, TrainingAverages averages) {
+            long step, AdamW optimizer, LossScaler scaler, TrainingAverages averages, BestModel best) {
         TrainingCheckpoint.Snapshot state = TrainingCheckpoint.Snapshot.of(step, parameters, optimizer, scaler,
-                averages.arrays(), numTokens);
+                averages.arrays(), numTokens, best == null ? null : best.state());
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
                     tokenizerFiles().writeInto(dir.resolve(TrainingCheckpoint.ADAPTER_DIR));

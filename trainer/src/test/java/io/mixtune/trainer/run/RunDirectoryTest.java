@@ -47,6 +47,30 @@ class RunDirectoryTest {
         assertEquals(List.of("dpo.stage_order: file -> margin"), RunDirectory.changedKeys(now, margin));
     }
 
+    /**
+     * eval_every and save_every may change on resume, except where the run keeps the best checkpoint or stops early:
+     * there they decide which evaluation is best and where the run stops; the new keys themselves are named when
+     * changed, and are no change at their defaults for a run started before them.
+     */
+    @Test
+    void cadencesAreRefusedOnResumeOnceTheBestCheckpointIsKept() throws Exception {
+        assertEquals(List.of(), RunDirectory.changedKeys(quickstart(), quickstart("train.eval_every=5")));
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        List.of("train.load_best_model_at_end", "train.metric_for_best_model", "train.greater_is_better",
+                "train.early_stopping_patience", "train.early_stopping_threshold")
+                .forEach(key -> assertTrue(older.remove(key) != null, key));
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("train.eval_every: 25 -> 5"), RunDirectory.changedKeys(
+                quickstart("train.early_stopping_patience=2"), quickstart("train.early_stopping_patience=2",
+                        "train.eval_every=5", "train.save_every=25")));
+        assertEquals(List.of("train.save_every: 25 -> 50", "train.load_best_model_at_end: true -> false"),
+                RunDirectory.changedKeys(quickstart("train.load_best_model_at_end=true"),
+                        quickstart("train.save_every=50")));
+        assertEquals(List.of(), RunDirectory.changedKeys(quickstart("train.metric_for_best_model=loss"),
+                quickstart("train.metric_for_best_model=loss", "train.keep_last=1")));
+    }
+
     /** lora.use_dora changes what trains: a run started before the key resumes at false, and a change is named. */
     @Test
     void useDoraIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {

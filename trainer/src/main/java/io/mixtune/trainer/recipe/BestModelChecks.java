@@ -1,0 +1,40 @@
+package io.mixtune.trainer.recipe;
+
+import io.mixtune.data.dataset.DataConfig;
+
+/**
+ * What train.load_best_model_at_end, metric_for_best_model and early_stopping_patience ask of the other keys: an
+ * evaluation to compare (validation data, a method that evaluates), and, to load the best checkpoint, a checkpoint at
+ * every evaluation that may be the best (transformers' TrainingArguments.__post_init__ refuses the same cadences).
+ */
+final class BestModelChecks {
+    private BestModelChecks() {}
+
+    static void check(Recipe.Train train, DataConfig data, RecordBinder binder) {
+        if (!train.tracksBestModel()) {
+            return;
+        }
+        String key = train.loadBestModelAtEnd() ? "train.load_best_model_at_end"
+                : train.earlyStoppingPatience() != null ? "train.early_stopping_patience" : "train.metric_for_best_model";
+        if (train.readsPrompts()) {
+            binder.problem(key, "compares evaluations, and train.method grpo evaluates nothing (it has no validation "
+                    + "set): drop it");
+        } else if (data != null && data.validationFiles().isEmpty() && data.validationRatio() == 0) {
+            binder.problem(key, "compares evaluations, and the run has no validation data: set data.validation_ratio "
+                    + "or data.validation_files");
+        }
+        if (train.loadBestModelAtEnd()) {
+            int eval = train.evalEvery();
+            int save = train.saveEvery();
+            // transformers: "--load_best_model_at_end requires the saving steps to be a multiple of the evaluation
+            // steps"; mixtune's 0 means "at the end only", where both always happen
+            if (eval == 0 && save > 0 || eval > 0 && (save == 0 || save % eval != 0)) {
+                binder.conflict("train.save_every", "does not go with", "train.eval_every", "train."
+                        + "load_best_model_at_end needs train.save_every a multiple of train.eval_every, so that "
+                        + "every checkpoint is evaluated (as transformers' load_best_model_at_end requires); "
+                        + "e.g. save_every " + (eval > 0 ? eval : save) + " and eval_every "
+                        + (eval > 0 ? eval : save));
+            }
+        }
+    }
+}
