@@ -42,6 +42,8 @@ public final class AdamW {
     private final double eps;
     private final double weightDecay;
     private long step;
+    /** bitsandbytes' 8-bit moments (adamw_bnb_8bit), in place of the float32 ones; null for adamw_torch. */
+    private final AdamW8bit eightBit;
 
     /**
      * Consecutive parameters, their flat moments, and their update's place: the first {@code size} elements of the
@@ -51,7 +53,7 @@ public final class AdamW {
             NDArray secondMoment, NDArray update, List<NDArray> updates) {}
 
     public AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay) {
-        this(parameters, null, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
+        this(parameters, null, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS, false);
     }
 
     /**
@@ -59,16 +61,25 @@ public final class AdamW {
      */
     public AdamW(List<NDArray> parameters, double[] lrFactors, double beta1, double beta2, double eps,
             double weightDecay) {
-        this(parameters, lrFactors, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS);
+        this(parameters, lrFactors, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS, false);
+    }
+
+    /**
+     * @param eightBitMoments bitsandbytes' 8-bit AdamW ({@link AdamW8bit}: transformers' adamw_bnb_8bit) instead of
+     *     torch's: the buckets still lay out the gradients for unscaling and clipping, the moments are AdamW8bit's
+     */
+    public AdamW(List<NDArray> parameters, double[] lrFactors, double beta1, double beta2, double eps,
+            double weightDecay, boolean eightBitMoments) {
+        this(parameters, lrFactors, beta1, beta2, eps, weightDecay, BUCKET_ELEMENTS, eightBitMoments);
     }
 
     /** With buckets of {@code bucketElements}: tests use small ones to have several. */
     AdamW(List<NDArray> parameters, double beta1, double beta2, double eps, double weightDecay, long bucketElements) {
-        this(parameters, null, beta1, beta2, eps, weightDecay, bucketElements);
+        this(parameters, null, beta1, beta2, eps, weightDecay, bucketElements, false);
     }
 
     private AdamW(List<NDArray> parameters, double[] lrFactors, double beta1, double beta2, double eps,
-            double weightDecay, long bucketElements) {
+            double weightDecay, long bucketElements, boolean eightBitMoments) {
         if (lrFactors != null && lrFactors.length != parameters.size()) {
             throw new IllegalArgumentException(lrFactors.length + " learning-rate factors for " + parameters.size()
                     + " parameters");
@@ -78,6 +89,8 @@ public final class AdamW {
         this.beta2 = beta2;
         this.eps = eps;
         this.weightDecay = weightDecay;
+        this.eightBit = eightBitMoments ? new AdamW8bit(this.parameters.stream().mapToLong(NDArray::size).toArray(),
+                beta1, beta2, eps, weightDecay) : null;
         List<List<NDArray>> groups = new ArrayList<>();
         List<Double> groupFactors = new ArrayList<>();
         long largest = 0;
@@ -105,6 +118,11 @@ public final class AdamW {
             List<NDArray> group = groups.get(g);
             List<Shape> shapes = group.stream().map(NDArray::getShape).toList();
             long size = shapes.stream().mapToLong(Shape::size).sum();
+            if (eightBit != null) {
+                buckets.add(new Bucket(List.copyOf(group), FlatGradients.sizes(group), groupFactors.get(g), null, null,
+                        null, List.of()));
+                continue;
+            }
             NDArray m = manager.zeros(new Shape(size), like.getDataType(), like.getDevice());
             NDArray v = manager.zeros(new Shape(size), like.getDataType(), like.getDevice());
             NDArray update;
@@ -148,9 +166,22 @@ public final class AdamW {
         step++;
         double biasCorrection1 = 1 - Math.pow(beta1, step);
         double biasCorrection2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+        int index = 0;
         for (int b = 0; b < buckets.size(); b++) {
             Bucket bucket = buckets.get(b);
             double bucketLr = lr * bucket.lrFactor(); // lr itself when the factor is 1
+            if (eightBit != null) {
+                // On the host: bitsandbytes' update per parameter (its own blocks), back into the parameter.
+                float[] flat = gradients.get(b).toFloatArray();
+                int offset = 0;
+                for (NDArray parameter : bucket.parameters()) {
+                    float[] values = parameter.toFloatArray();
+                    eightBit.update(index++, values, flat, offset, bucketLr, step);
+                    InPlaceCopy.copy(parameter, values);
+                    offset += values.length;
+                }
+                continue;
+            }
             update(bucket, gradients.get(b), bucketLr, bucketLr / biasCorrection1, biasCorrection2Sqrt);
         }
     }
@@ -210,5 +241,10 @@ public final class AdamW {
      */
     public void restoreStepCount(long stepCount) {
         this.step = stepCount;
+    }
+
+    /** bitsandbytes' 8-bit state (then {@link #firstMoments} and {@link #secondMoments} are empty), or null. */
+    public AdamW8bit eightBitMoments() {
+        return eightBit;
     }
 }

@@ -4,6 +4,7 @@ import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.lora.nf4.Nf4Tensor;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.trainer.optim.AdamW8bit;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -103,6 +104,12 @@ record LinearLayers(List<List<Linear>> decoderLayers, Linear lmHead) {
 
     long loraParameters() {
         return all().stream().mapToLong(Linear::loraParameters).sum();
+    }
+
+    /** bitsandbytes' 8-bit AdamW state of every adapter array: A [r, in], B [out, r], DoRA's magnitude [out]. */
+    long adamW8bitStateBytes() {
+        return all().stream().filter(l -> l.loraRank() > 0).mapToLong(l -> AdamW8bit.stateBytes(l.loraRank() * l.in())
+                + AdamW8bit.stateBytes(l.out() * l.loraRank()) + (l.dora() ? AdamW8bit.stateBytes(l.out()) : 0)).sum();
     }
 
     long adaptedLayers() {

@@ -3,6 +3,7 @@ package io.mixtune.trainer.plan;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.config.ModelConfig;
+import io.mixtune.trainer.optim.AdamW8bit;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.TrainingAverages;
 import java.nio.file.Path;
@@ -43,10 +44,11 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
      *     from model.adapter)
      * @param averageCopies the adapter-sized fp32 copies each weight average keeps beside training, by name
      *     ({@link TrainingAverages#deviceCopies})
+     * @param eightBitMoments train.optimizer is bitsandbytes' 8-bit AdamW ({@link AdamW8bit#stateBytes})
      */
     public record Setup(ModelConfig config, boolean nf4, int computeBytes, Device device, LoraConfig lora, int rows,
             int length, long targets, boolean packed, boolean gradientCheckpointing, boolean referenceAdapter,
-            Map<String, Integer> averageCopies) {
+            Map<String, Integer> averageCopies, boolean eightBitMoments) {
         /**
          * A recipe's run: device gpu plans for a GPU (compute_dtype auto then means fp16, as training on a GPU would
          * run), auto and cpu for this CPU install (auto: fp32); the adapter of model.adapter when it names one. A DPO
@@ -71,7 +73,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
                     rowLength(recipe), targets, !dpo && !grpo && recipe.data().packing(),
                     recipe.train().gradientCheckpointing(), referenceAdapter,
-                    TrainingAverages.deviceCopies(recipe.averaging()));
+                    TrainingAverages.deviceCopies(recipe.averaging()), recipe.train().eightBitMoments());
         }
 
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
@@ -102,7 +104,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
 
         public Setup withCheckpointing(boolean on) {
             return new Setup(config, nf4, computeBytes, device, lora, rows, length, targets, packed, on,
-                    referenceAdapter, averageCopies);
+                    referenceAdapter, averageCopies, eightBitMoments);
         }
     }
 
@@ -166,7 +168,13 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
                 + linears.adaptedLayers() + " layers" + (linears.doraLayers() > 0 ? ", DoRA's magnitudes included"
                 : "")));
         parts.add(new Component("LoRA gradients (fp32)", lora * 4, "one per adapter weight"));
-        parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
+        if (setup.eightBitMoments()) {
+            long bytes = linears.adamW8bitStateBytes();
+            parts.add(new Component("AdamW 8-bit moments (bitsandbytes)", bytes, String.format(Locale.ROOT,
+                    "%.3f bytes per trained parameter (8 in fp32), in host memory: mixtune runs this update on the CPU", (double) bytes / lora)));
+        } else {
+            parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
+        }
         if (setup.referenceAdapter()) {
             parts.add(new Component("reference adapter (fp32)", lora * 4, "the frozen reference of DPO or KTO, a "
                     + "second adapter"));

@@ -87,8 +87,8 @@ public final class PeakMemoryProbe {
             lora.setTraining(true);
             List<NDArray> parameters = lora.parameters(TrainingModel.ADAPTER_NAME);
             Recipe.Train train = recipe.train();
-            AdamW optimizer = new AdamW(parameters, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
-                    train.weightDecay());
+            AdamW optimizer = new AdamW(parameters, null, train.adamBeta1(), train.adamBeta2(), train.adamEps(),
+                    train.weightDecay(), train.eightBitMoments());
             long heapModel = liveHeap() - heapBefore;
             long afterLoad = status("VmRSS") - rssBefore;
 

@@ -88,9 +88,11 @@ public final class AxolotlImport {
      */
     static final Set<String> ADAMW_OPTIMIZERS = Set.of("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit");
 
-    /** Those that keep AdamW's moments in 8 or 4 bits: the update differs, and mixtune has no such states. */
-    static final Set<String> LOW_BIT_ADAMW_OPTIMIZERS = Set.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
-            "adamw_torch_8bit", "adamw_torch_4bit");
+    /** bitsandbytes' 8-bit AdamW by transformers' names: train.optimizer of the same name (AdamW8bit). */
+    static final Set<String> BNB_8BIT_ADAMW_OPTIMIZERS = Set.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit");
+
+    /** torchao's low-bit AdamW: other states and update, which mixtune does not have. */
+    static final Set<String> LOW_BIT_ADAMW_OPTIMIZERS = Set.of("adamw_torch_8bit", "adamw_torch_4bit");
 
     /**
      * The lr_scheduler_kwargs each transformers schedule takes (optimization.py); get_scheduler hands any other to the
@@ -499,14 +501,16 @@ public final class AxolotlImport {
             JsonNode optimizer = get("optimizer");
             if (optimizer == null || ADAMW_OPTIMIZERS.contains(optimizer.asText())) {
                 used.add("optimizer"); // unset: axolotl's default adamw_torch_fused
+            } else if (BNB_8BIT_ADAMW_OPTIMIZERS.contains(optimizer.asText())) {
+                put("train.optimizer", optimizer.asText(), "optimizer");
             } else if (LOW_BIT_ADAMW_OPTIMIZERS.contains(optimizer.asText())) {
-                unmapped("optimizer", "AdamW with its moments in " + (optimizer.asText().endsWith("4bit") ? "4" : "8")
-                        + " bits; mixtune keeps them in fp32 (adamw_torch's update, 8 bytes per trained parameter"
-                        + " instead of " + (optimizer.asText().endsWith("4bit") ? "1" : "2") + "): the recipe trains"
-                        + " as adamw_torch would");
+                unmapped("optimizer", "torchao's AdamW with its moments in "
+                        + (optimizer.asText().endsWith("4bit") ? "4" : "8") + " bits is not offered: train.optimizer:"
+                        + " adamw_bnb_8bit (bitsandbytes' 8-bit moments) or adamw_torch (fp32); the recipe trains as"
+                        + " adamw_torch would");
             } else {
-                unmapped("optimizer", "mixtune trains with AdamW only, as adamw_torch (train.adam_beta1, adam_beta2,"
-                        + " adam_eps, weight_decay)");
+                unmapped("optimizer", "mixtune trains with AdamW only, as adamw_torch or adamw_bnb_8bit"
+                        + " (train.optimizer, adam_beta1, adam_beta2, adam_eps, weight_decay)");
             }
         }
 

@@ -21,9 +21,12 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
-    private static final String ADAMW_ONLY = "mixtune trains with AdamW only, torch.optim.AdamW's update, as "
-            + "transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1, adam_beta2, adam_eps, "
-            + "weight_decay); 8-bit moments and other optimizers are not offered";
+    private static final String OPTIM_IS_OPTIMIZER = "transformers' optim is train.optimizer: adamw_torch (torch's "
+            + "AdamW, also for adamw_torch_fused and paged_adamw_32bit) or adamw_bnb_8bit, paged_adamw_8bit, adamw_8bit "
+            + "(bitsandbytes' 8-bit AdamW)";
+    /** train.optimizer's names: transformers' OptimizerNames of the two updates mixtune has. */
+    public static final List<String> OPTIMIZERS = List.of("adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit",
+            "adamw_8bit");
 
     private static final String ORPO_MAX_LENGTH = "TRL's max_length is data.max_seq_len: a longer pair keeps its "
             + "first max_seq_len tokens, the prompt whole and each answer's end cut, as DPO's";
@@ -50,8 +53,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             Map.entry("model.bnb_4bit_quant_type", QUANTIZE_IS_NF4),
             Map.entry("model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4),
             Map.entry("model.load_in_4bit", QUANTIZE_IS_NF4),
-            Map.entry("train.optimizer", ADAMW_ONLY),
-            Map.entry("train.optim", ADAMW_ONLY),
+            Map.entry("train.optim", OPTIM_IS_OPTIMIZER),
             Map.entry("train.min_lr_rate", "transformers' min_lr_rate of cosine_with_min_lr and "
                     + "cosine_warmup_with_min_lr is train.min_lr_ratio"),
             Map.entry("train.min_lr", "give the floor as train.min_lr_ratio: min_lr / lr (transformers divides min_lr "
@@ -186,6 +188,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param weightDecay AdamW's decoupled weight decay, on every adapter array (with LoRA+ too: PEFT's
      *     loraplus_weight_decay)
      * @param loraplusLrRatio LoRA+ (PEFT's create_loraplus_optimizer): lora_B trains at lr x this ratio; null: off
+     * @param optimizer transformers' optim name: adamw_torch (torch.optim.AdamW) or adamw_bnb_8bit, paged_adamw_8bit,
+     *     adamw_8bit (bitsandbytes' AdamW with 8-bit blockwise moments, {@link io.mixtune.trainer.optim.AdamW8bit})
      * @param loraplusLrEmbedding LoRA+'s rate of a LoRA embedding's arrays (none in a mixtune adapter today)
      * @param evalEvery steps between validation passes (0: only at the end)
      * @param saveEvery steps between checkpoints (0: only at the end)
@@ -209,7 +213,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             String warmupType, String decayType, Double warmupLrRate, double weightDecay, Double loraplusLrRatio,
             double loraplusLrEmbedding, double maxGradNorm,
             double adamBeta1,
-            double adamBeta2, double adamEps, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
+            double adamBeta2, double adamEps, String optimizer, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens, Double neftuneNoiseAlpha, boolean loadBestModelAtEnd, String metricForBestModel,
             Boolean greaterIsBetter, Integer earlyStoppingPatience, double earlyStoppingThreshold) {
@@ -239,6 +243,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
 
         /** The schedule of a run (or a DPO stage) of {@code totalSteps}. */
+        /**
+         * bitsandbytes' 8-bit AdamW (adamw_bnb_8bit, its alias adamw_8bit, and paged_adamw_8bit, whose paging of the
+         * state into host memory under GPU memory pressure changes no value) instead of torch's (adamw_torch).
+         */
+        public boolean eightBitMoments() {
+            return !"adamw_torch".equals(optimizer);
+        }
+
         /** Each adapter array's factor on the schedule's rate ({@link LoraPlus}); null with LoRA+ off. */
         public double[] lrFactors(List<String> parameterNames) {
             return LoraPlus.lrFactors(parameterNames, lr, loraplusLrRatio, loraplusLrEmbedding);
@@ -351,6 +363,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             }
             if (!(adamEps > 0)) {
                 checks.add("adam_eps: must be > 0, got " + adamEps);
+            }
+            if (!OPTIMIZERS.contains(optimizer)) {
+                checks.add("optimizer: must be one of " + String.join(", ", OPTIMIZERS) + " (adamw_torch for "
+                        + "adamw_torch_fused and paged_adamw_32bit, the same update; other optimizers and 4-bit moments "
+                        + "are not offered), got " + optimizer);
             }
             checks.nonNegative("eval_every", evalEvery);
             checks.nonNegative("save_every", saveEvery);

@@ -14,6 +14,7 @@ import io.mixtune.model.safetensors.SafetensorsWriter;
 import io.mixtune.model.safetensors.SafetensorsWriter.TensorSpec;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.AdamW8bit;
 import io.mixtune.trainer.optim.LossScaler;
 import java.io.IOException;
 import java.io.InputStream;
@@ -106,8 +107,13 @@ public final class TrainingCheckpoint {
         /** Puts the adapter arrays, AdamW's moments and the loss scaler back in place. */
         public void restore(List<NDArray> into, AdamW optimizer, LossScaler scaler) {
             restoreParameters(into);
-            readInto("exp_avg.", optimizer.firstMoments());
-            readInto("exp_avg_sq.", optimizer.secondMoments());
+            if (optimizer.eightBitMoments() != null) {
+                // adamw_bnb_8bit: codes and absmax in the file the run wrote beside this one (TrainingLoop)
+                optimizer.eightBitMoments().restore(tensors.resolveSibling(AdamW8bit.STATE_FILE));
+            } else {
+                readInto("exp_avg.", optimizer.firstMoments());
+                readInto("exp_avg_sq.", optimizer.secondMoments());
+            }
             optimizer.restoreStepCount(optimizerSteps);
             scaler.restore(lossScaler);
         }
@@ -201,8 +207,10 @@ public final class TrainingCheckpoint {
             int parameters = state.parameters().size();
             for (int i = 0; i < parameters; i++) {
                 put(specs, arrays, "parameter." + i, state.parameters().get(i));
-                put(specs, arrays, "exp_avg." + i, state.firstMoments().get(i));
-                put(specs, arrays, "exp_avg_sq." + i, state.secondMoments().get(i));
+                if (!state.firstMoments().isEmpty()) { // empty with 8-bit moments, saved in a file of their own
+                    put(specs, arrays, "exp_avg." + i, state.firstMoments().get(i));
+                    put(specs, arrays, "exp_avg_sq." + i, state.secondMoments().get(i));
+                }
                 for (Map.Entry<String, List<NDArray>> average : state.averages().entrySet()) {
                     put(specs, arrays, "average." + average.getKey() + "." + i, average.getValue().get(i));
                 }
@@ -301,7 +309,10 @@ public final class TrainingCheckpoint {
             Path tensors = dir.resolve(STATE_TENSORS);
             try (SafetensorsReader reader = SafetensorsReader.open(tensors)) {
                 for (int i = 0; i < shapes.size(); i++) {
-                    List<String> names = new ArrayList<>(List.of("parameter." + i, "exp_avg." + i, "exp_avg_sq." + i));
+                    List<String> names = new ArrayList<>(List.of("parameter." + i));
+                    if (reader.contains("exp_avg." + i)) { // absent with adamw_bnb_8bit: AdamW8bit checks its own
+                        names.addAll(List.of("exp_avg." + i, "exp_avg_sq." + i));
+                    }
                     for (String average : averages) {
                         names.add("average." + average + "." + i);
                     }

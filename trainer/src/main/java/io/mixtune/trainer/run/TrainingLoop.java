@@ -7,6 +7,7 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.chat.SavedTokenizer;
 import io.mixtune.trainer.optim.AdamW;
+import io.mixtune.trainer.optim.AdamW8bit;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.recipe.Recipe;
@@ -94,7 +95,7 @@ public final class TrainingLoop {
         LoraModel lora = model.lora();
         Path checkpoints = outputDir.resolve(TrainingOutputs.CHECKPOINTS_DIR);
         AdamW optimizer = new AdamW(parameters, train.lrFactors(lora.parameterNames(TrainingModel.ADAPTER_NAME)),
-                train.adamBeta1(), train.adamBeta2(), train.adamEps(), train.weightDecay());
+                train.adamBeta1(), train.adamBeta2(), train.adamEps(), train.weightDecay(), train.eightBitMoments());
         LossScaler scaler = model.model().computeType() == DataType.FLOAT16 ? LossScaler.dynamic() : LossScaler.off();
         LearningRateSchedule schedule = train.scheduleOf(stage.steps());
         if (step > stage.start()) {
@@ -418,6 +419,9 @@ public final class TrainingLoop {
         Path saved = TrainingCheckpoint.save(checkpoints, state, model.lora(), TrainingModel.ADAPTER_NAME,
                 model.baseModelDir(), recipe.train().keepLast(), dir -> {
                     tokenizerFiles().writeInto(dir.resolve(TrainingCheckpoint.ADAPTER_DIR));
+                    if (optimizer.eightBitMoments() != null) {
+                        optimizer.eightBitMoments().save(dir.resolve(AdamW8bit.STATE_FILE));
+                    }
                     averages.current().forEach((name, weights) -> averages.withWeights(parameters, weights,
                             () -> writeAdapterInto(dir.resolve("adapter-" + name))));
                     objective.saveState(dir);

@@ -64,16 +64,16 @@ class AxolotlImportTest {
         assertEquals(0.0, v.get("train.weight_decay"));
         assertEquals("./outputs/qlora-out", v.get("output_dir"));
         String unmapped = String.join("\n", imported.unmapped());
-        for (String key : List.of("optimizer", "bf16", "evals_per_epoch", "saves_per_epoch",
+        for (String key : List.of("bf16", "evals_per_epoch", "saves_per_epoch",
                 "loss_watchdog_threshold", "attn_implementation", "model_type", "tokenizer_type")) {
             assertTrue(unmapped.contains(": " + key + ": "), key + " is listed as not mapped:\n" + unmapped);
         }
         // transformers' get_warmup_steps: ceil(0.1 x the steps mixtune train counts); axolotl floors it
         assertEquals(0.1, v.get("train.warmup_ratio"));
         assertFalse(unmapped.contains("warmup_ratio"), unmapped);
-        assertTrue(unmapped.contains("mistral-qlora.yml:49: optimizer: \"adamw_bnb_8bit\": AdamW with its moments in 8"
-                + " bits; mixtune keeps them in fp32 (adamw_torch's update, 8 bytes per trained parameter instead of 2):"
-                + " the recipe trains as adamw_torch would"), unmapped);
+        // bitsandbytes' 8-bit AdamW, as transformers' Trainer builds it for the name: mixtune's AdamW8bit
+        assertEquals("adamw_bnb_8bit", v.get("train.optimizer"));
+        assertFalse(unmapped.contains("optimizer"), unmapped);
         assertFalse(unmapped.contains("load_in_8bit") || unmapped.contains("wandb_project"),
                 "load_in_8bit: false and keys without a value set nothing:\n" + unmapped);
 
@@ -213,11 +213,27 @@ class AxolotlImportTest {
                     + " quantize_moe_experts: true"), imported.recipe());
             assertEquals(List.of(), problemsBesidesPaths(imported));
         }
+        for (String eightBit : List.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit")) {
+            Path config = Files.writeString(dir.resolve(eightBit + ".yml"), "base_model: /models/mistral\n"
+                    + "adapter: qlora\nload_in_4bit: true\noptimizer: " + eightBit + "\n");
+            AxolotlImport.Result imported = AxolotlImport.read(config);
+            assertEquals(List.of(), imported.unmapped(), eightBit);
+            assertEquals(eightBit, imported.values().get("train.optimizer"));
+            assertTrue(imported.recipe().contains("optimizer: " + eightBit + "   # axolotl: optimizer"),
+                    imported.recipe());
+            assertEquals(List.of(), problemsBesidesPaths(imported));
+        }
+        Path torchao = Files.writeString(dir.resolve("torchao.yml"), "base_model: /models/mistral\nadapter: lora\n"
+                + "optimizer: adamw_torch_4bit\n");
+        assertEquals(List.of(torchao + ":3: optimizer: \"adamw_torch_4bit\": torchao's AdamW with its moments in 4"
+                + " bits is not offered: train.optimizer: adamw_bnb_8bit (bitsandbytes' 8-bit moments) or adamw_torch"
+                + " (fp32); the recipe trains as adamw_torch would"), AxolotlImport.read(torchao).unmapped());
         Path lion = Files.writeString(dir.resolve("lion.yml"), "base_model: /models/mistral\nadapter: lora\n"
                 + "optimizer: lion_32bit\nlr_scheduler: constant\nwarmup_ratio: 0.05\n");
         AxolotlImport.Result imported = AxolotlImport.read(lion);
         assertEquals(List.of(lion + ":3: optimizer: \"lion_32bit\": mixtune trains with AdamW only, as adamw_torch"
-                + " (train.adam_beta1, adam_beta2, adam_eps, weight_decay)"), imported.unmapped());
+                + " or adamw_bnb_8bit (train.optimizer, adam_beta1, adam_beta2, adam_eps, weight_decay)"),
+                imported.unmapped());
         assertTrue(imported.recipe().contains(
                 "warmup_steps: 0   # axolotl: warmup_ratio (0.05), which lr_scheduler: constant ignores"),
                 imported.recipe());

@@ -496,17 +496,16 @@ class RecipeReaderTest {
     @Test
     void settingsOfTheReferenceToolsThatMixtuneLacksAreNamedAsSuch() throws IOException {
         Path recipe = write("peft.yaml", minimal() + "lora:\n  fan_in_fan_out: true\n  bias: all\ntrain:\n"
-                + "  optimizer: paged_adamw_8bit\n");
+                + "  optim: paged_adamw_8bit\n");
         List<String> problems = problems(recipe, "model.bnb_4bit_quant_type=fp4");
         assertEquals(4, problems.size(), problems.toString());
         assertEquals(recipe + ":7: lora.fan_in_fan_out: not offered: Mistral's weights are [out, in] (nn.Linear): PEFT's"
                 + " fan_in_fan_out is false for them", problems.get(0));
         assertTrue(problems.get(1).startsWith(recipe + ":8: lora.bias: not offered: mixtune's adapters train no biases"),
                 problems.get(1));
-        assertEquals(recipe + ":10: train.optimizer: not offered: mixtune trains with AdamW only, torch.optim.AdamW's"
-                + " update, as transformers' adamw_torch, adamw_torch_fused and paged_adamw_32bit (set adam_beta1,"
-                + " adam_beta2, adam_eps, weight_decay); 8-bit moments and other optimizers are not offered",
-                problems.get(2));
+        assertEquals(recipe + ":10: train.optim: not offered: transformers' optim is train.optimizer: adamw_torch"
+                + " (torch's AdamW, also for adamw_torch_fused and paged_adamw_32bit) or adamw_bnb_8bit, paged_adamw_8bit,"
+                + " adamw_8bit (bitsandbytes' 8-bit AdamW)", problems.get(2));
         assertEquals("--set model.bnb_4bit_quant_type=fp4: model.bnb_4bit_quant_type: not offered: model.quantize: nf4 is"
                 + " bitsandbytes' load_in_4bit with bnb_4bit_quant_type nf4 and double quantization (blocksize 64),"
                 + " the only 4-bit setting", problems.get(3));
