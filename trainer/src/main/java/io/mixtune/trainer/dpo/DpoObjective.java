@@ -73,11 +73,13 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
     /**
      * The validation metrics under TRL's eval_ names, the policy (as the caller set it) against the reference;
      * eval_loss with the router term, as TRL's DPOTrainer._compute_loss adds router_aux_loss_coef x aux_loss in
-     * evaluation too (prediction_step calls it).
+     * evaluation too (prediction_step calls it), and that term's router loss as eval_aux_loss, the mean over the
+     * micro-batches (TRL's _metrics["eval"]["aux_loss"], one value a batch, averaged when logged).
      */
     @Override
     public Map<String, Number> evaluate() {
         DpoMetrics totals = new DpoMetrics(dpo.beta());
+        double loadBalancing = 0;
         for (PreferenceBatch batch : validationBatches) {
             float[] referenceLogProbs = reference.of(batch, reference.validation);
             try (NDManager evalManager = model.manager().newSubManager()) {
@@ -85,9 +87,14 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
                         evalManager);
                 totals.add(terms.policy(), referenceLogProbs, terms.objective().getFloat(), terms.nll(),
                         terms.logits());
+                loadBalancing += terms.loadBalancing();
             }
         }
-        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
+        Map<String, Number> metrics = MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
+        if (auxCoefficient > 0) { // as training logs aux_loss: only where the term is added
+            metrics.put("eval_aux_loss", loadBalancing / validationBatches.size());
+        }
+        return metrics;
     }
 
     @Override

@@ -326,14 +326,18 @@ public class DpoGoldenTest {
             DpoObjective objective = new DpoObjective(recipe, model, 0, pairs, DpoObjective.inOrder(pairs,
                     pairs.size(), batchJson.get("pad_id").longValue()), new StageReference(recipe.dpo(), model, false,
                     null, null));
-            double evalLoss;
+            Map<String, Number> metrics;
             try (LoraModel.Scope evaluating = lora.evaluating()) {
-                evalLoss = objective.evaluate().get("eval_loss").doubleValue();
+                metrics = objective.evaluate();
             }
             double expected = want.get("eval_loss").doubleValue();
-            assertEquals(expected, evalLoss, LOSS_RTOL * expected, "TRL's eval_loss: the DPO loss "
-                    + want.get("dpo_loss").doubleValue() + " + " + want.get("aux_coef").doubleValue() + " x aux_loss "
-                    + want.get("aux_loss").doubleValue());
+            assertEquals(expected, metrics.get("eval_loss").doubleValue(), LOSS_RTOL * expected, "TRL's eval_loss: "
+                    + "the DPO loss " + want.get("dpo_loss").doubleValue() + " + " + want.get("aux_coef").doubleValue()
+                    + " x aux_loss " + want.get("aux_loss").doubleValue());
+            // TRL logs the router loss it added as eval_aux_loss (_compute_loss's _metrics["eval"]["aux_loss"])
+            double aux = want.get("aux_loss").doubleValue();
+            assertTrue(metrics.containsKey("eval_aux_loss"), "TRL logs eval_aux_loss: " + metrics.keySet());
+            assertEquals(aux, metrics.get("eval_aux_loss").doubleValue(), LOSS_RTOL * aux, "eval_aux_loss");
         }
     }
 
