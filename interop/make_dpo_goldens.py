@@ -26,6 +26,9 @@ Two files of numbers, no model of their own:
   (LD-DPO) at 0.5 ([sigmoid, sft]) and 0 (ipo), asserted against log-probs split at each pair's shorter length here;
   step/use_weighting.json: with TRL's use_weighting (WPO; sigmoid, and ipo with ld_alpha 0.5), asserted against pair
   weights computed here from the policy's logits.
+  step/eval.json: TRL's DPOTrainer.prediction_step (what Trainer.evaluate runs on each batch) on the same pairs, the
+  model in eval mode, sigmoid: eval_loss holds router_aux_loss_coef x the router loss (_compute_loss adds it whatever
+  the mode), asserted against the formula here.
 Deterministic: fixed seeds, float32, one torch thread.
 """
 
@@ -500,6 +503,28 @@ def trl_step(name: str, case_dir: Path, pairs, work: Path, ld_alpha=None,
     return record, grads
 
 
+def trl_eval(case_dir: Path, pairs, work: Path) -> dict:
+    """TRL's DPOTrainer.prediction_step on the pairs, sigmoid, the model in eval mode (no dropout, no gradient): the
+    loss Trainer.evaluate averages into eval_loss, and its parts."""
+    trainer, trainable = trl_trainer(case_dir, ["sigmoid"], [1.0], work)
+    trainable.model.eval()
+    batch = collate(trainer, pairs)
+    loss, _, _ = trainer.prediction_step(trainable.model, batch, prediction_loss_only=True)
+    trl_metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+    n = len(pairs)
+    policy = sequence_logps(trainable.model, batch, adapters=True)
+    reference = sequence_logps(trainable.model, batch, adapters=False)
+    lengths = batch["completion_mask"].sum(1).double()
+    main = per_pair_loss("sigmoid", BETA, 0.0, policy[:n].double(), policy[n:].double(), reference[:n].double(),
+                         reference[n:].double(), lengths[:n], lengths[n:]).mean()
+    aux = trl_metrics["aux_loss"]
+    coef = trainable.config.router_aux_loss_coef
+    assert aux > 0 and coef > 0, (aux, coef)
+    assert math.isclose(float(main) + coef * aux, float(loss), rel_tol=1e-5), (float(main), coef * aux, float(loss))
+    return {"loss_type": ["sigmoid"], "loss_weights": [1.0], "eval_loss": float(loss), "dpo_loss": float(main),
+            "aux_loss": aux, "aux_coef": coef, "policy_logps": policy.tolist(), "reference_logps": reference.tolist()}
+
+
 def write_goldens(out: Path = DPO_GOLDEN) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -542,6 +567,9 @@ def _write_goldens(out: Path) -> None:
             print(f"dpo step {name}: loss {record['loss']:.6f}, margins {record['metrics']['rewards/margins']:.5f}")
         trainer, _ = trl_trainer(case_dir, ["sigmoid"], [1.0], Path(work))
         collated = collate(trainer, pairs)
+        evaluation = {"sigmoid": trl_eval(case_dir, pairs, Path(work))}
+        print(f"dpo eval sigmoid: eval_loss {evaluation['sigmoid']['eval_loss']:.6f} "
+              f"(aux_loss {evaluation['sigmoid']['aux_loss']:.6f})")
     mg.write_json(out / "step" / "batch.json", {
         "model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
         "beta": BETA, "sft_weight": SFT_WEIGHT, "pairs": pairs,
@@ -549,6 +577,7 @@ def _write_goldens(out: Path) -> None:
     mg.write_json(out / "step" / "expected.json", steps)
     mg.write_json(out / "step" / "ld_alpha.json", ld_steps)
     mg.write_json(out / "step" / "use_weighting.json", wpo_steps)
+    mg.write_json(out / "step" / "eval.json", evaluation)
 
 
 def main(argv: list[str]) -> None:

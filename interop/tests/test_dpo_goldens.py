@@ -18,7 +18,7 @@ from test_sft_goldens import assert_same_goldens
 
 def test_committed_dpo_golden_reproduces(tmp_path):
     dpo.write_goldens(tmp_path / "dpo")
-    step = {f"step/{name}" for name in ("expected.json", "ld_alpha.json", "use_weighting.json",
+    step = {f"step/{name}" for name in ("expected.json", "ld_alpha.json", "use_weighting.json", "eval.json",
                                          *(f"grads_{t}.safetensors"
                                            for t in (*dpo.LOSS_TYPES, *dpo.LD_ALPHA_STEPS, *dpo.WPO_STEPS)))}
     assert_same_goldens(tmp_path / "dpo", dpo.DPO_GOLDEN, {"losses.json", "loss_types.json", "f_divergence.json", *step})

@@ -14,6 +14,7 @@ import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.LossPlot;
+import io.mixtune.trainer.run.MethodRecipe;
 import io.mixtune.trainer.run.MetricsLog;
 import io.mixtune.trainer.run.SamplesLog;
 import io.mixtune.trainer.run.RunDirectory;
@@ -213,39 +214,32 @@ public final class Training {
             throw new RecipeValueException("train.method", "Training.rewardFunction adds GRPO reward functions: "
                     + "train.method must be grpo, got " + recipe.train().method());
         }
+        try (MethodRecipe method = setUp(listener)) {
+            return method.train(resume, cancel);
+        }
+    }
+
+    /** The recipe's method, set up: its data read, the model loaded and its adapter attached. */
+    private MethodRecipe setUp(TrainingListener listener) {
         if (recipe.train().method().equals("reward")) {
-            try (RewardRecipe reward = RewardRecipe.setup(recipe, listener)) {
-                return reward.train(resume, cancel);
-            }
+            return RewardRecipe.setup(recipe, listener);
         }
         if (recipe.train().method().equals("dpo")) {
-            try (DpoRecipe dpo = DpoRecipe.setup(recipe, listener)) {
-                return dpo.train(resume, cancel);
-            }
+            return DpoRecipe.setup(recipe, listener);
         }
         if (recipe.train().trainsWithoutReference()) {
-            try (OrpoRecipe orpo = OrpoRecipe.setup(recipe, listener)) {
-                return orpo.train(resume, cancel);
-            }
+            return OrpoRecipe.setup(recipe, listener);
         }
         if (recipe.train().method().equals("grpo")) {
-            try (GrpoRecipe grpo = GrpoRecipe.setup(recipe, rewardFunctions, listener)) {
-                return grpo.train(resume, cancel);
-            }
+            return GrpoRecipe.setup(recipe, rewardFunctions, listener);
         }
         if (recipe.train().method().equals("kto")) {
-            try (KtoRecipe kto = KtoRecipe.setup(recipe, listener)) {
-                return kto.train(resume, cancel);
-            }
+            return KtoRecipe.setup(recipe, listener);
         }
         if (recipe.train().method().equals("distillation")) {
-            try (DistillRecipe distillation = DistillRecipe.setup(recipe, listener)) {
-                return distillation.train(resume, cancel);
-            }
+            return DistillRecipe.setup(recipe, listener);
         }
-        try (SftRecipe sft = SftRecipe.setup(recipe, listener)) {
-            return sft.train(resume, cancel);
-        }
+        return SftRecipe.setup(recipe, listener);
     }
 
     /**

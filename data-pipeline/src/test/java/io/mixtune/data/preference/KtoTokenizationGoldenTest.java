@@ -1,20 +1,20 @@
 package io.mixtune.data.preference;
 
+import static io.mixtune.data.preference.PreferenceGoldens.BOS;
+import static io.mixtune.data.preference.PreferenceGoldens.EOS;
+import static io.mixtune.data.preference.PreferenceGoldens.longs;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.dataset.DataReport;
 import io.mixtune.data.dataset.LabeledDataset;
 import io.mixtune.data.preference.PreferenceTokenizer.Truncation;
 import io.mixtune.data.template.ChatTemplate;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -32,8 +32,7 @@ import org.junit.jupiter.api.io.TempDir;
  * the end, and the KL completions rotated by one within each batch.
  */
 class KtoTokenizationGoldenTest {
-    private static final long BOS = 1;
-    private static final long EOS = 2;
+    private static PreferenceGoldens goldens;
     private static TextTokenizer tokenizer;
     private static JsonNode golden;
 
@@ -42,16 +41,14 @@ class KtoTokenizationGoldenTest {
 
     @BeforeAll
     static void open() throws IOException {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, BOS, EOS);
-        try (InputStream in = KtoTokenizationGoldenTest.class.getClassLoader()
-                .getResourceAsStream("golden/preference/trl-kto-tokenized.json")) {
-            golden = new ObjectMapper().readTree(in);
-        }
+        goldens = PreferenceGoldens.open("trl-kto-tokenized.json");
+        tokenizer = goldens.tokenizer;
+        golden = goldens.golden;
     }
 
     @AfterAll
     static void close() {
-        tokenizer.close();
+        goldens.close();
     }
 
     @Test
@@ -174,13 +171,5 @@ class KtoTokenizationGoldenTest {
             length += m.asInt();
         }
         return java.util.Arrays.copyOf(longs(ids), length);
-    }
-
-    private static long[] longs(JsonNode array) {
-        long[] values = new long[array.size()];
-        for (int i = 0; i < values.length; i++) {
-            values[i] = array.get(i).asLong();
-        }
-        return values;
     }
 }

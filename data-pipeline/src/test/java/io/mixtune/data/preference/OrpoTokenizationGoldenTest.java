@@ -1,17 +1,18 @@
 package io.mixtune.data.preference;
 
+import static io.mixtune.data.preference.PreferenceGoldens.BOS;
+import static io.mixtune.data.preference.PreferenceGoldens.EOS;
+import static io.mixtune.data.preference.PreferenceGoldens.UNLIMITED;
+import static io.mixtune.data.preference.PreferenceGoldens.longs;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.preference.PreferenceTokenizer.Truncation;
 import io.mixtune.data.template.ChatTemplate;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
-import java.io.InputStream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -25,24 +26,20 @@ import org.junit.jupiter.api.Test;
  * while mixtune keeps one prompt for both answers (DPOTrainer 1.13's rule).
  */
 class OrpoTokenizationGoldenTest {
-    private static final long BOS = 1;
-    private static final long EOS = 2;
-    private static final int UNLIMITED = 1 << 20;
+    private static PreferenceGoldens goldens;
     private static TextTokenizer tokenizer;
     private static JsonNode golden;
 
     @BeforeAll
     static void open() throws IOException {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, BOS, EOS);
-        try (InputStream in = OrpoTokenizationGoldenTest.class.getClassLoader()
-                .getResourceAsStream("golden/preference/trl-orpo-tokenized.json")) {
-            golden = new ObjectMapper().readTree(in);
-        }
+        goldens = PreferenceGoldens.open("trl-orpo-tokenized.json");
+        tokenizer = goldens.tokenizer;
+        golden = goldens.golden;
     }
 
     @AfterAll
     static void close() {
-        tokenizer.close();
+        goldens.close();
     }
 
     @Test
@@ -70,18 +67,18 @@ class OrpoTokenizationGoldenTest {
         JsonNode merged = standard.get(2);
         PreferenceSample sample = pairs.tokenize(PreferencePair.parse(merged.get("record"), "merged"));
         // TRL: the chosen row is the text tokenized whole, its prompt one token shorter ("isn" is the answer's)
-        long[] trlChosen = PreferenceGoldenTest.longs(merged.get("chosen_input_ids"));
+        long[] trlChosen = longs(merged.get("chosen_input_ids"));
         assertFalse(java.util.Arrays.equals(trlChosen, PreferenceTest.concat(sample.promptIds(), sample.chosenIds())));
         assertEquals(sample.promptIds().length - 1, prompt(merged.get("chosen_labels")));
         // the rejected answer does not merge: the same row as TRL's
-        assertArrayEquals(PreferenceGoldenTest.longs(merged.get("rejected_input_ids")),
+        assertArrayEquals(longs(merged.get("rejected_input_ids")),
                 PreferenceTest.concat(sample.promptIds(), sample.rejectedIds()));
     }
 
     private static void assertRows(JsonNode c, PreferenceSample sample, String where) {
-        assertArrayEquals(PreferenceGoldenTest.longs(c.get("chosen_input_ids")), PreferenceTest.concat(sample.promptIds(),
+        assertArrayEquals(longs(c.get("chosen_input_ids")), PreferenceTest.concat(sample.promptIds(),
                 sample.chosenIds()), where + " chosen");
-        assertArrayEquals(PreferenceGoldenTest.longs(c.get("rejected_input_ids")), PreferenceTest.concat(sample.promptIds(),
+        assertArrayEquals(longs(c.get("rejected_input_ids")), PreferenceTest.concat(sample.promptIds(),
                 sample.rejectedIds()), where + " rejected");
         assertEquals(sample.promptIds().length, prompt(c.get("chosen_labels")), where + " chosen prompt");
         assertEquals(sample.promptIds().length, prompt(c.get("rejected_labels")), where + " rejected prompt");

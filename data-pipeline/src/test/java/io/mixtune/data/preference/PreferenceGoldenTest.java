@@ -1,19 +1,20 @@
 package io.mixtune.data.preference;
 
+import static io.mixtune.data.preference.PreferenceGoldens.BOS;
+import static io.mixtune.data.preference.PreferenceGoldens.EOS;
+import static io.mixtune.data.preference.PreferenceGoldens.UNLIMITED;
+import static io.mixtune.data.preference.PreferenceGoldens.longs;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.data.chat.InvalidRecordException;
 import io.mixtune.data.preference.PreferenceTokenizer.Truncation;
 import io.mixtune.data.template.ChatTemplate;
-import io.mixtune.model.config.ModelPreset;
 import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
-import java.io.InputStream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -26,24 +27,20 @@ import org.junit.jupiter.api.Test;
  * model's drop of longer pairs, at max_length 48.
  */
 class PreferenceGoldenTest {
-    private static final long BOS = 1;
-    private static final long EOS = 2;
-    private static final int UNLIMITED = 1 << 20;
+    private static PreferenceGoldens goldens;
     private static TextTokenizer tokenizer;
     private static JsonNode golden;
 
     @BeforeAll
     static void open() throws IOException {
-        tokenizer = TextTokenizer.openResource(ModelPreset.MISTRAL_V1_TOKENIZER, BOS, EOS);
-        try (InputStream in = PreferenceGoldenTest.class.getClassLoader()
-                .getResourceAsStream("golden/preference/trl-tokenized.json")) {
-            golden = new ObjectMapper().readTree(in);
-        }
+        goldens = PreferenceGoldens.open("trl-tokenized.json");
+        tokenizer = goldens.tokenizer;
+        golden = goldens.golden;
     }
 
     @AfterAll
     static void close() {
-        tokenizer.close();
+        goldens.close();
     }
 
     @Test
@@ -114,13 +111,5 @@ class PreferenceGoldenTest {
         for (int t = 0; t < mask.length; t++) {
             assertEquals(t >= prompt.length ? 1 : 0, mask[t], where + ", position " + t);
         }
-    }
-
-    static long[] longs(JsonNode array) {
-        long[] values = new long[array.size()];
-        for (int i = 0; i < values.length; i++) {
-            values[i] = array.get(i).asLong();
-        }
-        return values;
     }
 }

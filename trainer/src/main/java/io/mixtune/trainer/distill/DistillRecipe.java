@@ -2,14 +2,13 @@ package io.mixtune.trainer.distill;
 
 import ai.djl.Device;
 import io.mixtune.data.dataset.ChatDataset;
-import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.trainer.recipe.Distillation;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.EpochSteps;
-import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.MethodRecipe;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
@@ -24,7 +23,7 @@ import java.util.function.BooleanSupplier;
  * ending with output_dir/adapter. Nothing of the teacher is kept in checkpoints: it is read again on --resume, and the
  * on-policy completions are drawn from the step's seed, so a resumed run continues as the uninterrupted one.
  */
-public final class DistillRecipe implements AutoCloseable {
+public final class DistillRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final TrainingListener listener;
     private final ChatDataset dataset;
@@ -37,11 +36,7 @@ public final class DistillRecipe implements AutoCloseable {
         this.recipe = recipe;
         this.listener = listener;
         Device device = TrainingModel.check(recipe);
-        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
-        if (data.note() != null) {
-            listener.onNote(data.note());
-        }
-        dataset = TrainingData.requireTrainingSamples(recipe, data.dataset());
+        dataset = TrainingData.loadTrainingSamples(recipe, listener::onNote);
         DistillTeacher.check(recipe);
         model = TrainingModel.load(recipe, listener::onNote);
         DistillTeacher loaded = null;
@@ -65,6 +60,7 @@ public final class DistillRecipe implements AutoCloseable {
         return new DistillRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
@@ -73,25 +69,15 @@ public final class DistillRecipe implements AutoCloseable {
         return dataset;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> objective);
     }
 
     private void describePlan(Path outputDir) {
-        Recipe.Train train = recipe.train();
         Distillation distillation = recipe.distillation();
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(),
-                model.lora().parameters(TrainingModel.ADAPTER_NAME)));
+        listener.onNote(model.describe(recipe));
         listener.onNote(String.format(Locale.ROOT, "teacher %s (%s, %d layers%s%s), frozen, no autograd",
                 DistillTeacher.dir(recipe), teacher.model().config().modelType().hfName(),
                 teacher.model().config().numHiddenLayers(), teacher.model().config().isMixtureOfExperts()
@@ -106,8 +92,7 @@ public final class DistillRecipe implements AutoCloseable {
         listener.onNote(String.format(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an "
                 + "epoch (never packed)", dataset.report(), dataset.train().size(), dataset.validation().size(),
                 objective.microBatchesPerEpoch()));
-        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d, lr %.2e %s, output %s", totalSteps,
-                train.microBatchSize(), train.gradientAccumulation(), train.lr(), train.schedule(), outputDir));
+        listener.onNote(SingleStageRun.describeSteps(recipe, totalSteps, "", outputDir));
     }
 
     @Override

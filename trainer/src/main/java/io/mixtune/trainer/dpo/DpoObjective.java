@@ -27,6 +27,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
     private final List<PreferenceBatch> validationBatches;
     private final StageReference reference;
     private final long padId;
+    private final double auxCoefficient;
     private final ShuffledEpochs stream;
 
     /**
@@ -43,6 +44,7 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
         this.validationBatches = validationBatches;
         this.reference = reference;
         this.padId = model.model().config().eosTokenId();
+        this.auxCoefficient = recipe.train().routerAuxCoefficient(model.model().config());
         // Each stage shuffles apart: the seed, the stage and the epoch.
         this.stream = new ShuffledEpochs(pairs.size(), recipe.train().microBatchSize(),
                 recipe.train().shuffleSeed() * 1_000_003L + 1_009L * stage);
@@ -68,19 +70,31 @@ final class DpoObjective implements Objective<PreferenceBatch, DpoStep.Measured>
         return !validationBatches.isEmpty();
     }
 
-    /** The validation metrics under TRL's eval_ names, the policy (as the caller set it) against the reference. */
+    /**
+     * The validation metrics under TRL's eval_ names, the policy (as the caller set it) against the reference;
+     * eval_loss with the router term, as TRL's DPOTrainer._compute_loss adds router_aux_loss_coef x aux_loss in
+     * evaluation too (prediction_step calls it), and that term's router loss as eval_aux_loss, the mean over the
+     * micro-batches (TRL's _metrics["eval"]["aux_loss"], one value a batch, averaged when logged).
+     */
     @Override
     public Map<String, Number> evaluate() {
         DpoMetrics totals = new DpoMetrics(dpo.beta());
+        double loadBalancing = 0;
         for (PreferenceBatch batch : validationBatches) {
             float[] referenceLogProbs = reference.of(batch, reference.validation);
             try (NDManager evalManager = model.manager().newSubManager()) {
-                DpoStep.Terms terms = DpoStep.of(model.model(), dpo, batch, referenceLogProbs, 0, evalManager);
+                DpoStep.Terms terms = DpoStep.of(model.model(), dpo, batch, referenceLogProbs, auxCoefficient,
+                        evalManager);
                 totals.add(terms.policy(), referenceLogProbs, terms.objective().getFloat(), terms.nll(),
                         terms.logits());
+                loadBalancing += terms.loadBalancing();
             }
         }
-        return MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
+        Map<String, Number> metrics = MicroBatchMeans.evaluation(totals.meanLoss(), totals.values());
+        if (auxCoefficient > 0) { // as training logs aux_loss: only where the term is added
+            metrics.put("eval_aux_loss", loadBalancing / validationBatches.size());
+        }
+        return metrics;
     }
 
     @Override

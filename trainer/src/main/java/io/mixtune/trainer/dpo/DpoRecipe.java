@@ -15,6 +15,7 @@ import io.mixtune.trainer.recipe.DpoLossType;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.EpochSteps;
+import io.mixtune.trainer.run.MethodRecipe;
 import io.mixtune.trainer.run.RunStart;
 import io.mixtune.trainer.run.ShuffledEpochs;
 import io.mixtune.trainer.run.TrainingCheckpoint;
@@ -49,7 +50,7 @@ import java.util.function.Function;
  * <p>Steps are numbered across stages (metrics.jsonl and checkpoints use one count), so where a run stands is its step
  * alone: a resumed run finds the stage, the step within it and the micro-batches it would have seen.
  */
-public final class DpoRecipe implements AutoCloseable {
+public final class DpoRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final Recipe.Dpo dpo;
     private final TrainingListener listener;
@@ -137,6 +138,7 @@ public final class DpoRecipe implements AutoCloseable {
         return new DpoRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
@@ -150,6 +152,7 @@ public final class DpoRecipe implements AutoCloseable {
      *
      * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
      */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
         RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
         Path outputDir = start.outputDir();
@@ -270,7 +273,7 @@ public final class DpoRecipe implements AutoCloseable {
     }
 
     private void describePlan(Path outputDir) {
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(), parameters));
+        listener.onNote(model.describe(recipe));
         String reference = dpo.referenceFree() ? "none (reference_free)"
                 : (recipe.model().adapter() != null ? "base + " + recipe.model().adapter() + " (a frozen second copy "
                         + "of the adapter)" : "the base (adapter off)")

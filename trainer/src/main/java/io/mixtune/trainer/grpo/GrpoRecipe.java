@@ -12,10 +12,10 @@ import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.reward.RewardScorer;
 import io.mixtune.trainer.run.EpochSteps;
 import io.mixtune.trainer.run.EvalSamples;
-import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.MethodRecipe;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
@@ -32,7 +32,7 @@ import java.util.function.BooleanSupplier;
  * output_dir/adapter. The reference (beta > 0) is never a second copy of the model: the base with the adapter off, or
  * model.adapter loaded a second time and frozen.
  */
-public final class GrpoRecipe implements AutoCloseable {
+public final class GrpoRecipe implements MethodRecipe {
     static final String REFERENCE_ADAPTER = "reference";
 
     private final Recipe recipe;
@@ -134,31 +134,22 @@ public final class GrpoRecipe implements AutoCloseable {
         return new GrpoRecipe(recipe, javaRewards, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        Rollouts resumed = start.step() > 0 && resumeFrom != null ? Rollouts.read(resumeFrom) : null;
-        GrpoObjective objective = new GrpoObjective(setup, resumed);
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> new GrpoObjective(setup, start.step() > 0 && resumeFrom != null
+                        ? Rollouts.read(resumeFrom) : null));
     }
 
     private void describePlan(Path outputDir) {
         GrpoConfig grpo = recipe.grpo();
         Recipe.Train train = recipe.train();
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(),
-                model.lora().parameters(TrainingModel.ADAPTER_NAME)));
+        listener.onNote(model.describe(recipe));
         listener.onNote(String.format(Locale.ROOT, "GRPO: loss_type %s, %d completions per prompt of at most %d "
                 + "tokens, temperature %s, beta %s%s, scale_rewards %s, reward functions %s",
                 grpo.lossType(), grpo.numGenerations(), grpo.maxCompletionLength(), grpo.temperature(), grpo.beta(),

@@ -8,11 +8,12 @@ import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.EpochSteps;
+import io.mixtune.trainer.run.MethodRecipe;
 import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingCheckpoint;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Files;
@@ -29,7 +30,7 @@ import java.util.function.BooleanSupplier;
  * The reference is never a second copy of the model: the base with the adapter switched off, or model.adapter loaded
  * a second time and frozen.
  */
-public final class KtoRecipe implements AutoCloseable {
+public final class KtoRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final TrainingListener listener;
     private final TrainingModel model;
@@ -89,6 +90,7 @@ public final class KtoRecipe implements AutoCloseable {
         return new KtoRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
@@ -97,36 +99,29 @@ public final class KtoRecipe implements AutoCloseable {
         return dataset;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        KtoReference reference;
-        if (start.step() > 0 && resumeFrom != null) {
-            Path file = resumeFrom.resolve(TrainingCheckpoint.REFERENCE_STATE);
-            if (!Files.isRegularFile(file)) {
-                throw new IllegalArgumentException("checkpoint " + resumeFrom + " has no "
-                        + TrainingCheckpoint.REFERENCE_STATE + ": it was not written by a KTO run of this recipe");
-            }
-            reference = KtoReference.read(model, referenceAdapter, file);
-        } else {
-            reference = KtoReference.compute(model, referenceAdapter, batches, dataset.train().size(),
-                    validationBatches, dataset.validation().size());
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> new KtoObjective(recipe, model, batches, validationBatches,
+                        reference(start, resumeFrom)));
+    }
+
+    /** The reference's log-probs: computed once as the run starts, or as the checkpoint it resumes kept them. */
+    private KtoReference reference(RunStart start, Path resumeFrom) {
+        if (start.step() == 0 || resumeFrom == null) {
+            return KtoReference.compute(model, referenceAdapter, batches, dataset.train().size(), validationBatches,
+                    dataset.validation().size());
         }
-        KtoObjective objective = new KtoObjective(recipe, model, batches, validationBatches, reference);
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        Path file = resumeFrom.resolve(TrainingCheckpoint.REFERENCE_STATE);
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException("checkpoint " + resumeFrom + " has no "
+                    + TrainingCheckpoint.REFERENCE_STATE + ": it was not written by a KTO run of this recipe");
+        }
+        return KtoReference.read(model, referenceAdapter, file);
     }
 
     private void describePlan(Path outputDir) {
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(),
-                model.lora().parameters(TrainingModel.ADAPTER_NAME)));
+        listener.onNote(model.describe(recipe));
         Recipe.Kto kto = recipe.kto();
         long desirable = dataset.train().stream().filter(s -> s.label()).count();
         listener.onNote(String.format(Locale.ROOT, "KTO: loss %s, beta %s, desirable_weight %s, undesirable_weight "
@@ -138,9 +133,7 @@ public final class KtoRecipe implements AutoCloseable {
         listener.onNote(String.format(Locale.ROOT, "examples: %d training (%d desirable, %d undesirable) in file "
                 + "order, %d validation", dataset.train().size(), desirable, dataset.train().size() - desirable,
                 dataset.validation().size()));
-        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d examples, lr %.2e %s, output %s",
-                totalSteps, recipe.train().microBatchSize(), recipe.train().gradientAccumulation(),
-                recipe.train().lr(), recipe.train().schedule(), outputDir));
+        listener.onNote(SingleStageRun.describeSteps(recipe, totalSteps, " examples", outputDir));
     }
 
     @Override

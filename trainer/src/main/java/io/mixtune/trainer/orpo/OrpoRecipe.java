@@ -5,10 +5,10 @@ import io.mixtune.data.preference.PreferenceSample;
 import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.EpochSteps;
-import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.MethodRecipe;
 import io.mixtune.trainer.run.ShuffledEpochs;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
@@ -23,7 +23,7 @@ import java.util.function.BooleanSupplier;
  * over the pairs, ending with output_dir/adapter. There is no reference model: no second adapter, no reference pass,
  * nothing of it in the checkpoints.
  */
-public final class OrpoRecipe implements AutoCloseable {
+public final class OrpoRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final TrainingListener listener;
     private final TrainingModel model;
@@ -47,6 +47,7 @@ public final class OrpoRecipe implements AutoCloseable {
         return new OrpoRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
@@ -55,31 +56,19 @@ public final class OrpoRecipe implements AutoCloseable {
         return dataset;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        OrpoObjective objective = new OrpoObjective(recipe, model, pairs, dataset.validation());
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> new OrpoObjective(recipe, model, pairs, dataset.validation()));
     }
 
     private void describePlan(Path outputDir) {
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(),
-                model.lora().parameters(TrainingModel.ADAPTER_NAME)));
+        listener.onNote(model.describe(recipe));
         listener.onNote(OrpoLoss.Method.of(recipe).describe() + "; no reference model");
         listener.onNote("data: " + dataset.report());
         listener.onNote(String.format(Locale.ROOT, "pairs: %d training, %d validation", pairs.size(),
                 dataset.validation().size()));
-        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d pairs, lr %.2e %s, output %s",
-                totalSteps, recipe.train().microBatchSize(), recipe.train().gradientAccumulation(),
-                recipe.train().lr(), recipe.train().schedule(), outputDir));
+        listener.onNote(SingleStageRun.describeSteps(recipe, totalSteps, " pairs", outputDir));
     }
 
     @Override

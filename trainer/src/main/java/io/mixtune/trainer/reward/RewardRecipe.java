@@ -8,10 +8,10 @@ import io.mixtune.trainer.dpo.DpoRecipe;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import io.mixtune.trainer.run.EpochSteps;
-import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.MethodRecipe;
 import io.mixtune.trainer.run.ShuffledEpochs;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
@@ -27,11 +27,10 @@ import java.util.function.BooleanSupplier;
  * SEQ_CLS, the head under modules_to_save), so transformers' MistralForSequenceClassification + PEFT computes the same
  * rewards.
  */
-public final class RewardRecipe implements AutoCloseable {
+public final class RewardRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final TrainingListener listener;
     private final TrainingModel model;
-    private final List<NDArray> parameters;
     private final NDArray head;
     private final List<PreferenceSample> pairs;
     private final List<PreferenceSample> validation;
@@ -70,7 +69,6 @@ public final class RewardRecipe implements AutoCloseable {
                     RewardHead.initial(model.model().config(), train.seed(), model.manager()));
         }
         head = model.lora().modulesToSave(TrainingModel.ADAPTER_NAME).get(RewardHead.MODULE);
-        parameters = model.lora().parameters(TrainingModel.ADAPTER_NAME);
         totalSteps = new EpochSteps(ShuffledEpochs.microBatchesPerEpoch(pairs.size(), train.microBatchSize()),
                 train.gradientAccumulation()).stageSteps(train);
     }
@@ -80,36 +78,26 @@ public final class RewardRecipe implements AutoCloseable {
         return new RewardRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        RewardObjective objective = new RewardObjective(recipe, model, head, pairs, validation);
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> new RewardObjective(recipe, model, head, pairs, validation));
     }
 
     private void describePlan(Path outputDir) {
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(), parameters));
+        listener.onNote(model.describe(recipe));
         Recipe.Reward reward = recipe.reward();
         listener.onNote(String.format(Locale.ROOT, "reward model: score head [1, %d] + LoRA, loss -log sigmoid(r_chosen "
                 + "- r_rejected%s)%s; %d training pairs, %d validation pairs", model.model().config().hiddenSize(),
                 reward.margin() ? " - margin" : "", reward.centerRewardsCoefficient() == null ? ""
                         : " + " + reward.centerRewardsCoefficient() + " x mean((r_chosen + r_rejected)^2)",
                 pairs.size(), validation.size()));
-        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d pairs, lr %.2e %s, output %s",
-                totalSteps, recipe.train().microBatchSize(), recipe.train().gradientAccumulation(),
-                recipe.train().lr(), recipe.train().schedule(), outputDir));
+        listener.onNote(SingleStageRun.describeSteps(recipe, totalSteps, " pairs", outputDir));
     }
 
     @Override

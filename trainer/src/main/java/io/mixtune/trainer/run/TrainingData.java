@@ -10,6 +10,7 @@ import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.function.Consumer;
 
 /**
  * A recipe's data as training reads it: tokenized once into the data cache, which `mixtune train` and `mixtune data
@@ -103,6 +104,18 @@ public final class TrainingData {
                     recipe.data().files()) + " (" + dataset.report() + ")");
         }
         return dataset;
+    }
+
+    /**
+     * A run's samples, from output_dir/data-cache or tokenized into it, the cache's note told to {@code notes}: at
+     * least one that trains, else the run stops here, before the model loads.
+     */
+    public static ChatDataset loadTrainingSamples(Recipe recipe, Consumer<String> notes) {
+        SampleCache.Loaded data = load(recipe, cacheDir(recipe));
+        if (data.note() != null) {
+            notes.accept(data.note());
+        }
+        return requireTrainingSamples(recipe, data.dataset());
     }
 
     /** The samples, from the cache in {@code cacheDir} when it holds them for this recipe, else tokenized into it. */

@@ -94,8 +94,9 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         return "nf4".equals(quantize) ? Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION) : MistralCheckpoint.DENSE;
     }
 
-    /** What the plan line says of the model and its trained adapter. */
-    public static String describe(Recipe recipe, CausalLm model, Path baseModelDir, List<NDArray> parameters) {
+    /** What the plan line says of the model and the adapter it trains. */
+    public String describe(Recipe recipe) {
+        List<NDArray> parameters = lora.parameters(ADAPTER_NAME);
         ModelConfig config = model.config();
         long adapterParameters = parameters.stream().mapToLong(p -> p.getShape().size()).sum();
         return String.format(Locale.ROOT, "model %s (%s, %d layers%s, %s), LoRA %,d parameters in %d arrays",

@@ -1,13 +1,12 @@
 package io.mixtune.trainer.sft;
 
 import io.mixtune.data.dataset.ChatDataset;
-import io.mixtune.data.dataset.SampleCache;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.run.EpochSteps;
-import io.mixtune.trainer.run.RunStart;
+import io.mixtune.trainer.run.MethodRecipe;
+import io.mixtune.trainer.run.SingleStageRun;
 import io.mixtune.trainer.run.TrainingData;
 import io.mixtune.trainer.run.TrainingListener;
-import io.mixtune.trainer.run.TrainingLoop;
 import io.mixtune.trainer.run.TrainingModel;
 import io.mixtune.trainer.run.TrainingResult;
 import java.nio.file.Path;
@@ -20,7 +19,7 @@ import java.util.function.BooleanSupplier;
  * ({@link SftObjective}) over one stage; the outputs are the PEFT adapter, metrics.jsonl, loss.png and the resolved
  * recipe in output_dir.
  */
-public final class SftRecipe implements AutoCloseable {
+public final class SftRecipe implements MethodRecipe {
     private final Recipe recipe;
     private final TrainingListener listener;
     private final ChatDataset dataset;
@@ -36,11 +35,7 @@ public final class SftRecipe implements AutoCloseable {
         // The data first, so that bad data (or a tokenizer that does not fit the model) stops the run before the model
         // loads: tokenized turn by turn with the model's tokenizer (a preset's: the bundled Mistral v1 one), once:
         // later runs and `mixtune data prepare` share output_dir/data-cache.
-        SampleCache.Loaded data = TrainingData.load(recipe, TrainingData.cacheDir(recipe));
-        if (data.note() != null) {
-            listener.onNote(data.note());
-        }
-        dataset = TrainingData.requireTrainingSamples(recipe, data.dataset());
+        dataset = TrainingData.loadTrainingSamples(recipe, listener::onNote);
         model = TrainingModel.load(recipe, listener::onNote);
         objective = new SftObjective(recipe, model, dataset);
         totalSteps = new EpochSteps(objective.microBatchesPerEpoch(), train.gradientAccumulation()).stageSteps(train);
@@ -51,6 +46,7 @@ public final class SftRecipe implements AutoCloseable {
         return new SftRecipe(recipe, listener);
     }
 
+    @Override
     public long totalSteps() {
         return totalSteps;
     }
@@ -59,31 +55,20 @@ public final class SftRecipe implements AutoCloseable {
         return dataset;
     }
 
-    /**
-     * Trains to the last step, or until {@code cancelled} says so after a step.
-     *
-     * @param resumeFrom a checkpoint directory to continue from, or null for a fresh run
-     */
+    @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
-        RunStart start = RunStart.begin(recipe, model, resumeFrom, totalSteps, listener, this::describePlan);
-        listener.onStageStarted(new TrainingListener.StageStarted(1, 1, 0, totalSteps, null));
-        TrainingLoop.Outcome outcome = new TrainingLoop(recipe, model, start.outputDir(), totalSteps, listener,
-                cancelled).run(objective, new TrainingLoop.Stage(1, false, 0, totalSteps,
-                        start.outputDir().resolve("adapter"), true), start.step(), start.resumed());
-        return start.result(outcome);
+        return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
+                this::describePlan, start -> objective);
     }
 
     private void describePlan(Path outputDir) {
-        Recipe.Train train = recipe.train();
         String efficiency = recipe.data().packing()
                 ? String.format(Locale.ROOT, ", packing efficiency %.1f%%", 100 * objective.packingEfficiency()) : "";
-        listener.onNote(TrainingModel.describe(recipe, model.model(), model.baseModelDir(),
-                model.lora().parameters(TrainingModel.ADAPTER_NAME)));
+        listener.onNote(model.describe(recipe));
         listener.onNote(String.format(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an "
                 + "epoch%s", dataset.report(), dataset.train().size(), dataset.validation().size(),
                 objective.microBatchesPerEpoch(), efficiency));
-        listener.onNote(String.format(Locale.ROOT, "training %d steps of %d x %d, lr %.2e %s, output %s", totalSteps,
-                train.microBatchSize(), train.gradientAccumulation(), train.lr(), train.schedule(), outputDir));
+        listener.onNote(SingleStageRun.describeSteps(recipe, totalSteps, "", outputDir));
     }
 
     @Override

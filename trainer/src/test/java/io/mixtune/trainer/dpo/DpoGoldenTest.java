@@ -26,6 +26,7 @@ import io.mixtune.trainer.optim.LossScaler;
 import io.mixtune.trainer.run.OptimizerStep;
 import io.mixtune.trainer.run.StepContext;
 import io.mixtune.trainer.recipe.Recipe;
+import io.mixtune.trainer.recipe.RecipeReader;
 import java.io.IOException;
 import java.net.URISyntaxException;
 import java.nio.file.Path;
@@ -34,6 +35,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -302,6 +304,40 @@ public class DpoGoldenTest {
                 report.add(compareGradients(name + " gradients", lora, grads));
             }
             report.forEach(System.out::println);
+        }
+    }
+
+    /**
+     * eval_loss on the tiny Mixtral as TRL's DPOTrainer.prediction_step computes it (step/eval.json): its _compute_loss
+     * adds router_aux_loss_coef x the router loss whatever the mode, so evaluation holds the router term as training
+     * does (as ORPO's, CPO's and KTO's evaluations do).
+     */
+    @Test
+    void evalLossHoldsTheRouterTermAsTrlDpoTrainer(@TempDir Path dir) throws IOException {
+        JsonNode batchJson = JSON.readTree(golden("step/batch.json").toFile());
+        JsonNode want = JSON.readTree(golden("step/eval.json").toFile()).get("sigmoid");
+        List<PreferenceSample> pairs = samples(batchJson);
+        Recipe recipe = RecipeReader.read(Path.of("../recipes/quickstart-dpo.yaml"), List.of("dpo.beta="
+                + batchJson.get("beta").doubleValue(), "dpo.stages=1", "train.micro_batch_size=" + pairs.size(),
+                "output_dir=" + dir)).recipe();
+        try (NDManager manager = NDManager.newBaseManager()) {
+            LoraModel lora = goldenModel(batchJson, manager);
+            TrainingModel model = new TrainingModel(manager, lora.model(), lora, golden("step"), DataType.FLOAT32);
+            DpoObjective objective = new DpoObjective(recipe, model, 0, pairs, DpoObjective.inOrder(pairs,
+                    pairs.size(), batchJson.get("pad_id").longValue()), new StageReference(recipe.dpo(), model, false,
+                    null, null));
+            Map<String, Number> metrics;
+            try (LoraModel.Scope evaluating = lora.evaluating()) {
+                metrics = objective.evaluate();
+            }
+            double expected = want.get("eval_loss").doubleValue();
+            assertEquals(expected, metrics.get("eval_loss").doubleValue(), LOSS_RTOL * expected, "TRL's eval_loss: "
+                    + "the DPO loss " + want.get("dpo_loss").doubleValue() + " + " + want.get("aux_coef").doubleValue()
+                    + " x aux_loss " + want.get("aux_loss").doubleValue());
+            // TRL logs the router loss it added as eval_aux_loss (_compute_loss's _metrics["eval"]["aux_loss"])
+            double aux = want.get("aux_loss").doubleValue();
+            assertTrue(metrics.containsKey("eval_aux_loss"), "TRL logs eval_aux_loss: " + metrics.keySet());
+            assertEquals(aux, metrics.get("eval_aux_loss").doubleValue(), LOSS_RTOL * aux, "eval_aux_loss");
         }
     }
 
