@@ -1037,7 +1037,13 @@ public final class AxolotlImport {
                 unmapped("metric_for_best_model", "expected the name of an evaluation metric");
             }
             JsonNode greater = get("greater_is_better");
-            if (isTrue(greater)) {
+            boolean compared = metric != null && metric.isTextual() || asked && validated && compatible
+                    || patience != null && patience.asDouble(0) != 0;
+            if (isTrue(greater) && !compared) {
+                used.add("greater_is_better");
+                notes.add("greater_is_better: true has no effect without metric_for_best_model, "
+                        + "load_best_model_at_end or early_stopping_patience (transformers compares nothing): dropped");
+            } else if (isTrue(greater)) {
                 put("train.greater_is_better", true, "greater_is_better");
             } else if (greater != null) {
                 used.add("greater_is_better");

@@ -410,6 +410,13 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                 checks.add("early_stopping_threshold: applies to early stopping, which is off: set "
                         + "early_stopping_patience or drop it");
             }
+            if (greaterIsBetter != null && !loadBestModelAtEnd && metricForBestModel == null
+                    && earlyStoppingPatience == null) {
+                // as the threshold above: transformers compares nothing without metric_for_best_model, so the key
+                // would be ignored without a word (tracksBestModel's rule, on the constructor's arguments)
+                checks.add("greater_is_better: applies to metric_for_best_model, which is off: set "
+                        + "metric_for_best_model, load_best_model_at_end or early_stopping_patience, or drop it");
+            }
             checks.throwIfAny();
         }
     }

@@ -166,6 +166,8 @@ class TrainBestModelTest {
                 "early_stopping_patience: must be >= 1"},
             {"train.early_stopping_threshold=0.1", "train.keep_last=2", "train.keep_last=2",
                 "early_stopping_threshold: applies to early stopping, which is off"},
+            {"train.greater_is_better=true", "train.keep_last=2", "train.keep_last=2",
+                "greater_is_better: applies to metric_for_best_model, which is off"},
         };
         for (String[] refusal : refusals) {
             MixtuneCliTest.Result result = MixtuneCliTest.run("validate", "--recipe", recipe.toString(), "--set",

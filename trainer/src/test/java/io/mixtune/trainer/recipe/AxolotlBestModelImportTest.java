@@ -70,4 +70,17 @@ class AxolotlBestModelImportTest {
                 + "unless there is validation data and save_steps is a multiple of eval_steps"), result.unmapped()
                 .toString());
     }
+
+    /** greater_is_better alone: axolotl hands it to transformers, which compares nothing without a metric. */
+    @Test
+    void greaterIsBetterAloneIsNotedNotKept() throws IOException {
+        AxolotlImport.Result result = imported("""
+                val_set_size: 0.05
+                greater_is_better: true
+                """);
+        assertFalse(result.values().containsKey("train.greater_is_better"));
+        assertTrue(result.notes().stream().anyMatch(note -> note.contains("greater_is_better: true has no effect")),
+                result.notes().toString());
+        assertEquals(List.of(), result.unmapped());
+    }
 }
