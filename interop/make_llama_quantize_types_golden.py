@@ -105,7 +105,8 @@ def dry_run(path: Path, file_type: str) -> dict[str, str]:
     return types
 
 
-def main() -> None:
+def golden() -> dict:
+    """The golden's content, from fresh dry runs."""
     models = {}
     with tempfile.TemporaryDirectory() as work:
         for name, m in MODELS.items():
@@ -122,7 +123,11 @@ def main() -> None:
             }
             path.unlink()
     snapshot = (LLAMA_CPP_BUILD / "SNAPSHOT").read_text().strip() if (LLAMA_CPP_BUILD / "SNAPSHOT").exists() else "?"
-    OUT.write_text(json.dumps({"llama_cpp": snapshot, "models": models}, indent=1) + "\n")
+    return {"llama_cpp": snapshot, "models": models}
+
+
+def main() -> None:
+    OUT.write_text(json.dumps(golden(), indent=1) + "\n")
     print(f"wrote {OUT}")
 
 

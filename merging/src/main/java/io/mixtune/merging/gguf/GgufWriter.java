@@ -232,11 +232,11 @@ public final class GgufWriter {
             for (int offset : scaleOffsets) {
                 short half = encoded.getShort(block * type.typeSize() + offset);
                 if ((half & 0x7c00) == 0x7c00) {
-                    throw new IllegalArgumentException(name + ": the block of values from "
-                            + (firstValue + (long) block * type.blockSize()) + " needs an fp16 scale or value over 65504 as "
-                            + type + " (a weight too large for it); llama-quantize refuses such a tensor (\"quantized"
-                            + " data validation failed\"), and a k-quant export does too: fix the checkpoint, or"
-                            + " export --type f32");
+                    long first = firstValue + (long) block * type.blockSize();
+                    throw new IllegalArgumentException(name + ": the block of values from " + first + " needs an fp16"
+                            + " scale or value over 65504 as " + type + " (a weight too large for it); llama-quantize"
+                            + " refuses such a tensor (\"quantized data validation failed\"), and a k-quant export"
+                            + " does too: fix the checkpoint, or export --type f32");
                 }
             }
         }
