@@ -159,6 +159,7 @@ public final class GgufExport {
     private Map<String, GgmlType> quantizeMix(GgufWriter writer, Map<String, GgmlType> f32Types, ModelConfig config) {
         writer.moveToEnd("general.quantization_version");
         writer.moveToEnd("general.file_type");
+        writer.refuseInvalidData();
         Map<String, long[]> shapes = new TreeMap<>(LlamaQuantizeTypes.ORDER);
         shapes.putAll(writer.shapes());
         Map<String, GgmlType> types = LlamaQuantizeTypes.of(type, new java.util.LinkedHashMap<>(shapes), f32Types,

@@ -52,6 +52,7 @@ public final class GgufWriter {
 
     private final Map<String, Value> values = new LinkedHashMap<>();
     private final List<Tensor> tensors = new ArrayList<>();
+    private boolean refuseInvalidData;
 
     public void putUint32(String key, long value) {
         put(key, new Value(UINT32, 0, value));
@@ -115,6 +116,16 @@ public final class GgufWriter {
         }
     }
 
+    /**
+     * Refuses, as llama-quantize does, a tensor with a NaN or an infinity (llama_model_loader::load_data_for with
+     * check_tensors: "tensor '...' has invalid data"), or whose encoding has a NaN or infinite fp16 scale or value
+     * (llama_tensor_quantize_impl's ggml_validate_row_data: "quantized data validation failed"): a finite weight over
+     * what fp16 holds. The convert_hf_to_gguf.py types (f32 ... q8_0) write such values as the converter does.
+     */
+    void refuseInvalidData() {
+        refuseInvalidData = true;
+    }
+
     /** Moves {@code key} to the end, as gguf_set_val_* does with a key already present (remove, then append). */
     void moveToEnd(String key) {
         Value value = values.remove(key);
@@ -165,7 +176,13 @@ public final class GgufWriter {
                     int from = 0;
                     while (from < part.length) {
                         int count = Math.min(SLICE_VALUES, part.length - from);
+                        if (refuseInvalidData) {
+                            requireFinite(tensor.name(), part, from, count, written[0]);
+                        }
                         GgufQuants.encode(part, from, count, tensor.type(), slice.clear());
+                        if (refuseInvalidData) {
+                            requireFiniteScales(tensor.name(), tensor.type(), slice, written[0] + from);
+                        }
                         try {
                             writeFully(channel, slice.flip());
                         } catch (IOException e) {
@@ -185,6 +202,43 @@ public final class GgufWriter {
             channel.force(true);
         } catch (java.io.UncheckedIOException e) {
             throw e.getCause();
+        }
+    }
+
+    private static void requireFinite(String name, float[] part, int from, int count, long partStart) {
+        for (int i = from; i < from + count; i++) {
+            if (!Float.isFinite(part[i])) {
+                throw new IllegalArgumentException(name + " holds " + part[i] + " at value " + (partStart + i)
+                        + "; llama-quantize refuses such a tensor (\"has invalid data\"), and a k-quant export does"
+                        + " too: fix the checkpoint, or export --type f32 / f16 / q8_0, which keep it");
+            }
+        }
+    }
+
+    /**
+     * ggml_validate_row_data's check of an encoding: every fp16 scale of a block (d, and dmin or m where the type has
+     * one) finite, every value of F16 finite; F32 needs none (its input was checked).
+     */
+    private static void requireFiniteScales(String name, GgmlType type, ByteBuffer encoded, long firstValue) {
+        int[] scaleOffsets = switch (type) {
+            case F32 -> new int[0];
+            case F16, Q4_0, Q5_0, Q8_0 -> new int[] {0};
+            case Q5_1, Q4_K, Q5_K -> new int[] {0, 2};
+            case Q2_K -> new int[] {80, 82};
+            case Q3_K -> new int[] {108};
+            case Q6_K -> new int[] {208};
+        };
+        for (int block = 0; block * type.typeSize() < encoded.position(); block++) {
+            for (int offset : scaleOffsets) {
+                short half = encoded.getShort(block * type.typeSize() + offset);
+                if ((half & 0x7c00) == 0x7c00) {
+                    long first = firstValue + (long) block * type.blockSize();
+                    throw new IllegalArgumentException(name + ": the block of values from " + first + " needs an fp16"
+                            + " scale or value over 65504 as " + type + " (a weight too large for it); llama-quantize"
+                            + " refuses such a tensor (\"quantized data validation failed\"), and a k-quant export"
+                            + " does too: fix the checkpoint, or export --type f32");
+                }
+            }
         }
     }
 

@@ -102,6 +102,46 @@ class ExportGgufKQuantTest {
     }
 
     /**
+     * llama-quantize refuses an f32 file with a NaN or an infinity in any tensor (llama_model_loader::load_data_for,
+     * check_tensors: "tensor 'blk.1.attn_q.weight' has invalid data"), and a tensor whose quantized fp16 scales
+     * overflow (ggml_validate_row_data: "quantized data validation failed"): a k-quant mix refuses them too, naming the
+     * tensor, exit 2, nothing written (measured with the llama-quantize build of interop/build_llama_quantize.sh).
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource({
+        "NaN, model.layers.1.self_attn.q_proj.weight, blk.1.attn_q.weight, NaN",
+        "Infinity, model.layers.0.post_attention_layernorm.weight, blk.0.ffn_norm.weight, Infinity",
+        "1e38, model.layers.0.mlp.down_proj.weight, blk.0.ffn_down.weight, fp16 scale"})
+    void aValueLlamaQuantizeRefusesIsRefused(float value, String hfName, String ggufName, String why,
+            @TempDir Path dir) throws Exception {
+        Path model = dir.resolve("tiny-mistral");
+        PresetCheckpoint.write("tiny-mistral", model, 0, DType.F32);
+        setFirstValue(model.resolve("model.safetensors"), hfName, value);
+        Path out = dir.resolve("model.gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", "q4_k_m");
+        assertEquals(2, result.code(), result.err());
+        org.junit.jupiter.api.Assertions.assertTrue(result.err().contains(ggufName) && result.err().contains(why),
+                result.err());
+        org.junit.jupiter.api.Assertions.assertFalse(Files.exists(out));
+        try (Stream<Path> left = Files.list(dir)) {
+            assertEquals(List.of("tiny-mistral"), left.map(p -> p.getFileName().toString()).toList());
+        }
+    }
+
+    /** Overwrites the first float32 of tensor {@code name} in a safetensors file. */
+    private static void setFirstValue(Path file, String name, float value) throws Exception {
+        byte[] bytes = Files.readAllBytes(file);
+        java.nio.ByteBuffer buffer = java.nio.ByteBuffer.wrap(bytes).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        int headerLength = Math.toIntExact(buffer.getLong(0));
+        JsonNode header = new ObjectMapper().readTree(new String(bytes, 8, headerLength,
+                java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals("F32", header.path(name).path("dtype").asText(), name);
+        buffer.putFloat(8 + headerLength + header.path(name).path("data_offsets").get(0).asInt(), value);
+        Files.write(file, bytes);
+    }
+
+    /**
      * make_gguf_kquant_goldens.wide_weights, value for value: tensor t of the names sorted, flat index i,
      * u = (i * 2654435761 + (t + 1) * 1013904223) mod 2^32, v = (u >> 8) / 2^24 - 0.5 (exact in float32); a matrix's
      * row r scaled by 2^-(r mod 5), zero where r mod 7 is 3; a vector 1 + v / 4. The bundled tokenizer's files beside.
