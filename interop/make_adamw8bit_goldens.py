@@ -14,9 +14,11 @@ triton 3.8.0) runs on CPU tensors with numpy's float32 arithmetic.
 Parameters: "big" (2 x 2098 = 4196 elements: 8-bit state, 17 blocks of 256, the last of 100) in a group at lr x 16
 (LoRA+'s lora_B group), "small" (8 x 64 = 512 < min_8bit_size 4096: float32 state and the 32-bit update) at lr;
 weight decay 0.1; 5 steps, each at its own lr, with gradients drawn from a fixed seed at scales 1, 1, 0.01, 10, 1
-(the absmax of a block rises and falls). The file keeps the two dynamic maps (qmap1 signed, qmap2 unsigned), the
+(the absmax of a block rises and falls); in big's group a second parameter, "zero" (16 x 256 = 4096, exactly
+min_8bit_size: 8-bit state), whose gradient is all zero at step 1 (a lora_A's while lora_B is zero) and in its first
+block at every step (absmax 0, so requantizing divides 0 by 0), drawn from a generator of its own. The file keeps the two dynamic maps (qmap1 signed, qmap2 unsigned), the
 initial values, each step's lr and gradients, and after each step the parameters, the codes (uint8) and absmax of the
-big one and the float32 moments of the small one. AdamW8bitGoldenTest runs mixtune's AdamW8bit on the same values.
+big and zero ones and the float32 moments of the small one. AdamW8bitGoldenTest runs mixtune's AdamW8bit on the same values.
 """
 
 from __future__ import annotations
@@ -80,14 +82,25 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     big = torch.nn.Parameter(torch.randn(2, 2098, generator=generator) * 0.1)
     small = torch.nn.Parameter(torch.randn(8, 64, generator=generator) * 0.1)
-    optimizer = bnb.optim.AdamW([{"params": [big], "lr": LR * LR_RATIO}, {"params": [small], "lr": LR}],
+    # A second parameter in big's group, drawn from a generator of its own so that big's and small's values stay those
+    # of the first five steps: 4096 elements, exactly min_8bit_size (8-bit state), whose gradient is zero at step 1
+    # (a lora_A's while lora_B is still zero) and whose first block's stays zero (absmax 0: 0 / 0 in requantizing).
+    zero_generator = torch.Generator().manual_seed(1)
+    zero = torch.nn.Parameter(torch.randn(16, 256, generator=zero_generator) * 0.1)
+    optimizer = bnb.optim.AdamW([{"params": [big, zero], "lr": LR * LR_RATIO}, {"params": [small], "lr": LR}],
                                 lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY, optim_bits=8, is_paged=False)
-    tensors = {"big.initial": big.detach().clone(), "small.initial": small.detach().clone()}
+    tensors = {"big.initial": big.detach().clone(), "small.initial": small.detach().clone(),
+               "zero.initial": zero.detach().clone()}
     for step, (lr, scale) in enumerate(zip(LRS, SCALES), start=1):
         optimizer.param_groups[0]["lr"] = lr * LR_RATIO
         optimizer.param_groups[1]["lr"] = lr
         big.grad = torch.randn(big.shape, generator=generator) * scale
         small.grad = torch.randn(small.shape, generator=generator) * scale
+        zero.grad = torch.randn(zero.shape, generator=zero_generator) * scale
+        zero.grad[0] = 0.0
+        if step == 1:
+            zero.grad.zero_()
+        tensors[f"zero.grad.{step}"] = zero.grad.clone()
         tensors[f"big.grad.{step}"] = big.grad.clone()
         tensors[f"small.grad.{step}"] = small.grad.clone()
         tensors[f"lr.{step}"] = torch.tensor([lr], dtype=torch.float64)
@@ -100,6 +113,10 @@ def main() -> None:
         for key in ("state1", "state2"):
             tensors[f"small.{key}.{step}"] = optimizer.state[small][key].clone()
         tensors[f"small.{step}"] = small.detach().clone()
+        assert optimizer.state[zero]["state1"].dtype == torch.uint8 and optimizer.state[zero]["absmax1"][0] == 0
+        tensors[f"zero.{step}"] = zero.detach().clone()
+        for key in ("state1", "state2", "absmax1", "absmax2"):
+            tensors[f"zero.{key}.{step}"] = optimizer.state[zero][key].clone()
     tensors["qmap1"] = optimizer.state[big]["qmap1"].clone()
     tensors["qmap2"] = optimizer.state[big]["qmap2"].clone()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
         if (setup.eightBitMoments()) {
             long bytes = linears.adamW8bitStateBytes();
             parts.add(new Component("AdamW 8-bit moments (bitsandbytes)", bytes, String.format(Locale.ROOT,
-                    "%.3f bytes per trained parameter (8 in fp32), in host memory: mixtune runs this update on the CPU", (double) bytes / lora)));
+                    "%.3f bytes per trained parameter (8 in fp32), in host memory: mixtune runs this update on the CPU",
+                    (double) bytes / lora)));
         } else {
             parts.add(new Component("AdamW moments (2 x fp32)", 2 * lora * 4, "exp_avg and exp_avg_sq"));
         }

@@ -213,7 +213,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             String warmupType, String decayType, Double warmupLrRate, double weightDecay, Double loraplusLrRatio,
             double loraplusLrEmbedding, double maxGradNorm,
             double adamBeta1,
-            double adamBeta2, double adamEps, String optimizer, long seed, Long dataSeed, boolean gradientCheckpointing, int evalEvery,
+            double adamBeta2, double adamEps, String optimizer, long seed, Long dataSeed, boolean gradientCheckpointing,
+            int evalEvery,
             int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
             int evalMaxNewTokens, Double neftuneNoiseAlpha, boolean loadBestModelAtEnd, String metricForBestModel,
             Boolean greaterIsBetter, Integer earlyStoppingPatience, double earlyStoppingThreshold) {
@@ -242,7 +243,6 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return LearningRateSchedule.warmupSteps(warmupSteps, warmupRatio, totalSteps);
         }
 
-        /** The schedule of a run (or a DPO stage) of {@code totalSteps}. */
         /**
          * bitsandbytes' 8-bit AdamW (adamw_bnb_8bit, its alias adamw_8bit, and paged_adamw_8bit, whose paging of the
          * state into host memory under GPU memory pressure changes no value) instead of torch's (adamw_torch).
@@ -256,6 +256,7 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return LoraPlus.lrFactors(parameterNames, lr, loraplusLrRatio, loraplusLrEmbedding);
         }
 
+        /** The schedule of a run (or a DPO stage) of {@code totalSteps}. */
         public LearningRateSchedule scheduleOf(long totalSteps) {
             return new LearningRateSchedule(LearningRateSchedule.Kind.named(schedule), lr, warmupStepsOf(totalSteps),
                     (int) totalSteps, scheduleKwargs());

@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -229,6 +230,25 @@ class RecipeReaderTest {
             assertTrue(refused.contains("data.dataset_text_field: names the field of SFT's text records, but "
                     + "train.method " + method), refused);
         }
+    }
+
+    /**
+     * train.optimizer: adamw_torch by default, transformers' three names of bitsandbytes' 8-bit AdamW read as such, any
+     * other name refused at its line with the names offered.
+     */
+    @Test
+    void optimizerIsOneOfTransformersNamesAndAnotherNamedAtItsLine() throws IOException {
+        Recipe.Train torch = RecipeReader.read(write("torch.yaml", minimal()), List.of()).recipe().train();
+        assertEquals("adamw_torch", torch.optimizer());
+        assertFalse(torch.eightBitMoments());
+        for (String name : List.of("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit")) {
+            assertTrue(RecipeReader.read(write(name + ".yaml", minimal() + "train:\n  optimizer: " + name + "\n"),
+                    List.of()).recipe().train().eightBitMoments(), name);
+        }
+        String lion = error(write("l.yaml", minimal() + "train:\n  optimizer: lion_8bit\n"));
+        assertTrue(lion.contains("l.yaml:7: train.optimizer: must be one of adamw_torch, adamw_bnb_8bit, "
+                + "paged_adamw_8bit, adamw_8bit"), lion);
+        assertTrue(lion.contains("got lion_8bit"), lion);
     }
 
     /** LoRA+ is off by default; its ratio and embedding rate are read, and out-of-range values named at their line. */
