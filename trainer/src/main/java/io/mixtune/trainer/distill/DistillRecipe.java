@@ -65,10 +65,6 @@ public final class DistillRecipe implements MethodRecipe {
         return totalSteps;
     }
 
-    public ChatDataset dataset() {
-        return dataset;
-    }
-
     @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
         return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,

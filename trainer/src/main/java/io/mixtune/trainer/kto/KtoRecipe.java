@@ -95,10 +95,6 @@ public final class KtoRecipe implements MethodRecipe {
         return totalSteps;
     }
 
-    public LabeledDataset dataset() {
-        return dataset;
-    }
-
     @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
         return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,

@@ -52,10 +52,6 @@ public final class OrpoRecipe implements MethodRecipe {
         return totalSteps;
     }
 
-    public PreferenceDataset dataset() {
-        return dataset;
-    }
-
     @Override
     public TrainingResult train(Path resumeFrom, BooleanSupplier cancelled) {
         return new SingleStageRun(recipe, model, listener, totalSteps).train(resumeFrom, cancelled,
