@@ -1066,7 +1066,8 @@ public final class AxolotlImport {
 
         /**
          * transformers adds Mixtral's load-balancing loss only where config.output_router_logits is true (its default
-         * is false), which axolotl sets through model_config; mixtune's router_aux_loss defaults to true.
+         * is false), which axolotl sets through model_config; mixtune's router_aux_loss defaults to true. Its weight,
+         * model_config.router_aux_loss_coef, overrides config.json's as train.router_aux_loss_coef does.
          */
         private void mapRouterLoss() {
             JsonNode modelConfig = get("model_config");
@@ -1075,16 +1076,32 @@ public final class AxolotlImport {
             put("train.router_aux_loss", on, logits != null ? "model_config.output_router_logits: " + logits
                     : "model_config.output_router_logits unset (transformers' default false: no router load-balancing"
                             + " loss)");
+            JsonNode coefficient = modelConfig == null ? null : modelConfig.get("router_aux_loss_coef");
+            boolean coefficientMapped = false;
+            if (coefficient != null && coefficient.isNumber() && on) {
+                put("train.router_aux_loss_coef", coefficient.asDouble(), "model_config.router_aux_loss_coef: "
+                        + coefficient);
+                coefficientMapped = true;
+            } else if (coefficient != null && coefficient.isNumber()) {
+                // transformers weighs no router loss without output_router_logits, and mixtune refuses a weight of a
+                // term that is off
+                unmapped("model_config", "router_aux_loss_coef weighs the router load-balancing loss, which is off "
+                        + "without output_router_logits: true: dropped");
+                coefficientMapped = true;
+            }
             if (modelConfig != null) {
                 List<String> others = new ArrayList<>();
+                boolean skipCoefficient = coefficientMapped;
                 modelConfig.fieldNames().forEachRemaining(name -> {
-                    if (!name.equals("output_router_logits")) {
+                    if (!name.equals("output_router_logits") && !(skipCoefficient
+                            && name.equals("router_aux_loss_coef"))) {
                         others.add(name);
                     }
                 });
                 if (!others.isEmpty()) {
-                    unmapped("model_config", "mixtune maps only output_router_logits (train.router_aux_loss) and reads"
-                            + " the rest from the model's config.json: not " + others);
+                    unmapped("model_config", "mixtune maps only output_router_logits (train.router_aux_loss) and "
+                            + "router_aux_loss_coef (train.router_aux_loss_coef) and reads the rest from the model's "
+                            + "config.json: not " + others);
                 }
             }
         }

@@ -1,6 +1,7 @@
 package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
+import java.util.List;
 
 /**
  * What train.load_best_model_at_end, metric_for_best_model and early_stopping_patience ask of the other keys: an
@@ -10,9 +11,17 @@ import io.mixtune.data.dataset.DataConfig;
 final class BestModelChecks {
     private BestModelChecks() {}
 
-    static void check(Recipe.Train train, DataConfig data, RecordBinder binder) {
+    static void check(Recipe.Train train, DataConfig data, Recipe.Averaging averaging, RecordBinder binder) {
         if (!train.tracksBestModel()) {
             return;
+        }
+        List<String> logged = EvaluationMetrics.of(train, averaging);
+        String metric = train.bestModelMetric().substring("eval_".length());
+        if (train.metricForBestModel() != null && !logged.isEmpty() && !logged.contains(metric)) {
+            // transformers' KeyError comes at the first evaluation; the names are known before the run
+            binder.problem("train.metric_for_best_model", train.metricForBestModel() + " is not a metric that train."
+                    + "method " + train.method() + "'s evaluation logs" + RecordBinder.nearest(metric, logged)
+                    + ": expected one of " + logged + " (eval_ may be put in front)");
         }
         String key = train.loadBestModelAtEnd() ? "train.load_best_model_at_end"
                 : train.earlyStoppingPatience() != null ? "train.early_stopping_patience" : "train.metric_for_best_model";

@@ -196,7 +196,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
      * @param keepLast checkpoints kept; older ones are deleted
      * @param gradientCheckpointing keep only each decoder layer's input in the forward pass and recompute the layer in
      *     backward (same gradients, activation memory layers x tokens x hidden)
-     * @param routerAuxLoss add Mixtral's load-balancing loss times the config's router_aux_loss_coef
+     * @param routerAuxLoss add Mixtral's load-balancing loss times its coefficient (routerAuxLossCoef)
+     * @param routerAuxLossCoef that coefficient (transformers' and TRL's router_aux_loss_coef); null: the model
+     *     config's router_aux_loss_coef, which transformers' Trainer and axolotl use (TRL 1.13's trainers default
+     *     theirs to 0.001 and write it into the config)
      * @param seed seeds the initialisation (LoRA A, a reward model's head) and the validation split, and what
      *     dataSeed does not take over
      * @param dataSeed seeds the order of the training samples and the LoRA dropout masks instead of seed (transformers'
@@ -215,7 +218,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             double adamBeta1,
             double adamBeta2, double adamEps, String optimizer, long seed, Long dataSeed, boolean gradientCheckpointing,
             int evalEvery,
-            int saveEvery, int keepLast, boolean routerAuxLoss, int logEvery, List<String> evalPrompts,
+            int saveEvery, int keepLast, boolean routerAuxLoss, Double routerAuxLossCoef, int logEvery,
+            List<String> evalPrompts,
             int evalMaxNewTokens, Double neftuneNoiseAlpha, boolean loadBestModelAtEnd, String metricForBestModel,
             Boolean greaterIsBetter, Integer earlyStoppingPatience, double earlyStoppingThreshold) {
         /** dpo, reward, orpo and cpo train on preference pairs (data.files hold pairs, never packed), sft on chats. */
@@ -269,11 +273,14 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
 
         /**
-         * The load-balancing loss's coefficient: the config's router_aux_loss_coef for a Mixtral with router_aux_loss
-         * on, else 0 (then no aux_loss is logged either, as TRL's SFTTrainer).
+         * The load-balancing loss's coefficient: router_aux_loss_coef, else the config's, for a Mixtral with
+         * router_aux_loss on, else 0 (then no aux_loss is logged either, as TRL's SFTTrainer with a coefficient of 0).
          */
         public double routerAuxCoefficient(ModelConfig config) {
-            return routerAuxLoss && config.isMixtureOfExperts() ? config.routerAuxLossCoef() : 0;
+            if (!routerAuxLoss || !config.isMixtureOfExperts()) {
+                return 0;
+            }
+            return routerAuxLossCoef != null ? routerAuxLossCoef : config.routerAuxLossCoef();
         }
 
         /**
@@ -373,6 +380,20 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             checks.nonNegative("eval_every", evalEvery);
             checks.nonNegative("save_every", saveEvery);
             checks.positive("keep_last", keepLast);
+            if (routerAuxLossCoef != null && !(routerAuxLossCoef >= 0 && Double.isFinite(routerAuxLossCoef))) {
+                checks.add("router_aux_loss_coef: must be a finite number >= 0 (the load-balancing loss's weight; null "
+                        + "takes the model config's router_aux_loss_coef), got " + routerAuxLossCoef);
+            }
+            if (routerAuxLossCoef != null && !routerAuxLoss) {
+                // a weight of a term that is off would be ignored without a word
+                checks.add("router_aux_loss_coef: weighs the load-balancing loss, which train.router_aux_loss: false "
+                        + "turns off: drop the coefficient, or set router_aux_loss: true");
+            }
+            if (routerAuxLossCoef != null && "distillation".equals(method)) {
+                // DistillObjective: TRL's DistillationTrainer's loss is the divergence alone
+                checks.add("router_aux_loss_coef: train.method distillation adds no load-balancing loss (TRL's loss is "
+                        + "the divergence alone): drop it");
+            }
             checks.positive("log_every", logEvery);
             evalPrompts = evalPrompts == null ? List.of() : List.copyOf(evalPrompts);
             for (int i = 0; i < evalPrompts.size(); i++) {

@@ -213,6 +213,12 @@ public final class RecipeReader {
             if (config != null) {
                 checkAgainstModel(config, describeModel(model), lora, data, binder);
             }
+            if (config != null && train != null && train.routerAuxLossCoef() != null && !config.isMixtureOfExperts()) {
+                // A warning, as router_aux_loss (on by default) is silently nothing on a dense model: a Mixtral recipe
+                // smoke-tested with --set model.preset=tiny-mistral runs; TRL too leaves the coefficient unused there
+                binder.warning("train.router_aux_loss_coef", "weighs a Mixtral's load-balancing loss, and "
+                        + describeModel(model) + " is a dense model without one: the coefficient is unused");
+            }
         }
         if (model != null && lora != null && lora.useDora() && model.adapter() != null) {
             // The adapter's own adapter_config.json decides what trains on from it, as it does r and alpha: a plain
@@ -262,7 +268,7 @@ public final class RecipeReader {
                     + "(warmup_steps: 0, or warmup_ratio: null)");
         }
         if (train != null) {
-            BestModelChecks.check(train, data, binder);
+            BestModelChecks.check(train, data, averaging, binder);
         }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);

@@ -250,6 +250,11 @@ final class RecordBinder {
         problems.add(describeConflict(path, relation, other, why));
     }
 
+    /** A value worth saying but not worth stopping for, reported where the user set it. */
+    void warning(String path, String message) {
+        warnings.add(located(path) + message);
+    }
+
     /** A conflict worth saying but not worth stopping for (a one-step smoke test of a recipe with a warmup). */
     void warnConflict(String path, String relation, String other, String why) {
         warnings.add(describeConflict(path, relation, other, why));

@@ -34,6 +34,12 @@ public final class TrackingListener implements TrainingListener, AutoCloseable {
         sink.write(MetricsLog.record(event.metrics()));
     }
 
+    /** The best checkpoint's record at a stage's end, as metrics.jsonl holds it (best_metric, ...). */
+    @Override
+    public void onStageKept(StageKept event) {
+        sink.write(MetricsLog.record(event.metrics()));
+    }
+
     @Override
     public void onRunFinished(RunFinished event) {
         close();

@@ -10,6 +10,7 @@ import io.mixtune.trainer.optim.AdamW;
 import io.mixtune.trainer.optim.AdamW8bit;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LossScaler;
+import io.mixtune.trainer.recipe.EvaluationMetrics;
 import io.mixtune.trainer.recipe.Recipe;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -340,6 +341,9 @@ public final class TrainingLoop {
                         () -> metrics.put("eval_loss_" + name, objective.evaluate().get("eval_loss"))));
             }
         }
+        // the names validate checks train.metric_for_best_model against (the tests of every method's evaluation run
+        // with assertions on)
+        assert EvaluationMetrics.lists(recipe.train(), recipe.averaging(), metrics.keySet()) : metrics.keySet();
         if (best != null && step > stage.start()) {
             best.evaluated(step, metrics);
         }

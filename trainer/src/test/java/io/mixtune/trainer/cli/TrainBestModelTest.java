@@ -58,6 +58,35 @@ class TrainBestModelTest {
         return lines;
     }
 
+    /**
+     * The best step a run's metrics.jsonl names, recomputed from its evaluations after step 0: the first strictly best
+     * value of {@code metric} ({@code greater} is better or not), as transformers' _determine_best_metric keeps it;
+     * every evaluation record and the run's last record carry it (best_metric, best_global_step).
+     */
+    static void recordsTheBestEvaluation(Path metrics, String metric, boolean greater) {
+        double best = greater ? Double.NEGATIVE_INFINITY : Double.POSITIVE_INFINITY;
+        int bestStep = 0;
+        int evaluations = 0;
+        JsonNode last = null;
+        for (JsonNode record : MetricsLog.read(metrics)) {
+            last = record;
+            if (!record.has(metric) || record.get("step").asInt() == 0) {
+                continue;
+            }
+            double value = record.get(metric).asDouble();
+            if (greater ? value > best : value < best) {
+                best = value;
+                bestStep = record.get("step").asInt();
+            }
+            evaluations++;
+            assertEquals(bestStep, record.get("best_global_step").asInt(), record.toString());
+            assertEquals(best, record.get("best_metric").asDouble(), 0, record.toString());
+        }
+        assertTrue(evaluations >= 2, "evaluations to compare: " + evaluations);
+        assertEquals(bestStep, last.get("best_global_step").asInt(), "the run's last record: " + last);
+        assertEquals(best, last.get("best_metric").asDouble(), 0, last.toString());
+    }
+
     @Test
     void stopsEarlyKeepsTheBestCheckpointAndResumesToTheSameStop(@TempDir Path shared) throws Exception {
         Path whole = Files.createDirectories(shared.resolve("whole"));

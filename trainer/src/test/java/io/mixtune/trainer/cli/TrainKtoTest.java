@@ -66,7 +66,7 @@ class TrainKtoTest {
     void resumingAfterAKillGivesTheUninterruptedRunAndAChangedKtoKeyIsRefused(@TempDir Path shared) throws Exception {
         String[] sets = {"data.validation_ratio=0.25", "train.micro_batch_size=2", "train.epochs=2",
                 "train.save_every=2", "train.keep_last=10", "train.eval_every=3", "lora.dropout=0.1",
-                "data.max_seq_len=96", "train.warmup_steps=0"};
+                "data.max_seq_len=96", "train.warmup_steps=0", "train.metric_for_best_model=loss"};
         Path whole = Files.createDirectories(shared.resolve("reference"));
         List<String> args = train(whole, examples(whole, 6), sets);
         assertEquals(0, TrainCommandTest.mixtune(whole, args.toArray(String[]::new)).waitFor(),
@@ -83,6 +83,9 @@ class TrainKtoTest {
         }
         assertTrue(last.get("kl").asDouble() >= 0, last.toString());
 
+        // train.metric_for_best_model: the loop compares the evaluations, and a resumed run goes on from the best
+        // its checkpoint recorded (best_metric and best_global_step are among the figures compared)
+        TrainBestModelTest.recordsTheBestEvaluation(expectedMetrics, "eval_loss", false);
         Path killed = Files.createDirectories(shared.resolve("killed"));
         KilledRun.resumesToTheUninterruptedRun("KTO", killed, train(killed, examples(killed, 6), sets), "step-000006",
                 "kto.beta=0.2", "kto.beta: 0.1 -> 0.2", expected, whole.resolve("out"), TrainKtoTest::figures);
@@ -105,7 +108,7 @@ class TrainKtoTest {
         List<String> lines = new ArrayList<>();
         for (JsonNode record : MetricsLog.read(metrics)) {
             for (String name : List.of("loss", "kl", "eval_loss", "eval_kl", "rewards/margins",
-                    "eval_rewards/margins")) {
+                    "eval_rewards/margins", "best_metric", "best_global_step")) {
                 if (record.has(name)) {
                     lines.add(record.get("step").asInt() + " " + name);
                 }

@@ -50,7 +50,7 @@ class TrainOrpoTest {
             throws Exception {
         String[] sets = {"data.validation_ratio=0.25", "train.micro_batch_size=2", "train.epochs=2",
                 "train.save_every=2", "train.keep_last=10", "train.eval_every=3", "lora.dropout=0.1",
-                "data.max_seq_len=96", "train.warmup_steps=0"};
+                "data.max_seq_len=96", "train.warmup_steps=0", "train.metric_for_best_model=log_odds_ratio"};
         Path whole = Files.createDirectories(shared.resolve("reference"));
         List<String> args = train(whole, pairs(whole, 8), sets);
         assertEquals(0, TrainCommandTest.mixtune(whole, args.toArray(String[]::new)).waitFor(),
@@ -65,6 +65,9 @@ class TrainOrpoTest {
             assertTrue(MetricsLog.read(expectedMetrics).stream().anyMatch(r -> r.has(name)), "TRL's " + name);
         }
 
+        // train.metric_for_best_model: the loop compares the evaluations, and a resumed run goes on from the best
+        // its checkpoint recorded (best_metric and best_global_step are among the figures compared)
+        TrainBestModelTest.recordsTheBestEvaluation(expectedMetrics, "eval_log_odds_ratio", true);
         Path killed = Files.createDirectories(shared.resolve("killed"));
         KilledRun.resumesToTheUninterruptedRun("ORPO", killed, train(killed, pairs(killed, 8), sets), "step-000004",
                 "orpo.beta=0.2", "orpo.beta: 0.1 -> 0.2", expected, whole.resolve("out"), TrainOrpoTest::figures);
@@ -96,7 +99,8 @@ class TrainOrpoTest {
     private static List<String> figures(Path metrics) {
         List<String> lines = new ArrayList<>();
         for (JsonNode record : MetricsLog.read(metrics)) {
-            for (String name : List.of("loss", "nll_loss", "log_odds_ratio", "eval_loss", "eval_rewards/margins")) {
+            for (String name : List.of("loss", "nll_loss", "log_odds_ratio", "eval_loss", "eval_rewards/margins",
+                    "best_metric", "best_global_step")) {
                 if (record.has(name)) {
                     lines.add(record.get("step").asInt() + " " + name);
                 }

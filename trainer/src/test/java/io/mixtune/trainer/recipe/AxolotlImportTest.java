@@ -372,10 +372,22 @@ class AxolotlImportTest {
         AxolotlImport.Result constantImport = AxolotlImport.read(constant);
         assertFalse(constantImport.recipe().contains("warmup"), constantImport.recipe());
         assertEquals(true, constantImport.values().get("train.router_aux_loss"));
-        assertEquals(List.of(dir.resolve("constant.yml") + ":4: model_config: {\"output_router_logits\":true,"
-                + "\"router_aux_loss_coef\":0.1}: mixtune maps only output_router_logits (train.router_aux_loss) and"
-                + " reads the rest from the model's config.json: not [router_aux_loss_coef]"),
-                constantImport.unmapped());
+        assertEquals(0.1, constantImport.values().get("train.router_aux_loss_coef"));
+        assertTrue(constantImport.recipe().contains("router_aux_loss_coef: 0.1   # axolotl: "
+                + "model_config.router_aux_loss_coef: 0.1"), constantImport.recipe());
+        assertEquals(List.of(), constantImport.unmapped());
+
+        // without output_router_logits transformers weighs no router loss: the coefficient is dropped, said so
+        Path off = Files.writeString(dir.resolve("off.yml"), "base_model: /models/mixtral\nadapter: lora\n"
+                + "model_config:\n  router_aux_loss_coef: 0.1\n  rope_theta: 10000\n");
+        AxolotlImport.Result offImport = AxolotlImport.read(off);
+        assertEquals(false, offImport.values().get("train.router_aux_loss"));
+        assertFalse(offImport.values().containsKey("train.router_aux_loss_coef"));
+        String at = dir.resolve("off.yml") + ":3: model_config: {\"router_aux_loss_coef\":0.1,\"rope_theta\":10000}: ";
+        assertEquals(List.of(at + "router_aux_loss_coef weighs the router load-balancing loss, which is off without "
+                + "output_router_logits: true: dropped", at + "mixtune maps only output_router_logits "
+                + "(train.router_aux_loss) and router_aux_loss_coef (train.router_aux_loss_coef) and reads the rest "
+                + "from the model's config.json: not [rope_theta]"), offImport.unmapped());
     }
 
     @Test

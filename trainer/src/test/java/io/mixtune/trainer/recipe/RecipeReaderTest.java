@@ -220,6 +220,65 @@ class RecipeReaderTest {
     }
 
     /** SFT's dataset types and their text field are refused by name for methods that read pairs or KTO examples. */
+    /**
+     * A train.metric_for_best_model that the method's evaluation does not log is refused before the run (transformers
+     * raises its KeyError at the first evaluation), naming the line, the nearest name and those the method logs.
+     */
+    @Test
+    void metricForBestModelIsOneThatTheMethodsEvaluationLogs() throws IOException {
+        String validated = minimal().replace("]\n", "]\n  validation_ratio: 0.5\n");
+        Path dpo = write("dpo.yaml", validated + "train:\n  method: dpo\n  metric_for_best_model: rewards/acuracies\n");
+        String refused = error(dpo);
+        assertTrue(refused.contains("dpo.yaml:9: train.metric_for_best_model: rewards/acuracies is not a metric that "
+                + "train.method dpo's evaluation logs (did you mean rewards/accuracies?): expected one of [loss, "
+                + "rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, "
+                + "logps/rejected, logits/chosen, logits/rejected, entropy, mean_token_accuracy, nll, aux_loss, "
+                + "num_tokens] (eval_ may be put in front)"), refused);
+        for (String sft : List.of("eval_perplexity", "mean_token_accuracy", "loss")) {
+            RecipeReader.read(write("sft.yaml", validated + "train:\n  metric_for_best_model: " + sft + "\n"),
+                    List.of());
+        }
+        Path ema = write("ema.yaml", validated + "train:\n  metric_for_best_model: eval_loss_ema\n");
+        assertTrue(error(ema).contains("ema.yaml:8: train.metric_for_best_model: eval_loss_ema is not a metric"));
+        RecipeReader.read(ema, List.of("averaging.ema_decay=0.9"));
+        assertTrue(error(write("kto.yaml", validated + "train:\n  method: kto\n  micro_batch_size: 2\n"
+                + "  metric_for_best_model: rewards/accuracies\n")).contains("train.metric_for_best_model: "
+                + "rewards/accuracies is not a metric that train.method kto's evaluation logs"));
+    }
+
+    /**
+     * train.router_aux_loss_coef: a finite number >= 0 (0 turns the term off, as TRL's router_aux_loss_coef 0);
+     * refused with the router loss off and for distillation, which would ignore it; said on a dense model.
+     */
+    @Test
+    void routerAuxLossCoefIsANonNegativeNumberForTheRouterLoss() throws IOException {
+        String mixtral = minimal().replace("tiny-mistral", "tiny-mixtral");
+        assertEquals(null, RecipeReader.read(write("unset.yaml", mixtral), List.of()).recipe().train()
+                .routerAuxLossCoef());
+        RecipeReader.Loaded set = RecipeReader.read(write("set.yaml", mixtral + "train:\n  router_aux_loss_coef: "
+                + "0.001\n"), List.of());
+        assertEquals(0.001, set.recipe().train().routerAuxLossCoef());
+        assertEquals(List.of(), set.warnings());
+        for (String bad : List.of("-0.1", "1.0e999")) { // the second overflows to infinity
+            String refused = error(write("bad.yaml", mixtral + "train:\n  router_aux_loss_coef: " + bad + "\n"));
+            assertTrue(refused.contains("bad.yaml:7: train.router_aux_loss_coef: must be a finite number >= 0 (the "
+                    + "load-balancing loss's weight; null takes the model config's router_aux_loss_coef), got "),
+                    refused);
+        }
+        String off = error(write("off.yaml", mixtral + "train:\n  router_aux_loss: false\n  router_aux_loss_coef: "
+                + "0.01\n"));
+        assertTrue(off.contains("off.yaml:8: train.router_aux_loss_coef: weighs the load-balancing loss, which "
+                + "train.router_aux_loss: false turns off"), off);
+        String distillation = error(write("d.yaml", mixtral + "train:\n  method: distillation\n"
+                + "  router_aux_loss_coef: 0.01\ndistillation:\n  teacher_preset: tiny-mixtral\n"));
+        assertTrue(distillation.contains("d.yaml:8: train.router_aux_loss_coef: train.method distillation adds no "
+                + "load-balancing loss"), distillation);
+        Path dense = write("dense.yaml", minimal() + "train:\n  router_aux_loss_coef: 0.01\n");
+        assertEquals(List.of(dense + ":7: train.router_aux_loss_coef: weighs a Mixtral's load-balancing loss, and "
+                + "preset tiny-mistral is a dense model without one: the coefficient is unused"),
+                RecipeReader.read(dense, List.of()).warnings());
+    }
+
     @Test
     void sftDatasetTypesAreRefusedForPairAndKtoMethods() throws IOException {
         for (String method : List.of("dpo", "reward", "kto")) {

@@ -32,9 +32,10 @@ import org.junit.jupiter.api.io.TempDir;
 class BestModelGoldenTest {
     private static final Path GOLDEN = Path.of("src/test/resources/golden/best_model/cases.json");
 
+    /** The DPO quickstart's train section: its evaluation logs the cases' metrics (eval_loss, rewards/accuracies). */
     static Recipe.Train train(String... sets) {
         List<String> overrides = new ArrayList<>(List.of(sets));
-        return RecipeReader.read(Path.of("../recipes/quickstart.yaml"), overrides).recipe().train();
+        return RecipeReader.read(Path.of("../recipes/quickstart-dpo.yaml"), overrides).recipe().train();
     }
 
     @Test

@@ -84,6 +84,22 @@ class RunDirectoryTest {
     }
 
     /**
+     * train.router_aux_loss_coef weighs a term of the loss: a run started before the key resumes at null (the config's
+     * coefficient, what it trained with), and a changed coefficient is named.
+     */
+    @Test
+    void routerAuxLossCoefIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        assertTrue(older.remove("train.router_aux_loss_coef") != null);
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("train.router_aux_loss_coef: null -> 0.001"), RunDirectory.changedKeys(now,
+                quickstart("train.router_aux_loss_coef=0.001")));
+        assertEquals(List.of("train.router_aux_loss_coef: (not set) -> 0.5"), RunDirectory.changedKeys(older,
+                quickstart("train.router_aux_loss_coef=0.5")));
+    }
+
+    /**
      * The rate is a function of the step and the schedule's train keys alone, which --resume recomputes from the
      * recipe: the keys of transformers' schedule kwargs are no change at their defaults (a run started before them
      * resumes), and a changed one is named, so a resumed run cannot move to another schedule.

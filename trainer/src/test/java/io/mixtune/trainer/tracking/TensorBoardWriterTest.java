@@ -9,11 +9,15 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeReader;
+import io.mixtune.trainer.run.TrackingListener;
+import io.mixtune.trainer.run.TrainingListener;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HexFormat;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -142,6 +146,32 @@ class TensorBoardWriterTest {
         assertEquals(List.of(2f, 0.6931472f, 1.0e-4f, 1f, 65536f, 1234f, 0.5f),
                 scalars.stream().map(EventFileReader.Event::simpleValue).toList());
         scalars.forEach(event -> assertEquals(7, event.step()));
+    }
+
+    /**
+     * The best checkpoint's record at a stage's end (train.metric_for_best_model ...) reaches TensorBoard as every
+     * other metrics.jsonl record does: its numbers and the stop as scalars, the checkpoint's folder (text) left out.
+     */
+    @Test
+    void theStageKeptRecordIsScalarsAsInMetricsJsonl(@TempDir Path dir) throws Exception {
+        Map<String, Object> kept = new LinkedHashMap<>();
+        kept.put("step", 6L);
+        kept.put("best_metric", 1.5);
+        kept.put("best_global_step", 2L);
+        kept.put("best_model_checkpoint", "checkpoints/step-000002");
+        kept.put("should_training_stop", true);
+        kept.put("adapter_from_step", 2L);
+        try (TrackingListener tracking = new TrackingListener(recipe(dir))) {
+            tracking.onRunStarted(new TrainingListener.RunStarted(dir, 0, 10, null));
+            tracking.onStageKept(new TrainingListener.StageKept(6, kept));
+        }
+        List<EventFileReader.Event> events = EventFileReader.read(TensorBoardWriter.eventFiles(dir.resolve("runs"))
+                .get(0));
+        List<EventFileReader.Event> scalars = events.subList(3, events.size());
+        assertEquals(List.of("best_metric", "best_global_step", "should_training_stop", "adapter_from_step"),
+                scalars.stream().map(EventFileReader.Event::tag).toList());
+        assertEquals(List.of(1.5f, 2f, 1f, 2f), scalars.stream().map(EventFileReader.Event::simpleValue).toList());
+        scalars.forEach(event -> assertEquals(6, event.step()));
     }
 
     @Test
