@@ -15,19 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import make_llama_quantize_types_golden as types_golden  # noqa: E402
 
 QUANTIZE = types_golden.LLAMA_CPP_BUILD / "bin" / "llama-quantize"
+NEEDS_BUILD = pytest.mark.skipif(not QUANTIZE.is_file(), reason=f"llama.cpp's llama-quantize is not built at {QUANTIZE} "
+                                 "(make it with interop/build_llama_quantize.sh, or set LLAMA_CPP_BUILD); merging's "
+                                 "LlamaQuantizeTypesTest compares the committed golden instead")
 
 
-@pytest.mark.skipif(not QUANTIZE.is_file(), reason=f"llama.cpp's llama-quantize is not built at {QUANTIZE} (make it "
-                    "with interop/build_llama_quantize.sh, or set LLAMA_CPP_BUILD); merging's LlamaQuantizeTypesTest "
-                    "compares the committed golden instead")
+@NEEDS_BUILD
 def test_dry_run_types_equal_the_committed_golden():
     committed = json.loads(types_golden.OUT.read_text())
     assert types_golden.golden()["models"] == committed["models"]
 
 
-@pytest.mark.skipif(not QUANTIZE.is_file(), reason=f"llama.cpp's llama-quantize is not built at {QUANTIZE} (make it "
-                    "with interop/build_llama_quantize.sh, or set LLAMA_CPP_BUILD); merging's LlamaQuantizeTypesTest "
-                    "compares the committed golden instead")
+@NEEDS_BUILD
 def test_dry_run_types_with_options_equal_the_committed_golden():
     committed = json.loads(types_golden.OPTIONS_OUT.read_text())
     assert types_golden.options_golden()["models"] == committed["models"]

@@ -51,8 +51,8 @@ public final class GgufEncodeBenchmark {
     }
 
     /**
-     * M values/s of wall time and of CPU time (one thread: the calling thread's; more: the process's), each the best of {@code repeats} encodings of the
-     * whole tensor after one warm-up.
+     * M values/s of wall time and of CPU time (one thread: the calling thread's; more: the process's), each the best
+     * of {@code repeats} encodings of the whole tensor after one warm-up.
      */
     private static double[] rate(float[] tensor, GgmlType type, int threads, byte[] result, int repeats) {
         java.lang.management.ThreadMXBean thread = java.lang.management.ManagementFactory.getThreadMXBean();

@@ -29,19 +29,32 @@ final class GgmlKQuants {
         return (i & 0x007fffff) - 0x00400000;
     }
 
-    /** quantize_row_q4_1_ref: d = (max - min) / 15, m = min, q = min(15, (int8) ((x - min)/d + 0.5)). */
-    static void q4_1(float[] x, int first, ByteBuffer out) {
+    /** The smallest of 32 values (q4_1's and q5_1's min; FLT_MAX for none, as the C loop starts). */
+    private static float min32(float[] x, int first) {
         float min = Float.MAX_VALUE;
-        float max = -Float.MAX_VALUE;
         for (int j = 0; j < 32; j++) {
-            float v = x[first + j];
-            if (v < min) {
-                min = v;
-            }
-            if (v > max) {
-                max = v;
+            if (x[first + j] < min) {
+                min = x[first + j];
             }
         }
+        return min;
+    }
+
+    /** The largest of 32 values (q4_1's and q5_1's max). */
+    private static float max32(float[] x, int first) {
+        float max = -Float.MAX_VALUE;
+        for (int j = 0; j < 32; j++) {
+            if (x[first + j] > max) {
+                max = x[first + j];
+            }
+        }
+        return max;
+    }
+
+    /** quantize_row_q4_1_ref: d = (max - min) / 15, m = min, q = min(15, (int8) ((x - min)/d + 0.5)). */
+    static void q4_1(float[] x, int first, ByteBuffer out) {
+        float min = min32(x, first);
+        float max = max32(x, first);
         float d = (max - min) / 15;
         float id = d != 0 ? 1.0f / d : 0.0f;
         out.putShort(Float16.fromFloat(d)).putShort(Float16.fromFloat(min));
@@ -89,17 +102,8 @@ final class GgmlKQuants {
 
     /** quantize_row_q5_1_ref: d = (max - min) / 31, m = min, q = (uint8) ((x - min)/d + 0.5). */
     static void q5_1(float[] x, int first, ByteBuffer out) {
-        float min = Float.MAX_VALUE;
-        float max = -Float.MAX_VALUE;
-        for (int j = 0; j < 32; j++) {
-            float v = x[first + j];
-            if (v < min) {
-                min = v;
-            }
-            if (v > max) {
-                max = v;
-            }
-        }
+        float min = min32(x, first);
+        float max = max32(x, first);
         float d = (max - min) / 31;
         float id = d != 0 ? 1.0f / d : 0.0f;
         out.putShort(Float16.fromFloat(d)).putShort(Float16.fromFloat(min));

@@ -26,9 +26,9 @@ final class ExportGgufCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k_m|q5_k_m|q6_k"
-                + "|q4_k_s|q5_k_s|q3_k_m|q3_k_s|q3_k_l|q2_k] [--pure] [--output-tensor-type T] [--token-embedding-type T]"
-                + " [--leave-output-tensor] [--threads N] [--name NAME] [--force]";
+        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k_m|q5_k_m"
+                + "|q6_k|q4_k_s|q5_k_s|q3_k_m|q3_k_s|q3_k_l|q2_k] [--pure] [--output-tensor-type T]"
+                + " [--token-embedding-type T] [--leave-output-tensor] [--threads N] [--name NAME] [--force]";
     }
 
     @Override
