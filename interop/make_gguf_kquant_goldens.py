@@ -1,10 +1,11 @@
 """Regenerates the GGUF k-quant goldens from llama.cpp's own build (see interop/GOLDENS.md):
 
 - merging/src/test/resources/gguf/kquants.json: ggml's ggml_quantize_chunk (libggml-base, no imatrix: the
-  quantize_row_*_ref functions of ggml/src/ggml-quants.c) of fixed float32 rows to Q4_0, Q5_0, Q5_1, Q8_0 and
+  quantize_row_*_ref functions of ggml/src/ggml-quants.c) of fixed float32 rows to Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
   Q2_K ... Q6_K, the bytes as hex (GgmlKQuantsTest);
 - trainer/src/test/resources/golden/gguf/llama-quantize.json: llama-quantize (no imatrix) of `mixtune export-gguf
-  --type f32` of four checkpoints to the k-quant mixes mixtune writes: every tensor's name, type and sha256, the
+  --type f32` of four checkpoints to the k-quant mixes and q4_1/q5_0/q5_1, some with llama-quantize's --pure,
+  --output-tensor-type, --token-embedding-type, --leave-output-tensor: every tensor's name, type and sha256, the
   metadata keys in order, and the whole file's size and sha256 (ExportGgufKQuantTest).
 
 Run: interop/.venv/bin/python interop/make_gguf_kquant_goldens.py
@@ -36,7 +37,7 @@ LLAMA_CPP_BUILD = Path(os.environ.get("LLAMA_CPP_BUILD",
                                       Path.home() / ".cache" / "mixtune" / "llama.cpp-build")).expanduser()
 
 # ggml.h's ggml_type ids
-GGML_TYPES = {"Q4_0": 2, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
+GGML_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 # (preset, init-model dtype) x llama-quantize's type names, as `mixtune export-gguf --type` takes them. The tiny
 # presets' rows (64, 128, 192 values) are not whole 256-value super-blocks, so llama-quantize falls back to Q5_0, Q5_1
 # and Q8_0 on every matrix; the "wide" checkpoints below have rows of 256 and 512 and get the k-quants themselves.
@@ -44,6 +45,22 @@ PRESETS = [("tiny-mistral", "fp32"), ("tiny-mixtral", "bf16")]
 FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q4_k_s", "q5_k_s", "q3_k_m", "q3_k_s", "q3_k_l", "q2_k"]
 # on the tiny presets, the mixes that reach each fallback (Q5_0, Q5_1, Q8_0, Q4_0): their files take half the test time
 TINY_FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q3_k_m"]
+# llama-quantize's legacy file types (their rules: the output matrix Q6_K or Q8_0, Mixtral-8x's attn_v/attn_k Q8_0) and
+# its own options (tools/quantize/quantize.cpp: --pure, --output-tensor-type, --token-embedding-type,
+# --leave-output-tensor), as `mixtune export-gguf` takes them: (preset, file type, options), after the cases above
+OPTION_CASES = [
+    ("tiny-mistral", "q4_1", []), ("tiny-mistral", "q5_0", []), ("tiny-mistral", "q5_1", []),
+    ("tiny-mistral", "q4_k_m", ["--token-embedding-type", "q8_0", "--output-tensor-type", "f16"]),
+    ("wide-mistral", "q4_1", []), ("wide-mistral", "q5_0", []), ("wide-mistral", "q5_1", []),
+    ("wide-mistral", "q4_k_m", ["--pure"]),
+    ("wide-mistral", "q4_k_m", ["--leave-output-tensor"]),
+    ("wide-mistral", "q2_k", ["--output-tensor-type", "q8_0", "--token-embedding-type", "q4_K"]),
+    ("wide-mistral", "q6_k", ["--output-tensor-type", "f16", "--token-embedding-type", "f32"]),
+    ("wide-mistral", "q5_k_m", ["--pure", "--output-tensor-type", "q4_0", "--leave-output-tensor"]),
+    ("wide-mixtral", "q5_1", []),
+    ("wide-mixtral", "q4_k_m", ["--pure"]),
+    ("wide-mixtral", "q3_k_m", ["--token-embedding-type", "q5_1", "--leave-output-tensor"]),
+]
 TOKENIZER = REPO / "configs" / "tokenizer" / "mistral-v1"
 # Checkpoints with k-quant-sized rows and weights from an integer hash (wide_weights), which ExportGgufKQuantTest
 # writes again in Java, value for value; wide-mixtral has Mixtral-8x7B's 8 experts (llama-quantize's n_expert == 8
@@ -183,12 +200,30 @@ def run(*args: str | Path) -> None:
     subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def quantized(quantize: Path, work: Path, preset: str, dtype: str, file_type: str, options: list[str]) -> dict:
+    """llama-quantize (its options first) of the preset's f32 export, described as ExportGgufKQuantTest reads it."""
+    suffix = "".join("-" + o.lstrip("-").lower() for o in options)
+    target = work / preset / f"{file_type}{suffix}.gguf"
+    run(quantize, *options, work / preset / "f32.gguf", target, file_type.upper(), "2")
+    described = describe(target)
+    entry = {"name": f"{preset}-{dtype}-{file_type}{suffix}", "preset": preset, "dtype": dtype,
+             "seed": None if preset in WIDE else 0, "type": file_type}
+    if options:
+        entry["options"] = options
+    entry.update({"file_size": described["file_size"], "file_sha256": described["file_sha256"],
+                  "metadata_keys": [m["key"] for m in described["metadata"]],
+                  "tensors": [{k: t[k] for k in ("name", "type", "sha256")} for t in described["tensors"]]})
+    return entry
+
+
 def make_files(work: Path) -> dict:
     quantize = LLAMA_CPP_BUILD / "bin" / "llama-quantize"
     if not quantize.is_file():
         sys.exit(f"{quantize} not found: build it with interop/build_llama_quantize.sh (or set LLAMA_CPP_BUILD)")
     out = []
+    dtypes = {}
     for preset, dtype in PRESETS + [(name, "fp32") for name in WIDE]:
+        dtypes[preset] = dtype
         model = work / preset / preset
         if preset in WIDE:
             write_wide(preset, model)
@@ -197,17 +232,9 @@ def make_files(work: Path) -> dict:
         f32 = work / preset / "f32.gguf"
         run(MIXTUNE, "export-gguf", "--model", model, "--out", f32, "--type", "f32")
         for file_type in FILE_TYPES if preset in WIDE else TINY_FILE_TYPES:
-            target = work / preset / f"{file_type}.gguf"
-            run(quantize, f32, target, file_type.upper(), "2")
-            described = describe(target)
-            entry = {"name": f"{preset}-{dtype}-{file_type}", "preset": preset, "dtype": dtype,
-                     "seed": None if preset in WIDE else 0,
-                     "type": file_type, "file_size": described["file_size"],
-                     "file_sha256": described["file_sha256"],
-                     "metadata_keys": [m["key"] for m in described["metadata"]],
-                     "tensors": [{k: t[k] for k in ("name", "type", "sha256")}
-                                 for t in described["tensors"]]}
-            out.append(entry)
+            out.append(quantized(quantize, work, preset, dtype, file_type, []))
+    for preset, file_type, options in OPTION_CASES:
+        out.append(quantized(quantize, work, preset, dtypes[preset], file_type, options))
     # the wide checkpoints as ExportGgufKQuantTest writes them: config.json and the tensors in name order
     checkpoints = {name: {"config": config, "tensors": [[n, list(shape)] for n, shape in
                                                        sorted(wide_shapes(config).items())]}

@@ -1,6 +1,7 @@
 """Regenerates merging/src/test/resources/gguf/llama-quantize-types.json (LlamaQuantizeTypesTest; interop/GOLDENS.md):
 the type llama-quantize (no imatrix) gives every tensor of real-size llama/Mistral/Mixtral f32 GGUF files, for each
-k-quant mix mixtune writes, read from `llama-quantize --dry-run`.
+k-quant mix mixtune writes, read from `llama-quantize --dry-run`; and llama-quantize-options.json: the same for
+q4_1, q5_0, q5_1 and with llama-quantize's --pure, --output-tensor-type, --token-embedding-type, --leave-output-tensor.
 
 The files have the shapes of Mistral-7B, Mixtral-8x7B, Llama-2-70B, ... and no data: only their header is written, the
 rest of each file is a sparse hole (the dry run reads no tensor data), so a 280 GB model takes a few KiB of disk.
@@ -22,9 +23,20 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "merging" / "src" / "test" / "resources" / "gguf" / "llama-quantize-types.json"
+OPTIONS_OUT = REPO / "merging" / "src" / "test" / "resources" / "gguf" / "llama-quantize-options.json"
 LLAMA_CPP_BUILD = Path(os.environ.get("LLAMA_CPP_BUILD",
                                       Path.home() / ".cache" / "mixtune" / "llama.cpp-build")).expanduser()
 FILE_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q4_k_s", "q5_k_s", "q3_k_m", "q3_k_s", "q3_k_l", "q2_k"]
+# (file type, llama-quantize options) for llama-quantize-options.json
+VARIANTS = [
+    ("q4_1", []), ("q5_0", []), ("q5_1", []),
+    ("q4_k_m", ["--pure"]), ("q2_k", ["--pure"]), ("q5_0", ["--pure"]),
+    ("q4_k_m", ["--leave-output-tensor"]),
+    ("q4_k_m", ["--output-tensor-type", "q8_0"]),
+    ("q3_k_m", ["--token-embedding-type", "q4_K"]),
+    ("q6_k", ["--output-tensor-type", "f16", "--token-embedding-type", "q8_0"]),
+    ("q5_k_m", ["--pure", "--output-tensor-type", "q6_K", "--leave-output-tensor"]),
+]
 # name: layers, experts, heads, kv heads, hidden, head_dim, ffn, vocab, tied
 MODELS = {
     "mistral-7b": dict(layers=32, experts=0, heads=32, kv=8, hidden=4096, head_dim=128, ffn=14336, vocab=32000),
@@ -93,8 +105,8 @@ def write_header(path: Path, m: dict) -> None:
         f.truncate(size + 32 + total)  # a hole: the dry run maps the file and reads no tensor data
 
 
-def dry_run(path: Path, file_type: str) -> dict[str, str]:
-    result = subprocess.run([str(LLAMA_CPP_BUILD / "bin" / "llama-quantize"), "--dry-run", str(path),
+def dry_run(path: Path, file_type: str, options: list[str] = ()) -> dict[str, str]:
+    result = subprocess.run([str(LLAMA_CPP_BUILD / "bin" / "llama-quantize"), "--dry-run", *options, str(path),
                              file_type.upper(), "1"], check=True, capture_output=True, text=True,
                             env={**os.environ, "LD_LIBRARY_PATH": str(LLAMA_CPP_BUILD / "bin")})
     types = {}
@@ -126,9 +138,39 @@ def golden() -> dict:
     return {"llama_cpp": snapshot, "models": models}
 
 
+def options_golden() -> dict:
+    """llama-quantize-options.json's content: each model's types for each of VARIANTS, from fresh dry runs. A variant
+    that gives a tensor a type its rows are not whole blocks of is left out for that model: the dry run prints it, but
+    llama-quantize's real run fails there (no fallback after --pure or a type option), as export-gguf refuses it."""
+    models = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name, m in MODELS.items():
+            path = Path(work) / f"{name}.gguf"
+            write_header(path, m)
+            shapes = dict(tensors(m))
+            variants = {}
+            for file_type, options in VARIANTS:
+                types = dry_run(path, file_type, options)
+                if any(shapes[t][-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[types[t]]][0]
+                       for t in types):
+                    continue
+                order = list(types)
+                assert sorted(order) == sorted(shapes), name
+                variants[" ".join([file_type, *options])] = " ".join(types[n] for n in order)
+            models[name] = {
+                "layers": m["layers"], "experts": m["experts"], "heads": m["heads"], "kv_heads": m["kv"],
+                "tensors": [[t, list(shapes[t])] for t in order], "types": variants,
+            }
+            path.unlink()
+    snapshot = (LLAMA_CPP_BUILD / "SNAPSHOT").read_text().strip() if (LLAMA_CPP_BUILD / "SNAPSHOT").exists() else "?"
+    return {"llama_cpp": snapshot, "models": models}
+
+
 def main() -> None:
     OUT.write_text(json.dumps(golden(), indent=1) + "\n")
     print(f"wrote {OUT}")
+    OPTIONS_OUT.write_text(json.dumps(options_golden(), indent=1) + "\n")
+    print(f"wrote {OPTIONS_OUT}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ import java.nio.ByteBuffer;
 
 /**
  * The blocks llama.cpp's llama-quantize writes without an importance matrix, bit for bit: ggml's reference quantizers
- * in ggml/src/ggml-quants.c (quantize_row_q5_0_ref, quantize_row_q5_1_ref, quantize_row_q2_K_ref ...
- * quantize_row_q6_K_ref, which quantize_q*_K and quantize_q5_{0,1} call when no imatrix is given). Every step is
- * float32 in the C code's order (ggml is built without -ffast-math, and on x86-64 without FMA contraction), rounding
- * by nearest_int's magic-number add (ties to even), fp16 by round-to-nearest-even ({@link Float16}). Tested on
- * libggml-base's own bytes (GgmlKQuantsTest, gguf/kquants.json).
+ * in ggml/src/ggml-quants.c (quantize_row_q4_1_ref, quantize_row_q5_0_ref, quantize_row_q5_1_ref,
+ * quantize_row_q2_K_ref ... quantize_row_q6_K_ref, which quantize_q*_K, quantize_q4_1 and quantize_q5_{0,1} call
+ * when no imatrix is given). Every step is float32 in the C code's order (ggml is built without -ffast-math, and on
+ * x86-64 without FMA contraction), rounding by nearest_int's magic-number add (ties to even), fp16 by
+ * round-to-nearest-even ({@link Float16}). Tested on libggml-base's own bytes (GgmlKQuantsTest, gguf/kquants.json).
  */
 final class GgmlKQuants {
     /** QK_K: values of a k-quant super-block. */
@@ -27,6 +27,45 @@ final class GgmlKQuants {
         float val = fval + 12582912f;
         int i = Float.floatToRawIntBits(val);
         return (i & 0x007fffff) - 0x00400000;
+    }
+
+    /** The smallest of 32 values (q4_1's and q5_1's min; FLT_MAX for none, as the C loop starts). */
+    private static float min32(float[] x, int first) {
+        float min = Float.MAX_VALUE;
+        for (int j = 0; j < 32; j++) {
+            if (x[first + j] < min) {
+                min = x[first + j];
+            }
+        }
+        return min;
+    }
+
+    /** The largest of 32 values (q4_1's and q5_1's max). */
+    private static float max32(float[] x, int first) {
+        float max = -Float.MAX_VALUE;
+        for (int j = 0; j < 32; j++) {
+            if (x[first + j] > max) {
+                max = x[first + j];
+            }
+        }
+        return max;
+    }
+
+    /** quantize_row_q4_1_ref: d = (max - min) / 15, m = min, q = min(15, (int8) ((x - min)/d + 0.5)). */
+    static void q4_1(float[] x, int first, ByteBuffer out) {
+        float min = min32(x, first);
+        float max = max32(x, first);
+        float d = (max - min) / 15;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        out.putShort(Float16.fromFloat(d)).putShort(Float16.fromFloat(min));
+        for (int j = 0; j < 16; j++) {
+            float x0 = (x[first + j] - min) * id;
+            float x1 = (x[first + 16 + j] - min) * id;
+            // MIN(15, (int8_t) ...) stored as uint8_t, as q5_0 takes it
+            int xi0 = Math.min(15, (byte) (int) (x0 + 0.5f)) & 0xFF;
+            int xi1 = Math.min(15, (byte) (int) (x1 + 0.5f)) & 0xFF;
+            out.put((byte) (xi0 | (xi1 << 4)));
+        }
     }
 
     /**
@@ -63,17 +102,8 @@ final class GgmlKQuants {
 
     /** quantize_row_q5_1_ref: d = (max - min) / 31, m = min, q = (uint8) ((x - min)/d + 0.5). */
     static void q5_1(float[] x, int first, ByteBuffer out) {
-        float min = Float.MAX_VALUE;
-        float max = -Float.MAX_VALUE;
-        for (int j = 0; j < 32; j++) {
-            float v = x[first + j];
-            if (v < min) {
-                min = v;
-            }
-            if (v > max) {
-                max = v;
-            }
-        }
+        float min = min32(x, first);
+        float max = max32(x, first);
         float d = (max - min) / 31;
         float id = d != 0 ? 1.0f / d : 0.0f;
         out.putShort(Float16.fromFloat(d)).putShort(Float16.fromFloat(min));

@@ -9,6 +9,8 @@ public enum GgmlType {
     F16(1, 1, 2),
     /** 32 values: an fp16 scale d, then 16 bytes of 4-bit q (low nibbles: values 0-15, high: 16-31), x = d (q - 8). */
     Q4_0(2, 32, 18),
+    /** 32 values: fp16 d and m, then 16 bytes of 4-bit q (low nibbles: values 0-15, high: 16-31), x = d q + m. */
+    Q4_1(3, 32, 20),
     /** 32 values: fp16 d, 32 fifth bits (uint32), 16 bytes of low nibbles, x = d (q - 16). */
     Q5_0(6, 32, 22),
     /** 32 values: fp16 d and m, 32 fifth bits (uint32), 16 bytes of low nibbles, x = d q + m. */
@@ -53,13 +55,31 @@ public enum GgmlType {
         return elements / blockSize * typeSize;
     }
 
+    /**
+     * The type as llama-quantize's {@code --output-tensor-type} and {@code --token-embedding-type} name it
+     * (ggml_type_name, any case: f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K).
+     *
+     * @throws IllegalArgumentException naming the option, for any other name (ggml's other types, which mixtune does
+     *     not encode, among them)
+     */
+    public static GgmlType parse(String option, String name) {
+        for (GgmlType type : values()) {
+            if (type.name().equalsIgnoreCase(name)) {
+                return type;
+            }
+        }
+        throw new IllegalArgumentException(option + " " + name + " is not a ggml type mixtune encodes; expected one of "
+                + java.util.Arrays.stream(values()).map(t -> t.name().toLowerCase(java.util.Locale.ROOT))
+                        .collect(java.util.stream.Collectors.joining(", ")));
+    }
+
     public static GgmlType ofId(int id) {
         for (GgmlType type : values()) {
             if (type.id == id) {
                 return type;
             }
         }
-        throw new IllegalArgumentException("ggml type " + id + " is not one mixtune reads (F32, F16, Q4_0, Q5_0, Q5_1, "
-                + "Q8_0, Q2_K ... Q6_K)");
+        throw new IllegalArgumentException("ggml type " + id + " is not one mixtune reads (F32, F16, Q4_0, Q4_1, Q5_0, "
+                + "Q5_1, Q8_0, Q2_K ... Q6_K)");
     }
 }

@@ -60,6 +60,8 @@ public final class GgufExport {
     private GgufFileType type = GgufFileType.F16;
     private boolean force;
     private String name;
+    private int threads = GgufEncoder.defaultThreads();
+    private LlamaQuantizeTypes.Options quantizeOptions = LlamaQuantizeTypes.Options.NONE;
 
     private GgufExport(Path model, Path out) {
         this.model = Objects.requireNonNull(model, "model");
@@ -83,6 +85,49 @@ public final class GgufExport {
     /** The type of the matrices; default f16 (the converter's default for an f32 or f16 checkpoint). */
     public GgufExport type(GgufFileType value) {
         this.type = Objects.requireNonNull(value, "type");
+        return this;
+    }
+
+    /**
+     * The threads that encode the tensors; default the available processors (llama-quantize's nthread default). The
+     * file is the same for any number.
+     */
+    public GgufExport threads(int count) {
+        if (count < 1) {
+            throw new IllegalArgumentException("--threads " + count + " is under 1; expected a positive count");
+        }
+        this.threads = count;
+        return this;
+    }
+
+    /**
+     * llama-quantize's {@code --pure}: every quantizable tensor the file type's default type (no per-tensor rule, no
+     * fallback). A llama-quantize type only.
+     */
+    public GgufExport pure(boolean value) {
+        quantizeOptions = new LlamaQuantizeTypes.Options(value, quantizeOptions.outputTensorType(),
+                quantizeOptions.tokenEmbeddingType(), quantizeOptions.leaveOutputTensor());
+        return this;
+    }
+
+    /** llama-quantize's {@code --output-tensor-type}: output.weight's type (null: the file type's rule). */
+    public GgufExport outputTensorType(GgmlType value) {
+        quantizeOptions = new LlamaQuantizeTypes.Options(quantizeOptions.pure(), value,
+                quantizeOptions.tokenEmbeddingType(), quantizeOptions.leaveOutputTensor());
+        return this;
+    }
+
+    /** llama-quantize's {@code --token-embedding-type}: token_embd.weight's type (null: the file type's rule). */
+    public GgufExport tokenEmbeddingType(GgmlType value) {
+        quantizeOptions = new LlamaQuantizeTypes.Options(quantizeOptions.pure(), quantizeOptions.outputTensorType(),
+                value, quantizeOptions.leaveOutputTensor());
+        return this;
+    }
+
+    /** llama-quantize's {@code --leave-output-tensor}: output.weight kept as the f32 file has it. */
+    public GgufExport leaveOutputTensor(boolean value) {
+        quantizeOptions = new LlamaQuantizeTypes.Options(quantizeOptions.pure(), quantizeOptions.outputTensorType(),
+                quantizeOptions.tokenEmbeddingType(), value);
         return this;
     }
 
@@ -120,6 +165,11 @@ public final class GgufExport {
         if (Files.isDirectory(out)) {
             throw new IllegalArgumentException("--out " + out + " is a directory; expected the .gguf file to write");
         }
+        if (!type.quantizeMix() && !quantizeOptions.equals(LlamaQuantizeTypes.Options.NONE)) {
+            throw new IllegalArgumentException("--pure, --output-tensor-type, --token-embedding-type and"
+                    + " --leave-output-tensor are llama-quantize's options, for its types (q4_1, q5_0, q5_1, q4_k_m"
+                    + " ...); --type " + type.cliName() + " is convert_hf_to_gguf.py's, which has none of them");
+        }
         // NOFOLLOW_LINKS: a link whose target is missing is still the user's file, and the rename would replace it
         if (Files.exists(out, LinkOption.NOFOLLOW_LINKS) && !force) {
             throw new IllegalArgumentException("--out " + out + " exists; choose another --out, or pass --force to"
@@ -130,6 +180,7 @@ public final class GgufExport {
                 adapter == null ? List.of(model) : List.of(adapter, model));
         try (AdapterMerge.Merged merged = AdapterMerge.Merged.open(model, adapter)) {
             GgufWriter writer = new GgufWriter();
+            writer.threads(threads);
             Map<String, GgmlType> types = planTensors(writer, merged, config);
             putMetadata(writer, config, tokenizerFiles);
             if (type.quantizeMix()) {
@@ -154,7 +205,8 @@ public final class GgufExport {
     /**
      * What llama-quantize (src/llama-quant.cpp, llama_model_quantize_impl, no imatrix) makes of the f32 export: the
      * same keys, general.quantization_version and general.file_type set last (gguf_set_val_u32 removes a key and
-     * appends it), the tensors in the loader's order, each of the type {@link LlamaQuantizeTypes} picks.
+     * appends it), the tensors in the loader's order, each of the type {@link LlamaQuantizeTypes} picks (with the
+     * options given: --pure ...).
      */
     private Map<String, GgmlType> quantizeMix(GgufWriter writer, Map<String, GgmlType> f32Types, ModelConfig config) {
         writer.moveToEnd("general.quantization_version");
@@ -164,7 +216,7 @@ public final class GgufExport {
         shapes.putAll(writer.shapes());
         Map<String, GgmlType> types = LlamaQuantizeTypes.of(type, new java.util.LinkedHashMap<>(shapes), f32Types,
                 config.numHiddenLayers(), config.isMixtureOfExperts() ? config.numLocalExperts() : 0,
-                config.numAttentionHeads(), config.numKeyValueHeads());
+                config.numAttentionHeads(), config.numKeyValueHeads(), quantizeOptions);
         writer.reorderAndRetype(LlamaQuantizeTypes.ORDER, types);
         return types;
     }

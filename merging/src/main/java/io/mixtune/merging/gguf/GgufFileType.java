@@ -8,40 +8,45 @@ import java.util.stream.Collectors;
 /**
  * What {@code --type} asks of a GGUF export: the type of the matrices (llama.cpp's llama_ftype, written as
  * general.file_type), as convert_hf_to_gguf.py's {@code --outtype} names them (f32 ... q4_0), or as llama-quantize
- * names its k-quant mixes (q4_k_m ...: the file llama-quantize makes of the f32 export, {@link #quantizeMix}). Norms,
+ * names its file types (q4_1, q5_0, q5_1 and the k-quant mixes q4_k_m ...: the file llama-quantize makes of the f32
+ * export, {@link #quantizeMix}). Norms,
  * other 1-D tensors and the MoE router stay F32 whatever the type, as both tools keep them.
  */
 public enum GgufFileType {
-    F32("f32", 0, GgmlType.F32),
-    F16("f16", 1, GgmlType.F16),
-    Q4_0("q4_0", 2, GgmlType.Q4_0),
-    Q8_0("q8_0", 7, GgmlType.Q8_0),
-    Q2_K("q2_k", 10, GgmlType.Q2_K),
-    Q3_K_S("q3_k_s", 11, GgmlType.Q3_K),
-    Q3_K_M("q3_k_m", 12, GgmlType.Q3_K),
-    Q3_K_L("q3_k_l", 13, GgmlType.Q3_K),
-    Q4_K_S("q4_k_s", 14, GgmlType.Q4_K),
-    Q4_K_M("q4_k_m", 15, GgmlType.Q4_K),
-    Q5_K_S("q5_k_s", 16, GgmlType.Q5_K),
-    Q5_K_M("q5_k_m", 17, GgmlType.Q5_K),
-    Q6_K("q6_k", 18, GgmlType.Q6_K);
+    F32("f32", 0, GgmlType.F32, false),
+    F16("f16", 1, GgmlType.F16, false),
+    Q4_0("q4_0", 2, GgmlType.Q4_0, false),
+    Q8_0("q8_0", 7, GgmlType.Q8_0, false),
+    Q4_1("q4_1", 3, GgmlType.Q4_1, true),
+    Q5_0("q5_0", 8, GgmlType.Q5_0, true),
+    Q5_1("q5_1", 9, GgmlType.Q5_1, true),
+    Q2_K("q2_k", 10, GgmlType.Q2_K, true),
+    Q3_K_S("q3_k_s", 11, GgmlType.Q3_K, true),
+    Q3_K_M("q3_k_m", 12, GgmlType.Q3_K, true),
+    Q3_K_L("q3_k_l", 13, GgmlType.Q3_K, true),
+    Q4_K_S("q4_k_s", 14, GgmlType.Q4_K, true),
+    Q4_K_M("q4_k_m", 15, GgmlType.Q4_K, true),
+    Q5_K_S("q5_k_s", 16, GgmlType.Q5_K, true),
+    Q5_K_M("q5_k_m", 17, GgmlType.Q5_K, true),
+    Q6_K("q6_k", 18, GgmlType.Q6_K, true);
 
     /**
-     * llama-quantize's other types, refused by name: their quantizers are not (yet) made byte-equal to ggml's, or they
-     * need an importance matrix (Q2_K_S, IQ*).
+     * llama-quantize's other types, refused by name: they need an importance matrix (Q2_K_S, IQ*), or their blocks
+     * (TQ*, MXFP4, BF16) have no byte-equal encoder here.
      */
-    private static final List<String> NOT_WRITTEN = List.of("q2_k_s", "q4_1", "q5_0", "q5_1", "iq1_s", "iq1_m",
-            "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0",
-            "tq2_0", "mxfp4_moe", "bf16");
+    private static final List<String> NOT_WRITTEN = List.of("q2_k_s", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s",
+            "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4_moe", "bf16");
 
     private final String cliName;
     private final int id;
     private final GgmlType matrixType;
+    private final boolean quantizeMix;
 
-    GgufFileType(String cliName, int id, GgmlType matrixType) {
+    GgufFileType(String cliName, int id, GgmlType matrixType, boolean quantizeMix) {
         this.cliName = cliName;
         this.id = id;
         this.matrixType = matrixType;
+        this.quantizeMix = quantizeMix;
     }
 
     public String cliName() {
@@ -49,8 +54,9 @@ public enum GgufFileType {
     }
 
     /**
-     * llama_ftype: LLAMA_FTYPE_ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q2_K 10, Q3_K_S 11,
-     * Q3_K_M 12, Q3_K_L 13, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16, Q5_K_M 17, Q6_K 18.
+     * llama_ftype: LLAMA_FTYPE_ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q5_0 8,
+     * MOSTLY_Q5_1 9, MOSTLY_Q2_K 10, Q3_K_S 11, Q3_K_M 12, Q3_K_L 13, Q4_K_S 14, Q4_K_M 15, Q5_K_S 16, Q5_K_M 17,
+     * Q6_K 18.
      */
     public int id() {
         return id;
@@ -62,11 +68,12 @@ public enum GgufFileType {
     }
 
     /**
-     * A k-quant mix: the file is what llama-quantize (no imatrix) writes from the f32 export, its per-tensor types
-     * chosen by {@link LlamaQuantizeTypes}, the tensors in its order, general.file_type last.
+     * A llama-quantize type (the k-quant mixes, q4_1, q5_0, q5_1): the file is what llama-quantize (no imatrix) writes
+     * from the f32 export, its per-tensor types chosen by {@link LlamaQuantizeTypes}, the tensors in its order,
+     * general.file_type last. The others (f32, f16, q8_0, q4_0) are convert_hf_to_gguf.py's {@code --outtype}.
      */
     public boolean quantizeMix() {
-        return id >= 10;
+        return quantizeMix;
     }
 
     /** The type named as --type takes it (f32, f16, q8_0, q4_0, q4_k_m, ...; any case). */
@@ -84,10 +91,10 @@ public enum GgufFileType {
                             .collect(Collectors.joining(", ")));
         }
         if (NOT_WRITTEN.contains(lower)) {
-            throw new IllegalArgumentException("--type " + name + " is a llama-quantize type mixtune does not write (no"
-                    + " byte-equal quantizer for it here); export --type f32 and run llama-quantize on that file;"
-                    + " expected one of " + Arrays.stream(values()).map(GgufFileType::cliName)
-                            .collect(Collectors.joining(", ")));
+            throw new IllegalArgumentException("--type " + name + " is a llama-quantize type mixtune does not write"
+                    + " (it needs an importance matrix, or ggml blocks mixtune does not encode); export --type f32"
+                    + " and run llama-quantize on that file; expected one of "
+                    + Arrays.stream(values()).map(GgufFileType::cliName).collect(Collectors.joining(", ")));
         }
         throw new IllegalArgumentException("--type " + name + " is not a GGUF type mixtune writes; expected one of "
                 + Arrays.stream(values()).map(GgufFileType::cliName).collect(Collectors.joining(", ")));

@@ -40,6 +40,7 @@ public final class GgufQuants {
             default -> {
                 for (int block = from; block < from + count; block += type.blockSize()) {
                     switch (type) {
+                        case Q4_1 -> GgmlKQuants.q4_1(values, block, out);
                         case Q5_0 -> GgmlKQuants.q5_0(values, block, out);
                         case Q5_1 -> GgmlKQuants.q5_1(values, block, out);
                         case Q2_K -> GgmlKQuants.q2_K(values, block, out);

@@ -53,6 +53,7 @@ public final class GgufWriter {
     private final Map<String, Value> values = new LinkedHashMap<>();
     private final List<Tensor> tensors = new ArrayList<>();
     private boolean refuseInvalidData;
+    private int threads = 1;
 
     public void putUint32(String key, long value) {
         put(key, new Value(UINT32, 0, value));
@@ -126,6 +127,17 @@ public final class GgufWriter {
         refuseInvalidData = true;
     }
 
+    /**
+     * The threads that encode the tensors (default 1): a slice of a part is cut among them ({@link GgufEncoder}), the
+     * bytes the same for any number.
+     */
+    public void threads(int count) {
+        if (count < 1) {
+            throw new IllegalArgumentException("threads " + count + " is under 1");
+        }
+        this.threads = count;
+    }
+
     /** Moves {@code key} to the end, as gguf_set_val_* does with a key already present (remove, then append). */
     void moveToEnd(String key) {
         Value value = values.remove(key);
@@ -145,7 +157,7 @@ public final class GgufWriter {
     /** Writes the whole file to {@code file} (created or truncated). */
     public void write(Path file) throws IOException {
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
+                StandardOpenOption.TRUNCATE_EXISTING); GgufEncoder encoder = new GgufEncoder(threads)) {
             Buffer header = new Buffer();
             header.buffer().putInt(MAGIC).putInt(VERSION).putLong(tensors.size()).putLong(values.size());
             for (Map.Entry<String, Value> entry : values.entrySet()) {
@@ -179,7 +191,7 @@ public final class GgufWriter {
                         if (refuseInvalidData) {
                             requireFinite(tensor.name(), part, from, count, written[0]);
                         }
-                        GgufQuants.encode(part, from, count, tensor.type(), slice.clear());
+                        encoder.encode(part, from, count, tensor.type(), slice.clear());
                         if (refuseInvalidData) {
                             requireFiniteScales(tensor.name(), tensor.type(), slice, written[0] + from);
                         }
@@ -223,7 +235,7 @@ public final class GgufWriter {
         int[] scaleOffsets = switch (type) {
             case F32 -> new int[0];
             case F16, Q4_0, Q5_0, Q8_0 -> new int[] {0};
-            case Q5_1, Q4_K, Q5_K -> new int[] {0, 2};
+            case Q4_1, Q5_1, Q4_K, Q5_K -> new int[] {0, 2};
             case Q2_K -> new int[] {80, 82};
             case Q3_K -> new int[] {108};
             case Q6_K -> new int[] {208};

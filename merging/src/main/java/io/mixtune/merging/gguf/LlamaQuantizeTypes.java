@@ -41,6 +41,27 @@ final class LlamaQuantizeTypes {
      */
     static Map<String, GgmlType> of(GgufFileType fileType, Map<String, long[]> shapes, Map<String, GgmlType> f32Types,
             int layers, int experts, int heads, int kvHeads) {
+        return of(fileType, shapes, f32Types, layers, experts, heads, kvHeads, Options.NONE);
+    }
+
+    /**
+     * llama-quantize's own options (tools/quantize/quantize.cpp into llama_model_quantize_params), as
+     * llama_tensor_get_type applies them: {@code --pure} ({@link #pure}) every quantizable tensor the file type's
+     * default type, no rule and no fallback; {@code --output-tensor-type} and {@code --token-embedding-type} that type
+     * for output.weight / token_embd.weight, before any rule and without a fallback (with tied embeddings and no
+     * --pure, the output type reaches token_embd through the output rule, then the fallback); {@code
+     * --leave-output-tensor} output.weight not quantized at all (kept as the f32 file has it).
+     *
+     * @param outputTensorType null: none given
+     * @param tokenEmbeddingType null: none given
+     */
+    record Options(boolean pure, GgmlType outputTensorType, GgmlType tokenEmbeddingType, boolean leaveOutputTensor) {
+        static final Options NONE = new Options(false, null, null, false);
+    }
+
+    /** As {@link #of(GgufFileType, Map, Map, int, int, int, int)}, with llama-quantize's options. */
+    static Map<String, GgmlType> of(GgufFileType fileType, Map<String, long[]> shapes, Map<String, GgmlType> f32Types,
+            int layers, int experts, int heads, int kvHeads, Options options) {
         List<String> names = new ArrayList<>(shapes.keySet());
         int attentionV = (int) names.stream().filter(n -> n.contains("attn_v.weight")).count();
         boolean tied = !names.contains("output.weight");
@@ -50,14 +71,29 @@ final class LlamaQuantizeTypes {
         Map<String, GgmlType> types = new LinkedHashMap<>();
         for (String name : names) {
             long[] shape = shapes.get(name);
-            if (!allowsQuantization(name, shape)) {
+            // tensor_allows_quantization: quantize_output_tensor false (--leave-output-tensor) keeps output.weight
+            if (!allowsQuantization(name, shape) || options.leaveOutputTensor() && name.equals("output.weight")) {
                 types.put(name, f32Types.get(name));
                 continue;
             }
             long columns = shape[shape.length - 1];
+            if (options.tokenEmbeddingType() != null && name.equals("token_embd.weight")) {
+                types.put(name, whole(name, columns, options.tokenEmbeddingType(), "--token-embedding-type"));
+                continue;
+            }
+            if (options.outputTensorType() != null && name.equals("output.weight")) {
+                types.put(name, whole(name, columns, options.outputTensorType(), "--output-tensor-type"));
+                continue;
+            }
             GgmlType type = fileType.matrixType();
+            if (options.pure()) {
+                types.put(name, whole(name, columns, type, "--pure"));
+                continue;
+            }
             if (name.equals("output.weight") || tied && name.equals("token_embd.weight")) {
-                if (columns % type.blockSize() != 0) {
+                if (options.outputTensorType() != null) {
+                    type = options.outputTensorType(); // tied: token_embd.weight takes the output's type
+                } else if (columns % type.blockSize() != 0) {
                     type = GgmlType.Q8_0;
                 } else if (type != GgmlType.Q8_0) {
                     type = GgmlType.Q6_K;
@@ -137,6 +173,21 @@ final class LlamaQuantizeTypes {
     private static boolean allowsQuantization(String name, long[] shape) {
         return shape.length >= 2 && name.endsWith("weight") && !name.contains("_norm.weight")
                 && !name.contains("ffn_gate_inp.weight");
+    }
+
+    /**
+     * A type llama-quantize gives without tensor_type_fallback: rows that are not whole blocks of it fail in
+     * ggml_quantize_chunk (its --dry-run prints the type all the same), so they are refused here before anything is
+     * written.
+     */
+    private static GgmlType whole(String name, long columns, GgmlType type, String option) {
+        if (columns % type.blockSize() != 0) {
+            throw new IllegalArgumentException(option + ": " + name + " has rows of " + columns + " values, not whole "
+                    + type + " blocks of " + type.blockSize() + ", and llama-quantize falls back to no other type"
+                    + " there (its quantization of the tensor fails); choose a type whose block divides " + columns
+                    + (option.equals("--pure") ? ", or leave out --pure" : ""));
+        }
+        return type;
     }
 
     /** tensor_type_fallback for the types the k-quant file types pick. */

@@ -24,9 +24,29 @@ import org.junit.jupiter.api.Test;
 class LlamaQuantizeTypesTest {
     private static final Path GOLDEN = Path.of("src/test/resources/gguf/llama-quantize-types.json");
 
+    private static final Path OPTIONS_GOLDEN = Path.of("src/test/resources/gguf/llama-quantize-options.json");
+
     @Test
     void typesEqualLlamaQuantizeDryRunOnRealModelShapes() throws Exception {
-        JsonNode models = new ObjectMapper().readTree(Files.readString(GOLDEN)).path("models");
+        assertEquals(7 * 9, compareEveryModel(GOLDEN));
+    }
+
+    /**
+     * q4_1, q5_0, q5_1, and llama-quantize's --pure, --output-tensor-type, --token-embedding-type and
+     * --leave-output-tensor on the same shapes (gguf/llama-quantize-options.json). Where the golden leaves a variant
+     * out for a model (a type without a fallback on rows that are not whole blocks of it: the tied 3B's rows of 3200
+     * under --pure q4_k_m), llama-quantize's real run fails, and the types are refused.
+     */
+    @Test
+    void optionsEqualLlamaQuantizeDryRunOnRealModelShapes() throws Exception {
+        assertEquals(6 * 11 + 7, compareEveryModel(OPTIONS_GOLDEN));
+    }
+
+    /** @return the (model, variant) pairs compared; variants some model lacks must be refused for it */
+    private static int compareEveryModel(Path golden) throws Exception {
+        JsonNode models = new ObjectMapper().readTree(Files.readString(golden)).path("models");
+        java.util.Set<String> variants = new java.util.LinkedHashSet<>();
+        models.forEach(m -> m.path("types").fieldNames().forEachRemaining(variants::add));
         int compared = 0;
         for (Iterator<Map.Entry<String, JsonNode>> it = models.fields(); it.hasNext();) {
             Map.Entry<String, JsonNode> model = it.next();
@@ -44,17 +64,42 @@ class LlamaQuantizeTypesTest {
             assertEquals(goldenOrder, new ArrayList<>(shapes.keySet()), model.getKey() + ": llama-quantize's order");
             Map<String, GgmlType> f32Types = new LinkedHashMap<>();
             shapes.keySet().forEach(name -> f32Types.put(name, GgmlType.F32));
-            for (Iterator<Map.Entry<String, JsonNode>> types = m.path("types").fields(); types.hasNext();) {
-                Map.Entry<String, JsonNode> expected = types.next();
-                Map<String, GgmlType> actual = LlamaQuantizeTypes.of(GgufFileType.parse(expected.getKey()),
-                        new LinkedHashMap<>(shapes), f32Types, m.path("layers").asInt(), m.path("experts").asInt(),
-                        m.path("heads").asInt(), m.path("kv_heads").asInt());
-                assertEquals(List.of(expected.getValue().asText().split(" ")).toString(),
-                        actual.values().stream().map(GgmlType::name).collect(Collectors.toList()).toString(),
-                        model.getKey() + " " + expected.getKey());
+            for (String variant : variants) {
+                JsonNode expected = m.path("types").path(variant);
+                List<String> words = List.of(variant.split(" "));
+                java.util.function.Supplier<Map<String, GgmlType>> types = () -> LlamaQuantizeTypes.of(
+                        GgufFileType.parse(words.get(0)), new LinkedHashMap<>(shapes), f32Types,
+                        m.path("layers").asInt(), m.path("experts").asInt(), m.path("heads").asInt(),
+                        m.path("kv_heads").asInt(), options(words.subList(1, words.size())));
+                if (expected.isMissingNode()) {
+                    org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, types::get,
+                            model.getKey() + " " + variant);
+                    continue;
+                }
+                assertEquals(List.of(expected.asText().split(" ")).toString(),
+                        types.get().values().stream().map(GgmlType::name).collect(Collectors.toList()).toString(),
+                        model.getKey() + " " + variant);
                 compared++;
             }
         }
-        assertEquals(7 * 9, compared);
+        return compared;
+    }
+
+    /** llama-quantize's options as the golden writes them ("--pure --output-tensor-type q6_K ..."). */
+    private static LlamaQuantizeTypes.Options options(List<String> words) {
+        boolean pure = false;
+        boolean leaveOutput = false;
+        GgmlType output = null;
+        GgmlType tokenEmbedding = null;
+        for (int i = 0; i < words.size(); i++) {
+            switch (words.get(i)) {
+                case "--pure" -> pure = true;
+                case "--leave-output-tensor" -> leaveOutput = true;
+                case "--output-tensor-type" -> output = GgmlType.parse(words.get(i), words.get(++i));
+                case "--token-embedding-type" -> tokenEmbedding = GgmlType.parse(words.get(i), words.get(++i));
+                default -> throw new IllegalArgumentException(words.get(i));
+            }
+        }
+        return new LlamaQuantizeTypes.Options(pure, output, tokenEmbedding, leaveOutput);
     }
 }

@@ -1,5 +1,6 @@
 package io.mixtune.trainer.cli;
 
+import io.mixtune.merging.gguf.GgmlType;
 import io.mixtune.merging.gguf.GgufExport;
 import io.mixtune.merging.gguf.GgufFileType;
 import io.mixtune.trainer.InputDirectories;
@@ -25,8 +26,9 @@ final class ExportGgufCommand implements Command {
 
     @Override
     public String usage() {
-        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k|q4_k_s|q5_k_s"
-                + "|q3_k_m|q3_k_s|q3_k_l|q2_k] [--name NAME] [--force]";
+        return "--model DIR [--adapter DIR] --out FILE.gguf [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k_m|q5_k_m"
+                + "|q6_k|q4_k_s|q5_k_s|q3_k_m|q3_k_s|q3_k_l|q2_k] [--pure] [--output-tensor-type T]"
+                + " [--token-embedding-type T] [--leave-output-tensor] [--threads N] [--name NAME] [--force]";
     }
 
     @Override
@@ -37,9 +39,19 @@ final class ExportGgufCommand implements Command {
                         + "merge-adapter does"))
                 .addOption(Mixtune.option("out", "FILE", "the .gguf file to write (not inside an input)"))
                 .addOption(Mixtune.option("type", "TYPE", "type of the matrices: f32, f16 (default), q8_0 or q4_0 "
-                        + "(as convert_hf_to_gguf.py writes them), or the k-quant mix q4_k_m, q5_k_m, q6_k, "
-                        + "q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l or q2_k (what llama-quantize makes of the f32 file, "
-                        + "without an imatrix); norms and the router stay f32"))
+                        + "(as convert_hf_to_gguf.py writes them), or llama-quantize's q4_1, q5_0, q5_1 or k-quant mix "
+                        + "q4_k_m, q5_k_m, q6_k, q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l or q2_k (what llama-quantize "
+                        + "makes of the f32 file, without an imatrix); norms and the router stay f32"))
+                .addOption(Mixtune.option("pure", null, "llama-quantize's --pure: every matrix the type's own "
+                        + "(q4_k_m: all Q4_K), no per-tensor rule (llama-quantize types only)"))
+                .addOption(Mixtune.option("output-tensor-type", "T", "llama-quantize's --output-tensor-type: "
+                        + "output.weight as ggml type T (f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k ... q6_k)"))
+                .addOption(Mixtune.option("token-embedding-type", "T", "llama-quantize's --token-embedding-type: "
+                        + "token_embd.weight as ggml type T"))
+                .addOption(Mixtune.option("leave-output-tensor", null, "llama-quantize's --leave-output-tensor: "
+                        + "output.weight not quantized (kept f32)"))
+                .addOption(Mixtune.option("threads", "N", "threads that encode the tensors (default: the available "
+                        + "processors, as llama-quantize's nthread); the file is the same for any N"))
                 .addOption(Mixtune.option("name", "NAME", "general.name (default: the model folder's name, titled)"))
                 .addOption(Mixtune.option("force", null, "replace an existing --out"));
     }
@@ -63,6 +75,18 @@ final class ExportGgufCommand implements Command {
             }
             if (line.hasOption("name")) {
                 export.name(line.getOptionValue("name"));
+            }
+            export.pure(line.hasOption("pure")).leaveOutputTensor(line.hasOption("leave-output-tensor"));
+            if (line.hasOption("output-tensor-type")) {
+                export.outputTensorType(GgmlType.parse("--output-tensor-type",
+                        line.getOptionValue("output-tensor-type")));
+            }
+            if (line.hasOption("token-embedding-type")) {
+                export.tokenEmbeddingType(GgmlType.parse("--token-embedding-type",
+                        line.getOptionValue("token-embedding-type")));
+            }
+            if (line.hasOption("threads")) {
+                export.threads(Mixtune.intOption(line, "threads", 1));
             }
             result = export.run();
         } catch (IllegalArgumentException e) {

@@ -20,8 +20,10 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * `mixtune export-gguf --type q4_k_m` (q5_k_m, q6_k, q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l, q2_k) writes what
- * llama.cpp's llama-quantize (no imatrix) makes of `export-gguf --type f32`, byte for byte: the whole file, every
+ * `mixtune export-gguf --type q4_k_m` (q5_k_m, q6_k, q4_k_s, q5_k_s, q3_k_m, q3_k_s, q3_k_l, q2_k, q4_1, q5_0, q5_1;
+ * some cases with llama-quantize's --pure, --output-tensor-type, --token-embedding-type, --leave-output-tensor)
+ * writes what llama.cpp's llama-quantize (no imatrix) makes of `export-gguf --type f32`, byte for byte, on as many
+ * encoding threads as the machine has (the --threads default): the whole file, every
  * tensor's type and bytes, the metadata keys' order (golden/gguf/llama-quantize.json,
  * interop/make_gguf_kquant_goldens.py). tiny-mistral (fp32) and tiny-mixtral (bf16), whose rows of 64 to 192 values
  * take llama-quantize's fallbacks (Q4_0, Q5_0, Q5_1, Q8_0); wide-mistral and wide-mixtral (8 experts), rows of 256 and
@@ -67,8 +69,10 @@ class ExportGgufKQuantTest {
             }
         }
         Path out = dir.resolve(name + ".gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", entry.path("type").asText());
+        List<String> args = new ArrayList<>(List.of("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", entry.path("type").asText()));
+        entry.path("options").forEach(option -> args.add(option.asText()));
+        MixtuneCliTest.Result result = MixtuneCliTest.run(args.toArray(String[]::new));
         assertEquals(0, result.code(), result.err());
 
         GgufReader reader = GgufReader.open(out);
@@ -98,6 +102,37 @@ class ExportGgufKQuantTest {
         assertEquals(2, result.code());
         org.junit.jupiter.api.Assertions.assertTrue(result.err().contains("--type iq2_xs is a llama-quantize type"
                 + " mixtune does not write"), result.err());
+        org.junit.jupiter.api.Assertions.assertFalse(Files.exists(out));
+    }
+
+    /**
+     * Where llama-quantize gives a tensor a type without a fallback (--pure, --output-tensor-type,
+     * --token-embedding-type) and its rows are not whole blocks of it, llama-quantize fails (measured: --pure q4_k_m on
+     * tiny-mistral aborts on GGML_ASSERT "tensor row size not divisible by block size of new type";
+     * --output-tensor-type q6_K: "quantized data validation failed"); export-gguf refuses it naming the tensor, exit 2,
+     * nothing written. The options are llama-quantize's: a convert_hf_to_gguf.py type refuses them.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource(delimiter = '|', value = {
+        "q4_k_m --pure | --pure: output.weight has rows of 64 values, not whole Q4_K blocks of 256",
+        "q4_k_m --output-tensor-type q6_K | --output-tensor-type: output.weight has rows of 64 values",
+        "q4_k_m --token-embedding-type iq4_nl | --token-embedding-type iq4_nl is not a ggml type mixtune encodes",
+        "q4_k_m --threads 0 | --threads 0 is under 1",
+        "f16 --pure | --type f16 is convert_hf_to_gguf.py's, which has none of them"})
+    void optionsLlamaQuantizeCannotApplyAreRefused(String typeAndOptions, String why, @TempDir Path dir)
+            throws Exception {
+        // the golden cases' tiny-mistral (fp32, seed 0), written once: the refusals only read it
+        Path model = models.resolve("tiny-mistral");
+        if (!Files.isDirectory(model)) {
+            PresetCheckpoint.write("tiny-mistral", model, 0, DType.F32);
+        }
+        Path out = dir.resolve("model.gguf");
+        List<String> args = new ArrayList<>(List.of("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type"));
+        args.addAll(List.of(typeAndOptions.split(" ")));
+        MixtuneCliTest.Result result = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(2, result.code(), result.err());
+        org.junit.jupiter.api.Assertions.assertTrue(result.err().contains(why), result.err());
         org.junit.jupiter.api.Assertions.assertFalse(Files.exists(out));
     }
 
