@@ -12,6 +12,14 @@ ChatML of make_template_goldens.py; both on configs/tokenizer/mistral-v1), TRL's
   (-100 at each sequence's first token) and position_ids. Each record is packed alone, so the row is that record.
 A standard record (string prompt, or a text) is tokenized as raw text, no template: it is written for mistral only.
 
+Also PACKED_OUT (trl-packed.json, SftRecordGoldenTest): TRL's other packing strategies on whole datasets at
+PACK_LENGTH, so that records overflow a row. Per dataset (the texts, the standard prompt-completions, the conversational
+ones on each template) and strategy (bfd_split, wrapped): _prepare_dataset with packing on, each packed row and its
+seq_lengths, collated as SFTTrainer collates that strategy (bfd_split padding-free: labels -100 at each sequence's first
+token, positions from seq_lengths; wrapped not padding-free, its positions as the collator's return_position_ids gives
+them: 0.. across the row). And "many": 1,002 short texts, only the rows' lengths, where datasets.map's batches of 1,000
+examples show (each batch is packed on its own).
+
 Run: interop/.venv/bin/python interop/make_sft_data_goldens.py
 Deterministic: the records are written out below.
 """
@@ -35,6 +43,9 @@ from make_template_goldens import CHATML
 
 OUT = hf.repo_root() / "data-pipeline" / "src" / "test" / "resources" / "golden" / "sft-data" / "trl-prepared.json"
 MAX_LENGTH = 64
+PACKED_OUT = OUT.with_name("trl-packed.json")
+PACK_LENGTH = 24
+STRATEGIES = ("bfd_split", "wrapped")
 
 STORY = ("Once upon a time a small fox lived at the edge of a quiet forest. Every morning it walked to the river, "
          "drank, and watched the herons fish. In the evening it came home, curled up under an old oak and slept "
@@ -107,10 +118,75 @@ def write_goldens(out: Path = OUT) -> None:
     mg.write_json(out, {"max_length": MAX_LENGTH, "pad_id": hf.EOS_ID, "cases": cases})
 
 
+def pack(records: list[dict], tok, work: str, strategy: str, rows_only: bool = False) -> dict:
+    """TRL's own packing of the records as one dataset, each row collated as SFTTrainer collates the strategy."""
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    args = SFTConfig(output_dir=work, max_length=PACK_LENGTH, packing=True, packing_strategy=strategy, report_to=[],
+                     use_cpu=True)
+    assert not args.shuffle_dataset and args.dataset_num_proc is None
+    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=None,
+                                    completion_only_loss="prompt" in records[0] and "completion" in records[0])
+    dataset = SFTTrainer._prepare_dataset(trainer, Dataset.from_list(records), tok, args, True, None, "golden")
+    if rows_only:
+        return {"row_lengths": [len(row["input_ids"]) for row in dataset]}
+    # SFTTrainer.__init__: padding-free for bfd and bfd_split, not for wrapped
+    padding_free = strategy in {"bfd", "bfd_split"}
+    collator = DataCollatorForLanguageModeling(pad_token_id=tok.eos_token_id, padding_free=padding_free,
+                                               return_position_ids=not padding_free)
+    rows = []
+    for row in dataset:
+        collated = collator([row])
+        out = {"input_ids": collated["input_ids"][0].tolist(), "labels": collated["labels"][0].tolist(),
+               "position_ids": collated["position_ids"][0].tolist()}
+        if "seq_lengths" in row:
+            out["seq_lengths"] = row["seq_lengths"]
+        rows.append(out)
+    return {"rows": rows}
+
+
+MANY = 1002
+
+
+def many_text(i: int) -> str:
+    """The i-th of the "many" texts (SftRecordGoldenTest writes them alike)."""
+    return f"Note {i}: " + "ab " * (i % 9)
+
+
+def write_packed_goldens(out: Path = PACKED_OUT) -> None:
+    datasets.disable_progress_bars()
+    groups = [("texts", "mistral", [n for n in RECORDS if n.startswith("text")]),
+              ("standard", "mistral", [n for n in RECORDS if n.startswith("standard")])]
+    groups += [("conversational", t, [n for n in RECORDS if n.startswith("conversational")]) for t in TEMPLATES]
+    many = [{"text": many_text(i)} for i in range(MANY)]
+    cases = []
+    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, template, names in groups:
+            tok = tokenizer(TEMPLATES[template])
+            for strategy in STRATEGIES:
+                cases.append({"name": name, "template": template, "strategy": strategy, "records": names,
+                              **pack([RECORDS[n] for n in names], tok, work, strategy)})
+        tok = tokenizer(MISTRAL)
+        for strategy in STRATEGIES:
+            cases.append({"name": "many", "template": "mistral", "strategy": strategy, "records": len(many),
+                          **pack(many, tok, work, strategy, rows_only=True)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mg.write_json(out, {"max_length": PACK_LENGTH, "pad_id": hf.EOS_ID, "records": RECORDS, "cases": cases})
+
+
 def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit("make_sft_data_goldens.py takes no arguments")
     write_goldens()
+    write_packed_goldens()
+    for case in json.loads(PACKED_OUT.read_text())["cases"]:
+        rows = case.get("rows")
+        lengths = [len(r["input_ids"]) for r in rows] if rows else case["row_lengths"]
+        print(f"{case['template']:8} {case['name']:15} {case['strategy']:9} rows={len(lengths)} "
+              f"tokens={sum(lengths)}")
+    print(f"wrote {PACKED_OUT}")
     for case in json.loads(OUT.read_text())["cases"]:
         unpacked = case["unpacked"]
         trained = sum(label != -100 for label in unpacked.get("labels", []))

@@ -32,3 +32,33 @@ def test_sft_data_golden_covers_what_it_is_for():
         assert packed["labels"][0] == -100 and packed["position_ids"] == list(range(len(packed["input_ids"])))
     assert cases["chatml", "conversational"]["unpacked"]["input_ids"][-1] == 13, "ChatML's closing newline trains"
     assert cases["chatml", "conversational"]["unpacked"]["labels"][-1] == 13
+
+
+def test_committed_sft_packing_golden_reproduces(tmp_path):
+    fresh = tmp_path / "trl-packed.json"
+    sft.write_packed_goldens(fresh)
+    assert json.loads(fresh.read_text()) == json.loads(sft.PACKED_OUT.read_text())
+
+
+def test_sft_packing_golden_covers_what_it_is_for():
+    golden = json.loads(sft.PACKED_OUT.read_text())
+    length = golden["max_length"]
+    cases = {(c["template"], c["name"], c["strategy"]): c for c in golden["cases"]}
+    split = cases["mistral", "texts", "bfd_split"]["rows"]
+    # the long text is split: a piece without BOS that starts a sequence, its first token unlabeled
+    assert any(row["seq_lengths"][0] == length and row["input_ids"][0] != 1 for row in split)
+    assert all(row["labels"][0] == -100 for row in split)
+    assert any(len(row["seq_lengths"]) > 1 for row in split), "a row holds several sequences"
+    wrapped = cases["mistral", "texts", "wrapped"]["rows"]
+    assert all(row["position_ids"] == list(range(len(row["input_ids"]))) for row in wrapped)
+    assert all("seq_lengths" not in row for row in wrapped)
+    inner_bos = [row for row in wrapped if 1 in row["input_ids"][1:]]
+    assert inner_bos and all(row["labels"][row["input_ids"].index(1, 1)] == 1 for row in inner_bos), \
+        "a text starting inside a wrapped row keeps its label"
+    assert wrapped[0]["labels"][0] != -100, "the collator masks nothing at a wrapped row's start"
+    # completion-only loss survives the split: pieces of the long prompt train nothing
+    standard = cases["mistral", "standard", "bfd_split"]["rows"]
+    assert any(all(label == -100 for label in row["labels"]) for row in standard)
+    # datasets.map packs batches of 1,000 examples apart: a short wrapped row before the last batch's rows
+    many = cases["mistral", "many", "wrapped"]["row_lengths"]
+    assert many.count(length) == len(many) - 2 and many[-1] < length and many[-2] < length

@@ -19,10 +19,16 @@ public final class EpochBatches {
         return new Random(seed * 1_000_003L + epoch);
     }
 
-    /** Packed rows of {@code rowLength}, shuffled and grouped {@code batchSize} rows to a batch. */
+    /** Packed rows of {@code rowLength} (bfd), shuffled and grouped {@code batchSize} rows to a batch. */
     public static List<List<PackedRow>> packed(List<TokenizedSample> samples, int rowLength, int batchSize, long padId,
             long seed, int epoch) {
-        List<PackedRow> rows = new SamplePacker(rowLength, padId).pack(samples);
+        return packed(samples, PackingStrategy.BFD, rowLength, batchSize, padId, seed, epoch);
+    }
+
+    /** Rows of {@code rowLength} packed by {@code strategy}, shuffled and grouped {@code batchSize} rows to a batch. */
+    public static List<List<PackedRow>> packed(List<TokenizedSample> samples, PackingStrategy strategy, int rowLength,
+            int batchSize, long padId, long seed, int epoch) {
+        List<PackedRow> rows = strategy.pack(samples, rowLength, padId);
         Collections.shuffle(rows, random(seed, epoch));
         List<List<PackedRow>> batches = new ArrayList<>();
         for (int start = 0; start < rows.size(); start += batchSize) {

@@ -1,5 +1,6 @@
 package io.mixtune.data.dataset;
 
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.read.ChatFormat;
 import io.mixtune.data.template.ChatTemplate;
 import io.mixtune.data.template.CustomTemplate;
@@ -30,7 +31,7 @@ import java.util.List;
  *     {@code hf} (the model's own, required), {@code mistral}, {@code chatml} or {@code custom} (then
  *     {@code customTemplate} says how)
  * @param customTemplate per-role prefixes and suffixes, used when template is custom, else null
- * @param maxSeqLen longest sample, and the row length when packing
+ * @param maxSeqLen longest sample (but see {@link #sampleLength}), and the row length when packing
  * @param packing pack samples into rows of maxSeqLen (attention stays inside a sample); otherwise length-grouped
  *     padded batches
  * @param lossOn {@code all_assistant_turns}, {@code last_turn} or {@code train_on_inputs}; a prompt-completion record
@@ -38,10 +39,12 @@ import java.util.List;
  *     false); a text trains every token whatever it says
  * @param skipInvalid skip and count bad records instead of stopping at the first
  * @param datasetTextField the field of a language-modeling record's text (TRL's dataset_text_field)
+ * @param packingStrategy with packing, a {@link PackingStrategy} key (TRL's packing_strategy): bfd (samples cut to
+ *     maxSeqLen), bfd_split or wrapped (samples kept whole, split across rows)
  */
 public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
         String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
-        boolean skipInvalid, String datasetTextField) {
+        boolean skipInvalid, String datasetTextField, String packingStrategy) {
 
     public static final List<String> TEMPLATES = List.of("auto", "hf", "mistral", "chatml", "custom");
 
@@ -51,6 +54,14 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             boolean skipInvalid) {
         this(files, validationFiles, validationRatio, format, template, customTemplate, maxSeqLen, packing, lossOn,
                 skipInvalid, "text");
+    }
+
+    /** A data section packed, if at all, as TRL's default bfd. */
+    public DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
+            String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
+            boolean skipInvalid, String datasetTextField) {
+        this(files, validationFiles, validationRatio, format, template, customTemplate, maxSeqLen, packing, lossOn,
+                skipInvalid, datasetTextField, PackingStrategy.BFD.key());
     }
 
     public DataConfig {
@@ -82,6 +93,16 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
                     + template + "\"");
         }
         lossPolicy(lossOn);
+        try {
+            PackingStrategy.byKey(packingStrategy);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("packing_strategy: " + e.getMessage() + " (TRL's packing_strategy)");
+        }
+        if (!packing && PackingStrategy.byKey(packingStrategy) != PackingStrategy.BFD) {
+            // TRL ignores packing_strategy without packing; a recipe that names one surely means to pack
+            throw new IllegalArgumentException("packing_strategy: " + packingStrategy + " packs, but packing is "
+                    + "false (set packing: true, or leave packing_strategy at bfd)");
+        }
         if ("custom".equals(template) && customTemplate == null) {
             throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
         }
@@ -113,6 +134,19 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             default -> throw new IllegalArgumentException("loss_on: expected all_assistant_turns, last_turn or "
                     + "train_on_inputs, got \"" + lossOn + "\"");
         };
+    }
+
+    /** The packing strategy {@code packingStrategy} names. */
+    public PackingStrategy packer() {
+        return PackingStrategy.byKey(packingStrategy);
+    }
+
+    /**
+     * The longest sample: maxSeqLen, but no limit where packing splits long samples across rows (TRL truncates
+     * nothing before packing).
+     */
+    public int sampleLength() {
+        return packing && !packer().truncates() ? Integer.MAX_VALUE : maxSeqLen;
     }
 
     /** The chat format {@code format} names, or null to detect it per file. */

@@ -183,7 +183,7 @@ public final class SampleCache {
     public static ChatDataset tokenize(DataConfig config, TokenizerFile tokenizer, long seed) {
         try (TextTokenizer text = tokenizer.open()) {
             SampleBuilder builder = new SampleBuilder(config.chatTemplate(tokenizer), text,
-                    config.maxSeqLen(), config.lossPolicy());
+                    config.sampleLength(), config.lossPolicy());
             return ChatDataset.load(paths(config.files()), paths(config.validationFiles()), config.validationRatio(),
                     seed, config.chatFormat(), config.datasetTextField(), builder, config.skipInvalid());
         }
@@ -239,6 +239,10 @@ public final class SampleCache {
         }
         text.append("max_seq_len=").append(config.maxSeqLen()).append('\n');
         text.append("packing=").append(config.packing()).append('\n');
+        if (!config.packer().truncates()) {
+            // samples kept whole for bfd_split and wrapped; only then, so that the keys of bfd recipes stay
+            text.append("packing_strategy=").append(config.packingStrategy()).append('\n');
+        }
         text.append("loss_on=").append(config.lossOn()).append('\n');
         text.append("format=").append(config.format()).append('\n');
         if (!config.datasetTextField().equals(ChatFileReader.TEXT_FIELD)) {

@@ -102,6 +102,9 @@ class SampleCacheTest {
         Map<String, UnaryOperator<DataConfig>> changes = new LinkedHashMap<>();
         changes.put("max_seq_len", c -> with(c, "max_seq_len", 65));
         changes.put("packing", c -> with(c, "packing", true));
+        changes.put("packing_strategy bfd_split", c -> with(with(c, "packing", true), "packing_strategy",
+                "bfd_split"));
+        changes.put("packing_strategy wrapped", c -> with(with(c, "packing", true), "packing_strategy", "wrapped"));
         changes.put("loss_on", c -> with(c, "loss_on", "last_turn"));
         changes.put("template", c -> with(c, "template", "chatml"));
         changes.put("custom", c -> with(c, "custom", PLAIN));
@@ -131,6 +134,8 @@ class SampleCacheTest {
                 "the tokenizer's bytes count, not where they came from");
         assertEquals(keys.get(0), key(with(base, "dataset_text_field", "text"), TOKENIZER, 7),
                 "TRL's default text field keeps the keys of recipes written before it");
+        assertEquals(keys.get(2), key(with(with(base, "packing", true), "packing_strategy", "bfd"), TOKENIZER, 7),
+                "TRL's default packing strategy keeps the keys of recipes written before it");
 
         assertEquals(Status.BUILT, cache.load(base, TOKENIZER, 7).status());
         assertEquals(Status.BUILT, cache.load(with(base, "max_seq_len", 65), TOKENIZER, 7).status());
@@ -184,7 +189,8 @@ class SampleCacheTest {
                 key.equals("packing") ? (boolean) value : c.packing(),
                 key.equals("loss_on") ? (String) value : c.lossOn(),
                 key.equals("skip_invalid") ? (boolean) value : c.skipInvalid(),
-                key.equals("dataset_text_field") ? (String) value : c.datasetTextField());
+                key.equals("dataset_text_field") ? (String) value : c.datasetTextField(),
+                key.equals("packing_strategy") ? (String) value : c.packingStrategy());
     }
 
     @SuppressWarnings("unchecked")

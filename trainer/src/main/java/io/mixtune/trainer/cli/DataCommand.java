@@ -3,7 +3,7 @@ package io.mixtune.trainer.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.data.batch.PackedRow;
-import io.mixtune.data.batch.SamplePacker;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.checkpoint.PathOverlap;
@@ -156,7 +156,7 @@ final class DataCommand {
             out.println("---");
             out.println(describe(recipe, loaded));
             if (data.packing()) {
-                out.println(packing(train, data.maxSeqLen()));
+                out.println(packing(train, data.packer(), data.maxSeqLen()));
             }
             if (line.hasOption("dump")) {
                 Path dump = Path.of(line.getOptionValue("dump"));
@@ -209,13 +209,13 @@ final class DataCommand {
                 dataset.report(), markers == null ? "" : "\nwarning: " + markers);
     }
 
-    /** Packing efficiency of the training set from the packer's assignment alone (no rows built). */
-    private static String packing(List<TokenizedSample> train, int rowLength) {
-        List<int[]> rows = new SamplePacker(rowLength, 0).assign(train);
+    /** Packing efficiency of the training set from the packer's row count alone (no rows built). */
+    private static String packing(List<TokenizedSample> train, PackingStrategy strategy, int rowLength) {
+        int rows = strategy.rowCount(train, rowLength);
         long tokens = train.stream().mapToLong(TokenizedSample::length).sum();
-        double efficiency = rows.isEmpty() ? 0 : (double) tokens / ((long) rows.size() * rowLength);
-        return String.format(Locale.ROOT, "packing: %,d samples in %,d rows of %d tokens, %.1f%% of row tokens real",
-                train.size(), rows.size(), rowLength, 100 * efficiency);
+        double efficiency = rows == 0 ? 0 : (double) tokens / ((long) rows * rowLength);
+        return String.format(Locale.ROOT, "packing: %,d samples in %,d rows of %d tokens (%s), %.1f%% of row tokens "
+                + "real", train.size(), rows, rowLength, strategy.key(), 100 * efficiency);
     }
 
     // ---- showing samples -------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ final class DataCommand {
                 return;
             }
             int r = 0;
-            for (PackedRow packed : new SamplePacker(data.maxSeqLen(), padId).pack(samples)) {
+            for (PackedRow packed : data.packer().pack(samples, data.maxSeqLen(), padId)) {
                 ObjectNode row = json.createObjectNode().put("packed_row", r++);
                 row.set("input_ids", json.valueToTree(packed.inputIds()));
                 row.set("labels", json.valueToTree(packed.labels()));

@@ -95,8 +95,9 @@ final class PlanCommand implements Command {
                                 config.numExpertsPerTok()) : "",
                 MemoryPlan.count(config.parameterCount()), setup.nf4() ? "NF4 base" : "unquantized base",
                 setup.computeBytes() == 2 ? "fp16" : "fp32", setup.device() == MemoryPlan.Device.GPU ? "GPU" : "CPU");
-        out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens, at most %,d target positions; %s r %d, "
-                + "dropout %s; gradient checkpointing %s%n", setup.rows(), setup.length(), setup.targets(),
+        out.printf(Locale.ROOT, "batch     micro-batch %d x %d tokens%s, at most %,d target positions; %s r %d, "
+                + "dropout %s; gradient checkpointing %s%n", setup.rows(), setup.length(),
+                setup.packed() ? " packed (" + recipe.data().packingStrategy() + ")" : "", setup.targets(),
                 setup.lora().useDora() ? "DoRA" : "LoRA", setup.lora().r(), setup.lora().dropout(),
                 setup.gradientCheckpointing() ? "on" : "off");
         out.println();

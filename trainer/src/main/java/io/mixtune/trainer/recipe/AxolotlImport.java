@@ -690,10 +690,21 @@ public final class AxolotlImport {
                             if (!field.equals("text")) {
                                 put("data.dataset_text_field", field, "datasets[].field");
                             }
-                            notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks of"
-                                    + " sequence_len tokens and trains them all; mixtune, as TRL's SFTTrainer, keeps"
-                                    + " a text's first max_seq_len tokens (with packing, TRL's bfd): split long texts"
-                                    + " into several records to train every token");
+                            // prompt_strategies/completion.py cuts a tokenized text every sequence_len tokens
+                            // (overlap_len 0), as TRL's bfd_split cuts what overflows a row
+                            if (method.equals("sft") && isTrue(get("sample_packing"))) {
+                                put("data.packing_strategy", "bfd_split", "datasets[].type completion (axolotl cuts"
+                                        + " a long text into chunks of sequence_len)");
+                                notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks"
+                                        + " of sequence_len tokens and trains them all, as data.packing_strategy"
+                                        + " bfd_split does; the rows differ (axolotl's multipack sampler, TRL's best"
+                                        + " fit decreasing)");
+                            } else {
+                                notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks"
+                                        + " of sequence_len tokens and trains them all; unpacked, mixtune, as TRL's"
+                                        + " SFTTrainer, keeps a text's first max_seq_len tokens: split long texts into"
+                                        + " several records, or pack with data.packing_strategy bfd_split");
+                            }
                         }
                         if (formats.contains("alpaca")) {
                             notes.add("axolotl renders alpaca records with the Alpaca prompt (\"Below is an"

@@ -47,9 +47,6 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             Map.entry("data.completion_only_loss", "a prompt_completion record trains its completion only (TRL's "
                     + "default for prompt-completion data); data.loss_on: train_on_inputs trains the prompt too (TRL's "
                     + "completion_only_loss: false); a text trains every token"),
-            Map.entry("data.packing_strategy", "mixtune packs as TRL's default bfd: whole samples, one longer than "
-                    + "max_seq_len cut keeping its start; bfd_split and wrapped (which split a long text into rows) "
-                    + "are not offered"),
             Map.entry("model.bnb_4bit_quant_type", QUANTIZE_IS_NF4),
             Map.entry("model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4),
             Map.entry("model.load_in_4bit", QUANTIZE_IS_NF4),

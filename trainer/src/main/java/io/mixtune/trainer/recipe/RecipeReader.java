@@ -248,6 +248,11 @@ public final class RecipeReader {
                         + train.method() + " reads no text records: drop it");
             }
         }
+        if (data != null && train != null && !data.packer().truncates() && !train.method().equals("sft")) {
+            // only sft packs; another method would read the samples whole and never cut them to max_seq_len
+            binder.problem("data.packing_strategy", data.packingStrategy() + " packs SFT data, but train.method "
+                    + train.method() + " never packs: drop it (bfd, the default, cuts samples to max_seq_len)");
+        }
         if (data != null) {
             checkFilesExist(data.files(), "data.files", binder);
             checkFilesExist(data.validationFiles(), "data.validation_files", binder);

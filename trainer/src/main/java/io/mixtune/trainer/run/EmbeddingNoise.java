@@ -8,8 +8,9 @@ import ai.djl.ndarray.types.DataType;
  * applies it with neftune_noise_alpha (integrations/neftune.py, a forward hook on the input embeddings in training
  * mode): uniform noise in [-m, m), m = alpha / sqrt(L x hidden), added to the embeddings [B, L, hidden]. L is the
  * sequence dimension of the batch the model sees: a padded batch's padded length (padding counts), and for packed rows
- * the micro-batch's real tokens, since TRL's SFTTrainer packs padding-free (one row of every token of the
- * micro-batch). Only SFT's training forwards add it; evaluation, generation, DPO and reward models never do.
+ * the micro-batch's real tokens, since TRL's SFTTrainer packs padding-free (one row of every token of the micro-batch;
+ * packing_strategy wrapped's rows are a padded batch, as TRL collates them). Only SFT's training forwards add it;
+ * evaluation, generation, DPO and reward models never do.
  *
  * <p>The noise is drawn from torch's generator seeded by the micro-batch's dropout seed (in a slot no layer's dropout
  * uses), so a resumed run draws the noise the uninterrupted one drew, and the dropout masks are those of a run

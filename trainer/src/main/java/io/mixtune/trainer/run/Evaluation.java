@@ -3,7 +3,7 @@ package io.mixtune.trainer.run;
 import ai.djl.ndarray.NDManager;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
-import io.mixtune.data.batch.SamplePacker;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.template.TokenizedSample;
 import io.mixtune.model.mistral.CausalLm;
 import java.util.ArrayList;
@@ -44,11 +44,18 @@ public final class Evaluation {
      */
     public static List<TrainingBatch> batches(List<TokenizedSample> samples, boolean packing, int maxSeqLen,
             int microBatchSize, long padId) {
+        return batches(samples, packing, PackingStrategy.BFD, maxSeqLen, microBatchSize, padId);
+    }
+
+    /** As {@link #batches(List, boolean, int, int, long)}, packed by {@code strategy} (TRL's eval_packing default). */
+    public static List<TrainingBatch> batches(List<TokenizedSample> samples, boolean packing, PackingStrategy strategy,
+            int maxSeqLen, int microBatchSize, long padId) {
         List<TrainingBatch> batches = new ArrayList<>();
         if (packing) {
-            List<PackedRow> rows = new SamplePacker(maxSeqLen, padId).pack(samples);
+            List<PackedRow> rows = strategy.pack(samples, maxSeqLen, padId);
             for (int i = 0; i < rows.size(); i += microBatchSize) {
-                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + microBatchSize))));
+                batches.add(TrainingBatch.packed(rows.subList(i, Math.min(rows.size(), i + microBatchSize)),
+                        strategy));
             }
         } else {
             EpochBatches.lengthGrouped(samples, microBatchSize, padId, 0, 0)

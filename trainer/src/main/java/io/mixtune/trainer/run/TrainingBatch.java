@@ -1,6 +1,7 @@
 package io.mixtune.trainer.run;
 
 import io.mixtune.data.batch.PackedRow;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.batch.PaddedBatch;
 import io.mixtune.data.template.TokenizedSample;
 import java.util.Arrays;
@@ -35,6 +36,25 @@ public record TrainingBatch(long[][] inputIds, long[][] labels, long[][] positio
             samples[r] = Arrays.copyOf(rows.get(r).sampleIds(), length);
         }
         return new TrainingBatch(ids, labels, positions, samples, null);
+    }
+
+    /**
+     * Rows packed by {@code strategy}. A wrapped row is one sequence, which TRL collates without padding-free (an
+     * attention mask of ones, padding to the longest row): so it is a padded batch here too, and NEFTune's L its
+     * padded length, as in transformers' hook.
+     */
+    public static TrainingBatch packed(List<PackedRow> rows, PackingStrategy strategy) {
+        TrainingBatch packed = packed(rows);
+        if (strategy != PackingStrategy.WRAPPED) {
+            return packed;
+        }
+        long[][] mask = new long[packed.rows()][packed.length()];
+        for (int r = 0; r < mask.length; r++) {
+            for (int t = 0; t < mask[r].length; t++) {
+                mask[r][t] = packed.sampleIds[r][t] >= 0 ? 1 : 0;
+            }
+        }
+        return new TrainingBatch(packed.inputIds, packed.labels, packed.positionIds, null, mask);
     }
 
     public static TrainingBatch padded(PaddedBatch batch) {

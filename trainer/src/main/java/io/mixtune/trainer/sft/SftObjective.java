@@ -139,9 +139,9 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
         DataConfig data = recipe.data();
         List<TrainingBatch> batches = new ArrayList<>();
         if (data.packing()) {
-            for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.maxSeqLen(), train.microBatchSize(),
-                    padId, train.shuffleSeed(), epoch)) {
-                batches.add(TrainingBatch.packed(rows));
+            for (List<PackedRow> rows : EpochBatches.packed(dataset.train(), data.packer(), data.maxSeqLen(),
+                    train.microBatchSize(), padId, train.shuffleSeed(), epoch)) {
+                batches.add(TrainingBatch.packed(rows, data.packer()));
             }
         } else {
             EpochBatches.lengthGrouped(dataset.train(), train.microBatchSize(), padId, train.shuffleSeed(), epoch)
@@ -164,8 +164,8 @@ public final class SftObjective implements Objective<TrainingBatch, SftObjective
     public Map<String, Number> evaluate() {
         if (validationBatches == null) {
             DataConfig data = recipe.data();
-            validationBatches = Evaluation.batches(dataset.validation(), data.packing(), data.maxSeqLen(),
-                    recipe.train().microBatchSize(), padId);
+            validationBatches = Evaluation.batches(dataset.validation(), data.packing(), data.packer(),
+                    data.maxSeqLen(), recipe.train().microBatchSize(), padId);
         }
         Evaluation.Result result = Evaluation.of(model, validationBatches, trained.manager());
         Map<String, Number> metrics = new LinkedHashMap<>();

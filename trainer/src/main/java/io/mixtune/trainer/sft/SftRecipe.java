@@ -59,7 +59,8 @@ public final class SftRecipe implements MethodRecipe {
 
     private void describePlan(Path outputDir) {
         String efficiency = recipe.data().packing()
-                ? String.format(Locale.ROOT, ", packing efficiency %.1f%%", 100 * objective.packingEfficiency()) : "";
+                ? String.format(Locale.ROOT, ", packing efficiency %.1f%% (%s)", 100 * objective.packingEfficiency(),
+                        recipe.data().packingStrategy()) : "";
         listener.onNote(model.describe(recipe));
         listener.onNote(String.format(Locale.ROOT, "data: %s; %d train / %d validation samples, %d micro-batches an "
                 + "epoch%s", dataset.report(), dataset.train().size(), dataset.validation().size(),

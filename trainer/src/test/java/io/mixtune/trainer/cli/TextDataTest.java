@@ -4,11 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.trainer.Training;
 import io.mixtune.trainer.run.TrainingResult;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -50,6 +54,49 @@ class TextDataTest {
         double last = result.lastStage().lastLoss();
         assertTrue(Double.isFinite(first) && Double.isFinite(last) && first > 0, first + " -> " + last);
         assertTrue(Files.isRegularFile(result.adapterDir().resolve("adapter_model.safetensors")));
+    }
+
+    /**
+     * TRL's packing_strategy wrapped: the texts end to end, cut into rows of max_seq_len, train a few steps (each row
+     * one sequence, attention across the texts in it).
+     */
+    @Test
+    void wrappedTextsTrainAFewSteps() throws Exception {
+        TrainingResult result = Training.load(recipe("data/samples/text.jsonl", "  packing_strategy: wrapped")).run();
+        assertEquals(3, result.steps());
+        assertTrue(Double.isFinite(result.lastStage().lastLoss()), String.valueOf(result.lastStage().lastLoss()));
+    }
+
+    /**
+     * bfd_split keeps a text longer than max_seq_len whole (TRL truncates nothing it packs) and splits it across rows:
+     * the preview shows every token trained, the rows hold every token, the data cache is another file.
+     */
+    @Test
+    void previewWithBfdSplitKeepsEveryTokenAndPacksThemAll() throws IOException {
+        Path dump = dir.resolve("rows.jsonl");
+        MixtuneCliTest.Result split = MixtuneCliTest.run("data", "preview", "--recipe",
+                recipe("data/samples/text.jsonl", "  packing_strategy: bfd_split").toString(), "--n", "16", "--color",
+                "never", "--dump", dump.toString());
+        assertEquals(0, split.code(), split.err());
+        Matcher first = Pattern.compile("text.jsonl:1\\): (\\d+) tokens, (\\d+) trained")
+                .matcher(split.out());
+        assertTrue(first.find(), split.out());
+        assertTrue(Integer.parseInt(first.group(1)) > 48 && first.group(1).equals(first.group(2)), split.out());
+        assertTrue(split.out().contains("rows of 48 tokens (bfd_split)"), split.out());
+        ObjectMapper json = new ObjectMapper();
+        long sampleTokens = 0;
+        long rowTokens = 0;
+        for (String line : Files.readAllLines(dump)) {
+            JsonNode row = json.readTree(line);
+            if (row.has("packed_row")) {
+                for (JsonNode sample : row.get("sample_ids")) {
+                    rowTokens += sample.asLong() >= 0 ? 1 : 0;
+                }
+            } else {
+                sampleTokens += row.get("input_ids").size();
+            }
+        }
+        assertEquals(sampleTokens, rowTokens, "every token of the 16 texts is in a row");
     }
 
     @Test

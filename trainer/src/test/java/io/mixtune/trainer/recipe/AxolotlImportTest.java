@@ -487,6 +487,29 @@ class AxolotlImportTest {
         AxolotlImport.Result defaults = AxolotlImport.read(plain);
         assertEquals("text", defaults.values().get("data.format"));
         assertFalse(defaults.values().containsKey("data.dataset_text_field"), "axolotl's default field is text");
+        assertFalse(defaults.values().containsKey("data.packing_strategy"), "unpacked: no strategy");
+        assertTrue(defaults.notes().stream().anyMatch(note -> note.contains("data.packing_strategy bfd_split")),
+                defaults.notes().toString());
+    }
+
+    /** Packed, axolotl's chunks of sequence_len are TRL's bfd_split pieces: the import packs so. */
+    @Test
+    void packedCompletionDatasetsSplitLongTextsAsBfdSplit() throws IOException {
+        Path config = Files.writeString(dir.resolve("packed.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                sequence_len: 512
+                sample_packing: true
+                datasets:
+                  - path: books.jsonl
+                    type: completion
+                """);
+        AxolotlImport.Result imported = AxolotlImport.read(config);
+        assertEquals("bfd_split", imported.values().get("data.packing_strategy"));
+        assertEquals(true, imported.values().get("data.packing"));
+        assertEquals(List.of(), imported.unmapped());
+        assertTrue(imported.recipe().contains("packing_strategy: bfd_split   # axolotl: datasets[].type completion"),
+                imported.recipe());
     }
 
     @Test

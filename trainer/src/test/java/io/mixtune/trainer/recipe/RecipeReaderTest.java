@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.mixtune.data.batch.PackingStrategy;
+import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.config.ModelPreset;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.io.IOException;
@@ -606,8 +608,29 @@ class RecipeReaderTest {
         String loss = String.join("\n", problems(recipe, "data.completion_only_loss=false"));
         assertTrue(loss.contains("data.completion_only_loss: not offered: a prompt_completion record trains its"
                 + " completion only") && loss.contains("data.loss_on: train_on_inputs"), loss);
-        String packing = String.join("\n", problems(recipe, "data.packing_strategy=bfd_split"));
-        assertTrue(packing.contains("data.packing_strategy: not offered: mixtune packs as TRL's default bfd"), packing);
+    }
+
+    /**
+     * TRL's packing_strategy by its name and values: bfd by default, bfd_split and wrapped taken for sft with packing;
+     * another value, a strategy without packing and one for a method that never packs are named at their line.
+     */
+    @Test
+    void trlsPackingStrategyIsTakenAndCheckedAtItsLine() throws IOException {
+        Path recipe = write("pack.yaml", minimal() + "train:\n  method: sft\n");
+        assertEquals("bfd", RecipeReader.read(recipe, List.of()).recipe().data().packingStrategy());
+        DataConfig split = RecipeReader.read(recipe, List.of("data.packing_strategy=bfd_split")).recipe().data();
+        assertEquals(PackingStrategy.BFD_SPLIT, split.packer());
+        assertEquals(Integer.MAX_VALUE, split.sampleLength(), "samples kept whole, as TRL truncates none to pack");
+        assertEquals(2048, RecipeReader.read(recipe, List.of()).recipe().data().sampleLength());
+        Path wrapped = write("wrapped.yaml", "model:\n  preset: tiny-mistral\ndata:\n  files: [" + chats()
+                + "]\n  packing_strategy: wraped\noutput_dir: " + dir.resolve("out") + "\n");
+        assertEquals(List.of(wrapped + ":5: data.packing_strategy: expected one of bfd, bfd_split, wrapped, got "
+                + "\"wraped\" (TRL's packing_strategy)"), problems(wrapped));
+        String unpacked = String.join("\n", problems(recipe, "data.packing=false", "data.packing_strategy=wrapped"));
+        assertTrue(unpacked.contains("data.packing_strategy: wrapped packs, but packing is false"), unpacked);
+        String dpo = String.join("\n", problems(recipe, "train.method=dpo", "data.packing_strategy=bfd_split"));
+        assertTrue(dpo.contains("data.packing_strategy: bfd_split packs SFT data, but train.method dpo never packs"),
+                dpo);
     }
 
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */

@@ -11,8 +11,11 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import io.mixtune.data.batch.PackedRow;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.model.mistral.CausalLm;
 import java.util.Arrays;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -77,6 +80,23 @@ class EmbeddingNoiseTest {
                 assertTrue(noise[noise.length - 1] != 0, "padding positions are noised too, as the hook does");
             }
         }
+    }
+
+    /**
+     * A wrapped row is one sequence that TRL collates without padding-free: L is the padded length (the longest row),
+     * not the real tokens as for bfd's and bfd_split's padding-free rows.
+     */
+    @Test
+    void wrappedRowsAreNoisedAsAPaddedBatch() {
+        long[] ids = {5, 6, 7, 8, 9, 10};
+        PackedRow full = new PackedRow(ids, ids, new long[] {0, 1, 2, 3, 4, 5}, new long[6], 6);
+        PackedRow rest = new PackedRow(new long[] {5, 6, 2, 2, 2, 2}, new long[] {5, 6, -100, -100, -100, -100},
+                new long[] {0, 1, 0, 0, 0, 0}, new long[] {0, 0, -1, -1, -1, -1}, 2);
+        TrainingBatch wrapped = TrainingBatch.packed(List.of(full, rest), PackingStrategy.WRAPPED);
+        assertEquals(6, EmbeddingNoise.noisedLength(wrapped));
+        assertEquals(8, wrapped.realTokens());
+        assertEquals(8, EmbeddingNoise.noisedLength(TrainingBatch.packed(List.of(full, rest),
+                PackingStrategy.BFD_SPLIT)));
     }
 
     /**

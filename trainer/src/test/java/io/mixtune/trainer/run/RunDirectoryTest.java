@@ -71,6 +71,22 @@ class RunDirectoryTest {
                 quickstart("train.metric_for_best_model=loss", "train.keep_last=1")));
     }
 
+    /**
+     * data.packing_strategy changes the rows: a run started before the key resumes at bfd (what it packed as), and a
+     * change is named.
+     */
+    @Test
+    void packingStrategyIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {
+        Map<String, String> now = quickstart();
+        Map<String, String> older = new LinkedHashMap<>(now);
+        assertTrue(older.remove("data.packing_strategy") != null);
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("data.packing_strategy: (not set) -> bfd_split"),
+                RunDirectory.changedKeys(older, quickstart("data.packing_strategy=bfd_split")));
+        assertEquals(List.of("data.packing_strategy: bfd -> wrapped"),
+                RunDirectory.changedKeys(now, quickstart("data.packing_strategy=wrapped")));
+    }
+
     /** lora.use_dora changes what trains: a run started before the key resumes at false, and a change is named. */
     @Test
     void useDoraIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {
