@@ -62,7 +62,7 @@ class TrainGrpoTest {
         RuntimeException refused = assertThrows(RuntimeException.class, () -> Training.load(
                 Path.of("../recipes/quickstart-kto.yaml"), "output_dir=" + dir.resolve("out"),
                 "data.files=[../data/samples/preferences.jsonl]").rewardFunction("even_tokens", EVEN_TOKENS).run());
-        assertTrue(refused.getMessage().contains("train.method must be grpo, got kto"), refused.getMessage());
+        assertTrue(refused.getMessage().contains("train.method must be grpo or rloo, got kto"), refused.getMessage());
     }
 
     @Test

@@ -91,7 +91,7 @@ public final class GrpoLoss {
         float[] rowRatios = null;
         if (grpo.sequenceLevel()) {
             // TRL: (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0), then broadcast over the row's tokens
-            NDArray rowLogRatios = rowMeanMatrix(tokens, constants).dot(logRatio.reshape(-1, 1));
+            NDArray rowLogRatios = rowMatrix(tokens, true, constants).dot(logRatio.reshape(-1, 1));
             rowRatios = rowLogRatios.exp().reshape(-1).toFloatArray();
             logRatio = spreadMatrix(tokens, constants).dot(rowLogRatios).reshape(-1);
         }
@@ -138,8 +138,11 @@ public final class GrpoLoss {
         return new Objective(value, metrics);
     }
 
-    /** [rows, tokens]: a row's counted tokens each 1 / their count (a row none counts averages to 0, TRL's clamp). */
-    private static NDArray rowMeanMatrix(Tokens tokens, NDManager manager) {
+    /**
+     * [rows, tokens]: a row's counted tokens each 1 / their count (mean: a row none counts averages to 0, TRL's
+     * clamp), or each 1 (the row's masked sum).
+     */
+    static NDArray rowMatrix(Tokens tokens, boolean mean, NDManager manager) {
         int n = tokens.mask().length;
         int[] counts = new int[tokens.rowCount()];
         for (int t = 0; t < n; t++) {
@@ -148,7 +151,7 @@ public final class GrpoLoss {
         float[] matrix = new float[tokens.rowCount() * n];
         for (int t = 0; t < n; t++) {
             if (tokens.mask()[t]) {
-                matrix[tokens.rows()[t] * n + t] = 1f / counts[tokens.rows()[t]];
+                matrix[tokens.rows()[t] * n + t] = mean ? 1f / counts[tokens.rows()[t]] : 1f;
             }
         }
         return manager.create(matrix, new Shape(tokens.rowCount(), n));
