@@ -8,6 +8,11 @@
 - trainer/src/test/resources/golden/rloo/losses.json: RLOOTrainer._compute_loss on fixed per-token log-probs (its
   forward replaced by one that returns them), old sequence log-probs and advantages: the loss, d loss / d policy
   log-probs and the logged entropy and clip_ratio/*, per epsilon and epsilon_high, in float64.
+- trainer/src/test/resources/golden/rloo/step/: one RLOO step of RLOOTrainer on the tiny Mixtral of the SFT golden
+  (its checkpoint and random PEFT adapter), GRPO's step batch (2 prompts x 2 completions, one reward None, two cut at
+  max_completion_length): _generate_and_score_completions on the fixed completions (beta 0.05, the reference the
+  model with its adapter off, temperature 0.7), then _compute_loss and backward: the old and reference per-token
+  log-probs, advantages, loss, metrics and every LoRA gradient.
 
 Run: interop/.venv/bin/python interop/make_rloo_goldens.py
 Deterministic: fixed seeds, one torch thread.
@@ -25,6 +30,7 @@ from pathlib import Path
 import datasets
 import torch
 from datasets import Dataset
+from safetensors.torch import save_file
 
 import hf_models as hf
 import make_goldens as mg
@@ -147,6 +153,49 @@ def loss_cases(model, work: Path) -> dict:
     return out
 
 
+# ---- (c) one step of TRL's RLOOTrainer on the tiny Mixtral ------------------------------------------------------------
+
+STEP = {"beta": 0.05, "temperature": 0.7}
+
+
+def trl_step(case_dir: Path, prompts: list, completions: list, work: Path) -> tuple[dict, dict]:
+    trainable = sft.Trainable(sft.CASES[grpo.SFT_CASE], case_dir)
+    trainer = make_trainer(trainable.model, work, [grpo.step_reward], num_generations=2,
+                           per_device_train_batch_size=4, max_completion_length=6, beta=STEP["beta"],
+                           temperature=STEP["temperature"], router_aux_loss_coef=trainable.config.router_aux_loss_coef)
+    # the reference is the base (adapter off), as mixtune's for a fresh adapter: drop TRL's copy of the adapter
+    trainable.model.delete_adapter("ref")
+    trainable.model.set_adapter("default")
+    trainable.model.train()
+    group = [p for p in prompts for _ in range(2)]
+    trainer._tokenize_prompts = lambda p: ([list(x) for x in group], None, {})
+    trainer._generate_single_turn = lambda *a, **k: [list(c) for c in completions]
+    forward = trainer._get_per_token_logps_and_entropies
+    no_grad_passes = []
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if not torch.is_grad_enabled():
+            no_grad_passes.append(out[0].detach().clone())
+        return out
+
+    trainer._get_per_token_logps_and_entropies = recording
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer._generate_and_score_completions([{"prompt": "p"} for _ in range(4)])
+    old, ref = no_grad_passes
+    trainable.model.zero_grad(set_to_none=True)
+    loss = trainer._compute_loss(trainable.model, batch)
+    loss.backward()
+    logged = {k: v[-1] for k, v in trainer._metrics["train"].items() if k != "num_tokens"}
+    grads = trainable.adapter_tensors(of=lambda w: w.grad)
+    zero = [k for k, g in grads.items() if not torch.any(g)]
+    assert not zero, f"LoRA weights without gradient: {zero}"
+    record = dict(STEP, loss=float(loss.detach()), aux_coef=trainable.config.router_aux_loss_coef,
+                  advantages=batch["advantages"].tolist(), metrics=logged, old_per_token_logps=old.tolist(),
+                  ref_per_token_logps=ref.tolist(), grads="grads.safetensors")
+    return record, grads
+
+
 def write_goldens(out: Path = RLOO_GOLDEN) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -159,6 +208,16 @@ def write_goldens(out: Path = RLOO_GOLDEN) -> None:
             trainable = sft.Trainable(sft.CASES[grpo.SFT_CASE], sft.SFT_GOLDEN / grpo.SFT_CASE)
             mg.write_json(out / "advantages.json", advantage_cases(trainable.model, Path(work)))
             mg.write_json(out / "losses.json", loss_cases(trainable.model, Path(work)))
+            (out / "step").mkdir()
+            prompts, completions = grpo.make_step_ids(hf.TINY["vocab_size"])
+            record, grads = trl_step(sft.SFT_GOLDEN / grpo.SFT_CASE, prompts, completions, Path(work))
+            save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
+            print(f"rloo step: loss {record['loss']:.6f}")
+            mg.write_json(out / "step" / "batch.json", {
+                "model": f"../../sft/{grpo.SFT_CASE}/model", "adapter": f"../../sft/{grpo.SFT_CASE}/adapter",
+                "pad_id": grpo.PAD, "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6,
+                "prompts": prompts, "completions": completions, "rewards": grpo.STEP_REWARDS})
+            mg.write_json(out / "step" / "expected.json", record)
     finally:
         torch.set_num_threads(threads)
 

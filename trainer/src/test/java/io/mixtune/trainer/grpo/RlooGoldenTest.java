@@ -11,6 +11,15 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.model.mistral.CausalLm;
+import io.mixtune.model.nn.Scalars;
+import io.mixtune.model.safetensors.SafetensorsReader;
+import io.mixtune.trainer.dpo.DpoGoldenTest;
+import io.mixtune.trainer.dpo.PreferenceBatch;
+import io.mixtune.trainer.reward.RewardScorer;
+import io.mixtune.trainer.run.CausalLmLoss;
+import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.recipe.RlooConfig;
 import java.io.IOException;
 import java.net.URISyntaxException;
@@ -19,6 +28,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.OptionalLong;
 import java.util.TreeSet;
 import org.junit.jupiter.api.Test;
 
@@ -26,17 +36,23 @@ import org.junit.jupiter.api.Test;
  * RLOO against TRL 1.13 (interop/make_rloo_goldens.py; interop/GOLDENS.md, "RLOO"): RLOOTrainer's own
  * _generate_and_score_completions on fixed completions, rewards and per-token log-probs (advantages with the KL in the
  * reward, the leave-one-out baseline over scorable completions, normalize_advantages, reward_clip_range, and TRL's
- * metrics), and its _compute_loss on fixed log-probs (loss, d loss / d log-probs, clip ratios).
+ * metrics), its _compute_loss on fixed log-probs (loss, d loss / d log-probs, clip ratios), and one RLOOTrainer step
+ * on the tiny Mixtral of the SFT golden (old and reference log-probs, advantages with the KL, loss, every LoRA
+ * gradient).
  */
 class RlooGoldenTest {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private static JsonNode golden(String name) throws IOException {
+    private static Path file(String name) {
         try {
-            return JSON.readTree(Path.of(RlooGoldenTest.class.getResource("/golden/rloo/" + name).toURI()).toFile());
+            return Path.of(RlooGoldenTest.class.getResource("/golden/rloo/" + name).toURI());
         } catch (URISyntaxException e) {
             throw new IllegalStateException(e);
         }
+    }
+
+    private static JsonNode golden(String name) throws IOException {
+        return JSON.readTree(file(name).toFile());
     }
 
     static RlooConfig config(int numGenerations, double beta, double epsilon, Double epsilonHigh, int numIterations,
@@ -219,6 +235,107 @@ class RlooGoldenTest {
             // ratio 1: -(1 + -2) / 2 rows
             assertEquals(0.5f, one, 1e-7);
             assertEquals(one / 3, three, 1e-7);
+        }
+    }
+
+    /** The per-token log-probs of every row, without gradient: the adapter on (the sampling policy) or off. */
+    private static float[] logProbs(LoraModel lora, TrainingBatch batch, boolean adapter, double temperature,
+            NDManager manager) {
+        lora.setAdaptersEnabled(adapter);
+        try (NDManager pass = manager.newSubManager()) {
+            CausalLm model = lora.model();
+            CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch, pass, OptionalLong.empty());
+            return CausalLmLoss.targetLogProbs(model, forward.states(), batch, pass, null, false, temperature)
+                    .toFloatArray();
+        } finally {
+            lora.setAdaptersEnabled(true);
+        }
+    }
+
+    @Test
+    void oneStepEqualsTrlRlooTrainer() throws IOException {
+        JsonNode batchJson = golden("step/batch.json");
+        JsonNode want = golden("step/expected.json");
+        int g = batchJson.get("num_generations").asInt();
+        double temperature = want.get("temperature").doubleValue();
+        RlooConfig rloo = new RlooConfig(g, batchJson.get("max_completion_length").asInt(), temperature, 1.0, 0, null,
+                1.0, want.get("beta").doubleValue(), 0.2, null, 1, List.of(), List.of(), false, null, false);
+        int rows = batchJson.get("completions").size();
+        long[][] sequences = new long[rows][];
+        int[] promptLengths = new int[rows];
+        double[][] scores = new double[rows][1];
+        long[][] completions = new long[rows][];
+        int tokenCount = 0;
+        for (int i = 0; i < rows; i++) {
+            long[] prompt = longs1(batchJson.get("prompts").get(i / g));
+            completions[i] = longs1(batchJson.get("completions").get(i));
+            sequences[i] = RewardScorer.concat(prompt, completions[i]);
+            promptLengths[i] = prompt.length;
+            JsonNode reward = batchJson.get("rewards").get(i);
+            scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
+            tokenCount += completions[i].length;
+        }
+        TrainingBatch batch = PreferenceBatch.completionRows(sequences, promptLengths,
+                batchJson.get("pad_id").longValue());
+        boolean[] counted = new boolean[rows];
+        java.util.Arrays.fill(counted, true);
+        try (NDManager manager = NDManager.newBaseManager()) {
+            LoraModel lora = DpoGoldenTest.goldenModel(batchJson, manager);
+            CausalLm model = lora.model();
+            float[] oldFlat = logProbs(lora, batch, true, temperature, manager);
+            float[] referenceFlat = logProbs(lora, batch, false, temperature, manager);
+            float[][] old = new float[rows][];
+            float[][] reference = new float[rows][];
+            float[] tokenAdvantages = new float[tokenCount];
+            boolean[] mask = new boolean[tokenCount];
+            int[] rowOf = new int[tokenCount];
+            int t = 0;
+            for (int i = 0; i < rows; i++) {
+                old[i] = new float[completions[i].length];
+                reference[i] = new float[completions[i].length];
+                for (int k = 0; k < completions[i].length; k++, t++) {
+                    old[i][k] = oldFlat[t];
+                    reference[i][k] = referenceFlat[t];
+                    assertEquals(want.get("old_per_token_logps").get(i).get(k).doubleValue(), old[i][k], 2e-5, "old");
+                    assertEquals(want.get("ref_per_token_logps").get(i).get(k).doubleValue(), reference[i][k], 2e-5,
+                            "reference");
+                    mask[t] = true;
+                    rowOf[t] = i;
+                }
+            }
+            GroupAdvantages.Result advantages = new PolicyGradient.Rloo(rloo).advantages(scores, new double[] {1},
+                    List.of("step_reward"), old, reference, counted);
+            for (int i = 0, at = 0; i < rows; i++) {
+                near(want.get("advantages").get(i).doubleValue(), advantages.advantages()[i], "advantage " + i);
+                for (int k = 0; k < completions[i].length; k++, at++) {
+                    tokenAdvantages[at] = advantages.advantages()[i];
+                }
+            }
+            List<String> report = new ArrayList<>();
+            report.add(close("rloo kl", want.get("metrics").get("kl").doubleValue(),
+                    advantages.metrics().get("kl"), 1e-5));
+            GrpoLoss.Tokens tokens = new GrpoLoss.Tokens(null, null, tokenAdvantages, mask, rowOf, rows);
+            double coefficient = want.get("aux_coef").doubleValue();
+            try (NDManager step = manager.newSubManager();
+                    GradientCollector collector = Engine.getInstance().newGradientCollector()) {
+                CausalLmLoss.Forward forward = CausalLmLoss.forward(model, batch, step, OptionalLong.empty());
+                CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
+                NDArray policy = CausalLmLoss.targetLogProbs(model, forward.states(), batch, step, statistics, false,
+                        temperature);
+                GrpoLoss.Objective objective = new PolicyGradient.Rloo(rloo).objective(policy, tokens, 1, tokenCount,
+                        step);
+                NDArray loss = objective.value().add(Scalars.times(forward.loadBalancing(), coefficient));
+                report.add(close("rloo loss", want.get("loss").doubleValue(), loss.getFloat(), 1e-5));
+                report.add(close("rloo aux_loss", want.get("metrics").get("aux_loss").doubleValue(),
+                        forward.loadBalancing().getFloat(), 1e-5));
+                report.add(close("rloo entropy", want.get("metrics").get("entropy").doubleValue(),
+                        GrpoLoss.maskedMean(statistics[0].entropies(), mask), 1e-5));
+                collector.backward(loss);
+            }
+            try (SafetensorsReader grads = SafetensorsReader.open(file("step/" + want.get("grads").asText()))) {
+                report.add(DpoGoldenTest.compareGradients("rloo gradients", lora, grads));
+            }
+            report.forEach(System.out::println);
         }
     }
 }
