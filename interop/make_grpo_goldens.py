@@ -307,6 +307,13 @@ def trl_step(name: str, case_dir: Path, prompts: list, completions: list, work: 
     return record, grads
 
 
+def step_batch(prompts: list, completions: list) -> dict:
+    """The step golden's batch.json (GRPO's and RLOO's): the model, the adapter and the fixed ids and rewards."""
+    return {"model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
+            "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6, "prompts": prompts,
+            "completions": completions, "rewards": STEP_REWARDS}
+
+
 def write_goldens(out: Path = GRPO_GOLDEN) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -328,10 +335,7 @@ def write_goldens(out: Path = GRPO_GOLDEN) -> None:
                 save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
                 steps[name] = record
                 print(f"grpo step {name}: loss {record['loss']:.6f}")
-            mg.write_json(out / "step" / "batch.json", {
-                "model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
-                "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6, "prompts": prompts,
-                "completions": completions, "rewards": STEP_REWARDS})
+            mg.write_json(out / "step" / "batch.json", step_batch(prompts, completions))
             mg.write_json(out / "step" / "expected.json", steps)
     finally:
         torch.set_num_threads(threads)

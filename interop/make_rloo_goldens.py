@@ -213,10 +213,7 @@ def write_goldens(out: Path = RLOO_GOLDEN) -> None:
             record, grads = trl_step(sft.SFT_GOLDEN / grpo.SFT_CASE, prompts, completions, Path(work))
             save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
             print(f"rloo step: loss {record['loss']:.6f}")
-            mg.write_json(out / "step" / "batch.json", {
-                "model": f"../../sft/{grpo.SFT_CASE}/model", "adapter": f"../../sft/{grpo.SFT_CASE}/adapter",
-                "pad_id": grpo.PAD, "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6,
-                "prompts": prompts, "completions": completions, "rewards": grpo.STEP_REWARDS})
+            mg.write_json(out / "step" / "batch.json", grpo.step_batch(prompts, completions))
             mg.write_json(out / "step" / "expected.json", record)
     finally:
         torch.set_num_threads(threads)

@@ -1,16 +1,13 @@
 package io.mixtune.trainer;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.trainer.run.TrainingResult;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -26,7 +23,6 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class TrainRlooTest {
     private static final Path QUICKSTART = Path.of("../recipes/quickstart-grpo.yaml");
-    private static final ObjectMapper JSON = new ObjectMapper();
 
     private static Training training(Path dir, String... sets) {
         List<String> overrides = new ArrayList<>(List.of("output_dir=" + dir.resolve("out"),
@@ -38,14 +34,7 @@ class TrainRlooTest {
     }
 
     private static List<JsonNode> records(Path dir) throws IOException {
-        List<JsonNode> out = new ArrayList<>();
-        for (String line : Files.readAllLines(dir.resolve("out/metrics.jsonl"))) {
-            JsonNode record = JSON.readTree(line);
-            if (record.has("loss")) {
-                out.add(record);
-            }
-        }
-        return out;
+        return TrainGrpoTest.records(dir);
     }
 
     @Test
@@ -72,18 +61,7 @@ class TrainRlooTest {
         TrainingResult cancelled = TrainingApiTest.runCancelledAfter(training(stopped, sets), 1);
         assertTrue(cancelled.cancelled());
         assertEquals(3, training(stopped, sets).resume().run().steps());
-        List<JsonNode> actual = records(stopped);
-        assertEquals(expected.size(), actual.size());
-        for (int i = 0; i < expected.size(); i++) {
-            for (String name : List.of("loss", "reward", "kl", "grad_norm", "clip_ratio/region_mean")) {
-                if (expected.get(i).has(name)) {
-                    assertEquals(expected.get(i).get(name).doubleValue(), actual.get(i).get(name).doubleValue(), 0,
-                            "step " + (i + 1) + " " + name);
-                }
-            }
-        }
-        assertArrayEquals(Files.readAllBytes(whole.resolve("out/adapter/adapter_model.safetensors")),
-                Files.readAllBytes(stopped.resolve("out/adapter/adapter_model.safetensors")));
+        TrainGrpoTest.assertResumedRunEqualsWhole(whole, stopped);
         String[] changed = java.util.Arrays.copyOf(sets, sets.length + 1);
         changed[sets.length] = "rloo.normalize_advantages=true";
         RuntimeException refused = assertThrows(RuntimeException.class,

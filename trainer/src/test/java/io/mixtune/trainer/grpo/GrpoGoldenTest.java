@@ -308,27 +308,16 @@ class GrpoGoldenTest {
         GrpoConfig grpo = config(g, batchJson.get("max_completion_length").asInt(),
                 want.get("temperature").doubleValue(), want.get("beta").doubleValue(), 0.2, null, null,
                 want.get("loss_type").asText(), "group", "sum_then_normalize", List.of(), false);
-        int rows = batchJson.get("completions").size();
-        long[][] sequences = new long[rows][];
-        int[] promptLengths = new int[rows];
-        double[][] scores = new double[rows][1];
-        long[][] completions = new long[rows][];
-        int tokenCount = 0;
-        for (int i = 0; i < rows; i++) {
-            long[] prompt = longs1(batchJson.get("prompts").get(i / g));
-            completions[i] = longs1(batchJson.get("completions").get(i));
-            sequences[i] = RewardScorer.concat(prompt, completions[i]);
-            promptLengths[i] = prompt.length;
-            JsonNode reward = batchJson.get("rewards").get(i);
-            scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
-            tokenCount += completions[i].length;
-        }
-        GroupAdvantages.Result advantages = GroupAdvantages.of(grpo, scores, new double[] {1}, List.of("step_reward"));
+        StepBatch read = StepBatch.read(batchJson);
+        int rows = read.completions().length;
+        long[][] completions = read.completions();
+        int tokenCount = read.tokens();
+        TrainingBatch batch = read.batch();
+        GroupAdvantages.Result advantages = GroupAdvantages.of(grpo, read.scores(), new double[] {1},
+                List.of("step_reward"));
         for (int i = 0; i < rows; i++) {
             assertEquals(want.get("advantages").get(i).doubleValue(), advantages.advantages()[i], 1e-6, "advantage");
         }
-        TrainingBatch batch = PreferenceBatch.completionRows(sequences, promptLengths,
-                batchJson.get("pad_id").longValue());
         float[] tokenAdvantages = new float[tokenCount];
         boolean[] mask = new boolean[tokenCount];
         int[] rowOf = new int[tokenCount];
@@ -387,6 +376,33 @@ class GrpoGoldenTest {
                 report.add(DpoGoldenTest.compareGradients(name + " gradients", lora, grads));
             }
             report.forEach(System.out::println);
+        }
+    }
+
+    /**
+     * A step golden's batch.json (GRPO's, RLOO's): prompt + completion rows, each prompt num_generations times, the
+     * rows' one reward function's scores (NaN for a None), the completions and their token count.
+     */
+    record StepBatch(TrainingBatch batch, long[][] completions, double[][] scores, int tokens) {
+        static StepBatch read(JsonNode batchJson) {
+            int g = batchJson.get("num_generations").asInt();
+            int rows = batchJson.get("completions").size();
+            long[][] sequences = new long[rows][];
+            int[] promptLengths = new int[rows];
+            double[][] scores = new double[rows][1];
+            long[][] completions = new long[rows][];
+            int tokens = 0;
+            for (int i = 0; i < rows; i++) {
+                long[] prompt = longs1(batchJson.get("prompts").get(i / g));
+                completions[i] = longs1(batchJson.get("completions").get(i));
+                sequences[i] = RewardScorer.concat(prompt, completions[i]);
+                promptLengths[i] = prompt.length;
+                JsonNode reward = batchJson.get("rewards").get(i);
+                scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
+                tokens += completions[i].length;
+            }
+            return new StepBatch(PreferenceBatch.completionRows(sequences, promptLengths,
+                    batchJson.get("pad_id").longValue()), completions, scores, tokens);
         }
     }
 

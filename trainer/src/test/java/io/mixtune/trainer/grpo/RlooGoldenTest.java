@@ -16,8 +16,6 @@ import io.mixtune.model.mistral.CausalLm;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import io.mixtune.trainer.dpo.DpoGoldenTest;
-import io.mixtune.trainer.dpo.PreferenceBatch;
-import io.mixtune.trainer.reward.RewardScorer;
 import io.mixtune.trainer.run.CausalLmLoss;
 import io.mixtune.trainer.run.TrainingBatch;
 import io.mixtune.trainer.recipe.RlooConfig;
@@ -260,23 +258,12 @@ class RlooGoldenTest {
         double temperature = want.get("temperature").doubleValue();
         RlooConfig rloo = new RlooConfig(g, batchJson.get("max_completion_length").asInt(), temperature, 1.0, 0, null,
                 1.0, want.get("beta").doubleValue(), 0.2, null, 1, List.of(), List.of(), false, null, false);
-        int rows = batchJson.get("completions").size();
-        long[][] sequences = new long[rows][];
-        int[] promptLengths = new int[rows];
-        double[][] scores = new double[rows][1];
-        long[][] completions = new long[rows][];
-        int tokenCount = 0;
-        for (int i = 0; i < rows; i++) {
-            long[] prompt = longs1(batchJson.get("prompts").get(i / g));
-            completions[i] = longs1(batchJson.get("completions").get(i));
-            sequences[i] = RewardScorer.concat(prompt, completions[i]);
-            promptLengths[i] = prompt.length;
-            JsonNode reward = batchJson.get("rewards").get(i);
-            scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
-            tokenCount += completions[i].length;
-        }
-        TrainingBatch batch = PreferenceBatch.completionRows(sequences, promptLengths,
-                batchJson.get("pad_id").longValue());
+        GrpoGoldenTest.StepBatch read = GrpoGoldenTest.StepBatch.read(batchJson);
+        int rows = read.completions().length;
+        long[][] completions = read.completions();
+        double[][] scores = read.scores();
+        int tokenCount = read.tokens();
+        TrainingBatch batch = read.batch();
         boolean[] counted = new boolean[rows];
         java.util.Arrays.fill(counted, true);
         try (NDManager manager = NDManager.newBaseManager()) {
