@@ -46,7 +46,7 @@ class TrainGrpoTest {
         return Training.load(QUICKSTART, overrides.toArray(String[]::new)).rewardFunction("even_tokens", EVEN_TOKENS);
     }
 
-    /** The resumed run's loss, reward, kl, grad_norm and clip ratio of every step and its adapter bytes: the whole's. */
+    /** The resumed run's loss, reward, kl, grad_norm and clip ratio of each step and its adapter bytes: the whole's. */
     static void assertResumedRunEqualsWhole(Path whole, Path stopped) throws IOException {
         List<JsonNode> expected = records(whole);
         List<JsonNode> actual = records(stopped);

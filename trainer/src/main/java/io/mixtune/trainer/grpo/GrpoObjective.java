@@ -33,9 +33,10 @@ import java.util.Random;
 import java.util.Set;
 
 /**
- * GRPO, and RLOO ({@link PolicyGradient}: their advantages and losses differ, nothing else), as an objective. A step's micro-batches are the train.gradient_accumulation parts of one generation batch
- * (TRL's default steps_per_generation = gradient_accumulation_steps): micro_batch_size x gradient_accumulation
- * completions, num_generations per prompt, sampled once per num_iterations steps from the policy as it is then
+ * GRPO, and RLOO ({@link PolicyGradient}: their advantages and losses differ, nothing else), as an objective. A
+ * step's micro-batches are the train.gradient_accumulation parts of one generation batch (TRL's default
+ * steps_per_generation = gradient_accumulation_steps): micro_batch_size x gradient_accumulation completions,
+ * num_generations per prompt, sampled once per num_iterations steps from the policy as it is then
  * ({@link #rollouts}); each micro-batch is then a forward and backward of {@link GrpoLoss} on its completions.
  */
 final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective.Measured> {

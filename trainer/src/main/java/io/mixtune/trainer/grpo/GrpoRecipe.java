@@ -69,7 +69,8 @@ public final class GrpoRecipe implements MethodRecipe {
         }
         List<RewardFunctions.Named> rewards = new ArrayList<>();
         for (int i = 0; i < grpo.rewardFuncs().size(); i++) {
-            rewards.add(RewardFunctions.of(grpo.rewardFuncs().get(i), section + ".reward_funcs[" + i + "]", folder -> {
+            String key = section + ".reward_funcs[" + i + "]";
+            rewards.add(RewardFunctions.of(grpo.rewardFuncs().get(i), key, folder -> {
                 RewardScorer scorer = RewardScorer.load(model.baseModelDir(), folder, TrainingModel.linears(
                         recipe.model()), model.manager().getDevice());
                 scorers.add(scorer);
@@ -102,8 +103,9 @@ public final class GrpoRecipe implements MethodRecipe {
         }
         int functions = grpo.rewardFuncs().size() + javaRewards;
         if (functions == 0) {
-            throw new RecipeValueException(section + ".reward_funcs", section.toUpperCase(Locale.ROOT) + " needs at least one "
-                    + "reward function: name a built-in or a reward model folder here, or add a Java one with Training.rewardFunction");
+            throw new RecipeValueException(section + ".reward_funcs", section.toUpperCase(Locale.ROOT) + " needs at "
+                    + "least one reward function: name a built-in or a reward model folder here, or add a Java one "
+                    + "with Training.rewardFunction");
         }
         if (!grpo.rewardWeights().isEmpty() && grpo.rewardWeights().size() != functions) {
             throw new RecipeValueException(section + ".reward_weights", grpo.rewardWeights().size() + " weights for "
@@ -153,14 +155,16 @@ public final class GrpoRecipe implements MethodRecipe {
         GrpoConfig grpo = recipe.grpo();
         Recipe.Train train = recipe.train();
         listener.onNote(model.describe(recipe));
+        boolean rloo = recipe.train().method().equals("rloo");
         listener.onNote(String.format(Locale.ROOT, "%s: %s, %d completions per prompt of at most %d "
-                + "tokens, temperature %s, beta %s%s, %s, reward functions %s",
-                recipe.train().method().equals("rloo") ? "RLOO" : "GRPO", recipe.train().method().equals("rloo")
-                        ? "leave-one-out advantages, the KL in the reward" : "loss_type " + grpo.lossType(), grpo.numGenerations(), grpo.maxCompletionLength(), grpo.temperature(), grpo.beta(),
+                + "tokens, temperature %s, beta %s%s, %s, reward functions %s", rloo ? "RLOO" : "GRPO",
+                rloo ? "leave-one-out advantages, the KL in the reward" : "loss_type " + grpo.lossType(),
+                grpo.numGenerations(), grpo.maxCompletionLength(), grpo.temperature(), grpo.beta(),
                 grpo.beta() == 0 ? "" : setup.referenceAdapter() != null ? " (reference: base + "
                         + recipe.model().adapter() + ", frozen)" : " (reference: the base, adapter off)",
-                recipe.train().method().equals("rloo") ? "normalize_advantages " + recipe.rloo()
-                        .normalizeAdvantages() : "scale_rewards " + grpo.scaleRewards(), setup.rewards().stream().map(RewardFunctions.Named::name).toList()));
+                rloo ? "normalize_advantages " + recipe.rloo().normalizeAdvantages()
+                        : "scale_rewards " + grpo.scaleRewards(),
+                setup.rewards().stream().map(RewardFunctions.Named::name).toList()));
         listener.onNote(String.format(Locale.ROOT, "prompts: %d%s", data.size(), data.skipped().isEmpty() ? ""
                 : ", " + data.skipped().size() + " invalid records skipped (first: " + data.skipped().get(0)
                         .getMessage() + ")"));

@@ -17,10 +17,11 @@ final class RlooLoss {
     private RlooLoss() {}
 
     /**
-     * Each completion's reward (the weighted sum of its scores, a None counting 0; NaN where none scored it), clamped to
-     * reward_clip_range, less beta x its counted tokens' summed log pi_old - log pi_ref, minus the mean of its group's
-     * other scorable rewards (TRL's nansum over the group less its own, over the scorable count - 1), optionally
-     * normalised over the batch (nanmean, nanstd + 1e-4); a NaN advantage (unscorable, or alone in its group) is 0.
+     * Each completion's reward (the weighted sum of its scores, a None counting 0; NaN where none scored it),
+     * clamped to reward_clip_range, less beta x its counted tokens' summed log pi_old - log pi_ref, minus the mean of
+     * its group's other scorable rewards (TRL's nansum over the group less its own, over the scorable count - 1),
+     * optionally normalised over the batch (nanmean, nanstd + 1e-4); a NaN advantage (unscorable, or alone in its
+     * group) is 0.
      * Metrics in TRL's order: kl (beta > 0: the token mean of log pi_old - log pi_ref), rewards/NAME/mean and /std,
      * reward and reward_std (of the weighted sums, before clipping and KL), frac_reward_zero_std (of the groups'
      * rewards after them).

@@ -87,7 +87,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
          * longest completion.
          */
         private static int rowLength(Recipe recipe) {
-            return recipe.train().readsPrompts() ? recipe.data().maxSeqLen() - 1 + recipe.policyGradient().maxCompletionLength()
+            return recipe.train().readsPrompts()
+                    ? recipe.data().maxSeqLen() - 1 + recipe.policyGradient().maxCompletionLength()
                     : onPolicyCompletionLength(recipe) > 0 ? recipe.data().maxSeqLen() - 1
                             + onPolicyCompletionLength(recipe) : recipe.data().maxSeqLen();
         }

@@ -311,8 +311,8 @@ public final class AxolotlImport {
                 "num_iterations");
 
         /**
-         * rl: grpo's trl section: GRPOConfig's numbers, loss_type, importance_sampling_level, scale_rewards (axolotl's boolean: true is TRL's
-         * group, false none), reward_weights, mask_truncated_completions and reward_funcs where they name TRL's own
+         * rl: grpo's trl section: GRPOConfig's numbers, loss_type, importance_sampling_level, scale_rewards
+         * (axolotl's boolean: true is TRL's group, false none), reward_weights, mask_truncated_completions and reward_funcs where they name TRL's own
          * think_format_reward; Python reward functions, vLLM and the rest are listed with what to do.
          */
         private void mapGrpo() {

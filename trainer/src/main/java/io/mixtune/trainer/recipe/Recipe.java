@@ -16,8 +16,8 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, RlooConfig rloo, Distillation distillation, Logging logging, Reward reward,
-        Warm warm, String outputDir) {
+        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, RlooConfig rloo, Distillation distillation, Logging logging,
+        Reward reward, Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
@@ -317,7 +317,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo", "rloo", "distillation");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo", "rloo",
+                    "distillation");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);

@@ -63,8 +63,8 @@ class GrpoGoldenTest {
             double epsilon, Double epsilonHigh, Double delta, String lossType, String scaleRewards, String aggregation,
             List<Double> weights, boolean maskTruncated, String importanceSamplingLevel) {
         return new GrpoConfig(numGenerations, maxCompletionLength, temperature, 1.0, 0, null, 1.0, beta, epsilon,
-                epsilonHigh, delta, lossType, scaleRewards, aggregation, 1, List.of(), weights, maskTruncated, 1.05, 1.0, true,
-                importanceSamplingLevel);
+                epsilonHigh, delta, lossType, scaleRewards, aggregation, 1, List.of(), weights, maskTruncated, 1.05,
+                1.0, true, importanceSamplingLevel);
     }
 
     private static Double orNull(JsonNode value) {
