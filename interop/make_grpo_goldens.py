@@ -5,6 +5,9 @@
   that returns the fixed log-probs: per loss type (grpo, bnpo, dr_grpo, dapo, cispo, sapo), epsilon/epsilon_high,
   delta, beta (TRL's k3 KL to the reference) and gradient accumulation, the loss, d loss / d policy log-probs and
   TRL's logged kl, entropy and clip_ratio/*, in float64.
+- trainer/src/test/resources/golden/grpo/gspo_losses.json: the same with importance_sampling_level "sequence" (GSPO:
+  one ratio per completion), GSPO's epsilon 3e-4 / 4e-4 so the clipping binds, a completion masked whole (as
+  mask_truncated_completions does) and one case on-policy (no old log-probs: TRL's per_token_logps.detach()).
 - trainer/src/test/resources/golden/grpo/advantages.json: GRPOTrainer._generate_and_score_completions on fixed
   prompts and completions (its tokenizer and generation replaced by the fixed ids) and reward functions that return
   fixed scores (None among them): the advantages, completion mask and TRL's metrics per scale_rewards, reward_weights,
@@ -99,8 +102,8 @@ LOGGED = ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/low_min", "clip_ra
           "clip_ratio/region_mean", "cispo_clip_ratio")
 
 
-def trl_compute_loss(trainer, name: str, t: dict) -> dict:
-    loss_type, beta, epsilon, epsilon_high, delta, accumulation, items, max_length = LOSS_CASES[name]
+def trl_compute_loss(trainer, name: str, t: dict, cases: dict = LOSS_CASES) -> dict:
+    loss_type, beta, epsilon, epsilon_high, delta, accumulation, items, max_length = cases[name][:8]
     policy = t["policy"].clone().requires_grad_(True)
     trainer._get_per_token_logps_and_entropies = lambda *a, **k: (policy, t["entropies"], None)
     trainer.loss_type, trainer.beta, trainer.max_completion_length = loss_type, beta, max_length
@@ -117,6 +120,8 @@ def trl_compute_loss(trainer, name: str, t: dict) -> dict:
               "num_items_in_batch": torch.tensor(float(items if items is not None else t["mask"].sum()))}
     if beta != 0.0:
         inputs["ref_per_token_logps"] = t["reference"]
+    if t.get("on_policy"):
+        del inputs["old_per_token_logps"]
     trainer.model.train()
     loss = trainer._compute_loss(trainer.model, inputs)
     loss.backward()
@@ -134,6 +139,36 @@ def loss_cases(model, work: Path) -> dict:
            "sapo_temperature_neg": trainer.args.sapo_temperature_neg, "cases": {}}
     for name in LOSS_CASES:
         out["cases"][name] = trl_compute_loss(trainer, name, t)
+    return out
+
+
+GSPO_CASES = {  # as LOSS_CASES, then whether old log-probs are given (False: on-policy, num_iterations 1)
+    "gspo": ("grpo", 0.0, 3e-4, 4e-4, None, 1, None, 8, True),
+    "gspo_beta_accumulated": ("grpo", 0.04, 3e-4, 4e-4, None, 2, None, 8, True),
+    "gspo_on_policy_beta": ("grpo", 0.04, 3e-4, 4e-4, None, 1, None, 8, False),
+    "gspo_bnpo": ("bnpo", 0.0, 0.05, 0.08, None, 1, None, 8, True),
+    "gspo_dr_grpo_beta": ("dr_grpo", 0.1, 0.05, None, None, 2, None, 7, True),
+    "gspo_dapo_delta": ("dapo", 0.04, 3e-4, 4e-4, 1.0002, 2, 31, 8, True),
+    "gspo_cispo": ("cispo", 0.0, 0.2, 1.0, None, 1, 15, 8, True),
+    "gspo_sapo_beta": ("sapo", 0.02, 0.2, None, None, 2, None, 8, True),
+}
+GSPO_MASKED_ROW = 1  # its completion masked whole (mask_truncated_completions): ratio 1, counted in the clip means
+
+
+def gspo_loss_cases(model, work: Path) -> dict:
+    trainer = make_trainer(model, work, [lambda **k: [0.0] * len(k["prompts"])], num_generations=2,
+                           per_device_train_batch_size=2)
+    trainer.importance_sampling_level = "sequence"
+    t = fixed_tensors()
+    t["mask"][GSPO_MASKED_ROW] = 0
+    out = {"tensors": {k: v.tolist() for k, v in t.items()}, "lengths": LENGTHS,
+           "sapo_temperature_pos": trainer.args.sapo_temperature_pos,
+           "sapo_temperature_neg": trainer.args.sapo_temperature_neg, "cases": {}}
+    for name, case in GSPO_CASES.items():
+        record = trl_compute_loss(trainer, name, dict(t, on_policy=not case[8]), GSPO_CASES)
+        record["importance_sampling_level"] = "sequence"
+        record["old_per_token_logps"] = case[8]
+        out["cases"][name] = record
     return out
 
 
@@ -272,6 +307,13 @@ def trl_step(name: str, case_dir: Path, prompts: list, completions: list, work: 
     return record, grads
 
 
+def step_batch(prompts: list, completions: list) -> dict:
+    """The step golden's batch.json (GRPO's and RLOO's): the model, the adapter and the fixed ids and rewards."""
+    return {"model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
+            "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6, "prompts": prompts,
+            "completions": completions, "rewards": STEP_REWARDS}
+
+
 def write_goldens(out: Path = GRPO_GOLDEN) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -283,6 +325,7 @@ def write_goldens(out: Path = GRPO_GOLDEN) -> None:
             (out / "step").mkdir(parents=True)
             trainable = sft.Trainable(sft.CASES[SFT_CASE], sft.SFT_GOLDEN / SFT_CASE)
             mg.write_json(out / "losses.json", loss_cases(trainable.model, Path(work)))
+            mg.write_json(out / "gspo_losses.json", gspo_loss_cases(trainable.model, Path(work)))
             mg.write_json(out / "advantages.json", advantage_cases(trainable.model, Path(work)))
             mg.write_json(out / "rewards.json", reward_cases())
             prompts, completions = make_step_ids(hf.TINY["vocab_size"])
@@ -292,10 +335,7 @@ def write_goldens(out: Path = GRPO_GOLDEN) -> None:
                 save_file(grads, out / "step" / record["grads"], metadata={"format": "pt"})
                 steps[name] = record
                 print(f"grpo step {name}: loss {record['loss']:.6f}")
-            mg.write_json(out / "step" / "batch.json", {
-                "model": f"../../sft/{SFT_CASE}/model", "adapter": f"../../sft/{SFT_CASE}/adapter", "pad_id": PAD,
-                "eos_id": hf.EOS_ID, "num_generations": 2, "max_completion_length": 6, "prompts": prompts,
-                "completions": completions, "rewards": STEP_REWARDS})
+            mg.write_json(out / "step" / "batch.json", step_batch(prompts, completions))
             mg.write_json(out / "step" / "expected.json", steps)
     finally:
         torch.set_num_threads(threads)

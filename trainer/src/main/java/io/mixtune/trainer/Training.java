@@ -212,7 +212,7 @@ public final class Training {
     private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
         if (!rewardFunctions.isEmpty() && !recipe.train().readsPrompts()) {
             throw new RecipeValueException("train.method", "Training.rewardFunction adds GRPO reward functions: "
-                    + "train.method must be grpo, got " + recipe.train().method());
+                    + "train.method must be grpo or rloo, got " + recipe.train().method());
         }
         try (MethodRecipe method = setUp(listener)) {
             return method.train(resume, cancel);
@@ -230,7 +230,7 @@ public final class Training {
         if (recipe.train().trainsWithoutReference()) {
             return OrpoRecipe.setup(recipe, listener);
         }
-        if (recipe.train().method().equals("grpo")) {
+        if (recipe.train().readsPrompts()) {
             return GrpoRecipe.setup(recipe, rewardFunctions, listener);
         }
         if (recipe.train().method().equals("kto")) {

@@ -46,7 +46,24 @@ class TrainGrpoTest {
         return Training.load(QUICKSTART, overrides.toArray(String[]::new)).rewardFunction("even_tokens", EVEN_TOKENS);
     }
 
-    private static List<JsonNode> records(Path dir) throws IOException {
+    /** The resumed run's loss, reward, kl, grad_norm and clip ratio of each step and its adapter bytes: the whole's. */
+    static void assertResumedRunEqualsWhole(Path whole, Path stopped) throws IOException {
+        List<JsonNode> expected = records(whole);
+        List<JsonNode> actual = records(stopped);
+        assertEquals(expected.size(), actual.size());
+        for (int i = 0; i < expected.size(); i++) {
+            for (String name : List.of("loss", "reward", "kl", "grad_norm", "clip_ratio/region_mean")) {
+                if (expected.get(i).has(name)) {
+                    assertEquals(expected.get(i).get(name).doubleValue(), actual.get(i).get(name).doubleValue(), 0,
+                            "step " + (i + 1) + " " + name);
+                }
+            }
+        }
+        assertArrayEquals(Files.readAllBytes(whole.resolve("out/adapter/adapter_model.safetensors")),
+                Files.readAllBytes(stopped.resolve("out/adapter/adapter_model.safetensors")));
+    }
+
+    static List<JsonNode> records(Path dir) throws IOException {
         List<JsonNode> out = new ArrayList<>();
         for (String line : Files.readAllLines(dir.resolve("out/metrics.jsonl"))) {
             JsonNode record = JSON.readTree(line);
@@ -62,7 +79,7 @@ class TrainGrpoTest {
         RuntimeException refused = assertThrows(RuntimeException.class, () -> Training.load(
                 Path.of("../recipes/quickstart-kto.yaml"), "output_dir=" + dir.resolve("out"),
                 "data.files=[../data/samples/preferences.jsonl]").rewardFunction("even_tokens", EVEN_TOKENS).run());
-        assertTrue(refused.getMessage().contains("train.method must be grpo, got kto"), refused.getMessage());
+        assertTrue(refused.getMessage().contains("train.method must be grpo or rloo, got kto"), refused.getMessage());
     }
 
     @Test
@@ -101,19 +118,7 @@ class TrainGrpoTest {
         assertTrue(first.cancelled());
         TrainingResult second = training(stopped, sets).resume().run();
         assertEquals(4, second.steps());
-        List<JsonNode> expected = records(whole);
-        List<JsonNode> actual = records(stopped);
-        assertEquals(expected.size(), actual.size());
-        for (int i = 0; i < expected.size(); i++) {
-            for (String name : List.of("loss", "reward", "kl", "grad_norm", "clip_ratio/region_mean")) {
-                if (expected.get(i).has(name)) {
-                    assertEquals(expected.get(i).get(name).doubleValue(), actual.get(i).get(name).doubleValue(), 0,
-                            "step " + (i + 1) + " " + name);
-                }
-            }
-        }
-        assertArrayEquals(Files.readAllBytes(whole.resolve("out/adapter/adapter_model.safetensors")),
-                Files.readAllBytes(stopped.resolve("out/adapter/adapter_model.safetensors")));
+        assertResumedRunEqualsWhole(whole, stopped);
         String[] changed = java.util.Arrays.copyOf(sets, sets.length + 1);
         changed[sets.length] = "grpo.epsilon=0.3";
         RuntimeException refused = assertThrows(RuntimeException.class,

@@ -78,7 +78,7 @@ final class PlanCommand implements Command {
         if (recipe.train().readsPrompts()) {
             // grpo.reward_funcs entries that are folders are reward models, each a second copy of the base
             List<LoraConfig> rewardModels = new ArrayList<>();
-            for (String entry : recipe.grpo().rewardFuncs()) {
+            for (String entry : recipe.policyGradient().rewardFuncs()) {
                 if (Files.isRegularFile(Path.of(entry, PeftAdapter.CONFIG_FILE))) {
                     rewardModels.add(PeftAdapter.readConfig(Path.of(entry, PeftAdapter.CONFIG_FILE)));
                 }

@@ -88,15 +88,16 @@ final class ValidateCommand implements Command {
     private static String checkData(Recipe recipe) {
         if (recipe.train().readsPrompts()) {
             // Java reward functions are added at run time: validate checks the recipe's own as if they were all
-            GrpoRecipe.check(recipe, recipe.grpo().rewardFuncs().isEmpty() ? 1 : 0);
-            for (int i = 0; i < recipe.grpo().rewardFuncs().size(); i++) {
-                RewardFunctions.of(recipe.grpo().rewardFuncs().get(i), "grpo.reward_funcs[" + i + "]", folder -> null);
+            GrpoRecipe.check(recipe, recipe.policyGradient().rewardFuncs().isEmpty() ? 1 : 0);
+            for (int i = 0; i < recipe.policyGradient().rewardFuncs().size(); i++) {
+                RewardFunctions.of(recipe.policyGradient().rewardFuncs().get(i), recipe.policyGradientSection()
+                        + ".reward_funcs[" + i + "]", folder -> null);
             }
             SampleCache.TokenizerFile tokenizerFile = TrainingData.tokenizer(recipe);
             try (TextTokenizer tokenizer = tokenizerFile.open()) {
                 PromptDataset prompts = GrpoRecipe.loadPrompts(recipe, tokenizerFile, tokenizer);
                 return String.format(Locale.ROOT, "%d prompts (%d invalid skipped), reward functions %s",
-                        prompts.size(), prompts.skipped().size(), recipe.grpo().rewardFuncs());
+                        prompts.size(), prompts.skipped().size(), recipe.policyGradient().rewardFuncs());
             }
         }
         if (recipe.train().readsLabeledExamples()) {

@@ -96,7 +96,7 @@ public final class GroupAdvantages {
      * Each completion's weighted sum of {@code values}, a NaN value counting 0 (TRL's nansum), NaN where every one of
      * its raw {@code scores} is NaN (TRL's unscorable_mask).
      */
-    private static double[] weightedSums(double[][] values, double[] weights, double[][] scores) {
+    static double[] weightedSums(double[][] values, double[] weights, double[][] scores) {
         double[] sums = new double[values.length];
         for (int i = 0; i < values.length; i++) {
             for (int f = 0; f < weights.length; f++) {

@@ -2,6 +2,7 @@ package io.mixtune.trainer.grpo;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Activation;
 import io.mixtune.model.nn.Scalars;
 import io.mixtune.trainer.recipe.GrpoConfig;
@@ -15,9 +16,11 @@ import java.util.Map;
  * grpo/bnpo/dr_grpo/dapo take -min(r A, clip(r, 1 - epsilon, 1 + epsilon_high) A), r first capped at delta where set
  * (INTELLECT-2); cispo -min(r, epsilon_high) A log pi with the capped ratio constant (MiniMax-M1); sapo -4/tau
  * sigmoid(tau (r - 1)) A with tau by A's sign (SAPO). beta > 0 adds beta (exp(ref - log pi) - (ref - log pi) - 1), the
- * k3 estimate of the KL to the reference, times r with use_bias_correction_kl (TRL's default). The loss types differ in how the token losses are summed: each token's
- * weight ({@link #weights}) carries the whole normalisation, accumulation included, so the objective is their
- * weighted sum.
+ * k3 estimate of the KL to the reference, times r with use_bias_correction_kl (TRL's default). With
+ * importance_sampling_level sequence (GSPO) r is one per completion, exp of the mean of its counted tokens' log-ratios,
+ * spread over its tokens (TRL's (B, 1) coef_1 broadcast against (B, T)). The loss types differ in how the token losses
+ * are summed: each token's weight ({@link #weights}) carries the whole normalisation, accumulation included, so the
+ * objective is their weighted sum.
  */
 public final class GrpoLoss {
     private GrpoLoss() {}
@@ -84,7 +87,15 @@ public final class GrpoLoss {
         NDManager constants = manager;
         NDArray old = tokens.old() == null ? policy.stopGradient() : constants.create(tokens.old());
         NDArray advantages = constants.create(tokens.advantages());
-        NDArray ratio = policy.sub(old).exp();
+        NDArray logRatio = policy.sub(old);
+        float[] rowRatios = null;
+        if (grpo.sequenceLevel()) {
+            // TRL: (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0), then broadcast over the row's tokens
+            NDArray rowLogRatios = rowMatrix(tokens, true, constants).dot(logRatio.reshape(-1, 1));
+            rowRatios = rowLogRatios.exp().reshape(-1).toFloatArray();
+            logRatio = spreadMatrix(tokens, constants).dot(rowLogRatios).reshape(-1);
+        }
+        NDArray ratio = logRatio.exp();
         NDArray perToken;
         switch (grpo.lossType()) {
             case "cispo" -> {
@@ -119,8 +130,88 @@ public final class GrpoLoss {
             metrics.put("kl", maskedMean(kl.toFloatArray(), tokens.mask()));
         }
         NDArray value = perToken.mul(constants.create(weights)).sum();
-        clipMetrics(grpo, policyValues, tokens, metrics);
+        if (rowRatios != null) {
+            sequenceClipMetrics(grpo, rowRatios, tokens, metrics);
+        } else {
+            clipMetrics(grpo, policyValues, tokens, metrics);
+        }
         return new Objective(value, metrics);
+    }
+
+    /**
+     * [rows, tokens]: a row's counted tokens each 1 / their count (mean: a row none counts averages to 0, TRL's
+     * clamp), or each 1 (the row's masked sum).
+     */
+    static NDArray rowMatrix(Tokens tokens, boolean mean, NDManager manager) {
+        int n = tokens.mask().length;
+        int[] counts = new int[tokens.rowCount()];
+        for (int t = 0; t < n; t++) {
+            counts[tokens.rows()[t]] += tokens.mask()[t] ? 1 : 0;
+        }
+        float[] matrix = new float[tokens.rowCount() * n];
+        for (int t = 0; t < n; t++) {
+            if (tokens.mask()[t]) {
+                matrix[tokens.rows()[t] * n + t] = mean ? 1f / counts[tokens.rows()[t]] : 1f;
+            }
+        }
+        return manager.create(matrix, new Shape(tokens.rowCount(), n));
+    }
+
+    /** [tokens, rows]: each token's row, one-hot (a row's value copied to its tokens). */
+    private static NDArray spreadMatrix(Tokens tokens, NDManager manager) {
+        int n = tokens.mask().length;
+        float[] matrix = new float[n * tokens.rowCount()];
+        for (int t = 0; t < n; t++) {
+            matrix[t * tokens.rowCount() + tokens.rows()[t]] = 1f;
+        }
+        return manager.create(matrix, new Shape(n, tokens.rowCount()));
+    }
+
+    /**
+     * TRL's clip metrics of sequence-level ratios (one per row, coef_1 of shape (B, 1)): its global_masked_mean is then
+     * the mean over the micro-batch's rows, every row counted (a masked one too), and masked_seq_mean the row's value.
+     */
+    private static void sequenceClipMetrics(GrpoConfig grpo, float[] rowRatios, Tokens tokens,
+            Map<String, Double> metrics) {
+        if (grpo.lossType().equals("sapo")) {
+            return;
+        }
+        float[] rowAdvantages = new float[tokens.rowCount()];
+        for (int t = 0; t < tokens.rows().length; t++) {
+            rowAdvantages[tokens.rows()[t]] = tokens.advantages()[t];
+        }
+        double low = 0;
+        double high = 0;
+        double region = 0;
+        double lowMin = Double.POSITIVE_INFINITY;
+        double highMax = Double.NEGATIVE_INFINITY;
+        for (int r = 0; r < rowRatios.length; r++) {
+            float ratio = rowRatios[r];
+            if (grpo.delta() != null && !grpo.lossType().equals("cispo")) {
+                ratio = (float) Math.min(ratio, grpo.delta());
+            }
+            if (grpo.lossType().equals("cispo")) {
+                high += ratio > grpo.upperEpsilon() && rowAdvantages[r] > 0 ? 1 : 0;
+                continue;
+            }
+            int isLow = ratio < 1 - grpo.epsilonLow() && rowAdvantages[r] < 0 ? 1 : 0;
+            int isHigh = ratio > 1 + grpo.upperEpsilon() && rowAdvantages[r] > 0 ? 1 : 0;
+            low += isLow;
+            high += isHigh;
+            region += Math.max(isLow, isHigh);
+            lowMin = Math.min(lowMin, isLow);
+            highMax = Math.max(highMax, isHigh);
+        }
+        int rows = Math.max(1, rowRatios.length);
+        if (grpo.lossType().equals("cispo")) {
+            metrics.put("cispo_clip_ratio", high / rows);
+            return;
+        }
+        metrics.put("clip_ratio/low_mean", low / rows);
+        metrics.put("clip_ratio/high_mean", high / rows);
+        metrics.put("clip_ratio/region_mean", region / rows);
+        metrics.put("clip_ratio/low_min", lowMin);
+        metrics.put("clip_ratio/high_max", highMax);
     }
 
     /** TRL's clip_ratio/* metrics (cispo: cispo_clip_ratio) of the ratios it clipped where the clipping binds. */

@@ -33,9 +33,10 @@ import java.util.Random;
 import java.util.Set;
 
 /**
- * GRPO as an objective. A step's micro-batches are the train.gradient_accumulation parts of one generation batch
- * (TRL's default steps_per_generation = gradient_accumulation_steps): micro_batch_size x gradient_accumulation
- * completions, num_generations per prompt, sampled once per num_iterations steps from the policy as it is then
+ * GRPO, and RLOO ({@link PolicyGradient}: their advantages and losses differ, nothing else), as an objective. A
+ * step's micro-batches are the train.gradient_accumulation parts of one generation batch (TRL's default
+ * steps_per_generation = gradient_accumulation_steps): micro_batch_size x gradient_accumulation completions,
+ * num_generations per prompt, sampled once per num_iterations steps from the policy as it is then
  * ({@link #rollouts}); each micro-batch is then a forward and backward of {@link GrpoLoss} on its completions.
  */
 final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective.Measured> {
@@ -43,6 +44,7 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
     record Part(long generation, int part) {}
 
     private final GrpoConfig grpo;
+    private final PolicyGradient method;
     private final TrainingModel model;
     private final PromptDataset data;
     private final List<RewardFunctions.Named> rewards;
@@ -61,7 +63,8 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
     private Rollouts rollouts;
 
     GrpoObjective(GrpoSetup setup, Rollouts resumed) {
-        this.grpo = setup.recipe().grpo();
+        this.grpo = setup.recipe().policyGradient();
+        this.method = setup.method();
         this.model = setup.model();
         this.data = setup.data();
         this.rewards = setup.rewards();
@@ -108,14 +111,14 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
         double loss = 0;
         for (Part part : parts) {
             Micro micro = micro(part.part());
-            float[] tokenWeights = GrpoLoss.weights(grpo, micro.tokens(), accumulation, rollouts.countedTokens());
             Map<String, Double> values = new LinkedHashMap<>();
             double[] objective = new double[1];
             double loadBalancing = DecoderBackward.run(context.model(), micro.rows(), (states, manager) -> {
                 CausalLmLoss.TokenStatistics[] statistics = new CausalLmLoss.TokenStatistics[1];
                 NDArray policy = CausalLmLoss.targetLogProbs(context.model(), states, micro.rows(), manager,
                         statistics, false, grpo.temperature());
-                GrpoLoss.Objective terms = GrpoLoss.objective(grpo, policy, micro.tokens(), tokenWeights, manager);
+                GrpoLoss.Objective terms = method.objective(policy, micro.tokens(), accumulation,
+                        rollouts.countedTokens(), manager);
                 objective[0] = terms.value().getFloat();
                 values.putAll(terms.metrics());
                 values.put("entropy", GrpoLoss.maskedMean(statistics[0].entropies(), micro.tokens().mask()));
@@ -238,20 +241,22 @@ final class GrpoObjective implements Objective<GrpoObjective.Part, GrpoObjective
             countedTokens += counted[i] ? ids.length : 0;
         }
         Map<String, Double> metrics = new LinkedHashMap<>(completionMetrics(completions, truncated));
-        GroupAdvantages.Result advantages = GroupAdvantages.of(grpo, scores(promptIndex, completions), weights,
-                rewards.stream().map(RewardFunctions.Named::name).toList());
-        metrics.putAll(advantages.metrics());
+        double[][] scores = scores(promptIndex, completions);
         List<Integer> shuffled = new ArrayList<>();
         for (int i = 0; i < n; i++) {
             shuffled.add(i);
         }
         Collections.shuffle(shuffled, new Random(seed * 7919L + generation));
         int[] order = shuffled.stream().mapToInt(Integer::intValue).toArray();
-        Rollouts partial = new Rollouts(generation, promptIndex, completions, counted, advantages.advantages(), order,
+        // the log-prob passes read the rows only: RLOO's advantages need them (its KL is in the reward)
+        Rollouts partial = new Rollouts(generation, promptIndex, completions, counted, new float[n], order,
                 null, null, metrics, tokens, countedTokens);
-        float[][] old = grpo.numIterations() > 1 ? logProbs(partial, null) : null;
+        float[][] old = grpo.numIterations() > 1 || method.advantagesReadOld() ? logProbs(partial, null) : null;
         float[][] reference = grpo.beta() != 0 ? logProbs(partial, referenceAdapter == null ? "" : referenceAdapter)
                 : null;
+        GroupAdvantages.Result advantages = method.advantages(scores, weights,
+                rewards.stream().map(RewardFunctions.Named::name).toList(), old, reference, counted);
+        metrics.putAll(advantages.metrics());
         return new Rollouts(generation, promptIndex, completions, counted, advantages.advantages(), order, old,
                 reference, metrics, tokens, countedTokens);
     }

@@ -47,7 +47,8 @@ public final class GrpoRecipe implements MethodRecipe {
     private GrpoRecipe(Recipe recipe, List<RewardFunctions.Named> javaRewards, TrainingListener listener) {
         this.recipe = recipe;
         this.listener = listener;
-        GrpoConfig grpo = recipe.grpo();
+        GrpoConfig grpo = recipe.policyGradient();
+        String section = recipe.policyGradientSection();
         Recipe.Train train = recipe.train();
         check(recipe, javaRewards.size());
         TrainingModel.check(recipe);
@@ -68,7 +69,8 @@ public final class GrpoRecipe implements MethodRecipe {
         }
         List<RewardFunctions.Named> rewards = new ArrayList<>();
         for (int i = 0; i < grpo.rewardFuncs().size(); i++) {
-            rewards.add(RewardFunctions.of(grpo.rewardFuncs().get(i), "grpo.reward_funcs[" + i + "]", folder -> {
+            String key = section + ".reward_funcs[" + i + "]";
+            rewards.add(RewardFunctions.of(grpo.rewardFuncs().get(i), key, folder -> {
                 RewardScorer scorer = RewardScorer.load(model.baseModelDir(), folder, TrainingModel.linears(
                         recipe.model()), model.manager().getDevice());
                 scorers.add(scorer);
@@ -81,7 +83,8 @@ public final class GrpoRecipe implements MethodRecipe {
             weights[i] = grpo.rewardWeights().isEmpty() ? 1.0 : grpo.rewardWeights().get(i);
         }
         List<Integer> eosIds = GenerationConfig.read(model.baseModelDir(), model.model().config()).eosTokenIds();
-        setup = new GrpoSetup(recipe, model, data, rewards, weights, tokenizer, eosIds, reference);
+        setup = new GrpoSetup(recipe, model, data, rewards, weights, tokenizer, eosIds, reference,
+                PolicyGradient.of(recipe));
         long generations = GrpoObjective.generationsPerEpoch(data.size(), completionsPerStep, grpo.numGenerations());
         totalSteps = new EpochSteps(generations * grpo.numIterations() * train.gradientAccumulation(),
                 train.gradientAccumulation()).stageSteps(train);
@@ -89,29 +92,31 @@ public final class GrpoRecipe implements MethodRecipe {
 
     /** What the recipe must say for GRPO beyond its sections' own checks (mixtune validate runs it too). */
     public static void check(Recipe recipe, int javaRewards) {
-        GrpoConfig grpo = recipe.grpo();
+        GrpoConfig grpo = recipe.policyGradient();
+        String section = recipe.policyGradientSection();
         Recipe.Train train = recipe.train();
         int completions = train.microBatchSize() * train.gradientAccumulation();
         if (completions % grpo.numGenerations() != 0) {
-            throw new RecipeValueException("grpo.num_generations", "must divide train.micro_batch_size x "
+            throw new RecipeValueException(section + ".num_generations", "must divide train.micro_batch_size x "
                     + "gradient_accumulation (" + completions + " completions a step, TRL's generation_batch_size), "
                     + "got " + grpo.numGenerations());
         }
         int functions = grpo.rewardFuncs().size() + javaRewards;
         if (functions == 0) {
-            throw new RecipeValueException("grpo.reward_funcs", "GRPO needs at least one reward function: name a "
-                    + "built-in or a reward model folder here, or add a Java one with Training.rewardFunction");
+            throw new RecipeValueException(section + ".reward_funcs", section.toUpperCase(Locale.ROOT) + " needs at "
+                    + "least one reward function: name a built-in or a reward model folder here, or add a Java one "
+                    + "with Training.rewardFunction");
         }
         if (!grpo.rewardWeights().isEmpty() && grpo.rewardWeights().size() != functions) {
-            throw new RecipeValueException("grpo.reward_weights", grpo.rewardWeights().size() + " weights for "
-                    + functions + " reward functions (" + grpo.rewardFuncs().size() + " in grpo.reward_funcs, "
-                    + javaRewards + " from Java): give one each, or none");
+            throw new RecipeValueException(section + ".reward_weights", grpo.rewardWeights().size() + " weights for "
+                    + functions + " reward functions (" + grpo.rewardFuncs().size() + " in " + section
+                    + ".reward_funcs, " + javaRewards + " from Java): give one each, or none");
         }
         DataConfig data = recipe.data();
         if (!data.validationFiles().isEmpty() || data.validationRatio() > 0) {
             throw new RecipeValueException(data.validationFiles().isEmpty() ? "data.validation_ratio"
-                    : "data.validation_files", "GRPO runs no evaluation (TRL's would sample and score validation "
-                    + "prompts): drop it");
+                    : "data.validation_files", section.toUpperCase(Locale.ROOT) + " runs no evaluation (TRL's would "
+                    + "sample and score validation prompts): drop it");
         }
     }
 
@@ -150,12 +155,16 @@ public final class GrpoRecipe implements MethodRecipe {
         GrpoConfig grpo = recipe.grpo();
         Recipe.Train train = recipe.train();
         listener.onNote(model.describe(recipe));
-        listener.onNote(String.format(Locale.ROOT, "GRPO: loss_type %s, %d completions per prompt of at most %d "
-                + "tokens, temperature %s, beta %s%s, scale_rewards %s, reward functions %s",
-                grpo.lossType(), grpo.numGenerations(), grpo.maxCompletionLength(), grpo.temperature(), grpo.beta(),
+        boolean rloo = recipe.train().method().equals("rloo");
+        listener.onNote(String.format(Locale.ROOT, "%s: %s, %d completions per prompt of at most %d "
+                + "tokens, temperature %s, beta %s%s, %s, reward functions %s", rloo ? "RLOO" : "GRPO",
+                rloo ? "leave-one-out advantages, the KL in the reward" : "loss_type " + grpo.lossType(),
+                grpo.numGenerations(), grpo.maxCompletionLength(), grpo.temperature(), grpo.beta(),
                 grpo.beta() == 0 ? "" : setup.referenceAdapter() != null ? " (reference: base + "
                         + recipe.model().adapter() + ", frozen)" : " (reference: the base, adapter off)",
-                grpo.scaleRewards(), setup.rewards().stream().map(RewardFunctions.Named::name).toList()));
+                rloo ? "normalize_advantages " + recipe.rloo().normalizeAdvantages()
+                        : "scale_rewards " + grpo.scaleRewards(),
+                setup.rewards().stream().map(RewardFunctions.Named::name).toList()));
         listener.onNote(String.format(Locale.ROOT, "prompts: %d%s", data.size(), data.skipped().isEmpty() ? ""
                 : ", " + data.skipped().size() + " invalid records skipped (first: " + data.skipped().get(0)
                         .getMessage() + ")"));

@@ -68,7 +68,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
             // KTO's reference is model.adapter frozen as a second adapter, as DPO's first stage's
             boolean referenceAdapter = recipe.train().method().equals("dpo") && !recipe.dpo().referenceFree()
                     && (recipe.dpo().stageCount() > 1 || model.adapter() != null)
-                    || (recipe.train().readsLabeledExamples() || grpo && recipe.grpo().beta() != 0)
+                    || (recipe.train().readsLabeledExamples() || grpo && recipe.policyGradient().beta() != 0)
                     && model.adapter() != null;
             return new Setup(config, "nf4".equals(model.quantize()), fp16 ? 2 : 4, device, lora, rows(recipe),
                     rowLength(recipe), targets, !dpo && !grpo && recipe.data().packing(),
@@ -78,7 +78,7 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
 
         /** Every position of a full micro-batch predicting a target: the most the lm_head can run on. */
         public static long worstCaseTargets(Recipe recipe) {
-            return (long) rows(recipe) * (recipe.train().readsPrompts() ? recipe.grpo().maxCompletionLength()
+            return (long) rows(recipe) * (recipe.train().readsPrompts() ? recipe.policyGradient().maxCompletionLength()
                     : Math.max(recipe.data().maxSeqLen() - 1, onPolicyCompletionLength(recipe)));
         }
 
@@ -87,7 +87,8 @@ public record MemoryPlan(Setup setup, List<Component> components, String peak) {
          * longest completion.
          */
         private static int rowLength(Recipe recipe) {
-            return recipe.train().readsPrompts() ? recipe.data().maxSeqLen() - 1 + recipe.grpo().maxCompletionLength()
+            return recipe.train().readsPrompts()
+                    ? recipe.data().maxSeqLen() - 1 + recipe.policyGradient().maxCompletionLength()
                     : onPolicyCompletionLength(recipe) > 0 ? recipe.data().maxSeqLen() - 1
                             + onPolicyCompletionLength(recipe) : recipe.data().maxSeqLen();
         }

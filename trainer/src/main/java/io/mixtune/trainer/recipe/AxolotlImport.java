@@ -311,8 +311,8 @@ public final class AxolotlImport {
                 "num_iterations");
 
         /**
-         * rl: grpo's trl section: GRPOConfig's numbers, loss_type, scale_rewards (axolotl's boolean: true is TRL's
-         * group, false none), reward_weights, mask_truncated_completions and reward_funcs where they name TRL's own
+         * rl: grpo's trl section: GRPOConfig's numbers, loss_type, importance_sampling_level, scale_rewards
+         * (axolotl's boolean: true is TRL's group, false none), reward_weights, mask_truncated_completions and reward_funcs where they name TRL's own
          * think_format_reward; Python reward functions, vLLM and the rest are listed with what to do.
          */
         private void mapGrpo() {
@@ -330,8 +330,8 @@ public final class AxolotlImport {
                 Double number = value.isNumber() ? Double.valueOf(value.asDouble()) : parse(value.asText());
                 if (GRPO_NUMBERS.contains(key) && number != null) {
                     put("grpo." + key, GRPO_INTEGERS.contains(key) ? (Object) number.intValue() : number, "trl." + key);
-                } else if (key.equals("loss_type")) {
-                    put("grpo.loss_type", value.asText(), "trl.loss_type");
+                } else if (key.equals("loss_type") || key.equals("importance_sampling_level")) {
+                    put("grpo." + key, value.asText(), "trl." + key);
                 } else if (key.equals("scale_rewards")) {
                     put("grpo.scale_rewards", value.isBoolean() ? (value.asBoolean() ? "group" : "none")
                             : value.asText(), "trl.scale_rewards");

@@ -26,12 +26,15 @@ import java.util.Map;
  * @param rewardWeights one per reward function (the recipe's, then the Java ones); empty: 1 each
  * @param useBiasCorrectionKl the KL term times the importance ratio (TRL 1.13's default, DeepSeek-V3.2): its gradient
  *     is then the unbiased reverse-KL gradient, on-policy too (the ratio is 1 there, its gradient not 0)
+ * @param importanceSamplingLevel token (TRL's default: one ratio per token) | sequence (GSPO: one ratio per completion,
+ *     the exp of the mean of its tokens' log-ratios)
  */
 public record GrpoConfig(int numGenerations, int maxCompletionLength, double temperature, double topP, int topK,
         Double minP, double repetitionPenalty, double beta, double epsilon, Double epsilonHigh, Double delta,
         String lossType, String scaleRewards, String multiObjectiveAggregation, int numIterations,
         List<String> rewardFuncs, List<Double> rewardWeights, boolean maskTruncatedCompletions,
-        double sapoTemperatureNeg, double sapoTemperaturePos, boolean useBiasCorrectionKl) {
+        double sapoTemperatureNeg, double sapoTemperaturePos, boolean useBiasCorrectionKl,
+        String importanceSamplingLevel) {
 
     public static final List<String> LOSS_TYPES = List.of("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo");
 
@@ -53,8 +56,6 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
             Map.entry("grpo.steps_per_generation", ONE_GENERATION_PER_STEP),
             Map.entry("grpo.per_device_train_batch_size", "it is train.micro_batch_size (completions, not prompts)"),
             Map.entry("grpo.learning_rate", "it is train.lr (TRL's GRPO default is 1e-6)"),
-            Map.entry("grpo.importance_sampling_level", "token-level importance ratios only (TRL's default); GSPO's "
-                    + "sequence level, and the luspo and vespo losses built on it, are not offered"),
             Map.entry("grpo.top_entropy_quantile", "every completion token is trained (TRL's default 1.0)"),
             Map.entry("grpo.entropy_coef", "no entropy bonus (TRL's default 0.0)"),
             Map.entry("grpo.use_adaptive_entropy", "no entropy bonus (TRL's default 0.0)"),
@@ -112,7 +113,8 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
         }
         if (lossType == null || !LOSS_TYPES.contains(lossType)) {
             String why = "luspo".equals(lossType) || "vespo".equals(lossType)
-                    ? " (" + lossType + " needs sequence-level importance sampling, not offered)" : "";
+                    ? " (" + lossType + " is not offered; importance_sampling_level: sequence with loss_type: grpo is "
+                    + "GSPO)" : "";
             problems.add("loss_type: expected one of " + String.join(", ", LOSS_TYPES) + ", got " + lossType + why);
         }
         if (scaleRewards == null || !List.of("group", "batch", "none").contains(scaleRewards)) {
@@ -131,6 +133,10 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
             problems.add("sapo_temperature_neg: both sapo temperatures must be > 0, got " + sapoTemperatureNeg + " and "
                     + sapoTemperaturePos);
         }
+        if (importanceSamplingLevel == null || !List.of("token", "sequence").contains(importanceSamplingLevel)) {
+            problems.add("importance_sampling_level: expected token or sequence (GSPO), as TRL 1.13, got "
+                    + importanceSamplingLevel);
+        }
         if (!problems.isEmpty()) {
             IllegalArgumentException first = new IllegalArgumentException(problems.get(0));
             problems.subList(1, problems.size()).forEach(p -> first.addSuppressed(new IllegalArgumentException(p)));
@@ -145,5 +151,10 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
 
     public double upperEpsilon() {
         return epsilonHigh != null ? epsilonHigh : epsilon;
+    }
+
+    /** GSPO: one importance ratio per completion (importance_sampling_level sequence). */
+    public boolean sequenceLevel() {
+        return "sequence".equals(importanceSamplingLevel);
     }
 }

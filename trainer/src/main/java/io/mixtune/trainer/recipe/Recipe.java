@@ -16,8 +16,8 @@ import java.util.Map;
  * live in {@code configs/recipe-defaults.yaml}, under every recipe, so a recipe names only what it changes.
  */
 public record Recipe(Model model, Lora lora, DataConfig data, Train train, Averaging averaging, Dpo dpo,
-        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, Distillation distillation, Logging logging, Reward reward,
-        Warm warm, String outputDir) {
+        Kto kto, Orpo orpo, Cpo cpo, GrpoConfig grpo, RlooConfig rloo, Distillation distillation, Logging logging,
+        Reward reward, Warm warm, String outputDir) {
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
@@ -70,6 +70,16 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         if (outputDir == null || outputDir.isBlank()) {
             throw new IllegalArgumentException("output_dir: missing: where the adapter, checkpoints and metrics go");
         }
+    }
+
+    /** The settings a run that samples completions (grpo, rloo) samples and scores with: grpo's, or rloo's. */
+    public GrpoConfig policyGradient() {
+        return train.method().equals("rloo") ? rloo.sampling() : grpo;
+    }
+
+    /** The section {@link #policyGradient} comes from, as keys name it: grpo or rloo. */
+    public String policyGradientSection() {
+        return train.method().equals("rloo") ? "rloo" : "grpo";
     }
 
     /**
@@ -234,9 +244,12 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             return method.equals("kto");
         }
 
-        /** grpo trains on prompts ({prompt} records, other fields for the reward functions), sampling completions. */
+        /**
+         * grpo and rloo train on prompts ({prompt} records, other fields for the reward functions), sampling
+         * completions.
+         */
         public boolean readsPrompts() {
-            return method.equals("grpo");
+            return method.equals("grpo") || method.equals("rloo");
         }
 
         /** The warmup of a run (or a DPO stage) of {@code totalSteps}: warmup_steps, or warmup_ratio of them. */
@@ -308,7 +321,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
         public Train {
             KeyChecks checks = new KeyChecks();
-            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo", "distillation");
+            checks.oneOf("method", method, "sft", "dpo", "kto", "reward", "orpo", "cpo", "grpo", "rloo",
+                    "distillation");
             if (maxSteps == null && (epochs == null || epochs <= 0)) {
                 checks.add("epochs: must be a positive integer unless max_steps is set, got "
                         + epochs);

@@ -65,7 +65,8 @@ final class RecordBinder {
         while (names.hasNext()) {
             String key = names.next();
             String notOffered = Recipe.NOT_OFFERED.getOrDefault(join(path, key), GrpoConfig.NOT_OFFERED.getOrDefault(
-                    join(path, key), Distillation.NOT_OFFERED.get(join(path, key))));
+                    join(path, key), Distillation.NOT_OFFERED.getOrDefault(join(path, key),
+                            RlooConfig.NOT_OFFERED.get(join(path, key)))));
             if (!keys.contains(key) && notOffered != null) {
                 problem(join(path, key), "not offered: " + notOffered);
             } else if (!keys.contains(key)) {

@@ -55,8 +55,16 @@ class GrpoGoldenTest {
     static GrpoConfig config(int numGenerations, int maxCompletionLength, double temperature, double beta,
             double epsilon, Double epsilonHigh, Double delta, String lossType, String scaleRewards, String aggregation,
             List<Double> weights, boolean maskTruncated) {
+        return config(numGenerations, maxCompletionLength, temperature, beta, epsilon, epsilonHigh, delta, lossType,
+                scaleRewards, aggregation, weights, maskTruncated, "token");
+    }
+
+    static GrpoConfig config(int numGenerations, int maxCompletionLength, double temperature, double beta,
+            double epsilon, Double epsilonHigh, Double delta, String lossType, String scaleRewards, String aggregation,
+            List<Double> weights, boolean maskTruncated, String importanceSamplingLevel) {
         return new GrpoConfig(numGenerations, maxCompletionLength, temperature, 1.0, 0, null, 1.0, beta, epsilon,
-                epsilonHigh, delta, lossType, scaleRewards, aggregation, 1, List.of(), weights, maskTruncated, 1.05, 1.0, true);
+                epsilonHigh, delta, lossType, scaleRewards, aggregation, 1, List.of(), weights, maskTruncated, 1.05,
+                1.0, true, importanceSamplingLevel);
     }
 
     private static Double orNull(JsonNode value) {
@@ -65,9 +73,24 @@ class GrpoGoldenTest {
 
     @Test
     void lossGradientAndMetricsOfEveryLossTypeEqualTrlComputeLoss() throws IOException {
-        JsonNode root = JSON.readTree(golden("losses.json").toFile());
+        assertEquals(10, compareLosses("losses.json"));
+    }
+
+    /**
+     * GSPO (importance_sampling_level sequence): one ratio per completion, clipping binding at GSPO's epsilon 3e-4 /
+     * 4e-4, a completion masked whole (its ratio 1, yet counted in TRL's clip means of (B, 1) ratios) and on-policy.
+     */
+    @Test
+    void sequenceLevelLossGradientAndMetricsEqualTrlComputeLoss() throws IOException {
+        assertEquals(8, compareLosses("gspo_losses.json"));
+    }
+
+    /** The cases of a losses golden: each token of a row's length is a token, counted where the mask says. */
+    private static int compareLosses(String file) throws IOException {
+        JsonNode root = JSON.readTree(golden(file).toFile());
         JsonNode tensors = root.get("tensors");
         JsonNode mask = tensors.get("mask");
+        List<Boolean> countedTokens = new ArrayList<>();
         List<Float> policy = new ArrayList<>();
         List<Float> old = new ArrayList<>();
         List<Float> reference = new ArrayList<>();
@@ -77,7 +100,10 @@ class GrpoGoldenTest {
         float[] rowAdvantages = DpoGoldenTest.floats(tensors.get("advantages"));
         for (int r = 0; r < mask.size(); r++) {
             for (int t = 0; t < mask.get(r).size(); t++) {
-                if (mask.get(r).get(t).asInt() == 1) {
+                boolean isToken = root.has("lengths") ? t < root.get("lengths").get(r).asInt()
+                        : mask.get(r).get(t).asInt() == 1;
+                if (isToken) {
+                    countedTokens.add(mask.get(r).get(t).asInt() == 1);
                     policy.add(tensors.get("policy").get(r).get(t).floatValue());
                     old.add(tensors.get("old").get(r).get(t).floatValue());
                     reference.add(tensors.get("reference").get(r).get(t).floatValue());
@@ -94,7 +120,7 @@ class GrpoGoldenTest {
         for (int t = 0; t < n; t++) {
             rowOf[t] = rows.get(t);
             advantages[t] = rowAdvantages[rowOf[t]];
-            counted[t] = true;
+            counted[t] = countedTokens.get(t);
         }
         int compared = 0;
         for (Map.Entry<String, JsonNode> entry : iterable(root.get("cases"))) {
@@ -102,10 +128,14 @@ class GrpoGoldenTest {
             JsonNode c = entry.getValue();
             GrpoConfig grpo = config(2, c.get("max_completion_length").asInt(), 1.0, c.get("beta").doubleValue(),
                     c.get("epsilon").doubleValue(), orNull(c.get("epsilon_high")), orNull(c.get("delta")),
-                    c.get("loss_type").asText(), "group", "sum_then_normalize", List.of(), false);
-            GrpoLoss.Tokens tokens = new GrpoLoss.Tokens(toArray(old), grpo.beta() != 0 ? toArray(reference) : null,
+                    c.get("loss_type").asText(), "group", "sum_then_normalize", List.of(), false,
+                    c.has("importance_sampling_level") ? c.get("importance_sampling_level").asText() : "token");
+            boolean onPolicy = c.has("old_per_token_logps") && !c.get("old_per_token_logps").asBoolean();
+            GrpoLoss.Tokens tokens = new GrpoLoss.Tokens(onPolicy ? null : toArray(old),
+                    grpo.beta() != 0 ? toArray(reference) : null,
                     advantages, counted, rowOf, mask.size());
-            double items = c.get("num_items_in_batch").isNull() ? n : c.get("num_items_in_batch").doubleValue();
+            double items = c.get("num_items_in_batch").isNull() ? countedTokens.stream().filter(b -> b).count()
+                    : c.get("num_items_in_batch").doubleValue();
             float[] weights = GrpoLoss.weights(grpo, tokens, c.get("gradient_accumulation").asInt(), items);
             try (NDManager manager = NDManager.newBaseManager()) {
                 NDArray logProbs = manager.create(toArray(policy));
@@ -133,7 +163,7 @@ class GrpoGoldenTest {
             }
             compared++;
         }
-        assertEquals(10, compared);
+        return compared;
     }
 
     /**
@@ -278,27 +308,16 @@ class GrpoGoldenTest {
         GrpoConfig grpo = config(g, batchJson.get("max_completion_length").asInt(),
                 want.get("temperature").doubleValue(), want.get("beta").doubleValue(), 0.2, null, null,
                 want.get("loss_type").asText(), "group", "sum_then_normalize", List.of(), false);
-        int rows = batchJson.get("completions").size();
-        long[][] sequences = new long[rows][];
-        int[] promptLengths = new int[rows];
-        double[][] scores = new double[rows][1];
-        long[][] completions = new long[rows][];
-        int tokenCount = 0;
-        for (int i = 0; i < rows; i++) {
-            long[] prompt = longs1(batchJson.get("prompts").get(i / g));
-            completions[i] = longs1(batchJson.get("completions").get(i));
-            sequences[i] = RewardScorer.concat(prompt, completions[i]);
-            promptLengths[i] = prompt.length;
-            JsonNode reward = batchJson.get("rewards").get(i);
-            scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
-            tokenCount += completions[i].length;
-        }
-        GroupAdvantages.Result advantages = GroupAdvantages.of(grpo, scores, new double[] {1}, List.of("step_reward"));
+        StepBatch read = StepBatch.read(batchJson);
+        int rows = read.completions().length;
+        long[][] completions = read.completions();
+        int tokenCount = read.tokens();
+        TrainingBatch batch = read.batch();
+        GroupAdvantages.Result advantages = GroupAdvantages.of(grpo, read.scores(), new double[] {1},
+                List.of("step_reward"));
         for (int i = 0; i < rows; i++) {
             assertEquals(want.get("advantages").get(i).doubleValue(), advantages.advantages()[i], 1e-6, "advantage");
         }
-        TrainingBatch batch = PreferenceBatch.completionRows(sequences, promptLengths,
-                batchJson.get("pad_id").longValue());
         float[] tokenAdvantages = new float[tokenCount];
         boolean[] mask = new boolean[tokenCount];
         int[] rowOf = new int[tokenCount];
@@ -357,6 +376,33 @@ class GrpoGoldenTest {
                 report.add(DpoGoldenTest.compareGradients(name + " gradients", lora, grads));
             }
             report.forEach(System.out::println);
+        }
+    }
+
+    /**
+     * A step golden's batch.json (GRPO's, RLOO's): prompt + completion rows, each prompt num_generations times, the
+     * rows' one reward function's scores (NaN for a None), the completions and their token count.
+     */
+    record StepBatch(TrainingBatch batch, long[][] completions, double[][] scores, int tokens) {
+        static StepBatch read(JsonNode batchJson) {
+            int g = batchJson.get("num_generations").asInt();
+            int rows = batchJson.get("completions").size();
+            long[][] sequences = new long[rows][];
+            int[] promptLengths = new int[rows];
+            double[][] scores = new double[rows][1];
+            long[][] completions = new long[rows][];
+            int tokens = 0;
+            for (int i = 0; i < rows; i++) {
+                long[] prompt = longs1(batchJson.get("prompts").get(i / g));
+                completions[i] = longs1(batchJson.get("completions").get(i));
+                sequences[i] = RewardScorer.concat(prompt, completions[i]);
+                promptLengths[i] = prompt.length;
+                JsonNode reward = batchJson.get("rewards").get(i);
+                scores[i][0] = reward.isNull() ? Double.NaN : reward.doubleValue();
+                tokens += completions[i].length;
+            }
+            return new StepBatch(PreferenceBatch.completionRows(sequences, promptLengths,
+                    batchJson.get("pad_id").longValue()), completions, scores, tokens);
         }
     }
 

@@ -701,6 +701,7 @@ class AxolotlImportTest {
                   temperature: 0.7
                   epsilon_high: 0.28
                   loss_type: dr_grpo
+                  importance_sampling_level: sequence
                   scale_rewards: false
                   reward_funcs: [rewards.correctness, trl.rewards.think_format_reward]
                   reward_weights: [1.0, 0.5]
@@ -717,6 +718,7 @@ class AxolotlImportTest {
         assertEquals(0.7, imported.values().get("grpo.temperature"));
         assertEquals(0.28, imported.values().get("grpo.epsilon_high"));
         assertEquals("dr_grpo", imported.values().get("grpo.loss_type"));
+        assertEquals("sequence", imported.values().get("grpo.importance_sampling_level"));
         assertEquals("none", imported.values().get("grpo.scale_rewards"));
         assertEquals(List.of("think_format_reward"), imported.values().get("grpo.reward_funcs"));
         assertEquals(List.of(1.0, 0.5), imported.values().get("grpo.reward_weights"));
