@@ -695,10 +695,12 @@ public final class AxolotlImport {
                             if (method.equals("sft") && isTrue(get("sample_packing"))) {
                                 put("data.packing_strategy", "bfd_split", "datasets[].type completion (axolotl cuts"
                                         + " a long text into chunks of sequence_len)");
+                                // completion.py's load tokenizes with max_length sequence_len * 64 (truncation)
                                 notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks"
                                         + " of sequence_len tokens and trains them all, as data.packing_strategy"
                                         + " bfd_split does; the rows differ (axolotl's multipack sampler, TRL's best"
-                                        + " fit decreasing)");
+                                        + " fit decreasing), and axolotl first cuts a text to its first 64 x"
+                                        + " sequence_len tokens, where bfd_split keeps every token");
                             } else {
                                 notes.add("axolotl's completion type cuts a text longer than sequence_len into chunks"
                                         + " of sequence_len tokens and trains them all; unpacked, mixtune, as TRL's"

@@ -510,6 +510,9 @@ class AxolotlImportTest {
         assertEquals(List.of(), imported.unmapped());
         assertTrue(imported.recipe().contains("packing_strategy: bfd_split   # axolotl: datasets[].type completion"),
                 imported.recipe());
+        // completion.py's load tokenizes with max_length sequence_len x 64: axolotl trains no token past it
+        assertTrue(imported.notes().stream().anyMatch(note -> note.contains("64 x sequence_len")),
+                imported.notes().toString());
     }
 
     @Test
