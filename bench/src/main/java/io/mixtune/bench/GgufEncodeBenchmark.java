@@ -13,9 +13,9 @@ import java.util.Random;
  * 2^20 values) on a synthetic tensor of Gaussian weights (std 0.02, seeded), per ggml type, on 1 thread and on N.
  * Usage: GgufEncodeBenchmark [threads, default the available processors] [million values, default 8] [repeats, 3]
  * [types, comma-separated, default all]. Prints M values/s of wall time (best of the repeats after a warm-up), and per
- * second of CPU time (one thread: the calling thread's; N: the whole process's), which a busy machine's other
- * processes do not take from: N threads' figure near one thread's means the split costs nothing, and N idle cores
- * would give N times the wall rate. Checks that N threads give the same bytes as one.
+ * second of CPU time (one thread: the calling thread's; N: all the JVM's threads', the pool's among them), which a
+ * busy machine's other processes do not take from: N threads' figure near one thread's means the split costs
+ * nothing, and N idle cores would give N times the wall rate. Checks that N threads give the same bytes as one.
  */
 public final class GgufEncodeBenchmark {
     private static final int SLICE = 1 << 20;
@@ -51,15 +51,17 @@ public final class GgufEncodeBenchmark {
     }
 
     /**
-     * M values/s of wall time and of CPU time (one thread: the calling thread's; more: the process's), each the best
-     * of {@code repeats} encodings of the whole tensor after one warm-up.
+     * M values/s of wall time and of CPU time (one thread: the calling thread's; more: the sum of every live JVM
+     * thread's, in nanoseconds: the process's CPU time counts in 10 ms ticks on Linux, a fifth of a fast type's run,
+     * and the best of the repeats then picks the run the ticks undercounted most), each the best of {@code repeats}
+     * encodings of the whole tensor after one warm-up.
      */
     private static double[] rate(float[] tensor, GgmlType type, int threads, byte[] result, int repeats) {
         java.lang.management.ThreadMXBean thread = java.lang.management.ManagementFactory.getThreadMXBean();
-        com.sun.management.OperatingSystemMXBean process = (com.sun.management.OperatingSystemMXBean)
-                java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+        // the pool's threads live as long as the encoder, so none ends between two readings
         java.util.function.LongSupplier cpu = threads == 1 ? thread::getCurrentThreadCpuTime
-                : process::getProcessCpuTime;
+                : () -> java.util.Arrays.stream(thread.getAllThreadIds()).map(thread::getThreadCpuTime)
+                        .filter(t -> t > 0).sum();
         ByteBuffer slice = ByteBuffer.allocate(Math.toIntExact(type.bytes(SLICE))).order(ByteOrder.LITTLE_ENDIAN);
         double best = 0;
         double bestCpu = 0;

@@ -191,7 +191,14 @@ public final class GgufWriter {
                         if (refuseInvalidData) {
                             requireFinite(tensor.name(), part, from, count, written[0]);
                         }
-                        encoder.encode(part, from, count, tensor.type(), slice.clear());
+                        try {
+                            encoder.encode(part, from, count, tensor.type(), slice.clear());
+                        } catch (RuntimeException e) {
+                            // a quantizer's failure is ours, not the user's (not an IllegalArgumentException), and a
+                            // pool thread's exception carries no frame that tells the tensor
+                            throw new IllegalStateException(tensor.name() + ": encoding values from " + (written[0]
+                                    + from) + " as " + tensor.type() + " failed: " + e, e);
+                        }
                         if (refuseInvalidData) {
                             requireFiniteScales(tensor.name(), tensor.type(), slice, written[0] + from);
                         }

@@ -2,12 +2,16 @@ package io.mixtune.merging.gguf;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Encoding on several threads gives one thread's bytes, for every type, block counts that do not divide among the
@@ -28,6 +32,44 @@ class GgufEncoderTest {
             for (int threads : new int[] {2, 3, 8, 100}) {
                 assertArrayEquals(one, encode(values, from, count, type, threads), type + " on " + threads);
             }
+        }
+    }
+
+    /**
+     * A quantizer's failure on a pool thread (here: a run that starts before the values) reaches the caller as itself,
+     * as on one thread, once every run has ended.
+     */
+    @Test
+    void aFailureOnAPoolThreadReachesTheCallerAsOnOneThread() {
+        float[] values = new float[32 * 8];
+        for (int threads : new int[] {1, 4}) {
+            ByteBuffer out = ByteBuffer.allocate(1024).order(ByteOrder.LITTLE_ENDIAN);
+            try (GgufEncoder encoder = new GgufEncoder(threads)) {
+                // the first run (a pool thread's when there are several) reads values[-64]; the last one succeeds
+                assertThrows(ArrayIndexOutOfBoundsException.class,
+                        () -> encoder.encode(values, -64, 32 * 8, GgmlType.Q8_0, out), "on " + threads);
+            }
+        }
+    }
+
+    /**
+     * GgufWriter names the tensor whose encoding failed, on any number of threads (a pool thread's exception carries
+     * no frame of the writer's), as an internal failure (IllegalStateException: not the user's to fix).
+     */
+    @Test
+    void theWriterNamesTheTensorWhoseEncodingFailed(@TempDir Path dir) {
+        for (int threads : new int[] {1, 4}) {
+            GgufWriter writer = new GgufWriter();
+            writer.threads(threads);
+            // a source that breaks its contract (a part of 48 values: not whole Q8_0 blocks), so the quantizer throws
+            writer.addTensor("blk.0.attn_q.weight", new long[] {2, 64}, GgmlType.Q8_0, sink -> {
+                sink.accept(new float[48]);
+                sink.accept(new float[80]);
+            });
+            Path file = dir.resolve(threads + ".gguf");
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> writer.write(file));
+            assertTrue(e.getMessage().contains("blk.0.attn_q.weight") && e.getMessage().contains("Q8_0"),
+                    e.getMessage());
         }
     }
 
