@@ -63,6 +63,27 @@ class RouterAuxLossCoefTest {
                 ((Number) with.get("loss")).doubleValue(), 1e-6);
     }
 
+    /**
+     * Distillation adds no router term (TRL's DistillationTrainer's loss is the divergence alone), so a Mixtral student
+     * with router_aux_loss on (its default) logs no aux_loss: the step's record held a null aux_loss before.
+     */
+    @Test
+    void aMixtralStudentsDistillationStepLogsNoRouterLoss(@TempDir Path dir) {
+        List<Map<String, Object>> steps = new ArrayList<>();
+        Training.load(Path.of("../recipes/quickstart-distill.yaml"), "model.preset=tiny-mixtral",
+                "data.files=[" + CHATS + "]", "data.validation_ratio=0", "data.max_seq_len=48", "distillation.lmbda=0",
+                "train.micro_batch_size=2", "train.max_steps=1", "train.eval_every=0", "train.save_every=0",
+                "output_dir=" + dir.resolve("out"))
+                .listener(new TrainingListener() {
+                    @Override
+                    public void onStep(StepEnded step) {
+                        steps.add(step.metrics());
+                    }
+                }).run();
+        assertEquals(1, steps.size());
+        assertFalse(steps.get(0).containsKey("aux_loss"), steps.get(0).toString());
+    }
+
     private static Map<String, Object> firstStep(Path chats, Path out, String coefficient) {
         List<Map<String, Object>> steps = new ArrayList<>();
         Training.load(Path.of("../recipes/quickstart.yaml"), "model.quantize=none", "data.files=[" + chats + "]",
