@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.mixtune.trainer.run.TrainingResult;
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -22,12 +23,18 @@ class OrpoApiTest {
     @TempDir
     static Path shared;
 
-    private static TrainingResult run(String name, String... sets) throws Exception {
-        Path dir = Files.createDirectories(shared.resolve(name));
+    /** The first 4 sample preference pairs, in DIR/pairs.jsonl. */
+    private static Path pairs(Path dir) throws IOException {
         Path pairs = dir.resolve("pairs.jsonl");
         try (Stream<String> lines = Files.lines(Path.of("../data/samples/preferences.jsonl"))) {
             Files.write(pairs, lines.limit(4).toList());
         }
+        return pairs;
+    }
+
+    private static TrainingResult run(String name, String... sets) throws Exception {
+        Path dir = Files.createDirectories(shared.resolve(name));
+        Path pairs = pairs(dir);
         TrainingApiTest.Recorder recorder = new TrainingApiTest.Recorder();
         String[] all = Stream.concat(Stream.of("data.files=[" + pairs + "]", "data.validation_ratio=0",
                 "train.max_steps=2", "train.save_every=0", "output_dir=" + dir.resolve("out")), Stream.of(sets))
@@ -59,5 +66,22 @@ class OrpoApiTest {
         assertTrue(metrics.containsKey("rewards/margins"), metrics.toString());
         assertEquals(0.0, ((Number) metrics.get("nll_loss")).doubleValue(), metrics.toString());
         assertFalse(metrics.containsKey("log_odds_ratio"), metrics.toString());
+    }
+
+    /**
+     * SimPO (train.method cpo) evaluates under TRL's eval_ names, in this JVM, so the training loop's assertion holds
+     * them to EvaluationMetrics' cpo list (no other test evaluates a cpo run).
+     */
+    @Test
+    void simpoEvaluatesUnderTrlsNames() throws Exception {
+        Path dir = Files.createDirectories(shared.resolve("simpo-eval"));
+        Path pairs = pairs(dir);
+        TrainingResult result = Training.load(Path.of("../recipes/quickstart-orpo.yaml"), "data.files=[" + pairs + "]",
+                "data.validation_ratio=0.5", "train.max_steps=1", "train.save_every=0", "train.method=cpo",
+                "cpo.loss=simpo", "cpo.cpo_alpha=0", "output_dir=" + dir.resolve("out")).run();
+        Map<String, Object> evaluation = result.lastStage().lastEvaluation();
+        assertTrue(evaluation.containsKey("eval_rewards/accuracies") && evaluation.containsKey("eval_nll_loss"),
+                evaluation.toString());
+        assertFalse(evaluation.containsKey("eval_log_odds_ratio"), evaluation.toString());
     }
 }

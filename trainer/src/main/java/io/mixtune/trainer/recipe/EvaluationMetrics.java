@@ -50,7 +50,9 @@ public final class EvaluationMetrics {
         }
         names.add("loss");
         for (String name : BY_METHOD.get(train.method())) {
-            if (!name.equals("aux_loss") || train.routerAuxLoss()) {
+            // no aux_loss without the router term: router_aux_loss off, or its coefficient 0
+            if (!name.equals("aux_loss") || train.routerAuxLoss()
+                    && (train.routerAuxLossCoef() == null || train.routerAuxLossCoef() > 0)) {
                 names.add(name);
             }
         }

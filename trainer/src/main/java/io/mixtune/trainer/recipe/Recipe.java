@@ -285,9 +285,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         /**
          * The load-balancing loss's coefficient: router_aux_loss_coef, else the config's, for a Mixtral with
          * router_aux_loss on, else 0 (then no aux_loss is logged either, as TRL's SFTTrainer with a coefficient of 0).
+         * 0 for distillation, whose loss is the divergence alone (TRL's DistillationTrainer adds no router term).
          */
         public double routerAuxCoefficient(ModelConfig config) {
-            if (!routerAuxLoss || !config.isMixtureOfExperts()) {
+            if (!routerAuxLoss || !config.isMixtureOfExperts() || "distillation".equals(method)) {
                 return 0;
             }
             return routerAuxLossCoef != null ? routerAuxLossCoef : config.routerAuxLossCoef();

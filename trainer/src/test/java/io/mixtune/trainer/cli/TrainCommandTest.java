@@ -306,7 +306,8 @@ class TrainCommandTest {
     /** `mixtune ARGS` in a new JVM, its output in DIR/log.txt (appended). */
     static Process mixtune(Path dir, String... args) throws IOException {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
-                "-Dai.djl.offline=true", "-cp", System.getProperty("java.class.path"), Mixtune.class.getName()));
+                "-Dai.djl.offline=true", "-ea:io.mixtune...", "-cp", System.getProperty("java.class.path"),
+                Mixtune.class.getName()));
         command.addAll(List.of(args));
         return new ProcessBuilder(command).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.resolve("log.txt").toFile())).start();

@@ -221,7 +221,6 @@ class RecipeReaderTest {
         }
     }
 
-    /** SFT's dataset types and their text field are refused by name for methods that read pairs or KTO examples. */
     /**
      * A train.metric_for_best_model that the method's evaluation does not log is refused before the run (transformers
      * raises its KeyError at the first evaluation), naming the line, the nearest name and those the method logs.
@@ -246,6 +245,21 @@ class RecipeReaderTest {
         assertTrue(error(write("kto.yaml", validated + "train:\n  method: kto\n  micro_batch_size: 2\n"
                 + "  metric_for_best_model: rewards/accuracies\n")).contains("train.metric_for_best_model: "
                 + "rewards/accuracies is not a metric that train.method kto's evaluation logs"));
+    }
+
+    /**
+     * router_aux_loss_coef 0 turns the router term off, and with it every aux_loss (SftObjective and DpoObjective log
+     * eval_aux_loss only with a coefficient > 0): metric_for_best_model aux_loss is refused before the run then.
+     */
+    @Test
+    void aRouterLossWeighedZeroIsNoMetricForBestModel() throws IOException {
+        String validated = minimal().replace("tiny-mistral", "tiny-mixtral").replace("]\n",
+                "]\n  validation_ratio: 0.5\n");
+        RecipeReader.read(write("on.yaml", validated + "train:\n  metric_for_best_model: aux_loss\n"), List.of());
+        String refused = error(write("zero.yaml", validated + "train:\n  router_aux_loss_coef: 0\n"
+                + "  metric_for_best_model: aux_loss\n"));
+        assertTrue(refused.contains("zero.yaml:9: train.metric_for_best_model: aux_loss is not a metric that "
+                + "train.method sft's evaluation logs"), refused);
     }
 
     /**
@@ -281,6 +295,7 @@ class RecipeReaderTest {
                 RecipeReader.read(dense, List.of()).warnings());
     }
 
+    /** SFT's dataset types and their text field are refused by name for methods that read pairs or KTO examples. */
     @Test
     void sftDatasetTypesAreRefusedForPairAndKtoMethods() throws IOException {
         for (String method : List.of("dpo", "reward", "kto")) {

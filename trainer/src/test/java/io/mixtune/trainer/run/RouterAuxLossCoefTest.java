@@ -63,18 +63,35 @@ class RouterAuxLossCoefTest {
                 ((Number) with.get("loss")).doubleValue(), 1e-6);
     }
 
+    /**
+     * Distillation adds no router term (TRL's DistillationTrainer's loss is the divergence alone), so a Mixtral student
+     * with router_aux_loss on (its default) logs no aux_loss: the step's record held a null aux_loss before.
+     */
+    @Test
+    void aMixtralStudentsDistillationStepLogsNoRouterLoss(@TempDir Path dir) {
+        Map<String, Object> step = onlyStep(Training.load(Path.of("../recipes/quickstart-distill.yaml"),
+                "model.preset=tiny-mixtral", "data.files=[" + CHATS + "]", "data.validation_ratio=0",
+                "data.max_seq_len=48", "distillation.lmbda=0", "train.micro_batch_size=2", "train.max_steps=1",
+                "train.eval_every=0", "train.save_every=0", "output_dir=" + dir.resolve("out")));
+        assertFalse(step.containsKey("aux_loss"), step.toString());
+    }
+
     private static Map<String, Object> firstStep(Path chats, Path out, String coefficient) {
+        return onlyStep(Training.load(Path.of("../recipes/quickstart.yaml"), "model.quantize=none",
+                "data.files=[" + chats + "]", "data.validation_ratio=0", "data.max_seq_len=64",
+                "train.micro_batch_size=2", "train.max_steps=1", "train.eval_every=0", "train.save_every=0",
+                "train.router_aux_loss_coef=" + coefficient, "output_dir=" + out));
+    }
+
+    /** The record of a one-step run's step. */
+    private static Map<String, Object> onlyStep(Training training) {
         List<Map<String, Object>> steps = new ArrayList<>();
-        Training.load(Path.of("../recipes/quickstart.yaml"), "model.quantize=none", "data.files=[" + chats + "]",
-                "data.validation_ratio=0", "data.max_seq_len=64", "train.micro_batch_size=2", "train.max_steps=1",
-                "train.eval_every=0", "train.save_every=0", "train.router_aux_loss_coef=" + coefficient,
-                "output_dir=" + out)
-                .listener(new TrainingListener() {
-                    @Override
-                    public void onStep(StepEnded step) {
-                        steps.add(step.metrics());
-                    }
-                }).run();
+        training.listener(new TrainingListener() {
+            @Override
+            public void onStep(StepEnded step) {
+                steps.add(step.metrics());
+            }
+        }).run();
         assertEquals(1, steps.size());
         return steps.get(0);
     }
