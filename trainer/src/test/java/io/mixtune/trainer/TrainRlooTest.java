@@ -43,7 +43,17 @@ class TrainRlooTest {
             "rloo.max_completion_length=4", "rloo.num_generations=4", "rloo.reward_funcs=[think_format_reward]",
             "lora.dropout=0.1"};
         Path whole = dir.resolve("whole");
-        assertEquals(3, training(whole, sets).run().steps());
+        List<String> notes = new ArrayList<>();
+        assertEquals(3, training(whole, sets).listener(new io.mixtune.trainer.run.TrainingListener() {
+            @Override
+            public void onNote(String line) {
+                notes.add(line);
+            }
+        }).run().steps());
+        // the plan's header describes the rloo section, not the quickstart's grpo one (beta 0, 12 tokens)
+        assertTrue(notes.stream().anyMatch(n -> n.startsWith("RLOO: leave-one-out advantages, the KL in the reward, "
+                + "4 completions per prompt of at most 4 tokens, temperature 1.0, beta 0.05 (reference: the base, "
+                + "adapter off), normalize_advantages false")), "" + notes);
         List<JsonNode> expected = records(whole);
         JsonNode first = expected.get(0);
         for (String name : List.of("completions/mean_length", "kl", "rewards/even_tokens/mean",
@@ -78,5 +88,13 @@ class TrainRlooTest {
         JsonNode second = records(dir).get(1);
         assertTrue(Double.isFinite(second.get("loss").doubleValue()) && second.has("clip_ratio/region_mean"),
                 "" + second);
+    }
+    @Test
+    void tooFewPromptsForAStepNameTheRlooKey(@TempDir Path dir) throws IOException {
+        Path prompts = java.nio.file.Files.writeString(dir.resolve("one.jsonl"), "{\"prompt\": \"hi\"}\n");
+        RuntimeException refused = assertThrows(RuntimeException.class, () -> training(dir, "train.method=rloo",
+                "data.files=[" + prompts + "]", "rloo.reward_funcs=[think_format_reward]").run());
+        assertTrue(refused.getMessage().contains("1 prompts: a step takes 2 (train.micro_batch_size x "
+                + "gradient_accumulation / rloo.num_generations)"), refused.getMessage());
     }
 }

@@ -59,7 +59,7 @@ public final class GrpoRecipe implements MethodRecipe {
         if (GrpoObjective.generationsPerEpoch(data.size(), completionsPerStep, grpo.numGenerations()) == 0) {
             throw new RecipeValueException("data.files", data.size() + " prompts: a step takes "
                     + completionsPerStep / grpo.numGenerations() + " (train.micro_batch_size x gradient_accumulation / "
-                    + "grpo.num_generations)");
+                    + section + ".num_generations)");
         }
         model = TrainingModel.load(recipe, listener::onNote);
         String reference = null;
@@ -152,7 +152,7 @@ public final class GrpoRecipe implements MethodRecipe {
     }
 
     private void describePlan(Path outputDir) {
-        GrpoConfig grpo = recipe.grpo();
+        GrpoConfig grpo = recipe.policyGradient();
         Recipe.Train train = recipe.train();
         listener.onNote(model.describe(recipe));
         boolean rloo = recipe.train().method().equals("rloo");

@@ -26,8 +26,8 @@ final class BestModelChecks {
         String key = train.loadBestModelAtEnd() ? "train.load_best_model_at_end"
                 : train.earlyStoppingPatience() != null ? "train.early_stopping_patience" : "train.metric_for_best_model";
         if (train.readsPrompts()) {
-            binder.problem(key, "compares evaluations, and train.method grpo evaluates nothing (it has no validation "
-                    + "set): drop it");
+            binder.problem(key, "compares evaluations, and train.method " + train.method() + " evaluates nothing (it "
+                    + "has no validation set): drop it");
         } else if (data != null && data.validationFiles().isEmpty() && data.validationRatio() == 0) {
             binder.problem(key, "compares evaluations, and the run has no validation data: set data.validation_ratio "
                     + "or data.validation_files");

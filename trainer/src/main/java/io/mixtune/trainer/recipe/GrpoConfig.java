@@ -45,6 +45,13 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
             + "per_device_train_batch_size x gradient_accumulation_steps): set train.micro_batch_size and "
             + "train.gradient_accumulation";
 
+    private static final String OWN_SAMPLER = "mixtune samples with its own generator, one prompt's group at a time "
+            + "with its own KV cache (not transformers' generate): drop the key";
+    private static final String REFERENCE_NOT_SYNCED = "the reference (the base with the adapter off, or "
+            + "model.adapter frozen) is never synced, as sync_ref_model is refused: drop the key";
+    private static final String NO_COMPLETION_TABLE = "mixtune logs the completions' metrics (completions/*, rewards), "
+            + "no table of completions: drop the key";
+
     /** GRPOConfig keys mixtune does not take, by dotted key, with what to do instead. */
     static final Map<String, String> NOT_OFFERED = Map.ofEntries(
             Map.entry("grpo.use_vllm", VLLM), Map.entry("grpo.vllm_mode", VLLM),
@@ -71,7 +78,27 @@ public record GrpoConfig(int numGenerations, int maxCompletionLength, double tem
             Map.entry("grpo.use_liger_kernel", "no Liger kernels in mixtune"),
             Map.entry("grpo.cast_lm_head_to_fp32", "the head computes in float32 whenever the logits feed a loss"),
             Map.entry("grpo.tools", "no tool calling during generation"),
-            Map.entry("grpo.max_tool_calling_iterations", "no tool calling during generation"));
+            Map.entry("grpo.max_tool_calling_iterations", "no tool calling during generation"),
+            // the rest of GRPOConfig's (and RLOOConfig's) keys, so that none is an unknown key
+            Map.entry("grpo.vllm_enable_sleep_mode", VLLM), Map.entry("grpo.vllm_group_port", VLLM),
+            Map.entry("grpo.vllm_max_model_length", VLLM), Map.entry("grpo.vllm_model_impl", VLLM),
+            Map.entry("grpo.vllm_server_timeout", VLLM), Map.entry("grpo.vllm_structured_outputs_regex", VLLM),
+            Map.entry("grpo.use_transformers_continuous_batching", OWN_SAMPLER),
+            Map.entry("grpo.transformers_continuous_batching_config", OWN_SAMPLER),
+            Map.entry("grpo.use_transformers_paged", OWN_SAMPLER), Map.entry("grpo.cache_implementation", OWN_SAMPLER),
+            Map.entry("grpo.pad_to_multiple_of", "each row runs unpadded from position 0: drop the key"),
+            Map.entry("grpo.ds3_gather_for_generation", "no DeepSpeed in mixtune: drop the key"),
+            Map.entry("grpo.ref_model_mixup_alpha", REFERENCE_NOT_SYNCED),
+            Map.entry("grpo.ref_model_sync_steps", REFERENCE_NOT_SYNCED),
+            Map.entry("grpo.router_aux_loss_coef", "it is train.router_aux_loss_coef"),
+            Map.entry("grpo.model_init_kwargs", "the model section says how the model loads (model.quantize ...)"),
+            Map.entry("grpo.trust_remote_code", "mixtune runs its own Mistral/Mixtral code, never a model's: drop the "
+                    + "key"),
+            Map.entry("grpo.chat_template_kwargs", "conversational prompts go through data.template"),
+            Map.entry("grpo.log_completions", NO_COMPLETION_TABLE),
+            Map.entry("grpo.num_completions_to_print", NO_COMPLETION_TABLE),
+            Map.entry("grpo.log_unique_prompts", NO_COMPLETION_TABLE),
+            Map.entry("grpo.log_multimodal", NO_COMPLETION_TABLE));
 
     public GrpoConfig {
         rewardFuncs = rewardFuncs == null ? List.of() : List.copyOf(rewardFuncs);

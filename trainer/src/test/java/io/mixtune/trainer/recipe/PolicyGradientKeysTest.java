@@ -70,4 +70,40 @@ class PolicyGradientKeysTest {
         assertTrue(message.contains(bad + ":12: rloo.loss_type: not offered: RLOOConfig has no such key (it is "
                 + "GRPO's: train.method grpo)"), message);
     }
+    /**
+     * Every key of TRL 1.13's RLOOConfig (its own fields, TrainingArguments' left out but learning_rate, whose default
+     * it overrides) is taken under rloo or refused by name with what to do: none is an "unknown key".
+     */
+    @Test
+    void everyRlooConfigKeyIsTakenOrRefusedByName() throws IOException {
+        List<String> trlKeys = List.of("beta", "cache_implementation", "chat_template_kwargs", "disable_dropout",
+                "ds3_gather_for_generation", "epsilon", "epsilon_high", "generation_batch_size", "generation_kwargs",
+                "learning_rate", "log_completions", "log_multimodal", "log_unique_prompts",
+                "mask_truncated_completions", "max_completion_length", "min_p", "model_init_kwargs",
+                "normalize_advantages", "num_completions_to_print", "num_generations", "num_generations_eval",
+                "num_iterations", "pad_to_multiple_of", "ref_model_mixup_alpha", "ref_model_sync_steps",
+                "repetition_penalty", "reward_clip_range", "reward_weights", "router_aux_loss_coef", "shuffle_dataset",
+                "steps_per_generation", "sync_ref_model", "temperature", "top_k", "top_p",
+                "transformers_continuous_batching_config", "trust_remote_code", "use_transformers_continuous_batching",
+                "use_transformers_paged", "use_vllm", "vllm_enable_sleep_mode", "vllm_gpu_memory_utilization",
+                "vllm_group_port", "vllm_max_model_length", "vllm_mode", "vllm_model_impl", "vllm_server_base_url",
+                "vllm_server_host", "vllm_server_port", "vllm_server_timeout", "vllm_structured_outputs_regex",
+                "vllm_tensor_parallel_size");
+        List<String> taken = java.util.Arrays.stream(RlooConfig.class.getRecordComponents())
+                .map(c -> c.getName().replaceAll("([A-Z])", "_$1").toLowerCase(java.util.Locale.ROOT)).toList();
+        StringBuilder section = new StringBuilder("rloo:\n");
+        List<String> refused = trlKeys.stream().filter(k -> !taken.contains(k)).toList();
+        refused.forEach(k -> section.append("  ").append(k).append(": null\n"));
+        String message = error(recipe("rloo", section.toString()));
+        for (String key : refused) {
+            assertTrue(message.contains("rloo." + key + ": not offered: "), key + " in " + message);
+        }
+    }
+
+    @Test
+    void anRlooRecipeThatTracksTheBestModelIsRefusedUnderItsMethod() throws IOException {
+        String message = error(recipe("rloo", ""), "train.early_stopping_patience=2");
+        assertTrue(message.contains("train.early_stopping_patience: compares evaluations, and train.method rloo "
+                + "evaluates nothing"), message);
+    }
 }
