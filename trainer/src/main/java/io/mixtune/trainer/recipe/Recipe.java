@@ -283,12 +283,21 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
         }
 
         /**
+         * Whether the method's loss has Mixtral's router term: not distillation (TRL's DistillationTrainer's loss is
+         * the divergence alone) nor reward (TRL's RewardTrainer takes the loss of transformers'
+         * MixtralForSequenceClassification, a GenericForSequenceClassification that computes no load-balancing loss).
+         */
+        private static boolean addsRouterTerm(String method) {
+            return !"distillation".equals(method) && !"reward".equals(method);
+        }
+
+        /**
          * The load-balancing loss's coefficient: router_aux_loss_coef, else the config's, for a Mixtral with
          * router_aux_loss on, else 0 (then no aux_loss is logged either, as TRL's SFTTrainer with a coefficient of 0).
-         * 0 for distillation, whose loss is the divergence alone (TRL's DistillationTrainer adds no router term).
+         * 0 for distillation and reward, whose losses have no router term (addsRouterTerm).
          */
         public double routerAuxCoefficient(ModelConfig config) {
-            if (!routerAuxLoss || !config.isMixtureOfExperts() || "distillation".equals(method)) {
+            if (!routerAuxLoss || !config.isMixtureOfExperts() || !addsRouterTerm(method)) {
                 return 0;
             }
             return routerAuxLossCoef != null ? routerAuxLossCoef : config.routerAuxLossCoef();
@@ -401,10 +410,10 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                 checks.add("router_aux_loss_coef: weighs the load-balancing loss, which train.router_aux_loss: false "
                         + "turns off: drop the coefficient, or set router_aux_loss: true");
             }
-            if (routerAuxLossCoef != null && "distillation".equals(method)) {
-                // DistillObjective: TRL's DistillationTrainer's loss is the divergence alone
-                checks.add("router_aux_loss_coef: train.method distillation adds no load-balancing loss (TRL's loss is "
-                        + "the divergence alone): drop it");
+            if (routerAuxLossCoef != null && !addsRouterTerm(method)) {
+                checks.add("router_aux_loss_coef: train.method " + method + " adds no load-balancing loss (TRL's "
+                        + ("reward".equals(method) ? "RewardTrainer takes MixtralForSequenceClassification's loss"
+                                : "DistillationTrainer's loss is the divergence alone") + "): drop it");
             }
             checks.positive("log_every", logEvery);
             evalPrompts = evalPrompts == null ? List.of() : List.copyOf(evalPrompts);

@@ -18,8 +18,9 @@ import java.util.OptionalLong;
 /**
  * One reward-model step: per micro-batch the rewards of its chosen and rejected rows in one forward pass, the
  * Bradley-Terry loss ({@link RewardLoss}), backward into the LoRA arrays and the score head. As TRL (HF's Trainer
- * without num_items_in_batch), the step's loss is the mean of its micro-batches' losses; a Mixtral adds the router
- * coefficient x its load-balancing loss when train.router_aux_loss is on.
+ * without num_items_in_batch), the step's loss is the mean of its micro-batches' losses; the router coefficient
+ * (context.auxCoefficient) x the load-balancing loss is added where it is above 0, which a reward run's never is
+ * (Recipe.Train.routerAuxCoefficient: TRL's reward model adds no router term).
  */
 public final class RewardStep {
     private RewardStep() {}

@@ -289,6 +289,9 @@ class RecipeReaderTest {
                 + "  router_aux_loss_coef: 0.01\ndistillation:\n  teacher_preset: tiny-mixtral\n"));
         assertTrue(distillation.contains("d.yaml:8: train.router_aux_loss_coef: train.method distillation adds no "
                 + "load-balancing loss"), distillation);
+        String reward = error(write("r.yaml", mixtral + "train:\n  method: reward\n  router_aux_loss_coef: 0.01\n"));
+        assertTrue(reward.contains("r.yaml:8: train.router_aux_loss_coef: train.method reward adds no load-balancing "
+                + "loss (TRL's RewardTrainer"), reward);
         Path dense = write("dense.yaml", minimal() + "train:\n  router_aux_loss_coef: 0.01\n");
         assertEquals(List.of(dense + ":7: train.router_aux_loss_coef: weighs a Mixtral's load-balancing loss, and "
                 + "preset tiny-mistral is a dense model without one: the coefficient is unused"),

@@ -76,6 +76,25 @@ class RouterAuxLossCoefTest {
         assertFalse(step.containsKey("aux_loss"), step.toString());
     }
 
+    /**
+     * Reward modelling adds no router term: TRL 1.13's RewardTrainer takes the loss of transformers'
+     * MixtralForSequenceClassification (GenericForSequenceClassification), which computes no load-balancing loss, so
+     * a Mixtral reward model's step loss is the pairs' -log sigmoid alone and no aux_loss is logged.
+     */
+    @Test
+    void aMixtralRewardModelsStepAddsNoRouterLoss(@TempDir Path dir) {
+        List<Map<String, Object>> steps = new ArrayList<>();
+        for (String routerAuxLoss : new String[] {"true", "false"}) {
+            steps.add(onlyStep(Training.load(Path.of("../recipes/quickstart-reward.yaml"), "model.preset=tiny-mixtral",
+                    "model.quantize=none", "data.validation_ratio=0", "train.micro_batch_size=2",
+                    "train.gradient_accumulation=1", "train.max_steps=1", "train.eval_every=0", "train.save_every=0",
+                    "train.router_aux_loss=" + routerAuxLoss, "output_dir=" + dir.resolve("out-" + routerAuxLoss))));
+        }
+        assertFalse(steps.get(0).containsKey("aux_loss"), steps.get(0).toString());
+        assertEquals(((Number) steps.get(1).get("loss")).doubleValue(), ((Number) steps.get(0).get("loss")).doubleValue(),
+                0.0, "the router_aux_loss default changes nothing in a reward model's loss");
+    }
+
     private static Map<String, Object> firstStep(Path chats, Path out, String coefficient) {
         return onlyStep(Training.load(Path.of("../recipes/quickstart.yaml"), "model.quantize=none",
                 "data.files=[" + chats + "]", "data.validation_ratio=0", "data.max_seq_len=64",
