@@ -208,8 +208,9 @@ public final class RecipeReader {
         Recipe.Train train = binder.section("train", Recipe.Train.class);
         Recipe.Dpo dpo = binder.section("dpo", Recipe.Dpo.class);
         Recipe.Averaging averaging = binder.section("averaging", Recipe.Averaging.class);
+        ModelConfig config = null;
         if (model != null) {
-            ModelConfig config = checkModel(model, binder);
+            config = checkModel(model, binder);
             if (config != null) {
                 checkAgainstModel(config, describeModel(model), lora, data, binder);
             }
@@ -273,7 +274,7 @@ public final class RecipeReader {
                     + "(warmup_steps: 0, or warmup_ratio: null)");
         }
         if (train != null) {
-            BestModelChecks.check(train, data, averaging, binder);
+            BestModelChecks.check(train, data, averaging, config, model == null ? null : describeModel(model), binder);
         }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
