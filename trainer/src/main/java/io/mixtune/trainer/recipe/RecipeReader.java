@@ -308,6 +308,9 @@ public final class RecipeReader {
                     + RecordBinder.nearest(distillation.teacherPreset(), ModelPreset.NAMES) + ": expected one of "
                     + ModelPreset.NAMES);
         }
+        if (train != null && train.readsPrompts()) {
+            checkOtherPolicyGradientSection(train.method(), binder);
+        }
         if (train != null && distillation != null && !train.method().equals("distillation")
                 && (distillation.teacherModelNameOrPath() != null || distillation.teacherPreset() != null)) {
             binder.problem(distillation.teacherPreset() != null ? "distillation.teacher_preset"
@@ -511,6 +514,27 @@ public final class RecipeReader {
         if (data != null && data.maxSeqLen() > config.maxPositionEmbeddings()) {
             binder.problem("data.max_seq_len", data.maxSeqLen() + " exceeds max_position_embeddings "
                     + config.maxPositionEmbeddings() + " of " + modelName + ": the model has no position beyond it");
+        }
+    }
+
+    /**
+     * grpo reads the grpo section and rloo the rloo section, never the other: a key the user set in the other would be
+     * silently ignored (an rloo recipe written from the GRPO quickstart keeps its grpo: section).
+     */
+    private static void checkOtherPolicyGradientSection(String method, RecordBinder binder) {
+        boolean rloo = method.equals("rloo");
+        String other = rloo ? "grpo" : "rloo";
+        List<String> taken = Arrays.stream((rloo ? RlooConfig.class : GrpoConfig.class).getRecordComponents())
+                .map(component -> RecordBinder.snakeCase(component.getName())).toList();
+        Map<String, String> notOffered = rloo ? RlooConfig.NOT_OFFERED : GrpoConfig.NOT_OFFERED;
+        String config = rloo ? "RLOOConfig" : "GRPOConfig";
+        for (String key : binder.userSetKeys(other)) {
+            String why = notOffered.get(method + "." + key);
+            String instead = taken.contains(key) ? "put it under " + method + " (" + method + "." + key + ")"
+                    : why == null || why.startsWith(config + " has no such key") ? config + " has no such key: drop it"
+                    : method + "." + key + " is not offered either (" + why + "): drop it";
+            binder.problem(other + "." + key, "is read by train.method " + other + " only, and this recipe's is "
+                    + method + ": " + instead);
         }
     }
 
