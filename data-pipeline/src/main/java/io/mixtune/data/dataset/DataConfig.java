@@ -96,7 +96,8 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         try {
             PackingStrategy.byKey(packingStrategy);
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("packing_strategy: " + e.getMessage() + " (TRL's packing_strategy)");
+            throw new IllegalArgumentException("packing_strategy: " + e.getMessage()
+                    + (e.getMessage().startsWith("expected") ? " (TRL's packing_strategy)" : ""));
         }
         if (!packing && PackingStrategy.byKey(packingStrategy) != PackingStrategy.BFD) {
             // TRL ignores packing_strategy without packing; a recipe that names one surely means to pack

@@ -68,6 +68,22 @@ class TextDataTest {
     }
 
     /**
+     * A wrapped row is one sequence (TRL's collator without padding-free): the dump's legend says so, and no row drops
+     * a label at a sample's start.
+     */
+    @Test
+    void aWrappedDumpSaysEveryLabelIsKept() throws IOException {
+        Path dump = dir.resolve("wrapped.jsonl");
+        MixtuneCliTest.Result wrapped = MixtuneCliTest.run("data", "preview", "--recipe",
+                recipe("data/samples/text.jsonl", "  packing_strategy: wrapped").toString(), "--n", "4", "--color",
+                "never", "--dump", dump.toString());
+        assertEquals(0, wrapped.code(), wrapped.err());
+        assertTrue(wrapped.out().contains("and their packed rows (one sequence a row: positions 0, 1, ... across it, "
+                + "every label kept) to " + dump), wrapped.out());
+        assertFalse(wrapped.out().contains("untrained"), wrapped.out());
+    }
+
+    /**
      * bfd_split keeps a text longer than max_seq_len whole (TRL truncates nothing it packs) and splits it across rows:
      * the preview shows every token trained, the rows hold every token, the data cache is another file.
      */
@@ -83,6 +99,8 @@ class TextDataTest {
         assertTrue(first.find(), split.out());
         assertTrue(Integer.parseInt(first.group(1)) > 48 && first.group(1).equals(first.group(2)), split.out());
         assertTrue(split.out().contains("rows of 48 tokens (bfd_split)"), split.out());
+        assertTrue(split.out().contains("and their packed rows (positions restart at each sequence, whose first token "
+                + "is untrained) to " + dump), split.out());
         ObjectMapper json = new ObjectMapper();
         long sampleTokens = 0;
         long rowTokens = 0;

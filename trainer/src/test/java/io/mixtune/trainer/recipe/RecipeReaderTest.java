@@ -690,6 +690,22 @@ class RecipeReaderTest {
                 dpo);
     }
 
+    /**
+     * TRL's old name bfd-requeue (SFTConfig.__post_init__ renames it to bfd_split with a FutureWarning) is named as
+     * such, and SFTConfig's padding_free is refused by name with what mixtune does instead.
+     */
+    @Test
+    void trlsOldStrategyNameAndPaddingFreeAreNamed() throws IOException {
+        Path recipe = write("pack.yaml", minimal());
+        String requeue = String.join("\n", problems(recipe, "data.packing_strategy=bfd-requeue"));
+        assertTrue(requeue.contains("data.packing_strategy: bfd-requeue is TRL's old name of bfd_split (renamed in "
+                + "TRL 1.13, which still reads it with a warning): write bfd_split"), requeue);
+        for (String key : List.of("data.padding_free", "train.padding_free")) {
+            String free = String.join("\n", problems(recipe, key + "=true"));
+            assertTrue(free.contains(key + ": not offered: packed rows are padding-free already"), free);
+        }
+    }
+
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
     @Test
     void patternsKeepTheRecipesOrder() throws IOException {
