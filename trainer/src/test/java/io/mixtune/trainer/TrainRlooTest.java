@@ -15,21 +15,26 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * RLOO (train.method rloo) and GSPO (grpo.importance_sampling_level sequence) end to end on the GRPO quickstart's tiny
- * Mistral, kept to a few short steps: an RLOO run with the KL in the reward (beta > 0, the reference pass) and
- * num_iterations 2 logs TRL's RLOO metrics, and cancelled inside a generation batch it resumes to the uninterrupted
- * run's every figure and adapter bytes; a changed rloo key is refused on resume. A GSPO run trains and logs its clip
- * ratios.
+ * RLOO (train.method rloo, recipes/quickstart-rloo.yaml) and GSPO (grpo.importance_sampling_level sequence, the GRPO
+ * quickstart) end to end on the tiny Mistral, kept to a few short steps: an RLOO run with the KL in the reward (beta >
+ * 0, the reference pass) and num_iterations 2 logs TRL's RLOO metrics, and cancelled inside a generation batch it
+ * resumes to the uninterrupted run's every figure and adapter bytes; a changed rloo key is refused on resume. A GSPO
+ * run trains and logs its clip ratios.
  */
 class TrainRlooTest {
-    private static final Path QUICKSTART = Path.of("../recipes/quickstart-grpo.yaml");
+    private static final Path QUICKSTART = Path.of("../recipes/quickstart-rloo.yaml");
+    private static final Path GRPO_QUICKSTART = Path.of("../recipes/quickstart-grpo.yaml");
 
     private static Training training(Path dir, String... sets) {
+        return training(QUICKSTART, dir, sets);
+    }
+
+    private static Training training(Path recipe, Path dir, String... sets) {
         List<String> overrides = new ArrayList<>(List.of("output_dir=" + dir.resolve("out"),
                 "data.files=[../data/samples/prompts.jsonl]", "train.micro_batch_size=4",
                 "train.gradient_accumulation=1", "train.save_every=0"));
         overrides.addAll(List.of(sets));
-        return Training.load(QUICKSTART, overrides.toArray(String[]::new))
+        return Training.load(recipe, overrides.toArray(String[]::new))
                 .rewardFunction("even_tokens", TrainGrpoTest.EVEN_TOKENS);
     }
 
@@ -81,7 +86,7 @@ class TrainRlooTest {
 
     @Test
     void aGspoRunTrainsWithSequenceLevelRatios(@TempDir Path dir) throws IOException {
-        TrainingResult result = training(dir, "train.max_steps=2", "grpo.num_iterations=2",
+        TrainingResult result = training(GRPO_QUICKSTART, dir, "train.max_steps=2", "grpo.num_iterations=2",
                 "grpo.importance_sampling_level=sequence", "grpo.loss_type=grpo", "grpo.epsilon=3e-4",
                 "grpo.epsilon_high=4e-4", "grpo.max_completion_length=3").run();
         assertEquals(2, result.steps());
@@ -93,7 +98,7 @@ class TrainRlooTest {
     void tooFewPromptsForAStepNameTheRlooKey(@TempDir Path dir) throws IOException {
         Path prompts = java.nio.file.Files.writeString(dir.resolve("one.jsonl"), "{\"prompt\": \"hi\"}\n");
         RuntimeException refused = assertThrows(RuntimeException.class, () -> training(dir, "train.method=rloo",
-                "data.files=[" + prompts + "]", "rloo.reward_funcs=[think_format_reward]").run());
+                "data.files=[" + prompts + "]", "rloo.num_generations=2").run());
         assertTrue(refused.getMessage().contains("1 prompts: a step takes 2 (train.micro_batch_size x "
                 + "gradient_accumulation / rloo.num_generations)"), refused.getMessage());
     }

@@ -53,7 +53,18 @@ public enum PackingStrategy {
                 return strategy;
             }
         }
+        if ("bfd-requeue".equals(key)) {
+            // trl/trainer/sft_config.py SFTConfig.__post_init__ still maps it to bfd_split with a FutureWarning
+            throw new IllegalArgumentException("bfd-requeue is TRL's old name of bfd_split (renamed in TRL 1.13, which "
+                    + "still reads it with a warning): write bfd_split");
+        }
         throw new IllegalArgumentException("expected one of " + String.join(", ", KEYS) + ", got \"" + key + "\"");
+    }
+
+    /** What a row's labels and positions are, for people reading a dump of the rows. */
+    public String rowLegend() {
+        return this == WRAPPED ? "one sequence a row: positions 0, 1, ... across it, every label kept"
+                : "positions restart at each sequence, whose first token is untrained";
     }
 
     /** Whether samples are cut to a row's length before packing; the others keep every token. */

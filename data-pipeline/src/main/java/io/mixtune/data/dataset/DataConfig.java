@@ -14,6 +14,7 @@ import io.mixtune.model.tokenizer.TextTokenizer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The {@code data:} section of a recipe: which files, how they become token rows. YAML keys are the snake_case of the
@@ -47,6 +48,8 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         boolean skipInvalid, String datasetTextField, String packingStrategy) {
 
     public static final List<String> TEMPLATES = List.of("auto", "hf", "mistral", "chatml", "custom");
+    /** hf:NAME: the model's template NAME, as transformers' apply_chat_template(chat_template=NAME) picks it. */
+    public static final String NAMED = "hf:";
 
     /** A data section whose texts, if any, are in the field {@code text} (TRL's default). */
     public DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
@@ -88,15 +91,16 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             throw new IllegalArgumentException("dataset_text_field: expected the name of the field that holds a "
                     + "text record's text (TRL's default: text), got \"" + datasetTextField + "\"");
         }
-        if (!TEMPLATES.contains(template)) {
-            throw new IllegalArgumentException("template: expected auto, hf, mistral, chatml or custom, got \""
+        if (!TEMPLATES.contains(template) && !(template.startsWith(NAMED) && template.length() > NAMED.length())) {
+            throw new IllegalArgumentException("template: expected auto, hf, hf:NAME, mistral, chatml or custom, got \""
                     + template + "\"");
         }
         lossPolicy(lossOn);
         try {
             PackingStrategy.byKey(packingStrategy);
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("packing_strategy: " + e.getMessage() + " (TRL's packing_strategy)");
+            throw new IllegalArgumentException("packing_strategy: " + e.getMessage()
+                    + (e.getMessage().startsWith("expected") ? " (TRL's packing_strategy)" : ""));
         }
         if (!packing && PackingStrategy.byKey(packingStrategy) != PackingStrategy.BFD) {
             // TRL ignores packing_strategy without packing; a recipe that names one surely means to pack
@@ -164,7 +168,13 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             case "auto" -> new MistralTemplate(bosId, eosId);
             case "hf" -> throw new IllegalArgumentException("template: hf uses the model's own chat_template; "
                     + "this command has no model to read it from");
-            default -> ChatTemplate.byName(template, bosId, eosId);
+            default -> {
+                if (template.startsWith(NAMED)) {
+                    throw new IllegalArgumentException("template: " + template + " is one of the model's named "
+                            + "templates; this command has no model to read it from");
+                }
+                yield ChatTemplate.byName(template, bosId, eosId);
+            }
         };
     }
 
@@ -176,8 +186,22 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
      * @throws IllegalArgumentException for hf when the model has no chat_template, naming the file
      */
     public ChatTemplate chatTemplate(SampleCache.TokenizerFile tokenizer) {
+        if (template.startsWith(NAMED)) {
+            return namedTemplate(tokenizer, template.substring(NAMED.length()));
+        }
         if (!template.equals("auto") && !template.equals("hf")) {
             return chatTemplate(tokenizer.bosId(), tokenizer.eosId());
+        }
+        if (!tokenizer.additionalTemplates().isEmpty() && tokenizer.template() == null) {
+            // transformers' get_chat_template raises for a chat without a name; its dict has replaced even a
+            // chat_template of tokenizer_config.json (interop/make_named_template_goldens.py checks both)
+            List<String> names = List.copyOf(tokenizer.additionalTemplates().keySet());
+            throw new IllegalArgumentException("template: " + template + ": " + tokenizer.templateDir() + " holds the "
+                    + "named templates " + names + " and there is no chat_template.jinja, so no default template "
+                    + "(transformers: \"This model has multiple chat templates with no default specified! Please either "
+                    + "pass a chat template or the name of the template you wish to use to the `chat_template` "
+                    + "argument. Available template names are " + names.stream().map(n -> "'" + n + "'").toList()
+                    + ".\"): set data.template: hf:NAME");
         }
         JinjaChatTemplate own = tokenizer.chatTemplate();
         if (own == null) {
@@ -195,5 +219,24 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
                     tokenizer.eosId());
         }
         return new HfChatTemplate(own, tokenizer.bosId(), tokenizer.eosId());
+    }
+
+    /**
+     * hf:NAME: the model's template NAME. Where transformers is given a name its dict lacks it renders the name
+     * itself as a template; mixtune refuses it, listing the names.
+     */
+    private static ChatTemplate namedTemplate(SampleCache.TokenizerFile tokenizer, String name) {
+        Map<String, JinjaChatTemplate> named = tokenizer.namedTemplates();
+        if (named.isEmpty()) {
+            throw new IllegalArgumentException("template: " + NAMED + name + ": the model has no named chat templates "
+                    + "(no " + tokenizer.templateDir() + "/*.jinja, no list in tokenizer_config.json): use template: hf "
+                    + "for its one template");
+        }
+        JinjaChatTemplate chosen = named.get(name);
+        if (chosen == null) {
+            throw new IllegalArgumentException("template: " + NAMED + name + ": the model has no chat template named \""
+                    + name + "\": its templates are " + List.copyOf(named.keySet()));
+        }
+        return new HfChatTemplate(chosen, tokenizer.bosId(), tokenizer.eosId());
     }
 }

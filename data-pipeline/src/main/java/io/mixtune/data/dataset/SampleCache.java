@@ -69,9 +69,20 @@ public final class SampleCache {
      * @param configName how errors name the tokenizer_config.json (also when it is absent)
      * @param templateName how errors name the chat_template.jinja
      * @param template the chat_template.jinja's text
+     * @param additionalTemplates each additional_chat_templates/NAME.jinja's text by NAME (data.template: hf:NAME)
      */
     public record TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config,
-            String templateName, String template) {
+            String templateName, String template, Map<String, String> additionalTemplates) {
+        public TokenizerFile {
+            additionalTemplates = additionalTemplates == null ? Map.of()
+                    : java.util.Collections.unmodifiableMap(new TreeMap<>(additionalTemplates));
+        }
+
+        public TokenizerFile(String name, byte[] json, long bosId, long eosId, String configName, byte[] config,
+                String templateName, String template) {
+            this(name, json, bosId, eosId, configName, config, templateName, template, Map.of());
+        }
+
         public TokenizerFile(String name, byte[] json, long bosId, long eosId) {
             this(name, json, bosId, eosId, sibling(name, CONFIG_FILE), null);
         }
@@ -85,10 +96,23 @@ public final class SampleCache {
         public static TokenizerFile of(Path tokenizerJson, long bosId, long eosId) {
             Path config = tokenizerJson.resolveSibling(CONFIG_FILE);
             Path template = tokenizerJson.resolveSibling(JinjaChatTemplate.TEMPLATE_FILE);
+            Path additional = tokenizerJson.resolveSibling(JinjaChatTemplate.TEMPLATE_DIR);
             try {
+                Map<String, String> named = new TreeMap<>();
+                if (Files.isDirectory(additional)) {
+                    // transformers globs *.jinja there, not deeper
+                    try (var files = Files.newDirectoryStream(additional, "*.jinja")) {
+                        for (Path file : files) {
+                            String fileName = file.getFileName().toString();
+                            named.put(fileName.substring(0, fileName.length() - ".jinja".length()),
+                                    Files.readString(file));
+                        }
+                    }
+                }
                 return new TokenizerFile(tokenizerJson.toString(), Files.readAllBytes(tokenizerJson), bosId, eosId,
                         config.toString(), Files.isRegularFile(config) ? Files.readAllBytes(config) : null,
-                        template.toString(), Files.isRegularFile(template) ? Files.readString(template) : null);
+                        template.toString(), Files.isRegularFile(template) ? Files.readString(template) : null,
+                        named);
             } catch (NoSuchFileException e) {
                 throw new UncheckedIOException(tokenizerJson + ": no such tokenizer.json", e);
             } catch (IOException e) {
@@ -119,6 +143,17 @@ public final class SampleCache {
 
         public TextTokenizer open() {
             return TextTokenizer.read(new ByteArrayInputStream(json), name, bosId, eosId);
+        }
+
+        /** Where the named templates are (additional_chat_templates/ beside tokenizer.json), for errors. */
+        public String templateDir() {
+            return sibling(name, JinjaChatTemplate.TEMPLATE_DIR);
+        }
+
+        /** The named templates, as {@link JinjaChatTemplate#namedTemplates}; empty where the model has one or none. */
+        public Map<String, JinjaChatTemplate> namedTemplates() {
+            return JinjaChatTemplate.namedTemplates(configName, config, templateName, template, additionalTemplates,
+                    named -> templateDir() + "/" + named + ".jinja");
         }
 
         /** The model's own chat template, as AutoTokenizer reads it; null where it has none. */

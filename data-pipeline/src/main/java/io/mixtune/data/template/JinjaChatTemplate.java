@@ -78,6 +78,9 @@ public final class JinjaChatTemplate {
     /** transformers' CHAT_TEMPLATE_FILE: where its save_pretrained writes a tokenizer's chat template. */
     public static final String TEMPLATE_FILE = "chat_template.jinja";
 
+    /** transformers' CHAT_TEMPLATE_DIR: a tokenizer's named templates, NAME.jinja each, beside its tokenizer.json. */
+    public static final String TEMPLATE_DIR = "additional_chat_templates";
+
     private final String name;
     private final String source;
     private final String bosToken;
@@ -158,16 +161,53 @@ public final class JinjaChatTemplate {
      */
     public static JinjaChatTemplate fromTokenizerFiles(String configFile, byte[] config, String templateFile,
             String template) {
-        JsonNode root;
-        try {
-            root = config == null ? new ObjectMapper().createObjectNode() : new ObjectMapper().readTree(config);
-        } catch (IOException e) {
-            throw new IllegalArgumentException(configFile + ": not JSON: " + e.getMessage(), e);
-        }
+        JsonNode root = root(configFile, config);
         if (template != null) {
             return new JinjaChatTemplate(templateFile, template, bosToken(root), token(root.path("eos_token"), "</s>"));
         }
         return fromConfigKey(configFile, root);
+    }
+
+    /**
+     * A tokenizer folder's named templates, as transformers 5.18 builds its chat_template dict that
+     * apply_chat_template(chat_template=NAME) picks from (tokenization_utils_base: from_pretrained, get_chat_template):
+     * where the folder has template files, {@value #TEMPLATE_FILE} as "default" and each {@value #TEMPLATE_DIR}/NAME.jinja
+     * as NAME, and tokenizer_config.json's chat_template is not read (the files "take priority"); else the names of
+     * tokenizer_config.json's list of {name, template}. Empty where the tokenizer has one template or none.
+     *
+     * @param additional each {@value #TEMPLATE_DIR}/NAME.jinja's text by NAME
+     * @param additionalFile how errors name NAME's file
+     */
+    public static Map<String, JinjaChatTemplate> namedTemplates(String configFile, byte[] config, String templateFile,
+            String template, Map<String, String> additional, java.util.function.UnaryOperator<String> additionalFile) {
+        JsonNode root = root(configFile, config);
+        Map<String, JinjaChatTemplate> named = new java.util.TreeMap<>();
+        if (template != null || !additional.isEmpty()) {
+            if (additional.isEmpty()) {
+                return named; // chat_template.jinja alone: one template, transformers' string
+            }
+            if (template != null) {
+                named.put("default", new JinjaChatTemplate(templateFile, template, bosToken(root),
+                        token(root.path("eos_token"), "</s>")));
+            }
+            additional.forEach((name, text) -> named.put(name, new JinjaChatTemplate(additionalFile.apply(name), text,
+                    bosToken(root), token(root.path("eos_token"), "</s>"))));
+        } else if (root.path("chat_template").isArray()) {
+            for (JsonNode entry : root.path("chat_template")) {
+                named.put(entry.path("name").asText(), new JinjaChatTemplate(configFile + " (" + entry.path("name")
+                        .asText() + ")", entry.path("template").asText(), bosToken(root),
+                        token(root.path("eos_token"), "</s>")));
+            }
+        }
+        return named;
+    }
+
+    private static JsonNode root(String configFile, byte[] config) {
+        try {
+            return config == null ? new ObjectMapper().createObjectNode() : new ObjectMapper().readTree(config);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(configFile + ": not JSON: " + e.getMessage(), e);
+        }
     }
 
     private static String bosToken(JsonNode root) {

@@ -125,7 +125,8 @@ class ModelChatTemplateTest {
         assertTrue(e.getMessage().contains(dir.resolve("model").resolve("tokenizer_config.json").toString()),
                 e.getMessage());
         IllegalArgumentException unknown = assertThrows(IllegalArgumentException.class, () -> data("llama3"));
-        assertTrue(unknown.getMessage().contains("auto, hf, mistral, chatml or custom"), unknown.getMessage());
+        assertTrue(unknown.getMessage().contains("auto, hf, hf:NAME, mistral, chatml or custom"),
+                unknown.getMessage());
     }
 
     @Test

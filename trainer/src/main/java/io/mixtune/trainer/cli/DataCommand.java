@@ -162,7 +162,7 @@ final class DataCommand {
                 Path dump = Path.of(line.getOptionValue("dump"));
                 dump(shown, data, tokenizerFile.eosId(), dump);
                 out.printf(Locale.ROOT, "wrote %d samples%s to %s%n", shown.size(),
-                        data.packing() ? " and their packed rows" : "", dump);
+                        data.packing() ? " and their packed rows (" + data.packer().rowLegend() + ")" : "", dump);
             }
             return Mixtune.OK;
         }
@@ -273,7 +273,7 @@ final class DataCommand {
     /**
      * One JSON line per sample: source, input_ids, labels, position_ids (0..n-1). With packing, then one line per
      * row those samples pack into among themselves (rows of max_seq_len, padded with the EOS id): packed_row,
-     * input_ids, labels (a sample's first token untrained), position_ids (restarting per sample), sample_ids.
+     * input_ids, labels, position_ids, sample_ids, as the strategy makes them ({@link PackingStrategy#rowLegend}).
      */
     static void dump(List<TokenizedSample> samples, DataConfig data, long padId, Path file) throws IOException {
         ObjectMapper json = new ObjectMapper();

@@ -1,7 +1,9 @@
 package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
+import io.mixtune.model.config.ModelConfig;
 import java.util.List;
+import java.util.OptionalLong;
 
 /**
  * What train.load_best_model_at_end, metric_for_best_model and early_stopping_patience ask of the other keys: an
@@ -11,7 +13,12 @@ import java.util.List;
 final class BestModelChecks {
     private BestModelChecks() {}
 
-    static void check(Recipe.Train train, DataConfig data, Recipe.Averaging averaging, RecordBinder binder) {
+    /**
+     * @param model the model's config, or null where it cannot be read (its own check says why)
+     * @param modelName the model as people name it (preset X, folder Y)
+     */
+    static void check(Recipe.Train train, DataConfig data, Recipe.Averaging averaging, ModelConfig model,
+            String modelName, RecordBinder binder) {
         if (!train.tracksBestModel()) {
             return;
         }
@@ -22,6 +29,21 @@ final class BestModelChecks {
             binder.problem("train.metric_for_best_model", train.metricForBestModel() + " is not a metric that train."
                     + "method " + train.method() + "'s evaluation logs" + RecordBinder.nearest(metric, logged)
                     + ": expected one of " + logged + " (eval_ may be put in front)");
+        } else if (metric.equals("aux_loss") && model != null && !model.isMixtureOfExperts()) {
+            binder.problem("train.metric_for_best_model", "aux_loss is a Mixtral router's load-balancing loss, and "
+                    + modelName + " is a dense model without one: its evaluation logs no aux_loss; choose another "
+                    + "metric");
+        } else if (train.evalEvery() > 0 || train.maxSteps() != null) {
+            // the first evaluation of the first stage: at eval_every, or at the end of a run of max_steps
+            boolean atEvalEvery = train.evalEvery() > 0 && (train.maxSteps() == null
+                    || train.evalEvery() <= train.maxSteps());
+            String tooLate = EvaluationMetrics.heldTooLate(train, averaging,
+                    atEvalEvery ? train.evalEvery() : train.maxSteps(),
+                    atEvalEvery ? "train.eval_every " + train.evalEvery() : "train.max_steps " + train.maxSteps(),
+                    train.maxSteps() == null ? OptionalLong.empty() : OptionalLong.of(train.maxSteps()));
+            if (tooLate != null) {
+                binder.problem("train.metric_for_best_model", tooLate);
+            }
         }
         String key = train.loadBestModelAtEnd() ? "train.load_best_model_at_end"
                 : train.earlyStoppingPatience() != null ? "train.early_stopping_patience" : "train.metric_for_best_model";

@@ -1,8 +1,11 @@
 package io.mixtune.trainer.recipe;
 
+import io.mixtune.merging.averaging.SwaAverager;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.OptionalLong;
 import java.util.stream.Stream;
 
 /**
@@ -67,6 +70,49 @@ public final class EvaluationMetrics {
             names.add("loss_lawa");
         }
         return names;
+    }
+
+    /**
+     * Why train.metric_for_best_model cannot be read at a stage's first evaluation, or null where it can: eval_loss_swa
+     * and eval_loss_lawa are logged from the first step their average holds a snapshot, and transformers'
+     * Trainer._determine_best_metric raises KeyError at an evaluation without the metric, which would end the run
+     * there; mixtune says so before the first step instead.
+     *
+     * @param firstEvaluation the stage step after which the stage first evaluates
+     * @param evaluationCause the key that puts that evaluation there (e.g. "train.eval_every 2")
+     * @param stageSteps the stage's length; empty where it is not known yet (validate without max_steps), so that a
+     *     fractional swa_start is left to the run
+     */
+    public static String heldTooLate(Recipe.Train train, Recipe.Averaging averaging, long firstEvaluation,
+            String evaluationCause, OptionalLong stageSteps) {
+        String metric = train.bestModelMetric();
+        long first;
+        String average;
+        String cause;
+        if (metric.equals("eval_loss_swa") && averaging != null && averaging.swaStart() != null) {
+            double start = averaging.swaStart();
+            boolean fraction = start < 1;
+            if (fraction && stageSteps.isEmpty()) {
+                return null;
+            }
+            first = SwaAverager.Config.of(start, averaging.swaEvery(), stageSteps.orElse(0)).firstAveragedStep();
+            average = "SWA";
+            cause = "averaging.swa_start " + (fraction ? start + " of " + stageSteps.getAsLong() + " steps"
+                    : String.valueOf((long) start));
+        } else if (metric.equals("eval_loss_lawa") && averaging != null && averaging.lawaK() > 0) {
+            first = averaging.lawaEvery();
+            average = "LaWA";
+            cause = "averaging.lawa_every " + first;
+        } else {
+            return null;
+        }
+        if (first <= firstEvaluation) {
+            return null;
+        }
+        return String.format(Locale.ROOT, "%s is the loss of the %s average, which holds nothing before step %d (%s), "
+                + "and the first evaluation comes after step %d (%s): transformers' Trainer would stop there (KeyError "
+                + "in _determine_best_metric); start the average earlier, evaluate later, or choose another metric",
+                metric, average, first, cause, firstEvaluation, evaluationCause);
     }
 
     /** Whether every eval_ name of an evaluation's record is one {@link #of} lists (the loop's assertion). */

@@ -21,6 +21,11 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
     private static final String QUANTIZE_IS_NF4 = "model.quantize: nf4 is bitsandbytes' load_in_4bit with "
             + "bnb_4bit_quant_type nf4 and double quantization (blocksize 64), the only 4-bit setting";
+    /** TRL's SFTConfig.padding_free: its SFTTrainer turns it on for bfd and bfd_split packing whatever the value. */
+    private static final String PADDING_FREE = "packed rows are padding-free already: with data.packing (bfd, "
+            + "bfd_split) each sample is a sequence of its own in a row (positions restart, attention stays inside it), "
+            + "as TRL's padding-free collator makes them; unpacked batches are padded, which trains the same tokens "
+            + "to the same loss: set data.packing: true for padding-free rows";
     private static final String OPTIM_IS_OPTIMIZER = "transformers' optim is train.optimizer: adamw_torch (torch's "
             + "AdamW, also for adamw_torch_fused and paged_adamw_32bit) or adamw_bnb_8bit, paged_adamw_8bit, adamw_8bit "
             + "(bitsandbytes' 8-bit AdamW)";
@@ -47,6 +52,8 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             Map.entry("data.completion_only_loss", "a prompt_completion record trains its completion only (TRL's "
                     + "default for prompt-completion data); data.loss_on: train_on_inputs trains the prompt too (TRL's "
                     + "completion_only_loss: false); a text trains every token"),
+            Map.entry("data.padding_free", PADDING_FREE),
+            Map.entry("train.padding_free", PADDING_FREE),
             Map.entry("model.bnb_4bit_quant_type", QUANTIZE_IS_NF4),
             Map.entry("model.bnb_4bit_use_double_quant", QUANTIZE_IS_NF4),
             Map.entry("model.load_in_4bit", QUANTIZE_IS_NF4),

@@ -208,8 +208,9 @@ public final class RecipeReader {
         Recipe.Train train = binder.section("train", Recipe.Train.class);
         Recipe.Dpo dpo = binder.section("dpo", Recipe.Dpo.class);
         Recipe.Averaging averaging = binder.section("averaging", Recipe.Averaging.class);
+        ModelConfig config = null;
         if (model != null) {
-            ModelConfig config = checkModel(model, binder);
+            config = checkModel(model, binder);
             if (config != null) {
                 checkAgainstModel(config, describeModel(model), lora, data, binder);
             }
@@ -273,7 +274,7 @@ public final class RecipeReader {
                     + "(warmup_steps: 0, or warmup_ratio: null)");
         }
         if (train != null) {
-            BestModelChecks.check(train, data, averaging, binder);
+            BestModelChecks.check(train, data, averaging, config, model == null ? null : describeModel(model), binder);
         }
         if (dpo != null) {
             checkFilesExist(dpo.stageFiles(), "dpo.stages", binder);
@@ -306,6 +307,9 @@ public final class RecipeReader {
             binder.problem("distillation.teacher_preset", "no preset named \"" + distillation.teacherPreset() + "\""
                     + RecordBinder.nearest(distillation.teacherPreset(), ModelPreset.NAMES) + ": expected one of "
                     + ModelPreset.NAMES);
+        }
+        if (train != null && train.readsPrompts()) {
+            checkOtherPolicyGradientSection(train.method(), binder);
         }
         if (train != null && distillation != null && !train.method().equals("distillation")
                 && (distillation.teacherModelNameOrPath() != null || distillation.teacherPreset() != null)) {
@@ -510,6 +514,27 @@ public final class RecipeReader {
         if (data != null && data.maxSeqLen() > config.maxPositionEmbeddings()) {
             binder.problem("data.max_seq_len", data.maxSeqLen() + " exceeds max_position_embeddings "
                     + config.maxPositionEmbeddings() + " of " + modelName + ": the model has no position beyond it");
+        }
+    }
+
+    /**
+     * grpo reads the grpo section and rloo the rloo section, never the other: a key the user set in the other would be
+     * silently ignored (an rloo recipe written from the GRPO quickstart keeps its grpo: section).
+     */
+    private static void checkOtherPolicyGradientSection(String method, RecordBinder binder) {
+        boolean rloo = method.equals("rloo");
+        String other = rloo ? "grpo" : "rloo";
+        List<String> taken = Arrays.stream((rloo ? RlooConfig.class : GrpoConfig.class).getRecordComponents())
+                .map(component -> RecordBinder.snakeCase(component.getName())).toList();
+        Map<String, String> notOffered = rloo ? RlooConfig.NOT_OFFERED : GrpoConfig.NOT_OFFERED;
+        String config = rloo ? "RLOOConfig" : "GRPOConfig";
+        for (String key : binder.userSetKeys(other)) {
+            String why = notOffered.get(method + "." + key);
+            String instead = taken.contains(key) ? "put it under " + method + " (" + method + "." + key + ")"
+                    : why == null || why.startsWith(config + " has no such key") ? config + " has no such key: drop it"
+                    : method + "." + key + " is not offered either (" + why + "): drop it";
+            binder.problem(other + "." + key, "is read by train.method " + other + " only, and this recipe's is "
+                    + method + ": " + instead);
         }
     }
 

@@ -321,6 +321,20 @@ final class RecordBinder {
                 + "): ";
     }
 
+    /** The keys of {@code section} the user set (in a recipe, an include, --set), in the merged tree's order. */
+    List<String> userSetKeys(String section) {
+        List<String> keys = new ArrayList<>();
+        JsonNode node = tree.root.get(section);
+        if (node != null) {
+            node.fieldNames().forEachRemaining(key -> {
+                if (userOrigin(section + "." + key) != null) {
+                    keys.add(key);
+                }
+            });
+        }
+        return keys;
+    }
+
     /** Where the user set the value at {@code path} (a recipe, an include, --set), or null for a default. */
     private String userOrigin(String path) {
         String origin = tree.originOf(path);

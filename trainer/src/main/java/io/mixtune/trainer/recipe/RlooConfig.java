@@ -30,6 +30,9 @@ public record RlooConfig(int numGenerations, int maxCompletionLength, double tem
     private static Map<String, String> notOffered() {
         Map<String, String> out = new LinkedHashMap<>();
         GrpoConfig.NOT_OFFERED.forEach((key, why) -> out.put("rloo." + key.substring("grpo.".length()), why));
+        // the two of GRPO's reasons that name GRPO; RLOOConfig.learning_rate defaults to 1e-6 too
+        out.put("rloo.learning_rate", "it is train.lr (TRL's RLOO default is 1e-6)");
+        out.put("rloo.num_generations_eval", "RLOO runs no evaluation; data.validation_* are refused");
         String grpoOnly = "RLOOConfig has no such key (it is GRPO's: train.method grpo)";
         for (String key : List.of("loss_type", "scale_rewards", "importance_sampling_level", "delta",
                 "multi_objective_aggregation", "sapo_temperature_neg", "sapo_temperature_pos",

@@ -130,6 +130,8 @@ public final class TrainingLoop {
                 }
                 if (step > stage.start()) {
                     best.restore(resumed.bestModel());
+                } else {
+                    refuseAnAverageHeldTooLate(train, stage);
                 }
             }
             if (stage.evaluateFirst() && step == stage.start()) {
@@ -379,6 +381,21 @@ public final class TrainingLoop {
      * (transformers has none). keep_last 1 then leaves the best checkpoint alone (transformers' special case for
      * save_total_limit 1). Metrics and the progress output say where the adapter came from.
      */
+    /**
+     * A stage whose first evaluation comes before the averaged loss it compares exists: refused before its first step
+     * (validate judges what it can without the run's length).
+     */
+    private void refuseAnAverageHeldTooLate(Recipe.Train train, Stage stage) {
+        long next = train.evalEvery() > 0 ? (stage.start() / train.evalEvery() + 1) * train.evalEvery() : Long.MAX_VALUE;
+        boolean atEvalEvery = next <= stage.end();
+        String tooLate = EvaluationMetrics.heldTooLate(train, recipe.averaging(),
+                (atEvalEvery ? next : stage.end()) - stage.start(), atEvalEvery ? "train.eval_every "
+                + train.evalEvery() : "the stage's last step", OptionalLong.of(stage.steps()));
+        if (tooLate != null) {
+            throw new Refusal("train.metric_for_best_model: " + tooLate);
+        }
+    }
+
     private Map<String, Path> endOfStage(BestModel best, Stage stage, long step, Path checkpoints,
             TrainingAverages averages) {
         Path bestDir = best.bestCheckpoint(checkpoints);

@@ -80,7 +80,8 @@ class DataCommandTest {
                 + "<s>User: Hi\nBot:\n⟦Hello!</s>⟧\n\n"), out);
         assertTrue(out.contains("<s>User: Two?\nBot:\n⟦2</s>⟧\nUser: Three?\nBot:\n⟦3</s>⟧\n\n"), out);
         assertTrue(out.contains("packing: 2 samples in 1 rows of 64 tokens"), out);
-        assertTrue(out.contains("wrote 2 samples and their packed rows to " + dump), out);
+        assertTrue(out.contains("wrote 2 samples and their packed rows (positions restart at each sequence, whose first "
+                + "token is untrained) to " + dump), out);
 
         Result colour = data("preview", "--recipe", recipe.toString(), "--n", "1", "--color", "always");
         assertTrue(colour.out().contains("\u001B[2m<s>\u001B[0mUser: Hi\nBot:\n\u001B[1;32mHello!</s>\u001B[0m\n"), colour.out());

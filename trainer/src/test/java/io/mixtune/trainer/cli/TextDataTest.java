@@ -67,6 +67,28 @@ class TextDataTest {
         assertTrue(Double.isFinite(result.lastStage().lastLoss()), String.valueOf(result.lastStage().lastLoss()));
     }
 
+    /** `data preview` of the first {@code n} bundled texts packed by {@code strategy}, the rows dumped; exit 0. */
+    private MixtuneCliTest.Result previewTexts(String strategy, int n, Path dump) throws IOException {
+        MixtuneCliTest.Result preview = MixtuneCliTest.run("data", "preview", "--recipe",
+                recipe("data/samples/text.jsonl", "  packing_strategy: " + strategy).toString(), "--n",
+                String.valueOf(n), "--color", "never", "--dump", dump.toString());
+        assertEquals(0, preview.code(), preview.err());
+        return preview;
+    }
+
+    /**
+     * A wrapped row is one sequence (TRL's collator without padding-free): the dump's legend says so, and no row drops
+     * a label at a sample's start.
+     */
+    @Test
+    void aWrappedDumpSaysEveryLabelIsKept() throws IOException {
+        Path dump = dir.resolve("wrapped.jsonl");
+        MixtuneCliTest.Result wrapped = previewTexts("wrapped", 4, dump);
+        assertTrue(wrapped.out().contains("and their packed rows (one sequence a row: positions 0, 1, ... across it, "
+                + "every label kept) to " + dump), wrapped.out());
+        assertFalse(wrapped.out().contains("untrained"), wrapped.out());
+    }
+
     /**
      * bfd_split keeps a text longer than max_seq_len whole (TRL truncates nothing it packs) and splits it across rows:
      * the preview shows every token trained, the rows hold every token, the data cache is another file.
@@ -74,15 +96,14 @@ class TextDataTest {
     @Test
     void previewWithBfdSplitKeepsEveryTokenAndPacksThemAll() throws IOException {
         Path dump = dir.resolve("rows.jsonl");
-        MixtuneCliTest.Result split = MixtuneCliTest.run("data", "preview", "--recipe",
-                recipe("data/samples/text.jsonl", "  packing_strategy: bfd_split").toString(), "--n", "16", "--color",
-                "never", "--dump", dump.toString());
-        assertEquals(0, split.code(), split.err());
+        MixtuneCliTest.Result split = previewTexts("bfd_split", 16, dump);
         Matcher first = Pattern.compile("text.jsonl:1\\): (\\d+) tokens, (\\d+) trained")
                 .matcher(split.out());
         assertTrue(first.find(), split.out());
         assertTrue(Integer.parseInt(first.group(1)) > 48 && first.group(1).equals(first.group(2)), split.out());
         assertTrue(split.out().contains("rows of 48 tokens (bfd_split)"), split.out());
+        assertTrue(split.out().contains("and their packed rows (positions restart at each sequence, whose first token "
+                + "is untrained) to " + dump), split.out());
         ObjectMapper json = new ObjectMapper();
         long sampleTokens = 0;
         long rowTokens = 0;

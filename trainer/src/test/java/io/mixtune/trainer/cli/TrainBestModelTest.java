@@ -183,6 +183,31 @@ class TrainBestModelTest {
                 + "best again");
     }
 
+    /**
+     * A fractional swa_start is a step only once the run's length is known: validate passes, and train refuses before
+     * the first step (not at step 2's evaluation, where transformers' KeyError would stop the run) and writes no step.
+     */
+    @Test
+    void trainRefusesAnSwaLossBeforeTheFirstStepWhenTheAverageStartsAfterTheFirstEvaluation(@TempDir Path dir)
+            throws IOException {
+        Path recipe = recipe(dir);
+        String[] sets = {"--set", "train.max_steps=10", "--set", "train.eval_every=2", "--set",
+            "train.metric_for_best_model=loss_swa", "--set", "averaging.swa_start=0.5"};
+        List<String> validate = new ArrayList<>(List.of("validate", "--recipe", recipe.toString()));
+        validate.addAll(List.of(sets).subList(2, sets.length));
+        validate.addAll(List.of("--set", "train.max_steps=null"));
+        MixtuneCliTest.Result validated = MixtuneCliTest.run(validate.toArray(String[]::new));
+        assertEquals(0, validated.code(), validated.out() + validated.err());
+        List<String> args = new ArrayList<>(List.of("train", "--recipe", recipe.toString()));
+        args.addAll(List.of(sets));
+        MixtuneCliTest.Result refused = MixtuneCliTest.run(args.toArray(String[]::new));
+        assertEquals(2, refused.code(), refused.out() + refused.err());
+        assertTrue(refused.err().contains("train.metric_for_best_model: eval_loss_swa is the loss of the SWA average, "
+                + "which holds nothing before step 5 (averaging.swa_start 0.5 of 10 steps), and the first evaluation "
+                + "comes after step 2 (train.eval_every 2)"), refused.err());
+        assertFalse(refused.out().contains("step 1/"), refused.out());
+    }
+
     @Test
     void validateRefusesWhatCannotKeepTheBestNamingTheKeys(@TempDir Path dir) throws IOException {
         Path recipe = recipe(dir);

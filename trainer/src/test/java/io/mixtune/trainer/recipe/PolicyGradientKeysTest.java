@@ -100,6 +100,39 @@ class PolicyGradientKeysTest {
         }
     }
 
+    /**
+     * The other method's section is never read: a grpo key in an rloo recipe (and an rloo key in a grpo recipe) is
+     * refused at its line, naming the section that is read; the defaults' own sections are no problem.
+     */
+    @Test
+    void theOtherPolicyGradientMethodsSectionIsRefusedByName() throws IOException {
+        Path grpoInRloo = recipe("rloo", "grpo:\n  beta: 0.1\n  scale_rewards: none\n");
+        String message = error(grpoInRloo);
+        assertTrue(message.contains(grpoInRloo + ":9: grpo.beta: is read by train.method grpo only, and this recipe's "
+                + "is rloo: put it under rloo (rloo.beta)"), message);
+        assertTrue(message.contains(grpoInRloo + ":10: grpo.scale_rewards: is read by train.method grpo only, and "
+                + "this recipe's is rloo: RLOOConfig has no such key: drop it"), message);
+        Path rlooInGrpo = recipe("grpo", "rloo:\n  normalize_advantages: true\n");
+        String refused = error(rlooInGrpo);
+        assertTrue(refused.contains(rlooInGrpo + ":9: rloo.normalize_advantages: is read by train.method rloo only, "
+                + "and this recipe's is grpo: GRPOConfig has no such key: drop it"), refused);
+        String set = error(recipe("rloo", ""), "grpo.num_generations=4");
+        assertTrue(set.contains("grpo.num_generations: is read by train.method grpo only, and this recipe's is rloo: "
+                + "put it under rloo (rloo.num_generations)"), set);
+        RecipeReader.read(recipe("rloo", "rloo:\n  beta: 0.1\n"), List.of());
+        RecipeReader.read(recipe("grpo", "grpo:\n  beta: 0.1\n"), List.of());
+    }
+
+    /** RLOO's refusals of keys it shares with GRPOConfig speak of RLOO, not GRPO. */
+    @Test
+    void rloosRefusalsNameRloo() throws IOException {
+        String message = error(recipe("rloo", "rloo:\n  learning_rate: 1.0e-6\n  num_generations_eval: 2\n"));
+        assertTrue(message.contains("rloo.learning_rate: not offered: it is train.lr (TRL's RLOO default is 1e-6)"),
+                message);
+        assertTrue(message.contains("rloo.num_generations_eval: not offered: RLOO runs no evaluation"), message);
+        assertTrue(!message.contains("GRPO"), message);
+    }
+
     @Test
     void anRlooRecipeThatTracksTheBestModelIsRefusedUnderItsMethod() throws IOException {
         String message = error(recipe("rloo", ""), "train.early_stopping_patience=2");

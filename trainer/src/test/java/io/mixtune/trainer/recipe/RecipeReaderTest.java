@@ -263,6 +263,45 @@ class RecipeReaderTest {
     }
 
     /**
+     * A dense model's evaluation logs no aux_loss (it has no router), so metric_for_best_model aux_loss is refused before
+     * the run, where transformers' Trainer raises its KeyError at the first evaluation.
+     */
+    @Test
+    void aDenseModelHasNoRouterLossToCompare() throws IOException {
+        String validated = minimal().replace("]\n", "]\n  validation_ratio: 0.5\n");
+        String refused = error(write("dense.yaml", validated + "train:\n  metric_for_best_model: aux_loss\n"));
+        assertTrue(refused.contains("dense.yaml:8: train.metric_for_best_model: aux_loss is a Mixtral router's "
+                + "load-balancing loss, and preset tiny-mistral is a dense model without one"), refused);
+    }
+
+    /**
+     * loss_swa and loss_lawa exist from the first step their average holds a snapshot: a first evaluation before it
+     * is refused before the run (transformers' KeyError would stop the run there), naming both steps; where the
+     * run's length decides (a fractional swa_start, no max_steps), validate passes and the loop refuses before step 1.
+     */
+    @Test
+    void anAverageThatHoldsNothingAtTheFirstEvaluationIsNoMetricForBestModel() throws IOException {
+        String validated = minimal().replace("]\n", "]\n  validation_ratio: 0.5\n");
+        String swa = error(write("swa.yaml", validated + "train:\n  eval_every: 2\n  metric_for_best_model: loss_swa\n"
+                + "averaging:\n  swa_start: 5\n"));
+        assertTrue(swa.contains("swa.yaml:9: train.metric_for_best_model: eval_loss_swa is the loss of the SWA "
+                + "average, which holds nothing before step 5 (averaging.swa_start 5), and the first evaluation comes "
+                + "after step 2 (train.eval_every 2)"), swa);
+        String lawa = error(write("lawa.yaml", validated + "train:\n  max_steps: 6\n  metric_for_best_model: "
+                + "eval_loss_lawa\naveraging:\n  lawa_k: 2\n  lawa_every: 10\n"));
+        assertTrue(lawa.contains("lawa.yaml:9: train.metric_for_best_model: eval_loss_lawa is the loss of the LaWA "
+                + "average, which holds nothing before step 10 (averaging.lawa_every 10), and the first evaluation "
+                + "comes after step 6 (train.max_steps 6)"), lawa);
+        RecipeReader.read(write("held.yaml", validated + "train:\n  eval_every: 5\n  metric_for_best_model: "
+                + "loss_swa\naveraging:\n  swa_start: 5\n"), List.of());
+        RecipeReader.read(write("fraction.yaml", validated + "train:\n  eval_every: 2\n  metric_for_best_model: "
+                + "loss_swa\naveraging:\n  swa_start: 0.5\n"), List.of());
+        String known = error(write("known.yaml", validated + "train:\n  eval_every: 2\n  max_steps: 10\n"
+                + "  metric_for_best_model: loss_swa\naveraging:\n  swa_start: 0.5\n"));
+        assertTrue(known.contains("holds nothing before step 5 (averaging.swa_start 0.5 of 10 steps)"), known);
+    }
+
+    /**
      * train.router_aux_loss_coef: a finite number >= 0 (0 turns the term off, as TRL's router_aux_loss_coef 0);
      * refused with the router loss off and for distillation, which would ignore it; said on a dense model.
      */
@@ -649,6 +688,22 @@ class RecipeReaderTest {
         String dpo = String.join("\n", problems(recipe, "train.method=dpo", "data.packing_strategy=bfd_split"));
         assertTrue(dpo.contains("data.packing_strategy: bfd_split packs SFT data, but train.method dpo never packs"),
                 dpo);
+    }
+
+    /**
+     * TRL's old name bfd-requeue (SFTConfig.__post_init__ renames it to bfd_split with a FutureWarning) is named as
+     * such, and SFTConfig's padding_free is refused by name with what mixtune does instead.
+     */
+    @Test
+    void trlsOldStrategyNameAndPaddingFreeAreNamed() throws IOException {
+        Path recipe = write("pack.yaml", minimal());
+        String requeue = String.join("\n", problems(recipe, "data.packing_strategy=bfd-requeue"));
+        assertTrue(requeue.contains("data.packing_strategy: bfd-requeue is TRL's old name of bfd_split (renamed in "
+                + "TRL 1.13, which still reads it with a warning): write bfd_split"), requeue);
+        for (String key : List.of("data.padding_free", "train.padding_free")) {
+            String free = String.join("\n", problems(recipe, key + "=true"));
+            assertTrue(free.contains(key + ": not offered: packed rows are padding-free already"), free);
+        }
     }
 
     /** PEFT takes the first pattern key that matches, in the file's order: the recipe's order must reach it. */
