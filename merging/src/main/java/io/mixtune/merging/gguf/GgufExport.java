@@ -1,5 +1,6 @@
 package io.mixtune.merging.gguf;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.lora.adapter.AdapterMerge;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.checkpoint.StagingDirectory;
@@ -240,13 +241,32 @@ public final class GgufExport {
             writer.putUint32("llama.expert_count", config.numLocalExperts());
             writer.putUint32("llama.expert_used_count", config.numExpertsPerTok());
         }
-        writer.putUint32("llama.attention.key_length", config.headDim());
-        writer.putUint32("llama.attention.value_length", config.headDim());
+        if (converterHasHeadDim(config)) {
+            writer.putUint32("llama.attention.key_length", config.headDim());
+            writer.putUint32("llama.attention.value_length", config.headDim());
+        }
         writer.putUint32("general.file_type", type.id());
         writer.putUint32("llama.vocab_size", config.vocabSize());
         writer.putUint32("llama.rope.dimension_count", config.headDim());
         writer.putUint32("general.quantization_version", 2); // GGML_QUANT_VERSION
         GgufVocabulary.put(writer, tokenizerFiles, model.resolve("config.json"), config.vocabSize());
+    }
+
+    /**
+     * Whether the converter's hparams (transformers' AutoConfig.to_dict) hold a head_dim, for which
+     * TextModel.set_gguf_parameters writes the attention key/value length: MistralConfig fills in hidden / heads where
+     * config.json has none, MixtralConfig leaves it None (the Hub's Mixtral-8x7B config.json has none).
+     */
+    private boolean converterHasHeadDim(ModelConfig config) {
+        if (config.modelType() != ModelConfig.ModelType.MIXTRAL) {
+            return true;
+        }
+        try {
+            return new ObjectMapper().readTree(model.resolve("config.json").toFile())
+                    .path("head_dim").isNumber();
+        } catch (IOException e) {
+            throw new UncheckedIOException(model.resolve("config.json") + ": " + e.getMessage(), e);
+        }
     }
 
     /**

@@ -42,15 +42,24 @@ final class GgufVocabulary {
      */
     static void put(GgufWriter writer, Map<String, Path> files, Path configJson, int vocabSize) {
         Path sentencePiece = file(files, "tokenizer.model");
-        if (sentencePiece == null) {
-            throw new IllegalArgumentException("no tokenizer.model: export-gguf writes the SentencePiece vocabulary"
-                    + " (Mistral's and Mixtral's tokenizer.model) as llama.cpp's converter does; a model with only a"
-                    + " tokenizer.json (Tekken, Mistral-Nemo) is not supported yet");
+        Path tokenizerJson = file(files, "tokenizer.json");
+        JsonNode tokenizer = json(tokenizerJson);
+        if (sentencePiece == null && tokenizer == null) {
+            throw new IllegalArgumentException("the model has neither tokenizer.model nor tokenizer.json: export-gguf"
+                    + " writes the vocabulary from one of them, as llama.cpp's converter does; copy the base model's"
+                    + " tokenizer files into the model folder");
         }
         JsonNode tokenizerConfig = json(file(files, "tokenizer_config.json"));
         if (tokenizerConfig != null && tokenizerConfig.path("add_prefix_space").isBoolean()) {
             // LlamaModel.set_vocab writes it before the vocabulary
             writer.putBool("tokenizer.ggml.add_space_prefix", tokenizerConfig.path("add_prefix_space").asBoolean());
+        }
+        if (sentencePiece == null) {
+            // no tokenizer.model: the converter's _set_vocab_gpt2, whose SpecialVocab has merges and no n_vocab
+            GgufBpeVocabulary.put(writer, tokenizerJson, tokenizer, vocabSize);
+            putSpecialVocab(writer, files, tokenizerConfig, json(configJson), GgufBpeVocabulary.merges(tokenizerJson,
+                    tokenizer), Integer.MAX_VALUE);
+            return;
         }
         String[] tokens = new String[vocabSize];
         float[] scores = new float[vocabSize];
@@ -105,24 +114,31 @@ final class GgufVocabulary {
         writer.putStrings("tokenizer.ggml.tokens", Arrays.asList(tokens));
         writer.putFloat32s("tokenizer.ggml.scores", scores);
         writer.putInt32s("tokenizer.ggml.token_type", types);
-        putSpecialVocab(writer, files, tokenizerConfig, json(configJson), vocabSize);
+        putSpecialVocab(writer, files, tokenizerConfig, json(configJson), List.of(), vocabSize);
     }
 
     /** TextModel.does_token_look_special. */
-    private static boolean looksSpecial(String token) {
+    static boolean looksSpecial(String token) {
         return List.of("<pad>", "<mask>", "<2mass>", "[@BOS@]").contains(token)
                 || token.startsWith("<|") && token.endsWith("|>")
                 || token.startsWith("<\uff5c") && token.endsWith("\uff5c>")
                 || token.startsWith("<unused") && token.endsWith(">");
     }
 
-    /** gguf-py's SpecialVocab(dir, n_vocab).add_to_gguf for a tokenizer without merges (SentencePiece). */
+    /**
+     * gguf-py's SpecialVocab(dir, n_vocab).add_to_gguf: the merges (none for SentencePiece), special ids under
+     * {@code vocabSize} (the gpt2 path passes no n_vocab), add_*_token, the chat template, the normalizer's lowercase.
+     */
     private static void putSpecialVocab(GgufWriter writer, Map<String, Path> files, JsonNode tokenizerConfig,
-            JsonNode config, int vocabSize) {
+            JsonNode config, List<String> merges, int vocabSize) {
+        if (!merges.isEmpty()) {
+            writer.putStrings("tokenizer.ggml.merges", merges);
+        }
         Map<String, Integer> ids = new LinkedHashMap<>();
         Map<String, Boolean> add = new LinkedHashMap<>();
         String chatTemplate = null;
         JsonNode tokenizer = json(file(files, "tokenizer.json"));
+        Boolean lowercase = tokenizer == null ? null : lowercase(tokenizer.path("normalizer"), null);
         if (tokenizer != null) {
             // compared as SpecialVocab compares them: a string entry; an AddedToken object never equals a token
             String bos = raw(tokenizerConfig, "bos_token");
@@ -152,7 +168,7 @@ final class GgufVocabulary {
             }
         }
         if (tokenizerConfig == null) {
-            putIds(writer, ids, add, null, config, vocabSize);
+            putIds(writer, ids, add, null, lowercase, config, vocabSize);
             return;
         }
         Path jinja = file(files, "chat_template.jinja");
@@ -195,7 +211,7 @@ final class GgufVocabulary {
                     .filter(token -> token.path("id").isInt())
                     .ifPresent(token -> setId(ids, type, token.path("id").asInt(), vocabSize));
         }
-        putIds(writer, ids, add, chatTemplate, config, vocabSize);
+        putIds(writer, ids, add, chatTemplate, lowercase, config, vocabSize);
     }
 
     /**
@@ -256,8 +272,24 @@ final class GgufVocabulary {
         add.put("sep", addSep);
     }
 
+    /** SpecialVocab._parse_normalizer: a Lowercase normalizer, a BertNormalizer's lowercase, inside a Sequence too. */
+    private static Boolean lowercase(JsonNode normalizer, Boolean found) {
+        switch (normalizer.path("type").asText()) {
+            case "Lowercase" -> found = true;
+            case "BertNormalizer" -> found = normalizer.has("lowercase") ? normalizer.get("lowercase").asBoolean()
+                    : found;
+            case "Sequence" -> {
+                for (JsonNode inner : normalizer.path("normalizers")) {
+                    found = lowercase(inner, found);
+                }
+            }
+            default -> { }
+        }
+        return found;
+    }
+
     private static void putIds(GgufWriter writer, Map<String, Integer> ids, Map<String, Boolean> add,
-            String chatTemplate, JsonNode config, int vocabSize) {
+            String chatTemplate, Boolean lowercase, JsonNode config, int vocabSize) {
         if (config != null) {
             for (String type : SPECIAL_TYPES) {
                 JsonNode id = config.get(type + "_token_id");
@@ -278,6 +310,9 @@ final class GgufVocabulary {
         });
         if (chatTemplate != null) {
             writer.putString("tokenizer.chat_template", chatTemplate);
+        }
+        if (lowercase != null) {
+            writer.putBool("tokenizer.ggml.normalizer.lowercase", lowercase);
         }
     }
 

@@ -181,7 +181,7 @@ class ExportGgufKQuantTest {
      * u = (i * 2654435761 + (t + 1) * 1013904223) mod 2^32, v = (u >> 8) / 2^24 - 0.5 (exact in float32); a matrix's
      * row r scaled by 2^-(r mod 5), zero where r mod 7 is 3; a vector 1 + v / 4. The bundled tokenizer's files beside.
      */
-    private static void writeWide(JsonNode checkpoint, Path model) throws Exception {
+    static void writeWide(JsonNode checkpoint, Path model) throws Exception {
         Files.createDirectories(model);
         Files.writeString(model.resolve("config.json"), new ObjectMapper().writerWithDefaultPrettyPrinter()
                 .writeValueAsString(checkpoint.path("config")));

@@ -91,7 +91,14 @@ class ExportGgufTest {
         Path out = dir.resolve(name + ".gguf");
         MixtuneCliTest.Result result = export(inputs(entry, dir), out, "--type", entry.path("outtype").asText());
         assertEquals(0, result.code(), result.err());
+        assertConverterFile(entry, out);
+    }
 
+    /**
+     * The file at {@code out} is the golden case's: its metadata keys in order with their types and values (arrays
+     * by count and sha256), its tensors' names, shapes, types and bytes, and the whole file's sha256 and size.
+     */
+    static void assertConverterFile(JsonNode entry, Path out) throws Exception {
         GgufReader reader = GgufReader.open(out);
         List<String> keys = new ArrayList<>();
         entry.path("metadata").forEach(key -> keys.add(key.path("key").asText()));
@@ -254,7 +261,8 @@ class ExportGgufTest {
 
     /**
      * The README's other refusals, exit 2 with nothing written: a reward model's adapter (a score head in
-     * modules_to_save), and a model without tokenizer.model.
+     * modules_to_save), and a model without tokenizer.model whose tokenizer.json is SentencePiece-style (byte_fallback;
+     * the converter's LlamaHfVocab path).
      */
     @Test
     void aRewardAdapterAndAModelWithoutTokenizerModelAreRefused(@TempDir Path dir) throws Exception {

@@ -1,0 +1,181 @@
+package io.mixtune.merging.gguf;
+
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.merging.SentencePieceModel;
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Collectors;
+
+/**
+ * A {@code tokenizer.json}-only vocabulary (no tokenizer.model) as llama.cpp's convert_hf_to_gguf.py writes it for a
+ * llama-architecture model: LlamaModel.set_vocab finds no tokenizer.model, LlamaHfVocab refuses a byte-level BPE (no
+ * byte_fallback), and TextModel._set_vocab_gpt2 writes tokenizer.ggml.model "gpt2", the pre-tokenizer that
+ * get_vocab_base_pre recognises by the ids of a fixed text (Mistral-Nemo's, Mistral-Small-3's and Ministral's Tekken:
+ * "tekken"), the tokens and their types (get_vocab_base); SpecialVocab with merges follows
+ * ({@link GgufVocabulary}). What the converter refuses is refused here too, before anything is written.
+ */
+final class GgufBpeVocabulary {
+    /**
+     * get_vocab_base_pre's check text (chktxt), which the converter encodes with the model's tokenizer, and its table
+     * from the sha256 of the ids' Python repr (chkhsh) to tokenizer.ggml.pre, read out of the converter by
+     * interop/make_gguf_vocab_goldens.py.
+     */
+    private static final String PRE_TOKENIZERS = "io/mixtune/merging/gguf/bpe-pre-tokenizers.json";
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private GgufBpeVocabulary() {}
+
+    /**
+     * Puts tokenizer.ggml.model, pre, tokens and token_type.
+     *
+     * @param file the tokenizer.json
+     * @param vocabSize config.json's vocab_size: ids under it missing from the vocabulary are [PADi], unused
+     */
+    static void put(GgufWriter writer, Path file, JsonNode tokenizer, int vocabSize) {
+        JsonNode model = tokenizer.path("model");
+        boolean byteFallback = model.path("byte_fallback").asBoolean(false);
+        boolean llama3 = model.path("type").asText().equals("BPE") && model.path("ignore_merges").asBoolean(false)
+                && !model.path("byte_fallback").asBoolean(true);
+        if (!llama3 && model.path("type").asText().equals("BPE") && byteFallback
+                && tokenizer.path("decoder").path("type").asText().equals("Sequence")) {
+            // LlamaHfVocab: the converter rebuilds it through transformers' slow-tokenizer bookkeeping (scores,
+            // byte tokens), which export-gguf does not reproduce
+            throw new IllegalArgumentException(file + " is a SentencePiece-style BPE (byte_fallback) and the model has"
+                    + " no tokenizer.model: export-gguf writes such a vocabulary from tokenizer.model, as llama.cpp's"
+                    + " converter prefers; put the base model's tokenizer.model beside it");
+        }
+        JsonNode table = preTokenizers();
+        String pre;
+        List<String> texts = new ArrayList<>();
+        int[] types = new int[vocabSize];
+        try (HuggingFaceTokenizer hf = open(file)) {
+            Map<Integer, String> tokens = new HashMap<>();
+            model.path("vocab").properties().forEach(entry -> tokens.put(entry.getValue().asInt(), entry.getKey()));
+            Map<String, JsonNode> added = new LinkedHashMap<>();
+            for (JsonNode token : tokenizer.path("added_tokens")) {
+                // the id the tokenizers library gives it (the vocabulary's, else one past the vocabulary's size),
+                // which transformers' tokenizer.vocab lists, not necessarily the one tokenizer.json declares
+                String content = token.path("content").asText();
+                long[] ids = hf.encode(content, false, false).getIds();
+                tokens.put(ids.length == 1 ? Math.toIntExact(ids[0]) : token.path("id").asInt(), content);
+                added.put(content, token);
+            }
+            int maxId = tokens.keySet().stream().mapToInt(Integer::intValue).max().orElse(-1);
+            if (maxId >= vocabSize) {
+                throw new IllegalArgumentException(file + " holds token id " + maxId + " where config.json's"
+                        + " vocab_size is " + vocabSize + " (the converter asserts every id is under it); give the"
+                        + " model its own tokenizer");
+            }
+            String hash = checkHash(hf.encode(table.path("chktxt").asText(), true, false).getIds());
+            pre = table.path("chkhsh").path(hash).asText(null);
+            if (pre == null) {
+                throw new IllegalArgumentException(file + ": its pre-tokenizer is not one llama.cpp knows (chkhsh "
+                        + hash + " is not in convert_hf_to_gguf.py's get_vocab_base_pre, which refuses it: \"BPE"
+                        + " pre-tokenizer was not recognized\"); a fine-tune keeps its base model's tokenizer.json"
+                        + " (Mistral-Nemo's, Mistral-Small-3's, Ministral's Tekken is \"tekken\"): copy the base"
+                        + " model's tokenizer files into the model folder");
+            }
+            for (int id = 0; id < vocabSize; id++) {
+                String token = tokens.get(id);
+                if (token == null) {
+                    texts.add("[PAD" + id + "]");
+                    types[id] = SentencePieceModel.UNUSED;
+                    continue;
+                }
+                JsonNode addedToken = added.get(token);
+                if (addedToken == null) {
+                    types[id] = SentencePieceModel.NORMAL;
+                } else {
+                    if (!addedToken.path("normalized").asBoolean(true)) {
+                        // get_vocab_base pre-normalizes such tokens by a round trip through the tokenizer
+                        token = hf.decode(hf.encode(token, false, false).getIds(), false);
+                    }
+                    if (addedToken.path("special").asBoolean(false) || GgufVocabulary.looksSpecial(token)) {
+                        types[id] = SentencePieceModel.CONTROL;
+                    } else {
+                        token = token.replace("\u2581", " ");
+                        types[id] = SentencePieceModel.USER_DEFINED;
+                    }
+                }
+                texts.add(token);
+            }
+        }
+        writer.putString("tokenizer.ggml.model", "gpt2");
+        writer.putString("tokenizer.ggml.pre", pre);
+        writer.putStrings("tokenizer.ggml.tokens", texts);
+        writer.putInt32s("tokenizer.ggml.token_type", types);
+    }
+
+    /**
+     * SpecialVocab's merges out of tokenizer.json: "a b" strings as they are, ["a", "b"] pairs joined by a space
+     * with a space inside a part written U+0120 (the byte-level space), as gguf-py does since transformers 4.45.
+     */
+    static List<String> merges(Path file, JsonNode tokenizer) {
+        JsonNode merges = tokenizer.path("model").path("merges");
+        List<String> out = new ArrayList<>();
+        for (JsonNode merge : merges) {
+            if (merge.isTextual()) {
+                out.add(merge.asText());
+            } else if (merge.isArray() && merge.size() == 2 && merge.get(0).isTextual()) {
+                out.add(merge.get(0).asText().replace(' ', '\u0120') + " "
+                        + merge.get(1).asText().replace(' ', '\u0120'));
+            } else {
+                throw new IllegalArgumentException(file + ": model.merges entry " + merge + " is neither \"a b\" nor"
+                        + " [\"a\", \"b\"] (the converter's \"Unknown tokenizer merges format\")");
+            }
+        }
+        return out;
+    }
+
+    /** sha256 of the ids as Python's str(list) writes them: "[1, 1010, 1032]". */
+    static String checkHash(long[] ids) {
+        String repr = Arrays.stream(ids).mapToObj(Long::toString).collect(Collectors.joining(", ", "[", "]"));
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            return HexFormat.of().formatHex(sha.digest(repr.getBytes(StandardCharsets.UTF_8)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * The tokenizer.json as transformers' fast tokenizer runs it (tokenizer.encode adds the post-processor's special
+     * tokens; added tokens are matched in text): the Rust tokenizers library, as there. Not TextTokenizer, which
+     * never matches special tokens in text.
+     */
+    private static HuggingFaceTokenizer open(Path file) {
+        try {
+            return HuggingFaceTokenizer.newInstance(new ByteArrayInputStream(Files.readAllBytes(file)),
+                    Map.of("addSpecialTokens", "true", "truncation", "false", "padding", "false"));
+        } catch (IOException | RuntimeException e) {
+            throw new IllegalArgumentException(file + ": the tokenizers library cannot read it: " + e.getMessage(), e);
+        }
+    }
+
+    private static JsonNode preTokenizers() {
+        try (InputStream in = GgufBpeVocabulary.class.getClassLoader().getResourceAsStream(PRE_TOKENIZERS)) {
+            if (in == null) {
+                throw new IllegalStateException("no " + PRE_TOKENIZERS + " on the classpath");
+            }
+            return JSON.readTree(in);
+        } catch (IOException e) {
+            throw new UncheckedIOException(PRE_TOKENIZERS + ": " + e.getMessage(), e);
+        }
+    }
+}
