@@ -3,7 +3,6 @@ package io.mixtune.merging.gguf;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.lora.adapter.AdapterMerge;
 import io.mixtune.model.checkpoint.PathOverlap;
-import io.mixtune.model.checkpoint.StagingDirectory;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.SafetensorsReader;
 import java.io.IOException;
@@ -13,7 +12,6 @@ import java.math.RoundingMode;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -33,13 +31,12 @@ import java.util.regex.Pattern;
  * an input never.
  */
 public final class GgufExport {
-    private static final String KIND = "gguf-staging";
     /** A layer's weight; transformers 5's fused expert tensors are parameters of mlp.experts, named without .weight. */
-    private static final Pattern LAYER = Pattern.compile(
+    static final Pattern LAYER = Pattern.compile(
             "model\\.layers\\.(\\d+)\\.(?:(.+)\\.weight|(mlp\\.experts\\.(?:gate_up_proj|down_proj)))");
-    private static final Pattern EXPERT = Pattern.compile("block_sparse_moe\\.experts\\.(\\d+)\\.(w1|w2|w3)");
+    static final Pattern EXPERT = Pattern.compile("block_sparse_moe\\.experts\\.(\\d+)\\.(w1|w2|w3)");
     /** convert_hf_to_gguf's names for llama (gguf-py's tensor_mapping.py), per layer. */
-    private static final Map<String, String> LAYER_NAMES = Map.ofEntries(
+    static final Map<String, String> LAYER_NAMES = Map.ofEntries(
             Map.entry("input_layernorm", "attn_norm"),
             Map.entry("self_attn.q_proj", "attn_q"),
             Map.entry("self_attn.k_proj", "attn_k"),
@@ -52,7 +49,7 @@ public final class GgufExport {
             Map.entry("block_sparse_moe.gate", "ffn_gate_inp"),
             Map.entry("mlp.gate", "ffn_gate_inp"));
     /** Mixtral's expert weights stacked per layer: w1 gate, w2 down, w3 up. */
-    private static final Map<String, String> EXPERT_NAMES = Map.of("w1", "ffn_gate_exps", "w2", "ffn_down_exps",
+    static final Map<String, String> EXPERT_NAMES = Map.of("w1", "ffn_gate_exps", "w2", "ffn_down_exps",
             "w3", "ffn_up_exps");
 
     private final Path model;
@@ -187,16 +184,7 @@ public final class GgufExport {
             if (type.quantizeMix()) {
                 types = quantizeMix(writer, types, config);
             }
-            StagingDirectory.deleteAbandoned(out, KIND);
-            Path staging = StagingDirectory.create(out, KIND);
-            try {
-                Path file = staging.resolve(out.getFileName());
-                writer.write(file);
-                Files.move(file, out.toAbsolutePath().normalize(), StandardCopyOption.REPLACE_EXISTING,
-                        StandardCopyOption.ATOMIC_MOVE);
-            } finally {
-                StagingDirectory.deleteRecursively(staging);
-            }
+            StagedGgufFile.write(writer, out);
             return new Result(model, adapter, out, type, types, Files.size(out));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write " + out + ": " + e.getMessage(), e);
