@@ -138,10 +138,13 @@ def golden() -> dict:
     return {"llama_cpp": snapshot, "models": models}
 
 
-def options_golden() -> dict:
+def options_golden(variants_run=None, key=None) -> dict:
     """llama-quantize-options.json's content: each model's types for each of VARIANTS, from fresh dry runs. A variant
     that gives a tensor a type its rows are not whole blocks of is left out for that model: the dry run prints it, but
-    llama-quantize's real run fails there (no fallback after --pure or a type option), as export-gguf refuses it."""
+    llama-quantize's real run fails there (no fallback after --pure or a type option), as export-gguf refuses it.
+    make_gguf_imatrix_goldens.py passes its own variants, and how a variant is named in the file (key)."""
+    variants_run = VARIANTS if variants_run is None else variants_run
+    key = key or (lambda file_type, options: " ".join([file_type, *options]))
     models = {}
     with tempfile.TemporaryDirectory() as work:
         for name, m in MODELS.items():
@@ -149,14 +152,14 @@ def options_golden() -> dict:
             write_header(path, m)
             shapes = dict(tensors(m))
             variants = {}
-            for file_type, options in VARIANTS:
+            for file_type, options in variants_run:
                 types = dry_run(path, file_type, options)
                 if any(shapes[t][-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[types[t]]][0]
                        for t in types):
                     continue
                 order = list(types)
                 assert sorted(order) == sorted(shapes), name
-                variants[" ".join([file_type, *options])] = " ".join(types[n] for n in order)
+                variants[key(file_type, options)] = " ".join(types[n] for n in order)
             models[name] = {
                 "layers": m["layers"], "experts": m["experts"], "heads": m["heads"], "kv_heads": m["kv"],
                 "tensors": [[t, list(shapes[t])] for t in order], "types": variants,

@@ -126,7 +126,12 @@ final class GgmlKQuants {
         int[] levels = new int[QK_K];
         byte[] scales = new byte[12];
         float[] dm = scaleMinBlock(x, first, 15, -1f, 0.1f, 20, levels, scales);
-        out.putShort(Float16.fromFloat(dm[0])).putShort(Float16.fromFloat(dm[1])).put(scales);
+        putQ4K(Float16.fromFloat(dm[0]), Float16.fromFloat(dm[1]), scales, levels, out);
+    }
+
+    /** block_q4_K: d, dmin, scales[12], then two levels 32 apart per byte, per 64 values. */
+    static void putQ4K(short d, short dmin, byte[] scales, int[] levels, ByteBuffer out) {
+        out.putShort(d).putShort(dmin).put(scales);
         for (int j = 0; j < QK_K; j += 64) {
             for (int l = 0; l < 32; l++) {
                 out.put((byte) (levels[j + l] | (levels[j + l + 32] << 4)));
@@ -139,7 +144,12 @@ final class GgmlKQuants {
         int[] levels = new int[QK_K];
         byte[] scales = new byte[12];
         float[] dm = scaleMinBlock(x, first, 31, -0.5f, 0.1f, 15, levels, scales);
-        out.putShort(Float16.fromFloat(dm[0])).putShort(Float16.fromFloat(dm[1])).put(scales);
+        putQ5K(Float16.fromFloat(dm[0]), Float16.fromFloat(dm[1]), scales, levels, out);
+    }
+
+    /** block_q5_K: d, dmin, scales[12], qh[32] (each level's fifth bit), then the low nibbles as q4_K's. */
+    static void putQ5K(short d, short dmin, byte[] scales, int[] levels, ByteBuffer out) {
+        out.putShort(d).putShort(dmin).put(scales);
         byte[] qh = new byte[QK_K / 8];
         byte[] ql = new byte[QK_K / 2];
         int m1 = 1;
@@ -205,21 +215,31 @@ final class GgmlKQuants {
         float invScale = maxScale > 0 ? 63.f / maxScale : 0.f;
         float invMin = maxMin > 0 ? 63.f / maxMin : 0.f;
         for (int j = 0; j < 8; j++) {
-            int ls = Math.min(63, nearestInt(invScale * scales[j]) & 0xFF);
-            int lm = Math.min(63, nearestInt(invMin * mins[j]) & 0xFF);
-            if (j < 4) {
-                packed[j] = (byte) ls;
-                packed[j + 4] = (byte) lm;
-            } else {
-                packed[j + 4] = (byte) ((ls & 0xF) | ((lm & 0xF) << 4));
-                packed[j - 4] |= (byte) ((ls >> 4) << 6);
-                packed[j] |= (byte) ((lm >> 4) << 6);
-            }
+            packScaleMin(packed, j, Math.min(63, nearestInt(invScale * scales[j]) & 0xFF),
+                    Math.min(63, nearestInt(invMin * mins[j]) & 0xFF));
         }
         float d = maxScale / 63.f;
         float dmin = maxMin / 63.f;
-        float dHalf = Float16.toFloat(Float16.fromFloat(d));
-        float dminHalf = Float16.toFloat(Float16.fromFloat(dmin));
+        requantizeScaleMin(x, first, nmax, packed, Float16.toFloat(Float16.fromFloat(d)),
+                Float16.toFloat(Float16.fromFloat(dmin)), levels);
+        return new float[] {d, dmin};
+    }
+
+    /** Group j's 6-bit scale ls and min lm into q4_K's and q5_K's scales[12], as get_scale_min_k4 unpacks them. */
+    static void packScaleMin(byte[] packed, int j, int ls, int lm) {
+        if (j < 4) {
+            packed[j] = (byte) ls;
+            packed[j + 4] = (byte) lm;
+        } else {
+            packed[j + 4] = (byte) ((ls & 0xF) | ((lm & 0xF) << 4));
+            packed[j - 4] |= (byte) ((ls >> 4) << 6);
+            packed[j] |= (byte) ((lm >> 4) << 6);
+        }
+    }
+
+    /** The levels 0..nmax again from the fp16-rounded d and dmin and the packed scales and mins (groups of scale 0 kept). */
+    static void requantizeScaleMin(float[] x, int first, int nmax, byte[] packed, float dHalf, float dminHalf,
+            int[] levels) {
         for (int j = 0; j < 8; j++) {
             int sc;
             int m;
@@ -240,14 +260,13 @@ final class GgmlKQuants {
                 levels[32 * j + ii] = Math.max(0, Math.min(nmax, l));
             }
         }
-        return new float[] {d, dmin};
     }
 
     /**
      * make_qkx2_quants: levels 0..nmax for x = scale l - min (min clamped to at most 0); the first guess from the
      * range, then nstep + 1 more scales tried by weighted least squares, the one of least weighted squared error kept.
      */
-    private static float makeQkx2Quants(int n, int nmax, float[] x, int from, float[] weights, int[] levels, int at,
+    static float makeQkx2Quants(int n, int nmax, float[] x, int from, float[] weights, int[] levels, int at,
             float[] theMin, int[] aux, float rmin, float rdelta, int nstep, boolean useMad) {
         float min = x[from];
         float max = x[from];
@@ -330,12 +349,20 @@ final class GgmlKQuants {
      * ql[128], qh[64], scales[16], d.
      */
     static void q6_K(float[] x, int first, ByteBuffer out) {
+        q6_K(x, first, out, null, 0);
+    }
+
+    /**
+     * quantize_row_q6_K_impl with quant weights qw (from qwAt; null: quantize_row_q6_K_ref): each group's
+     * make_qx_quants weighted by qw itself, the rest the same.
+     */
+    static void q6_K(float[] x, int first, ByteBuffer out, float[] qw, int qwAt) {
         int[] levels = new int[QK_K];
         float[] scales = new float[16];
         float maxScale = 0;
         float maxAbsScale = 0;
         for (int ib = 0; ib < 16; ib++) {
-            float scale = makeQxQuants(16, 32, x, first + 16 * ib, levels, 16 * ib);
+            float scale = makeQxQuants(16, 32, x, first + 16 * ib, levels, 16 * ib, qw, qwAt + 16 * ib);
             scales[ib] = scale;
             float absScale = Math.abs(scale);
             if (absScale > maxAbsScale) {
@@ -382,10 +409,11 @@ final class GgmlKQuants {
     }
 
     /**
-     * make_qx_quants with rmse_type 1 and no quant weights (what quantize_row_q6_K_ref asks): signed levels
-     * -nmax..nmax-1 stored + nmax, the scale of the least x^2-weighted squared error over 19 tries.
+     * make_qx_quants with rmse_type 1: signed levels -nmax..nmax-1 stored + nmax, the scale of the least weighted
+     * squared error over 19 tries; weights qw from qwAt (llama-quantize's imatrix paths), or x^2 where qw is null
+     * (quantize_row_q6_K_ref).
      */
-    private static float makeQxQuants(int n, int nmax, float[] x, int from, int[] levels, int at) {
+    static float makeQxQuants(int n, int nmax, float[] x, int from, int[] levels, int at, float[] qw, int qwAt) {
         float max = largestMagnitude(x, from, n);
         if (Math.abs(max) < GROUP_MAX_EPS) {
             for (int i = 0; i < n; i++) {
@@ -393,7 +421,7 @@ final class GgmlKQuants {
             }
             return 0.f;
         }
-        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, nmax);
+        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, nmax, qw, qwAt);
         float sumlx = sums[0];
         float suml2 = sums[1];
         float iscale;
@@ -410,7 +438,7 @@ final class GgmlKQuants {
                 float xi = x[from + i];
                 int l = nearestInt(iscale * xi);
                 l = Math.max(-nmax, Math.min(nmax - 1, l));
-                float w = xi * xi;
+                float w = qw != null ? qw[qwAt + i] : xi * xi;
                 sumlx += w * xi * l;
                 suml2 += w * l * l;
             }
@@ -475,6 +503,14 @@ final class GgmlKQuants {
         } else {
             dmin = Float16.fromFloat(0.f);
         }
+        putQ2K(x, first, levels, packed, d, dmin, out);
+    }
+
+    /**
+     * q2_K's end, the reference's and the imatrix path's: each group's levels 0..3 again from the fp16 d and dmin
+     * times its 4-bit scale and min (groups of scale 0 kept), then scales[16], qs[64], d, dmin.
+     */
+    static void putQ2K(float[] x, int first, int[] levels, byte[] packed, short d, short dmin, ByteBuffer out) {
         for (int j = 0; j < 16; j++) {
             float dj = Float16.toFloat(d) * (packed[j] & 0xF);
             if (dj == 0) {
@@ -525,19 +561,30 @@ final class GgmlKQuants {
             float iscale = -32.f / maxScale;
             for (int j = 0; j < 16; j++) {
                 byte l = (byte) nearestInt(iscale * scales[j]);
-                l = (byte) (Math.max(-32, Math.min(31, l)) + 32);
-                if (j < 8) {
-                    packed[j] = (byte) (l & 0xF);
-                } else {
-                    packed[j - 8] |= (byte) ((l & 0xF) << 4);
-                }
-                l >>= 4;
-                packed[j % 4 + 8] |= (byte) (l << (2 * (j / 4)));
+                packQ3Scale(packed, j, (byte) (Math.max(-32, Math.min(31, l)) + 32));
             }
             d = Float16.fromFloat(1 / iscale);
         } else {
             d = Float16.fromFloat(0.f);
         }
+        putQ3K(x, first, levels, packed, d, out);
+    }
+
+    /** Group j's 6-bit scale l (biased by 32) into q3_K's scales[12]: low nibbles in 0-7, high 2 bits in 8-11. */
+    static void packQ3Scale(byte[] packed, int j, int l) {
+        if (j < 8) {
+            packed[j] = (byte) (l & 0xF);
+        } else {
+            packed[j - 8] |= (byte) ((l & 0xF) << 4);
+        }
+        packed[j % 4 + 8] |= (byte) ((l >> 4) << (2 * (j / 4)));
+    }
+
+    /**
+     * q3_K's end, the reference's and the imatrix path's: the levels -4..3 again from the fp16 d times each packed
+     * scale (groups of scale 0 kept), then hmask[32] (each level's third bit), qs[64], scales[12], d.
+     */
+    static void putQ3K(float[] x, int first, int[] levels, byte[] packed, short d, ByteBuffer out) {
         for (int j = 0; j < 16; j++) {
             int sc = j < 8 ? packed[j] & 0xF : (packed[j - 8] & 0xFF) >> 4;
             sc = (byte) ((sc | ((((packed[8 + j % 4] & 0xFF) >> (2 * (j / 4))) & 3) << 4)) - 32);
@@ -578,7 +625,7 @@ final class GgmlKQuants {
             }
             return 0.f;
         }
-        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, 0);
+        float[] sums = firstPass(n, nmax, x, from, -nmax / max, levels, at, 0, null, 0);
         float sumlx = sums[0];
         float suml2 = sums[1];
         for (int itry = 0; itry < 5; itry++) {
@@ -629,12 +676,12 @@ final class GgmlKQuants {
 
     /**
      * make_qx_quants' and make_q3_quants' first pass: levels nearest_int(iscale x) in -nmax..nmax-1, stored + offset,
-     * and the x^2-weighted sums of l x and l^2.
+     * and the sums of l x and l^2 weighted by qw (x^2 where null).
      *
      * @return {sumlx, suml2}
      */
     private static float[] firstPass(int n, int nmax, float[] x, int from, float iscale, int[] levels, int at,
-            int offset) {
+            int offset, float[] qw, int qwAt) {
         float sumlx = 0;
         float suml2 = 0;
         for (int i = 0; i < n; i++) {
@@ -642,7 +689,7 @@ final class GgmlKQuants {
             int l = nearestInt(iscale * xi);
             l = Math.max(-nmax, Math.min(nmax - 1, l));
             levels[at + i] = l + offset;
-            float w = xi * xi;
+            float w = qw != null ? qw[qwAt + i] : xi * xi;
             sumlx += w * xi * l;
             suml2 += w * l * l;
         }

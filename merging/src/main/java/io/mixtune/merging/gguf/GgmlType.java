@@ -26,7 +26,14 @@ public enum GgmlType {
     /** 256 values: as Q4_K, with 32 bytes of fifth bits before the 128 of low nibbles. */
     Q5_K(13, 256, 176),
     /** 256 values: 128 bytes of low nibbles, 64 of high 2 bits, 16 int8 group scales, fp16 d. */
-    Q6_K(14, 256, 210);
+    Q6_K(14, 256, 210),
+    /** 32 values: fp16 d, then 16 bytes of 4-bit indices into kvalues_iq4nl (low nibbles 0-15, high 16-31). */
+    IQ4_NL(20, 32, 18),
+    /**
+     * 256 values: fp16 d, 16 bits of the 6-bit group scales' high 2 bits, 4 bytes of their low nibbles, 128 bytes of
+     * 4-bit kvalues_iq4nl indices.
+     */
+    IQ4_XS(23, 256, 136);
 
     private final int id;
     private final int blockSize;
@@ -80,6 +87,6 @@ public enum GgmlType {
             }
         }
         throw new IllegalArgumentException("ggml type " + id + " is not one mixtune reads (F32, F16, Q4_0, Q4_1, Q5_0, "
-                + "Q5_1, Q8_0, Q2_K ... Q6_K)");
+                + "Q5_1, Q8_0, Q2_K ... Q6_K, IQ4_NL, IQ4_XS)");
     }
 }

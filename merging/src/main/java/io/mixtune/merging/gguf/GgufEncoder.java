@@ -44,10 +44,30 @@ public final class GgufEncoder implements AutoCloseable {
 
     /** As {@link GgufQuants#encode}: appends {@code count} values from {@code values[from]} as {@code type}. */
     public void encode(float[] values, int from, int count, GgmlType type, ByteBuffer out) {
+        inRuns(from, count, type, out, (runFrom, runCount, part) -> GgufQuants.encode(values, runFrom, runCount, type,
+                part));
+    }
+
+    /**
+     * As {@link GgmlWeightedQuants#encode}: the values of {@code part} (whole rows of one tensor) from {@code from},
+     * with the importance of their columns, or IQ4 with or without it.
+     */
+    void encode(float[] part, int from, int count, GgmlType type, ByteBuffer out, GgmlWeightedQuants.Layout layout) {
+        inRuns(from, count, type, out, (runFrom, runCount, runOut) -> GgmlWeightedQuants.encode(part, runFrom,
+                runCount, type, runOut, layout));
+    }
+
+    @FunctionalInterface
+    private interface Run {
+        void encode(int from, int count, ByteBuffer out);
+    }
+
+    /** Cuts {@code count} values into a run of whole blocks per thread, each encoded into its own part of out. */
+    private void inRuns(int from, int count, GgmlType type, ByteBuffer out, Run encoder) {
         int blocks = count / type.blockSize();
         int runs = Math.min(threads, blocks);
         if (runs <= 1 || count % type.blockSize() != 0) {
-            GgufQuants.encode(values, from, count, type, out);
+            encoder.encode(from, count, out);
             return;
         }
         int start = out.position();
@@ -61,7 +81,7 @@ public final class GgufEncoder implements AutoCloseable {
             // a duplicate shares the bytes but not the position, and starts big-endian
             ByteBuffer part = out.duplicate().order(ByteOrder.LITTLE_ENDIAN);
             part.position(start + block * type.typeSize());
-            Runnable task = () -> GgufQuants.encode(values, valueFrom, valueCount, type, part);
+            Runnable task = () -> encoder.encode(valueFrom, valueCount, part);
             if (block + perRun >= blocks) {
                 last = task;
             } else {

@@ -60,6 +60,9 @@ public final class GgufExport {
     private String name;
     private int threads = GgufEncoder.defaultThreads();
     private LlamaQuantizeTypes.Options quantizeOptions = LlamaQuantizeTypes.Options.NONE;
+    private ImportanceMatrix imatrix;
+    private String imatrixArgument;
+    private List<LlamaQuantizeTypes.TensorType> tensorTypes = List.of();
 
     private GgufExport(Path model, Path out) {
         this.model = Objects.requireNonNull(model, "model");
@@ -129,6 +132,28 @@ public final class GgufExport {
         return this;
     }
 
+    /**
+     * llama-quantize's {@code --imatrix FILE} ({@link ImportanceMatrix}): the quantizers weighted by it
+     * ({@link GgmlWeightedQuants}), its rules, and quantize.imatrix.* in the file.
+     *
+     * @param argument the path as given on the command line, which llama-quantize writes as quantize.imatrix.file
+     */
+    public GgufExport importanceMatrix(String argument) {
+        this.imatrixArgument = argument;
+        this.imatrix = argument == null ? null : ImportanceMatrix.read(Path.of(argument));
+        return this;
+    }
+
+    /**
+     * llama-quantize's {@code --tensor-type NAME=TYPE} and {@code --tensor-type-file} entries, in command-line order:
+     * a tensor whose name NAME (a regular expression, lower-cased) is found in takes TYPE ({@link
+     * LlamaQuantizeTypes.TensorType}).
+     */
+    public GgufExport tensorTypes(List<String> assignments) {
+        this.tensorTypes = assignments.stream().map(LlamaQuantizeTypes.TensorType::parse).toList();
+        return this;
+    }
+
     /** Replace an existing {@code out}. */
     public GgufExport force(boolean replace) {
         this.force = replace;
@@ -162,6 +187,12 @@ public final class GgufExport {
         }
         if (Files.isDirectory(out)) {
             throw new IllegalArgumentException("--out " + out + " is a directory; expected the .gguf file to write");
+        }
+        if (!type.quantizeMix() && (imatrix != null || !tensorTypes.isEmpty())) {
+            throw new IllegalArgumentException("--imatrix and --tensor-type are llama-quantize's options, for its types"
+                    + " (q4_1, q5_0, q5_1, q4_k_m ..., q2_k_s, iq4_nl, iq4_xs); --type " + type.cliName() + " is"
+                    + " convert_hf_to_gguf.py's, which has neither (export --type f32 and run llama-quantize on it for"
+                    + " its " + type.cliName() + " with an imatrix)");
         }
         if (!type.quantizeMix() && !quantizeOptions.equals(LlamaQuantizeTypes.Options.NONE)) {
             throw new IllegalArgumentException("--pure, --output-tensor-type, --token-embedding-type and"
@@ -200,12 +231,19 @@ public final class GgufExport {
     private Map<String, GgmlType> quantizeMix(GgufWriter writer, Map<String, GgmlType> f32Types, ModelConfig config) {
         writer.moveToEnd("general.quantization_version");
         writer.moveToEnd("general.file_type");
+        // an imatrix file without entries leaves llama-quantize's params.imatrix unset: as if none was given
+        ImportanceMatrix importance = imatrix != null && !imatrix.weights().isEmpty() ? imatrix : null;
+        if (importance != null) {
+            ImportanceMatrixUse.putMetadata(writer, imatrixArgument, importance);
+        }
         writer.refuseInvalidData();
         Map<String, long[]> shapes = new TreeMap<>(LlamaQuantizeTypes.ORDER);
         shapes.putAll(writer.shapes());
         Map<String, GgmlType> types = LlamaQuantizeTypes.of(type, new java.util.LinkedHashMap<>(shapes), f32Types,
                 config.numHiddenLayers(), config.isMixtureOfExperts() ? config.numLocalExperts() : 0,
-                config.numAttentionHeads(), config.numKeyValueHeads(), quantizeOptions);
+                config.numAttentionHeads(), config.numKeyValueHeads(),
+                quantizeOptions.with(importance != null, tensorTypes));
+        ImportanceMatrixUse.assign(writer, type, shapes, f32Types, types, importance, imatrixArgument);
         writer.reorderAndRetype(LlamaQuantizeTypes.ORDER, types);
         return types;
     }

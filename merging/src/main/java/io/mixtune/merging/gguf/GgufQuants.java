@@ -48,6 +48,10 @@ public final class GgufQuants {
                         case Q4_K -> GgmlKQuants.q4_K(values, block, out);
                         case Q5_K -> GgmlKQuants.q5_K(values, block, out);
                         case Q6_K -> GgmlKQuants.q6_K(values, block, out);
+                        // quantize_iq4_nl / quantize_iq4_xs without an imatrix (weights x^2) need no row: the block
+                        // is laid out as a row of its own, starting at position 0
+                        case IQ4_NL, IQ4_XS -> GgmlWeightedQuants.encode(values, block, type.blockSize(), type, out,
+                                new GgmlWeightedQuants.Layout(-block, type.blockSize(), type.blockSize(), null));
                         default -> throw new IllegalStateException(type.name());
                     }
                 }

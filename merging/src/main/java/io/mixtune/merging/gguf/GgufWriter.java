@@ -54,6 +54,7 @@ public final class GgufWriter {
     private final List<Tensor> tensors = new ArrayList<>();
     private boolean refuseInvalidData;
     private int threads = 1;
+    private final Map<String, float[]> importance = new java.util.HashMap<>();
 
     public void putUint32(String key, long value) {
         put(key, new Value(UINT32, 0, value));
@@ -138,6 +139,14 @@ public final class GgufWriter {
         this.threads = count;
     }
 
+    /**
+     * The importance matrix weights (ne0 per matrix) {@code name} is quantized with, as llama-quantize's --imatrix
+     * gives them to ggml_quantize_chunk ({@link GgmlWeightedQuants}); types that take none (F16, Q8_0) ignore them.
+     */
+    void importance(String name, float[] weights) {
+        importance.put(name, weights);
+    }
+
     /** Moves {@code key} to the end, as gguf_set_val_* does with a key already present (remove, then append). */
     void moveToEnd(String key) {
         Value value = values.remove(key);
@@ -192,7 +201,18 @@ public final class GgufWriter {
                             requireFinite(tensor.name(), part, from, count, written[0]);
                         }
                         try {
-                            encoder.encode(part, from, count, tensor.type(), slice.clear());
+                            float[] weights = importance.get(tensor.name());
+                            boolean weighted = weights != null && tensor.type() != GgmlType.F16
+                                    && tensor.type() != GgmlType.F32 && tensor.type() != GgmlType.Q8_0;
+                            if (weighted || tensor.type() == GgmlType.IQ4_NL || tensor.type() == GgmlType.IQ4_XS) {
+                                long[] shape = tensor.shape();
+                                long columns = shape[shape.length - 1];
+                                long matrix = columns * (shape.length > 1 ? shape[shape.length - 2] : 1);
+                                encoder.encode(part, from, count, tensor.type(), slice.clear(), new GgmlWeightedQuants
+                                        .Layout(written[0], Math.toIntExact(columns), matrix, weights));
+                            } else {
+                                encoder.encode(part, from, count, tensor.type(), slice.clear());
+                            }
                         } catch (RuntimeException e) {
                             // a quantizer's failure is ours, not the user's (not an IllegalArgumentException), and a
                             // pool thread's exception carries no frame that tells the tensor
@@ -246,6 +266,7 @@ public final class GgufWriter {
             case Q2_K -> new int[] {80, 82};
             case Q3_K -> new int[] {108};
             case Q6_K -> new int[] {208};
+            case IQ4_NL, IQ4_XS -> new int[] {0};
         };
         for (int block = 0; block * type.typeSize() < encoded.position(); block++) {
             for (int offset : scaleOffsets) {

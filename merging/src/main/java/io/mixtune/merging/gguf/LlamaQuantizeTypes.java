@@ -9,13 +9,13 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The type llama.cpp's llama-quantize (src/llama-quant.cpp, no imatrix, no overrides) gives each tensor of an f32
- * GGUF file for a k-quant file type: tensor_allows_quantization, llama_tensor_get_type_impl's rules for the file
- * types mixtune writes (attn_v, attn_output and ffn_down get more bits, on the layers use_more_bits picks for _M, the
- * output matrix Q6_K, Mixtral-8x's attn_v/attn_k Q8_0 and attn_output Q5_K) and tensor_type_fallback for rows that are
- * not whole 256-value super-blocks (Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, F16 where even
- * that does not fit). The counters walk the
- * tensors in the order llama-quantize reads them ({@link #ORDER}).
+ * The type llama.cpp's llama-quantize (src/llama-quant.cpp, with its options: {@link Options}) gives each tensor of
+ * an f32 GGUF file for a k-quant file type: tensor_allows_quantization, llama_tensor_get_type_impl's rules for the
+ * file types mixtune writes (attn_v, attn_output and ffn_down get more bits, on the layers use_more_bits picks for _M,
+ * the output matrix Q6_K, Mixtral-8x's attn_v/attn_k Q8_0 and attn_output Q5_K; the q2_k_s, iq4 and has_imatrix
+ * rules), --tensor-type overrides, and tensor_type_fallback for rows that are not whole 256-value super-blocks (Q2_K
+ * and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, IQ4_XS to IQ4_NL, F16 where even that does not fit).
+ * The counters walk the tensors in the order llama-quantize reads them ({@link #ORDER}).
  */
 final class LlamaQuantizeTypes {
     private static final Pattern BLOCK = Pattern.compile("blk\\.(\\d+)\\..*");
@@ -55,8 +55,73 @@ final class LlamaQuantizeTypes {
      * @param outputTensorType null: none given
      * @param tokenEmbeddingType null: none given
      */
-    record Options(boolean pure, GgmlType outputTensorType, GgmlType tokenEmbeddingType, boolean leaveOutputTensor) {
+    record Options(boolean pure, GgmlType outputTensorType, GgmlType tokenEmbeddingType, boolean leaveOutputTensor,
+            boolean imatrix, List<TensorType> tensorTypes) {
         static final Options NONE = new Options(false, null, null, false);
+
+        Options {
+            tensorTypes = List.copyOf(tensorTypes);
+        }
+
+        Options(boolean pure, GgmlType outputTensorType, GgmlType tokenEmbeddingType, boolean leaveOutputTensor) {
+            this(pure, outputTensorType, tokenEmbeddingType, leaveOutputTensor, false, List.of());
+        }
+
+        /**
+         * With llama-quantize's {@code --imatrix} given (qs.has_imatrix: rules for Q5_0's and IQ4's ffn_down) and its
+         * {@code --tensor-type} overrides in command-line order.
+         */
+        Options with(boolean hasImatrix, List<TensorType> overrides) {
+            return new Options(pure, outputTensorType, tokenEmbeddingType, leaveOutputTensor, hasImatrix, overrides);
+        }
+    }
+
+    /**
+     * One {@code --tensor-type NAME=TYPE} of llama-quantize (tools/quantize/quantize.cpp parse_tensor_type): the name
+     * lower-cased, a regular expression searched in each tensor's name (std::regex_search; Java's Pattern.find reads
+     * the ECMAScript expressions people write here, alternatives, classes and escapes, the same way); the first that
+     * matches a tensor gives its type, in place of the file type's rules, then tensor_type_fallback; not with
+     * {@code --pure}, and never for token_embd/output when --token-embedding-type/--output-tensor-type name one.
+     */
+    record TensorType(String pattern, GgmlType type) {
+        boolean matches(String tensor) {
+            return Pattern.compile(pattern).matcher(tensor).find();
+        }
+
+        /** parse_tensor_type's checks, each refused with what to write instead. */
+        static TensorType parse(String assignment) {
+            int equals = assignment.indexOf('=');
+            if (equals < 0) {
+                throw new IllegalArgumentException("--tensor-type " + assignment + " is malformed; expected NAME=TYPE"
+                        + " (a regular expression over tensor names, a ggml type), e.g. attn_v=q8_0");
+            }
+            if (equals == 0) {
+                throw new IllegalArgumentException("--tensor-type " + assignment + " names no tensor; expected"
+                        + " NAME=TYPE, e.g. attn_v=q8_0");
+            }
+            if (equals == assignment.length() - 1) {
+                throw new IllegalArgumentException("--tensor-type " + assignment + " names no type; expected"
+                        + " NAME=TYPE, e.g. attn_v=q8_0");
+            }
+            String name = assignment.substring(0, equals).toLowerCase(java.util.Locale.ROOT);
+            try {
+                Pattern.compile(name);
+            } catch (java.util.regex.PatternSyntaxException e) {
+                throw new IllegalArgumentException("--tensor-type " + assignment + ": " + name + " is not a regular"
+                        + " expression: " + e.getDescription());
+            }
+            return new TensorType(name, GgmlType.parse("--tensor-type " + name + "=",
+                    assignment.substring(equals + 1)));
+        }
+    }
+
+    /**
+     * tensor_requires_imatrix for the types mixtune writes: a Q2_K tensor of a Q2_K_S file, but token_embd and output
+     * (llama-quantize refuses such a file without an imatrix, or with one that lacks the tensor).
+     */
+    static boolean requiresImatrix(String name, GgmlType type, GgufFileType fileType) {
+        return type == GgmlType.Q2_K && fileType == GgufFileType.Q2_K_S && !name.equals("token_embd.weight")
+                && !name.equals("output.weight");
     }
 
     /** As {@link #of(GgufFileType, Map, Map, int, int, int, int)}, with llama-quantize's options. */
@@ -90,7 +155,11 @@ final class LlamaQuantizeTypes {
                 types.put(name, whole(name, columns, type, "--pure"));
                 continue;
             }
-            if (name.equals("output.weight") || tied && name.equals("token_embd.weight")) {
+            GgmlType manual = options.tensorTypes().stream().filter(t -> t.matches(name)).map(TensorType::type)
+                    .findFirst().orElse(null);
+            if (manual != null) {
+                type = manual; // "applying manual override": no rule, and no rule's counter moves
+            } else if (name.equals("output.weight") || tied && name.equals("token_embd.weight")) {
                 if (options.outputTensorType() != null) {
                     type = options.outputTensorType(); // tied: token_embd.weight takes the output's type
                 } else if (columns % type.blockSize() != 0) {
@@ -103,9 +172,14 @@ final class LlamaQuantizeTypes {
             } else if (name.contains("attn_v.weight")) {
                 if (fileType == GgufFileType.Q2_K) {
                     type = heads / kvHeads >= 4 ? GgmlType.Q4_K : GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q2_K_S && heads / kvHeads >= 4) {
+                    type = GgmlType.Q4_K;
                 } else if (fileType == GgufFileType.Q3_K_M) {
                     type = attentionVSeen < 2 ? GgmlType.Q5_K : GgmlType.Q4_K;
                 } else if (fileType == GgufFileType.Q3_K_L) {
+                    type = GgmlType.Q5_K;
+                } else if ((fileType == GgufFileType.IQ4_NL || fileType == GgufFileType.IQ4_XS)
+                        && heads / kvHeads >= 4) {
                     type = GgmlType.Q5_K;
                 } else if ((fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M)
                         && useMoreBits(attentionVSeen, attentionV)) {
@@ -129,7 +203,7 @@ final class LlamaQuantizeTypes {
             } else if (name.contains("attn_output.weight")) {
                 if (experts == 8) {
                     if (List.of(GgufFileType.Q2_K, GgufFileType.Q3_K_S, GgufFileType.Q3_K_M, GgufFileType.Q4_K_S,
-                            GgufFileType.Q4_K_M).contains(fileType)) {
+                            GgufFileType.Q4_K_M, GgufFileType.IQ4_NL, GgufFileType.IQ4_XS).contains(fileType)) {
                         type = GgmlType.Q5_K;
                     }
                 } else if (fileType == GgufFileType.Q2_K) {
@@ -145,17 +219,29 @@ final class LlamaQuantizeTypes {
                 int layer = Math.max(1, experts) > 1 ? layer(name) : ffnDownSeen;
                 if (fileType == GgufFileType.Q2_K) {
                     type = GgmlType.Q3_K;
+                } else if (fileType == GgufFileType.Q2_K_S) {
+                    if (layer < layers / 8) {
+                        type = GgmlType.Q4_K;
+                    }
                 } else if (fileType == GgufFileType.Q3_K_M) {
                     // arch != LLM_ARCH_FALCON: Q4_K past the first sixteenth whatever use_more_bits says
                     type = layer < layers / 16 ? GgmlType.Q5_K : GgmlType.Q4_K;
                 } else if (fileType == GgufFileType.Q3_K_L) {
                     type = GgmlType.Q5_K;
-                } else if (fileType == GgufFileType.Q4_K_M || fileType == GgufFileType.Q5_K_M) {
+                } else if (fileType == GgufFileType.Q4_K_M) {
                     if (useMoreBits(layer, layers)) {
                         type = GgmlType.Q6_K;
                     }
+                } else if (layer < layers / 8 && (fileType == GgufFileType.IQ4_NL || fileType == GgufFileType.IQ4_XS)
+                        && !options.imatrix()) {
+                    type = GgmlType.Q5_K;
+                } else if (fileType == GgufFileType.Q5_K_M && useMoreBits(layer, layers)) {
+                    type = GgmlType.Q6_K;
                 } else if (fileType == GgufFileType.Q4_K_S && layer < layers / 8) {
                     type = GgmlType.Q5_K;
+                } else if (fileType == GgufFileType.Q5_0 && options.imatrix() && layer < layers / 8) {
+                    // "Guard against craziness in the first few ffn_down layers", with an imatrix only
+                    type = GgmlType.Q5_1;
                 }
                 ffnDownSeen++;
             }
@@ -200,6 +286,7 @@ final class LlamaQuantizeTypes {
             case Q4_K -> GgmlType.Q5_0;
             case Q5_K -> GgmlType.Q5_1;
             case Q6_K -> GgmlType.Q8_0;
+            case IQ4_XS -> GgmlType.IQ4_NL;
             default -> throw new IllegalArgumentException(name + ": rows of " + columns + " values are not whole "
                     + type + " blocks, and llama-quantize has no fallback type for " + type);
         };

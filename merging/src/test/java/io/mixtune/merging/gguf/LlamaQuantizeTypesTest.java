@@ -42,6 +42,17 @@ class LlamaQuantizeTypesTest {
         assertEquals(6 * 11 + 7, compareEveryModel(OPTIONS_GOLDEN));
     }
 
+    /**
+     * iq4_nl, iq4_xs and q2_k_s, q5_0 / iq4 / q2_k_s with an importance matrix (has_imatrix changes their ffn_down
+     * rules), and --tensor-type overrides (the first match wins, no rule's counter moves, not under --pure, after
+     * --output-tensor-type) on the same shapes (gguf/llama-quantize-imatrix-types.json,
+     * interop/make_gguf_imatrix_goldens.py).
+     */
+    @Test
+    void imatrixTypesAndOverridesEqualLlamaQuantizeDryRunOnRealModelShapes() throws Exception {
+        assertEquals(7 * 11 - 1, compareEveryModel(Path.of("src/test/resources/gguf/llama-quantize-imatrix-types.json")));
+    }
+
     /** @return the (model, variant) pairs compared; variants some model lacks must be refused for it */
     private static int compareEveryModel(Path golden) throws Exception {
         JsonNode models = new ObjectMapper().readTree(Files.readString(golden)).path("models");
@@ -91,8 +102,16 @@ class LlamaQuantizeTypesTest {
         boolean leaveOutput = false;
         GgmlType output = null;
         GgmlType tokenEmbedding = null;
+        boolean imatrix = false;
+        List<LlamaQuantizeTypes.TensorType> tensorTypes = new ArrayList<>();
         for (int i = 0; i < words.size(); i++) {
             switch (words.get(i)) {
+                case "--imatrix" -> imatrix = !words.get(++i).isEmpty();
+                case "--tensor-type" -> {
+                    String[] assignment = words.get(++i).split("=");
+                    tensorTypes.add(new LlamaQuantizeTypes.TensorType(assignment[0],
+                            GgmlType.parse("--tensor-type", assignment[1])));
+                }
                 case "--pure" -> pure = true;
                 case "--leave-output-tensor" -> leaveOutput = true;
                 case "--output-tensor-type" -> output = GgmlType.parse(words.get(i), words.get(++i));
@@ -100,6 +119,6 @@ class LlamaQuantizeTypesTest {
                 default -> throw new IllegalArgumentException(words.get(i));
             }
         }
-        return new LlamaQuantizeTypes.Options(pure, output, tokenEmbedding, leaveOutput);
+        return new LlamaQuantizeTypes.Options(pure, output, tokenEmbedding, leaveOutput).with(imatrix, tensorTypes);
     }
 }

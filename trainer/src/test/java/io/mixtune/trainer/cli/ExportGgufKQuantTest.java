@@ -74,7 +74,14 @@ class ExportGgufKQuantTest {
         entry.path("options").forEach(option -> args.add(option.asText()));
         MixtuneCliTest.Result result = MixtuneCliTest.run(args.toArray(String[]::new));
         assertEquals(0, result.code(), result.err());
+        assertSameFile(entry, out);
+    }
 
+    /**
+     * The golden case's file (llama-quantize's): metadata keys in order, tensors in order with their types and bytes,
+     * the whole file's sha256 and size.
+     */
+    static void assertSameFile(JsonNode entry, Path out) throws Exception {
         GgufReader reader = GgufReader.open(out);
         List<String> keys = new ArrayList<>();
         entry.path("metadata_keys").forEach(key -> keys.add(key.asText()));
@@ -116,7 +123,7 @@ class ExportGgufKQuantTest {
     @org.junit.jupiter.params.provider.CsvSource(delimiter = '|', value = {
         "q4_k_m --pure | --pure: output.weight has rows of 64 values, not whole Q4_K blocks of 256",
         "q4_k_m --output-tensor-type q6_K | --output-tensor-type: output.weight has rows of 64 values",
-        "q4_k_m --token-embedding-type iq4_nl | --token-embedding-type iq4_nl is not a ggml type mixtune encodes",
+        "q4_k_m --token-embedding-type iq2_xs | --token-embedding-type iq2_xs is not a ggml type mixtune encodes",
         "q4_k_m --threads 0 | --threads 0 is under 1",
         "f16 --pure | --type f16 is convert_hf_to_gguf.py's, which has none of them"})
     void optionsLlamaQuantizeCannotApplyAreRefused(String typeAndOptions, String why, @TempDir Path dir)
@@ -213,7 +220,7 @@ class ExportGgufKQuantTest {
         }
     }
 
-    private static String sha256(byte[] bytes) throws Exception {
+    static String sha256(byte[] bytes) throws Exception {
         return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
     }
 }
