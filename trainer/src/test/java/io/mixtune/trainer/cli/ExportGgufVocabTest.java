@@ -90,6 +90,34 @@ class ExportGgufVocabTest {
     }
 
     /**
+     * A token tokenizer_config.json names (pad_token here; bos ... mask, additional/extra special tokens alike) is
+     * special in the tokenizer transformers loads, whatever tokenizer.json's flag says (TokenizersBackend.__init__ and
+     * _post_init add the named tokens as special), so the converter's get_vocab_base types it control and keeps its
+     * U+2581. Found in review: mixtune read the flag from tokenizer.json alone and wrote user-defined " [CALL]".
+     */
+    @Test
+    void aTokenTokenizerConfigNamesIsControlAsTransformersMakesIt(@TempDir Path dir) throws Exception {
+        JsonNode golden = golden();
+        Path model = dir.resolve("nemo-style");
+        Map<String, Path> files = new java.util.HashMap<>(tekkenFiles());
+        Path config = dir.resolve("tokenizer_config.json");
+        Files.writeString(config, Files.readString(TEKKEN.resolve("tokenizer_config.json"))
+                .replace("\"pad_token\": \"<pad>\"", "\"pad_token\": \"\u2581[CALL]\""));
+        files.put("tokenizer_config.json", config);
+        checkpoint(golden, "nemo-style", model, files);
+        Path out = dir.resolve("nemo-style-f16.gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", "f16");
+        assertEquals(0, result.code(), result.err());
+
+        GgufReader reader = GgufReader.open(out);
+        assertEquals("tekken", reader.metadata().get("tokenizer.ggml.pre").value());
+        assertEquals(3L, ((List<?>) reader.metadata().get("tokenizer.ggml.token_type").value()).get(21));
+        assertEquals("\u2581[CALL]", ((List<?>) reader.metadata().get("tokenizer.ggml.tokens").value()).get(21));
+        assertEquals(21L, reader.metadata().get("tokenizer.ggml.padding_token_id").value());
+    }
+
+    /**
      * A Mixtral whose config.json has no head_dim (the Hub's Mixtral-8x7B): transformers' MixtralConfig leaves it None,
      * where MistralConfig fills in hidden / heads, so the converter writes no attention key/value length.
      */
