@@ -9,6 +9,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.merging.gguf.GgufReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
@@ -62,16 +63,23 @@ class ExportGgufVocabTest {
         }
     }
 
+    /** The golden's checkpoint {@code name} with {@code files}, exported by `mixtune export-gguf` as {@code type}. */
+    private static Path export(JsonNode golden, String name, Map<String, Path> files, String type, Path dir)
+            throws Exception {
+        Path model = dir.resolve(name);
+        checkpoint(golden, name, model, files);
+        Path out = dir.resolve(name + "-" + type + ".gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", type);
+        assertEquals(0, result.code(), result.err());
+        return out;
+    }
+
     @Test
     void aTekkenVocabularyIsWrittenAsTheConverterWritesIt(@TempDir Path dir) throws Exception {
         JsonNode golden = golden();
         JsonNode entry = goldenCase(golden, "nemo-style-tekken-f16");
-        Path model = dir.resolve("nemo-style");
-        checkpoint(golden, "nemo-style", model, tekkenFiles());
-        Path out = dir.resolve("nemo-style-f16.gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", entry.path("outtype").asText());
-        assertEquals(0, result.code(), result.err());
+        Path out = export(golden, "nemo-style", tekkenFiles(), entry.path("outtype").asText(), dir);
 
         GgufReader reader = GgufReader.open(out);
         assertEquals("gpt2", reader.metadata().get("tokenizer.ggml.model").value());
@@ -97,18 +105,12 @@ class ExportGgufVocabTest {
      */
     @Test
     void aTokenTokenizerConfigNamesIsControlAsTransformersMakesIt(@TempDir Path dir) throws Exception {
-        JsonNode golden = golden();
-        Path model = dir.resolve("nemo-style");
-        Map<String, Path> files = new java.util.HashMap<>(tekkenFiles());
+        Map<String, Path> files = new HashMap<>(tekkenFiles());
         Path config = dir.resolve("tokenizer_config.json");
         Files.writeString(config, Files.readString(TEKKEN.resolve("tokenizer_config.json"))
                 .replace("\"pad_token\": \"<pad>\"", "\"pad_token\": \"\u2581[CALL]\""));
         files.put("tokenizer_config.json", config);
-        checkpoint(golden, "nemo-style", model, files);
-        Path out = dir.resolve("nemo-style-f16.gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", "f16");
-        assertEquals(0, result.code(), result.err());
+        Path out = export(golden(), "nemo-style", files, "f16", dir);
 
         GgufReader reader = GgufReader.open(out);
         assertEquals("tekken", reader.metadata().get("tokenizer.ggml.pre").value());
@@ -125,12 +127,7 @@ class ExportGgufVocabTest {
     void aMixtralWithoutHeadDimGetsNoKeyLengthAsInTheConverter(@TempDir Path dir) throws Exception {
         JsonNode golden = golden();
         JsonNode entry = goldenCase(golden, "mixtral-style-no-head-dim-f16");
-        Path model = dir.resolve("mixtral-style");
-        checkpoint(golden, "mixtral-style", model, tekkenFiles());
-        Path out = dir.resolve("mixtral-style-f16.gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", entry.path("outtype").asText());
-        assertEquals(0, result.code(), result.err());
+        Path out = export(golden, "mixtral-style", tekkenFiles(), entry.path("outtype").asText(), dir);
 
         GgufReader reader = GgufReader.open(out);
         assertFalse(reader.metadata().containsKey("llama.attention.key_length"));
