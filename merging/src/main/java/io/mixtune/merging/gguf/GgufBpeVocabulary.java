@@ -176,8 +176,8 @@ final class GgufBpeVocabulary {
 
     /**
      * tokenizer.json as transformers 5 loads it: TokenizersBackend.__init__ and _post_init add every token that
-     * tokenizer_config.json names (bos_token ... mask_token, extra_special_tokens or additional_special_tokens) as a
-     * special added token, so get_vocab_base types it control even where tokenizer.json says "special": false or
+     * tokenizer_config.json names (bos_token ... mask_token, extra_special_tokens or additional_special_tokens, an
+     * added_tokens_decoder entry marked special) as a special added token, so get_vocab_base types it control even where tokenizer.json says "special": false or
      * lists it in the vocabulary only, and a named token in neither gets the next id (as the tokenizers library gives
      * it). The same object where nothing changes.
      */
@@ -195,6 +195,13 @@ final class GgufBpeVocabulary {
             extra = tokenizerConfig.path("additional_special_tokens");
         }
         extra.forEach(named::add);
+        // an added_tokens_decoder entry that differs from tokenizer.json's token is added again, so its "special":
+        // true wins (checked in 5.18; a "special": false there does not demote a token)
+        tokenizerConfig.path("added_tokens_decoder").forEach(token -> {
+            if (token.path("special").asBoolean(false)) {
+                named.add(token);
+            }
+        });
         ObjectNode copy = tokenizer.deepCopy();
         ArrayNode added = copy.withArray("added_tokens");
         JsonNode vocab = copy.path("model").path("vocab");

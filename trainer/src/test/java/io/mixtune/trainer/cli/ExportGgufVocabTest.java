@@ -120,6 +120,26 @@ class ExportGgufVocabTest {
     }
 
     /**
+     * tokenizer_config.json's added_tokens_decoder marking an added token special (a common hand fix) wins over
+     * tokenizer.json's "special": false in the tokenizer transformers loads (TokenizersBackend.__init__ re-adds an
+     * entry that differs), so the converter types it control. Found in review, checked in transformers 5.18.
+     */
+    @Test
+    void anAddedTokenTokenizerConfigMarksSpecialIsControl(@TempDir Path dir) throws Exception {
+        Map<String, Path> files = new HashMap<>(tekkenFiles());
+        Path config = dir.resolve("tokenizer_config.json");
+        Files.writeString(config, Files.readString(TEKKEN.resolve("tokenizer_config.json")).replace("{",
+                "{\"added_tokens_decoder\": {\"21\": {\"content\": \"\u2581[CALL]\", \"lstrip\": false, \"normalized\":"
+                + " false, \"rstrip\": false, \"single_word\": false, \"special\": true}},"));
+        files.put("tokenizer_config.json", config);
+        Path out = export(golden(), "nemo-style", files, "f16", dir);
+
+        GgufReader reader = GgufReader.open(out);
+        assertEquals(3L, ((List<?>) reader.metadata().get("tokenizer.ggml.token_type").value()).get(21));
+        assertEquals("\u2581[CALL]", ((List<?>) reader.metadata().get("tokenizer.ggml.tokens").value()).get(21));
+    }
+
+    /**
      * A Mixtral whose config.json has no head_dim (the Hub's Mixtral-8x7B): transformers' MixtralConfig leaves it None,
      * where MistralConfig fills in hidden / heads, so the converter writes no attention key/value length.
      */
