@@ -3,6 +3,8 @@ package io.mixtune.merging.gguf;
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.mixtune.merging.SentencePieceModel;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
@@ -45,9 +47,12 @@ final class GgufBpeVocabulary {
      * Puts tokenizer.ggml.model, pre, tokens and token_type.
      *
      * @param file the tokenizer.json
+     * @param tokenizerConfig tokenizer_config.json, or null: the tokens it names are special (see
+     *     {@link #withNamedSpecialTokens})
      * @param vocabSize config.json's vocab_size: ids under it missing from the vocabulary are [PADi], unused
      */
-    static void put(GgufWriter writer, Path file, JsonNode tokenizer, int vocabSize) {
+    static void put(GgufWriter writer, Path file, JsonNode tokenizer, JsonNode tokenizerConfig, int vocabSize) {
+        JsonNode loaded = withNamedSpecialTokens(tokenizer, tokenizerConfig);
         JsonNode model = tokenizer.path("model");
         boolean byteFallback = model.path("byte_fallback").asBoolean(false);
         boolean llama3 = model.path("type").asText().equals("BPE") && model.path("ignore_merges").asBoolean(false)
@@ -64,11 +69,11 @@ final class GgufBpeVocabulary {
         String pre;
         List<String> texts = new ArrayList<>();
         int[] types = new int[vocabSize];
-        try (HuggingFaceTokenizer hf = open(file)) {
+        try (HuggingFaceTokenizer hf = open(file, loaded == tokenizer ? null : loaded)) {
             Map<Integer, String> tokens = new HashMap<>();
             model.path("vocab").properties().forEach(entry -> tokens.put(entry.getValue().asInt(), entry.getKey()));
             Map<String, JsonNode> added = new LinkedHashMap<>();
-            for (JsonNode token : tokenizer.path("added_tokens")) {
+            for (JsonNode token : loaded.path("added_tokens")) {
                 // the id the tokenizers library gives it (the vocabulary's, else one past the vocabulary's size),
                 // which transformers' tokenizer.vocab lists, not necessarily the one tokenizer.json declares
                 String content = token.path("content").asText();
@@ -159,13 +164,77 @@ final class GgufBpeVocabulary {
      * tokens; added tokens are matched in text): the Rust tokenizers library, as there. Not TextTokenizer, which
      * never matches special tokens in text.
      */
-    private static HuggingFaceTokenizer open(Path file) {
+    private static HuggingFaceTokenizer open(Path file, JsonNode changed) {
         try {
-            return HuggingFaceTokenizer.newInstance(new ByteArrayInputStream(Files.readAllBytes(file)),
+            byte[] json = changed == null ? Files.readAllBytes(file) : JSON.writeValueAsBytes(changed);
+            return HuggingFaceTokenizer.newInstance(new ByteArrayInputStream(json),
                     Map.of("addSpecialTokens", "true", "truncation", "false", "padding", "false"));
         } catch (IOException | RuntimeException e) {
             throw new IllegalArgumentException(file + ": the tokenizers library cannot read it: " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * tokenizer.json as transformers 5 loads it: TokenizersBackend.__init__ and _post_init add every token that
+     * tokenizer_config.json names (bos_token ... mask_token, extra_special_tokens or additional_special_tokens, an
+     * added_tokens_decoder entry marked special) as a special added token, so get_vocab_base types it control even where tokenizer.json says "special": false or
+     * lists it in the vocabulary only, and a named token in neither gets the next id (as the tokenizers library gives
+     * it). The same object where nothing changes.
+     */
+    static JsonNode withNamedSpecialTokens(JsonNode tokenizer, JsonNode tokenizerConfig) {
+        if (tokenizerConfig == null) {
+            return tokenizer;
+        }
+        List<JsonNode> named = new ArrayList<>();
+        for (String key : List.of("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
+                "mask_token")) {
+            named.add(tokenizerConfig.path(key));
+        }
+        JsonNode extra = tokenizerConfig.path("extra_special_tokens");
+        if (extra.isEmpty()) {
+            extra = tokenizerConfig.path("additional_special_tokens");
+        }
+        extra.forEach(named::add);
+        // an added_tokens_decoder entry that differs from tokenizer.json's token is added again, so its "special":
+        // true wins (checked in 5.18; a "special": false there does not demote a token)
+        tokenizerConfig.path("added_tokens_decoder").forEach(token -> {
+            if (token.path("special").asBoolean(false)) {
+                named.add(token);
+            }
+        });
+        ObjectNode copy = tokenizer.deepCopy();
+        ArrayNode added = copy.withArray("added_tokens");
+        JsonNode vocab = copy.path("model").path("vocab");
+        boolean changed = false;
+        for (JsonNode entry : named) {
+            String content = entry.isTextual() ? entry.asText() : entry.path("content").asText("");
+            if (content.isEmpty()) {
+                continue;
+            }
+            ObjectNode existing = null;
+            for (JsonNode token : added) {
+                if (token.path("content").asText().equals(content)) {
+                    existing = (ObjectNode) token;
+                }
+            }
+            if (existing != null) {
+                changed |= !existing.path("special").asBoolean(false);
+                existing.put("special", true);
+                continue;
+            }
+            int next = 0;
+            for (JsonNode id : vocab) {
+                next = Math.max(next, id.asInt() + 1);
+            }
+            for (JsonNode token : added) {
+                next = Math.max(next, token.path("id").asInt() + 1);
+            }
+            added.addObject().put("id", vocab.has(content) ? vocab.get(content).asInt() : next)
+                    .put("content", content).put("single_word", false).put("lstrip", false).put("rstrip", false)
+                    .put("normalized", false).put("special", true);
+            changed = true;
+        }
+        return changed ? copy : tokenizer;
     }
 
     private static JsonNode preTokenizers() {

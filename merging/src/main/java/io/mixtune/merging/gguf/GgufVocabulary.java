@@ -56,7 +56,7 @@ final class GgufVocabulary {
         }
         if (sentencePiece == null) {
             // no tokenizer.model: the converter's _set_vocab_gpt2, whose SpecialVocab has merges and no n_vocab
-            GgufBpeVocabulary.put(writer, tokenizerJson, tokenizer, vocabSize);
+            GgufBpeVocabulary.put(writer, tokenizerJson, tokenizer, tokenizerConfig, vocabSize);
             putSpecialVocab(writer, files, tokenizerConfig, json(configJson), GgufBpeVocabulary.merges(tokenizerJson,
                     tokenizer), Integer.MAX_VALUE);
             return;

@@ -9,6 +9,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.mixtune.merging.gguf.GgufReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
@@ -62,16 +63,23 @@ class ExportGgufVocabTest {
         }
     }
 
+    /** The golden's checkpoint {@code name} with {@code files}, exported by `mixtune export-gguf` as {@code type}. */
+    private static Path export(JsonNode golden, String name, Map<String, Path> files, String type, Path dir)
+            throws Exception {
+        Path model = dir.resolve(name);
+        checkpoint(golden, name, model, files);
+        Path out = dir.resolve(name + "-" + type + ".gguf");
+        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
+                out.toString(), "--type", type);
+        assertEquals(0, result.code(), result.err());
+        return out;
+    }
+
     @Test
     void aTekkenVocabularyIsWrittenAsTheConverterWritesIt(@TempDir Path dir) throws Exception {
         JsonNode golden = golden();
         JsonNode entry = goldenCase(golden, "nemo-style-tekken-f16");
-        Path model = dir.resolve("nemo-style");
-        checkpoint(golden, "nemo-style", model, tekkenFiles());
-        Path out = dir.resolve("nemo-style-f16.gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", entry.path("outtype").asText());
-        assertEquals(0, result.code(), result.err());
+        Path out = export(golden, "nemo-style", tekkenFiles(), entry.path("outtype").asText(), dir);
 
         GgufReader reader = GgufReader.open(out);
         assertEquals("gpt2", reader.metadata().get("tokenizer.ggml.model").value());
@@ -90,6 +98,48 @@ class ExportGgufVocabTest {
     }
 
     /**
+     * A token tokenizer_config.json names (pad_token here; bos ... mask, additional/extra special tokens alike) is
+     * special in the tokenizer transformers loads, whatever tokenizer.json's flag says (TokenizersBackend.__init__ and
+     * _post_init add the named tokens as special), so the converter's get_vocab_base types it control and keeps its
+     * U+2581. Found in review: mixtune read the flag from tokenizer.json alone and wrote user-defined " [CALL]".
+     */
+    @Test
+    void aTokenTokenizerConfigNamesIsControlAsTransformersMakesIt(@TempDir Path dir) throws Exception {
+        Map<String, Path> files = new HashMap<>(tekkenFiles());
+        Path config = dir.resolve("tokenizer_config.json");
+        Files.writeString(config, Files.readString(TEKKEN.resolve("tokenizer_config.json"))
+                .replace("\"pad_token\": \"<pad>\"", "\"pad_token\": \"\u2581[CALL]\""));
+        files.put("tokenizer_config.json", config);
+        Path out = export(golden(), "nemo-style", files, "f16", dir);
+
+        GgufReader reader = GgufReader.open(out);
+        assertEquals("tekken", reader.metadata().get("tokenizer.ggml.pre").value());
+        assertEquals(3L, ((List<?>) reader.metadata().get("tokenizer.ggml.token_type").value()).get(21));
+        assertEquals("\u2581[CALL]", ((List<?>) reader.metadata().get("tokenizer.ggml.tokens").value()).get(21));
+        assertEquals(21L, reader.metadata().get("tokenizer.ggml.padding_token_id").value());
+    }
+
+    /**
+     * tokenizer_config.json's added_tokens_decoder marking an added token special (a common hand fix) wins over
+     * tokenizer.json's "special": false in the tokenizer transformers loads (TokenizersBackend.__init__ re-adds an
+     * entry that differs), so the converter types it control. Found in review, checked in transformers 5.18.
+     */
+    @Test
+    void anAddedTokenTokenizerConfigMarksSpecialIsControl(@TempDir Path dir) throws Exception {
+        Map<String, Path> files = new HashMap<>(tekkenFiles());
+        Path config = dir.resolve("tokenizer_config.json");
+        Files.writeString(config, Files.readString(TEKKEN.resolve("tokenizer_config.json")).replace("{",
+                "{\"added_tokens_decoder\": {\"21\": {\"content\": \"\u2581[CALL]\", \"lstrip\": false, \"normalized\":"
+                + " false, \"rstrip\": false, \"single_word\": false, \"special\": true}},"));
+        files.put("tokenizer_config.json", config);
+        Path out = export(golden(), "nemo-style", files, "f16", dir);
+
+        GgufReader reader = GgufReader.open(out);
+        assertEquals(3L, ((List<?>) reader.metadata().get("tokenizer.ggml.token_type").value()).get(21));
+        assertEquals("\u2581[CALL]", ((List<?>) reader.metadata().get("tokenizer.ggml.tokens").value()).get(21));
+    }
+
+    /**
      * A Mixtral whose config.json has no head_dim (the Hub's Mixtral-8x7B): transformers' MixtralConfig leaves it None,
      * where MistralConfig fills in hidden / heads, so the converter writes no attention key/value length.
      */
@@ -97,12 +147,7 @@ class ExportGgufVocabTest {
     void aMixtralWithoutHeadDimGetsNoKeyLengthAsInTheConverter(@TempDir Path dir) throws Exception {
         JsonNode golden = golden();
         JsonNode entry = goldenCase(golden, "mixtral-style-no-head-dim-f16");
-        Path model = dir.resolve("mixtral-style");
-        checkpoint(golden, "mixtral-style", model, tekkenFiles());
-        Path out = dir.resolve("mixtral-style-f16.gguf");
-        MixtuneCliTest.Result result = MixtuneCliTest.run("export-gguf", "--model", model.toString(), "--out",
-                out.toString(), "--type", entry.path("outtype").asText());
-        assertEquals(0, result.code(), result.err());
+        Path out = export(golden, "mixtral-style", tekkenFiles(), entry.path("outtype").asText(), dir);
 
         GgufReader reader = GgufReader.open(out);
         assertFalse(reader.metadata().containsKey("llama.attention.key_length"));
