@@ -59,6 +59,7 @@ final class EcmaScriptRegex {
                 } else {
                     java.append(c).append(escaped);
                 }
+                classStart = false;
                 i += 2;
             } else if (inClass) {
                 if (c == ']' && classStart) {

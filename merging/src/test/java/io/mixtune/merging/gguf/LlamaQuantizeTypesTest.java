@@ -49,6 +49,7 @@ class LlamaQuantizeTypesTest {
         assertTrue(tensorType("[^[:alpha:][:punct:]]=q8_0").matches("blk.0.attn_v.weight"));
         assertTrue(tensorType("weig\\ht=q8_0").matches("blk.0.attn_v.weight"));
         assertTrue(tensorType("attn_[&&v]=q8_0").matches("blk.0.attn_v.weight"));
+        assertTrue(tensorType("blk\\.[\\d]\\.=q8_0").matches("blk.0.attn_v.weight"));
         assertTrue(tensorType("BLK\\.\\D=q8_0").matches("blk.0.attn_v.weight")); // lower-cased to blk\\.\\d
         for (String refused : List.of("attn_v++=q8_0", "(?i)attn=q8_0", "(?<=a)ttn=q8_0", "attn[]=q8_0",
                 "[[.a.]]=q8_0", "[[:word:]]=q8_0", "attn\\=q8_0")) {
