@@ -72,6 +72,14 @@ public final class GgufWriter {
         put(key, new Value(STRING, 0, value));
     }
 
+    /**
+     * A string value as these bytes, which need not be whole UTF-8: llama-quantize's kv overrides copy a C string
+     * cut at 127 bytes, inside a character where it falls in one.
+     */
+    void putStringBytes(String key, byte[] value) {
+        put(key, new Value(STRING, 0, value.clone()));
+    }
+
     public void putStrings(String key, List<String> value) {
         put(key, new Value(ARRAY, STRING, List.copyOf(value)));
     }
@@ -320,7 +328,13 @@ public final class GgufWriter {
                 case UINT32 -> ensure(4).putInt((int) (long) (Long) value.value());
                 case FLOAT32 -> ensure(4).putFloat((Float) value.value());
                 case BOOL -> ensure(1).put((byte) ((Boolean) value.value() ? 1 : 0));
-                case STRING -> string((String) value.value());
+                case STRING -> {
+                    if (value.value() instanceof byte[] bytes) {
+                        ensure(8 + bytes.length).putLong(bytes.length).put(bytes);
+                    } else {
+                        string((String) value.value());
+                    }
+                }
                 case ARRAY -> array(value);
                 default -> throw new IllegalStateException("type " + value.type());
             }

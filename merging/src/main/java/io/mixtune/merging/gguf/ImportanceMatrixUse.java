@@ -21,9 +21,9 @@ final class ImportanceMatrixUse {
      * general.file_type: the kv overrides llama_model_quantize_impl sets after copying the input's keys.
      */
     static void putMetadata(GgufWriter writer, String argument, ImportanceMatrix matrix) {
-        writer.putString("quantize.imatrix.file", cut(argument));
+        writer.putStringBytes("quantize.imatrix.file", cut(argument));
         if (!matrix.datasets().isEmpty()) {
-            writer.putString("quantize.imatrix.dataset", cut(matrix.datasets().get(0)));
+            writer.putStringBytes("quantize.imatrix.dataset", cut(matrix.datasets().get(0)));
         }
         writer.putUint32("quantize.imatrix.entries_count", matrix.weights().size());
         if (matrix.chunkCount() > 0) {
@@ -31,10 +31,17 @@ final class ImportanceMatrixUse {
         }
     }
 
-    private static String cut(String value) {
+    /**
+     * strncpy's bytes: up to a NUL, at most 127, cut inside a UTF-8 character where byte 127 falls in one (decoding
+     * them would write U+FFFD's three bytes in place of llama-quantize's one).
+     */
+    private static byte[] cut(String value) {
         byte[] bytes = value.getBytes(StandardCharsets.UTF_8);
-        return bytes.length <= KV_STRING_BYTES ? value
-                : new String(Arrays.copyOf(bytes, KV_STRING_BYTES), StandardCharsets.UTF_8);
+        int length = 0;
+        while (length < Math.min(bytes.length, KV_STRING_BYTES) && bytes[length] != 0) {
+            length++;
+        }
+        return Arrays.copyOf(bytes, length);
     }
 
     /**

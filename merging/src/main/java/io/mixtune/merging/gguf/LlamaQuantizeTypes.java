@@ -78,14 +78,14 @@ final class LlamaQuantizeTypes {
 
     /**
      * One {@code --tensor-type NAME=TYPE} of llama-quantize (tools/quantize/quantize.cpp parse_tensor_type): the name
-     * lower-cased, a regular expression searched in each tensor's name (std::regex_search; Java's Pattern.find reads
-     * the ECMAScript expressions people write here, alternatives, classes and escapes, the same way); the first that
+     * lower-cased, a regular expression searched in each tensor's name (std::regex_search, read as Java's by {@link
+     * EcmaScriptRegex}: POSIX classes, escaped letters and {@code &&} mean other things in Java); the first that
      * matches a tensor gives its type, in place of the file type's rules, then tensor_type_fallback; not with
      * {@code --pure}, and never for token_embd/output when --token-embedding-type/--output-tensor-type name one.
      */
     record TensorType(String pattern, GgmlType type) {
         boolean matches(String tensor) {
-            return Pattern.compile(pattern).matcher(tensor).find();
+            return EcmaScriptRegex.compile(pattern, "--tensor-type " + pattern).matcher(tensor).find();
         }
 
         /** parse_tensor_type's checks, each refused with what to write instead. */
@@ -104,12 +104,7 @@ final class LlamaQuantizeTypes {
                         + " NAME=TYPE, e.g. attn_v=q8_0");
             }
             String name = assignment.substring(0, equals).toLowerCase(java.util.Locale.ROOT);
-            try {
-                Pattern.compile(name);
-            } catch (java.util.regex.PatternSyntaxException e) {
-                throw new IllegalArgumentException("--tensor-type " + assignment + ": " + name + " is not a regular"
-                        + " expression: " + e.getDescription());
-            }
+            EcmaScriptRegex.compile(name, "--tensor-type " + assignment);
             return new TensorType(name, GgmlType.parse("--tensor-type " + name + "=",
                     assignment.substring(equals + 1)));
         }

@@ -1,6 +1,9 @@
 package io.mixtune.merging.gguf;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -29,6 +32,33 @@ class LlamaQuantizeTypesTest {
     @Test
     void typesEqualLlamaQuantizeDryRunOnRealModelShapes() throws Exception {
         assertEquals(7 * 9, compareEveryModel(GOLDEN));
+    }
+
+    /**
+     * --tensor-type patterns find the names llama-quantize's std::regex (libstdc++'s ECMAScript) finds, where Java's
+     * own reading differs: a POSIX class (Java read {@code [[:digit:]]} as the characters ":digt", so llama-quantize
+     * gave blk.0.attn_v Q8_0 and export-gguf Q6_K; measured with llama-quantize on wide-mistral), an escaped letter
+     * ECMAScript does not define (the letter), {@code &} in a class (a literal); expected values from std::regex_search
+     * compiled with g++ 13. What the grammars read differently without a translation is refused.
+     */
+    @Test
+    void tensorTypePatternsFindWhatLlamaQuantizesStdRegexFinds() {
+        assertTrue(tensorType("blk\\.[[:digit:]]\\.attn_v=q8_0").matches("blk.0.attn_v.weight"));
+        assertFalse(tensorType("blk\\.[[:digit:]]\\.attn_v=q8_0").matches("blk.t.attn_v.weight"));
+        assertTrue(tensorType("attn_[^[:digit:]]\\b=q8_0").matches("blk.0.attn_q.weight"));
+        assertTrue(tensorType("[^[:alpha:][:punct:]]=q8_0").matches("blk.0.attn_v.weight"));
+        assertTrue(tensorType("weig\\ht=q8_0").matches("blk.0.attn_v.weight"));
+        assertTrue(tensorType("attn_[&&v]=q8_0").matches("blk.0.attn_v.weight"));
+        assertTrue(tensorType("blk\\.[\\d]\\.=q8_0").matches("blk.0.attn_v.weight"));
+        assertTrue(tensorType("BLK\\.\\D=q8_0").matches("blk.0.attn_v.weight")); // lower-cased to blk\\.\\d
+        for (String refused : List.of("attn_v++=q8_0", "(?i)attn=q8_0", "(?<=a)ttn=q8_0", "attn[]=q8_0",
+                "[[.a.]]=q8_0", "[[:word:]]=q8_0", "attn\\=q8_0")) {
+            assertThrows(IllegalArgumentException.class, () -> tensorType(refused), refused);
+        }
+    }
+
+    private static LlamaQuantizeTypes.TensorType tensorType(String assignment) {
+        return LlamaQuantizeTypes.TensorType.parse(assignment);
     }
 
     /**
