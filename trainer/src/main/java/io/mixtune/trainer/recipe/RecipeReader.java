@@ -519,16 +519,24 @@ public final class RecipeReader {
 
     /**
      * grpo reads the grpo section and rloo the rloo section, never the other: a key the user set in the other would be
-     * silently ignored (an rloo recipe written from the GRPO quickstart keeps its grpo: section).
+     * silently ignored (an rloo recipe written from the GRPO quickstart keeps its grpo: section). A key at its default
+     * changes nothing and is let be: a run's recipe.yaml holds both sections, and must read back as a recipe.
      */
     private static void checkOtherPolicyGradientSection(String method, RecordBinder binder) {
         boolean rloo = method.equals("rloo");
         String other = rloo ? "grpo" : "rloo";
+        Class<? extends Record> otherType = rloo ? GrpoConfig.class : RlooConfig.class;
         List<String> taken = Arrays.stream((rloo ? RlooConfig.class : GrpoConfig.class).getRecordComponents())
                 .map(component -> RecordBinder.snakeCase(component.getName())).toList();
         Map<String, String> notOffered = rloo ? RlooConfig.NOT_OFFERED : GrpoConfig.NOT_OFFERED;
         String config = rloo ? "RLOOConfig" : "GRPOConfig";
+        Record set = binder.section(other, otherType);
+        YamlTree defaultsTree = resource(DEFAULTS);
+        Record defaults = new RecordBinder(defaultsTree, DEFAULTS).bind(otherType, defaultsTree.root.get(other), other);
         for (String key : binder.userSetKeys(other)) {
+            if (set != null && defaults != null && sameValue(set, defaults, key)) {
+                continue;
+            }
             String why = notOffered.get(method + "." + key);
             String instead = taken.contains(key) ? "put it under " + method + " (" + method + "." + key + ")"
                     : why == null || why.startsWith(config + " has no such key") ? config + " has no such key: drop it"
@@ -536,6 +544,21 @@ public final class RecipeReader {
             binder.problem(other + "." + key, "is read by train.method " + other + " only, and this recipe's is "
                     + method + ": " + instead);
         }
+    }
+
+    /** Whether the component named {@code key} (snake_case) holds the same value in both records. */
+    private static boolean sameValue(Record a, Record b, String key) {
+        for (var component : a.getClass().getRecordComponents()) {
+            if (RecordBinder.snakeCase(component.getName()).equals(key)) {
+                try {
+                    return java.util.Objects.equals(component.getAccessor().invoke(a),
+                            component.getAccessor().invoke(b));
+                } catch (ReflectiveOperationException e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+        }
+        return false;
     }
 
     /** What the dpo method asks of the other sections. */

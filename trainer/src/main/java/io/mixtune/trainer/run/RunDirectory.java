@@ -317,8 +317,12 @@ public final class RunDirectory implements AutoCloseable {
         Map<String, String> all = new LinkedHashMap<>(now);
         before.forEach(all::putIfAbsent);
         Map<String, String> defaults = defaults();
+        String unread = unreadPolicyGradientSection(before, now);
         List<String> changes = new ArrayList<>();
         for (String key : all.keySet()) {
+            if (unread != null && key.startsWith(unread)) {
+                continue;
+            }
             String was = before.getOrDefault(key, "(not set)");
             String is = now.getOrDefault(key, "(not set)");
             boolean addedAtDefault = !before.containsKey(key) && is.equals(defaults.get(key));
@@ -328,6 +332,18 @@ public final class RunDirectory implements AutoCloseable {
             }
         }
         return changes;
+    }
+
+    /**
+     * "grpo." for a run of train.method rloo before and now, "rloo." for grpo: the section that method never reads
+     * (RecipeReader refuses it set off its defaults, so a run started while it was let be resumes with it dropped).
+     */
+    private static String unreadPolicyGradientSection(Map<String, String> before, Map<String, String> now) {
+        String method = now.get("train.method");
+        if (method == null || !method.equals(before.get("train.method"))) {
+            return null;
+        }
+        return method.equals("rloo") ? "grpo." : method.equals("grpo") ? "rloo." : null;
     }
 
     /**

@@ -375,13 +375,6 @@ public final class TrainingLoop {
     }
 
     /**
-     * The stage's end with the best checkpoint kept: with load_best_model_at_end the adapter arrays become the best
-     * checkpoint's (its exact fp32 state, as transformers' _load_best_model loads its adapter) before the stage's
-     * adapters are written, so they equal its adapter/ byte for byte; the weight averages stay the stage's last
-     * (transformers has none). keep_last 1 then leaves the best checkpoint alone (transformers' special case for
-     * save_total_limit 1). Metrics and the progress output say where the adapter came from.
-     */
-    /**
      * A stage whose first evaluation comes before the averaged loss it compares exists: refused before its first step
      * (validate judges what it can without the run's length).
      */
@@ -396,6 +389,13 @@ public final class TrainingLoop {
         }
     }
 
+    /**
+     * The stage's end with the best checkpoint kept: with load_best_model_at_end the adapter arrays become the best
+     * checkpoint's (its exact fp32 state, as transformers' _load_best_model loads its adapter) before the stage's
+     * adapters are written, so they equal its adapter/ byte for byte; the weight averages stay the stage's last
+     * (transformers has none). keep_last 1 then leaves the best checkpoint alone (transformers' special case for
+     * save_total_limit 1). Metrics and the progress output say where the adapter came from.
+     */
     private Map<String, Path> endOfStage(BestModel best, Stage stage, long step, Path checkpoints,
             TrainingAverages averages) {
         Path bestDir = best.bestCheckpoint(checkpoints);

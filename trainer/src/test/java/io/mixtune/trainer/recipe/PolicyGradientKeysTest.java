@@ -123,6 +123,21 @@ class PolicyGradientKeysTest {
         RecipeReader.read(recipe("grpo", "grpo:\n  beta: 0.1\n"), List.of());
     }
 
+    /**
+     * A run's recipe.yaml holds both sections, the one not read at its defaults: it reads back to the same recipe (as
+     * RecipeReaderTest#aShortRecipeGetsEveryDefault holds for SFT), and so does a section that sets only defaults.
+     */
+    @Test
+    void theOtherSectionAtItsDefaultsIsNoProblem() throws IOException {
+        for (String quickstart : List.of("quickstart-rloo", "quickstart-grpo")) {
+            Recipe recipe = RecipeReader.read(Path.of("../recipes/" + quickstart + ".yaml"), List.of()).recipe();
+            Path resolved = Files.writeString(dir.resolve(quickstart + "-resolved.yaml"), RecipeReader.toYaml(recipe));
+            assertEquals(recipe, RecipeReader.read(resolved, List.of()).recipe(), quickstart);
+        }
+        RecipeReader.read(recipe("rloo", "grpo:\n  beta: 0.0\n  scale_rewards: group\n"), List.of());
+        RecipeReader.read(recipe("grpo", "rloo:\n  num_generations: 2\n  normalize_advantages: false\n"), List.of());
+    }
+
     /** RLOO's refusals of keys it shares with GRPOConfig speak of RLOO, not GRPO. */
     @Test
     void rloosRefusalsNameRloo() throws IOException {

@@ -48,6 +48,24 @@ class RunDirectoryTest {
     }
 
     /**
+     * An rloo run started as the README said before quickstart-rloo.yaml (the GRPO quickstart with train.method rloo)
+     * holds the grpo section it never read; that section is now refused in an rloo recipe, so the resumed recipe drops
+     * it: no change, as the section trains nothing. The section the method reads stays compared.
+     */
+    @Test
+    void theSectionAPolicyGradientMethodDoesNotReadIsNoChangeOnResume() throws Exception {
+        Map<String, String> started = RunDirectory.flatten(YAML.readTree(RecipeReader.toYaml(RecipeReader.read(
+                Path.of("../recipes/quickstart-rloo.yaml"), List.of()).recipe())));
+        started.put("grpo.num_generations", "4");
+        started.put("grpo.max_completion_length", "12");
+        Map<String, String> now = RunDirectory.flatten(YAML.readTree(RecipeReader.toYaml(RecipeReader.read(
+                Path.of("../recipes/quickstart-rloo.yaml"), List.of()).recipe())));
+        assertEquals(List.of(), RunDirectory.changedKeys(started, now));
+        now.put("rloo.beta", "0.1");
+        assertEquals(List.of("rloo.beta: 0.05 -> 0.1"), RunDirectory.changedKeys(started, now));
+    }
+
+    /**
      * eval_every and save_every may change on resume, except where the run keeps the best checkpoint or stops early:
      * there they decide which evaluation is best and where the run stops; the new keys themselves are named when
      * changed, and are no change at their defaults for a run started before them.
