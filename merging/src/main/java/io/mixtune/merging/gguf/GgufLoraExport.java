@@ -2,6 +2,7 @@ package io.mixtune.merging.gguf;
 
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.model.safetensors.DType;
@@ -172,6 +173,7 @@ public final class GgufLoraExport {
             }
             modules.computeIfAbsent(module, m -> new TensorInfo[2])[key.endsWith(".lora_A.weight") ? 0 : 1] = info;
         }
+        Map<String, long[]> linears = MistralCheckpoint.linearShapes(config);
         Map<String, GgmlType> types = new LinkedHashMap<>();
         Map<Integer, TreeMap<String, Pair>> expertsByLayer = new TreeMap<>();
         for (Map.Entry<String, TensorInfo[]> entry : modules.entrySet()) {
@@ -195,6 +197,22 @@ public final class GgufLoraExport {
             }
             if (lora.rankOf(module) != rank) {
                 problems.add(module + ": the config gives rank " + lora.rankOf(module) + ", its lora_A has " + rank);
+                continue;
+            }
+            // only --model's config.json is read: its shapes are what finds a wrong base here, where llama.cpp
+            // would refuse the file only when loading it ("incorrect shape", llama-adapter.cpp)
+            long[] weight = linears.get(module);
+            if (weight == null) {
+                problems.add(module.equals("lm_head") && config.tieWordEmbeddings() ? "lm_head: " + model
+                        + "'s config.json ties it to embed_tokens (tie_word_embeddings), so the base GGUF has no"
+                        + " output.weight for llama.cpp to apply it to; fold it in with export-gguf --adapter"
+                        : module + " is not a linear layer of " + model + "'s config.json (wrong --model?)");
+                continue;
+            }
+            if (b.shape()[0] != weight[0] || a.shape()[1] != weight[1]) {
+                problems.add(module + ": lora_A " + Arrays.toString(a.shape()) + " and lora_B "
+                        + Arrays.toString(b.shape()) + " do not fit its weight " + Arrays.toString(weight) + " in "
+                        + model + "'s config.json (wrong --model?)");
                 continue;
             }
             float factor = scaleFactor(lora, module, rank);

@@ -42,7 +42,12 @@ class ExportGgufTest {
     private static final Path GOLDEN = Path.of("src/test/resources/golden/gguf/converter.json");
 
     private static JsonNode golden(String name) throws Exception {
-        for (JsonNode entry : new ObjectMapper().readTree(Files.readString(GOLDEN)).path("cases")) {
+        return goldenCase(GOLDEN, name);
+    }
+
+    /** The case named {@code name} of a golden file whose "cases" each have a "name" (the make_gguf_* scripts'). */
+    static JsonNode goldenCase(Path golden, String name) throws Exception {
+        for (JsonNode entry : new ObjectMapper().readTree(Files.readString(golden)).path("cases")) {
             if (entry.path("name").asText().equals(name)) {
                 return entry;
             }

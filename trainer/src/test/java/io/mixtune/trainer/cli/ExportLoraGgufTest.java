@@ -34,12 +34,7 @@ class ExportLoraGgufTest {
     private static final Path PEFT_ADAPTER = Path.of("src/test/resources/golden/gguf/lora-peft-rank-pattern");
 
     private static JsonNode golden(String name) throws Exception {
-        for (JsonNode entry : new ObjectMapper().readTree(Files.readString(GOLDEN)).path("cases")) {
-            if (entry.path("name").asText().equals(name)) {
-                return entry;
-            }
-        }
-        throw new AssertionError("no golden case " + name);
+        return ExportGgufTest.goldenCase(GOLDEN, name);
     }
 
     /** The case's base model and its adapter (in a folder named "adapter", as the script's), as --model and --adapter. */
@@ -224,6 +219,41 @@ class ExportLoraGgufTest {
             assertEquals(2, wrongType.code(), wrongType.err());
             assertTrue(wrongType.err().contains("expected f32, f16 or q8_0"), wrongType.err());
         }
+    }
+
+    /**
+     * Only --model's config.json is read, so a wrong base is found by the adapter's shapes against it: llama.cpp
+     * refuses such a file only when it loads it ("incorrect shape (hint: maybe wrong base model?)",
+     * llama-adapter.cpp), and an lm_head adapter on a base with tied embeddings names an output.weight the base GGUF
+     * does not have ("does not exist in base model").
+     */
+    @Test
+    void anAdapterForAnotherBaseIsRefused(@TempDir Path dir) throws Exception {
+        List<String> inputs = inputs(golden("tiny-mistral-all-linear-f32"), dir);
+        Path model = Path.of(inputs.get(1));
+        Path adapter = Path.of(inputs.get(3));
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode config = (ObjectNode) json.readTree(model.resolve("config.json").toFile());
+        Path wider = Files.createDirectories(dir.resolve("wider"));
+        json.writeValue(wider.resolve("config.json").toFile(), config.deepCopy()
+                .put("intermediate_size", config.path("intermediate_size").asInt() * 2));
+        MixtuneCliTest.Result wrongBase = run("export-lora-gguf", List.of("--model", wider.toString(), "--adapter",
+                adapter.toString()), dir.resolve("wider.gguf"));
+        assertEquals(2, wrongBase.code(), wrongBase.err());
+        assertTrue(wrongBase.err().contains("mlp.down_proj: lora_A " + "["), wrongBase.err());
+        assertTrue(wrongBase.err().contains("wrong --model?"), wrongBase.err());
+        assertTrue(Files.notExists(dir.resolve("wider.gguf")));
+
+        Path head = dir.resolve("lm-head");
+        assertEquals(0, MixtuneCliTest.run("init-adapter", "--model", model.toString(), "--out", head.toString(),
+                "--targets", "q_proj,lm_head", "--init", "random").code());
+        Path tied = Files.createDirectories(dir.resolve("tied"));
+        json.writeValue(tied.resolve("config.json").toFile(), config.deepCopy().put("tie_word_embeddings", true));
+        MixtuneCliTest.Result tiedHead = run("export-lora-gguf", List.of("--model", tied.toString(), "--adapter",
+                head.toString()), dir.resolve("tied.gguf"));
+        assertEquals(2, tiedHead.code(), tiedHead.err());
+        assertTrue(tiedHead.err().contains("lm_head"), tiedHead.err());
+        assertTrue(tiedHead.err().contains("tie_word_embeddings"), tiedHead.err());
     }
 
     @Test
