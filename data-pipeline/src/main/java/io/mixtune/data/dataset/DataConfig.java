@@ -216,16 +216,10 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         if (!template.equals("auto") && !template.equals("hf")) {
             return chatTemplate(tokenizer.bosId(), tokenizer.eosId());
         }
-        if (!tokenizer.additionalTemplates().isEmpty() && tokenizer.template() == null) {
-            // transformers' get_chat_template raises for a chat without a name; its dict has replaced even a
-            // chat_template of tokenizer_config.json (interop/make_named_template_goldens.py checks both)
-            List<String> names = List.copyOf(tokenizer.additionalTemplates().keySet());
-            throw new IllegalArgumentException("template: " + template + ": " + tokenizer.templateDir() + " holds the "
-                    + "named templates " + names + " and there is no chat_template.jinja, so no default template "
-                    + "(transformers: \"This model has multiple chat templates with no default specified! Please either "
-                    + "pass a chat template or the name of the template you wish to use to the `chat_template` "
-                    + "argument. Available template names are " + names.stream().map(n -> "'" + n + "'").toList()
-                    + ".\"): set data.template: hf:NAME");
+        String noDefault = tokenizer.noDefaultTemplate();
+        if (noDefault != null) {
+            throw new IllegalArgumentException("template: " + template + ": " + noDefault + ": set data.template: "
+                    + "hf:NAME");
         }
         JinjaChatTemplate own = tokenizer.chatTemplate();
         if (own == null) {
