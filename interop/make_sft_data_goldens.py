@@ -20,6 +20,13 @@ token, positions from seq_lengths; wrapped not padding-free, its positions as th
 them: 0.. across the row). And "many": 1,002 short texts, only the rows' lengths, where datasets.map's batches of 1,000
 examples show (each batch is packed on its own).
 
+And BFD_OUT (trl-bfd.json, PackingStrategyBfdTest): TRL's default strategy bfd, best fit decreasing, on samples of given
+lengths whose tokens name the sample and the position (sample i's token t is i * 1000 + t, every token trained):
+pack_dataset(strategy="bfd"), which SFTTrainer._prepare_dataset calls, then the padding-free collator on each row.
+Cases where first fit packs otherwise ([1, 5, 4, 7] in rows of 10: first fit [7, 1] [5, 4], best fit [7] [5, 4, 1]),
+ties among lengths and among rows' free space, samples longer than a row (truncated keep_start), and 1,002 samples
+(only each row's samples) across datasets.map's batches of 1,000.
+
 Run: interop/.venv/bin/python interop/make_sft_data_goldens.py
 Deterministic: the records are written out below.
 """
@@ -27,6 +34,7 @@ Deterministic: the records are written out below.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import tempfile
 import types
@@ -46,6 +54,7 @@ MAX_LENGTH = 64
 PACKED_OUT = OUT.with_name("trl-packed.json")
 PACK_LENGTH = 24
 STRATEGIES = ("bfd_split", "wrapped")
+BFD_OUT = OUT.with_name("trl-bfd.json")
 
 STORY = ("Once upon a time a small fox lived at the edge of a quiet forest. Every morning it walked to the river, "
          "drank, and watched the herons fish. In the evening it came home, curled up under an old oak and slept "
@@ -176,11 +185,58 @@ def write_packed_goldens(out: Path = PACKED_OUT) -> None:
     mg.write_json(out, {"max_length": PACK_LENGTH, "pad_id": hf.EOS_ID, "records": RECORDS, "cases": cases})
 
 
+def bfd_lengths() -> dict[str, tuple[int, list[int]]]:
+    """Case name -> (row length, the samples' lengths)."""
+    rng = random.Random(20261208)
+    return {
+        "smallest": (10, [1, 5, 4, 7]),
+        # equal lengths keep their order; rows with equal free space are filled in the order they came to it
+        "ties": (8, [3, 3, 3, 3, 4, 4, 2, 2, 6, 1, 1, 5]),
+        "overlong": (10, [12, 3, 10, 25, 7, 2, 4]),
+        "random": (64, [rng.randint(1, 64) for _ in range(120)]),
+        "many": (32, [rng.randint(1, 32) for _ in range(1002)]),
+    }
+
+
+def bfd_sample(index: int, length: int) -> list[int]:
+    """Sample index's tokens (PackingStrategyBfdTest writes them alike)."""
+    return [index * 1000 + t for t in range(length)]
+
+
+def write_bfd_goldens(out: Path = BFD_OUT) -> None:
+    from trl import pack_dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    datasets.disable_progress_bars()
+    collator = DataCollatorForLanguageModeling(pad_token_id=hf.EOS_ID, padding_free=True)
+    cases = []
+    for name, (length, lengths) in bfd_lengths().items():
+        ids = [bfd_sample(i, n) for i, n in enumerate(lengths)]
+        dataset = Dataset.from_dict({"input_ids": ids})
+        packed = pack_dataset(dataset, length, strategy="bfd")  # as SFTTrainer._prepare_dataset calls it
+        rows = []
+        for row in packed:
+            starts = [sum(row["seq_lengths"][:k]) for k in range(len(row["seq_lengths"]))]
+            out_row = {"samples": [row["input_ids"][s] // 1000 for s in starts], "seq_lengths": row["seq_lengths"]}
+            if name != "many":
+                collated = collator([row])
+                out_row.update(input_ids=collated["input_ids"][0].tolist(), labels=collated["labels"][0].tolist(),
+                               position_ids=collated["position_ids"][0].tolist())
+            rows.append(out_row)
+        cases.append({"name": name, "max_length": length, "lengths": lengths, "rows": rows})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mg.write_json(out, {"cases": cases})
+
+
 def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit("make_sft_data_goldens.py takes no arguments")
     write_goldens()
     write_packed_goldens()
+    write_bfd_goldens()
+    for case in json.loads(BFD_OUT.read_text())["cases"]:
+        print(f"bfd {case['name']:9} samples={len(case['lengths'])} rows={len(case['rows'])}")
+    print(f"wrote {BFD_OUT}")
     for case in json.loads(PACKED_OUT.read_text())["cases"]:
         rows = case.get("rows")
         lengths = [len(r["input_ids"]) for r in rows] if rows else case["row_lengths"]

@@ -62,3 +62,37 @@ def test_sft_packing_golden_covers_what_it_is_for():
     # datasets.map packs batches of 1,000 examples apart: a short wrapped row before the last batch's rows
     many = cases["mistral", "many", "wrapped"]["row_lengths"]
     assert many.count(length) == len(many) - 2 and many[-1] < length and many[-2] < length
+
+
+def test_committed_bfd_golden_reproduces(tmp_path):
+    fresh = tmp_path / "trl-bfd.json"
+    sft.write_bfd_goldens(fresh)
+    assert json.loads(fresh.read_text()) == json.loads(sft.BFD_OUT.read_text())
+
+
+def first_fit(lengths: list[int], length: int) -> list[list[int]]:
+    """mixtune's bfd before 2026-12-08: longest first (ties in order), each into the first row with room."""
+    rows, free = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r in range(len(rows)) if free[r] >= lengths[i]), None)
+        if row is None:
+            rows.append([])
+            free.append(length)
+            row = len(rows) - 1
+        rows[row].append(i)
+        free[row] -= lengths[i]
+    return rows
+
+
+def test_bfd_golden_covers_what_it_is_for():
+    cases = {c["name"]: c for c in json.loads(sft.BFD_OUT.read_text())["cases"]}
+    best = {name: [row["samples"] for row in c["rows"]] for name, c in cases.items()}
+    assert best["smallest"] == [[3], [1, 2, 0]] and first_fit([1, 5, 4, 7], 10) == [[3, 0], [1, 2]]
+    assert best["random"] != first_fit(cases["random"]["lengths"], 64), "first fit packs otherwise"
+    overlong = cases["overlong"]
+    assert any(n > overlong["max_length"] for n in overlong["lengths"])
+    assert all(sum(row["seq_lengths"]) <= overlong["max_length"] for row in overlong["rows"]), "truncated"
+    for c in cases.values():
+        assert sorted(i for row in c["rows"] for i in row["samples"]) == list(range(len(c["lengths"])))
+    # datasets.map's batches: no row holds samples of both sides of sample 1,000
+    assert all(max(row["samples"]) < 1000 or min(row["samples"]) >= 1000 for row in cases["many"]["rows"])

@@ -7,6 +7,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.GradientCollector;
 import io.mixtune.data.batch.EpochBatches;
 import io.mixtune.data.batch.PackedRow;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.batch.SamplePacker;
 import io.mixtune.data.dataset.ChatDataset;
 import io.mixtune.data.dataset.DataConfig;
@@ -45,7 +46,7 @@ import java.util.Map;
  * mixtune's SFT training throughput on exactly what bench/sft_trl.py trains with TRL's SFTTrainer + PEFT, for
  * bench/sft.sh to put side by side: float32 on CPU; LoRA r 16, alpha 16, dropout 0 on every linear layer but the router
  * and lm_head; the sample chats in the Mistral v1 template with loss on the answers (and their EOS); each chat cut to
- * its first max_seq_len tokens as TRL's bfd packing cuts it, then packed by mixtune's own packer (first-fit decreasing)
+ * its first max_seq_len tokens as TRL's bfd packing cuts it, then packed as bfd packs (best-fit decreasing, TRL's)
  * into rows of max_seq_len, shuffled as `mixtune train` shuffles them; one row per step; Mixtral's load-balancing loss
  * at the config's coefficient; AdamW at lr 1e-4 with clipping at 1.0. Every step is {@link OptimizerStep} with {@link SftObjective},
  * the step `mixtune train` runs. Warm-up steps first, untimed.
@@ -236,7 +237,7 @@ public final class SftBenchmark {
 
     /** "LABEL: R rows from C chats, mean T tokens and G targets per row, packing efficiency E%" over all rows. */
     private static String packingLine(String label, List<TokenizedSample> samples, int rowLength, ModelConfig config) {
-        List<PackedRow> rows = new SamplePacker(rowLength, config.eosTokenId()).pack(samples);
+        List<PackedRow> rows = PackingStrategy.BFD.pack(samples, rowLength, config.eosTokenId());
         long tokens = 0;
         long targets = 0;
         for (PackedRow row : rows) {

@@ -49,17 +49,32 @@ public final class ModelEval {
     /** The longest row when none is given (or the model's max_position_embeddings if fewer). */
     public static final int DEFAULT_MAX_SEQ_LEN = 2048;
 
-    /** The chat template the data is rendered with, as data.template names them. */
-    public enum Template {
-        MISTRAL, CHATML,
-        /** the model's chat_template when its tokenizer_config.json has one, else mistral */
-        AUTO,
-        /** the model's chat_template from its tokenizer_config.json */
-        HF;
+    /**
+     * The chat template the data is rendered with, by data.template's name (resolved by DataConfig#chatTemplate, as
+     * for training): mistral, chatml, auto (the model's chat_template, else mistral), hf (the model's, required) or
+     * hf:NAME (the model's named template NAME, additional_chat_templates/NAME.jinja).
+     *
+     * @param configName the name data.template and --template use
+     */
+    public record Template(String configName) {
+        public static final Template MISTRAL = new Template("mistral");
+        public static final Template CHATML = new Template("chatml");
+        public static final Template AUTO = new Template("auto");
+        public static final Template HF = new Template("hf");
 
-        /** The name data.template and --template use. */
-        public String configName() {
-            return name().toLowerCase(Locale.ROOT);
+        /** @throws InvalidOptionException for another name (custom needs a recipe's custom_template) */
+        public Template {
+            boolean named = configName != null && configName.startsWith(DataConfig.NAMED)
+                    && configName.length() > DataConfig.NAMED.length();
+            if (!named && !List.of("mistral", "chatml", "auto", "hf").contains(configName)) {
+                throw new InvalidOptionException("template", "--template expects mistral or chatml, got '"
+                        + configName + "' (or auto, hf or hf:NAME: the model's chat_template, or its template NAME)");
+            }
+        }
+
+        /** hf:NAME: the model's template NAME. */
+        public static Template named(String name) {
+            return new Template(DataConfig.NAMED + name);
         }
     }
 
@@ -211,6 +226,11 @@ public final class ModelEval {
         }
         DataConfig dataConfig = new DataConfig(List.of(data.toString()), List.of(), 0, "auto", template.configName(),
                 null, rowLength, true, "all_assistant_turns", false);
+        try {
+            dataConfig.chatTemplate(tokenizer); // as training resolves data.template; a template the model lacks named
+        } catch (IllegalArgumentException e) {
+            throw new InvalidOptionException("template", "--" + e.getMessage() + " (--model " + model + ")", e);
+        }
         ChatDataset dataset = SampleCache.tokenize(dataConfig, tokenizer, 0);
         List<TokenizedSample> samples = dataset.train();
         if (samples.stream().mapToInt(TokenizedSample::targetCount).sum() == 0) {

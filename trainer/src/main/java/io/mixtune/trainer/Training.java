@@ -157,15 +157,21 @@ public final class Training {
                     listener.onNote("warning: " + markers);
                 }
                 Path resume = null;
+                Recipe started = recipe;
                 if (start == RunDirectory.Start.RESUME) {
                     resume = checkpointToResume(resumeFrom, listener);
-                    String warning = resume == null ? run.requireSameRecipe(recipe)
-                            : run.requireSameRecipe(recipe, resume);
+                    started = run.asStarted(recipe, resume);
+                    if (started != recipe) {
+                        listener.onNote("the run started before mixtune packed data.packing_strategy bfd best fit "
+                                + "as TRL (its recipe.yaml has no data.packing_fit): it resumes first_fit, as it ran");
+                    }
+                    String warning = resume == null ? run.requireSameRecipe(started)
+                            : run.requireSameRecipe(started, resume);
                     if (warning != null) {
                         listener.onNote(warning);
                     }
                 }
-                TrainingResult result = train(resume, listener, () -> cancelled);
+                TrainingResult result = train(started, resume, listener, () -> cancelled);
                 listener.onRunFinished(new TrainingListener.RunFinished(result));
                 return result;
             }
@@ -209,18 +215,21 @@ public final class Training {
         return loaded == null ? null : loaded.source();
     }
 
-    private TrainingResult train(Path resume, TrainingListener listener, BooleanSupplier cancel) {
+    private TrainingResult train(Recipe recipe, Path resume, TrainingListener listener, BooleanSupplier cancel) {
         if (!rewardFunctions.isEmpty() && !recipe.train().readsPrompts()) {
             throw new RecipeValueException("train.method", "Training.rewardFunction adds GRPO reward functions: "
                     + "train.method must be grpo or rloo, got " + recipe.train().method());
         }
-        try (MethodRecipe method = setUp(listener)) {
+        try (MethodRecipe method = setUp(recipe, listener)) {
             return method.train(resume, cancel);
         }
     }
 
-    /** The recipe's method, set up: its data read, the model loaded and its adapter attached. */
-    private MethodRecipe setUp(TrainingListener listener) {
+    /**
+     * The recipe's method (as the run started, when resumed: {@link RunDirectory#asStarted}), set up: its data read, the
+     * model loaded and its adapter attached.
+     */
+    private MethodRecipe setUp(Recipe recipe, TrainingListener listener) {
         if (recipe.train().method().equals("reward")) {
             return RewardRecipe.setup(recipe, listener);
         }

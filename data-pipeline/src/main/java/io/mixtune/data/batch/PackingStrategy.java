@@ -13,9 +13,10 @@ import java.util.TreeMap;
  * How samples become rows of a fixed length: TRL 1.13's SFTConfig.packing_strategy, by its names.
  *
  * <ul>
- *   <li>{@code bfd}: whole samples, one longer than a row cut keeping its start before packing; mixtune's packing
- *       since its first version ({@link SamplePacker}, first-fit decreasing, where TRL's best fit can fill rows
- *       otherwise).
+ *   <li>{@code bfd}: TRL's {@code _pack_bfd(on_seq_length_overflow="truncate")}: whole samples, one longer than a row
+ *       cut keeping its start (mixtune's samples are cut before, a chat at whole exchanges), packed best-fit
+ *       decreasing as bfd_split's pieces are, each its own sequence. Until 2026-12-08 mixtune packed bfd first-fit
+ *       decreasing ({@link #BFD_FIRST_FIT}), which runs recorded then resume with.
  *   <li>{@code bfd_split}: TRL's {@code _pack_bfd(on_seq_length_overflow="split")}: a sample longer than a row becomes
  *       chunks of a row's length, the last one what is left; the chunks are packed best-fit decreasing as TRL packs
  *       them, each its own sequence (positions restart, its first token unlabeled, attention inside it).
@@ -28,12 +29,17 @@ import java.util.TreeMap;
  * each run of that many samples is packed on its own: equal rows on any number of samples.
  */
 public enum PackingStrategy {
-    BFD("bfd"), BFD_SPLIT("bfd_split"), WRAPPED("wrapped");
+    BFD("bfd"), BFD_SPLIT("bfd_split"), WRAPPED("wrapped"),
+    /**
+     * mixtune's bfd before 2026-12-08: first-fit decreasing over all the samples at once ({@link SamplePacker}), which
+     * a run recorded then resumes with (data.packing_fit first_fit); its key is bfd's.
+     */
+    BFD_FIRST_FIT("bfd");
 
     /** datasets' Dataset.map batch_size default, which SFTTrainer._prepare_dataset's pack_dataset call keeps. */
     static final int TRL_MAP_BATCH = 1000;
 
-    public static final List<String> KEYS = Arrays.stream(values()).map(PackingStrategy::key).toList();
+    public static final List<String> KEYS = Arrays.stream(values()).map(PackingStrategy::key).distinct().toList();
 
     private final String key;
 
@@ -69,20 +75,20 @@ public enum PackingStrategy {
 
     /** Whether samples are cut to a row's length before packing; the others keep every token. */
     public boolean truncates() {
-        return this == BFD;
+        return this == BFD || this == BFD_FIRST_FIT;
     }
 
     /** The samples packed into rows of {@code rowLength}, padded with {@code padId}, in TRL's row order. */
     public List<PackedRow> pack(List<TokenizedSample> samples, int rowLength, long padId) {
         SamplePacker packer = new SamplePacker(rowLength, padId);
-        if (this == BFD) {
+        if (this == BFD_FIRST_FIT) {
             return packer.pack(samples);
         }
         List<PackedRow> rows = new ArrayList<>();
         for (int start = 0; start < samples.size(); start += TRL_MAP_BATCH) {
             List<TokenizedSample> batch = samples.subList(start, Math.min(samples.size(), start + TRL_MAP_BATCH));
-            if (this == BFD_SPLIT) {
-                for (List<TokenizedSample> bin : bestFitDecreasing(chunks(batch, rowLength), rowLength)) {
+            if (this != WRAPPED) {
+                for (List<TokenizedSample> bin : bestFitDecreasing(pieces(batch, rowLength), rowLength)) {
                     rows.add(packer.row(bin));
                 }
             } else {
@@ -94,17 +100,31 @@ public enum PackingStrategy {
 
     /** How many rows {@link #pack} makes, without building them. */
     public int rowCount(List<TokenizedSample> samples, int rowLength) {
-        if (this == BFD) {
+        if (this == BFD_FIRST_FIT) {
             return new SamplePacker(rowLength, 0).assign(samples).size();
         }
         int rows = 0;
         for (int start = 0; start < samples.size(); start += TRL_MAP_BATCH) {
             List<TokenizedSample> batch = samples.subList(start, Math.min(samples.size(), start + TRL_MAP_BATCH));
             long tokens = batch.stream().mapToLong(TokenizedSample::length).sum();
-            rows += this == BFD_SPLIT ? bestFitDecreasing(chunks(batch, rowLength), rowLength).size()
+            rows += this != WRAPPED ? bestFitDecreasing(pieces(batch, rowLength), rowLength).size()
                     : (int) ((tokens + rowLength - 1) / rowLength);
         }
         return rows;
+    }
+
+    /** What _pack_bfd bins: bfd's samples cut to a row keeping their start (pc.list_slice), bfd_split's chunks. */
+    private List<TokenizedSample> pieces(List<TokenizedSample> samples, int rowLength) {
+        if (this == BFD_SPLIT) {
+            return chunks(samples, rowLength);
+        }
+        List<TokenizedSample> cut = new ArrayList<>(samples.size());
+        for (TokenizedSample sample : samples) {
+            cut.add(sample.length() <= rowLength ? sample : new TokenizedSample(
+                    Arrays.copyOf(sample.inputIds(), rowLength), Arrays.copyOf(sample.labels(), rowLength),
+                    sample.source()));
+        }
+        return cut;
     }
 
     /**

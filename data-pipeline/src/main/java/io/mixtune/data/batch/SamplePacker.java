@@ -8,7 +8,9 @@ import java.util.List;
 
 /**
  * Packs samples into rows of a fixed length by first-fit decreasing (longest first, each into the first row with
- * room), which wastes at most ~22% over the optimum and in practice a few percent on chat data.
+ * room), which wastes at most ~22% over the optimum and in practice a few percent on chat data: mixtune's bfd until
+ * 2026-12-08 ({@link PackingStrategy#BFD_FIRST_FIT}), which runs recorded then resume with; bfd now bins best fit as
+ * TRL. {@link #row} lays out the rows of every strategy but wrapped.
  */
 public final class SamplePacker {
     private final int rowLength;

@@ -42,10 +42,15 @@ import java.util.Map;
  * @param datasetTextField the field of a language-modeling record's text (TRL's dataset_text_field)
  * @param packingStrategy with packing, a {@link PackingStrategy} key (TRL's packing_strategy): bfd (samples cut to
  *     maxSeqLen), bfd_split or wrapped (samples kept whole, split across rows)
+ * @param packingFit how bfd bins its samples: {@value #BEST_FIT} (TRL's best fit decreasing) or {@value #FIRST_FIT}
+ *     (mixtune's bfd before 2026-12-08, which a run recorded then resumes with: its recipe.yaml has no packing_fit)
  */
 public record DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
         String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
-        boolean skipInvalid, String datasetTextField, String packingStrategy) {
+        boolean skipInvalid, String datasetTextField, String packingStrategy, String packingFit) {
+
+    public static final String BEST_FIT = "best_fit";
+    public static final String FIRST_FIT = "first_fit";
 
     public static final List<String> TEMPLATES = List.of("auto", "hf", "mistral", "chatml", "custom");
     /** hf:NAME: the model's template NAME, as transformers' apply_chat_template(chat_template=NAME) picks it. */
@@ -65,6 +70,14 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             boolean skipInvalid, String datasetTextField) {
         this(files, validationFiles, validationRatio, format, template, customTemplate, maxSeqLen, packing, lossOn,
                 skipInvalid, datasetTextField, PackingStrategy.BFD.key());
+    }
+
+    /** A data section that packs bfd, if it does, best fit as TRL. */
+    public DataConfig(List<String> files, List<String> validationFiles, double validationRatio, String format,
+            String template, CustomTemplateConfig customTemplate, int maxSeqLen, boolean packing, String lossOn,
+            boolean skipInvalid, String datasetTextField, String packingStrategy) {
+        this(files, validationFiles, validationRatio, format, template, customTemplate, maxSeqLen, packing, lossOn,
+                skipInvalid, datasetTextField, packingStrategy, BEST_FIT);
     }
 
     public DataConfig {
@@ -107,6 +120,15 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
             throw new IllegalArgumentException("packing_strategy: " + packingStrategy + " packs, but packing is "
                     + "false (set packing: true, or leave packing_strategy at bfd)");
         }
+        if (!BEST_FIT.equals(packingFit) && !FIRST_FIT.equals(packingFit)) {
+            throw new IllegalArgumentException("packing_fit: expected " + BEST_FIT + " (TRL's bfd) or " + FIRST_FIT
+                    + " (mixtune's bfd before 2026-12-08), got \"" + packingFit + "\"");
+        }
+        if (FIRST_FIT.equals(packingFit) && (!packing || PackingStrategy.byKey(packingStrategy) != PackingStrategy.BFD)) {
+            throw new IllegalArgumentException("packing_fit: first_fit bins packing_strategy bfd's rows as mixtune did "
+                    + "before 2026-12-08, but " + (packing ? "packing_strategy is " + packingStrategy
+                    + ", which packs as TRL" : "packing is false") + ": drop packing_fit");
+        }
         if ("custom".equals(template) && customTemplate == null) {
             throw new IllegalArgumentException("custom_template: template is custom but no custom_template is given");
         }
@@ -140,9 +162,11 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         };
     }
 
-    /** The packing strategy {@code packingStrategy} names. */
+    /** The packing strategy {@code packingStrategy} names, bfd binned as {@code packingFit} says. */
     public PackingStrategy packer() {
-        return PackingStrategy.byKey(packingStrategy);
+        PackingStrategy strategy = PackingStrategy.byKey(packingStrategy);
+        return strategy == PackingStrategy.BFD && FIRST_FIT.equals(packingFit) ? PackingStrategy.BFD_FIRST_FIT
+                : strategy;
     }
 
     /**
@@ -192,16 +216,10 @@ public record DataConfig(List<String> files, List<String> validationFiles, doubl
         if (!template.equals("auto") && !template.equals("hf")) {
             return chatTemplate(tokenizer.bosId(), tokenizer.eosId());
         }
-        if (!tokenizer.additionalTemplates().isEmpty() && tokenizer.template() == null) {
-            // transformers' get_chat_template raises for a chat without a name; its dict has replaced even a
-            // chat_template of tokenizer_config.json (interop/make_named_template_goldens.py checks both)
-            List<String> names = List.copyOf(tokenizer.additionalTemplates().keySet());
-            throw new IllegalArgumentException("template: " + template + ": " + tokenizer.templateDir() + " holds the "
-                    + "named templates " + names + " and there is no chat_template.jinja, so no default template "
-                    + "(transformers: \"This model has multiple chat templates with no default specified! Please either "
-                    + "pass a chat template or the name of the template you wish to use to the `chat_template` "
-                    + "argument. Available template names are " + names.stream().map(n -> "'" + n + "'").toList()
-                    + ".\"): set data.template: hf:NAME");
+        String noDefault = tokenizer.noDefaultTemplate();
+        if (noDefault != null) {
+            throw new IllegalArgumentException("template: " + template + ": " + noDefault + ": set data.template: "
+                    + "hf:NAME");
         }
         JinjaChatTemplate own = tokenizer.chatTemplate();
         if (own == null) {

@@ -156,6 +156,24 @@ public final class SampleCache {
                     named -> templateDir() + "/" + named + ".jinja");
         }
 
+        /**
+         * Why a chat without a template name has no template on this model, as transformers 5.18 refuses it
+         * (tokenization_utils_base's get_chat_template: named templates, additional_chat_templates/NAME.jinja, and no
+         * chat_template.jinja make a dict without "default", which has replaced even a chat_template of
+         * tokenizer_config.json: interop/make_named_template_goldens.py checks both); null where it has one or none.
+         */
+        public String noDefaultTemplate() {
+            if (additionalTemplates.isEmpty() || template != null) {
+                return null;
+            }
+            List<String> names = List.copyOf(additionalTemplates.keySet());
+            return templateDir() + " holds the named templates " + names + " and there is no chat_template.jinja, so "
+                    + "no default template (transformers: \"This model has multiple chat templates with no default "
+                    + "specified! Please either pass a chat template or the name of the template you wish to use to "
+                    + "the `chat_template` argument. Available template names are "
+                    + names.stream().map(n -> "'" + n + "'").toList() + ".\")";
+        }
+
         /** The model's own chat template, as AutoTokenizer reads it; null where it has none. */
         public JinjaChatTemplate chatTemplate() {
             return JinjaChatTemplate.fromTokenizerFiles(configName, config, templateName, template);

@@ -7,6 +7,7 @@ import io.mixtune.data.template.HfChatTemplate;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.data.template.MistralTemplate;
 import io.mixtune.model.tokenizer.TextTokenizer;
+import io.mixtune.trainer.InvalidOptionException;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -36,7 +37,7 @@ public final class ModelChat {
     /**
      * The chat template for {@code tokenizer}'s model: the adapter's when {@code adapterDir} has one (its
      * chat_template.jinja, else its tokenizer_config.json's, as AutoTokenizer reads them), else the model's own, else
-     * mistral's.
+     * mistral's; refused where the model has named templates and no default one, as transformers refuses it.
      *
      * @param adapterDir an adapter folder, or null
      */
@@ -55,6 +56,13 @@ public final class ModelChat {
             }
         }
         if (jinja == null) {
+            String noDefault = tokenizer.noDefaultTemplate();
+            if (noDefault != null) {
+                // as training with data.template auto or hf refuses it (DataConfig#chatTemplate)
+                throw new InvalidOptionException("model", "--model: " + noDefault + ": a chat needs the model's "
+                        + "chat_template.jinja, or --adapter of a run trained with data.template hf:NAME (the adapter "
+                        + "carries the template it was trained with)");
+            }
             jinja = tokenizer.chatTemplate();
         }
         if (jinja == null) {

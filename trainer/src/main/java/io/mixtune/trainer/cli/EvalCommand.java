@@ -4,7 +4,6 @@ import io.mixtune.trainer.ModelEval;
 import io.mixtune.trainer.Quantization;
 import java.io.PrintStream;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Locale;
 import org.apache.commons.cli.CommandLine;
 import org.apache.commons.cli.Options;
@@ -43,7 +42,7 @@ final class EvalCommand implements Command {
                 .addOption(Mixtune.option("data", "FILE", "chats (JSONL or JSON, plain or gzip; any format mixtune "
                         + "trains on, detected per file)"))
                 .addOption(Mixtune.option("template", "T", "mistral (default), chatml, auto or hf (the model's "
-                        + "chat_template from its tokenizer_config.json)"))
+                        + "chat_template), hf:NAME (its additional_chat_templates/NAME.jinja), as data.template"))
                 .addOption(Mixtune.option("max-seq-len", "N", "longest sample, as data.max_seq_len (longer chats lose "
                         + "trailing turns, as in training), and the packed row length (default "
                         + ModelEval.DEFAULT_MAX_SEQ_LEN + ", or the model's max_position_embeddings if fewer)"))
@@ -56,12 +55,7 @@ final class EvalCommand implements Command {
         ModelEval eval = ModelEval.of(Path.of(Mixtune.requiredOption(line, "model")),
                 Path.of(Mixtune.requiredOption(line, "data")));
         eval.device(Mixtune.device(line));
-        String template = line.getOptionValue("template", "mistral");
-        if (!List.of("mistral", "chatml", "auto", "hf").contains(template)) {
-            throw new UsageException("--template expects mistral or chatml, got '" + template + "' (or auto or hf: "
-                    + "the model's chat_template)");
-        }
-        eval.template(ModelEval.Template.valueOf(template.toUpperCase(Locale.ROOT)));
+        eval.template(new ModelEval.Template(line.getOptionValue("template", "mistral")));
         eval.batchSize(Mixtune.intOption(line, "batch-size", 1));
         if (line.hasOption("adapter")) {
             eval.adapter(Path.of(line.getOptionValue("adapter")));

@@ -39,7 +39,7 @@ public final class Evaluation {
     }
 
     /**
-     * The samples' micro-batches in a fixed order (no shuffling): packed into rows of {@code maxSeqLen}, first-fit
+     * The samples' micro-batches in a fixed order (no shuffling): packed into rows of {@code maxSeqLen}, best-fit
      * decreasing, {@code microBatchSize} rows each; or, unpacked, length-grouped padded batches.
      */
     public static List<TrainingBatch> batches(List<TokenizedSample> samples, boolean packing, int maxSeqLen,

@@ -2,7 +2,10 @@ package io.mixtune.trainer.run;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.mixtune.data.batch.PackingStrategy;
+import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.model.checkpoint.PathOverlap;
 import io.mixtune.trainer.Refusal;
 import io.mixtune.trainer.recipe.Recipe;
@@ -81,6 +84,13 @@ public final class RunDirectory implements AutoCloseable {
     }
 
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
+
+    private static final String PACKING_FIT = "data.packing_fit";
+    /**
+     * Keys added with a default other than what a run recorded before them did: absent from its recipe.yaml, they
+     * read as this value (bfd packed first fit until data.packing_fit came with best fit, TRL's, as its default).
+     */
+    private static final Map<String, String> MEANT_WHEN_ABSENT = Map.of(PACKING_FIT, DataConfig.FIRST_FIT);
 
     private final Path dir;
     private final FileChannel lockChannel;
@@ -228,17 +238,46 @@ public final class RunDirectory implements AutoCloseable {
      * @return a warning to print, or null
      */
     public String requireSameRecipe(Recipe recipe, Path checkpoint) {
-        Path runOfCheckpoint = checkpoint.toAbsolutePath().normalize().getParent();
-        runOfCheckpoint = runOfCheckpoint == null ? null : runOfCheckpoint.getParent();
-        Path first = runOfCheckpoint == null ? null : runOfCheckpoint.resolve(TrainingOutputs.RECIPE_FILE);
-        if (first == null || !Files.isRegularFile(first)) {
-            first = dir.resolve(TrainingOutputs.RECIPE_FILE);
-        }
+        Path first = recordedRecipe(checkpoint);
         if (!Files.isRegularFile(first)) {
             return "warning: no " + TrainingOutputs.RECIPE_FILE + " of the run beside " + checkpoint.getParent()
                     + " or in " + dir + ": cannot check that the recipe is the one the run started with";
         }
         return requireSameRecipeAs(recipe, first);
+    }
+
+    /** The recipe.yaml of the run whose checkpoint resumes (else output_dir's; it may not exist): the run's own. */
+    private Path recordedRecipe(Path checkpoint) {
+        Path runOfCheckpoint = checkpoint == null ? null : checkpoint.toAbsolutePath().normalize().getParent();
+        runOfCheckpoint = runOfCheckpoint == null ? null : runOfCheckpoint.getParent();
+        Path first = runOfCheckpoint == null ? null : runOfCheckpoint.resolve(TrainingOutputs.RECIPE_FILE);
+        return first == null || !Files.isRegularFile(first) ? dir.resolve(TrainingOutputs.RECIPE_FILE) : first;
+    }
+
+    /**
+     * The recipe as the resumed run packs: a run recorded before mixtune packed bfd best fit (2026-12-08; its
+     * recipe.yaml has no data.packing_fit) binned its rows first fit, and resumes so whatever the recipe says, since
+     * other rows would change its data order and losses. Else the recipe as given. {@link #requireSameRecipe} then
+     * reads the missing key as first_fit ({@link #MEANT_WHEN_ABSENT}).
+     *
+     * @param checkpoint the checkpoint resumed from, or null for output_dir's run as a whole
+     */
+    public Recipe asStarted(Recipe recipe, Path checkpoint) {
+        Path first = recordedRecipe(checkpoint);
+        if (!Files.isRegularFile(first) || !recipe.train().method().equals("sft") || !recipe.data().packing()
+                || recipe.data().packer() != PackingStrategy.BFD || readFlat(first).containsKey(PACKING_FIT)) {
+            return recipe;
+        }
+        return RecipeReader.edited(recipe, first.toString(),
+                tree -> ((ObjectNode) tree.get("data")).put("packing_fit", DataConfig.FIRST_FIT));
+    }
+
+    private static Map<String, String> readFlat(Path recipeFile) {
+        try {
+            return flatten(YAML.readTree(recipeFile.toFile()));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + recipeFile + ": " + e.getMessage(), e);
+        }
     }
 
     /** As above for a run resumed as a whole (WARM's members each from their own checkpoint): output_dir's recipe. */
@@ -252,12 +291,7 @@ public final class RunDirectory implements AutoCloseable {
     }
 
     private String requireSameRecipeAs(Recipe recipe, Path first) {
-        Map<String, String> before;
-        try {
-            before = flatten(YAML.readTree(first.toFile()));
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + first + ": " + e.getMessage(), e);
-        }
+        Map<String, String> before = readFlat(first);
         Map<String, String> now;
         try {
             now = flatten(YAML.readTree(RecipeReader.toYaml(recipe)));
@@ -325,7 +359,8 @@ public final class RunDirectory implements AutoCloseable {
             }
             String was = before.getOrDefault(key, "(not set)");
             String is = now.getOrDefault(key, "(not set)");
-            boolean addedAtDefault = !before.containsKey(key) && is.equals(defaults.get(key));
+            boolean addedAtDefault = !before.containsKey(key) && (is.equals(defaults.get(key))
+                    || is.equals(MEANT_WHEN_ABSENT.get(key)));
             if (!sameValue(was, is) && !addedAtDefault && !(MAY_CHANGE_ON_RESUME.contains(key)
                     && !(BEST_MODEL_CADENCE.contains(key) && tracksBestModel(before)))) {
                 changes.add(key + ": " + was + " -> " + is);

@@ -691,6 +691,27 @@ class RecipeReaderTest {
     }
 
     /**
+     * data.packing_fit: best_fit (TRL's bfd) by default, first_fit (mixtune's bfd before 2026-12-08) packs bfd first
+     * fit; another value, or first_fit with a strategy that packs as TRL or without packing, is named at its line.
+     */
+    @Test
+    void packingFitIsTakenAndCheckedAtItsLine() throws IOException {
+        Path recipe = write("fit.yaml", minimal() + "train:\n  method: sft\n");
+        assertEquals(PackingStrategy.BFD, RecipeReader.read(recipe, List.of()).recipe().data().packer());
+        assertEquals(PackingStrategy.BFD_FIRST_FIT, RecipeReader.read(recipe, List.of("data.packing_fit=first_fit"))
+                .recipe().data().packer());
+        String other = String.join("\n", problems(recipe, "data.packing_fit=worst_fit"));
+        assertTrue(other.contains("data.packing_fit: expected best_fit (TRL's bfd) or first_fit (mixtune's bfd before "
+                + "2026-12-08), got \"worst_fit\""), other);
+        String split = String.join("\n", problems(recipe, "data.packing_fit=first_fit",
+                "data.packing_strategy=bfd_split"));
+        assertTrue(split.contains("data.packing_fit: first_fit bins packing_strategy bfd's rows as mixtune did before "
+                + "2026-12-08, but packing_strategy is bfd_split, which packs as TRL: drop packing_fit"), split);
+        String unpacked = String.join("\n", problems(recipe, "data.packing=false", "data.packing_fit=first_fit"));
+        assertTrue(unpacked.contains("but packing is false: drop packing_fit"), unpacked);
+    }
+
+    /**
      * TRL's old name bfd-requeue (SFTConfig.__post_init__ renames it to bfd_split with a FutureWarning) is named as
      * such, and SFTConfig's padding_free is refused by name with what mixtune does instead.
      */

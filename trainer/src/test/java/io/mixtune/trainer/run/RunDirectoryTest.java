@@ -105,6 +105,23 @@ class RunDirectoryTest {
                 RunDirectory.changedKeys(now, quickstart("data.packing_strategy=wrapped")));
     }
 
+    /**
+     * data.packing_fit: a run recorded before the key packed bfd first fit, so its absence reads first_fit (no change
+     * for a run resumed so, RunDirectory#asStarted), and best_fit, the default, is no change either (a method that never
+     * packs); a change between the two recorded values is named.
+     */
+    @Test
+    void packingFitAbsentReadsFirstFitAndAChangeIsNamed() throws Exception {
+        Map<String, String> now = quickstart();
+        assertEquals("best_fit", now.get("data.packing_fit"));
+        Map<String, String> older = new LinkedHashMap<>(now);
+        assertTrue(older.remove("data.packing_fit") != null);
+        assertEquals(List.of(), RunDirectory.changedKeys(older, quickstart("data.packing_fit=first_fit")));
+        assertEquals(List.of(), RunDirectory.changedKeys(older, now));
+        assertEquals(List.of("data.packing_fit: best_fit -> first_fit"),
+                RunDirectory.changedKeys(now, quickstart("data.packing_fit=first_fit")));
+    }
+
     /** lora.use_dora changes what trains: a run started before the key resumes at false, and a change is named. */
     @Test
     void useDoraIsNoChangeAtItsDefaultAndNamedWhenChanged() throws Exception {
