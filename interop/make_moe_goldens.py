@@ -1,4 +1,4 @@
-"""Regenerates merging/src/test/resources/golden/moe/ (see interop/GOLDENS.md, section "Mixture of experts"): three tiny
+"""Regenerates merging/src/test/resources/moe/ (see interop/GOLDENS.md, section "Mixture of experts"): three tiny
 Mistral checkpoints (a base and two fine-tunes of it), a PEFT LoRA adapter on the first fine-tune, and the router
 weights mergekit-moe's gate modes give them, computed here with transformers 5.18 (output_hidden_states) from
 mergekit's formulas, written independently of mergekit's code and of the Java code:
@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "merging" / "src" / "test" / "resources" / "golden" / "moe"
+GOLDEN = REPO / "merging" / "src" / "test" / "resources" / "moe"  # not golden/: make_merge_goldens.py owns it
 
 WORDS = ["the", "a", "patient", "doctor", "fever", "code", "function", "loop", "bug", "story", "dragon", "castle",
          "hello", "who", "are", "you", "write", "python", "heals", "brave", "knight", "compile", "error", "dose"]

@@ -149,6 +149,34 @@ final class MoeGates {
         return new Rows(rows);
     }
 
+    /** mergekit's threshold on a layer's router condition number (router.py warn_degenerate_gates). */
+    static final double DEGENERATE_CONDITION = 5.0;
+
+    /**
+     * The layers whose [experts, hidden] router has a 2-norm condition number (largest over smallest singular value,
+     * torch.linalg.cond's) above {@value #DEGENERATE_CONDITION}: rows so alike that some expert is rarely chosen.
+     */
+    static List<Integer> degenerateLayers(Rows rows, int experts) {
+        List<Integer> layers = new ArrayList<>();
+        for (int l = 0; l < rows.perLayer().length; l++) {
+            float[] layer = rows.perLayer()[l];
+            int hidden = layer.length / experts;
+            double[][] matrix = new double[experts][hidden];
+            for (int e = 0; e < experts; e++) {
+                for (int k = 0; k < hidden; k++) {
+                    matrix[e][k] = layer[e * hidden + k];
+                }
+            }
+            double[] singular = new org.apache.commons.math3.linear.SingularValueDecomposition(
+                    org.apache.commons.math3.linear.MatrixUtils.createRealMatrix(matrix)).getSingularValues();
+            double smallest = singular[Math.min(experts, hidden) - 1];
+            if (!(singular[0] / smallest <= DEGENERATE_CONDITION)) {
+                layers.add(l);
+            }
+        }
+        return layers;
+    }
+
     private static void normalise(double[] v) {
         double sum = 0;
         for (double x : v) {

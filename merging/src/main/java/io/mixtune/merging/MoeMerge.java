@@ -119,6 +119,13 @@ public final class MoeMerge {
                         + " per token) x " + baseConfig.numHiddenLayers() + " layers, gate_mode "
                         + config.gateMode() + ", " + ModelConfig.torchDtypeName(dtype) + " -> " + out);
                 int e = config.experts().size();
+                List<Integer> degenerate = MoeGates.degenerateLayers(gates, e);
+                if (!degenerate.isEmpty()) {
+                    lines.add("note: " + (degenerate.size() == baseConfig.numHiddenLayers() ? "every layer has"
+                            : "layers " + degenerate + " have") + " degenerate routing parameters (condition number"
+                            + " above " + MoeGates.DEGENERATE_CONDITION + "): your prompts may be too similar, and one"
+                            + " or more experts will be underused");
+                }
                 if ((e & (e - 1)) != 0) {
                     // mixtral.py's warning: llama.cpp's Mixtral loader needs a power of two
                     lines.add("note: " + e + " experts is not a power of two: llama.cpp will not load this model");

@@ -39,7 +39,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  * that model whatever its router does.
  */
 class MoeMergeTest {
-    static final Path GOLDEN = Path.of("src/test/resources/golden/moe").toAbsolutePath();
+    static final Path GOLDEN = Path.of("src/test/resources/moe").toAbsolutePath();
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static Stream<Arguments> cases() throws IOException {
@@ -202,6 +202,20 @@ class MoeMergeTest {
         NDArray input = manager.create(ids, new Shape(1, ids.length));
         NDArray positions = manager.arange(0, ids.length, 1, DataType.INT64).reshape(1, ids.length);
         return lm.forward(input, positions, null).toFloatArray();
+    }
+
+    @Test
+    void nearlyIdenticalPromptsAreReportedAsDegenerateRouting(@TempDir Path dir) throws IOException {
+        String words = "doctor heals fever the patient dose ".repeat(3);
+        String yaml = "base_model: " + GOLDEN.resolve("base") + "\ngate_mode: cheap_embed\nexperts:\n"
+                + "  - source_model: " + GOLDEN.resolve("expert1") + "\n    positive_prompts: [\"" + words + "\"]\n"
+                + "  - source_model: " + GOLDEN.resolve("expert2") + "\n    positive_prompts: [\"" + words + "loop\"]\n";
+        List<String> lines = merge(yaml, dir, false).lines();
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("note: every layer has degenerate routing")), lines.toString());
+        Path apart = dir.resolve("apart");
+        Files.createDirectories(apart);
+        JsonNode spec = JSON.readTree(GOLDEN.resolve("cases.json").toFile()).get(1);
+        assertTrue(merge(yaml(spec), apart, false).lines().stream().noneMatch(l -> l.contains("degenerate")));
     }
 
     @Test

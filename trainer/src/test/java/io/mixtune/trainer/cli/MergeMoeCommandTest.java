@@ -13,7 +13,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /** `mixtune merge-moe CONFIG.yml OUT_DIR`: mergekit-moe's command shape, its options taken or refused by name. */
 class MergeMoeCommandTest {
-    private static final Path GOLDEN = Path.of("../merging/src/test/resources/golden/moe").toAbsolutePath()
+    private static final Path GOLDEN = Path.of("../merging/src/test/resources/moe").toAbsolutePath()
             .normalize();
 
     private static Path config(Path dir) throws IOException {
