@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import hf_models as hf
 import make_moe_goldens as goldens
-from test_merge_goldens import files_under
+from test_merge_goldens import assert_same_files
 from test_peft_interop import mixtune
 
 GOLDEN = goldens.GOLDEN
@@ -27,10 +27,7 @@ IDS = [1, 3, 6, 21, 5, 14, 9, 8, 10, 12, 13, 4, 7, 26, 15]
 
 def test_committed_goldens_reproduce(tmp_path):
     goldens.main(tmp_path / "moe")
-    fresh, committed = files_under(tmp_path / "moe"), files_under(GOLDEN)
-    assert fresh.keys() == committed.keys()
-    changed = [name for name in fresh if fresh[name] != committed[name]]
-    assert not changed, f"regenerated files differ from the committed ones: {changed}"
+    assert_same_files(tmp_path / "moe", GOLDEN)
 
 
 def write_config(path: Path, gate_mode: str, experts: list[dict], **extra) -> Path:

@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.Device;
@@ -23,7 +22,6 @@ import io.mixtune.model.tokenizer.TextTokenizer;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
@@ -43,11 +41,7 @@ class MoeMergeTest {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static Stream<Arguments> cases() throws IOException {
-        List<Arguments> cases = new ArrayList<>();
-        for (JsonNode spec : JSON.readTree(GOLDEN.resolve("cases.json").toFile())) {
-            cases.add(Arguments.of(spec.get("name").asText(), spec));
-        }
-        return cases.stream();
+        return MergeGoldenTest.namedCases(GOLDEN.resolve("cases.json"));
     }
 
     /** The case as mergekit-moe's YAML, its models by absolute path. */
@@ -165,6 +159,40 @@ class MoeMergeTest {
                 assertArrayEquals(expected.readFloats(src + "up_proj.weight"), mix.readFloats(dst + "w3.weight"),
                         1e-6f);
             }
+        }
+    }
+
+    /** A BASE+ADAPTER base runs hidden with the adapter folded in, as the folded checkpoint itself would. */
+    @Test
+    void anAdaptedBaseRoutesAsItsFoldedCheckpoint(@TempDir Path dir) throws IOException {
+        // expert1 with the base's tokenizer, which the prompt modes need
+        Path model = Files.createDirectories(dir.resolve("expert1"));
+        for (Path file : List.of(GOLDEN.resolve("expert1/config.json"), GOLDEN.resolve("expert1/model.safetensors"),
+                GOLDEN.resolve("base/tokenizer.json"), GOLDEN.resolve("base/tokenizer_config.json"))) {
+            Files.copy(file, model.resolve(file.getFileName()));
+        }
+        Path folded = dir.resolve("folded");
+        io.mixtune.lora.adapter.AdapterMerge.merge(model, GOLDEN.resolve("lora"), folded, null,
+                RandomCheckpoint.DEFAULT_MAX_SHARD_BYTES);
+        String experts = "experts:\n  - source_model: " + GOLDEN.resolve("expert1") + "\n    positive_prompts: [\"doctor"
+                + " heals\"]\n  - source_model: " + GOLDEN.resolve("expert2") + "\n    positive_prompts: [\"write"
+                + " python\"]\n";
+        Path viaAdapter = Files.createDirectories(dir.resolve("adapter"));
+        merge("base_model: " + model + "+" + GOLDEN.resolve("lora") + "\n" + experts, viaAdapter, false);
+        Path viaFolded = Files.createDirectories(dir.resolve("plain"));
+        merge("base_model: " + folded + "\n" + experts, viaFolded, false);
+        try (SafetensorsReader a = SafetensorsReader.open(viaAdapter.resolve("out"));
+                SafetensorsReader b = SafetensorsReader.open(viaFolded.resolve("out"))) {
+            for (int l = 0; l < 2; l++) {
+                String router = "model.layers." + l + ".block_sparse_moe.gate.weight";
+                assertArrayEquals(b.readFloats(router), a.readFloats(router), 1e-6f);
+            }
+            assertArrayEquals(b.readFloats("model.layers.0.self_attn.q_proj.weight"),
+                    a.readFloats("model.layers.0.self_attn.q_proj.weight"));
+        }
+        try (Stream<Path> left = Files.list(viaAdapter)) {
+            assertEquals(List.of("moe.yml", "out"), left.map(p -> p.getFileName().toString()).sorted().toList(),
+                    "the folded base is deleted");
         }
     }
 
