@@ -45,7 +45,7 @@ public final class MergeYaml {
     /** The resolved config written next to a merged model, as mergekit writes mergekit_config.yml. */
     public static final String RESOLVED_FILE = "mixtune_merge.yaml";
 
-    private static final YAMLMapper MAPPER = mapper();
+    static final YAMLMapper MAPPER = mapper();
 
     private MergeYaml() {}
 
@@ -209,7 +209,7 @@ public final class MergeYaml {
         return tree;
     }
 
-    private static String describe(Path file, String text, JsonProcessingException e) {
+    static String describe(Path file, String text, JsonProcessingException e) {
         JsonLocation at = e.getLocation();
         String where = file + (at == null ? "" : ":" + at.getLineNr() + ":" + at.getColumnNr());
         if (e instanceof ValueInstantiationException invalid) {
@@ -241,7 +241,7 @@ public final class MergeYaml {
      * Unknown keys first: the records validate themselves as soon as their mapping ends, so a misspelt
      * {@code merge_mehtod} would otherwise be reported as a missing merge_method.
      */
-    private static void requireKnownKeys(Path file, String text, JsonNode node, Class<?> type, String path) {
+    static void requireKnownKeys(Path file, String text, JsonNode node, Class<?> type, String path) {
         if (node == null || !node.isObject() || !type.isRecord()) {
             return;
         }

@@ -31,8 +31,13 @@ class MergeGoldenTest {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static Stream<Arguments> cases() throws IOException {
+        return namedCases(GOLDEN.resolve("cases.json"));
+    }
+
+    /** Each entry of a JSON list of golden cases, with its {@code name} first (the parameterized test's name). */
+    static Stream<Arguments> namedCases(Path file) throws IOException {
         List<Arguments> cases = new ArrayList<>();
-        for (JsonNode spec : JSON.readTree(GOLDEN.resolve("cases.json").toFile())) {
+        for (JsonNode spec : JSON.readTree(file.toFile())) {
             cases.add(Arguments.of(spec.get("name").asText(), spec));
         }
         return cases.stream();

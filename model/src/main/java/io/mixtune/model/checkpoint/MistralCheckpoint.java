@@ -89,6 +89,14 @@ public final class MistralCheckpoint {
         return linears;
     }
 
+    /**
+     * Every tensor a model as config.json describes it needs, by its name in the Hub's layout (a Mixtral's experts one
+     * by one: block_sparse_moe.experts.{j}.w1/w2/w3), with its shape, in the order transformers lists them.
+     */
+    public static Map<String, long[]> hubTensorShapes(ModelConfig config) {
+        return WeightLayout.HUB.expectedShapes(config);
+    }
+
     private static void checkTensors(Path modelDir, ModelConfig config, WeightLayout layout, SafetensorsReader reader) {
         List<String> missing = new ArrayList<>();
         List<String> misshapen = new ArrayList<>();

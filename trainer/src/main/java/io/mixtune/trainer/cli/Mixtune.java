@@ -40,8 +40,8 @@ public final class Mixtune {
         for (Command command : List.of(new TrainCommand(), new ValidateCommand(), new RecipesCommand.ListRecipes(),
                 new RecipesCommand.Show(), new RecipesCommand.Copy(), new RecipesCommand.Import(), new EvalCommand(), new DataCommand.Prepare(),
                 new DataCommand.Preview(), new GenerateCommand(), new ChatCommand(), new InitModelCommand(), new InitAdapterCommand(),
-                new MergeAdapterCommand(), new MergeCommand(), new EnvCommand(), new RewardCommand(),
-                new ExportGgufCommand(), new ExportLoraGgufCommand())) {
+                new MergeAdapterCommand(), new MergeCommand(), new MergeMoeCommand(), new EnvCommand(),
+                new RewardCommand(), new ExportGgufCommand(), new ExportLoraGgufCommand())) {
             commands.put(command.name(), command);
         }
         Command plan = new PlanCommand();
