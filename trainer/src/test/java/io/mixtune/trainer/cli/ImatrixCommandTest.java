@@ -177,4 +177,35 @@ class ImatrixCommandTest {
                 tooShort.err());
         assertFalse(Files.exists(out));
     }
+
+    @Test
+    void anAdapterIsFoldedInAsMergeAdapterFoldsIt(@TempDir Path dir) throws Exception {
+        String model = model("tiny-mixtral").toString();
+        Path adapter = dir.resolve("adapter");
+        Path merged = dir.resolve("merged");
+        assertEquals(0, MixtuneCliTest.run("init-adapter", "--model", model, "--out", adapter.toString(), "--init",
+                "random", "--targets", "all-linear").code());
+        assertEquals(0, MixtuneCliTest.run("merge-adapter", "--model", model, "--adapter", adapter.toString(),
+                "--out", merged.toString(), "--dtype", "fp32").code());
+        String text = golden().path("text").asText();
+        Path withAdapter = dir.resolve("adapter.gguf");
+        Path ofMerged = dir.resolve("merged.gguf");
+        Path ofBase = dir.resolve("base.gguf");
+        assertEquals(0, MixtuneCliTest.run("imatrix", "--model", model, "--adapter", adapter.toString(), "-f", text,
+                "-c", "32", "--no-ppl", "-o", withAdapter.toString()).code());
+        assertEquals(0, MixtuneCliTest.run("imatrix", "--model", merged.toString(), "-f", text, "-c", "32",
+                "--no-ppl", "-o", ofMerged.toString()).code());
+        MixtuneCliTest.Result base = MixtuneCliTest.run("imatrix", "--model", model, "-f", text, "-c", "32",
+                "--no-ppl", "--save-frequency", "2", "-o", ofBase.toString());
+        assertEquals(0, base.code(), base.err());
+        assertFalse(base.out().contains("Final estimate"), base.out());
+        assertArrayEquals(Files.readAllBytes(ofMerged), Files.readAllBytes(withAdapter));
+        assertFalse(java.util.Arrays.equals(Files.readAllBytes(ofBase), Files.readAllBytes(withAdapter)));
+        // --save-frequency 2: a copy after chunk 2 (of 3), as llama-imatrix names it
+        ImatrixStats atTwo = new ImatrixStats(32);
+        atTwo.load(dir.resolve("base.gguf.at_2"));
+        assertEquals(2, atTwo.chunkCount());
+        assertArrayEquals(new long[] {64}, atTwo.counts("blk.0.attn_q.weight"));
+        assertFalse(Files.exists(dir.resolve("base.gguf.at_3")));
+    }
 }
