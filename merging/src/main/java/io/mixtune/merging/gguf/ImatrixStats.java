@@ -133,63 +133,40 @@ public final class ImatrixStats {
     }
 
     /**
-     * llama-imatrix's --in-file: adds the sums and counts of an earlier file (load_imatrix on common_imatrix_load). A
+     * llama-imatrix's --in-file: adds the sums and counts of an earlier file (load_imatrix on common_imatrix_load;
+     * read by {@link ImportanceMatrix#readStored}, which refuses what common_imatrix_load refuses). A
      * GGUF file's sums and counts add as they are (each count rounded to an integer, a single count broadcast over the
      * experts); a legacy file's values, which are sums / count * ncall, add times the chunk size, and its ncall times
      * the chunk size to the counts. Its datasets come before this run's.
      */
     public void load(Path file) {
-        byte[] bytes;
-        try {
-            bytes = Files.readAllBytes(file);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("--in-file " + file + " cannot be read: " + e.getMessage(), e);
-        }
-        boolean gguf = bytes.length >= 4 && ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).getInt()
-                == GgufWriter.MAGIC;
-        if (gguf) {
-            loadGguf(file);
-        } else {
-            loadLegacy(file, bytes);
-        }
-    }
-
-    private void loadGguf(Path file) {
-        GgufReader reader;
-        try {
-            reader = GgufReader.open(file);
-        } catch (IOException | RuntimeException e) {
-            throw new IllegalArgumentException("--in-file " + file + " is not a GGUF file: " + e.getMessage(), e);
-        }
-        Map<String, GgufReader.Value> metadata = reader.metadata();
-        if (!metadata.containsKey("imatrix.datasets") || !metadata.containsKey("imatrix.chunk_count")
-                || !metadata.containsKey("imatrix.chunk_size")) {
-            throw new IllegalArgumentException("--in-file " + file + " lacks imatrix.datasets, imatrix.chunk_count or"
-                    + " imatrix.chunk_size (llama-imatrix: \"missing imatrix metadata\")");
-        }
-        Map<String, String[]> pairs = new TreeMap<>();
-        for (String name : reader.tensors().keySet()) {
-            if (name.endsWith(".in_sum2")) {
-                pairs.computeIfAbsent(name.substring(0, name.length() - 8), n -> new String[2])[0] = name;
-            } else if (name.endsWith(".counts")) {
-                pairs.computeIfAbsent(name.substring(0, name.length() - 7), n -> new String[2])[1] = name;
-            }
-        }
-        for (Map.Entry<String, String[]> pair : pairs.entrySet()) {
-            String name = pair.getKey();
-            if (pair.getValue()[0] == null || pair.getValue()[1] == null) {
-                throw new IllegalArgumentException("--in-file " + file + ": " + name + " has in_sum2 without counts"
-                        + " or counts without in_sum2 (llama-imatrix: \"mismatched sums and counts\")");
-            }
-            float[] sums = reader.floats(pair.getValue()[0]);
-            float[] floatCounts = reader.floats(pair.getValue()[1]);
-            long[] counts = new long[floatCounts.length];
-            for (int j = 0; j < counts.length; j++) {
-                counts[j] = Math.round((double) floatCounts[j]); // std::lround
-            }
+        ImportanceMatrix.Stored stored = ImportanceMatrix.readStored(file, "--in-file");
+        for (Map.Entry<String, float[]> loaded : stored.sums().entrySet()) {
+            String name = loaded.getKey();
+            float[] sums = loaded.getValue();
+            long[] counts = stored.counts().get(name);
             Entry held = entries.get(name);
+            if (stored.legacy()) {
+                // "Legacy format: sums contain (raw_sum/raw_count)*ncall, counts contain {ncall}; reconstruct raw
+                // form by multiplying by chunk_size"
+                if (held == null) {
+                    held = new Entry(new float[sums.length], new long[1]);
+                    entries.put(name, held);
+                }
+                if (held.sums().length != sums.length) {
+                    throw new IllegalArgumentException("--in-file " + file + ": " + name + " has " + sums.length
+                            + " values where earlier files have " + held.sums().length);
+                }
+                for (int j = 0; j < sums.length; j++) {
+                    held.sums()[j] += sums[j] * chunkSize;
+                }
+                for (int j = 0; j < held.counts().length; j++) {
+                    held.counts()[j] += counts[0] * chunkSize;
+                }
+                continue;
+            }
             if (held == null) {
-                entries.put(name, new Entry(sums, counts));
+                entries.put(name, new Entry(sums.clone(), counts.clone()));
                 continue;
             }
             if (held.sums().length != sums.length) {
@@ -212,58 +189,7 @@ public final class ImatrixStats {
             }
             entries.put(name, new Entry(held.sums(), into));
         }
-        if (metadata.get("imatrix.datasets").value() instanceof List<?> list) {
-            list.forEach(dataset -> datasets.add(String.valueOf(dataset)));
-        }
-    }
-
-    private void loadLegacy(Path file, byte[] bytes) {
-        // ImportanceMatrix reads the legacy layout (and refuses what common_imatrix_load_legacy refuses); its weights
-        // are sums / ncall, so sums = weights * ncall
-        String problem = "--in-file " + file + " is neither a GGUF imatrix nor a legacy .dat one";
-        ByteBuffer in = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
-        try {
-            int count = in.getInt();
-            if (count < 1) {
-                throw new IllegalArgumentException(problem + ": no data (" + count + " entries)");
-            }
-            for (int e = 0; e < count; e++) {
-                int length = in.getInt();
-                if (length < 0 || length > in.remaining()) {
-                    throw new IllegalArgumentException(problem + ": entry " + (e + 1) + "'s name is cut short");
-                }
-                byte[] nameBytes = new byte[length];
-                in.get(nameBytes);
-                String name = new String(nameBytes, StandardCharsets.UTF_8);
-                int ncall = in.getInt();
-                int nval = in.getInt();
-                if (nval < 1 || (long) nval * 4 > in.remaining()) {
-                    throw new IllegalArgumentException(problem + ": entry " + (e + 1) + " is cut short");
-                }
-                Entry entry = entries.computeIfAbsent(name, n -> new Entry(new float[nval], new long[1]));
-                if (entry.sums().length != nval) {
-                    throw new IllegalArgumentException(problem + ": " + name + " has " + nval + " values where"
-                            + " earlier files have " + entry.sums().length);
-                }
-                for (int j = 0; j < nval; j++) {
-                    entry.sums()[j] += in.getFloat() * chunkSize;
-                }
-                for (int j = 0; j < entry.counts().length; j++) {
-                    entry.counts()[j] += (long) ncall * chunkSize;
-                }
-            }
-            if (in.remaining() >= 8) {
-                in.getInt(); // the chunk count: load_imatrix recomputes it from the counts
-                int length = in.getInt();
-                if (length > 0 && length <= in.remaining()) {
-                    byte[] dataset = new byte[length];
-                    in.get(dataset);
-                    datasets.add(new String(dataset, StandardCharsets.UTF_8));
-                }
-            }
-        } catch (java.nio.BufferUnderflowException e) {
-            throw new IllegalArgumentException(problem + ": cut short", e);
-        }
+        datasets.addAll(stored.datasets());
     }
 
     /**
