@@ -75,7 +75,9 @@ public enum GgmlType {
                 return type;
             }
         }
-        throw new IllegalArgumentException(option + " " + name + " is not a ggml type mixtune encodes; expected one of "
+        // "--tensor-type attn_v=" is the assignment's first half: the type follows it without a space
+        String given = option.endsWith("=") ? option + name : option + " " + name;
+        throw new IllegalArgumentException(given + " is not a ggml type mixtune encodes; expected one of "
                 + java.util.Arrays.stream(values()).map(t -> t.name().toLowerCase(java.util.Locale.ROOT))
                         .collect(java.util.stream.Collectors.joining(", ")));
     }

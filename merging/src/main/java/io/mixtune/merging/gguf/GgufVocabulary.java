@@ -54,6 +54,15 @@ final class GgufVocabulary {
             // LlamaModel.set_vocab writes it before the vocabulary
             writer.putBool("tokenizer.ggml.add_space_prefix", tokenizerConfig.path("add_prefix_space").asBoolean());
         }
+        String modelType = tokenizer == null ? "BPE" : tokenizer.path("model").path("type").asText("BPE");
+        if (sentencePiece == null && !modelType.equals("BPE")) {
+            // LlamaModel.set_vocab: no tokenizer.model, LlamaHfVocab takes only BPE, and _set_vocab_gpt2 stops on the
+            // unknown pre-tokenizer hash (a hash it knows would give a gpt2 vocabulary without merges)
+            throw new IllegalArgumentException(tokenizerJson + " is a " + modelType + " tokenizer and the model has no"
+                    + " tokenizer.model: llama.cpp's converter writes a Mistral/Llama vocabulary from tokenizer.model"
+                    + " (SentencePiece) or a BPE tokenizer.json, and refuses this one; put the base model's"
+                    + " tokenizer.model (or its BPE tokenizer.json) into the model folder");
+        }
         if (sentencePiece == null) {
             // no tokenizer.model: the converter's _set_vocab_gpt2, whose SpecialVocab has merges and no n_vocab
             GgufBpeVocabulary.put(writer, tokenizerJson, tokenizer, tokenizerConfig, vocabSize);

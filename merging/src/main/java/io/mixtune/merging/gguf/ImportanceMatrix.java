@@ -32,17 +32,23 @@ public record ImportanceMatrix(Path file, Map<String, float[]> weights, List<Str
      *     "missing imatrix metadata", "imatrix contains non-finite value")
      */
     public static ImportanceMatrix read(Path file) {
-        byte[] bytes;
-        try {
-            bytes = Files.readAllBytes(file);
-        } catch (java.nio.file.NoSuchFileException e) {
-            throw new IllegalArgumentException("--imatrix " + file + " does not exist; expected the importance matrix"
-                    + " llama-imatrix wrote (GGUF, or the legacy .dat)", e);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read --imatrix " + file + ": " + e.getMessage(), e);
-        }
-        ImportanceMatrix matrix = bytes.length >= 4 && ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN)
-                .getInt() == GgufWriter.MAGIC ? gguf(file) : legacy(file, bytes);
+        Stored stored = readStored(file, "--imatrix");
+        Map<String, float[]> weights = new TreeMap<>();
+        stored.sums().forEach((name, sums) -> {
+            long[] counts = stored.counts().get(name);
+            float[] values = new float[sums.length];
+            int ne0 = sums.length / counts.length;
+            for (int j = 0; j < counts.length; j++) {
+                // load_imatrix divides by the (rounded) count as float; a legacy file's ncall 0 leaves the sums
+                float count = (float) counts[j];
+                for (int i = 0; i < ne0; i++) {
+                    float sum = sums[j * ne0 + i];
+                    values[j * ne0 + i] = count > 0 ? sum / count : stored.legacy() ? sum : 1;
+                }
+            }
+            weights.put(name, values);
+        });
+        ImportanceMatrix matrix = new ImportanceMatrix(file, weights, stored.datasets(), stored.chunkCount());
         // llama_model_quantize_impl: "imatrix contains non-finite value"
         matrix.weights().forEach((name, values) -> {
             for (float value : values) {
@@ -55,21 +61,43 @@ public record ImportanceMatrix(Path file, Map<String, float[]> weights, List<Str
         return matrix;
     }
 
-    private static ImportanceMatrix gguf(Path file) {
+    /**
+     * An imatrix file's entries as stored (common_imatrix_load): a GGUF file's in_sum2 and counts (each count rounded
+     * as std::lround), or a legacy file's values (sums / count x ncall) with {ncall} as the counts.
+     */
+    record Stored(boolean legacy, Map<String, float[]> sums, Map<String, long[]> counts, List<String> datasets,
+            int chunkCount) {}
+
+    /** @param option the option that named the file, for the errors (--imatrix, --in-file) */
+    static Stored readStored(Path file, String option) {
+        byte[] bytes;
+        try {
+            bytes = Files.readAllBytes(file);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new IllegalArgumentException(option + " " + file + " does not exist; expected the importance matrix"
+                    + " llama-imatrix wrote (GGUF, or the legacy .dat)", e);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + option + " " + file + ": " + e.getMessage(), e);
+        }
+        return bytes.length >= 4 && ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).getInt() == GgufWriter.MAGIC
+                ? gguf(file, option) : legacy(file, bytes, option);
+    }
+
+    private static Stored gguf(Path file, String option) {
         GgufReader reader;
         try {
             reader = GgufReader.open(file);
         } catch (IOException | RuntimeException e) {
-            throw new IllegalArgumentException("--imatrix " + file + " is not a GGUF file llama-quantize loads: " + e
+            throw new IllegalArgumentException(option + " " + file + " is not a GGUF file llama-quantize loads: " + e
                     .getMessage(), e);
         }
         if (reader.tensors().isEmpty()) {
-            throw new IllegalArgumentException("--imatrix " + file + " holds no data (no tensors)");
+            throw new IllegalArgumentException(option + " " + file + " holds no data (no tensors)");
         }
         Map<String, GgufReader.Value> metadata = reader.metadata();
         if (!metadata.containsKey("imatrix.datasets") || !metadata.containsKey("imatrix.chunk_count")
                 || !metadata.containsKey("imatrix.chunk_size")) {
-            throw new IllegalArgumentException("--imatrix " + file + " lacks imatrix.datasets, imatrix.chunk_count or"
+            throw new IllegalArgumentException(option + " " + file + " lacks imatrix.datasets, imatrix.chunk_count or"
                     + " imatrix.chunk_size; llama-quantize refuses it (\"missing imatrix metadata\")");
         }
         List<String> datasets = new ArrayList<>();
@@ -86,41 +114,39 @@ public record ImportanceMatrix(Path file, Map<String, float[]> weights, List<Str
                 pairs.computeIfAbsent(name.substring(0, name.length() - 7), n -> new String[2])[1] = name;
             }
         }
-        Map<String, float[]> weights = new TreeMap<>();
+        Map<String, float[]> sums = new TreeMap<>();
+        Map<String, long[]> counts = new TreeMap<>();
         for (Map.Entry<String, String[]> pair : pairs.entrySet()) {
             if (pair.getValue()[0] == null || pair.getValue()[1] == null) {
-                throw new IllegalArgumentException("--imatrix " + file + ": " + pair.getKey() + " has in_sum2 without"
+                throw new IllegalArgumentException(option + " " + file + ": " + pair.getKey() + " has in_sum2 without"
                         + " counts or counts without in_sum2 (llama-quantize: \"mismatched sums and counts\")");
             }
-            float[] sums = reader.floats(pair.getValue()[0]);
-            float[] counts = reader.floats(pair.getValue()[1]);
-            if (counts.length == 0 || sums.length % counts.length != 0) {
-                throw new IllegalArgumentException("--imatrix " + file + ": " + pair.getKey() + " has " + sums.length
-                        + " sums for " + counts.length + " counts");
+            float[] entrySums = reader.floats(pair.getValue()[0]);
+            float[] entryCounts = reader.floats(pair.getValue()[1]);
+            if (entryCounts.length == 0 || entrySums.length % entryCounts.length != 0) {
+                throw new IllegalArgumentException(option + " " + file + ": " + pair.getKey() + " has "
+                        + entrySums.length + " sums for " + entryCounts.length + " counts");
             }
-            int ne0 = sums.length / counts.length;
-            float[] values = new float[sums.length];
-            for (int j = 0; j < counts.length; j++) {
-                // common_imatrix_load rounds each count to an int64 (std::lround); load_imatrix divides by it as float
-                float count = (float) Math.round((double) counts[j]);
-                for (int i = 0; i < ne0; i++) {
-                    values[j * ne0 + i] = count > 0 ? sums[j * ne0 + i] / count : 1;
-                }
+            long[] rounded = new long[entryCounts.length];
+            for (int j = 0; j < rounded.length; j++) {
+                rounded[j] = Math.round((double) entryCounts[j]); // common_imatrix_load's std::lround
             }
-            weights.put(pair.getKey(), values);
+            sums.put(pair.getKey(), entrySums);
+            counts.put(pair.getKey(), rounded);
         }
-        return new ImportanceMatrix(file, weights, datasets, chunkCount);
+        return new Stored(false, sums, counts, datasets, chunkCount);
     }
 
-    private static ImportanceMatrix legacy(Path file, byte[] bytes) {
+    private static Stored legacy(Path file, byte[] bytes, String option) {
         ByteBuffer in = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
-        String problem = "--imatrix " + file + " is neither a GGUF imatrix nor a legacy .dat one llama-quantize loads";
+        String problem = option + " " + file + " is neither a GGUF imatrix nor a legacy .dat one llama-quantize loads";
         try {
             int entries = in.getInt();
             if (entries < 1) {
                 throw new IllegalArgumentException(problem + ": no data (" + entries + " entries)");
             }
-            Map<String, float[]> weights = new TreeMap<>();
+            Map<String, float[]> sums = new TreeMap<>();
+            Map<String, long[]> counts = new TreeMap<>();
             for (int e = 0; e < entries; e++) {
                 int length = in.getInt();
                 if (length < 0 || length > in.remaining()) {
@@ -136,13 +162,13 @@ public record ImportanceMatrix(Path file, Map<String, float[]> weights, List<Str
                 }
                 float[] values = new float[nval];
                 for (int i = 0; i < nval; i++) {
-                    float sum = in.getFloat();
-                    values[i] = ncall > 0 ? sum / ncall : sum;
+                    values[i] = in.getFloat();
                 }
                 // the C string stops at a NUL, as std::string{data()} does
                 String text = new String(name, StandardCharsets.UTF_8);
                 int nul = text.indexOf('\0');
-                weights.put(nul >= 0 ? text.substring(0, nul) : text, values);
+                sums.put(nul >= 0 ? text.substring(0, nul) : text, values);
+                counts.put(nul >= 0 ? text.substring(0, nul) : text, new long[] {ncall});
             }
             int chunkCount = 0;
             List<String> datasets = new ArrayList<>();
@@ -159,7 +185,7 @@ public record ImportanceMatrix(Path file, Map<String, float[]> weights, List<Str
                     }
                 }
             }
-            return new ImportanceMatrix(file, weights, datasets, chunkCount);
+            return new Stored(true, sums, counts, datasets, chunkCount);
         } catch (java.nio.BufferUnderflowException e) {
             throw new IllegalArgumentException(problem + ": cut short", e);
         }

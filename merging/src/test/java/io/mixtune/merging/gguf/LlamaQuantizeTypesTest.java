@@ -57,6 +57,12 @@ class LlamaQuantizeTypesTest {
         }
     }
 
+    @Test
+    void anUnknownTypeIsNamedAsTheAssignmentWasWritten() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> tensorType("attn_v=q4_k_m"));
+        assertTrue(e.getMessage().startsWith("--tensor-type attn_v=q4_k_m is not a ggml type"), e.getMessage());
+    }
+
     private static LlamaQuantizeTypes.TensorType tensorType(String assignment) {
         return LlamaQuantizeTypes.TensorType.parse(assignment);
     }

@@ -41,7 +41,7 @@ public final class Mixtune {
                 new RecipesCommand.Show(), new RecipesCommand.Copy(), new RecipesCommand.Import(), new EvalCommand(), new DataCommand.Prepare(),
                 new DataCommand.Preview(), new GenerateCommand(), new ChatCommand(), new InitModelCommand(), new InitAdapterCommand(),
                 new MergeAdapterCommand(), new MergeCommand(), new MergeMoeCommand(), new EnvCommand(),
-                new RewardCommand(), new ExportGgufCommand(), new ExportLoraGgufCommand())) {
+                new RewardCommand(), new ExportGgufCommand(), new ExportLoraGgufCommand(), new ImatrixCommand())) {
             commands.put(command.name(), command);
         }
         Command plan = new PlanCommand();

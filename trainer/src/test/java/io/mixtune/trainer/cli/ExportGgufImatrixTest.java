@@ -116,7 +116,7 @@ class ExportGgufImatrixTest {
         "q4_k_m --tensor-type attn_v | --tensor-type attn_v is malformed; expected NAME=TYPE",
         "q4_k_m --tensor-type =q8_0 | names no tensor",
         "q4_k_m --tensor-type attn_v= | names no type",
-        "q4_k_m --tensor-type attn_v=iq2_xs | --tensor-type attn_v= iq2_xs is not a ggml type mixtune encodes",
+        "q4_k_m --tensor-type attn_v=iq2_xs | --tensor-type attn_v=iq2_xs is not a ggml type mixtune encodes",
         "q4_k_m --tensor-type ffn_(up=q8_0 | is not a regular expression",
         "q4_k_m --tensor-type-file missing.txt | --tensor-type-file missing.txt cannot be read",
         "q4_k_m --imatrix src/test/resources/golden/gguf/imatrix/tensor-types.txt | is neither a GGUF imatrix nor",
