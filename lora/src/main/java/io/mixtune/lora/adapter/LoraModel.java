@@ -23,6 +23,8 @@ public final class LoraModel {
     private final Map<String, LoraConfig> configs = new LinkedHashMap<>();
     // Per adapter, modules trained in full beside it (PEFT's modules_to_save), such as a reward model's score head.
     private final Map<String, Map<String, NDArray>> modulesToSave = new LinkedHashMap<>();
+    // Per adapter started by PiSSA or OLoRA, its A0 and B0 per module (LoraModel#addMutatedAdapter).
+    private final Map<String, Map<String, float[][]>> initialWeights = new LinkedHashMap<>();
     // The modes set through this class (every layer holds the same): what a Scope puts back.
     private String active;
     private boolean enabled = true;
@@ -49,7 +51,18 @@ public final class LoraModel {
         /** PEFT's default: A Kaiming-uniform (a = sqrt(5), so U(-1/sqrt(in), 1/sqrt(in))), B zero: no change at first. */
         PEFT_DEFAULT,
         /** PEFT's init_lora_weights=False: B Kaiming-uniform too, so the adapter changes the output (for tests). */
-        RANDOM
+        RANDOM,
+        /** PEFT's "gaussian" (reset_lora_parameters): A ~ N(0, (1/r)^2), its std 1/r, B zero. */
+        GAUSSIAN;
+
+        /** The start of a recipe's init_lora_weights that sets only A and B. */
+        public static Init of(LoraInit init) {
+            return switch (init.kind()) {
+                case PEFT_DEFAULT -> PEFT_DEFAULT;
+                case GAUSSIAN -> GAUSSIAN;
+                default -> throw new IllegalArgumentException(init + " changes the base weights: addMutatedAdapter");
+            };
+        }
     }
 
     /** Adds a new adapter to every layer the config targets; the first adapter added becomes active. */
@@ -67,7 +80,8 @@ public final class LoraModel {
             LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
             int rank = config.rankOf(moduleName);
             SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
-            NDArray a = uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
+            NDArray a = init == Init.GAUSSIAN ? gaussian(random, new Shape(rank, lora.inFeatures()), 1.0 / rank)
+                    : uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
             NDArray b = init == Init.RANDOM
                     ? uniform(random, new Shape(lora.outFeatures(), rank), 1.0 / Math.sqrt(rank))
                     : manager.zeros(new Shape(lora.outFeatures(), rank));
@@ -122,6 +136,37 @@ public final class LoraModel {
     }
 
     /**
+     * Adds an adapter that PiSSA or OLoRA started ({@link io.mixtune.lora.init.MutatedInit}): A0, B0 per module (module
+     * name to {A0 [r, in], B0 [out, r]}) on a base whose weights are the residuals W - scale B0 A0. They are kept:
+     * the adapter is written as PEFT's conversion to a plain LoRA of the original base ({@link #initialWeights}).
+     */
+    public void addMutatedAdapter(String name, LoraConfig config, Map<String, float[][]> initial) {
+        if (config.useDora()) {
+            // PEFT's subtract_mutated_init converts lora_A and lora_B only: the magnitude of the residual's norm
+            // would be dropped from the converted adapter.
+            throw new IllegalArgumentException("adapter \"" + name + "\": PiSSA and OLoRA with DoRA cannot be "
+                    + "written as a plain LoRA adapter of the original base (PEFT's conversion drops DoRA's magnitude)");
+        }
+        if (config.useRslora() && (!config.rankPattern().isEmpty() || !config.alphaPattern().isEmpty())) {
+            throw new IllegalArgumentException("adapter \"" + name + "\": PiSSA and OLoRA with rslora and a rank or "
+                    + "alpha pattern cannot be converted to a plain LoRA adapter (PEFT's save_pretrained refuses it)");
+        }
+        Map<String, float[][]> copies = new LinkedHashMap<>();
+        initial.forEach((module, ab) -> copies.put(module, new float[][] {ab[0].clone(), ab[1].clone()}));
+        addAdapter(name, config, initial);
+        initialWeights.put(name, Collections.unmodifiableMap(copies));
+    }
+
+    /**
+     * Module name to {A0, B0} of an adapter that PiSSA or OLoRA started (whose base weights are residuals); empty for
+     * any other adapter.
+     */
+    public Map<String, float[][]> initialWeights(String adapterName) {
+        config(adapterName);
+        return initialWeights.getOrDefault(adapterName, Map.of());
+    }
+
+    /**
      * Puts an adapter from given weights (module name to A [r, in] and B [out, r]) under {@code name} and makes it
      * active, first dropping and freeing one already of that name: a search over compositions of adapters (LoraHub)
      * tries many on one loaded base.
@@ -139,6 +184,7 @@ public final class LoraModel {
         config(name);
         layers.values().forEach(layer -> layer.remove(name));
         configs.remove(name);
+        initialWeights.remove(name);
         if (name.equals(active)) {
             active = configs.isEmpty() ? null : configs.keySet().iterator().next();
         }
@@ -168,6 +214,14 @@ public final class LoraModel {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("adapter \"" + adapterName + "\": " + e.getMessage(), e);
         }
+    }
+
+    private NDArray gaussian(SplittableRandom random, Shape shape, double std) {
+        float[] values = new float[Math.toIntExact(shape.size())];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = (float) (random.nextGaussian() * std);
+        }
+        return manager.create(values, shape);
     }
 
     private NDArray uniform(SplittableRandom random, Shape shape, double bound) {
