@@ -11,14 +11,15 @@ import java.util.regex.Pattern;
  * {@code pissa} and {@code pissa_niter_N} (A, B from the top r singular triplets of W, exact or torch.svd_lowrank with
  * N subspace iterations: pissa_init), {@code olora} (B, A the first r columns of Q and rows of R of W = QR: olora_init).
  * PiSSA and OLoRA take their first update out of the base weight ({@link #mutatesBase}); the adapter written then is
- * PEFT's conversion to a plain LoRA of rank 2r ({@link MutatedInit}).
+ * PEFT's conversion to a plain LoRA of rank 2r (io.mixtune.lora.init.MutatedInit). {@code loftq}: A, B from the NF4
+ * quantisation error ({@link #loftq}).
  *
  * @param niter PiSSA's subspace iterations (pissa_niter_N, where 0 is Halko's range finder alone), {@value #EXACT} for
  *     PiSSA's exact SVD and for the other kinds
  */
 public record LoraInit(Kind kind, int niter) {
     public enum Kind {
-        PEFT_DEFAULT, GAUSSIAN, PISSA, OLORA
+        PEFT_DEFAULT, GAUSSIAN, PISSA, OLORA, LOFTQ
     }
 
     /** No subspace iterations: the exact SVD (pissa), or a kind without any. */
@@ -54,8 +55,7 @@ public record LoraInit(Kind kind, int niter) {
             case "olora" -> new LoraInit(Kind.OLORA, EXACT);
             case "false" -> throw refused(value, "B random too, so the adapter changes the model from its first step: "
                     + "PEFT's switch for tests; `mixtune init-adapter --init random` writes such an adapter");
-            case "loftq" -> throw refused(value, "LoftQ (alternating NF4 quantisation and SVD of the residual) is "
-                    + "not implemented yet; pissa gives a QLoRA start from the top singular vectors instead");
+            case "loftq" -> new LoraInit(Kind.LOFTQ, EXACT);
             case "orthogonal" -> throw refused(value, "not implemented (it needs torch's random draws of QR'd "
                     + "matrices); use gaussian or true");
             case "corda" -> throw refused(value, "CorDA needs each layer's input covariance collected over a "
@@ -80,6 +80,19 @@ public record LoraInit(Kind kind, int niter) {
         return kind == Kind.PISSA || kind == Kind.OLORA;
     }
 
+    /**
+     * LoftQ (Li et al. 2023) as PEFT's replace_lora_weights_loftq, the one-shot (loftq_iter 1) on the NF4 base:
+     * B A = the top r of W - dequantize(NF4(W)); the base stays NF4(W), so the adapter is a plain one.
+     */
+    public boolean loftq() {
+        return kind == Kind.LOFTQ;
+    }
+
+    /** An initialisation computed from the base weight as it loads (PiSSA, OLoRA, LoftQ). */
+    public boolean readsBase() {
+        return mutatesBase() || loftq();
+    }
+
     /** PEFT's spelling, as a recipe and adapter_config.json hold it. */
     @JsonValue
     @Override
@@ -89,6 +102,7 @@ public record LoraInit(Kind kind, int niter) {
             case GAUSSIAN -> "gaussian";
             case PISSA -> niter == EXACT ? "pissa" : "pissa_niter_" + niter;
             case OLORA -> "olora";
+            case LOFTQ -> "loftq";
         };
     }
 }

@@ -60,7 +60,8 @@ public final class LoraModel {
             return switch (init.kind()) {
                 case PEFT_DEFAULT -> PEFT_DEFAULT;
                 case GAUSSIAN -> GAUSSIAN;
-                default -> throw new IllegalArgumentException(init + " changes the base weights: addMutatedAdapter");
+                default -> throw new IllegalArgumentException(init + " reads the base weights as they load "
+                        + "(io.mixtune.lora.init.MutatedInit)");
             };
         }
     }

@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.LoraInit;
+import io.mixtune.lora.nf4.Nf4Tensor;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -25,16 +26,16 @@ public final class MutatedInit {
     public record Factors(float[] a, float[] b) {}
 
     /**
-     * A checkpoint loader's factory that starts every module {@code config} targets with {@code init} (PiSSA or
-     * OLoRA): it puts the module's A0, B0 into {@code initial} (module name to {A0, B0}) and hands the residual to
-     * {@code linears} (which then quantizes it, for QLoRA).
+     * A checkpoint loader's factory that starts every module {@code config} targets with {@code init} (PiSSA, OLoRA
+     * or LoftQ): it puts the module's A0, B0 into {@code initial} (module name to {A0, B0}) and hands the residual (for
+     * LoftQ the weight itself) to {@code linears} (which then quantizes it, for QLoRA).
      *
      * @param seed seeds pissa_niter_N's random start, per module
      */
     public static MistralCheckpoint.LinearFactory factory(MistralCheckpoint.LinearFactory linears, LoraConfig config,
             LoraInit init, long seed, Map<String, float[][]> initial) {
-        if (!init.mutatesBase()) {
-            throw new IllegalArgumentException(init + " leaves the base weights as they are");
+        if (!init.readsBase()) {
+            throw new IllegalArgumentException(init + " does not read the base weights");
         }
         return (name, weight, shape, manager) -> {
             if (!config.targets(name)) {
@@ -51,9 +52,11 @@ public final class MutatedInit {
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException(name + ": " + e.getMessage(), e);
             }
-            float[] residual = residual(weight, out, in, factors, scale, manager);
             initial.put(name, new float[][] {factors.a(), factors.b()});
-            return linears.create(name, residual, shape, manager);
+            if (init.loftq()) {
+                return linears.create(name, weight, shape, manager); // the base stays W, quantized as ever
+            }
+            return linears.create(name, residual(weight, out, in, factors, scale, manager), shape, manager);
         };
     }
 
@@ -67,6 +70,7 @@ public final class MutatedInit {
         return switch (init.kind()) {
             case PISSA -> pissa(init, weight, out, in, r, scale, random, manager);
             case OLORA -> olora(weight, out, in, r, manager);
+            case LOFTQ -> loftq(weight, out, in, r, random, manager);
             default -> throw new IllegalArgumentException(init + " leaves the base weights as they are");
         };
     }
@@ -100,6 +104,21 @@ public final class MutatedInit {
             }
         }
         return new Factors(a, b);
+    }
+
+    /**
+     * LoftQ's one-shot as PEFT's replace_lora_weights_loftq (utils/loftq_utils.py _loftq_init_new and
+     * _low_rank_decomposition): with E = W - dequantize(NF4(W)) = U S V^T, B0 = U_r sqrt(S_r), A0 = sqrt(S_r) V_r^T.
+     * NF4(W) is the base mixtune loads (blockwise 64, double quantisation, bit-equal to bitsandbytes'). As PEFT, the
+     * scale is not divided out: B0 A0 is E's best rank-r approximation, and the start scale B0 A0 is only with
+     * lora_alpha = r.
+     */
+    private static Factors loftq(float[] weight, int out, int in, int r, SplittableRandom random, NDManager manager) {
+        float[] error = Nf4Tensor.quantize(weight, new long[] {out, in}, true).dequantize();
+        for (int i = 0; i < error.length; i++) {
+            error[i] = weight[i] - error[i];
+        }
+        return pissa(new LoraInit(LoraInit.Kind.PISSA, LoraInit.EXACT), error, out, in, r, 1.0, random, manager);
     }
 
     /** olora_init: W = QR, B0 = Q[:, :r], A0 = R[:r] (= Q_r^T W), by Householder as LAPACK's geqrf. */

@@ -4,6 +4,7 @@ import static io.mixtune.lora.adapter.LoraAdapterTest.assertArrayClose;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -88,6 +89,55 @@ class LoraInitGoldenTest {
             PeftAdapter.save(lora, "default", dir.resolve("converted"), "../../base");
         }
         checkConverted(init, dir.resolve("converted"), pissa);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"pissa", "pissa_niter_2", "olora"})
+    void onMixtralExpertsTheWrittenAdapterIsTheTrainedModelOnTheOriginalBase(String init, @TempDir Path dir)
+            throws Exception {
+        // The tiny Mixtral of the PEFT goldens, experts, router and attention adapted (rank 4, w2 at rank 2, alpha
+        // 8): at the start the model is the base; after A and B move, the written (converted, fused where PEFT on
+        // transformers 5 fuses experts) adapter loaded on the untouched base gives the moved model's logits.
+        Path base = PeftGoldenTest.golden("base");
+        LoraConfig config = new LoraConfig(4, 8, 0, List.of("q_proj", "v_proj", "w1", "w2", "w3"), false,
+                Map.of("w2", 2), Map.of());
+        Map<String, float[][]> initial = new LinkedHashMap<>();
+        long[] ids = {1, 5, 9, 30, 17, 42, 55, 3};
+        float[] moved;
+        try (NDManager manager = NDManager.newBaseManager();
+                CausalLm model = MistralCheckpoint.load(base, manager, MutatedInit.factory(MistralCheckpoint.DENSE,
+                        config, LoraInit.parse(init), 11, initial));
+                CausalLm original = MistralCheckpoint.load(base, manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addMutatedAdapter("default", config, initial);
+            assertEquals(2 * (2 + 3 * 4), initial.size());
+            assertArrayClose(logits(original, ids, manager), logits(model, ids, manager), LOGITS, "start vs base");
+            java.util.SplittableRandom random = new java.util.SplittableRandom(5);
+            for (LoraLinear layer : lora.layers().values()) {
+                for (NDArray array : List.of(layer.adapter("default").a(), layer.adapter("default").b())) {
+                    float[] values = array.toFloatArray();
+                    for (int i = 0; i < values.length; i++) {
+                        values[i] += (float) (0.05 * random.nextGaussian());
+                    }
+                    io.mixtune.model.nn.InPlaceCopy.copy(array, values);
+                }
+            }
+            moved = logits(model, ids, manager);
+            assertTrue(LoraAdapterTest.maxDiff(logits(original, ids, manager), moved) > 1e-2, "the move changed nothing");
+            PeftAdapter.save(lora, "default", dir.resolve("adapter"), base.toString());
+        }
+        try (NDManager manager = NDManager.newBaseManager(); CausalLm model = MistralCheckpoint.load(base, manager)) {
+            PeftAdapter.load(new LoraModel(model), dir.resolve("adapter"), "default");
+            assertArrayClose(moved, logits(model, ids, manager), LOGITS, "converted on the original base");
+        }
+    }
+
+    private static float[] logits(CausalLm model, long[] ids, NDManager parent) {
+        try (NDManager manager = parent.newSubManager()) {
+            return model.forward(manager.create(ids).reshape(1, ids.length),
+                    manager.arange(0, ids.length, 1, ai.djl.ndarray.types.DataType.INT64).reshape(1, ids.length), null)
+                    .toFloatArray();
+        }
     }
 
     @org.junit.jupiter.api.Test

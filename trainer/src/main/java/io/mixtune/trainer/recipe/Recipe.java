@@ -162,14 +162,27 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
     /**
      * The adapter, with PEFT's meanings (scale alpha / r, or alpha / sqrt(r) with rslora; useDora: PEFT's use_dora,
      * DoRA's magnitude per output row trained beside A and B; initLoraWeights: PEFT's init_lora_weights, how a fresh
-     * adapter starts, {@link LoraInit}).
+     * adapter starts, {@link LoraInit}; loftqIter: LoftQConfig's loftq_iter, 1 only).
      */
     public record Lora(int r, double alpha, double dropout, List<String> targets, boolean rslora,
             Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, boolean useDora,
-            LoraInit initLoraWeights) {
+            LoraInit initLoraWeights, Integer loftqIter) {
         public Lora {
             if (initLoraWeights == null) {
                 initLoraWeights = LoraInit.PEFT_DEFAULT;
+            }
+            if (loftqIter == null) {
+                loftqIter = 1;
+            }
+            if (loftqIter != 1) {
+                throw new IllegalArgumentException("loftq_iter: " + loftqIter + ": mixtune runs LoftQ's one-shot "
+                        + "(loftq_iter 1, PEFT's replace_lora_weights_loftq), whose base stays NF4(W); with more "
+                        + "iterations PEFT's loftq_init makes the base NF4(W - B A), a changed base that would have to "
+                        + "be shipped beside the adapter");
+            }
+            if (initLoraWeights.loftq() && useDora) {
+                throw new IllegalArgumentException("init_lora_weights: loftq with use_dora: PEFT's DoRA magnitude "
+                        + "starts from ||W + scale B A||, not a LoftQ start mixtune has checked: drop one of them");
             }
             if (initLoraWeights.mutatesBase() && useDora) {
                 throw new IllegalArgumentException("init_lora_weights: " + initLoraWeights + " with use_dora cannot "

@@ -361,6 +361,10 @@ public final class RecipeReader {
             binder.problem(key, "is " + lora.initLoraWeights() + ", but training goes on from model.adapter "
                     + model.adapter() + ", whose weights are loaded as they are: drop one of them");
         }
+        if (lora.initLoraWeights().loftq() && model != null && !"nf4".equals(model.quantize())) {
+            binder.problem(key, "is loftq, which starts the adapter from the NF4 quantisation error of each weight, "
+                    + "but model.quantize is " + model.quantize() + ": set model.quantize: nf4, or use pissa");
+        }
         if (lora.initLoraWeights().mutatesBase() && train != null && List.of("dpo", "kto", "grpo", "rloo")
                 .contains(train.method())) {
             binder.problem(key, "is " + lora.initLoraWeights() + ", which takes the adapter's start out of the base "

@@ -74,7 +74,7 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         MistralCheckpoint.LinearFactory linears = linears(recipe.model());
         LoraInit init = recipe.model().adapter() == null ? recipe.lora().initLoraWeights() : LoraInit.PEFT_DEFAULT;
         Map<String, float[][]> initial = new LinkedHashMap<>();
-        if (init.mutatesBase()) {
+        if (init.readsBase()) {
             // Recomputed from the checkpoint at every load (deterministic: a --resume gets the same residual bits)
             linears = MutatedInit.factory(linears, recipe.lora().toConfig(), init, recipe.train().seed(), initial);
         }
@@ -89,6 +89,8 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
             PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName, modulesToSave.apply(model.config()));
         } else if (init.mutatesBase()) {
             lora.addMutatedAdapter(adapterName, recipe.lora().toConfig(), initial);
+        } else if (init.loftq()) {
+            lora.putAdapter(adapterName, recipe.lora().toConfig(), initial); // a plain adapter on the NF4 base
         } else {
             lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.of(init), recipe.train().seed());
         }

@@ -33,7 +33,7 @@ class LoraInitRecipeTest {
 
     @Test
     void peftsInitialisationsPassAndTheOthersAreRefusedByName() {
-        for (String value : new String[] {"true", "gaussian", "pissa", "pissa_niter_4", "olora"}) {
+        for (String value : new String[] {"true", "gaussian", "pissa", "pissa_niter_4", "olora", "loftq"}) {
             MixtuneCliTest.Result result = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=" + value);
             assertEquals(0, result.code(), value + ": " + result.err());
         }
@@ -43,6 +43,22 @@ class LoraInitRecipeTest {
         MixtuneCliTest.Result off = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=false");
         assertEquals(2, off.code(), off.err());
         assertTrue(off.err().contains("init-adapter --init random"), off.err());
+    }
+
+    @Test
+    void loftqNeedsAnNf4BaseAndRunsItsOneShotOnly() {
+        MixtuneCliTest.Result nf4 = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=loftq",
+                "model.quantize=nf4");
+        assertEquals(0, nf4.code(), nf4.err());
+        MixtuneCliTest.Result none = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=loftq",
+                "model.quantize=none");
+        assertEquals(2, none.code(), none.err());
+        assertTrue(none.err().contains("lora.init_lora_weights: is loftq, which starts the adapter from the NF4 "
+                + "quantisation error"), none.err());
+        MixtuneCliTest.Result iterations = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=loftq",
+                "model.quantize=nf4", "lora.loftq_iter=2");
+        assertEquals(2, iterations.code(), iterations.err());
+        assertTrue(iterations.err().contains("lora.loftq_iter: 2: mixtune runs LoftQ's one-shot"), iterations.err());
     }
 
     @Test
