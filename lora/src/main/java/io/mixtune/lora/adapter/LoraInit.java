@@ -8,6 +8,7 @@ import java.util.regex.Pattern;
 /**
  * How a fresh adapter starts, PEFT 0.21's init_lora_weights (tuners/lora/layer.py LoraLayer.update_layer):
  * {@code true} (A Kaiming-uniform, B zero), {@code gaussian} (A ~ N(0, (1/r)^2), B zero: reset_lora_parameters),
+ * {@code orthogonal} (A and B from two halves of a random orthogonal matrix, B A = 0: orthogonal_init),
  * {@code pissa} and {@code pissa_niter_N} (A, B from the top r singular triplets of W, exact or torch.svd_lowrank with
  * N subspace iterations: pissa_init), {@code olora} (B, A the first r columns of Q and rows of R of W = QR: olora_init).
  * PiSSA and OLoRA take their first update out of the base weight ({@link #mutatesBase}); the adapter written then is
@@ -19,7 +20,7 @@ import java.util.regex.Pattern;
  */
 public record LoraInit(Kind kind, int niter) {
     public enum Kind {
-        PEFT_DEFAULT, GAUSSIAN, PISSA, OLORA, LOFTQ
+        PEFT_DEFAULT, GAUSSIAN, ORTHOGONAL, PISSA, OLORA, LOFTQ
     }
 
     /** No subspace iterations: the exact SVD (pissa), or a kind without any. */
@@ -56,8 +57,7 @@ public record LoraInit(Kind kind, int niter) {
             case "false" -> throw refused(value, "B random too, so the adapter changes the model from its first step: "
                     + "PEFT's switch for tests; `mixtune init-adapter --init random` writes such an adapter");
             case "loftq" -> new LoraInit(Kind.LOFTQ, EXACT);
-            case "orthogonal" -> throw refused(value, "not implemented (it needs torch's random draws of QR'd "
-                    + "matrices); use gaussian or true");
+            case "orthogonal" -> new LoraInit(Kind.ORTHOGONAL, EXACT);
             case "corda" -> throw refused(value, "CorDA needs each layer's input covariance collected over a "
                     + "calibration set (PEFT's preprocess_corda), which mixtune does not collect");
             case "eva" -> throw refused(value, "EVA needs the SVD of each layer's activations over a calibration "
@@ -66,8 +66,8 @@ public record LoraInit(Kind kind, int niter) {
                     + "(PEFT's preprocess_loraga), which mixtune does not collect");
             case "mica" -> throw refused(value, "MiCA freezes B (PEFT's MiCALinearVariant), which mixtune's "
                     + "training does not do");
-            default -> throw new IllegalArgumentException("\"" + value + "\": expected true, gaussian, pissa, "
-                    + "pissa_niter_N or olora");
+            default -> throw new IllegalArgumentException("\"" + value + "\": expected true, gaussian, orthogonal, "
+                    + "pissa, pissa_niter_N, olora or loftq");
         };
     }
 
@@ -100,6 +100,7 @@ public record LoraInit(Kind kind, int niter) {
         return switch (kind) {
             case PEFT_DEFAULT -> "true";
             case GAUSSIAN -> "gaussian";
+            case ORTHOGONAL -> "orthogonal";
             case PISSA -> niter == EXACT ? "pissa" : "pissa_niter_" + niter;
             case OLORA -> "olora";
             case LOFTQ -> "loftq";

@@ -53,13 +53,20 @@ public final class LoraModel {
         /** PEFT's init_lora_weights=False: B Kaiming-uniform too, so the adapter changes the output (for tests). */
         RANDOM,
         /** PEFT's "gaussian" (reset_lora_parameters): A ~ N(0, (1/r)^2), its std 1/r, B zero. */
-        GAUSSIAN;
+        GAUSSIAN,
+        /**
+         * PEFT's "orthogonal" (orthogonal_init, r even): Q of a random r x r matrix's QR; A = (G1 Q[0::2])^T / 10,
+         * B = G2^T Q[1::2] / 10 with G1 [in, r/2], G2 [r/2, out] standard normal, so B A = 0 (Q's rows are
+         * orthonormal) while neither is zero.
+         */
+        ORTHOGONAL;
 
         /** The start of a recipe's init_lora_weights that sets only A and B. */
         public static Init of(LoraInit init) {
             return switch (init.kind()) {
                 case PEFT_DEFAULT -> PEFT_DEFAULT;
                 case GAUSSIAN -> GAUSSIAN;
+                case ORTHOGONAL -> ORTHOGONAL;
                 default -> throw new IllegalArgumentException(init + " reads the base weights as they load "
                         + "(io.mixtune.lora.init.MutatedInit)");
             };
@@ -81,6 +88,11 @@ public final class LoraModel {
             LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
             int rank = config.rankOf(moduleName);
             SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
+            if (init == Init.ORTHOGONAL) {
+                NDArray[] ab = orthogonal(random, rank, (int) lora.inFeatures(), (int) lora.outFeatures(), moduleName);
+                lora.add(name, adapterOf(lora, ab[0], ab[1], null, config, moduleName));
+                return lora;
+            }
             NDArray a = init == Init.GAUSSIAN ? gaussian(random, new Shape(rank, lora.inFeatures()), 1.0 / rank)
                     : uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
             NDArray b = init == Init.RANDOM
@@ -215,6 +227,55 @@ public final class LoraModel {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("adapter \"" + adapterName + "\": " + e.getMessage(), e);
         }
+    }
+
+    /** A [r, in] and B [out, r] of PEFT's orthogonal_init ({@link Init#ORTHOGONAL}). */
+    private NDArray[] orthogonal(SplittableRandom random, int rank, int in, int out, String moduleName) {
+        if (rank % 2 != 0) {
+            throw new IllegalArgumentException(moduleName + ": init_lora_weights orthogonal needs an even rank, got "
+                    + rank + " (PEFT refuses it too)");
+        }
+        double[][] columns = new double[rank][rank];
+        for (double[] column : columns) {
+            for (int i = 0; i < rank; i++) {
+                column[i] = random.nextGaussian();
+            }
+        }
+        double[][] q = io.mixtune.lora.init.ThinQr.of(columns).q(); // q[j] is Q's column j: Q[i][j] = q[j][i]
+        int half = rank / 2;
+        float[] a = new float[rank * in];
+        double[][] g1 = new double[in][half];
+        for (double[] row : g1) {
+            for (int k = 0; k < half; k++) {
+                row[k] = random.nextGaussian();
+            }
+        }
+        for (int j = 0; j < rank; j++) {
+            for (int c = 0; c < in; c++) {
+                double sum = 0;
+                for (int k = 0; k < half; k++) {
+                    sum += g1[c][k] * q[j][2 * k]; // (G1 Q[0::2])[c][j], Q[0::2] row k = Q's row 2k
+                }
+                a[j * in + c] = (float) (sum / 10);
+            }
+        }
+        float[] b = new float[out * rank];
+        double[][] g2 = new double[half][out];
+        for (double[] row : g2) {
+            for (int i = 0; i < out; i++) {
+                row[i] = random.nextGaussian();
+            }
+        }
+        for (int i = 0; i < out; i++) {
+            for (int j = 0; j < rank; j++) {
+                double sum = 0;
+                for (int k = 0; k < half; k++) {
+                    sum += g2[k][i] * q[j][2 * k + 1];
+                }
+                b[i * rank + j] = (float) (sum / 10);
+            }
+        }
+        return new NDArray[] {manager.create(a, new Shape(rank, in)), manager.create(b, new Shape(out, rank))};
     }
 
     private NDArray gaussian(SplittableRandom random, Shape shape, double std) {

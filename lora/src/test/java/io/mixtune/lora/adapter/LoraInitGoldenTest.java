@@ -166,6 +166,30 @@ class LoraInitGoldenTest {
         }
     }
 
+    @org.junit.jupiter.api.Test
+    void orthogonalStartsWithBTimesAZeroThoughNeitherIs() throws Exception {
+        // PEFT's orthogonal_init: A and B from complementary rows of one random orthogonal matrix, so B A = 0.
+        try (NDManager manager = NDManager.newBaseManager();
+                CausalLm model = MistralCheckpoint.load(golden("base"), manager)) {
+            LoraModel lora = new LoraModel(model);
+            lora.addAdapter("default", LoraConfig.of(4, 8, TARGETS), LoraModel.Init.of(LoraInit.parse("orthogonal")),
+                    3);
+            for (LoraLinear layer : lora.layers().values()) {
+                float[] a = layer.adapter("default").a().toFloatArray();
+                float[] b = layer.adapter("default").b().toFloatArray();
+                int in = (int) layer.inFeatures();
+                int out = (int) layer.outFeatures();
+                assertTrue(DoraGoldenTest.maxAbs(a) > 0.05 && DoraGoldenTest.maxAbs(b) > 0.05);
+                assertTrue(DoraGoldenTest.maxAbs(product(b, a, out, in)) < 1e-6);
+            }
+            LoraModel odd = new LoraModel(MistralCheckpoint.load(golden("base"), manager));
+            IllegalArgumentException refused = org.junit.jupiter.api.Assertions.assertThrows(
+                    IllegalArgumentException.class, () -> odd.addAdapter("default", LoraConfig.of(3, 8, TARGETS),
+                            LoraModel.Init.ORTHOGONAL, 3));
+            assertTrue(refused.getMessage().contains("needs an even rank, got 3"), refused.getMessage());
+        }
+    }
+
     /** Mine against PEFT's converted adapter: config, tensors (the B0 A0 half as a product), logits on the base. */
     private static void checkConverted(String init, Path converted, boolean pissa) throws Exception {
         ObjectMapper json = new ObjectMapper();

@@ -180,6 +180,12 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
                         + "iterations PEFT's loftq_init makes the base NF4(W - B A), a changed base that would have to "
                         + "be shipped beside the adapter");
             }
+            if (initLoraWeights.kind() == LoraInit.Kind.ORTHOGONAL && (r % 2 != 0
+                    || rankPattern.values().stream().anyMatch(rank -> rank % 2 != 0))) {
+                throw new IllegalArgumentException("init_lora_weights: orthogonal splits a random orthogonal r x r "
+                        + "matrix's rows in two halves, so every rank must be even (PEFT refuses an odd one too): r "
+                        + r + ", rank_pattern " + rankPattern);
+            }
             if (initLoraWeights.loftq() && useDora) {
                 throw new IllegalArgumentException("init_lora_weights: loftq with use_dora: PEFT's DoRA magnitude "
                         + "starts from ||W + scale B A||, not a LoftQ start mixtune has checked: drop one of them");

@@ -1,8 +1,13 @@
 package io.mixtune.trainer.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.mixtune.trainer.Training;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -33,7 +38,8 @@ class LoraInitRecipeTest {
 
     @Test
     void peftsInitialisationsPassAndTheOthersAreRefusedByName() {
-        for (String value : new String[] {"true", "gaussian", "pissa", "pissa_niter_4", "olora", "loftq"}) {
+        for (String value : new String[] {"true", "gaussian", "orthogonal", "pissa", "pissa_niter_4", "olora",
+                "loftq"}) {
             MixtuneCliTest.Result result = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=" + value);
             assertEquals(0, result.code(), value + ": " + result.err());
         }
@@ -43,6 +49,24 @@ class LoraInitRecipeTest {
         MixtuneCliTest.Result off = validate("../recipes/quickstart.yaml", "lora.init_lora_weights=false");
         assertEquals(2, off.code(), off.err());
         assertTrue(off.err().contains("init-adapter --init random"), off.err());
+    }
+
+    @Test
+    void aPissaRunOnAnNf4MixtralResumesToTheUninterruptedRunsBytes() throws Exception {
+        // --resume recomputes the start from the checkpoint (nothing of it is stored): the residual, NF4-quantized, and
+        // A0, B0 come out the same, so the adapter written after the resumed steps is the uninterrupted run's.
+        Path out = dir.resolve("pissa");
+        String[] sets = {"data.files=[../data/samples/chats.jsonl]", "output_dir=" + out, "train.max_steps=3",
+                "data.max_seq_len=48", "train.eval_every=0", "train.save_every=2", "train.keep_last=10",
+                "lora.init_lora_weights=pissa", "lora.targets=[q_proj, v_proj, w1, w2, w3, lm_head]"};
+        Training.load(Path.of("../recipes/quickstart.yaml"), sets).run();
+        Path adapter = out.resolve("adapter");
+        byte[] expected = Files.readAllBytes(adapter.resolve("adapter_model.safetensors"));
+        JsonNode config = new ObjectMapper().readTree(adapter.resolve("adapter_config.json").toFile());
+        assertEquals(2 * 16, config.get("r").asInt(), "the converted rank 2r");
+        Training.load(Path.of("../recipes/quickstart.yaml"), sets).resume(out.resolve("checkpoints/step-000002"))
+                .run();
+        assertArrayEquals(expected, Files.readAllBytes(adapter.resolve("adapter_model.safetensors")));
     }
 
     @Test
