@@ -23,6 +23,8 @@ public final class LoraModel {
     private final Map<String, LoraConfig> configs = new LinkedHashMap<>();
     // Per adapter, modules trained in full beside it (PEFT's modules_to_save), such as a reward model's score head.
     private final Map<String, Map<String, NDArray>> modulesToSave = new LinkedHashMap<>();
+    // Per adapter started by PiSSA or OLoRA, its A0 and B0 per module (LoraModel#addMutatedAdapter).
+    private final Map<String, Map<String, float[][]>> initialWeights = new LinkedHashMap<>();
     // The modes set through this class (every layer holds the same): what a Scope puts back.
     private String active;
     private boolean enabled = true;
@@ -49,7 +51,26 @@ public final class LoraModel {
         /** PEFT's default: A Kaiming-uniform (a = sqrt(5), so U(-1/sqrt(in), 1/sqrt(in))), B zero: no change at first. */
         PEFT_DEFAULT,
         /** PEFT's init_lora_weights=False: B Kaiming-uniform too, so the adapter changes the output (for tests). */
-        RANDOM
+        RANDOM,
+        /** PEFT's "gaussian" (reset_lora_parameters): A ~ N(0, (1/r)^2), its std 1/r, B zero. */
+        GAUSSIAN,
+        /**
+         * PEFT's "orthogonal" (orthogonal_init, r even): Q of a random r x r matrix's QR; A = (G1 Q[0::2])^T / 10,
+         * B = G2^T Q[1::2] / 10 with G1 [in, r/2], G2 [r/2, out] standard normal, so B A = 0 (Q's rows are
+         * orthonormal) while neither is zero.
+         */
+        ORTHOGONAL;
+
+        /** The start of a recipe's init_lora_weights that sets only A and B. */
+        public static Init of(LoraInit init) {
+            return switch (init.kind()) {
+                case PEFT_DEFAULT -> PEFT_DEFAULT;
+                case GAUSSIAN -> GAUSSIAN;
+                case ORTHOGONAL -> ORTHOGONAL;
+                default -> throw new IllegalArgumentException(init + " reads the base weights as they load "
+                        + "(io.mixtune.lora.init.MutatedInit)");
+            };
+        }
     }
 
     /** Adds a new adapter to every layer the config targets; the first adapter added becomes active. */
@@ -67,7 +88,13 @@ public final class LoraModel {
             LoraLinear lora = layers.computeIfAbsent(moduleName, n -> linear instanceof LoraLinear l ? l : new LoraLinear(linear));
             int rank = config.rankOf(moduleName);
             SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
-            NDArray a = uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
+            if (init == Init.ORTHOGONAL) {
+                NDArray[] ab = orthogonal(random, rank, (int) lora.inFeatures(), (int) lora.outFeatures(), moduleName);
+                lora.add(name, adapterOf(lora, ab[0], ab[1], null, config, moduleName));
+                return lora;
+            }
+            NDArray a = init == Init.GAUSSIAN ? gaussian(random, new Shape(rank, lora.inFeatures()), 1.0 / rank)
+                    : uniform(random, new Shape(rank, lora.inFeatures()), 1.0 / Math.sqrt(lora.inFeatures()));
             NDArray b = init == Init.RANDOM
                     ? uniform(random, new Shape(lora.outFeatures(), rank), 1.0 / Math.sqrt(rank))
                     : manager.zeros(new Shape(lora.outFeatures(), rank));
@@ -122,6 +149,37 @@ public final class LoraModel {
     }
 
     /**
+     * Adds an adapter that PiSSA or OLoRA started ({@link io.mixtune.lora.init.MutatedInit}): A0, B0 per module (module
+     * name to {A0 [r, in], B0 [out, r]}) on a base whose weights are the residuals W - scale B0 A0. They are kept:
+     * the adapter is written as PEFT's conversion to a plain LoRA of the original base ({@link #initialWeights}).
+     */
+    public void addMutatedAdapter(String name, LoraConfig config, Map<String, float[][]> initial) {
+        if (config.useDora()) {
+            // PEFT's subtract_mutated_init converts lora_A and lora_B only: the magnitude of the residual's norm
+            // would be dropped from the converted adapter.
+            throw new IllegalArgumentException("adapter \"" + name + "\": PiSSA and OLoRA with DoRA cannot be "
+                    + "written as a plain LoRA adapter of the original base (PEFT's conversion drops DoRA's magnitude)");
+        }
+        if (config.useRslora() && (!config.rankPattern().isEmpty() || !config.alphaPattern().isEmpty())) {
+            throw new IllegalArgumentException("adapter \"" + name + "\": PiSSA and OLoRA with rslora and a rank or "
+                    + "alpha pattern cannot be converted to a plain LoRA adapter (PEFT's save_pretrained refuses it)");
+        }
+        Map<String, float[][]> copies = new LinkedHashMap<>();
+        initial.forEach((module, ab) -> copies.put(module, new float[][] {ab[0].clone(), ab[1].clone()}));
+        addAdapter(name, config, initial);
+        initialWeights.put(name, Collections.unmodifiableMap(copies));
+    }
+
+    /**
+     * Module name to {A0, B0} of an adapter that PiSSA or OLoRA started (whose base weights are residuals); empty for
+     * any other adapter.
+     */
+    public Map<String, float[][]> initialWeights(String adapterName) {
+        config(adapterName);
+        return initialWeights.getOrDefault(adapterName, Map.of());
+    }
+
+    /**
      * Puts an adapter from given weights (module name to A [r, in] and B [out, r]) under {@code name} and makes it
      * active, first dropping and freeing one already of that name: a search over compositions of adapters (LoraHub)
      * tries many on one loaded base.
@@ -139,6 +197,7 @@ public final class LoraModel {
         config(name);
         layers.values().forEach(layer -> layer.remove(name));
         configs.remove(name);
+        initialWeights.remove(name);
         if (name.equals(active)) {
             active = configs.isEmpty() ? null : configs.keySet().iterator().next();
         }
@@ -168,6 +227,63 @@ public final class LoraModel {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("adapter \"" + adapterName + "\": " + e.getMessage(), e);
         }
+    }
+
+    /** A [r, in] and B [out, r] of PEFT's orthogonal_init ({@link Init#ORTHOGONAL}). */
+    private NDArray[] orthogonal(SplittableRandom random, int rank, int in, int out, String moduleName) {
+        if (rank % 2 != 0) {
+            throw new IllegalArgumentException(moduleName + ": init_lora_weights orthogonal needs an even rank, got "
+                    + rank + " (PEFT refuses it too)");
+        }
+        double[][] columns = new double[rank][rank];
+        for (double[] column : columns) {
+            for (int i = 0; i < rank; i++) {
+                column[i] = random.nextGaussian();
+            }
+        }
+        double[][] q = io.mixtune.lora.init.ThinQr.of(columns).q(); // q[j] is Q's column j: Q[i][j] = q[j][i]
+        int half = rank / 2;
+        float[] a = new float[rank * in];
+        double[][] g1 = new double[in][half];
+        for (double[] row : g1) {
+            for (int k = 0; k < half; k++) {
+                row[k] = random.nextGaussian();
+            }
+        }
+        for (int j = 0; j < rank; j++) {
+            for (int c = 0; c < in; c++) {
+                double sum = 0;
+                for (int k = 0; k < half; k++) {
+                    sum += g1[c][k] * q[j][2 * k]; // (G1 Q[0::2])[c][j], Q[0::2] row k = Q's row 2k
+                }
+                a[j * in + c] = (float) (sum / 10);
+            }
+        }
+        float[] b = new float[out * rank];
+        double[][] g2 = new double[half][out];
+        for (double[] row : g2) {
+            for (int i = 0; i < out; i++) {
+                row[i] = random.nextGaussian();
+            }
+        }
+        for (int i = 0; i < out; i++) {
+            for (int j = 0; j < rank; j++) {
+                double sum = 0;
+                for (int k = 0; k < half; k++) {
+                    sum += g2[k][i] * q[j][2 * k + 1];
+                }
+                b[i * rank + j] = (float) (sum / 10);
+            }
+        }
+        return new NDArray[] {manager.create(a, new Shape(rank, in)), manager.create(b, new Shape(out, rank))};
+    }
+
+    private NDArray gaussian(SplittableRandom random, Shape shape, double std) {
+        float[] values = new float[Math.toIntExact(shape.size())];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = (float) (random.nextGaussian() * std);
+        }
+        return manager.create(values, shape);
     }
 
     private NDArray uniform(SplittableRandom random, Shape shape, double bound) {

@@ -1,6 +1,7 @@
 package io.mixtune.lora.adapter;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -52,13 +53,21 @@ public final class PeftAdapter {
      * config are each written whole or not at all.
      */
     public static void save(LoraModel model, String adapterName, Path dir, String baseModelNameOrPath) {
-        LoraConfig config = model.config(adapterName);
+        Map<String, float[][]> initial = model.initialWeights(adapterName);
+        LoraConfig config = initial.isEmpty() ? model.config(adapterName)
+                : MutatedInitConversion.config(model.config(adapterName));
         List<TensorSpec> specs = new ArrayList<>();
         Map<String, NDArray> arrays = new LinkedHashMap<>();
         List<String> adapted = new ArrayList<>();
+        NDManager converted = initial.isEmpty() ? null : model.model().manager().newSubManager();
         model.layers().forEach((module, layer) -> {
             LoraLinear.Adapter adapter = layer.adapter(adapterName);
-            if (adapter != null) {
+            if (adapter != null && initial.containsKey(module)) {
+                NDArray[] ab = MutatedInitConversion.factors(adapter, initial.get(module), converted);
+                add(specs, arrays, aKey(module), ab[0]);
+                add(specs, arrays, bKey(module), ab[1]);
+                adapted.add(module);
+            } else if (adapter != null) {
                 add(specs, arrays, aKey(module), adapter.a());
                 add(specs, arrays, bKey(module), adapter.b());
                 if (adapter.dora()) {
@@ -72,6 +81,10 @@ public final class PeftAdapter {
         try (ArrayTensors tensors = new ArrayTensors(arrays)) {
             write(dir, config, targetModules(model, adapted), List.copyOf(model.modulesToSave(adapterName).keySet()),
                     baseModelNameOrPath, specs, tensors);
+        } finally {
+            if (converted != null) {
+                converted.close();
+            }
         }
     }
 

@@ -3,6 +3,7 @@ package io.mixtune.trainer.recipe;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.mixtune.data.template.JinjaChatTemplate;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.LoraInit;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -556,6 +557,19 @@ public final class AxolotlImport {
             }
             if (isTrue(get("peft_use_dora"))) {
                 put("lora.use_dora", true, "peft_use_dora"); // axolotl hands it to PEFT's LoraConfig(use_dora=...)
+            }
+            JsonNode init = get("peft_init_lora_weights");
+            if (init != null && !init.isNull() && !(init.isBoolean() && !init.asBoolean())) {
+                // axolotl hands a truthy value to PEFT's LoraConfig(init_lora_weights=...)
+                try {
+                    LoraInit parsed = LoraInit.parse(init.asText());
+                    put("lora.init_lora_weights", parsed.equals(LoraInit.PEFT_DEFAULT) ? (Object) true
+                            : parsed.toString(), "peft_init_lora_weights");
+                } catch (IllegalArgumentException e) {
+                    unmapped("peft_init_lora_weights", e.getMessage());
+                }
+            } else if (init != null) {
+                used.add("peft_init_lora_weights"); // false: axolotl's `if cfg.peft_init_lora_weights:` drops it
             }
             Set<String> targets = new LinkedHashSet<>();
             List<String> from = new ArrayList<>();

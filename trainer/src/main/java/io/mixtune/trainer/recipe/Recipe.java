@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.LoraInit;
 import io.mixtune.model.config.ModelConfig;
 import io.mixtune.trainer.optim.LearningRateSchedule;
 import io.mixtune.trainer.optim.LoraPlus;
@@ -47,8 +48,6 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
             Map.entry("lora.modules_to_save", "mixtune trains the LoRA arrays only (and a reward model's score head)"),
             Map.entry("lora.fan_in_fan_out", "Mistral's weights are [out, in] (nn.Linear): PEFT's fan_in_fan_out is "
                     + "false for them"),
-            Map.entry("lora.init_lora_weights", "a fresh adapter starts as PEFT's default (A Kaiming-uniform, B "
-                    + "zero); gaussian and the data-driven starts are not offered"),
             Map.entry("data.completion_only_loss", "a prompt_completion record trains its completion only (TRL's "
                     + "default for prompt-completion data); data.loss_on: train_on_inputs trains the prompt too (TRL's "
                     + "completion_only_loss: false); a text trains every token"),
@@ -162,11 +161,45 @@ public record Recipe(Model model, Lora lora, DataConfig data, Train train, Avera
 
     /**
      * The adapter, with PEFT's meanings (scale alpha / r, or alpha / sqrt(r) with rslora; useDora: PEFT's use_dora,
-     * DoRA's magnitude per output row trained beside A and B).
+     * DoRA's magnitude per output row trained beside A and B; initLoraWeights: PEFT's init_lora_weights, how a fresh
+     * adapter starts, {@link LoraInit}; loftqIter: LoftQConfig's loftq_iter, 1 only).
      */
     public record Lora(int r, double alpha, double dropout, List<String> targets, boolean rslora,
-            Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, boolean useDora) {
+            Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, boolean useDora,
+            LoraInit initLoraWeights, Integer loftqIter) {
         public Lora {
+            if (initLoraWeights == null) {
+                initLoraWeights = LoraInit.PEFT_DEFAULT;
+            }
+            if (loftqIter == null) {
+                loftqIter = 1;
+            }
+            if (loftqIter != 1) {
+                throw new IllegalArgumentException("loftq_iter: " + loftqIter + ": mixtune runs LoftQ's one-shot "
+                        + "(loftq_iter 1, PEFT's replace_lora_weights_loftq), whose base stays NF4(W); with more "
+                        + "iterations PEFT's loftq_init makes the base NF4(W - B A), a changed base that would have to "
+                        + "be shipped beside the adapter");
+            }
+            if (initLoraWeights.kind() == LoraInit.Kind.ORTHOGONAL && (r % 2 != 0
+                    || rankPattern.values().stream().anyMatch(rank -> rank % 2 != 0))) {
+                throw new IllegalArgumentException("init_lora_weights: orthogonal splits a random orthogonal r x r "
+                        + "matrix's rows in two halves, so every rank must be even (PEFT refuses an odd one too): r "
+                        + r + ", rank_pattern " + rankPattern);
+            }
+            if (initLoraWeights.loftq() && useDora) {
+                throw new IllegalArgumentException("init_lora_weights: loftq with use_dora: PEFT's DoRA magnitude "
+                        + "starts from ||W + scale B A||, not a LoftQ start mixtune has checked: drop one of them");
+            }
+            if (initLoraWeights.mutatesBase() && useDora) {
+                throw new IllegalArgumentException("init_lora_weights: " + initLoraWeights + " with use_dora cannot "
+                        + "be written as a plain LoRA adapter of the original base (PEFT's conversion drops DoRA's "
+                        + "magnitude): drop one of them");
+            }
+            if (initLoraWeights.mutatesBase() && rslora && (!rankPattern.isEmpty() || !alphaPattern.isEmpty())) {
+                throw new IllegalArgumentException("init_lora_weights: " + initLoraWeights + " with rslora and a "
+                        + "rank_pattern or alpha_pattern cannot be converted to a plain LoRA adapter (PEFT's "
+                        + "save_pretrained refuses it too): drop rslora or the patterns");
+            }
             try {
                 new LoraConfig(r, alpha, dropout, targets, rslora, rankPattern, alphaPattern);
             } catch (IllegalArgumentException e) {

@@ -10,6 +10,7 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.read.ChatFileReader;
 import io.mixtune.lora.adapter.LoraConfig;
+import io.mixtune.lora.adapter.LoraInit;
 import io.mixtune.lora.adapter.PeftAdapter;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
@@ -236,6 +237,7 @@ public final class RecipeReader {
                 // model.adapter's own check names what is wrong with the file
             }
         }
+        checkInitLoraWeights(model, lora, train, binder);
         if (data != null && train != null && (train.readsPreferencePairs() || train.readsLabeledExamples())) {
             // SFT's dataset types: a pair or KTO reader never looks at them, and would take the key silently
             if (List.of("text", "prompt_completion").contains(data.format())) {
@@ -345,6 +347,33 @@ public final class RecipeReader {
         }
     }
 
+    /**
+     * lora.init_lora_weights starts a fresh adapter only; PiSSA and OLoRA change the base weights, which the methods
+     * whose reference model is the base with the adapter off (dpo, kto, grpo, rloo) and WARM's average cannot take.
+     */
+    private static void checkInitLoraWeights(Recipe.Model model, Recipe.Lora lora, Recipe.Train train,
+            RecordBinder binder) {
+        if (lora == null || lora.initLoraWeights().equals(LoraInit.PEFT_DEFAULT)) {
+            return;
+        }
+        String key = "lora.init_lora_weights";
+        if (model != null && model.adapter() != null) {
+            binder.problem(key, "is " + lora.initLoraWeights() + ", but training goes on from model.adapter "
+                    + model.adapter() + ", whose weights are loaded as they are: drop one of them");
+        }
+        if (lora.initLoraWeights().loftq() && model != null && !"nf4".equals(model.quantize())) {
+            binder.problem(key, "is loftq, which starts the adapter from the NF4 quantisation error of each weight, "
+                    + "but model.quantize is " + model.quantize() + ": set model.quantize: nf4, or use pissa");
+        }
+        if (lora.initLoraWeights().mutatesBase() && train != null && List.of("dpo", "kto", "grpo", "rloo")
+                .contains(train.method())) {
+            binder.problem(key, "is " + lora.initLoraWeights() + ", which takes the adapter's start out of the base "
+                    + "weights, and train.method " + train.method() + " uses the base with the adapter off as its "
+                    + "reference model, which would then be the residual: start with true or gaussian, or train the "
+                    + "PiSSA/OLoRA adapter with sft first and pass it as model.adapter");
+        }
+    }
+
     /** What WARM asks of the other sections, and its lists' lengths. */
     private static void checkWarm(Recipe.Warm warm, Recipe.Train train, Recipe.Model model, Recipe.Lora lora,
             DataConfig data, RecordBinder binder) {
@@ -377,6 +406,10 @@ public final class RecipeReader {
             binder.problem("lora.use_dora", "WARM averages its members' adapters, and DoRA adapters (lora.use_dora, or "
                     + "a DoRA model.adapter) do not average (each magnitude rescales its own direction): train WARM's "
                     + "members with plain LoRA, or set warm.members: 0");
+        }
+        if (lora != null && lora.initLoraWeights().mutatesBase()) {
+            binder.problem("lora.init_lora_weights", "is " + lora.initLoraWeights() + ": WARM averages its members' "
+                    + "adapters in the model, whose base weights PiSSA and OLoRA changed: use true or gaussian");
         }
         if (model != null && model.adapter() != null && !warm.vary().loraDropout().isEmpty()) {
             binder.problem("warm.vary.lora_dropout", "cannot vary: the members start from model.adapter "

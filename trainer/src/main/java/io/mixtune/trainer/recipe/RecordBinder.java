@@ -2,6 +2,7 @@ package io.mixtune.trainer.recipe;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
+import io.mixtune.lora.adapter.LoraInit;
 import io.mixtune.merging.NearestName;
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.ParameterizedType;
@@ -163,6 +164,19 @@ final class RecordBinder {
                 return Map.of();
             }
             return null;
+        }
+        if (raw == LoraInit.class) {
+            // PEFT's init_lora_weights: true, or the name of an initialisation
+            if (!node.isValueNode()) {
+                problem(path, "expected true or an initialisation's name, got " + describe(node));
+                return FAILED;
+            }
+            try {
+                return LoraInit.parse(node.asText());
+            } catch (IllegalArgumentException e) {
+                problem(path, e.getMessage());
+                return FAILED;
+            }
         }
         if (raw == String.class) {
             if (!node.isValueNode() || node.isBoolean()) {

@@ -4,8 +4,10 @@ import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import io.mixtune.lora.adapter.LoraInit;
 import io.mixtune.lora.adapter.LoraModel;
 import io.mixtune.lora.adapter.PeftAdapter;
+import io.mixtune.lora.init.MutatedInit;
 import io.mixtune.lora.nf4.Nf4Loading;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
 import io.mixtune.model.config.ModelConfig;
@@ -17,6 +19,7 @@ import io.mixtune.trainer.device.NoGpuException;
 import io.mixtune.trainer.recipe.Recipe;
 import io.mixtune.trainer.recipe.RecipeValueException;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -69,6 +72,12 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         }
         NDManager manager = NDManager.newBaseManager(device);
         MistralCheckpoint.LinearFactory linears = linears(recipe.model());
+        LoraInit init = recipe.model().adapter() == null ? recipe.lora().initLoraWeights() : LoraInit.PEFT_DEFAULT;
+        Map<String, float[][]> initial = new LinkedHashMap<>();
+        if (init.readsBase()) {
+            // Recomputed from the checkpoint at every load (deterministic: a --resume gets the same residual bits)
+            linears = MutatedInit.factory(linears, recipe.lora().toConfig(), init, recipe.train().seed(), initial);
+        }
         DataType computeType = computeType(recipe.model(), device);
         if (computeType == DataType.FLOAT16 && !device.isGpu()) {
             notes.accept("compute_dtype fp16 on CPU: float16 matmuls run at about 1 GFLOP/s on a CPU (float32: tens); "
@@ -78,8 +87,12 @@ public record TrainingModel(NDManager manager, CausalLm model, LoraModel lora, P
         LoraModel lora = new LoraModel(model);
         if (recipe.model().adapter() != null) {
             PeftAdapter.load(lora, Path.of(recipe.model().adapter()), adapterName, modulesToSave.apply(model.config()));
+        } else if (init.mutatesBase()) {
+            lora.addMutatedAdapter(adapterName, recipe.lora().toConfig(), initial);
+        } else if (init.loftq()) {
+            lora.putAdapter(adapterName, recipe.lora().toConfig(), initial); // a plain adapter on the NF4 base
         } else {
-            lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.PEFT_DEFAULT, recipe.train().seed());
+            lora.addAdapter(adapterName, recipe.lora().toConfig(), LoraModel.Init.of(init), recipe.train().seed());
         }
         return new TrainingModel(manager, model, lora, baseModelDir, computeType);
     }

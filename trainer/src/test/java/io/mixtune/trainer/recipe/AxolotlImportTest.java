@@ -529,6 +529,30 @@ class AxolotlImportTest {
     }
 
     @Test
+    void peftInitLoraWeightsIsMappedAsAxolotlHandsItToPeft() throws IOException {
+        for (String[] c : new String[][] {{"pissa", "pissa"}, {"pissa_niter_4", "pissa_niter_4"}, {"olora", "olora"},
+                {"gaussian", "gaussian"}, {"true", "true"}, {"false", null}}) {
+            Path config = Files.writeString(dir.resolve("init.yml"), """
+                    base_model: /models/mistral
+                    adapter: qlora
+                    peft_init_lora_weights: %s
+                    """.formatted(c[0]));
+            AxolotlImport.Result imported = AxolotlImport.read(config);
+            Object value = imported.values().get("lora.init_lora_weights");
+            assertEquals(c[1], value == null ? null : value.toString(), c[0]);
+            assertTrue(imported.unmapped().stream().noneMatch(u -> u.contains("peft_init_lora_weights")),
+                    imported.unmapped().toString());
+        }
+        Path eva = Files.writeString(dir.resolve("eva.yml"), """
+                base_model: /models/mistral
+                adapter: qlora
+                peft_init_lora_weights: eva
+                """);
+        String unmapped = String.join("\n", AxolotlImport.read(eva).unmapped());
+        assertTrue(unmapped.contains("peft_init_lora_weights: \"eva\": \"eva\" is not offered: EVA needs"), unmapped);
+    }
+
+    @Test
     void keysWithAMixtuneSettingAreMapped() throws IOException {
         Path sft = Files.writeString(dir.resolve("sft.yml"), """
                 base_model: /models/mistral
