@@ -83,6 +83,11 @@ public final class RecipeReader {
             return binder.located(key) + message;
         }
 
+        /** Whether the recipe, an include or --set gives {@code key} (as "data.packing_fit"), not its default. */
+        public boolean sets(String key) {
+            return binder.userSet(key);
+        }
+
         /** The problem at the line that set its key. */
         public RecipeException locate(RecipeValueException e) {
             return new RecipeException(problem(e.key(), e.problem()));
