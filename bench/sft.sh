@@ -30,8 +30,8 @@ java -Dai.djl.offline=true -cp "bench/target/mixtune-bench-0.1.0-SNAPSHOT.jar:be
 interop/.venv/bin/python bench/sft_trl.py --peak "$peak" --threads "$threads" --steps "$steps" \
   --model "$work/tiny-mixtral" --model "$work/tiny-mistral" | tee "$work/trl.txt"
 
-echo "same work: both cut the same 200 chats to their first 512 tokens and pack them into rows of 512 (TRL best-fit"
-echo "decreasing, mixtune first-fit decreasing: compare the rows and per-row means above); each trainer shuffles the"
+echo "same work: both cut the same 200 chats to their first 512 tokens and pack them into rows of 512 (best-fit"
+echo "decreasing, TRL's bfd, both: compare the rows and per-row means above); each trainer shuffles the"
 echo "rows its own way, so the timed steps hold different rows and the figures are per token (tokens/s, targets/s)."
 echo "With steps >= rows, each trains every row once."
 per_step() { # "median fastest cpu-ms-per-1000-tokens" from a trainer's "tokens/s per step" line

@@ -24,8 +24,8 @@ And BFD_OUT (trl-bfd.json, PackingStrategyBfdTest): TRL's default strategy bfd, 
 lengths whose tokens name the sample and the position (sample i's token t is i * 1000 + t, every token trained):
 pack_dataset(strategy="bfd"), which SFTTrainer._prepare_dataset calls, then the padding-free collator on each row.
 Cases where first fit packs otherwise ([1, 5, 4, 7] in rows of 10: first fit [7, 1] [5, 4], best fit [7] [5, 4, 1]),
-ties among lengths and among rows' free space, samples longer than a row (truncated keep_start), and 1,002 samples
-(only each row's samples) across datasets.map's batches of 1,000.
+ties among lengths and among rows' free space, samples longer than a row (truncated keep_start), 1,002 samples
+(only each row's samples) across datasets.map's batches of 1,000, and empty samples (left out).
 
 Run: interop/.venv/bin/python interop/make_sft_data_goldens.py
 Deterministic: the records are written out below.
@@ -195,6 +195,8 @@ def bfd_lengths() -> dict[str, tuple[int, list[int]]]:
         "overlong": (10, [12, 3, 10, 25, 7, 2, 4]),
         "random": (64, [rng.randint(1, 64) for _ in range(120)]),
         "many": (32, [rng.randint(1, 32) for _ in range(1002)]),
+        # empty samples: _pack_bfd filters them out before it bins (none has a row)
+        "empty": (6, [2, 0, 4, 0, 6, 3, 3, 0, 1]),
     }
 
 

@@ -93,6 +93,7 @@ def test_bfd_golden_covers_what_it_is_for():
     assert any(n > overlong["max_length"] for n in overlong["lengths"])
     assert all(sum(row["seq_lengths"]) <= overlong["max_length"] for row in overlong["rows"]), "truncated"
     for c in cases.values():
-        assert sorted(i for row in c["rows"] for i in row["samples"]) == list(range(len(c["lengths"])))
+        assert sorted(i for row in c["rows"] for i in row["samples"]) == [i for i, n in enumerate(c["lengths"]) if n]
+    assert 0 in cases["empty"]["lengths"], "empty samples have no row"
     # datasets.map's batches: no row holds samples of both sides of sample 1,000
     assert all(max(row["samples"]) < 1000 or min(row["samples"]) >= 1000 for row in cases["many"]["rows"])

@@ -226,6 +226,12 @@ public final class ModelEval {
         }
         DataConfig dataConfig = new DataConfig(List.of(data.toString()), List.of(), 0, "auto", template.configName(),
                 null, rowLength, true, "all_assistant_turns", false);
+        String noDefault = List.of("auto", "hf").contains(template.configName()) ? tokenizer.noDefaultTemplate() : null;
+        if (noDefault != null) {
+            // as training refuses data.template auto or hf there (DataConfig#chatTemplate), in this command's words
+            throw new InvalidOptionException("template", "--template " + template.configName() + ": " + noDefault
+                    + ": give --template hf:NAME (--model " + model + ")");
+        }
         try {
             dataConfig.chatTemplate(tokenizer); // as training resolves data.template; a template the model lacks named
         } catch (IllegalArgumentException e) {

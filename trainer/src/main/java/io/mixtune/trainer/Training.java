@@ -161,6 +161,14 @@ public final class Training {
                 if (start == RunDirectory.Start.RESUME) {
                     resume = checkpointToResume(resumeFrom, listener);
                     started = run.asStarted(recipe, resume);
+                    if (started != recipe && loaded != null && loaded.sets("data.packing_fit")) {
+                        // best_fit asked for by name: a change of the run's rows, which --resume refuses (the Java
+                        // API's recipe cannot say it was asked for, and resumes as the run packed)
+                        throw new Refusal("--resume: the run was recorded before data.packing_fit (its recipe.yaml has "
+                                + "none) and packed data.packing_strategy bfd first fit: data.packing_fit: (not set, "
+                                + "first_fit as the run packed) -> best_fit would change its rows: drop "
+                                + "data.packing_fit to resume it, or start a new run");
+                    }
                     if (started != recipe) {
                         listener.onNote("the run started before mixtune packed data.packing_strategy bfd best fit "
                                 + "as TRL (its recipe.yaml has no data.packing_fit): it resumes first_fit, as it ran");

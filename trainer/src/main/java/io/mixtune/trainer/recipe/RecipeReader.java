@@ -7,6 +7,7 @@ import com.fasterxml.jackson.databind.PropertyNamingStrategies;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
+import io.mixtune.data.batch.PackingStrategy;
 import io.mixtune.data.dataset.DataConfig;
 import io.mixtune.data.read.ChatFileReader;
 import io.mixtune.lora.adapter.LoraConfig;
@@ -81,6 +82,11 @@ public final class RecipeReader {
          */
         public String problem(String key, String message) {
             return binder.located(key) + message;
+        }
+
+        /** Whether the recipe, an include or --set gives {@code key} (as "data.packing_fit"), not its default. */
+        public boolean sets(String key) {
+            return binder.userSet(key);
         }
 
         /** The problem at the line that set its key. */
@@ -255,6 +261,12 @@ public final class RecipeReader {
             // only sft packs; another method would read the samples whole and never cut them to max_seq_len
             binder.problem("data.packing_strategy", data.packingStrategy() + " packs SFT data, but train.method "
                     + train.method() + " never packs: drop it (bfd, the default, cuts samples to max_seq_len)");
+        }
+        if (data != null && train != null && data.packer() == PackingStrategy.BFD_FIRST_FIT
+                && !train.method().equals("sft")) {
+            // as above: the key bins SFT's packed rows only (a resumed run of another method is never switched to it)
+            binder.problem("data.packing_fit", "first_fit bins SFT's packed rows, but train.method "
+                    + train.method() + " never packs: drop it");
         }
         if (data != null) {
             checkFilesExist(data.files(), "data.files", binder);

@@ -349,6 +349,11 @@ final class RecordBinder {
         return keys;
     }
 
+    /** Whether the user set the value at {@code path} (a recipe, an include, --set) rather than left its default. */
+    boolean userSet(String path) {
+        return userOrigin(path) != null;
+    }
+
     /** Where the user set the value at {@code path} (a recipe, an include, --set), or null for a default. */
     private String userOrigin(String path) {
         String origin = tree.originOf(path);

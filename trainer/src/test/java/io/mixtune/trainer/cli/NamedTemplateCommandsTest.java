@@ -96,6 +96,12 @@ class NamedTemplateCommandsTest {
         assertEquals(2, unknown.code(), unknown.err());
         assertTrue(unknown.err().contains("hf:chatm: the model has no chat template named \"chatm\": its templates are "
                 + "[chatml, default, zephyr]"), unknown.err());
+        // no default template: refused as training refuses data.template auto, in eval's words (--template)
+        MixtuneCliTest.Result noDefault = MixtuneCliTest.run("eval", "--model", model(false).toString(), "--data",
+                chats.toString(), "--template", "auto");
+        assertEquals(2, noDefault.code(), noDefault.err());
+        assertTrue(noDefault.err().contains("no default template (transformers: \""), noDefault.err());
+        assertTrue(noDefault.err().contains(": give --template hf:NAME"), noDefault.err());
     }
 
     @Test

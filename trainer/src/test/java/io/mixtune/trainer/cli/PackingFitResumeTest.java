@@ -16,7 +16,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * data.packing_strategy bfd packs best fit as TRL since 2026-12-08; a run recorded before (its recipe.yaml without
  * data.packing_fit) packed first fit and resumes so, to the losses it would have had, while the same recipe started
- * anew packs best fit (other rows, other losses).
+ * anew packs best fit (other rows, other losses); best_fit set by name on such a resume is refused as a changed key.
  */
 class PackingFitResumeTest {
     @TempDir
@@ -79,8 +79,14 @@ class PackingFitResumeTest {
         String withoutKey = Files.readAllLines(recorded).stream().filter(line -> !line.contains("packing_fit"))
                 .collect(Collectors.joining("\n", "", "\n"));
         Files.writeString(recorded, withoutKey);
-        MixtuneCliTest.Result resumed = train(recipe, "--resume", older.resolve("out/checkpoints/step-000002")
-                .toString());
+        // best_fit asked for by name is a change of the run's rows, refused as --resume refuses one (not overridden)
+        String step2 = older.resolve("out/checkpoints/step-000002").toString();
+        MixtuneCliTest.Result asked = train(recipe, "--resume", step2, "--set", "data.packing_fit=best_fit");
+        assertEquals(2, asked.code(), asked.out() + asked.err());
+        assertTrue(asked.err().contains("data.packing_fit: (not set, first_fit as the run packed) -> best_fit"),
+                asked.err());
+        assertEquals(firstLosses, TrainCommandTest.losses(metrics), "the refused resume trained nothing");
+        MixtuneCliTest.Result resumed = train(recipe, "--resume", step2);
         assertEquals(0, resumed.code(), resumed.err());
         assertTrue(resumed.out().contains("it resumes first_fit, as it ran"), resumed.out());
         assertEquals(firstLosses, TrainCommandTest.losses(metrics), "steps 3 and 4 as the first-fit run's");

@@ -709,6 +709,10 @@ class RecipeReaderTest {
                 + "2026-12-08, but packing_strategy is bfd_split, which packs as TRL: drop packing_fit"), split);
         String unpacked = String.join("\n", problems(recipe, "data.packing=false", "data.packing_fit=first_fit"));
         assertTrue(unpacked.contains("but packing is false: drop packing_fit"), unpacked);
+        // as packing_strategy bfd_split: a method that never packs would take first_fit silently
+        String dpo = String.join("\n", problems(recipe, "train.method=dpo", "data.packing_fit=first_fit"));
+        assertTrue(dpo.contains("data.packing_fit: first_fit bins SFT's packed rows, but train.method dpo never "
+                + "packs: drop it"), dpo);
     }
 
     /**
