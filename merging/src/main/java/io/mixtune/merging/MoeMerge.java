@@ -88,7 +88,7 @@ public final class MoeMerge {
         for (Expert expert : config.experts()) {
             requireSameShapes(base, baseConfig, expert.sourceModel());
         }
-        ObjectNode outJson = mixtralConfig(base.model(), config);
+        ObjectNode outJson = mixtralConfig(base.model(), baseConfig, config);
         ModelConfig outConfig = ModelConfig.fromJson(outJson);
 
         Map<ModelReference, AdapterMerge.Merged> readers = new LinkedHashMap<>();
@@ -152,6 +152,7 @@ public final class MoeMerge {
         try (TextTokenizer tokenizer = TextTokenizer.open(tokenizerDir(base), baseConfig.bosTokenId() == null
                 ? TextTokenizer.NO_BOS : baseConfig.bosTokenId(), baseConfig.eosTokenId())) {
             var tokens = MoeGates.promptTokens(tokenizer, baseConfig.bosTokenId());
+            requireIdsInVocabulary(config.experts(), tokens, baseConfig.vocabSize(), base);
             if (mode == GateMode.CHEAP_EMBED) {
                 return MoeGates.cheapEmbed(config.experts(), baseReader.read("model.embed_tokens.weight"), layers,
                         hidden, tokens);
@@ -207,8 +208,21 @@ public final class MoeMerge {
      * The base's config.json as a Mixtral's (mixtral.py _generate_config): MixtralConfig's keys added, the experts
      * counted, no sliding window; the rest as the base has it.
      */
-    private static ObjectNode mixtralConfig(Path base, MoeConfig config) {
+    private static ObjectNode mixtralConfig(Path base, ModelConfig baseConfig, MoeConfig config) {
         ObjectNode json = (ObjectNode) CheckpointMerge.readConfig(base).deepCopy();
+        // mergekit writes MixtralConfig(**base_config.to_dict()): the base's values with MistralConfig's defaults
+        // resolved. Where MixtralConfig's defaults differ (rms_norm_eps 1e-5 for 1e-6, rope_theta 1e6 for 10000), a
+        // key the base leaves out is written with the value the base is read with, or the mixture would change it.
+        if (!json.hasNonNull("rms_norm_eps")) {
+            json.put("rms_norm_eps", baseConfig.rmsNormEps());
+        }
+        if (!json.path("rope_parameters").hasNonNull("rope_theta") && !json.hasNonNull("rope_theta")) {
+            if (json.path("rope_parameters").isObject()) {
+                ((ObjectNode) json.get("rope_parameters")).put("rope_theta", baseConfig.ropeTheta());
+            } else {
+                json.put("rope_theta", baseConfig.ropeTheta());
+            }
+        }
         json.remove(List.of("_name_or_path", "transformers_version"));
         json.putArray("architectures").add("MixtralForCausalLM");
         json.put("model_type", "mixtral");
@@ -263,6 +277,28 @@ public final class MoeMerge {
         return tokenizerDirs(base).stream().filter(d -> Files.isRegularFile(d.resolve("tokenizer.json"))).findFirst()
                 .orElseThrow(() -> new IllegalArgumentException(base + ": no tokenizer.json, which the gate modes"
                         + " hidden and cheap_embed tokenize the prompts with (use gate_mode random, or add it)"));
+    }
+
+    /**
+     * Every prompt's ids have an embedding row: a token added to the tokenizer (a ChatML token) of a model never
+     * resized for it would index past the embedding (mergekit: one_hot's or the embedding's index error).
+     */
+    private static void requireIdsInVocabulary(List<Expert> experts, java.util.function.Function<String, long[]> tokens,
+            int vocabSize, ModelReference base) {
+        for (Expert expert : experts) {
+            for (List<String> prompts : List.of(expert.positivePrompts(), expert.negativePrompts())) {
+                for (String prompt : prompts) {
+                    for (long id : tokens.apply(prompt)) {
+                        if (id < 0 || id >= vocabSize) {
+                            throw new IllegalArgumentException("expert " + expert.sourceModel() + ": prompt '" + prompt
+                                    + "' holds token id " + id + ", past base_model " + base + "'s vocab_size "
+                                    + vocabSize + " (its tokenizer has tokens its embedding has no row for): remove"
+                                    + " the token from the prompt, or resize the model's embeddings for it");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     private static AdapterMerge.Merged reader(Map<ModelReference, AdapterMerge.Merged> readers, ModelReference ref) {

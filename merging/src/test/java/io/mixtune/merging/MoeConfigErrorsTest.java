@@ -13,6 +13,8 @@ import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** mergekit-moe configs mixtune cannot build: refused naming the file, line, key and what was expected. */
 class MoeConfigErrorsTest {
@@ -118,5 +120,38 @@ class MoeConfigErrorsTest {
         String message = run(dir, base() + "gate_mode: random\nexperts:\n  - source_model: " + GOLDEN.resolve("lora")
                 + "\n  - source_model: " + GOLDEN.resolve("expert2") + "\n", dir.resolve("out"));
         assertTrue(message.contains("this is a PEFT adapter: write BASE+"), message);
+    }
+
+    /** A config that says architecture: mixtral still has its bad values reported with their line. */
+    @Test
+    void badValuesBesideArchitectureStillNameTheirLine(@TempDir Path dir) throws IOException {
+        String message = read(dir, base() + "architecture: mixtral\ngate_mode: hiden\n" + EXPERTS);
+        assertTrue(message.contains("moe.yml:3") && message.contains("got 'hiden'"), message);
+    }
+
+    /**
+     * A prompt holding a token the base's embedding has no row for (a ChatML token added to the tokenizer, the model
+     * never resized) is refused naming the prompt and the sizes, for both prompt modes, before anything is written.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"cheap_embed", "hidden"})
+    void aPromptTokenPastTheEmbeddingIsRefused(String gateMode, @TempDir Path dir) throws IOException {
+        Path base = Files.createDirectories(dir.resolve("base"));
+        for (String file : List.of("config.json", "model.safetensors", "tokenizer_config.json")) {
+            Files.copy(GOLDEN.resolve("base").resolve(file), base.resolve(file));
+        }
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        com.fasterxml.jackson.databind.node.ObjectNode tokenizer = (com.fasterxml.jackson.databind.node.ObjectNode)
+                json.readTree(GOLDEN.resolve("base/tokenizer.json").toFile());
+        ((com.fasterxml.jackson.databind.node.ArrayNode) tokenizer.get("added_tokens")).addObject().put("id", 27)
+                .put("content", "<|im_start|>").put("single_word", false).put("lstrip", false).put("rstrip", false)
+                .put("normalized", false).put("special", true);
+        json.writeValue(base.resolve("tokenizer.json").toFile(), tokenizer);
+        String message = run(dir, "base_model: " + base + "\ngate_mode: " + gateMode + "\nexperts:\n"
+                + "  - source_model: " + GOLDEN.resolve("expert1") + "\n    positive_prompts: [\"<|im_start|>doctor\"]\n"
+                + "  - source_model: " + GOLDEN.resolve("expert2") + "\n    positive_prompts: [\"python\"]\n",
+                dir.resolve("out"));
+        assertTrue(message.contains("<|im_start|>doctor") && message.contains("27"), message);
+        assertFalse(Files.exists(dir.resolve("out")), "nothing is written");
     }
 }

@@ -290,4 +290,30 @@ class MoeMergeTest {
             assertEquals(0.01, Math.sqrt(squares / source.length), 0.003);
         }
     }
+
+    /**
+     * mergekit writes MixtralConfig(**base_config.to_dict()): every value the base resolves, defaults included. A base
+     * config.json that leaves rms_norm_eps and rope_theta to MistralConfig's defaults (1e-6, 10000) must not have them
+     * read back with MixtralConfig's (1e-5, 1e6).
+     */
+    @Test
+    void keysTheBaseLeavesToMistralDefaultsKeepTheirMistralValues(@TempDir Path dir) throws IOException {
+        Path base = Files.createDirectories(dir.resolve("base"));
+        for (String file : List.of("model.safetensors", "tokenizer.json", "tokenizer_config.json")) {
+            Files.copy(GOLDEN.resolve("base").resolve(file), base.resolve(file));
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode json =
+                (com.fasterxml.jackson.databind.node.ObjectNode) JSON.readTree(GOLDEN.resolve("base/config.json").toFile());
+        json.remove(List.of("rms_norm_eps", "rope_parameters", "rope_theta"));
+        JSON.writeValue(base.resolve("config.json").toFile(), json);
+        ModelConfig dense = ModelConfig.read(base.resolve("config.json"));
+        String yaml = "base_model: " + base + "\ngate_mode: random\nexperts:\n"
+                + "  - source_model: " + GOLDEN.resolve("expert1") + "\n"
+                + "  - source_model: " + GOLDEN.resolve("expert2") + "\n";
+        merge(yaml, dir, false);
+        ModelConfig mixture = ModelConfig.read(dir.resolve("out/config.json"));
+        assertEquals(1e-6, dense.rmsNormEps());
+        assertEquals(dense.rmsNormEps(), mixture.rmsNormEps(), "rms_norm_eps");
+        assertEquals(dense.ropeTheta(), mixture.ropeTheta(), "rope_theta");
+    }
 }
