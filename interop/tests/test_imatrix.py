@@ -1,9 +1,10 @@
 """`mixtune imatrix` against llama.cpp's llama-imatrix, live (make_imatrix_goldens.CASES on the tiny presets'
 `export-gguf --type f32`, over the committed calibration text, from trainer/ as the goldens were made):
 
-- the same entries, counts (per expert for the Mixtral), imatrix.chunk_count, chunk_size and datasets, exactly; the
-  sums of squared activations within 1e-2 per value (the forwards differ in summation order, llama.cpp's KV cache is
-  f16 and its silu/exp its own: measured 2.2e-3);
+- the same entries, counts (per expert for the Mixtral), imatrix.chunk_count, chunk_size, datasets and
+  --save-frequency copies (.at_N), exactly; the sums of squared activations within 1e-2 per value (the forwards differ
+  in summation order, llama.cpp's KV cache is f16 and its silu/exp its own: measured 2.2e-3);
+- llama-quantize takes mixtune's files (GGUF and legacy .dat) as --imatrix, with their entries and chunk count;
 - `export-gguf --imatrix` with either file writes the same tensor types, and the same bytes except in a few blocks
   (measured 5 to 18 of 131072 blocks of 32 values), where the weighted scale search lands one step apart: no value
   moves more than a tenth of the tensor's largest weight.
@@ -14,6 +15,7 @@ ImatrixCommandTest holds the committed goldens then.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def test_the_same_entries_counts_and_chunks_and_sums_within_tolerance(computed, 
     got_meta, got = stats(computed / f"mixtune-{name}")
     assert got_meta == want_meta
     assert sorted(got) == sorted(want)
+    assert goldens.copies(computed / f"mixtune-{name}") == goldens.copies(computed / f"llama-{name}")
     for entry, (sums, counts) in want.items():
         np.testing.assert_array_equal(got[entry][1], counts, err_msg=entry)
         np.testing.assert_allclose(got[entry][0], sums, rtol=TOLERANCE, atol=0, err_msg=entry)
@@ -94,3 +97,20 @@ def test_export_gguf_with_either_file_quantizes_alike(computed, kind):
         differing += int(np.any(a != b, axis=1).sum())
         assert np.max(np.abs(a - b)) <= 0.1 * np.max(np.abs(f32[name])), name
     assert differing <= blocks // 1000, f"{differing} of {blocks} blocks differ"
+
+
+@pytest.mark.parametrize("case", [0, 2])
+def test_llama_quantize_takes_the_file_as_imatrix(computed, case):
+    name, preset = goldens.CASES[case][:2]
+    out = computed / f"quantized-{case}.gguf"
+    proc = subprocess.run([str(goldens.LLAMA_CPP_BUILD / "bin" / "llama-quantize"), "--imatrix",
+                           str(computed / f"mixtune-{name}"), str(computed / f"{preset}-f32.gguf"), str(out), "q4_k_m"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = {k: f.contents() for k, f in GGUFReader(out).fields.items() if k.startswith("quantize.imatrix.")}
+    _, entries = stats(computed / f"mixtune-{name}")
+    want_meta, _ = stats(computed / f"llama-{name}")
+    chunks = want_meta["imatrix.chunk_count"] if "imatrix.chunk_count" in want_meta else int(
+        np.frombuffer(want_meta["tail"], "<i4", 1, 0)[0])
+    assert meta["quantize.imatrix.entries_count"] == len(entries)
+    assert meta["quantize.imatrix.chunks_count"] == chunks
