@@ -32,12 +32,15 @@ IMATRIX = LLAMA_CPP_BUILD / "bin" / "llama-imatrix"
 TOKENIZE = LLAMA_CPP_BUILD / "bin" / "llama-tokenize"
 # (file name, preset, llama-imatrix options): 3 chunks of 32 tokens; the Mixtral's experts and output.weight; a
 # chunk of 40 in batches of 30 (micro-batches of 30 and 10: llama-imatrix skips the dense matmuls over the 10), as
-# the legacy .dat; the first chunk skipped and one run
+# the legacy .dat; the first chunk skipped and one run; two chunks of 24 per batch of 48 (n_seq 2) in micro-batches
+# of 20, split_equal's 10 + 10 then 4 + 4 tokens (the 8 skipped), with a copy every 2 chunks
 CASES = [
     ("tiny-mistral.imatrix.gguf", "tiny-mistral", ["-c", "32"]),
     ("tiny-mixtral.imatrix.gguf", "tiny-mixtral", ["-c", "32", "--process-output"]),
     ("tiny-mistral-b30.imatrix.dat", "tiny-mistral", ["-c", "40", "-b", "30", "--output-format", "dat"]),
     ("tiny-mistral-from1.imatrix.gguf", "tiny-mistral", ["-c", "32", "--chunk", "1", "--chunks", "1"]),
+    ("tiny-mistral-ub20.imatrix.gguf", "tiny-mistral",
+     ["-c", "24", "-b", "48", "-ub", "20", "--save-frequency", "2"]),
 ]
 
 
@@ -66,6 +69,11 @@ def llama_imatrix(gguf: Path, out: Path, options: list[str]) -> float:
     sys.exit(f"llama-imatrix printed no final perplexity: {proc.stdout}{proc.stderr}")
 
 
+def copies(out: Path) -> list[str]:
+    """The suffixes of the --save-frequency copies llama-imatrix wrote next to out (".at_2")."""
+    return sorted(p.name[len(out.name):] for p in out.parent.glob(out.name + ".at_*"))
+
+
 def token_ids(gguf: Path) -> list[int]:
     text = (RUN_DIR / TEXT).read_text()
     text = text[:-1] if text.endswith("\n") else text
@@ -86,7 +94,8 @@ def main() -> None:
             out = work / name
             ppl = llama_imatrix(exports[preset], out, options)
             shutil.copyfile(out, GOLDEN / name)
-            cases.append({"file": name, "preset": preset, "options": options, "perplexity": ppl})
+            cases.append({"file": name, "preset": preset, "options": options, "perplexity": ppl,
+                          "copies": copies(out)})
         golden = {"text": TEXT, "tokens": token_ids(exports["tiny-mistral"]),
                   "tokens_mixtral": token_ids(exports["tiny-mixtral"]), "cases": cases}
         (GOLDEN / "cases.json").write_text(json.dumps(golden) + "\n")

@@ -36,8 +36,8 @@ import java.util.regex.Pattern;
  * the model from position 0 with its first token replaced by the BOS. As collect_imatrix: every matrix of a block
  * (attn_q/k/v/output, ffn_gate/up/down, the router ffn_gate_inp) and, with {@code processOutput}, an untied
  * output.weight collects its input rows' squares and row count, the stacked experts per expert (mul_mat_id). llama.cpp
- * skips a dense matmul over a micro-batch of fewer than 16 tokens; where one chunk is one sequence (-b under 2 x -c)
- * the same micro-batches are cut here ({@link #countedRows}). The perplexity is computed over each chunk's second half,
+ * skips a dense matmul over a micro-batch of fewer than 16 tokens; the same micro-batches are cut here
+ * ({@link #schedule}). The perplexity is computed over each chunk's second half,
  * as llama-imatrix prints it.
  */
 public final class ImatrixRun {
@@ -120,7 +120,6 @@ public final class ImatrixRun {
         }
         int chunkMax = left / ctx;
         int chunks = options.chunks() < 0 ? chunkMax : Math.min(options.chunks(), chunkMax);
-        boolean[] counted = countedRows(ctx, batch, Math.min(options.ubatch(), batch), seqs);
         log.printf(Locale.ROOT, "computing over %d chunks, n_ctx=%d, batch_size=%d, n_seq=%d%n", chunks, ctx, batch,
                 seqs);
         Long bos = addsBos(model, adapter, config) ? (long) config.bosTokenId() : null;
@@ -133,48 +132,54 @@ public final class ImatrixRun {
             Collector collector = new Collector(stats, config, options.processOutput());
             lm.replaceLinears(collector::wrap);
             int lastChunk = stats.chunkCount();
-            for (int i = 0; i < chunks; i++) {
-                int start = from + i * ctx;
-                long[] ids = java.util.Arrays.copyOfRange(tokens, start, start + ctx);
-                if (bos != null) {
-                    ids[0] = bos;
-                }
-                float[] logits;
-                try (NDManager step = manager.newSubManager()) {
-                    collector.counted = counted;
-                    collector.rowMask = step.create(toFloats(counted), new Shape(ctx, 1));
-                    logits = WithoutGrad.get(() -> {
-                        NDArray input = step.create(ids, new Shape(1, ctx));
-                        NDArray positions = step.arange(0, ctx, 1, DataType.INT64).reshape(1, ctx);
-                        NDArray mask = AttentionMask.forRows(step, 1, ctx, null, null, config.slidingWindow(),
-                                lm.computeType());
-                        return lm.logits(lm.hiddenStates(input, positions, mask, null).states()).toFloatArray();
-                    });
-                }
-                if (options.perplexity()) {
-                    // process_logits over the second half: logits at first .. ctx-2 predict the next (original) token
-                    int vocab = logits.length / ctx;
-                    for (int p = ctx / 2; p < ctx - 1; p++) {
-                        double value = -logSoftmax(logits, p * vocab, vocab, (int) tokens[start + p + 1]);
-                        nll += value;
-                        nll2 += value * value;
+            long denseRows = stats.largestCount();
+            for (int first = 0; first < chunks; first += seqs) {
+                // compute_imatrix decodes n_seq chunks at a time; llama_decode cuts them into micro-batches
+                Schedule schedule = schedule(ctx, batch, Math.min(options.ubatch(), batch), seqs,
+                        Math.min(seqs, chunks - first));
+                for (int i = first; i < first + schedule.counted().length; i++) {
+                    boolean[] counted = schedule.counted()[i - first];
+                    int start = from + i * ctx;
+                    long[] ids = java.util.Arrays.copyOfRange(tokens, start, start + ctx);
+                    if (bos != null) {
+                        ids[0] = bos;
                     }
-                    count += ctx - ctx / 2 - 1;
-                    log.printf(Locale.ROOT, "[%d]%.4f,", i + 1, Math.exp(nll / count));
-                    log.flush();
-                }
-                int chunkCount = stats.chunkCount();
-                if (chunkCount > lastChunk) {
-                    int step = chunkCount - lastChunk;
-                    lastChunk = chunkCount;
-                    // collect_imatrix's test, once per chunk here (llama-imatrix tests it inside the forward)
-                    if ((lastChunk % options.outputFrequency()) / step == 0) {
-                        save(stats, out, promptFile, options, -1);
+                    float[] logits;
+                    try (NDManager step = manager.newSubManager()) {
+                        collector.counted = counted;
+                        collector.rowMask = step.create(toFloats(counted), new Shape(ctx, 1));
+                        logits = WithoutGrad.get(() -> {
+                            NDArray input = step.create(ids, new Shape(1, ctx));
+                            NDArray positions = step.arange(0, ctx, 1, DataType.INT64).reshape(1, ctx);
+                            NDArray mask = AttentionMask.forRows(step, 1, ctx, null, null, config.slidingWindow(),
+                                    lm.computeType());
+                            return lm.logits(lm.hiddenStates(input, positions, mask, null).states()).toFloatArray();
+                        });
                     }
-                    if (options.saveFrequency() > 0 && (lastChunk % options.saveFrequency()) / step == 0) {
-                        save(stats, out, promptFile, options, lastChunk);
+                    if (options.perplexity()) {
+                        // process_logits over the second half: logits at first .. ctx-2 predict the next (original)
+                        // token
+                        int vocab = logits.length / ctx;
+                        for (int p = ctx / 2; p < ctx - 1; p++) {
+                            double value = -logSoftmax(logits, p * vocab, vocab, (int) tokens[start + p + 1]);
+                            nll += value;
+                            nll2 += value * value;
+                        }
+                        count += ctx - ctx / 2 - 1;
+                        log.printf(Locale.ROOT, "[%d]%.4f,", i + 1, Math.exp(nll / count));
+                        log.flush();
                     }
                 }
+                // collect_imatrix's chunk counter (the most rows of a matrix / chunk size) steps per micro-batch, as
+                // the dense matrices count its tokens: its tests run here once the batch is done, over the same steps
+                for (int size : schedule.microBatchTokens()) {
+                    if (size >= SMALLEST_COLLECTED_BATCH) {
+                        denseRows += size;
+                        lastChunk = saveIfDue(stats, out, promptFile, options, lastChunk, (int) (denseRows / ctx));
+                    }
+                }
+                // no dense matrix counted (micro-batches under 16): the experts' rows move it
+                lastChunk = saveIfDue(stats, out, promptFile, options, lastChunk, stats.chunkCount());
             }
         }
         log.println();
@@ -195,6 +200,27 @@ public final class ImatrixRun {
         return new Result(tokens.length, chunks, perplexity, stats);
     }
 
+    /**
+     * collect_imatrix's test when its chunk counter rises to {@code chunk}: the output every -ofreq chunks, a copy
+     * {@code out.at_<chunk>} every --save-frequency chunks (where the counter steps over a multiple, too).
+     * llama-imatrix writes them from inside the forward, with the batch partly collected; they hold the whole batch
+     * here.
+     */
+    private static int saveIfDue(ImatrixStats stats, Path out, String promptFile, Options options, int lastChunk,
+            int chunk) {
+        if (chunk <= lastChunk) {
+            return lastChunk;
+        }
+        int step = chunk - lastChunk;
+        if ((chunk % options.outputFrequency()) / step == 0) {
+            save(stats, out, promptFile, options, -1);
+        }
+        if (options.saveFrequency() > 0 && (chunk % options.saveFrequency()) / step == 0) {
+            save(stats, out, promptFile, options, chunk);
+        }
+        return chunk;
+    }
+
     /** save_imatrix / save_imatrix_legacy; {@code chunk} > 0 writes the copy {@code out.at_<chunk>}. */
     private static void save(ImatrixStats stats, Path out, String promptFile, ImatrixRun.Options options, int chunk) {
         Path file = chunk > 0 ? out.resolveSibling(out.getFileName() + ".at_" + chunk) : out;
@@ -206,27 +232,57 @@ public final class ImatrixRun {
     }
 
     /**
-     * Which of a chunk's positions a dense matrix collects: llama-imatrix decodes a chunk (one sequence when -b is
-     * under 2 x -c) in batches of -b tokens, each in micro-batches of -ub, and its callback declines a dense matmul
-     * over fewer than 16 rows. With several chunks per batch (n_seq > 1) every micro-batch holds rows of all of them,
-     * so all rows count.
+     * One batch of compute_imatrix: per chunk, which positions a dense matrix collects (their micro-batch has 16
+     * tokens or more: collect_imatrix declines a dense matmul over fewer), and each micro-batch's tokens in order.
      */
-    static boolean[] countedRows(int ctx, int batch, int ubatch, int seqs) {
-        boolean[] counted = new boolean[ctx];
-        if (seqs > 1) {
-            java.util.Arrays.fill(counted, true);
-            return counted;
-        }
-        for (int b = 0; b < ctx; b += batch) {
-            int batchEnd = Math.min(ctx, b + batch);
-            for (int u = b; u < batchEnd; u += ubatch) {
-                int end = Math.min(batchEnd, u + ubatch);
-                for (int p = u; p < end; p++) {
-                    counted[p] = end - u >= SMALLEST_COLLECTED_BATCH;
+    record Schedule(boolean[][] counted, int[] microBatchTokens) {}
+
+    /**
+     * How llama_decode cuts a batch of {@code group} chunks of {@code ctx} tokens into micro-batches of at most
+     * {@code ubatch}. One chunk per batch (n_seq 1): batches of -b tokens, each cut in order (split_simple). Several
+     * (n_seq > 1): llama-imatrix's KV cache keeps a stream per sequence (n_parallel = n_seq, not unified), so
+     * llama_kv_cache::init_batch uses split_equal(n_ubatch, sequential): the run of consecutive chunks with tokens
+     * left (at most n_ubatch + 1), the same max(1, n_ubatch / chunks) next tokens from each. E.g. -c 24 -b 48 -ub 20:
+     * 10 + 10, 10 + 10, then 4 + 4, whose 8 rows are not collected.
+     */
+    static Schedule schedule(int ctx, int batch, int ubatch, int seqs, int group) {
+        boolean[][] counted = new boolean[group][ctx];
+        List<Integer> tokens = new ArrayList<>();
+        if (seqs == 1) {
+            for (int b = 0; b < ctx; b += batch) {
+                int batchEnd = Math.min(ctx, b + batch);
+                for (int u = b; u < batchEnd; u += ubatch) {
+                    int end = Math.min(batchEnd, u + ubatch);
+                    java.util.Arrays.fill(counted[0], u, end, end - u >= SMALLEST_COLLECTED_BATCH);
+                    tokens.add(end - u);
                 }
             }
+        } else {
+            int[] next = new int[group];
+            while (true) {
+                int first = 0;
+                while (first < group && next[first] == ctx) {
+                    first++;
+                }
+                if (first == group) {
+                    break;
+                }
+                int end = first;
+                int left = ctx;
+                while (end < group && next[end] < ctx && end - first <= ubatch) {
+                    left = Math.min(left, ctx - next[end]);
+                    end++;
+                }
+                int length = Math.min(left, Math.max(1, ubatch / (end - first)));
+                int size = length * (end - first);
+                for (int s = first; s < end; s++) {
+                    java.util.Arrays.fill(counted[s], next[s], next[s] + length, size >= SMALLEST_COLLECTED_BATCH);
+                    next[s] += length;
+                }
+                tokens.add(size);
+            }
         }
-        return counted;
+        return new Schedule(counted, tokens.stream().mapToInt(Integer::intValue).toArray());
     }
 
     private static float[] toFloats(boolean[] values) {

@@ -100,13 +100,18 @@ public final class ImatrixStats {
      * and load_imatrix sets to the largest count / chunk size; both are the largest count / chunk size at the end.
      */
     public int chunkCount() {
+        return (int) (largestCount() / chunkSize);
+    }
+
+    /** The most rows any matrix (or expert) has summed. */
+    long largestCount() {
         long most = 0;
         for (Entry entry : entries.values()) {
             for (long count : entry.counts()) {
                 most = Math.max(most, count);
             }
         }
-        return (int) (most / chunkSize);
+        return most;
     }
 
     private static void add(float[] into, int from, float[] values) {

@@ -66,7 +66,7 @@ final class ImatrixCommand implements Command {
                 .addOption(Mixtune.option("save-frequency", "N", "write a copy OUT.at_N every N chunks (default 0:"
                         + " none)"))
                 .addOption(Mixtune.option("in-file", "FILE", "an earlier imatrix (GGUF or .dat) to add in, "
-                        + "repeatable; without -f the files are only combined"))
+                        + "repeatable or a comma-separated list; without -f the files are only combined"))
                 .addOption(Mixtune.option("show-statistics", null, "llama-imatrix's; refused (not written yet)"))
                 .addOption(option("m", null, "FILE", "llama-imatrix's GGUF model; refused: give --model DIR"));
     }
@@ -77,6 +77,34 @@ final class ImatrixCommand implements Command {
                     + " file",
             "m", "mixtune imatrix runs the Hugging Face checkpoint export-gguf converts: give its folder as --model"
                     + " DIR (and --adapter DIR)");
+
+    /**
+     * arg.cpp's parse_csv_row, how llama-imatrix splits an --in-file value: fields at commas, a field that starts
+     * with a double quote runs to the closing one (commas kept, "" a quote).
+     */
+    static List<String> csvRow(String input) {
+        List<String> fields = new ArrayList<>();
+        StringBuilder field = new StringBuilder();
+        boolean quoted = false;
+        for (int i = 0; i < input.length(); i++) {
+            char ch = input.charAt(i);
+            if (ch == '"' && !quoted && field.length() == 0) {
+                quoted = true;
+            } else if (ch == '"' && quoted && i + 1 < input.length() && input.charAt(i + 1) == '"') {
+                field.append('"');
+                i++;
+            } else if (ch == '"' && quoted) {
+                quoted = false;
+            } else if (ch == ',' && !quoted) {
+                fields.add(field.toString());
+                field.setLength(0);
+            } else {
+                field.append(ch);
+            }
+        }
+        fields.add(field.toString());
+        return fields;
+    }
 
     @Override
     public int run(CommandLine line, PrintStream out) {
@@ -130,8 +158,10 @@ final class ImatrixCommand implements Command {
         List<Path> inFiles = new ArrayList<>();
         String[] given = line.getOptionValues("in-file");
         if (given != null) {
-            for (String file : given) {
-                inFiles.add(Path.of(file));
+            for (String list : given) {
+                for (String file : csvRow(list)) {
+                    inFiles.add(Path.of(file));
+                }
             }
         }
         ImatrixRun.Result result;

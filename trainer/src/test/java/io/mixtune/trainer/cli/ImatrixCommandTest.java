@@ -28,9 +28,9 @@ import org.junit.jupiter.params.provider.MethodSource;
 /**
  * `mixtune imatrix` computes what llama.cpp's llama-imatrix computed on `export-gguf --type f32` of the same seeded
  * tiny checkpoints over the same text (golden/gguf/imatrix/llama-imatrix, interop/make_imatrix_goldens.py): the same
- * entries, counts (per expert for the Mixtral's stacked experts), chunk count, chunk size and datasets exactly, the
- * sums of squared activations within {@link #SUM_TOLERANCE}, and the perplexity it prints within 5e-5 (measured 9e-6). The text
- * tokenizes to the ids llama-tokenize gave.
+ * entries, counts (per expert for the Mixtral's stacked experts), chunk count, chunk size, datasets and
+ * --save-frequency copies exactly, the sums of squared activations within {@link #SUM_TOLERANCE}, and the perplexity
+ * it prints within 5e-5 (measured 9e-6). The text tokenizes to the ids llama-tokenize gave.
  */
 class ImatrixCommandTest {
     private static final Path DIR = Path.of("src/test/resources/golden/gguf/imatrix/llama-imatrix");
@@ -76,6 +76,14 @@ class ImatrixCommandTest {
         double expected = entry.path("perplexity").asDouble();
         assertEquals(expected, Double.parseDouble(ppl.group(1)), 5e-5 * expected);
 
+        // the --save-frequency copies llama-imatrix wrote: named by its chunk counter, which steps per micro-batch
+        List<String> copies = new ArrayList<>();
+        entry.path("copies").forEach(copy -> copies.add(copy.asText()));
+        try (Stream<Path> written = Files.list(dir)) {
+            assertEquals(copies, written.map(p -> p.getFileName().toString()).filter(n -> n.startsWith(file + ".at_"))
+                    .map(n -> n.substring(file.length())).sorted().toList());
+        }
+
         int chunkSize = Integer.parseInt(entry.path("options").get(1).asText());
         ImatrixStats reference = new ImatrixStats(chunkSize);
         reference.load(DIR.resolve(file));
@@ -96,7 +104,8 @@ class ImatrixCommandTest {
             GgufReader want = GgufReader.open(DIR.resolve(file));
             GgufReader got = GgufReader.open(out);
             assertEquals(want.metadata().keySet().stream().toList(), got.metadata().keySet().stream().toList());
-            for (String key : List.of("general.type", "imatrix.chunk_count", "imatrix.chunk_size", "imatrix.datasets")) {
+            for (String key : List.of("general.type", "imatrix.chunk_count", "imatrix.chunk_size",
+                    "imatrix.datasets")) {
                 assertEquals(want.metadata().get(key), got.metadata().get(key), key);
             }
             assertEquals(want.tensors().keySet().stream().toList(), got.tensors().keySet().stream().toList());
@@ -140,19 +149,22 @@ class ImatrixCommandTest {
         Path golden = DIR.resolve("tiny-mistral.imatrix.gguf");
         Path legacy = DIR.resolve("tiny-mistral-b30.imatrix.dat");
         Path out = dir.resolve("combined.gguf");
+        // --in-file is repeatable and takes a comma-separated list (arg.cpp's parse_csv_row), "a,b" as llama-imatrix
         MixtuneCliTest.Result result = MixtuneCliTest.run("imatrix", "--model", model("tiny-mistral").toString(),
-                "--in-file", golden.toString(), "--in-file", golden.toString(), "-o", out.toString(), "-c", "32");
+                "--in-file", golden + "," + golden, "--in-file", golden.toString(), "-o", out.toString(), "-c", "32");
         assertEquals(0, result.code(), result.err());
         ImatrixStats once = new ImatrixStats(32);
         once.load(golden);
-        ImatrixStats twice = new ImatrixStats(32);
-        twice.load(out);
-        assertEquals(6, twice.chunkCount());
-        assertEquals(List.of(once.datasets().get(0), once.datasets().get(0)), twice.datasets());
+        ImatrixStats thrice = new ImatrixStats(32);
+        thrice.load(out);
+        assertEquals(9, thrice.chunkCount());
+        assertEquals(List.of(once.datasets().get(0), once.datasets().get(0), once.datasets().get(0)),
+                thrice.datasets());
         for (String name : once.names()) {
-            assertEquals(2 * once.counts(name)[0], twice.counts(name)[0], name);
-            assertEquals(2 * once.sums(name)[5], twice.sums(name)[5], 0, name);
+            assertEquals(3 * once.counts(name)[0], thrice.counts(name)[0], name);
+            assertEquals(3 * once.sums(name)[5], thrice.sums(name)[5], 1e-6 * thrice.sums(name)[5], name);
         }
+        assertEquals(List.of("a", "b,c", "d\"e", ""), ImatrixCommand.csvRow("a,\"b,c\",\"d\"\"e\","));
         // a legacy file: its values (sums / count * ncall) times the chunk size, ncall times the chunk size
         ImatrixStats fromDat = new ImatrixStats(40);
         fromDat.load(legacy);
@@ -201,11 +213,12 @@ class ImatrixCommandTest {
         assertFalse(base.out().contains("Final estimate"), base.out());
         assertArrayEquals(Files.readAllBytes(ofMerged), Files.readAllBytes(withAdapter));
         assertFalse(java.util.Arrays.equals(Files.readAllBytes(ofBase), Files.readAllBytes(withAdapter)));
-        // --save-frequency 2: a copy after chunk 2 (of 3), as llama-imatrix names it
-        ImatrixStats atTwo = new ImatrixStats(32);
-        atTwo.load(dir.resolve("base.gguf.at_2"));
-        assertEquals(2, atTwo.chunkCount());
-        assertArrayEquals(new long[] {64}, atTwo.counts("blk.0.attn_q.weight"));
-        assertFalse(Files.exists(dir.resolve("base.gguf.at_3")));
+        // --save-frequency 2: llama-imatrix decodes the 3 chunks of 32 as one batch (n_seq 64) in one micro-batch of
+        // 96 tokens, so its chunk counter steps 0 -> 3 and it writes base.gguf.at_3 only (measured), not .at_2
+        ImatrixStats atThree = new ImatrixStats(32);
+        atThree.load(dir.resolve("base.gguf.at_3"));
+        assertEquals(3, atThree.chunkCount());
+        assertArrayEquals(new long[] {96}, atThree.counts("blk.0.attn_q.weight"));
+        assertFalse(Files.exists(dir.resolve("base.gguf.at_2")));
     }
 }
