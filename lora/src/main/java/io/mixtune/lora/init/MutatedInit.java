@@ -81,13 +81,19 @@ public final class MutatedInit {
      */
     private static Factors pissa(LoraInit init, float[] weight, int out, int in, int r, double scale,
             SplittableRandom random, NDManager manager) {
+        return pissa(init, weight, out, in, r, scale, random, manager, true);
+    }
+
+    /** @param refuseUnsettled false for LoftQ, whose error matrix has a nearly flat spectrum (LowRankSvd#converged) */
+    private static Factors pissa(LoraInit init, float[] weight, int out, int in, int r, double scale,
+            SplittableRandom random, NDManager manager, boolean refuseUnsettled) {
         LowRankSvd.Triplets top;
         if (init.niter() == LoraInit.EXACT && Math.min(out, in) <= LowRankSvd.EXACT_MAX_DIM) {
             top = LowRankSvd.exact(weight, out, in, r);
         } else {
             try (NDManager scratch = manager.newSubManager()) {
                 NDArray w = scratch.create(weight, new Shape(out, in));
-                top = init.niter() == LoraInit.EXACT ? LowRankSvd.converged(w, r, random)
+                top = init.niter() == LoraInit.EXACT ? LowRankSvd.converged(w, r, random, refuseUnsettled)
                         : LowRankSvd.halko(w, r, init.niter(), random);
             }
         }
@@ -118,7 +124,8 @@ public final class MutatedInit {
         for (int i = 0; i < error.length; i++) {
             error[i] = weight[i] - error[i];
         }
-        return pissa(new LoraInit(LoraInit.Kind.PISSA, LoraInit.EXACT), error, out, in, r, 1.0, random, manager);
+        return pissa(new LoraInit(LoraInit.Kind.PISSA, LoraInit.EXACT), error, out, in, r, 1.0, random, manager,
+                false);
     }
 
     /** olora_init: W = QR, B0 = Q[:, :r], A0 = R[:r] (= Q_r^T W), by Householder as LAPACK's geqrf. */
