@@ -74,6 +74,35 @@ class LoftqTest {
     }
 
     @Test
+    void aModuleQloraKeepsInFullPrecisionStartsAsPeftsDefault() {
+        // lm_head (and the router) stay full precision under NF4: no quantisation error to take up. PEFT's
+        // replace_lora_weights_loftq replaces Linear4bit layers only, so such a targeted layer keeps the default
+        // start (A Kaiming-uniform, B zero): the model is unchanged at step 0. The start of E = W - NF4(W) there
+        // would add B0 A0 to an unquantized weight.
+        int out = 96;
+        int in = 64;
+        int r = 4;
+        SplittableRandom random = new SplittableRandom(2);
+        float[] w = new float[out * in];
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) (0.15 * random.nextGaussian());
+        }
+        Map<String, float[][]> starts = new LinkedHashMap<>();
+        try (NDManager manager = NDManager.newBaseManager()) {
+            Linear linear = MutatedInit.factory(Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION),
+                    LoraConfig.of(r, r, List.of("lm_head")), LoraInit.parse("loftq"), 3, starts)
+                    .create("lm_head", w.clone(), new Shape(out, in), manager);
+            assertTrue(!(linear instanceof Nf4Linear), "lm_head stays dense");
+            float[][] ab = starts.get("lm_head");
+            assertArrayEquals(new float[out * r], ab[1], "B starts at zero");
+            double bound = 1 / Math.sqrt(in);
+            for (float a : ab[0]) {
+                assertTrue(Math.abs(a) <= bound, "A Kaiming-uniform within 1/sqrt(in): " + a);
+            }
+        }
+    }
+
+    @Test
     void requantizingADequantizedNf4WeightKeepsItsCodes() {
         // Whether NF4(dequantize(NF4(W))) = NF4(W) in mixtune's NF4 (blockwise 64 with double quantisation): what a
         // LoftQ base saved dequantized (PEFT's loftq_init, loftq_iter > 1) would go through when QLoRA loads it again.
