@@ -31,11 +31,7 @@ class LoftqTest {
         int out = 96;
         int in = 64;
         int r = 4;
-        SplittableRandom random = new SplittableRandom(9);
-        float[] w = new float[out * in];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) (0.15 * random.nextGaussian());
-        }
+        float[] w = weight(9, out * in);
         LoraConfig config = LoraConfig.of(r, r, List.of("q_proj"));
         Map<String, float[][]> starts = new LinkedHashMap<>();
         try (NDManager manager = NDManager.newBaseManager()) {
@@ -82,11 +78,7 @@ class LoftqTest {
         int out = 96;
         int in = 64;
         int r = 4;
-        SplittableRandom random = new SplittableRandom(2);
-        float[] w = new float[out * in];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) (0.15 * random.nextGaussian());
-        }
+        float[] w = weight(2, out * in);
         Map<String, float[][]> starts = new LinkedHashMap<>();
         try (NDManager manager = NDManager.newBaseManager()) {
             Linear linear = MutatedInit.factory(Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION),
@@ -106,11 +98,7 @@ class LoftqTest {
     void requantizingADequantizedNf4WeightKeepsItsCodes() {
         // Whether NF4(dequantize(NF4(W))) = NF4(W) in mixtune's NF4 (blockwise 64 with double quantisation): what a
         // LoftQ base saved dequantized (PEFT's loftq_init, loftq_iter > 1) would go through when QLoRA loads it again.
-        SplittableRandom random = new SplittableRandom(4);
-        float[] w = new float[128 * 512];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) (0.15 * random.nextGaussian());
-        }
+        float[] w = weight(4, 128 * 512);
         long[] shape = {128, 512};
         float[] once = Nf4Tensor.quantize(w, shape, true).dequantize();
         float[] twice = Nf4Tensor.quantize(once, shape, true).dequantize();
@@ -124,5 +112,15 @@ class LoftqTest {
         float[] plain = Nf4Tensor.quantize(w, shape, false).dequantize();
         assertArrayEquals(plain, Nf4Tensor.quantize(plain, shape, false).dequantize(),
                 "without double quantisation, re-quantizing is the identity");
+    }
+
+    /** A weight of N(0, 0.15^2) values, as a trained projection's scale. */
+    private static float[] weight(long seed, int size) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] w = new float[size];
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) (0.15 * random.nextGaussian());
+        }
+        return w;
     }
 }
