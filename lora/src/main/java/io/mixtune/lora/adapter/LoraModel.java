@@ -287,11 +287,24 @@ public final class LoraModel {
     }
 
     private NDArray uniform(SplittableRandom random, Shape shape, double bound) {
-        float[] values = new float[Math.toIntExact(shape.size())];
+        return manager.create(uniformValues(random, Math.toIntExact(shape.size()), bound), shape);
+    }
+
+    private static float[] uniformValues(SplittableRandom random, int size, double bound) {
+        float[] values = new float[size];
         for (int i = 0; i < values.length; i++) {
             values[i] = (float) ((random.nextDouble() * 2 - 1) * bound);
         }
-        return manager.create(values, shape);
+        return values;
+    }
+
+    /**
+     * One module's PEFT-default start as {@link #addAdapter(String, LoraConfig, Init, long)} draws it with the same
+     * seed: {A [rank, in] Kaiming-uniform, B [out, rank] zero}.
+     */
+    public static float[][] peftDefaultStart(long seed, String moduleName, int rank, int in, int out) {
+        SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + moduleName.hashCode());
+        return new float[][] {uniformValues(random, rank * in, 1.0 / Math.sqrt(in)), new float[out * rank]};
     }
 
     public LoraConfig config(String adapterName) {

@@ -70,24 +70,33 @@ public final class LowRankSvd {
      * by QR), with its random start drawn from {@code random} instead of torch's global generator.
      */
     public static Triplets halko(NDArray w, int q, int niter, RandomGenerator random) {
-        return iterate(w, q, niter, random, false, q).top(q);
+        return iterate(w, q, niter, random, false, q, false).top(q);
     }
 
     /**
      * The top r triplets by subspace iteration on q = min(2r + 8, min(m, n)) columns (the r + 8 extra columns make
      * the error shrink as (s_q+1 / s_r)^2 per iteration, not (s_r+1 / s_r)^2), until the rank-r product U_r S_r V_r^T
-     * stops moving ({@value #CONVERGED} of its norm between two iterations; at most {@value #MAX_ITERATIONS}
-     * iterations).
+     * stops moving ({@value #CONVERGED} of its norm between two iterations); refused after {@value #MAX_ITERATIONS}
+     * iterations without settling.
      */
     public static Triplets converged(NDArray w, int r, RandomGenerator random) {
+        return converged(w, r, random, true);
+    }
+
+    /**
+     * As above; with {@code refuseUnsettled} false the iterate after {@value #MAX_ITERATIONS} iterations is returned
+     * instead: LoftQ's quantisation error is close to white noise, whose top-r subspace is barely defined (any
+     * nearly-top one leaves nearly the same error), where PiSSA's start is that subspace.
+     */
+    public static Triplets converged(NDArray w, int r, RandomGenerator random, boolean refuseUnsettled) {
         long[] shape = w.getShape().getShape();
         int q = (int) Math.min(2L * r + 8, Math.min(shape[0], shape[1]));
-        return iterate(w, q, MAX_ITERATIONS, random, true, r).top(r);
+        return iterate(w, q, MAX_ITERATIONS, random, true, r, refuseUnsettled).top(r);
     }
 
     /** @param r with untilConverged, the rank whose product must settle */
     private static Triplets iterate(NDArray weight, int q, int niter, RandomGenerator random, boolean untilConverged,
-            int r) {
+            int r, boolean refuseUnsettled) {
         long[] shape = weight.getShape().getShape();
         boolean transposed = shape[0] < shape[1]; // _svd_lowrank assumes a tall matrix
         try (NDManager scratch = weight.getManager().newSubManager()) {
@@ -106,40 +115,57 @@ public final class LowRankSvd {
             }
             NDArray basis = orthonormal(a.matMul(scratch.create(start, new Shape(n, q))), scratch);
             Triplets previous = null;
+            double moved = Double.NaN;
             for (int i = 0; i < niter; i++) {
                 basis = orthonormal(at.matMul(basis), scratch);
                 basis = orthonormal(a.matMul(basis), scratch);
                 if (untilConverged) {
                     Triplets now = project(a, basis, q, m, scratch);
-                    if (previous != null && settled(previous, now, r)) {
-                        return oriented(now, transposed);
+                    if (previous != null) {
+                        moved = relativeChange(previous, now, r);
+                        if (moved <= CONVERGED) {
+                            return oriented(now, transposed);
+                        }
                     }
                     previous = now;
                 }
+            }
+            if (untilConverged && refuseUnsettled) {
+                // Returning the last iterate would hand PiSSA a start that is not the top-r SVD it promises.
+                throw new IllegalArgumentException("pissa: the subspace iteration on a " + shape[0] + " x " + shape[1]
+                        + " weight did not settle within " + niter + " iterations (its rank-" + r + " product still "
+                        + "moved by " + String.format(java.util.Locale.ROOT, "%.1e", moved) + " of its norm, more than "
+                        + CONVERGED + "): its top " + r + " singular values are too close to those below them for "
+                        + "the exact start to be well defined; set lora.init_lora_weights: pissa_niter_N (torch's "
+                        + "svd_lowrank with N iterations, PEFT's fast PiSSA) or olora");
             }
             return oriented(project(a, basis, q, m, scratch), transposed);
         }
     }
 
     /**
-     * Whether the rank-r approximations P = U_r S_r V_r^T of two iterations differ by less than {@value #CONVERGED}
-     * of ||P|| (Frobenius): the product, not each vector, since vectors of nearly equal singular values turn within
-     * their span from one iteration to the next while B A stays put. ||P - P'||^2 = ||P||^2 + ||P'||^2 - 2 tr(P^T P'),
-     * tr(P^T P') = sum_jk s_j s'_k (u_j . u'_k)(v_j . v'_k): r^2 dot products.
+     * ||P - P'|| / ||P'|| for the rank-r approximations P = U_r S_r V_r^T of two iterations: the product, not each
+     * vector, since vectors of nearly equal singular values turn within their span from one iteration to the next
+     * while B A stays put. ||P - P'||^2 = <P, P> + <P', P'> - 2 <P, P'>, with
+     * <X, Y> = sum_jk s_j t_k (u_j . y_k)(v_j . z_k) and every term from the vectors as they are: U comes from a
+     * float32 basis, so its columns are unit only to about 1e-8, and sum s_j^2 in place of <P, P> would err by that
+     * much of ||P||^2, more than the (1e-6)^2 tested.
      */
-    private static boolean settled(Triplets before, Triplets now, int r) {
-        double cross = 0;
-        double normBefore = 0;
-        double normNow = 0;
+    static double relativeChange(Triplets before, Triplets now, int r) {
+        double normBefore = inner(before, before, r);
+        double normNow = inner(now, now, r);
+        double difference = Math.max(0, normBefore + normNow - 2 * inner(before, now, r));
+        return Math.sqrt(difference / normNow);
+    }
+
+    private static double inner(Triplets x, Triplets y, int r) {
+        double sum = 0;
         for (int j = 0; j < r; j++) {
-            normBefore += before.s()[j] * before.s()[j];
-            normNow += now.s()[j] * now.s()[j];
             for (int k = 0; k < r; k++) {
-                cross += before.s()[j] * now.s()[k] * dot(before.u()[j], now.u()[k]) * dot(before.v()[j], now.v()[k]);
+                sum += x.s()[j] * y.s()[k] * dot(x.u()[j], y.u()[k]) * dot(x.v()[j], y.v()[k]);
             }
         }
-        double difference = Math.max(0, normBefore + normNow - 2 * cross);
-        return difference <= CONVERGED * CONVERGED * normNow;
+        return sum;
     }
 
     private static double dot(double[] x, double[] y) {

@@ -5,8 +5,11 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import io.mixtune.lora.adapter.LoraConfig;
 import io.mixtune.lora.adapter.LoraInit;
+import io.mixtune.lora.adapter.LoraModel;
+import io.mixtune.lora.nf4.Nf4Linear;
 import io.mixtune.lora.nf4.Nf4Tensor;
 import io.mixtune.model.checkpoint.MistralCheckpoint;
+import io.mixtune.model.nn.Linear;
 import java.util.Map;
 import java.util.SplittableRandom;
 
@@ -45,6 +48,16 @@ public final class MutatedInit {
             int in = (int) shape.get(1);
             int r = config.rankOf(name);
             double scale = config.scaleOf(name);
+            Linear quantized = null;
+            if (init.loftq()) {
+                quantized = linears.create(name, weight, shape, manager); // the base stays W, quantized as ever
+                if (!(quantized instanceof Nf4Linear)) {
+                    // Kept in full precision (lm_head, the router): no quantisation error to take up. PEFT's
+                    // replace_lora_weights_loftq replaces Linear4bit layers only; the others keep the default start.
+                    initial.put(name, LoraModel.peftDefaultStart(seed, name, r, in, out));
+                    return quantized;
+                }
+            }
             Factors factors;
             try {
                 factors = factors(init, weight, out, in, r, scale,
@@ -53,8 +66,8 @@ public final class MutatedInit {
                 throw new IllegalArgumentException(name + ": " + e.getMessage(), e);
             }
             initial.put(name, new float[][] {factors.a(), factors.b()});
-            if (init.loftq()) {
-                return linears.create(name, weight, shape, manager); // the base stays W, quantized as ever
+            if (quantized != null) {
+                return quantized;
             }
             return linears.create(name, residual(weight, out, in, factors, scale, manager), shape, manager);
         };
@@ -81,13 +94,19 @@ public final class MutatedInit {
      */
     private static Factors pissa(LoraInit init, float[] weight, int out, int in, int r, double scale,
             SplittableRandom random, NDManager manager) {
+        return pissa(init, weight, out, in, r, scale, random, manager, true);
+    }
+
+    /** @param refuseUnsettled false for LoftQ, whose error matrix has a nearly flat spectrum (LowRankSvd#converged) */
+    private static Factors pissa(LoraInit init, float[] weight, int out, int in, int r, double scale,
+            SplittableRandom random, NDManager manager, boolean refuseUnsettled) {
         LowRankSvd.Triplets top;
         if (init.niter() == LoraInit.EXACT && Math.min(out, in) <= LowRankSvd.EXACT_MAX_DIM) {
             top = LowRankSvd.exact(weight, out, in, r);
         } else {
             try (NDManager scratch = manager.newSubManager()) {
                 NDArray w = scratch.create(weight, new Shape(out, in));
-                top = init.niter() == LoraInit.EXACT ? LowRankSvd.converged(w, r, random)
+                top = init.niter() == LoraInit.EXACT ? LowRankSvd.converged(w, r, random, refuseUnsettled)
                         : LowRankSvd.halko(w, r, init.niter(), random);
             }
         }
@@ -118,7 +137,8 @@ public final class MutatedInit {
         for (int i = 0; i < error.length; i++) {
             error[i] = weight[i] - error[i];
         }
-        return pissa(new LoraInit(LoraInit.Kind.PISSA, LoraInit.EXACT), error, out, in, r, 1.0, random, manager);
+        return pissa(new LoraInit(LoraInit.Kind.PISSA, LoraInit.EXACT), error, out, in, r, 1.0, random, manager,
+                false);
     }
 
     /** olora_init: W = QR, B0 = Q[:, :r], A0 = R[:r] (= Q_r^T W), by Householder as LAPACK's geqrf. */

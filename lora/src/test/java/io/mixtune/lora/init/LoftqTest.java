@@ -31,11 +31,7 @@ class LoftqTest {
         int out = 96;
         int in = 64;
         int r = 4;
-        SplittableRandom random = new SplittableRandom(9);
-        float[] w = new float[out * in];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) (0.15 * random.nextGaussian());
-        }
+        float[] w = weight(9, out * in);
         LoraConfig config = LoraConfig.of(r, r, List.of("q_proj"));
         Map<String, float[][]> starts = new LinkedHashMap<>();
         try (NDManager manager = NDManager.newBaseManager()) {
@@ -74,14 +70,35 @@ class LoftqTest {
     }
 
     @Test
+    void aModuleQloraKeepsInFullPrecisionStartsAsPeftsDefault() {
+        // lm_head (and the router) stay full precision under NF4: no quantisation error to take up. PEFT's
+        // replace_lora_weights_loftq replaces Linear4bit layers only, so such a targeted layer keeps the default
+        // start (A Kaiming-uniform, B zero): the model is unchanged at step 0. The start of E = W - NF4(W) there
+        // would add B0 A0 to an unquantized weight.
+        int out = 96;
+        int in = 64;
+        int r = 4;
+        float[] w = weight(2, out * in);
+        Map<String, float[][]> starts = new LinkedHashMap<>();
+        try (NDManager manager = NDManager.newBaseManager()) {
+            Linear linear = MutatedInit.factory(Nf4Loading.factory(Nf4Loading.KEEP_FULL_PRECISION),
+                    LoraConfig.of(r, r, List.of("lm_head")), LoraInit.parse("loftq"), 3, starts)
+                    .create("lm_head", w.clone(), new Shape(out, in), manager);
+            assertTrue(!(linear instanceof Nf4Linear), "lm_head stays dense");
+            float[][] ab = starts.get("lm_head");
+            assertArrayEquals(new float[out * r], ab[1], "B starts at zero");
+            double bound = 1 / Math.sqrt(in);
+            for (float a : ab[0]) {
+                assertTrue(Math.abs(a) <= bound, "A Kaiming-uniform within 1/sqrt(in): " + a);
+            }
+        }
+    }
+
+    @Test
     void requantizingADequantizedNf4WeightKeepsItsCodes() {
         // Whether NF4(dequantize(NF4(W))) = NF4(W) in mixtune's NF4 (blockwise 64 with double quantisation): what a
         // LoftQ base saved dequantized (PEFT's loftq_init, loftq_iter > 1) would go through when QLoRA loads it again.
-        SplittableRandom random = new SplittableRandom(4);
-        float[] w = new float[128 * 512];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) (0.15 * random.nextGaussian());
-        }
+        float[] w = weight(4, 128 * 512);
         long[] shape = {128, 512};
         float[] once = Nf4Tensor.quantize(w, shape, true).dequantize();
         float[] twice = Nf4Tensor.quantize(once, shape, true).dequantize();
@@ -95,5 +112,15 @@ class LoftqTest {
         float[] plain = Nf4Tensor.quantize(w, shape, false).dequantize();
         assertArrayEquals(plain, Nf4Tensor.quantize(plain, shape, false).dequantize(),
                 "without double quantisation, re-quantizing is the identity");
+    }
+
+    /** A weight of N(0, 0.15^2) values, as a trained projection's scale. */
+    private static float[] weight(long seed, int size) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] w = new float[size];
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) (0.15 * random.nextGaussian());
+        }
+        return w;
     }
 }

@@ -2,6 +2,7 @@ package io.mixtune.lora.init;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.ndarray.NDManager;
@@ -53,6 +54,45 @@ class LowRankSvdTest {
                 assertEquals(1, Math.abs(dot(u[j], top.u()[j])), 1e-6, "u_" + j);
                 assertEquals(1, Math.abs(dot(v[j], top.v()[j])), 1e-6, "v_" + j);
             }
+        }
+    }
+
+    @Test
+    void convergenceMeasuresTheProductsDifferenceNotUnitNorms() {
+        // P' = (1 + 1e-5) P moved by 1e-5 of its norm, ten times the criterion. Taking <P, P> as sum s_j^2 (unit
+        // vectors assumed) made the difference 10 - 10 (1 + 1e-5) < 0, clamped to 0: "settled". A float32 basis
+        // leaves U's columns unit only to about 1e-8, so that criterion stopped near 1e-4, not 1e-6.
+        double[][] v = {{1, 0}, {0, 1}};
+        double[] s = {2, 1};
+        LowRankSvd.Triplets before = new LowRankSvd.Triplets(new double[][] {{1, 0, 0}, {0, 1, 0}}, s, v);
+        LowRankSvd.Triplets grown = new LowRankSvd.Triplets(new double[][] {{1 + 1e-5, 0, 0}, {0, 1 + 1e-5, 0}}, s, v);
+        assertEquals(1e-5, LowRankSvd.relativeChange(before, grown, 2), 1e-7);
+        assertEquals(0, LowRankSvd.relativeChange(before, before, 2), 1e-9);
+    }
+
+    @Test
+    void subspaceIterationThatDoesNotSettleIsRefusedByName() {
+        // s_k = 1 - 0.001 k: with r 2 and q 12 columns the error shrinks by (s_13 / s_2)^2 = 0.98 per iteration, so
+        // 100 iterations do not get the product to 1e-6; the last iterate used to be returned as if converged.
+        int m = 200;
+        int n = 180;
+        SplittableRandom random = new SplittableRandom(7);
+        double[][] u = ThinQr.of(gaussian(random, 60, m)).q();
+        double[][] v = ThinQr.of(gaussian(random, 60, n)).q();
+        float[] w = new float[m * n];
+        for (int k = 0; k < 60; k++) {
+            double s = 1 - 0.001 * k;
+            for (int i = 0; i < m; i++) {
+                for (int c = 0; c < n; c++) {
+                    w[i * n + c] += (float) (s * u[k][i] * v[k][c]);
+                }
+            }
+        }
+        try (NDManager manager = NDManager.newBaseManager()) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> LowRankSvd.converged(manager.create(w, new Shape(m, n)), 2, new SplittableRandom(1)));
+            assertTrue(e.getMessage().contains("did not settle within 100 iterations")
+                    && e.getMessage().contains("pissa_niter_N"), e.getMessage());
         }
     }
 
